@@ -1,0 +1,1 @@
+"""Uptime accounting: intervals, attestations, ledger and payouts (a later issue)."""

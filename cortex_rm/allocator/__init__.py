@@ -1,0 +1,1 @@
+"""The ResourceManager's decisions: cluster model, application lifecycle, state store."""

@@ -1,0 +1,1 @@
+"""The node agent: container runtime, localization and launch (issue 3)."""
