@@ -1,0 +1,433 @@
+"""The ResourceManager's applications: ids, submission, lifecycle, queries, kill.
+
+This is the decision core behind ApplicationClientProtocol and the REST API: it
+never touches a socket.  Every state change that clients must not lose goes
+through the state store first (NEW_SAVING, FINAL_SAVING), exactly where YARN's
+RMAppImpl saves, so a restarted RM reports every application it ever accepted.
+
+Ids: the cluster timestamp is chosen once, at the very first start, and kept; the
+id counter is reserved from the store in blocks (``ID_BLOCK``) so that a restart
+continues after the last block and never hands out an id twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from cortex_rm.allocator.app_model import Application, Attempt, Submission
+from cortex_rm.allocator.app_states import (
+    APP_TRANSITIONS,
+    ATTEMPT_TRANSITIONS,
+    AppEvent,
+    AppState,
+    AttemptEvent,
+    AttemptState,
+    FinalStatus,
+)
+from cortex_rm.allocator.errors import (
+    InvalidSubmission,
+    RefusedOperation,
+    UnknownApplication,
+    UnknownAttempt,
+)
+from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId
+from cortex_rm.allocator.queues import Queue, QueueTree
+from cortex_rm.allocator.resources import Resource
+from cortex_rm.allocator.state_store import RMStateStore
+
+log = Logger()
+
+ID_BLOCK = 100
+ACCEPTED_DIAGNOSTICS = "Application is added to the scheduler and is waiting for its ApplicationMaster container."
+
+
+@dataclass(frozen=True)
+class SchedulerLimits:
+    """Limits that decide whether a submission can ever run."""
+
+    maximum_allocation: Resource = Resource(8192, 4)
+    max_app_attempts: int = 2  # yarn.resourcemanager.am.max-attempts
+    max_priority: int = 0  # yarn.cluster.max-application-priority (0: priorities are not used)
+
+
+@dataclass(frozen=True)
+class ApplicationFilter:
+    """getApplications / GET /apps filters; empty sets match everything."""
+
+    types: frozenset[str] = frozenset()
+    states: frozenset[AppState] = frozenset()
+    users: frozenset[str] = frozenset()
+    queues: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+    final_statuses: frozenset[FinalStatus] = frozenset()
+    name: str | None = None
+    started_begin: int = 0
+    started_end: int = 2**63 - 1
+    finished_begin: int = 0
+    finished_end: int = 2**63 - 1
+    limit: int = 0  # 0: no limit
+
+    def matches(self, app: Application) -> bool:
+        if self.types and app.app_type.lower() not in {t.lower() for t in self.types}:
+            return False
+        if self.states and app.reported_state not in self.states:
+            return False
+        if self.users and app.user not in self.users:
+            return False
+        if self.queues and app.queue not in self.queues and app.queue.rsplit(".", 1)[-1] not in self.queues:
+            return False
+        if self.tags and not ({t.lower() for t in self.tags} & {t.lower() for t in app.tags}):
+            return False
+        if self.final_statuses and app.final_status not in self.final_statuses:
+            return False
+        if self.name is not None and app.name != self.name:
+            return False
+        if not self.started_begin <= app.start_time_ms <= self.started_end:
+            return False
+        return self.finished_begin <= app.finish_time_ms <= self.finished_end
+
+
+@dataclass(frozen=True)
+class AppCounts:
+    submitted: int
+    completed: int
+    pending: int
+    running: int
+    failed: int
+    killed: int
+
+
+class ApplicationTable:
+    """All applications of this RM, with their lifecycles and persistence."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store: RMStateStore,
+        queues: QueueTree,
+        limits: SchedulerLimits,
+        cluster_timestamp: int,
+        app_id_high_water: int = 0,
+    ) -> None:
+        self.clock = clock
+        self.store = store
+        self.queues = queues
+        self.limits = limits
+        self.cluster_timestamp = cluster_timestamp
+        self._apps: dict[ApplicationId, Application] = {}
+        self._last_issued = app_id_high_water  # ids <= this are never handed out again
+        self._reserved = app_id_high_water
+
+    @classmethod
+    @defer.inlineCallbacks
+    def recover(
+        cls, clock: IReactorTime, store: RMStateStore, queues: QueueTree, limits: SchedulerLimits
+    ):  # type: ignore[no-untyped-def]
+        """Load the stored state (choosing the cluster timestamp at first start) and resume.
+
+        Applications that had not ended are accepted again, as YARN's recovery re-submits
+        them; FINISHING ones are done (their AM had unregistered).
+        """
+        stored = yield store.load()
+        timestamp = stored.cluster_timestamp
+        if timestamp is None:
+            timestamp = int(clock.seconds() * 1000)
+            yield store.save_cluster_timestamp(timestamp)
+        table = cls(clock, store, queues, limits, timestamp, stored.app_id_high_water)
+        resumed = []
+        for document, context in stored.applications:
+            app = Application.from_document(document, context)
+            table._apps[app.app_id] = app
+            if not app.state.is_terminal:
+                resumed.append(app)
+        for app in resumed:
+            yield table._resume(app)
+        log.info(
+            "recovered {count} applications ({resumed} resumed); cluster timestamp {timestamp}",
+            count=len(table._apps),
+            resumed=len(resumed),
+            timestamp=timestamp,
+        )
+        return table
+
+    def _now(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    # -- ids ---------------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def new_application(self):  # type: ignore[no-untyped-def]
+        """A fresh application id (getNewApplication); fires with the ApplicationId."""
+        if self._last_issued >= self._reserved:
+            target = self._last_issued + ID_BLOCK
+            yield self.store.save_app_id_high_water(target)
+            self._reserved = max(self._reserved, target)
+        self._last_issued += 1
+        return ApplicationId(self.cluster_timestamp, self._last_issued)
+
+    # -- queries -----------------------------------------------------------------------
+
+    def get(self, app_id: ApplicationId) -> Application:
+        app = self._apps.get(app_id)
+        if app is None:
+            raise UnknownApplication(f"Application with id '{app_id}' doesn't exist in RM.")
+        return app
+
+    def get_attempt(self, attempt_id: ApplicationAttemptId) -> tuple[Application, Attempt]:
+        app = self.get(attempt_id.app_id)
+        attempt = app.attempt(attempt_id)
+        if attempt is None:
+            raise UnknownAttempt(f"ApplicationAttempt with id '{attempt_id}' doesn't exist in RM.")
+        return app, attempt
+
+    def list(self, flt: ApplicationFilter = ApplicationFilter()) -> list[Application]:
+        apps = [a for a in sorted(self._apps.values(), key=lambda a: a.app_id) if flt.matches(a)]
+        return apps[: flt.limit] if flt.limit > 0 else apps
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._apps.values())
+
+    def in_queue(self, queue: Queue) -> list[Application]:
+        """The live applications of a leaf queue."""
+        name = self.queues.display_name(queue)
+        return [a for a in self._apps.values() if a.queue == name and not a.state.is_terminal]
+
+    def counts(self) -> AppCounts:
+        states = [a.reported_state for a in self._apps.values()]
+        return AppCounts(
+            submitted=len(states),
+            completed=sum(1 for s in states if s.is_terminal),
+            pending=sum(1 for s in states if s in (AppState.NEW, AppState.NEW_SAVING, AppState.SUBMITTED, AppState.ACCEPTED)),
+            running=sum(1 for s in states if s is AppState.RUNNING),
+            failed=sum(1 for s in states if s is AppState.FAILED),
+            killed=sum(1 for s in states if s is AppState.KILLED),
+        )
+
+    # -- submission --------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def submit(self, submission: Submission):  # type: ignore[no-untyped-def]
+        """Take a submission through NEW_SAVING and SUBMITTED to ACCEPTED (or FAILED).
+
+        A repeated submission of a known id is accepted and changes nothing, as YARN's
+        ClientRMService does for clients that resubmit after a lost reply.
+        """
+        app_id = submission.app_id
+        if app_id in self._apps:
+            return self._apps[app_id]
+        if app_id.cluster_timestamp != self.cluster_timestamp or not 0 < app_id.id <= self._last_issued:
+            raise InvalidSubmission(
+                f"application id {app_id} was not issued by this ResourceManager "
+                f"(cluster timestamp {self.cluster_timestamp}); call getNewApplication first"
+            )
+        if submission.priority < 0:
+            raise InvalidSubmission(f"priority {submission.priority} is negative")
+        max_attempts = submission.max_attempts
+        if max_attempts <= 0 or max_attempts > self.limits.max_app_attempts:
+            max_attempts = self.limits.max_app_attempts
+        app = Application(
+            app_id=app_id,
+            user=submission.user,
+            name=submission.name,
+            queue=submission.queue or "default",
+            app_type=submission.app_type or "YARN",
+            tags=frozenset(t.lower() for t in submission.tags),
+            priority=min(submission.priority, self.limits.max_priority),
+            am_resource=submission.am_resource,
+            max_attempts=max_attempts,
+            unmanaged_am=submission.unmanaged_am,
+            context=submission.context,
+            submit_time_ms=self._now(),
+        )
+        app.start_time_ms = app.submit_time_ms
+        self._apps[app_id] = app
+        self._transition(app, AppEvent.START)
+        yield self._save(app)
+        self._transition(app, AppEvent.APP_NEW_SAVED)
+        yield self._accept_or_reject(app)
+        return app
+
+    def _accept_or_reject(self, app: Application) -> defer.Deferred:
+        try:
+            queue = self.queues.leaf_for_submission(app.queue)
+            if not app.am_resource.fits_in(self.limits.maximum_allocation):
+                raise InvalidSubmission(
+                    f"Invalid resource request: the AM asks for {app.am_resource}, more than the "
+                    f"maximum allocation {self.limits.maximum_allocation} of any container"
+                )
+        except InvalidSubmission as e:
+            self._transition(app, AppEvent.APP_REJECTED)
+            return self._final_save(app, AppState.FAILED, FinalStatus.FAILED, str(e))
+        app.queue = self.queues.display_name(queue)
+        self._transition(app, AppEvent.APP_ACCEPTED)
+        app.diagnostics = ACCEPTED_DIAGNOSTICS
+        self._start_attempt(app)
+        return self._save(app)
+
+    def _start_attempt(self, app: Application) -> Attempt:
+        attempt = Attempt(ApplicationAttemptId(app.app_id, len(app.attempts) + 1), start_time_ms=self._now())
+        app.attempts.append(attempt)
+        self._attempt_event(attempt, AttemptEvent.START)
+        self._attempt_event(attempt, AttemptEvent.ATTEMPT_ADDED)
+        return attempt
+
+    def _resume(self, app: Application) -> defer.Deferred:
+        """After a restart: finish what was in flight, or accept the application again."""
+        if app.state is AppState.FINISHING:
+            return self._reach_final(app, AppState.FINISHED)
+        if app.state is AppState.FINAL_SAVING and app.target_state is not None:
+            return self._reach_final(app, app.target_state)
+        for attempt in app.attempts:
+            if not attempt.state.is_terminal:
+                attempt.state = AttemptState.FAILED
+                attempt.diagnostics = "The ResourceManager restarted while this attempt was live."
+                attempt.finish_time_ms = self._now()
+        app.state, app.state_before, app.target_state = AppState.SUBMITTED, None, None
+        return self._accept_or_reject(app)
+
+    # -- kill, move, priority ----------------------------------------------------------
+
+    def kill(self, app_id: ApplicationId, diagnostics: str = "") -> defer.Deferred:
+        """forceKillApplication: fires True once the application is in a final state.
+
+        The first call starts the kill and fires False; the client polls until True, as
+        YARN's ``is_kill_completed`` works.
+        """
+        app = self.get(app_id)
+        if app.state.is_terminal:
+            return defer.succeed(True)
+        if not APP_TRANSITIONS.accepts(app.state, AppEvent.KILL):
+            return defer.succeed(False)  # already being killed or finally saved
+        message = diagnostics or "Application killed by user."
+        target = AppState.FINAL_SAVING
+        if app.state is AppState.RUNNING:
+            target = AppState.KILLING
+        before = app.reported_state
+        self._transition(app, AppEvent.KILL, target)
+        app.state_before = before
+        for attempt in app.attempts:
+            self._attempt_event(attempt, AttemptEvent.KILL)
+            if attempt.state is AttemptState.KILLED and not attempt.finish_time_ms:
+                attempt.finish_time_ms = self._now()
+        if target is AppState.KILLING:
+            # The AM container must be stopped first (issue 3 wires the node side).
+            app.diagnostics = message
+            return defer.succeed(False)
+        d = self._final_save(app, AppState.KILLED, FinalStatus.KILLED, message, already_saving=True)
+        d.addCallback(lambda _: False)
+        return d
+
+    def move(self, app_id: ApplicationId, queue_name: str) -> defer.Deferred:
+        """moveApplicationAcrossQueues: only while the application has not ended."""
+        app = self.get(app_id)
+        if not APP_TRANSITIONS.accepts(app.state, AppEvent.MOVE):
+            raise RefusedOperation(f"App in {app.reported_state.value} state cannot be moved.")
+        try:
+            queue = self.queues.leaf_for_submission(queue_name)
+        except InvalidSubmission as e:
+            raise RefusedOperation(str(e)) from None
+        self._transition(app, AppEvent.MOVE)
+        app.queue = self.queues.display_name(queue)
+        return self._save(app)
+
+    def update_priority(self, app_id: ApplicationId, priority: int) -> defer.Deferred:
+        """updateApplicationPriority: fires with the priority in effect (capped by the cluster max)."""
+        app = self.get(app_id)
+        if app.state.is_terminal or app.state in (AppState.FINAL_SAVING, AppState.FINISHING, AppState.KILLING):
+            raise RefusedOperation(
+                f"Application in {app.reported_state.value} state cannot update its priority."
+            )
+        app.priority = max(0, min(priority, self.limits.max_priority))
+        d = self._save(app)
+        d.addCallback(lambda _: app.priority)
+        return d
+
+    def fail_attempt(self, attempt_id: ApplicationAttemptId, diagnostics: str = "") -> defer.Deferred:
+        """failApplicationAttempt: fail the current attempt; start another or fail the app."""
+        app, attempt = self.get_attempt(attempt_id)
+        if attempt is not app.current_attempt or attempt.state.is_terminal or app.state.is_terminal:
+            raise RefusedOperation(f"Attempt {attempt_id} is not the live attempt of {app.app_id}.")
+        self._attempt_event(attempt, AttemptEvent.FAIL)
+        attempt.finish_time_ms = self._now()
+        attempt.diagnostics = diagnostics or "Attempt failed by user command."
+        return self._attempt_failed(app, attempt)
+
+    def _attempt_failed(self, app: Application, attempt: Attempt) -> defer.Deferred:
+        if len(app.attempts) < app.max_attempts and app.state is not AppState.KILLING:
+            self._transition(app, AppEvent.ATTEMPT_FAILED, AppState.ACCEPTED)
+            self._start_attempt(app)
+            return self._save(app)
+        self._transition(app, AppEvent.ATTEMPT_FAILED, AppState.FINAL_SAVING)
+        message = (
+            f"Application {app.app_id} failed {len(app.attempts)} times (global limit ="
+            f" {self.limits.max_app_attempts}; local limit = {app.max_attempts}) due to"
+            f" {attempt.attempt_id} ending: {attempt.diagnostics}"
+        )
+        return self._final_save(app, AppState.FAILED, FinalStatus.FAILED, message, already_saving=True)
+
+    # -- lifecycle plumbing ------------------------------------------------------------
+
+    def _final_save(
+        self,
+        app: Application,
+        target: AppState,
+        final_status: FinalStatus,
+        diagnostics: str,
+        already_saving: bool = False,
+    ) -> defer.Deferred:
+        """Store the outcome (FINAL_SAVING), then move to ``target``."""
+        if not already_saving:
+            before = app.reported_state
+            app.state = AppState.FINAL_SAVING
+            app.state_before = before
+        app.target_state = target
+        app.final_status = final_status
+        app.diagnostics = diagnostics
+        app.finish_time_ms = self._now()
+        d = self._save(app)
+        d.addCallback(lambda _: self._reach_final(app, target))
+        return d
+
+    def _reach_final(self, app: Application, target: AppState) -> defer.Deferred:
+        """FINAL_SAVING's write is done (or a FINISHING AM's container ended): enter ``target``."""
+        event = AppEvent.APP_UPDATE_SAVED if app.state is AppState.FINAL_SAVING else AppEvent.ATTEMPT_FINISHED
+        self._transition(app, event, target)
+        app.state_before = app.target_state = None
+        if not app.finish_time_ms:
+            app.finish_time_ms = self._now()
+        return self._save(app)
+
+    def _transition(self, app: Application, event: AppEvent, target: AppState | None = None) -> None:
+        new = APP_TRANSITIONS.next_state(app.state, event, target)
+        if new is None:
+            return
+        self._log_transition(app, app.state, new, event)
+        app.state = new
+
+    def _attempt_event(self, attempt: Attempt, event: AttemptEvent) -> None:
+        new = ATTEMPT_TRANSITIONS.next_state(attempt.state, event)
+        if new is not None:
+            attempt.state = new
+
+    def _log_transition(self, app: Application, old: AppState, new: AppState, event: AppEvent) -> None:
+        log.info(
+            "{app_id} State change from {old} to {new} on event = {event}",
+            app_id=str(app.app_id),
+            old=old.value,
+            new=new.value,
+            event=event.value,
+        )
+
+    def _save(self, app: Application) -> defer.Deferred:
+        d = self.store.save_application(app.to_document(), app.context)
+        d.addErrback(self._save_failed, app)
+        return d
+
+    def _save_failed(self, failure, app: Application):  # type: ignore[no-untyped-def]
+        log.failure("could not store application {app_id}", failure, app_id=str(app.app_id))
+        return failure
+

@@ -1,0 +1,185 @@
+"""Where the RM keeps what must survive a restart: the cluster timestamp, the
+application id high-water mark, and every application.
+
+Two implementations share one contract (``tests/unit/test_state_store.py`` runs
+the same suite on both): ``MemoryStateStore`` for unit tests and
+``SqlStateStore`` over SQLAlchemy (SQLite by default, any SQLAlchemy URL works).
+SQL work never runs on the reactor thread: the store is given a ``run`` callable
+that executes a blocking function elsewhere and returns a Deferred —
+``thread_runner`` builds the production one (one dedicated thread, so writes are
+applied in the order they were issued).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, Text, create_engine, select
+from sqlalchemy.engine import Engine
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.python.threadpool import ThreadPool
+
+T = TypeVar("T")
+Runner = Callable[[Callable[[], Any]], defer.Deferred]
+
+
+@dataclass
+class StoredState:
+    """Everything loaded at start."""
+
+    cluster_timestamp: int | None = None
+    app_id_high_water: int = 0  # ids up to this one may have been handed out
+    applications: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
+
+
+class RMStateStore(Protocol):
+    def load(self) -> defer.Deferred:
+        """Fires with a ``StoredState``."""
+
+    def save_cluster_timestamp(self, timestamp: int) -> defer.Deferred:
+        """Record the cluster timestamp chosen at the very first start."""
+
+    def save_app_id_high_water(self, high_water: int) -> defer.Deferred:
+        """Record that ids up to ``high_water`` may be handed out (never lowered)."""
+
+    def save_application(self, document: dict[str, Any], context: bytes) -> defer.Deferred:
+        """Insert or replace one application (keyed by ``document['app_id']``)."""
+
+    def close(self) -> None:
+        """Release connections and threads."""
+
+
+class MemoryStateStore:
+    """An in-process store: complete and synchronous, for unit tests and ``:memory:`` runs."""
+
+    def __init__(self) -> None:
+        self.state = StoredState()
+        self._apps: dict[str, tuple[dict[str, Any], bytes]] = {}
+
+    def load(self) -> defer.Deferred:
+        apps = [(json.loads(json.dumps(d)), c) for d, c in self._apps.values()]
+        return defer.succeed(StoredState(self.state.cluster_timestamp, self.state.app_id_high_water, apps))
+
+    def save_cluster_timestamp(self, timestamp: int) -> defer.Deferred:
+        self.state.cluster_timestamp = timestamp
+        return defer.succeed(None)
+
+    def save_app_id_high_water(self, high_water: int) -> defer.Deferred:
+        self.state.app_id_high_water = max(self.state.app_id_high_water, high_water)
+        return defer.succeed(None)
+
+    def save_application(self, document: dict[str, Any], context: bytes) -> defer.Deferred:
+        self._apps[document["app_id"]] = (json.loads(json.dumps(document)), context)
+        return defer.succeed(None)
+
+    def close(self) -> None:
+        pass
+
+
+_metadata = MetaData()
+_meta = Table(
+    "rm_meta",
+    _metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+_applications = Table(
+    "rm_applications",
+    _metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("state", String(32), nullable=False),
+    Column("document", Text, nullable=False),
+    Column("submission_context", LargeBinary, nullable=False),
+    Column("seq", Integer, nullable=False),
+)
+
+
+class SqlStateStore:
+    """The store over SQLAlchemy; every method runs its SQL through ``run``."""
+
+    def __init__(self, url: str, run: Runner) -> None:
+        self.url = url
+        self._run = run
+        self._engine: Engine | None = None
+
+    def _engine_now(self) -> Engine:
+        # Created lazily on the store's own thread; SQLite files are created on first use.
+        if self._engine is None:
+            self._engine = create_engine(self.url, future=True)
+            _metadata.create_all(self._engine)
+        return self._engine
+
+    def load(self) -> defer.Deferred:
+        def load_sync() -> StoredState:
+            with self._engine_now().connect() as conn:
+                meta = dict(conn.execute(select(_meta.c.key, _meta.c.value)).all())
+                rows = conn.execute(
+                    select(_applications.c.document, _applications.c.submission_context).order_by(_applications.c.seq)
+                ).all()
+            timestamp = int(meta["cluster_timestamp"]) if "cluster_timestamp" in meta else None
+            high_water = int(meta.get("app_id_high_water", 0))
+            return StoredState(timestamp, high_water, [(json.loads(d), bytes(c)) for d, c in rows])
+
+        return self._run(load_sync)
+
+    def _put_meta(self, key: str, value: str, only_if_larger: bool = False) -> defer.Deferred:
+        def put_sync() -> None:
+            with self._engine_now().begin() as conn:
+                old = conn.execute(select(_meta.c.value).where(_meta.c.key == key)).scalar_one_or_none()
+                if old is None:
+                    conn.execute(_meta.insert().values(key=key, value=value))
+                elif not only_if_larger or int(value) > int(old):
+                    conn.execute(_meta.update().where(_meta.c.key == key).values(value=value))
+
+        return self._run(put_sync)
+
+    def save_cluster_timestamp(self, timestamp: int) -> defer.Deferred:
+        return self._put_meta("cluster_timestamp", str(timestamp))
+
+    def save_app_id_high_water(self, high_water: int) -> defer.Deferred:
+        return self._put_meta("app_id_high_water", str(high_water), only_if_larger=True)
+
+    def save_application(self, document: dict[str, Any], context: bytes) -> defer.Deferred:
+        app_id, state, text = document["app_id"], document["state"], json.dumps(document, sort_keys=True)
+        seq = int(app_id.rsplit("_", 1)[1])
+
+        def save_sync() -> None:
+            with self._engine_now().begin() as conn:
+                updated = conn.execute(
+                    _applications.update()
+                    .where(_applications.c.app_id == app_id)
+                    .values(state=state, document=text, submission_context=context)
+                ).rowcount
+                if not updated:
+                    conn.execute(
+                        _applications.insert().values(
+                            app_id=app_id, state=state, document=text, submission_context=context, seq=seq
+                        )
+                    )
+
+        return self._run(save_sync)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def synchronous_runner(func: Callable[[], Any]) -> defer.Deferred:
+    """Run ``func`` right away (tests): a Deferred already fired with its result or failure."""
+    return defer.maybeDeferred(func)
+
+
+def thread_runner(reactor: IReactorFromThreads, name: str = "rm-state-store") -> tuple[Runner, ThreadPool]:
+    """A runner backed by one dedicated thread; start and stop the pool with the service."""
+    from twisted.internet.threads import deferToThreadPool
+
+    pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
+
+    def run(func: Callable[[], Any]) -> defer.Deferred:
+        return deferToThreadPool(reactor, pool, func)  # type: ignore[arg-type]
+
+    return run, pool
