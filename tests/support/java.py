@@ -46,6 +46,14 @@ def classpath(*extra: Path) -> str:
     return os.pathsep.join(str(p) for p in (*extra, *hadoop_jars()))
 
 
+class JavaCompileError(RuntimeError):
+    """``javac`` rejected a driver; the message carries javac's own diagnostics."""
+
+    def __init__(self, names: tuple[str, ...], returncode: int, stderr: str) -> None:
+        super().__init__(f"javac failed (exit {returncode}) compiling {', '.join(names)}:\n{stderr}")
+        self.stderr = stderr
+
+
 def compile_driver(*names: str) -> Path:
     """Compile ``tests/java/<name>.java`` files and return the directory holding the classes."""
     if shutil.which(str(java_home() / "bin" / "javac")) is None:
@@ -59,14 +67,28 @@ def compile_driver(*names: str) -> Path:
     out = Path(tempfile.gettempdir()) / "cortex-rm-java" / digest.hexdigest()[:16]
     if (out / ".complete").exists():
         return out
-    out.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [str(java_home() / "bin" / "javac"), "-nowarn", "-d", str(out), "-cp", classpath(), *map(str, sources)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    (out / ".complete").touch()
+    # Compile into a private directory and rename it into place, so that concurrent
+    # test runs never see (or run) a half-written class directory.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():  # left behind, incomplete, by an interrupted older run
+        shutil.rmtree(out, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        result = subprocess.run(
+            [str(java_home() / "bin" / "javac"), "-nowarn", "-d", str(staging), "-cp", classpath(), *map(str, sources)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise JavaCompileError(names, result.returncode, result.stderr)
+        (staging / ".complete").touch()
+        try:
+            staging.rename(out)
+        except OSError:
+            if not (out / ".complete").exists():  # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
