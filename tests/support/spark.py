@@ -1,0 +1,118 @@
+"""Run the real ``spark-submit`` of the installed pyspark against a YARN ResourceManager.
+
+The Hadoop client configuration comes from a conf dir (``yarn-site.xml``/``core-site.xml``,
+written by ``cortex-rm client-config``); this module never writes one. What it adds is the
+environment ``spark-submit`` needs and the one Spark setting every test wants:
+``spark.yarn.jars=local:<SPARK_HOME>/jars/*``, so the 280 jars (462 MB) of pyspark are
+put on the container classpath from the local disk instead of being zipped and uploaded
+on every submit (yarn-wire-facts §7).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from tests.support.java import java_home, spark_home
+
+# ``ApplicationId.toString``: "application_" + cluster timestamp + "_" + sequence number
+# zero-padded to at least four digits.
+APPLICATION_ID = re.compile(r"\bapplication_\d+_\d{4,}\b")
+
+
+def spark_submit_env(conf_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for ``spark-submit``: ``HADOOP_CONF_DIR``/``YARN_CONF_DIR`` = ``conf_dir``,
+    ``JAVA_HOME``, ``SPARK_HOME`` = the pyspark package, ``PYSPARK_PYTHON`` = this interpreter
+    (the venv's python; Spark forwards it to the AM's environment), then ``extra``."""
+    env = dict(os.environ)
+    env.update(
+        HADOOP_CONF_DIR=str(conf_dir),
+        YARN_CONF_DIR=str(conf_dir),
+        JAVA_HOME=str(java_home()),
+        SPARK_HOME=str(spark_home()),
+        PYSPARK_PYTHON=sys.executable,
+    )
+    # A SPARK_CONF_DIR from the caller's shell would bring in foreign spark-defaults.conf.
+    env.pop("SPARK_CONF_DIR", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def spark_submit_command(
+    app_file: Path | str,
+    *,
+    deploy_mode: str = "cluster",
+    conf: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+) -> list[str]:
+    """The ``spark-submit --master yarn`` command line; ``conf`` entries override the default
+    ``spark.yarn.jars``."""
+    if deploy_mode not in ("cluster", "client"):
+        raise ValueError(f"deploy_mode must be 'cluster' or 'client', not {deploy_mode!r}")
+    settings = {"spark.yarn.jars": f"local:{spark_home() / 'jars'}/*"}
+    settings.update(conf or {})
+    command = [str(spark_home() / "bin" / "spark-submit"), "--master", "yarn", "--deploy-mode", deploy_mode]
+    for key, value in settings.items():
+        command += ["--conf", f"{key}={value}"]
+    return [*command, str(app_file), *args]
+
+
+def spark_submit(
+    conf_dir: Path,
+    app_file: Path | str,
+    *,
+    deploy_mode: str = "cluster",
+    conf: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    timeout: float = 300,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``spark-submit --master yarn --deploy-mode <deploy_mode> [--conf k=v ...] app_file args``
+    with the Hadoop configuration in ``conf_dir`` and return its exit status and output.
+
+    ``spark-submit`` runs in its own process group: in client mode it starts the Python
+    driver as a child, so on timeout the whole group is killed and
+    :class:`subprocess.TimeoutExpired` is raised with the output collected so far.
+    """
+    command = spark_submit_command(app_file, deploy_mode=deploy_mode, conf=conf, args=args)
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=spark_submit_env(conf_dir, env),
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        stdout, stderr = proc.communicate()
+        raise subprocess.TimeoutExpired(command, timeout, output=stdout, stderr=stderr) from None
+    except BaseException:  # e.g. KeyboardInterrupt: leave no spark-submit running
+        _kill_group(proc)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """Kill the process group ``proc`` leads. Only called before ``proc`` is reaped, so the
+    group id is still ours."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def application_id_from_output(text: str) -> str | None:
+    """The first ``application_<clusterTimestamp>_<nnnn>`` id in ``spark-submit``'s output
+    (e.g. from ``Submitted application application_1732406400000_0001``), or ``None``."""
+    match = APPLICATION_ID.search(text)
+    return match.group(0) if match else None
