@@ -1,0 +1,88 @@
+"""The ``cortex-rm`` command line.
+
+* ``cortex-rm node --config FILE``: run one daemon in the foreground.
+* ``cortex-rm local-cluster up --nodes N --workdir DIR`` / ``down --workdir DIR``.
+* ``cortex-rm client-config --out CONFDIR (--workdir DIR | --rm HOST:PORT)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cortex_rm import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cortex-rm", description="Cortex RM: YARN for volunteered machines.")
+    parser.add_argument("--version", action="version", version=f"cortex-rm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    node = sub.add_parser("node", help="run one Cortex daemon in the foreground")
+    node.add_argument("--config", type=Path, help="TOML configuration file (default: embedded defaults)")
+
+    cluster = sub.add_parser("local-cluster", help="run a cluster of daemons on this machine's loopback")
+    csub = cluster.add_subparsers(dest="action", required=True)
+    up = csub.add_parser("up", help="start N daemons in the background and wait until they answer")
+    up.add_argument("--nodes", type=int, default=3, help="how many daemons (default 3; node1 is also the RM)")
+    up.add_argument("--workdir", type=Path, required=True, help="directory for the nodes' state, logs and pid files")
+    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each daemon (default 60)")
+    down = csub.add_parser("down", help="stop the daemons of a local cluster")
+    down.add_argument("--workdir", type=Path, required=True)
+
+    cc = sub.add_parser("client-config", help="write yarn-site.xml and core-site.xml for Hadoop/Spark clients")
+    cc.add_argument("--out", type=Path, required=True, help="directory to write (use it as HADOOP_CONF_DIR)")
+    where = cc.add_mutually_exclusive_group(required=True)
+    where.add_argument("--workdir", type=Path, help="a running local cluster's work dir")
+    where.add_argument("--rm", metavar="HOST:PORT", help="the RM's client address (other ports: YARN defaults)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "node":
+        from cortex_rm.config import ConfigError, load_config
+        from cortex_rm.node import run_node
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as e:
+            print(f"cortex-rm: {e}", file=sys.stderr)
+            return 2
+        return run_node(config)
+    if args.command == "local-cluster":
+        from cortex_rm import local_cluster
+
+        try:
+            if args.action == "up":
+                local_cluster.up(args.workdir, args.nodes, args.timeout)
+            else:
+                local_cluster.down(args.workdir)
+        except local_cluster.LocalClusterError as e:
+            print(f"cortex-rm: {e}", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "client-config":
+        from cortex_rm import local_cluster
+        from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
+        from cortex_rm.config import ConfigError, parse_address
+
+        try:
+            if args.workdir is not None:
+                rm = local_cluster.rm_addresses(args.workdir)
+            else:
+                parse_address(args.rm, "--rm")
+                rm = RMAddresses.from_client_address(args.rm)
+        except (local_cluster.LocalClusterError, ConfigError) as e:
+            print(f"cortex-rm: {e}", file=sys.stderr)
+            return 2
+        for path in write_client_config(args.out, rm, installed_spark_home()):
+            print(f"wrote {path}")
+        print(f"use it with: export HADOOP_CONF_DIR={args.out.resolve()} SPARK_CONF_DIR={args.out.resolve()}")
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The daemon's configuration: a TOML file parsed once into frozen objects.
+
+Every section is a frozen dataclass whose fields document themselves; an unknown
+key or a value of the wrong type is an error naming the file, the section and the
+key, so a typo never silently falls back to a default.  Every field has an
+embedded default, so an empty file (or none) runs a one-node cluster on loopback.
+
+Example (every key optional)::
+
+    [node]
+    name = "node1"
+    state_dir = "/var/lib/cortex-rm"
+    host = "127.0.0.1"
+
+    [resourcemanager]
+    enabled = true
+    address = "127.0.0.1:8032"
+
+    [[scheduler.queue]]
+    path = "root.default"
+    capacity = 70
+    [[scheduler.queue]]
+    path = "root.batch"
+    capacity = 30
+    maximum_capacity = 50
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cortex_rm.allocator.queues import DEFAULT_QUEUES, QueueSpec, QueueState
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and what to change."""
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    """This daemon."""
+
+    name: str = ""  # shown in logs and status; default: the host:port of the node's first service
+    state_dir: str = "./cortex-state"  # holds the RM state database, logs and the pid file
+    host: str = "127.0.0.1"  # the address this node's services bind to and advertise
+
+
+@dataclass(frozen=True)
+class ResourceManagerSection:
+    """The ResourceManager role (one active RM per cluster)."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1:8032"  # ApplicationClientProtocol (yarn.resourcemanager.address)
+    scheduler_address: str = "127.0.0.1:8030"  # ApplicationMasterProtocol (yarn.resourcemanager.scheduler.address)
+    webapp_address: str = "127.0.0.1:8088"  # REST API (yarn.resourcemanager.webapp.address)
+    state_store_url: str = ""  # SQLAlchemy URL; default: sqlite:///<state_dir>/rm-state.sqlite
+    max_app_attempts: int = 2  # yarn.resourcemanager.am.max-attempts
+    max_application_priority: int = 0  # yarn.cluster.max-application-priority
+    # Hadoop's ipc.maximum.data.length: the largest request frame accepted, in bytes
+    ipc_max_data_length: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One queue of the capacity scheduler, named by its full path (``root.x.y``)."""
+
+    path: str
+    capacity: float = 100.0  # guaranteed percent of the parent; siblings sum to 100
+    maximum_capacity: float = 100.0  # ceiling, percent of the parent
+    state: str = "RUNNING"  # RUNNING or STOPPED
+
+
+@dataclass(frozen=True)
+class SchedulerSection:
+    """Limits and queues of the scheduler."""
+
+    maximum_allocation_mb: int = 8192  # yarn.scheduler.maximum-allocation-mb
+    maximum_allocation_vcores: int = 4  # yarn.scheduler.maximum-allocation-vcores
+    queue: tuple[QueueEntry, ...] = ()  # none: a single leaf root.default
+
+    def queue_tree_spec(self) -> QueueSpec:
+        """The configured queues as a tree under ``root``."""
+        if not self.queue:
+            return DEFAULT_QUEUES
+        by_path: dict[str, QueueEntry] = {}
+        for entry in self.queue:
+            if not entry.path.startswith("root"):
+                raise ConfigError(f"[[scheduler.queue]] path {entry.path!r} must start with 'root'")
+            if entry.state not in QueueState.__members__:
+                raise ConfigError(f"[[scheduler.queue]] {entry.path}: state must be RUNNING or STOPPED")
+            by_path[entry.path] = entry
+        for path in list(by_path):  # parents named only by their children
+            parts = path.split(".")
+            for i in range(1, len(parts)):
+                by_path.setdefault(".".join(parts[:i]), QueueEntry(".".join(parts[:i])))
+
+        def build(path: str) -> QueueSpec:
+            entry = by_path[path]
+            kids = sorted(p for p in by_path if p.rsplit(".", 1)[0] == path and p != path)
+            return QueueSpec(
+                name=path.rsplit(".", 1)[-1],
+                capacity=entry.capacity,
+                maximum_capacity=entry.maximum_capacity,
+                state=QueueState(entry.state),
+                children=tuple(build(k) for k in kids),
+            )
+
+        return build("root")
+
+
+@dataclass(frozen=True)
+class NodeManagerSection:
+    """The NodeManager role: what this machine offers to containers."""
+
+    enabled: bool = True
+    webapp_address: str = "127.0.0.1:8042"  # NodeManager REST API (yarn.nodemanager.webapp.address)
+    memory_mb: int = 8192  # yarn.nodemanager.resource.memory-mb
+    vcores: int = 8  # yarn.nodemanager.resource.cpu-vcores
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of one daemon."""
+
+    node: NodeSection = field(default_factory=NodeSection)
+    resourcemanager: ResourceManagerSection = field(default_factory=ResourceManagerSection)
+    scheduler: SchedulerSection = field(default_factory=SchedulerSection)
+    nodemanager: NodeManagerSection = field(default_factory=NodeManagerSection)
+    source: str = "<defaults>"
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.node.state_dir)
+
+    @property
+    def state_store_url(self) -> str:
+        url = self.resourcemanager.state_store_url
+        return url or f"sqlite:///{(self.state_dir / 'rm-state.sqlite').resolve()}"
+
+
+def parse_address(text: str, where: str) -> tuple[str, int]:
+    """``host:port`` into its parts, or a ConfigError naming ``where``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{where}: {text!r} is not host:port")
+    return host, int(port)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a TOML file; ``None`` gives the embedded defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return config_from_dict(raw, str(path))
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    """Build a Config from parsed TOML, rejecting unknown keys and wrong types by name."""
+    config = _build(Config, {k: v for k, v in raw.items()}, source, "")
+    config = dataclasses.replace(config, source=source)
+    _validate(config)
+    return config
+
+
+def _build(cls: type, table: dict[str, Any], source: str, section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(table) - names)
+    if unknown:
+        where = f"[{section}]" if section else "the top level"
+        raise ConfigError(
+            f"{source}: unknown key {unknown[0]!r} in {where}; known keys: {', '.join(sorted(names))}"
+        )
+    values = {}
+    for name, value in table.items():
+        key = f"{section}.{name}" if section else name
+        values[name] = _convert(hints[name], value, source, key)
+    try:
+        return cls(**values)
+    except TypeError as e:  # a required key is missing
+        raise ConfigError(f"{source}: [{section}] {e}") from None
+
+
+def _convert(hint: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a table")
+        return _build(hint, value, source, key)  # type: ignore[arg-type]
+    if origin is tuple:
+        (item, _) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} must be a list")
+        return tuple(_convert(item, v, source, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise ConfigError(f"{source}: {key} must be {hint.__name__}, not {type(value).__name__} ({value!r})")
+    return value
+
+
+def _validate(config: Config) -> None:
+    rm = config.resourcemanager
+    for key in ("address", "scheduler_address", "webapp_address"):
+        parse_address(getattr(rm, key), f"{config.source}: resourcemanager.{key}")
+    parse_address(config.nodemanager.webapp_address, f"{config.source}: nodemanager.webapp_address")
+    if rm.max_app_attempts < 1:
+        raise ConfigError(f"{config.source}: resourcemanager.max_app_attempts must be at least 1")
+    if rm.ipc_max_data_length < 1024:
+        raise ConfigError(f"{config.source}: resourcemanager.ipc_max_data_length must be at least 1024 bytes")
+    sched = config.scheduler
+    if sched.maximum_allocation_mb < 1 or sched.maximum_allocation_vcores < 1:
+        raise ConfigError(f"{config.source}: scheduler maximum allocations must be positive")
+    from cortex_rm.allocator.queues import QueueTree
+
+    try:
+        QueueTree(sched.queue_tree_spec())
+    except ValueError as e:
+        raise ConfigError(f"{config.source}: [[scheduler.queue]]: {e}") from None

@@ -1,0 +1,247 @@
+"""``cortex-rm local-cluster up|down``: N daemons on loopback, for trying Cortex on one machine.
+
+``up`` picks free ports, writes one directory per node under the work dir (its
+config, state, logs and pid file), starts each daemon in the background, waits
+until every one answers, writes the client configuration to ``<workdir>/hadoop-conf``
+and prints how to reach the cluster.  Node 1 is also the ResourceManager.
+``down`` stops them (SIGTERM, then SIGKILL after a grace period) and checks that no
+process is left.  The cluster's layout is kept in ``<workdir>/cluster.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
+from cortex_rm.node import PID_FILE, READY_FILE
+
+CLUSTER_FILE = "cluster.json"
+
+
+class LocalClusterError(Exception):
+    """The local cluster could not be started or stopped; the message says what to do."""
+
+
+@dataclass
+class LocalNode:
+    name: str
+    directory: str
+    config: str
+    pid: int
+    nm_webapp: str
+    rm: RMAddresses | None = None
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports that were free a moment ago (bound together, then released)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def node_config_text(state_dir: Path, name: str, ports: dict[str, int], is_rm: bool) -> str:
+    lines = [
+        "# Written by cortex-rm local-cluster up.",
+        "[node]",
+        f'name = "{name}"',
+        f'state_dir = "{state_dir}"',
+        'host = "127.0.0.1"',
+        "",
+        "[resourcemanager]",
+        f"enabled = {'true' if is_rm else 'false'}",
+    ]
+    if is_rm:
+        lines += [
+            f'address = "127.0.0.1:{ports["rm"]}"',
+            f'scheduler_address = "127.0.0.1:{ports["scheduler"]}"',
+            f'webapp_address = "127.0.0.1:{ports["rm_web"]}"',
+        ]
+    lines += ["", "[nodemanager]", f'webapp_address = "127.0.0.1:{ports["nm_web"]}"', ""]
+    return "\n".join(lines)
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def up(workdir: Path, nodes: int, timeout: float = 60.0, say: Callable[[str], None] = _say) -> list[LocalNode]:
+    workdir = workdir.resolve()
+    if (workdir / CLUSTER_FILE).exists():
+        running = [n for n in _load(workdir) if _alive(n.pid)]
+        if running:
+            raise LocalClusterError(
+                f"a local cluster is already running in {workdir} ({len(running)} daemons); "
+                f"stop it first: cortex-rm local-cluster down --workdir {workdir}"
+            )
+    if nodes < 1:
+        raise LocalClusterError("--nodes must be at least 1")
+    workdir.mkdir(parents=True, exist_ok=True)
+    ports = iter(free_ports(3 + nodes))
+    rm_ports = {"rm": next(ports), "scheduler": next(ports), "rm_web": next(ports)}
+    started: list[LocalNode] = []
+    for i in range(1, nodes + 1):
+        name = f"node{i}"
+        directory = workdir / name
+        (directory / "logs").mkdir(parents=True, exist_ok=True)
+        node_ports = dict(rm_ports, nm_web=next(ports))
+        config = directory / "cortex.toml"
+        config.write_text(node_config_text(directory, name, node_ports, is_rm=(i == 1)))
+        for stale in (READY_FILE, PID_FILE):
+            (directory / stale).unlink(missing_ok=True)
+        log = open(directory / "logs" / "daemon.out", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cortex_rm", "node", "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=directory,
+        )
+        log.close()
+        rm = None
+        if i == 1:
+            rm = RMAddresses(
+                f"127.0.0.1:{rm_ports['rm']}", f"127.0.0.1:{rm_ports['scheduler']}", f"127.0.0.1:{rm_ports['rm_web']}"
+            )
+        started.append(LocalNode(name, str(directory), str(config), proc.pid, f"127.0.0.1:{node_ports['nm_web']}", rm))
+        say(f"started {name} (pid {proc.pid}){' as the ResourceManager' if rm else ''}")
+    _save(workdir, started)
+    try:
+        for node in started:
+            _wait_ready(node, timeout, say)
+    except LocalClusterError:
+        down(workdir, say=lambda _: None)
+        raise
+    conf = workdir / "hadoop-conf"
+    assert started[0].rm is not None
+    write_client_config(conf, started[0].rm, installed_spark_home())
+    rm = started[0].rm
+    say("")
+    say(f"Cortex local cluster is up: {nodes} node(s) under {workdir}")
+    say(f"  ResourceManager   {rm.client} (clients), {rm.scheduler} (AMs)")
+    say(f"  REST API          http://{rm.webapp}/ws/v1/cluster")
+    for node in started:
+        say(f"  {node.name:<17} http://{node.nm_webapp}/ws/v1/node/info   logs: {node.directory}/logs")
+    say("To use it:")
+    say(f"  export HADOOP_CONF_DIR={conf} SPARK_CONF_DIR={conf}")
+    say("  spark-submit --master yarn --deploy-mode cluster your_job.py")
+    say(f"Stop it with: cortex-rm local-cluster down --workdir {workdir}")
+    return started
+
+
+def _wait_ready(node: LocalNode, timeout: float, say: Callable[[str], None]) -> None:
+    """Wait until the daemon wrote its ready file and its web port answers."""
+    say(f"waiting for {node.name} to answer on http://{node.nm_webapp}/ws/v1/node/info ...")
+    deadline = time.monotonic() + timeout
+    url = f"http://{node.nm_webapp}/ws/v1/node/info"
+    while time.monotonic() < deadline:
+        if not _alive(node.pid):
+            raise LocalClusterError(
+                f"{node.name} exited during start; see {node.directory}/logs/daemon.out"
+            )
+        if (Path(node.directory) / READY_FILE).exists():
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+        time.sleep(0.1)
+    raise LocalClusterError(
+        f"{node.name} did not answer within {timeout:.0f} s; see {node.directory}/logs/daemon.out"
+    )
+
+
+def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) -> int:
+    """Stop every daemon of the cluster; returns how many were running."""
+    workdir = workdir.resolve()
+    if not (workdir / CLUSTER_FILE).exists():
+        raise LocalClusterError(f"no local cluster in {workdir} (no {CLUSTER_FILE})")
+    nodes = _load(workdir)
+    running = [n for n in nodes if _alive(n.pid)]
+    for node in running:
+        say(f"stopping {node.name} (pid {node.pid})")
+        os.kill(node.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(n.pid) for n in running):
+        time.sleep(0.05)
+    for node in running:
+        if _alive(node.pid):
+            say(f"{node.name} did not stop within {grace:.0f} s; killing it")
+            try:
+                os.killpg(node.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(n.pid) for n in running):
+        time.sleep(0.05)
+    left = [n for n in running if _alive(n.pid)]
+    if left:
+        raise LocalClusterError(f"processes still running: {', '.join(str(n.pid) for n in left)}")
+    say(f"stopped {len(running)} daemon(s); state kept under {workdir}")
+    return len(running)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie child of ours counts as gone)."""
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _save(workdir: Path, nodes: list[LocalNode]) -> None:
+    (workdir / CLUSTER_FILE).write_text(json.dumps([asdict(n) for n in nodes], indent=2))
+
+
+def _load(workdir: Path) -> list[LocalNode]:
+    raw = json.loads((workdir / CLUSTER_FILE).read_text())
+    out = []
+    for entry in raw:
+        rm = entry.pop("rm")
+        out.append(LocalNode(**entry, rm=RMAddresses(**rm) if rm else None))
+    return out
+
+
+def rm_addresses(workdir: Path) -> RMAddresses:
+    """The RM of the local cluster in ``workdir`` (for ``client-config --workdir``)."""
+    path = workdir.resolve() / CLUSTER_FILE
+    if not path.exists():
+        raise LocalClusterError(
+            f"no local cluster in {workdir}; start one with: cortex-rm local-cluster up --nodes 3 --workdir {workdir}"
+        )
+    for node in _load(workdir.resolve()):
+        if node.rm is not None:
+            return node.rm
+    raise LocalClusterError(f"the cluster in {workdir} has no ResourceManager")

@@ -1,0 +1,348 @@
+"""ApplicationClientProtocol: what ``YarnClient`` and ``spark-submit`` call on the RM.
+
+Each handler takes the call's context and the decoded request and returns the
+response message (or a Deferred of it).  Allocator errors become the Java
+exceptions Hadoop's client expects (``ApplicationNotFoundException`` for an
+unknown id, and so on) through ``remote_error``; the IPC layer turns those into
+ERROR replies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+
+from cortex_rm.allocator import errors as alloc
+from cortex_rm.allocator.app_table import ApplicationFilter
+from cortex_rm.allocator.rm_context import RMContext
+from cortex_rm.yarn_api import records
+from cortex_rm.yarn_api.errors import RemoteError
+from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
+from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
+
+CLIENT_PROTOCOL = "org.apache.hadoop.yarn.api.ApplicationClientProtocolPB"
+
+YARN_EXCEPTIONS = "org.apache.hadoop.yarn.exceptions."
+_JAVA_CLASS: dict[type[alloc.AllocatorError], str] = {
+    alloc.UnknownApplication: YARN_EXCEPTIONS + "ApplicationNotFoundException",
+    alloc.UnknownAttempt: YARN_EXCEPTIONS + "ApplicationAttemptNotFoundException",
+    alloc.UnknownContainer: YARN_EXCEPTIONS + "ContainerNotFoundException",
+    alloc.InvalidSubmission: YARN_EXCEPTIONS + "YarnException",
+    alloc.RefusedOperation: YARN_EXCEPTIONS + "YarnException",
+    alloc.UnknownQueue: YARN_EXCEPTIONS + "YarnException",
+    alloc.UnknownNode: YARN_EXCEPTIONS + "YarnException",
+    alloc.MalformedId: YARN_EXCEPTIONS + "YarnException",
+}
+
+# Methods of Hadoop's ApplicationClientProtocol that Cortex answers by name with a
+# YarnException (their messages are not in our .proto subset).
+UNSUPPORTED_CLIENT_METHODS = frozenset(
+    {
+        "getDelegationToken",
+        "renewDelegationToken",
+        "cancelDelegationToken",
+        "getNewReservation",
+        "submitReservation",
+        "updateReservation",
+        "deleteReservation",
+        "listReservations",
+        "getNodeAttributes",
+        "getAttributesToNodes",
+        "getClusterNodeAttributes",
+        "getNodesToAttributes",
+    }
+)
+
+
+def remote_error(error: alloc.AllocatorError) -> RemoteError:
+    """The ERROR reply a Hadoop client turns back into the right Java exception."""
+    for cls in type(error).__mro__:
+        java = _JAVA_CLASS.get(cls)  # type: ignore[arg-type]
+        if java is not None:
+            return RemoteError(java, str(error))
+    return RemoteError(YARN_EXCEPTIONS + "YarnException", str(error))
+
+
+def _mapped(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a handler, turning allocator errors (raised or in a Deferred) into RemoteErrors."""
+
+    def run(call: Any, request: Any) -> Any:
+        def translate(failure: Any) -> Any:
+            failure.trap(alloc.AllocatorError)
+            raise remote_error(failure.value)
+
+        d = defer.maybeDeferred(handler, call, request)
+        d.addErrback(translate)
+        return d
+
+    run.__name__ = handler.__name__
+    run.__doc__ = handler.__doc__
+    return run
+
+
+class ApplicationClientService:
+    """The handlers of ApplicationClientProtocol over one RMContext."""
+
+    def __init__(self, rm: RMContext) -> None:
+        self.rm = rm
+
+    def handlers(self) -> dict[str, Callable[..., Any]]:
+        """Method name -> handler, for the IPC registry."""
+        return {
+            "getNewApplication": _mapped(self.get_new_application),
+            "submitApplication": _mapped(self.submit_application),
+            "getApplicationReport": _mapped(self.get_application_report),
+            "forceKillApplication": _mapped(self.force_kill_application),
+            "getClusterMetrics": _mapped(self.get_cluster_metrics),
+            "getApplications": _mapped(self.get_applications),
+            "getClusterNodes": _mapped(self.get_cluster_nodes),
+            "getQueueInfo": _mapped(self.get_queue_info),
+            "getQueueUserAcls": _mapped(self.get_queue_user_acls),
+            "moveApplicationAcrossQueues": _mapped(self.move_application),
+            "failApplicationAttempt": _mapped(self.fail_application_attempt),
+            "getApplicationAttemptReport": _mapped(self.get_application_attempt_report),
+            "getApplicationAttempts": _mapped(self.get_application_attempts),
+            "getContainerReport": _mapped(self.get_container_report),
+            "getContainers": _mapped(self.get_containers),
+            "getNodeToLabels": _mapped(self.get_node_to_labels),
+            "getLabelsToNodes": _mapped(self.get_labels_to_nodes),
+            "getClusterNodeLabels": _mapped(self.get_cluster_node_labels),
+            "updateApplicationPriority": _mapped(self.update_application_priority),
+            "signalToContainer": _mapped(self.signal_to_container),
+            "updateApplicationTimeouts": _mapped(self.update_application_timeouts),
+            "getResourceProfiles": _mapped(self.get_resource_profiles),
+            "getResourceProfile": _mapped(self.get_resource_profile),
+            "getResourceTypeInfo": _mapped(self.get_resource_type_info),
+        }
+
+    # -- applications --------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def get_new_application(self, call: Any, request: ys.GetNewApplicationRequestProto):  # type: ignore[no-untyped-def]
+        app_id = yield self.rm.apps.new_application()
+        response = ys.GetNewApplicationResponseProto()
+        records.app_id_to_proto(app_id, response.application_id)
+        records.resource_to_proto(self.rm.limits.maximum_allocation, response.maximumCapability)
+        return response
+
+    @defer.inlineCallbacks
+    def submit_application(self, call: Any, request: ys.SubmitApplicationRequestProto):  # type: ignore[no-untyped-def]
+        if not request.HasField("application_submission_context"):
+            raise alloc.InvalidSubmission("submitApplication carries no application_submission_context")
+        submission = records.submission_from_proto(request.application_submission_context, call.effective_user)
+        yield self.rm.apps.submit(submission)
+        return ys.SubmitApplicationResponseProto()
+
+    def get_application_report(
+        self, call: Any, request: ys.GetApplicationReportRequestProto
+    ) -> ys.GetApplicationReportResponseProto:
+        app = self.rm.apps.get(records.app_id_from_proto(request.application_id))
+        response = ys.GetApplicationReportResponseProto()
+        records.app_report(app, self.rm, response.application_report)
+        return response
+
+    @defer.inlineCallbacks
+    def force_kill_application(self, call: Any, request: ys.KillApplicationRequestProto):  # type: ignore[no-untyped-def]
+        app_id = records.app_id_from_proto(request.application_id)
+        diagnostics = request.diagnostics or f"Application {app_id} was killed by user {call.effective_user}"
+        completed = yield self.rm.apps.kill(app_id, diagnostics)
+        return ys.KillApplicationResponseProto(is_kill_completed=completed)
+
+    def get_applications(self, call: Any, request: ys.GetApplicationsRequestProto) -> ys.GetApplicationsResponseProto:
+        flt = ApplicationFilter(
+            types=frozenset(request.application_types),
+            states=frozenset(records.app_state_from_proto(s) for s in request.application_states),
+            users=frozenset(request.users),
+            queues=frozenset(request.queues),
+            tags=frozenset(request.applicationTags),
+            name=request.name if request.HasField("name") else None,
+            started_begin=request.start_begin if request.HasField("start_begin") else 0,
+            started_end=request.start_end if request.HasField("start_end") else 2**63 - 1,
+            finished_begin=request.finish_begin if request.HasField("finish_begin") else 0,
+            finished_end=request.finish_end if request.HasField("finish_end") else 2**63 - 1,
+            limit=request.limit if request.limit > 0 else 0,
+        )
+        response = ys.GetApplicationsResponseProto()
+        for app in self.rm.apps.list(flt):
+            records.app_report(app, self.rm, response.applications.add())
+        return response
+
+    def move_application(
+        self, call: Any, request: ys.MoveApplicationAcrossQueuesRequestProto
+    ) -> defer.Deferred:
+        d = self.rm.apps.move(records.app_id_from_proto(request.application_id), request.target_queue)
+        d.addCallback(lambda _: ys.MoveApplicationAcrossQueuesResponseProto())
+        return d
+
+    def update_application_priority(
+        self, call: Any, request: ys.UpdateApplicationPriorityRequestProto
+    ) -> defer.Deferred:
+        app_id = records.app_id_from_proto(request.applicationId)
+        d = self.rm.apps.update_priority(app_id, request.applicationPriority.priority)
+
+        def respond(priority: int) -> ys.UpdateApplicationPriorityResponseProto:
+            response = ys.UpdateApplicationPriorityResponseProto()
+            response.applicationPriority.priority = priority
+            return response
+
+        d.addCallback(respond)
+        return d
+
+    def update_application_timeouts(
+        self, call: Any, request: ys.UpdateApplicationTimeoutsRequestProto
+    ) -> ys.UpdateApplicationTimeoutsResponseProto:
+        app = self.rm.apps.get(records.app_id_from_proto(request.applicationId))
+        raise alloc.RefusedOperation(
+            f"Application lifetime timeouts are not supported by Cortex; {app.app_id} keeps running until it ends"
+        )
+
+    # -- attempts and containers ---------------------------------------------------
+
+    def fail_application_attempt(
+        self, call: Any, request: ys.FailApplicationAttemptRequestProto
+    ) -> defer.Deferred:
+        attempt_id = records.attempt_id_from_proto(request.application_attempt_id)
+        d = self.rm.apps.fail_attempt(attempt_id, f"Attempt failed by user {call.effective_user}.")
+        d.addCallback(lambda _: ys.FailApplicationAttemptResponseProto())
+        return d
+
+    def get_application_attempt_report(
+        self, call: Any, request: ys.GetApplicationAttemptReportRequestProto
+    ) -> ys.GetApplicationAttemptReportResponseProto:
+        _, attempt = self.rm.apps.get_attempt(records.attempt_id_from_proto(request.application_attempt_id))
+        response = ys.GetApplicationAttemptReportResponseProto()
+        records.attempt_report(attempt, response.application_attempt_report)
+        return response
+
+    def get_application_attempts(
+        self, call: Any, request: ys.GetApplicationAttemptsRequestProto
+    ) -> ys.GetApplicationAttemptsResponseProto:
+        app = self.rm.apps.get(records.app_id_from_proto(request.application_id))
+        response = ys.GetApplicationAttemptsResponseProto()
+        for attempt in app.attempts:
+            records.attempt_report(attempt, response.application_attempts.add())
+        return response
+
+    def get_container_report(
+        self, call: Any, request: ys.GetContainerReportRequestProto
+    ) -> ys.GetContainerReportResponseProto:
+        container_id = records.container_id_from_proto(request.container_id)
+        self.rm.apps.get_attempt(container_id.attempt_id)  # unknown app/attempt: their own errors
+        raise alloc.UnknownContainer(f"Container with id '{container_id}' doesn't exist in RM.")
+
+    def get_containers(self, call: Any, request: ys.GetContainersRequestProto) -> ys.GetContainersResponseProto:
+        self.rm.apps.get_attempt(records.attempt_id_from_proto(request.application_attempt_id))
+        return ys.GetContainersResponseProto()  # no container has been allocated to it yet
+
+    def signal_to_container(self, call: Any, request: ys.SignalContainerRequestProto) -> ys.SignalContainerResponseProto:
+        container_id = records.container_id_from_proto(request.container_id)
+        self.rm.apps.get_attempt(container_id.attempt_id)
+        raise alloc.UnknownContainer(f"Container with id '{container_id}' doesn't exist in RM.")
+
+    # -- cluster, nodes, queues ----------------------------------------------------
+
+    def get_cluster_metrics(
+        self, call: Any, request: ys.GetClusterMetricsRequestProto
+    ) -> ys.GetClusterMetricsResponseProto:
+        m = self.rm.metrics()
+        response = ys.GetClusterMetricsResponseProto()
+        cm = response.cluster_metrics
+        cm.num_node_managers = m.total_nodes
+        cm.num_active_nms = m.active_nodes
+        cm.num_lost_nms = m.lost_nodes
+        cm.num_unhealthy_nms = m.unhealthy_nodes
+        cm.num_decommissioned_nms = m.decommissioned_nodes
+        cm.num_decommissioning_nms = m.decommissioning_nodes
+        cm.num_rebooted_nms = m.rebooted_nodes
+        cm.num_shutdown_nms = m.shutdown_nodes
+        return response
+
+    def get_cluster_nodes(self, call: Any, request: ys.GetClusterNodesRequestProto) -> ys.GetClusterNodesResponseProto:
+        states = [records.node_state_from_proto(s) for s in request.nodeStates]
+        response = ys.GetClusterNodesResponseProto()
+        for node in self.rm.nodes.with_states(states):
+            records.node_report(node, response.nodeReports.add())
+        return response
+
+    def get_queue_info(self, call: Any, request: ys.GetQueueInfoRequestProto) -> ys.GetQueueInfoResponseProto:
+        queue = self.rm.queues.find(request.queueName or "root")
+        response = ys.GetQueueInfoResponseProto()
+        records.queue_info(
+            queue,
+            self.rm,
+            response.queueInfo,
+            include_applications=request.includeApplications,
+            include_child_queues=request.includeChildQueues,
+            recursive=request.recursive,
+        )
+        return response
+
+    def get_queue_user_acls(
+        self, call: Any, request: ys.GetQueueUserAclsInfoRequestProto
+    ) -> ys.GetQueueUserAclsInfoResponseProto:
+        # With security off every user may submit to and administer every queue, as in YARN.
+        response = ys.GetQueueUserAclsInfoResponseProto()
+        for queue in self.rm.queues:
+            acl = response.queueUserAcls.add()
+            acl.queueName = queue.name
+            acl.userAcls.extend([yp.QACL_SUBMIT_APPLICATIONS, yp.QACL_ADMINISTER_QUEUE])
+        return response
+
+    def get_node_to_labels(self, call: Any, request: ys.GetNodesToLabelsRequestProto) -> ys.GetNodesToLabelsResponseProto:
+        response = ys.GetNodesToLabelsResponseProto()
+        for node in self.rm.nodes:
+            if node.labels:
+                entry = response.nodeToLabels.add()
+                records.node_id_to_proto(node.node_id, entry.nodeId)
+                entry.nodeLabels.extend(sorted(node.labels))
+        return response
+
+    def get_labels_to_nodes(self, call: Any, request: ys.GetLabelsToNodesRequestProto) -> ys.GetLabelsToNodesResponseProto:
+        wanted = set(request.nodeLabels)
+        by_label: dict[str, list[Any]] = {}
+        for node in self.rm.nodes:
+            for label in node.labels:
+                if not wanted or label in wanted:
+                    by_label.setdefault(label, []).append(node.node_id)
+        response = ys.GetLabelsToNodesResponseProto()
+        for label, node_ids in sorted(by_label.items()):
+            entry = response.labelsToNodes.add()
+            entry.nodeLabels = label
+            for node_id in node_ids:
+                records.node_id_to_proto(node_id, entry.nodeId.add())
+        return response
+
+    def get_cluster_node_labels(
+        self, call: Any, request: ys.GetClusterNodeLabelsRequestProto
+    ) -> ys.GetClusterNodeLabelsResponseProto:
+        response = ys.GetClusterNodeLabelsResponseProto()
+        for label in sorted({label for node in self.rm.nodes for label in node.labels}):
+            response.nodeLabels.add(name=label, isExclusive=True)
+        return response
+
+    # -- resource types ------------------------------------------------------------
+
+    def get_resource_type_info(
+        self, call: Any, request: ys.GetAllResourceTypeInfoRequestProto
+    ) -> ys.GetAllResourceTypeInfoResponseProto:
+        response = ys.GetAllResourceTypeInfoResponseProto()
+        response.resource_type_info.add(name="memory-mb", units="Mi", type=yp.COUNTABLE)
+        response.resource_type_info.add(name="vcores", units="", type=yp.COUNTABLE)
+        return response
+
+    def get_resource_profiles(
+        self, call: Any, request: ys.GetAllResourceProfilesRequestProto
+    ) -> ys.GetAllResourceProfilesResponseProto:
+        raise alloc.RefusedOperation(
+            "Resource profiles are disabled on this cluster (yarn.resourcemanager.resource-profiles.enabled=false)"
+        )
+
+    def get_resource_profile(
+        self, call: Any, request: ys.GetResourceProfileRequestProto
+    ) -> ys.GetResourceProfileResponseProto:
+        raise alloc.RefusedOperation(
+            "Resource profiles are disabled on this cluster (yarn.resourcemanager.resource-profiles.enabled=false)"
+        )
+

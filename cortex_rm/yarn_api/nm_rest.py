@@ -1,0 +1,84 @@
+"""The NodeManager's REST API (``/ws/v1/node``) on the node's web port.
+
+For now it serves the node's identity and health (``/ws/v1/node`` and
+``/ws/v1/node/info``, in YARN's JSON shape); the NodeManager role adds its
+applications and containers.  ``cortex-rm local-cluster`` waits on it to know a
+daemon is up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What ``/ws/v1/node/info`` reports."""
+
+    node_id: str
+    host: str
+    memory_mb: int
+    vcores: int
+    started_ms: int
+    version: str
+
+
+def node_info_json(info: NodeInfo, now_ms: int) -> dict[str, Any]:
+    return {
+        "nodeInfo": {
+            "id": info.node_id,
+            "nodeHostName": info.host,
+            "totalPmemAllocatedContainersMB": info.memory_mb,
+            "totalVmemAllocatedContainersMB": int(info.memory_mb * 2.1),
+            "totalVCoresAllocatedContainers": info.vcores,
+            "vmemCheckEnabled": False,
+            "pmemCheckEnabled": True,
+            "lastNodeUpdateTime": now_ms,
+            "nodeHealthy": True,
+            "healthReport": "",
+            "nodeManagerVersion": info.version,
+            "nodeManagerBuildVersion": info.version,
+            "nodeManagerVersionBuiltOn": "",
+            "hadoopVersion": "3.5.0",
+            "hadoopBuildVersion": "3.5.0 (Cortex RM compatible API)",
+            "hadoopVersionBuiltOn": "",
+            "nmStartupTime": info.started_ms,
+        }
+    }
+
+
+class _NodeInfoResource(Resource):
+    """``/ws/v1/node`` and ``/ws/v1/node/info`` (and with a trailing slash)."""
+
+    def __init__(self, info: NodeInfo, now_ms: Callable[[], int]) -> None:
+        super().__init__()
+        self._info = info
+        self._now_ms = now_ms
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path in (b"", b"info"):
+            return self
+        return super().getChild(path, request)
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps(node_info_json(self._info, self._now_ms())).encode()
+
+
+def build_nm_site(info: NodeInfo, now_ms: Callable[[], int]) -> Site:
+    """The node's web site: ``/ws/v1/node`` and ``/ws/v1/node/info``."""
+    v1 = Resource()
+    v1.putChild(b"node", _NodeInfoResource(info, now_ms))
+    ws = Resource()
+    ws.putChild(b"v1", v1)
+    root = Resource()
+    root.putChild(b"ws", ws)
+    site = Site(root)
+    site.displayTracebacks = False
+    return site

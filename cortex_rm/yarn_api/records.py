@@ -1,0 +1,282 @@
+"""Conversions between the allocator's records and YARN's protobuf records.
+
+One function per record, both directions where clients send the record.  Enum
+names map one to one (``ACCEPTED`` <-> ``ACCEPTED``, ``SCHEDULED`` <->
+``APP_ATTEMPT_SCHEDULED``, ``RUNNING`` <-> ``NS_RUNNING`` ...).
+"""
+
+from __future__ import annotations
+
+from cortex_rm.allocator.app_model import Application, Attempt, Submission
+from cortex_rm.allocator.app_states import AppState, FinalStatus
+from cortex_rm.allocator.errors import MalformedId, UnknownQueue
+from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
+from cortex_rm.allocator.nodes import NodeRecord, NodeState
+from cortex_rm.allocator.queues import Queue, QueueState
+from cortex_rm.allocator.resources import Resource
+from cortex_rm.allocator.rm_context import RMContext
+from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
+
+# ---------------------------------------------------------------- identifiers
+
+
+def app_id_from_proto(p: yp.ApplicationIdProto) -> ApplicationId:
+    if not p.HasField("cluster_timestamp") or not p.HasField("id"):
+        raise MalformedId("the request carries no complete application id")
+    return ApplicationId(p.cluster_timestamp, p.id)
+
+
+def app_id_to_proto(app_id: ApplicationId, out: yp.ApplicationIdProto) -> None:
+    out.id = app_id.id
+    out.cluster_timestamp = app_id.cluster_timestamp
+
+
+def attempt_id_from_proto(p: yp.ApplicationAttemptIdProto) -> ApplicationAttemptId:
+    if not p.HasField("application_id") or not p.HasField("attemptId"):
+        raise MalformedId("the request carries no complete application attempt id")
+    return ApplicationAttemptId(app_id_from_proto(p.application_id), p.attemptId)
+
+
+def attempt_id_to_proto(attempt_id: ApplicationAttemptId, out: yp.ApplicationAttemptIdProto) -> None:
+    app_id_to_proto(attempt_id.app_id, out.application_id)
+    out.attemptId = attempt_id.attempt_id
+
+
+def container_id_from_proto(p: yp.ContainerIdProto) -> ContainerId:
+    if not p.HasField("app_attempt_id") or not p.HasField("id"):
+        raise MalformedId("the request carries no complete container id")
+    return ContainerId(attempt_id_from_proto(p.app_attempt_id), p.id)
+
+
+def container_id_to_proto(container_id: ContainerId, out: yp.ContainerIdProto) -> None:
+    app_id_to_proto(container_id.attempt_id.app_id, out.app_id)
+    attempt_id_to_proto(container_id.attempt_id, out.app_attempt_id)
+    out.id = container_id.id
+
+
+def node_id_to_proto(node_id: NodeId, out: yp.NodeIdProto) -> None:
+    out.host = node_id.host
+    out.port = node_id.port
+
+
+# ------------------------------------------------------------------ resources
+
+
+def resource_to_proto(resource: Resource, out: yp.ResourceProto) -> None:
+    """Memory and vcores, both as the legacy fields and as resource_value_map entries."""
+    out.memory = resource.memory_mb
+    out.virtual_cores = resource.vcores
+    mem = out.resource_value_map.add()
+    mem.key, mem.value, mem.units, mem.type = "memory-mb", resource.memory_mb, "Mi", yp.COUNTABLE
+    cpu = out.resource_value_map.add()
+    cpu.key, cpu.value, cpu.units, cpu.type = "vcores", resource.vcores, "", yp.COUNTABLE
+
+
+def resource_from_proto(p: yp.ResourceProto) -> Resource:
+    """Java writes both forms; resource_value_map wins where present (Hadoop 3 semantics)."""
+    memory, vcores = p.memory, p.virtual_cores
+    for info in p.resource_value_map:
+        if info.key == "memory-mb":
+            memory = _to_mebibytes(info.value, info.units)
+        elif info.key == "vcores":
+            vcores = info.value
+    return Resource(int(memory), int(vcores))
+
+
+_UNITS_TO_MI = {"": 1 / (1024 * 1024), "k": 1000 / 2**20, "Ki": 1 / 1024, "M": 1e6 / 2**20, "Mi": 1, "G": 1e9 / 2**20, "Gi": 1024, "T": 1e12 / 2**20, "Ti": 1024 * 1024}
+
+
+def _to_mebibytes(value: int, units: str) -> int:
+    factor = _UNITS_TO_MI.get(units)
+    if factor is None:
+        raise MalformedId(f"unknown memory unit {units!r}")
+    return int(value * factor)
+
+
+# ------------------------------------------------------------ applications
+
+_FINAL_TO_PROTO = {
+    FinalStatus.UNDEFINED: yp.APP_UNDEFINED,
+    FinalStatus.SUCCEEDED: yp.APP_SUCCEEDED,
+    FinalStatus.FAILED: yp.APP_FAILED,
+    FinalStatus.KILLED: yp.APP_KILLED,
+    FinalStatus.ENDED: yp.APP_ENDED,
+}
+FINAL_FROM_PROTO = {v: k for k, v in _FINAL_TO_PROTO.items()}
+
+
+def app_state_to_proto(state: AppState) -> int:
+    return yp.YarnApplicationStateProto.Value(state.value)
+
+
+def app_state_from_proto(value: int) -> AppState:
+    return AppState(yp.YarnApplicationStateProto.Name(value))
+
+
+def final_status_to_proto(status: FinalStatus) -> int:
+    return _FINAL_TO_PROTO[status]
+
+
+def submission_from_proto(ctx: yp.ApplicationSubmissionContextProto, user: str) -> Submission:
+    """What the RM needs from an ApplicationSubmissionContext; the bytes are kept whole."""
+    app_id = app_id_from_proto(ctx.application_id)
+    if ctx.HasField("resource"):
+        am_resource = resource_from_proto(ctx.resource)
+    elif len(ctx.am_container_resource_request):
+        am_resource = resource_from_proto(ctx.am_container_resource_request[0].capability)
+    else:
+        am_resource = Resource(1024, 1)  # YARN's default AM resource (yarn.app.mapreduce.am.resource.mb)
+    return Submission(
+        app_id=app_id,
+        user=user,
+        name=ctx.application_name,
+        queue=ctx.queue,
+        app_type=ctx.applicationType,
+        tags=frozenset(ctx.applicationTags),
+        priority=ctx.priority.priority if ctx.HasField("priority") else 0,
+        am_resource=am_resource,
+        max_attempts=ctx.maxAppAttempts,
+        unmanaged_am=ctx.unmanaged_am,
+        context=ctx.SerializeToString(),
+    )
+
+
+def app_report(app: Application, rm: RMContext, out: yp.ApplicationReportProto) -> None:
+    """Fill an ApplicationReportProto as YARN's RM reports the application."""
+    app_id_to_proto(app.app_id, out.applicationId)
+    out.user = app.user
+    out.queue = app.queue
+    out.name = app.name
+    attempt = app.current_attempt
+    out.host = attempt.host if attempt else "N/A"
+    out.rpc_port = attempt.rpc_port if attempt else -1
+    out.yarn_application_state = app_state_to_proto(app.reported_state)
+    out.trackingUrl = attempt.tracking_url if attempt and attempt.tracking_url else "N/A"
+    out.originalTrackingUrl = out.trackingUrl
+    out.diagnostics = app.diagnostics
+    out.startTime = app.start_time_ms
+    out.launchTime = app.launch_time_ms
+    out.submitTime = app.submit_time_ms
+    out.finishTime = app.finish_time_ms
+    out.final_application_status = final_status_to_proto(app.final_status)
+    out.progress = app.progress
+    out.applicationType = app.app_type
+    out.applicationTags.extend(sorted(app.tags))
+    out.unmanaged_application = app.unmanaged_am
+    out.priority.priority = app.priority
+    out.log_aggregation_status = yp.LOG_DISABLED
+    out.rmClusterId = str(rm.cluster_id)
+    if attempt is not None:
+        attempt_id_to_proto(attempt.attempt_id, out.currentApplicationAttemptId)
+    usage = out.app_resource_Usage
+    usage.num_used_containers = 0
+    usage.num_reserved_containers = 0
+    resource_to_proto(Resource(), usage.used_resources)
+    resource_to_proto(Resource(), usage.reserved_resources)
+    resource_to_proto(Resource(), usage.needed_resources)
+    usage.memory_seconds = 0
+    usage.vcore_seconds = 0
+
+
+def attempt_report(attempt: Attempt, out: yp.ApplicationAttemptReportProto) -> None:
+    attempt_id_to_proto(attempt.attempt_id, out.application_attempt_id)
+    out.host = attempt.host
+    out.rpc_port = attempt.rpc_port
+    out.tracking_url = attempt.tracking_url or "N/A"
+    out.original_tracking_url = out.tracking_url
+    out.diagnostics = attempt.diagnostics
+    out.yarn_application_attempt_state = yp.YarnApplicationAttemptStateProto.Value(
+        "APP_ATTEMPT_" + attempt.state.value
+    )
+    if attempt.am_container_id is not None:
+        container_id_to_proto(attempt.am_container_id, out.am_container_id)
+    out.startTime = attempt.start_time_ms
+    out.finishTime = attempt.finish_time_ms
+
+
+# ------------------------------------------------------------------- nodes
+
+
+def node_state_to_proto(state: NodeState) -> int:
+    return yp.NodeStateProto.Value("NS_" + state.value)
+
+
+def node_state_from_proto(value: int) -> NodeState:
+    return NodeState(yp.NodeStateProto.Name(value)[3:])
+
+
+def node_report(node: NodeRecord, out: yp.NodeReportProto) -> None:
+    node_id_to_proto(node.node_id, out.nodeId)
+    out.httpAddress = node.http_address
+    out.rackName = node.rack
+    resource_to_proto(node.used, out.used)
+    resource_to_proto(node.capability, out.capability)
+    out.numContainers = node.num_containers
+    out.node_state = node_state_to_proto(node.state)
+    out.health_report = node.health_report
+    out.last_health_report_time = node.last_health_update_ms
+    out.node_labels.extend(sorted(node.labels))
+
+
+# ------------------------------------------------------------------ queues
+
+_QUEUE_STATE = {QueueState.RUNNING: yp.Q_RUNNING, QueueState.STOPPED: yp.Q_STOPPED}
+
+
+def queue_info(
+    queue: Queue,
+    rm: RMContext,
+    out: yp.QueueInfoProto,
+    *,
+    include_applications: bool,
+    include_child_queues: bool,
+    recursive: bool,
+) -> None:
+    """Fill a QueueInfoProto; capacities are fractions of the parent, as YARN's QueueInfo."""
+    usage = rm.queue_usage(queue)
+    total = rm.nodes.total_capability()
+    out.queueName = queue.name
+    out.queuePath = queue.path
+    out.capacity = queue.spec.capacity / 100.0
+    out.maximumCapacity = queue.spec.maximum_capacity / 100.0
+    out.currentCapacity = usage.current_capacity(queue, total)
+    out.state = _QUEUE_STATE[queue.spec.state if queue.is_running else QueueState.STOPPED]
+    out.accessibleNodeLabels.append("*")
+    out.defaultNodeLabelExpression = ""
+    out.preemptionDisabled = True
+    out.intraQueuePreemptionDisabled = True
+    out.schedulerType = "CapacityScheduler"
+    stats = out.queueStatistics
+    counts = [a for a in rm.apps if _in_subtree(a.queue, queue, rm)]
+    stats.numAppsSubmitted = len(counts)
+    stats.numAppsRunning = usage.num_apps_running
+    stats.numAppsPending = usage.num_apps_pending
+    stats.numAppsCompleted = sum(1 for a in counts if a.state is AppState.FINISHED)
+    stats.numAppsKilled = sum(1 for a in counts if a.state is AppState.KILLED)
+    stats.numAppsFailed = sum(1 for a in counts if a.state is AppState.FAILED)
+    stats.numActiveUsers = len({a.user for a in counts if not a.state.is_terminal})
+    stats.allocatedMemoryMB = usage.used.memory_mb
+    stats.allocatedVCores = usage.used.vcores
+    stats.availableMemoryMB = max(0, int(queue.absolute_maximum_capacity * total.memory_mb) - usage.used.memory_mb)
+    stats.availableVCores = max(0, int(queue.absolute_maximum_capacity * total.vcores) - usage.used.vcores)
+    if include_applications and queue.is_leaf:
+        for app in rm.apps.in_queue(queue):
+            app_report(app, rm, out.applications.add())
+    if include_child_queues:
+        for child in queue.children:
+            queue_info(
+                child,
+                rm,
+                out.childQueues.add(),
+                include_applications=include_applications and recursive,
+                include_child_queues=recursive,
+                recursive=recursive,
+            )
+
+
+def _in_subtree(app_queue: str, queue: Queue, rm: RMContext) -> bool:
+    try:
+        leaf = rm.queues.find(app_queue)
+    except UnknownQueue:
+        return False
+    return leaf.path == queue.path or leaf.path.startswith(queue.path + ".")
