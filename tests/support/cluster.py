@@ -1,0 +1,50 @@
+"""A real local Cortex cluster for integration and end-to-end tests.
+
+It is started exactly as a user starts one (``cortex_rm.local_cluster.up``: real
+daemon processes on loopback with free ports) and stopped with ``down``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cortex_rm import local_cluster
+from cortex_rm.client_config import RMAddresses
+
+
+@dataclass
+class RunningCluster:
+    workdir: Path
+    conf_dir: Path
+    rm: RMAddresses
+    nodes: list[local_cluster.LocalNode]
+
+    @property
+    def rest(self) -> str:
+        return f"http://{self.rm.webapp}"
+
+    def daemon_log(self, name: str = "node1") -> str:
+        return (self.workdir / name / "logs" / "daemon.out").read_text(errors="replace")
+
+
+def start_cluster(workdir: Path, nodes: int) -> RunningCluster:
+    started = local_cluster.up(workdir, nodes, timeout=60, say=lambda _: None)
+    rm = started[0].rm
+    assert rm is not None
+    return RunningCluster(workdir, workdir / "hadoop-conf", rm, started)
+
+
+@contextmanager
+def running_cluster(workdir: Path, nodes: int = 2) -> Iterator[RunningCluster]:
+    """Start a cluster, yield it, and always stop it (asserting no daemon is left)."""
+    cluster = start_cluster(workdir, nodes)
+    try:
+        yield cluster
+    finally:
+        local_cluster.down(workdir, say=lambda _: None)
+        for node in json.loads((workdir / local_cluster.CLUSTER_FILE).read_text()):
+            assert not local_cluster._alive(node["pid"]), f"{node['name']} still running"
