@@ -1,0 +1,112 @@
+"""A real Cortex daemon under a stream of broken input keeps serving and loses nothing.
+
+Malformed IPC frames (truncated, oversized, garbage protobuf, calls before the
+context, unknown protocols and methods, HTTP on the RPC port) and malformed REST
+bodies are thrown at a running RM, interleaved with calls from Hadoop's own
+YarnClient; afterwards the daemon is alive, every application is as it was, and
+new work is accepted.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
+from tests.support import ipc_frames as f
+from tests.support.cluster import RunningCluster, running_cluster
+from tests.support.java import YarnClientDriver
+
+pytestmark = pytest.mark.integration
+
+ACP = "org.apache.hadoop.yarn.api.ApplicationClientProtocolPB"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    with running_cluster(tmp_path_factory.mktemp("bad-input"), nodes=1) as c:
+        yield c
+
+
+def _exchange(address: str, payload: bytes, expect: str) -> bytes:
+    """Send ``payload`` on a fresh connection.
+
+    ``expect`` says what the server owes: ``"reply"`` one response frame (the
+    connection stays open, as Hadoop's does after an ERROR), ``"close"`` whatever it
+    writes before closing the connection, ``"nothing"`` nothing (an incomplete frame
+    keeps the server waiting; the test hangs up).
+    """
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(payload)
+        if expect == "nothing":
+            return b""
+        data = b""
+        while True:
+            if expect == "reply" and len(data) >= 4 and len(data) >= 4 + struct.unpack(">I", data[:4])[0]:
+                return data
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                return data
+            if not chunk:
+                return data
+            data += chunk
+
+
+def _hostile_payloads() -> list[tuple[str, bytes, str]]:
+    good_start = f.preamble() + f.context_frame(ACP)
+    return [
+        ("truncated preamble", b"hrp", "nothing"),
+        ("wrong magic", b"xxxx\x09\x00\x00", "close"),
+        ("wrong version", f.preamble(version=7), "close"),
+        ("http on the rpc port", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "close"),
+        ("oversized frame", f.preamble() + struct.pack(">I", 0x7FFFFFF0) + b"\x00" * 64, "close"),
+        ("truncated frame", f.preamble() + struct.pack(">I", 1000) + b"\x01\x02\x03", "nothing"),
+        ("garbage header", f.preamble() + f.frame(b"\xff" * 40), "close"),
+        ("call before context", f.preamble() + f.call_frame(0, "getNewApplication", ACP), "close"),
+        ("unknown protocol", f.preamble() + f.context_frame("org.example.NoSuchProtocolPB"), "close"),
+        ("unknown method", good_start + f.call_frame(0, "launchMissiles", ACP), "reply"),
+        ("unsupported method", good_start + f.call_frame(0, "getDelegationToken", ACP), "reply"),
+        ("garbage request body", good_start + f.call_frame(0, "getApplicationReport", ACP, b"\xff\xff\xff\xff"), "close"),
+        ("random bytes", bytes(range(256)) * 8, "close"),
+    ]
+
+
+def test_hostile_ipc_and_rest_input_leaves_the_rm_serving_with_its_state(cluster: RunningCluster) -> None:
+    """Every hostile payload is answered or dropped per connection; the RM and its apps carry on."""
+    yarn = YarnClientDriver(cluster.conf_dir)
+    app_id = yarn.run("submit", "before-the-storm", "default")["applicationId"]
+    before = yarn.run("report", app_id)
+
+    answers = {}
+    for _round in range(5):
+        for name, payload, expect in _hostile_payloads():
+            answers[name] = _exchange(cluster.rm.client, payload, expect)
+    # A few of them have a well-defined answer in Hadoop's own form.
+    assert answers["http on the rpc port"].startswith(b"HTTP/1.1 404")
+    unknown_method = f.parse_responses(answers["unknown method"])
+    assert unknown_method[0].exception_class == "org.apache.hadoop.ipc.RpcNoSuchMethodException"
+    unsupported = f.parse_responses(answers["unsupported method"])
+    assert unsupported[0].exception_class == "org.apache.hadoop.yarn.exceptions.YarnException"
+    assert f.parse_responses(answers["wrong version"])[0].exception_class == "org.apache.hadoop.ipc.RPC$VersionMismatch"
+
+    for body in (b"{", b"[]", b'{"application-id": 5}', b"\xff\xfe", b"{" * 10000):
+        r = requests.post(f"{cluster.rest}/ws/v1/cluster/apps", data=body, headers={"Content-Type": "application/json"}, timeout=10)
+        assert r.status_code == 400, (body[:20], r.status_code, r.text[:200])
+        assert "RemoteException" in r.json()
+    r = requests.put(f"{cluster.rest}/ws/v1/cluster/apps/{app_id}/state", data=b"not json", timeout=10)
+    assert r.status_code == 400
+
+    # A well-formed raw call on a fresh connection still gets its answer...
+    request = ys.GetNewApplicationRequestProto()
+    ok = f.parse_responses(_exchange(cluster.rm.client, f.preamble() + f.context_frame(ACP) + f.call_frame(7, "getNewApplication", ACP, request), "reply"))
+    assert ok[0].call_id == 7 and ok[0].exception_class == ""
+    # ...and the real client finds everything as it was.
+    assert yarn.run("report", app_id) == before
+    assert yarn.run("submit", "after-the-storm", "default")["applicationId"] > app_id
+    assert "Traceback" not in cluster.daemon_log()
