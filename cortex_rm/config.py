@@ -90,10 +90,15 @@ class SchedulerSection:
             return DEFAULT_QUEUES
         by_path: dict[str, QueueEntry] = {}
         for entry in self.queue:
-            if not entry.path.startswith("root"):
+            parts = entry.path.split(".")
+            if parts[0] != "root":
                 raise ConfigError(f"[[scheduler.queue]] path {entry.path!r} must start with 'root'")
+            if not all(parts):
+                raise ConfigError(f"[[scheduler.queue]] path {entry.path!r} has an empty queue name")
             if entry.state not in QueueState.__members__:
                 raise ConfigError(f"[[scheduler.queue]] {entry.path}: state must be RUNNING or STOPPED")
+            if entry.path in by_path:
+                raise ConfigError(f"[[scheduler.queue]] {entry.path} is configured twice")
             by_path[entry.path] = entry
         for path in list(by_path):  # parents named only by their children
             parts = path.split(".")
@@ -161,6 +166,8 @@ def load_config(path: str | Path | None) -> Config:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such configuration file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the configuration file: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     return config_from_dict(raw, str(path))
@@ -220,6 +227,8 @@ def _validate(config: Config) -> None:
     parse_address(config.nodemanager.webapp_address, f"{config.source}: nodemanager.webapp_address")
     if rm.max_app_attempts < 1:
         raise ConfigError(f"{config.source}: resourcemanager.max_app_attempts must be at least 1")
+    if rm.max_application_priority < 0:
+        raise ConfigError(f"{config.source}: resourcemanager.max_application_priority must not be negative")
     if rm.ipc_max_data_length < 1024:
         raise ConfigError(f"{config.source}: resourcemanager.ipc_max_data_length must be at least 1024 bytes")
     sched = config.scheduler
@@ -229,5 +238,7 @@ def _validate(config: Config) -> None:
 
     try:
         QueueTree(sched.queue_tree_spec())
+    except ConfigError as e:
+        raise ConfigError(f"{config.source}: {e}") from None
     except ValueError as e:
         raise ConfigError(f"{config.source}: [[scheduler.queue]]: {e}") from None

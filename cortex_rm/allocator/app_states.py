@@ -97,18 +97,17 @@ APP_TRANSITIONS: TransitionTable[AppState, AppEvent] = TransitionTable(
         # a repeated kill, or a kill racing the end, changes nothing
         (_A.KILLING, _E.KILL),
         (_A.FINAL_SAVING, _E.KILL),
-        (_A.FINISHED, _E.KILL),
-        (_A.FAILED, _E.KILL),
-        (_A.KILLED, _E.KILL),
-        # late news about an attempt of an application that has already ended
+        # the store confirms a submission after a kill overtook it (as YARN's FINAL_SAVING)
+        (_A.FINAL_SAVING, _E.APP_NEW_SAVED),
+        # late news about an attempt of an application that is ending or has ended
         (_A.FINAL_SAVING, _E.ATTEMPT_FAILED),
         (_A.FINAL_SAVING, _E.ATTEMPT_FINISHED),
         (_A.FINAL_SAVING, _E.ATTEMPT_KILLED),
-        (_A.FINISHED, _E.ATTEMPT_FINISHED),
-        (_A.FINISHED, _E.ATTEMPT_FAILED),
-        (_A.FAILED, _E.ATTEMPT_FAILED),
-        (_A.KILLED, _E.ATTEMPT_FAILED),
-        (_A.KILLED, _E.ATTEMPT_KILLED),
+        *(
+            (state, event)
+            for state in (_A.FINISHED, _A.FAILED, _A.KILLED)
+            for event in (_E.KILL, _E.ATTEMPT_FAILED, _E.ATTEMPT_FINISHED, _E.ATTEMPT_KILLED)
+        ),
     ],
 )
 

@@ -22,6 +22,7 @@ from cortex_rm.allocator.app_model import Application, Attempt, Submission
 from cortex_rm.allocator.app_states import (
     APP_TRANSITIONS,
     ATTEMPT_TRANSITIONS,
+    HIDDEN_APP_STATES,
     AppEvent,
     AppState,
     AttemptEvent,
@@ -78,7 +79,7 @@ class ApplicationFilter:
             return False
         if self.users and app.user not in self.users:
             return False
-        if self.queues and app.queue not in self.queues and app.queue.rsplit(".", 1)[-1] not in self.queues:
+        if self.queues and not self._queue_matches(app.queue):
             return False
         if self.tags and not ({t.lower() for t in self.tags} & {t.lower() for t in app.tags}):
             return False
@@ -89,6 +90,14 @@ class ApplicationFilter:
         if not self.started_begin <= app.start_time_ms <= self.started_end:
             return False
         return self.finished_begin <= app.finish_time_ms <= self.finished_end
+
+    def _queue_matches(self, queue: str) -> bool:
+        """``queue`` is how the app shows its leaf: the short name if unique, else the full path.
+
+        A filter may name the leaf either way, so ``root.default`` matches an app shown as ``default``.
+        """
+        short = queue.rsplit(".", 1)[-1]
+        return any(q == queue or q == short or q.endswith("." + queue) for q in self.queues)
 
 
 @dataclass(frozen=True)
@@ -248,6 +257,8 @@ class ApplicationTable:
         self._transition(app, AppEvent.START)
         yield self._save(app)
         self._transition(app, AppEvent.APP_NEW_SAVED)
+        if app.state is not AppState.SUBMITTED:
+            return app  # killed while its submission was being stored
         yield self._accept_or_reject(app)
         return app
 
@@ -283,7 +294,9 @@ class ApplicationTable:
             return self._reach_final(app, app.target_state)
         for attempt in app.attempts:
             if not attempt.state.is_terminal:
-                attempt.state = AttemptState.FAILED
+                # killed by the RM, not failed: like YARN's KILLED_BY_RESOURCEMANAGER it does
+                # not count against the application's max attempts
+                self._attempt_event(attempt, AttemptEvent.KILL)
                 attempt.diagnostics = "The ResourceManager restarted while this attempt was live."
                 attempt.finish_time_ms = self._now()
         app.state, app.state_before, app.target_state = AppState.SUBMITTED, None, None
@@ -306,9 +319,7 @@ class ApplicationTable:
         target = AppState.FINAL_SAVING
         if app.state is AppState.RUNNING:
             target = AppState.KILLING
-        before = app.reported_state
         self._transition(app, AppEvent.KILL, target)
-        app.state_before = before
         for attempt in app.attempts:
             self._attempt_event(attempt, AttemptEvent.KILL)
             if attempt.state is AttemptState.KILLED and not attempt.finish_time_ms:
@@ -317,7 +328,7 @@ class ApplicationTable:
             # The AM container must be stopped first (issue 3 wires the node side).
             app.diagnostics = message
             return defer.succeed(False)
-        d = self._final_save(app, AppState.KILLED, FinalStatus.KILLED, message, already_saving=True)
+        d = self._final_save(app, AppState.KILLED, FinalStatus.KILLED, message)
         d.addCallback(lambda _: False)
         return d
 
@@ -357,33 +368,25 @@ class ApplicationTable:
         return self._attempt_failed(app, attempt)
 
     def _attempt_failed(self, app: Application, attempt: Attempt) -> defer.Deferred:
-        if len(app.attempts) < app.max_attempts and app.state is not AppState.KILLING:
+        failures = sum(1 for a in app.attempts if a.state is AttemptState.FAILED)
+        if failures < app.max_attempts and app.state is not AppState.KILLING:
             self._transition(app, AppEvent.ATTEMPT_FAILED, AppState.ACCEPTED)
             self._start_attempt(app)
             return self._save(app)
         self._transition(app, AppEvent.ATTEMPT_FAILED, AppState.FINAL_SAVING)
         message = (
-            f"Application {app.app_id} failed {len(app.attempts)} times (global limit ="
+            f"Application {app.app_id} failed {failures} times (global limit ="
             f" {self.limits.max_app_attempts}; local limit = {app.max_attempts}) due to"
             f" {attempt.attempt_id} ending: {attempt.diagnostics}"
         )
-        return self._final_save(app, AppState.FAILED, FinalStatus.FAILED, message, already_saving=True)
+        return self._final_save(app, AppState.FAILED, FinalStatus.FAILED, message)
 
     # -- lifecycle plumbing ------------------------------------------------------------
 
     def _final_save(
-        self,
-        app: Application,
-        target: AppState,
-        final_status: FinalStatus,
-        diagnostics: str,
-        already_saving: bool = False,
+        self, app: Application, target: AppState, final_status: FinalStatus, diagnostics: str
     ) -> defer.Deferred:
-        """Store the outcome (FINAL_SAVING), then move to ``target``."""
-        if not already_saving:
-            before = app.reported_state
-            app.state = AppState.FINAL_SAVING
-            app.state_before = before
+        """Store the outcome of an app that has just entered FINAL_SAVING, then move to ``target``."""
         app.target_state = target
         app.final_status = final_status
         app.diagnostics = diagnostics
@@ -406,6 +409,8 @@ class ApplicationTable:
         if new is None:
             return
         self._log_transition(app, app.state, new, event)
+        if new in HIDDEN_APP_STATES and app.state not in HIDDEN_APP_STATES:
+            app.state_before = app.state  # what reports show while KILLING / FINAL_SAVING
         app.state = new
 
     def _attempt_event(self, attempt: Attempt, event: AttemptEvent) -> None:

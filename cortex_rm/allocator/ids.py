@@ -91,10 +91,12 @@ class ContainerId:
         m = _CONTAINER_RE.match(text)
         if m is None:
             raise MalformedId(f"invalid ContainerId: {text!r}")
-        epoch = int(m.group(1) or 0)
+        epoch, sequence = int(m.group(1) or 0), int(m.group(5))
+        if sequence > CONTAINER_SEQUENCE_MASK:
+            raise MalformedId(f"invalid ContainerId: {text!r} (sequence wider than {CONTAINER_EPOCH_SHIFT} bits)")
         app = ApplicationId(int(m.group(2)), int(m.group(3)))
         attempt = ApplicationAttemptId(app, int(m.group(4)))
-        return cls(attempt, (epoch << CONTAINER_EPOCH_SHIFT) | int(m.group(5)))
+        return cls(attempt, (epoch << CONTAINER_EPOCH_SHIFT) | sequence)
 
 
 @dataclass(frozen=True, order=True)
@@ -110,6 +112,6 @@ class NodeId:
     @classmethod
     def parse(cls, text: str) -> NodeId:
         host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit():
+        if not sep or not host or not port.isdecimal():
             raise MalformedId(f"invalid NodeId: {text!r} (expected host:port)")
         return cls(host, int(port))

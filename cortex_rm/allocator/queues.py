@@ -83,6 +83,10 @@ class QueueTree:
         self.root = self._build(root, None, "root")
 
     def _build(self, spec: QueueSpec, parent: Queue | None, path: str) -> Queue:
+        if not spec.name or "." in spec.name:
+            raise ValueError(f"queue {path}: a queue name must be non-empty and contain no '.', not {spec.name!r}")
+        if parent is None and (spec.capacity != 100 or spec.maximum_capacity != 100):
+            raise ValueError(f"queue {path}: the root queue always has the whole cluster (capacity 100)")
         if not 0 <= spec.capacity <= 100 or not spec.capacity <= spec.maximum_capacity <= 100:
             raise ValueError(
                 f"queue {path}: need 0 <= capacity <= maximum_capacity <= 100, "

@@ -94,7 +94,7 @@ class RMContext:
             apps_killed=counts.killed,
             total=nodes.total_capability(),
             allocated=nodes.total_used(),
-            containers_allocated=sum(n.num_containers for n in nodes),
+            containers_allocated=sum(n.num_containers for n in nodes.with_states(None)),  # active, as `allocated`
             containers_pending=0,
             active_nodes=nodes.count(NodeState.RUNNING),
             lost_nodes=nodes.count(NodeState.LOST),

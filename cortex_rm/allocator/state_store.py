@@ -61,7 +61,9 @@ class MemoryStateStore:
         self._apps: dict[str, tuple[dict[str, Any], bytes]] = {}
 
     def load(self) -> defer.Deferred:
-        apps = [(json.loads(json.dumps(d)), c) for d, c in self._apps.values()]
+        # in application-number order, as the SQL store's ORDER BY seq
+        ordered = sorted(self._apps.values(), key=lambda dc: _app_number(dc[0]["app_id"]))
+        apps = [(json.loads(json.dumps(d)), c) for d, c in ordered]
         return defer.succeed(StoredState(self.state.cluster_timestamp, self.state.app_id_high_water, apps))
 
     def save_cluster_timestamp(self, timestamp: int) -> defer.Deferred:
@@ -145,7 +147,7 @@ class SqlStateStore:
 
     def save_application(self, document: dict[str, Any], context: bytes) -> defer.Deferred:
         app_id, state, text = document["app_id"], document["state"], json.dumps(document, sort_keys=True)
-        seq = int(app_id.rsplit("_", 1)[1])
+        seq = _app_number(app_id)
 
         def save_sync() -> None:
             with self._engine_now().begin() as conn:
@@ -166,6 +168,11 @@ class SqlStateStore:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+
+def _app_number(app_id: str) -> int:
+    """The sequence number of ``application_<timestamp>_<number>``: the order applications load in."""
+    return int(app_id.rsplit("_", 1)[1])
 
 
 def synchronous_runner(func: Callable[[], Any]) -> defer.Deferred:

@@ -1,0 +1,327 @@
+"""The daemon configuration: TOML into frozen dataclasses, with errors that name file, section and key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cortex_rm.allocator.queues import DEFAULT_QUEUES, QueueSpec, QueueState, QueueTree
+from cortex_rm.config import (
+    Config,
+    ConfigError,
+    NodeManagerSection,
+    NodeSection,
+    QueueEntry,
+    ResourceManagerSection,
+    SchedulerSection,
+    config_from_dict,
+    load_config,
+    parse_address,
+)
+
+SOURCE = "/etc/cortex/cortex.toml"
+
+
+def _error(raw: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw, SOURCE)
+    return str(info.value)
+
+
+# -- defaults ------------------------------------------------------------------------
+
+
+def test_no_file_gives_the_embedded_defaults() -> None:
+    """Without a file every section has its documented default: a one-node cluster on loopback."""
+    config = load_config(None)
+    assert config == Config()
+    assert config.source == "<defaults>"
+    assert config.resourcemanager.address == "127.0.0.1:8032"
+    assert config.resourcemanager.webapp_address == "127.0.0.1:8088"
+    assert config.resourcemanager.max_app_attempts == 2
+    assert (config.scheduler.maximum_allocation_mb, config.scheduler.maximum_allocation_vcores) == (8192, 4)
+    assert config.scheduler.queue_tree_spec() == DEFAULT_QUEUES
+
+
+def test_empty_table_gives_the_defaults_with_its_source() -> None:
+    """An empty TOML document is the defaults, remembering where it came from."""
+    config = config_from_dict({}, SOURCE)
+    assert dataclasses.replace(config, source="<defaults>") == Config()
+    assert config.source == SOURCE
+
+
+def test_state_store_url_defaults_to_sqlite_in_the_state_dir(tmp_path: Path) -> None:
+    """With no state_store_url the RM keeps its state in <state_dir>/rm-state.sqlite; an explicit URL wins."""
+    config = config_from_dict({"node": {"state_dir": str(tmp_path)}})
+    assert config.state_dir == tmp_path
+    assert config.state_store_url == f"sqlite:///{tmp_path.resolve() / 'rm-state.sqlite'}"
+    explicit = config_from_dict({"resourcemanager": {"state_store_url": "sqlite:///:memory:"}})
+    assert explicit.state_store_url == "sqlite:///:memory:"
+
+
+def test_configuration_objects_are_frozen() -> None:
+    """Parsed configuration cannot be changed after loading."""
+    config = config_from_dict({"node": {"name": "n1"}})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.node.name = "n2"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.node = NodeSection()  # type: ignore[misc]
+
+
+# -- unknown keys and wrong types ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "where"),
+    [
+        ({"nodes": {}}, "nodes", "the top level"),
+        ({"source": "x"}, "source", "the top level"),
+        ({"resourcemanager": {"adress": "h:1"}}, "adress", "[resourcemanager]"),
+        ({"scheduler": {"queues": []}}, "queues", "[scheduler]"),
+        ({"scheduler": {"queue": [{"path": "root.a", "capacty": 5}]}}, "capacty", "[scheduler.queue[0]]"),
+    ],
+)
+def test_unknown_key_is_an_error_naming_file_section_and_key(raw: dict[str, Any], key: str, where: str) -> None:
+    """A misspelt key never falls back to a default: the error names the file, the section and the key."""
+    message = _error(raw)
+    assert message.startswith(SOURCE)
+    assert f"unknown key {key!r} in {where}" in message
+    assert "known keys:" in message
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({"resourcemanager": {"max_app_attempts": "2"}}, "resourcemanager.max_app_attempts must be int, not str"),
+        ({"resourcemanager": {"max_app_attempts": True}}, "resourcemanager.max_app_attempts must be int, not bool"),
+        ({"resourcemanager": {"max_app_attempts": 2.0}}, "resourcemanager.max_app_attempts must be int, not float"),
+        ({"resourcemanager": {"enabled": 1}}, "resourcemanager.enabled must be bool, not int"),
+        ({"node": {"host": 127}}, "node.host must be str, not int"),
+        ({"node": "n1"}, "node must be a table"),
+        ({"scheduler": {"queue": {"path": "root.a"}}}, "scheduler.queue must be a list"),
+        ({"scheduler": {"queue": ["root.a"]}}, "scheduler.queue[0] must be a table"),
+        ({"scheduler": {"queue": [{"path": "root.a", "capacity": "50"}]}}, "scheduler.queue[0].capacity must be float"),
+        ({"scheduler": {"queue": [{"path": "root.a", "capacity": True}]}}, "scheduler.queue[0].capacity must be float"),
+    ],
+)
+def test_value_of_the_wrong_type_is_an_error_naming_the_key(raw: dict[str, Any], fragment: str) -> None:
+    """Wrong types are refused by key (bools are not ints, floats are not ints, tables must be tables)."""
+    message = _error(raw)
+    assert message.startswith(SOURCE)
+    assert fragment in message
+
+
+def test_integer_capacity_is_taken_as_float() -> None:
+    """``capacity = 70`` is a valid float field."""
+    config = config_from_dict(
+        {"scheduler": {"queue": [{"path": "root.a", "capacity": 70}, {"path": "root.b", "capacity": 30}]}}
+    )
+    assert config.scheduler.queue[0] == QueueEntry("root.a", 70.0)
+    assert isinstance(config.scheduler.queue[0].capacity, float)
+
+
+def test_queue_entry_without_path_is_an_error() -> None:
+    """Every queue entry must say which queue it is."""
+    assert "path" in _error({"scheduler": {"queue": [{"capacity": 50}]}})
+
+
+# -- queues --------------------------------------------------------------------------
+
+
+def test_queue_entries_build_the_tree_with_implied_parents() -> None:
+    """Entries name queues by full path; a parent named only by its children exists with the defaults."""
+    config = config_from_dict(
+        {
+            "scheduler": {
+                "queue": [
+                    {"path": "root.default", "capacity": 70},
+                    {"path": "root.team.etl", "capacity": 40, "state": "STOPPED"},
+                    {"path": "root.team.ml", "capacity": 60, "maximum_capacity": 80},
+                    {"path": "root.team", "capacity": 30, "maximum_capacity": 50},
+                ]
+            }
+        }
+    )
+    spec = config.scheduler.queue_tree_spec()
+    assert spec == QueueSpec(
+        "root",
+        children=(
+            QueueSpec("default", capacity=70),
+            QueueSpec(
+                "team",
+                capacity=30,
+                maximum_capacity=50,
+                children=(
+                    QueueSpec("etl", capacity=40, state=QueueState.STOPPED),
+                    QueueSpec("ml", capacity=60, maximum_capacity=80),
+                ),
+            ),
+        ),
+    )
+    tree = QueueTree(spec)
+    assert tree.find("ml").absolute_capacity == pytest.approx(0.3 * 0.6)
+
+
+def test_parent_implied_by_deep_leaves_takes_the_whole_of_its_parent() -> None:
+    """``root.a.b.c`` alone implies ``root.a`` and ``root.a.b`` at 100%."""
+    spec = config_from_dict({"scheduler": {"queue": [{"path": "root.a.b.c"}]}}).scheduler.queue_tree_spec()
+    assert spec == QueueSpec("root", children=(QueueSpec("a", children=(QueueSpec("b", children=(QueueSpec("c"),)),)),))
+
+
+@pytest.mark.parametrize(
+    ("queues", "fragment"),
+    [
+        ([{"path": "root.a", "capacity": 60}, {"path": "root.b", "capacity": 30}], "sum to 100, not 90"),
+        ([{"path": "root.a", "capacity": 60, "maximum_capacity": 50}, {"path": "root.b", "capacity": 40}], "root.a"),
+        ([{"path": "root.a", "capacity": 100, "maximum_capacity": 101}], "maximum_capacity=101"),
+        ([{"path": "root.a.x", "capacity": 100}, {"path": "root.b", "capacity": 50}], "sum to 100, not 150"),
+        ([{"path": "root", "capacity": 50}, {"path": "root.a"}], "root"),
+    ],
+)
+def test_bad_capacities_are_errors_naming_the_queue(queues: list[dict[str, Any]], fragment: str) -> None:
+    """Capacities that do not form a valid tree are refused at load, naming [[scheduler.queue]]."""
+    message = _error({"scheduler": {"queue": queues}})
+    assert message.startswith(f"{SOURCE}: [[scheduler.queue]]")
+    assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("queues", "fragment"),
+    [
+        ([{"path": "default"}], "must start with 'root'"),
+        ([{"path": "rootx.a"}], "rootx.a"),
+        ([{"path": "root_queue"}], "root_queue"),
+        ([{"path": "root..a"}], "root..a"),
+        ([{"path": "root.a."}], "root.a."),
+        ([{"path": "root.a", "state": "DRAINING"}], "state must be RUNNING or STOPPED"),
+        ([{"path": "root.a", "capacity": 40}, {"path": "root.a", "capacity": 60}], "root.a"),
+    ],
+)
+def test_bad_queue_paths_and_states_are_config_errors(queues: list[dict[str, Any]], fragment: str) -> None:
+    """Paths outside root, empty path segments, repeated paths and unknown states are ConfigErrors naming the queue."""
+    message = _error({"scheduler": {"queue": queues}})
+    assert message.startswith(SOURCE)
+    assert fragment in message
+
+
+# -- limits and addresses ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({"resourcemanager": {"max_app_attempts": 0}}, "max_app_attempts must be at least 1"),
+        pytest.param({"resourcemanager": {"ipc_max_data_length": 1023}}, "ipc_max_data_length", id="frame-limit"),
+        ({"resourcemanager": {"max_application_priority": -1}}, "max_application_priority"),
+        ({"scheduler": {"maximum_allocation_mb": 0}}, "maximum allocations must be positive"),
+        ({"scheduler": {"maximum_allocation_vcores": -1}}, "maximum allocations must be positive"),
+    ],
+)
+def test_limits_out_of_range_are_errors(raw: dict[str, Any], fragment: str) -> None:
+    """Attempts below 1, a tiny IPC frame limit, a negative priority ceiling or non-positive allocations are refused."""
+    message = _error(raw)
+    assert message.startswith(SOURCE)
+    assert fragment in message
+
+
+@pytest.mark.parametrize("key", ["address", "scheduler_address", "webapp_address"])
+@pytest.mark.parametrize("value", ["localhost", ":8032", "localhost:", "localhost:http", "localhost:65536", "h:-1"])
+def test_bad_resourcemanager_address_names_the_key(key: str, value: str) -> None:
+    """An RM address that is not host:port with a port in 0..65535 is refused, naming the key."""
+    message = _error({"resourcemanager": {key: value}})
+    assert f"{SOURCE}: resourcemanager.{key}" in message
+    assert repr(value) in message
+
+
+def test_bad_nodemanager_address_names_the_key() -> None:
+    """The NodeManager web address is checked the same way."""
+    assert f"{SOURCE}: nodemanager.webapp_address" in _error({"nodemanager": {"webapp_address": "nm"}})
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"), [("127.0.0.1:8032", ("127.0.0.1", 8032)), ("::1:0", ("::1", 0)), ("h:65535", ("h", 65535))]
+)
+def test_parse_address_splits_host_and_port(text: str, parts: tuple[str, int]) -> None:
+    """``host:port`` splits at the last colon, so IPv6 hosts keep theirs."""
+    assert parse_address(text, "where") == parts
+
+
+# -- files ---------------------------------------------------------------------------
+
+EXAMPLE = """
+[node]
+name = "node1"
+state_dir = "/var/lib/cortex-rm"
+host = "10.0.0.5"
+
+[resourcemanager]
+enabled = true
+address = "10.0.0.5:8032"
+max_app_attempts = 3
+max_application_priority = 10
+
+[scheduler]
+maximum_allocation_mb = 16384
+
+[[scheduler.queue]]
+path = "root.default"
+capacity = 70
+[[scheduler.queue]]
+path = "root.batch"
+capacity = 30
+maximum_capacity = 50
+
+[nodemanager]
+enabled = false
+memory_mb = 4096
+"""
+
+
+def test_toml_file_loads_into_the_configuration(tmp_path: Path) -> None:
+    """A real TOML file is read into the sections, with unspecified keys at their defaults."""
+    path = tmp_path / "cortex.toml"
+    path.write_text(EXAMPLE)
+    config = load_config(path)
+    assert config == Config(
+        node=NodeSection(name="node1", state_dir="/var/lib/cortex-rm", host="10.0.0.5"),
+        resourcemanager=ResourceManagerSection(address="10.0.0.5:8032", max_app_attempts=3, max_application_priority=10),
+        scheduler=SchedulerSection(
+            maximum_allocation_mb=16384,
+            queue=(QueueEntry("root.default", 70.0), QueueEntry("root.batch", 30.0, 50.0)),
+        ),
+        nodemanager=NodeManagerSection(enabled=False, memory_mb=4096),
+        source=str(path),
+    )
+    assert load_config(str(path)) == config
+    assert QueueTree(config.scheduler.queue_tree_spec()).find("batch").absolute_maximum_capacity == 0.5
+
+
+def test_error_in_a_file_names_the_file(tmp_path: Path) -> None:
+    """A mistake in a file is reported with the file's path, the section and the key."""
+    path = tmp_path / "cortex.toml"
+    path.write_text('[resourcemanager]\nadress = "h:1"\n')
+    with pytest.raises(ConfigError, match=rf"^{path}: unknown key 'adress' in \[resourcemanager\]"):
+        load_config(path)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    """A path that does not exist is a ConfigError saying so."""
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_invalid_toml_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    """A file that is not TOML is a ConfigError naming the file."""
+    path = tmp_path / "cortex.toml"
+    path.write_text("[node\nname = 1\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: not valid TOML"):
+        load_config(path)
+
+
+def test_unreadable_path_is_a_config_error(tmp_path: Path) -> None:
+    """A directory given as the configuration file is a ConfigError, not a stray OSError."""
+    with pytest.raises(ConfigError, match=str(tmp_path)):
+        load_config(tmp_path)
