@@ -1,0 +1,263 @@
+"""The ResourceManager's web port: YARN's REST API over twisted.web.
+
+``build_rest_site(rm, version=...)`` gives the ``Site`` the composition root
+listens with.  The tree is small:
+
+* ``/`` and ``/cluster`` -- a short HTML overview with status 200.  Clients such as
+  ``yarn-api-client`` probe ``<base>/cluster`` for a 200 to find the active RM.
+* ``/ws/v1/cluster/...`` -- the web services, routed by ``rest_services.ROUTES`` to
+  ``ClusterWebServices``; every answer is JSON, errors in YARN's ``RemoteException``
+  form (``rest_errors``).  Unknown paths are 404, known paths with another method
+  405 (with ``Allow``).
+
+Request bodies are bounded before they are buffered: ``BoundedRequest`` stops
+keeping bytes past ``max_body_bytes`` (it still reads and drops the rest, so the
+client gets its 413 answer instead of a reset connection).  Operations that wait
+on the state store run as Deferreds and the request is finished when they fire
+(``NOT_DONE_YET``); a client that has gone away by then is simply not answered.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import re
+from typing import IO, Any, Final, cast
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from cortex_rm.allocator.errors import AllocatorError
+from cortex_rm.allocator.rm_context import RMContext
+from cortex_rm.yarn_api import rest_errors
+from cortex_rm.yarn_api.rest_errors import RestError
+from cortex_rm.yarn_api.rest_services import STATIC_WEB_USER, ClusterWebServices, Reply, RestCall, match_route
+
+log = Logger()
+
+DEFAULT_MAX_BODY_BYTES: Final = 1 << 20
+JSON_CONTENT_TYPE: Final = b"application/json; charset=utf-8"
+_HOST_HEADER: Final = re.compile(r"^[A-Za-z0-9.\-_]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+
+
+class BoundedRequest(Request):
+    """A request that keeps at most ``site.max_body_bytes`` of its body."""
+
+    body_too_large = False
+
+    def body_limit(self) -> int:
+        """The site's ``max_body_bytes`` (the default for a request built outside a ``RestSite``)."""
+        return getattr(getattr(self.channel, "site", None), "max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.body_limit():
+            self.body_too_large = True  # declared too large: keep nothing
+            self.content = cast(Any, io.BytesIO())
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.body_too_large:
+            return
+        content = cast(IO[bytes], self.content)
+        if content.tell() + len(data) > self.body_limit():  # chunked bodies have no declared length
+            self.body_too_large = True
+            content.close()
+            self.content = cast(Any, io.BytesIO())
+            return
+        super().handleContentChunk(data)
+
+
+class RestSite(Site):
+    """The RM's web ``Site``, with the body bound its requests obey."""
+
+    requestFactory = BoundedRequest
+    displayTracebacks = False
+
+    def __init__(self, resource: Resource, *, max_body_bytes: int, reactor: Any) -> None:
+        super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
+        if max_body_bytes <= 0:
+            raise ValueError(f"max_body_bytes must be positive, not {max_body_bytes}")
+        self.max_body_bytes = max_body_bytes
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", errors="replace")
+
+
+def _base_url(request: Request) -> str:
+    """scheme://host[:port] the client used (its Host header when well formed)."""
+    scheme = "https" if request.isSecure() else "http"
+    host = _text(request.getHeader(b"host"))
+    if host is None or not _HOST_HEADER.match(host):
+        address = request.getHost()
+        host = f"{getattr(address, 'host', 'localhost')}:{getattr(address, 'port', 80)}"
+    return f"{scheme}://{host}"
+
+
+def _query(request: Request) -> dict[str, list[str]]:
+    args: dict[bytes, list[bytes]] = request.args or {}
+    try:
+        return {k.decode("utf-8"): [v.decode("utf-8") for v in vs] for k, vs in args.items()}
+    except UnicodeDecodeError:
+        raise rest_errors.bad_request("the query string is not valid UTF-8") from None
+
+
+def write_reply(request: Request, reply: Reply, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """Send ``reply`` as the response to ``request`` and finish it."""
+    data = b"" if reply.body is None else json.dumps(reply.body).encode("utf-8")
+    request.setResponseCode(reply.status)
+    request.setHeader(b"Content-Type", JSON_CONTENT_TYPE)
+    request.setHeader(b"Cache-Control", b"no-cache")
+    if reply.location is not None:
+        request.setHeader(b"Location", reply.location.encode("utf-8"))
+    for name, value in headers:
+        request.setHeader(name, value)
+    request.setHeader(b"Content-Length", str(len(data)).encode("ascii"))
+    request.write(data)
+    request.finish()
+
+
+class WebServicesResource(Resource):
+    """``/ws/...``: routes ``/ws/v1/cluster/<...>`` to the operations, answers JSON."""
+
+    isLeaf = True
+
+    def __init__(self, services: ClusterWebServices) -> None:
+        super().__init__()
+        self.services = services
+
+    def render(self, request: Request) -> Any:
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)  # the client went away before the answer
+        method = _text(request.method) or "GET"
+        path = _text(request.path) or "/"
+        d = defer.maybeDeferred(self._dispatch, request, method, path)
+        d.addErrback(self._error_reply, method, path)
+        d.addCallback(self._send, request, gone)
+        d.addErrback(lambda f: log.failure("could not answer {method} {path}", f, method=method, path=path))
+        return NOT_DONE_YET
+
+    def _dispatch(self, request: Request, method: str, path: str) -> Any:
+        if isinstance(request, BoundedRequest) and request.body_too_large:
+            raise rest_errors.body_too_large(request.body_limit())
+        segments = [s.decode("utf-8", errors="replace") for s in request.postpath or []]
+        if segments and segments[-1] == "":
+            segments.pop()  # a trailing slash names the same resource
+        if segments[:2] != ["v1", "cluster"]:
+            raise rest_errors.not_found(f"no web service at {path}; the RM's REST API is under /ws/v1/cluster")
+        match = match_route(tuple(segments[2:]))
+        if match is None:
+            raise rest_errors.not_found(f"no resource at {path}")
+        methods, params = match
+        name = methods.get("GET" if method == "HEAD" else method)
+        if name is None:
+            raise rest_errors.method_not_allowed(method, path, list(methods))
+        query = _query(request)
+        user = (query.get("user.name") or [""])[0].strip() or STATIC_WEB_USER
+        call = RestCall(
+            method=method,
+            path=path,
+            params=params,
+            query=query,
+            body=cast(IO[bytes], request.content).read() if request.content is not None else b"",
+            content_type=_text(request.getHeader(b"content-type")),
+            user=user,
+            base_url=_base_url(request),
+        )
+        return self.services.operation(name)(call)
+
+    def _error_reply(self, failure: Failure, method: str, path: str) -> tuple[Reply, tuple[tuple[bytes, bytes], ...]]:
+        error = failure.value
+        if isinstance(error, AllocatorError):
+            error = rest_errors.from_allocator(error) or error
+        if not isinstance(error, RestError):
+            log.failure("{method} {path} failed", failure, method=method, path=path)
+            error = rest_errors.internal_error(method, path, failure.value)
+        else:
+            log.info(
+                "{method} {path} -> {status} {exception}: {message}",
+                method=method,
+                path=path,
+                status=error.status,
+                exception=error.exception,
+                message=error.message,
+            )
+        return Reply(error.status, error.body()), error.headers
+
+    def _send(self, result: Reply | tuple[Reply, tuple[tuple[bytes, bytes], ...]], request: Request, gone: list) -> None:
+        if gone:
+            return
+        reply, headers = result if isinstance(result, tuple) else (result, ())
+        write_reply(request, reply, headers)
+
+
+class NotFoundResource(Resource):
+    """Any path outside ``/``, ``/cluster`` and ``/ws``: a JSON 404."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        path = _text(request.path) or "/"
+        error = rest_errors.not_found(f"no resource at {path}")
+        data = json.dumps(error.body()).encode("utf-8")
+        request.setResponseCode(error.status)
+        request.setHeader(b"Content-Type", JSON_CONTENT_TYPE)
+        return data
+
+
+class ClusterOverviewPage(Resource):
+    """``/`` and ``/cluster``: the RM's web page, reduced to an overview (status 200)."""
+
+    isLeaf = True
+
+    def __init__(self, rm: RMContext, version: str) -> None:
+        super().__init__()
+        self.rm = rm
+        self.version = version
+
+    def render_GET(self, request: Request) -> bytes:
+        m = self.rm.metrics()
+        rows = [
+            ("Cluster ID", str(self.rm.cluster_id)),
+            ("ResourceManager state", "STARTED (ACTIVE)"),
+            ("Started on (ms)", str(self.rm.started_ms)),
+            ("Version", f"Cortex RM {self.version} (YARN 3.5 API)"),
+            ("Applications submitted / pending / running", f"{m.apps_submitted} / {m.apps_pending} / {m.apps_running}"),
+            ("Applications completed / failed / killed", f"{m.apps_completed} / {m.apps_failed} / {m.apps_killed}"),
+            ("Active nodes", str(m.active_nodes)),
+            ("Memory total / allocated (MB)", f"{m.total.memory_mb} / {m.allocated.memory_mb}"),
+            ("vCores total / allocated", f"{m.total.vcores} / {m.allocated.vcores}"),
+        ]
+        table = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+        page = (
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Cortex RM - Cluster</title></head>\n"
+            f"<body><h1>Cortex ResourceManager</h1>\n<table>\n{table}\n</table>\n"
+            '<p>REST API: <a href="/ws/v1/cluster/info">/ws/v1/cluster/info</a></p></body></html>\n'
+        )
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-cache")
+        return page.encode("utf-8")
+
+
+class _Root(Resource):
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return NotFoundResource()
+
+
+def build_rest_site(rm: RMContext, *, version: str, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Site:
+    """The RM's web site (REST API and overview page), for ``reactor.listenTCP(port, site)``.
+
+    ``version`` is the Cortex version shown by ``/ws/v1/cluster/info``; request bodies
+    larger than ``max_body_bytes`` are answered with 413 without being kept.
+    """
+    root = _Root()
+    page = ClusterOverviewPage(rm, version)
+    root.putChild(b"", page)
+    root.putChild(b"cluster", page)
+    root.putChild(b"ws", WebServicesResource(ClusterWebServices(rm, version)))
+    return RestSite(root, max_body_bytes=max_body_bytes, reactor=rm.clock)

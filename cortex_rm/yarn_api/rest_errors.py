@@ -1,0 +1,100 @@
+"""Errors of the RM REST API, in the form YARN's web services answer them.
+
+Hadoop's ``GenericExceptionHandler`` turns every exception of a web service into
+an HTTP status and a body naming the Java exception::
+
+    {"RemoteException": {"exception": "NotFoundException",
+                         "message": "app with id: application_1_0001 not found",
+                         "javaClassName": "org.apache.hadoop.yarn.webapp.NotFoundException"}}
+
+Clients (``yarn-api-client``, scripts that read ``RemoteException.exception``)
+depend on that shape, so every answer that is not a success leaves the REST API
+as a :class:`RestError`.  Client mistakes are 4xx; 500 is kept for our own bugs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from cortex_rm.allocator import errors as alloc
+
+WEBAPP: Final = "org.apache.hadoop.yarn.webapp."
+NOT_FOUND: Final = ("NotFoundException", WEBAPP + "NotFoundException")
+BAD_REQUEST: Final = ("BadRequestException", WEBAPP + "BadRequestException")
+# What Jersey raises for the statuses it decides itself (405, 413, 415).
+WEB_APPLICATION: Final = ("WebApplicationException", "javax.ws.rs.WebApplicationException")
+INTERNAL: Final = ("YarnRuntimeException", "org.apache.hadoop.yarn.exceptions.YarnRuntimeException")
+
+
+class RestError(Exception):
+    """A non-success answer: HTTP status, Java exception (simple and full name), message."""
+
+    def __init__(
+        self,
+        status: int,
+        exception: tuple[str, str],
+        message: str,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.exception, self.java_class = exception
+        self.message = message
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "RemoteException": {
+                "exception": self.exception,
+                "message": self.message,
+                "javaClassName": self.java_class,
+            }
+        }
+
+
+def not_found(message: str) -> RestError:
+    return RestError(404, NOT_FOUND, message)
+
+
+def bad_request(message: str) -> RestError:
+    return RestError(400, BAD_REQUEST, message)
+
+
+def method_not_allowed(method: str, path: str, allowed: list[str]) -> RestError:
+    allow = ", ".join(sorted(allowed))
+    return RestError(
+        405,
+        WEB_APPLICATION,
+        f"HTTP method {method} is not supported by {path}; allowed: {allow}",
+        headers=((b"Allow", allow.encode("ascii")),),
+    )
+
+
+def body_too_large(limit: int) -> RestError:
+    return RestError(413, WEB_APPLICATION, f"the request body is larger than the limit of {limit} bytes")
+
+
+def unsupported_media_type(content_type: str) -> RestError:
+    return RestError(
+        415,
+        WEB_APPLICATION,
+        f"unsupported Content-Type {content_type!r}: this ResourceManager reads and writes application/json only",
+    )
+
+
+def internal_error(method: str, path: str, exc: BaseException) -> RestError:
+    """A bug of ours: the message names the call and the Python exception, nothing more."""
+    return RestError(500, INTERNAL, f"Cortex failed to serve {method} {path}: {type(exc).__name__}: {exc}")
+
+
+def from_allocator(error: alloc.AllocatorError) -> RestError | None:
+    """The REST answer to a refusal of the decision core (what RMWebServices does for each).
+
+    ``None`` for ``IllegalTransition``: that one is a bug of ours, answered as a 500.
+    """
+    if isinstance(error, alloc.IllegalTransition):
+        return None
+    if isinstance(error, (alloc.UnknownApplication, alloc.UnknownAttempt, alloc.UnknownContainer, alloc.UnknownNode)):
+        return not_found(str(error))
+    # MalformedId, InvalidSubmission, RefusedOperation, UnknownQueue: the request can never succeed as sent.
+    return bad_request(str(error))

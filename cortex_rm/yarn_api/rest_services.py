@@ -1,0 +1,352 @@
+"""The operations behind ``/ws/v1/cluster/...``: one ``RestCall`` in, one ``Reply`` out.
+
+This is the REST API without HTTP: ``rest.py`` turns a twisted.web request into a
+``RestCall`` (method, route parameters, query, bounded body, user) and writes the
+``Reply`` back.  Each operation mirrors YARN's ``RMWebServices`` and acts through
+the same ``RMContext`` as the IPC ``ApplicationClientService``, so both faces of
+the RM agree.  Operations that reach the state store return a Deferred.
+
+Writes act as the user of the ``user.name`` query parameter, else as Hadoop's
+static web user ``dr.who`` (security off: YARN's pseudo authentication).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from twisted.internet import defer
+
+from cortex_rm.allocator.app_model import Application
+from cortex_rm.allocator.app_states import AppState, FinalStatus
+from cortex_rm.allocator.app_table import ApplicationFilter
+from cortex_rm.allocator.errors import MalformedId, UnknownApplication, UnknownNode, UnknownQueue
+from cortex_rm.allocator.ids import ApplicationId, NodeId
+from cortex_rm.allocator.nodes import NodeState
+from cortex_rm.allocator.rm_context import RMContext
+from cortex_rm.yarn_api import records, rest_json
+from cortex_rm.yarn_api.rest_errors import bad_request, not_found, unsupported_media_type
+from cortex_rm.yarn_api.rest_submit import submission_context_from_json
+
+STATIC_WEB_USER: Final = "dr.who"  # hadoop.http.staticuser.user
+LONG_MAX: Final = 2**63 - 1
+_JSON_MEDIA_TYPES: Final = frozenset({"application/json", "text/json"})
+_STATE_NAMES: Final = "[" + ", ".join(s.value for s in rest_json.YARN_APPLICATION_STATES) + "]"
+
+
+@dataclass(frozen=True)
+class RestCall:
+    """One request, as the operations see it."""
+
+    method: str
+    path: str  # the request path, for messages
+    params: tuple[str, ...] = ()  # the route's variable segments (application id, node id)
+    query: dict[str, list[str]] = field(default_factory=dict)
+    body: bytes = b""
+    content_type: str | None = None
+    user: str = STATIC_WEB_USER
+    base_url: str = "http://localhost"  # scheme://host:port of this RM, for Location headers
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Status, JSON body (None: an empty body) and the Location header if any."""
+
+    status: int = 200
+    body: Any = None
+    location: str | None = None
+
+
+Operation = Callable[[RestCall], "Reply | defer.Deferred"]
+
+# path pattern ("*" = a parameter) -> {method: operation name}; the first match wins.
+ROUTES: Final[tuple[tuple[tuple[str, ...], dict[str, str]], ...]] = (
+    ((), {"GET": "cluster_info"}),
+    (("info",), {"GET": "cluster_info"}),
+    (("metrics",), {"GET": "cluster_metrics"}),
+    (("scheduler",), {"GET": "scheduler"}),
+    (("nodes",), {"GET": "nodes"}),
+    (("nodes", "*"), {"GET": "node"}),
+    (("apps",), {"GET": "apps", "POST": "submit_application"}),
+    (("apps", "new-application"), {"POST": "new_application"}),
+    (("apps", "*"), {"GET": "app"}),
+    (("apps", "*", "appattempts"), {"GET": "app_attempts"}),
+    (("apps", "*", "state"), {"GET": "app_state", "PUT": "update_app_state"}),
+    (("apps", "*", "queue"), {"GET": "app_queue", "PUT": "update_app_queue"}),
+    (("apps", "*", "priority"), {"GET": "app_priority", "PUT": "update_app_priority"}),
+    (("appstatistics",), {"GET": "app_statistics"}),
+)
+
+
+def match_route(segments: tuple[str, ...]) -> tuple[dict[str, str], tuple[str, ...]] | None:
+    """(method -> operation name, parameters) of the first route matching ``segments``."""
+    for pattern, methods in ROUTES:
+        if len(pattern) == len(segments) and all(p in ("*", s) for p, s in zip(pattern, segments)):
+            return methods, tuple(s for p, s in zip(pattern, segments) if p == "*")
+    return None
+
+
+# ------------------------------------------------------------ query and body
+
+
+def _first(call: RestCall, name: str) -> str | None:
+    """A single-valued parameter (its first value); empty means absent, as in RMWebServices."""
+    values = call.query.get(name) or [""]
+    return values[0].strip() or None
+
+
+def _csv(call: RestCall, name: str) -> list[str]:
+    """A set-valued parameter: every value, each a comma-separated list."""
+    return [item.strip() for value in call.query.get(name, []) for item in value.split(",") if item.strip()]
+
+
+def _time(call: RestCall, name: str, default: int) -> int:
+    text = _first(call, name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise bad_request(f"{name} must be a time in ms since the epoch, not {text!r}") from None
+    if not 0 <= value <= LONG_MAX:
+        raise bad_request(f"{name} must be greater than 0")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def json_body(call: RestCall) -> Any:
+    """The decoded JSON body (RestError when it is not JSON)."""
+    if call.content_type:
+        media = call.content_type.split(";", 1)[0].strip().lower()
+        if media not in _JSON_MEDIA_TYPES and not media.endswith("+json"):
+            raise unsupported_media_type(call.content_type)
+    if not call.body.strip():
+        raise bad_request(f"{call.method} {call.path} needs a JSON body")
+    try:
+        return json.loads(call.body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than Python's stack
+        raise bad_request(f"malformed JSON body: {e}") from None
+
+
+def _field(call: RestCall, name: str) -> Any:
+    body = json_body(call)
+    if not isinstance(body, dict) or body.get(name) is None:
+        raise bad_request(f"the body must be a JSON object with a {name!r} field")
+    return body[name]
+
+
+# ------------------------------------------------------------------- service
+
+
+class ClusterWebServices:
+    """YARN's ``RMWebServices`` over one ``RMContext``: the operations named in ``ROUTES``."""
+
+    def __init__(self, rm: RMContext, version: str) -> None:
+        self.rm = rm
+        self.version = version
+
+    def operation(self, name: str) -> Operation:
+        op: Operation = getattr(self, name)
+        return op
+
+    def _app(self, call: RestCall) -> Application:
+        text = call.params[0]
+        try:
+            return self.rm.apps.get(ApplicationId.parse(text))
+        except MalformedId as e:
+            raise bad_request(str(e)) from None
+        except UnknownApplication:
+            raise not_found(f"app with id: {text} not found") from None
+
+    # -- cluster ---------------------------------------------------------------------
+
+    def cluster_info(self, call: RestCall) -> Reply:
+        return Reply(body=rest_json.cluster_info(self.rm, self.version))
+
+    def cluster_metrics(self, call: RestCall) -> Reply:
+        return Reply(body=rest_json.cluster_metrics(self.rm.metrics()))
+
+    def scheduler(self, call: RestCall) -> Reply:
+        return Reply(body=rest_json.scheduler_info(self.rm))
+
+    def nodes(self, call: RestCall) -> Reply:
+        """All nodes (whatever their state, as RMWebServices), or those in ``states``."""
+        wanted = set()
+        for text in _csv(call, "states"):
+            try:
+                wanted.add(NodeState(text.upper()))
+            except ValueError:
+                names = ", ".join(s.value for s in NodeState)
+                raise bad_request(f"Invalid node state {text}; it should be one of [{names}]") from None
+        nodes = [n for n in self.rm.nodes if not wanted or n.state in wanted]
+        return Reply(body=rest_json.nodes_info(nodes, self.version))
+
+    def node(self, call: RestCall) -> Reply:
+        text = call.params[0]
+        try:
+            node = self.rm.nodes.get(NodeId.parse(text))
+        except MalformedId as e:
+            raise bad_request(str(e)) from None
+        except UnknownNode:
+            raise not_found(f"nodeId, {text}, is not found") from None
+        return Reply(body={"node": rest_json.node_info(node, self.version)})
+
+    # -- applications ----------------------------------------------------------------
+
+    def _app_filter(self, call: RestCall) -> ApplicationFilter:
+        """RMWebServices.getApps' parameters, validated as it does."""
+        limit = _first(call, "limit")
+        count = 0
+        if limit is not None:
+            try:
+                count = int(limit)
+            except ValueError:
+                raise bad_request(f"limit must be an integer, not {limit!r}") from None
+            if count <= 0:
+                raise bad_request("limit value must be greater then 0")
+        started_begin, started_end = _time(call, "startedTimeBegin", 0), _time(call, "startedTimeEnd", LONG_MAX)
+        if started_begin > started_end:
+            raise bad_request("startedTimeEnd must be greater than startTimeBegin")
+        finished_begin, finished_end = _time(call, "finishedTimeBegin", 0), _time(call, "finishedTimeEnd", LONG_MAX)
+        if finished_begin > finished_end:
+            raise bad_request("finishedTimeEnd must be greater than finishedTimeBegin")
+        states = set()
+        for text in _csv(call, "states") + _csv(call, "state"):  # "state" is the deprecated form
+            state = AppState.__members__.get(text.upper())
+            if state not in rest_json.YARN_APPLICATION_STATES:
+                raise bad_request(f"Invalid application-state {text} specified. It should be one of {_STATE_NAMES}")
+            states.add(state)
+        final_statuses = set()
+        final = _first(call, "finalStatus")
+        if final is not None:
+            try:
+                final_statuses.add(FinalStatus(final.upper()))
+            except ValueError:
+                names = ", ".join(s.value for s in FinalStatus)
+                raise bad_request(f"Invalid finalStatus {final}; it should be one of [{names}]") from None
+        queue = _first(call, "queue")
+        queues = set()
+        if queue is not None:
+            try:
+                found = self.rm.queues.find(queue)
+            except UnknownQueue as e:
+                raise bad_request(str(e)) from None
+            queues = {queue, self.rm.queues.display_name(found)}  # "root.default" finds "default" too
+        user = _first(call, "user")
+        return ApplicationFilter(
+            types=frozenset(_csv(call, "applicationTypes")),
+            states=frozenset(states),
+            users=frozenset([user] if user else []),
+            queues=frozenset(queues),
+            tags=frozenset(_csv(call, "applicationTags")),
+            final_statuses=frozenset(final_statuses),
+            name=_first(call, "name"),
+            started_begin=started_begin,
+            started_end=started_end,
+            finished_begin=finished_begin,
+            finished_end=finished_end,
+            limit=count,
+        )
+
+    def _deselects(self, call: RestCall) -> frozenset[str]:
+        fields = set()
+        for text in _csv(call, "deSelects"):
+            name = rest_json.DESELECTABLE.get(text.lower())
+            if name is None:
+                valid = ", ".join(rest_json.DESELECTABLE.values())
+                raise bad_request(f"Invalid deSelects string {text}; valid deSelects strings are: {valid}")
+            fields.add(name)
+        return frozenset(fields)
+
+    def apps(self, call: RestCall) -> Reply:
+        apps = self.rm.apps.list(self._app_filter(call))
+        return Reply(body=rest_json.apps_info(apps, self.rm, self._deselects(call)))
+
+    def app(self, call: RestCall) -> Reply:
+        return Reply(body={"app": rest_json.app_info(self._app(call), self.rm, self._deselects(call))})
+
+    def app_attempts(self, call: RestCall) -> Reply:
+        return Reply(body=rest_json.attempts_info(self._app(call)))
+
+    def app_statistics(self, call: RestCall) -> Reply:
+        states = []
+        for text in _csv(call, "states"):
+            state = AppState.__members__.get(text.upper())
+            if state not in rest_json.YARN_APPLICATION_STATES:
+                raise bad_request(f"Invalid application-state {text} specified. It should be one of {_STATE_NAMES}")
+            if state not in states:
+                states.append(state)
+        types = {t.lower() for t in _csv(call, "applicationTypes")}
+        if len(types) > 1:
+            raise bad_request(f"# of applicationTypes = {len(types)}, we temporarily support at most one applicationType")
+        chosen = states or list(rest_json.YARN_APPLICATION_STATES)
+        return Reply(body=rest_json.app_statistics(self.rm, chosen, types.pop() if types else None))
+
+    # -- writes ----------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def new_application(self, call: RestCall):  # type: ignore[no-untyped-def]
+        app_id = yield self.rm.apps.new_application()
+        return Reply(
+            body={
+                "application-id": str(app_id),
+                "maximum-resource-capability": rest_json.resource_info(self.rm.limits.maximum_allocation),
+            }
+        )
+
+    @defer.inlineCallbacks
+    def submit_application(self, call: RestCall):  # type: ignore[no-untyped-def]
+        """202 with the application's URL once it is stored (ACCEPTED, or FAILED if its queue refused it)."""
+        ctx = submission_context_from_json(json_body(call), self.rm.limits.maximum_allocation)
+        app = yield self.rm.apps.submit(records.submission_from_proto(ctx, call.user))
+        return Reply(202, location=f"{call.base_url}/ws/v1/cluster/apps/{app.app_id}")
+
+    def app_state(self, call: RestCall) -> Reply:
+        return Reply(body={"state": self._app(call).reported_state.value})
+
+    @defer.inlineCallbacks
+    def update_app_state(self, call: RestCall):  # type: ignore[no-untyped-def]
+        """Kill: 202 (and this URL) while the kill is under way, 200 once the application has ended."""
+        target = _field(call, "state")
+        app = self._app(call)
+        if target == app.reported_state.value:
+            return Reply(body={"state": target})
+        if target != AppState.KILLED.value:
+            raise bad_request("Only 'KILLED' is allowed as a target state.")
+        completed = yield self.rm.apps.kill(app.app_id, f"Application {app.app_id} was killed by user {call.user}")
+        body = {"state": app.reported_state.value}
+        if completed:
+            return Reply(body=body)
+        return Reply(202, body, location=f"{call.base_url}{call.path}")
+
+    def app_queue(self, call: RestCall) -> Reply:
+        return Reply(body={"queue": self._app(call).queue})
+
+    @defer.inlineCallbacks
+    def update_app_queue(self, call: RestCall):  # type: ignore[no-untyped-def]
+        target = _field(call, "queue")
+        if not isinstance(target, str) or not target:
+            raise bad_request("queue must be a non-empty string")
+        app = self._app(call)
+        if target != app.queue:
+            yield self.rm.apps.move(app.app_id, target)
+        return Reply(body={"queue": app.queue})
+
+    def app_priority(self, call: RestCall) -> Reply:
+        return Reply(body={"priority": self._app(call).priority})
+
+    @defer.inlineCallbacks
+    def update_app_priority(self, call: RestCall):  # type: ignore[no-untyped-def]
+        target = _field(call, "priority")
+        if isinstance(target, bool) or not isinstance(target, int) or not -(2**31) <= target < 2**31:
+            raise bad_request("priority must be a 32-bit integer")
+        app = self._app(call)
+        priority = app.priority
+        if target != priority:
+            priority = yield self.rm.apps.update_priority(app.app_id, target)
+        return Reply(body={"priority": priority})
