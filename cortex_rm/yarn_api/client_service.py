@@ -66,16 +66,23 @@ def remote_error(error: alloc.AllocatorError) -> RemoteError:
 
 
 def _mapped(handler: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a handler, turning allocator errors (raised or in a Deferred) into RemoteErrors."""
+    """Run a handler, turning allocator errors (raised or in a Deferred) into RemoteErrors.
+
+    Synchronous answers stay synchronous: the IPC layer replies to them without a Deferred.
+    """
+
+    def translate(failure: Any) -> Any:
+        failure.trap(alloc.AllocatorError)
+        raise remote_error(failure.value)
 
     def run(call: Any, request: Any) -> Any:
-        def translate(failure: Any) -> Any:
-            failure.trap(alloc.AllocatorError)
-            raise remote_error(failure.value)
-
-        d = defer.maybeDeferred(handler, call, request)
-        d.addErrback(translate)
-        return d
+        try:
+            result = handler(call, request)
+        except alloc.AllocatorError as error:
+            raise remote_error(error) from error
+        if isinstance(result, defer.Deferred):
+            result.addErrback(translate)
+        return result
 
     run.__name__ = handler.__name__
     run.__doc__ = handler.__doc__

@@ -168,14 +168,20 @@ def app_report(app: Application, rm: RMContext, out: yp.ApplicationReportProto) 
     out.rmClusterId = str(rm.cluster_id)
     if attempt is not None:
         attempt_id_to_proto(attempt.attempt_id, out.currentApplicationAttemptId)
-    usage = out.app_resource_Usage
-    usage.num_used_containers = 0
-    usage.num_reserved_containers = 0
-    resource_to_proto(Resource(), usage.used_resources)
-    resource_to_proto(Resource(), usage.reserved_resources)
-    resource_to_proto(Resource(), usage.needed_resources)
-    usage.memory_seconds = 0
-    usage.vcore_seconds = 0
+    out.app_resource_Usage.CopyFrom(_NO_USAGE)
+
+
+def _no_usage() -> yp.ApplicationResourceUsageReportProto:
+    """The usage report of an application that holds no containers."""
+    usage = yp.ApplicationResourceUsageReportProto(
+        num_used_containers=0, num_reserved_containers=0, memory_seconds=0, vcore_seconds=0
+    )
+    for field in (usage.used_resources, usage.reserved_resources, usage.needed_resources):
+        resource_to_proto(Resource(), field)
+    return usage
+
+
+_NO_USAGE = _no_usage()
 
 
 def attempt_report(attempt: Attempt, out: yp.ApplicationAttemptReportProto) -> None:
