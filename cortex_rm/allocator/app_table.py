@@ -193,7 +193,7 @@ class ApplicationTable:
             raise UnknownAttempt(f"ApplicationAttempt with id '{attempt_id}' doesn't exist in RM.")
         return app, attempt
 
-    def list(self, flt: ApplicationFilter = ApplicationFilter()) -> list[Application]:
+    def matching(self, flt: ApplicationFilter = ApplicationFilter()) -> list[Application]:
         apps = [a for a in sorted(self._apps.values(), key=lambda a: a.app_id) if flt.matches(a)]
         return apps[: flt.limit] if flt.limit > 0 else apps
 

@@ -172,7 +172,7 @@ class ApplicationClientService:
             limit=request.limit if request.limit > 0 else 0,
         )
         response = ys.GetApplicationsResponseProto()
-        for app in self.rm.apps.list(flt):
+        for app in self.rm.apps.matching(flt):
             records.app_report(app, self.rm, response.applications.add())
         return response
 

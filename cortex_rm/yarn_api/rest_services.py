@@ -264,7 +264,7 @@ class ClusterWebServices:
         return frozenset(fields)
 
     def apps(self, call: RestCall) -> Reply:
-        apps = self.rm.apps.list(self._app_filter(call))
+        apps = self.rm.apps.matching(self._app_filter(call))
         return Reply(body=rest_json.apps_info(apps, self.rm, self._deselects(call)))
 
     def app(self, call: RestCall) -> Reply:

@@ -257,7 +257,7 @@ def test_id_not_issued_by_this_rm_is_refused(app_id: ApplicationId) -> None:
     result_of(table.new_application())
     with pytest.raises(InvalidSubmission, match="not issued by this ResourceManager"):
         result_of(table.submit(Submission(app_id=app_id, user="alice")))
-    assert table.list() == []
+    assert table.matching() == []
 
 
 def test_negative_priority_is_refused() -> None:
@@ -376,7 +376,7 @@ def test_application_being_killed_reports_its_previous_state_until_stored(tmp_pa
     assert app.reported_state is AppState.ACCEPTED
     assert not first.called
     assert result_of(table.kill(app_id)) is False
-    assert table.list(ApplicationFilter(states=frozenset({AppState.ACCEPTED}))) == [app]
+    assert table.matching(ApplicationFilter(states=frozenset({AppState.ACCEPTED}))) == [app]
     runner.drain()
     assert result_of(first) is False
     assert app.reported_state is AppState.KILLED
@@ -567,14 +567,14 @@ def _populated() -> tuple[ApplicationTable, Clock, dict[str, Application]]:
 
 
 def _names(table: ApplicationTable, **fields: Any) -> list[str]:
-    found = table.list(ApplicationFilter(**fields))
+    found = table.matching(ApplicationFilter(**fields))
     return [app.user + ":" + app.name + ":" + app.reported_state.value for app in found]
 
 
 def test_list_without_filter_returns_all_in_id_order() -> None:
     """The default filter matches every application, ordered by id."""
     table, _, apps = _populated()
-    assert table.list() == [apps[k] for k in ("spark", "mr", "killed", "failed")]
+    assert table.matching() == [apps[k] for k in ("spark", "mr", "killed", "failed")]
 
 
 @pytest.mark.parametrize(
@@ -608,7 +608,7 @@ def test_list_without_filter_returns_all_in_id_order() -> None:
 def test_list_filters_by_every_field(fields: dict[str, Any], expected: list[str]) -> None:
     """Each filter field narrows the list; types and tags ignore case, queues take short names or full paths."""
     table, _, apps = _populated()
-    assert table.list(ApplicationFilter(**fields)) == [apps[k] for k in expected]
+    assert table.matching(ApplicationFilter(**fields)) == [apps[k] for k in expected]
 
 
 def test_queue_filter_tells_ambiguous_leaves_apart_by_full_path() -> None:
@@ -624,7 +624,7 @@ def test_queue_filter_tells_ambiguous_leaves_apart_by_full_path() -> None:
     in_a = submit(table, queue="root.a.x")
     in_b = submit(table, queue="root.b.x")
     assert (in_a.queue, in_b.queue) == ("root.a.x", "root.b.x")
-    assert table.list(ApplicationFilter(queues=frozenset({"root.b.x"}))) == [in_b]
+    assert table.matching(ApplicationFilter(queues=frozenset({"root.b.x"}))) == [in_b]
 
 
 def test_counts_follow_reported_states() -> None:
@@ -656,7 +656,7 @@ def test_recovery_brings_back_every_application_in_its_state(tmp_path: Path) -> 
     clock.advance(60)
 
     again = recover(clock, sql_store(tmp_path))
-    assert [a.app_id for a in again.list()] == [accepted.app_id, killed.app_id, failed.app_id]
+    assert [a.app_id for a in again.matching()] == [accepted.app_id, killed.app_id, failed.app_id]
     k = again.get(killed.app_id)
     assert (k.state, k.final_status, k.diagnostics, k.finish_time_ms) == (
         AppState.KILLED,

@@ -763,7 +763,7 @@ def test_submit_with_an_invalid_body_is_a_bad_request(cluster: Cluster, change: 
     body = {**distributed_shell_body(app_id), **change}
     message = assert_bad_request(http(cluster.site, "POST", "/ws/v1/cluster/apps", body))
     assert message_part in message
-    assert cluster.rm.apps.list() == []
+    assert cluster.rm.apps.matching() == []
 
 
 @pytest.mark.parametrize(
