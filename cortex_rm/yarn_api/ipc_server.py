@@ -1,0 +1,251 @@
+"""The Twisted edge of the Hadoop IPC server: move bytes, run handlers, log.
+
+All protocol decisions live in :class:`~cortex_rm.yarn_api.ipc_connection.IpcConnection`;
+this module only feeds it what the transport reads, writes what it returns, runs the
+handlers of the calls it decodes, and turns their results into replies:
+
+* a response message -> SUCCESS;
+* :class:`~cortex_rm.yarn_api.errors.RemoteError` (raised, or as a Deferred's failure)
+  -> ERROR with its Java class, message and error code;
+* any other exception -> ERROR ``YarnException`` naming the method, and an error log
+  event with the method, protocol and peer (a handler bug must not kill a connection).
+
+A bad frame ends its own connection only; the factory goes on serving the others.
+Usage (the composition root does this)::
+
+    factory = IpcServerFactory([client_protocol], SaslServer.simple_only())
+    reactor.listenTCP(8032, factory, interface="0.0.0.0")
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf.message import Message
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+
+from cortex_rm.yarn_api.errors import RemoteError, internal_error
+from cortex_rm.yarn_api.ipc_connection import IpcConnection
+from cortex_rm.yarn_api.ipc_events import CloseConnection, ConnectionState, IncomingCall, SendBytes, StateChanged
+from cortex_rm.yarn_api.ipc_wire import DEFAULT_MAX_DATA_LENGTH
+from cortex_rm.yarn_api.rpc_protocol import RpcProtocol, index_protocols, serialize_response
+from cortex_rm.yarn_api.sasl import SaslServer
+
+
+def format_peer(address: IAddress) -> str:
+    """``host:port`` (``[host]:port`` for IPv6) of a Twisted address, else its repr."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None or port is None:
+        return str(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class IpcServerFactory(Factory):
+    """Serves ``protocols`` on every connection of one listening port.
+
+    ``sasl_server`` is the port's SASL policy (simple-only by default);
+    ``max_data_length`` bounds every frame (Hadoop's ``ipc.maximum.data.length``);
+    ``max_outstanding_calls`` (optional) stops reading from a connection while that
+    many of its calls are unanswered, as Hadoop's bounded call queue pushes back.
+    """
+
+    def __init__(
+        self,
+        protocols: Iterable[RpcProtocol],
+        sasl_server: SaslServer | None = None,
+        *,
+        max_data_length: int = DEFAULT_MAX_DATA_LENGTH,
+        max_outstanding_calls: int | None = None,
+        log: Logger | None = None,
+    ) -> None:
+        if max_outstanding_calls is not None and max_outstanding_calls < 1:
+            raise ValueError("max_outstanding_calls must be at least 1")
+        self.protocols = index_protocols(protocols)
+        self.sasl_server = sasl_server if sasl_server is not None else SaslServer.simple_only()
+        self.max_data_length = max_data_length
+        self.max_outstanding_calls = max_outstanding_calls
+        self.log = log if log is not None else Logger(namespace="cortex_rm.yarn_api.ipc_server")
+        # Fail at wiring time, not on the first connection, if the limit is wrong.
+        IpcConnection(self.protocols, self.sasl_server, peer="-", max_data_length=max_data_length)
+
+    def buildProtocol(self, addr: IAddress | None) -> IpcServerProtocol:
+        """A protocol instance for one accepted connection from ``addr``."""
+        protocol = IpcServerProtocol(self, format_peer(addr) if addr is not None else "unknown")
+        protocol.factory = self
+        return protocol
+
+
+class IpcServerProtocol(Protocol):
+    """One connection: forwards bytes to its :class:`IpcConnection` and runs calls."""
+
+    def __init__(self, factory: IpcServerFactory, peer: str) -> None:
+        self.core = IpcConnection(
+            factory.protocols, factory.sasl_server, peer=peer, max_data_length=factory.max_data_length
+        )
+        self.peer = peer
+        self._log = factory.log
+        self._limit = factory.max_outstanding_calls
+        self._paused = False
+        self._transport: Any = None  # the ITCPTransport, untyped (zope interfaces confuse mypy)
+        # Replies produced while dataReceived runs are written in one go at its end.
+        self._batch: list[bytes] | None = None
+
+    def connectionMade(self) -> None:
+        """Disable Nagle (as Hadoop's ``ipc.server.tcpnodelay`` does) and log the connection."""
+        self._transport = self.transport
+        set_no_delay = getattr(self._transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        self._log.debug("IPC connection from {peer} opened", peer=self.peer, state_to=self.core.state.name)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Feed the core; run the calls it decodes; write replies; close on FATAL."""
+        core = self.core
+        try:
+            events = core.receive(data)
+        except Exception:
+            self._log.failure("IPC connection from {peer} hit an internal error; aborting it", peer=self.peer)
+            core.connection_lost()
+            self._transport.abortConnection()
+            return
+        batch: list[bytes] = []
+        self._batch = batch
+        close: CloseConnection | None = None
+        try:
+            for event in events:
+                if type(event) is IncomingCall:
+                    reply = self._run(event)
+                    if reply:
+                        batch.append(reply)
+                elif type(event) is SendBytes:
+                    batch.append(event.data)
+                elif type(event) is StateChanged:
+                    self._log_transition(event)
+                else:
+                    assert type(event) is CloseConnection
+                    close = event
+                    self._log_close(event)
+        finally:
+            self._batch = None
+        if batch:
+            self._transport.write(b"".join(batch))
+        if close is not None:
+            self._transport.loseConnection()
+        elif self._limit is not None and core.outstanding >= self._limit and not self._paused:
+            self._paused = True
+            self._transport.pauseProducing()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        """Tell the core; replies to calls still running will be dropped."""
+        if self.core.state is not ConnectionState.CLOSED:
+            self.core.connection_lost()
+        self._log.debug(
+            "IPC connection from {peer} closed ({outstanding} calls unanswered)",
+            peer=self.peer,
+            outstanding=self.core.outstanding,
+            state_to=ConnectionState.CLOSED.name,
+        )
+
+    # --- running calls ------------------------------------------------------------------
+
+    def _run(self, call: IncomingCall) -> bytes | None:
+        """Run one handler; the reply if it is ready now, else None (sent later)."""
+        try:
+            result: Any = call.method.handler(call.context, call.request)
+        except RemoteError as error:
+            return self.core.error_reply(call.context, error)
+        except Exception as exc:
+            return self._internal_error(call, exc, Failure())  # type: ignore[no-untyped-call]
+        if isinstance(result, Message):
+            return self._encode(call, result)
+        if inspect.iscoroutine(result):
+            result = Deferred.fromCoroutine(result)
+        if isinstance(result, Deferred):
+            result.addCallbacks(self._completed, self._failed, callbackArgs=(call,), errbackArgs=(call,))
+            result.addErrback(self._reply_failed)
+            return None
+        return self._encode(call, result)
+
+    def _encode(self, call: IncomingCall, response: object) -> bytes:
+        try:
+            body = serialize_response(call.method, response)
+        except RemoteError as error:
+            self._log.error(
+                "RPC {protocol}.{method} from {peer}: bad response: {error_message}",
+                protocol=call.context.protocol,
+                method=call.context.method,
+                peer=self.peer,
+                error_message=error.message,
+            )
+            return self.core.error_reply(call.context, error)
+        return self.core.success_reply(call.context, body)
+
+    def _internal_error(self, call: IncomingCall, exc: BaseException, failure: Failure) -> bytes:
+        self._log.failure(
+            "RPC {protocol}.{method} from {peer} failed unexpectedly",
+            failure,
+            LogLevel.error,
+            protocol=call.context.protocol,
+            method=call.context.method,
+            peer=self.peer,
+            call_id=call.context.call_id,
+        )
+        return self.core.error_reply(call.context, internal_error(exc, call.context.method))
+
+    def _completed(self, response: object, call: IncomingCall) -> None:
+        self._send_later(self._encode(call, response))
+
+    def _failed(self, failure: Failure, call: IncomingCall) -> None:
+        error = failure.value
+        if isinstance(error, RemoteError):
+            self._send_later(self.core.error_reply(call.context, error))
+        else:
+            assert error is not None
+            self._send_later(self._internal_error(call, error, failure))
+
+    def _reply_failed(self, failure: Failure) -> None:
+        self._log.failure("IPC reply to {peer} could not be sent", failure, peer=self.peer)
+
+    def _send_later(self, reply: bytes) -> None:
+        if self._batch is not None:  # completed synchronously, inside dataReceived
+            self._batch.append(reply)
+        elif reply:
+            self._transport.write(reply)
+        if self._paused and self._limit is not None and self.core.outstanding < self._limit:
+            self._paused = False
+            if self.core.state is not ConnectionState.CLOSED:
+                self._transport.resumeProducing()
+
+    def _log_transition(self, change: StateChanged) -> None:
+        core = self.core
+        self._log.debug(
+            "IPC connection from {peer}: {state_from} -> {state_to}",
+            peer=self.peer,
+            state_from=change.old.name,
+            state_to=change.new.name,
+            protocol=core.protocol_name,
+            auth_method=core.auth_method.name,
+            effective_user=core.effective_user,
+        )
+
+    def _log_close(self, close: CloseConnection) -> None:
+        error = close.error
+        if error is None:
+            self._log.info("IPC connection from {peer} closed: {reason}", peer=self.peer, reason=close.reason)
+            return
+        self._log.warn(
+            "IPC connection from {peer} refused: {error_class}: {error_message}",
+            peer=self.peer,
+            reason=close.reason,
+            error_class=error.java_class,
+            error_message=error.message,
+            error_detail=error.error_detail,
+            call_id=error.call_id,
+        )
