@@ -1,0 +1,76 @@
+"""Mutual TLS for internal connections: both ends present a self-signed certificate.
+
+``MutualTLS`` is the connection creator for both sides (Twisted's
+``IOpenSSLClientConnectionCreator`` and ``IOpenSSLServerConnectionCreator``):
+it presents this node's certificate, demands the peer's
+(``VERIFY_FAIL_IF_NO_PEER_CERT``) and lets OpenSSL check that the peer holds
+the key of the certificate it shows.  There is no CA, so OpenSSL's chain check
+can only say "self-signed"; ``_accept_self_signed`` accepts exactly that, at
+depth 0, and nothing else (a chain, an expired certificate or a wrong key
+usage still fails the handshake).  *Which* key a peer may use is decided above
+TLS, by pinning: see ``cortex_rm/dht/identity.py`` for the whole trust model.
+
+TLS 1.3 only: every peer runs this code, so there is nothing older to talk to.
+``peer_fingerprint`` gives the peer's key fingerprint once the handshake has
+completed (``IHandshakeListener.handshakeCompleted``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
+from zope.interface import implementer
+
+from cortex_rm.dht.identity import NodeIdentity, certificate_fingerprint
+
+# OpenSSL's X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: the peer's own certificate is self-signed.
+X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
+
+
+class PeerCertificateMissing(Exception):
+    """The TLS connection has no peer certificate (not handshaken, or not TLS)."""
+
+
+def _accept_self_signed(connection: SSL.Connection, certificate: Any, errno: int, depth: int, ok: int) -> bool:
+    """OpenSSL's verify callback: what OpenSSL accepted, plus a self-signed certificate at depth 0."""
+    return bool(ok) or (errno == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT and depth == 0)
+
+
+@implementer(IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator)
+class MutualTLS:
+    """TLS connections that present ``identity`` and require a self-signed certificate from the peer."""
+
+    def __init__(self, identity: NodeIdentity) -> None:
+        self.identity = identity
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.set_min_proto_version(SSL.TLS1_3_VERSION)
+        context.use_certificate(identity.certificate)
+        context.use_privatekey(identity.key)
+        context.check_privatekey()
+        context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _accept_self_signed)
+        # Each connection carries its own proof of identity: no session resumption.
+        context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        context.set_options(SSL.OP_NO_TICKET)
+        self._context = context
+
+    def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        """A client-side connection (Twisted sets the connect state and app data)."""
+        return SSL.Connection(self._context, None)
+
+    def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        """A server-side connection (Twisted sets the accept state and app data)."""
+        return SSL.Connection(self._context, None)
+
+
+def peer_fingerprint(transport: Any) -> str:
+    """The fingerprint of the key the peer of a handshaken TLS ``transport`` showed."""
+    handle = getattr(transport, "getHandle", None)
+    connection = handle() if handle is not None else None
+    certificate = (
+        connection.get_peer_certificate(as_cryptography=True) if isinstance(connection, SSL.Connection) else None
+    )
+    if certificate is None:
+        raise PeerCertificateMissing(f"no peer certificate on {transport!r}")
+    return certificate_fingerprint(certificate)

@@ -1,0 +1,197 @@
+"""A node's connection to the RM's NodeTracker: Thrift over mutual TLS.
+
+``TrackerClient.connect`` opens a TCP connection, runs the TLS handshake and
+fires with a client that knows the fingerprint of the key the RM showed, before
+anything is sent (so the caller can check its pin first).  ``register`` and
+``heartbeat`` send one call each through the generated ``NodeTracker.Client``
+on PyPI thrift's ``ThriftClientProtocol``, with a timeout, and fire with the
+decoded, validated answer.  Every failure is one of two errors:
+
+* ``NodeRefused``: the RM answered with the IDL's ``NodeRefused``;
+* ``TrackerUnavailable``: no connection, a failed handshake, a broken or timed
+  out call, or an answer that breaks the protocol (then the connection is
+  dropped, so a late answer can never be matched to a later call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from thrift.Thrift import TApplicationException
+from thrift.transport.TTwisted import ThriftClientProtocol
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime
+from twisted.internet.protocol import ClientFactory, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from cortex_rm.internal import tracker_codec as codec
+from cortex_rm.internal.errors import MalformedMessage, NodeRefused, TrackerUnavailable
+from cortex_rm.internal.gen import NodeTracker as gen_service
+from cortex_rm.internal.gen import ttypes
+from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_fingerprint
+from cortex_rm.internal.tracker_messages import (
+    HeartbeatAnswer,
+    NodeRegistration,
+    NodeStatusReport,
+    RegistrationAnswer,
+)
+
+log = Logger()
+T = TypeVar("T")
+
+
+@implementer(IHandshakeListener)
+class TrackerClientProtocol(ThriftClientProtocol):
+    """PyPI thrift's client protocol, bounded, telling when the TLS handshake is done and when it ends."""
+
+    MAX_LENGTH = codec.MAX_FRAME_BYTES
+
+    def __init__(self) -> None:
+        super().__init__(gen_service.Client, codec.PROTOCOL_FACTORY)
+        self.client: gen_service.Client | None = None
+        self.handshake: defer.Deferred[str] = defer.Deferred(lambda _: self._abort())
+        self.closed: defer.Deferred[BaseException] = defer.Deferred()  # fires with the reason (never errbacks)
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def handshakeCompleted(self) -> None:
+        if self.handshake.called:
+            return
+        try:
+            fingerprint = peer_fingerprint(self.transport)
+        except PeerCertificateMissing as e:
+            self.handshake.errback(e)
+            self._abort()
+            return
+        self.handshake.callback(fingerprint)
+
+    def stringReceived(self, frame: bytes) -> None:
+        try:
+            super().stringReceived(frame)
+        except Exception as e:  # an answer to no call, or one that cannot be decoded
+            log.warn("tracker connection: bad answer frame ({error}); closing it", error=repr(e))
+            self._abort()
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        log.warn("tracker connection: a {length}-byte answer exceeds the limit; closing it", length=length)
+        self._abort()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)  # fails every call in flight
+        if not self.handshake.called:
+            self.handshake.errback(reason)
+        if not self.closed.called:
+            self.closed.callback(reason.value)
+
+
+class _ProtocolFactory(ClientFactory):
+    protocol = TrackerClientProtocol
+    noisy = False
+
+    def buildProtocol(self, addr: Any) -> TrackerClientProtocol:
+        p = TrackerClientProtocol()
+        p.factory = self
+        return p
+
+
+class TrackerClient:
+    """One open, handshaken connection to the RM's tracker."""
+
+    def __init__(
+        self, protocol: TrackerClientProtocol, address: str, fingerprint: str, clock: IReactorTime, timeout_s: float
+    ) -> None:
+        self.protocol = protocol
+        self.address = address
+        self.peer_fingerprint = fingerprint
+        self.clock = clock
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def connect(
+        cls, reactor: Any, host: str, port: int, tls: MutualTLS, timeout_s: float
+    ) -> defer.Deferred[TrackerClient]:
+        """Connect and handshake within ``timeout_s``; fails with TrackerUnavailable."""
+        address = f"{host}:{port}"
+
+        @defer.inlineCallbacks
+        def attempt():  # type: ignore[no-untyped-def]
+            endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout_s)
+            tls_protocol = yield endpoint.connect(TLSMemoryBIOFactory(tls, True, _ProtocolFactory(), clock=reactor))
+            protocol = tls_protocol.wrappedProtocol
+            fingerprint = yield protocol.handshake
+            return cls(protocol, address, fingerprint, reactor, timeout_s)
+
+        def failed(failure: Failure) -> Failure:
+            if failure.check(defer.TimeoutError):
+                raise TrackerUnavailable(f"no TLS connection to the tracker at {address} within {timeout_s:g} s")
+            raise TrackerUnavailable(f"cannot connect to the tracker at {address}: {_describe(failure)}")
+
+        d: defer.Deferred[TrackerClient] = attempt()
+        d.addTimeout(timeout_s, reactor)
+        d.addErrback(failed)
+        return d
+
+    @property
+    def lost(self) -> defer.Deferred[BaseException]:
+        """Fires with the reason (an exception, e.g. ConnectionDone) when the connection closes."""
+        return self.protocol.closed
+
+    def abort(self) -> None:
+        """Drop the connection now; calls in flight fail with TrackerUnavailable."""
+        self.protocol._abort()
+
+    def register(self, registration: NodeRegistration) -> defer.Deferred[RegistrationAnswer]:
+        return self._call(
+            "registerNode",
+            lambda c: c.registerNode(codec.registration_to_thrift(registration)),
+            codec.registration_answer_from_thrift,
+        )
+
+    def heartbeat(self, status: NodeStatusReport) -> defer.Deferred[HeartbeatAnswer]:
+        return self._call(
+            "nodeHeartbeat",
+            lambda c: c.nodeHeartbeat(codec.status_to_thrift(status)),
+            codec.heartbeat_answer_from_thrift,
+        )
+
+    def _call(
+        self, name: str, send: Callable[[gen_service.Client], defer.Deferred[Any]], decode: Callable[[Any], T]
+    ) -> defer.Deferred[T]:
+        client = self.protocol.client
+        if client is None:
+            return defer.fail(TrackerUnavailable(f"{name} to {self.address}: the connection is closed"))
+        d = send(client)
+        d.addTimeout(self.timeout_s, self.clock)
+
+        def decoded(result: Any) -> T:
+            try:
+                return decode(result)
+            except MalformedMessage as e:
+                self.abort()
+                raise TrackerUnavailable(f"{name} to {self.address}: the answer breaks the protocol: {e}") from None
+
+        def failed(failure: Failure) -> Failure:
+            if failure.check(ttypes.NodeRefused):
+                raise NodeRefused(str(failure.value.message))
+            self.abort()
+            if failure.check(defer.TimeoutError):
+                raise TrackerUnavailable(f"{name} to {self.address}: no answer within {self.timeout_s:g} s")
+            raise TrackerUnavailable(f"{name} to {self.address}: {_describe(failure)}")
+
+        d.addCallbacks(decoded, failed)
+        return d
+
+
+def _describe(failure: Failure) -> str:
+    """A one-line reason for logs: the exception's class and message."""
+    value = failure.value
+    if isinstance(value, TApplicationException):
+        return f"the RM failed the call ({value.message})"
+    return f"{type(value).__name__}: {failure.getErrorMessage()}"

@@ -1,0 +1,106 @@
+"""The NodeTracker conversation as plain values: what a node reports, what the RM answers.
+
+These are the messages of ``cortex.thrift``'s ``NodeTracker`` service in our own
+types (``NodeId``, ``Resource``, ``ContainerId``), so that the two sans-IO cores
+(the RM's ``allocator.node_tracker.NodeTracker`` and the node's
+``container.status_updater.NodeStatusUpdater``) never see Thrift.
+``tracker_codec`` converts them to and from the generated structs and validates
+what arrives.  The names follow YARN's ResourceTracker protocol.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from cortex_rm.allocator.ids import ContainerId, NodeId
+from cortex_rm.allocator.resources import Resource
+from cortex_rm.internal.errors import NodeRefused as NodeRefused  # the refusal is part of the conversation
+
+# YARN's ResourceTracker: response ids count up and wrap (NodeHeartbeatResponse.responseId is an int32).
+MAX_RESPONSE_ID = 2**31 - 1
+# YARN's ContainerExitStatus.INVALID: the exit status of a container that has not exited.
+EXIT_STATUS_INVALID = -1000
+
+
+def next_response_id(response_id: int) -> int:
+    """The response id after ``response_id`` (YARN's ResourceTrackerService.getNextResponseId)."""
+    return 0 if response_id >= MAX_RESPONSE_ID else response_id + 1
+
+
+class NodeAction(enum.Enum):
+    """What the RM wants the node to do next (YARN's NodeAction)."""
+
+    NORMAL = "NORMAL"
+    RESYNC = "RESYNC"  # register again
+    SHUTDOWN = "SHUTDOWN"  # stop reporting
+
+
+class ContainerState(enum.Enum):
+    """A container as the node reports it (YARN's ContainerState)."""
+
+    NEW = "NEW"
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+
+
+@dataclass(frozen=True)
+class NodeRegistration:
+    """A node introduces itself (YARN's RegisterNodeManagerRequest)."""
+
+    node_id: NodeId
+    http_address: str
+    rack: str
+    capability: Resource
+    heartbeat_interval_ms: int  # what the node asks for; the RM may shorten it
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class RegistrationAnswer:
+    """The RM accepted a registration (YARN's RegisterNodeManagerResponse)."""
+
+    heartbeat_interval_ms: int
+    rm_identifier: int  # the RM's start time in ms: a new value means the RM restarted
+    diagnostics: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerReport:
+    """One container's status in a heartbeat (YARN's ContainerStatus)."""
+
+    container_id: ContainerId
+    state: ContainerState
+    exit_status: int = EXIT_STATUS_INVALID
+    diagnostics: str = ""
+
+
+@dataclass(frozen=True)
+class NodeHealth:
+    """What a node knows about itself at heartbeat time."""
+
+    healthy: bool = True
+    health_report: str = ""
+    containers: tuple[ContainerReport, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeStatusReport:
+    """A heartbeat (YARN's NodeHeartbeatRequest with its NodeStatus)."""
+
+    node_id: NodeId
+    response_id: int  # the response id of the last answer the node received
+    healthy: bool = True
+    health_report: str = ""
+    containers: tuple[ContainerReport, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    """The RM's answer to a heartbeat (YARN's NodeHeartbeatResponse)."""
+
+    response_id: int
+    action: NodeAction
+    next_heartbeat_interval_ms: int
+    containers_to_cleanup: tuple[ContainerId, ...] = ()
+    diagnostics: str = ""

@@ -1,0 +1,291 @@
+"""The RM's NodeTracker core: registration, YARN's response-id heartbeats, expiry and key binding.
+
+Driven with ``twisted.internet.task.Clock``; no sockets.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.task import Clock
+
+from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
+from cortex_rm.allocator.node_tracker import MIN_HEARTBEAT_INTERVAL_MS, NodeTracker
+from cortex_rm.allocator.nodes import NodeRecord, NodeState, NodeTable
+from cortex_rm.allocator.resources import Resource
+from cortex_rm.internal.tracker_messages import (
+    MAX_RESPONSE_ID,
+    ContainerReport,
+    ContainerState,
+    NodeAction,
+    NodeRefused,
+    NodeRegistration,
+    NodeStatusReport,
+    next_response_id,
+)
+from cortex_rm.internal.tracker_server import ExpiryMonitor
+
+EXPIRY_MS = 10_000
+NODE = NodeId("10.0.0.1", 45454)
+OTHER = NodeId("10.0.0.2", 45454)
+KEY = "a" * 64
+IMPOSTOR_KEY = "b" * 64
+
+
+def registration(node_id: NodeId = NODE, interval_ms: int = 1000, memory_mb: int = 4096) -> NodeRegistration:
+    return NodeRegistration(node_id, f"{node_id.host}:8042", "/rack1", Resource(memory_mb, 4), interval_ms)
+
+
+def status(response_id: int, node_id: NodeId = NODE, healthy: bool = True, report: str = "") -> NodeStatusReport:
+    return NodeStatusReport(node_id, response_id, healthy, report)
+
+
+class RecordingListener:
+    def __init__(self) -> None:
+        self.reported: list[tuple[NodeId, tuple[ContainerReport, ...]]] = []
+        self.lost: list[NodeId] = []
+
+    def containers_reported(self, node: NodeRecord, containers: tuple[ContainerReport, ...]) -> None:
+        self.reported.append((node.node_id, containers))
+
+    def node_lost(self, node: NodeRecord) -> None:
+        self.lost.append(node.node_id)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    c = Clock()
+    c.advance(1_000_000)  # a plausible "now", in seconds
+    return c
+
+
+@pytest.fixture
+def listener() -> RecordingListener:
+    return RecordingListener()
+
+
+@pytest.fixture
+def tracker(clock: Clock, listener: RecordingListener) -> NodeTracker:
+    return NodeTracker(NodeTable(), clock, nm_expiry_ms=EXPIRY_MS, rm_identifier=42, listener=listener)
+
+
+def advance_ms(clock: Clock, ms: int) -> None:
+    clock.advance(ms / 1000)
+
+
+# -- registration ----------------------------------------------------------------------
+
+
+def test_registration_makes_the_node_running_with_its_capacity(tracker: NodeTracker) -> None:
+    """A registered node is RUNNING in the NodeTable with the capacity, rack and web address it sent."""
+    answer = tracker.register(registration(), KEY)
+    node = tracker.nodes.get(NODE)
+    assert node.state is NodeState.RUNNING
+    assert node.capability == Resource(4096, 4)
+    assert (node.rack, node.http_address) == ("/rack1", "10.0.0.1:8042")
+    assert answer.heartbeat_interval_ms == 1000
+    assert answer.rm_identifier == 42
+    assert tracker.bound_fingerprint(NODE) == KEY
+
+
+@pytest.mark.parametrize(
+    ("requested", "granted"),
+    [(1000, 1000), (EXPIRY_MS, EXPIRY_MS // 3), (1, MIN_HEARTBEAT_INTERVAL_MS), (3333, 3333), (3334, 3333)],
+)
+def test_granted_interval_is_clamped_so_three_heartbeats_fit_in_the_expiry(
+    tracker: NodeTracker, requested: int, granted: int
+) -> None:
+    """The RM grants the requested interval within [minimum, expiry / 3]."""
+    assert tracker.register(registration(interval_ms=requested), KEY).heartbeat_interval_ms == granted
+    assert tracker.heartbeat(status(0), KEY).next_heartbeat_interval_ms == granted
+
+
+def test_reregistration_of_a_running_node_refreshes_capacity(tracker: NodeTracker) -> None:
+    """Registering again (same key) keeps the node RUNNING with the new capacity and restarts response ids."""
+    tracker.register(registration(), KEY)
+    tracker.heartbeat(status(0), KEY)
+    tracker.register(registration(memory_mb=2048), KEY)
+    node = tracker.nodes.get(NODE)
+    assert node.state is NodeState.RUNNING and node.capability.memory_mb == 2048
+    assert tracker.heartbeat(status(0), KEY).response_id == 1
+
+
+# -- heartbeats ------------------------------------------------------------------------
+
+
+def test_heartbeats_count_response_ids_up(tracker: NodeTracker) -> None:
+    """Each fresh heartbeat is answered NORMAL with the next response id."""
+    tracker.register(registration(), KEY)
+    answers = []
+    rid = 0
+    for _ in range(3):
+        answer = tracker.heartbeat(status(rid), KEY)
+        answers.append(answer)
+        rid = answer.response_id
+    assert [a.response_id for a in answers] == [1, 2, 3]
+    assert all(a.action is NodeAction.NORMAL for a in answers)
+
+
+def test_duplicate_heartbeat_gets_the_same_answer_again(tracker: NodeTracker) -> None:
+    """A node that missed the last answer resends the old id and receives that very answer."""
+    tracker.register(registration(), KEY)
+    first = tracker.heartbeat(status(0), KEY)
+    assert tracker.heartbeat(status(0), KEY) == first
+    assert tracker.heartbeat(status(first.response_id), KEY).response_id == 2
+
+
+def test_out_of_step_heartbeat_is_told_to_resync(tracker: NodeTracker) -> None:
+    """A response id that is neither the last nor the one before: RESYNC."""
+    tracker.register(registration(), KEY)
+    tracker.heartbeat(status(0), KEY)
+    answer = tracker.heartbeat(status(7), KEY)
+    assert answer.action is NodeAction.RESYNC
+    assert "out of step" in answer.diagnostics
+
+
+def test_heartbeat_from_an_unknown_node_is_told_to_resync(tracker: NodeTracker) -> None:
+    """A node this RM never saw (the RM restarted) is told to register again."""
+    answer = tracker.heartbeat(status(12), KEY)
+    assert answer.action is NodeAction.RESYNC
+    assert len(tracker.nodes) == 0
+
+
+def test_rm_restart_resyncs_the_node_which_registers_again(clock: Clock) -> None:
+    """After an RM restart (a fresh NodeTable) the node's heartbeat gets RESYNC, and re-registration works."""
+    before = NodeTracker(NodeTable(), clock, nm_expiry_ms=EXPIRY_MS, rm_identifier=1)
+    before.register(registration(), KEY)
+    rid = before.heartbeat(status(0), KEY).response_id
+    after = NodeTracker(NodeTable(), clock, nm_expiry_ms=EXPIRY_MS, rm_identifier=2)
+    assert after.heartbeat(status(rid), KEY).action is NodeAction.RESYNC
+    assert after.register(registration(), KEY).rm_identifier == 2
+    assert after.heartbeat(status(0), KEY).action is NodeAction.NORMAL
+    assert after.nodes.get(NODE).state is NodeState.RUNNING
+
+
+def test_unhealthy_report_moves_the_node_to_unhealthy_and_back(tracker: NodeTracker) -> None:
+    """The health in a heartbeat drives RUNNING <-> UNHEALTHY, keeping the report text."""
+    tracker.register(registration(), KEY)
+    rid = tracker.heartbeat(status(0, healthy=False, report="disk full"), KEY).response_id
+    node = tracker.nodes.get(NODE)
+    assert (node.state, node.health_report) == (NodeState.UNHEALTHY, "disk full")
+    tracker.heartbeat(status(rid), KEY)
+    assert node.state is NodeState.RUNNING
+
+
+def test_container_statuses_go_to_the_listener_on_fresh_heartbeats_only(
+    tracker: NodeTracker, listener: RecordingListener
+) -> None:
+    """Container statuses of a fresh heartbeat reach the listener; a duplicate's do not."""
+    cid = ContainerId(ApplicationAttemptId(ApplicationId(1, 1), 1), 1)
+    reports = (ContainerReport(cid, ContainerState.RUNNING),)
+    tracker.register(registration(), KEY)
+    tracker.heartbeat(NodeStatusReport(NODE, 0, containers=reports), KEY)
+    tracker.heartbeat(NodeStatusReport(NODE, 0, containers=reports), KEY)  # duplicate
+    assert listener.reported == [(NODE, reports)]
+
+
+def test_response_ids_wrap_like_yarns() -> None:
+    """After the largest int32 the response id wraps to 0."""
+    assert next_response_id(0) == 1
+    assert next_response_id(MAX_RESPONSE_ID) == 0
+
+
+# -- expiry ----------------------------------------------------------------------------
+
+
+def test_silent_node_is_lost_one_millisecond_past_the_expiry(
+    tracker: NodeTracker, clock: Clock, listener: RecordingListener
+) -> None:
+    """Silent for exactly nm_expiry_ms: still RUNNING; one ms more: LOST, returned and told to the listener."""
+    tracker.register(registration(), KEY)
+    start = tracker.now_ms()
+    assert tracker.expire_silent_nodes(start + EXPIRY_MS) == []
+    assert tracker.nodes.get(NODE).state is NodeState.RUNNING
+    lost = tracker.expire_silent_nodes(start + EXPIRY_MS + 1)
+    assert [n.node_id for n in lost] == [NODE]
+    assert tracker.nodes.get(NODE).state is NodeState.LOST
+    assert listener.lost == [NODE]
+    assert tracker.expire_silent_nodes(start + 10 * EXPIRY_MS) == []  # LOST once
+
+
+def test_heartbeats_keep_the_node_alive(tracker: NodeTracker, clock: Clock) -> None:
+    """A node heartbeating every second is never expired, however long it runs."""
+    tracker.register(registration(), KEY)
+    rid = 0
+    for _ in range(60):
+        advance_ms(clock, 1000)
+        rid = tracker.heartbeat(status(rid), KEY).response_id
+        assert tracker.expire_silent_nodes() == []
+    assert tracker.nodes.get(NODE).state is NodeState.RUNNING
+
+
+def test_only_the_silent_node_is_lost(tracker: NodeTracker, clock: Clock) -> None:
+    """Of two nodes, the one that stops reporting becomes LOST; the other stays RUNNING."""
+    tracker.register(registration(NODE), KEY)
+    tracker.register(registration(OTHER), IMPOSTOR_KEY)
+    rid = 0
+    for _ in range(11):
+        advance_ms(clock, 1000)
+        rid = tracker.heartbeat(status(rid, OTHER), IMPOSTOR_KEY).response_id
+    assert [n.node_id for n in tracker.expire_silent_nodes()] == [NODE]
+    assert tracker.nodes.get(OTHER).state is NodeState.RUNNING
+
+
+def test_lost_node_heartbeat_resyncs_and_rejoin_makes_it_running(tracker: NodeTracker, clock: Clock) -> None:
+    """A LOST node that reports again is told RESYNC; its re-registration makes it RUNNING."""
+    tracker.register(registration(), KEY)
+    advance_ms(clock, EXPIRY_MS + 1)
+    tracker.expire_silent_nodes()
+    answer = tracker.heartbeat(status(0), KEY)
+    assert answer.action is NodeAction.RESYNC
+    assert tracker.nodes.get(NODE).state is NodeState.LOST
+    tracker.register(registration(), KEY)
+    assert tracker.nodes.get(NODE).state is NodeState.RUNNING
+    assert tracker.heartbeat(status(0), KEY).action is NodeAction.NORMAL
+
+
+def test_expiry_monitor_checks_every_third_of_the_expiry(tracker: NodeTracker, clock: Clock) -> None:
+    """The LoopingCall runs on the injected clock; a silent node is LOST at the first check past the expiry."""
+    monitor = ExpiryMonitor(tracker, clock)
+    assert monitor.interval_ms == EXPIRY_MS // 3
+    monitor.start()
+    try:
+        tracker.register(registration(), KEY)
+        advance_ms(clock, 3 * (EXPIRY_MS // 3))  # 9999 ms: three checks, none past the expiry
+        assert tracker.nodes.get(NODE).state is NodeState.RUNNING
+        advance_ms(clock, EXPIRY_MS // 3)  # the fourth check, at 13332 ms
+        assert tracker.nodes.get(NODE).state is NodeState.LOST
+    finally:
+        monitor.stop()
+
+
+# -- binding NodeIds to keys -----------------------------------------------------------
+
+
+def test_impostor_cannot_register_a_bound_node_id(tracker: NodeTracker) -> None:
+    """Another key registering a NodeId bound to the first is refused; the node keeps its record."""
+    tracker.register(registration(), KEY)
+    with pytest.raises(NodeRefused, match="registered with another key"):
+        tracker.register(registration(memory_mb=1), IMPOSTOR_KEY)
+    assert tracker.nodes.get(NODE).capability.memory_mb == 4096
+    assert tracker.bound_fingerprint(NODE) == KEY
+
+
+def test_impostor_cannot_heartbeat_for_a_bound_node_id(tracker: NodeTracker, clock: Clock) -> None:
+    """An impostor's heartbeat is refused and does not count as a sign of life."""
+    tracker.register(registration(), KEY)
+    seen = tracker.last_seen_ms(NODE)
+    advance_ms(clock, 5000)
+    with pytest.raises(NodeRefused):
+        tracker.heartbeat(status(0), IMPOSTOR_KEY)
+    assert tracker.last_seen_ms(NODE) == seen
+
+
+def test_binding_survives_loss(tracker: NodeTracker, clock: Clock) -> None:
+    """A LOST node's NodeId stays bound: an impostor cannot take it over while the real node is away."""
+    tracker.register(registration(), KEY)
+    advance_ms(clock, EXPIRY_MS + 1)
+    tracker.expire_silent_nodes()
+    with pytest.raises(NodeRefused):
+        tracker.register(registration(), IMPOSTOR_KEY)
+    tracker.register(registration(), KEY)
+    assert tracker.nodes.get(NODE).state is NodeState.RUNNING

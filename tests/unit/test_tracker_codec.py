@@ -1,0 +1,129 @@
+"""NodeTracker messages to Thrift and back: faithful round trips, and every rule checked on the way in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
+from cortex_rm.allocator.resources import Resource
+from cortex_rm.internal import tracker_codec as codec
+from cortex_rm.internal.errors import MalformedMessage
+from cortex_rm.internal.gen import ttypes
+from cortex_rm.internal.tracker_messages import (
+    ContainerReport,
+    ContainerState,
+    HeartbeatAnswer,
+    NodeAction,
+    NodeRegistration,
+    NodeStatusReport,
+    RegistrationAnswer,
+)
+
+CID = ContainerId(ApplicationAttemptId(ApplicationId(1700000000000, 3), 1), (2 << 40) | 7)
+REG = NodeRegistration(
+    NodeId("node-7.example", 45454), "node-7.example:8042", "/rack/a", Resource(4096, 4), 1000, "0.1"
+)
+
+
+def test_registration_round_trip() -> None:
+    """A registration survives to_thrift -> from_thrift unchanged."""
+    assert codec.registration_from_thrift(codec.registration_to_thrift(REG)) == REG
+
+
+def test_answers_round_trip() -> None:
+    """Both answers, with cleanup ids, actions and diagnostics, survive the round trip."""
+    reg_answer = RegistrationAnswer(800, 1700000000000, "hello")
+    assert codec.registration_answer_from_thrift(codec.registration_answer_to_thrift(reg_answer)) == reg_answer
+    for action in NodeAction:
+        hb = HeartbeatAnswer(12, action, 900, (CID,), "why")
+        assert codec.heartbeat_answer_from_thrift(codec.heartbeat_answer_to_thrift(hb)) == hb
+
+
+@given(
+    response_id=st.integers(0, 2**31 - 1),
+    healthy=st.booleans(),
+    report=st.text(max_size=200),
+    states=st.lists(st.sampled_from(list(ContainerState)), max_size=5),
+    exit_status=st.integers(-(2**31), 2**31 - 1),
+)
+def test_status_round_trip(
+    response_id: int, healthy: bool, report: str, states: list[ContainerState], exit_status: int
+) -> None:
+    """Any valid heartbeat survives the round trip."""
+    containers = tuple(ContainerReport(CID, s, exit_status, "d") for s in states)
+    status = NodeStatusReport(NodeId("h", 1), response_id, healthy, report, containers)
+    assert codec.status_from_thrift(codec.status_to_thrift(status)) == status
+
+
+def broken_registration(change: Callable[[ttypes.NodeRegistration], None]) -> ttypes.NodeRegistration:
+    t = codec.registration_to_thrift(REG)
+    change(t)
+    return t
+
+
+def setter(path: str, value: Any) -> Callable[[Any], None]:
+    def change(t: Any) -> None:
+        *parents, last = path.split(".")
+        for p in parents:
+            t = getattr(t, p)
+        setattr(t, last, value)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("node_id", None, "node_id"),
+        ("node_id.host", "", "host must not be empty"),
+        ("node_id.host", "h" * 300, "longer than"),
+        ("node_id.port", 0, "port"),
+        ("node_id.port", 70000, "port"),
+        ("http_address", "no-port", "host:port"),
+        ("rack", "rack-without-slash", "start with '/'"),
+        ("capacity.memory_mb", 0, "memory_mb"),
+        ("capacity.vcores", -1, "vcores"),
+        ("capacity", None, "capacity"),
+        ("heartbeat_interval_ms", 0, "heartbeat_interval_ms"),
+        ("version", "v" * 100, "version"),
+    ],
+)
+def test_invalid_registration_is_malformed_naming_the_field(path: str, value: Any, message: str) -> None:
+    """Each broken field of a registration raises MalformedMessage that names it."""
+    with pytest.raises(MalformedMessage, match=message):
+        codec.registration_from_thrift(broken_registration(setter(path, value)))
+
+
+def test_invalid_heartbeat_fields_are_malformed() -> None:
+    """Unknown container state, bad container id, too many containers, negative response id: all refused."""
+    report = NodeStatusReport(NodeId("h", 1), 0, containers=(ContainerReport(CID, ContainerState.NEW),))
+    good = codec.status_to_thrift(report)
+    cases: list[tuple[Callable[[Any], None], str]] = [
+        (lambda t: setattr(t.containers[0], "state", 99), "unknown ContainerState"),
+        (lambda t: setattr(t.containers[0], "container_id", "container_x"), "invalid ContainerId"),
+        (lambda t: setattr(t, "containers", t.containers * (codec.MAX_CONTAINERS + 1)), "more than"),
+        (lambda t: setattr(t, "response_id", -1), "response_id"),
+        (lambda t: setattr(t, "health_report", "x" * (codec.MAX_TEXT_CHARS + 1)), "health_report"),
+        (lambda t: setattr(t, "healthy", None), "healthy"),
+    ]
+    for change, message in cases:
+        t = codec.status_to_thrift(codec.status_from_thrift(good))
+        change(t)
+        with pytest.raises(MalformedMessage, match=message):
+            codec.status_from_thrift(t)
+
+
+def test_invalid_answers_are_malformed() -> None:
+    """An answer with an unknown action or a zero interval breaks the protocol."""
+    t = codec.heartbeat_answer_to_thrift(HeartbeatAnswer(1, NodeAction.NORMAL, 100))
+    t.action = 7
+    with pytest.raises(MalformedMessage, match="NodeAction"):
+        codec.heartbeat_answer_from_thrift(t)
+    r = ttypes.RegistrationResponse(heartbeat_interval_ms=0, rm_identifier=1)
+    with pytest.raises(MalformedMessage, match="heartbeat_interval_ms"):
+        codec.registration_answer_from_thrift(r)
