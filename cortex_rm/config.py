@@ -64,6 +64,14 @@ class ResourceManagerSection:
     max_application_priority: int = 0  # yarn.cluster.max-application-priority
     # Hadoop's ipc.maximum.data.length: the largest request frame accepted, in bytes
     ipc_max_data_length: int = 64 * 1024 * 1024
+    # NodeTracker, where NodeManagers register and heartbeat (Thrift over mutual TLS; the
+    # role of yarn.resourcemanager.resource-tracker.address)
+    tracker_address: str = "127.0.0.1:8031"
+    # A node silent for longer than this is LOST (yarn.nm.liveness-monitor.expiry-interval-ms).
+    # YARN's default is 600000 (10 min), made for machine rooms; volunteered machines come and
+    # go, and their containers should be re-requested within seconds, not minutes.  Nodes are
+    # granted a heartbeat interval of at most a third of this.
+    nm_expiry_ms: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,14 @@ class NodeManagerSection:
     webapp_address: str = "127.0.0.1:8042"  # NodeManager REST API (yarn.nodemanager.webapp.address)
     memory_mb: int = 8192  # yarn.nodemanager.resource.memory-mb
     vcores: int = 8  # yarn.nodemanager.resource.cpu-vcores
+    # The NodeManager's RPC address (yarn.nodemanager.address); also its NodeId, host:port
+    address: str = "127.0.0.1:45454"
+    # The RM's NodeTracker this node reports to (the ring will find the RM instead)
+    resourcemanager_tracker: str = "127.0.0.1:8031"
+    # The heartbeat interval this node asks for; the RM may shorten it
+    # (yarn.resourcemanager.nodemanagers.heartbeat-interval-ms)
+    heartbeat_interval_ms: int = 1000
+    rack: str = "/default-rack"  # the node's rack, a path (YARN's topology)
 
 
 @dataclass(frozen=True)
@@ -222,9 +238,21 @@ def _convert(hint: Any, value: Any, source: str, key: str) -> Any:
 
 def _validate(config: Config) -> None:
     rm = config.resourcemanager
-    for key in ("address", "scheduler_address", "webapp_address"):
+    for key in ("address", "scheduler_address", "webapp_address", "tracker_address"):
         parse_address(getattr(rm, key), f"{config.source}: resourcemanager.{key}")
-    parse_address(config.nodemanager.webapp_address, f"{config.source}: nodemanager.webapp_address")
+    nm = config.nodemanager
+    for key in ("webapp_address", "address", "resourcemanager_tracker"):
+        parse_address(getattr(nm, key), f"{config.source}: nodemanager.{key}")
+    if parse_address(nm.address, "nodemanager.address")[1] == 0:
+        raise ConfigError(f"{config.source}: nodemanager.address needs a port (it is the node's NodeId)")
+    if rm.nm_expiry_ms < 300:
+        raise ConfigError(f"{config.source}: resourcemanager.nm_expiry_ms must be at least 300")
+    if nm.heartbeat_interval_ms < 50:
+        raise ConfigError(f"{config.source}: nodemanager.heartbeat_interval_ms must be at least 50")
+    if nm.memory_mb < 1 or nm.vcores < 1:
+        raise ConfigError(f"{config.source}: nodemanager memory_mb and vcores must be positive")
+    if not nm.rack.startswith("/"):
+        raise ConfigError(f"{config.source}: nodemanager.rack must be a path starting with '/', not {nm.rack!r}")
     if rm.max_app_attempts < 1:
         raise ConfigError(f"{config.source}: resourcemanager.max_app_attempts must be at least 1")
     if rm.max_application_priority < 0:

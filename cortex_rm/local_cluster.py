@@ -73,8 +73,16 @@ def node_config_text(state_dir: Path, name: str, ports: dict[str, int], is_rm: b
             f'address = "127.0.0.1:{ports["rm"]}"',
             f'scheduler_address = "127.0.0.1:{ports["scheduler"]}"',
             f'webapp_address = "127.0.0.1:{ports["rm_web"]}"',
+            f'tracker_address = "127.0.0.1:{ports["tracker"]}"',
         ]
-    lines += ["", "[nodemanager]", f'webapp_address = "127.0.0.1:{ports["nm_web"]}"', ""]
+    lines += [
+        "",
+        "[nodemanager]",
+        f'webapp_address = "127.0.0.1:{ports["nm_web"]}"',
+        f'address = "127.0.0.1:{ports["nm"]}"  # the NodeId',
+        f'resourcemanager_tracker = "127.0.0.1:{ports["tracker"]}"',
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -94,14 +102,14 @@ def up(workdir: Path, nodes: int, timeout: float = 60.0, say: Callable[[str], No
     if nodes < 1:
         raise LocalClusterError("--nodes must be at least 1")
     workdir.mkdir(parents=True, exist_ok=True)
-    ports = iter(free_ports(3 + nodes))
-    rm_ports = {"rm": next(ports), "scheduler": next(ports), "rm_web": next(ports)}
+    ports = iter(free_ports(4 + 2 * nodes))
+    rm_ports = {"rm": next(ports), "scheduler": next(ports), "rm_web": next(ports), "tracker": next(ports)}
     started: list[LocalNode] = []
     for i in range(1, nodes + 1):
         name = f"node{i}"
         directory = workdir / name
         (directory / "logs").mkdir(parents=True, exist_ok=True)
-        node_ports = dict(rm_ports, nm_web=next(ports))
+        node_ports = dict(rm_ports, nm_web=next(ports), nm=next(ports))
         config = directory / "cortex.toml"
         config.write_text(node_config_text(directory, name, node_ports, is_rm=(i == 1)))
         for stale in (READY_FILE, PID_FILE):

@@ -3,8 +3,10 @@
 ``CortexNode`` builds every role this daemon plays from its configuration, with the
 reactor, clock and storage injected, and starts them; nothing else wires services
 together.  Roles today: the ResourceManager (client IPC port, REST API, state
-store) and the node's web endpoint; the NodeManager, the ring and the witness join
-here as they are built.
+store, NodeTracker) and the NodeManager's web endpoint and status updater, which
+reports this node to the RM's NodeTracker over mutual TLS with the node's
+identity (``<state_dir>/identity``); the ring and the witness join here as they
+are built.
 
 On start the node writes ``cortex-rm.pid`` and, once every port listens,
 ``ready.json`` (the bound addresses) into its state directory; both are removed on
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,12 +28,19 @@ from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
 from cortex_rm import __version__
 from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits
+from cortex_rm.allocator.ids import NodeId
+from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.queues import QueueTree
 from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.allocator.state_store import SqlStateStore, thread_runner
 from cortex_rm.config import Config, parse_address
+from cortex_rm.container.status_updater import NodeStatusUpdater, NodeStatusUpdaterService
+from cortex_rm.dht.identity import KnownResourceManagers, NodeIdentity
+from cortex_rm.internal.tls import MutualTLS
+from cortex_rm.internal.tracker_messages import NodeRegistration
+from cortex_rm.internal.tracker_server import ExpiryMonitor, tracker_server_factory
 from cortex_rm.yarn_api.client_service import CLIENT_PROTOCOL, UNSUPPORTED_CLIENT_METHODS, ApplicationClientService
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
@@ -68,6 +78,10 @@ class CortexNode:
         self.rm: RMContext | None = None
         self._store: SqlStateStore | None = None
         self._pool: Any = None
+        self.identity: NodeIdentity | None = None
+        self.tracker: NodeTracker | None = None
+        self._expiry: ExpiryMonitor | None = None
+        self.status_updater: NodeStatusUpdaterService | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -86,10 +100,14 @@ class CortexNode:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
         started_ms = int(self.reactor.seconds() * 1000)
+        self.identity = NodeIdentity.load_or_create(self.state_dir)
+        tls = MutualTLS(self.identity)
         if self.config.resourcemanager.enabled:
             yield self._start_resource_manager(started_ms)
+            self._start_node_tracker(tls, started_ms)
         if self.config.nodemanager.enabled:
             self._start_node_web(started_ms)
+            self._start_status_updater(tls)
         (self.state_dir / READY_FILE).write_text(json.dumps(self.addresses, indent=2))
         log.info("Cortex node {name} ready: {addresses}", name=self.config.node.name, addresses=self.addresses)
 
@@ -130,8 +148,47 @@ class CortexNode:
         site = build_nm_site(info, lambda: int(self.reactor.seconds() * 1000))
         self._listen("nodemanager.webapp_address", nm.webapp_address, site)
 
+    def _start_node_tracker(self, tls: MutualTLS, started_ms: int) -> None:
+        """The RM's NodeTracker (Thrift over mutual TLS) and its expiry check."""
+        assert self.rm is not None
+        rm_conf = self.config.resourcemanager
+        self.tracker = NodeTracker(
+            self.rm.nodes, self.reactor, nm_expiry_ms=rm_conf.nm_expiry_ms, rm_identifier=started_ms
+        )
+        factory = tracker_server_factory(self.tracker, tls, self.reactor)
+        self._listen("resourcemanager.tracker_address", rm_conf.tracker_address, factory)
+        self._expiry = ExpiryMonitor(self.tracker, self.reactor)
+        self._expiry.start()
+
+    def _start_status_updater(self, tls: MutualTLS) -> None:
+        """Report this node's configured capacity to the RM's NodeTracker (NodeId = nodemanager.address)."""
+        nm = self.config.nodemanager
+        host, port = parse_address(nm.address, "nodemanager.address")
+        registration = NodeRegistration(
+            node_id=NodeId(host, port),
+            http_address=self.addresses["nodemanager.webapp_address"],
+            rack=nm.rack,
+            capability=Resource(nm.memory_mb, nm.vcores),
+            heartbeat_interval_ms=nm.heartbeat_interval_ms,
+            version=__version__,
+        )
+        self.status_updater = NodeStatusUpdaterService(
+            self.reactor,
+            NodeStatusUpdater(registration, random=random.Random().random),
+            nm.resourcemanager_tracker,
+            tls,
+            KnownResourceManagers.in_state_dir(self.state_dir),
+        )
+        self.status_updater.start()
+
     @defer.inlineCallbacks
     def stop(self):  # type: ignore[no-untyped-def]
+        if self.status_updater is not None:
+            yield self.status_updater.stop()
+            self.status_updater = None
+        if self._expiry is not None:
+            self._expiry.stop()
+            self._expiry = None
         for port in self.ports:
             yield port.stopListening()
         self.ports.clear()
