@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `cortex-rm ... | head` ends quietly
     args = _parser().parse_args(argv)
     if args.command == "node":
         from cortex_rm.config import ConfigError, load_config

@@ -135,6 +135,8 @@ def up(workdir: Path, nodes: int, timeout: float = 60.0, say: Callable[[str], No
     try:
         for node in started:
             _wait_ready(node, timeout, say)
+        assert started[0].rm is not None
+        _wait_registered(started[0].rm, len(started), timeout, say)
     except LocalClusterError:
         down(workdir, say=lambda _: None)
         raise
@@ -175,6 +177,27 @@ def _wait_ready(node: LocalNode, timeout: float, say: Callable[[str], None]) -> 
         time.sleep(0.1)
     raise LocalClusterError(
         f"{node.name} did not answer within {timeout:.0f} s; see {node.directory}/logs/daemon.out"
+    )
+
+
+def _wait_registered(rm: RMAddresses, count: int, timeout: float, say: Callable[[str], None]) -> None:
+    """Wait until the RM reports ``count`` RUNNING nodes (each node registers over the tracker)."""
+    say(f"waiting for {count} node(s) to register with the ResourceManager ...")
+    url = f"http://{rm.webapp}/ws/v1/cluster/nodes?states=RUNNING"
+    deadline = time.monotonic() + timeout
+    running = 0
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                running = len(json.load(response)["nodes"]["node"])
+            if running >= count:
+                return
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+            pass
+        time.sleep(0.1)
+    raise LocalClusterError(
+        f"only {running} of {count} node(s) registered with the ResourceManager within {timeout:.0f} s; "
+        "see the nodes' logs/daemon.out"
     )
 
 

@@ -121,10 +121,15 @@ def test_submission_to_a_missing_queue_fails_with_a_reason(yarn: YarnClientDrive
 def test_cluster_metrics_nodes_queues_acls_and_labels(yarn: YarnClientDriver, cluster: RunningCluster) -> None:
     """The cluster-level calls return what YarnClient expects from the RM's view."""
     metrics = yarn.run("metrics")
-    assert metrics["numNodeManagers"] == metrics["numActiveNodeManagers"]
+    assert metrics["numNodeManagers"] == metrics["numActiveNodeManagers"] == len(cluster.nodes)
     assert metrics["numLostNodeManagers"] == 0
     nodes = yarn.run("nodes")["nodes"]
-    assert len(nodes) == metrics["numNodeManagers"]
+    assert sorted(n["nodeId"] for n in nodes) == sorted(
+        f"127.0.0.1:{_nm_port(cluster, n.name)}" for n in cluster.nodes
+    )
+    assert {n["state"] for n in nodes} == {"RUNNING"}
+    assert {(n["capability"]["memory"], n["capability"]["vcores"]) for n in nodes} == {(8192, 8)}
+    assert yarn.run("nodes", "--states", "LOST")["nodes"] == []
     queues = yarn.run("queues")
     assert [q["queueName"] for q in queues["rootQueues"]] == ["default"]
     default = yarn.run("queue", "default")
@@ -137,6 +142,14 @@ def test_cluster_metrics_nodes_queues_acls_and_labels(yarn: YarnClientDriver, cl
     # the REST API sees the same cluster
     rest = requests.get(f"{cluster.rest}/ws/v1/cluster/metrics", timeout=10).json()["clusterMetrics"]
     assert rest["totalNodes"] == metrics["numNodeManagers"]
+
+
+def _nm_port(cluster: RunningCluster, name: str) -> int:
+    """The NodeManager port local-cluster wrote into a node's configuration."""
+    from cortex_rm.config import load_config
+
+    node_dir = cluster.workdir / name
+    return int(load_config(node_dir / "cortex.toml").nodemanager.address.rsplit(":", 1)[1])
 
 
 def test_applications_survive_a_restart_of_the_cluster(tmp_path: Path) -> None:
