@@ -101,18 +101,18 @@ def main() -> int:
             shapes = [
                 ("saturated", dict(connections=64, processes=1, depth=8)),
                 ("many-conns", dict(connections=64, processes=1, depth=1)),
-                ("target", dict(connections=4, processes=1, depth=4)),
-                ("target-2", dict(connections=8, processes=1, depth=2)),
+                ("pipelined", dict(connections=4, processes=1, depth=4)),
+                ("pipelined-8", dict(connections=8, processes=1, depth=2)),
                 ("light", dict(connections=4, processes=1, depth=1)),
             ]
             print(f"RM pinned to CPU {server_cpu}, load generator on CPU(s) {sorted(client_cpus)}; "
                   f"getApplicationReport({app_id}), {args.seconds:g} s per shape")
-            print(f"{'shape':<11} {'conns':>5} {'depth':>5} {'calls/s':>9} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'errors':>6}")
+            print(f"{'shape':<12} {'conns':>5} {'depth':>5} {'calls/s':>9} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'errors':>6}")
             for name, shape in shapes:
                 run_load(host, int(port), ACP, "getApplicationReport", request, seconds=1.0, **shape)  # warm-up
                 r = run_load(host, int(port), ACP, "getApplicationReport", request, seconds=args.seconds, **shape)
                 print(
-                    f"{name:<11} {shape['connections']:>5} {shape['depth']:>5} {r['calls_per_second']:>9.0f} "
+                    f"{name:<12} {shape['connections']:>5} {shape['depth']:>5} {r['calls_per_second']:>9.0f} "
                     f"{r['p50_ms']:>7.3f} {r['p90_ms']:>7.3f} {r['p99_ms']:>7.3f} {r['errors']:>6}"
                 )
                 if r["first_error"]:
