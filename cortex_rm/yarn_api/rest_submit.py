@@ -32,13 +32,12 @@ from cortex_rm.allocator.resources import Resource
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.rest_errors import bad_request
+from cortex_rm.yarn_api.writable import read_vlong, token_storage
 
 INT32: Final = (-(2**31), 2**31 - 1)
 INT64: Final = (-(2**63), 2**63 - 1)
 MAX_TAGS: Final = 10  # YarnConfiguration.APPLICATION_MAX_TAGS
 MAX_TAG_LENGTH: Final = 100  # YarnConfiguration.APPLICATION_MAX_TAG_LENGTH
-TOKEN_STORAGE_MAGIC: Final = b"HDTS"
-TOKEN_STORAGE_WRITABLE: Final = 0  # Credentials.SerializedFormat.WRITABLE
 
 _LOCAL_RESOURCE_TYPES: Final = {"ARCHIVE": yp.ARCHIVE, "FILE": yp.FILE, "PATTERN": yp.PATTERN}
 _VISIBILITIES: Final = {"PUBLIC": yp.PUBLIC, "PRIVATE": yp.PRIVATE, "APPLICATION": yp.APPLICATION}
@@ -151,43 +150,6 @@ def _base64(value: Any, path: str) -> bytes:
         raise bad_request(f"{path} is not valid base64") from None
 
 
-# ---------------------------------------------------------------- Writable
-
-
-def write_vlong(value: int) -> bytes:
-    """Hadoop's ``WritableUtils.writeVLong``."""
-    if -112 <= value <= 127:
-        return bytes([value & 0xFF])
-    length = -112
-    if value < 0:
-        value ^= -1
-        length = -120
-    tmp = value
-    while tmp != 0:
-        tmp >>= 8
-        length -= 1
-    size = -(length + 120) if length < -120 else -(length + 112)
-    return bytes([length & 0xFF]) + value.to_bytes(size, "big")
-
-
-def read_vlong(data: bytes, pos: int) -> tuple[int, int]:
-    """Hadoop's ``WritableUtils.readVLong``: (value, next position); IndexError if short."""
-    first = data[pos] - 256 if data[pos] > 127 else data[pos]
-    if first >= -112:
-        return first, pos + 1
-    size = (-119 - first) if first < -120 else (-111 - first)
-    if pos + size > len(data):
-        raise IndexError("truncated vlong")
-    value = int.from_bytes(data[pos + 1 : pos + size], "big")
-    negative = first < -120
-    return (value ^ -1) if negative else value, pos + size
-
-
-def _text(value: str) -> bytes:
-    raw = value.encode("utf-8")
-    return write_vlong(len(raw)) + raw
-
-
 def _check_token(raw: bytes, path: str) -> None:
     """A ``Token`` Writable: identifier, password (length-prefixed bytes), kind, service (Text)."""
     try:
@@ -201,17 +163,6 @@ def _check_token(raw: bytes, path: str) -> None:
         raise bad_request(f"{path} is not an encoded Hadoop token (Token.encodeToUrlString)") from None
     if pos != len(raw):
         raise bad_request(f"{path} has {len(raw) - pos} bytes after the encoded Hadoop token")
-
-
-def token_storage(tokens: dict[str, bytes], secrets: dict[str, bytes]) -> bytes:
-    """``Credentials.writeTokenStorageToStream`` in the Writable format."""
-    out = [TOKEN_STORAGE_MAGIC, bytes([TOKEN_STORAGE_WRITABLE]), write_vlong(len(tokens))]
-    for alias, token in tokens.items():
-        out += [_text(alias), token]
-    out.append(write_vlong(len(secrets)))
-    for alias, secret in secrets.items():
-        out += [_text(alias), write_vlong(len(secret)), secret]
-    return b"".join(out)
 
 
 # ---------------------------------------------------------------------- URL

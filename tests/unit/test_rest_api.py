@@ -34,7 +34,8 @@ from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.allocator.state_store import MemoryStateStore
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.rest import build_rest_site
-from cortex_rm.yarn_api.rest_submit import read_vlong, token_storage, url_from_string, write_vlong
+from cortex_rm.yarn_api.rest_submit import url_from_string
+from cortex_rm.yarn_api.writable import read_vlong, token_storage, write_vlong
 
 START_S = 1_700_000_000
 START_MS = START_S * 1000
