@@ -1,0 +1,212 @@
+"""A Hadoop IPC (RPC v9) client: how the RM calls a NodeManager (``startContainers``
+for an ApplicationMaster, ``stopContainers``), as YARN's AMLauncher does.
+
+``IpcClientConnection`` is the sans-IO core: it produces the preamble, the connection
+context and call frames, and turns received bytes into replies.  ``IpcClient`` is the
+Twisted edge: one TCP connection, calls multiplexed on it, a Deferred per call that
+fires with the decoded response or fails with ``RemoteError`` (an ERROR reply),
+``FatalRpcError`` (a FATAL reply, after which the connection is closed) or
+``IpcClientError`` (the connection broke).  Auth is NONE: Cortex's NodeManagers
+authorise a start by its container token, not by the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+
+from cortex_rm.yarn_api.errors import FatalRpcError, RemoteError
+from cortex_rm.yarn_api.ipc_wire import (
+    AUTH_PROTOCOL_NONE,
+    CALL_ID_CONNECTION_CONTEXT,
+    CURRENT_VERSION,
+    DEFAULT_MAX_DATA_LENGTH,
+    INVALID_RETRY_COUNT,
+    RPC_MAGIC,
+    WireFormatError,
+    delimited_bounds,
+    encode_varint,
+)
+from cortex_rm.yarn_api.proto.IpcConnectionContext_pb2 import IpcConnectionContextProto
+from cortex_rm.yarn_api.proto.ProtobufRpcEngine2_pb2 import RequestHeaderProto
+from cortex_rm.yarn_api.proto.RpcHeader_pb2 import (
+    RpcKindProto,
+    RpcRequestHeaderProto,
+    RpcResponseHeaderProto,
+)
+
+
+class IpcClientError(Exception):
+    """The connection failed or the server's bytes made no sense."""
+
+
+def _delimited(raw: bytes) -> bytes:
+    return encode_varint(len(raw)) + raw
+
+
+def _frame(*parts: bytes) -> bytes:
+    body = b"".join(parts)
+    return struct.pack(">I", len(body)) + body
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One reply: its call id, the header, and (on SUCCESS) the response bytes."""
+
+    call_id: int
+    header: RpcResponseHeaderProto
+    body: bytes
+
+
+class IpcClientConnection:
+    """The client side of one IPC connection, without I/O."""
+
+    def __init__(self, protocol: str, user: str, *, max_data_length: int = DEFAULT_MAX_DATA_LENGTH) -> None:
+        self.protocol = protocol
+        self.user = user
+        self.client_id = os.urandom(16)
+        self.max_data_length = max_data_length
+        self._next_call_id = 0
+        self._buffer = bytearray()
+
+    def _header(self, call_id: int, retry_count: int = 0) -> bytes:
+        header = RpcRequestHeaderProto(
+            rpcKind=RpcKindProto.RPC_PROTOCOL_BUFFER,
+            rpcOp=RpcRequestHeaderProto.RPC_FINAL_PACKET,
+            callId=call_id,
+            clientId=self.client_id,
+            retryCount=retry_count,
+        )
+        return _delimited(header.SerializeToString())
+
+    def opening_bytes(self) -> bytes:
+        """The preamble (auth NONE) and the connection context naming the protocol and user."""
+        context = IpcConnectionContextProto(protocol=self.protocol)
+        context.userInfo.effectiveUser = self.user
+        preamble = RPC_MAGIC + bytes((CURRENT_VERSION, 0, AUTH_PROTOCOL_NONE))
+        return preamble + _frame(
+            self._header(CALL_ID_CONNECTION_CONTEXT, INVALID_RETRY_COUNT), _delimited(context.SerializeToString())
+        )
+
+    def call_bytes(self, method: str, request: Message) -> tuple[int, bytes]:
+        """A new call id and the frame that carries ``method(request)``."""
+        call_id = self._next_call_id
+        self._next_call_id += 1
+        rpc = RequestHeaderProto(methodName=method, declaringClassProtocolName=self.protocol, clientProtocolVersion=1)
+        return call_id, _frame(
+            self._header(call_id), _delimited(rpc.SerializeToString()), _delimited(request.SerializeToString())
+        )
+
+    def receive(self, data: bytes) -> list[Reply]:
+        """Every complete reply in ``data`` plus what was buffered before."""
+        self._buffer += data
+        replies = []
+        while len(self._buffer) >= 4:
+            (length,) = struct.unpack_from(">I", self._buffer)
+            if length > self.max_data_length:
+                raise IpcClientError(f"reply of {length} bytes exceeds the {self.max_data_length}-byte limit")
+            if len(self._buffer) < 4 + length:
+                break
+            frame = bytes(self._buffer[4 : 4 + length])
+            del self._buffer[: 4 + length]
+            try:
+                start, end = delimited_bounds(frame, 0, len(frame))
+                header = RpcResponseHeaderProto.FromString(frame[start:end])
+                body = b""
+                if header.status == RpcResponseHeaderProto.SUCCESS:
+                    b_start, b_end = delimited_bounds(frame, end, len(frame))
+                    body = frame[b_start:b_end]
+            except (WireFormatError, DecodeError) as e:
+                raise IpcClientError(f"malformed reply from the server: {e}") from None
+            call_id = header.callId - (1 << 32) if header.callId >= 1 << 31 else header.callId
+            replies.append(Reply(call_id, header, body))
+        return replies
+
+
+class _ClientProtocol(Protocol):
+    def __init__(self, core: IpcClientConnection) -> None:
+        self.core = core
+        self.pending: dict[int, tuple[defer.Deferred, type[Message]]] = {}
+        self.closed: Failure | None = None
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.core.opening_bytes())  # type: ignore[union-attr]
+
+    def call(self, method: str, request: Message, response_type: type[Message]) -> defer.Deferred:
+        if self.closed is not None:
+            return defer.fail(IpcClientError(f"connection closed: {self.closed.getErrorMessage()}"))
+        call_id, frame = self.core.call_bytes(method, request)
+        d: defer.Deferred = defer.Deferred()
+        self.pending[call_id] = (d, response_type)
+        self.transport.write(frame)  # type: ignore[union-attr]
+        return d
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            replies = self.core.receive(data)
+        except IpcClientError as e:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._fail_all(Failure(e))
+            return
+        for reply in replies:
+            self._deliver(reply)
+
+    def _deliver(self, reply: Reply) -> None:
+        header = reply.header
+        if header.status == RpcResponseHeaderProto.FATAL:
+            error = FatalRpcError(header.exceptionClassName, header.errorMsg, header.errorDetail)
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._fail_all(Failure(error))
+            return
+        entry = self.pending.pop(reply.call_id, None)
+        if entry is None:
+            return  # a reply to a call we gave up on
+        d, response_type = entry
+        if header.status == RpcResponseHeaderProto.ERROR:
+            d.errback(RemoteError(header.exceptionClassName, header.errorMsg, header.errorDetail))
+            return
+        try:
+            d.callback(response_type.FromString(reply.body))
+        except DecodeError as e:
+            d.errback(IpcClientError(f"undecodable {response_type.DESCRIPTOR.name}: {e}"))
+
+    def _fail_all(self, failure: Failure) -> None:
+        self.closed = failure
+        pending, self.pending = self.pending, {}
+        for d, _ in pending.values():
+            d.errback(failure)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError("connection lost"))) -> None:
+        if self.closed is None:
+            self._fail_all(Failure(IpcClientError(f"connection lost: {reason.getErrorMessage()}")))
+
+
+class IpcClient:
+    """One connection to a Hadoop IPC server for one protocol."""
+
+    def __init__(self, protocol: _ClientProtocol) -> None:
+        self._protocol = protocol
+
+    @classmethod
+    def connect(cls, reactor: Any, host: str, port: int, protocol: str, user: str, timeout: float = 10) -> defer.Deferred:
+        """Fires with a connected ``IpcClient`` (or fails with the connection error)."""
+        endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+        d = connectProtocol(endpoint, _ClientProtocol(IpcClientConnection(protocol, user)))
+        d.addCallback(cls)
+        return d
+
+    def call(self, method: str, request: Message, response_type: type[Message]) -> defer.Deferred:
+        """Fires with the decoded response; fails with RemoteError (ERROR) or FatalRpcError (FATAL)."""
+        return self._protocol.call(method, request, response_type)
+
+    def close(self) -> None:
+        if self._protocol.transport is not None:
+            self._protocol.transport.loseConnection()
