@@ -48,6 +48,7 @@ from cortex_rm.yarn_api.proto import applicationclient_protocol_pb2
 from cortex_rm.yarn_api.rest import build_rest_site
 from cortex_rm.yarn_api.rpc_protocol import RpcProtocol
 from cortex_rm.yarn_api.sasl import SaslServer
+from cortex_rm.yarn_api.tokens import MasterKey
 
 log = Logger()
 
@@ -80,6 +81,7 @@ class CortexNode:
         self._pool: Any = None
         self.identity: NodeIdentity | None = None
         self.tracker: NodeTracker | None = None
+        self.container_token_key: MasterKey | None = None
         self._expiry: ExpiryMonitor | None = None
         self.status_updater: NodeStatusUpdaterService | None = None
 
@@ -152,8 +154,15 @@ class CortexNode:
         """The RM's NodeTracker (Thrift over mutual TLS) and its expiry check."""
         assert self.rm is not None
         rm_conf = self.config.resourcemanager
+        # The key the RM signs ContainerTokens with, handed to every registering node so it
+        # can check startContainers; the RM's key store (with the AM service) will own it.
+        self.container_token_key = MasterKey.generate(random.SystemRandom().randrange(1, 2**31))
         self.tracker = NodeTracker(
-            self.rm.nodes, self.reactor, nm_expiry_ms=rm_conf.nm_expiry_ms, rm_identifier=started_ms
+            self.rm.nodes,
+            self.reactor,
+            nm_expiry_ms=rm_conf.nm_expiry_ms,
+            rm_identifier=started_ms,
+            container_token_master_key=self.container_token_key,
         )
         factory = tracker_server_factory(self.tracker, tls, self.reactor)
         self._listen("resourcemanager.tracker_address", rm_conf.tracker_address, factory)

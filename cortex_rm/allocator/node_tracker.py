@@ -13,6 +13,9 @@ Registration
     NodeId is bound to the caller's fingerprint: a registration or heartbeat for
     that NodeId from another key is refused (``NodeRefused``).  See
     ``cortex_rm/dht/identity.py`` for why this binding, and its limits.
+    The answer carries the container-token master key the tracker was given
+    (the key the RM signs ContainerTokens with), so the node can check the
+    tokens AMs present to it; the key travels only over the mutual-TLS channel.
 
 Heartbeats (YARN's response-id protocol)
     Each answer carries a response id one above the previous; the node sends back
@@ -68,6 +71,7 @@ from cortex_rm.internal.tracker_messages import (
     RegistrationAnswer,
     next_response_id,
 )
+from cortex_rm.yarn_api.tokens import MasterKey
 
 log = Logger()
 
@@ -118,6 +122,7 @@ class NodeTracker:
         nm_expiry_ms: int,
         rm_identifier: int,
         listener: NodeTrackerListener | None = None,
+        container_token_master_key: MasterKey | None = None,
     ) -> None:
         if nm_expiry_ms < 3 * MIN_HEARTBEAT_INTERVAL_MS:
             raise ValueError(f"nm_expiry_ms must be at least {3 * MIN_HEARTBEAT_INTERVAL_MS}, not {nm_expiry_ms}")
@@ -126,6 +131,8 @@ class NodeTracker:
         self.nm_expiry_ms = nm_expiry_ms
         self.rm_identifier = rm_identifier
         self.listener: NodeTrackerListener = listener or IgnoringListener()
+        # Handed to every node that registers: the key the RM signs ContainerTokens with.
+        self.container_token_master_key = container_token_master_key
         self._live: dict[NodeId, _Liveness] = {}
 
     # ---------------------------------------------------------------- figures
@@ -200,7 +207,11 @@ class NodeTracker:
             fingerprint=fingerprint,
             reregistered=previous is not None,
         )
-        return RegistrationAnswer(heartbeat_interval_ms=interval, rm_identifier=self.rm_identifier)
+        return RegistrationAnswer(
+            heartbeat_interval_ms=interval,
+            rm_identifier=self.rm_identifier,
+            container_token_master_key=self.container_token_master_key,
+        )
 
     def heartbeat(self, status: NodeStatusReport, fingerprint: str) -> HeartbeatAnswer:
         """A node reports: the answer follows YARN's response-id rules (see the module docstring)."""

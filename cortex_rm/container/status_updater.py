@@ -16,6 +16,15 @@ After a reconnection a node that had registered goes straight to a heartbeat
 with its last response id, as YARN's NM does: if the RM restarted or lost the
 node, it answers RESYNC and the node registers again.
 
+Completed containers are acknowledged by the RM's answers: a node keeps
+reporting a completed container until ``ContainersAcknowledged`` names it.
+The RM processes exactly one heartbeat per response id (a heartbeat resent after
+a broken connection gets the stored answer, see ``allocator/node_tracker.py``),
+and a node cannot tell which one it processed; but completed containers stay in
+every report until acknowledged, so the completed containers of the *first*
+heartbeat sent with a response id are in whichever one the RM processed.  A
+NORMAL answer therefore acknowledges those.
+
 Back-off: after the n-th failure in a row the updater waits
 ``min(max_ms, initial_ms * multiplier ** (n - 1))``, less a random fraction (up
 to ``jitter``) so that nodes cut off together (an RM restart) do not all come
@@ -51,6 +60,7 @@ from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.internal.tracker_client import TrackerClient
 from cortex_rm.internal.tracker_messages import (
     HeartbeatAnswer,
+    ContainerState,
     NodeAction,
     NodeHealth,
     NodeRegistration,
@@ -148,8 +158,22 @@ class CleanupContainers:
     container_ids: tuple[ContainerId, ...]
 
 
+@dataclass(frozen=True)
+class ContainersAcknowledged:
+    """The RM has recorded these completed containers: the node may stop reporting them."""
+
+    container_ids: tuple[ContainerId, ...]
+
+
 Action = Union[
-    Connect, SendRegistration, SendHeartbeat, ScheduleHeartbeat, ScheduleRetry, Disconnect, CleanupContainers
+    Connect,
+    SendRegistration,
+    SendHeartbeat,
+    ScheduleHeartbeat,
+    ScheduleRetry,
+    Disconnect,
+    CleanupContainers,
+    ContainersAcknowledged,
 ]
 
 
@@ -190,6 +214,8 @@ class NodeStatusUpdater:
         self.heartbeat_interval_ms = registration.heartbeat_interval_ms
         self.rm_identifier: int | None = None
         self.failures = 0
+        # the first heartbeat sent with the current last_response_id (see the module docstring)
+        self._first_report: NodeStatusReport | None = None
 
     def _go(self, event: UpdaterEvent, target: UpdaterState | None = None) -> bool:
         new = UPDATER_TRANSITIONS.next_state(self.state, event, target)
@@ -203,13 +229,23 @@ class NodeStatusUpdater:
         return True
 
     def _status(self, health: NodeHealth) -> NodeStatusReport:
-        return NodeStatusReport(
+        report = NodeStatusReport(
             node_id=self.registration.node_id,
             response_id=self.last_response_id,
             healthy=health.healthy,
             health_report=health.health_report,
             containers=health.containers,
         )
+        if self._first_report is None or self._first_report.response_id != report.response_id:
+            self._first_report = report
+        return report
+
+    def _acknowledged(self) -> tuple[ContainerId, ...]:
+        """The completed containers the RM has certainly seen, once a heartbeat is answered."""
+        first, self._first_report = self._first_report, None
+        if first is None:
+            return ()
+        return tuple(c.container_id for c in first.containers if c.state is ContainerState.COMPLETE)
 
     def start(self) -> list[Action]:
         self._go(_E.START)
@@ -238,6 +274,7 @@ class NodeStatusUpdater:
         self.registered, self.failures = True, 0
         self.rm_identifier = answer.rm_identifier
         self.last_response_id = 0
+        self._first_report = None
         self.heartbeat_interval_ms = answer.heartbeat_interval_ms
         return [ScheduleHeartbeat(self.heartbeat_interval_ms)]
 
@@ -255,6 +292,7 @@ class NodeStatusUpdater:
         if answer.action is NodeAction.RESYNC:
             log.info("the ResourceManager asks this node to register again: {why}", why=answer.diagnostics)
             self.registered = False
+            self._first_report = None
             return [SendRegistration(self.registration)]
         if answer.action is NodeAction.SHUTDOWN:
             log.warn("the ResourceManager told this node to stop reporting: {why}", why=answer.diagnostics)
@@ -262,6 +300,9 @@ class NodeStatusUpdater:
         self.last_response_id = answer.response_id
         self.heartbeat_interval_ms = answer.next_heartbeat_interval_ms
         actions: list[Action] = []
+        acknowledged = self._acknowledged()
+        if acknowledged:
+            actions.append(ContainersAcknowledged(acknowledged))
         if answer.containers_to_cleanup:
             actions.append(CleanupContainers(answer.containers_to_cleanup))
         actions.append(ScheduleHeartbeat(self.heartbeat_interval_ms))
@@ -309,6 +350,8 @@ class NodeStatusUpdaterService:
         health: Callable[[], NodeHealth] = NodeHealth,
         rpc_timeout_ms: int = 10_000,
         on_cleanup: Callable[[tuple[ContainerId, ...]], None] | None = None,
+        on_acknowledged: Callable[[tuple[ContainerId, ...]], None] | None = None,
+        on_registered: Callable[[RegistrationAnswer], None] | None = None,
     ) -> None:
         self.reactor = reactor
         self.updater = updater
@@ -319,6 +362,8 @@ class NodeStatusUpdaterService:
         self.health = health
         self.rpc_timeout_s = rpc_timeout_ms / 1000
         self.on_cleanup = on_cleanup
+        self.on_acknowledged = on_acknowledged
+        self.on_registered = on_registered
         self.client: TrackerClient | None = None
         self._epoch = 0  # bumped on every connect and disconnect: older callbacks are stale
         self._timer: IDelayedCall | None = None
@@ -386,6 +431,9 @@ class NodeStatusUpdaterService:
         elif isinstance(action, CleanupContainers):
             if self.on_cleanup is not None:
                 self.on_cleanup(action.container_ids)
+        elif isinstance(action, ContainersAcknowledged):
+            if self.on_acknowledged is not None:
+                self.on_acknowledged(action.container_ids)
         else:  # pragma: no cover - the Action union is closed
             raise TypeError(f"unknown action {action!r}")
 
@@ -487,4 +535,6 @@ class NodeStatusUpdaterService:
             node_id=str(self.updater.registration.node_id),
             interval_ms=answer.heartbeat_interval_ms,
         )
+        if self.on_registered is not None:
+            self.on_registered(answer)  # e.g. the container-token master key for the NodeManager
         return self.updater.registered_with(answer)

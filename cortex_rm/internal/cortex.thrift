@@ -41,11 +41,23 @@ struct NodeRegistration {
   6: optional string version,            // the node's Cortex RM version, for logs
 }
 
+/**
+ * A secret that signs tokens (YARN's MasterKey): the RM signs every
+ * ContainerToken with HMAC-SHA1 under the current container-token key, and
+ * a NodeManager needs the same key to check the tokens AMs present in
+ * startContainers.  It travels only inside this mutual-TLS channel.
+ */
+struct MasterKey {
+  1: required i32 key_id,
+  2: required binary secret,
+}
+
 /** registerNode's answer (YARN's RegisterNodeManagerResponse). */
 struct RegistrationResponse {
   1: required i32 heartbeat_interval_ms, // report every this many ms
   2: required i64 rm_identifier,         // the RM's start time (ms): changes when the RM restarts
   3: optional string diagnostics,
+  4: optional MasterKey container_token_master_key, // absent when the RM runs no scheduler yet
 }
 
 /** YARN's ContainerState. */

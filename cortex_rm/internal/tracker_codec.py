@@ -30,6 +30,7 @@ from cortex_rm.internal.tracker_messages import (
     NodeStatusReport,
     RegistrationAnswer,
 )
+from cortex_rm.yarn_api.tokens import MasterKey
 
 # The largest NodeTracker frame either end accepts: a heartbeat with MAX_CONTAINERS
 # statuses and full diagnostics stays well below it.
@@ -42,6 +43,10 @@ MAX_TEXT_CHARS = 16 * 1024  # a health report or a diagnostics string
 MAX_CONTAINERS = 4096  # container statuses in one heartbeat, or ids to clean up in one answer
 MAX_INT32 = 2**31 - 1
 MAX_MEMORY_MB = 2**40  # a petabyte of memory: any larger figure is a bug or a lie
+# A master key's secret: Hadoop's are 20 bytes (HmacSHA1 key generator); a shorter
+# one is too weak to sign anything, a longer one than this is not a key.
+MIN_SECRET_BYTES = 16
+MAX_SECRET_BYTES = 256
 
 # The binary protocol, strict, with its own bounds on strings and containers.
 PROTOCOL_FACTORY = TBinaryProtocolFactory(
@@ -169,7 +174,23 @@ def registration_answer_to_thrift(answer: RegistrationAnswer) -> ttypes.Registra
         heartbeat_interval_ms=answer.heartbeat_interval_ms,
         rm_identifier=answer.rm_identifier,
         diagnostics=answer.diagnostics or None,
+        container_token_master_key=_master_key_to_thrift(answer.container_token_master_key),
     )
+
+
+def _master_key_to_thrift(key: MasterKey | None) -> ttypes.MasterKey | None:
+    return None if key is None else ttypes.MasterKey(key_id=key.key_id, secret=key.secret)
+
+
+def _master_key_from_thrift(t: Any, field: str) -> MasterKey | None:
+    if t is None:
+        return None
+    if not isinstance(t, ttypes.MasterKey):
+        raise MalformedMessage(f"{field} is not a MasterKey")
+    _validate(t, field)
+    if not isinstance(t.secret, bytes) or not MIN_SECRET_BYTES <= len(t.secret) <= MAX_SECRET_BYTES:
+        raise MalformedMessage(f"{field}.secret must be {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes")
+    return MasterKey(_int(t.key_id, f"{field}.key_id", -MAX_INT32 - 1, MAX_INT32), t.secret)
 
 
 def registration_answer_from_thrift(t: Any) -> RegistrationAnswer:
@@ -181,6 +202,9 @@ def registration_answer_from_thrift(t: Any) -> RegistrationAnswer:
         heartbeat_interval_ms=_int(t.heartbeat_interval_ms, "response.heartbeat_interval_ms", 1, MAX_INT32),
         rm_identifier=_int(t.rm_identifier, "response.rm_identifier", 0, 2**63 - 1),
         diagnostics=_text(t.diagnostics, "response.diagnostics", MAX_TEXT_CHARS),
+        container_token_master_key=_master_key_from_thrift(
+            t.container_token_master_key, "response.container_token_master_key"
+        ),
     )
 
 

@@ -11,11 +11,12 @@ what arrives.  The names follow YARN's ResourceTracker protocol.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cortex_rm.allocator.ids import ContainerId, NodeId
 from cortex_rm.allocator.resources import Resource
 from cortex_rm.internal.errors import NodeRefused as NodeRefused  # the refusal is part of the conversation
+from cortex_rm.yarn_api.tokens import MasterKey
 
 # YARN's ResourceTracker: response ids count up and wrap (NodeHeartbeatResponse.responseId is an int32).
 MAX_RESPONSE_ID = 2**31 - 1
@@ -63,6 +64,9 @@ class RegistrationAnswer:
     heartbeat_interval_ms: int
     rm_identifier: int  # the RM's start time in ms: a new value means the RM restarted
     diagnostics: str = ""
+    # The key the RM signs ContainerTokens with (YARN's containerTokenMasterKey); the
+    # node checks startContainers' tokens with it.  None when the RM hands out none.
+    container_token_master_key: MasterKey | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

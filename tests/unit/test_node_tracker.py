@@ -23,6 +23,7 @@ from cortex_rm.internal.tracker_messages import (
     next_response_id,
 )
 from cortex_rm.internal.tracker_server import ExpiryMonitor
+from cortex_rm.yarn_api.tokens import MasterKey
 
 EXPIRY_MS = 10_000
 NODE = NodeId("10.0.0.1", 45454)
@@ -85,6 +86,14 @@ def test_registration_makes_the_node_running_with_its_capacity(tracker: NodeTrac
     assert answer.heartbeat_interval_ms == 1000
     assert answer.rm_identifier == 42
     assert tracker.bound_fingerprint(NODE) == KEY
+
+
+def test_registration_hands_out_the_container_token_master_key(clock: Clock) -> None:
+    """Every registration answer carries the key the RM signs ContainerTokens with."""
+    key = MasterKey(5, b"k" * 20)
+    tracker = NodeTracker(NodeTable(), clock, nm_expiry_ms=EXPIRY_MS, rm_identifier=1, container_token_master_key=key)
+    assert tracker.register(registration(), KEY).container_token_master_key == key
+    assert tracker.register(registration(OTHER), KEY).container_token_master_key == key
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from cortex_rm.container.status_updater import (
     Backoff,
     CleanupContainers,
     Connect,
+    ContainersAcknowledged,
     Disconnect,
     NodeStatusUpdater,
     NodeStatusUpdaterService,
@@ -38,6 +39,8 @@ from cortex_rm.dht.identity import KnownResourceManagers, NodeIdentity
 from cortex_rm.internal.errors import NodeRefused, TrackerUnavailable
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.internal.tracker_messages import (
+    ContainerReport,
+    ContainerState,
     HeartbeatAnswer,
     NodeAction,
     NodeHealth,
@@ -45,6 +48,7 @@ from cortex_rm.internal.tracker_messages import (
     NodeStatusReport,
     RegistrationAnswer,
 )
+from cortex_rm.yarn_api.tokens import MasterKey
 
 NODE = NodeId("10.0.0.1", 45454)
 REG = NodeRegistration(NODE, "10.0.0.1:8042", "/default-rack", Resource(4096, 4), 1000)
@@ -91,6 +95,54 @@ def test_cleanup_request_is_passed_on_before_the_next_heartbeat() -> None:
     cid = ContainerId(ApplicationAttemptId(ApplicationId(1, 1), 1), 2)
     actions = u.answered(HeartbeatAnswer(1, NodeAction.NORMAL, 800, containers_to_cleanup=(cid,)))
     assert actions == [CleanupContainers((cid,)), ScheduleHeartbeat(800)]
+
+
+def completed(seq: int) -> ContainerReport:
+    cid = ContainerId(ApplicationAttemptId(ApplicationId(1, 1), 1), seq)
+    return ContainerReport(cid, ContainerState.COMPLETE, 0)
+
+
+def running(seq: int) -> ContainerReport:
+    cid = ContainerId(ApplicationAttemptId(ApplicationId(1, 1), 1), seq)
+    return ContainerReport(cid, ContainerState.RUNNING)
+
+
+def test_answer_acknowledges_the_completed_containers_of_the_heartbeat() -> None:
+    """A NORMAL answer acknowledges the completed (not the running) containers the heartbeat carried."""
+    u = registered_updater()
+    u.heartbeat_due(NodeHealth(containers=(completed(2), running(3))))
+    actions = u.answered(HeartbeatAnswer(1, NodeAction.NORMAL, 800))
+    assert actions == [ContainersAcknowledged((completed(2).container_id,)), ScheduleHeartbeat(800)]
+    u.heartbeat_due(NodeHealth(containers=(running(3),)))
+    assert u.answered(HeartbeatAnswer(2, NodeAction.NORMAL, 800)) == [ScheduleHeartbeat(800)]
+
+
+def test_resent_heartbeat_acknowledges_only_what_the_first_one_carried() -> None:
+    """After a broken connection the heartbeat is resent with the same response id; the RM may have
+    processed the first one only (and answers the resend with the stored answer), so a container that
+    completed in between is not acknowledged until a later answer."""
+    u = registered_updater()
+    u.heartbeat_due(NodeHealth(containers=(completed(2),)))
+    u.failed("the connection closed")
+    u.retry_due()
+    (send,) = u.connected(NodeHealth(containers=(completed(2), completed(4))))
+    assert isinstance(send, SendHeartbeat) and send.status.response_id == 0
+    actions = u.answered(HeartbeatAnswer(1, NodeAction.NORMAL, 800))
+    assert actions[0] == ContainersAcknowledged((completed(2).container_id,))
+    u.heartbeat_due(NodeHealth(containers=(completed(4),)))
+    assert u.answered(HeartbeatAnswer(2, NodeAction.NORMAL, 800))[0] == ContainersAcknowledged(
+        (completed(4).container_id,)
+    )
+
+
+def test_resync_acknowledges_nothing() -> None:
+    """A RESYNC answer acknowledges no container: the RM did not process the heartbeat."""
+    u = registered_updater()
+    u.heartbeat_due(NodeHealth(containers=(completed(2),)))
+    assert u.answered(HeartbeatAnswer(0, NodeAction.RESYNC, 800)) == [SendRegistration(REG)]
+    u.registered_with(RegistrationAnswer(800, rm_identifier=8))
+    u.heartbeat_due(NodeHealth())
+    assert u.answered(HeartbeatAnswer(1, NodeAction.NORMAL, 800)) == [ScheduleHeartbeat(800)]
 
 
 def test_resync_answer_makes_the_node_register_again() -> None:
@@ -290,6 +342,33 @@ def test_driver_waits_for_the_rm_then_registers_and_heartbeats(
     assert tracker.last_seen_ms(NODE) == int(clock.seconds() * 1000)
     assert service.updater.last_response_id == 10
     assert KnownResourceManagers(tmp_path / "known.json").pinned("10.0.0.9:8031") == RM_KEY
+
+
+def test_driver_passes_on_the_registration_and_acknowledgements(
+    clock: Clock, network: FakeNetwork, tls: MutualTLS, tmp_path: Path
+) -> None:
+    """on_registered sees the RM's answer (its container-token key); on_acknowledged the completed
+    containers the RM has recorded; reports come from the health callback."""
+    tracker = network.start_rm()
+    tracker.container_token_master_key = MasterKey(3, b"k" * 20)
+    reg = NodeRegistration(NODE, "10.0.0.1:8042", "/default-rack", Resource(4096, 4), 500)
+    registered: list[RegistrationAnswer] = []
+    acknowledged: list[tuple[ContainerId, ...]] = []
+    reported = [completed(2)]
+    service = NodeStatusUpdaterService(
+        clock,
+        NodeStatusUpdater(reg, Backoff(jitter=0.0)),
+        "10.0.0.9:8031",
+        tls,
+        KnownResourceManagers(tmp_path / "known.json"),
+        health=lambda: NodeHealth(containers=tuple(reported)),
+        on_acknowledged=acknowledged.append,
+        on_registered=registered.append,
+    )
+    service.start()
+    assert [a.container_token_master_key for a in registered] == [MasterKey(3, b"k" * 20)]
+    clock.advance(0.5)
+    assert acknowledged == [(completed(2).container_id,)]
 
 
 def test_driver_reregisters_after_an_rm_restart(

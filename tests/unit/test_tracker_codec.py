@@ -23,6 +23,7 @@ from cortex_rm.internal.tracker_messages import (
     NodeStatusReport,
     RegistrationAnswer,
 )
+from cortex_rm.yarn_api.tokens import MasterKey
 
 CID = ContainerId(ApplicationAttemptId(ApplicationId(1700000000000, 3), 1), (2 << 40) | 7)
 REG = NodeRegistration(
@@ -127,3 +128,23 @@ def test_invalid_answers_are_malformed() -> None:
     r = ttypes.RegistrationResponse(heartbeat_interval_ms=0, rm_identifier=1)
     with pytest.raises(MalformedMessage, match="heartbeat_interval_ms"):
         codec.registration_answer_from_thrift(r)
+
+
+def test_registration_answer_carries_the_container_token_master_key() -> None:
+    """The container-token master key (id and secret) survives the round trip; absent stays absent."""
+    key = MasterKey(42, b"s" * 20)
+    answer = RegistrationAnswer(800, 1700000000000, container_token_master_key=key)
+    decoded = codec.registration_answer_from_thrift(codec.registration_answer_to_thrift(answer))
+    assert decoded.container_token_master_key == key
+    assert codec.registration_answer_to_thrift(RegistrationAnswer(800, 1)).container_token_master_key is None
+    assert "sss" not in repr(answer)  # the secret is kept out of logs
+
+
+@pytest.mark.parametrize("secret", [b"", b"short", b"x" * (codec.MAX_SECRET_BYTES + 1)])
+def test_master_key_with_a_weak_or_absurd_secret_is_malformed(secret: bytes) -> None:
+    """A master key whose secret is not 16..256 bytes breaks the protocol."""
+    t = ttypes.RegistrationResponse(
+        heartbeat_interval_ms=800, rm_identifier=1, container_token_master_key=ttypes.MasterKey(1, secret)
+    )
+    with pytest.raises(MalformedMessage, match="secret"):
+        codec.registration_answer_from_thrift(t)

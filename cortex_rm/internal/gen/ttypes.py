@@ -334,6 +334,83 @@ class NodeRegistration(object):
         return not (self == other)
 
 
+class MasterKey(object):
+    """
+    A secret that signs tokens (YARN's MasterKey): the RM signs every
+    ContainerToken with HMAC-SHA1 under the current container-token key, and
+    a NodeManager needs the same key to check the tokens AMs present in
+    startContainers.  It travels only inside this mutual-TLS channel.
+
+    Attributes:
+     - key_id
+     - secret
+
+    """
+
+
+    def __init__(self, key_id=None, secret=None,):
+        self.key_id = key_id
+        self.secret = secret
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I32:
+                    self.key_id = iprot.readI32()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.secret = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('MasterKey')
+        if self.key_id is not None:
+            oprot.writeFieldBegin('key_id', TType.I32, 1)
+            oprot.writeI32(self.key_id)
+            oprot.writeFieldEnd()
+        if self.secret is not None:
+            oprot.writeFieldBegin('secret', TType.STRING, 2)
+            oprot.writeBinary(self.secret)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.key_id is None:
+            raise TProtocolException(message='Required field key_id is unset!')
+        if self.secret is None:
+            raise TProtocolException(message='Required field secret is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
 class RegistrationResponse(object):
     """
     registerNode's answer (YARN's RegisterNodeManagerResponse).
@@ -342,14 +419,16 @@ class RegistrationResponse(object):
      - heartbeat_interval_ms
      - rm_identifier
      - diagnostics
+     - container_token_master_key
 
     """
 
 
-    def __init__(self, heartbeat_interval_ms=None, rm_identifier=None, diagnostics=None,):
+    def __init__(self, heartbeat_interval_ms=None, rm_identifier=None, diagnostics=None, container_token_master_key=None,):
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.rm_identifier = rm_identifier
         self.diagnostics = diagnostics
+        self.container_token_master_key = container_token_master_key
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -375,6 +454,12 @@ class RegistrationResponse(object):
                     self.diagnostics = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
                 else:
                     iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.STRUCT:
+                    self.container_token_master_key = MasterKey()
+                    self.container_token_master_key.read(iprot)
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -396,6 +481,10 @@ class RegistrationResponse(object):
         if self.diagnostics is not None:
             oprot.writeFieldBegin('diagnostics', TType.STRING, 3)
             oprot.writeString(self.diagnostics.encode('utf-8') if sys.version_info[0] == 2 else self.diagnostics)
+            oprot.writeFieldEnd()
+        if self.container_token_master_key is not None:
+            oprot.writeFieldBegin('container_token_master_key', TType.STRUCT, 4)
+            self.container_token_master_key.write(oprot)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -858,12 +947,19 @@ NodeRegistration.thrift_spec = (
     (5, TType.I32, 'heartbeat_interval_ms', None, None, ),  # 5
     (6, TType.STRING, 'version', 'UTF8', None, ),  # 6
 )
+all_structs.append(MasterKey)
+MasterKey.thrift_spec = (
+    None,  # 0
+    (1, TType.I32, 'key_id', None, None, ),  # 1
+    (2, TType.STRING, 'secret', 'BINARY', None, ),  # 2
+)
 all_structs.append(RegistrationResponse)
 RegistrationResponse.thrift_spec = (
     None,  # 0
     (1, TType.I32, 'heartbeat_interval_ms', None, None, ),  # 1
     (2, TType.I64, 'rm_identifier', None, None, ),  # 2
     (3, TType.STRING, 'diagnostics', 'UTF8', None, ),  # 3
+    (4, TType.STRUCT, 'container_token_master_key', [MasterKey, None], None, ),  # 4
 )
 all_structs.append(ContainerStatus)
 ContainerStatus.thrift_spec = (
