@@ -48,6 +48,9 @@ class Attempt:
     diagnostics: str = ""
     am_container_id: ContainerId | None = None
     final_status: FinalStatus = FinalStatus.UNDEFINED
+    am_node: str = ""  # NodeId of the AM container, host:port
+    am_node_http: str = ""  # its node's web address
+    exit_status: int | None = None  # the AM container's exit status, once it ended
 
 
 @dataclass
@@ -162,6 +165,9 @@ def _attempt_document(a: Attempt) -> dict[str, Any]:
         "diagnostics": a.diagnostics,
         "am_container_id": str(a.am_container_id) if a.am_container_id else None,
         "final_status": a.final_status.value,
+        "am_node": a.am_node,
+        "am_node_http": a.am_node_http,
+        "exit_status": a.exit_status,
     }
 
 
@@ -177,4 +183,7 @@ def _attempt_from_document(d: dict[str, Any]) -> Attempt:
         diagnostics=d["diagnostics"],
         am_container_id=ContainerId.parse(d["am_container_id"]) if d["am_container_id"] else None,
         final_status=FinalStatus(d["final_status"]),
+        am_node=d.get("am_node", ""),
+        am_node_http=d.get("am_node_http", ""),
+        exit_status=d.get("exit_status"),
     )

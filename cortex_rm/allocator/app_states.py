@@ -165,6 +165,7 @@ ATTEMPT_TRANSITIONS: TransitionTable[AttemptState, AttemptEvent] = TransitionTab
         (_T.ALLOCATED, _V.CONTAINER_FINISHED): _T.FAILED,
         (_T.LAUNCHED, _V.CONTAINER_FINISHED): _T.FAILED,
         (_T.RUNNING, _V.CONTAINER_FINISHED): _T.FAILED,
+        (_T.ALLOCATED, _V.EXPIRE): _T.FAILED,
         (_T.LAUNCHED, _V.EXPIRE): _T.FAILED,
         (_T.RUNNING, _V.EXPIRE): _T.FAILED,
         **{(s, _V.KILL): _T.KILLED for s in _LIVE},

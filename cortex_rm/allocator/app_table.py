@@ -13,6 +13,7 @@ continues after the last block and never hands out an id twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -44,6 +45,36 @@ log = Logger()
 
 ID_BLOCK = 100
 ACCEPTED_DIAGNOSTICS = "Application is added to the scheduler and is waiting for its ApplicationMaster container."
+
+
+# AM exit statuses that do not count against an application's max attempts, as in
+# YARN: the framework took the container away (ABORTED: node lost or released,
+# DISKS_FAILED, PREEMPTED, KILLED_BY_RESOURCEMANAGER).
+NOT_COUNTED_EXIT_STATUSES = frozenset({-100, -101, -102, -106})
+
+
+class AppListener(Protocol):
+    """Who must act when attempts start and end (the scheduler glue)."""
+
+    def attempt_started(self, app: Application, attempt: Attempt) -> None:
+        """A new attempt needs its AM container."""
+
+    def attempt_ended(self, app: Application, attempt: Attempt) -> None:
+        """An attempt is over: release everything it holds."""
+
+    def app_finished(self, app: Application) -> None:
+        """The application reached a final state: clean up after it on the nodes."""
+
+
+class _NoListener:
+    def attempt_started(self, app: Application, attempt: Attempt) -> None:
+        pass
+
+    def attempt_ended(self, app: Application, attempt: Attempt) -> None:
+        pass
+
+    def app_finished(self, app: Application) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -128,6 +159,7 @@ class ApplicationTable:
         self.limits = limits
         self.cluster_timestamp = cluster_timestamp
         self._apps: dict[ApplicationId, Application] = {}
+        self.listener: AppListener = _NoListener()
         self._last_issued = app_id_high_water  # ids <= this are never handed out again
         self._reserved = app_id_high_water
 
@@ -163,7 +195,7 @@ class ApplicationTable:
         )
         return table
 
-    def _now(self) -> int:
+    def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
 
     # -- ids ---------------------------------------------------------------------------
@@ -250,13 +282,13 @@ class ApplicationTable:
             max_attempts=max_attempts,
             unmanaged_am=submission.unmanaged_am,
             context=submission.context,
-            submit_time_ms=self._now(),
+            submit_time_ms=self.now_ms(),
         )
         app.start_time_ms = app.submit_time_ms
         self._apps[app_id] = app
-        self._transition(app, AppEvent.START)
-        yield self._save(app)
-        self._transition(app, AppEvent.APP_NEW_SAVED)
+        self.transition(app, AppEvent.START)
+        yield self.save(app)
+        self.transition(app, AppEvent.APP_NEW_SAVED)
         if app.state is not AppState.SUBMITTED:
             return app  # killed while its submission was being stored
         yield self._accept_or_reject(app)
@@ -271,34 +303,35 @@ class ApplicationTable:
                     f"maximum allocation {self.limits.maximum_allocation} of any container"
                 )
         except InvalidSubmission as e:
-            self._transition(app, AppEvent.APP_REJECTED)
-            return self._final_save(app, AppState.FAILED, FinalStatus.FAILED, str(e))
+            self.transition(app, AppEvent.APP_REJECTED)
+            return self.final_save(app, AppState.FAILED, FinalStatus.FAILED, str(e))
         app.queue = self.queues.display_name(queue)
-        self._transition(app, AppEvent.APP_ACCEPTED)
+        self.transition(app, AppEvent.APP_ACCEPTED)
         app.diagnostics = ACCEPTED_DIAGNOSTICS
-        self._start_attempt(app)
-        return self._save(app)
+        self.start_attempt(app)
+        return self.save(app)
 
-    def _start_attempt(self, app: Application) -> Attempt:
-        attempt = Attempt(ApplicationAttemptId(app.app_id, len(app.attempts) + 1), start_time_ms=self._now())
+    def start_attempt(self, app: Application) -> Attempt:
+        attempt = Attempt(ApplicationAttemptId(app.app_id, len(app.attempts) + 1), start_time_ms=self.now_ms())
         app.attempts.append(attempt)
-        self._attempt_event(attempt, AttemptEvent.START)
-        self._attempt_event(attempt, AttemptEvent.ATTEMPT_ADDED)
+        self.attempt_event(attempt, AttemptEvent.START)
+        self.attempt_event(attempt, AttemptEvent.ATTEMPT_ADDED)
+        self.listener.attempt_started(app, attempt)
         return attempt
 
     def _resume(self, app: Application) -> defer.Deferred:
         """After a restart: finish what was in flight, or accept the application again."""
         if app.state is AppState.FINISHING:
-            return self._reach_final(app, AppState.FINISHED)
+            return self.reach_final(app, AppState.FINISHED)
         if app.state is AppState.FINAL_SAVING and app.target_state is not None:
-            return self._reach_final(app, app.target_state)
+            return self.reach_final(app, app.target_state)
         for attempt in app.attempts:
             if not attempt.state.is_terminal:
                 # killed by the RM, not failed: like YARN's KILLED_BY_RESOURCEMANAGER it does
                 # not count against the application's max attempts
-                self._attempt_event(attempt, AttemptEvent.KILL)
+                self.attempt_event(attempt, AttemptEvent.KILL)
                 attempt.diagnostics = "The ResourceManager restarted while this attempt was live."
-                attempt.finish_time_ms = self._now()
+                attempt.finish_time_ms = self.now_ms()
         app.state, app.state_before, app.target_state = AppState.SUBMITTED, None, None
         return self._accept_or_reject(app)
 
@@ -319,16 +352,18 @@ class ApplicationTable:
         target = AppState.FINAL_SAVING
         if app.state is AppState.RUNNING:
             target = AppState.KILLING
-        self._transition(app, AppEvent.KILL, target)
+        self.transition(app, AppEvent.KILL, target)
         for attempt in app.attempts:
-            self._attempt_event(attempt, AttemptEvent.KILL)
-            if attempt.state is AttemptState.KILLED and not attempt.finish_time_ms:
-                attempt.finish_time_ms = self._now()
+            if attempt.state.is_terminal:
+                continue
+            self.attempt_event(attempt, AttemptEvent.KILL)
+            attempt.finish_time_ms = self.now_ms()
+            self.listener.attempt_ended(app, attempt)
         if target is AppState.KILLING:
-            # The AM container must be stopped first (issue 3 wires the node side).
+            # The AM container is being stopped; its end completes the kill.
             app.diagnostics = message
             return defer.succeed(False)
-        d = self._final_save(app, AppState.KILLED, FinalStatus.KILLED, message)
+        d = self.final_save(app, AppState.KILLED, FinalStatus.KILLED, message)
         d.addCallback(lambda _: False)
         return d
 
@@ -341,9 +376,9 @@ class ApplicationTable:
             queue = self.queues.leaf_for_submission(queue_name)
         except InvalidSubmission as e:
             raise RefusedOperation(str(e)) from None
-        self._transition(app, AppEvent.MOVE)
+        self.transition(app, AppEvent.MOVE)
         app.queue = self.queues.display_name(queue)
-        return self._save(app)
+        return self.save(app)
 
     def update_priority(self, app_id: ApplicationId, priority: int) -> defer.Deferred:
         """updateApplicationPriority: fires with the priority in effect (capped by the cluster max)."""
@@ -353,7 +388,7 @@ class ApplicationTable:
                 f"Application in {app.reported_state.value} state cannot update its priority."
             )
         app.priority = max(0, min(priority, self.limits.max_priority))
-        d = self._save(app)
+        d = self.save(app)
         d.addCallback(lambda _: app.priority)
         return d
 
@@ -362,49 +397,57 @@ class ApplicationTable:
         app, attempt = self.get_attempt(attempt_id)
         if attempt is not app.current_attempt or attempt.state.is_terminal or app.state.is_terminal:
             raise RefusedOperation(f"Attempt {attempt_id} is not the live attempt of {app.app_id}.")
-        self._attempt_event(attempt, AttemptEvent.FAIL)
-        attempt.finish_time_ms = self._now()
+        self.attempt_event(attempt, AttemptEvent.FAIL)
+        attempt.finish_time_ms = self.now_ms()
         attempt.diagnostics = diagnostics or "Attempt failed by user command."
-        return self._attempt_failed(app, attempt)
+        return self.attempt_failed(app, attempt)
 
-    def _attempt_failed(self, app: Application, attempt: Attempt) -> defer.Deferred:
-        failures = sum(1 for a in app.attempts if a.state is AttemptState.FAILED)
+    def attempt_failed(self, app: Application, attempt: Attempt) -> defer.Deferred:
+        """``attempt`` has just FAILED: start the next one, or fail the application."""
+        self.listener.attempt_ended(app, attempt)
+        failures = sum(
+            1
+            for a in app.attempts
+            if a.state is AttemptState.FAILED and a.exit_status not in NOT_COUNTED_EXIT_STATUSES
+        )
         if failures < app.max_attempts and app.state is not AppState.KILLING:
-            self._transition(app, AppEvent.ATTEMPT_FAILED, AppState.ACCEPTED)
-            self._start_attempt(app)
-            return self._save(app)
-        self._transition(app, AppEvent.ATTEMPT_FAILED, AppState.FINAL_SAVING)
+            self.transition(app, AppEvent.ATTEMPT_FAILED, AppState.ACCEPTED)
+            self.start_attempt(app)
+            return self.save(app)
+        self.transition(app, AppEvent.ATTEMPT_FAILED, AppState.FINAL_SAVING)
         message = (
             f"Application {app.app_id} failed {failures} times (global limit ="
             f" {self.limits.max_app_attempts}; local limit = {app.max_attempts}) due to"
             f" {attempt.attempt_id} ending: {attempt.diagnostics}"
         )
-        return self._final_save(app, AppState.FAILED, FinalStatus.FAILED, message)
+        return self.final_save(app, AppState.FAILED, FinalStatus.FAILED, message)
 
     # -- lifecycle plumbing ------------------------------------------------------------
 
-    def _final_save(
+    def final_save(
         self, app: Application, target: AppState, final_status: FinalStatus, diagnostics: str
     ) -> defer.Deferred:
         """Store the outcome of an app that has just entered FINAL_SAVING, then move to ``target``."""
         app.target_state = target
         app.final_status = final_status
         app.diagnostics = diagnostics
-        app.finish_time_ms = self._now()
-        d = self._save(app)
-        d.addCallback(lambda _: self._reach_final(app, target))
+        app.finish_time_ms = self.now_ms()
+        d = self.save(app)
+        d.addCallback(lambda _: self.reach_final(app, target))
         return d
 
-    def _reach_final(self, app: Application, target: AppState) -> defer.Deferred:
+    def reach_final(self, app: Application, target: AppState) -> defer.Deferred:
         """FINAL_SAVING's write is done (or a FINISHING AM's container ended): enter ``target``."""
         event = AppEvent.APP_UPDATE_SAVED if app.state is AppState.FINAL_SAVING else AppEvent.ATTEMPT_FINISHED
-        self._transition(app, event, target)
+        self.transition(app, event, target)
         app.state_before = app.target_state = None
         if not app.finish_time_ms:
-            app.finish_time_ms = self._now()
-        return self._save(app)
+            app.finish_time_ms = self.now_ms()
+        if app.state.is_terminal:
+            self.listener.app_finished(app)
+        return self.save(app)
 
-    def _transition(self, app: Application, event: AppEvent, target: AppState | None = None) -> None:
+    def transition(self, app: Application, event: AppEvent, target: AppState | None = None) -> None:
         new = APP_TRANSITIONS.next_state(app.state, event, target)
         if new is None:
             return
@@ -413,7 +456,7 @@ class ApplicationTable:
             app.state_before = app.state  # what reports show while KILLING / FINAL_SAVING
         app.state = new
 
-    def _attempt_event(self, attempt: Attempt, event: AttemptEvent) -> None:
+    def attempt_event(self, attempt: Attempt, event: AttemptEvent) -> None:
         new = ATTEMPT_TRANSITIONS.next_state(attempt.state, event)
         if new is not None:
             attempt.state = new
@@ -427,7 +470,7 @@ class ApplicationTable:
             event=event.value,
         )
 
-    def _save(self, app: Application) -> defer.Deferred:
+    def save(self, app: Application) -> defer.Deferred:
         d = self.store.save_application(app.to_document(), app.context)
         d.addErrback(self._save_failed, app)
         return d
