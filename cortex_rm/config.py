@@ -143,6 +143,28 @@ class NodeManagerSection:
     # (yarn.resourcemanager.nodemanagers.heartbeat-interval-ms)
     heartbeat_interval_ms: int = 1000
     rack: str = "/default-rack"  # the node's rack, a path (YARN's topology)
+    # Where containers' work dirs and localized files go (yarn.nodemanager.local-dirs), as
+    # usercache/<user>/appcache/<appId>/...; default: <state_dir>/nm-local-dir
+    local_dirs: tuple[str, ...] = ()
+    # Where containers' stdout/stderr go, as <log_dir>/<appId>/<containerId>
+    # (yarn.nodemanager.log-dirs); kept after the application ends; default: <state_dir>/nm-logs
+    log_dirs: tuple[str, ...] = ()
+    # The JVM containers get as JAVA_HOME (Spark's commands start with {{JAVA_HOME}}/bin/java);
+    # mounted read-only into every container
+    java_home: str = "/usr/lib/jvm/java-17-openjdk-amd64"
+    # Added to a container's allocated memory to make its hard limit: the JVM's off-heap
+    # memory and the launching shell live outside -Xmx and outside Spark's own overhead
+    container_memory_overhead_mb: int = 256
+    # Most processes and threads one container may run (the pids cgroup)
+    pids_limit: int = 4096
+    # The container runtime: "lxc" (LXC containers with cgroup limits) is the only one
+    runtime: str = "lxc"
+    # Host directories containers may read (mounted read-only), e.g. the Spark installation
+    # named by spark.yarn.jars=local:...; default (key absent): the installed pyspark
+    # package's directory, if pyspark is installed; [] for none
+    readonly_dirs: tuple[str, ...] | None = None
+    # $HOME of every container (yarn.nodemanager.user-home-dir)
+    user_home_dir: str = "/home/"
 
 
 @dataclass(frozen=True)
@@ -160,9 +182,50 @@ class Config:
         return Path(self.node.state_dir)
 
     @property
+    def nodemanager_dirs(self) -> NodeManagerDirs:
+        """The NodeManager's local, log and read-only dirs, with the defaults under the state dir."""
+        nm = self.nodemanager
+        state = self.state_dir.resolve()
+        if nm.readonly_dirs is None:
+            found = _installed_pyspark_dir()
+            readonly = (Path(found),) if found else ()
+        else:
+            readonly = tuple(Path(d) for d in nm.readonly_dirs)
+        return NodeManagerDirs(
+            local_dirs=tuple(Path(d).resolve() for d in nm.local_dirs) or (state / "nm-local-dir",),
+            log_dirs=tuple(Path(d).resolve() for d in nm.log_dirs) or (state / "nm-logs",),
+            readonly_dirs=readonly,
+            java_home=Path(nm.java_home),
+        )
+
+    @property
     def state_store_url(self) -> str:
         url = self.resourcemanager.state_store_url
         return url or f"sqlite:///{(self.state_dir / 'rm-state.sqlite').resolve()}"
+
+
+CONTAINER_RUNTIMES = ("lxc",)
+MIN_PIDS_LIMIT = 16  # a JVM alone starts a few dozen threads; fewer cannot run anything
+
+
+def _installed_pyspark_dir() -> str | None:
+    """The directory of the installed pyspark package (its SPARK_HOME), if any."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return str(Path(next(iter(spec.submodule_search_locations))).resolve())
+
+
+@dataclass(frozen=True)
+class NodeManagerDirs:
+    """The NodeManager's directories, resolved to absolute paths (defaults filled in)."""
+
+    local_dirs: tuple[Path, ...]
+    log_dirs: tuple[Path, ...]
+    readonly_dirs: tuple[Path, ...]
+    java_home: Path
 
 
 def parse_address(text: str, where: str) -> tuple[str, int]:
@@ -228,7 +291,8 @@ def _convert(hint: Any, value: Any, source: str, key: str) -> Any:
             raise ConfigError(f"{source}: {key} must be a list")
         return tuple(_convert(item, v, source, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (types.UnionType, typing.Union):
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        inner = next(a for a in typing.get_args(hint) if a is not type(None))
+        return _convert(inner, value, source, key)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):
@@ -253,6 +317,7 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{config.source}: nodemanager memory_mb and vcores must be positive")
     if not nm.rack.startswith("/"):
         raise ConfigError(f"{config.source}: nodemanager.rack must be a path starting with '/', not {nm.rack!r}")
+    _validate_nodemanager_dirs(config)
     if rm.max_app_attempts < 1:
         raise ConfigError(f"{config.source}: resourcemanager.max_app_attempts must be at least 1")
     if rm.max_application_priority < 0:
@@ -270,3 +335,32 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{config.source}: {e}") from None
     except ValueError as e:
         raise ConfigError(f"{config.source}: [[scheduler.queue]]: {e}") from None
+
+
+def _validate_nodemanager_dirs(config: Config) -> None:
+    nm, where = config.nodemanager, f"{config.source}: nodemanager"
+    for key in ("local_dirs", "log_dirs"):
+        dirs = getattr(nm, key)
+        if any(not d for d in dirs):
+            raise ConfigError(f"{where}.{key} has an empty path")
+        if len({str(Path(d).resolve()) for d in dirs}) != len(dirs):
+            raise ConfigError(f"{where}.{key} names a directory twice")
+    for d in nm.readonly_dirs or ():
+        if not Path(d).is_absolute():
+            raise ConfigError(f"{where}.readonly_dirs: {d!r} is not an absolute path")
+    if not Path(nm.java_home).is_absolute():
+        raise ConfigError(f"{where}.java_home: {nm.java_home!r} is not an absolute path")
+    if not nm.user_home_dir.startswith("/"):
+        raise ConfigError(f"{where}.user_home_dir: {nm.user_home_dir!r} is not an absolute path")
+    if nm.container_memory_overhead_mb < 0:
+        raise ConfigError(f"{where}.container_memory_overhead_mb must not be negative")
+    if nm.pids_limit < MIN_PIDS_LIMIT:
+        raise ConfigError(f"{where}.pids_limit must be at least {MIN_PIDS_LIMIT}")
+    if nm.runtime not in CONTAINER_RUNTIMES:
+        raise ConfigError(
+            f"{where}.runtime: {nm.runtime!r} is not a container runtime; known: {', '.join(CONTAINER_RUNTIMES)}"
+        )
+    dirs = config.nodemanager_dirs
+    overlap = set(dirs.local_dirs) & set(dirs.log_dirs)
+    if overlap:
+        raise ConfigError(f"{where}: {sorted(map(str, overlap))[0]} is both a local dir and a log dir")

@@ -325,3 +325,62 @@ def test_unreadable_path_is_a_config_error(tmp_path: Path) -> None:
     """A directory given as the configuration file is a ConfigError, not a stray OSError."""
     with pytest.raises(ConfigError, match=str(tmp_path)):
         load_config(tmp_path)
+
+
+# -- the NodeManager's containers ---------------------------------------------------
+
+
+def test_nodemanager_dirs_default_under_the_state_dir(tmp_path: Path) -> None:
+    """Without local_dirs/log_dirs the NM uses <state_dir>/nm-local-dir and <state_dir>/nm-logs;
+    readonly_dirs defaults to the installed pyspark package; java_home to Debian's JDK 17."""
+    config = config_from_dict({"node": {"state_dir": str(tmp_path)}})
+    dirs = config.nodemanager_dirs
+    assert dirs.local_dirs == (tmp_path.resolve() / "nm-local-dir",)
+    assert dirs.log_dirs == (tmp_path.resolve() / "nm-logs",)
+    assert dirs.java_home == Path("/usr/lib/jvm/java-17-openjdk-amd64")
+    import pyspark
+
+    assert dirs.readonly_dirs == (Path(pyspark.__file__).resolve().parent,)
+    nm = config.nodemanager
+    assert (nm.container_memory_overhead_mb, nm.pids_limit, nm.runtime) == (256, 4096, "lxc")
+
+
+def test_nodemanager_dirs_as_configured(tmp_path: Path) -> None:
+    """Configured dirs are used as given (resolved); readonly_dirs = [] means none."""
+    config = config_from_dict(
+        {
+            "nodemanager": {
+                "local_dirs": [str(tmp_path / "a"), str(tmp_path / "b")],
+                "log_dirs": [str(tmp_path / "logs")],
+                "readonly_dirs": [],
+                "java_home": "/opt/jdk",
+            }
+        }
+    )
+    dirs = config.nodemanager_dirs
+    assert dirs.local_dirs == (tmp_path / "a", tmp_path / "b")
+    assert dirs.log_dirs == (tmp_path / "logs",)
+    assert dirs.readonly_dirs == ()
+    assert dirs.java_home == Path("/opt/jdk")
+
+
+@pytest.mark.parametrize(
+    ("nodemanager", "message"),
+    [
+        ({"runtime": "process"}, "'process' is not a container runtime"),
+        ({"pids_limit": 3}, "pids_limit must be at least"),
+        ({"container_memory_overhead_mb": -1}, "container_memory_overhead_mb must not be negative"),
+        ({"java_home": "jdk"}, "java_home: 'jdk' is not an absolute path"),
+        ({"readonly_dirs": ["spark"]}, "readonly_dirs: 'spark' is not an absolute path"),
+        ({"local_dirs": ["/x", "/x"]}, "local_dirs names a directory twice"),
+        ({"log_dirs": [""]}, "log_dirs has an empty path"),
+        ({"local_dirs": ["/x"], "log_dirs": ["/x"]}, "both a local dir and a log dir"),
+        ({"readonly_dirs": "/opt"}, "nodemanager.readonly_dirs must be a list"),
+        ({"local_dirs": [1]}, r"nodemanager.local_dirs\[0\] must be str"),
+    ],
+)
+def test_invalid_nodemanager_container_settings_are_refused(nodemanager: dict[str, Any], message: str) -> None:
+    """Each bad container setting is an error naming the key."""
+    import re
+
+    assert re.search(message, _error({"nodemanager": nodemanager}))
