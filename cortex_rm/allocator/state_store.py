@@ -34,6 +34,8 @@ class StoredState:
     cluster_timestamp: int | None = None
     app_id_high_water: int = 0  # ids up to this one may have been handed out
     applications: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
+    # token master keys by name ("amrm", "container"): (key id, secret)
+    master_keys: dict[str, tuple[int, bytes]] = field(default_factory=dict)
 
 
 class RMStateStore(Protocol):
@@ -48,6 +50,9 @@ class RMStateStore(Protocol):
 
     def save_application(self, document: dict[str, Any], context: bytes) -> defer.Deferred:
         """Insert or replace one application (keyed by ``document['app_id']``)."""
+
+    def save_master_key(self, name: str, key_id: int, secret: bytes) -> defer.Deferred:
+        """Keep a token master key, so tokens issued before a restart stay valid after it."""
 
     def close(self) -> None:
         """Release connections and threads."""
@@ -64,7 +69,9 @@ class MemoryStateStore:
         # in application-number order, as the SQL store's ORDER BY seq
         ordered = sorted(self._apps.values(), key=lambda dc: _app_number(dc[0]["app_id"]))
         apps = [(json.loads(json.dumps(d)), c) for d, c in ordered]
-        return defer.succeed(StoredState(self.state.cluster_timestamp, self.state.app_id_high_water, apps))
+        return defer.succeed(
+            StoredState(self.state.cluster_timestamp, self.state.app_id_high_water, apps, dict(self.state.master_keys))
+        )
 
     def save_cluster_timestamp(self, timestamp: int) -> defer.Deferred:
         self.state.cluster_timestamp = timestamp
@@ -78,10 +85,15 @@ class MemoryStateStore:
         self._apps[document["app_id"]] = (json.loads(json.dumps(document)), context)
         return defer.succeed(None)
 
+    def save_master_key(self, name: str, key_id: int, secret: bytes) -> defer.Deferred:
+        self.state.master_keys[name] = (key_id, secret)
+        return defer.succeed(None)
+
     def close(self) -> None:
         pass
 
 
+_MASTER_KEY_PREFIX = "master_key."
 _metadata = MetaData()
 _meta = Table(
     "rm_meta",
@@ -124,7 +136,12 @@ class SqlStateStore:
                 ).all()
             timestamp = int(meta["cluster_timestamp"]) if "cluster_timestamp" in meta else None
             high_water = int(meta.get("app_id_high_water", 0))
-            return StoredState(timestamp, high_water, [(json.loads(d), bytes(c)) for d, c in rows])
+            keys = {}
+            for key, value in meta.items():
+                if key.startswith(_MASTER_KEY_PREFIX):
+                    key_id, secret = value.split(":", 1)
+                    keys[key[len(_MASTER_KEY_PREFIX) :]] = (int(key_id), bytes.fromhex(secret))
+            return StoredState(timestamp, high_water, [(json.loads(d), bytes(c)) for d, c in rows], keys)
 
         return self._run(load_sync)
 
@@ -141,6 +158,9 @@ class SqlStateStore:
 
     def save_cluster_timestamp(self, timestamp: int) -> defer.Deferred:
         return self._put_meta("cluster_timestamp", str(timestamp))
+
+    def save_master_key(self, name: str, key_id: int, secret: bytes) -> defer.Deferred:
+        return self._put_meta(_MASTER_KEY_PREFIX + name, f"{key_id}:{secret.hex()}")
 
     def save_app_id_high_water(self, high_water: int) -> defer.Deferred:
         return self._put_meta("app_id_high_water", str(high_water), only_if_larger=True)

@@ -24,6 +24,9 @@ import hmac
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
 
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto.Security_pb2 import TokenProto
@@ -88,3 +91,35 @@ def parse_container_identifier(identifier: bytes) -> yst.ContainerTokenIdentifie
 def credentials_file_bytes(tokens: Iterable[tuple[str, TokenProto]], secrets: Iterable[tuple[str, bytes]] = ()) -> bytes:
     """The token storage file for ``HADOOP_TOKEN_FILE_LOCATION`` holding ``tokens`` by alias."""
     return token_storage({alias: token_writable(t) for alias, t in tokens}, dict(secrets))
+
+
+@dataclass(frozen=True)
+class RMKeys:
+    """The RM's token master keys: AMRMTokens and ContainerTokens (NMTokens share the latter).
+
+    Created at the RM's first start and kept in its state store, so an AM's token and a
+    node's key stay valid across an RM restart (a later issue rolls them).
+    """
+
+    amrm: MasterKey
+    container: MasterKey
+
+    @classmethod
+    def recover(cls, store: Any, random_bytes: Callable[[int], bytes] = os.urandom) -> defer.Deferred:
+        """Fires with the stored keys, creating and storing any that are missing."""
+
+        @defer.inlineCallbacks
+        def run():  # type: ignore[no-untyped-def]
+            stored = yield store.load()
+            keys = {}
+            for number, name in enumerate(("amrm", "container"), start=1):
+                if name in stored.master_keys:
+                    key_id, secret = stored.master_keys[name]
+                    keys[name] = MasterKey(key_id, secret)
+                else:
+                    key_id = int.from_bytes(random_bytes(3), "big") * 4 + number  # distinct per name
+                    keys[name] = MasterKey(key_id, random_bytes(20))
+                    yield store.save_master_key(name, key_id, keys[name].secret)
+            return cls(keys["amrm"], keys["container"])
+
+        return run()

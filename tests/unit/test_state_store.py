@@ -97,6 +97,16 @@ def test_high_water_mark_only_rises(stores: StoreUnderTest) -> None:
     assert result_of(stores.reopen().load()).app_id_high_water == 300
 
 
+def test_master_keys_are_kept_and_replaced(stores: StoreUnderTest) -> None:
+    """Token master keys survive a reopen; saving a name again replaces its key."""
+    result_of(stores.store.save_master_key("amrm", 7, b"\x00" * 20))
+    result_of(stores.store.save_master_key("container", 9, b"\xff" * 20))
+    result_of(stores.store.save_master_key("amrm", 8, b"\x01" * 20))
+    expected = {"amrm": (8, b"\x01" * 20), "container": (9, b"\xff" * 20)}
+    assert stores.load().master_keys == expected
+    assert result_of(stores.reopen().load()).master_keys == expected
+
+
 def test_saved_application_loads_with_its_document_and_context(stores: StoreUnderTest) -> None:
     """An application loads back with an equal document and the exact context bytes."""
     context = bytes(range(256))

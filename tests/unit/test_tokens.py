@@ -78,3 +78,16 @@ def test_garbage_identifiers_are_refused(parse) -> None:  # type: ignore[no-unty
         parse(b"\xff\xff\xff")
     with pytest.raises(ValueError):
         parse(b"")
+
+
+def test_rm_keys_are_created_once_and_recovered_after_a_restart() -> None:
+    """The first start creates and stores both keys; a later start gets the same keys back."""
+    from cortex_rm.allocator.state_store import MemoryStateStore
+    from cortex_rm.yarn_api.tokens import RMKeys
+    from tests.support.rm_core import result_of
+
+    store = MemoryStateStore()
+    first = result_of(RMKeys.recover(store))
+    assert first.amrm != first.container and first.amrm.key_id != first.container.key_id
+    again = result_of(RMKeys.recover(store))
+    assert again == first
