@@ -75,3 +75,62 @@ def token_storage(tokens: Mapping[str, bytes], secrets: Mapping[str, bytes]) -> 
     for alias, secret in secrets.items():
         out += [write_text(alias), write_vlong(len(secret)), secret]
     return b"".join(out)
+
+
+class MalformedCredentials(ValueError):
+    """Bytes that are not a Hadoop token storage."""
+
+
+def _read_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
+    length, pos = read_vlong(data, pos)
+    if length < 0 or pos + length > len(data):
+        raise IndexError("field runs past the end")
+    return data[pos : pos + length], pos + length
+
+
+def read_token_storage(data: bytes) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """Parse a token storage: (alias -> ``token_writable`` bytes, alias -> secret).
+
+    Both formats Hadoop writes are read: version 0 (Writable) and version 1
+    (``delim(CredentialsProto)``); an empty blob is no credentials at all.
+    """
+    if not data:
+        return {}, {}
+    if not data.startswith(TOKEN_STORAGE_MAGIC) or len(data) < 5:
+        raise MalformedCredentials("not a Hadoop token storage (no HDTS header)")
+    version = data[4]
+    tokens: dict[str, bytes] = {}
+    secrets: dict[str, bytes] = {}
+    try:
+        if version == TOKEN_STORAGE_WRITABLE:
+            pos = 5
+            count, pos = read_vlong(data, pos)
+            for _ in range(count):
+                alias, pos = _read_bytes(data, pos)
+                start = pos
+                for _field in range(4):  # identifier, password, kind, service
+                    _, pos = _read_bytes(data, pos)
+                tokens[alias.decode()] = data[start:pos]
+            count, pos = read_vlong(data, pos)
+            for _ in range(count):
+                alias, pos = _read_bytes(data, pos)
+                secret, pos = _read_bytes(data, pos)
+                secrets[alias.decode()] = secret
+        elif version == 1:
+            from cortex_rm.yarn_api.proto.Security_pb2 import CredentialsProto
+
+            body, _ = _read_bytes(data, 5)
+            creds = CredentialsProto.FromString(body)
+            for kv in creds.tokens:
+                tokens[kv.alias] = token_writable(kv.token)
+            for kv in creds.secrets:
+                secrets[kv.alias] = kv.secret
+        else:
+            raise MalformedCredentials(f"unknown token storage version {version}")
+    except (IndexError, UnicodeDecodeError) as e:
+        raise MalformedCredentials(f"truncated or garbled token storage: {e}") from None
+    except Exception as e:  # protobuf DecodeError for version 1
+        if isinstance(e, MalformedCredentials):
+            raise
+        raise MalformedCredentials(f"undecodable token storage: {e}") from None
+    return tokens, secrets

@@ -91,3 +91,24 @@ def test_rm_keys_are_created_once_and_recovered_after_a_restart() -> None:
     assert first.amrm != first.container and first.amrm.key_id != first.container.key_id
     again = result_of(RMKeys.recover(store))
     assert again == first
+
+
+def test_token_storage_round_trips_tokens_and_secrets() -> None:
+    """read_token_storage(token_storage(...)) gives back every token and secret by alias."""
+    from cortex_rm.yarn_api.writable import read_token_storage, token_storage, token_writable
+
+    key = MasterKey(3, b"s" * 20)
+    token = make_token(key, b"ident", AMRM_TOKEN_KIND, "127.0.0.1:8030")
+    blob = token_storage({"a": token_writable(token)}, {"k": b"secret"})
+    assert read_token_storage(blob) == ({"a": token_writable(token)}, {"k": b"secret"})
+    assert read_token_storage(b"") == ({}, {})
+    assert read_token_storage(base64.b64decode("SERUUwAAAA==")) == ({}, {})
+
+
+@pytest.mark.parametrize("blob", [b"HDTX\x00\x00\x00", b"HDTS\x07", b"HDTS\x00\x05\x03ab", b"HDTS\x01\xff"])
+def test_garbled_token_storage_is_refused(blob: bytes) -> None:
+    """Wrong magic, unknown version or truncated fields raise MalformedCredentials."""
+    from cortex_rm.yarn_api.writable import MalformedCredentials, read_token_storage
+
+    with pytest.raises(MalformedCredentials):
+        read_token_storage(blob)
