@@ -1,0 +1,299 @@
+"""Localization of LocalResources with real temporary files.
+
+The blocking steps run synchronously (the runner is a plain call), so every test is
+deterministic; one test uses a runner that holds fetches back to check that two
+containers of one application share one fetch.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+
+from cortex_rm.container.localizer import (
+    LocalFileFetcher,
+    LocalizationError,
+    Localizer,
+    LocalResource,
+    ResourceType,
+    ResourceUrl,
+    check_link_name,
+    default_fetchers,
+    local_resources_from_proto,
+)
+from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
+
+APP = "application_1700000000000_0001"
+
+
+def run_now(fn: Callable[[], Any]) -> defer.Deferred[Any]:
+    return defer.maybeDeferred(fn)
+
+
+def source(tmp: Path, name: str, data: bytes, mode: int = 0o644) -> tuple[Path, int]:
+    path = tmp / "staging" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(mode)
+    return path, path.stat().st_mtime_ns // 1_000_000
+
+
+def resource(link: str, path: Path, ts: int, kind: ResourceType = ResourceType.FILE) -> LocalResource:
+    return LocalResource(link, ResourceUrl("file", str(path)), kind, ts)
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def tar_bytes(members: dict[str, bytes], mode: str = "w:gz", symlinks: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as t:  # type: ignore[call-overload]
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+        for name, target in (symlinks or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            t.addfile(info)
+    return buf.getvalue()
+
+
+def localize(loc: Localizer, tmp: Path, resources: list[LocalResource], container: str = "c1") -> Path:
+    work = tmp / "app" / container
+    work.mkdir(parents=True, exist_ok=True)
+    d = loc.localize(APP, tmp / "app", work, resources)
+    failures: list[Any] = []
+    d.addErrback(failures.append)
+    if failures:
+        failures[0].raiseException()
+    return work
+
+
+def test_file_resource_is_cached_and_linked_by_its_link_name(tmp_path: Path) -> None:
+    """FILE: the cached copy holds the bytes and <work_dir>/<link name> points to it."""
+    path, ts = source(tmp_path, "pi.py", b"print(1)\n")
+    work = localize(Localizer(run_now), tmp_path, [resource("job.py", path, ts)])
+    link = work / "job.py"
+    assert link.is_symlink()
+    assert link.read_bytes() == b"print(1)\n"
+    assert (tmp_path / "app" / "filecache") in link.resolve().parents
+
+
+@pytest.mark.parametrize(
+    ("name", "payload"),
+    [
+        ("__spark_conf__.zip", zip_bytes({"__spark_conf__.properties": b"a=1", "__hadoop_conf__/core-site.xml": b"<c/>"})),
+        ("conf.jar", zip_bytes({"__spark_conf__.properties": b"a=1", "__hadoop_conf__/core-site.xml": b"<c/>"})),
+        ("conf.tgz", tar_bytes({"__spark_conf__.properties": b"a=1", "__hadoop_conf__/core-site.xml": b"<c/>"})),
+        ("conf.tar.gz", tar_bytes({"__spark_conf__.properties": b"a=1", "__hadoop_conf__/core-site.xml": b"<c/>"})),
+        ("conf.tar", tar_bytes({"__spark_conf__.properties": b"a=1", "__hadoop_conf__/core-site.xml": b"<c/>"}, "w")),
+    ],
+)
+def test_archive_is_unpacked_by_suffix_into_a_linked_directory(tmp_path: Path, name: str, payload: bytes) -> None:
+    """ARCHIVE: unpacked into a directory; the link name points to it (Spark's __spark_conf__)."""
+    path, ts = source(tmp_path, name, payload)
+    work = localize(Localizer(run_now), tmp_path, [resource("__spark_conf__", path, ts, ResourceType.ARCHIVE)])
+    conf = work / "__spark_conf__"
+    assert conf.is_dir()
+    assert (conf / "__spark_conf__.properties").read_bytes() == b"a=1"
+    assert (conf / "__hadoop_conf__" / "core-site.xml").read_bytes() == b"<c/>"
+    assert not list((tmp_path / "app" / "filecache").rglob("*.download"))
+
+
+def test_archive_with_an_unknown_suffix_is_kept_as_a_file(tmp_path: Path) -> None:
+    """An ARCHIVE YARN cannot unpack (no known suffix) is linked as the file itself."""
+    path, ts = source(tmp_path, "data.bin", b"\x00\x01")
+    work = localize(Localizer(run_now), tmp_path, [resource("data", path, ts, ResourceType.ARCHIVE)])
+    assert (work / "data").read_bytes() == b"\x00\x01"
+
+
+def test_changed_source_fails_with_yarns_message(tmp_path: Path) -> None:
+    """A source whose mtime differs from the timestamp fails as FSDownload does."""
+    path, ts = source(tmp_path, "pyspark.zip", b"zip")
+    with pytest.raises(LocalizationError) as info:
+        localize(Localizer(run_now), tmp_path, [resource("pyspark.zip", path, ts - 5)])
+    assert str(info.value) == f"Resource file:{path} changed on src filesystem (expected {ts - 5}, was {ts})"
+    assert not list((tmp_path / "app" / "filecache").iterdir())  # the failed entry is cleaned up
+
+
+def test_missing_source_fails(tmp_path: Path) -> None:
+    """A source that does not exist fails with its path in the diagnostics."""
+    with pytest.raises(LocalizationError, match="cannot be read"):
+        localize(Localizer(run_now), tmp_path, [resource("x", tmp_path / "nope", 0)])
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        {"../evil": b"x"},
+        {"/etc/evil": b"x"},
+        {"ok/../../evil": b"x"},
+    ],
+)
+@pytest.mark.parametrize("kind", ["zip", "tgz"])
+def test_archive_members_leaving_the_target_are_refused(tmp_path: Path, members: dict[str, bytes], kind: str) -> None:
+    """Path traversal in archive member names fails the localization; nothing is written outside."""
+    payload = zip_bytes(members) if kind == "zip" else tar_bytes(members)
+    path, ts = source(tmp_path, f"a.{kind}", payload)
+    with pytest.raises(LocalizationError, match="leaves the target directory"):
+        localize(Localizer(run_now), tmp_path, [resource("a", path, ts, ResourceType.ARCHIVE)])
+    assert not (tmp_path / "app" / "evil").exists() and not (tmp_path / "evil").exists()
+
+
+def test_tar_symlink_out_of_the_target_is_refused(tmp_path: Path) -> None:
+    """A tar symlink pointing outside the unpack directory is refused."""
+    path, ts = source(tmp_path, "a.tgz", tar_bytes({"f": b"x"}, symlinks={"link": "../../../../etc/passwd"}))
+    with pytest.raises(LocalizationError, match="refused"):
+        localize(Localizer(run_now), tmp_path, [resource("a", path, ts, ResourceType.ARCHIVE)])
+
+
+def test_archive_larger_than_the_limit_is_refused(tmp_path: Path) -> None:
+    """An archive that would unpack beyond max_unpacked_bytes is refused before unpacking."""
+    path, ts = source(tmp_path, "big.zip", zip_bytes({"a": b"0" * 1000, "b": b"0" * 1000}))
+    with pytest.raises(LocalizationError, match="unpacks to 2000 bytes"):
+        localize(Localizer(run_now, max_unpacked_bytes=1500), tmp_path, [resource("a", path, ts, ResourceType.ARCHIVE)])
+
+
+@pytest.mark.parametrize("name", ["/abs", "../up", "a/../../b", "", "a//b", "./a", "tmp", "container_tokens", "launch_container.sh"])
+def test_bad_link_names_are_refused(name: str) -> None:
+    """Absolute, traversing, empty or reserved link names are refused before any I/O."""
+    with pytest.raises(LocalizationError):
+        check_link_name(name)
+
+
+def test_link_names_may_name_a_subdirectory(tmp_path: Path) -> None:
+    """A link name with a directory part (sub/file) creates the directory in the work dir."""
+    path, ts = source(tmp_path, "f.txt", b"f")
+    work = localize(Localizer(run_now), tmp_path, [resource("sub/f.txt", path, ts)])
+    assert (work / "sub" / "f.txt").read_bytes() == b"f"
+
+
+def test_private_source_files_are_refused(tmp_path: Path) -> None:
+    """The NM runs as root: a source its owner keeps private (not o+r) is not handed out."""
+    path, ts = source(tmp_path, "secret", b"s", mode=0o600)
+    with pytest.raises(LocalizationError, match="not readable by others"):
+        localize(Localizer(run_now), tmp_path, [resource("s", path, ts)])
+
+
+def test_sources_in_the_nodemanagers_own_dirs_are_refused(tmp_path: Path) -> None:
+    """A file: URL into a forbidden root (the NM's state dir) is refused."""
+    path, ts = source(tmp_path, "identity.pem", b"k")
+    loc = Localizer(run_now, default_fetchers([tmp_path / "staging"]))
+    with pytest.raises(LocalizationError, match="NodeManager's own directories"):
+        localize(loc, tmp_path, [resource("k", path, ts)])
+
+
+def test_unsupported_scheme_names_the_supported_ones(tmp_path: Path) -> None:
+    """A scheme without a fetcher fails, saying which schemes work."""
+    r = LocalResource("x", ResourceUrl("webhdfs", "/f", "nn", 9870), ResourceType.FILE, 1)
+    with pytest.raises(LocalizationError, match="scheme 'webhdfs' is not supported \\(supported: file\\)"):
+        localize(Localizer(run_now), tmp_path, [r])
+
+
+def test_other_schemes_plug_in_through_the_fetcher_table(tmp_path: Path) -> None:
+    """A fetcher registered for a scheme is used for its URLs."""
+
+    class Fake:
+        def fetch(self, resource: LocalResource, dest: Path) -> None:
+            dest.write_bytes(resource.url.file.encode())
+
+    r = LocalResource("x", ResourceUrl("webhdfs", "/remote/f", "nn", 9870), ResourceType.FILE, 1)
+    work = localize(Localizer(run_now, {"webhdfs": Fake()}), tmp_path, [r])
+    assert (work / "x").read_bytes() == b"/remote/f"
+
+
+def test_executors_of_one_application_share_one_fetch(tmp_path: Path) -> None:
+    """Two containers asking for pyspark.zip at the same time cause one fetch; a third reuses the cache."""
+    held: list[tuple[defer.Deferred[Any], Callable[[], Any]]] = []
+
+    def run_later(fn: Callable[[], Any]) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        held.append((d, fn))
+        return d
+
+    def release() -> None:
+        while held:
+            d, fn = held.pop(0)
+            d.callback(fn())
+
+    calls: list[str] = []
+    fetcher = LocalFileFetcher()
+
+    class Counting:
+        def fetch(self, resource: LocalResource, dest: Path) -> None:
+            calls.append(str(resource.url))
+            fetcher.fetch(resource, dest)
+
+    path, ts = source(tmp_path, "pyspark.zip", b"zip")
+    loc = Localizer(run_later, {"file": Counting()})
+    works = []
+    results: list[Any] = []
+    for name in ("c1", "c2"):
+        work = tmp_path / "app" / name
+        work.mkdir(parents=True)
+        works.append(work)
+        loc.localize(APP, tmp_path / "app", work, [resource("pyspark.zip", path, ts)]).addBoth(results.append)
+    release()
+    assert results == [None, None]
+    assert calls == [f"file:{path}"]
+    assert (works[0] / "pyspark.zip").resolve() == (works[1] / "pyspark.zip").resolve()
+    work3 = tmp_path / "app" / "c3"
+    work3.mkdir()
+    loc.localize(APP, tmp_path / "app", work3, [resource("pyspark.zip", path, ts)]).addBoth(results.append)
+    release()
+    assert calls == [f"file:{path}"] and results[-1] is None
+    assert loc.cached(APP) == {f"file:{path}": (works[0] / "pyspark.zip").resolve()}
+
+
+def test_failed_fetch_is_retried_by_the_next_container(tmp_path: Path) -> None:
+    """A failure is not cached: once the source is right, the next container localizes it."""
+    path, ts = source(tmp_path, "f", b"1")
+    loc = Localizer(run_now)
+    with pytest.raises(LocalizationError):
+        localize(loc, tmp_path, [resource("f", path, ts + 1)])
+    os.utime(path, ns=((ts + 1) * 1_000_000, (ts + 1) * 1_000_000))
+    work = localize(loc, tmp_path, [resource("f", path, ts + 1)], container="c2")
+    assert (work / "f").read_bytes() == b"1"
+
+
+def test_resources_from_proto() -> None:
+    """A CLC's local_resources become LocalResources; missing URL or timestamp, or a duplicate, is refused."""
+    clc = yp.ContainerLaunchContextProto()
+    e = clc.localResources.add()
+    e.key = "__spark_conf__"
+    e.value.resource.scheme = "file"
+    e.value.resource.port = -1
+    e.value.resource.file = "/staging/__spark_conf__.zip"
+    e.value.type = yp.ARCHIVE
+    e.value.visibility = yp.PRIVATE
+    e.value.size = 10
+    e.value.timestamp = 1700000000123
+    (r,) = local_resources_from_proto(clc.localResources)
+    assert r == LocalResource(
+        "__spark_conf__", ResourceUrl("file", "/staging/__spark_conf__.zip"), ResourceType.ARCHIVE, 1700000000123, 10
+    )
+    assert str(r.url) == "file:/staging/__spark_conf__.zip"
+    assert str(ResourceUrl("webhdfs", "/f", "nn", 9870)) == "webhdfs://nn:9870/f"
+    with pytest.raises(LocalizationError, match="given twice"):
+        local_resources_from_proto([e, e])
+    e.value.ClearField("timestamp")
+    with pytest.raises(LocalizationError, match="no timestamp"):
+        local_resources_from_proto([e])
+    e.value.ClearField("resource")
+    with pytest.raises(LocalizationError, match="no URL"):
+        local_resources_from_proto([e])
