@@ -162,6 +162,7 @@ class ApplicationTable:
         self.listener: AppListener = _NoListener()
         self._last_issued = app_id_high_water  # ids <= this are never handed out again
         self._reserved = app_id_high_water
+        self._reserving: defer.Deferred | None = None  # the high-water write under way
 
     @classmethod
     @defer.inlineCallbacks
@@ -202,13 +203,28 @@ class ApplicationTable:
 
     @defer.inlineCallbacks
     def new_application(self):  # type: ignore[no-untyped-def]
-        """A fresh application id (getNewApplication); fires with the ApplicationId."""
-        if self._last_issued >= self._reserved:
-            target = self._last_issued + ID_BLOCK
-            yield self.store.save_app_id_high_water(target)
-            self._reserved = max(self._reserved, target)
+        """A fresh application id (getNewApplication); fires with the ApplicationId.
+
+        Ids are handed out only below a high-water mark that is already stored; when a
+        block runs out, callers queue on one reservation (so concurrent calls during the
+        store's write can never hand out the same id, nor ids beyond what is stored).
+        """
+        while self._last_issued >= self._reserved:
+            if self._reserving is None:
+                target = self._last_issued + ID_BLOCK
+                self._reserving = self.store.save_app_id_high_water(target)
+                self._reserving.addCallback(self._reserved_up_to, target)
+                if self._reserving is None:
+                    continue  # the store answered at once
+            waiter: defer.Deferred = defer.Deferred()
+            self._reserving.addBoth(lambda result, w=waiter: (w.callback(None), result)[1])
+            yield waiter
         self._last_issued += 1
         return ApplicationId(self.cluster_timestamp, self._last_issued)
+
+    def _reserved_up_to(self, _: object, target: int) -> None:
+        self._reserved = max(self._reserved, target)
+        self._reserving = None
 
     # -- queries -----------------------------------------------------------------------
 

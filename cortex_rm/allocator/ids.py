@@ -21,9 +21,9 @@ from cortex_rm.allocator.errors import MalformedId
 CONTAINER_EPOCH_SHIFT = 40
 CONTAINER_SEQUENCE_MASK = (1 << CONTAINER_EPOCH_SHIFT) - 1
 
-_APP_RE = re.compile(r"^application_(\d+)_(\d+)$")
-_ATTEMPT_RE = re.compile(r"^appattempt_(\d+)_(\d+)_(\d+)$")
-_CONTAINER_RE = re.compile(r"^container_(?:e(\d+)_)?(\d+)_(\d+)_(\d+)_(\d+)$")
+_APP_RE = re.compile(r"^application_(\d{1,19})_(\d{1,10})$")
+_ATTEMPT_RE = re.compile(r"^appattempt_(\d{1,19})_(\d{1,10})_(\d{1,10})$")
+_CONTAINER_RE = re.compile(r"^container_(?:e(\d{1,7})_)?(\d{1,19})_(\d{1,10})_(\d{1,10})_(\d{1,13})$")
 
 
 @dataclass(frozen=True, order=True)

@@ -36,6 +36,15 @@ _JAVA_CLASS: dict[type[alloc.AllocatorError], str] = {
     alloc.MalformedId: YARN_EXCEPTIONS + "YarnException",
 }
 
+# The user of a SIMPLE connection whose context names nobody (Hadoop's static web user).
+ANONYMOUS_USER = "dr.who"
+
+
+def caller(call: Any) -> str:
+    """The calling user: the context's effective user, or the anonymous user."""
+    return call.effective_user or ANONYMOUS_USER
+
+
 # Methods of Hadoop's ApplicationClientProtocol that Cortex answers by name with a
 # YarnException (their messages are not in our .proto subset).
 UNSUPPORTED_CLIENT_METHODS = frozenset(
@@ -57,7 +66,13 @@ UNSUPPORTED_CLIENT_METHODS = frozenset(
 
 
 def remote_error(error: alloc.AllocatorError) -> RemoteError:
-    """The ERROR reply a Hadoop client turns back into the right Java exception."""
+    """The ERROR reply a Hadoop client turns back into the right Java exception.
+
+    ``IllegalTransition`` is a bug, not a client's mistake: it is re-raised so the
+    IPC layer logs it as an internal error.
+    """
+    if isinstance(error, alloc.IllegalTransition):
+        raise error
     for cls in type(error).__mro__:
         java = _JAVA_CLASS.get(cls)  # type: ignore[arg-type]
         if java is not None:
@@ -138,7 +153,7 @@ class ApplicationClientService:
     def submit_application(self, call: Any, request: ys.SubmitApplicationRequestProto):  # type: ignore[no-untyped-def]
         if not request.HasField("application_submission_context"):
             raise alloc.InvalidSubmission("submitApplication carries no application_submission_context")
-        submission = records.submission_from_proto(request.application_submission_context, call.effective_user)
+        submission = records.submission_from_proto(request.application_submission_context, caller(call))
         yield self.rm.apps.submit(submission)
         return ys.SubmitApplicationResponseProto()
 
@@ -153,7 +168,7 @@ class ApplicationClientService:
     @defer.inlineCallbacks
     def force_kill_application(self, call: Any, request: ys.KillApplicationRequestProto):  # type: ignore[no-untyped-def]
         app_id = records.app_id_from_proto(request.application_id)
-        diagnostics = request.diagnostics or f"Application {app_id} was killed by user {call.effective_user}"
+        diagnostics = request.diagnostics or f"Application {app_id} was killed by user {caller(call)}"
         completed = yield self.rm.apps.kill(app_id, diagnostics)
         return ys.KillApplicationResponseProto(is_kill_completed=completed)
 
@@ -211,7 +226,7 @@ class ApplicationClientService:
         self, call: Any, request: ys.FailApplicationAttemptRequestProto
     ) -> defer.Deferred:
         attempt_id = records.attempt_id_from_proto(request.application_attempt_id)
-        d = self.rm.apps.fail_attempt(attempt_id, f"Attempt failed by user {call.effective_user}.")
+        d = self.rm.apps.fail_attempt(attempt_id, f"Attempt failed by user {caller(call)}.")
         d.addCallback(lambda _: ys.FailApplicationAttemptResponseProto())
         return d
 

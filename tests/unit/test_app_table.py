@@ -756,3 +756,21 @@ def test_recovered_application_whose_queue_is_gone_fails() -> None:
     app = recover(new_clock(), store, queues=only_default).get(app_id)
     assert (app.state, app.final_status) == (AppState.FAILED, FinalStatus.FAILED)
     assert "batch" in app.diagnostics
+
+
+def test_concurrent_new_applications_across_a_slow_block_reservation_never_exceed_the_stored_mark() -> None:
+    """Many getNewApplication calls while the high-water write is pending get distinct ids, all stored."""
+    runner = ManualRunner()
+    store = SqlStateStore(f"sqlite:///{Path(__import__('tempfile').mkdtemp()) / 's.sqlite'}", runner)
+    recovering = ApplicationTable.recover(new_clock(), store, QueueTree(), SchedulerLimits())
+    while runner.pending:
+        runner.run_next()
+    table = result_of(recovering)
+    pending = [table.new_application() for _ in range(ID_BLOCK + 50)]
+    while runner.pending:
+        runner.run_next()
+    ids = [result_of(d).id for d in pending]
+    assert sorted(ids) == list(range(1, ID_BLOCK + 51))
+    loading = store.load()
+    runner.run_next()
+    assert result_of(loading).app_id_high_water >= max(ids)
