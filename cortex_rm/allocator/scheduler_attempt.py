@@ -1,0 +1,64 @@
+"""One application attempt as the scheduler sees it (YARN's ``FiCaSchedulerApp``).
+
+It holds the attempt's outstanding asks, its live containers, and the two
+hand-over lists the ApplicationMaster drains on each allocate call: containers
+allocated since its last call, and containers completed since its last call.
+Containers the AM was never handed (still ALLOCATED when they vanished) are not
+reported to it; their asks are put back instead.
+"""
+
+from __future__ import annotations
+
+from cortex_rm.allocator.asks import AppSchedulingInfo
+from cortex_rm.allocator.containers import RMContainer
+from cortex_rm.allocator.ids import ApplicationAttemptId, ContainerId
+from cortex_rm.allocator.resources import Resource
+from cortex_rm.allocator.scheduler_queues import SchedulerQueue
+
+
+class SchedulerAttempt:
+    """An attempt's scheduling state; created by ``CapacityScheduler.add_attempt``."""
+
+    def __init__(
+        self,
+        attempt_id: ApplicationAttemptId,
+        leaf: SchedulerQueue,
+        user: str,
+        app_priority: int,
+        submission_order: int,
+        am_resource: Resource | None,
+    ) -> None:
+        self.attempt_id = attempt_id
+        self.leaf = leaf
+        self.user = user
+        self.app_priority = app_priority
+        self.submission_order = submission_order
+        self.am_resource = am_resource
+        self.am_pending = am_resource is not None  # waiting for its AM container
+        self.am_container: RMContainer | None = None
+        self.asks = AppSchedulingInfo()
+        self.containers: dict[ContainerId, RMContainer] = {}  # live ones
+        self.newly_allocated: list[RMContainer] = []
+        self.just_completed: list[RMContainer] = []
+        self.used_mem = 0
+        self.used_vcores = 0
+        self.next_sequence = 1  # container 000001 is the AM's, as in YARN
+        self.removed = False
+        self.is_active = False  # in its leaf's active list (CapacityScheduler keeps this in step)
+
+    @property
+    def fifo_key(self) -> tuple[int, int]:
+        """Serving order: higher application priority first, then earlier submission."""
+        return (-self.app_priority, self.submission_order)
+
+    @property
+    def used(self) -> Resource:
+        return Resource(self.used_mem, self.used_vcores)
+
+    @property
+    def wants_containers(self) -> bool:
+        """Whether the pass should look at its asks: AM placed, something outstanding."""
+        return not self.am_pending and not self.removed and self.asks.has_outstanding
+
+    def __repr__(self) -> str:
+        return f"SchedulerAttempt({self.attempt_id} in {self.leaf.path}, used {self.used})"

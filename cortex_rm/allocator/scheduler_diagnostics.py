@@ -1,0 +1,145 @@
+"""The scheduler's explanations: why an application waits, and why an ask can never be served.
+
+These run on demand (a report, an allocate response, a submission check), never in
+the allocation pass, and say what a user can act on: the queue limit that is
+reached, the resource that no node has free, the blacklist or locality that keeps
+an ask off the nodes that have room.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from cortex_rm.allocator.allocation_pass import AllocationPass
+from cortex_rm.allocator.asks import PendingRequest
+from cortex_rm.allocator.node_index import FreeSpaceIndex, PlacementPolicy
+from cortex_rm.allocator.resources import Resource
+from cortex_rm.allocator.scheduler_attempt import SchedulerAttempt
+from cortex_rm.allocator.scheduler_queues import SchedulerQueue, format_percent
+
+if TYPE_CHECKING:
+    from cortex_rm.allocator.scheduler import CapacityScheduler
+
+NEXT_PASS = "Waiting for the next scheduling pass"
+
+
+def _first(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _names(names: Iterable[object], limit: int = 5) -> str:
+    return _first(sorted(str(n) for n in names), limit)
+
+
+def queue_reason(leaf: SchedulerQueue, resource: Resource, total: Resource) -> str | None:
+    """The queue limit (the leaf's or an ancestor's) that keeps a container of ``resource`` out."""
+    blocking = leaf.blocking_queue(resource.memory_mb, resource.vcores, total.memory_mb, total.vcores)
+    if blocking is None:
+        return None
+    limit = blocking.limit(total)
+    share = f"{format_percent(blocking.absolute_maximum_capacity)} = {limit}"
+    if not resource.fits_in(limit):
+        return (
+            f"Queue {blocking.path}'s maximum capacity ({share}) is smaller than {resource}; "
+            "it can run only when the cluster grows"
+        )
+    return f"Queue {blocking.path} is at its maximum capacity ({share}); waiting for running containers to finish"
+
+
+def _no_node_reason(s: CapacityScheduler, index: FreeSpaceIndex, resource: Resource, what: str) -> str | None:
+    if not s.nodes.by_id:
+        return "No node is registered with the ResourceManager; waiting for nodes to join"
+    if not len(index):
+        return f"No node may run {what}; waiting for an eligible node to join"
+    if index.find(resource.memory_mb, resource.vcores, PlacementPolicy.SPREAD) is not None:
+        return None
+    largest = index.largest()
+    assert largest is not None
+    qualifier = " eligible for ApplicationMasters" if index is s.nodes.am_nodes else ""
+    return f"No node{qualifier} has {resource} free (largest free: {largest.free} on {largest.node_id})"
+
+
+def _request_reason(s: CapacityScheduler, attempt: SchedulerAttempt, request: PendingRequest,
+                    now_ms: int) -> str | None:
+    resource = s.config.normalize(request.key.capability)
+    total = s.nodes.total
+    reason = queue_reason(attempt.leaf, resource, total) or _no_node_reason(
+        s, s.nodes.everywhere, resource, "containers"
+    )
+    if reason is not None:
+        return reason
+    if AllocationPass(s, now_ms).place(attempt, request, resource.memory_mb, resource.vcores) is not None:
+        return None
+    asks = attempt.asks
+    if asks.has_blacklist:
+        exclude = lambda n: asks.is_blacklisted(n.host, n.rack)  # noqa: E731
+        if s.nodes.everywhere.find(resource.memory_mb, resource.vcores, PlacementPolicy.SPREAD, exclude) is None:
+            return (
+                f"Every node with {resource} free is blacklisted by the application "
+                f"(blacklist: {_names(asks.blacklist)})"
+            )
+    places = _names([*request.hosts, *request.racks])
+    if not request.relax_locality:
+        return f"No requested host or rack ({places}) has {resource} free, and the request does not relax locality"
+    config = s.config
+    waited = 0 if request.first_missed_ms is None else now_ms - request.first_missed_ms
+    delay = (config.node_locality_delay_ms if request.hosts else 0) + config.rack_locality_delay_ms
+    return (
+        f"Waiting for a container of {resource} on a requested host or rack ({places}); "
+        f"delay scheduling lets it go elsewhere after {delay} ms (waited {waited} ms)"
+    )
+
+
+def waiting_reason(s: CapacityScheduler, attempt: SchedulerAttempt) -> str | None:
+    """Why ``attempt`` has no container yet for what it asks; None if it asks for nothing."""
+    total = s.nodes.total
+    if attempt.am_pending:
+        assert attempt.am_resource is not None
+        resource = s.config.normalize(attempt.am_resource)
+        leaf = attempt.leaf
+        reason = queue_reason(leaf, resource, total)
+        if reason is None and not leaf.am_allowed(resource, total, s.config.max_am_share):
+            limit = leaf.am_limit(total, s.config.max_am_share)
+            reason = (
+                f"Queue's AM resource limit exceeded: the ApplicationMasters of {leaf.path} hold {leaf.am_used} "
+                f"and may hold {limit} ({format_percent(s.config.max_am_share)} of its guaranteed capacity); "
+                "waiting for an ApplicationMaster to finish"
+            )
+        if reason is None:
+            reason = _no_node_reason(s, s.nodes.am_nodes, resource, "ApplicationMasters")
+        return reason or f"{NEXT_PASS} to place its ApplicationMaster container"
+    pending = attempt.asks.pending()
+    if not pending:
+        return None
+    now_ms = s.now_ms()
+    for request in pending:
+        reason = _request_reason(s, attempt, request, now_ms)
+        if reason is not None:
+            return reason
+    return NEXT_PASS
+
+
+def can_ever_fit(s: CapacityScheduler, resource: Resource) -> str | None:
+    """Why a container of ``resource`` can never be allocated here; None if it can, or if no node is known yet."""
+    if resource.memory_mb < 0 or resource.vcores < 0:
+        return f"Invalid resource request: negative resource {resource}"
+    maximum = s.config.maximum_allocation
+    if not resource.fits_in(maximum):
+        return (
+            f"Invalid resource request: {resource} is more than the maximum allocation {maximum} "
+            "(yarn.scheduler.maximum-allocation-mb / -vcores)"
+        )
+    shapes = s.nodes.shapes
+    if not shapes:
+        return None  # nodes may yet come
+    normalized = s.config.normalize(resource)
+    if any(normalized.fits_in(shape) for shape in shapes):
+        return None
+    as_given = str(resource) if normalized == resource else f"{resource} (normalized to {normalized})"
+    biggest = sorted(shapes, key=lambda r: (r.memory_mb, r.vcores), reverse=True)
+    return (
+        f"Invalid resource request: {as_given} is larger than every node; "
+        f"node capabilities: {_first([str(r) for r in biggest], 3)}"
+    )
