@@ -257,7 +257,7 @@ class ApplicationTable:
         states = [a.reported_state for a in self._apps.values()]
         return AppCounts(
             submitted=len(states),
-            completed=sum(1 for s in states if s.is_terminal),
+            completed=sum(1 for s in states if s is AppState.FINISHED),  # YARN: killed and failed apart
             pending=sum(1 for s in states if s in (AppState.NEW, AppState.NEW_SAVING, AppState.SUBMITTED, AppState.ACCEPTED)),
             running=sum(1 for s in states if s is AppState.RUNNING),
             failed=sum(1 for s in states if s is AppState.FAILED),

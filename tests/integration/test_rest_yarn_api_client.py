@@ -197,7 +197,7 @@ async def test_yarn_api_client_reads_the_cluster_and_runs_an_application_through
     assert (killed["state"], killed["finalStatus"]) == ("KILLED", "KILLED") and killed["finishedTime"] > 0
     assert (await in_thread(client.cluster_application_state, app_id)).data == {"state": "KILLED"}
     metrics = (await in_thread(client.cluster_metrics)).data["clusterMetrics"]
-    assert (metrics["appsSubmitted"], metrics["appsKilled"], metrics["appsCompleted"]) == (1, 1, 1)
+    assert (metrics["appsSubmitted"], metrics["appsKilled"], metrics["appsCompleted"]) == (1, 1, 0)
 
     unknown = f"application_{rm.cluster_id}_0999"
     with pytest.raises(APIError, match="status: 404.*NotFoundException"):

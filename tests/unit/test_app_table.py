@@ -628,10 +628,10 @@ def test_queue_filter_tells_ambiguous_leaves_apart_by_full_path() -> None:
 
 
 def test_counts_follow_reported_states() -> None:
-    """Counts: every app submitted, ended ones completed, ACCEPTED pending, failed and killed apart."""
+    """Counts as YARN's QueueMetrics: completed means FINISHED; failed and killed are counted apart."""
     table, _, _ = _populated()
     counts = table.counts()
-    assert (counts.submitted, counts.completed, counts.pending, counts.running) == (4, 2, 2, 0)
+    assert (counts.submitted, counts.completed, counts.pending, counts.running) == (4, 0, 2, 0)
     assert (counts.failed, counts.killed) == (1, 1)
 
 

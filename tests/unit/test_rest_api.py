@@ -329,7 +329,7 @@ def test_cluster_metrics_count_applications_nodes_and_memory_with_every_document
     assert documented <= metrics.keys()
     assert all(isinstance(metrics[k], int) and not isinstance(metrics[k], bool) for k in documented)
     assert (metrics["appsSubmitted"], metrics["appsPending"], metrics["appsKilled"], metrics["appsCompleted"]) == (
-        2, 1, 1, 1,
+        2, 1, 1, 0,
     )  # fmt: skip
     assert (metrics["totalMB"], metrics["availableMB"], metrics["allocatedMB"]) == (8192, 8192, 0)
     assert metrics["totalVirtualCores"] == 8

@@ -80,7 +80,7 @@ def test_metrics_of_an_empty_cluster_are_zero() -> None:
 
 
 def test_metrics_count_applications_by_reported_state() -> None:
-    """Submitted counts all; ACCEPTED ones are pending; killed and failed are completed and counted apart."""
+    """Submitted counts all; ACCEPTED ones are pending; completed means FINISHED; killed and failed are counted apart (YARN)."""
     rm = _context()
     _submit(rm)
     _submit(rm, queue="etl")
@@ -88,7 +88,7 @@ def test_metrics_count_applications_by_reported_state() -> None:
     result_of(rm.apps.kill(killed.app_id))
     _submit(rm, queue="nope")
     m = rm.metrics()
-    assert (m.apps_submitted, m.apps_pending, m.apps_running, m.apps_completed) == (4, 2, 0, 2)
+    assert (m.apps_submitted, m.apps_pending, m.apps_running, m.apps_completed) == (4, 2, 0, 0)
     assert (m.apps_killed, m.apps_failed) == (1, 1)
 
 
