@@ -1,0 +1,121 @@
+"""The NodeManager's check of ContainerTokens: YARN's NMContainerTokenSecretManager.
+
+The RM signs every container it allocates with a ContainerToken: the identifier is a
+serialized ``ContainerTokenIdentifierProto`` (container id, the node it is for, the
+submitting user, the resource, an expiry time, the id of the master key) and the
+password is HMAC-SHA1 of the identifier under the RM's container-token master key.
+The node receives that key when it registers with the RM (over mutual TLS, see
+``allocator/node_tracker.py``) and keeps the current and the previous one, so tokens
+signed just before a key change still verify.
+
+A token lets ``startContainers`` start its container when
+
+1. it is a ContainerToken whose identifier parses;
+2. its master key id is the current or the previous key's, and the password is the
+   HMAC of the identifier under that key;
+3. ``nmHostAddr`` is this node's NodeId (``host:port``);
+4. ``expiryTimeStamp`` has not passed;
+5. the container was not started on this node before: a started container's id is
+   remembered until its token expires (after that the token is refused anyway).
+
+Any failure is ``InvalidContainerToken``, answered to the AM as Hadoop's
+``SecretManager$InvalidToken`` with YARN's messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IReactorTime
+
+from cortex_rm.allocator.errors import MalformedId
+from cortex_rm.allocator.ids import ContainerId, NodeId
+from cortex_rm.allocator.resources import Resource
+from cortex_rm.yarn_api import records
+from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
+from cortex_rm.yarn_api.proto.Security_pb2 import TokenProto
+from cortex_rm.yarn_api.tokens import CONTAINER_TOKEN_KIND, MasterKey, parse_container_identifier
+
+
+class InvalidContainerToken(Exception):
+    """The token does not allow starting the container; the message is YARN's."""
+
+
+@dataclass(frozen=True)
+class ContainerGrant:
+    """What a verified ContainerToken says: this container, of this user, with this resource."""
+
+    container_id: ContainerId
+    user: str
+    resource: Resource
+    expiry_ms: int
+    is_am: bool
+
+
+class ContainerTokenVerifier:
+    """Checks ContainerTokens for the node ``node_id`` (see the module docstring)."""
+
+    def __init__(self, node_id: NodeId, clock: IReactorTime) -> None:
+        self.node_id = node_id
+        self.clock = clock
+        self.current_key: MasterKey | None = None
+        self.previous_key: MasterKey | None = None
+        self._started: dict[ContainerId, int] = {}  # container -> its token's expiry (ms)
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    def set_master_key(self, key: MasterKey) -> None:
+        """The RM's current container-token key (from a registration); the old one stays as previous."""
+        if self.current_key is not None and self.current_key.key_id == key.key_id:
+            self.current_key = key
+            return
+        self.previous_key, self.current_key = self.current_key, key
+
+    def _key(self, key_id: int) -> MasterKey | None:
+        for key in (self.current_key, self.previous_key):
+            if key is not None and key.key_id == key_id:
+                return key
+        return None
+
+    def verify(self, token: TokenProto) -> ContainerGrant:
+        """The grant in ``token``, or InvalidContainerToken saying why not."""
+        if token.kind and token.kind != CONTAINER_TOKEN_KIND:
+            raise InvalidContainerToken(f"Invalid container token: kind {token.kind!r} is not {CONTAINER_TOKEN_KIND}")
+        try:
+            ident = parse_container_identifier(token.identifier)
+            container_id = records.container_id_from_proto(ident.containerId)
+        except (ValueError, MalformedId) as e:
+            raise InvalidContainerToken(f"Invalid container token: {e}") from None
+        key = self._key(ident.masterKeyId)
+        if key is None or not key.verify(token.identifier, token.password):
+            raise InvalidContainerToken(f"Given Container {container_id} seems to have an illegally generated token.")
+        if ident.nmHostAddr != str(self.node_id):
+            raise InvalidContainerToken(
+                f"Given Container {container_id} identifier is not valid for current Node manager. "
+                f"Expected : {self.node_id} Found : {ident.nmHostAddr}"
+            )
+        now = self.now_ms()
+        if ident.expiryTimeStamp < now:
+            raise InvalidContainerToken(
+                f"This token is expired. current time is {now} found {ident.expiryTimeStamp}\n"
+                "Note: System times on machines may be out of sync. Check system time and time zones."
+            )
+        self._forget_expired(now)
+        if container_id in self._started:
+            raise InvalidContainerToken(f"Container {container_id} was started on this node before")
+        return ContainerGrant(
+            container_id=container_id,
+            user=ident.appSubmitter,
+            resource=records.resource_from_proto(ident.resource),
+            expiry_ms=ident.expiryTimeStamp,
+            is_am=ident.containerType == yp.APPLICATION_MASTER,
+        )
+
+    def mark_started(self, grant: ContainerGrant) -> None:
+        """Remember that the grant's container was started: its token cannot start it again."""
+        self._started[grant.container_id] = grant.expiry_ms
+
+    def _forget_expired(self, now_ms: int) -> None:
+        for cid in [c for c, expiry in self._started.items() if expiry < now_ms]:
+            del self._started[cid]
