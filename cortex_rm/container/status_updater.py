@@ -51,7 +51,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cortex_rm.allocator.ids import ContainerId
+from cortex_rm.allocator.ids import ApplicationId, ContainerId
 from cortex_rm.allocator.lifecycle import TransitionTable
 from cortex_rm.config import parse_address
 from cortex_rm.dht.identity import KnownResourceManagers, PinMismatch
@@ -159,6 +159,13 @@ class CleanupContainers:
 
 
 @dataclass(frozen=True)
+class CleanupApplications:
+    """These applications finished: the node cleans up their containers and work dirs."""
+
+    app_ids: tuple[ApplicationId, ...]
+
+
+@dataclass(frozen=True)
 class ContainersAcknowledged:
     """The RM has recorded these completed containers: the node may stop reporting them."""
 
@@ -173,6 +180,7 @@ Action = Union[
     ScheduleRetry,
     Disconnect,
     CleanupContainers,
+    CleanupApplications,
     ContainersAcknowledged,
 ]
 
@@ -305,6 +313,8 @@ class NodeStatusUpdater:
             actions.append(ContainersAcknowledged(acknowledged))
         if answer.containers_to_cleanup:
             actions.append(CleanupContainers(answer.containers_to_cleanup))
+        if answer.applications_to_cleanup:
+            actions.append(CleanupApplications(answer.applications_to_cleanup))
         actions.append(ScheduleHeartbeat(self.heartbeat_interval_ms))
         return actions
 
@@ -351,6 +361,7 @@ class NodeStatusUpdaterService:
         rpc_timeout_ms: int = 10_000,
         on_cleanup: Callable[[tuple[ContainerId, ...]], None] | None = None,
         on_acknowledged: Callable[[tuple[ContainerId, ...]], None] | None = None,
+        on_cleanup_applications: Callable[[tuple[ApplicationId, ...]], None] | None = None,
         on_registered: Callable[[RegistrationAnswer], None] | None = None,
     ) -> None:
         self.reactor = reactor
@@ -363,6 +374,7 @@ class NodeStatusUpdaterService:
         self.rpc_timeout_s = rpc_timeout_ms / 1000
         self.on_cleanup = on_cleanup
         self.on_acknowledged = on_acknowledged
+        self.on_cleanup_applications = on_cleanup_applications
         self.on_registered = on_registered
         self.client: TrackerClient | None = None
         self._epoch = 0  # bumped on every connect and disconnect: older callbacks are stale
@@ -431,6 +443,9 @@ class NodeStatusUpdaterService:
         elif isinstance(action, CleanupContainers):
             if self.on_cleanup is not None:
                 self.on_cleanup(action.container_ids)
+        elif isinstance(action, CleanupApplications):
+            if self.on_cleanup_applications is not None:
+                self.on_cleanup_applications(action.app_ids)
         elif isinstance(action, ContainersAcknowledged):
             if self.on_acknowledged is not None:
                 self.on_acknowledged(action.container_ids)

@@ -98,6 +98,9 @@ struct HeartbeatResponse {
   3: required i32 next_heartbeat_interval_ms,
   4: required list<string> containers_to_cleanup,
   5: optional string diagnostics,
+  // applications that finished: the node kills what is left of their containers and
+  // deletes their work dirs (YARN's applicationsToCleanup); application ids
+  6: optional list<string> applications_to_cleanup,
 }
 
 /**

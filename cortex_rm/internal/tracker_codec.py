@@ -16,7 +16,7 @@ from thrift.protocol.TBinaryProtocol import TBinaryProtocolFactory
 from thrift.protocol.TProtocol import TProtocolException
 
 from cortex_rm.allocator.errors import MalformedId
-from cortex_rm.allocator.ids import ContainerId, NodeId
+from cortex_rm.allocator.ids import ApplicationId, ContainerId, NodeId
 from cortex_rm.allocator.resources import Resource
 from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.internal.gen import ttypes
@@ -115,6 +115,14 @@ def _container_id(value: Any, field: str) -> ContainerId:
     text = _text(value, field, MAX_ADDRESS_CHARS, allow_empty=False)
     try:
         return ContainerId.parse(text)
+    except MalformedId as e:
+        raise MalformedMessage(f"{field}: {e}") from None
+
+
+def _application_id(value: Any, field: str) -> ApplicationId:
+    text = _text(value, field, MAX_ADDRESS_CHARS, allow_empty=False)
+    try:
+        return ApplicationId.parse(text)
     except MalformedId as e:
         raise MalformedMessage(f"{field}: {e}") from None
 
@@ -269,6 +277,7 @@ def heartbeat_answer_to_thrift(answer: HeartbeatAnswer) -> ttypes.HeartbeatRespo
         next_heartbeat_interval_ms=answer.next_heartbeat_interval_ms,
         containers_to_cleanup=[str(c) for c in answer.containers_to_cleanup],
         diagnostics=answer.diagnostics or None,
+        applications_to_cleanup=[str(a) for a in answer.applications_to_cleanup] or None,
     )
 
 
@@ -281,6 +290,7 @@ def heartbeat_answer_from_thrift(t: Any) -> HeartbeatAnswer:
     if action is None:
         raise MalformedMessage(f"response.action: unknown NodeAction {t.action!r}")
     cleanup = _list(t.containers_to_cleanup, "response.containers_to_cleanup")
+    apps = _list(t.applications_to_cleanup or [], "response.applications_to_cleanup")
     return HeartbeatAnswer(
         response_id=_int(t.response_id, "response.response_id", 0, MAX_RESPONSE_ID),
         action=action,
@@ -291,4 +301,7 @@ def heartbeat_answer_from_thrift(t: Any) -> HeartbeatAnswer:
             _container_id(c, f"response.containers_to_cleanup[{i}]") for i, c in enumerate(cleanup)
         ),
         diagnostics=_text(t.diagnostics, "response.diagnostics", MAX_TEXT_CHARS),
+        applications_to_cleanup=tuple(
+            _application_id(a, f"response.applications_to_cleanup[{i}]") for i, a in enumerate(apps)
+        ),
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from cortex_rm.allocator.ids import ContainerId, NodeId
+from cortex_rm.allocator.ids import ApplicationId, ContainerId, NodeId
 from cortex_rm.allocator.resources import Resource
 from cortex_rm.internal.errors import NodeRefused as NodeRefused  # the refusal is part of the conversation
 from cortex_rm.yarn_api.tokens import MasterKey
@@ -108,3 +108,5 @@ class HeartbeatAnswer:
     next_heartbeat_interval_ms: int
     containers_to_cleanup: tuple[ContainerId, ...] = ()
     diagnostics: str = ""
+    # finished applications whose containers and work dirs the node should clean up
+    applications_to_cleanup: tuple[ApplicationId, ...] = ()

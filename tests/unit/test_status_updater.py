@@ -23,6 +23,7 @@ from cortex_rm.allocator.resources import Resource
 from cortex_rm.container import status_updater as su
 from cortex_rm.container.status_updater import (
     Backoff,
+    CleanupApplications,
     CleanupContainers,
     Connect,
     ContainersAcknowledged,
@@ -143,6 +144,15 @@ def test_resync_acknowledges_nothing() -> None:
     u.registered_with(RegistrationAnswer(800, rm_identifier=8))
     u.heartbeat_due(NodeHealth())
     assert u.answered(HeartbeatAnswer(1, NodeAction.NORMAL, 800)) == [ScheduleHeartbeat(800)]
+
+
+def test_finished_applications_are_passed_on() -> None:
+    """Applications the RM says finished become a CleanupApplications action."""
+    u = registered_updater()
+    u.heartbeat_due(NodeHealth())
+    app = ApplicationId(1, 7)
+    actions = u.answered(HeartbeatAnswer(1, NodeAction.NORMAL, 800, applications_to_cleanup=(app,)))
+    assert actions == [CleanupApplications((app,)), ScheduleHeartbeat(800)]
 
 
 def test_resync_answer_makes_the_node_register_again() -> None:

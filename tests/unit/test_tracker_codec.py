@@ -148,3 +148,13 @@ def test_master_key_with_a_weak_or_absurd_secret_is_malformed(secret: bytes) -> 
     )
     with pytest.raises(MalformedMessage, match="secret"):
         codec.registration_answer_from_thrift(t)
+
+
+def test_heartbeat_answer_carries_applications_to_clean_up() -> None:
+    """Finished applications survive the round trip; a bad application id is malformed."""
+    hb = HeartbeatAnswer(3, NodeAction.NORMAL, 900, applications_to_cleanup=(ApplicationId(1700000000000, 3),))
+    assert codec.heartbeat_answer_from_thrift(codec.heartbeat_answer_to_thrift(hb)) == hb
+    t = codec.heartbeat_answer_to_thrift(hb)
+    t.applications_to_cleanup = ["application_x"]
+    with pytest.raises(MalformedMessage, match="applications_to_cleanup"):
+        codec.heartbeat_answer_from_thrift(t)

@@ -739,16 +739,18 @@ class HeartbeatResponse(object):
      - next_heartbeat_interval_ms
      - containers_to_cleanup
      - diagnostics
+     - applications_to_cleanup
 
     """
 
 
-    def __init__(self, response_id=None, action=None, next_heartbeat_interval_ms=None, containers_to_cleanup=None, diagnostics=None,):
+    def __init__(self, response_id=None, action=None, next_heartbeat_interval_ms=None, containers_to_cleanup=None, diagnostics=None, applications_to_cleanup=None,):
         self.response_id = response_id
         self.action = action
         self.next_heartbeat_interval_ms = next_heartbeat_interval_ms
         self.containers_to_cleanup = containers_to_cleanup
         self.diagnostics = diagnostics
+        self.applications_to_cleanup = applications_to_cleanup
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -789,6 +791,16 @@ class HeartbeatResponse(object):
                     self.diagnostics = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
                 else:
                     iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.LIST:
+                    self.applications_to_cleanup = []
+                    (_etype16, _size13) = iprot.readListBegin()
+                    for _i17 in range(_size13):
+                        _elem18 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.applications_to_cleanup.append(_elem18)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -814,13 +826,20 @@ class HeartbeatResponse(object):
         if self.containers_to_cleanup is not None:
             oprot.writeFieldBegin('containers_to_cleanup', TType.LIST, 4)
             oprot.writeListBegin(TType.STRING, len(self.containers_to_cleanup))
-            for iter13 in self.containers_to_cleanup:
-                oprot.writeString(iter13.encode('utf-8') if sys.version_info[0] == 2 else iter13)
+            for iter19 in self.containers_to_cleanup:
+                oprot.writeString(iter19.encode('utf-8') if sys.version_info[0] == 2 else iter19)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.diagnostics is not None:
             oprot.writeFieldBegin('diagnostics', TType.STRING, 5)
             oprot.writeString(self.diagnostics.encode('utf-8') if sys.version_info[0] == 2 else self.diagnostics)
+            oprot.writeFieldEnd()
+        if self.applications_to_cleanup is not None:
+            oprot.writeFieldBegin('applications_to_cleanup', TType.LIST, 6)
+            oprot.writeListBegin(TType.STRING, len(self.applications_to_cleanup))
+            for iter20 in self.applications_to_cleanup:
+                oprot.writeString(iter20.encode('utf-8') if sys.version_info[0] == 2 else iter20)
+            oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -986,6 +1005,7 @@ HeartbeatResponse.thrift_spec = (
     (3, TType.I32, 'next_heartbeat_interval_ms', None, None, ),  # 3
     (4, TType.LIST, 'containers_to_cleanup', (TType.STRING, 'UTF8', False), None, ),  # 4
     (5, TType.STRING, 'diagnostics', 'UTF8', None, ),  # 5
+    (6, TType.LIST, 'applications_to_cleanup', (TType.STRING, 'UTF8', False), None, ),  # 6
 )
 all_structs.append(NodeRefused)
 NodeRefused.thrift_spec = (
