@@ -303,7 +303,11 @@ class ApplicationTable:
         app.start_time_ms = app.submit_time_ms
         self._apps[app_id] = app
         self.transition(app, AppEvent.START)
-        yield self.save(app)
+        try:
+            yield self.save(app)
+        except Exception:
+            del self._apps[app_id]  # not stored: as if never submitted, so the client may retry
+            raise
         self.transition(app, AppEvent.APP_NEW_SAVED)
         if app.state is not AppState.SUBMITTED:
             return app  # killed while its submission was being stored

@@ -135,8 +135,8 @@ class NodeTable:
             node.state = new
 
     def with_states(self, states: Iterable[NodeState] | None) -> list[NodeRecord]:
-        """Nodes in any of ``states``; with none given, the active ones (as YARN's getClusterNodes)."""
-        wanted = frozenset(states) if states else ACTIVE_NODE_STATES
+        """Nodes in any of ``states``; with none given, every node (YARN's getClusterNodes: all states)."""
+        wanted = frozenset(states) if states else frozenset(NodeState)
         return [n for n in self._nodes.values() if n.state in wanted]
 
     def count(self, state: NodeState) -> int:

@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from cortex_rm.allocator.app_states import AppState
 from cortex_rm.allocator.app_table import ApplicationTable
-from cortex_rm.allocator.nodes import NodeState, NodeTable
+from cortex_rm.allocator.nodes import ACTIVE_NODE_STATES, NodeState, NodeTable
 from cortex_rm.allocator.queues import Queue
 from cortex_rm.allocator.resources import Resource
 
@@ -94,7 +94,7 @@ class RMContext:
             apps_killed=counts.killed,
             total=nodes.total_capability(),
             allocated=nodes.total_used(),
-            containers_allocated=sum(n.num_containers for n in nodes.with_states(None)),  # active, as `allocated`
+            containers_allocated=sum(n.num_containers for n in nodes.with_states(ACTIVE_NODE_STATES)),  # active, as `allocated`
             containers_pending=0,
             active_nodes=nodes.count(NodeState.RUNNING),
             lost_nodes=nodes.count(NodeState.LOST),

@@ -774,3 +774,25 @@ def test_concurrent_new_applications_across_a_slow_block_reservation_never_excee
     loading = store.load()
     runner.run_next()
     assert result_of(loading).app_id_high_water >= max(ids)
+
+
+def test_a_submission_the_store_could_not_save_is_forgotten_so_a_retry_works() -> None:
+    """If the NEW_SAVING write fails, the app is not kept half-made; resubmitting the id works."""
+
+    class FlakyStore(MemoryStateStore):
+        fail_next = True
+
+        def save_application(self, document: dict[str, Any], context: bytes) -> defer.Deferred:
+            if self.fail_next:
+                self.fail_next = False
+                return defer.fail(OSError("disk full"))
+            return super().save_application(document, context)
+
+    store = FlakyStore()
+    table = result_of(ApplicationTable.recover(new_clock(), store, QueueTree(), SchedulerLimits()))
+    app_id = result_of(table.new_application())
+    with pytest.raises(OSError):
+        result_of(table.submit(Submission(app_id, "alice")))
+    with pytest.raises(UnknownApplication):
+        table.get(app_id)
+    assert result_of(table.submit(Submission(app_id, "alice"))).state is AppState.ACCEPTED

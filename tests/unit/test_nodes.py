@@ -90,15 +90,15 @@ def test_running_node_that_registers_again_forgets_its_containers() -> None:
     assert (node.state, node.used, node.num_containers) == (NodeState.RUNNING, ZERO, 0)
 
 
-def test_with_states_defaults_to_the_active_nodes() -> None:
-    """Without states (None or empty) the query returns the active nodes: RUNNING and UNHEALTHY, not LOST."""
+def test_with_states_defaults_to_every_node() -> None:
+    """Without states (None or empty) the query returns nodes in every state, as YARN's getClusterNodes."""
     table = _table_with(NM1, NM2, NM3)
     table.report(NM2, now_ms=2000, healthy=False)
     table.expire(NM3)
-    expected = {NM1, NM2}
+    expected = {NM1, NM2, NM3}
     assert {n.node_id for n in table.with_states(None)} == expected
     assert {n.node_id for n in table.with_states([])} == expected
-    assert all(n.state in ACTIVE_NODE_STATES for n in table.with_states(None))
+    assert {n.node_id for n in table.with_states(ACTIVE_NODE_STATES)} == {NM1, NM2}
 
 
 def test_with_states_returns_exactly_the_asked_states() -> None:
