@@ -40,12 +40,12 @@ ACP = "org.apache.hadoop.yarn.api.ApplicationClientProtocolPB"
 
 
 def start_rm(workdir: Path, server_cpu: int | None) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    client, sched, web, nm_web = free_ports(4)
+    client, sched, web, tracker, nm_web = free_ports(5)
     config = workdir / "cortex.toml"
     config.write_text(
         f'[node]\nname = "bench"\nstate_dir = "{workdir}"\n'
         f'[resourcemanager]\naddress = "127.0.0.1:{client}"\nscheduler_address = "127.0.0.1:{sched}"\n'
-        f'webapp_address = "127.0.0.1:{web}"\n'
+        f'webapp_address = "127.0.0.1:{web}"\ntracker_address = "127.0.0.1:{tracker}"\n'
         f'[nodemanager]\nenabled = false\nwebapp_address = "127.0.0.1:{nm_web}"\n'
     )
     command = [sys.executable, "-m", "cortex_rm", "node", "--config", str(config)]

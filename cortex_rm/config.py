@@ -322,8 +322,10 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{config.source}: resourcemanager.max_app_attempts must be at least 1")
     if rm.max_application_priority < 0:
         raise ConfigError(f"{config.source}: resourcemanager.max_application_priority must not be negative")
-    if rm.ipc_max_data_length < 1024:
-        raise ConfigError(f"{config.source}: resourcemanager.ipc_max_data_length must be at least 1024 bytes")
+    if not 1024 <= rm.ipc_max_data_length <= 2**31 - 1:
+        raise ConfigError(
+            f"{config.source}: resourcemanager.ipc_max_data_length must be between 1024 and 2147483647 bytes"
+        )
     sched = config.scheduler
     if sched.maximum_allocation_mb < 1 or sched.maximum_allocation_vcores < 1:
         raise ConfigError(f"{config.source}: scheduler maximum allocations must be positive")

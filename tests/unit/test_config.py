@@ -215,6 +215,7 @@ def test_bad_queue_paths_and_states_are_config_errors(queues: list[dict[str, Any
     [
         ({"resourcemanager": {"max_app_attempts": 0}}, "max_app_attempts must be at least 1"),
         pytest.param({"resourcemanager": {"ipc_max_data_length": 1023}}, "ipc_max_data_length", id="frame-limit"),
+        pytest.param({"resourcemanager": {"ipc_max_data_length": 2**31}}, "ipc_max_data_length", id="frame-limit-int32"),
         ({"resourcemanager": {"max_application_priority": -1}}, "max_application_priority"),
         ({"scheduler": {"maximum_allocation_mb": 0}}, "maximum allocations must be positive"),
         ({"scheduler": {"maximum_allocation_vcores": -1}}, "maximum allocations must be positive"),
