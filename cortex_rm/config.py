@@ -62,6 +62,7 @@ class ResourceManagerSection:
     state_store_url: str = ""  # SQLAlchemy URL; default: sqlite:///<state_dir>/rm-state.sqlite
     max_app_attempts: int = 2  # yarn.resourcemanager.am.max-attempts
     max_application_priority: int = 0  # yarn.cluster.max-application-priority
+    max_completed_applications: int = 1000  # yarn.resourcemanager.max-completed-applications
     # Hadoop's ipc.maximum.data.length: the largest request frame accepted, in bytes
     ipc_max_data_length: int = 64 * 1024 * 1024
     # NodeTracker, where NodeManagers register and heartbeat (Thrift over mutual TLS; the
@@ -322,6 +323,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{config.source}: resourcemanager.max_app_attempts must be at least 1")
     if rm.max_application_priority < 0:
         raise ConfigError(f"{config.source}: resourcemanager.max_application_priority must not be negative")
+    if rm.max_completed_applications < 0:
+        raise ConfigError(f"{config.source}: resourcemanager.max_completed_applications must not be negative")
     if not 1024 <= rm.ipc_max_data_length <= 2**31 - 1:
         raise ConfigError(
             f"{config.source}: resourcemanager.ipc_max_data_length must be between 1024 and 2147483647 bytes"

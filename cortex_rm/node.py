@@ -124,6 +124,7 @@ class CortexNode:
             maximum_allocation=Resource(sched.maximum_allocation_mb, sched.maximum_allocation_vcores),
             max_app_attempts=rm_conf.max_app_attempts,
             max_priority=rm_conf.max_application_priority,
+            max_completed_applications=rm_conf.max_completed_applications,
         )
         apps = yield ApplicationTable.recover(self.reactor, self._store, QueueTree(sched.queue_tree_spec()), limits)
         self.rm = RMContext(self.reactor, apps, NodeTable(), started_ms)

@@ -12,6 +12,7 @@ continues after the last block and never hands out an id twice.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -84,6 +85,9 @@ class SchedulerLimits:
     maximum_allocation: Resource = Resource(8192, 4)
     max_app_attempts: int = 2  # yarn.resourcemanager.am.max-attempts
     max_priority: int = 0  # yarn.cluster.max-application-priority (0: priorities are not used)
+    # yarn.resourcemanager.max-completed-applications: ended applications kept (in memory
+    # and in the store); the oldest-finished beyond it are forgotten
+    max_completed_applications: int = 1000
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,7 @@ class ApplicationTable:
         self._last_issued = app_id_high_water  # ids <= this are never handed out again
         self._reserved = app_id_high_water
         self._reserving: defer.Deferred | None = None  # the high-water write under way
+        self._completed: deque[ApplicationId] = deque()  # ended applications, oldest first
 
     @classmethod
     @defer.inlineCallbacks
@@ -181,11 +186,16 @@ class ApplicationTable:
             yield store.save_cluster_timestamp(timestamp)
         table = cls(clock, store, queues, limits, timestamp, stored.app_id_high_water)
         resumed = []
+        ended = []
         for document, context in stored.applications:
             app = Application.from_document(document, context)
             table._apps[app.app_id] = app
-            if not app.state.is_terminal:
+            if app.state.is_terminal:
+                ended.append(app)
+            else:
                 resumed.append(app)
+        for app in sorted(ended, key=lambda a: (a.finish_time_ms, a.app_id)):
+            yield table._remember_completed(app)
         for app in resumed:
             yield table._resume(app)
         log.info(
@@ -463,9 +473,21 @@ class ApplicationTable:
         app.state_before = app.target_state = None
         if not app.finish_time_ms:
             app.finish_time_ms = self.now_ms()
+        d = self.save(app)
         if app.state.is_terminal:
             self.listener.app_finished(app)
-        return self.save(app)
+            d.addCallback(lambda _: self._remember_completed(app))
+        return d
+
+    def _remember_completed(self, app: Application) -> defer.Deferred:
+        """Keep ``app`` among the completed; forget the oldest beyond the limit (store too)."""
+        self._completed.append(app.app_id)
+        removals = []
+        while len(self._completed) > self.limits.max_completed_applications:
+            oldest = self._completed.popleft()
+            if self._apps.pop(oldest, None) is not None:
+                removals.append(self.store.remove_application(str(oldest)))
+        return defer.gatherResults(removals, consumeErrors=True) if removals else defer.succeed(None)
 
     def transition(self, app: Application, event: AppEvent, target: AppState | None = None) -> None:
         new = APP_TRANSITIONS.next_state(app.state, event, target)

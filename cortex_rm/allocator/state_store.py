@@ -54,6 +54,9 @@ class RMStateStore(Protocol):
     def save_master_key(self, name: str, key_id: int, secret: bytes) -> defer.Deferred:
         """Keep a token master key, so tokens issued before a restart stay valid after it."""
 
+    def remove_application(self, app_id: str) -> defer.Deferred:
+        """Forget an application (an old completed one beyond the RM's limit)."""
+
     def close(self) -> None:
         """Release connections and threads."""
 
@@ -87,6 +90,10 @@ class MemoryStateStore:
 
     def save_master_key(self, name: str, key_id: int, secret: bytes) -> defer.Deferred:
         self.state.master_keys[name] = (key_id, secret)
+        return defer.succeed(None)
+
+    def remove_application(self, app_id: str) -> defer.Deferred:
+        self._apps.pop(app_id, None)
         return defer.succeed(None)
 
     def close(self) -> None:
@@ -161,6 +168,13 @@ class SqlStateStore:
 
     def save_master_key(self, name: str, key_id: int, secret: bytes) -> defer.Deferred:
         return self._put_meta(_MASTER_KEY_PREFIX + name, f"{key_id}:{secret.hex()}")
+
+    def remove_application(self, app_id: str) -> defer.Deferred:
+        def remove_sync() -> None:
+            with self._engine_now().begin() as conn:
+                conn.execute(_applications.delete().where(_applications.c.app_id == app_id))
+
+        return self._run(remove_sync)
 
     def save_app_id_high_water(self, high_water: int) -> defer.Deferred:
         return self._put_meta("app_id_high_water", str(high_water), only_if_larger=True)

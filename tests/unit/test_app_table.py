@@ -796,3 +796,25 @@ def test_a_submission_the_store_could_not_save_is_forgotten_so_a_retry_works() -
     with pytest.raises(UnknownApplication):
         table.get(app_id)
     assert result_of(table.submit(Submission(app_id, "alice"))).state is AppState.ACCEPTED
+
+
+def test_only_the_newest_completed_applications_are_kept_in_memory_and_in_the_store() -> None:
+    """Beyond max_completed_applications, the oldest-finished applications are forgotten, also after a restart."""
+    store = MemoryStateStore()
+    limits = SchedulerLimits(max_completed_applications=2)
+    clock = new_clock()
+    table = result_of(ApplicationTable.recover(clock, store, QueueTree(), limits))
+    ids = []
+    for _ in range(4):
+        app_id = result_of(table.new_application())
+        result_of(table.submit(Submission(app_id, "alice")))
+        clock.advance(1)
+        result_of(table.kill(app_id))
+        ids.append(app_id)
+    live_id = result_of(table.new_application())
+    result_of(table.submit(Submission(live_id, "alice")))
+    assert [a.app_id for a in table.matching()] == [ids[2], ids[3], live_id]
+    with pytest.raises(UnknownApplication):
+        table.get(ids[0])
+    again = result_of(ApplicationTable.recover(clock, store, QueueTree(), limits))
+    assert [a.app_id for a in again.matching()] == [ids[2], ids[3], live_id]

@@ -190,3 +190,12 @@ def test_sql_store_does_its_sql_only_through_the_runner(tmp_path: Path) -> None:
     runner.run_next()
     assert result_of(loaded).applications == [(_doc(1), b"ctx")]
     store.close()
+
+
+def test_removed_application_is_gone_after_a_reopen(stores: StoreUnderTest) -> None:
+    """remove_application forgets one application and keeps the others."""
+    result_of(stores.store.save_application(_doc(1), b"one"))
+    result_of(stores.store.save_application(_doc(2), b"two"))
+    result_of(stores.store.remove_application(_doc(1)["app_id"]))
+    result_of(stores.store.remove_application("application_1_0404"))  # unknown: nothing happens
+    assert [d["app_id"] for d, _ in result_of(stores.reopen().load()).applications] == [_doc(2)["app_id"]]
