@@ -52,7 +52,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from cortex_rm.allocator.errors import UnknownNode
-from cortex_rm.allocator.ids import NodeId
+from cortex_rm.allocator.ids import ApplicationId, ContainerId, NodeId
 from cortex_rm.allocator.nodes import (
     ACTIVE_NODE_STATES,
     NODE_TRANSITIONS,
@@ -82,7 +82,10 @@ MIN_HEARTBEAT_INTERVAL_MS = 50
 
 
 class NodeTrackerListener(Protocol):
-    """What the scheduler learns from node reports (filled in by the next issue)."""
+    """What the scheduler learns from node reports, and what it asks of nodes in return."""
+
+    def node_registered(self, node: NodeRecord) -> None:
+        """``node`` (re)registered: it is RUNNING with fresh capacity and no containers."""
 
     def containers_reported(self, node: NodeRecord, containers: tuple[ContainerReport, ...]) -> None:
         """A fresh heartbeat from ``node`` listed these container statuses."""
@@ -90,15 +93,24 @@ class NodeTrackerListener(Protocol):
     def node_lost(self, node: NodeRecord) -> None:
         """``node`` just became LOST: its containers are gone (exit status NODE_LOST_EXIT_STATUS)."""
 
+    def cleanup_for(self, node: NodeRecord) -> tuple[tuple[ContainerId, ...], tuple[ApplicationId, ...]]:
+        """Containers to kill and finished applications to clean up, for ``node``'s next answer."""
+
 
 class IgnoringListener:
-    """The listener until a scheduler exists: node events change nothing else."""
+    """The listener when no scheduler is attached: node events change nothing else."""
+
+    def node_registered(self, node: NodeRecord) -> None:
+        pass
 
     def containers_reported(self, node: NodeRecord, containers: tuple[ContainerReport, ...]) -> None:
         pass
 
     def node_lost(self, node: NodeRecord) -> None:
         pass
+
+    def cleanup_for(self, node: NodeRecord) -> tuple[tuple[ContainerId, ...], tuple[ApplicationId, ...]]:
+        return (), ()
 
 
 @dataclass
@@ -196,6 +208,7 @@ class NodeTracker:
         )
         first = HeartbeatAnswer(response_id=0, action=NodeAction.NORMAL, next_heartbeat_interval_ms=interval)
         self._live[node_id] = _Liveness(fingerprint, now, interval, first)
+        self.listener.node_registered(node)
         log.info(
             "node {node_id} registered ({transition}) with {capability}, rack {rack}, "
             "heartbeat every {interval_ms} ms, key {fingerprint}",
@@ -248,10 +261,13 @@ class NodeTracker:
                 report=status.health_report,
             )
         self.listener.containers_reported(node, status.containers)
+        containers, applications = self.listener.cleanup_for(node)
         answer = HeartbeatAnswer(
             response_id=next_response_id(last.response_id),
             action=NodeAction.NORMAL,
             next_heartbeat_interval_ms=live.heartbeat_interval_ms,
+            containers_to_cleanup=containers,
+            applications_to_cleanup=applications,
         )
         live.last_answer = answer
         return answer

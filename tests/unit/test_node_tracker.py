@@ -5,6 +5,8 @@ Driven with ``twisted.internet.task.Clock``; no sockets.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from twisted.internet.task import Clock
 
@@ -42,14 +44,22 @@ def status(response_id: int, node_id: NodeId = NODE, healthy: bool = True, repor
 
 class RecordingListener:
     def __init__(self) -> None:
+        self.registered: list[NodeId] = []
         self.reported: list[tuple[NodeId, tuple[ContainerReport, ...]]] = []
         self.lost: list[NodeId] = []
+        self.cleanup: dict[NodeId, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
+
+    def node_registered(self, node: NodeRecord) -> None:
+        self.registered.append(node.node_id)
 
     def containers_reported(self, node: NodeRecord, containers: tuple[ContainerReport, ...]) -> None:
         self.reported.append((node.node_id, containers))
 
     def node_lost(self, node: NodeRecord) -> None:
         self.lost.append(node.node_id)
+
+    def cleanup_for(self, node: NodeRecord) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        return self.cleanup.pop(node.node_id, ((), ()))
 
 
 @pytest.fixture
@@ -298,3 +308,17 @@ def test_binding_survives_loss(tracker: NodeTracker, clock: Clock) -> None:
         tracker.register(registration(), IMPOSTOR_KEY)
     tracker.register(registration(), KEY)
     assert tracker.nodes.get(NODE).state is NodeState.RUNNING
+
+
+def test_the_listener_hears_registrations_and_its_cleanup_rides_the_next_answer(clock: Clock) -> None:
+    """A registration is announced; containers and apps to clean up go out in the next heartbeat answer."""
+    listener = RecordingListener()
+    tracker = NodeTracker(NodeTable(), clock, nm_expiry_ms=10_000, rm_identifier=1, listener=listener)
+    tracker.register(registration(NODE), "fp1")
+    assert listener.registered == [NODE]
+    app = ApplicationId(1, 1)
+    container = ContainerId(ApplicationAttemptId(app, 1), 2)
+    listener.cleanup[NODE] = ((container,), (app,))
+    answer = tracker.heartbeat(status(0), "fp1")
+    assert answer.containers_to_cleanup == (container,) and answer.applications_to_cleanup == (app,)
+    assert tracker.heartbeat(status(answer.response_id), "fp1").containers_to_cleanup == ()
