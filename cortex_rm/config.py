@@ -63,6 +63,8 @@ class ResourceManagerSection:
     max_app_attempts: int = 2  # yarn.resourcemanager.am.max-attempts
     max_application_priority: int = 0  # yarn.cluster.max-application-priority
     max_completed_applications: int = 1000  # yarn.resourcemanager.max-completed-applications
+    # yarn.am.liveness-monitor.expiry-interval-ms: an AM silent this long fails its attempt
+    am_expiry_ms: int = 600_000
     # Hadoop's ipc.maximum.data.length: the largest request frame accepted, in bytes
     ipc_max_data_length: int = 64 * 1024 * 1024
     # NodeTracker, where NodeManagers register and heartbeat (Thrift over mutual TLS; the
@@ -91,6 +93,13 @@ class SchedulerSection:
 
     maximum_allocation_mb: int = 8192  # yarn.scheduler.maximum-allocation-mb
     maximum_allocation_vcores: int = 4  # yarn.scheduler.maximum-allocation-vcores
+    # delay scheduling: how long an ask naming hosts waits for them before its rack,
+    # then before any node (0 and 0: place at once wherever there is room)
+    node_locality_delay_ms: int = 1000
+    rack_locality_delay_ms: int = 1000
+    # maximum-am-resource-percent: the share of a queue its ApplicationMasters may hold
+    # together (one AM may always run)
+    max_am_share: float = 0.1
     queue: tuple[QueueEntry, ...] = ()  # none: a single leaf root.default
 
     def queue_tree_spec(self) -> QueueSpec:
@@ -323,6 +332,12 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{config.source}: resourcemanager.max_app_attempts must be at least 1")
     if rm.max_application_priority < 0:
         raise ConfigError(f"{config.source}: resourcemanager.max_application_priority must not be negative")
+    if rm.am_expiry_ms < 1000:
+        raise ConfigError(f"{config.source}: resourcemanager.am_expiry_ms must be at least 1000")
+    if config.scheduler.node_locality_delay_ms < 0 or config.scheduler.rack_locality_delay_ms < 0:
+        raise ConfigError(f"{config.source}: scheduler locality delays must not be negative")
+    if not 0.0 <= config.scheduler.max_am_share <= 1.0:
+        raise ConfigError(f"{config.source}: scheduler.max_am_share must be within [0, 1]")
     if rm.max_completed_applications < 0:
         raise ConfigError(f"{config.source}: resourcemanager.max_completed_applications must not be negative")
     if not 1024 <= rm.ipc_max_data_length <= 2**31 - 1:

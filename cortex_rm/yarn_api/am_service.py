@@ -30,6 +30,7 @@ from twisted.internet import defer
 from cortex_rm.allocator import errors as alloc
 from cortex_rm.allocator.app_states import FinalStatus
 from cortex_rm.allocator.asks import ResourceAsk
+from cortex_rm.allocator.cluster_scheduling import AllocationResult
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.ids import ApplicationAttemptId, ContainerId, NodeId
 from cortex_rm.allocator.resources import Resource
@@ -49,14 +50,6 @@ from cortex_rm.yarn_api.tokens import CONTAINER_TOKEN_KIND, NM_TOKEN_KIND, Maste
 
 SCHEDULER_PROTOCOL = "org.apache.hadoop.yarn.api.ApplicationMasterProtocolPB"
 CONTAINER_TOKEN_LIFETIME_MS = 10 * 60 * 1000  # yarn.resourcemanager.rm.container-allocation.expiry-interval-ms
-
-
-@dataclass(frozen=True)
-class AllocationResult:
-    allocated: list[RMContainer]
-    completed: list[RMContainer]
-    headroom: Resource
-    num_cluster_nodes: int
 
 
 class AMScheduling(Protocol):

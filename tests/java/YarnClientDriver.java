@@ -70,7 +70,7 @@ public final class YarnClientDriver {
     static final String USAGE = String.join("\n",
         "usage: YarnClientDriver <subcommand> [args]",
         "  new-app",
-        "  submit <name> <queue> [--type T] [--tags a,b] [--priority N]",
+        "  submit <name> <queue> [--type T] [--tags a,b] [--priority N] [--am-command CMD] [--am-memory MB]",
         "  report <appId>",
         "  list [--types A,B] [--states S1,S2] [--queues q] [--users u] [--tags t] [--limit N]",
         "  kill <appId> [--diagnostics TEXT]",
@@ -180,13 +180,15 @@ public final class YarnClientDriver {
             "maximumCapability", resource(response.getMaximumResourceCapability()));
     }
 
-    /** createApplication + submitApplication with a trivial AM ("sleep 1", 1024 MB, 1 vcore);
+    /** createApplication + submitApplication with a trivial AM (by default "sleep 1", 1024 MB, 1 vcore);
      *  the client polls the report until the application leaves NEW/NEW_SAVING/SUBMITTED.
      *  Note: the client lower-cases application tags before they go on the wire. */
     static Map<String, Object> submit(YarnClient client, Args args) throws Exception {
         String type = args.option("type");
         String tags = args.option("tags");
         Integer priority = args.intOption("priority");
+        String amCommand = args.option("am-command");
+        Integer amMemory = args.intOption("am-memory");
         List<String> positional = args.expect("name", "queue");
 
         YarnClientApplication app = client.createApplication();
@@ -194,9 +196,9 @@ public final class YarnClientDriver {
         context.setApplicationName(positional.get(0));
         context.setQueue(positional.get(1));
         ContainerLaunchContext am = Records.newRecord(ContainerLaunchContext.class);
-        am.setCommands(new ArrayList<>(List.of("sleep 1")));
+        am.setCommands(new ArrayList<>(List.of(amCommand != null ? amCommand : "sleep 1")));
         context.setAMContainerSpec(am);
-        context.setResource(Resource.newInstance(1024, 1));
+        context.setResource(Resource.newInstance(amMemory != null ? amMemory : 1024, 1));
         if (type != null) {
             context.setApplicationType(type);
         }

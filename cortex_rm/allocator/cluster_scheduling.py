@@ -1,0 +1,342 @@
+"""The RM's scheduling service: where applications, the scheduler, nodes and AMs meet.
+
+``ClusterScheduling`` binds the decision cores together, as YARN's RM wires its
+event handlers:
+
+* the application table's attempts enter and leave the capacity scheduler
+  (``AppListener``); an AM that can never fit fails its application at once;
+* node reports (``NodeTrackerListener``): registrations add nodes, LOST nodes take
+  their containers with them (exit status -100, so Spark re-requests executors), and
+  container statuses move containers to RUNNING and COMPLETE; the end of an AM
+  container is the end of its attempt;
+* ApplicationMasterProtocol (``AMScheduling``): register, allocate, unregister;
+* allocation passes run when something changed (coalesced) and on a timer; an AM
+  container is launched on its node through ``launch_am`` as soon as it is placed;
+* AMs that stop heartbeating expire; containers to kill and applications to clean
+  up ride the nodes' next heartbeat answers.
+
+Only ``launch_am`` does I/O, and it is injected; time comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from cortex_rm.allocator.am_lifecycle import AMLifecycle
+from cortex_rm.allocator.app_model import Application, Attempt
+from cortex_rm.allocator.app_states import AppEvent, AppState, AttemptEvent, AttemptState, FinalStatus
+from cortex_rm.allocator.app_table import ApplicationTable
+from cortex_rm.allocator.asks import ResourceAsk
+from cortex_rm.allocator.containers import ContainerExitStatus, RMContainer
+from cortex_rm.allocator.errors import AllocatorError
+from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
+from cortex_rm.allocator.nodes import NodeRecord, NodeState
+from cortex_rm.allocator.resources import Resource
+from cortex_rm.allocator.scheduler import CapacityScheduler
+from cortex_rm.internal.tracker_messages import ContainerReport, ContainerState
+
+log = Logger()
+
+LaunchAM = Callable[[Application, RMContainer], defer.Deferred]
+
+
+@dataclass(frozen=True)
+class AllocationResult:
+    """What one allocate call hands back to the AM."""
+
+    allocated: list[RMContainer]
+    completed: list[RMContainer]
+    headroom: Resource
+    num_cluster_nodes: int
+
+
+@dataclass(frozen=True)
+class SchedulingTimers:
+    """How often the service looks again, in milliseconds."""
+
+    schedule_interval_ms: int = 250  # allocation passes when nothing triggered one
+    am_expiry_ms: int = 600_000  # yarn.am.liveness-monitor.expiry-interval-ms
+    launch_expiry_check_ms: int = 10_000  # how often unlaunched containers are checked
+
+
+class ClusterScheduling:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        table: ApplicationTable,
+        scheduler: CapacityScheduler,
+        launch_am: LaunchAM,
+        timers: SchedulingTimers = SchedulingTimers(),
+    ) -> None:
+        self.clock = clock
+        self.table = table
+        self.scheduler = scheduler
+        self.am = AMLifecycle(table)
+        self.launch_am = launch_am
+        self.timers = timers
+        self.maximum_allocation = scheduler.config.maximum_allocation
+        self.on_attempt_ended: list[Callable[[ApplicationAttemptId], None]] = []
+        self._heard_ms: dict[ApplicationAttemptId, int] = {}  # AM liveness: last sign of life
+        self._kill: dict[NodeId, set[ContainerId]] = defaultdict(set)
+        self._app_nodes: dict[ApplicationId, set[NodeId]] = defaultdict(set)
+        self._cleanup_apps: dict[NodeId, set[ApplicationId]] = defaultdict(set)
+        self._pass_pending: Any = None
+        self._loops: list[LoopingCall] = []
+
+    # -- start/stop ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Attach to the table, take in live attempts, and start the timers."""
+        self.table.listener = self
+        for app in self.table:
+            attempt = app.current_attempt
+            if attempt is not None and not app.state.is_terminal and not attempt.state.is_terminal:
+                self.attempt_started(app, attempt)
+        for interval_ms, work in (
+            (self.timers.schedule_interval_ms, self.schedule_now),
+            (max(1, self.timers.am_expiry_ms // 3), self.expire_silent_ams),
+            (self.timers.launch_expiry_check_ms, self._expire_unlaunched),
+        ):
+            loop = LoopingCall(work)
+            loop.clock = self.clock
+            loop.start(interval_ms / 1000, now=False).addErrback(
+                lambda f: log.failure("scheduling timer failed", f)
+            )
+            self._loops.append(loop)
+
+    def stop(self) -> None:
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops.clear()
+        if self._pass_pending is not None and self._pass_pending.active():
+            self._pass_pending.cancel()
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    # -- the application table's events (AppListener) ------------------------------------
+
+    def attempt_started(self, app: Application, attempt: Attempt) -> None:
+        am_resource = None if app.unmanaged_am else app.am_resource
+        if am_resource is not None:
+            reason = self.scheduler.can_ever_fit(am_resource)
+            if reason is not None:
+                # after the table finished accepting it (this runs inside that step)
+                self.clock.callLater(0, self._reject, app.app_id, f"The AM container can never run: {reason}")
+                return
+        self.scheduler.add_attempt(attempt.attempt_id, app.queue, app.user, app.priority, am_resource)
+        self.schedule_soon()
+
+    def attempt_ended(self, app: Application, attempt: Attempt) -> None:
+        attempt_id = attempt.attempt_id
+        self._heard_ms.pop(attempt_id, None)
+        if self.scheduler.has_attempt(attempt_id):
+            exit_status = (
+                ContainerExitStatus.KILLED_BY_RESOURCEMANAGER
+                if app.state is AppState.KILLING or attempt.state is AttemptState.KILLED
+                else ContainerExitStatus.ABORTED
+            )
+            for container in self.scheduler.remove_attempt(attempt_id, exit_status):
+                self._kill_on_node(container)
+                if container.is_am and app.state is AppState.KILLING:
+                    # the AM container is being killed on its node: the kill is complete
+                    # (after the table has finished this step)
+                    self.clock.callLater(0, self._container_ended, container)
+        for callback in self.on_attempt_ended:
+            callback(attempt_id)
+        self.schedule_soon()
+
+    def app_finished(self, app: Application) -> None:
+        for node_id in self._app_nodes.pop(app.app_id, set()):
+            self._cleanup_apps[node_id].add(app.app_id)
+
+    def _reject(self, app_id: ApplicationId, reason: str) -> None:
+        app = self.table.get(app_id)
+        if app.state is not AppState.ACCEPTED:
+            return
+        attempt = app.current_attempt
+        if attempt is not None and not attempt.state.is_terminal:
+            self.table.attempt_event(attempt, AttemptEvent.KILL)
+        self.table.transition(app, AppEvent.APP_REJECTED)
+        self.table.final_save(app, AppState.FAILED, FinalStatus.FAILED, reason)
+
+    # -- node reports (NodeTrackerListener) ------------------------------------------------
+
+    def node_registered(self, node: NodeRecord) -> None:
+        for container in self.scheduler.node_added(node.node_id, node.capability):
+            self._container_ended(container)
+        self.schedule_soon()
+
+    def node_lost(self, node: NodeRecord) -> None:
+        self._kill.pop(node.node_id, None)
+        self._cleanup_apps.pop(node.node_id, None)
+        for container in self.scheduler.node_removed(node.node_id):
+            self._container_ended(container)
+        self.schedule_soon()
+
+    def containers_reported(self, node: NodeRecord, containers: tuple[ContainerReport, ...]) -> None:
+        changed = False
+        for report in containers:
+            if report.state is ContainerState.RUNNING:
+                self.scheduler.container_launched(report.container_id)
+            elif report.state is ContainerState.COMPLETE:
+                container = self.scheduler.container_finished(
+                    report.container_id, report.exit_status, report.diagnostics
+                )
+                if container is not None:
+                    self._container_ended(container)
+                    changed = True
+        if changed:
+            self.schedule_soon()
+
+    def cleanup_for(self, node: NodeRecord) -> tuple[tuple[ContainerId, ...], tuple[ApplicationId, ...]]:
+        containers = tuple(sorted(self._kill.pop(node.node_id, ())))
+        apps = tuple(sorted(self._cleanup_apps.pop(node.node_id, ())))
+        return containers, apps
+
+    def _kill_on_node(self, container: RMContainer) -> None:
+        self._kill[container.node_id].add(container.container_id)
+
+    def _container_ended(self, container: RMContainer) -> None:
+        """A container is over; if it ran an AM, so is its attempt."""
+        if container.is_am:
+            self._heard_ms.pop(container.attempt_id, None)
+            d = self.am.am_container_finished(container.attempt_id, container.exit_status, container.diagnostics)
+            d.addErrback(lambda f: log.failure("AM container end of {attempt}", f, attempt=str(container.attempt_id)))
+
+    # -- allocation passes -------------------------------------------------------------------
+
+    def schedule_soon(self) -> None:
+        """Run one pass as soon as the current event is done (several requests, one pass)."""
+        if self._pass_pending is None or not self._pass_pending.active():
+            self._pass_pending = self.clock.callLater(0, self.schedule_now)
+
+    def schedule_now(self) -> list[RMContainer]:
+        """One allocation pass; AM containers placed by it are launched."""
+        allocated = self.scheduler.schedule(self.now_ms())
+        for container in allocated:
+            self._app_nodes[container.attempt_id.app_id].add(container.node_id)
+            if container.is_am:
+                self._start_am(container)
+        self._explain_waiting()
+        return allocated
+
+    def _explain_waiting(self) -> None:
+        """Accepted applications still waiting for their AM say why in their diagnostics."""
+        for app in self.table:
+            attempt = app.current_attempt
+            if app.state is AppState.ACCEPTED and attempt is not None and attempt.state is AttemptState.SCHEDULED:
+                if self.scheduler.has_attempt(attempt.attempt_id):
+                    reason = self.scheduler.waiting_reason(attempt.attempt_id)
+                    if reason:
+                        app.diagnostics = f"Waiting for the AM container: {reason}"
+
+    def _start_am(self, container: RMContainer) -> None:
+        attempt_id = container.attempt_id
+        self.scheduler.pull_allocated(attempt_id)  # the AM container: ACQUIRED by the launcher
+        app, _ = self.table.get_attempt(attempt_id)
+        node = self.table_node(container.node_id)
+        saved = self.am.am_container_allocated(attempt_id, container.container_id, str(container.node_id), node)
+        saved.addCallback(lambda _: self.launch_am(app, container))
+        saved.addCallbacks(
+            lambda _: self._am_launched(attempt_id),
+            lambda failure: self._am_launch_failed(container, failure),
+        )
+        saved.addErrback(lambda f: log.failure("launching the AM of {attempt}", f, attempt=str(attempt_id)))
+
+    def table_node(self, node_id: NodeId) -> str:
+        return self.scheduler.node_table.get(node_id).http_address
+
+    def _am_launched(self, attempt_id: ApplicationAttemptId) -> None:
+        app, attempt = self.table.get_attempt(attempt_id)
+        if attempt is not app.current_attempt or attempt.state is not AttemptState.ALLOCATED:
+            return
+        self.am.am_container_launched(attempt_id)
+        self._heard_ms[attempt_id] = self.now_ms()
+
+    def _am_launch_failed(self, container: RMContainer, failure: Any) -> None:
+        log.warn(
+            "AM container {container} could not be launched: {why}",
+            container=str(container.container_id),
+            why=failure.getErrorMessage(),
+        )
+        ended = self.scheduler.container_finished(
+            container.container_id, ContainerExitStatus.INVALID, f"Launch failed: {failure.getErrorMessage()}"
+        )
+        if ended is not None:
+            self._container_ended(ended)
+
+    def _expire_unlaunched(self) -> None:
+        for container in self.scheduler.expire_unlaunched(self.now_ms()):
+            self._kill_on_node(container)
+            self._container_ended(container)
+
+    # -- ApplicationMasterProtocol (AMScheduling) -------------------------------------------
+
+    def application_info(self, attempt_id: ApplicationAttemptId) -> tuple[str, str, bytes]:
+        app, _ = self.table.get_attempt(attempt_id)
+        return app.queue, app.user, app.context
+
+    def node_http_address(self, node_id: NodeId) -> str:
+        return self.table_node(node_id)
+
+    def is_registered(self, attempt_id: ApplicationAttemptId) -> bool:
+        try:
+            app, attempt = self.table.get_attempt(attempt_id)
+        except AllocatorError:
+            return False
+        return attempt is app.current_attempt and attempt.state in (AttemptState.RUNNING, AttemptState.FINISHING)
+
+    def register(self, attempt_id: ApplicationAttemptId, host: str, rpc_port: int, tracking_url: str) -> defer.Deferred:
+        self._heard_ms[attempt_id] = self.now_ms()
+        return self.am.registered(attempt_id, host, rpc_port, tracking_url)
+
+    def allocate(
+        self,
+        attempt_id: ApplicationAttemptId,
+        asks: list[ResourceAsk],
+        releases: list[ContainerId],
+        blacklist_add: list[str],
+        blacklist_remove: list[str],
+        progress: float,
+    ) -> AllocationResult:
+        self._heard_ms[attempt_id] = self.now_ms()
+        app, _ = self.table.get_attempt(attempt_id)
+        app.progress = max(0.0, min(1.0, progress))
+        for container in self.scheduler.update_requests(attempt_id, asks, releases, blacklist_add, blacklist_remove):
+            self._kill_on_node(container)
+        if asks:
+            self.schedule_now()
+        return AllocationResult(
+            allocated=self.scheduler.pull_allocated(attempt_id),
+            completed=self.scheduler.pull_completed(attempt_id),
+            headroom=self.scheduler.headroom(attempt_id),
+            num_cluster_nodes=sum(1 for n in self.scheduler.node_table if n.state is NodeState.RUNNING),
+        )
+
+    def unregister(
+        self, attempt_id: ApplicationAttemptId, final_status: FinalStatus, diagnostics: str, tracking_url: str
+    ) -> defer.Deferred:
+        self._heard_ms[attempt_id] = self.now_ms()
+        return self.am.unregistered(attempt_id, final_status, diagnostics, tracking_url)
+
+    def expire_silent_ams(self) -> None:
+        """AMs silent for longer than the expiry fail their attempts (and lose their containers)."""
+        now = self.now_ms()
+        for attempt_id, heard in list(self._heard_ms.items()):
+            if now - heard > self.timers.am_expiry_ms:
+                del self._heard_ms[attempt_id]
+                log.warn("AM of {attempt} silent for {ms} ms: expiring it", attempt=str(attempt_id), ms=now - heard)
+                d = self.am.expired(attempt_id, self.timers.am_expiry_ms)
+                d.addErrback(lambda f: log.failure("expiring {attempt}", f, attempt=str(attempt_id)))
