@@ -19,8 +19,9 @@ Locality (delay scheduling, simplified from YARN's missed-opportunity counts)
     requested racks, after ``rack_locality_delay_ms`` more any node at all -- if
     its ``"*"`` entry has ``relax_locality``.  A rack entry sent with
     ``relax_locality=false`` is never used as a rack (only the named hosts in it),
-    as in YARN.  A node- or rack-local container resets the wait; an off-switch one
-    does not (YARN's rule, so off-switch containers are not delayed one by one).
+    as in YARN.  A node-local container resets the wait (a requested host had room
+    again); rack-local and off-switch ones do not, so once relaxed a request is not
+    delayed container by container.
     An ask with no hosts and no racks goes anywhere at once.  Time rather than a
     pass count, so the wait does not depend on how often the wire runs passes.
 

@@ -242,9 +242,10 @@ class AppSchedulingInfo:
             took_rack = rack
         request.total -= 1
         self._outstanding -= 1
-        if locality is not Locality.OFF_SWITCH or request.total == 0:
-            # YARN resets the missed opportunities after a local allocation, not after an
-            # off-switch one (otherwise every off-switch container would wait again)
+        if locality is Locality.NODE_LOCAL or request.total == 0:
+            # a requested host had room again: the next miss starts a new wait.  (YARN also
+            # resets after a rack-local container; with a wait measured in time that would
+            # cost a full delay per rack-local container, so only node-local ones reset.)
             request.first_missed_ms = None
         return AllocationRecord(request, request.generation, took_host, took_rack)
 

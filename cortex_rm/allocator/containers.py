@@ -77,10 +77,10 @@ class RMContainerState(enum.Enum):
         return self in FINAL_CONTAINER_STATES
 
 
-FINAL_CONTAINER_STATES = frozenset(
+FINAL_CONTAINER_STATES: frozenset[RMContainerState] = frozenset(
     {RMContainerState.COMPLETED, RMContainerState.RELEASED, RMContainerState.KILLED, RMContainerState.EXPIRED}
 )
-LIVE_CONTAINER_STATES = frozenset({RMContainerState.ALLOCATED, RMContainerState.ACQUIRED, RMContainerState.RUNNING})
+LIVE_CONTAINER_STATES: frozenset[RMContainerState] = frozenset({RMContainerState.ALLOCATED, RMContainerState.ACQUIRED, RMContainerState.RUNNING})
 
 
 class RMContainerEvent(enum.Enum):

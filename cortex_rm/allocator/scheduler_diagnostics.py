@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cortex_rm.allocator.scheduler import CapacityScheduler
 
 NEXT_PASS = "Waiting for the next scheduling pass"
+NO_NODES = "No node is registered with the ResourceManager; waiting for nodes to join"
 
 
 def _first(items: list[str], limit: int = 5) -> str:
@@ -49,8 +50,6 @@ def queue_reason(leaf: SchedulerQueue, resource: Resource, total: Resource) -> s
 
 
 def _no_node_reason(s: CapacityScheduler, index: FreeSpaceIndex, resource: Resource, what: str) -> str | None:
-    if not s.nodes.by_id:
-        return "No node is registered with the ResourceManager; waiting for nodes to join"
     if not len(index):
         return f"No node may run {what}; waiting for an eligible node to join"
     if index.find(resource.memory_mb, resource.vcores, PlacementPolicy.SPREAD) is not None:
@@ -94,6 +93,10 @@ def _request_reason(s: CapacityScheduler, attempt: SchedulerAttempt, request: Pe
 
 def waiting_reason(s: CapacityScheduler, attempt: SchedulerAttempt) -> str | None:
     """Why ``attempt`` has no container yet for what it asks; None if it asks for nothing."""
+    if not attempt.am_pending and not attempt.asks.has_outstanding:
+        return None
+    if not s.nodes.by_id:
+        return NO_NODES
     total = s.nodes.total
     if attempt.am_pending:
         assert attempt.am_resource is not None
@@ -111,8 +114,6 @@ def waiting_reason(s: CapacityScheduler, attempt: SchedulerAttempt) -> str | Non
             reason = _no_node_reason(s, s.nodes.am_nodes, resource, "ApplicationMasters")
         return reason or f"{NEXT_PASS} to place its ApplicationMaster container"
     pending = attempt.asks.pending()
-    if not pending:
-        return None
     now_ms = s.now_ms()
     for request in pending:
         reason = _request_reason(s, attempt, request, now_ms)

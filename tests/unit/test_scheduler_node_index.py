@@ -1,0 +1,86 @@
+"""The free-space index of nodes: both resources checked, placement policies, exclusions, largest free."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cortex_rm.allocator.ids import NodeId
+from cortex_rm.allocator.node_index import FreeSpaceIndex, NodeDirectory, PlacementPolicy, SchedulerNode
+from cortex_rm.allocator.resources import Resource
+
+SPREAD, PACK = PlacementPolicy.SPREAD, PlacementPolicy.PACK
+
+
+def _directory(*free: tuple[int, int]) -> tuple[NodeDirectory, list[SchedulerNode]]:
+    d = NodeDirectory()
+    nodes = [d.add(NodeId(f"h{i}", 1), "/r", Resource(m, v), True, None) for i, (m, v) in enumerate(free)]
+    return d, nodes
+
+
+def test_a_node_with_memory_but_no_cores_is_not_a_fit() -> None:
+    """Both memory and vcores must fit: the memory-richest node with 0 cores free is passed over."""
+    d, (no_cores, ok) = _directory((8192, 0), (2048, 2))
+    assert d.everywhere.find(1024, 1, SPREAD) is ok
+    assert d.everywhere.find(1024, 0, SPREAD) is no_cores
+    assert d.everywhere.find(4096, 1, SPREAD) is None
+
+
+def test_spread_takes_the_most_free_memory_and_pack_the_tightest_fit() -> None:
+    """SPREAD prefers the emptiest node, PACK the smallest hole that fits."""
+    d, (small, mid, big) = _directory((1024, 4), (3072, 4), (8192, 4))
+    assert d.everywhere.find(2048, 1, SPREAD) is big
+    assert d.everywhere.find(2048, 1, PACK) is mid
+    assert d.everywhere.find(1024, 1, PACK) is small
+
+
+def test_ties_are_broken_by_the_order_nodes_were_added() -> None:
+    """Equal free space: SPREAD picks the first node added, PACK the last, every time."""
+    d, (first, _, last) = _directory((4096, 4), (4096, 4), (4096, 4))
+    assert d.everywhere.find(1024, 1, SPREAD) is first
+    assert d.everywhere.find(1024, 1, PACK) is last
+
+
+def test_excluded_nodes_are_skipped_in_preference_order() -> None:
+    """With an exclusion, the next preferred node is returned; candidates() lists them all in order."""
+    d, (a, b, c) = _directory((2048, 2), (8192, 8), (4096, 1))
+    assert d.everywhere.find(1024, 1, SPREAD, exclude=lambda n: n is b) is c
+    assert list(d.everywhere.candidates(1024, 1, SPREAD)) == [b, c, a]
+    assert list(d.everywhere.candidates(1024, 1, PACK)) == [a, c, b]
+    assert list(d.everywhere.candidates(1024, 2, PACK)) == [a, b]
+
+
+def test_changing_free_space_moves_the_node_and_updates_totals() -> None:
+    """change_free re-files the node in every index; removal forgets it and its capacity."""
+    d, (a, b) = _directory((4096, 4), (2048, 2))
+    d.change_free(a, -3072, -3)
+    assert d.everywhere.find(2048, 1, SPREAD) is b
+    assert d.used() == Resource(3072, 3) and d.total == Resource(6144, 6)
+    assert d.everywhere.largest() is b
+    d.remove(b)
+    assert d.everywhere.find(1024, 1, SPREAD) is a and len(d.everywhere) == 1
+    assert d.total == Resource(4096, 4) and "/r" in d.racks
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 16), st.integers(0, 8)), min_size=1, max_size=30),
+    st.integers(0, 16),
+    st.integers(0, 8),
+    st.sampled_from([SPREAD, PACK]),
+)
+def test_find_agrees_with_a_linear_scan(free: list[tuple[int, int]], mem: int, vcores: int, policy: PlacementPolicy) -> None:
+    """Whatever the free spaces, find() returns the node a brute-force scan would choose."""
+    index = FreeSpaceIndex()
+    nodes = []
+    for i, (m, v) in enumerate(free):
+        node = SchedulerNode(NodeId(f"h{i}", 1), "/r", Resource(m, v), True, i, None)
+        index.add(node)
+        nodes.append(node)
+    fitting = [n for n in nodes if n.fits(mem, vcores)]
+    if policy is SPREAD:
+        expected = max(fitting, key=lambda n: (n.free_mem, -n.order), default=None)
+    else:
+        expected = min(fitting, key=lambda n: (n.free_mem, -n.order), default=None)
+    assert index.find(mem, vcores, policy) is expected
+    assert index.find(mem, vcores, policy, exclude=lambda n: False) is expected
+    assert sorted(n.order for n in index.candidates(mem, vcores, policy)) == [n.order for n in fitting]
