@@ -31,7 +31,10 @@ Cost
     pass, so every failure is final for the pass: the pass remembers the
     smallest sizes that fitted nowhere (any larger ask fails at once), moves each
     leaf's, attempt's and host list's cursor past what failed, and so visits each
-    (attempt, key) at most once more than it allocates containers.
+    (attempt, key) at most once more than it allocates containers.  When no node
+    has even the minimum allocation free, the pass ends at once: the frequent pass
+    after a node report that freed one slot places a container or two and stops,
+    whatever the number of waiting attempts.
 """
 
 from __future__ import annotations
@@ -50,13 +53,17 @@ if TYPE_CHECKING:
 
 
 class _LeafCursor:
-    """Where a leaf's FIFO stands in this pass."""
+    """Where a leaf's FIFO stands in this pass: the index of the attempt being served in ``leaf.active``.
 
-    __slots__ = ("leaf", "attempts", "index")
+    During the by-share phase an attempt leaves ``active`` only when it is the one
+    being served and its last outstanding container is placed; the next attempt then
+    slides into the same index, so the cursor needs no copy of the list.
+    """
+
+    __slots__ = ("leaf", "index")
 
     def __init__(self, leaf: SchedulerQueue) -> None:
         self.leaf = leaf
-        self.attempts: list[SchedulerAttempt] = list(leaf.active)
         self.index = 0
 
 
@@ -71,11 +78,13 @@ class AllocationPass:
         self.allocated: list[RMContainer] = []
         self.budget = self.config.max_containers_per_pass or -1
         self._unfit: list[tuple[int, int]] = []  # sizes that fitted on no node in this pass
+        self.exhausted = False  # no node has even the minimum allocation free: the pass is over
         self._key_cursors: dict[SchedulerAttempt, tuple[list[PendingRequest], list[int]]] = {}
         self._host_cursors: dict[PendingRequest, tuple[list[str], list[int]]] = {}
 
     def run(self) -> list[RMContainer]:
-        if not self.nodes.by_id:
+        self._check_exhausted()
+        if self.exhausted:
             return self.allocated
         if self.s.am_queue:
             self._assign_am_containers()
@@ -87,7 +96,7 @@ class AllocationPass:
     def _assign_am_containers(self) -> None:
         total = self.nodes.total
         for attempt in list(self.s.am_queue):
-            if self.budget == 0:
+            if self.budget == 0 or self.exhausted:
                 return
             assert attempt.am_resource is not None
             res = self.config.normalize(attempt.am_resource)
@@ -109,7 +118,7 @@ class AllocationPass:
             if leaf.active
         ]
         heapq.heapify(heap)
-        while heap and self.budget != 0:
+        while heap and self.budget != 0 and not self.exhausted:
             _, path, cursor = heap[0]
             container = self._next_in_leaf(cursor)
             if container is None:
@@ -124,13 +133,15 @@ class AllocationPass:
 
     def _next_in_leaf(self, cursor: _LeafCursor) -> RMContainer | None:
         """One container for the first attempt of the leaf that can still get one."""
-        attempts = cursor.attempts
-        while cursor.index < len(attempts):
-            attempt = attempts[cursor.index]
-            if attempt.wants_containers:
-                container = self._next_for_attempt(attempt)
-                if container is not None:
-                    return container
+        smallest = self.config.minimum_allocation
+        room_mem, room_vcores = cursor.leaf.room(self.nodes.total_mem, self.nodes.total_vcores)
+        if room_mem < smallest.memory_mb or room_vcores < smallest.vcores:
+            return None  # at its maximum capacity (or under a parent that is): nothing of it fits
+        active = cursor.leaf.active
+        while cursor.index < len(active) and not self.exhausted:
+            container = self._next_for_attempt(active[cursor.index])
+            if container is not None:
+                return container
             cursor.index += 1
         return None
 
@@ -151,7 +162,9 @@ class AllocationPass:
     # ------------------------------------------------------------------ placement
 
     def _next_for_request(self, attempt: SchedulerAttempt, request: PendingRequest) -> RMContainer | None:
-        res = self.config.normalize(request.key.capability)
+        res = request.normalized
+        if res is None:
+            res = request.normalized = self.config.normalize(request.key.capability)
         mem, vcores = res.memory_mb, res.vcores
         nodes = self.nodes
         if attempt.leaf.blocking_queue(mem, vcores, nodes.total_mem, nodes.total_vcores) is not None:
@@ -166,6 +179,12 @@ class AllocationPass:
             return None
         node, locality = placed
         return self.s.commit_container(attempt, node, res, request, locality, self.now_ms)
+
+    def _check_exhausted(self) -> None:
+        """Every container is at least the minimum allocation: if no node has that free, stop."""
+        smallest = self.config.minimum_allocation
+        if self.nodes.everywhere.find(smallest.memory_mb, smallest.vcores, self.config.placement) is None:
+            self.exhausted = True
 
     def _known_unfit(self, mem: int, vcores: int) -> bool:
         return any(m <= mem and v <= vcores for m, v in self._unfit)
@@ -202,6 +221,7 @@ class AllocationPass:
         if node is None:
             if exclude is None:
                 self._unfit.append((mem, vcores))
+                self._check_exhausted()
             return None
         return node, Locality.OFF_SWITCH
 

@@ -81,6 +81,7 @@ class PendingRequest:
     strict_racks: set[str] = field(default_factory=set)  # rack entries sent with relax_locality=false
     generation: int = 0  # bumped on every AM update of this key
     first_missed_ms: int | None = None  # when a pass first failed to place it at its allowed localities
+    normalized: Resource | None = None  # the container size the scheduler gives (it fills this in)
 
     @property
     def has_places(self) -> bool:

@@ -26,7 +26,9 @@ is never in its completed list: its end is the attempt's end, which the caller
 learns from the returned container (``is_am``).
 
 The ``NodeTable`` records of scheduled nodes have ``used``/``num_containers`` kept
-in step with the containers, for the REST API and the metrics.
+in step with the containers, for the REST API and the metrics.  The counting in
+and out of containers lives in ``live_containers``; the order of service and the
+locality rules in ``allocation_pass``; the explanations in ``scheduler_diagnostics``.
 """
 
 from __future__ import annotations
@@ -37,10 +39,9 @@ from sortedcontainers import SortedList  # type: ignore[import-untyped]
 from twisted.logger import Logger
 
 from cortex_rm.allocator.allocation_pass import AllocationPass
-from cortex_rm.allocator.asks import AllocationRecord, PendingRequest, ResourceAsk
+from cortex_rm.allocator.asks import PendingRequest, ResourceAsk
 from cortex_rm.allocator.containers import (
     COMPLETED_APPLICATION,
-    EXPIRED_CONTAINER,
     LOST_CONTAINER,
     RELEASED_CONTAINER,
     ContainerExitStatus,
@@ -48,15 +49,15 @@ from cortex_rm.allocator.containers import (
     Locality,
     RMContainer,
     RMContainerEvent,
-    RMContainerState,
 )
 from cortex_rm.allocator.errors import RefusedOperation, UnknownAttempt
-from cortex_rm.allocator.ids import CONTAINER_EPOCH_SHIFT, ApplicationAttemptId, ContainerId, NodeId
+from cortex_rm.allocator.ids import ApplicationAttemptId, ContainerId, NodeId
+from cortex_rm.allocator.live_containers import LiveContainers
 from cortex_rm.allocator.node_index import NodeDirectory, SchedulerNode
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.queues import QueueTree
 from cortex_rm.allocator.resources import ZERO, Resource
-from cortex_rm.allocator.scheduler_attempt import SchedulerAttempt
+from cortex_rm.allocator.scheduler_attempt import SchedulerAttempt, sync_active
 from cortex_rm.allocator.scheduler_config import SchedulerConfig, SecondsClock
 from cortex_rm.allocator.scheduler_diagnostics import can_ever_fit, waiting_reason
 from cortex_rm.allocator.scheduler_queues import SchedulerQueues
@@ -80,10 +81,7 @@ class CapacityScheduler:
         self.nodes = NodeDirectory()
         self.am_queue: SortedList = SortedList(key=lambda a: a.fifo_key)  # attempts waiting for an AM container
         self._attempts: dict[ApplicationAttemptId, SchedulerAttempt] = {}
-        self._containers: dict[ContainerId, RMContainer] = {}  # live containers
-        self._unacquired: dict[ContainerId, AllocationRecord | None] = {}  # ALLOCATED ones: how to put them back
-        self._unlaunched: dict[ContainerId, RMContainer] = {}  # ACQUIRED ones, in acquisition order
-        self._epoch_bits = self.config.epoch << CONTAINER_EPOCH_SHIFT
+        self.containers = LiveContainers(self.nodes, self._attempts, self.am_queue, self.config.epoch)
         self._submissions = 0
 
     def now_ms(self) -> int:
@@ -143,9 +141,9 @@ class CapacityScheduler:
         now = self.now_ms()
         killed = []
         for container in list(attempt.containers.values()):
-            if self._complete(container, _E.KILL, exit_status, diagnostics, now):
+            if self.containers.end(container, _E.KILL, exit_status, diagnostics, now):
                 killed.append(container)
-        self._sync_active(attempt)
+        sync_active(attempt)
         if attempt.am_pending:
             self.am_queue.remove(attempt)
             attempt.am_pending = False
@@ -198,12 +196,12 @@ class CapacityScheduler:
         now = self.now_ms()
         released = []
         for container_id in releases:
-            container = self._containers.get(container_id)
-            if container is not None and self._complete(
+            container = self.containers.get(container_id)
+            if container is not None and self.containers.end(
                 container, _E.RELEASED, ContainerExitStatus.ABORTED, RELEASED_CONTAINER, now
             ):
                 released.append(container)
-        self._sync_active(attempt)
+        sync_active(attempt)
         return released
 
     def pull_allocated(self, attempt_id: ApplicationAttemptId) -> list[RMContainer]:
@@ -215,16 +213,7 @@ class CapacityScheduler:
         attempt = self._attempt(attempt_id)
         if not attempt.newly_allocated:
             return []
-        now = self.now_ms()
-        pulled = []
-        for container in attempt.newly_allocated:
-            if container.state is RMContainerState.ALLOCATED:
-                container.handle(_E.ACQUIRED, now)
-                del self._unacquired[container.container_id]
-                self._unlaunched[container.container_id] = container
-                pulled.append(container)
-        attempt.newly_allocated = []
-        return pulled
+        return self.containers.acquire(attempt, self.now_ms())
 
     def pull_completed(self, attempt_id: ApplicationAttemptId) -> list[RMContainer]:
         """Containers of the attempt that ended since the last pull; each is returned once."""
@@ -269,7 +258,8 @@ class CapacityScheduler:
         if node is None:
             return []
         now = self.now_ms()
-        lost = [c for c in list(node.containers.values()) if self._complete(c, _E.KILL, exit_status, diagnostics, now)]
+        end = self.containers.end
+        lost = [c for c in list(node.containers.values()) if end(c, _E.KILL, exit_status, diagnostics, now)]
         self.nodes.remove(node)
         if node.record is not None:
             node.record.used, node.record.num_containers = ZERO, 0
@@ -278,34 +268,22 @@ class CapacityScheduler:
 
     def container_launched(self, container_id: ContainerId) -> RMContainer | None:
         """Its node reports the container RUNNING (every heartbeat may); None if it is not live here."""
-        container = self._containers.get(container_id)
-        if container is None:
-            return None
-        if container.handle(_E.LAUNCHED, self.now_ms()):
-            self._unlaunched.pop(container_id, None)
-        return container
+        return self.containers.launched(container_id, self.now_ms())
 
     def container_finished(
         self, container_id: ContainerId, exit_status: int, diagnostics: str = ""
     ) -> RMContainer | None:
         """Its node reports that the container exited; the container, or None if it had already ended."""
-        container = self._containers.get(container_id)
-        if container is None:
-            return None
-        if not self._complete(container, _E.FINISHED, exit_status, diagnostics, self.now_ms()):
+        container = self.containers.get(container_id)
+        if container is None or not self.containers.end(
+            container, _E.FINISHED, exit_status, diagnostics, self.now_ms()
+        ):
             return None
         return container
 
     def expire_unlaunched(self, now_ms: int) -> list[RMContainer]:
         """Containers handed out but not RUNNING ``container_launch_expiry_ms`` later: EXPIRED, ABORTED."""
-        deadline = now_ms - self.config.container_launch_expiry_ms
-        expired = []
-        for container in list(self._unlaunched.values()):
-            if container.acquired_time_ms > deadline:
-                break  # acquisition order: the rest are younger
-            if self._complete(container, _E.EXPIRE, ContainerExitStatus.ABORTED, EXPIRED_CONTAINER, now_ms):
-                expired.append(container)
-        return expired
+        return self.containers.expire(now_ms, self.config.container_launch_expiry_ms)
 
     # ------------------------------------------------------------------ the pass
 
@@ -320,12 +298,13 @@ class CapacityScheduler:
         self, attempt: SchedulerAttempt, node: SchedulerNode, resource: Resource, now_ms: int
     ) -> RMContainer:
         """Place ``attempt``'s AM container on ``node`` (for the pass)."""
-        container = self._commit(attempt, node, resource, 0, 0, attempt.am_resource, Locality.OFF_SWITCH, True, None,
-                                 now_ms)
+        container = self.containers.place(
+            attempt, node, resource, 0, 0, attempt.am_resource, Locality.OFF_SWITCH, True, None, now_ms
+        )
         attempt.am_pending = False
         attempt.am_container = container
         self.am_queue.remove(attempt)
-        self._sync_active(attempt)
+        sync_active(attempt)
         return container
 
     def commit_container(
@@ -335,76 +314,13 @@ class CapacityScheduler:
         """Place one container of ``request`` on ``node`` (for the pass)."""
         key = request.key
         record = attempt.asks.allocate(request, locality, node.host, node.rack)
-        container = self._commit(attempt, node, resource, key.priority, key.allocation_request_id, key.capability,
-                                 locality, False, record, now_ms)
+        container = self.containers.place(
+            attempt, node, resource, key.priority, key.allocation_request_id, key.capability, locality, False,
+            record, now_ms,
+        )
         if not attempt.asks.has_outstanding:
-            self._sync_active(attempt)
+            sync_active(attempt)
         return container
-
-    def _commit(
-        self, attempt: SchedulerAttempt, node: SchedulerNode, resource: Resource, priority: int,
-        allocation_request_id: int, requested: Resource | None, locality: Locality, is_am: bool,
-        record: AllocationRecord | None, now_ms: int,
-    ) -> RMContainer:
-        container_id = ContainerId(attempt.attempt_id, self._epoch_bits | attempt.next_sequence)
-        attempt.next_sequence += 1
-        container = RMContainer(container_id, node.node_id, resource, priority, allocation_request_id, is_am,
-                                requested, locality)
-        container.handle(_E.START, now_ms)
-        node.containers[container_id] = container
-        self.nodes.change_free(node, -resource.memory_mb, -resource.vcores)
-        attempt.containers[container_id] = container
-        attempt.used_mem += resource.memory_mb
-        attempt.used_vcores += resource.vcores
-        attempt.newly_allocated.append(container)
-        attempt.leaf.add_container(resource, is_am)
-        self._containers[container_id] = container
-        self._unacquired[container_id] = record
-        return container
-
-    # ------------------------------------------------------------------ bookkeeping
-
-    def _complete(self, container: RMContainer, event: RMContainerEvent, exit_status: int, diagnostics: str,
-                  now_ms: int) -> bool:
-        """End a live container once: free its node, uncount it, and tell (or re-ask for) its AM."""
-        if not container.finish(event, exit_status, diagnostics, now_ms):
-            return False
-        container_id, resource = container.container_id, container.resource
-        del self._containers[container_id]
-        self._unlaunched.pop(container_id, None)
-        unacquired = container_id in self._unacquired
-        record = self._unacquired.pop(container_id, None)
-        node = self.nodes.by_id[container.node_id]
-        del node.containers[container_id]
-        self.nodes.change_free(node, resource.memory_mb, resource.vcores)
-        attempt = self._attempts[container.attempt_id]
-        del attempt.containers[container_id]
-        attempt.used_mem -= resource.memory_mb
-        attempt.used_vcores -= resource.vcores
-        attempt.leaf.remove_container(resource, container.is_am)
-        if attempt.removed:
-            return True
-        if not unacquired:
-            if not container.is_am:
-                attempt.just_completed.append(container)
-        elif container.is_am:
-            attempt.am_container = None
-            attempt.am_pending = True
-            self.am_queue.add(attempt)
-        elif record is not None:
-            attempt.asks.recover(record)
-        self._sync_active(attempt)
-        return True
-
-    def _sync_active(self, attempt: SchedulerAttempt) -> None:
-        """Keep ``attempt`` in its leaf's active list exactly while it wants containers."""
-        wants = attempt.wants_containers
-        if wants and not attempt.is_active:
-            attempt.leaf.active.add(attempt)
-            attempt.is_active = True
-        elif not wants and attempt.is_active:
-            attempt.leaf.active.remove(attempt)
-            attempt.is_active = False
 
     # ------------------------------------------------------------------ reports
 
@@ -424,10 +340,10 @@ class CapacityScheduler:
 
     def container(self, container_id: ContainerId) -> RMContainer | None:
         """A live container by id."""
-        return self._containers.get(container_id)
+        return self.containers.get(container_id)
 
     def live_containers(self) -> list[RMContainer]:
-        return list(self._containers.values())
+        return list(self.containers)
 
     def attempt_containers(self, attempt_id: ApplicationAttemptId) -> list[RMContainer]:
         return list(self._attempt(attempt_id).containers.values())
@@ -435,6 +351,10 @@ class CapacityScheduler:
     def node_containers(self, node_id: NodeId) -> list[RMContainer]:
         node = self.nodes.by_id.get(node_id)
         return [] if node is None else list(node.containers.values())
+
+    def attempt_queue(self, attempt_id: ApplicationAttemptId) -> str:
+        """The full path of the leaf queue the attempt is in."""
+        return self._attempt(attempt_id).leaf.path
 
     def attempt_used(self, attempt_id: ApplicationAttemptId) -> Resource:
         return self._attempt(attempt_id).used

@@ -62,3 +62,14 @@ class SchedulerAttempt:
 
     def __repr__(self) -> str:
         return f"SchedulerAttempt({self.attempt_id} in {self.leaf.path}, used {self.used})"
+
+
+def sync_active(attempt: SchedulerAttempt) -> None:
+    """Keep ``attempt`` in its leaf's active list exactly while it wants containers."""
+    wants = attempt.wants_containers
+    if wants and not attempt.is_active:
+        attempt.leaf.active.add(attempt)
+        attempt.is_active = True
+    elif not wants and attempt.is_active:
+        attempt.leaf.active.remove(attempt)
+        attempt.is_active = False

@@ -59,6 +59,7 @@ class SchedulerQueue:
         self.am_used_mem = 0
         self.am_used_vcores = 0
         self.num_ams = 0
+        self._limit_cache = (-1, -1, 0, 0)  # (total memory, total vcores, limit memory, limit vcores)
         # leaves only: attempts with outstanding asks, FIFO (see SchedulerAttempt.fifo_key)
         self.active: SortedList = SortedList(key=lambda a: a.fifo_key)
         chain = []
@@ -97,13 +98,30 @@ class SchedulerQueue:
         s_vc = self.used_vcores / g_vc if g_vc > 0 else (math.inf if self.used_vcores else 0.0)
         return max(s_mem, s_vc)
 
+    def limit_values(self, total_mem: int, total_vcores: int) -> tuple[int, int]:
+        """``limit`` as (memory, vcores), remembered for the last cluster total (passes ask it often)."""
+        cached = self._limit_cache
+        if cached[0] != total_mem or cached[1] != total_vcores:
+            f = self.absolute_maximum_capacity
+            cached = self._limit_cache = (total_mem, total_vcores, _floor(f, total_mem), _floor(f, total_vcores))
+        return cached[2], cached[3]
+
     def blocking_queue(self, memory_mb: int, vcores: int, total_mem: int, total_vcores: int) -> SchedulerQueue | None:
         """The first queue from this one up to the root whose limit ``memory_mb``/``vcores`` more would pass."""
         for q in self.chain:
-            f = q.absolute_maximum_capacity
-            if q.used_mem + memory_mb > _floor(f, total_mem) or q.used_vcores + vcores > _floor(f, total_vcores):
+            limit_mem, limit_vcores = q.limit_values(total_mem, total_vcores)
+            if q.used_mem + memory_mb > limit_mem or q.used_vcores + vcores > limit_vcores:
                 return q
         return None
+
+    def room(self, total_mem: int, total_vcores: int) -> tuple[int, int]:
+        """What the tightest limit from this queue up to the root still allows, as (memory, vcores)."""
+        mem = vcores = 1 << 62
+        for q in self.chain:
+            limit_mem, limit_vcores = q.limit_values(total_mem, total_vcores)
+            mem = min(mem, limit_mem - q.used_mem)
+            vcores = min(vcores, limit_vcores - q.used_vcores)
+        return mem, vcores
 
     def am_limit(self, total: Resource, max_am_share: float) -> Resource:
         """What this leaf's ApplicationMasters may hold together."""

@@ -108,7 +108,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.sim.advance_ms(advance)
         placed = self.s.schedule(self.sim.now_ms)
         total = self.s.nodes.total
-        for leaf in {self.s.queues.by_path[self.s._attempt(c.attempt_id).leaf.path] for c in placed}:
+        for leaf in {self.s.queues.by_path[self.s.attempt_queue(c.attempt_id)] for c in placed}:
             for q in leaf.chain:  # a queue that got containers is within its maximum, up the tree
                 assert q.used.fits_in(q.limit(total)), (q, q.limit(total))
         assert all(c.state is RMContainerState.ALLOCATED for c in placed)
@@ -154,7 +154,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         per_leaf: Counter[str] = Counter()
         per_leaf_vc: Counter[str] = Counter()
         for c in self.s.live_containers():
-            path = self.s._attempt(c.attempt_id).leaf.path
+            path = self.s.attempt_queue(c.attempt_id)
             per_leaf[path] += c.resource.memory_mb
             per_leaf_vc[path] += c.resource.vcores
         for q in self.s.queues:
