@@ -179,6 +179,8 @@ class NodeDirectory:
         self.am_nodes = FreeSpaceIndex()
         self.total_mem = 0
         self.total_vcores = 0
+        self.used_mem = 0  # held by containers, over all nodes
+        self.used_vcores = 0
         self.shapes: Counter[Resource] = Counter()  # node capabilities, for "can this ever fit?"
         self._next_order = 0
 
@@ -208,6 +210,9 @@ class NodeDirectory:
             del self.racks[node.rack]
         self.total_mem -= node.capability.memory_mb
         self.total_vcores -= node.capability.vcores
+        used = node.used
+        self.used_mem -= used.memory_mb
+        self.used_vcores -= used.vcores
         self.shapes[node.capability] -= 1
         if not self.shapes[node.capability]:
             del self.shapes[node.capability]
@@ -232,6 +237,8 @@ class NodeDirectory:
         self._unfile(node)
         node.free_mem += memory_mb
         node.free_vcores += vcores
+        self.used_mem -= memory_mb
+        self.used_vcores -= vcores
         self._file(node)
         record = node.record
         if record is not None:
@@ -243,7 +250,5 @@ class NodeDirectory:
         return Resource(self.total_mem, self.total_vcores)
 
     def used(self) -> Resource:
-        """Resources held by containers on all nodes (a sum over nodes: for reports, not passes)."""
-        free_mem = sum(n.free_mem for n in self.by_id.values())
-        free_vcores = sum(n.free_vcores for n in self.by_id.values())
-        return Resource(self.total_mem - free_mem, self.total_vcores - free_vcores)
+        """Resources held by containers on all nodes."""
+        return Resource(self.used_mem, self.used_vcores)

@@ -148,6 +148,8 @@ class SchedulerMachine(RuleBasedStateMachine):
             record = self.sim.table.get(node_id)
             assert (record.used, record.num_containers) == (used, len(live))
         assert not by_node, f"live containers on nodes the scheduler lost: {by_node}"
+        live = self.s.live_containers()
+        assert self.s.nodes.used() == Resource(sum(c.resource.memory_mb for c in live), sum(c.resource.vcores for c in live))
 
     @invariant()
     def queue_usage_is_the_sum_of_its_attempts(self) -> None:
