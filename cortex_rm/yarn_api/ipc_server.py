@@ -25,7 +25,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -64,6 +64,8 @@ class IpcServerFactory(Factory):
         max_data_length: int = DEFAULT_MAX_DATA_LENGTH,
         max_outstanding_calls: int | None = None,
         log: Logger | None = None,
+        idle_timeout: float | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         if max_outstanding_calls is not None and max_outstanding_calls < 1:
             raise ValueError("max_outstanding_calls must be at least 1")
@@ -71,6 +73,12 @@ class IpcServerFactory(Factory):
         self.sasl_server = sasl_server if sasl_server is not None else SaslServer.simple_only()
         self.max_data_length = max_data_length
         self.max_outstanding_calls = max_outstanding_calls
+        if idle_timeout is not None and clock is None:
+            raise ValueError("an idle timeout needs a clock")
+        # Hadoop's client closes a connection after 10 s idle (ipc.client.connection.maxidletime);
+        # the server drops connections idle for longer, so abandoned sockets do not pile up.
+        self.idle_timeout = idle_timeout
+        self.clock = clock
         self.log = log if log is not None else Logger(namespace="cortex_rm.yarn_api.ipc_server")
         # Fail at wiring time, not on the first connection, if the limit is wrong.
         IpcConnection(self.protocols, self.sasl_server, peer="-", max_data_length=max_data_length)
@@ -96,6 +104,10 @@ class IpcServerProtocol(Protocol):
         self._transport: Any = None  # the ITCPTransport, untyped (zope interfaces confuse mypy)
         # Replies produced while dataReceived runs are written in one go at its end.
         self._batch: list[bytes] | None = None
+        self._idle_timeout = factory.idle_timeout
+        self._clock = factory.clock
+        self._idle_call: Any = None
+        self._last_activity = 0.0
 
     def connectionMade(self) -> None:
         """Disable Nagle (as Hadoop's ``ipc.server.tcpnodelay`` does) and log the connection."""
@@ -103,11 +115,16 @@ class IpcServerProtocol(Protocol):
         set_no_delay = getattr(self._transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
+        if self._idle_timeout is not None and self._clock is not None:
+            self._last_activity = self._clock.seconds()
+            self._idle_call = self._clock.callLater(self._idle_timeout, self._check_idle)
         self._log.debug("IPC connection from {peer} opened", peer=self.peer, state_to=self.core.state.name)
 
     def dataReceived(self, data: bytes) -> None:
         """Feed the core; run the calls it decodes; write replies; close on FATAL."""
         core = self.core
+        if self._clock is not None:
+            self._last_activity = self._clock.seconds()
         try:
             events = core.receive(data)
         except Exception:
@@ -142,8 +159,23 @@ class IpcServerProtocol(Protocol):
             self._paused = True
             self._transport.pauseProducing()
 
+    def _check_idle(self) -> None:
+        """Close the connection if nothing came in for the idle timeout and no call is running."""
+        assert self._clock is not None and self._idle_timeout is not None
+        idle_for = self._clock.seconds() - self._last_activity
+        if idle_for >= self._idle_timeout and self.core.outstanding == 0:
+            self._idle_call = None
+            self._log.debug("IPC connection from {peer} idle for {s:.0f} s: closing it", peer=self.peer, s=idle_for)
+            self._transport.loseConnection()
+            return
+        wait = self._idle_timeout - idle_for if idle_for < self._idle_timeout else self._idle_timeout
+        self._idle_call = self._clock.callLater(wait, self._check_idle)
+
     def connectionLost(self, reason: Failure | None = None) -> None:
         """Tell the core; replies to calls still running will be dropped."""
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+            self._idle_call = None
         if self.core.state is not ConnectionState.CLOSED:
             self.core.connection_lost()
         self._log.debug(

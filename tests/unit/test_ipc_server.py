@@ -30,6 +30,7 @@ from tests.support.ipc_frames import (
     ResponseReader,
     call_frame,
     context_frame,
+    ping_frame,
     preamble,
 )
 
@@ -323,3 +324,32 @@ def test_format_peer() -> None:
     """host:port for IPv4, [host]:port for IPv6."""
     assert format_peer(IPv4Address("TCP", "127.0.0.1", 8032)) == "127.0.0.1:8032"
     assert format_peer(IPv6Address("TCP", "::1", 8032)) == "[::1]:8032"
+
+
+def test_idle_connections_are_closed_but_busy_or_active_ones_stay() -> None:
+    """No bytes for the idle timeout and no call running: closed; activity or a pending call keeps it."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    pending: list[Deferred[UserInformationProto]] = []
+
+    def slow(call: CallContext, request: UserInformationProto) -> Deferred[UserInformationProto]:
+        pending.append(Deferred())
+        return pending[-1]
+
+    server = Server({"echoUser": slow}, idle_timeout=20.0, clock=clock)
+    idle, active, busy = server.connect(), server.connect(), server.connect()
+    for client in (idle, active, busy):
+        client.send(HANDSHAKE)
+    busy.send(call_frame(1, "echoUser", TEST_PROTOCOL, ALICE))
+    clock.advance(15)
+    active.send(ping_frame())
+    clock.advance(6)
+    assert idle.transport.disconnecting
+    assert not active.transport.disconnecting and not busy.transport.disconnecting
+    clock.advance(30)
+    assert active.transport.disconnecting
+    assert not busy.transport.disconnecting  # its call has not been answered
+    pending[0].callback(ALICE)
+    clock.advance(20)
+    assert busy.transport.disconnecting
