@@ -93,7 +93,7 @@ def _say(msg: str) -> None:
 def up(workdir: Path, nodes: int, timeout: float = 60.0, say: Callable[[str], None] = _say) -> list[LocalNode]:
     workdir = workdir.resolve()
     if (workdir / CLUSTER_FILE).exists():
-        running = [n for n in _load(workdir) if _alive(n.pid)]
+        running = [n for n in _load(workdir) if _is_daemon_of(n)]
         if running:
             raise LocalClusterError(
                 f"a local cluster is already running in {workdir} ({len(running)} daemons); "
@@ -207,7 +207,7 @@ def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) 
     if not (workdir / CLUSTER_FILE).exists():
         raise LocalClusterError(f"no local cluster in {workdir} (no {CLUSTER_FILE})")
     nodes = _load(workdir)
-    running = [n for n in nodes if _alive(n.pid)]
+    running = [n for n in nodes if _is_daemon_of(n)]
     for node in running:
         say(f"stopping {node.name} (pid {node.pid})")
         os.kill(node.pid, signal.SIGTERM)
@@ -229,6 +229,17 @@ def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) 
         raise LocalClusterError(f"processes still running: {', '.join(str(n.pid) for n in left)}")
     say(f"stopped {len(running)} daemon(s); state kept under {workdir}")
     return len(running)
+
+
+def _is_daemon_of(node: LocalNode) -> bool:
+    """Whether ``node.pid`` still is that node's daemon (a pid may have been reused since)."""
+    if not _alive(node.pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return node.config.encode() in cmdline
 
 
 def _alive(pid: int) -> bool:
