@@ -38,7 +38,15 @@ from cortex_rm.yarn_api.tokens import CONTAINER_TOKEN_KIND, MasterKey, parse_con
 
 
 class InvalidContainerToken(Exception):
-    """The token does not allow starting the container; the message is YARN's."""
+    """The token does not allow starting the container; the message is YARN's.
+
+    ``container_id`` is the container the token names, when its identifier could be
+    read (even if the signature is wrong), so the refusal can be filed under it.
+    """
+
+    def __init__(self, message: str, container_id: ContainerId | None = None) -> None:
+        super().__init__(message)
+        self.container_id = container_id
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ class ContainerTokenVerifier:
         return None
 
     def verify(self, token: TokenProto) -> ContainerGrant:
-        """The grant in ``token``, or InvalidContainerToken saying why not."""
+        """The grant in ``token`` (rules 1-4), or InvalidContainerToken saying why not."""
         if token.kind and token.kind != CONTAINER_TOKEN_KIND:
             raise InvalidContainerToken(f"Invalid container token: kind {token.kind!r} is not {CONTAINER_TOKEN_KIND}")
         try:
@@ -89,21 +97,22 @@ class ContainerTokenVerifier:
             raise InvalidContainerToken(f"Invalid container token: {e}") from None
         key = self._key(ident.masterKeyId)
         if key is None or not key.verify(token.identifier, token.password):
-            raise InvalidContainerToken(f"Given Container {container_id} seems to have an illegally generated token.")
+            raise InvalidContainerToken(
+                f"Given Container {container_id} seems to have an illegally generated token.", container_id
+            )
         if ident.nmHostAddr != str(self.node_id):
             raise InvalidContainerToken(
                 f"Given Container {container_id} identifier is not valid for current Node manager. "
-                f"Expected : {self.node_id} Found : {ident.nmHostAddr}"
+                f"Expected : {self.node_id} Found : {ident.nmHostAddr}",
+                container_id,
             )
         now = self.now_ms()
         if ident.expiryTimeStamp < now:
             raise InvalidContainerToken(
                 f"This token is expired. current time is {now} found {ident.expiryTimeStamp}\n"
-                "Note: System times on machines may be out of sync. Check system time and time zones."
+                "Note: System times on machines may be out of sync. Check system time and time zones.",
+                container_id,
             )
-        self._forget_expired(now)
-        if container_id in self._started:
-            raise InvalidContainerToken(f"Container {container_id} was started on this node before")
         return ContainerGrant(
             container_id=container_id,
             user=ident.appSubmitter,
@@ -111,6 +120,14 @@ class ContainerTokenVerifier:
             expiry_ms=ident.expiryTimeStamp,
             is_am=ident.containerType == yp.APPLICATION_MASTER,
         )
+
+    def check_not_started(self, grant: ContainerGrant) -> None:
+        """InvalidContainerToken if the grant's container was started here before (rule 5)."""
+        self._forget_expired(self.now_ms())
+        if grant.container_id in self._started:
+            raise InvalidContainerToken(
+                f"Container {grant.container_id} was started on this node before", grant.container_id
+            )
 
     def mark_started(self, grant: ContainerGrant) -> None:
         """Remember that the grant's container was started: its token cannot start it again."""

@@ -64,13 +64,14 @@ def test_expired_token_is_refused(verifier: ContainerTokenVerifier) -> None:
 def test_started_container_cannot_start_again_until_its_token_expires(verifier: ContainerTokenVerifier) -> None:
     """A token starts its container once; the memory of it lasts as long as the token."""
     grant = verifier.verify(container_token(cid(2), expiry_ms=NOW_MS + 5000))
+    verifier.check_not_started(grant)
     verifier.mark_started(grant)
     with pytest.raises(InvalidContainerToken, match="was started on this node before"):
-        verifier.verify(container_token(cid(2), expiry_ms=NOW_MS + 5000))
+        verifier.check_not_started(verifier.verify(container_token(cid(2), expiry_ms=NOW_MS + 5000)))
     verifier.clock.advance(6)  # type: ignore[attr-defined]
     with pytest.raises(InvalidContainerToken, match="expired"):
         verifier.verify(container_token(cid(2), expiry_ms=NOW_MS + 5000))
-    assert verifier.verify(container_token(cid(2), expiry_ms=NOW_MS + 10_000)).container_id == cid(2)
+    verifier.check_not_started(verifier.verify(container_token(cid(2), expiry_ms=NOW_MS + 10_000)))
 
 
 def test_previous_key_still_verifies_after_a_key_change(verifier: ContainerTokenVerifier) -> None:

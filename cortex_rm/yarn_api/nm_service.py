@@ -1,0 +1,176 @@
+"""ContainerManagementProtocol on the NodeManager's port: start, stop, and report containers.
+
+The wire face of ``container.container_manager.ContainerManager``.  Each call
+carries a list of containers and is answered as YARN's ``ContainerManagerImpl``
+answers it: the call itself succeeds, and every container is either in
+``succeeded_requests`` (or ``status``) or in ``failed_requests`` as a
+``ContainerExceptionMapProto`` whose ``SerializedExceptionProto`` names the Java
+exception (``class_name``), its message and a trace.  Hadoop's ``NMClientImpl``
+looks its container up in ``failed_requests`` and throws that exception
+(``SerializedExceptionPBImpl.deSerialize`` instantiates the class by name):
+
+* a ContainerToken that does not verify -> ``SecretManager$InvalidToken``, filed
+  under the container id the token names (YARN files it under none when the
+  token is bad, which NMClient then takes for a success; naming the container
+  makes the AM see the refusal);
+* anything else refused -> ``YarnException`` with the reason.
+
+The caller is the connection's user: NMClient connects as the application attempt
+(``appattempt_...``) under SIMPLE authentication, or proves it with an NMToken
+under DIGEST-MD5; a caller naming another application's attempt is refused.
+
+Spark 4.3 only calls ``startContainers``; ``stopContainers`` and
+``getContainerStatuses`` serve other YARN clients.  Hadoop's other
+ContainerManagementProtocol methods are answered "not supported by Cortex".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from cortex_rm.allocator.errors import MalformedId
+from cortex_rm.allocator.ids import ContainerId
+from cortex_rm.container.container_manager import ContainerManager, ContainerRefused
+from cortex_rm.container.nm_container import NMContainer
+from cortex_rm.internal.tracker_messages import ContainerState
+from cortex_rm.yarn_api import records
+from cortex_rm.yarn_api.errors import YARN_EXCEPTION
+from cortex_rm.yarn_api.proto import containermanagement_protocol_pb2
+from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
+from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
+from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
+from cortex_rm.yarn_api.rpc_protocol import CallContext, Handler, RpcProtocol
+
+NM_PROTOCOL = "org.apache.hadoop.yarn.api.ContainerManagementProtocolPB"
+
+#: Hadoop 3.5's other ContainerManagementProtocol methods: known by name, not served.
+UNSUPPORTED_NM_METHODS = frozenset(
+    {
+        "increaseContainersResource",
+        "updateContainer",
+        "signalToContainer",
+        "localize",
+        "getLocalizationStatuses",
+        "reInitializeContainer",
+        "restartContainer",
+        "rollbackLastReInitialization",
+        "commitLastReInitialization",
+    }
+)
+
+_WIRE_STATE = {
+    ContainerState.NEW: yp.C_NEW,
+    ContainerState.RUNNING: yp.C_RUNNING,
+    ContainerState.COMPLETE: yp.C_COMPLETE,
+}
+
+
+def caller_of(call: CallContext) -> str | None:
+    """Who is calling: the attempt an NMToken names (TOKEN), else the connection's user."""
+    if call.token_identifier is not None:
+        ident = yst.NMTokenIdentifierProto()
+        try:
+            ident.ParseFromString(call.token_identifier)
+            return str(records.attempt_id_from_proto(ident.appAttemptId))
+        except Exception:  # noqa: BLE001 - DecodeError or MalformedId: an unreadable identifier names nobody
+            return None
+    return call.effective_user
+
+
+def serialized_exception(java_class: str, message: str, out: yp.SerializedExceptionProto) -> None:
+    """A SerializedExceptionProto as ``SerializedException.newInstance`` fills it."""
+    out.class_name = java_class
+    out.message = message
+    out.trace = f"{java_class}: {message}\n\tat org.apache.hadoop.yarn.server.nodemanager.ContainerManager(Cortex)\n"
+
+
+def _fail(refusal: ContainerRefused, container_id: ContainerId | None, out: Any) -> None:
+    entry = out.add()
+    cid = refusal.container_id or container_id
+    if cid is not None:
+        records.container_id_to_proto(cid, entry.container_id)
+    serialized_exception(refusal.java_class, refusal.message, entry.exception)
+
+
+def container_status(c: NMContainer, out: yp.ContainerStatusProto) -> None:
+    """A container's ContainerStatusProto."""
+    report = c.report()
+    records.container_id_to_proto(c.container_id, out.container_id)
+    out.state = _WIRE_STATE[report.state]
+    out.exit_status = report.exit_status
+    out.diagnostics = report.diagnostics
+    records.resource_to_proto(c.resource, out.capability)
+    out.executionType = yp.GUARANTEED
+
+
+class ContainerManagementService:
+    """The three calls of ContainerManagementProtocol over a ContainerManager."""
+
+    def __init__(self, manager: ContainerManager) -> None:
+        self.manager = manager
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "startContainers": self.start_containers,
+            "stopContainers": self.stop_containers,
+            "getContainerStatuses": self.get_container_statuses,
+        }
+
+    def _ids(self, protos: Iterable[yp.ContainerIdProto], failed: Any) -> list[ContainerId]:
+        ids = []
+        for p in protos:
+            try:
+                ids.append(records.container_id_from_proto(p))
+            except MalformedId as e:
+                _fail(ContainerRefused(YARN_EXCEPTION, str(e)), None, failed)
+        return ids
+
+    def start_containers(self, call: CallContext, request: ys.StartContainersRequestProto) -> ys.StartContainersResponseProto:
+        response = ys.StartContainersResponseProto()
+        caller = caller_of(call)
+        for start in request.start_container_request:
+            try:
+                cid = self.manager.start(start, caller)
+            except ContainerRefused as refusal:
+                _fail(refusal, None, response.failed_requests)
+                continue
+            records.container_id_to_proto(cid, response.succeeded_requests.add())
+        return response
+
+    def stop_containers(self, call: CallContext, request: ys.StopContainersRequestProto) -> ys.StopContainersResponseProto:
+        response = ys.StopContainersResponseProto()
+        caller = caller_of(call)
+        for cid in self._ids(request.container_id, response.failed_requests):
+            try:
+                self.manager.stop(cid, caller)
+            except ContainerRefused as refusal:
+                _fail(refusal, cid, response.failed_requests)
+                continue
+            records.container_id_to_proto(cid, response.succeeded_requests.add())
+        return response
+
+    def get_container_statuses(
+        self, call: CallContext, request: ys.GetContainerStatusesRequestProto
+    ) -> ys.GetContainerStatusesResponseProto:
+        response = ys.GetContainerStatusesResponseProto()
+        caller = caller_of(call)
+        for cid in self._ids(request.container_id, response.failed_requests):
+            try:
+                container = self.manager.status(cid, caller)
+            except ContainerRefused as refusal:
+                _fail(refusal, cid, response.failed_requests)
+                continue
+            container_status(container, response.status.add())
+        return response
+
+
+def nm_protocol(service: ContainerManagementService) -> RpcProtocol:
+    """ContainerManagementProtocol with our handlers; Hadoop's other methods answered by name."""
+    protocol = RpcProtocol.from_service(
+        NM_PROTOCOL,
+        containermanagement_protocol_pb2.DESCRIPTOR.services_by_name["ContainerManagementProtocolService"],
+        service.handlers(),
+    )
+    return RpcProtocol(protocol.name, protocol.methods, protocol.unsupported | UNSUPPORTED_NM_METHODS, protocol.version)
+
