@@ -47,9 +47,14 @@ class SchedulerAttempt:
         self.is_active = False  # in its leaf's active list (CapacityScheduler keeps this in step)
 
     @property
-    def fifo_key(self) -> tuple[int, int]:
-        """Serving order: higher application priority first, then earlier submission."""
-        return (-self.app_priority, self.submission_order)
+    def fifo_key(self) -> tuple[int, int, int, int]:
+        """Serving order: higher application priority first, then the application submitted first.
+
+        The application id gives the submission order (as YARN's FIFO ordering policy),
+        so a second attempt keeps its application's place instead of queueing last.
+        """
+        app = self.attempt_id.app_id
+        return (-self.app_priority, app.cluster_timestamp, app.id, self.submission_order)
 
     @property
     def used(self) -> Resource:

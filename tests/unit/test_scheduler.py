@@ -7,7 +7,7 @@ import pytest
 from cortex_rm.allocator.asks import ANY
 from cortex_rm.allocator.containers import ContainerExitStatus, InvalidContainerRelease, RMContainerState
 from cortex_rm.allocator.errors import InvalidSubmission, RefusedOperation, UnknownAttempt
-from cortex_rm.allocator.ids import ContainerId
+from cortex_rm.allocator.ids import ApplicationAttemptId, ContainerId
 from cortex_rm.allocator.resources import ZERO, Resource
 from cortex_rm.allocator.scheduler_config import SchedulerConfig
 from tests.support.scheduler_sim import GB, SimCluster, ask
@@ -90,6 +90,20 @@ def test_higher_application_priority_jumps_the_fifo() -> None:
     for c in sim.acquire_and_launch(b)[:2]:
         sim.scheduler.container_finished(c.container_id, 0)
     assert [c.attempt_id for c in sim.schedule()] == [a] * 2
+
+
+def test_second_attempt_keeps_its_applications_place_in_the_fifo() -> None:
+    """FIFO follows application ids: a retried earlier application goes before a later one."""
+    sim = SimCluster()
+    sim.add_node("h1", 4 * GB, 4)
+    first, later = sim.submit(am=None), sim.submit(am=None)
+    sim.scheduler.remove_attempt(first)
+    retry = ApplicationAttemptId(first.app_id, 2)
+    sim.scheduler.add_attempt(retry, "default", "alice")
+    sim.ask(later, ask(4))
+    sim.ask(retry, ask(4))
+    assert [c.attempt_id for c in sim.schedule()] == [retry] * 4
+    assert str(sim.scheduler.attempt_containers(retry)[0].container_id).endswith("_02_000001")
 
 
 def test_asks_of_lower_priority_value_are_served_first() -> None:
