@@ -76,6 +76,7 @@ Runner = Callable[[Callable[[], Any]], "defer.Deferred[Any]"]
 _S, _E = NMContainerState, NMContainerEvent
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
 MIB = 1024 * 1024
+MAX_REMEMBERED_CLEANUPS = 1000
 
 
 class ContainerRefused(Exception):
@@ -137,6 +138,8 @@ class ContainerManager:
         self.localizer = localizer if localizer is not None else Localizer(run)
         self.containers: dict[ContainerId, NMContainer] = {}
         self.shutting_down = False
+        # applications already cleaned up (the RM may name one in several answers)
+        self._cleaned_apps: dict[ApplicationId, None] = {}
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -403,6 +406,11 @@ class ContainerManager:
         """Kill what is left of ``app_id`` (KILLED_AFTER_APP_COMPLETION), then delete its
         local dirs (logs stay); fires with the dirs deleted."""
         mine = [c for c in self.containers.values() if c.container_id.attempt_id.app_id == app_id]
+        if app_id in self._cleaned_apps and all(c.state is _S.DONE for c in mine):
+            return defer.succeed([])
+        self._cleaned_apps[app_id] = None
+        while len(self._cleaned_apps) > MAX_REMEMBERED_CLEANUPS:
+            del self._cleaned_apps[next(iter(self._cleaned_apps))]
         for c in mine:
             self.kill(c.container_id, ContainerExitStatus.KILLED_AFTER_APP_COMPLETION, "Container killed on application-finish event")
         d = defer.DeferredList([c.done for c in mine], consumeErrors=True)
