@@ -413,7 +413,7 @@ class ContainerManager:
             del self._cleaned_apps[next(iter(self._cleaned_apps))]
         for c in mine:
             self.kill(c.container_id, ContainerExitStatus.KILLED_AFTER_APP_COMPLETION, "Container killed on application-finish event")
-        d = defer.DeferredList([c.done for c in mine], consumeErrors=True)
+        d: defer.Deferred[Any] = defer.DeferredList([c.done for c in mine], consumeErrors=True)
         d.addCallback(lambda _: self.run(lambda: container_files.delete_application_dirs(self.settings.local_dirs, str(app_id))))
 
         def deleted(dirs: list[Path]) -> list[Path]:

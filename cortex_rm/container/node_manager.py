@@ -26,6 +26,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from cortex_rm.allocator.ids import ApplicationId, ContainerId, NodeId
@@ -165,8 +166,12 @@ class NodeManagerRole:
     def cleanup_applications(self, app_ids: tuple[ApplicationId, ...]) -> None:
         assert self.containers is not None
         for app_id in app_ids:
-            d = self.containers.cleanup_application(app_id)
-            d.addErrback(lambda f, a=app_id: log.failure("cleaning up {app_id} failed", f, app_id=str(a)))
+            d: defer.Deferred[Any] = self.containers.cleanup_application(app_id)
+            d.addErrback(self._cleanup_failed, app_id)
+
+    @staticmethod
+    def _cleanup_failed(failure: Failure, app_id: ApplicationId) -> None:
+        log.failure("cleaning up {app_id} failed", failure, app_id=str(app_id))
 
     # ------------------------------------------------------------ stop
 
