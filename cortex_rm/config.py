@@ -173,6 +173,12 @@ class NodeManagerSection:
     # named by spark.yarn.jars=local:...; default (key absent): the installed pyspark
     # package's directory, if pyspark is installed; [] for none
     readonly_dirs: tuple[str, ...] | None = None
+    # Host directories containers may read and write: the part of the host's file system
+    # that plays the cluster file system when clients use fs.defaultFS=file:/// (Spark's
+    # spark.yarn.stagingDir, job input and output).  An application's own staging dir
+    # (a file: resource's directory named after the application) is shared with its
+    # containers without being listed here.
+    shared_dirs: tuple[str, ...] = ()
     # $HOME of every container (yarn.nodemanager.user-home-dir)
     user_home_dir: str = "/home/"
 
@@ -205,6 +211,7 @@ class Config:
             local_dirs=tuple(Path(d).resolve() for d in nm.local_dirs) or (state / "nm-local-dir",),
             log_dirs=tuple(Path(d).resolve() for d in nm.log_dirs) or (state / "nm-logs",),
             readonly_dirs=readonly,
+            shared_dirs=tuple(Path(d) for d in nm.shared_dirs),
             java_home=Path(nm.java_home),
         )
 
@@ -235,6 +242,7 @@ class NodeManagerDirs:
     local_dirs: tuple[Path, ...]
     log_dirs: tuple[Path, ...]
     readonly_dirs: tuple[Path, ...]
+    shared_dirs: tuple[Path, ...]
     java_home: Path
 
 
@@ -365,9 +373,10 @@ def _validate_nodemanager_dirs(config: Config) -> None:
             raise ConfigError(f"{where}.{key} has an empty path")
         if len({str(Path(d).resolve()) for d in dirs}) != len(dirs):
             raise ConfigError(f"{where}.{key} names a directory twice")
-    for d in nm.readonly_dirs or ():
-        if not Path(d).is_absolute():
-            raise ConfigError(f"{where}.readonly_dirs: {d!r} is not an absolute path")
+    for key in ("readonly_dirs", "shared_dirs"):
+        for d in getattr(nm, key) or ():
+            if not Path(d).is_absolute():
+                raise ConfigError(f"{where}.{key}: {d!r} is not an absolute path")
     if not Path(nm.java_home).is_absolute():
         raise ConfigError(f"{where}.java_home: {nm.java_home!r} is not an absolute path")
     if not nm.user_home_dir.startswith("/"):

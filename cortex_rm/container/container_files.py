@@ -81,6 +81,23 @@ def failure_diagnostics(log_dir: Path, exit_code: int, limit: int = DIAGNOSTICS_
     return "\n".join(parts)
 
 
+def application_staging_dirs(sources: Sequence[str], app_id: str) -> tuple[Path, ...]:
+    """The directories of ``file:`` resource sources that are named after the application
+    (Spark's ``.sparkStaging/<appId>``), resolved; the application's containers share them.
+
+    The ApplicationMaster reads its staging dir (it checks the files it hands to
+    executors) and deletes it at the end, as it would on a shared file system.  A
+    directory named after the application was made for it, so it holds nothing of
+    anybody else's.
+    """
+    found: dict[Path, None] = {}
+    for source in sources:
+        parent = Path(os.path.realpath(Path(source).parent))
+        if parent.name == app_id and parent.is_dir():
+            found[parent] = None
+    return tuple(found)
+
+
 def delete_application_dirs(local_dirs: Sequence[Path], app_id: str) -> list[Path]:
     """Delete ``usercache/*/appcache/<app_id>`` in every local dir; the dirs deleted."""
     deleted = []

@@ -29,8 +29,10 @@ written, the runtime asked to start it), RUNNING, and finally DONE with an exit 
 
 A container's memory limit is its allocated memory plus ``memory_overhead_mb`` (the
 JVM's off-heap memory and the shell live outside Spark's accounting); its pids limit
-is ``pids_limit``.  It may write to its application's local dirs and its log dir, and
-read the configured read-only dirs and the JVM.
+is ``pids_limit``.  It may write to its application's local dirs, its log dir, the
+configured shared dirs and its application's staging dir (see
+``container_files.application_staging_dirs``), and read the configured read-only
+dirs and the JVM.
 
 Reporting: ``statuses_for_heartbeat`` lists every container that is not DONE, and
 every DONE container until the RM acknowledges it (``acknowledge``, see
@@ -96,6 +98,8 @@ class ContainerSettings:
     local_dirs: tuple[Path, ...]
     log_dirs: tuple[Path, ...]
     readonly_dirs: tuple[Path, ...] = ()
+    #: Host dirs every container may read and write (the shared file system under file:///).
+    shared_dirs: tuple[Path, ...] = ()
     memory_overhead_mb: int = 256
     pids_limit: int = 4096
     #: SIGTERM, then SIGKILL after this long (yarn.nodemanager.sleep-delay-before-sigkill.ms).
@@ -249,7 +253,16 @@ class ContainerManager:
             memory_limit_bytes=(c.resource.memory_mb + self.settings.memory_overhead_mb) * MIB,
             pids_limit=self.settings.pids_limit,
             # the work dir is inside the first app dir; log_dir is given on its own
-            writable_dirs=tuple(dict.fromkeys((*c.paths.app_dirs, *(d for d in c.paths.log_dirs if d != c.paths.log_dir)))),
+            writable_dirs=tuple(
+                dict.fromkeys(
+                    (
+                        *c.paths.app_dirs,
+                        *(d for d in c.paths.log_dirs if d != c.paths.log_dir),
+                        *self.settings.shared_dirs,
+                        *c.staging_dirs,
+                    )
+                )
+            ),
             readonly_dirs=tuple(dict.fromkeys((*self.settings.readonly_dirs, java_home))),
         )
 
@@ -260,6 +273,8 @@ class ContainerManager:
             yield self.localizer.localize(c.app_id, c.paths.app_dirs[0], c.paths.work_dir, c.resources)
             if c.state is _S.LOCALIZING:
                 yield self.run(lambda: container_files.write_launch_script(c.paths, plan.script))
+                sources = [r.url.file for r in c.resources if r.url.scheme == "file"]
+                c.staging_dirs = yield self.run(lambda: container_files.application_staging_dirs(sources, c.app_id))
         except Exception as e:  # noqa: BLE001 - every failure here is the container's, reported in its status
             if isinstance(e, LocalizationError):
                 reason = str(e)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from twisted.internet import defer
@@ -110,6 +111,8 @@ class NMContainer:
     running: RunningContainer | None = None
     #: The runtime's ``started`` failed: the process never ran.
     start_failed: bool = False
+    #: Host dirs of this application the container shares (its staging dir).
+    staging_dirs: tuple[Path, ...] = ()
     #: When the RM acknowledged the container's completion (ms), None before.
     acknowledged_ms: int | None = None
     #: Fired once with None when the container reaches DONE.

@@ -50,6 +50,18 @@ IPC_MAX_OUTSTANDING_CALLS = 256
 IPC_IDLE_TIMEOUT_S = 20.0
 
 
+def existing_dirs(dirs: tuple[Path, ...], key: str) -> tuple[Path, ...]:
+    """``dirs`` without symlinks (the runtime mounts real paths); missing ones dropped with a warning."""
+    found = []
+    for d in dirs:
+        real = Path(os.path.realpath(d))
+        if real.is_dir():
+            found.append(real)
+        else:
+            log.warn("nodemanager.{key}: {dir} is not a directory; containers will not see it", key=key, dir=str(d))
+    return tuple(found)
+
+
 class NodeManagerRole:
     """Starts and stops everything the NodeManager role needs (see the module docstring)."""
 
@@ -85,13 +97,8 @@ class NodeManagerRole:
         java_home = Path(os.path.realpath(dirs.java_home))
         if not (java_home / "bin" / "java").exists():
             log.warn("nodemanager.java_home {java_home} has no bin/java: JVM containers will fail", java_home=str(java_home))
-        readonly = []
-        for d in dirs.readonly_dirs:
-            real = Path(os.path.realpath(d))
-            if real.is_dir():
-                readonly.append(real)
-            else:
-                log.warn("nodemanager.readonly_dirs: {dir} is not a directory; containers will not see it", dir=str(d))
+        readonly = existing_dirs(dirs.readonly_dirs, "readonly_dirs")
+        shared = existing_dirs(dirs.shared_dirs, "shared_dirs")
         self._pool = ThreadPool(minthreads=0, maxthreads=FILE_THREADS, name="nodemanager-files")
         self._pool.start()
         runtime = self._runtime
@@ -117,7 +124,8 @@ class NodeManagerRole:
             settings=ContainerSettings(
                 local_dirs=dirs.local_dirs,
                 log_dirs=dirs.log_dirs,
-                readonly_dirs=tuple(readonly),
+                readonly_dirs=readonly,
+                shared_dirs=shared,
                 memory_overhead_mb=nm.container_memory_overhead_mb,
                 pids_limit=nm.pids_limit,
             ),

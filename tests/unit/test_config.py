@@ -354,6 +354,7 @@ def test_nodemanager_dirs_as_configured(tmp_path: Path) -> None:
                 "local_dirs": [str(tmp_path / "a"), str(tmp_path / "b")],
                 "log_dirs": [str(tmp_path / "logs")],
                 "readonly_dirs": [],
+                "shared_dirs": ["/srv/shared"],
                 "java_home": "/opt/jdk",
             }
         }
@@ -362,6 +363,7 @@ def test_nodemanager_dirs_as_configured(tmp_path: Path) -> None:
     assert dirs.local_dirs == (tmp_path / "a", tmp_path / "b")
     assert dirs.log_dirs == (tmp_path / "logs",)
     assert dirs.readonly_dirs == ()
+    assert dirs.shared_dirs == (Path("/srv/shared"),)
     assert dirs.java_home == Path("/opt/jdk")
 
 
@@ -373,6 +375,7 @@ def test_nodemanager_dirs_as_configured(tmp_path: Path) -> None:
         ({"container_memory_overhead_mb": -1}, "container_memory_overhead_mb must not be negative"),
         ({"java_home": "jdk"}, "java_home: 'jdk' is not an absolute path"),
         ({"readonly_dirs": ["spark"]}, "readonly_dirs: 'spark' is not an absolute path"),
+        ({"shared_dirs": ["data"]}, "shared_dirs: 'data' is not an absolute path"),
         ({"local_dirs": ["/x", "/x"]}, "local_dirs names a directory twice"),
         ({"log_dirs": [""]}, "log_dirs has an empty path"),
         ({"local_dirs": ["/x"], "log_dirs": ["/x"]}, "both a local dir and a log dir"),
