@@ -68,6 +68,7 @@ from cortex_rm.container.nm_container import (
     NMContainerState,
 )
 from cortex_rm.container.runtime import LAUNCH_FAILED_EXIT_CODE, ContainerExit, ContainerRuntime, ContainerSpec
+from cortex_rm.internal.tracker_codec import MAX_CONTAINERS
 from cortex_rm.internal.tracker_messages import ContainerReport
 from cortex_rm.yarn_api.errors import INVALID_TOKEN, YARN_EXCEPTION
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
@@ -472,9 +473,12 @@ class ContainerManager:
         return c
 
     def statuses_for_heartbeat(self) -> tuple[ContainerReport, ...]:
-        """Every container not DONE, and every DONE one the RM has not acknowledged."""
+        """Every container not DONE, and every DONE one the RM has not acknowledged (live ones
+        first; at most what one heartbeat may carry, the rest in later ones)."""
         self._forget_old()
-        return tuple(c.report() for c in self.containers.values() if c.acknowledged_ms is None)
+        pending = [c for c in self.containers.values() if c.acknowledged_ms is None]
+        pending.sort(key=lambda c: c.state is _S.DONE)
+        return tuple(c.report() for c in pending[:MAX_CONTAINERS])
 
     def acknowledge(self, container_ids: Iterable[ContainerId]) -> None:
         """The RM has recorded these completed containers: stop reporting them."""

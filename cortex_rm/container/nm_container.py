@@ -92,6 +92,8 @@ NM_CONTAINER_TRANSITIONS: TransitionTable[NMContainerState, NMContainerEvent] = 
 )
 
 _WIRE_STATE = {_S.NEW: ContainerState.NEW, _S.DONE: ContainerState.COMPLETE}
+#: yarn.nodemanager.container-diagnostics-maximum-size: the latest diagnostics are kept.
+MAX_DIAGNOSTICS_CHARS = 10_000
 
 
 @dataclass(eq=False)
@@ -132,5 +134,5 @@ class NMContainer:
             container_id=self.container_id,
             state=self.wire_state,
             exit_status=self.exit_status,
-            diagnostics="\n".join(self.diagnostics),
+            diagnostics="\n".join(self.diagnostics)[-MAX_DIAGNOSTICS_CHARS:],
         )
