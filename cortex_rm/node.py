@@ -3,8 +3,10 @@
 ``CortexNode`` builds every role this daemon plays from its configuration, with the
 reactor, clock and storage injected, and starts them; nothing else wires services
 together.  Roles today: the ResourceManager (``resource_manager.py``: its ports,
-state store, scheduler and NodeTracker) and the NodeManager's web endpoint and status updater, which
-reports this node to the RM's NodeTracker over mutual TLS with the node's
+state store, scheduler and NodeTracker) and the NodeManager: its web endpoint, its
+containers (``container/node_manager.py``: ContainerManagementProtocol on
+``nodemanager.address``, LXC containers) and the status updater, which reports this
+node and its containers to the RM's NodeTracker over mutual TLS with the node's
 identity (``<state_dir>/identity``); the ring and the witness join here as they
 are built.
 
@@ -32,6 +34,7 @@ from cortex_rm.allocator.ids import NodeId
 from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.config import Config, parse_address
+from cortex_rm.container.node_manager import NodeManagerRole
 from cortex_rm.container.status_updater import NodeStatusUpdater, NodeStatusUpdaterService
 from cortex_rm.dht.identity import KnownResourceManagers, NodeIdentity
 from cortex_rm.internal.tls import MutualTLS
@@ -60,6 +63,7 @@ class CortexNode:
         self.addresses: dict[str, str] = {}
         self.resource_manager: ResourceManagerRole | None = None
         self.identity: NodeIdentity | None = None
+        self.node_manager: NodeManagerRole | None = None
         self.status_updater: NodeStatusUpdaterService | None = None
 
     @property
@@ -98,7 +102,9 @@ class CortexNode:
             yield self.resource_manager.start(started_ms)
         if self.config.nodemanager.enabled:
             self._start_node_web(started_ms)
-            self._start_status_updater(tls)
+            self.node_manager = NodeManagerRole(self.config, self.reactor, self._listen)
+            self.node_manager.start(self.addresses["nodemanager.webapp_address"])
+            self._start_status_updater(tls, self.node_manager)
         (self.state_dir / READY_FILE).write_text(json.dumps(self.addresses, indent=2))
         log.info("Cortex node {name} ready: {addresses}", name=self.config.node.name, addresses=self.addresses)
 
@@ -116,8 +122,9 @@ class CortexNode:
         site = build_nm_site(info, lambda: int(self.reactor.seconds() * 1000))
         self._listen("nodemanager.webapp_address", nm.webapp_address, site)
 
-    def _start_status_updater(self, tls: MutualTLS) -> None:
-        """Report this node's configured capacity to the RM's NodeTracker (NodeId = nodemanager.address)."""
+    def _start_status_updater(self, tls: MutualTLS, node_manager: NodeManagerRole) -> None:
+        """Report this node's capacity and containers to the RM's NodeTracker (NodeId = nodemanager.address);
+        the RM's answers reach the NodeManager (its container-token key, containers and applications to clean up)."""
         nm = self.config.nodemanager
         host, port = parse_address(nm.address, "nodemanager.address")
         registration = NodeRegistration(
@@ -134,6 +141,11 @@ class CortexNode:
             nm.resourcemanager_tracker,
             tls,
             KnownResourceManagers.in_state_dir(self.state_dir),
+            health=node_manager.health,
+            on_cleanup=node_manager.cleanup_containers,
+            on_acknowledged=node_manager.acknowledged,
+            on_cleanup_applications=node_manager.cleanup_applications,
+            on_registered=node_manager.registered,
         )
         self.status_updater.start()
 
@@ -142,6 +154,9 @@ class CortexNode:
         if self.status_updater is not None:
             yield self.status_updater.stop()
             self.status_updater = None
+        if self.node_manager is not None:
+            yield self.node_manager.stop()  # every container killed (bounded wait)
+            self.node_manager = None
         for port in self.ports:
             yield port.stopListening()
         self.ports.clear()

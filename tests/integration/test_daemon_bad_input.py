@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -80,8 +81,13 @@ def _hostile_payloads() -> list[tuple[str, bytes, str]]:
 def test_hostile_ipc_and_rest_input_leaves_the_rm_serving_with_its_state(cluster: RunningCluster) -> None:
     """Every hostile payload is answered or dropped per connection; the RM and its apps carry on."""
     yarn = YarnClientDriver(cluster.conf_dir)
-    app_id = yarn.run("submit", "before-the-storm", "default")["applicationId"]
-    before = yarn.run("report", app_id)
+    # The AM container really runs on the node (and never registers): wait until it is
+    # launched, so that what the report shows stays put during the storm.
+    app_id = yarn.run("submit", "before-the-storm", "default", "--am-command", "sleep 600")["applicationId"]
+    deadline = time.monotonic() + 60
+    while (before := yarn.run("report", app_id))["launchTime"] == 0:
+        assert time.monotonic() < deadline, before
+        time.sleep(0.2)
 
     answers = {}
     for _round in range(5):
