@@ -57,13 +57,25 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
-def node_config_text(state_dir: Path, name: str, ports: dict[str, int], is_rm: bool) -> str:
+def node_host(index: int) -> str:
+    """Node ``index`` (1-based) of a local cluster lives at its own loopback address, 127.0.0.<index>.
+
+    Distinct addresses make the nodes distinct hosts to Spark: otherwise executors of
+    different nodes would believe they share a disk and read each other's shuffle
+    files directly, which their containers cannot see.
+    """
+    if not 1 <= index <= 254:
+        raise LocalClusterError("a local cluster has at most 254 nodes (one loopback address each)")
+    return f"127.0.0.{index}"
+
+
+def node_config_text(state_dir: Path, name: str, ports: dict[str, int], is_rm: bool, host: str) -> str:
     lines = [
         "# Written by cortex-rm local-cluster up.",
         "[node]",
         f'name = "{name}"',
         f'state_dir = "{state_dir}"',
-        'host = "127.0.0.1"',
+        f'host = "{host}"',
         "",
         "[resourcemanager]",
         f"enabled = {'true' if is_rm else 'false'}",
@@ -78,8 +90,8 @@ def node_config_text(state_dir: Path, name: str, ports: dict[str, int], is_rm: b
     lines += [
         "",
         "[nodemanager]",
-        f'webapp_address = "127.0.0.1:{ports["nm_web"]}"',
-        f'address = "127.0.0.1:{ports["nm"]}"  # the NodeId',
+        f'webapp_address = "{host}:{ports["nm_web"]}"',
+        f'address = "{host}:{ports["nm"]}"  # the NodeId',
         f'resourcemanager_tracker = "127.0.0.1:{ports["tracker"]}"',
         "",
     ]
@@ -111,7 +123,8 @@ def up(workdir: Path, nodes: int, timeout: float = 60.0, say: Callable[[str], No
         (directory / "logs").mkdir(parents=True, exist_ok=True)
         node_ports = dict(rm_ports, nm_web=next(ports), nm=next(ports))
         config = directory / "cortex.toml"
-        config.write_text(node_config_text(directory, name, node_ports, is_rm=(i == 1)))
+        host = node_host(i)
+        config.write_text(node_config_text(directory, name, node_ports, is_rm=(i == 1), host=host))
         for stale in (READY_FILE, PID_FILE):
             (directory / stale).unlink(missing_ok=True)
         log = open(directory / "logs" / "daemon.out", "ab")
@@ -129,7 +142,7 @@ def up(workdir: Path, nodes: int, timeout: float = 60.0, say: Callable[[str], No
             rm = RMAddresses(
                 f"127.0.0.1:{rm_ports['rm']}", f"127.0.0.1:{rm_ports['scheduler']}", f"127.0.0.1:{rm_ports['rm_web']}"
             )
-        started.append(LocalNode(name, str(directory), str(config), proc.pid, f"127.0.0.1:{node_ports['nm_web']}", rm))
+        started.append(LocalNode(name, str(directory), str(config), proc.pid, f"{host}:{node_ports['nm_web']}", rm))
         say(f"started {name} (pid {proc.pid}){' as the ResourceManager' if rm else ''}")
     _save(workdir, started)
     try:
