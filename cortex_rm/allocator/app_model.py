@@ -83,9 +83,15 @@ class Application:
 
     @property
     def reported_state(self) -> AppState:
-        """The state clients see: internal states show the state before them, as in YARN."""
+        """The state clients see, as YARN's ``createApplicationState``: FINAL_SAVING and
+        KILLING show the state before them; FINISHING (the AM unregistered, its container
+        is ending) is already FINISHED."""
         if self.state in HIDDEN_APP_STATES and self.state_before is not None:
+            if self.state_before is AppState.FINISHING:
+                return AppState.FINISHED
             return self.state_before
+        if self.state is AppState.FINISHING:
+            return AppState.FINISHED
         return self.state
 
     @property

@@ -111,3 +111,15 @@ def test_unregistering_twice_is_idempotent() -> None:
     assert result_of(am.unregistered(attempt.attempt_id, FinalStatus.FAILED, "boom", "")) is True
     assert result_of(am.unregistered(attempt.attempt_id, FinalStatus.FAILED, "boom", "")) is True
     assert app.final_status is FinalStatus.FAILED and app.diagnostics == "boom"
+
+
+def test_a_finishing_application_is_reported_finished() -> None:
+    """Between unregistering and its container's end, clients already see FINISHED (YARN's mapping)."""
+    table, am, _ = _setup()
+    app = submitted(table)
+    _launch(table, am, app)
+    attempt = app.current_attempt
+    assert attempt is not None
+    result_of(am.registered(attempt.attempt_id, "n1", 1, ""))
+    result_of(am.unregistered(attempt.attempt_id, FinalStatus.SUCCEEDED, "", ""))
+    assert app.state is AppState.FINISHING and app.reported_state is AppState.FINISHED

@@ -1,0 +1,161 @@
+"""PySpark jobs run to completion on a local three-node Cortex, with the real spark-submit.
+
+The ApplicationMaster and the executors run in LXC containers on the nodes; the
+result is checked from the job's own output (client mode: spark-submit's stdout;
+cluster mode: the driver's stdout in the AM container's log directory on its node).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.cluster import RunningCluster, running_cluster
+from tests.support.java import YarnClientDriver
+from tests.support.spark import application_id_from_output, spark_submit
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# Executors and the cluster-mode driver run Debian's python3 inside the containers;
+# the client-mode driver runs the test's own interpreter.
+PYTHON_CONF = {"spark.pyspark.python": "/usr/bin/python3"}
+EXECUTORS = {
+    "spark.executor.instances": "2",
+    "spark.executor.memory": "512m",
+    "spark.executor.cores": "1",
+    "spark.driver.memory": "512m",
+    "spark.yarn.am.memory": "512m",
+    "spark.ui.enabled": "false",
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    with running_cluster(tmp_path_factory.mktemp("spark-jobs"), nodes=3) as c:
+        yield c
+
+
+def _report(cluster: RunningCluster, app_id: str) -> dict:
+    return requests.get(f"{cluster.rest}/ws/v1/cluster/apps/{app_id}", timeout=10).json()["app"]
+
+
+def _container_logs(cluster: RunningCluster, app_id: str, name: str = "stdout") -> dict[Path, str]:
+    """Every container log file of the application, on every node, by path."""
+    logs = {}
+    for path in cluster.workdir.glob(f"node*/**/{app_id}/container_*/{name}"):
+        logs[path] = path.read_text(errors="replace")
+    return logs
+
+
+def test_pi_in_cluster_mode_succeeds_and_prints_in_the_drivers_container_log(cluster: RunningCluster) -> None:
+    """cluster mode: the driver runs in the AM container; final status SUCCEEDED; its stdout is on the node."""
+    result = spark_submit(cluster.conf_dir, EXAMPLES / "pi.py", deploy_mode="cluster",
+                          conf={**PYTHON_CONF, **EXECUTORS}, args=["4"], timeout=600)
+    output = result.stdout + result.stderr
+    app_id = application_id_from_output(output)
+    assert result.returncode == 0, output[-6000:]
+    assert app_id is not None
+    report = _report(cluster, app_id)
+    assert (report["state"], report["finalStatus"]) == ("FINISHED", "SUCCEEDED"), report
+    driver_out = "".join(_container_logs(cluster, app_id).values())
+    assert re.search(r"Pi is roughly 3\.1\d*", driver_out), driver_out[-2000:]
+
+
+def test_wordcount_in_client_mode_shuffles_across_nodes(cluster: RunningCluster) -> None:
+    """client mode, two executors: the shuffle's result is right and executors ran on more than one node."""
+    result = spark_submit(cluster.conf_dir, EXAMPLES / "wordcount.py", deploy_mode="client",
+                          conf={**PYTHON_CONF, **EXECUTORS, "spark.pyspark.driver.python": sys.executable},
+                          args=["2000", "4"], timeout=600, env={"SPARK_LOCAL_IP": "127.0.0.1"})
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert "WORD alpha 10000" in output and "WORD beta 6000" in output and "WORD delta 2000" in output
+    nodes = re.search(r"EXECUTOR NODES (\d+)", output)
+    assert nodes is not None and int(nodes.group(1)) >= 2, output[-3000:]
+    app_id = application_id_from_output(output)
+    assert app_id is not None
+    assert _report(cluster, app_id)["finalStatus"] == "SUCCEEDED"
+    assert _container_logs(cluster, app_id, "stderr"), "executor logs are readable on the nodes"
+
+
+def test_a_job_that_raises_fails_after_its_attempts_with_the_error(cluster: RunningCluster) -> None:
+    """The driver raises: each AM attempt fails; the app ends FAILED with the error in diagnostics."""
+    result = spark_submit(cluster.conf_dir, EXAMPLES / "fail.py", deploy_mode="cluster",
+                          conf={**PYTHON_CONF, **EXECUTORS, "spark.yarn.maxAppAttempts": "2"}, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    app_id = application_id_from_output(output)
+    assert app_id is not None
+    report = _report(cluster, app_id)
+    assert report["finalStatus"] == "FAILED", report
+    assert "this job fails on purpose" in report["diagnostics"] or "exitCode" in report["diagnostics"], report
+    yarn = YarnClientDriver(cluster.conf_dir)
+    assert len(yarn.run("attempts", app_id)["attempts"]) == 2
+
+
+def test_killing_a_running_job_ends_it_killed_with_no_container_left(cluster: RunningCluster, tmp_path: Path) -> None:
+    """yarn kill while executors run: KILLED, and no container process survives on any node."""
+    slow = tmp_path / "slow.py"
+    slow.write_text(
+        "import time\nfrom pyspark.sql import SparkSession\n"
+        "spark = SparkSession.builder.appName('slow').getOrCreate()\n"
+        "spark.sparkContext.parallelize(range(4), 4).foreach(lambda _: time.sleep(600))\n"
+    )
+    done = spark_submit(cluster.conf_dir, slow, deploy_mode="cluster",
+                        conf={**PYTHON_CONF, **EXECUTORS, "spark.yarn.submit.waitAppCompletion": "false"}, timeout=300)
+    app_id = application_id_from_output(done.stdout + done.stderr)
+    assert app_id is not None, (done.stdout + done.stderr)[-3000:]
+    deadline = time.monotonic() + 300
+    while _report(cluster, app_id)["state"] != "RUNNING" or _report(cluster, app_id)["runningContainers"] < 2:
+        assert time.monotonic() < deadline, _report(cluster, app_id)
+        time.sleep(0.5)
+    yarn = YarnClientDriver(cluster.conf_dir)
+    assert yarn.run("kill", app_id)["state"] == "KILLED"
+    deadline = time.monotonic() + 60
+    while _processes_of(app_id):
+        assert time.monotonic() < deadline, _processes_of(app_id)
+        time.sleep(0.5)
+
+
+def _processes_of(app_id: str) -> list[str]:
+    """Host processes whose command line mentions the application (its containers)."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if app_id in line and "ps -eo" not in line]
+
+
+def test_a_job_survives_losing_a_node_that_runs_no_am(cluster: RunningCluster, tmp_path: Path) -> None:
+    """SIGKILL one node daemon (not the RM) mid-job: its executors are lost, Spark re-requests, the job succeeds."""
+    slowcount = tmp_path / "slowcount.py"
+    slowcount.write_text((EXAMPLES / "wordcount.py").read_text().replace(
+        "text = sc.parallelize(range(lines), partitions).map(line_for)",
+        "text = sc.parallelize(range(lines), partitions).map(lambda i: (__import__('time').sleep(0.01), line_for(i))[1])",
+    ))
+    from tests.support.spark import spark_submit_command, spark_submit_env
+
+    command = spark_submit_command(slowcount, deploy_mode="client", conf={
+        **PYTHON_CONF, **EXECUTORS, "spark.pyspark.driver.python": sys.executable,
+        "spark.executor.instances": "2"}, args=["4000", "8"])
+    proc = subprocess.Popen(command, env=spark_submit_env(cluster.conf_dir, {"SPARK_LOCAL_IP": "127.0.0.1"}),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    victim = None
+    deadline = time.monotonic() + 300
+    while victim is None:
+        assert time.monotonic() < deadline
+        for node in cluster.nodes[1:]:
+            if any(cluster.workdir.glob(f"{node.name}/**/container_*/stderr")):
+                victim = node
+                break
+        time.sleep(0.5)
+    os.kill(victim.pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-6000:]
+    assert "WORD alpha 10000" in out
