@@ -100,6 +100,12 @@ class AMLifecycle:
             self.table.attempt_event(attempt, AttemptEvent.CONTAINER_FINISHED)
             self.table.listener.attempt_ended(app, attempt)
             if app.state is AppState.FINISHING:
+                if app.final_status is FinalStatus.FAILED and exit_status != 0 and diagnostics:
+                    # what the AM said, then what its container left behind (its stderr's tail)
+                    app.diagnostics = (
+                        f"{app.diagnostics}\nAM Container for {attempt_id} exited with exitCode: {exit_status}."
+                        f" {diagnostics}".strip()
+                    )
                 return self.table.reach_final(app, AppState.FINISHED)
             return defer.succeed(None)
         if app.state is AppState.KILLING:

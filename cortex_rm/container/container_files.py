@@ -23,6 +23,7 @@ from pathlib import Path
 from cortex_rm.container.launch import LAUNCH_SCRIPT, PRELAUNCH_ERR, TMP_DIR, ContainerPaths
 
 DIAGNOSTICS_TAIL_BYTES = 4096  # YARN's yarn.nodemanager.container.stderr.tail.bytes
+STDOUT_TAIL_BYTES = 1024  # ours: where a PySpark driver's traceback ends up
 DIR_MODE = 0o755
 SCRIPT_MODE = 0o755
 TOKENS_MODE = 0o600
@@ -70,14 +71,18 @@ def _tail(path: Path, limit: int) -> str | None:
     return data.decode("utf-8", errors="replace")
 
 
-def failure_diagnostics(log_dir: Path, exit_code: int, limit: int = DIAGNOSTICS_TAIL_BYTES) -> str:
-    """What YARN appends to a failed container's diagnostics: the tails of
-    ``prelaunch.err`` and ``stderr`` from its log dir (those that are not empty)."""
+def failure_diagnostics(
+    log_dir: Path, exit_code: int, limit: int = DIAGNOSTICS_TAIL_BYTES, stdout_limit: int = STDOUT_TAIL_BYTES
+) -> str:
+    """What a failed container's diagnostics end with: as YARN, the tails of
+    ``prelaunch.err`` and ``stderr`` from its log dir (those that are not empty); and,
+    unlike YARN, a shorter tail of ``stdout``, where a PySpark driver prints the
+    Python traceback of the error that ended it."""
     parts = [f"Container exited with a non-zero exit code {exit_code}."]
-    for name in (PRELAUNCH_ERR, "stderr"):
-        text = _tail(log_dir / name, limit)
+    for name, size in ((PRELAUNCH_ERR, limit), ("stdout", stdout_limit), ("stderr", limit)):
+        text = _tail(log_dir / name, size)
         if text and text.strip():
-            parts.append(f"Last {limit} bytes of {name} :\n{text}")
+            parts.append(f"Last {size} bytes of {name} :\n{text}")
     return "\n".join(parts)
 
 

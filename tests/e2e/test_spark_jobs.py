@@ -95,11 +95,16 @@ def test_a_job_that_raises_fails_after_its_attempts_with_the_error(cluster: Runn
     assert result.returncode != 0
     app_id = application_id_from_output(output)
     assert app_id is not None
-    report = _report(cluster, app_id)
-    assert report["finalStatus"] == "FAILED", report
-    assert "this job fails on purpose" in report["diagnostics"] or "exitCode" in report["diagnostics"], report
     yarn = YarnClientDriver(cluster.conf_dir)
-    assert len(yarn.run("attempts", app_id)["attempts"]) == 2
+    deadline = time.monotonic() + 60
+    while (attempts := yarn.run("attempts", app_id)["attempts"])[-1]["state"] != "FINISHED":
+        assert time.monotonic() < deadline, attempts  # the AM container's end is reported by its node
+        time.sleep(0.5)
+    assert [a["state"] for a in attempts] == ["FAILED", "FINISHED"]
+    report = _report(cluster, app_id)
+    assert (report["state"], report["finalStatus"]) == ("FINISHED", "FAILED"), report
+    assert "User application exited with status 1" in report["diagnostics"]
+    assert "RuntimeError: this job fails on purpose" in report["diagnostics"], report["diagnostics"]
 
 
 def test_killing_a_running_job_ends_it_killed_with_no_container_left(cluster: RunningCluster, tmp_path: Path) -> None:
