@@ -134,8 +134,10 @@ WRAPPER_SCRIPT: Final = (
     '"$@"; code=$?; kill -KILL -1 2>/dev/null; exit $code'
 )
 
-#: What a cgroup hook copies, before LXC removes the cgroup.  LXC appends its own
-#: arguments after the two given in the config line; only shell builtins run.
+#: The stop hook: copies the memory cgroup's figures before LXC removes the cgroup.
+#: LXC appends its own arguments after the two of the config line.  Builtins only,
+#: so it costs one ``sh`` when a container ends; the runtime reads the file after
+#: lxc-execute has exited.
 SNAPSHOT_HOOK: Final = """#!/bin/sh
 # lxc.hook.stop of Cortex containers: LXC runs it on the host once the
 # container's processes are gone and before it removes the container's cgroups.
@@ -148,7 +150,7 @@ out=$2
       while read -r line; do echo "$f $line"; done < "$d/$f"
     fi
   done
-} > "$out.tmp" 2>/dev/null && mv "$out.tmp" "$out"
+} > "$out" 2>/dev/null
 exit 0
 """
 
