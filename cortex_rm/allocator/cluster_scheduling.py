@@ -40,6 +40,7 @@ from cortex_rm.allocator.errors import AllocatorError
 from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
 from cortex_rm.allocator.nodes import NodeRecord, NodeState
 from cortex_rm.allocator.resources import Resource
+from cortex_rm.allocator.rm_context import AppUsage
 from cortex_rm.allocator.scheduler import CapacityScheduler
 from cortex_rm.internal.tracker_messages import ContainerReport, ContainerState
 
@@ -281,6 +282,14 @@ class ClusterScheduling:
         for container in self.scheduler.expire_unlaunched(self.now_ms()):
             self._kill_on_node(container)
             self._container_ended(container)
+
+    def usage_of(self, app: Application) -> AppUsage:
+        """The live containers of the application's current attempt (for reports)."""
+        attempt = app.current_attempt
+        if attempt is None or not self.scheduler.has_attempt(attempt.attempt_id):
+            return AppUsage(0, Resource())
+        live = [c for c in self.scheduler.attempt_containers(attempt.attempt_id) if c.is_live]
+        return AppUsage(len(live), self.scheduler.attempt_used(attempt.attempt_id))
 
     # -- ApplicationMasterProtocol (AMScheduling) -------------------------------------------
 

@@ -8,10 +8,12 @@ they can never disagree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 
+from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.app_states import AppState
 from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.nodes import ACTIVE_NODE_STATES, NodeState, NodeTable
@@ -64,6 +66,17 @@ class QueueUsage:
         return self.used.memory_mb / guaranteed if guaranteed > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class AppUsage:
+    """What an application holds now: its live containers and their resources."""
+
+    containers: int
+    used: Resource
+
+
+UsageSource = Callable[[Application], AppUsage]
+
+
 class RMContext:
     """Everything an RM front end needs: applications, nodes, queues, time."""
 
@@ -74,6 +87,16 @@ class RMContext:
         self.queues = apps.queues
         self.limits = apps.limits
         self.started_ms = rm_started_ms
+        # The scheduler's view of what each application holds (set by the RM role); without
+        # one, a RUNNING application is taken to hold just its AM container.
+        self.usage_source: UsageSource | None = None
+
+    def app_usage(self, app: Application) -> AppUsage:
+        """The containers and resources ``app`` holds."""
+        if self.usage_source is not None:
+            return self.usage_source(app)
+        running = app.reported_state is AppState.RUNNING
+        return AppUsage(1 if running else 0, app.am_resource if running else Resource())
 
     @property
     def cluster_id(self) -> int:

@@ -168,7 +168,13 @@ def app_report(app: Application, rm: RMContext, out: yp.ApplicationReportProto) 
     out.rmClusterId = str(rm.cluster_id)
     if attempt is not None:
         attempt_id_to_proto(attempt.attempt_id, out.currentApplicationAttemptId)
-    out.app_resource_Usage.CopyFrom(_NO_USAGE)
+    usage = out.app_resource_Usage
+    usage.CopyFrom(_NO_USAGE)
+    held = rm.app_usage(app)
+    if held.containers:
+        usage.num_used_containers = held.containers
+        usage.ClearField("used_resources")
+        resource_to_proto(held.used, usage.used_resources)
 
 
 def _no_usage() -> yp.ApplicationResourceUsageReportProto:

@@ -325,9 +325,8 @@ def app_info(app: Application, rm: RMContext, deselects: frozenset[str] = frozen
     attempt = app.current_attempt
     tracking_url = attempt.tracking_url if attempt is not None else ""
     trackable = bool(tracking_url) and state not in _NOT_TRACKABLE
-    running = state is AppState.RUNNING
-    # What the application holds: its AM container while it runs (RMContext.queue_usage agrees).
-    allocated = app.am_resource if running else Resource()
+    usage = rm.app_usage(app)
+    allocated = usage.used
     total = rm.nodes.total_capability()
     try:
         queue_share = rm.queues.find(app.queue).absolute_capacity * total.memory_mb
@@ -356,7 +355,7 @@ def app_info(app: Application, rm: RMContext, deselects: frozenset[str] = frozen
         "allocatedVCores": allocated.vcores,
         "reservedMB": 0,
         "reservedVCores": 0,
-        "runningContainers": 1 if running else 0,
+        "runningContainers": usage.containers,
         "memorySeconds": 0,
         "vcoreSeconds": 0,
         "queueUsagePercentage": _percent(allocated.memory_mb, queue_share),
