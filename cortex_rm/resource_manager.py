@@ -130,6 +130,7 @@ class ResourceManagerRole:
             SchedulingTimers(am_expiry_ms=conf.am_expiry_ms),
         )
         self.rm.usage_source = self.scheduling.usage_of
+        self.rm.container_source = self.scheduling.containers_of
         am_service = ApplicationMasterService(self.scheduling, self.keys.container, started_ms, self.rm.now_ms)
         self.scheduling.on_attempt_ended.append(am_service.forget)
         self._listen("resourcemanager.scheduler_address", conf.scheduler_address, self._scheduler_port(am_service))

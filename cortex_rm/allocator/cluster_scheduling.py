@@ -291,6 +291,12 @@ class ClusterScheduling:
         live = [c for c in self.scheduler.attempt_containers(attempt.attempt_id) if c.is_live]
         return AppUsage(len(live), self.scheduler.attempt_used(attempt.attempt_id))
 
+    def containers_of(self, attempt_id: ApplicationAttemptId) -> list[RMContainer]:
+        """The live containers of an attempt (for getContainers); none once it has ended."""
+        if not self.scheduler.has_attempt(attempt_id):
+            return []
+        return [c for c in self.scheduler.attempt_containers(attempt_id) if c.is_live]
+
     # -- ApplicationMasterProtocol (AMScheduling) -------------------------------------------
 
     def application_info(self, attempt_id: ApplicationAttemptId) -> tuple[str, str, bytes]:

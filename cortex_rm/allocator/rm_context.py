@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from twisted.internet.interfaces import IReactorTime
 
 from cortex_rm.allocator.app_model import Application
+from cortex_rm.allocator.containers import RMContainer
+from cortex_rm.allocator.ids import ApplicationAttemptId
 from cortex_rm.allocator.app_states import AppState
 from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.nodes import ACTIVE_NODE_STATES, NodeState, NodeTable
@@ -75,6 +77,7 @@ class AppUsage:
 
 
 UsageSource = Callable[[Application], AppUsage]
+ContainerSource = Callable[[ApplicationAttemptId], list[RMContainer]]
 
 
 class RMContext:
@@ -90,6 +93,12 @@ class RMContext:
         # The scheduler's view of what each application holds (set by the RM role); without
         # one, a RUNNING application is taken to hold just its AM container.
         self.usage_source: UsageSource | None = None
+        # The live containers of an attempt, as the scheduler knows them (set by the RM role).
+        self.container_source: ContainerSource | None = None
+
+    def attempt_containers(self, attempt_id: ApplicationAttemptId) -> list[RMContainer]:
+        """The live containers of an attempt (none without a scheduler)."""
+        return self.container_source(attempt_id) if self.container_source is not None else []
 
     def app_usage(self, app: Application) -> AppUsage:
         """The containers and resources ``app`` holds."""

@@ -252,11 +252,36 @@ class ApplicationClientService:
     ) -> ys.GetContainerReportResponseProto:
         container_id = records.container_id_from_proto(request.container_id)
         self.rm.apps.get_attempt(container_id.attempt_id)  # unknown app/attempt: their own errors
+        for container in self.rm.attempt_containers(container_id.attempt_id):
+            if container.container_id == container_id:
+                response = ys.GetContainerReportResponseProto()
+                self._container_report(container, response.container_report)
+                return response
         raise alloc.UnknownContainer(f"Container with id '{container_id}' doesn't exist in RM.")
 
     def get_containers(self, call: Any, request: ys.GetContainersRequestProto) -> ys.GetContainersResponseProto:
-        self.rm.apps.get_attempt(records.attempt_id_from_proto(request.application_attempt_id))
-        return ys.GetContainersResponseProto()  # no container has been allocated to it yet
+        attempt_id = records.attempt_id_from_proto(request.application_attempt_id)
+        self.rm.apps.get_attempt(attempt_id)
+        response = ys.GetContainersResponseProto()
+        for container in self.rm.attempt_containers(attempt_id):
+            self._container_report(container, response.containers.add())
+        return response
+
+    def _container_report(self, container: Any, out: yp.ContainerReportProto) -> None:
+        """A live container as YARN's ContainerReport."""
+        records.container_id_to_proto(container.container_id, out.container_id)
+        records.resource_to_proto(container.resource, out.resource)
+        records.node_id_to_proto(container.node_id, out.node_id)
+        out.priority.priority = container.priority
+        out.creation_time = container.creation_time_ms
+        out.finish_time = container.finish_time_ms
+        out.diagnostics_info = container.diagnostics
+        out.container_exit_status = container.exit_status
+        out.container_state = yp.C_RUNNING if container.state.name == "RUNNING" else yp.C_NEW
+        try:
+            out.node_http_address = self.rm.nodes.get(container.node_id).http_address
+        except alloc.UnknownNode:
+            pass
 
     def signal_to_container(self, call: Any, request: ys.SignalContainerRequestProto) -> ys.SignalContainerResponseProto:
         container_id = records.container_id_from_proto(request.container_id)

@@ -7,6 +7,7 @@ that pyspark ships (``tests/java/YarnClientDriver.java``), over loopback, to
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from tests.support.java import YarnClientDriver
 pytestmark = pytest.mark.integration
 
 APP_NOT_FOUND = "org.apache.hadoop.yarn.exceptions.ApplicationNotFoundException"
+# The AM these tests submit: it runs (in an LXC container on a node) but never registers,
+# so its application stays ACCEPTED with a LAUNCHED attempt while a test looks at it.
+WAITING_AM = ("--am-command", "sleep 600")
 YARN_EXCEPTION = "org.apache.hadoop.yarn.exceptions.YarnException"
 
 
@@ -45,8 +49,10 @@ def test_new_application_ids_count_up_under_one_cluster_timestamp(yarn: YarnClie
 
 
 def test_submitted_application_is_accepted_and_reported(yarn: YarnClientDriver) -> None:
-    """submitApplication (which polls until past SUBMITTED) leaves the app ACCEPTED with attempt 1."""
-    app_id = yarn.run("submit", "report-me", "default", "--type", "SPARK", "--tags", "Nightly,etl")["applicationId"]
+    """submitApplication (which polls until past SUBMITTED) leaves the app ACCEPTED; its AM container runs."""
+    app_id = yarn.run("submit", "report-me", "default", "--type", "SPARK", "--tags", "Nightly,etl", *WAITING_AM)[
+        "applicationId"
+    ]
     report = yarn.run("report", app_id)
     assert report["id"] == app_id
     assert report["state"] == "ACCEPTED"
@@ -57,9 +63,14 @@ def test_submitted_application_is_accepted_and_reported(yarn: YarnClientDriver) 
     assert report["tags"] == ["etl", "nightly"]
     assert report["user"]
     assert report["currentApplicationAttemptId"] == app_id.replace("application_", "appattempt_") + "_000001"
-    attempts = yarn.run("attempts", app_id)["attempts"]
-    assert [a["state"] for a in attempts] == ["SCHEDULED"]
-    assert yarn.run("containers", attempts[0]["id"])["containers"] == []
+    deadline = time.monotonic() + 60
+    while (attempts := yarn.run("attempts", app_id)["attempts"])[0]["state"] != "LAUNCHED":
+        assert time.monotonic() < deadline, attempts
+        time.sleep(0.2)
+    (am,) = yarn.run("containers", attempts[0]["id"])["containers"]
+    assert am["id"] == attempts[0]["amContainerId"]
+    assert am["allocatedResource"]["memory"] == 1024
+    assert yarn.run("container", am["id"])["assignedNode"] == am["assignedNode"]
 
 
 def test_unknown_application_raises_application_not_found(yarn: YarnClientDriver) -> None:
@@ -71,8 +82,12 @@ def test_unknown_application_raises_application_not_found(yarn: YarnClientDriver
 
 def test_list_applications_applies_every_filter(yarn: YarnClientDriver) -> None:
     """getApplications filters by type, state, queue, user, tags and limit on the server."""
-    a = yarn.run("submit", "filter-a", "default", "--type", "FILTERTYPE", "--tags", "alpha")["applicationId"]
-    b = yarn.run("submit", "filter-b", "default", "--type", "FILTERTYPE", "--tags", "beta")["applicationId"]
+    a = yarn.run("submit", "filter-a", "default", "--type", "FILTERTYPE", "--tags", "alpha", *WAITING_AM)[
+        "applicationId"
+    ]
+    b = yarn.run("submit", "filter-b", "default", "--type", "FILTERTYPE", "--tags", "beta", *WAITING_AM)[
+        "applicationId"
+    ]
     ids = lambda out: [x["id"] for x in out["applications"]]  # noqa: E731
     assert ids(yarn.run("list", "--types", "FILTERTYPE")) == [a, b]
     assert ids(yarn.run("list", "--types", "FILTERTYPE", "--tags", "beta")) == [b]
@@ -86,7 +101,7 @@ def test_list_applications_applies_every_filter(yarn: YarnClientDriver) -> None:
 
 def test_kill_ends_the_application_killed(yarn: YarnClientDriver) -> None:
     """killApplication loops on is_kill_completed until the app is KILLED."""
-    app_id = yarn.run("submit", "kill-me", "default")["applicationId"]
+    app_id = yarn.run("submit", "kill-me", "default", *WAITING_AM)["applicationId"]
     out = yarn.run("kill", app_id)
     assert out["state"] == "KILLED"
     assert out["finalStatus"] == "KILLED"
@@ -97,7 +112,7 @@ def test_kill_ends_the_application_killed(yarn: YarnClientDriver) -> None:
 
 def test_move_priority_and_fail_attempt(yarn: YarnClientDriver) -> None:
     """Move to an unknown queue is refused; priority is capped; failing attempts ends in FAILED."""
-    app_id = yarn.run("submit", "moves", "default")["applicationId"]
+    app_id = yarn.run("submit", "moves", "default", *WAITING_AM)["applicationId"]
     out = yarn.expect_exception("move", app_id, "nosuchqueue", exception=YARN_EXCEPTION)
     assert "nosuchqueue" in out["message"]
     assert yarn.run("move", app_id, "default")["queue"] == "default"
@@ -124,9 +139,7 @@ def test_cluster_metrics_nodes_queues_acls_and_labels(yarn: YarnClientDriver, cl
     assert metrics["numNodeManagers"] == metrics["numActiveNodeManagers"] == len(cluster.nodes)
     assert metrics["numLostNodeManagers"] == 0
     nodes = yarn.run("nodes")["nodes"]
-    assert sorted(n["nodeId"] for n in nodes) == sorted(
-        f"127.0.0.1:{_nm_port(cluster, n.name)}" for n in cluster.nodes
-    )
+    assert sorted(n["nodeId"] for n in nodes) == sorted(_node_id(cluster, n.name) for n in cluster.nodes)
     assert {n["state"] for n in nodes} == {"RUNNING"}
     assert {(n["capability"]["memory"], n["capability"]["vcores"]) for n in nodes} == {(8192, 8)}
     assert yarn.run("nodes", "--states", "LOST")["nodes"] == []
@@ -144,12 +157,11 @@ def test_cluster_metrics_nodes_queues_acls_and_labels(yarn: YarnClientDriver, cl
     assert rest["totalNodes"] == metrics["numNodeManagers"]
 
 
-def _nm_port(cluster: RunningCluster, name: str) -> int:
-    """The NodeManager port local-cluster wrote into a node's configuration."""
+def _node_id(cluster: RunningCluster, name: str) -> str:
+    """The NodeId (NodeManager address) local-cluster wrote into a node's configuration."""
     from cortex_rm.config import load_config
 
-    node_dir = cluster.workdir / name
-    return int(load_config(node_dir / "cortex.toml").nodemanager.address.rsplit(":", 1)[1])
+    return load_config(cluster.workdir / name / "cortex.toml").nodemanager.address
 
 
 def test_applications_survive_a_restart_of_the_cluster(tmp_path: Path) -> None:
@@ -157,8 +169,8 @@ def test_applications_survive_a_restart_of_the_cluster(tmp_path: Path) -> None:
     workdir = tmp_path / "restart"
     with running_cluster(workdir, nodes=1) as first:
         yarn = YarnClientDriver(first.conf_dir)
-        accepted = yarn.run("submit", "survivor", "default")["applicationId"]
-        killed = yarn.run("submit", "killed-before", "default")["applicationId"]
+        accepted = yarn.run("submit", "survivor", "default", *WAITING_AM)["applicationId"]
+        killed = yarn.run("submit", "killed-before", "default", *WAITING_AM)["applicationId"]
         yarn.run("kill", killed)
     with running_cluster(workdir, nodes=1) as second:
         yarn = YarnClientDriver(second.conf_dir)
