@@ -58,10 +58,16 @@ def core_site() -> dict[str, str]:
     return {"fs.defaultFS": "file:///"}
 
 
+# The Python that containers run PySpark with: they see the host's /usr read-only, and
+# PySpark itself travels with each job (pyspark.zip), so Debian's python3 is enough.
+CONTAINER_PYTHON = "/usr/bin/python3"
+
+
 def spark_defaults(spark_home: Path | None) -> str:
     lines = ["# Written by cortex-rm client-config; read by Spark when SPARK_CONF_DIR names this directory."]
     if spark_home is not None:
         lines.append(f"spark.yarn.jars local:{spark_home}/jars/*")
+    lines.append(f"spark.pyspark.python {CONTAINER_PYTHON}")
     return "\n".join(lines) + "\n"
 
 

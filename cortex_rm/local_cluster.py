@@ -240,8 +240,47 @@ def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) 
     left = [n for n in running if _alive(n.pid)]
     if left:
         raise LocalClusterError(f"processes still running: {', '.join(str(n.pid) for n in left)}")
+    orphans = _reap_orphans(nodes)
+    if orphans:
+        say(f"killed {orphans} container process(es) left by daemons that had died")
     say(f"stopped {len(running)} daemon(s); state kept under {workdir}")
     return len(running)
+
+
+def _reap_orphans(nodes: list[LocalNode]) -> int:
+    """SIGKILL container processes a dead daemon left behind (and their descendants).
+
+    A daemon that was killed outright cannot stop its containers; their command lines
+    name paths under the node's directory, which is how they are found.
+    """
+    children: dict[int, list[int]] = {}
+    marked: list[int] = []
+    markers = [(str(Path(n.directory)) + "/").encode() for n in nodes]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(pid)
+        if pid != os.getpid() and any(m in cmdline for m in markers):
+            marked.append(pid)
+    doomed: set[int] = set()
+    stack = list(marked)
+    while stack:
+        pid = stack.pop()
+        if pid not in doomed:
+            doomed.add(pid)
+            stack.extend(children.get(pid, []))
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(doomed)
 
 
 def _is_daemon_of(node: LocalNode) -> bool:
