@@ -27,7 +27,6 @@ from typing import Any, Protocol
 from google.protobuf.message import Message
 from twisted.internet import defer
 
-from cortex_rm.allocator import errors as alloc
 from cortex_rm.allocator.app_states import FinalStatus
 from cortex_rm.allocator.asks import ResourceAsk
 from cortex_rm.allocator.cluster_scheduling import AllocationResult
@@ -35,7 +34,7 @@ from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.ids import ApplicationAttemptId, ContainerId, NodeId
 from cortex_rm.allocator.resources import Resource
 from cortex_rm.yarn_api import records
-from cortex_rm.yarn_api.client_service import remote_error
+from cortex_rm.yarn_api.client_service import translating_allocator_errors
 from cortex_rm.yarn_api.errors import (
     ACCESS_CONTROL_EXCEPTION,
     APPLICATION_MASTER_NOT_REGISTERED,
@@ -121,15 +120,10 @@ class ApplicationMasterService:
     def _guarded(self, handler: Callable[[ApplicationAttemptId, Any], Any]) -> Callable[[CallContext, Any], Any]:
         """Identify the attempt from the token; map allocator errors to YARN's exceptions."""
 
+        translated = translating_allocator_errors(handler)
+
         def run(call: CallContext, request: Message) -> Any:
-            attempt_id = self._attempt_of(call)
-            try:
-                result = handler(attempt_id, request)
-            except alloc.AllocatorError as e:
-                raise remote_error(e) from e
-            if isinstance(result, defer.Deferred):
-                result.addErrback(_to_remote_error)
-            return result
+            return translated(self._attempt_of(call), request)
 
         run.__name__ = handler.__name__
         return run
@@ -286,9 +280,3 @@ def container_token(key: MasterKey, container: RMContainer, user: str, rm_identi
     records.resource_to_proto(container.resource, ident.resource)
     ident.priority.priority = container.priority
     return make_token(key, ident.SerializeToString(), CONTAINER_TOKEN_KIND, str(container.node_id))
-
-
-def _to_remote_error(failure: Any) -> Any:
-    """An allocator error that failed a Deferred, as the Java exception the AM expects."""
-    failure.trap(alloc.AllocatorError)
-    raise remote_error(failure.value)

@@ -15,25 +15,29 @@ from typing import Any
 from twisted.internet import defer
 
 from cortex_rm.allocator import errors as alloc
+from cortex_rm.allocator.asks import InvalidResourceRequest
+from cortex_rm.allocator.containers import InvalidContainerRelease
 from cortex_rm.allocator.app_table import ApplicationFilter
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.yarn_api import records
+from cortex_rm.yarn_api import errors
 from cortex_rm.yarn_api.errors import RemoteError
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 
 CLIENT_PROTOCOL = "org.apache.hadoop.yarn.api.ApplicationClientProtocolPB"
 
-YARN_EXCEPTIONS = "org.apache.hadoop.yarn.exceptions."
 _JAVA_CLASS: dict[type[alloc.AllocatorError], str] = {
-    alloc.UnknownApplication: YARN_EXCEPTIONS + "ApplicationNotFoundException",
-    alloc.UnknownAttempt: YARN_EXCEPTIONS + "ApplicationAttemptNotFoundException",
-    alloc.UnknownContainer: YARN_EXCEPTIONS + "ContainerNotFoundException",
-    alloc.InvalidSubmission: YARN_EXCEPTIONS + "YarnException",
-    alloc.RefusedOperation: YARN_EXCEPTIONS + "YarnException",
-    alloc.UnknownQueue: YARN_EXCEPTIONS + "YarnException",
-    alloc.UnknownNode: YARN_EXCEPTIONS + "YarnException",
-    alloc.MalformedId: YARN_EXCEPTIONS + "YarnException",
+    alloc.UnknownApplication: errors.APPLICATION_NOT_FOUND,
+    alloc.UnknownAttempt: errors.APPLICATION_ATTEMPT_NOT_FOUND,
+    alloc.UnknownContainer: errors.CONTAINER_NOT_FOUND,
+    InvalidResourceRequest: errors.INVALID_RESOURCE_REQUEST,
+    InvalidContainerRelease: "org.apache.hadoop.yarn.exceptions.InvalidContainerReleaseException",
+    alloc.InvalidSubmission: errors.YARN_EXCEPTION,
+    alloc.RefusedOperation: errors.YARN_EXCEPTION,
+    alloc.UnknownQueue: errors.YARN_EXCEPTION,
+    alloc.UnknownNode: errors.YARN_EXCEPTION,
+    alloc.MalformedId: errors.YARN_EXCEPTION,
 }
 
 # The user of a SIMPLE connection whose context names nobody (Hadoop's static web user).
@@ -77,10 +81,10 @@ def remote_error(error: alloc.AllocatorError) -> RemoteError:
         java = _JAVA_CLASS.get(cls)  # type: ignore[arg-type]
         if java is not None:
             return RemoteError(java, str(error))
-    return RemoteError(YARN_EXCEPTIONS + "YarnException", str(error))
+    return RemoteError(errors.YARN_EXCEPTION, str(error))
 
 
-def _mapped(handler: Callable[..., Any]) -> Callable[..., Any]:
+def translating_allocator_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Run a handler, turning allocator errors (raised or in a Deferred) into RemoteErrors.
 
     Synchronous answers stay synchronous: the IPC layer replies to them without a Deferred.
@@ -113,30 +117,30 @@ class ApplicationClientService:
     def handlers(self) -> dict[str, Callable[..., Any]]:
         """Method name -> handler, for the IPC registry."""
         return {
-            "getNewApplication": _mapped(self.get_new_application),
-            "submitApplication": _mapped(self.submit_application),
-            "getApplicationReport": _mapped(self.get_application_report),
-            "forceKillApplication": _mapped(self.force_kill_application),
-            "getClusterMetrics": _mapped(self.get_cluster_metrics),
-            "getApplications": _mapped(self.get_applications),
-            "getClusterNodes": _mapped(self.get_cluster_nodes),
-            "getQueueInfo": _mapped(self.get_queue_info),
-            "getQueueUserAcls": _mapped(self.get_queue_user_acls),
-            "moveApplicationAcrossQueues": _mapped(self.move_application),
-            "failApplicationAttempt": _mapped(self.fail_application_attempt),
-            "getApplicationAttemptReport": _mapped(self.get_application_attempt_report),
-            "getApplicationAttempts": _mapped(self.get_application_attempts),
-            "getContainerReport": _mapped(self.get_container_report),
-            "getContainers": _mapped(self.get_containers),
-            "getNodeToLabels": _mapped(self.get_node_to_labels),
-            "getLabelsToNodes": _mapped(self.get_labels_to_nodes),
-            "getClusterNodeLabels": _mapped(self.get_cluster_node_labels),
-            "updateApplicationPriority": _mapped(self.update_application_priority),
-            "signalToContainer": _mapped(self.signal_to_container),
-            "updateApplicationTimeouts": _mapped(self.update_application_timeouts),
-            "getResourceProfiles": _mapped(self.get_resource_profiles),
-            "getResourceProfile": _mapped(self.get_resource_profile),
-            "getResourceTypeInfo": _mapped(self.get_resource_type_info),
+            "getNewApplication": translating_allocator_errors(self.get_new_application),
+            "submitApplication": translating_allocator_errors(self.submit_application),
+            "getApplicationReport": translating_allocator_errors(self.get_application_report),
+            "forceKillApplication": translating_allocator_errors(self.force_kill_application),
+            "getClusterMetrics": translating_allocator_errors(self.get_cluster_metrics),
+            "getApplications": translating_allocator_errors(self.get_applications),
+            "getClusterNodes": translating_allocator_errors(self.get_cluster_nodes),
+            "getQueueInfo": translating_allocator_errors(self.get_queue_info),
+            "getQueueUserAcls": translating_allocator_errors(self.get_queue_user_acls),
+            "moveApplicationAcrossQueues": translating_allocator_errors(self.move_application),
+            "failApplicationAttempt": translating_allocator_errors(self.fail_application_attempt),
+            "getApplicationAttemptReport": translating_allocator_errors(self.get_application_attempt_report),
+            "getApplicationAttempts": translating_allocator_errors(self.get_application_attempts),
+            "getContainerReport": translating_allocator_errors(self.get_container_report),
+            "getContainers": translating_allocator_errors(self.get_containers),
+            "getNodeToLabels": translating_allocator_errors(self.get_node_to_labels),
+            "getLabelsToNodes": translating_allocator_errors(self.get_labels_to_nodes),
+            "getClusterNodeLabels": translating_allocator_errors(self.get_cluster_node_labels),
+            "updateApplicationPriority": translating_allocator_errors(self.update_application_priority),
+            "signalToContainer": translating_allocator_errors(self.signal_to_container),
+            "updateApplicationTimeouts": translating_allocator_errors(self.update_application_timeouts),
+            "getResourceProfiles": translating_allocator_errors(self.get_resource_profiles),
+            "getResourceProfile": translating_allocator_errors(self.get_resource_profile),
+            "getResourceTypeInfo": translating_allocator_errors(self.get_resource_type_info),
         }
 
     # -- applications --------------------------------------------------------------

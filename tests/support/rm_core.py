@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,31 @@ def result_of(d: defer.Deferred) -> Any:
     if isinstance(box[0], Failure):
         box[0].raiseException()
     return box[0]
+
+
+class ManualRunner:
+    """A state-store runner whose jobs wait until the test runs them: a slow store, fired by hand."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Callable[[], Any], defer.Deferred]] = []
+
+    def __call__(self, func: Callable[[], Any]) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self.pending.append((func, d))
+        return d
+
+    def run_next(self) -> None:
+        func, d = self.pending.pop(0)
+        try:
+            result = func()
+        except Exception:
+            d.errback(Failure())
+        else:
+            d.callback(result)
+
+    def drain(self) -> None:
+        while self.pending:
+            self.run_next()
 
 
 @dataclass

@@ -3,14 +3,12 @@ recovery after a restart — all on a ``Clock`` and a memory or SQLite store, no
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 
 from cortex_rm.allocator.app_model import Application, Submission
 from cortex_rm.allocator.app_states import AppState, AttemptState, FinalStatus
@@ -26,22 +24,13 @@ from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId
 from cortex_rm.allocator.queues import QueueSpec, QueueState, QueueTree
 from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.state_store import MemoryStateStore, RMStateStore, SqlStateStore, synchronous_runner
+from tests.support.rm_core import ManualRunner, result_of
 
 T0 = 1_700_000_000.0  # seconds: the clock's time at first start
 T0_MS = int(T0 * 1000)
 
 
 # -- harness -------------------------------------------------------------------------
-
-
-def result_of(d: defer.Deferred) -> Any:
-    """The result of an already-fired Deferred (re-raising its failure)."""
-    box: list[Any] = []
-    d.addBoth(box.append)
-    assert box, "the Deferred has not fired"
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
-    return box[0]
 
 
 def new_clock() -> Clock:
@@ -60,31 +49,6 @@ class CountingStore(MemoryStateStore):
     def save_application(self, document: dict[str, Any], context: bytes) -> defer.Deferred:
         self.saved_states.append(document["state"])
         return super().save_application(document, context)
-
-
-class ManualRunner:
-    """A state-store runner whose jobs wait until the test runs them: a slow store."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[Callable[[], Any], defer.Deferred]] = []
-
-    def __call__(self, func: Callable[[], Any]) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
-        self.pending.append((func, d))
-        return d
-
-    def run_next(self) -> None:
-        func, d = self.pending.pop(0)
-        try:
-            result = func()
-        except Exception:
-            d.errback(Failure())
-        else:
-            d.callback(result)
-
-    def drain(self) -> None:
-        while self.pending:
-            self.run_next()
 
 
 TWO_LEAVES = QueueSpec("root", children=(QueueSpec("default", capacity=50), QueueSpec("batch", capacity=50)))

@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 
 from cortex_rm.allocator.app_model import Application, Submission
 from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits
@@ -17,6 +15,7 @@ from cortex_rm.allocator.queues import QueueSpec, QueueTree
 from cortex_rm.allocator.resources import ZERO, Resource
 from cortex_rm.allocator.rm_context import QueueUsage, RMContext
 from cortex_rm.allocator.state_store import MemoryStateStore
+from tests.support.rm_core import result_of
 
 T0 = 1_700_000_000.0
 QUEUES = QueueSpec(
@@ -26,16 +25,6 @@ QUEUES = QueueSpec(
         QueueSpec("team", capacity=75, children=(QueueSpec("etl", capacity=40), QueueSpec("ml", capacity=60))),
     ),
 )
-
-
-def result_of(d: defer.Deferred) -> Any:
-    """The result of an already-fired Deferred (re-raising its failure)."""
-    box: list[Any] = []
-    d.addBoth(box.append)
-    assert box, "the Deferred has not fired"
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
-    return box[0]
 
 
 def _context() -> RMContext:

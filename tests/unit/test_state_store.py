@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from cortex_rm.allocator.state_store import (
     MemoryStateStore,
@@ -22,16 +20,9 @@ from cortex_rm.allocator.state_store import (
     StoredState,
     synchronous_runner,
 )
+from tests.support.rm_core import ManualRunner, result_of
 
 
-def result_of(d: defer.Deferred) -> Any:
-    """The result of an already-fired Deferred (re-raising its failure)."""
-    box: list[Any] = []
-    d.addBoth(box.append)
-    assert box, "the Deferred has not fired"
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
-    return box[0]
 
 
 @dataclass
@@ -152,27 +143,6 @@ def test_reopened_store_sees_everything(stores: StoreUnderTest) -> None:
 
 
 # -- the SQL store's runner ----------------------------------------------------------
-
-
-class ManualRunner:
-    """A runner that holds each job until the test runs it: a slow store, fired by hand."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[Callable[[], Any], defer.Deferred]] = []
-
-    def __call__(self, func: Callable[[], Any]) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
-        self.pending.append((func, d))
-        return d
-
-    def run_next(self) -> None:
-        func, d = self.pending.pop(0)
-        try:
-            result = func()
-        except Exception:
-            d.errback(Failure())
-        else:
-            d.callback(result)
 
 
 def test_sql_store_does_its_sql_only_through_the_runner(tmp_path: Path) -> None:
