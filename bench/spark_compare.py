@@ -1,0 +1,134 @@
+"""Spark end to end: the same PySpark job on Cortex and on Spark's standalone cluster manager.
+
+Both in client mode on this machine, with the same executor count and sizes:
+
+* Cortex: a local cluster of three nodes (``cortex-rm local-cluster up``), executors
+  in LXC containers, ``spark-submit --master yarn``;
+* standalone: Spark's own Master and one Worker started with pyspark's
+  ``bin/spark-class`` (loopback only), ``spark-submit --master spark://...``.
+
+Each job runs ``--runs`` times after one warm-up; the wall time of spark-submit is
+measured, and the ratio of the medians printed. Target: Cortex <= 1.2 x standalone.
+
+    .venv/bin/python bench/spark_compare.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cortex_rm import local_cluster  # noqa: E402
+from tests.support.spark import spark_home, spark_submit_command, spark_submit_env  # noqa: E402
+
+JOB = ROOT / "examples" / "wordcount.py"
+JOB_ARGS = ["200000", "8"]  # lines of generated text, partitions
+EXECUTORS = {
+    "spark.executor.instances": "2",
+    "spark.executor.memory": "512m",
+    "spark.executor.cores": "1",
+    "spark.driver.memory": "512m",
+    "spark.ui.enabled": "false",
+    "spark.pyspark.python": "/usr/bin/python3",
+    "spark.pyspark.driver.python": sys.executable,
+}
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    start = time.monotonic()
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    elapsed = time.monotonic() - start
+    if result.returncode != 0 or "WORD alpha" not in result.stdout:
+        raise SystemExit(f"job failed ({result.returncode}):\n{(result.stdout + result.stderr)[-4000:]}")
+    return elapsed
+
+
+def run_cortex(workdir: Path, runs: int) -> list[float]:
+    local_cluster.up(workdir, 3, say=lambda _: None)
+    try:
+        command = spark_submit_command(JOB, deploy_mode="client", conf=EXECUTORS, args=JOB_ARGS)
+        env = spark_submit_env(workdir / "hadoop-conf", {"SPARK_LOCAL_IP": "127.0.0.1"})
+        timed(command, env)  # warm-up
+        return [timed(command, env) for _ in range(runs)]
+    finally:
+        local_cluster.down(workdir, say=lambda _: None)
+
+
+def wait_for_worker(master_web_port: int, timeout: float = 120) -> None:
+    """Until the master's status page counts one alive worker."""
+    import json
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{master_web_port}/json/", timeout=2) as r:
+                if json.load(r).get("aliveworkers", 0) >= 1:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the standalone worker did not register with its master")
+
+
+def run_standalone(workdir: Path, runs: int) -> list[float]:
+    home = spark_home()
+    ports = local_cluster.free_ports(3)
+    env = dict(os.environ, SPARK_HOME=str(home), SPARK_LOCAL_IP="127.0.0.1", SPARK_LOG_DIR=str(workdir),
+               JAVA_HOME=os.environ.get("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64"))
+    spark_class = str(home / "bin" / "spark-class")
+    master = subprocess.Popen(
+        [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(ports[0]),
+         "--webui-port", str(ports[1])],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"spark://127.0.0.1:{ports[0]}"
+    worker = subprocess.Popen(
+        [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--webui-port", str(ports[2]),
+         "--cores", "4", "--memory", "4g", url],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        conf = {k: v for k, v in EXECUTORS.items() if k != "spark.executor.instances"}
+        conf["spark.cores.max"] = EXECUTORS["spark.executor.instances"]  # 2 executors of 1 core
+        command = [str(home / "bin" / "spark-submit"), "--master", url]
+        for key, value in conf.items():
+            command += ["--conf", f"{key}={value}"]
+        command += [str(JOB), *JOB_ARGS]
+        wait_for_worker(ports[1])
+        timed(command, env)
+        return [timed(command, env) for _ in range(runs)]
+    finally:
+        for proc in (worker, master):
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cortex-spark-bench-") as tmp:
+        (Path(tmp) / "standalone").mkdir()
+        standalone = run_standalone(Path(tmp) / "standalone", args.runs)
+        cortex = run_cortex(Path(tmp) / "cortex", args.runs)
+    s, c = statistics.median(standalone), statistics.median(cortex)
+    print(f"job: {JOB.name} {' '.join(JOB_ARGS)}, 2 executors x 1 core x 512m, client mode, "
+          f"{args.runs} runs after a warm-up")
+    print(f"standalone  median {s:6.2f} s   runs {', '.join(f'{x:.2f}' for x in standalone)}")
+    print(f"cortex      median {c:6.2f} s   runs {', '.join(f'{x:.2f}' for x in cortex)}")
+    print(f"ratio cortex/standalone: {c / s:.2f} (target <= 1.20)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
