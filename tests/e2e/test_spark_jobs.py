@@ -164,3 +164,27 @@ def test_a_job_survives_losing_a_node_that_runs_no_am(cluster: RunningCluster, t
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-6000:]
     assert "WORD alpha 20000" in out  # 4000 lines of 5 alphas: nothing lost with the node
+
+
+def test_pi_in_client_mode_prints_its_result(cluster: RunningCluster) -> None:
+    """client mode: the driver runs here, the ExecutorLauncher and executors in containers; SUCCEEDED."""
+    result = spark_submit(cluster.conf_dir, EXAMPLES / "pi.py", deploy_mode="client",
+                          conf={**PYTHON_CONF, **EXECUTORS}, args=["4"], timeout=600,
+                          env={"SPARK_LOCAL_IP": "127.0.0.1"})
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert re.search(r"Pi is roughly 3\.1\d*", output), output[-3000:]
+    app_id = application_id_from_output(output)
+    assert app_id is not None and _report(cluster, app_id)["finalStatus"] == "SUCCEEDED"
+
+
+def test_wordcount_in_cluster_mode_writes_the_right_counts_in_the_drivers_log(cluster: RunningCluster) -> None:
+    """cluster mode with a shuffle: the driver (in the AM container) prints the right counts on its node."""
+    result = spark_submit(cluster.conf_dir, EXAMPLES / "wordcount.py", deploy_mode="cluster",
+                          conf={**PYTHON_CONF, **EXECUTORS}, args=["2000", "4"], timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    app_id = application_id_from_output(output)
+    assert app_id is not None and _report(cluster, app_id)["finalStatus"] == "SUCCEEDED"
+    driver_out = "".join(_container_logs(cluster, app_id).values())
+    assert "WORD alpha 10000" in driver_out and "WORD delta 2000" in driver_out, driver_out[-2000:]
