@@ -1,0 +1,205 @@
+"""The Chord core in an in-memory network: joins, stabilization, lookups and crash repair."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from cortex_rm.dht.chord import (
+    AskNext,
+    ChordNode,
+    Found,
+    GetNeighbours,
+    Joined,
+    NeighboursReply,
+    Notify,
+    Peer,
+    Send,
+)
+from cortex_rm.dht.ring_math import RING_SIZE
+from tests.support.chord_sim import ChordNetwork
+
+N = 100
+
+
+def build_ring(seed: int, n: int = N) -> ChordNetwork:
+    """A network of ``n`` nodes that all joined at once through the first one."""
+    net = ChordNetwork(seed)
+    first = net.add_node()
+    for _ in range(n - 1):
+        net.join(net.add_node(), first)
+    net.deliver()
+    return net
+
+
+def lookup_keys(net: ChordNetwork, count: int) -> list[int]:
+    """Keys worth checking: every node's id, the id just after it, and random keys."""
+    keys = [node.node_id for node in net.live_nodes()]
+    keys += [(node.node_id + 1) % RING_SIZE for node in net.live_nodes()]
+    keys += [net.random.randrange(RING_SIZE) for _ in range(count)]
+    return keys
+
+
+@pytest.fixture(scope="module")
+def converged_ring() -> ChordNetwork:
+    """100 concurrently joined nodes, stabilized until the ring is correct, fingers refreshed."""
+    net = build_ring(seed=4)
+    net.stabilize_until_correct(max_rounds=300)
+    net.refresh_fingers()
+    return net
+
+
+def test_concurrent_joins_of_100_nodes_converge_to_a_correct_ring() -> None:
+    """After enough rounds every node's successor is the next id on the circle and its
+    predecessor the previous one, and successor lists hold the next r nodes."""
+    net = build_ring(seed=1)
+    assert not net.ring_is_correct()  # all joined through one node: far from a ring yet
+    net.stabilize_until_correct(max_rounds=300)
+    for _ in range(8):  # each round carries the successor lists one entry further
+        net.stabilization_round()
+    ring = net.sorted_live()
+    for i, node in enumerate(ring):
+        expected = tuple(ring[(i + k) % len(ring)].me for k in range(1, 9))
+        assert node.successor_list == expected
+
+
+def test_every_lookup_from_every_node_returns_the_right_owner(converged_ring: ChordNetwork) -> None:
+    """On a converged ring, lookups of node ids, ids + 1 and random keys from every node
+    return the first node at or after the key."""
+    net = converged_ring
+    keys = lookup_keys(net, 10)
+    for node in net.live_nodes():
+        for key in keys[::7] + keys[-10:]:
+            done = net.lookup(node, key)
+            assert done.owner == net.true_owner(key), (node.me.address, hex(key))
+
+
+def test_mean_lookup_hops_are_logarithmic(converged_ring: ChordNetwork) -> None:
+    """With fingers in place, the mean number of hops is at most log2(N) (Chord: ~log2(N)/2)."""
+    net = converged_ring
+    rng = random.Random(7)
+    hops = [net.lookup(node, rng.randrange(RING_SIZE)).hops for node in net.live_nodes() for _ in range(5)]
+    mean = sum(hops) / len(hops)
+    assert mean <= math.log2(N)
+    assert max(hops) <= 2 * math.log2(N)
+
+
+def test_after_half_the_nodes_crash_stabilization_repairs_the_ring_and_lookups() -> None:
+    """50% of the nodes crash at once; stabilization repairs successors and predecessors,
+    and lookups from every survivor return the right (live) owner again."""
+    net = build_ring(seed=2)
+    net.stabilize_until_correct(max_rounds=300)
+    net.refresh_fingers()
+    victims = net.random.sample(net.live_nodes(), N // 2)
+    net.crash(victims)
+    assert not net.ring_is_correct()
+    net.stabilize_until_correct(max_rounds=60)
+    net.refresh_fingers()
+    keys = lookup_keys(net, 20)
+    for node in net.live_nodes():
+        for key in keys[::5]:
+            done = net.lookup(node, key)
+            assert done.owner == net.true_owner(key), (node.me.address, hex(key))
+
+
+def test_a_single_joining_node_is_inserted_between_its_neighbours(converged_ring: ChordNetwork) -> None:
+    """A node joining a converged ring becomes its predecessor's successor and its
+    successor's predecessor, and then owns the keys up to its id."""
+    net = converged_ring
+    ring = net.sorted_live()
+    a, b = ring[10], ring[11]
+    newcomer = net.add_node(node_id=a.node_id + (b.node_id - a.node_id) // 2)
+    net.join(newcomer, ring[50])
+    net.deliver()
+    assert newcomer.successor == b.me
+    rounds = net.stabilize_until_correct(max_rounds=10)
+    assert rounds <= 3
+    assert a.successor == newcomer.me and b.predecessor == newcomer.me
+    assert newcomer.predecessor == a.me
+    assert net.lookup(ring[70], newcomer.node_id).owner == newcomer.me
+
+
+def test_two_nodes_form_a_ring_from_one_join() -> None:
+    """A node alone owns every key; after one join and a few rounds each is the other's
+    successor and predecessor."""
+    net = ChordNetwork(seed=3)
+    a, b = net.add_node(100), net.add_node(200)
+    assert a.find_successor(5) == Found(a.me)
+    net.join(b, a)
+    net.deliver()
+    assert b.successor == a.me
+    assert net.stabilize_until_correct(max_rounds=3) <= 3
+    assert a.successor == b.me and b.successor == a.me
+
+
+def test_find_successor_answers_it_is_or_ask() -> None:
+    """A key in (n, successor] is answered locally; a farther one names the closest
+    preceding finger to ask next."""
+    node = ChordNode(100, "n")
+    node.receive(Peer(200, "s"), Notify(), now=0.0)  # alone: the notifier becomes successor too
+    assert node.successor == Peer(200, "s")
+    assert node.find_successor(150) == Found(Peer(200, "s"))
+    assert node.find_successor(200) == Found(Peer(200, "s"))
+    assert node.find_successor(300) == AskNext(Peer(200, "s"))
+    assert node.closest_preceding_node(300) == Peer(200, "s")
+    assert node.closest_preceding_node(150) == node.me
+
+
+def test_stabilize_adopts_a_predecessor_that_joined_in_between() -> None:
+    """When the successor's predecessor lies between us and the successor, it becomes our
+    successor, the list is that node followed by the old chain, and we notify it."""
+    node = ChordNode(100, "n", successor_list_length=3)
+    succ, newcomer = Peer(300, "s"), Peer(200, "x")
+    node.receive(succ, Notify(), now=0.0)
+    [send] = node.stabilize(now=0.0)
+    assert isinstance(send.message, GetNeighbours) and send.to == succ
+    reply = NeighboursReply(send.message.request_id, newcomer, (Peer(400, "t"), Peer(500, "u")))
+    actions = node.receive(succ, reply, now=0.1)
+    assert node.successor_list == (newcomer, succ, Peer(400, "t"))
+    assert actions == [Send(newcomer, Notify())]
+
+
+def test_a_dead_successor_is_replaced_by_the_next_in_the_list() -> None:
+    """A stabilize request that expires drops the successor; the next entry takes over."""
+    node = ChordNode(100, "n", request_timeout=1.0)
+    succ = Peer(300, "s")
+    node.receive(succ, Notify(), now=0.0)
+    [send] = node.stabilize(now=0.0)
+    assert isinstance(send.message, GetNeighbours)
+    node.receive(succ, NeighboursReply(send.message.request_id, Peer(100, "n"), (Peer(400, "t"),)), now=0.1)
+    assert node.successor_list == (succ, Peer(400, "t"))
+    node.stabilize(now=1.0)
+    assert node.expire(now=1.5) == []
+    assert node.expire(now=2.5) == []
+    assert node.successor == Peer(400, "t")
+
+
+def test_a_reply_from_the_wrong_peer_or_too_late_is_ignored() -> None:
+    """Replies are matched to a request by id and by the peer asked; others change nothing."""
+    node = ChordNode(100, "n", request_timeout=1.0)
+    succ = Peer(300, "s")
+    node.receive(succ, Notify(), now=0.0)
+    [send] = node.stabilize(now=0.0)
+    assert isinstance(send.message, GetNeighbours)
+    forged = NeighboursReply(send.message.request_id, Peer(150, "evil"), ())
+    assert node.receive(Peer(150, "evil"), forged, now=0.1) == []
+    assert node.successor == succ
+
+
+def test_a_failed_join_is_reported() -> None:
+    """A join whose introducer never answers ends with JoinFailed naming the introducer."""
+    node = ChordNode(100, "n", request_timeout=1.0)
+    introducer = Peer(500, "i")
+    node.join(introducer, now=0.0)
+    assert node.stabilize(now=0.5) == []  # joining: nothing to stabilize yet
+    [failed] = node.expire(now=2.0)
+    assert failed.__class__.__name__ == "JoinFailed" and not node.joining
+    assert not isinstance(failed, Joined)
+
+
+def test_successor_list_length_must_be_positive() -> None:
+    """r = 0 would leave no successor to fall back on; it is refused."""
+    with pytest.raises(ValueError):
+        ChordNode(1, "n", successor_list_length=0)
