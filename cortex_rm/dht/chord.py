@@ -384,8 +384,8 @@ class ChordNode:
     def receive(self, sender: Peer, message: Message, now: float) -> list[Action]:
         """Handle a message from ``sender`` (as its transport authenticated it)."""
         if isinstance(message, FindSuccessor):
-            step = self.find_successor(message.key)
-            return [Send(sender, FindSuccessorReply(message.request_id, step.peer, isinstance(step, Found)))]
+            answer = self.find_successor(message.key)
+            return [Send(sender, FindSuccessorReply(message.request_id, answer.peer, isinstance(answer, Found)))]
         if isinstance(message, GetNeighbours):
             reply = NeighboursReply(message.request_id, self.predecessor, tuple(self._successors))
             return [Send(sender, reply)]

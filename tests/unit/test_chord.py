@@ -8,11 +8,12 @@ import random
 import pytest
 
 from cortex_rm.dht.chord import (
+    Action,
     AskNext,
     ChordNode,
     Found,
     GetNeighbours,
-    Joined,
+    JoinFailed,
     NeighboursReply,
     Notify,
     Peer,
@@ -22,6 +23,13 @@ from cortex_rm.dht.ring_math import RING_SIZE
 from tests.support.chord_sim import ChordNetwork
 
 N = 100
+
+
+def only_send(actions: list[Action]) -> Send:
+    """The one action of a step that must send exactly one message."""
+    [action] = actions
+    assert isinstance(action, Send)
+    return action
 
 
 def build_ring(seed: int, n: int = N) -> ChordNetwork:
@@ -153,7 +161,7 @@ def test_stabilize_adopts_a_predecessor_that_joined_in_between() -> None:
     node = ChordNode(100, "n", successor_list_length=3)
     succ, newcomer = Peer(300, "s"), Peer(200, "x")
     node.receive(succ, Notify(), now=0.0)
-    [send] = node.stabilize(now=0.0)
+    send = only_send(node.stabilize(now=0.0))
     assert isinstance(send.message, GetNeighbours) and send.to == succ
     reply = NeighboursReply(send.message.request_id, newcomer, (Peer(400, "t"), Peer(500, "u")))
     actions = node.receive(succ, reply, now=0.1)
@@ -166,7 +174,7 @@ def test_a_dead_successor_is_replaced_by_the_next_in_the_list() -> None:
     node = ChordNode(100, "n", request_timeout=1.0)
     succ = Peer(300, "s")
     node.receive(succ, Notify(), now=0.0)
-    [send] = node.stabilize(now=0.0)
+    send = only_send(node.stabilize(now=0.0))
     assert isinstance(send.message, GetNeighbours)
     node.receive(succ, NeighboursReply(send.message.request_id, Peer(100, "n"), (Peer(400, "t"),)), now=0.1)
     assert node.successor_list == (succ, Peer(400, "t"))
@@ -181,7 +189,7 @@ def test_a_reply_from_the_wrong_peer_or_too_late_is_ignored() -> None:
     node = ChordNode(100, "n", request_timeout=1.0)
     succ = Peer(300, "s")
     node.receive(succ, Notify(), now=0.0)
-    [send] = node.stabilize(now=0.0)
+    send = only_send(node.stabilize(now=0.0))
     assert isinstance(send.message, GetNeighbours)
     forged = NeighboursReply(send.message.request_id, Peer(150, "evil"), ())
     assert node.receive(Peer(150, "evil"), forged, now=0.1) == []
@@ -194,9 +202,8 @@ def test_a_failed_join_is_reported() -> None:
     introducer = Peer(500, "i")
     node.join(introducer, now=0.0)
     assert node.stabilize(now=0.5) == []  # joining: nothing to stabilize yet
-    [failed] = node.expire(now=2.0)
-    assert failed.__class__.__name__ == "JoinFailed" and not node.joining
-    assert not isinstance(failed, Joined)
+    assert node.expire(now=2.0) == [JoinFailed(introducer)]
+    assert not node.joining
 
 
 def test_successor_list_length_must_be_positive() -> None:
