@@ -6,6 +6,8 @@ import math
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cortex_rm.dht.chord import (
     Action,
@@ -210,3 +212,49 @@ def test_successor_list_length_must_be_positive() -> None:
     """r = 0 would leave no successor to fall back on; it is refused."""
     with pytest.raises(ValueError):
         ChordNode(1, "n", successor_list_length=0)
+
+
+def test_a_node_whose_whole_successor_list_crashed_falls_back_on_its_fingers() -> None:
+    """With r = 2, three consecutive nodes crash: the node before them has no live entry
+    left, takes its nearest finger as successor, and stabilization walks back to the
+    true successor."""
+    net = ChordNetwork(seed=5, successor_list_length=2)
+    first = net.add_node()
+    for _ in range(29):
+        net.join(net.add_node(), first)
+    net.deliver()
+    net.stabilize_until_correct(max_rounds=100)
+    net.refresh_fingers()
+    ring = net.sorted_live()
+    survivor = ring[3]
+    net.crash(ring[4:7])
+    net.stabilize_until_correct(max_rounds=30)
+    assert survivor.successor == ring[7].me
+    net.refresh_fingers()
+    for node in net.live_nodes():
+        assert net.lookup(node, ring[5].node_id).owner == ring[7].me
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.integers(0, 50), st.integers(RING_SIZE - 50, RING_SIZE - 1)),
+        min_size=1,
+        max_size=12,
+        unique=True,
+    ),
+    st.integers(1, 4),
+    st.integers(0, 1000),
+)
+def test_small_rings_with_ids_around_zero_converge_and_route(node_ids: list[int], r: int, seed: int) -> None:
+    """Any small set of ids (clustered around the wrap point), any r, any delivery order:
+    concurrent joins converge and every node finds the owner of every id and id + 1."""
+    net = ChordNetwork(seed=seed, successor_list_length=r)
+    first = net.add_node(node_ids[0])
+    for node_id in node_ids[1:]:
+        net.join(net.add_node(node_id), first)
+    net.deliver()
+    net.stabilize_until_correct(max_rounds=3 * len(node_ids) + 5)
+    for node in net.live_nodes():
+        for key in node_ids + [(i + 1) % RING_SIZE for i in node_ids]:
+            assert net.lookup(node, key).owner == net.true_owner(key)
