@@ -44,7 +44,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from cortex_rm.dht.ring_math import M, distance, finger_start, in_interval
+from twisted.logger import Logger
+
+from cortex_rm.dht.ring_math import M, distance, finger_start, format_id, in_interval
+
+log = Logger()
 
 DEFAULT_SUCCESSOR_LIST_LENGTH = 8
 """r, the successor-list length.
@@ -307,9 +311,11 @@ class ChordNode:
         Our routing state is reset; the answer (``Joined``) becomes our successor and
         stabilization does the rest.  ``JoinFailed`` means: try another introducer.
         """
-        self._successors, self.predecessor = [], None
+        self._set_successors([], "join")
+        self._set_predecessor(None, "join")
         self._fingers = [None] * M
         self.joining = True
+        log.info("ring {node} joining through {introducer}", node=self._name(self.me), introducer=self._name(introducer))
         lookup = _Lookup(self._ids.next(), self.node_id, _JOIN, introducer=introducer)
         self._lookups[lookup.lookup_id] = lookup
         return self._ask(lookup, introducer, now)
@@ -331,7 +337,7 @@ class ChordNode:
         if not self._successors:
             if self.predecessor is None:
                 return []
-            self._successors = [self.predecessor]
+            self._set_successors([self.predecessor], "alone-notified")
             return [Send(self.predecessor, Notify())]
         return [self._request(self.successor, GetNeighbours, now)]
 
@@ -370,14 +376,15 @@ class ChordNode:
         """
         if peer == self.me:
             return
-        self._successors = [s for s in self._successors if s != peer]
+        successors = [s for s in self._successors if s != peer]
         self._fingers = [None if f == peer else f for f in self._fingers]
         if self.predecessor == peer:
-            self.predecessor = None
-        if not self._successors:
-            others = self._known_peers()
+            self._set_predecessor(None, "dead")
+        if not successors:
+            others = [p for p in self._known_peers() if p != peer]
             if others:
-                self._successors = [min(others, key=lambda p: distance(self.node_id, p.node_id))]
+                successors = [min(others, key=lambda p: distance(self.node_id, p.node_id))]
+        self._set_successors(successors, "dead")
 
     # ------------------------------------------------------------ input
 
@@ -461,8 +468,9 @@ class ChordNode:
             assert lookup.introducer is not None
             self.joining = False
             if owner is None or owner == self.me:
+                log.warn("ring {node} could not join through {introducer}", node=self._name(self.me), introducer=self._name(lookup.introducer))
                 return [JoinFailed(lookup.introducer)]
-            self._successors = [owner]
+            self._set_successors([owner], "joined")
             return [Joined(owner)]
         if owner is not None:
             self._fingers[lookup.finger_index] = None if owner == self.me else owner
@@ -472,9 +480,9 @@ class ChordNode:
         if candidate == self.me:
             return
         if self.predecessor is None or in_interval(candidate.node_id, self.predecessor.node_id, self.node_id):
-            self.predecessor = candidate
+            self._set_predecessor(candidate, "notified")
         if not self._successors and not self.joining:
-            self._successors = [candidate]
+            self._set_successors([candidate], "alone-notified")
 
     def _stabilize_reply(self, successor: Peer, reply: NeighboursReply) -> list[Action]:
         if successor != self.successor:
@@ -483,7 +491,7 @@ class ChordNode:
         p = reply.predecessor
         if p is not None and p != self.me and in_interval(p.node_id, self.node_id, successor.node_id):
             chain.insert(0, p)  # p joined between us and our successor
-        self._successors = self._successor_list_from(chain)
+        self._set_successors(self._successor_list_from(chain), "stabilized")
         return [Send(self.successor, Notify())]
 
     def _successor_list_from(self, chain: list[Peer]) -> list[Peer]:
@@ -498,3 +506,32 @@ class ChordNode:
             if len(result) == self.successor_list_length:
                 break
         return result
+
+    def _set_successors(self, successors: list[Peer], reason: str) -> None:
+        # One log event per change of successor, with stable field names.
+        old = self.successor
+        self._successors = successors
+        if self.successor != old:
+            log.info(
+                "ring {node} successor {old} -> {new} ({reason})",
+                node=self._name(self.me),
+                old=self._name(old),
+                new=self._name(self.successor),
+                reason=reason,
+            )
+
+    def _set_predecessor(self, predecessor: Peer | None, reason: str) -> None:
+        old = self.predecessor
+        self.predecessor = predecessor
+        if predecessor != old:
+            log.info(
+                "ring {node} predecessor {old} -> {new} ({reason})",
+                node=self._name(self.me),
+                old=self._name(old),
+                new=self._name(predecessor),
+                reason=reason,
+            )
+
+    @staticmethod
+    def _name(peer: Peer | None) -> str | None:
+        return None if peer is None else f"{format_id(peer.node_id)[:10]}@{peer.address}"
