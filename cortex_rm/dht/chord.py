@@ -19,7 +19,9 @@ section E.3):
   ``closest_preceding_node`` of the key.  ``lookup`` follows the "ask Y" answers
   with ``FindSuccessor`` requests, one hop each, until someone answers "it is X".
 * **Join** is a lookup of our own id started at an introducer; its answer becomes
-  our successor.  Nothing else changes: stabilization inserts us.
+  our successor.  Nothing else changes: stabilization inserts us.  While the join
+  is under way we know nothing of the ring, so a lookup that reaches us is sent on
+  to our introducer; lookups in flight when ``join`` is called end as failed.
 * **Stabilize** asks the successor for its predecessor and its successor list.  If
   that predecessor lies between us and our successor, it joined in between and
   becomes our successor.  Our list becomes the successor followed by its list.
@@ -248,6 +250,7 @@ class ChordNode:
         self._pending: dict[int, _Pending] = {}
         self._lookups: dict[int, _Lookup] = {}
         self.joining = False
+        self._introducer: Peer | None = None
 
     # ------------------------------------------------------------ state
 
@@ -311,14 +314,22 @@ class ChordNode:
         Our routing state is reset; the answer (``Joined``) becomes our successor and
         stabilization does the rest.  ``JoinFailed`` means: try another introducer.
         """
+        # Whatever was in flight belongs to the old state: callers' lookups fail,
+        # maintenance requests are dropped (their late replies will be ignored).
+        actions: list[Action] = [
+            LookupDone(old.lookup_id, old.key, None, old.hops) for old in self._lookups.values() if old.purpose == _USER
+        ]
+        self._lookups.clear()
+        self._pending.clear()
         self._set_successors([], "join")
         self._set_predecessor(None, "join")
         self._fingers = [None] * M
         self.joining = True
+        self._introducer = introducer
         log.info("ring {node} joining through {introducer}", node=self._name(self.me), introducer=self._name(introducer))
         lookup = _Lookup(self._ids.next(), self.node_id, _JOIN, introducer=introducer)
         self._lookups[lookup.lookup_id] = lookup
-        return self._ask(lookup, introducer, now)
+        return actions + self._ask(lookup, introducer, now)
 
     def lookup(self, key: int, now: float) -> tuple[int, list[Action]]:
         """Start an iterative lookup of ``key``; its ``LookupDone`` carries the returned id."""
@@ -391,6 +402,9 @@ class ChordNode:
     def receive(self, sender: Peer, message: Message, now: float) -> list[Action]:
         """Handle a message from ``sender`` (as its transport authenticated it)."""
         if isinstance(message, FindSuccessor):
+            if self.joining and self._introducer is not None:
+                # We know nothing of the ring yet: send the asker to our introducer.
+                return [Send(sender, FindSuccessorReply(message.request_id, self._introducer, False))]
             answer = self.find_successor(message.key)
             return [Send(sender, FindSuccessorReply(message.request_id, answer.peer, isinstance(answer, Found)))]
         if isinstance(message, GetNeighbours):

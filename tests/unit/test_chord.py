@@ -13,9 +13,12 @@ from cortex_rm.dht.chord import (
     Action,
     AskNext,
     ChordNode,
+    FindSuccessor,
+    FindSuccessorReply,
     Found,
     GetNeighbours,
     JoinFailed,
+    LookupDone,
     NeighboursReply,
     Notify,
     Peer,
@@ -258,3 +261,18 @@ def test_small_rings_with_ids_around_zero_converge_and_route(node_ids: list[int]
     for node in net.live_nodes():
         for key in node_ids + [(i + 1) % RING_SIZE for i in node_ids]:
             assert net.lookup(node, key).owner == net.true_owner(key)
+
+
+def test_a_joining_node_sends_askers_to_its_introducer_and_fails_old_lookups() -> None:
+    """While joining, a node knows nothing of the ring: a FindSuccessor is answered with
+    "ask the introducer", and a lookup started before the join ends as failed."""
+    node = ChordNode(100, "n", request_timeout=1.0)
+    node.receive(Peer(300, "s"), Notify(), now=0.0)
+    lookup_id, _ = node.lookup(400, now=0.0)
+    introducer = Peer(500, "i")
+    actions = node.join(introducer, now=0.5)
+    assert LookupDone(lookup_id, 400, None, 1) in actions
+    asker = Peer(700, "a")
+    assert node.receive(asker, FindSuccessor(42, 600), now=0.6) == [
+        Send(asker, FindSuccessorReply(42, introducer, False))
+    ]
