@@ -27,7 +27,7 @@ REQUEST_TIMEOUT = 0.5  # shorter than a round: a request unanswered within its r
 
 
 class ChordNetwork:
-    """N Chord nodes wired through a message queue; nodes can crash."""
+    """N Chord nodes wired through a message queue; nodes can crash and messages can be lost."""
 
     def __init__(self, seed: int, successor_list_length: int = 8) -> None:
         self.random = random.Random(seed)
@@ -38,6 +38,9 @@ class ChordNetwork:
         self._queue: list[tuple[Peer, Peer, Message]] = []
         self.lookups_done: dict[tuple[str, int], LookupDone] = {}
         self.messages_delivered = 0
+        self.messages_dropped = 0
+        # Fault knob: the chance that any one message is lost on the way.
+        self.drop_rate = 0.0
 
     # ------------------------------------------------------------ membership
 
@@ -87,6 +90,9 @@ class ChordNetwork:
             sender, to, message = self._queue.pop()
             if to.address in self.crashed or sender.address in self.crashed:
                 continue
+            if self.drop_rate and self.random.random() < self.drop_rate:
+                self.messages_dropped += 1
+                continue
             self.messages_delivered += 1
             receiver = self.nodes[to.address]
             self._perform(receiver, receiver.receive(sender, message, self.now))
@@ -111,10 +117,12 @@ class ChordNetwork:
 
     def stabilize_until_correct(self, max_rounds: int) -> int:
         """Run rounds until the ring is correct; the number of rounds it took (fails after max)."""
-        for rounds in range(max_rounds + 1):
+        for rounds in range(max_rounds):
             if self.ring_is_correct():
                 return rounds
             self.stabilization_round()
+        if self.ring_is_correct():
+            return max_rounds
         raise AssertionError(f"ring not correct after {max_rounds} rounds: {self.ring_errors()[:5]}")
 
     def refresh_fingers(self) -> None:

@@ -276,3 +276,24 @@ def test_a_joining_node_sends_askers_to_its_introducer_and_fails_old_lookups() -
     assert node.receive(asker, FindSuccessor(42, 600), now=0.6) == [
         Send(asker, FindSuccessorReply(42, introducer, False))
     ]
+
+
+def test_a_ring_that_lost_messages_heals_once_the_loss_stops() -> None:
+    """10% of messages are lost for 20 rounds (lost replies make live peers look dead);
+    once the network is clean again stabilization makes the ring correct and it routes."""
+    net = ChordNetwork(seed=6)
+    first = net.add_node()
+    for _ in range(39):
+        net.join(net.add_node(), first)
+    net.deliver()
+    net.stabilize_until_correct(max_rounds=100)
+    net.drop_rate = 0.1
+    for _ in range(20):
+        net.stabilization_round()
+    assert net.messages_dropped > 0
+    net.drop_rate = 0.0
+    net.stabilize_until_correct(max_rounds=40)
+    net.refresh_fingers()
+    for node in net.live_nodes():
+        for key in lookup_keys(net, 5)[::4]:
+            assert net.lookup(node, key).owner == net.true_owner(key)
