@@ -42,7 +42,7 @@ from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.am_launcher import AMLauncher
 from cortex_rm.yarn_api.am_service import SCHEDULER_PROTOCOL, ApplicationMasterService
 from cortex_rm.yarn_api.client_service import CLIENT_PROTOCOL, UNSUPPORTED_CLIENT_METHODS, ApplicationClientService
-from cortex_rm.yarn_api.ipc_server import IpcServerFactory
+from cortex_rm.yarn_api.ipc_server import PORT_IDLE_TIMEOUT_S, PORT_MAX_OUTSTANDING_CALLS, IpcServerFactory
 from cortex_rm.yarn_api.proto import applicationclient_protocol_pb2, applicationmaster_protocol_pb2
 from cortex_rm.yarn_api.rest import build_rest_site
 from cortex_rm.yarn_api.rpc_protocol import RpcProtocol
@@ -52,12 +52,6 @@ from cortex_rm.yarn_api.tokens import RMKeys, parse_amrm_identifier
 log = Logger()
 
 Listen = Callable[[str, str, Any], str]  # (name, configured address, factory) -> bound host:port
-
-# A connection stops being read while this many of its calls are unanswered (Hadoop's
-# bounded call queue pushes back the same way).
-IPC_MAX_OUTSTANDING_CALLS = 256
-# Connections silent this long are closed: twice Hadoop's client-side idle close (10 s).
-IPC_IDLE_TIMEOUT_S = 20.0
 
 
 def client_protocol(service: ApplicationClientService) -> RpcProtocol:
@@ -120,7 +114,7 @@ class ResourceManagerRole:
         )
 
         self._listen("resourcemanager.address", conf.address, self._client_port())
-        scheduler_address = self._scheduler_address()
+        scheduler_address = conf.scheduler_address  # what AMs find in their AMRMToken's service
         launcher = AMLauncher(self.reactor, self.keys, scheduler_address, started_ms, self.rm.now_ms)
         self.scheduling = ClusterScheduling(
             self.reactor,
@@ -166,14 +160,10 @@ class ResourceManagerRole:
         """Bounds shared by the RM's IPC ports: frame size, calls in flight, idle connections."""
         return {
             "max_data_length": self.config.resourcemanager.ipc_max_data_length,
-            "max_outstanding_calls": IPC_MAX_OUTSTANDING_CALLS,
-            "idle_timeout": IPC_IDLE_TIMEOUT_S,
+            "max_outstanding_calls": PORT_MAX_OUTSTANDING_CALLS,
+            "idle_timeout": PORT_IDLE_TIMEOUT_S,
             "clock": self.reactor,
         }
-
-    def _scheduler_address(self) -> str:
-        """What AMs are told in their AMRMToken's service (the configured scheduler address)."""
-        return self.config.resourcemanager.scheduler_address
 
     def _scheduler_port(self, service: ApplicationMasterService) -> IpcServerFactory:
         protocol = RpcProtocol.from_service(

@@ -33,6 +33,8 @@ class AppState(enum.Enum):
 
 
 TERMINAL_APP_STATES = frozenset({AppState.FINISHED, AppState.FAILED, AppState.KILLED})
+# Reported states of applications that wait for their AM (YARN's "pending" in metrics)
+PENDING_APP_STATES = frozenset({AppState.NEW, AppState.NEW_SAVING, AppState.SUBMITTED, AppState.ACCEPTED})
 HIDDEN_APP_STATES = frozenset({AppState.FINAL_SAVING, AppState.KILLING})
 
 

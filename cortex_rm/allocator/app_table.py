@@ -25,6 +25,7 @@ from cortex_rm.allocator.app_states import (
     APP_TRANSITIONS,
     ATTEMPT_TRANSITIONS,
     HIDDEN_APP_STATES,
+    PENDING_APP_STATES,
     AppEvent,
     AppState,
     AttemptEvent,
@@ -268,7 +269,7 @@ class ApplicationTable:
         return AppCounts(
             submitted=len(states),
             completed=sum(1 for s in states if s is AppState.FINISHED),  # YARN: killed and failed apart
-            pending=sum(1 for s in states if s in (AppState.NEW, AppState.NEW_SAVING, AppState.SUBMITTED, AppState.ACCEPTED)),
+            pending=sum(1 for s in states if s in PENDING_APP_STATES),
             running=sum(1 for s in states if s is AppState.RUNNING),
             failed=sum(1 for s in states if s is AppState.FAILED),
             killed=sum(1 for s in states if s is AppState.KILLED),

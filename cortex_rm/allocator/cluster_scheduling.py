@@ -247,7 +247,7 @@ class ClusterScheduling:
         attempt_id = container.attempt_id
         self.scheduler.pull_allocated(attempt_id)  # the AM container: ACQUIRED by the launcher
         app, _ = self.table.get_attempt(attempt_id)
-        node = self.table_node(container.node_id)
+        node = self.node_http_address(container.node_id)
         saved = self.am.am_container_allocated(attempt_id, container.container_id, str(container.node_id), node)
         saved.addCallback(lambda _: self.launch_am(app, container))
         saved.addCallbacks(
@@ -255,9 +255,6 @@ class ClusterScheduling:
             lambda failure: self._am_launch_failed(container, failure),
         )
         saved.addErrback(lambda f: log.failure("launching the AM of {attempt}", f, attempt=str(attempt_id)))
-
-    def table_node(self, node_id: NodeId) -> str:
-        return self.scheduler.node_table.get(node_id).http_address
 
     def _am_launched(self, attempt_id: ApplicationAttemptId) -> None:
         app, attempt = self.table.get_attempt(attempt_id)
@@ -304,7 +301,7 @@ class ClusterScheduling:
         return app.queue, app.user, app.context
 
     def node_http_address(self, node_id: NodeId) -> str:
-        return self.table_node(node_id)
+        return self.scheduler.node_table.get(node_id).http_address
 
     def is_registered(self, attempt_id: ApplicationAttemptId) -> bool:
         try:

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.ids import ApplicationAttemptId
-from cortex_rm.allocator.app_states import AppState
+from cortex_rm.allocator.app_states import PENDING_APP_STATES, AppState
 from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.nodes import ACTIVE_NODE_STATES, NodeState, NodeTable
 from cortex_rm.allocator.queues import Queue
@@ -148,6 +148,6 @@ class RMContext:
                 if state is AppState.RUNNING:
                     running += 1
                     used = used + app.am_resource
-                elif state in (AppState.NEW, AppState.NEW_SAVING, AppState.SUBMITTED, AppState.ACCEPTED):
+                elif state in PENDING_APP_STATES:
                     pending += 1
         return QueueUsage(used, pending, running)

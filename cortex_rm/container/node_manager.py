@@ -37,7 +37,7 @@ from cortex_rm.container.launch import NodeFacts
 from cortex_rm.container.localizer import Localizer, default_fetchers
 from cortex_rm.container.runtime import ContainerRuntime
 from cortex_rm.internal.tracker_messages import NodeHealth, RegistrationAnswer
-from cortex_rm.yarn_api.ipc_server import IpcServerFactory
+from cortex_rm.yarn_api.ipc_server import PORT_IDLE_TIMEOUT_S, PORT_MAX_OUTSTANDING_CALLS, IpcServerFactory
 from cortex_rm.yarn_api.nm_service import ContainerManagementService, nm_protocol
 from cortex_rm.yarn_api.sasl import SaslServer
 
@@ -46,8 +46,6 @@ log = Logger()
 Listen = Callable[[str, str, Any], str]  # (name, configured address, factory) -> bound host:port
 
 FILE_THREADS = 4  # localizations of different applications, script writes and deletions in parallel
-IPC_MAX_OUTSTANDING_CALLS = 256
-IPC_IDLE_TIMEOUT_S = 20.0
 
 
 def existing_dirs(dirs: tuple[Path, ...], key: str) -> tuple[Path, ...]:
@@ -135,8 +133,8 @@ class NodeManagerRole:
             [nm_protocol(ContainerManagementService(self.containers))],
             SaslServer.simple_only(),
             max_data_length=self.config.resourcemanager.ipc_max_data_length,
-            max_outstanding_calls=IPC_MAX_OUTSTANDING_CALLS,
-            idle_timeout=IPC_IDLE_TIMEOUT_S,
+            max_outstanding_calls=PORT_MAX_OUTSTANDING_CALLS,
+            idle_timeout=PORT_IDLE_TIMEOUT_S,
             clock=self.reactor,
         )
         self._listen("nodemanager.address", nm.address, factory)

@@ -47,6 +47,13 @@ def format_peer(address: IAddress) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+# Bounds a daemon's IPC ports share: a connection stops being read while this many of its
+# calls are unanswered (Hadoop's bounded call queue pushes back the same way), and one
+# silent this long is closed (twice Hadoop's client-side idle close of 10 s).
+PORT_MAX_OUTSTANDING_CALLS = 256
+PORT_IDLE_TIMEOUT_S = 20.0
+
+
 class IpcServerFactory(Factory):
     """Serves ``protocols`` on every connection of one listening port.
 

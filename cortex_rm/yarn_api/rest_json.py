@@ -21,7 +21,7 @@ from typing import Any, Final
 from google.protobuf.message import DecodeError
 
 from cortex_rm.allocator.app_model import Application, Attempt
-from cortex_rm.allocator.app_states import AppState
+from cortex_rm.allocator.app_states import PENDING_APP_STATES, AppState
 from cortex_rm.allocator.errors import UnknownQueue
 from cortex_rm.allocator.nodes import NodeRecord, NodeState
 from cortex_rm.allocator.queues import Queue, QueueState
@@ -46,8 +46,7 @@ YARN_APPLICATION_STATES: Final = (
     AppState.FAILED,
     AppState.KILLED,
 )
-_NOT_TRACKABLE: Final = frozenset({AppState.NEW, AppState.NEW_SAVING, AppState.SUBMITTED, AppState.ACCEPTED})
-_PENDING: Final = _NOT_TRACKABLE
+_NOT_TRACKABLE: Final = PENDING_APP_STATES  # no AM to track yet
 # Nodes whose web address YARN blanks out: they are gone.
 _GONE_NODE_STATES: Final = frozenset({NodeState.LOST, NodeState.DECOMMISSIONED, NodeState.REBOOTED})
 
@@ -197,7 +196,7 @@ def _queue_info(queue: Queue, rm: RMContext, total: Resource) -> dict[str, Any]:
         if app.reported_state is AppState.RUNNING:
             user["numActiveApplications"] += 1
             user["used"] = user["used"] + app.am_resource
-        elif app.reported_state in _PENDING:
+        elif app.reported_state in PENDING_APP_STATES:
             user["numPendingApplications"] += 1
     user_list = [
         {

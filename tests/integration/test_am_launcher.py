@@ -12,7 +12,6 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from cortex_rm.allocator.app_model import Submission
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.ids import ContainerId, NodeId
 from cortex_rm.allocator.resources import Resource
@@ -28,14 +27,9 @@ from cortex_rm.yarn_api.rpc_protocol import CallContext, RpcProtocol
 from cortex_rm.yarn_api.tokens import AMRM_TOKEN_KIND, RMKeys, parse_container_identifier
 from cortex_rm.yarn_api.writable import read_token_storage, read_vlong
 from tests.support.rm_core import new_table, result_of
+from tests.support.reactor import reactor
 
 pytestmark = pytest.mark.integration
-
-
-def reactor() -> Any:
-    from twisted.internet import reactor as global_reactor
-
-    return global_reactor
 
 
 def _app_with_context() -> Any:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
 from cortex_rm.container.fake_runtime import FakeProgram, FakeRuntime
@@ -51,6 +51,7 @@ from cortex_rm.container.runtime import (
     ContainerStartError,
     RunningContainer,
 )
+from tests.support.reactor import reactor, wait_until as wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,13 +60,6 @@ MIB = 1024 * 1024
 JAVA = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"
 LXC_READY = os.geteuid() == 0 and shutil.which("lxc-execute") is not None and Path("/sys/fs/cgroup/memory").is_dir()
 needs_lxc = pytest.mark.skipif(not LXC_READY, reason="needs root, Debian's lxc and cgroup v1")
-
-
-def reactor() -> Any:
-    """The reactor pytest-twisted runs (imported late, as only entry points may)."""
-    from twisted.internet import reactor as global_reactor
-
-    return global_reactor
 
 
 def outcome(d: Deferred[Any], timeout: float = WAIT_S) -> Deferred[Any]:
@@ -81,14 +75,9 @@ def outcome(d: Deferred[Any], timeout: float = WAIT_S) -> Deferred[Any]:
     return out.addTimeout(timeout, reactor())
 
 
-@defer.inlineCallbacks
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S):  # type: ignore[no-untyped-def]
-    """Poll ``condition`` every 20 ms on the reactor; fail naming ``what`` after ``timeout`` s."""
-    deadline = reactor().seconds() + timeout
-    while not condition():
-        if reactor().seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
-        yield task.deferLater(reactor(), 0.02, lambda: None)
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> defer.Deferred:
+    """Wait (bounded by ``timeout``) until ``condition`` holds."""
+    return wait_for(condition, what, timeout)
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,9 @@ from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.proto.IpcConnectionContext_pb2 import UserInformationProto
 from cortex_rm.yarn_api.rpc_protocol import CallContext, RpcProtocol
 from tests.support.ipc_frames import TEST_PROTOCOL, TEST_SERVICE
+from tests.support.reactor import reactor
 
 pytestmark = pytest.mark.integration
-
-
-def reactor() -> Any:
-    from twisted.internet import reactor as global_reactor
-
-    return global_reactor
 
 
 @pytest.fixture

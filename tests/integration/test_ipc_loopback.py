@@ -44,19 +44,13 @@ from tests.support.ipc_frames import (
     preamble,
     request_header,
 )
+from tests.support.reactor import reactor
 
 pytestmark = pytest.mark.integration
 
 HANDSHAKE = preamble() + context_frame(TEST_PROTOCOL)
 MAX_DATA_LENGTH = 64 * 1024
 TIMEOUT = 20.0
-
-
-def reactor() -> Any:
-    """The reactor pytest-twisted runs (imported late, as only entry points may)."""
-    from twisted.internet import reactor as global_reactor
-
-    return global_reactor
 
 
 def echo_user(call: CallContext, request: UserInformationProto) -> UserInformationProto:

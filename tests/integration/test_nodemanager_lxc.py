@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -43,6 +43,7 @@ from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.sasl import SaslServer
 from tests.support.nm_requests import APP, ATTEMPT, KEY, cid, container_ids_proto, container_token, launch_context, start_containers, start_request
+from tests.support.reactor import reactor, wait_until as wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,20 +53,9 @@ LXC_READY = os.geteuid() == 0 and shutil.which("lxc-execute") is not None and Pa
 needs_lxc = pytest.mark.skipif(not LXC_READY, reason="needs root, Debian's lxc and cgroup v1")
 
 
-def reactor() -> Any:
-    from twisted.internet import reactor as global_reactor
-
-    return global_reactor
-
-
-@defer.inlineCallbacks
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S):  # type: ignore[no-untyped-def]
-    """Poll ``condition`` every 20 ms; fail naming ``what`` after ``timeout`` s."""
-    deadline = reactor().seconds() + timeout
-    while not condition():
-        if reactor().seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
-        yield task.deferLater(reactor(), 0.02, lambda: None)
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> defer.Deferred:
+    """Wait (bounded by ``timeout``) until ``condition`` holds."""
+    return wait_for(condition, what, timeout)
 
 
 class RealNode:

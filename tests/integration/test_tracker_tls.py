@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -42,6 +42,7 @@ from cortex_rm.internal.tracker_client import TrackerClient
 from cortex_rm.internal.tracker_codec import MAX_FRAME_BYTES
 from cortex_rm.internal.tracker_messages import NodeRegistration, NodeStatusReport
 from cortex_rm.internal.tracker_server import ExpiryMonitor, tracker_server_factory
+from tests.support.reactor import reactor, wait_until as wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,21 +51,9 @@ EXPIRY_MS = 600
 WAIT_S = 10.0
 
 
-def reactor() -> Any:
-    """The reactor pytest-twisted runs (imported late, as only entry points may)."""
-    from twisted.internet import reactor as global_reactor
-
-    return global_reactor
-
-
-@defer.inlineCallbacks
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S):  # type: ignore[no-untyped-def]
-    """Poll ``condition`` every 20 ms on the reactor; fail naming ``what`` after ``timeout`` s."""
-    deadline = reactor().seconds() + timeout
-    while not condition():
-        if reactor().seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
-        yield task.deferLater(reactor(), 0.02, lambda: None)
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> defer.Deferred:
+    """Wait (bounded by ``timeout``) until ``condition`` holds."""
+    return wait_for(condition, what, timeout)
 
 
 @dataclass
