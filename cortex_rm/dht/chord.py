@@ -48,7 +48,20 @@ from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
-from cortex_rm.dht.ring_math import M, distance, finger_start, format_id, in_interval
+from cortex_rm.dht.chord_messages import (
+    ChordMessage,
+    FindSuccessor,
+    FindSuccessorReply,
+    GetNeighbours,
+    Leave,
+    NeighboursReply,
+    Notify,
+    Ping,
+    Pong,
+)
+from cortex_rm.dht.envelope import Send
+from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.ring_math import M, distance, finger_start, in_interval
 
 log = Logger()
 
@@ -73,81 +86,7 @@ DEFAULT_MAX_LOOKUP_HOPS = 2 * M
 """A lookup that has not ended after this many hops fails (it is looping on stale state)."""
 
 
-@dataclass(frozen=True, order=True)
-class Peer:
-    """A ring member: its ring id and the address its transport reaches it at."""
-
-    node_id: int
-    address: str
-
-
-# ------------------------------------------------------------------ messages
-
-
-@dataclass(frozen=True)
-class FindSuccessor:
-    """Request: who owns ``key``, or whom should I ask next?"""
-
-    request_id: int
-    key: int
-
-
-@dataclass(frozen=True)
-class FindSuccessorReply:
-    """Answer to FindSuccessor: ``peer`` owns the key when ``final``, else ask ``peer``."""
-
-    request_id: int
-    peer: Peer
-    final: bool
-
-
-@dataclass(frozen=True)
-class GetNeighbours:
-    """Request (stabilize): send me your predecessor and your successor list."""
-
-    request_id: int
-
-
-@dataclass(frozen=True)
-class NeighboursReply:
-    """Answer to GetNeighbours."""
-
-    request_id: int
-    predecessor: Peer | None
-    successors: tuple[Peer, ...]
-
-
-@dataclass(frozen=True)
-class Notify:
-    """One-way: the sender believes it may be the receiver's predecessor."""
-
-
-@dataclass(frozen=True)
-class Ping:
-    """Request (check_predecessor): are you alive?"""
-
-    request_id: int
-
-
-@dataclass(frozen=True)
-class Pong:
-    """Answer to Ping."""
-
-    request_id: int
-
-
-Message = FindSuccessor | FindSuccessorReply | GetNeighbours | NeighboursReply | Notify | Ping | Pong
-
-
 # ------------------------------------------------------------------ actions
-
-
-@dataclass(frozen=True)
-class Send:
-    """Action: deliver ``message`` to ``to``; the receiver learns the sender from its transport."""
-
-    to: Peer
-    message: Message
 
 
 @dataclass(frozen=True)
@@ -211,7 +150,7 @@ class _Lookup:
 class _Pending:
     to: Peer
     deadline: float
-    message: Message
+    message: ChordMessage
     lookup_id: int | None = None
 
 
@@ -399,7 +338,7 @@ class ChordNode:
 
     # ------------------------------------------------------------ input
 
-    def receive(self, sender: Peer, message: Message, now: float) -> list[Action]:
+    def receive(self, sender: Peer, message: ChordMessage, now: float) -> list[Action]:
         """Handle a message from ``sender`` (as its transport authenticated it)."""
         if isinstance(message, FindSuccessor):
             if self.joining and self._introducer is not None:
@@ -548,4 +487,4 @@ class ChordNode:
 
     @staticmethod
     def _name(peer: Peer | None) -> str | None:
-        return None if peer is None else f"{format_id(peer.node_id)[:10]}@{peer.address}"
+        return None if peer is None else peer.short()

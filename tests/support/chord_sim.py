@@ -16,10 +16,10 @@ from cortex_rm.dht.chord import (
     ChordNode,
     JoinFailed,
     LookupDone,
-    Message,
-    Peer,
-    Send,
 )
+from cortex_rm.dht.chord_messages import ChordMessage as Message
+from cortex_rm.dht.envelope import Send
+from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_math import RING_SIZE
 
 ROUND_SECONDS = 1.0

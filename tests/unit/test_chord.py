@@ -9,21 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cortex_rm.dht.chord import (
-    Action,
-    AskNext,
-    ChordNode,
-    FindSuccessor,
-    FindSuccessorReply,
-    Found,
-    GetNeighbours,
-    JoinFailed,
-    LookupDone,
-    NeighboursReply,
-    Notify,
-    Peer,
-    Send,
-)
+from cortex_rm.dht.chord import Action, AskNext, ChordNode, Found, JoinFailed, LookupDone
+from cortex_rm.dht.chord_messages import FindSuccessor, FindSuccessorReply, GetNeighbours, NeighboursReply, Notify
+from cortex_rm.dht.envelope import Send
+from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_math import RING_SIZE
 from tests.support.chord_sim import ChordNetwork
 
