@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
+
 from cortex_rm.dht.chord_messages import (
     ChordMessage,
     FindSuccessor,
@@ -60,6 +61,7 @@ from cortex_rm.dht.chord_messages import (
     Pong,
 )
 from cortex_rm.dht.envelope import Send
+from cortex_rm.dht.join_lifecycle import JOIN_LIFECYCLE, RingEvent, RingState
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_math import M, distance, finger_start, in_interval
 
@@ -188,7 +190,7 @@ class ChordNode:
         self._ids = _Counter()
         self._pending: dict[int, _Pending] = {}
         self._lookups: dict[int, _Lookup] = {}
-        self.joining = False
+        self.state = RingState.ALONE
         self._introducer: Peer | None = None
 
     # ------------------------------------------------------------ state
@@ -197,6 +199,18 @@ class ChordNode:
     def node_id(self) -> int:
         """Our ring id."""
         return self.me.node_id
+
+    @property
+    def joining(self) -> bool:
+        """Whether a join is under way (we know nothing of the ring yet)."""
+        return self.state is RingState.JOINING
+
+    def _transition(self, event: RingEvent) -> None:
+        new = JOIN_LIFECYCLE.next_state(self.state, event)
+        if new is not None and new is not self.state:
+            log.info("ring {node} {old} -> {new} ({event})", node=self.me.short(), old=self.state.value, new=new.value, event=event.value)
+        if new is not None:
+            self.state = new
 
     @property
     def successor(self) -> Peer:
@@ -263,7 +277,7 @@ class ChordNode:
         self._set_successors([], "join")
         self._set_predecessor(None, "join")
         self._fingers = [None] * M
-        self.joining = True
+        self._transition(RingEvent.JOIN)
         self._introducer = introducer
         log.info("ring {node} joining through {introducer}", node=self._name(self.me), introducer=self._name(introducer))
         lookup = _Lookup(self._ids.next(), self.node_id, _JOIN, introducer=introducer)
@@ -282,11 +296,12 @@ class ChordNode:
         A node alone that has been notified takes its predecessor as successor: the
         two-node ring forms without a message.
         """
-        if self.joining:
+        if self.state in (RingState.JOINING, RingState.LEFT):
             return []
         if not self._successors:
             if self.predecessor is None:
                 return []
+            self._transition(RingEvent.NOTIFIED)
             self._set_successors([self.predecessor], "alone-notified")
             return [Send(self.predecessor, Notify())]
         return [self._request(self.successor, GetNeighbours, now)]
@@ -297,7 +312,7 @@ class ChordNode:
         Fingers whose start is in ``(n, successor]`` are the successor and are set on
         the way; the first finger beyond it is looked up.
         """
-        if self.joining:
+        if self.state in (RingState.JOINING, RingState.LEFT):
             return []
         successor = self.successor
         for _ in range(M):
@@ -335,11 +350,39 @@ class ChordNode:
             if others:
                 successors = [min(others, key=lambda p: distance(self.node_id, p.node_id))]
         self._set_successors(successors, "dead")
+        if not self._successors and self.predecessor is None:
+            self._transition(RingEvent.LOST_ALL)
+
+    def leave(self, now: float) -> list[Action]:
+        """Leave gracefully: tell the predecessor and the successor how to close the gap.
+
+        The successor adopts our predecessor; the predecessor splices our successor
+        list in where we were.  Afterwards this node answers nothing (its lookups in
+        flight fail) until it joins again.  Key hand-off is the key space's part.
+        """
+        actions: list[Action] = [
+            LookupDone(old.lookup_id, old.key, None, old.hops) for old in self._lookups.values() if old.purpose == _USER
+        ]
+        message = Leave(self.predecessor, tuple(self._successors))
+        targets = {p for p in (self.predecessor, self.successor) if p is not None and p != self.me}
+        actions += [Send(peer, message) for peer in sorted(targets)]
+        self._transition(RingEvent.LEAVE)
+        self._lookups.clear()
+        self._pending.clear()
+        self._set_successors([], "left")
+        self._set_predecessor(None, "left")
+        self._fingers = [None] * M
+        return actions
 
     # ------------------------------------------------------------ input
 
     def receive(self, sender: Peer, message: ChordMessage, now: float) -> list[Action]:
         """Handle a message from ``sender`` (as its transport authenticated it)."""
+        if self.state is RingState.LEFT:
+            return []  # we left: whoever still asks us will time out and forget us
+        if isinstance(message, Leave):
+            self._neighbour_left(sender, message)
+            return []
         if isinstance(message, FindSuccessor):
             if self.joining and self._introducer is not None:
                 # We know nothing of the ring yet: send the asker to our introducer.
@@ -419,10 +462,11 @@ class ChordNode:
             return [LookupDone(lookup.lookup_id, lookup.key, owner, lookup.hops)]
         if lookup.purpose == _JOIN:
             assert lookup.introducer is not None
-            self.joining = False
             if owner is None or owner == self.me:
+                self._transition(RingEvent.JOIN_FAILED)
                 log.warn("ring {node} could not join through {introducer}", node=self._name(self.me), introducer=self._name(lookup.introducer))
                 return [JoinFailed(lookup.introducer)]
+            self._transition(RingEvent.JOINED)
             self._set_successors([owner], "joined")
             return [Joined(owner)]
         if owner is not None:
@@ -434,8 +478,24 @@ class ChordNode:
             return
         if self.predecessor is None or in_interval(candidate.node_id, self.predecessor.node_id, self.node_id):
             self._set_predecessor(candidate, "notified")
-        if not self._successors and not self.joining:
+        if not self._successors and self.state is RingState.ALONE:
+            self._transition(RingEvent.NOTIFIED)
             self._set_successors([candidate], "alone-notified")
+
+    def _neighbour_left(self, leaver: Peer, message: Leave) -> None:
+        # Splice the leaver out: its predecessor becomes ours if it was our
+        # predecessor, its successors take its place in our list if it was there.
+        was_predecessor = self.predecessor == leaver
+        if leaver in self._successors:
+            at = self._successors.index(leaver)
+            chain = self._successors[:at] + list(message.successors) + self._successors[at + 1 :]
+            self._set_successors(self._successor_list_from([p for p in chain if p != leaver]), "left")
+        self._fingers = [None if f == leaver else f for f in self._fingers]
+        if was_predecessor:
+            heir = message.predecessor if message.predecessor not in (None, self.me, leaver) else None
+            self._set_predecessor(heir, "left")
+        if not self._successors and self.predecessor is None:
+            self._transition(RingEvent.LOST_ALL)
 
     def _stabilize_reply(self, successor: Peer, reply: NeighboursReply) -> list[Action]:
         if successor != self.successor:

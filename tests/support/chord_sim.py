@@ -67,6 +67,12 @@ class ChordNetwork:
         for node in nodes:
             self.crashed.add(node.me.address)
 
+    def leave(self, node: ChordNode) -> None:
+        """``node`` leaves gracefully: its Leave messages are delivered, then it is gone."""
+        self._perform(node, node.leave(self.now))
+        self.deliver()
+        self.crashed.add(node.me.address)
+
     def live_nodes(self) -> list[ChordNode]:
         """The nodes that have not crashed, in creation order."""
         return [n for a, n in self.nodes.items() if a not in self.crashed]

@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cortex_rm.dht.chord import Action, AskNext, ChordNode, Found, JoinFailed, LookupDone
-from cortex_rm.dht.chord_messages import FindSuccessor, FindSuccessorReply, GetNeighbours, NeighboursReply, Notify
+from cortex_rm.allocator.errors import IllegalTransition
+from cortex_rm.dht.chord_messages import FindSuccessor, FindSuccessorReply, GetNeighbours, NeighboursReply, Notify, Ping
+from cortex_rm.dht.join_lifecycle import JOIN_LIFECYCLE, RingEvent, RingState
 from cortex_rm.dht.envelope import Send
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_math import RING_SIZE
@@ -299,3 +301,43 @@ def test_the_simulation_replays_exactly_from_its_seed() -> None:
         return net.messages_delivered, [(n.successor, n.predecessor) for n in net.live_nodes()]
 
     assert run() == run()
+
+
+def test_a_graceful_leave_closes_the_gap_before_any_stabilization(converged_ring: ChordNetwork) -> None:
+    """The leaver's predecessor and successor are spliced together by its Leave messages
+    alone: no timeout and no stabilization round is needed, and lookups route round it."""
+    ring = converged_ring.sorted_live()
+    leaver, before, after = ring[10], ring[9], ring[11]
+    converged_ring.leave(leaver)
+    assert leaver.state is RingState.LEFT
+    assert before.successor == after.me
+    assert after.predecessor == before.me
+    assert len(before.successor_list) == before.successor_list_length
+    assert leaver.receive(before.me, Ping(1), converged_ring.now) == []  # a left node answers nothing
+    assert converged_ring.ring_is_correct()
+
+
+def test_the_join_lifecycle_refuses_moves_it_does_not_declare() -> None:
+    """Every legal move is in the table; an undeclared one (joined without joining)
+    raises instead of passing silently, and ignorable ones change nothing."""
+    assert JOIN_LIFECYCLE.next_state(RingState.ALONE, RingEvent.JOIN) is RingState.JOINING
+    assert JOIN_LIFECYCLE.next_state(RingState.JOINING, RingEvent.JOINED) is RingState.MEMBER
+    assert JOIN_LIFECYCLE.next_state(RingState.MEMBER, RingEvent.NOTIFIED) is None
+    with pytest.raises(IllegalTransition):
+        JOIN_LIFECYCLE.next_state(RingState.ALONE, RingEvent.JOINED)
+
+
+def test_a_node_moves_alone_joining_member_and_back_to_alone_when_every_peer_is_gone() -> None:
+    """The states follow the protocol: a fresh node is alone, a join makes it a member,
+    and forgetting its only peer leaves it alone again (its own successor)."""
+    net = ChordNetwork(seed=3)
+    a, b = net.add_node(), net.add_node()
+    assert a.state is RingState.ALONE
+    net.join(b, a)
+    assert b.state is RingState.JOINING
+    net.deliver()
+    assert b.state is RingState.MEMBER
+    net.stabilize_until_correct(max_rounds=5)
+    assert a.state is RingState.MEMBER
+    b.forget(a.me)
+    assert b.state is RingState.ALONE and b.successor == b.me
