@@ -119,3 +119,225 @@ service NodeTracker {
   HeartbeatResponse nodeHeartbeat(1: NodeStatus status)
       throws (1: NodeRefused refused),
 }
+
+// ------------------------------------------------------------------ Ring
+//
+// What ring members (cortex_rm/dht) send each other: Chord membership and
+// routing, SWIM failure detection and the replicated key space.  Every message
+// is one-way: a request carries an id (`request_id`, or SWIM's `seq`) and its
+// answer is another message naming that id, so the only call is the oneway
+// `RingService.deliver`.  Each message, with who sent it and the rumours riding
+// on it, travels as one `Envelope`.
+//
+// The wire (cortex_rm/dht/ring_transport.py): inside mutual TLS, frames of a
+// 4-byte big-endian length and a body of at most 1 MiB; each body is one
+// `RingService.deliver` oneway call in Thrift's strict binary protocol, exactly
+// what the generated RingService client writes on a framed transport.
+//
+// The receiver checks that the ring id of the certificate the connection
+// presented equals `Envelope.sender.node_id` (SHA-1 of the key's DER
+// SubjectPublicKeyInfo), so `sender` is authenticated.  Every value is
+// validated before a ring core sees it (cortex_rm/dht/ring_codec.py says the
+// bounds): ring ids are exactly 20 bytes, ids and counters are non-negative,
+// lists and strings are bounded, and each union has exactly one member set.
+//
+// Field names are those of the Python dataclasses (chord_messages.py,
+// swim_messages.py, kv_messages.py); the codec's tests check they agree.
+
+/** A ring member (dht/peer.py): its ring id and the `host:port` its transport listens on. */
+struct Peer {
+  1: required binary node_id,  // the 160-bit ring id, 20 bytes big-endian
+  2: required string address,  // host:port
+}
+
+// ---- Chord (dht/chord_messages.py)
+
+/** Request: who owns `key`, or whom should I ask next? */
+struct FindSuccessor {
+  1: required i64 request_id,
+  2: required binary key,      // a point on the ring, 20 bytes big-endian
+}
+
+/** Answer to FindSuccessor: `peer` owns the key when `final`, else ask `peer`. */
+struct FindSuccessorReply {
+  1: required i64 request_id,
+  2: required Peer peer,
+  3: required bool final,
+}
+
+/** Request (stabilize): send me your predecessor and your successor list. */
+struct GetNeighbours {
+  1: required i64 request_id,
+}
+
+/** Answer to GetNeighbours (at most 64 successors). */
+struct NeighboursReply {
+  1: required i64 request_id,
+  2: optional Peer predecessor,  // absent: the sender knows none
+  3: required list<Peer> successors,
+}
+
+/** One-way: the sender believes it may be the receiver's predecessor. */
+struct Notify {
+}
+
+/** Request (check_predecessor): are you alive? */
+struct Ping {
+  1: required i64 request_id,
+}
+
+/** Answer to Ping. */
+struct Pong {
+  1: required i64 request_id,
+}
+
+/** One-way, from a node leaving gracefully: its predecessor and its successor list. */
+struct Leave {
+  1: optional Peer predecessor,
+  2: required list<Peer> successors,
+}
+
+// ---- SWIM (dht/swim_messages.py)
+
+/** Request: are you alive?  (`seq` is the prober's, echoed by the ack.) */
+struct Probe {
+  1: required i64 seq,
+}
+
+/** Answer to Probe, or the forwarded answer to a ProbeRequest. */
+struct Ack {
+  1: required i64 seq,
+}
+
+/** Request: probe `target` for me and forward its ack as `Ack(seq)`. */
+struct ProbeRequest {
+  1: required i64 seq,
+  2: required Peer target,
+}
+
+/** Answer to ProbeRequest: I am alive, but `target` did not answer me either. */
+struct Nack {
+  1: required i64 seq,
+}
+
+/** What the group believes of a member. */
+enum MemberStatus {
+  ALIVE = 1,
+  SUSPECT = 2,
+  DEAD = 3,
+  LEFT = 4,
+}
+
+/** A piggybacked membership rumour: `peer` is `status` as of its `incarnation`. */
+struct MemberUpdate {
+  1: required Peer peer,
+  2: required MemberStatus status,
+  3: required i64 incarnation,
+}
+
+/** A piggybacked payload of a registered gossip section (the section's own encoding). */
+struct GossipItem {
+  1: required string section,
+  2: required string key,
+  3: required binary payload,
+}
+
+// ---- Key space (dht/kv_messages.py)
+
+/** One value under a key; `version` orders writes, `writer` (a ring id) breaks ties. */
+struct Record {
+  1: required string key,
+  2: required binary value,
+  3: required i64 version,
+  4: required binary writer,   // 20 bytes big-endian
+}
+
+/** Request to the key's owner: store `value` under `key`. */
+struct PutRecord {
+  1: required i64 request_id,
+  2: required string key,
+  3: required binary value,
+}
+
+/** Answer to PutRecord: the stored record, or `error`. */
+struct PutReply {
+  1: required i64 request_id,
+  2: optional Record record,
+  3: required string error,    // empty when the write succeeded
+}
+
+/** Request to the key's owner (or a replica): the record under `key`. */
+struct GetRecord {
+  1: required i64 request_id,
+  2: required string key,
+}
+
+/** Answer to GetRecord: absent `record` when the receiver holds none. */
+struct GetReply {
+  1: required i64 request_id,
+  2: optional Record record,
+}
+
+/** One key and the version the sender holds (an entry of ReplicaDigest). */
+struct DigestEntry {
+  1: required string key,
+  2: required i64 version,
+}
+
+/** One-way, owner to replica: the versions I hold. */
+struct ReplicaDigest {
+  1: required list<DigestEntry> entries,
+}
+
+/** One-way answer to ReplicaDigest: send me these keys. */
+struct ReplicaWant {
+  1: required list<string> keys,
+}
+
+/** One-way: keep these records (each only if newer than what the receiver has). */
+struct StoreReplicas {
+  1: required list<Record> records,
+}
+
+// ---- The envelope
+
+/** The one message an envelope carries: exactly one member is set. */
+union RingMessage {
+  1: FindSuccessor find_successor,
+  2: FindSuccessorReply find_successor_reply,
+  3: GetNeighbours get_neighbours,
+  4: NeighboursReply neighbours_reply,
+  5: Notify notify,
+  6: Ping ping,
+  7: Pong pong,
+  8: Leave leave,
+  20: Probe probe,
+  21: Ack ack,
+  22: ProbeRequest probe_request,
+  23: Nack nack,
+  40: PutRecord put_record,
+  41: PutReply put_reply,
+  42: GetRecord get_record,
+  43: GetReply get_reply,
+  44: ReplicaDigest replica_digest,
+  45: ReplicaWant replica_want,
+  46: StoreReplicas store_replicas,
+}
+
+/** A rumour riding on an envelope: exactly one member is set. */
+union Piggyback {
+  1: MemberUpdate member_update,
+  2: GossipItem gossip_item,
+}
+
+/** `body` from `sender`, with rumours for the receiver's membership and gossip sections. */
+struct Envelope {
+  1: required Peer sender,
+  2: required RingMessage body,
+  3: required list<Piggyback> piggyback,  // at most 256
+}
+
+/** The ring's only call: one-way delivery of an envelope (answers are envelopes too). */
+service RingService {
+  oneway void deliver(1: Envelope envelope),
+}

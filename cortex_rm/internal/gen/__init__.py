@@ -1,1 +1,1 @@
-__all__ = ['ttypes', 'constants', 'NodeTracker']
+__all__ = ['ttypes', 'constants', 'NodeTracker', 'RingService']

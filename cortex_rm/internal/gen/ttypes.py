@@ -60,6 +60,31 @@ class NodeAction(object):
     }
 
 
+class MemberStatus(object):
+    """
+    What the group believes of a member.
+
+    """
+    ALIVE = 1
+    SUSPECT = 2
+    DEAD = 3
+    LEFT = 4
+
+    _VALUES_TO_NAMES = {
+        1: "ALIVE",
+        2: "SUSPECT",
+        3: "DEAD",
+        4: "LEFT",
+    }
+
+    _NAMES_TO_VALUES = {
+        "ALIVE": 1,
+        "SUSPECT": 2,
+        "DEAD": 3,
+        "LEFT": 4,
+    }
+
+
 class NodeAddress(object):
     """
     A NodeManager's RPC address: YARN's NodeId, `host:port`.
@@ -944,6 +969,2228 @@ class NodeRefused(TException):
 
     def __ne__(self, other):
         return not (self == other)
+
+
+class Peer(object):
+    """
+    A ring member (dht/peer.py): its ring id and the `host:port` its transport listens on.
+
+    Attributes:
+     - node_id
+     - address
+
+    """
+
+
+    def __init__(self, node_id=None, address=None,):
+        self.node_id = node_id
+        self.address = address
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.node_id = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.address = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('Peer')
+        if self.node_id is not None:
+            oprot.writeFieldBegin('node_id', TType.STRING, 1)
+            oprot.writeBinary(self.node_id)
+            oprot.writeFieldEnd()
+        if self.address is not None:
+            oprot.writeFieldBegin('address', TType.STRING, 2)
+            oprot.writeString(self.address.encode('utf-8') if sys.version_info[0] == 2 else self.address)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.node_id is None:
+            raise TProtocolException(message='Required field node_id is unset!')
+        if self.address is None:
+            raise TProtocolException(message='Required field address is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class FindSuccessor(object):
+    """
+    Request: who owns `key`, or whom should I ask next?
+
+    Attributes:
+     - request_id
+     - key
+
+    """
+
+
+    def __init__(self, request_id=None, key=None,):
+        self.request_id = request_id
+        self.key = key
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.request_id = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.key = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('FindSuccessor')
+        if self.request_id is not None:
+            oprot.writeFieldBegin('request_id', TType.I64, 1)
+            oprot.writeI64(self.request_id)
+            oprot.writeFieldEnd()
+        if self.key is not None:
+            oprot.writeFieldBegin('key', TType.STRING, 2)
+            oprot.writeBinary(self.key)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.request_id is None:
+            raise TProtocolException(message='Required field request_id is unset!')
+        if self.key is None:
+            raise TProtocolException(message='Required field key is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class FindSuccessorReply(object):
+    """
+    Answer to FindSuccessor: `peer` owns the key when `final`, else ask `peer`.
+
+    Attributes:
+     - request_id
+     - peer
+     - final
+
+    """
+
+
+    def __init__(self, request_id=None, peer=None, final=None,):
+        self.request_id = request_id
+        self.peer = peer
+        self.final = final
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.request_id = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.peer = Peer()
+                    self.peer.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.BOOL:
+                    self.final = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('FindSuccessorReply')
+        if self.request_id is not None:
+            oprot.writeFieldBegin('request_id', TType.I64, 1)
+            oprot.writeI64(self.request_id)
+            oprot.writeFieldEnd()
+        if self.peer is not None:
+            oprot.writeFieldBegin('peer', TType.STRUCT, 2)
+            self.peer.write(oprot)
+            oprot.writeFieldEnd()
+        if self.final is not None:
+            oprot.writeFieldBegin('final', TType.BOOL, 3)
+            oprot.writeBool(self.final)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.request_id is None:
+            raise TProtocolException(message='Required field request_id is unset!')
+        if self.peer is None:
+            raise TProtocolException(message='Required field peer is unset!')
+        if self.final is None:
+            raise TProtocolException(message='Required field final is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class GetNeighbours(object):
+    """
+    Request (stabilize): send me your predecessor and your successor list.
+
+    Attributes:
+     - request_id
+
+    """
+
+
+    def __init__(self, request_id=None,):
+        self.request_id = request_id
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.request_id = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('GetNeighbours')
+        if self.request_id is not None:
+            oprot.writeFieldBegin('request_id', TType.I64, 1)
+            oprot.writeI64(self.request_id)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.request_id is None:
+            raise TProtocolException(message='Required field request_id is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class NeighboursReply(object):
+    """
+    Answer to GetNeighbours (at most 64 successors).
+
+    Attributes:
+     - request_id
+     - predecessor
+     - successors
+
+    """
+
+
+    def __init__(self, request_id=None, predecessor=None, successors=None,):
+        self.request_id = request_id
+        self.predecessor = predecessor
+        self.successors = successors
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.request_id = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.predecessor = Peer()
+                    self.predecessor.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.LIST:
+                    self.successors = []
+                    (_etype24, _size21) = iprot.readListBegin()
+                    for _i25 in range(_size21):
+                        _elem26 = Peer()
+                        _elem26.read(iprot)
+                        self.successors.append(_elem26)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('NeighboursReply')
+        if self.request_id is not None:
+            oprot.writeFieldBegin('request_id', TType.I64, 1)
+            oprot.writeI64(self.request_id)
+            oprot.writeFieldEnd()
+        if self.predecessor is not None:
+            oprot.writeFieldBegin('predecessor', TType.STRUCT, 2)
+            self.predecessor.write(oprot)
+            oprot.writeFieldEnd()
+        if self.successors is not None:
+            oprot.writeFieldBegin('successors', TType.LIST, 3)
+            oprot.writeListBegin(TType.STRUCT, len(self.successors))
+            for iter27 in self.successors:
+                iter27.write(oprot)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.request_id is None:
+            raise TProtocolException(message='Required field request_id is unset!')
+        if self.successors is None:
+            raise TProtocolException(message='Required field successors is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class Notify(object):
+    """
+    One-way: the sender believes it may be the receiver's predecessor.
+
+    """
+
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('Notify')
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class Ping(object):
+    """
+    Request (check_predecessor): are you alive?
+
+    Attributes:
+     - request_id
+
+    """
+
+
+    def __init__(self, request_id=None,):
+        self.request_id = request_id
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.request_id = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('Ping')
+        if self.request_id is not None:
+            oprot.writeFieldBegin('request_id', TType.I64, 1)
+            oprot.writeI64(self.request_id)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.request_id is None:
+            raise TProtocolException(message='Required field request_id is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class Pong(object):
+    """
+    Answer to Ping.
+
+    Attributes:
+     - request_id
+
+    """
+
+
+    def __init__(self, request_id=None,):
+        self.request_id = request_id
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.request_id = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('Pong')
+        if self.request_id is not None:
+            oprot.writeFieldBegin('request_id', TType.I64, 1)
+            oprot.writeI64(self.request_id)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.request_id is None:
+            raise TProtocolException(message='Required field request_id is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class Leave(object):
+    """
+    One-way, from a node leaving gracefully: its predecessor and its successor list.
+
+    Attributes:
+     - predecessor
+     - successors
+
+    """
+
+
+    def __init__(self, predecessor=None, successors=None,):
+        self.predecessor = predecessor
+        self.successors = successors
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.predecessor = Peer()
+                    self.predecessor.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.LIST:
+                    self.successors = []
+                    (_etype31, _size28) = iprot.readListBegin()
+                    for _i32 in range(_size28):
+                        _elem33 = Peer()
+                        _elem33.read(iprot)
+                        self.successors.append(_elem33)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('Leave')
+        if self.predecessor is not None:
+            oprot.writeFieldBegin('predecessor', TType.STRUCT, 1)
+            self.predecessor.write(oprot)
+            oprot.writeFieldEnd()
+        if self.successors is not None:
+            oprot.writeFieldBegin('successors', TType.LIST, 2)
+            oprot.writeListBegin(TType.STRUCT, len(self.successors))
+            for iter34 in self.successors:
+                iter34.write(oprot)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.successors is None:
+            raise TProtocolException(message='Required field successors is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class Probe(object):
+    """
+    Request: are you alive?  (`seq` is the prober's, echoed by the ack.)
+
+    Attributes:
+     - seq
+
+    """
+
+
+    def __init__(self, seq=None,):
+        self.seq = seq
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.seq = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('Probe')
+        if self.seq is not None:
+            oprot.writeFieldBegin('seq', TType.I64, 1)
+            oprot.writeI64(self.seq)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.seq is None:
+            raise TProtocolException(message='Required field seq is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class Ack(object):
+    """
+    Answer to Probe, or the forwarded answer to a ProbeRequest.
+
+    Attributes:
+     - seq
+
+    """
+
+
+    def __init__(self, seq=None,):
+        self.seq = seq
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.seq = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('Ack')
+        if self.seq is not None:
+            oprot.writeFieldBegin('seq', TType.I64, 1)
+            oprot.writeI64(self.seq)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.seq is None:
+            raise TProtocolException(message='Required field seq is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class ProbeRequest(object):
+    """
+    Request: probe `target` for me and forward its ack as `Ack(seq)`.
+
+    Attributes:
+     - seq
+     - target
+
+    """
+
+
+    def __init__(self, seq=None, target=None,):
+        self.seq = seq
+        self.target = target
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.seq = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.target = Peer()
+                    self.target.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('ProbeRequest')
+        if self.seq is not None:
+            oprot.writeFieldBegin('seq', TType.I64, 1)
+            oprot.writeI64(self.seq)
+            oprot.writeFieldEnd()
+        if self.target is not None:
+            oprot.writeFieldBegin('target', TType.STRUCT, 2)
+            self.target.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.seq is None:
+            raise TProtocolException(message='Required field seq is unset!')
+        if self.target is None:
+            raise TProtocolException(message='Required field target is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class Nack(object):
+    """
+    Answer to ProbeRequest: I am alive, but `target` did not answer me either.
+
+    Attributes:
+     - seq
+
+    """
+
+
+    def __init__(self, seq=None,):
+        self.seq = seq
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.seq = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('Nack')
+        if self.seq is not None:
+            oprot.writeFieldBegin('seq', TType.I64, 1)
+            oprot.writeI64(self.seq)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.seq is None:
+            raise TProtocolException(message='Required field seq is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class MemberUpdate(object):
+    """
+    A piggybacked membership rumour: `peer` is `status` as of its `incarnation`.
+
+    Attributes:
+     - peer
+     - status
+     - incarnation
+
+    """
+
+
+    def __init__(self, peer=None, status=None, incarnation=None,):
+        self.peer = peer
+        self.status = status
+        self.incarnation = incarnation
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.peer = Peer()
+                    self.peer.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.I32:
+                    self.status = iprot.readI32()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.I64:
+                    self.incarnation = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('MemberUpdate')
+        if self.peer is not None:
+            oprot.writeFieldBegin('peer', TType.STRUCT, 1)
+            self.peer.write(oprot)
+            oprot.writeFieldEnd()
+        if self.status is not None:
+            oprot.writeFieldBegin('status', TType.I32, 2)
+            oprot.writeI32(self.status)
+            oprot.writeFieldEnd()
+        if self.incarnation is not None:
+            oprot.writeFieldBegin('incarnation', TType.I64, 3)
+            oprot.writeI64(self.incarnation)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.peer is None:
+            raise TProtocolException(message='Required field peer is unset!')
+        if self.status is None:
+            raise TProtocolException(message='Required field status is unset!')
+        if self.incarnation is None:
+            raise TProtocolException(message='Required field incarnation is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class GossipItem(object):
+    """
+    A piggybacked payload of a registered gossip section (the section's own encoding).
+
+    Attributes:
+     - section
+     - key
+     - payload
+
+    """
+
+
+    def __init__(self, section=None, key=None, payload=None,):
+        self.section = section
+        self.key = key
+        self.payload = payload
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.section = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.key = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRING:
+                    self.payload = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('GossipItem')
+        if self.section is not None:
+            oprot.writeFieldBegin('section', TType.STRING, 1)
+            oprot.writeString(self.section.encode('utf-8') if sys.version_info[0] == 2 else self.section)
+            oprot.writeFieldEnd()
+        if self.key is not None:
+            oprot.writeFieldBegin('key', TType.STRING, 2)
+            oprot.writeString(self.key.encode('utf-8') if sys.version_info[0] == 2 else self.key)
+            oprot.writeFieldEnd()
+        if self.payload is not None:
+            oprot.writeFieldBegin('payload', TType.STRING, 3)
+            oprot.writeBinary(self.payload)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.section is None:
+            raise TProtocolException(message='Required field section is unset!')
+        if self.key is None:
+            raise TProtocolException(message='Required field key is unset!')
+        if self.payload is None:
+            raise TProtocolException(message='Required field payload is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class Record(object):
+    """
+    One value under a key; `version` orders writes, `writer` (a ring id) breaks ties.
+
+    Attributes:
+     - key
+     - value
+     - version
+     - writer
+
+    """
+
+
+    def __init__(self, key=None, value=None, version=None, writer=None,):
+        self.key = key
+        self.value = value
+        self.version = version
+        self.writer = writer
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.key = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.value = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.I64:
+                    self.version = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.STRING:
+                    self.writer = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('Record')
+        if self.key is not None:
+            oprot.writeFieldBegin('key', TType.STRING, 1)
+            oprot.writeString(self.key.encode('utf-8') if sys.version_info[0] == 2 else self.key)
+            oprot.writeFieldEnd()
+        if self.value is not None:
+            oprot.writeFieldBegin('value', TType.STRING, 2)
+            oprot.writeBinary(self.value)
+            oprot.writeFieldEnd()
+        if self.version is not None:
+            oprot.writeFieldBegin('version', TType.I64, 3)
+            oprot.writeI64(self.version)
+            oprot.writeFieldEnd()
+        if self.writer is not None:
+            oprot.writeFieldBegin('writer', TType.STRING, 4)
+            oprot.writeBinary(self.writer)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.key is None:
+            raise TProtocolException(message='Required field key is unset!')
+        if self.value is None:
+            raise TProtocolException(message='Required field value is unset!')
+        if self.version is None:
+            raise TProtocolException(message='Required field version is unset!')
+        if self.writer is None:
+            raise TProtocolException(message='Required field writer is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class PutRecord(object):
+    """
+    Request to the key's owner: store `value` under `key`.
+
+    Attributes:
+     - request_id
+     - key
+     - value
+
+    """
+
+
+    def __init__(self, request_id=None, key=None, value=None,):
+        self.request_id = request_id
+        self.key = key
+        self.value = value
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.request_id = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.key = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRING:
+                    self.value = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('PutRecord')
+        if self.request_id is not None:
+            oprot.writeFieldBegin('request_id', TType.I64, 1)
+            oprot.writeI64(self.request_id)
+            oprot.writeFieldEnd()
+        if self.key is not None:
+            oprot.writeFieldBegin('key', TType.STRING, 2)
+            oprot.writeString(self.key.encode('utf-8') if sys.version_info[0] == 2 else self.key)
+            oprot.writeFieldEnd()
+        if self.value is not None:
+            oprot.writeFieldBegin('value', TType.STRING, 3)
+            oprot.writeBinary(self.value)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.request_id is None:
+            raise TProtocolException(message='Required field request_id is unset!')
+        if self.key is None:
+            raise TProtocolException(message='Required field key is unset!')
+        if self.value is None:
+            raise TProtocolException(message='Required field value is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class PutReply(object):
+    """
+    Answer to PutRecord: the stored record, or `error`.
+
+    Attributes:
+     - request_id
+     - record
+     - error
+
+    """
+
+
+    def __init__(self, request_id=None, record=None, error=None,):
+        self.request_id = request_id
+        self.record = record
+        self.error = error
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.request_id = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.record = Record()
+                    self.record.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRING:
+                    self.error = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('PutReply')
+        if self.request_id is not None:
+            oprot.writeFieldBegin('request_id', TType.I64, 1)
+            oprot.writeI64(self.request_id)
+            oprot.writeFieldEnd()
+        if self.record is not None:
+            oprot.writeFieldBegin('record', TType.STRUCT, 2)
+            self.record.write(oprot)
+            oprot.writeFieldEnd()
+        if self.error is not None:
+            oprot.writeFieldBegin('error', TType.STRING, 3)
+            oprot.writeString(self.error.encode('utf-8') if sys.version_info[0] == 2 else self.error)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.request_id is None:
+            raise TProtocolException(message='Required field request_id is unset!')
+        if self.error is None:
+            raise TProtocolException(message='Required field error is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class GetRecord(object):
+    """
+    Request to the key's owner (or a replica): the record under `key`.
+
+    Attributes:
+     - request_id
+     - key
+
+    """
+
+
+    def __init__(self, request_id=None, key=None,):
+        self.request_id = request_id
+        self.key = key
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.request_id = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.key = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('GetRecord')
+        if self.request_id is not None:
+            oprot.writeFieldBegin('request_id', TType.I64, 1)
+            oprot.writeI64(self.request_id)
+            oprot.writeFieldEnd()
+        if self.key is not None:
+            oprot.writeFieldBegin('key', TType.STRING, 2)
+            oprot.writeString(self.key.encode('utf-8') if sys.version_info[0] == 2 else self.key)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.request_id is None:
+            raise TProtocolException(message='Required field request_id is unset!')
+        if self.key is None:
+            raise TProtocolException(message='Required field key is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class GetReply(object):
+    """
+    Answer to GetRecord: absent `record` when the receiver holds none.
+
+    Attributes:
+     - request_id
+     - record
+
+    """
+
+
+    def __init__(self, request_id=None, record=None,):
+        self.request_id = request_id
+        self.record = record
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.request_id = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.record = Record()
+                    self.record.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('GetReply')
+        if self.request_id is not None:
+            oprot.writeFieldBegin('request_id', TType.I64, 1)
+            oprot.writeI64(self.request_id)
+            oprot.writeFieldEnd()
+        if self.record is not None:
+            oprot.writeFieldBegin('record', TType.STRUCT, 2)
+            self.record.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.request_id is None:
+            raise TProtocolException(message='Required field request_id is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class DigestEntry(object):
+    """
+    One key and the version the sender holds (an entry of ReplicaDigest).
+
+    Attributes:
+     - key
+     - version
+
+    """
+
+
+    def __init__(self, key=None, version=None,):
+        self.key = key
+        self.version = version
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.key = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.I64:
+                    self.version = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('DigestEntry')
+        if self.key is not None:
+            oprot.writeFieldBegin('key', TType.STRING, 1)
+            oprot.writeString(self.key.encode('utf-8') if sys.version_info[0] == 2 else self.key)
+            oprot.writeFieldEnd()
+        if self.version is not None:
+            oprot.writeFieldBegin('version', TType.I64, 2)
+            oprot.writeI64(self.version)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.key is None:
+            raise TProtocolException(message='Required field key is unset!')
+        if self.version is None:
+            raise TProtocolException(message='Required field version is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class ReplicaDigest(object):
+    """
+    One-way, owner to replica: the versions I hold.
+
+    Attributes:
+     - entries
+
+    """
+
+
+    def __init__(self, entries=None,):
+        self.entries = entries
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.LIST:
+                    self.entries = []
+                    (_etype38, _size35) = iprot.readListBegin()
+                    for _i39 in range(_size35):
+                        _elem40 = DigestEntry()
+                        _elem40.read(iprot)
+                        self.entries.append(_elem40)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('ReplicaDigest')
+        if self.entries is not None:
+            oprot.writeFieldBegin('entries', TType.LIST, 1)
+            oprot.writeListBegin(TType.STRUCT, len(self.entries))
+            for iter41 in self.entries:
+                iter41.write(oprot)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.entries is None:
+            raise TProtocolException(message='Required field entries is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class ReplicaWant(object):
+    """
+    One-way answer to ReplicaDigest: send me these keys.
+
+    Attributes:
+     - keys
+
+    """
+
+
+    def __init__(self, keys=None,):
+        self.keys = keys
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.LIST:
+                    self.keys = []
+                    (_etype45, _size42) = iprot.readListBegin()
+                    for _i46 in range(_size42):
+                        _elem47 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.keys.append(_elem47)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('ReplicaWant')
+        if self.keys is not None:
+            oprot.writeFieldBegin('keys', TType.LIST, 1)
+            oprot.writeListBegin(TType.STRING, len(self.keys))
+            for iter48 in self.keys:
+                oprot.writeString(iter48.encode('utf-8') if sys.version_info[0] == 2 else iter48)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.keys is None:
+            raise TProtocolException(message='Required field keys is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class StoreReplicas(object):
+    """
+    One-way: keep these records (each only if newer than what the receiver has).
+
+    Attributes:
+     - records
+
+    """
+
+
+    def __init__(self, records=None,):
+        self.records = records
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.LIST:
+                    self.records = []
+                    (_etype52, _size49) = iprot.readListBegin()
+                    for _i53 in range(_size49):
+                        _elem54 = Record()
+                        _elem54.read(iprot)
+                        self.records.append(_elem54)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('StoreReplicas')
+        if self.records is not None:
+            oprot.writeFieldBegin('records', TType.LIST, 1)
+            oprot.writeListBegin(TType.STRUCT, len(self.records))
+            for iter55 in self.records:
+                iter55.write(oprot)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.records is None:
+            raise TProtocolException(message='Required field records is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class RingMessage(object):
+    """
+    The one message an envelope carries: exactly one member is set.
+
+    Attributes:
+     - find_successor
+     - find_successor_reply
+     - get_neighbours
+     - neighbours_reply
+     - notify
+     - ping
+     - pong
+     - leave
+     - probe
+     - ack
+     - probe_request
+     - nack
+     - put_record
+     - put_reply
+     - get_record
+     - get_reply
+     - replica_digest
+     - replica_want
+     - store_replicas
+
+    """
+
+
+    def __init__(self, find_successor=None, find_successor_reply=None, get_neighbours=None, neighbours_reply=None, notify=None, ping=None, pong=None, leave=None, probe=None, ack=None, probe_request=None, nack=None, put_record=None, put_reply=None, get_record=None, get_reply=None, replica_digest=None, replica_want=None, store_replicas=None,):
+        self.find_successor = find_successor
+        self.find_successor_reply = find_successor_reply
+        self.get_neighbours = get_neighbours
+        self.neighbours_reply = neighbours_reply
+        self.notify = notify
+        self.ping = ping
+        self.pong = pong
+        self.leave = leave
+        self.probe = probe
+        self.ack = ack
+        self.probe_request = probe_request
+        self.nack = nack
+        self.put_record = put_record
+        self.put_reply = put_reply
+        self.get_record = get_record
+        self.get_reply = get_reply
+        self.replica_digest = replica_digest
+        self.replica_want = replica_want
+        self.store_replicas = store_replicas
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.find_successor = FindSuccessor()
+                    self.find_successor.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.find_successor_reply = FindSuccessorReply()
+                    self.find_successor_reply.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRUCT:
+                    self.get_neighbours = GetNeighbours()
+                    self.get_neighbours.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.STRUCT:
+                    self.neighbours_reply = NeighboursReply()
+                    self.neighbours_reply.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.STRUCT:
+                    self.notify = Notify()
+                    self.notify.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.STRUCT:
+                    self.ping = Ping()
+                    self.ping.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 7:
+                if ftype == TType.STRUCT:
+                    self.pong = Pong()
+                    self.pong.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 8:
+                if ftype == TType.STRUCT:
+                    self.leave = Leave()
+                    self.leave.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 20:
+                if ftype == TType.STRUCT:
+                    self.probe = Probe()
+                    self.probe.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 21:
+                if ftype == TType.STRUCT:
+                    self.ack = Ack()
+                    self.ack.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 22:
+                if ftype == TType.STRUCT:
+                    self.probe_request = ProbeRequest()
+                    self.probe_request.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 23:
+                if ftype == TType.STRUCT:
+                    self.nack = Nack()
+                    self.nack.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 40:
+                if ftype == TType.STRUCT:
+                    self.put_record = PutRecord()
+                    self.put_record.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 41:
+                if ftype == TType.STRUCT:
+                    self.put_reply = PutReply()
+                    self.put_reply.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 42:
+                if ftype == TType.STRUCT:
+                    self.get_record = GetRecord()
+                    self.get_record.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 43:
+                if ftype == TType.STRUCT:
+                    self.get_reply = GetReply()
+                    self.get_reply.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 44:
+                if ftype == TType.STRUCT:
+                    self.replica_digest = ReplicaDigest()
+                    self.replica_digest.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 45:
+                if ftype == TType.STRUCT:
+                    self.replica_want = ReplicaWant()
+                    self.replica_want.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 46:
+                if ftype == TType.STRUCT:
+                    self.store_replicas = StoreReplicas()
+                    self.store_replicas.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('RingMessage')
+        if self.find_successor is not None:
+            oprot.writeFieldBegin('find_successor', TType.STRUCT, 1)
+            self.find_successor.write(oprot)
+            oprot.writeFieldEnd()
+        if self.find_successor_reply is not None:
+            oprot.writeFieldBegin('find_successor_reply', TType.STRUCT, 2)
+            self.find_successor_reply.write(oprot)
+            oprot.writeFieldEnd()
+        if self.get_neighbours is not None:
+            oprot.writeFieldBegin('get_neighbours', TType.STRUCT, 3)
+            self.get_neighbours.write(oprot)
+            oprot.writeFieldEnd()
+        if self.neighbours_reply is not None:
+            oprot.writeFieldBegin('neighbours_reply', TType.STRUCT, 4)
+            self.neighbours_reply.write(oprot)
+            oprot.writeFieldEnd()
+        if self.notify is not None:
+            oprot.writeFieldBegin('notify', TType.STRUCT, 5)
+            self.notify.write(oprot)
+            oprot.writeFieldEnd()
+        if self.ping is not None:
+            oprot.writeFieldBegin('ping', TType.STRUCT, 6)
+            self.ping.write(oprot)
+            oprot.writeFieldEnd()
+        if self.pong is not None:
+            oprot.writeFieldBegin('pong', TType.STRUCT, 7)
+            self.pong.write(oprot)
+            oprot.writeFieldEnd()
+        if self.leave is not None:
+            oprot.writeFieldBegin('leave', TType.STRUCT, 8)
+            self.leave.write(oprot)
+            oprot.writeFieldEnd()
+        if self.probe is not None:
+            oprot.writeFieldBegin('probe', TType.STRUCT, 20)
+            self.probe.write(oprot)
+            oprot.writeFieldEnd()
+        if self.ack is not None:
+            oprot.writeFieldBegin('ack', TType.STRUCT, 21)
+            self.ack.write(oprot)
+            oprot.writeFieldEnd()
+        if self.probe_request is not None:
+            oprot.writeFieldBegin('probe_request', TType.STRUCT, 22)
+            self.probe_request.write(oprot)
+            oprot.writeFieldEnd()
+        if self.nack is not None:
+            oprot.writeFieldBegin('nack', TType.STRUCT, 23)
+            self.nack.write(oprot)
+            oprot.writeFieldEnd()
+        if self.put_record is not None:
+            oprot.writeFieldBegin('put_record', TType.STRUCT, 40)
+            self.put_record.write(oprot)
+            oprot.writeFieldEnd()
+        if self.put_reply is not None:
+            oprot.writeFieldBegin('put_reply', TType.STRUCT, 41)
+            self.put_reply.write(oprot)
+            oprot.writeFieldEnd()
+        if self.get_record is not None:
+            oprot.writeFieldBegin('get_record', TType.STRUCT, 42)
+            self.get_record.write(oprot)
+            oprot.writeFieldEnd()
+        if self.get_reply is not None:
+            oprot.writeFieldBegin('get_reply', TType.STRUCT, 43)
+            self.get_reply.write(oprot)
+            oprot.writeFieldEnd()
+        if self.replica_digest is not None:
+            oprot.writeFieldBegin('replica_digest', TType.STRUCT, 44)
+            self.replica_digest.write(oprot)
+            oprot.writeFieldEnd()
+        if self.replica_want is not None:
+            oprot.writeFieldBegin('replica_want', TType.STRUCT, 45)
+            self.replica_want.write(oprot)
+            oprot.writeFieldEnd()
+        if self.store_replicas is not None:
+            oprot.writeFieldBegin('store_replicas', TType.STRUCT, 46)
+            self.store_replicas.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class Piggyback(object):
+    """
+    A rumour riding on an envelope: exactly one member is set.
+
+    Attributes:
+     - member_update
+     - gossip_item
+
+    """
+
+
+    def __init__(self, member_update=None, gossip_item=None,):
+        self.member_update = member_update
+        self.gossip_item = gossip_item
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.member_update = MemberUpdate()
+                    self.member_update.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.gossip_item = GossipItem()
+                    self.gossip_item.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('Piggyback')
+        if self.member_update is not None:
+            oprot.writeFieldBegin('member_update', TType.STRUCT, 1)
+            self.member_update.write(oprot)
+            oprot.writeFieldEnd()
+        if self.gossip_item is not None:
+            oprot.writeFieldBegin('gossip_item', TType.STRUCT, 2)
+            self.gossip_item.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class Envelope(object):
+    """
+    `body` from `sender`, with rumours for the receiver's membership and gossip sections.
+
+    Attributes:
+     - sender
+     - body
+     - piggyback
+
+    """
+
+
+    def __init__(self, sender=None, body=None, piggyback=None,):
+        self.sender = sender
+        self.body = body
+        self.piggyback = piggyback
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.sender = Peer()
+                    self.sender.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.body = RingMessage()
+                    self.body.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.LIST:
+                    self.piggyback = []
+                    (_etype59, _size56) = iprot.readListBegin()
+                    for _i60 in range(_size56):
+                        _elem61 = Piggyback()
+                        _elem61.read(iprot)
+                        self.piggyback.append(_elem61)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('Envelope')
+        if self.sender is not None:
+            oprot.writeFieldBegin('sender', TType.STRUCT, 1)
+            self.sender.write(oprot)
+            oprot.writeFieldEnd()
+        if self.body is not None:
+            oprot.writeFieldBegin('body', TType.STRUCT, 2)
+            self.body.write(oprot)
+            oprot.writeFieldEnd()
+        if self.piggyback is not None:
+            oprot.writeFieldBegin('piggyback', TType.LIST, 3)
+            oprot.writeListBegin(TType.STRUCT, len(self.piggyback))
+            for iter62 in self.piggyback:
+                iter62.write(oprot)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.sender is None:
+            raise TProtocolException(message='Required field sender is unset!')
+        if self.body is None:
+            raise TProtocolException(message='Required field body is unset!')
+        if self.piggyback is None:
+            raise TProtocolException(message='Required field piggyback is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
 all_structs.append(NodeAddress)
 NodeAddress.thrift_spec = (
     None,  # 0
@@ -1011,6 +3258,209 @@ all_structs.append(NodeRefused)
 NodeRefused.thrift_spec = (
     None,  # 0
     (1, TType.STRING, 'message', 'UTF8', None, ),  # 1
+)
+all_structs.append(Peer)
+Peer.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'node_id', 'BINARY', None, ),  # 1
+    (2, TType.STRING, 'address', 'UTF8', None, ),  # 2
+)
+all_structs.append(FindSuccessor)
+FindSuccessor.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'request_id', None, None, ),  # 1
+    (2, TType.STRING, 'key', 'BINARY', None, ),  # 2
+)
+all_structs.append(FindSuccessorReply)
+FindSuccessorReply.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'request_id', None, None, ),  # 1
+    (2, TType.STRUCT, 'peer', [Peer, None], None, ),  # 2
+    (3, TType.BOOL, 'final', None, None, ),  # 3
+)
+all_structs.append(GetNeighbours)
+GetNeighbours.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'request_id', None, None, ),  # 1
+)
+all_structs.append(NeighboursReply)
+NeighboursReply.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'request_id', None, None, ),  # 1
+    (2, TType.STRUCT, 'predecessor', [Peer, None], None, ),  # 2
+    (3, TType.LIST, 'successors', (TType.STRUCT, [Peer, None], False), None, ),  # 3
+)
+all_structs.append(Notify)
+Notify.thrift_spec = (
+)
+all_structs.append(Ping)
+Ping.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'request_id', None, None, ),  # 1
+)
+all_structs.append(Pong)
+Pong.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'request_id', None, None, ),  # 1
+)
+all_structs.append(Leave)
+Leave.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'predecessor', [Peer, None], None, ),  # 1
+    (2, TType.LIST, 'successors', (TType.STRUCT, [Peer, None], False), None, ),  # 2
+)
+all_structs.append(Probe)
+Probe.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'seq', None, None, ),  # 1
+)
+all_structs.append(Ack)
+Ack.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'seq', None, None, ),  # 1
+)
+all_structs.append(ProbeRequest)
+ProbeRequest.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'seq', None, None, ),  # 1
+    (2, TType.STRUCT, 'target', [Peer, None], None, ),  # 2
+)
+all_structs.append(Nack)
+Nack.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'seq', None, None, ),  # 1
+)
+all_structs.append(MemberUpdate)
+MemberUpdate.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'peer', [Peer, None], None, ),  # 1
+    (2, TType.I32, 'status', None, None, ),  # 2
+    (3, TType.I64, 'incarnation', None, None, ),  # 3
+)
+all_structs.append(GossipItem)
+GossipItem.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'section', 'UTF8', None, ),  # 1
+    (2, TType.STRING, 'key', 'UTF8', None, ),  # 2
+    (3, TType.STRING, 'payload', 'BINARY', None, ),  # 3
+)
+all_structs.append(Record)
+Record.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'key', 'UTF8', None, ),  # 1
+    (2, TType.STRING, 'value', 'BINARY', None, ),  # 2
+    (3, TType.I64, 'version', None, None, ),  # 3
+    (4, TType.STRING, 'writer', 'BINARY', None, ),  # 4
+)
+all_structs.append(PutRecord)
+PutRecord.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'request_id', None, None, ),  # 1
+    (2, TType.STRING, 'key', 'UTF8', None, ),  # 2
+    (3, TType.STRING, 'value', 'BINARY', None, ),  # 3
+)
+all_structs.append(PutReply)
+PutReply.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'request_id', None, None, ),  # 1
+    (2, TType.STRUCT, 'record', [Record, None], None, ),  # 2
+    (3, TType.STRING, 'error', 'UTF8', None, ),  # 3
+)
+all_structs.append(GetRecord)
+GetRecord.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'request_id', None, None, ),  # 1
+    (2, TType.STRING, 'key', 'UTF8', None, ),  # 2
+)
+all_structs.append(GetReply)
+GetReply.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'request_id', None, None, ),  # 1
+    (2, TType.STRUCT, 'record', [Record, None], None, ),  # 2
+)
+all_structs.append(DigestEntry)
+DigestEntry.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'key', 'UTF8', None, ),  # 1
+    (2, TType.I64, 'version', None, None, ),  # 2
+)
+all_structs.append(ReplicaDigest)
+ReplicaDigest.thrift_spec = (
+    None,  # 0
+    (1, TType.LIST, 'entries', (TType.STRUCT, [DigestEntry, None], False), None, ),  # 1
+)
+all_structs.append(ReplicaWant)
+ReplicaWant.thrift_spec = (
+    None,  # 0
+    (1, TType.LIST, 'keys', (TType.STRING, 'UTF8', False), None, ),  # 1
+)
+all_structs.append(StoreReplicas)
+StoreReplicas.thrift_spec = (
+    None,  # 0
+    (1, TType.LIST, 'records', (TType.STRUCT, [Record, None], False), None, ),  # 1
+)
+all_structs.append(RingMessage)
+RingMessage.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'find_successor', [FindSuccessor, None], None, ),  # 1
+    (2, TType.STRUCT, 'find_successor_reply', [FindSuccessorReply, None], None, ),  # 2
+    (3, TType.STRUCT, 'get_neighbours', [GetNeighbours, None], None, ),  # 3
+    (4, TType.STRUCT, 'neighbours_reply', [NeighboursReply, None], None, ),  # 4
+    (5, TType.STRUCT, 'notify', [Notify, None], None, ),  # 5
+    (6, TType.STRUCT, 'ping', [Ping, None], None, ),  # 6
+    (7, TType.STRUCT, 'pong', [Pong, None], None, ),  # 7
+    (8, TType.STRUCT, 'leave', [Leave, None], None, ),  # 8
+    None,  # 9
+    None,  # 10
+    None,  # 11
+    None,  # 12
+    None,  # 13
+    None,  # 14
+    None,  # 15
+    None,  # 16
+    None,  # 17
+    None,  # 18
+    None,  # 19
+    (20, TType.STRUCT, 'probe', [Probe, None], None, ),  # 20
+    (21, TType.STRUCT, 'ack', [Ack, None], None, ),  # 21
+    (22, TType.STRUCT, 'probe_request', [ProbeRequest, None], None, ),  # 22
+    (23, TType.STRUCT, 'nack', [Nack, None], None, ),  # 23
+    None,  # 24
+    None,  # 25
+    None,  # 26
+    None,  # 27
+    None,  # 28
+    None,  # 29
+    None,  # 30
+    None,  # 31
+    None,  # 32
+    None,  # 33
+    None,  # 34
+    None,  # 35
+    None,  # 36
+    None,  # 37
+    None,  # 38
+    None,  # 39
+    (40, TType.STRUCT, 'put_record', [PutRecord, None], None, ),  # 40
+    (41, TType.STRUCT, 'put_reply', [PutReply, None], None, ),  # 41
+    (42, TType.STRUCT, 'get_record', [GetRecord, None], None, ),  # 42
+    (43, TType.STRUCT, 'get_reply', [GetReply, None], None, ),  # 43
+    (44, TType.STRUCT, 'replica_digest', [ReplicaDigest, None], None, ),  # 44
+    (45, TType.STRUCT, 'replica_want', [ReplicaWant, None], None, ),  # 45
+    (46, TType.STRUCT, 'store_replicas', [StoreReplicas, None], None, ),  # 46
+)
+all_structs.append(Piggyback)
+Piggyback.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'member_update', [MemberUpdate, None], None, ),  # 1
+    (2, TType.STRUCT, 'gossip_item', [GossipItem, None], None, ),  # 2
+)
+all_structs.append(Envelope)
+Envelope.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'sender', [Peer, None], None, ),  # 1
+    (2, TType.STRUCT, 'body', [RingMessage, None], None, ),  # 2
+    (3, TType.LIST, 'piggyback', (TType.STRUCT, [Piggyback, None], False), None, ),  # 3
 )
 fix_spec(all_structs)
 del all_structs
