@@ -63,11 +63,17 @@ class MemberUpdate:
 
     Only the member itself raises its incarnation (to refute a suspicion or to
     announce a restart); the others repeat the highest they heard.
+
+    ``accuser`` is set on SUSPECT only: the member whose probe failed.  Relayed
+    copies keep the original accuser, so a receiver can count *independent*
+    suspicions (Lifeguard's confirmations shorten the suspicion timeout) without
+    counting the same rumour twice because two relays carried it.
     """
 
     peer: Peer
     status: MemberStatus
     incarnation: int
+    accuser: Peer | None = None
 
 
 @dataclass(frozen=True)
