@@ -19,3 +19,11 @@ class NodeRefused(InternalRpcError):
 
 class TrackerUnavailable(InternalRpcError):
     """The RM's tracker could not be reached, or the connection broke during a call."""
+
+
+class MalformedEnvelope(MalformedMessage):
+    """A ring envelope that cannot be decoded, or that breaks the ring's bounds (``dht/ring_codec.py``).
+
+    Raised on decode (the receiver closes that connection) and on encode (a ring
+    core built a message the wire does not carry: a bug to fix, never sent).
+    """
