@@ -316,6 +316,7 @@ _PIGGYBACKS: dict[type, tuple[str, _Shape]] = {
             ("peer", _PEER),
             ("status", _Enum(swim.MemberStatus, ttypes.MemberStatus)),
             ("incarnation", _COUNT),
+            ("accuser", _Optional(_PEER)),
         ),
     ),
     swim.GossipItem: (

@@ -228,11 +228,16 @@ enum MemberStatus {
   LEFT = 4,
 }
 
-/** A piggybacked membership rumour: `peer` is `status` as of its `incarnation`. */
+/**
+ * A piggybacked membership rumour: `peer` is `status` as of its `incarnation`.
+ * `accuser` (SUSPECT only) is the member whose probe failed; relays keep it, so
+ * receivers count independent suspicions (Lifeguard).
+ */
 struct MemberUpdate {
   1: required Peer peer,
   2: required MemberStatus status,
   3: required i64 incarnation,
+  4: optional Peer accuser,
 }
 
 /** A piggybacked payload of a registered gossip section (the section's own encoding). */

@@ -1872,19 +1872,23 @@ class Nack(object):
 class MemberUpdate(object):
     """
     A piggybacked membership rumour: `peer` is `status` as of its `incarnation`.
+    `accuser` (SUSPECT only) is the member whose probe failed; relays keep it, so
+    receivers count independent suspicions (Lifeguard).
 
     Attributes:
      - peer
      - status
      - incarnation
+     - accuser
 
     """
 
 
-    def __init__(self, peer=None, status=None, incarnation=None,):
+    def __init__(self, peer=None, status=None, incarnation=None, accuser=None,):
         self.peer = peer
         self.status = status
         self.incarnation = incarnation
+        self.accuser = accuser
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -1911,6 +1915,12 @@ class MemberUpdate(object):
                     self.incarnation = iprot.readI64()
                 else:
                     iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.STRUCT:
+                    self.accuser = Peer()
+                    self.accuser.read(iprot)
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -1932,6 +1942,10 @@ class MemberUpdate(object):
         if self.incarnation is not None:
             oprot.writeFieldBegin('incarnation', TType.I64, 3)
             oprot.writeI64(self.incarnation)
+            oprot.writeFieldEnd()
+        if self.accuser is not None:
+            oprot.writeFieldBegin('accuser', TType.STRUCT, 4)
+            self.accuser.write(oprot)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -3336,6 +3350,7 @@ MemberUpdate.thrift_spec = (
     (1, TType.STRUCT, 'peer', [Peer, None], None, ),  # 1
     (2, TType.I32, 'status', None, None, ),  # 2
     (3, TType.I64, 'incarnation', None, None, ),  # 3
+    (4, TType.STRUCT, 'accuser', [Peer, None], None, ),  # 4
 )
 all_structs.append(GossipItem)
 GossipItem.thrift_spec = (
