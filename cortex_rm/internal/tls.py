@@ -11,19 +11,20 @@ usage still fails the handshake).  *Which* key a peer may use is decided above
 TLS, by pinning: see ``cortex_rm/dht/identity.py`` for the whole trust model.
 
 TLS 1.3 only: every peer runs this code, so there is nothing older to talk to.
-``peer_fingerprint`` gives the peer's key fingerprint once the handshake has
-completed (``IHandshakeListener.handshakeCompleted``).
+``peer_fingerprint`` gives the peer's key fingerprint, and ``peer_ring_id`` its
+ring id, once the handshake has completed (``IHandshakeListener.handshakeCompleted``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from cryptography import x509
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
-from cortex_rm.dht.identity import NodeIdentity, certificate_fingerprint
+from cortex_rm.dht.identity import NodeIdentity, certificate_fingerprint, ring_id_of, spki_der
 
 # OpenSSL's X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: the peer's own certificate is self-signed.
 X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
@@ -64,8 +65,8 @@ class MutualTLS:
         return SSL.Connection(self._context, None)
 
 
-def peer_fingerprint(transport: Any) -> str:
-    """The fingerprint of the key the peer of a handshaken TLS ``transport`` showed."""
+def _peer_certificate(transport: Any) -> x509.Certificate:
+    """The certificate the peer of a handshaken TLS ``transport`` showed, or PeerCertificateMissing."""
     handle = getattr(transport, "getHandle", None)
     connection = handle() if handle is not None else None
     certificate = (
@@ -73,4 +74,14 @@ def peer_fingerprint(transport: Any) -> str:
     )
     if certificate is None:
         raise PeerCertificateMissing(f"no peer certificate on {transport!r}")
-    return certificate_fingerprint(certificate)
+    return certificate
+
+
+def peer_fingerprint(transport: Any) -> str:
+    """The fingerprint of the key the peer of a handshaken TLS ``transport`` showed."""
+    return certificate_fingerprint(_peer_certificate(transport))
+
+
+def peer_ring_id(transport: Any) -> int:
+    """The ring id (SHA-1 of the DER SPKI) of the key the peer of a handshaken TLS ``transport`` showed."""
+    return ring_id_of(spki_der(_peer_certificate(transport).public_key()))
