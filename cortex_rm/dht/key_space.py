@@ -30,8 +30,10 @@ miss, an owner (a node that owns the key by its own view) first asks its first `
 successors -- a new owner may not hold its range yet -- and answers with the newest
 record they return (keeping it: read repair), or None when none has it or
 ``request_timeout / 2`` passes.  Replicas never own the keys they are asked for, so
-they answer from their store; a node already gathering a key answers further
-requests for it from its store, so inconsistent views cannot make gathers cascade.
+they answer from their store.  A node already gathering a key adds later askers to
+that gather, so there is at most one gather per key and node: even under views
+that disagree (two nodes both owning a key) gathers cannot multiply, and a cycle of
+them ends when the first one's half-timeout passes.
 
 Anti-entropy (``replicate``, periodic; ``set_ring`` for peers new to us).  *Forward*:
 a digest of the keys we own to each of our first ``r`` successors.  *Backward*: a
@@ -134,7 +136,7 @@ class _Request:
 @dataclass
 class _Gather:
     key: str
-    answer_to: _AnswerTo
+    answer_to: list[_AnswerTo]
     best: Record | None
     waiting: set[int] = field(default_factory=set)
 
@@ -357,11 +359,14 @@ class KeySpace:
     def _answer_get(self, key: str, answer_to: _AnswerTo, now: float) -> list[Action]:
         """Answer from the store; an owner that misses first gathers from its replicas."""
         held = self.store.get(key)
-        busy = any(gather.key == key for gather in self._gathers.values())
-        if held is not None or busy or not self.owns(key) or not self.replica_targets:
+        if held is not None or not self.owns(key) or not self.replica_targets:
             return [self._answer(answer_to, key, held)]
+        for gather in self._gathers.values():
+            if gather.key == key:  # one gather per key: later askers wait for the same answers
+                gather.answer_to.append(answer_to)
+                return []
         gather_id = next(self._ids)
-        gather = _Gather(key, answer_to, held)
+        gather = _Gather(key, [answer_to], held)
         self._gathers[gather_id] = gather
         actions: list[Action] = []
         for target in self.replica_targets:
@@ -388,7 +393,7 @@ class KeySpace:
         if gather.waiting:
             return []
         del self._gathers[request.gather_id]
-        return [self._answer(gather.answer_to, gather.key, gather.best)]
+        return [self._answer(answer_to, gather.key, gather.best) for answer_to in gather.answer_to]
 
     def _reply(self, sender: Peer, message: KeySpaceMessage) -> list[Action]:
         """A PutReply or GetReply: it must answer a request we still wait for, from the peer asked."""

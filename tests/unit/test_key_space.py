@@ -323,6 +323,20 @@ def test_an_owner_gathering_from_a_dead_replica_answers_after_half_the_timeout()
     assert isinstance(done, GetDone) and done.record is None and done.error == ""
 
 
+def test_asks_for_a_key_while_its_owner_gathers_all_get_the_gathered_record() -> None:
+    """A second get arriving while the owner gathers the same key waits for that gather (no
+    second gather) and both askers receive the replica's record."""
+    me, a, x, y = Peer(100, "me"), Peer(200, "a"), Peer(300, "x"), Peer(400, "y")
+    node = KeySpace(me, replicas=1, request_timeout=1.0)
+    node.set_ring(a, (a,), 0.0)  # owns (200, 100]: wraps round, "k" lies in it
+    [gather] = node.receive(x, GetRecord(1, "k"), 0.0)
+    assert isinstance(gather, Send) and gather.to == a and isinstance(gather.message, GetRecord)
+    assert node.receive(y, GetRecord(2, "k"), 0.1) == []
+    record = Record("k", b"v", 3, 200)
+    answers = node.receive(a, GetReply(gather.message.request_id, record), 0.2)
+    assert answers == [Send(x, GetReply(1, record)), Send(y, GetReply(2, record))]
+
+
 # ------------------------------------------------------------------ refusals and strangers
 
 
