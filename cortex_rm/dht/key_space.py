@@ -2,7 +2,7 @@
 
 ``KeySpace`` never sends, sleeps or reads a clock.  Each step takes ``now``
 (seconds, from the caller's clock) and returns *actions*: ``Send`` a message, or an
-outcome for the caller (``PutDone``, ``GetDone``).  It does no Chord lookups: the
+outcome for the caller (``PutDone``, ``GetDone``, defined in ``kv_operations.py``).  It does no Chord lookups: the
 composer runs them and passes the owner in, and tells the core its ring
 neighbours with ``set_ring`` whenever they change.
 
@@ -59,7 +59,6 @@ from the peer we asked before the deadline; anything else is ignored.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
@@ -75,6 +74,7 @@ from cortex_rm.dht.kv_messages import (
     ReplicaWant,
     StoreReplicas,
 )
+from cortex_rm.dht.kv_operations import GATHER, GET, PUT, Action, AnswerTo, Gather, GetDone, PendingRequest, PutDone
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.record_store import RecordStore, check_record, merge, record_batches, record_error
 from cortex_rm.dht.replica_sync import ReplicaOffers, answer_digest
@@ -87,58 +87,6 @@ DEFAULT_REPLICAS = 3
 
 DEFAULT_REQUEST_TIMEOUT = 3.0
 """Seconds a put or get may wait for the owner (an owner's gather waits half of it)."""
-
-
-@dataclass(frozen=True)
-class PutDone:
-    """Outcome of ``put``: the stored ``record``, or None and an ``error`` saying why not."""
-
-    op_id: int
-    key: str
-    record: Record | None
-    error: str
-
-
-@dataclass(frozen=True)
-class GetDone:
-    """Outcome of ``get``: the ``record`` (None when no one holds it), or an ``error``."""
-
-    op_id: int
-    key: str
-    record: Record | None
-    error: str
-
-
-Action = Send | PutDone | GetDone
-
-_PUT, _GET, _GATHER = "put", "get", "gather"
-
-
-@dataclass(frozen=True)
-class _AnswerTo:
-    """Where a get's answer goes: a remote asker's request, or our own caller's op."""
-
-    peer: Peer | None
-    request_id: int = 0
-    op_id: int = 0
-
-
-@dataclass
-class _Request:
-    to: Peer
-    deadline: float
-    kind: str
-    key: str
-    op_id: int = 0
-    gather_id: int = 0
-
-
-@dataclass
-class _Gather:
-    key: str
-    answer_to: list[_AnswerTo]
-    best: Record | None
-    waiting: set[int] = field(default_factory=set)
 
 
 class KeySpace:
@@ -163,8 +111,8 @@ class KeySpace:
         self.successors: tuple[Peer, ...] = ()
         self.placed = False
         self._ids = itertools.count(1)
-        self._requests: dict[int, _Request] = {}
-        self._gathers: dict[int, _Gather] = {}
+        self._requests: dict[int, PendingRequest] = {}
+        self._gathers: dict[int, Gather] = {}
         self._offers = ReplicaOffers(request_timeout)
 
     # ------------------------------------------------------------ ring view
@@ -228,7 +176,7 @@ class KeySpace:
         if owner == self.me:
             record, error, pushes = self._write(key, value, self.me, now)
             return op_id, [PutDone(op_id, key, record, error), *pushes]
-        request_id = self._request(owner, _PUT, key, now, op_id=op_id)
+        request_id = self._request(owner, PUT, key, now, op_id=op_id)
         return op_id, [Send(owner, PutRecord(request_id, key, value))]
 
     def get(self, key: str, owner: Peer, now: float) -> tuple[int, list[Action]]:
@@ -239,8 +187,8 @@ class KeySpace:
         check_record(key)
         op_id = next(self._ids)
         if owner == self.me:
-            return op_id, self._answer_get(key, _AnswerTo(None, op_id=op_id), now)
-        request_id = self._request(owner, _GET, key, now, op_id=op_id)
+            return op_id, self._answer_get(key, AnswerTo(None, op_id=op_id), now)
+        request_id = self._request(owner, GET, key, now, op_id=op_id)
         return op_id, [Send(owner, GetRecord(request_id, key))]
 
     # ------------------------------------------------------------ periodic steps
@@ -288,9 +236,9 @@ class KeySpace:
                 peer=request.to.short(),
             )
             error = f"timeout: {request.to.short()} did not answer within {self.request_timeout}s"
-            if request.kind == _PUT:
+            if request.kind == PUT:
                 actions.append(PutDone(request.op_id, request.key, None, error))
-            elif request.kind == _GET:
+            elif request.kind == GET:
                 actions.append(GetDone(request.op_id, request.key, None, error))
             else:
                 actions += self._gathered(request_id, request, None)
@@ -312,7 +260,7 @@ class KeySpace:
         if isinstance(message, GetRecord):
             if record_error(message.key) is not None:
                 return [Send(sender, GetReply(message.request_id, None))]
-            return self._answer_get(message.key, _AnswerTo(sender, request_id=message.request_id), now)
+            return self._answer_get(message.key, AnswerTo(sender, request_id=message.request_id), now)
         if isinstance(message, ReplicaDigest):
             return list(answer_digest(self.store, sender, message))
         if isinstance(message, ReplicaWant):
@@ -356,7 +304,7 @@ class KeySpace:
         )
         return record, "", [Send(target, StoreReplicas((record,))) for target in self.replica_targets]
 
-    def _answer_get(self, key: str, answer_to: _AnswerTo, now: float) -> list[Action]:
+    def _answer_get(self, key: str, answer_to: AnswerTo, now: float) -> list[Action]:
         """Answer from the store; an owner that misses first gathers from its replicas."""
         held = self.store.get(key)
         if held is not None or not self.owns(key) or not self.replica_targets:
@@ -366,22 +314,22 @@ class KeySpace:
                 gather.answer_to.append(answer_to)
                 return []
         gather_id = next(self._ids)
-        gather = _Gather(key, [answer_to], held)
+        gather = Gather(key, [answer_to], held)
         self._gathers[gather_id] = gather
         actions: list[Action] = []
         for target in self.replica_targets:
             timeout = self.request_timeout / 2  # leaves the asker time to hear our answer
-            request_id = self._request(target, _GATHER, key, now, gather_id=gather_id, timeout=timeout)
+            request_id = self._request(target, GATHER, key, now, gather_id=gather_id, timeout=timeout)
             gather.waiting.add(request_id)
             actions.append(Send(target, GetRecord(request_id, key)))
         return actions
 
-    def _answer(self, answer_to: _AnswerTo, key: str, record: Record | None) -> Action:
+    def _answer(self, answer_to: AnswerTo, key: str, record: Record | None) -> Action:
         if answer_to.peer is None:
             return GetDone(answer_to.op_id, key, record, "")
         return Send(answer_to.peer, GetReply(answer_to.request_id, record))
 
-    def _gathered(self, request_id: int, request: _Request, record: Record | None) -> list[Action]:
+    def _gathered(self, request_id: int, request: PendingRequest, record: Record | None) -> list[Action]:
         """One replica answered (or timed out) a gather; answer the asker when all have."""
         gather = self._gathers.get(request.gather_id)
         if gather is None:
@@ -400,7 +348,7 @@ class KeySpace:
         if not isinstance(message, (PutReply, GetReply)):
             return []
         request = self._requests.get(message.request_id)
-        expected = PutReply if request is not None and request.kind == _PUT else GetReply
+        expected = PutReply if request is not None and request.kind == PUT else GetReply
         if request is None or request.to != sender or not isinstance(message, expected):
             log.debug(
                 "keyspace {node} ignored an unexpected {message} from {peer}",
@@ -414,9 +362,9 @@ class KeySpace:
         error = "" if isinstance(message, GetReply) else message.error
         if record is not None and (record.key != request.key or record_error(record.key, record.value)):
             record, error = None, f"{sender.short()} answered with an invalid record for key {request.key[:40]!r}"
-        if request.kind == _GATHER:
+        if request.kind == GATHER:
             return self._gathered(message.request_id, request, record)
-        if request.kind == _GET:
+        if request.kind == GET:
             return [GetDone(request.op_id, request.key, record, error)]
         if record is None and not error:
             error = f"{sender.short()} stored nothing and gave no reason"
@@ -427,7 +375,7 @@ class KeySpace:
     ) -> int:
         request_id = next(self._ids)
         deadline = now + (self.request_timeout if timeout is None else timeout)
-        self._requests[request_id] = _Request(to, deadline, kind, key, op_id, gather_id)
+        self._requests[request_id] = PendingRequest(to, deadline, kind, key, op_id, gather_id)
         return request_id
 
     # ------------------------------------------------------------ internals: anti-entropy

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cortex_rm.dht.envelope import Send
-from cortex_rm.dht.key_space import GetDone, KeySpace, PutDone
+from cortex_rm.dht.key_space import KeySpace
+from cortex_rm.dht.kv_operations import GetDone, PutDone
 from cortex_rm.dht.kv_messages import (
     GetRecord,
     GetReply,
