@@ -2,9 +2,9 @@
 
 ``KeySpace`` never sends, sleeps or reads a clock.  Each step takes ``now``
 (seconds, from the caller's clock) and returns *actions*: ``Send`` a message, or an
-outcome for the caller (``PutDone``, ``GetDone``, defined in ``kv_operations.py``).  It does no Chord lookups: the
-composer runs them and passes the owner in, and tells the core its ring
-neighbours with ``set_ring`` whenever they change.
+outcome for the caller (``PutDone``, ``GetDone``; see ``kv_operations.py``).  It
+does no Chord lookups: the composer runs them and passes the owner in, and tells
+the core its ring neighbours with ``set_ring`` whenever they change.
 
 Placement.  A key's point on the ring is ``key_id(key)``.  Its *owner* is the first
 node at or after that point; the record is kept by the owner and by the owner's next
