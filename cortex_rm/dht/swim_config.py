@@ -1,0 +1,92 @@
+"""The settings of SWIM failure detection with Lifeguard, as one frozen, documented object.
+
+Defaults follow hashicorp memberlist's ``DefaultLANConfig``; the formulas that use
+them are in ``suspicion.py`` and ``local_health.py``.  ``SwimConfig.lan()`` is the
+default profile and ``SwimConfig.wan()`` the one for members spread over the
+internet (slower probes, longer timeouts), as memberlist has them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SwimConfig:
+    """How often members probe, how long they wait, and how suspicion and gossip are bounded."""
+
+    probe_interval: float = 1.0
+    """Seconds between two probes started by a member (times ``1 + LHM``).
+
+    It is also the probe *period*: a probe that has no ack by the end of its period
+    has failed and its target becomes SUSPECT.
+    """
+
+    probe_timeout: float = 0.5
+    """Seconds to wait for a direct ack before asking ``indirect_checks`` helpers (times ``1 + LHM``).
+
+    About the 99th percentile of a round trip; must be shorter than the interval.
+    """
+
+    indirect_checks: int = 3
+    """k, the ALIVE members asked to probe a target that did not answer us directly."""
+
+    indirect_probe_timeout: float = 0.4
+    """Seconds a helper waits for the target's ack before answering the prober with a Nack.
+
+    Must be below ``probe_interval - probe_timeout``, so that the nack reaches the
+    prober before its probe period ends and counts as evidence of its own health.
+    """
+
+    suspicion_mult: int = 4
+    """The minimum suspicion timeout is ``suspicion_mult * max(1, log10(N)) * probe_interval``.
+
+    It also sets K = ``suspicion_mult - 2``, the independent confirmations after
+    which a suspicion lasts only that minimum.
+    """
+
+    suspicion_max_timeout_mult: int = 6
+    """The maximum suspicion timeout (one accuser only) is ``suspicion_max_timeout_mult * min``."""
+
+    retransmit_mult: int = 4
+    """Each member piggybacks a rumour ``retransmit_mult * ceil(log10(N + 1))`` times."""
+
+    awareness_max_multiplier: int = 8
+    """S, the largest local health multiplier: at worst, probes are ``1 + S`` times slower."""
+
+    dead_probe_interval: float = 10.0
+    """Seconds between probes of one random DEAD member (0 disables them).
+
+    The probe carries the news of its death (buddy system), so a member that was
+    declared dead behind a partition learns it once the partition heals, and
+    refutes with a higher incarnation.  Members that LEFT are never probed.
+    """
+
+    max_broadcasts: int = 1024
+    """Bound on queued rumours; when full, the one sent most often is dropped first."""
+
+    def __post_init__(self) -> None:
+        if self.probe_interval <= 0 or self.probe_timeout <= 0:
+            raise ValueError("probe_interval and probe_timeout must be positive")
+        if self.probe_timeout >= self.probe_interval:
+            raise ValueError(f"probe_timeout {self.probe_timeout} must be shorter than probe_interval {self.probe_interval}")
+        if not 0 < self.indirect_probe_timeout < self.probe_interval - self.probe_timeout:
+            raise ValueError(
+                f"indirect_probe_timeout {self.indirect_probe_timeout} must lie in (0, probe_interval - probe_timeout)"
+            )
+        if self.indirect_checks < 0 or self.retransmit_mult < 1 or self.suspicion_mult < 1:
+            raise ValueError("indirect_checks must be >= 0, retransmit_mult and suspicion_mult >= 1")
+        if self.suspicion_max_timeout_mult < 1 or self.awareness_max_multiplier < 0:
+            raise ValueError("suspicion_max_timeout_mult must be >= 1 and awareness_max_multiplier >= 0")
+        if self.dead_probe_interval < 0 or self.max_broadcasts < 1:
+            raise ValueError("dead_probe_interval must be >= 0 and max_broadcasts >= 1")
+
+    @classmethod
+    def lan(cls) -> SwimConfig:
+        """memberlist's LAN defaults: 1 s probes, 0.5 s timeout, k = 3."""
+        return cls()
+
+    @classmethod
+    def wan(cls) -> SwimConfig:
+        """memberlist's WAN profile: 5 s probes, 3 s timeout, suspicion mult 6."""
+        return cls(probe_interval=5.0, probe_timeout=3.0, indirect_probe_timeout=1.5, suspicion_mult=6)
