@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.piggyback import BroadcastQueue, GossipSections
@@ -132,13 +134,14 @@ def test_publish_queues_an_item_of_a_registered_section_only() -> None:
 def test_unknown_section_is_ignored_and_logged_once() -> None:
     """Items of a section nobody registered are dropped, not re-gossiped, and logged once per section."""
     events: list[dict[str, object]] = []
-    globalLogPublisher.addObserver(events.append)
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
     try:
         queue = BroadcastQueue()
         sections = GossipSections(queue)
         assert not sections.receive(GossipItem("future", "k1", b""))
         assert not sections.receive(GossipItem("future", "k2", b""))
     finally:
-        globalLogPublisher.removeObserver(events.append)
+        globalLogPublisher.removeObserver(observer)
     assert len(queue) == 0
     assert [e.get("section") for e in events if e.get("section") == "future"] == ["future"]
