@@ -1,45 +1,32 @@
 """Ring envelopes between members: Thrift frames over mutual TLS, fire and forget.
 
-The wire
---------
-Each direction of a TCP connection inside mutual TLS (``internal/tls.py``) is a
-stream of frames: a 4-byte big-endian length, then that many bytes (Twisted's
-``Int32StringReceiver``, the framing of Thrift's ``TFramedTransport``).  A frame
-body is one ``RingService.deliver`` oneway call (``ring_codec``), so the bytes
-are what the generated RingService client writes; we decode them ourselves
-rather than through the generated processor, to validate each envelope and
-check its sender before anything reaches a ring core.  Connections are one-way:
-the dialling member writes, the listener only reads (an answer is an envelope
-on the answerer's own connection to the asker's listening address).
+**Wire.**  Inside mutual TLS (``internal/tls.py``), a stream of frames: a 4-byte
+big-endian length, then that many bytes (``Int32StringReceiver``; Thrift's
+``TFramedTransport`` framing).  A frame body is one ``RingService.deliver`` oneway
+call (``ring_codec``): the bytes the generated RingService client writes, decoded
+here rather than by the generated processor so that each envelope is validated and
+its sender checked before a ring core sees it.  Connections carry one direction:
+the dialler writes, the listener reads; an answer travels on the answerer's own
+connection to the asker's listening address.
 
-Sending (``send``)
-------------------
-One cached connection per peer (its address and the ring id expected there):
+**Sending** (``send``): one cached connection per peer (address and expected ring
+id).  The first envelope dials and waits in the peer's queue (at most
+``max_queued``; beyond that the oldest is dropped).  Once TLS is up, the ring id of
+the listener's certificate must be ``to.node_id``, or the connection and its queue
+are dropped with a warning naming the address and both ids.  Then the queue is
+written and later envelopes go straight out.  A failed connection (refused, TLS
+failure, no verified handshake within ``connect_timeout``) drops its queue, and the
+next ``send`` dials again; a connection idle for ``idle_timeout`` closes.  Loss is
+expected: the cores time out every request and retry.
 
-1. the first envelope for a peer opens the connection and waits in its queue
-   (at most ``max_queued``; beyond that the oldest is dropped);
-2. once TLS is up, the ring id of the certificate the listener showed must be
-   ``to.node_id``; if not, the connection and its queue are dropped with a
-   warning naming the address and both ids;
-3. then the queue is written, and later envelopes go straight out;
-4. a connection that fails (refused, TLS failure, ``connect_timeout`` without a
-   verified handshake) drops its queue; the next ``send`` dials again;
-5. a connection idle for ``idle_timeout`` seconds is closed.
-
-The ring cores expect loss: every request has its own timeout, so a dropped
-envelope costs a retry, never a hang.
-
-Receiving (``listen``)
-----------------------
-Each accepted connection learns its peer's ring id from the TLS handshake.
-Frames longer than ``MAX_FRAME_BYTES`` are refused from their length prefix,
-before being buffered.  A frame that does not decode to a valid envelope, or an
-envelope whose ``sender.node_id`` is not the certificate's ring id (an
-impostor), closes that connection with a warning and reaches nobody; other
-connections go on.  An exception from ``on_envelope`` is logged and the
-connection goes on.  Incoming connections close after ``2 * idle_timeout``
-without a frame (twice, so the dialling end, which saw the same silence first,
-is the one that closes).
+**Receiving** (``listen``): each connection learns its peer's ring id in the TLS
+handshake.  A frame longer than ``MAX_FRAME_BYTES`` is refused from its length
+prefix, before it is buffered.  A frame that is not a valid envelope, or whose
+``sender.node_id`` is not the certificate's ring id (an impostor), closes that
+connection with a warning and reaches nobody; other connections go on.  An
+exception from ``on_envelope`` is logged and the connection goes on.  A connection
+silent for ``2 * idle_timeout`` closes (twice: the dialler, which saw the same
+silence first, should be the one to close).
 """
 
 from __future__ import annotations
@@ -136,6 +123,11 @@ class RingServerConnection(Int32StringReceiver):
             log.debug("ring connection from {remote} closed: {why}", remote=self.remote, why=why)
             self.transport.abortConnection()  # type: ignore[union-attr]
 
+    def _refuse(self, problem: str, **fields: Any) -> None:
+        """Warn (``problem`` is a log format) and close: the peer broke the protocol."""
+        log.warn("ring connection from {remote}: " + problem + "; closing it", remote=self.remote, **fields)
+        self.close("refused")
+
     def stringReceived(self, frame: bytes) -> None:
         if self.closing:
             return
@@ -147,34 +139,20 @@ class RingServerConnection(Int32StringReceiver):
         try:
             envelope = decode_envelope(frame)
         except MalformedEnvelope as e:
-            log.warn(
-                "ring connection from {remote} (ring id {presented_id}): malformed envelope ({error}); closing it",
-                remote=self.remote,
-                presented_id=format_id(self.peer_id),
-                error=str(e),
-            )
-            self.close("malformed envelope")
+            presented = format_id(self.peer_id)
+            self._refuse("malformed envelope from {presented_id} ({error})", presented_id=presented, error=str(e))
             return
         if envelope.sender.node_id != self.peer_id:
-            log.warn(
-                "ring connection from {remote}: the envelope claims sender {sender_id} but the certificate's "
-                "ring id is {presented_id}; closing it",
-                remote=self.remote,
+            self._refuse(
+                "the envelope claims sender {sender_id}, the certificate's ring id is {presented_id}",
                 sender_id=format_id(envelope.sender.node_id),
                 presented_id=format_id(self.peer_id),
             )
-            self.close("impostor")
             return
         self.ring._deliver(envelope)
 
     def lengthLimitExceeded(self, length: int) -> None:
-        log.warn(
-            "ring connection from {remote}: a {length}-byte frame exceeds {limit} bytes; closing it",
-            remote=self.remote,
-            length=length,
-            limit=self.MAX_LENGTH,
-        )
-        self.close("frame too long")
+        self._refuse("a {length}-byte frame exceeds {limit} bytes", length=length, limit=self.MAX_LENGTH)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closing = True
@@ -182,16 +160,6 @@ class RingServerConnection(Int32StringReceiver):
             self._idle.cancel()
         self.ring._incoming.discard(self)
         self.lost.callback(None)
-
-
-class _ServerFactory(Factory):
-    noisy = False
-
-    def __init__(self, ring: RingTransport) -> None:
-        self.ring = ring
-
-    def buildProtocol(self, addr: Any) -> RingServerConnection:
-        return RingServerConnection(self.ring)
 
 
 # ------------------------------------------------------------- sending
@@ -206,51 +174,48 @@ class RingClientConnection(Int32StringReceiver):
     def __init__(self, link: _OutgoingLink) -> None:
         self.link = link
 
+    def connectionMade(self) -> None:
+        self.link.protocol = self
+
     def handshakeCompleted(self) -> None:
-        self.link.handshaken(self)
+        self.link.handshaken()
 
     def stringReceived(self, frame: bytes) -> None:
         self.lengthLimitExceeded(len(frame))
 
     def lengthLimitExceeded(self, length: int) -> None:
         log.warn("ring listener at {address} wrote to us; closing the connection", address=self.link.peer.address)
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.link.close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.link.lost(reason)
-
-
-class _ClientFactory(ClientFactory):
-    noisy = False
-
-    def __init__(self, link: _OutgoingLink) -> None:
-        self.link = link
-
-    def buildProtocol(self, addr: Any) -> RingClientConnection:
-        return RingClientConnection(self.link)
+        self.link.finished(reason)
 
 
 class _OutgoingLink:
-    """One cached connection to one peer: CONNECTING (queueing) -> READY -> closed (forgotten)."""
+    """One connection to one peer: connecting (queueing), ready, closing (uncached), done."""
 
     def __init__(self, ring: RingTransport, peer: Peer) -> None:
+        host, port = split_address(peer.address)  # (its ValueError comes before anything starts)
         self.ring = ring
         self.peer = peer
-        self.ready = False
-        self.closed = False
+        self.ready = self.closing = self.done = False
         self.queue: deque[bytes] = deque()
         self.protocol: RingClientConnection | None = None
-        self.lost_d: defer.Deferred[None] = defer.Deferred()
+        self.finished_d: defer.Deferred[None] = defer.Deferred()
         self._idle: _Timer | None = None
+        ring._open_links.add(self)
         self._deadline = _Timer(ring.clock, ring.connect_timeout, self._timed_out)
-        host, port = split_address(peer.address)
         endpoint = HostnameEndpoint(ring.reactor, host, port, timeout=ring.connect_timeout)
         # (mypy without the zope plugin cannot see that MutualTLS and the factories provide the interfaces)
-        factory: Any = TLSMemoryBIOFactory(ring.tls, True, _ClientFactory(self), clock=ring.clock)  # type: ignore
-        self._connecting: defer.Deferred[Any] = endpoint.connect(factory)  # type: ignore[arg-type]
-        self._connecting.addErrback(self._connect_failed)
+        connection = ClientFactory.forProtocol(lambda: RingClientConnection(self))
+        connection.noisy = False
+        factory: Any = TLSMemoryBIOFactory(ring.tls, True, connection, clock=ring.clock)  # type: ignore
+        self._connecting: defer.Deferred[Any] = endpoint.connect(factory)
+        self._connecting.addErrback(self.finished)
 
     def send(self, frame: bytes) -> None:
+        if self.closing or self.done:
+            return
         if self.ready and self.protocol is not None:
             self.protocol.sendString(frame)
             if self._idle is not None:
@@ -261,17 +226,16 @@ class _OutgoingLink:
             self.queue.popleft()
             log.debug("ring: queue for {address} full; dropped its oldest envelope", address=self.peer.address)
 
-    def handshaken(self, protocol: RingClientConnection) -> None:
+    def handshaken(self) -> None:
         """TLS is up: pin the listener's ring id to the one we meant to reach, then flush the queue."""
-        self.protocol = protocol
         try:
-            presented: int | None = peer_ring_id(protocol.transport)
+            presented: int | None = peer_ring_id(self.protocol.transport if self.protocol else None)
         except PeerCertificateMissing:
             presented = None
         if presented != self.peer.node_id:
             log.warn(
-                "ring: {address} presented ring id {presented_id}, not the expected {expected_id}; dropping the "
-                "connection and {dropped} queued envelopes",
+                "ring: {address} presented ring id {presented_id}, not the expected {expected_id}; "
+                "dropping the connection and {dropped} queued envelopes",
                 address=self.peer.address,
                 presented_id=format_id(presented) if presented is not None else "none",
                 expected_id=format_id(self.peer.node_id),
@@ -281,70 +245,50 @@ class _OutgoingLink:
             return
         self._deadline.cancel()
         self.ready = True
-        self._idle = _Timer(self.ring.clock, self.ring.idle_timeout, self._went_idle)
-        while self.queue:
-            protocol.sendString(self.queue.popleft())
-
-    def _went_idle(self) -> None:
-        log.debug("ring: connection to {address} idle; closing it", address=self.peer.address)
-        self.close(abort=False)
+        self._idle = _Timer(self.ring.clock, self.ring.idle_timeout, lambda: self.close(abort=False))
+        while self.queue and self.protocol is not None:
+            self.protocol.sendString(self.queue.popleft())
 
     def _timed_out(self) -> None:
-        log.info(
-            "ring: no verified connection to {address} within {timeout} s; dropping {dropped} queued envelopes",
-            address=self.peer.address,
-            timeout=self.ring.connect_timeout,
-            dropped=len(self.queue),
-        )
+        self._dropping("no verified connection within the connect timeout")
         self.close()
 
-    def _connect_failed(self, failure: Failure) -> None:
-        if not self.closed:
-            log.info(
-                "ring: cannot connect to {address} ({error}); dropping {dropped} queued envelopes",
-                address=self.peer.address,
-                error=failure.getErrorMessage(),
-                dropped=len(self.queue),
-            )
-        self._forget()
+    def _dropping(self, why: str) -> None:
+        if self.queue and not self.closing:
+            fields = dict(address=self.peer.address, error=why, dropped=len(self.queue))
+            log.info("ring: cannot reach {address} ({error}); dropping {dropped} queued envelopes", **fields)
 
     def close(self, abort: bool = True) -> None:
-        """Drop the queue and the connection (``abort``: now; else after writing what is buffered)."""
+        """Uncache the link, drop its queue and its connection (``abort``: now; else once written)."""
+        if self.closing:  # an idle close in progress: stop() makes it an abort
+            if abort and self.protocol is not None and self.protocol.transport is not None:
+                self.protocol.transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        self.closing, self.ready = True, False
         self.queue.clear()
-        self.ready = False
+        self.ring._uncache(self)
         transport: Any = self.protocol.transport if self.protocol is not None else None
         if transport is not None:
-            if abort:
-                transport.abortConnection()
-            else:
-                transport.loseConnection()
+            transport.abortConnection() if abort else transport.loseConnection()
         elif not self._connecting.called:
-            self._connecting.cancel()  # -> _connect_failed -> _forget
+            self._connecting.cancel()  # -> finished
         else:
-            self._forget()
+            self.finished(None)
 
-    def lost(self, reason: Failure) -> None:
-        """The connection ended (any cause): forget it, so the next send dials again."""
-        if not self.ready and not self.closed and self.queue:
-            log.info(
-                "ring: connection to {address} lost before it was ready ({error}); dropping {dropped} queued envelopes",
-                address=self.peer.address,
-                error=reason.getErrorMessage(),
-                dropped=len(self.queue),
-            )
-        self._forget()
-
-    def _forget(self) -> None:
-        if self.closed:
+    def finished(self, reason: Failure | None) -> None:
+        """The connection ended or never began (any cause): uncache it, so the next send dials again."""
+        if self.done:
             return
-        self.closed = True
-        self.ready = False
+        if reason is not None and not self.ready:
+            self._dropping(reason.getErrorMessage())
+        self.done, self.ready = True, False
         self.queue.clear()
         self._deadline.cancel()
         if self._idle is not None:
             self._idle.cancel()
-        self.ring._forget(self)
-        self.lost_d.callback(None)
+        self.ring._uncache(self)
+        self.ring._open_links.discard(self)
+        self.finished_d.callback(None)
 
 
 # ------------------------------------------------------------- the transport
@@ -374,7 +318,8 @@ class RingTransport:
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.max_queued = max_queued
-        self._links: dict[Peer, _OutgoingLink] = {}
+        self._links: dict[Peer, _OutgoingLink] = {}  # the cache: the link new envelopes for a peer use
+        self._open_links: set[_OutgoingLink] = set()  # every link not finished (closing ones too)
         self._incoming: set[RingServerConnection] = set()
         self._ports: list[Any] = []  # IListeningPort
         self._stopped = False
@@ -383,16 +328,15 @@ class RingTransport:
         """Accept ring connections on ``interface:port`` (0: any free port); fires with the listening port."""
         endpoint_type = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
         endpoint = endpoint_type(self.reactor, port, interface=interface)
-        factory = TLSMemoryBIOFactory(self.tls, False, _ServerFactory(self), clock=self.clock)  # type: ignore[arg-type]
+        connection = Factory.forProtocol(lambda: RingServerConnection(self))
+        connection.noisy = False
+        factory: Any = TLSMemoryBIOFactory(self.tls, False, connection, clock=self.clock)  # type: ignore
         d: defer.Deferred[Any] = endpoint.listen(factory)
 
         def listening(listening_port: Any) -> Any:
             self._ports.append(listening_port)
-            log.info(
-                "ring transport of {ring_id} listening on {address}",
-                ring_id=self.identity.ring_id_hex,
-                address=str(listening_port.getHost()),
-            )
+            address = str(listening_port.getHost())
+            log.info("ring {ring_id} listening on {address}", ring_id=self.identity.ring_id_hex, address=address)
             return listening_port
 
         return d.addCallback(listening)
@@ -414,10 +358,12 @@ class RingTransport:
         link = self._links.get(to)
         if link is None:
             try:
-                link = self._links[to] = _OutgoingLink(self, to)
+                link = _OutgoingLink(self, to)
             except ValueError as e:  # the peer's address is not host:port
                 log.warn("ring: cannot send to {address}: {error}", address=to.address, error=str(e))
                 return
+            if not link.done:  # (a connection can fail at once)
+                self._links[to] = link
         link.send(frame)
 
     def connected_peers(self) -> frozenset[Peer]:
@@ -433,8 +379,8 @@ class RingTransport:
         self._stopped = True
         waits: list[defer.Deferred[Any]] = [defer.maybeDeferred(p.stopListening) for p in self._ports]
         self._ports.clear()
-        for link in list(self._links.values()):
-            waits.append(link.lost_d)
+        for link in list(self._open_links):
+            waits.append(link.finished_d)
             link.close()
         for connection in list(self._incoming):
             waits.append(connection.lost)
@@ -442,7 +388,7 @@ class RingTransport:
         d = defer.gatherResults(waits, consumeErrors=True)
         return d.addCallback(lambda _: None)
 
-    def _forget(self, link: _OutgoingLink) -> None:
+    def _uncache(self, link: _OutgoingLink) -> None:
         if self._links.get(link.peer) is link:
             del self._links[link.peer]
 
@@ -450,8 +396,5 @@ class RingTransport:
         try:
             self.on_envelope(envelope)
         except Exception:
-            log.failure(
-                "ring: on_envelope failed for a {body} from {sender}",
-                body=type(envelope.body).__name__,
-                sender=envelope.sender.short(),
-            )
+            body, sender = type(envelope.body).__name__, envelope.sender.short()
+            log.failure("ring: on_envelope failed for a {body} from {sender}", body=body, sender=sender)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
@@ -303,3 +303,24 @@ def test_the_queue_keeps_the_newest_envelopes_and_idle_connections_close():  # t
         yield wait_until(lambda: len(b.received) == 5, "a new connection carried the next envelope")
     finally:
         yield stop_all(a, b)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_listener_that_never_finishes_tls_is_given_up_after_the_connect_timeout(  # type: ignore[no-untyped-def]
+    log_events: list[LogEvent],
+):
+    """A TCP listener that accepts but never answers TLS: the queue is dropped after connect_timeout, quietly."""
+    silent = yield TCP4ServerEndpoint(reactor(), 0, interface="127.0.0.1").listen(Factory.forProtocol(Protocol))
+    identity = NodeIdentity.generate()
+    a = Member(identity, RingTransport(identity, MutualTLS(identity), reactor(), print, connect_timeout=0.3), port=9)
+    try:
+        to = Peer(NodeIdentity.generate().ring_id, f"127.0.0.1:{silent.getHost().port}")
+        a.transport.send(to, a.envelope(chord.Ping(1)))
+        assert a.transport.connected_peers() == {to}
+        yield wait_until(lambda: not a.transport.connected_peers(), "the silent listener was given up")
+        infos = [formatEvent(e) for e in log_events if e.get("log_level") is LogLevel.info]
+        assert any("no verified connection" in i and "1 queued" in i for i in infos), infos
+        assert warnings(log_events) == [] and errors(log_events) == []
+    finally:
+        yield a.transport.stop()
+        yield silent.stopListening()
