@@ -7,30 +7,28 @@ what the generated ``RingService.Client`` writes, so any Thrift implementation
 of the IDL can talk to a ring member; the transport decodes it here, though,
 synchronously and validated, instead of through the generated processor.
 
-Every message type is described once, in ``_SHAPES``: its dataclass, its
-generated struct, the union member that carries it and, for each field, a
-``_Kind`` that converts the value and checks it on the way in.  Thrift's Python
-decoder checks neither ``required`` nor ranges nor enum values, and a union can
-arrive with no member or several, so ``*_from_thrift`` checks everything and
-raises ``MalformedEnvelope`` naming the field (``envelope.body.neighbours_reply.
-successors[3].address``).  ``encode_envelope`` runs the same checks on what it
-is about to send, so a core that builds a message the receiver would refuse
-learns it at once, from the sender's stack.
+Every message type is described once, in ``_BODIES`` and ``_PIGGYBACKS``: its
+dataclass, its generated struct, the union member that carries it and, for each
+field, a ``thrift_fields.Kind`` that converts the value and checks it on the way
+in.  A union may arrive with no member or several, values out of range, lists too
+long: ``*_from_thrift`` checks everything and raises ``MalformedEnvelope`` naming
+the field (``envelope.body.neighbours_reply.successors[3].address``).
+``encode_envelope`` runs the same checks on what it is about to send, so a core
+that builds a message the receiver would refuse learns it at once, from the
+sender's stack.  (Addresses, ids and counters are bounded in ``thrift_fields``.)
 """
 
 from __future__ import annotations
 
-import enum
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolFactory
 from thrift.Thrift import TMessageType
 
-from cortex_rm.dht import chord_messages as chord, kv_messages as kv, swim_messages as swim
+from cortex_rm.dht import chord_messages as chord, kv_messages as kv, swim_messages as swim, thrift_fields as fields
 from cortex_rm.dht.envelope import Envelope, RingMessage
-from cortex_rm.dht.identity import RING_ID_BITS
 from cortex_rm.dht.peer import Peer
 from cortex_rm.internal.errors import MalformedEnvelope
 from cortex_rm.internal.gen import RingService, ttypes
@@ -39,9 +37,6 @@ from cortex_rm.internal.gen import RingService, ttypes
 # small rumours plus a ReplicaDigest stays far below it; bulk transfers
 # (StoreReplicas) must be cut into several envelopes under it.
 MAX_FRAME_BYTES = 1024 * 1024
-RING_ID_BYTES = RING_ID_BITS // 8  # 20
-MAX_COUNT = 2**63 - 1  # request ids, seqs, versions, incarnations: non-negative i64
-MAX_ADDRESS_CHARS = 300  # a 255-character DNS name, ':' and a port, with room for [IPv6]
 MAX_SUCCESSORS = 64  # in a NeighboursReply or a Leave (Chord's r is 8)
 MAX_PIGGYBACK = 256  # rumours on one envelope
 MAX_RECORD_KEY_CHARS = 256
@@ -65,168 +60,7 @@ PROTOCOL_FACTORY = TBinaryProtocolFactory(
 )
 
 
-# ------------------------------------------------------------- field kinds
-
-
-class _Kind:
-    """How one field travels: ``to_wire`` for the generated struct, ``from_wire`` checks and converts back."""
-
-    optional = False
-
-    def to_wire(self, value: Any) -> Any:
-        return value
-
-    def from_wire(self, value: Any, field: str) -> Any:
-        raise NotImplementedError
-
-
-class _Count(_Kind):
-    """A non-negative i64: request ids, seqs, versions, incarnations."""
-
-    def from_wire(self, value: Any, field: str) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNT:
-            raise MalformedEnvelope(f"{field} must be an integer in [0, 2**63 - 1], not {value!r}")
-        return value
-
-
-class _RingId(_Kind):
-    """A point on the ring (a ring id or a key id): 20 bytes, big-endian."""
-
-    def to_wire(self, value: Any) -> bytes:
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << RING_ID_BITS:
-            raise MalformedEnvelope(f"a ring id must be an integer in [0, 2**{RING_ID_BITS}), not {value!r}")
-        return value.to_bytes(RING_ID_BYTES, "big")
-
-    def from_wire(self, value: Any, field: str) -> int:
-        if not isinstance(value, bytes) or len(value) != RING_ID_BYTES:
-            got = f"{len(value)} bytes" if isinstance(value, bytes) else repr(value)
-            raise MalformedEnvelope(f"{field} must be {RING_ID_BYTES} bytes, not {got}")
-        return int.from_bytes(value, "big")
-
-
-class _Bool(_Kind):
-    def from_wire(self, value: Any, field: str) -> bool:
-        if not isinstance(value, bool):
-            raise MalformedEnvelope(f"{field} must be a bool, not {value!r}")
-        return value
-
-
-@dataclass(frozen=True)
-class _Text(_Kind):
-    """A string of at most ``limit`` characters (non-empty unless ``allow_empty``)."""
-
-    limit: int
-    allow_empty: bool = True
-
-    def from_wire(self, value: Any, field: str) -> str:
-        if not isinstance(value, str):
-            raise MalformedEnvelope(f"{field} must be a string, not {value!r}")
-        if len(value) > self.limit:
-            raise MalformedEnvelope(f"{field} is longer than {self.limit} characters ({len(value)})")
-        if not value and not self.allow_empty:
-            raise MalformedEnvelope(f"{field} must not be empty")
-        return value
-
-
-@dataclass(frozen=True)
-class _Bytes(_Kind):
-    """Opaque bytes, at most ``limit``."""
-
-    limit: int
-
-    def from_wire(self, value: Any, field: str) -> bytes:
-        if not isinstance(value, bytes):
-            raise MalformedEnvelope(f"{field} must be binary, not {type(value).__name__}")
-        if len(value) > self.limit:
-            raise MalformedEnvelope(f"{field} is longer than {self.limit} bytes ({len(value)})")
-        return value
-
-
-class _Address(_Kind):
-    """``host:port`` (an IPv6 host in brackets), port 1-65535, printable, no spaces."""
-
-    def from_wire(self, value: Any, field: str) -> str:
-        text = _Text(MAX_ADDRESS_CHARS, allow_empty=False).from_wire(value, field)
-        host, sep, port = text.rpartition(":")
-        if (
-            not sep
-            or not host
-            or not host.isprintable()
-            or " " in host
-            or not port.isdecimal()
-            or not port.isascii()
-            or not 0 < int(port) <= 65535
-        ):
-            raise MalformedEnvelope(f"{field} must be host:port, not {text!r}")
-        return text
-
-
-@dataclass(frozen=True)
-class _Enum(_Kind):
-    """A Python enum carried as the IDL enum of the same member names."""
-
-    python: type[enum.Enum]
-    wire: Any  # the generated enum class (int constants by name)
-
-    def to_wire(self, value: Any) -> int:
-        return int(getattr(self.wire, value.name))
-
-    def from_wire(self, value: Any, field: str) -> enum.Enum:
-        name = self.wire._VALUES_TO_NAMES.get(value) if isinstance(value, int) else None
-        if name is None or name not in self.python.__members__:
-            raise MalformedEnvelope(f"{field}: unknown {self.python.__name__} {value!r}")
-        return self.python[name]
-
-
-@dataclass(frozen=True)
-class _Optional(_Kind):
-    """``inner`` or None (an absent optional field)."""
-
-    inner: _Kind
-
-    def to_wire(self, value: Any) -> Any:
-        return None if value is None else self.inner.to_wire(value)
-
-    def from_wire(self, value: Any, field: str) -> Any:
-        return None if value is None else self.inner.from_wire(value, field)
-
-
-@dataclass(frozen=True)
-class _List(_Kind):
-    """A tuple of ``item`` on our side, a Thrift list of at most ``limit`` on the wire."""
-
-    item: _Kind
-    limit: int
-
-    def to_wire(self, value: Any) -> list[Any]:
-        return [self.item.to_wire(v) for v in value]
-
-    def from_wire(self, value: Any, field: str) -> tuple[Any, ...]:
-        if not isinstance(value, list):
-            raise MalformedEnvelope(f"{field} must be a list, not {value!r}")
-        if len(value) > self.limit:
-            raise MalformedEnvelope(f"{field} has {len(value)} entries, more than {self.limit}")
-        return tuple(self.item.from_wire(v, f"{field}[{i}]") for i, v in enumerate(value))
-
-
-@dataclass(frozen=True)
-class _Shape(_Kind):
-    """A dataclass carried as a generated struct with fields of the same names."""
-
-    python: type
-    wire: type
-    fields: tuple[tuple[str, _Kind], ...]
-
-    def to_wire(self, value: Any) -> Any:
-        return self.wire(**{name: kind.to_wire(getattr(value, name)) for name, kind in self.fields})
-
-    def from_wire(self, value: Any, field: str) -> Any:
-        if not isinstance(value, self.wire):
-            raise MalformedEnvelope(f"{field} must be a {self.wire.__name__}, not {value!r}")
-        return self.python(**{n: k.from_wire(getattr(value, n), f"{field}.{n}") for n, k in self.fields})
-
-
-class _DigestEntry(_Kind):
+class _DigestEntry(fields.Kind):
     """A ``(key, version)`` pair of ReplicaDigest, as the IDL's ``DigestEntry``."""
 
     def to_wire(self, value: Any) -> ttypes.DigestEntry:
@@ -236,99 +70,87 @@ class _DigestEntry(_Kind):
     def from_wire(self, value: Any, field: str) -> tuple[str, int]:
         if not isinstance(value, ttypes.DigestEntry):
             raise MalformedEnvelope(f"{field} must be a DigestEntry, not {value!r}")
-        return (_RECORD_KEY.from_wire(value.key, f"{field}.key"), _Count().from_wire(value.version, f"{field}.version"))
+        key = _RECORD_KEY.from_wire(value.key, f"{field}.key")
+        return (key, fields.Count().from_wire(value.version, f"{field}.version"))
 
 
 # ------------------------------------------------------------- the shapes
 
-_COUNT, _RING_ID, _BOOL = _Count(), _RingId(), _Bool()
-_RECORD_KEY = _Text(MAX_RECORD_KEY_CHARS, allow_empty=False)
-_PEER = _Shape(Peer, ttypes.Peer, (("node_id", _RING_ID), ("address", _Address())))
-_SUCCESSORS = _List(_PEER, MAX_SUCCESSORS)
-_RECORD = _Shape(
+_COUNT, _RING_ID, _BOOL = fields.Count(), fields.RingId(), fields.Bool()
+_RECORD_KEY = fields.Text(MAX_RECORD_KEY_CHARS, allow_empty=False)
+_PEER = fields.Shape(Peer, ttypes.Peer, (("node_id", _RING_ID), ("address", fields.Address())))
+_SUCCESSORS = fields.ListOf(_PEER, MAX_SUCCESSORS)
+_RECORD = fields.Shape(
     kv.Record,
     ttypes.Record,
     (
         ("key", _RECORD_KEY),
-        ("value", _Bytes(MAX_RECORD_VALUE_BYTES)),
+        ("value", fields.Bytes(MAX_RECORD_VALUE_BYTES)),
         ("version", _COUNT),
         ("writer", _RING_ID),
     ),
 )
 
 
-def _shape(python: type, *fields: tuple[str, _Kind]) -> _Shape:
+def _member(python: type) -> str:
+    """The union member that carries ``python``: its name in snake case (``FindSuccessorReply`` -> ...)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", python.__name__).lower()
+
+
+def _table(*shapes: fields.Shape) -> dict[type, tuple[str, fields.Shape]]:
+    """Each type and (its union member, its shape)."""
+    return {shape.python: (_member(shape.python), shape) for shape in shapes}
+
+
+def _shape(python: type, *members: tuple[str, fields.Kind]) -> fields.Shape:
     """The shape of ``python``, carried by the generated struct of the same name."""
-    return _Shape(python, getattr(ttypes, python.__name__), fields)
+    return fields.Shape(python, getattr(ttypes, python.__name__), members)
 
 
-# Each body type and the RingMessage union member that carries it.
-_BODIES: dict[type, tuple[str, _Shape]] = {
-    chord.FindSuccessor: ("find_successor", _shape(chord.FindSuccessor, ("request_id", _COUNT), ("key", _RING_ID))),
-    chord.FindSuccessorReply: (
-        "find_successor_reply",
-        _shape(chord.FindSuccessorReply, ("request_id", _COUNT), ("peer", _PEER), ("final", _BOOL)),
-    ),
-    chord.GetNeighbours: ("get_neighbours", _shape(chord.GetNeighbours, ("request_id", _COUNT))),
-    chord.NeighboursReply: (
-        "neighbours_reply",
-        _shape(
-            chord.NeighboursReply,
-            ("request_id", _COUNT),
-            ("predecessor", _Optional(_PEER)),
-            ("successors", _SUCCESSORS),
-        ),
-    ),
-    chord.Notify: ("notify", _shape(chord.Notify)),
-    chord.Ping: ("ping", _shape(chord.Ping, ("request_id", _COUNT))),
-    chord.Pong: ("pong", _shape(chord.Pong, ("request_id", _COUNT))),
-    chord.Leave: ("leave", _shape(chord.Leave, ("predecessor", _Optional(_PEER)), ("successors", _SUCCESSORS))),
-    swim.Probe: ("probe", _shape(swim.Probe, ("seq", _COUNT))),
-    swim.Ack: ("ack", _shape(swim.Ack, ("seq", _COUNT))),
-    swim.ProbeRequest: ("probe_request", _shape(swim.ProbeRequest, ("seq", _COUNT), ("target", _PEER))),
-    swim.Nack: ("nack", _shape(swim.Nack, ("seq", _COUNT))),
-    kv.PutRecord: (
-        "put_record",
-        _shape(kv.PutRecord, ("request_id", _COUNT), ("key", _RECORD_KEY), ("value", _Bytes(MAX_RECORD_VALUE_BYTES))),
-    ),
-    kv.PutReply: (
-        "put_reply",
-        _shape(
-            kv.PutReply, ("request_id", _COUNT), ("record", _Optional(_RECORD)), ("error", _Text(MAX_ERROR_CHARS))
-        ),
-    ),
-    kv.GetRecord: ("get_record", _shape(kv.GetRecord, ("request_id", _COUNT), ("key", _RECORD_KEY))),
-    kv.GetReply: ("get_reply", _shape(kv.GetReply, ("request_id", _COUNT), ("record", _Optional(_RECORD)))),
-    kv.ReplicaDigest: (
-        "replica_digest",
-        _shape(kv.ReplicaDigest, ("entries", _List(_DigestEntry(), MAX_DIGEST_ENTRIES))),
-    ),
-    kv.ReplicaWant: ("replica_want", _shape(kv.ReplicaWant, ("keys", _List(_RECORD_KEY, MAX_DIGEST_ENTRIES)))),
-    kv.StoreReplicas: ("store_replicas", _shape(kv.StoreReplicas, ("records", _List(_RECORD, MAX_STORE_RECORDS)))),
-}
+_REQUEST_ID = ("request_id", _COUNT)
+_SEQ = ("seq", _COUNT)
+_VALUE = ("value", fields.Bytes(MAX_RECORD_VALUE_BYTES))
+_PREDECESSOR = ("predecessor", fields.Maybe(_PEER))
 
-# Each piggyback type and the Piggyback union member that carries it.
-_PIGGYBACKS: dict[type, tuple[str, _Shape]] = {
-    swim.MemberUpdate: (
-        "member_update",
-        _shape(
-            swim.MemberUpdate,
-            ("peer", _PEER),
-            ("status", _Enum(swim.MemberStatus, ttypes.MemberStatus)),
-            ("incarnation", _COUNT),
-            ("accuser", _Optional(_PEER)),
-        ),
+# Each RingMessage type and the union member that carries it.
+_BODIES = _table(
+    _shape(chord.FindSuccessor, _REQUEST_ID, ("key", _RING_ID)),
+    _shape(chord.FindSuccessorReply, _REQUEST_ID, ("peer", _PEER), ("final", _BOOL)),
+    _shape(chord.GetNeighbours, _REQUEST_ID),
+    _shape(chord.NeighboursReply, _REQUEST_ID, _PREDECESSOR, ("successors", _SUCCESSORS)),
+    _shape(chord.Notify),
+    _shape(chord.Ping, _REQUEST_ID),
+    _shape(chord.Pong, _REQUEST_ID),
+    _shape(chord.Leave, _PREDECESSOR, ("successors", _SUCCESSORS)),
+    _shape(swim.Probe, _SEQ),
+    _shape(swim.Ack, _SEQ),
+    _shape(swim.ProbeRequest, _SEQ, ("target", _PEER)),
+    _shape(swim.Nack, _SEQ),
+    _shape(kv.PutRecord, _REQUEST_ID, ("key", _RECORD_KEY), _VALUE),
+    _shape(kv.PutReply, _REQUEST_ID, ("record", fields.Maybe(_RECORD)), ("error", fields.Text(MAX_ERROR_CHARS))),
+    _shape(kv.GetRecord, _REQUEST_ID, ("key", _RECORD_KEY)),
+    _shape(kv.GetReply, _REQUEST_ID, ("record", fields.Maybe(_RECORD))),
+    _shape(kv.ReplicaDigest, ("entries", fields.ListOf(_DigestEntry(), MAX_DIGEST_ENTRIES))),
+    _shape(kv.ReplicaWant, ("keys", fields.ListOf(_RECORD_KEY, MAX_DIGEST_ENTRIES))),
+    _shape(kv.StoreReplicas, ("records", fields.ListOf(_RECORD, MAX_STORE_RECORDS))),
+)
+
+# Each Piggyback type and the union member that carries it.
+_PIGGYBACKS = _table(
+    _shape(
+        swim.MemberUpdate,
+        ("peer", _PEER),
+        ("status", fields.EnumOf(swim.MemberStatus, ttypes.MemberStatus)),
+        ("incarnation", _COUNT),
+        ("accuser", fields.Maybe(_PEER)),
     ),
-    swim.GossipItem: (
-        "gossip_item",
-        _shape(
-            swim.GossipItem,
-            ("section", _Text(MAX_SECTION_CHARS, allow_empty=False)),
-            ("key", _Text(MAX_GOSSIP_KEY_CHARS)),
-            ("payload", _Bytes(MAX_GOSSIP_PAYLOAD_BYTES)),
-        ),
+    _shape(
+        swim.GossipItem,
+        ("section", fields.Text(MAX_SECTION_CHARS, allow_empty=False)),
+        ("key", fields.Text(MAX_GOSSIP_KEY_CHARS)),
+        ("payload", fields.Bytes(MAX_GOSSIP_PAYLOAD_BYTES)),
     ),
-}
+)
 
 
 def supported_body_types() -> frozenset[type]:
@@ -350,7 +172,7 @@ def wire_fields(python: type) -> tuple[str, ...]:
 # ------------------------------------------------------------- unions and the envelope
 
 
-def _union_to_thrift(value: Any, members: dict[type, tuple[str, _Shape]], wire: type, what: str) -> Any:
+def _union_to_thrift(value: Any, members: dict[type, tuple[str, fields.Shape]], wire: type, what: str) -> Any:
     entry = members.get(type(value))
     if entry is None:
         raise MalformedEnvelope(f"the ring codec cannot carry a {type(value).__name__} as {what}")
@@ -358,7 +180,7 @@ def _union_to_thrift(value: Any, members: dict[type, tuple[str, _Shape]], wire: 
     return wire(**{member: shape.to_wire(value)})
 
 
-def _union_from_thrift(value: Any, shapes: Sequence[tuple[str, _Shape]], wire: type, field: str) -> Any:
+def _union_from_thrift(value: Any, shapes: Sequence[tuple[str, fields.Shape]], wire: type, field: str) -> Any:
     """The one member set in a decoded union, converted; MalformedEnvelope unless exactly one is set."""
     if not isinstance(value, wire):
         raise MalformedEnvelope(f"{field} must be a {wire.__name__}, not {value!r}")

@@ -24,6 +24,7 @@ from zope.interface import implementer
 from cortex_rm.dht import chord_messages as chord, kv_messages as kv, ring_codec as codec, swim_messages as swim
 from cortex_rm.dht.envelope import Envelope, RingMessage
 from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.thrift_fields import MAX_ADDRESS_CHARS
 from cortex_rm.internal.errors import InternalRpcError, MalformedEnvelope
 from cortex_rm.internal.gen import RingService, ttypes
 
@@ -150,7 +151,7 @@ def test_any_envelope_round_trips(env: Envelope) -> None:
 def test_bounds_themselves_are_accepted() -> None:
     """Values exactly at each bound go through (the checks are <=, not <)."""
     big = kv.PutRecord(2**63 - 1, "k" * codec.MAX_RECORD_KEY_CHARS, b"v" * codec.MAX_RECORD_VALUE_BYTES)
-    top = Peer(2**160 - 1, "h" * (codec.MAX_ADDRESS_CHARS - 6) + ":65535")
+    top = Peer(2**160 - 1, "h" * (MAX_ADDRESS_CHARS - 6) + ":65535")
     env = Envelope(top, big, (swim.GossipItem("s" * codec.MAX_SECTION_CHARS, "", b"p"),) * codec.MAX_PIGGYBACK)
     assert round_trip(env) == env
     many = Envelope(PEER, chord.Leave(None, (OTHER,) * codec.MAX_SUCCESSORS))
