@@ -1,0 +1,435 @@
+"""SWIM with Lifeguard: the core's protocol steps one by one, then scenarios in the simulated network."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from cortex_rm.dht.chord_messages import Ping
+from cortex_rm.dht.envelope import Send
+from cortex_rm.dht.member_table import (
+    MemberAlive,
+    MemberDied,
+    MemberJoined,
+    MemberLeft,
+    MemberSuspected,
+    supersedes,
+)
+from cortex_rm.dht.membership import Membership, SwimAction
+from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.suspicion import retransmit_limit
+from cortex_rm.dht.swim_config import SwimConfig
+from cortex_rm.dht.swim_messages import (
+    Ack,
+    GossipItem,
+    MemberStatus,
+    MemberUpdate,
+    Nack,
+    Probe,
+    ProbeRequest,
+)
+from tests.support.swim_sim import SwimNetwork, estimated_size
+
+ALIVE, SUSPECT, DEAD, LEFT = MemberStatus.ALIVE, MemberStatus.SUSPECT, MemberStatus.DEAD, MemberStatus.LEFT
+ME = Peer(100, "me:1")
+T, H1, H2, H3 = Peer(1, "t:1"), Peer(2, "h1:1"), Peer(3, "h2:1"), Peer(4, "h3:1")
+
+
+def sends(actions: list[SwimAction]) -> list[Send]:
+    """The Send actions of a step."""
+    return [a for a in actions if isinstance(a, Send)]
+
+
+def member(peers: list[Peer] | None = None, neighbours: list[Peer] | None = None, **config: float) -> Membership:
+    """A core that knows ``peers`` (ALIVE) and probes ``neighbours`` (default: T only)."""
+    m = Membership(ME, SwimConfig(**config), random.Random(1))  # type: ignore[arg-type]
+    for peer in peers if peers is not None else [T, H1, H2, H3]:
+        m.heard_from(peer, 0.0)
+    m.set_neighbours(neighbours if neighbours is not None else [T], 0.0)
+    return m
+
+
+def start_probe(m: Membership) -> tuple[float, int]:
+    """Tick until the core probes; the time and the probe's seq."""
+    now = 0.0
+    for _ in range(10):
+        now = m.next_deadline()
+        probes = [s for s in sends(m.tick(now)) if isinstance(s.message, Probe)]
+        if probes:
+            return now, probes[0].message.seq  # type: ignore[union-attr]
+    raise AssertionError("no probe started")
+
+
+# ------------------------------------------------------------------ precedence
+
+
+@pytest.mark.parametrize(
+    ("current", "update", "applies"),
+    [
+        (None, (ALIVE, 0), True),
+        (None, (SUSPECT, 3), False),
+        (None, (DEAD, 3), False),
+        ((ALIVE, 1), (ALIVE, 1), False),
+        ((ALIVE, 1), (ALIVE, 2), True),
+        ((ALIVE, 1), (SUSPECT, 1), True),
+        ((ALIVE, 1), (SUSPECT, 0), False),
+        ((SUSPECT, 1), (ALIVE, 1), False),
+        ((SUSPECT, 1), (ALIVE, 2), True),
+        ((SUSPECT, 1), (SUSPECT, 1), False),
+        ((SUSPECT, 1), (SUSPECT, 2), True),
+        ((SUSPECT, 1), (DEAD, 1), True),
+        ((ALIVE, 2), (DEAD, 1), False),
+        ((ALIVE, 1), (LEFT, 1), True),
+        ((DEAD, 1), (ALIVE, 1), False),
+        ((DEAD, 1), (ALIVE, 2), True),
+        ((DEAD, 1), (SUSPECT, 5), False),
+        ((DEAD, 1), (LEFT, 1), False),
+        ((LEFT, 1), (DEAD, 2), False),
+        ((LEFT, 1), (ALIVE, 2), True),
+    ],
+)
+def test_swim_precedence_rules(current: tuple[MemberStatus, int] | None, update: tuple[MemberStatus, int], applies: bool) -> None:
+    """Higher incarnations win; within one, SUSPECT beats ALIVE and DEAD/LEFT are final; only ALIVE revives."""
+    assert supersedes(current, update) is applies
+
+
+# ------------------------------------------------------------------ probing, step by step
+
+
+def test_probe_is_answered_with_an_ack_of_its_seq() -> None:
+    """Any member acks a Probe with the same seq."""
+    assert member().receive(T, Probe(7), 0.0) == [Send(T, Ack(7))]
+
+
+def test_acked_probe_raises_nothing() -> None:
+    """An ack from the target within the period: no indirect probe, no suspicion, LHM stays 0."""
+    m = member()
+    now, seq = start_probe(m)
+    assert m.probe_in_flight == T
+    m.receive(T, Ack(seq), now + 0.1)
+    assert m.probe_in_flight is None
+    assert sends(m.tick(now + 0.6)) == []
+    m.tick(now + 1.0)
+    assert m.status_of(T) is ALIVE
+    assert m.health.score == 0
+
+
+def test_unanswered_probe_asks_k_alive_helpers_then_suspects_the_target() -> None:
+    """No ack by the probe timeout: ProbeRequest to k=3 other ALIVE members; none by the period end: SUSPECT."""
+    m = member()
+    now, seq = start_probe(m)
+    assert m.next_deadline() == pytest.approx(now + 0.5)
+    requests = sends(m.tick(now + 0.5))
+    assert {s.to for s in requests} == {H1, H2, H3}
+    assert {s.message for s in requests} == {ProbeRequest(seq, T)}
+    for helper in (H1, H2, H3):
+        m.receive(helper, Nack(seq), now + 0.9)
+    actions = m.tick(now + 1.0)
+    assert MemberSuspected(T, 0) in actions
+    assert m.status_of(T) is SUSPECT
+    assert MemberUpdate(T, SUSPECT, 0, ME) in m.broadcasts.queued()
+    assert m.health.score == 0  # every nack arrived: the target is at fault, not us
+
+
+def test_ack_forwarded_by_a_helper_counts() -> None:
+    """An Ack of our seq from a helper we asked means the target is alive."""
+    m = member()
+    now, seq = start_probe(m)
+    m.tick(now + 0.5)
+    m.receive(H2, Ack(seq), now + 0.7)
+    m.tick(now + 1.0)
+    assert m.status_of(T) is ALIVE
+
+
+def test_unasked_acks_and_nacks_are_ignored() -> None:
+    """An ack of an unknown seq, or from a member we did not ask, changes nothing; nor does a stray nack."""
+    m = member()
+    now, seq = start_probe(m)
+    assert m.receive(H1, Ack(seq), now + 0.1) == []  # H1 was not asked (yet)
+    assert m.receive(T, Ack(seq + 50), now + 0.1) == []
+    assert m.receive(H1, Nack(999), now + 0.1) == []
+    assert m.probe_in_flight == T
+    with pytest.raises(TypeError):
+        m.receive(T, Ping(1), now)  # type: ignore[arg-type]
+
+
+def test_helper_forwards_the_targets_ack_or_nacks_in_time() -> None:
+    """A ProbeRequest is served by probing the target: its ack goes back as Ack(seq), silence as Nack(seq)."""
+    m = member()
+    [probe] = m.receive(H1, ProbeRequest(41, T), 10.0)
+    assert isinstance(probe, Send) and probe.to == T and isinstance(probe.message, Probe)
+    assert m.receive(T, Ack(probe.message.seq), 10.1) == [Send(H1, Ack(41))]
+    [probe2] = m.receive(H2, ProbeRequest(42, T), 20.0)
+    assert m.next_deadline() <= 20.4
+    assert Send(H2, Nack(42)) in m.tick(20.4)
+    assert isinstance(probe2, Send) and isinstance(probe2.message, Probe)
+    assert m.receive(T, Ack(probe2.message.seq), 20.5) == []  # too late: ignored
+
+
+def test_local_health_rises_on_failures_and_falls_on_acks() -> None:
+    """Missed nacks add one each (and lengthen the next probe); each acked probe takes one off."""
+    m = member()
+    now, seq = start_probe(m)
+    m.tick(now + 0.5)  # three helpers asked, none answers
+    [probe] = [s for s in sends(m.tick(now + 1.0)) if isinstance(s.message, Probe)]
+    assert m.health.score == 3
+    # The next probe waits (1 + 3) probe timeouts before asking helpers.
+    assert m.next_deadline() == pytest.approx(now + 1.0 + 4 * 0.5)
+    m.receive(T, Ack(probe.message.seq), now + 1.1)  # type: ignore[union-attr]
+    assert m.health.score == 2
+    for _ in range(3):
+        now, seq = start_probe(m)
+        m.receive(T, Ack(seq), now + 0.1)
+    assert m.health.score == 0
+
+
+def test_suspicion_expires_into_death_and_confirmations_shorten_it() -> None:
+    """A suspicion confirmed by K=2 independent accusers lasts the minimum; then DEAD is gossiped."""
+    peers = [T, H1, H2, H3] + [Peer(10 + i, f"p{i}:1") for i in range(6)]
+    m = member(peers)
+    now, seq = start_probe(m)
+    m.tick(now + 0.5)
+    m.tick(now + 1.0)
+    timer = m.suspicion_timer(T)
+    assert timer is not None and timer.maximum == pytest.approx(6 * 4 * math.log10(11))  # N = 11
+    assert timer.deadline == pytest.approx(now + 1.0 + timer.maximum)
+    m.receive_piggyback(H1, [MemberUpdate(T, SUSPECT, 0, H1)], now + 2.0)
+    m.receive_piggyback(H3, [MemberUpdate(T, SUSPECT, 0, H1)], now + 2.0)  # a relay of the same accusation
+    assert timer.confirmations == 1
+    m.receive_piggyback(H3, [MemberUpdate(T, SUSPECT, 0, H2)], now + 2.0)
+    assert timer.confirmations == 2
+    assert timer.deadline == pytest.approx(now + 1.0 + timer.minimum)
+    actions = m.tick(timer.deadline)
+    assert MemberDied(T, 0) in actions
+    assert MemberUpdate(T, DEAD, 0) in m.broadcasts.queued()
+
+
+def test_suspect_whose_refutation_we_missed_is_probed_before_it_is_declared_dead() -> None:
+    """A suspicion we only heard of (our last probe of it did not fail) ends in a probe, not a death."""
+    m = member(neighbours=[H1])
+    m.receive_piggyback(H1, [MemberUpdate(T, SUSPECT, 0, H1)], 5.0)
+    timer = m.suspicion_timer(T)
+    assert timer is not None
+    m.tick(timer.deadline)
+    assert m.status_of(T) is SUSPECT
+    probes = [s for s in sends(m.tick(m.next_deadline())) if isinstance(s.message, Probe)]
+    assert [p.to for p in probes] == [T]
+    # The probe carries the suspicion (buddy system); T's ack carries its refutation.
+    assert m.piggyback_for(T, 1000, estimated_size)[0] == MemberUpdate(T, SUSPECT, 0, H1)
+    events = m.receive_piggyback(T, [MemberUpdate(T, ALIVE, 1)], timer.deadline + 1.1)
+    assert events == [MemberAlive(T, 1)]
+
+
+# ------------------------------------------------------------------ refutation, buddies, leave, restart
+
+
+def test_suspicion_of_ourselves_is_refuted_with_a_higher_incarnation() -> None:
+    """SUSPECT or DEAD about us at our incarnation or above: incarnation = that + 1, ALIVE gossiped."""
+    m = member()
+    m.receive_piggyback(T, [MemberUpdate(ME, SUSPECT, 0, T)], 1.0)
+    assert m.incarnation == 1
+    assert MemberUpdate(ME, ALIVE, 1) in m.broadcasts.queued()
+    m.receive_piggyback(T, [MemberUpdate(ME, DEAD, 4)], 2.0)
+    assert m.incarnation == 5
+    assert m.health.score == 2
+    m.receive_piggyback(T, [MemberUpdate(ME, SUSPECT, 2, T)], 3.0)  # stale
+    assert m.incarnation == 5
+
+
+def test_buddy_system_puts_the_suspicion_first_for_the_suspect() -> None:
+    """A message to a member we suspect leads with its suspicion, whatever else is queued."""
+    m = member()
+    for i in range(20):
+        m.broadcasts.put(GossipItem("s", str(i), b"x" * 10))
+    m.receive_piggyback(H1, [MemberUpdate(T, SUSPECT, 3, H1)], 1.0)
+    items = m.piggyback_for(T, 200, estimated_size)
+    assert items[0] == MemberUpdate(T, SUSPECT, 3, H1)
+    assert sum(estimated_size(i) for i in items) <= 200
+    assert items.count(MemberUpdate(T, SUSPECT, 3, H1)) == 1
+
+
+def test_leave_gossips_left_which_is_not_a_death() -> None:
+    """leave() probes the neighbours carrying LEFT; a receiver reports MemberLeft and stops probing it."""
+    m = member()
+    actions = m.leave(1.0)
+    assert {s.to for s in sends(actions)} == {T}
+    assert MemberUpdate(ME, LEFT, 0) in m.piggyback_for(T, 1000, estimated_size)
+    other = Membership(T, SwimConfig(), random.Random(2))
+    other.heard_from(ME, 0.0)
+    other.set_neighbours([ME], 0.0)
+    assert other.receive_piggyback(ME, [MemberUpdate(ME, LEFT, 0)], 2.0) == [MemberLeft(ME, 0)]
+    assert not [s for s in sends(other.tick(3.0) + other.tick(5.0)) if s.to == ME]
+
+
+def test_restarted_member_comes_back_alive_with_a_higher_incarnation() -> None:
+    """A DEAD member announcing ALIVE at a higher incarnation (a restart) rejoins: MemberJoined."""
+    m = member()
+    m.receive_piggyback(H1, [MemberUpdate(T, DEAD, 3)], 1.0)
+    assert m.status_of(T) is DEAD
+    assert m.receive_piggyback(T, [MemberUpdate(T, ALIVE, 3)], 2.0) == []
+    restarted = Membership(T, SwimConfig(), random.Random(3), incarnation=1_700_000)
+    announce = restarted.piggyback_for(ME, 1000, estimated_size)
+    assert m.receive_piggyback(T, announce, 3.0) == [MemberJoined(T, 1_700_000)]
+
+
+def test_next_deadline_tells_when_tick_has_work() -> None:
+    """Before the first tick the deadline is now; afterwards, ticking earlier than it does nothing."""
+    m = member()
+    assert m.next_deadline() == 0.0
+    m.tick(0.0)
+    deadline = m.next_deadline()
+    assert 0.0 <= deadline <= 1.0
+    assert m.tick(deadline - 1e-6) == []
+
+
+# ------------------------------------------------------------------ scenarios in the simulated network
+
+
+def all_alive(net: SwimNetwork) -> bool:
+    """Every running node believes every other running node ALIVE."""
+    running = net.running()
+    return all(net.status(i, j) is ALIVE for i in running for j in running if i != j)
+
+
+def test_crashed_member_is_declared_dead_by_all_within_the_bound() -> None:
+    """10 nodes, 1 s probes: a crash is DEAD everywhere within two probe passes + the longest suspicion + gossip."""
+    net = SwimNetwork(seed=11, n=10)
+    net.run_until(30)
+    net.crash(3)
+    crashed_at = net.now
+    # Bound: two passes over <= 9 neighbours, the maximal timeout (24 s), a few gossip periods.
+    net.run_for(2 * 9 + 24 + 5)
+    assert set(net.views_of(3).values()) == {DEAD}
+    deaths = [o for o in net.events(MemberDied) if o.event.peer == net.ring[3]]
+    assert {o.observer for o in deaths} == {net.ring[i] for i in net.running()}
+    assert max(o.time for o in deaths) - crashed_at <= 15  # confirmations make it far quicker
+    assert not net.deaths_of_running
+
+
+def test_suspected_live_member_refutes_and_stays_alive() -> None:
+    """A live member falsely suspected (a gossiped accusation) refutes; nobody declares it dead."""
+    net = SwimNetwork(seed=12, n=20)
+    net.run_until(20)
+    accuser, suspect = net.nodes[0].membership, net.ring[7]
+    accuser.receive_piggyback(accuser.me, [MemberUpdate(suspect, SUSPECT, 0, accuser.me)], net.now)
+    net.run_for(60)
+    assert net.nodes[7].membership.incarnation == 1
+    assert set(net.views_of(7).values()) == {ALIVE}
+    assert not net.events(MemberDied)
+
+
+def test_short_partition_suspects_then_refutes_on_heal() -> None:
+    """A partition well within the minimum suspicion timeout (2 s of 5.2 s): members behind it are
+    suspected, and refute after the heal."""
+    net = SwimNetwork(seed=8, n=20)
+    net.run_until(60)
+    net.partition([range(5)])
+    net.run_for(2)
+    assert net.events(MemberSuspected)
+    net.heal()
+    net.run_for(30)
+    assert all_alive(net)
+    assert not net.events(MemberDied)
+
+
+def test_partition_past_the_suspicion_timeout_kills_then_revives_with_higher_incarnations() -> None:
+    """Design: a partition outlasting the suspicion timeout gets each side declared DEAD by the other;
+    after the heal, probes of the dead carry the news, they refute and are ALIVE again everywhere."""
+    net = SwimNetwork(seed=8, n=20)
+    net.run_until(60)
+    net.partition([range(5)])
+    net.run_for(120)
+    declared_dead = {(net.ring.index(o.observer), net.ring.index(o.event.peer)) for o in net.events(MemberDied)}
+    assert any(i < 5 <= j for i, j in declared_dead) and any(j < 5 <= i for i, j in declared_dead)
+    net.heal()
+    net.run_for(2 * net.config.dead_probe_interval + 20)
+    assert all_alive(net)
+    assert all(net.nodes[j].membership.incarnation >= 1 for _, j in declared_dead)
+    assert [o for o in net.events(MemberJoined) if o.time > 180]
+
+
+def test_stalled_nodes_accusations_are_refuted_and_nobody_dies() -> None:
+    """A node stalled mid-probe for 3 s accuses its target when it catches up (and is itself suspected);
+    both refute, nobody is declared dead, and all end ALIVE."""
+    net = SwimNetwork(seed=7, n=20)
+    net.run_until(60)
+    stalled = net.nodes[4].membership
+    while stalled.probe_in_flight is None:
+        net.run_for(0.001)
+    target = stalled.probe_in_flight
+    net.stall(4, 3.0)
+    net.run_for(90)
+    assert any(o.event.peer == target for o in net.events(MemberSuspected))
+    assert any(o.event.peer == net.ring[4] for o in net.events(MemberSuspected))
+    assert not net.events(MemberDied)
+    assert all_alive(net)
+
+
+def test_no_false_deaths_under_10_percent_loss_with_50_nodes_for_two_hours() -> None:
+    """10% of messages lost, 50 nodes, 2 simulated hours: suspicions happen, are refuted, nobody is declared dead."""
+    net = SwimNetwork(seed=13, n=50, drop_rate=0.10)
+    net.run_until(2 * 3600)
+    assert net.events(MemberSuspected)
+    assert not net.events(MemberDied)
+    # Suspicions come and go all the time at this loss rate; nobody is DEAD in anyone's view.
+    assert all(net.status(i, j) in (ALIVE, SUSPECT) for i in range(50) for j in range(50) if i != j)
+
+
+def test_gossip_reaches_all_members_within_log_n_periods() -> None:
+    """An item published by one of N = 100 members reaches all within 2 * log2(N) probe periods."""
+    n = 100
+    net = SwimNetwork(seed=14, n=n)
+    received: dict[int, float] = {}
+
+    def receiver(i: int) -> Callable[[GossipItem], bool]:
+        return lambda item: received.setdefault(i, net.now) == net.now
+
+    for i, node in enumerate(net.nodes):
+        node.membership.sections.register("cap", receiver(i))
+    net.run_until(60)
+    published_at = net.now
+    net.publish(0, "cap", "node-0", b"8 cores")
+    received[0] = published_at
+    net.run_for(30)
+    assert len(received) == n
+    assert max(received.values()) - published_at <= 2 * 6.7
+
+
+def test_retransmit_bound_is_respected() -> None:
+    """Each member piggybacks one gossip item at most retransmit_mult * ceil(log10(N + 1)) times."""
+    net = SwimNetwork(seed=15, n=50)
+    seen: list[set[GossipItem]] = [set() for _ in net.nodes]
+
+    def first_sight(known: set[GossipItem]) -> Callable[[GossipItem], bool]:
+        def on_receive(item: GossipItem) -> bool:
+            new = item not in known
+            known.add(item)
+            return new
+
+        return on_receive
+
+    for node, known in zip(net.nodes, seen):
+        node.membership.sections.register("cap", first_sight(known))
+    net.run_until(60)
+    net.envelope_log = []
+    seen[0].add(net.publish(0, "cap", "k", b"v"))
+    net.run_for(60)
+    counts = Counter(e.sender for e in net.envelope_log for item in e.piggyback if isinstance(item, GossipItem))
+    assert len(counts) == 50
+    assert max(counts.values()) <= retransmit_limit(4, 50) == 8
+
+
+def test_local_health_rises_behind_a_partition_and_falls_after() -> None:
+    """A node cut off from all others sees its probes fail (LHM up); once reconnected, acks bring it back to 0."""
+    net = SwimNetwork(seed=16, n=20)
+    net.run_until(30)
+    net.partition([[0]])
+    net.run_for(20)
+    assert net.nodes[0].membership.health.score >= 3
+    net.heal()
+    net.run_for(120)
+    assert net.nodes[0].membership.health.score == 0
