@@ -154,17 +154,20 @@ class Membership:
         """When ``tick`` has something to do next (0.0 before the first tick: tick at once)."""
         if self._next_probe_at is None:
             return 0.0
-        verifying = self._verifying
-        deadlines = [s.deadline for node_id, s in self._suspicions.items() if node_id not in verifying]
-        deadlines += [relay.deadline for relay in self._relays.values()]
+        best = float("inf")
+        if not self.left:
+            best = self._next_probe_at
+            if self.config.dead_probe_interval and self._next_dead_probe_at < best:
+                best = self._next_dead_probe_at
         r = self._round
         if r is not None:
-            deadlines.append(r.timeout_at if not r.acked and r.helpers is None else r.period_end)
-        if not self.left:
-            deadlines.append(self._next_probe_at)
-            if self.config.dead_probe_interval:
-                deadlines.append(self._next_dead_probe_at)
-        return min(deadlines) if deadlines else float("inf")
+            best = min(best, r.timeout_at if not r.acked and r.helpers is None else r.period_end)
+        for relay in self._relays.values():
+            best = min(best, relay.deadline)
+        for node_id, suspicion in self._suspicions.items():
+            if node_id not in self._verifying:
+                best = min(best, suspicion.deadline)
+        return best
 
     # ------------------------------------------------------------ inputs
 
@@ -361,6 +364,8 @@ class Membership:
         if update.peer.node_id == self.me.node_id:
             return self._about_me(update, relay)
         member = self.table.get(update.peer)
+        if member is not None and member.incarnation == update.incarnation and member.status is update.status is not SUSPECT:
+            return []  # old news (the common case): nothing to do
         if update.status is SUSPECT and update.accuser is None:
             update = replace(update, accuser=relay if relay is not None else self.me)
         if member is not None and update.status is SUSPECT and member.status is SUSPECT:
