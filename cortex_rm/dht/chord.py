@@ -235,26 +235,31 @@ class ChordNode:
 
     # ------------------------------------------------------------ routing
 
-    def closest_preceding_node(self, key: int) -> Peer:
+    def closest_preceding_node(self, key: int, exclude: Peer | None = None) -> Peer:
         """The known node that most closely precedes ``key``: in ``(n, key)``, farthest from n.
 
         Looks at the fingers and the successor list (the list helps when fingers are
-        stale or dead).  Ourselves when no known node lies in between.
+        stale or dead), never at ``exclude``.  Ourselves when no known node lies in
+        between.
         """
         best, best_distance = self.me, 0
         for peer in [f for f in self._fingers if f is not None] + self._successors:
-            if in_interval(peer.node_id, self.node_id, key):
+            if peer != exclude and in_interval(peer.node_id, self.node_id, key):
                 d = distance(self.node_id, peer.node_id)
                 if d > best_distance:
                     best, best_distance = peer, d
         return best
 
-    def find_successor(self, key: int) -> LookupStep:
-        """One step of a lookup from local state: ``Found(owner)`` or ``AskNext(closer node)``."""
-        successor = self.successor
+    def find_successor(self, key: int, exclude: Peer | None = None) -> LookupStep:
+        """One step of a lookup from local state: ``Found(owner)`` or ``AskNext(closer node)``.
+
+        ``exclude`` answers as if that node were not on the ring (a joining node's
+        lookup of its own place).
+        """
+        successor = next((s for s in self._successors if s != exclude), self.me)
         if in_interval(key, self.node_id, successor.node_id, include_right=True):
             return Found(successor)
-        closer = self.closest_preceding_node(key)
+        closer = self.closest_preceding_node(key, exclude)
         if closer == self.me:
             return Found(successor)
         return AskNext(closer)
@@ -353,6 +358,20 @@ class ChordNode:
         if not self._successors and self.predecessor is None:
             self._transition(RingEvent.LOST_ALL)
 
+    def consider(self, peer: Peer) -> None:
+        """Take in a live node the membership layer told us of, if it lies before our successor.
+
+        Chord alone never merges two rings: after a partition healed (or a node alone
+        learned of others) each side would keep its own.  A peer between us and our
+        successor becomes our successor; stabilization and notify do the rest.
+        """
+        if peer == self.me or self.state in (RingState.JOINING, RingState.LEFT):
+            return
+        if in_interval(peer.node_id, self.node_id, self.successor.node_id) or not self._successors:
+            if self.state is RingState.ALONE:
+                self._transition(RingEvent.NOTIFIED)
+            self._set_successors(self._successor_list_from([peer, *self._successors]), "considered")
+
     def leave(self, now: float) -> list[Action]:
         """Leave gracefully: tell the predecessor and the successor how to close the gap.
 
@@ -387,7 +406,7 @@ class ChordNode:
             if self.joining and self._introducer is not None:
                 # We know nothing of the ring yet: send the asker to our introducer.
                 return [Send(sender, FindSuccessorReply(message.request_id, self._introducer, False))]
-            answer = self.find_successor(message.key)
+            answer = self.find_successor(message.key, sender if message.exclude_sender else None)
             return [Send(sender, FindSuccessorReply(message.request_id, answer.peer, isinstance(answer, Found)))]
         if isinstance(message, GetNeighbours):
             reply = NeighboursReply(message.request_id, self.predecessor, tuple(self._successors))
@@ -440,7 +459,7 @@ class ChordNode:
     def _ask(self, lookup: _Lookup, peer: Peer, now: float) -> list[Action]:
         lookup.hops += 1
         request_id = self._ids.next()
-        message = FindSuccessor(request_id, lookup.key)
+        message = FindSuccessor(request_id, lookup.key, exclude_sender=lookup.purpose == _JOIN)
         self._pending[request_id] = _Pending(peer, now + self.request_timeout, message, lookup.lookup_id)
         return [Send(peer, message)]
 

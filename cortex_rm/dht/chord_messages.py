@@ -14,10 +14,16 @@ from cortex_rm.dht.peer import Peer
 
 @dataclass(frozen=True)
 class FindSuccessor:
-    """Request: who owns ``key``, or whom should I ask next?"""
+    """Request: who owns ``key``, or whom should I ask next?
+
+    ``exclude_sender``: a joining node's own lookup; the receiver answers as if the
+    sender were not on the ring (a restarted node may still be listed in its old
+    place, and the answer it needs is its successor, not itself).
+    """
 
     request_id: int
     key: int
+    exclude_sender: bool = False
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ class RingEvent(enum.Enum):
     JOIN = "join"  # join(introducer) called
     JOINED = "joined"  # the join lookup answered with our successor
     JOIN_FAILED = "join-failed"  # the join lookup did not end
-    NOTIFIED = "notified"  # a node alone was notified by one that joined it
+    NOTIFIED = "notified"  # a node alone learned of a peer (notified by it, or told by membership)
     LOST_ALL = "lost-all"  # every known peer was forgotten
     LEAVE = "leave"  # leave() called
 

@@ -114,7 +114,7 @@ _PREDECESSOR = ("predecessor", fields.Maybe(_PEER))
 
 # Each RingMessage type and the union member that carries it.
 _BODIES = _table(
-    _shape(chord.FindSuccessor, _REQUEST_ID, ("key", _RING_ID)),
+    _shape(chord.FindSuccessor, _REQUEST_ID, ("key", _RING_ID), ("exclude_sender", _BOOL)),
     _shape(chord.FindSuccessorReply, _REQUEST_ID, ("peer", _PEER), ("final", _BOOL)),
     _shape(chord.GetNeighbours, _REQUEST_ID),
     _shape(chord.NeighboursReply, _REQUEST_ID, _PREDECESSOR, ("successors", _SUCCESSORS)),

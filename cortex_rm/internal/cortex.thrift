@@ -156,6 +156,9 @@ struct Peer {
 struct FindSuccessor {
   1: required i64 request_id,
   2: required binary key,      // a point on the ring, 20 bytes big-endian
+  // a joining node's own lookup: answer as if the sender were not on the ring
+  // (the ring may still list a node that restarted; its answer must not be itself)
+  3: required bool exclude_sender,
 }
 
 /** Answer to FindSuccessor: `peer` owns the key when `final`, else ask `peer`. */

@@ -1052,13 +1052,15 @@ class FindSuccessor(object):
     Attributes:
      - request_id
      - key
+     - exclude_sender
 
     """
 
 
-    def __init__(self, request_id=None, key=None,):
+    def __init__(self, request_id=None, key=None, exclude_sender=None,):
         self.request_id = request_id
         self.key = key
+        self.exclude_sender = exclude_sender
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -1079,6 +1081,11 @@ class FindSuccessor(object):
                     self.key = iprot.readBinary()
                 else:
                     iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.BOOL:
+                    self.exclude_sender = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -1097,6 +1104,10 @@ class FindSuccessor(object):
             oprot.writeFieldBegin('key', TType.STRING, 2)
             oprot.writeBinary(self.key)
             oprot.writeFieldEnd()
+        if self.exclude_sender is not None:
+            oprot.writeFieldBegin('exclude_sender', TType.BOOL, 3)
+            oprot.writeBool(self.exclude_sender)
+            oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
 
@@ -1105,6 +1116,8 @@ class FindSuccessor(object):
             raise TProtocolException(message='Required field request_id is unset!')
         if self.key is None:
             raise TProtocolException(message='Required field key is unset!')
+        if self.exclude_sender is None:
+            raise TProtocolException(message='Required field exclude_sender is unset!')
         return
 
     def __repr__(self):
@@ -3284,6 +3297,7 @@ FindSuccessor.thrift_spec = (
     None,  # 0
     (1, TType.I64, 'request_id', None, None, ),  # 1
     (2, TType.STRING, 'key', 'BINARY', None, ),  # 2
+    (3, TType.BOOL, 'exclude_sender', None, None, ),  # 3
 )
 all_structs.append(FindSuccessorReply)
 FindSuccessorReply.thrift_spec = (
