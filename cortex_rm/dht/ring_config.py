@@ -1,0 +1,75 @@
+"""The ring's timings and sizes, in one frozen object (the ``[ring]`` section of the config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cortex_rm.dht.chord import DEFAULT_REQUEST_TIMEOUT, DEFAULT_SUCCESSOR_LIST_LENGTH
+from cortex_rm.dht.key_space import DEFAULT_REPLICAS
+from cortex_rm.dht.swim_config import SwimConfig
+
+
+@dataclass(frozen=True)
+class RingConfig:
+    """How often a ring member maintains its state, and how much it keeps.
+
+    The defaults are the LAN profile: a probe a second (``SwimConfig.lan``), Chord
+    maintenance every second, anti-entropy every 10 s.
+    """
+
+    successor_list_length: int = DEFAULT_SUCCESSOR_LIST_LENGTH
+    """r, the successor-list length (see ``chord.DEFAULT_SUCCESSOR_LIST_LENGTH`` for the choice)."""
+
+    replicas: int = DEFAULT_REPLICAS
+    """Copies of a record beyond the owner's (on its next successors)."""
+
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    """Seconds a Chord or key-space request may go unanswered."""
+
+    stabilize_interval: float = 1.0
+    """Seconds between stabilize rounds (a successor-list entry travels one node per round)."""
+
+    fix_fingers_interval: float = 0.5
+    """Seconds between two finger refreshes (one finger each, round robin)."""
+
+    replicate_interval: float = 10.0
+    """Seconds between anti-entropy rounds of the key space."""
+
+    neighbour_log_interval: float = 5.0
+    """Seconds between two writes of the neighbour log."""
+
+    neighbour_log_max_age: float = 600.0
+    """A neighbour log older than this is ignored on restart (its peers are likely gone)."""
+
+    join_retry_interval: float = 5.0
+    """Seconds before a node that could not join tries its introducers again."""
+
+    piggyback_bytes: int = 1024
+    """At most this many bytes of rumours ride on one message."""
+
+    tick_interval: float = 0.25
+    """The longest a member goes without checking its deadlines (request expiry)."""
+
+    swim: SwimConfig = field(default_factory=SwimConfig.lan)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "request_timeout",
+            "stabilize_interval",
+            "fix_fingers_interval",
+            "replicate_interval",
+            "neighbour_log_interval",
+            "neighbour_log_max_age",
+            "join_retry_interval",
+            "tick_interval",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ring {name} must be positive, not {getattr(self, name)}")
+        if self.successor_list_length < 1 or self.replicas < 0:
+            raise ValueError("ring successor_list_length must be at least 1 and replicas at least 0")
+        if self.replicas > self.successor_list_length:
+            raise ValueError(
+                f"ring replicas ({self.replicas}) cannot exceed successor_list_length ({self.successor_list_length})"
+            )
+        if self.piggyback_bytes < 0:
+            raise ValueError(f"ring piggyback_bytes must not be negative, not {self.piggyback_bytes}")
