@@ -48,6 +48,7 @@ from zope.interface import implementer
 from cortex_rm.dht.envelope import Envelope
 from cortex_rm.dht.identity import NodeIdentity
 from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.ring_discovery import discover_peer
 from cortex_rm.dht.ring_codec import MAX_FRAME_BYTES, decode_envelope, encode_envelope
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.internal.errors import MalformedEnvelope
@@ -373,6 +374,10 @@ class RingTransport:
     def incoming_count(self) -> int:
         """How many accepted connections are open."""
         return len(self._incoming)
+
+    def discover(self, address: str) -> defer.Deferred[Peer]:
+        """The ``Peer`` listening at ``address`` (its certificate's ring id): ``ring_discovery.discover_peer``."""
+        return discover_peer(self.reactor, self.tls, address, self.connect_timeout)
 
     def stop(self) -> defer.Deferred[None]:
         """Stop listening and close every connection; fires when all are closed."""

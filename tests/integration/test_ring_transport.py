@@ -324,3 +324,48 @@ def test_a_listener_that_never_finishes_tls_is_given_up_after_the_connect_timeou
     finally:
         yield a.transport.stop()
         yield silent.stopListening()
+
+
+# ------------------------------------------------------------- discovering an introducer
+
+
+@pytest_twisted.inlineCallbacks
+def test_discover_learns_the_ring_id_behind_an_address(log_events: list[LogEvent]):  # type: ignore[no-untyped-def]
+    """discover(host:port) completes mutual TLS, fires with the certificate's ring id, and delivers nothing."""
+    a, b = (yield listening(member())), (yield listening(member()))
+    try:
+        found = yield a.transport.discover(b.peer.address)
+        assert found == b.peer
+        yield wait_until(lambda: b.transport.incoming_count() == 0, "the discovery connection closed")
+        assert b.received == [] and a.transport.connected_peers() == frozenset()
+        assert warnings(log_events) == [] and errors(log_events) == []
+    finally:
+        yield stop_all(a, b)
+
+
+@pytest_twisted.inlineCallbacks
+def test_discover_failures_name_the_address_and_what_to_check():  # type: ignore[no-untyped-def]
+    """Refused, silent (no TLS within connect_timeout) and malformed addresses fail with IntroducerUnreachable."""
+    from cortex_rm.dht.errors import IntroducerUnreachable
+    from cortex_rm.local_cluster import free_ports
+
+    (port,) = free_ports(1)
+    silent = yield TCP4ServerEndpoint(reactor(), 0, interface="127.0.0.1").listen(Factory.forProtocol(Protocol))
+    identity = NodeIdentity.generate()
+    # (not shorter: HostnameEndpoint reports a refusal only after its 0.3 s attempt delay)
+    transport = RingTransport(identity, MutualTLS(identity), reactor(), print, connect_timeout=1.0)
+    silent_address = f"127.0.0.1:{silent.getHost().port}"
+    try:
+        expectations = [
+            (f"127.0.0.1:{port}", "connection refused"),
+            (silent_address, "within 1 s"),
+            ("no-port-here", "not host:port"),
+        ]
+        for address, what in expectations:
+            with pytest.raises(IntroducerUnreachable) as caught:
+                yield transport.discover(address)
+            assert address in str(caught.value) and what in str(caught.value), str(caught.value)
+            assert "check" in str(caught.value)
+    finally:
+        yield transport.stop()
+        yield silent.stopListening()
