@@ -16,6 +16,10 @@ Example (every key optional)::
     enabled = true
     address = "127.0.0.1:8032"
 
+    [ring]
+    address = "127.0.0.1:7946"
+    introducers = ["192.0.2.10:7946"]
+
     [[scheduler.queue]]
     path = "root.default"
     capacity = 70
@@ -36,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from cortex_rm.allocator.queues import DEFAULT_QUEUES, QueueSpec, QueueState
+from cortex_rm.dht.ring_config import RingConfig
+from cortex_rm.dht.swim_config import SwimConfig
 
 
 class ConfigError(Exception):
@@ -147,8 +153,9 @@ class NodeManagerSection:
     vcores: int = 8  # yarn.nodemanager.resource.cpu-vcores
     # The NodeManager's RPC address (yarn.nodemanager.address); also its NodeId, host:port
     address: str = "127.0.0.1:45454"
-    # The RM's NodeTracker this node reports to (the ring will find the RM instead)
-    resourcemanager_tracker: str = "127.0.0.1:8031"
+    # The RM's NodeTracker this node reports to; "" (the default): find the RM through the
+    # ring (the RM publishes its addresses under the ring key "cortex:resourcemanager")
+    resourcemanager_tracker: str = ""
     # The heartbeat interval this node asks for; the RM may shorten it
     # (yarn.resourcemanager.nodemanagers.heartbeat-interval-ms)
     heartbeat_interval_ms: int = 1000
@@ -184,6 +191,46 @@ class NodeManagerSection:
 
 
 @dataclass(frozen=True)
+class RingSection:
+    """This node's ring member: Chord membership, SWIM failure detection, the key space."""
+
+    enabled: bool = True
+    # Where the ring's RPC listens (Thrift over mutual TLS); other members reach it here
+    address: str = "127.0.0.1:7946"
+    # Ring addresses (host:port) of members to join through.  None: this node starts a new
+    # ring, unless its neighbour log (<state_dir>/ring-neighbours.json) is fresh enough to
+    # rejoin through the peers it knew
+    introducers: tuple[str, ...] = ()
+    # SWIM's probe interval; the probe timeouts and the suspicion timeout scale with it
+    # (1000 ms: a crashed node is declared dead within about 8 s in a ring of 10)
+    probe_interval_ms: int = 1000
+    # r, the successor-list length: a node keeps its place unless all r fail at once
+    successor_list_length: int = 8
+    # Copies of each key-space record beyond its owner's, on the owner's next successors
+    replicas: int = 3
+    # A neighbour log older than this is not trusted on restart (use the introducers)
+    neighbour_log_max_age_s: int = 600
+
+    def ring_config(self) -> RingConfig:
+        """The ring core's settings: the LAN profile with the probe timings scaled to probe_interval_ms."""
+        scale = self.probe_interval_ms / 1000
+        lan = SwimConfig.lan()
+        swim = dataclasses.replace(
+            lan,
+            probe_interval=lan.probe_interval * scale,
+            probe_timeout=lan.probe_timeout * scale,
+            indirect_probe_timeout=lan.indirect_probe_timeout * scale,
+            dead_probe_interval=lan.dead_probe_interval * scale,
+        )
+        return RingConfig(
+            successor_list_length=self.successor_list_length,
+            replicas=self.replicas,
+            neighbour_log_max_age=float(self.neighbour_log_max_age_s),
+            swim=swim,
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one daemon."""
 
@@ -191,6 +238,7 @@ class Config:
     resourcemanager: ResourceManagerSection = field(default_factory=ResourceManagerSection)
     scheduler: SchedulerSection = field(default_factory=SchedulerSection)
     nodemanager: NodeManagerSection = field(default_factory=NodeManagerSection)
+    ring: RingSection = field(default_factory=RingSection)
     source: str = "<defaults>"
 
     @property
@@ -323,8 +371,11 @@ def _validate(config: Config) -> None:
     for key in ("address", "scheduler_address", "webapp_address", "tracker_address"):
         parse_address(getattr(rm, key), f"{config.source}: resourcemanager.{key}")
     nm = config.nodemanager
-    for key in ("webapp_address", "address", "resourcemanager_tracker"):
+    for key in ("webapp_address", "address"):
         parse_address(getattr(nm, key), f"{config.source}: nodemanager.{key}")
+    if nm.resourcemanager_tracker:
+        parse_address(nm.resourcemanager_tracker, f"{config.source}: nodemanager.resourcemanager_tracker")
+    _validate_ring(config)
     if parse_address(nm.address, "nodemanager.address")[1] == 0:
         raise ConfigError(f"{config.source}: nodemanager.address needs a port (it is the node's NodeId)")
     if rm.nm_expiry_ms < 300:
@@ -363,6 +414,30 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{config.source}: {e}") from None
     except ValueError as e:
         raise ConfigError(f"{config.source}: [[scheduler.queue]]: {e}") from None
+
+
+def _validate_ring(config: Config) -> None:
+    ring, where = config.ring, f"{config.source}: ring"
+    if not ring.enabled:
+        if config.nodemanager.enabled and not config.nodemanager.resourcemanager_tracker:
+            raise ConfigError(
+                f"{config.source}: with [ring] enabled = false the NodeManager cannot find the RM: "
+                "set nodemanager.resourcemanager_tracker"
+            )
+        return
+    parse_address(ring.address, f"{where}.address")
+    for introducer in ring.introducers:
+        _, port = parse_address(introducer, f"{where}.introducers")
+        if port == 0:
+            raise ConfigError(f"{where}.introducers: {introducer!r} needs a port")
+    if ring.probe_interval_ms < 50:
+        raise ConfigError(f"{where}.probe_interval_ms must be at least 50")
+    if ring.neighbour_log_max_age_s < 1:
+        raise ConfigError(f"{where}.neighbour_log_max_age_s must be at least 1")
+    try:
+        ring.ring_config()
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _validate_nodemanager_dirs(config: Config) -> None:

@@ -121,6 +121,7 @@ class _Liveness:
     last_seen_ms: int
     heartbeat_interval_ms: int
     last_answer: HeartbeatAnswer
+    ring_id: int | None = None  # the ring member whose key registered the node
 
 
 class NodeTracker:
@@ -193,8 +194,14 @@ class NodeTracker:
             )
         return live
 
-    def register(self, registration: NodeRegistration, fingerprint: str) -> RegistrationAnswer:
-        """A node (re)registers: RUNNING, bound to ``fingerprint``, with the granted interval."""
+    def register(
+        self, registration: NodeRegistration, fingerprint: str, ring_id: int | None = None
+    ) -> RegistrationAnswer:
+        """A node (re)registers: RUNNING, bound to ``fingerprint``, with the granted interval.
+
+        ``ring_id`` is the ring id of the same key (SHA-1 of it, where the fingerprint
+        is SHA-256): when the ring declares that member dead, the node is LOST.
+        """
         node_id = registration.node_id
         previous = self._check_owner(node_id, fingerprint, "registerNode")
         now = self.now_ms()
@@ -207,7 +214,7 @@ class NodeTracker:
             node_id, registration.http_address, registration.capability, now, rack=registration.rack
         )
         first = HeartbeatAnswer(response_id=0, action=NodeAction.NORMAL, next_heartbeat_interval_ms=interval)
-        self._live[node_id] = _Liveness(fingerprint, now, interval, first)
+        self._live[node_id] = _Liveness(fingerprint, now, interval, first, ring_id)
         self.listener.node_registered(node)
         log.info(
             "node {node_id} registered ({transition}) with {capability}, rack {rack}, "
@@ -297,16 +304,25 @@ class NodeTracker:
         lost = []
         for node in list(self.silent_nodes(now)):
             silent_ms = now - self._live[node.node_id].last_seen_ms
-            state_before = node.state
-            self.nodes.expire(node.node_id)
-            assert node.state is NodeState.LOST
-            log.warn(
-                "node {node_id} {old} -> LOST: no report for {silent_ms} ms (expiry {expiry_ms} ms)",
-                node_id=str(node.node_id),
-                old=state_before.name,
-                silent_ms=silent_ms,
-                expiry_ms=self.nm_expiry_ms,
-            )
-            self.listener.node_lost(node)
+            self._lose(node, f"no report for {silent_ms} ms (expiry {self.nm_expiry_ms} ms)")
             lost.append(node)
         return lost
+
+    def ring_member_died(self, ring_id: int) -> list[NodeRecord]:
+        """The ring declared member ``ring_id`` dead: its active nodes are LOST now (not at expiry)."""
+        lost = []
+        for node_id, live in list(self._live.items()):
+            if live.ring_id != ring_id:
+                continue
+            node = self.nodes.get(node_id)
+            if NODE_TRANSITIONS.accepts(node.state, NodeEvent.EXPIRE):
+                self._lose(node, "the ring declared its member dead")
+                lost.append(node)
+        return lost
+
+    def _lose(self, node: NodeRecord, why: str) -> None:
+        state_before = node.state
+        self.nodes.expire(node.node_id)
+        assert node.state is NodeState.LOST
+        log.warn("node {node_id} {old} -> LOST: {why}", node_id=str(node.node_id), old=state_before.name, why=why)
+        self.listener.node_lost(node)

@@ -347,8 +347,25 @@ class NodeStatusUpdater:
 # ------------------------------------------------------------- the Twisted driver
 
 
+@dataclass(frozen=True)
+class TrackerLocation:
+    """Where the RM's tracker is, as the ring told us: its address and the fingerprint of its key."""
+
+    address: str
+    fingerprint: str
+
+
+LocateTracker = Callable[[], "defer.Deferred[TrackerLocation]"]
+
+
 class NodeStatusUpdaterService:
-    """Runs a ``NodeStatusUpdater`` against the RM's tracker at ``rm_address``."""
+    """Runs a ``NodeStatusUpdater`` against the RM's tracker at ``rm_address``.
+
+    With ``rm_address`` empty, ``locate_tracker`` finds the tracker before every
+    connection attempt (the ring's record of the active RM): the RM may have moved
+    since the last one.  The key the tracker shows must then be the one the record
+    names; with a configured address, the first key seen is pinned instead.
+    """
 
     def __init__(
         self,
@@ -363,11 +380,17 @@ class NodeStatusUpdaterService:
         on_acknowledged: Callable[[tuple[ContainerId, ...]], None] | None = None,
         on_cleanup_applications: Callable[[tuple[ApplicationId, ...]], None] | None = None,
         on_registered: Callable[[RegistrationAnswer], None] | None = None,
+        locate_tracker: LocateTracker | None = None,
     ) -> None:
+        if not rm_address and locate_tracker is None:
+            raise ValueError("without an RM tracker address the updater needs locate_tracker")
         self.reactor = reactor
         self.updater = updater
-        self.rm_address = rm_address
-        self.rm_host, self.rm_port = parse_address(rm_address, "resourcemanager_tracker")
+        self.rm_address = rm_address or "(through the ring)"
+        self.locate_tracker = None if rm_address else locate_tracker
+        if rm_address:
+            self.rm_host, self.rm_port = parse_address(rm_address, "resourcemanager_tracker")
+        self._expected_fingerprint: str | None = None
         self.tls = tls
         self.known_rms = known_rms
         self.health = health
@@ -465,6 +488,43 @@ class NodeStatusUpdaterService:
         return epoch == self._epoch
 
     def _connect(self) -> None:
+        if self.locate_tracker is None:
+            self._connect_to_tracker()
+            return
+        self._epoch += 1
+        epoch = self._epoch
+        d = self.locate_tracker()
+        self._pending = d
+
+        def located(location: TrackerLocation) -> None:
+            if not self._current(epoch):
+                return
+            self._pending = None
+            if location.address != self.rm_address:
+                log.info("the ring says the ResourceManager tracker is at {address}", address=location.address)
+            self.rm_address = location.address
+            self.rm_host, self.rm_port = parse_address(location.address, "the ring's ResourceManager record")
+            self._expected_fingerprint = location.fingerprint
+            self._connect_to_tracker()
+
+        def failed(failure: Failure) -> None:
+            if self._current(epoch):
+                self._pending = None
+                self._run(self.updater.failed(f"cannot find the ResourceManager through the ring: {failure.getErrorMessage()}"))
+
+        d.addCallbacks(located, failed)
+
+    def _check_key(self, fingerprint: str) -> None:
+        """PinMismatch unless the tracker showed the key we expect (the ring's record, or the pin)."""
+        if self.locate_tracker is None:
+            self.known_rms.check(self.rm_address, fingerprint)
+        elif fingerprint != self._expected_fingerprint:
+            raise PinMismatch(
+                f"the tracker at {self.rm_address} showed key {fingerprint}, but the ring's ResourceManager "
+                f"record names {self._expected_fingerprint}; not reporting to it"
+            )
+
+    def _connect_to_tracker(self) -> None:
         self._epoch += 1
         epoch = self._epoch
         d = TrackerClient.connect(self.reactor, self.rm_host, self.rm_port, self.tls, self.rpc_timeout_s)
@@ -476,7 +536,7 @@ class NodeStatusUpdaterService:
                 return
             self._pending = None
             try:
-                self.known_rms.check(self.rm_address, client.peer_fingerprint)
+                self._check_key(client.peer_fingerprint)
             except PinMismatch as e:
                 log.error("{message}", message=str(e))
                 client.abort()
@@ -539,7 +599,7 @@ class NodeStatusUpdaterService:
 
     def _registered(self, answer: RegistrationAnswer) -> list[Action]:
         client = self.client
-        if client is not None:
+        if client is not None and self.locate_tracker is None:
             try:
                 self.known_rms.pin(self.rm_address, client.peer_fingerprint)  # trust on first use
             except OSError:

@@ -33,7 +33,7 @@ from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.errors import MalformedMessage, NodeRefused
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
-from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_fingerprint
+from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_fingerprint, peer_ring_id
 
 log = Logger()
 
@@ -42,10 +42,11 @@ log = Logger()
 class TrackerCalls:
     """The generated service's handler for one connection: decode, decide, encode."""
 
-    def __init__(self, tracker: NodeTracker, fingerprint: str, peer: str) -> None:
+    def __init__(self, tracker: NodeTracker, fingerprint: str, peer: str, ring_id: int | None = None) -> None:
         self.tracker = tracker
         self.fingerprint = fingerprint
         self.peer = peer
+        self.ring_id = ring_id
 
     def _refused(self, call: str, error: Exception) -> ttypes.NodeRefused:
         log.warn("{call} from {peer} refused: {error}", call=call, peer=self.peer, error=str(error))
@@ -53,7 +54,7 @@ class TrackerCalls:
 
     def registerNode(self, registration: Any) -> ttypes.RegistrationResponse:  # noqa: N802 (IDL name)
         try:
-            answer = self.tracker.register(codec.registration_from_thrift(registration), self.fingerprint)
+            answer = self.tracker.register(codec.registration_from_thrift(registration), self.fingerprint, self.ring_id)
         except (MalformedMessage, NodeRefused) as e:
             raise self._refused("registerNode", e) from None
         except Exception:
@@ -91,11 +92,12 @@ class TrackerConnection(ThriftServerProtocol):
     def handshakeCompleted(self) -> None:
         try:
             fingerprint = peer_fingerprint(self.transport)
+            ring_id = peer_ring_id(self.transport)
         except PeerCertificateMissing:  # cannot happen: the TLS context demands a certificate
             log.warn("tracker connection from {peer} without a certificate; closing it", peer=self.peer)
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
-        self.processor = gen_service.Processor(TrackerCalls(self.factory.tracker, fingerprint, self.peer))
+        self.processor = gen_service.Processor(TrackerCalls(self.factory.tracker, fingerprint, self.peer, ring_id))
         log.debug("tracker connection from {peer}, key {fingerprint}", peer=self.peer, fingerprint=fingerprint)
 
     def stringReceived(self, frame: bytes) -> None:

@@ -33,6 +33,7 @@ from cortex_rm.container.status_updater import (
     Backoff,
     NodeStatusUpdater,
     NodeStatusUpdaterService,
+    TrackerLocation,
     UpdaterState,
 )
 from cortex_rm.dht.identity import KnownResourceManagers, NodeIdentity
@@ -280,3 +281,58 @@ def test_hostile_peers_are_disconnected_and_the_real_node_goes_on(  # type: igno
         yield wait_until(lambda: real.updater.last_response_id > last + 2, "the real node heartbeats on")
     finally:
         yield real.stop()
+
+
+def located_updater(
+    node_port: int, state_dir: Path, locate: Callable[[], defer.Deferred[TrackerLocation]]
+) -> NodeStatusUpdaterService:
+    """An updater with no configured RM address: it asks ``locate`` before each connection."""
+    core = NodeStatusUpdater(registration(node_port), Backoff(initial_ms=50, max_ms=200, jitter=0.0))
+    return NodeStatusUpdaterService(
+        reactor(),
+        core,
+        "",
+        MutualTLS(NodeIdentity.load_or_create(state_dir)),
+        KnownResourceManagers.in_state_dir(state_dir),
+        rpc_timeout_ms=2000,
+        locate_tracker=locate,
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_node_finds_the_tracker_through_its_locator_and_checks_the_key_it_names(  # type: ignore[no-untyped-def]
+    rm: RM, tmp_path: Path
+):
+    """With no configured address the node asks where the tracker is before connecting
+    (retrying while nobody has published it yet), then registers with a tracker that
+    shows the key the record names."""
+    answers: list[TrackerLocation | None] = [None, None]
+
+    def locate() -> defer.Deferred[TrackerLocation]:
+        if answers:
+            answers.pop(0)
+            return defer.fail(LookupError("no ResourceManager has published 'cortex:resourcemanager' yet"))
+        return defer.succeed(TrackerLocation(rm.address, rm.identity.fingerprint))
+
+    node = located_updater(5001, tmp_path / "n", locate)
+    node.start()
+    try:
+        yield wait_until(lambda: rm.state(NodeId("127.0.0.1", 5001)) is NodeState.RUNNING, "registered")
+        assert node.updater.failures == 0  # registered: the two failed lookups are behind it
+        assert node.rm_address == rm.address
+    finally:
+        yield node.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_node_refuses_a_tracker_whose_key_is_not_the_one_the_ring_names(  # type: ignore[no-untyped-def]
+    rm: RM, tmp_path: Path
+):
+    """A tracker at the published address showing another key gets nothing: the node backs off."""
+    node = located_updater(5002, tmp_path / "n", lambda: defer.succeed(TrackerLocation(rm.address, "0" * 64)))
+    node.start()
+    try:
+        yield wait_until(lambda: node.updater.failures >= 1, "the node rejected the tracker")
+        assert len(rm.tracker.nodes) == 0
+    finally:
+        yield node.stop()

@@ -322,3 +322,19 @@ def test_the_listener_hears_registrations_and_its_cleanup_rides_the_next_answer(
     answer = tracker.heartbeat(status(0), "fp1")
     assert answer.containers_to_cleanup == (container,) and answer.applications_to_cleanup == (app,)
     assert tracker.heartbeat(status(answer.response_id), "fp1").containers_to_cleanup == ()
+
+
+def test_a_node_whose_ring_member_the_ring_declares_dead_is_lost_at_once(
+    tracker: NodeTracker, listener: RecordingListener
+) -> None:
+    """The ring's verdict does not wait for the expiry: the nodes registered by that
+    member's key are LOST now, once; other members' nodes are untouched."""
+    tracker.register(registration(NODE), KEY, ring_id=7)
+    tracker.register(registration(OTHER), IMPOSTOR_KEY, ring_id=8)
+    lost = tracker.ring_member_died(7)
+    assert [n.node_id for n in lost] == [NODE]
+    assert tracker.nodes.get(NODE).state is NodeState.LOST
+    assert tracker.nodes.get(OTHER).state is NodeState.RUNNING
+    assert listener.lost == [NODE]
+    assert tracker.ring_member_died(7) == []  # already LOST
+    assert tracker.ring_member_died(99) == []  # not a NodeManager of ours

@@ -1,0 +1,209 @@
+"""What the YARN roles keep in, and gossip over, the ring.
+
+* **The ResourceManager record.**  The active RM puts its addresses and the
+  fingerprint of its key under the well-known ring key ``RESOURCE_MANAGER_KEY``
+  (and again every ``REPUBLISH_INTERVAL_S``, so a record lost with all its replicas
+  comes back).  A NodeManager with no configured tracker reads it before each
+  connection attempt (``locate_tracker``) and reports only to a tracker showing
+  that key.
+* **Node capacity reports** ride piggybacked on the ring's probe traffic in the
+  ``CAPACITY_SECTION`` gossip section: each NodeManager publishes its NodeId, web
+  address, rack and capacity under its ring id every ``REPUBLISH_INTERVAL_S``.
+  The RM keeps the newest report per ring member (``NodeDirectory``): it is how
+  the RM knows, from the ring alone, which NodeManager a ring member is (so a
+  member the ring declares dead is LOST for the scheduler at once) and what it
+  offers.
+
+Both are JSON, bounded and validated on the way in: the ring carries them for any
+member, so nothing decoded is trusted further than its shape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from cortex_rm.config import parse_address
+from cortex_rm.dht.kv_messages import Record
+from cortex_rm.dht.swim_messages import GossipItem
+
+log = Logger()
+
+RESOURCE_MANAGER_KEY = "cortex:resourcemanager"
+CAPACITY_SECTION = "node-capacity"
+REPUBLISH_INTERVAL_S = 30.0
+MAX_RECORD_BYTES = 4096
+
+
+class MalformedRingRecord(ValueError):
+    """A record or report read from the ring does not have the expected shape."""
+
+
+class RingClient(Protocol):
+    """What these helpers need of the ring service."""
+
+    def put(self, key: str, value: bytes) -> defer.Deferred[Record]: ...
+
+    def get(self, key: str) -> defer.Deferred[Record | None]: ...
+
+    def publish(self, section: str, key: str, payload: bytes) -> None: ...
+
+
+def _decode(data: bytes, fields: dict[str, type], what: str) -> dict[str, Any]:
+    if len(data) > MAX_RECORD_BYTES:
+        raise MalformedRingRecord(f"a {what} of {len(data)} bytes (at most {MAX_RECORD_BYTES})")
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MalformedRingRecord(f"a {what} that is not JSON: {e}") from None
+    if not isinstance(document, dict) or set(document) != set(fields):
+        raise MalformedRingRecord(f"a {what} must have exactly the keys {sorted(fields)}")
+    for name, kind in fields.items():
+        if not isinstance(document[name], kind) or isinstance(document[name], bool) is not (kind is bool):
+            raise MalformedRingRecord(f"a {what}'s {name} must be a {kind.__name__}")
+    return document
+
+
+@dataclass(frozen=True)
+class ResourceManagerRecord:
+    """The active RM's addresses (YARN's), its tracker's, and the fingerprint of its key."""
+
+    client_address: str  # yarn.resourcemanager.address
+    scheduler_address: str  # yarn.resourcemanager.scheduler.address
+    webapp_address: str  # yarn.resourcemanager.webapp.address
+    tracker_address: str  # where NodeManagers report
+    tracker_fingerprint: str  # the key the tracker shows in TLS
+    started_ms: int  # the RM's start time (its rm_identifier)
+
+    def encode(self) -> bytes:
+        """The record's JSON."""
+        return json.dumps(asdict(self), sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def decode(cls, data: bytes) -> ResourceManagerRecord:
+        """Parse and check a record read from the ring; MalformedRingRecord says what is wrong."""
+        fields = {name: str for name in cls.__dataclass_fields__}
+        fields["started_ms"] = int
+        document = _decode(data, fields, "ResourceManager record")
+        record = cls(**document)
+        for name in ("client_address", "scheduler_address", "webapp_address", "tracker_address"):
+            try:
+                parse_address(getattr(record, name), name)
+            except Exception as e:
+                raise MalformedRingRecord(f"the ResourceManager record's {name}: {e}") from None
+        return record
+
+
+@dataclass(frozen=True)
+class CapacityReport:
+    """One NodeManager as it reports itself on the ring."""
+
+    ring_id: str  # 40 hex digits: the member this report is about
+    node_id: str  # YARN's NodeId, host:port (its nodemanager.address)
+    http_address: str
+    rack: str
+    memory_mb: int
+    vcores: int
+
+    def encode(self) -> bytes:
+        """The report's JSON (the gossip item's payload)."""
+        return json.dumps(asdict(self), sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def decode(cls, data: bytes) -> CapacityReport:
+        """Parse and check a report; MalformedRingRecord says what is wrong."""
+        fields: dict[str, type] = {"ring_id": str, "node_id": str, "http_address": str, "rack": str}
+        fields.update(memory_mb=int, vcores=int)
+        report = cls(**_decode(data, fields, "capacity report"))
+        if len(report.ring_id) != 40 or report.memory_mb < 1 or report.vcores < 1:
+            raise MalformedRingRecord(f"a capacity report with a bad ring id or capacity: {report}")
+        try:
+            parse_address(report.node_id, "node_id")
+        except Exception as e:
+            raise MalformedRingRecord(f"a capacity report's node_id: {e}") from None
+        return report
+
+
+class NodeDirectory:
+    """The RM's table of capacity reports, newest per ring member (the gossip section's receiver)."""
+
+    def __init__(self) -> None:
+        self._reports: dict[str, CapacityReport] = {}
+
+    def receive(self, item: GossipItem) -> bool:
+        """Keep the report if it is new or changed; whether it was (then it is gossiped on)."""
+        try:
+            report = CapacityReport.decode(item.payload)
+        except MalformedRingRecord as e:
+            log.warn("ignoring a capacity report: {error}", error=str(e))
+            return False
+        if report.ring_id != item.key:
+            log.warn("ignoring a capacity report filed under {key} about {ring_id}", key=item.key, ring_id=report.ring_id)
+            return False
+        if self._reports.get(report.ring_id) == report:
+            return False
+        self._reports[report.ring_id] = report
+        log.info("ring member {ring_id} is NodeManager {node_id} with {memory_mb} MB, {vcores} vcores",
+                 ring_id=report.ring_id[:10], node_id=report.node_id, memory_mb=report.memory_mb, vcores=report.vcores)
+        return True
+
+    def report_of(self, ring_id: str) -> CapacityReport | None:
+        """The newest report of ring member ``ring_id`` (40 hex digits)."""
+        return self._reports.get(ring_id)
+
+    def reports(self) -> list[CapacityReport]:
+        """Every report, by NodeId."""
+        return sorted(self._reports.values(), key=lambda r: r.node_id)
+
+
+class Republisher:
+    """Runs ``publish`` now and every ``interval_s`` on ``clock`` (a failure is logged, the next run retries)."""
+
+    def __init__(self, publish: Callable[[], Any], clock: Any, interval_s: float = REPUBLISH_INTERVAL_S) -> None:
+        self._publish = publish
+        self._loop = task.LoopingCall(self._run)
+        self._loop.clock = clock
+        self.interval_s = interval_s
+
+    def _run(self) -> defer.Deferred[None]:
+        d = defer.maybeDeferred(self._publish)
+        d.addErrback(lambda f: log.warn("publishing to the ring failed ({error}); retrying in {interval:.0f} s",
+                                        error=f.getErrorMessage(), interval=self.interval_s))
+        return d
+
+    def start(self) -> None:
+        self._loop.start(self.interval_s, now=True)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+
+def publish_resource_manager(ring: RingClient, record: ResourceManagerRecord) -> defer.Deferred[Record]:
+    """Put the RM's record under the well-known key."""
+    d = ring.put(RESOURCE_MANAGER_KEY, record.encode())
+
+    def stored(result: Record) -> Record:
+        log.info("published the ResourceManager record in the ring (version {version})", version=result.version)
+        return result
+
+    return d.addCallback(stored)
+
+
+def find_resource_manager(ring: RingClient) -> defer.Deferred[ResourceManagerRecord]:
+    """The RM record in the ring; fails with a message saying what to check when there is none."""
+
+    def found(record: Record | None) -> ResourceManagerRecord:
+        if record is None:
+            raise LookupError(
+                f"no ResourceManager has published {RESOURCE_MANAGER_KEY!r} in the ring yet "
+                "(is a node with [resourcemanager] enabled running and on this ring?)"
+            )
+        return ResourceManagerRecord.decode(record.value)
+
+    return ring.get(RESOURCE_MANAGER_KEY).addCallback(found)

@@ -1,0 +1,119 @@
+"""The RM's record and the nodes' capacity reports as the ring carries them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from cortex_rm.dht.kv_messages import Record
+from cortex_rm.dht.swim_messages import GossipItem
+from cortex_rm.ring_records import (
+    CAPACITY_SECTION,
+    RESOURCE_MANAGER_KEY,
+    CapacityReport,
+    MalformedRingRecord,
+    NodeDirectory,
+    Republisher,
+    ResourceManagerRecord,
+    find_resource_manager,
+    publish_resource_manager,
+)
+
+RM = ResourceManagerRecord("127.0.0.1:8032", "127.0.0.1:8030", "127.0.0.1:8088", "127.0.0.1:8031", "ab" * 32, 1234)
+REPORT = CapacityReport("1" * 40, "127.0.0.2:45454", "127.0.0.2:8042", "/default-rack", 4096, 4)
+
+
+class DictRing:
+    """A ring client over a dict (put/get) and a list of published gossip items."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, Record] = {}
+        self.published: list[tuple[str, str, bytes]] = []
+        self.fail_puts = 0
+
+    def put(self, key: str, value: bytes) -> defer.Deferred[Record]:
+        if self.fail_puts:
+            self.fail_puts -= 1
+            return defer.fail(RuntimeError("the ring is changing"))
+        old = self.records.get(key)
+        self.records[key] = Record(key, value, (old.version + 1) if old else 1, 1)
+        return defer.succeed(self.records[key])
+
+    def get(self, key: str) -> defer.Deferred[Record | None]:
+        return defer.succeed(self.records.get(key))
+
+    def publish(self, section: str, key: str, payload: bytes) -> None:
+        self.published.append((section, key, payload))
+
+
+def test_the_rm_record_round_trips_through_the_ring() -> None:
+    """What the RM publishes under the well-known key, a NodeManager finds as it was."""
+    ring = DictRing()
+    publish_resource_manager(ring, RM)
+    assert RESOURCE_MANAGER_KEY in ring.records
+    found: list[ResourceManagerRecord] = []
+    find_resource_manager(ring).addCallback(found.append)
+    assert found == [RM]
+
+
+def test_finding_no_rm_says_what_to_check() -> None:
+    """With nothing published the lookup fails naming the key and what to check."""
+    failures: list[str] = []
+    find_resource_manager(DictRing()).addErrback(lambda f: failures.append(f.getErrorMessage()))
+    assert "cortex:resourcemanager" in failures[0] and "[resourcemanager] enabled" in failures[0]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not json",
+        b"[]",
+        json.dumps({"client_address": "x"}).encode(),
+        RM.encode().replace(b'"started_ms": 1234', b'"started_ms": "1234"'),
+        RM.encode().replace(b"127.0.0.1:8031", b"no-port"),
+        b"{" + b" " * 5000 + b"}",
+    ],
+)
+def test_a_malformed_rm_record_is_refused(data: bytes) -> None:
+    """Not JSON, wrong keys, wrong types, a bad address, oversized: MalformedRingRecord."""
+    with pytest.raises(MalformedRingRecord):
+        ResourceManagerRecord.decode(data)
+
+
+def test_the_directory_keeps_the_newest_report_and_says_when_it_changed() -> None:
+    """A new or changed report is kept and gossiped on (True); a repeat is not (False)."""
+    directory = NodeDirectory()
+    item = GossipItem(CAPACITY_SECTION, REPORT.ring_id, REPORT.encode())
+    assert directory.receive(item) is True
+    assert directory.receive(item) is False
+    bigger = CapacityReport(REPORT.ring_id, REPORT.node_id, REPORT.http_address, REPORT.rack, 8192, 4)
+    assert directory.receive(GossipItem(CAPACITY_SECTION, REPORT.ring_id, bigger.encode())) is True
+    assert directory.report_of(REPORT.ring_id) == bigger
+    assert directory.reports() == [bigger]
+
+
+def test_the_directory_ignores_reports_filed_under_another_member_or_malformed() -> None:
+    """A report about member A filed under key B, or one that does not parse, changes nothing."""
+    directory = NodeDirectory()
+    assert directory.receive(GossipItem(CAPACITY_SECTION, "2" * 40, REPORT.encode())) is False
+    assert directory.receive(GossipItem(CAPACITY_SECTION, REPORT.ring_id, b"{}")) is False
+    bad = REPORT.encode().replace(b'"memory_mb": 4096', b'"memory_mb": 0')
+    assert directory.receive(GossipItem(CAPACITY_SECTION, REPORT.ring_id, bad)) is False
+    assert directory.reports() == []
+
+
+def test_the_republisher_runs_now_and_every_interval_and_survives_failures() -> None:
+    """A failed publication is logged and retried at the next interval."""
+    clock, ring = Clock(), DictRing()
+    ring.fail_puts = 1
+    republisher = Republisher(lambda: publish_resource_manager(ring, RM), clock, interval_s=30)
+    republisher.start()
+    assert RESOURCE_MANAGER_KEY not in ring.records  # the first put failed
+    clock.advance(30)
+    assert ring.records[RESOURCE_MANAGER_KEY].version == 1
+    clock.advance(30)
+    assert ring.records[RESOURCE_MANAGER_KEY].version == 2
+    republisher.stop()
