@@ -69,7 +69,11 @@ def node_host(index: int) -> str:
     return f"127.0.0.{index}"
 
 
-def node_config_text(state_dir: Path, name: str, ports: dict[str, int], is_rm: bool, host: str) -> str:
+def node_config_text(
+    state_dir: Path, name: str, ports: dict[str, int], is_rm: bool, host: str, introducers: tuple[str, ...] = ()
+) -> str:
+    """One node's cortex.toml: the first node runs the RM and starts the ring; the others join
+    through ``introducers`` and find the RM through the ring (no RM address in their config)."""
     lines = [
         "# Written by cortex-rm local-cluster up.",
         "[node]",
@@ -92,7 +96,11 @@ def node_config_text(state_dir: Path, name: str, ports: dict[str, int], is_rm: b
         "[nodemanager]",
         f'webapp_address = "{host}:{ports["nm_web"]}"',
         f'address = "{host}:{ports["nm"]}"  # the NodeId',
-        f'resourcemanager_tracker = "127.0.0.1:{ports["tracker"]}"',
+        "# no resourcemanager_tracker: the RM is found through the ring",
+        "",
+        "[ring]",
+        f'address = "{host}:{ports["ring"]}"',
+        f"introducers = {json.dumps(list(introducers))}",
         "",
     ]
     return "\n".join(lines)
@@ -114,17 +122,20 @@ def up(workdir: Path, nodes: int, timeout: float = 60.0, say: Callable[[str], No
     if nodes < 1:
         raise LocalClusterError("--nodes must be at least 1")
     workdir.mkdir(parents=True, exist_ok=True)
-    ports = iter(free_ports(4 + 2 * nodes))
+    ports = iter(free_ports(4 + 3 * nodes))
     rm_ports = {"rm": next(ports), "scheduler": next(ports), "rm_web": next(ports), "tracker": next(ports)}
     started: list[LocalNode] = []
     for i in range(1, nodes + 1):
         name = f"node{i}"
         directory = workdir / name
         (directory / "logs").mkdir(parents=True, exist_ok=True)
-        node_ports = dict(rm_ports, nm_web=next(ports), nm=next(ports))
+        node_ports = dict(rm_ports, nm_web=next(ports), nm=next(ports), ring=next(ports))
         config = directory / "cortex.toml"
         host = node_host(i)
-        config.write_text(node_config_text(directory, name, node_ports, is_rm=(i == 1), host=host))
+        if i == 1:
+            first_ring = f"{host}:{node_ports['ring']}"
+        introducers = () if i == 1 else (first_ring,)
+        config.write_text(node_config_text(directory, name, node_ports, is_rm=(i == 1), host=host, introducers=introducers))
         for stale in (READY_FILE, PID_FILE):
             (directory / stale).unlink(missing_ok=True)
         log = open(directory / "logs" / "daemon.out", "ab")

@@ -2,13 +2,22 @@
 
 ``CortexNode`` builds every role this daemon plays from its configuration, with the
 reactor, clock and storage injected, and starts them; nothing else wires services
-together.  Roles today: the ResourceManager (``resource_manager.py``: its ports,
-state store, scheduler and NodeTracker) and the NodeManager: its web endpoint, its
-containers (``container/node_manager.py``: ContainerManagementProtocol on
-``nodemanager.address``, LXC containers) and the status updater, which reports this
-node and its containers to the RM's NodeTracker over mutual TLS with the node's
-identity (``<state_dir>/identity``); the ring and the witness join here as they
-are built.
+together.  Roles today:
+
+* the ring member (``dht/ring_service.py``, ``[ring]``), started first: the node's
+  place on the Chord ring, SWIM failure detection and the replicated key space,
+  over mutual TLS with the node's identity (``<state_dir>/identity``);
+* the ResourceManager (``resource_manager.py``: its ports, state store, scheduler
+  and NodeTracker), which publishes its addresses in the ring
+  (``ring_records.py``), keeps the NodeManagers' capacity reports gossiped on the
+  ring, and marks LOST at once the node of a member the ring declares dead or left;
+* the NodeManager: its web endpoint, its containers (``container/node_manager.py``:
+  ContainerManagementProtocol on ``nodemanager.address``, LXC containers), its
+  capacity report on the ring, and the status updater, which finds the RM's
+  NodeTracker through the ring (unless ``resourcemanager_tracker`` is configured)
+  and reports this node and its containers to it over mutual TLS.
+
+The witness joins here as it is built.
 
 On start the node writes ``cortex-rm.pid`` and, once every port listens,
 ``ready.json`` (the bound addresses) into its state directory; both are removed on
@@ -35,11 +44,23 @@ from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.config import Config, parse_address
 from cortex_rm.container.node_manager import NodeManagerRole
-from cortex_rm.container.status_updater import NodeStatusUpdater, NodeStatusUpdaterService
+from cortex_rm.container.status_updater import NodeStatusUpdater, NodeStatusUpdaterService, TrackerLocation
 from cortex_rm.dht.identity import KnownResourceManagers, NodeIdentity
+from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
+from cortex_rm.dht.ring_math import format_id
+from cortex_rm.dht.ring_service import RingService
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.internal.tracker_messages import NodeRegistration
 from cortex_rm.resource_manager import ResourceManagerRole
+from cortex_rm.ring_records import (
+    CAPACITY_SECTION,
+    CapacityReport,
+    NodeDirectory,
+    Republisher,
+    ResourceManagerRecord,
+    find_resource_manager,
+    publish_resource_manager,
+)
 from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
 
 log = Logger()
@@ -65,6 +86,9 @@ class CortexNode:
         self.identity: NodeIdentity | None = None
         self.node_manager: NodeManagerRole | None = None
         self.status_updater: NodeStatusUpdaterService | None = None
+        self.ring: RingService | None = None
+        self.node_directory = NodeDirectory()  # the NodeManagers' capacity reports, as gossiped
+        self._republishers: list[Republisher] = []
 
     @property
     def state_dir(self) -> Path:
@@ -97,16 +121,96 @@ class CortexNode:
         started_ms = int(self.reactor.seconds() * 1000)
         self.identity = NodeIdentity.load_or_create(self.state_dir)
         tls = MutualTLS(self.identity)
+        if self.config.ring.enabled:
+            yield self._start_ring()
         if self.config.resourcemanager.enabled:
             self.resource_manager = ResourceManagerRole(self.config, self.reactor, self._listen, tls)
             yield self.resource_manager.start(started_ms)
+            if self.ring is not None:
+                self._serve_rm_on_ring(self.ring, started_ms)
         if self.config.nodemanager.enabled:
             self._start_node_web(started_ms)
             self.node_manager = NodeManagerRole(self.config, self.reactor, self._listen)
             self.node_manager.start(self.addresses["nodemanager.webapp_address"])
             self._start_status_updater(tls, self.node_manager)
+            if self.ring is not None:
+                self._publish_capacity(self.ring)
         (self.state_dir / READY_FILE).write_text(json.dumps(self.addresses, indent=2))
         log.info("Cortex node {name} ready: {addresses}", name=self.config.node.name, addresses=self.addresses)
+
+    @defer.inlineCallbacks
+    def _start_ring(self):  # type: ignore[no-untyped-def]
+        """Listen on ``ring.address`` and begin joining (the node does not wait to be on the ring)."""
+        ring_config = self.config.ring
+        host, port = parse_address(ring_config.address, "ring.address")
+        assert self.identity is not None
+        self.ring = RingService(
+            self.identity,
+            ring_config.ring_config(),
+            self.reactor,
+            self.state_dir,
+            listen_host=host,
+            advertise_host=host,
+            port=port,
+            introducers=ring_config.introducers,
+        )
+        try:
+            yield self.ring.start()
+        except Exception as e:
+            raise NodeStartError(
+                f"ring.address {ring_config.address} is not available ({e}); "
+                f"change it in {self.config.source} or stop what uses it"
+            ) from None
+        self.addresses["ring.address"] = self.ring.me.address
+        # Every member keeps (and so passes on) the capacity reports; the RM acts on them.
+        self.ring.register_section(CAPACITY_SECTION, self.node_directory.receive)
+        log.info("ring member {ring_id} at {address}", ring_id=format_id(self.identity.ring_id), address=self.ring.me.address)
+
+    def _serve_rm_on_ring(self, ring: RingService, started_ms: int) -> None:
+        """Publish the RM's addresses in the ring, keep the capacity reports, and turn ring deaths into LOST nodes."""
+        assert self.identity is not None and self.resource_manager is not None
+        tracker = self.resource_manager.tracker
+        record = ResourceManagerRecord(
+            client_address=self.addresses["resourcemanager.address"],
+            scheduler_address=self.addresses["resourcemanager.scheduler_address"],
+            webapp_address=self.addresses["resourcemanager.webapp_address"],
+            tracker_address=self.addresses["resourcemanager.tracker_address"],
+            tracker_fingerprint=self.identity.fingerprint,
+            started_ms=started_ms,
+        )
+        def membership_changed(event: MembershipEvent) -> None:
+            if isinstance(event, (MemberDied, MemberLeft)):
+                tracker.ring_member_died(event.peer.node_id)
+
+        ring.add_membership_listener(membership_changed)
+        republisher = Republisher(lambda: publish_resource_manager(ring, record), self.reactor)
+        republisher.start()
+        self._republishers.append(republisher)
+
+    def _publish_capacity(self, ring: RingService) -> None:
+        """Gossip this NodeManager's capacity report on the ring (now and every 30 s)."""
+        assert self.identity is not None
+        nm = self.config.nodemanager
+        ring_id = format_id(self.identity.ring_id)
+        report = CapacityReport(
+            ring_id=ring_id,
+            node_id=nm.address,
+            http_address=self.addresses["nodemanager.webapp_address"],
+            rack=nm.rack,
+            memory_mb=nm.memory_mb,
+            vcores=nm.vcores,
+        )
+        if self.resource_manager is not None:
+            self.node_directory.receive_own(report)
+        republisher = Republisher(lambda: ring.publish(CAPACITY_SECTION, ring_id, report.encode()), self.reactor)
+        republisher.start()
+        self._republishers.append(republisher)
+
+    def _locate_tracker(self) -> defer.Deferred[TrackerLocation]:
+        """Where the RM's tracker is, from the ring's ResourceManager record."""
+        assert self.ring is not None
+        d = find_resource_manager(self.ring)
+        return d.addCallback(lambda record: TrackerLocation(record.tracker_address, record.tracker_fingerprint))
 
     def _start_node_web(self, started_ms: int) -> None:
         nm = self.config.nodemanager
@@ -135,6 +239,11 @@ class CortexNode:
             heartbeat_interval_ms=nm.heartbeat_interval_ms,
             version=__version__,
         )
+        if not nm.resourcemanager_tracker and self.ring is None:
+            raise NodeStartError(
+                f"the NodeManager has no RM to report to: set nodemanager.resourcemanager_tracker "
+                f"or enable [ring] in {self.config.source}"
+            )
         self.status_updater = NodeStatusUpdaterService(
             self.reactor,
             NodeStatusUpdater(registration, random=random.Random().random),
@@ -146,11 +255,15 @@ class CortexNode:
             on_acknowledged=node_manager.acknowledged,
             on_cleanup_applications=node_manager.cleanup_applications,
             on_registered=node_manager.registered,
+            locate_tracker=self._locate_tracker if not nm.resourcemanager_tracker else None,
         )
         self.status_updater.start()
 
     @defer.inlineCallbacks
     def stop(self):  # type: ignore[no-untyped-def]
+        for republisher in self._republishers:
+            republisher.stop()
+        self._republishers.clear()
         if self.status_updater is not None:
             yield self.status_updater.stop()
             self.status_updater = None
@@ -162,6 +275,9 @@ class CortexNode:
         self.ports.clear()
         if self.resource_manager is not None:
             self.resource_manager.stop()
+        if self.ring is not None:
+            yield self.ring.stop(graceful=True)  # hand our records on, tell the neighbours, gossip LEFT
+            self.ring = None
         for name in (READY_FILE, PID_FILE):
             (self.state_dir / name).unlink(missing_ok=True)
         log.info("Cortex node {name} stopped", name=self.config.node.name)

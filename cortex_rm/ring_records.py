@@ -152,6 +152,10 @@ class NodeDirectory:
                  ring_id=report.ring_id[:10], node_id=report.node_id, memory_mb=report.memory_mb, vcores=report.vcores)
         return True
 
+    def receive_own(self, report: CapacityReport) -> None:
+        """The RM's own node's report (gossip never brings a member its own items)."""
+        self._reports[report.ring_id] = report
+
     def report_of(self, ring_id: str) -> CapacityReport | None:
         """The newest report of ring member ``ring_id`` (40 hex digits)."""
         return self._reports.get(ring_id)
