@@ -32,6 +32,14 @@ def _parser() -> argparse.ArgumentParser:
     down = csub.add_parser("down", help="stop the daemons of a local cluster")
     down.add_argument("--workdir", type=Path, required=True)
 
+    ring = sub.add_parser("ring", help="show the ring as a node sees it: its neighbours and the members it knows")
+    rwhere = ring.add_mutually_exclusive_group()
+    rwhere.add_argument(
+        "--workdir", type=Path, help="a local cluster's work dir, or a node's state dir (default node: the first)"
+    )
+    rwhere.add_argument("--address", metavar="HOST:PORT", help="a node's web address (its ring.status_address)")
+    ring.add_argument("--all", action="store_true", dest="all_nodes", help="every node of --workdir, one view each")
+    ring.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each node (default 5)")
     cc = sub.add_parser("client-config", help="write yarn-site.xml and core-site.xml for Hadoop/Spark clients")
     cc.add_argument("--out", type=Path, required=True, help="directory to write (use it as HADOOP_CONF_DIR)")
     where = cc.add_mutually_exclusive_group(required=True)
@@ -65,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cortex-rm: {e}", file=sys.stderr)
             return 1
         return 0
+    if args.command == "ring":
+        from cortex_rm.ring_status import ring_command
+
+        return ring_command(args.workdir, args.address, args.all_nodes, sys.stdout, timeout=args.timeout)
     if args.command == "client-config":
         from cortex_rm import local_cluster
         from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config

@@ -210,6 +210,9 @@ class RingSection:
     replicas: int = 3
     # A neighbour log older than this is not trusted on restart (use the introducers)
     neighbour_log_max_age_s: int = 600
+    # Where GET /ws/v1/ring (what `cortex-rm ring` reads) is served on a node without a
+    # NodeManager; "" (the default): on the NodeManager's webapp_address, or nowhere
+    status_address: str = ""
 
     def ring_config(self) -> RingConfig:
         """The ring core's settings: the LAN profile with the probe timings scaled to probe_interval_ms."""
@@ -426,6 +429,8 @@ def _validate_ring(config: Config) -> None:
             )
         return
     parse_address(ring.address, f"{where}.address")
+    if ring.status_address:
+        parse_address(ring.status_address, f"{where}.status_address")
     for introducer in ring.introducers:
         _, port = parse_address(introducer, f"{where}.introducers")
         if port == 0:

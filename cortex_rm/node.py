@@ -37,6 +37,8 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.web.resource import Resource as WebResource
+from twisted.web.server import Site
 
 from cortex_rm import __version__
 from cortex_rm.allocator.ids import NodeId
@@ -46,7 +48,10 @@ from cortex_rm.config import Config, parse_address
 from cortex_rm.container.node_manager import NodeManagerRole
 from cortex_rm.container.status_updater import NodeStatusUpdater, NodeStatusUpdaterService, TrackerLocation
 from cortex_rm.dht.identity import KnownResourceManagers, NodeIdentity
+from cortex_rm.dht.errors import RingError
 from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
+from cortex_rm.dht.ring_member import RingView
+from cortex_rm.dht.ring_rest import RingResource, mount_ring
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.dht.ring_service import RingService
 from cortex_rm.internal.tls import MutualTLS
@@ -135,6 +140,8 @@ class CortexNode:
             self._start_status_updater(tls, self.node_manager)
             if self.ring is not None:
                 self._publish_capacity(self.ring)
+        if self.ring is not None and self.config.ring.status_address:
+            self._start_ring_status()
         (self.state_dir / READY_FILE).write_text(json.dumps(self.addresses, indent=2))
         log.info("Cortex node {name} ready: {addresses}", name=self.config.node.name, addresses=self.addresses)
 
@@ -224,7 +231,28 @@ class CortexNode:
             version=__version__,
         )
         site = build_nm_site(info, lambda: int(self.reactor.seconds() * 1000))
+        if self.ring is not None:
+            mount_ring(site.resource, RingResource(self._ring_view, self.reactor))
         self._listen("nodemanager.webapp_address", nm.webapp_address, site)
+        if self.ring is not None and not self.config.ring.status_address:
+            self.addresses["ring.status_address"] = self.addresses["nodemanager.webapp_address"]
+
+    def _start_ring_status(self) -> None:
+        """Serve /ws/v1/ring on ring.status_address (for nodes without a NodeManager web site)."""
+        root = WebResource()
+        mount_ring(root, RingResource(self._ring_view, self.reactor))
+        site = Site(root)
+        site.displayTracebacks = False
+        self._listen("ring.status_address", self.config.ring.status_address, site)
+
+    def _ring_view(self) -> RingView | None:
+        """The ring view for /ws/v1/ring; None while the ring is not running."""
+        if self.ring is None:
+            return None
+        try:
+            return self.ring.view()
+        except RingError:
+            return None
 
     def _start_status_updater(self, tls: MutualTLS, node_manager: NodeManagerRole) -> None:
         """Report this node's capacity and containers to the RM's NodeTracker (NodeId = nodemanager.address);
