@@ -53,29 +53,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from cortex_rm.dht.envelope import Send
+from cortex_rm.dht.group_view import GroupView, SwimAction
 from cortex_rm.dht.local_health import LocalHealth
-from cortex_rm.dht.member_table import (
-    ALIVE,
-    DEAD,
-    GONE,
-    LEFT,
-    SUSPECT,
-    Member,
-    MembershipEvent,
-    MemberTable,
-    supersedes,
-)
+from cortex_rm.dht.member_table import ALIVE, DEAD, GONE, LEFT, SUSPECT, Member, MemberTable
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.piggyback import BroadcastQueue, GossipSections, SizeOf
 from cortex_rm.dht.probe_scheduler import ProbeScheduler
-from cortex_rm.dht.suspicion import SuspicionTimer, expected_confirmations, retransmit_limit, suspicion_timeout_bounds
+from cortex_rm.dht.suspicion import SuspicionTimer, retransmit_limit
 from cortex_rm.dht.swim_config import SwimConfig
 from cortex_rm.dht.swim_messages import Ack, MemberStatus, MemberUpdate, Nack, Piggyback, Probe, ProbeRequest, SwimMessage
 
-SwimAction = Send | MembershipEvent
+__all__ = ["Membership", "SwimAction"]
 
 
 @dataclass(slots=True)
@@ -107,16 +98,14 @@ class Membership:
     def __init__(self, me: Peer, config: SwimConfig, rng: random.Random, *, incarnation: int = 0) -> None:
         self.me = me
         self.config = config
-        self.incarnation = incarnation
-        self.left = False
         self._rng = rng
-        self.table = MemberTable(me)
         self.health = LocalHealth(config.awareness_max_multiplier, me.short())
         self.broadcasts = BroadcastQueue(config.max_broadcasts, retransmit_limit(config.retransmit_mult, 1))
         self.sections = GossipSections(self.broadcasts, me.short())
         self._scheduler = ProbeScheduler(me, rng)
-        self._suspicions: dict[int, SuspicionTimer] = {}
-        self._told: set[int] = set()  # told of our refutation directly, at this incarnation
+        self.view = GroupView(me, config, self.health, self.broadcasts, incarnation, self._next_seq, lambda peer: None)
+        self.table: MemberTable = self.view.table
+        self._suspicions: dict[int, SuspicionTimer] = self.view.suspicions
         self._verifying: set[int] = set()  # suspects we probe before declaring them dead
         self._failed: dict[int, float] = {}  # member -> when our latest probe of it failed
         self._round: _ProbeRound | None = None
@@ -128,6 +117,16 @@ class Membership:
         self.broadcasts.put(MemberUpdate(me, ALIVE, incarnation))
 
     # ------------------------------------------------------------ queries
+
+    @property
+    def incarnation(self) -> int:
+        """Our incarnation: raised only by us, to refute a suspicion or death."""
+        return self.view.incarnation
+
+    @property
+    def left(self) -> bool:
+        """Whether we left the group."""
+        return self.view.left
 
     def status_of(self, peer: Peer) -> MemberStatus | None:
         """What we believe of ``peer`` (None: never heard of it)."""
@@ -284,7 +283,7 @@ class Membership:
         The LEFT update rides on one probe to each neighbour (their acks are not
         awaited) and on whatever we send until we stop.
         """
-        self.left = True
+        self.view.left = True
         self._round = None
         self.broadcasts.put(MemberUpdate(self.me, LEFT, self.incarnation))
         targets = [p for p in self._scheduler.neighbours if self._probeable(p)]
@@ -357,72 +356,11 @@ class Membership:
         # Untracked: its ack is ignored; a live "dead" member answers by refuting.
         return [Send(self._rng.choice(dead), Probe(self._next_seq()))]
 
-    # ------------------------------------------------------------ updates
-
     def _apply(self, update: MemberUpdate, now: float, reason: str, relay: Peer | None = None) -> list[SwimAction]:
-        """Apply one update by SWIM's precedence rules; queue it on if it was news."""
-        if update.peer.node_id == self.me.node_id:
-            return self._about_me(update, relay)
-        member = self.table.get(update.peer)
-        if member is not None and member.incarnation == update.incarnation and member.status is update.status is not SUSPECT:
-            return []  # old news (the common case): nothing to do
-        if update.status is SUSPECT and update.accuser is None:
-            update = replace(update, accuser=relay if relay is not None else self.me)
-        if member is not None and update.status is SUSPECT and member.status is SUSPECT:
-            if update.incarnation == member.incarnation:
-                # The same suspicion again: a confirmation if from a new accuser.
-                suspicion = self._suspicions.get(member.peer.node_id)
-                assert update.accuser is not None
-                if suspicion is not None and suspicion.confirm(update.accuser):
-                    self.broadcasts.put(update)
-                return []
-        current = None if member is None else (member.status, member.incarnation)
-        if not supersedes(current, (update.status, update.incarnation)):
-            return []
-        event = self.table.update(update.peer, update.status, update.incarnation, now, reason)
-        n = self.table.live_count
-        self.broadcasts.retransmit_limit = retransmit_limit(self.config.retransmit_mult, n)
-        if update.status is SUSPECT:
-            assert update.accuser is not None
-            c = self.config
-            minimum, maximum = suspicion_timeout_bounds(n, c.probe_interval, c.suspicion_mult, c.suspicion_max_timeout_mult)
-            k = expected_confirmations(c.suspicion_mult, n)
-            self._suspicions[update.peer.node_id] = SuspicionTimer(now, minimum, maximum, k, update.accuser)
-        else:
-            self._suspicions.pop(update.peer.node_id, None)
-            self._verifying.discard(update.peer.node_id)
-            self._failed.pop(update.peer.node_id, None)
-        self.broadcasts.put(update)
-        return [] if event is None else [event]
-
-    def _about_me(self, update: MemberUpdate, relay: Peer | None) -> list[SwimAction]:
-        """Gossip about ourselves: refute a suspicion, a death or a stale leave.
-
-        Besides gossiping the refutation, we tell the accuser and whoever passed
-        the accusation on directly (once each per incarnation): a probe whose
-        piggyback leads with our refutation.  Gossip alone can miss a member, and
-        the accuser is the one that will declare us dead.
-        """
-        if update.status is ALIVE:
-            # An older process of ours may have held a higher incarnation.
-            self.incarnation = max(self.incarnation, update.incarnation)
-            return []
-        if self.left:
-            return []
-        alive = MemberUpdate(self.me, ALIVE, self.incarnation)
-        if update.incarnation < self.incarnation:
-            # Stale news of an accusation we refuted: whoever still repeats it (often a
-            # buddy that suspects us and tells us on every message) missed our refutation.
-            if self.broadcasts.transmits(alive) != 0:
-                self.broadcasts.put(alive)
-        else:
-            self.incarnation = update.incarnation + 1
-            self._told.clear()
-            self.health.apply(1, f"refuted being {update.status.value}")
-            self.broadcasts.put(MemberUpdate(self.me, ALIVE, self.incarnation))
-        actions: list[SwimAction] = []
-        for peer in (update.accuser, relay):
-            if peer is not None and peer.node_id != self.me.node_id and peer.node_id not in self._told:
-                self._told.add(peer.node_id)
-                actions.append(Send(peer, Probe(self._next_seq())))
+        """Apply one update (``GroupView.apply``); a member no longer SUSPECT needs no more checks of ours."""
+        actions = self.view.apply(update, now, reason, relay)
+        node_id = update.peer.node_id
+        if node_id not in self._suspicions:
+            self._verifying.discard(node_id)
+            self._failed.pop(node_id, None)
         return actions

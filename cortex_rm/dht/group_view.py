@@ -1,0 +1,135 @@
+"""What one member believes of the group: rumours applied by SWIM's rules, suspicions, and refutations.
+
+``GroupView`` is the update half of ``Membership`` (which keeps the probing half).
+It owns the member table, the running suspicions (``SuspicionTimer``) and our own
+incarnation, and applies every ``MemberUpdate`` -- from gossip, from our own
+failed probes, from expired suspicions -- in one place:
+
+* **Precedence** (``member_table.supersedes``): higher incarnations win; within
+  one, SUSPECT beats ALIVE, and DEAD and LEFT are final.  Old news (the common
+  case) returns at once.
+* **Confirmations.**  A SUSPECT at the incarnation we already suspect is no
+  transition: a new *accuser* in it is one Lifeguard confirmation, which brings the
+  suspicion's deadline forward and is gossiped on.
+* **New suspicions** start a ``SuspicionTimer`` (bounds from the live count N) and
+  call ``on_suspect``, so the prober can check the suspect itself soon.
+* **Refutation.**  Gossip that says *we* are SUSPECT or DEAD at our incarnation
+  or above raises our incarnation past it and gossips ALIVE.  Gossip alone can
+  miss the members that matter most, so we also tell the accuser and whoever
+  passed the accusation on directly: a ``Probe`` whose piggyback leads with the
+  refutation.  Whoever still repeats an accusation we already refuted (a buddy
+  that suspects us tells us on every message) missed it: it is told again, at
+  most once per probe interval.
+
+Every update that was news is queued for gossip again (infection style).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from cortex_rm.dht.envelope import Send
+from cortex_rm.dht.local_health import LocalHealth
+from cortex_rm.dht.member_table import ALIVE, SUSPECT, MembershipEvent, MemberTable, supersedes
+from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.piggyback import BroadcastQueue
+from cortex_rm.dht.suspicion import SuspicionTimer, expected_confirmations, retransmit_limit, suspicion_timeout_bounds
+from cortex_rm.dht.swim_config import SwimConfig
+from cortex_rm.dht.swim_messages import MemberUpdate, Probe
+
+SwimAction = Send | MembershipEvent
+
+
+class GroupView:
+    """The member table, the suspicions we hold, and our incarnation; ``apply`` is the only way to change them."""
+
+    def __init__(
+        self,
+        me: Peer,
+        config: SwimConfig,
+        health: LocalHealth,
+        broadcasts: BroadcastQueue,
+        incarnation: int,
+        next_seq: Callable[[], int],
+        on_suspect: Callable[[Peer], None],
+    ) -> None:
+        self.me = me
+        self.config = config
+        self.health = health
+        self.broadcasts = broadcasts
+        self.incarnation = incarnation
+        self.left = False
+        self.table = MemberTable(me)
+        self.suspicions: dict[int, SuspicionTimer] = {}
+        self._next_seq = next_seq
+        self._on_suspect = on_suspect
+        self._told: dict[int, float] = {}  # peer -> when we last told it our refutation, at this incarnation
+
+    def apply(self, update: MemberUpdate, now: float, reason: str, relay: Peer | None = None) -> list[SwimAction]:
+        """Apply one update by SWIM's precedence rules; queue it on if it was news.
+
+        ``relay`` is the member whose message carried it (None: our own conclusion).
+        """
+        if update.peer.node_id == self.me.node_id:
+            return self._about_me(update, now, relay)
+        member = self.table.get(update.peer)
+        if member is not None and member.incarnation == update.incarnation and member.status is update.status is not SUSPECT:
+            return []  # old news (the common case): nothing to do
+        if update.status is SUSPECT and update.accuser is None:
+            update = replace(update, accuser=relay if relay is not None else self.me)
+        if member is not None and update.status is SUSPECT and member.status is SUSPECT:
+            if update.incarnation == member.incarnation:
+                # The same suspicion again: a confirmation if from a new accuser.
+                suspicion = self.suspicions.get(member.peer.node_id)
+                assert update.accuser is not None
+                if suspicion is not None and suspicion.confirm(update.accuser):
+                    self.broadcasts.put(update)
+                return []
+        current = None if member is None else (member.status, member.incarnation)
+        if not supersedes(current, (update.status, update.incarnation)):
+            return []
+        event = self.table.update(update.peer, update.status, update.incarnation, now, reason)
+        n = self.table.live_count
+        self.broadcasts.retransmit_limit = retransmit_limit(self.config.retransmit_mult, n)
+        if update.status is SUSPECT:
+            assert update.accuser is not None
+            c = self.config
+            minimum, maximum = suspicion_timeout_bounds(n, c.probe_interval, c.suspicion_mult, c.suspicion_max_timeout_mult)
+            k = expected_confirmations(c.suspicion_mult, n)
+            self.suspicions[update.peer.node_id] = SuspicionTimer(now, minimum, maximum, k, update.accuser)
+            if update.accuser.node_id != self.me.node_id:
+                self._on_suspect(update.peer)
+        else:
+            self.suspicions.pop(update.peer.node_id, None)
+        self.broadcasts.put(update)
+        return [] if event is None else [event]
+
+    def _about_me(self, update: MemberUpdate, now: float, relay: Peer | None) -> list[SwimAction]:
+        """Gossip about ourselves: refute a suspicion, a death or a stale leave."""
+        if update.status is ALIVE:
+            # An older process of ours may have held a higher incarnation.
+            self.incarnation = max(self.incarnation, update.incarnation)
+            return []
+        if self.left:
+            return []
+        alive = MemberUpdate(self.me, ALIVE, self.incarnation)
+        if update.incarnation < self.incarnation:
+            # Stale news of an accusation we refuted: whoever still repeats it (often a
+            # buddy that suspects us and tells us on every message) missed our refutation.
+            if self.broadcasts.transmits(alive) != 0:
+                self.broadcasts.put(alive)
+        else:
+            self.incarnation = update.incarnation + 1
+            self._told.clear()
+            self.health.apply(1, f"refuted being {update.status.value}")
+            self.broadcasts.put(MemberUpdate(self.me, ALIVE, self.incarnation))
+        actions: list[SwimAction] = []
+        for peer in (update.accuser, relay):
+            if peer is None or peer.node_id == self.me.node_id:
+                continue
+            told = self._told.get(peer.node_id)
+            if told is None:
+                self._told[peer.node_id] = now
+                actions.append(Send(peer, Probe(self._next_seq())))
+        return actions
