@@ -1,0 +1,378 @@
+"""The daemon's ring member: the sans-IO ``RingMember`` driven in real time over a ``RingTransport``.
+
+``RingService`` is the real-time counterpart of ``tests/support/ring_sim.py``: it
+owns one ``RingMember`` and a transport, and does exactly what the simulation's
+timeline does, with the injected reactor as the clock:
+
+* every envelope the transport authenticated goes to ``member.receive(envelope,
+  now)``; every ``Transmit`` the member returns goes to ``transport.send``;
+* ``tick(now)`` runs at ``member.next_deadline(now)``: one pending ``callLater`` at a
+  time, moved earlier whenever a step brings the deadline forward;
+* the neighbour log is written every ``neighbour_log_interval`` (only while it
+  names a peer: a node left alone keeps its last record with peers, which ages
+  out after ``neighbour_log_max_age``);
+* outcomes fire the callers' Deferreds (``lookup``, ``put``, ``get``), membership
+  events go to the listeners (the RM marks a node LOST on ``MemberDied``), and
+  ``Joined``/``JoinFailed`` drive the join attempts (``ring_join.py``: the
+  neighbour log, then the introducers, retried every ``join_retry_interval``).
+
+An exception raised by the core, a listener or an outcome callback is logged with
+``log.failure`` and the service goes on.
+
+**Incarnation.**  Each start takes ``max(persisted + 1, wall-clock milliseconds)``
+and persists it in ``state_dir/ring-incarnation`` before the member exists, so a
+restarted node always comes back above what the others remember of it (its
+ALIVE then supersedes their DEAD or LEFT for the old incarnation).
+
+**Stopping.**  ``stop(graceful=True)`` writes the neighbour log, then lets the
+member leave (records handed off, neighbours told, LEFT gossiped), keeps the
+connections open for ``leave_flush`` seconds so the goodbyes are written, and
+stops the transport.  ``stop(graceful=False)`` writes the log and drops
+everything at once: to the others it looks like a crash (they detect it, and
+report ``MemberDied``).  The log is written on both: after a graceful leave the
+peers it names hold us as LEFT at our old incarnation, and a restart comes back
+higher, so rejoining through them is right and quicker than the introducers.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from cortex_rm.allocator.lifecycle import TransitionTable
+from cortex_rm.dht.envelope import Envelope
+from cortex_rm.dht.errors import RingError
+from cortex_rm.dht.identity import NodeIdentity
+from cortex_rm.dht.join_lifecycle import RingState
+from cortex_rm.dht.kv_messages import Record
+from cortex_rm.dht.live_member import LiveMember, MembershipListener
+from cortex_rm.dht.neighbour_log import NeighbourLog
+from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.piggyback import OnReceive
+from cortex_rm.dht.ring_config import RingConfig
+from cortex_rm.dht.ring_join import JoinAttempts
+from cortex_rm.dht.ring_member import RingMember, RingView
+from cortex_rm.dht.ring_transport import DEFAULT_CONNECT_TIMEOUT_S, RingTransport
+from cortex_rm.dht.swim_messages import GossipItem
+from cortex_rm.internal.tls import MutualTLS
+
+log = Logger()
+
+INCARNATION_FILE = "ring-incarnation"
+LEAVE_FLUSH_S = 1.0
+"""Seconds a graceful stop keeps its connections open after the goodbyes were sent."""
+
+
+
+class ServiceState(enum.Enum):
+    """The lifecycle of one ``RingService`` (it is not restarted: a restart is a new service)."""
+
+    NEW = "new"
+    STARTING = "starting"  # binding the listening port
+    RUNNING = "running"  # listening, ticking, joining or joined
+    STOPPING = "stopping"  # leaving, closing connections
+    STOPPED = "stopped"
+
+
+class ServiceEvent(enum.Enum):
+    """What moves a ``RingService`` between ``ServiceState``s."""
+
+    START = "start"
+    LISTENING = "listening"
+    LISTEN_FAILED = "listen-failed"
+    STOP = "stop"
+    CLOSED = "closed"
+
+
+SERVICE_LIFECYCLE: TransitionTable[ServiceState, ServiceEvent] = TransitionTable(
+    "ring service",
+    {
+        (ServiceState.NEW, ServiceEvent.START): ServiceState.STARTING,
+        (ServiceState.NEW, ServiceEvent.STOP): ServiceState.STOPPED,
+        (ServiceState.STARTING, ServiceEvent.LISTENING): ServiceState.RUNNING,
+        (ServiceState.STARTING, ServiceEvent.LISTEN_FAILED): ServiceState.STOPPED,
+        (ServiceState.RUNNING, ServiceEvent.STOP): ServiceState.STOPPING,
+        (ServiceState.STOPPING, ServiceEvent.CLOSED): ServiceState.STOPPED,
+    },
+    ignored=[(ServiceState.STOPPING, ServiceEvent.STOP), (ServiceState.STOPPED, ServiceEvent.STOP)],
+)
+
+
+def next_incarnation(state_dir: Path, wall_clock: Callable[[], float]) -> int:
+    """This start's incarnation: above the last one persisted in ``state_dir``, and persisted before use."""
+    path = state_dir / INCARNATION_FILE
+    previous = 0
+    try:
+        previous = int(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as e:
+        log.warn("ignoring {path} ({error}); the incarnation comes from the clock", path=str(path), error=str(e))
+    incarnation = max(previous + 1, int(wall_clock() * 1000))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(f"{incarnation}\n")
+    os.replace(temporary, path)
+    return incarnation
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class RingService:
+    """This node's place on the ring: joins it, keeps it, answers for it, and leaves it."""
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        config: RingConfig,
+        reactor: Any,
+        state_dir: Path,
+        *,
+        listen_host: str,
+        advertise_host: str,
+        port: int,
+        introducers: Sequence[str],
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        leave_flush: float = LEAVE_FLUSH_S,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+    ) -> None:
+        self.identity = identity
+        self.config = config
+        self.reactor = reactor
+        self.state_dir = Path(state_dir)
+        self.listen_host, self.advertise_host, self.port = listen_host, advertise_host, port
+        self.introducers = tuple(introducers)
+        self.wall_clock = wall_clock
+        self.leave_flush = leave_flush
+        self.me = Peer(identity.ring_id, host_port(advertise_host, port))
+        self.state = ServiceState.NEW
+        self.live: LiveMember | None = None
+        self.transport = RingTransport(
+            identity, MutualTLS(identity), reactor, self._on_envelope, connect_timeout=connect_timeout
+        )
+        self.neighbour_log = NeighbourLog(self.state_dir)
+        self._rng = rng or random.Random()
+        self._attempts: JoinAttempts | None = None
+        self._early_joined: list[defer.Deferred[None]] = []  # joined() before start
+        self._after_listen: list[Callable[[], object]] = []
+        self._stop_waiters: list[defer.Deferred[None]] = []
+        self._log_loop: task.LoopingCall | None = None
+        self._listeners: list[MembershipListener] = []
+        self._sections: dict[str, OnReceive] = {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> defer.Deferred[None]:
+        """Listen, start the member, begin joining; fires once listening (``joined()`` fires when on the ring)."""
+        self._move(ServiceEvent.START)
+        d: defer.Deferred[Any] = self.transport.listen(self.listen_host, self.port)
+        d.addCallback(self._listening).addErrback(lambda f: defer.ensureDeferred(self._start_failed(f)))
+        return d
+
+    def joined(self) -> defer.Deferred[None]:
+        """Fires when this node is on a ring with others, or is the first node of a new one."""
+        if self._attempts is not None:
+            return self._attempts.settled()
+        if self.state is ServiceState.STOPPED:
+            return defer.fail(RingError("the ring service is stopped"))
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._early_joined.append(waiter)
+        return waiter
+
+    def stop(self, graceful: bool = True) -> defer.Deferred[None]:
+        """Leave (``graceful``) or just drop off the ring, then close everything; fires when done."""
+        if self.state is ServiceState.STARTING:
+            waiting: defer.Deferred[None] = defer.Deferred()
+            self._after_listen.append(lambda: self.stop(graceful).chainDeferred(waiting))
+            return waiting
+        if self.state is ServiceState.STOPPED:
+            return defer.succeed(None)
+        done: defer.Deferred[None] = defer.Deferred()
+        self._stop_waiters.append(done)
+        if self.state is ServiceState.NEW:
+            self._move(ServiceEvent.STOP)
+            self._closed()
+        elif self._move(ServiceEvent.STOP):
+            defer.ensureDeferred(self._stop(graceful)).addErrback(
+                lambda f: log.failure("ring {me}: stopping failed", f, me=self.me.short())
+            )
+        return done
+
+    def _closed(self) -> None:
+        """Stopped: whoever waits on ``stop`` or ``joined`` hears of it."""
+        self._fail_early_waiters()
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _listening(self, listening_port: Any) -> None:
+        bound = listening_port.getHost().port
+        self.me = Peer(self.identity.ring_id, host_port(self.advertise_host, bound))
+        incarnation = next_incarnation(self.state_dir, self.wall_clock)  # (an OSError fails the start)
+        member = RingMember(self.me, self.config, self._rng, incarnation=incarnation)
+        for name, on_receive in self._sections.items():
+            member.membership.sections.register(name, on_receive)
+        live = self.live = LiveMember(member, self.reactor, self.transport.send, self._after_step)
+        for listener in self._listeners:
+            live.add_listener(listener)
+        self._move(ServiceEvent.LISTENING)
+        log.info("ring {me} started, incarnation {incarnation}", me=self.me.short(), incarnation=incarnation)
+        live.start()
+        self._log_loop = task.LoopingCall(self._write_neighbour_log)
+        self._log_loop.clock = self.reactor
+        self._log_loop.start(self.config.neighbour_log_interval, now=False)
+        self._attempts = JoinAttempts(
+            self.reactor,
+            self.me,
+            self.introducers,
+            self.config.join_retry_interval,
+            log_candidates=self._log_candidates,
+            discover=self.transport.discover,
+            join=lambda peers: live.step("join", lambda now: member.join(peers, now)),
+        )
+        for waiter in self._early_joined:
+            self._attempts.settled().chainDeferred(waiter)
+        self._early_joined.clear()
+        self._attempts.begin()
+        self._run_after_listen()
+
+    async def _start_failed(self, failure: Failure) -> None:
+        log.error("ring {me} cannot start: {error}", me=self.me.short(), error=failure.getErrorMessage())
+        await self.transport.stop()
+        self._move(ServiceEvent.LISTEN_FAILED)
+        self._closed()
+        self._run_after_listen()
+        failure.raiseException()
+
+    def _run_after_listen(self) -> None:
+        hooks, self._after_listen = self._after_listen, []
+        for hook in hooks:
+            hook()
+
+    async def _stop(self, graceful: bool) -> None:
+        if self._log_loop is not None and self._log_loop.running:
+            self._log_loop.stop()
+        if self._attempts is not None:
+            self._attempts.stop()
+        live = self.live
+        if live is not None:
+            live.halt("the ring service stopped")
+            self._write_neighbour_log()
+            if graceful:
+                log.info("ring {me} leaving the ring", me=self.me.short())
+                live.step("leave", live.member.leave)
+                await task.deferLater(self.reactor, self.leave_flush, lambda: None)
+        await self.transport.stop()
+        self._move(ServiceEvent.CLOSED)
+        log.info("ring {me} stopped ({how})", me=self.me.short(), how="left" if graceful else "dropped off")
+        self._closed()
+
+    def _fail_early_waiters(self) -> None:
+        waiters, self._early_joined = self._early_joined, []
+        for waiter in waiters:
+            waiter.errback(RingError("the ring service stopped before it joined a ring"))
+
+    def _move(self, event: ServiceEvent) -> bool:
+        new = SERVICE_LIFECYCLE.next_state(self.state, event)
+        if new is None:
+            return False
+        log.debug("ring {me} service: {old} -> {new}", me=self.me.short(), old=self.state.value, new=new.value)
+        self.state = new
+        return True
+
+    # ------------------------------------------------------------ the ring's API
+
+    def lookup(self, key: int) -> defer.Deferred[Peer]:
+        """The member owning ring point ``key``; RingError when the lookup did not end."""
+        return self._running("lookup").lookup(key)
+
+    def put(self, key: str, value: bytes) -> defer.Deferred[Record]:
+        """Store ``value`` under ``key`` on its owner (and replicas); the stored record, or RingError."""
+        return self._running("put").put(key, value)
+
+    def get(self, key: str) -> defer.Deferred[Record | None]:
+        """The record under ``key`` (None when nobody has it), or RingError."""
+        return self._running("get").get(key)
+
+    def add_membership_listener(self, listener: MembershipListener) -> None:
+        """Call ``listener`` with every membership event (MemberJoined, MemberDied, MemberLeft...)."""
+        self._listeners.append(listener)
+        if self.live is not None:
+            self.live.add_listener(listener)
+
+    def remove_membership_listener(self, listener: MembershipListener) -> None:
+        """Stop calling ``listener``."""
+        self._listeners.remove(listener)
+        if self.live is not None:
+            self.live.remove_listener(listener)
+
+    def register_section(self, name: str, on_receive: OnReceive) -> None:
+        """Gossip section ``name`` (``GossipSections.register``); may be called before ``start``."""
+        if name in self._sections:
+            raise ValueError(f"gossip section {name!r} is already registered")
+        self._sections[name] = on_receive
+        if self.live is not None:
+            self.live.member.membership.sections.register(name, on_receive)
+
+    def publish(self, section: str, key: str, payload: bytes) -> GossipItem:
+        """Gossip ``payload`` under ``(section, key)`` (``GossipSections.publish``); RingError unless running."""
+        return self._running("publish").member.membership.sections.publish(section, key, payload)
+
+    def view(self) -> RingView:
+        """The ring as this member sees it; RingError unless running."""
+        return self._running("view").member.view()
+
+    # ------------------------------------------------------------ internals
+
+    def _running(self, what: str) -> LiveMember:
+        if self.live is None or self.state is not ServiceState.RUNNING:
+            raise RingError(f"the ring service {self.me.short()} is {self.state.value}: cannot {what}")
+        return self.live
+
+    def _on_envelope(self, envelope: Envelope) -> None:
+        if self.live is not None and self.state is ServiceState.RUNNING:
+            self.live.receive(envelope)
+
+    def _after_step(self, ring_state: RingState, join_failed: bool) -> None:
+        if self._attempts is not None:
+            self._attempts.observe(ring_state)
+            if join_failed:
+                self._attempts.join_failed()
+
+    def _write_neighbour_log(self) -> None:
+        if self.live is None:
+            return
+        try:
+            record = self.live.member.neighbour_record(self.wall_clock())
+            if record.rejoin_candidates(record.written_at, math.inf):  # alone: keep the last record with peers
+                self.neighbour_log.write(record)
+        except Exception:
+            log.failure("ring {me}: cannot write the neighbour log {path}", me=self.me.short(), path=str(self.neighbour_log.path))
+
+    def _log_candidates(self) -> list[Peer]:
+        record = self.neighbour_log.read(self.me.node_id)
+        if record is None:
+            return []
+        candidates = record.rejoin_candidates(self.wall_clock(), self.config.neighbour_log_max_age)
+        if not candidates:
+            log.info(
+                "ring {me}: the neighbour log {path} is older than {max_age:g} s; not rejoining through it",
+                me=self.me.short(),
+                path=str(self.neighbour_log.path),
+                max_age=self.config.neighbour_log_max_age,
+            )
+        return candidates

@@ -1,0 +1,253 @@
+"""Ring services on 127.0.0.1: real reactor, real sockets, real mutual TLS, fast ring timings.
+
+Each scenario waits on the state it asserts (bounded by ``WAIT_S`` only so that a
+broken test cannot hang); none sleeps for correctness.  The oracle is the sorted
+ring ids of the services still running: every member's successor and
+predecessor must be its true neighbours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
+
+from cortex_rm.dht.identity import NodeIdentity
+from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
+from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.ring_config import RingConfig
+from cortex_rm.dht.ring_join import JoinState
+from cortex_rm.dht.ring_service import RingService, ServiceState
+from cortex_rm.dht.swim_config import SwimConfig
+from cortex_rm.dht.swim_messages import MemberStatus
+from tests.support.reactor import reactor, wait_until as wait_for
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 30.0
+
+FAST = RingConfig(
+    request_timeout=1.0,
+    stabilize_interval=0.2,
+    fix_fingers_interval=0.1,
+    replicate_interval=1.0,
+    neighbour_log_interval=0.3,
+    join_retry_interval=0.5,
+    tick_interval=0.1,
+    swim=SwimConfig(
+        probe_interval=0.3,
+        probe_timeout=0.15,
+        indirect_probe_timeout=0.1,
+        suspicion_mult=3,
+        suspicion_max_timeout_mult=2,
+        dead_probe_interval=1.0,
+    ),
+)
+"""Every timing about ten times the LAN profile's speed (a probe every 0.3 s)."""
+
+
+def wait_until(condition: Callable[[], bool], what: str, detail: Callable[[], object] = lambda: "") -> defer.Deferred:
+    """Wait (bounded by WAIT_S) until ``condition`` holds; on timeout the error adds ``detail()``."""
+
+    def explain(failure):  # type: ignore[no-untyped-def]
+        failure.trap(AssertionError)
+        raise AssertionError(f"{failure.getErrorMessage()}: {detail()}")
+
+    return wait_for(condition, what, WAIT_S).addErrback(explain)
+
+
+@dataclass
+class Node:
+    """One ring service, its state directory, and the membership events it reported."""
+
+    service: RingService
+    state_dir: Path
+    events: list[MembershipEvent] = field(default_factory=list)
+
+    @property
+    def peer(self) -> Peer:
+        return self.service.me
+
+    def saw(self, kind: type, peer: Peer) -> bool:
+        """Whether this node reported a ``kind`` event (MemberDied...) about ``peer``."""
+        return any(isinstance(e, kind) and e.peer == peer for e in self.events)
+
+
+def node(
+    state_dir: Path, introducers: list[str], identity: NodeIdentity | None = None, port: int = 0
+) -> Node:
+    """A ring service on 127.0.0.1 (not started) whose membership events are recorded."""
+    service = RingService(
+        identity or NodeIdentity.generate(),
+        FAST,
+        reactor(),
+        state_dir,
+        listen_host="127.0.0.1",
+        advertise_host="127.0.0.1",
+        port=port,
+        introducers=introducers,
+        leave_flush=0.3,
+        connect_timeout=1.0,
+    )
+    n = Node(service, state_dir)
+    service.add_membership_listener(n.events.append)
+    return n
+
+
+@defer.inlineCallbacks
+def started(n: Node):  # type: ignore[no-untyped-def]
+    """``n`` listening (its address is known once this fires)."""
+    yield n.service.start()
+    return n
+
+
+def ring_errors(nodes: list[Node]) -> list[str]:
+    """Every running node whose successor or predecessor is not its true neighbour by ring id."""
+    ring = sorted((n for n in nodes if n.service.state is ServiceState.RUNNING), key=lambda n: n.peer.node_id)
+    errors = []
+    for i, n in enumerate(ring):
+        view = n.service.view()
+        succ, pred = ring[(i + 1) % len(ring)].peer, ring[i - 1].peer
+        if not view.successors or view.successors[0] != succ:
+            errors.append(f"{n.peer.short()}: successor {view.successors[:1]}, should be {succ.short()}")
+        if len(ring) > 1 and view.predecessor != pred:
+            errors.append(f"{n.peer.short()}: predecessor {view.predecessor}, should be {pred.short()}")
+    return errors
+
+
+def membership_errors(nodes: list[Node]) -> list[str]:
+    """Every running node that does not hold every other running node as ALIVE.
+
+    (Not at its current incarnation: a member first heard of directly is taken at
+    incarnation 0 until its own announcement reaches that node, which may never
+    happen while nothing is wrong.)
+    """
+    running = [n for n in nodes if n.service.state is ServiceState.RUNNING]
+    errors = []
+    for n in running:
+        statuses = {peer: status for peer, status, _ in n.service.view().members}
+        for other in running:
+            if other is not n and statuses.get(other.peer) is not MemberStatus.ALIVE:
+                errors.append(f"{n.peer.short()} holds {other.peer.short()} as {statuses.get(other.peer)}")
+    return errors
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[LogEvent]]:
+    """Every twisted.logger event emitted during the test."""
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
+    yield events
+    globalLogPublisher.removeObserver(events.append)  # type: ignore[arg-type]
+
+
+def messages(events: list[LogEvent], level: LogLevel | None = None) -> list[str]:
+    return [formatEvent(e) for e in events if level is None or e.get("log_level") is level]
+
+
+@defer.inlineCallbacks
+def stop_all(nodes: list[Node]):  # type: ignore[no-untyped-def]
+    yield defer.gatherResults([n.service.stop(graceful=False) for n in nodes], consumeErrors=True)
+
+
+# ------------------------------------------------------------- the scenarios
+
+
+@pytest_twisted.inlineCallbacks
+def test_five_services_form_a_ring_survive_a_crash_a_restart_and_a_leave(  # type: ignore[no-untyped-def]
+    tmp_path: Path, log_events: list[LogEvent]
+):
+    """Five join through the first; a record outlives a crash; the crashed one rejoins by its log; a leave is LEFT."""
+    first = yield started(node(tmp_path / "n0", introducers=[]))
+    nodes = [first]
+    try:
+        yield first.service.joined()  # the first node of a new ring: at once
+        assert any("starting a new ring" in m for m in messages(log_events))
+        for i in range(1, 5):
+            nodes.append((yield started(node(tmp_path / f"n{i}", introducers=[first.peer.address]))))
+        yield defer.gatherResults([n.service.joined() for n in nodes])
+        yield wait_until(lambda: not ring_errors(nodes), "the five services form a correct ring", lambda: ring_errors(nodes))
+
+        # a put through one member is read through another
+        record = yield nodes[1].service.put("nodes/nm-7", b"capacity=8")
+        assert record.value == b"capacity=8"
+        got = yield nodes[4].service.get("nodes/nm-7")
+        assert got is not None and got.value == b"capacity=8"
+        owner = yield nodes[3].service.lookup(nodes[2].peer.node_id)
+        assert owner == nodes[2].peer
+
+        # a crash (no goodbye): the others report it dead, the ring repairs, the record survives
+        yield wait_until(lambda: not membership_errors(nodes), "everyone knows everyone", lambda: membership_errors(nodes))
+        crashed = nodes[2]
+        crashed_identity, crashed_port = crashed.service.identity, int(crashed.peer.address.rsplit(":", 1)[1])
+        yield crashed.service.stop(graceful=False)
+        others = [n for n in nodes if n is not crashed]
+        yield wait_until(
+            lambda: all(n.saw(MemberDied, crashed.peer) for n in others),
+            "every other node saw it die",
+            lambda: [[type(e).__name__ for e in n.events if e.peer == crashed.peer] for n in others],
+        )
+        assert not any(n.saw(MemberLeft, crashed.peer) for n in others)
+        yield wait_until(lambda: not ring_errors(others), "the four services repaired the ring", lambda: ring_errors(others))
+        got = yield others[0].service.get("nodes/nm-7")
+        assert got is not None and got.value == b"capacity=8"
+
+        # the crashed node restarts with its state directory and no introducer: its neighbour log brings it back
+        restarted = yield started(node(crashed.state_dir, [], identity=crashed_identity, port=crashed_port))
+        nodes[2] = restarted
+        yield restarted.service.joined()
+        assert any("rejoining through the" in m and "neighbour log" in m for m in messages(log_events))
+        yield wait_until(lambda: not ring_errors(nodes), "the restarted node is back in its place", lambda: ring_errors(nodes))
+        assert restarted.service.view().incarnation > 0
+
+        # a graceful stop is a LEFT at the others, not a death
+        yield wait_until(lambda: not membership_errors(nodes), "everyone knows everyone", lambda: membership_errors(nodes))
+        leaver = nodes[3]
+        yield leaver.service.stop(graceful=True)
+        rest = [n for n in nodes if n is not leaver]
+        yield wait_until(lambda: all(n.saw(MemberLeft, leaver.peer) for n in rest), "every other node saw it leave",
+            lambda: [[type(e).__name__ for e in n.events if e.peer == leaver.peer] for n in rest],
+        )
+        assert not any(n.saw(MemberDied, leaver.peer) for n in rest)
+        yield wait_until(lambda: not ring_errors(rest), "the ring closed the gap", lambda: ring_errors(rest))
+        got = yield rest[-1].service.get("nodes/nm-7")
+        assert got is not None and got.value == b"capacity=8"
+        assert messages(log_events, LogLevel.critical) == []
+    finally:
+        yield stop_all(nodes)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_silent_introducer_is_retried_until_it_appears(  # type: ignore[no-untyped-def]
+    tmp_path: Path, log_events: list[LogEvent]
+):
+    """Nobody at the introducer's address: the service keeps trying and says so; once it listens, the join succeeds."""
+    from cortex_rm.local_cluster import free_ports
+
+    (port,) = free_ports(1)
+    address = f"127.0.0.1:{port}"
+    waiting = yield started(node(tmp_path / "waiting", introducers=[address]))
+    nodes = [waiting]
+    try:
+        joined = waiting.service.joined()
+
+        def retries() -> list[str]:
+            return [m for m in messages(log_events) if "trying again in 0.5 s" in m and address in m]
+
+        yield wait_until(lambda: len(retries()) >= 2, "two retries were announced")
+        assert not joined.called
+        warned = [m for m in messages(log_events, LogLevel.warn) if address in m]
+        assert warned and "connection refused" in warned[0] and "check" in warned[0]
+
+        introducer = yield started(node(tmp_path / "introducer", introducers=[], port=port))
+        nodes.append(introducer)
+        yield joined
+        assert waiting.service._attempts is not None and waiting.service._attempts.state is JoinState.JOINED
+        yield wait_until(lambda: not ring_errors(nodes), "the two services form a ring")
+    finally:
+        yield stop_all(nodes)
