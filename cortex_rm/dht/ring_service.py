@@ -43,7 +43,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -67,6 +67,8 @@ from cortex_rm.dht.swim_messages import GossipItem
 from cortex_rm.internal.tls import MutualTLS
 
 log = Logger()
+
+T = TypeVar("T")
 
 INCARNATION_FILE = "ring-incarnation"
 LEAVE_FLUSH_S = 1.0
@@ -297,16 +299,16 @@ class RingService:
     # ------------------------------------------------------------ the ring's API
 
     def lookup(self, key: int) -> defer.Deferred[Peer]:
-        """The member owning ring point ``key``; RingError when the lookup did not end."""
-        return self._running("lookup").lookup(key)
+        """The member owning ring point ``key``; RingError when the lookup did not end (or not running)."""
+        return self._when_running("lookup", lambda live: live.lookup(key))
 
     def put(self, key: str, value: bytes) -> defer.Deferred[Record]:
         """Store ``value`` under ``key`` on its owner (and replicas); the stored record, or RingError."""
-        return self._running("put").put(key, value)
+        return self._when_running("put", lambda live: live.put(key, value))
 
     def get(self, key: str) -> defer.Deferred[Record | None]:
         """The record under ``key`` (None when nobody has it), or RingError."""
-        return self._running("get").get(key)
+        return self._when_running("get", lambda live: live.get(key))
 
     def add_membership_listener(self, listener: MembershipListener) -> None:
         """Call ``listener`` with every membership event (MemberJoined, MemberDied, MemberLeft...)."""
@@ -342,6 +344,13 @@ class RingService:
         if self.live is None or self.state is not ServiceState.RUNNING:
             raise RingError(f"the ring service {self.me.short()} is {self.state.value}: cannot {what}")
         return self.live
+
+    def _when_running(self, what: str, operation: Callable[[LiveMember], defer.Deferred[T]]) -> defer.Deferred[T]:
+        try:
+            live = self._running(what)
+        except RingError as e:
+            return defer.fail(e)
+        return operation(live)
 
     def _on_envelope(self, envelope: Envelope) -> None:
         if self.live is not None and self.state is ServiceState.RUNNING:
