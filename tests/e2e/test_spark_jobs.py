@@ -164,6 +164,17 @@ def test_a_job_survives_losing_a_node_that_runs_no_am(cluster: RunningCluster, t
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-6000:]
     assert "WORD alpha 20000" in out  # 4000 lines of 5 alphas: nothing lost with the node
+    # the RM learnt of the loss from the ring's failure detector, not from the heartbeat expiry
+    assert "LOST: the ring declared its member dead" in cluster.daemon_log("node1")
+
+
+def test_the_nodes_found_the_resource_manager_through_the_ring_alone(cluster: RunningCluster) -> None:
+    """No node's configuration names the RM's tracker: each joined the ring through the
+    first node, read the RM's record from the key space, and registered with it."""
+    for node in cluster.nodes:
+        config = Path(node.config).read_text()
+        assert "resourcemanager_tracker =" not in config
+        assert "the ring says the ResourceManager tracker is at" in cluster.daemon_log(node.name), node.name
 
 
 def test_pi_in_client_mode_prints_its_result(cluster: RunningCluster) -> None:
