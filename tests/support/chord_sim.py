@@ -21,6 +21,7 @@ from cortex_rm.dht.chord_messages import ChordMessage as Message
 from cortex_rm.dht.envelope import Send
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_math import RING_SIZE
+from tests.support.ring_oracle import neighbour_errors, true_owner
 
 ROUND_SECONDS = 1.0
 REQUEST_TIMEOUT = 0.5  # shorter than a round: a request unanswered within its round has failed
@@ -148,24 +149,11 @@ class ChordNetwork:
 
     def true_owner(self, key: int) -> Peer:
         """The first live node at or after ``key`` on the circle."""
-        ring = self.sorted_live()
-        for node in ring:
-            if node.node_id >= key:
-                return node.me
-        return ring[0].me
+        return true_owner([n.me for n in self.sorted_live()], key)
 
     def ring_errors(self) -> list[str]:
         """Every live node whose successor or predecessor is not its true neighbour."""
-        ring = self.sorted_live()
-        errors = []
-        for i, node in enumerate(ring):
-            succ, pred = ring[(i + 1) % len(ring)], ring[i - 1]
-            if node.successor != succ.me:
-                errors.append(f"{node.me.address}: successor {node.successor.address}, should be {succ.me.address}")
-            if len(ring) > 1 and node.predecessor != pred.me:
-                got = node.predecessor.address if node.predecessor else None
-                errors.append(f"{node.me.address}: predecessor {got}, should be {pred.me.address}")
-        return errors
+        return neighbour_errors(self.live_nodes())
 
     def ring_is_correct(self) -> bool:
         """Whether every live node's successor and predecessor are its true neighbours."""

@@ -20,7 +20,6 @@ daemon does, into ``neighbour_logs`` (the "disk" that survives a crash).
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import random
 from collections.abc import Callable, Iterable
@@ -36,6 +35,7 @@ from cortex_rm.dht.ring_codec import decode_envelope, encode_envelope
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_math import RING_SIZE
 from cortex_rm.dht.ring_member import RingAction, RingMember, Transmit
+from tests.support.ring_oracle import neighbour_errors, true_owner
 
 # A wall clock for neighbour-log timestamps: the simulated time plus an epoch.
 EPOCH = 1_790_000_000.0
@@ -296,23 +296,11 @@ class RingNetwork:
 
     def true_owner(self, key: int) -> Peer:
         """The first live member at or after ``key``."""
-        ring = self.sorted_live()
-        ids = [m.me.node_id for m in ring]
-        return ring[bisect.bisect_left(ids, key) % len(ring)].me
+        return true_owner([m.me for m in self.sorted_live()], key)
 
     def ring_errors(self) -> list[str]:
         """Every live member whose successor or predecessor is not its true neighbour."""
-        ring = self.sorted_live()
-        errors = []
-        for i, member in enumerate(ring):
-            succ, pred = ring[(i + 1) % len(ring)], ring[i - 1]
-            chord = member.chord
-            if chord.successor != succ.me:
-                errors.append(f"{member.me.address}: successor {chord.successor.address}, should be {succ.me.address}")
-            if len(ring) > 1 and chord.predecessor != pred.me:
-                got = chord.predecessor.address if chord.predecessor else None
-                errors.append(f"{member.me.address}: predecessor {got}, should be {pred.me.address}")
-        return errors
+        return neighbour_errors([m.chord for m in self.live()])
 
     def ring_is_correct(self) -> bool:
         """Whether every live member's successor and predecessor are its true neighbours."""
