@@ -177,6 +177,7 @@ class CortexNode:
         """Publish the RM's addresses in the ring, keep the capacity reports, and turn ring deaths into LOST nodes."""
         assert self.identity is not None and self.resource_manager is not None
         tracker = self.resource_manager.tracker
+        assert tracker is not None  # the RM role has started
         record = ResourceManagerRecord(
             client_address=self.addresses["resourcemanager.address"],
             scheduler_address=self.addresses["resourcemanager.scheduler_address"],

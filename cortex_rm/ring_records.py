@@ -87,7 +87,7 @@ class ResourceManagerRecord:
     @classmethod
     def decode(cls, data: bytes) -> ResourceManagerRecord:
         """Parse and check a record read from the ring; MalformedRingRecord says what is wrong."""
-        fields = {name: str for name in cls.__dataclass_fields__}
+        fields: dict[str, type] = {name: str for name in cls.__dataclass_fields__}
         fields["started_ms"] = int
         document = _decode(data, fields, "ResourceManager record")
         record = cls(**document)
