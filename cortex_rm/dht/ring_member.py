@@ -18,7 +18,9 @@ How the parts are wired:
 * After each step, if the routing state changed, membership gets the new
   neighbours (successors, predecessor, fingers: whom it probes) and the key space
   the new predecessor and successors (whom it replicates to).
-* Membership drives routing: a member declared DEAD or LEFT is forgotten by Chord
+* Membership drives routing: Chord's check_predecessor is SWIM's probing of the
+  predecessor (it is one of the neighbours probed, directly and indirectly, so one
+  lost ping does not clear it); a member declared DEAD or LEFT is forgotten by Chord
   (and is what the RM turns into a LOST node); a member that comes ALIVE is
   *considered* by Chord, which is how two rings merge again after a partition
   heals and how a node left alone finds the others.
