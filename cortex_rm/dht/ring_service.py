@@ -277,6 +277,12 @@ class RingService:
             if graceful:
                 log.info("ring {me} leaving the ring", me=self.me.short())
                 live.step("leave", live.member.leave)
+                # The goodbyes may need new connections: wait (at most a connect
+                # timeout) until none is queued, then give the sockets time to write.
+                waited = 0.0
+                while self.transport.queued() and waited < self.transport.connect_timeout:
+                    await task.deferLater(self.reactor, 0.05, lambda: None)
+                    waited += 0.05
                 await task.deferLater(self.reactor, self.leave_flush, lambda: None)
         await self.transport.stop()
         self._move(ServiceEvent.CLOSED)

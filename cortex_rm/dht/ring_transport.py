@@ -375,6 +375,10 @@ class RingTransport:
         """How many accepted connections are open."""
         return len(self._incoming)
 
+    def queued(self) -> int:
+        """Envelopes waiting on connections still being set up (a graceful stop waits for 0)."""
+        return sum(len(link.queue) for link in self._open_links)
+
     def discover(self, address: str) -> defer.Deferred[Peer]:
         """The ``Peer`` listening at ``address`` (its certificate's ring id): ``ring_discovery.discover_peer``."""
         return discover_peer(self.reactor, self.tls, address, self.connect_timeout)
