@@ -46,7 +46,7 @@ from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.config import Config, parse_address
 from cortex_rm.container.node_manager import NodeManagerRole
-from cortex_rm.container.status_updater import NodeStatusUpdater, NodeStatusUpdaterService, TrackerLocation
+from cortex_rm.container.status_updater import Backoff, NodeStatusUpdater, NodeStatusUpdaterService, TrackerLocation
 from cortex_rm.dht.identity import KnownResourceManagers, NodeIdentity
 from cortex_rm.dht.errors import RingError
 from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
@@ -76,6 +76,7 @@ class NodeStartError(Exception):
 
 
 PID_FILE = "cortex-rm.pid"
+RING_RETRY_MAX_MS = 3000
 READY_FILE = "ready.json"
 
 
@@ -214,6 +215,17 @@ class CortexNode:
         republisher.start()
         self._republishers.append(republisher)
 
+    def _tracker_backoff(self) -> Backoff:
+        """How long the updater waits between failed attempts.
+
+        Found through the ring, the RM is usually missing only while the ring forms
+        or the RM starts (seconds): retry at most every RING_RETRY_MAX_MS, so a node
+        registers soon after the RM appears, not up to 30 s later.
+        """
+        if self.config.nodemanager.resourcemanager_tracker:
+            return Backoff()
+        return Backoff(max_ms=RING_RETRY_MAX_MS)
+
     def _locate_tracker(self) -> defer.Deferred[TrackerLocation]:
         """Where the RM's tracker is, from the ring's ResourceManager record."""
         assert self.ring is not None
@@ -275,7 +287,7 @@ class CortexNode:
             )
         self.status_updater = NodeStatusUpdaterService(
             self.reactor,
-            NodeStatusUpdater(registration, random=random.Random().random),
+            NodeStatusUpdater(registration, self._tracker_backoff(), random=random.Random().random),
             nm.resourcemanager_tracker,
             tls,
             KnownResourceManagers.in_state_dir(self.state_dir),
