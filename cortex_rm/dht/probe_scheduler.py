@@ -1,15 +1,21 @@
-"""Which ring neighbour to probe next: round robin over a shuffled list, reshuffled each pass.
+"""Which ring neighbour to probe next: round robin over a random cyclic order of the neighbours.
 
 SWIM picks probe targets so that every member is probed within a bounded time
 (Das et al., section 4.3): a random permutation of the members, walked in order,
-and shuffled again at the end.  A member that fails is thus first probed after at
-most about two passes (the end of one pass and the start of the next), not after
-an unbounded run of bad luck as with uniformly random picks.
+not an unbounded run of bad luck as with uniformly random picks.  SWIM (and
+memberlist) shuffle again after each pass; then two probes of one member can be
+almost two passes apart (last in one pass, first in the next only by luck).  Here
+the permutation is drawn once and walked cyclically, so each neighbour is probed
+exactly once per pass, every ``len(neighbours)`` probe periods.  The members'
+orders are independent random draws, so a crashed member is first probed after
+the *least* of its probers' waits, each uniform over one pass: with 9 probers and
+9 neighbours each, 0.9 s on average and under 3.6 s in 99% of crashes (a
+reshuffle each pass: about 4 s).
 
 Here the targets are the member's *ring neighbours* (successors, predecessor,
 fingers), which the ring hands over whenever they change.  A new neighbour is
-inserted at a random place of the current pass, so it is probed within this pass
-or the next.
+inserted at a random place of the order and of the current pass, so it is probed
+within this pass or the next.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ class ProbeScheduler:
         self.me = me
         self._rng = rng
         self._neighbours: list[Peer] = []
+        self._ids: set[int] = set()
+        self._order: list[Peer] = []  # the cyclic order of the passes
         self._pass: list[Peer] = []  # the rest of the current pass, next target last
         self._priority: list[Peer] = []  # probed before the pass, first come first
 
@@ -41,11 +49,20 @@ class ProbeScheduler:
         known = set(self._neighbours)
         added = [p for p in unique if p not in known]
         self._neighbours = unique
+        self._ids = {p.node_id for p in unique}
         current = set(unique)
         self._pass = [p for p in self._pass if p in current]
+        self._order = [p for p in self._order if p in current]
+        in_pass = bool(self._pass)  # else the next pass starts from the order, new ones included
         for peer in added:
-            self._pass.insert(self._rng.randint(0, len(self._pass)), peer)
+            self._order.insert(self._rng.randint(0, len(self._order)), peer)
+            if in_pass:
+                self._pass.insert(self._rng.randint(0, len(self._pass)), peer)
         return added
+
+    def is_neighbour(self, peer: Peer) -> bool:
+        """Whether ``peer`` (by ring id) is one of the current neighbours."""
+        return peer.node_id in self._ids
 
     def probe_next(self, peer: Peer) -> None:
         """Probe ``peer`` before the rest (a suspect we check before declaring it dead).
@@ -72,6 +89,5 @@ class ProbeScheduler:
                     return peer
             if not self._neighbours:
                 return None
-            self._pass = list(self._neighbours)
-            self._rng.shuffle(self._pass)
+            self._pass = list(self._order)
         return None
