@@ -31,12 +31,12 @@ from dataclasses import replace
 
 from cortex_rm.dht.envelope import Send
 from cortex_rm.dht.local_health import LocalHealth
-from cortex_rm.dht.member_table import ALIVE, SUSPECT, MembershipEvent, MemberTable, supersedes
+from cortex_rm.dht.member_table import ALIVE, LEFT, SUSPECT, MembershipEvent, MemberTable, supersedes
 from cortex_rm.dht.peer import Peer
-from cortex_rm.dht.piggyback import BroadcastQueue
+from cortex_rm.dht.piggyback import BroadcastQueue, SizeOf
 from cortex_rm.dht.suspicion import SuspicionTimer, expected_confirmations, retransmit_limit, suspicion_timeout_bounds
 from cortex_rm.dht.swim_config import SwimConfig
-from cortex_rm.dht.swim_messages import MemberUpdate, Probe
+from cortex_rm.dht.swim_messages import MemberUpdate, Piggyback, Probe
 
 SwimAction = Send | MembershipEvent
 
@@ -96,7 +96,7 @@ class GroupView:
             assert update.accuser is not None
             c = self.config
             minimum, maximum = suspicion_timeout_bounds(n, c.probe_interval, c.suspicion_mult, c.suspicion_max_timeout_mult)
-            k = expected_confirmations(c.suspicion_mult, n)
+            k = expected_confirmations(c.suspicion_confirmations, n)
             self.suspicions[update.peer.node_id] = SuspicionTimer(now, minimum, maximum, k, update.accuser)
             if update.accuser.node_id != self.me.node_id:
                 self._on_suspect(update.peer)
@@ -104,6 +104,21 @@ class GroupView:
             self.suspicions.pop(update.peer.node_id, None)
         self.broadcasts.put(update)
         return [] if event is None else [event]
+
+    def piggyback_for(self, to: Peer, byte_budget: int, size_of: SizeOf) -> tuple[Piggyback, ...]:
+        """Rumours for one message to ``to``, within ``byte_budget`` bytes as ``size_of`` counts them.
+
+        Buddy system: when we believe ``to`` SUSPECT or DEAD, that news goes first,
+        so it can refute it.
+        """
+        member = self.table.get(to)
+        if member is None or member.status is ALIVE or member.status is LEFT:
+            return tuple(self.broadcasts.take(byte_budget, size_of))
+        suspicion = self.suspicions.get(to.node_id)
+        accuser = suspicion.accuser if suspicion is not None else None
+        buddy = MemberUpdate(member.peer, member.status, member.incarnation, accuser)
+        rest = self.broadcasts.take(byte_budget - size_of(buddy), size_of)
+        return (buddy, *[item for item in rest if item != buddy])
 
     def _about_me(self, update: MemberUpdate, now: float, relay: Peer | None) -> list[SwimAction]:
         """Gossip about ourselves: refute a suspicion, a death or a stale leave."""
@@ -129,7 +144,7 @@ class GroupView:
             if peer is None or peer.node_id == self.me.node_id:
                 continue
             told = self._told.get(peer.node_id)
-            if told is None:
+            if told is None or now - told >= self.config.probe_interval:
                 self._told[peer.node_id] = now
                 actions.append(Send(peer, Probe(self._next_seq())))
         return actions

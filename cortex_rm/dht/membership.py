@@ -1,56 +1,47 @@
 """SWIM failure detection with Lifeguard, as a sans-IO core over a member's ring neighbours.
 
-``Membership`` never sends, sleeps or reads a clock.  Every input is a method that
-takes ``now`` (seconds, from the caller's clock) and returns a list of actions
-(``Send``) and membership events (``MemberJoined``, ``MemberSuspected``,
-``MemberAlive``, ``MemberDied``, ``MemberLeft``).  The ring member calls
+``Membership`` never sends, sleeps or reads a clock.  Every input takes ``now``
+(seconds, the caller's clock) and returns actions (``Send``) and membership events
+(``MemberJoined``/``Suspected``/``Alive``/``Died``/``Left``).  The ring member calls
 ``tick(now)`` at ``next_deadline()`` (or more often), hands it every SWIM message
-(``receive``), every piggyback (``receive_piggyback``) and the sender of every
-message (``heard_from``), and asks it for rumours to piggyback on whatever it
-sends (``piggyback_for``).
+(``receive``), every piggyback (``receive_piggyback``) and every sender
+(``heard_from``), and asks it for rumours to piggyback (``piggyback_for``).
 
-The protocol (Das et al., "SWIM", 2002; Dadgar et al., "Lifeguard", 2018; the
-defaults of hashicorp memberlist, see ``SwimConfig``):
+The protocol (SWIM, Das et al. 2002; Lifeguard, Dadgar et al. 2018; memberlist's
+defaults, ``SwimConfig``), this module's half being the probing:
 
-1. **Probe.**  Once per probe interval a member probes the next of its ring
-   neighbours (``ProbeScheduler``: round robin over a shuffled list): ``Probe(seq)``,
-   answered by ``Ack(seq)``.
-2. **Indirect probe.**  With no ack after the probe timeout, it asks k random
-   other ALIVE members to probe the target for it (``ProbeRequest``).  Each helper
-   probes the target and forwards its ack, or answers ``Nack`` if the target did
-   not answer within ``indirect_probe_timeout``.
-3. **Suspect.**  With no ack at all by the end of the probe period, the target
-   becomes SUSPECT and the suspicion is gossiped, naming us as accuser.
-4. **Refute or die.**  A suspect that hears of its suspicion (gossip reaches it;
-   the *buddy system* puts the suspicion first on every message we send to a
-   suspect) raises its incarnation and gossips ALIVE, which overrides the
-   suspicion.  If the suspicion timer expires first, the member is DEAD, gossiped.
-   The timer starts long and shortens with independent confirmations
-   (``suspicion.py``); a death is final for its incarnation.
-5. **Local health.**  Failed probes, missed nacks and refutations of ourselves
-   raise our local health multiplier, acked probes lower it; the probe interval
-   and timeout scale by ``1 + LHM`` (``local_health.py``).
-6. **Gossip** rides on every message (``piggyback.py``): each update we newly
-   apply is queued again (infection style) and sent ``retransmit_limit`` times.
+1. **Probe** the next ring neighbour each probe interval (``ProbeScheduler``);
+   with no ack by the probe timeout, ask k ALIVE members to probe it for us
+   (``ProbeRequest``; each answers the target's ack, or ``Nack``).
+2. **Suspect** it with no ack by the end of the period; the accusation is gossiped
+   and pushed at once to k random members.  A member that hears a neighbour of
+   its own suspected probes it next: a crash is confirmed in a period or two, a
+   live suspect hears of it (buddy system: a message to a suspect leads with it).
+3. **Refute or die** (``group_view.py``): the suspect refutes with a higher
+   incarnation; the suspicion timer shortens with confirmations (``suspicion.py``);
+   a death also needs two failed probes of our own (``suspect_checks.py``).
+4. **Local health** (``local_health.py``): failures and missed nacks raise LHM,
+   acks lower it; intervals scale by ``1 + LHM``.  A tick long after its deadline
+   means *we* were paused: the probe in flight is inconclusive (LHM + 1, no
+   suspicion), relayed probes get no nack, and expired suspicions wait until we
+   have read what came in meanwhile.
+5. **Gossip** rides on every message (``piggyback.py``).  Anti-entropy: every
+   ``dead_probe_interval`` one random ALIVE member is gossiped again, so a member
+   that missed an announcement learns it in time.
 
-Partitions.  A partition that outlasts the suspicion timeout gets both sides
-declared DEAD by the other.  That is deliberate: the ring must route around
-members it cannot reach.  Once the partition heals, every member probes one
-random DEAD member every ``dead_probe_interval``; the probe carries the news of
-the death (buddy system), the dead member refutes it with a higher incarnation,
-and its ALIVE update brings it back (``MemberJoined``) everywhere.
+Partitions that outlast the suspicion timeout get each side declared DEAD by the
+other (the ring must route around them).  Every ``dead_probe_interval`` each
+member probes one random DEAD member with the news of its death; once the
+partition heals it refutes and comes back (``MemberJoined``).  A restarted member
+starts at a higher incarnation (``incarnation=``) and announces itself ALIVE.
 
-A restarted member starts at an incarnation higher than any it used before
-(``Membership(..., incarnation=...)``: a persisted counter plus one, or the time
-in milliseconds) and announces itself ALIVE, which overrides its old DEAD state.
-
-Messages nobody asked for (an ``Ack`` or ``Nack`` of an unknown or finished
-``seq``, or from a member we did not ask) are ignored deliberately: they are late
-answers of probes already decided.
+Unasked messages (an ``Ack``/``Nack`` of an unknown or finished ``seq``, or from
+a member we did not ask) are ignored deliberately: late answers of decided probes.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +53,7 @@ from cortex_rm.dht.member_table import ALIVE, DEAD, GONE, LEFT, SUSPECT, Member,
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.piggyback import BroadcastQueue, GossipSections, SizeOf
 from cortex_rm.dht.probe_scheduler import ProbeScheduler
+from cortex_rm.dht.suspect_checks import SuspectChecks, Verdict
 from cortex_rm.dht.suspicion import SuspicionTimer, retransmit_limit
 from cortex_rm.dht.swim_config import SwimConfig
 from cortex_rm.dht.swim_messages import Ack, MemberStatus, MemberUpdate, Nack, Piggyback, Probe, ProbeRequest, SwimMessage
@@ -103,11 +95,11 @@ class Membership:
         self.broadcasts = BroadcastQueue(config.max_broadcasts, retransmit_limit(config.retransmit_mult, 1))
         self.sections = GossipSections(self.broadcasts, me.short())
         self._scheduler = ProbeScheduler(me, rng)
-        self.view = GroupView(me, config, self.health, self.broadcasts, incarnation, self._next_seq, lambda peer: None)
+        self.view = GroupView(me, config, self.health, self.broadcasts, incarnation, self._next_seq, self._suspected)
         self.table: MemberTable = self.view.table
         self._suspicions: dict[int, SuspicionTimer] = self.view.suspicions
-        self._verifying: set[int] = set()  # suspects we probe before declaring them dead
-        self._failed: dict[int, float] = {}  # member -> when our latest probe of it failed
+        self._checks = SuspectChecks()
+        self._last_input = -math.inf  # when we last processed anything (to notice we were paused)
         self._round: _ProbeRound | None = None
         self._relays: dict[int, _Relay] = {}
         self._seq = 0
@@ -163,9 +155,10 @@ class Membership:
             best = min(best, r.timeout_at if not r.acked and r.helpers is None else r.period_end)
         for relay in self._relays.values():
             best = min(best, relay.deadline)
-        for node_id, suspicion in self._suspicions.items():
-            if node_id not in self._verifying:
-                best = min(best, suspicion.deadline)
+        if self._suspicions:
+            lead = self._verify_lead()
+            for node_id, suspicion in self._suspicions.items():
+                best = min(best, self._checks.next_due(node_id, suspicion, lead))
         return best
 
     # ------------------------------------------------------------ inputs
@@ -193,6 +186,14 @@ class Membership:
 
     def tick(self, now: float) -> list[SwimAction]:
         """Do what is due: nacks of relayed probes, indirect probes, suspicions, deaths, the next probe."""
+        # Woken up late?  Our process was paused (GC, swap, a stopped VM) past a deadline:
+        # the acks and refutations that came meanwhile wait in our socket, unread.
+        # Whatever expired during the pause says nothing about the others (Lifeguard).
+        due = self.next_deadline()
+        paused = self._next_probe_at is not None and now - max(due, self._last_input) > self.config.late_tick_limit
+        self._last_input = now
+        if paused:
+            return self._woke_up(now)
         if self._next_probe_at is None:
             # Stagger the first probe so members started together do not probe in step.
             self._next_probe_at = now + self._rng.random() * self.config.probe_interval
@@ -211,21 +212,7 @@ class Membership:
                 self._round = None
                 actions += self._finish(r, now)
         if self._suspicions:
-            for node_id, suspicion in list(self._suspicions.items()):
-                member = self.table.get_by_id(node_id)
-                if not suspicion.expired(now) or member is None or node_id in self._verifying:
-                    continue
-                failed_at = self._failed.get(node_id)
-                if failed_at is not None and now - failed_at <= suspicion.minimum:
-                    death = MemberUpdate(member.peer, DEAD, member.incarnation)
-                    actions += self._apply(death, now, "suspicion expired")
-                else:
-                    # No fresh failure of our own (a probe of ours that failed within the
-                    # minimum suspicion timeout): probe it before declaring it dead.  Its
-                    # refutation may have missed us; the buddy system puts the suspicion
-                    # on our probe, and the suspect's ack brings the refutation back.
-                    self._verifying.add(node_id)
-                    self._scheduler.probe_next(member.peer)
+            actions += self._decide_suspicions(now)
         if not self.left:
             if self._round is None and now >= self._next_probe_at:
                 actions += self._start_probe(now)
@@ -235,6 +222,7 @@ class Membership:
 
     def receive(self, sender: Peer, message: SwimMessage, now: float) -> list[SwimAction]:
         """Handle a SWIM message from ``sender`` (as its transport authenticated it)."""
+        self._last_input = now
         if isinstance(message, Probe):
             return [Send(sender, Ack(message.seq))]
         if isinstance(message, Ack):
@@ -254,6 +242,7 @@ class Membership:
 
     def receive_piggyback(self, sender: Peer, items: Sequence[Piggyback], now: float) -> list[SwimAction]:
         """Apply the rumours piggybacked on a message from ``sender``; the resulting events."""
+        self._last_input = now
         actions: list[SwimAction] = []
         for item in items:
             if isinstance(item, MemberUpdate):
@@ -263,19 +252,8 @@ class Membership:
         return actions
 
     def piggyback_for(self, to: Peer, byte_budget: int, size_of: SizeOf) -> tuple[Piggyback, ...]:
-        """Rumours for one message to ``to``, within ``byte_budget`` bytes as ``size_of`` counts them.
-
-        Buddy system: when we believe ``to`` SUSPECT or DEAD, that news goes first,
-        so it can refute it.
-        """
-        member = self.table.get(to)
-        if member is None or member.status is ALIVE or member.status is LEFT:
-            return tuple(self.broadcasts.take(byte_budget, size_of))
-        suspicion = self._suspicions.get(to.node_id)
-        accuser = suspicion.accuser if suspicion is not None else None
-        buddy = MemberUpdate(member.peer, member.status, member.incarnation, accuser)
-        rest = self.broadcasts.take(byte_budget - size_of(buddy), size_of)
-        return (buddy, *[item for item in rest if item != buddy])
+        """Rumours for one message to ``to``, within ``byte_budget`` bytes, buddy news first (``GroupView``)."""
+        return self.view.piggyback_for(to, byte_budget, size_of)
 
     def leave(self, now: float) -> list[SwimAction]:
         """Leave the group gracefully: gossip LEFT for ourselves and stop probing.
@@ -331,11 +309,10 @@ class Membership:
     def _finish(self, r: _ProbeRound, now: float) -> list[SwimAction]:
         """The probe period ended: nothing to do if acked, else local health and suspicion."""
         target_id = r.target.node_id
-        self._verifying.discard(target_id)
         if r.acked:
-            self._failed.pop(target_id, None)
+            self._checks.acked(target_id)
             return []
-        self._failed[target_id] = now
+        self._checks.ended(target_id)
         if r.helpers:
             missed = len(r.helpers) - len(r.nacks)
             if missed:
@@ -346,10 +323,72 @@ class Membership:
         if member is None or member.status in GONE or self.left:
             return []
         accusation = MemberUpdate(member.peer, SUSPECT, member.incarnation, self.me)
-        return self._apply(accusation, now, "probe failed")
+        before = self._suspicions.get(target_id)
+        already_accused = before is not None and self.me.node_id in before.accusers
+        actions = self._apply(accusation, now, "probe failed")
+        if target_id in self._suspicions:
+            self._checks.failed(target_id, now)
+            if not already_accused:
+                # Our accusation is news (a new suspicion, or one more independent
+                # confirmation): push it, so every member's timer hears all accusers.
+                actions += self._announce(member.peer)
+        return actions
+
+    def _verify_lead(self) -> float:
+        """How long before a suspicion's deadline we check the suspect ourselves: two probe periods."""
+        return 2 * self.health.scale(self.config.probe_interval)
+
+    def _decide_suspicions(self, now: float) -> list[SwimAction]:
+        """Check suspects ourselves as their deadlines near; declare DEAD those we could not reach (``suspect_checks.py``)."""
+        actions: list[SwimAction] = []
+        lead = self._verify_lead()
+        for node_id, suspicion in list(self._suspicions.items()):
+            member = self.table.get_by_id(node_id)
+            if member is None:
+                continue
+            verdict = self._checks.verdict(node_id, suspicion, now, lead)
+            if verdict is Verdict.CHECK:
+                self._scheduler.probe_next(member.peer)
+            elif verdict is Verdict.DEAD:
+                death = MemberUpdate(member.peer, DEAD, member.incarnation)
+                actions += self._apply(death, now, "suspicion expired")
+                actions += self._announce(member.peer)
+        return actions
+
+    def _announce(self, subject: Peer) -> list[SwimAction]:
+        """Push our news about ``subject`` (an accusation, a death) to k random ALIVE members at once.
+
+        Untracked probes whose piggyback leads with it (nothing queued was sent
+        fewer times); so every member's suspicion timer starts, and ends, near ours.
+        """
+        candidates = [p for p in self.table.peers(ALIVE) if p.node_id != subject.node_id]
+        chosen = self._rng.sample(candidates, min(self.config.indirect_checks, len(candidates)))
+        return [Send(peer, Probe(self._next_seq())) for peer in chosen]
+
+    def _suspected(self, peer: Peer) -> None:
+        """Gossip says a neighbour of ours is SUSPECT: probe it next (a probe we make anyway, out of turn)."""
+        if self._scheduler.is_neighbour(peer):
+            self._scheduler.probe_next(peer)
+
+    def _woke_up(self, now: float) -> list[SwimAction]:
+        """The first tick after a pause: the probe in flight is inconclusive (its ack may wait unread), LHM + 1;
+        relayed probes get no nack (a silence we did not witness); the next probe starts at once."""
+        self.health.apply(1, "woke up late")
+        if self._round is not None:
+            self._checks.ended(self._round.target.node_id)
+        self._round = None
+        self._relays = {k: v for k, v in self._relays.items() if v.deadline > now}
+        if self._next_probe_at is not None:
+            self._next_probe_at = min(self._next_probe_at, now)
+        return []
 
     def _probe_the_dead(self, now: float) -> list[SwimAction]:
+        """Probe one random DEAD member; gossip one random ALIVE member again (news only to whoever missed it)."""
         self._next_dead_probe_at = now + self.config.dead_probe_interval
+        alive = [m for m in self.table if m.status is ALIVE]
+        if alive:
+            member = self._rng.choice(alive)
+            self.broadcasts.put(MemberUpdate(member.peer, ALIVE, member.incarnation))
         dead = self.table.peers(DEAD)
         if not dead:
             return []
@@ -361,6 +400,5 @@ class Membership:
         actions = self.view.apply(update, now, reason, relay)
         node_id = update.peer.node_id
         if node_id not in self._suspicions:
-            self._verifying.discard(node_id)
-            self._failed.pop(node_id, None)
+            self._checks.forget(node_id)
         return actions

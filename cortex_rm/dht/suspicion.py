@@ -16,7 +16,7 @@ agreeing are likely right::
     timeout(C) = max - (max - min) * log(C + 1) / log(K + 1),   floored at min
 
 C is the number of confirmations beyond the first accusation and K the number
-expected (``suspicion_mult - 2``, or 0 when the group is too small to supply
+expected (``suspicion_confirmations``, memberlist's ``suspicion_mult - 2``, or 0 when the group is too small to supply
 that many other accusers; then the timeout is min at once).  The log makes the
 first confirmations count most.  The log10(N) factor gives gossip about the
 suspicion time to reach the suspect in a larger group, where dissemination
@@ -45,13 +45,14 @@ def suspicion_timeout_bounds(n: int, probe_interval: float, suspicion_mult: int,
     return minimum, max_timeout_mult * minimum
 
 
-def expected_confirmations(suspicion_mult: int, n: int) -> int:
-    """K, the independent confirmations a suspicion waits for: ``suspicion_mult - 2``.
+def expected_confirmations(confirmations: int, n: int) -> int:
+    """K, the independent confirmations a suspicion waits for: ``confirmations`` if ``n`` allows.
 
     Besides the suspect and ourselves only ``n - 2`` members can accuse; when they
     are fewer than K, no confirmation is waited for (K = 0, the timeout is min).
+    (memberlist: ``suspicion_mult - 2``; ``SwimConfig.suspicion_confirmations``.)
     """
-    k = max(0, suspicion_mult - 2)
+    k = max(0, confirmations)
     return k if n - 2 >= k else 0
 
 

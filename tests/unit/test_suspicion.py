@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from hypothesis import given
@@ -48,10 +49,10 @@ def test_timeout_table_for_k_2(confirmations: int, expected: float) -> None:
 
 
 def test_small_groups_expect_no_confirmation() -> None:
-    """K = mult - 2, unless fewer than K other members could ever accuse (then 0, timeout min)."""
-    assert expected_confirmations(4, 10) == 2
-    assert expected_confirmations(4, 4) == 2
-    assert expected_confirmations(4, 3) == 0
+    """K as configured, unless fewer than K other members could ever accuse (then 0, timeout min)."""
+    assert expected_confirmations(2, 10) == 2
+    assert expected_confirmations(2, 4) == 2
+    assert expected_confirmations(2, 3) == 0
     assert suspicion_timeout(0, 0, 4.0, 24.0) == 4.0
 
 
@@ -135,12 +136,30 @@ def test_local_health_is_bounded_and_scales_timeouts() -> None:
 
 
 def test_config_defaults_and_validation() -> None:
-    """The LAN defaults are memberlist's; inconsistent timeouts are refused."""
+    """The LAN defaults are memberlist's but a suspicion mult of 3 (K stays 2); inconsistent timeouts are refused."""
     c = SwimConfig.lan()
     assert (c.probe_interval, c.probe_timeout, c.indirect_checks) == (1.0, 0.5, 3)
-    assert (c.suspicion_mult, c.suspicion_max_timeout_mult, c.retransmit_mult) == (4, 6, 4)
+    assert (c.suspicion_mult, c.suspicion_confirmations, c.suspicion_max_timeout_mult, c.retransmit_mult) == (3, 2, 6, 4)
+    assert suspicion_timeout_bounds(10, c.probe_interval, c.suspicion_mult, c.suspicion_max_timeout_mult) == (3.0, 18.0)
     assert SwimConfig.wan().probe_interval == 5.0
     with pytest.raises(ValueError):
         SwimConfig(probe_timeout=1.0)
     with pytest.raises(ValueError):
         SwimConfig(indirect_probe_timeout=0.6)
+    with pytest.raises(ValueError):
+        SwimConfig(late_tick_limit=0.0)
+
+
+def test_scheduler_probes_each_neighbour_once_per_pass_in_a_fixed_cyclic_order() -> None:
+    """Round robin over one random order: every neighbour exactly once per pass, the same order each pass,
+    so two probes of one member are exactly one pass apart."""
+    from cortex_rm.dht.peer import Peer
+    from cortex_rm.dht.probe_scheduler import ProbeScheduler
+
+    peers = [Peer(i, f"p{i}:1") for i in range(1, 10)]
+    scheduler = ProbeScheduler(Peer(0, "me:1"), random.Random(3))
+    scheduler.set_neighbours(peers)
+    passes = [[scheduler.next_target(lambda p: True) for _ in peers] for _ in range(3)]
+    assert sorted(p.node_id for p in passes[0] if p) == list(range(1, 10))
+    assert passes[0] == passes[1] == passes[2]
+    assert scheduler.is_neighbour(peers[0]) and not scheduler.is_neighbour(Peer(42, "x:1"))
