@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cortex_rm.dht.chord import ChordNode  # noqa: E402
+from cortex_rm.dht.join_lifecycle import RingState  # noqa: E402
 from cortex_rm.dht.ring_math import M, RING_SIZE, finger_start  # noqa: E402
 from tests.support.chord_sim import ChordNetwork  # noqa: E402
 
@@ -57,11 +58,10 @@ def oracle_ring(n: int, seed: int) -> ChordNetwork:
 
     for i, node in enumerate(ring):
         r = node.successor_list_length
-        node._successors = [ring[(i + k) % n].me for k in range(1, r + 1)]  # noqa: SLF001 (oracle)
-        node.predecessor = ring[i - 1].me
+        successors = [ring[(i + k) % n].me for k in range(1, r + 1)]
         fingers = [owner(finger_start(node.node_id, j)).me for j in range(M)]
-        node._fingers = [None if f == node.me else f for f in fingers]  # noqa: SLF001 (oracle)
-        node.state = node.state.__class__.MEMBER
+        node.routing.install(successors, ring[i - 1].me, fingers)
+        node.state = RingState.MEMBER
     return net
 
 

@@ -1,4 +1,4 @@
-"""The Chord protocol as a sans-IO core: a node's routing state and the steps that maintain it.
+"""The Chord protocol as a sans-IO core: the steps that keep a node's ``RoutingTable`` current.
 
 ``ChordNode`` never sends, sleeps or reads a clock.  Each protocol step is a method
 that takes ``now`` (seconds, from the caller's clock) and returns a list of
@@ -13,7 +13,7 @@ section E.3):
 
 * **Routing state.**  A *successor list* of the ``r`` nodes that follow this one on
   the circle, a *predecessor*, and ``M`` *fingers*: finger i is the first node at or
-  after ``n + 2**i``.  A node alone on the ring is its own successor.
+  after ``n + 2**i`` (``routing_table.py``).  A node alone is its own successor.
 * **Lookups are iterative.**  ``find_successor(key)`` answers from local state either
   "it is X" (the key lies in ``(n, successor]``) or "ask Y", Y being the
   ``closest_preceding_node`` of the key.  ``lookup`` follows the "ask Y" answers
@@ -44,42 +44,26 @@ section E.3):
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from twisted.logger import Logger
 
-
 from cortex_rm.dht.chord_messages import (
-    ChordMessage,
-    FindSuccessor,
-    FindSuccessorReply,
-    GetNeighbours,
-    Leave,
-    NeighboursReply,
-    Notify,
-    Ping,
-    Pong,
+    ChordMessage, FindSuccessor, FindSuccessorReply, GetNeighbours, Leave, NeighboursReply, Notify, Ping, Pong,
 )
 from cortex_rm.dht.envelope import Send
 from cortex_rm.dht.join_lifecycle import JOIN_LIFECYCLE, RingEvent, RingState
 from cortex_rm.dht.peer import Peer
-from cortex_rm.dht.ring_math import M, distance, finger_start, in_interval
+from cortex_rm.dht.ring_math import M, in_interval
+from cortex_rm.dht.routing_table import DEFAULT_SUCCESSOR_LIST_LENGTH, AskNext, Found, LookupStep, RoutingTable
+
+# Re-exported: callers import the whole core, routing answers included, from here.
+__all__ = [
+    "DEFAULT_MAX_LOOKUP_HOPS", "DEFAULT_REQUEST_TIMEOUT", "DEFAULT_SUCCESSOR_LIST_LENGTH", "Action", "AskNext",
+    "ChordNode", "Found", "Joined", "JoinFailed", "LookupDone", "LookupStep",
+]
 
 log = Logger()
-
-DEFAULT_SUCCESSOR_LIST_LENGTH = 8
-"""r, the successor-list length.
-
-A node loses its place on the ring only when all r of its successors fail before
-stabilization replaces them.  If each node fails independently with probability p,
-that happens with probability p**r; Chord's analysis takes r = Omega(log2 N), so
-that even with half the nodes failing at once (p = 1/2) every node keeps a live
-successor with high probability (1 - N/2**r for the whole ring).  We target rings
-of up to a few hundred volunteered nodes, log2(256) = 8: with r = 8 any 7
-simultaneous neighbour failures are survived for certain, and a 50% crash leaves a
-given node without a live successor with probability 1/256.  A list costs r
-entries per stabilize reply, which is small.
-"""
 
 DEFAULT_REQUEST_TIMEOUT = 3.0
 """Seconds a request may go unanswered before its peer is taken for dead."""
@@ -117,23 +101,6 @@ class JoinFailed:
 
 Action = Send | LookupDone | Joined | JoinFailed
 
-
-@dataclass(frozen=True)
-class Found:
-    """A ``find_successor`` answer: ``peer`` owns the key."""
-
-    peer: Peer
-
-
-@dataclass(frozen=True)
-class AskNext:
-    """A ``find_successor`` answer: ``peer`` is closer to the key; ask it."""
-
-    peer: Peer
-
-
-LookupStep = Found | AskNext
-
 # What a lookup is for: a caller's lookup, our join, or finger i.
 _USER, _JOIN, _FINGER = "user", "join", "finger"
 
@@ -156,16 +123,8 @@ class _Pending:
     lookup_id: int | None = None
 
 
-@dataclass
-class _Counter:
-    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-
-    def next(self) -> int:
-        return next(self.ids)
-
-
 class ChordNode:
-    """One node's Chord state and protocol steps; every step returns the actions to perform."""
+    """One node's Chord protocol steps over its ``RoutingTable``; every step returns the actions to perform."""
 
     def __init__(
         self,
@@ -176,18 +135,12 @@ class ChordNode:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         max_lookup_hops: int = DEFAULT_MAX_LOOKUP_HOPS,
     ) -> None:
-        if successor_list_length < 1:
-            raise ValueError(f"successor_list_length must be at least 1, not {successor_list_length}")
         self.me = Peer(node_id, address)
-        self.successor_list_length = successor_list_length
+        self.routing = RoutingTable(self.me, successor_list_length)
+        """The successor list, predecessor and fingers; the steps below keep it current."""
         self.request_timeout = request_timeout
         self.max_lookup_hops = max_lookup_hops
-        # Empty: we are alone, our own successor.
-        self._successors: list[Peer] = []
-        self.predecessor: Peer | None = None
-        self._fingers: list[Peer | None] = [None] * M
-        self._next_finger = 0
-        self._ids = _Counter()
+        self._ids = itertools.count(1)  # request and lookup ids
         self._pending: dict[int, _Pending] = {}
         self._lookups: dict[int, _Lookup] = {}
         self.state = RingState.ALONE
@@ -213,56 +166,44 @@ class ChordNode:
             self.state = new
 
     @property
+    def successor_list_length(self) -> int:
+        """r, how many successors we keep."""
+        return self.routing.successor_list_length
+
+    @property
     def successor(self) -> Peer:
         """The first live node after us as far as we know (ourselves when alone)."""
-        return self._successors[0] if self._successors else self.me
+        return self.routing.successor
 
     @property
     def successor_list(self) -> tuple[Peer, ...]:
         """Up to r successors, nearest first (empty when alone)."""
-        return tuple(self._successors)
+        return self.routing.successor_list
 
     @property
     def fingers(self) -> tuple[Peer | None, ...]:
         """The M fingers; None where unknown (or where it would be ourselves)."""
-        return tuple(self._fingers)
+        return self.routing.fingers
 
-    def _known_peers(self) -> list[Peer]:
-        peers = [f for f in self._fingers if f is not None] + self._successors
-        if self.predecessor is not None:
-            peers.append(self.predecessor)
-        return [p for p in peers if p != self.me]
+    @property
+    def predecessor(self) -> Peer | None:
+        """The node just before us, or None when unknown."""
+        return self.routing.predecessor
+
+    @predecessor.setter
+    def predecessor(self, peer: Peer | None) -> None:
+        # For oracles and tests, as before the split: no log event.
+        self.routing.install(self.routing.successor_list, peer, self.routing.fingers)
 
     # ------------------------------------------------------------ routing
 
     def closest_preceding_node(self, key: int, exclude: Peer | None = None) -> Peer:
-        """The known node that most closely precedes ``key``: in ``(n, key)``, farthest from n.
-
-        Looks at the fingers and the successor list (the list helps when fingers are
-        stale or dead), never at ``exclude``.  Ourselves when no known node lies in
-        between.
-        """
-        best, best_distance = self.me, 0
-        for peer in [f for f in self._fingers if f is not None] + self._successors:
-            if peer != exclude and in_interval(peer.node_id, self.node_id, key):
-                d = distance(self.node_id, peer.node_id)
-                if d > best_distance:
-                    best, best_distance = peer, d
-        return best
+        """The known node in ``(n, key)`` farthest from n (``RoutingTable.closest_preceding_node``)."""
+        return self.routing.closest_preceding_node(key, exclude)
 
     def find_successor(self, key: int, exclude: Peer | None = None) -> LookupStep:
-        """One step of a lookup from local state: ``Found(owner)`` or ``AskNext(closer node)``.
-
-        ``exclude`` answers as if that node were not on the ring (a joining node's
-        lookup of its own place).
-        """
-        successor = next((s for s in self._successors if s != exclude), self.me)
-        if in_interval(key, self.node_id, successor.node_id, include_right=True):
-            return Found(successor)
-        closer = self.closest_preceding_node(key, exclude)
-        if closer == self.me:
-            return Found(successor)
-        return AskNext(closer)
+        """One lookup step from local state: ``Found(owner)`` or ``AskNext(closer node)``."""
+        return self.routing.find_successor(key, exclude)
 
     # ------------------------------------------------------------ protocol steps
 
@@ -279,19 +220,17 @@ class ChordNode:
         ]
         self._lookups.clear()
         self._pending.clear()
-        self._set_successors([], "join")
-        self._set_predecessor(None, "join")
-        self._fingers = [None] * M
+        self.routing.clear("join")
         self._transition(RingEvent.JOIN)
         self._introducer = introducer
-        log.info("ring {node} joining through {introducer}", node=self._name(self.me), introducer=self._name(introducer))
-        lookup = _Lookup(self._ids.next(), self.node_id, _JOIN, introducer=introducer)
+        log.info("ring {node} joining through {introducer}", node=self.me.short(), introducer=introducer.short())
+        lookup = _Lookup(next(self._ids), self.node_id, _JOIN, introducer=introducer)
         self._lookups[lookup.lookup_id] = lookup
         return actions + self._ask(lookup, introducer, now)
 
     def lookup(self, key: int, now: float) -> tuple[int, list[Action]]:
         """Start an iterative lookup of ``key``; its ``LookupDone`` carries the returned id."""
-        lookup = _Lookup(self._ids.next(), key, _USER)
+        lookup = _Lookup(next(self._ids), key, _USER)
         self._lookups[lookup.lookup_id] = lookup
         return lookup.lookup_id, self._advance(lookup, self.find_successor(key), now)
 
@@ -303,11 +242,11 @@ class ChordNode:
         """
         if self.state in (RingState.JOINING, RingState.LEFT):
             return []
-        if not self._successors:
+        if not self.routing.successor_list:
             if self.predecessor is None:
                 return []
             self._transition(RingEvent.NOTIFIED)
-            self._set_successors([self.predecessor], "alone-notified")
+            self.routing.set_successors([self.predecessor], "alone-notified")
             return [Send(self.predecessor, Notify())]
         return [self._request(self.successor, GetNeighbours, now)]
 
@@ -319,18 +258,13 @@ class ChordNode:
         """
         if self.state in (RingState.JOINING, RingState.LEFT):
             return []
-        successor = self.successor
-        for _ in range(M):
-            i = self._next_finger
-            self._next_finger = (i + 1) % M
-            start = finger_start(self.node_id, i)
-            if in_interval(start, self.node_id, successor.node_id, include_right=True):
-                self._fingers[i] = None if successor == self.me else successor
-                continue
-            lookup = _Lookup(self._ids.next(), start, _FINGER, finger_index=i)
-            self._lookups[lookup.lookup_id] = lookup
-            return self._advance(lookup, self.find_successor(start), now)
-        return []
+        due = self.routing.next_finger_to_fix()
+        if due is None:
+            return []
+        i, start = due
+        lookup = _Lookup(next(self._ids), start, _FINGER, finger_index=i)
+        self._lookups[lookup.lookup_id] = lookup
+        return self._advance(lookup, self.find_successor(start), now)
 
     def check_predecessor(self, now: float) -> list[Action]:
         """Ping the predecessor; with no Pong by the deadline it is cleared."""
@@ -339,23 +273,11 @@ class ChordNode:
         return [self._request(self.predecessor, Ping, now)]
 
     def forget(self, peer: Peer) -> None:
-        """Take ``peer`` for dead: drop it from the successor list, fingers and predecessor.
-
-        When the successor list runs out, the nearest other known node stands in as
-        successor, so stabilization can walk back to the true one.
-        """
+        """Take ``peer`` for dead (``RoutingTable.drop``); with no peer left we are alone again."""
         if peer == self.me:
             return
-        successors = [s for s in self._successors if s != peer]
-        self._fingers = [None if f == peer else f for f in self._fingers]
-        if self.predecessor == peer:
-            self._set_predecessor(None, "dead")
-        if not successors:
-            others = [p for p in self._known_peers() if p != peer]
-            if others:
-                successors = [min(others, key=lambda p: distance(self.node_id, p.node_id))]
-        self._set_successors(successors, "dead")
-        if not self._successors and self.predecessor is None:
+        self.routing.drop(peer)
+        if self.routing.lost_all:
             self._transition(RingEvent.LOST_ALL)
 
     def consider(self, peer: Peer) -> None:
@@ -365,12 +287,11 @@ class ChordNode:
         learned of others) each side would keep its own.  A peer between us and our
         successor becomes our successor; stabilization and notify do the rest.
         """
-        if peer == self.me or self.state in (RingState.JOINING, RingState.LEFT):
+        if self.state in (RingState.JOINING, RingState.LEFT) or not self.routing.admits(peer):
             return
-        if in_interval(peer.node_id, self.node_id, self.successor.node_id) or not self._successors:
-            if self.state is RingState.ALONE:
-                self._transition(RingEvent.NOTIFIED)
-            self._set_successors(self._successor_list_from([peer, *self._successors]), "considered")
+        if self.state is RingState.ALONE:
+            self._transition(RingEvent.NOTIFIED)
+        self.routing.take_in(peer)
 
     def leave(self, now: float) -> list[Action]:
         """Leave gracefully: tell the predecessor and the successor how to close the gap.
@@ -382,15 +303,13 @@ class ChordNode:
         actions: list[Action] = [
             LookupDone(old.lookup_id, old.key, None, old.hops) for old in self._lookups.values() if old.purpose == _USER
         ]
-        message = Leave(self.predecessor, tuple(self._successors))
+        message = Leave(self.predecessor, self.successor_list)
         targets = {p for p in (self.predecessor, self.successor) if p is not None and p != self.me}
         actions += [Send(peer, message) for peer in sorted(targets)]
         self._transition(RingEvent.LEAVE)
         self._lookups.clear()
         self._pending.clear()
-        self._set_successors([], "left")
-        self._set_predecessor(None, "left")
-        self._fingers = [None] * M
+        self.routing.clear("left")
         return actions
 
     # ------------------------------------------------------------ input
@@ -409,7 +328,7 @@ class ChordNode:
             answer = self.find_successor(message.key, sender if message.exclude_sender else None)
             return [Send(sender, FindSuccessorReply(message.request_id, answer.peer, isinstance(answer, Found)))]
         if isinstance(message, GetNeighbours):
-            reply = NeighboursReply(message.request_id, self.predecessor, tuple(self._successors))
+            reply = NeighboursReply(message.request_id, self.predecessor, self.successor_list)
             return [Send(sender, reply)]
         if isinstance(message, Notify):
             self._notified(sender)
@@ -451,14 +370,14 @@ class ChordNode:
     # ------------------------------------------------------------ internals
 
     def _request(self, to: Peer, make: type[GetNeighbours] | type[Ping], now: float) -> Send:
-        request_id = self._ids.next()
+        request_id = next(self._ids)
         message = make(request_id)
         self._pending[request_id] = _Pending(to, now + self.request_timeout, message)
         return Send(to, message)
 
     def _ask(self, lookup: _Lookup, peer: Peer, now: float) -> list[Action]:
         lookup.hops += 1
-        request_id = self._ids.next()
+        request_id = next(self._ids)
         message = FindSuccessor(request_id, lookup.key, exclude_sender=lookup.purpose == _JOIN)
         self._pending[request_id] = _Pending(peer, now + self.request_timeout, message, lookup.lookup_id)
         return [Send(peer, message)]
@@ -483,37 +402,30 @@ class ChordNode:
             assert lookup.introducer is not None
             if owner is None or owner == self.me:
                 self._transition(RingEvent.JOIN_FAILED)
-                log.warn("ring {node} could not join through {introducer}", node=self._name(self.me), introducer=self._name(lookup.introducer))
+                log.warn("ring {node} could not join through {introducer}", node=self.me.short(), introducer=lookup.introducer.short())
                 return [JoinFailed(lookup.introducer)]
             self._transition(RingEvent.JOINED)
-            self._set_successors([owner], "joined")
+            self.routing.set_successors([owner], "joined")
             return [Joined(owner)]
         if owner is not None:
-            self._fingers[lookup.finger_index] = None if owner == self.me else owner
+            self.routing.set_finger(lookup.finger_index, owner)
         return []
 
     def _notified(self, candidate: Peer) -> None:
+        # Notify: the notifier may be our predecessor; a node alone also takes it as successor.
         if candidate == self.me:
             return
         if self.predecessor is None or in_interval(candidate.node_id, self.predecessor.node_id, self.node_id):
-            self._set_predecessor(candidate, "notified")
-        if not self._successors and self.state is RingState.ALONE:
+            self.routing.set_predecessor(candidate, "notified")
+        if not self.routing.successor_list and self.state is RingState.ALONE:
             self._transition(RingEvent.NOTIFIED)
-            self._set_successors([candidate], "alone-notified")
+            self.routing.set_successors([candidate], "alone-notified")
 
     def _neighbour_left(self, leaver: Peer, message: Leave) -> None:
         # Splice the leaver out: its predecessor becomes ours if it was our
         # predecessor, its successors take its place in our list if it was there.
-        was_predecessor = self.predecessor == leaver
-        if leaver in self._successors:
-            at = self._successors.index(leaver)
-            chain = self._successors[:at] + list(message.successors) + self._successors[at + 1 :]
-            self._set_successors(self._successor_list_from([p for p in chain if p != leaver]), "left")
-        self._fingers = [None if f == leaver else f for f in self._fingers]
-        if was_predecessor:
-            heir = message.predecessor if message.predecessor not in (None, self.me, leaver) else None
-            self._set_predecessor(heir, "left")
-        if not self._successors and self.predecessor is None:
+        self.routing.splice_out(leaver, message.predecessor, message.successors)
+        if self.routing.lost_all:
             self._transition(RingEvent.LOST_ALL)
 
     def _stabilize_reply(self, successor: Peer, reply: NeighboursReply) -> list[Action]:
@@ -523,47 +435,5 @@ class ChordNode:
         p = reply.predecessor
         if p is not None and p != self.me and in_interval(p.node_id, self.node_id, successor.node_id):
             chain.insert(0, p)  # p joined between us and our successor
-        self._set_successors(self._successor_list_from(chain), "stabilized")
+        self.routing.set_successors(self.routing.successor_list_from(chain), "stabilized")
         return [Send(self.successor, Notify())]
-
-    def _successor_list_from(self, chain: list[Peer]) -> list[Peer]:
-        # The chain walks clockwise from our successor; once it reaches us it has
-        # gone round a ring smaller than r, and the rest repeats.
-        result: list[Peer] = []
-        for peer in chain:
-            if peer == self.me:
-                break
-            if peer not in result:
-                result.append(peer)
-            if len(result) == self.successor_list_length:
-                break
-        return result
-
-    def _set_successors(self, successors: list[Peer], reason: str) -> None:
-        # One log event per change of successor, with stable field names.
-        old = self.successor
-        self._successors = successors
-        if self.successor != old:
-            log.info(
-                "ring {node} successor {old} -> {new} ({reason})",
-                node=self._name(self.me),
-                old=self._name(old),
-                new=self._name(self.successor),
-                reason=reason,
-            )
-
-    def _set_predecessor(self, predecessor: Peer | None, reason: str) -> None:
-        old = self.predecessor
-        self.predecessor = predecessor
-        if predecessor != old:
-            log.info(
-                "ring {node} predecessor {old} -> {new} ({reason})",
-                node=self._name(self.me),
-                old=self._name(old),
-                new=self._name(predecessor),
-                reason=reason,
-            )
-
-    @staticmethod
-    def _name(peer: Peer | None) -> str | None:
-        return None if peer is None else peer.short()
