@@ -273,6 +273,7 @@ class Config:
 
 
 CONTAINER_RUNTIMES = ("lxc",)
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # listen everywhere: not an address anyone can reach
 MIN_PIDS_LIMIT = 16  # a JVM alone starts a few dozen threads; fewer cannot run anything
 
 
@@ -428,7 +429,20 @@ def _validate_ring(config: Config) -> None:
                 "set nodemanager.resourcemanager_tracker"
             )
         return
-    parse_address(ring.address, f"{where}.address")
+    host, _ = parse_address(ring.address, f"{where}.address")
+    if host in WILDCARD_HOSTS:
+        raise ConfigError(
+            f"{where}.address: {ring.address!r} is a wildcard; give the address other members reach this "
+            "node at (the ring advertises it)"
+        )
+    if config.resourcemanager.enabled:
+        for key in ("address", "scheduler_address", "webapp_address", "tracker_address"):
+            rm_host, _ = parse_address(getattr(config.resourcemanager, key), key)
+            if rm_host in WILDCARD_HOSTS:
+                raise ConfigError(
+                    f"{config.source}: resourcemanager.{key} is a wildcard; with [ring] enabled the RM publishes "
+                    "its addresses in the ring, so give the address clients and nodes reach it at"
+                )
     if ring.status_address:
         parse_address(ring.status_address, f"{where}.status_address")
     for introducer in ring.introducers:

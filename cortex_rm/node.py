@@ -170,8 +170,14 @@ class CortexNode:
                 f"change it in {self.config.source} or stop what uses it"
             ) from None
         self.addresses["ring.address"] = self.ring.me.address
-        # Every member keeps (and so passes on) the capacity reports; the RM acts on them.
+        # Every member keeps (and so passes on) the capacity reports, until the member is gone.
         self.ring.register_section(CAPACITY_SECTION, self.node_directory.receive)
+
+        def forget_report(event: MembershipEvent) -> None:
+            if isinstance(event, (MemberDied, MemberLeft)):
+                self.node_directory.forget(format_id(event.peer.node_id))
+
+        self.ring.add_membership_listener(forget_report)
         log.info("ring member {ring_id} at {address}", ring_id=format_id(self.identity.ring_id), address=self.ring.me.address)
 
     def _serve_rm_on_ring(self, ring: RingService, started_ms: int) -> None:

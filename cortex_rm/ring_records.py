@@ -5,14 +5,14 @@
   (and again every ``REPUBLISH_INTERVAL_S``, so a record lost with all its replicas
   comes back).  A NodeManager with no configured tracker reads it before each
   connection attempt (``locate_tracker``) and reports only to a tracker showing
-  that key.
+  that key, and after its first registration only the key it pinned then.
 * **Node capacity reports** ride piggybacked on the ring's probe traffic in the
   ``CAPACITY_SECTION`` gossip section: each NodeManager publishes its NodeId, web
   address, rack and capacity under its ring id every ``REPUBLISH_INTERVAL_S``.
-  The RM keeps the newest report per ring member (``NodeDirectory``): it is how
-  the RM knows, from the ring alone, which NodeManager a ring member is (so a
-  member the ring declares dead is LOST for the scheduler at once) and what it
-  offers.
+  Every node keeps the newest report per ring member (``NodeDirectory``), which is
+  what lets it pass them on; the RM learns from them what each member offers.
+  Which NodeManager a ring member *is* the RM takes from the NodeTracker's TLS
+  binding, never from gossip, so a forged report cannot make it mark a node LOST.
 
 Both are JSON, bounded and validated on the way in: the ring carries them for any
 member, so nothing decoded is trusted further than its shape.
@@ -69,6 +69,10 @@ def _decode(data: bytes, fields: dict[str, type], what: str) -> dict[str, Any]:
     return document
 
 
+def _is_ring_id_hex(text: str) -> bool:
+    return len(text) == 40 and all(c in "0123456789abcdef" for c in text)
+
+
 @dataclass(frozen=True)
 class ResourceManagerRecord:
     """The active RM's addresses (YARN's), its tracker's, and the fingerprint of its key."""
@@ -93,9 +97,11 @@ class ResourceManagerRecord:
         record = cls(**document)
         for name in ("client_address", "scheduler_address", "webapp_address", "tracker_address"):
             try:
-                parse_address(getattr(record, name), name)
+                _, port = parse_address(getattr(record, name), name)
             except Exception as e:
                 raise MalformedRingRecord(f"the ResourceManager record's {name}: {e}") from None
+            if port == 0:
+                raise MalformedRingRecord(f"the ResourceManager record's {name} has no port")
         return record
 
 
@@ -120,7 +126,7 @@ class CapacityReport:
         fields: dict[str, type] = {"ring_id": str, "node_id": str, "http_address": str, "rack": str}
         fields.update(memory_mb=int, vcores=int)
         report = cls(**_decode(data, fields, "capacity report"))
-        if len(report.ring_id) != 40 or report.memory_mb < 1 or report.vcores < 1:
+        if not _is_ring_id_hex(report.ring_id) or report.memory_mb < 1 or report.vcores < 1:
             raise MalformedRingRecord(f"a capacity report with a bad ring id or capacity: {report}")
         try:
             parse_address(report.node_id, "node_id")
@@ -129,8 +135,17 @@ class CapacityReport:
         return report
 
 
+MAX_REPORTS = 4096  # capacity reports kept (one per member): remote input, so bounded
+
+
 class NodeDirectory:
-    """The RM's table of capacity reports, newest per ring member (the gossip section's receiver)."""
+    """Capacity reports, newest per ring member (the gossip section's receiver; every node keeps one).
+
+    Reports are gossip: any member can file one about any id, so they say what a
+    member claims to offer, never who is alive or which NodeId a key registered
+    (the NodeTracker binds that, over TLS).  A report is dropped when its member
+    is declared dead or left (``forget``).
+    """
 
     def __init__(self) -> None:
         self._reports: dict[str, CapacityReport] = {}
@@ -147,10 +162,17 @@ class NodeDirectory:
             return False
         if self._reports.get(report.ring_id) == report:
             return False
+        if report.ring_id not in self._reports and len(self._reports) >= MAX_REPORTS:
+            log.warn("ignoring a capacity report about {ring_id}: {limit} members are known", ring_id=report.ring_id[:10], limit=MAX_REPORTS)
+            return False
         self._reports[report.ring_id] = report
         log.info("ring member {ring_id} is NodeManager {node_id} with {memory_mb} MB, {vcores} vcores",
                  ring_id=report.ring_id[:10], node_id=report.node_id, memory_mb=report.memory_mb, vcores=report.vcores)
         return True
+
+    def forget(self, ring_id: str) -> None:
+        """Drop the report of a member that died or left."""
+        self._reports.pop(ring_id, None)
 
     def receive_own(self, report: CapacityReport) -> None:
         """The RM's own node's report (gossip never brings a member its own items)."""

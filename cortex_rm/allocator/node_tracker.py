@@ -309,15 +309,32 @@ class NodeTracker:
         return lost
 
     def ring_member_died(self, ring_id: int) -> list[NodeRecord]:
-        """The ring declared member ``ring_id`` dead: its active nodes are LOST now (not at expiry)."""
+        """The ring declared member ``ring_id`` dead: its active nodes are LOST now (not at expiry).
+
+        The ring's verdict is a hint, not proof: any member can gossip a death, and
+        gossip is not signed.  A node whose last heartbeat (authenticated, over its
+        own TLS connection) is younger than two of its intervals is still alive
+        whatever the ring says; it is left alone, and the expiry decides.
+        """
         lost = []
+        now = self.now_ms()
         for node_id, live in list(self._live.items()):
             if live.ring_id != ring_id:
                 continue
             node = self.nodes.get(node_id)
-            if NODE_TRANSITIONS.accepts(node.state, NodeEvent.EXPIRE):
-                self._lose(node, "the ring declared its member dead")
-                lost.append(node)
+            if not NODE_TRANSITIONS.accepts(node.state, NodeEvent.EXPIRE):
+                continue
+            silent_ms = now - live.last_seen_ms
+            if silent_ms < 2 * live.heartbeat_interval_ms:
+                log.warn(
+                    "the ring declared the member of node {node_id} dead, but it reported {silent_ms} ms ago; "
+                    "keeping it until its reports stop",
+                    node_id=str(node_id),
+                    silent_ms=silent_ms,
+                )
+                continue
+            self._lose(node, f"the ring declared its member dead (last report {silent_ms} ms ago)")
+            lost.append(node)
         return lost
 
     def _lose(self, node: NodeRecord, why: str) -> None:

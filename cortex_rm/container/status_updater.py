@@ -357,6 +357,9 @@ class TrackerLocation:
 
 LocateTracker = Callable[[], "defer.Deferred[TrackerLocation]"]
 
+RING_RESOURCE_MANAGER_PIN = "ring:cortex:resourcemanager"
+"""The pin of the RM found through the ring (in known_resourcemanagers.json, beside address pins)."""
+
 
 class NodeStatusUpdaterService:
     """Runs a ``NodeStatusUpdater`` against the RM's tracker at ``rm_address``.
@@ -515,14 +518,23 @@ class NodeStatusUpdaterService:
         d.addCallbacks(located, failed)
 
     def _check_key(self, fingerprint: str) -> None:
-        """PinMismatch unless the tracker showed the key we expect (the ring's record, or the pin)."""
+        """PinMismatch unless the tracker showed the key we expect.
+
+        With a configured address: the key pinned for it (trust on first use).  Found
+        through the ring: the key the ring's record names, and that must be the key
+        pinned at the first registration through the ring.  Any ring member can write
+        the record (the key space does not authenticate writers), so the record says
+        where the RM is, never whom to trust.
+        """
         if self.locate_tracker is None:
             self.known_rms.check(self.rm_address, fingerprint)
-        elif fingerprint != self._expected_fingerprint:
+            return
+        if fingerprint != self._expected_fingerprint:
             raise PinMismatch(
                 f"the tracker at {self.rm_address} showed key {fingerprint}, but the ring's ResourceManager "
                 f"record names {self._expected_fingerprint}; not reporting to it"
             )
+        self.known_rms.check(RING_RESOURCE_MANAGER_PIN, fingerprint)
 
     def _connect_to_tracker(self) -> None:
         self._epoch += 1
@@ -599,9 +611,10 @@ class NodeStatusUpdaterService:
 
     def _registered(self, answer: RegistrationAnswer) -> list[Action]:
         client = self.client
-        if client is not None and self.locate_tracker is None:
+        if client is not None:
+            pin_as = self.rm_address if self.locate_tracker is None else RING_RESOURCE_MANAGER_PIN
             try:
-                self.known_rms.pin(self.rm_address, client.peer_fingerprint)  # trust on first use
+                self.known_rms.pin(pin_as, client.peer_fingerprint)  # trust on first use
             except OSError:
                 log.failure("cannot store the pin of the ResourceManager at {address}", address=self.rm_address)
         log.info(

@@ -36,9 +36,17 @@ above TLS:
   is trusted, so the first contact must happen on a network you trust; if the RM
   was legitimately reinstalled, delete its entry from that file.
 
-Neither side proves that a peer *deserves* its place.  The ring (issue 4)
-replaces this: a peer's ring id must equal the SHA-1 of the key it shows in TLS,
-and the RM is found at a ring key, so TOFU and the in-memory binding go away.
+  A node that finds the RM through the ring pins it the same way, under the
+  name ``ring:cortex:resourcemanager``: the ring's record says where the RM is
+  and which key it shows, but any ring member can write that record, so after
+  the first registration only the pinned key is accepted.
+
+Neither side proves that a peer *deserves* its place.  The ring checks that a
+peer's ring id is the SHA-1 of the key it shows in TLS, but membership is open:
+anyone can make a key and join, choose keys until one lands where it wants, write
+any record in the key space and gossip any rumour.  The ring says where things
+are, not whom to trust; signed records and admission belong to the security
+hardening work.
 """
 
 from __future__ import annotations

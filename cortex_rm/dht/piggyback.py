@@ -109,6 +109,9 @@ class BroadcastQueue:
         return taken
 
 
+MAX_UNKNOWN_LOGGED = 64  # unknown section names logged once each (remote input: bounded)
+
+
 class GossipSections:
     """The registry of gossip sections sharing a ``BroadcastQueue``."""
 
@@ -140,11 +143,17 @@ class GossipSections:
         """
         on_receive = self._sections.get(item.section)
         if on_receive is None:
-            if item.section not in self._unknown_logged:
+            if item.section not in self._unknown_logged and len(self._unknown_logged) < MAX_UNKNOWN_LOGGED:
                 self._unknown_logged.add(item.section)
                 log.info("swim {node} ignores gossip of unknown section {section}", node=self._name, section=item.section)
             return False
-        if not on_receive(item):
+        try:
+            new = on_receive(item)
+        except Exception:
+            # A section's bug must not cost the envelope's other work (its Ack, its rumours).
+            log.failure("swim {node}: section {section} failed on an item", node=self._name, section=item.section)
+            return False
+        if not new:
             return False
         self._queue.put(item)
         return True

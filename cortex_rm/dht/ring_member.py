@@ -52,13 +52,19 @@ from cortex_rm.dht.member_table import MemberDied, MemberJoined, MemberLeft, Mem
 from cortex_rm.dht.membership import Membership
 from cortex_rm.dht.neighbour_log import NeighbourRecord
 from cortex_rm.dht.peer import Peer
-from cortex_rm.dht.record_store import RecordStore
+from cortex_rm.dht.record_store import RecordStore, record_error
 from cortex_rm.dht.ring_codec import encode_envelope
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_math import distance, key_id
 from cortex_rm.dht.swim_messages import MemberStatus, Piggyback
 
 log = Logger()
+
+MAX_CLOCK_SKEW_MS = 24 * 3600 * 1000
+"""Incarnations and record versions are (at most) milliseconds since the epoch, counted up
+from there; a stamp more than a day ahead of our clock is a lie or a broken clock.  An
+envelope carrying one is dropped: accepted, it would let one member pin a key or a
+suspicion for good, and counting up from 2**63 - 1 cannot be encoded at all."""
 
 MAX_KEY_ATTEMPTS = 3
 """Lookups a put or get makes before it gives up on a ring that keeps moving."""
@@ -138,7 +144,7 @@ class RingMember:
         self._by_request: dict[int, int] = {}  # key-space op id -> operation id
         self._join_queue: list[Peer] = []
         self._routing: tuple[object, ...] = ()
-        self._departed: set[Peer] = set()  # members declared dead or left (and not back yet)
+        self._departed: set[int] = set()  # ring ids of members declared dead or left (and not back yet)
         self._due: dict[str, float] = {}  # periodic job -> next time
 
     # ------------------------------------------------------------ commands
@@ -182,6 +188,16 @@ class RingMember:
     def receive(self, envelope: Envelope, now: float) -> list[RingAction]:
         """Handle an envelope the transport authenticated (``sender`` matches its certificate)."""
         if self.chord.state is RingState.LEFT:
+            return []
+        stamp = _highest_stamp(envelope)
+        if stamp > now * 1000 + MAX_CLOCK_SKEW_MS:
+            log.warn(
+                "ring {me} dropped a {body} from {sender}: it carries the stamp {stamp}, more than a day ahead",
+                me=self.me.short(),
+                body=type(envelope.body).__name__,
+                sender=envelope.sender.short(),
+                stamp=stamp,
+            )
             return []
         sender, body = envelope.sender, envelope.body
         actions = self._membership_actions(self.membership.heard_from(sender, now), now)
@@ -279,11 +295,11 @@ class RingMember:
                 continue
             if isinstance(action, (MemberDied, MemberLeft)):
                 self.chord.forget(action.peer)
-                self._departed.add(action.peer)
-            elif isinstance(action, MemberJoined) and action.peer in self._departed:
+                self._departed.add(action.peer.node_id)
+            elif isinstance(action, MemberJoined) and action.peer.node_id in self._departed:
                 # Back from the dead (a healed partition, a restart): the rings may
                 # have split while it was away; take it in where it belongs.
-                self._departed.discard(action.peer)
+                self._departed.discard(action.peer.node_id)
                 self.chord.consider(action.peer)
             out.append(action)  # type: ignore[arg-type]
         return out
@@ -322,6 +338,9 @@ class RingMember:
     def _start_operation(self, kind: str, key: str, value: bytes, now: float) -> tuple[int, list[RingAction]]:
         op = _KeyOperation(next(self._ids), kind, key, value)
         self._operations[op.op_id] = op
+        error = record_error(key, value)
+        if error is not None:  # refused here, before any lookup: it would be refused at the owner
+            return op.op_id, self._fail(op, error)
         return op.op_id, self._look_up_owner(op, now)
 
     def _look_up_owner(self, op: _KeyOperation, now: float) -> list[RingAction]:
@@ -362,6 +381,19 @@ class RingMember:
         if op.kind == "put":
             return [PutDone(op.op_id, op.key, None, error)]
         return [GetDone(op.op_id, op.key, None, error)]
+
+
+def _highest_stamp(envelope: Envelope) -> int:
+    """The highest incarnation or record version an envelope carries (0 when none)."""
+    stamps = [item.incarnation for item in envelope.piggyback if isinstance(item, swim_messages.MemberUpdate)]
+    body = envelope.body
+    if isinstance(body, kv_messages.StoreReplicas):
+        stamps += [record.version for record in body.records]
+    elif isinstance(body, (kv_messages.PutReply, kv_messages.GetReply)) and body.record is not None:
+        stamps.append(body.record.version)
+    elif isinstance(body, kv_messages.ReplicaDigest):
+        stamps += [version for _, version in body.entries]
+    return max(stamps, default=0)
 
 
 _SWIM_TYPES = (swim_messages.Probe, swim_messages.Ack, swim_messages.ProbeRequest, swim_messages.Nack)

@@ -109,9 +109,14 @@ class RingServerConnection(Int32StringReceiver):
         remote = transport.getPeer()
         self.remote = f"{getattr(remote, 'host', '?')}:{getattr(remote, 'port', '?')}"
         self.ring._incoming.add(self)
-        self._idle = _Timer(self.ring.clock, 2 * self.ring.idle_timeout, lambda: self.close("idle"))
+        # Until TLS is up the connection must finish its handshake within the connect
+        # timeout (a silent TCP connection would otherwise hold a socket for minutes).
+        self._idle = _Timer(self.ring.clock, self.ring.connect_timeout, lambda: self.close("no TLS handshake"))
 
     def handshakeCompleted(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = _Timer(self.ring.clock, 2 * self.ring.idle_timeout, lambda: self.close("idle"))
         try:
             self.peer_id = peer_ring_id(self.transport)
         except PeerCertificateMissing:  # cannot happen: MutualTLS demands a certificate

@@ -41,12 +41,14 @@ def detection_bound_s(nodes: int) -> float:
     suspected at the end of that probe's period (a second interval), and declared
     dead when the suspicion times out: at most the Lifeguard maximum for N members
     (suspicion_max_timeout_mult x suspicion_mult x log10(N) x interval).  The death
-    then spreads by gossip within a few intervals; one second covers it and the
-    HTTP polling.
+    then spreads by gossip within a few intervals.  Three seconds more cover that,
+    the HTTP polling of eight daemons, and probers slowed by their local health on a
+    busy machine (the measured time is printed; bench/ring_detection_bench.py
+    measures it properly).
     """
     swim = RingSection(probe_interval_ms=PROBE_INTERVAL_MS).ring_config().swim
     _, longest = suspicion_timeout_bounds(nodes, swim.probe_interval, swim.suspicion_mult, swim.suspicion_max_timeout_mult)
-    return 2 * swim.probe_interval + longest + 1.0
+    return 2 * swim.probe_interval + longest + 3.0
 
 
 @pytest.fixture

@@ -336,3 +336,30 @@ def test_a_node_refuses_a_tracker_whose_key_is_not_the_one_the_ring_names(  # ty
         assert len(rm.tracker.nodes) == 0
     finally:
         yield node.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_node_pins_the_rm_it_found_through_the_ring_and_refuses_a_rewritten_record(  # type: ignore[no-untyped-def]
+    rm: RM, tmp_path: Path
+):
+    """Any ring member can rewrite the RM record: after its first registration the node
+    keeps to the key it pinned, and a record naming another key (with a tracker that
+    shows it) gets nothing."""
+    node = located_updater(5003, tmp_path / "n", lambda: defer.succeed(TrackerLocation(rm.address, rm.identity.fingerprint)))
+    node.start()
+    try:
+        yield wait_until(lambda: rm.state(NodeId("127.0.0.1", 5003)) is NodeState.RUNNING, "registered")
+    finally:
+        yield node.stop()
+    impostor = NodeIdentity.generate()
+    tracker = NodeTracker(NodeTable(), reactor(), nm_expiry_ms=EXPIRY_MS, rm_identifier=2)
+    port = reactor().listenTCP(0, tracker_server_factory(tracker, MutualTLS(impostor), reactor()), interface="127.0.0.1")
+    address = f"127.0.0.1:{port.getHost().port}"
+    node = located_updater(5003, tmp_path / "n", lambda: defer.succeed(TrackerLocation(address, impostor.fingerprint)))
+    node.start()
+    try:
+        yield wait_until(lambda: node.updater.failures >= 1, "the node refused the impostor's record")
+        assert len(tracker.nodes) == 0
+    finally:
+        yield node.stop()
+        yield port.stopListening()

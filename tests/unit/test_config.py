@@ -388,3 +388,14 @@ def test_invalid_nodemanager_container_settings_are_refused(nodemanager: dict[st
     import re
 
     assert re.search(message, _error({"nodemanager": nodemanager}))
+
+
+def test_the_ring_refuses_wildcard_addresses_it_would_advertise() -> None:
+    """The ring advertises ring.address and the RM publishes its addresses: a wildcard
+    there is an error that says what to give instead."""
+    with pytest.raises(ConfigError, match="ring.address.*wildcard"):
+        config_from_dict({"ring": {"address": "0.0.0.0:7946"}})
+    with pytest.raises(ConfigError, match="resourcemanager.address is a wildcard"):
+        config_from_dict({"resourcemanager": {"address": "0.0.0.0:8032"}})
+    config_from_dict({"ring": {"enabled": False}, "resourcemanager": {"address": "0.0.0.0:8032"},
+                      "nodemanager": {"resourcemanager_tracker": "127.0.0.1:8031"}})

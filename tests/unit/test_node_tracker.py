@@ -325,12 +325,13 @@ def test_the_listener_hears_registrations_and_its_cleanup_rides_the_next_answer(
 
 
 def test_a_node_whose_ring_member_the_ring_declares_dead_is_lost_at_once(
-    tracker: NodeTracker, listener: RecordingListener
+    tracker: NodeTracker, listener: RecordingListener, clock: Clock
 ) -> None:
     """The ring's verdict does not wait for the expiry: the nodes registered by that
-    member's key are LOST now, once; other members' nodes are untouched."""
+    member's key (silent for two intervals) are LOST now, once; others are untouched."""
     tracker.register(registration(NODE), KEY, ring_id=7)
     tracker.register(registration(OTHER), IMPOSTOR_KEY, ring_id=8)
+    advance_ms(clock, 2000)  # two 1 s heartbeat intervals without a report
     lost = tracker.ring_member_died(7)
     assert [n.node_id for n in lost] == [NODE]
     assert tracker.nodes.get(NODE).state is NodeState.LOST
@@ -338,3 +339,12 @@ def test_a_node_whose_ring_member_the_ring_declares_dead_is_lost_at_once(
     assert listener.lost == [NODE]
     assert tracker.ring_member_died(7) == []  # already LOST
     assert tracker.ring_member_died(99) == []  # not a NodeManager of ours
+
+
+def test_a_ring_death_of_a_node_that_still_reports_is_ignored(tracker: NodeTracker, clock: Clock) -> None:
+    """Gossip is not signed: a death announced for a node that heartbeated a moment ago
+    (over its own TLS connection) does not make it LOST; the expiry still would."""
+    tracker.register(registration(NODE), KEY, ring_id=7)
+    advance_ms(clock, 500)
+    assert tracker.ring_member_died(7) == []
+    assert tracker.nodes.get(NODE).state is NodeState.RUNNING

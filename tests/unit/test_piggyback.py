@@ -145,3 +145,24 @@ def test_unknown_section_is_ignored_and_logged_once() -> None:
         globalLogPublisher.removeObserver(observer)
     assert len(queue) == 0
     assert [e.get("section") for e in events if e.get("section") == "future"] == ["future"]
+
+
+def test_a_section_that_raises_loses_only_its_item() -> None:
+    """A bug in one section's receiver is logged and the item dropped; the receive
+    returns normally, so the rest of the envelope (its Ack, its rumours) is handled."""
+    queue = BroadcastQueue()
+    sections = GossipSections(queue)
+
+    def broken(item: GossipItem) -> bool:
+        raise RuntimeError("section bug")
+
+    sections.register("broken", broken)
+    seen: list[dict] = []
+    observer = cast(ILogObserver, seen.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        assert sections.receive(GossipItem("broken", "k", b"v")) is False
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert len(queue) == 0
+    assert any(e.get("log_failure") is not None for e in seen)

@@ -117,3 +117,21 @@ def test_the_republisher_runs_now_and_every_interval_and_survives_failures() -> 
     clock.advance(30)
     assert ring.records[RESOURCE_MANAGER_KEY].version == 2
     republisher.stop()
+
+
+def test_the_directory_forgets_departed_members_and_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead or departed member's report goes; ids must be 40 hex digits; past the bound
+    new members' reports are refused (the table is fed by remote input)."""
+    import cortex_rm.ring_records as records
+
+    directory = NodeDirectory()
+    directory.receive(GossipItem(CAPACITY_SECTION, REPORT.ring_id, REPORT.encode()))
+    directory.forget(REPORT.ring_id)
+    assert directory.reports() == []
+    upper = CapacityReport("A" * 40, REPORT.node_id, REPORT.http_address, REPORT.rack, 1, 1)
+    assert directory.receive(GossipItem(CAPACITY_SECTION, upper.ring_id, upper.encode())) is False
+    monkeypatch.setattr(records, "MAX_REPORTS", 2)
+    for digit in "123":
+        report = CapacityReport(digit * 40, REPORT.node_id, REPORT.http_address, REPORT.rack, 1, 1)
+        directory.receive(GossipItem(CAPACITY_SECTION, report.ring_id, report.encode()))
+    assert [r.ring_id[0] for r in directory.reports()] == ["1", "2"]
