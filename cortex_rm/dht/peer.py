@@ -22,3 +22,13 @@ class Peer:
     def short(self) -> str:
         """A short form for logs: the first 10 hex digits of the id and the address."""
         return f"{format_id(self.node_id)[:10]}@{self.address}"
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) as (host, port); ValueError when it is not one."""
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdecimal() or not 0 < int(port) <= 65535:
+        raise ValueError(f"not host:port: {address!r}")
+    return host, int(port)

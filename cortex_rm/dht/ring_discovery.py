@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cortex_rm.dht.errors import IntroducerUnreachable
-from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.peer import Peer, split_address
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_ring_id
 
@@ -130,7 +130,6 @@ def discover_peer(reactor: Any, tls: MutualTLS, address: str, timeout: float) ->
     the address is not ``host:port``, nothing answers, or mutual TLS does not
     complete within ``timeout`` seconds on ``reactor``'s clock.
     """
-    from cortex_rm.dht.ring_transport import split_address  # (ring_transport imports this module)
 
     try:
         host, port = split_address(address)

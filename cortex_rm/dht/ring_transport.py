@@ -47,7 +47,7 @@ from zope.interface import implementer
 
 from cortex_rm.dht.envelope import Envelope
 from cortex_rm.dht.identity import NodeIdentity
-from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.peer import Peer, split_address
 from cortex_rm.dht.ring_discovery import discover_peer
 from cortex_rm.dht.ring_codec import MAX_FRAME_BYTES, decode_envelope, encode_envelope
 from cortex_rm.dht.ring_math import format_id
@@ -59,16 +59,6 @@ log = Logger()
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_IDLE_TIMEOUT_S = 60.0
 DEFAULT_MAX_QUEUED = 64  # envelopes waiting for one peer's connection
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port``) as (host, port); ValueError when it is not one."""
-    host, sep, port = address.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdecimal() or not 0 < int(port) <= 65535:
-        raise ValueError(f"not host:port: {address!r}")
-    return host, int(port)
 
 
 class _Timer:
