@@ -38,7 +38,9 @@ section E.3):
   successor list; if all of them are gone, the nearest finger (or the predecessor)
   stands in and stabilization walks back to the true successor.  A lookup whose
   hop died is resumed from our own (now corrected) state.  This single-timeout
-  rule is the core's own; the SWIM failure detector will feed ``forget`` later.
+  rule is the core's own; the SWIM failure detector also calls ``forget`` for
+  members it declares dead or left, and ``consider`` for those that come back
+  (``ring_member.py`` wires them).
 """
 
 from __future__ import annotations
