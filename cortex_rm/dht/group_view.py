@@ -19,7 +19,9 @@ failed probes, from expired suspicions -- in one place:
   passed the accusation on directly: a ``Probe`` whose piggyback leads with the
   refutation.  Whoever still repeats an accusation we already refuted (a buddy
   that suspects us tells us on every message) missed it: it is told again, at
-  most once per probe interval.
+  most once per probe interval.  Accusers are named in gossip, which anyone can
+  forge: only members we know ALIVE or SUSPECT are told, at the address we hold
+  for them, and at most ``MAX_TOLD`` within one probe interval.
 
 Every update that was news is queued for gossip again (infection style).
 """
@@ -39,6 +41,13 @@ from cortex_rm.dht.swim_config import SwimConfig
 from cortex_rm.dht.swim_messages import MemberUpdate, Piggyback, Probe
 
 SwimAction = Send | MembershipEvent
+
+MAX_TOLD = 64
+"""Members told our refutation within the last probe interval (``_told``): a bound on remote input.
+
+Honest accusers of one member in one interval are a handful (its probers and
+their k pushes); the entries of the last interval are all that must be kept.
+"""
 
 
 class GroupView:
@@ -60,10 +69,11 @@ class GroupView:
         self.broadcasts = broadcasts
         self.incarnation = incarnation
         self.left = False
-        self.table = MemberTable(me)
+        self.table = MemberTable(me, config.max_members)
         self.suspicions: dict[int, SuspicionTimer] = {}
         self._next_seq = next_seq
         self._on_suspect = on_suspect
+        self._next_reap_at = 0.0
         self._told: dict[int, float] = {}  # peer -> when we last told it our refutation, at this incarnation
 
     def apply(self, update: MemberUpdate, now: float, reason: str, relay: Peer | None = None) -> list[SwimAction]:
@@ -89,6 +99,8 @@ class GroupView:
         current = None if member is None else (member.status, member.incarnation)
         if not supersedes(current, (update.status, update.incarnation)):
             return []
+        if member is None and not self.table.has_room(update.peer):
+            return []
         event = self.table.update(update.peer, update.status, update.incarnation, now, reason)
         n = self.table.live_count
         self.broadcasts.retransmit_limit = retransmit_limit(self.config.retransmit_mult, n)
@@ -104,6 +116,18 @@ class GroupView:
             self.suspicions.pop(update.peer.node_id, None)
         self.broadcasts.put(update)
         return [] if event is None else [event]
+
+    def reap(self, now: float) -> None:
+        """Forget the members DEAD or LEFT for ``dead_member_retention`` (``MemberTable.reap``).
+
+        The table is scanned at most once per probe interval: a member is forgotten
+        within one interval of its time.
+        """
+        if now < self._next_reap_at:
+            return
+        self._next_reap_at = now + self.config.probe_interval
+        for member in self.table.reap(now, self.config.dead_member_retention):
+            self._told.pop(member.peer.node_id, None)
 
     def piggyback_for(self, to: Peer, byte_budget: int, size_of: SizeOf) -> tuple[Piggyback, ...]:
         """Rumours for one message to ``to``, within ``byte_budget`` bytes as ``size_of`` counts them.
@@ -140,11 +164,29 @@ class GroupView:
             self.health.apply(1, f"refuted being {update.status.value}")
             self.broadcasts.put(MemberUpdate(self.me, ALIVE, self.incarnation))
         actions: list[SwimAction] = []
-        for peer in (update.accuser, relay):
-            if peer is None or peer.node_id == self.me.node_id:
-                continue
+        for peer in self._to_tell(update.accuser, relay):
             told = self._told.get(peer.node_id)
-            if told is None or now - told >= self.config.probe_interval:
-                self._told[peer.node_id] = now
-                actions.append(Send(peer, Probe(self._next_seq())))
+            if told is not None and now - told < self.config.probe_interval:
+                continue
+            if told is None and len(self._told) >= MAX_TOLD:
+                # Entries older than a probe interval no longer hold anyone back: drop them.
+                self._told = {k: t for k, t in self._told.items() if now - t < self.config.probe_interval}
+                if len(self._told) >= MAX_TOLD:
+                    continue
+            self._told[peer.node_id] = now
+            actions.append(Send(peer, Probe(self._next_seq())))
         return actions
+
+    def _to_tell(self, accuser: Peer | None, relay: Peer | None) -> list[Peer]:
+        """Who gets our refutation directly: the accuser and the relay, if we know them ALIVE or SUSPECT.
+
+        The accuser is named in gossip, which anyone may forge: an unknown id, or a
+        known id at another address, must not make us connect anywhere.  So each is
+        told at the address in our table, and only if it is a live member.
+        """
+        peers: dict[int, Peer] = {}
+        for peer in (accuser, relay):
+            member = None if peer is None or peer.node_id == self.me.node_id else self.table.get(peer)
+            if member is not None and member.status in (ALIVE, SUSPECT):
+                peers[member.peer.node_id] = member.peer
+        return list(peers.values())

@@ -22,6 +22,11 @@ Each status change is one structured log event and one event for the caller:
 * unknown, DEAD or LEFT -> ALIVE: ``MemberJoined``
 * ALIVE -> SUSPECT: ``MemberSuspected``;  SUSPECT -> ALIVE: ``MemberAlive``
 * -> DEAD: ``MemberDied``;  -> LEFT: ``MemberLeft`` (a graceful leave, not a failure)
+
+The table is bounded, since any member may gossip made-up ones: DEAD and LEFT
+members are forgotten after a retention time (``reap``), and beyond
+``max_members`` new members are refused (``has_room``).  A forgotten member is
+unknown again: its own ALIVE announcement brings it back.
 """
 
 from __future__ import annotations
@@ -112,10 +117,12 @@ class Member:
 class MemberTable:
     """The members we heard of (never ourselves), keyed by ring id, with a count of the live ones."""
 
-    def __init__(self, me: Peer) -> None:
+    def __init__(self, me: Peer, max_members: int = 16384) -> None:
         self.me = me
+        self.max_members = max_members
         self._members: dict[int, Member] = {}
         self._live = 0
+        self._refusing = False  # a refusal was logged and the table has not had room since
 
     def __len__(self) -> int:
         return len(self._members)
@@ -139,6 +146,39 @@ class MemberTable:
     def peers(self, *statuses: MemberStatus) -> list[Peer]:
         """The members currently in one of ``statuses``."""
         return [m.peer for m in self._members.values() if m.status in statuses]
+
+    def has_room(self, peer: Peer) -> bool:
+        """Whether a new member ``peer`` may join the table (it is below ``max_members``).
+
+        The first refusal is logged; the next is logged only after the table had room again.
+        """
+        if len(self._members) < self.max_members:
+            self._refusing = False
+            return True
+        if not self._refusing:
+            self._refusing = True
+            log.warn(
+                "swim {node} member table full ({max_members}): new members refused, first {member}",
+                node=self.me.short(),
+                max_members=self.max_members,
+                member=peer.short(),
+            )
+        return False
+
+    def reap(self, now: float, retention: float) -> list[Member]:
+        """Forget the DEAD and LEFT members that have been so for ``retention`` seconds; the forgotten rows."""
+        gone = [m for m in self._members.values() if m.status in GONE and now - m.since >= retention]
+        for member in gone:
+            del self._members[member.peer.node_id]
+            log.info(
+                "swim {node} member {member} {old} -> forgotten at incarnation {incarnation} (retention {retention} s)",
+                node=self.me.short(),
+                member=member.peer.short(),
+                old=member.status.value,
+                incarnation=member.incarnation,
+                retention=retention,
+            )
+        return gone
 
     def update(self, peer: Peer, status: MemberStatus, incarnation: int, now: float, reason: str) -> MembershipEvent | None:
         """Apply an update that ``supersedes`` the current state; the event of the transition, if any.

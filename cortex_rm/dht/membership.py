@@ -12,7 +12,8 @@ defaults, ``SwimConfig``), this module's half being the probing:
 
 1. **Probe** the next ring neighbour each probe interval (``ProbeScheduler``);
    with no ack by the probe timeout, ask k ALIVE members to probe it for us
-   (``ProbeRequest``; each answers the target's ack, or ``Nack``).
+   (``ProbeRequest``; each answers the target's ack, or ``Nack``).  We serve such
+   requests only for members we know live, at our address for them (``probe_relays.py``).
 2. **Suspect** it with no ack by the end of the period; the accusation is gossiped
    and pushed at once to k random members.  A member that hears a neighbour of
    its own suspected probes it next: a crash is confirmed in a period or two, a
@@ -52,6 +53,7 @@ from cortex_rm.dht.local_health import LocalHealth
 from cortex_rm.dht.member_table import ALIVE, DEAD, GONE, LEFT, SUSPECT, Member, MemberTable
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.piggyback import BroadcastQueue, GossipSections, SizeOf
+from cortex_rm.dht.probe_relays import ProbeRelays
 from cortex_rm.dht.probe_scheduler import ProbeScheduler
 from cortex_rm.dht.suspect_checks import SuspectChecks, Verdict
 from cortex_rm.dht.suspicion import SuspicionTimer, retransmit_limit
@@ -74,16 +76,6 @@ class _ProbeRound:
     nacks: set[int] = field(default_factory=set)
 
 
-@dataclass(slots=True)
-class _Relay:
-    """A probe of ``target`` we make for ``requester`` (its ``seq``)."""
-
-    requester: Peer
-    seq: int
-    target: Peer
-    deadline: float
-
-
 class Membership:
     """One member's view of the group and its side of SWIM; each step returns actions and events."""
 
@@ -101,7 +93,7 @@ class Membership:
         self._checks = SuspectChecks()
         self._last_input = -math.inf  # when we last processed anything (to notice we were paused)
         self._round: _ProbeRound | None = None
-        self._relays: dict[int, _Relay] = {}
+        self._relays = ProbeRelays(me, self.table, config.indirect_probe_timeout, self._next_seq)
         self._seq = 0
         self._next_probe_at: float | None = None  # set by the first tick
         self._next_dead_probe_at = 0.0
@@ -153,8 +145,7 @@ class Membership:
         r = self._round
         if r is not None:
             best = min(best, r.timeout_at if not r.acked and r.helpers is None else r.period_end)
-        for relay in self._relays.values():
-            best = min(best, relay.deadline)
+        best = min(best, self._relays.next_deadline())
         if self._suspicions:
             lead = self._verify_lead()
             for node_id, suspicion in self._suspicions.items():
@@ -200,10 +191,7 @@ class Membership:
             self._next_dead_probe_at = now + self._rng.random() * self.config.dead_probe_interval
         actions: list[SwimAction] = []
         if self._relays:
-            for seq, relay in list(self._relays.items()):
-                if relay.deadline <= now:
-                    del self._relays[seq]
-                    actions.append(Send(relay.requester, Nack(relay.seq)))
+            actions += self._relays.expire(now)
         r = self._round
         if r is not None:
             if not r.acked and r.helpers is None and r.timeout_at <= now < r.period_end:
@@ -213,6 +201,7 @@ class Membership:
                 actions += self._finish(r, now)
         if self._suspicions:
             actions += self._decide_suspicions(now)
+        self.view.reap(now)
         if not self.left:
             if self._round is None and now >= self._next_probe_at:
                 actions += self._start_probe(now)
@@ -228,11 +217,7 @@ class Membership:
         if isinstance(message, Ack):
             return self._acked(sender, message.seq)
         if isinstance(message, ProbeRequest):
-            if message.target.node_id == self.me.node_id:
-                return [Send(sender, Ack(message.seq))]
-            seq = self._next_seq()
-            self._relays[seq] = _Relay(sender, message.seq, message.target, now + self.config.indirect_probe_timeout)
-            return [Send(message.target, Probe(seq))]
+            return list(self._relays.request(sender, message, now))
         if isinstance(message, Nack):
             r = self._round
             if r is not None and r.seq == message.seq and r.helpers and any(h.node_id == sender.node_id for h in r.helpers):
@@ -300,11 +285,7 @@ class Membership:
                 r.acked = True
                 self.health.apply(-1, "probe acked")
                 return []
-        relay = self._relays.get(seq)
-        if relay is not None and relay.target.node_id == sender.node_id:
-            del self._relays[seq]
-            return [Send(relay.requester, Ack(relay.seq))]
-        return []  # an ack we never asked for, or too late: ignored
+        return list(self._relays.acked(sender, seq))  # [] for an ack we never asked for, or too late
 
     def _finish(self, r: _ProbeRound, now: float) -> list[SwimAction]:
         """The probe period ended: nothing to do if acked, else local health and suspicion."""
@@ -377,7 +358,7 @@ class Membership:
         if self._round is not None:
             self._checks.ended(self._round.target.node_id)
         self._round = None
-        self._relays = {k: v for k, v in self._relays.items() if v.deadline > now}
+        self._relays.drop_expired(now)
         if self._next_probe_at is not None:
             self._next_probe_at = min(self._next_probe_at, now)
         return []

@@ -76,6 +76,32 @@ class SwimConfig:
     refutes with a higher incarnation.  Members that LEFT are never probed.
     """
 
+    dead_member_retention: float = 1800.0
+    """Seconds a DEAD or LEFT member stays in the member table before it is forgotten.
+
+    memberlist's ``GossipToTheDeadTime`` (30 s on a LAN) is much shorter, but
+    memberlist also heals partitions by push-pull state sync and by re-joining
+    through its seeds; we have neither: a member declared dead behind a partition
+    comes back only when someone probes it (``dead_probe_interval``) while it is
+    still in their table.  So the retention is the longest partition that heals
+    by itself: 30 minutes, 180 dead probes of 10 s, far beyond the 2-minute
+    partition of the ring scenarios.  Keeping the dead that long is cheap: the
+    table is bounded (``max_members``) and the dead cost one probe per
+    ``dead_probe_interval`` in total, however many there are.  Forgetting them
+    bounds the table against gossip of made-up members (each is probed, dies,
+    and is gone after this time).  A forgotten member that comes back announces
+    itself ALIVE and joins again.
+    """
+
+    max_members: int = 16384
+    """Bound on the member table (ourselves not counted): beyond it, new members are refused.
+
+    Gossip is unauthenticated by content, so any member can announce made-up ones;
+    the bound caps what that costs.  Far above the largest YARN clusters (about
+    10,000 nodes); a row is a few hundred bytes.  Members already known are
+    updated as usual; the first refusal is logged (once, until there is room again).
+    """
+
     late_tick_limit: float = 0.25
     """Seconds a tick may come after the deadline it was due at before we count ourselves paused.
 
@@ -87,7 +113,12 @@ class SwimConfig:
     """
 
     max_broadcasts: int = 1024
-    """Bound on queued rumours; when full, the one sent most often is dropped first."""
+    """Bound on queued rumours; when full, the one sent most often is dropped first.
+
+    Gossip section items (``GossipItem``) have their own bound, half of this, and
+    make room only by dropping other section items: a flood of them never
+    pushes out a membership update (``piggyback.BroadcastQueue``).
+    """
 
     def __post_init__(self) -> None:
         if self.probe_interval <= 0 or self.probe_timeout <= 0:
@@ -106,6 +137,8 @@ class SwimConfig:
             raise ValueError("suspicion_max_timeout_mult must be >= 1 and awareness_max_multiplier >= 0")
         if self.late_tick_limit <= 0:
             raise ValueError("late_tick_limit must be positive")
+        if self.dead_member_retention <= 0 or self.max_members < 1:
+            raise ValueError("dead_member_retention must be positive and max_members >= 1")
         if self.dead_probe_interval < 0 or self.max_broadcasts < 1:
             raise ValueError("dead_probe_interval must be >= 0 and max_broadcasts >= 1")
 

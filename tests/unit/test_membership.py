@@ -6,8 +6,10 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable
+from typing import cast
 
 import pytest
+from twisted.logger import ILogObserver, globalLogPublisher
 
 from cortex_rm.dht.chord_messages import Ping
 from cortex_rm.dht.envelope import Send
@@ -19,8 +21,10 @@ from cortex_rm.dht.member_table import (
     MemberSuspected,
     supersedes,
 )
+from cortex_rm.dht.group_view import MAX_TOLD
 from cortex_rm.dht.membership import Membership, SwimAction
 from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.probe_relays import MAX_RELAYS
 from cortex_rm.dht.suspicion import retransmit_limit
 from cortex_rm.dht.swim_config import SwimConfig
 from cortex_rm.dht.swim_messages import (
@@ -562,3 +566,100 @@ def test_crash_among_ten_is_dead_everywhere_within_8_seconds() -> None:
         assert set(net.views_of(victim).values()) == {DEAD}, seed
         deaths = [o.time for o in net.events(MemberDied) if o.event.peer == net.ring[victim]]
         assert max(deaths) - crashed_at <= 8
+
+
+# ------------------------------------------------------------------ bounds on remote input
+
+FORGED = Peer(999, "203.0.113.9:1")
+
+
+def test_made_up_member_gossiped_alive_dies_and_is_forgotten_after_the_retention() -> None:
+    """A member only gossip vouched for, once DEAD, is probed by the dead-member probes until
+    ``dead_member_retention`` has passed; then it is forgotten and never probed again."""
+    m = member(peers=[T], dead_member_retention=60.0)
+    assert m.receive_piggyback(H1, [MemberUpdate(FORGED, ALIVE, 0)], 0.0) == [MemberJoined(FORGED, 0)]
+    assert m.receive_piggyback(H1, [MemberUpdate(FORGED, DEAD, 0)], 1.0) == [MemberDied(FORGED, 0)]
+    before = sends(tick_until(m, 60.0))
+    assert FORGED in {s.to for s in before}  # probed while it might be a partition
+    sends(tick_until(m, 62.0))
+    assert m.status_of(FORGED) is None and FORGED not in {r.peer for r in m.members()}
+    after = sends(tick_until(m, 600.0))
+    assert FORGED not in {s.to for s in after}
+    # Forgotten is unknown: the member's own ALIVE announcement brings it back.
+    assert m.receive_piggyback(FORGED, [MemberUpdate(FORGED, ALIVE, 1)], 601.0) == [MemberJoined(FORGED, 1)]
+
+
+def test_full_member_table_refuses_made_up_members_and_says_so_once() -> None:
+    """Beyond ``max_members`` new members are refused, with one log line; known ones still change."""
+    logged: list[dict[str, object]] = []
+    observer = cast(ILogObserver, logged.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        m = member(peers=[T, H1, H2], max_members=4)
+        flood = [MemberUpdate(Peer(1000 + i, f"203.0.113.{i}:1"), ALIVE, 0) for i in range(50)]
+        events = m.receive_piggyback(H1, flood, 1.0)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert events == [MemberJoined(flood[0].peer, 0)]
+    assert len(m.members()) == 4
+    assert len([e for e in logged if "table full" in str(e.get("log_format"))]) == 1
+    assert m.receive_piggyback(H2, [MemberUpdate(T, SUSPECT, 0, H2)], 2.0) == [MemberSuspected(T, 0)]
+
+
+def test_swim_config_refuses_no_retention_and_no_room() -> None:
+    """``dead_member_retention`` must be positive and ``max_members`` at least 1."""
+    with pytest.raises(ValueError):
+        SwimConfig(dead_member_retention=0)
+    with pytest.raises(ValueError):
+        SwimConfig(max_members=0)
+
+
+def test_probe_request_for_an_address_we_do_not_know_is_nacked_without_connecting() -> None:
+    """A ProbeRequest for a stranger, a DEAD or a LEFT member is answered Nack at once: nothing is sent to the target."""
+    m = member()
+    assert m.receive(H1, ProbeRequest(41, FORGED), 1.0) == [Send(H1, Nack(41))]
+    m.receive_piggyback(H2, [MemberUpdate(H3, DEAD, 0)], 1.0)
+    assert m.receive(H1, ProbeRequest(42, H3), 2.0) == [Send(H1, Nack(42))]
+    m.receive_piggyback(H2, [MemberUpdate(T, LEFT, 0)], 2.0)
+    assert m.receive(H1, ProbeRequest(43, T), 3.0) == [Send(H1, Nack(43))]
+    assert Send(H1, Nack(41)) not in tick_until(m, 3.5)  # nothing relayed, nothing to time out
+
+
+def test_probe_request_naming_a_members_id_at_another_address_probes_our_address_for_it() -> None:
+    """The target is probed at the address in our member table, not the one the requester wrote."""
+    m = member()
+    [probe] = sends(m.receive(H1, ProbeRequest(41, Peer(T.node_id, "203.0.113.9:1")), 1.0))
+    assert probe.to == T and probe.to.address == "t:1" and isinstance(probe.message, Probe)
+    assert m.receive(T, Ack(probe.message.seq), 1.1) == [Send(H1, Ack(41))]
+
+
+def test_flood_of_probe_requests_is_bounded_and_the_excess_nacked() -> None:
+    """At most ``MAX_RELAYS`` probes are made for others at once; further requests are nacked."""
+    m = member()
+    answers = [a for seq in range(MAX_RELAYS + 10) for a in sends(m.receive(H1, ProbeRequest(seq, T), 1.0))]
+    assert len([a for a in answers if isinstance(a.message, Probe)]) == MAX_RELAYS
+    assert [a.message for a in answers if a.to == H1] == [Nack(seq) for seq in range(MAX_RELAYS, MAX_RELAYS + 10)]
+
+
+def test_refutation_is_not_sent_to_a_forged_accuser() -> None:
+    """An accusation of us naming an unknown accuser, or a known id at another address, makes us
+    connect only to members we know live, at our address for them."""
+    m = member()
+    told = sends(m.receive_piggyback(H1, [MemberUpdate(ME, SUSPECT, 0, FORGED)], 1.0))
+    assert [s.to for s in told] == [H1]  # the relay, whom we know; not the made-up accuser
+    m.receive_piggyback(H2, [MemberUpdate(H3, DEAD, 0)], 1.0)
+    told = sends(m.receive_piggyback(H2, [MemberUpdate(ME, SUSPECT, 1, Peer(T.node_id, "203.0.113.9:1"))], 2.0))
+    assert {s.to.address for s in told} == {"t:1", "h2:1"}
+    told = sends(m.receive_piggyback(H2, [MemberUpdate(ME, SUSPECT, 2, H3)], 3.0))
+    assert [s.to for s in told] == [H2]  # H3 is DEAD to us: not told
+
+
+def test_refutations_told_directly_are_bounded_per_probe_interval() -> None:
+    """However many members repeat an accusation we refuted, at most ``MAX_TOLD`` are told in one probe interval."""
+    peers = [Peer(1000 + i, f"p{i}:1") for i in range(3 * MAX_TOLD)]
+    m = member(peers=peers, neighbours=[])
+    m.receive_piggyback(peers[0], [MemberUpdate(ME, SUSPECT, 0, peers[0])], 1.0)  # refuted: incarnation 1
+    told = [s for p in peers for s in sends(m.receive_piggyback(p, [MemberUpdate(ME, SUSPECT, 0, p)], 1.5))]
+    assert len(told) == MAX_TOLD - 1
+    later = [s for p in peers for s in sends(m.receive_piggyback(p, [MemberUpdate(ME, SUSPECT, 0, p)], 2.6))]
+    assert len(later) == MAX_TOLD  # a probe interval later, the old entries make room again
