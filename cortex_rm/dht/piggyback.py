@@ -12,6 +12,11 @@ anyway (probes, acks, Chord traffic) carries a few rumours in its envelope.  The
 * ``take`` fills one message: the items sent fewest times first (newest first
   among equals), as many as fit in the byte budget.
 * The queue is bounded; when full, the item sent most often makes room.
+  Gossip section items have a bound of their own (``max_section_items``, half
+  the queue by default) and make room only by dropping other section items: any
+  member may gossip them, and a flood of them must never push out a membership
+  update that is still spreading.  A ``MemberUpdate`` pushes out a section item
+  first, another membership update only when there is none.
 
 ``GossipSections`` lets other subsystems (node capacity, uptime attestations...)
 use the same channel: they ``register`` a section with a receive callback and
@@ -53,12 +58,18 @@ class _Entry:
 class BroadcastQueue:
     """Keyed rumours, each sent at most ``retransmit_limit`` times, fewest-sent first."""
 
-    def __init__(self, max_items: int = 1024, retransmit_limit: int = 4) -> None:
+    def __init__(self, max_items: int = 1024, retransmit_limit: int = 4, max_section_items: int | None = None) -> None:
         if max_items < 1:
             raise ValueError(f"max_items must be at least 1, not {max_items}")
+        if max_section_items is None:
+            max_section_items = max(1, max_items // 2)
+        if not 1 <= max_section_items <= max_items:
+            raise ValueError(f"max_section_items must lie in [1, {max_items}], not {max_section_items}")
         self.max_items = max_items
+        self.max_section_items = max_section_items
         self.retransmit_limit = retransmit_limit
         self._items: dict[tuple[object, ...], _Entry] = {}
+        self._section_count = 0  # how many of the queued items are GossipItems
         self._inserted = 0
 
     def __len__(self) -> int:
@@ -67,12 +78,30 @@ class BroadcastQueue:
     def put(self, item: Piggyback) -> None:
         """Queue ``item`` with no transmissions yet, replacing any queued item of the same key."""
         key = item_key(item)
-        if key not in self._items and len(self._items) >= self.max_items:
-            # Full: drop the item sent most often (the oldest among those).
-            worst = max(self._items, key=lambda k: (self._items[k].transmits, -self._items[k].order))
-            del self._items[worst]
+        if key not in self._items:
+            if isinstance(item, MemberUpdate):
+                if len(self._items) >= self.max_items and not self._evict(section_only=True):
+                    self._evict(section_only=False)
+            elif self._section_count >= self.max_section_items or len(self._items) >= self.max_items:
+                if not self._evict(section_only=True):
+                    return  # the rest is membership news: this item is dropped, not them
+            if isinstance(item, GossipItem):
+                self._section_count += 1
         self._inserted += 1
         self._items[key] = _Entry(self._inserted, item)
+
+    def _evict(self, section_only: bool) -> bool:
+        """Drop the item sent most often (the oldest among those), a section item if ``section_only``."""
+        keys = [k for k in self._items if k[0] == "section"] if section_only else list(self._items)
+        if not keys:
+            return False
+        self._remove(max(keys, key=lambda k: (self._items[k].transmits, -self._items[k].order)))
+        return True
+
+    def _remove(self, key: tuple[object, ...]) -> None:
+        del self._items[key]
+        if key[0] == "section":
+            self._section_count -= 1
 
     def queued(self) -> list[Piggyback]:
         """The queued items, in no particular order (for inspection)."""
@@ -103,7 +132,7 @@ class BroadcastQueue:
             taken.append(entry.item)
             entry.transmits += 1
             if entry.transmits >= limit:
-                del self._items[key]
+                self._remove(key)
             if byte_budget <= 0:
                 break
         return taken

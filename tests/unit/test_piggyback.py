@@ -67,11 +67,59 @@ def test_items_that_do_not_fit_are_skipped_for_smaller_ones() -> None:
 def test_full_queue_drops_the_most_sent_item() -> None:
     """At max_items, a new key evicts the item sent most often."""
     queue = BroadcastQueue(max_items=2, retransmit_limit=10)
+    worn, fresh, new = (MemberUpdate(Peer(i, f"m{i}:1"), MemberStatus.ALIVE, 0) for i in range(3))
+    queue.put(worn)
+    queue.take(10, size_of)
+    queue.put(fresh)
+    queue.put(new)
+    assert set(queue.queued()) == {fresh, new}
+
+
+def test_full_section_share_drops_the_most_sent_section_item() -> None:
+    """At max_section_items, a new section key evicts the section item sent most often."""
+    queue = BroadcastQueue(max_items=4, retransmit_limit=10)
     queue.put(GossipItem("s", "worn", b""))
     queue.take(10, size_of)
     queue.put(GossipItem("s", "fresh", b""))
     queue.put(GossipItem("s", "new", b""))
     assert {item.key for item in queue.queued() if isinstance(item, GossipItem)} == {"fresh", "new"}
+
+
+def test_flood_of_gossip_section_items_never_evicts_member_updates() -> None:
+    """Section items fill at most their share of the queue and evict only each other; membership
+    updates mid-spread (sent more often than the flood) all stay queued."""
+    queue = BroadcastQueue(max_items=8, retransmit_limit=100)
+    updates = [MemberUpdate(Peer(i, f"m{i}:1"), MemberStatus.SUSPECT, 0, A) for i in range(6)]
+    for update in updates:
+        queue.put(update)
+    queue.take(1000, size_of)  # each sent once: the flood's items are sent fewer times
+    for i in range(500):
+        queue.put(GossipItem("flood", str(i), b"x"))
+    queued = queue.queued()
+    assert set(updates) <= set(queued)
+    assert len(queued) == 8 and len([item for item in queued if isinstance(item, GossipItem)]) == 2
+    # A membership update still finds room, by pushing a section item out.
+    late = MemberUpdate(Peer(99, "m99:1"), MemberStatus.DEAD, 0)
+    queue.put(late)
+    assert late in queue.queued() and set(updates) <= set(queue.queued())
+
+
+def test_section_items_wait_when_the_queue_is_all_membership_news() -> None:
+    """With every slot held by membership updates, a new section item is dropped, not them."""
+    queue = BroadcastQueue(max_items=2)
+    updates = [MemberUpdate(Peer(i, f"m{i}:1"), MemberStatus.ALIVE, 0) for i in range(2)]
+    for update in updates:
+        queue.put(update)
+    queue.put(GossipItem("s", "k", b""))
+    assert set(queue.queued()) == set(updates)
+
+
+def test_section_share_must_fit_the_queue() -> None:
+    """``max_section_items`` lies in [1, max_items]."""
+    with pytest.raises(ValueError):
+        BroadcastQueue(max_items=4, max_section_items=5)
+    with pytest.raises(ValueError):
+        BroadcastQueue(max_items=4, max_section_items=0)
 
 
 @given(
