@@ -149,14 +149,21 @@ def test_a_job_survives_losing_a_node_that_runs_no_am(cluster: RunningCluster, t
     command = spark_submit_command(slowcount, deploy_mode="client", conf={
         **PYTHON_CONF, **EXECUTORS, "spark.pyspark.driver.python": sys.executable,
         "spark.executor.instances": "2"}, args=["4000", "8"])
+    def containers(node_name: str) -> set[str]:
+        return {p.parent.name for p in cluster.workdir.glob(f"{node_name}/**/container_*/stderr")}
+
+    before = {node.name: containers(node.name) for node in cluster.nodes}  # earlier tests' containers
     proc = subprocess.Popen(command, env=spark_submit_env(cluster.conf_dir, {"SPARK_LOCAL_IP": "127.0.0.1"}),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # The victim: a node (not the RM's) running an executor of this job and not its AM
+    # (the AM is container ..._000001 of its attempt).
     victim = None
     deadline = time.monotonic() + 300
     while victim is None:
         assert time.monotonic() < deadline
         for node in cluster.nodes[1:]:
-            if any(cluster.workdir.glob(f"{node.name}/**/container_*/stderr")):
+            new = containers(node.name) - before[node.name]
+            if new and not any(name.endswith("_000001") for name in new):
                 victim = node
                 break
         time.sleep(0.5)
