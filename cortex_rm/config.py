@@ -215,7 +215,8 @@ class RingSection:
     status_address: str = ""
 
     def ring_config(self) -> RingConfig:
-        """The ring core's settings: the LAN profile with the probe timings scaled to probe_interval_ms."""
+        """The ring core's settings: the LAN profile with its timings (probes, dead-member probes and
+        retention) scaled to probe_interval_ms."""
         scale = self.probe_interval_ms / 1000
         lan = SwimConfig.lan()
         swim = dataclasses.replace(
@@ -224,6 +225,7 @@ class RingSection:
             probe_timeout=lan.probe_timeout * scale,
             indirect_probe_timeout=lan.indirect_probe_timeout * scale,
             dead_probe_interval=lan.dead_probe_interval * scale,
+            dead_member_retention=lan.dead_member_retention * scale,
         )
         return RingConfig(
             successor_list_length=self.successor_list_length,
