@@ -25,11 +25,7 @@ from cortex_rm.dht.ring_codec import encode_envelope  # noqa: E402
 from cortex_rm.dht.ring_member import Transmit, piggyback_size  # noqa: E402
 from tests.support.ring_sim import RingNetwork  # noqa: E402
 
-KINDS = {
-    "swim": (swim_messages.Probe, swim_messages.Ack, swim_messages.ProbeRequest, swim_messages.Nack),
-    "chord": tuple(t for t in vars(chord_messages).values() if isinstance(t, type) and t.__module__ == chord_messages.__name__),
-    "keyspace": tuple(t for t in vars(kv_messages).values() if isinstance(t, type) and t.__module__ == kv_messages.__name__),
-}
+KINDS = {"swim": swim_messages.SwimMessage, "chord": chord_messages.ChordMessage, "keyspace": kv_messages.KeySpaceMessage}
 
 
 # A capacity report as a NodeManager publishes it (ring_records.CapacityReport, same size).

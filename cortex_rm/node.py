@@ -44,6 +44,7 @@ from cortex_rm import __version__
 from cortex_rm.allocator.ids import NodeId
 from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.rm_context import RMContext
+from cortex_rm.allocator.state_store import thread_runner
 from cortex_rm.config import Config, parse_address
 from cortex_rm.container.node_manager import NodeManagerRole
 from cortex_rm.container.status_updater import Backoff, NodeStatusUpdater, NodeStatusUpdaterService, TrackerLocation
@@ -93,6 +94,7 @@ class CortexNode:
         self.node_manager: NodeManagerRole | None = None
         self.status_updater: NodeStatusUpdaterService | None = None
         self.ring: RingService | None = None
+        self._ring_files: Any = None  # the thread the ring's files are written on
         self.node_directory = NodeDirectory()  # the NodeManagers' capacity reports, as gossiped
         self._republishers: list[Republisher] = []
 
@@ -152,6 +154,8 @@ class CortexNode:
         ring_config = self.config.ring
         host, port = parse_address(ring_config.address, "ring.address")
         assert self.identity is not None
+        run_in_thread, self._ring_files = thread_runner(self.reactor, name="ring-files")
+        self._ring_files.start()
         self.ring = RingService(
             self.identity,
             ring_config.ring_config(),
@@ -161,6 +165,7 @@ class CortexNode:
             advertise_host=host,
             port=port,
             introducers=ring_config.introducers,
+            run_blocking=run_in_thread,
         )
         try:
             yield self.ring.start()
@@ -325,6 +330,9 @@ class CortexNode:
         if self.ring is not None:
             yield self.ring.stop(graceful=True)  # hand our records on, tell the neighbours, gossip LEFT
             self.ring = None
+        if self._ring_files is not None:
+            pool, self._ring_files = self._ring_files, None
+            pool.stop()  # the last neighbour-log write has finished
         for name in (READY_FILE, PID_FILE):
             (self.state_dir / name).unlink(missing_ok=True)
         log.info("Cortex node {name} stopped", name=self.config.node.name)

@@ -95,10 +95,6 @@ class LiveMember:
         """Call ``listener`` with every membership event."""
         self._listeners.append(listener)
 
-    def remove_listener(self, listener: MembershipListener) -> None:
-        """Stop calling ``listener``."""
-        self._listeners.remove(listener)
-
     # ------------------------------------------------------------ inputs
 
     def receive(self, envelope: Envelope) -> None:

@@ -41,6 +41,11 @@ class NeighbourRecord:
     predecessor: Peer | None
     fingers: tuple[Peer, ...]
 
+    @property
+    def names_peers(self) -> bool:
+        """Whether the record names anyone to rejoin through (a node alone names nobody)."""
+        return any(p.node_id != self.node_id for p in (*self.successors, *self.fingers, *filter(None, [self.predecessor])))
+
     def rejoin_candidates(self, now: float, max_age: float) -> list[Peer]:
         """The peers to try rejoining through, nearest first; none when the record is too old.
 

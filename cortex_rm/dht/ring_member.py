@@ -43,8 +43,10 @@ from dataclasses import dataclass
 from twisted.logger import Logger
 
 from cortex_rm.dht import chord_messages, kv_messages, swim_messages
+from cortex_rm.dht.chord_messages import ChordMessage
+from cortex_rm.dht.kv_messages import KeySpaceMessage
 from cortex_rm.dht.chord import ChordNode, Joined, JoinFailed, LookupDone
-from cortex_rm.dht.envelope import Envelope, RingMessage, Send
+from cortex_rm.dht.envelope import Envelope, Send
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.key_space import KeySpace
 from cortex_rm.dht.kv_operations import GetDone, PutDone
@@ -56,7 +58,7 @@ from cortex_rm.dht.record_store import RecordStore, record_error
 from cortex_rm.dht.ring_codec import encode_envelope
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_math import distance, key_id
-from cortex_rm.dht.swim_messages import MemberStatus, Piggyback
+from cortex_rm.dht.swim_messages import MemberStatus, Piggyback, SwimMessage
 
 log = Logger()
 
@@ -203,11 +205,11 @@ class RingMember:
         actions = self._membership_actions(self.membership.heard_from(sender, now), now)
         if envelope.piggyback:
             actions += self._membership_actions(self.membership.receive_piggyback(sender, envelope.piggyback, now), now)
-        if isinstance(body, _SWIM_TYPES):
+        if isinstance(body, SwimMessage):
             actions += self._membership_actions(self.membership.receive(sender, body, now), now)
-        elif isinstance(body, _CHORD_TYPES):
+        elif isinstance(body, ChordMessage):
             actions += self._chord_actions(self.chord.receive(sender, body, now), now)
-        elif isinstance(body, _KEY_SPACE_TYPES):
+        elif isinstance(body, KeySpaceMessage):
             actions += self._keyspace_actions(self.keys.receive(sender, body, now), now)
         return actions + self._sync(now)
 
@@ -394,26 +396,3 @@ def _highest_stamp(envelope: Envelope) -> int:
     elif isinstance(body, kv_messages.ReplicaDigest):
         stamps += [version for _, version in body.entries]
     return max(stamps, default=0)
-
-
-_SWIM_TYPES = (swim_messages.Probe, swim_messages.Ack, swim_messages.ProbeRequest, swim_messages.Nack)
-_CHORD_TYPES = (
-    chord_messages.FindSuccessor,
-    chord_messages.FindSuccessorReply,
-    chord_messages.GetNeighbours,
-    chord_messages.NeighboursReply,
-    chord_messages.Notify,
-    chord_messages.Ping,
-    chord_messages.Pong,
-    chord_messages.Leave,
-)
-_KEY_SPACE_TYPES = (
-    kv_messages.PutRecord,
-    kv_messages.PutReply,
-    kv_messages.GetRecord,
-    kv_messages.GetReply,
-    kv_messages.ReplicaDigest,
-    kv_messages.ReplicaWant,
-    kv_messages.StoreReplicas,
-)
-RING_BODY_TYPES: tuple[type[RingMessage], ...] = (*_SWIM_TYPES, *_CHORD_TYPES, *_KEY_SPACE_TYPES)

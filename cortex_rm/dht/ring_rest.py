@@ -145,14 +145,7 @@ class RingResource(Resource):
         for name, value in error.headers:
             request.setHeader(name, value)
         if error.status != 500:
-            log.info(
-                "{method} {path} -> {status} {exception}: {message}",
-                method=method,
-                path=path,
-                status=error.status,
-                exception=error.exception,
-                message=error.message,
-            )
+            rest_errors.log_refused(log, method, path, error)
         return error.status, error.body()
 
 

@@ -8,7 +8,8 @@ timeline does, with the injected reactor as the clock:
   now)``; every ``Transmit`` the member returns goes to ``transport.send``;
 * ``tick(now)`` runs at ``member.next_deadline(now)``: one pending ``callLater`` at a
   time, moved earlier whenever a step brings the deadline forward;
-* the neighbour log is written every ``neighbour_log_interval`` (only while it
+* the neighbour log is written every ``neighbour_log_interval``, off the reactor
+  when the caller gives ``run_blocking`` a thread (only while it
   names a peer: a node left alone keeps its last record with peers, which ages
   out after ``neighbour_log_max_age``);
 * outcomes fire the callers' Deferreds (``lookup``, ``put``, ``get``), membership
@@ -37,7 +38,6 @@ higher, so rejoining through them is right and quicker than the introducers.
 from __future__ import annotations
 
 import enum
-import math
 import os
 import random
 import time
@@ -148,6 +148,7 @@ class RingService:
         port: int,
         introducers: Sequence[str],
         wall_clock: Callable[[], float] = time.time,
+        run_blocking: Callable[[Callable[[], Any]], defer.Deferred[Any]] | None = None,
         rng: random.Random | None = None,
         leave_flush: float = LEAVE_FLUSH_S,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
@@ -159,6 +160,9 @@ class RingService:
         self.listen_host, self.advertise_host, self.port = listen_host, advertise_host, port
         self.introducers = tuple(introducers)
         self.wall_clock = wall_clock
+        # Where file writes run: the daemon passes a thread (no disk I/O on the reactor);
+        # tests and short-lived clients run them inline.
+        self._run_blocking = run_blocking or (lambda work: defer.maybeDeferred(work))
         self.leave_flush = leave_flush
         self.me = Peer(identity.ring_id, host_port(advertise_host, port))
         self.state = ServiceState.NEW
@@ -273,16 +277,15 @@ class RingService:
         live = self.live
         if live is not None:
             live.halt("the ring service stopped")
-            self._write_neighbour_log()
+            await self._write_neighbour_log()
             if graceful:
                 log.info("ring {me} leaving the ring", me=self.me.short())
                 live.step("leave", live.member.leave)
-                # The goodbyes may need new connections: wait (at most a connect
-                # timeout) until none is queued, then give the sockets time to write.
-                waited = 0.0
-                while self.transport.queued() and waited < self.transport.connect_timeout:
-                    await task.deferLater(self.reactor, 0.05, lambda: None)
-                    waited += 0.05
+                # The goodbyes may need new connections: wait until none is queued
+                # (bounded by a connect timeout), then give the sockets time to write.
+                drained = self.transport.drained()
+                drained.addTimeout(self.transport.connect_timeout, self.reactor)
+                await drained.addErrback(lambda f: f.trap(defer.TimeoutError))
                 await task.deferLater(self.reactor, self.leave_flush, lambda: None)
         await self.transport.stop()
         self._move(ServiceEvent.CLOSED)
@@ -321,12 +324,6 @@ class RingService:
         self._listeners.append(listener)
         if self.live is not None:
             self.live.add_listener(listener)
-
-    def remove_membership_listener(self, listener: MembershipListener) -> None:
-        """Stop calling ``listener``."""
-        self._listeners.remove(listener)
-        if self.live is not None:
-            self.live.remove_listener(listener)
 
     def register_section(self, name: str, on_receive: OnReceive) -> None:
         """Gossip section ``name`` (``GossipSections.register``); may be called before ``start``."""
@@ -368,15 +365,16 @@ class RingService:
             if join_failed:
                 self._attempts.join_failed()
 
-    def _write_neighbour_log(self) -> None:
+    def _write_neighbour_log(self) -> defer.Deferred[None]:
+        """Write the neighbour log (off the reactor, through ``run_blocking``); failures are logged."""
         if self.live is None:
-            return
-        try:
-            record = self.live.member.neighbour_record(self.wall_clock())
-            if record.rejoin_candidates(record.written_at, math.inf):  # alone: keep the last record with peers
-                self.neighbour_log.write(record)
-        except Exception:
-            log.failure("ring {me}: cannot write the neighbour log {path}", me=self.me.short(), path=str(self.neighbour_log.path))
+            return defer.succeed(None)
+        record = self.live.member.neighbour_record(self.wall_clock())
+        if not record.names_peers:  # alone: keep the last record with peers
+            return defer.succeed(None)
+        d = self._run_blocking(lambda: self.neighbour_log.write(record))
+        path = str(self.neighbour_log.path)
+        return d.addErrback(lambda f: log.failure("ring {me}: cannot write the neighbour log {path}", f, me=self.me.short(), path=path))
 
     def _log_candidates(self) -> list[Peer]:
         record = self.neighbour_log.read(self.me.node_id)

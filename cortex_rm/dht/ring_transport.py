@@ -244,6 +244,7 @@ class _OutgoingLink:
         self._idle = _Timer(self.ring.clock, self.ring.idle_timeout, lambda: self.close(abort=False))
         while self.queue and self.protocol is not None:
             self.protocol.sendString(self.queue.popleft())
+        self.ring._maybe_drained()
 
     def _timed_out(self) -> None:
         self._dropping("no verified connection within the connect timeout")
@@ -284,6 +285,7 @@ class _OutgoingLink:
             self._idle.cancel()
         self.ring._uncache(self)
         self.ring._open_links.discard(self)
+        self.ring._maybe_drained()
         self.finished_d.callback(None)
 
 
@@ -316,6 +318,7 @@ class RingTransport:
         self.max_queued = max_queued
         self._links: dict[Peer, _OutgoingLink] = {}  # the cache: the link new envelopes for a peer use
         self._open_links: set[_OutgoingLink] = set()  # every link not finished (closing ones too)
+        self._drain_waiters: list[defer.Deferred[None]] = []
         self._incoming: set[RingServerConnection] = set()
         self._ports: list[Any] = []  # IListeningPort
         self._stopped = False
@@ -371,8 +374,27 @@ class RingTransport:
         return len(self._incoming)
 
     def queued(self) -> int:
-        """Envelopes waiting on connections still being set up (a graceful stop waits for 0)."""
+        """Envelopes waiting on connections still being set up."""
         return sum(len(link.queue) for link in self._open_links)
+
+    def drained(self) -> defer.Deferred[None]:
+        """Fires once no envelope waits on a connection being set up (at once when none does).
+
+        Each queue empties when its connection is verified (the envelopes are written)
+        or fails (they are dropped), so this ends within a connect timeout.
+        """
+        if not self.queued():
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._drain_waiters.append(waiter)
+        return waiter
+
+    def _maybe_drained(self) -> None:
+        if self._drain_waiters and not self.queued():
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                if not waiter.called:  # (a caller's timeout may have cancelled it)
+                    waiter.callback(None)
 
     def discover(self, address: str) -> defer.Deferred[Peer]:
         """The ``Peer`` listening at ``address`` (its certificate's ring id): ``ring_discovery.discover_peer``."""

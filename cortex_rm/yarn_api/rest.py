@@ -179,14 +179,7 @@ class WebServicesResource(Resource):
             log.failure("{method} {path} failed", failure, method=method, path=path)
             error = rest_errors.internal_error(method, path, failure.value)
         else:
-            log.info(
-                "{method} {path} -> {status} {exception}: {message}",
-                method=method,
-                path=path,
-                status=error.status,
-                exception=error.exception,
-                message=error.message,
-            )
+            rest_errors.log_refused(log, method, path, error)
         return Reply(error.status, error.body()), error.headers
 
     def _send(self, result: Reply | tuple[Reply, tuple[tuple[bytes, bytes], ...]], request: Request, gone: list) -> None:

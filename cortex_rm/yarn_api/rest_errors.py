@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from twisted.logger import Logger
+
 from cortex_rm.allocator import errors as alloc
 
 WEBAPP: Final = "org.apache.hadoop.yarn.webapp."
@@ -98,3 +100,15 @@ def from_allocator(error: alloc.AllocatorError) -> RestError | None:
         return not_found(str(error))
     # MalformedId, InvalidSubmission, RefusedOperation, UnknownQueue: the request can never succeed as sent.
     return bad_request(str(error))
+
+
+def log_refused(logger: Logger, method: str, path: str, error: RestError) -> None:
+    """One event per request answered with ``error`` (the request's fault, not ours: info level)."""
+    logger.info(
+        "{method} {path} -> {status} {exception}: {message}",
+        method=method,
+        path=path,
+        status=error.status,
+        exception=error.exception,
+        message=error.message,
+    )

@@ -369,3 +369,25 @@ def test_discover_failures_name_the_address_and_what_to_check():  # type: ignore
     finally:
         yield transport.stop()
         yield silent.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_drained_fires_when_queued_envelopes_are_written_or_dropped():  # type: ignore[no-untyped-def]
+    """What a graceful stop waits for: with nothing queued it fires at once; after sends
+    to a live peer and to a dead address it fires once the first is written (verified
+    connection) and the second dropped (refused), with nothing left queued."""
+    from cortex_rm.local_cluster import free_ports
+
+    (dead_port,) = free_ports(1)
+    a, b, dead = (yield listening(member())), (yield listening(member())), member()
+    dead.port = dead_port
+    try:
+        assert a.transport.drained().called
+        a.transport.send(b.peer, a.envelope(chord.Ping(1)))
+        a.transport.send(dead.peer, a.envelope(chord.Ping(2)))
+        assert a.transport.queued() == 2
+        yield a.transport.drained()
+        assert a.transport.queued() == 0
+        yield wait_until(lambda: len(b.received) == 1, "the written envelope arrived")
+    finally:
+        yield stop_all(a, b)

@@ -128,7 +128,7 @@ def status_of(view: dict | None, node_id: str) -> str | None:
 def names_peers(state_dir: Path, node_id: str) -> bool:
     """Whether the daemon's neighbour log (written every few seconds) names any successor yet."""
     record = NeighbourLog(state_dir).read(int(node_id, 16))
-    return record is not None and bool(record.successors)
+    return record is not None and record.names_peers
 
 
 def ring_client(state_dir: Path, introducer: str, *args: str) -> list[str]:

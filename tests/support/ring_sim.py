@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from cortex_rm.dht.chord import Joined, JoinFailed, LookupDone
+from cortex_rm.dht.chord import Joined, LookupDone
 from cortex_rm.dht.envelope import Envelope
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.kv_operations import GetDone, PutDone
@@ -283,10 +283,6 @@ class RingNetwork:
     def joined(self, member: RingMember) -> bool:
         """Whether ``member``'s join ended with ``Joined`` (outcome kept)."""
         return any(isinstance(o, Joined) for o in self.outcomes.get(member.me.address, []))
-
-    def join_failed(self, member: RingMember) -> bool:
-        """Whether ``member`` reported ``JoinFailed``."""
-        return any(isinstance(o, JoinFailed) for o in self.outcomes.get(member.me.address, []))
 
     # ------------------------------------------------------------ the oracle
 

@@ -74,3 +74,10 @@ def test_a_missing_damaged_or_foreign_log_counts_as_absent(tmp_path: Path) -> No
     assert log.read(node_id=5) is None
     log.path.write_bytes(b"\xff\xfe")
     assert log.read(node_id=5) is None
+
+
+def test_a_record_of_a_node_alone_names_nobody() -> None:
+    """A node alone (no peers, or only itself as a finger) writes a record that names no peer."""
+    assert _record().names_peers
+    alone = NeighbourRecord(1.0, 5, (), None, (Peer(5, "127.0.0.1:1"),))
+    assert not alone.names_peers
