@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cortex_rm.dht.chord import ChordNode  # noqa: E402
 from cortex_rm.dht.join_lifecycle import RingState  # noqa: E402
-from cortex_rm.dht.ring_math import M, RING_SIZE, finger_start  # noqa: E402
+from cortex_rm.dht.ring_math import RING_SIZE, M, finger_start  # noqa: E402
 from tests.support.chord_sim import ChordNetwork  # noqa: E402
 
 

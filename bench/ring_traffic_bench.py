@@ -21,8 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cortex_rm.dht import chord_messages, kv_messages, swim_messages  # noqa: E402
-from cortex_rm.dht.ring_codec import encode_envelope  # noqa: E402
-from cortex_rm.dht.ring_member import Transmit, piggyback_size  # noqa: E402
+from cortex_rm.dht.ring_member import Transmit
+from cortex_rm.internal.ring_codec import (
+    encode_envelope,  # noqa: E402
+    piggyback_size,  # noqa: E402
+)
 from tests.support.ring_sim import RingNetwork  # noqa: E402
 
 KINDS = {"swim": swim_messages.SwimMessage, "chord": chord_messages.ChordMessage, "keyspace": kv_messages.KeySpaceMessage}
@@ -54,7 +57,7 @@ def main() -> None:
         seen: set[tuple[str, bytes]] = set()
 
         def receive(item, seen=seen):  # type: ignore[no-untyped-def]
-            new = (item.key, item.payload) not in seen  # like NodeDirectory: only news is passed on
+            new = (item.key, item.payload) not in seen  # like CapacityReports: only news is passed on
             seen.add((item.key, item.payload))
             return new
 

@@ -46,12 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cortex_rm.allocator.asks import ANY, ResourceAsk  # noqa: E402
 from cortex_rm.allocator.containers import RMContainer  # noqa: E402
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId  # noqa: E402
 from cortex_rm.allocator.nodes import NodeTable  # noqa: E402
 from cortex_rm.allocator.queues import QueueSpec, QueueTree  # noqa: E402
-from cortex_rm.allocator.resources import Resource  # noqa: E402
 from cortex_rm.allocator.scheduler import CapacityScheduler  # noqa: E402
 from cortex_rm.allocator.scheduler_config import SchedulerConfig  # noqa: E402
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId  # noqa: E402
+from cortex_rm.yarn.resources import Resource  # noqa: E402
 
 QUEUES = QueueSpec(
     "root",

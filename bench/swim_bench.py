@@ -36,7 +36,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cortex_rm.dht.member_table import MemberDied, MemberSuspected  # noqa: E402
-from cortex_rm.dht.ring_codec import encode_envelope  # noqa: E402
+from cortex_rm.internal.ring_codec import encode_envelope  # noqa: E402
 from tests.support.swim_sim import SwimNetwork  # noqa: E402
 
 

@@ -80,15 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "client-config":
         from cortex_rm import local_cluster
         from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
-        from cortex_rm.config import ConfigError, parse_address
+        from cortex_rm.yarn.addresses import HostPort, MalformedAddress
 
         try:
             if args.workdir is not None:
                 rm = local_cluster.rm_addresses(args.workdir)
             else:
-                parse_address(args.rm, "--rm")
-                rm = RMAddresses.from_client_address(args.rm)
-        except (local_cluster.LocalClusterError, ConfigError) as e:
+                rm = RMAddresses.from_client_address(HostPort.parse(args.rm))
+        except local_cluster.LocalClusterError as e:
+            print(f"cortex-rm: {e}", file=sys.stderr)
+            return 2
+        except MalformedAddress as e:
+            print(f"cortex-rm: --rm: {e}", file=sys.stderr)
             print(f"cortex-rm: {e}", file=sys.stderr)
             return 2
         for path in write_client_config(args.out, rm, installed_spark_home()):

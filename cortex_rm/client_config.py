@@ -13,20 +13,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from cortex_rm.yarn.addresses import HostPort
+
 
 @dataclass(frozen=True)
 class RMAddresses:
     """Where a client finds the ResourceManager."""
 
-    client: str  # host:port of ApplicationClientProtocol
-    scheduler: str  # host:port of ApplicationMasterProtocol
-    webapp: str  # host:port of the REST API
+    client: HostPort  # ApplicationClientProtocol
+    scheduler: HostPort  # ApplicationMasterProtocol
+    webapp: HostPort  # the REST API
 
     @classmethod
-    def from_client_address(cls, address: str) -> RMAddresses:
+    def from_client_address(cls, address: HostPort) -> RMAddresses:
         """Only ``--rm HOST:PORT`` given: the other ports are YARN's defaults on that host."""
-        host = address.rpartition(":")[0]
-        return cls(address, f"{host}:8030", f"{host}:8088")
+        return cls(address, address.with_port(8030), address.with_port(8088))
+
+    def to_json(self) -> dict[str, str]:
+        return {"client": str(self.client), "scheduler": str(self.scheduler), "webapp": str(self.webapp)}
+
+    @classmethod
+    def from_json(cls, entry: dict[str, str]) -> RMAddresses:
+        """The addresses ``to_json`` wrote; MalformedAddress if one is not host:port."""
+        return cls(HostPort.parse(entry["client"]), HostPort.parse(entry["scheduler"]), HostPort.parse(entry["webapp"]))
 
 
 def _site_xml(properties: dict[str, str], comment: str) -> str:
@@ -38,12 +47,11 @@ def _site_xml(properties: dict[str, str], comment: str) -> str:
 
 
 def yarn_site(rm: RMAddresses) -> dict[str, str]:
-    host = rm.client.rpartition(":")[0]
     return {
-        "yarn.resourcemanager.hostname": host,
-        "yarn.resourcemanager.address": rm.client,
-        "yarn.resourcemanager.scheduler.address": rm.scheduler,
-        "yarn.resourcemanager.webapp.address": rm.webapp,
+        "yarn.resourcemanager.hostname": rm.client.host,
+        "yarn.resourcemanager.address": str(rm.client),
+        "yarn.resourcemanager.scheduler.address": str(rm.scheduler),
+        "yarn.resourcemanager.webapp.address": str(rm.webapp),
         # Fail within a minute, not YARN's 15, when the cluster is down: the client
         # retries every second meanwhile and logs each retry.
         "yarn.resourcemanager.connect.max-wait.ms": "60000",

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
 from cortex_rm.node import PID_FILE, READY_FILE
+from cortex_rm.yarn.addresses import HostPort
 
 CLUSTER_FILE = "cluster.json"
 
@@ -151,7 +152,9 @@ def up(workdir: Path, nodes: int, timeout: float = 60.0, say: Callable[[str], No
         rm = None
         if i == 1:
             rm = RMAddresses(
-                f"127.0.0.1:{rm_ports['rm']}", f"127.0.0.1:{rm_ports['scheduler']}", f"127.0.0.1:{rm_ports['rm_web']}"
+                HostPort("127.0.0.1", rm_ports["rm"]),
+                HostPort("127.0.0.1", rm_ports["scheduler"]),
+                HostPort("127.0.0.1", rm_ports["rm_web"]),
             )
         started.append(LocalNode(name, str(directory), str(config), proc.pid, f"{host}:{node_ports['nm_web']}", rm))
         say(f"started {name} (pid {proc.pid}){' as the ResourceManager' if rm else ''}")
@@ -327,7 +330,8 @@ def _alive(pid: int) -> bool:
 
 
 def _save(workdir: Path, nodes: list[LocalNode]) -> None:
-    (workdir / CLUSTER_FILE).write_text(json.dumps([asdict(n) for n in nodes], indent=2))
+    entries = [{**asdict(n), "rm": n.rm.to_json() if n.rm is not None else None} for n in nodes]
+    (workdir / CLUSTER_FILE).write_text(json.dumps(entries, indent=2))
 
 
 def _load(workdir: Path) -> list[LocalNode]:
@@ -335,7 +339,7 @@ def _load(workdir: Path) -> list[LocalNode]:
     out = []
     for entry in raw:
         rm = entry.pop("rm")
-        out.append(LocalNode(**entry, rm=RMAddresses(**rm) if rm else None))
+        out.append(LocalNode(**entry, rm=RMAddresses.from_json(rm) if rm else None))
     return out
 
 

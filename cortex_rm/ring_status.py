@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from cortex_rm.config import ConfigError, parse_address
+from cortex_rm.yarn.addresses import HostPort, MalformedAddress
 
 READY_FILE: Final = "ready.json"  # as cortex_rm.node.READY_FILE (not imported: node.py pulls in every role)
 CLUSTER_FILE: Final = "cluster.json"  # as cortex_rm.local_cluster.CLUSTER_FILE
@@ -57,9 +57,9 @@ def fetch_ring(address: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]
     is not a ring view.
     """
     try:
-        parse_address(address, "the node's address")
-    except ConfigError as e:
-        raise RingStatusError(f"{e} (give the node's web address, e.g. 127.0.0.1:8042)") from None
+        HostPort.parse(address)
+    except MalformedAddress as e:
+        raise RingStatusError(f"the node's address: {e} (give the node's web address, e.g. 127.0.0.1:8042)") from None
     url = f"http://{address}{RING_PATH}"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:

@@ -24,7 +24,7 @@ from cortex_rm.allocator.app_model import Application, Attempt
 from cortex_rm.allocator.app_states import AppEvent, AppState, AttemptEvent, AttemptState, FinalStatus
 from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.errors import RefusedOperation
-from cortex_rm.allocator.ids import ApplicationAttemptId, ContainerId
+from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId
 
 
 class AMLifecycle:

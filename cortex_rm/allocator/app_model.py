@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cortex_rm.allocator.app_states import HIDDEN_APP_STATES, AppState, AttemptState, FinalStatus
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId
-from cortex_rm.allocator.resources import Resource
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId
+from cortex_rm.yarn.resources import Resource
 
 
 @dataclass(frozen=True)

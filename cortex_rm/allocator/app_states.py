@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 
-from cortex_rm.allocator.lifecycle import TransitionTable
+from cortex_rm.yarn.transitions import TransitionTable
 
 
 class AppState(enum.Enum):

@@ -38,21 +38,16 @@ from cortex_rm.allocator.errors import (
     UnknownApplication,
     UnknownAttempt,
 )
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId
 from cortex_rm.allocator.queues import Queue, QueueTree
-from cortex_rm.allocator.resources import Resource
-from cortex_rm.allocator.state_store import RMStateStore
+from cortex_rm.allocator.state_store import RMStateStore, StoredState
+from cortex_rm.yarn.container_status import ContainerExitStatus
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId
+from cortex_rm.yarn.resources import Resource
 
 log = Logger()
 
 ID_BLOCK = 100
 ACCEPTED_DIAGNOSTICS = "Application is added to the scheduler and is waiting for its ApplicationMaster container."
-
-
-# AM exit statuses that do not count against an application's max attempts, as in
-# YARN: the framework took the container away (ABORTED: node lost or released,
-# DISKS_FAILED, PREEMPTED, KILLED_BY_RESOURCEMANAGER).
-NOT_COUNTED_EXIT_STATUSES = frozenset({-100, -101, -102, -106})
 
 
 class AppListener(Protocol):
@@ -146,6 +141,16 @@ class AppCounts:
     killed: int
 
 
+@defer.inlineCallbacks
+def load_stored_state(clock: IReactorTime, store: RMStateStore):  # type: ignore[no-untyped-def]
+    """What the store holds, with the cluster timestamp chosen (and saved) at the RM's first start."""
+    stored = yield store.load()
+    if stored.cluster_timestamp is None:
+        stored.cluster_timestamp = int(clock.seconds() * 1000)
+        yield store.save_cluster_timestamp(stored.cluster_timestamp)
+    return stored
+
+
 class ApplicationTable:
     """All applications of this RM, with their lifecycles and persistence."""
 
@@ -157,6 +162,7 @@ class ApplicationTable:
         limits: SchedulerLimits,
         cluster_timestamp: int,
         app_id_high_water: int = 0,
+        listener: AppListener | None = None,
     ) -> None:
         self.clock = clock
         self.store = store
@@ -164,48 +170,70 @@ class ApplicationTable:
         self.limits = limits
         self.cluster_timestamp = cluster_timestamp
         self._apps: dict[ApplicationId, Application] = {}
-        self.listener: AppListener = _NoListener()
+        self.listener: AppListener = listener if listener is not None else _NoListener()
         self._last_issued = app_id_high_water  # ids <= this are never handed out again
         self._reserved = app_id_high_water
         self._reserving: defer.Deferred | None = None  # the high-water write under way
         self._completed: deque[ApplicationId] = deque()  # ended applications, oldest first
 
     @classmethod
-    @defer.inlineCallbacks
     def recover(
-        cls, clock: IReactorTime, store: RMStateStore, queues: QueueTree, limits: SchedulerLimits
-    ):  # type: ignore[no-untyped-def]
+        cls,
+        clock: IReactorTime,
+        store: RMStateStore,
+        queues: QueueTree,
+        limits: SchedulerLimits,
+        listener: AppListener | None = None,
+    ) -> defer.Deferred[ApplicationTable]:
         """Load the stored state (choosing the cluster timestamp at first start) and resume.
 
         Applications that had not ended are accepted again, as YARN's recovery re-submits
-        them; FINISHING ones are done (their AM had unregistered).
+        them (``listener`` hears of their new attempts); FINISHING ones are done (their AM
+        had unregistered).
         """
-        stored = yield store.load()
-        timestamp = stored.cluster_timestamp
-        if timestamp is None:
-            timestamp = int(clock.seconds() * 1000)
-            yield store.save_cluster_timestamp(timestamp)
-        table = cls(clock, store, queues, limits, timestamp, stored.app_id_high_water)
+        d = load_stored_state(clock, store)
+        return d.addCallback(lambda stored: cls.from_stored(clock, store, queues, limits, stored, listener).resume(stored))
+
+    @classmethod
+    def from_stored(
+        cls,
+        clock: IReactorTime,
+        store: RMStateStore,
+        queues: QueueTree,
+        limits: SchedulerLimits,
+        stored: StoredState,
+        listener: AppListener | None = None,
+    ) -> ApplicationTable:
+        """A table over what ``load_stored_state`` read; ``resume`` then finishes the recovery."""
+        assert stored.cluster_timestamp is not None, "load_stored_state chooses the cluster timestamp"
+        return cls(clock, store, queues, limits, stored.cluster_timestamp, stored.app_id_high_water, listener)
+
+    @defer.inlineCallbacks
+    def resume(self, stored: StoredState):  # type: ignore[no-untyped-def]
+        """Take in the stored applications: remember the ended ones, accept the others again.
+
+        Fires with this table once every resumed application was accepted (or rejected).
+        """
         resumed = []
         ended = []
         for document, context in stored.applications:
             app = Application.from_document(document, context)
-            table._apps[app.app_id] = app
+            self._apps[app.app_id] = app
             if app.state.is_terminal:
                 ended.append(app)
             else:
                 resumed.append(app)
         for app in sorted(ended, key=lambda a: (a.finish_time_ms, a.app_id)):
-            yield table._remember_completed(app)
+            yield self._remember_completed(app)
         for app in resumed:
-            yield table._resume(app)
+            yield self._resume(app)
         log.info(
             "recovered {count} applications ({resumed} resumed); cluster timestamp {timestamp}",
-            count=len(table._apps),
+            count=len(self._apps),
             resumed=len(resumed),
-            timestamp=timestamp,
+            timestamp=self.cluster_timestamp,
         )
-        return table
+        return self
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -439,7 +467,7 @@ class ApplicationTable:
         failures = sum(
             1
             for a in app.attempts
-            if a.state is AttemptState.FAILED and a.exit_status not in NOT_COUNTED_EXIT_STATUSES
+            if a.state is AttemptState.FAILED and a.exit_status not in ContainerExitStatus.NOT_COUNTED_AGAINST_ATTEMPTS
         )
         if failures < app.max_attempts and app.state is not AppState.KILLING:
             self.transition(app, AppEvent.ATTEMPT_FAILED, AppState.ACCEPTED)

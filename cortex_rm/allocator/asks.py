@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from cortex_rm.allocator.containers import Locality
 from cortex_rm.allocator.errors import AllocatorError
-from cortex_rm.allocator.resources import ZERO, Resource
+from cortex_rm.yarn.resources import ZERO, Resource
 
 ANY = "*"
 

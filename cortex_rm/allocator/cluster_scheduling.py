@@ -33,16 +33,18 @@ from twisted.logger import Logger
 from cortex_rm.allocator.am_lifecycle import AMLifecycle
 from cortex_rm.allocator.app_model import Application, Attempt
 from cortex_rm.allocator.app_states import AppEvent, AppState, AttemptEvent, AttemptState, FinalStatus
-from cortex_rm.allocator.app_table import ApplicationTable
+from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits, load_stored_state
 from cortex_rm.allocator.asks import ResourceAsk
-from cortex_rm.allocator.containers import ContainerExitStatus, RMContainer
+from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.errors import AllocatorError
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
 from cortex_rm.allocator.nodes import NodeRecord, NodeState
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.rm_context import AppUsage
 from cortex_rm.allocator.scheduler import CapacityScheduler
-from cortex_rm.internal.tracker_messages import ContainerReport, ContainerState
+from cortex_rm.allocator.state_store import RMStateStore, StoredState
+from cortex_rm.yarn.container_status import ContainerExitStatus, ContainerState
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.resource_tracker import ContainerReport
+from cortex_rm.yarn.resources import Resource
 
 log = Logger()
 
@@ -74,19 +76,21 @@ class ClusterScheduling:
     def __init__(
         self,
         clock: IReactorTime,
-        table: ApplicationTable,
+        stored: StoredState,
+        store: RMStateStore,
+        limits: SchedulerLimits,
         scheduler: CapacityScheduler,
         launch_am: LaunchAM,
         timers: SchedulingTimers = SchedulingTimers(),
     ) -> None:
         self.clock = clock
-        self.table = table
+        # The application table is ours: we are the listener it tells of every attempt.
+        self.table = ApplicationTable.from_stored(clock, store, scheduler.queues.tree, limits, stored, listener=self)
         self.scheduler = scheduler
-        self.am = AMLifecycle(table)
+        self.am = AMLifecycle(self.table)
         self.launch_am = launch_am
         self.timers = timers
         self.maximum_allocation = scheduler.config.maximum_allocation
-        self.on_attempt_ended: list[Callable[[ApplicationAttemptId], None]] = []
         self._heard_ms: dict[ApplicationAttemptId, int] = {}  # AM liveness: last sign of life
         self._kill: dict[NodeId, set[ContainerId]] = defaultdict(set)
         self._app_nodes: dict[ApplicationId, set[NodeId]] = defaultdict(set)
@@ -94,15 +98,29 @@ class ClusterScheduling:
         self._pass_pending: Any = None
         self._loops: list[LoopingCall] = []
 
+    @classmethod
+    def recover(
+        cls,
+        clock: IReactorTime,
+        store: RMStateStore,
+        limits: SchedulerLimits,
+        scheduler: CapacityScheduler,
+        launch_am: LaunchAM,
+        timers: SchedulingTimers = SchedulingTimers(),
+    ) -> defer.Deferred[ClusterScheduling]:
+        """The scheduling service over the stored applications: those still live are accepted
+        again and their new attempts enter the scheduler (YARN's recovery re-submits them)."""
+
+        def build(stored: StoredState) -> defer.Deferred[ClusterScheduling]:
+            scheduling = cls(clock, stored, store, limits, scheduler, launch_am, timers)
+            return scheduling.table.resume(stored).addCallback(lambda _: scheduling)
+
+        return load_stored_state(clock, store).addCallback(build)
+
     # -- start/stop ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Attach to the table, take in live attempts, and start the timers."""
-        self.table.listener = self
-        for app in self.table:
-            attempt = app.current_attempt
-            if attempt is not None and not app.state.is_terminal and not attempt.state.is_terminal:
-                self.attempt_started(app, attempt)
+        """Start the timers (allocation passes, AM expiry, unlaunched containers)."""
         for interval_ms, work in (
             (self.timers.schedule_interval_ms, self.schedule_now),
             (max(1, self.timers.am_expiry_ms // 3), self.expire_silent_ams),
@@ -154,8 +172,6 @@ class ClusterScheduling:
                     # the AM container is being killed on its node: the kill is complete
                     # (after the table has finished this step)
                     self.clock.callLater(0, self._container_ended, container)
-        for callback in self.on_attempt_ended:
-            callback(attempt_id)
         self.schedule_soon()
 
     def app_finished(self, app: Application) -> None:

@@ -23,25 +23,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from cortex_rm.allocator.errors import AllocatorError
-from cortex_rm.allocator.ids import ApplicationAttemptId, ContainerId, NodeId
-from cortex_rm.allocator.lifecycle import TransitionTable
-from cortex_rm.allocator.resources import Resource
-
-
-class ContainerExitStatus:
-    """YARN's ``ContainerExitStatus`` constants (the non-process exit statuses)."""
-
-    SUCCESS: Final = 0
-    INVALID: Final = -1000
-    ABORTED: Final = -100  # released or lost; Spark does not count it against the application
-    DISKS_FAILED: Final = -101
-    PREEMPTED: Final = -102
-    KILLED_EXCEEDED_VMEM: Final = -103
-    KILLED_EXCEEDED_PMEM: Final = -104
-    KILLED_BY_APPMASTER: Final = -105
-    KILLED_BY_RESOURCEMANAGER: Final = -106
-    KILLED_AFTER_APP_COMPLETION: Final = -107
-
+from cortex_rm.yarn.container_status import ContainerExitStatus
+from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId, NodeId
+from cortex_rm.yarn.resources import Resource
+from cortex_rm.yarn.transitions import TransitionTable
 
 # Diagnostics YARN gives these completions (SchedulerUtils), so logs read the same.
 RELEASED_CONTAINER: Final = "Container released by application"

@@ -5,13 +5,11 @@ to the exception class or HTTP status their clients expect.  Nothing here knows
 about Java class names.
 """
 
+from cortex_rm.yarn.errors import YarnError
 
-class AllocatorError(Exception):
+
+class AllocatorError(YarnError):
     """Base of every error the allocator raises on purpose."""
-
-
-class MalformedId(AllocatorError, ValueError):
-    """A string is not a valid YARN identifier."""
 
 
 class UnknownApplication(AllocatorError):
@@ -41,6 +39,3 @@ class InvalidSubmission(AllocatorError):
 class RefusedOperation(AllocatorError):
     """An operation that is valid in general but refused in the application's current state."""
 
-
-class IllegalTransition(AllocatorError):
-    """A lifecycle event that the current state does not accept: a bug, never ignored."""

@@ -23,18 +23,12 @@ from collections.abc import Iterator
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from cortex_rm.allocator.asks import AllocationRecord
-from cortex_rm.allocator.containers import (
-    EXPIRED_CONTAINER,
-    ContainerExitStatus,
-    Locality,
-    RMContainer,
-    RMContainerEvent,
-    RMContainerState,
-)
-from cortex_rm.allocator.ids import CONTAINER_EPOCH_SHIFT, ApplicationAttemptId, ContainerId
+from cortex_rm.allocator.containers import EXPIRED_CONTAINER, Locality, RMContainer, RMContainerEvent, RMContainerState
 from cortex_rm.allocator.node_index import NodeDirectory, SchedulerNode
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.scheduler_attempt import SchedulerAttempt, sync_active
+from cortex_rm.yarn.container_status import ContainerExitStatus
+from cortex_rm.yarn.ids import CONTAINER_EPOCH_SHIFT, ApplicationAttemptId, ContainerId
+from cortex_rm.yarn.resources import Resource
 
 _E = RMContainerEvent
 

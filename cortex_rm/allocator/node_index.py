@@ -33,9 +33,9 @@ from collections.abc import Callable, Iterator
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from cortex_rm.allocator.containers import RMContainer
-from cortex_rm.allocator.ids import ContainerId, NodeId
 from cortex_rm.allocator.nodes import NodeRecord
-from cortex_rm.allocator.resources import Resource
+from cortex_rm.yarn.ids import ContainerId, NodeId
+from cortex_rm.yarn.resources import Resource
 
 
 class PlacementPolicy(enum.Enum):

@@ -38,8 +38,8 @@ Expiry
     for *more than* ``nm_expiry_ms`` (YARN's AbstractLivelinessMonitor compares
     ``now > last + expiry``) and returns them; the Twisted adapter calls it every
     ``expiry_check_interval_ms`` (expiry / 3, as YARN).  The listener's
-    ``node_lost`` is where the scheduler will complete the node's containers with
-    ``NODE_LOST_EXIT_STATUS`` (the next issue).
+    ``node_lost`` is where the scheduler completes the node's containers with
+    ``ContainerExitStatus.ABORTED``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from cortex_rm.allocator.errors import UnknownNode
-from cortex_rm.allocator.ids import ApplicationId, ContainerId, NodeId
 from cortex_rm.allocator.nodes import (
     ACTIVE_NODE_STATES,
     NODE_TRANSITIONS,
@@ -61,7 +60,8 @@ from cortex_rm.allocator.nodes import (
     NodeState,
     NodeTable,
 )
-from cortex_rm.internal.tracker_messages import (
+from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.resource_tracker import (
     ContainerReport,
     HeartbeatAnswer,
     NodeAction,
@@ -71,13 +71,10 @@ from cortex_rm.internal.tracker_messages import (
     RegistrationAnswer,
     next_response_id,
 )
-from cortex_rm.yarn_api.tokens import MasterKey
+from cortex_rm.yarn.tokens import MasterKey
 
 log = Logger()
 
-# YARN's ContainerExitStatus.ABORTED: the exit status given to containers of a lost
-# node, which Spark does not count as a failure of the application.
-NODE_LOST_EXIT_STATUS = -100
 MIN_HEARTBEAT_INTERVAL_MS = 50
 
 
@@ -91,7 +88,7 @@ class NodeTrackerListener(Protocol):
         """A fresh heartbeat from ``node`` listed these container statuses."""
 
     def node_lost(self, node: NodeRecord) -> None:
-        """``node`` just became LOST: its containers are gone (exit status NODE_LOST_EXIT_STATUS)."""
+        """``node`` just became LOST: its containers are gone (exit status ``ContainerExitStatus.ABORTED``, which Spark does not count as a failure)."""
 
     def cleanup_for(self, node: NodeRecord) -> tuple[tuple[ContainerId, ...], tuple[ApplicationId, ...]]:
         """Containers to kill and finished applications to clean up, for ``node``'s next answer."""

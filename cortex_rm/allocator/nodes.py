@@ -13,9 +13,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from cortex_rm.allocator.errors import UnknownNode
-from cortex_rm.allocator.ids import NodeId
-from cortex_rm.allocator.lifecycle import TransitionTable
-from cortex_rm.allocator.resources import ZERO, Resource
+from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.resources import ZERO, Resource
+from cortex_rm.yarn.transitions import TransitionTable
 
 
 class NodeState(enum.Enum):

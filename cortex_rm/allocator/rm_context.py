@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from twisted.internet.interfaces import IReactorTime
 
 from cortex_rm.allocator.app_model import Application
-from cortex_rm.allocator.containers import RMContainer
-from cortex_rm.allocator.ids import ApplicationAttemptId
 from cortex_rm.allocator.app_states import PENDING_APP_STATES, AppState
 from cortex_rm.allocator.app_table import ApplicationTable
+from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.nodes import ACTIVE_NODE_STATES, NodeState, NodeTable
 from cortex_rm.allocator.queues import Queue
-from cortex_rm.allocator.resources import Resource
+from cortex_rm.yarn.ids import ApplicationAttemptId
+from cortex_rm.yarn.resources import Resource
 
 
 @dataclass(frozen=True)
@@ -83,18 +83,27 @@ ContainerSource = Callable[[ApplicationAttemptId], list[RMContainer]]
 class RMContext:
     """Everything an RM front end needs: applications, nodes, queues, time."""
 
-    def __init__(self, clock: IReactorTime, apps: ApplicationTable, nodes: NodeTable, rm_started_ms: int) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        apps: ApplicationTable,
+        nodes: NodeTable,
+        rm_started_ms: int,
+        *,
+        usage_source: UsageSource | None = None,
+        container_source: ContainerSource | None = None,
+    ) -> None:
         self.clock = clock
         self.apps = apps
         self.nodes = nodes
         self.queues = apps.queues
         self.limits = apps.limits
         self.started_ms = rm_started_ms
-        # The scheduler's view of what each application holds (set by the RM role); without
-        # one, a RUNNING application is taken to hold just its AM container.
-        self.usage_source: UsageSource | None = None
-        # The live containers of an attempt, as the scheduler knows them (set by the RM role).
-        self.container_source: ContainerSource | None = None
+        # The scheduler's view of what each application holds; without one (front ends
+        # tested alone), a RUNNING application is taken to hold just its AM container.
+        self.usage_source = usage_source
+        # The live containers of an attempt, as the scheduler knows them.
+        self.container_source = container_source
 
     def attempt_containers(self, attempt_id: ApplicationAttemptId) -> list[RMContainer]:
         """The live containers of an attempt (none without a scheduler)."""

@@ -44,23 +44,23 @@ from cortex_rm.allocator.containers import (
     COMPLETED_APPLICATION,
     LOST_CONTAINER,
     RELEASED_CONTAINER,
-    ContainerExitStatus,
     InvalidContainerRelease,
     Locality,
     RMContainer,
     RMContainerEvent,
 )
 from cortex_rm.allocator.errors import RefusedOperation, UnknownAttempt
-from cortex_rm.allocator.ids import ApplicationAttemptId, ContainerId, NodeId
 from cortex_rm.allocator.live_containers import LiveContainers
 from cortex_rm.allocator.node_index import NodeDirectory, SchedulerNode
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.queues import QueueTree
-from cortex_rm.allocator.resources import ZERO, Resource
 from cortex_rm.allocator.scheduler_attempt import SchedulerAttempt, sync_active
 from cortex_rm.allocator.scheduler_config import SchedulerConfig, SecondsClock
 from cortex_rm.allocator.scheduler_diagnostics import can_ever_fit, waiting_reason
 from cortex_rm.allocator.scheduler_queues import SchedulerQueues
+from cortex_rm.yarn.container_status import ContainerExitStatus
+from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId, NodeId
+from cortex_rm.yarn.resources import ZERO, Resource
 
 log = Logger()
 

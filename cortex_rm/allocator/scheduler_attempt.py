@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from cortex_rm.allocator.asks import AppSchedulingInfo
 from cortex_rm.allocator.containers import RMContainer
-from cortex_rm.allocator.ids import ApplicationAttemptId, ContainerId
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.scheduler_queues import SchedulerQueue
+from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId
+from cortex_rm.yarn.resources import Resource
 
 
 class SchedulerAttempt:

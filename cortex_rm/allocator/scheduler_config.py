@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from cortex_rm.allocator.ids import CONTAINER_EPOCH_SHIFT
 from cortex_rm.allocator.node_index import PlacementPolicy
-from cortex_rm.allocator.resources import Resource
+from cortex_rm.yarn.ids import CONTAINER_EPOCH_SHIFT
+from cortex_rm.yarn.resources import Resource
 
 
 class SecondsClock(Protocol):

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from cortex_rm.allocator.allocation_pass import AllocationPass
 from cortex_rm.allocator.asks import PendingRequest
 from cortex_rm.allocator.node_index import FreeSpaceIndex, PlacementPolicy
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.scheduler_attempt import SchedulerAttempt
 from cortex_rm.allocator.scheduler_queues import SchedulerQueue, format_percent
+from cortex_rm.yarn.resources import Resource
 
 if TYPE_CHECKING:
     from cortex_rm.allocator.scheduler import CapacityScheduler

@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from cortex_rm.allocator.queues import Queue, QueueTree
-from cortex_rm.allocator.resources import Resource
+from cortex_rm.yarn.resources import Resource
 
 if TYPE_CHECKING:
-    from cortex_rm.allocator.scheduler_attempt import SchedulerAttempt
+    pass
 
 
 def _floor(fraction: float, amount: int) -> int:

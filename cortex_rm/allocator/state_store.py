@@ -6,8 +6,8 @@ the same suite on both): ``MemoryStateStore`` for unit tests and
 ``SqlStateStore`` over SQLAlchemy (SQLite by default, any SQLAlchemy URL works).
 SQL work never runs on the reactor thread: the store is given a ``run`` callable
 that executes a blocking function elsewhere and returns a Deferred —
-``thread_runner`` builds the production one (one dedicated thread, so writes are
-applied in the order they were issued).
+``roles/threads.thread_runner`` builds the production one (one dedicated thread,
+so writes are applied in the order they were issued).
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, Text, create_engine, select
 from sqlalchemy.engine import Engine
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorFromThreads
-from twisted.python.threadpool import ThreadPool
+
+from cortex_rm.yarn.blocking import Runner
 
 T = TypeVar("T")
-Runner = Callable[[Callable[[], Any]], defer.Deferred]
 
 
 @dataclass
@@ -212,15 +211,3 @@ def _app_number(app_id: str) -> int:
 def synchronous_runner(func: Callable[[], Any]) -> defer.Deferred:
     """Run ``func`` right away (tests): a Deferred already fired with its result or failure."""
     return defer.maybeDeferred(func)
-
-
-def thread_runner(reactor: IReactorFromThreads, name: str = "rm-state-store") -> tuple[Runner, ThreadPool]:
-    """A runner backed by one dedicated thread; start and stop the pool with the service."""
-    from twisted.internet.threads import deferToThreadPool
-
-    pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
-
-    def run(func: Callable[[], Any]) -> defer.Deferred:
-        return deferToThreadPool(reactor, pool, func)  # type: ignore[arg-type]
-
-    return run, pool

@@ -54,13 +54,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cortex_rm.allocator.containers import ContainerExitStatus
-from cortex_rm.allocator.errors import MalformedId
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId
 from cortex_rm.container import container_files
 from cortex_rm.container.container_tokens import ContainerGrant, ContainerTokenVerifier, InvalidContainerToken
 from cortex_rm.container.launch import LaunchContextError, LaunchPlan, NodeFacts, container_paths, plan_launch
-from cortex_rm.container.localizer import LocalizationError, Localizer, local_resources_from_proto
+from cortex_rm.container.localizer import LocalizationError, Localizer, check_local_resources
 from cortex_rm.container.nm_container import (
     NM_CONTAINER_TRANSITIONS,
     NMContainer,
@@ -68,28 +65,19 @@ from cortex_rm.container.nm_container import (
     NMContainerState,
 )
 from cortex_rm.container.runtime import LAUNCH_FAILED_EXIT_CODE, ContainerExit, ContainerRuntime, ContainerSpec
-from cortex_rm.internal.tracker_codec import MAX_CONTAINERS
-from cortex_rm.internal.tracker_messages import ContainerReport
-from cortex_rm.yarn_api.errors import INVALID_TOKEN, YARN_EXCEPTION
-from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
+from cortex_rm.container.start_request import ContainerRefused, Refusal, StartRequest
+from cortex_rm.yarn.blocking import Runner
+from cortex_rm.yarn.container_status import ContainerExitStatus
+from cortex_rm.yarn.errors import MalformedId
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId
+from cortex_rm.yarn.resource_tracker import MAX_CONTAINERS, ContainerReport
 
 log = Logger()
 
-Runner = Callable[[Callable[[], Any]], "defer.Deferred[Any]"]
 _S, _E = NMContainerState, NMContainerEvent
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
 MIB = 1024 * 1024
 MAX_REMEMBERED_CLEANUPS = 1000
-
-
-class ContainerRefused(Exception):
-    """One container's request is refused: a YARN exception for ``failed_requests``."""
-
-    def __init__(self, java_class: str, message: str, container_id: ContainerId | None = None) -> None:
-        super().__init__(message)
-        self.java_class = java_class
-        self.message = message
-        self.container_id = container_id
 
 
 @dataclass(frozen=True)
@@ -171,23 +159,23 @@ class ContainerManager:
 
     # ------------------------------------------------------------ startContainers
 
-    def start(self, request: ys.StartContainerRequestProto, caller: str | None) -> ContainerId:
+    def start(self, request: StartRequest, caller: str | None) -> ContainerId:
         """Accept one container (its launch goes on asynchronously) or raise ContainerRefused."""
         if self.shutting_down:
-            raise ContainerRefused(YARN_EXCEPTION, "The NodeManager is shutting down")
-        if not request.HasField("container_token"):
-            raise ContainerRefused(INVALID_TOKEN, "No container token in the request")
+            raise ContainerRefused(Refusal.REFUSED, "The NodeManager is shutting down")
+        if request.token is None:
+            raise ContainerRefused(Refusal.INVALID_TOKEN, "No container token in the request")
         try:
-            grant = self.tokens.verify(request.container_token)
+            grant = self.tokens.verify(request.token)
         except InvalidContainerToken as e:
-            raise ContainerRefused(INVALID_TOKEN, str(e), e.container_id) from None
+            raise ContainerRefused(Refusal.INVALID_TOKEN, str(e), e.container_id) from None
         cid = grant.container_id
         if cid in self.containers:
-            raise ContainerRefused(YARN_EXCEPTION, f"Container {cid} already is running on this node!!", cid)
+            raise ContainerRefused(Refusal.REFUSED, f"Container {cid} already is running on this node!!", cid)
         try:
             self.tokens.check_not_started(grant)
         except InvalidContainerToken as e:
-            raise ContainerRefused(INVALID_TOKEN, str(e), cid) from None
+            raise ContainerRefused(Refusal.INVALID_TOKEN, str(e), cid) from None
         self._authorize(caller, cid, "start")
         c = self._new_container(grant, request)
         plan = self._plan(c, request)
@@ -207,40 +195,39 @@ class ContainerManager:
         attempt = caller_attempt(caller)
         if attempt is not None and attempt.app_id != cid.attempt_id.app_id:
             raise ContainerRefused(
-                YARN_EXCEPTION,
+                Refusal.REFUSED,
                 f"Unauthorized request to {verb} container. "
                 f"{caller} does not belong to application {cid.attempt_id.app_id} of container {cid}",
                 cid,
             )
 
-    def _new_container(self, grant: ContainerGrant, request: ys.StartContainerRequestProto) -> NMContainer:
+    def _new_container(self, grant: ContainerGrant, request: StartRequest) -> NMContainer:
         cid = grant.container_id
         if not _USER.match(grant.user):
-            raise ContainerRefused(YARN_EXCEPTION, f"Invalid user name {grant.user!r} in the container token", cid)
-        clc = request.container_launch_context
+            raise ContainerRefused(Refusal.REFUSED, f"Invalid user name {grant.user!r} in the container token", cid)
         try:
-            resources = local_resources_from_proto(clc.localResources)
+            resources = check_local_resources(request.launch_context.local_resources)
         except LocalizationError as e:
-            raise ContainerRefused(YARN_EXCEPTION, f"Invalid launch context for {cid}: {e}", cid) from None
+            raise ContainerRefused(Refusal.REFUSED, f"Invalid launch context for {cid}: {e}", cid) from None
         paths = container_paths(
             self.settings.local_dirs, self.settings.log_dirs, grant.user, str(cid.attempt_id.app_id), str(cid), cid.sequence
         )
         return NMContainer(cid, grant.user, grant.resource, paths, resources)
 
-    def _plan(self, c: NMContainer, request: ys.StartContainerRequestProto) -> LaunchPlan:
-        clc = request.container_launch_context
+    def _plan(self, c: NMContainer, request: StartRequest) -> LaunchPlan:
+        clc = request.launch_context
         try:
             return plan_launch(
                 container_id=str(c.container_id),
                 user=c.user,
-                clc_environment={e.key: e.value for e in clc.environment},
-                commands=list(clc.command),
+                clc_environment=dict(clc.environment),
+                commands=list(clc.commands),
                 tokens=clc.tokens,
                 paths=c.paths,
                 node=self.node,
             )
         except LaunchContextError as e:
-            raise ContainerRefused(YARN_EXCEPTION, f"Invalid launch context for {c.container_id}: {e}", c.container_id) from None
+            raise ContainerRefused(Refusal.REFUSED, f"Invalid launch context for {c.container_id}: {e}", c.container_id) from None
 
     def spec(self, c: NMContainer, plan: LaunchPlan) -> ContainerSpec:
         """What the runtime is asked to run for ``c``."""
@@ -408,7 +395,7 @@ class ContainerManager:
         """stopContainers for one container (KILLED_BY_APPMASTER); ContainerRefused if unknown."""
         if container_id not in self.containers:
             raise ContainerRefused(
-                YARN_EXCEPTION, f"Container {container_id} is not handled by this NodeManager", container_id
+                Refusal.REFUSED, f"Container {container_id} is not handled by this NodeManager", container_id
             )
         self._authorize(caller, container_id, "stop")
         self.kill(container_id, ContainerExitStatus.KILLED_BY_APPMASTER, "Container killed by the ApplicationMaster.")
@@ -467,7 +454,7 @@ class ContainerManager:
         c = self.containers.get(container_id)
         if c is None:
             raise ContainerRefused(
-                YARN_EXCEPTION, f"Container {container_id} is not handled by this NodeManager", container_id
+                Refusal.REFUSED, f"Container {container_id} is not handled by this NodeManager", container_id
             )
         self._authorize(caller, container_id, "get")
         return c

@@ -24,17 +24,18 @@ Any failure is ``InvalidContainerToken``, answered to the AM as Hadoop's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 
-from cortex_rm.allocator.errors import MalformedId
-from cortex_rm.allocator.ids import ContainerId, NodeId
-from cortex_rm.allocator.resources import Resource
-from cortex_rm.yarn_api import records
-from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
-from cortex_rm.yarn_api.proto.Security_pb2 import TokenProto
-from cortex_rm.yarn_api.tokens import CONTAINER_TOKEN_KIND, MasterKey, parse_container_identifier
+from cortex_rm.yarn.ids import ContainerId, NodeId
+from cortex_rm.yarn.resources import Resource
+from cortex_rm.yarn.tokens import CONTAINER_TOKEN_KIND, ContainerTokenIdentifier, MasterKey, Token
+
+#: Reads a ContainerToken's identifier bytes (the wire's job: ``yarn_api.tokens.read_container_identifier``);
+#: raises ``ValueError`` (``MalformedId`` included) for bytes that say nothing usable.
+IdentifierReader = Callable[[bytes], ContainerTokenIdentifier]
 
 
 class InvalidContainerToken(Exception):
@@ -63,9 +64,10 @@ class ContainerGrant:
 class ContainerTokenVerifier:
     """Checks ContainerTokens for the node ``node_id`` (see the module docstring)."""
 
-    def __init__(self, node_id: NodeId, clock: IReactorTime) -> None:
+    def __init__(self, node_id: NodeId, clock: IReactorTime, read_identifier: IdentifierReader) -> None:
         self.node_id = node_id
         self.clock = clock
+        self.read_identifier = read_identifier
         self.current_key: MasterKey | None = None
         self.previous_key: MasterKey | None = None
         self._started: dict[ContainerId, int] = {}  # container -> its token's expiry (ms)
@@ -86,39 +88,39 @@ class ContainerTokenVerifier:
                 return key
         return None
 
-    def verify(self, token: TokenProto) -> ContainerGrant:
+    def verify(self, token: Token) -> ContainerGrant:
         """The grant in ``token`` (rules 1-4), or InvalidContainerToken saying why not."""
         if token.kind and token.kind != CONTAINER_TOKEN_KIND:
             raise InvalidContainerToken(f"Invalid container token: kind {token.kind!r} is not {CONTAINER_TOKEN_KIND}")
         try:
-            ident = parse_container_identifier(token.identifier)
-            container_id = records.container_id_from_proto(ident.containerId)
-        except (ValueError, MalformedId) as e:
+            ident = self.read_identifier(token.identifier)
+        except ValueError as e:  # MalformedId is a ValueError too
             raise InvalidContainerToken(f"Invalid container token: {e}") from None
-        key = self._key(ident.masterKeyId)
+        container_id = ident.container_id
+        key = self._key(ident.master_key_id)
         if key is None or not key.verify(token.identifier, token.password):
             raise InvalidContainerToken(
                 f"Given Container {container_id} seems to have an illegally generated token.", container_id
             )
-        if ident.nmHostAddr != str(self.node_id):
+        if ident.node_address != str(self.node_id):
             raise InvalidContainerToken(
                 f"Given Container {container_id} identifier is not valid for current Node manager. "
-                f"Expected : {self.node_id} Found : {ident.nmHostAddr}",
+                f"Expected : {self.node_id} Found : {ident.node_address}",
                 container_id,
             )
         now = self.now_ms()
-        if ident.expiryTimeStamp < now:
+        if ident.expiry_ms < now:
             raise InvalidContainerToken(
-                f"This token is expired. current time is {now} found {ident.expiryTimeStamp}\n"
+                f"This token is expired. current time is {now} found {ident.expiry_ms}\n"
                 "Note: System times on machines may be out of sync. Check system time and time zones.",
                 container_id,
             )
         return ContainerGrant(
             container_id=container_id,
-            user=ident.appSubmitter,
-            resource=records.resource_from_proto(ident.resource),
-            expiry_ms=ident.expiryTimeStamp,
-            is_am=ident.containerType == yp.APPLICATION_MASTER,
+            user=ident.app_submitter,
+            resource=ident.resource,
+            expiry_ms=ident.expiry_ms,
+            is_am=ident.is_am,
         )
 
     def check_not_started(self, grant: ContainerGrant) -> None:

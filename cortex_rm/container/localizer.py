@@ -48,7 +48,7 @@ import shutil
 import stat
 import tarfile
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol, TypeVar
@@ -58,13 +58,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cortex_rm.container.launch import LAUNCH_SCRIPT, TMP_DIR, TOKENS_FILE
-from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
+from cortex_rm.yarn.blocking import Runner
 
 log = Logger()
 T = TypeVar("T")
 
-#: ``run(fn)`` runs a blocking ``fn`` off the reactor thread and fires with its result.
-Runner = Callable[[Callable[[], Any]], "defer.Deferred[Any]"]
 
 FILE_CACHE = "filecache"
 RESERVED_LINK_NAMES = frozenset({LAUNCH_SCRIPT, TOKENS_FILE, TMP_DIR})
@@ -135,31 +133,34 @@ def check_link_name(name: str) -> PurePosixPath:
     return path
 
 
-def local_resources_from_proto(entries: Iterable[yp.StringLocalResourceMapProto]) -> list[LocalResource]:
-    """A CLC's ``local_resources``, checked (link names, URL, type); LocalizationError if invalid."""
+@dataclass(frozen=True)
+class RequestedResource:
+    """One entry of a launch context's ``local_resources`` as it arrived, before any check."""
+
+    link_name: str
+    url: ResourceUrl | None  # None: the entry names no URL
+    type: ResourceType
+    timestamp_ms: int | None  # None: the entry gives no timestamp
+    size: int = -1
+
+
+def check_local_resources(entries: Iterable[RequestedResource]) -> list[LocalResource]:
+    """A launch context's ``local_resources``, checked (link names, URL, timestamp); LocalizationError if invalid."""
     resources: dict[str, LocalResource] = {}
     for entry in entries:
-        check_link_name(entry.key)
-        if entry.key in resources:
-            raise LocalizationError(f"link name {entry.key!r} is given twice")
-        value = entry.value
-        if not value.HasField("resource") or not value.resource.scheme or not value.resource.file:
-            raise LocalizationError(f"resource {entry.key!r} has no URL (scheme and file)")
-        if not value.HasField("timestamp"):
-            raise LocalizationError(f"resource {entry.key!r} has no timestamp")
-        url = value.resource
-        resources[entry.key] = LocalResource(
-            link_name=entry.key,
-            url=ResourceUrl(
-                scheme=url.scheme.lower(),
-                file=url.file,
-                host=url.host,
-                port=url.port if url.HasField("port") else -1,
-                user_info=url.userInfo,
-            ),
-            type=ResourceType(yp.LocalResourceTypeProto.Name(value.type)) if value.HasField("type") else ResourceType.FILE,
-            timestamp_ms=value.timestamp,
-            size=value.size if value.HasField("size") else -1,
+        check_link_name(entry.link_name)
+        if entry.link_name in resources:
+            raise LocalizationError(f"link name {entry.link_name!r} is given twice")
+        if entry.url is None or not entry.url.scheme or not entry.url.file:
+            raise LocalizationError(f"resource {entry.link_name!r} has no URL (scheme and file)")
+        if entry.timestamp_ms is None:
+            raise LocalizationError(f"resource {entry.link_name!r} has no timestamp")
+        resources[entry.link_name] = LocalResource(
+            link_name=entry.link_name,
+            url=entry.url,
+            type=entry.type,
+            timestamp_ms=entry.timestamp_ms,
+            size=entry.size,
         )
     return list(resources.values())
 

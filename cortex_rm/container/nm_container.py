@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 
-from cortex_rm.allocator.containers import ContainerExitStatus
-from cortex_rm.allocator.ids import ContainerId
-from cortex_rm.allocator.lifecycle import TransitionTable
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.container.launch import ContainerPaths
 from cortex_rm.container.localizer import LocalResource
-from cortex_rm.internal.tracker_messages import ContainerReport, ContainerState
+from cortex_rm.yarn.container_status import ContainerExitStatus, ContainerState
+from cortex_rm.yarn.ids import ContainerId
+from cortex_rm.yarn.resource_tracker import ContainerReport
+from cortex_rm.yarn.resources import Resource
+from cortex_rm.yarn.transitions import TransitionTable
 
 if TYPE_CHECKING:
     from cortex_rm.container.runtime import RunningContainer

@@ -42,7 +42,7 @@ from typing import Final, Protocol
 
 from twisted.internet.defer import Deferred
 
-from cortex_rm.allocator.lifecycle import TransitionTable
+from cortex_rm.yarn.transitions import TransitionTable
 
 #: What a container id may look like: YARN's ``container_e17_1700000000000_0001_01_000001``
 #: and Cortex's event ids fit; the id names files, cgroups and LXC containers.

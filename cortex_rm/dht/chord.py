@@ -51,7 +51,15 @@ from dataclasses import dataclass
 from twisted.logger import Logger
 
 from cortex_rm.dht.chord_messages import (
-    ChordMessage, FindSuccessor, FindSuccessorReply, GetNeighbours, Leave, NeighboursReply, Notify, Ping, Pong,
+    ChordMessage,
+    FindSuccessor,
+    FindSuccessorReply,
+    GetNeighbours,
+    Leave,
+    NeighboursReply,
+    Notify,
+    Ping,
+    Pong,
 )
 from cortex_rm.dht.envelope import Send
 from cortex_rm.dht.join_lifecycle import JOIN_LIFECYCLE, RingEvent, RingState

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-from cortex_rm.allocator.lifecycle import TransitionTable
+from cortex_rm.yarn.transitions import TransitionTable
 
 
 class RingState(enum.Enum):

@@ -58,7 +58,16 @@ from cortex_rm.dht.probe_scheduler import ProbeScheduler
 from cortex_rm.dht.suspect_checks import SuspectChecks, Verdict
 from cortex_rm.dht.suspicion import SuspicionTimer, retransmit_limit
 from cortex_rm.dht.swim_config import SwimConfig
-from cortex_rm.dht.swim_messages import Ack, MemberStatus, MemberUpdate, Nack, Piggyback, Probe, ProbeRequest, SwimMessage
+from cortex_rm.dht.swim_messages import (
+    Ack,
+    MemberStatus,
+    MemberUpdate,
+    Nack,
+    Piggyback,
+    Probe,
+    ProbeRequest,
+    SwimMessage,
+)
 
 __all__ = ["Membership", "SwimAction"]
 

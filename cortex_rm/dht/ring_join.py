@@ -35,10 +35,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cortex_rm.allocator.lifecycle import TransitionTable
 from cortex_rm.dht.errors import RingError
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.peer import Peer
+from cortex_rm.yarn.transitions import TransitionTable
 
 log = Logger()
 

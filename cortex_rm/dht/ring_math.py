@@ -1,6 +1,6 @@
 """Arithmetic on the Chord identifier circle: ids are integers modulo 2**160.
 
-Every ring id (``identity.ring_id_of``) and every key (``key_id``) is a point on a
+Every ring id (``internal.identity.ring_id_of``: the SHA-1 of a node's key) and every key (``key_id``) is a point on a
 circle of ``RING_SIZE = 2**M`` points, ``M = 160`` (SHA-1).  Chord reasons about
 *clockwise* intervals on that circle; these pure functions are the only place that
 does the modular arithmetic, so the protocol code (``chord.py``) never writes ``%``.
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from cortex_rm.dht.identity import RING_ID_BITS
-
+RING_ID_BITS = 160  # SHA-1's output: the width of ring ids and keys
 M = RING_ID_BITS
 RING_SIZE = 1 << M
 

@@ -34,28 +34,26 @@ How the parts are wired:
 
 from __future__ import annotations
 
-import functools
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from twisted.logger import Logger
 
-from cortex_rm.dht import chord_messages, kv_messages, swim_messages
-from cortex_rm.dht.chord_messages import ChordMessage
-from cortex_rm.dht.kv_messages import KeySpaceMessage
+from cortex_rm.dht import kv_messages, swim_messages
 from cortex_rm.dht.chord import ChordNode, Joined, JoinFailed, LookupDone
+from cortex_rm.dht.chord_messages import ChordMessage
 from cortex_rm.dht.envelope import Envelope, Send
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.key_space import KeySpace
+from cortex_rm.dht.kv_messages import KeySpaceMessage
 from cortex_rm.dht.kv_operations import GetDone, PutDone
 from cortex_rm.dht.member_table import MemberDied, MemberJoined, MemberLeft, MembershipEvent
 from cortex_rm.dht.membership import Membership
 from cortex_rm.dht.neighbour_log import NeighbourRecord
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.record_store import RecordStore, record_error
-from cortex_rm.dht.ring_codec import encode_envelope
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_math import distance, key_id
 from cortex_rm.dht.swim_messages import MemberStatus, Piggyback, SwimMessage
@@ -71,14 +69,8 @@ suspicion for good, and counting up from 2**63 - 1 cannot be encoded at all."""
 MAX_KEY_ATTEMPTS = 3
 """Lookups a put or get makes before it gives up on a ring that keeps moving."""
 
-_SIZE_PROBE_SENDER = Peer(0, "127.0.0.1:1")
-_EMPTY_ENVELOPE_BYTES = len(encode_envelope(Envelope(_SIZE_PROBE_SENDER, chord_messages.Ping(0))))
-
-
-@functools.lru_cache(maxsize=8192)
-def piggyback_size(item: Piggyback) -> int:
-    """The bytes ``item`` adds to an envelope on the wire (exact: it is encoded once and cached)."""
-    return len(encode_envelope(Envelope(_SIZE_PROBE_SENDER, chord_messages.Ping(0), (item,)))) - _EMPTY_ENVELOPE_BYTES
+PiggybackSize = Callable[[Piggyback], int]
+"""The bytes a rumour adds to an envelope on the wire (the wire's codec knows: ``internal.ring_codec.piggyback_size``)."""
 
 
 @dataclass(frozen=True)
@@ -126,11 +118,13 @@ class RingMember:
         config: RingConfig,
         rng: random.Random,
         *,
+        piggyback_size: PiggybackSize,
         incarnation: int = 0,
         store: RecordStore | None = None,
     ) -> None:
         self.me = me
         self.config = config
+        self.piggyback_size = piggyback_size
         self.chord = ChordNode(
             me.node_id,
             me.address,
@@ -266,7 +260,7 @@ class RingMember:
         return {"stabilize": c.stabilize_interval, "fix_fingers": c.fix_fingers_interval, "replicate": c.replicate_interval}
 
     def _transmit(self, send: Send) -> Transmit:
-        rumours = self.membership.piggyback_for(send.to, self.config.piggyback_bytes, piggyback_size)
+        rumours = self.membership.piggyback_for(send.to, self.config.piggyback_bytes, self.piggyback_size)
         return Transmit(send.to, Envelope(self.me, send.message, rumours))
 
     def _try_next_introducer(self, now: float) -> list[RingAction]:

@@ -9,14 +9,6 @@ class MalformedMessage(InternalRpcError, ValueError):
     """A decoded message breaks the protocol's rules (missing field, value out of range)."""
 
 
-class NodeRefused(InternalRpcError):
-    """The RM refuses this node's request (another key owns the NodeId, or the request is invalid).
-
-    Raised by the RM's core, carried on the wire as the IDL's ``NodeRefused``, and
-    raised again on the node's side.
-    """
-
-
 class TrackerUnavailable(InternalRpcError):
     """The RM's tracker could not be reached, or the connection broke during a call."""
 

@@ -24,7 +24,7 @@ from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
-from cortex_rm.dht.identity import NodeIdentity, certificate_fingerprint, ring_id_of, spki_der
+from cortex_rm.internal.identity import NodeIdentity, certificate_fingerprint, ring_id_of, spki_der
 
 # OpenSSL's X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: the peer's own certificate is self-signed.
 X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18

@@ -30,12 +30,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cortex_rm.internal import tracker_codec as codec
-from cortex_rm.internal.errors import MalformedMessage, NodeRefused, TrackerUnavailable
+from cortex_rm.internal.errors import MalformedMessage, TrackerUnavailable
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_fingerprint
-from cortex_rm.internal.tracker_messages import (
+from cortex_rm.yarn.resource_tracker import (
     HeartbeatAnswer,
+    NodeRefused,
     NodeRegistration,
     NodeStatusReport,
     RegistrationAnswer,

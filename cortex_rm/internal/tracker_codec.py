@@ -15,22 +15,23 @@ from typing import Any
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolFactory
 from thrift.protocol.TProtocol import TProtocolException
 
-from cortex_rm.allocator.errors import MalformedId
-from cortex_rm.allocator.ids import ApplicationId, ContainerId, NodeId
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.internal.gen import ttypes
-from cortex_rm.internal.tracker_messages import (
+from cortex_rm.yarn.container_status import ContainerState
+from cortex_rm.yarn.errors import MalformedId
+from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.resource_tracker import (
+    MAX_CONTAINERS,
     MAX_RESPONSE_ID,
     ContainerReport,
-    ContainerState,
     HeartbeatAnswer,
     NodeAction,
     NodeRegistration,
     NodeStatusReport,
     RegistrationAnswer,
 )
-from cortex_rm.yarn_api.tokens import MasterKey
+from cortex_rm.yarn.resources import Resource
+from cortex_rm.yarn.tokens import MasterKey
 
 # The largest NodeTracker frame either end accepts: a heartbeat with MAX_CONTAINERS
 # statuses and full diagnostics stays well below it.
@@ -40,7 +41,6 @@ MAX_ADDRESS_CHARS = 300
 MAX_RACK_CHARS = 255
 MAX_VERSION_CHARS = 64
 MAX_TEXT_CHARS = 16 * 1024  # a health report or a diagnostics string
-MAX_CONTAINERS = 4096  # container statuses in one heartbeat, or ids to clean up in one answer
 MAX_INT32 = 2**31 - 1
 MAX_MEMORY_MB = 2**40  # a petabyte of memory: any larger figure is a bug or a lie
 # A master key's secret: Hadoop's are 20 bytes (HmacSHA1 key generator); a shorter

@@ -30,10 +30,11 @@ from zope.interface import implementer
 
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.internal import tracker_codec as codec
-from cortex_rm.internal.errors import MalformedMessage, NodeRefused
+from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_fingerprint, peer_ring_id
+from cortex_rm.yarn.resource_tracker import NodeRefused
 
 log = Logger()
 

@@ -16,13 +16,15 @@ from twisted.internet import defer
 
 from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.containers import RMContainer
+from cortex_rm.allocator.master_keys import RMKeys
+from cortex_rm.yarn.tokens import AMRM_TOKEN_KIND
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.am_service import container_token
 from cortex_rm.yarn_api.ipc_client import IpcClient
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
-from cortex_rm.yarn_api.tokens import AMRM_TOKEN_KIND, RMKeys, make_token
+from cortex_rm.yarn_api.tokens import make_token
 from cortex_rm.yarn_api.writable import read_token_storage, token_storage, token_writable
 
 NM_PROTOCOL = "org.apache.hadoop.yarn.api.ContainerManagementProtocolPB"

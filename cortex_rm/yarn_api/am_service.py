@@ -31,8 +31,9 @@ from cortex_rm.allocator.app_states import FinalStatus
 from cortex_rm.allocator.asks import ResourceAsk
 from cortex_rm.allocator.cluster_scheduling import AllocationResult
 from cortex_rm.allocator.containers import RMContainer
-from cortex_rm.allocator.ids import ApplicationAttemptId, ContainerId, NodeId
-from cortex_rm.allocator.resources import Resource
+from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId, NodeId
+from cortex_rm.yarn.resources import Resource
+from cortex_rm.yarn.tokens import CONTAINER_TOKEN_KIND, NM_TOKEN_KIND, MasterKey
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.client_service import translating_allocator_errors
 from cortex_rm.yarn_api.errors import (
@@ -45,7 +46,7 @@ from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.rpc_protocol import AuthMethod, CallContext
-from cortex_rm.yarn_api.tokens import CONTAINER_TOKEN_KIND, NM_TOKEN_KIND, MasterKey, make_token, parse_amrm_identifier
+from cortex_rm.yarn_api.tokens import make_token, parse_amrm_identifier
 
 SCHEDULER_PROTOCOL = "org.apache.hadoop.yarn.api.ApplicationMasterProtocolPB"
 CONTAINER_TOKEN_LIFETIME_MS = 10 * 60 * 1000  # yarn.resourcemanager.rm.container-allocation.expiry-interval-ms
@@ -138,9 +139,15 @@ class ApplicationMasterService:
             raise RemoteError(ACCESS_CONTROL_EXCEPTION, str(e)) from None
         return records.attempt_id_from_proto(ident.appAttemptId)
 
-    def forget(self, attempt_id: ApplicationAttemptId) -> None:
-        """The attempt ended: drop its session."""
-        self._sessions.pop(attempt_id, None)
+    def _new_session(self, attempt_id: ApplicationAttemptId) -> None:
+        """A registered AM's session; sessions of attempts that are no longer registered go.
+
+        Every call checks that its attempt is still registered before it reads the
+        session, so a session outliving its attempt is never used; dropping them here
+        keeps the table as small as the number of live AMs.
+        """
+        self._sessions = {a: s for a, s in self._sessions.items() if self.scheduling.is_registered(a)}
+        self._sessions[attempt_id] = _Session()
 
     # -- register / finish ---------------------------------------------------------------
 
@@ -156,7 +163,7 @@ class ApplicationMasterService:
         d = self.scheduling.register(attempt_id, request.host, request.rpc_port, request.tracking_url)
 
         def respond(_: Any) -> ys.RegisterApplicationMasterResponseProto:
-            self._sessions[attempt_id] = _Session()
+            self._new_session(attempt_id)
             response = ys.RegisterApplicationMasterResponseProto(queue=queue)
             records.resource_to_proto(self.scheduling.maximum_allocation, response.maximumCapability)
             submission = yp.ApplicationSubmissionContextProto.FromString(context)

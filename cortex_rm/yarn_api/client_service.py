@@ -15,19 +15,19 @@ from typing import Any
 from twisted.internet import defer
 
 from cortex_rm.allocator import errors as alloc
+from cortex_rm.allocator.app_table import ApplicationFilter
 from cortex_rm.allocator.asks import InvalidResourceRequest
 from cortex_rm.allocator.containers import InvalidContainerRelease
-from cortex_rm.allocator.app_table import ApplicationFilter
 from cortex_rm.allocator.rm_context import RMContext
-from cortex_rm.yarn_api import records
-from cortex_rm.yarn_api import errors
+from cortex_rm.yarn.errors import IllegalTransition, MalformedId, YarnError
+from cortex_rm.yarn_api import errors, records
 from cortex_rm.yarn_api.errors import RemoteError
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 
 CLIENT_PROTOCOL = "org.apache.hadoop.yarn.api.ApplicationClientProtocolPB"
 
-_JAVA_CLASS: dict[type[alloc.AllocatorError], str] = {
+_JAVA_CLASS: dict[type[YarnError], str] = {
     alloc.UnknownApplication: errors.APPLICATION_NOT_FOUND,
     alloc.UnknownAttempt: errors.APPLICATION_ATTEMPT_NOT_FOUND,
     alloc.UnknownContainer: errors.CONTAINER_NOT_FOUND,
@@ -37,7 +37,7 @@ _JAVA_CLASS: dict[type[alloc.AllocatorError], str] = {
     alloc.RefusedOperation: errors.YARN_EXCEPTION,
     alloc.UnknownQueue: errors.YARN_EXCEPTION,
     alloc.UnknownNode: errors.YARN_EXCEPTION,
-    alloc.MalformedId: errors.YARN_EXCEPTION,
+    MalformedId: errors.YARN_EXCEPTION,
 }
 
 # The user of a SIMPLE connection whose context names nobody (Hadoop's static web user).
@@ -69,13 +69,13 @@ UNSUPPORTED_CLIENT_METHODS = frozenset(
 )
 
 
-def remote_error(error: alloc.AllocatorError) -> RemoteError:
+def remote_error(error: YarnError) -> RemoteError:
     """The ERROR reply a Hadoop client turns back into the right Java exception.
 
     ``IllegalTransition`` is a bug, not a client's mistake: it is re-raised so the
     IPC layer logs it as an internal error.
     """
-    if isinstance(error, alloc.IllegalTransition):
+    if isinstance(error, IllegalTransition):
         raise error
     for cls in type(error).__mro__:
         java = _JAVA_CLASS.get(cls)  # type: ignore[arg-type]
@@ -85,19 +85,19 @@ def remote_error(error: alloc.AllocatorError) -> RemoteError:
 
 
 def translating_allocator_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a handler, turning allocator errors (raised or in a Deferred) into RemoteErrors.
+    """Run a handler, turning errors in YARN's terms (raised or in a Deferred) into RemoteErrors.
 
     Synchronous answers stay synchronous: the IPC layer replies to them without a Deferred.
     """
 
     def translate(failure: Any) -> Any:
-        failure.trap(alloc.AllocatorError)
+        failure.trap(YarnError)
         raise remote_error(failure.value)
 
     def run(call: Any, request: Any) -> Any:
         try:
             result = handler(call, request)
-        except alloc.AllocatorError as error:
+        except YarnError as error:
             raise remote_error(error) from error
         if isinstance(result, defer.Deferred):
             result.addErrback(translate)

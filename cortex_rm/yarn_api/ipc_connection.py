@@ -38,6 +38,15 @@ from google.protobuf.message import DecodeError, Message
 
 from cortex_rm.yarn_api import errors
 from cortex_rm.yarn_api.errors import FatalRpcError, RemoteError
+from cortex_rm.yarn_api.ipc_events import (
+    TRANSITIONS,
+    CloseConnection,
+    ConnectionState,
+    IncomingCall,
+    IpcEvent,
+    SendBytes,
+    StateChanged,
+)
 from cortex_rm.yarn_api.ipc_wire import (
     AUTH_PROTOCOL_NONE,
     AUTH_PROTOCOL_SASL,
@@ -55,15 +64,6 @@ from cortex_rm.yarn_api.ipc_wire import (
     delimited_bounds,
     failure_frame,
     success_frame,
-)
-from cortex_rm.yarn_api.ipc_events import (
-    TRANSITIONS,
-    CloseConnection,
-    ConnectionState,
-    IncomingCall,
-    IpcEvent,
-    SendBytes,
-    StateChanged,
 )
 from cortex_rm.yarn_api.proto.IpcConnectionContext_pb2 import IpcConnectionContextProto
 from cortex_rm.yarn_api.proto.ProtobufRpcEngine2_pb2 import RequestHeaderProto

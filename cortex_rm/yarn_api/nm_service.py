@@ -29,18 +29,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from cortex_rm.allocator.errors import MalformedId
-from cortex_rm.allocator.ids import ContainerId
-from cortex_rm.container.container_manager import ContainerManager, ContainerRefused
+from cortex_rm.container.container_manager import ContainerManager
+from cortex_rm.container.localizer import RequestedResource, ResourceType, ResourceUrl
 from cortex_rm.container.nm_container import NMContainer
-from cortex_rm.internal.tracker_messages import ContainerState
+from cortex_rm.container.start_request import ContainerRefused, LaunchContext, Refusal, StartRequest
+from cortex_rm.yarn.container_status import ContainerState
+from cortex_rm.yarn.errors import MalformedId
+from cortex_rm.yarn.ids import ContainerId
 from cortex_rm.yarn_api import records
-from cortex_rm.yarn_api.errors import YARN_EXCEPTION
+from cortex_rm.yarn_api.errors import INVALID_TOKEN, YARN_EXCEPTION
 from cortex_rm.yarn_api.proto import containermanagement_protocol_pb2
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.rpc_protocol import CallContext, Handler, RpcProtocol
+from cortex_rm.yarn_api.tokens import token_from_proto
 
 NM_PROTOCOL = "org.apache.hadoop.yarn.api.ContainerManagementProtocolPB"
 
@@ -64,6 +67,46 @@ _WIRE_STATE = {
     ContainerState.RUNNING: yp.C_RUNNING,
     ContainerState.COMPLETE: yp.C_COMPLETE,
 }
+
+
+#: The Java exception NMClient throws for each kind of refusal.
+_JAVA_CLASS = {Refusal.INVALID_TOKEN: INVALID_TOKEN, Refusal.REFUSED: YARN_EXCEPTION}
+
+
+def requested_resource(entry: yp.StringLocalResourceMapProto) -> RequestedResource:
+    """One ``local_resources`` entry as it arrived (the ContainerManager checks it)."""
+    value = entry.value
+    url = None
+    if value.HasField("resource"):
+        proto = value.resource
+        url = ResourceUrl(
+            scheme=proto.scheme.lower(),
+            file=proto.file,
+            host=proto.host,
+            port=proto.port if proto.HasField("port") else -1,
+            user_info=proto.userInfo,
+        )
+    return RequestedResource(
+        link_name=entry.key,
+        url=url,
+        type=ResourceType(yp.LocalResourceTypeProto.Name(value.type)) if value.HasField("type") else ResourceType.FILE,
+        timestamp_ms=value.timestamp if value.HasField("timestamp") else None,
+        size=value.size if value.HasField("size") else -1,
+    )
+
+
+def start_request_from_proto(request: ys.StartContainerRequestProto) -> StartRequest:
+    """A ``StartContainerRequestProto`` in the NodeManager's own types."""
+    clc = request.container_launch_context
+    return StartRequest(
+        token=token_from_proto(request.container_token) if request.HasField("container_token") else None,
+        launch_context=LaunchContext(
+            local_resources=tuple(requested_resource(e) for e in clc.localResources),
+            environment=tuple((e.key, e.value) for e in clc.environment),
+            commands=tuple(clc.command),
+            tokens=clc.tokens,
+        ),
+    )
 
 
 def caller_of(call: CallContext) -> str | None:
@@ -90,7 +133,7 @@ def _fail(refusal: ContainerRefused, container_id: ContainerId | None, out: Any)
     cid = refusal.container_id or container_id
     if cid is not None:
         records.container_id_to_proto(cid, entry.container_id)
-    serialized_exception(refusal.java_class, refusal.message, entry.exception)
+    serialized_exception(_JAVA_CLASS[refusal.kind], refusal.message, entry.exception)
 
 
 def container_status(c: NMContainer, out: yp.ContainerStatusProto) -> None:
@@ -123,7 +166,7 @@ class ContainerManagementService:
             try:
                 ids.append(records.container_id_from_proto(p))
             except MalformedId as e:
-                _fail(ContainerRefused(YARN_EXCEPTION, str(e)), None, failed)
+                _fail(ContainerRefused(Refusal.REFUSED, str(e)), None, failed)
         return ids
 
     def start_containers(self, call: CallContext, request: ys.StartContainersRequestProto) -> ys.StartContainersResponseProto:
@@ -131,7 +174,7 @@ class ContainerManagementService:
         caller = caller_of(call)
         for start in request.start_container_request:
             try:
-                cid = self.manager.start(start, caller)
+                cid = self.manager.start(start_request_from_proto(start), caller)
             except ContainerRefused as refusal:
                 _fail(refusal, None, response.failed_requests)
                 continue

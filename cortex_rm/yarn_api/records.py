@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from cortex_rm.allocator.app_model import Application, Attempt, Submission
 from cortex_rm.allocator.app_states import AppState, FinalStatus
-from cortex_rm.allocator.errors import MalformedId, UnknownQueue
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
+from cortex_rm.allocator.errors import UnknownQueue
 from cortex_rm.allocator.nodes import NodeRecord, NodeState
 from cortex_rm.allocator.queues import Queue, QueueState
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.rm_context import RMContext
+from cortex_rm.yarn.errors import MalformedId
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 
 # ---------------------------------------------------------------- identifiers

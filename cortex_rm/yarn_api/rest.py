@@ -31,8 +31,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from cortex_rm.allocator.errors import AllocatorError
 from cortex_rm.allocator.rm_context import RMContext
+from cortex_rm.yarn.errors import YarnError
 from cortex_rm.yarn_api import rest_errors
 from cortex_rm.yarn_api.rest_errors import RestError
 from cortex_rm.yarn_api.rest_services import STATIC_WEB_USER, ClusterWebServices, Reply, RestCall, match_route
@@ -173,7 +173,7 @@ class WebServicesResource(Resource):
 
     def _error_reply(self, failure: Failure, method: str, path: str) -> tuple[Reply, tuple[tuple[bytes, bytes], ...]]:
         error = failure.value
-        if isinstance(error, AllocatorError):
+        if isinstance(error, YarnError):
             error = rest_errors.from_allocator(error) or error
         if not isinstance(error, RestError):
             log.failure("{method} {path} failed", failure, method=method, path=path)

@@ -19,6 +19,7 @@ from typing import Any, Final
 from twisted.logger import Logger
 
 from cortex_rm.allocator import errors as alloc
+from cortex_rm.yarn.errors import IllegalTransition, YarnError
 
 WEBAPP: Final = "org.apache.hadoop.yarn.webapp."
 NOT_FOUND: Final = ("NotFoundException", WEBAPP + "NotFoundException")
@@ -89,12 +90,12 @@ def internal_error(method: str, path: str, exc: BaseException) -> RestError:
     return RestError(500, INTERNAL, f"Cortex failed to serve {method} {path}: {type(exc).__name__}: {exc}")
 
 
-def from_allocator(error: alloc.AllocatorError) -> RestError | None:
+def from_allocator(error: YarnError) -> RestError | None:
     """The REST answer to a refusal of the decision core (what RMWebServices does for each).
 
     ``None`` for ``IllegalTransition``: that one is a bug of ours, answered as a 500.
     """
-    if isinstance(error, alloc.IllegalTransition):
+    if isinstance(error, IllegalTransition):
         return None
     if isinstance(error, (alloc.UnknownApplication, alloc.UnknownAttempt, alloc.UnknownContainer, alloc.UnknownNode)):
         return not_found(str(error))

@@ -25,8 +25,8 @@ from cortex_rm.allocator.app_states import PENDING_APP_STATES, AppState
 from cortex_rm.allocator.errors import UnknownQueue
 from cortex_rm.allocator.nodes import NodeRecord, NodeState
 from cortex_rm.allocator.queues import Queue, QueueState
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.rm_context import ClusterMetrics, RMContext
+from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 
 YARN_API_VERSION: Final = "3.5.0"

@@ -22,10 +22,11 @@ from twisted.internet import defer
 from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.app_states import AppState, FinalStatus
 from cortex_rm.allocator.app_table import ApplicationFilter
-from cortex_rm.allocator.errors import MalformedId, UnknownApplication, UnknownNode, UnknownQueue
-from cortex_rm.allocator.ids import ApplicationId, NodeId
+from cortex_rm.allocator.errors import UnknownApplication, UnknownNode, UnknownQueue
 from cortex_rm.allocator.nodes import NodeState
 from cortex_rm.allocator.rm_context import RMContext
+from cortex_rm.yarn.errors import MalformedId
+from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn_api import records, rest_json
 from cortex_rm.yarn_api.rest_errors import bad_request, not_found, unsupported_media_type
 from cortex_rm.yarn_api.rest_submit import submission_context_from_json

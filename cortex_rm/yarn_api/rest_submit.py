@@ -26,9 +26,9 @@ import re
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
-from cortex_rm.allocator.errors import MalformedId
-from cortex_rm.allocator.ids import ApplicationId
-from cortex_rm.allocator.resources import Resource
+from cortex_rm.yarn.errors import MalformedId
+from cortex_rm.yarn.ids import ApplicationId
+from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.rest_errors import bad_request

@@ -13,21 +13,23 @@ import pytest_twisted
 from twisted.internet import defer
 
 from cortex_rm.allocator.containers import RMContainer
-from cortex_rm.allocator.ids import ContainerId, NodeId
-from cortex_rm.allocator.resources import Resource
+from cortex_rm.allocator.master_keys import RMKeys
 from cortex_rm.allocator.state_store import MemoryStateStore
+from cortex_rm.yarn.ids import ContainerId, NodeId
+from cortex_rm.yarn.resources import Resource
+from cortex_rm.yarn.tokens import AMRM_TOKEN_KIND
 from cortex_rm.yarn_api import records
-from cortex_rm.yarn_api.am_launcher import AMLauncher, AMLaunchError, NM_PROTOCOL, am_launch_context
+from cortex_rm.yarn_api.am_launcher import NM_PROTOCOL, AMLauncher, AMLaunchError, am_launch_context
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.proto import containermanagement_protocol_pb2
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.rpc_protocol import CallContext, RpcProtocol
-from cortex_rm.yarn_api.tokens import AMRM_TOKEN_KIND, RMKeys, parse_container_identifier
+from cortex_rm.yarn_api.tokens import parse_container_identifier
 from cortex_rm.yarn_api.writable import read_token_storage, read_vlong
-from tests.support.rm_core import new_table, result_of
 from tests.support.reactor import reactor
+from tests.support.rm_core import new_table, result_of
 
 pytestmark = pytest.mark.integration
 

@@ -51,7 +51,8 @@ from cortex_rm.container.runtime import (
     ContainerStartError,
     RunningContainer,
 )
-from tests.support.reactor import reactor, wait_until as wait_for
+from tests.support.reactor import reactor
+from tests.support.reactor import wait_until as wait_for
 
 pytestmark = pytest.mark.integration
 

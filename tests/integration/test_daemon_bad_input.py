@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from tests.support import ipc_frames as f
 from tests.support.cluster import RunningCluster, running_cluster
@@ -33,7 +34,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
         yield c
 
 
-def _exchange(address: str, payload: bytes, expect: str) -> bytes:
+def _exchange(address: HostPort, payload: bytes, expect: str) -> bytes:
     """Send ``payload`` on a fresh connection.
 
     ``expect`` says what the server owes: ``"reply"`` one response frame (the
@@ -41,8 +42,7 @@ def _exchange(address: str, payload: bytes, expect: str) -> bytes:
     writes before closing the connection, ``"nothing"`` nothing (an incomplete frame
     keeps the server waiting; the test hangs up).
     """
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=30) as s:
+    with socket.create_connection((address.host, address.port), timeout=30) as s:
         s.sendall(payload)
         if expect == "nothing":
             return b""

@@ -44,7 +44,7 @@ def nodes_by_id(cluster: RunningCluster) -> dict[str, dict[str, Any]]:
 
 def node_id(cluster: RunningCluster, index: int) -> str:
     """The NodeId the daemon reports under: its configured [nodemanager] address."""
-    return load_config(cluster.nodes[index].config).nodemanager.address
+    return str(load_config(cluster.nodes[index].config).nodemanager.address)
 
 
 def wait_until(condition: Callable[[], bool], what: str, cluster: RunningCluster, timeout: float) -> None:

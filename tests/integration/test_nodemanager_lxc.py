@@ -28,13 +28,13 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from cortex_rm.allocator.ids import NodeId
 from cortex_rm.container.container_manager import ContainerManager, ContainerSettings
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.launch import NodeFacts
 from cortex_rm.container.localizer import Localizer, default_fetchers
 from cortex_rm.container.lxc_runtime import LxcRuntime
 from cortex_rm.container.nm_container import NMContainerState
+from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.ipc_client import IpcClient
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
@@ -42,8 +42,20 @@ from cortex_rm.yarn_api.nm_service import NM_PROTOCOL, ContainerManagementServic
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.sasl import SaslServer
-from tests.support.nm_requests import APP, ATTEMPT, KEY, cid, container_ids_proto, container_token, launch_context, start_containers, start_request
-from tests.support.reactor import reactor, wait_until as wait_for
+from cortex_rm.yarn_api.tokens import read_container_identifier
+from tests.support.nm_requests import (
+    APP,
+    ATTEMPT,
+    KEY,
+    cid,
+    container_ids_proto,
+    container_token,
+    launch_context,
+    start_containers,
+    start_request,
+)
+from tests.support.reactor import reactor
+from tests.support.reactor import wait_until as wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +77,7 @@ class RealNode:
         self.root = root
         self.pool = ThreadPool(minthreads=0, maxthreads=4, name="test-nm-files")
         self.pool.start()
-        self.tokens = ContainerTokenVerifier(NodeId("127.0.0.1", 0), reactor())
+        self.tokens = ContainerTokenVerifier(NodeId("127.0.0.1", 0), reactor(), read_container_identifier)
         self.tokens.set_master_key(KEY)
         settings = ContainerSettings(
             local_dirs=(root / "local",), log_dirs=(root / "logs",), memory_overhead_mb=128, pids_limit=256

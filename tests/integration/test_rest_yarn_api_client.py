@@ -20,12 +20,12 @@ from yarn_api_client.errors import APIError
 from yarn_api_client.resource_manager import ResourceManager
 
 from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits
-from cortex_rm.allocator.ids import ApplicationId, NodeId
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.queues import QueueTree
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.allocator.state_store import MemoryStateStore
+from cortex_rm.yarn.ids import ApplicationId, NodeId
+from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.rest import build_rest_site
 
 pytestmark = pytest.mark.integration

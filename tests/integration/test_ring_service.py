@@ -17,15 +17,16 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 
-from cortex_rm.dht.identity import NodeIdentity
 from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_join import JoinState
-from cortex_rm.dht.ring_service import RingService, ServiceState
 from cortex_rm.dht.swim_config import SwimConfig
 from cortex_rm.dht.swim_messages import MemberStatus
-from tests.support.reactor import reactor, wait_until as wait_for
+from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.roles.ring_service import RingService, ServiceState
+from tests.support.reactor import reactor
+from tests.support.reactor import wait_until as wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -22,14 +22,17 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cortex_rm.dht import chord_messages as chord, kv_messages as kv, swim_messages as swim
+from cortex_rm.dht import chord_messages as chord
+from cortex_rm.dht import kv_messages as kv
+from cortex_rm.dht import swim_messages as swim
 from cortex_rm.dht.envelope import Envelope
-from cortex_rm.dht.identity import NodeIdentity
 from cortex_rm.dht.peer import Peer
-from cortex_rm.dht.ring_codec import MAX_FRAME_BYTES, encode_envelope
-from cortex_rm.dht.ring_transport import RingTransport
+from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.internal.ring_codec import MAX_FRAME_BYTES, encode_envelope
+from cortex_rm.internal.ring_transport import RingTransport
 from cortex_rm.internal.tls import MutualTLS
-from tests.support.reactor import reactor, wait_until as wait_for
+from tests.support.reactor import reactor
+from tests.support.reactor import wait_until as wait_for
 
 pytestmark = pytest.mark.integration
 

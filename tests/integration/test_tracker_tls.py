@@ -25,25 +25,21 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cortex_rm.allocator.ids import NodeId
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.nodes import NodeState, NodeTable
-from cortex_rm.allocator.resources import Resource
-from cortex_rm.container.status_updater import (
-    Backoff,
-    NodeStatusUpdater,
-    NodeStatusUpdaterService,
-    TrackerLocation,
-    UpdaterState,
-)
-from cortex_rm.dht.identity import KnownResourceManagers, NodeIdentity
-from cortex_rm.internal.errors import NodeRefused
+from cortex_rm.container.status_updater import Backoff, NodeStatusUpdater, UpdaterState
+from cortex_rm.internal.identity import KnownResourceManagers, NodeIdentity
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.internal.tracker_client import TrackerClient
 from cortex_rm.internal.tracker_codec import MAX_FRAME_BYTES
-from cortex_rm.internal.tracker_messages import NodeRegistration, NodeStatusReport
 from cortex_rm.internal.tracker_server import ExpiryMonitor, tracker_server_factory
-from tests.support.reactor import reactor, wait_until as wait_for
+from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService, TrackerLocation
+from cortex_rm.yarn.addresses import HostPort
+from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.resource_tracker import NodeRefused, NodeRegistration, NodeStatusReport
+from cortex_rm.yarn.resources import Resource
+from tests.support.reactor import reactor
+from tests.support.reactor import wait_until as wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -65,8 +61,8 @@ class RM:
     port: Any
 
     @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port.getHost().port}"
+    def address(self) -> HostPort:
+        return HostPort("127.0.0.1", self.port.getHost().port)
 
     def state(self, node_id: NodeId) -> NodeState | None:
         try:
@@ -119,7 +115,7 @@ def test_two_nodes_register_and_the_stopped_one_becomes_lost(rm: RM, tmp_path: P
         assert rm.tracker.nodes.get(a_id).capability == Resource(2048, 2)
         assert rm.tracker.bound_fingerprint(a_id) == NodeIdentity.load_or_create(tmp_path / "a").fingerprint
         for d in ("a", "b"):
-            assert KnownResourceManagers.in_state_dir(tmp_path / d).pinned(rm.address) == rm.identity.fingerprint
+            assert KnownResourceManagers.in_state_dir(tmp_path / d).pinned(str(rm.address)) == rm.identity.fingerprint
         # heartbeats flow: response ids climb
         yield wait_until(lambda: a.updater.last_response_id >= 3, "node a has had three heartbeats answered")
 
@@ -171,7 +167,7 @@ def test_impostor_certificate_is_refused_for_a_registered_node_id(  # type: igno
 @pytest_twisted.inlineCallbacks
 def test_node_refuses_an_rm_whose_key_differs_from_its_pin(rm: RM, tmp_path: Path):  # type: ignore[no-untyped-def]
     """A node that pinned another key for the RM's address sends nothing and backs off."""
-    KnownResourceManagers.in_state_dir(tmp_path / "n").pin(rm.address, "0" * 64)
+    KnownResourceManagers.in_state_dir(tmp_path / "n").pin(str(rm.address), "0" * 64)
     node = updater(rm, 3001, tmp_path / "n")
     node.start()
     try:
@@ -194,7 +190,7 @@ def test_node_waits_for_an_rm_that_is_not_up_yet(tmp_path: Path):  # type: ignor
     node = NodeStatusUpdaterService(
         reactor(),
         core,
-        f"127.0.0.1:{port}",
+        HostPort("127.0.0.1", port),
         MutualTLS(NodeIdentity.generate()),
         KnownResourceManagers.in_state_dir(tmp_path),
         rpc_timeout_ms=2000,
@@ -291,7 +287,7 @@ def located_updater(
     return NodeStatusUpdaterService(
         reactor(),
         core,
-        "",
+        None,
         MutualTLS(NodeIdentity.load_or_create(state_dir)),
         KnownResourceManagers.in_state_dir(state_dir),
         rpc_timeout_ms=2000,
@@ -354,7 +350,7 @@ def test_a_node_pins_the_rm_it_found_through_the_ring_and_refuses_a_rewritten_re
     impostor = NodeIdentity.generate()
     tracker = NodeTracker(NodeTable(), reactor(), nm_expiry_ms=EXPIRY_MS, rm_identifier=2)
     port = reactor().listenTCP(0, tracker_server_factory(tracker, MutualTLS(impostor), reactor()), interface="127.0.0.1")
-    address = f"127.0.0.1:{port.getHost().port}"
+    address = HostPort("127.0.0.1", port.getHost().port)
     node = located_updater(5003, tmp_path / "n", lambda: defer.succeed(TrackerLocation(address, impostor.fingerprint)))
     node.start()
     try:

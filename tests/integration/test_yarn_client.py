@@ -161,7 +161,7 @@ def _node_id(cluster: RunningCluster, name: str) -> str:
     """The NodeId (NodeManager address) local-cluster wrote into a node's configuration."""
     from cortex_rm.config import load_config
 
-    return load_config(cluster.workdir / name / "cortex.toml").nodemanager.address
+    return str(load_config(cluster.workdir / name / "cortex.toml").nodemanager.address)
 
 
 def test_applications_survive_a_restart_of_the_cluster(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 
 from cortex_rm.dht.envelope import Send
 from cortex_rm.dht.key_space import KeySpace
-from cortex_rm.dht.kv_operations import Action, GetDone, PutDone
 from cortex_rm.dht.kv_messages import KeySpaceMessage, Record
+from cortex_rm.dht.kv_operations import Action, GetDone, PutDone
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_math import RING_SIZE, key_id
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
-from cortex_rm.allocator.resources import Resource
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.resources import Resource
+from cortex_rm.yarn.tokens import CONTAINER_TOKEN_KIND, MasterKey
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.proto.Security_pb2 import TokenProto
-from cortex_rm.yarn_api.tokens import CONTAINER_TOKEN_KIND, MasterKey, make_token
+from cortex_rm.yarn_api.tokens import make_token
 
 APP = ApplicationId(1700000000000, 1)
 ATTEMPT = ApplicationAttemptId(APP, 1)

@@ -20,10 +20,10 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from cortex_rm.dht.identity import NodeIdentity
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.ring_config import RingConfig
-from cortex_rm.dht.ring_service import RingService
+from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.roles.ring_service import RingService
 
 
 async def _settled(reactor: Any, ring: RingService, timeout: float) -> None:

@@ -31,10 +31,10 @@ from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.kv_operations import GetDone, PutDone
 from cortex_rm.dht.neighbour_log import NeighbourRecord
 from cortex_rm.dht.peer import Peer
-from cortex_rm.dht.ring_codec import decode_envelope, encode_envelope
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_math import RING_SIZE
 from cortex_rm.dht.ring_member import RingAction, RingMember, Transmit
+from cortex_rm.internal.ring_codec import decode_envelope, encode_envelope, piggyback_size
 from tests.support.ring_oracle import neighbour_errors, true_owner
 
 # A wall clock for neighbour-log timestamps: the simulated time plus an epoch.
@@ -93,7 +93,9 @@ class RingNetwork:
         return self._start(Peer(node_id, address), incarnation=1)
 
     def _start(self, peer: Peer, incarnation: int) -> RingMember:
-        member = RingMember(peer, self.config, random.Random(self.random.random()), incarnation=incarnation)
+        member = RingMember(
+            peer, self.config, random.Random(self.random.random()), piggyback_size=piggyback_size, incarnation=incarnation
+        )
         self.members[peer.address] = member
         self._incarnations[peer.address] = incarnation
         self.crashed.discard(peer.address)

@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from cortex_rm.allocator.app_model import Application, Attempt, Submission
-from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits
+from cortex_rm.allocator.app_table import ApplicationTable, AppListener, SchedulerLimits
 from cortex_rm.allocator.queues import QueueTree
 from cortex_rm.allocator.state_store import MemoryStateStore, RMStateStore
 
@@ -72,13 +72,16 @@ class RecordingListener:
 
 
 def new_table(
-    store: RMStateStore | None = None, limits: SchedulerLimits = SchedulerLimits(), clock: Clock | None = None
+    store: RMStateStore | None = None,
+    limits: SchedulerLimits = SchedulerLimits(),
+    clock: Clock | None = None,
+    listener: AppListener | None = None,
 ) -> ApplicationTable:
-    """A recovered (empty) table on a Clock at T0 with a memory store."""
+    """A recovered (empty) table on a Clock at T0 with a memory store, telling ``listener`` of attempts."""
     if clock is None:
         clock = Clock()
         clock.advance(T0)
-    return result_of(ApplicationTable.recover(clock, store or MemoryStateStore(), QueueTree(), limits))
+    return result_of(ApplicationTable.recover(clock, store or MemoryStateStore(), QueueTree(), limits, listener))
 
 
 def submitted(table: ApplicationTable, **fields: Any) -> Application:

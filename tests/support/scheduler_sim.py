@@ -13,12 +13,12 @@ from twisted.internet.task import Clock
 
 from cortex_rm.allocator.asks import ANY, ResourceAsk
 from cortex_rm.allocator.containers import RMContainer
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, NodeId
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.queues import DEFAULT_QUEUES, QueueSpec, QueueTree
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.scheduler import CapacityScheduler
 from cortex_rm.allocator.scheduler_config import SchedulerConfig
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, NodeId
+from cortex_rm.yarn.resources import Resource
 
 CLUSTER_TS = 1_700_000_000_000
 NM_PORT = 45454

@@ -6,14 +6,13 @@ from cortex_rm.allocator.am_lifecycle import AMLifecycle
 from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.app_states import AppState, AttemptState, FinalStatus
 from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits
-from cortex_rm.allocator.ids import ContainerId
+from cortex_rm.yarn.ids import ContainerId
 from tests.support.rm_core import RecordingListener, new_table, result_of, submitted
 
 
 def _setup(limits: SchedulerLimits = SchedulerLimits()) -> tuple[ApplicationTable, AMLifecycle, RecordingListener]:
-    table = new_table(limits=limits)
     listener = RecordingListener()
-    table.listener = listener
+    table = new_table(limits=limits, listener=listener)
     return table, AMLifecycle(table), listener
 
 

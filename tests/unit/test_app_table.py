@@ -20,10 +20,10 @@ from cortex_rm.allocator.app_table import (
     SchedulerLimits,
 )
 from cortex_rm.allocator.errors import InvalidSubmission, RefusedOperation, UnknownApplication, UnknownAttempt
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId
 from cortex_rm.allocator.queues import QueueSpec, QueueState, QueueTree
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.state_store import MemoryStateStore, RMStateStore, SqlStateStore, synchronous_runner
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId
+from cortex_rm.yarn.resources import Resource
 from tests.support.rm_core import ManualRunner, result_of
 
 T0 = 1_700_000_000.0  # seconds: the clock's time at first start

@@ -6,7 +6,7 @@ import pytest
 
 from cortex_rm.allocator.asks import ANY, AppSchedulingInfo, InvalidResourceRequest, RequestKey, ResourceAsk
 from cortex_rm.allocator.containers import Locality
-from cortex_rm.allocator.resources import Resource
+from cortex_rm.yarn.resources import Resource
 
 EXEC = Resource(896, 1)
 KEY = RequestKey(0, EXEC)

@@ -17,13 +17,16 @@ from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits
 from cortex_rm.allocator.asks import ResourceAsk
 from cortex_rm.allocator.cluster_scheduling import ClusterScheduling, SchedulingTimers
 from cortex_rm.allocator.containers import RMContainer
-from cortex_rm.allocator.ids import NodeId
 from cortex_rm.allocator.nodes import NodeTable
-from cortex_rm.allocator.resources import Resource
+from cortex_rm.allocator.queues import QueueTree
 from cortex_rm.allocator.scheduler import CapacityScheduler
 from cortex_rm.allocator.scheduler_config import SchedulerConfig
-from cortex_rm.internal.tracker_messages import ContainerReport, ContainerState
-from tests.support.rm_core import new_table, result_of, submitted
+from cortex_rm.allocator.state_store import MemoryStateStore
+from cortex_rm.yarn.container_status import ContainerState
+from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.resource_tracker import ContainerReport
+from cortex_rm.yarn.resources import Resource
+from tests.support.rm_core import result_of, submitted
 
 N1, N2 = NodeId("10.0.0.1", 45454), NodeId("10.0.0.2", 45454)
 
@@ -34,10 +37,9 @@ class Cluster:
     def __init__(self, limits: SchedulerLimits = SchedulerLimits(), am_expiry_ms: int = 60_000) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        self.table: ApplicationTable = new_table(limits=limits, clock=self.clock)
         self.nodes = NodeTable()
         self.scheduler = CapacityScheduler(
-            self.table.queues,
+            QueueTree(),
             self.nodes,
             self.clock,
             SchedulerConfig(
@@ -49,9 +51,17 @@ class Cluster:
         )
         self.launches: list[tuple[Application, RMContainer]] = []
         self.launch_result: Any = None  # None: succeed; an Exception: fail
-        self.service = ClusterScheduling(
-            self.clock, self.table, self.scheduler, self._launch, SchedulingTimers(am_expiry_ms=am_expiry_ms)
+        self.service = result_of(
+            ClusterScheduling.recover(
+                self.clock,
+                MemoryStateStore(),
+                limits,
+                self.scheduler,
+                self._launch,
+                SchedulingTimers(am_expiry_ms=am_expiry_ms),
+            )
         )
+        self.table: ApplicationTable = self.service.table
         self.service.start()
         for node_id in (N1, N2):
             record = self.nodes.register(node_id, f"{node_id.host}:8042", Resource(8192, 8), 0)

@@ -19,8 +19,8 @@ from cortex_rm.config import (
     SchedulerSection,
     config_from_dict,
     load_config,
-    parse_address,
 )
+from cortex_rm.yarn.addresses import HostPort
 
 SOURCE = "/etc/cortex/cortex.toml"
 
@@ -39,8 +39,8 @@ def test_no_file_gives_the_embedded_defaults() -> None:
     config = load_config(None)
     assert config == Config()
     assert config.source == "<defaults>"
-    assert config.resourcemanager.address == "127.0.0.1:8032"
-    assert config.resourcemanager.webapp_address == "127.0.0.1:8088"
+    assert config.resourcemanager.address == HostPort("127.0.0.1", 8032)
+    assert config.resourcemanager.webapp_address == HostPort("127.0.0.1", 8088)
     assert config.resourcemanager.max_app_attempts == 2
     assert (config.scheduler.maximum_allocation_mb, config.scheduler.maximum_allocation_vcores) == (8192, 4)
     assert config.scheduler.queue_tree_spec() == DEFAULT_QUEUES
@@ -242,14 +242,6 @@ def test_bad_nodemanager_address_names_the_key() -> None:
     assert f"{SOURCE}: nodemanager.webapp_address" in _error({"nodemanager": {"webapp_address": "nm"}})
 
 
-@pytest.mark.parametrize(
-    ("text", "parts"), [("127.0.0.1:8032", ("127.0.0.1", 8032)), ("::1:0", ("::1", 0)), ("h:65535", ("h", 65535))]
-)
-def test_parse_address_splits_host_and_port(text: str, parts: tuple[str, int]) -> None:
-    """``host:port`` splits at the last colon, so IPv6 hosts keep theirs."""
-    assert parse_address(text, "where") == parts
-
-
 # -- files ---------------------------------------------------------------------------
 
 EXAMPLE = """
@@ -288,7 +280,7 @@ def test_toml_file_loads_into_the_configuration(tmp_path: Path) -> None:
     config = load_config(path)
     assert config == Config(
         node=NodeSection(name="node1", state_dir="/var/lib/cortex-rm", host="10.0.0.5"),
-        resourcemanager=ResourceManagerSection(address="10.0.0.5:8032", max_app_attempts=3, max_application_priority=10),
+        resourcemanager=ResourceManagerSection(address=HostPort("10.0.0.5", 8032), max_app_attempts=3, max_application_priority=10),
         scheduler=SchedulerSection(
             maximum_allocation_mb=16384,
             queue=(QueueEntry("root.default", 70.0), QueueEntry("root.batch", 30.0, 50.0)),

@@ -15,17 +15,18 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from cortex_rm.allocator.containers import ContainerExitStatus
-from cortex_rm.allocator.errors import IllegalTransition
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId
-from cortex_rm.container.container_manager import ContainerManager, ContainerRefused, ContainerSettings
+from cortex_rm.container.container_manager import ContainerManager, ContainerSettings
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.fake_runtime import FakeProgram, FakeRuntime
 from cortex_rm.container.launch import NodeFacts
 from cortex_rm.container.nm_container import NM_CONTAINER_TRANSITIONS, NMContainerEvent, NMContainerState
-from cortex_rm.internal.tracker_messages import ContainerState
-from cortex_rm.yarn_api.errors import INVALID_TOKEN, YARN_EXCEPTION
+from cortex_rm.container.start_request import ContainerRefused, Refusal
+from cortex_rm.yarn.container_status import ContainerExitStatus, ContainerState
+from cortex_rm.yarn.errors import IllegalTransition
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId
+from cortex_rm.yarn_api.nm_service import start_request_from_proto
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
+from cortex_rm.yarn_api.tokens import read_container_identifier
 from tests.support.nm_requests import APP, ATTEMPT, KEY, NODE, cid, container_token, launch_context, start_request
 
 NOW_S = 1_700_000_000.0
@@ -46,7 +47,7 @@ class Node:
         self.clock = Clock()
         self.clock.advance(NOW_S)
         self.runtime = FakeRuntime(self.clock, **runtime)
-        self.tokens = ContainerTokenVerifier(NODE, self.clock)
+        self.tokens = ContainerTokenVerifier(NODE, self.clock, read_container_identifier)
         self.tokens.set_master_key(KEY)
         self.settings = ContainerSettings(
             local_dirs=(tmp / "local1", tmp / "local2"),
@@ -67,7 +68,7 @@ class Node:
         )
 
     def start(self, seq: int, clc: yp.ContainerLaunchContextProto | None = None, caller: str | None = str(ATTEMPT), **token: Any) -> Any:
-        return self.cm.start(start_request(container_token(cid(seq), **token), clc), caller)
+        return self.cm.start(start_request_from_proto(start_request(container_token(cid(seq), **token), clc)), caller)
 
     def state(self, seq: int) -> NMContainerState:
         return self.cm.containers[cid(seq)].state
@@ -261,7 +262,7 @@ def test_duplicate_start_is_refused_and_a_used_token_stays_used(node: Node) -> N
     node.clock.advance(0)
     with pytest.raises(ContainerRefused) as info:
         node.start(1)
-    assert info.value.java_class == YARN_EXCEPTION
+    assert info.value.kind is Refusal.REFUSED
     assert "already is running on this node" in info.value.message
     node.runtime.finish(str(cid(1)), 0)
     node.cm.acknowledge([cid(1)])
@@ -269,7 +270,7 @@ def test_duplicate_start_is_refused_and_a_used_token_stays_used(node: Node) -> N
     node.cm.statuses_for_heartbeat()  # forgets it
     with pytest.raises(ContainerRefused) as info:
         node.start(1)
-    assert info.value.java_class == INVALID_TOKEN and info.value.container_id == cid(1)
+    assert info.value.kind is Refusal.INVALID_TOKEN and info.value.container_id == cid(1)
 
 
 @pytest.mark.parametrize(
@@ -284,7 +285,7 @@ def test_bad_tokens_are_invalid_token(node: Node, token: dict[str, Any], message
     """Forged, expired or other-node tokens: InvalidToken naming the container; nothing runs."""
     with pytest.raises(ContainerRefused) as info:
         node.start(1, **token)
-    assert info.value.java_class == INVALID_TOKEN
+    assert info.value.kind is Refusal.INVALID_TOKEN
     assert message in info.value.message
     assert info.value.container_id == cid(1)
     assert node.cm.containers == {} and node.runtime.specs == []
@@ -304,7 +305,7 @@ def test_unusable_launch_contexts_are_refused_without_using_the_token(
     """A bad link name, variable name or no command: YarnException; the token still starts a good CLC."""
     with pytest.raises(ContainerRefused) as info:
         node.start(1, clc)
-    assert info.value.java_class == YARN_EXCEPTION and message in info.value.message
+    assert info.value.kind is Refusal.REFUSED and message in info.value.message
     assert node.start(1) == cid(1)
 
 

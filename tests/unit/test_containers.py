@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from cortex_rm.allocator.containers import (
-    CONTAINER_TRANSITIONS,
-    ContainerExitStatus,
-    RMContainer,
-    RMContainerEvent,
-    RMContainerState,
-)
-from cortex_rm.allocator.errors import IllegalTransition
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
-from cortex_rm.allocator.resources import Resource
+from cortex_rm.allocator.containers import CONTAINER_TRANSITIONS, RMContainer, RMContainerEvent, RMContainerState
+from cortex_rm.yarn.container_status import ContainerExitStatus
+from cortex_rm.yarn.errors import IllegalTransition
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.resources import Resource
 
 S, E = RMContainerState, RMContainerEvent
 ATTEMPT = ApplicationAttemptId(ApplicationId(1_700_000_000_000, 7), 1)

@@ -14,7 +14,6 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from cortex_rm.allocator.errors import IllegalTransition
 from cortex_rm.container.fake_runtime import FIRST_FAKE_PID, FakeProgram, FakeRuntime
 from cortex_rm.container.runtime import (
     LAUNCH_FAILED_EXIT_CODE,
@@ -26,6 +25,7 @@ from cortex_rm.container.runtime import (
     RuntimeContainerEvent,
     RuntimeContainerState,
 )
+from cortex_rm.yarn.errors import IllegalTransition
 
 MIB = 1024 * 1024
 

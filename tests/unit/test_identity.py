@@ -11,11 +11,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from cortex_rm.dht.identity import (
+from cortex_rm.dht.ring_math import RING_ID_BITS
+from cortex_rm.internal.identity import (
     CERT_FILE,
     IDENTITY_DIR,
     KEY_FILE,
-    RING_ID_BITS,
     IdentityError,
     KnownResourceManagers,
     NodeIdentity,

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cortex_rm.allocator.errors import MalformedId
-from cortex_rm.allocator.ids import (
+from cortex_rm.yarn.errors import MalformedId
+from cortex_rm.yarn.ids import (
     CONTAINER_EPOCH_SHIFT,
     CONTAINER_SEQUENCE_MASK,
     ApplicationAttemptId,

@@ -12,7 +12,7 @@ import pytest
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogEvent, LogLevel, Logger
+from twisted.logger import LogEvent, Logger, LogLevel
 from twisted.python.failure import Failure
 
 from cortex_rm.yarn_api import errors

@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from cortex_rm.dht.envelope import Send
 from cortex_rm.dht.key_space import KeySpace
-from cortex_rm.dht.kv_operations import GetDone, PutDone
 from cortex_rm.dht.kv_messages import (
     GetRecord,
     GetReply,
@@ -19,6 +18,7 @@ from cortex_rm.dht.kv_messages import (
     ReplicaWant,
     StoreReplicas,
 )
+from cortex_rm.dht.kv_operations import GetDone, PutDone
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.record_store import MAX_KEY_LENGTH, MAX_VALUE_BYTES, RecordTooLarge, record_order
 from cortex_rm.dht.ring_math import distance, key_id

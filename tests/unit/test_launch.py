@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from cortex_rm.container.launch import (
-    DEFAULT_PATH,
     EMPTY_CREDENTIALS,
     LaunchContextError,
     NodeFacts,

@@ -19,9 +19,9 @@ from cortex_rm.allocator.app_states import (
     AttemptEvent,
     AttemptState,
 )
-from cortex_rm.allocator.errors import IllegalTransition
-from cortex_rm.allocator.lifecycle import TransitionTable
 from cortex_rm.allocator.nodes import NODE_TRANSITIONS, NodeEvent, NodeState
+from cortex_rm.yarn.errors import IllegalTransition
+from cortex_rm.yarn.transitions import TransitionTable
 
 TABLES: list[tuple[TransitionTable[Any, Any], type[enum.Enum], type[enum.Enum]]] = [
     (APP_TRANSITIONS, AppState, AppEvent),

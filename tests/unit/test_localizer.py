@@ -26,10 +26,16 @@ from cortex_rm.container.localizer import (
     ResourceType,
     ResourceUrl,
     check_link_name,
+    check_local_resources,
     default_fetchers,
-    local_resources_from_proto,
 )
+from cortex_rm.yarn_api.nm_service import requested_resource
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
+
+
+def local_resources_from_proto(entries: Any) -> list[LocalResource]:
+    """What the NodeManager makes of a CLC's local_resources: decoded by the wire, checked by the core."""
+    return check_local_resources(requested_resource(e) for e in entries)
 
 APP = "application_1700000000000_0001"
 

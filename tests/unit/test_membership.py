@@ -13,6 +13,7 @@ from twisted.logger import ILogObserver, globalLogPublisher
 
 from cortex_rm.dht.chord_messages import Ping
 from cortex_rm.dht.envelope import Send
+from cortex_rm.dht.group_view import MAX_TOLD
 from cortex_rm.dht.member_table import (
     MemberAlive,
     MemberDied,
@@ -21,7 +22,6 @@ from cortex_rm.dht.member_table import (
     MemberSuspected,
     supersedes,
 )
-from cortex_rm.dht.group_view import MAX_TOLD
 from cortex_rm.dht.membership import Membership, SwimAction
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.probe_relays import MAX_RELAYS

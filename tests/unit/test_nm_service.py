@@ -11,11 +11,12 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId
 from cortex_rm.container.container_manager import ContainerManager, ContainerSettings
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.fake_runtime import FakeRuntime
 from cortex_rm.container.launch import NodeFacts
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId
+from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.errors import INVALID_TOKEN, YARN_EXCEPTION
 from cortex_rm.yarn_api.nm_service import NM_PROTOCOL, ContainerManagementService, caller_of, nm_protocol
@@ -23,7 +24,7 @@ from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.rpc_protocol import AuthMethod, CallContext, refusal
-from cortex_rm.yarn_api.tokens import MasterKey
+from cortex_rm.yarn_api.tokens import read_container_identifier
 from tests.support.nm_requests import (
     ATTEMPT,
     KEY,
@@ -58,7 +59,7 @@ class Node:
         self.clock = Clock()
         self.clock.advance(NOW_S)
         self.runtime = FakeRuntime(self.clock)
-        tokens = ContainerTokenVerifier(NODE, self.clock)
+        tokens = ContainerTokenVerifier(NODE, self.clock, read_container_identifier)
         tokens.set_master_key(KEY)
         run: Callable[[Callable[[], Any]], defer.Deferred[Any]] = lambda fn: defer.maybeDeferred(fn)
         self.manager = ContainerManager(

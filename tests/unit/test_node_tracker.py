@@ -10,22 +10,22 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
 from cortex_rm.allocator.node_tracker import MIN_HEARTBEAT_INTERVAL_MS, NodeTracker
 from cortex_rm.allocator.nodes import NodeRecord, NodeState, NodeTable
-from cortex_rm.allocator.resources import Resource
-from cortex_rm.internal.tracker_messages import (
+from cortex_rm.internal.tracker_server import ExpiryMonitor
+from cortex_rm.yarn.container_status import ContainerState
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.resource_tracker import (
     MAX_RESPONSE_ID,
     ContainerReport,
-    ContainerState,
     NodeAction,
     NodeRefused,
     NodeRegistration,
     NodeStatusReport,
     next_response_id,
 )
-from cortex_rm.internal.tracker_server import ExpiryMonitor
-from cortex_rm.yarn_api.tokens import MasterKey
+from cortex_rm.yarn.resources import Resource
+from cortex_rm.yarn.tokens import MasterKey
 
 EXPIRY_MS = 10_000
 NODE = NodeId("10.0.0.1", 45454)

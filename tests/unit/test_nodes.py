@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from cortex_rm.allocator.errors import UnknownNode
-from cortex_rm.allocator.ids import NodeId
 from cortex_rm.allocator.nodes import ACTIVE_NODE_STATES, NodeState, NodeTable
-from cortex_rm.allocator.resources import ZERO, Resource
+from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.resources import ZERO, Resource
 
 NM1 = NodeId("nm1.example.com", 8041)
 NM2 = NodeId("nm2.example.com", 8041)

@@ -26,12 +26,12 @@ from twisted.python.failure import Failure
 
 from cortex_rm.allocator.app_model import Application, Submission
 from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits
-from cortex_rm.allocator.ids import ApplicationId, NodeId
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.queues import QueueSpec, QueueTree
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.allocator.state_store import MemoryStateStore
+from cortex_rm.yarn.ids import ApplicationId, NodeId
+from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.rest import build_rest_site
 from cortex_rm.yarn_api.rest_submit import url_from_string

@@ -21,12 +21,15 @@ from thrift.Thrift import TMessageType, TType
 from thrift.transport.TTransport import TMemoryBuffer
 from zope.interface import implementer
 
-from cortex_rm.dht import chord_messages as chord, kv_messages as kv, ring_codec as codec, swim_messages as swim
+from cortex_rm.dht import chord_messages as chord
+from cortex_rm.dht import kv_messages as kv
+from cortex_rm.dht import swim_messages as swim
 from cortex_rm.dht.envelope import Envelope, RingMessage
 from cortex_rm.dht.peer import Peer
-from cortex_rm.dht.thrift_fields import MAX_ADDRESS_CHARS
+from cortex_rm.internal import ring_codec as codec
 from cortex_rm.internal.errors import InternalRpcError, MalformedEnvelope
 from cortex_rm.internal.gen import RingService, ttypes
+from cortex_rm.internal.thrift_fields import MAX_ADDRESS_CHARS
 
 BODY_TYPES = typing.get_args(RingMessage)
 PIGGYBACK_TYPES = typing.get_args(swim.Piggyback)

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cortex_rm.dht.ring_math import (
-    M,
     RING_SIZE,
+    M,
     distance,
     finger_start,
     format_id,

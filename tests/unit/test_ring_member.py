@@ -14,6 +14,7 @@ from cortex_rm.dht.record_store import MAX_VALUE_BYTES
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_member import MAX_CLOCK_SKEW_MS, RingMember, Transmit
 from cortex_rm.dht.swim_messages import MemberStatus, MemberUpdate
+from cortex_rm.internal.ring_codec import piggyback_size
 
 ME = Peer(1000, "127.0.0.1:7000")
 OTHER = Peer(2000, "127.0.0.2:7000")
@@ -21,7 +22,7 @@ NOW = 1_790_000_000.0  # seconds since the epoch, as the daemon's clock gives
 
 
 def member() -> RingMember:
-    m = RingMember(ME, RingConfig(), random.Random(1), incarnation=int(NOW * 1000))
+    m = RingMember(ME, RingConfig(), random.Random(1), piggyback_size=piggyback_size, incarnation=int(NOW * 1000))
     m.start(NOW)
     return m
 

@@ -10,20 +10,23 @@ from twisted.internet.task import Clock
 
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.dht.swim_messages import GossipItem
-from cortex_rm.ring_records import (
+from cortex_rm.roles.ring_records import (
     CAPACITY_SECTION,
     RESOURCE_MANAGER_KEY,
     CapacityReport,
+    CapacityReports,
     MalformedRingRecord,
-    NodeDirectory,
     Republisher,
     ResourceManagerRecord,
     find_resource_manager,
     publish_resource_manager,
 )
+from cortex_rm.yarn.addresses import HostPort
 
-RM = ResourceManagerRecord("127.0.0.1:8032", "127.0.0.1:8030", "127.0.0.1:8088", "127.0.0.1:8031", "ab" * 32, 1234)
-REPORT = CapacityReport("1" * 40, "127.0.0.2:45454", "127.0.0.2:8042", "/default-rack", 4096, 4)
+RM = ResourceManagerRecord(
+    *map(HostPort.parse, ("127.0.0.1:8032", "127.0.0.1:8030", "127.0.0.1:8088", "127.0.0.1:8031")), "ab" * 32, 1234
+)
+REPORT = CapacityReport("1" * 40, HostPort.parse("127.0.0.2:45454"), "127.0.0.2:8042", "/default-rack", 4096, 4)
 
 
 class DictRing:
@@ -85,7 +88,7 @@ def test_a_malformed_rm_record_is_refused(data: bytes) -> None:
 
 def test_the_directory_keeps_the_newest_report_and_says_when_it_changed() -> None:
     """A new or changed report is kept and gossiped on (True); a repeat is not (False)."""
-    directory = NodeDirectory()
+    directory = CapacityReports()
     item = GossipItem(CAPACITY_SECTION, REPORT.ring_id, REPORT.encode())
     assert directory.receive(item) is True
     assert directory.receive(item) is False
@@ -97,7 +100,7 @@ def test_the_directory_keeps_the_newest_report_and_says_when_it_changed() -> Non
 
 def test_the_directory_ignores_reports_filed_under_another_member_or_malformed() -> None:
     """A report about member A filed under key B, or one that does not parse, changes nothing."""
-    directory = NodeDirectory()
+    directory = CapacityReports()
     assert directory.receive(GossipItem(CAPACITY_SECTION, "2" * 40, REPORT.encode())) is False
     assert directory.receive(GossipItem(CAPACITY_SECTION, REPORT.ring_id, b"{}")) is False
     bad = REPORT.encode().replace(b'"memory_mb": 4096', b'"memory_mb": 0')
@@ -122,9 +125,9 @@ def test_the_republisher_runs_now_and_every_interval_and_survives_failures() -> 
 def test_the_directory_forgets_departed_members_and_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A dead or departed member's report goes; ids must be 40 hex digits; past the bound
     new members' reports are refused (the table is fed by remote input)."""
-    import cortex_rm.ring_records as records
+    import cortex_rm.roles.ring_records as records
 
-    directory = NodeDirectory()
+    directory = CapacityReports()
     directory.receive(GossipItem(CAPACITY_SECTION, REPORT.ring_id, REPORT.encode()))
     directory.forget(REPORT.ring_id)
     assert directory.reports() == []

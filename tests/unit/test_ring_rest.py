@@ -17,9 +17,10 @@ from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_member import RingMember, RingView
-from cortex_rm.dht.ring_rest import RingResource, mount_ring, ring_view_to_json
 from cortex_rm.dht.swim_messages import MemberStatus
+from cortex_rm.internal.ring_codec import piggyback_size
 from cortex_rm.yarn_api.nm_rest import NodeInfo, _NodeInfoResource, build_nm_site
+from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring, ring_view_to_json
 
 NOW_S = 1_700_000_000.25
 ME = Peer(0x50 << 152, "127.0.0.2:7946")
@@ -89,7 +90,7 @@ def test_view_to_json_has_stable_fields_ids_as_hex_and_members_by_ring_id() -> N
 
 def test_view_to_json_of_a_fresh_member_alone_on_its_ring() -> None:
     """A RingMember that has not joined: state alone, no predecessor, no members, every count zero."""
-    member = RingMember(ME, RingConfig(), random.Random(1))
+    member = RingMember(ME, RingConfig(), random.Random(1), piggyback_size=piggyback_size)
     ring = ring_view_to_json(member.view(), now_ms=0)["ring"]
     assert ring["state"] == "alone"
     assert ring["node"] == {"id": hexid(ME), "address": ME.address}

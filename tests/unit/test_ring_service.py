@@ -17,15 +17,15 @@ from twisted.internet import defer, task
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 
-from cortex_rm.allocator.errors import IllegalTransition
 from cortex_rm.dht.errors import IntroducerUnreachable, RingError
-from cortex_rm.dht.identity import NodeIdentity
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.neighbour_log import NeighbourRecord
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_join import JOIN_ATTEMPTS, JoinAttempts, JoinEvent, JoinState
-from cortex_rm.dht.ring_service import INCARNATION_FILE, RingService, ServiceState, next_incarnation
+from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.roles.ring_service import INCARNATION_FILE, RingService, ServiceState, next_incarnation
+from cortex_rm.yarn.errors import IllegalTransition
 
 ME = Peer(10, "10.0.0.1:7000")
 A, B = Peer(20, "10.0.0.2:7000"), Peer(30, "10.0.0.3:7000")

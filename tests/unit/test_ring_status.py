@@ -23,7 +23,6 @@ from twisted.web.test.requesthelper import DummyRequest
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_member import RingView
-from cortex_rm.dht.ring_rest import RingResource, ring_view_to_json
 from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.ring_status import (
     RingStatusError,
@@ -33,6 +32,7 @@ from cortex_rm.ring_status import (
     ring_command,
     snapshot_problem,
 )
+from cortex_rm.yarn_api.ring_rest import RingResource, ring_view_to_json
 
 ME = Peer(0x50 << 152, "127.0.0.2:7946")
 A = Peer(0x10 << 152, "127.0.0.1:7946")

@@ -9,12 +9,12 @@ from twisted.internet.task import Clock
 
 from cortex_rm.allocator.app_model import Application, Submission
 from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits
-from cortex_rm.allocator.ids import NodeId
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.queues import QueueSpec, QueueTree
-from cortex_rm.allocator.resources import ZERO, Resource
 from cortex_rm.allocator.rm_context import QueueUsage, RMContext
 from cortex_rm.allocator.state_store import MemoryStateStore
+from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.resources import ZERO, Resource
 from tests.support.rm_core import result_of
 
 T0 = 1_700_000_000.0

@@ -6,7 +6,7 @@ import pytest
 from twisted.logger import LogEvent, globalLogPublisher
 
 from cortex_rm.dht.peer import Peer
-from cortex_rm.dht.ring_math import M, RING_SIZE, finger_start
+from cortex_rm.dht.ring_math import RING_SIZE, M, finger_start
 from cortex_rm.dht.routing_table import AskNext, Found, RoutingTable
 
 ME = Peer(100, "me")

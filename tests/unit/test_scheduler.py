@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from cortex_rm.allocator.asks import ANY
-from cortex_rm.allocator.containers import ContainerExitStatus, InvalidContainerRelease, RMContainerState
+from cortex_rm.allocator.containers import InvalidContainerRelease, RMContainerState
 from cortex_rm.allocator.errors import InvalidSubmission, RefusedOperation, UnknownAttempt
-from cortex_rm.allocator.ids import ApplicationAttemptId, ContainerId
-from cortex_rm.allocator.resources import ZERO, Resource
 from cortex_rm.allocator.scheduler_config import SchedulerConfig
+from cortex_rm.yarn.container_status import ContainerExitStatus
+from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId
+from cortex_rm.yarn.resources import ZERO, Resource
 from tests.support.scheduler_sim import GB, SimCluster, ask
 
 ROOMY_AMS = SchedulerConfig(max_am_share=1.0)

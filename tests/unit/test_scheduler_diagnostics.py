@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cortex_rm.allocator.queues import QueueSpec
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.scheduler_config import SchedulerConfig
+from cortex_rm.yarn.resources import Resource
 from tests.support.scheduler_sim import GB, SimCluster, ask
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cortex_rm.allocator.ids import NodeId
 from cortex_rm.allocator.node_index import FreeSpaceIndex, NodeDirectory, PlacementPolicy, SchedulerNode
-from cortex_rm.allocator.resources import Resource
+from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.resources import Resource
 
 SPREAD, PACK = PlacementPolicy.SPREAD, PlacementPolicy.PACK
 

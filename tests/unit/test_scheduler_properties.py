@@ -10,11 +10,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from cortex_rm.allocator.asks import ANY
-from cortex_rm.allocator.containers import ContainerExitStatus, RMContainerState
-from cortex_rm.allocator.ids import ApplicationAttemptId, ContainerId, NodeId
+from cortex_rm.allocator.containers import RMContainerState
 from cortex_rm.allocator.queues import QueueSpec
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.scheduler_config import SchedulerConfig
+from cortex_rm.yarn.container_status import ContainerExitStatus
+from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId, NodeId
+from cortex_rm.yarn.resources import Resource
 from tests.support.scheduler_sim import GB, SimCluster, ask
 
 QUEUES = QueueSpec(

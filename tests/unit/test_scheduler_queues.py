@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 from cortex_rm.allocator.containers import RMContainer
-from cortex_rm.allocator.ids import ApplicationAttemptId
 from cortex_rm.allocator.queues import QueueSpec
-from cortex_rm.allocator.resources import Resource
+from cortex_rm.yarn.ids import ApplicationAttemptId
+from cortex_rm.yarn.resources import Resource
 from tests.support.scheduler_sim import GB, SimCluster, ask
 
 

@@ -23,8 +23,6 @@ from cortex_rm.allocator.state_store import (
 from tests.support.rm_core import ManualRunner, result_of
 
 
-
-
 @dataclass
 class StoreUnderTest:
     store: RMStateStore

@@ -15,12 +15,8 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.task import Clock
 
-from cortex_rm.allocator.errors import IllegalTransition
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.nodes import NodeState, NodeTable
-from cortex_rm.allocator.resources import Resource
-from cortex_rm.container import status_updater as su
 from cortex_rm.container.status_updater import (
     Backoff,
     CleanupApplications,
@@ -29,27 +25,33 @@ from cortex_rm.container.status_updater import (
     ContainersAcknowledged,
     Disconnect,
     NodeStatusUpdater,
-    NodeStatusUpdaterService,
     ScheduleHeartbeat,
     ScheduleRetry,
     SendHeartbeat,
     SendRegistration,
     UpdaterState,
 )
-from cortex_rm.dht.identity import KnownResourceManagers, NodeIdentity
-from cortex_rm.internal.errors import NodeRefused, TrackerUnavailable
+from cortex_rm.internal.errors import TrackerUnavailable
+from cortex_rm.internal.identity import KnownResourceManagers, NodeIdentity
 from cortex_rm.internal.tls import MutualTLS
-from cortex_rm.internal.tracker_messages import (
+from cortex_rm.roles import status_updater_service as su
+from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService
+from cortex_rm.yarn.addresses import HostPort
+from cortex_rm.yarn.container_status import ContainerState
+from cortex_rm.yarn.errors import IllegalTransition
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.resource_tracker import (
     ContainerReport,
-    ContainerState,
     HeartbeatAnswer,
     NodeAction,
     NodeHealth,
+    NodeRefused,
     NodeRegistration,
     NodeStatusReport,
     RegistrationAnswer,
 )
-from cortex_rm.yarn_api.tokens import MasterKey
+from cortex_rm.yarn.resources import Resource
+from cortex_rm.yarn.tokens import MasterKey
 
 NODE = NodeId("10.0.0.1", 45454)
 REG = NodeRegistration(NODE, "10.0.0.1:8042", "/default-rack", Resource(4096, 4), 1000)
@@ -329,7 +331,7 @@ def make_service(clock: Clock, tls: MutualTLS, tmp_path: Path, interval_ms: int 
     reg = NodeRegistration(NODE, "10.0.0.1:8042", "/default-rack", Resource(4096, 4), interval_ms)
     updater = NodeStatusUpdater(reg, Backoff(initial_ms=500, max_ms=4000, jitter=0.0))
     return NodeStatusUpdaterService(
-        clock, updater, "10.0.0.9:8031", tls, KnownResourceManagers(tmp_path / "known.json")
+        clock, updater, HostPort.parse("10.0.0.9:8031"), tls, KnownResourceManagers(tmp_path / "known.json")
     )
 
 
@@ -368,7 +370,7 @@ def test_driver_passes_on_the_registration_and_acknowledgements(
     service = NodeStatusUpdaterService(
         clock,
         NodeStatusUpdater(reg, Backoff(jitter=0.0)),
-        "10.0.0.9:8031",
+        HostPort.parse("10.0.0.9:8031"),
         tls,
         KnownResourceManagers(tmp_path / "known.json"),
         health=lambda: NodeHealth(containers=tuple(reported)),

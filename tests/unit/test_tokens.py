@@ -8,10 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cortex_rm.yarn.tokens import AMRM_TOKEN_KIND, MasterKey
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.tokens import (
-    AMRM_TOKEN_KIND,
-    MasterKey,
     credentials_file_bytes,
     make_token,
     parse_amrm_identifier,
@@ -82,8 +81,8 @@ def test_garbage_identifiers_are_refused(parse) -> None:  # type: ignore[no-unty
 
 def test_rm_keys_are_created_once_and_recovered_after_a_restart() -> None:
     """The first start creates and stores both keys; a later start gets the same keys back."""
+    from cortex_rm.allocator.master_keys import RMKeys
     from cortex_rm.allocator.state_store import MemoryStateStore
-    from cortex_rm.yarn_api.tokens import RMKeys
     from tests.support.rm_core import result_of
 
     store = MemoryStateStore()

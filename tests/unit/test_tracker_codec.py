@@ -9,21 +9,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cortex_rm.allocator.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.internal.gen import ttypes
-from cortex_rm.internal.tracker_messages import (
+from cortex_rm.yarn.container_status import ContainerState
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.resource_tracker import (
     ContainerReport,
-    ContainerState,
     HeartbeatAnswer,
     NodeAction,
     NodeRegistration,
     NodeStatusReport,
     RegistrationAnswer,
 )
-from cortex_rm.yarn_api.tokens import MasterKey
+from cortex_rm.yarn.resources import Resource
+from cortex_rm.yarn.tokens import MasterKey
 
 CID = ContainerId(ApplicationAttemptId(ApplicationId(1700000000000, 3), 1), (2 << 40) | 7)
 REG = NodeRegistration(

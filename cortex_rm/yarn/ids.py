@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cortex_rm.allocator.errors import MalformedId
+from cortex_rm.yarn.errors import MalformedId
 
 CONTAINER_EPOCH_SHIFT = 40
 CONTAINER_SEQUENCE_MASK = (1 << CONTAINER_EPOCH_SHIFT) - 1

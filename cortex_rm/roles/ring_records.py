@@ -9,7 +9,7 @@
 * **Node capacity reports** ride piggybacked on the ring's probe traffic in the
   ``CAPACITY_SECTION`` gossip section: each NodeManager publishes its NodeId, web
   address, rack and capacity under its ring id every ``REPUBLISH_INTERVAL_S``.
-  Every node keeps the newest report per ring member (``NodeDirectory``), which is
+  Every node keeps the newest report per ring member (``CapacityReports``), which is
   what lets it pass them on; the RM learns from them what each member offers.
   Which NodeManager a ring member *is* the RM takes from the NodeTracker's TLS
   binding, never from gossip, so a forged report cannot make it mark a node LOST.
@@ -20,17 +20,20 @@ member, so nothing decoded is trusted further than its shape.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from cortex_rm.config import parse_address
 from cortex_rm.dht.kv_messages import Record
+from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
+from cortex_rm.dht.ring_math import format_id
 from cortex_rm.dht.swim_messages import GossipItem
+from cortex_rm.yarn.addresses import HostPort
 
 log = Logger()
 
@@ -54,6 +57,14 @@ class RingClient(Protocol):
     def publish(self, section: str, key: str, payload: bytes) -> object: ...
 
 
+class RingMembership(Protocol):
+    """What keeping the capacity reports needs of the ring service."""
+
+    def register_section(self, name: str, on_receive: Callable[[GossipItem], bool]) -> None: ...
+
+    def add_membership_listener(self, listener: Callable[[MembershipEvent], None]) -> None: ...
+
+
 def _decode(data: bytes, fields: dict[str, type], what: str) -> dict[str, Any]:
     if len(data) > MAX_RECORD_BYTES:
         raise MalformedRingRecord(f"a {what} of {len(data)} bytes (at most {MAX_RECORD_BYTES})")
@@ -69,6 +80,20 @@ def _decode(data: bytes, fields: dict[str, type], what: str) -> dict[str, Any]:
     return document
 
 
+def _json(record: Any) -> bytes:
+    """A record's fields as JSON, addresses as ``host:port`` text."""
+    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    document = {k: str(v) if isinstance(v, HostPort) else v for k, v in fields.items()}
+    return json.dumps(document, sort_keys=True).encode("utf-8")
+
+
+def _address(text: str, what: str) -> HostPort:
+    try:
+        return HostPort.parse(text)
+    except ValueError as e:
+        raise MalformedRingRecord(f"{what}: {e}") from None
+
+
 def _is_ring_id_hex(text: str) -> bool:
     return len(text) == 40 and all(c in "0123456789abcdef" for c in text)
 
@@ -77,16 +102,18 @@ def _is_ring_id_hex(text: str) -> bool:
 class ResourceManagerRecord:
     """The active RM's addresses (YARN's), its tracker's, and the fingerprint of its key."""
 
-    client_address: str  # yarn.resourcemanager.address
-    scheduler_address: str  # yarn.resourcemanager.scheduler.address
-    webapp_address: str  # yarn.resourcemanager.webapp.address
-    tracker_address: str  # where NodeManagers report
+    client_address: HostPort  # yarn.resourcemanager.address
+    scheduler_address: HostPort  # yarn.resourcemanager.scheduler.address
+    webapp_address: HostPort  # yarn.resourcemanager.webapp.address
+    tracker_address: HostPort  # where NodeManagers report
     tracker_fingerprint: str  # the key the tracker shows in TLS
     started_ms: int  # the RM's start time (its rm_identifier)
 
+    ADDRESSES = ("client_address", "scheduler_address", "webapp_address", "tracker_address")
+
     def encode(self) -> bytes:
-        """The record's JSON."""
-        return json.dumps(asdict(self), sort_keys=True).encode("utf-8")
+        """The record's JSON (addresses as ``host:port``)."""
+        return _json(self)
 
     @classmethod
     def decode(cls, data: bytes) -> ResourceManagerRecord:
@@ -94,15 +121,12 @@ class ResourceManagerRecord:
         fields: dict[str, type] = {name: str for name in cls.__dataclass_fields__}
         fields["started_ms"] = int
         document = _decode(data, fields, "ResourceManager record")
-        record = cls(**document)
-        for name in ("client_address", "scheduler_address", "webapp_address", "tracker_address"):
-            try:
-                _, port = parse_address(getattr(record, name), name)
-            except Exception as e:
-                raise MalformedRingRecord(f"the ResourceManager record's {name}: {e}") from None
-            if port == 0:
+        for name in cls.ADDRESSES:
+            address = _address(document[name], f"the ResourceManager record's {name}")
+            if address.port == 0:
                 raise MalformedRingRecord(f"the ResourceManager record's {name} has no port")
-        return record
+            document[name] = address
+        return cls(**document)
 
 
 @dataclass(frozen=True)
@@ -110,7 +134,7 @@ class CapacityReport:
     """One NodeManager as it reports itself on the ring."""
 
     ring_id: str  # 40 hex digits: the member this report is about
-    node_id: str  # YARN's NodeId, host:port (its nodemanager.address)
+    node_id: HostPort  # YARN's NodeId (its nodemanager.address)
     http_address: str
     rack: str
     memory_mb: int
@@ -118,27 +142,25 @@ class CapacityReport:
 
     def encode(self) -> bytes:
         """The report's JSON (the gossip item's payload)."""
-        return json.dumps(asdict(self), sort_keys=True).encode("utf-8")
+        return _json(self)
 
     @classmethod
     def decode(cls, data: bytes) -> CapacityReport:
         """Parse and check a report; MalformedRingRecord says what is wrong."""
         fields: dict[str, type] = {"ring_id": str, "node_id": str, "http_address": str, "rack": str}
         fields.update(memory_mb=int, vcores=int)
-        report = cls(**_decode(data, fields, "capacity report"))
+        document = _decode(data, fields, "capacity report")
+        document["node_id"] = _address(document["node_id"], "a capacity report's node_id")
+        report = cls(**document)
         if not _is_ring_id_hex(report.ring_id) or report.memory_mb < 1 or report.vcores < 1:
             raise MalformedRingRecord(f"a capacity report with a bad ring id or capacity: {report}")
-        try:
-            parse_address(report.node_id, "node_id")
-        except Exception as e:
-            raise MalformedRingRecord(f"a capacity report's node_id: {e}") from None
         return report
 
 
 MAX_REPORTS = 4096  # capacity reports kept (one per member): remote input, so bounded
 
 
-class NodeDirectory:
+class CapacityReports:
     """Capacity reports, newest per ring member (the gossip section's receiver; every node keeps one).
 
     Reports are gossip: any member can file one about any id, so they say what a
@@ -167,7 +189,7 @@ class NodeDirectory:
             return False
         self._reports[report.ring_id] = report
         log.info("ring member {ring_id} is NodeManager {node_id} with {memory_mb} MB, {vcores} vcores",
-                 ring_id=report.ring_id[:10], node_id=report.node_id, memory_mb=report.memory_mb, vcores=report.vcores)
+                 ring_id=report.ring_id[:10], node_id=str(report.node_id), memory_mb=report.memory_mb, vcores=report.vcores)
         return True
 
     def forget(self, ring_id: str) -> None:
@@ -184,7 +206,20 @@ class NodeDirectory:
 
     def reports(self) -> list[CapacityReport]:
         """Every report, by NodeId."""
-        return sorted(self._reports.values(), key=lambda r: r.node_id)
+        return sorted(self._reports.values(), key=lambda r: str(r.node_id))
+
+
+def keep_capacity_reports(ring: RingMembership) -> CapacityReports:
+    """The capacity reports gossiped on ``ring``: kept (and so passed on) until their member is gone."""
+    reports = CapacityReports()
+    ring.register_section(CAPACITY_SECTION, reports.receive)
+
+    def forget_report(event: MembershipEvent) -> None:
+        if isinstance(event, (MemberDied, MemberLeft)):
+            reports.forget(format_id(event.peer.node_id))
+
+    ring.add_membership_listener(forget_report)
+    return reports
 
 
 class Republisher:

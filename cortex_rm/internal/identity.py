@@ -82,7 +82,6 @@ CERT_RENEW_BEFORE = datetime.timedelta(days=30)
 # (volunteered machines drift) still finds the certificate valid.
 CLOCK_SKEW_ALLOWANCE = datetime.timedelta(days=1)
 
-RING_ID_BITS = 160
 
 
 class IdentityError(Exception):

@@ -4,8 +4,8 @@ These are the messages of ``cortex.thrift``'s ``NodeTracker`` service in our own
 types (``NodeId``, ``Resource``, ``ContainerId``), so that the two sans-IO cores
 (the RM's ``allocator.node_tracker.NodeTracker`` and the node's
 ``container.status_updater.NodeStatusUpdater``) never see Thrift.
-``tracker_codec`` converts them to and from the generated structs and validates
-what arrives.  The names follow YARN's ResourceTracker protocol.
+``internal.tracker_codec`` converts them to and from the generated structs and
+validates what arrives.  The names follow YARN's ResourceTracker protocol.
 """
 
 from __future__ import annotations
@@ -13,15 +13,25 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from cortex_rm.allocator.ids import ApplicationId, ContainerId, NodeId
-from cortex_rm.allocator.resources import Resource
-from cortex_rm.internal.errors import NodeRefused as NodeRefused  # the refusal is part of the conversation
-from cortex_rm.yarn_api.tokens import MasterKey
+from cortex_rm.yarn.container_status import ContainerExitStatus, ContainerState
+from cortex_rm.yarn.errors import YarnError
+from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.resources import Resource
+from cortex_rm.yarn.tokens import MasterKey
 
 # YARN's ResourceTracker: response ids count up and wrap (NodeHeartbeatResponse.responseId is an int32).
 MAX_RESPONSE_ID = 2**31 - 1
-# YARN's ContainerExitStatus.INVALID: the exit status of a container that has not exited.
-EXIT_STATUS_INVALID = -1000
+# Container statuses in one heartbeat, or ids to clean up in one answer: the codec refuses more,
+# and a node with more reports the rest in later heartbeats.
+MAX_CONTAINERS = 4096
+
+
+class NodeRefused(YarnError):
+    """The RM refuses this node's request (another key owns the NodeId, or the request is invalid).
+
+    Raised by the RM's core, carried on the wire as the IDL's ``NodeRefused``, and
+    raised again on the node's side.
+    """
 
 
 def next_response_id(response_id: int) -> int:
@@ -36,13 +46,6 @@ class NodeAction(enum.Enum):
     RESYNC = "RESYNC"  # register again
     SHUTDOWN = "SHUTDOWN"  # stop reporting
 
-
-class ContainerState(enum.Enum):
-    """A container as the node reports it (YARN's ContainerState)."""
-
-    NEW = "NEW"
-    RUNNING = "RUNNING"
-    COMPLETE = "COMPLETE"
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class ContainerReport:
 
     container_id: ContainerId
     state: ContainerState
-    exit_status: int = EXIT_STATUS_INVALID
+    exit_status: int = ContainerExitStatus.INVALID
     diagnostics: str = ""
 
 

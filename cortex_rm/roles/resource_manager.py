@@ -2,8 +2,10 @@
 
 Built by the composition root (``node.py``) when ``[resourcemanager] enabled``:
 
-* the state store (SQLAlchemy on its own thread) with the application table, the
-  token master keys, and the capacity scheduler;
+* the state store (SQLAlchemy on its own thread), the token master keys, and the
+  scheduling service with the application table it owns and the capacity
+  scheduler (``allocator/cluster_scheduling.py``), which launches AM containers
+  on nodes over Hadoop IPC;
 * ``resourcemanager.address``: ApplicationClientProtocol (SIMPLE auth);
 * ``resourcemanager.scheduler_address``: ApplicationMasterProtocol, where an AM must
   authenticate with its AMRMToken (DIGEST-MD5) — that is how the RM knows which
@@ -11,33 +13,40 @@ Built by the composition root (``node.py``) when ``[resourcemanager] enabled``:
 * ``resourcemanager.webapp_address``: the REST API;
 * ``resourcemanager.tracker_address``: the NodeTracker, where nodes register and
   report (Thrift over mutual TLS), with its expiry check;
-* the scheduling service binding them (``ClusterScheduling``), which launches AM
-  containers on nodes over Hadoop IPC.
+* on the ring (when the node is a ring member): the RM's record under
+  ``cortex:resourcemanager`` (republished every 30 s), and a ring death or
+  departure of a node's member turns that node LOST at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from cortex_rm import __version__
-from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits
+from cortex_rm.allocator.app_table import SchedulerLimits
 from cortex_rm.allocator.cluster_scheduling import ClusterScheduling, SchedulingTimers
-from cortex_rm.allocator.errors import AllocatorError
+from cortex_rm.allocator.master_keys import RMKeys
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.queues import QueueTree
-from cortex_rm.allocator.resources import Resource
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.allocator.scheduler import CapacityScheduler
 from cortex_rm.allocator.scheduler_config import SchedulerConfig
-from cortex_rm.allocator.state_store import SqlStateStore, thread_runner
-from cortex_rm.config import Config
+from cortex_rm.allocator.state_store import SqlStateStore
+from cortex_rm.config import ResourceManagerSection, SchedulerSection
+from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.internal.tracker_server import ExpiryMonitor, tracker_server_factory
+from cortex_rm.roles.ports import Listen
+from cortex_rm.roles.ring_records import Republisher, ResourceManagerRecord, publish_resource_manager
+from cortex_rm.roles.ring_service import RingService
+from cortex_rm.roles.threads import thread_runner
+from cortex_rm.yarn.errors import YarnError
+from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.am_launcher import AMLauncher
 from cortex_rm.yarn_api.am_service import SCHEDULER_PROTOCOL, ApplicationMasterService
@@ -47,11 +56,9 @@ from cortex_rm.yarn_api.proto import applicationclient_protocol_pb2, application
 from cortex_rm.yarn_api.rest import build_rest_site
 from cortex_rm.yarn_api.rpc_protocol import RpcProtocol
 from cortex_rm.yarn_api.sasl import SaslServer
-from cortex_rm.yarn_api.tokens import RMKeys, parse_amrm_identifier
+from cortex_rm.yarn_api.tokens import parse_amrm_identifier
 
 log = Logger()
-
-Listen = Callable[[str, str, Any], str]  # (name, configured address, factory) -> bound host:port
 
 
 def client_protocol(service: ApplicationClientService) -> RpcProtocol:
@@ -69,25 +76,43 @@ def client_protocol(service: ApplicationClientService) -> RpcProtocol:
 class ResourceManagerRole:
     """Starts and stops everything the RM role needs (see the module docstring)."""
 
-    def __init__(self, config: Config, reactor: Any, listen: Listen, tls: MutualTLS) -> None:
-        self.config = config
+    def __init__(
+        self,
+        section: ResourceManagerSection,
+        scheduler: SchedulerSection,
+        *,
+        state_store_url: str,
+        reactor: Any,
+        listen: Listen,
+        tls: MutualTLS,
+        ring: RingService | None = None,
+    ) -> None:
+        self.section = section
+        self.scheduler_section = scheduler
+        self.state_store_url = state_store_url
         self.reactor = reactor
         self._listen = listen
         self._tls = tls
+        self._ring = ring
         self.rm: RMContext | None = None
         self.keys: RMKeys | None = None
         self.tracker: NodeTracker | None = None
         self.scheduling: ClusterScheduling | None = None
         self._store: SqlStateStore | None = None
-        self._pool: Any = None
+        self._pool: ThreadPool | None = None
         self._expiry: ExpiryMonitor | None = None
+        self._republisher: Republisher | None = None
+
+    def _now_ms(self) -> int:
+        return int(self.reactor.seconds() * 1000)
 
     @defer.inlineCallbacks
     def start(self, started_ms: int):  # type: ignore[no-untyped-def]
-        conf, sched = self.config.resourcemanager, self.config.scheduler
+        """Recover the state, listen on the four ports, and (on the ring) publish the RM's record."""
+        conf, sched = self.section, self.scheduler_section
         run, self._pool = thread_runner(self.reactor)
         self._pool.start()
-        self._store = SqlStateStore(self.config.state_store_url, run)
+        self._store = SqlStateStore(self.state_store_url, run)
         maximum = Resource(sched.maximum_allocation_mb, sched.maximum_allocation_vcores)
         limits = SchedulerLimits(
             maximum_allocation=maximum,
@@ -95,13 +120,10 @@ class ResourceManagerRole:
             max_priority=conf.max_application_priority,
             max_completed_applications=conf.max_completed_applications,
         )
-        queues = QueueTree(sched.queue_tree_spec())
-        apps = yield ApplicationTable.recover(self.reactor, self._store, queues, limits)
-        self.keys = yield RMKeys.recover(self._store)
+        self.keys = keys = yield RMKeys.recover(self._store)
         nodes = NodeTable()
-        self.rm = RMContext(self.reactor, apps, nodes, started_ms)
         scheduler = CapacityScheduler(
-            queues,
+            QueueTree(sched.queue_tree_spec()),
             nodes,
             self.reactor,
             SchedulerConfig(
@@ -112,58 +134,86 @@ class ResourceManagerRole:
                 max_am_share=sched.max_am_share,
             ),
         )
-
-        self._listen("resourcemanager.address", conf.address, self._client_port())
-        scheduler_address = conf.scheduler_address  # what AMs find in their AMRMToken's service
-        launcher = AMLauncher(self.reactor, self.keys, scheduler_address, started_ms, self.rm.now_ms)
-        self.scheduling = ClusterScheduling(
+        # what AMs find in their AMRMToken's service: the configured scheduler address
+        launcher = AMLauncher(self.reactor, keys, str(conf.scheduler_address), started_ms, self._now_ms)
+        self.scheduling = scheduling = yield ClusterScheduling.recover(
             self.reactor,
-            apps,
+            self._store,
+            limits,
             scheduler,
             launcher.launch,
             SchedulingTimers(am_expiry_ms=conf.am_expiry_ms),
         )
-        self.rm.usage_source = self.scheduling.usage_of
-        self.rm.container_source = self.scheduling.containers_of
-        am_service = ApplicationMasterService(self.scheduling, self.keys.container, started_ms, self.rm.now_ms)
-        self.scheduling.on_attempt_ended.append(am_service.forget)
-        self._listen("resourcemanager.scheduler_address", conf.scheduler_address, self._scheduler_port(am_service))
-        self._listen(
-            "resourcemanager.webapp_address", conf.webapp_address, build_rest_site(self.rm, version=__version__)
+        self.rm = RMContext(
+            self.reactor,
+            scheduling.table,
+            nodes,
+            started_ms,
+            usage_source=scheduling.usage_of,
+            container_source=scheduling.containers_of,
         )
+        bound = {
+            "address": self._listen("resourcemanager.address", conf.address, self._client_port(self.rm)),
+            "scheduler_address": self._listen(
+                "resourcemanager.scheduler_address",
+                conf.scheduler_address,
+                self._scheduler_port(ApplicationMasterService(scheduling, keys.container, started_ms, self._now_ms)),
+            ),
+            "webapp_address": self._listen(
+                "resourcemanager.webapp_address", conf.webapp_address, build_rest_site(self.rm, version=__version__)
+            ),
+        }
         self.tracker = NodeTracker(
             nodes,
             self.reactor,
             nm_expiry_ms=conf.nm_expiry_ms,
             rm_identifier=started_ms,
-            container_token_master_key=self.keys.container,
-            listener=self.scheduling,
+            container_token_master_key=keys.container,
+            listener=scheduling,
         )
-        self._listen(
+        bound["tracker_address"] = self._listen(
             "resourcemanager.tracker_address",
             conf.tracker_address,
             tracker_server_factory(self.tracker, self._tls, self.reactor),
         )
         self._expiry = ExpiryMonitor(self.tracker, self.reactor)
         self._expiry.start()
-        self.scheduling.start()
+        scheduling.start()
+        if self._ring is not None:
+            self._serve_on_ring(self._ring, self.tracker, bound, started_ms)
 
-    def _client_port(self) -> IpcServerFactory:
-        assert self.rm is not None
-        return IpcServerFactory(
-            [client_protocol(ApplicationClientService(self.rm))],
-            SaslServer.simple_only(),
-            **self._ipc_limits(),
+    def _serve_on_ring(self, ring: RingService, tracker: NodeTracker, bound: dict[str, Any], started_ms: int) -> None:
+        """Publish the RM's addresses in the ring, and turn ring deaths into LOST nodes."""
+        record = ResourceManagerRecord(
+            client_address=bound["address"],
+            scheduler_address=bound["scheduler_address"],
+            webapp_address=bound["webapp_address"],
+            tracker_address=bound["tracker_address"],
+            tracker_fingerprint=self._tls.identity.fingerprint,
+            started_ms=started_ms,
         )
+
+        def membership_changed(event: MembershipEvent) -> None:
+            if isinstance(event, (MemberDied, MemberLeft)):
+                tracker.ring_member_died(event.peer.node_id)
+
+        ring.add_membership_listener(membership_changed)
+        self._republisher = Republisher(lambda: publish_resource_manager(ring, record), self.reactor)
+        self._republisher.start()
 
     def _ipc_limits(self) -> dict[str, Any]:
         """Bounds shared by the RM's IPC ports: frame size, calls in flight, idle connections."""
         return {
-            "max_data_length": self.config.resourcemanager.ipc_max_data_length,
+            "max_data_length": self.section.ipc_max_data_length,
             "max_outstanding_calls": PORT_MAX_OUTSTANDING_CALLS,
             "idle_timeout": PORT_IDLE_TIMEOUT_S,
             "clock": self.reactor,
         }
+
+    def _client_port(self, rm: RMContext) -> IpcServerFactory:
+        return IpcServerFactory(
+            [client_protocol(ApplicationClientService(rm))], SaslServer.simple_only(), **self._ipc_limits()
+        )
 
     def _scheduler_port(self, service: ApplicationMasterService) -> IpcServerFactory:
         protocol = RpcProtocol.from_service(
@@ -181,7 +231,7 @@ class ResourceManagerRole:
             if ident.keyId != self.keys.amrm.key_id:
                 return None
             app, attempt = self.rm.apps.get_attempt(records.attempt_id_from_proto(ident.appAttemptId))
-        except (ValueError, AllocatorError):
+        except (ValueError, YarnError):
             return None
         if attempt is not app.current_attempt or attempt.state.is_terminal:
             return None
@@ -189,6 +239,9 @@ class ResourceManagerRole:
 
     def stop(self) -> None:
         """Stop timers and the store (the composition root closes the ports first)."""
+        if self._republisher is not None:
+            self._republisher.stop()
+            self._republisher = None
         if self.scheduling is not None:
             self.scheduling.stop()
         if self._expiry is not None:

@@ -20,6 +20,7 @@ sender's stack.  (Addresses, ids and counters are bounded in ``thrift_fields``.)
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -27,9 +28,12 @@ from typing import Any
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolFactory
 from thrift.Thrift import TMessageType
 
-from cortex_rm.dht import chord_messages as chord, kv_messages as kv, swim_messages as swim, thrift_fields as fields
+from cortex_rm.dht import chord_messages as chord
+from cortex_rm.dht import kv_messages as kv
+from cortex_rm.dht import swim_messages as swim
 from cortex_rm.dht.envelope import Envelope, RingMessage
 from cortex_rm.dht.peer import Peer
+from cortex_rm.internal import thrift_fields as fields
 from cortex_rm.internal.errors import MalformedEnvelope
 from cortex_rm.internal.gen import RingService, ttypes
 
@@ -323,3 +327,13 @@ class _ReadBuffer:
 
     def remaining(self) -> int:
         return len(self._view) - self._offset
+
+
+_SIZE_PROBE_SENDER = Peer(0, "127.0.0.1:1")
+_EMPTY_ENVELOPE_BYTES = len(encode_envelope(Envelope(_SIZE_PROBE_SENDER, chord.Ping(0))))
+
+
+@functools.lru_cache(maxsize=8192)
+def piggyback_size(item: swim.Piggyback) -> int:
+    """The bytes ``item`` adds to an envelope on the wire (exact: it is encoded once and cached)."""
+    return len(encode_envelope(Envelope(_SIZE_PROBE_SENDER, chord.Ping(0), (item,)))) - _EMPTY_ENVELOPE_BYTES

@@ -46,12 +46,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cortex_rm.dht.envelope import Envelope
-from cortex_rm.dht.identity import NodeIdentity
 from cortex_rm.dht.peer import Peer, split_address
-from cortex_rm.dht.ring_discovery import discover_peer
-from cortex_rm.dht.ring_codec import MAX_FRAME_BYTES, decode_envelope, encode_envelope
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.internal.errors import MalformedEnvelope
+from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.internal.ring_codec import MAX_FRAME_BYTES, decode_envelope, encode_envelope
+from cortex_rm.internal.ring_discovery import discover_peer
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_ring_id
 
 log = Logger()

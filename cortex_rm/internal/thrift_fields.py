@@ -15,7 +15,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from cortex_rm.dht.identity import RING_ID_BITS
+from cortex_rm.dht.ring_math import RING_ID_BITS
 from cortex_rm.internal.errors import MalformedEnvelope
 
 RING_ID_BYTES = RING_ID_BITS // 8  # 20

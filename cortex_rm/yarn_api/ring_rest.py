@@ -36,8 +36,8 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from cortex_rm.dht.peer import Peer
-from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.ring_math import format_id
+from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.yarn_api import rest_errors
 from cortex_rm.yarn_api.rest_errors import RestError

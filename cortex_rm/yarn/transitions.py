@@ -13,7 +13,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from typing import Generic, TypeVar
 
-from cortex_rm.allocator.errors import IllegalTransition
+from cortex_rm.yarn.errors import IllegalTransition
 
 S = TypeVar("S", bound=enum.Enum)
 E = TypeVar("E", bound=enum.Enum)

@@ -49,10 +49,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cortex_rm.allocator.lifecycle import TransitionTable
 from cortex_rm.dht.envelope import Envelope
 from cortex_rm.dht.errors import RingError
-from cortex_rm.dht.identity import NodeIdentity
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.dht.live_member import LiveMember, MembershipListener
@@ -62,9 +60,12 @@ from cortex_rm.dht.piggyback import OnReceive
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_join import JoinAttempts
 from cortex_rm.dht.ring_member import RingMember, RingView
-from cortex_rm.dht.ring_transport import DEFAULT_CONNECT_TIMEOUT_S, RingTransport
 from cortex_rm.dht.swim_messages import GossipItem
+from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.internal.ring_codec import piggyback_size
+from cortex_rm.internal.ring_transport import DEFAULT_CONNECT_TIMEOUT_S, RingTransport
 from cortex_rm.internal.tls import MutualTLS
+from cortex_rm.yarn.transitions import TransitionTable
 
 log = Logger()
 
@@ -229,7 +230,7 @@ class RingService:
         bound = listening_port.getHost().port
         self.me = Peer(self.identity.ring_id, host_port(self.advertise_host, bound))
         incarnation = next_incarnation(self.state_dir, self.wall_clock)  # (an OSError fails the start)
-        member = RingMember(self.me, self.config, self._rng, incarnation=incarnation)
+        member = RingMember(self.me, self.config, self._rng, piggyback_size=piggyback_size, incarnation=incarnation)
         for name, on_receive in self._sections.items():
             member.membership.sections.register(name, on_receive)
         live = self.live = LiveMember(member, self.reactor, self.transport.send, self._after_step)

@@ -1,0 +1,44 @@
+"""The RM's token master keys, kept in its state store so tokens outlive an RM restart."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+
+from cortex_rm.yarn.tokens import MasterKey
+
+
+@dataclass(frozen=True)
+class RMKeys:
+    """The RM's token master keys: AMRMTokens and ContainerTokens (NMTokens share the latter).
+
+    Created at the RM's first start and kept in its state store, so an AM's token and a
+    node's key stay valid across an RM restart (a later issue rolls them).
+    """
+
+    amrm: MasterKey
+    container: MasterKey
+
+    @classmethod
+    def recover(cls, store: Any, random_bytes: Callable[[int], bytes] = os.urandom) -> defer.Deferred:
+        """Fires with the stored keys, creating and storing any that are missing."""
+
+        @defer.inlineCallbacks
+        def run():  # type: ignore[no-untyped-def]
+            stored = yield store.load()
+            keys = {}
+            for number, name in enumerate(("amrm", "container"), start=1):
+                if name in stored.master_keys:
+                    key_id, secret = stored.master_keys[name]
+                    keys[name] = MasterKey(key_id, secret)
+                else:
+                    key_id = int.from_bytes(random_bytes(3), "big") * 4 + number  # distinct per name
+                    keys[name] = MasterKey(key_id, random_bytes(20))
+                    yield store.save_master_key(name, key_id, keys[name].secret)
+            return cls(keys["amrm"], keys["container"])
+
+        return run()

@@ -1,0 +1,27 @@
+"""The daemon's configuration: a TOML file parsed once into frozen, typed sections.
+
+One module per role's section (``resourcemanager``, ``nodemanager``, ``ring``),
+each checking its own values; ``loader`` reads the file, converts every value to
+its field's type (addresses to ``HostPort``) and runs the checks that span
+sections.  The roles take their sections; only the entry points see the file.
+"""
+
+from cortex_rm.config.errors import ConfigError
+from cortex_rm.config.loader import Config, NodeSection, config_from_dict, load_config
+from cortex_rm.config.nodemanager import NodeManagerDirs, NodeManagerSection
+from cortex_rm.config.resourcemanager import QueueEntry, ResourceManagerSection, SchedulerSection
+from cortex_rm.config.ring import RingSection
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "NodeManagerDirs",
+    "NodeManagerSection",
+    "NodeSection",
+    "QueueEntry",
+    "ResourceManagerSection",
+    "RingSection",
+    "SchedulerSection",
+    "config_from_dict",
+    "load_config",
+]

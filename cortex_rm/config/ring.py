@@ -1,0 +1,79 @@
+"""``[ring]``: this node's ring member (Chord membership, SWIM failure detection, the key space)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from cortex_rm.config.errors import ConfigError
+from cortex_rm.dht.ring_config import RingConfig
+from cortex_rm.dht.swim_config import SwimConfig
+from cortex_rm.yarn.addresses import HostPort
+
+
+@dataclass(frozen=True)
+class RingSection:
+    """This node's ring member: Chord membership, SWIM failure detection, the key space."""
+
+    enabled: bool = True
+    # Where the ring's RPC listens (Thrift over mutual TLS); other members reach it here
+    address: HostPort = HostPort("127.0.0.1", 7946)
+    # Ring addresses (host:port) of members to join through.  None: this node starts a new
+    # ring, unless its neighbour log (<state_dir>/ring-neighbours.json) is fresh enough to
+    # rejoin through the peers it knew
+    introducers: tuple[HostPort, ...] = ()
+    # SWIM's probe interval; the probe timeouts and the suspicion timeout scale with it
+    # (1000 ms: a crashed node is declared dead within about 8 s in a ring of 10)
+    probe_interval_ms: int = 1000
+    # r, the successor-list length: a node keeps its place unless all r fail at once
+    successor_list_length: int = 8
+    # Copies of each key-space record beyond its owner's, on the owner's next successors
+    replicas: int = 3
+    # A neighbour log older than this is not trusted on restart (use the introducers)
+    neighbour_log_max_age_s: int = 600
+    # Where GET /ws/v1/ring (what `cortex-rm ring` reads) is served on a node without a
+    # NodeManager; "" (the default): on the NodeManager's webapp_address, or nowhere
+    status_address: HostPort | None = None
+
+    def ring_config(self) -> RingConfig:
+        """The ring core's settings: the LAN profile with its timings (probes, dead-member probes and
+        retention) scaled to probe_interval_ms."""
+        scale = self.probe_interval_ms / 1000
+        lan = SwimConfig.lan()
+        swim = dataclasses.replace(
+            lan,
+            probe_interval=lan.probe_interval * scale,
+            probe_timeout=lan.probe_timeout * scale,
+            indirect_probe_timeout=lan.indirect_probe_timeout * scale,
+            dead_probe_interval=lan.dead_probe_interval * scale,
+            dead_member_retention=lan.dead_member_retention * scale,
+        )
+        return RingConfig(
+            successor_list_length=self.successor_list_length,
+            replicas=self.replicas,
+            neighbour_log_max_age=float(self.neighbour_log_max_age_s),
+            swim=swim,
+        )
+
+    def check(self, where: str) -> None:
+        """ConfigError naming the key of the first value that cannot work (``where``: the file)."""
+        where = f"{where}: ring"
+        if self.address.host in WILDCARD_HOSTS:
+            raise ConfigError(
+                f"{where}.address: {str(self.address)!r} is a wildcard; give the address other members reach this "
+                "node at (the ring advertises it)"
+            )
+        for introducer in self.introducers:
+            if introducer.port == 0:
+                raise ConfigError(f"{where}.introducers: {str(introducer)!r} needs a port")
+        if self.probe_interval_ms < 50:
+            raise ConfigError(f"{where}.probe_interval_ms must be at least 50")
+        if self.neighbour_log_max_age_s < 1:
+            raise ConfigError(f"{where}.neighbour_log_max_age_s must be at least 1")
+        try:
+            self.ring_config()
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # listen everywhere: not an address anyone can reach

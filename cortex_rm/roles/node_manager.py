@@ -1,0 +1,328 @@
+"""The NodeManager role of a node: its containers, its ports, and its link to the RM, wired.
+
+Built by the composition root (``node.py``) when ``[nodemanager] enabled``:
+
+* a ``ContainerManager`` with the LXC runtime (``lxc_runtime.LxcRuntime``, its
+  working files under ``<state_dir>/lxc``), the configured directories and limits,
+  and a small thread pool for every file operation (directories, localization,
+  launch scripts, log tails, deletion), so no disk work runs on the reactor;
+* ``nodemanager.webapp_address``: the NodeManager's REST API (``/ws/v1/node``),
+  and the ring view (``/ws/v1/ring``) when the node is a ring member;
+* ``nodemanager.address``: ContainerManagementProtocol over Hadoop IPC, SASL
+  simple-only (an AM's NMClient falls back to SIMPLE and connects as its attempt);
+  the ContainerToken in each request is what authorizes a start;
+* the status updater (``status_updater_service.py``), which reports this node
+  (NodeId = ``nodemanager.address``) and its containers to the RM's NodeTracker
+  over mutual TLS — found through the ring unless ``resourcemanager_tracker`` is
+  configured — and hands the RM's answers back here: the container-token key,
+  completed containers acknowledged, containers and applications to clean up;
+* on the ring: this node's capacity report, gossiped now and every 30 s.
+
+``stop`` stops reporting, kills every container (bounded wait) and stops the
+thread pool.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from cortex_rm import __version__
+from cortex_rm.config import NodeManagerDirs, NodeManagerSection
+from cortex_rm.container.container_manager import ContainerManager, ContainerSettings
+from cortex_rm.container.container_tokens import ContainerTokenVerifier
+from cortex_rm.container.launch import NodeFacts
+from cortex_rm.container.localizer import Localizer, default_fetchers
+from cortex_rm.container.runtime import ContainerRuntime
+from cortex_rm.container.status_updater import Backoff, NodeStatusUpdater
+from cortex_rm.dht.errors import RingError
+from cortex_rm.dht.ring_math import format_id
+from cortex_rm.dht.ring_member import RingView
+from cortex_rm.internal.identity import KnownResourceManagers
+from cortex_rm.internal.tls import MutualTLS
+from cortex_rm.roles.ports import Listen
+from cortex_rm.roles.ring_records import (
+    CAPACITY_SECTION,
+    CapacityReport,
+    CapacityReports,
+    Republisher,
+    find_resource_manager,
+)
+from cortex_rm.roles.ring_service import RingService
+from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService, TrackerLocation
+from cortex_rm.roles.threads import thread_runner
+from cortex_rm.yarn.addresses import HostPort
+from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.resource_tracker import NodeHealth, NodeRegistration, RegistrationAnswer
+from cortex_rm.yarn.resources import Resource
+from cortex_rm.yarn_api.ipc_server import PORT_IDLE_TIMEOUT_S, PORT_MAX_OUTSTANDING_CALLS, IpcServerFactory
+from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
+from cortex_rm.yarn_api.nm_service import ContainerManagementService, nm_protocol
+from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring
+from cortex_rm.yarn_api.sasl import SaslServer
+from cortex_rm.yarn_api.tokens import read_container_identifier
+
+log = Logger()
+
+FILE_THREADS = 4  # localizations of different applications, script writes and deletions in parallel
+RING_RETRY_MAX_MS = 3000
+"""Found through the ring, the RM is usually missing only while the ring forms or the RM
+starts (seconds): the updater retries at most this often then, so a node registers soon
+after the RM appears, not up to 30 s later."""
+
+
+def existing_dirs(dirs: tuple[Path, ...], key: str) -> tuple[Path, ...]:
+    """``dirs`` without symlinks (the runtime mounts real paths); missing ones dropped with a warning."""
+    found = []
+    for d in dirs:
+        real = Path(os.path.realpath(d))
+        if real.is_dir():
+            found.append(real)
+        else:
+            log.warn("nodemanager.{key}: {dir} is not a directory; containers will not see it", key=key, dir=str(d))
+    return tuple(found)
+
+
+def ring_view_of(ring: RingService) -> Callable[[], RingView | None]:
+    """The ring view for /ws/v1/ring; None while the ring is not running."""
+
+    def view() -> RingView | None:
+        try:
+            return ring.view()
+        except RingError:
+            return None
+
+    return view
+
+
+class NodeManagerRole:
+    """Starts and stops everything the NodeManager role needs (see the module docstring)."""
+
+    def __init__(
+        self,
+        section: NodeManagerSection,
+        dirs: NodeManagerDirs,
+        *,
+        state_dir: Path,
+        node_name: str,
+        ipc_max_data_length: int,
+        reactor: Any,
+        listen: Listen,
+        tls: MutualTLS,
+        ring: RingService | None = None,
+        capacities: CapacityReports | None = None,
+        runtime: ContainerRuntime | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if section.resourcemanager_tracker is None and ring is None:
+            raise ValueError("a NodeManager with no resourcemanager_tracker finds the RM through the ring: give it one")
+        self.section = section
+        self.dirs = dirs
+        self.state_dir = state_dir
+        self.node_name = node_name
+        self.ipc_max_data_length = ipc_max_data_length
+        self.reactor = reactor
+        self._listen = listen
+        self._tls = tls
+        self._ring = ring
+        self._capacities = capacities
+        self._runtime = runtime
+        self.environ = dict(os.environ if environ is None else environ)
+        self.node_id = NodeId(section.address.host, section.address.port)
+        self.containers: ContainerManager | None = None
+        self.tokens: ContainerTokenVerifier | None = None
+        self.status_updater: NodeStatusUpdaterService | None = None
+        self._pool: ThreadPool | None = None
+        self._republisher: Republisher | None = None
+
+    def start(self, started_ms: int) -> None:
+        """Serve the web site and ContainerManagementProtocol, then report to the RM and gossip the capacity."""
+        webapp = self._start_web(started_ms)
+        self._start_containers(webapp)
+        self._start_status_updater(webapp)
+        if self._ring is not None:
+            self._publish_capacity(self._ring, webapp)
+
+    def _start_web(self, started_ms: int) -> HostPort:
+        """``/ws/v1/node`` (and ``/ws/v1/ring`` on a ring member) on ``nodemanager.webapp_address``."""
+        address = self.section.webapp_address
+        info = NodeInfo(
+            node_id=self.node_name or address.host,
+            host=address.host,
+            memory_mb=self.section.memory_mb,
+            vcores=self.section.vcores,
+            started_ms=started_ms,
+            version=__version__,
+        )
+        site = build_nm_site(info, lambda: int(self.reactor.seconds() * 1000))
+        if self._ring is not None:
+            mount_ring(site.resource, RingResource(ring_view_of(self._ring), self.reactor))
+        return self._listen("nodemanager.webapp_address", address, site)
+
+    def _start_containers(self, webapp: HostPort) -> None:
+        """Build the ContainerManager and serve ContainerManagementProtocol (``webapp``: the bound web
+        address, whose port containers get as ``NM_HTTP_PORT``)."""
+        nm, dirs = self.section, self.dirs
+        java_home = Path(os.path.realpath(dirs.java_home))
+        if not (java_home / "bin" / "java").exists():
+            log.warn("nodemanager.java_home {java_home} has no bin/java: JVM containers will fail", java_home=str(java_home))
+        readonly = existing_dirs(dirs.readonly_dirs, "readonly_dirs")
+        shared = existing_dirs(dirs.shared_dirs, "shared_dirs")
+        run, self._pool = thread_runner(self.reactor, name="nodemanager-files", threads=FILE_THREADS)
+        self._pool.start()
+        runtime = self._runtime
+        if runtime is None:
+            from cortex_rm.container.lxc_runtime import LxcRuntime
+
+            runtime = LxcRuntime(self.reactor, self.state_dir.resolve() / "lxc")
+        self.tokens = ContainerTokenVerifier(self.node_id, self.reactor, read_container_identifier)
+        forbidden = [self.state_dir.resolve(), *dirs.local_dirs, *dirs.log_dirs]
+        self.containers = ContainerManager(
+            clock=self.reactor,
+            runtime=runtime,
+            run=run,
+            tokens=self.tokens,
+            node=NodeFacts(
+                nm_host=self.node_id.host,
+                nm_port=self.node_id.port,
+                nm_http_port=webapp.port,
+                java_home=str(java_home),
+                user_home_dir=nm.user_home_dir,
+                nm_environment=self.environ,
+            ),
+            settings=ContainerSettings(
+                local_dirs=dirs.local_dirs,
+                log_dirs=dirs.log_dirs,
+                readonly_dirs=readonly,
+                shared_dirs=shared,
+                memory_overhead_mb=nm.container_memory_overhead_mb,
+                pids_limit=nm.pids_limit,
+            ),
+            localizer=Localizer(run, default_fetchers(forbidden)),
+        )
+        factory = IpcServerFactory(
+            [nm_protocol(ContainerManagementService(self.containers))],
+            SaslServer.simple_only(),
+            max_data_length=self.ipc_max_data_length,
+            max_outstanding_calls=PORT_MAX_OUTSTANDING_CALLS,
+            idle_timeout=PORT_IDLE_TIMEOUT_S,
+            clock=self.reactor,
+        )
+        self._listen("nodemanager.address", nm.address, factory)
+        log.info(
+            "NodeManager {node_id}: containers in {local_dirs}, logs in {log_dirs}, JVM {java_home}",
+            node_id=str(self.node_id),
+            local_dirs=[str(d) for d in dirs.local_dirs],
+            log_dirs=[str(d) for d in dirs.log_dirs],
+            java_home=str(java_home),
+        )
+
+    # ------------------------------------------------------------ reporting to the RM
+
+    def _start_status_updater(self, webapp: HostPort) -> None:
+        nm = self.section
+        registration = NodeRegistration(
+            node_id=self.node_id,
+            http_address=str(webapp),
+            rack=nm.rack,
+            capability=Resource(nm.memory_mb, nm.vcores),
+            heartbeat_interval_ms=nm.heartbeat_interval_ms,
+            version=__version__,
+        )
+        configured = nm.resourcemanager_tracker
+        backoff = Backoff() if configured is not None else Backoff(max_ms=RING_RETRY_MAX_MS)
+        self.status_updater = NodeStatusUpdaterService(
+            self.reactor,
+            NodeStatusUpdater(registration, backoff, random=random.Random().random),
+            configured,
+            self._tls,
+            KnownResourceManagers.in_state_dir(self.state_dir),
+            health=self.health,
+            on_cleanup=self.cleanup_containers,
+            on_acknowledged=self.acknowledged,
+            on_cleanup_applications=self.cleanup_applications,
+            on_registered=self.registered,
+            locate_tracker=self._locate_tracker if configured is None else None,
+        )
+        self.status_updater.start()
+
+    def _locate_tracker(self) -> defer.Deferred[TrackerLocation]:
+        """Where the RM's tracker is, from the ring's ResourceManager record."""
+        assert self._ring is not None
+        d = find_resource_manager(self._ring)
+        return d.addCallback(lambda record: TrackerLocation(record.tracker_address, record.tracker_fingerprint))
+
+    def _publish_capacity(self, ring: RingService, webapp: HostPort) -> None:
+        """Gossip this NodeManager's capacity report on the ring (now and every 30 s)."""
+        nm = self.section
+        ring_id = format_id(self._tls.identity.ring_id)
+        report = CapacityReport(
+            ring_id=ring_id,
+            node_id=nm.address,
+            http_address=str(webapp),
+            rack=nm.rack,
+            memory_mb=nm.memory_mb,
+            vcores=nm.vcores,
+        )
+        if self._capacities is not None:
+            self._capacities.receive_own(report)  # gossip never brings a member its own items
+        self._republisher = Republisher(lambda: ring.publish(CAPACITY_SECTION, ring_id, report.encode()), self.reactor)
+        self._republisher.start()
+
+    # ------------------------------------------------------------ the status updater's hooks
+
+    def registered(self, answer: RegistrationAnswer) -> None:
+        """The RM accepted this node: keep the key it signs ContainerTokens with."""
+        if answer.container_token_master_key is None:
+            log.warn("the ResourceManager sent no container-token key: no container can start here yet")
+            return
+        assert self.tokens is not None
+        self.tokens.set_master_key(answer.container_token_master_key)
+
+    def health(self) -> NodeHealth:
+        """What each heartbeat reports: every container's status."""
+        assert self.containers is not None
+        return NodeHealth(containers=self.containers.statuses_for_heartbeat())
+
+    def acknowledged(self, container_ids: tuple[ContainerId, ...]) -> None:
+        assert self.containers is not None
+        self.containers.acknowledge(container_ids)
+
+    def cleanup_containers(self, container_ids: tuple[ContainerId, ...]) -> None:
+        assert self.containers is not None
+        self.containers.cleanup_containers(container_ids)
+
+    def cleanup_applications(self, app_ids: tuple[ApplicationId, ...]) -> None:
+        assert self.containers is not None
+        for app_id in app_ids:
+            d: defer.Deferred[Any] = self.containers.cleanup_application(app_id)
+            d.addErrback(self._cleanup_failed, app_id)
+
+    @staticmethod
+    def _cleanup_failed(failure: Failure, app_id: ApplicationId) -> None:
+        log.failure("cleaning up {app_id} failed", failure, app_id=str(app_id))
+
+    # ------------------------------------------------------------ stop
+
+    @defer.inlineCallbacks
+    def stop(self):  # type: ignore[no-untyped-def]
+        """Stop reporting and gossiping, kill every container (bounded wait), then stop the file threads."""
+        if self._republisher is not None:
+            self._republisher.stop()
+            self._republisher = None
+        if self.status_updater is not None:
+            yield self.status_updater.stop()
+            self.status_updater = None
+        if self.containers is not None:
+            yield self.containers.stop_all()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.stop()
