@@ -1,10 +1,29 @@
-"""Shared pytest setup: the JDK the Hadoop-client tests run (``$JAVA_HOME``, else the one on PATH)."""
+"""Shared pytest setup.
+
+* ``JAVA_HOME`` for the Hadoop-client tests (``$JAVA_HOME``, else the JDK on PATH).
+* Logged failures fail the test: every test runs with an observer on Twisted's
+  global log publisher, and a ``log.failure`` or a critical event — an unhandled
+  error in a Deferred included (garbage is collected at the end of each test so
+  those are logged in time) — fails it, unless the test declares that it expects
+  it with ``@pytest.mark.expect_logged_errors("regex", ...)``: each logged failure
+  must then match one of the patterns (searched in the event's text and its
+  exception).
+"""
 
 from __future__ import annotations
 
+import gc
 import os
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+pytest_plugins = ["pytester"]  # tests/unit/test_logged_failures.py runs this fixture on test files of its own
 
 
 def _default_java_home() -> str:
@@ -15,3 +34,45 @@ def _default_java_home() -> str:
 
 
 os.environ.setdefault("JAVA_HOME", _default_java_home())
+
+
+class LoggedFailures:
+    """Collects the failures and critical events logged while one test runs."""
+
+    def __init__(self, expected: tuple[str, ...]) -> None:
+        self.expected = [re.compile(p, re.DOTALL) for p in expected]
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None or event.get("log_level") is LogLevel.critical:
+            self.events.append(event)
+
+    @staticmethod
+    def describe(event: dict[str, Any]) -> str:
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += f"\n{failure.getTraceback()}"
+        return text
+
+    def unexpected(self) -> list[str]:
+        texts = [self.describe(e) for e in self.events]
+        return [t for t in texts if not any(p.search(t) for p in self.expected)]
+
+
+@pytest.fixture(autouse=True)
+def logged_failures(request: pytest.FixtureRequest) -> Iterator[LoggedFailures]:
+    """Fail the test on any logged failure it did not declare (see the module docstring)."""
+    marker = request.node.get_closest_marker("expect_logged_errors")
+    collector = LoggedFailures(tuple(marker.args) if marker is not None else ())
+    globalLogPublisher.addObserver(collector)
+    try:
+        yield collector
+        gc.collect()  # a Deferred that failed unhandled logs its error when it is collected
+    finally:
+        globalLogPublisher.removeObserver(collector)
+    if marker is not None and not collector.events:
+        pytest.fail(f"the test declares expect_logged_errors{marker.args} but logged no failure")
+    unexpected = collector.unexpected()
+    if unexpected:
+        pytest.fail("logged failures the test does not expect:\n\n" + "\n\n".join(unexpected), pytrace=False)

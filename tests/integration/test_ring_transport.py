@@ -266,6 +266,7 @@ def test_a_dead_address_fails_silently_and_a_later_send_gets_through(  # type: i
         yield stop_all(a, b)
 
 
+@pytest.mark.expect_logged_errors("on_envelope failed .*RuntimeError: core bug")
 @pytest_twisted.inlineCallbacks
 def test_on_envelope_errors_are_logged_and_the_connection_goes_on(  # type: ignore[no-untyped-def]
     log_events: list[LogEvent],

@@ -740,6 +740,7 @@ def test_concurrent_new_applications_across_a_slow_block_reservation_never_excee
     assert result_of(loading).app_id_high_water >= max(ids)
 
 
+@pytest.mark.expect_logged_errors('could not store application .*OSError: disk full')
 def test_a_submission_the_store_could_not_save_is_forgotten_so_a_retry_works() -> None:
     """If the NEW_SAVING write fails, the app is not kept half-made; resubmitting the id works."""
 

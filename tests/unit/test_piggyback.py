@@ -195,6 +195,7 @@ def test_unknown_section_is_ignored_and_logged_once() -> None:
     assert [e.get("section") for e in events if e.get("section") == "future"] == ["future"]
 
 
+@pytest.mark.expect_logged_errors('section broken failed on an item')
 def test_a_section_that_raises_loses_only_its_item() -> None:
     """A bug in one section's receiver is logged and the item dropped; the receive
     returns normally, so the rest of the envelope (its Ack, its rumours) is handled."""

@@ -170,6 +170,7 @@ def test_paths_below_the_ring_are_404() -> None:
     assert "/ws/v1/ring" in body["RemoteException"]["message"]
 
 
+@pytest.mark.expect_logged_errors('GET /ws/v1/ring failed')
 def test_a_failing_view_is_a_logged_500(logged: list[LogEvent]) -> None:
     """A bug behind view() is answered 500 YarnRuntimeException naming the error, and logged as a failure."""
 

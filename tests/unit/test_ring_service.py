@@ -257,6 +257,7 @@ def test_operations_on_a_ring_of_one_and_pending_ones_fail_on_stop(tmp_path: Pat
     assert s.stop().called  # (stopping twice is fine)
 
 
+@pytest.mark.expect_logged_errors('the ring core failed in receive')
 def test_a_core_exception_is_logged_and_the_service_goes_on(tmp_path: Path, log_events: list[LogEvent]) -> None:
     """An envelope the core chokes on is logged as a failure; ticks and operations continue."""
     reactor = MemoryReactorClock()
