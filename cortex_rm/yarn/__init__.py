@@ -5,8 +5,8 @@ YARN's records as plain values — identifiers (``ids``), resource vectors
 keys and identifiers (``tokens``), the NodeManager-ResourceManager conversation
 (``resource_tracker``) — and a few general types every core needs: typed network
 addresses (``addresses``), explicit lifecycles (``transitions``), the seam for
-blocking work (``blocking``) and the base of every error raised in YARN's terms
-(``errors``).
+blocking work (``blocking``), the reactor interfaces each layer takes
+(``reactors``) and the base of every error raised in YARN's terms (``errors``).
 
 Nothing here imports another package of Cortex, Twisted's reactor, or a wire
 format: the cores (``dht``, ``allocator``, ``container``, ``accounting``) speak

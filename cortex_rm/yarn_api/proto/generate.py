@@ -1,4 +1,4 @@
-"""Regenerate the ``*_pb2.py`` modules beside this file from our ``.proto`` files.
+"""Regenerate the ``*_pb2.py`` modules (and their ``.pyi`` type stubs) beside this file from our ``.proto`` files.
 
 Run ``python -m cortex_rm.yarn_api.proto.generate`` after editing a ``.proto``;
 ``--check`` exits non-zero when a committed module is stale (the test suite runs
@@ -33,6 +33,7 @@ def compile_into(out_dir: Path) -> None:
         "protoc",
         f"-I{REPO_ROOT}",
         f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",  # the stubs mypy checks our use of the messages against
         *(str(p.relative_to(REPO_ROOT)) for p in proto_files()),
     ]
     if protoc.main(args) != 0:
@@ -45,7 +46,7 @@ def stale_modules() -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         compile_into(Path(tmp))
         fresh_dir = Path(tmp) / PROTO_DIR.relative_to(REPO_ROOT)
-        for fresh in sorted(fresh_dir.glob("*_pb2.py")):
+        for fresh in sorted([*fresh_dir.glob("*_pb2.py"), *fresh_dir.glob("*_pb2.pyi")]):
             committed = PROTO_DIR / fresh.name
             if not committed.exists() or committed.read_bytes() != fresh.read_bytes():
                 stale.append(fresh.name)

@@ -1,0 +1,20 @@
+"""The reactor as each layer takes it: an interface naming what it uses, never the global reactor.
+
+The cores take ``IReactorTime`` (timers and the clock); the wire takes
+``IReactorTimeTCP`` (timers and TCP connections); the roles and the composition
+root take ``INodeReactor``.  Only the entry point (``node.run_node``) imports the
+global reactor, and says once which interfaces it provides.  Tests pass
+``twisted.internet.task.Clock`` or ``MemoryReactorClock`` where these are asked for.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorCore, IReactorProcess, IReactorTCP, IReactorThreads, IReactorTime
+
+
+class IReactorTimeTCP(IReactorTime, IReactorTCP):
+    """Timers and TCP: what a protocol endpoint with timeouts needs."""
+
+
+class INodeReactor(IReactorTimeTCP, IReactorProcess, IReactorThreads, IReactorCore):
+    """Everything a daemon's roles use: timers, TCP, child processes (containers), threads, start and stop."""
