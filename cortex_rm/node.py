@@ -28,12 +28,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource as WebResource
 from twisted.web.server import Site
@@ -48,6 +50,7 @@ from cortex_rm.roles.ring_records import CapacityReports, keep_capacity_reports
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
+from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring
 
 log = Logger()
@@ -64,7 +67,7 @@ READY_FILE = "ready.json"
 class CortexNode:
     """One daemon and the roles its configuration gives it."""
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: INodeReactor) -> None:
         self.config = config
         self.reactor = reactor
         self.ports: list[IListeningPort] = []
@@ -83,20 +86,25 @@ class CortexNode:
     def _listen(self, name: str, address: HostPort, factory: IProtocolFactory) -> HostPort:
         """Listen on a configured address; the bound address (recorded for ``ready.json``)."""
         try:
-            listening = self.reactor.listenTCP(address.port, factory, interface=address.host)
+            listening = self.reactor.listenTCP(address.port, factory, interface=address.host)  # type: ignore[arg-type]  # IReactorTCP names ServerFactory; any IProtocolFactory listens (Site, TLS wrappers)
         except CannotListenError as e:
             raise NodeStartError(
                 f"{name} {address} is not available ({e.socketError}); "
                 f"change it in {self.config.source} or stop what uses it"
             ) from None
         self.ports.append(listening)
-        bound = address.with_port(listening.getHost().port)
+        host = listening.getHost()
+        assert isinstance(host, (IPv4Address, IPv6Address))  # listenTCP's ports are TCP addresses
+        bound = address.with_port(host.port)
         self.addresses[name] = str(bound)
         log.info("{name} listening on {address}", name=name, address=str(bound))
         return bound
 
-    @defer.inlineCallbacks
-    def start(self):  # type: ignore[no-untyped-def]
+    def start(self) -> defer.Deferred[None]:
+        """Start every configured role; fires once all listen (NodeStartError says what to change)."""
+        return defer.ensureDeferred(self._start())
+
+    async def _start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
         started_ms = int(self.reactor.seconds() * 1000)
@@ -104,7 +112,7 @@ class CortexNode:
         tls = MutualTLS(self.identity)
         config = self.config
         if config.ring.enabled:
-            self.ring = yield self._start_ring(self.identity)
+            self.ring = await self._start_ring(self.identity)
             self.capacities = keep_capacity_reports(self.ring)
         if config.resourcemanager.enabled:
             self.resource_manager = ResourceManagerRole(
@@ -116,7 +124,7 @@ class CortexNode:
                 tls=tls,
                 ring=self.ring,
             )
-            yield self.resource_manager.start(started_ms)
+            await self.resource_manager.start(started_ms)
         if config.nodemanager.enabled:
             if config.nodemanager.resourcemanager_tracker is None and self.ring is None:
                 raise NodeStartError(
@@ -141,8 +149,7 @@ class CortexNode:
         (self.state_dir / READY_FILE).write_text(json.dumps(self.addresses, indent=2))
         log.info("Cortex node {name} ready: {addresses}", name=config.node.name, addresses=self.addresses)
 
-    @defer.inlineCallbacks
-    def _start_ring(self, identity: NodeIdentity):  # type: ignore[no-untyped-def]
+    async def _start_ring(self, identity: NodeIdentity) -> RingService:
         """Listen on ``ring.address`` and begin joining (the node does not wait to be on the ring)."""
         ring_config = self.config.ring
         run_in_thread, self._ring_files = thread_runner(self.reactor, name="ring-files")
@@ -159,7 +166,7 @@ class CortexNode:
             run_blocking=run_in_thread,
         )
         try:
-            yield ring.start()
+            await ring.start()
         except Exception as e:
             raise NodeStartError(
                 f"ring.address {ring_config.address} is not available ({e}); "
@@ -182,18 +189,21 @@ class CortexNode:
         site.displayTracebacks = False
         self._listen("ring.status_address", status_address, site)
 
-    @defer.inlineCallbacks
-    def stop(self):  # type: ignore[no-untyped-def]
+    def stop(self) -> defer.Deferred[None]:
+        """Stop every role in reverse order; fires when all have stopped."""
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
         if self.node_manager is not None:
-            yield self.node_manager.stop()  # reports stop, every container killed (bounded wait)
+            await self.node_manager.stop()  # reports stop, every container killed (bounded wait)
             self.node_manager = None
         for port in self.ports:
-            yield port.stopListening()
+            await defer.maybeDeferred(port.stopListening)
         self.ports.clear()
         if self.resource_manager is not None:
             self.resource_manager.stop()
         if self.ring is not None:
-            yield self.ring.stop(graceful=True)  # hand our records on, tell the neighbours, gossip LEFT
+            await self.ring.stop(graceful=True)  # hand our records on, tell the neighbours, gossip LEFT
             self.ring = None
         if self._ring_files is not None:
             pool, self._ring_files = self._ring_files, None
@@ -205,26 +215,28 @@ class CortexNode:
 
 def run_node(config: Config) -> int:
     """Run one daemon until SIGTERM/SIGINT; the exit status says whether it started."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
 
+    # The default reactor provides threads too; its declared type names only the common interfaces.
+    reactor = cast(INodeReactor, global_reactor)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     node = CortexNode(config, reactor)
     status = {"code": 0}
 
-    def failed(failure: Any) -> None:
-        if failure.check(NodeStartError):
+    def failed(failure: Failure) -> None:
+        if isinstance(failure.value, NodeStartError):
             log.error("Cortex node cannot start: {why}", why=failure.getErrorMessage())
             print(f"cortex-rm: {failure.getErrorMessage()}", file=sys.stderr)
         else:
             log.failure("Cortex node failed to start", failure)
         status["code"] = 1
-        reactor.stop()  # type: ignore[attr-defined]
+        reactor.stop()
 
     def started() -> None:
         d = node.start()
         d.addErrback(failed)
 
-    reactor.callWhenRunning(started)  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger("before", "shutdown", node.stop)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(started)
+    reactor.addSystemEventTrigger("before", "shutdown", node.stop)
+    reactor.run()
     return status["code"]

@@ -37,13 +37,18 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cortex_rm.config.errors import ConfigError
 from cortex_rm.config.nodemanager import NodeManagerDirs, NodeManagerSection
 from cortex_rm.config.resourcemanager import RM_ADDRESS_KEYS, ResourceManagerSection, SchedulerSection
 from cortex_rm.config.ring import WILDCARD_HOSTS, RingSection
 from cortex_rm.yarn.addresses import HostPort, MalformedAddress
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     return config
 
 
-def _build(cls: type[Any], table: dict[str, Any], source: str, section: str) -> Any:
+def _build(cls: type[T], table: dict[str, Any], source: str, section: str) -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(table) - names)

@@ -63,6 +63,7 @@ class NodeManagerSection:
     def dirs(self, state_dir: Path) -> NodeManagerDirs:
         """The NodeManager's local, log and read-only dirs, with the defaults under ``state_dir``."""
         state = state_dir.resolve()
+        readonly: tuple[Path, ...]
         if self.readonly_dirs is None:
             found = _installed_pyspark_dir()
             readonly = (Path(found),) if found else ()

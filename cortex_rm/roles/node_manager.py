@@ -61,6 +61,7 @@ from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService, Tra
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resource_tracker import NodeHealth, NodeRegistration, RegistrationAnswer
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.ipc_server import PORT_IDLE_TIMEOUT_S, PORT_MAX_OUTSTANDING_CALLS, IpcServerFactory
@@ -114,7 +115,7 @@ class NodeManagerRole:
         state_dir: Path,
         node_name: str,
         ipc_max_data_length: int,
-        reactor: Any,
+        reactor: INodeReactor,
         listen: Listen,
         tls: MutualTLS,
         ring: RingService | None = None,
@@ -312,17 +313,19 @@ class NodeManagerRole:
 
     # ------------------------------------------------------------ stop
 
-    @defer.inlineCallbacks
-    def stop(self):  # type: ignore[no-untyped-def]
+    def stop(self) -> defer.Deferred[None]:
         """Stop reporting and gossiping, kill every container (bounded wait), then stop the file threads."""
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
         if self._republisher is not None:
             self._republisher.stop()
             self._republisher = None
         if self.status_updater is not None:
-            yield self.status_updater.stop()
+            await self.status_updater.stop()
             self.status_updater = None
         if self.containers is not None:
-            yield self.containers.stop_all()
+            await self.containers.stop_all()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.stop()

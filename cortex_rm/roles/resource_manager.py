@@ -45,7 +45,9 @@ from cortex_rm.roles.ports import Listen
 from cortex_rm.roles.ring_records import Republisher, ResourceManagerRecord, publish_resource_manager
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.threads import thread_runner
+from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.errors import YarnError
+from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.am_launcher import AMLauncher
@@ -82,7 +84,7 @@ class ResourceManagerRole:
         scheduler: SchedulerSection,
         *,
         state_store_url: str,
-        reactor: Any,
+        reactor: INodeReactor,
         listen: Listen,
         tls: MutualTLS,
         ring: RingService | None = None,
@@ -106,9 +108,11 @@ class ResourceManagerRole:
     def _now_ms(self) -> int:
         return int(self.reactor.seconds() * 1000)
 
-    @defer.inlineCallbacks
-    def start(self, started_ms: int):  # type: ignore[no-untyped-def]
+    def start(self, started_ms: int) -> defer.Deferred[None]:
         """Recover the state, listen on the four ports, and (on the ring) publish the RM's record."""
+        return defer.ensureDeferred(self._start(started_ms))
+
+    async def _start(self, started_ms: int) -> None:
         conf, sched = self.section, self.scheduler_section
         run, self._pool = thread_runner(self.reactor)
         self._pool.start()
@@ -120,7 +124,7 @@ class ResourceManagerRole:
             max_priority=conf.max_application_priority,
             max_completed_applications=conf.max_completed_applications,
         )
-        self.keys = keys = yield RMKeys.recover(self._store)
+        self.keys = keys = await RMKeys.recover(self._store)
         nodes = NodeTable()
         scheduler = CapacityScheduler(
             QueueTree(sched.queue_tree_spec()),
@@ -136,7 +140,7 @@ class ResourceManagerRole:
         )
         # what AMs find in their AMRMToken's service: the configured scheduler address
         launcher = AMLauncher(self.reactor, keys, str(conf.scheduler_address), started_ms, self._now_ms)
-        self.scheduling = scheduling = yield ClusterScheduling.recover(
+        self.scheduling = scheduling = await ClusterScheduling.recover(
             self.reactor,
             self._store,
             limits,
@@ -182,7 +186,7 @@ class ResourceManagerRole:
         if self._ring is not None:
             self._serve_on_ring(self._ring, self.tracker, bound, started_ms)
 
-    def _serve_on_ring(self, ring: RingService, tracker: NodeTracker, bound: dict[str, Any], started_ms: int) -> None:
+    def _serve_on_ring(self, ring: RingService, tracker: NodeTracker, bound: dict[str, HostPort], started_ms: int) -> None:
         """Publish the RM's addresses in the ring, and turn ring deaths into LOST nodes."""
         record = ResourceManagerRecord(
             client_address=bound["address"],

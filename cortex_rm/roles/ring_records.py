@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from cortex_rm.dht.kv_messages import Record
@@ -225,13 +226,13 @@ def keep_capacity_reports(ring: RingMembership) -> CapacityReports:
 class Republisher:
     """Runs ``publish`` now and every ``interval_s`` on ``clock`` (a failure is logged, the next run retries)."""
 
-    def __init__(self, publish: Callable[[], Any], clock: Any, interval_s: float = REPUBLISH_INTERVAL_S) -> None:
+    def __init__(self, publish: Callable[[], object], clock: IReactorTime, interval_s: float = REPUBLISH_INTERVAL_S) -> None:
         self._publish = publish
         self._loop = task.LoopingCall(self._run)
         self._loop.clock = clock
         self.interval_s = interval_s
 
-    def _run(self) -> defer.Deferred[None]:
+    def _run(self) -> defer.Deferred[object]:
         d = defer.maybeDeferred(self._publish)
         d.addErrback(lambda f: log.warn("publishing to the ring failed ({error}); retrying in {interval:.0f} s",
                                         error=f.getErrorMessage(), interval=self.interval_s))

@@ -65,6 +65,7 @@ from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.ring_codec import piggyback_size
 from cortex_rm.internal.ring_transport import DEFAULT_CONNECT_TIMEOUT_S, RingTransport
 from cortex_rm.internal.tls import MutualTLS
+from cortex_rm.yarn.reactors import IReactorTimeTCP
 from cortex_rm.yarn.transitions import TransitionTable
 
 log = Logger()
@@ -134,6 +135,11 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _unless_timed_out(failure: Failure) -> Failure | None:
+    """An errback that ends a timeout and passes any other failure on."""
+    return None if isinstance(failure.value, defer.TimeoutError) else failure
+
+
 class RingService:
     """This node's place on the ring: joins it, keeps it, answers for it, and leaves it."""
 
@@ -141,7 +147,7 @@ class RingService:
         self,
         identity: NodeIdentity,
         config: RingConfig,
-        reactor: Any,
+        reactor: IReactorTimeTCP,
         state_dir: Path,
         *,
         listen_host: str,
@@ -286,7 +292,7 @@ class RingService:
                 # (bounded by a connect timeout), then give the sockets time to write.
                 drained = self.transport.drained()
                 drained.addTimeout(self.transport.connect_timeout, self.reactor)
-                await drained.addErrback(lambda f: f.trap(defer.TimeoutError))
+                await drained.addErrback(_unless_timed_out)
                 await task.deferLater(self.reactor, self.leave_flush, lambda: None)
         await self.transport.stop()
         self._move(ServiceEvent.CLOSED)

@@ -38,6 +38,7 @@ from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.internal.tracker_client import TrackerClient
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.ids import ApplicationId, ContainerId
+from cortex_rm.yarn.reactors import IReactorTimeTCP
 from cortex_rm.yarn.resource_tracker import NodeHealth, NodeRefused, RegistrationAnswer
 
 log = Logger()
@@ -68,7 +69,7 @@ class NodeStatusUpdaterService:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTimeTCP,
         updater: NodeStatusUpdater,
         rm_address: HostPort | None,
         tls: MutualTLS,
@@ -298,10 +299,10 @@ class NodeStatusUpdaterService:
             if not self._current(epoch):
                 return
             self._pending = None
-            if failure.check(NodeRefused):
+            if isinstance(failure.value, NodeRefused):
                 log.error("the ResourceManager refused {call}: {message}", call=call, message=failure.getErrorMessage())
                 self._run(self.updater.refused(f"{call} refused: {failure.getErrorMessage()}"))
-            elif failure.check(TrackerUnavailable):
+            elif isinstance(failure.value, TrackerUnavailable):
                 self._run(self.updater.failed(failure.getErrorMessage()))
             else:
                 log.failure("{call} failed unexpectedly", failure, call=call)

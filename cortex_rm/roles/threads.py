@@ -26,6 +26,6 @@ def thread_runner(
     pool = ThreadPool(minthreads=min(1, threads), maxthreads=threads, name=name)
 
     def run(func: Callable[[], Any]) -> defer.Deferred[Any]:
-        return deferToThreadPool(reactor, pool, func)  # type: ignore[arg-type]
+        return deferToThreadPool(reactor, pool, func)
 
     return run, pool

@@ -32,7 +32,7 @@ class TransitionTable(Generic[S, E]):
         self._targets: dict[tuple[S, E], frozenset[S]] = {}
         for key, targets in transitions.items():
             if isinstance(targets, enum.Enum):
-                self._targets[key] = frozenset([targets])  # type: ignore[list-item]
+                self._targets[key] = frozenset([targets])
             else:
                 self._targets[key] = frozenset(targets)
         self._ignored = frozenset(ignored)
