@@ -41,7 +41,7 @@ class AMLifecycle:
 
     def am_container_allocated(
         self, attempt_id: ApplicationAttemptId, container_id: ContainerId, node: str, node_http: str
-    ) -> defer.Deferred:
+    ) -> defer.Deferred[None]:
         """The scheduler placed the AM container; stored before it is launched."""
         app, attempt = self._live(attempt_id)
         self.table.attempt_event(attempt, AttemptEvent.CONTAINER_ALLOCATED)
@@ -59,7 +59,7 @@ class AMLifecycle:
         app.launch_time_ms = self.table.now_ms()
         app.diagnostics = f"AM container is launched on {attempt.am_node}, waiting for the AM to register."
 
-    def registered(self, attempt_id: ApplicationAttemptId, host: str, rpc_port: int, tracking_url: str) -> defer.Deferred:
+    def registered(self, attempt_id: ApplicationAttemptId, host: str, rpc_port: int, tracking_url: str) -> defer.Deferred[None]:
         """registerApplicationMaster: attempt and application RUNNING."""
         app, attempt = self._live(attempt_id)
         self.table.attempt_event(attempt, AttemptEvent.REGISTERED)
@@ -71,7 +71,7 @@ class AMLifecycle:
 
     def unregistered(
         self, attempt_id: ApplicationAttemptId, final_status: FinalStatus, diagnostics: str, tracking_url: str
-    ) -> defer.Deferred:
+    ) -> defer.Deferred[bool]:
         """finishApplicationMaster: store the outcome; fires True once stored (isUnregistered)."""
         app, attempt = self._live(attempt_id)
         if attempt.state is AttemptState.FINISHING:
@@ -86,11 +86,9 @@ class AMLifecycle:
         self.table.transition(app, AppEvent.ATTEMPT_UNREGISTERED)
         status = final_status if final_status is not FinalStatus.UNDEFINED else FinalStatus.SUCCEEDED
         app.progress = 1.0
-        d = self.table.final_save(app, AppState.FINISHING, status, diagnostics)
-        d.addCallback(lambda _: True)
-        return d
+        return self.table.final_save(app, AppState.FINISHING, status, diagnostics).addCallback(lambda _: True)
 
-    def am_container_finished(self, attempt_id: ApplicationAttemptId, exit_status: int, diagnostics: str) -> defer.Deferred:
+    def am_container_finished(self, attempt_id: ApplicationAttemptId, exit_status: int, diagnostics: str) -> defer.Deferred[None]:
         """The AM container ended (exited, was killed, or its node was lost)."""
         app, attempt = self.table.get_attempt(attempt_id)
         attempt.exit_status = exit_status
@@ -119,7 +117,7 @@ class AMLifecycle:
         )
         return self.table.attempt_failed(app, attempt)
 
-    def expired(self, attempt_id: ApplicationAttemptId, expiry_ms: int) -> defer.Deferred:
+    def expired(self, attempt_id: ApplicationAttemptId, expiry_ms: int) -> defer.Deferred[None]:
         """The AM stopped heartbeating for ``expiry_ms``."""
         app, attempt = self.table.get_attempt(attempt_id)
         if attempt.state.is_terminal or attempt is not app.current_attempt:

@@ -193,3 +193,15 @@ def _attempt_from_document(d: dict[str, Any]) -> Attempt:
         am_node_http=d.get("am_node_http", ""),
         exit_status=d.get("exit_status"),
     )
+
+
+@dataclass(frozen=True)
+class SchedulerLimits:
+    """Limits that decide whether a submission can ever run."""
+
+    maximum_allocation: Resource = Resource(8192, 4)
+    max_app_attempts: int = 2  # yarn.resourcemanager.am.max-attempts
+    max_priority: int = 0  # yarn.cluster.max-application-priority (0: priorities are not used)
+    # yarn.resourcemanager.max-completed-applications: ended applications kept (in memory
+    # and in the store); the oldest-finished beyond it are forgotten
+    max_completed_applications: int = 1000

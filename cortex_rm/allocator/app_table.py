@@ -5,22 +5,25 @@ never touches a socket.  Every state change that clients must not lose goes
 through the state store first (NEW_SAVING, FINAL_SAVING), exactly where YARN's
 RMAppImpl saves, so a restarted RM reports every application it ever accepted.
 
-Ids: the cluster timestamp is chosen once, at the very first start, and kept; the
-id counter is reserved from the store in blocks (``ID_BLOCK``) so that a restart
-continues after the last block and never hands out an id twice.
+Ids come from ``app_ids.ApplicationIds`` (a cluster timestamp kept forever, ids
+reserved from the store in blocks); the filters and counts clients ask for are in
+``app_queries.py``.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Iterator
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from cortex_rm.allocator.app_model import Application, Attempt, Submission
+from cortex_rm.allocator.app_ids import ApplicationIds, load_stored_state
+from cortex_rm.allocator.app_listener import AppListener, NoListener
+from cortex_rm.allocator.app_model import Application, Attempt, SchedulerLimits, Submission
+from cortex_rm.allocator.app_queries import AppCounts, ApplicationFilter
 from cortex_rm.allocator.app_states import (
     APP_TRANSITIONS,
     ATTEMPT_TRANSITIONS,
@@ -42,113 +45,10 @@ from cortex_rm.allocator.queues import Queue, QueueTree
 from cortex_rm.allocator.state_store import RMStateStore, StoredState
 from cortex_rm.yarn.container_status import ContainerExitStatus
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId
-from cortex_rm.yarn.resources import Resource
 
 log = Logger()
 
-ID_BLOCK = 100
 ACCEPTED_DIAGNOSTICS = "Application is added to the scheduler and is waiting for its ApplicationMaster container."
-
-
-class AppListener(Protocol):
-    """Who must act when attempts start and end (the scheduler glue)."""
-
-    def attempt_started(self, app: Application, attempt: Attempt) -> None:
-        """A new attempt needs its AM container."""
-
-    def attempt_ended(self, app: Application, attempt: Attempt) -> None:
-        """An attempt is over: release everything it holds."""
-
-    def app_finished(self, app: Application) -> None:
-        """The application reached a final state: clean up after it on the nodes."""
-
-
-class _NoListener:
-    def attempt_started(self, app: Application, attempt: Attempt) -> None:
-        pass
-
-    def attempt_ended(self, app: Application, attempt: Attempt) -> None:
-        pass
-
-    def app_finished(self, app: Application) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class SchedulerLimits:
-    """Limits that decide whether a submission can ever run."""
-
-    maximum_allocation: Resource = Resource(8192, 4)
-    max_app_attempts: int = 2  # yarn.resourcemanager.am.max-attempts
-    max_priority: int = 0  # yarn.cluster.max-application-priority (0: priorities are not used)
-    # yarn.resourcemanager.max-completed-applications: ended applications kept (in memory
-    # and in the store); the oldest-finished beyond it are forgotten
-    max_completed_applications: int = 1000
-
-
-@dataclass(frozen=True)
-class ApplicationFilter:
-    """getApplications / GET /apps filters; empty sets match everything."""
-
-    types: frozenset[str] = frozenset()
-    states: frozenset[AppState] = frozenset()
-    users: frozenset[str] = frozenset()
-    queues: frozenset[str] = frozenset()
-    tags: frozenset[str] = frozenset()
-    final_statuses: frozenset[FinalStatus] = frozenset()
-    name: str | None = None
-    started_begin: int = 0
-    started_end: int = 2**63 - 1
-    finished_begin: int = 0
-    finished_end: int = 2**63 - 1
-    limit: int = 0  # 0: no limit
-
-    def matches(self, app: Application) -> bool:
-        if self.types and app.app_type.lower() not in {t.lower() for t in self.types}:
-            return False
-        if self.states and app.reported_state not in self.states:
-            return False
-        if self.users and app.user not in self.users:
-            return False
-        if self.queues and not self._queue_matches(app.queue):
-            return False
-        if self.tags and not ({t.lower() for t in self.tags} & {t.lower() for t in app.tags}):
-            return False
-        if self.final_statuses and app.final_status not in self.final_statuses:
-            return False
-        if self.name is not None and app.name != self.name:
-            return False
-        if not self.started_begin <= app.start_time_ms <= self.started_end:
-            return False
-        return self.finished_begin <= app.finish_time_ms <= self.finished_end
-
-    def _queue_matches(self, queue: str) -> bool:
-        """``queue`` is how the app shows its leaf: the short name if unique, else the full path.
-
-        A filter may name the leaf either way, so ``root.default`` matches an app shown as ``default``.
-        """
-        short = queue.rsplit(".", 1)[-1]
-        return any(q == queue or q == short or q.endswith("." + queue) for q in self.queues)
-
-
-@dataclass(frozen=True)
-class AppCounts:
-    submitted: int
-    completed: int
-    pending: int
-    running: int
-    failed: int
-    killed: int
-
-
-@defer.inlineCallbacks
-def load_stored_state(clock: IReactorTime, store: RMStateStore):  # type: ignore[no-untyped-def]
-    """What the store holds, with the cluster timestamp chosen (and saved) at the RM's first start."""
-    stored = yield store.load()
-    if stored.cluster_timestamp is None:
-        stored.cluster_timestamp = int(clock.seconds() * 1000)
-        yield store.save_cluster_timestamp(stored.cluster_timestamp)
-    return stored
 
 
 class ApplicationTable:
@@ -169,11 +69,9 @@ class ApplicationTable:
         self.queues = queues
         self.limits = limits
         self.cluster_timestamp = cluster_timestamp
+        self.ids = ApplicationIds(store, cluster_timestamp, app_id_high_water)
         self._apps: dict[ApplicationId, Application] = {}
-        self.listener: AppListener = listener if listener is not None else _NoListener()
-        self._last_issued = app_id_high_water  # ids <= this are never handed out again
-        self._reserved = app_id_high_water
-        self._reserving: defer.Deferred | None = None  # the high-water write under way
+        self.listener: AppListener = listener if listener is not None else NoListener()
         self._completed: deque[ApplicationId] = deque()  # ended applications, oldest first
 
     @classmethod
@@ -191,8 +89,11 @@ class ApplicationTable:
         them (``listener`` hears of their new attempts); FINISHING ones are done (their AM
         had unregistered).
         """
-        d = load_stored_state(clock, store)
-        return d.addCallback(lambda stored: cls.from_stored(clock, store, queues, limits, stored, listener).resume(stored))
+        async def recover() -> ApplicationTable:
+            stored = await load_stored_state(clock, store)
+            return await cls.from_stored(clock, store, queues, limits, stored, listener).resume(stored)
+
+        return defer.ensureDeferred(recover())
 
     @classmethod
     def from_stored(
@@ -208,12 +109,14 @@ class ApplicationTable:
         assert stored.cluster_timestamp is not None, "load_stored_state chooses the cluster timestamp"
         return cls(clock, store, queues, limits, stored.cluster_timestamp, stored.app_id_high_water, listener)
 
-    @defer.inlineCallbacks
-    def resume(self, stored: StoredState):  # type: ignore[no-untyped-def]
+    def resume(self, stored: StoredState) -> defer.Deferred[ApplicationTable]:
         """Take in the stored applications: remember the ended ones, accept the others again.
 
         Fires with this table once every resumed application was accepted (or rejected).
         """
+        return defer.ensureDeferred(self._resume_all(stored))
+
+    async def _resume_all(self, stored: StoredState) -> ApplicationTable:
         resumed = []
         ended = []
         for document, context in stored.applications:
@@ -224,9 +127,9 @@ class ApplicationTable:
             else:
                 resumed.append(app)
         for app in sorted(ended, key=lambda a: (a.finish_time_ms, a.app_id)):
-            yield self._remember_completed(app)
+            await self._remember_completed(app)
         for app in resumed:
-            yield self._resume(app)
+            await self._resume(app)
         log.info(
             "recovered {count} applications ({resumed} resumed); cluster timestamp {timestamp}",
             count=len(self._apps),
@@ -240,30 +143,9 @@ class ApplicationTable:
 
     # -- ids ---------------------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def new_application(self):  # type: ignore[no-untyped-def]
-        """A fresh application id (getNewApplication); fires with the ApplicationId.
-
-        Ids are handed out only below a high-water mark that is already stored; when a
-        block runs out, callers queue on one reservation (so concurrent calls during the
-        store's write can never hand out the same id, nor ids beyond what is stored).
-        """
-        while self._last_issued >= self._reserved:
-            if self._reserving is None:
-                target = self._last_issued + ID_BLOCK
-                self._reserving = self.store.save_app_id_high_water(target)
-                self._reserving.addCallback(self._reserved_up_to, target)
-                if self._reserving is None:
-                    continue  # the store answered at once
-            waiter: defer.Deferred = defer.Deferred()
-            self._reserving.addBoth(lambda result, w=waiter: (w.callback(None), result)[1])
-            yield waiter
-        self._last_issued += 1
-        return ApplicationId(self.cluster_timestamp, self._last_issued)
-
-    def _reserved_up_to(self, _: object, target: int) -> None:
-        self._reserved = max(self._reserved, target)
-        self._reserving = None
+    def new_application(self) -> defer.Deferred[ApplicationId]:
+        """A fresh application id (getNewApplication); fires with the ApplicationId."""
+        return self.ids.new()
 
     # -- queries -----------------------------------------------------------------------
 
@@ -284,7 +166,7 @@ class ApplicationTable:
         apps = [a for a in sorted(self._apps.values(), key=lambda a: a.app_id) if flt.matches(a)]
         return apps[: flt.limit] if flt.limit > 0 else apps
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Application]:
         return iter(self._apps.values())
 
     def in_queue(self, queue: Queue) -> list[Application]:
@@ -305,17 +187,19 @@ class ApplicationTable:
 
     # -- submission --------------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def submit(self, submission: Submission):  # type: ignore[no-untyped-def]
+    def submit(self, submission: Submission) -> defer.Deferred[Application]:
         """Take a submission through NEW_SAVING and SUBMITTED to ACCEPTED (or FAILED).
 
         A repeated submission of a known id is accepted and changes nothing, as YARN's
         ClientRMService does for clients that resubmit after a lost reply.
         """
+        return defer.ensureDeferred(self._submit(submission))
+
+    async def _submit(self, submission: Submission) -> Application:
         app_id = submission.app_id
         if app_id in self._apps:
             return self._apps[app_id]
-        if app_id.cluster_timestamp != self.cluster_timestamp or not 0 < app_id.id <= self._last_issued:
+        if not self.ids.issued(app_id):
             raise InvalidSubmission(
                 f"application id {app_id} was not issued by this ResourceManager "
                 f"(cluster timestamp {self.cluster_timestamp}); call getNewApplication first"
@@ -343,17 +227,17 @@ class ApplicationTable:
         self._apps[app_id] = app
         self.transition(app, AppEvent.START)
         try:
-            yield self.save(app)
+            await self.save(app)
         except Exception:
             del self._apps[app_id]  # not stored: as if never submitted, so the client may retry
             raise
         self.transition(app, AppEvent.APP_NEW_SAVED)
         if app.state is not AppState.SUBMITTED:
             return app  # killed while its submission was being stored
-        yield self._accept_or_reject(app)
+        await self._accept_or_reject(app)
         return app
 
-    def _accept_or_reject(self, app: Application) -> defer.Deferred:
+    def _accept_or_reject(self, app: Application) -> defer.Deferred[None]:
         try:
             queue = self.queues.leaf_for_submission(app.queue)
             if not app.am_resource.fits_in(self.limits.maximum_allocation):
@@ -378,7 +262,7 @@ class ApplicationTable:
         self.listener.attempt_started(app, attempt)
         return attempt
 
-    def _resume(self, app: Application) -> defer.Deferred:
+    def _resume(self, app: Application) -> defer.Deferred[None]:
         """After a restart: finish what was in flight, or accept the application again."""
         if app.state is AppState.FINISHING:
             return self.reach_final(app, AppState.FINISHED)
@@ -396,7 +280,7 @@ class ApplicationTable:
 
     # -- kill, move, priority ----------------------------------------------------------
 
-    def kill(self, app_id: ApplicationId, diagnostics: str = "") -> defer.Deferred:
+    def kill(self, app_id: ApplicationId, diagnostics: str = "") -> defer.Deferred[bool]:
         """forceKillApplication: fires True once the application is in a final state.
 
         The first call starts the kill and fires False; the client polls until True, as
@@ -422,11 +306,9 @@ class ApplicationTable:
             # The AM container is being stopped; its end completes the kill.
             app.diagnostics = message
             return defer.succeed(False)
-        d = self.final_save(app, AppState.KILLED, FinalStatus.KILLED, message)
-        d.addCallback(lambda _: False)
-        return d
+        return self.final_save(app, AppState.KILLED, FinalStatus.KILLED, message).addCallback(lambda _: False)
 
-    def move(self, app_id: ApplicationId, queue_name: str) -> defer.Deferred:
+    def move(self, app_id: ApplicationId, queue_name: str) -> defer.Deferred[None]:
         """moveApplicationAcrossQueues: only while the application has not ended."""
         app = self.get(app_id)
         if not APP_TRANSITIONS.accepts(app.state, AppEvent.MOVE):
@@ -439,7 +321,7 @@ class ApplicationTable:
         app.queue = self.queues.display_name(queue)
         return self.save(app)
 
-    def update_priority(self, app_id: ApplicationId, priority: int) -> defer.Deferred:
+    def update_priority(self, app_id: ApplicationId, priority: int) -> defer.Deferred[int]:
         """updateApplicationPriority: fires with the priority in effect (capped by the cluster max)."""
         app = self.get(app_id)
         if app.state.is_terminal or app.state in (AppState.FINAL_SAVING, AppState.FINISHING, AppState.KILLING):
@@ -447,11 +329,9 @@ class ApplicationTable:
                 f"Application in {app.reported_state.value} state cannot update its priority."
             )
         app.priority = max(0, min(priority, self.limits.max_priority))
-        d = self.save(app)
-        d.addCallback(lambda _: app.priority)
-        return d
+        return self.save(app).addCallback(lambda _: app.priority)
 
-    def fail_attempt(self, attempt_id: ApplicationAttemptId, diagnostics: str = "") -> defer.Deferred:
+    def fail_attempt(self, attempt_id: ApplicationAttemptId, diagnostics: str = "") -> defer.Deferred[None]:
         """failApplicationAttempt: fail the current attempt; start another or fail the app."""
         app, attempt = self.get_attempt(attempt_id)
         if attempt is not app.current_attempt or attempt.state.is_terminal or app.state.is_terminal:
@@ -461,7 +341,7 @@ class ApplicationTable:
         attempt.diagnostics = diagnostics or "Attempt failed by user command."
         return self.attempt_failed(app, attempt)
 
-    def attempt_failed(self, app: Application, attempt: Attempt) -> defer.Deferred:
+    def attempt_failed(self, app: Application, attempt: Attempt) -> defer.Deferred[None]:
         """``attempt`` has just FAILED: start the next one, or fail the application."""
         self.listener.attempt_ended(app, attempt)
         failures = sum(
@@ -485,7 +365,7 @@ class ApplicationTable:
 
     def final_save(
         self, app: Application, target: AppState, final_status: FinalStatus, diagnostics: str
-    ) -> defer.Deferred:
+    ) -> defer.Deferred[None]:
         """Store the outcome of an app that has just entered FINAL_SAVING, then move to ``target``."""
         app.target_state = target
         app.final_status = final_status
@@ -495,7 +375,7 @@ class ApplicationTable:
         d.addCallback(lambda _: self.reach_final(app, target))
         return d
 
-    def reach_final(self, app: Application, target: AppState) -> defer.Deferred:
+    def reach_final(self, app: Application, target: AppState) -> defer.Deferred[None]:
         """FINAL_SAVING's write is done (or a FINISHING AM's container ended): enter ``target``."""
         event = AppEvent.APP_UPDATE_SAVED if app.state is AppState.FINAL_SAVING else AppEvent.ATTEMPT_FINISHED
         self.transition(app, event, target)
@@ -508,7 +388,7 @@ class ApplicationTable:
             d.addCallback(lambda _: self._remember_completed(app))
         return d
 
-    def _remember_completed(self, app: Application) -> defer.Deferred:
+    def _remember_completed(self, app: Application) -> defer.Deferred[None]:
         """Keep ``app`` among the completed; forget the oldest beyond the limit (store too)."""
         self._completed.append(app.app_id)
         removals = []
@@ -516,7 +396,9 @@ class ApplicationTable:
             oldest = self._completed.popleft()
             if self._apps.pop(oldest, None) is not None:
                 removals.append(self.store.remove_application(str(oldest)))
-        return defer.gatherResults(removals, consumeErrors=True) if removals else defer.succeed(None)
+        if not removals:
+            return defer.succeed(None)
+        return defer.gatherResults(removals, consumeErrors=True).addCallback(lambda _: None)
 
     def transition(self, app: Application, event: AppEvent, target: AppState | None = None) -> None:
         new = APP_TRANSITIONS.next_state(app.state, event, target)
@@ -541,12 +423,12 @@ class ApplicationTable:
             event=event.value,
         )
 
-    def save(self, app: Application) -> defer.Deferred:
+    def save(self, app: Application) -> defer.Deferred[None]:
         d = self.store.save_application(app.to_document(), app.context)
         d.addErrback(self._save_failed, app)
         return d
 
-    def _save_failed(self, failure, app: Application):  # type: ignore[no-untyped-def]
+    def _save_failed(self, failure: Failure, app: Application) -> Failure:
         log.failure("could not store application {app_id}", failure, app_id=str(app.app_id))
         return failure
 

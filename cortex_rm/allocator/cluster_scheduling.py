@@ -23,17 +23,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from cortex_rm.allocator.am_lifecycle import AMLifecycle
-from cortex_rm.allocator.app_model import Application, Attempt
+from cortex_rm.allocator.app_ids import load_stored_state
+from cortex_rm.allocator.app_model import Application, Attempt, SchedulerLimits
 from cortex_rm.allocator.app_states import AppEvent, AppState, AttemptEvent, AttemptState, FinalStatus
-from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits, load_stored_state
+from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.asks import ResourceAsk
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.errors import AllocatorError
@@ -48,7 +49,7 @@ from cortex_rm.yarn.resources import Resource
 
 log = Logger()
 
-LaunchAM = Callable[[Application, RMContainer], defer.Deferred]
+LaunchAM = Callable[[Application, RMContainer], "defer.Deferred[None]"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class ClusterScheduling:
         self._kill: dict[NodeId, set[ContainerId]] = defaultdict(set)
         self._app_nodes: dict[ApplicationId, set[NodeId]] = defaultdict(set)
         self._cleanup_apps: dict[NodeId, set[ApplicationId]] = defaultdict(set)
-        self._pass_pending: Any = None
+        self._pass_pending: IDelayedCall | None = None
         self._loops: list[LoopingCall] = []
 
     @classmethod
@@ -279,7 +280,7 @@ class ClusterScheduling:
         self.am.am_container_launched(attempt_id)
         self._heard_ms[attempt_id] = self.now_ms()
 
-    def _am_launch_failed(self, container: RMContainer, failure: Any) -> None:
+    def _am_launch_failed(self, container: RMContainer, failure: Failure) -> None:
         log.warn(
             "AM container {container} could not be launched: {why}",
             container=str(container.container_id),
@@ -326,7 +327,7 @@ class ClusterScheduling:
             return False
         return attempt is app.current_attempt and attempt.state in (AttemptState.RUNNING, AttemptState.FINISHING)
 
-    def register(self, attempt_id: ApplicationAttemptId, host: str, rpc_port: int, tracking_url: str) -> defer.Deferred:
+    def register(self, attempt_id: ApplicationAttemptId, host: str, rpc_port: int, tracking_url: str) -> defer.Deferred[None]:
         self._heard_ms[attempt_id] = self.now_ms()
         return self.am.registered(attempt_id, host, rpc_port, tracking_url)
 
@@ -355,7 +356,7 @@ class ClusterScheduling:
 
     def unregister(
         self, attempt_id: ApplicationAttemptId, final_status: FinalStatus, diagnostics: str, tracking_url: str
-    ) -> defer.Deferred:
+    ) -> defer.Deferred[bool]:
         self._heard_ms[attempt_id] = self.now_ms()
         return self.am.unregistered(attempt_id, final_status, diagnostics, tracking_url)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from sortedcontainers import SortedList  # type: ignore[import-untyped]
+from sortedcontainers import SortedList
 
 from cortex_rm.allocator.asks import AllocationRecord
 from cortex_rm.allocator.containers import EXPIRED_CONTAINER, Locality, RMContainer, RMContainerEvent, RMContainerState

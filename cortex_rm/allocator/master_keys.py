@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.internet import defer
 
+from cortex_rm.allocator.state_store import RMStateStore
 from cortex_rm.yarn.tokens import MasterKey
 
 
@@ -24,12 +24,13 @@ class RMKeys:
     container: MasterKey
 
     @classmethod
-    def recover(cls, store: Any, random_bytes: Callable[[int], bytes] = os.urandom) -> defer.Deferred:
+    def recover(
+        cls, store: RMStateStore, random_bytes: Callable[[int], bytes] = os.urandom
+    ) -> defer.Deferred[RMKeys]:
         """Fires with the stored keys, creating and storing any that are missing."""
 
-        @defer.inlineCallbacks
-        def run():  # type: ignore[no-untyped-def]
-            stored = yield store.load()
+        async def run() -> RMKeys:
+            stored = await store.load()
             keys = {}
             for number, name in enumerate(("amrm", "container"), start=1):
                 if name in stored.master_keys:
@@ -38,7 +39,7 @@ class RMKeys:
                 else:
                     key_id = int.from_bytes(random_bytes(3), "big") * 4 + number  # distinct per name
                     keys[name] = MasterKey(key_id, random_bytes(20))
-                    yield store.save_master_key(name, key_id, keys[name].secret)
+                    await store.save_master_key(name, key_id, keys[name].secret)
             return cls(keys["amrm"], keys["container"])
 
-        return run()
+        return defer.ensureDeferred(run())

@@ -30,7 +30,7 @@ from bisect import insort
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from sortedcontainers import SortedList  # type: ignore[import-untyped]
+from sortedcontainers import SortedList
 
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.nodes import NodeRecord

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sortedcontainers import SortedList  # type: ignore[import-untyped]
+from sortedcontainers import SortedList
 from twisted.logger import Logger
 
 from cortex_rm.allocator.allocation_pass import AllocationPass

@@ -27,7 +27,7 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from sortedcontainers import SortedList  # type: ignore[import-untyped]
+from sortedcontainers import SortedList
 
 from cortex_rm.allocator.queues import Queue, QueueTree
 from cortex_rm.yarn.resources import Resource

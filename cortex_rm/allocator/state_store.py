@@ -38,22 +38,22 @@ class StoredState:
 
 
 class RMStateStore(Protocol):
-    def load(self) -> defer.Deferred:
+    def load(self) -> defer.Deferred[StoredState]:
         """Fires with a ``StoredState``."""
 
-    def save_cluster_timestamp(self, timestamp: int) -> defer.Deferred:
+    def save_cluster_timestamp(self, timestamp: int) -> defer.Deferred[None]:
         """Record the cluster timestamp chosen at the very first start."""
 
-    def save_app_id_high_water(self, high_water: int) -> defer.Deferred:
+    def save_app_id_high_water(self, high_water: int) -> defer.Deferred[None]:
         """Record that ids up to ``high_water`` may be handed out (never lowered)."""
 
-    def save_application(self, document: dict[str, Any], context: bytes) -> defer.Deferred:
+    def save_application(self, document: dict[str, Any], context: bytes) -> defer.Deferred[None]:
         """Insert or replace one application (keyed by ``document['app_id']``)."""
 
-    def save_master_key(self, name: str, key_id: int, secret: bytes) -> defer.Deferred:
+    def save_master_key(self, name: str, key_id: int, secret: bytes) -> defer.Deferred[None]:
         """Keep a token master key, so tokens issued before a restart stay valid after it."""
 
-    def remove_application(self, app_id: str) -> defer.Deferred:
+    def remove_application(self, app_id: str) -> defer.Deferred[None]:
         """Forget an application (an old completed one beyond the RM's limit)."""
 
     def close(self) -> None:
@@ -67,7 +67,7 @@ class MemoryStateStore:
         self.state = StoredState()
         self._apps: dict[str, tuple[dict[str, Any], bytes]] = {}
 
-    def load(self) -> defer.Deferred:
+    def load(self) -> defer.Deferred[StoredState]:
         # in application-number order, as the SQL store's ORDER BY seq
         ordered = sorted(self._apps.values(), key=lambda dc: _app_number(dc[0]["app_id"]))
         apps = [(json.loads(json.dumps(d)), c) for d, c in ordered]
@@ -75,23 +75,23 @@ class MemoryStateStore:
             StoredState(self.state.cluster_timestamp, self.state.app_id_high_water, apps, dict(self.state.master_keys))
         )
 
-    def save_cluster_timestamp(self, timestamp: int) -> defer.Deferred:
+    def save_cluster_timestamp(self, timestamp: int) -> defer.Deferred[None]:
         self.state.cluster_timestamp = timestamp
         return defer.succeed(None)
 
-    def save_app_id_high_water(self, high_water: int) -> defer.Deferred:
+    def save_app_id_high_water(self, high_water: int) -> defer.Deferred[None]:
         self.state.app_id_high_water = max(self.state.app_id_high_water, high_water)
         return defer.succeed(None)
 
-    def save_application(self, document: dict[str, Any], context: bytes) -> defer.Deferred:
+    def save_application(self, document: dict[str, Any], context: bytes) -> defer.Deferred[None]:
         self._apps[document["app_id"]] = (json.loads(json.dumps(document)), context)
         return defer.succeed(None)
 
-    def save_master_key(self, name: str, key_id: int, secret: bytes) -> defer.Deferred:
+    def save_master_key(self, name: str, key_id: int, secret: bytes) -> defer.Deferred[None]:
         self.state.master_keys[name] = (key_id, secret)
         return defer.succeed(None)
 
-    def remove_application(self, app_id: str) -> defer.Deferred:
+    def remove_application(self, app_id: str) -> defer.Deferred[None]:
         self._apps.pop(app_id, None)
         return defer.succeed(None)
 
@@ -133,7 +133,7 @@ class SqlStateStore:
             _metadata.create_all(self._engine)
         return self._engine
 
-    def load(self) -> defer.Deferred:
+    def load(self) -> defer.Deferred[StoredState]:
         def load_sync() -> StoredState:
             with self._engine_now().connect() as conn:
                 meta = dict(conn.execute(select(_meta.c.key, _meta.c.value)).all())
@@ -151,7 +151,7 @@ class SqlStateStore:
 
         return self._run(load_sync)
 
-    def _put_meta(self, key: str, value: str, only_if_larger: bool = False) -> defer.Deferred:
+    def _put_meta(self, key: str, value: str, only_if_larger: bool = False) -> defer.Deferred[None]:
         def put_sync() -> None:
             with self._engine_now().begin() as conn:
                 old = conn.execute(select(_meta.c.value).where(_meta.c.key == key)).scalar_one_or_none()
@@ -162,23 +162,23 @@ class SqlStateStore:
 
         return self._run(put_sync)
 
-    def save_cluster_timestamp(self, timestamp: int) -> defer.Deferred:
+    def save_cluster_timestamp(self, timestamp: int) -> defer.Deferred[None]:
         return self._put_meta("cluster_timestamp", str(timestamp))
 
-    def save_master_key(self, name: str, key_id: int, secret: bytes) -> defer.Deferred:
+    def save_master_key(self, name: str, key_id: int, secret: bytes) -> defer.Deferred[None]:
         return self._put_meta(_MASTER_KEY_PREFIX + name, f"{key_id}:{secret.hex()}")
 
-    def remove_application(self, app_id: str) -> defer.Deferred:
+    def remove_application(self, app_id: str) -> defer.Deferred[None]:
         def remove_sync() -> None:
             with self._engine_now().begin() as conn:
                 conn.execute(_applications.delete().where(_applications.c.app_id == app_id))
 
         return self._run(remove_sync)
 
-    def save_app_id_high_water(self, high_water: int) -> defer.Deferred:
+    def save_app_id_high_water(self, high_water: int) -> defer.Deferred[None]:
         return self._put_meta("app_id_high_water", str(high_water), only_if_larger=True)
 
-    def save_application(self, document: dict[str, Any], context: bytes) -> defer.Deferred:
+    def save_application(self, document: dict[str, Any], context: bytes) -> defer.Deferred[None]:
         app_id, state, text = document["app_id"], document["state"], json.dumps(document, sort_keys=True)
         seq = _app_number(app_id)
 
@@ -208,6 +208,6 @@ def _app_number(app_id: str) -> int:
     return int(app_id.rsplit("_", 1)[1])
 
 
-def synchronous_runner(func: Callable[[], Any]) -> defer.Deferred:
+def synchronous_runner(func: Callable[[], Any]) -> defer.Deferred[Any]:
     """Run ``func`` right away (tests): a Deferred already fired with its result or failure."""
     return defer.maybeDeferred(func)

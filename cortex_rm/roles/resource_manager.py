@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from cortex_rm import __version__
-from cortex_rm.allocator.app_table import SchedulerLimits
+from cortex_rm.allocator.app_model import SchedulerLimits
 from cortex_rm.allocator.cluster_scheduling import ClusterScheduling, SchedulingTimers
 from cortex_rm.allocator.master_keys import RMKeys
 from cortex_rm.allocator.node_tracker import NodeTracker

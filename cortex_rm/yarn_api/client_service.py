@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet import defer
 
 from cortex_rm.allocator import errors as alloc
-from cortex_rm.allocator.app_table import ApplicationFilter
+from cortex_rm.allocator.app_queries import ApplicationFilter
 from cortex_rm.allocator.asks import InvalidResourceRequest
 from cortex_rm.allocator.containers import InvalidContainerRelease
 from cortex_rm.allocator.rm_context import RMContext

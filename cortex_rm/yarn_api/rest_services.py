@@ -20,8 +20,8 @@ from typing import Any, Final
 from twisted.internet import defer
 
 from cortex_rm.allocator.app_model import Application
+from cortex_rm.allocator.app_queries import ApplicationFilter
 from cortex_rm.allocator.app_states import AppState, FinalStatus
-from cortex_rm.allocator.app_table import ApplicationFilter
 from cortex_rm.allocator.errors import UnknownApplication, UnknownNode, UnknownQueue
 from cortex_rm.allocator.nodes import NodeState
 from cortex_rm.allocator.rm_context import RMContext

@@ -19,7 +19,8 @@ from twisted.logger import globalLogPublisher
 from yarn_api_client.errors import APIError
 from yarn_api_client.resource_manager import ResourceManager
 
-from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits
+from cortex_rm.allocator.app_model import SchedulerLimits
+from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.queues import QueueTree
 from cortex_rm.allocator.rm_context import RMContext

@@ -10,8 +10,9 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from cortex_rm.allocator.app_model import Application, Attempt, Submission
-from cortex_rm.allocator.app_table import ApplicationTable, AppListener, SchedulerLimits
+from cortex_rm.allocator.app_listener import AppListener
+from cortex_rm.allocator.app_model import Application, Attempt, SchedulerLimits, Submission
+from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.queues import QueueTree
 from cortex_rm.allocator.state_store import MemoryStateStore, RMStateStore
 

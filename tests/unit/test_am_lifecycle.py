@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from cortex_rm.allocator.am_lifecycle import AMLifecycle
-from cortex_rm.allocator.app_model import Application
+from cortex_rm.allocator.app_model import Application, SchedulerLimits
 from cortex_rm.allocator.app_states import AppState, AttemptState, FinalStatus
-from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits
+from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.yarn.ids import ContainerId
 from tests.support.rm_core import RecordingListener, new_table, result_of, submitted
 

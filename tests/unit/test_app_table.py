@@ -10,15 +10,11 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from cortex_rm.allocator.app_model import Application, Submission
+from cortex_rm.allocator.app_ids import ID_BLOCK
+from cortex_rm.allocator.app_model import Application, SchedulerLimits, Submission
+from cortex_rm.allocator.app_queries import ApplicationFilter
 from cortex_rm.allocator.app_states import AppState, AttemptState, FinalStatus
-from cortex_rm.allocator.app_table import (
-    ACCEPTED_DIAGNOSTICS,
-    ID_BLOCK,
-    ApplicationFilter,
-    ApplicationTable,
-    SchedulerLimits,
-)
+from cortex_rm.allocator.app_table import ACCEPTED_DIAGNOSTICS, ApplicationTable
 from cortex_rm.allocator.errors import InvalidSubmission, RefusedOperation, UnknownApplication, UnknownAttempt
 from cortex_rm.allocator.queues import QueueSpec, QueueState, QueueTree
 from cortex_rm.allocator.state_store import MemoryStateStore, RMStateStore, SqlStateStore, synchronous_runner

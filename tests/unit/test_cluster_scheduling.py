@@ -11,9 +11,9 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from cortex_rm.allocator.app_model import Application
+from cortex_rm.allocator.app_model import Application, SchedulerLimits
 from cortex_rm.allocator.app_states import AppState, AttemptState, FinalStatus
-from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits
+from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.asks import ResourceAsk
 from cortex_rm.allocator.cluster_scheduling import ClusterScheduling, SchedulingTimers
 from cortex_rm.allocator.containers import RMContainer

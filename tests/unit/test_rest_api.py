@@ -24,8 +24,8 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
-from cortex_rm.allocator.app_model import Application, Submission
-from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits
+from cortex_rm.allocator.app_model import Application, SchedulerLimits, Submission
+from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.queues import QueueSpec, QueueTree
 from cortex_rm.allocator.rm_context import RMContext

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from cortex_rm.allocator.app_model import Application, Submission
-from cortex_rm.allocator.app_table import ApplicationTable, SchedulerLimits
+from cortex_rm.allocator.app_model import Application, SchedulerLimits, Submission
+from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.queues import QueueSpec, QueueTree
 from cortex_rm.allocator.rm_context import QueueUsage, RMContext
