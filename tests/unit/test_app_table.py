@@ -139,6 +139,28 @@ def test_ids_continue_after_recovery_without_reuse() -> None:
     assert not set(first) & set(second)
 
 
+def test_a_failed_block_reservation_fails_the_waiting_calls_and_the_next_call_retries() -> None:
+    """If the high-water write fails, every getNewApplication waiting on it fails with the store's
+    error (none is handed an unstored id, none waits for ever); the next call reserves again."""
+
+    class FailingOnce(MemoryStateStore):
+        failures = 1
+
+        def save_app_id_high_water(self, high_water: int) -> defer.Deferred[None]:
+            if self.failures:
+                self.failures -= 1
+                return defer.fail(OSError("disk full"))
+            return super().save_app_id_high_water(high_water)
+
+    store = FailingOnce()
+    table = recover(new_clock(), store)
+    with pytest.raises(OSError, match="disk full"):
+        result_of(table.new_application())
+    assert store.state.app_id_high_water == 0
+    assert result_of(table.new_application()) == ApplicationId(T0_MS, 1)
+    assert store.state.app_id_high_water == ID_BLOCK
+
+
 def test_id_is_not_handed_out_before_its_block_is_stored(tmp_path: Path) -> None:
     """getNewApplication waits for the reservation to be stored before answering."""
     table, runner = slow_table(tmp_path)
