@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -49,7 +50,7 @@ from cortex_rm.yarn.resources import Resource
 
 log = Logger()
 
-LaunchAM = Callable[[Application, RMContainer], "defer.Deferred[None]"]
+LaunchAM = Callable[[Application, RMContainer], "defer.Deferred[Any]"]  # fires when the node accepted the AM container
 
 
 @dataclass(frozen=True)

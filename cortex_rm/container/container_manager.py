@@ -44,7 +44,7 @@ every DONE container until the RM acknowledges it (``acknowledge``, see
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -255,7 +255,7 @@ class ContainerManager:
         )
 
     @defer.inlineCallbacks
-    def _localize_and_launch(self, c: NMContainer, plan: LaunchPlan):  # type: ignore[no-untyped-def]
+    def _localize_and_launch(self, c: NMContainer, plan: LaunchPlan) -> Generator[defer.Deferred[Any], Any, None]:
         try:
             yield self.run(lambda: container_files.prepare_container(c.paths, plan.tokens))
             yield self.localizer.localize(c.app_id, c.paths.app_dirs[0], c.paths.work_dir, c.resources)

@@ -48,10 +48,10 @@ import shutil
 import stat
 import tarfile
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -283,7 +283,7 @@ def _unzip(url: ResourceUrl, archive: Path, target: Path, max_bytes: int) -> Non
 
 
 def _untar(url: ResourceUrl, archive: Path, target: Path, max_bytes: int, mode: str) -> None:
-    with tarfile.open(archive, mode) as t:  # type: ignore[call-overload]
+    with tarfile.open(archive, cast(Literal["r:", "r:gz"], mode)) as t:  # the modes _unpack chooses
         members = t.getmembers()
         if len(members) > MAX_ARCHIVE_MEMBERS:
             raise LocalizationError(f"Resource {url}: more than {MAX_ARCHIVE_MEMBERS} archive members")
@@ -378,9 +378,9 @@ class Localizer:
         return {key[0]: path for key, path in cache.done.items()} if cache else {}
 
     @defer.inlineCallbacks
-    def localize(  # type: ignore[no-untyped-def]
+    def localize(
         self, app_id: str, app_dir: Path, work_dir: Path, resources: Sequence[LocalResource]
-    ):
+    ) -> Generator[defer.Deferred[Any], Any, None]:
         """Fetch ``resources`` into ``app_id``'s cache under ``app_dir`` and link them into
         ``work_dir`` (which must exist); fires with None, or fails with LocalizationError."""
         cache = self._apps.get(app_id)

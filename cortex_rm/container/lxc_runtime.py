@@ -66,7 +66,7 @@ from typing import Final
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -81,6 +81,7 @@ from cortex_rm.container.runtime import (
     RuntimeContainerEvent,
     RuntimeContainerState,
 )
+from cortex_rm.yarn.reactors import IReactorTimeProcess
 
 log = Logger()
 
@@ -661,7 +662,7 @@ class LxcRuntime:
 
     def __init__(
         self,
-        reactor: IReactorProcess,
+        reactor: IReactorTimeProcess,
         base_dir: Path,
         clock: IReactorTime | None = None,
         *,

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from cortex_rm.dht.chord import Joined, JoinFailed, LookupDone
@@ -52,7 +53,7 @@ class LiveMember:
     def __init__(
         self,
         member: RingMember,
-        reactor: Any,  # IReactorTime
+        reactor: IReactorTime,
         send: Callable[[Peer, Envelope], None],
         after_step: Callable[[RingState, bool], None],
     ) -> None:
@@ -61,7 +62,7 @@ class LiveMember:
         self._send = send
         self._after_step = after_step
         self.ticking = False
-        self._tick_call: Any = None  # IDelayedCall
+        self._tick_call: IDelayedCall | None = None
         self._not_before = 0.0
         self._lookups: dict[int, defer.Deferred[Peer]] = {}
         self._puts: dict[int, defer.Deferred[Record]] = {}

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -107,7 +108,7 @@ class JoinAttempts:
 
     def __init__(
         self,
-        clock: Any,  # IReactorTime
+        clock: IReactorTime,
         me: Peer,
         introducers: Sequence[str],
         retry_interval: float,
@@ -126,7 +127,7 @@ class JoinAttempts:
         self._log_candidates = log_candidates
         self._discover = discover
         self._join = join
-        self._retry: Any = None  # IDelayedCall
+        self._retry: IDelayedCall | None = None
         self._waiters: list[defer.Deferred[None]] = []
         skipped = len(dict.fromkeys(introducers)) - len(self.introducers)
         if skipped:

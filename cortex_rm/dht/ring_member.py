@@ -50,7 +50,7 @@ from cortex_rm.dht.key_space import KeySpace
 from cortex_rm.dht.kv_messages import KeySpaceMessage
 from cortex_rm.dht.kv_operations import GetDone, PutDone
 from cortex_rm.dht.member_table import MemberDied, MemberJoined, MemberLeft, MembershipEvent
-from cortex_rm.dht.membership import Membership
+from cortex_rm.dht.membership import Membership, SwimAction
 from cortex_rm.dht.neighbour_log import NeighbourRecord
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.record_store import RecordStore, record_error
@@ -283,7 +283,7 @@ class RingMember:
                 out.append(action)
         return out
 
-    def _membership_actions(self, actions: Sequence[object], now: float) -> list[RingAction]:
+    def _membership_actions(self, actions: Sequence[SwimAction], now: float) -> list[RingAction]:
         out: list[RingAction] = []
         for action in actions:
             if isinstance(action, Send):
@@ -297,7 +297,7 @@ class RingMember:
                 # have split while it was away; take it in where it belongs.
                 self._departed.discard(action.peer.node_id)
                 self.chord.consider(action.peer)
-            out.append(action)  # type: ignore[arg-type]
+            out.append(action)
         return out
 
     def _keyspace_actions(self, actions: Sequence[object], now: float) -> list[RingAction]:

@@ -20,7 +20,7 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -31,6 +31,7 @@ from cortex_rm.dht.errors import IntroducerUnreachable
 from cortex_rm.dht.peer import Peer, split_address
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_ring_id
+from cortex_rm.yarn.reactors import IReactorTimeTCP
 
 log = Logger()
 
@@ -87,16 +88,16 @@ class _Introduction(Protocol):
 class _Discovery:
     """One discovery in progress: connecting, handshaking, then done exactly once."""
 
-    def __init__(self, reactor: Any, tls: MutualTLS, address: str, host: str, port: int, timeout: float) -> None:
+    def __init__(self, reactor: IReactorTimeTCP, tls: MutualTLS, address: str, host: str, port: int, timeout: float) -> None:
         self.address = address
         self.timeout = timeout
         self.result: defer.Deferred[Peer] = defer.Deferred()
         self.protocol: _Introduction | None = None
-        self._deadline: Any = reactor.callLater(timeout, self._timed_out)  # IDelayedCall
+        self._deadline: IDelayedCall = reactor.callLater(timeout, self._timed_out)
         endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
         introduction = Factory.forProtocol(lambda: _Introduction(self))
         introduction.noisy = False
-        factory: Any = TLSMemoryBIOFactory(tls, True, introduction, clock=reactor)  # type: ignore
+        factory: Any = TLSMemoryBIOFactory(tls, True, introduction, clock=reactor)
         self._connecting: defer.Deferred[Any] = endpoint.connect(factory)
         self._connecting.addErrback(self.failed)
 
@@ -123,7 +124,7 @@ class _Discovery:
             self._connecting.cancel()
 
 
-def discover_peer(reactor: Any, tls: MutualTLS, address: str, timeout: float) -> defer.Deferred[Peer]:
+def discover_peer(reactor: IReactorTimeTCP, tls: MutualTLS, address: str, timeout: float) -> defer.Deferred[Peer]:
     """Dial ``address`` (``host:port``) and fire with the ``Peer`` its certificate names.
 
     Fails with ``IntroducerUnreachable`` (naming the address and what to check) when

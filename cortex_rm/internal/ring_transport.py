@@ -33,11 +33,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime, ITCPTransport, ITransport
 from twisted.internet.protocol import ClientFactory, Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
@@ -53,6 +53,7 @@ from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.ring_codec import MAX_FRAME_BYTES, decode_envelope, encode_envelope
 from cortex_rm.internal.ring_discovery import discover_peer
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_ring_id
+from cortex_rm.yarn.reactors import IReactorTimeTCP
 
 log = Logger()
 
@@ -61,11 +62,17 @@ DEFAULT_IDLE_TIMEOUT_S = 60.0
 DEFAULT_MAX_QUEUED = 64  # envelopes waiting for one peer's connection
 
 
+def abort_connection(transport: ITransport | None) -> None:
+    """Drop a TLS-over-TCP connection now, whatever is still unwritten (None: nothing to drop)."""
+    if transport is not None:
+        cast(ITCPTransport, transport).abortConnection()  # TLSMemoryBIOProtocol and TCP both provide it
+
+
 class _Timer:
     """A restartable one-shot call on the injected clock."""
 
-    def __init__(self, clock: Any, seconds: float, action: Callable[[], None]) -> None:
-        self._call: Any = clock.callLater(seconds, action)  # IDelayedCall
+    def __init__(self, clock: IReactorTime, seconds: float, action: Callable[[], None]) -> None:
+        self._call: IDelayedCall = clock.callLater(seconds, action)
         self._seconds = seconds
 
     def restart(self) -> None:
@@ -117,7 +124,7 @@ class RingServerConnection(Int32StringReceiver):
         if not self.closing:
             self.closing = True
             log.debug("ring connection from {remote} closed: {why}", remote=self.remote, why=why)
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            abort_connection(self.transport)
 
     def _refuse(self, problem: str, **fields: Any) -> None:
         """Warn (``problem`` is a log format) and close: the peer broke the protocol."""
@@ -205,7 +212,7 @@ class _OutgoingLink:
         # (mypy without the zope plugin cannot see that MutualTLS and the factories provide the interfaces)
         connection = ClientFactory.forProtocol(lambda: RingClientConnection(self))
         connection.noisy = False
-        factory: Any = TLSMemoryBIOFactory(ring.tls, True, connection, clock=ring.clock)  # type: ignore
+        factory: Any = TLSMemoryBIOFactory(ring.tls, True, connection, clock=ring.clock)
         self._connecting: defer.Deferred[Any] = endpoint.connect(factory)
         self._connecting.addErrback(self.finished)
 
@@ -258,8 +265,8 @@ class _OutgoingLink:
     def close(self, abort: bool = True) -> None:
         """Uncache the link, drop its queue and its connection (``abort``: now; else once written)."""
         if self.closing:  # an idle close in progress: stop() makes it an abort
-            if abort and self.protocol is not None and self.protocol.transport is not None:
-                self.protocol.transport.abortConnection()  # type: ignore[attr-defined]
+            if abort and self.protocol is not None:
+                abort_connection(self.protocol.transport)
             return
         self.closing, self.ready = True, False
         self.queue.clear()
@@ -299,7 +306,7 @@ class RingTransport:
         self,
         identity: NodeIdentity,
         tls: MutualTLS,
-        reactor: Any,
+        reactor: IReactorTimeTCP,
         on_envelope: Callable[[Envelope], None],
         *,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
@@ -311,7 +318,7 @@ class RingTransport:
         self.identity = identity
         self.tls = tls
         self.reactor = reactor
-        self.clock = reactor  # IReactorTime: every timer runs on it
+        self.clock: IReactorTime = reactor  # every timer runs on it
         self.on_envelope = on_envelope
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
@@ -329,7 +336,7 @@ class RingTransport:
         endpoint = endpoint_type(self.reactor, port, interface=interface)
         connection = Factory.forProtocol(lambda: RingServerConnection(self))
         connection.noisy = False
-        factory: Any = TLSMemoryBIOFactory(self.tls, False, connection, clock=self.clock)  # type: ignore
+        factory: Any = TLSMemoryBIOFactory(self.tls, False, connection, clock=self.clock)
         d: defer.Deferred[Any] = endpoint.listen(factory)
 
         def listening(listening_port: Any) -> Any:

@@ -22,10 +22,11 @@ from thrift.Thrift import TApplicationException
 from thrift.transport.TTwisted import ThriftClientProtocol
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener, IReactorTime
 from twisted.internet.protocol import ClientFactory, connectionDone
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -34,6 +35,7 @@ from cortex_rm.internal.errors import MalformedMessage, TrackerUnavailable
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_fingerprint
+from cortex_rm.yarn.reactors import IReactorTimeTCP
 from cortex_rm.yarn.resource_tracker import (
     HeartbeatAnswer,
     NodeRefused,
@@ -47,7 +49,7 @@ T = TypeVar("T")
 
 
 @implementer(IHandshakeListener)
-class TrackerClientProtocol(ThriftClientProtocol):
+class TrackerClientProtocol(ThriftClientProtocol):  # type: ignore[misc]  # thrift.transport.TTwisted is untyped
     """PyPI thrift's client protocol, bounded, telling when the TLS handshake is done and when it ends."""
 
     MAX_LENGTH = codec.MAX_FRAME_BYTES
@@ -60,7 +62,7 @@ class TrackerClientProtocol(ThriftClientProtocol):
 
     def _abort(self) -> None:
         if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self.transport.abortConnection()
 
     def handshakeCompleted(self) -> None:
         if self.handshake.called:
@@ -89,7 +91,7 @@ class TrackerClientProtocol(ThriftClientProtocol):
         if not self.handshake.called:
             self.handshake.errback(reason)
         if not self.closed.called:
-            self.closed.callback(reason.value)
+            self.closed.callback(reason.value if reason.value is not None else ConnectionDone())
 
 
 class _ProtocolFactory(ClientFactory):
@@ -116,17 +118,18 @@ class TrackerClient:
 
     @classmethod
     def connect(
-        cls, reactor: Any, host: str, port: int, tls: MutualTLS, timeout_s: float
+        cls, reactor: IReactorTimeTCP, host: str, port: int, tls: MutualTLS, timeout_s: float
     ) -> defer.Deferred[TrackerClient]:
         """Connect and handshake within ``timeout_s``; fails with TrackerUnavailable."""
         address = f"{host}:{port}"
 
-        @defer.inlineCallbacks
-        def attempt():  # type: ignore[no-untyped-def]
+        async def attempt() -> TrackerClient:
             endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout_s)
-            tls_protocol = yield endpoint.connect(TLSMemoryBIOFactory(tls, True, _ProtocolFactory(), clock=reactor))
+            tls_protocol = await endpoint.connect(TLSMemoryBIOFactory(tls, True, _ProtocolFactory(), clock=reactor))
+            assert isinstance(tls_protocol, TLSMemoryBIOProtocol)  # what TLSMemoryBIOFactory builds
             protocol = tls_protocol.wrappedProtocol
-            fingerprint = yield protocol.handshake
+            assert isinstance(protocol, TrackerClientProtocol)
+            fingerprint = await protocol.handshake
             return cls(protocol, address, fingerprint, reactor, timeout_s)
 
         def failed(failure: Failure) -> Failure:
@@ -134,7 +137,7 @@ class TrackerClient:
                 raise TrackerUnavailable(f"no TLS connection to the tracker at {address} within {timeout_s:g} s")
             raise TrackerUnavailable(f"cannot connect to the tracker at {address}: {_describe(failure)}")
 
-        d: defer.Deferred[TrackerClient] = attempt()
+        d = defer.ensureDeferred(attempt())
         d.addTimeout(timeout_s, reactor)
         d.addErrback(failed)
         return d
@@ -180,7 +183,7 @@ class TrackerClient:
 
         def failed(failure: Failure) -> Failure:
             if failure.check(ttypes.NodeRefused):
-                raise NodeRefused(str(failure.value.message))
+                raise NodeRefused(str(getattr(failure.value, "message", failure.value)))  # the IDL's NodeRefused
             self.abort()
             if failure.check(defer.TimeoutError):
                 raise TrackerUnavailable(f"{name} to {self.address}: no answer within {self.timeout_s:g} s")

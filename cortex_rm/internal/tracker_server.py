@@ -76,7 +76,7 @@ class TrackerCalls:
 
 
 @implementer(IHandshakeListener)
-class TrackerConnection(ThriftServerProtocol):
+class TrackerConnection(ThriftServerProtocol):  # type: ignore[misc]  # thrift.transport.TTwisted is untyped
     """One node's connection to the tracker (inside TLS)."""
 
     MAX_LENGTH = codec.MAX_FRAME_BYTES
@@ -87,7 +87,7 @@ class TrackerConnection(ThriftServerProtocol):
         self.peer = "?"
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
 
     def handshakeCompleted(self) -> None:
@@ -96,14 +96,14 @@ class TrackerConnection(ThriftServerProtocol):
             ring_id = peer_ring_id(self.transport)
         except PeerCertificateMissing:  # cannot happen: the TLS context demands a certificate
             log.warn("tracker connection from {peer} without a certificate; closing it", peer=self.peer)
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
             return
         self.processor = gen_service.Processor(TrackerCalls(self.factory.tracker, fingerprint, self.peer, ring_id))
         log.debug("tracker connection from {peer}, key {fingerprint}", peer=self.peer, fingerprint=fingerprint)
 
     def stringReceived(self, frame: bytes) -> None:
         if self.processor is None:  # cannot happen: TLS delivers no data before the handshake
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
             return
         tmi = TTransport.TMemoryBuffer(frame)
         tmo = TTransport.TMemoryBuffer()
@@ -119,7 +119,7 @@ class TrackerConnection(ThriftServerProtocol):
             peer=self.peer,
             error=error.getErrorMessage(),
         )
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
     def lengthLimitExceeded(self, length: int) -> None:
         log.warn(
@@ -128,7 +128,7 @@ class TrackerConnection(ThriftServerProtocol):
             length=length,
             limit=self.MAX_LENGTH,
         )
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
 
 class TrackerServerFactory(Factory):
@@ -144,7 +144,7 @@ class TrackerServerFactory(Factory):
 def tracker_server_factory(tracker: NodeTracker, tls: MutualTLS, clock: IReactorTime) -> TLSMemoryBIOFactory:
     """The factory to listen with: the tracker's Thrift service inside mutual TLS."""
     # (mypy without the zope plugin cannot see that MutualTLS and the factory provide the interfaces)
-    return TLSMemoryBIOFactory(tls, False, TrackerServerFactory(tracker), clock=clock)  # type: ignore[arg-type]
+    return TLSMemoryBIOFactory(tls, False, TrackerServerFactory(tracker), clock=clock)
 
 
 class ExpiryMonitor:

@@ -9,10 +9,11 @@ container's token, over Hadoop IPC — the same call an AM makes for its executo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTCP
 
 from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.containers import RMContainer
@@ -63,12 +64,12 @@ class AMLauncher:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTCP,
         keys: RMKeys,
         scheduler_address: str,
         rm_identifier: int,
         now_ms: Callable[[], int],
-        connect: Callable[..., defer.Deferred] | None = None,
+        connect: Callable[..., defer.Deferred[IpcClient]] | None = None,
     ) -> None:
         self.reactor = reactor
         self.keys = keys
@@ -78,7 +79,7 @@ class AMLauncher:
         self._connect = connect or IpcClient.connect
 
     @defer.inlineCallbacks
-    def launch(self, app: Application, container: RMContainer):  # type: ignore[no-untyped-def]
+    def launch(self, app: Application, container: RMContainer) -> Generator[defer.Deferred[Any], Any, ys.StartContainersResponseProto]:
         """Fires when the node accepted the AM container; fails with AMLaunchError otherwise."""
         request = ys.StartContainersRequestProto()
         start = request.start_container_request.add()
@@ -92,7 +93,9 @@ class AMLauncher:
         except Exception as e:
             raise AMLaunchError(f"could not reach the NodeManager at {node}: {e}") from e
         try:
-            response = yield client.call("startContainers", request, ys.StartContainersResponseProto)
+            response: ys.StartContainersResponseProto = yield client.call(
+                "startContainers", request, ys.StartContainersResponseProto
+            )
         except Exception as e:
             raise AMLaunchError(f"startContainers on {node} failed: {e}") from e
         finally:

@@ -57,7 +57,9 @@ class AMScheduling(Protocol):
 
     maximum_allocation: Resource
 
-    def register(self, attempt_id: ApplicationAttemptId, host: str, rpc_port: int, tracking_url: str) -> defer.Deferred:
+    def register(
+        self, attempt_id: ApplicationAttemptId, host: str, rpc_port: int, tracking_url: str
+    ) -> defer.Deferred[None]:
         """The AM registered; fires when recorded."""
 
     def is_registered(self, attempt_id: ApplicationAttemptId) -> bool:
@@ -76,7 +78,7 @@ class AMScheduling(Protocol):
 
     def unregister(
         self, attempt_id: ApplicationAttemptId, final_status: FinalStatus, diagnostics: str, tracking_url: str
-    ) -> defer.Deferred:
+    ) -> defer.Deferred[bool]:
         """Fires True once the outcome is stored."""
 
     def application_info(self, attempt_id: ApplicationAttemptId) -> tuple[str, str, bytes]:
@@ -153,7 +155,7 @@ class ApplicationMasterService:
 
     def register_application_master(
         self, attempt_id: ApplicationAttemptId, request: ys.RegisterApplicationMasterRequestProto
-    ) -> defer.Deferred:
+    ) -> defer.Deferred[ys.RegisterApplicationMasterResponseProto]:
         if self.scheduling.is_registered(attempt_id) and attempt_id in self._sessions:
             raise RemoteError(
                 INVALID_APPLICATION_MASTER_REQUEST,
@@ -171,12 +173,11 @@ class ApplicationMasterService:
             response.scheduler_resource_types.extend([ys.MEMORY, ys.CPU])
             return response
 
-        d.addCallback(respond)
-        return d
+        return d.addCallback(respond)
 
     def finish_application_master(
         self, attempt_id: ApplicationAttemptId, request: ys.FinishApplicationMasterRequestProto
-    ) -> defer.Deferred:
+    ) -> defer.Deferred[ys.FinishApplicationMasterResponseProto]:
         if attempt_id not in self._sessions or not self.scheduling.is_registered(attempt_id):
             raise RemoteError(
                 APPLICATION_MASTER_NOT_REGISTERED,
@@ -184,8 +185,7 @@ class ApplicationMasterService:
             )
         status = records.FINAL_FROM_PROTO.get(request.final_application_status, FinalStatus.UNDEFINED)
         d = self.scheduling.unregister(attempt_id, status, request.diagnostics, request.tracking_url)
-        d.addCallback(lambda done: ys.FinishApplicationMasterResponseProto(isUnregistered=bool(done)))
-        return d
+        return d.addCallback(lambda done: ys.FinishApplicationMasterResponseProto(isUnregistered=bool(done)))
 
     # -- allocate ------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ ERROR replies.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from twisted.internet import defer
@@ -78,7 +78,7 @@ def remote_error(error: YarnError) -> RemoteError:
     if isinstance(error, IllegalTransition):
         raise error
     for cls in type(error).__mro__:
-        java = _JAVA_CLASS.get(cls)  # type: ignore[arg-type]
+        java = _JAVA_CLASS.get(cls)
         if java is not None:
             return RemoteError(java, str(error))
     return RemoteError(errors.YARN_EXCEPTION, str(error))
@@ -146,7 +146,7 @@ class ApplicationClientService:
     # -- applications --------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def get_new_application(self, call: Any, request: ys.GetNewApplicationRequestProto):  # type: ignore[no-untyped-def]
+    def get_new_application(self, call: Any, request: ys.GetNewApplicationRequestProto) -> Generator[defer.Deferred[Any], Any, ys.GetNewApplicationResponseProto]:
         app_id = yield self.rm.apps.new_application()
         response = ys.GetNewApplicationResponseProto()
         records.app_id_to_proto(app_id, response.application_id)
@@ -154,7 +154,7 @@ class ApplicationClientService:
         return response
 
     @defer.inlineCallbacks
-    def submit_application(self, call: Any, request: ys.SubmitApplicationRequestProto):  # type: ignore[no-untyped-def]
+    def submit_application(self, call: Any, request: ys.SubmitApplicationRequestProto) -> Generator[defer.Deferred[Any], Any, ys.SubmitApplicationResponseProto]:
         if not request.HasField("application_submission_context"):
             raise alloc.InvalidSubmission("submitApplication carries no application_submission_context")
         submission = records.submission_from_proto(request.application_submission_context, caller(call))
@@ -170,7 +170,7 @@ class ApplicationClientService:
         return response
 
     @defer.inlineCallbacks
-    def force_kill_application(self, call: Any, request: ys.KillApplicationRequestProto):  # type: ignore[no-untyped-def]
+    def force_kill_application(self, call: Any, request: ys.KillApplicationRequestProto) -> Generator[defer.Deferred[Any], Any, ys.KillApplicationResponseProto]:
         app_id = records.app_id_from_proto(request.application_id)
         diagnostics = request.diagnostics or f"Application {app_id} was killed by user {caller(call)}"
         completed = yield self.rm.apps.kill(app_id, diagnostics)
@@ -197,14 +197,13 @@ class ApplicationClientService:
 
     def move_application(
         self, call: Any, request: ys.MoveApplicationAcrossQueuesRequestProto
-    ) -> defer.Deferred:
+    ) -> defer.Deferred[ys.MoveApplicationAcrossQueuesResponseProto]:
         d = self.rm.apps.move(records.app_id_from_proto(request.application_id), request.target_queue)
-        d.addCallback(lambda _: ys.MoveApplicationAcrossQueuesResponseProto())
-        return d
+        return d.addCallback(lambda _: ys.MoveApplicationAcrossQueuesResponseProto())
 
     def update_application_priority(
         self, call: Any, request: ys.UpdateApplicationPriorityRequestProto
-    ) -> defer.Deferred:
+    ) -> defer.Deferred[ys.UpdateApplicationPriorityResponseProto]:
         app_id = records.app_id_from_proto(request.applicationId)
         d = self.rm.apps.update_priority(app_id, request.applicationPriority.priority)
 
@@ -213,8 +212,7 @@ class ApplicationClientService:
             response.applicationPriority.priority = priority
             return response
 
-        d.addCallback(respond)
-        return d
+        return d.addCallback(respond)
 
     def update_application_timeouts(
         self, call: Any, request: ys.UpdateApplicationTimeoutsRequestProto
@@ -228,11 +226,10 @@ class ApplicationClientService:
 
     def fail_application_attempt(
         self, call: Any, request: ys.FailApplicationAttemptRequestProto
-    ) -> defer.Deferred:
+    ) -> defer.Deferred[ys.FailApplicationAttemptResponseProto]:
         attempt_id = records.attempt_id_from_proto(request.application_attempt_id)
         d = self.rm.apps.fail_attempt(attempt_id, f"Attempt failed by user {caller(call)}.")
-        d.addCallback(lambda _: ys.FailApplicationAttemptResponseProto())
-        return d
+        return d.addCallback(lambda _: ys.FailApplicationAttemptResponseProto())
 
     def get_application_attempt_report(
         self, call: Any, request: ys.GetApplicationAttemptReportRequestProto

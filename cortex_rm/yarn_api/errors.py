@@ -57,6 +57,9 @@ REMOTE_EXCEPTION: Final = "org.apache.hadoop.ipc.RemoteException"
 IO_EXCEPTION: Final = "java.io.IOException"
 
 # --- RpcResponseHeaderProto.RpcErrorCodeProto (non-fatal < 10 <= fatal) -------------
+ErrorCode = RpcResponseHeaderProto.RpcErrorCodeProto
+"""An ``RpcErrorCodeProto`` value: the ``errorDetail`` of an ERROR or FATAL reply."""
+
 ERROR_APPLICATION: Final = RpcResponseHeaderProto.ERROR_APPLICATION
 ERROR_NO_SUCH_METHOD: Final = RpcResponseHeaderProto.ERROR_NO_SUCH_METHOD
 ERROR_NO_SUCH_PROTOCOL: Final = RpcResponseHeaderProto.ERROR_NO_SUCH_PROTOCOL
@@ -91,7 +94,7 @@ class RemoteError(YarnApiError):
     handler decides; the others are used by the IPC layer itself).
     """
 
-    def __init__(self, java_class: str, message: str, error_detail: int = ERROR_APPLICATION) -> None:
+    def __init__(self, java_class: str, message: str, error_detail: ErrorCode = ERROR_APPLICATION) -> None:
         if error_detail not in _ERROR_CODES or error_detail >= _FIRST_FATAL_CODE:
             raise ValueError(f"{error_detail!r} is not a non-fatal RpcErrorCodeProto value")
         if not java_class:
@@ -115,7 +118,7 @@ class FatalRpcError(YarnApiError):
         self,
         java_class: str,
         message: str,
-        error_detail: int,
+        error_detail: ErrorCode,
         *,
         call_id: int = -1,
         retry_count: int = -1,

@@ -15,11 +15,12 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IReactorTCP, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
@@ -42,6 +43,8 @@ from cortex_rm.yarn_api.proto.RpcHeader_pb2 import (
     RpcRequestHeaderProto,
     RpcResponseHeaderProto,
 )
+
+M = TypeVar("M", bound=Message)
 
 
 class IpcClientError(Exception):
@@ -134,26 +137,32 @@ class IpcClientConnection:
 class _ClientProtocol(Protocol):
     def __init__(self, core: IpcClientConnection) -> None:
         self.core = core
-        self.pending: dict[int, tuple[defer.Deferred, type[Message]]] = {}
+        self.pending: dict[int, tuple[defer.Deferred[Any], type[Message]]] = {}
         self.closed: Failure | None = None
 
-    def connectionMade(self) -> None:
-        self.transport.write(self.core.opening_bytes())  # type: ignore[union-attr]
+    @property
+    def connected_transport(self) -> ITransport:
+        """The transport, which a protocol has from connectionMade until connectionLost."""
+        assert self.transport is not None
+        return self.transport
 
-    def call(self, method: str, request: Message, response_type: type[Message]) -> defer.Deferred:
+    def connectionMade(self) -> None:
+        self.connected_transport.write(self.core.opening_bytes())
+
+    def call(self, method: str, request: Message, response_type: type[M]) -> defer.Deferred[M]:
         if self.closed is not None:
             return defer.fail(IpcClientError(f"connection closed: {self.closed.getErrorMessage()}"))
         call_id, frame = self.core.call_bytes(method, request)
-        d: defer.Deferred = defer.Deferred()
+        d: defer.Deferred[M] = defer.Deferred()
         self.pending[call_id] = (d, response_type)
-        self.transport.write(frame)  # type: ignore[union-attr]
+        self.connected_transport.write(frame)
         return d
 
     def dataReceived(self, data: bytes) -> None:
         try:
             replies = self.core.receive(data)
         except IpcClientError as e:
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.connected_transport.loseConnection()
             self._fail_all(Failure(e))
             return
         for reply in replies:
@@ -163,7 +172,7 @@ class _ClientProtocol(Protocol):
         header = reply.header
         if header.status == RpcResponseHeaderProto.FATAL:
             error = FatalRpcError(header.exceptionClassName, header.errorMsg, header.errorDetail)
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.connected_transport.loseConnection()
             self._fail_all(Failure(error))
             return
         entry = self.pending.pop(reply.call_id, None)
@@ -196,14 +205,15 @@ class IpcClient:
         self._protocol = protocol
 
     @classmethod
-    def connect(cls, reactor: Any, host: str, port: int, protocol: str, user: str, timeout: float = 10) -> defer.Deferred:
+    def connect(
+        cls, reactor: IReactorTCP, host: str, port: int, protocol: str, user: str, timeout: float = 10
+    ) -> defer.Deferred[IpcClient]:
         """Fires with a connected ``IpcClient`` (or fails with the connection error)."""
         endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-        d = connectProtocol(endpoint, _ClientProtocol(IpcClientConnection(protocol, user)))
-        d.addCallback(cls)
-        return d
+        d: defer.Deferred[_ClientProtocol] = connectProtocol(endpoint, _ClientProtocol(IpcClientConnection(protocol, user)))
+        return d.addCallback(cls)
 
-    def call(self, method: str, request: Message, response_type: type[Message]) -> defer.Deferred:
+    def call(self, method: str, request: Message, response_type: type[M]) -> defer.Deferred[M]:
         """Fires with the decoded response; fails with RemoteError (ERROR) or FatalRpcError (FATAL)."""
         return self._protocol.call(method, request, response_type)
 

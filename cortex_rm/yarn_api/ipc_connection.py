@@ -34,10 +34,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from google.protobuf.message import DecodeError, Message
-
 from cortex_rm.yarn_api import errors
 from cortex_rm.yarn_api.errors import FatalRpcError, RemoteError
+from cortex_rm.yarn_api.ipc_decoding import fatal, read_header, read_part
 from cortex_rm.yarn_api.ipc_events import (
     TRANSITIONS,
     CloseConnection,
@@ -60,38 +59,20 @@ from cortex_rm.yarn_api.ipc_wire import (
     INVALID_RETRY_COUNT,
     PREAMBLE_LENGTH,
     RPC_MAGIC,
-    WireFormatError,
-    delimited_bounds,
     failure_frame,
     success_frame,
 )
 from cortex_rm.yarn_api.proto.IpcConnectionContext_pb2 import IpcConnectionContextProto
 from cortex_rm.yarn_api.proto.ProtobufRpcEngine2_pb2 import RequestHeaderProto
-from cortex_rm.yarn_api.proto.RpcHeader_pb2 import RpcKindProto, RpcRequestHeaderProto, RpcSaslProto
+from cortex_rm.yarn_api.proto.RpcHeader_pb2 import RpcRequestHeaderProto, RpcSaslProto
 from cortex_rm.yarn_api.rpc_protocol import AuthMethod, CallContext, RpcProtocol, refusal
 from cortex_rm.yarn_api.sasl import NegotiationState, SaslNegotiation, SaslRejected, SaslServer
 
 _MAX_FRAME_LIMIT = 0x7FFFFFFF  # Java reads the length as a signed int
-_FINAL = RpcRequestHeaderProto.RPC_FINAL_PACKET
-_PROTOBUF = RpcKindProto.RPC_PROTOCOL_BUFFER
 
 
 # An action of the frame table: (connection, header, buf, view, payload start, frame stop, events).
 _FrameAction = Callable[["IpcConnection", RpcRequestHeaderProto, bytes, memoryview, int, int, "list[IpcEvent]"], None]
-
-
-def _fatal(java_class: str, message: str, detail: int, header: RpcRequestHeaderProto | None = None) -> FatalRpcError:
-    if header is None:
-        return FatalRpcError(java_class, message, detail)
-    return FatalRpcError(java_class, message, detail, call_id=header.callId, retry_count=header.retryCount)
-
-
-def _decode(message_type: type[Message], mv: memoryview, start: int, stop: int) -> Message:
-    """Parse ``mv[start:stop]``; raises ``DecodeError`` when undecodable or incomplete."""
-    message = message_type.FromString(mv[start:stop])
-    if not message.IsInitialized():
-        raise DecodeError("missing required fields: " + ", ".join(message.FindInitializationErrors()))
-    return message
 
 
 class IpcConnection:
@@ -235,21 +216,7 @@ class IpcConnection:
         return PREAMBLE_LENGTH
 
     def _on_frame(self, buf: bytes, mv: memoryview, start: int, stop: int, events: list[IpcEvent]) -> None:
-        try:
-            hstart, hstop = delimited_bounds(buf, start, stop)
-            header: RpcRequestHeaderProto = _decode(RpcRequestHeaderProto, mv, hstart, hstop)
-        except (WireFormatError, DecodeError) as exc:
-            raise FatalRpcError(
-                errors.RPC_SERVER_EXCEPTION,
-                f"Error decoding RpcRequestHeaderProto: {exc}",
-                errors.FATAL_DESERIALIZING_REQUEST,
-            ) from exc
-        # Hadoop's checkRpcHeaders: rpcOp present and FINAL, rpcKind present (and,
-        # since only the protobuf engine is registered, PROTOCOL_BUFFER).
-        if header.rpcOp != _FINAL or header.rpcKind != _PROTOBUF or not (
-            header.HasField("rpcOp") and header.HasField("rpcKind")
-        ):
-            raise self._bad_header(header)
+        header, hstop = read_header(buf, mv, start, stop)
         call_id = header.callId
         on_call, on_context, on_sasl = _FRAME_ACTIONS[self.state]
         if call_id >= 0:
@@ -259,40 +226,20 @@ class IpcConnection:
         elif call_id == CALL_ID_SASL:
             on_sasl(self, header, buf, mv, hstop, stop, events)
         elif call_id != CALL_ID_PING:  # pings keep the connection alive; no reply
-            raise _fatal(
+            raise fatal(
                 errors.RPC_SERVER_EXCEPTION,
                 f"Unknown out of band call #{call_id}",
                 errors.FATAL_INVALID_RPC_HEADER,
                 header,
             )
 
-    @staticmethod
-    def _bad_header(header: RpcRequestHeaderProto) -> FatalRpcError:
-        if not header.HasField("rpcOp"):
-            problem = "IPC Server: No rpc op in rpcRequestHeader"
-        elif header.rpcOp != _FINAL:
-            problem = f"IPC Server does not implement rpc header operation {header.rpcOp}"
-        elif not header.HasField("rpcKind"):
-            problem = "IPC Server: No rpc kind in rpcRequestHeader"
-        else:
-            problem = f"Unknown rpc kind in rpc header {RpcKindProto.Name(header.rpcKind)}"
-        return _fatal(errors.RPC_SERVER_EXCEPTION, problem, errors.FATAL_INVALID_RPC_HEADER, header)
-
     # --- frames by kind -----------------------------------------------------------------
 
     def _on_call(
         self, header: RpcRequestHeaderProto, buf: bytes, mv: memoryview, pos: int, stop: int, events: list[IpcEvent]
     ) -> None:
-        try:
-            rstart, rstop = delimited_bounds(buf, pos, stop)
-            rpc: RequestHeaderProto = _decode(RequestHeaderProto, mv, rstart, rstop)
-        except (WireFormatError, DecodeError) as exc:
-            raise _fatal(
-                errors.RPC_SERVER_EXCEPTION,
-                f"IPC server unable to read call parameters: Error decoding RequestHeaderProto: {exc}",
-                errors.FATAL_DESERIALIZING_REQUEST,
-                header,
-            ) from exc
+        unreadable = "IPC server unable to read call parameters: Error decoding"
+        rpc, rstop = read_part(RequestHeaderProto, buf, mv, pos, stop, header, f"{unreadable} RequestHeaderProto")
         protocol = self.protocols.get(rpc.declaringClassProtocolName)
         method = protocol.methods.get(rpc.methodName) if protocol is not None else None
         if protocol is None or method is None or rpc.clientProtocolVersion != protocol.version:
@@ -301,19 +248,8 @@ class IpcConnection:
             )
             events.append(SendBytes(self._error_frame(header.callId, header.clientId, header.retryCount, error)))
             return
-        try:
-            bstart, bstop = delimited_bounds(buf, rstop, stop)
-            if bstop != stop:
-                raise WireFormatError(f"{stop - bstop} bytes follow the request message")
-            request = _decode(method.request_type, mv, bstart, bstop)
-        except (WireFormatError, DecodeError) as exc:
-            raise _fatal(
-                errors.RPC_SERVER_EXCEPTION,
-                f"IPC server unable to read call parameters: Error decoding "
-                f"{method.request_type.DESCRIPTOR.name} for {rpc.methodName}: {exc}",
-                errors.FATAL_DESERIALIZING_REQUEST,
-                header,
-            ) from exc
+        what = f"{unreadable} {method.request_type.DESCRIPTOR.name} for {rpc.methodName}"
+        request, _ = read_part(method.request_type, buf, mv, rstop, stop, header, what, last=True)
         context = CallContext(
             self.peer,
             protocol.name,
@@ -332,25 +268,18 @@ class IpcConnection:
     def _on_context(
         self, header: RpcRequestHeaderProto, buf: bytes, mv: memoryview, pos: int, stop: int, events: list[IpcEvent]
     ) -> None:
-        try:
-            cstart, cstop = delimited_bounds(buf, pos, stop)
-            context: IpcConnectionContextProto = _decode(IpcConnectionContextProto, mv, cstart, cstop)
-        except (WireFormatError, DecodeError) as exc:
-            raise _fatal(
-                errors.RPC_SERVER_EXCEPTION,
-                f"Error decoding IpcConnectionContextProto: {exc}",
-                errors.FATAL_DESERIALIZING_REQUEST,
-                header,
-            ) from exc
+        context, _ = read_part(
+            IpcConnectionContextProto, buf, mv, pos, stop, header, "Error decoding IpcConnectionContextProto"
+        )
         # Hadoop checks the context's protocol only under service-level authorization
         # (``Server.authorize``), answering FATAL_UNAUTHORIZED with AuthorizationException;
         # a port of ours serves a fixed set of protocols, so it always checks.
         if not context.HasField("protocol"):
-            raise _fatal(
+            raise fatal(
                 errors.AUTHORIZATION_EXCEPTION, "Null protocol not authorized", errors.FATAL_UNAUTHORIZED, header
             )
         if context.protocol not in self.protocols:
-            raise _fatal(
+            raise fatal(
                 errors.AUTHORIZATION_EXCEPTION,
                 f"Unknown protocol: {context.protocol}",
                 errors.FATAL_UNAUTHORIZED,
@@ -367,26 +296,17 @@ class IpcConnection:
     ) -> None:
         negotiation = self._negotiation
         if negotiation is None or negotiation.state is NegotiationState.SIMPLE_CHOSEN:
-            raise _fatal(
+            raise fatal(
                 errors.RPC_SERVER_EXCEPTION,
                 "SASL protocol not requested by client",
                 errors.FATAL_INVALID_RPC_HEADER,
                 header,
             )
-        try:
-            sstart, sstop = delimited_bounds(buf, pos, stop)
-            message: RpcSaslProto = _decode(RpcSaslProto, mv, sstart, sstop)
-        except (WireFormatError, DecodeError) as exc:
-            raise _fatal(
-                errors.RPC_SERVER_EXCEPTION,
-                f"Error decoding RpcSaslProto: {exc}",
-                errors.FATAL_DESERIALIZING_REQUEST,
-                header,
-            ) from exc
+        message, _ = read_part(RpcSaslProto, buf, mv, pos, stop, header, "Error decoding RpcSaslProto")
         try:
             step = negotiation.receive(message)
         except SaslRejected as exc:
-            raise _fatal(exc.java_class, exc.message, exc.error_detail, header) from exc
+            raise fatal(exc.java_class, exc.message, exc.error_detail, header) from exc
         if step.reply is not None:
             events.append(SendBytes(success_frame(CALL_ID_SASL, b"", INVALID_RETRY_COUNT, step.reply.SerializeToString())))
         if step.outcome is not None:
@@ -395,12 +315,12 @@ class IpcConnection:
             self._move(ConnectionState.AWAIT_CONTEXT)
 
     def _reject_no_context(self, header: RpcRequestHeaderProto, *_: object) -> None:
-        raise _fatal(
+        raise fatal(
             errors.RPC_SERVER_EXCEPTION, "Connection context not established", errors.FATAL_INVALID_RPC_HEADER, header
         )
 
     def _reject_context_during_sasl(self, header: RpcRequestHeaderProto, *_: object) -> None:
-        raise _fatal(
+        raise fatal(
             errors.RPC_SERVER_EXCEPTION,
             "Connection header sent during SASL negotiation",
             errors.FATAL_INVALID_RPC_HEADER,
@@ -408,7 +328,7 @@ class IpcConnection:
         )
 
     def _reject_second_context(self, header: RpcRequestHeaderProto, *_: object) -> None:
-        raise _fatal(
+        raise fatal(
             errors.RPC_SERVER_EXCEPTION, "Connection context already processed", errors.FATAL_INVALID_RPC_HEADER, header
         )
 

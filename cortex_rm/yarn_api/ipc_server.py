@@ -201,7 +201,7 @@ class IpcServerProtocol(Protocol):
         except RemoteError as error:
             return self.core.error_reply(call.context, error)
         except Exception as exc:
-            return self._internal_error(call, exc, Failure())  # type: ignore[no-untyped-call]
+            return self._internal_error(call, exc, Failure())
         if isinstance(result, Message):
             return self._encode(call, result)
         if inspect.iscoroutine(result):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from cortex_rm.yarn_api.errors import ErrorCode
 from cortex_rm.yarn_api.proto.RpcHeader_pb2 import RpcResponseHeaderProto
 
 # --- connection preamble -------------------------------------------------------------
@@ -148,7 +149,7 @@ def failure_frame(
     fatal: bool,
     java_class: str,
     message: str,
-    error_detail: int,
+    error_detail: ErrorCode,
     client_id: bytes = b"",
     retry_count: int = INVALID_RETRY_COUNT,
 ) -> bytes:

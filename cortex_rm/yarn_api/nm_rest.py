@@ -64,7 +64,8 @@ class _NodeInfoResource(Resource):
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path in (b"", b"info"):
             return self
-        return super().getChild(path, request)
+        child: Resource = super().getChild(path, request)  # twisted.web's NoResource
+        return child
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")

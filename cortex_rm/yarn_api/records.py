@@ -7,6 +7,8 @@ names map one to one (``ACCEPTED`` <-> ``ACCEPTED``, ``SCHEDULED`` <->
 
 from __future__ import annotations
 
+from typing import cast
+
 from cortex_rm.allocator.app_model import Application, Attempt, Submission
 from cortex_rm.allocator.app_states import AppState, FinalStatus
 from cortex_rm.allocator.errors import UnknownQueue
@@ -106,15 +108,16 @@ _FINAL_TO_PROTO = {
 FINAL_FROM_PROTO = {v: k for k, v in _FINAL_TO_PROTO.items()}
 
 
-def app_state_to_proto(state: AppState) -> int:
-    return yp.YarnApplicationStateProto.Value(state.value)
+# protobuf's Value() returns a plain int; the stubs type enum fields by the enum's own class.
+def app_state_to_proto(state: AppState) -> yp.YarnApplicationStateProto:
+    return cast(yp.YarnApplicationStateProto, yp.YarnApplicationStateProto.Value(state.value))
 
 
 def app_state_from_proto(value: int) -> AppState:
     return AppState(yp.YarnApplicationStateProto.Name(value))
 
 
-def final_status_to_proto(status: FinalStatus) -> int:
+def final_status_to_proto(status: FinalStatus) -> yp.FinalApplicationStatusProto:
     return _FINAL_TO_PROTO[status]
 
 
@@ -198,8 +201,8 @@ def attempt_report(attempt: Attempt, out: yp.ApplicationAttemptReportProto) -> N
     out.tracking_url = attempt.tracking_url or "N/A"
     out.original_tracking_url = out.tracking_url
     out.diagnostics = attempt.diagnostics
-    out.yarn_application_attempt_state = yp.YarnApplicationAttemptStateProto.Value(
-        "APP_ATTEMPT_" + attempt.state.value
+    out.yarn_application_attempt_state = cast(
+        yp.YarnApplicationAttemptStateProto, yp.YarnApplicationAttemptStateProto.Value("APP_ATTEMPT_" + attempt.state.value)
     )
     if attempt.am_container_id is not None:
         container_id_to_proto(attempt.am_container_id, out.am_container_id)
@@ -210,8 +213,8 @@ def attempt_report(attempt: Attempt, out: yp.ApplicationAttemptReportProto) -> N
 # ------------------------------------------------------------------- nodes
 
 
-def node_state_to_proto(state: NodeState) -> int:
-    return yp.NodeStateProto.Value("NS_" + state.value)
+def node_state_to_proto(state: NodeState) -> yp.NodeStateProto:
+    return cast(yp.NodeStateProto, yp.NodeStateProto.Value("NS_" + state.value))
 
 
 def node_state_from_proto(value: int) -> NodeState:

@@ -26,6 +26,7 @@ import re
 from typing import IO, Any, Final, cast
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -78,7 +79,7 @@ class RestSite(Site):
     requestFactory = BoundedRequest
     displayTracebacks = False
 
-    def __init__(self, resource: Resource, *, max_body_bytes: int, reactor: Any) -> None:
+    def __init__(self, resource: Resource, *, max_body_bytes: int, reactor: IReactorTime | None = None) -> None:
         super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be positive, not {max_body_bytes}")
@@ -182,7 +183,7 @@ class WebServicesResource(Resource):
             rest_errors.log_refused(log, method, path, error)
         return Reply(error.status, error.body()), error.headers
 
-    def _send(self, result: Reply | tuple[Reply, tuple[tuple[bytes, bytes], ...]], request: Request, gone: list) -> None:
+    def _send(self, result: Reply | tuple[Reply, tuple[tuple[bytes, bytes], ...]], request: Request, gone: list[Failure]) -> None:
         if gone:
             return
         reply, headers = result if isinstance(result, tuple) else (result, ())

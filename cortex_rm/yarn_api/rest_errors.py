@@ -85,7 +85,7 @@ def unsupported_media_type(content_type: str) -> RestError:
     )
 
 
-def internal_error(method: str, path: str, exc: BaseException) -> RestError:
+def internal_error(method: str, path: str, exc: BaseException | None) -> RestError:
     """A bug of ours: the message names the call and the Python exception, nothing more."""
     return RestError(500, INTERNAL, f"Cortex failed to serve {method} {path}: {type(exc).__name__}: {exc}")
 

@@ -13,7 +13,7 @@ static web user ``dr.who`` (security off: YARN's pseudo authentication).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -60,7 +60,7 @@ class Reply:
     location: str | None = None
 
 
-Operation = Callable[[RestCall], "Reply | defer.Deferred"]
+Operation = Callable[[RestCall], "Reply | defer.Deferred[Reply]"]
 
 # path pattern ("*" = a parameter) -> {method: operation name}; the first match wins.
 ROUTES: Final[tuple[tuple[tuple[str, ...], dict[str, str]], ...]] = (
@@ -291,7 +291,7 @@ class ClusterWebServices:
     # -- writes ----------------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def new_application(self, call: RestCall):  # type: ignore[no-untyped-def]
+    def new_application(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
         app_id = yield self.rm.apps.new_application()
         return Reply(
             body={
@@ -301,7 +301,7 @@ class ClusterWebServices:
         )
 
     @defer.inlineCallbacks
-    def submit_application(self, call: RestCall):  # type: ignore[no-untyped-def]
+    def submit_application(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
         """202 with the application's URL once it is stored (ACCEPTED, or FAILED if its queue refused it)."""
         ctx = submission_context_from_json(json_body(call), self.rm.limits.maximum_allocation)
         app = yield self.rm.apps.submit(records.submission_from_proto(ctx, call.user))
@@ -311,7 +311,7 @@ class ClusterWebServices:
         return Reply(body={"state": self._app(call).reported_state.value})
 
     @defer.inlineCallbacks
-    def update_app_state(self, call: RestCall):  # type: ignore[no-untyped-def]
+    def update_app_state(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
         """Kill: 202 (and this URL) while the kill is under way, 200 once the application has ended."""
         target = _field(call, "state")
         app = self._app(call)
@@ -329,7 +329,7 @@ class ClusterWebServices:
         return Reply(body={"queue": self._app(call).queue})
 
     @defer.inlineCallbacks
-    def update_app_queue(self, call: RestCall):  # type: ignore[no-untyped-def]
+    def update_app_queue(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
         target = _field(call, "queue")
         if not isinstance(target, str) or not target:
             raise bad_request("queue must be a non-empty string")
@@ -342,7 +342,7 @@ class ClusterWebServices:
         return Reply(body={"priority": self._app(call).priority})
 
     @defer.inlineCallbacks
-    def update_app_priority(self, call: RestCall):  # type: ignore[no-untyped-def]
+    def update_app_priority(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
         target = _field(call, "priority")
         if isinstance(target, bool) or not isinstance(target, int) or not -(2**31) <= target < 2**31:
             raise bad_request("priority must be a 32-bit integer")

@@ -31,6 +31,7 @@ from cortex_rm.yarn_api.errors import (
     FATAL_INVALID_RPC_HEADER,
     FATAL_UNAUTHORIZED,
     SASL_EXCEPTION,
+    ErrorCode,
 )
 from cortex_rm.yarn_api.proto.RpcHeader_pb2 import RpcSaslProto
 from cortex_rm.yarn_api.rpc_protocol import AuthMethod
@@ -46,7 +47,7 @@ PasswordLookup = Callable[[bytes], "bytes | None"]
 class SaslRejected(Exception):
     """The exchange failed; answer FATAL with ``java_class``/``message``/``error_detail``."""
 
-    def __init__(self, java_class: str, message: str, error_detail: int = FATAL_UNAUTHORIZED) -> None:
+    def __init__(self, java_class: str, message: str, error_detail: ErrorCode = FATAL_UNAUTHORIZED) -> None:
         super().__init__(f"{java_class}: {message}")
         self.java_class = java_class
         self.message = message
