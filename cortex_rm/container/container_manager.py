@@ -27,12 +27,8 @@ written, the runtime asked to start it), RUNNING, and finally DONE with an exit 
 * ``-1000`` INVALID when localization failed, ``-1`` when the runtime could not
   launch it (as YARN's ContainerLaunch); the diagnostics say why.
 
-A container's memory limit is its allocated memory plus ``memory_overhead_mb`` (the
-JVM's off-heap memory and the shell live outside Spark's accounting); its pids limit
-is ``pids_limit``.  It may write to its application's local dirs, its log dir, the
-configured shared dirs and its application's staging dir (see
-``container_files.application_staging_dirs``), and read the configured read-only
-dirs and the JVM.
+What the runtime is asked to run — limits, writable and read-only dirs — is
+``runtime_spec.py``'s.
 
 Reporting: ``statuses_for_heartbeat`` lists every container that is not DONE, and
 every DONE container until the RM acknowledges it (``acknowledge``, see
@@ -45,7 +41,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +60,7 @@ from cortex_rm.container.nm_container import (
     NMContainerState,
 )
 from cortex_rm.container.runtime import LAUNCH_FAILED_EXIT_CODE, ContainerExit, ContainerRuntime, ContainerSpec
+from cortex_rm.container.runtime_spec import ContainerSettings, runtime_spec
 from cortex_rm.container.start_request import ContainerRefused, Refusal, StartRequest
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.container_status import ContainerExitStatus
@@ -76,26 +72,7 @@ log = Logger()
 
 _S, _E = NMContainerState, NMContainerEvent
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
-MIB = 1024 * 1024
 MAX_REMEMBERED_CLEANUPS = 1000
-
-
-@dataclass(frozen=True)
-class ContainerSettings:
-    """How this node runs containers (from ``[nodemanager]``)."""
-
-    local_dirs: tuple[Path, ...]
-    log_dirs: tuple[Path, ...]
-    readonly_dirs: tuple[Path, ...] = ()
-    #: Host dirs every container may read and write (the shared file system under file:///).
-    shared_dirs: tuple[Path, ...] = ()
-    memory_overhead_mb: int = 256
-    pids_limit: int = 4096
-    #: SIGTERM, then SIGKILL after this long (yarn.nodemanager.sleep-delay-before-sigkill.ms).
-    kill_grace_s: float = 0.25
-    completed_retention_ms: int = 10 * 60 * 1000
-    #: How long ``stop_all`` waits for containers to end.
-    shutdown_timeout_s: float = 10.0
 
 
 def caller_attempt(caller: str | None) -> ApplicationAttemptId | None:
@@ -231,28 +208,7 @@ class ContainerManager:
 
     def spec(self, c: NMContainer, plan: LaunchPlan) -> ContainerSpec:
         """What the runtime is asked to run for ``c``."""
-        java_home = Path(self.node.java_home)
-        return ContainerSpec(
-            container_id=str(c.container_id),
-            work_dir=c.paths.work_dir,
-            log_dir=c.paths.log_dir,
-            command=plan.argv,
-            env=plan.process_environment,
-            memory_limit_bytes=(c.resource.memory_mb + self.settings.memory_overhead_mb) * MIB,
-            pids_limit=self.settings.pids_limit,
-            # the work dir is inside the first app dir; log_dir is given on its own
-            writable_dirs=tuple(
-                dict.fromkeys(
-                    (
-                        *c.paths.app_dirs,
-                        *(d for d in c.paths.log_dirs if d != c.paths.log_dir),
-                        *self.settings.shared_dirs,
-                        *c.staging_dirs,
-                    )
-                )
-            ),
-            readonly_dirs=tuple(dict.fromkeys((*self.settings.readonly_dirs, java_home))),
-        )
+        return runtime_spec(c, plan, self.settings, Path(self.node.java_home))
 
     @defer.inlineCallbacks
     def _localize_and_launch(self, c: NMContainer, plan: LaunchPlan) -> Generator[defer.Deferred[Any], Any, None]:

@@ -37,11 +37,12 @@ from twisted.python.threadpool import ThreadPool
 
 from cortex_rm import __version__
 from cortex_rm.config import NodeManagerDirs, NodeManagerSection
-from cortex_rm.container.container_manager import ContainerManager, ContainerSettings
+from cortex_rm.container.container_manager import ContainerManager
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.launch import NodeFacts
 from cortex_rm.container.localizer import Localizer, default_fetchers
 from cortex_rm.container.runtime import ContainerRuntime
+from cortex_rm.container.runtime_spec import ContainerSettings
 from cortex_rm.container.status_updater import Backoff, NodeStatusUpdater
 from cortex_rm.dht.errors import RingError
 from cortex_rm.dht.ring_math import format_id

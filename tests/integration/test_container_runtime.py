@@ -30,20 +30,9 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
 from cortex_rm.container.fake_runtime import FakeProgram, FakeRuntime
-from cortex_rm.container.lxc_runtime import (
-    CGROUP_PARENT,
-    RUNTIME_LOG_NAME,
-    Binds,
-    HostLayout,
-    LxcContainer,
-    LxcRuntime,
-    MemorySnapshot,
-    check_spec_paths,
-    parent_pid,
-    parse_lxc_log_line,
-    parse_memory_snapshot,
-    render_config,
-)
+from cortex_rm.container.lxc_config import CGROUP_PARENT, Binds, HostLayout, check_spec_paths, render_config
+from cortex_rm.container.lxc_reports import MemorySnapshot, parent_pid, parse_lxc_log_line, parse_memory_snapshot
+from cortex_rm.container.lxc_runtime import RUNTIME_LOG_NAME, LxcContainer, LxcRuntime
 from cortex_rm.container.runtime import (
     LAUNCH_FAILED_EXIT_CODE,
     ContainerExit,

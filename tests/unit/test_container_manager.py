@@ -15,11 +15,12 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from cortex_rm.container.container_manager import ContainerManager, ContainerSettings
+from cortex_rm.container.container_manager import ContainerManager
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.fake_runtime import FakeProgram, FakeRuntime
 from cortex_rm.container.launch import NodeFacts
 from cortex_rm.container.nm_container import NM_CONTAINER_TRANSITIONS, NMContainerEvent, NMContainerState
+from cortex_rm.container.runtime_spec import ContainerSettings
 from cortex_rm.container.start_request import ContainerRefused, Refusal
 from cortex_rm.yarn.container_status import ContainerExitStatus, ContainerState
 from cortex_rm.yarn.errors import IllegalTransition

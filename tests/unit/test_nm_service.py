@@ -11,10 +11,11 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from cortex_rm.container.container_manager import ContainerManager, ContainerSettings
+from cortex_rm.container.container_manager import ContainerManager
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.fake_runtime import FakeRuntime
 from cortex_rm.container.launch import NodeFacts
+from cortex_rm.container.runtime_spec import ContainerSettings
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId
 from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api import records

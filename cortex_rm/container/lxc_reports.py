@@ -1,0 +1,96 @@
+"""What LXC and the kernel report about a container: its log lines, its memory cgroup, its processes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cortex_rm.container.runtime import SIGKILL_EXIT_CODE
+
+_LXC_LOG_LINE = re.compile(r"^lxc-\S+ \S+ \S+ (?P<level>[A-Z]+)\s+(?P<module>\S+) - \S+ - (?P<message>.*)$")
+_STARTED = re.compile(r"started with pid '(?P<pid>\d+)'")
+#: LXC warnings that are expected here and say nothing about a container.
+_BENIGN = ("Inherited fd", "Failed to allocate new network namespace id")
+
+
+@dataclass(frozen=True)
+class LxcLogLine:
+    """One line of LXC's log: its level and message."""
+
+    level: str
+    module: str
+    message: str
+
+    @property
+    def started_pid(self) -> int | None:
+        """The host pid of the container's init, if this is LXC's "started" line."""
+        if self.module != "execute":
+            return None
+        m = _STARTED.search(self.message)
+        return int(m.group("pid")) if m else None
+
+    @property
+    def worth_reporting(self) -> bool:
+        """An error or warning that says something about this container."""
+        return self.level in ("WARN", "ERROR", "CRIT", "ALERT", "FATAL") and not any(
+            b in self.message for b in _BENIGN
+        )
+
+
+def parse_lxc_log_line(line: str) -> LxcLogLine | None:
+    """``lxc-execute NAME TIMESTAMP LEVEL module - file:func:line - message``, or None."""
+    m = _LXC_LOG_LINE.match(line)
+    if not m:
+        return None
+    return LxcLogLine(m.group("level"), m.group("module"), m.group("message"))
+
+
+@dataclass(frozen=True)
+class MemorySnapshot:
+    """The memory cgroup as the stop hook found it (None: not available on this kernel)."""
+
+    oom_kills: int | None = None
+    failcnt: int | None = None
+    max_usage_bytes: int | None = None
+    limit_bytes: int | None = None
+
+    def killed_for_memory(self, exit_code: int) -> bool:
+        """The OOM killer killed a process of the container.
+
+        ``oom_kill`` (Linux 4.13+) counts exactly that; without it, a SIGKILLed
+        container whose cgroup hit its limit is taken as OOM-killed.
+        """
+        if self.oom_kills is not None:
+            return self.oom_kills > 0
+        return bool(self.failcnt) and exit_code == SIGKILL_EXIT_CODE
+
+
+def parse_memory_snapshot(text: str) -> MemorySnapshot:
+    """Parse what ``SNAPSHOT_HOOK`` wrote: ``<file> <line>`` per line."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        try:
+            if parts[0] == "memory.oom_control" and parts[1] == "oom_kill":
+                values["oom_kills"] = int(parts[2])
+            elif parts[0] == "memory.failcnt":
+                values["failcnt"] = int(parts[1])
+            elif parts[0] == "memory.max_usage_in_bytes":
+                values["max_usage_bytes"] = int(parts[1])
+            elif parts[0] == "memory.limit_in_bytes":
+                values["limit_bytes"] = int(parts[1])
+        except (IndexError, ValueError):
+            continue
+    return MemorySnapshot(**values)
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of host process ``pid`` (from ``/proc/<pid>/stat``), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[1])
