@@ -65,7 +65,7 @@ from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resource_tracker import NodeHealth, NodeRegistration, RegistrationAnswer
 from cortex_rm.yarn.resources import Resource
-from cortex_rm.yarn_api.ipc_server import PORT_IDLE_TIMEOUT_S, PORT_MAX_OUTSTANDING_CALLS, IpcServerFactory
+from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
 from cortex_rm.yarn_api.nm_service import ContainerManagementService, nm_protocol
 from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring
@@ -210,12 +210,10 @@ class NodeManagerRole:
             ),
             localizer=Localizer(run, default_fetchers(forbidden)),
         )
-        factory = IpcServerFactory(
+        factory = IpcServerFactory.daemon_port(
             [nm_protocol(ContainerManagementService(self.containers))],
             SaslServer.simple_only(),
             max_data_length=self.ipc_max_data_length,
-            max_outstanding_calls=PORT_MAX_OUTSTANDING_CALLS,
-            idle_timeout=PORT_IDLE_TIMEOUT_S,
             clock=self.reactor,
         )
         self._listen("nodemanager.address", nm.address, factory)

@@ -20,8 +20,6 @@ Built by the composition root (``node.py``) when ``[resourcemanager] enabled``:
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -51,28 +49,14 @@ from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.am_launcher import AMLauncher
-from cortex_rm.yarn_api.am_service import SCHEDULER_PROTOCOL, ApplicationMasterService
-from cortex_rm.yarn_api.client_service import CLIENT_PROTOCOL, UNSUPPORTED_CLIENT_METHODS, ApplicationClientService
-from cortex_rm.yarn_api.ipc_server import PORT_IDLE_TIMEOUT_S, PORT_MAX_OUTSTANDING_CALLS, IpcServerFactory
-from cortex_rm.yarn_api.proto import applicationclient_protocol_pb2, applicationmaster_protocol_pb2
+from cortex_rm.yarn_api.am_service import ApplicationMasterService, am_protocol
+from cortex_rm.yarn_api.client_service import ApplicationClientService, client_protocol
+from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.rest import build_rest_site
-from cortex_rm.yarn_api.rpc_protocol import RpcProtocol
 from cortex_rm.yarn_api.sasl import SaslServer
 from cortex_rm.yarn_api.tokens import parse_amrm_identifier
 
 log = Logger()
-
-
-def client_protocol(service: ApplicationClientService) -> RpcProtocol:
-    """ApplicationClientProtocol with our handlers; Hadoop's other methods answered by name."""
-    protocol = RpcProtocol.from_service(
-        CLIENT_PROTOCOL,
-        applicationclient_protocol_pb2.DESCRIPTOR.services_by_name["ApplicationClientProtocolService"],
-        service.handlers(),
-    )
-    return RpcProtocol(
-        protocol.name, protocol.methods, protocol.unsupported | UNSUPPORTED_CLIENT_METHODS, protocol.version
-    )
 
 
 class ResourceManagerRole:
@@ -205,27 +189,21 @@ class ResourceManagerRole:
         self._republisher = Republisher(lambda: publish_resource_manager(ring, record), self.reactor)
         self._republisher.start()
 
-    def _ipc_limits(self) -> dict[str, Any]:
-        """Bounds shared by the RM's IPC ports: frame size, calls in flight, idle connections."""
-        return {
-            "max_data_length": self.section.ipc_max_data_length,
-            "max_outstanding_calls": PORT_MAX_OUTSTANDING_CALLS,
-            "idle_timeout": PORT_IDLE_TIMEOUT_S,
-            "clock": self.reactor,
-        }
-
     def _client_port(self, rm: RMContext) -> IpcServerFactory:
-        return IpcServerFactory(
-            [client_protocol(ApplicationClientService(rm))], SaslServer.simple_only(), **self._ipc_limits()
+        return IpcServerFactory.daemon_port(
+            [client_protocol(ApplicationClientService(rm))],
+            SaslServer.simple_only(),
+            max_data_length=self.section.ipc_max_data_length,
+            clock=self.reactor,
         )
 
     def _scheduler_port(self, service: ApplicationMasterService) -> IpcServerFactory:
-        protocol = RpcProtocol.from_service(
-            SCHEDULER_PROTOCOL,
-            applicationmaster_protocol_pb2.DESCRIPTOR.services_by_name["ApplicationMasterProtocolService"],
-            service.handlers(),
+        return IpcServerFactory.daemon_port(
+            [am_protocol(service)],
+            SaslServer(self._amrm_password, allow_simple=False),
+            max_data_length=self.section.ipc_max_data_length,
+            clock=self.reactor,
         )
-        return IpcServerFactory([protocol], SaslServer(self._amrm_password, allow_simple=False), **self._ipc_limits())
 
     def _amrm_password(self, identifier: bytes) -> bytes | None:
         """The password of a live attempt's AMRMToken; None for anything else (InvalidToken)."""

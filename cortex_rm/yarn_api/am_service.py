@@ -42,10 +42,11 @@ from cortex_rm.yarn_api.errors import (
     INVALID_APPLICATION_MASTER_REQUEST,
     RemoteError,
 )
+from cortex_rm.yarn_api.proto import applicationmaster_protocol_pb2
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
-from cortex_rm.yarn_api.rpc_protocol import AuthMethod, CallContext
+from cortex_rm.yarn_api.rpc_protocol import AuthMethod, CallContext, RpcProtocol
 from cortex_rm.yarn_api.tokens import make_token, parse_amrm_identifier
 
 SCHEDULER_PROTOCOL = "org.apache.hadoop.yarn.api.ApplicationMasterProtocolPB"
@@ -287,3 +288,12 @@ def container_token(key: MasterKey, container: RMContainer, user: str, rm_identi
     records.resource_to_proto(container.resource, ident.resource)
     ident.priority.priority = container.priority
     return make_token(key, ident.SerializeToString(), CONTAINER_TOKEN_KIND, str(container.node_id))
+
+
+def am_protocol(service: ApplicationMasterService) -> RpcProtocol:
+    """ApplicationMasterProtocol with our handlers (register, allocate, finish)."""
+    return RpcProtocol.from_service(
+        SCHEDULER_PROTOCOL,
+        applicationmaster_protocol_pb2.DESCRIPTOR.services_by_name["ApplicationMasterProtocolService"],
+        service.handlers(),
+    )

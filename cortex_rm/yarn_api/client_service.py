@@ -22,8 +22,10 @@ from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.yarn.errors import IllegalTransition, MalformedId, YarnError
 from cortex_rm.yarn_api import errors, records
 from cortex_rm.yarn_api.errors import RemoteError
+from cortex_rm.yarn_api.proto import applicationclient_protocol_pb2
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
+from cortex_rm.yarn_api.rpc_protocol import RpcProtocol
 
 CLIENT_PROTOCOL = "org.apache.hadoop.yarn.api.ApplicationClientProtocolPB"
 
@@ -394,3 +396,12 @@ class ApplicationClientService:
             "Resource profiles are disabled on this cluster (yarn.resourcemanager.resource-profiles.enabled=false)"
         )
 
+
+def client_protocol(service: ApplicationClientService) -> RpcProtocol:
+    """ApplicationClientProtocol with our handlers; Hadoop's other methods answered by name."""
+    return RpcProtocol.from_service(
+        CLIENT_PROTOCOL,
+        applicationclient_protocol_pb2.DESCRIPTOR.services_by_name["ApplicationClientProtocolService"],
+        service.handlers(),
+        unsupported=UNSUPPORTED_CLIENT_METHODS,
+    )

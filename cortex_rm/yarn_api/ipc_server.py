@@ -90,6 +90,21 @@ class IpcServerFactory(Factory):
         # Fail at wiring time, not on the first connection, if the limit is wrong.
         IpcConnection(self.protocols, self.sasl_server, peer="-", max_data_length=max_data_length)
 
+    @classmethod
+    def daemon_port(
+        cls, protocols: Iterable[RpcProtocol], sasl_server: SaslServer, *, max_data_length: int, clock: IReactorTime
+    ) -> IpcServerFactory:
+        """A port of the daemon (the RM's and the NodeManager's): the shared bounds on calls in flight
+        and idle connections, and the configured frame limit."""
+        return cls(
+            protocols,
+            sasl_server,
+            max_data_length=max_data_length,
+            max_outstanding_calls=PORT_MAX_OUTSTANDING_CALLS,
+            idle_timeout=PORT_IDLE_TIMEOUT_S,
+            clock=clock,
+        )
+
     def buildProtocol(self, addr: IAddress | None) -> IpcServerProtocol:
         """A protocol instance for one accepted connection from ``addr``."""
         protocol = IpcServerProtocol(self, format_peer(addr) if addr is not None else "unknown")

@@ -210,10 +210,10 @@ class ContainerManagementService:
 
 def nm_protocol(service: ContainerManagementService) -> RpcProtocol:
     """ContainerManagementProtocol with our handlers; Hadoop's other methods answered by name."""
-    protocol = RpcProtocol.from_service(
+    return RpcProtocol.from_service(
         NM_PROTOCOL,
         containermanagement_protocol_pb2.DESCRIPTOR.services_by_name["ContainerManagementProtocolService"],
         service.handlers(),
+        unsupported=UNSUPPORTED_NM_METHODS,
     )
-    return RpcProtocol(protocol.name, protocol.methods, protocol.unsupported | UNSUPPORTED_NM_METHODS, protocol.version)
 

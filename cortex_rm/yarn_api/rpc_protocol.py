@@ -134,11 +134,13 @@ class RpcProtocol:
         handlers: Mapping[str, Handler],
         *,
         version: int = DEFAULT_PROTOCOL_VERSION,
+        unsupported: Iterable[str] = (),
     ) -> RpcProtocol:
         """A protocol from a protobuf service descriptor and ``{method_name: handler}``.
 
         Request and response types come from the descriptor; every method of the
-        service without a handler becomes *known but unsupported*.  A handler for a
+        service without a handler becomes *known but unsupported*, as do the names in
+        ``unsupported`` (Hadoop's methods whose messages our .proto subset leaves out).  A handler for a
         method the service does not declare is a wiring mistake and raises.  Example::
 
             RpcProtocol.from_service(
@@ -161,8 +163,8 @@ class RpcProtocol:
             )
             for method_name, handler in handlers.items()
         ]
-        unsupported = set(declared) - set(handlers)
-        return cls.of(name, methods, unsupported=unsupported, version=version)
+        not_served = (set(declared) - set(handlers)) | set(unsupported)
+        return cls.of(name, methods, unsupported=not_served, version=version)
 
 
 def index_protocols(protocols: Iterable[RpcProtocol]) -> dict[str, RpcProtocol]:
