@@ -1,4 +1,4 @@
-"""``cortex-rm ring``: the ring as a node sees it (``GET /ws/v1/ring``, see ``dht/ring_rest.py``).
+"""``cortex-rm ring``: the ring as a node sees it (``GET /ws/v1/ring``, see ``yarn_api/ring_rest.py``).
 
 * ``fetch_ring(address, timeout)`` reads one node's ring view over HTTP; every
   failure is a ``RingStatusError`` naming the address and what to check.

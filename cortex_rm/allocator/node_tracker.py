@@ -12,7 +12,7 @@ Registration
     RUNNING, or LOST/SHUTDOWN/RUNNING -> RUNNING on a re-registration), and its
     NodeId is bound to the caller's fingerprint: a registration or heartbeat for
     that NodeId from another key is refused (``NodeRefused``).  See
-    ``cortex_rm/dht/identity.py`` for why this binding, and its limits.
+    ``cortex_rm/internal/identity.py`` for why this binding, and its limits.
     The answer carries the container-token master key the tracker was given
     (the key the RM signs ContainerTokens with), so the node can check the
     tokens AMs present to it; the key travels only over the mutual-TLS channel.

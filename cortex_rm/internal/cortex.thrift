@@ -129,7 +129,7 @@ service NodeTracker {
 // `RingService.deliver`.  Each message, with who sent it and the rumours riding
 // on it, travels as one `Envelope`.
 //
-// The wire (cortex_rm/dht/ring_transport.py): inside mutual TLS, frames of a
+// The wire (cortex_rm/internal/ring_transport.py): inside mutual TLS, frames of a
 // 4-byte big-endian length and a body of at most 1 MiB; each body is one
 // `RingService.deliver` oneway call in Thrift's strict binary protocol, exactly
 // what the generated RingService client writes on a framed transport.
@@ -137,7 +137,7 @@ service NodeTracker {
 // The receiver checks that the ring id of the certificate the connection
 // presented equals `Envelope.sender.node_id` (SHA-1 of the key's DER
 // SubjectPublicKeyInfo), so `sender` is authenticated.  Every value is
-// validated before a ring core sees it (cortex_rm/dht/ring_codec.py says the
+// validated before a ring core sees it (cortex_rm/internal/ring_codec.py says the
 // bounds): ring ids are exactly 20 bytes, ids and counters are non-negative,
 // lists and strings are bounded, and each union has exactly one member set.
 //

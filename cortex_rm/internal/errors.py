@@ -14,7 +14,7 @@ class TrackerUnavailable(InternalRpcError):
 
 
 class MalformedEnvelope(MalformedMessage):
-    """A ring envelope that cannot be decoded, or that breaks the ring's bounds (``dht/ring_codec.py``).
+    """A ring envelope that cannot be decoded, or that breaks the ring's bounds (``internal/ring_codec.py``).
 
     Raised on decode (the receiver closes that connection) and on encode (a ring
     core built a message the wire does not carry: a bug to fix, never sent).

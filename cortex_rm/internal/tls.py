@@ -8,7 +8,7 @@ the key of the certificate it shows.  There is no CA, so OpenSSL's chain check
 can only say "self-signed"; ``_accept_self_signed`` accepts exactly that, at
 depth 0, and nothing else (a chain, an expired certificate or a wrong key
 usage still fails the handshake).  *Which* key a peer may use is decided above
-TLS, by pinning: see ``cortex_rm/dht/identity.py`` for the whole trust model.
+TLS, by pinning: see ``cortex_rm/internal/identity.py`` for the whole trust model.
 
 TLS 1.3 only: every peer runs this code, so there is nothing older to talk to.
 ``peer_fingerprint`` gives the peer's key fingerprint, and ``peer_ring_id`` its
