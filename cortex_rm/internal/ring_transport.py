@@ -37,7 +37,14 @@ from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime, ITCPTransport, ITransport
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IListeningPort,
+    IReactorTime,
+    ITCPTransport,
+    ITransport,
+)
 from twisted.internet.protocol import ClientFactory, Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
@@ -330,16 +337,16 @@ class RingTransport:
         self._ports: list[Any] = []  # IListeningPort
         self._stopped = False
 
-    def listen(self, interface: str, port: int) -> defer.Deferred[Any]:
+    def listen(self, interface: str, port: int) -> defer.Deferred[IListeningPort]:
         """Accept ring connections on ``interface:port`` (0: any free port); fires with the listening port."""
         endpoint_type = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
         endpoint = endpoint_type(self.reactor, port, interface=interface)
         connection = Factory.forProtocol(lambda: RingServerConnection(self))
         connection.noisy = False
-        factory: Any = TLSMemoryBIOFactory(self.tls, False, connection, clock=self.clock)
-        d: defer.Deferred[Any] = endpoint.listen(factory)
+        factory = TLSMemoryBIOFactory(self.tls, False, connection, clock=self.clock)
+        d: defer.Deferred[IListeningPort] = endpoint.listen(factory)
 
-        def listening(listening_port: Any) -> Any:
+        def listening(listening_port: IListeningPort) -> IListeningPort:
             self._ports.append(listening_port)
             address = str(listening_port.getHost())
             log.info("ring {ring_id} listening on {address}", ring_id=self.identity.ring_id_hex, address=address)

@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -65,6 +67,7 @@ from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.ring_codec import piggyback_size
 from cortex_rm.internal.ring_transport import DEFAULT_CONNECT_TIMEOUT_S, RingTransport
 from cortex_rm.internal.tls import MutualTLS
+from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.reactors import IReactorTimeTCP
 from cortex_rm.yarn.transitions import TransitionTable
 
@@ -155,7 +158,7 @@ class RingService:
         port: int,
         introducers: Sequence[str],
         wall_clock: Callable[[], float] = time.time,
-        run_blocking: Callable[[Callable[[], Any]], defer.Deferred[Any]] | None = None,
+        run_blocking: Runner | None = None,
         rng: random.Random | None = None,
         leave_flush: float = LEAVE_FLUSH_S,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
@@ -192,7 +195,7 @@ class RingService:
     def start(self) -> defer.Deferred[None]:
         """Listen, start the member, begin joining; fires once listening (``joined()`` fires when on the ring)."""
         self._move(ServiceEvent.START)
-        d: defer.Deferred[Any] = self.transport.listen(self.listen_host, self.port)
+        d: defer.Deferred[Any] = self.transport.listen(self.listen_host, self.port)  # fires with our start's outcome
         d.addCallback(self._listening).addErrback(lambda f: defer.ensureDeferred(self._start_failed(f)))
         return d
 
@@ -232,8 +235,10 @@ class RingService:
         for waiter in waiters:
             waiter.callback(None)
 
-    def _listening(self, listening_port: Any) -> None:
-        bound = listening_port.getHost().port
+    def _listening(self, listening_port: IListeningPort) -> None:
+        host = listening_port.getHost()
+        assert isinstance(host, (IPv4Address, IPv6Address))  # a TCP port
+        bound = host.port
         self.me = Peer(self.identity.ring_id, host_port(self.advertise_host, bound))
         incarnation = next_incarnation(self.state_dir, self.wall_clock)  # (an OSError fails the start)
         member = RingMember(self.me, self.config, self._rng, piggyback_size=piggyback_size, incarnation=incarnation)
