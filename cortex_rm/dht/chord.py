@@ -3,7 +3,8 @@
 ``ChordNode`` never sends, sleeps or reads a clock.  Each protocol step is a method
 that takes ``now`` (seconds, from the caller's clock) and returns a list of
 *actions*: ``Send`` a message to a peer, or report an outcome (``LookupDone``,
-``Joined``, ``JoinFailed``).  The transport (a Twisted protocol, or the in-memory
+``Joined``, ``JoinFailed``; ``chord_lookups.py``, which also keeps the lookups and
+requests in flight).  The transport (a Twisted protocol, or the in-memory
 network of ``tests/support/chord_sim.py``) performs the sends and hands every
 message that arrives to ``ChordNode.receive``; a timer calls ``expire`` so requests
 without an answer fail.
@@ -45,11 +46,19 @@ section E.3):
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
-
 from twisted.logger import Logger
 
+from cortex_rm.dht.chord_lookups import (
+    FINGER,
+    JOIN,
+    USER,
+    Action,
+    Joined,
+    JoinFailed,
+    Lookup,
+    LookupDone,
+    RequestsInFlight,
+)
 from cortex_rm.dht.chord_messages import (
     ChordMessage,
     FindSuccessor,
@@ -67,12 +76,6 @@ from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_math import M, in_interval
 from cortex_rm.dht.routing_table import DEFAULT_SUCCESSOR_LIST_LENGTH, AskNext, Found, LookupStep, RoutingTable
 
-# Re-exported: callers import the whole core, routing answers included, from here.
-__all__ = [
-    "DEFAULT_MAX_LOOKUP_HOPS", "DEFAULT_REQUEST_TIMEOUT", "DEFAULT_SUCCESSOR_LIST_LENGTH", "Action", "AskNext",
-    "ChordNode", "Found", "Joined", "JoinFailed", "LookupDone", "LookupStep",
-]
-
 log = Logger()
 
 DEFAULT_REQUEST_TIMEOUT = 3.0
@@ -80,57 +83,6 @@ DEFAULT_REQUEST_TIMEOUT = 3.0
 
 DEFAULT_MAX_LOOKUP_HOPS = 2 * M
 """A lookup that has not ended after this many hops fails (it is looping on stale state)."""
-
-
-# ------------------------------------------------------------------ actions
-
-
-@dataclass(frozen=True)
-class LookupDone:
-    """Outcome of ``lookup``: ``owner`` of ``key`` (None when it failed) after ``hops`` requests."""
-
-    lookup_id: int
-    key: int
-    owner: Peer | None
-    hops: int
-
-
-@dataclass(frozen=True)
-class Joined:
-    """Outcome of ``join``: the ring answered with our successor."""
-
-    successor: Peer
-
-
-@dataclass(frozen=True)
-class JoinFailed:
-    """Outcome of ``join``: the lookup through ``introducer`` did not end; join again."""
-
-    introducer: Peer
-
-
-Action = Send | LookupDone | Joined | JoinFailed
-
-# What a lookup is for: a caller's lookup, our join, or finger i.
-_USER, _JOIN, _FINGER = "user", "join", "finger"
-
-
-@dataclass
-class _Lookup:
-    lookup_id: int
-    key: int
-    purpose: str
-    finger_index: int = -1
-    hops: int = 0
-    introducer: Peer | None = None
-
-
-@dataclass
-class _Pending:
-    to: Peer
-    deadline: float
-    message: ChordMessage
-    lookup_id: int | None = None
 
 
 class ChordNode:
@@ -150,9 +102,7 @@ class ChordNode:
         """The successor list, predecessor and fingers; the steps below keep it current."""
         self.request_timeout = request_timeout
         self.max_lookup_hops = max_lookup_hops
-        self._ids = itertools.count(1)  # request and lookup ids
-        self._pending: dict[int, _Pending] = {}
-        self._lookups: dict[int, _Lookup] = {}
+        self._in_flight = RequestsInFlight()
         self.state = RingState.ALONE
         self._introducer: Peer | None = None
 
@@ -225,23 +175,17 @@ class ChordNode:
         """
         # Whatever was in flight belongs to the old state: callers' lookups fail,
         # maintenance requests are dropped (their late replies will be ignored).
-        actions: list[Action] = [
-            LookupDone(old.lookup_id, old.key, None, old.hops) for old in self._lookups.values() if old.purpose == _USER
-        ]
-        self._lookups.clear()
-        self._pending.clear()
+        actions: list[Action] = [*self._in_flight.abandon()]
         self.routing.clear("join")
         self._transition(RingEvent.JOIN)
         self._introducer = introducer
         log.info("ring {node} joining through {introducer}", node=self.me.short(), introducer=introducer.short())
-        lookup = _Lookup(next(self._ids), self.node_id, _JOIN, introducer=introducer)
-        self._lookups[lookup.lookup_id] = lookup
+        lookup = self._in_flight.start(self.node_id, JOIN, introducer=introducer)
         return actions + self._ask(lookup, introducer, now)
 
     def lookup(self, key: int, now: float) -> tuple[int, list[Action]]:
         """Start an iterative lookup of ``key``; its ``LookupDone`` carries the returned id."""
-        lookup = _Lookup(next(self._ids), key, _USER)
-        self._lookups[lookup.lookup_id] = lookup
+        lookup = self._in_flight.start(key, USER)
         return lookup.lookup_id, self._advance(lookup, self.find_successor(key), now)
 
     def stabilize(self, now: float) -> list[Action]:
@@ -272,8 +216,7 @@ class ChordNode:
         if due is None:
             return []
         i, start = due
-        lookup = _Lookup(next(self._ids), start, _FINGER, finger_index=i)
-        self._lookups[lookup.lookup_id] = lookup
+        lookup = self._in_flight.start(start, FINGER, finger_index=i)
         return self._advance(lookup, self.find_successor(start), now)
 
     def check_predecessor(self, now: float) -> list[Action]:
@@ -310,15 +253,10 @@ class ChordNode:
         list in where we were.  Afterwards this node answers nothing (its lookups in
         flight fail) until it joins again.  Key hand-off is the key space's part.
         """
-        actions: list[Action] = [
-            LookupDone(old.lookup_id, old.key, None, old.hops) for old in self._lookups.values() if old.purpose == _USER
-        ]
         message = Leave(self.predecessor, self.successor_list)
         targets = {p for p in (self.predecessor, self.successor) if p is not None and p != self.me}
-        actions += [Send(peer, message) for peer in sorted(targets)]
         self._transition(RingEvent.LEAVE)
-        self._lookups.clear()
-        self._pending.clear()
+        actions: list[Action] = [*self._in_flight.abandon(), *(Send(peer, message) for peer in sorted(targets))]
         self.routing.clear("left")
         return actions
 
@@ -346,12 +284,11 @@ class ChordNode:
         if isinstance(message, Ping):
             return [Send(sender, Pong(message.request_id))]
         # A reply: it must answer a request we still wait for, from the peer we asked.
-        pending = self._pending.get(message.request_id)
-        if pending is None or pending.to != sender:
+        pending = self._in_flight.answered(sender, message.request_id)
+        if pending is None:
             return []
-        del self._pending[message.request_id]
         if isinstance(message, FindSuccessorReply) and isinstance(pending.message, FindSuccessor):
-            lookup = self._lookups.get(pending.lookup_id) if pending.lookup_id is not None else None
+            lookup = self._in_flight.lookup_of(pending)
             if lookup is None:
                 return []
             step: LookupStep = Found(message.peer) if message.final else AskNext(message.peer)
@@ -363,14 +300,11 @@ class ChordNode:
     def expire(self, now: float) -> list[Action]:
         """Fail every request whose deadline has passed: its peer is taken for dead."""
         actions: list[Action] = []
-        for request_id, pending in sorted(self._pending.items()):
-            if pending.deadline > now or request_id not in self._pending:
-                continue
-            del self._pending[request_id]
+        for pending in self._in_flight.overdue(now):
             self.forget(pending.to)
-            if pending.lookup_id is not None and pending.lookup_id in self._lookups:
-                lookup = self._lookups[pending.lookup_id]
-                if lookup.purpose == _JOIN:
+            lookup = self._in_flight.lookup_of(pending)
+            if lookup is not None:
+                if lookup.purpose == JOIN:
                     actions += self._finish(lookup, None)
                 else:
                     # Resume from our own state, which no longer holds the dead hop.
@@ -380,19 +314,18 @@ class ChordNode:
     # ------------------------------------------------------------ internals
 
     def _request(self, to: Peer, make: type[GetNeighbours] | type[Ping], now: float) -> Send:
-        request_id = next(self._ids)
-        message = make(request_id)
-        self._pending[request_id] = _Pending(to, now + self.request_timeout, message)
-        return Send(to, message)
+        return self._in_flight.request(to, make, now + self.request_timeout)
 
-    def _ask(self, lookup: _Lookup, peer: Peer, now: float) -> list[Action]:
+    def _ask(self, lookup: Lookup, peer: Peer, now: float) -> list[Action]:
         lookup.hops += 1
-        request_id = next(self._ids)
-        message = FindSuccessor(request_id, lookup.key, exclude_sender=lookup.purpose == _JOIN)
-        self._pending[request_id] = _Pending(peer, now + self.request_timeout, message, lookup.lookup_id)
-        return [Send(peer, message)]
+        exclude_sender = lookup.purpose == JOIN
 
-    def _advance(self, lookup: _Lookup, step: LookupStep, now: float) -> list[Action]:
+        def find(request_id: int) -> FindSuccessor:
+            return FindSuccessor(request_id, lookup.key, exclude_sender=exclude_sender)
+
+        return [self._in_flight.request(peer, find, now + self.request_timeout, lookup)]
+
+    def _advance(self, lookup: Lookup, step: LookupStep, now: float) -> list[Action]:
         if isinstance(step, Found):
             return self._finish(lookup, step.peer)
         if step.peer == self.me:
@@ -404,11 +337,11 @@ class ChordNode:
             return self._finish(lookup, None)
         return self._ask(lookup, step.peer, now)
 
-    def _finish(self, lookup: _Lookup, owner: Peer | None) -> list[Action]:
-        del self._lookups[lookup.lookup_id]
-        if lookup.purpose == _USER:
+    def _finish(self, lookup: Lookup, owner: Peer | None) -> list[Action]:
+        self._in_flight.finish(lookup)
+        if lookup.purpose == USER:
             return [LookupDone(lookup.lookup_id, lookup.key, owner, lookup.hops)]
-        if lookup.purpose == _JOIN:
+        if lookup.purpose == JOIN:
             assert lookup.introducer is not None
             if owner is None or owner == self.me:
                 self._transition(RingEvent.JOIN_FAILED)

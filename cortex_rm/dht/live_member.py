@@ -30,7 +30,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from cortex_rm.dht.chord import Joined, JoinFailed, LookupDone
+from cortex_rm.dht.chord_lookups import Joined, JoinFailed, LookupDone
 from cortex_rm.dht.envelope import Envelope
 from cortex_rm.dht.errors import RingError
 from cortex_rm.dht.join_lifecycle import RingState

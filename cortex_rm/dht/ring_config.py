@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cortex_rm.dht.chord import DEFAULT_REQUEST_TIMEOUT, DEFAULT_SUCCESSOR_LIST_LENGTH
+from cortex_rm.dht.chord import DEFAULT_REQUEST_TIMEOUT
 from cortex_rm.dht.key_space import DEFAULT_REPLICAS
+from cortex_rm.dht.routing_table import DEFAULT_SUCCESSOR_LIST_LENGTH
 from cortex_rm.dht.swim_config import SwimConfig
 
 

@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from twisted.logger import Logger
 
 from cortex_rm.dht import kv_messages, swim_messages
-from cortex_rm.dht.chord import ChordNode, Joined, JoinFailed, LookupDone
+from cortex_rm.dht.chord import ChordNode
+from cortex_rm.dht.chord_lookups import Joined, JoinFailed, LookupDone
 from cortex_rm.dht.chord_messages import ChordMessage
 from cortex_rm.dht.envelope import Envelope, Send
 from cortex_rm.dht.join_lifecycle import RingState

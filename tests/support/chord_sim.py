@@ -11,12 +11,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from cortex_rm.dht.chord import (
-    Action,
-    ChordNode,
-    JoinFailed,
-    LookupDone,
-)
+from cortex_rm.dht.chord import ChordNode
+from cortex_rm.dht.chord_lookups import Action, JoinFailed, LookupDone
 from cortex_rm.dht.chord_messages import ChordMessage as Message
 from cortex_rm.dht.envelope import Send
 from cortex_rm.dht.peer import Peer

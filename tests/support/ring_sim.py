@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from cortex_rm.dht.chord import Joined, LookupDone
+from cortex_rm.dht.chord_lookups import Joined, LookupDone
 from cortex_rm.dht.envelope import Envelope
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.kv_operations import GetDone, PutDone

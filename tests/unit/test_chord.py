@@ -9,12 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cortex_rm.dht.chord import Action, AskNext, ChordNode, Found, JoinFailed, LookupDone
+from cortex_rm.dht.chord import ChordNode
+from cortex_rm.dht.chord_lookups import Action, JoinFailed, LookupDone
 from cortex_rm.dht.chord_messages import FindSuccessor, FindSuccessorReply, GetNeighbours, NeighboursReply, Notify, Ping
 from cortex_rm.dht.envelope import Send
 from cortex_rm.dht.join_lifecycle import JOIN_LIFECYCLE, RingEvent, RingState
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_math import RING_SIZE
+from cortex_rm.dht.routing_table import AskNext, Found
 from cortex_rm.yarn.errors import IllegalTransition
 from tests.support.chord_sim import ChordNetwork
 
