@@ -128,7 +128,8 @@ class RequestsInFlight:
 
         Late replies to the dropped requests then match nothing and are ignored.
         """
-        failed = [LookupDone(old.lookup_id, old.key, None, old.hops) for old in self._lookups.values() if old.purpose == USER]
+        lookups = self._lookups.values()
+        failed = [LookupDone(old.lookup_id, old.key, None, old.hops) for old in lookups if old.purpose == USER]
         self._lookups.clear()
         self._pending.clear()
         return failed

@@ -15,22 +15,18 @@ Cortex ring port, or a node with a broken identity).
 
 from __future__ import annotations
 
-from typing import Any
-
 from OpenSSL import SSL
 from twisted.internet import defer, error
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IProtocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cortex_rm.dht.errors import IntroducerUnreachable
 from cortex_rm.dht.peer import Peer, split_address
 from cortex_rm.dht.ring_math import format_id
-from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_ring_id
+from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, abort_connection, dial, peer_ring_id
 from cortex_rm.yarn.reactors import IReactorTimeTCP
 
 log = Logger()
@@ -69,14 +65,15 @@ class _Introduction(Protocol):
         self.discovery.protocol = self
 
     def handshakeCompleted(self) -> None:
-        transport: Any = self.transport
+        transport = self.transport
         try:
             ring_id = peer_ring_id(transport)
         except PeerCertificateMissing as e:  # cannot happen: MutualTLS demands a certificate
             self.discovery.failed(Failure(e))
         else:
             self.discovery.found(ring_id)
-        transport.loseConnection()
+        if transport is not None:  # (always: the handshake ran on it)
+            transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         """A ring listener never writes; whatever arrives is ignored (we are hanging up)."""
@@ -94,11 +91,9 @@ class _Discovery:
         self.result: defer.Deferred[Peer] = defer.Deferred()
         self.protocol: _Introduction | None = None
         self._deadline: IDelayedCall = reactor.callLater(timeout, self._timed_out)
-        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
-        introduction = Factory.forProtocol(lambda: _Introduction(self))
-        introduction.noisy = False
-        factory: Any = TLSMemoryBIOFactory(tls, True, introduction, clock=reactor)
-        self._connecting: defer.Deferred[Any] = endpoint.connect(factory)
+        self._connecting: defer.Deferred[IProtocol] = dial(
+            reactor, tls, host, port, timeout, lambda: _Introduction(self)
+        )
         self._connecting.addErrback(self.failed)
 
     def found(self, ring_id: int) -> None:
@@ -116,10 +111,10 @@ class _Discovery:
         self.result.errback(explain(self.address, self.timeout, reason))
 
     def _timed_out(self) -> None:
-        transport: Any = self.protocol.transport if self.protocol is not None else None
+        transport = self.protocol.transport if self.protocol is not None else None
         self.failed(Failure(error.TimeoutError(f"{self.timeout:g} s")))
         if transport is not None:
-            transport.abortConnection()
+            abort_connection(transport)
         elif not self._connecting.called:
             self._connecting.cancel()
 

@@ -13,18 +13,31 @@ TLS, by pinning: see ``cortex_rm/internal/identity.py`` for the whole trust mode
 TLS 1.3 only: every peer runs this code, so there is nothing older to talk to.
 ``peer_fingerprint`` gives the peer's key fingerprint, and ``peer_ring_id`` its
 ring id, once the handshake has completed (``IHandshakeListener.handshakeCompleted``).
+``dial`` opens a mutual-TLS connection to a ring peer, ``abort_connection`` drops one.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import cast
 
 from cryptography import x509
-from OpenSSL import SSL
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
+from OpenSSL import SSL, crypto
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+    IProtocol,
+    ITCPTransport,
+    ITransport,
+)
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from cortex_rm.internal.identity import NodeIdentity, certificate_fingerprint, ring_id_of, spki_der
+from cortex_rm.yarn.reactors import IReactorTimeTCP
 
 # OpenSSL's X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: the peer's own certificate is self-signed.
 X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
@@ -34,7 +47,7 @@ class PeerCertificateMissing(Exception):
     """The TLS connection has no peer certificate (not handshaken, or not TLS)."""
 
 
-def _accept_self_signed(connection: SSL.Connection, certificate: Any, errno: int, depth: int, ok: int) -> bool:
+def _accept_self_signed(connection: SSL.Connection, certificate: crypto.X509, errno: int, depth: int, ok: int) -> bool:
     """OpenSSL's verify callback: what OpenSSL accepted, plus a self-signed certificate at depth 0."""
     return bool(ok) or (errno == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT and depth == 0)
 
@@ -65,7 +78,7 @@ class MutualTLS:
         return SSL.Connection(self._context, None)
 
 
-def _peer_certificate(transport: Any) -> x509.Certificate:
+def _peer_certificate(transport: ITransport | None) -> x509.Certificate:
     """The certificate the peer of a handshaken TLS ``transport`` showed, or PeerCertificateMissing."""
     handle = getattr(transport, "getHandle", None)
     connection = handle() if handle is not None else None
@@ -77,11 +90,37 @@ def _peer_certificate(transport: Any) -> x509.Certificate:
     return certificate
 
 
-def peer_fingerprint(transport: Any) -> str:
+def peer_fingerprint(transport: ITransport | None) -> str:
     """The fingerprint of the key the peer of a handshaken TLS ``transport`` showed."""
     return certificate_fingerprint(_peer_certificate(transport))
 
 
-def peer_ring_id(transport: Any) -> int:
+def peer_ring_id(transport: ITransport | None) -> int:
     """The ring id (SHA-1 of the DER SPKI) of the key the peer of a handshaken TLS ``transport`` showed."""
     return ring_id_of(spki_der(_peer_certificate(transport).public_key()))
+
+
+def peer_address(transport: ITransport | None) -> str:
+    """``host:port`` of the other end of ``transport`` for logs (``?`` for what is unknown)."""
+    peer = transport.getPeer() if transport is not None else None
+    return f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+
+
+def dial(
+    reactor: IReactorTimeTCP, tls: MutualTLS, host: str, port: int, timeout: float, protocol: Callable[[], Protocol]
+) -> defer.Deferred[IProtocol]:
+    """Connect to ``host:port`` (a name or an address) and run ``tls`` over it, ``protocol()`` inside.
+
+    Fires with the TLS protocol once TCP is connected (within ``timeout`` seconds),
+    before the handshake: the inner protocol hears of that as an ``IHandshakeListener``.
+    """
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    inner = ClientFactory.forProtocol(protocol)
+    inner.noisy = False
+    return endpoint.connect(TLSMemoryBIOFactory(tls, True, inner, clock=reactor))
+
+
+def abort_connection(transport: ITransport | None) -> None:
+    """Drop a TLS-over-TCP connection now, whatever is still unwritten (None: nothing to drop)."""
+    if transport is not None:
+        cast(ITCPTransport, transport).abortConnection()  # TLSMemoryBIOProtocol and TCP both provide it
