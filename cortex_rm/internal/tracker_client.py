@@ -23,7 +23,7 @@ from thrift.transport.TTwisted import ThriftClientProtocol
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHandshakeListener, IReactorTime
+from twisted.internet.interfaces import IAddress, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import ClientFactory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
@@ -34,7 +34,7 @@ from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.errors import MalformedMessage, TrackerUnavailable
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
-from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_fingerprint
+from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, abort_connection, peer_fingerprint
 from cortex_rm.yarn.reactors import IReactorTimeTCP
 from cortex_rm.yarn.resource_tracker import (
     HeartbeatAnswer,
@@ -61,8 +61,7 @@ class TrackerClientProtocol(ThriftClientProtocol):  # type: ignore[misc]  # thri
         self.closed: defer.Deferred[BaseException] = defer.Deferred()  # fires with the reason (never errbacks)
 
     def _abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abortConnection()
+        abort_connection(self.transport)
 
     def handshakeCompleted(self) -> None:
         if self.handshake.called:
@@ -98,7 +97,7 @@ class _ProtocolFactory(ClientFactory):
     protocol = TrackerClientProtocol
     noisy = False
 
-    def buildProtocol(self, addr: Any) -> TrackerClientProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> TrackerClientProtocol:
         p = TrackerClientProtocol()
         p.factory = self
         return p

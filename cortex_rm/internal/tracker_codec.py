@@ -10,7 +10,8 @@ passed here.  The frame itself is bounded before it is buffered
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from thrift.protocol.TBinaryProtocol import TBinaryProtocolFactory
 from thrift.protocol.TProtocol import TProtocolException
@@ -32,6 +33,8 @@ from cortex_rm.yarn.resource_tracker import (
 )
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn.tokens import MasterKey
+
+T = TypeVar("T")
 
 # The largest NodeTracker frame either end accepts: a heartbeat with MAX_CONTAINERS
 # statuses and full diagnostics stays well below it.
@@ -111,18 +114,11 @@ def _node_id(value: Any, field: str) -> NodeId:
     return NodeId(host, _int(value.port, f"{field}.port", 1, 65535))
 
 
-def _container_id(value: Any, field: str) -> ContainerId:
+def _yarn_id(value: Any, field: str, parse: Callable[[str], T]) -> T:
+    """A YARN id in its string form (``ContainerId.parse``, ``ApplicationId.parse``...)."""
     text = _text(value, field, MAX_ADDRESS_CHARS, allow_empty=False)
     try:
-        return ContainerId.parse(text)
-    except MalformedId as e:
-        raise MalformedMessage(f"{field}: {e}") from None
-
-
-def _application_id(value: Any, field: str) -> ApplicationId:
-    text = _text(value, field, MAX_ADDRESS_CHARS, allow_empty=False)
-    try:
-        return ApplicationId.parse(text)
+        return parse(text)
     except MalformedId as e:
         raise MalformedMessage(f"{field}: {e}") from None
 
@@ -236,7 +232,7 @@ def _container_from_thrift(t: Any, field: str) -> ContainerReport:
     if state is None:
         raise MalformedMessage(f"{field}.state: unknown ContainerState {t.state!r}")
     return ContainerReport(
-        container_id=_container_id(t.container_id, f"{field}.container_id"),
+        container_id=_yarn_id(t.container_id, f"{field}.container_id", ContainerId.parse),
         state=state,
         exit_status=_int(t.exit_status, f"{field}.exit_status", -MAX_INT32 - 1, MAX_INT32),
         diagnostics=_text(t.diagnostics, f"{field}.diagnostics", MAX_TEXT_CHARS),
@@ -298,10 +294,10 @@ def heartbeat_answer_from_thrift(t: Any) -> HeartbeatAnswer:
             t.next_heartbeat_interval_ms, "response.next_heartbeat_interval_ms", 1, MAX_INT32
         ),
         containers_to_cleanup=tuple(
-            _container_id(c, f"response.containers_to_cleanup[{i}]") for i, c in enumerate(cleanup)
+            _yarn_id(c, f"response.containers_to_cleanup[{i}]", ContainerId.parse) for i, c in enumerate(cleanup)
         ),
         diagnostics=_text(t.diagnostics, "response.diagnostics", MAX_TEXT_CHARS),
         applications_to_cleanup=tuple(
-            _application_id(a, f"response.applications_to_cleanup[{i}]") for i, a in enumerate(apps)
+            _yarn_id(a, f"response.applications_to_cleanup[{i}]", ApplicationId.parse) for i, a in enumerate(apps)
         ),
     )

@@ -16,7 +16,8 @@ on the injected clock.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from thrift.transport import TTransport
 from thrift.transport.TTwisted import ThriftServerProtocol
@@ -33,10 +34,11 @@ from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
-from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_fingerprint, peer_ring_id
-from cortex_rm.yarn.resource_tracker import NodeRefused
+from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_address, peer_fingerprint, peer_ring_id
+from cortex_rm.yarn.resource_tracker import HeartbeatAnswer, NodeRefused, RegistrationAnswer
 
 log = Logger()
+T = TypeVar("T")
 
 
 @implementer(gen_service.Iface)
@@ -49,30 +51,29 @@ class TrackerCalls:
         self.peer = peer
         self.ring_id = ring_id
 
-    def _refused(self, call: str, error: Exception) -> ttypes.NodeRefused:
-        log.warn("{call} from {peer} refused: {error}", call=call, peer=self.peer, error=str(error))
-        return ttypes.NodeRefused(message=str(error))
-
-    def registerNode(self, registration: Any) -> ttypes.RegistrationResponse:  # noqa: N802 (IDL name)
+    def _decide(self, call: str, decide: Callable[[], T]) -> T:
+        """The tracker's answer to ``call``; a refusal or malformed request raises the IDL's ``NodeRefused``."""
         try:
-            answer = self.tracker.register(codec.registration_from_thrift(registration), self.fingerprint, self.ring_id)
+            return decide()
         except (MalformedMessage, NodeRefused) as e:
-            raise self._refused("registerNode", e) from None
+            log.warn("{call} from {peer} refused: {error}", call=call, peer=self.peer, error=str(e))
+            raise ttypes.NodeRefused(message=str(e)) from None
         except Exception:
             # the generated processor answers INTERNAL_ERROR; say here which call and peer
-            log.failure("registerNode from {peer} failed", peer=self.peer)
+            log.failure("{call} from {peer} failed", call=call, peer=self.peer)
             raise
-        return codec.registration_answer_to_thrift(answer)
+
+    def registerNode(self, registration: Any) -> ttypes.RegistrationResponse:  # noqa: N802 (IDL name)
+        def register() -> RegistrationAnswer:
+            return self.tracker.register(codec.registration_from_thrift(registration), self.fingerprint, self.ring_id)
+
+        return codec.registration_answer_to_thrift(self._decide("registerNode", register))
 
     def nodeHeartbeat(self, status: Any) -> ttypes.HeartbeatResponse:  # noqa: N802 (IDL name)
-        try:
-            answer = self.tracker.heartbeat(codec.status_from_thrift(status), self.fingerprint)
-        except (MalformedMessage, NodeRefused) as e:
-            raise self._refused("nodeHeartbeat", e) from None
-        except Exception:
-            log.failure("nodeHeartbeat from {peer} failed", peer=self.peer)
-            raise
-        return codec.heartbeat_answer_to_thrift(answer)
+        def heartbeat() -> HeartbeatAnswer:
+            return self.tracker.heartbeat(codec.status_from_thrift(status), self.fingerprint)
+
+        return codec.heartbeat_answer_to_thrift(self._decide("nodeHeartbeat", heartbeat))
 
 
 @implementer(IHandshakeListener)
@@ -87,8 +88,7 @@ class TrackerConnection(ThriftServerProtocol):  # type: ignore[misc]  # thrift.t
         self.peer = "?"
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
-        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.peer = peer_address(self.transport)
 
     def handshakeCompleted(self) -> None:
         try:
