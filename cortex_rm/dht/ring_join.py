@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -222,17 +221,16 @@ class JoinAttempts:
         d.addCallback(self._discovered)
         d.addErrback(lambda f: log.failure("ring: join attempt failed", f))
 
-    def _discovered(self, results: list[tuple[bool, Any]]) -> None:
+    def _discovered(self, results: Sequence[tuple[bool, Peer | Failure]]) -> None:
         if self.state is not JoinState.DISCOVERING:
             return  # stopped, or found by another node meanwhile
         peers: list[Peer] = []
         problems: list[str] = []
-        for ok, result in results:
-            if ok and result.node_id != self.me.node_id:
+        for _, result in results:  # (a discovery fails with a Failure, or fires with a Peer)
+            if isinstance(result, Failure):
+                problems.append(result.getErrorMessage())
+            elif result.node_id != self.me.node_id:
                 peers.append(result)
-            elif not ok:
-                failure: Failure = result
-                problems.append(failure.getErrorMessage())
         for problem in problems:
             log.warn("ring {me}: {problem}", me=self.me.short(), problem=problem)
         if not peers:
