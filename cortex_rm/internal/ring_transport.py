@@ -65,9 +65,12 @@ class RingTransport:
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.max_queued = max_queued
-        timeouts = dict(connect_timeout=connect_timeout, idle_timeout=idle_timeout)
-        self._links = PeerLinks(reactor, tls, **timeouts, max_queued=max_queued)
-        self._listener = RingListener(identity, tls, reactor, on_envelope, **timeouts)
+        self._links = PeerLinks(
+            reactor, tls, connect_timeout=connect_timeout, idle_timeout=idle_timeout, max_queued=max_queued
+        )
+        self._listener = RingListener(
+            identity, tls, reactor, on_envelope, connect_timeout=connect_timeout, idle_timeout=idle_timeout
+        )
         self._stopped = False
 
     def listen(self, interface: str, port: int) -> defer.Deferred[IListeningPort]:
