@@ -27,14 +27,14 @@ from cortex_rm.allocator.nodes import NodeState
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.yarn.errors import MalformedId
 from cortex_rm.yarn.ids import ApplicationId, NodeId
-from cortex_rm.yarn_api import records, rest_json
+from cortex_rm.yarn_api import records, rest_app_json, rest_cluster_json
 from cortex_rm.yarn_api.rest_errors import bad_request, not_found, unsupported_media_type
 from cortex_rm.yarn_api.rest_submit import submission_context_from_json
 
 STATIC_WEB_USER: Final = "dr.who"  # hadoop.http.staticuser.user
 LONG_MAX: Final = 2**63 - 1
 _JSON_MEDIA_TYPES: Final = frozenset({"application/json", "text/json"})
-_STATE_NAMES: Final = "[" + ", ".join(s.value for s in rest_json.YARN_APPLICATION_STATES) + "]"
+_STATE_NAMES: Final = "[" + ", ".join(s.value for s in rest_app_json.YARN_APPLICATION_STATES) + "]"
 
 
 @dataclass(frozen=True)
@@ -167,13 +167,13 @@ class ClusterWebServices:
     # -- cluster ---------------------------------------------------------------------
 
     def cluster_info(self, call: RestCall) -> Reply:
-        return Reply(body=rest_json.cluster_info(self.rm, self.version))
+        return Reply(body=rest_cluster_json.cluster_info(self.rm, self.version))
 
     def cluster_metrics(self, call: RestCall) -> Reply:
-        return Reply(body=rest_json.cluster_metrics(self.rm.metrics()))
+        return Reply(body=rest_cluster_json.cluster_metrics(self.rm.metrics()))
 
     def scheduler(self, call: RestCall) -> Reply:
-        return Reply(body=rest_json.scheduler_info(self.rm))
+        return Reply(body=rest_cluster_json.scheduler_info(self.rm))
 
     def nodes(self, call: RestCall) -> Reply:
         """All nodes (whatever their state, as RMWebServices), or those in ``states``."""
@@ -185,7 +185,7 @@ class ClusterWebServices:
                 names = ", ".join(s.value for s in NodeState)
                 raise bad_request(f"Invalid node state {text}; it should be one of [{names}]") from None
         nodes = [n for n in self.rm.nodes if not wanted or n.state in wanted]
-        return Reply(body=rest_json.nodes_info(nodes, self.version))
+        return Reply(body=rest_cluster_json.nodes_info(nodes, self.version))
 
     def node(self, call: RestCall) -> Reply:
         text = call.params[0]
@@ -195,7 +195,7 @@ class ClusterWebServices:
             raise bad_request(str(e)) from None
         except UnknownNode:
             raise not_found(f"nodeId, {text}, is not found") from None
-        return Reply(body={"node": rest_json.node_info(node, self.version)})
+        return Reply(body={"node": rest_cluster_json.node_info(node, self.version)})
 
     # -- applications ----------------------------------------------------------------
 
@@ -219,7 +219,7 @@ class ClusterWebServices:
         states = set()
         for text in _csv(call, "states") + _csv(call, "state"):  # "state" is the deprecated form
             state = AppState.__members__.get(text.upper())
-            if state not in rest_json.YARN_APPLICATION_STATES:
+            if state not in rest_app_json.YARN_APPLICATION_STATES:
                 raise bad_request(f"Invalid application-state {text} specified. It should be one of {_STATE_NAMES}")
             states.add(state)
         final_statuses = set()
@@ -257,36 +257,36 @@ class ClusterWebServices:
     def _deselects(self, call: RestCall) -> frozenset[str]:
         fields = set()
         for text in _csv(call, "deSelects"):
-            name = rest_json.DESELECTABLE.get(text.lower())
+            name = rest_app_json.DESELECTABLE.get(text.lower())
             if name is None:
-                valid = ", ".join(rest_json.DESELECTABLE.values())
+                valid = ", ".join(rest_app_json.DESELECTABLE.values())
                 raise bad_request(f"Invalid deSelects string {text}; valid deSelects strings are: {valid}")
             fields.add(name)
         return frozenset(fields)
 
     def apps(self, call: RestCall) -> Reply:
         apps = self.rm.apps.matching(self._app_filter(call))
-        return Reply(body=rest_json.apps_info(apps, self.rm, self._deselects(call)))
+        return Reply(body=rest_app_json.apps_info(apps, self.rm, self._deselects(call)))
 
     def app(self, call: RestCall) -> Reply:
-        return Reply(body={"app": rest_json.app_info(self._app(call), self.rm, self._deselects(call))})
+        return Reply(body={"app": rest_app_json.app_info(self._app(call), self.rm, self._deselects(call))})
 
     def app_attempts(self, call: RestCall) -> Reply:
-        return Reply(body=rest_json.attempts_info(self._app(call)))
+        return Reply(body=rest_app_json.attempts_info(self._app(call)))
 
     def app_statistics(self, call: RestCall) -> Reply:
         states = []
         for text in _csv(call, "states"):
             state = AppState.__members__.get(text.upper())
-            if state not in rest_json.YARN_APPLICATION_STATES:
+            if state not in rest_app_json.YARN_APPLICATION_STATES:
                 raise bad_request(f"Invalid application-state {text} specified. It should be one of {_STATE_NAMES}")
             if state not in states:
                 states.append(state)
         types = {t.lower() for t in _csv(call, "applicationTypes")}
         if len(types) > 1:
             raise bad_request(f"# of applicationTypes = {len(types)}, we temporarily support at most one applicationType")
-        chosen = states or list(rest_json.YARN_APPLICATION_STATES)
-        return Reply(body=rest_json.app_statistics(self.rm, chosen, types.pop() if types else None))
+        chosen = states or list(rest_app_json.YARN_APPLICATION_STATES)
+        return Reply(body=rest_app_json.app_statistics(self.rm, chosen, types.pop() if types else None))
 
     # -- writes ----------------------------------------------------------------------
 
@@ -296,7 +296,7 @@ class ClusterWebServices:
         return Reply(
             body={
                 "application-id": str(app_id),
-                "maximum-resource-capability": rest_json.resource_info(self.rm.limits.maximum_allocation),
+                "maximum-resource-capability": rest_cluster_json.resource_info(self.rm.limits.maximum_allocation),
             }
         )
 
