@@ -4,7 +4,7 @@ This is the REST API without HTTP: ``rest.py`` turns a twisted.web request into 
 ``RestCall`` (method, route parameters, query, bounded body, user) and writes the
 ``Reply`` back.  Each operation mirrors YARN's ``RMWebServices`` and acts through
 the same ``RMContext`` as the IPC ``ApplicationClientService``, so both faces of
-the RM agree.  Operations that reach the state store return a Deferred.
+the RM agree.  Operations that reach the state store are coroutines.
 
 Writes act as the user of the ``user.name`` query parameter, else as Hadoop's
 static web user ``dr.who`` (security off: YARN's pseudo authentication).
@@ -13,11 +13,9 @@ static web user ``dr.who`` (security off: YARN's pseudo authentication).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
-
-from twisted.internet import defer
 
 from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.app_queries import ApplicationFilter
@@ -60,7 +58,8 @@ class Reply:
     location: str | None = None
 
 
-Operation = Callable[[RestCall], "Reply | defer.Deferred[Reply]"]
+#: An operation answers at once, or (when it waits on the state store) as a coroutine.
+Operation = Callable[[RestCall], "Reply | Coroutine[Any, Any, Reply]"]
 
 # path pattern ("*" = a parameter) -> {method: operation name}; the first match wins.
 ROUTES: Final[tuple[tuple[tuple[str, ...], dict[str, str]], ...]] = (
@@ -290,9 +289,8 @@ class ClusterWebServices:
 
     # -- writes ----------------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def new_application(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
-        app_id = yield self.rm.apps.new_application()
+    async def new_application(self, call: RestCall) -> Reply:
+        app_id = await self.rm.apps.new_application()
         return Reply(
             body={
                 "application-id": str(app_id),
@@ -300,18 +298,16 @@ class ClusterWebServices:
             }
         )
 
-    @defer.inlineCallbacks
-    def submit_application(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
+    async def submit_application(self, call: RestCall) -> Reply:
         """202 with the application's URL once it is stored (ACCEPTED, or FAILED if its queue refused it)."""
         ctx = submission_context_from_json(json_body(call), self.rm.limits.maximum_allocation)
-        app = yield self.rm.apps.submit(records.submission_from_proto(ctx, call.user))
+        app = await self.rm.apps.submit(records.submission_from_proto(ctx, call.user))
         return Reply(202, location=f"{call.base_url}/ws/v1/cluster/apps/{app.app_id}")
 
     def app_state(self, call: RestCall) -> Reply:
         return Reply(body={"state": self._app(call).reported_state.value})
 
-    @defer.inlineCallbacks
-    def update_app_state(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
+    async def update_app_state(self, call: RestCall) -> Reply:
         """Kill: 202 (and this URL) while the kill is under way, 200 once the application has ended."""
         target = _field(call, "state")
         app = self._app(call)
@@ -319,7 +315,7 @@ class ClusterWebServices:
             return Reply(body={"state": target})
         if target != AppState.KILLED.value:
             raise bad_request("Only 'KILLED' is allowed as a target state.")
-        completed = yield self.rm.apps.kill(app.app_id, f"Application {app.app_id} was killed by user {call.user}")
+        completed = await self.rm.apps.kill(app.app_id, f"Application {app.app_id} was killed by user {call.user}")
         body = {"state": app.reported_state.value}
         if completed:
             return Reply(body=body)
@@ -328,26 +324,24 @@ class ClusterWebServices:
     def app_queue(self, call: RestCall) -> Reply:
         return Reply(body={"queue": self._app(call).queue})
 
-    @defer.inlineCallbacks
-    def update_app_queue(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
+    async def update_app_queue(self, call: RestCall) -> Reply:
         target = _field(call, "queue")
         if not isinstance(target, str) or not target:
             raise bad_request("queue must be a non-empty string")
         app = self._app(call)
         if target != app.queue:
-            yield self.rm.apps.move(app.app_id, target)
+            await self.rm.apps.move(app.app_id, target)
         return Reply(body={"queue": app.queue})
 
     def app_priority(self, call: RestCall) -> Reply:
         return Reply(body={"priority": self._app(call).priority})
 
-    @defer.inlineCallbacks
-    def update_app_priority(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
+    async def update_app_priority(self, call: RestCall) -> Reply:
         target = _field(call, "priority")
         if isinstance(target, bool) or not isinstance(target, int) or not -(2**31) <= target < 2**31:
             raise bad_request("priority must be a 32-bit integer")
         app = self._app(call)
         priority = app.priority
         if target != priority:
-            priority = yield self.rm.apps.update_priority(app.app_id, target)
+            priority = await self.rm.apps.update_priority(app.app_id, target)
         return Reply(body={"priority": priority})
