@@ -306,7 +306,7 @@ class IpcConnection:
         try:
             step = negotiation.receive(message)
         except SaslRejected as exc:
-            raise fatal(exc.java_class, exc.message, exc.error_detail, header) from exc
+            raise exc.for_call(header.callId, header.retryCount) from exc
         if step.reply is not None:
             events.append(SendBytes(success_frame(CALL_ID_SASL, b"", INVALID_RETRY_COUNT, step.reply.SerializeToString())))
         if step.outcome is not None:
