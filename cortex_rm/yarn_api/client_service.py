@@ -25,6 +25,8 @@ from cortex_rm.yarn_api.rpc_protocol import CallContext, Handler, RpcProtocol
 
 CLIENT_PROTOCOL = "org.apache.hadoop.yarn.api.ApplicationClientProtocolPB"
 
+_PROFILES_DISABLED = "Resource profiles are disabled on this cluster (yarn.resourcemanager.resource-profiles.enabled=false)"
+
 # The user of a SIMPLE connection whose context names nobody (Hadoop's static web user).
 ANONYMOUS_USER = "dr.who"
 
@@ -61,33 +63,34 @@ class ApplicationClientService:
         self.rm = rm
 
     def handlers(self) -> dict[str, Handler]:
-        """Method name -> handler, for the IPC registry."""
-        return {
-            "getNewApplication": translating_allocator_errors(self.get_new_application),
-            "submitApplication": translating_allocator_errors(self.submit_application),
-            "getApplicationReport": translating_allocator_errors(self.get_application_report),
-            "forceKillApplication": translating_allocator_errors(self.force_kill_application),
-            "getClusterMetrics": translating_allocator_errors(self.get_cluster_metrics),
-            "getApplications": translating_allocator_errors(self.get_applications),
-            "getClusterNodes": translating_allocator_errors(self.get_cluster_nodes),
-            "getQueueInfo": translating_allocator_errors(self.get_queue_info),
-            "getQueueUserAcls": translating_allocator_errors(self.get_queue_user_acls),
-            "moveApplicationAcrossQueues": translating_allocator_errors(self.move_application),
-            "failApplicationAttempt": translating_allocator_errors(self.fail_application_attempt),
-            "getApplicationAttemptReport": translating_allocator_errors(self.get_application_attempt_report),
-            "getApplicationAttempts": translating_allocator_errors(self.get_application_attempts),
-            "getContainerReport": translating_allocator_errors(self.get_container_report),
-            "getContainers": translating_allocator_errors(self.get_containers),
-            "getNodeToLabels": translating_allocator_errors(self.get_node_to_labels),
-            "getLabelsToNodes": translating_allocator_errors(self.get_labels_to_nodes),
-            "getClusterNodeLabels": translating_allocator_errors(self.get_cluster_node_labels),
-            "updateApplicationPriority": translating_allocator_errors(self.update_application_priority),
-            "signalToContainer": translating_allocator_errors(self.signal_to_container),
-            "updateApplicationTimeouts": translating_allocator_errors(self.update_application_timeouts),
-            "getResourceProfiles": translating_allocator_errors(self.get_resource_profiles),
-            "getResourceProfile": translating_allocator_errors(self.get_resource_profile),
-            "getResourceTypeInfo": translating_allocator_errors(self.get_resource_type_info),
+        """Method name -> handler, for the IPC registry; allocator errors leave as YARN's exceptions."""
+        handlers: dict[str, Handler] = {
+            "getNewApplication": self.get_new_application,
+            "submitApplication": self.submit_application,
+            "getApplicationReport": self.get_application_report,
+            "forceKillApplication": self.force_kill_application,
+            "getClusterMetrics": self.get_cluster_metrics,
+            "getApplications": self.get_applications,
+            "getClusterNodes": self.get_cluster_nodes,
+            "getQueueInfo": self.get_queue_info,
+            "getQueueUserAcls": self.get_queue_user_acls,
+            "moveApplicationAcrossQueues": self.move_application,
+            "failApplicationAttempt": self.fail_application_attempt,
+            "getApplicationAttemptReport": self.get_application_attempt_report,
+            "getApplicationAttempts": self.get_application_attempts,
+            "getContainerReport": self.get_container_report,
+            "getContainers": self.get_containers,
+            "getNodeToLabels": self.get_node_to_labels,
+            "getLabelsToNodes": self.get_labels_to_nodes,
+            "getClusterNodeLabels": self.get_cluster_node_labels,
+            "updateApplicationPriority": self.update_application_priority,
+            "signalToContainer": self.signal_to_container,
+            "updateApplicationTimeouts": self.update_application_timeouts,
+            "getResourceProfiles": self.get_resource_profiles,
+            "getResourceProfile": self.get_resource_profile,
+            "getResourceTypeInfo": self.get_resource_type_info,
         }
+        return {name: translating_allocator_errors(handler) for name, handler in handlers.items()}
 
     # -- applications --------------------------------------------------------------
 
@@ -341,16 +344,12 @@ class ApplicationClientService:
     def get_resource_profiles(
         self, call: CallContext, request: ys.GetAllResourceProfilesRequestProto
     ) -> ys.GetAllResourceProfilesResponseProto:
-        raise alloc.RefusedOperation(
-            "Resource profiles are disabled on this cluster (yarn.resourcemanager.resource-profiles.enabled=false)"
-        )
+        raise alloc.RefusedOperation(_PROFILES_DISABLED)
 
     def get_resource_profile(
         self, call: CallContext, request: ys.GetResourceProfileRequestProto
     ) -> ys.GetResourceProfileResponseProto:
-        raise alloc.RefusedOperation(
-            "Resource profiles are disabled on this cluster (yarn.resourcemanager.resource-profiles.enabled=false)"
-        )
+        raise alloc.RefusedOperation(_PROFILES_DISABLED)
 
 
 def client_protocol(service: ApplicationClientService) -> RpcProtocol:
