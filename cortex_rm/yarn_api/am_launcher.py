@@ -9,8 +9,7 @@ container's token, over Hadoop IPC — the same call an AM makes for its executo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Callable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTCP
@@ -30,6 +29,10 @@ from cortex_rm.yarn_api.writable import read_token_storage, token_storage, token
 
 NM_PROTOCOL = "org.apache.hadoop.yarn.api.ContainerManagementProtocolPB"
 AMRM_TOKEN_ALIAS = "YARN_AM_RM_TOKEN"  # what the AM's UGI finds it under does not matter; the kind does
+
+
+#: How the launcher reaches a node: ``connect(reactor, host, port, protocol, user)``, as ``IpcClient.connect``.
+Connect = Callable[[IReactorTCP, str, int, str, str], defer.Deferred[IpcClient]]
 
 
 class AMLaunchError(Exception):
@@ -69,18 +72,20 @@ class AMLauncher:
         scheduler_address: str,
         rm_identifier: int,
         now_ms: Callable[[], int],
-        connect: Callable[..., defer.Deferred[IpcClient]] | None = None,
+        connect: Connect | None = None,
     ) -> None:
         self.reactor = reactor
         self.keys = keys
         self.scheduler_address = scheduler_address
         self.rm_identifier = rm_identifier
         self.now_ms = now_ms
-        self._connect = connect or IpcClient.connect
+        self._connect: Connect = connect or IpcClient.connect
 
-    @defer.inlineCallbacks
-    def launch(self, app: Application, container: RMContainer) -> Generator[defer.Deferred[Any], Any, ys.StartContainersResponseProto]:
+    def launch(self, app: Application, container: RMContainer) -> defer.Deferred[ys.StartContainersResponseProto]:
         """Fires when the node accepted the AM container; fails with AMLaunchError otherwise."""
+        return defer.ensureDeferred(self._launch(app, container))
+
+    async def _launch(self, app: Application, container: RMContainer) -> ys.StartContainersResponseProto:
         request = ys.StartContainersRequestProto()
         start = request.start_container_request.add()
         start.container_launch_context.CopyFrom(am_launch_context(app, container, self.keys, self.scheduler_address))
@@ -89,13 +94,11 @@ class AMLauncher:
         )
         node = container.node_id
         try:
-            client = yield self._connect(self.reactor, node.host, node.port, NM_PROTOCOL, str(container.attempt_id))
+            client = await self._connect(self.reactor, node.host, node.port, NM_PROTOCOL, str(container.attempt_id))
         except Exception as e:
             raise AMLaunchError(f"could not reach the NodeManager at {node}: {e}") from e
         try:
-            response: ys.StartContainersResponseProto = yield client.call(
-                "startContainers", request, ys.StartContainersResponseProto
-            )
+            response = await client.call("startContainers", request, ys.StartContainersResponseProto)
         except Exception as e:
             raise AMLaunchError(f"startContainers on {node} failed: {e}") from e
         finally:

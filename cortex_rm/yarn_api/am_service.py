@@ -22,9 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
-from google.protobuf.message import Message
 from twisted.internet import defer
 
 from cortex_rm.allocator.app_states import FinalStatus
@@ -35,7 +34,7 @@ from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId, NodeId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn.tokens import CONTAINER_TOKEN_KIND, NM_TOKEN_KIND, MasterKey
 from cortex_rm.yarn_api import records
-from cortex_rm.yarn_api.client_service import translating_allocator_errors
+from cortex_rm.yarn_api.allocator_errors import translating_allocator_errors
 from cortex_rm.yarn_api.errors import (
     ACCESS_CONTROL_EXCEPTION,
     APPLICATION_MASTER_NOT_REGISTERED,
@@ -46,11 +45,15 @@ from cortex_rm.yarn_api.proto import applicationmaster_protocol_pb2
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
-from cortex_rm.yarn_api.rpc_protocol import AuthMethod, CallContext, RpcProtocol
+from cortex_rm.yarn_api.proto.Security_pb2 import TokenProto
+from cortex_rm.yarn_api.rpc_protocol import AuthMethod, CallContext, Handler, RpcProtocol
 from cortex_rm.yarn_api.tokens import make_token, parse_amrm_identifier
 
 SCHEDULER_PROTOCOL = "org.apache.hadoop.yarn.api.ApplicationMasterProtocolPB"
 CONTAINER_TOKEN_LIFETIME_MS = 10 * 60 * 1000  # yarn.resourcemanager.rm.container-allocation.expiry-interval-ms
+
+_Request = TypeVar("_Request")
+_Result = TypeVar("_Result")
 
 
 class AMScheduling(Protocol):
@@ -114,19 +117,22 @@ class ApplicationMasterService:
         self.now_ms = now_ms
         self._sessions: dict[ApplicationAttemptId, _Session] = {}
 
-    def handlers(self) -> dict[str, Callable[..., Any]]:
+    def handlers(self) -> dict[str, Handler]:
+        """Method name -> handler, for the IPC registry."""
         return {
             "registerApplicationMaster": self._guarded(self.register_application_master),
             "allocate": self._guarded(self.allocate),
             "finishApplicationMaster": self._guarded(self.finish_application_master),
         }
 
-    def _guarded(self, handler: Callable[[ApplicationAttemptId, Any], Any]) -> Callable[[CallContext, Any], Any]:
+    def _guarded(
+        self, handler: Callable[[ApplicationAttemptId, _Request], _Result]
+    ) -> Callable[[CallContext, _Request], _Result]:
         """Identify the attempt from the token; map allocator errors to YARN's exceptions."""
 
         translated = translating_allocator_errors(handler)
 
-        def run(call: CallContext, request: Message) -> Any:
+        def run(call: CallContext, request: _Request) -> _Result:
             return translated(self._attempt_of(call), request)
 
         run.__name__ = handler.__name__
@@ -165,7 +171,7 @@ class ApplicationMasterService:
         queue, user, context = self.scheduling.application_info(attempt_id)
         d = self.scheduling.register(attempt_id, request.host, request.rpc_port, request.tracking_url)
 
-        def respond(_: Any) -> ys.RegisterApplicationMasterResponseProto:
+        def respond(_: None) -> ys.RegisterApplicationMasterResponseProto:
             self._new_session(attempt_id)
             response = ys.RegisterApplicationMasterResponseProto(queue=queue)
             records.resource_to_proto(self.scheduling.maximum_allocation, response.maximumCapability)
@@ -272,7 +278,7 @@ class ApplicationMasterService:
         out.token.CopyFrom(make_token(self.container_key, ident.SerializeToString(), NM_TOKEN_KIND, str(node_id)))
 
 
-def container_token(key: MasterKey, container: RMContainer, user: str, rm_identifier: int, now_ms: int) -> Any:
+def container_token(key: MasterKey, container: RMContainer, user: str, rm_identifier: int, now_ms: int) -> TokenProto:
     """The ContainerToken a NodeManager checks before starting ``container``."""
     ident = yst.ContainerTokenIdentifierProto(
         nmHostAddr=str(container.node_id),

@@ -3,50 +3,35 @@
 Each handler takes the call's context and the decoded request and returns the
 response message (or a Deferred of it).  Allocator errors become the Java
 exceptions Hadoop's client expects (``ApplicationNotFoundException`` for an
-unknown id, and so on) through ``remote_error``; the IPC layer turns those into
-ERROR replies.
+unknown id, and so on) through ``allocator_errors``; the IPC layer turns those
+into ERROR replies.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable, Generator
-from typing import Any
 
 from twisted.internet import defer
 
 from cortex_rm.allocator import errors as alloc
 from cortex_rm.allocator.app_queries import ApplicationFilter
-from cortex_rm.allocator.asks import InvalidResourceRequest
-from cortex_rm.allocator.containers import InvalidContainerRelease
+from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.rm_context import RMContext
-from cortex_rm.yarn.errors import IllegalTransition, MalformedId, YarnError
-from cortex_rm.yarn_api import errors, records
-from cortex_rm.yarn_api.errors import RemoteError
+from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn_api import records
+from cortex_rm.yarn_api.allocator_errors import translating_allocator_errors
 from cortex_rm.yarn_api.proto import applicationclient_protocol_pb2
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
-from cortex_rm.yarn_api.rpc_protocol import RpcProtocol
+from cortex_rm.yarn_api.rpc_protocol import CallContext, Handler, RpcProtocol
 
 CLIENT_PROTOCOL = "org.apache.hadoop.yarn.api.ApplicationClientProtocolPB"
 
-_JAVA_CLASS: dict[type[YarnError], str] = {
-    alloc.UnknownApplication: errors.APPLICATION_NOT_FOUND,
-    alloc.UnknownAttempt: errors.APPLICATION_ATTEMPT_NOT_FOUND,
-    alloc.UnknownContainer: errors.CONTAINER_NOT_FOUND,
-    InvalidResourceRequest: errors.INVALID_RESOURCE_REQUEST,
-    InvalidContainerRelease: "org.apache.hadoop.yarn.exceptions.InvalidContainerReleaseException",
-    alloc.InvalidSubmission: errors.YARN_EXCEPTION,
-    alloc.RefusedOperation: errors.YARN_EXCEPTION,
-    alloc.UnknownQueue: errors.YARN_EXCEPTION,
-    alloc.UnknownNode: errors.YARN_EXCEPTION,
-    MalformedId: errors.YARN_EXCEPTION,
-}
+_PROFILES_DISABLED = "Resource profiles are disabled on this cluster (yarn.resourcemanager.resource-profiles.enabled=false)"
 
 # The user of a SIMPLE connection whose context names nobody (Hadoop's static web user).
 ANONYMOUS_USER = "dr.who"
 
 
-def caller(call: Any) -> str:
+def caller(call: CallContext) -> str:
     """The calling user: the context's effective user, or the anonymous user."""
     return call.effective_user or ANONYMOUS_USER
 
@@ -71,114 +56,88 @@ UNSUPPORTED_CLIENT_METHODS = frozenset(
 )
 
 
-def remote_error(error: YarnError) -> RemoteError:
-    """The ERROR reply a Hadoop client turns back into the right Java exception.
-
-    ``IllegalTransition`` is a bug, not a client's mistake: it is re-raised so the
-    IPC layer logs it as an internal error.
-    """
-    if isinstance(error, IllegalTransition):
-        raise error
-    for cls in type(error).__mro__:
-        java = _JAVA_CLASS.get(cls)
-        if java is not None:
-            return RemoteError(java, str(error))
-    return RemoteError(errors.YARN_EXCEPTION, str(error))
-
-
-def translating_allocator_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a handler, turning errors in YARN's terms (raised or in a Deferred) into RemoteErrors.
-
-    Synchronous answers stay synchronous: the IPC layer replies to them without a Deferred.
-    """
-
-    def translate(failure: Any) -> Any:
-        failure.trap(YarnError)
-        raise remote_error(failure.value)
-
-    def run(call: Any, request: Any) -> Any:
-        try:
-            result = handler(call, request)
-        except YarnError as error:
-            raise remote_error(error) from error
-        if isinstance(result, defer.Deferred):
-            result.addErrback(translate)
-        return result
-
-    run.__name__ = handler.__name__
-    run.__doc__ = handler.__doc__
-    return run
-
-
 class ApplicationClientService:
     """The handlers of ApplicationClientProtocol over one RMContext."""
 
     def __init__(self, rm: RMContext) -> None:
         self.rm = rm
 
-    def handlers(self) -> dict[str, Callable[..., Any]]:
-        """Method name -> handler, for the IPC registry."""
-        return {
-            "getNewApplication": translating_allocator_errors(self.get_new_application),
-            "submitApplication": translating_allocator_errors(self.submit_application),
-            "getApplicationReport": translating_allocator_errors(self.get_application_report),
-            "forceKillApplication": translating_allocator_errors(self.force_kill_application),
-            "getClusterMetrics": translating_allocator_errors(self.get_cluster_metrics),
-            "getApplications": translating_allocator_errors(self.get_applications),
-            "getClusterNodes": translating_allocator_errors(self.get_cluster_nodes),
-            "getQueueInfo": translating_allocator_errors(self.get_queue_info),
-            "getQueueUserAcls": translating_allocator_errors(self.get_queue_user_acls),
-            "moveApplicationAcrossQueues": translating_allocator_errors(self.move_application),
-            "failApplicationAttempt": translating_allocator_errors(self.fail_application_attempt),
-            "getApplicationAttemptReport": translating_allocator_errors(self.get_application_attempt_report),
-            "getApplicationAttempts": translating_allocator_errors(self.get_application_attempts),
-            "getContainerReport": translating_allocator_errors(self.get_container_report),
-            "getContainers": translating_allocator_errors(self.get_containers),
-            "getNodeToLabels": translating_allocator_errors(self.get_node_to_labels),
-            "getLabelsToNodes": translating_allocator_errors(self.get_labels_to_nodes),
-            "getClusterNodeLabels": translating_allocator_errors(self.get_cluster_node_labels),
-            "updateApplicationPriority": translating_allocator_errors(self.update_application_priority),
-            "signalToContainer": translating_allocator_errors(self.signal_to_container),
-            "updateApplicationTimeouts": translating_allocator_errors(self.update_application_timeouts),
-            "getResourceProfiles": translating_allocator_errors(self.get_resource_profiles),
-            "getResourceProfile": translating_allocator_errors(self.get_resource_profile),
-            "getResourceTypeInfo": translating_allocator_errors(self.get_resource_type_info),
+    def handlers(self) -> dict[str, Handler]:
+        """Method name -> handler, for the IPC registry; allocator errors leave as YARN's exceptions."""
+        handlers: dict[str, Handler] = {
+            "getNewApplication": self.get_new_application,
+            "submitApplication": self.submit_application,
+            "getApplicationReport": self.get_application_report,
+            "forceKillApplication": self.force_kill_application,
+            "getClusterMetrics": self.get_cluster_metrics,
+            "getApplications": self.get_applications,
+            "getClusterNodes": self.get_cluster_nodes,
+            "getQueueInfo": self.get_queue_info,
+            "getQueueUserAcls": self.get_queue_user_acls,
+            "moveApplicationAcrossQueues": self.move_application,
+            "failApplicationAttempt": self.fail_application_attempt,
+            "getApplicationAttemptReport": self.get_application_attempt_report,
+            "getApplicationAttempts": self.get_application_attempts,
+            "getContainerReport": self.get_container_report,
+            "getContainers": self.get_containers,
+            "getNodeToLabels": self.get_node_to_labels,
+            "getLabelsToNodes": self.get_labels_to_nodes,
+            "getClusterNodeLabels": self.get_cluster_node_labels,
+            "updateApplicationPriority": self.update_application_priority,
+            "signalToContainer": self.signal_to_container,
+            "updateApplicationTimeouts": self.update_application_timeouts,
+            "getResourceProfiles": self.get_resource_profiles,
+            "getResourceProfile": self.get_resource_profile,
+            "getResourceTypeInfo": self.get_resource_type_info,
         }
+        return {name: translating_allocator_errors(handler) for name, handler in handlers.items()}
 
     # -- applications --------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def get_new_application(self, call: Any, request: ys.GetNewApplicationRequestProto) -> Generator[defer.Deferred[Any], Any, ys.GetNewApplicationResponseProto]:
-        app_id = yield self.rm.apps.new_application()
-        response = ys.GetNewApplicationResponseProto()
-        records.app_id_to_proto(app_id, response.application_id)
-        records.resource_to_proto(self.rm.limits.maximum_allocation, response.maximumCapability)
-        return response
+    def get_new_application(
+        self, call: CallContext, request: ys.GetNewApplicationRequestProto
+    ) -> defer.Deferred[ys.GetNewApplicationResponseProto]:
+        async def new() -> ys.GetNewApplicationResponseProto:
+            app_id = await self.rm.apps.new_application()
+            response = ys.GetNewApplicationResponseProto()
+            records.app_id_to_proto(app_id, response.application_id)
+            records.resource_to_proto(self.rm.limits.maximum_allocation, response.maximumCapability)
+            return response
 
-    @defer.inlineCallbacks
-    def submit_application(self, call: Any, request: ys.SubmitApplicationRequestProto) -> Generator[defer.Deferred[Any], Any, ys.SubmitApplicationResponseProto]:
-        if not request.HasField("application_submission_context"):
-            raise alloc.InvalidSubmission("submitApplication carries no application_submission_context")
-        submission = records.submission_from_proto(request.application_submission_context, caller(call))
-        yield self.rm.apps.submit(submission)
-        return ys.SubmitApplicationResponseProto()
+        return defer.ensureDeferred(new())
+
+    def submit_application(
+        self, call: CallContext, request: ys.SubmitApplicationRequestProto
+    ) -> defer.Deferred[ys.SubmitApplicationResponseProto]:
+        async def submit() -> ys.SubmitApplicationResponseProto:
+            if not request.HasField("application_submission_context"):
+                raise alloc.InvalidSubmission("submitApplication carries no application_submission_context")
+            submission = records.submission_from_proto(request.application_submission_context, caller(call))
+            await self.rm.apps.submit(submission)
+            return ys.SubmitApplicationResponseProto()
+
+        return defer.ensureDeferred(submit())
 
     def get_application_report(
-        self, call: Any, request: ys.GetApplicationReportRequestProto
+        self, call: CallContext, request: ys.GetApplicationReportRequestProto
     ) -> ys.GetApplicationReportResponseProto:
         app = self.rm.apps.get(records.app_id_from_proto(request.application_id))
         response = ys.GetApplicationReportResponseProto()
         records.app_report(app, self.rm, response.application_report)
         return response
 
-    @defer.inlineCallbacks
-    def force_kill_application(self, call: Any, request: ys.KillApplicationRequestProto) -> Generator[defer.Deferred[Any], Any, ys.KillApplicationResponseProto]:
-        app_id = records.app_id_from_proto(request.application_id)
-        diagnostics = request.diagnostics or f"Application {app_id} was killed by user {caller(call)}"
-        completed = yield self.rm.apps.kill(app_id, diagnostics)
-        return ys.KillApplicationResponseProto(is_kill_completed=completed)
+    def force_kill_application(
+        self, call: CallContext, request: ys.KillApplicationRequestProto
+    ) -> defer.Deferred[ys.KillApplicationResponseProto]:
+        async def kill() -> ys.KillApplicationResponseProto:
+            app_id = records.app_id_from_proto(request.application_id)
+            diagnostics = request.diagnostics or f"Application {app_id} was killed by user {caller(call)}"
+            completed = await self.rm.apps.kill(app_id, diagnostics)
+            return ys.KillApplicationResponseProto(is_kill_completed=completed)
 
-    def get_applications(self, call: Any, request: ys.GetApplicationsRequestProto) -> ys.GetApplicationsResponseProto:
+        return defer.ensureDeferred(kill())
+
+    def get_applications(self, call: CallContext, request: ys.GetApplicationsRequestProto) -> ys.GetApplicationsResponseProto:
         flt = ApplicationFilter(
             types=frozenset(request.application_types),
             states=frozenset(records.app_state_from_proto(s) for s in request.application_states),
@@ -198,13 +157,13 @@ class ApplicationClientService:
         return response
 
     def move_application(
-        self, call: Any, request: ys.MoveApplicationAcrossQueuesRequestProto
+        self, call: CallContext, request: ys.MoveApplicationAcrossQueuesRequestProto
     ) -> defer.Deferred[ys.MoveApplicationAcrossQueuesResponseProto]:
         d = self.rm.apps.move(records.app_id_from_proto(request.application_id), request.target_queue)
         return d.addCallback(lambda _: ys.MoveApplicationAcrossQueuesResponseProto())
 
     def update_application_priority(
-        self, call: Any, request: ys.UpdateApplicationPriorityRequestProto
+        self, call: CallContext, request: ys.UpdateApplicationPriorityRequestProto
     ) -> defer.Deferred[ys.UpdateApplicationPriorityResponseProto]:
         app_id = records.app_id_from_proto(request.applicationId)
         d = self.rm.apps.update_priority(app_id, request.applicationPriority.priority)
@@ -217,7 +176,7 @@ class ApplicationClientService:
         return d.addCallback(respond)
 
     def update_application_timeouts(
-        self, call: Any, request: ys.UpdateApplicationTimeoutsRequestProto
+        self, call: CallContext, request: ys.UpdateApplicationTimeoutsRequestProto
     ) -> ys.UpdateApplicationTimeoutsResponseProto:
         app = self.rm.apps.get(records.app_id_from_proto(request.applicationId))
         raise alloc.RefusedOperation(
@@ -227,14 +186,14 @@ class ApplicationClientService:
     # -- attempts and containers ---------------------------------------------------
 
     def fail_application_attempt(
-        self, call: Any, request: ys.FailApplicationAttemptRequestProto
+        self, call: CallContext, request: ys.FailApplicationAttemptRequestProto
     ) -> defer.Deferred[ys.FailApplicationAttemptResponseProto]:
         attempt_id = records.attempt_id_from_proto(request.application_attempt_id)
         d = self.rm.apps.fail_attempt(attempt_id, f"Attempt failed by user {caller(call)}.")
         return d.addCallback(lambda _: ys.FailApplicationAttemptResponseProto())
 
     def get_application_attempt_report(
-        self, call: Any, request: ys.GetApplicationAttemptReportRequestProto
+        self, call: CallContext, request: ys.GetApplicationAttemptReportRequestProto
     ) -> ys.GetApplicationAttemptReportResponseProto:
         _, attempt = self.rm.apps.get_attempt(records.attempt_id_from_proto(request.application_attempt_id))
         response = ys.GetApplicationAttemptReportResponseProto()
@@ -242,7 +201,7 @@ class ApplicationClientService:
         return response
 
     def get_application_attempts(
-        self, call: Any, request: ys.GetApplicationAttemptsRequestProto
+        self, call: CallContext, request: ys.GetApplicationAttemptsRequestProto
     ) -> ys.GetApplicationAttemptsResponseProto:
         app = self.rm.apps.get(records.app_id_from_proto(request.application_id))
         response = ys.GetApplicationAttemptsResponseProto()
@@ -251,7 +210,7 @@ class ApplicationClientService:
         return response
 
     def get_container_report(
-        self, call: Any, request: ys.GetContainerReportRequestProto
+        self, call: CallContext, request: ys.GetContainerReportRequestProto
     ) -> ys.GetContainerReportResponseProto:
         container_id = records.container_id_from_proto(request.container_id)
         self.rm.apps.get_attempt(container_id.attempt_id)  # unknown app/attempt: their own errors
@@ -262,7 +221,7 @@ class ApplicationClientService:
                 return response
         raise alloc.UnknownContainer(f"Container with id '{container_id}' doesn't exist in RM.")
 
-    def get_containers(self, call: Any, request: ys.GetContainersRequestProto) -> ys.GetContainersResponseProto:
+    def get_containers(self, call: CallContext, request: ys.GetContainersRequestProto) -> ys.GetContainersResponseProto:
         attempt_id = records.attempt_id_from_proto(request.application_attempt_id)
         self.rm.apps.get_attempt(attempt_id)
         response = ys.GetContainersResponseProto()
@@ -270,7 +229,7 @@ class ApplicationClientService:
             self._container_report(container, response.containers.add())
         return response
 
-    def _container_report(self, container: Any, out: yp.ContainerReportProto) -> None:
+    def _container_report(self, container: RMContainer, out: yp.ContainerReportProto) -> None:
         """A live container as YARN's ContainerReport."""
         records.container_id_to_proto(container.container_id, out.container_id)
         records.resource_to_proto(container.resource, out.resource)
@@ -286,7 +245,7 @@ class ApplicationClientService:
         except alloc.UnknownNode:
             pass
 
-    def signal_to_container(self, call: Any, request: ys.SignalContainerRequestProto) -> ys.SignalContainerResponseProto:
+    def signal_to_container(self, call: CallContext, request: ys.SignalContainerRequestProto) -> ys.SignalContainerResponseProto:
         container_id = records.container_id_from_proto(request.container_id)
         self.rm.apps.get_attempt(container_id.attempt_id)
         raise alloc.UnknownContainer(f"Container with id '{container_id}' doesn't exist in RM.")
@@ -294,7 +253,7 @@ class ApplicationClientService:
     # -- cluster, nodes, queues ----------------------------------------------------
 
     def get_cluster_metrics(
-        self, call: Any, request: ys.GetClusterMetricsRequestProto
+        self, call: CallContext, request: ys.GetClusterMetricsRequestProto
     ) -> ys.GetClusterMetricsResponseProto:
         m = self.rm.metrics()
         response = ys.GetClusterMetricsResponseProto()
@@ -309,14 +268,14 @@ class ApplicationClientService:
         cm.num_shutdown_nms = m.shutdown_nodes
         return response
 
-    def get_cluster_nodes(self, call: Any, request: ys.GetClusterNodesRequestProto) -> ys.GetClusterNodesResponseProto:
+    def get_cluster_nodes(self, call: CallContext, request: ys.GetClusterNodesRequestProto) -> ys.GetClusterNodesResponseProto:
         states = [records.node_state_from_proto(s) for s in request.nodeStates]
         response = ys.GetClusterNodesResponseProto()
         for node in self.rm.nodes.with_states(states):
             records.node_report(node, response.nodeReports.add())
         return response
 
-    def get_queue_info(self, call: Any, request: ys.GetQueueInfoRequestProto) -> ys.GetQueueInfoResponseProto:
+    def get_queue_info(self, call: CallContext, request: ys.GetQueueInfoRequestProto) -> ys.GetQueueInfoResponseProto:
         queue = self.rm.queues.find(request.queueName or "root")
         response = ys.GetQueueInfoResponseProto()
         records.queue_info(
@@ -330,7 +289,7 @@ class ApplicationClientService:
         return response
 
     def get_queue_user_acls(
-        self, call: Any, request: ys.GetQueueUserAclsInfoRequestProto
+        self, call: CallContext, request: ys.GetQueueUserAclsInfoRequestProto
     ) -> ys.GetQueueUserAclsInfoResponseProto:
         # With security off every user may submit to and administer every queue, as in YARN.
         response = ys.GetQueueUserAclsInfoResponseProto()
@@ -340,7 +299,7 @@ class ApplicationClientService:
             acl.userAcls.extend([yp.QACL_SUBMIT_APPLICATIONS, yp.QACL_ADMINISTER_QUEUE])
         return response
 
-    def get_node_to_labels(self, call: Any, request: ys.GetNodesToLabelsRequestProto) -> ys.GetNodesToLabelsResponseProto:
+    def get_node_to_labels(self, call: CallContext, request: ys.GetNodesToLabelsRequestProto) -> ys.GetNodesToLabelsResponseProto:
         response = ys.GetNodesToLabelsResponseProto()
         for node in self.rm.nodes:
             if node.labels:
@@ -349,9 +308,9 @@ class ApplicationClientService:
                 entry.nodeLabels.extend(sorted(node.labels))
         return response
 
-    def get_labels_to_nodes(self, call: Any, request: ys.GetLabelsToNodesRequestProto) -> ys.GetLabelsToNodesResponseProto:
+    def get_labels_to_nodes(self, call: CallContext, request: ys.GetLabelsToNodesRequestProto) -> ys.GetLabelsToNodesResponseProto:
         wanted = set(request.nodeLabels)
-        by_label: dict[str, list[Any]] = {}
+        by_label: dict[str, list[NodeId]] = {}
         for node in self.rm.nodes:
             for label in node.labels:
                 if not wanted or label in wanted:
@@ -365,7 +324,7 @@ class ApplicationClientService:
         return response
 
     def get_cluster_node_labels(
-        self, call: Any, request: ys.GetClusterNodeLabelsRequestProto
+        self, call: CallContext, request: ys.GetClusterNodeLabelsRequestProto
     ) -> ys.GetClusterNodeLabelsResponseProto:
         response = ys.GetClusterNodeLabelsResponseProto()
         for label in sorted({label for node in self.rm.nodes for label in node.labels}):
@@ -375,7 +334,7 @@ class ApplicationClientService:
     # -- resource types ------------------------------------------------------------
 
     def get_resource_type_info(
-        self, call: Any, request: ys.GetAllResourceTypeInfoRequestProto
+        self, call: CallContext, request: ys.GetAllResourceTypeInfoRequestProto
     ) -> ys.GetAllResourceTypeInfoResponseProto:
         response = ys.GetAllResourceTypeInfoResponseProto()
         response.resource_type_info.add(name="memory-mb", units="Mi", type=yp.COUNTABLE)
@@ -383,18 +342,14 @@ class ApplicationClientService:
         return response
 
     def get_resource_profiles(
-        self, call: Any, request: ys.GetAllResourceProfilesRequestProto
+        self, call: CallContext, request: ys.GetAllResourceProfilesRequestProto
     ) -> ys.GetAllResourceProfilesResponseProto:
-        raise alloc.RefusedOperation(
-            "Resource profiles are disabled on this cluster (yarn.resourcemanager.resource-profiles.enabled=false)"
-        )
+        raise alloc.RefusedOperation(_PROFILES_DISABLED)
 
     def get_resource_profile(
-        self, call: Any, request: ys.GetResourceProfileRequestProto
+        self, call: CallContext, request: ys.GetResourceProfileRequestProto
     ) -> ys.GetResourceProfileResponseProto:
-        raise alloc.RefusedOperation(
-            "Resource profiles are disabled on this cluster (yarn.resourcemanager.resource-profiles.enabled=false)"
-        )
+        raise alloc.RefusedOperation(_PROFILES_DISABLED)
 
 
 def client_protocol(service: ApplicationClientService) -> RpcProtocol:

@@ -306,31 +306,13 @@ class IpcConnection:
         try:
             step = negotiation.receive(message)
         except SaslRejected as exc:
-            raise fatal(exc.java_class, exc.message, exc.error_detail, header) from exc
+            raise exc.for_call(header.callId, header.retryCount) from exc
         if step.reply is not None:
             events.append(SendBytes(success_frame(CALL_ID_SASL, b"", INVALID_RETRY_COUNT, step.reply.SerializeToString())))
         if step.outcome is not None:
             self.auth_method = step.outcome.auth_method
             self.token_identifier = step.outcome.token_identifier
             self._move(ConnectionState.AWAIT_CONTEXT)
-
-    def _reject_no_context(self, header: RpcRequestHeaderProto, *_: object) -> None:
-        raise fatal(
-            errors.RPC_SERVER_EXCEPTION, "Connection context not established", errors.FATAL_INVALID_RPC_HEADER, header
-        )
-
-    def _reject_context_during_sasl(self, header: RpcRequestHeaderProto, *_: object) -> None:
-        raise fatal(
-            errors.RPC_SERVER_EXCEPTION,
-            "Connection header sent during SASL negotiation",
-            errors.FATAL_INVALID_RPC_HEADER,
-            header,
-        )
-
-    def _reject_second_context(self, header: RpcRequestHeaderProto, *_: object) -> None:
-        raise fatal(
-            errors.RPC_SERVER_EXCEPTION, "Connection context already processed", errors.FATAL_INVALID_RPC_HEADER, header
-        )
 
     # --- output ---------------------------------------------------------------------------
 
@@ -386,22 +368,29 @@ class IpcConnection:
         self.state = new
 
 
+def _refusing(message: str) -> _FrameAction:
+    """The action for a frame its state does not accept: FATAL ``message``, then close."""
+
+    def refuse(connection: IpcConnection, header: RpcRequestHeaderProto, *_: object) -> None:
+        raise fatal(errors.RPC_SERVER_EXCEPTION, message, errors.FATAL_INVALID_RPC_HEADER, header)
+
+    return refuse
+
+
+_NO_CONTEXT = _refusing("Connection context not established")
+
 #: The frame table of the module docstring: state -> (call, context, SASL) actions.
 #: Pings are ignored in every state; other negative call ids are always FATAL.
 _FRAME_ACTIONS: Mapping[ConnectionState, tuple[_FrameAction, _FrameAction, _FrameAction]] = {
     ConnectionState.SASL_NEGOTIATION: (
-        IpcConnection._reject_no_context,
-        IpcConnection._reject_context_during_sasl,
+        _NO_CONTEXT,
+        _refusing("Connection header sent during SASL negotiation"),
         IpcConnection._on_sasl,
     ),
-    ConnectionState.AWAIT_CONTEXT: (
-        IpcConnection._reject_no_context,
-        IpcConnection._on_context,
-        IpcConnection._on_sasl,
-    ),
+    ConnectionState.AWAIT_CONTEXT: (_NO_CONTEXT, IpcConnection._on_context, IpcConnection._on_sasl),
     ConnectionState.READY: (
         IpcConnection._on_call,
-        IpcConnection._reject_second_context,
+        _refusing("Connection context already processed"),
         IpcConnection._on_sasl,
     ),
 }

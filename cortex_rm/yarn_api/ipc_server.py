@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable
-from typing import Any
+from typing import cast
 
 from google.protobuf.message import Message
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -123,18 +123,26 @@ class IpcServerProtocol(Protocol):
         self._log = factory.log
         self._limit = factory.max_outstanding_calls
         self._paused = False
-        self._transport: Any = None  # the ITCPTransport, untyped (zope interfaces confuse mypy)
         # Replies produced while dataReceived runs are written in one go at its end.
         self._batch: list[bytes] | None = None
         self._idle_timeout = factory.idle_timeout
         self._clock = factory.clock
-        self._idle_call: Any = None
+        self._idle_call: IDelayedCall | None = None
         self._last_activity = 0.0
+
+    @property
+    def _tcp(self) -> ITCPTransport:
+        """The connection's transport: Twisted types a Protocol's as a bare ITransport; ours is TCP's."""
+        return cast(ITCPTransport, self.transport)
+
+    @property
+    def _reading(self) -> IPushProducer:
+        """The same transport as the producer of what we read: pausing it stops reading the peer."""
+        return cast(IPushProducer, self.transport)
 
     def connectionMade(self) -> None:
         """Disable Nagle (as Hadoop's ``ipc.server.tcpnodelay`` does) and log the connection."""
-        self._transport = self.transport
-        set_no_delay = getattr(self._transport, "setTcpNoDelay", None)
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
         if self._idle_timeout is not None and self._clock is not None:
@@ -152,7 +160,7 @@ class IpcServerProtocol(Protocol):
         except Exception:
             self._log.failure("IPC connection from {peer} hit an internal error; aborting it", peer=self.peer)
             core.connection_lost()
-            self._transport.abortConnection()
+            self._tcp.abortConnection()
             return
         batch: list[bytes] = []
         self._batch = batch
@@ -174,12 +182,12 @@ class IpcServerProtocol(Protocol):
         finally:
             self._batch = None
         if batch:
-            self._transport.write(b"".join(batch))
+            self._tcp.write(b"".join(batch))
         if close is not None:
-            self._transport.loseConnection()
+            self._tcp.loseConnection()
         elif self._limit is not None and core.outstanding >= self._limit and not self._paused:
             self._paused = True
-            self._transport.pauseProducing()
+            self._reading.pauseProducing()
 
     def _check_idle(self) -> None:
         """Close the connection if nothing came in for the idle timeout and no call is running."""
@@ -188,7 +196,7 @@ class IpcServerProtocol(Protocol):
         if idle_for >= self._idle_timeout and self.core.outstanding == 0:
             self._idle_call = None
             self._log.debug("IPC connection from {peer} idle for {s:.0f} s: closing it", peer=self.peer, s=idle_for)
-            self._transport.loseConnection()
+            self._tcp.loseConnection()
             return
         wait = self._idle_timeout - idle_for if idle_for < self._idle_timeout else self._idle_timeout
         self._idle_call = self._clock.callLater(wait, self._check_idle)
@@ -212,7 +220,8 @@ class IpcServerProtocol(Protocol):
     def _run(self, call: IncomingCall) -> bytes | None:
         """Run one handler; the reply if it is ready now, else None (sent later)."""
         try:
-            result: Any = call.method.handler(call.context, call.request)
+            # object, not HandlerResult: a buggy handler may return anything (_encode says so)
+            result: object = call.method.handler(call.context, call.request)
         except RemoteError as error:
             return self.core.error_reply(call.context, error)
         except Exception as exc:
@@ -271,11 +280,11 @@ class IpcServerProtocol(Protocol):
         if self._batch is not None:  # completed synchronously, inside dataReceived
             self._batch.append(reply)
         elif reply:
-            self._transport.write(reply)
+            self._tcp.write(reply)
         if self._paused and self._limit is not None and self.core.outstanding < self._limit:
             self._paused = False
             if self.core.state is not ConnectionState.CLOSED:
-                self._transport.resumeProducing()
+                self._reading.resumeProducing()
 
     def _log_transition(self, change: StateChanged) -> None:
         core = self.core

@@ -27,7 +27,8 @@ ContainerManagementProtocol methods are answered "not supported by Cortex".
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from cortex_rm.container.container_manager import ContainerManager
 from cortex_rm.container.localizer import RequestedResource, ResourceType, ResourceUrl
@@ -128,7 +129,11 @@ def serialized_exception(java_class: str, message: str, out: yp.SerializedExcept
     out.trace = f"{java_class}: {message}\n\tat org.apache.hadoop.yarn.server.nodemanager.ContainerManager(Cortex)\n"
 
 
-def _fail(refusal: ContainerRefused, container_id: ContainerId | None, out: Any) -> None:
+#: Where a response lists the containers it refuses (``failed_requests``).
+FailedRequests = RepeatedCompositeFieldContainer[ys.ContainerExceptionMapProto]
+
+
+def _fail(refusal: ContainerRefused, container_id: ContainerId | None, out: FailedRequests) -> None:
     entry = out.add()
     cid = refusal.container_id or container_id
     if cid is not None:
@@ -154,13 +159,14 @@ class ContainerManagementService:
         self.manager = manager
 
     def handlers(self) -> dict[str, Handler]:
+        """Method name -> handler, for the IPC registry."""
         return {
             "startContainers": self.start_containers,
             "stopContainers": self.stop_containers,
             "getContainerStatuses": self.get_container_statuses,
         }
 
-    def _ids(self, protos: Iterable[yp.ContainerIdProto], failed: Any) -> list[ContainerId]:
+    def _ids(self, protos: Iterable[yp.ContainerIdProto], failed: FailedRequests) -> list[ContainerId]:
         ids = []
         for p in protos:
             try:

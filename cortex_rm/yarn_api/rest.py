@@ -132,7 +132,7 @@ class WebServicesResource(Resource):
         super().__init__()
         self.services = services
 
-    def render(self, request: Request) -> Any:
+    def render(self, request: Request) -> int:
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)  # the client went away before the answer
         method = _text(request.method) or "GET"
@@ -143,7 +143,7 @@ class WebServicesResource(Resource):
         d.addErrback(lambda f: log.failure("could not answer {method} {path}", f, method=method, path=path))
         return NOT_DONE_YET
 
-    def _dispatch(self, request: Request, method: str, path: str) -> Any:
+    def _dispatch(self, request: Request, method: str, path: str) -> defer.Deferred[Reply]:
         if isinstance(request, BoundedRequest) and request.body_too_large:
             raise rest_errors.body_too_large(request.body_limit())
         segments = [s.decode("utf-8", errors="replace") for s in request.postpath or []]
@@ -170,7 +170,10 @@ class WebServicesResource(Resource):
             user=user,
             base_url=_base_url(request),
         )
-        return self.services.operation(name)(call)
+        answer = self.services.operation(name)(call)
+        if isinstance(answer, Reply):
+            return defer.succeed(answer)
+        return defer.Deferred.fromCoroutine(answer)  # runs now, up to the first wait on the state store
 
     def _error_reply(self, failure: Failure, method: str, path: str) -> tuple[Reply, tuple[tuple[bytes, bytes], ...]]:
         error = failure.value

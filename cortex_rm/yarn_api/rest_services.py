@@ -4,7 +4,7 @@ This is the REST API without HTTP: ``rest.py`` turns a twisted.web request into 
 ``RestCall`` (method, route parameters, query, bounded body, user) and writes the
 ``Reply`` back.  Each operation mirrors YARN's ``RMWebServices`` and acts through
 the same ``RMContext`` as the IPC ``ApplicationClientService``, so both faces of
-the RM agree.  Operations that reach the state store return a Deferred.
+the RM agree.  Operations that reach the state store are coroutines.
 
 Writes act as the user of the ``user.name`` query parameter, else as Hadoop's
 static web user ``dr.who`` (security off: YARN's pseudo authentication).
@@ -13,11 +13,9 @@ static web user ``dr.who`` (security off: YARN's pseudo authentication).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final
-
-from twisted.internet import defer
+from typing import Any, Final, NoReturn
 
 from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.app_queries import ApplicationFilter
@@ -27,14 +25,14 @@ from cortex_rm.allocator.nodes import NodeState
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.yarn.errors import MalformedId
 from cortex_rm.yarn.ids import ApplicationId, NodeId
-from cortex_rm.yarn_api import records, rest_json
+from cortex_rm.yarn_api import records, rest_app_json, rest_cluster_json
 from cortex_rm.yarn_api.rest_errors import bad_request, not_found, unsupported_media_type
 from cortex_rm.yarn_api.rest_submit import submission_context_from_json
 
 STATIC_WEB_USER: Final = "dr.who"  # hadoop.http.staticuser.user
 LONG_MAX: Final = 2**63 - 1
 _JSON_MEDIA_TYPES: Final = frozenset({"application/json", "text/json"})
-_STATE_NAMES: Final = "[" + ", ".join(s.value for s in rest_json.YARN_APPLICATION_STATES) + "]"
+_STATE_NAMES: Final = "[" + ", ".join(s.value for s in rest_app_json.YARN_APPLICATION_STATES) + "]"
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,8 @@ class Reply:
     location: str | None = None
 
 
-Operation = Callable[[RestCall], "Reply | defer.Deferred[Reply]"]
+#: An operation answers at once, or (when it waits on the state store) as a coroutine.
+Operation = Callable[[RestCall], "Reply | Coroutine[Any, Any, Reply]"]
 
 # path pattern ("*" = a parameter) -> {method: operation name}; the first match wins.
 ROUTES: Final[tuple[tuple[tuple[str, ...], dict[str, str]], ...]] = (
@@ -116,7 +115,7 @@ def _time(call: RestCall, name: str, default: int) -> int:
     return value
 
 
-def _reject_constant(name: str) -> Any:
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 
@@ -167,13 +166,13 @@ class ClusterWebServices:
     # -- cluster ---------------------------------------------------------------------
 
     def cluster_info(self, call: RestCall) -> Reply:
-        return Reply(body=rest_json.cluster_info(self.rm, self.version))
+        return Reply(body=rest_cluster_json.cluster_info(self.rm, self.version))
 
     def cluster_metrics(self, call: RestCall) -> Reply:
-        return Reply(body=rest_json.cluster_metrics(self.rm.metrics()))
+        return Reply(body=rest_cluster_json.cluster_metrics(self.rm.metrics()))
 
     def scheduler(self, call: RestCall) -> Reply:
-        return Reply(body=rest_json.scheduler_info(self.rm))
+        return Reply(body=rest_cluster_json.scheduler_info(self.rm))
 
     def nodes(self, call: RestCall) -> Reply:
         """All nodes (whatever their state, as RMWebServices), or those in ``states``."""
@@ -185,7 +184,7 @@ class ClusterWebServices:
                 names = ", ".join(s.value for s in NodeState)
                 raise bad_request(f"Invalid node state {text}; it should be one of [{names}]") from None
         nodes = [n for n in self.rm.nodes if not wanted or n.state in wanted]
-        return Reply(body=rest_json.nodes_info(nodes, self.version))
+        return Reply(body=rest_cluster_json.nodes_info(nodes, self.version))
 
     def node(self, call: RestCall) -> Reply:
         text = call.params[0]
@@ -195,7 +194,7 @@ class ClusterWebServices:
             raise bad_request(str(e)) from None
         except UnknownNode:
             raise not_found(f"nodeId, {text}, is not found") from None
-        return Reply(body={"node": rest_json.node_info(node, self.version)})
+        return Reply(body={"node": rest_cluster_json.node_info(node, self.version)})
 
     # -- applications ----------------------------------------------------------------
 
@@ -219,7 +218,7 @@ class ClusterWebServices:
         states = set()
         for text in _csv(call, "states") + _csv(call, "state"):  # "state" is the deprecated form
             state = AppState.__members__.get(text.upper())
-            if state not in rest_json.YARN_APPLICATION_STATES:
+            if state not in rest_app_json.YARN_APPLICATION_STATES:
                 raise bad_request(f"Invalid application-state {text} specified. It should be one of {_STATE_NAMES}")
             states.add(state)
         final_statuses = set()
@@ -257,61 +256,58 @@ class ClusterWebServices:
     def _deselects(self, call: RestCall) -> frozenset[str]:
         fields = set()
         for text in _csv(call, "deSelects"):
-            name = rest_json.DESELECTABLE.get(text.lower())
+            name = rest_app_json.DESELECTABLE.get(text.lower())
             if name is None:
-                valid = ", ".join(rest_json.DESELECTABLE.values())
+                valid = ", ".join(rest_app_json.DESELECTABLE.values())
                 raise bad_request(f"Invalid deSelects string {text}; valid deSelects strings are: {valid}")
             fields.add(name)
         return frozenset(fields)
 
     def apps(self, call: RestCall) -> Reply:
         apps = self.rm.apps.matching(self._app_filter(call))
-        return Reply(body=rest_json.apps_info(apps, self.rm, self._deselects(call)))
+        return Reply(body=rest_app_json.apps_info(apps, self.rm, self._deselects(call)))
 
     def app(self, call: RestCall) -> Reply:
-        return Reply(body={"app": rest_json.app_info(self._app(call), self.rm, self._deselects(call))})
+        return Reply(body={"app": rest_app_json.app_info(self._app(call), self.rm, self._deselects(call))})
 
     def app_attempts(self, call: RestCall) -> Reply:
-        return Reply(body=rest_json.attempts_info(self._app(call)))
+        return Reply(body=rest_app_json.attempts_info(self._app(call)))
 
     def app_statistics(self, call: RestCall) -> Reply:
         states = []
         for text in _csv(call, "states"):
             state = AppState.__members__.get(text.upper())
-            if state not in rest_json.YARN_APPLICATION_STATES:
+            if state not in rest_app_json.YARN_APPLICATION_STATES:
                 raise bad_request(f"Invalid application-state {text} specified. It should be one of {_STATE_NAMES}")
             if state not in states:
                 states.append(state)
         types = {t.lower() for t in _csv(call, "applicationTypes")}
         if len(types) > 1:
             raise bad_request(f"# of applicationTypes = {len(types)}, we temporarily support at most one applicationType")
-        chosen = states or list(rest_json.YARN_APPLICATION_STATES)
-        return Reply(body=rest_json.app_statistics(self.rm, chosen, types.pop() if types else None))
+        chosen = states or list(rest_app_json.YARN_APPLICATION_STATES)
+        return Reply(body=rest_app_json.app_statistics(self.rm, chosen, types.pop() if types else None))
 
     # -- writes ----------------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def new_application(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
-        app_id = yield self.rm.apps.new_application()
+    async def new_application(self, call: RestCall) -> Reply:
+        app_id = await self.rm.apps.new_application()
         return Reply(
             body={
                 "application-id": str(app_id),
-                "maximum-resource-capability": rest_json.resource_info(self.rm.limits.maximum_allocation),
+                "maximum-resource-capability": rest_cluster_json.resource_info(self.rm.limits.maximum_allocation),
             }
         )
 
-    @defer.inlineCallbacks
-    def submit_application(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
+    async def submit_application(self, call: RestCall) -> Reply:
         """202 with the application's URL once it is stored (ACCEPTED, or FAILED if its queue refused it)."""
         ctx = submission_context_from_json(json_body(call), self.rm.limits.maximum_allocation)
-        app = yield self.rm.apps.submit(records.submission_from_proto(ctx, call.user))
+        app = await self.rm.apps.submit(records.submission_from_proto(ctx, call.user))
         return Reply(202, location=f"{call.base_url}/ws/v1/cluster/apps/{app.app_id}")
 
     def app_state(self, call: RestCall) -> Reply:
         return Reply(body={"state": self._app(call).reported_state.value})
 
-    @defer.inlineCallbacks
-    def update_app_state(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
+    async def update_app_state(self, call: RestCall) -> Reply:
         """Kill: 202 (and this URL) while the kill is under way, 200 once the application has ended."""
         target = _field(call, "state")
         app = self._app(call)
@@ -319,7 +315,7 @@ class ClusterWebServices:
             return Reply(body={"state": target})
         if target != AppState.KILLED.value:
             raise bad_request("Only 'KILLED' is allowed as a target state.")
-        completed = yield self.rm.apps.kill(app.app_id, f"Application {app.app_id} was killed by user {call.user}")
+        completed = await self.rm.apps.kill(app.app_id, f"Application {app.app_id} was killed by user {call.user}")
         body = {"state": app.reported_state.value}
         if completed:
             return Reply(body=body)
@@ -328,26 +324,24 @@ class ClusterWebServices:
     def app_queue(self, call: RestCall) -> Reply:
         return Reply(body={"queue": self._app(call).queue})
 
-    @defer.inlineCallbacks
-    def update_app_queue(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
+    async def update_app_queue(self, call: RestCall) -> Reply:
         target = _field(call, "queue")
         if not isinstance(target, str) or not target:
             raise bad_request("queue must be a non-empty string")
         app = self._app(call)
         if target != app.queue:
-            yield self.rm.apps.move(app.app_id, target)
+            await self.rm.apps.move(app.app_id, target)
         return Reply(body={"queue": app.queue})
 
     def app_priority(self, call: RestCall) -> Reply:
         return Reply(body={"priority": self._app(call).priority})
 
-    @defer.inlineCallbacks
-    def update_app_priority(self, call: RestCall) -> Generator[defer.Deferred[Any], Any, Reply]:
+    async def update_app_priority(self, call: RestCall) -> Reply:
         target = _field(call, "priority")
         if isinstance(target, bool) or not isinstance(target, int) or not -(2**31) <= target < 2**31:
             raise bad_request("priority must be a 32-bit integer")
         app = self._app(call)
         priority = app.priority
         if target != priority:
-            priority = yield self.rm.apps.update_priority(app.app_id, target)
+            priority = await self.rm.apps.update_priority(app.app_id, target)
         return Reply(body={"priority": priority})

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from cortex_rm.dht.peer import Peer
@@ -47,13 +48,6 @@ log = Logger()
 RING_PATH: Final = "/ws/v1/ring"
 JSON_CONTENT_TYPE: Final = b"application/json"
 ALLOWED_METHODS: Final = ("GET", "HEAD")
-
-
-class SecondsClock(Protocol):
-    """What the resource needs of a clock: ``IReactorTime.seconds`` (the reactor; ``Clock`` in tests)."""
-
-    def seconds(self) -> float:
-        """The current time in seconds since the epoch."""
 
 
 def peer_json(peer: Peer) -> dict[str, str]:
@@ -109,7 +103,7 @@ class RingResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, view: Callable[[], RingView | None], clock: SecondsClock) -> None:
+    def __init__(self, view: Callable[[], RingView | None], clock: IReactorTime) -> None:
         super().__init__()
         self._view = view
         self._clock = clock
@@ -161,9 +155,9 @@ def mount_ring(root: Resource, ring: Resource) -> None:
         child = parent.getStaticEntity(name)
         if child is None:
             child = Resource()
-            parent.putChild(name, cast(IResource, child))
+            parent.putChild(name, child)
         if getattr(child, "isLeaf", False):
             kind = type(child).__name__
             raise ValueError(f"cannot mount the ring under /{name.decode()}: it is a leaf resource ({kind})")
         parent = child
-    parent.putChild(b"ring", cast(IResource, ring))
+    parent.putChild(b"ring", ring)

@@ -32,8 +32,10 @@ if TYPE_CHECKING:
 
     from twisted.internet.defer import Deferred
 
-#: What a handler may return: the response, a Deferred of it, or a coroutine.
-HandlerResult = Union[Message, "Deferred[Message]", "Coroutine[Any, Any, Message]"]
+#: What a handler may return: the response, a Deferred of it, or a coroutine.  The Deferred
+#: is of Any: Deferred is invariant, so ``Deferred[Message]`` would refuse a handler's
+#: ``Deferred[GetNewApplicationResponseProto]``; ``serialize_response`` checks the type it fires with.
+HandlerResult = Union[Message, "Deferred[Any]", "Coroutine[Any, Any, Message]"]
 #: ``handler(call, request)``; ``request`` is an instance of the method's request type.
 Handler = Callable[["CallContext", Any], HandlerResult]
 

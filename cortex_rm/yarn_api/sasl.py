@@ -32,6 +32,7 @@ from cortex_rm.yarn_api.errors import (
     FATAL_UNAUTHORIZED,
     SASL_EXCEPTION,
     ErrorCode,
+    FatalRpcError,
 )
 from cortex_rm.yarn_api.proto.RpcHeader_pb2 import RpcSaslProto
 from cortex_rm.yarn_api.rpc_protocol import AuthMethod
@@ -44,14 +45,15 @@ SaslAuth = RpcSaslProto.SaslAuth
 PasswordLookup = Callable[[bytes], "bytes | None"]
 
 
-class SaslRejected(Exception):
-    """The exchange failed; answer FATAL with ``java_class``/``message``/``error_detail``."""
+class SaslRejected(FatalRpcError):
+    """The exchange failed: a FATAL reply, ``FATAL_UNAUTHORIZED`` unless said otherwise.
+
+    The negotiation does not see frames; the connection answers it under the SASL
+    frame's call id (:meth:`FatalRpcError.for_call`).
+    """
 
     def __init__(self, java_class: str, message: str, error_detail: ErrorCode = FATAL_UNAUTHORIZED) -> None:
-        super().__init__(f"{java_class}: {message}")
-        self.java_class = java_class
-        self.message = message
-        self.error_detail = error_detail
+        super().__init__(java_class, message, error_detail)
 
 
 @dataclass(frozen=True)
