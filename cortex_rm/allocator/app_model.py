@@ -3,7 +3,8 @@
 ``Submission`` is what a client asked for (decoded from the IPC or REST form; the
 original ``ApplicationSubmissionContextProto`` bytes are kept so the AM can later
 be launched exactly as submitted).  ``Application`` and ``Attempt`` are the RM's
-mutable records; their lifecycles are driven only through ``ApplicationTable``.
+mutable records (``Application.from_submission`` applies the ``SchedulerLimits``);
+their lifecycles are driven only through ``ApplicationTable``.
 ``to_document``/``from_document`` give the JSON form the state store keeps.
 """
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cortex_rm.allocator.app_states import HIDDEN_APP_STATES, AppState, AttemptState, FinalStatus
+from cortex_rm.allocator.errors import InvalidSubmission
+from cortex_rm.yarn.container_status import ContainerExitStatus
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId
 from cortex_rm.yarn.resources import Resource
 
@@ -81,6 +84,35 @@ class Application:
     progress: float = 0.0
     attempts: list[Attempt] = field(default_factory=list)
 
+    @classmethod
+    def from_submission(cls, submission: Submission, limits: SchedulerLimits, now_ms: int) -> Application:
+        """A NEW application as submitted at ``now_ms``, within ``limits``.
+
+        A negative priority is refused (``InvalidSubmission``); a priority above the
+        cluster's maximum is capped, and max attempts outside 1..max-attempts (0 asks for
+        the default) are the RM's max-attempts.
+        """
+        if submission.priority < 0:
+            raise InvalidSubmission(f"priority {submission.priority} is negative")
+        max_attempts = submission.max_attempts
+        if max_attempts <= 0 or max_attempts > limits.max_app_attempts:
+            max_attempts = limits.max_app_attempts
+        return cls(
+            app_id=submission.app_id,
+            user=submission.user,
+            name=submission.name,
+            queue=submission.queue or "default",
+            app_type=submission.app_type or "YARN",
+            tags=frozenset(t.lower() for t in submission.tags),
+            priority=min(submission.priority, limits.max_priority),
+            am_resource=submission.am_resource,
+            max_attempts=max_attempts,
+            unmanaged_am=submission.unmanaged_am,
+            context=submission.context,
+            submit_time_ms=now_ms,
+            start_time_ms=now_ms,
+        )
+
     @property
     def reported_state(self) -> AppState:
         """The state clients see, as YARN's ``createApplicationState``: FINAL_SAVING and
@@ -93,6 +125,16 @@ class Application:
         if self.state is AppState.FINISHING:
             return AppState.FINISHED
         return self.state
+
+    @property
+    def counted_failures(self) -> int:
+        """The failed attempts that count against ``max_attempts``: not those the framework
+        caused (node lost, preempted...), as YARN's ``shouldCountTowardsMaxAttemptRetry``."""
+        return sum(
+            1
+            for a in self.attempts
+            if a.state is AttemptState.FAILED and a.exit_status not in ContainerExitStatus.NOT_COUNTED_AGAINST_ATTEMPTS
+        )
 
     @property
     def current_attempt(self) -> Attempt | None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cortex_rm.allocator.app_model import Application
-from cortex_rm.allocator.app_states import AppState, FinalStatus
+from cortex_rm.allocator.app_states import PENDING_APP_STATES, AppState, FinalStatus
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,11 @@ class ApplicationFilter:
     finished_begin: int = 0
     finished_end: int = 2**63 - 1
     limit: int = 0  # 0: no limit
+
+    def select(self, apps: Iterable[Application]) -> list[Application]:
+        """The matching applications in id order, at most ``limit`` of them."""
+        found = [a for a in sorted(apps, key=lambda a: a.app_id) if self.matches(a)]
+        return found[: self.limit] if self.limit > 0 else found
 
     def matches(self, app: Application) -> bool:
         if self.types and app.app_type.lower() not in {t.lower() for t in self.types}:
@@ -55,9 +61,23 @@ class ApplicationFilter:
 
 @dataclass(frozen=True)
 class AppCounts:
+    """Applications by the state clients see (the apps* figures of the cluster metrics)."""
+
     submitted: int
     completed: int
     pending: int
     running: int
     failed: int
     killed: int
+
+    @classmethod
+    def of(cls, apps: Iterable[Application]) -> AppCounts:
+        states = [a.reported_state for a in apps]
+        return cls(
+            submitted=len(states),
+            completed=sum(1 for s in states if s is AppState.FINISHED),  # YARN: killed and failed apart
+            pending=sum(1 for s in states if s in PENDING_APP_STATES),
+            running=sum(1 for s in states if s is AppState.RUNNING),
+            failed=sum(1 for s in states if s is AppState.FAILED),
+            killed=sum(1 for s in states if s is AppState.KILLED),
+        )

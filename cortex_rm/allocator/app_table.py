@@ -28,11 +28,9 @@ from cortex_rm.allocator.app_states import (
     APP_TRANSITIONS,
     ATTEMPT_TRANSITIONS,
     HIDDEN_APP_STATES,
-    PENDING_APP_STATES,
     AppEvent,
     AppState,
     AttemptEvent,
-    AttemptState,
     FinalStatus,
 )
 from cortex_rm.allocator.errors import (
@@ -43,7 +41,6 @@ from cortex_rm.allocator.errors import (
 )
 from cortex_rm.allocator.queues import Queue, QueueTree
 from cortex_rm.allocator.state_store import RMStateStore, StoredState
-from cortex_rm.yarn.container_status import ContainerExitStatus
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId
 
 log = Logger()
@@ -163,8 +160,7 @@ class ApplicationTable:
         return app, attempt
 
     def matching(self, flt: ApplicationFilter = ApplicationFilter()) -> list[Application]:
-        apps = [a for a in sorted(self._apps.values(), key=lambda a: a.app_id) if flt.matches(a)]
-        return apps[: flt.limit] if flt.limit > 0 else apps
+        return flt.select(self._apps.values())
 
     def __iter__(self) -> Iterator[Application]:
         return iter(self._apps.values())
@@ -175,15 +171,7 @@ class ApplicationTable:
         return [a for a in self._apps.values() if a.queue == name and not a.state.is_terminal]
 
     def counts(self) -> AppCounts:
-        states = [a.reported_state for a in self._apps.values()]
-        return AppCounts(
-            submitted=len(states),
-            completed=sum(1 for s in states if s is AppState.FINISHED),  # YARN: killed and failed apart
-            pending=sum(1 for s in states if s in PENDING_APP_STATES),
-            running=sum(1 for s in states if s is AppState.RUNNING),
-            failed=sum(1 for s in states if s is AppState.FAILED),
-            killed=sum(1 for s in states if s is AppState.KILLED),
-        )
+        return AppCounts.of(self._apps.values())
 
     # -- submission --------------------------------------------------------------------
 
@@ -204,26 +192,7 @@ class ApplicationTable:
                 f"application id {app_id} was not issued by this ResourceManager "
                 f"(cluster timestamp {self.cluster_timestamp}); call getNewApplication first"
             )
-        if submission.priority < 0:
-            raise InvalidSubmission(f"priority {submission.priority} is negative")
-        max_attempts = submission.max_attempts
-        if max_attempts <= 0 or max_attempts > self.limits.max_app_attempts:
-            max_attempts = self.limits.max_app_attempts
-        app = Application(
-            app_id=app_id,
-            user=submission.user,
-            name=submission.name,
-            queue=submission.queue or "default",
-            app_type=submission.app_type or "YARN",
-            tags=frozenset(t.lower() for t in submission.tags),
-            priority=min(submission.priority, self.limits.max_priority),
-            am_resource=submission.am_resource,
-            max_attempts=max_attempts,
-            unmanaged_am=submission.unmanaged_am,
-            context=submission.context,
-            submit_time_ms=self.now_ms(),
-        )
-        app.start_time_ms = app.submit_time_ms
+        app = Application.from_submission(submission, self.limits, self.now_ms())
         self._apps[app_id] = app
         self.transition(app, AppEvent.START)
         try:
@@ -344,11 +313,7 @@ class ApplicationTable:
     def attempt_failed(self, app: Application, attempt: Attempt) -> defer.Deferred[None]:
         """``attempt`` has just FAILED: start the next one, or fail the application."""
         self.listener.attempt_ended(app, attempt)
-        failures = sum(
-            1
-            for a in app.attempts
-            if a.state is AttemptState.FAILED and a.exit_status not in ContainerExitStatus.NOT_COUNTED_AGAINST_ATTEMPTS
-        )
+        failures = app.counted_failures
         if failures < app.max_attempts and app.state is not AppState.KILLING:
             self.transition(app, AppEvent.ATTEMPT_FAILED, AppState.ACCEPTED)
             self.start_attempt(app)

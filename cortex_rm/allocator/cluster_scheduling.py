@@ -50,7 +50,9 @@ from cortex_rm.yarn.resources import Resource
 
 log = Logger()
 
-LaunchAM = Callable[[Application, RMContainer], "defer.Deferred[Any]"]  # fires when the node accepted the AM container
+# Fires when the node accepted the AM container.  What it fires with (the launcher's reply)
+# is not used here, and Deferred is invariant, so any result type is accepted.
+LaunchAM = Callable[[Application, RMContainer], "defer.Deferred[Any]"]
 
 
 @dataclass(frozen=True)

@@ -143,15 +143,9 @@ class NodeTable:
         return sum(1 for n in self._nodes.values() if n.state is state)
 
     def total_capability(self) -> Resource:
-        total = ZERO
-        for node in self._nodes.values():
-            if node.state in ACTIVE_NODE_STATES:
-                total = total + node.capability
-        return total
+        """The capacity of the active nodes."""
+        return sum((n.capability for n in self.with_states(ACTIVE_NODE_STATES)), ZERO)
 
     def total_used(self) -> Resource:
-        total = ZERO
-        for node in self._nodes.values():
-            if node.state in ACTIVE_NODE_STATES:
-                total = total + node.used
-        return total
+        """What is allocated on the active nodes."""
+        return sum((n.used for n in self.with_states(ACTIVE_NODE_STATES)), ZERO)

@@ -208,6 +208,6 @@ def _app_number(app_id: str) -> int:
     return int(app_id.rsplit("_", 1)[1])
 
 
-def synchronous_runner(func: Callable[[], Any]) -> defer.Deferred[Any]:
+def synchronous_runner(func: Callable[[], T]) -> defer.Deferred[T]:
     """Run ``func`` right away (tests): a Deferred already fired with its result or failure."""
     return defer.maybeDeferred(func)
