@@ -52,7 +52,8 @@ from twisted.python.failure import Failure
 from cortex_rm.container import container_files
 from cortex_rm.container.container_tokens import ContainerGrant, ContainerTokenVerifier, InvalidContainerToken
 from cortex_rm.container.launch import LaunchContextError, LaunchPlan, NodeFacts, container_paths, plan_launch
-from cortex_rm.container.localizer import LocalizationError, Localizer, check_local_resources
+from cortex_rm.container.local_resources import LocalizationError, check_local_resources
+from cortex_rm.container.localizer import Localizer
 from cortex_rm.container.nm_container import (
     NM_CONTAINER_TRANSITIONS,
     NMContainer,
