@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal, Protocol, cast
+from typing import Literal, Protocol
 
 from twisted.logger import Logger
 
@@ -152,8 +152,8 @@ def _unzip(url: ResourceUrl, archive: Path, target: Path, max_bytes: int) -> Non
             z.extract(info, target)
 
 
-def _untar(url: ResourceUrl, archive: Path, target: Path, max_bytes: int, mode: str) -> None:
-    with tarfile.open(archive, cast(Literal["r:", "r:gz"], mode)) as t:  # the modes unpack chooses
+def _untar(url: ResourceUrl, archive: Path, target: Path, max_bytes: int, mode: Literal["r:", "r:gz"]) -> None:
+    with tarfile.open(archive, mode) as t:
         members = t.getmembers()
         if len(members) > MAX_ARCHIVE_MEMBERS:
             raise LocalizationError(f"Resource {url}: more than {MAX_ARCHIVE_MEMBERS} archive members")
