@@ -6,14 +6,8 @@ LXC in the daemon, a fake in unit tests) runs processes, and every file operatio
 through the injected ``run`` off the reactor thread.  The clock is injected too.
 
 Starting (``start``) is synchronous and decides only whether the container is
-accepted, as YARN's ``startContainers`` answers before anything runs:
-
-* the ContainerToken must verify (``container_tokens.py``) -> else ``InvalidToken``;
-* the container must not be known here ("already is running on this node");
-* a caller naming an application attempt (NMClient's user is the attempt id) must
-  belong to the container's application;
-* the launch context must be usable: link names, resource URLs and timestamps,
-  variable names, a command -> else ``YarnException`` with the reason.
+accepted, as YARN's ``startContainers`` answers before anything runs; what it
+checks, in YARN's order, is ``admission.py``'s.
 
 Then the container goes through its lifecycle (``nm_container.py``):
 LOCALIZING (dirs, ``container_tokens``, resources), LOCALIZED (``launch_container.sh``
@@ -39,10 +33,10 @@ every DONE container until the RM acknowledges it (``acknowledge``, see
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -50,9 +44,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cortex_rm.container import container_files
-from cortex_rm.container.container_tokens import ContainerGrant, ContainerTokenVerifier, InvalidContainerToken
-from cortex_rm.container.launch import LaunchContextError, LaunchPlan, NodeFacts, container_paths, plan_launch
-from cortex_rm.container.localizer import LocalizationError, Localizer, check_local_resources
+from cortex_rm.container.admission import authorize, container_launch_plan, new_container, verified_grant
+from cortex_rm.container.container_tokens import ContainerTokenVerifier
+from cortex_rm.container.launch import LaunchPlan, NodeFacts
+from cortex_rm.container.local_resources import LocalizationError
+from cortex_rm.container.localizer import Localizer
 from cortex_rm.container.nm_container import (
     NM_CONTAINER_TRANSITIONS,
     NMContainer,
@@ -64,25 +60,14 @@ from cortex_rm.container.runtime_spec import ContainerSettings, runtime_spec
 from cortex_rm.container.start_request import ContainerRefused, Refusal, StartRequest
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.container_status import ContainerExitStatus
-from cortex_rm.yarn.errors import MalformedId
-from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId
+from cortex_rm.yarn.ids import ApplicationId, ContainerId
 from cortex_rm.yarn.resource_tracker import MAX_CONTAINERS, ContainerReport
 
 log = Logger()
 
 _S, _E = NMContainerState, NMContainerEvent
-_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
+T = TypeVar("T")
 MAX_REMEMBERED_CLEANUPS = 1000
-
-
-def caller_attempt(caller: str | None) -> ApplicationAttemptId | None:
-    """The application attempt a caller names (NMClient's user is ``appattempt_...``), if any."""
-    if caller is None:
-        return None
-    try:
-        return ApplicationAttemptId.parse(caller)
-    except MalformedId:
-        return None
 
 
 class ContainerManager:
@@ -140,22 +125,11 @@ class ContainerManager:
         """Accept one container (its launch goes on asynchronously) or raise ContainerRefused."""
         if self.shutting_down:
             raise ContainerRefused(Refusal.REFUSED, "The NodeManager is shutting down")
-        if request.token is None:
-            raise ContainerRefused(Refusal.INVALID_TOKEN, "No container token in the request")
-        try:
-            grant = self.tokens.verify(request.token)
-        except InvalidContainerToken as e:
-            raise ContainerRefused(Refusal.INVALID_TOKEN, str(e), e.container_id) from None
+        grant = verified_grant(self.tokens, request, self.containers)
         cid = grant.container_id
-        if cid in self.containers:
-            raise ContainerRefused(Refusal.REFUSED, f"Container {cid} already is running on this node!!", cid)
-        try:
-            self.tokens.check_not_started(grant)
-        except InvalidContainerToken as e:
-            raise ContainerRefused(Refusal.INVALID_TOKEN, str(e), cid) from None
-        self._authorize(caller, cid, "start")
-        c = self._new_container(grant, request)
-        plan = self._plan(c, request)
+        authorize(caller, cid, "start")
+        c = new_container(grant, request, self.settings)
+        plan = container_launch_plan(c, request, self.node)
         self.tokens.mark_started(grant)
         self.containers[cid] = c
         log.info(
@@ -165,67 +139,28 @@ class ContainerManager:
             resource=str(c.resource),
         )
         self._fire(c, _E.INIT)
-        self._localize_and_launch(c, plan)
+        defer.ensureDeferred(self._localize_and_launch(c, plan))
         return cid
-
-    def _authorize(self, caller: str | None, cid: ContainerId, verb: str) -> None:
-        attempt = caller_attempt(caller)
-        if attempt is not None and attempt.app_id != cid.attempt_id.app_id:
-            raise ContainerRefused(
-                Refusal.REFUSED,
-                f"Unauthorized request to {verb} container. "
-                f"{caller} does not belong to application {cid.attempt_id.app_id} of container {cid}",
-                cid,
-            )
-
-    def _new_container(self, grant: ContainerGrant, request: StartRequest) -> NMContainer:
-        cid = grant.container_id
-        if not _USER.match(grant.user):
-            raise ContainerRefused(Refusal.REFUSED, f"Invalid user name {grant.user!r} in the container token", cid)
-        try:
-            resources = check_local_resources(request.launch_context.local_resources)
-        except LocalizationError as e:
-            raise ContainerRefused(Refusal.REFUSED, f"Invalid launch context for {cid}: {e}", cid) from None
-        paths = container_paths(
-            self.settings.local_dirs, self.settings.log_dirs, grant.user, str(cid.attempt_id.app_id), str(cid), cid.sequence
-        )
-        return NMContainer(cid, grant.user, grant.resource, paths, resources)
-
-    def _plan(self, c: NMContainer, request: StartRequest) -> LaunchPlan:
-        clc = request.launch_context
-        try:
-            return plan_launch(
-                container_id=str(c.container_id),
-                user=c.user,
-                clc_environment=dict(clc.environment),
-                commands=list(clc.commands),
-                tokens=clc.tokens,
-                paths=c.paths,
-                node=self.node,
-            )
-        except LaunchContextError as e:
-            raise ContainerRefused(Refusal.REFUSED, f"Invalid launch context for {c.container_id}: {e}", c.container_id) from None
 
     def spec(self, c: NMContainer, plan: LaunchPlan) -> ContainerSpec:
         """What the runtime is asked to run for ``c``."""
         return runtime_spec(c, plan, self.settings, Path(self.node.java_home))
 
-    @defer.inlineCallbacks
-    def _localize_and_launch(self, c: NMContainer, plan: LaunchPlan) -> Generator[defer.Deferred[Any], Any, None]:
+    async def _localize_and_launch(self, c: NMContainer, plan: LaunchPlan) -> None:
         try:
-            yield self.run(lambda: container_files.prepare_container(c.paths, plan.tokens))
-            yield self.localizer.localize(c.app_id, c.paths.app_dirs[0], c.paths.work_dir, c.resources)
+            await self.run(lambda: container_files.prepare_container(c.paths, plan.tokens))
+            await self.localizer.localize(c.app_id, c.paths.app_dirs[0], c.paths.work_dir, c.resources)
             if c.state is _S.LOCALIZING:
-                yield self.run(lambda: container_files.write_launch_script(c.paths, plan.script))
+                await self.run(lambda: container_files.write_launch_script(c.paths, plan.script))
                 sources = [r.url.file for r in c.resources if r.url.scheme == "file"]
-                c.staging_dirs = yield self.run(lambda: container_files.application_staging_dirs(sources, c.app_id))
+                c.staging_dirs = await self.run(lambda: container_files.application_staging_dirs(sources, c.app_id))
         except Exception as e:  # noqa: BLE001 - every failure here is the container's, reported in its status
             if isinstance(e, LocalizationError):
                 reason = str(e)
             else:
                 log.failure("localizing container {container_id} failed", Failure(), container_id=str(c.container_id))
                 reason = f"Localization of {c.container_id} failed: {type(e).__name__}: {e}"
-            self._localization_failed(c, reason)
+            self._failed_before_running(c, _E.LOCALIZATION_FAILED, ContainerExitStatus.INVALID, reason)
             return
         if c.state is _S.KILLING:
             self._killed(c)
@@ -238,13 +173,18 @@ class ContainerManager:
         c.exit_status = c.kill_status if c.kill_status is not None else exit_code
         self._fire(c, _E.KILLED)
 
-    def _localization_failed(self, c: NMContainer, reason: str) -> None:
+    def _failed_before_running(
+        self, c: NMContainer, event: NMContainerEvent, exit_code: int, diagnostics: str | None = None
+    ) -> None:
+        """Localization or launch failed (``event``): ``c`` ends with ``exit_code``, or as killed
+        if a kill came meanwhile (then ``diagnostics`` are not added)."""
         if c.state is _S.KILLING:
-            self._killed(c)
+            self._killed(c, exit_code)
             return
-        c.exit_status = ContainerExitStatus.INVALID
-        c.diagnostics.append(reason)
-        self._fire(c, _E.LOCALIZATION_FAILED)
+        c.exit_status = exit_code
+        if diagnostics is not None:
+            c.diagnostics.append(diagnostics)
+        self._fire(c, event)
         self._fire(c, _E.CLEANED_UP)
 
     def _launch(self, c: NMContainer, plan: LaunchPlan) -> None:
@@ -252,17 +192,17 @@ class ContainerManager:
             running = self.runtime.start(self.spec(c, plan))
         except Exception as e:  # noqa: BLE001 - ContainerStartError, or a runtime bug: the container failed
             c.diagnostics.append(f"Failed to launch container {c.container_id}: {e}")
-            self._launch_failed(c, LAUNCH_FAILED_EXIT_CODE)
+            self._failed_before_running(c, _E.LAUNCH_FAILED, LAUNCH_FAILED_EXIT_CODE)
             return
         c.running = running
         # The runtime's Deferreds are shared: pass on what they carry (see runtime.py), except
         # a failed start, which ends here (``exited`` carries the end to everyone).
         running.started.addCallbacks(self._passing(lambda _: self._started(c)), lambda f: self._start_failed(c, f))
-        running.exited.addCallback(self._passing(lambda exit: self._exited(c, exit)))
+        running.exited.addCallback(self._passing(functools.partial(self._exited, c)))
 
     @staticmethod
-    def _passing(observe: Callable[[Any], None]) -> Callable[[Any], Any]:
-        def callback(result: Any) -> Any:
+    def _passing(observe: Callable[[T], None]) -> Callable[[T], T]:
+        def callback(result: T) -> T:
             try:
                 observe(result)
             except Exception:  # noqa: BLE001 - a bug here must not break the runtime's chain
@@ -281,14 +221,6 @@ class ContainerManager:
         if c.state is _S.LOCALIZED:
             c.diagnostics.append(f"Failed to launch container {c.container_id}: {failure.getErrorMessage()}")
 
-    def _launch_failed(self, c: NMContainer, exit_code: int) -> None:
-        if c.state is _S.KILLING:
-            self._killed(c, exit_code)
-            return
-        c.exit_status = exit_code
-        self._fire(c, _E.LAUNCH_FAILED)
-        self._fire(c, _E.CLEANED_UP)
-
     def _exited(self, c: NMContainer, exit: ContainerExit) -> None:
         if exit.diagnostics:
             c.diagnostics.append(exit.diagnostics)
@@ -298,7 +230,7 @@ class ContainerManager:
             return
         if c.state is _S.LOCALIZED:
             if c.start_failed:
-                self._launch_failed(c, exit.exit_code)
+                self._failed_before_running(c, _E.LAUNCH_FAILED, exit.exit_code)
                 return
             self._fire(c, _E.LAUNCHED)  # exited before the runtime said it started
         if c.state is not _S.RUNNING:
@@ -349,11 +281,7 @@ class ContainerManager:
 
     def stop(self, container_id: ContainerId, caller: str | None) -> None:
         """stopContainers for one container (KILLED_BY_APPMASTER); ContainerRefused if unknown."""
-        if container_id not in self.containers:
-            raise ContainerRefused(
-                Refusal.REFUSED, f"Container {container_id} is not handled by this NodeManager", container_id
-            )
-        self._authorize(caller, container_id, "stop")
+        self._handled(container_id, caller, "stop")
         self.kill(container_id, ContainerExitStatus.KILLED_BY_APPMASTER, "Container killed by the ApplicationMaster.")
 
     def cleanup_containers(self, container_ids: Iterable[ContainerId]) -> None:
@@ -372,8 +300,9 @@ class ContainerManager:
             del self._cleaned_apps[next(iter(self._cleaned_apps))]
         for c in mine:
             self.kill(c.container_id, ContainerExitStatus.KILLED_AFTER_APP_COMPLETION, "Container killed on application-finish event")
-        d: defer.Deferred[Any] = defer.DeferredList([c.done for c in mine], consumeErrors=True)
-        d.addCallback(lambda _: self.run(lambda: container_files.delete_application_dirs(self.settings.local_dirs, str(app_id))))
+        d = defer.DeferredList([c.done for c in mine], consumeErrors=True).addCallback(
+            lambda _: self.run(lambda: container_files.delete_application_dirs(self.settings.local_dirs, str(app_id)))
+        )
 
         def deleted(dirs: list[Path]) -> list[Path]:
             self.localizer.forget_application(str(app_id))
@@ -390,10 +319,10 @@ class ContainerManager:
             self.kill(c.container_id, None, "Container killed on NodeManager shutdown")
         if not live:
             return defer.succeed(None)
-        all_done: defer.Deferred[Any] = defer.DeferredList([c.done for c in live], consumeErrors=True)
+        all_done = defer.DeferredList([c.done for c in live], consumeErrors=True)
         timeout = self.clock.callLater(self.settings.shutdown_timeout_s, all_done.cancel)
 
-        def finished(result: Any) -> None:
+        def finished(result: object) -> None:
             if timeout.active():
                 timeout.cancel()
             left = [str(c.container_id) for c in live if c.state is not _S.DONE]
@@ -407,12 +336,16 @@ class ContainerManager:
     def status(self, container_id: ContainerId, caller: str | None) -> NMContainer:
         """getContainerStatuses for one container; ContainerRefused if unknown."""
         self._forget_old()
+        return self._handled(container_id, caller, "get")
+
+    def _handled(self, container_id: ContainerId, caller: str | None, verb: str) -> NMContainer:
+        """The container ``caller`` asks to ``verb``; ContainerRefused if unknown here or not the caller's to ask about."""
         c = self.containers.get(container_id)
         if c is None:
             raise ContainerRefused(
                 Refusal.REFUSED, f"Container {container_id} is not handled by this NodeManager", container_id
             )
-        self._authorize(caller, container_id, "get")
+        authorize(caller, container_id, verb)
         return c
 
     def statuses_for_heartbeat(self) -> tuple[ContainerReport, ...]:

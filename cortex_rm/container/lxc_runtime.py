@@ -40,7 +40,7 @@ import shutil
 import signal
 import socket
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -86,6 +86,17 @@ _E = RuntimeContainerEvent
 RUNTIME_LOG_NAME: Final = "lxc-execute.log"
 _MAX_LOG_LINE: Final = 4096
 _KEPT_LOG_LINES: Final = 20
+
+
+def _signal_pids(pids: Iterable[int], sig: int) -> None:
+    """Send ``sig`` to each pid read from a container's cgroup; one already gone is skipped."""
+    # A pid read from the cgroup belongs to the container until it is reaped, and
+    # is signalled at once after: the window for reuse is microseconds.
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 # ---------------------------------------------------------------- Twisted edge
@@ -284,23 +295,12 @@ class LxcContainer:
             return []
 
     def _signal_processes(self, sig: int) -> None:
-        # A pid read from the cgroup belongs to the container until it is reaped, and
-        # is signalled at once after: the window for reuse is microseconds.
-        for pid in self._cgroup_pids():
-            if pid != self.pid:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
+        _signal_pids([pid for pid in self._cgroup_pids() if pid != self.pid], sig)
 
     def _kill_leftovers(self) -> list[int]:
         """Processes still in the container's cgroup after lxc-execute ended (none, normally)."""
         left = self._cgroup_pids()
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _signal_pids(left, signal.SIGKILL)
         if left:
             log.warn("container {container_id}: killed leftover processes {pids}", container_id=self.container_id, pids=left)
         return left

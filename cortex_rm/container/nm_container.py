@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from twisted.internet import defer
 
 from cortex_rm.container.launch import ContainerPaths
-from cortex_rm.container.localizer import LocalResource
+from cortex_rm.container.local_resources import LocalResource
 from cortex_rm.yarn.container_status import ContainerExitStatus, ContainerState
 from cortex_rm.yarn.ids import ContainerId
 from cortex_rm.yarn.resource_tracker import ContainerReport

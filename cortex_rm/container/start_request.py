@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from cortex_rm.container.localizer import RequestedResource
+from cortex_rm.container.local_resources import RequestedResource
 from cortex_rm.yarn.ids import ContainerId
 from cortex_rm.yarn.tokens import Token
 

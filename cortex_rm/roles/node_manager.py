@@ -40,7 +40,8 @@ from cortex_rm.config import NodeManagerDirs, NodeManagerSection
 from cortex_rm.container.container_manager import ContainerManager
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.launch import NodeFacts
-from cortex_rm.container.localizer import Localizer, default_fetchers
+from cortex_rm.container.localizer import Localizer
+from cortex_rm.container.resource_files import default_fetchers
 from cortex_rm.container.runtime import ContainerRuntime
 from cortex_rm.container.runtime_spec import ContainerSettings
 from cortex_rm.container.status_updater import Backoff, NodeStatusUpdater

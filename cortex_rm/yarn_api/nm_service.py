@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from cortex_rm.container.container_manager import ContainerManager
-from cortex_rm.container.localizer import RequestedResource, ResourceType, ResourceUrl
+from cortex_rm.container.local_resources import RequestedResource, ResourceType, ResourceUrl
 from cortex_rm.container.nm_container import NMContainer
 from cortex_rm.container.start_request import ContainerRefused, LaunchContext, Refusal, StartRequest
 from cortex_rm.yarn.container_status import ContainerState

@@ -31,9 +31,10 @@ from twisted.python.threadpool import ThreadPool
 from cortex_rm.container.container_manager import ContainerManager
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.launch import NodeFacts
-from cortex_rm.container.localizer import Localizer, default_fetchers
+from cortex_rm.container.localizer import Localizer
 from cortex_rm.container.lxc_runtime import LxcRuntime
 from cortex_rm.container.nm_container import NMContainerState
+from cortex_rm.container.resource_files import default_fetchers
 from cortex_rm.container.runtime_spec import ContainerSettings
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn_api import records

@@ -18,17 +18,16 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 
-from cortex_rm.container.localizer import (
-    LocalFileFetcher,
+from cortex_rm.container.local_resources import (
     LocalizationError,
-    Localizer,
     LocalResource,
     ResourceType,
     ResourceUrl,
     check_link_name,
     check_local_resources,
-    default_fetchers,
 )
+from cortex_rm.container.localizer import Localizer
+from cortex_rm.container.resource_files import LocalFileFetcher, default_fetchers
 from cortex_rm.yarn_api.nm_service import requested_resource
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 

@@ -1,0 +1,215 @@
+"""Blocking functions of localization, run off the reactor thread by the ``Localizer``.
+
+Fetching one resource into a new cache directory (``fetch_into_cache``): through
+the fetcher registered for the URL's scheme (``default_fetchers``: ``file`` now;
+``webhdfs``/``http`` plug in beside it), then, for an archive, unpacking it
+(``unpack``); and linking the cached paths into a container's work dir
+(``link_into``).  ``localizer.py`` says what each step does for YARN.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import tarfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal, Protocol
+
+from twisted.logger import Logger
+
+from cortex_rm.container.local_resources import (
+    LocalizationError,
+    LocalResource,
+    ResourceType,
+    ResourceUrl,
+    check_link_name,
+)
+
+log = Logger()
+
+MAX_ARCHIVE_MEMBERS = 200_000
+
+
+# ---------------------------------------------------------------- fetchers
+
+
+class Fetcher(Protocol):
+    """Brings one resource's bytes onto this node (blocking: runs in a thread)."""
+
+    def fetch(self, resource: LocalResource, dest: Path) -> None:
+        """Write the resource to the new file ``dest`` (its directory exists), after checking
+        the source's modification time; LocalizationError on any failure."""
+
+
+def changed_on_source(url: ResourceUrl, expected_ms: int, actual_ms: int) -> LocalizationError:
+    """YARN's (FSDownload's) error for a source whose timestamp is not the resource's."""
+    return LocalizationError(f"Resource {url} changed on src filesystem (expected {expected_ms}, was {actual_ms})")
+
+
+@dataclass(frozen=True)
+class LocalFileFetcher:
+    """``file:`` URLs: a hard link into the cache when on the same filesystem, else a copy."""
+
+    forbidden_roots: tuple[Path, ...] = ()
+
+    def fetch(self, resource: LocalResource, dest: Path) -> None:
+        url = resource.url
+        if url.host:
+            raise LocalizationError(f"Resource {url}: a file: URL names no host")
+        source = Path(os.path.normpath(url.file))
+        if not source.is_absolute():
+            raise LocalizationError(f"Resource {url}: the path is not absolute")
+        try:
+            real = source.resolve(strict=True)
+            st = real.stat()
+        except OSError as e:
+            raise LocalizationError(f"Resource {url} cannot be read: {e.strerror or e}") from None
+        for root in self.forbidden_roots:
+            if real == root or root in real.parents:
+                raise LocalizationError(f"Resource {url} is inside the NodeManager's own directories")
+        if not stat.S_ISREG(st.st_mode):
+            raise LocalizationError(f"Resource {url} is not a regular file")
+        if not st.st_mode & stat.S_IROTH:
+            raise LocalizationError(
+                f"Resource {url} is not readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                "the NodeManager only localizes files their owner shares"
+            )
+        modified_ms = st.st_mtime_ns // 1_000_000
+        if modified_ms != resource.timestamp_ms:
+            raise changed_on_source(url, resource.timestamp_ms, modified_ms)
+        try:
+            os.link(real, dest)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES):
+                raise LocalizationError(f"Resource {url} cannot be linked into the cache: {e.strerror}") from None
+            try:
+                shutil.copy2(real, dest)
+            except OSError as e2:
+                raise LocalizationError(f"Resource {url} cannot be copied: {e2.strerror or e2}") from None
+
+
+def default_fetchers(forbidden_roots: Sequence[Path] = ()) -> dict[str, Fetcher]:
+    """The scheme -> fetcher table of a NodeManager."""
+    return {"file": LocalFileFetcher(tuple(Path(r).resolve() for r in forbidden_roots))}
+
+
+# ---------------------------------------------------------------- unpacking
+
+
+def _archive_kind(name: str) -> str | None:
+    lower = name.lower()
+    if lower.endswith((".zip", ".jar")):
+        return "zip"
+    if lower.endswith((".tar.gz", ".tgz")):
+        return "tar.gz"
+    if lower.endswith(".tar"):
+        return "tar"
+    return None
+
+
+def _check_member_name(url: ResourceUrl, name: str) -> None:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or "\x00" in name:
+        raise LocalizationError(f"Resource {url}: archive member {name!r} leaves the target directory")
+
+
+def unpack(url: ResourceUrl, archive: Path, target: Path, max_bytes: int) -> bool:
+    """Unpack ``archive`` into the new directory ``target``; False if its suffix is not an archive's."""
+    kind = _archive_kind(url.file_name)
+    if kind is None:
+        return False
+    try:
+        if kind == "zip":
+            _unzip(url, archive, target, max_bytes)
+        else:
+            _untar(url, archive, target, max_bytes, "r:gz" if kind == "tar.gz" else "r:")
+    except LocalizationError:
+        raise
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
+        raise LocalizationError(f"Resource {url} cannot be unpacked: {e}") from None
+    return True
+
+
+def _unzip(url: ResourceUrl, archive: Path, target: Path, max_bytes: int) -> None:
+    with zipfile.ZipFile(archive) as z:
+        members = z.infolist()
+        if len(members) > MAX_ARCHIVE_MEMBERS:
+            raise LocalizationError(f"Resource {url}: more than {MAX_ARCHIVE_MEMBERS} archive members")
+        total = 0
+        for info in members:
+            _check_member_name(url, info.filename)
+            total += info.file_size
+        if total > max_bytes:
+            raise LocalizationError(f"Resource {url} unpacks to {total} bytes, more than {max_bytes}")
+        target.mkdir()
+        for info in members:
+            # members whose mode says symlink are written as plain files by zipfile: nothing escapes
+            z.extract(info, target)
+
+
+def _untar(url: ResourceUrl, archive: Path, target: Path, max_bytes: int, mode: Literal["r:", "r:gz"]) -> None:
+    with tarfile.open(archive, mode) as t:
+        members = t.getmembers()
+        if len(members) > MAX_ARCHIVE_MEMBERS:
+            raise LocalizationError(f"Resource {url}: more than {MAX_ARCHIVE_MEMBERS} archive members")
+        total = 0
+        for member in members:
+            _check_member_name(url, member.name)  # links: the "data" filter below checks their targets
+            total += member.size
+        if total > max_bytes:
+            raise LocalizationError(f"Resource {url} unpacks to {total} bytes, more than {max_bytes}")
+        target.mkdir()
+        try:
+            # the "data" filter refuses links out of the target, devices, and drops setuid bits
+            t.extractall(target, filter="data")
+        except tarfile.FilterError as e:
+            raise LocalizationError(f"Resource {url}: archive member refused: {e}") from None
+
+
+# ---------------------------------------------------------------- blocking steps
+
+
+def fetch_into_cache(
+    resource: LocalResource, cache_dir: Path, fetchers: Mapping[str, Fetcher], max_unpacked_bytes: int
+) -> Path:
+    """Fetch (and unpack) one resource into the new directory ``cache_dir``; the path to link to."""
+    fetcher = fetchers.get(resource.url.scheme)
+    if fetcher is None:
+        raise LocalizationError(
+            f"Resource {resource.url}: scheme {resource.url.scheme!r} is not supported "
+            f"(supported: {', '.join(sorted(fetchers))})"
+        )
+    cache_dir.mkdir(parents=True, exist_ok=False)
+    try:
+        name = resource.url.file_name
+        if resource.type is ResourceType.FILE:
+            dest = cache_dir / name
+            fetcher.fetch(resource, dest)
+            return dest
+        download = cache_dir / f".{name}.download"
+        fetcher.fetch(resource, download)
+        target = cache_dir / name
+        if unpack(resource.url, download, target, max_unpacked_bytes):
+            download.unlink()
+        else:
+            log.warn("cannot unpack {url}: not a .zip/.jar/.tar/.tar.gz/.tgz; kept as a file", url=str(resource.url))
+            download.rename(target)
+        return target
+    except BaseException:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        raise
+
+
+def link_into(work_dir: Path, links: Sequence[tuple[str, Path]]) -> None:
+    """``ln -sf`` each cached path to ``<work_dir>/<link name>`` (parents made as needed)."""
+    for name, target in links:
+        link = work_dir / check_link_name(name)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(target, link)
