@@ -371,4 +371,8 @@ class ClusterScheduling:
                 del self._heard_ms[attempt_id]
                 log.warn("AM of {attempt} silent for {ms} ms: expiring it", attempt=str(attempt_id), ms=now - heard)
                 d = self.am.expired(attempt_id, self.timers.am_expiry_ms)
-                d.addErrback(lambda f: log.failure("expiring {attempt}", f, attempt=str(attempt_id)))
+                d.addErrback(_log_expiry_failure, attempt_id)  # (not a closure: the loop moves on)
+
+
+def _log_expiry_failure(failure: Failure, attempt_id: ApplicationAttemptId) -> None:
+    log.failure("expiring {attempt}", failure, attempt=str(attempt_id))

@@ -9,7 +9,7 @@ independent work overlap (the NodeManager's localizations).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFromThreads
@@ -18,6 +18,8 @@ from twisted.python.threadpool import ThreadPool
 
 from cortex_rm.yarn.blocking import Runner
 
+T = TypeVar("T")
+
 
 def thread_runner(
     reactor: IReactorFromThreads, name: str = "rm-state-store", threads: int = 1
@@ -25,7 +27,7 @@ def thread_runner(
     """A runner backed by a pool of at most ``threads`` threads (one: work runs in issue order)."""
     pool = ThreadPool(minthreads=min(1, threads), maxthreads=threads, name=name)
 
-    def run(func: Callable[[], Any]) -> defer.Deferred[Any]:
+    def run(func: Callable[[], T]) -> defer.Deferred[T]:
         return deferToThreadPool(reactor, pool, func)
 
     return run, pool

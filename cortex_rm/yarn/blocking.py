@@ -9,8 +9,14 @@ make the thread pools (``roles/threads.py``); the cores never import one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 
-Runner: TypeAlias = Callable[[Callable[[], Any]], "Deferred[Any]"]
+T = TypeVar("T")
+
+
+class Runner(Protocol):
+    """``run(fn)``: call the blocking ``fn`` elsewhere; a Deferred that fires on the reactor with its result."""
+
+    def __call__(self, func: Callable[[], T], /) -> Deferred[T]: ...
