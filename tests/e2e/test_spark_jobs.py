@@ -50,9 +50,13 @@ def _report(cluster: RunningCluster, app_id: str) -> dict:
 
 
 def _container_logs(cluster: RunningCluster, app_id: str, name: str = "stdout") -> dict[Path, str]:
-    """Every container log file of the application, on every node, by path."""
+    """Every container log file of the application, on every node, by path.
+
+    Only the nodes' log dirs are searched: the NodeManager deletes the application's
+    local dirs (nm-local-dir/.../appcache) after it finishes, so a walk through them races it.
+    """
     logs = {}
-    for path in cluster.workdir.glob(f"node*/**/{app_id}/container_*/{name}"):
+    for path in cluster.workdir.glob(f"node*/nm-logs/{app_id}/container_*/{name}"):
         logs[path] = path.read_text(errors="replace")
     return logs
 
@@ -150,7 +154,7 @@ def test_a_job_survives_losing_a_node_that_runs_no_am(cluster: RunningCluster, t
         **PYTHON_CONF, **EXECUTORS, "spark.pyspark.driver.python": sys.executable,
         "spark.executor.instances": "2"}, args=["4000", "8"])
     def containers(node_name: str) -> set[str]:
-        return {p.parent.name for p in cluster.workdir.glob(f"{node_name}/**/container_*/stderr")}
+        return {p.parent.name for p in cluster.workdir.glob(f"{node_name}/nm-logs/*/container_*/stderr")}
 
     before = {node.name: containers(node.name) for node in cluster.nodes}  # earlier tests' containers
     proc = subprocess.Popen(command, env=spark_submit_env(cluster.conf_dir, {"SPARK_LOCAL_IP": "127.0.0.1"}),
