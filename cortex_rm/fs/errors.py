@@ -7,16 +7,14 @@ what FsShell and Spark print.  ``http_status`` is the status WebHDFS answers wit
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from cortex_rm.yarn.errors import YarnError
 
 
 class FsError(YarnError):
     """Base of every file system error; ``str(error)`` is the message the client shows."""
 
-    java_class: ClassVar[str] = "java.io.IOException"
-    http_status: ClassVar[int] = 500
+    java_class: str = "java.io.IOException"
+    http_status: int = 500
 
     @property
     def simple_name(self) -> str:
@@ -89,3 +87,21 @@ class NotEnoughDataNodes(FsError):
 
     java_class = "java.io.IOException"
     http_status = 503
+
+
+def _all_kinds() -> dict[str, type[FsError]]:
+    kinds: dict[str, type[FsError]] = {}
+    pending: list[type[FsError]] = [FsError]
+    while pending:
+        kind = pending.pop()
+        kinds.setdefault(kind.java_class, kind)
+        pending.extend(kind.__subclasses__())
+    return kinds
+
+
+def from_java_class(java_class: str, message: str) -> FsError:
+    """The error a peer reported by its Java class name (the NameNode's refusal, seen by a node)."""
+    kind = _all_kinds().get(java_class, FsError)
+    error = kind(message)
+    error.java_class = java_class
+    return error

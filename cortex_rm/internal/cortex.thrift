@@ -112,12 +112,97 @@ exception NodeRefused {
   1: required string message,
 }
 
+
+// ---- The file system's DataNode calls (fs/, yarn_api/webhdfs/): a registered node reports
+// the block replicas it holds, commits the files it received, and asks where blocks are.
+
+/** One block replica a node holds. */
+struct ReportedBlock {
+  1: required string block_id,   // blk_ + 32 hex digits
+  2: required i64 length,
+  3: required string checksum,   // hex MD5 of the block's chunk CRC32s
+  4: required i64 age_ms,        // how long ago the node finished writing it
+}
+
+/** blockReport's argument: everything the node holds (full), or what changed since its last report. */
+struct BlockReport {
+  1: required bool full,
+  2: required list<ReportedBlock> added,   // full: every replica
+  3: required list<string> removed,        // ids deleted or found corrupt (empty when full)
+  4: required i64 free_bytes,              // space left for blocks on the node
+}
+
+/** Copy a block from one of `sources` (web host:port of nodes that hold it). */
+struct FetchOrder {
+  1: required string block_id,
+  2: required i64 length,
+  3: required string checksum,
+  4: required list<string> sources,
+  5: required string token,                // a block token that lets the node read it from the sources
+}
+
+/** blockReport's answer: what to delete, what to fetch, and the key that signs file-system tokens. */
+struct BlockCommands {
+  1: required list<string> delete,
+  2: required list<FetchOrder> fetch,
+  3: required MasterKey token_key,
+  4: required i32 report_interval_ms,      // report again within this many ms
+}
+
+/** A block written by a write pipeline, with the nodes (NodeIds) that stored it. */
+struct WrittenBlock {
+  1: required string block_id,
+  2: required i64 length,
+  3: required string checksum,
+  4: required list<NodeAddress> holders,
+}
+
+/** commitWrite's argument: the write ticket the client was redirected with, and the blocks in file order. */
+struct WriteCommit {
+  1: required string ticket,
+  2: required list<WrittenBlock> blocks,
+}
+
+/** A block of a file being read: where it starts in the file, who holds it, and a token to read it. */
+struct LocatedBlock {
+  1: required string block_id,
+  2: required i64 length,
+  3: required string checksum,
+  4: required i64 offset,                  // of the block's first byte in the file
+  5: required list<string> sources,        // web host:port of live holders, nearest first
+  6: required string token,
+}
+
+/** locateBlocks' answer: the blocks covering the asked range, in order. */
+struct BlockLocations {
+  1: required i64 file_length,
+  2: required list<LocatedBlock> blocks,
+}
+
+/**
+ * The file system refused: `java_class` is the exception Hadoop's client throws
+ * (java.io.FileNotFoundException, ...SecretManager$InvalidToken, ...).
+ */
+exception FsFailure {
+  1: required string java_class,
+  2: required string message,
+}
+
 service NodeTracker {
   RegistrationResponse registerNode(1: NodeRegistration registration)
       throws (1: NodeRefused refused),
 
   HeartbeatResponse nodeHeartbeat(1: NodeStatus status)
       throws (1: NodeRefused refused),
+
+  BlockCommands blockReport(1: NodeAddress node_id, 2: BlockReport report)
+      throws (1: NodeRefused refused),
+
+  i64 commitWrite(1: NodeAddress node_id, 2: WriteCommit commit)   // the file's length
+      throws (1: NodeRefused refused, 2: FsFailure failure),
+
+  BlockLocations locateBlocks(1: NodeAddress node_id, 2: string ticket, 3: i64 offset, 4: i64 length)
+      throws (1: NodeRefused refused, 2: FsFailure failure),
 }
 
 // ------------------------------------------------------------------ Ring

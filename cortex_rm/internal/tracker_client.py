@@ -15,7 +15,7 @@ decoded, validated answer.  Every failure is one of two errors:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from thrift.Thrift import TApplicationException
@@ -30,11 +30,14 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cortex_rm.internal import block_codec
 from cortex_rm.internal import tracker_codec as codec
+from cortex_rm.internal.block_codec import BlockCommandsMessage, BlockLocation, BlockReportMessage, WrittenBlockMessage
 from cortex_rm.internal.errors import MalformedMessage, TrackerUnavailable
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, abort_connection, peer_fingerprint
+from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.reactors import IReactorTimeTCP
 from cortex_rm.yarn.resource_tracker import (
     HeartbeatAnswer,
@@ -164,6 +167,27 @@ class TrackerClient:
             codec.heartbeat_answer_from_thrift,
         )
 
+    def block_report(self, node_id: NodeId, report: BlockReportMessage) -> defer.Deferred[BlockCommandsMessage]:
+        node, message = block_codec.report_to_thrift(node_id, report)
+        return self._call("blockReport", lambda c: c.blockReport(node, message), block_codec.commands_from_thrift)
+
+    def commit_write(
+        self, node_id: NodeId, ticket: str, written: Sequence[WrittenBlockMessage]
+    ) -> defer.Deferred[int]:
+        """Fires with the file's length; a file-system refusal fails with ``FsRefused``."""
+        node, commit = block_codec.commit_to_thrift(node_id, ticket, written)
+        return self._call("commitWrite", lambda c: c.commitWrite(node, commit), _length)
+
+    def locate_blocks(
+        self, node_id: NodeId, ticket: str, offset: int, length: int
+    ) -> defer.Deferred[tuple[int, tuple[BlockLocation, ...]]]:
+        node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
+        return self._call(
+            "locateBlocks",
+            lambda c: c.locateBlocks(node, ticket, offset, length),
+            block_codec.locations_from_thrift,
+        )
+
     def _call(
         self, name: str, send: Callable[[gen_service.Client], defer.Deferred[Any]], decode: Callable[[Any], T]
     ) -> defer.Deferred[T]:
@@ -183,6 +207,9 @@ class TrackerClient:
         def failed(failure: Failure) -> Failure:
             if failure.check(ttypes.NodeRefused):
                 raise NodeRefused(str(getattr(failure.value, "message", failure.value)))  # the IDL's NodeRefused
+            if failure.check(ttypes.FsFailure):
+                value = failure.value
+                raise FsRefused(str(getattr(value, "java_class", "")), str(getattr(value, "message", "")))
             self.abort()
             if failure.check(defer.TimeoutError):
                 raise TrackerUnavailable(f"{name} to {self.address}: no answer within {self.timeout_s:g} s")
@@ -190,6 +217,20 @@ class TrackerClient:
 
         d.addCallbacks(decoded, failed)
         return d
+
+
+class FsRefused(Exception):
+    """The RM's file system refused a node's call; ``java_class`` names the client's exception."""
+
+    def __init__(self, java_class: str, message: str) -> None:
+        super().__init__(message)
+        self.java_class = java_class
+
+
+def _length(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise MalformedMessage(f"commitWrite's answer must be a length, not {value!r}")
+    return value
 
 
 def _describe(failure: Failure) -> str:

@@ -30,11 +30,18 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cortex_rm.allocator.node_tracker import NodeTracker
+from cortex_rm.allocator.nodes import NodeState
+from cortex_rm.fs.block_map import DataNode
+from cortex_rm.fs.errors import FsError
+from cortex_rm.fs.model import BlockRef
+from cortex_rm.fs.name_node import NameNode, WrittenBlock
+from cortex_rm.internal import block_codec
 from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_address, peer_fingerprint, peer_ring_id
+from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.resource_tracker import HeartbeatAnswer, NodeRefused, RegistrationAnswer
 
 log = Logger()
@@ -45,11 +52,19 @@ T = TypeVar("T")
 class TrackerCalls:
     """The generated service's handler for one connection: decode, decide, encode."""
 
-    def __init__(self, tracker: NodeTracker, fingerprint: str, peer: str, ring_id: int | None = None) -> None:
+    def __init__(
+        self,
+        tracker: NodeTracker,
+        fingerprint: str,
+        peer: str,
+        ring_id: int | None = None,
+        name_node: NameNode | None = None,
+    ) -> None:
         self.tracker = tracker
         self.fingerprint = fingerprint
         self.peer = peer
         self.ring_id = ring_id
+        self.name_node = name_node
 
     def _decide(self, call: str, decide: Callable[[], T]) -> T:
         """The tracker's answer to ``call``; a refusal or malformed request raises the IDL's ``NodeRefused``."""
@@ -75,6 +90,85 @@ class TrackerCalls:
 
         return codec.heartbeat_answer_to_thrift(self._decide("nodeHeartbeat", heartbeat))
 
+    # -- the file system's calls: only from a RUNNING node, over the connection of the key it registered with
+
+    def _data_node(self, node_id: NodeId) -> tuple[NameNode, DataNode]:
+        if self.name_node is None:
+            raise NodeRefused("this RM serves no file system")
+        if self.tracker.bound_fingerprint(node_id) != self.fingerprint:
+            raise NodeRefused(f"node {node_id} is not registered with the key of this connection; register first")
+        record = self.tracker.nodes.get(node_id)
+        if record.state is not NodeState.RUNNING:
+            raise NodeRefused(f"node {node_id} is {record.state.name}, not RUNNING; register again")
+        return self.name_node, DataNode(str(node_id), record.http_address)
+
+    def _fs_call(self, call: str, decide: Callable[[], T]) -> T:
+        """Like ``_decide``, and a file-system refusal becomes the IDL's ``FsFailure``."""
+
+        def checked() -> T:
+            try:
+                return decide()
+            except FsError as e:
+                log.info("{call} from {peer}: {error}", call=call, peer=self.peer, error=f"{e.simple_name}: {e}")
+                raise ttypes.FsFailure(java_class=e.java_class, message=str(e)) from None
+
+        return self._decide(call, checked)
+
+    def blockReport(self, node: Any, report: Any) -> ttypes.BlockCommands:  # noqa: N802 (IDL name)
+        def decide() -> ttypes.BlockCommands:
+            node_id, message = block_codec.report_from_thrift(node, report)
+            name_node, data_node = self._data_node(node_id)
+            commands = name_node.node_report(data_node, message.full, message.added, message.removed)
+            fetch = tuple(
+                block_codec.BlockFetch(
+                    BlockRef(f.block_id, f.length, f.checksum),
+                    tuple(s.http_address for s in f.sources),
+                    name_node.block_token(f.block_id),
+                )
+                for f in commands.fetch
+            )
+            return block_codec.commands_to_thrift(
+                block_codec.BlockCommandsMessage(commands.delete, fetch, name_node.key, name_node.report_interval_ms)
+            )
+
+        return self._decide("blockReport", decide)
+
+    def commitWrite(self, node: Any, commit: Any) -> defer.Deferred[int]:  # noqa: N802 (IDL name)
+        def decide() -> defer.Deferred[int]:
+            node_id, ticket, written = block_codec.commit_from_thrift(node, commit)
+            name_node, _ = self._data_node(node_id)
+            blocks = [WrittenBlock(w.block, tuple(str(h) for h in w.holders)) for w in written]
+            return name_node.commit_write(str(node_id), ticket, blocks)
+
+        d = self._fs_call("commitWrite", decide)
+        return d.addErrback(self._fs_failure, "commitWrite")
+
+    def _fs_failure(self, failure: Failure, call: str) -> Failure:
+        if failure.check(FsError):
+            error = failure.value
+            assert isinstance(error, FsError)
+            log.info("{call} from {peer}: {error}", call=call, peer=self.peer, error=f"{error.simple_name}: {error}")
+            raise ttypes.FsFailure(java_class=error.java_class, message=str(error))
+        return failure
+
+    def locateBlocks(self, node: Any, ticket: Any, offset: Any, length: Any) -> ttypes.BlockLocations:  # noqa: N802
+        def decide() -> ttypes.BlockLocations:
+            node_id = codec._node_id(node, "node_id")
+            name_node, _ = self._data_node(node_id)
+            text = codec._text(ticket, "ticket", block_codec.MAX_TICKET_CHARS, allow_empty=False)
+            start = codec._int(offset, "offset", 0, block_codec.MAX_LENGTH)
+            count = codec._int(length, "length", -1, block_codec.MAX_LENGTH)
+            file_length, located = name_node.locate(text, start, count)
+            return block_codec.locations_to_thrift(
+                file_length,
+                [
+                    block_codec.BlockLocation(l.block, l.offset, tuple(s.http_address for s in l.sources), l.token)
+                    for l in located
+                ],
+            )
+
+        return self._fs_call("locateBlocks", decide)
+
 
 @implementer(IHandshakeListener)
 class TrackerConnection(ThriftServerProtocol):  # type: ignore[misc]  # thrift.transport.TTwisted is untyped
@@ -98,7 +192,8 @@ class TrackerConnection(ThriftServerProtocol):  # type: ignore[misc]  # thrift.t
             log.warn("tracker connection from {peer} without a certificate; closing it", peer=self.peer)
             self.transport.loseConnection()
             return
-        self.processor = gen_service.Processor(TrackerCalls(self.factory.tracker, fingerprint, self.peer, ring_id))
+        calls = TrackerCalls(self.factory.tracker, fingerprint, self.peer, ring_id, self.factory.name_node)
+        self.processor = gen_service.Processor(calls)
         log.debug("tracker connection from {peer}, key {fingerprint}", peer=self.peer, fingerprint=fingerprint)
 
     def stringReceived(self, frame: bytes) -> None:
@@ -137,14 +232,18 @@ class TrackerServerFactory(Factory):
     protocol = TrackerConnection
     noisy = False
 
-    def __init__(self, tracker: NodeTracker) -> None:
+    def __init__(self, tracker: NodeTracker, name_node: NameNode | None = None) -> None:
         self.tracker = tracker
+        self.name_node = name_node
 
 
-def tracker_server_factory(tracker: NodeTracker, tls: MutualTLS, clock: IReactorTime) -> TLSMemoryBIOFactory:
-    """The factory to listen with: the tracker's Thrift service inside mutual TLS."""
+def tracker_server_factory(
+    tracker: NodeTracker, tls: MutualTLS, clock: IReactorTime, name_node: NameNode | None = None
+) -> TLSMemoryBIOFactory:
+    """The factory to listen with: the tracker's Thrift service inside mutual TLS (with the
+    file system's calls when ``name_node`` is given)."""
     # (mypy without the zope plugin cannot see that MutualTLS and the factory provide the interfaces)
-    return TLSMemoryBIOFactory(tls, False, TrackerServerFactory(tracker), clock=clock)
+    return TLSMemoryBIOFactory(tls, False, TrackerServerFactory(tracker, name_node), clock=clock)
 
 
 class ExpiryMonitor:

@@ -44,12 +44,13 @@ from cortex_rm.container.localizer import Localizer
 from cortex_rm.container.resource_files import default_fetchers
 from cortex_rm.container.runtime import ContainerRuntime
 from cortex_rm.container.runtime_spec import ContainerSettings
-from cortex_rm.container.status_updater import Backoff, NodeStatusUpdater
+from cortex_rm.container.status_updater import Backoff, NodeStatusUpdater, UpdaterState
 from cortex_rm.dht.errors import RingError
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.dht.ring_member import RingView
 from cortex_rm.internal.identity import KnownResourceManagers
 from cortex_rm.internal.tls import MutualTLS
+from cortex_rm.internal.tracker_client import TrackerClient
 from cortex_rm.roles.ports import Listen
 from cortex_rm.roles.ring_records import (
     CAPACITY_SECTION,
@@ -60,6 +61,7 @@ from cortex_rm.roles.ring_records import (
 )
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService, TrackerLocation
+from cortex_rm.roles.data_node import DataNodeRole
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
@@ -145,12 +147,15 @@ class NodeManagerRole:
         self.status_updater: NodeStatusUpdaterService | None = None
         self._pool: ThreadPool | None = None
         self._republisher: Republisher | None = None
+        self.data_node: DataNodeRole | None = None
 
     def start(self, started_ms: int) -> None:
         """Serve the web site and ContainerManagementProtocol, then report to the RM and gossip the capacity."""
         webapp = self._start_web(started_ms)
         self._start_containers(webapp)
         self._start_status_updater(webapp)
+        assert self.data_node is not None
+        self.data_node.start().addErrback(lambda f: log.failure("the DataNode did not start", f))
         if self._ring is not None:
             self._publish_capacity(self._ring, webapp)
 
@@ -165,10 +170,22 @@ class NodeManagerRole:
             started_ms=started_ms,
             version=__version__,
         )
-        site = build_nm_site(info, lambda: int(self.reactor.seconds() * 1000))
+        self.data_node = DataNodeRole(
+            self.node_id, "", self.state_dir / "dfs-data", self.reactor, self._tracker_client
+        )
+        site = build_nm_site(info, lambda: int(self.reactor.seconds() * 1000), self.data_node.resources())
         if self._ring is not None:
             mount_ring(site.resource, RingResource(ring_view_of(self._ring), self.reactor))
-        return self._listen("nodemanager.webapp_address", address, site)
+        bound = self._listen("nodemanager.webapp_address", address, site)
+        self.data_node.http_address = str(bound)
+        return bound
+
+    def _tracker_client(self) -> TrackerClient | None:
+        """The tracker connection, while this node is registered on it (the DataNode's channel to the NameNode)."""
+        updater = self.status_updater
+        if updater is None or updater.state not in (UpdaterState.REPORTING, UpdaterState.HEARTBEATING):
+            return None
+        return updater.client
 
     def _start_containers(self, webapp: HostPort) -> None:
         """Build the ContainerManager and serve ContainerManagementProtocol (``webapp``: the bound web
@@ -321,6 +338,8 @@ class NodeManagerRole:
         if self._republisher is not None:
             self._republisher.stop()
             self._republisher = None
+        if self.data_node is not None:
+            self.data_node.stop()
         if self.status_updater is not None:
             await self.status_updater.stop()
             self.status_updater = None

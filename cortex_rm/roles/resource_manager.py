@@ -20,6 +20,9 @@ Built by the composition root (``node.py``) when ``[resourcemanager] enabled``:
 
 from __future__ import annotations
 
+import getpass
+import random
+
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -29,7 +32,11 @@ from cortex_rm.allocator.app_model import SchedulerLimits
 from cortex_rm.allocator.cluster_scheduling import ClusterScheduling, SchedulingTimers
 from cortex_rm.allocator.master_keys import RMKeys
 from cortex_rm.allocator.node_tracker import NodeTracker
-from cortex_rm.allocator.nodes import NodeTable
+from cortex_rm.allocator.nodes import NodeRecord, NodeTable
+from cortex_rm.fs.block_map import BlockMap
+from cortex_rm.fs.model import DEFAULT_SUPERGROUP
+from cortex_rm.fs.name_node import NameNode, fresh_or_recovered
+from cortex_rm.fs.namespace_store import SqlNamespaceStore
 from cortex_rm.allocator.queues import QueueTree
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.allocator.scheduler import CapacityScheduler
@@ -44,7 +51,10 @@ from cortex_rm.roles.ring_records import Republisher, ResourceManagerRecord, pub
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
+from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.errors import YarnError
+from cortex_rm.yarn.ids import ApplicationId, ContainerId
+from cortex_rm.yarn.resource_tracker import ContainerReport
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api import records
@@ -55,8 +65,30 @@ from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.rest import build_rest_site
 from cortex_rm.yarn_api.sasl import SaslServer
 from cortex_rm.yarn_api.tokens import parse_amrm_identifier
+from cortex_rm.yarn_api.webhdfs.namenode_resource import NameNodeResource
 
 log = Logger()
+
+
+class NodeEvents:
+    """The node tracker's listener: the scheduler decides on containers, the NameNode forgets a lost node's replicas."""
+
+    def __init__(self, scheduling: ClusterScheduling, name_node: NameNode) -> None:
+        self.scheduling = scheduling
+        self.name_node = name_node
+
+    def node_registered(self, node: NodeRecord) -> None:
+        self.scheduling.node_registered(node)
+
+    def containers_reported(self, node: NodeRecord, containers: tuple[ContainerReport, ...]) -> None:
+        self.scheduling.containers_reported(node, containers)
+
+    def node_lost(self, node: NodeRecord) -> None:
+        self.scheduling.node_lost(node)
+        self.name_node.blocks.node_lost(str(node.node_id))
+
+    def cleanup_for(self, node: NodeRecord) -> tuple[tuple[ContainerId, ...], tuple[ApplicationId, ...]]:
+        return self.scheduling.cleanup_for(node)
 
 
 class ResourceManagerRole:
@@ -88,6 +120,8 @@ class ResourceManagerRole:
         self._pool: ThreadPool | None = None
         self._expiry: ExpiryMonitor | None = None
         self._republisher: Republisher | None = None
+        self._fs_store: SqlNamespaceStore | None = None
+        self.name_node: NameNode | None = None
 
     def _now_ms(self) -> int:
         return int(self.reactor.seconds() * 1000)
@@ -140,6 +174,8 @@ class ResourceManagerRole:
             usage_source=scheduling.usage_of,
             container_source=scheduling.containers_of,
         )
+        self.name_node = name_node = await self._start_name_node(keys, run)
+        site = build_rest_site(self.rm, version=__version__, children={b"webhdfs": NameNodeResource(name_node)})
         bound = {
             "address": self._listen("resourcemanager.address", conf.address, self._client_port(self.rm)),
             "scheduler_address": self._listen(
@@ -147,9 +183,7 @@ class ResourceManagerRole:
                 conf.scheduler_address,
                 self._scheduler_port(ApplicationMasterService(scheduling, keys.container, started_ms, self._now_ms)),
             ),
-            "webapp_address": self._listen(
-                "resourcemanager.webapp_address", conf.webapp_address, build_rest_site(self.rm, version=__version__)
-            ),
+            "webapp_address": self._listen("resourcemanager.webapp_address", conf.webapp_address, site),
         }
         self.tracker = NodeTracker(
             nodes,
@@ -157,18 +191,30 @@ class ResourceManagerRole:
             nm_expiry_ms=conf.nm_expiry_ms,
             rm_identifier=started_ms,
             container_token_master_key=keys.container,
-            listener=scheduling,
+            listener=NodeEvents(scheduling, name_node),
         )
         bound["tracker_address"] = self._listen(
             "resourcemanager.tracker_address",
             conf.tracker_address,
-            tracker_server_factory(self.tracker, self._tls, self.reactor),
+            tracker_server_factory(self.tracker, self._tls, self.reactor, name_node),
         )
         self._expiry = ExpiryMonitor(self.tracker, self.reactor)
         self._expiry.start()
         scheduling.start()
         if self._ring is not None:
             self._serve_on_ring(self._ring, self.tracker, bound, started_ms)
+
+    async def _start_name_node(self, keys: RMKeys, run: Runner) -> NameNode:
+        """The file system's namespace (recovered from the state store's database) and block map."""
+        self._fs_store = store = SqlNamespaceStore(self.state_store_url, run)
+        records = await store.load()
+        namespace, first = fresh_or_recovered(records, getpass.getuser(), DEFAULT_SUPERGROUP, self._now_ms())
+        await store.apply(first)
+        blocks = BlockMap(self.reactor, random.Random())
+        log.info(
+            "NameNode: {count} inodes recovered; superuser {user}", count=namespace.inode_count, user=getpass.getuser()
+        )
+        return NameNode(namespace, blocks, store, keys.file_system, self.reactor)
 
     def _serve_on_ring(self, ring: RingService, tracker: NodeTracker, bound: dict[str, HostPort], started_ms: int) -> None:
         """Publish the RM's addresses in the ring, and turn ring deaths into LOST nodes."""
@@ -234,3 +280,5 @@ class ResourceManagerRole:
             pool.stop()  # waits for queued state-store writes to finish
         if self._store is not None:
             self._store.close()
+        if self._fs_store is not None:
+            self._fs_store.close()

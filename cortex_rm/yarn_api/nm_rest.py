@@ -9,7 +9,7 @@ daemon is up.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,14 +72,19 @@ class _NodeInfoResource(Resource):
         return json.dumps(node_info_json(self._info, self._now_ms())).encode()
 
 
-def build_nm_site(info: NodeInfo, now_ms: Callable[[], int]) -> Site:
-    """The node's web site: ``/ws/v1/node`` and ``/ws/v1/node/info``."""
+def build_nm_site(
+    info: NodeInfo, now_ms: Callable[[], int], children: Mapping[bytes, Resource] | None = None
+) -> Site:
+    """The node's web site: ``/ws/v1/node`` and ``/ws/v1/node/info``, and ``children`` at the root
+    (the DataNode's ``webhdfs`` and ``cortex``)."""
     v1 = Resource()
     v1.putChild(b"node", _NodeInfoResource(info, now_ms))
     ws = Resource()
     ws.putChild(b"v1", v1)
     root = Resource()
     root.putChild(b"ws", ws)
+    for name, child in (children or {}).items():
+        root.putChild(name, child)
     site = Site(root)
     site.displayTracebacks = False
     return site

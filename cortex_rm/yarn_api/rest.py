@@ -23,6 +23,7 @@ import html
 import io
 import json
 import re
+from collections.abc import Mapping
 from typing import IO, Any, Final, cast
 
 from twisted.internet import defer
@@ -246,15 +247,24 @@ class _Root(Resource):
         return NotFoundResource()
 
 
-def build_rest_site(rm: RMContext, *, version: str, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Site:
+def build_rest_site(
+    rm: RMContext,
+    *,
+    version: str,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    children: Mapping[bytes, Resource] | None = None,
+) -> Site:
     """The RM's web site (REST API and overview page), for ``reactor.listenTCP(port, site)``.
 
     ``version`` is the Cortex version shown by ``/ws/v1/cluster/info``; request bodies
-    larger than ``max_body_bytes`` are answered with 413 without being kept.
+    larger than ``max_body_bytes`` are answered with 413 without being kept;
+    ``children`` are mounted at the root too (``webhdfs``: the NameNode).
     """
     root = _Root()
     page = ClusterOverviewPage(rm, version)
     root.putChild(b"", page)
     root.putChild(b"cluster", page)
     root.putChild(b"ws", WebServicesResource(ClusterWebServices(rm, version)))
+    for name, child in (children or {}).items():
+        root.putChild(name, child)
     return RestSite(root, max_body_bytes=max_body_bytes, reactor=rm.clock)

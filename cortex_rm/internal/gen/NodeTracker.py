@@ -38,6 +38,35 @@ class Iface(Interface):
         """
         pass
 
+    def blockReport(node_id, report):
+        """
+        Parameters:
+         - node_id
+         - report
+
+        """
+        pass
+
+    def commitWrite(node_id, commit):
+        """
+        Parameters:
+         - node_id
+         - commit
+
+        """
+        pass
+
+    def locateBlocks(node_id, ticket, offset, length):
+        """
+        Parameters:
+         - node_id
+         - ticket
+         - offset
+         - length
+
+        """
+        pass
+
 
 @implementer(Iface)
 class Client(object):
@@ -148,6 +177,170 @@ class Client(object):
             return d.errback(result.refused)
         return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "nodeHeartbeat failed: unknown result"))
 
+    def blockReport(self, node_id, report):
+        """
+        Parameters:
+         - node_id
+         - report
+
+        """
+        seqid = self._seqid = self._seqid + 1
+        self._reqs[seqid] = defer.Deferred()
+
+        d = defer.maybeDeferred(self.send_blockReport, node_id, report)
+        d.addCallbacks(
+            callback=self.cb_send_blockReport,
+            callbackArgs=(seqid,),
+            errback=self.eb_send_blockReport,
+            errbackArgs=(seqid,))
+        return d
+
+    def cb_send_blockReport(self, _, seqid):
+        return self._reqs[seqid]
+
+    def eb_send_blockReport(self, f, seqid):
+        d = self._reqs.pop(seqid)
+        d.errback(f)
+        return d
+
+    def send_blockReport(self, node_id, report):
+        oprot = self._oprot_factory.getProtocol(self._transport)
+        oprot.writeMessageBegin('blockReport', TMessageType.CALL, self._seqid)
+        args = blockReport_args()
+        args.node_id = node_id
+        args.report = report
+        args.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def recv_blockReport(self, iprot, mtype, rseqid):
+        d = self._reqs.pop(rseqid)
+        if mtype == TMessageType.EXCEPTION:
+            x = TApplicationException()
+            x.read(iprot)
+            iprot.readMessageEnd()
+            return d.errback(x)
+        result = blockReport_result()
+        result.read(iprot)
+        iprot.readMessageEnd()
+        if result.success is not None:
+            return d.callback(result.success)
+        if result.refused is not None:
+            return d.errback(result.refused)
+        return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "blockReport failed: unknown result"))
+
+    def commitWrite(self, node_id, commit):
+        """
+        Parameters:
+         - node_id
+         - commit
+
+        """
+        seqid = self._seqid = self._seqid + 1
+        self._reqs[seqid] = defer.Deferred()
+
+        d = defer.maybeDeferred(self.send_commitWrite, node_id, commit)
+        d.addCallbacks(
+            callback=self.cb_send_commitWrite,
+            callbackArgs=(seqid,),
+            errback=self.eb_send_commitWrite,
+            errbackArgs=(seqid,))
+        return d
+
+    def cb_send_commitWrite(self, _, seqid):
+        return self._reqs[seqid]
+
+    def eb_send_commitWrite(self, f, seqid):
+        d = self._reqs.pop(seqid)
+        d.errback(f)
+        return d
+
+    def send_commitWrite(self, node_id, commit):
+        oprot = self._oprot_factory.getProtocol(self._transport)
+        oprot.writeMessageBegin('commitWrite', TMessageType.CALL, self._seqid)
+        args = commitWrite_args()
+        args.node_id = node_id
+        args.commit = commit
+        args.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def recv_commitWrite(self, iprot, mtype, rseqid):
+        d = self._reqs.pop(rseqid)
+        if mtype == TMessageType.EXCEPTION:
+            x = TApplicationException()
+            x.read(iprot)
+            iprot.readMessageEnd()
+            return d.errback(x)
+        result = commitWrite_result()
+        result.read(iprot)
+        iprot.readMessageEnd()
+        if result.success is not None:
+            return d.callback(result.success)
+        if result.refused is not None:
+            return d.errback(result.refused)
+        if result.failure is not None:
+            return d.errback(result.failure)
+        return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "commitWrite failed: unknown result"))
+
+    def locateBlocks(self, node_id, ticket, offset, length):
+        """
+        Parameters:
+         - node_id
+         - ticket
+         - offset
+         - length
+
+        """
+        seqid = self._seqid = self._seqid + 1
+        self._reqs[seqid] = defer.Deferred()
+
+        d = defer.maybeDeferred(self.send_locateBlocks, node_id, ticket, offset, length)
+        d.addCallbacks(
+            callback=self.cb_send_locateBlocks,
+            callbackArgs=(seqid,),
+            errback=self.eb_send_locateBlocks,
+            errbackArgs=(seqid,))
+        return d
+
+    def cb_send_locateBlocks(self, _, seqid):
+        return self._reqs[seqid]
+
+    def eb_send_locateBlocks(self, f, seqid):
+        d = self._reqs.pop(seqid)
+        d.errback(f)
+        return d
+
+    def send_locateBlocks(self, node_id, ticket, offset, length):
+        oprot = self._oprot_factory.getProtocol(self._transport)
+        oprot.writeMessageBegin('locateBlocks', TMessageType.CALL, self._seqid)
+        args = locateBlocks_args()
+        args.node_id = node_id
+        args.ticket = ticket
+        args.offset = offset
+        args.length = length
+        args.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def recv_locateBlocks(self, iprot, mtype, rseqid):
+        d = self._reqs.pop(rseqid)
+        if mtype == TMessageType.EXCEPTION:
+            x = TApplicationException()
+            x.read(iprot)
+            iprot.readMessageEnd()
+            return d.errback(x)
+        result = locateBlocks_result()
+        result.read(iprot)
+        iprot.readMessageEnd()
+        if result.success is not None:
+            return d.callback(result.success)
+        if result.refused is not None:
+            return d.errback(result.refused)
+        if result.failure is not None:
+            return d.errback(result.failure)
+        return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "locateBlocks failed: unknown result"))
+
 
 @implementer(Iface)
 class Processor(TProcessor):
@@ -156,6 +349,9 @@ class Processor(TProcessor):
         self._processMap = {}
         self._processMap["registerNode"] = Processor.process_registerNode
         self._processMap["nodeHeartbeat"] = Processor.process_nodeHeartbeat
+        self._processMap["blockReport"] = Processor.process_blockReport
+        self._processMap["commitWrite"] = Processor.process_commitWrite
+        self._processMap["locateBlocks"] = Processor.process_locateBlocks
         self._on_message_begin = None
 
     def on_message_begin(self, func):
@@ -249,6 +445,124 @@ class Processor(TProcessor):
             msg_type = TMessageType.EXCEPTION
             result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
         oprot.writeMessageBegin("nodeHeartbeat", msg_type, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def process_blockReport(self, seqid, iprot, oprot):
+        args = blockReport_args()
+        args.read(iprot)
+        iprot.readMessageEnd()
+        result = blockReport_result()
+        d = defer.maybeDeferred(self._handler.blockReport, args.node_id, args.report)
+        d.addCallback(self.write_results_success_blockReport, result, seqid, oprot)
+        d.addErrback(self.write_results_exception_blockReport, result, seqid, oprot)
+        return d
+
+    def write_results_success_blockReport(self, success, result, seqid, oprot):
+        result.success = success
+        oprot.writeMessageBegin("blockReport", TMessageType.REPLY, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def write_results_exception_blockReport(self, error, result, seqid, oprot):
+        msg_type = TMessageType.REPLY
+        try:
+            error.raiseException()
+        except NodeRefused as refused:
+            result.refused = refused
+        except TTransport.TTransportException:
+            raise
+        except TApplicationException as ex:
+            logging.exception('TApplication exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = ex
+        except Exception:
+            logging.exception('Unexpected exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
+        oprot.writeMessageBegin("blockReport", msg_type, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def process_commitWrite(self, seqid, iprot, oprot):
+        args = commitWrite_args()
+        args.read(iprot)
+        iprot.readMessageEnd()
+        result = commitWrite_result()
+        d = defer.maybeDeferred(self._handler.commitWrite, args.node_id, args.commit)
+        d.addCallback(self.write_results_success_commitWrite, result, seqid, oprot)
+        d.addErrback(self.write_results_exception_commitWrite, result, seqid, oprot)
+        return d
+
+    def write_results_success_commitWrite(self, success, result, seqid, oprot):
+        result.success = success
+        oprot.writeMessageBegin("commitWrite", TMessageType.REPLY, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def write_results_exception_commitWrite(self, error, result, seqid, oprot):
+        msg_type = TMessageType.REPLY
+        try:
+            error.raiseException()
+        except NodeRefused as refused:
+            result.refused = refused
+        except FsFailure as failure:
+            result.failure = failure
+        except TTransport.TTransportException:
+            raise
+        except TApplicationException as ex:
+            logging.exception('TApplication exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = ex
+        except Exception:
+            logging.exception('Unexpected exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
+        oprot.writeMessageBegin("commitWrite", msg_type, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def process_locateBlocks(self, seqid, iprot, oprot):
+        args = locateBlocks_args()
+        args.read(iprot)
+        iprot.readMessageEnd()
+        result = locateBlocks_result()
+        d = defer.maybeDeferred(self._handler.locateBlocks, args.node_id, args.ticket, args.offset, args.length)
+        d.addCallback(self.write_results_success_locateBlocks, result, seqid, oprot)
+        d.addErrback(self.write_results_exception_locateBlocks, result, seqid, oprot)
+        return d
+
+    def write_results_success_locateBlocks(self, success, result, seqid, oprot):
+        result.success = success
+        oprot.writeMessageBegin("locateBlocks", TMessageType.REPLY, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def write_results_exception_locateBlocks(self, error, result, seqid, oprot):
+        msg_type = TMessageType.REPLY
+        try:
+            error.raiseException()
+        except NodeRefused as refused:
+            result.refused = refused
+        except FsFailure as failure:
+            result.failure = failure
+        except TTransport.TTransportException:
+            raise
+        except TApplicationException as ex:
+            logging.exception('TApplication exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = ex
+        except Exception:
+            logging.exception('Unexpected exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
+        oprot.writeMessageBegin("locateBlocks", msg_type, seqid)
         result.write(oprot)
         oprot.writeMessageEnd()
         oprot.trans.flush()
@@ -527,6 +841,502 @@ all_structs.append(nodeHeartbeat_result)
 nodeHeartbeat_result.thrift_spec = (
     (0, TType.STRUCT, 'success', [HeartbeatResponse, None], None, ),  # 0
     (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
+)
+
+
+class blockReport_args(object):
+    """
+    Attributes:
+     - node_id
+     - report
+
+    """
+
+
+    def __init__(self, node_id=None, report=None,):
+        self.node_id = node_id
+        self.report = report
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.node_id = NodeAddress()
+                    self.node_id.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.report = BlockReport()
+                    self.report.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('blockReport_args')
+        if self.node_id is not None:
+            oprot.writeFieldBegin('node_id', TType.STRUCT, 1)
+            self.node_id.write(oprot)
+            oprot.writeFieldEnd()
+        if self.report is not None:
+            oprot.writeFieldBegin('report', TType.STRUCT, 2)
+            self.report.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(blockReport_args)
+blockReport_args.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'node_id', [NodeAddress, None], None, ),  # 1
+    (2, TType.STRUCT, 'report', [BlockReport, None], None, ),  # 2
+)
+
+
+class blockReport_result(object):
+    """
+    Attributes:
+     - success
+     - refused
+
+    """
+
+
+    def __init__(self, success=None, refused=None,):
+        self.success = success
+        self.refused = refused
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 0:
+                if ftype == TType.STRUCT:
+                    self.success = BlockCommands()
+                    self.success.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 1:
+                if ftype == TType.STRUCT:
+                    self.refused = NodeRefused.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('blockReport_result')
+        if self.success is not None:
+            oprot.writeFieldBegin('success', TType.STRUCT, 0)
+            self.success.write(oprot)
+            oprot.writeFieldEnd()
+        if self.refused is not None:
+            oprot.writeFieldBegin('refused', TType.STRUCT, 1)
+            self.refused.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(blockReport_result)
+blockReport_result.thrift_spec = (
+    (0, TType.STRUCT, 'success', [BlockCommands, None], None, ),  # 0
+    (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
+)
+
+
+class commitWrite_args(object):
+    """
+    Attributes:
+     - node_id
+     - commit
+
+    """
+
+
+    def __init__(self, node_id=None, commit=None,):
+        self.node_id = node_id
+        self.commit = commit
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.node_id = NodeAddress()
+                    self.node_id.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.commit = WriteCommit()
+                    self.commit.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('commitWrite_args')
+        if self.node_id is not None:
+            oprot.writeFieldBegin('node_id', TType.STRUCT, 1)
+            self.node_id.write(oprot)
+            oprot.writeFieldEnd()
+        if self.commit is not None:
+            oprot.writeFieldBegin('commit', TType.STRUCT, 2)
+            self.commit.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(commitWrite_args)
+commitWrite_args.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'node_id', [NodeAddress, None], None, ),  # 1
+    (2, TType.STRUCT, 'commit', [WriteCommit, None], None, ),  # 2
+)
+
+
+class commitWrite_result(object):
+    """
+    Attributes:
+     - success
+     - refused
+     - failure
+
+    """
+
+
+    def __init__(self, success=None, refused=None, failure=None,):
+        self.success = success
+        self.refused = refused
+        self.failure = failure
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 0:
+                if ftype == TType.I64:
+                    self.success = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 1:
+                if ftype == TType.STRUCT:
+                    self.refused = NodeRefused.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.failure = FsFailure.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('commitWrite_result')
+        if self.success is not None:
+            oprot.writeFieldBegin('success', TType.I64, 0)
+            oprot.writeI64(self.success)
+            oprot.writeFieldEnd()
+        if self.refused is not None:
+            oprot.writeFieldBegin('refused', TType.STRUCT, 1)
+            self.refused.write(oprot)
+            oprot.writeFieldEnd()
+        if self.failure is not None:
+            oprot.writeFieldBegin('failure', TType.STRUCT, 2)
+            self.failure.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(commitWrite_result)
+commitWrite_result.thrift_spec = (
+    (0, TType.I64, 'success', None, None, ),  # 0
+    (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
+    (2, TType.STRUCT, 'failure', [FsFailure, None], None, ),  # 2
+)
+
+
+class locateBlocks_args(object):
+    """
+    Attributes:
+     - node_id
+     - ticket
+     - offset
+     - length
+
+    """
+
+
+    def __init__(self, node_id=None, ticket=None, offset=None, length=None,):
+        self.node_id = node_id
+        self.ticket = ticket
+        self.offset = offset
+        self.length = length
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.node_id = NodeAddress()
+                    self.node_id.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.ticket = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.I64:
+                    self.offset = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.I64:
+                    self.length = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('locateBlocks_args')
+        if self.node_id is not None:
+            oprot.writeFieldBegin('node_id', TType.STRUCT, 1)
+            self.node_id.write(oprot)
+            oprot.writeFieldEnd()
+        if self.ticket is not None:
+            oprot.writeFieldBegin('ticket', TType.STRING, 2)
+            oprot.writeString(self.ticket.encode('utf-8') if sys.version_info[0] == 2 else self.ticket)
+            oprot.writeFieldEnd()
+        if self.offset is not None:
+            oprot.writeFieldBegin('offset', TType.I64, 3)
+            oprot.writeI64(self.offset)
+            oprot.writeFieldEnd()
+        if self.length is not None:
+            oprot.writeFieldBegin('length', TType.I64, 4)
+            oprot.writeI64(self.length)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(locateBlocks_args)
+locateBlocks_args.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'node_id', [NodeAddress, None], None, ),  # 1
+    (2, TType.STRING, 'ticket', 'UTF8', None, ),  # 2
+    (3, TType.I64, 'offset', None, None, ),  # 3
+    (4, TType.I64, 'length', None, None, ),  # 4
+)
+
+
+class locateBlocks_result(object):
+    """
+    Attributes:
+     - success
+     - refused
+     - failure
+
+    """
+
+
+    def __init__(self, success=None, refused=None, failure=None,):
+        self.success = success
+        self.refused = refused
+        self.failure = failure
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 0:
+                if ftype == TType.STRUCT:
+                    self.success = BlockLocations()
+                    self.success.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 1:
+                if ftype == TType.STRUCT:
+                    self.refused = NodeRefused.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.failure = FsFailure.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('locateBlocks_result')
+        if self.success is not None:
+            oprot.writeFieldBegin('success', TType.STRUCT, 0)
+            self.success.write(oprot)
+            oprot.writeFieldEnd()
+        if self.refused is not None:
+            oprot.writeFieldBegin('refused', TType.STRUCT, 1)
+            self.refused.write(oprot)
+            oprot.writeFieldEnd()
+        if self.failure is not None:
+            oprot.writeFieldBegin('failure', TType.STRUCT, 2)
+            self.failure.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(locateBlocks_result)
+locateBlocks_result.thrift_spec = (
+    (0, TType.STRUCT, 'success', [BlockLocations, None], None, ),  # 0
+    (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
+    (2, TType.STRUCT, 'failure', [FsFailure, None], None, ),  # 2
 )
 fix_spec(all_structs)
 del all_structs

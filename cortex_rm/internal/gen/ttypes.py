@@ -971,6 +971,964 @@ class NodeRefused(TException):
         return not (self == other)
 
 
+class ReportedBlock(object):
+    """
+    One block replica a node holds.
+
+    Attributes:
+     - block_id
+     - length
+     - checksum
+     - age_ms
+
+    """
+
+
+    def __init__(self, block_id=None, length=None, checksum=None, age_ms=None,):
+        self.block_id = block_id
+        self.length = length
+        self.checksum = checksum
+        self.age_ms = age_ms
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.block_id = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.I64:
+                    self.length = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRING:
+                    self.checksum = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.I64:
+                    self.age_ms = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('ReportedBlock')
+        if self.block_id is not None:
+            oprot.writeFieldBegin('block_id', TType.STRING, 1)
+            oprot.writeString(self.block_id.encode('utf-8') if sys.version_info[0] == 2 else self.block_id)
+            oprot.writeFieldEnd()
+        if self.length is not None:
+            oprot.writeFieldBegin('length', TType.I64, 2)
+            oprot.writeI64(self.length)
+            oprot.writeFieldEnd()
+        if self.checksum is not None:
+            oprot.writeFieldBegin('checksum', TType.STRING, 3)
+            oprot.writeString(self.checksum.encode('utf-8') if sys.version_info[0] == 2 else self.checksum)
+            oprot.writeFieldEnd()
+        if self.age_ms is not None:
+            oprot.writeFieldBegin('age_ms', TType.I64, 4)
+            oprot.writeI64(self.age_ms)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.block_id is None:
+            raise TProtocolException(message='Required field block_id is unset!')
+        if self.length is None:
+            raise TProtocolException(message='Required field length is unset!')
+        if self.checksum is None:
+            raise TProtocolException(message='Required field checksum is unset!')
+        if self.age_ms is None:
+            raise TProtocolException(message='Required field age_ms is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class BlockReport(object):
+    """
+    blockReport's argument: everything the node holds (full), or what changed since its last report.
+
+    Attributes:
+     - full
+     - added
+     - removed
+     - free_bytes
+
+    """
+
+
+    def __init__(self, full=None, added=None, removed=None, free_bytes=None,):
+        self.full = full
+        self.added = added
+        self.removed = removed
+        self.free_bytes = free_bytes
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.BOOL:
+                    self.full = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.LIST:
+                    self.added = []
+                    (_etype24, _size21) = iprot.readListBegin()
+                    for _i25 in range(_size21):
+                        _elem26 = ReportedBlock()
+                        _elem26.read(iprot)
+                        self.added.append(_elem26)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.LIST:
+                    self.removed = []
+                    (_etype30, _size27) = iprot.readListBegin()
+                    for _i31 in range(_size27):
+                        _elem32 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.removed.append(_elem32)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.I64:
+                    self.free_bytes = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('BlockReport')
+        if self.full is not None:
+            oprot.writeFieldBegin('full', TType.BOOL, 1)
+            oprot.writeBool(self.full)
+            oprot.writeFieldEnd()
+        if self.added is not None:
+            oprot.writeFieldBegin('added', TType.LIST, 2)
+            oprot.writeListBegin(TType.STRUCT, len(self.added))
+            for iter33 in self.added:
+                iter33.write(oprot)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.removed is not None:
+            oprot.writeFieldBegin('removed', TType.LIST, 3)
+            oprot.writeListBegin(TType.STRING, len(self.removed))
+            for iter34 in self.removed:
+                oprot.writeString(iter34.encode('utf-8') if sys.version_info[0] == 2 else iter34)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.free_bytes is not None:
+            oprot.writeFieldBegin('free_bytes', TType.I64, 4)
+            oprot.writeI64(self.free_bytes)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.full is None:
+            raise TProtocolException(message='Required field full is unset!')
+        if self.added is None:
+            raise TProtocolException(message='Required field added is unset!')
+        if self.removed is None:
+            raise TProtocolException(message='Required field removed is unset!')
+        if self.free_bytes is None:
+            raise TProtocolException(message='Required field free_bytes is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class FetchOrder(object):
+    """
+    Copy a block from one of `sources` (web host:port of nodes that hold it).
+
+    Attributes:
+     - block_id
+     - length
+     - checksum
+     - sources
+     - token
+
+    """
+
+
+    def __init__(self, block_id=None, length=None, checksum=None, sources=None, token=None,):
+        self.block_id = block_id
+        self.length = length
+        self.checksum = checksum
+        self.sources = sources
+        self.token = token
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.block_id = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.I64:
+                    self.length = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRING:
+                    self.checksum = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.LIST:
+                    self.sources = []
+                    (_etype38, _size35) = iprot.readListBegin()
+                    for _i39 in range(_size35):
+                        _elem40 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.sources.append(_elem40)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.STRING:
+                    self.token = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('FetchOrder')
+        if self.block_id is not None:
+            oprot.writeFieldBegin('block_id', TType.STRING, 1)
+            oprot.writeString(self.block_id.encode('utf-8') if sys.version_info[0] == 2 else self.block_id)
+            oprot.writeFieldEnd()
+        if self.length is not None:
+            oprot.writeFieldBegin('length', TType.I64, 2)
+            oprot.writeI64(self.length)
+            oprot.writeFieldEnd()
+        if self.checksum is not None:
+            oprot.writeFieldBegin('checksum', TType.STRING, 3)
+            oprot.writeString(self.checksum.encode('utf-8') if sys.version_info[0] == 2 else self.checksum)
+            oprot.writeFieldEnd()
+        if self.sources is not None:
+            oprot.writeFieldBegin('sources', TType.LIST, 4)
+            oprot.writeListBegin(TType.STRING, len(self.sources))
+            for iter41 in self.sources:
+                oprot.writeString(iter41.encode('utf-8') if sys.version_info[0] == 2 else iter41)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.token is not None:
+            oprot.writeFieldBegin('token', TType.STRING, 5)
+            oprot.writeString(self.token.encode('utf-8') if sys.version_info[0] == 2 else self.token)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.block_id is None:
+            raise TProtocolException(message='Required field block_id is unset!')
+        if self.length is None:
+            raise TProtocolException(message='Required field length is unset!')
+        if self.checksum is None:
+            raise TProtocolException(message='Required field checksum is unset!')
+        if self.sources is None:
+            raise TProtocolException(message='Required field sources is unset!')
+        if self.token is None:
+            raise TProtocolException(message='Required field token is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class BlockCommands(object):
+    """
+    blockReport's answer: what to delete, what to fetch, and the key that signs file-system tokens.
+
+    Attributes:
+     - delete
+     - fetch
+     - token_key
+     - report_interval_ms
+
+    """
+
+
+    def __init__(self, delete=None, fetch=None, token_key=None, report_interval_ms=None,):
+        self.delete = delete
+        self.fetch = fetch
+        self.token_key = token_key
+        self.report_interval_ms = report_interval_ms
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.LIST:
+                    self.delete = []
+                    (_etype45, _size42) = iprot.readListBegin()
+                    for _i46 in range(_size42):
+                        _elem47 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.delete.append(_elem47)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.LIST:
+                    self.fetch = []
+                    (_etype51, _size48) = iprot.readListBegin()
+                    for _i52 in range(_size48):
+                        _elem53 = FetchOrder()
+                        _elem53.read(iprot)
+                        self.fetch.append(_elem53)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRUCT:
+                    self.token_key = MasterKey()
+                    self.token_key.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.I32:
+                    self.report_interval_ms = iprot.readI32()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('BlockCommands')
+        if self.delete is not None:
+            oprot.writeFieldBegin('delete', TType.LIST, 1)
+            oprot.writeListBegin(TType.STRING, len(self.delete))
+            for iter54 in self.delete:
+                oprot.writeString(iter54.encode('utf-8') if sys.version_info[0] == 2 else iter54)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.fetch is not None:
+            oprot.writeFieldBegin('fetch', TType.LIST, 2)
+            oprot.writeListBegin(TType.STRUCT, len(self.fetch))
+            for iter55 in self.fetch:
+                iter55.write(oprot)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.token_key is not None:
+            oprot.writeFieldBegin('token_key', TType.STRUCT, 3)
+            self.token_key.write(oprot)
+            oprot.writeFieldEnd()
+        if self.report_interval_ms is not None:
+            oprot.writeFieldBegin('report_interval_ms', TType.I32, 4)
+            oprot.writeI32(self.report_interval_ms)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.delete is None:
+            raise TProtocolException(message='Required field delete is unset!')
+        if self.fetch is None:
+            raise TProtocolException(message='Required field fetch is unset!')
+        if self.token_key is None:
+            raise TProtocolException(message='Required field token_key is unset!')
+        if self.report_interval_ms is None:
+            raise TProtocolException(message='Required field report_interval_ms is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class WrittenBlock(object):
+    """
+    A block written by a write pipeline, with the nodes (NodeIds) that stored it.
+
+    Attributes:
+     - block_id
+     - length
+     - checksum
+     - holders
+
+    """
+
+
+    def __init__(self, block_id=None, length=None, checksum=None, holders=None,):
+        self.block_id = block_id
+        self.length = length
+        self.checksum = checksum
+        self.holders = holders
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.block_id = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.I64:
+                    self.length = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRING:
+                    self.checksum = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.LIST:
+                    self.holders = []
+                    (_etype59, _size56) = iprot.readListBegin()
+                    for _i60 in range(_size56):
+                        _elem61 = NodeAddress()
+                        _elem61.read(iprot)
+                        self.holders.append(_elem61)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('WrittenBlock')
+        if self.block_id is not None:
+            oprot.writeFieldBegin('block_id', TType.STRING, 1)
+            oprot.writeString(self.block_id.encode('utf-8') if sys.version_info[0] == 2 else self.block_id)
+            oprot.writeFieldEnd()
+        if self.length is not None:
+            oprot.writeFieldBegin('length', TType.I64, 2)
+            oprot.writeI64(self.length)
+            oprot.writeFieldEnd()
+        if self.checksum is not None:
+            oprot.writeFieldBegin('checksum', TType.STRING, 3)
+            oprot.writeString(self.checksum.encode('utf-8') if sys.version_info[0] == 2 else self.checksum)
+            oprot.writeFieldEnd()
+        if self.holders is not None:
+            oprot.writeFieldBegin('holders', TType.LIST, 4)
+            oprot.writeListBegin(TType.STRUCT, len(self.holders))
+            for iter62 in self.holders:
+                iter62.write(oprot)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.block_id is None:
+            raise TProtocolException(message='Required field block_id is unset!')
+        if self.length is None:
+            raise TProtocolException(message='Required field length is unset!')
+        if self.checksum is None:
+            raise TProtocolException(message='Required field checksum is unset!')
+        if self.holders is None:
+            raise TProtocolException(message='Required field holders is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class WriteCommit(object):
+    """
+    commitWrite's argument: the write ticket the client was redirected with, and the blocks in file order.
+
+    Attributes:
+     - ticket
+     - blocks
+
+    """
+
+
+    def __init__(self, ticket=None, blocks=None,):
+        self.ticket = ticket
+        self.blocks = blocks
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.ticket = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.LIST:
+                    self.blocks = []
+                    (_etype66, _size63) = iprot.readListBegin()
+                    for _i67 in range(_size63):
+                        _elem68 = WrittenBlock()
+                        _elem68.read(iprot)
+                        self.blocks.append(_elem68)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('WriteCommit')
+        if self.ticket is not None:
+            oprot.writeFieldBegin('ticket', TType.STRING, 1)
+            oprot.writeString(self.ticket.encode('utf-8') if sys.version_info[0] == 2 else self.ticket)
+            oprot.writeFieldEnd()
+        if self.blocks is not None:
+            oprot.writeFieldBegin('blocks', TType.LIST, 2)
+            oprot.writeListBegin(TType.STRUCT, len(self.blocks))
+            for iter69 in self.blocks:
+                iter69.write(oprot)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.ticket is None:
+            raise TProtocolException(message='Required field ticket is unset!')
+        if self.blocks is None:
+            raise TProtocolException(message='Required field blocks is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class LocatedBlock(object):
+    """
+    A block of a file being read: where it starts in the file, who holds it, and a token to read it.
+
+    Attributes:
+     - block_id
+     - length
+     - checksum
+     - offset
+     - sources
+     - token
+
+    """
+
+
+    def __init__(self, block_id=None, length=None, checksum=None, offset=None, sources=None, token=None,):
+        self.block_id = block_id
+        self.length = length
+        self.checksum = checksum
+        self.offset = offset
+        self.sources = sources
+        self.token = token
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.block_id = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.I64:
+                    self.length = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRING:
+                    self.checksum = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.I64:
+                    self.offset = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.LIST:
+                    self.sources = []
+                    (_etype73, _size70) = iprot.readListBegin()
+                    for _i74 in range(_size70):
+                        _elem75 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.sources.append(_elem75)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.STRING:
+                    self.token = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('LocatedBlock')
+        if self.block_id is not None:
+            oprot.writeFieldBegin('block_id', TType.STRING, 1)
+            oprot.writeString(self.block_id.encode('utf-8') if sys.version_info[0] == 2 else self.block_id)
+            oprot.writeFieldEnd()
+        if self.length is not None:
+            oprot.writeFieldBegin('length', TType.I64, 2)
+            oprot.writeI64(self.length)
+            oprot.writeFieldEnd()
+        if self.checksum is not None:
+            oprot.writeFieldBegin('checksum', TType.STRING, 3)
+            oprot.writeString(self.checksum.encode('utf-8') if sys.version_info[0] == 2 else self.checksum)
+            oprot.writeFieldEnd()
+        if self.offset is not None:
+            oprot.writeFieldBegin('offset', TType.I64, 4)
+            oprot.writeI64(self.offset)
+            oprot.writeFieldEnd()
+        if self.sources is not None:
+            oprot.writeFieldBegin('sources', TType.LIST, 5)
+            oprot.writeListBegin(TType.STRING, len(self.sources))
+            for iter76 in self.sources:
+                oprot.writeString(iter76.encode('utf-8') if sys.version_info[0] == 2 else iter76)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.token is not None:
+            oprot.writeFieldBegin('token', TType.STRING, 6)
+            oprot.writeString(self.token.encode('utf-8') if sys.version_info[0] == 2 else self.token)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.block_id is None:
+            raise TProtocolException(message='Required field block_id is unset!')
+        if self.length is None:
+            raise TProtocolException(message='Required field length is unset!')
+        if self.checksum is None:
+            raise TProtocolException(message='Required field checksum is unset!')
+        if self.offset is None:
+            raise TProtocolException(message='Required field offset is unset!')
+        if self.sources is None:
+            raise TProtocolException(message='Required field sources is unset!')
+        if self.token is None:
+            raise TProtocolException(message='Required field token is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class BlockLocations(object):
+    """
+    locateBlocks' answer: the blocks covering the asked range, in order.
+
+    Attributes:
+     - file_length
+     - blocks
+
+    """
+
+
+    def __init__(self, file_length=None, blocks=None,):
+        self.file_length = file_length
+        self.blocks = blocks
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.file_length = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.LIST:
+                    self.blocks = []
+                    (_etype80, _size77) = iprot.readListBegin()
+                    for _i81 in range(_size77):
+                        _elem82 = LocatedBlock()
+                        _elem82.read(iprot)
+                        self.blocks.append(_elem82)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('BlockLocations')
+        if self.file_length is not None:
+            oprot.writeFieldBegin('file_length', TType.I64, 1)
+            oprot.writeI64(self.file_length)
+            oprot.writeFieldEnd()
+        if self.blocks is not None:
+            oprot.writeFieldBegin('blocks', TType.LIST, 2)
+            oprot.writeListBegin(TType.STRUCT, len(self.blocks))
+            for iter83 in self.blocks:
+                iter83.write(oprot)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.file_length is None:
+            raise TProtocolException(message='Required field file_length is unset!')
+        if self.blocks is None:
+            raise TProtocolException(message='Required field blocks is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class FsFailure(TException):
+    """
+    The file system refused: `java_class` is the exception Hadoop's client throws
+    (java.io.FileNotFoundException, ...SecretManager$InvalidToken, ...).
+
+    Attributes:
+     - java_class
+     - message
+
+    """
+
+
+    def __init__(self, java_class=None, message=None,):
+        super(FsFailure, self).__setattr__('java_class', java_class)
+        super(FsFailure, self).__setattr__('message', message)
+
+    def __setattr__(self, *args):
+        raise TypeError("can't modify immutable instance")
+
+    def __delattr__(self, *args):
+        raise TypeError("can't modify immutable instance")
+
+    def __hash__(self):
+        return hash(self.__class__) ^ hash((self.java_class, self.message, ))
+
+    @classmethod
+    def read(cls, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and cls.thrift_spec is not None:
+            return iprot._fast_decode(None, iprot, [cls, cls.thrift_spec])
+        iprot.readStructBegin()
+        java_class = None
+        message = None
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    java_class = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    message = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+        return cls(
+            java_class=java_class,
+            message=message,
+        )
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('FsFailure')
+        if self.java_class is not None:
+            oprot.writeFieldBegin('java_class', TType.STRING, 1)
+            oprot.writeString(self.java_class.encode('utf-8') if sys.version_info[0] == 2 else self.java_class)
+            oprot.writeFieldEnd()
+        if self.message is not None:
+            oprot.writeFieldBegin('message', TType.STRING, 2)
+            oprot.writeString(self.message.encode('utf-8') if sys.version_info[0] == 2 else self.message)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.java_class is None:
+            raise TProtocolException(message='Required field java_class is unset!')
+        if self.message is None:
+            raise TProtocolException(message='Required field message is unset!')
+        return
+
+    def __str__(self):
+        return repr(self)
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
 class Peer(object):
     """
     A ring member (dht/peer.py): its ring id and the `host:port` its transport listens on.
@@ -1321,11 +2279,11 @@ class NeighboursReply(object):
             elif fid == 3:
                 if ftype == TType.LIST:
                     self.successors = []
-                    (_etype24, _size21) = iprot.readListBegin()
-                    for _i25 in range(_size21):
-                        _elem26 = Peer()
-                        _elem26.read(iprot)
-                        self.successors.append(_elem26)
+                    (_etype87, _size84) = iprot.readListBegin()
+                    for _i88 in range(_size84):
+                        _elem89 = Peer()
+                        _elem89.read(iprot)
+                        self.successors.append(_elem89)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1350,8 +2308,8 @@ class NeighboursReply(object):
         if self.successors is not None:
             oprot.writeFieldBegin('successors', TType.LIST, 3)
             oprot.writeListBegin(TType.STRUCT, len(self.successors))
-            for iter27 in self.successors:
-                iter27.write(oprot)
+            for iter90 in self.successors:
+                iter90.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -1575,11 +2533,11 @@ class Leave(object):
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.successors = []
-                    (_etype31, _size28) = iprot.readListBegin()
-                    for _i32 in range(_size28):
-                        _elem33 = Peer()
-                        _elem33.read(iprot)
-                        self.successors.append(_elem33)
+                    (_etype94, _size91) = iprot.readListBegin()
+                    for _i95 in range(_size91):
+                        _elem96 = Peer()
+                        _elem96.read(iprot)
+                        self.successors.append(_elem96)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1600,8 +2558,8 @@ class Leave(object):
         if self.successors is not None:
             oprot.writeFieldBegin('successors', TType.LIST, 2)
             oprot.writeListBegin(TType.STRUCT, len(self.successors))
-            for iter34 in self.successors:
-                iter34.write(oprot)
+            for iter97 in self.successors:
+                iter97.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -2590,11 +3548,11 @@ class ReplicaDigest(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.entries = []
-                    (_etype38, _size35) = iprot.readListBegin()
-                    for _i39 in range(_size35):
-                        _elem40 = DigestEntry()
-                        _elem40.read(iprot)
-                        self.entries.append(_elem40)
+                    (_etype101, _size98) = iprot.readListBegin()
+                    for _i102 in range(_size98):
+                        _elem103 = DigestEntry()
+                        _elem103.read(iprot)
+                        self.entries.append(_elem103)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -2611,8 +3569,8 @@ class ReplicaDigest(object):
         if self.entries is not None:
             oprot.writeFieldBegin('entries', TType.LIST, 1)
             oprot.writeListBegin(TType.STRUCT, len(self.entries))
-            for iter41 in self.entries:
-                iter41.write(oprot)
+            for iter104 in self.entries:
+                iter104.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -2660,10 +3618,10 @@ class ReplicaWant(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.keys = []
-                    (_etype45, _size42) = iprot.readListBegin()
-                    for _i46 in range(_size42):
-                        _elem47 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.keys.append(_elem47)
+                    (_etype108, _size105) = iprot.readListBegin()
+                    for _i109 in range(_size105):
+                        _elem110 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.keys.append(_elem110)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -2680,8 +3638,8 @@ class ReplicaWant(object):
         if self.keys is not None:
             oprot.writeFieldBegin('keys', TType.LIST, 1)
             oprot.writeListBegin(TType.STRING, len(self.keys))
-            for iter48 in self.keys:
-                oprot.writeString(iter48.encode('utf-8') if sys.version_info[0] == 2 else iter48)
+            for iter111 in self.keys:
+                oprot.writeString(iter111.encode('utf-8') if sys.version_info[0] == 2 else iter111)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -2729,11 +3687,11 @@ class StoreReplicas(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.records = []
-                    (_etype52, _size49) = iprot.readListBegin()
-                    for _i53 in range(_size49):
-                        _elem54 = Record()
-                        _elem54.read(iprot)
-                        self.records.append(_elem54)
+                    (_etype115, _size112) = iprot.readListBegin()
+                    for _i116 in range(_size112):
+                        _elem117 = Record()
+                        _elem117.read(iprot)
+                        self.records.append(_elem117)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -2750,8 +3708,8 @@ class StoreReplicas(object):
         if self.records is not None:
             oprot.writeFieldBegin('records', TType.LIST, 1)
             oprot.writeListBegin(TType.STRUCT, len(self.records))
-            for iter55 in self.records:
-                iter55.write(oprot)
+            for iter118 in self.records:
+                iter118.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -3163,11 +4121,11 @@ class Envelope(object):
             elif fid == 3:
                 if ftype == TType.LIST:
                     self.piggyback = []
-                    (_etype59, _size56) = iprot.readListBegin()
-                    for _i60 in range(_size56):
-                        _elem61 = Piggyback()
-                        _elem61.read(iprot)
-                        self.piggyback.append(_elem61)
+                    (_etype122, _size119) = iprot.readListBegin()
+                    for _i123 in range(_size119):
+                        _elem124 = Piggyback()
+                        _elem124.read(iprot)
+                        self.piggyback.append(_elem124)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -3192,8 +4150,8 @@ class Envelope(object):
         if self.piggyback is not None:
             oprot.writeFieldBegin('piggyback', TType.LIST, 3)
             oprot.writeListBegin(TType.STRUCT, len(self.piggyback))
-            for iter62 in self.piggyback:
-                iter62.write(oprot)
+            for iter125 in self.piggyback:
+                iter125.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -3285,6 +4243,75 @@ all_structs.append(NodeRefused)
 NodeRefused.thrift_spec = (
     None,  # 0
     (1, TType.STRING, 'message', 'UTF8', None, ),  # 1
+)
+all_structs.append(ReportedBlock)
+ReportedBlock.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'block_id', 'UTF8', None, ),  # 1
+    (2, TType.I64, 'length', None, None, ),  # 2
+    (3, TType.STRING, 'checksum', 'UTF8', None, ),  # 3
+    (4, TType.I64, 'age_ms', None, None, ),  # 4
+)
+all_structs.append(BlockReport)
+BlockReport.thrift_spec = (
+    None,  # 0
+    (1, TType.BOOL, 'full', None, None, ),  # 1
+    (2, TType.LIST, 'added', (TType.STRUCT, [ReportedBlock, None], False), None, ),  # 2
+    (3, TType.LIST, 'removed', (TType.STRING, 'UTF8', False), None, ),  # 3
+    (4, TType.I64, 'free_bytes', None, None, ),  # 4
+)
+all_structs.append(FetchOrder)
+FetchOrder.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'block_id', 'UTF8', None, ),  # 1
+    (2, TType.I64, 'length', None, None, ),  # 2
+    (3, TType.STRING, 'checksum', 'UTF8', None, ),  # 3
+    (4, TType.LIST, 'sources', (TType.STRING, 'UTF8', False), None, ),  # 4
+    (5, TType.STRING, 'token', 'UTF8', None, ),  # 5
+)
+all_structs.append(BlockCommands)
+BlockCommands.thrift_spec = (
+    None,  # 0
+    (1, TType.LIST, 'delete', (TType.STRING, 'UTF8', False), None, ),  # 1
+    (2, TType.LIST, 'fetch', (TType.STRUCT, [FetchOrder, None], False), None, ),  # 2
+    (3, TType.STRUCT, 'token_key', [MasterKey, None], None, ),  # 3
+    (4, TType.I32, 'report_interval_ms', None, None, ),  # 4
+)
+all_structs.append(WrittenBlock)
+WrittenBlock.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'block_id', 'UTF8', None, ),  # 1
+    (2, TType.I64, 'length', None, None, ),  # 2
+    (3, TType.STRING, 'checksum', 'UTF8', None, ),  # 3
+    (4, TType.LIST, 'holders', (TType.STRUCT, [NodeAddress, None], False), None, ),  # 4
+)
+all_structs.append(WriteCommit)
+WriteCommit.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'ticket', 'UTF8', None, ),  # 1
+    (2, TType.LIST, 'blocks', (TType.STRUCT, [WrittenBlock, None], False), None, ),  # 2
+)
+all_structs.append(LocatedBlock)
+LocatedBlock.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'block_id', 'UTF8', None, ),  # 1
+    (2, TType.I64, 'length', None, None, ),  # 2
+    (3, TType.STRING, 'checksum', 'UTF8', None, ),  # 3
+    (4, TType.I64, 'offset', None, None, ),  # 4
+    (5, TType.LIST, 'sources', (TType.STRING, 'UTF8', False), None, ),  # 5
+    (6, TType.STRING, 'token', 'UTF8', None, ),  # 6
+)
+all_structs.append(BlockLocations)
+BlockLocations.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'file_length', None, None, ),  # 1
+    (2, TType.LIST, 'blocks', (TType.STRUCT, [LocatedBlock, None], False), None, ),  # 2
+)
+all_structs.append(FsFailure)
+FsFailure.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'java_class', 'UTF8', None, ),  # 1
+    (2, TType.STRING, 'message', 'UTF8', None, ),  # 2
 )
 all_structs.append(Peer)
 Peer.thrift_spec = (
