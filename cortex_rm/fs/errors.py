@@ -18,8 +18,8 @@ class FsError(YarnError):
 
     @property
     def simple_name(self) -> str:
-        """The Java class's simple name (WebHDFS's ``exception`` field)."""
-        return self.java_class.rsplit(".", 1)[-1]
+        """The Java class's simple name (WebHDFS's ``exception`` field; a nested class's own name)."""
+        return self.java_class.rsplit(".", 1)[-1].rsplit("$", 1)[-1]
 
 
 class FileNotFound(FsError):

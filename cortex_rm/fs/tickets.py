@@ -112,7 +112,8 @@ def verify(keys: Mapping[int, MasterKey], text: str, op: str | frozenset[str], n
         raise InvalidToken("the ticket's payload is not JSON") from None
     if not isinstance(body, dict):
         raise InvalidToken("the ticket's payload is not an object")
-    key = keys.get(body.get("key")) if isinstance(body.get("key"), int) else None
+    key_id = body.get("key")
+    key = keys.get(key_id) if isinstance(key_id, int) else None
     if key is None:
         raise InvalidToken("the ticket was signed with a key this node does not know (forged, or from an old RM)")
     if not hmac.compare_digest(_mac(key, payload), mac):

@@ -1,0 +1,237 @@
+"""A node's block replicas on its disk (blocking file I/O: the DataNode runs it on worker threads).
+
+Layout under ``root``::
+
+    current/<first two hex digits of the id>/blk_<32 hex>        the data
+    current/<first two hex digits of the id>/blk_<32 hex>.meta   header + chunk CRCs
+    tmp/                                                         blocks being written
+
+A block is written into ``tmp/`` while its chunk CRCs are computed, then its data
+and, last, its meta file are renamed into ``current/``: a crash leaves either no
+block, a data file without meta (removed by the next ``scan``), or a complete
+block.  Reads check every chunk they touch against its CRC (``CorruptReplica``
+names the chunk), in pieces of at most ``PIECE_BYTES``: memory stays bounded
+whatever the block size.  Block ids are checked before they become file names,
+so no id can name a path outside the store.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from cortex_rm.fs.checksums import (
+    BYTES_PER_CRC,
+    CRC_BYTES,
+    BlockChecksummer,
+    block_checksum,
+    chunk_count,
+    verify_chunks,
+)
+from cortex_rm.fs.errors import CorruptReplica, FileAlreadyExists, IllegalArgument, MissingBlock
+
+PIECE_BYTES = 16 * BYTES_PER_CRC  # 1 MiB: what one read yields at most
+_BLOCK_ID = re.compile(r"^blk_[0-9a-f]{32}$")
+_MAGIC = b"CXBK"
+_HEADER = struct.Struct(">4sBQIQ")  # magic, version, length, bytes per CRC, finalized (epoch ms)
+_VERSION = 1
+
+
+def new_block_id(random_bytes: Callable[[int], bytes] = os.urandom) -> str:
+    """A fresh block id: ``blk_`` and 128 random bits in hex."""
+    return "blk_" + random_bytes(16).hex()
+
+
+def valid_block_id(text: str) -> bool:
+    return bool(_BLOCK_ID.match(text))
+
+
+def _checked(block_id: str) -> str:
+    if not valid_block_id(block_id):
+        raise IllegalArgument(f"{block_id[:48]!r} is not a block id (blk_ and 32 hex digits)")
+    return block_id
+
+
+@dataclass(frozen=True)
+class StoredBlock:
+    """A complete replica on this node."""
+
+    block_id: str
+    length: int
+    checksum: str
+    finalized_ms: int
+
+
+class BlockWriter:
+    """Writes one new replica; ``finish`` makes it visible, ``abort`` removes every trace."""
+
+    def __init__(self, store: BlockStore, block_id: str) -> None:
+        self.store = store
+        self.block_id = block_id
+        self._data_path = store.root / "tmp" / block_id
+        self._file: BinaryIO | None = self._data_path.open("xb")
+        self._sums = BlockChecksummer()
+
+    def write(self, data: bytes) -> None:
+        if self._file is None:
+            raise ValueError(f"the writer of {self.block_id} is closed")
+        self._file.write(data)
+        self._sums.update(data)
+
+    def finish(self) -> StoredBlock:
+        if self._file is None:
+            raise ValueError(f"the writer of {self.block_id} is closed")
+        file, self._file = self._file, None
+        if self.store.sync_on_finish:
+            file.flush()
+            os.fsync(file.fileno())
+        file.close()
+        crcs, checksum = self._sums.finish()
+        block = StoredBlock(self.block_id, self._sums.length, checksum, self.store.now_ms())
+        meta_tmp = self._data_path.with_suffix(".meta")
+        meta_tmp.write_bytes(_HEADER.pack(_MAGIC, _VERSION, block.length, BYTES_PER_CRC, block.finalized_ms) + crcs)
+        data_path, meta_path = self.store.paths(self.block_id)
+        data_path.parent.mkdir(exist_ok=True)
+        if meta_path.exists():
+            self.abort()
+            raise FileAlreadyExists(f"block {self.block_id} already exists on this node")
+        os.replace(self._data_path, data_path)
+        os.replace(meta_tmp, meta_path)  # last: the block exists from here on
+        self.store._added(block)
+        return block
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        for path in (self._data_path, self._data_path.with_suffix(".meta")):
+            path.unlink(missing_ok=True)
+
+
+class BlockStore:
+    """The replicas under ``root`` (see the module docstring)."""
+
+    def __init__(self, root: Path, now_ms: Callable[[], int], *, sync_on_finish: bool = False) -> None:
+        self.root = root
+        self.now_ms = now_ms
+        self.sync_on_finish = sync_on_finish
+        self._lengths: dict[str, int] = {}
+        (root / "current").mkdir(parents=True, exist_ok=True)
+        (root / "tmp").mkdir(exist_ok=True)
+
+    def paths(self, block_id: str) -> tuple[Path, Path]:
+        """The data and meta paths of ``block_id``."""
+        directory = self.root / "current" / _checked(block_id)[4:6]
+        return directory / block_id, directory / f"{block_id}.meta"
+
+    def _added(self, block: StoredBlock) -> None:
+        self._lengths[block.block_id] = block.length
+
+    def scan(self) -> list[StoredBlock]:
+        """The complete replicas, after removing what interrupted writes left (reads headers, not data)."""
+        shutil.rmtree(self.root / "tmp", ignore_errors=True)
+        (self.root / "tmp").mkdir()
+        found: list[StoredBlock] = []
+        self._lengths.clear()
+        for directory in sorted((self.root / "current").iterdir()):
+            if not directory.is_dir():
+                continue
+            for path in sorted(directory.iterdir()):
+                name = path.name.removesuffix(".meta")
+                if not valid_block_id(name) or path.parent.name != name[4:6]:
+                    continue  # not ours: leave it
+                if path.suffix == ".meta":
+                    block = self._read_header(name)
+                    if block is None:
+                        self.delete(name)
+                    else:
+                        found.append(block)
+                        self._lengths[name] = block.length
+                elif not path.with_suffix(".meta").exists():
+                    path.unlink(missing_ok=True)  # data whose meta was never written
+        return found
+
+    def _read_header(self, block_id: str) -> StoredBlock | None:
+        data_path, meta_path = self.paths(block_id)
+        try:
+            with meta_path.open("rb") as meta:
+                magic, version, length, per_crc, finalized = _HEADER.unpack(meta.read(_HEADER.size))
+                crcs = meta.read()
+            size = data_path.stat().st_size
+        except (OSError, struct.error):
+            return None
+        if magic != _MAGIC or version != _VERSION or per_crc != BYTES_PER_CRC:
+            return None
+        if size != length or len(crcs) != chunk_count(length) * CRC_BYTES:
+            return None
+        return StoredBlock(block_id, length, block_checksum(crcs), finalized)
+
+    def writer(self, block_id: str) -> BlockWriter:
+        if self.stat(block_id) is not None:
+            raise FileAlreadyExists(f"block {block_id} already exists on this node")
+        try:
+            return BlockWriter(self, block_id)
+        except FileExistsError:
+            raise FileAlreadyExists(f"block {block_id} is already being written on this node") from None
+
+    def stat(self, block_id: str) -> StoredBlock | None:
+        """The replica's length, checksum and time, or None if this node has no complete replica."""
+        if not self.paths(block_id)[1].exists():
+            return None
+        return self._read_header(block_id)
+
+    def crcs(self, block_id: str) -> bytes:
+        _, meta_path = self.paths(block_id)
+        try:
+            return meta_path.read_bytes()[_HEADER.size :]
+        except FileNotFoundError:
+            raise MissingBlock(f"this node holds no replica of {block_id}") from None
+
+    def read(self, block_id: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """Bytes ``[offset, offset + length)`` of the replica, each chunk checked before it is yielded."""
+        block = self.stat(block_id)
+        if block is None:
+            raise MissingBlock(f"this node holds no replica of {block_id}")
+        if length is None:
+            length = block.length - offset
+        if offset < 0 or length < 0 or offset + length > block.length:
+            raise IllegalArgument(f"[{offset}, {offset + length}) is outside {block_id} ({block.length} bytes)")
+        return self._chunks(block, self.crcs(block_id), offset, length)
+
+    def _chunks(self, block: StoredBlock, crcs: bytes, offset: int, length: int) -> Iterator[bytes]:
+        data_path, _ = self.paths(block.block_id)
+        end = offset + length
+        position = (offset // BYTES_PER_CRC) * BYTES_PER_CRC  # whole chunks: each one is checked
+        with data_path.open("rb") as data:
+            data.seek(position)
+            while position < end:
+                piece = data.read(min(PIECE_BYTES, block.length - position))
+                if len(piece) != min(PIECE_BYTES, block.length - position):
+                    raise CorruptReplica(f"{block.block_id} is shorter on disk than its {block.length} bytes")
+                verify_chunks(piece, position // BYTES_PER_CRC, crcs, block.block_id)
+                low = max(offset, position) - position
+                high = min(end, position + len(piece)) - position
+                yield piece[low:high]
+                position += len(piece)
+
+    def delete(self, block_id: str) -> bool:
+        """Remove the replica (meta first, so a crash never leaves a block without its data checked)."""
+        data_path, meta_path = self.paths(block_id)
+        existed = meta_path.exists()
+        meta_path.unlink(missing_ok=True)
+        data_path.unlink(missing_ok=True)
+        self._lengths.pop(block_id, None)
+        return existed
+
+    def used_bytes(self) -> int:
+        return sum(self._lengths.values())
+
+    def free_bytes(self) -> int:
+        usage = shutil.disk_usage(self.root)
+        return usage.free
