@@ -17,7 +17,6 @@ from cortex_rm.fs.model import BlockRef
 from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tracker_codec import (
-    MAX_CONTAINERS,
     MAX_INT32,
     _address,
     _int,
@@ -30,6 +29,7 @@ from cortex_rm.internal.tracker_codec import (
     _validate,
 )
 from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.resource_tracker import MAX_CONTAINERS
 from cortex_rm.yarn.tokens import MasterKey
 
 MAX_REPORT_BLOCKS = MAX_CONTAINERS
@@ -62,6 +62,7 @@ class BlockCommandsMessage:
     fetch: tuple[BlockFetch, ...]
     token_key: MasterKey
     report_interval_ms: int
+    full_report_wanted: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,11 @@ def commands_to_thrift(commands: BlockCommandsMessage) -> ttypes.BlockCommands:
         for f in commands.fetch
     ]
     return ttypes.BlockCommands(
-        list(commands.delete), fetch, _master_key_to_thrift(commands.token_key), commands.report_interval_ms
+        list(commands.delete),
+        fetch,
+        _master_key_to_thrift(commands.token_key),
+        commands.report_interval_ms,
+        commands.full_report_wanted,
     )
 
 
@@ -153,7 +158,7 @@ def commands_from_thrift(t: Any) -> BlockCommandsMessage:
     if key is None:
         raise MalformedMessage("BlockCommands.token_key is missing")
     interval = _int(t.report_interval_ms, "report_interval_ms", 100, MAX_INT32)
-    return BlockCommandsMessage(delete, tuple(fetch), key, interval)
+    return BlockCommandsMessage(delete, tuple(fetch), key, interval, bool(t.full_report_wanted))
 
 
 # ------------------------------------------------------------- commitWrite

@@ -147,6 +147,7 @@ struct BlockCommands {
   2: required list<FetchOrder> fetch,
   3: required MasterKey token_key,
   4: required i32 report_interval_ms,      // report again within this many ms
+  5: required bool full_report_wanted,     // the next report must be a full one (e.g. after LOST)
 }
 
 /** A block written by a write pipeline, with the nodes (NodeIds) that stored it. */

@@ -128,7 +128,9 @@ class TrackerCalls:
                 for f in commands.fetch
             )
             return block_codec.commands_to_thrift(
-                block_codec.BlockCommandsMessage(commands.delete, fetch, name_node.key, name_node.report_interval_ms)
+                block_codec.BlockCommandsMessage(
+                    commands.delete, fetch, name_node.key, name_node.report_interval_ms, commands.full_report_wanted
+                )
             )
 
         return self._decide("blockReport", decide)

@@ -32,12 +32,14 @@ from cortex_rm.fs.errors import FsError, IllegalArgument, from_java_class
 from cortex_rm.internal.block_codec import (
     MAX_REPORT_BLOCKS,
     BlockCommandsMessage,
+    BlockFetch,
     BlockLocation,
     BlockReportMessage,
     WrittenBlockMessage,
 )
 from cortex_rm.internal.tracker_client import FsRefused, TrackerClient
 from cortex_rm.roles.threads import thread_runner
+from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.tokens import MasterKey
@@ -69,7 +71,7 @@ class DataNodeRole:
         self.store = BlockStore(data_dir, self.now_ms)
         self._keys: dict[int, MasterKey] = {}
         self._pool: ThreadPool | None = None
-        self._run: Callable[[Callable[[], T]], defer.Deferred[T]] | None = None  # type: ignore[valid-type]
+        self._run: Runner | None = None
         self._timer: IDelayedCall | None = None
         self._reported_to: TrackerClient | None = None  # the connection the last full report went over
         self._known: dict[str, StoredBlock] = {}
@@ -216,11 +218,18 @@ class DataNodeRole:
     def _obey(self, answer: BlockCommandsMessage) -> None:
         self._keys = {answer.token_key.key_id: answer.token_key}
         self._interval_ms = answer.report_interval_ms
+        if answer.full_report_wanted:
+            self._reported_to = None  # the next report is a full one
         for block_id in answer.delete:
             self._delete(block_id)
         for order in answer.fetch:
-            d = self.run(lambda order=order: fetch_block(self, order.block, order.sources, order.token))  # type: ignore[misc]
-            d.addErrback(lambda f, order=order: log.failure("fetching {block_id} failed", f, block_id=order.block.block_id))
+            self._fetch(order)
+
+    def _fetch(self, order: BlockFetch) -> None:
+        def failed(failure: Failure) -> None:
+            log.failure("fetching {block_id} failed", failure, block_id=order.block.block_id)
+
+        self.run(lambda: fetch_block(self, order.block, order.sources, order.token)).addErrback(failed)
 
     def _delete(self, block_id: str) -> None:
         def deleted(existed: bool) -> None:

@@ -1318,15 +1318,17 @@ class BlockCommands(object):
      - fetch
      - token_key
      - report_interval_ms
+     - full_report_wanted
 
     """
 
 
-    def __init__(self, delete=None, fetch=None, token_key=None, report_interval_ms=None,):
+    def __init__(self, delete=None, fetch=None, token_key=None, report_interval_ms=None, full_report_wanted=None,):
         self.delete = delete
         self.fetch = fetch
         self.token_key = token_key
         self.report_interval_ms = report_interval_ms
+        self.full_report_wanted = full_report_wanted
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -1369,6 +1371,11 @@ class BlockCommands(object):
                     self.report_interval_ms = iprot.readI32()
                 else:
                     iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.BOOL:
+                    self.full_report_wanted = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -1401,6 +1408,10 @@ class BlockCommands(object):
             oprot.writeFieldBegin('report_interval_ms', TType.I32, 4)
             oprot.writeI32(self.report_interval_ms)
             oprot.writeFieldEnd()
+        if self.full_report_wanted is not None:
+            oprot.writeFieldBegin('full_report_wanted', TType.BOOL, 5)
+            oprot.writeBool(self.full_report_wanted)
+            oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
 
@@ -1413,6 +1424,8 @@ class BlockCommands(object):
             raise TProtocolException(message='Required field token_key is unset!')
         if self.report_interval_ms is None:
             raise TProtocolException(message='Required field report_interval_ms is unset!')
+        if self.full_report_wanted is None:
+            raise TProtocolException(message='Required field full_report_wanted is unset!')
         return
 
     def __repr__(self):
@@ -4276,6 +4289,7 @@ BlockCommands.thrift_spec = (
     (2, TType.LIST, 'fetch', (TType.STRUCT, [FetchOrder, None], False), None, ),  # 2
     (3, TType.STRUCT, 'token_key', [MasterKey, None], None, ),  # 3
     (4, TType.I32, 'report_interval_ms', None, None, ),  # 4
+    (5, TType.BOOL, 'full_report_wanted', None, None, ),  # 5
 )
 all_structs.append(WrittenBlock)
 WrittenBlock.thrift_spec = (

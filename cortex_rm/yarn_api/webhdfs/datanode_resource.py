@@ -41,7 +41,7 @@ from cortex_rm.internal.block_codec import BlockLocation, WrittenBlockMessage
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api.webhdfs.block_transfer import PIECE_BYTES, BlockTransferFailed, get_block, put_block
-from cortex_rm.yarn_api.webhdfs.namenode_resource import Reply, error_reply, internal_error, send
+from cortex_rm.yarn_api.webhdfs.namenode_resource import Reply, as_deferred, error_reply, internal_error, send
 from cortex_rm.yarn_api.webhdfs.params import Query, request_path
 
 log = Logger()
@@ -51,10 +51,17 @@ T = TypeVar("T")
 class DataNodeContext(Protocol):
     """What the DataNode role gives its web resources."""
 
-    node_id: NodeId
-    http_address: str
-    store: BlockStore
-    reactor: IReactorFromThreads
+    @property
+    def node_id(self) -> NodeId: ...
+
+    @property
+    def http_address(self) -> str: ...
+
+    @property
+    def store(self) -> BlockStore: ...
+
+    @property
+    def reactor(self) -> IReactorFromThreads: ...
 
     def keys(self) -> dict[int, MasterKey]:
         """The NameNode's ticket keys known to this node (empty before its first block report)."""
@@ -133,10 +140,14 @@ class _Leaf(Resource):
     def render(self, request: Request) -> int:
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
-        d = defer.maybeDeferred(self._handle, request, Query(request.args or {}) if request.args is not None else Query({}))
+        d = as_deferred(lambda: self._handle(request, Query(request.args or {})))
         d.addErrback(self._failed, request, gone)
-        d.addCallback(lambda reply: None if gone or reply is None else send(request, reply))
-        d.addErrback(lambda f: log.failure("could not answer a DataNode request", f))
+
+        def answer(reply: Reply | None) -> None:
+            if not gone and reply is not None:
+                send(request, reply)
+
+        d.addCallback(answer).addErrback(lambda f: log.failure("could not answer a DataNode request", f))
         return NOT_DONE_YET
 
     def _handle(self, request: Request, query: Query) -> Reply | None | defer.Deferred[Reply | None]:
@@ -145,8 +156,9 @@ class _Leaf(Resource):
     def _failed(self, failure: Failure, request: Request, gone: list[Failure]) -> Reply | None:
         if request.startedWriting:  # a streamed body broke off: the client sees a short read
             log.warn("DataNode {uri}: stopped streaming: {error}", uri=request.uri, error=failure.getErrorMessage())
-            if not gone and request.channel is not None and request.channel.transport is not None:
-                request.channel.transport.abortConnection()
+            transport = getattr(request.channel, "transport", None)
+            if not gone and transport is not None:
+                transport.abortConnection()
             return None
         if isinstance(failure.value, FsError):
             log.info("DataNode {method} {uri} refused: {error}", method=request.method, uri=request.uri,
@@ -186,9 +198,11 @@ class DataNodeWebHdfs(_Leaf):
                 return Reply(200)
             return Reply(201, None, f"webhdfs://{self.ctx.http_address}{quote(str(path), safe='/')}")
 
-        d = self.ctx.run(lambda: receive_blocks(self.ctx, ticket, text, body))
-        d.addCallback(lambda written: self.ctx.commit(text, written))
-        return d.addCallback(committed)
+        async def write() -> Reply | None:
+            written = await self.ctx.run(lambda: receive_blocks(self.ctx, ticket, text, body))
+            return committed(await self.ctx.commit(text, written))
+
+        return defer.Deferred.fromCoroutine(write())
 
     def _open(self, request: Request, query: Query, path: FsPath) -> defer.Deferred[Reply | None]:
         ticket = _verify(self.ctx, query, "OPEN")

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from cortex_rm.fs.checksums import FileChecksum
+from cortex_rm.fs.checksums import BYTES_PER_CRC, FileChecksum
 from cortex_rm.fs.errors import FsError
 from cortex_rm.fs.model import ContentSummary, FileStatus
 
@@ -63,6 +63,24 @@ def content_summary(summary: ContentSummary) -> dict[str, Any]:
 
 def file_checksum(checksum: FileChecksum) -> dict[str, Any]:
     return {"FileChecksum": {"algorithm": checksum.algorithm, "bytes": checksum.bytes_hex, "length": checksum.length}}
+
+
+def server_defaults(block_size: int, replication: int) -> dict[str, Any]:
+    """GETSERVERDEFAULTS: FsShell asks before ``-rm`` (trash is off: interval 0)."""
+    return {
+        "FsServerDefaults": {
+            "blockSize": block_size,
+            "bytesPerChecksum": BYTES_PER_CRC,
+            "writePacketSize": BYTES_PER_CRC,
+            "replication": replication,
+            "fileBufferSize": 4096,
+            "encryptDataTransfer": False,
+            "trashInterval": 0,
+            "checksumType": 1,  # DataChecksum.Type.CRC32
+            "keyProviderUri": "",
+            "defaultStoragePolicyId": 7,  # HOT
+        }
+    }
 
 
 def boolean(value: bool) -> dict[str, Any]:

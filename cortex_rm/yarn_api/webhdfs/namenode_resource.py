@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from twisted.internet import defer
@@ -28,6 +28,7 @@ from cortex_rm.yarn_api.webhdfs import forms
 from cortex_rm.yarn_api.webhdfs.params import Query, request_path
 
 log = Logger()
+T = TypeVar("T")
 
 LIST_PAGE = 1000  # dfs.ls.limit: LISTSTATUS_BATCH's page size
 INT_MAX = 2**31 - 1
@@ -44,7 +45,8 @@ def send(request: Request, reply: Reply) -> None:
     """Answer with ``reply``: JSON without Content-Type, or an empty body."""
     data = b"" if reply.body is None else forms.encode(reply.body)
     request.setResponseCode(reply.status)
-    request.responseHeaders.removeHeader(b"content-type")  # twisted.web adds text/html by default
+    request.defaultContentType = None  # else twisted.web adds text/html
+    request.responseHeaders.removeHeader(b"content-type")
     if reply.location is not None:
         request.setHeader(b"Location", reply.location.encode("utf-8"))
     request.setHeader(b"Cache-Control", b"no-cache")
@@ -61,6 +63,15 @@ def error_reply(error: FsError) -> Reply:
 def internal_error(what: str) -> Reply:
     error = FsError(f"{what} failed inside the NameNode; the RM's log says why")
     return error_reply(error)
+
+
+def as_deferred(call: Callable[[], T | defer.Deferred[T]]) -> defer.Deferred[T]:
+    """``call()``'s result as a Deferred: its own, a fired one, or a failed one if it raised."""
+    try:
+        result = call()
+    except Exception:
+        return defer.fail()
+    return result if isinstance(result, defer.Deferred) else defer.succeed(result)
 
 
 def node_url(redirect: Redirect, path: FsPath, op: str, query: Query, extra: dict[str, str]) -> str:
@@ -83,6 +94,7 @@ class NameNodeResource(Resource):
             ("GET", "GETHOMEDIRECTORY"): self._home_directory,
             ("GET", "GETCONTENTSUMMARY"): self._content_summary,
             ("GET", "GETFILECHECKSUM"): self._file_checksum,
+            ("GET", "GETSERVERDEFAULTS"): self._server_defaults,
             ("GET", "OPEN"): self._open,
             ("PUT", "MKDIRS"): self._mkdirs,
             ("PUT", "CREATE"): self._create,
@@ -99,10 +111,14 @@ class NameNodeResource(Resource):
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
         method = (request.method or b"GET").decode("ascii", "replace")
-        d = defer.maybeDeferred(self._dispatch, request, "GET" if method == "HEAD" else method)
+        d = as_deferred(lambda: self._dispatch(request, "GET" if method == "HEAD" else method))
         d.addErrback(self._failed, request)
-        d.addCallback(lambda reply: None if gone else send(request, reply))
-        d.addErrback(lambda f: log.failure("could not answer a WebHDFS request", f))
+
+        def answer(reply: Reply) -> None:
+            if not gone:
+                send(request, reply)
+
+        d.addCallback(answer).addErrback(lambda f: log.failure("could not answer a WebHDFS request", f))
         return NOT_DONE_YET
 
     def _dispatch(self, request: Request, method: str) -> Reply | defer.Deferred[Reply]:
@@ -153,6 +169,9 @@ class NameNodeResource(Resource):
     def _file_checksum(self, path: FsPath, query: Query) -> Reply:
         record = self.nn.namespace.open_file(path, query.user())
         return Reply(200, forms.file_checksum(file_checksum(record.blocks)))
+
+    def _server_defaults(self, path: FsPath, query: Query) -> Reply:
+        return Reply(200, forms.server_defaults(self.nn.default_block_size, self.nn.default_replication))
 
     # -- mutations
 
