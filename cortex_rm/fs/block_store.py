@@ -186,6 +186,14 @@ class BlockStore:
             return None
         return self._read_header(block_id)
 
+    def vanished(self, block_id: str) -> bool:
+        """True (once) if this store wrote or found ``block_id`` but its files are gone or broken
+        now (removed or damaged behind the DataNode's back): what remains is removed and forgotten."""
+        if block_id not in self._lengths or self.stat(block_id) is not None:
+            return False
+        self.delete(block_id)
+        return True
+
     def crcs(self, block_id: str) -> bytes:
         _, meta_path = self.paths(block_id)
         try:

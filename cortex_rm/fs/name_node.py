@@ -228,6 +228,23 @@ class NameNode:
             raise MissingBlock("no node of the file system is live; try again when nodes have joined")
         return live[0]
 
+    def block_locations(
+        self, path: FsPath, user: User, offset: int, length: int | None
+    ) -> list[tuple[int, BlockRef, list[DataNode]]]:
+        """GETFILEBLOCKLOCATIONS: each block of ``path`` overlapping ``[offset, offset + length)``,
+        with its offset in the file and its live holders (what Spark uses for locality)."""
+        record = self.namespace.open_file(path, user)
+        if offset < 0:
+            raise IllegalArgument(f"offset={offset} is negative")
+        end = record.length if length is None else min(record.length, offset + length)
+        found: list[tuple[int, BlockRef, list[DataNode]]] = []
+        start = 0
+        for block in record.blocks:
+            if start < end and start + block.length > offset:
+                found.append((start, block, self.blocks.locations(block.block_id)))
+            start += block.length
+        return found
+
     def locate(self, ticket_text: str, offset: int, length: int) -> tuple[int, list[LocatedBlock]]:
         """The blocks of the ticket's file covering ``[offset, offset + length)``, with holders and block tokens."""
         now = self.now_ms()

@@ -29,18 +29,31 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 
 
 def _wait_for_data_nodes(cluster: RunningCluster, count: int, timeout_s: float = 60) -> None:
-    """Until a write with replication ``count`` finds ``count`` nodes (the DataNodes have reported)."""
+    """Until a file written with replication ``count`` has ``count`` holders (every DataNode has reported)."""
     client = InsecureClient(f"http://{cluster.rm.webapp}", user="root")
     deadline = time.monotonic() + timeout_s
+    holders: list[str] = []
     while True:
         try:
             client.write("/.probe", data=b"x", overwrite=True, replication=count)
+            holders = _block_hosts(cluster, "/.probe")[0]
             client.delete("/.probe")
-            return
+            if len(holders) == count:
+                return
         except (HdfsError, requests.RequestException) as e:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the DataNodes did not report within {timeout_s} s: {e}") from None
-            time.sleep(0.5)
+            holders = [str(e)]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count} DataNodes did not report within {timeout_s} s: {holders}")
+        time.sleep(0.5)
+
+
+def _block_hosts(cluster: RunningCluster, path: str) -> list[list[str]]:
+    """GETFILEBLOCKLOCATIONS: each block's holders (as Spark sees them for locality)."""
+    reply = requests.get(
+        f"http://{cluster.rm.webapp}/webhdfs/v1{path}?op=GETFILEBLOCKLOCATIONS&user.name=root", timeout=30
+    )
+    reply.raise_for_status()
+    return [b["hosts"] for b in reply.json()["BlockLocations"]["BlockLocation"]]
 
 
 def _default_fs(cluster: RunningCluster) -> str:
@@ -239,3 +252,54 @@ def test_a_killed_replica_holder_does_not_lose_the_file_and_replication_is_resto
 def _holds_bytes(node: local_cluster.LocalNode, length: int) -> bool:
     root = Path(node.directory) / "dfs-data" / "current"
     return any(p.stat().st_size == length for p in root.rglob("blk_*") if not p.name.endswith(".meta"))
+
+
+def _replica_files(node: local_cluster.LocalNode, length: int) -> list[Path]:
+    root = Path(node.directory) / "dfs-data" / "current"
+    return [p for p in root.rglob("blk_*") if not p.name.endswith(".meta") and p.stat().st_size == length]
+
+
+def _read_through_every_node(cluster: RunningCluster, path: str) -> list[bytes]:
+    """The file as each node serves it: the NameNode's OPEN ticket is for the path, not for a node,
+    so the same ticket is presented to every node (one of them holds the damaged replica)."""
+    reply = requests.get(
+        f"http://{cluster.rm.webapp}/webhdfs/v1{path}?op=OPEN&user.name=root", allow_redirects=False, timeout=30
+    )
+    assert reply.status_code == 307, reply.text
+    location = reply.headers["Location"]
+    served = location.removeprefix("http://").split("/", 1)[0]
+    return [
+        requests.get(location.replace(served, node.nm_webapp, 1), timeout=60).content for node in cluster.nodes
+    ]
+
+
+@pytest.mark.parametrize("damage", ["flip-a-byte", "delete-the-replica"])
+def test_a_damaged_replica_is_detected_skipped_and_repaired(cluster: RunningCluster, damage: str) -> None:
+    """A replica altered or removed on a holder's disk: every node still serves the right bytes (the
+    damage is found by the chunk checksums or the missing file, and the read goes to the other
+    holder); the damaged replica is dropped and a good one is made again within 60 s."""
+    client = InsecureClient(f"http://{cluster.rm.webapp}", user="root")
+    data = os.urandom(3 * 1024 * 1024 + len(damage))  # a length no other test's file has
+    path = f"/damaged-{damage}"
+    client.write(path, data=data, overwrite=True, replication=2)
+    holders = [n for n in cluster.nodes if _replica_files(n, len(data))]
+    assert len(holders) == 2, [n.name for n in holders]
+    (victim_file,) = _replica_files(holders[0], len(data))
+    if damage == "flip-a-byte":
+        with victim_file.open("r+b") as f:
+            f.seek(2 * 1024 * 1024 + 11)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    else:
+        victim_file.unlink()
+    served = _read_through_every_node(cluster, path)
+    assert [len(s) for s in served] == [len(data)] * len(served)
+    assert all(s == data for s in served), [next((i for i, (a, b) in enumerate(zip(s, data)) if a != b), None) for s in served]
+    deadline = time.monotonic() + 60
+    while True:
+        good = [n.name for n in cluster.nodes for p in _replica_files(n, len(data)) if p.read_bytes() == data]
+        if len(good) == 2:
+            break
+        assert time.monotonic() < deadline, f"replication 2 was not restored within 60 s: good replicas on {good}"
+        time.sleep(0.5)

@@ -284,6 +284,8 @@ class BlockTransfers(_Leaf):
         offset = query.integer("offset", 0, 0)
         stat = self.ctx.store.stat(block_id)
         if stat is None:
+            if self.ctx.store.vanished(block_id):
+                self.ctx.dropped(block_id)
             raise MissingBlock(f"this node holds no replica of {block_id}")
         length = query.integer("length", stat.length, 0)
         assert offset is not None and length is not None
@@ -375,6 +377,9 @@ def _read_block(ctx: DataNodeContext, located: BlockLocation, offset: int, lengt
             ctx.dropped(block_id)
             errors.append(str(e))
             offset, length = offset + sent, length - sent
+    elif stat is None and ctx.store.vanished(block_id):
+        ctx.dropped(block_id)
+        errors.append(f"the local replica of {block_id} is gone")
     for source in located.sources:
         if source == ctx.http_address:
             continue

@@ -8,7 +8,9 @@ from typing import Any
 
 from cortex_rm.fs.checksums import BYTES_PER_CRC, FileChecksum
 from cortex_rm.fs.errors import FsError
-from cortex_rm.fs.model import ContentSummary, FileStatus
+from cortex_rm.fs.block_map import DataNode
+from cortex_rm.fs.model import BlockRef, ContentSummary, FileStatus
+from cortex_rm.yarn.ids import NodeId
 
 
 def permission_text(permission: int) -> str:
@@ -79,6 +81,29 @@ def server_defaults(block_size: int, replication: int) -> dict[str, Any]:
             "checksumType": 1,  # DataChecksum.Type.CRC32
             "keyProviderUri": "",
             "defaultStoragePolicyId": 7,  # HOT
+        }
+    }
+
+
+def block_locations(found: Sequence[tuple[int, BlockRef, Sequence[DataNode]]]) -> dict[str, Any]:
+    """GETFILEBLOCKLOCATIONS: Hadoop's ``BlockLocation`` per block; ``hosts`` are the holders' YARN
+    host names (what locality-aware schedulers match), ``names`` their block-serving addresses."""
+    return {
+        "BlockLocations": {
+            "BlockLocation": [
+                {
+                    "offset": offset,
+                    "length": block.length,
+                    "corrupt": False,
+                    "hosts": [NodeId.parse(node.node_id).host for node in holders],
+                    "names": [node.http_address for node in holders],
+                    "topologyPaths": [f"/default-rack/{node.http_address}" for node in holders],
+                    "cachedHosts": [],
+                    "storageIds": [],
+                    "storageTypes": ["DISK" for _ in holders],
+                }
+                for offset, block, holders in found
+            ]
         }
     }
 

@@ -95,6 +95,7 @@ class NameNodeResource(Resource):
             ("GET", "GETCONTENTSUMMARY"): self._content_summary,
             ("GET", "GETFILECHECKSUM"): self._file_checksum,
             ("GET", "GETSERVERDEFAULTS"): self._server_defaults,
+            ("GET", "GETFILEBLOCKLOCATIONS"): self._block_locations,
             ("GET", "OPEN"): self._open,
             ("PUT", "MKDIRS"): self._mkdirs,
             ("PUT", "CREATE"): self._create,
@@ -169,6 +170,12 @@ class NameNodeResource(Resource):
     def _file_checksum(self, path: FsPath, query: Query) -> Reply:
         record = self.nn.namespace.open_file(path, query.user())
         return Reply(200, forms.file_checksum(file_checksum(record.blocks)))
+
+    def _block_locations(self, path: FsPath, query: Query) -> Reply:
+        offset = query.integer("offset", 0, 0)
+        assert offset is not None
+        found = self.nn.block_locations(path, query.user(), offset, query.integer("length", None, 0))
+        return Reply(200, forms.block_locations(found))
 
     def _server_defaults(self, path: FsPath, query: Query) -> Reply:
         return Reply(200, forms.server_defaults(self.nn.default_block_size, self.nn.default_replication))
