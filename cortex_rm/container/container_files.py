@@ -42,6 +42,8 @@ def prepare_container(paths: ContainerPaths, tokens: bytes, owner: tuple[int, in
     for log_dir in paths.log_dirs:
         log_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         made.append(log_dir)
+    for cache in (paths.public_cache, paths.private_cache):  # the runtime mounts them read-only
+        cache.mkdir(mode=0o755, parents=True, exist_ok=True)
     fd = os.open(paths.tokens_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, TOKENS_MODE)
     with os.fdopen(fd, "wb") as f:
         f.write(tokens)

@@ -49,6 +49,7 @@ from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.launch import LaunchPlan, NodeFacts
 from cortex_rm.container.local_resources import LocalizationError
 from cortex_rm.container.localizer import Localizer
+from cortex_rm.container.resource_files import Requester
 from cortex_rm.container.nm_container import (
     NM_CONTAINER_TRANSITIONS,
     NMContainer,
@@ -116,6 +117,7 @@ class ContainerManager:
                 exit_status=c.exit_status,
             )
         if new is _S.DONE and not c.done.called:
+            self.localizer.release(str(c.container_id))
             c.done.callback(None)
         return True
 
@@ -139,17 +141,18 @@ class ContainerManager:
             resource=str(c.resource),
         )
         self._fire(c, _E.INIT)
-        defer.ensureDeferred(self._localize_and_launch(c, plan))
+        requester = Requester(str(cid), str(c.app_id), c.user, request.token)
+        defer.ensureDeferred(self._localize_and_launch(c, plan, requester))
         return cid
 
     def spec(self, c: NMContainer, plan: LaunchPlan) -> ContainerSpec:
         """What the runtime is asked to run for ``c``."""
         return runtime_spec(c, plan, self.settings, Path(self.node.java_home))
 
-    async def _localize_and_launch(self, c: NMContainer, plan: LaunchPlan) -> None:
+    async def _localize_and_launch(self, c: NMContainer, plan: LaunchPlan, requester: Requester) -> None:
         try:
             await self.run(lambda: container_files.prepare_container(c.paths, plan.tokens))
-            await self.localizer.localize(c.app_id, c.paths.app_dirs[0], c.paths.work_dir, c.resources)
+            await self.localizer.localize(requester, c.paths, c.resources)
             if c.state is _S.LOCALIZING:
                 await self.run(lambda: container_files.write_launch_script(c.paths, plan.script))
                 sources = [r.url.file for r in c.resources if r.url.scheme == "file"]

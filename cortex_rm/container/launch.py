@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Final
 
 LAUNCH_SCRIPT = "launch_container.sh"
+FILE_CACHE = "filecache"
 TOKENS_FILE = "container_tokens"
 TMP_DIR = "tmp"
 PRELAUNCH_OUT = "prelaunch.out"
@@ -110,6 +111,21 @@ class ContainerPaths:
     @property
     def tokens_file(self) -> Path:
         return self.work_dir / TOKENS_FILE
+
+    @property
+    def public_cache(self) -> Path:
+        """``<local_dir>/filecache``: the node's cache of PUBLIC resources (``localizer.py``)."""
+        return self.user_dirs[0].parent.parent / FILE_CACHE
+
+    @property
+    def private_cache(self) -> Path:
+        """``<local_dir>/usercache/<user>/filecache``: the user's cache of PRIVATE resources."""
+        return self.user_dirs[0] / FILE_CACHE
+
+    @property
+    def application_cache(self) -> Path:
+        """``<app_dir>/filecache``: the application's cache of APPLICATION resources."""
+        return self.app_dirs[0] / FILE_CACHE
 
     @property
     def script(self) -> Path:

@@ -37,6 +37,14 @@ class ResourceType(enum.Enum):
     PATTERN = "PATTERN"
 
 
+class Visibility(enum.Enum):
+    """YARN's LocalResourceVisibility: who shares the node's cached copy."""
+
+    PUBLIC = "PUBLIC"  # every application on the node (the source must be readable by everyone)
+    PRIVATE = "PRIVATE"  # the applications of one user
+    APPLICATION = "APPLICATION"  # one application
+
+
 @dataclass(frozen=True)
 class ResourceUrl:
     """YARN's URL record (``URLProto``)."""
@@ -70,6 +78,7 @@ class LocalResource:
     type: ResourceType
     timestamp_ms: int
     size: int = -1
+    visibility: Visibility = Visibility.APPLICATION
 
     @property
     def cache_key(self) -> tuple[str, int, ResourceType]:
@@ -97,6 +106,7 @@ class RequestedResource:
     type: ResourceType
     timestamp_ms: int | None  # None: the entry gives no timestamp
     size: int = -1
+    visibility: Visibility = Visibility.APPLICATION
 
 
 def check_local_resources(entries: Iterable[RequestedResource]) -> list[LocalResource]:
@@ -116,5 +126,6 @@ def check_local_resources(entries: Iterable[RequestedResource]) -> list[LocalRes
             type=entry.type,
             timestamp_ms=entry.timestamp_ms,
             size=entry.size,
+            visibility=entry.visibility,
         )
     return list(resources.values())

@@ -2,27 +2,40 @@
 
 A ContainerLaunchContext's ``local_resources`` maps a *link name* (the name the
 container sees in its work dir, e.g. ``pyspark.zip`` or ``__spark_conf__``) to a
-``LocalResourceProto``: a URL, the source's size and modification time, and a type
-(``local_resources.py``: the NodeManager's types for them, and the checks made
-before any I/O).  As YARN's NodeManager (``ResourceLocalizationService`` + ``FSDownload``) this module
+``LocalResourceProto``: a URL, the source's size and modification time, a type
+and a visibility (``local_resources.py``: the NodeManager's types for them, and
+the checks made before any I/O).  As YARN's NodeManager
+(``ResourceLocalizationService`` + ``FSDownload``) this module
 
-1. fetches each resource into the application's file cache,
-   ``<app_dir>/filecache/<n>/<file name>``, through the fetcher registered for
-   the URL's scheme (``default_fetchers``: ``file`` now; ``webhdfs``/``http`` plug in
-   beside it).  The fetcher first checks that the source's modification time (ms)
-   equals the resource's ``timestamp``, else fails with YARN's message
-   ``Resource <url> changed on src filesystem (expected T, was M)``;
+1. fetches each resource into the cache its visibility names, through the
+   fetcher registered for the URL's scheme (``file`` always; ``webhdfs``, the
+   cluster's file system, from the NodeManager role).  The fetcher first checks
+   that the source's modification time (ms) equals the resource's ``timestamp``,
+   else fails with YARN's message ``Resource <url> changed on src filesystem
+   (expected T, was M)``:
+
+   - ``PUBLIC``: ``<local_dir>/filecache/<n>/``, shared by every application
+     on the node; the source must be readable by everyone (the fetcher asks
+     for it as nobody in particular);
+   - ``PRIVATE``: ``<local_dir>/usercache/<user>/filecache/<n>/``, shared by
+     one user's applications, fetched as that user;
+   - ``APPLICATION``: ``<app_dir>/filecache/<n>/``, one application's, fetched
+     as its user, and deleted with the application's dirs;
+
 2. for ``ARCHIVE`` (and ``PATTERN``, unpacked whole) unpacks the download by its
    suffix (``.zip``, ``.jar``, ``.tar``, ``.tar.gz``, ``.tgz``) into the directory
-   ``<app_dir>/filecache/<n>/<file name>/``; an archive with another suffix is kept
-   as a file, as YARN does ("Cannot unpack");
-3. symlinks ``<work_dir>/<link name>`` to the cached file or directory.
+   ``<cache>/<n>/<file name>/``; an archive with another suffix is kept as a
+   file, as YARN does ("Cannot unpack");
+3. symlinks ``<work_dir>/<link name>`` to the cached file or directory (the
+   runtime shows the public and the user's private cache to the container, read-only).
 
-The cache is per application: the executors of one application share one copy of
-``pyspark.zip`` and one unpacked ``__spark_conf__`` (one fetch per URL, timestamp
-and type, even when containers ask for it at the same time); a failed fetch is
-forgotten so a later container retries it.  Every resource is cached per
-application whatever its ``visibility``.
+One fetch per cache, URL, timestamp and type, even when containers ask for it at
+the same time; a failed fetch is forgotten so a later container retries it.  The
+public and private caches are bounded: after each localization, while they hold
+more than ``cache_target_bytes`` (YARN's ``localizer.cache.target-size-mb``,
+10 GiB), the least recently used entries that no running container uses are
+deleted.  They start empty: what a previous NodeManager process left is removed
+before the first fetch into them.
 
 Refused before any I/O (``check_local_resources``): link names that are absolute,
 contain ``..`` or empty components, or clash with the NodeManager's own files
@@ -37,95 +50,149 @@ dirs): nobody can have a node hand them a file they could not read themselves.
 
 All file work is blocking (``resource_files.py``) and runs through the injected ``run`` (a thread pool in
 the daemon, a plain call in unit tests); the ``Localizer`` itself lives on the
-reactor thread and only keeps the per-application cache table.
+reactor thread and only keeps the cache tables.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cortex_rm.container.local_resources import LocalizationError, LocalResource, ResourceType
-from cortex_rm.container.resource_files import Fetcher, default_fetchers, fetch_into_cache, link_into
+from cortex_rm.container.launch import ContainerPaths
+from cortex_rm.container.local_resources import LocalizationError, LocalResource, ResourceType, Visibility
+from cortex_rm.container.resource_files import Fetcher, Requester, default_fetchers, fetch_into_cache, link_into, tree_size
 from cortex_rm.yarn.blocking import Runner
 
 log = Logger()
+T = TypeVar("T")
 
-FILE_CACHE = "filecache"
 DEFAULT_MAX_UNPACKED_BYTES = 16 * 1024**3  # 16 GiB: far above Spark's 462 MB of jars
+DEFAULT_CACHE_TARGET_BYTES = 10 * 1024**3  # yarn.nodemanager.localizer.cache.target-size-mb
+
+_Key = tuple[str, int, ResourceType]
 
 
 @dataclass
-class _AppCache:
-    """One application's file cache: finished entries and fetches in flight."""
+class _Entry:
+    path: Path
+    size: int
+    last_used: int
+    users: set[str] = field(default_factory=set)  # containers that link to it
+
+
+@dataclass
+class _Cache:
+    """One cache directory's table: finished entries and fetches in flight."""
 
     root: Path
-    done: dict[tuple[str, int, ResourceType], Path] = field(default_factory=dict)
-    pending: dict[tuple[str, int, ResourceType], list[defer.Deferred[Path]]] = field(default_factory=dict)
+    bounded: bool  # PUBLIC and PRIVATE: LRU cleanup; APPLICATION: deleted with the app
+    ready: defer.Deferred[None]  # fires when the directory is clean to fetch into
+    done: dict[_Key, _Entry] = field(default_factory=dict)
+    pending: dict[_Key, list[defer.Deferred[_Entry]]] = field(default_factory=dict)
     next_entry: int = 0
 
 
 class Localizer:
-    """Localizes containers' resources, sharing one cache per application (see the module docstring)."""
+    """Localizes containers' resources into the node's caches (see the module docstring)."""
 
     def __init__(
         self,
         run: Runner,
         fetchers: Mapping[str, Fetcher] | None = None,
         max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+        cache_target_bytes: int = DEFAULT_CACHE_TARGET_BYTES,
     ) -> None:
         self.run = run
         self.fetchers = dict(fetchers) if fetchers is not None else default_fetchers()
         self.max_unpacked_bytes = max_unpacked_bytes
-        self._apps: dict[str, _AppCache] = {}
+        self.cache_target_bytes = cache_target_bytes
+        self._caches: dict[tuple[str, str], _Cache] = {}
+        self._clock = itertools.count(1)
 
     def cached(self, app_id: str) -> dict[str, Path]:
-        """The URLs cached for ``app_id`` and where (for tests and status pages)."""
-        cache = self._apps.get(app_id)
-        return {key[0]: path for key, path in cache.done.items()} if cache else {}
+        """The URLs cached for ``app_id`` alone and where (for tests and status pages)."""
+        cache = self._caches.get((Visibility.APPLICATION.value, app_id))
+        return {key[0]: entry.path for key, entry in cache.done.items()} if cache else {}
+
+    def shared_bytes(self) -> int:
+        """What the bounded (PUBLIC and PRIVATE) caches hold."""
+        return sum(e.size for c in self._caches.values() if c.bounded for e in c.done.values())
+
+    def shared_entries(self) -> dict[str, list[Path]]:
+        """The bounded caches' entries by URL (for tests and status pages)."""
+        found: dict[str, list[Path]] = {}
+        for cache in self._caches.values():
+            if cache.bounded:
+                for key, entry in cache.done.items():
+                    found.setdefault(key[0], []).append(entry.path)
+        return found
 
     def localize(
-        self, app_id: str, app_dir: Path, work_dir: Path, resources: Sequence[LocalResource]
+        self, requester: Requester, paths: ContainerPaths, resources: Sequence[LocalResource]
     ) -> defer.Deferred[None]:
-        """Fetch ``resources`` into ``app_id``'s cache under ``app_dir`` and link them into
-        ``work_dir`` (which must exist); fires with None, or fails with LocalizationError."""
-        return defer.ensureDeferred(self._localize(app_id, app_dir, work_dir, resources))
+        """Fetch ``resources`` into their caches and link them into ``paths.work_dir`` (which
+        must exist); fires with None, or fails with LocalizationError.  The container keeps
+        its entries from cleanup until ``release(requester.container_id)``."""
+        return defer.ensureDeferred(self._localize(requester, paths, resources))
 
-    async def _localize(self, app_id: str, app_dir: Path, work_dir: Path, resources: Sequence[LocalResource]) -> None:
-        cache = self._apps.get(app_id)
-        if cache is None:
-            cache = self._apps[app_id] = _AppCache(app_dir / FILE_CACHE)
-        fetches = [self._cached_path(cache, r) for r in resources]
+    async def _localize(self, requester: Requester, paths: ContainerPaths, resources: Sequence[LocalResource]) -> None:
+        fetches = [self._cached(self._cache_for(r.visibility, requester, paths), r, requester) for r in resources]
         # every fetch ends before the first failure is raised
         results = await defer.DeferredList(fetches, consumeErrors=True)
         # Twisted types a DeferredList's results as values only; a failed fetch's is its Failure
-        outcomes: Sequence[tuple[bool, Path | Failure]] = results
+        outcomes: Sequence[tuple[bool, _Entry | Failure]] = results
         links: list[tuple[str, Path]] = []
         for r, (_, outcome) in zip(resources, outcomes):
             if isinstance(outcome, Failure):
                 outcome.raiseException()
-            links.append((r.link_name, outcome))
-        await self.run(lambda: link_into(work_dir, links))
+            outcome.users.add(requester.container_id)
+            outcome.last_used = next(self._clock)
+            links.append((r.link_name, outcome.path))
+        try:
+            await self.run(lambda: link_into(paths.work_dir, links))
+        finally:
+            self._clean_up()
 
-    def _cached_path(self, cache: _AppCache, resource: LocalResource) -> defer.Deferred[Path]:
+    def _cache_for(self, visibility: Visibility, requester: Requester, paths: ContainerPaths) -> _Cache:
+        if visibility is Visibility.PUBLIC:
+            key, root = (visibility.value, ""), paths.public_cache
+        elif visibility is Visibility.PRIVATE:
+            key, root = (visibility.value, requester.user), paths.private_cache
+        else:
+            key, root = (visibility.value, requester.app_id), paths.application_cache
+        cache = self._caches.get(key)
+        if cache is None:
+            bounded = visibility is not Visibility.APPLICATION
+            # a previous NodeManager's leftovers in a shared cache are in no table: remove them
+            ready = self.run(lambda: _emptied(root)) if bounded else defer.succeed(None)
+            cache = self._caches[key] = _Cache(root, bounded, ready)
+        return cache
+
+    def _cached(self, cache: _Cache, resource: LocalResource, requester: Requester) -> defer.Deferred[_Entry]:
         key = resource.cache_key
         if key in cache.done:
             return defer.succeed(cache.done[key])
-        waiting: defer.Deferred[Path] = defer.Deferred()
+        waiting: defer.Deferred[_Entry] = defer.Deferred()
         if key in cache.pending:
             cache.pending[key].append(waiting)
             return waiting
         cache.pending[key] = [waiting]
         cache.next_entry += 1
         entry_dir = cache.root / str(cache.next_entry)
-        d = self.run(lambda: fetch_into_cache(resource, entry_dir, self.fetchers, self.max_unpacked_bytes))
 
-        def finished(result: Path | Failure) -> None:
+        def fetch() -> tuple[Path, int]:
+            path = fetch_into_cache(resource, entry_dir, self.fetchers, self.max_unpacked_bytes, requester)
+            return path, tree_size(entry_dir)
+
+        def finished(result: tuple[Path, int] | Failure) -> None:
             waiters = cache.pending.pop(key, [])
             if isinstance(result, Failure):
                 if not result.check(LocalizationError):
@@ -133,15 +200,69 @@ class Localizer:
                     result = Failure(LocalizationError(f"Resource {resource.url} failed: {result.getErrorMessage()}"))
                 for w in waiters:
                     w.errback(result)
-            else:
-                cache.done[key] = result
-                log.info("localized {url} as {path}", url=str(resource.url), path=str(result))
-                for w in waiters:
-                    w.callback(result)
+                return
+            path, size = result
+            entry = cache.done[key] = _Entry(path, size, next(self._clock))
+            log.info("localized {url} as {path} ({size} bytes)", url=str(resource.url), path=str(path), size=size)
+            for w in waiters:
+                w.callback(entry)
 
-        d.addBoth(finished)
+        self._after_ready(cache, fetch).addBoth(finished)
         return waiting
+
+    def _after_ready(self, cache: _Cache, work: Callable[[], T]) -> defer.Deferred[T]:
+        """``run(work)`` once the cache's directory is clean (at once when it already is)."""
+        result: defer.Deferred[T] = defer.Deferred()
+
+        def start(passed: object) -> None:
+            self.run(work).chainDeferred(result)
+
+        cache.ready.addBoth(start)
+        return result
+
+    def release(self, container_id: str) -> None:
+        """``container_id`` has ended: its entries may be cleaned up when no other container uses them."""
+        for cache in self._caches.values():
+            for entry in cache.done.values():
+                entry.users.discard(container_id)
+        self._clean_up()
 
     def forget_application(self, app_id: str) -> None:
         """Drop ``app_id``'s cache table (its files go with the application's dirs)."""
-        self._apps.pop(app_id, None)
+        self._caches.pop((Visibility.APPLICATION.value, app_id), None)
+
+    def _clean_up(self) -> None:
+        """Delete least recently used, unused shared entries until the shared caches fit their target."""
+        excess = self.shared_bytes() - self.cache_target_bytes
+        if excess <= 0:
+            return
+        unused = sorted(
+            ((entry.last_used, cache, key) for cache in self._caches.values() if cache.bounded
+             for key, entry in cache.done.items() if not entry.users),
+            key=lambda item: item[0],
+        )
+        doomed: list[Path] = []
+        for _, cache, key in unused:
+            if excess <= 0:
+                break
+            entry = cache.done.pop(key)
+            excess -= entry.size
+            doomed.append(entry.path.parent)  # the entry's numbered directory
+            log.info("cache cleanup: removing {url} ({size} bytes)", url=key[0], size=entry.size)
+        if doomed:
+            self.run(lambda: _remove_all(doomed)).addErrback(lambda f: log.failure("cache cleanup failed", f))
+
+
+def _emptied(root: Path) -> None:
+    """``root`` exists and is empty (it may be mounted into containers already: it is kept)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for child in root.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _remove_all(directories: Sequence[Path]) -> None:
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -22,6 +22,7 @@ from typing import Literal, Protocol
 
 from twisted.logger import Logger
 
+from cortex_rm.yarn.tokens import Token
 from cortex_rm.container.local_resources import (
     LocalizationError,
     LocalResource,
@@ -38,12 +39,24 @@ MAX_ARCHIVE_MEMBERS = 200_000
 # ---------------------------------------------------------------- fetchers
 
 
+@dataclass(frozen=True)
+class Requester:
+    """Whom a localization is for: the container, its application and user, and the container's
+    token (the cluster's file system reads for the user the token names)."""
+
+    container_id: str
+    app_id: str
+    user: str
+    container_token: Token | None = None
+
+
 class Fetcher(Protocol):
     """Brings one resource's bytes onto this node (blocking: runs in a thread)."""
 
-    def fetch(self, resource: LocalResource, dest: Path) -> None:
+    def fetch(self, resource: LocalResource, dest: Path, requester: Requester) -> None:
         """Write the resource to the new file ``dest`` (its directory exists), after checking
-        the source's modification time; LocalizationError on any failure."""
+        the source's modification time; LocalizationError on any failure.  A PUBLIC resource
+        must be readable by everyone; others are read as ``requester.user``."""
 
 
 def changed_on_source(url: ResourceUrl, expected_ms: int, actual_ms: int) -> LocalizationError:
@@ -57,7 +70,7 @@ class LocalFileFetcher:
 
     forbidden_roots: tuple[Path, ...] = ()
 
-    def fetch(self, resource: LocalResource, dest: Path) -> None:
+    def fetch(self, resource: LocalResource, dest: Path, requester: Requester) -> None:
         url = resource.url
         if url.host:
             raise LocalizationError(f"Resource {url}: a file: URL names no host")
@@ -175,7 +188,11 @@ def _untar(url: ResourceUrl, archive: Path, target: Path, max_bytes: int, mode: 
 
 
 def fetch_into_cache(
-    resource: LocalResource, cache_dir: Path, fetchers: Mapping[str, Fetcher], max_unpacked_bytes: int
+    resource: LocalResource,
+    cache_dir: Path,
+    fetchers: Mapping[str, Fetcher],
+    max_unpacked_bytes: int,
+    requester: Requester,
 ) -> Path:
     """Fetch (and unpack) one resource into the new directory ``cache_dir``; the path to link to."""
     fetcher = fetchers.get(resource.url.scheme)
@@ -189,10 +206,10 @@ def fetch_into_cache(
         name = resource.url.file_name
         if resource.type is ResourceType.FILE:
             dest = cache_dir / name
-            fetcher.fetch(resource, dest)
+            fetcher.fetch(resource, dest, requester)
             return dest
         download = cache_dir / f".{name}.download"
-        fetcher.fetch(resource, download)
+        fetcher.fetch(resource, download, requester)
         target = cache_dir / name
         if unpack(resource.url, download, target, max_unpacked_bytes):
             download.unlink()
@@ -203,6 +220,20 @@ def fetch_into_cache(
     except BaseException:
         shutil.rmtree(cache_dir, ignore_errors=True)
         raise
+
+
+def tree_size(root: Path) -> int:
+    """The bytes of the regular files under ``root`` (links not followed)."""
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(directory, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
 
 
 def link_into(work_dir: Path, links: Sequence[tuple[str, Path]]) -> None:

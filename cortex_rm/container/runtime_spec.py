@@ -59,5 +59,10 @@ def runtime_spec(c: NMContainer, plan: LaunchPlan, settings: ContainerSettings, 
                 )
             )
         ),
-        readonly_dirs=tuple(dict.fromkeys((*settings.readonly_dirs, java_home))),
+        # the shared caches the work dir's links may point into: the node's PUBLIC one, the user's PRIVATE one
+        readonly_dirs=tuple(
+            dict.fromkeys(
+                (*settings.readonly_dirs, java_home, c.paths.public_cache, c.paths.private_cache)
+            )
+        ),
     )

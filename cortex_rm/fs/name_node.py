@@ -24,15 +24,18 @@ from twisted.internet.interfaces import IReactorTime
 
 from cortex_rm.fs import tickets
 from cortex_rm.fs.block_map import BlockMap, DataNode, NodeCommands, ReportedBlock
-from cortex_rm.fs.errors import IllegalArgument, InvalidToken, MissingBlock
+from cortex_rm.fs.errors import FileNotFound, IllegalArgument, InvalidToken, MissingBlock
 from cortex_rm.fs.model import DEFAULT_BLOCK_SIZE, BlockRef, Changes, InodeRecord, User
 from cortex_rm.fs.namespace import Namespace
 from cortex_rm.fs.namespace_store import NamespaceStore
-from cortex_rm.fs.paths import FsPath, parse_path
+from cortex_rm.fs.paths import ROOT, FsPath, parse_path
 from cortex_rm.yarn.tokens import MasterKey
 
 WRITE_TICKET_MS = 60 * 60 * 1000  # a write may take long (a slow client, a big file)
 READ_TICKET_MS = 10 * 60 * 1000
+#: Whom a PUBLIC resource must be readable by: a name no request can carry (``:`` is refused
+#: at the edge) and no group, so only the "other" permission bits let it through.
+EVERYONE = User("public:everyone", frozenset())
 BLOCK_TOKEN_MS = 10 * 60 * 1000
 MIN_BLOCK_SIZE = 1024 * 1024  # dfs.namenode.fs-limits.min-block-size
 MAX_REPLICATION = 512  # dfs.replication.max
@@ -117,6 +120,23 @@ class NameNode:
                 self.blocks.remove_blocks(b.block_id for b in changes.freed_blocks)
 
         return self.store.apply(changes).addCallback(durable)
+
+    def home_directory(self, user: User) -> defer.Deferred[FsPath]:
+        """GETHOMEDIRECTORY: ``/user/<name>``, made (owned by the user, 755) at its first use, so
+        that a new user's ``spark-submit`` can stage there and FsShell's relative paths work."""
+        home = self.namespace.home_directory(user)
+        admin = User(self.namespace.superuser, frozenset({self.namespace.supergroup}))
+        try:
+            self.namespace.get_status(home, admin)
+            return defer.succeed(home)
+        except FileNotFound:
+            pass
+        now = self.now_ms()
+        changes = merged(
+            self.namespace.mkdirs(home, admin, 0o755, now),
+            self.namespace.set_owner(home, admin, user.name, user.name),
+        )
+        return self.persist(changes).addCallback(lambda _: home)
 
     # -- writes
 
@@ -214,6 +234,15 @@ class NameNode:
         ticket = tickets.sign(self.key, "OPEN", claims, self.now_ms() + READ_TICKET_MS)
         return Redirect(node, ticket)
 
+    def localization_source(self, path: FsPath, user: User | None) -> tuple[int, int, str]:
+        """A node localizing ``path`` for ``user`` (None: a PUBLIC resource, which everyone must be
+        able to read): the file's length and modification time, and an OPEN ticket for it."""
+        reader = user if user is not None else EVERYONE
+        record = self.namespace.open_file(path, reader)
+        claims = {"path": str(path), "file_id": record.inode_id, "user": reader.name}
+        ticket = tickets.sign(self.key, "OPEN", claims, self.now_ms() + READ_TICKET_MS)
+        return record.length, record.modification_time, ticket
+
     def _reader_node(self, record: InodeRecord, offset: int) -> DataNode:
         start = 0
         for block in record.blocks:
@@ -282,10 +311,32 @@ class NameNode:
         return tickets.sign(self.key, "BLOCK", {"blocks": [block_id]}, self.now_ms() + BLOCK_TOKEN_MS)
 
 
+def merged(*steps: Changes) -> Changes:
+    """Several operations' changes as one transaction (a later write of an inode wins)."""
+    upserted: dict[int, InodeRecord] = {}
+    removed: list[int] = []
+    freed: list[BlockRef] = []
+    for step in steps:
+        for record in step.upserted:
+            upserted[record.inode_id] = record
+        for inode_id in step.removed:
+            upserted.pop(inode_id, None)
+            removed.append(inode_id)
+        freed.extend(step.freed_blocks)
+    return Changes(tuple(upserted.values()), tuple(removed), tuple(freed))
+
+
 def fresh_or_recovered(records: list[InodeRecord], superuser: str, supergroup: str, now_ms: int) -> tuple[Namespace, Changes]:
-    """The namespace from the store's records, or a new one (with the root to persist) at the first start."""
+    """The namespace from the store's records, or a new one at the first start: the root, ``/user``
+    (755) for the home directories and ``/tmp`` (1777, HDFS's usual scratch space), to persist."""
     if records:
         return Namespace.recover(records, superuser, supergroup), Changes()
     namespace = Namespace(superuser, supergroup, now_ms)
-    return namespace, Changes(upserted=(namespace.root_record(),))
+    admin = User(superuser, frozenset({supergroup}))
+    return namespace, merged(
+        Changes(upserted=(namespace.root_record(),)),
+        namespace.mkdirs(ROOT.child("user"), admin, 0o755, now_ms),
+        namespace.mkdirs(ROOT.child("tmp"), admin, 0o777, now_ms),
+        namespace.set_permission(ROOT.child("tmp"), admin, 0o1777),
+    )
 

@@ -103,6 +103,11 @@ class Namespace:
         """The name that passes every permission check."""
         return self._checker.superuser
 
+    @property
+    def supergroup(self) -> str:
+        """The group whose members pass every permission check."""
+        return self._checker.supergroup
+
     def root_record(self) -> InodeRecord:
         """The record of ``/``."""
         return self._tree.get(ROOT_INODE_ID)

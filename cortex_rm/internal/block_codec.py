@@ -209,3 +209,25 @@ def locations_from_thrift(t: Any) -> tuple[int, tuple[BlockLocation, ...]]:
         offset = _int(b.offset, f"blocks[{i}].offset", 0, MAX_LENGTH)
         located.append(BlockLocation(_block(b.block_id, b.length, b.checksum, f"blocks[{i}]"), offset, sources, token))
     return _int(t.file_length, "file_length", 0, MAX_LENGTH), tuple(located)
+
+
+@dataclass(frozen=True)
+class LocalizationSource:
+    """openForLocalization's answer: the file's length and time now, and an OPEN ticket for it."""
+
+    length: int
+    modification_time_ms: int
+    ticket: str
+
+
+def source_to_thrift(source: LocalizationSource) -> ttypes.LocalizationSource:
+    return ttypes.LocalizationSource(source.length, source.modification_time_ms, source.ticket)
+
+
+def source_from_thrift(t: Any) -> LocalizationSource:
+    t = _struct(t, ttypes.LocalizationSource, "LocalizationSource")
+    return LocalizationSource(
+        _int(t.length, "length", 0, MAX_LENGTH),
+        _int(t.modification_time, "modification_time", 0, MAX_LENGTH),
+        _text(t.ticket, "ticket", MAX_TICKET_CHARS, allow_empty=False),
+    )

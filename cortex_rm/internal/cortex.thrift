@@ -181,6 +181,16 @@ struct BlockLocations {
 }
 
 /**
+ * openForLocalization's answer: the file a container's resource names, as the NameNode has
+ * it now (the node checks length and time against the resource), and a read ticket for it.
+ */
+struct LocalizationSource {
+  1: required i64 length,
+  2: required i64 modification_time,      // ms since the epoch
+  3: required string ticket,              // an OPEN ticket: read the blocks with locateBlocks
+}
+
+/**
  * The file system refused: `java_class` is the exception Hadoop's client throws
  * (java.io.FileNotFoundException, ...SecretManager$InvalidToken, ...).
  */
@@ -203,6 +213,15 @@ service NodeTracker {
       throws (1: NodeRefused refused, 2: FsFailure failure),
 
   BlockLocations locateBlocks(1: NodeAddress node_id, 2: string ticket, 3: i64 offset, 4: i64 length)
+      throws (1: NodeRefused refused, 2: FsFailure failure),
+
+  /**
+   * A node localizing a container's resource: `container_token` (identifier and password,
+   * as the node was given it) vouches that the RM granted this node a container of its
+   * user; the file is read as that user, or, when `public_only`, only if everyone may read it.
+   */
+  LocalizationSource openForLocalization(1: NodeAddress node_id, 2: binary token_identifier,
+                                         3: binary token_password, 4: string path, 5: bool public_only)
       throws (1: NodeRefused refused, 2: FsFailure failure),
 }
 

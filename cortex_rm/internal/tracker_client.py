@@ -32,12 +32,19 @@ from zope.interface import implementer
 
 from cortex_rm.internal import block_codec
 from cortex_rm.internal import tracker_codec as codec
-from cortex_rm.internal.block_codec import BlockCommandsMessage, BlockLocation, BlockReportMessage, WrittenBlockMessage
+from cortex_rm.internal.block_codec import (
+    BlockCommandsMessage,
+    BlockLocation,
+    BlockReportMessage,
+    LocalizationSource,
+    WrittenBlockMessage,
+)
 from cortex_rm.internal.errors import MalformedMessage, TrackerUnavailable
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, abort_connection, peer_fingerprint
 from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.tokens import Token
 from cortex_rm.yarn.reactors import IReactorTimeTCP
 from cortex_rm.yarn.resource_tracker import (
     HeartbeatAnswer,
@@ -186,6 +193,16 @@ class TrackerClient:
             "locateBlocks",
             lambda c: c.locateBlocks(node, ticket, offset, length),
             block_codec.locations_from_thrift,
+        )
+
+    def open_for_localization(
+        self, node_id: NodeId, token: Token, path: str, public_only: bool
+    ) -> defer.Deferred[LocalizationSource]:
+        node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
+        return self._call(
+            "openForLocalization",
+            lambda c: c.openForLocalization(node, token.identifier, token.password, path, public_only),
+            block_codec.source_from_thrift,
         )
 
     def _call(

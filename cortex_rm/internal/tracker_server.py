@@ -33,8 +33,9 @@ from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.nodes import NodeState
 from cortex_rm.fs.block_map import DataNode
 from cortex_rm.fs.errors import FsError
-from cortex_rm.fs.model import BlockRef
+from cortex_rm.fs.model import BlockRef, User
 from cortex_rm.fs.name_node import NameNode, WrittenBlock
+from cortex_rm.fs.paths import parse_path
 from cortex_rm.internal import block_codec
 from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.errors import MalformedMessage
@@ -42,10 +43,18 @@ from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_address, peer_fingerprint, peer_ring_id
 from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.tokens import ContainerTokenIdentifier
+
+#: Reads a ContainerToken's identifier (the Hadoop wire's job: ``yarn_api.tokens.read_container_identifier``).
+IdentifierReader = Callable[[bytes], ContainerTokenIdentifier]
 from cortex_rm.yarn.resource_tracker import HeartbeatAnswer, NodeRefused, RegistrationAnswer
 
 log = Logger()
 T = TypeVar("T")
+
+MAX_PATH_CHARS = 8000
+MAX_TOKEN_BYTES = 4096
+LOCALIZATION_GRACE_MS = 10 * 60 * 1000
 
 
 @implementer(gen_service.Iface)
@@ -59,12 +68,14 @@ class TrackerCalls:
         peer: str,
         ring_id: int | None = None,
         name_node: NameNode | None = None,
+        read_identifier: IdentifierReader | None = None,
     ) -> None:
         self.tracker = tracker
         self.fingerprint = fingerprint
         self.peer = peer
         self.ring_id = ring_id
         self.name_node = name_node
+        self.read_identifier = read_identifier
 
     def _decide(self, call: str, decide: Callable[[], T]) -> T:
         """The tracker's answer to ``call``; a refusal or malformed request raises the IDL's ``NodeRefused``."""
@@ -73,6 +84,8 @@ class TrackerCalls:
         except (MalformedMessage, NodeRefused) as e:
             log.warn("{call} from {peer} refused: {error}", call=call, peer=self.peer, error=str(e))
             raise ttypes.NodeRefused(message=str(e)) from None
+        except ttypes.FsFailure:  # the file system's refusal, logged by _fs_call
+            raise
         except Exception:
             # the generated processor answers INTERNAL_ERROR; say here which call and peer
             log.failure("{call} from {peer} failed", call=call, peer=self.peer)
@@ -171,6 +184,42 @@ class TrackerCalls:
 
         return self._fs_call("locateBlocks", decide)
 
+    def openForLocalization(  # noqa: N802 (IDL name)
+        self, node: Any, token_identifier: Any, token_password: Any, path: Any, public_only: Any
+    ) -> ttypes.LocalizationSource:
+        def decide() -> ttypes.LocalizationSource:
+            node_id = codec._node_id(node, "node_id")
+            name_node, _ = self._data_node(node_id)
+            user = self._container_user(node_id, token_identifier, token_password)
+            text = codec._text(path, "path", MAX_PATH_CHARS, allow_empty=False)
+            if not isinstance(public_only, bool):
+                raise MalformedMessage("public_only must be a boolean")
+            length, modified, ticket = name_node.localization_source(
+                parse_path(text), None if public_only else User(user, frozenset({user}))
+            )
+            return block_codec.source_to_thrift(block_codec.LocalizationSource(length, modified, ticket))
+
+        return self._fs_call("openForLocalization", decide)
+
+    def _container_user(self, node_id: NodeId, identifier: Any, password: Any) -> str:
+        """The user of the container whose token the node shows: the RM signed it, for this node,
+        and it expired no longer than ``LOCALIZATION_GRACE_MS`` ago (localization follows a start)."""
+        if not isinstance(identifier, bytes) or not isinstance(password, bytes) or len(identifier) > MAX_TOKEN_BYTES:
+            raise MalformedMessage("the container token must be an identifier and a password (bytes)")
+        key = self.tracker.container_token_master_key
+        if key is None or self.read_identifier is None or not key.verify(identifier, password):
+            raise NodeRefused("the container token was not signed by this RM")
+        try:
+            granted = self.read_identifier(identifier)
+        except ValueError as e:
+            raise MalformedMessage(f"the container token's identifier: {e}") from None
+        if granted.node_address != str(node_id):
+            raise NodeRefused(f"the container token is for {granted.node_address}, not {node_id}")
+        now_ms = int(self.tracker.clock.seconds() * 1000)
+        if granted.expiry_ms + LOCALIZATION_GRACE_MS < now_ms:
+            raise NodeRefused(f"the container token of {granted.container_id} has expired")
+        return granted.app_submitter
+
 
 @implementer(IHandshakeListener)
 class TrackerConnection(ThriftServerProtocol):  # type: ignore[misc]  # thrift.transport.TTwisted is untyped
@@ -194,7 +243,9 @@ class TrackerConnection(ThriftServerProtocol):  # type: ignore[misc]  # thrift.t
             log.warn("tracker connection from {peer} without a certificate; closing it", peer=self.peer)
             self.transport.loseConnection()
             return
-        calls = TrackerCalls(self.factory.tracker, fingerprint, self.peer, ring_id, self.factory.name_node)
+        calls = TrackerCalls(
+            self.factory.tracker, fingerprint, self.peer, ring_id, self.factory.name_node, self.factory.read_identifier
+        )
         self.processor = gen_service.Processor(calls)
         log.debug("tracker connection from {peer}, key {fingerprint}", peer=self.peer, fingerprint=fingerprint)
 
@@ -234,18 +285,27 @@ class TrackerServerFactory(Factory):
     protocol = TrackerConnection
     noisy = False
 
-    def __init__(self, tracker: NodeTracker, name_node: NameNode | None = None) -> None:
+    def __init__(
+        self, tracker: NodeTracker, name_node: NameNode | None = None, read_identifier: IdentifierReader | None = None
+    ) -> None:
         self.tracker = tracker
         self.name_node = name_node
+        self.read_identifier = read_identifier
 
 
 def tracker_server_factory(
-    tracker: NodeTracker, tls: MutualTLS, clock: IReactorTime, name_node: NameNode | None = None
+    tracker: NodeTracker,
+    tls: MutualTLS,
+    clock: IReactorTime,
+    name_node: NameNode | None = None,
+    read_identifier: IdentifierReader | None = None,
 ) -> TLSMemoryBIOFactory:
     """The factory to listen with: the tracker's Thrift service inside mutual TLS (with the
-    file system's calls when ``name_node`` is given)."""
+    file system's calls when ``name_node`` is given; nodes localize from it with container
+    tokens, read with ``read_identifier``)."""
     # (mypy without the zope plugin cannot see that MutualTLS and the factory provide the interfaces)
-    return TLSMemoryBIOFactory(tls, False, TrackerServerFactory(tracker, name_node), clock=clock)
+    factory = TrackerServerFactory(tracker, name_node, read_identifier)
+    return TLSMemoryBIOFactory(tls, False, factory, clock=clock)
 
 
 class ExpiryMonitor:

@@ -35,6 +35,7 @@ from cortex_rm.internal.block_codec import (
     BlockFetch,
     BlockLocation,
     BlockReportMessage,
+    LocalizationSource,
     WrittenBlockMessage,
 )
 from cortex_rm.internal.tracker_client import FsRefused, TrackerClient
@@ -42,7 +43,7 @@ from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.reactors import INodeReactor
-from cortex_rm.yarn.tokens import MasterKey
+from cortex_rm.yarn.tokens import MasterKey, Token
 from cortex_rm.yarn_api.webhdfs.datanode_resource import BlockTransfers, DataNodeWebHdfs, fetch_block
 
 log = Logger()
@@ -98,6 +99,9 @@ class DataNodeRole:
 
     def locate(self, ticket: str, offset: int, length: int) -> defer.Deferred[tuple[int, tuple[BlockLocation, ...]]]:
         return self._call(lambda client: client.locate_blocks(self.node_id, ticket, offset, length))
+
+    def open_for_localization(self, token: Token, path: str, public_only: bool) -> defer.Deferred[LocalizationSource]:
+        return self._call(lambda client: client.open_for_localization(self.node_id, token, path, public_only))
 
     def stored(self, block: StoredBlock) -> None:
         self.reactor.callFromThread(self._stored, block)

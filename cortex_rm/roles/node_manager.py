@@ -41,7 +41,7 @@ from cortex_rm.container.container_manager import ContainerManager
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.launch import NodeFacts
 from cortex_rm.container.localizer import Localizer
-from cortex_rm.container.resource_files import default_fetchers
+from cortex_rm.container.resource_files import Fetcher, default_fetchers
 from cortex_rm.container.runtime import ContainerRuntime
 from cortex_rm.container.runtime_spec import ContainerSettings
 from cortex_rm.container.status_updater import Backoff, NodeStatusUpdater, UpdaterState
@@ -62,6 +62,7 @@ from cortex_rm.roles.ring_records import (
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService, TrackerLocation
 from cortex_rm.roles.data_node import DataNodeRole
+from cortex_rm.roles.fs_fetcher import SCHEMES, FileSystemFetcher
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
@@ -180,6 +181,13 @@ class NodeManagerRole:
         self.data_node.http_address = str(bound)
         return bound
 
+    def _fetchers(self, forbidden: list[Path]) -> dict[str, Fetcher]:
+        """``file:`` from this machine; ``webhdfs:`` from the cluster's file system, when this node serves it."""
+        fetchers = default_fetchers(forbidden)
+        if self.data_node is not None:
+            fetchers.update(dict.fromkeys(SCHEMES, FileSystemFetcher(self.data_node)))
+        return fetchers
+
     def _tracker_client(self) -> TrackerClient | None:
         """The tracker connection, while this node is registered on it (the DataNode's channel to the NameNode)."""
         updater = self.status_updater
@@ -226,7 +234,7 @@ class NodeManagerRole:
                 memory_overhead_mb=nm.container_memory_overhead_mb,
                 pids_limit=nm.pids_limit,
             ),
-            localizer=Localizer(run, default_fetchers(forbidden)),
+            localizer=Localizer(run, self._fetchers(forbidden)),
         )
         factory = IpcServerFactory.daemon_port(
             [nm_protocol(ContainerManagementService(self.containers))],

@@ -64,7 +64,7 @@ from cortex_rm.yarn_api.client_service import ApplicationClientService, client_p
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.rest import build_rest_site
 from cortex_rm.yarn_api.sasl import SaslServer
-from cortex_rm.yarn_api.tokens import parse_amrm_identifier
+from cortex_rm.yarn_api.tokens import parse_amrm_identifier, read_container_identifier
 from cortex_rm.yarn_api.webhdfs.namenode_resource import NameNodeResource
 
 log = Logger()
@@ -196,7 +196,7 @@ class ResourceManagerRole:
         bound["tracker_address"] = self._listen(
             "resourcemanager.tracker_address",
             conf.tracker_address,
-            tracker_server_factory(self.tracker, self._tls, self.reactor, name_node),
+            tracker_server_factory(self.tracker, self._tls, self.reactor, name_node, read_container_identifier),
         )
         self._expiry = ExpiryMonitor(self.tracker, self.reactor)
         self._expiry.start()

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from cortex_rm.container.container_manager import ContainerManager
-from cortex_rm.container.local_resources import RequestedResource, ResourceType, ResourceUrl
+from cortex_rm.container.local_resources import RequestedResource, ResourceType, ResourceUrl, Visibility
 from cortex_rm.container.nm_container import NMContainer
 from cortex_rm.container.start_request import ContainerRefused, LaunchContext, Refusal, StartRequest
 from cortex_rm.yarn.container_status import ContainerState
@@ -93,6 +93,11 @@ def requested_resource(entry: yp.StringLocalResourceMapProto) -> RequestedResour
         type=ResourceType(yp.LocalResourceTypeProto.Name(value.type)) if value.HasField("type") else ResourceType.FILE,
         timestamp_ms=value.timestamp if value.HasField("timestamp") else None,
         size=value.size if value.HasField("size") else -1,
+        visibility=(
+            Visibility(yp.LocalResourceVisibilityProto.Name(value.visibility))
+            if value.HasField("visibility")
+            else Visibility.APPLICATION
+        ),
     )
 
 

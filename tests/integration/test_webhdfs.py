@@ -303,3 +303,80 @@ def test_a_damaged_replica_is_detected_skipped_and_repaired(cluster: RunningClus
             break
         assert time.monotonic() < deadline, f"replication 2 was not restored within 60 s: good replicas on {good}"
         time.sleep(0.5)
+
+
+# -- localization: the NodeManagers read containers' resources from the file system
+
+
+def _file(cluster: RunningCluster, user: str, path: str, data: bytes, permission: str = "644") -> dict[str, object]:
+    """Write ``path`` as ``user``; its FileStatus (for the resource's size and timestamp)."""
+    client = InsecureClient(f"http://{cluster.rm.webapp}", user=user)
+    client.write(path, data=data, overwrite=True, permission=permission)
+    return client.status(path)
+
+
+def _resource(cluster: RunningCluster, path: str, status: dict[str, object], visibility: str) -> dict[str, object]:
+    return {
+        "resource": f"webhdfs://{cluster.rm.webapp}{path}",
+        "type": "FILE",
+        "visibility": visibility,
+        "size": status["length"],
+        "timestamp": status["modificationTime"],
+    }
+
+
+def _run_container(cluster: RunningCluster, user: str, resources: dict[str, dict[str, object]]) -> tuple[str, str]:
+    """Submit, as ``user`` through the REST API, an application whose AM container prints its
+    localized files; wait for its end.  Its diagnostics and the container's stdout (empty when
+    localization failed)."""
+    rest = f"http://{cluster.rm.webapp}/ws/v1/cluster/apps"
+    app_id = requests.post(f"{rest}/new-application?user.name={user}", timeout=30).json()["application-id"]
+    commands = f"cat {' '.join(resources)} > <LOG_DIR>/stdout"
+    submission = {
+        "application-id": app_id,
+        "application-name": "localize",
+        "max-app-attempts": 1,
+        "resource": {"memory": 256, "vCores": 1},
+        "am-container-spec": {
+            "local-resources": {"entry": [{"key": k, "value": v} for k, v in resources.items()]},
+            "commands": {"command": commands},
+        },
+    }
+    reply = requests.post(f"{rest}?user.name={user}", json=submission, timeout=30)
+    assert reply.status_code == 202, reply.text
+    deadline = time.monotonic() + 120
+    while True:
+        app = requests.get(f"{rest}/{app_id}", timeout=30).json()["app"]
+        if app["state"] in ("FINISHED", "FAILED", "KILLED"):
+            break
+        assert time.monotonic() < deadline, f"{app_id} did not end within 120 s: {app['state']}"
+        time.sleep(0.5)
+    outputs = [p.read_text() for n in cluster.nodes for p in Path(n.directory).glob(f"nm-logs/{app_id}/container_*/stdout")]
+    return app["diagnostics"], "".join(outputs)
+
+
+def test_containers_get_public_and_private_files_and_nothing_their_user_may_not_read(cluster: RunningCluster) -> None:
+    """A NodeManager localizes webhdfs:// resources as the container's user (its container token
+    says who): alice's container gets a world-readable PUBLIC file and her own PRIVATE one; a file
+    in root's 700 directory, a file of hers asked as PUBLIC but readable only by her, and a file
+    whose timestamp is not the resource's are refused with YARN's and HDFS's messages."""
+    admin = InsecureClient(f"http://{cluster.rm.webapp}", user="root")
+    admin.makedirs("/user/alice", permission="755")
+    admin.set_owner("/user/alice", owner="alice")
+    admin.makedirs("/locked", permission="700")
+    public = _file(cluster, "root", "/shared/hello.txt", b"hello from root\n")
+    mine = _file(cluster, "alice", "/user/alice/mine.txt", b"alice's own\n", permission="600")
+    secret = _file(cluster, "root", "/locked/secret.txt", b"not for alice\n")
+    diagnostics, stdout = _run_container(cluster, "alice", {
+        "hello.txt": _resource(cluster, "/shared/hello.txt", public, "PUBLIC"),
+        "mine.txt": _resource(cluster, "/user/alice/mine.txt", mine, "PRIVATE"),
+    })
+    assert stdout == "hello from root\nalice's own\n", diagnostics
+    refused = {
+        "Permission denied: user=alice, access=EXECUTE": _resource(cluster, "/locked/secret.txt", secret, "PRIVATE"),
+        "Permission denied: user=public:everyone, access=READ": _resource(cluster, "/user/alice/mine.txt", mine, "PUBLIC"),
+        "changed on src filesystem": {**_resource(cluster, "/shared/hello.txt", public, "PRIVATE"), "timestamp": 1},
+    }
+    for reason, resource in refused.items():
+        diagnostics, stdout = _run_container(cluster, "alice", {"f": resource})
+        assert stdout == "" and reason in diagnostics, diagnostics

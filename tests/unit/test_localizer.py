@@ -23,11 +23,13 @@ from cortex_rm.container.local_resources import (
     LocalResource,
     ResourceType,
     ResourceUrl,
+    Visibility,
     check_link_name,
     check_local_resources,
 )
+from cortex_rm.container.launch import ContainerPaths, container_paths
 from cortex_rm.container.localizer import Localizer
-from cortex_rm.container.resource_files import LocalFileFetcher, default_fetchers
+from cortex_rm.container.resource_files import LocalFileFetcher, Requester, default_fetchers
 from cortex_rm.yarn_api.nm_service import requested_resource
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 
@@ -37,6 +39,7 @@ def local_resources_from_proto(entries: Any) -> list[LocalResource]:
     return check_local_resources(requested_resource(e) for e in entries)
 
 APP = "application_1700000000000_0001"
+USER = "alice"
 
 
 def run_now(fn: Callable[[], Any]) -> defer.Deferred[Any]:
@@ -78,10 +81,24 @@ def tar_bytes(members: dict[str, bytes], mode: str = "w:gz", symlinks: dict[str,
     return buf.getvalue()
 
 
-def localize(loc: Localizer, tmp: Path, resources: list[LocalResource], container: str = "c1") -> Path:
-    work = tmp / "app" / container
-    work.mkdir(parents=True, exist_ok=True)
-    d = loc.localize(APP, tmp / "app", work, resources)
+def paths_of(tmp: Path, container: str, user: str = USER, app: str = APP) -> ContainerPaths:
+    """YARN's layout under ``tmp/local`` for one container, its dirs made as the NodeManager makes them."""
+    paths = container_paths([tmp / "local"], [tmp / "logs"], user, app, container, 0)
+    paths.work_dir.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def start(
+    loc: Localizer, tmp: Path, resources: list[LocalResource], container: str = "c1", user: str = USER, app: str = APP
+) -> tuple[defer.Deferred[None], Path]:
+    paths = paths_of(tmp, container, user, app)
+    return loc.localize(Requester(container, app, user), paths, resources), paths.work_dir
+
+
+def localize(
+    loc: Localizer, tmp: Path, resources: list[LocalResource], container: str = "c1", user: str = USER, app: str = APP
+) -> Path:
+    d, work = start(loc, tmp, resources, container, user, app)
     failures: list[Any] = []
     d.addErrback(failures.append)
     if failures:
@@ -96,7 +113,7 @@ def test_file_resource_is_cached_and_linked_by_its_link_name(tmp_path: Path) -> 
     link = work / "job.py"
     assert link.is_symlink()
     assert link.read_bytes() == b"print(1)\n"
-    assert (tmp_path / "app" / "filecache") in link.resolve().parents
+    assert paths_of(tmp_path, "c1").application_cache in link.resolve().parents
 
 
 @pytest.mark.parametrize(
@@ -117,7 +134,7 @@ def test_archive_is_unpacked_by_suffix_into_a_linked_directory(tmp_path: Path, n
     assert conf.is_dir()
     assert (conf / "__spark_conf__.properties").read_bytes() == b"a=1"
     assert (conf / "__hadoop_conf__" / "core-site.xml").read_bytes() == b"<c/>"
-    assert not list((tmp_path / "app" / "filecache").rglob("*.download"))
+    assert not list(paths_of(tmp_path, "c1").application_cache.rglob("*.download"))
 
 
 def test_archive_with_an_unknown_suffix_is_kept_as_a_file(tmp_path: Path) -> None:
@@ -133,7 +150,7 @@ def test_changed_source_fails_with_yarns_message(tmp_path: Path) -> None:
     with pytest.raises(LocalizationError) as info:
         localize(Localizer(run_now), tmp_path, [resource("pyspark.zip", path, ts - 5)])
     assert str(info.value) == f"Resource file:{path} changed on src filesystem (expected {ts - 5}, was {ts})"
-    assert not list((tmp_path / "app" / "filecache").iterdir())  # the failed entry is cleaned up
+    assert not list(paths_of(tmp_path, "c1").application_cache.iterdir())  # the failed entry is cleaned up
 
 
 def test_missing_source_fails(tmp_path: Path) -> None:
@@ -157,7 +174,8 @@ def test_archive_members_leaving_the_target_are_refused(tmp_path: Path, members:
     path, ts = source(tmp_path, f"a.{kind}", payload)
     with pytest.raises(LocalizationError, match="leaves the target directory"):
         localize(Localizer(run_now), tmp_path, [resource("a", path, ts, ResourceType.ARCHIVE)])
-    assert not (tmp_path / "app" / "evil").exists() and not (tmp_path / "evil").exists()
+    app_dir = paths_of(tmp_path, "c1").app_dirs[0]
+    assert not (app_dir / "evil").exists() and not (tmp_path / "evil").exists()
 
 
 def test_tar_symlink_out_of_the_target_is_refused(tmp_path: Path) -> None:
@@ -214,7 +232,7 @@ def test_other_schemes_plug_in_through_the_fetcher_table(tmp_path: Path) -> None
     """A fetcher registered for a scheme is used for its URLs."""
 
     class Fake:
-        def fetch(self, resource: LocalResource, dest: Path) -> None:
+        def fetch(self, resource: LocalResource, dest: Path, requester: Requester) -> None:
             dest.write_bytes(resource.url.file.encode())
 
     r = LocalResource("x", ResourceUrl("webhdfs", "/remote/f", "nn", 9870), ResourceType.FILE, 1)
@@ -240,26 +258,24 @@ def test_executors_of_one_application_share_one_fetch(tmp_path: Path) -> None:
     fetcher = LocalFileFetcher()
 
     class Counting:
-        def fetch(self, resource: LocalResource, dest: Path) -> None:
+        def fetch(self, resource: LocalResource, dest: Path, requester: Requester) -> None:
             calls.append(str(resource.url))
-            fetcher.fetch(resource, dest)
+            fetcher.fetch(resource, dest, requester)
 
     path, ts = source(tmp_path, "pyspark.zip", b"zip")
     loc = Localizer(run_later, {"file": Counting()})
     works = []
     results: list[Any] = []
     for name in ("c1", "c2"):
-        work = tmp_path / "app" / name
-        work.mkdir(parents=True)
+        d, work = start(loc, tmp_path, [resource("pyspark.zip", path, ts)], name)
         works.append(work)
-        loc.localize(APP, tmp_path / "app", work, [resource("pyspark.zip", path, ts)]).addBoth(results.append)
+        d.addBoth(results.append)
     release()
     assert results == [None, None]
     assert calls == [f"file:{path}"]
     assert (works[0] / "pyspark.zip").resolve() == (works[1] / "pyspark.zip").resolve()
-    work3 = tmp_path / "app" / "c3"
-    work3.mkdir()
-    loc.localize(APP, tmp_path / "app", work3, [resource("pyspark.zip", path, ts)]).addBoth(results.append)
+    d, work3 = start(loc, tmp_path, [resource("pyspark.zip", path, ts)], "c3")
+    d.addBoth(results.append)
     release()
     assert calls == [f"file:{path}"] and results[-1] is None
     assert loc.cached(APP) == {f"file:{path}": (works[0] / "pyspark.zip").resolve()}
@@ -290,7 +306,12 @@ def test_resources_from_proto() -> None:
     e.value.timestamp = 1700000000123
     (r,) = local_resources_from_proto(clc.localResources)
     assert r == LocalResource(
-        "__spark_conf__", ResourceUrl("file", "/staging/__spark_conf__.zip"), ResourceType.ARCHIVE, 1700000000123, 10
+        "__spark_conf__",
+        ResourceUrl("file", "/staging/__spark_conf__.zip"),
+        ResourceType.ARCHIVE,
+        1700000000123,
+        10,
+        Visibility.PRIVATE,
     )
     assert str(r.url) == "file:/staging/__spark_conf__.zip"
     assert str(ResourceUrl("webhdfs", "/f", "nn", 9870)) == "webhdfs://nn:9870/f"
@@ -302,3 +323,83 @@ def test_resources_from_proto() -> None:
     e.value.ClearField("resource")
     with pytest.raises(LocalizationError, match="no URL"):
         local_resources_from_proto([e])
+
+
+def shared(link: str, path: Path, ts: int, visibility: Visibility) -> LocalResource:
+    return LocalResource(link, ResourceUrl("file", str(path)), ResourceType.FILE, ts, visibility=visibility)
+
+
+class Recording:
+    """A file fetcher that remembers whom each fetch was for."""
+
+    def __init__(self) -> None:
+        self.fetches: list[tuple[str, str]] = []
+        self.inner = LocalFileFetcher()
+
+    def fetch(self, resource: LocalResource, dest: Path, requester: Requester) -> None:
+        self.fetches.append((resource.url.file_name, requester.user))
+        self.inner.fetch(resource, dest, requester)
+
+
+def test_each_visibility_has_its_own_cache_shared_as_yarn_shares_it(tmp_path: Path) -> None:
+    """PUBLIC: one copy for every user and application of the node; PRIVATE: one per user, shared
+    by their applications; APPLICATION: one per application."""
+    fetcher = Recording()
+    loc = Localizer(run_now, {"file": fetcher})
+    pub, pub_ts = source(tmp_path, "spark-libs.zip", b"jars")
+    priv, priv_ts = source(tmp_path, "lib.py", b"x = 1\n")
+    app, app_ts = source(tmp_path, "conf.txt", b"conf")
+    asked = [shared("libs", pub, pub_ts, Visibility.PUBLIC), shared("lib.py", priv, priv_ts, Visibility.PRIVATE),
+             shared("conf", app, app_ts, Visibility.APPLICATION)]
+    runs = [("c1", "alice", APP), ("c2", "alice", "application_1700000000000_0002"),
+            ("c3", "bob", "application_1700000000000_0003")]
+    works = {c: localize(loc, tmp_path, asked, c, user, app_id) for c, user, app_id in runs}
+    assert sorted(fetcher.fetches) == sorted([
+        ("spark-libs.zip", "alice"),  # public: once on the node
+        ("lib.py", "alice"), ("lib.py", "bob"),  # private: once per user
+        ("conf.txt", "alice"), ("conf.txt", "alice"), ("conf.txt", "bob"),  # application: once per app
+    ])
+    public = {(w / "libs").resolve() for w in works.values()}
+    assert len(public) == 1 and paths_of(tmp_path, "c1").public_cache in next(iter(public)).parents
+    assert (works["c1"] / "lib.py").resolve() == (works["c2"] / "lib.py").resolve()
+    assert (works["c3"] / "lib.py").resolve().is_relative_to(paths_of(tmp_path, "c3", "bob").private_cache)
+    assert (works["c1"] / "conf").resolve() != (works["c2"] / "conf").resolve()
+    assert all((w / "libs").read_bytes() == b"jars" for w in works.values())
+
+
+def test_shared_caches_keep_to_their_target_by_dropping_unused_entries_least_recently_used_first(tmp_path: Path) -> None:
+    """Over the target size, entries no running container links to go, the least recently used
+    first; an entry a running container uses stays even when the cache is over its target."""
+    loc = Localizer(run_now, cache_target_bytes=2500)
+    files = {n: source(tmp_path, f"{n}.bin", n.encode() * 1000) for n in "abcd"}
+
+    def use(name: str, container: str) -> Path:
+        path, ts = files[name]
+        work = localize(loc, tmp_path, [shared(name, path, ts, Visibility.PUBLIC)], container)
+        return (work / name).resolve()
+
+    a, b = use("a", "c1"), use("b", "c2")
+    loc.release("c1")
+    loc.release("c2")
+    use("a", "c3")  # a is now more recently used than b
+    loc.release("c3")
+    c = use("c", "c4")  # 3000 bytes > 2500: b (unused, least recent) goes, a stays
+    assert not b.exists() and a.exists() and c.exists()
+    assert loc.shared_bytes() == 2000
+    d = use("d", "c5")  # c4 still runs: c is kept; a goes
+    assert not a.exists() and c.exists() and d.exists()
+    use("a", "c6")  # 3000 bytes and every entry in use: nothing can go
+    assert loc.shared_bytes() == 3000 and c.exists() and d.exists()
+    loc.release("c4")
+    assert not c.exists() and loc.shared_bytes() == 2000
+
+
+def test_a_previous_nodemanagers_shared_cache_is_emptied_before_the_first_fetch(tmp_path: Path) -> None:
+    """Leftovers in the public cache (no table knows them) are removed; the directory itself stays."""
+    public = paths_of(tmp_path, "c0").public_cache
+    (public / "7").mkdir(parents=True)
+    (public / "7" / "old.jar").write_bytes(b"old")
+    path, ts = source(tmp_path, "new.jar", b"new")
+    work = localize(Localizer(run_now), tmp_path, [shared("new.jar", path, ts, Visibility.PUBLIC)])
+    assert not (public / "7").exists()
+    assert (work / "new.jar").read_bytes() == b"new" and public in (work / "new.jar").resolve().parents

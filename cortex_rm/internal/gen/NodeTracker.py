@@ -67,6 +67,22 @@ class Iface(Interface):
         """
         pass
 
+    def openForLocalization(node_id, token_identifier, token_password, path, public_only):
+        """
+        A node localizing a container's resource: `container_token` (identifier and password,
+        as the node was given it) vouches that the RM granted this node a container of its
+        user; the file is read as that user, or, when `public_only`, only if everyone may read it.
+
+        Parameters:
+         - node_id
+         - token_identifier
+         - token_password
+         - path
+         - public_only
+
+        """
+        pass
+
 
 @implementer(Iface)
 class Client(object):
@@ -341,6 +357,70 @@ class Client(object):
             return d.errback(result.failure)
         return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "locateBlocks failed: unknown result"))
 
+    def openForLocalization(self, node_id, token_identifier, token_password, path, public_only):
+        """
+        A node localizing a container's resource: `container_token` (identifier and password,
+        as the node was given it) vouches that the RM granted this node a container of its
+        user; the file is read as that user, or, when `public_only`, only if everyone may read it.
+
+        Parameters:
+         - node_id
+         - token_identifier
+         - token_password
+         - path
+         - public_only
+
+        """
+        seqid = self._seqid = self._seqid + 1
+        self._reqs[seqid] = defer.Deferred()
+
+        d = defer.maybeDeferred(self.send_openForLocalization, node_id, token_identifier, token_password, path, public_only)
+        d.addCallbacks(
+            callback=self.cb_send_openForLocalization,
+            callbackArgs=(seqid,),
+            errback=self.eb_send_openForLocalization,
+            errbackArgs=(seqid,))
+        return d
+
+    def cb_send_openForLocalization(self, _, seqid):
+        return self._reqs[seqid]
+
+    def eb_send_openForLocalization(self, f, seqid):
+        d = self._reqs.pop(seqid)
+        d.errback(f)
+        return d
+
+    def send_openForLocalization(self, node_id, token_identifier, token_password, path, public_only):
+        oprot = self._oprot_factory.getProtocol(self._transport)
+        oprot.writeMessageBegin('openForLocalization', TMessageType.CALL, self._seqid)
+        args = openForLocalization_args()
+        args.node_id = node_id
+        args.token_identifier = token_identifier
+        args.token_password = token_password
+        args.path = path
+        args.public_only = public_only
+        args.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def recv_openForLocalization(self, iprot, mtype, rseqid):
+        d = self._reqs.pop(rseqid)
+        if mtype == TMessageType.EXCEPTION:
+            x = TApplicationException()
+            x.read(iprot)
+            iprot.readMessageEnd()
+            return d.errback(x)
+        result = openForLocalization_result()
+        result.read(iprot)
+        iprot.readMessageEnd()
+        if result.success is not None:
+            return d.callback(result.success)
+        if result.refused is not None:
+            return d.errback(result.refused)
+        if result.failure is not None:
+            return d.errback(result.failure)
+        return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "openForLocalization failed: unknown result"))
+
 
 @implementer(Iface)
 class Processor(TProcessor):
@@ -352,6 +432,7 @@ class Processor(TProcessor):
         self._processMap["blockReport"] = Processor.process_blockReport
         self._processMap["commitWrite"] = Processor.process_commitWrite
         self._processMap["locateBlocks"] = Processor.process_locateBlocks
+        self._processMap["openForLocalization"] = Processor.process_openForLocalization
         self._on_message_begin = None
 
     def on_message_begin(self, func):
@@ -563,6 +644,46 @@ class Processor(TProcessor):
             msg_type = TMessageType.EXCEPTION
             result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
         oprot.writeMessageBegin("locateBlocks", msg_type, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def process_openForLocalization(self, seqid, iprot, oprot):
+        args = openForLocalization_args()
+        args.read(iprot)
+        iprot.readMessageEnd()
+        result = openForLocalization_result()
+        d = defer.maybeDeferred(self._handler.openForLocalization, args.node_id, args.token_identifier, args.token_password, args.path, args.public_only)
+        d.addCallback(self.write_results_success_openForLocalization, result, seqid, oprot)
+        d.addErrback(self.write_results_exception_openForLocalization, result, seqid, oprot)
+        return d
+
+    def write_results_success_openForLocalization(self, success, result, seqid, oprot):
+        result.success = success
+        oprot.writeMessageBegin("openForLocalization", TMessageType.REPLY, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def write_results_exception_openForLocalization(self, error, result, seqid, oprot):
+        msg_type = TMessageType.REPLY
+        try:
+            error.raiseException()
+        except NodeRefused as refused:
+            result.refused = refused
+        except FsFailure as failure:
+            result.failure = failure
+        except TTransport.TTransportException:
+            raise
+        except TApplicationException as ex:
+            logging.exception('TApplication exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = ex
+        except Exception:
+            logging.exception('Unexpected exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
+        oprot.writeMessageBegin("openForLocalization", msg_type, seqid)
         result.write(oprot)
         oprot.writeMessageEnd()
         oprot.trans.flush()
@@ -1335,6 +1456,203 @@ class locateBlocks_result(object):
 all_structs.append(locateBlocks_result)
 locateBlocks_result.thrift_spec = (
     (0, TType.STRUCT, 'success', [BlockLocations, None], None, ),  # 0
+    (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
+    (2, TType.STRUCT, 'failure', [FsFailure, None], None, ),  # 2
+)
+
+
+class openForLocalization_args(object):
+    """
+    Attributes:
+     - node_id
+     - token_identifier
+     - token_password
+     - path
+     - public_only
+
+    """
+
+
+    def __init__(self, node_id=None, token_identifier=None, token_password=None, path=None, public_only=None,):
+        self.node_id = node_id
+        self.token_identifier = token_identifier
+        self.token_password = token_password
+        self.path = path
+        self.public_only = public_only
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.node_id = NodeAddress()
+                    self.node_id.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.token_identifier = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRING:
+                    self.token_password = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.STRING:
+                    self.path = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.BOOL:
+                    self.public_only = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('openForLocalization_args')
+        if self.node_id is not None:
+            oprot.writeFieldBegin('node_id', TType.STRUCT, 1)
+            self.node_id.write(oprot)
+            oprot.writeFieldEnd()
+        if self.token_identifier is not None:
+            oprot.writeFieldBegin('token_identifier', TType.STRING, 2)
+            oprot.writeBinary(self.token_identifier)
+            oprot.writeFieldEnd()
+        if self.token_password is not None:
+            oprot.writeFieldBegin('token_password', TType.STRING, 3)
+            oprot.writeBinary(self.token_password)
+            oprot.writeFieldEnd()
+        if self.path is not None:
+            oprot.writeFieldBegin('path', TType.STRING, 4)
+            oprot.writeString(self.path.encode('utf-8') if sys.version_info[0] == 2 else self.path)
+            oprot.writeFieldEnd()
+        if self.public_only is not None:
+            oprot.writeFieldBegin('public_only', TType.BOOL, 5)
+            oprot.writeBool(self.public_only)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(openForLocalization_args)
+openForLocalization_args.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'node_id', [NodeAddress, None], None, ),  # 1
+    (2, TType.STRING, 'token_identifier', 'BINARY', None, ),  # 2
+    (3, TType.STRING, 'token_password', 'BINARY', None, ),  # 3
+    (4, TType.STRING, 'path', 'UTF8', None, ),  # 4
+    (5, TType.BOOL, 'public_only', None, None, ),  # 5
+)
+
+
+class openForLocalization_result(object):
+    """
+    Attributes:
+     - success
+     - refused
+     - failure
+
+    """
+
+
+    def __init__(self, success=None, refused=None, failure=None,):
+        self.success = success
+        self.refused = refused
+        self.failure = failure
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 0:
+                if ftype == TType.STRUCT:
+                    self.success = LocalizationSource()
+                    self.success.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 1:
+                if ftype == TType.STRUCT:
+                    self.refused = NodeRefused.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.failure = FsFailure.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('openForLocalization_result')
+        if self.success is not None:
+            oprot.writeFieldBegin('success', TType.STRUCT, 0)
+            self.success.write(oprot)
+            oprot.writeFieldEnd()
+        if self.refused is not None:
+            oprot.writeFieldBegin('refused', TType.STRUCT, 1)
+            self.refused.write(oprot)
+            oprot.writeFieldEnd()
+        if self.failure is not None:
+            oprot.writeFieldBegin('failure', TType.STRUCT, 2)
+            self.failure.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(openForLocalization_result)
+openForLocalization_result.thrift_spec = (
+    (0, TType.STRUCT, 'success', [LocalizationSource, None], None, ),  # 0
     (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
     (2, TType.STRUCT, 'failure', [FsFailure, None], None, ),  # 2
 )

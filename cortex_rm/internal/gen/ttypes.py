@@ -1849,6 +1849,94 @@ class BlockLocations(object):
         return not (self == other)
 
 
+class LocalizationSource(object):
+    """
+    openForLocalization's answer: the file a container's resource names, as the NameNode has
+    it now (the node checks length and time against the resource), and a read ticket for it.
+
+    Attributes:
+     - length
+     - modification_time
+     - ticket
+
+    """
+
+
+    def __init__(self, length=None, modification_time=None, ticket=None,):
+        self.length = length
+        self.modification_time = modification_time
+        self.ticket = ticket
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.length = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.I64:
+                    self.modification_time = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRING:
+                    self.ticket = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('LocalizationSource')
+        if self.length is not None:
+            oprot.writeFieldBegin('length', TType.I64, 1)
+            oprot.writeI64(self.length)
+            oprot.writeFieldEnd()
+        if self.modification_time is not None:
+            oprot.writeFieldBegin('modification_time', TType.I64, 2)
+            oprot.writeI64(self.modification_time)
+            oprot.writeFieldEnd()
+        if self.ticket is not None:
+            oprot.writeFieldBegin('ticket', TType.STRING, 3)
+            oprot.writeString(self.ticket.encode('utf-8') if sys.version_info[0] == 2 else self.ticket)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.length is None:
+            raise TProtocolException(message='Required field length is unset!')
+        if self.modification_time is None:
+            raise TProtocolException(message='Required field modification_time is unset!')
+        if self.ticket is None:
+            raise TProtocolException(message='Required field ticket is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
 class FsFailure(TException):
     """
     The file system refused: `java_class` is the exception Hadoop's client throws
@@ -4320,6 +4408,13 @@ BlockLocations.thrift_spec = (
     None,  # 0
     (1, TType.I64, 'file_length', None, None, ),  # 1
     (2, TType.LIST, 'blocks', (TType.STRUCT, [LocatedBlock, None], False), None, ),  # 2
+)
+all_structs.append(LocalizationSource)
+LocalizationSource.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'length', None, None, ),  # 1
+    (2, TType.I64, 'modification_time', None, None, ),  # 2
+    (3, TType.STRING, 'ticket', 'UTF8', None, ),  # 3
 )
 all_structs.append(FsFailure)
 FsFailure.thrift_spec = (

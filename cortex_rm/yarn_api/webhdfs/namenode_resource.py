@@ -161,8 +161,8 @@ class NameNodeResource(Resource):
         )
         return Reply(200, forms.batch_listing(statuses, remaining))
 
-    def _home_directory(self, path: FsPath, query: Query) -> Reply:
-        return Reply(200, {"Path": str(self.nn.namespace.home_directory(query.user()))})
+    def _home_directory(self, path: FsPath, query: Query) -> defer.Deferred[Reply]:
+        return self.nn.home_directory(query.user()).addCallback(lambda home: Reply(200, {"Path": str(home)}))
 
     def _content_summary(self, path: FsPath, query: Query) -> Reply:
         return Reply(200, forms.content_summary(self.nn.namespace.content_summary(path, query.user())))
