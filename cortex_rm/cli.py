@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, default=3, help="how many daemons (default 3; node1 is also the RM)")
     up.add_argument("--workdir", type=Path, required=True, help="directory for the nodes' state, logs and pid files")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each daemon (default 60)")
+    up.add_argument(
+        "--no-spark-upload", action="store_true", help="do not upload this machine's Spark jars into the cluster"
+    )
     down = csub.add_parser("down", help="stop the daemons of a local cluster")
     down.add_argument("--workdir", type=Path, required=True)
 
@@ -45,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     where = cc.add_mutually_exclusive_group(required=True)
     where.add_argument("--workdir", type=Path, help="a running local cluster's work dir")
     where.add_argument("--rm", metavar="HOST:PORT", help="the RM's client address (other ports: YARN defaults)")
+    cc.add_argument(
+        "--no-spark-upload",
+        action="store_true",
+        help="do not upload this machine's Spark jars (nodes then read them from this machine's disk: one machine only)",
+    )
     return parser
 
 
@@ -66,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             if args.action == "up":
-                local_cluster.up(args.workdir, args.nodes, args.timeout)
+                local_cluster.up(args.workdir, args.nodes, args.timeout, spark_archive=not args.no_spark_upload)
             else:
                 local_cluster.down(args.workdir)
         except local_cluster.LocalClusterError as e:
@@ -94,7 +102,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cortex-rm: --rm: {e}", file=sys.stderr)
             print(f"cortex-rm: {e}", file=sys.stderr)
             return 2
-        for path in write_client_config(args.out, rm, installed_spark_home()):
+        from cortex_rm.spark_archive import ArchiveError
+
+        try:
+            written = write_client_config(args.out, rm, installed_spark_home(), upload_spark=not args.no_spark_upload)
+        except ArchiveError as e:
+            print(f"cortex-rm: uploading Spark's jars failed: {e}", file=sys.stderr)
+            print("cortex-rm: check that the cluster is up, or pass --no-spark-upload (single machine only)", file=sys.stderr)
+            return 1
+        for path in written:
             print(f"wrote {path}")
         print(f"use it with: export HADOOP_CONF_DIR={args.out.resolve()} SPARK_CONF_DIR={args.out.resolve()}")
         return 0

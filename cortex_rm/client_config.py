@@ -2,17 +2,21 @@
 
 ``cortex-rm client-config`` writes ``yarn-site.xml`` and ``core-site.xml`` into a
 directory a client names in ``HADOOP_CONF_DIR``; ``spark-submit --master yarn``
-then needs nothing else.  A ``spark-defaults.conf`` is written beside them (used
-when ``SPARK_CONF_DIR`` names the same directory) so Spark takes its jars from the
-local installation instead of uploading 460 MB on every submit.
+then needs nothing else.  ``fs.defaultFS`` is the cluster's file system
+(``webhdfs://<RM web address>``).  A ``spark-defaults.conf`` is written beside
+them (used when ``SPARK_CONF_DIR`` names the same directory): its
+``spark.yarn.archive`` names the client's Spark jars, uploaded once into the
+file system (``spark_archive.py``), instead of 460 MB on every submit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from cortex_rm.spark_archive import upload_archive
 from cortex_rm.yarn.addresses import HostPort
 
 
@@ -60,10 +64,10 @@ def yarn_site(rm: RMAddresses) -> dict[str, str]:
     }
 
 
-def core_site() -> dict[str, str]:
-    # Nodes share the staging directory through the local file system for now;
-    # staging without a shared file system comes with nodes on separate hosts.
-    return {"fs.defaultFS": "file:///"}
+def core_site(rm: RMAddresses) -> dict[str, str]:
+    # The cluster's own file system, spoken as WebHDFS on the RM's web port: Spark stages
+    # there and the nodes localize from there (no file of the client's machine is read).
+    return {"fs.defaultFS": f"webhdfs://{rm.webapp}"}
 
 
 # The Python that containers run PySpark with: they see the host's /usr read-only, and
@@ -71,22 +75,38 @@ def core_site() -> dict[str, str]:
 CONTAINER_PYTHON = "/usr/bin/python3"
 
 
-def spark_defaults(spark_home: Path | None) -> str:
+def spark_defaults(archive_url: str | None, spark_home: Path | None) -> str:
+    """``spark.yarn.archive`` names the uploaded jars; without one (``--no-spark-upload``), the
+    jars of ``spark_home`` are named as node-local paths, which works only on this machine."""
     lines = ["# Written by cortex-rm client-config; read by Spark when SPARK_CONF_DIR names this directory."]
-    if spark_home is not None:
+    if archive_url is not None:
+        lines.append(f"spark.yarn.archive {archive_url}")
+    elif spark_home is not None:
+        lines.append("# single machine only: the nodes read Spark's jars from this machine's disk")
         lines.append(f"spark.yarn.jars local:{spark_home}/jars/*")
     lines.append(f"spark.pyspark.python {CONTAINER_PYTHON}")
     return "\n".join(lines) + "\n"
 
 
-def write_client_config(out: Path, rm: RMAddresses, spark_home: Path | None = None) -> list[Path]:
-    """Write the files and return their paths."""
+def write_client_config(
+    out: Path,
+    rm: RMAddresses,
+    spark_home: Path | None = None,
+    *,
+    upload_spark: bool = True,
+    say: Callable[[str], None] = print,
+) -> list[Path]:
+    """Write the files (after uploading ``spark_home``'s jars, unless ``upload_spark`` is False)
+    and return their paths; ``ArchiveError`` if the upload fails."""
+    archive_url = None
+    if spark_home is not None and upload_spark:
+        archive_url = upload_archive(rm.webapp, spark_home, say)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in (
         ("yarn-site.xml", _site_xml(yarn_site(rm), f"Cortex RM at {rm.client}; written by cortex-rm client-config")),
-        ("core-site.xml", _site_xml(core_site(), "written by cortex-rm client-config")),
-        ("spark-defaults.conf", spark_defaults(spark_home)),
+        ("core-site.xml", _site_xml(core_site(rm), "written by cortex-rm client-config")),
+        ("spark-defaults.conf", spark_defaults(archive_url, spark_home)),
     ):
         path = out / name
         path.write_text(text)

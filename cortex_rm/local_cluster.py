@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
+from cortex_rm.spark_archive import ArchiveError
 from cortex_rm.node import PID_FILE, READY_FILE
 from cortex_rm.yarn.addresses import HostPort
 
@@ -111,7 +112,16 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def up(workdir: Path, nodes: int, timeout: float = 60.0, say: Callable[[str], None] = _say) -> list[LocalNode]:
+def up(
+    workdir: Path,
+    nodes: int,
+    timeout: float = 60.0,
+    say: Callable[[str], None] = _say,
+    *,
+    spark_archive: bool = True,
+) -> list[LocalNode]:
+    """Start the cluster, wait for it, and write the client configuration (uploading this
+    machine's Spark jars into the cluster's file system, unless ``spark_archive`` is False)."""
     workdir = workdir.resolve()
     if (workdir / CLUSTER_FILE).exists():
         running = [n for n in _load(workdir) if _is_daemon_of(n)]
@@ -169,7 +179,11 @@ def up(workdir: Path, nodes: int, timeout: float = 60.0, say: Callable[[str], No
         raise
     conf = workdir / "hadoop-conf"
     assert started[0].rm is not None
-    write_client_config(conf, started[0].rm, installed_spark_home())
+    try:
+        write_client_config(conf, started[0].rm, installed_spark_home(), upload_spark=spark_archive, say=say)
+    except ArchiveError as e:
+        down(workdir, say=lambda _: None)
+        raise LocalClusterError(f"the cluster started, but uploading Spark's jars failed: {e}") from None
     rm = started[0].rm
     say("")
     say(f"Cortex local cluster is up: {nodes} node(s) under {workdir}")

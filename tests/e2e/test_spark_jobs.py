@@ -41,7 +41,7 @@ EXECUTORS = {
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    with running_cluster(tmp_path_factory.mktemp("spark-jobs"), nodes=3) as c:
+    with running_cluster(tmp_path_factory.mktemp("spark-jobs"), nodes=3, spark=True) as c:
         yield c
 
 

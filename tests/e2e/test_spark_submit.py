@@ -26,7 +26,7 @@ PI = Path(__file__).resolve().parents[2] / "examples" / "pi.py"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    with running_cluster(tmp_path_factory.mktemp("spark"), nodes=3) as c:
+    with running_cluster(tmp_path_factory.mktemp("spark"), nodes=3, spark=True) as c:
         yield c
 
 

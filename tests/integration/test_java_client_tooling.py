@@ -93,7 +93,7 @@ def test_spark_submit_reads_conf_dir_and_fails_fast_without_rm(
     dead_rm_conf: Path, refused_port: int, tmp_path: Path
 ) -> None:
     """The installed pyspark's spark-submit starts with our environment (SPARK_HOME, JAVA_HOME,
-    HADOOP_CONF_DIR, spark.yarn.jars), contacts the RM address from the conf dir and, with no
+    HADOOP_CONF_DIR, SPARK_CONF_DIR), contacts the RM address from the conf dir and, with no
     RM there, exits non-zero within the conf's retry budget without an application id."""
     app = tmp_path / "noop.py"
     app.write_text("print('never runs: no ResourceManager')\n")

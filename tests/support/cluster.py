@@ -31,17 +31,18 @@ class RunningCluster:
         return (self.workdir / name / "logs" / "daemon.out").read_text(errors="replace")
 
 
-def start_cluster(workdir: Path, nodes: int) -> RunningCluster:
-    started = local_cluster.up(workdir, nodes, timeout=60, say=lambda _: None)
+def start_cluster(workdir: Path, nodes: int, spark: bool = False) -> RunningCluster:
+    """``spark``: upload this machine's Spark jars (``spark.yarn.archive``), as a Spark user's cluster needs."""
+    started = local_cluster.up(workdir, nodes, timeout=60, say=lambda _: None, spark_archive=spark)
     rm = started[0].rm
     assert rm is not None
     return RunningCluster(workdir, workdir / "hadoop-conf", rm, started)
 
 
 @contextmanager
-def running_cluster(workdir: Path, nodes: int = 2) -> Iterator[RunningCluster]:
+def running_cluster(workdir: Path, nodes: int = 2, spark: bool = False) -> Iterator[RunningCluster]:
     """Start a cluster, yield it, and always stop it (asserting no daemon is left)."""
-    cluster = start_cluster(workdir, nodes)
+    cluster = start_cluster(workdir, nodes, spark)
     try:
         yield cluster
     finally:

@@ -1,11 +1,9 @@
 """Run the real ``spark-submit`` of the installed pyspark against a YARN ResourceManager.
 
-The Hadoop client configuration comes from a conf dir (``yarn-site.xml``/``core-site.xml``,
-written by ``cortex-rm client-config``); this module never writes one. What it adds is the
-environment ``spark-submit`` needs and the one Spark setting every test wants:
-``spark.yarn.jars=local:<SPARK_HOME>/jars/*``, so the 280 jars (462 MB) of pyspark are
-put on the container classpath from the local disk instead of being zipped and uploaded
-on every submit (yarn-wire-facts §7).
+The client configuration comes from a conf dir (``yarn-site.xml``/``core-site.xml`` and
+``spark-defaults.conf``, written by ``cortex-rm client-config``, which also uploaded the
+jars of pyspark once as ``spark.yarn.archive``); this module never writes one.  It is used
+as a user uses it: ``HADOOP_CONF_DIR`` and ``SPARK_CONF_DIR`` both name it.
 """
 
 from __future__ import annotations
@@ -26,19 +24,18 @@ APPLICATION_ID = re.compile(r"\bapplication_\d+_\d{4,}\b")
 
 
 def spark_submit_env(conf_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for ``spark-submit``: ``HADOOP_CONF_DIR``/``YARN_CONF_DIR`` = ``conf_dir``,
-    ``JAVA_HOME``, ``SPARK_HOME`` = the pyspark package, ``PYSPARK_PYTHON`` = this interpreter
-    (the venv's python; Spark forwards it to the AM's environment), then ``extra``."""
+    """The environment for ``spark-submit``: ``HADOOP_CONF_DIR``/``YARN_CONF_DIR``/``SPARK_CONF_DIR``
+    = ``conf_dir``, ``JAVA_HOME``, ``SPARK_HOME`` = the pyspark package, ``PYSPARK_PYTHON`` = this
+    interpreter (the conf dir's ``spark.pyspark.python`` wins over it), then ``extra``."""
     env = dict(os.environ)
     env.update(
         HADOOP_CONF_DIR=str(conf_dir),
         YARN_CONF_DIR=str(conf_dir),
+        SPARK_CONF_DIR=str(conf_dir),
         JAVA_HOME=str(java_home()),
         SPARK_HOME=str(spark_home()),
         PYSPARK_PYTHON=sys.executable,
     )
-    # A SPARK_CONF_DIR from the caller's shell would bring in foreign spark-defaults.conf.
-    env.pop("SPARK_CONF_DIR", None)
     if extra:
         env.update(extra)
     return env
@@ -51,12 +48,10 @@ def spark_submit_command(
     conf: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
 ) -> list[str]:
-    """The ``spark-submit --master yarn`` command line; ``conf`` entries override the default
-    ``spark.yarn.jars``."""
+    """The ``spark-submit --master yarn`` command line, with ``conf`` entries as ``--conf``."""
     if deploy_mode not in ("cluster", "client"):
         raise ValueError(f"deploy_mode must be 'cluster' or 'client', not {deploy_mode!r}")
-    settings = {"spark.yarn.jars": f"local:{spark_home() / 'jars'}/*"}
-    settings.update(conf or {})
+    settings = dict(conf or {})
     command = [str(spark_home() / "bin" / "spark-submit"), "--master", "yarn", "--deploy-mode", deploy_mode]
     for key, value in settings.items():
         command += ["--conf", f"{key}={value}"]

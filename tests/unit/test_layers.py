@@ -31,7 +31,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
     ("wire", frozenset({"yarn_api", "internal"})),
     ("configuration", frozenset({"config"})),
     ("roles", frozenset({"roles"})),
-    ("entry points", frozenset({"node", "cli", "local_cluster", "client_config", "ring_status", "__main__"})),
+    ("entry points", frozenset({"node", "cli", "local_cluster", "client_config", "spark_archive", "ring_status", "__main__"})),
 )
 
 # Generated code: its imports are the generator's business.
