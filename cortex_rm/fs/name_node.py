@@ -146,8 +146,8 @@ class NameNode:
         user, path = request.user, request.path
         if op == "CREATE":
             self.namespace.check_create(path, user, request.overwrite)
-            replication = request.replication or self.default_replication
-            block_size = request.block_size or self.default_block_size
+            replication = self.default_replication if request.replication is None else request.replication
+            block_size = self.default_block_size if request.block_size is None else request.block_size
             if not 1 <= replication <= MAX_REPLICATION:
                 raise IllegalArgument(f"replication {replication} is not between 1 and {MAX_REPLICATION}")
             if block_size < MIN_BLOCK_SIZE or block_size % 512:
