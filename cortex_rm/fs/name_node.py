@@ -174,6 +174,29 @@ class NameNode:
         ticket = tickets.sign(self.key, op, claims, self.now_ms() + WRITE_TICKET_MS)
         return Redirect(pipeline[0], ticket)
 
+    def aggregation_redirect(self, root: FsPath, path: FsPath, owner: str, writer: str) -> defer.Deferred[Redirect]:
+        """A node aggregating an application's logs into ``path`` (under the remote log dir
+        ``root``), as its ``owner``: ``root`` made 1777 by the superuser if missing (as YARN's
+        NodeManager makes it), the file's directories made by the owner (770), and a CREATE
+        ticket with ``writer`` first in the pipeline."""
+        admin = User(self.namespace.superuser, frozenset({self.namespace.supergroup}))
+        user = User(owner, frozenset({owner}))
+        now = self.now_ms()
+        steps: list[Changes] = []
+        if not self._exists(root):
+            steps += [self.namespace.mkdirs(root, admin, 0o777, now), self.namespace.set_permission(root, admin, 0o1777)]
+        if not self._exists(path.parent):
+            steps.append(self.namespace.mkdirs(path.parent, user, 0o770, now))
+        request = WriteRequest(path, user, overwrite=True, permission=0o640)
+        return self.persist(merged(*steps)).addCallback(lambda _: self.write_redirect("CREATE", request, writer))
+
+    def _exists(self, path: FsPath) -> bool:
+        try:
+            self.namespace.get_status(path, User(self.namespace.superuser))
+        except FileNotFound:
+            return False
+        return True
+
     def commit_write(self, node_id: str, ticket_text: str, written: Sequence[WrittenBlock]) -> defer.Deferred[int]:
         """The pipeline's first node stored ``written``: add the file (or its new blocks) to the
         namespace; fires with the file's length once the change is durable."""

@@ -231,3 +231,19 @@ def source_from_thrift(t: Any) -> LocalizationSource:
         _int(t.modification_time, "modification_time", 0, MAX_LENGTH),
         _text(t.ticket, "ticket", MAX_TICKET_CHARS, allow_empty=False),
     )
+
+
+@dataclass(frozen=True)
+class AggregationTarget:
+    """openForAggregation's answer: the file to write and the CREATE ticket to write it with."""
+
+    path: str
+    ticket: str
+
+
+def target_from_thrift(t: Any) -> AggregationTarget:
+    t = _struct(t, ttypes.AggregationTarget, "AggregationTarget")
+    return AggregationTarget(
+        _text(t.path, "path", MAX_TICKET_CHARS, allow_empty=False),
+        _text(t.ticket, "ticket", MAX_TICKET_CHARS, allow_empty=False),
+    )

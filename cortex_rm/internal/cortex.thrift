@@ -191,6 +191,16 @@ struct LocalizationSource {
 }
 
 /**
+ * openForAggregation's answer: where a node writes an application's aggregated logs (the
+ * file its NodeId names under the application's remote log dir), and the CREATE ticket to
+ * write it with (this node first in its pipeline; commit with commitWrite).
+ */
+struct AggregationTarget {
+  1: required string path,
+  2: required string ticket,
+}
+
+/**
  * The file system refused: `java_class` is the exception Hadoop's client throws
  * (java.io.FileNotFoundException, ...SecretManager$InvalidToken, ...).
  */
@@ -222,6 +232,13 @@ service NodeTracker {
    */
   LocalizationSource openForLocalization(1: NodeAddress node_id, 2: binary token_identifier,
                                          3: binary token_password, 4: string path, 5: bool public_only)
+      throws (1: NodeRefused refused, 2: FsFailure failure),
+
+  /**
+   * A node has cleaned up a finished application and aggregates its containers' logs into
+   * the file system, as the application's owner (the RM knows who that is).
+   */
+  AggregationTarget openForAggregation(1: NodeAddress node_id, 2: string application_id)
       throws (1: NodeRefused refused, 2: FsFailure failure),
 }
 

@@ -33,6 +33,7 @@ from zope.interface import implementer
 from cortex_rm.internal import block_codec
 from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.block_codec import (
+    AggregationTarget,
     BlockCommandsMessage,
     BlockLocation,
     BlockReportMessage,
@@ -203,6 +204,12 @@ class TrackerClient:
             "openForLocalization",
             lambda c: c.openForLocalization(node, token.identifier, token.password, path, public_only),
             block_codec.source_from_thrift,
+        )
+
+    def open_for_aggregation(self, node_id: NodeId, app_id: str) -> defer.Deferred[AggregationTarget]:
+        node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
+        return self._call(
+            "openForAggregation", lambda c: c.openForAggregation(node, app_id), block_codec.target_from_thrift
         )
 
     def _call(

@@ -42,11 +42,14 @@ from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_address, peer_fingerprint, peer_ring_id
-from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.ids import ApplicationId, NodeId
+from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR, remote_node_log_file
 from cortex_rm.yarn.tokens import ContainerTokenIdentifier
 
 #: Reads a ContainerToken's identifier (the Hadoop wire's job: ``yarn_api.tokens.read_container_identifier``).
 IdentifierReader = Callable[[bytes], ContainerTokenIdentifier]
+#: The owner of an application a node aggregates logs of (NodeRefused if the node may not).
+AppOwner = Callable[[ApplicationId, NodeId], str]
 from cortex_rm.yarn.resource_tracker import HeartbeatAnswer, NodeRefused, RegistrationAnswer
 
 log = Logger()
@@ -69,6 +72,7 @@ class TrackerCalls:
         ring_id: int | None = None,
         name_node: NameNode | None = None,
         read_identifier: IdentifierReader | None = None,
+        app_owner: AppOwner | None = None,
     ) -> None:
         self.tracker = tracker
         self.fingerprint = fingerprint
@@ -76,6 +80,7 @@ class TrackerCalls:
         self.ring_id = ring_id
         self.name_node = name_node
         self.read_identifier = read_identifier
+        self.app_owner = app_owner
 
     def _decide(self, call: str, decide: Callable[[], T]) -> T:
         """The tracker's answer to ``call``; a refusal or malformed request raises the IDL's ``NodeRefused``."""
@@ -201,6 +206,24 @@ class TrackerCalls:
 
         return self._fs_call("openForLocalization", decide)
 
+    def openForAggregation(self, node: Any, application_id: Any) -> defer.Deferred[ttypes.AggregationTarget]:  # noqa: N802
+        """Where the node writes the application's aggregated logs, as its owner (asynchronous:
+        the directories are made durably first)."""
+
+        def decide() -> defer.Deferred[ttypes.AggregationTarget]:
+            node_id = codec._node_id(node, "node_id")
+            name_node, _ = self._data_node(node_id)
+            app_id = codec._yarn_id(application_id, "application_id", ApplicationId.parse)
+            if self.app_owner is None:
+                raise NodeRefused("this RM does not take aggregated logs")
+            owner = self.app_owner(app_id, node_id)
+            root = parse_path(DEFAULT_REMOTE_APP_LOG_DIR)
+            path = parse_path(remote_node_log_file(DEFAULT_REMOTE_APP_LOG_DIR, owner, app_id, node_id))
+            d = name_node.aggregation_redirect(root, path, owner, str(node_id))
+            return d.addCallback(lambda redirect: ttypes.AggregationTarget(str(path), redirect.ticket))
+
+        return self._fs_call("openForAggregation", decide).addErrback(self._fs_failure, "openForAggregation")
+
     def _container_user(self, node_id: NodeId, identifier: Any, password: Any) -> str:
         """The user of the container whose token the node shows: the RM signed it, for this node,
         and it expired no longer than ``LOCALIZATION_GRACE_MS`` ago (localization follows a start)."""
@@ -244,7 +267,13 @@ class TrackerConnection(ThriftServerProtocol):  # type: ignore[misc]  # thrift.t
             self.transport.loseConnection()
             return
         calls = TrackerCalls(
-            self.factory.tracker, fingerprint, self.peer, ring_id, self.factory.name_node, self.factory.read_identifier
+            self.factory.tracker,
+            fingerprint,
+            self.peer,
+            ring_id,
+            self.factory.name_node,
+            self.factory.read_identifier,
+            self.factory.app_owner,
         )
         self.processor = gen_service.Processor(calls)
         log.debug("tracker connection from {peer}, key {fingerprint}", peer=self.peer, fingerprint=fingerprint)
@@ -286,11 +315,16 @@ class TrackerServerFactory(Factory):
     noisy = False
 
     def __init__(
-        self, tracker: NodeTracker, name_node: NameNode | None = None, read_identifier: IdentifierReader | None = None
+        self,
+        tracker: NodeTracker,
+        name_node: NameNode | None = None,
+        read_identifier: IdentifierReader | None = None,
+        app_owner: AppOwner | None = None,
     ) -> None:
         self.tracker = tracker
         self.name_node = name_node
         self.read_identifier = read_identifier
+        self.app_owner = app_owner
 
 
 def tracker_server_factory(
@@ -299,12 +333,13 @@ def tracker_server_factory(
     clock: IReactorTime,
     name_node: NameNode | None = None,
     read_identifier: IdentifierReader | None = None,
+    app_owner: AppOwner | None = None,
 ) -> TLSMemoryBIOFactory:
     """The factory to listen with: the tracker's Thrift service inside mutual TLS (with the
     file system's calls when ``name_node`` is given; nodes localize from it with container
     tokens, read with ``read_identifier``)."""
     # (mypy without the zope plugin cannot see that MutualTLS and the factory provide the interfaces)
-    factory = TrackerServerFactory(tracker, name_node, read_identifier)
+    factory = TrackerServerFactory(tracker, name_node, read_identifier, app_owner)
     return TLSMemoryBIOFactory(tls, False, factory, clock=clock)
 
 

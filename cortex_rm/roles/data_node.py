@@ -31,6 +31,7 @@ from cortex_rm.fs.block_store import BlockStore, StoredBlock
 from cortex_rm.fs.errors import FsError, IllegalArgument, from_java_class
 from cortex_rm.internal.block_codec import (
     MAX_REPORT_BLOCKS,
+    AggregationTarget,
     BlockCommandsMessage,
     BlockFetch,
     BlockLocation,
@@ -102,6 +103,9 @@ class DataNodeRole:
 
     def open_for_localization(self, token: Token, path: str, public_only: bool) -> defer.Deferred[LocalizationSource]:
         return self._call(lambda client: client.open_for_localization(self.node_id, token, path, public_only))
+
+    def open_for_aggregation(self, app_id: str) -> defer.Deferred[AggregationTarget]:
+        return self._call(lambda client: client.open_for_aggregation(self.node_id, app_id))
 
     def stored(self, block: StoredBlock) -> None:
         self.reactor.callFromThread(self._stored, block)

@@ -32,6 +32,7 @@ from cortex_rm.allocator.app_model import SchedulerLimits
 from cortex_rm.allocator.cluster_scheduling import ClusterScheduling, SchedulingTimers
 from cortex_rm.allocator.master_keys import RMKeys
 from cortex_rm.allocator.node_tracker import NodeTracker
+from cortex_rm.allocator.errors import UnknownApplication
 from cortex_rm.allocator.nodes import NodeRecord, NodeTable
 from cortex_rm.fs.block_map import BlockMap
 from cortex_rm.fs.model import DEFAULT_SUPERGROUP
@@ -53,8 +54,8 @@ from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.errors import YarnError
-from cortex_rm.yarn.ids import ApplicationId, ContainerId
-from cortex_rm.yarn.resource_tracker import ContainerReport
+from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.resource_tracker import ContainerReport, NodeRefused
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api import records
@@ -196,13 +197,23 @@ class ResourceManagerRole:
         bound["tracker_address"] = self._listen(
             "resourcemanager.tracker_address",
             conf.tracker_address,
-            tracker_server_factory(self.tracker, self._tls, self.reactor, name_node, read_container_identifier),
+            tracker_server_factory(
+                self.tracker, self._tls, self.reactor, name_node, read_container_identifier, self._app_owner
+            ),
         )
         self._expiry = ExpiryMonitor(self.tracker, self.reactor)
         self._expiry.start()
         scheduling.start()
         if self._ring is not None:
             self._serve_on_ring(self._ring, self.tracker, bound, started_ms)
+
+    def _app_owner(self, app_id: ApplicationId, node_id: NodeId) -> str:
+        """Whose logs a node aggregates: the application's user (the application must be this RM's)."""
+        assert self.rm is not None
+        try:
+            return self.rm.apps.get(app_id).user
+        except UnknownApplication:
+            raise NodeRefused(f"{node_id} aggregates logs of {app_id}, which this RM does not know") from None
 
     async def _start_name_node(self, keys: RMKeys, run: Runner) -> NameNode:
         """The file system's namespace (recovered from the state store's database) and block map."""

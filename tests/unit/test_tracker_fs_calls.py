@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.nodes import NodeTable
+from cortex_rm.fs import tickets
 from cortex_rm.fs.block_map import BlockMap
 from cortex_rm.fs.model import BlockRef, User
 from cortex_rm.fs.name_node import NameNode, fresh_or_recovered
@@ -21,7 +22,7 @@ from cortex_rm.internal import block_codec
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tracker_server import LOCALIZATION_GRACE_MS, TrackerCalls
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
-from cortex_rm.yarn.resource_tracker import NodeRegistration
+from cortex_rm.yarn.resource_tracker import NodeRefused, NodeRegistration
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api.tokens import read_container_identifier
@@ -142,3 +143,33 @@ def test_only_the_connection_of_the_nodes_key_is_served(calls: TrackerCalls, nam
     t = container_token(CONTAINER, key=CONTAINER_KEY, node=NODE)
     with pytest.raises(ttypes.NodeRefused, match="not registered with the key of this connection"):
         impostor.openForLocalization(node_address(), t.identifier, t.password, "/shared", True)
+
+
+def test_a_node_aggregates_an_applications_logs_as_its_owner_where_yarn_logs_reads(
+    clock: Clock, name_node: NameNode
+) -> None:
+    """openForAggregation: the RM names the owner; /tmp/logs is made 1777, the owner's directories
+    as the owner; the CREATE ticket puts this node first.  An unknown application is refused."""
+    app = ApplicationId(1_700_000_000_000, 12345)
+    tracker = NodeTracker(NodeTable(), clock, nm_expiry_ms=10_000, rm_identifier=1)
+    tracker.register(NodeRegistration(NODE, f"{NODE.host}:8042", "/r", Resource(4096, 4), 1000), KEY)
+
+    def owner(app_id: ApplicationId, node_id: NodeId) -> str:
+        if app_id != app:
+            raise NodeRefused(f"{node_id} aggregates logs of {app_id}, which this RM does not know")
+        return "alice"
+
+    calls = TrackerCalls(tracker, KEY, "10.0.0.1:1234", name_node=name_node, app_owner=owner)
+    calls.blockReport(node_address(), ttypes.BlockReport(full=True, added=[], removed=[], free_bytes=1 << 30))
+    answers: list[object] = []
+    calls.openForAggregation(node_address(), str(app)).addBoth(answers.append)
+    (target,) = answers
+    assert isinstance(target, ttypes.AggregationTarget)
+    assert target.path == f"/tmp/logs/alice/bucket-logs-tfile/2345/{app}/10.0.0.1_45454"
+    assert tickets.verify({1: name_node.key}, target.ticket, "CREATE", NOW_MS).texts("pipeline")[0] == str(NODE)
+    root = User("root", frozenset())
+    assert name_node.namespace.get_status(parse_path("/tmp/logs"), root).permission == 0o1777
+    mine = name_node.namespace.get_status(parse_path(target.path).parent, root)
+    assert (mine.owner, mine.permission) == ("alice", 0o770)
+    with pytest.raises(ttypes.NodeRefused, match="which this RM does not know"):
+        calls.openForAggregation(node_address(), str(ApplicationId(1, 1)))

@@ -1937,6 +1937,82 @@ class LocalizationSource(object):
         return not (self == other)
 
 
+class AggregationTarget(object):
+    """
+    openForAggregation's answer: where a node writes an application's aggregated logs (the
+    file its NodeId names under the application's remote log dir), and the CREATE ticket to
+    write it with (this node first in its pipeline; commit with commitWrite).
+
+    Attributes:
+     - path
+     - ticket
+
+    """
+
+
+    def __init__(self, path=None, ticket=None,):
+        self.path = path
+        self.ticket = ticket
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.path = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.ticket = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('AggregationTarget')
+        if self.path is not None:
+            oprot.writeFieldBegin('path', TType.STRING, 1)
+            oprot.writeString(self.path.encode('utf-8') if sys.version_info[0] == 2 else self.path)
+            oprot.writeFieldEnd()
+        if self.ticket is not None:
+            oprot.writeFieldBegin('ticket', TType.STRING, 2)
+            oprot.writeString(self.ticket.encode('utf-8') if sys.version_info[0] == 2 else self.ticket)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.path is None:
+            raise TProtocolException(message='Required field path is unset!')
+        if self.ticket is None:
+            raise TProtocolException(message='Required field ticket is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
 class FsFailure(TException):
     """
     The file system refused: `java_class` is the exception Hadoop's client throws
@@ -4415,6 +4491,12 @@ LocalizationSource.thrift_spec = (
     (1, TType.I64, 'length', None, None, ),  # 1
     (2, TType.I64, 'modification_time', None, None, ),  # 2
     (3, TType.STRING, 'ticket', 'UTF8', None, ),  # 3
+)
+all_structs.append(AggregationTarget)
+AggregationTarget.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'path', 'UTF8', None, ),  # 1
+    (2, TType.STRING, 'ticket', 'UTF8', None, ),  # 2
 )
 all_structs.append(FsFailure)
 FsFailure.thrift_spec = (
