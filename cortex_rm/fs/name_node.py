@@ -245,14 +245,18 @@ class NameNode:
 
     # -- reads
 
-    def read_redirect(self, path: FsPath, user: User, offset: int, length: int | None) -> Redirect:
-        """OPEN's first step: check READ, pick a node holding the first block of the range, sign a read ticket."""
+    def read_redirect(
+        self, path: FsPath, user: User, offset: int, length: int | None, exclude: frozenset[str] = frozenset()
+    ) -> Redirect:
+        """OPEN's first step: check READ, pick a node holding the first block of the range (not one
+        of the web addresses in ``exclude``: WebHDFS's ``excludedatanodes``, nodes the client could
+        not reach), sign a read ticket."""
         record = self.namespace.open_file(path, user)
         if offset < 0 or offset > record.length:
             raise IllegalArgument(f"offset={offset} is outside the file ({record.length} bytes)")
         if length is not None and length < 0:
             raise IllegalArgument(f"length={length} is negative")
-        node = self._reader_node(record, offset)
+        node = self._reader_node(record, offset, exclude)
         claims = {"path": str(path), "file_id": record.inode_id, "user": user.name}
         ticket = tickets.sign(self.key, "OPEN", claims, self.now_ms() + READ_TICKET_MS)
         return Redirect(node, ticket)
@@ -266,16 +270,17 @@ class NameNode:
         ticket = tickets.sign(self.key, "OPEN", claims, self.now_ms() + READ_TICKET_MS)
         return record.length, record.modification_time, ticket
 
-    def _reader_node(self, record: InodeRecord, offset: int) -> DataNode:
+    def _reader_node(self, record: InodeRecord, offset: int, exclude: frozenset[str]) -> DataNode:
         start = 0
         for block in record.blocks:
             if start <= offset < start + block.length:
-                holders = self.blocks.locations(block.block_id)
+                holders = [n for n in self.blocks.locations(block.block_id) if n.http_address not in exclude]
                 if holders:
                     return holders[0]
                 break
             start += block.length
-        live = self.blocks.live_nodes()  # an empty read or a missing block: any node answers (or says what is missing)
+        # an empty read, a missing block, or every holder excluded: another node reads from the holders
+        live = [n for n in self.blocks.live_nodes() if n.http_address not in exclude] or self.blocks.live_nodes()
         if not live:
             raise MissingBlock("no node of the file system is live; try again when nodes have joined")
         return live[0]

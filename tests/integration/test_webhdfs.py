@@ -228,25 +228,52 @@ def test_a_client_that_disconnects_mid_upload_leaves_no_file(cluster: RunningClu
     assert requests.get(f"http://{cluster.rm.webapp}/webhdfs/v1/half?op=GETFILESTATUS", timeout=30).status_code == 404
 
 
-def test_a_killed_replica_holder_does_not_lose_the_file_and_replication_is_restored(
-    cluster: RunningCluster, tmp_path: Path
-) -> None:
-    """A file with replication 2 on 3 nodes: SIGKILL a holder (not the RM's node); the file still reads,
-    and a new replica appears on the third node within the bound (node expiry + a report interval + copy)."""
-    client = InsecureClient(f"http://{cluster.rm.webapp}", user="root")
-    data = os.urandom(5 * 1024 * 1024)
-    client.write("/durable", data=data, overwrite=True, replication=2)
-    holders = [n for n in cluster.nodes if _holds_bytes(n, len(data))]
-    assert len(holders) == 2, [n.name for n in holders]
-    victim = next(n for n in holders if n.rm is None)
-    os.kill(victim.pid, signal.SIGKILL)
-    with client.read("/durable") as r:
-        assert r.read() == data
-    others = [n for n in cluster.nodes if n is not victim and n not in holders]
-    deadline = time.monotonic() + 120
-    while not all(_holds_bytes(n, len(data)) for n in others):
-        assert time.monotonic() < deadline, "replication was not restored within 120 s"
-        time.sleep(0.5)
+def test_a_killed_replica_holder_does_not_lose_the_file_and_replication_is_restored(tmp_path: Path) -> None:
+    """A file with replication 2 on 3 nodes (a cluster of its own: a node dies): SIGKILL the holder
+    reads are sent to (not the RM's node).  Once the RM has declared the node LOST (the ring's
+    failure detector, or 10 s without heartbeats), reads go to the other holder; a new replica
+    appears on the third node within the bound: detection + a report interval (3 s) + the copy."""
+    with running_cluster(tmp_path / "cluster", nodes=3) as cluster:
+        _wait_for_data_nodes(cluster, 3)
+        client = InsecureClient(f"http://{cluster.rm.webapp}", user="root")
+        for attempt in range(30):  # until reads are sent to a holder that is not the RM's node: it dies
+            data = os.urandom(5 * 1024 * 1024 + attempt)  # a length of its own: its replicas are found by it
+            path = f"/durable-{attempt}"
+            client.write(path, data=data, replication=2)
+            victim = _node_serving(cluster, path)
+            if victim.rm is None:
+                break
+        assert victim.rm is None, "every write put the first replica on the RM's node"
+        holders = [n for n in cluster.nodes if _holds_bytes(n, len(data))]
+        assert len(holders) == 2 and victim in holders, [n.name for n in holders]
+        os.kill(victim.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _node_state(cluster, victim) == "RUNNING":
+            assert time.monotonic() < deadline, f"{victim.name} was still RUNNING 30 s after it died"
+            time.sleep(0.5)
+        _shell_ok(cluster, "-get", path, str(tmp_path / "durable"))
+        assert (tmp_path / "durable").read_bytes() == data
+        others = [n for n in cluster.nodes if n is not victim and n not in holders]
+        deadline = time.monotonic() + 60
+        while not all(_holds_bytes(n, len(data)) for n in others):
+            assert time.monotonic() < deadline, "replication was not restored within 60 s"
+            time.sleep(0.5)
+        with client.read(path) as r:
+            assert r.read() == data
+
+
+def _node_state(cluster: RunningCluster, node: local_cluster.LocalNode) -> str:
+    nodes = requests.get(f"{cluster.rest}/ws/v1/cluster/nodes", timeout=30).json()["nodes"]["node"]
+    return next((n["state"] for n in nodes if n["nodeHTTPAddress"] == node.nm_webapp), "not listed")
+
+
+def _node_serving(cluster: RunningCluster, path: str) -> local_cluster.LocalNode:
+    """The node the NameNode sends a read of ``path`` to."""
+    reply = requests.get(
+        f"http://{cluster.rm.webapp}/webhdfs/v1{path}?op=OPEN&user.name=root", allow_redirects=False, timeout=30
+    )
+    served = reply.headers["Location"].removeprefix("http://").split("/", 1)[0]
+    return next(n for n in cluster.nodes if n.nm_webapp == served)
 
 
 def _holds_bytes(node: local_cluster.LocalNode, length: int) -> bool:

@@ -148,3 +148,16 @@ def test_a_localizing_node_gets_the_files_length_time_and_a_read_ticket(nn: Name
         nn.localization_source(parse_path("/tmp/mine"), BOB)
     with pytest.raises(FileNotFound):
         nn.localization_source(parse_path("/tmp/none"), ALICE)
+
+
+def test_a_read_is_sent_to_a_holder_the_client_did_not_exclude(nn: NameNode) -> None:
+    """``excludedatanodes`` (nodes the client failed to reach): another holder serves; with every
+    holder excluded, another live node (it reads from the holders)."""
+    write(nn, "/tmp/e", ALICE, [block(1, 10)], replication=2)
+    holders = [n.http_address for n in nn.blocks.locations(block(1).block_id)]
+    first = nn.read_redirect(parse_path("/tmp/e"), BOB, 0, None).node.http_address
+    assert first in holders
+    second = nn.read_redirect(parse_path("/tmp/e"), BOB, 0, None, frozenset({first})).node.http_address
+    assert second in holders and second != first
+    third = nn.read_redirect(parse_path("/tmp/e"), BOB, 0, None, frozenset(holders)).node.http_address
+    assert third not in holders

@@ -250,6 +250,6 @@ class NameNodeResource(Resource):
         offset = query.integer("offset", 0, 0)
         length = query.integer("length", None, 0)
         assert offset is not None
-        redirect = self.nn.read_redirect(path, query.user(), offset, length)
+        redirect = self.nn.read_redirect(path, query.user(), offset, length, query.excluded_nodes())
         extra = {"offset": str(offset)} | ({"length": str(length)} if length is not None else {})
         return self._redirect(redirect, path, "OPEN", query, extra)

@@ -46,6 +46,10 @@ class Query:
             raise IllegalArgument(f'Invalid value for webhdfs parameter "user.name": "{name[:64]}"')
         return User(name, frozenset({name}))
 
+    def excluded_nodes(self) -> frozenset[str]:
+        """``excludedatanodes``: the ``host:port`` of nodes the client failed to reach (it retries)."""
+        return frozenset(n.strip() for n in self._values.get("excludedatanodes", "").split(",") if n.strip())
+
     def boolean(self, name: str, default: bool) -> bool:
         value = self._values.get(name)
         if value is None or value == "":
