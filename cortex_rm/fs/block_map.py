@@ -8,16 +8,22 @@ every report the map answers that node's commands:
 * **deletes**: replicas of deleted files, replicas whose length or checksum is not
   the block's (corrupt), extra replicas of over-replicated blocks, and orphans
   (ids no file has) older than ``orphan_grace_ms`` — younger ones may belong to
-  a write whose commit is on its way;
+  a write whose commit is on its way, and are deleted when their grace ends if no
+  file has them by then.  A replica its node is to delete does not count, and an
+  extra replica's delete not yet sent is withdrawn if the block has lost replicas
+  since (so the last replica is never deleted as extra);
 * **fetches**: for under-replicated blocks (live valid replicas plus fetches in
   flight below ``min(expected, live nodes)``), the reporting node is asked to copy
   the block from its live holders, at most ``max_fetches_per_report`` new orders a
-  time, blocks with the fewest live replicas first.  A fetch counts as a replica
-  until the node reports the block or ``pending_timeout_ms`` passes.
+  time, blocks with the fewest live replicas first, never a block the node is told
+  to delete in the same answer.  A fetch counts as a replica until the node reports
+  the block or ``pending_timeout_ms`` passes.
 
 A node's replicas count only while it is live: from its first full report after
 ``node_up`` until ``node_lost``.  Only blocks whose state changed are looked at
-(``_attention``), so a report costs what changed, not the whole map.
+(``_attention``), so a report costs what changed, not the whole map; blocks held
+back by the number of live nodes (``_capped``) are looked at again when a node
+becomes live.
 """
 
 from __future__ import annotations
@@ -93,7 +99,10 @@ class BlockMap:
         self._live: set[str] = set()  # up, and sent its full report since
         self._pending: dict[str, dict[str, float]] = {}  # block -> target node -> expiry (s)
         self._deletes: dict[str, set[str]] = {}  # node -> replicas it must delete
+        self._excess: dict[str, set[str]] = {}  # node -> its deletes of extra (valid) replicas, not yet sent
+        self._young_orphans: dict[str, dict[str, float]] = {}  # node -> unknown replica -> end of grace (s)
         self._attention: set[str] = set()
+        self._capped: set[str] = set()  # fewer replicas than expected only because there are few live nodes
 
     # -- the namespace's side
 
@@ -121,6 +130,7 @@ class BlockMap:
             self._expected.pop(block_id, None)
             self._pending.pop(block_id, None)
             self._attention.discard(block_id)
+            self._capped.discard(block_id)
 
     # -- the nodes' side
 
@@ -133,6 +143,8 @@ class BlockMap:
         self._nodes.pop(node_id, None)
         self._live.discard(node_id)
         self._deletes.pop(node_id, None)
+        self._excess.pop(node_id, None)
+        self._young_orphans.pop(node_id, None)
         self._drop_holder_of_all(node_id)
         for targets in self._pending.values():
             targets.pop(node_id, None)
@@ -148,7 +160,13 @@ class BlockMap:
             return
         self._drop_holder_of_all(node_id)
         self._node_blocks[node_id] = set()
-        self._live.add(node_id)
+        self._young_orphans.pop(node_id, None)  # the report names the young orphans again
+        if node_id in self._excess:  # an extra replica no longer reported is gone: nothing to withdraw
+            self._excess[node_id] &= {block.block_id for block in blocks}
+        if node_id not in self._live:
+            self._live.add(node_id)
+            self._attention |= self._capped  # one more live node: they may have another replica now
+            self._capped.clear()
         for block in blocks:
             self._reported(node_id, block)
 
@@ -160,6 +178,8 @@ class BlockMap:
             self._reported(node_id, block)
         for block_id in removed:
             self._node_blocks[node_id].discard(block_id)
+            self._excess.get(node_id, set()).discard(block_id)
+            self._young_orphans.get(node_id, {}).pop(block_id, None)
             if block_id in self._holders:
                 self._holders[block_id].discard(node_id)
                 self._attention.add(block_id)
@@ -174,11 +194,18 @@ class BlockMap:
         if known is None:
             if reported.age_ms >= self.orphan_grace_ms:
                 self._deletes.setdefault(node_id, set()).add(reported.block_id)
+            else:  # its commit may be on its way: looked at again when its grace ends (``commands``)
+                grace_end = self.clock.seconds() + (self.orphan_grace_ms - reported.age_ms) / 1000
+                self._young_orphans.setdefault(node_id, {})[reported.block_id] = grace_end
             return
         self._pending.get(reported.block_id, {}).pop(node_id, None)
         self._attention.add(reported.block_id)
-        if (reported.length, reported.checksum) != (known.length, known.checksum):
-            self._deletes.setdefault(node_id, set()).add(reported.block_id)  # corrupt: it must not count
+        corrupt = (reported.length, reported.checksum) != (known.length, known.checksum)
+        if corrupt:
+            self._excess.get(node_id, set()).discard(reported.block_id)  # never withdraw this delete
+        if corrupt or reported.block_id in self._deletes.get(node_id, ()):
+            # corrupt, or to be deleted on this node anyway: it must not count
+            self._deletes.setdefault(node_id, set()).add(reported.block_id)
             self._holders[reported.block_id].discard(node_id)
             self._node_blocks[node_id].discard(reported.block_id)
             return
@@ -194,9 +221,32 @@ class BlockMap:
         """What ``node_id`` must delete and fetch now (called on each of its reports)."""
         now = self.clock.seconds()
         self._expire_pending(now)
+        self._withdraw_needed_excess(node_id)
+        self._delete_expired_orphans(node_id, now)
         fetches = self._plan(node_id, now) if node_id in self._live else ()
         deletes = tuple(sorted(self._deletes.pop(node_id, set())))
         return NodeCommands(deletes, fetches, self.needs_full_report(node_id))
+
+    def _withdraw_needed_excess(self, node_id: str) -> None:
+        """Before ``node_id`` hears of its deletes of extra replicas: keep those whose block has lost
+        replicas since (a holder lost, a replica removed), so the block keeps what it has."""
+        for block_id in sorted(self._excess.pop(node_id, set())):
+            if node_id not in self._live or block_id not in self._blocks:
+                continue
+            if len(self._holders[block_id]) < self._wanted(block_id):
+                self._deletes.get(node_id, set()).discard(block_id)
+                self._holders[block_id].add(node_id)
+                self._node_blocks[node_id].add(block_id)
+                self._attention.add(block_id)
+
+    def _delete_expired_orphans(self, node_id: str, now: float) -> None:
+        orphans = self._young_orphans.get(node_id, {})
+        for block_id, grace_end in list(orphans.items()):
+            if block_id in self._blocks:
+                del orphans[block_id]  # its file was committed
+            elif grace_end <= now:
+                del orphans[block_id]
+                self._deletes.setdefault(node_id, set()).add(block_id)
 
     def _expire_pending(self, now: float) -> None:
         for block_id, targets in list(self._pending.items()):
@@ -212,7 +262,8 @@ class BlockMap:
 
     def _plan(self, node_id: str, now: float) -> tuple[FetchOrder, ...]:
         candidates: list[tuple[int, str]] = []
-        for block_id in list(self._attention):
+        deleting = self._deletes.get(node_id, set())
+        for block_id in sorted(self._attention):  # sorted: a seeded rng gives the same plan on every run
             if block_id not in self._blocks:
                 self._attention.discard(block_id)
                 continue
@@ -225,10 +276,12 @@ class BlockMap:
             if len(holders) + len(pending) >= wanted:
                 if len(holders) >= wanted:
                     self._attention.discard(block_id)
+                    if wanted < self._expected[block_id]:
+                        self._capped.add(block_id)
                 continue
             if not holders:
                 continue  # missing: nothing to copy from (kept in view until a replica reappears)
-            if node_id not in holders and node_id not in pending:
+            if node_id not in holders and node_id not in pending and block_id not in deleting:
                 candidates.append((len(holders), block_id))
         orders = []
         for _, block_id in heapq.nsmallest(self.max_fetches_per_report, candidates):
@@ -244,6 +297,7 @@ class BlockMap:
             self._holders[block_id].discard(node_id)
             self._node_blocks[node_id].discard(block_id)
             self._deletes.setdefault(node_id, set()).add(block_id)
+            self._excess.setdefault(node_id, set()).add(block_id)
 
     # -- queries
 

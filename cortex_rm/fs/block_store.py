@@ -49,7 +49,7 @@ def new_block_id(random_bytes: Callable[[int], bytes] = os.urandom) -> str:
 
 
 def valid_block_id(text: str) -> bool:
-    return bool(_BLOCK_ID.match(text))
+    return bool(_BLOCK_ID.fullmatch(text))  # not match: "$" also matches before a trailing newline
 
 
 def _checked(block_id: str) -> str:
@@ -216,11 +216,13 @@ class BlockStore:
         data_path, _ = self.paths(block.block_id)
         end = offset + length
         position = (offset // BYTES_PER_CRC) * BYTES_PER_CRC  # whole chunks: each one is checked
+        stop = min(block.length, chunk_count(end) * BYTES_PER_CRC)  # the end of the last chunk the range touches
         with data_path.open("rb") as data:
             data.seek(position)
             while position < end:
-                piece = data.read(min(PIECE_BYTES, block.length - position))
-                if len(piece) != min(PIECE_BYTES, block.length - position):
+                wanted = min(PIECE_BYTES, stop - position)
+                piece = data.read(wanted)
+                if len(piece) != wanted:
                     raise CorruptReplica(f"{block.block_id} is shorter on disk than its {block.length} bytes")
                 verify_chunks(piece, position // BYTES_PER_CRC, crcs, block.block_id)
                 low = max(offset, position) - position

@@ -83,14 +83,14 @@ class WrittenBlockMessage:
 
 def _block_id(value: Any, field: str) -> str:
     text = _text(value, field, 40, allow_empty=False)
-    if not _BLOCK_ID.match(text):
+    if not _BLOCK_ID.fullmatch(text):  # not match: "$" also matches before a trailing newline
         raise MalformedMessage(f"{field} must be blk_ and 32 hex digits, not {text[:40]!r}")
     return text
 
 
 def _checksum(value: Any, field: str) -> str:
     text = _text(value, field, 32, allow_empty=False)
-    if not _CHECKSUM.match(text):
+    if not _CHECKSUM.fullmatch(text):
         raise MalformedMessage(f"{field} must be 32 hex digits")
     return text
 
@@ -101,6 +101,12 @@ def _block(block_id: Any, length: Any, checksum: Any, field: str) -> BlockRef:
         _int(length, f"{field}.length", 0, MAX_LENGTH),
         _checksum(checksum, f"{field}.checksum"),
     )
+
+
+def _bool(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise MalformedMessage(f"{field} must be a bool")
+    return value
 
 
 def _struct(value: Any, kind: type, field: str) -> Any:
@@ -125,10 +131,11 @@ def report_from_thrift(node: Any, report: Any) -> tuple[NodeId, BlockReportMessa
     for i, b in enumerate(_list(t.added, "report.added")):
         b = _struct(b, ttypes.ReportedBlock, f"report.added[{i}]")
         ref = _block(b.block_id, b.length, b.checksum, f"report.added[{i}]")
-        added.append(ReportedBlock(ref.block_id, ref.length, ref.checksum, _int(b.age_ms, "age_ms", 0, MAX_LENGTH)))
+        age_ms = _int(b.age_ms, f"report.added[{i}].age_ms", 0, MAX_LENGTH)
+        added.append(ReportedBlock(ref.block_id, ref.length, ref.checksum, age_ms))
     removed = tuple(_block_id(r, f"report.removed[{i}]") for i, r in enumerate(_list(t.removed, "report.removed")))
     free = _int(t.free_bytes, "report.free_bytes", 0, MAX_LENGTH)
-    return node_id, BlockReportMessage(bool(t.full), tuple(added), removed, free)
+    return node_id, BlockReportMessage(_bool(t.full, "report.full"), tuple(added), removed, free)
 
 
 def commands_to_thrift(commands: BlockCommandsMessage) -> ttypes.BlockCommands:
@@ -158,7 +165,7 @@ def commands_from_thrift(t: Any) -> BlockCommandsMessage:
     if key is None:
         raise MalformedMessage("BlockCommands.token_key is missing")
     interval = _int(t.report_interval_ms, "report_interval_ms", 100, MAX_INT32)
-    return BlockCommandsMessage(delete, tuple(fetch), key, interval, bool(t.full_report_wanted))
+    return BlockCommandsMessage(delete, tuple(fetch), key, interval, _bool(t.full_report_wanted, "full_report_wanted"))
 
 
 # ------------------------------------------------------------- commitWrite
@@ -181,7 +188,8 @@ def commit_from_thrift(node: Any, commit: Any) -> tuple[NodeId, str, tuple[Writt
     written = []
     for i, w in enumerate(_list(t.blocks, "commit.blocks")):
         w = _struct(w, ttypes.WrittenBlock, f"commit.blocks[{i}]")
-        holders = tuple(_node_id(h, f"commit.blocks[{i}].holders") for h in _list(w.holders, "holders"))
+        field = f"commit.blocks[{i}].holders"
+        holders = tuple(_node_id(h, field) for h in _list(w.holders, field))
         if not holders:
             raise MalformedMessage(f"commit.blocks[{i}] has no holder")
         written.append(WrittenBlockMessage(_block(w.block_id, w.length, w.checksum, f"commit.blocks[{i}]"), holders))
