@@ -18,6 +18,7 @@ from xml.sax.saxutils import escape
 
 from cortex_rm.spark_archive import upload_archive
 from cortex_rm.yarn.addresses import HostPort
+from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ def yarn_site(rm: RMAddresses) -> dict[str, str]:
         "yarn.resourcemanager.connect.max-wait.ms": "60000",
         "yarn.resourcemanager.connect.retry-interval.ms": "1000",
         "yarn.timeline-service.enabled": "false",
+        # Nodes aggregate finished applications' logs into the file system, where
+        # `yarn logs -applicationId` reads them (YARN's defaults for the place and format).
+        "yarn.log-aggregation-enable": "true",
+        "yarn.nodemanager.remote-app-log-dir": DEFAULT_REMOTE_APP_LOG_DIR,
     }
 
 

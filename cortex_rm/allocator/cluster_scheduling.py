@@ -20,7 +20,7 @@ Only ``launch_am`` does I/O, and it is injected; time comes from the injected cl
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +49,10 @@ from cortex_rm.yarn.resource_tracker import ContainerReport
 from cortex_rm.yarn.resources import Resource
 
 log = Logger()
+
+#: How many (application, node) log aggregations may wait to be taken; the oldest are
+#: forgotten beyond it (a node that never aggregates must not grow the RM's memory).
+MAX_PENDING_AGGREGATIONS = 100_000
 
 # Fires when the node accepted the AM container.  What it fires with (the launcher's reply)
 # is not used here, and Deferred is invariant, so any result type is accepted.
@@ -99,6 +103,8 @@ class ClusterScheduling:
         self._kill: dict[NodeId, set[ContainerId]] = defaultdict(set)
         self._app_nodes: dict[ApplicationId, set[NodeId]] = defaultdict(set)
         self._cleanup_apps: dict[NodeId, set[ApplicationId]] = defaultdict(set)
+        # (application, node) pairs told to clean up and not yet aggregated, oldest first (bounded)
+        self._may_aggregate: OrderedDict[tuple[ApplicationId, NodeId], None] = OrderedDict()
         self._pass_pending: IDelayedCall | None = None
         self._loops: list[LoopingCall] = []
 
@@ -224,7 +230,21 @@ class ClusterScheduling:
     def cleanup_for(self, node: NodeRecord) -> tuple[tuple[ContainerId, ...], tuple[ApplicationId, ...]]:
         containers = tuple(sorted(self._kill.pop(node.node_id, ())))
         apps = tuple(sorted(self._cleanup_apps.pop(node.node_id, ())))
+        for app_id in apps:
+            self._may_aggregate[(app_id, node.node_id)] = None
+        while len(self._may_aggregate) > MAX_PENDING_AGGREGATIONS:
+            self._may_aggregate.popitem(last=False)
         return containers, apps
+
+    def take_aggregation(self, app_id: ApplicationId, node_id: NodeId) -> bool:
+        """Whether ``node_id`` may aggregate ``app_id``'s logs now: it ran containers of the
+        application and was told to clean it up; once per cleanup, so no node writes logs for
+        an application it never ran, nor rewrites them later."""
+        try:
+            del self._may_aggregate[(app_id, node_id)]
+        except KeyError:
+            return False
+        return True
 
     def _kill_on_node(self, container: RMContainer) -> None:
         self._kill[container.node_id].add(container.container_id)

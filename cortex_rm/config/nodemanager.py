@@ -35,8 +35,12 @@ class NodeManagerSection:
     # usercache/<user>/appcache/<appId>/...; default: <state_dir>/nm-local-dir
     local_dirs: tuple[str, ...] = ()
     # Where containers' stdout/stderr go, as <log_dir>/<appId>/<containerId>
-    # (yarn.nodemanager.log-dirs); kept after the application ends; default: <state_dir>/nm-logs
+    # (yarn.nodemanager.log-dirs); default: <state_dir>/nm-logs
     log_dirs: tuple[str, ...] = ()
+    # When an application ends, put its containers' logs into the cluster's file system
+    # (yarn.log-aggregation-enable; where `yarn logs -applicationId` reads them) and
+    # remove the local copies; false: keep them here
+    log_aggregation: bool = True
     # The JVM containers get as JAVA_HOME (Spark's commands start with {{JAVA_HOME}}/bin/java);
     # mounted read-only into every container
     java_home: str = "/usr/lib/jvm/java-17-openjdk-amd64"

@@ -37,6 +37,12 @@ class ResourceManagerSection:
     # go, and their containers should be re-requested within seconds, not minutes.  Nodes are
     # granted a heartbeat interval of at most a third of this.
     nm_expiry_ms: int = 10_000
+    # How long finished applications' aggregated logs are kept in the file system
+    # (yarn.log-aggregation.retain-seconds; -1 keeps them for ever), and how often the RM
+    # looks for expired ones (yarn.log-aggregation.retain-check-interval-seconds; 0: a tenth
+    # of the retention)
+    log_retention_s: int = 7 * 24 * 3600
+    log_retention_check_s: int = 0
 
     def check(self, where: str) -> None:
         """ConfigError naming the key of the first value that cannot work (``where``: the file)."""
@@ -50,6 +56,10 @@ class ResourceManagerSection:
             raise ConfigError(f"{where}: resourcemanager.am_expiry_ms must be at least 1000")
         if self.max_completed_applications < 0:
             raise ConfigError(f"{where}: resourcemanager.max_completed_applications must not be negative")
+        if self.log_retention_s < -1 or self.log_retention_s == 0:
+            raise ConfigError(f"{where}: resourcemanager.log_retention_s must be positive, or -1 to keep logs for ever")
+        if self.log_retention_check_s < 0:
+            raise ConfigError(f"{where}: resourcemanager.log_retention_check_s must not be negative")
         if not 1024 <= self.ipc_max_data_length <= 2**31 - 1:
             raise ConfigError(
                 f"{where}: resourcemanager.ipc_max_data_length must be between 1024 and 2147483647 bytes"

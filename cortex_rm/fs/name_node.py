@@ -16,7 +16,7 @@ the file (or the appended blocks) to the namespace in one step.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from twisted.internet import defer
@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 from cortex_rm.fs import tickets
 from cortex_rm.fs.block_map import BlockMap, DataNode, NodeCommands, ReportedBlock
 from cortex_rm.fs.errors import FileNotFound, IllegalArgument, InvalidToken, MissingBlock
-from cortex_rm.fs.model import DEFAULT_BLOCK_SIZE, BlockRef, Changes, InodeRecord, User
+from cortex_rm.fs.model import DEFAULT_BLOCK_SIZE, BlockRef, Changes, FileKind, FileStatus, InodeRecord, User
 from cortex_rm.fs.namespace import Namespace
 from cortex_rm.fs.namespace_store import NamespaceStore
 from cortex_rm.fs.paths import ROOT, FsPath, parse_path
@@ -189,6 +189,43 @@ class NameNode:
             steps.append(self.namespace.mkdirs(path.parent, user, 0o770, now))
         request = WriteRequest(path, user, overwrite=True, permission=0o640)
         return self.persist(merged(*steps)).addCallback(lambda _: self.write_redirect("CREATE", request, writer))
+
+    def delete_expired_logs(
+        self, root: FsPath, cutoff_ms: int, running: Callable[[str], bool]
+    ) -> defer.Deferred[list[FsPath]]:
+        """Aggregated-log retention (YARN's deletion service): under
+        ``root/<user>/<suffix>/<bucket>/<application>``, every application directory whose
+        entries and itself were last modified before ``cutoff_ms`` and whose application is not
+        ``running`` is deleted, as the superuser; fires with the directories deleted."""
+        admin = User(self.namespace.superuser, frozenset({self.namespace.supergroup}))
+        expired: list[FsPath] = []
+        changes: list[Changes] = []
+        for app_dir, status in list(self._directories_below(root, 4, admin)):
+            if status.modification_time >= cutoff_ms or running(app_dir.name):
+                continue
+            entries = self._entries(app_dir, admin)
+            if any(entry.modification_time >= cutoff_ms for entry in entries):
+                continue
+            changes.append(self.namespace.delete(app_dir, admin, True, self.now_ms())[1])
+            expired.append(app_dir)
+        return self.persist(merged(*changes)).addCallback(lambda _: expired)
+
+    def _entries(self, path: FsPath, user: User) -> list[FileStatus]:
+        try:
+            return self.namespace.list_status(path, user)[0]
+        except FileNotFound:
+            return []
+
+    def _directories_below(self, path: FsPath, depth: int, user: User) -> Iterator[tuple[FsPath, FileStatus]]:
+        """The directories exactly ``depth`` levels below ``path``, with their status."""
+        for entry in self._entries(path, user):
+            if entry.kind is not FileKind.DIRECTORY or not entry.path_suffix:
+                continue
+            child = path.child(entry.path_suffix)
+            if depth == 1:
+                yield child, entry
+            else:
+                yield from self._directories_below(child, depth - 1, user)
 
     def _exists(self, path: FsPath) -> bool:
         try:

@@ -63,6 +63,7 @@ from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService, TrackerLocation
 from cortex_rm.roles.data_node import DataNodeRole
 from cortex_rm.roles.fs_fetcher import SCHEMES, FileSystemFetcher
+from cortex_rm.roles.log_aggregation import LogAggregator
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
@@ -149,6 +150,7 @@ class NodeManagerRole:
         self._pool: ThreadPool | None = None
         self._republisher: Republisher | None = None
         self.data_node: DataNodeRole | None = None
+        self.aggregator: LogAggregator | None = None
 
     def start(self, started_ms: int) -> None:
         """Serve the web site and ContainerManagementProtocol, then report to the RM and gossip the capacity."""
@@ -236,6 +238,8 @@ class NodeManagerRole:
             ),
             localizer=Localizer(run, self._fetchers(forbidden)),
         )
+        if nm.log_aggregation and self.data_node is not None:
+            self.aggregator = LogAggregator(self.data_node, dirs.log_dirs, self.state_dir / "aggregation", run)
         factory = IpcServerFactory.daemon_port(
             [nm_protocol(ContainerManagementService(self.containers))],
             SaslServer.simple_only(),
@@ -327,10 +331,27 @@ class NodeManagerRole:
         self.containers.cleanup_containers(container_ids)
 
     def cleanup_applications(self, app_ids: tuple[ApplicationId, ...]) -> None:
+        """The RM says these applications ended: clean up, then aggregate their logs (see
+        ``log_aggregation.py``; a failed aggregation keeps the local logs)."""
         assert self.containers is not None
         for app_id in app_ids:
+            owners = {c.user for c in self.containers.containers.values() if c.container_id.attempt_id.app_id == app_id}
             d: defer.Deferred[Any] = self.containers.cleanup_application(app_id)
+            if self.aggregator is not None and owners:
+                d.addCallback(self._aggregate, app_id, min(owners))  # one user per application
             d.addErrback(self._cleanup_failed, app_id)
+
+    def _aggregate(self, _: object, app_id: ApplicationId, owner: str) -> defer.Deferred[None]:
+        assert self.aggregator is not None
+
+        def failed(failure: Failure) -> None:
+            log.warn(
+                "could not aggregate the logs of {app_id}; they stay in the log dirs: {error}",
+                app_id=str(app_id),
+                error=failure.getErrorMessage(),
+            )
+
+        return self.aggregator.aggregate(app_id, owner).addErrback(failed)
 
     @staticmethod
     def _cleanup_failed(failure: Failure, app_id: ApplicationId) -> None:

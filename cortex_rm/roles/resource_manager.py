@@ -24,6 +24,7 @@ import getpass
 import random
 
 from twisted.internet import defer
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
@@ -37,6 +38,7 @@ from cortex_rm.allocator.nodes import NodeRecord, NodeTable
 from cortex_rm.fs.block_map import BlockMap
 from cortex_rm.fs.model import DEFAULT_SUPERGROUP
 from cortex_rm.fs.name_node import NameNode, fresh_or_recovered
+from cortex_rm.fs.paths import FsPath, parse_path
 from cortex_rm.fs.namespace_store import SqlNamespaceStore
 from cortex_rm.allocator.queues import QueueTree
 from cortex_rm.allocator.rm_context import RMContext
@@ -55,6 +57,7 @@ from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.errors import YarnError
 from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR
 from cortex_rm.yarn.resource_tracker import ContainerReport, NodeRefused
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resources import Resource
@@ -120,6 +123,7 @@ class ResourceManagerRole:
         self._store: SqlStateStore | None = None
         self._pool: ThreadPool | None = None
         self._expiry: ExpiryMonitor | None = None
+        self._log_retention: LoopingCall | None = None
         self._republisher: Republisher | None = None
         self._fs_store: SqlNamespaceStore | None = None
         self.name_node: NameNode | None = None
@@ -204,16 +208,50 @@ class ResourceManagerRole:
         self._expiry = ExpiryMonitor(self.tracker, self.reactor)
         self._expiry.start()
         scheduling.start()
+        self._start_log_retention(conf, name_node)
         if self._ring is not None:
             self._serve_on_ring(self._ring, self.tracker, bound, started_ms)
 
+    def _start_log_retention(self, conf: ResourceManagerSection, name_node: NameNode) -> None:
+        """Delete aggregated logs older than ``log_retention_s``, every ``log_retention_check_s``."""
+        if conf.log_retention_s < 0:
+            return
+        interval_s = conf.log_retention_check_s or max(1, conf.log_retention_s // 10)
+        root = parse_path(DEFAULT_REMOTE_APP_LOG_DIR)
+
+        def running(app_text: str) -> bool:
+            assert self.rm is not None
+            try:
+                return not self.rm.apps.get(ApplicationId.parse(app_text)).state.is_terminal
+            except (ValueError, UnknownApplication):
+                return False  # not an application of this RM's memory: its logs age like any
+
+        def sweep() -> defer.Deferred[None]:
+            cutoff_ms = self._now_ms() - conf.log_retention_s * 1000
+            d = name_node.delete_expired_logs(root, cutoff_ms, running)
+
+            def deleted(paths: list[FsPath]) -> None:
+                if paths:
+                    log.info("deleted the aggregated logs of {count} application(s) older than {s} s: {paths}",
+                             count=len(paths), s=conf.log_retention_s, paths=[str(p) for p in paths])
+
+            return d.addCallback(deleted).addErrback(lambda f: log.failure("aggregated-log retention failed", f))
+
+        self._log_retention = LoopingCall(sweep)
+        self._log_retention.clock = self.reactor
+        self._log_retention.start(interval_s, now=False)
+
     def _app_owner(self, app_id: ApplicationId, node_id: NodeId) -> str:
-        """Whose logs a node aggregates: the application's user (the application must be this RM's)."""
-        assert self.rm is not None
+        """Whose logs a node aggregates: the application's user.  The application must be this
+        RM's, and the node must have run it and been told to clean it up (once)."""
+        assert self.rm is not None and self.scheduling is not None
         try:
-            return self.rm.apps.get(app_id).user
+            owner = self.rm.apps.get(app_id).user
         except UnknownApplication:
             raise NodeRefused(f"{node_id} aggregates logs of {app_id}, which this RM does not know") from None
+        if not self.scheduling.take_aggregation(app_id, node_id):
+            raise NodeRefused(f"{node_id} has no logs of {app_id} to aggregate: it ran none of its containers, or did already")
+        return owner
 
     async def _start_name_node(self, keys: RMKeys, run: Runner) -> NameNode:
         """The file system's namespace (recovered from the state store's database) and block map."""
@@ -286,6 +324,8 @@ class ResourceManagerRole:
         if self._expiry is not None:
             self._expiry.stop()
             self._expiry = None
+        if self._log_retention is not None and self._log_retention.running:
+            self._log_retention.stop()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.stop()  # waits for queued state-store writes to finish

@@ -2,7 +2,8 @@
 
 The ApplicationMaster and the executors run in LXC containers on the nodes; the
 result is checked from the job's own output (client mode: spark-submit's stdout;
-cluster mode: the driver's stdout in the AM container's log directory on its node).
+cluster mode: the driver's stdout, as Hadoop's `yarn logs` prints it once the nodes
+have aggregated the logs into the cluster's file system).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import requests
 
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.java import YarnClientDriver
+from tests.support.logs_cli import aggregated_logs
 from tests.support.spark import application_id_from_output, spark_submit
 
 pytestmark = pytest.mark.e2e
@@ -49,20 +51,9 @@ def _report(cluster: RunningCluster, app_id: str) -> dict:
     return requests.get(f"{cluster.rest}/ws/v1/cluster/apps/{app_id}", timeout=10).json()["app"]
 
 
-def _container_logs(cluster: RunningCluster, app_id: str, name: str = "stdout") -> dict[Path, str]:
-    """Every container log file of the application, on every node, by path.
-
-    Only the nodes' log dirs are searched: the NodeManager deletes the application's
-    local dirs (nm-local-dir/.../appcache) after it finishes, so a walk through them races it.
-    """
-    logs = {}
-    for path in cluster.workdir.glob(f"node*/nm-logs/{app_id}/container_*/{name}"):
-        logs[path] = path.read_text(errors="replace")
-    return logs
-
-
-def test_pi_in_cluster_mode_succeeds_and_prints_in_the_drivers_container_log(cluster: RunningCluster) -> None:
-    """cluster mode: the driver runs in the AM container; final status SUCCEEDED; its stdout is on the node."""
+def test_pi_in_cluster_mode_succeeds_and_yarn_logs_prints_the_drivers_output(cluster: RunningCluster) -> None:
+    """cluster mode: the driver runs in the AM container; final status SUCCEEDED; Hadoop's own
+    `yarn logs -applicationId` prints its stdout from the aggregated logs."""
     result = spark_submit(cluster.conf_dir, EXAMPLES / "pi.py", deploy_mode="cluster",
                           conf={**PYTHON_CONF, **EXECUTORS}, args=["4"], timeout=600)
     output = result.stdout + result.stderr
@@ -71,8 +62,8 @@ def test_pi_in_cluster_mode_succeeds_and_prints_in_the_drivers_container_log(clu
     assert app_id is not None
     report = _report(cluster, app_id)
     assert (report["state"], report["finalStatus"]) == ("FINISHED", "SUCCEEDED"), report
-    driver_out = "".join(_container_logs(cluster, app_id).values())
-    assert re.search(r"Pi is roughly 3\.1\d*", driver_out), driver_out[-2000:]
+    driver_out = aggregated_logs(cluster.conf_dir, app_id, contains="Pi is roughly")
+    assert re.search(r"LogType:stdout\n(.*\n)*?Pi is roughly 3\.1\d*", driver_out), driver_out[-2000:]
 
 
 def test_wordcount_in_client_mode_shuffles_across_nodes(cluster: RunningCluster) -> None:
@@ -88,7 +79,7 @@ def test_wordcount_in_client_mode_shuffles_across_nodes(cluster: RunningCluster)
     app_id = application_id_from_output(output)
     assert app_id is not None
     assert _report(cluster, app_id)["finalStatus"] == "SUCCEEDED"
-    assert _container_logs(cluster, app_id, "stderr"), "executor logs are readable on the nodes"
+    aggregated_logs(cluster.conf_dir, app_id, contains="CoarseGrainedExecutorBackend")  # an executor's log
 
 
 def test_a_job_that_raises_fails_after_its_attempts_with_the_error(cluster: RunningCluster) -> None:
@@ -201,12 +192,12 @@ def test_pi_in_client_mode_prints_its_result(cluster: RunningCluster) -> None:
 
 
 def test_wordcount_in_cluster_mode_writes_the_right_counts_in_the_drivers_log(cluster: RunningCluster) -> None:
-    """cluster mode with a shuffle: the driver (in the AM container) prints the right counts on its node."""
+    """cluster mode with a shuffle: the driver (in the AM container) prints the right counts, read back with yarn logs."""
     result = spark_submit(cluster.conf_dir, EXAMPLES / "wordcount.py", deploy_mode="cluster",
                           conf={**PYTHON_CONF, **EXECUTORS}, args=["2000", "4"], timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     app_id = application_id_from_output(output)
     assert app_id is not None and _report(cluster, app_id)["finalStatus"] == "SUCCEEDED"
-    driver_out = "".join(_container_logs(cluster, app_id).values())
+    driver_out = aggregated_logs(cluster.conf_dir, app_id, contains="WORD delta 2000")
     assert "WORD alpha 10000" in driver_out and "WORD delta 2000" in driver_out, driver_out[-2000:]

@@ -8,6 +8,7 @@ import hashlib
 import http.client
 import os
 import signal
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from hdfs.util import HdfsError
 from cortex_rm import local_cluster
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.fsshell import fs_shell
+from tests.support.logs_cli import aggregated_logs
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
@@ -354,8 +356,7 @@ def _resource(cluster: RunningCluster, path: str, status: dict[str, object], vis
 
 def _run_container(cluster: RunningCluster, user: str, resources: dict[str, dict[str, object]]) -> tuple[str, str]:
     """Submit, as ``user`` through the REST API, an application whose AM container prints its
-    localized files; wait for its end.  Its diagnostics and the container's stdout (empty when
-    localization failed)."""
+    localized files; wait for its end.  Its diagnostics and its id."""
     rest = f"http://{cluster.rm.webapp}/ws/v1/cluster/apps"
     app_id = requests.post(f"{rest}/new-application?user.name={user}", timeout=30).json()["application-id"]
     commands = f"cat {' '.join(resources)} > <LOG_DIR>/stdout"
@@ -378,8 +379,7 @@ def _run_container(cluster: RunningCluster, user: str, resources: dict[str, dict
             break
         assert time.monotonic() < deadline, f"{app_id} did not end within 120 s: {app['state']}"
         time.sleep(0.5)
-    outputs = [p.read_text() for n in cluster.nodes for p in Path(n.directory).glob(f"nm-logs/{app_id}/container_*/stdout")]
-    return app["diagnostics"], "".join(outputs)
+    return app["diagnostics"], app_id
 
 
 def test_containers_get_public_and_private_files_and_nothing_their_user_may_not_read(cluster: RunningCluster) -> None:
@@ -394,16 +394,43 @@ def test_containers_get_public_and_private_files_and_nothing_their_user_may_not_
     public = _file(cluster, "root", "/shared/hello.txt", b"hello from root\n")
     mine = _file(cluster, "alice", "/user/alice/mine.txt", b"alice's own\n", permission="600")
     secret = _file(cluster, "root", "/locked/secret.txt", b"not for alice\n")
-    diagnostics, stdout = _run_container(cluster, "alice", {
+    _, app_id = _run_container(cluster, "alice", {
         "hello.txt": _resource(cluster, "/shared/hello.txt", public, "PUBLIC"),
         "mine.txt": _resource(cluster, "/user/alice/mine.txt", mine, "PRIVATE"),
     })
-    assert stdout == "hello from root\nalice's own\n", diagnostics
+    logs = aggregated_logs(cluster.conf_dir, app_id, contains="alice's own")
+    assert re.search(r"LogType:stdout\n.*\nLogLength:28\nLogContents:\nhello from root\nalice's own\n", logs), logs
     refused = {
         "Permission denied: user=alice, access=EXECUTE": _resource(cluster, "/locked/secret.txt", secret, "PRIVATE"),
         "Permission denied: user=public:everyone, access=READ": _resource(cluster, "/user/alice/mine.txt", mine, "PUBLIC"),
         "changed on src filesystem": {**_resource(cluster, "/shared/hello.txt", public, "PRIVATE"), "timestamp": 1},
     }
     for reason, resource in refused.items():
-        diagnostics, stdout = _run_container(cluster, "alice", {"f": resource})
-        assert stdout == "" and reason in diagnostics, diagnostics
+        diagnostics, _ = _run_container(cluster, "alice", {"f": resource})
+        assert reason in diagnostics, diagnostics
+
+
+def test_a_finished_applications_logs_go_into_the_file_system_as_its_owner_and_leave_the_node(
+    cluster: RunningCluster,
+) -> None:
+    """When an application ends, the node that ran its container writes the container's logs in
+    YARN's aggregated format to /tmp/logs/<owner>/bucket-logs-tfile/<NNNN>/<app>/<host>_<port>,
+    owned by the application's user, `yarn logs` prints them, and the node's local copy is gone."""
+    note = _file(cluster, "root", "/shared/note.txt", b"aggregated, not lost\n")
+    _, app_id = _run_container(cluster, "carol", {"note.txt": _resource(cluster, "/shared/note.txt", note, "PUBLIC")})
+    logs = aggregated_logs(cluster.conf_dir, app_id, contains="aggregated, not lost")
+    assert f"Container: container_{app_id.removeprefix('application_')}_01_000001 on " in logs, logs
+    admin = InsecureClient(f"http://{cluster.rm.webapp}", user="root")
+    assert admin.status("/tmp/logs")["permission"] == "1777"
+    bucket = f"{int(app_id.rsplit('_', 1)[1]) % 10000:04d}"
+    app_dir = f"/tmp/logs/carol/bucket-logs-tfile/{bucket}/{app_id}"
+    files = admin.list(app_dir, status=True)
+    assert len(files) == 1, files
+    name, status = files[0]
+    assert (status["owner"], status["permission"]) == ("carol", "640"), status
+    node_ids = [n["id"] for n in requests.get(f"{cluster.rest}/ws/v1/cluster/nodes", timeout=10).json()["nodes"]["node"]]
+    assert name in {node_id.replace(":", "_") for node_id in node_ids}, (name, node_ids)
+    deadline = time.monotonic() + 30
+    while left := [p for n in cluster.nodes for p in Path(n.directory).glob(f"nm-logs/{app_id}")]:
+        assert time.monotonic() < deadline, f"local logs not removed after aggregation: {left}"
+        time.sleep(0.5)

@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,16 +104,19 @@ def run_driver(
     conf_dir: Path | None = None,
     timeout: float = 120,
     jvm_options: Sequence[str] = (),
+    extra_jars: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``main_class`` with the Hadoop jars; ``conf_dir`` goes first on the classpath
     (that is how Hadoop's ``Configuration`` finds ``yarn-site.xml``/``core-site.xml``).
-    ``jvm_options`` go before the class name (e.g. :func:`quiet_jvm_options`)."""
+    ``jvm_options`` go before the class name (e.g. :func:`quiet_jvm_options`); ``extra_jars``
+    go after the Hadoop jars' classes; ``env`` is added to this process's environment."""
     cp_extra = [conf_dir] if conf_dir is not None else []
-    env = dict(os.environ, JAVA_HOME=str(java_home()))
+    env = dict(os.environ, **(env or {}), JAVA_HOME=str(java_home()))
     if conf_dir is not None:
         env["HADOOP_CONF_DIR"] = str(conf_dir)
     return subprocess.run(
-        [str(java_home() / "bin" / "java"), *jvm_options, "-cp", classpath(*cp_extra, classes), main_class, *args],
+        [str(java_home() / "bin" / "java"), *jvm_options, "-cp", classpath(*cp_extra, classes, *extra_jars), main_class, *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from cortex_rm.allocator import cluster_scheduling
 from cortex_rm.allocator.app_model import Application, SchedulerLimits
 from cortex_rm.allocator.app_states import AppState, AttemptState, FinalStatus
 from cortex_rm.allocator.app_table import ApplicationTable
@@ -176,6 +178,41 @@ def test_a_finished_application_is_cleaned_up_on_the_nodes_that_ran_it() -> None
     assert app.state is AppState.FINISHED and app.final_status is FinalStatus.SUCCEEDED
     _, apps = cluster.service.cleanup_for(cluster.nodes.get(am.node_id))
     assert apps == (app.app_id,)
+
+
+def test_only_a_node_told_to_clean_up_an_application_may_aggregate_its_logs_and_only_once() -> None:
+    """A node aggregates an application's logs only after the RM told it to clean the application
+    up (so it ran some of its containers), and only once; another node, or the same node again, is
+    refused; the pending permissions are bounded."""
+    cluster = Cluster()
+    app, am = cluster.running_app()
+    other = N2 if am.node_id == N1 else N1
+    assert not cluster.service.take_aggregation(app.app_id, am.node_id)  # still running: nothing to aggregate
+    attempt_id = app.current_attempt.attempt_id  # type: ignore[union-attr]
+    assert result_of(cluster.service.unregister(attempt_id, FinalStatus.SUCCEEDED, "", "")) is True
+    cluster.report(am.node_id, am, ContainerState.COMPLETE, exit_status=0)
+    assert not cluster.service.take_aggregation(app.app_id, am.node_id)  # not yet told
+    cluster.service.cleanup_for(cluster.nodes.get(am.node_id))
+    cluster.service.cleanup_for(cluster.nodes.get(other))
+    assert not cluster.service.take_aggregation(app.app_id, other)  # ran none of its containers
+    assert cluster.service.take_aggregation(app.app_id, am.node_id)
+    assert not cluster.service.take_aggregation(app.app_id, am.node_id)  # once
+
+
+def test_pending_log_aggregations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nodes that never aggregate (no logs, aggregation off) do not grow the RM: beyond the bound
+    the oldest permissions are forgotten."""
+    monkeypatch.setattr(cluster_scheduling, "MAX_PENDING_AGGREGATIONS", 2)
+    cluster = Cluster()
+    ended = []
+    for _ in range(3):
+        app, am = cluster.running_app()
+        attempt_id = app.current_attempt.attempt_id  # type: ignore[union-attr]
+        result_of(cluster.service.unregister(attempt_id, FinalStatus.SUCCEEDED, "", ""))
+        cluster.report(am.node_id, am, ContainerState.COMPLETE, exit_status=0)
+        cluster.service.cleanup_for(cluster.nodes.get(am.node_id))
+        ended.append((app.app_id, am.node_id))
+    assert [cluster.service.take_aggregation(*pair) for pair in ended] == [False, True, True]
 
 
 def test_an_am_bigger_than_every_node_fails_the_application_at_once() -> None:

@@ -161,3 +161,37 @@ def test_a_read_is_sent_to_a_holder_the_client_did_not_exclude(nn: NameNode) -> 
     assert second in holders and second != first
     third = nn.read_redirect(parse_path("/tmp/e"), BOB, 0, None, frozenset(holders)).node.http_address
     assert third not in holders
+
+
+def _aggregate(nn: NameNode, owner: str, app: str, node: str) -> None:
+    """A node writes an application's aggregated log file as ``owner`` (as the tracker asks)."""
+    path = parse_path(f"/tmp/logs/{owner}/bucket-logs-tfile/0001/{app}/{node.replace(':', '_')}")
+    redirect = fired(nn.aggregation_redirect(parse_path("/tmp/logs"), path, owner, node))
+    holders = tuple(tickets.verify({3: nn.key}, redirect.ticket, "CREATE", nn.now_ms()).texts("pipeline"))  # type: ignore[attr-defined]
+    fired(nn.commit_write(node, redirect.ticket, [WrittenBlock(block(len(app) + len(node)), holders)]))  # type: ignore[attr-defined]
+
+
+def test_aggregated_logs_older_than_the_retention_are_deleted_unless_their_application_runs(
+    nn: NameNode, clock: Clock
+) -> None:
+    """Retention deletes an application's log directory once it and every file in it are older
+    than the cutoff and the application does not run; newer or running ones stay, and so does
+    anything that is not at an application's depth."""
+    _aggregate(nn, "alice", "application_1_0001", NODES[0].node_id)
+    _aggregate(nn, "bob", "application_1_0002", NODES[0].node_id)
+    _aggregate(nn, "bob", "application_1_0003", NODES[0].node_id)
+    clock.advance(3600)
+    _aggregate(nn, "alice", "application_1_0001", NODES[1].node_id)  # a later file in 0001's dir
+    _aggregate(nn, "carol", "application_1_0004", NODES[0].node_id)
+    cutoff = nn.now_ms() - 1000
+    deleted = fired(nn.delete_expired_logs(parse_path("/tmp/logs"), cutoff, lambda app: app == "application_1_0003"))
+    assert [str(p) for p in deleted] == ["/tmp/logs/bob/bucket-logs-tfile/0001/application_1_0002"]  # type: ignore[attr-defined]
+    left = {
+        entry.path_suffix
+        for user in ("alice", "bob", "carol")
+        for entry in nn.namespace.list_status(parse_path(f"/tmp/logs/{user}/bucket-logs-tfile/0001"), ROOT)[0]
+    }
+    assert left == {"application_1_0001", "application_1_0003", "application_1_0004"}
+    again = fired(nn.delete_expired_logs(parse_path("/tmp/logs"), cutoff, lambda app: False))
+    assert [str(p) for p in again] == ["/tmp/logs/bob/bucket-logs-tfile/0001/application_1_0003"]  # type: ignore[attr-defined]
+    assert fired(nn.delete_expired_logs(parse_path("/nowhere"), nn.now_ms(), lambda app: False)) == []
