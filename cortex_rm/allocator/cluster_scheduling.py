@@ -212,6 +212,21 @@ class ClusterScheduling:
             self._container_ended(container)
         self.schedule_soon()
 
+    def node_health_changed(self, node: NodeRecord) -> None:
+        """As YARN: an UNHEALTHY node leaves the scheduler (what ran there ends ABORTED, so Spark
+        asks again elsewhere without counting a failure); a node healthy again comes back empty."""
+        if node.state is NodeState.UNHEALTHY:
+            gone = self.scheduler.node_removed(
+                node.node_id, diagnostics=f"Container released on an unhealthy node: {node.health_report}"
+            )
+        elif node.state is NodeState.RUNNING:
+            gone = self.scheduler.node_added(node.node_id, node.capability)
+        else:
+            return
+        for container in gone:
+            self._container_ended(container)
+        self.schedule_soon()
+
     def containers_reported(self, node: NodeRecord, containers: tuple[ContainerReport, ...]) -> None:
         changed = False
         for report in containers:

@@ -90,6 +90,9 @@ class NodeTrackerListener(Protocol):
     def node_lost(self, node: NodeRecord) -> None:
         """``node`` just became LOST: its containers are gone (exit status ``ContainerExitStatus.ABORTED``, which Spark does not count as a failure)."""
 
+    def node_health_changed(self, node: NodeRecord) -> None:
+        """``node`` went RUNNING -> UNHEALTHY (it takes no containers; those it had end) or back."""
+
     def cleanup_for(self, node: NodeRecord) -> tuple[tuple[ContainerId, ...], tuple[ApplicationId, ...]]:
         """Containers to kill and finished applications to clean up, for ``node``'s next answer."""
 
@@ -104,6 +107,9 @@ class IgnoringListener:
         pass
 
     def node_lost(self, node: NodeRecord) -> None:
+        pass
+
+    def node_health_changed(self, node: NodeRecord) -> None:
         pass
 
     def cleanup_for(self, node: NodeRecord) -> tuple[tuple[ContainerId, ...], tuple[ApplicationId, ...]]:
@@ -264,6 +270,7 @@ class NodeTracker:
                 new=node.state.name,
                 report=status.health_report,
             )
+            self.listener.node_health_changed(node)
         self.listener.containers_reported(node, status.containers)
         containers, applications = self.listener.cleanup_for(node)
         answer = HeartbeatAnswer(

@@ -116,7 +116,7 @@ class TrackerCalls:
         if self.tracker.bound_fingerprint(node_id) != self.fingerprint:
             raise NodeRefused(f"node {node_id} is not registered with the key of this connection; register first")
         record = self.tracker.nodes.get(node_id)
-        if record.state is not NodeState.RUNNING:
+        if record.state not in (NodeState.RUNNING, NodeState.UNHEALTHY):  # unhealthy: no containers, still a DataNode
             raise NodeRefused(f"node {node_id} is {record.state.name}, not RUNNING; register again")
         return self.name_node, DataNode(str(node_id), record.http_address)
 

@@ -91,6 +91,9 @@ class NodeEvents:
         self.scheduling.node_lost(node)
         self.name_node.blocks.node_lost(str(node.node_id))
 
+    def node_health_changed(self, node: NodeRecord) -> None:
+        self.scheduling.node_health_changed(node)  # an unhealthy node still stores blocks
+
     def cleanup_for(self, node: NodeRecord) -> tuple[tuple[ContainerId, ...], tuple[ApplicationId, ...]]:
         return self.scheduling.cleanup_for(node)
 

@@ -257,3 +257,25 @@ def test_waiting_applications_say_why_in_their_diagnostics() -> None:
     assert other.current_attempt.state is AttemptState.LAUNCHED  # type: ignore[union-attr]
     assert third.reported_state is AppState.ACCEPTED
     assert third.diagnostics.startswith("Waiting for the AM container:")
+
+
+def test_an_unhealthy_node_takes_no_containers_and_loses_those_it_had_until_it_is_healthy() -> None:
+    """As YARN: an UNHEALTHY node leaves the scheduler (its containers end ABORTED, so Spark asks
+    again without counting a failure) and AMs go to the healthy node; healthy again, it is used."""
+    cluster = Cluster()
+    app, am = cluster.running_app()
+    sick = am.node_id
+    healthy = N2 if sick == N1 else N1
+    cluster.nodes.report(sick, 0, healthy=False, health_report="waiting for the runtime image")
+    cluster.service.node_health_changed(cluster.nodes.get(sick))
+    cluster.settle()
+    first, retry = app.attempts
+    assert first.state is AttemptState.FAILED
+    assert "unhealthy node: waiting for the runtime image" in first.diagnostics
+    second = submitted(cluster.table)
+    cluster.settle()
+    assert retry.am_node == str(healthy)
+    assert [c.node_id for a, c in cluster.launches if a is second] == [healthy]
+    cluster.nodes.report(sick, 0, healthy=True)
+    cluster.service.node_health_changed(cluster.nodes.get(sick))
+    assert sick in cluster.scheduler.nodes.by_id

@@ -47,6 +47,7 @@ class RecordingListener:
         self.registered: list[NodeId] = []
         self.reported: list[tuple[NodeId, tuple[ContainerReport, ...]]] = []
         self.lost: list[NodeId] = []
+        self.health: list[tuple[NodeId, NodeState]] = []
         self.cleanup: dict[NodeId, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
 
     def node_registered(self, node: NodeRecord) -> None:
@@ -57,6 +58,9 @@ class RecordingListener:
 
     def node_lost(self, node: NodeRecord) -> None:
         self.lost.append(node.node_id)
+
+    def node_health_changed(self, node: NodeRecord) -> None:
+        self.health.append((node.node_id, node.state))
 
     def cleanup_for(self, node: NodeRecord) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         return self.cleanup.pop(node.node_id, ((), ()))
@@ -180,14 +184,17 @@ def test_rm_restart_resyncs_the_node_which_registers_again(clock: Clock) -> None
     assert after.nodes.get(NODE).state is NodeState.RUNNING
 
 
-def test_unhealthy_report_moves_the_node_to_unhealthy_and_back(tracker: NodeTracker) -> None:
-    """The health in a heartbeat drives RUNNING <-> UNHEALTHY, keeping the report text."""
+def test_unhealthy_report_moves_the_node_to_unhealthy_and_back(tracker: NodeTracker, listener: RecordingListener) -> None:
+    """The health in a heartbeat drives RUNNING <-> UNHEALTHY, keeping the report text; the
+    listener hears of each change, not of each heartbeat."""
     tracker.register(registration(), KEY)
     rid = tracker.heartbeat(status(0, healthy=False, report="disk full"), KEY).response_id
+    rid = tracker.heartbeat(status(rid, healthy=False, report="disk full"), KEY).response_id
     node = tracker.nodes.get(NODE)
     assert (node.state, node.health_report) == (NodeState.UNHEALTHY, "disk full")
     tracker.heartbeat(status(rid), KEY)
     assert node.state is NodeState.RUNNING
+    assert listener.health == [(NODE, NodeState.UNHEALTHY), (NODE, NodeState.RUNNING)]
 
 
 def test_container_statuses_go_to_the_listener_on_fresh_heartbeats_only(
