@@ -3,6 +3,8 @@
 * ``cortex-rm node --config FILE``: run one daemon in the foreground.
 * ``cortex-rm local-cluster up --nodes N --workdir DIR`` / ``down --workdir DIR``.
 * ``cortex-rm client-config --out CONFDIR (--workdir DIR | --rm HOST:PORT)``.
+* ``cortex-rm image build [--cache DIR] [--print-path | --json]``: build the containers' runtime image.
+* ``cortex-rm image push (--workdir DIR | --rm-web HOST:PORT) [--archive PATH]``: upload it for the nodes.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from cortex_rm import __version__
@@ -53,7 +56,82 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not upload this machine's Spark jars (nodes then read them from this machine's disk: one machine only)",
     )
+
+    image = sub.add_parser("image", help="the runtime image that every container runs in")
+    isub = image.add_subparsers(dest="action", required=True)
+    build = isub.add_parser(
+        "build", help="build the image with mmdebstrap (as root; once per recipe) and print its SHA-256, path and size"
+    )
+    build.add_argument(
+        "--cache",
+        type=Path,
+        help="build cache directory (default: $CORTEX_IMAGE_CACHE, else ~/.cache/cortex-rm/images)",
+    )
+    show = build.add_mutually_exclusive_group()
+    show.add_argument("--print-path", action="store_true", help="print only the archive's path")
+    show.add_argument("--json", action="store_true", help="print the image's sha256, path and sizes as JSON")
+    push = isub.add_parser("push", help="upload an image into the cluster's file system, where the nodes fetch it")
+    target = push.add_mutually_exclusive_group(required=True)
+    target.add_argument("--workdir", type=Path, help="a running local cluster's work dir")
+    target.add_argument("--rm-web", help="the ResourceManager's web address HOST:PORT (WebHDFS)")
+    push.add_argument("--archive", type=Path, help="the image's archive (default: the one `image build` made)")
+    push.add_argument("--user", help="the user the ResourceManager runs as (default: this user)")
+    push.add_argument("--cache", type=Path, help="build cache directory, to find the default archive")
     return parser
+
+
+def _image_command(args: argparse.Namespace) -> int:
+    """``image build``: progress on stderr, the result on stdout (so ``$(cortex-rm image build --print-path)`` works)."""
+    import json
+
+    from cortex_rm.container.runtime_image import ImageError, ImageRecipe, build_image, default_build_cache
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.action == "push":
+        return _image_push(args, say)
+    try:
+        image = build_image(ImageRecipe(), args.cache or default_build_cache(), say)
+    except ImageError as e:
+        print(f"cortex-rm: {e}", file=sys.stderr)
+        return 1
+    if args.print_path:
+        print(image.path)
+    elif args.json:
+        print(json.dumps(image.describe(), indent=2))
+    else:
+        unpacked = f", {image.uncompressed_size / 1e6:.0f} MB unpacked" if image.uncompressed_size else ""
+        print(f"sha256 {image.sha256}\npath   {image.path}\nsize   {image.size / 1e6:.0f} MB{unpacked}")
+    return 0
+
+
+def _image_push(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+    import getpass
+
+    from cortex_rm import local_cluster
+    from cortex_rm.container.runtime_image import ImageRecipe, default_build_cache, recorded_image
+    from cortex_rm.image_push import push_image
+    from cortex_rm.webhdfs_client import WebHdfsError
+    from cortex_rm.yarn.addresses import HostPort, MalformedAddress
+
+    sha256 = None
+    archive = args.archive
+    if archive is None:
+        built = recorded_image(args.cache or default_build_cache(), ImageRecipe().recipe_hash())
+        if built is None:
+            print("cortex-rm: no image built yet: run `cortex-rm image build` first, or name one with --archive", file=sys.stderr)
+            return 2
+        archive, sha256 = built.path, built.sha256
+    try:
+        web = local_cluster.rm_addresses(args.workdir).webapp if args.workdir else HostPort.parse(args.rm_web)
+        path = push_image(web, archive, args.user or getpass.getuser(), say, sha256)
+    except (local_cluster.LocalClusterError, MalformedAddress, WebHdfsError, OSError) as e:
+        print(f"cortex-rm: {e}", file=sys.stderr)
+        return 1
+    digest = Path(path).name.removesuffix(".tar.zst")
+    print(f"{path}\nname it in the RM's configuration: [resourcemanager] runtime_image = \"{digest}\"")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         from cortex_rm.ring_status import ring_command
 
         return ring_command(args.workdir, args.address, args.all_nodes, sys.stdout, timeout=args.timeout)
+    if args.command == "image":
+        return _image_command(args)
     if args.command == "client-config":
         from cortex_rm import local_cluster
         from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
@@ -102,11 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cortex-rm: --rm: {e}", file=sys.stderr)
             print(f"cortex-rm: {e}", file=sys.stderr)
             return 2
-        from cortex_rm.spark_archive import ArchiveError
+        from cortex_rm.webhdfs_client import WebHdfsError
 
         try:
             written = write_client_config(args.out, rm, installed_spark_home(), upload_spark=not args.no_spark_upload)
-        except ArchiveError as e:
+        except WebHdfsError as e:
             print(f"cortex-rm: uploading Spark's jars failed: {e}", file=sys.stderr)
             print("cortex-rm: check that the cluster is up, or pass --no-spark-upload (single machine only)", file=sys.stderr)
             return 1

@@ -10,6 +10,7 @@ process is left.  The cluster's layout is kept in ``<workdir>/cluster.json``.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import signal
@@ -24,11 +25,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
-from cortex_rm.spark_archive import ArchiveError
+from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecipe, build_image, default_build_cache
+from cortex_rm.image_push import push_image
+from cortex_rm.webhdfs_client import WebHdfsError
 from cortex_rm.node import PID_FILE, READY_FILE
 from cortex_rm.yarn.addresses import HostPort
 
 CLUSTER_FILE = "cluster.json"
+#: How long the nodes may take to fetch and unpack the runtime image (about 100 MB, 380 MB unpacked).
+IMAGE_TIMEOUT_S = 300.0
 
 
 class LocalClusterError(Exception):
@@ -72,7 +77,13 @@ def node_host(index: int) -> str:
 
 
 def node_config_text(
-    state_dir: Path, name: str, ports: dict[str, int], is_rm: bool, host: str, introducers: tuple[str, ...] = ()
+    state_dir: Path,
+    name: str,
+    ports: dict[str, int],
+    is_rm: bool,
+    host: str,
+    introducers: tuple[str, ...] = (),
+    runtime_image: str = "",
 ) -> str:
     """One node's cortex.toml: the first node runs the RM and starts the ring; the others join
     through ``introducers`` and find the RM through the ring (no RM address in their config)."""
@@ -92,6 +103,7 @@ def node_config_text(
             f'scheduler_address = "127.0.0.1:{ports["scheduler"]}"',
             f'webapp_address = "127.0.0.1:{ports["rm_web"]}"',
             f'tracker_address = "127.0.0.1:{ports["tracker"]}"',
+            f'runtime_image = "{runtime_image}"  # the image every container runs in (cortex-rm image push)',
         ]
     lines += [
         "",
@@ -119,9 +131,13 @@ def up(
     say: Callable[[str], None] = _say,
     *,
     spark_archive: bool = True,
+    image: bool = True,
 ) -> list[LocalNode]:
     """Start the cluster, wait for it, and write the client configuration (uploading this
-    machine's Spark jars into the cluster's file system, unless ``spark_archive`` is False)."""
+    machine's Spark jars into the cluster's file system, unless ``spark_archive`` is False).
+    With ``image`` (what containers need), the runtime image is built first (once per
+    recipe, cached), named in the RM's configuration, uploaded, and every node has
+    unpacked it before this returns."""
     workdir = workdir.resolve()
     if (workdir / CLUSTER_FILE).exists():
         running = [n for n in _load(workdir) if _is_daemon_of(n)]
@@ -133,6 +149,7 @@ def up(
     if nodes < 1:
         raise LocalClusterError("--nodes must be at least 1")
     workdir.mkdir(parents=True, exist_ok=True)
+    built = _runtime_image(say) if image else None
     ports = iter(free_ports(4 + 3 * nodes))
     rm_ports = {"rm": next(ports), "scheduler": next(ports), "rm_web": next(ports), "tracker": next(ports)}
     started: list[LocalNode] = []
@@ -146,7 +163,17 @@ def up(
         if i == 1:
             first_ring = f"{host}:{node_ports['ring']}"
         introducers = () if i == 1 else (first_ring,)
-        config.write_text(node_config_text(directory, name, node_ports, is_rm=(i == 1), host=host, introducers=introducers))
+        config.write_text(
+            node_config_text(
+                directory,
+                name,
+                node_ports,
+                is_rm=(i == 1),
+                host=host,
+                introducers=introducers,
+                runtime_image=built.sha256 if built is not None else "",
+            )
+        )
         for stale in (READY_FILE, PID_FILE):
             (directory / stale).unlink(missing_ok=True)
         log = open(directory / "logs" / "daemon.out", "ab")
@@ -173,15 +200,21 @@ def up(
         for node in started:
             _wait_ready(node, timeout, say)
         assert started[0].rm is not None
-        _wait_registered(started[0].rm, len(started), timeout, say)
-    except LocalClusterError:
+        _wait_registered(started[0].rm, len(started), timeout, say, states="RUNNING,UNHEALTHY")
+        if built is not None:
+            push_image(started[0].rm.webapp, built.path, getpass.getuser(), say, built.sha256)
+            say(f"waiting for {len(started)} node(s) to fetch and unpack the runtime image {built.sha256[:12]} ...")
+            _wait_registered(started[0].rm, len(started), max(timeout, IMAGE_TIMEOUT_S), say)
+    except (LocalClusterError, WebHdfsError) as e:
         down(workdir, say=lambda _: None)
+        if isinstance(e, WebHdfsError):
+            raise LocalClusterError(f"the cluster started, but uploading the runtime image failed: {e}") from None
         raise
     conf = workdir / "hadoop-conf"
     assert started[0].rm is not None
     try:
         write_client_config(conf, started[0].rm, installed_spark_home(), upload_spark=spark_archive, say=say)
-    except ArchiveError as e:
+    except WebHdfsError as e:
         down(workdir, say=lambda _: None)
         raise LocalClusterError(f"the cluster started, but uploading Spark's jars failed: {e}") from None
     rm = started[0].rm
@@ -221,25 +254,49 @@ def _wait_ready(node: LocalNode, timeout: float, say: Callable[[str], None]) -> 
     )
 
 
-def _wait_registered(rm: RMAddresses, count: int, timeout: float, say: Callable[[str], None]) -> None:
-    """Wait until the RM reports ``count`` RUNNING nodes (each node registers over the tracker)."""
-    say(f"waiting for {count} node(s) to register with the ResourceManager ...")
-    url = f"http://{rm.webapp}/ws/v1/cluster/nodes?states=RUNNING"
+def _wait_registered(
+    rm: RMAddresses, count: int, timeout: float, say: Callable[[str], None], states: str = "RUNNING"
+) -> None:
+    """Wait until the RM reports ``count`` nodes in ``states`` (RUNNING: registered and healthy;
+    a node is UNHEALTHY while it has not got the runtime image)."""
+    if states != "RUNNING":
+        say(f"waiting for {count} node(s) to register with the ResourceManager ...")
+    url = f"http://{rm.webapp}/ws/v1/cluster/nodes?states={states}"
     deadline = time.monotonic() + timeout
-    running = 0
+    seen: list[dict[str, object]] = []
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                running = len(json.load(response)["nodes"]["node"])
-            if running >= count:
+                seen = json.load(response)["nodes"]["node"]
+            if len(seen) >= count:
                 return
         except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
             pass
-        time.sleep(0.1)
+        time.sleep(0.2)
+    reports = _health_reports(rm)
     raise LocalClusterError(
-        f"only {running} of {count} node(s) registered with the ResourceManager within {timeout:.0f} s; "
-        "see the nodes' logs/daemon.out"
+        f"only {len(seen)} of {count} node(s) were {states} at the ResourceManager within {timeout:.0f} s"
+        + (f" ({reports})" if reports else "")
+        + "; see the nodes' logs/daemon.out"
     )
+
+
+def _health_reports(rm: RMAddresses) -> str:
+    """What the nodes that are not RUNNING say they wait for."""
+    try:
+        with urllib.request.urlopen(f"http://{rm.webapp}/ws/v1/cluster/nodes?states=UNHEALTHY", timeout=2) as response:
+            nodes = json.load(response)["nodes"]["node"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return ""
+    return "; ".join(f"{n.get('id')}: {n.get('healthReport')}" for n in nodes)
+
+
+def _runtime_image(say: Callable[[str], None]) -> BuiltImage:
+    """The runtime image of the default recipe, built the first time (a minute or two)."""
+    try:
+        return build_image(ImageRecipe(), default_build_cache(), say)
+    except ImageError as e:
+        raise LocalClusterError(f"cannot build the containers' runtime image: {e}") from None
 
 
 def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) -> int:

@@ -76,3 +76,12 @@ def logged_failures(request: pytest.FixtureRequest) -> Iterator[LoggedFailures]:
     unexpected = collector.unexpected()
     if unexpected:
         pytest.fail("logged failures the test does not expect:\n\n" + "\n\n".join(unexpected), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def runtime_image_root() -> Path:
+    """The standard runtime image, built (a cache hit once built on this machine) and unpacked once:
+    the ``root_image`` of every container the LXC tests start (``tests/support/runtime_image.py``)."""
+    from tests.support.runtime_image import test_image_root
+
+    return test_image_root()

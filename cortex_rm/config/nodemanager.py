@@ -41,8 +41,8 @@ class NodeManagerSection:
     # (yarn.log-aggregation-enable; where `yarn logs -applicationId` reads them) and
     # remove the local copies; false: keep them here
     log_aggregation: bool = True
-    # The JVM containers get as JAVA_HOME (Spark's commands start with {{JAVA_HOME}}/bin/java);
-    # mounted read-only into every container
+    # The JVM containers get as JAVA_HOME (Spark's commands start with {{JAVA_HOME}}/bin/java):
+    # a path inside the runtime image (Debian 12's OpenJDK 17 there), not on this machine
     java_home: str = "/usr/lib/jvm/java-17-openjdk-amd64"
     # Added to a container's allocated memory to make its hard limit: the JVM's off-heap
     # memory and the launching shell live outside -Xmx and outside Spark's own overhead

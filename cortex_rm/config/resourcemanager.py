@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 
 from cortex_rm.allocator.queues import DEFAULT_QUEUES, QueueSpec, QueueState, QueueTree
@@ -43,6 +45,11 @@ class ResourceManagerSection:
     # of the retention)
     log_retention_s: int = 7 * 24 * 3600
     log_retention_check_s: int = 0
+    # The root file system every container runs in: the SHA-256 of the archive that
+    # `cortex-rm image build` made and `cortex-rm image push` put into the file system
+    # (/cortex/images/<sha256>.tar.zst). Nodes fetch and unpack it, and take no containers
+    # until they have it.
+    runtime_image: str = ""
 
     def check(self, where: str) -> None:
         """ConfigError naming the key of the first value that cannot work (``where``: the file)."""
@@ -58,6 +65,11 @@ class ResourceManagerSection:
             raise ConfigError(f"{where}: resourcemanager.max_completed_applications must not be negative")
         if self.log_retention_s < -1 or self.log_retention_s == 0:
             raise ConfigError(f"{where}: resourcemanager.log_retention_s must be positive, or -1 to keep logs for ever")
+        if self.runtime_image and not re.fullmatch(r"[0-9a-f]{64}", self.runtime_image):
+            raise ConfigError(
+                f"{where}: resourcemanager.runtime_image must be the archive's SHA-256 (64 lowercase hex digits), "
+                "as `cortex-rm image build` prints it"
+            )
         if self.log_retention_check_s < 0:
             raise ConfigError(f"{where}: resourcemanager.log_retention_check_s must not be negative")
         if not 1024 <= self.ipc_max_data_length <= 2**31 - 1:

@@ -84,7 +84,9 @@ class ContainerManager:
         node: NodeFacts,
         settings: ContainerSettings,
         localizer: Localizer | None = None,
+        image_root: Callable[[], Path | None] = lambda: None,
     ) -> None:
+        """``image_root``: the unpacked runtime image containers run in now (None: none yet)."""
         self.clock = clock
         self.runtime = runtime
         self.run = run
@@ -92,6 +94,7 @@ class ContainerManager:
         self.node = node
         self.settings = settings
         self.localizer = localizer if localizer is not None else Localizer(run)
+        self.image_root = image_root
         self.containers: dict[ContainerId, NMContainer] = {}
         self.shutting_down = False
         # applications already cleaned up (the RM may name one in several answers)
@@ -147,7 +150,7 @@ class ContainerManager:
 
     def spec(self, c: NMContainer, plan: LaunchPlan) -> ContainerSpec:
         """What the runtime is asked to run for ``c``."""
-        return runtime_spec(c, plan, self.settings, Path(self.node.java_home))
+        return runtime_spec(c, plan, self.settings, self.image_root())
 
     async def _localize_and_launch(self, c: NMContainer, plan: LaunchPlan, requester: Requester) -> None:
         try:

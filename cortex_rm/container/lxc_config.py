@@ -6,14 +6,25 @@ What the container gets (``render_config``):
   Spark resolve it as they would on the host) and cgroup.  **Not network**:
   ``lxc.net.0.type = none`` keeps the host's network namespace, so executors
   listen on the host's addresses as YARN expects;
-* a root file system that is an empty read-only directory with mount points:
-  the host's ``/usr`` and ``/etc`` bind-mounted read-only (``/bin``, ``/lib``,
-  ... are the same symlinks as on a merged-/usr host, read-only binds otherwise),
-  secrets in ``/etc`` masked (``DEFAULT_MASKED_PATHS``), ``/proc`` (its ``sys``
-  read-only), ``/sys`` and the container's own cgroups read-only, a minimal
-  ``/dev`` (``lxc.autodev``) with a private ``/dev/shm``, and a private ``/tmp``;
-  the spec's read-only dirs read-only; ``work_dir``, ``log_dir`` and the writable
-  dirs read-write, each at the same path as on the host;
+* a root file system that is a per-container empty read-only directory with
+  mount points, dressed as the **runtime image** (``spec.root_image``, an
+  ``ImageCache`` root shared by every container, which nothing here writes to):
+  the image's ``/usr`` and ``/etc`` bind-mounted read-only, its top-level
+  symlinks (``bin -> usr/bin``, ``lib -> usr/lib``...) copied, and a top-level
+  real ``/lib``-like dir of the image (``IMAGE_TOP_NAMES``) bound read-only.
+  Nothing of the host's ``/usr``, ``/etc`` or ``/lib`` is mounted;
+* the host's ``/etc/hosts`` and ``/etc/resolv.conf`` (``HOST_NETWORK_FILES``),
+  bound read-only over the image's placeholders: the container shares the
+  host's network and hostname, so name lookups (Java's
+  ``InetAddress.getLocalHost``, DNS) must answer as on the host.  These two
+  files are the only host files a container sees besides the dirs its spec
+  names;
+* ``/proc`` (its ``sys`` read-only), ``/sys`` and the container's own cgroups
+  read-only, a minimal ``/dev`` (``lxc.autodev``) with a private ``/dev/shm``,
+  and a private ``/tmp``; the spec's read-only dirs read-only; ``work_dir``,
+  ``log_dir`` and the writable dirs read-write, each at the same path as on the
+  host (their mount points are made in the container's own root, or in its
+  private ``/tmp``, never in the image);
 * cgroup v1 limits in ``cortex/<id>`` of every hierarchy: ``memory.limit_in_bytes``
   (and ``memory.memsw.limit_in_bytes`` when the kernel accounts swap, so swap
   cannot stretch the limit), ``pids.max`` (init and the wrapper count: 2 tasks),
@@ -27,7 +38,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Final
@@ -38,15 +48,9 @@ from cortex_rm.container.runtime import ContainerSpec, ContainerStartError
 LXC_LOG_FD: Final = 3
 #: The cgroup under which every container's cgroups are made, in every hierarchy.
 CGROUP_PARENT: Final = "cortex"
-#: Files in the host's /etc that no container reads: they are masked by /dev/null or an empty tmpfs.
-DEFAULT_MASKED_PATHS: Final = (
-    "/etc/shadow",
-    "/etc/shadow-",
-    "/etc/gshadow",
-    "/etc/gshadow-",
-    "/etc/ssh",
-    "/etc/ssl/private",
-)
+#: Host files bound read-only over the image's copies: the container shares the host's
+#: network namespace and hostname, so its name lookups must read the host's answers.
+HOST_NETWORK_FILES: Final = ("/etc/hosts", "/etc/resolv.conf")
 #: Capabilities root keeps inside a container (Docker's default set less mknod, net_raw,
 #: net_bind_service and setfcap); every other one is dropped from the bounding set.
 KEPT_CAPABILITIES: Final = (
@@ -63,11 +67,13 @@ KEPT_CAPABILITIES: Final = (
 )
 #: The device nodes a container may use: null, zero, full, random, urandom, tty.
 ALLOWED_DEVICES: Final = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm")
-#: Top-level host entries that are symlinks into /usr on a merged-/usr system.
-_ROOT_LINK_CANDIDATES: Final = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+#: Top-level names of the image copied into the container: symlinks into /usr on a
+#: merged-/usr image (Debian 12), read-only binds where the image has a real directory.
+IMAGE_TOP_NAMES: Final = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 #: Container paths that the runtime mounts itself; a spec may not put a directory there.
 _RESERVED: Final = (PurePosixPath("/proc"), PurePosixPath("/sys"), PurePosixPath("/dev"))
-_HOST_RO: Final = (PurePosixPath("/usr"), PurePosixPath("/etc"))
+#: Container paths that are the image's: a host dir there would be hidden by (or land in) the image.
+_IMAGE_DIRS: Final = tuple(PurePosixPath("/", name) for name in ("usr", "etc", *IMAGE_TOP_NAMES))
 
 #: Run as pid 2 by init: close the log pipe, shrug off the signals that ``signal``
 #: and ``kill`` deliver to every process (a handler, not SIG_IGN, so the command
@@ -102,32 +108,70 @@ SAFE_PATH = re.compile(r"/[A-Za-z0-9_.,:@+=/-]*")
 
 
 @dataclass(frozen=True)
-class HostLayout:
-    """What a container's root file system copies from the host (looked up once per runtime)."""
+class ImageLayout:
+    """What a container's root file system takes from its runtime image, with the host facts
+    its config needs (looked up once per image root)."""
 
-    #: Top-level names that are symlinks on the host, with their targets (``bin -> usr/bin``).
+    #: The unpacked image (``<node cache>/roots/<sha256>``), shared by every container: read only.
+    root_image: Path
+    #: Top-level names that are symlinks in the image, with their targets (``bin -> usr/bin``).
     root_links: tuple[tuple[str, str], ...]
-    #: Top-level names that are real directories on the host and get read-only binds.
+    #: Top-level names that are real directories in the image and get read-only binds.
     root_dirs: tuple[str, ...]
-    #: Masked paths that exist on the host, and whether each is a directory.
-    masked: tuple[tuple[str, bool], ...]
+    #: Host files bound read-only over the image's copies (those of ``HOST_NETWORK_FILES``
+    #: that the host has and the image has as a regular file to mount over).
+    host_files: tuple[str, ...]
     #: The kernel accounts swap in the memory cgroup (``memory.memsw.*`` exists).
     swap_accounting: bool
     hostname: str
 
     @classmethod
-    def of_host(cls, cgroup_root: Path, masked_paths: Sequence[str], hostname: str) -> HostLayout:
-        """Look at this host: a handful of ``lstat`` calls."""
+    def of_image(
+        cls, root_image: Path, cgroup_root: Path, hostname: str, host_files: tuple[str, ...] = HOST_NETWORK_FILES
+    ) -> ImageLayout:
+        """Look at the image root and this host: a handful of ``lstat`` calls."""
         links, dirs = [], []
-        for name in _ROOT_LINK_CANDIDATES:
-            path = Path("/") / name
+        for name in IMAGE_TOP_NAMES:
+            path = root_image / name
             if path.is_symlink():
                 links.append((name, os.readlink(path)))
             elif path.is_dir():
                 dirs.append(name)
-        masked = tuple((p, Path(p).is_dir()) for p in masked_paths if os.path.lexists(p))
+        # The image's copy must be a plain file: a mount target inside the image is never made
+        # (the image is shared and read-only) nor followed through a symlink.
+        bound = []
+        for host_file in host_files:
+            copy = root_image / host_file.lstrip("/")
+            if Path(host_file).is_file() and copy.is_file() and not copy.is_symlink():
+                bound.append(host_file)
         swap = (cgroup_root / "memory" / "memory.memsw.limit_in_bytes").exists()
-        return cls(tuple(links), tuple(dirs), masked, swap, hostname)
+        return cls(root_image, tuple(links), tuple(dirs), tuple(bound), swap, hostname)
+
+
+def check_image_root(spec: ContainerSpec) -> Path:
+    """The runtime image root ``spec`` runs in; raises ``ContainerStartError`` saying what to do
+    when there is none, or it is not an unpacked image (a directory with real ``usr/`` and ``etc/``)."""
+    root = spec.root_image
+    if root is None:
+        raise ContainerStartError(
+            f"{spec.container_id}: the cluster names no runtime image: build one with `cortex-rm image build`, "
+            "upload it with `cortex-rm image push` and name it in [resourcemanager] runtime_image"
+        )
+    text = str(root)
+    if not SAFE_PATH.fullmatch(text) or os.path.normpath(text) != text or text == "/":
+        raise ContainerStartError(
+            f"{spec.container_id}: runtime image root {text!r} must be a normalised absolute path of "
+            "letters, digits and _.,:@+=- (an LXC mount entry carries no others)"
+        )
+    # usr and etc are mount sources on the host: a symlink there would bind whatever it points to.
+    for name in ("usr", "etc"):
+        if not (root / name).is_dir() or (root / name).is_symlink():
+            raise ContainerStartError(
+                f"{spec.container_id}: runtime image root {text} is not an unpacked image (an existing "
+                f"directory with real usr/ and etc/ directories in it; {name}/ is missing or a symlink): "
+                "was it removed from the node's image cache?"
+            )
+    return root
 
 
 @dataclass(frozen=True)
@@ -146,11 +190,12 @@ class Binds:
 def check_spec_paths(spec: ContainerSpec) -> Binds:
     """The directories to bind for ``spec``; raises ``ContainerStartError`` naming a bad one.
 
-    Each must be an existing directory, given without symlinks (it is mounted at
-    the same path inside) and in characters that an ``lxc.mount.entry`` carries
-    as they are; none may be under /proc, /sys or /dev; writable ones not under
-    the read-only host /usr or /etc.  Read-only dirs under /usr or /etc are
-    visible already and need no bind.
+    Each must be an existing directory on the host, given without symlinks (it is
+    mounted at the same path inside) and in characters that an ``lxc.mount.entry``
+    carries as they are; none may be under /proc, /sys or /dev, nor under /usr,
+    /etc or the image's other top-level names (``IMAGE_TOP_NAMES``): inside, those
+    are the runtime image's, which would hide a read-only dir and cannot take a
+    writable one (and no mount point is ever made in the shared image).
     """
     writable = list(dict.fromkeys([spec.work_dir, spec.log_dir, *spec.writable_dirs]))
     readonly = [p for p in dict.fromkeys(spec.readonly_dirs) if p not in writable]
@@ -164,16 +209,19 @@ def check_spec_paths(spec: ContainerSpec) -> Binds:
         pure = PurePosixPath(text)
         if any(pure == r or r in pure.parents for r in _RESERVED):
             raise ContainerStartError(f"{spec.container_id}: {what} {text} is under /proc, /sys or /dev")
-        if path in writable and any(pure == r or r in pure.parents for r in _HOST_RO):
-            raise ContainerStartError(f"{spec.container_id}: {what} {text} is under the host's read-only /usr or /etc")
+        image_dir = next((r for r in _IMAGE_DIRS if pure == r or r in pure.parents), None)
+        if image_dir is not None:
+            raise ContainerStartError(
+                f"{spec.container_id}: {what} {text} is under {image_dir}, which inside the container is the "
+                f"runtime image's (read-only; the host's {image_dir} is not there): give a directory elsewhere"
+            )
         if not path.is_dir():
             raise ContainerStartError(f"{spec.container_id}: {what} {text} is not an existing directory")
         if path.resolve() != path:
             raise ContainerStartError(
                 f"{spec.container_id}: {what} {text} goes through a symlink (to {path.resolve()}); give the real path"
             )
-    visible = [p for p in readonly if not any(r in PurePosixPath(p).parents for r in _HOST_RO)]
-    return Binds(tuple(PurePosixPath(p) for p in writable), tuple(PurePosixPath(p) for p in visible))
+    return Binds(tuple(PurePosixPath(p) for p in writable), tuple(PurePosixPath(p) for p in readonly))
 
 
 def _entry(source: str, target: PurePosixPath | str, fstype: str, options: str) -> str:
@@ -185,7 +233,7 @@ def render_config(
     *,
     spec: ContainerSpec,
     binds: Binds,
-    host: HostLayout,
+    image: ImageLayout,
     rootfs: Path,
     snapshot_hook: Path,
     snapshot_file: Path,
@@ -196,7 +244,7 @@ def render_config(
     tmpfs = f"rw,nosuid,nodev,mode=1777,size={spec.memory_limit_bytes}"
     lines = [
         f"# Cortex RM container {cid}: written by LxcRuntime, removed when the container ends",
-        f"lxc.uts.name = {host.hostname}",
+        f"lxc.uts.name = {image.hostname}",
         f"lxc.rootfs.path = dir:{rootfs}",
         "lxc.rootfs.options = ro",
         "# the host's network namespace (no network isolation yet)",
@@ -205,15 +253,14 @@ def render_config(
         "lxc.tty.max = 0",
         "lxc.autodev = 1",
         "lxc.mount.auto = proc:mixed sys:ro cgroup:ro",
-        _entry("/usr", "usr", "none", "ro,bind"),
-        _entry("/etc", "etc", "none", "ro,bind"),
-        *(_entry(f"/{name}", name, "none", "ro,bind") for name in host.root_dirs),
+        f"# the runtime image {image.root_image}, read-only",
+        _entry(f"{image.root_image}/usr", "usr", "none", "ro,bind"),
+        _entry(f"{image.root_image}/etc", "etc", "none", "ro,bind"),
+        *(_entry(f"{image.root_image}/{name}", name, "none", "ro,bind") for name in image.root_dirs),
+        "# the host's name lookups (the container shares its network and hostname)",
+        *(_entry(path, path, "none", "ro,bind") for path in image.host_files),
         _entry("tmpfs", "tmp", "tmpfs", tmpfs),
         _entry("tmpfs", "dev/shm", "tmpfs", tmpfs + ",create=dir"),
-        *(
-            _entry("tmpfs", path, "tmpfs", "ro,size=4k") if is_dir else _entry("/dev/null", path, "none", "ro,bind")
-            for path, is_dir in host.masked
-        ),
         *(
             _entry(str(path), path, "none", ("rw" if writable else "ro") + ",bind,create=dir")
             for path, writable in binds.in_mount_order()
@@ -221,7 +268,7 @@ def render_config(
         f"lxc.cgroup.dir.container = {CGROUP_PARENT}/{cid}",
         f"lxc.cgroup.dir.monitor = {CGROUP_PARENT}/{cid}.monitor",
         f"lxc.cgroup.memory.limit_in_bytes = {spec.memory_limit_bytes}",
-        *([f"lxc.cgroup.memory.memsw.limit_in_bytes = {spec.memory_limit_bytes}"] if host.swap_accounting else []),
+        *([f"lxc.cgroup.memory.memsw.limit_in_bytes = {spec.memory_limit_bytes}"] if image.swap_accounting else []),
         f"lxc.cgroup.pids.max = {spec.pids_limit}",
         "lxc.cgroup.devices.deny = a",
         *(f"lxc.cgroup.devices.allow = {d}" for d in ALLOWED_DEVICES),
@@ -232,20 +279,20 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
-def prepare_rootfs(rootfs: Path, binds: Binds, host: HostLayout) -> None:
-    """Make the empty root file system: mount points and the host's top-level symlinks.
+def prepare_rootfs(rootfs: Path, binds: Binds, image: ImageLayout) -> None:
+    """Make the container's empty root: mount points and the image's top-level symlinks.
 
     Bind targets below /tmp are made by LXC in the private /tmp (``create=dir``);
-    targets below /usr or /etc exist through those binds; any other is made here,
-    in a tree that holds no symlink but the top-level ones it never descends.
+    every other one is made here, in this container's own tree, which holds no
+    symlink but the top-level ones it never descends (``check_spec_paths`` keeps
+    the spec's dirs out of /usr, /etc and those names, so none lands in the image).
     """
-    for name in ("usr", "etc", "proc", "sys", "dev", "tmp", "root", *host.root_dirs):
+    for name in ("usr", "etc", "proc", "sys", "dev", "tmp", "root", *image.root_dirs):
         (rootfs / name).mkdir(parents=True, exist_ok=True)
-    for name, target in host.root_links:
+    for name, target in image.root_links:
         (rootfs / name).symlink_to(target)
-    skip = {"usr", "etc", "tmp", "proc", "sys", "dev", *host.root_dirs, *(n for n, _ in host.root_links)}
     for path, _ in binds.in_mount_order():
-        if path.parts[1] not in skip:
+        if path.parts[1] != "tmp":
             (rootfs / str(path).lstrip("/")).mkdir(parents=True, exist_ok=True)
 
 

@@ -12,6 +12,19 @@ What the container gets — namespaces, root file system, cgroup limits, capabil
 is in ``lxc_config.py``; what lxc-execute and the cgroups report back is read by
 ``lxc_reports.py``.
 
+Root file system: every container runs in the cluster's runtime image
+(``spec.root_image``, an unpacked root of ``runtime_image.ImageCache``, shared by
+every container and never written to): its ``/usr`` and ``/etc`` are the
+image's, read-only, with its top-level links (``/bin -> usr/bin``...), so the
+JVM and the Python inside are the image's and nothing of the host's ``/usr``,
+``/etc`` or ``/lib`` is visible.  The host's ``/etc/hosts`` and
+``/etc/resolv.conf`` are bound read-only over the image's placeholders (the
+container shares the host's network and hostname); they are the only host files
+a container sees besides the dirs its spec names.  ``start`` refuses a spec
+without an image: the cluster must name one (``cortex-rm image build``, ``image
+push``, ``[resourcemanager] runtime_image``).  What ``start`` reads of an image
+(``ImageLayout``) is looked up once per image root.
+
 Start: lxc-execute logs at NOTICE into a pipe on its fd ``LXC_LOG_FD``;
 ``started`` fires on its ``execute_post_start`` line, which LXC writes once the
 namespaces, mounts and cgroup limits are in place and init has been started
@@ -40,7 +53,7 @@ import shutil
 import signal
 import socket
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
@@ -53,11 +66,11 @@ from twisted.python.failure import Failure
 
 from cortex_rm.container.lxc_config import (
     CGROUP_PARENT,
-    DEFAULT_MASKED_PATHS,
     LXC_LOG_FD,
     SAFE_PATH,
     SNAPSHOT_HOOK,
-    HostLayout,
+    ImageLayout,
+    check_image_root,
     check_spec_paths,
     launch_argv,
     prepare_rootfs,
@@ -86,6 +99,8 @@ _E = RuntimeContainerEvent
 RUNTIME_LOG_NAME: Final = "lxc-execute.log"
 _MAX_LOG_LINE: Final = 4096
 _KEPT_LOG_LINES: Final = 20
+#: How many image roots' layouts a runtime remembers.
+_KEPT_IMAGE_LAYOUTS: Final = 4
 
 
 def _signal_pids(pids: Iterable[int], sig: int) -> None:
@@ -317,7 +332,8 @@ class LxcRuntime:
 
     ``base_dir`` holds the containers' config and root directories while they run
     (``containers/<id>/``) and the stop hook (``cgroup-snapshot``).  ``clock``
-    times the kill grace (the reactor by default).
+    times the kill grace (the reactor by default).  Each spec names the runtime
+    image root it runs in (``ContainerSpec.root_image``).
     """
 
     def __init__(
@@ -328,7 +344,6 @@ class LxcRuntime:
         *,
         lxc_execute: str = "/usr/bin/lxc-execute",
         cgroup_root: Path = Path("/sys/fs/cgroup"),
-        masked_paths: Sequence[str] = DEFAULT_MASKED_PATHS,
         hostname: str | None = None,
     ) -> None:
         self.reactor = reactor
@@ -336,10 +351,11 @@ class LxcRuntime:
         self.clock: IReactorTime = clock if clock is not None else reactor
         self.lxc_execute = lxc_execute
         self.cgroup_root = cgroup_root
-        self.masked_paths = tuple(masked_paths)
         self.hostname = hostname or socket.gethostname()
         self.running: dict[str, LxcContainer] = {}
-        self._host: HostLayout | None = None
+        self._host_checked = False
+        #: ImageLayout per image root, oldest first (a node runs one image at a time, two while it changes).
+        self._images: dict[Path, ImageLayout] = {}
 
     def cgroup_dir(self, controller: str, container_id: str) -> Path:
         """Where a container's cgroup of ``controller`` is while it runs."""
@@ -350,7 +366,9 @@ class LxcRuntime:
         cid = spec.container_id
         if cid in self.running:
             raise ContainerStartError(f"container {cid} is running already")
-        host = self._check_host()
+        root_image = check_image_root(spec)
+        self._check_host()
+        image = self._image_layout(root_image)
         binds = check_spec_paths(spec)
         container_dir = self.base_dir / "containers" / cid
         try:
@@ -358,13 +376,13 @@ class LxcRuntime:
                 shutil.rmtree(container_dir)
             rootfs = container_dir / "rootfs"
             rootfs.mkdir(parents=True)
-            prepare_rootfs(rootfs, binds, host)
+            prepare_rootfs(rootfs, binds, image)
             config = container_dir / "config"
             config.write_text(
                 render_config(
                     spec=spec,
                     binds=binds,
-                    host=host,
+                    image=image,
                     rootfs=rootfs,
                     snapshot_hook=self.base_dir / "cgroup-snapshot",
                     snapshot_file=container_dir / "memory-cgroup",
@@ -401,10 +419,10 @@ class LxcRuntime:
         if self.running.get(container.container_id) is container:
             del self.running[container.container_id]
 
-    def _check_host(self) -> HostLayout:
-        """The host layout, and the checks that make a start worth trying (once per runtime)."""
-        if self._host is not None:
-            return self._host
+    def _check_host(self) -> None:
+        """The checks that make a start worth trying, and the stop hook (once per runtime)."""
+        if self._host_checked:
+            return
         if os.geteuid() != 0:
             raise ContainerStartError("LxcRuntime runs containers as root for now; this process is not root")
         if not os.access(self.lxc_execute, os.X_OK):
@@ -418,6 +436,14 @@ class LxcRuntime:
         hook = self.base_dir / "cgroup-snapshot"
         hook.write_text(SNAPSHOT_HOOK)
         hook.chmod(0o755)
-        self._host = HostLayout.of_host(self.cgroup_root, self.masked_paths, self.hostname)
-        return self._host
+        self._host_checked = True
 
+    def _image_layout(self, root_image: Path) -> ImageLayout:
+        """What containers take from ``root_image`` (looked up on its first start; a few are kept)."""
+        found = self._images.get(root_image)
+        if found is None:
+            found = ImageLayout.of_image(root_image, self.cgroup_root, self.hostname)
+            self._images[root_image] = found
+            while len(self._images) > _KEPT_IMAGE_LAYOUTS:
+                del self._images[next(iter(self._images))]
+        return found

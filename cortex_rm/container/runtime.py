@@ -95,12 +95,18 @@ class ContainerSpec:
     writable_dirs: tuple[Path, ...] = ()
     #: Host directories the container may read (a resource cache, a Spark installation).
     readonly_dirs: tuple[Path, ...] = ()
+    #: The unpacked runtime image the container runs in (its /usr, /etc and top-level links;
+    #: ``runtime_image.ImageCache``); None when the cluster names none (a runtime that needs
+    #: one refuses to start the container).
+    root_image: Path | None = None
 
     def __post_init__(self) -> None:
         if not CONTAINER_ID_PATTERN.fullmatch(self.container_id):
             raise InvalidContainerSpec(
                 f"container id {self.container_id!r} must match {CONTAINER_ID_PATTERN.pattern}"
             )
+        if self.root_image is not None and not self.root_image.is_absolute():
+            raise InvalidContainerSpec(f"{self.container_id}: root_image {str(self.root_image)!r} is not an absolute path")
         for what, path in self.paths():
             if not path.is_absolute():
                 raise InvalidContainerSpec(f"{self.container_id}: {what} {str(path)!r} is not an absolute path")

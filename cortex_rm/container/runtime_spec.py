@@ -5,7 +5,7 @@ JVM's off-heap memory and the shell live outside Spark's accounting); its pids l
 is ``pids_limit``.  It may write to its application's local dirs, its log dirs, the
 configured shared dirs and its application's staging dir (see
 ``container_files.application_staging_dirs``), and read the configured read-only
-dirs and the JVM.
+dirs.  It runs in the cluster's runtime image (its /usr holds the JVM and Python).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class ContainerSettings:
     shutdown_timeout_s: float = 10.0
 
 
-def runtime_spec(c: NMContainer, plan: LaunchPlan, settings: ContainerSettings, java_home: Path) -> ContainerSpec:
+def runtime_spec(c: NMContainer, plan: LaunchPlan, settings: ContainerSettings, image_root: Path | None) -> ContainerSpec:
     """What the runtime is asked to run for ``c`` (see the module docstring)."""
     return ContainerSpec(
         container_id=str(c.container_id),
@@ -62,7 +62,8 @@ def runtime_spec(c: NMContainer, plan: LaunchPlan, settings: ContainerSettings, 
         # the shared caches the work dir's links may point into: the node's PUBLIC one, the user's PRIVATE one
         readonly_dirs=tuple(
             dict.fromkeys(
-                (*settings.readonly_dirs, java_home, c.paths.public_cache, c.paths.private_cache)
+                (*settings.readonly_dirs, c.paths.public_cache, c.paths.private_cache)
             )
         ),
+        root_image=image_root,
     )

@@ -37,6 +37,7 @@ MAX_TICKET_CHARS = 16 * 1024
 MAX_LENGTH = 2**62
 _BLOCK_ID = re.compile(r"^blk_[0-9a-f]{32}$")
 _CHECKSUM = re.compile(r"^[0-9a-f]{32}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,29 @@ def source_from_thrift(t: Any) -> LocalizationSource:
         _int(t.modification_time, "modification_time", 0, MAX_LENGTH),
         _text(t.ticket, "ticket", MAX_TICKET_CHARS, allow_empty=False),
     )
+
+
+@dataclass(frozen=True)
+class RuntimeImageSource:
+    """openRuntimeImage's answer: the image's SHA-256 ("" when the RM names none) and, when its
+    archive is in the file system, how to read it."""
+
+    sha256: str
+    source: LocalizationSource | None
+
+
+def image_to_thrift(image: RuntimeImageSource) -> ttypes.RuntimeImage:
+    return ttypes.RuntimeImage(image.sha256, None if image.source is None else source_to_thrift(image.source))
+
+
+def image_from_thrift(t: Any) -> RuntimeImageSource:
+    t = _struct(t, ttypes.RuntimeImage, "RuntimeImage")
+    sha256 = _text(t.sha256, "sha256", 64, allow_empty=True)
+    if sha256 and not _SHA256.fullmatch(sha256):
+        raise MalformedMessage("sha256 must be 64 lowercase hex digits or empty")
+    if not sha256 and t.source is not None:
+        raise MalformedMessage("an image without a sha256 has no source")
+    return RuntimeImageSource(sha256, None if t.source is None else source_from_thrift(t.source))
 
 
 @dataclass(frozen=True)

@@ -201,6 +201,17 @@ struct AggregationTarget {
 }
 
 /**
+ * openRuntimeImage's answer: the root file system every container of the cluster runs in, as
+ * the RM's configuration names it (`sha256` of its archive; empty when it names none), and,
+ * when the archive is in the file system, how to read it (a node checks the hash of what it
+ * read against `sha256` before it unpacks anything).
+ */
+struct RuntimeImage {
+  1: required string sha256,
+  2: optional LocalizationSource source,
+}
+
+/**
  * The file system refused: `java_class` is the exception Hadoop's client throws
  * (java.io.FileNotFoundException, ...SecretManager$InvalidToken, ...).
  */
@@ -239,6 +250,14 @@ service NodeTracker {
    * the file system, as the application's owner (the RM knows who that is).
    */
   AggregationTarget openForAggregation(1: NodeAddress node_id, 2: string application_id)
+      throws (1: NodeRefused refused, 2: FsFailure failure),
+
+  /**
+   * Which runtime image the cluster runs, and a read ticket for its archive
+   * (/cortex/images/<sha256>.tar.zst, which everyone must be able to read); no source while
+   * the archive has not been uploaded.
+   */
+  RuntimeImage openRuntimeImage(1: NodeAddress node_id)
       throws (1: NodeRefused refused, 2: FsFailure failure),
 }
 

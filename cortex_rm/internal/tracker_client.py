@@ -38,6 +38,7 @@ from cortex_rm.internal.block_codec import (
     BlockLocation,
     BlockReportMessage,
     LocalizationSource,
+    RuntimeImageSource,
     WrittenBlockMessage,
 )
 from cortex_rm.internal.errors import MalformedMessage, TrackerUnavailable
@@ -211,6 +212,10 @@ class TrackerClient:
         return self._call(
             "openForAggregation", lambda c: c.openForAggregation(node, app_id), block_codec.target_from_thrift
         )
+
+    def open_runtime_image(self, node_id: NodeId) -> defer.Deferred[RuntimeImageSource]:
+        node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
+        return self._call("openRuntimeImage", lambda c: c.openRuntimeImage(node), block_codec.image_from_thrift)
 
     def _call(
         self, name: str, send: Callable[[gen_service.Client], defer.Deferred[Any]], decode: Callable[[Any], T]

@@ -17,6 +17,7 @@ on the injected clock.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from thrift.transport import TTransport
@@ -32,7 +33,7 @@ from zope.interface import implementer
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.nodes import NodeState
 from cortex_rm.fs.block_map import DataNode
-from cortex_rm.fs.errors import FsError
+from cortex_rm.fs.errors import FileNotFound, FsError
 from cortex_rm.fs.model import BlockRef, User
 from cortex_rm.fs.name_node import NameNode, WrittenBlock
 from cortex_rm.fs.paths import parse_path
@@ -44,13 +45,13 @@ from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_address, peer_fingerprint, peer_ring_id
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR, remote_node_log_file
+from cortex_rm.yarn.resource_tracker import HeartbeatAnswer, NodeRefused, RegistrationAnswer
 from cortex_rm.yarn.tokens import ContainerTokenIdentifier
 
 #: Reads a ContainerToken's identifier (the Hadoop wire's job: ``yarn_api.tokens.read_container_identifier``).
 IdentifierReader = Callable[[bytes], ContainerTokenIdentifier]
 #: The owner of an application a node aggregates logs of (NodeRefused if the node may not).
 AppOwner = Callable[[ApplicationId, NodeId], str]
-from cortex_rm.yarn.resource_tracker import HeartbeatAnswer, NodeRefused, RegistrationAnswer
 
 log = Logger()
 T = TypeVar("T")
@@ -58,6 +59,27 @@ T = TypeVar("T")
 MAX_PATH_CHARS = 8000
 MAX_TOKEN_BYTES = 4096
 LOCALIZATION_GRACE_MS = 10 * 60 * 1000
+
+
+#: Where the cluster's runtime images live in the file system: ``<dir>/<sha256>.tar.zst``.
+RUNTIME_IMAGE_DIR = "/cortex/images"
+
+
+@dataclass(frozen=True)
+class FileSystemServices:
+    """What the tracker serves nodes besides registration and heartbeats: the file system
+    (``name_node``), container tokens read with ``read_identifier`` for localization, the owner
+    of an application whose logs a node aggregates (``app_owner``), and the runtime image the
+    cluster runs (``runtime_image``, its archive's SHA-256; "" for none)."""
+
+    name_node: NameNode
+    read_identifier: IdentifierReader | None = None
+    app_owner: AppOwner | None = None
+    runtime_image: str = ""
+
+
+def runtime_image_path(sha256: str) -> str:
+    return f"{RUNTIME_IMAGE_DIR}/{sha256}.tar.zst"
 
 
 @implementer(gen_service.Iface)
@@ -70,17 +92,13 @@ class TrackerCalls:
         fingerprint: str,
         peer: str,
         ring_id: int | None = None,
-        name_node: NameNode | None = None,
-        read_identifier: IdentifierReader | None = None,
-        app_owner: AppOwner | None = None,
+        fs: FileSystemServices | None = None,
     ) -> None:
         self.tracker = tracker
         self.fingerprint = fingerprint
         self.peer = peer
         self.ring_id = ring_id
-        self.name_node = name_node
-        self.read_identifier = read_identifier
-        self.app_owner = app_owner
+        self.fs = fs
 
     def _decide(self, call: str, decide: Callable[[], T]) -> T:
         """The tracker's answer to ``call``; a refusal or malformed request raises the IDL's ``NodeRefused``."""
@@ -111,14 +129,14 @@ class TrackerCalls:
     # -- the file system's calls: only from a RUNNING node, over the connection of the key it registered with
 
     def _data_node(self, node_id: NodeId) -> tuple[NameNode, DataNode]:
-        if self.name_node is None:
+        if self.fs is None:
             raise NodeRefused("this RM serves no file system")
         if self.tracker.bound_fingerprint(node_id) != self.fingerprint:
             raise NodeRefused(f"node {node_id} is not registered with the key of this connection; register first")
         record = self.tracker.nodes.get(node_id)
         if record.state not in (NodeState.RUNNING, NodeState.UNHEALTHY):  # unhealthy: no containers, still a DataNode
             raise NodeRefused(f"node {node_id} is {record.state.name}, not RUNNING; register again")
-        return self.name_node, DataNode(str(node_id), record.http_address)
+        return self.fs.name_node, DataNode(str(node_id), record.http_address)
 
     def _fs_call(self, call: str, decide: Callable[[], T]) -> T:
         """Like ``_decide``, and a file-system refusal becomes the IDL's ``FsFailure``."""
@@ -214,9 +232,10 @@ class TrackerCalls:
             node_id = codec._node_id(node, "node_id")
             name_node, _ = self._data_node(node_id)
             app_id = codec._yarn_id(application_id, "application_id", ApplicationId.parse)
-            if self.app_owner is None:
+            assert self.fs is not None  # _data_node checked
+            if self.fs.app_owner is None:
                 raise NodeRefused("this RM does not take aggregated logs")
-            owner = self.app_owner(app_id, node_id)
+            owner = self.fs.app_owner(app_id, node_id)
             root = parse_path(DEFAULT_REMOTE_APP_LOG_DIR)
             path = parse_path(remote_node_log_file(DEFAULT_REMOTE_APP_LOG_DIR, owner, app_id, node_id))
             d = name_node.aggregation_redirect(root, path, owner, str(node_id))
@@ -224,16 +243,37 @@ class TrackerCalls:
 
         return self._fs_call("openForAggregation", decide).addErrback(self._fs_failure, "openForAggregation")
 
+    def openRuntimeImage(self, node: Any) -> ttypes.RuntimeImage:  # noqa: N802 (IDL name)
+        """The runtime image the cluster runs and a read ticket for its archive, which everyone
+        must be able to read (``RUNTIME_IMAGE_DIR``); no ticket until it is uploaded."""
+
+        def decide() -> ttypes.RuntimeImage:
+            node_id = codec._node_id(node, "node_id")
+            name_node, _ = self._data_node(node_id)
+            assert self.fs is not None  # _data_node checked
+            sha256 = self.fs.runtime_image
+            if not sha256:
+                return block_codec.image_to_thrift(block_codec.RuntimeImageSource("", None))
+            try:
+                length, modified, ticket = name_node.localization_source(parse_path(runtime_image_path(sha256)), None)
+            except FileNotFound:  # not uploaded yet: the node says what it waits for
+                return block_codec.image_to_thrift(block_codec.RuntimeImageSource(sha256, None))
+            source = block_codec.LocalizationSource(length, modified, ticket)
+            return block_codec.image_to_thrift(block_codec.RuntimeImageSource(sha256, source))
+
+        return self._fs_call("openRuntimeImage", decide)
+
     def _container_user(self, node_id: NodeId, identifier: Any, password: Any) -> str:
         """The user of the container whose token the node shows: the RM signed it, for this node,
         and it expired no longer than ``LOCALIZATION_GRACE_MS`` ago (localization follows a start)."""
         if not isinstance(identifier, bytes) or not isinstance(password, bytes) or len(identifier) > MAX_TOKEN_BYTES:
             raise MalformedMessage("the container token must be an identifier and a password (bytes)")
         key = self.tracker.container_token_master_key
-        if key is None or self.read_identifier is None or not key.verify(identifier, password):
+        read_identifier = None if self.fs is None else self.fs.read_identifier
+        if key is None or read_identifier is None or not key.verify(identifier, password):
             raise NodeRefused("the container token was not signed by this RM")
         try:
-            granted = self.read_identifier(identifier)
+            granted = read_identifier(identifier)
         except ValueError as e:
             raise MalformedMessage(f"the container token's identifier: {e}") from None
         if granted.node_address != str(node_id):
@@ -266,15 +306,7 @@ class TrackerConnection(ThriftServerProtocol):  # type: ignore[misc]  # thrift.t
             log.warn("tracker connection from {peer} without a certificate; closing it", peer=self.peer)
             self.transport.loseConnection()
             return
-        calls = TrackerCalls(
-            self.factory.tracker,
-            fingerprint,
-            self.peer,
-            ring_id,
-            self.factory.name_node,
-            self.factory.read_identifier,
-            self.factory.app_owner,
-        )
+        calls = TrackerCalls(self.factory.tracker, fingerprint, self.peer, ring_id, self.factory.fs)
         self.processor = gen_service.Processor(calls)
         log.debug("tracker connection from {peer}, key {fingerprint}", peer=self.peer, fingerprint=fingerprint)
 
@@ -314,32 +346,21 @@ class TrackerServerFactory(Factory):
     protocol = TrackerConnection
     noisy = False
 
-    def __init__(
-        self,
-        tracker: NodeTracker,
-        name_node: NameNode | None = None,
-        read_identifier: IdentifierReader | None = None,
-        app_owner: AppOwner | None = None,
-    ) -> None:
+    def __init__(self, tracker: NodeTracker, fs: FileSystemServices | None = None) -> None:
         self.tracker = tracker
-        self.name_node = name_node
-        self.read_identifier = read_identifier
-        self.app_owner = app_owner
+        self.fs = fs
 
 
 def tracker_server_factory(
     tracker: NodeTracker,
     tls: MutualTLS,
     clock: IReactorTime,
-    name_node: NameNode | None = None,
-    read_identifier: IdentifierReader | None = None,
-    app_owner: AppOwner | None = None,
+    fs: FileSystemServices | None = None,
 ) -> TLSMemoryBIOFactory:
     """The factory to listen with: the tracker's Thrift service inside mutual TLS (with the
-    file system's calls when ``name_node`` is given; nodes localize from it with container
-    tokens, read with ``read_identifier``)."""
+    file system's calls when ``fs`` is given)."""
     # (mypy without the zope plugin cannot see that MutualTLS and the factory provide the interfaces)
-    factory = TrackerServerFactory(tracker, name_node, read_identifier, app_owner)
+    factory = TrackerServerFactory(tracker, fs)
     return TLSMemoryBIOFactory(tls, False, factory, clock=clock)
 
 

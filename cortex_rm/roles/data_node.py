@@ -37,6 +37,7 @@ from cortex_rm.internal.block_codec import (
     BlockLocation,
     BlockReportMessage,
     LocalizationSource,
+    RuntimeImageSource,
     WrittenBlockMessage,
 )
 from cortex_rm.internal.tracker_client import FsRefused, TrackerClient
@@ -106,6 +107,9 @@ class DataNodeRole:
 
     def open_for_aggregation(self, app_id: str) -> defer.Deferred[AggregationTarget]:
         return self._call(lambda client: client.open_for_aggregation(self.node_id, app_id))
+
+    def open_runtime_image(self) -> defer.Deferred[RuntimeImageSource]:
+        return self._call(lambda client: client.open_runtime_image(self.node_id))
 
     def stored(self, block: StoredBlock) -> None:
         self.reactor.callFromThread(self._stored, block)

@@ -64,6 +64,7 @@ from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService, Tra
 from cortex_rm.roles.data_node import DataNodeRole
 from cortex_rm.roles.fs_fetcher import SCHEMES, FileSystemFetcher
 from cortex_rm.roles.log_aggregation import LogAggregator
+from cortex_rm.roles.runtime_image_fetcher import RuntimeImageFetcher
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
@@ -151,6 +152,7 @@ class NodeManagerRole:
         self._republisher: Republisher | None = None
         self.data_node: DataNodeRole | None = None
         self.aggregator: LogAggregator | None = None
+        self.image: RuntimeImageFetcher | None = None
 
     def start(self, started_ms: int) -> None:
         """Serve the web site and ContainerManagementProtocol, then report to the RM and gossip the capacity."""
@@ -201,9 +203,7 @@ class NodeManagerRole:
         """Build the ContainerManager and serve ContainerManagementProtocol (``webapp``: the bound web
         address, whose port containers get as ``NM_HTTP_PORT``)."""
         nm, dirs = self.section, self.dirs
-        java_home = Path(os.path.realpath(dirs.java_home))
-        if not (java_home / "bin" / "java").exists():
-            log.warn("nodemanager.java_home {java_home} has no bin/java: JVM containers will fail", java_home=str(java_home))
+        java_home = dirs.java_home  # inside the runtime image
         readonly = existing_dirs(dirs.readonly_dirs, "readonly_dirs")
         shared = existing_dirs(dirs.shared_dirs, "shared_dirs")
         run, self._pool = thread_runner(self.reactor, name="nodemanager-files", threads=FILE_THREADS)
@@ -237,7 +237,11 @@ class NodeManagerRole:
                 pids_limit=nm.pids_limit,
             ),
             localizer=Localizer(run, self._fetchers(forbidden)),
+            image_root=self._image_root,
         )
+        if self.data_node is not None:
+            self.image = RuntimeImageFetcher(self.data_node, self.state_dir.resolve() / "images", run, self.reactor)
+            self.image.start()
         if nm.log_aggregation and self.data_node is not None:
             self.aggregator = LogAggregator(self.data_node, dirs.log_dirs, self.state_dir / "aggregation", run)
         factory = IpcServerFactory.daemon_port(
@@ -316,11 +320,20 @@ class NodeManagerRole:
             return
         assert self.tokens is not None
         self.tokens.set_master_key(answer.container_token_master_key)
+        if self.image is not None:
+            self.reactor.callLater(0, self.image.check)  # which runtime image the RM names, now
 
     def health(self) -> NodeHealth:
-        """What each heartbeat reports: every container's status."""
+        """What each heartbeat reports: every container's status, and unhealthy (with what it
+        waits for) until the runtime image the RM names is here."""
         assert self.containers is not None
-        return NodeHealth(containers=self.containers.statuses_for_heartbeat())
+        statuses = self.containers.statuses_for_heartbeat()
+        if self.image is not None and not self.image.state.ready:
+            return NodeHealth(healthy=False, health_report=self.image.state.doing, containers=statuses)
+        return NodeHealth(containers=statuses)
+
+    def _image_root(self) -> Path | None:
+        return None if self.image is None else self.image.root()
 
     def acknowledged(self, container_ids: tuple[ContainerId, ...]) -> None:
         assert self.containers is not None
@@ -367,6 +380,8 @@ class NodeManagerRole:
         if self._republisher is not None:
             self._republisher.stop()
             self._republisher = None
+        if self.image is not None:
+            self.image.stop()
         if self.data_node is not None:
             self.data_node.stop()
         if self.status_updater is not None:

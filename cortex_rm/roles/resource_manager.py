@@ -48,7 +48,7 @@ from cortex_rm.allocator.state_store import SqlStateStore
 from cortex_rm.config import ResourceManagerSection, SchedulerSection
 from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
 from cortex_rm.internal.tls import MutualTLS
-from cortex_rm.internal.tracker_server import ExpiryMonitor, tracker_server_factory
+from cortex_rm.internal.tracker_server import ExpiryMonitor, FileSystemServices, tracker_server_factory
 from cortex_rm.roles.ports import Listen
 from cortex_rm.roles.ring_records import Republisher, ResourceManagerRecord, publish_resource_manager
 from cortex_rm.roles.ring_service import RingService
@@ -205,7 +205,10 @@ class ResourceManagerRole:
             "resourcemanager.tracker_address",
             conf.tracker_address,
             tracker_server_factory(
-                self.tracker, self._tls, self.reactor, name_node, read_container_identifier, self._app_owner
+                self.tracker,
+                self._tls,
+                self.reactor,
+                FileSystemServices(name_node, read_container_identifier, self._app_owner, conf.runtime_image),
             ),
         )
         self._expiry = ExpiryMonitor(self.tracker, self.reactor)

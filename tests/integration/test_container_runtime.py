@@ -9,7 +9,10 @@ condition; no test sleeps for its result.
 
 The LXC-only tests check what the fake does not pretend to do: environment and
 working directory, log files, the file system's isolation, the cgroup limits,
-that a kill leaves no process behind, and that Java and Python run inside.
+that a kill leaves no process behind, and that the container runs in the real
+runtime image (the ``runtime_image_root`` fixture: built once per machine,
+unpacked once): its Debian 12 ``/usr`` and ``/etc``, its Java and Python, the
+host's ``/etc/hosts``, and nothing of the host's ``/usr`` and ``/etc``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import shutil
 import signal
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -30,7 +33,15 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
 from cortex_rm.container.fake_runtime import FakeProgram, FakeRuntime
-from cortex_rm.container.lxc_config import CGROUP_PARENT, Binds, HostLayout, check_spec_paths, render_config
+from cortex_rm.container.lxc_config import (
+    CGROUP_PARENT,
+    Binds,
+    ImageLayout,
+    check_image_root,
+    check_spec_paths,
+    prepare_rootfs,
+    render_config,
+)
 from cortex_rm.container.lxc_reports import MemorySnapshot, parent_pid, parse_lxc_log_line, parse_memory_snapshot
 from cortex_rm.container.lxc_runtime import RUNTIME_LOG_NAME, LxcContainer, LxcRuntime
 from cortex_rm.container.runtime import (
@@ -40,6 +51,7 @@ from cortex_rm.container.runtime import (
     ContainerStartError,
     RunningContainer,
 )
+from cortex_rm.container.runtime_image import ImageRecipe
 from tests.support.reactor import reactor
 from tests.support.reactor import wait_until as wait_for
 
@@ -47,7 +59,7 @@ pytestmark = pytest.mark.integration
 
 WAIT_S = 60.0
 MIB = 1024 * 1024
-JAVA = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"
+JAVA = f"{ImageRecipe().java_home}/bin/java"  # the image's JVM
 LXC_READY = os.geteuid() == 0 and shutil.which("lxc-execute") is not None and Path("/sys/fs/cgroup/memory").is_dir()
 needs_lxc = pytest.mark.skipif(not LXC_READY, reason="needs root, Debian's lxc and cgroup v1")
 
@@ -160,9 +172,11 @@ class FakeHarness:
 
 @dataclass
 class LxcHarness:
-    """The contract on ``LxcRuntime``, each container with its own dirs under ``root``."""
+    """The contract on ``LxcRuntime``, each container with its own dirs under ``root``, in the runtime ``image``."""
 
     root: Path
+    #: The unpacked runtime image every spec names (``root_image``).
+    image: Path
     name: str = "lxc"
     runtime: LxcRuntime = field(init=False)
 
@@ -177,10 +191,11 @@ class LxcHarness:
         return work, logs
 
     def spec(self, script: str, *, memory_limit_bytes: int = 256 * MIB, pids_limit: int = 64, container_id: str | None = None, env: dict[str, str] | None = None, **more: Any) -> ContainerSpec:
-        """A spec running ``script`` with bash from its work dir."""
+        """A spec running ``script`` with bash from its work dir, in the harness's image."""
         cid = container_id or new_container_id()
         work, logs = self.dirs(cid)
         (work / "launch_container.sh").write_text(script)
+        more.setdefault("root_image", self.image)
         return ContainerSpec(
             container_id=cid,
             work_dir=work,
@@ -218,15 +233,15 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
         return FakeHarness()
     if not LXC_READY:
         pytest.skip("needs root, Debian's lxc and cgroup v1")
-    return LxcHarness(tmp_path)
+    return LxcHarness(tmp_path, request.getfixturevalue("runtime_image_root"))
 
 
 @pytest.fixture
-def lxc(tmp_path: Path) -> Iterator[LxcHarness]:
+def lxc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LxcHarness]:
     """The LXC harness alone, for what only a real container shows."""
     if not LXC_READY:
         pytest.skip("needs root, Debian's lxc and cgroup v1")
-    yield LxcHarness(tmp_path)
+    yield LxcHarness(tmp_path, request.getfixturevalue("runtime_image_root"))
 
 
 def alive(pid: int) -> bool:
@@ -507,20 +522,70 @@ def test_the_main_process_exit_ends_the_container_and_its_leftovers(lxc: LxcHarn
 @needs_lxc
 @pytest_twisted.inlineCallbacks
 def test_java_and_python_run_inside(lxc: LxcHarness):  # type: ignore[no-untyped-def]
-    """`java -version` and python3 run in a container and exit 0."""
-    spec = lxc.spec(f'{JAVA} -version 2> java.txt && python3 -c "print(6 * 7)" > python.txt\n', memory_limit_bytes=512 * MIB)
+    """The image's `java -version` (OpenJDK 17) and its /usr/bin/python3 (3.11) run in a container and exit 0."""
+    script = (
+        f"{JAVA} -version 2> java.txt && "
+        '/usr/bin/python3 -c "import sys; print(6 * 7, sys.version_info[:2])" > python.txt\n'
+    )
+    spec = lxc.spec(script, memory_limit_bytes=512 * MIB)
     result = yield outcome(lxc.runtime.start(spec).exited)
     assert result.exit_code == 0, result.diagnostics
-    assert "openjdk" in (spec.work_dir / "java.txt").read_text().lower()
-    assert (spec.work_dir / "python.txt").read_text() == "42\n"
+    java = (spec.work_dir / "java.txt").read_text().lower()
+    assert "openjdk" in java and '"17.' in java
+    assert (spec.work_dir / "python.txt").read_text() == "42 (3, 11)\n"
 
 
 @needs_lxc
 @pytest_twisted.inlineCallbacks
-def test_a_launch_that_never_runs_fails_started_and_exits_minus_one(tmp_path: Path):  # type: ignore[no-untyped-def]
+def test_the_container_sees_the_images_usr_and_etc_not_the_hosts(lxc: LxcHarness):  # type: ignore[no-untyped-def]
+    """/etc/os-release is the image's (Debian 12); marker files made in the host's /etc and /usr/local,
+    and the host's lxc-execute, are not there; /etc/hosts and /etc/resolv.conf are the host's;
+    the shared image root is left exactly as it was."""
+    tag = uuid.uuid4().hex
+    markers = [Path("/etc") / f"cortex-test-{tag}", Path("/usr/local") / f"cortex-test-{tag}"]
+    host_only = shutil.which("lxc-execute") or "/usr/bin/lxc-execute"  # in the host's /usr, not in the image
+    before = {d: sorted(os.listdir(lxc.image / d)) for d in (".", "etc", "usr", "usr/local")}
+    checks = "".join(
+        f'if [ -e "{p}" ]; then echo "{p} visible"; else echo "{p} absent"; fi\n' for p in [*markers, host_only]
+    )
+    script = f"cat /etc/os-release > os-release\ncat /etc/hosts > hosts\ncat /etc/resolv.conf > resolv.conf\n{checks}"
+    try:
+        for marker in markers:
+            marker.write_text("the host's\n")
+        spec = lxc.spec("exec > report.txt 2>&1\n" + script)
+        result = yield outcome(lxc.runtime.start(spec).exited)
+    finally:
+        for marker in markers:
+            marker.unlink(missing_ok=True)
+    assert result.exit_code == 0, result.diagnostics
+    work = spec.work_dir
+    assert (work / "report.txt").read_text().splitlines() == [f"{p} absent" for p in [*markers, host_only]]
+    os_release = (work / "os-release").read_text()
+    assert os_release == (lxc.image / "etc" / "os-release").read_text()
+    assert 'VERSION_ID="12"' in os_release.splitlines() and "ID=debian" in os_release.splitlines()
+    assert (work / "hosts").read_text() == Path("/etc/hosts").read_text()
+    assert (work / "resolv.conf").read_text() == Path("/etc/resolv.conf").read_text()
+    assert {d: sorted(os.listdir(lxc.image / d)) for d in before} == before
+
+
+@needs_lxc
+def test_start_refuses_a_spec_without_a_runtime_image(lxc: LxcHarness, tmp_path: Path) -> None:
+    """No root_image: ContainerStartError saying how to name one; a dir that is no unpacked image is refused too."""
+    with pytest.raises(ContainerStartError, match=r"names no runtime image: build one with `cortex-rm image build`"):
+        lxc.runtime.start(lxc.spec("exit 0\n", root_image=None))
+    (tmp_path / "not-an-image" / "etc").mkdir(parents=True)
+    for root in (tmp_path / "not-an-image", tmp_path / "missing"):
+        with pytest.raises(ContainerStartError, match="is not an unpacked image"):
+            lxc.runtime.start(lxc.spec("exit 0\n", root_image=root))
+    assert lxc.runtime.running == {}
+
+
+@needs_lxc
+@pytest_twisted.inlineCallbacks
+def test_a_launch_that_never_runs_fails_started_and_exits_minus_one(tmp_path: Path, runtime_image_root: Path):  # type: ignore[no-untyped-def]
     """When lxc-execute ends without starting the container, `started` fails and the exit code is -1."""
     runtime = LxcRuntime(reactor(), tmp_path / "runtime", lxc_execute="/bin/false")
-    harness = LxcHarness(tmp_path)
+    harness = LxcHarness(tmp_path, runtime_image_root)
     c = runtime.start(harness.spec("exit 0\n"))
     failures: list[Any] = []
     c.started.addErrback(failures.append)
@@ -543,11 +608,16 @@ def test_start_refuses_specs_it_cannot_mount(lxc: LxcHarness, tmp_path: Path) ->
         "symlink": (tmp_path / "link",),
         "normalised absolute path": (tmp_path / "with space",),
         "under /proc": (Path("/proc/self"),),
-        "read-only /usr": (Path("/usr/local"),),
+        "under /usr, which inside the container is the runtime image's": (Path("/usr/local"),),
     }
     for message, dirs in cases.items():
         spec = ContainerSpec(**{**good.__dict__, "writable_dirs": dirs})
         with pytest.raises(ContainerStartError, match=message):
+            lxc.runtime.start(spec)
+    # read-only too: the image's /usr and /etc would hide the host's dir
+    for readonly in (Path("/usr/lib"), Path("/etc")):
+        spec = ContainerSpec(**{**good.__dict__, "readonly_dirs": (readonly,)})
+        with pytest.raises(ContainerStartError, match=f"under /{readonly.parts[1]}, which"):
             lxc.runtime.start(spec)
     assert lxc.runtime.running == {}
 
@@ -587,8 +657,50 @@ def test_memory_snapshots_read_the_oom_kill_count_and_fall_back_to_failcnt() -> 
     assert not parse_memory_snapshot("").killed_for_memory(137)
 
 
-def test_the_config_binds_the_specs_dirs_at_their_paths_parents_first(tmp_path: Path) -> None:
-    """Read-only host runtimes, masks, private /tmp, the spec's dirs (rw/ro, nested after parents), limits."""
+def fake_image(root: Path) -> Path:
+    """A small image root shaped like Debian 12's: usr/, etc/ (hosts, resolv.conf as a symlink),
+    bin/lib/lib64/sbin -> usr/..., and a real lib32 dir."""
+    for d in ("usr/bin", "usr/lib", "usr/lib64", "usr/sbin", "etc", "lib32", "var"):
+        (root / d).mkdir(parents=True)
+    for name in ("bin", "lib", "lib64", "sbin"):
+        (root / name).symlink_to(f"usr/{name}")
+    (root / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    (root / "etc" / "resolv.conf").symlink_to("../run/resolv.conf")
+    return root
+
+
+def test_an_image_layout_copies_the_images_top_level_links_and_dirs(tmp_path: Path) -> None:
+    """of_image: the image's links (bin -> usr/bin...) and real dirs among IMAGE_TOP_NAMES; a host file is
+    bound only where the host has it and the image has a plain file to mount over."""
+    image = fake_image(tmp_path / "image")
+    layout = ImageLayout.of_image(image, tmp_path / "no-cgroups", "node1", host_files=("/etc/hosts", "/etc/resolv.conf"))
+    assert layout.root_image == image
+    assert layout.root_links == (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"))
+    assert layout.root_dirs == ("lib32",)
+    assert layout.host_files == (("/etc/hosts",) if Path("/etc/hosts").is_file() else ())  # resolv.conf is a link here
+    assert (layout.swap_accounting, layout.hostname) == (False, "node1")
+
+
+def test_check_image_root_refuses_no_image_and_what_is_not_an_unpacked_one(tmp_path: Path) -> None:
+    """None says how to name an image; a missing dir, a dir without usr/ or with usr -> / is refused."""
+    image = fake_image(tmp_path / "image")
+    spec = ContainerSpec(
+        container_id="container_1_0001_01_000003", work_dir=tmp_path, log_dir=tmp_path, command=["/bin/true"],
+        env={}, memory_limit_bytes=MIB, pids_limit=8, root_image=image,
+    )
+    assert check_image_root(spec) == image
+    with pytest.raises(ContainerStartError, match=r"cortex-rm image push.*\[resourcemanager\] runtime_image"):
+        check_image_root(replace(spec, root_image=None))
+    (tmp_path / "linked" / "etc").mkdir(parents=True)
+    (tmp_path / "linked" / "usr").symlink_to("/usr")
+    for root in (tmp_path / "missing", tmp_path / "linked", tmp_path / "image" / "etc"):
+        with pytest.raises(ContainerStartError, match="is not an unpacked image"):
+            check_image_root(replace(spec, root_image=root))
+
+
+def test_the_config_binds_the_images_usr_and_etc_and_the_specs_dirs_at_their_paths_parents_first(tmp_path: Path) -> None:
+    """The image's /usr, /etc and real top-level dirs read-only, the host's name files over them, private /tmp,
+    the spec's dirs (rw/ro, nested after parents), limits; nothing of the host's /usr, /etc or /lib."""
     (tmp_path / "app" / "work").mkdir(parents=True)
     (tmp_path / "logs").mkdir()
     (tmp_path / "cache").mkdir()
@@ -601,16 +713,20 @@ def test_the_config_binds_the_specs_dirs_at_their_paths_parents_first(tmp_path: 
         memory_limit_bytes=100 * MIB,
         pids_limit=50,
         writable_dirs=(tmp_path / "app", tmp_path / "logs"),
-        readonly_dirs=(tmp_path / "cache", Path("/usr/lib/jvm")),
+        readonly_dirs=(tmp_path / "cache",),
+        root_image=Path("/cache/roots/abc"),
     )
     binds = check_spec_paths(spec)
     assert binds == Binds(
         writable=tuple(PurePosixPath(p) for p in (tmp_path / "app" / "work", tmp_path / "logs", tmp_path / "app")),
         readonly=(PurePosixPath(tmp_path / "cache"),),
     )
-    host = HostLayout(root_links=(("bin", "usr/bin"),), root_dirs=(), masked=(("/etc/shadow", False), ("/etc/ssh", True)), swap_accounting=True, hostname="node1")
+    image = ImageLayout(
+        root_image=Path("/cache/roots/abc"), root_links=(("bin", "usr/bin"),), root_dirs=("lib32",),
+        host_files=("/etc/hosts", "/etc/resolv.conf"), swap_accounting=True, hostname="node1",
+    )
     config = render_config(
-        spec=spec, binds=binds, host=host, rootfs=tmp_path / "rootfs", snapshot_hook=tmp_path / "hook",
+        spec=spec, binds=binds, image=image, rootfs=tmp_path / "rootfs", snapshot_hook=tmp_path / "hook",
         snapshot_file=tmp_path / "snap", cgroup_root=Path("/sys/fs/cgroup"),
     )
     lines = config.splitlines()
@@ -622,22 +738,44 @@ def test_the_config_binds_the_specs_dirs_at_their_paths_parents_first(tmp_path: 
         f"lxc.mount.entry = {tmp_path}/logs {rel}/logs none rw,bind,create=dir 0 0",
         f"lxc.mount.entry = {tmp_path}/app/work {rel}/app/work none rw,bind,create=dir 0 0",
     ]
+    image_and_host = [line for line in lines if line.startswith("lxc.mount.entry") and " none ro,bind 0 0" in line]
+    assert image_and_host == [  # in this order: the name files land on the image's /etc
+        "lxc.mount.entry = /cache/roots/abc/usr usr none ro,bind 0 0",
+        "lxc.mount.entry = /cache/roots/abc/etc etc none ro,bind 0 0",
+        "lxc.mount.entry = /cache/roots/abc/lib32 lib32 none ro,bind 0 0",
+        "lxc.mount.entry = /etc/hosts etc/hosts none ro,bind 0 0",
+        "lxc.mount.entry = /etc/resolv.conf etc/resolv.conf none ro,bind 0 0",
+    ]
     for expected in (
         "lxc.uts.name = node1",
         "lxc.rootfs.options = ro",
         "lxc.net.0.type = none",
         "lxc.console.path = none",
-        "lxc.mount.entry = /usr usr none ro,bind 0 0",
-        "lxc.mount.entry = /etc etc none ro,bind 0 0",
-        "lxc.mount.entry = /dev/null etc/shadow none ro,bind 0 0",
-        "lxc.mount.entry = tmpfs etc/ssh tmpfs ro,size=4k 0 0",
         f"lxc.cgroup.dir.container = {CGROUP_PARENT}/container_1_0001_01_000002",
         f"lxc.cgroup.memory.limit_in_bytes = {100 * MIB}",
         f"lxc.cgroup.memory.memsw.limit_in_bytes = {100 * MIB}",
         "lxc.cgroup.pids.max = 50",
     ):
         assert expected in lines
-    assert not any("jvm" in line for line in lines)  # visible through /usr already
+    assert not any(line.startswith(("lxc.mount.entry = /usr ", "lxc.mount.entry = /etc ")) for line in lines)
+    assert not any("shadow" in line or "ssh" in line for line in lines)
+
+
+def test_the_containers_root_gets_the_mount_points_and_the_images_links_and_the_image_is_untouched(tmp_path: Path) -> None:
+    """prepare_rootfs makes usr/, etc/, the image's real top dirs, its symlinks and the spec's mount points
+    (but none below /tmp) in the container's own root, and writes nothing into the image."""
+    image_root = fake_image(tmp_path / "image")
+    before = sorted(str(p.relative_to(image_root)) for p in image_root.rglob("*"))
+    image = ImageLayout.of_image(image_root, tmp_path / "no-cgroups", "node1")
+    rootfs = tmp_path / "rootfs"
+    binds = Binds(writable=(PurePosixPath("/var/lib/cortex/app"), PurePosixPath("/tmp/x/work")), readonly=())
+    prepare_rootfs(rootfs, binds, image)
+    assert {p.name for p in rootfs.iterdir()} == {
+        "usr", "etc", "proc", "sys", "dev", "tmp", "root", "lib32", "bin", "lib", "lib64", "sbin", "var",
+    }
+    assert os.readlink(rootfs / "lib64") == "usr/lib64"
+    assert (rootfs / "var" / "lib" / "cortex" / "app").is_dir() and not (rootfs / "tmp" / "x").exists()
+    assert sorted(str(p.relative_to(image_root)) for p in image_root.rglob("*")) == before
 
 
 def test_only_a_child_of_lxc_execute_is_taken_for_the_containers_init(tmp_path: Path) -> None:

@@ -8,6 +8,9 @@ LOCAL_DIRS, PWD), a localized FILE, an unpacked ARCHIVE, ``tmp/`` and the tokens
 file.  Then a stop (-105), a failing command (its exit code and stderr in the
 diagnostics), and the application's cleanup (work dirs gone, logs kept).
 
+The containers run in the real runtime image (the ``runtime_image_root`` fixture:
+built once per machine, unpacked once), whose JVM is the one JAVA_HOME names.
+
 Skipped only where LXC cannot run (not root, no lxc-execute, no cgroup v1):
 ``scripts/install`` installs it, so CI runs it.
 """
@@ -35,6 +38,7 @@ from cortex_rm.container.localizer import Localizer
 from cortex_rm.container.lxc_runtime import LxcRuntime
 from cortex_rm.container.nm_container import NMContainerState
 from cortex_rm.container.resource_files import default_fetchers
+from cortex_rm.container.runtime_image import ImageRecipe
 from cortex_rm.container.runtime_spec import ContainerSettings
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn_api import records
@@ -62,7 +66,7 @@ from tests.support.reactor import wait_until as wait_for
 pytestmark = pytest.mark.integration
 
 WAIT_S = 60.0
-JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
+JAVA_HOME = ImageRecipe().java_home  # inside the image
 LXC_READY = os.geteuid() == 0 and shutil.which("lxc-execute") is not None and Path("/sys/fs/cgroup/memory").is_dir()
 needs_lxc = pytest.mark.skipif(not LXC_READY, reason="needs root, Debian's lxc and cgroup v1")
 
@@ -73,9 +77,10 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S
 
 
 class RealNode:
-    """A ContainerManager with the LXC runtime behind a ContainerManagementProtocol port on loopback."""
+    """A ContainerManager with the LXC runtime behind a ContainerManagementProtocol port on loopback,
+    running its containers in the runtime image ``image``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, image: Path) -> None:
         self.root = root
         self.pool = ThreadPool(minthreads=0, maxthreads=4, name="test-nm-files")
         self.pool.start()
@@ -92,6 +97,7 @@ class RealNode:
             node=NodeFacts("127.0.0.1", 0, 8042, JAVA_HOME, nm_environment={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}),
             settings=settings,
             localizer=Localizer(self.run, default_fetchers([root / "local", root / "logs"])),
+            image_root=lambda: image,
         )
         factory = IpcServerFactory([nm_protocol(ContainerManagementService(self.manager))], SaslServer.simple_only())
         self.port = reactor().listenTCP(0, factory, interface="127.0.0.1")
@@ -158,10 +164,10 @@ REPORT = (
 
 @needs_lxc
 @pytest_twisted.inlineCallbacks
-def test_container_runs_in_lxc_with_yarns_environment_and_resources(tmp_path: Path):  # type: ignore[no-untyped-def]
+def test_container_runs_in_lxc_with_yarns_environment_and_resources(tmp_path: Path, runtime_image_root: Path):  # type: ignore[no-untyped-def]
     """startContainers over IPC -> localized, launched in LXC, exit 0; its stdout shows YARN's environment,
     the FILE and the unpacked ARCHIVE, and the JVM runs; statuses over IPC; cleanup deletes the work dirs and keeps the logs."""
-    node = RealNode(tmp_path)
+    node = RealNode(tmp_path, runtime_image_root)
     try:
         clc = launch_context(
             [REPORT, "1><LOG_DIR>/stdout", "2><LOG_DIR>/stderr"],
@@ -206,9 +212,9 @@ def test_container_runs_in_lxc_with_yarns_environment_and_resources(tmp_path: Pa
 
 @needs_lxc
 @pytest_twisted.inlineCallbacks
-def test_stop_and_failure_exit_statuses_in_lxc(tmp_path: Path):  # type: ignore[no-untyped-def]
+def test_stop_and_failure_exit_statuses_in_lxc(tmp_path: Path, runtime_image_root: Path):  # type: ignore[no-untyped-def]
     """A running container stopped over IPC reports -105; a failing one its exit code and stderr."""
-    node = RealNode(tmp_path)
+    node = RealNode(tmp_path, runtime_image_root)
     try:
         expiry = int(reactor().seconds() * 1000) + 600_000
         sleeper = start_request(

@@ -365,3 +365,25 @@ def test_decoding_never_changes_the_struct_it_was_given() -> None:
     with pytest.raises(MalformedMessage):
         codec.commands_from_thrift(t)
     assert t == before
+
+
+def test_a_runtime_image_round_trips_and_a_broken_one_is_malformed() -> None:
+    """openRuntimeImage's answer: with and without a source; a SHA-256 that is not 64 lowercase
+    hex digits, or a source without an image, is refused."""
+    for image in (
+        codec.RuntimeImageSource("", None),
+        codec.RuntimeImageSource("0f" * 32, None),
+        codec.RuntimeImageSource("0f" * 32, SOURCE),
+    ):
+        assert codec.image_from_thrift(codec.image_to_thrift(image)) == image
+    for t, message in (
+        (ttypes.RuntimeImage("0F" * 32), "64 lowercase hex"),
+        (ttypes.RuntimeImage("0f" * 31), "64 lowercase hex"),
+        (ttypes.RuntimeImage("../" * 3), "64 lowercase hex"),
+        (ttypes.RuntimeImage("", codec.source_to_thrift(SOURCE)), "without a sha256 has no source"),
+        (ttypes.RuntimeImage(None), "Required field sha256"),
+        (ttypes.RuntimeImage(5), "sha256 must be a string"),
+        ("not a struct", "RuntimeImage"),
+    ):
+        with pytest.raises(MalformedMessage, match=message):
+            codec.image_from_thrift(t)

@@ -110,7 +110,8 @@ def test_started_container_runs_in_yarns_layout_with_its_limits(node: Node) -> N
     assert spec.writable_dirs == (node.app_dir("local1"), node.app_dir("local2"))
     # the node's PUBLIC cache and alice's PRIVATE one, where the work dir's links may point
     caches = (node.tmp / "local1" / "filecache", node.tmp / "local1" / "usercache" / "alice" / "filecache")
-    assert spec.readonly_dirs == (Path("/opt/spark"), Path(JAVA_HOME), *caches)
+    assert spec.readonly_dirs == (Path("/opt/spark"), *caches)  # the JVM is the image's
+    assert spec.root_image is None  # this node's ContainerManager names no image
     assert all(c.is_dir() for c in caches)
     assert spec.env == {"PATH": "/usr/bin:/bin", "JAVA_HOME": JAVA_HOME}
     assert node.report(1).state is ContainerState.RUNNING

@@ -7,7 +7,8 @@ Bottom to top (README "Layout", DESIGN.md "Layers"):
     wire          yarn_api/ internal/        Hadoop IPC, protobuf, REST; Thrift, TLS, identity
     configuration config/                    the TOML file's sections, one per role
     roles         roles/                     ResourceManager, NodeManager, ring member
-    entry points  node.py cli.py local_cluster.py client_config.py ring_status.py __main__.py
+    entry points  node.py cli.py local_cluster.py client_config.py spark_archive.py webhdfs_client.py
+                  image_push.py ring_status.py __main__.py
 
 A module may import from its own layer or any layer below.  Within a layer,
 packages may import each other only one way (no cycle between packages).
@@ -31,7 +32,12 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
     ("wire", frozenset({"yarn_api", "internal"})),
     ("configuration", frozenset({"config"})),
     ("roles", frozenset({"roles"})),
-    ("entry points", frozenset({"node", "cli", "local_cluster", "client_config", "spark_archive", "ring_status", "__main__"})),
+    (
+        "entry points",
+        frozenset(
+            {"node", "cli", "local_cluster", "client_config", "spark_archive", "webhdfs_client", "image_push", "ring_status", "__main__"}
+        ),
+    ),
 )
 
 # Generated code: its imports are the generator's business.

@@ -20,7 +20,7 @@ from cortex_rm.fs.namespace_store import MemoryNamespaceStore
 from cortex_rm.fs.paths import parse_path
 from cortex_rm.internal import block_codec
 from cortex_rm.internal.gen import ttypes
-from cortex_rm.internal.tracker_server import LOCALIZATION_GRACE_MS, TrackerCalls
+from cortex_rm.internal.tracker_server import LOCALIZATION_GRACE_MS, FileSystemServices, TrackerCalls
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
 from cortex_rm.yarn.resource_tracker import NodeRefused, NodeRegistration
 from cortex_rm.yarn.resources import Resource
@@ -67,7 +67,7 @@ def calls(clock: Clock, name_node: NameNode) -> TrackerCalls:
     )
     for node in (NODE, OTHER):
         tracker.register(NodeRegistration(node, f"{node.host}:8042", "/r", Resource(4096, 4), 1000), KEY)
-    return TrackerCalls(tracker, KEY, "10.0.0.1:1234", name_node=name_node, read_identifier=read_container_identifier)
+    return TrackerCalls(tracker, KEY, "10.0.0.1:1234", fs=FileSystemServices(name_node, read_container_identifier))
 
 
 def node_address(node: NodeId = NODE) -> ttypes.NodeAddress:
@@ -139,7 +139,7 @@ def test_malformed_requests_are_refused_in_the_protocols_form(calls: TrackerCall
 
 def test_only_the_connection_of_the_nodes_key_is_served(calls: TrackerCalls, name_node: NameNode) -> None:
     """The same call over a connection with another key is refused: a node cannot speak for another."""
-    impostor = TrackerCalls(calls.tracker, "b" * 64, "10.0.0.9:1", name_node=name_node, read_identifier=read_container_identifier)
+    impostor = TrackerCalls(calls.tracker, "b" * 64, "10.0.0.9:1", fs=FileSystemServices(name_node, read_container_identifier))
     t = container_token(CONTAINER, key=CONTAINER_KEY, node=NODE)
     with pytest.raises(ttypes.NodeRefused, match="not registered with the key of this connection"):
         impostor.openForLocalization(node_address(), t.identifier, t.password, "/shared", True)
@@ -159,7 +159,7 @@ def test_a_node_aggregates_an_applications_logs_as_its_owner_where_yarn_logs_rea
             raise NodeRefused(f"{node_id} aggregates logs of {app_id}, which this RM does not know")
         return "alice"
 
-    calls = TrackerCalls(tracker, KEY, "10.0.0.1:1234", name_node=name_node, app_owner=owner)
+    calls = TrackerCalls(tracker, KEY, "10.0.0.1:1234", fs=FileSystemServices(name_node, app_owner=owner))
     calls.blockReport(node_address(), ttypes.BlockReport(full=True, added=[], removed=[], free_bytes=1 << 30))
     answers: list[object] = []
     calls.openForAggregation(node_address(), str(app)).addBoth(answers.append)
@@ -173,3 +173,47 @@ def test_a_node_aggregates_an_applications_logs_as_its_owner_where_yarn_logs_rea
     assert (mine.owner, mine.permission) == ("alice", 0o770)
     with pytest.raises(ttypes.NodeRefused, match="which this RM does not know"):
         calls.openForAggregation(node_address(), str(ApplicationId(1, 1)))
+
+
+IMAGE = "ab" * 32
+
+
+def _image_calls(calls: TrackerCalls, name_node: NameNode, image: str) -> TrackerCalls:
+    return TrackerCalls(calls.tracker, KEY, "10.0.0.1:1234", fs=FileSystemServices(name_node, runtime_image=image))
+
+
+def _put_image(name_node: NameNode, directory_mode: int) -> None:
+    root = User("root", frozenset({"supergroup"}))
+    name_node.persist(name_node.namespace.mkdirs(parse_path("/cortex/images"), root, directory_mode, NOW_MS))
+    name_node.persist(name_node.namespace.create_file(
+        parse_path(f"/cortex/images/{IMAGE}.tar.zst"), root, permission=0o644, replication=1, block_size=1 << 20,
+        blocks=(BlockRef("blk_" + "1" * 32, 9, "0" * 32),), overwrite=False, now_ms=NOW_MS + 3,
+    ))
+
+
+def test_a_node_learns_the_runtime_image_and_reads_it_as_everyone(calls: TrackerCalls, name_node: NameNode) -> None:
+    """openRuntimeImage: no image named -> ""; named but not uploaded -> its SHA-256 and no
+    source (the node says it waits for the push); uploaded world-readable -> a read ticket; an
+    archive that not everyone may read is refused as HDFS refuses."""
+    nothing = block_codec.image_from_thrift(calls.openRuntimeImage(node_address()))
+    assert nothing == block_codec.RuntimeImageSource("", None)
+    named = _image_calls(calls, name_node, IMAGE)
+    assert block_codec.image_from_thrift(named.openRuntimeImage(node_address())) == block_codec.RuntimeImageSource(IMAGE, None)
+    _put_image(name_node, 0o755)
+    image = block_codec.image_from_thrift(named.openRuntimeImage(node_address()))
+    assert image.sha256 == IMAGE and image.source is not None
+    assert (image.source.length, image.source.modification_time_ms) == (9, NOW_MS + 3)
+    ticket = tickets.verify({1: name_node.key}, image.source.ticket, "OPEN", NOW_MS)
+    assert ticket.text("path") == f"/cortex/images/{IMAGE}.tar.zst"
+    root = User("root", frozenset({"supergroup"}))
+    name_node.persist(name_node.namespace.set_permission(parse_path("/cortex/images"), root, 0o700))
+    with pytest.raises(ttypes.FsFailure) as refused:
+        named.openRuntimeImage(node_address())
+    assert refused.value.java_class == "org.apache.hadoop.security.AccessControlException"
+
+
+def test_an_unregistered_node_learns_no_image(calls: TrackerCalls, name_node: NameNode) -> None:
+    """Only a registered node on its own key's connection is answered."""
+    impostor = TrackerCalls(calls.tracker, "b" * 64, "10.0.0.9:1", fs=FileSystemServices(name_node, runtime_image=IMAGE))
+    with pytest.raises(ttypes.NodeRefused, match="not registered with the key"):
+        impostor.openRuntimeImage(node_address())

@@ -95,6 +95,18 @@ class Iface(Interface):
         """
         pass
 
+    def openRuntimeImage(node_id):
+        """
+        Which runtime image the cluster runs, and a read ticket for its archive
+        (/cortex/images/<sha256>.tar.zst, which everyone must be able to read); no source while
+        the archive has not been uploaded.
+
+        Parameters:
+         - node_id
+
+        """
+        pass
+
 
 @implementer(Iface)
 class Client(object):
@@ -490,6 +502,62 @@ class Client(object):
             return d.errback(result.failure)
         return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "openForAggregation failed: unknown result"))
 
+    def openRuntimeImage(self, node_id):
+        """
+        Which runtime image the cluster runs, and a read ticket for its archive
+        (/cortex/images/<sha256>.tar.zst, which everyone must be able to read); no source while
+        the archive has not been uploaded.
+
+        Parameters:
+         - node_id
+
+        """
+        seqid = self._seqid = self._seqid + 1
+        self._reqs[seqid] = defer.Deferred()
+
+        d = defer.maybeDeferred(self.send_openRuntimeImage, node_id)
+        d.addCallbacks(
+            callback=self.cb_send_openRuntimeImage,
+            callbackArgs=(seqid,),
+            errback=self.eb_send_openRuntimeImage,
+            errbackArgs=(seqid,))
+        return d
+
+    def cb_send_openRuntimeImage(self, _, seqid):
+        return self._reqs[seqid]
+
+    def eb_send_openRuntimeImage(self, f, seqid):
+        d = self._reqs.pop(seqid)
+        d.errback(f)
+        return d
+
+    def send_openRuntimeImage(self, node_id):
+        oprot = self._oprot_factory.getProtocol(self._transport)
+        oprot.writeMessageBegin('openRuntimeImage', TMessageType.CALL, self._seqid)
+        args = openRuntimeImage_args()
+        args.node_id = node_id
+        args.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def recv_openRuntimeImage(self, iprot, mtype, rseqid):
+        d = self._reqs.pop(rseqid)
+        if mtype == TMessageType.EXCEPTION:
+            x = TApplicationException()
+            x.read(iprot)
+            iprot.readMessageEnd()
+            return d.errback(x)
+        result = openRuntimeImage_result()
+        result.read(iprot)
+        iprot.readMessageEnd()
+        if result.success is not None:
+            return d.callback(result.success)
+        if result.refused is not None:
+            return d.errback(result.refused)
+        if result.failure is not None:
+            return d.errback(result.failure)
+        return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "openRuntimeImage failed: unknown result"))
+
 
 @implementer(Iface)
 class Processor(TProcessor):
@@ -503,6 +571,7 @@ class Processor(TProcessor):
         self._processMap["locateBlocks"] = Processor.process_locateBlocks
         self._processMap["openForLocalization"] = Processor.process_openForLocalization
         self._processMap["openForAggregation"] = Processor.process_openForAggregation
+        self._processMap["openRuntimeImage"] = Processor.process_openRuntimeImage
         self._on_message_begin = None
 
     def on_message_begin(self, func):
@@ -794,6 +863,46 @@ class Processor(TProcessor):
             msg_type = TMessageType.EXCEPTION
             result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
         oprot.writeMessageBegin("openForAggregation", msg_type, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def process_openRuntimeImage(self, seqid, iprot, oprot):
+        args = openRuntimeImage_args()
+        args.read(iprot)
+        iprot.readMessageEnd()
+        result = openRuntimeImage_result()
+        d = defer.maybeDeferred(self._handler.openRuntimeImage, args.node_id)
+        d.addCallback(self.write_results_success_openRuntimeImage, result, seqid, oprot)
+        d.addErrback(self.write_results_exception_openRuntimeImage, result, seqid, oprot)
+        return d
+
+    def write_results_success_openRuntimeImage(self, success, result, seqid, oprot):
+        result.success = success
+        oprot.writeMessageBegin("openRuntimeImage", TMessageType.REPLY, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def write_results_exception_openRuntimeImage(self, error, result, seqid, oprot):
+        msg_type = TMessageType.REPLY
+        try:
+            error.raiseException()
+        except NodeRefused as refused:
+            result.refused = refused
+        except FsFailure as failure:
+            result.failure = failure
+        except TTransport.TTransportException:
+            raise
+        except TApplicationException as ex:
+            logging.exception('TApplication exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = ex
+        except Exception:
+            logging.exception('Unexpected exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
+        oprot.writeMessageBegin("openRuntimeImage", msg_type, seqid)
         result.write(oprot)
         oprot.writeMessageEnd()
         oprot.trans.flush()
@@ -1924,6 +2033,155 @@ class openForAggregation_result(object):
 all_structs.append(openForAggregation_result)
 openForAggregation_result.thrift_spec = (
     (0, TType.STRUCT, 'success', [AggregationTarget, None], None, ),  # 0
+    (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
+    (2, TType.STRUCT, 'failure', [FsFailure, None], None, ),  # 2
+)
+
+
+class openRuntimeImage_args(object):
+    """
+    Attributes:
+     - node_id
+
+    """
+
+
+    def __init__(self, node_id=None,):
+        self.node_id = node_id
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.node_id = NodeAddress()
+                    self.node_id.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('openRuntimeImage_args')
+        if self.node_id is not None:
+            oprot.writeFieldBegin('node_id', TType.STRUCT, 1)
+            self.node_id.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(openRuntimeImage_args)
+openRuntimeImage_args.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'node_id', [NodeAddress, None], None, ),  # 1
+)
+
+
+class openRuntimeImage_result(object):
+    """
+    Attributes:
+     - success
+     - refused
+     - failure
+
+    """
+
+
+    def __init__(self, success=None, refused=None, failure=None,):
+        self.success = success
+        self.refused = refused
+        self.failure = failure
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 0:
+                if ftype == TType.STRUCT:
+                    self.success = RuntimeImage()
+                    self.success.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 1:
+                if ftype == TType.STRUCT:
+                    self.refused = NodeRefused.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.failure = FsFailure.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('openRuntimeImage_result')
+        if self.success is not None:
+            oprot.writeFieldBegin('success', TType.STRUCT, 0)
+            self.success.write(oprot)
+            oprot.writeFieldEnd()
+        if self.refused is not None:
+            oprot.writeFieldBegin('refused', TType.STRUCT, 1)
+            self.refused.write(oprot)
+            oprot.writeFieldEnd()
+        if self.failure is not None:
+            oprot.writeFieldBegin('failure', TType.STRUCT, 2)
+            self.failure.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(openRuntimeImage_result)
+openRuntimeImage_result.thrift_spec = (
+    (0, TType.STRUCT, 'success', [RuntimeImage, None], None, ),  # 0
     (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
     (2, TType.STRUCT, 'failure', [FsFailure, None], None, ),  # 2
 )

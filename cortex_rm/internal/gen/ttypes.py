@@ -2013,6 +2013,82 @@ class AggregationTarget(object):
         return not (self == other)
 
 
+class RuntimeImage(object):
+    """
+    openRuntimeImage's answer: the root file system every container of the cluster runs in, as
+    the RM's configuration names it (`sha256` of its archive; empty when it names none), and,
+    when the archive is in the file system, how to read it (a node checks the hash of what it
+    read against `sha256` before it unpacks anything).
+
+    Attributes:
+     - sha256
+     - source
+
+    """
+
+
+    def __init__(self, sha256=None, source=None,):
+        self.sha256 = sha256
+        self.source = source
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.sha256 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.source = LocalizationSource()
+                    self.source.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('RuntimeImage')
+        if self.sha256 is not None:
+            oprot.writeFieldBegin('sha256', TType.STRING, 1)
+            oprot.writeString(self.sha256.encode('utf-8') if sys.version_info[0] == 2 else self.sha256)
+            oprot.writeFieldEnd()
+        if self.source is not None:
+            oprot.writeFieldBegin('source', TType.STRUCT, 2)
+            self.source.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.sha256 is None:
+            raise TProtocolException(message='Required field sha256 is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
 class FsFailure(TException):
     """
     The file system refused: `java_class` is the exception Hadoop's client throws
@@ -4497,6 +4573,12 @@ AggregationTarget.thrift_spec = (
     None,  # 0
     (1, TType.STRING, 'path', 'UTF8', None, ),  # 1
     (2, TType.STRING, 'ticket', 'UTF8', None, ),  # 2
+)
+all_structs.append(RuntimeImage)
+RuntimeImage.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'sha256', 'UTF8', None, ),  # 1
+    (2, TType.STRUCT, 'source', [LocalizationSource, None], None, ),  # 2
 )
 all_structs.append(FsFailure)
 FsFailure.thrift_spec = (

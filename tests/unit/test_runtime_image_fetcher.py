@@ -1,0 +1,100 @@
+"""What a node does about the runtime image the RM names, decided on a fake clock against a
+fake tracker boundary (the file system's reads are proven by the cluster tests): it is ready
+when the RM names none or the named one is unpacked; otherwise it says what it waits for, and
+it keeps what it had when the RM cannot be asked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from cortex_rm.container.runtime_image import ImageCache, sha256_of_file
+from cortex_rm.internal.block_codec import RuntimeImageSource
+from cortex_rm.internal.errors import TrackerUnavailable
+from cortex_rm.roles.runtime_image_fetcher import RuntimeImageFetcher
+from tests.unit.test_runtime_image import make_archive
+
+
+class FakeDataNode:
+    """The tracker boundary: what openRuntimeImage answers next."""
+
+    def __init__(self) -> None:
+        self.answer: RuntimeImageSource | Exception = TrackerUnavailable("not connected")
+
+    def open_runtime_image(self) -> defer.Deferred[RuntimeImageSource]:
+        if isinstance(self.answer, Exception):
+            return defer.fail(self.answer)
+        return defer.succeed(self.answer)
+
+
+def run_now(work: Any) -> defer.Deferred[Any]:
+    return defer.maybeDeferred(work)
+
+
+@pytest.fixture
+def node() -> FakeDataNode:
+    return FakeDataNode()
+
+
+@pytest.fixture
+def fetcher(node: FakeDataNode, tmp_path: Path) -> RuntimeImageFetcher:
+    return RuntimeImageFetcher(node, tmp_path / "images", run_now, Clock())  # type: ignore[arg-type]
+
+
+def test_before_the_rm_answers_the_node_is_not_ready_and_says_why(fetcher: RuntimeImageFetcher) -> None:
+    fetcher.check()
+    assert not fetcher.state.ready and fetcher.root() is None
+    assert "cannot ask the ResourceManager for its runtime image: not connected" in fetcher.state.doing
+
+
+def test_a_cluster_without_an_image_is_ready_with_no_root(fetcher: RuntimeImageFetcher, node: FakeDataNode) -> None:
+    node.answer = RuntimeImageSource("", None)
+    fetcher.check()
+    assert fetcher.state.ready and fetcher.root() is None
+
+
+def test_an_image_not_uploaded_yet_is_waited_for_naming_the_push(fetcher: RuntimeImageFetcher, node: FakeDataNode) -> None:
+    node.answer = RuntimeImageSource("ab" * 32, None)
+    fetcher.check()
+    assert not fetcher.state.ready
+    assert fetcher.state.doing == f"waiting for runtime image {'ab' * 32} to be uploaded to the file system (cortex-rm image push)"
+
+
+def test_an_image_unpacked_before_is_used_without_fetching_and_others_are_pruned(
+    fetcher: RuntimeImageFetcher, node: FakeDataNode, tmp_path: Path
+) -> None:
+    """After a restart the node's unpacked root is reused at once; roots of images no longer
+    named are removed; losing the RM afterwards keeps the root."""
+    cache = ImageCache(tmp_path / "images")
+    roots = {}
+    for name in ("old", "new"):
+        archive = make_archive(tmp_path / f"{name}.tar.zst", {"./usr/bin/tool": name.encode(), "./etc/os-release": b"x"})
+        digest = sha256_of_file(archive)
+        roots[name] = (digest, cache.unpack(archive, digest))
+    node.answer = RuntimeImageSource(roots["new"][0], None)  # no source: nothing would be fetched
+    fetcher.check()
+    assert fetcher.state.ready and fetcher.root() == roots["new"][1]
+    assert cache.path_of(roots["old"][0]) is None
+    node.answer = TrackerUnavailable("the RM went away")
+    fetcher.check()
+    assert fetcher.root() == roots["new"][1] and fetcher.state.ready
+
+
+def test_concurrent_checks_run_one_at_a_time(fetcher: RuntimeImageFetcher, node: FakeDataNode) -> None:
+    """A check asked while one runs waits for it instead of starting a second download."""
+    pending: defer.Deferred[RuntimeImageSource] = defer.Deferred()
+    calls = []
+
+    def slow() -> defer.Deferred[RuntimeImageSource]:
+        calls.append(1)
+        return pending
+
+    node.open_runtime_image = slow  # type: ignore[method-assign]
+    first, second = fetcher.check(), fetcher.check()
+    assert calls == [1] and not second.called
+    pending.callback(RuntimeImageSource("", None))
+    assert first.called and second.called and fetcher.state.ready
