@@ -376,6 +376,11 @@ class ContainerManager:
         for cid in old:
             del self.containers[cid]
 
+    def application_cleaned_up(self, app_id: ApplicationId) -> bool:
+        """Whether the RM has had ``app_id`` cleaned up here (of the last MAX_REMEMBERED_CLEANUPS);
+        read by the NodeManager's REST API."""
+        return app_id in self._cleaned_apps
+
     def running_count(self) -> int:
         return sum(1 for c in self.containers.values() if c.state is not _S.DONE)
 

@@ -165,7 +165,8 @@ class NodeManagerRole:
             self._publish_capacity(self._ring, webapp)
 
     def _start_web(self, started_ms: int) -> HostPort:
-        """``/ws/v1/node`` (and ``/ws/v1/ring`` on a ring member) on ``nodemanager.webapp_address``."""
+        """``/ws/v1/node`` with the containers' web services and logs (and ``/ws/v1/ring`` on a ring
+        member) on ``nodemanager.webapp_address``."""
         address = self.section.webapp_address
         info = NodeInfo(
             node_id=self.node_name or address.host,
@@ -178,7 +179,10 @@ class NodeManagerRole:
         self.data_node = DataNodeRole(
             self.node_id, "", self.state_dir / "dfs-data", self.reactor, self._tracker_client
         )
-        site = build_nm_site(info, lambda: int(self.reactor.seconds() * 1000), self.data_node.resources())
+        # The ContainerManager is built after the site: its web services look it up on each request.
+        site = build_nm_site(
+            info, lambda: int(self.reactor.seconds() * 1000), self.data_node.resources(), lambda: self.containers
+        )
         if self._ring is not None:
             mount_ring(site.resource, RingResource(ring_view_of(self._ring), self.reactor))
         bound = self._listen("nodemanager.webapp_address", address, site)

@@ -1,9 +1,10 @@
 """The NodeManager's REST API (``/ws/v1/node``) on the node's web port.
 
-For now it serves the node's identity and health (``/ws/v1/node`` and
-``/ws/v1/node/info``, in YARN's JSON shape); the NodeManager role adds its
-applications and containers.  ``cortex-rm local-cluster`` waits on it to know a
-daemon is up.
+It serves the node's identity and health (``/ws/v1/node`` and
+``/ws/v1/node/info``, in YARN's JSON shape) and, given the node's containers, its
+applications, containers and container logs (``nm_rest_containers``:
+``/ws/v1/node/{apps,containers,containerlogs}/...``).  ``cortex-rm local-cluster``
+waits on it to know a daemon is up.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+
+from cortex_rm.yarn_api.nm_rest_containers import NodeContainers, NodeContainersResource
 
 
 @dataclass(frozen=True)
@@ -54,16 +57,20 @@ def node_info_json(info: NodeInfo, now_ms: int) -> dict[str, Any]:
 
 
 class _NodeInfoResource(Resource):
-    """``/ws/v1/node`` and ``/ws/v1/node/info`` (and with a trailing slash)."""
+    """``/ws/v1/node`` and ``/ws/v1/node/info`` (and with a trailing slash); every other path
+    below it goes to ``services`` (the containers' web services) when there are some."""
 
-    def __init__(self, info: NodeInfo, now_ms: Callable[[], int]) -> None:
+    def __init__(self, info: NodeInfo, now_ms: Callable[[], int], services: Resource | None = None) -> None:
         super().__init__()
         self._info = info
         self._now_ms = now_ms
+        self._services = services
 
     def getChild(self, path: bytes, request: Request) -> Resource:
-        if path in (b"", b"info"):
+        if path in (b"", b"info") and not any(request.postpath or []):
             return self
+        if self._services is not None:
+            return self._services
         child: Resource = super().getChild(path, request)  # twisted.web's NoResource
         return child
 
@@ -73,12 +80,17 @@ class _NodeInfoResource(Resource):
 
 
 def build_nm_site(
-    info: NodeInfo, now_ms: Callable[[], int], children: Mapping[bytes, Resource] | None = None
+    info: NodeInfo,
+    now_ms: Callable[[], int],
+    children: Mapping[bytes, Resource] | None = None,
+    containers: Callable[[], NodeContainers | None] | None = None,
 ) -> Site:
-    """The node's web site: ``/ws/v1/node`` and ``/ws/v1/node/info``, and ``children`` at the root
-    (the DataNode's ``webhdfs`` and ``cortex``)."""
+    """The node's web site: ``/ws/v1/node`` and ``/ws/v1/node/info``, ``children`` at the root
+    (the DataNode's ``webhdfs`` and ``cortex``) and, with ``containers`` (called on every request:
+    the ContainerManager, None before it exists), the containers' web services under ``/ws/v1/node``."""
+    services = None if containers is None else NodeContainersResource(containers)
     v1 = Resource()
-    v1.putChild(b"node", _NodeInfoResource(info, now_ms))
+    v1.putChild(b"node", _NodeInfoResource(info, now_ms, services))
     ws = Resource()
     ws.putChild(b"v1", v1)
     root = Resource()
