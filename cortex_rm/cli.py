@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--no-spark-upload", action="store_true", help="do not upload this machine's Spark jars into the cluster"
     )
+    up.add_argument(
+        "--isolated",
+        action="store_true",
+        help="each node in its own network namespace (on a bridge this makes) and mount namespace (its own /tmp, "
+        "/root, /home and state dir): nodes share no files and no loopback",
+    )
     down = csub.add_parser("down", help="stop the daemons of a local cluster")
     down.add_argument("--workdir", type=Path, required=True)
 
@@ -152,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             if args.action == "up":
-                local_cluster.up(args.workdir, args.nodes, args.timeout, spark_archive=not args.no_spark_upload)
+                local_cluster.up(
+                    args.workdir, args.nodes, args.timeout, spark_archive=not args.no_spark_upload, isolated=args.isolated
+                )
             else:
                 local_cluster.down(args.workdir)
         except local_cluster.LocalClusterError as e:

@@ -20,10 +20,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cortex_rm import isolation
 from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
 from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecipe, build_image, default_build_cache
 from cortex_rm.image_push import push_image
@@ -43,11 +44,27 @@ class LocalClusterError(Exception):
 @dataclass
 class LocalNode:
     name: str
-    directory: str
-    config: str
+    directory: str  # on this machine
+    config: str  # on this machine
     pid: int
     nm_webapp: str
     rm: RMAddresses | None = None
+    daemon_config: str = ""  # the config's path as the daemon sees it (isolated: in its mount namespace)
+
+
+#: YARN's usual ports, which an isolated node (an address of its own) listens on.
+YARN_PORTS = {"rm": 8032, "scheduler": 8030, "rm_web": 8088, "tracker": 8031, "nm_web": 8042, "nm": 45454, "ring": 7946}
+
+
+def _ports(free: Iterator[int] | None, names: tuple[str, ...]) -> dict[str, int]:
+    """The next free ports for ``names`` (nodes on loopback), or YARN's usual ones (isolated)."""
+    return {name: next(free) if free is not None else YARN_PORTS[name] for name in names}
+
+
+def _software() -> list[Path]:
+    """What an isolated daemon must still see: this checkout (Cortex's code), the virtualenv and
+    the Python installation it was made from."""
+    return [Path(__file__).resolve().parents[1], Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -84,6 +101,7 @@ def node_config_text(
     host: str,
     introducers: tuple[str, ...] = (),
     runtime_image: str = "",
+    rm_host: str = "127.0.0.1",
 ) -> str:
     """One node's cortex.toml: the first node runs the RM and starts the ring; the others join
     through ``introducers`` and find the RM through the ring (no RM address in their config)."""
@@ -99,10 +117,10 @@ def node_config_text(
     ]
     if is_rm:
         lines += [
-            f'address = "127.0.0.1:{ports["rm"]}"',
-            f'scheduler_address = "127.0.0.1:{ports["scheduler"]}"',
-            f'webapp_address = "127.0.0.1:{ports["rm_web"]}"',
-            f'tracker_address = "127.0.0.1:{ports["tracker"]}"',
+            f'address = "{rm_host}:{ports["rm"]}"',
+            f'scheduler_address = "{rm_host}:{ports["scheduler"]}"',
+            f'webapp_address = "{rm_host}:{ports["rm_web"]}"',
+            f'tracker_address = "{rm_host}:{ports["tracker"]}"',
             f'runtime_image = "{runtime_image}"  # the image every container runs in (cortex-rm image push)',
         ]
     lines += [
@@ -132,12 +150,14 @@ def up(
     *,
     spark_archive: bool = True,
     image: bool = True,
+    isolated: bool = False,
 ) -> list[LocalNode]:
     """Start the cluster, wait for it, and write the client configuration (uploading this
     machine's Spark jars into the cluster's file system, unless ``spark_archive`` is False).
     With ``image`` (what containers need), the runtime image is built first (once per
     recipe, cached), named in the RM's configuration, uploaded, and every node has
-    unpacked it before this returns."""
+    unpacked it before this returns.  ``isolated``: each node in network and mount
+    namespaces of its own (``isolation.py``), on YARN's usual ports at its own address."""
     workdir = workdir.resolve()
     if (workdir / CLUSTER_FILE).exists():
         running = [n for n in _load(workdir) if _is_daemon_of(n)]
@@ -150,50 +170,63 @@ def up(
         raise LocalClusterError("--nodes must be at least 1")
     workdir.mkdir(parents=True, exist_ok=True)
     built = _runtime_image(say) if image else None
-    ports = iter(free_ports(4 + 3 * nodes))
-    rm_ports = {"rm": next(ports), "scheduler": next(ports), "rm_web": next(ports), "tracker": next(ports)}
+    network = None
+    if isolated:
+        try:
+            network = isolation.create(workdir, nodes)
+        except isolation.IsolationError as e:
+            raise LocalClusterError(f"cannot isolate the nodes: {e}") from None
+        say(f"isolated: bridge {network.bridge} at {network.gateway}/{network.prefix}, one network and mount namespace per node")
+    ports = iter(free_ports(4 + 3 * nodes)) if network is None else None
+    rm_ports = _ports(ports, ("rm", "scheduler", "rm_web", "tracker"))
+    rm_host = "127.0.0.1" if network is None else network.nodes[0].address
     started: list[LocalNode] = []
     for i in range(1, nodes + 1):
         name = f"node{i}"
         directory = workdir / name
         (directory / "logs").mkdir(parents=True, exist_ok=True)
-        node_ports = dict(rm_ports, nm_web=next(ports), nm=next(ports), ring=next(ports))
+        node_ports = {**rm_ports, **_ports(ports, ("nm_web", "nm", "ring"))}
         config = directory / "cortex.toml"
-        host = node_host(i)
+        host = node_host(i) if network is None else network.nodes[i - 1].address
+        state_dir = directory if network is None else Path(network.nodes[i - 1].state_dir)
         if i == 1:
             first_ring = f"{host}:{node_ports['ring']}"
         introducers = () if i == 1 else (first_ring,)
         config.write_text(
             node_config_text(
-                directory,
+                state_dir,
                 name,
                 node_ports,
                 is_rm=(i == 1),
                 host=host,
                 introducers=introducers,
                 runtime_image=built.sha256 if built is not None else "",
+                rm_host=rm_host,
             )
         )
         for stale in (READY_FILE, PID_FILE):
             (directory / stale).unlink(missing_ok=True)
+        daemon_config = state_dir / "cortex.toml"
+        argv = [sys.executable, "-m", "cortex_rm", "node", "--config", str(daemon_config)]
+        if network is not None:
+            argv = network.command(i - 1, directory, workdir, _software(), argv)
         log = open(directory / "logs" / "daemon.out", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cortex_rm", "node", "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=directory,
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=directory
         )
         log.close()
         rm = None
         if i == 1:
             rm = RMAddresses(
-                HostPort("127.0.0.1", rm_ports["rm"]),
-                HostPort("127.0.0.1", rm_ports["scheduler"]),
-                HostPort("127.0.0.1", rm_ports["rm_web"]),
+                HostPort(rm_host, rm_ports["rm"]),
+                HostPort(rm_host, rm_ports["scheduler"]),
+                HostPort(rm_host, rm_ports["rm_web"]),
             )
-        started.append(LocalNode(name, str(directory), str(config), proc.pid, f"{host}:{node_ports['nm_web']}", rm))
+        started.append(
+            LocalNode(
+                name, str(directory), str(config), proc.pid, f"{host}:{node_ports['nm_web']}", rm, str(daemon_config)
+            )
+        )
         say(f"started {name} (pid {proc.pid}){' as the ResourceManager' if rm else ''}")
     _save(workdir, started)
     try:
@@ -328,6 +361,12 @@ def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) 
     orphans = _reap_orphans(nodes)
     if orphans:
         say(f"killed {orphans} container process(es) left by daemons that had died")
+    try:
+        network = isolation.remove(workdir)
+    except isolation.IsolationError as e:
+        raise LocalClusterError(f"the daemons stopped, but removing their namespaces failed: {e}") from None
+    if network is not None:
+        say(f"removed bridge {network.bridge} and {len(network.nodes)} network namespace(s)")
     say(f"stopped {len(running)} daemon(s); state kept under {workdir}")
     return len(running)
 
@@ -340,7 +379,7 @@ def _reap_orphans(nodes: list[LocalNode]) -> int:
     """
     children: dict[int, list[int]] = {}
     marked: list[int] = []
-    markers = [(str(Path(n.directory)) + "/").encode() for n in nodes]
+    markers = [(str(Path(d)) + "/").encode() for n in nodes for d in _state_dirs(n)]
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -368,6 +407,11 @@ def _reap_orphans(nodes: list[LocalNode]) -> int:
     return len(doomed)
 
 
+def _state_dirs(node: LocalNode) -> list[str]:
+    """The node's state dir on this machine and, isolated, as the daemon sees it."""
+    return [node.directory, *([str(Path(node.daemon_config).parent)] if node.daemon_config else [])]
+
+
 def _is_daemon_of(node: LocalNode) -> bool:
     """Whether ``node.pid`` still is that node's daemon (a pid may have been reused since)."""
     if not _alive(node.pid):
@@ -376,7 +420,7 @@ def _is_daemon_of(node: LocalNode) -> bool:
         cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return node.config.encode() in cmdline
+    return (node.daemon_config or node.config).encode() in cmdline
 
 
 def _alive(pid: int) -> bool:

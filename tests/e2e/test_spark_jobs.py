@@ -1,5 +1,9 @@
 """PySpark jobs run to completion on a local three-node Cortex, with the real spark-submit.
 
+The cluster is isolated (``local-cluster up --isolated``): each node has its own network
+and mount namespace, so the client (this process, its temporary directories) shares no
+file and no loopback with the nodes and reaches them by the RM's address alone.
+
 The ApplicationMaster and the executors run in LXC containers on the nodes; the
 result is checked from the job's own output (client mode: spark-submit's stdout;
 cluster mode: the driver's stdout, as Hadoop's `yarn logs` prints it once the nodes
@@ -14,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +26,7 @@ import pytest
 import requests
 
 from tests.support.cluster import RunningCluster, running_cluster
+from tests.support.fsshell import fs_shell
 from tests.support.java import YarnClientDriver
 from tests.support.logs_cli import aggregated_logs
 from tests.support.spark import application_id_from_output, spark_submit
@@ -43,7 +49,7 @@ EXECUTORS = {
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    with running_cluster(tmp_path_factory.mktemp("spark-jobs"), nodes=3, spark=True) as c:
+    with running_cluster(tmp_path_factory.mktemp("spark-jobs"), nodes=3, spark=True, isolated=True) as c:
         yield c
 
 
@@ -70,7 +76,7 @@ def test_wordcount_in_client_mode_shuffles_across_nodes(cluster: RunningCluster)
     """client mode, two executors: the shuffle's result is right and executors ran on more than one node."""
     result = spark_submit(cluster.conf_dir, EXAMPLES / "wordcount.py", deploy_mode="client",
                           conf={**PYTHON_CONF, **EXECUTORS, "spark.pyspark.driver.python": sys.executable},
-                          args=["2000", "4"], timeout=600, env={"SPARK_LOCAL_IP": "127.0.0.1"})
+                          args=["2000", "4"], timeout=600, env={"SPARK_LOCAL_IP": cluster.client_ip})
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     assert "WORD alpha 10000" in output and "WORD beta 6000" in output and "WORD delta 2000" in output
@@ -148,7 +154,7 @@ def test_a_job_survives_losing_a_node_that_runs_no_am(cluster: RunningCluster, t
         return {p.parent.name for p in cluster.workdir.glob(f"{node_name}/nm-logs/*/container_*/stderr")}
 
     before = {node.name: containers(node.name) for node in cluster.nodes}  # earlier tests' containers
-    proc = subprocess.Popen(command, env=spark_submit_env(cluster.conf_dir, {"SPARK_LOCAL_IP": "127.0.0.1"}),
+    proc = subprocess.Popen(command, env=spark_submit_env(cluster.conf_dir, {"SPARK_LOCAL_IP": cluster.client_ip}),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     # The victim: a node (not the RM's) running an executor of this job and not its AM
     # (the AM is container ..._000001 of its attempt).
@@ -183,7 +189,7 @@ def test_pi_in_client_mode_prints_its_result(cluster: RunningCluster) -> None:
     """client mode: the driver runs here, the ExecutorLauncher and executors in containers; SUCCEEDED."""
     result = spark_submit(cluster.conf_dir, EXAMPLES / "pi.py", deploy_mode="client",
                           conf={**PYTHON_CONF, **EXECUTORS}, args=["4"], timeout=600,
-                          env={"SPARK_LOCAL_IP": "127.0.0.1"})
+                          env={"SPARK_LOCAL_IP": cluster.client_ip})
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     assert re.search(r"Pi is roughly 3\.1\d*", output), output[-3000:]
@@ -201,3 +207,50 @@ def test_wordcount_in_cluster_mode_writes_the_right_counts_in_the_drivers_log(cl
     assert app_id is not None and _report(cluster, app_id)["finalStatus"] == "SUCCEEDED"
     driver_out = aggregated_logs(cluster.conf_dir, app_id, contains="WORD delta 2000")
     assert "WORD alpha 10000" in driver_out and "WORD delta 2000" in driver_out, driver_out[-2000:]
+
+
+@pytest.mark.parametrize("deploy_mode", ["cluster", "client"])
+def test_py_files_and_archives_with_input_and_output_through_fsshell_and_nothing_of_the_host_seen(
+    cluster: RunningCluster, tmp_path: Path, deploy_mode: str
+) -> None:
+    """From a client directory no node can see, with the RM's address alone: the input goes in
+    with FsShell, the job imports a module shipped with --py-files and reads a stop-word list
+    shipped with --archives, shuffles, writes its output to the file system, and FsShell reads
+    it back; its executors see neither the client's files nor a file only the host has."""
+    (tmp_path / "wordlib.py").write_text("def words(line):\n    return [w.lower() for w in line.split()]\n")
+    with zipfile.ZipFile(tmp_path / "wordlib.zip", "w") as z:
+        z.write(tmp_path / "wordlib.py", "wordlib.py")
+    (tmp_path / "stopwords.txt").write_text("the\na\n")
+    subprocess.run(["tar", "-czf", str(tmp_path / "words.tar.gz"), "-C", str(tmp_path), "stopwords.txt"], check=True)
+    (tmp_path / "input.txt").write_text("The cat saw a dog\nthe dog saw THE cat\nA bird\n" * 50)
+    host_only = Path("/etc") / f"cortex-host-only-{os.getpid()}-{deploy_mode}"
+    host_only.write_text("only on the host\n")
+    base = f"/user/{os.environ.get('USER', 'root')}/wordfilter-{deploy_mode}"
+    default_fs = f"webhdfs://{cluster.rm.webapp}"
+    try:
+        put = fs_shell(default_fs, "-mkdir", "-p", base)
+        assert put.returncode == 0, put.stderr
+        put = fs_shell(default_fs, "-put", "-f", str(tmp_path / "input.txt"), f"{base}/input.txt")
+        assert put.returncode == 0, put.stderr
+        client_only = tmp_path / "wordlib.py"
+        result = spark_submit(
+            cluster.conf_dir, EXAMPLES / "wordfilter.py", deploy_mode=deploy_mode,
+            conf={**PYTHON_CONF, **EXECUTORS, "spark.pyspark.driver.python": sys.executable}
+            if deploy_mode == "client" else {**PYTHON_CONF, **EXECUTORS},
+            options=["--py-files", str(tmp_path / "wordlib.zip"), "--archives", f"{tmp_path / 'words.tar.gz'}#words"],
+            args=[f"{base}/input.txt", f"{base}/out", str(client_only), str(host_only)],
+            timeout=600, env={"SPARK_LOCAL_IP": cluster.client_ip},
+        )
+    finally:
+        host_only.unlink()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    app_id = application_id_from_output(output)
+    assert app_id is not None and _report(cluster, app_id)["finalStatus"] == "SUCCEEDED"
+    driver = output if deploy_mode == "client" else aggregated_logs(cluster.conf_dir, app_id, contains="SEEN")
+    assert "KEPT cat 100" in driver and "KEPT dog 100" in driver and "KEPT bird 50" in driver, driver[-3000:]
+    assert "KEPT the" not in driver and "KEPT a " not in driver
+    assert f"SEEN {client_only} False" in driver and f"SEEN {host_only} False" in driver, driver[-3000:]
+    back = fs_shell(default_fs, "-cat", f"{base}/out/part-*")
+    assert back.returncode == 0, back.stderr
+    assert sorted(back.stdout.split("\n")) == sorted(["bird\t50", "cat\t100", "dog\t100", "saw\t100", ""])

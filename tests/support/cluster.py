@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cortex_rm import local_cluster
 from cortex_rm.client_config import RMAddresses
+from cortex_rm.isolation import IsolatedNetwork
 
 
 @dataclass
@@ -23,29 +24,41 @@ class RunningCluster:
     rm: RMAddresses
     nodes: list[local_cluster.LocalNode]
 
+    isolated: IsolatedNetwork | None = None
+
     @property
     def rest(self) -> str:
         return f"http://{self.rm.webapp}"
+
+    @property
+    def client_ip(self) -> str:
+        """The address a client on this machine has on the cluster's network (a client-mode
+        driver binds it: SPARK_LOCAL_IP)."""
+        return "127.0.0.1" if self.isolated is None else self.isolated.gateway
 
     def daemon_log(self, name: str = "node1") -> str:
         return (self.workdir / name / "logs" / "daemon.out").read_text(errors="replace")
 
 
-def start_cluster(workdir: Path, nodes: int, spark: bool = False) -> RunningCluster:
-    """``spark``: upload this machine's Spark jars (``spark.yarn.archive``), as a Spark user's cluster needs."""
-    started = local_cluster.up(workdir, nodes, timeout=60, say=lambda _: None, spark_archive=spark)
+def start_cluster(workdir: Path, nodes: int, spark: bool = False, isolated: bool = False) -> RunningCluster:
+    """``spark``: upload this machine's Spark jars (``spark.yarn.archive``), as a Spark user's cluster needs.
+    ``isolated``: every node in namespaces of its own (``local-cluster up --isolated``)."""
+    started = local_cluster.up(workdir, nodes, timeout=60, say=lambda _: None, spark_archive=spark, isolated=isolated)
     rm = started[0].rm
     assert rm is not None
-    return RunningCluster(workdir, workdir / "hadoop-conf", rm, started)
+    return RunningCluster(workdir, workdir / "hadoop-conf", rm, started, IsolatedNetwork.load(workdir))
 
 
 @contextmanager
-def running_cluster(workdir: Path, nodes: int = 2, spark: bool = False) -> Iterator[RunningCluster]:
-    """Start a cluster, yield it, and always stop it (asserting no daemon is left)."""
-    cluster = start_cluster(workdir, nodes, spark)
+def running_cluster(
+    workdir: Path, nodes: int = 2, spark: bool = False, isolated: bool = False
+) -> Iterator[RunningCluster]:
+    """Start a cluster, yield it, and always stop it (asserting no daemon and no namespace is left)."""
+    cluster = start_cluster(workdir, nodes, spark, isolated)
     try:
         yield cluster
     finally:
         local_cluster.down(workdir, say=lambda _: None)
         for node in json.loads((workdir / local_cluster.CLUSTER_FILE).read_text()):
             assert not local_cluster._alive(node["pid"]), f"{node['name']} still running"
+        assert IsolatedNetwork.load(workdir) is None, "the cluster's namespaces were not removed"

@@ -47,15 +47,17 @@ def spark_submit_command(
     deploy_mode: str = "cluster",
     conf: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
+    options: Sequence[str] = (),
 ) -> list[str]:
-    """The ``spark-submit --master yarn`` command line, with ``conf`` entries as ``--conf``."""
+    """The ``spark-submit --master yarn`` command line, with ``conf`` entries as ``--conf`` and
+    ``options`` (e.g. ``--py-files x.zip``) before the application."""
     if deploy_mode not in ("cluster", "client"):
         raise ValueError(f"deploy_mode must be 'cluster' or 'client', not {deploy_mode!r}")
     settings = dict(conf or {})
     command = [str(spark_home() / "bin" / "spark-submit"), "--master", "yarn", "--deploy-mode", deploy_mode]
     for key, value in settings.items():
         command += ["--conf", f"{key}={value}"]
-    return [*command, str(app_file), *args]
+    return [*command, *options, str(app_file), *args]
 
 
 def spark_submit(
@@ -67,6 +69,7 @@ def spark_submit(
     args: Sequence[str] = (),
     timeout: float = 300,
     env: Mapping[str, str] | None = None,
+    options: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run ``spark-submit --master yarn --deploy-mode <deploy_mode> [--conf k=v ...] app_file args``
     with the Hadoop configuration in ``conf_dir`` and return its exit status and output.
@@ -75,7 +78,7 @@ def spark_submit(
     driver as a child, so on timeout the whole group is killed and
     :class:`subprocess.TimeoutExpired` is raised with the output collected so far.
     """
-    command = spark_submit_command(app_file, deploy_mode=deploy_mode, conf=conf, args=args)
+    command = spark_submit_command(app_file, deploy_mode=deploy_mode, conf=conf, args=args, options=options)
     proc = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,

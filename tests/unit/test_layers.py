@@ -8,7 +8,7 @@ Bottom to top (README "Layout", DESIGN.md "Layers"):
     configuration config/                    the TOML file's sections, one per role
     roles         roles/                     ResourceManager, NodeManager, ring member
     entry points  node.py cli.py local_cluster.py client_config.py spark_archive.py webhdfs_client.py
-                  image_push.py ring_status.py __main__.py
+                  image_push.py isolation.py ring_status.py __main__.py
 
 A module may import from its own layer or any layer below.  Within a layer,
 packages may import each other only one way (no cycle between packages).
@@ -35,7 +35,10 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
     (
         "entry points",
         frozenset(
-            {"node", "cli", "local_cluster", "client_config", "spark_archive", "webhdfs_client", "image_push", "ring_status", "__main__"}
+            {
+                "node", "cli", "local_cluster", "client_config", "spark_archive", "webhdfs_client", "image_push",
+                "isolation", "ring_status", "__main__",
+            }
         ),
     ),
 )
@@ -86,6 +89,11 @@ def imports_of(root: Path) -> Iterator[Import]:
                     base = module.split(".") if is_package else module.split(".")[:-1]
                     base = base[: len(base) - (node.level - 1)]
                     targets = [".".join(base + ([node.module] if node.module else []))]
+                elif node.module == package:  # `from cortex_rm import local_cluster`: the module named
+                    targets = [
+                        f"{package}.{a.name}" if (root / f"{a.name}.py").exists() or (root / a.name).is_dir() else package
+                        for a in node.names
+                    ]
                 elif node.module:
                     targets = [node.module]
             for target in targets:
