@@ -103,7 +103,7 @@ class ClusterScheduling:
         self._kill: dict[NodeId, set[ContainerId]] = defaultdict(set)
         self._app_nodes: dict[ApplicationId, set[NodeId]] = defaultdict(set)
         self._cleanup_apps: dict[NodeId, set[ApplicationId]] = defaultdict(set)
-        # (application, node) pairs told to clean up and not yet aggregated, oldest first (bounded)
+        # (application, node) pairs told to clean up, so allowed to aggregate; oldest first (bounded)
         self._may_aggregate: OrderedDict[tuple[ApplicationId, NodeId], None] = OrderedDict()
         self._pass_pending: IDelayedCall | None = None
         self._loops: list[LoopingCall] = []
@@ -214,11 +214,14 @@ class ClusterScheduling:
 
     def node_health_changed(self, node: NodeRecord) -> None:
         """As YARN: an UNHEALTHY node leaves the scheduler (what ran there ends ABORTED, so Spark
-        asks again elsewhere without counting a failure); a node healthy again comes back empty."""
+        asks again elsewhere without counting a failure, and the node is told to kill it); a node
+        healthy again comes back empty."""
         if node.state is NodeState.UNHEALTHY:
             gone = self.scheduler.node_removed(
                 node.node_id, diagnostics=f"Container released on an unhealthy node: {node.health_report}"
             )
+            for container in gone:  # the node still runs them: it must stop them (YARN's KillTransition)
+                self._kill_on_node(container)
         elif node.state is NodeState.RUNNING:
             gone = self.scheduler.node_added(node.node_id, node.capability)
         else:
@@ -251,15 +254,11 @@ class ClusterScheduling:
             self._may_aggregate.popitem(last=False)
         return containers, apps
 
-    def take_aggregation(self, app_id: ApplicationId, node_id: NodeId) -> bool:
-        """Whether ``node_id`` may aggregate ``app_id``'s logs now: it ran containers of the
-        application and was told to clean it up; once per cleanup, so no node writes logs for
-        an application it never ran, nor rewrites them later."""
-        try:
-            del self._may_aggregate[(app_id, node_id)]
-        except KeyError:
-            return False
-        return True
+    def may_aggregate(self, app_id: ApplicationId, node_id: NodeId) -> bool:
+        """Whether ``node_id`` may aggregate ``app_id``'s logs: it ran containers of the
+        application and was told to clean it up (again after a failed try: it writes only its
+        own file), so no node writes logs for an application it never ran."""
+        return (app_id, node_id) in self._may_aggregate
 
     def _kill_on_node(self, container: RMContainer) -> None:
         self._kill[container.node_id].add(container.container_id)

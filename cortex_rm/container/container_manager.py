@@ -195,7 +195,9 @@ class ContainerManager:
 
     def _launch(self, c: NMContainer, plan: LaunchPlan) -> None:
         try:
-            running = self.runtime.start(self.spec(c, plan))
+            spec = self.spec(c, plan)
+            c.root_image = spec.root_image
+            running = self.runtime.start(spec)
         except Exception as e:  # noqa: BLE001 - ContainerStartError, or a runtime bug: the container failed
             c.diagnostics.append(f"Failed to launch container {c.container_id}: {e}")
             self._failed_before_running(c, _E.LAUNCH_FAILED, LAUNCH_FAILED_EXIT_CODE)
@@ -375,6 +377,10 @@ class ContainerManager:
         old = [cid for cid, c in self.containers.items() if c.acknowledged_ms is not None and c.acknowledged_ms < horizon]
         for cid in old:
             del self.containers[cid]
+
+    def image_roots_in_use(self) -> set[Path]:
+        """The runtime image roots that containers not yet DONE were started in."""
+        return {c.root_image for c in self.containers.values() if c.root_image is not None and c.state is not _S.DONE}
 
     def application_cleaned_up(self, app_id: ApplicationId) -> bool:
         """Whether the RM has had ``app_id`` cleaned up here (of the last MAX_REMEMBERED_CLEANUPS);

@@ -115,6 +115,8 @@ class NMContainer:
     start_failed: bool = False
     #: Host dirs of this application the container shares (its staging dir).
     staging_dirs: tuple[Path, ...] = ()
+    #: The runtime image root it was started in (kept while it runs: not pruned under it).
+    root_image: Path | None = None
     #: When the RM acknowledged the container's completion (ms), None before.
     acknowledged_ms: int | None = None
     #: Fired once with None when the container reaches DONE.

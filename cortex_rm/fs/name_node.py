@@ -16,7 +16,7 @@ the file (or the appended blocks) to the namespace in one step.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from twisted.internet import defer
@@ -29,6 +29,7 @@ from cortex_rm.fs.model import DEFAULT_BLOCK_SIZE, BlockRef, Changes, FileKind, 
 from cortex_rm.fs.namespace import Namespace
 from cortex_rm.fs.namespace_store import NamespaceStore
 from cortex_rm.fs.paths import ROOT, FsPath, parse_path
+from cortex_rm.yarn.ids import ApplicationId
 from cortex_rm.yarn.tokens import MasterKey
 
 WRITE_TICKET_MS = 60 * 60 * 1000  # a write may take long (a slow client, a big file)
@@ -191,41 +192,44 @@ class NameNode:
         return self.persist(merged(*steps)).addCallback(lambda _: self.write_redirect("CREATE", request, writer))
 
     def delete_expired_logs(
-        self, root: FsPath, cutoff_ms: int, running: Callable[[str], bool]
+        self, root: FsPath, suffix: str, cutoff_ms: int, running: Callable[[ApplicationId], bool], limit: int = 1000
     ) -> defer.Deferred[list[FsPath]]:
         """Aggregated-log retention (YARN's deletion service): under
-        ``root/<user>/<suffix>/<bucket>/<application>``, every application directory whose
+        ``root/<user>/<suffix>/<bucket>/<application id>``, every application directory whose
         entries and itself were last modified before ``cutoff_ms`` and whose application is not
-        ``running`` is deleted, as the superuser; fires with the directories deleted."""
+        ``running`` is deleted, as the superuser, at most ``limit`` per call (the next call
+        goes on); nothing else under ``root`` is touched.  Fires with the directories deleted."""
         admin = User(self.namespace.superuser, frozenset({self.namespace.supergroup}))
         expired: list[FsPath] = []
         changes: list[Changes] = []
-        for app_dir, status in list(self._directories_below(root, 4, admin)):
-            if status.modification_time >= cutoff_ms or running(app_dir.name):
-                continue
-            entries = self._entries(app_dir, admin)
-            if any(entry.modification_time >= cutoff_ms for entry in entries):
-                continue
-            changes.append(self.namespace.delete(app_dir, admin, True, self.now_ms())[1])
-            expired.append(app_dir)
+        for user_dir in self._subdirectories(root, admin):
+            for bucket in self._subdirectories(user_dir.child(suffix), admin):
+                for app_dir in self._subdirectories(bucket, admin, cutoff_ms):
+                    try:
+                        app_id = ApplicationId.parse(app_dir.name)
+                    except ValueError:
+                        continue
+                    if len(expired) >= limit or running(app_id):
+                        continue
+                    if any(entry.modification_time >= cutoff_ms for entry in self._entries(app_dir, admin)):
+                        continue
+                    changes.append(self.namespace.delete(app_dir, admin, True, self.now_ms())[1])
+                    expired.append(app_dir)
         return self.persist(merged(*changes)).addCallback(lambda _: expired)
+
+    def _subdirectories(self, path: FsPath, user: User, before_ms: int | None = None) -> list[FsPath]:
+        """``path``'s subdirectories (last modified before ``before_ms``, when given)."""
+        return [
+            path.child(entry.path_suffix)
+            for entry in self._entries(path, user)
+            if entry.kind is FileKind.DIRECTORY and (before_ms is None or entry.modification_time < before_ms)
+        ]
 
     def _entries(self, path: FsPath, user: User) -> list[FileStatus]:
         try:
             return self.namespace.list_status(path, user)[0]
         except FileNotFound:
             return []
-
-    def _directories_below(self, path: FsPath, depth: int, user: User) -> Iterator[tuple[FsPath, FileStatus]]:
-        """The directories exactly ``depth`` levels below ``path``, with their status."""
-        for entry in self._entries(path, user):
-            if entry.kind is not FileKind.DIRECTORY or not entry.path_suffix:
-                continue
-            child = path.child(entry.path_suffix)
-            if depth == 1:
-                yield child, entry
-            else:
-                yield from self._directories_below(child, depth - 1, user)
 
     def _exists(self, path: FsPath) -> bool:
         try:

@@ -267,15 +267,25 @@ def image_from_thrift(t: Any) -> RuntimeImageSource:
 
 @dataclass(frozen=True)
 class AggregationTarget:
-    """openForAggregation's answer: the file to write and the CREATE ticket to write it with."""
+    """openForAggregation's answer: the file to write, the CREATE ticket to write it with, and
+    the application's owner (the RM knows it; the node may have forgotten the containers)."""
 
     path: str
     ticket: str
+    owner: str
+
+
+def target_to_thrift(target: AggregationTarget) -> ttypes.AggregationTarget:
+    return ttypes.AggregationTarget(target.path, target.ticket, target.owner)
 
 
 def target_from_thrift(t: Any) -> AggregationTarget:
     t = _struct(t, ttypes.AggregationTarget, "AggregationTarget")
+    owner = _text(t.owner, "owner", 256, allow_empty=False)
+    if "/" in owner or "\x00" in owner:
+        raise MalformedMessage("owner must be a user name")
     return AggregationTarget(
         _text(t.path, "path", MAX_TICKET_CHARS, allow_empty=False),
         _text(t.ticket, "ticket", MAX_TICKET_CHARS, allow_empty=False),
+        owner,
     )

@@ -198,6 +198,7 @@ struct LocalizationSource {
 struct AggregationTarget {
   1: required string path,
   2: required string ticket,
+  3: required string owner,               // the application's user: the file's APPLICATION_OWNER
 }
 
 /**

@@ -239,7 +239,9 @@ class TrackerCalls:
             root = parse_path(DEFAULT_REMOTE_APP_LOG_DIR)
             path = parse_path(remote_node_log_file(DEFAULT_REMOTE_APP_LOG_DIR, owner, app_id, node_id))
             d = name_node.aggregation_redirect(root, path, owner, str(node_id))
-            return d.addCallback(lambda redirect: ttypes.AggregationTarget(str(path), redirect.ticket))
+            return d.addCallback(
+                lambda redirect: block_codec.target_to_thrift(block_codec.AggregationTarget(str(path), redirect.ticket, owner))
+            )
 
         return self._fs_call("openForAggregation", decide).addErrback(self._fs_failure, "openForAggregation")
 

@@ -244,10 +244,14 @@ class NodeManagerRole:
             image_root=self._image_root,
         )
         if self.data_node is not None:
-            self.image = RuntimeImageFetcher(self.data_node, self.state_dir.resolve() / "images", run, self.reactor)
+            self.image = RuntimeImageFetcher(
+                self.data_node, self.state_dir.resolve() / "images", run, self.reactor, self.containers.image_roots_in_use
+            )
             self.image.start()
         if nm.log_aggregation and self.data_node is not None:
-            self.aggregator = LogAggregator(self.data_node, dirs.log_dirs, self.state_dir / "aggregation", run)
+            self.aggregator = LogAggregator(
+                self.data_node, dirs.log_dirs, self.state_dir / "aggregation", run, self.reactor
+            )
         factory = IpcServerFactory.daemon_port(
             [nm_protocol(ContainerManagementService(self.containers))],
             SaslServer.simple_only(),
@@ -349,26 +353,17 @@ class NodeManagerRole:
 
     def cleanup_applications(self, app_ids: tuple[ApplicationId, ...]) -> None:
         """The RM says these applications ended: clean up, then aggregate their logs (see
-        ``log_aggregation.py``; a failed aggregation keeps the local logs)."""
+        ``log_aggregation.py``; the RM names the owner, even of containers this node forgot)."""
         assert self.containers is not None
         for app_id in app_ids:
-            owners = {c.user for c in self.containers.containers.values() if c.container_id.attempt_id.app_id == app_id}
             d: defer.Deferred[Any] = self.containers.cleanup_application(app_id)
-            if self.aggregator is not None and owners:
-                d.addCallback(self._aggregate, app_id, min(owners))  # one user per application
+            if self.aggregator is not None:
+                d.addCallback(self._aggregate, self.aggregator, app_id)
             d.addErrback(self._cleanup_failed, app_id)
 
-    def _aggregate(self, _: object, app_id: ApplicationId, owner: str) -> defer.Deferred[None]:
-        assert self.aggregator is not None
-
-        def failed(failure: Failure) -> None:
-            log.warn(
-                "could not aggregate the logs of {app_id}; they stay in the log dirs: {error}",
-                app_id=str(app_id),
-                error=failure.getErrorMessage(),
-            )
-
-        return self.aggregator.aggregate(app_id, owner).addErrback(failed)
+    @staticmethod
+    def _aggregate(_: object, aggregator: LogAggregator, app_id: ApplicationId) -> defer.Deferred[None]:
+        return aggregator.aggregate(app_id)
 
     @staticmethod
     def _cleanup_failed(failure: Failure, app_id: ApplicationId) -> None:

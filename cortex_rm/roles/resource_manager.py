@@ -57,7 +57,7 @@ from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.errors import YarnError
 from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
-from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR
+from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR, LOG_SUFFIX
 from cortex_rm.yarn.resource_tracker import ContainerReport, NodeRefused
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resources import Resource
@@ -225,16 +225,20 @@ class ResourceManagerRole:
         interval_s = conf.log_retention_check_s or max(1, conf.log_retention_s // 10)
         root = parse_path(DEFAULT_REMOTE_APP_LOG_DIR)
 
-        def running(app_text: str) -> bool:
+        def running(app_id: ApplicationId) -> bool:
             assert self.rm is not None
             try:
-                return not self.rm.apps.get(ApplicationId.parse(app_text)).state.is_terminal
-            except (ValueError, UnknownApplication):
-                return False  # not an application of this RM's memory: its logs age like any
+                return not self.rm.apps.get(app_id).state.is_terminal
+            except UnknownApplication:
+                return False  # not in this RM's memory: its logs age like any
 
         def sweep() -> defer.Deferred[None]:
-            cutoff_ms = self._now_ms() - conf.log_retention_s * 1000
-            d = name_node.delete_expired_logs(root, cutoff_ms, running)
+            try:
+                cutoff_ms = self._now_ms() - conf.log_retention_s * 1000
+                d = name_node.delete_expired_logs(root, LOG_SUFFIX, cutoff_ms, running)
+            except Exception:  # a bug must not stop the sweeps: the next one runs
+                log.failure("aggregated-log retention failed")
+                return defer.succeed(None)
 
             def deleted(paths: list[FsPath]) -> None:
                 if paths:
@@ -249,14 +253,14 @@ class ResourceManagerRole:
 
     def _app_owner(self, app_id: ApplicationId, node_id: NodeId) -> str:
         """Whose logs a node aggregates: the application's user.  The application must be this
-        RM's, and the node must have run it and been told to clean it up (once)."""
+        RM's, and the node must have run it and been told to clean it up."""
         assert self.rm is not None and self.scheduling is not None
         try:
             owner = self.rm.apps.get(app_id).user
         except UnknownApplication:
             raise NodeRefused(f"{node_id} aggregates logs of {app_id}, which this RM does not know") from None
-        if not self.scheduling.take_aggregation(app_id, node_id):
-            raise NodeRefused(f"{node_id} has no logs of {app_id} to aggregate: it ran none of its containers, or did already")
+        if not self.scheduling.may_aggregate(app_id, node_id):
+            raise NodeRefused(f"{node_id} has no logs of {app_id} to aggregate: it ran none of its containers")
         return owner
 
     async def _start_name_node(self, keys: RMKeys, run: Runner) -> NameNode:

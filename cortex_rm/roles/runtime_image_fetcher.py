@@ -9,13 +9,17 @@ reads the archive block by block as it reads any file of the file system, checks
 and unpacks it into ``<state_dir>/images/roots/<sha256>``; images it no longer needs are
 removed.  It asks again every ``CHECK_INTERVAL_S`` (the RM may name another image).
 
-Until the image is unpacked the node reports itself UNHEALTHY, with what it waits for, so
-the RM gives it no containers (it still stores blocks).  When the RM names no image the node
-is healthy and an LXC container refuses to start, saying so.
+Until an image is unpacked the node reports itself UNHEALTHY, with what it waits for, so
+the RM gives it no containers (it still stores blocks).  When the RM names another image,
+containers go on starting in the old one until the new one is ready; roots that running
+containers use are never removed.  A failed fetch is tried again after a growing delay, and
+an archive larger than any image is refused without being read.  When the RM names no image
+the node is healthy and an LXC container refuses to start, saying so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,12 +42,17 @@ log = Logger()
 
 CHECK_INTERVAL_S = 5.0
 SPOOL_NAME = "fetching.tar.zst"
+#: No image archive is bigger (ours is ~105 MB): a larger file is refused without reading it.
+MAX_ARCHIVE_BYTES = 4 * 2**30
+#: After a failed fetch, wait this long before fetching again, doubling up to the maximum.
+RETRY_MIN_S, RETRY_MAX_S = 10.0, 600.0
 
 
 @dataclass(frozen=True)
 class ImageState:
-    """What the node has: the image the RM names ("" none, None not known yet), its unpacked
-    root when ready, and what it is doing about it (the health report while not ready)."""
+    """What the node has: the image the RM names ("" none, None not known yet), the unpacked
+    root containers start in (the named image's once ready, until then the one the node had),
+    and what it is doing about it (the health report while it has no root)."""
 
     wanted: str | None
     root: Path | None
@@ -57,8 +66,19 @@ class ImageState:
 class RuntimeImageFetcher:
     """Keeps the RM's runtime image unpacked on this node (see the module docstring)."""
 
-    def __init__(self, data_node: DataNodeRole, cache_dir: Path, run: Runner, reactor: INodeReactor) -> None:
+    def __init__(
+        self,
+        data_node: DataNodeRole,
+        cache_dir: Path,
+        run: Runner,
+        reactor: INodeReactor,
+        in_use: Callable[[], set[Path]] = set,
+    ) -> None:
+        """``in_use``: the image roots running containers were started in (never pruned)."""
         self.data_node = data_node
+        self.in_use = in_use
+        self._retry_at = 0.0
+        self._retry_s = RETRY_MIN_S
         self.cache = ImageCache(cache_dir)
         self.spool = cache_dir / SPOOL_NAME
         self.run = run
@@ -110,25 +130,40 @@ class RuntimeImageFetcher:
         if not image.sha256:
             self._set("", None, "the ResourceManager names no runtime image")
             return
-        if self.state.wanted == image.sha256 and self.state.root is not None:
+        if self.state.wanted == image.sha256 and self.ready_root(image.sha256):
             return
+        # until the new image is here, containers go on starting in the one the node has
+        previous = self.state.root
         have = self.cache.path_of(image.sha256)
         if have is None:
             if image.source is None:
-                self._set(image.sha256, None, self._not_uploaded(image.sha256))
+                self._set(image.sha256, previous, self._not_uploaded(image.sha256))
                 return
-            have = await self._fetch(image.sha256, image.source.ticket, image.source.length)
+            if image.source.length > MAX_ARCHIVE_BYTES:
+                self._set(image.sha256, previous, f"runtime image {image.sha256[:12]} is {image.source.length} bytes, "
+                          f"more than any image ({MAX_ARCHIVE_BYTES}): not fetched; upload the right archive")
+                return
+            if self.reactor.seconds() < self._retry_at:
+                return  # the last fetch failed: the state says why, and when it is tried again
+            have = await self._fetch(image.sha256, image.source.ticket, image.source.length, previous)
             if have is None:
+                self._retry_at = self.reactor.seconds() + self._retry_s
+                self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
                 return
+        self._retry_s = RETRY_MIN_S
         self._set(image.sha256, have, f"runtime image {image.sha256[:12]} ready")
-        removed = await self.run(lambda: self.cache.prune(keep={image.sha256}))
+        keep = {image.sha256, *(root.name for root in self.in_use())}
+        removed = await self.run(lambda: self.cache.prune(keep=keep))
         if removed:
             log.info("removed runtime images no longer named: {removed}", removed=removed)
 
-    async def _fetch(self, sha256: str, ticket: str, length: int) -> Path | None:
+    def ready_root(self, sha256: str) -> bool:
+        return self.state.root is not None and self.state.root.name == sha256
+
+    async def _fetch(self, sha256: str, ticket: str, length: int, previous: Path | None) -> Path | None:
         """Read the archive into the spool file, then check and unpack it; None (and the
         state says why) when that failed."""
-        self._set(sha256, None, f"fetching runtime image {sha256[:12]} ({length / 1e6:.0f} MB) from the file system")
+        self._set(sha256, previous, f"fetching runtime image {sha256[:12]} ({length / 1e6:.0f} MB) from the file system")
         started = self.reactor.seconds()
         try:
             located: tuple[int, tuple[BlockLocation, ...]] = await self.data_node.locate(ticket, 0, -1)
@@ -147,10 +182,12 @@ class RuntimeImageFetcher:
             if written != total:
                 raise ImageError(f"read {written} of {total} bytes of the image's archive")
             fetched = self.reactor.seconds()
-            self._set(sha256, None, f"unpacking runtime image {sha256[:12]}")
+            self._set(sha256, previous, f"unpacking runtime image {sha256[:12]}")
             root = await self.run(lambda: self.cache.unpack(self.spool, sha256))
         except (ImageError, FsError, NodeRefused, TrackerUnavailable, OSError) as e:
-            self._set(sha256, None, f"could not fetch runtime image {sha256[:12]} (trying again): {e}")
+            self._set(
+                sha256, previous, f"could not fetch runtime image {sha256[:12]} (trying again in {self._retry_s:.0f} s): {e}"
+            )
             log.warn("runtime image {sha}: {error}", sha=sha256, error=str(e))
             return None
         finally:

@@ -14,11 +14,13 @@ from cortex_rm.yarn.ids import ApplicationId, NodeId
 
 DEFAULT_REMOTE_APP_LOG_DIR = "/tmp/logs"  # yarn.nodemanager.remote-app-log-dir
 TFILE_SUFFIX = "logs-tfile"  # yarn.nodemanager.remote-app-log-dir-suffix ("logs") + "-tfile"
+#: The directory under a user's that holds the buckets of application dirs.
+LOG_SUFFIX = f"bucket-{TFILE_SUFFIX}"
 
 
 def remote_app_log_dir(root: str, owner: str, app_id: ApplicationId, suffix: str = TFILE_SUFFIX) -> str:
     """The application's directory of aggregated logs."""
-    return f"{root.rstrip('/')}/{owner}/bucket-{suffix}/{app_id.id % 10000:04d}/{app_id}"
+    return f"{root.rstrip('/')}/{owner}/bucket-{suffix}/{app_id.id % 10000:04d}/{app_id}"  # LOG_SUFFIX by default
 
 
 def remote_node_log_file(root: str, owner: str, app_id: ApplicationId, node_id: NodeId) -> str:

@@ -104,8 +104,8 @@ def test_block_locations_round_trip(through_the_wire: bool) -> None:
 def test_localization_source_and_aggregation_target_round_trip() -> None:
     """openForLocalization's and openForAggregation's answers decode to what was sent."""
     assert codec.source_from_thrift(_wire(codec.source_to_thrift(SOURCE))) == SOURCE
-    target = ttypes.AggregationTarget("/tmp/logs/alice/bucket-logs-tfile/0001/app/node", "create-ticket")
-    assert codec.target_from_thrift(_wire(target)) == codec.AggregationTarget(target.path, target.ticket)
+    target = ttypes.AggregationTarget("/tmp/logs/alice/bucket-logs-tfile/0001/app/node", "create-ticket", "alice")
+    assert codec.target_from_thrift(_wire(target)) == codec.AggregationTarget(target.path, target.ticket, "alice")
 
 
 def test_empty_messages_round_trip() -> None:
@@ -344,11 +344,14 @@ def test_a_broken_localization_source_is_malformed(path: str, value: Any, messag
     [
         (None, "AggregationTarget is missing"),
         (ttypes.LocalizationSource(1, 1, "t"), "AggregationTarget is missing"),
-        (ttypes.AggregationTarget(None, "t"), "Required field path"),
-        (ttypes.AggregationTarget("", "t"), "path must not be empty"),
-        (ttypes.AggregationTarget("/p", ""), "ticket must not be empty"),
-        (ttypes.AggregationTarget(b"/p", "t"), "path must be a string"),
-        (ttypes.AggregationTarget("/p", "t" * (codec.MAX_TICKET_CHARS + 1)), "ticket is longer than"),
+        (ttypes.AggregationTarget(None, "t", "u"), "Required field path"),
+        (ttypes.AggregationTarget("", "t", "u"), "path must not be empty"),
+        (ttypes.AggregationTarget("/p", "", "u"), "ticket must not be empty"),
+        (ttypes.AggregationTarget(b"/p", "t", "u"), "path must be a string"),
+        (ttypes.AggregationTarget("/p", "t" * (codec.MAX_TICKET_CHARS + 1), "u"), "ticket is longer than"),
+        (ttypes.AggregationTarget("/p", "t", None), "Required field owner"),
+        (ttypes.AggregationTarget("/p", "t", ""), "owner must not be empty"),
+        (ttypes.AggregationTarget("/p", "t", "../x"), "owner must be a user name"),
     ],
 )
 def test_a_broken_aggregation_target_is_malformed(target: Any, message: str) -> None:

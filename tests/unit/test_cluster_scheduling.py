@@ -180,23 +180,22 @@ def test_a_finished_application_is_cleaned_up_on_the_nodes_that_ran_it() -> None
     assert apps == (app.app_id,)
 
 
-def test_only_a_node_told_to_clean_up_an_application_may_aggregate_its_logs_and_only_once() -> None:
+def test_only_a_node_told_to_clean_up_an_application_may_aggregate_its_logs() -> None:
     """A node aggregates an application's logs only after the RM told it to clean the application
-    up (so it ran some of its containers), and only once; another node, or the same node again, is
-    refused; the pending permissions are bounded."""
+    up (so it ran some of its containers); another node is refused; the node may try again."""
     cluster = Cluster()
     app, am = cluster.running_app()
     other = N2 if am.node_id == N1 else N1
-    assert not cluster.service.take_aggregation(app.app_id, am.node_id)  # still running: nothing to aggregate
+    assert not cluster.service.may_aggregate(app.app_id, am.node_id)  # still running: nothing to aggregate
     attempt_id = app.current_attempt.attempt_id  # type: ignore[union-attr]
     assert result_of(cluster.service.unregister(attempt_id, FinalStatus.SUCCEEDED, "", "")) is True
     cluster.report(am.node_id, am, ContainerState.COMPLETE, exit_status=0)
-    assert not cluster.service.take_aggregation(app.app_id, am.node_id)  # not yet told
+    assert not cluster.service.may_aggregate(app.app_id, am.node_id)  # not yet told
     cluster.service.cleanup_for(cluster.nodes.get(am.node_id))
     cluster.service.cleanup_for(cluster.nodes.get(other))
-    assert not cluster.service.take_aggregation(app.app_id, other)  # ran none of its containers
-    assert cluster.service.take_aggregation(app.app_id, am.node_id)
-    assert not cluster.service.take_aggregation(app.app_id, am.node_id)  # once
+    assert not cluster.service.may_aggregate(app.app_id, other)  # ran none of its containers
+    assert cluster.service.may_aggregate(app.app_id, am.node_id)
+    assert cluster.service.may_aggregate(app.app_id, am.node_id)  # a retry after a failed try
 
 
 def test_pending_log_aggregations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,7 +211,7 @@ def test_pending_log_aggregations_are_bounded(monkeypatch: pytest.MonkeyPatch) -
         cluster.report(am.node_id, am, ContainerState.COMPLETE, exit_status=0)
         cluster.service.cleanup_for(cluster.nodes.get(am.node_id))
         ended.append((app.app_id, am.node_id))
-    assert [cluster.service.take_aggregation(*pair) for pair in ended] == [False, True, True]
+    assert [cluster.service.may_aggregate(*pair) for pair in ended] == [False, True, True]
 
 
 def test_an_am_bigger_than_every_node_fails_the_application_at_once() -> None:
@@ -272,6 +271,8 @@ def test_an_unhealthy_node_takes_no_containers_and_loses_those_it_had_until_it_i
     first, retry = app.attempts
     assert first.state is AttemptState.FAILED
     assert "unhealthy node: waiting for the runtime image" in first.diagnostics
+    to_kill, _ = cluster.service.cleanup_for(cluster.nodes.get(sick))
+    assert to_kill == (am.container_id,)  # the node still runs the old AM: it must stop it
     second = submitted(cluster.table)
     cluster.settle()
     assert retry.am_node == str(healthy)

@@ -17,6 +17,7 @@ from cortex_rm.fs.model import BlockRef, FileKind, User
 from cortex_rm.fs.name_node import EVERYONE, NameNode, WriteRequest, WrittenBlock, fresh_or_recovered
 from cortex_rm.fs.namespace_store import MemoryNamespaceStore
 from cortex_rm.fs.paths import parse_path
+from cortex_rm.yarn.ids import ApplicationId
 from cortex_rm.yarn.tokens import MasterKey
 
 NOW_MS = 1_700_000_000_000
@@ -184,14 +185,17 @@ def test_aggregated_logs_older_than_the_retention_are_deleted_unless_their_appli
     _aggregate(nn, "alice", "application_1_0001", NODES[1].node_id)  # a later file in 0001's dir
     _aggregate(nn, "carol", "application_1_0004", NODES[0].node_id)
     cutoff = nn.now_ms() - 1000
-    deleted = fired(nn.delete_expired_logs(parse_path("/tmp/logs"), cutoff, lambda app: app == "application_1_0003"))
+    third = ApplicationId.parse("application_1_0003")
+    stray = parse_path("/tmp/logs/bob/bucket-logs-tfile/0001/not-an-app")  # not an application's: never touched
+    fired(nn.persist(nn.namespace.mkdirs(stray, ROOT, 0o755, NOW_MS)))
+    deleted = fired(nn.delete_expired_logs(parse_path("/tmp/logs"), "bucket-logs-tfile", cutoff, lambda app: app == third))
     assert [str(p) for p in deleted] == ["/tmp/logs/bob/bucket-logs-tfile/0001/application_1_0002"]  # type: ignore[attr-defined]
     left = {
         entry.path_suffix
         for user in ("alice", "bob", "carol")
         for entry in nn.namespace.list_status(parse_path(f"/tmp/logs/{user}/bucket-logs-tfile/0001"), ROOT)[0]
     }
-    assert left == {"application_1_0001", "application_1_0003", "application_1_0004"}
-    again = fired(nn.delete_expired_logs(parse_path("/tmp/logs"), cutoff, lambda app: False))
+    assert left == {"application_1_0001", "application_1_0003", "application_1_0004", "not-an-app"}
+    again = fired(nn.delete_expired_logs(parse_path("/tmp/logs"), "bucket-logs-tfile", cutoff, lambda app: False))
     assert [str(p) for p in again] == ["/tmp/logs/bob/bucket-logs-tfile/0001/application_1_0003"]  # type: ignore[attr-defined]
-    assert fired(nn.delete_expired_logs(parse_path("/nowhere"), nn.now_ms(), lambda app: False)) == []
+    assert fired(nn.delete_expired_logs(parse_path("/nowhere"), "bucket-logs-tfile", nn.now_ms(), lambda app: False)) == []

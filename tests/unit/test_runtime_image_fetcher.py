@@ -98,3 +98,41 @@ def test_concurrent_checks_run_one_at_a_time(fetcher: RuntimeImageFetcher, node:
     assert calls == [1] and not second.called
     pending.callback(RuntimeImageSource("", None))
     assert first.called and second.called and fetcher.state.ready
+
+
+def test_a_new_image_keeps_the_old_root_serving_until_it_is_here_and_a_root_in_use_is_kept(
+    node: FakeDataNode, tmp_path: Path
+) -> None:
+    """The RM names another image: containers go on starting in the old root (the node stays
+    healthy) while the new one is not uploaded; once the new one is here, the old root stays
+    as long as a running container uses it."""
+    cache = ImageCache(tmp_path / "images")
+    archives = {}
+    for name in ("old", "new"):
+        archive = make_archive(tmp_path / f"{name}.tar.zst", {"./usr/bin/tool": name.encode(), "./etc/os-release": b"x"})
+        archives[name] = sha256_of_file(archive)
+    old_root = cache.unpack(tmp_path / "old.tar.zst", archives["old"])
+    in_use = {old_root}
+    fetcher = RuntimeImageFetcher(node, tmp_path / "images", run_now, Clock(), lambda: set(in_use))  # type: ignore[arg-type]
+    node.answer = RuntimeImageSource(archives["old"], None)
+    fetcher.check()
+    node.answer = RuntimeImageSource(archives["new"], None)  # named, not uploaded yet
+    fetcher.check()
+    assert fetcher.root() == old_root and fetcher.state.ready and "cortex-rm image push" in fetcher.state.doing
+    new_root = cache.unpack(tmp_path / "new.tar.zst", archives["new"])  # as if fetched
+    fetcher.check()
+    assert fetcher.root() == new_root and cache.path_of(archives["old"]) == old_root  # still used
+    in_use.clear()
+    node.answer = RuntimeImageSource(archives["new"], None)
+    fetcher.state = fetcher.state.__class__(archives["new"], None, "")  # a restart: the check prunes again
+    fetcher.check()
+    assert cache.path_of(archives["old"]) is None
+
+
+def test_an_archive_larger_than_any_image_is_not_fetched(fetcher: RuntimeImageFetcher, node: FakeDataNode) -> None:
+    from cortex_rm.internal.block_codec import LocalizationSource
+    from cortex_rm.roles.runtime_image_fetcher import MAX_ARCHIVE_BYTES
+
+    node.answer = RuntimeImageSource("cd" * 32, LocalizationSource(MAX_ARCHIVE_BYTES + 1, 1, "ticket"))
+    fetcher.check()
+    assert not fetcher.state.ready and "more than any image" in fetcher.state.doing

@@ -165,7 +165,7 @@ def test_a_node_aggregates_an_applications_logs_as_its_owner_where_yarn_logs_rea
     calls.openForAggregation(node_address(), str(app)).addBoth(answers.append)
     (target,) = answers
     assert isinstance(target, ttypes.AggregationTarget)
-    assert target.path == f"/tmp/logs/alice/bucket-logs-tfile/2345/{app}/10.0.0.1_45454"
+    assert target.path == f"/tmp/logs/alice/bucket-logs-tfile/2345/{app}/10.0.0.1_45454" and target.owner == "alice"
     assert tickets.verify({1: name_node.key}, target.ticket, "CREATE", NOW_MS).texts("pipeline")[0] == str(NODE)
     root = User("root", frozenset())
     assert name_node.namespace.get_status(parse_path("/tmp/logs"), root).permission == 0o1777

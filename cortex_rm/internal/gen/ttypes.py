@@ -1946,13 +1946,15 @@ class AggregationTarget(object):
     Attributes:
      - path
      - ticket
+     - owner
 
     """
 
 
-    def __init__(self, path=None, ticket=None,):
+    def __init__(self, path=None, ticket=None, owner=None,):
         self.path = path
         self.ticket = ticket
+        self.owner = owner
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -1973,6 +1975,11 @@ class AggregationTarget(object):
                     self.ticket = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
                 else:
                     iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRING:
+                    self.owner = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -1991,6 +1998,10 @@ class AggregationTarget(object):
             oprot.writeFieldBegin('ticket', TType.STRING, 2)
             oprot.writeString(self.ticket.encode('utf-8') if sys.version_info[0] == 2 else self.ticket)
             oprot.writeFieldEnd()
+        if self.owner is not None:
+            oprot.writeFieldBegin('owner', TType.STRING, 3)
+            oprot.writeString(self.owner.encode('utf-8') if sys.version_info[0] == 2 else self.owner)
+            oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
 
@@ -1999,6 +2010,8 @@ class AggregationTarget(object):
             raise TProtocolException(message='Required field path is unset!')
         if self.ticket is None:
             raise TProtocolException(message='Required field ticket is unset!')
+        if self.owner is None:
+            raise TProtocolException(message='Required field owner is unset!')
         return
 
     def __repr__(self):
@@ -4573,6 +4586,7 @@ AggregationTarget.thrift_spec = (
     None,  # 0
     (1, TType.STRING, 'path', 'UTF8', None, ),  # 1
     (2, TType.STRING, 'ticket', 'UTF8', None, ),  # 2
+    (3, TType.STRING, 'owner', 'UTF8', None, ),  # 3
 )
 all_structs.append(RuntimeImage)
 RuntimeImage.thrift_spec = (
