@@ -219,6 +219,9 @@ class NodeTracker:
         first = HeartbeatAnswer(response_id=0, action=NodeAction.NORMAL, next_heartbeat_interval_ms=interval)
         self._live[node_id] = _Liveness(fingerprint, now, interval, first, ring_id)
         self.listener.node_registered(node)
+        if not registration.healthy:  # out of the scheduler at once, before any container is placed
+            self.nodes.report(node_id, now, healthy=False, health_report=registration.health_report)
+            self.listener.node_health_changed(node)
         log.info(
             "node {node_id} registered ({transition}) with {capability}, rack {rack}, "
             "heartbeat every {interval_ms} ms, key {fingerprint}",

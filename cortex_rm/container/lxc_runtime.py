@@ -148,6 +148,7 @@ class LxcContainer:
         self.pid: int | None = None
         #: The host pid of lxc-execute (init's parent), once spawned.
         self.monitor_pid: int | None = None
+        self._start_seen_gone = False  # a start line named an init that was gone when read
         self.started: Deferred[None] = Deferred()
         self.exited: Deferred[ContainerExit] = Deferred()
         self.state = _S.LAUNCHING
@@ -197,13 +198,23 @@ class LxcContainer:
             if pid is not None and self.state in (_S.LAUNCHING, _S.KILL_PENDING):
                 # The container's root can write into this pipe through /proc/1/fd/3:
                 # only a child of our lxc-execute is taken for the container's init.
-                if self.monitor_pid is not None and parent_pid(pid) == self.monitor_pid:
+                parent = parent_pid(pid)
+                if self.monitor_pid is not None and parent == self.monitor_pid:
                     self._container_started(pid)
+                elif parent is None:
+                    # gone already (a container that exits at once, read late under load): it did
+                    # run if lxc-execute then ends on its own; ``process_ended`` decides
+                    self._start_seen_gone = True
                 else:
                     log.warn("container {container_id}: ignored a start line naming pid {pid}", container_id=self.container_id, pid=pid)
 
     def process_ended(self, exit_code: int | None, sig: int | None) -> None:
         """lxc-execute has ended: find out how the container did, clean up, report."""
+        if self.state is _S.LAUNCHING and self._start_seen_gone and sig is None and exit_code is not None:
+            # its init was gone before the start line was read: it ran, and lxc-execute ended
+            # with its code (no pid is kept: the number may already name another process)
+            self._fire(_E.STARTED)
+            self.started.callback(None)
         ran = self.state not in (_S.LAUNCHING, _S.KILL_PENDING)
         sigkilled = self.state is _S.KILLING
         self._fire(_E.EXITED)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Union
 
 from twisted.logger import Logger
@@ -204,6 +204,7 @@ class NodeStatusUpdater:
         self, registration: NodeRegistration, backoff: Backoff = Backoff(), random: Callable[[], float] = lambda: 0.0
     ) -> None:
         self.registration = registration
+        self._health = NodeHealth(healthy=registration.healthy, health_report=registration.health_report)
         self.backoff = backoff
         self.random = random
         self.state = UpdaterState.IDLE
@@ -257,7 +258,8 @@ class NodeStatusUpdater:
             return [SendHeartbeat(self._status(health))]
         if not self._go(_E.CONNECTED, _S.REGISTERING):
             return []
-        return [SendRegistration(self.registration)]
+        self._health = health
+        return [SendRegistration(self._registration())]
 
     def registered_with(self, answer: RegistrationAnswer) -> list[Action]:
         """registerNode succeeded."""
@@ -279,7 +281,12 @@ class NodeStatusUpdater:
     def heartbeat_due(self, health: NodeHealth) -> list[Action]:
         if not self._go(_E.HEARTBEAT_DUE):
             return []
+        self._health = health
         return [SendHeartbeat(self._status(health))]
+
+    def _registration(self) -> NodeRegistration:
+        """The registration with the node's health as last known (YARN's nodeStatus in it)."""
+        return replace(self.registration, healthy=self._health.healthy, health_report=self._health.health_report)
 
     def answered(self, answer: HeartbeatAnswer) -> list[Action]:
         """nodeHeartbeat returned ``answer``."""
@@ -291,7 +298,7 @@ class NodeStatusUpdater:
             log.info("the ResourceManager asks this node to register again: {why}", why=answer.diagnostics)
             self.registered = False
             self._first_report = None
-            return [SendRegistration(self.registration)]
+            return [SendRegistration(self._registration())]
         if answer.action is NodeAction.SHUTDOWN:
             log.warn("the ResourceManager told this node to stop reporting: {why}", why=answer.diagnostics)
             return [Disconnect()]

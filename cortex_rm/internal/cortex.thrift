@@ -39,6 +39,8 @@ struct NodeRegistration {
   4: required Capacity capacity,
   5: required i32 heartbeat_interval_ms, // the interval the node asks for; the RM may shorten it
   6: optional string version,            // the node's Cortex RM version, for logs
+  7: optional bool healthy,              // unset: healthy (YARN's RegisterNodeManagerRequest.nodeStatus)
+  8: optional string health_report,      // what an unhealthy node waits for
 }
 
 /**

@@ -146,6 +146,8 @@ def registration_to_thrift(reg: NodeRegistration) -> ttypes.NodeRegistration:
         capacity=ttypes.Capacity(memory_mb=reg.capability.memory_mb, vcores=reg.capability.vcores),
         heartbeat_interval_ms=reg.heartbeat_interval_ms,
         version=reg.version or None,
+        healthy=reg.healthy,
+        health_report=reg.health_report or None,
     )
 
 
@@ -160,6 +162,8 @@ def registration_from_thrift(t: Any) -> NodeRegistration:
     if not isinstance(t.capacity, ttypes.Capacity):
         raise MalformedMessage("registration.capacity is missing")
     _validate(t.capacity, "registration.capacity")
+    if t.healthy is not None and not isinstance(t.healthy, bool):
+        raise MalformedMessage("registration.healthy must be a bool")
     return NodeRegistration(
         node_id=_node_id(t.node_id, "registration.node_id"),
         http_address=_address(t.http_address, "registration.http_address"),
@@ -170,6 +174,8 @@ def registration_from_thrift(t: Any) -> NodeRegistration:
         ),
         heartbeat_interval_ms=_int(t.heartbeat_interval_ms, "registration.heartbeat_interval_ms", 1, MAX_INT32),
         version=_text(t.version, "registration.version", MAX_VERSION_CHARS),
+        healthy=t.healthy is not False,
+        health_report=_text(t.health_report, "registration.health_report", MAX_TEXT_CHARS),
     )
 
 

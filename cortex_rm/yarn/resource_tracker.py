@@ -58,6 +58,9 @@ class NodeRegistration:
     capability: Resource
     heartbeat_interval_ms: int  # what the node asks for; the RM may shorten it
     version: str = ""
+    # as YARN's nodeStatus in the registration: an unhealthy node takes no containers from the start
+    healthy: bool = True
+    health_report: str = ""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -804,3 +805,26 @@ def test_only_a_child_of_lxc_execute_is_taken_for_the_containers_init(tmp_path: 
         child.wait()
         if container._pidfd is not None:
             os.close(container._pidfd)
+
+
+def test_a_container_whose_init_was_gone_when_its_start_line_was_read_reports_its_own_exit(tmp_path: Path) -> None:
+    """Under load the start line may be read after the container already exited (``exit 4`` at
+    once): lxc-execute's own exit then carries the container's code, not a failed start, and
+    no pid is kept for it (the number may name another process by now)."""
+    runtime = LxcRuntime(reactor(), tmp_path / "runtime")
+    (tmp_path / "w").mkdir()
+    spec = ContainerSpec(
+        container_id="container_1_0001_01_000010", work_dir=tmp_path / "w", log_dir=tmp_path / "w",
+        command=["/bin/true"], env={}, memory_limit_bytes=MIB, pids_limit=8,
+    )
+    container = LxcContainer(runtime, spec, tmp_path / "c")
+    container.monitor_pid = os.getpid()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    line = "lxc-execute x 20261124011720.702 NOTICE   execute - ../src/lxc/execute.c:execute_post_start:34 - '/usr/bin/env' started with pid '{}'\n"
+    container.lxc_log_received(line.format(gone.pid).encode())
+    assert container.state.name == "LAUNCHING" and container.pid is None
+    ended: list[object] = []
+    container.exited.addBoth(ended.append)
+    container.process_ended(4, None)
+    assert container.started.called and ended and getattr(ended[0], "exit_code", None) == 4, ended

@@ -355,3 +355,18 @@ def test_a_ring_death_of_a_node_that_still_reports_is_ignored(tracker: NodeTrack
     advance_ms(clock, 500)
     assert tracker.ring_member_died(7) == []
     assert tracker.nodes.get(NODE).state is NodeState.RUNNING
+
+
+def test_a_node_that_registers_unhealthy_never_takes_a_container_before_it_is_healthy(
+    tracker: NodeTracker, listener: RecordingListener
+) -> None:
+    """The health in a registration (YARN's nodeStatus) applies at once: the scheduler hears of
+    the node and, in the same step, that it is UNHEALTHY; a healthy heartbeat brings it back."""
+    from dataclasses import replace
+
+    tracker.register(replace(registration(), healthy=False, health_report="fetching the runtime image"), KEY)
+    node = tracker.nodes.get(NODE)
+    assert (node.state, node.health_report) == (NodeState.UNHEALTHY, "fetching the runtime image")
+    assert listener.registered == [NODE] and listener.health == [(NODE, NodeState.UNHEALTHY)]
+    tracker.heartbeat(status(0), KEY)
+    assert node.state is NodeState.RUNNING and listener.health[-1] == (NODE, NodeState.RUNNING)

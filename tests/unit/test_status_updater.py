@@ -440,3 +440,17 @@ def test_driver_stop_cancels_timers_and_closes_the_connection(
     assert clock.getDelayedCalls() == []
     assert network.clients[-1].aborted
     assert service.state is UpdaterState.STOPPED
+
+
+def test_a_registration_carries_the_health_the_node_has_then() -> None:
+    """connected(health) registers with that health (YARN's nodeStatus), and a RESYNC registers
+    again with the health of the last heartbeat."""
+    import dataclasses
+
+    u = NodeStatusUpdater(REG)
+    u.start()
+    sick = NodeHealth(healthy=False, health_report="fetching the runtime image")
+    assert u.connected(sick) == [SendRegistration(dataclasses.replace(REG, healthy=False, health_report=sick.health_report))]
+    u.registered_with(RegistrationAnswer(1000, 1))
+    u.heartbeat_due(NodeHealth())
+    assert u.answered(HeartbeatAnswer(0, NodeAction.RESYNC, 800)) == [SendRegistration(REG)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,11 @@ REG = NodeRegistration(
 def test_registration_round_trip() -> None:
     """A registration survives to_thrift -> from_thrift unchanged."""
     assert codec.registration_from_thrift(codec.registration_to_thrift(REG)) == REG
+    sick = dataclasses.replace(REG, healthy=False, health_report="fetching the runtime image")
+    assert codec.registration_from_thrift(codec.registration_to_thrift(sick)) == sick
+    older = codec.registration_to_thrift(REG)
+    older.healthy = older.health_report = None  # a node that does not say: healthy
+    assert codec.registration_from_thrift(older) == REG
 
 
 def test_answers_round_trip() -> None:

@@ -244,17 +244,21 @@ class NodeRegistration(object):
      - capacity
      - heartbeat_interval_ms
      - version
+     - healthy
+     - health_report
 
     """
 
 
-    def __init__(self, node_id=None, http_address=None, rack=None, capacity=None, heartbeat_interval_ms=None, version=None,):
+    def __init__(self, node_id=None, http_address=None, rack=None, capacity=None, heartbeat_interval_ms=None, version=None, healthy=None, health_report=None,):
         self.node_id = node_id
         self.http_address = http_address
         self.rack = rack
         self.capacity = capacity
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.version = version
+        self.healthy = healthy
+        self.health_report = health_report
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -297,6 +301,16 @@ class NodeRegistration(object):
                     self.version = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
                 else:
                     iprot.skip(ftype)
+            elif fid == 7:
+                if ftype == TType.BOOL:
+                    self.healthy = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 8:
+                if ftype == TType.STRING:
+                    self.health_report = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -330,6 +344,14 @@ class NodeRegistration(object):
         if self.version is not None:
             oprot.writeFieldBegin('version', TType.STRING, 6)
             oprot.writeString(self.version.encode('utf-8') if sys.version_info[0] == 2 else self.version)
+            oprot.writeFieldEnd()
+        if self.healthy is not None:
+            oprot.writeFieldBegin('healthy', TType.BOOL, 7)
+            oprot.writeBool(self.healthy)
+            oprot.writeFieldEnd()
+        if self.health_report is not None:
+            oprot.writeFieldBegin('health_report', TType.STRING, 8)
+            oprot.writeString(self.health_report.encode('utf-8') if sys.version_info[0] == 2 else self.health_report)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -4463,6 +4485,8 @@ NodeRegistration.thrift_spec = (
     (4, TType.STRUCT, 'capacity', [Capacity, None], None, ),  # 4
     (5, TType.I32, 'heartbeat_interval_ms', None, None, ),  # 5
     (6, TType.STRING, 'version', 'UTF8', None, ),  # 6
+    (7, TType.BOOL, 'healthy', None, None, ),  # 7
+    (8, TType.STRING, 'health_report', 'UTF8', None, ),  # 8
 )
 all_structs.append(MasterKey)
 MasterKey.thrift_spec = (
