@@ -9,20 +9,17 @@ the cluster runs one image instead, named by the SHA-256 of its archive:
   Python 3; nothing of the host) as a zstd-compressed tar; the archive is named
   by its SHA-256, and ``by-recipe/<recipe hash>`` remembers which archive a recipe
   made, so CI and the demo build once and reuse it until the recipe changes.
-* **Node** (``ImageCache``): verifies a fetched archive against the SHA-256 the
-  cluster names, unpacks it once with the system ``tar`` and hands the same root
-  to every container (which the container runtime mounts read-only).
+* **Node** (``image_cache.ImageCache``): verifies a fetched archive against the
+  SHA-256 the cluster names, unpacks it once with the system ``tar`` and hands the
+  same root to every container (which the container runtime mounts read-only).
 
 Both sides are plain blocking functions: a caller on the reactor runs them in a
-thread (``cortex_rm.yarn.blocking.Runner``).  Layout of the two caches::
+thread (``cortex_rm.yarn.blocking.Runner``).  The build cache::
 
     <build cache>/images/<sha256>.tar.zst      archives, named by their bytes
     <build cache>/by-recipe/<recipe hash>      JSON: the archive a recipe made, its sizes
     <build cache>/images/.building-*.tar.zst   a build in progress (the next build removes it)
     <build cache>/tmp/                         mmdebstrap's chroot while it builds
-    <node cache>/roots/<sha256>/               an unpacked root
-    <node cache>/roots/<sha256>.complete       written last: that root is whole
-    <node cache>/roots/.unpacking-<sha256>-*/  an extraction in progress (the next call removes it)
 """
 
 from __future__ import annotations
@@ -38,7 +35,7 @@ import shutil
 import subprocess
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -431,108 +428,3 @@ def _build(
     _write_atomically(cache_dir / "by-recipe" / key, json.dumps(record, indent=2, sort_keys=True) + "\n")
     say(f"built {final} ({size / 1e6:.0f} MB, {(unpacked or 0) / 1e6:.0f} MB unpacked) in {seconds:.0f} s")
     return BuiltImage(sha256, final, size, unpacked, key, round(seconds, 1))
-
-
-# ---------------------------------------------------------------- the node's cache of roots
-
-
-def _quiet(_: str) -> None:
-    pass
-
-
-class ImageCache:
-    """Unpacked images on a node, one read-only root per SHA-256, shared by every container.
-
-    Completeness: extraction happens in ``roots/.unpacking-*``, is flushed to disk and renamed to
-    ``roots/<sha256>``; then ``roots/<sha256>.complete`` is written.  The marker lives beside the
-    root, not in it, so the root holds exactly the archive's files (containers see it as ``/``).
-
-    Read-only: file modes stay as the image has them (the container sees Debian's modes), and
-    the container runtime mounts the root read-only.  ``roots/`` itself is 0700, so no other
-    user of the host can reach in (the image has world-writable ``/tmp`` and ``/var/tmp``).
-    The archive's device nodes (``/dev/*``) are not made: LXC gives each container its own /dev.
-    """
-
-    def __init__(self, directory: Path, clock: Callable[[], float] = time.monotonic) -> None:
-        self.roots = directory / "roots"
-        self.clock = clock
-
-    def path_of(self, sha256: str) -> Path | None:
-        """The complete root of image ``sha256``, or None if this node has not unpacked it."""
-        root = self.roots / _checked(sha256)
-        return root if (self.roots / f"{sha256}.complete").is_file() and root.is_dir() else None
-
-    def unpack(self, archive: Path, expected_sha256: str, say: Say = _quiet) -> Path:
-        """The root of image ``expected_sha256``: the one unpacked already, else ``archive`` verified
-        and unpacked now.  A mismatching archive is refused (ImageError) and nothing is deleted."""
-        sha256 = _checked(expected_sha256)
-        self.roots.mkdir(parents=True, exist_ok=True)
-        self.roots.chmod(0o700)
-        with _exclusive(self.roots / ".lock", say, "unpacking an image"):
-            found = self.path_of(sha256)
-            if found is not None:
-                return found
-            self._remove_incomplete(sha256)
-            actual = sha256_of_file(archive)
-            if actual != sha256:
-                raise ImageError(
-                    f"{archive} has SHA-256 {actual}, not {sha256}, the image the cluster names: "
-                    "it is damaged or another image; fetch it again"
-                )
-            return self._extract(archive, sha256, say)
-
-    def prune(self, keep: Collection[str]) -> list[str]:
-        """Remove every root but those of ``keep`` (the caller keeps the images running containers use);
-        the SHA-256s removed.  The marker goes first, so a half-removed root is never taken for whole."""
-        if not self.roots.is_dir():
-            return []
-        removed = []
-        with _exclusive(self.roots / ".lock", _quiet, "pruning images"):
-            names = {entry.name.removesuffix(".complete") for entry in self.roots.iterdir()}
-            for sha256 in sorted(n for n in names if _SHA256.fullmatch(n) and n not in keep):
-                (self.roots / f"{sha256}.complete").unlink(missing_ok=True)
-                if (self.roots / sha256).is_dir():
-                    shutil.rmtree(self.roots / sha256)
-                    removed.append(sha256)
-            self._remove_incomplete(None)
-        return removed
-
-    def _remove_incomplete(self, sha256: str | None) -> None:
-        """Remove extractions that a crash interrupted, and ``sha256``'s root if it has no marker."""
-        for leftover in self.roots.glob(".unpacking-*"):
-            shutil.rmtree(leftover)
-        if sha256 is not None and (self.roots / sha256).exists():
-            shutil.rmtree(self.roots / sha256)
-
-    def _extract(self, archive: Path, sha256: str, say: Say) -> Path:
-        started = self.clock()
-        say(f"unpacking image {sha256[:12]} ({archive.stat().st_size / 1e6:.0f} MB) into {self.roots} ...")
-        work = self.roots / f".unpacking-{sha256}-{os.getpid()}"
-        work.mkdir()
-        # --numeric-owner: the image's uids, never remapped through the host's /etc/passwd;
-        # --xattrs: file capabilities survive; GNU tar refuses members outside the directory and
-        # makes links that point out of it only after every file is written.
-        argv = ["tar", "--zstd", "-x", "-f", str(archive), "-C", str(work), "--numeric-owner", "-p"]
-        argv += ["--xattrs", "--xattrs-include=*", "--exclude=./dev/*"]
-        try:
-            done = subprocess.run(argv, check=False, capture_output=True, text=True, errors="replace")
-        except OSError as e:
-            shutil.rmtree(work)
-            raise ImageError(f"cannot run tar ({e}): install tar and zstd (scripts/install)") from None
-        if done.returncode != 0:
-            shutil.rmtree(work)
-            raise ImageError(f"tar could not unpack {archive} ({done.stderr.strip()[-500:]}): fetch it again")
-        os.sync()  # the data on disk before the rename and the marker make the root count as whole
-        root = self.roots / sha256
-        work.rename(root)
-        marker = {"sha256": sha256, "archive": str(archive), "unpack_seconds": round(self.clock() - started, 1)}
-        _write_atomically(self.roots / f"{sha256}.complete", json.dumps(marker) + "\n")
-        say(f"unpacked image {sha256[:12]} into {root} in {marker['unpack_seconds']} s")
-        return root
-
-
-def _checked(sha256: str) -> str:
-    """``sha256`` if it is 64 lowercase hex digits (it becomes a path); ImageError otherwise."""
-    if not _SHA256.fullmatch(sha256):
-        raise ImageError(f"{sha256!r} is not a SHA-256 (64 lowercase hex digits)")
-    return sha256

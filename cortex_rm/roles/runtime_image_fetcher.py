@@ -28,7 +28,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cortex_rm.container.runtime_image import ImageCache, ImageError
+from cortex_rm.container.image_cache import ImageCache
+from cortex_rm.container.runtime_image import ImageError
 from cortex_rm.fs.errors import FsError
 from cortex_rm.internal.block_codec import BlockLocation, RuntimeImageSource
 from cortex_rm.internal.errors import TrackerUnavailable

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from cortex_rm.container.image_cache import ImageCache
 from cortex_rm.container.runtime_image import (
-    ImageCache,
     ImageRecipe,
     build_image,
     default_build_cache,

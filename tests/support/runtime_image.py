@@ -14,7 +14,8 @@ import functools
 import os
 from pathlib import Path
 
-from cortex_rm.container.runtime_image import ImageCache, ImageRecipe, build_image, default_build_cache
+from cortex_rm.container.image_cache import ImageCache
+from cortex_rm.container.runtime_image import ImageRecipe, build_image, default_build_cache
 
 #: Where the tests' ImageCache keeps its roots (``$CORTEX_TEST_ROOTS`` overrides it).
 TEST_ROOTS_ENV = "CORTEX_TEST_ROOTS"

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from cortex_rm.container.image_cache import ImageCache
 from cortex_rm.container.runtime_image import (
     IMAGE_FORMAT,
     SOURCE_DATE_EPOCH,
     BuiltImage,
     CommandResult,
-    ImageCache,
     ImageError,
     ImageRecipe,
     build_image,

@@ -12,7 +12,8 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from cortex_rm.container.runtime_image import ImageCache, sha256_of_file
+from cortex_rm.container.image_cache import ImageCache
+from cortex_rm.container.runtime_image import sha256_of_file
 from cortex_rm.internal.block_codec import RuntimeImageSource
 from cortex_rm.internal.errors import TrackerUnavailable
 from cortex_rm.roles.runtime_image_fetcher import RuntimeImageFetcher
