@@ -7,13 +7,9 @@ the TFile controller where a node's file lives, encodes numbers and strings with
 ``Utils`` and Java's ``writeUTF``, and runs ``yarn logs`` (``LogsCLI``) on a local file
 system with no ResourceManager.
 
-About ``yarn logs``: LogsCLI.run() first builds a Jersey web-service client (for the
-NodeManagers of running applications), and no jar at hand ships Jersey's client in Hadoop's
-shaded namespace.  So the probe runs LogsCLI's own command logic (its private
-``runCommand``) with a client that refuses every request; nothing of it runs for a finished
-application, whose logs LogsCLI reads from the file system, which is what is tested.
-Jettison, which LogsCLI also names, is Debian's, relocated as Hadoop's shading names it
-(``tests/support/logs_cli.py``).
+``yarn logs`` runs as ``tests/support/logs_cli.py`` runs it (LogsCLI's own command logic,
+without the Jersey web-service client no jar at hand ships; Debian's Jettison relocated as
+Hadoop's shading names it).
 """
 
 from __future__ import annotations
@@ -37,7 +33,7 @@ from cortex_rm.container.aggregated_logs import (
     write_aggregated_logs,
 )
 from tests.support.java import classpath, java_home, parse_json_line, quiet_jvm_options, run_driver
-from tests.support.logs_cli import shaded_jettison
+from tests.support.logs_cli import shaded_jettison, yarn_logs
 
 pytestmark = pytest.mark.integration
 
@@ -54,12 +50,7 @@ import java.io.DataOutputStream;
 import java.io.EOFException;
 import java.io.File;
 import java.io.StringWriter;
-import java.lang.reflect.Field;
-import java.lang.reflect.InvocationTargetException;
-import java.lang.reflect.Method;
-import java.lang.reflect.Proxy;
 import java.security.MessageDigest;
-import java.util.Arrays;
 import java.util.Map;
 import java.util.TreeMap;
 
@@ -69,12 +60,9 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.hadoop.io.file.tfile.TFile;
 import org.apache.hadoop.io.file.tfile.Utils;
-import org.apache.hadoop.shaded.javax.ws.rs.client.Client;
 import org.apache.hadoop.yarn.api.records.ApplicationAccessType;
 import org.apache.hadoop.yarn.api.records.ApplicationId;
 import org.apache.hadoop.yarn.api.records.NodeId;
-import org.apache.hadoop.yarn.client.cli.LogsCLI;
-import org.apache.hadoop.yarn.conf.YarnConfiguration;
 import org.apache.hadoop.yarn.logaggregation.AggregatedLogFormat.LogKey;
 import org.apache.hadoop.yarn.logaggregation.AggregatedLogFormat.LogReader;
 import org.apache.hadoop.yarn.logaggregation.LogAggregationUtils;
@@ -90,7 +78,6 @@ public class AggregatedLogProbe {
       case "vlong": vlong(args); break;
       case "utf": utf(args); break;
       case "path": path(conf, args); break;
-      case "logs": System.exit(logs(Arrays.copyOfRange(args, 1, args.length))); break;
       default: throw new IllegalArgumentException("unknown command " + args[0]);
     }
   }
@@ -222,33 +209,6 @@ public class AggregatedLogProbe {
         + ",\"file\":" + json(file.toString()) + "}");
   }
 
-  /** `yarn logs ARGS`: LogsCLI's command logic, with a web-service client that refuses
-   *  every request (LogsCLI.run() would build a Jersey client, absent from these jars). */
-  static int logs(String[] args) throws Exception {
-    LogsCLI cli = new LogsCLI();
-    cli.setConf(new YarnConfiguration());
-    Object client = Proxy.newProxyInstance(Client.class.getClassLoader(), new Class<?>[] {Client.class},
-        (proxy, method, margs) -> {
-          switch (method.getName()) {
-            case "register": return proxy;
-            case "close": return null;
-            case "hashCode": return System.identityHashCode(proxy);
-            case "equals": return proxy == margs[0];
-            case "toString": return "no web service client";
-            default: throw new UnsupportedOperationException("no NodeManager web service: " + method);
-          }
-        });
-    Field field = LogsCLI.class.getDeclaredField("webServiceClient");
-    field.setAccessible(true);
-    field.set(cli, client);
-    Method runCommand = LogsCLI.class.getDeclaredMethod("runCommand", String[].class);
-    runCommand.setAccessible(true);
-    try {
-      return (Integer) runCommand.invoke(cli, (Object) args);
-    } catch (InvocationTargetException e) {
-      throw (Exception) e.getCause();
-    }
-  }
 
   static String json(String s) {
     if (s == null) return "null";
@@ -504,7 +464,8 @@ def test_yarn_logs_prints_aggregated_logs_without_an_rm(probe_classes: Path, log
             ],
         )
 
-    everything = probe(probe_classes, "logs", "-applicationId", APP, conf_dir=conf_dir)
+    everything = yarn_logs(conf_dir, "-applicationId", APP)
+    assert everything.returncode == 0, everything.stderr
     assert "Attempting to fetch logs directly from the filesystem" in everything.stderr
     out = everything.stdout
     for container, log_type, length, content in [
@@ -519,9 +480,8 @@ def test_yarn_logs_prints_aggregated_logs_without_an_rm(probe_classes: Path, log
         assert f"LogType:{log_type}\n" in body and f"LogLength:{length}\n" in body
         assert f"LogContents:\n{content}\nEnd of LogType:{log_type}" in body
 
-    one = probe(
-        probe_classes,
-        "logs",
+    one = yarn_logs(
+        conf_dir,
         "-applicationId",
         APP,
         "-appOwner",
@@ -530,7 +490,6 @@ def test_yarn_logs_prints_aggregated_logs_without_an_rm(probe_classes: Path, log
         C2,
         "-log_files",
         "stdout",
-        conf_dir=conf_dir,
     ).stdout
     assert f"Container: {C2} on node-1.example_8041" in one
     assert "LogContents:\nexecutor says hi\n\nEnd of LogType:stdout" in one
