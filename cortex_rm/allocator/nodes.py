@@ -58,6 +58,8 @@ NODE_TRANSITIONS: TransitionTable[NodeState, NodeEvent] = TransitionTable(
 )
 
 ACTIVE_NODE_STATES = frozenset({NodeState.RUNNING, NodeState.UNHEALTHY, NodeState.DECOMMISSIONING})
+#: The states whose nodes the scheduler uses (an UNHEALTHY node left it): the cluster's resources.
+SCHEDULABLE_NODE_STATES = frozenset({NodeState.RUNNING, NodeState.DECOMMISSIONING})
 
 
 @dataclass
@@ -143,9 +145,10 @@ class NodeTable:
         return sum(1 for n in self._nodes.values() if n.state is state)
 
     def total_capability(self) -> Resource:
-        """The capacity of the active nodes."""
-        return sum((n.capability for n in self.with_states(ACTIVE_NODE_STATES)), ZERO)
+        """The cluster's resources, as YARN's scheduler counts them: the nodes it uses (not the
+        UNHEALTHY ones, which left it, nor the LOST)."""
+        return sum((n.capability for n in self.with_states(SCHEDULABLE_NODE_STATES)), ZERO)
 
     def total_used(self) -> Resource:
-        """What is allocated on the active nodes."""
-        return sum((n.used for n in self.with_states(ACTIVE_NODE_STATES)), ZERO)
+        """What is allocated on the nodes the scheduler uses."""
+        return sum((n.used for n in self.with_states(SCHEDULABLE_NODE_STATES)), ZERO)

@@ -118,7 +118,8 @@ def container_info_json(c: NMContainer, node_id: str, files: Sequence[LogFile], 
         "user": c.user,
         "totalMemoryNeededMB": c.resource.memory_mb,
         "totalVCoresNeeded": c.resource.vcores,
-        "containerLogsLink": f"{base_url}/node/containerlogs/{cid}/{c.user}",
+        # where its logs are listed (YARN links its web UI page, which Cortex does not serve)
+        "containerLogsLink": f"{base_url}/ws/v1/node/containers/{cid}/logs",
         "nodeId": node_id,
         "containerLogFiles": [f.name for f in files],
     }

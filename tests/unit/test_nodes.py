@@ -111,13 +111,14 @@ def test_with_states_returns_exactly_the_asked_states() -> None:
     assert table.with_states([NodeState.DECOMMISSIONED]) == []
 
 
-def test_counts_and_totals_cover_active_nodes_only() -> None:
-    """Counts are per state; total capability and usage add up the active nodes and leave out LOST ones."""
+def test_counts_and_totals_cover_the_nodes_the_scheduler_uses() -> None:
+    """Counts are per state; total capability and usage add up the nodes the scheduler uses and
+    leave out UNHEALTHY and LOST ones (YARN's cluster resource)."""
     table = _table_with(NM1, NM2, NM3)
     table.get(NM1).used = Resource(1024, 1)
     table.get(NM3).used = Resource(2048, 2)
     table.report(NM2, now_ms=2000, healthy=False)
     table.expire(NM3)
     assert (table.count(NodeState.RUNNING), table.count(NodeState.UNHEALTHY), table.count(NodeState.LOST)) == (1, 1, 1)
-    assert table.total_capability() == Resource(8192, 8)
+    assert table.total_capability() == Resource(4096, 4)
     assert table.total_used() == Resource(1024, 1)

@@ -81,8 +81,9 @@ def test_metrics_count_applications_by_reported_state() -> None:
     assert (m.apps_killed, m.apps_failed) == (1, 1)
 
 
-def test_metrics_count_nodes_by_state_and_resources_of_active_ones() -> None:
-    """Node counts follow states; totals and usage add up the active nodes only; lost nodes are not in the total."""
+def test_metrics_count_nodes_by_state_and_resources_of_schedulable_ones() -> None:
+    """Node counts follow states; totals and usage add up the nodes the scheduler uses (as YARN's
+    cluster resource): neither unhealthy nor lost nodes are in them."""
     rm = _context()
     running = _node(rm, "nm1", 8192, 8)
     unhealthy = _node(rm, "nm2", 4096, 4)
@@ -99,9 +100,9 @@ def test_metrics_count_nodes_by_state_and_resources_of_active_ones() -> None:
         0,
     )
     assert m.total_nodes == 2
-    assert m.total == Resource(12288, 12)
+    assert m.total == Resource(8192, 8)
     assert m.allocated == Resource(2048, 2)
-    assert m.available == Resource(10240, 10)
+    assert m.available == Resource(6144, 6)
 
 
 def test_containers_on_lost_nodes_are_not_counted_as_allocated() -> None:
