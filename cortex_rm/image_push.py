@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cortex_rm.container.runtime_image import sha256_of_file
-from cortex_rm.internal.tracker_server import RUNTIME_IMAGE_DIR, runtime_image_path
+from cortex_rm.container.runtime_image import RUNTIME_IMAGE_DIR, runtime_image_path, sha256_of_file
 from cortex_rm.webhdfs_client import Say, WebHdfs, WebHdfsError, upload_when_ready
 from cortex_rm.yarn.addresses import HostPort
 

@@ -1,9 +1,10 @@
-"""``cortex-rm local-cluster up|down``: N daemons on loopback, for trying Cortex on one machine.
+"""``cortex-rm local-cluster up|down``: N daemons on one machine, for trying Cortex.
 
-``up`` picks free ports, writes one directory per node under the work dir (its
-config, state, logs and pid file), starts each daemon in the background, waits
-until every one answers, writes the client configuration to ``<workdir>/hadoop-conf``
-and prints how to reach the cluster.  Node 1 is also the ResourceManager.
+``up`` builds the runtime image (cached), picks ports, writes one directory per node under
+the work dir (its config, state, logs and pid file), starts each daemon in the background
+(on loopback, or ``--isolated`` in namespaces of its own: ``isolation.py``), waits until
+every one answers, uploads the image and waits until every node has it, writes the client
+configuration to ``<workdir>/hadoop-conf`` and prints how to reach the cluster.  Node 1 is also the ResourceManager.
 ``down`` stops them (SIGTERM, then SIGKILL after a grace period) and checks that no
 process is left.  The cluster's layout is kept in ``<workdir>/cluster.json``.
 """
@@ -28,8 +29,9 @@ from cortex_rm import isolation
 from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
 from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecipe, build_image, default_build_cache
 from cortex_rm.image_push import push_image
-from cortex_rm.webhdfs_client import WebHdfsError
 from cortex_rm.node import PID_FILE, READY_FILE
+from cortex_rm.processes import alive, kill_marked
+from cortex_rm.webhdfs_client import WebHdfsError
 from cortex_rm.yarn.addresses import HostPort
 
 CLUSTER_FILE = "cluster.json"
@@ -270,7 +272,7 @@ def _wait_ready(node: LocalNode, timeout: float, say: Callable[[str], None]) -> 
     deadline = time.monotonic() + timeout
     url = f"http://{node.nm_webapp}/ws/v1/node/info"
     while time.monotonic() < deadline:
-        if not _alive(node.pid):
+        if not alive(node.pid):
             raise LocalClusterError(
                 f"{node.name} exited during start; see {node.directory}/logs/daemon.out"
             )
@@ -343,22 +345,23 @@ def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) 
         say(f"stopping {node.name} (pid {node.pid})")
         os.kill(node.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(n.pid) for n in running):
+    while time.monotonic() < deadline and any(alive(n.pid) for n in running):
         time.sleep(0.05)
     for node in running:
-        if _alive(node.pid):
+        if alive(node.pid):
             say(f"{node.name} did not stop within {grace:.0f} s; killing it")
             try:
                 os.killpg(node.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_alive(n.pid) for n in running):
+    while time.monotonic() < deadline and any(alive(n.pid) for n in running):
         time.sleep(0.05)
-    left = [n for n in running if _alive(n.pid)]
+    left = [n for n in running if alive(n.pid)]
     if left:
         raise LocalClusterError(f"processes still running: {', '.join(str(n.pid) for n in left)}")
-    orphans = _reap_orphans(nodes)
+    # a daemon killed outright could not stop its containers: their command lines name its dirs
+    orphans = kill_marked([(str(Path(d)) + "/").encode() for n in nodes for d in _state_dirs(n)])
     if orphans:
         say(f"killed {orphans} container process(es) left by daemons that had died")
     try:
@@ -371,42 +374,6 @@ def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) 
     return len(running)
 
 
-def _reap_orphans(nodes: list[LocalNode]) -> int:
-    """SIGKILL container processes a dead daemon left behind (and their descendants).
-
-    A daemon that was killed outright cannot stop its containers; their command lines
-    name paths under the node's directory, which is how they are found.
-    """
-    children: dict[int, list[int]] = {}
-    marked: list[int] = []
-    markers = [(str(Path(d)) + "/").encode() for n in nodes for d in _state_dirs(n)]
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(pid)
-        if pid != os.getpid() and any(m in cmdline for m in markers):
-            marked.append(pid)
-    doomed: set[int] = set()
-    stack = list(marked)
-    while stack:
-        pid = stack.pop()
-        if pid not in doomed:
-            doomed.add(pid)
-            stack.extend(children.get(pid, []))
-    for pid in doomed:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return len(doomed)
-
-
 def _state_dirs(node: LocalNode) -> list[str]:
     """The node's state dir on this machine and, isolated, as the daemon sees it."""
     return [node.directory, *([str(Path(node.daemon_config).parent)] if node.daemon_config else [])]
@@ -414,34 +381,13 @@ def _state_dirs(node: LocalNode) -> list[str]:
 
 def _is_daemon_of(node: LocalNode) -> bool:
     """Whether ``node.pid`` still is that node's daemon (a pid may have been reused since)."""
-    if not _alive(node.pid):
+    if not alive(node.pid):
         return False
     try:
         cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
     return (node.daemon_config or node.config).encode() in cmdline
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie child of ours counts as gone)."""
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _save(workdir: Path, nodes: list[LocalNode]) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from dataclasses import dataclass
 
 from cortex_rm.allocator.queues import DEFAULT_QUEUES, QueueSpec, QueueState, QueueTree
 from cortex_rm.config.errors import ConfigError
+from cortex_rm.container.runtime_image import is_sha256
 from cortex_rm.yarn.addresses import HostPort
 
 #: The RM's four ports, by their keys in ``[resourcemanager]``.
@@ -65,7 +64,7 @@ class ResourceManagerSection:
             raise ConfigError(f"{where}: resourcemanager.max_completed_applications must not be negative")
         if self.log_retention_s < -1 or self.log_retention_s == 0:
             raise ConfigError(f"{where}: resourcemanager.log_retention_s must be positive, or -1 to keep logs for ever")
-        if self.runtime_image and not re.fullmatch(r"[0-9a-f]{64}", self.runtime_image):
+        if self.runtime_image and not is_sha256(self.runtime_image):
             raise ConfigError(
                 f"{where}: resourcemanager.runtime_image must be the archive's SHA-256 (64 lowercase hex digits), "
                 "as `cortex-rm image build` prints it"

@@ -65,6 +65,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, ParamSpec, Protocol
 
+from cortex_rm.container.tfile_encoding import encode_java_utf as _java_utf
+from cortex_rm.container.tfile_encoding import (
+    encode_vlong,
+    index_string,
+    region,
+    version,
+)
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn.log_aggregation import remote_node_log_file
 from cortex_rm.yarn.transitions import TransitionTable
@@ -79,8 +86,6 @@ MIN_BLOCK_SIZE: Final = 256 * 1024
 VALUE_CHUNK_SIZE: Final = 1024 * 1024
 #: TFile's limit on the size of a key.
 MAX_KEY_SIZE: Final = 64 * 1024
-#: The most bytes ``writeUTF`` can encode (its length prefix is 2 bytes).
-MAX_JAVA_UTF_SIZE: Final = 0xFFFF
 #: How much of a log source is read at a time.
 READ_SIZE: Final = 64 * 1024
 #: The suffix of a file still being written; LogAggregationUtils.TMP_FILE_SUFFIX.
@@ -110,6 +115,14 @@ class InvalidLogInput(AggregatedLogError, ValueError):
     """A container id, file name, owner, ACL or length that the format cannot carry."""
 
 
+def encode_java_utf(text: str) -> bytes:
+    """``DataOutput.writeUTF`` (``tfile_encoding``); InvalidLogInput when it is too long."""
+    try:
+        return _java_utf(text)
+    except ValueError as e:
+        raise InvalidLogInput(str(e)) from None
+
+
 class LogLengthMismatch(AggregatedLogError):
     """A log source ended before the length announced for it; the file is unusable."""
 
@@ -124,65 +137,6 @@ class BinarySource(Protocol):
     """A log file's content, read front to back."""
 
     def read(self, size: int, /) -> bytes: ...
-
-
-# ---------------------------------------------------------------------------------------
-# Encodings (pure functions)
-
-
-def encode_vlong(n: int) -> bytes:
-    """TFile's variable-length encoding of a signed 64-bit integer (``Utils.writeVLong``)."""
-    if not -(1 << 63) <= n < (1 << 63):
-        raise OverflowError(f"{n} does not fit in 64 bits")
-    if -32 <= n < 128:
-        return bytes((n & 0xFF,))
-    if -20 << 8 <= n < 20 << 8:
-        return bytes((((n >> 8) - 52) & 0xFF, n & 0xFF))
-    if -16 << 16 <= n < 16 << 16:
-        return bytes((((n >> 16) - 88) & 0xFF,)) + (n & 0xFFFF).to_bytes(2, "big")
-    if -8 << 24 <= n < 8 << 24:
-        return bytes((((n >> 24) - 112) & 0xFF,)) + (n & 0xFFFFFF).to_bytes(3, "big")
-    # the fewest bytes that hold n with its sign bit: 4 to 8 here
-    size = (~n if n < 0 else n).bit_length() // 8 + 1
-    return bytes(((size - 129) & 0xFF,)) + n.to_bytes(size, "big", signed=True)
-
-
-def encode_modified_utf8(text: str) -> bytes:
-    """Java's "modified UTF-8": each UTF-16 unit on its own, NUL as two bytes."""
-    if text.isascii() and "\x00" not in text:
-        return text.encode("ascii")
-    out = bytearray()
-    for (unit,) in struct.iter_unpack(">H", text.encode("utf-16-be", "surrogatepass")):
-        if 0 < unit < 0x80:
-            out.append(unit)
-        elif unit < 0x800:  # NUL lands here too: c0 80
-            out += bytes((0xC0 | unit >> 6, 0x80 | unit & 0x3F))
-        else:
-            out += bytes((0xE0 | unit >> 12, 0x80 | (unit >> 6) & 0x3F, 0x80 | unit & 0x3F))
-    return bytes(out)
-
-
-def encode_java_utf(text: str) -> bytes:
-    """``DataOutput.writeUTF``: a 2-byte big-endian length, then modified UTF-8."""
-    body = encode_modified_utf8(text)
-    if len(body) > MAX_JAVA_UTF_SIZE:
-        raise InvalidLogInput(f"{len(body)} bytes of modified UTF-8 exceed writeUTF's {MAX_JAVA_UTF_SIZE}")
-    return struct.pack(">H", len(body)) + body
-
-
-def _index_string(text: str) -> bytes:
-    """TFile's ``Utils.writeString``: a VInt length, then UTF-8."""
-    body = text.encode("utf-8")
-    return encode_vlong(len(body)) + body
-
-
-def _region(offset: int, size: int) -> bytes:
-    """A BCFile block region: offset, stored size, raw size (equal without compression)."""
-    return encode_vlong(offset) + encode_vlong(size) + encode_vlong(size)
-
-
-def _version(major_minor: tuple[int, int]) -> bytes:
-    return struct.pack(">hh", *major_minor)
 
 
 # ---------------------------------------------------------------------------------------
@@ -389,11 +343,11 @@ class AggregatedLogWriter:
     def _finish(self) -> None:
         self._finish_block()
         regions: dict[str, tuple[int, int]] = {}
-        meta = _version(TFILE_VERSION) + encode_vlong(self._records) + _index_string("")
+        meta = version(TFILE_VERSION) + encode_vlong(self._records) + index_string("")
         regions[TFILE_META_BLOCK] = self._meta_block(meta)
         regions[TFILE_INDEX_BLOCK] = self._meta_block(self._tfile_index())
-        data_index = [_index_string(COMPRESSION_NONE), encode_vlong(len(self._blocks))]
-        data_index += [_region(offset, size) for offset, size, _, _ in self._blocks]
+        data_index = [index_string(COMPRESSION_NONE), encode_vlong(len(self._blocks))]
+        data_index += [region(offset, size) for offset, size, _, _ in self._blocks]
         regions[BCFILE_INDEX_BLOCK] = self._meta_block(b"".join(data_index))
 
         meta_index_offset = self._offset
@@ -401,12 +355,12 @@ class AggregatedLogWriter:
         for name in sorted(regions):  # Hadoop keeps the meta index in a TreeMap
             offset, size = regions[name]
             meta_index += [
-                _index_string(_META_NAME_PREFIX + name),
-                _index_string(COMPRESSION_NONE),
-                _region(offset, size),
+                index_string(_META_NAME_PREFIX + name),
+                index_string(COMPRESSION_NONE),
+                region(offset, size),
             ]
         self._emit(b"".join(meta_index))
-        self._emit(struct.pack(">q", meta_index_offset) + _version(BCFILE_VERSION) + BCFILE_MAGIC)
+        self._emit(struct.pack(">q", meta_index_offset) + version(BCFILE_VERSION) + BCFILE_MAGIC)
 
     def _tfile_index(self) -> bytes:
         """The first key, then each block's last key and record count, each entry sized."""

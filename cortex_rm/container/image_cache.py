@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from cortex_rm.container.runtime_image import _SHA256, ImageError, Say, _exclusive, _write_atomically, sha256_of_file
+from cortex_rm.container.runtime_image import ImageError, Say, _exclusive, _write_atomically, is_sha256, sha256_of_file
 
 
 def _quiet(_: str) -> None:
@@ -75,7 +75,7 @@ class ImageCache:
         removed = []
         with _exclusive(self.roots / ".lock", _quiet, "pruning images"):
             names = {entry.name.removesuffix(".complete") for entry in self.roots.iterdir()}
-            for sha256 in sorted(n for n in names if _SHA256.fullmatch(n) and n not in keep):
+            for sha256 in sorted(n for n in names if is_sha256(n) and n not in keep):
                 (self.roots / f"{sha256}.complete").unlink(missing_ok=True)
                 if (self.roots / sha256).is_dir():
                     shutil.rmtree(self.roots / sha256)
@@ -119,6 +119,6 @@ class ImageCache:
 
 def _checked(sha256: str) -> str:
     """``sha256`` if it is 64 lowercase hex digits (it becomes a path); ImageError otherwise."""
-    if not _SHA256.fullmatch(sha256):
+    if not is_sha256(sha256):
         raise ImageError(f"{sha256!r} is not a SHA-256 (64 lowercase hex digits)")
     return sha256

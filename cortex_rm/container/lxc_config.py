@@ -325,3 +325,22 @@ def launch_argv(spec: ContainerSpec, lxc_execute: str, config: Path, lxcpath: Pa
         *env,
         *spec.command,
     ]
+
+
+def prepare_host(lxc_execute: str, cgroup_root: Path, base_dir: Path) -> None:
+    """Check what the host must give (root, lxc-execute, cgroup v1 memory and pids, a base dir
+    an LXC config line can carry) and write the stop hook into ``base_dir``; ContainerStartError
+    saying what to do otherwise."""
+    if os.geteuid() != 0:
+        raise ContainerStartError("LxcRuntime runs containers as root for now; this process is not root")
+    if not os.access(lxc_execute, os.X_OK):
+        raise ContainerStartError(f"{lxc_execute} is missing: install Debian's lxc (scripts/install does)")
+    for controller in ("memory", "pids"):
+        if not (cgroup_root / controller / "cgroup.procs").exists():
+            raise ContainerStartError(f"no cgroup v1 {controller} controller at {cgroup_root / controller}")
+    if not SAFE_PATH.fullmatch(str(base_dir)):
+        raise ContainerStartError(f"base dir {str(base_dir)!r} must be an absolute path of letters, digits and _.,:@+=-")
+    base_dir.mkdir(parents=True, exist_ok=True)
+    hook = base_dir / "cgroup-snapshot"
+    hook.write_text(SNAPSHOT_HOOK)
+    hook.chmod(0o755)

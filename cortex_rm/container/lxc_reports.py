@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,3 +96,14 @@ def parent_pid(pid: int) -> int | None:
     # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
     fields = stat[stat.rindex(")") + 2 :].split()
     return int(fields[1])
+
+
+def signal_pids(pids: Iterable[int], sig: int) -> None:
+    """Send ``sig`` to each pid read from a container's cgroup; one already gone is skipped."""
+    # A pid read from the cgroup belongs to the container until it is reaped, and
+    # is signalled at once after: the window for reuse is microseconds.
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass

@@ -53,7 +53,6 @@ import shutil
 import signal
 import socket
 from collections import deque
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
@@ -67,16 +66,21 @@ from twisted.python.failure import Failure
 from cortex_rm.container.lxc_config import (
     CGROUP_PARENT,
     LXC_LOG_FD,
-    SAFE_PATH,
-    SNAPSHOT_HOOK,
     ImageLayout,
     check_image_root,
     check_spec_paths,
     launch_argv,
+    prepare_host,
     prepare_rootfs,
     render_config,
 )
-from cortex_rm.container.lxc_reports import MemorySnapshot, parent_pid, parse_lxc_log_line, parse_memory_snapshot
+from cortex_rm.container.lxc_reports import (
+    MemorySnapshot,
+    parent_pid,
+    parse_lxc_log_line,
+    parse_memory_snapshot,
+    signal_pids,
+)
 from cortex_rm.container.runtime import (
     LAUNCH_FAILED_EXIT_CODE,
     RUNTIME_CONTAINER_LIFECYCLE,
@@ -101,17 +105,6 @@ _MAX_LOG_LINE: Final = 4096
 _KEPT_LOG_LINES: Final = 20
 #: How many image roots' layouts a runtime remembers.
 _KEPT_IMAGE_LAYOUTS: Final = 4
-
-
-def _signal_pids(pids: Iterable[int], sig: int) -> None:
-    """Send ``sig`` to each pid read from a container's cgroup; one already gone is skipped."""
-    # A pid read from the cgroup belongs to the container until it is reaped, and
-    # is signalled at once after: the window for reuse is microseconds.
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 # ---------------------------------------------------------------- Twisted edge
@@ -321,12 +314,12 @@ class LxcContainer:
             return []
 
     def _signal_processes(self, sig: int) -> None:
-        _signal_pids([pid for pid in self._cgroup_pids() if pid != self.pid], sig)
+        signal_pids([pid for pid in self._cgroup_pids() if pid != self.pid], sig)
 
     def _kill_leftovers(self) -> list[int]:
         """Processes still in the container's cgroup after lxc-execute ended (none, normally)."""
         left = self._cgroup_pids()
-        _signal_pids(left, signal.SIGKILL)
+        signal_pids(left, signal.SIGKILL)
         if left:
             log.warn("container {container_id}: killed leftover processes {pids}", container_id=self.container_id, pids=left)
         return left
@@ -432,22 +425,9 @@ class LxcRuntime:
 
     def _check_host(self) -> None:
         """The checks that make a start worth trying, and the stop hook (once per runtime)."""
-        if self._host_checked:
-            return
-        if os.geteuid() != 0:
-            raise ContainerStartError("LxcRuntime runs containers as root for now; this process is not root")
-        if not os.access(self.lxc_execute, os.X_OK):
-            raise ContainerStartError(f"{self.lxc_execute} is missing: install Debian's lxc (scripts/install does)")
-        for controller in ("memory", "pids"):
-            if not (self.cgroup_root / controller / "cgroup.procs").exists():
-                raise ContainerStartError(f"no cgroup v1 {controller} controller at {self.cgroup_root / controller}")
-        if not SAFE_PATH.fullmatch(str(self.base_dir)):
-            raise ContainerStartError(f"base dir {str(self.base_dir)!r} must be an absolute path of letters, digits and _.,:@+=-")
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        hook = self.base_dir / "cgroup-snapshot"
-        hook.write_text(SNAPSHOT_HOOK)
-        hook.chmod(0o755)
-        self._host_checked = True
+        if not self._host_checked:
+            prepare_host(self.lxc_execute, self.cgroup_root, self.base_dir)
+            self._host_checked = True
 
     def _image_layout(self, root_image: Path) -> ImageLayout:
         """What containers take from ``root_image`` (looked up on its first start; a few are kept)."""

@@ -82,6 +82,18 @@ DEFAULT_PACKAGES: Final = ("openjdk-17-jre-headless", "python3", "procps", "netb
 #: 117 MB, level 19 gives 92 MB but takes two minutes.  Every node downloads the archive once.
 DEFAULT_ZSTD_LEVEL: Final = 9
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Where the cluster's images live in its file system: ``<dir>/<sha256>.tar.zst``.
+RUNTIME_IMAGE_DIR: Final = "/cortex/images"
+
+
+def is_sha256(text: str) -> bool:
+    """Whether ``text`` names an image: a SHA-256 as 64 lowercase hex digits."""
+    return _SHA256.fullmatch(text) is not None
+
+
+def runtime_image_path(sha256: str) -> str:
+    """The image's archive in the cluster's file system."""
+    return f"{RUNTIME_IMAGE_DIR}/{sha256}{ARCHIVE_SUFFIX}"
 _PIECE = 1024 * 1024
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cortex_rm.container.runtime_image import is_sha256
 from cortex_rm.fs.block_map import ReportedBlock
 from cortex_rm.fs.model import BlockRef
 from cortex_rm.internal.errors import MalformedMessage
@@ -37,7 +38,6 @@ MAX_TICKET_CHARS = 16 * 1024
 MAX_LENGTH = 2**62
 _BLOCK_ID = re.compile(r"^blk_[0-9a-f]{32}$")
 _CHECKSUM = re.compile(r"^[0-9a-f]{32}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,7 @@ def image_to_thrift(image: RuntimeImageSource) -> ttypes.RuntimeImage:
 def image_from_thrift(t: Any) -> RuntimeImageSource:
     t = _struct(t, ttypes.RuntimeImage, "RuntimeImage")
     sha256 = _text(t.sha256, "sha256", 64, allow_empty=True)
-    if sha256 and not _SHA256.fullmatch(sha256):
+    if sha256 and not is_sha256(sha256):
         raise MalformedMessage("sha256 must be 64 lowercase hex digits or empty")
     if not sha256 and t.source is not None:
         raise MalformedMessage("an image without a sha256 has no source")

@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.nodes import NodeState
+from cortex_rm.container.runtime_image import runtime_image_path
 from cortex_rm.fs.block_map import DataNode
 from cortex_rm.fs.errors import FileNotFound, FsError
 from cortex_rm.fs.model import BlockRef, User
@@ -61,10 +62,6 @@ MAX_TOKEN_BYTES = 4096
 LOCALIZATION_GRACE_MS = 10 * 60 * 1000
 
 
-#: Where the cluster's runtime images live in the file system: ``<dir>/<sha256>.tar.zst``.
-RUNTIME_IMAGE_DIR = "/cortex/images"
-
-
 @dataclass(frozen=True)
 class FileSystemServices:
     """What the tracker serves nodes besides registration and heartbeats: the file system
@@ -76,10 +73,6 @@ class FileSystemServices:
     read_identifier: IdentifierReader | None = None
     app_owner: AppOwner | None = None
     runtime_image: str = ""
-
-
-def runtime_image_path(sha256: str) -> str:
-    return f"{RUNTIME_IMAGE_DIR}/{sha256}.tar.zst"
 
 
 @implementer(gen_service.Iface)
@@ -247,7 +240,7 @@ class TrackerCalls:
 
     def openRuntimeImage(self, node: Any) -> ttypes.RuntimeImage:  # noqa: N802 (IDL name)
         """The runtime image the cluster runs and a read ticket for its archive, which everyone
-        must be able to read (``RUNTIME_IMAGE_DIR``); no ticket until it is uploaded."""
+        must be able to read (``runtime_image.RUNTIME_IMAGE_DIR``); no ticket until it is uploaded."""
 
         def decide() -> ttypes.RuntimeImage:
             node_id = codec._node_id(node, "node_id")

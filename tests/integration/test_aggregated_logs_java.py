@@ -28,10 +28,10 @@ import pytest
 from cortex_rm.container.aggregated_logs import (
     ContainerLogFile,
     encode_java_utf,
-    encode_vlong,
     remote_log_path,
     write_aggregated_logs,
 )
+from cortex_rm.container.tfile_encoding import encode_vlong
 from tests.support.java import classpath, java_home, parse_json_line, quiet_jvm_options, run_driver
 from tests.support.logs_cli import shaded_jettison, yarn_logs
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from cortex_rm import local_cluster
 from cortex_rm.client_config import RMAddresses
 from cortex_rm.isolation import IsolatedNetwork
+from cortex_rm.processes import alive
 
 
 @dataclass
@@ -60,5 +61,5 @@ def running_cluster(
     finally:
         local_cluster.down(workdir, say=lambda _: None)
         for node in json.loads((workdir / local_cluster.CLUSTER_FILE).read_text()):
-            assert not local_cluster._alive(node["pid"]), f"{node['name']} still running"
+            assert not alive(node["pid"]), f"{node['name']} still running"
         assert IsolatedNetwork.load(workdir) is None, "the cluster's namespaces were not removed"

@@ -28,11 +28,10 @@ from cortex_rm.container.aggregated_logs import (
     LogLengthMismatch,
     WriterState,
     encode_java_utf,
-    encode_modified_utf8,
-    encode_vlong,
     remote_log_path,
     write_aggregated_logs,
 )
+from cortex_rm.container.tfile_encoding import encode_modified_utf8, encode_vlong
 from cortex_rm.yarn.errors import IllegalTransition, MalformedId
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 

@@ -8,7 +8,6 @@ and released read by read to watch the streaming).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from cortex_rm.container.launch import NodeFacts, container_paths
@@ -30,8 +27,9 @@ from cortex_rm.container.nm_container import NMContainer, NMContainerState
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId
 from cortex_rm.yarn.resources import Resource
-from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
 from cortex_rm.yarn_api.nm_log_files import CHUNK_BYTES, log_range, yarn_time
+from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
+from tests.support.http_site import HttpConnection, HttpResponse
 
 APP = ApplicationId(1_700_000_000_000, 7)
 ATTEMPT = ApplicationAttemptId(APP, 1)
@@ -114,58 +112,8 @@ def node(tmp_path: Path) -> Node:
     return Node(tmp_path, manager, build_nm_site(INFO, lambda: 5, containers=lambda: manager), roots)
 
 
-@dataclass
-class HttpResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class HttpConnection:
-    """One HTTP/1.1 connection to the site over an in-memory transport."""
-
-    def __init__(self, site: Any) -> None:
-        self.transport = StringTransport()
-        self.channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        self.channel.makeConnection(self.transport)
-
-    def send(self, method: str, target: str) -> None:
-        head = f"{method} {target} HTTP/1.1\r\nHost: nm.test:8042\r\nConnection: close\r\n\r\n"
-        self.channel.dataReceived(head.encode())
-
-    def response(self) -> HttpResponse | None:
-        """The response, once complete (Content-Length or chunked), else None."""
-        data = self.transport.value()
-        if b"\r\n\r\n" not in data:
-            return None
-        head, rest = data.split(b"\r\n\r\n", 1)
-        status_line, *lines = head.decode().split("\r\n")
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
-        if headers.get("transfer-encoding") == "chunked":
-            body, complete = _dechunk(rest)
-            return HttpResponse(int(status_line.split()[1]), headers, body) if complete else None
-        length = int(headers.get("content-length", "0"))
-        if len(rest) < length:
-            return None
-        return HttpResponse(int(status_line.split()[1]), headers, rest[:length])
-
-
-def _dechunk(data: bytes) -> tuple[bytes, bool]:
-    body = b""
-    while b"\r\n" in data:
-        size_line, data = data.split(b"\r\n", 1)
-        size = int(size_line, 16)
-        if size == 0:
-            return body, True
-        body, data = body + data[:size], data[size + 2 :]
-    return body, False
-
-
 def get(site: Any, target: str, method: str = "GET") -> HttpResponse:
-    conn = HttpConnection(site)
+    conn = HttpConnection(site, "nm.test:8042")
     conn.send(method, target)
     response = conn.response()
     assert response is not None, f"{method} {target} got no complete response"
@@ -533,7 +481,7 @@ def test_a_large_log_is_streamed_a_chunk_per_read_under_back_pressure(node: Node
     runner = HeldRunner()
     node.manager.run = runner
     before = open_fds()
-    conn = HttpConnection(node.site)
+    conn = HttpConnection(node.site, "nm.test:8042")
     conn.send("GET", f"/ws/v1/node/containerlogs/{c.container_id}/stdout")
     assert conn.transport.value() == b""  # nothing is opened on the reactor thread
     fd, _ = runner.step()  # the open
@@ -564,7 +512,7 @@ def test_the_tail_of_a_huge_log_reads_only_the_bytes_sent(node: Node) -> None:
         f.write(b"boom!\n")
     runner = HeldRunner()
     node.manager.run = runner
-    conn = HttpConnection(node.site)
+    conn = HttpConnection(node.site, "nm.test:8042")
     conn.send("GET", f"/ws/v1/node/containerlogs/{c.container_id}/stderr?size=-6")
     runner.drain()
     assert runner.calls == 2  # the open and one read
@@ -579,7 +527,7 @@ def test_a_client_that_goes_away_mid_stream_stops_the_reads_and_the_file_is_clos
     runner = HeldRunner()
     node.manager.run = runner
     before = open_fds()
-    conn = HttpConnection(node.site)
+    conn = HttpConnection(node.site, "nm.test:8042")
     conn.send("GET", f"/ws/v1/node/containerlogs/{c.container_id}/stdout")
     runner.step()  # the open
     runner.step()  # one chunk sent; the next read is in flight
@@ -596,7 +544,7 @@ def test_a_read_that_fails_cuts_the_response_short(node: Node) -> None:
     c = node.add(1, S.DONE, stdout=b"z" * (2 * CHUNK_BYTES))
     runner = HeldRunner()
     node.manager.run = runner
-    conn = HttpConnection(node.site)
+    conn = HttpConnection(node.site, "nm.test:8042")
     conn.send("GET", f"/ws/v1/node/containerlogs/{c.container_id}/stdout")
     runner.step()  # the open
     runner.step()

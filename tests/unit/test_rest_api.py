@@ -16,11 +16,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
@@ -36,6 +34,7 @@ from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.rest import build_rest_site
 from cortex_rm.yarn_api.rest_submit import url_from_string
 from cortex_rm.yarn_api.writable import read_vlong, token_storage, write_vlong
+from tests.support.http_site import HttpConnection, HttpResponse
 
 START_S = 1_700_000_000
 START_MS = START_S * 1000
@@ -99,61 +98,6 @@ def make_cluster(queues: QueueSpec | None = None, max_body_bytes: int = 1 << 20)
     nodes.register(NODE, "127.0.0.1:8042", Resource(8192, 8), START_MS)
     rm = RMContext(clock, apps, nodes, START_MS)
     return Cluster(clock, store, rm, build_rest_site(rm, version=VERSION, max_body_bytes=max_body_bytes))
-
-
-@dataclass
-class HttpResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class HttpConnection:
-    """One HTTP/1.1 connection to the site over an in-memory transport."""
-
-    def __init__(self, site: Any) -> None:
-        self.transport = StringTransport()
-        self.channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        self.channel.makeConnection(self.transport)
-        self.method = "GET"
-
-    def send(
-        self,
-        method: str,
-        path: str,
-        body: bytes = b"",
-        headers: dict[str, str] | None = None,
-        chunks: list[bytes] | None = None,
-    ) -> None:
-        self.method = method
-        lines = [f"{method} {path} HTTP/1.1", "Host: rm.test:8088", "Connection: close"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        if chunks is None:
-            lines.append(f"Content-Length: {len(body)}")
-            payload = body
-        else:
-            lines.append("Transfer-Encoding: chunked")
-            payload = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
-        self.channel.dataReceived("\r\n".join(lines).encode() + b"\r\n\r\n" + payload)
-
-    def response(self) -> HttpResponse | None:
-        """The response written so far, or None while it is incomplete."""
-        data = self.transport.value()
-        if b"\r\n\r\n" not in data:
-            return None
-        head, rest = data.split(b"\r\n\r\n", 1)
-        status_line, *header_lines = head.decode().split("\r\n")
-        headers = {}
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = 0 if self.method == "HEAD" else int(headers.get("content-length", "0"))
-        if len(rest) < length:
-            return None
-        return HttpResponse(int(status_line.split()[1]), headers, rest[:length])
 
 
 def http(
