@@ -249,6 +249,8 @@ def test_a_killed_replica_holder_does_not_lose_the_file_and_replication_is_resto
         holders = [n for n in cluster.nodes if _holds_bytes(n, len(data))]
         assert len(holders) == 2 and victim in holders, [n.name for n in holders]
         os.kill(victim.pid, signal.SIGKILL)
+        late = _write_naming_a_dead_node(client, "/written-while-dying", victim, cluster)
+        assert _node_state(cluster, victim) == "RUNNING", "the death was noticed before the write: nothing was tried"
         deadline = time.monotonic() + 30
         while _node_state(cluster, victim) == "RUNNING":
             assert time.monotonic() < deadline, f"{victim.name} was still RUNNING 30 s after it died"
@@ -262,6 +264,30 @@ def test_a_killed_replica_holder_does_not_lose_the_file_and_replication_is_resto
             time.sleep(0.5)
         with client.read(path) as r:
             assert r.read() == data
+        with client.read("/written-while-dying") as r:
+            assert r.read() == late
+
+
+def _write_naming_a_dead_node(
+    client: InsecureClient, path: str, dead: local_cluster.LocalNode, cluster: RunningCluster
+) -> bytes:
+    """A file of four 1 MiB blocks written with replication 3 before the NameNode knows that
+    ``dead`` died, so the pipeline still names it: its copies fail, the write succeeds and every
+    block has the two live holders.  (A try whose pipeline starts at the dead node cannot even
+    begin; it is tried again.)"""
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    for _ in range(30):
+        try:
+            client.write(path, data=data, replication=3, blocksize=1024 * 1024, overwrite=True)
+            break
+        except (HdfsError, requests.ConnectionError):  # the redirect named the dead node
+            continue
+    else:
+        raise AssertionError("30 writes were all sent to the dead node first")
+    dead_host = dead.nm_webapp.rsplit(":", 1)[0]
+    hosts = _block_hosts(cluster, path)
+    assert len(hosts) == 4 and all(len(h) == 2 and dead_host not in h for h in hosts), hosts
+    return data
 
 
 def _node_state(cluster: RunningCluster, node: local_cluster.LocalNode) -> str:

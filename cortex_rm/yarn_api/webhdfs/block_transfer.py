@@ -2,7 +2,7 @@
 
 Blocking code (``http.client``) for the DataNode's worker threads: a write
 pipeline pushes each finished block to the other nodes of its pipeline
-(``put_block``, chunked, with the write ticket), and a node reads a block it
+(``put_block``, with the write ticket), and a node reads a block it
 does not hold — for a client's read or a re-replication order — from a holder
 (``get_block``, with a block token).  Every failure is a ``BlockTransferFailed``
 naming the node and the reason, so the caller can try the next holder.
@@ -35,13 +35,23 @@ def _refusal(response: http.client.HTTPResponse) -> str:
 
 
 def put_block(
-    address: str, block_id: str, ticket: str, checksum: str, pieces: Iterable[bytes], timeout_s: float = TIMEOUT_S
+    address: str,
+    block_id: str,
+    ticket: str,
+    checksum: str,
+    length: int,
+    pieces: Iterable[bytes],
+    timeout_s: float = TIMEOUT_S,
 ) -> None:
-    """Store ``pieces`` as replica ``block_id`` on the node at ``address``; it checks ``checksum``."""
+    """Store ``pieces`` (``length`` bytes in all) as replica ``block_id`` on the node at ``address``;
+    it checks ``checksum``.  Sent with a Content-Length, not chunked: no chunk framing to build
+    here or to parse there."""
     query = urlencode({"ticket": ticket, "checksum": checksum})
     connection = _connection(address, timeout_s)
     try:
-        connection.request("PUT", f"/cortex/blocks/{block_id}?{query}", body=iter(pieces), encode_chunked=True)
+        connection.request(
+            "PUT", f"/cortex/blocks/{block_id}?{query}", body=iter(pieces), headers={"Content-Length": str(length)}
+        )
         response = connection.getresponse()
         if response.status != 201:
             raise BlockTransferFailed(f"{address} refused block {block_id}: {_refusal(response)}")

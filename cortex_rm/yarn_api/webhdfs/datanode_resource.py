@@ -20,6 +20,7 @@ client's connection is full, so memory stays bounded whatever the file size.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Protocol, TypeVar, cast
 from urllib.parse import quote
 
@@ -112,13 +113,16 @@ class ThreadedBody:
             waiting.errback(ConnectionError("the client closed the connection"))
 
     def _write(self, piece: bytes) -> defer.Deferred[None]:
+        """Write ``piece`` as soon as the connection takes more: the worker thread returns as soon
+        as it is written, and reads and checks the next piece while this one is sent (so one piece
+        at most waits in the connection's buffer, one in the worker's hands)."""
         if self._stopped:
             raise ConnectionError("the client closed the connection")
-        self.request.write(piece)
-        if self._paused:
-            self._waiting = defer.Deferred()
-            return self._waiting
-        return defer.succeed(None)
+        if not self._paused:
+            self.request.write(piece)
+            return defer.succeed(None)
+        self._waiting = defer.Deferred()
+        return self._waiting.addCallback(lambda _: self._write(piece))
 
     def write_from_thread(self, piece: bytes) -> None:
         blockingCallFromThread(self.reactor, self._write, piece)  # type: ignore[arg-type]
@@ -316,39 +320,69 @@ class BlockTransfers(_Leaf):
 
 
 def receive_blocks(ctx: DataNodeContext, ticket: tickets.Ticket, text: str, body: IO[bytes]) -> list[WrittenBlockMessage]:
-    """Cut ``body`` into blocks of the ticket's size, store each here and push it down the pipeline."""
+    """Cut ``body`` into blocks of the ticket's size, store each here and push it down the pipeline.
+
+    Each other node of the pipeline gets its copies from a thread of its own, in order, while
+    this one goes on receiving: a block is sent to every replica at once, and the next block is
+    stored here meanwhile.  A replica that fails a block leaves that block with fewer holders
+    (the NameNode re-replicates it); the write fails only if this node cannot store it.
+    """
     block_size = ticket.number("block_size")
     others = list(zip(ticket.texts("replicas"), ticket.texts("pipeline")[1:]))
-    written: list[WrittenBlockMessage] = []
-    while True:
-        block_id = new_block_id()
-        writer = ctx.store.writer(block_id)
-        received = 0
-        try:
-            while received < block_size:
-                piece = body.read(min(PIECE_BYTES, block_size - received))
-                if not piece:
-                    break
-                writer.write(piece)
-                received += len(piece)
-        except BaseException:
-            writer.abort()
-            raise
-        if received == 0:
-            writer.abort()
-            return written
-        stored = writer.finish()
-        ctx.stored(stored)
-        holders = [ctx.node_id]
-        for address, node in others:
-            try:
-                put_block(address, block_id, text, stored.checksum, ctx.store.read(block_id))
-                holders.append(NodeId.parse(node))
-            except BlockTransferFailed as e:  # fewer replicas now; the NameNode re-replicates
-                log.warn("write pipeline: {error}", error=str(e))
-        written.append(WrittenBlockMessage(BlockRef(block_id, stored.length, stored.checksum), tuple(holders)))
-        if received < block_size:
-            return written
+    senders = [ThreadPoolExecutor(1, thread_name_prefix=f"pipeline-{node}") for _, node in others]
+    stored_here: list[StoredBlock] = []
+    copies: list[list[Future[NodeId]]] = []
+    try:
+        while True:
+            stored = _store_block(ctx, body, block_size)
+            if stored is None:
+                break
+            ctx.stored(stored)
+            stored_here.append(stored)
+            copies.append([
+                sender.submit(_copy_block, ctx, address, NodeId.parse(node), stored, text)
+                for sender, (address, node) in zip(senders, others)
+            ])
+            if stored.length < block_size:
+                break
+        written = []
+        for stored, futures in zip(stored_here, copies):
+            holders = [ctx.node_id]
+            for future in futures:
+                try:
+                    holders.append(future.result())
+                except BlockTransferFailed as e:  # fewer replicas now; the NameNode re-replicates
+                    log.warn("write pipeline: {error}", error=str(e))
+            written.append(WrittenBlockMessage(BlockRef(stored.block_id, stored.length, stored.checksum), tuple(holders)))
+        return written
+    finally:
+        for sender in senders:
+            sender.shutdown(wait=True, cancel_futures=True)
+
+
+def _store_block(ctx: DataNodeContext, body: IO[bytes], block_size: int) -> StoredBlock | None:
+    """The next block of ``body`` stored here; None at the end of the body."""
+    writer = ctx.store.writer(new_block_id())
+    received = 0
+    try:
+        while received < block_size:
+            piece = body.read(min(PIECE_BYTES, block_size - received))
+            if not piece:
+                break
+            writer.write(piece)
+            received += len(piece)
+    except BaseException:
+        writer.abort()
+        raise
+    if received == 0:
+        writer.abort()
+        return None
+    return writer.finish()
+
+
+def _copy_block(ctx: DataNodeContext, address: str, node: NodeId, stored: StoredBlock, ticket: str) -> NodeId:
+    put_block(address, stored.block_id, ticket, stored.checksum, stored.length, ctx.store.read(stored.block_id))
+    return node
 
 
 def read_range(ctx: DataNodeContext, blocks: Iterable[BlockLocation], start: int, end: int) -> Iterator[bytes]:
