@@ -10,6 +10,7 @@ from cortex_rm.config.errors import ConfigError
 from cortex_rm.yarn.addresses import HostPort
 
 CONTAINER_RUNTIMES = ("lxc",)
+MIN_LOG_RETAIN_S = 60  # a minute: an aggregation's retries keep their logs anyway
 MIN_PIDS_LIMIT = 16  # a JVM alone starts a few dozen threads; fewer cannot run anything
 
 
@@ -41,6 +42,11 @@ class NodeManagerSection:
     # (yarn.log-aggregation-enable; where `yarn logs -applicationId` reads them) and
     # remove the local copies; false: keep them here
     log_aggregation: bool = True
+    # How long a finished application's logs stay in the log dirs when they are not
+    # aggregated (aggregation off, given up after its retries, or an application that
+    # ended while this node was down), counted from their last write
+    # (yarn.nodemanager.log.retain-seconds); -1 keeps them
+    log_retain_s: int = 10800
     # The JVM containers get as JAVA_HOME (Spark's commands start with {{JAVA_HOME}}/bin/java):
     # a path inside the runtime image (Debian 12's OpenJDK 17 there), not on this machine
     java_home: str = "/usr/lib/jvm/java-17-openjdk-amd64"
@@ -85,6 +91,8 @@ class NodeManagerSection:
         """ConfigError naming the key of the first value that cannot work (``where``: the file)."""
         if self.address.port == 0:
             raise ConfigError(f"{where}: nodemanager.address needs a port (it is the node's NodeId)")
+        if self.log_retain_s != -1 and self.log_retain_s < MIN_LOG_RETAIN_S:
+            raise ConfigError(f"{where}: nodemanager.log_retain_s must be -1 (keep) or at least {MIN_LOG_RETAIN_S}")
         if self.heartbeat_interval_ms < 50:
             raise ConfigError(f"{where}: nodemanager.heartbeat_interval_ms must be at least 50")
         if self.memory_mb < 1 or self.vcores < 1:

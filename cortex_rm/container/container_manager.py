@@ -382,6 +382,10 @@ class ContainerManager:
         """The runtime image roots that containers not yet DONE were started in."""
         return {c.root_image for c in self.containers.values() if c.root_image is not None and c.state is not _S.DONE}
 
+    def live_applications(self) -> set[str]:
+        """The applications with a container here that is not DONE."""
+        return {str(c.container_id.attempt_id.app_id) for c in self.containers.values() if c.state is not _S.DONE}
+
     def application_cleaned_up(self, app_id: ApplicationId) -> bool:
         """Whether the RM has had ``app_id`` cleaned up here (of the last MAX_REMEMBERED_CLEANUPS);
         read by the NodeManager's REST API."""

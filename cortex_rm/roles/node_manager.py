@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -41,6 +42,7 @@ from cortex_rm.container.container_manager import ContainerManager
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.launch import NodeFacts
 from cortex_rm.container.localizer import Localizer
+from cortex_rm.container.log_retention import log_sweep_interval_s, remove_expired_logs
 from cortex_rm.container.resource_files import Fetcher, default_fetchers
 from cortex_rm.container.runtime import ContainerRuntime
 from cortex_rm.container.runtime_spec import ContainerSettings
@@ -67,6 +69,7 @@ from cortex_rm.roles.log_aggregation import LogAggregator
 from cortex_rm.roles.runtime_image_fetcher import RuntimeImageFetcher
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
+from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resource_tracker import NodeHealth, NodeRegistration, RegistrationAnswer
@@ -153,6 +156,7 @@ class NodeManagerRole:
         self.data_node: DataNodeRole | None = None
         self.aggregator: LogAggregator | None = None
         self.image: RuntimeImageFetcher | None = None
+        self._log_retention: LoopingCall | None = None
 
     def start(self, started_ms: int) -> None:
         """Serve the web site and ContainerManagementProtocol, then report to the RM and gossip the capacity."""
@@ -251,6 +255,12 @@ class NodeManagerRole:
         if nm.log_aggregation and self.data_node is not None:
             self.aggregator = LogAggregator(
                 self.data_node, dirs.log_dirs, self.state_dir / "aggregation", run, self.reactor
+            )
+        if nm.log_retain_s >= 0:
+            self._log_retention = LoopingCall(self._remove_expired_logs, run)
+            self._log_retention.clock = self.reactor
+            self._log_retention.start(log_sweep_interval_s(nm.log_retain_s), now=True).addErrback(
+                lambda f: log.failure("removing expired local logs", f)
             )
         factory = IpcServerFactory.daemon_port(
             [nm_protocol(ContainerManagementService(self.containers))],
@@ -361,6 +371,23 @@ class NodeManagerRole:
                 d.addCallback(self._aggregate, self.aggregator, app_id)
             d.addErrback(self._cleanup_failed, app_id)
 
+    def _remove_expired_logs(self, run: Runner) -> defer.Deferred[None]:
+        """Remove local logs not written for ``log_retain_s`` of applications that have no live
+        container here and no aggregation under way (``container/log_retention.py``)."""
+        assert self.containers is not None
+        live = self.containers.live_applications() | (self.aggregator.busy() if self.aggregator else set())
+        log_dirs, now_s, retain_s = self.dirs.log_dirs, self.reactor.seconds(), self.section.log_retain_s
+
+        def removed(dirs: list[Path]) -> None:
+            for app_dir in dirs:
+                log.info(
+                    "removed the local logs of {app_id}: not aggregated, and not written for {retain_s} s",
+                    app_id=app_dir.name,
+                    retain_s=retain_s,
+                )
+
+        return run(lambda: remove_expired_logs(log_dirs, live, now_s, retain_s)).addCallback(removed)
+
     @staticmethod
     def _aggregate(_: object, aggregator: LogAggregator, app_id: ApplicationId) -> defer.Deferred[None]:
         return aggregator.aggregate(app_id)
@@ -383,6 +410,8 @@ class NodeManagerRole:
             self.image.stop()
         if self.data_node is not None:
             self.data_node.stop()
+        if self._log_retention is not None and self._log_retention.running:
+            self._log_retention.stop()
         if self.status_updater is not None:
             await self.status_updater.stop()
             self.status_updater = None
