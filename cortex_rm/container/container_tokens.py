@@ -8,7 +8,12 @@ The node receives that key when it registers with the RM (over mutual TLS, see
 ``allocator/node_tracker.py``) and keeps the current and the previous one, so tokens
 signed just before a key change still verify.
 
-A token lets ``startContainers`` start its container when
+An NMToken (identifier: the application attempt, this node, the key id; password: the
+HMAC under the same key) is what a caller proves on the NodeManager's port with SASL's
+DIGEST-MD5 (``nm_token_password``); ``stopContainers`` and ``getContainerStatuses`` need
+it (``yarn_api/nm_service.py``).
+
+A ContainerToken lets ``startContainers`` start its container when
 
 1. it is a ContainerToken whose identifier parses;
 2. its master key id is the current or the previous key's, and the password is the
@@ -31,11 +36,13 @@ from twisted.internet.interfaces import IReactorTime
 
 from cortex_rm.yarn.ids import ContainerId, NodeId
 from cortex_rm.yarn.resources import Resource
-from cortex_rm.yarn.tokens import CONTAINER_TOKEN_KIND, ContainerTokenIdentifier, MasterKey, Token
+from cortex_rm.yarn.tokens import CONTAINER_TOKEN_KIND, ContainerTokenIdentifier, MasterKey, NMTokenIdentifier, Token
 
 #: Reads a ContainerToken's identifier bytes (the wire's job: ``yarn_api.tokens.read_container_identifier``);
 #: raises ``ValueError`` (``MalformedId`` included) for bytes that say nothing usable.
 IdentifierReader = Callable[[bytes], ContainerTokenIdentifier]
+#: Reads an NMToken's identifier bytes (``yarn_api.tokens.read_nm_token_identifier``), likewise.
+NMIdentifierReader = Callable[[bytes], NMTokenIdentifier]
 
 
 class InvalidContainerToken(Exception):
@@ -64,10 +71,17 @@ class ContainerGrant:
 class ContainerTokenVerifier:
     """Checks ContainerTokens for the node ``node_id`` (see the module docstring)."""
 
-    def __init__(self, node_id: NodeId, clock: IReactorTime, read_identifier: IdentifierReader) -> None:
+    def __init__(
+        self,
+        node_id: NodeId,
+        clock: IReactorTime,
+        read_identifier: IdentifierReader,
+        read_nm_identifier: NMIdentifierReader | None = None,
+    ) -> None:
         self.node_id = node_id
         self.clock = clock
         self.read_identifier = read_identifier
+        self.read_nm_identifier = read_nm_identifier
         self.current_key: MasterKey | None = None
         self.previous_key: MasterKey | None = None
         self._started: dict[ContainerId, int] = {}  # container -> its token's expiry (ms)
@@ -122,6 +136,22 @@ class ContainerTokenVerifier:
             expiry_ms=ident.expiry_ms,
             is_am=ident.is_am,
         )
+
+    def nm_token_password(self, identifier: bytes) -> bytes | None:
+        """The password of an NMToken for this node signed with the current or the previous key,
+        which SASL's DIGEST-MD5 checks the caller's proof against; None for anything else (the
+        caller is then refused as holding an invalid token).  NMTokens do not expire by time:
+        they die with their key, as YARN's ``NMTokenSecretManagerInNM`` has it."""
+        if self.read_nm_identifier is None:
+            return None
+        try:
+            ident = self.read_nm_identifier(identifier)
+        except ValueError:  # MalformedId is a ValueError too
+            return None
+        key = self._key(ident.master_key_id)
+        if key is None or ident.node_address != str(self.node_id):
+            return None
+        return key.password(identifier)
 
     def check_not_started(self, grant: ContainerGrant) -> None:
         """InvalidContainerToken if the grant's container was started here before (rule 5)."""

@@ -79,7 +79,7 @@ from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
 from cortex_rm.yarn_api.nm_service import ContainerManagementService, nm_protocol
 from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring
 from cortex_rm.yarn_api.sasl import SaslServer
-from cortex_rm.yarn_api.tokens import read_container_identifier
+from cortex_rm.yarn_api.tokens import read_container_identifier, read_nm_token_identifier
 
 log = Logger()
 
@@ -221,7 +221,9 @@ class NodeManagerRole:
             from cortex_rm.container.lxc_runtime import LxcRuntime
 
             runtime = LxcRuntime(self.reactor, self.state_dir.resolve() / "lxc")
-        self.tokens = ContainerTokenVerifier(self.node_id, self.reactor, read_container_identifier)
+        self.tokens = ContainerTokenVerifier(
+            self.node_id, self.reactor, read_container_identifier, read_nm_token_identifier
+        )
         forbidden = [self.state_dir.resolve(), *dirs.local_dirs, *dirs.log_dirs]
         self.containers = ContainerManager(
             clock=self.reactor,
@@ -264,7 +266,9 @@ class NodeManagerRole:
             )
         factory = IpcServerFactory.daemon_port(
             [nm_protocol(ContainerManagementService(self.containers))],
-            SaslServer.simple_only(),
+            # every caller proves an NMToken (SASL TOKEN, DIGEST-MD5), as YARN's NodeManager
+            # wants: the AMs with theirs, the RM's AM launcher with one it signs (nm_service.py)
+            SaslServer(self.tokens.nm_token_password, allow_simple=False),
             max_data_length=self.ipc_max_data_length,
             clock=self.reactor,
         )

@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cortex_rm.yarn.ids import ContainerId
+from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId
 from cortex_rm.yarn.resources import Resource
 
 AMRM_TOKEN_KIND = "YARN_AM_RM_TOKEN"
@@ -69,3 +69,14 @@ class ContainerTokenIdentifier:
     expiry_ms: int
     master_key_id: int
     is_am: bool  # containerType APPLICATION_MASTER
+
+
+@dataclass(frozen=True)
+class NMTokenIdentifier:
+    """What an NMToken's identifier says (Hadoop's ``NMTokenIdentifier``): this application
+    attempt, of this user, may talk to the NodeManager at this address."""
+
+    attempt_id: ApplicationAttemptId
+    node_address: str  # the NodeId (host:port)
+    app_submitter: str
+    master_key_id: int

@@ -4,12 +4,15 @@ The AM's launch context is the one the client submitted, with what the RM adds:
 the AMRMToken in its credentials (the AM's identity on the scheduler port), and the
 environment ``APPLICATION_WEB_PROXY_BASE`` and ``APP_SUBMIT_TIME_ENV``.  The RM
 then calls ``startContainers`` on the node's ContainerManagementProtocol with the
-container's token, over Hadoop IPC — the same call an AM makes for its executors.
+container's token, over Hadoop IPC — the same call an AM makes for its executors —
+proving, as an AM does, the attempt with an NMToken for that node (the NodeManager's
+port takes nothing else).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTCP
@@ -17,22 +20,26 @@ from twisted.internet.interfaces import IReactorTCP
 from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.master_keys import RMKeys
-from cortex_rm.yarn.tokens import AMRM_TOKEN_KIND
+from cortex_rm.yarn.tokens import AMRM_TOKEN_KIND, Token
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.am_service import container_token
 from cortex_rm.yarn_api.ipc_client import IpcClient
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
-from cortex_rm.yarn_api.tokens import make_token
+from cortex_rm.yarn_api.tokens import make_token, nm_token, token_from_proto
 from cortex_rm.yarn_api.writable import read_token_storage, token_storage, token_writable
 
 NM_PROTOCOL = "org.apache.hadoop.yarn.api.ContainerManagementProtocolPB"
 AMRM_TOKEN_ALIAS = "YARN_AM_RM_TOKEN"  # what the AM's UGI finds it under does not matter; the kind does
 
 
-#: How the launcher reaches a node: ``connect(reactor, host, port, protocol, user)``, as ``IpcClient.connect``.
-Connect = Callable[[IReactorTCP, str, int, str, str], defer.Deferred[IpcClient]]
+class Connect(Protocol):
+    """How the launcher reaches a NodeManager (``IpcClient.connect``; injectable for tests)."""
+
+    def __call__(
+        self, reactor: IReactorTCP, host: str, port: int, protocol: str, user: str, *, token: Token | None = None
+    ) -> defer.Deferred[IpcClient]: ...
 
 
 class AMLaunchError(Exception):
@@ -94,7 +101,11 @@ class AMLauncher:
         )
         node = container.node_id
         try:
-            client = await self._connect(self.reactor, node.host, node.port, NM_PROTOCOL, str(container.attempt_id))
+            # as YARN's AMLauncher: proven with an NMToken of the attempt for that node
+            proof = token_from_proto(nm_token(self.keys.container, container.attempt_id, node, app.user))
+            client = await self._connect(
+                self.reactor, node.host, node.port, NM_PROTOCOL, str(container.attempt_id), token=proof
+            )
         except Exception as e:
             raise AMLaunchError(f"could not reach the NodeManager at {node}: {e}") from e
         try:

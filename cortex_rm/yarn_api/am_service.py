@@ -32,7 +32,7 @@ from cortex_rm.allocator.cluster_scheduling import AllocationResult
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId, NodeId
 from cortex_rm.yarn.resources import Resource
-from cortex_rm.yarn.tokens import CONTAINER_TOKEN_KIND, NM_TOKEN_KIND, MasterKey
+from cortex_rm.yarn.tokens import CONTAINER_TOKEN_KIND, MasterKey
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.allocator_errors import translating_allocator_errors
 from cortex_rm.yarn_api.errors import (
@@ -47,7 +47,7 @@ from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.proto.Security_pb2 import TokenProto
 from cortex_rm.yarn_api.rpc_protocol import AuthMethod, CallContext, Handler, RpcProtocol
-from cortex_rm.yarn_api.tokens import make_token, parse_amrm_identifier
+from cortex_rm.yarn_api.tokens import make_token, nm_token, parse_amrm_identifier
 
 SCHEDULER_PROTOCOL = "org.apache.hadoop.yarn.api.ApplicationMasterProtocolPB"
 CONTAINER_TOKEN_LIFETIME_MS = 10 * 60 * 1000  # yarn.resourcemanager.rm.container-allocation.expiry-interval-ms
@@ -271,11 +271,8 @@ class ApplicationMasterService:
         out.container_token.CopyFrom(container_token(self.container_key, container, user, self.rm_identifier, self.now_ms()))
 
     def _nm_token(self, attempt_id: ApplicationAttemptId, node_id: NodeId, user: str, out: ys.NMTokenProto) -> None:
-        ident = yst.NMTokenIdentifierProto(appSubmitter=user, keyId=self.container_key.key_id)
-        records.attempt_id_to_proto(attempt_id, ident.appAttemptId)
-        records.node_id_to_proto(node_id, ident.nodeId)
         records.node_id_to_proto(node_id, out.nodeId)
-        out.token.CopyFrom(make_token(self.container_key, ident.SerializeToString(), NM_TOKEN_KIND, str(node_id)))
+        out.token.CopyFrom(nm_token(self.container_key, attempt_id, node_id, user))
 
 
 def container_token(key: MasterKey, container: RMContainer, user: str, rm_identifier: int, now_ms: int) -> TokenProto:

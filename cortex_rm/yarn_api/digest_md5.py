@@ -154,6 +154,49 @@ def encode_token_secret(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
+class DigestMd5Client:
+    """One DIGEST-MD5 authentication, client side, as Hadoop's SaslRpcClient drives the JDK's:
+    one response to the server's challenge, then the server's ``rspauth`` checked (a server
+    that does not know the token's password cannot forge it)."""
+
+    def __init__(
+        self, identifier: bytes, password: bytes, *, random_bytes: Callable[[int], bytes], digest_uri: str = "/default"
+    ) -> None:
+        self.username = encode_token_secret(identifier)
+        self._password = encode_token_secret(password)
+        self.digest_uri = digest_uri
+        self.cnonce = base64.b64encode(random_bytes(NONCE_BYTES)).decode("ascii")
+        self._rspauth: str | None = None
+
+    def respond(self, challenge: bytes) -> bytes:
+        """The response to ``challenge`` (qop=auth, nc=1)."""
+        d = parse_directives(challenge)
+        if "nonce" not in d:
+            raise DigestMd5Failure(SASL_EXCEPTION, "DIGEST-MD5: the challenge has no nonce")
+        if "auth" not in [q.strip() for q in d.get("qop", "auth").split(",")]:
+            raise DigestMd5Failure(SASL_EXCEPTION, f"DIGEST-MD5: the server does not offer qop=auth ({d['qop']!r})")
+        realm, nonce = d.get("realm", ""), d["nonce"]
+
+        def value(formula: Callable[..., str]) -> str:
+            return formula(
+                username=self.username, realm=realm, password=self._password, nonce=nonce,
+                cnonce=self.cnonce, nc="00000001", qop="auth", digest_uri=self.digest_uri,
+            )
+
+        self._rspauth = value(rspauth_value)
+        return (
+            f'charset=utf-8,username="{self.username}",realm="{realm}",nonce="{nonce}",'
+            f'nc=00000001,cnonce="{self.cnonce}",digest-uri="{self.digest_uri}",maxbuf=65536,'
+            f"response={value(response_value)},qop=auth"
+        ).encode("ascii")
+
+    def check(self, final: bytes) -> None:
+        """Check the server's ``rspauth=``; DigestMd5Failure if it does not prove the password."""
+        rspauth = parse_directives(final).get("rspauth", "")
+        if self._rspauth is None or not hmac.compare_digest(rspauth.encode(), self._rspauth.encode()):
+            raise DigestMd5Failure(SASL_EXCEPTION, "DIGEST-MD5: the server's rspauth does not prove the token's password")
+
+
 class DigestState(enum.Enum):
     """INITIAL -> CHALLENGED (challenge sent) -> COMPLETE | FAILED."""
 

@@ -6,14 +6,22 @@ context and call frames, and turns received bytes into replies.  ``IpcClient`` i
 Twisted edge: one TCP connection, calls multiplexed on it, a Deferred per call that
 fires with the decoded response or fails with ``RemoteError`` (an ERROR reply),
 ``FatalRpcError`` (a FATAL reply, after which the connection is closed) or
-``IpcClientError`` (the connection broke).  Auth is NONE: Cortex's NodeManagers
-authorise a start by its container token, not by the caller.
+``IpcClientError`` (the connection broke).
+
+Without a token the connection's auth is NONE and it names its user.  With one it
+authenticates as Hadoop's ``SaslRpcClient`` does with a token: the SASL preamble,
+NEGOTIATE, then the server's TOKEN/DIGEST-MD5 challenge answered in INITIATE and its
+``rspauth`` checked in SUCCESS (``digest_md5.DigestMd5Client``); calls made meanwhile
+wait, and go after the connection context (which names no user: the token does).
+A server that offers no TOKEN, or cannot prove it knows the token's password, ends the
+connection with ``IpcClientError``.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,10 +32,14 @@ from twisted.internet.interfaces import IReactorTCP, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
+from cortex_rm.yarn.tokens import Token
+from cortex_rm.yarn_api.digest_md5 import DigestMd5Client, DigestMd5Failure
 from cortex_rm.yarn_api.errors import FatalRpcError, RemoteError
 from cortex_rm.yarn_api.ipc_wire import (
     AUTH_PROTOCOL_NONE,
+    AUTH_PROTOCOL_SASL,
     CALL_ID_CONNECTION_CONTEXT,
+    CALL_ID_SASL,
     CURRENT_VERSION,
     DEFAULT_MAX_DATA_LENGTH,
     INVALID_RETRY_COUNT,
@@ -42,7 +54,9 @@ from cortex_rm.yarn_api.proto.RpcHeader_pb2 import (
     RpcKindProto,
     RpcRequestHeaderProto,
     RpcResponseHeaderProto,
+    RpcSaslProto,
 )
+from cortex_rm.yarn_api.rpc_protocol import AuthMethod
 
 M = TypeVar("M", bound=Message)
 
@@ -72,13 +86,29 @@ class Reply:
 class IpcClientConnection:
     """The client side of one IPC connection, without I/O."""
 
-    def __init__(self, protocol: str, user: str, *, max_data_length: int = DEFAULT_MAX_DATA_LENGTH) -> None:
+    def __init__(
+        self,
+        protocol: str,
+        user: str,
+        *,
+        token: Token | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        max_data_length: int = DEFAULT_MAX_DATA_LENGTH,
+    ) -> None:
         self.protocol = protocol
         self.user = user
-        self.client_id = os.urandom(16)
+        self.client_id = random_bytes(16)
         self.max_data_length = max_data_length
         self._next_call_id = 0
         self._buffer = bytearray()
+        self._digest = (
+            None if token is None else DigestMd5Client(token.identifier, token.password, random_bytes=random_bytes)
+        )
+        #: Calls may go out: no token, or SASL has succeeded.
+        self.authenticated = token is None
+        self._held: list[bytes] = []  # call frames made before that
+        self._outbox = bytearray()
+        self._initiated = False
 
     def _header(self, call_id: int, retry_count: int = 0) -> bytes:
         header = RpcRequestHeaderProto(
@@ -91,22 +121,75 @@ class IpcClientConnection:
         return _delimited(header.SerializeToString())
 
     def opening_bytes(self) -> bytes:
-        """The preamble (auth NONE) and the connection context naming the protocol and user."""
+        """Without a token: the preamble (auth NONE) and the connection context naming the
+        protocol and user.  With one: the SASL preamble and NEGOTIATE."""
+        if self._digest is None:
+            preamble = RPC_MAGIC + bytes((CURRENT_VERSION, 0, AUTH_PROTOCOL_NONE))
+            return preamble + self._context_frame(self.user)
+        preamble = RPC_MAGIC + bytes((CURRENT_VERSION, 0, AUTH_PROTOCOL_SASL))
+        return preamble + self._sasl_frame(RpcSaslProto(state=RpcSaslProto.NEGOTIATE))
+
+    def _context_frame(self, user: str | None) -> bytes:
         context = IpcConnectionContextProto(protocol=self.protocol)
-        context.userInfo.effectiveUser = self.user
-        preamble = RPC_MAGIC + bytes((CURRENT_VERSION, 0, AUTH_PROTOCOL_NONE))
-        return preamble + _frame(
-            self._header(CALL_ID_CONNECTION_CONTEXT, INVALID_RETRY_COUNT), _delimited(context.SerializeToString())
-        )
+        if user is not None:
+            context.userInfo.effectiveUser = user
+        return _frame(self._header(CALL_ID_CONNECTION_CONTEXT, INVALID_RETRY_COUNT), _delimited(context.SerializeToString()))
+
+    def _sasl_frame(self, message: RpcSaslProto) -> bytes:
+        return _frame(self._header(CALL_ID_SASL, INVALID_RETRY_COUNT), _delimited(message.SerializeToString()))
 
     def call_bytes(self, method: str, request: Message) -> tuple[int, bytes]:
-        """A new call id and the frame that carries ``method(request)``."""
+        """A new call id and the frame that carries ``method(request)`` (empty while SASL is
+        still going on: the frame waits and comes out of :meth:`outgoing` after it)."""
         call_id = self._next_call_id
         self._next_call_id += 1
         rpc = RequestHeaderProto(methodName=method, declaringClassProtocolName=self.protocol, clientProtocolVersion=1)
-        return call_id, _frame(
-            self._header(call_id), _delimited(rpc.SerializeToString()), _delimited(request.SerializeToString())
-        )
+        frame = _frame(self._header(call_id), _delimited(rpc.SerializeToString()), _delimited(request.SerializeToString()))
+        if not self.authenticated:
+            self._held.append(frame)
+            return call_id, b""
+        return call_id, frame
+
+    def outgoing(self) -> bytes:
+        """What :meth:`receive` decided to send (SASL's answers, then the held calls)."""
+        out, self._outbox = bytes(self._outbox), bytearray()
+        return out
+
+    def _sasl(self, reply: Reply) -> None:
+        """One SASL message from the server (a SUCCESS reply under call id -33)."""
+        assert self._digest is not None
+        try:
+            message = RpcSaslProto.FromString(reply.body)
+        except DecodeError as e:
+            raise IpcClientError(f"malformed SASL message from the server: {e}") from None
+        if message.state == RpcSaslProto.NEGOTIATE and not self._initiated:
+            offered = [a for a in message.auths if a.method == AuthMethod.TOKEN.value and a.mechanism == "DIGEST-MD5"]
+            if not offered or not offered[0].HasField("challenge"):
+                methods = ", ".join(a.method for a in message.auths) or "none"
+                raise IpcClientError(f"the server does not offer TOKEN (DIGEST-MD5) authentication (it offers {methods})")
+            chosen = RpcSaslProto.SaslAuth()
+            chosen.CopyFrom(offered[0])
+            chosen.ClearField("challenge")
+            try:
+                answer = self._digest.respond(offered[0].challenge)
+            except DigestMd5Failure as e:
+                raise IpcClientError(str(e)) from None
+            self._initiated = True
+            self._outbox += self._sasl_frame(RpcSaslProto(state=RpcSaslProto.INITIATE, auths=[chosen], token=answer))
+            return
+        if message.state == RpcSaslProto.SUCCESS and self._initiated and not self.authenticated:
+            try:
+                self._digest.check(message.token)
+            except DigestMd5Failure as e:
+                raise IpcClientError(str(e)) from None
+            self.authenticated = True
+            self._outbox += self._context_frame(None)  # the token names the caller
+            for frame in self._held:
+                self._outbox += frame
+            self._held = []
+            return
+        state = RpcSaslProto.SaslState.Name(message.state)
+        raise IpcClientError(f"unexpected SASL {state} from the server (a token was to be used)")
 
     def receive(self, data: bytes) -> list[Reply]:
         """Every complete reply in ``data`` plus what was buffered before."""
@@ -130,6 +213,9 @@ class IpcClientConnection:
             except (WireFormatError, DecodeError) as e:
                 raise IpcClientError(f"malformed reply from the server: {e}") from None
             call_id = header.callId - (1 << 32) if header.callId >= 1 << 31 else header.callId
+            if call_id == CALL_ID_SASL and header.status == RpcResponseHeaderProto.SUCCESS and self._digest is not None:
+                self._sasl(Reply(call_id, header, body))
+                continue
             replies.append(Reply(call_id, header, body))
         return replies
 
@@ -155,7 +241,8 @@ class _ClientProtocol(Protocol):
         call_id, frame = self.core.call_bytes(method, request)
         d: defer.Deferred[M] = defer.Deferred()
         self.pending[call_id] = (d, response_type)
-        self.connected_transport.write(frame)
+        if frame:
+            self.connected_transport.write(frame)
         return d
 
     def dataReceived(self, data: bytes) -> None:
@@ -165,6 +252,9 @@ class _ClientProtocol(Protocol):
             self.connected_transport.loseConnection()
             self._fail_all(Failure(e))
             return
+        out = self.core.outgoing()
+        if out:
+            self.connected_transport.write(out)
         for reply in replies:
             self._deliver(reply)
 
@@ -206,11 +296,20 @@ class IpcClient:
 
     @classmethod
     def connect(
-        cls, reactor: IReactorTCP, host: str, port: int, protocol: str, user: str, timeout: float = 10
+        cls,
+        reactor: IReactorTCP,
+        host: str,
+        port: int,
+        protocol: str,
+        user: str,
+        timeout: float = 10,
+        token: Token | None = None,
     ) -> defer.Deferred[IpcClient]:
-        """Fires with a connected ``IpcClient`` (or fails with the connection error)."""
+        """Fires with a connected ``IpcClient`` (or fails with the connection error); with a
+        ``token`` its calls go once SASL has authenticated it (see the module docstring)."""
         endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-        d: defer.Deferred[_ClientProtocol] = connectProtocol(endpoint, _ClientProtocol(IpcClientConnection(protocol, user)))
+        core = IpcClientConnection(protocol, user, token=token)
+        d: defer.Deferred[_ClientProtocol] = connectProtocol(endpoint, _ClientProtocol(core))
         return d.addCallback(cls)
 
     def call(self, method: str, request: Message, response_type: type[M]) -> defer.Deferred[M]:

@@ -15,9 +15,16 @@ looks its container up in ``failed_requests`` and throws that exception
   makes the AM see the refusal);
 * anything else refused -> ``YarnException`` with the reason.
 
-The caller is the connection's user: NMClient connects as the application attempt
-(``appattempt_...``) under SIMPLE authentication, or proves it with an NMToken
-under DIGEST-MD5; a caller naming another application's attempt is refused.
+Who may do what, as YARN's ``ContainerManagerImpl`` has it: every caller proves an
+application attempt with an NMToken (SASL TOKEN, DIGEST-MD5, checked against the RM's
+container key: ``ContainerTokenVerifier.nm_token_password``): an ApplicationMaster's
+NMClient with the one the RM gave it with its containers, the RM's AM launcher with one
+it signs; the NodeManager's port refuses SIMPLE.  ``stopContainers`` and
+``getContainerStatuses`` act on containers of the token's application only ("Invalid
+NMToken" without a token, should a port ever allow that; "Unauthorized request" for
+another application's).  ``startContainers`` is authorized by each container's
+ContainerToken, which only the RM can sign, and the caller's attempt must be of that
+container's application.
 
 Spark 4.3 only calls ``startContainers``; ``stopContainers`` and
 ``getContainerStatuses`` serve other YARN clients.  Hadoop's other
@@ -38,13 +45,12 @@ from cortex_rm.yarn.container_status import ContainerState
 from cortex_rm.yarn.errors import MalformedId
 from cortex_rm.yarn.ids import ContainerId
 from cortex_rm.yarn_api import records
-from cortex_rm.yarn_api.errors import INVALID_TOKEN, YARN_EXCEPTION
+from cortex_rm.yarn_api.errors import INVALID_TOKEN, YARN_EXCEPTION, RemoteError
 from cortex_rm.yarn_api.proto import containermanagement_protocol_pb2
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
-from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.rpc_protocol import CallContext, Handler, RpcProtocol
-from cortex_rm.yarn_api.tokens import token_from_proto
+from cortex_rm.yarn_api.tokens import read_nm_token_identifier, token_from_proto
 
 NM_PROTOCOL = "org.apache.hadoop.yarn.api.ContainerManagementProtocolPB"
 
@@ -118,13 +124,31 @@ def start_request_from_proto(request: ys.StartContainerRequestProto) -> StartReq
 def caller_of(call: CallContext) -> str | None:
     """Who is calling: the attempt an NMToken names (TOKEN), else the connection's user."""
     if call.token_identifier is not None:
-        ident = yst.NMTokenIdentifierProto()
-        try:
-            ident.ParseFromString(call.token_identifier)
-            return str(records.attempt_id_from_proto(ident.appAttemptId))
-        except Exception:  # noqa: BLE001 - DecodeError or MalformedId: an unreadable identifier names nobody
-            return None
+        return token_attempt(call)
     return call.effective_user
+
+
+def token_attempt(call: CallContext) -> str | None:
+    """The application attempt whose NMToken the caller proved (SASL TOKEN); None without one."""
+    if call.token_identifier is None:
+        return None
+    try:
+        return str(read_nm_token_identifier(call.token_identifier).attempt_id)
+    except ValueError:  # MalformedId too: an unreadable identifier names nobody
+        return None
+
+
+def require_nm_token(call: CallContext, method: str) -> str:
+    """The attempt of the caller's NMToken; YARN's ``Invalid NMToken`` for a caller without one
+    (a SIMPLE user name proves nothing: anyone can claim to be an application attempt)."""
+    attempt = token_attempt(call)
+    if attempt is None:
+        raise RemoteError(
+            YARN_EXCEPTION,
+            f"Invalid NMToken: {method} needs the NMToken of the container's application, which the RM "
+            "gives its ApplicationMaster with the containers it allocates on this node",
+        )
+    return attempt
 
 
 def serialized_exception(java_class: str, message: str, out: yp.SerializedExceptionProto) -> None:
@@ -194,7 +218,7 @@ class ContainerManagementService:
 
     def stop_containers(self, call: CallContext, request: ys.StopContainersRequestProto) -> ys.StopContainersResponseProto:
         response = ys.StopContainersResponseProto()
-        caller = caller_of(call)
+        caller = require_nm_token(call, "stopContainers")
         for cid in self._ids(request.container_id, response.failed_requests):
             try:
                 self.manager.stop(cid, caller)
@@ -208,7 +232,7 @@ class ContainerManagementService:
         self, call: CallContext, request: ys.GetContainerStatusesRequestProto
     ) -> ys.GetContainerStatusesResponseProto:
         response = ys.GetContainerStatusesResponseProto()
-        caller = caller_of(call)
+        caller = require_nm_token(call, "getContainerStatuses")
         for cid in self._ids(request.container_id, response.failed_requests):
             try:
                 container = self.manager.status(cid, caller)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from cortex_rm.yarn.tokens import ContainerTokenIdentifier, MasterKey, Token
+from cortex_rm.yarn.ids import ApplicationAttemptId, NodeId
+from cortex_rm.yarn.tokens import NM_TOKEN_KIND, ContainerTokenIdentifier, MasterKey, NMTokenIdentifier, Token
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
@@ -68,6 +69,33 @@ def read_container_identifier(identifier: bytes) -> ContainerTokenIdentifier:
         expiry_ms=ident.expiryTimeStamp,
         master_key_id=ident.masterKeyId,
         is_am=ident.containerType == yp.APPLICATION_MASTER,
+    )
+
+
+def nm_token(key: MasterKey, attempt_id: ApplicationAttemptId, node_id: NodeId, user: str) -> TokenProto:
+    """The NMToken that lets ``attempt_id`` (of ``user``) talk to the NodeManager ``node_id``:
+    what the RM gives an AM with its first container on a node, and what the RM's own AM
+    launcher proves itself with."""
+    ident = yst.NMTokenIdentifierProto(appSubmitter=user, keyId=key.key_id)
+    records.attempt_id_to_proto(attempt_id, ident.appAttemptId)
+    records.node_id_to_proto(node_id, ident.nodeId)
+    return make_token(key, ident.SerializeToString(), NM_TOKEN_KIND, str(node_id))
+
+
+def read_nm_token_identifier(identifier: bytes) -> NMTokenIdentifier:
+    """What an NMToken's identifier says; ``ValueError`` (or ``MalformedId``) if it says nothing usable."""
+    parsed = yst.NMTokenIdentifierProto()
+    try:
+        parsed.ParseFromString(identifier)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ValueError(f"not an NMTokenIdentifier: {e}") from None
+    if not parsed.HasField("appAttemptId") or not parsed.HasField("nodeId"):
+        raise ValueError("NMTokenIdentifier without an application attempt or a node")
+    return NMTokenIdentifier(
+        attempt_id=records.attempt_id_from_proto(parsed.appAttemptId),
+        node_address=f"{parsed.nodeId.host}:{parsed.nodeId.port}",
+        app_submitter=parsed.appSubmitter,
+        master_key_id=parsed.keyId,
     )
 
 

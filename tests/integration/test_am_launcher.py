@@ -15,9 +15,10 @@ from twisted.internet import defer
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.master_keys import RMKeys
 from cortex_rm.allocator.state_store import MemoryStateStore
+from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.yarn.ids import ContainerId, NodeId
 from cortex_rm.yarn.resources import Resource
-from cortex_rm.yarn.tokens import AMRM_TOKEN_KIND
+from cortex_rm.yarn.tokens import AMRM_TOKEN_KIND, MasterKey
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.am_launcher import NM_PROTOCOL, AMLauncher, AMLaunchError, am_launch_context
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
@@ -25,8 +26,9 @@ from cortex_rm.yarn_api.proto import containermanagement_protocol_pb2
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
-from cortex_rm.yarn_api.rpc_protocol import CallContext, RpcProtocol
-from cortex_rm.yarn_api.tokens import parse_container_identifier
+from cortex_rm.yarn_api.rpc_protocol import AuthMethod, CallContext, RpcProtocol
+from cortex_rm.yarn_api.sasl import SaslServer
+from cortex_rm.yarn_api.tokens import parse_container_identifier, read_container_identifier, read_nm_token_identifier
 from cortex_rm.yarn_api.writable import read_token_storage, read_vlong
 from tests.support.reactor import reactor
 from tests.support.rm_core import new_table, result_of
@@ -93,17 +95,18 @@ async def test_launcher_calls_start_containers_with_a_valid_container_token() ->
             response.succeeded_requests.add().CopyFrom(ident.containerId)
         return response
 
-    service = containermanagement_protocol_pb2.DESCRIPTOR.services_by_name["ContainerManagementProtocolService"]
-    factory = IpcServerFactory([RpcProtocol.from_service(NM_PROTOCOL, service, {"startContainers": start})])
-    listening = reactor().listenTCP(0, factory, interface="127.0.0.1")
+    keys = result_of(RMKeys.recover(MemoryStateStore()))
+    listening = _node_port(start, keys.container)
     try:
         app = _app_with_context()
-        keys = result_of(RMKeys.recover(MemoryStateStore()))
         launcher = AMLauncher(reactor(), keys, "127.0.0.1:8030", 42, lambda: 1_700_000_000_000)
         container = _am_container(app, listening.getHost().port)
         await launcher.launch(app, container)
         call, request = seen[0]
-        assert call.effective_user == str(container.attempt_id)
+        assert call.auth_method is AuthMethod.TOKEN  # proven with an NMToken, as a NodeManager wants
+        assert call.token_identifier is not None
+        proven = read_nm_token_identifier(call.token_identifier)
+        assert (proven.attempt_id, proven.node_address) == (container.attempt_id, str(container.node_id))
         token = request.start_container_request[0].container_token
         assert keys.container.verify(token.identifier, token.password)
         ident = parse_container_identifier(token.identifier)
@@ -112,6 +115,40 @@ async def test_launcher_calls_start_containers_with_a_valid_container_token() ->
         refuse["on"] = True
         with pytest.raises(AMLaunchError, match="no room"):
             await launcher.launch(app, container)
+    finally:
+        await defer.maybeDeferred(listening.stopListening)
+
+
+def _node_port(start: Any, key: MasterKey) -> Any:
+    """A NodeManager's IPC port on loopback: ``start`` as startContainers, an NMToken for this
+    node under ``key`` required (SASL TOKEN only, as the NodeManager role serves it)."""
+    verifier: list[ContainerTokenVerifier] = []  # made once the port is known: the node's id
+    service = containermanagement_protocol_pb2.DESCRIPTOR.services_by_name["ContainerManagementProtocolService"]
+    factory = IpcServerFactory(
+        [RpcProtocol.from_service(NM_PROTOCOL, service, {"startContainers": start})],
+        SaslServer(lambda identifier: verifier[0].nm_token_password(identifier), allow_simple=False),
+    )
+    listening = reactor().listenTCP(0, factory, interface="127.0.0.1")
+    tokens = ContainerTokenVerifier(
+        NodeId("127.0.0.1", listening.getHost().port), reactor(), read_container_identifier, read_nm_token_identifier
+    )
+    tokens.set_master_key(key)
+    verifier.append(tokens)
+    return listening
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_that_does_not_know_the_key_refuses_the_launcher() -> None:
+    """The launcher's NMToken is checked: a node holding another key refuses it (no call is made)."""
+    seen: list[Any] = []
+    listening = _node_port(lambda call, request: seen.append(request), MasterKey(99, b"another key".ljust(20)))
+    try:
+        app = _app_with_context()
+        keys = result_of(RMKeys.recover(MemoryStateStore()))
+        launcher = AMLauncher(reactor(), keys, "127.0.0.1:8030", 42, lambda: 0)
+        with pytest.raises(AMLaunchError, match="InvalidToken|token"):
+            await launcher.launch(app, _am_container(app, listening.getHost().port))
+        assert seen == []
     finally:
         await defer.maybeDeferred(listening.stopListening)
 

@@ -1,7 +1,7 @@
 """The NodeManager for real: ContainerManagementProtocol over Hadoop IPC, a ContainerManager with the
 LXC runtime and a thread pool for its file work, on the real reactor.
 
-An AM-like client (our IPC client, connected as the application attempt) starts
+An AM-like client (our IPC client, proving the application attempt with its NMToken) starts
 containers with ContainerTokens; the containers' commands write what they see into
 ``<LOG_DIR>/stdout``, which the test reads: YARN's environment (CONTAINER_ID,
 LOCAL_DIRS, PWD), a localized FILE, an unpacked ARCHIVE, ``tmp/`` and the tokens
@@ -41,14 +41,16 @@ from cortex_rm.container.resource_files import default_fetchers
 from cortex_rm.container.runtime_image import ImageRecipe
 from cortex_rm.container.runtime_spec import ContainerSettings
 from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api import records
+from cortex_rm.yarn_api.errors import FatalRpcError
 from cortex_rm.yarn_api.ipc_client import IpcClient
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.nm_service import NM_PROTOCOL, ContainerManagementService, nm_protocol
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.sasl import SaslServer
-from cortex_rm.yarn_api.tokens import read_container_identifier
+from cortex_rm.yarn_api.tokens import read_container_identifier, read_nm_token_identifier, token_from_proto
 from tests.support.nm_requests import (
     APP,
     ATTEMPT,
@@ -57,6 +59,7 @@ from tests.support.nm_requests import (
     container_ids_proto,
     container_token,
     launch_context,
+    nm_token,
     start_containers,
     start_request,
 )
@@ -84,7 +87,9 @@ class RealNode:
         self.root = root
         self.pool = ThreadPool(minthreads=0, maxthreads=4, name="test-nm-files")
         self.pool.start()
-        self.tokens = ContainerTokenVerifier(NodeId("127.0.0.1", 0), reactor(), read_container_identifier)
+        self.tokens = ContainerTokenVerifier(
+            NodeId("127.0.0.1", 0), reactor(), read_container_identifier, read_nm_token_identifier
+        )
         self.tokens.set_master_key(KEY)
         settings = ContainerSettings(
             local_dirs=(root / "local",), log_dirs=(root / "logs",), memory_overhead_mb=128, pids_limit=256
@@ -99,7 +104,10 @@ class RealNode:
             localizer=Localizer(self.run, default_fetchers([root / "local", root / "logs"])),
             image_root=lambda: image,
         )
-        factory = IpcServerFactory([nm_protocol(ContainerManagementService(self.manager))], SaslServer.simple_only())
+        factory = IpcServerFactory(  # as the NodeManager role serves it: an NMToken or nothing
+            [nm_protocol(ContainerManagementService(self.manager))],
+            SaslServer(self.tokens.nm_token_password, allow_simple=False),
+        )
         self.port = reactor().listenTCP(0, factory, interface="127.0.0.1")
         # the NodeId is the bound address: what the tokens must name
         self.node_id = NodeId("127.0.0.1", self.port.getHost().port)
@@ -118,8 +126,14 @@ class RealNode:
         return wait_until(lambda: self.manager.containers[cid(seq)].state is NMContainerState.DONE, f"{cid(seq)} is DONE")
 
     @defer.inlineCallbacks
-    def call(self, method: str, request: Any, response_type: Any):  # type: ignore[no-untyped-def]
-        client = yield IpcClient.connect(reactor(), "127.0.0.1", self.node_id.port, NM_PROTOCOL, str(ATTEMPT))
+    def call(self, method: str, request: Any, response_type: Any, token: Any = True):  # type: ignore[no-untyped-def]
+        """``method`` as the AM calls it: proven with its NMToken for this node (``token=None``:
+        none, a SIMPLE caller naming the attempt; or another token)."""
+        if token is True:
+            token = token_from_proto(nm_token(ATTEMPT, node=self.node_id))
+        client = yield IpcClient.connect(
+            reactor(), "127.0.0.1", self.node_id.port, NM_PROTOCOL, str(ATTEMPT), token=token
+        )
         try:
             response = yield client.call(method, request, response_type)
         finally:
@@ -235,6 +249,16 @@ def test_stop_and_failure_exit_statuses_in_lxc(tmp_path: Path, runtime_image_roo
         yield wait_until(lambda: (node.app_dir() / str(cid(2)) / "started").exists(), "the sleeper runs")
         stop = ys.StopContainersRequestProto()
         stop.container_id.extend(container_ids_proto(cid(2)))
+        # no NMToken, or a forged one: refused before any call is read (YARN's rule); it runs on
+        forged = token_from_proto(nm_token(ATTEMPT, node=node.node_id, sign_with=MasterKey(KEY.key_id, b"f" * 20)))
+        for token, refusal in ((None, "SIMPLE authentication is not enabled"), (forged, "")):
+            try:
+                yield node.call("stopContainers", stop, ys.StopContainersResponseProto, token=token)
+            except FatalRpcError as e:
+                assert refusal in e.message, e.message
+            else:
+                raise AssertionError(f"stopContainers with {token} was not refused")
+        assert node.manager.containers[cid(2)].state is NMContainerState.RUNNING
         answer = yield node.call("stopContainers", stop, ys.StopContainersResponseProto)
         assert len(answer.succeeded_requests) == 1
         yield node.done(2)

@@ -1,4 +1,4 @@
-"""Building what an AM sends a NodeManager: ContainerTokens and startContainers requests.
+"""Building what an AM sends a NodeManager: ContainerTokens, NMTokens and startContainers requests.
 
 The tokens are made as the RM makes them (a ``ContainerTokenIdentifierProto`` signed
 with HMAC-SHA1 under the container-token master key), with knobs to forge them.
@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
 from cortex_rm.yarn.resources import Resource
-from cortex_rm.yarn.tokens import CONTAINER_TOKEN_KIND, MasterKey
+from cortex_rm.yarn.tokens import CONTAINER_TOKEN_KIND, NM_TOKEN_KIND, MasterKey
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
@@ -52,6 +52,24 @@ def container_token(
     records.container_id_to_proto(container_id, ident.containerId)
     records.resource_to_proto(Resource(memory_mb, 1), ident.resource)
     token = make_token(key, ident.SerializeToString(), CONTAINER_TOKEN_KIND, str(node))
+    if sign_with is not None:
+        token.password = sign_with.password(token.identifier)
+    return token
+
+
+def nm_token(
+    attempt: ApplicationAttemptId = ATTEMPT,
+    *,
+    key: MasterKey = KEY,
+    node: NodeId = NODE,
+    user: str = "alice",
+    sign_with: MasterKey | None = None,
+) -> TokenProto:
+    """An NMToken as the RM gives an AM with its containers on ``node``; ``sign_with`` forges it."""
+    ident = yst.NMTokenIdentifierProto(appSubmitter=user, keyId=key.key_id)
+    records.attempt_id_to_proto(attempt, ident.appAttemptId)
+    records.node_id_to_proto(node, ident.nodeId)
+    token = make_token(key, ident.SerializeToString(), NM_TOKEN_KIND, str(node))
     if sign_with is not None:
         token.password = sign_with.password(token.identifier)
     return token

@@ -10,8 +10,8 @@ from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api.proto.Security_pb2 import TokenProto
-from cortex_rm.yarn_api.tokens import read_container_identifier, token_from_proto
-from tests.support.nm_requests import KEY, NODE, cid, container_token
+from cortex_rm.yarn_api.tokens import read_container_identifier, read_nm_token_identifier, token_from_proto
+from tests.support.nm_requests import ATTEMPT, KEY, NODE, cid, container_token, nm_token
 
 NOW_MS = 1_700_000_000_000
 
@@ -25,7 +25,7 @@ def verify(verifier: ContainerTokenVerifier, proto: TokenProto) -> ContainerGran
 def verifier() -> ContainerTokenVerifier:
     clock = Clock()
     clock.advance(NOW_MS / 1000)
-    v = ContainerTokenVerifier(NODE, clock, read_container_identifier)
+    v = ContainerTokenVerifier(NODE, clock, read_container_identifier, read_nm_token_identifier)
     v.set_master_key(KEY)
     return v
 
@@ -100,3 +100,30 @@ def test_garbage_and_wrong_kind_are_refused(verifier: ContainerTokenVerifier) ->
     token.identifier = b"\xff\xff"
     with pytest.raises(InvalidContainerToken, match="Invalid container token"):
         verify(verifier, token)
+
+
+def test_an_nmtoken_for_this_node_has_its_password_under_the_current_or_previous_key(
+    verifier: ContainerTokenVerifier,
+) -> None:
+    """What SASL's DIGEST-MD5 checks a caller's proof against: the HMAC of the identifier."""
+    token = nm_token(ATTEMPT)
+    assert verifier.nm_token_password(token.identifier) == KEY.password(token.identifier) == token.password
+    verifier.set_master_key(MasterKey(KEY.key_id + 1, b"n" * 20))  # a new key: the old one still verifies
+    assert verifier.nm_token_password(token.identifier) == token.password
+    verifier.set_master_key(MasterKey(KEY.key_id + 2, b"m" * 20))  # two changes later it is gone
+    assert verifier.nm_token_password(token.identifier) is None
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    [
+        nm_token(node=NodeId("127.0.0.1", 1)).identifier,  # another node's
+        nm_token(key=MasterKey(99, b"y" * 20)).identifier,  # a key this node never had
+        container_token(cid(2)).identifier,  # not an NMToken
+        b"\xff\xfe garbage",
+        b"",
+    ],
+    ids=["another-node", "unknown-key", "container-token", "garbage", "empty"],
+)
+def test_anything_else_has_no_password_so_the_caller_is_refused(verifier: ContainerTokenVerifier, identifier: bytes) -> None:
+    assert verifier.nm_token_password(identifier) is None

@@ -19,13 +19,12 @@ from cortex_rm.container.runtime_spec import ContainerSettings
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId
 from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api import records
-from cortex_rm.yarn_api.errors import INVALID_TOKEN, YARN_EXCEPTION
+from cortex_rm.yarn_api.errors import INVALID_TOKEN, YARN_EXCEPTION, RemoteError
 from cortex_rm.yarn_api.nm_service import NM_PROTOCOL, ContainerManagementService, caller_of, nm_protocol
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
-from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.rpc_protocol import AuthMethod, CallContext, refusal
-from cortex_rm.yarn_api.tokens import read_container_identifier
+from cortex_rm.yarn_api.tokens import read_container_identifier, read_nm_token_identifier
 from tests.support.nm_requests import (
     ATTEMPT,
     KEY,
@@ -33,9 +32,13 @@ from tests.support.nm_requests import (
     cid,
     container_ids_proto,
     container_token,
+    nm_token,
     start_containers,
     start_request,
 )
+
+#: What the connection proved under SASL TOKEN: the identifier of the AM's NMToken.
+AM_PROOF = nm_token(ATTEMPT).identifier
 
 NOW_S = 1_700_000_000.0
 
@@ -60,7 +63,7 @@ class Node:
         self.clock = Clock()
         self.clock.advance(NOW_S)
         self.runtime = FakeRuntime(self.clock)
-        tokens = ContainerTokenVerifier(NODE, self.clock, read_container_identifier)
+        tokens = ContainerTokenVerifier(NODE, self.clock, read_container_identifier, read_nm_token_identifier)
         tokens.set_master_key(KEY)
         run: Callable[[Callable[[], Any]], defer.Deferred[Any]] = lambda fn: defer.maybeDeferred(fn)
         self.manager = ContainerManager(
@@ -81,7 +84,7 @@ class Node:
     def statuses(self, *seqs: int) -> ys.GetContainerStatusesResponseProto:
         request = ys.GetContainerStatusesRequestProto()
         request.container_id.extend(container_ids_proto(*(cid(s) for s in seqs)))
-        return self.service.get_container_statuses(call("getContainerStatuses"), request)
+        return self.service.get_container_statuses(call("getContainerStatuses", None, AM_PROOF), request)
 
 
 @pytest.fixture
@@ -147,7 +150,7 @@ def test_stop_reports_killed_by_appmaster(node: Node) -> None:
     node.start(start_request(container_token(cid(1))))
     request = ys.StopContainersRequestProto()
     request.container_id.extend(container_ids_proto(cid(1), cid(5)))
-    response = node.service.stop_containers(call("stopContainers"), request)
+    response = node.service.stop_containers(call("stopContainers", None, AM_PROOF), request)
     node.clock.advance(0)
     assert [records.container_id_from_proto(p) for p in response.succeeded_requests] == [cid(1)]
     assert failures(response) == {
@@ -180,11 +183,47 @@ def test_another_applications_attempt_is_refused(node: Node) -> None:
     assert "Unauthorized request to start container" in failures(response)[str(cid(1))][1]
 
 
+@pytest.mark.parametrize("method", ["stopContainers", "getContainerStatuses"])
+def test_stop_and_status_need_an_nmtoken_a_simple_user_name_proves_nothing(node: Node, method: str) -> None:
+    """YARN's rule: without an NMToken the whole call is refused, even for a caller that names
+    the container's own attempt as its SIMPLE user (anyone can); the container is untouched."""
+    node.start(start_request(container_token(cid(1))))
+    stop = ys.StopContainersRequestProto()
+    stop.container_id.extend(container_ids_proto(cid(1)))
+    status = ys.GetContainerStatusesRequestProto()
+    status.container_id.extend(container_ids_proto(cid(1)))
+    with pytest.raises(RemoteError, match="Invalid NMToken") as refused:
+        if method == "stopContainers":
+            node.service.stop_containers(call(method, str(ATTEMPT)), stop)
+        else:
+            node.service.get_container_statuses(call(method, str(ATTEMPT)), status)
+    assert refused.value.java_class == YARN_EXCEPTION
+    node.clock.advance(0)
+    (running,) = node.statuses(1).status
+    assert running.state == yp.C_RUNNING
+
+
+def test_another_applications_nmtoken_cannot_stop_or_inspect_a_container(node: Node) -> None:
+    """An NMToken proves its own application only: another application's container is a failed request."""
+    node.start(start_request(container_token(cid(1))))
+    other = nm_token(ApplicationAttemptId(ApplicationId(1700000000000, 42), 1)).identifier
+    stop = ys.StopContainersRequestProto()
+    stop.container_id.extend(container_ids_proto(cid(1)))
+    stopped = node.service.stop_containers(call("stopContainers", None, other), stop)
+    status = ys.GetContainerStatusesRequestProto()
+    status.container_id.extend(container_ids_proto(cid(1)))
+    seen = node.service.get_container_statuses(call("getContainerStatuses", None, other), status)
+    for response, verb in ((stopped, "stop"), (seen, "get")):
+        assert not list(getattr(response, "succeeded_requests", [])) and not list(getattr(response, "status", []))
+        assert failures(response)[str(cid(1))][1].startswith(f"Unauthorized request to {verb} container")
+    node.clock.advance(0)
+    (running,) = node.statuses(1).status
+    assert running.state == yp.C_RUNNING
+
+
 def test_caller_is_the_nmtoken_attempt_under_token_auth() -> None:
     """Under DIGEST-MD5 the caller is the attempt of the NMToken; under SIMPLE the connection's user."""
-    ident = yst.NMTokenIdentifierProto(appSubmitter="alice", keyId=1)
-    records.attempt_id_to_proto(ATTEMPT, ident.appAttemptId)
-    assert caller_of(call("x", None, ident.SerializeToString())) == str(ATTEMPT)
+    assert caller_of(call("x", None, AM_PROOF)) == str(ATTEMPT)
     assert caller_of(call("x", "appattempt_1_0001_000001")) == "appattempt_1_0001_000001"
     assert caller_of(call("x", None, b"\xff\xff")) is None
 
