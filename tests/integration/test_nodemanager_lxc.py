@@ -18,6 +18,7 @@ Skipped only where LXC cannot run (not root, no lxc-execute, no cgroup v1):
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import zipfile
@@ -28,7 +29,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from cortex_rm.container.container_manager import ContainerManager
@@ -40,7 +41,7 @@ from cortex_rm.container.nm_container import NMContainerState
 from cortex_rm.container.resource_files import default_fetchers
 from cortex_rm.container.runtime_image import ImageRecipe
 from cortex_rm.container.runtime_spec import ContainerSettings
-from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, NodeId
 from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.errors import FatalRpcError
@@ -51,6 +52,7 @@ from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.sasl import SaslServer
 from cortex_rm.yarn_api.tokens import read_container_identifier, read_nm_token_identifier, token_from_proto
+from tests.support.java import compile_driver, quiet_jvm_options, run_driver
 from tests.support.nm_requests import (
     APP,
     ATTEMPT,
@@ -265,5 +267,54 @@ def test_stop_and_failure_exit_statuses_in_lxc(tmp_path: Path, runtime_image_roo
         stopped = node.manager.containers[cid(2)].report()
         assert stopped.exit_status == -105
         assert "Exit code is 143" in stopped.diagnostics
+    finally:
+        yield node.stop()
+
+
+@needs_lxc
+@pytest_twisted.inlineCallbacks
+def test_hadoops_nmclient_sees_and_stops_only_with_its_applications_nmtoken(  # type: ignore[no-untyped-def]
+    tmp_path: Path, runtime_image_root: Path
+):
+    """Hadoop's own NMClient, as an AM uses it (the NMToken in its NMTokenCache): it reads and
+    stops its application's container; another application's NMToken reads and stops nothing,
+    and a forged one is refused before any call."""
+    classes = compile_driver("NMClientDriver")
+    node = RealNode(tmp_path, runtime_image_root)
+    try:
+        expiry = int(reactor().seconds() * 1000) + 600_000
+        sleeper = start_request(
+            container_token(cid(2), node=node.node_id, memory_mb=128, expiry_ms=expiry),
+            launch_context(["touch started; exec sleep 1000", "1><LOG_DIR>/stdout", "2><LOG_DIR>/stderr"]),
+        )
+        response = yield node.call("startContainers", start_containers(sleeper), ys.StartContainersResponseProto)
+        assert len(response.succeeded_requests) == 1, response.failed_requests
+        yield wait_until(lambda: (node.app_dir() / str(cid(2)) / "started").exists(), "the sleeper runs")
+
+        def nmclient(op: str, token: Any) -> defer.Deferred[Any]:
+            args = [op, str(node.node_id), str(cid(2)), token.identifier.hex(), token.password.hex()]
+            return deferToThread(run_driver, "NMClientDriver", args, classes=classes, jvm_options=quiet_jvm_options())
+
+        own = nm_token(ATTEMPT, node=node.node_id)
+        other = nm_token(ApplicationAttemptId(ApplicationId(APP.cluster_timestamp, 42), 1), node=node.node_id)
+        forged = nm_token(ATTEMPT, node=node.node_id, sign_with=MasterKey(KEY.key_id, b"f" * 20))
+
+        seen = yield nmclient("status", own)
+        assert seen.returncode == 0, seen.stdout + seen.stderr
+        assert json.loads(seen.stdout)["state"] == "RUNNING"
+        for op in ("status", "stop"):
+            refused = yield nmclient(op, other)
+            assert refused.returncode == 3, refused.stdout + refused.stderr
+            verb = "get" if op == "status" else "stop"
+            assert f"Unauthorized request to {verb} container" in refused.stdout, refused.stdout
+        impostor = yield nmclient("stop", forged)
+        assert impostor.returncode == 3, impostor.stdout + impostor.stderr
+        assert "Unauthorized" not in impostor.stdout  # refused by SASL, before any call was read
+        assert node.manager.containers[cid(2)].state is NMContainerState.RUNNING
+
+        stopped = yield nmclient("stop", own)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        yield node.done(2)
+        assert node.manager.containers[cid(2)].report().exit_status == -105
     finally:
         yield node.stop()
