@@ -118,6 +118,13 @@ class RealNode:
     def run(self, fn: Callable[[], Any]) -> defer.Deferred[Any]:
         return deferToThreadPool(reactor(), self.pool, fn)
 
+    def sleeper(self, seq: int) -> ys.StartContainerRequestProto:
+        """A container that says it started, then sleeps until stopped."""
+        return start_request(
+            container_token(cid(seq), node=self.node_id, memory_mb=128, expiry_ms=int(reactor().seconds() * 1000) + 600_000),
+            launch_context(["touch started; exec sleep 1000", "1><LOG_DIR>/stdout", "2><LOG_DIR>/stderr"]),
+        )
+
     def app_dir(self) -> Path:
         return self.root / "local" / "usercache" / "alice" / "appcache" / str(APP)
 
@@ -232,11 +239,8 @@ def test_stop_and_failure_exit_statuses_in_lxc(tmp_path: Path, runtime_image_roo
     """A running container stopped over IPC reports -105; a failing one its exit code and stderr."""
     node = RealNode(tmp_path, runtime_image_root)
     try:
+        sleeper = node.sleeper(2)
         expiry = int(reactor().seconds() * 1000) + 600_000
-        sleeper = start_request(
-            container_token(cid(2), node=node.node_id, memory_mb=128, expiry_ms=expiry),
-            launch_context(["touch started; exec sleep 1000", "1><LOG_DIR>/stdout", "2><LOG_DIR>/stderr"]),
-        )
         failing = start_request(
             container_token(cid(3), node=node.node_id, memory_mb=128, expiry_ms=expiry),
             launch_context(["{ echo no such thing >&2; exit 3; }", "1><LOG_DIR>/stdout", "2><LOG_DIR>/stderr"]),
@@ -282,11 +286,7 @@ def test_hadoops_nmclient_sees_and_stops_only_with_its_applications_nmtoken(  # 
     classes = compile_driver("NMClientDriver")
     node = RealNode(tmp_path, runtime_image_root)
     try:
-        expiry = int(reactor().seconds() * 1000) + 600_000
-        sleeper = start_request(
-            container_token(cid(2), node=node.node_id, memory_mb=128, expiry_ms=expiry),
-            launch_context(["touch started; exec sleep 1000", "1><LOG_DIR>/stdout", "2><LOG_DIR>/stderr"]),
-        )
+        sleeper = node.sleeper(2)
         response = yield node.call("startContainers", start_containers(sleeper), ys.StartContainersResponseProto)
         assert len(response.succeeded_requests) == 1, response.failed_requests
         yield wait_until(lambda: (node.app_dir() / str(cid(2)) / "started").exists(), "the sleeper runs")
