@@ -1,22 +1,25 @@
-"""Local logs nobody will aggregate: removed once they are older than the retention.
+"""Local logs nobody will aggregate: removed once the retention has passed.
 
 A finished application's container logs leave a node's log dirs when they are
 aggregated into the file system (``roles/log_aggregation.py``).  Those that are not -
-aggregation turned off, given up after its retries, or an application whose end this
-node never heard of (it was down) - would otherwise stay for ever and fill the
-contributor's disk.  As YARN's NodeManager does with
-``yarn.nodemanager.log.retain-seconds``, they are removed once nothing has been
-written to them for ``[nodemanager] log_retain_s`` seconds; an application with a
-live container here, or whose aggregation is under way, is never touched.
+aggregation turned off, or given up after its retries - would otherwise stay for ever
+and fill the contributor's disk.  As YARN's NodeManager does with
+``yarn.nodemanager.log.retain-seconds``, they are removed ``[nodemanager] log_retain_s``
+seconds after the application ended here (the RM's cleanup order, then the aggregation's
+end) and after their last write, whichever is later.  Only applications that ended are
+ever touched: a running application whose containers here have finished keeps their
+logs until it ends.  Logs found at the NodeManager's start, which no process remembers,
+count as ended then.
 
-The NodeManager runs :func:`remove_expired_logs` on its file threads now and then.
+The NodeManager calls :func:`sweep` on its file threads now and then.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 #: How an application's log dir is named (``<log_dir>/<application id>/<container id>/<file>``).
@@ -43,33 +46,49 @@ def newest_write(app_dir: Path) -> float:
     return newest
 
 
-def expired_application_logs(
-    log_dirs: Iterable[Path], live: Container[str], now_s: float, retain_s: float
-) -> list[Path]:
-    """The application log dirs under ``log_dirs`` that are not ``live`` and were last written
-    more than ``retain_s`` seconds before ``now_s`` (sorted)."""
-    expired = []
+def application_log_dirs(log_dirs: Iterable[Path]) -> dict[str, list[Path]]:
+    """Application id -> its log dirs (real directories, not links) under ``log_dirs``; a log
+    dir that cannot be listed is passed over."""
+    found: dict[str, list[Path]] = {}
     for log_dir in log_dirs:
         try:
             entries = sorted(log_dir.iterdir())
-        except FileNotFoundError:
+        except OSError:
             continue
         for app_dir in entries:
-            if not app_dir.name.startswith(APPLICATION_PREFIX) or app_dir.name in live:
-                continue
-            if app_dir.is_symlink() or not app_dir.is_dir():
-                continue
+            if app_dir.name.startswith(APPLICATION_PREFIX) and app_dir.is_dir() and not app_dir.is_symlink():
+                found.setdefault(app_dir.name, []).append(app_dir)
+    return found
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What one sweep did: the dirs it removed, and the ended applications with no logs left
+    here (forgotten by the caller) ."""
+
+    removed: list[Path]
+    gone: set[str]
+
+
+def sweep(
+    log_dirs: Sequence[Path], ended: Mapping[str, float], live: Container[str], now_s: float, retain_s: float
+) -> Sweep:
+    """Remove the log dirs of the ``ended`` applications (id -> when they ended here) not
+    written for ``retain_s`` since that moment and their last write; ``live`` ones (a container
+    here again) are kept.  A dir that cannot be read or removed is left for the next sweep."""
+    present = application_log_dirs(log_dirs)
+    removed = []
+    for app, dirs in present.items():
+        if app not in ended or app in live:
+            continue
+        for app_dir in dirs:
             try:
-                if now_s - newest_write(app_dir) > retain_s:
-                    expired.append(app_dir)
-            except FileNotFoundError:  # removed meanwhile (aggregated)
+                expired = now_s - max(ended[app], newest_write(app_dir)) > retain_s
+            except OSError:
                 continue
-    return expired
-
-
-def remove_expired_logs(log_dirs: Sequence[Path], live: Container[str], now_s: float, retain_s: float) -> list[Path]:
-    """Remove what :func:`expired_application_logs` finds; the dirs removed."""
-    expired = expired_application_logs(log_dirs, live, now_s, retain_s)
-    for app_dir in expired:
-        shutil.rmtree(app_dir, ignore_errors=True)
-    return expired
+            if expired:
+                shutil.rmtree(app_dir, ignore_errors=True)
+                if not app_dir.exists():
+                    removed.append(app_dir)
+    left = application_log_dirs(log_dirs)
+    return Sweep(removed, {app for app in ended if app not in left})

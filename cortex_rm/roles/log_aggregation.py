@@ -90,10 +90,6 @@ class LogAggregator:
         # what a crash left half-written (nothing else is ever in the spool dir)
         shutil.rmtree(spool_dir, ignore_errors=True)
 
-    def busy(self) -> set[str]:
-        """The applications whose aggregation is under way (or waits for its next try)."""
-        return {str(app_id) for app_id in self._busy}
-
     def aggregate(self, app_id: ApplicationId) -> defer.Deferred[None]:
         """Aggregate ``app_id``'s logs, one aggregation at a time per application; fires when
         done, or when given up after the retries (never with a failure: the log says why)."""

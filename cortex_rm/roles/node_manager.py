@@ -42,7 +42,7 @@ from cortex_rm.container.container_manager import ContainerManager
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.launch import NodeFacts
 from cortex_rm.container.localizer import Localizer
-from cortex_rm.container.log_retention import log_sweep_interval_s, remove_expired_logs
+from cortex_rm.container.log_retention import Sweep, application_log_dirs, log_sweep_interval_s, sweep
 from cortex_rm.container.resource_files import Fetcher, default_fetchers
 from cortex_rm.container.runtime import ContainerRuntime
 from cortex_rm.container.runtime_spec import ContainerSettings
@@ -157,6 +157,8 @@ class NodeManagerRole:
         self.aggregator: LogAggregator | None = None
         self.image: RuntimeImageFetcher | None = None
         self._log_retention: LoopingCall | None = None
+        # applications that ended here whose logs nobody will aggregate -> since when (seconds)
+        self._unaggregated: dict[str, float] = {}
 
     def start(self, started_ms: int) -> None:
         """Serve the web site and ContainerManagementProtocol, then report to the RM and gossip the capacity."""
@@ -259,11 +261,7 @@ class NodeManagerRole:
                 self.data_node, dirs.log_dirs, self.state_dir / "aggregation", run, self.reactor
             )
         if nm.log_retain_s >= 0:
-            self._log_retention = LoopingCall(self._remove_expired_logs, run)
-            self._log_retention.clock = self.reactor
-            self._log_retention.start(log_sweep_interval_s(nm.log_retain_s), now=True).addErrback(
-                lambda f: log.failure("removing expired local logs", f)
-            )
+            self._start_log_retention(run, nm.log_retain_s)
         factory = IpcServerFactory.daemon_port(
             [nm_protocol(ContainerManagementService(self.containers))],
             # every caller proves an NMToken (SASL TOKEN, DIGEST-MD5), as YARN's NodeManager
@@ -367,30 +365,59 @@ class NodeManagerRole:
 
     def cleanup_applications(self, app_ids: tuple[ApplicationId, ...]) -> None:
         """The RM says these applications ended: clean up, then aggregate their logs (see
-        ``log_aggregation.py``; the RM names the owner, even of containers this node forgot)."""
+        ``log_aggregation.py``; the RM names the owner, even of containers this node forgot).
+        What is left afterwards (aggregation off, or given up) is nobody's from then on."""
         assert self.containers is not None
         for app_id in app_ids:
             d: defer.Deferred[Any] = self.containers.cleanup_application(app_id)
             if self.aggregator is not None:
                 d.addCallback(self._aggregate, self.aggregator, app_id)
             d.addErrback(self._cleanup_failed, app_id)
+            d.addCallback(self._nobodys_logs, str(app_id))
 
-    def _remove_expired_logs(self, run: Runner) -> defer.Deferred[None]:
-        """Remove local logs not written for ``log_retain_s`` of applications that have no live
-        container here and no aggregation under way (``container/log_retention.py``)."""
+    def _nobodys_logs(self, _: object, app: str) -> None:
+        """``app`` ended here and its logs, if any are left, will not be aggregated."""
+        self._unaggregated.setdefault(app, self.reactor.seconds())
+
+    # ------------------------------------------------------------ local log retention
+
+    def _start_log_retention(self, run: Runner, retain_s: int) -> None:
+        """Logs found now count as ended now; then a sweep every half retention
+        (``container/log_retention.py``)."""
+        started_s = self.reactor.seconds()
+
+        def adopt(found: dict[str, list[Path]]) -> None:
+            for app in found:
+                self._unaggregated.setdefault(app, started_s)
+            self._log_retention = LoopingCall(self._sweep_logs, run, retain_s)
+            self._log_retention.clock = self.reactor
+            self._log_retention.start(log_sweep_interval_s(retain_s), now=False)
+
+        log_dirs = self.dirs.log_dirs
+        run(lambda: application_log_dirs(log_dirs)).addCallback(adopt).addErrback(
+            lambda f: log.failure("looking for local logs left from before this start", f)
+        )
+
+    def _sweep_logs(self, run: Runner, retain_s: int) -> defer.Deferred[None]:
+        """One sweep on the file threads; never fails (that would stop the LoopingCall)."""
         assert self.containers is not None
-        live = self.containers.live_applications() | (self.aggregator.busy() if self.aggregator else set())
-        log_dirs, now_s, retain_s = self.dirs.log_dirs, self.reactor.seconds(), self.section.log_retain_s
+        ended, live = dict(self._unaggregated), self.containers.live_applications()
+        log_dirs, now_s = self.dirs.log_dirs, self.reactor.seconds()
 
-        def removed(dirs: list[Path]) -> None:
-            for app_dir in dirs:
+        def done(result: Sweep) -> None:
+            for app_dir in result.removed:
                 log.info(
-                    "removed the local logs of {app_id}: not aggregated, and not written for {retain_s} s",
+                    "removed the local logs of {app_id} from {log_dir}: not aggregated, and {retain_s} s "
+                    "have passed since it ended here and since their last write",
                     app_id=app_dir.name,
+                    log_dir=str(app_dir.parent),
                     retain_s=retain_s,
                 )
+            for app in result.gone:
+                self._unaggregated.pop(app, None)
 
-        return run(lambda: remove_expired_logs(log_dirs, live, now_s, retain_s)).addCallback(removed)
+        d = run(lambda: sweep(log_dirs, ended, live, now_s, retain_s)).addCallback(done)
+        return d.addErrback(lambda f: log.failure("removing expired local logs", f))
 
     @staticmethod
     def _aggregate(_: object, aggregator: LogAggregator, app_id: ApplicationId) -> defer.Deferred[None]:
