@@ -1,4 +1,4 @@
-"""Cortex across machines in one run: the file system, the runtime image and Spark.
+"""Issue 9's figures in one run: the file system, the runtime image and Spark, on local clusters.
 
 Runs the three benchmarks of issue 9 one after the other, each on a local cluster of its
 own (their progress is shown as it comes), then prints their figures together:
@@ -11,7 +11,7 @@ own (their progress is shown as it comes), then prints their figures together:
    standalone cluster manager, the first (cold) Cortex job apart from the warm ones
    (target: warm <= 1.1 x standalone).
 
-About 12 minutes on this machine (2 cores).  Run as root (the isolated nodes, the page
+About 6 minutes on this machine (2 cores).  Run as root (the isolated nodes, the page
 cache drop and the image need it):
 
     .venv/bin/python bench/cluster_report.py [--build] [--runs 3] [--size-mib 1024]
@@ -58,7 +58,7 @@ def main() -> int:
     image_code, image = run("runtime image", "runtime_image.py", ["--nodes", "3", *(["--build"] if args.build else [])])
     spark_code, spark = run("Spark", "spark_compare.py", ["--runs", str(args.runs)])
 
-    print(f"\n# Cortex across machines: the figures ({time.monotonic() - started:.0f} s in all)\n")
+    print(f"\n# Issue 9's figures ({time.monotonic() - started:.0f} s in all)\n")
     print("## File system (3 nodes on loopback)\n")
     print("\n".join(line for line in fs if line.startswith("|")) if fs_code == 0 else "failed: see above")
     print("\n## Runtime image\n")

@@ -9,9 +9,9 @@ The node receives that key when it registers with the RM (over mutual TLS, see
 signed just before a key change still verify.
 
 An NMToken (identifier: the application attempt, this node, the key id; password: the
-HMAC under the same key) is what a caller proves on the NodeManager's port with SASL's
-DIGEST-MD5 (``nm_token_password``); ``stopContainers`` and ``getContainerStatuses`` need
-it (``yarn_api/nm_service.py``).
+HMAC under the same key) is what every caller proves on the NodeManager's port with
+SASL's DIGEST-MD5 (``nm_token_password``); stop and status then act only on containers of
+the token's application (``yarn_api/nm_service.py``).
 
 A ContainerToken lets ``startContainers`` start its container when
 

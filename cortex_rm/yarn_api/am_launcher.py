@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTCP
 from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.master_keys import RMKeys
+from cortex_rm.yarn.reactors import IReactorTimeTCP
 from cortex_rm.yarn.tokens import AMRM_TOKEN_KIND, Token
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.am_service import container_token
@@ -31,6 +32,7 @@ from cortex_rm.yarn_api.tokens import make_token, nm_token, token_from_proto
 from cortex_rm.yarn_api.writable import read_token_storage, token_storage, token_writable
 
 NM_PROTOCOL = "org.apache.hadoop.yarn.api.ContainerManagementProtocolPB"
+LAUNCH_TIMEOUT_S = 60.0  # SASL and the startContainers answer, once the node's port is connected
 AMRM_TOKEN_ALIAS = "YARN_AM_RM_TOKEN"  # what the AM's UGI finds it under does not matter; the kind does
 
 
@@ -74,7 +76,7 @@ class AMLauncher:
 
     def __init__(
         self,
-        reactor: IReactorTCP,
+        reactor: IReactorTimeTCP,
         keys: RMKeys,
         scheduler_address: str,
         rm_identifier: int,
@@ -109,7 +111,13 @@ class AMLauncher:
         except Exception as e:
             raise AMLaunchError(f"could not reach the NodeManager at {node}: {e}") from e
         try:
-            response = await client.call("startContainers", request, ys.StartContainersResponseProto)
+            # bounded: a node that accepts the connection but never authenticates or answers
+            # must not keep the AM waiting for ever (the attempt fails and is tried again)
+            response = await client.call("startContainers", request, ys.StartContainersResponseProto).addTimeout(
+                LAUNCH_TIMEOUT_S, self.reactor
+            )
+        except defer.TimeoutError:
+            raise AMLaunchError(f"startContainers on {node} had no answer within {LAUNCH_TIMEOUT_S:.0f} s") from None
         except Exception as e:
             raise AMLaunchError(f"startContainers on {node} failed: {e}") from e
         finally:

@@ -168,9 +168,14 @@ class DigestMd5Client:
         self.cnonce = base64.b64encode(random_bytes(NONCE_BYTES)).decode("ascii")
         self._rspauth: str | None = None
 
-    def respond(self, challenge: bytes) -> bytes:
-        """The response to ``challenge`` (qop=auth, nc=1)."""
+    def respond(self, challenge: bytes, digest_uri: str | None = None) -> bytes:
+        """The response to ``challenge`` (qop=auth, nc=1); ``digest_uri``: ``<protocol>/<serverId>``
+        of the auth the server offered, as Hadoop's client builds it (else the one given at start)."""
+        if digest_uri is not None:
+            self.digest_uri = digest_uri
         d = parse_directives(challenge)
+        if d.get("algorithm", "md5-sess") != "md5-sess" or d.get("charset", "utf-8").lower() != "utf-8":
+            raise DigestMd5Failure(SASL_EXCEPTION, "DIGEST-MD5: only algorithm=md5-sess with charset=utf-8 is spoken")
         if "nonce" not in d:
             raise DigestMd5Failure(SASL_EXCEPTION, "DIGEST-MD5: the challenge has no nonce")
         if "auth" not in [q.strip() for q in d.get("qop", "auth").split(",")]:
@@ -188,7 +193,7 @@ class DigestMd5Client:
             f'charset=utf-8,username="{self.username}",realm="{realm}",nonce="{nonce}",'
             f'nc=00000001,cnonce="{self.cnonce}",digest-uri="{self.digest_uri}",maxbuf=65536,'
             f"response={value(response_value)},qop=auth"
-        ).encode("ascii")
+        ).encode("utf-8")
 
     def check(self, final: bytes) -> None:
         """Check the server's ``rspauth=``; DigestMd5Failure if it does not prove the password."""

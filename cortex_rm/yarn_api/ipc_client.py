@@ -171,7 +171,7 @@ class IpcClientConnection:
             chosen.CopyFrom(offered[0])
             chosen.ClearField("challenge")
             try:
-                answer = self._digest.respond(offered[0].challenge)
+                answer = self._digest.respond(offered[0].challenge, f"{chosen.protocol}/{chosen.serverId}")
             except DigestMd5Failure as e:
                 raise IpcClientError(str(e)) from None
             self._initiated = True
@@ -213,7 +213,15 @@ class IpcClientConnection:
             except (WireFormatError, DecodeError) as e:
                 raise IpcClientError(f"malformed reply from the server: {e}") from None
             call_id = header.callId - (1 << 32) if header.callId >= 1 << 31 else header.callId
-            if call_id == CALL_ID_SASL and header.status == RpcResponseHeaderProto.SUCCESS and self._digest is not None:
+            if not self.authenticated and header.status != RpcResponseHeaderProto.FATAL:
+                # only SASL may come before the server has proved it knows the token (a FATAL
+                # refusal is delivered as one, failing every call)
+                if call_id != CALL_ID_SASL or header.status != RpcResponseHeaderProto.SUCCESS:
+                    raise IpcClientError(
+                        f"the server answered call {call_id} before authenticating "
+                        f"({RpcResponseHeaderProto.RpcStatusProto.Name(header.status)}: "
+                        f"{header.exceptionClassName} {header.errorMsg})".rstrip()
+                    )
                 self._sasl(Reply(call_id, header, body))
                 continue
             replies.append(Reply(call_id, header, body))

@@ -112,3 +112,21 @@ def test_a_server_that_cannot_prove_the_password_is_left() -> None:
     with pytest.raises(IpcClientError, match="rspauth"):
         client.receive(sasl_reply(impostor))
     assert not client.authenticated and client.outgoing() == b""
+
+
+@pytest.mark.parametrize("status", ["SUCCESS", "ERROR"])
+def test_no_answer_to_a_call_is_taken_before_the_server_has_authenticated(status: str) -> None:
+    """A server that answers the held call (or errs) instead of finishing SASL is left: the call
+    is never taken as answered by a server that has not proved the token's password."""
+    server = SaslServer(lambda identifier: PASSWORD, allow_simple=False).start()
+    client = IpcClientConnection(PROTOCOL, "appattempt_1700000000000_0001_000001", token=TOKEN)
+    call_id, _ = client.call_bytes("startContainers", ys.StartContainersRequestProto())
+    negotiate(server, client)
+    header = RpcResponseHeaderProto(callId=call_id, status=getattr(RpcResponseHeaderProto, status))
+    body = _varint(header.ByteSize()) + header.SerializeToString()
+    if status == "SUCCESS":
+        reply = ys.StartContainersResponseProto().SerializeToString()
+        body += _varint(len(reply)) + reply
+    with pytest.raises(IpcClientError, match="before authenticating"):
+        client.receive(struct.pack(">I", len(body)) + body)
+    assert not client.authenticated

@@ -323,13 +323,13 @@ def receive_blocks(ctx: DataNodeContext, ticket: tickets.Ticket, text: str, body
     """Cut ``body`` into blocks of the ticket's size, store each here and push it down the pipeline.
 
     Each other node of the pipeline gets its copies from a thread of its own, in order, while
-    this one goes on receiving: a block is sent to every replica at once, and the next block is
-    stored here meanwhile.  A replica that fails a block leaves that block with fewer holders
-    (the NameNode re-replicates it); the write fails only if this node cannot store it.
+    this node stores the next block: a block goes to every replica at once.  A replica that
+    fails a block is dropped from the pipeline, as Hadoop drops a failed DataNode: that block
+    and the later ones have one holder fewer (the NameNode re-replicates them).  The write
+    fails only if this node cannot store a block.
     """
     block_size = ticket.number("block_size")
-    others = list(zip(ticket.texts("replicas"), ticket.texts("pipeline")[1:]))
-    senders = [ThreadPoolExecutor(1, thread_name_prefix=f"pipeline-{node}") for _, node in others]
+    replicas = [_Replica(address, node) for address, node in zip(ticket.texts("replicas"), ticket.texts("pipeline")[1:])]
     stored_here: list[StoredBlock] = []
     copies: list[list[Future[NodeId]]] = []
     try:
@@ -339,10 +339,7 @@ def receive_blocks(ctx: DataNodeContext, ticket: tickets.Ticket, text: str, body
                 break
             ctx.stored(stored)
             stored_here.append(stored)
-            copies.append([
-                sender.submit(_copy_block, ctx, address, NodeId.parse(node), stored, text)
-                for sender, (address, node) in zip(senders, others)
-            ])
+            copies.append([r.sender.submit(r.copy, ctx, stored, text) for r in replicas])
             if stored.length < block_size:
                 break
         written = []
@@ -356,8 +353,29 @@ def receive_blocks(ctx: DataNodeContext, ticket: tickets.Ticket, text: str, body
             written.append(WrittenBlockMessage(BlockRef(stored.block_id, stored.length, stored.checksum), tuple(holders)))
         return written
     finally:
-        for sender in senders:
-            sender.shutdown(wait=True, cancel_futures=True)
+        for replica in replicas:
+            replica.sender.shutdown(wait=True, cancel_futures=True)
+
+
+class _Replica:
+    """One other node of a write pipeline: its copies go in order from a thread of its own,
+    and after its first failure none is tried (each could wait for the transfer timeout)."""
+
+    def __init__(self, address: str, node: str) -> None:
+        self.address = address
+        self.node = NodeId.parse(node)
+        self.sender = ThreadPoolExecutor(1, thread_name_prefix=f"pipeline-{node}")
+        self.failure: str | None = None  # touched by the sender thread only
+
+    def copy(self, ctx: DataNodeContext, stored: StoredBlock, ticket: str) -> NodeId:
+        if self.failure is not None:
+            raise BlockTransferFailed(f"{stored.block_id} not sent to {self.address}, dropped after: {self.failure}")
+        try:
+            put_block(self.address, stored.block_id, ticket, stored.checksum, stored.length, ctx.store.read(stored.block_id))
+        except BlockTransferFailed as e:
+            self.failure = str(e)
+            raise
+        return self.node
 
 
 def _store_block(ctx: DataNodeContext, body: IO[bytes], block_size: int) -> StoredBlock | None:
@@ -378,11 +396,6 @@ def _store_block(ctx: DataNodeContext, body: IO[bytes], block_size: int) -> Stor
         writer.abort()
         return None
     return writer.finish()
-
-
-def _copy_block(ctx: DataNodeContext, address: str, node: NodeId, stored: StoredBlock, ticket: str) -> NodeId:
-    put_block(address, stored.block_id, ticket, stored.checksum, stored.length, ctx.store.read(stored.block_id))
-    return node
 
 
 def read_range(ctx: DataNodeContext, blocks: Iterable[BlockLocation], start: int, end: int) -> Iterator[bytes]:
