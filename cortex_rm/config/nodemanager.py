@@ -43,9 +43,9 @@ class NodeManagerSection:
     # remove the local copies; false: keep them here
     log_aggregation: bool = True
     # How long a finished application's logs stay in the log dirs when they are not
-    # aggregated (aggregation off, given up after its retries, or an application that
-    # ended while this node was down), counted from their last write
-    # (yarn.nodemanager.log.retain-seconds); -1 keeps them
+    # aggregated (aggregation off, or given up after its retries), counted from the
+    # application's end here and from their last write, whichever is later; logs found at
+    # start count as ended then (yarn.nodemanager.log.retain-seconds); -1 keeps them
     log_retain_s: int = 10800
     # The JVM containers get as JAVA_HOME (Spark's commands start with {{JAVA_HOME}}/bin/java):
     # a path inside the runtime image (Debian 12's OpenJDK 17 there), not on this machine
