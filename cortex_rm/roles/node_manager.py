@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -42,7 +41,6 @@ from cortex_rm.container.container_manager import ContainerManager
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.launch import NodeFacts
 from cortex_rm.container.localizer import Localizer
-from cortex_rm.container.log_retention import Sweep, application_log_dirs, log_sweep_interval_s, sweep
 from cortex_rm.container.resource_files import Fetcher, default_fetchers
 from cortex_rm.container.runtime import ContainerRuntime
 from cortex_rm.container.runtime_spec import ContainerSettings
@@ -65,11 +63,11 @@ from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService, TrackerLocation
 from cortex_rm.roles.data_node import DataNodeRole
 from cortex_rm.roles.fs_fetcher import SCHEMES, FileSystemFetcher
+from cortex_rm.roles.local_log_retention import LocalLogRetention
 from cortex_rm.roles.log_aggregation import LogAggregator
 from cortex_rm.roles.runtime_image_fetcher import RuntimeImageFetcher
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
-from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resource_tracker import NodeHealth, NodeRegistration, RegistrationAnswer
@@ -156,9 +154,7 @@ class NodeManagerRole:
         self.data_node: DataNodeRole | None = None
         self.aggregator: LogAggregator | None = None
         self.image: RuntimeImageFetcher | None = None
-        self._log_retention: LoopingCall | None = None
-        # applications that ended here whose logs nobody will aggregate -> since when (seconds)
-        self._unaggregated: dict[str, float] = {}
+        self.log_retention: LocalLogRetention | None = None
 
     def start(self, started_ms: int) -> None:
         """Serve the web site and ContainerManagementProtocol, then report to the RM and gossip the capacity."""
@@ -261,7 +257,10 @@ class NodeManagerRole:
                 self.data_node, dirs.log_dirs, self.state_dir / "aggregation", run, self.reactor
             )
         if nm.log_retain_s >= 0:
-            self._start_log_retention(run, nm.log_retain_s)
+            self.log_retention = LocalLogRetention(
+                dirs.log_dirs, nm.log_retain_s, run, self.reactor, self.containers.live_applications
+            )
+            self.log_retention.start()
         factory = IpcServerFactory.daemon_port(
             [nm_protocol(ContainerManagementService(self.containers))],
             # every caller proves an NMToken (SASL TOKEN, DIGEST-MD5), as YARN's NodeManager
@@ -377,47 +376,8 @@ class NodeManagerRole:
 
     def _nobodys_logs(self, _: object, app: str) -> None:
         """``app`` ended here and its logs, if any are left, will not be aggregated."""
-        self._unaggregated.setdefault(app, self.reactor.seconds())
-
-    # ------------------------------------------------------------ local log retention
-
-    def _start_log_retention(self, run: Runner, retain_s: int) -> None:
-        """Logs found now count as ended now; then a sweep every half retention
-        (``container/log_retention.py``)."""
-        started_s = self.reactor.seconds()
-
-        def adopt(found: dict[str, list[Path]]) -> None:
-            for app in found:
-                self._unaggregated.setdefault(app, started_s)
-            self._log_retention = LoopingCall(self._sweep_logs, run, retain_s)
-            self._log_retention.clock = self.reactor
-            self._log_retention.start(log_sweep_interval_s(retain_s), now=False)
-
-        log_dirs = self.dirs.log_dirs
-        run(lambda: application_log_dirs(log_dirs)).addCallback(adopt).addErrback(
-            lambda f: log.failure("looking for local logs left from before this start", f)
-        )
-
-    def _sweep_logs(self, run: Runner, retain_s: int) -> defer.Deferred[None]:
-        """One sweep on the file threads; never fails (that would stop the LoopingCall)."""
-        assert self.containers is not None
-        ended, live = dict(self._unaggregated), self.containers.live_applications()
-        log_dirs, now_s = self.dirs.log_dirs, self.reactor.seconds()
-
-        def done(result: Sweep) -> None:
-            for app_dir in result.removed:
-                log.info(
-                    "removed the local logs of {app_id} from {log_dir}: not aggregated, and {retain_s} s "
-                    "have passed since it ended here and since their last write",
-                    app_id=app_dir.name,
-                    log_dir=str(app_dir.parent),
-                    retain_s=retain_s,
-                )
-            for app in result.gone:
-                self._unaggregated.pop(app, None)
-
-        d = run(lambda: sweep(log_dirs, ended, live, now_s, retain_s)).addCallback(done)
-        return d.addErrback(lambda f: log.failure("removing expired local logs", f))
+        if self.log_retention is not None:
+            self.log_retention.ended(app)
 
     @staticmethod
     def _aggregate(_: object, aggregator: LogAggregator, app_id: ApplicationId) -> defer.Deferred[None]:
@@ -441,8 +401,8 @@ class NodeManagerRole:
             self.image.stop()
         if self.data_node is not None:
             self.data_node.stop()
-        if self._log_retention is not None and self._log_retention.running:
-            self._log_retention.stop()
+        if self.log_retention is not None:
+            self.log_retention.stop()
         if self.status_updater is not None:
             await self.status_updater.stop()
             self.status_updater = None
