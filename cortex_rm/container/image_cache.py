@@ -122,3 +122,36 @@ def _checked(sha256: str) -> str:
     if not is_sha256(sha256):
         raise ImageError(f"{sha256!r} is not a SHA-256 (64 lowercase hex digits)")
     return sha256
+
+
+#: ELF ``e_machine`` values -> the names ``uname -m`` (``platform.machine()``) gives them.
+_ELF_MACHINES = {0x03: "i686", 0x28: "armv7l", 0x3E: "x86_64", 0xB7: "aarch64", 0xF3: "riscv64", 0x15: "ppc64le", 0x16: "s390x"}
+#: Programs every Debian root has, whose ELF header says which machines the image is for.
+_PROBES = ("usr/bin/dpkg", "usr/bin/env", "usr/bin/dash")
+
+
+def machine_of(root: Path) -> str | None:
+    """The machine (``uname -m``'s name) the image unpacked at ``root`` runs on, read from an ELF
+    header of one of its programs; None if none of them is there or readable as ELF."""
+    for probe in _PROBES:
+        path = root / probe
+        try:
+            if path.is_symlink() or not path.is_file():
+                continue
+            with path.open("rb") as f:
+                header = f.read(20)
+        except OSError:
+            continue
+        if len(header) < 20 or header[:4] != b"\x7fELF":
+            continue
+        machine = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+        return _ELF_MACHINES.get(machine, f"ELF machine {machine:#x}")
+    return None
+
+
+def same_machine(image: str, host: str) -> bool:
+    """Whether an image for ``image`` runs on a host whose ``uname -m`` is ``host`` (the 32-bit
+    ARM names vary: armv6l, armv7l, armv8l)."""
+    if image.startswith("armv") and host.startswith("armv"):
+        return True
+    return image == host

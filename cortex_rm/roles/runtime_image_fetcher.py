@@ -19,6 +19,7 @@ the node is healthy and an LXC container refuses to start, saying so.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cortex_rm.container.image_cache import ImageCache
+from cortex_rm.container.image_cache import ImageCache, machine_of, same_machine
 from cortex_rm.container.runtime_image import ImageError
 from cortex_rm.fs.errors import FsError
 from cortex_rm.internal.block_codec import BlockLocation, RuntimeImageSource
@@ -74,10 +75,13 @@ class RuntimeImageFetcher:
         run: Runner,
         reactor: INodeReactor,
         in_use: Callable[[], set[Path]] = set,
+        host_machine: str | None = None,
     ) -> None:
-        """``in_use``: the image roots running containers were started in (never pruned)."""
+        """``in_use``: the image roots running containers were started in (never pruned);
+        ``host_machine``: this machine's ``uname -m`` (an image for another one is refused)."""
         self.data_node = data_node
         self.in_use = in_use
+        self.host_machine = host_machine or platform.machine()
         self._retry_at = 0.0
         self._retry_s = RETRY_MIN_S
         self.cache = ImageCache(cache_dir)
@@ -152,6 +156,17 @@ class RuntimeImageFetcher:
                 self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
                 return
         self._retry_s = RETRY_MIN_S
+        root = have
+        machine = await self.run(lambda: machine_of(root))
+        if machine is not None and not same_machine(machine, self.host_machine):
+            self._set(
+                image.sha256,
+                previous,
+                f"runtime image {image.sha256[:12]} is for {machine} machines and this node is {self.host_machine}: "
+                f"its containers could not run here; build and push an image for {self.host_machine} "
+                "(cortex-rm image build on such a machine), or leave this node out of the cluster",
+            )
+            return
         self._set(image.sha256, have, f"runtime image {image.sha256[:12]} ready")
         keep = {image.sha256, *(root.name for root in self.in_use())}
         removed = await self.run(lambda: self.cache.prune(keep=keep))

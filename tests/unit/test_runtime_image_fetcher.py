@@ -137,3 +137,29 @@ def test_an_archive_larger_than_any_image_is_not_fetched(fetcher: RuntimeImageFe
     node.answer = RuntimeImageSource("cd" * 32, LocalizationSource(MAX_ARCHIVE_BYTES + 1, 1, "ticket"))
     fetcher.check()
     assert not fetcher.state.ready and "more than any image" in fetcher.state.doing
+
+
+def elf_header(machine: int) -> bytes:
+    """The first bytes of a 64-bit little-endian ELF program for ``machine`` (e_machine)."""
+    return b"\x7fELF\x02\x01\x01" + bytes(11) + machine.to_bytes(2, "little") + bytes(44)
+
+
+@pytest.mark.parametrize(("machine", "ready"), [(0x3E, True), (0xB7, False)], ids=["x86_64", "aarch64"])
+def test_an_image_for_another_machine_is_refused_saying_what_to_build(
+    node: FakeDataNode, tmp_path: Path, machine: int, ready: bool
+) -> None:
+    """An x86_64 node named an aarch64 image stays unready (taking no containers) and says why;
+    the same image for its own machine is used."""
+    fetcher = RuntimeImageFetcher(node, tmp_path / "images", run_now, Clock(), host_machine="x86_64")  # type: ignore[arg-type]
+    archive = make_archive(tmp_path / "image.tar.zst", {"./usr/bin/dpkg": elf_header(machine), "./etc/os-release": b"x"})
+    digest = sha256_of_file(archive)
+    root = ImageCache(tmp_path / "images").unpack(archive, digest)
+    node.answer = RuntimeImageSource(digest, None)
+    fetcher.check()
+    assert fetcher.state.ready is ready
+    if ready:
+        assert fetcher.root() == root
+    else:
+        assert fetcher.root() is None
+        assert f"runtime image {digest[:12]} is for aarch64 machines and this node is x86_64" in fetcher.state.doing
+        assert "build and push an image for x86_64" in fetcher.state.doing
