@@ -76,7 +76,7 @@ class ContainerTokenVerifier:
         node_id: NodeId,
         clock: IReactorTime,
         read_identifier: IdentifierReader,
-        read_nm_identifier: NMIdentifierReader | None = None,
+        read_nm_identifier: NMIdentifierReader,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
@@ -142,8 +142,6 @@ class ContainerTokenVerifier:
         which SASL's DIGEST-MD5 checks the caller's proof against; None for anything else (the
         caller is then refused as holding an invalid token).  NMTokens do not expire by time:
         they die with their key, as YARN's ``NMTokenSecretManagerInNM`` has it."""
-        if self.read_nm_identifier is None:
-            return None
         try:
             ident = self.read_nm_identifier(identifier)
         except ValueError:  # MalformedId is a ValueError too

@@ -19,7 +19,14 @@ import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from cortex_rm.container.runtime_image import ImageError, Say, _exclusive, _write_atomically, is_sha256, sha256_of_file
+from cortex_rm.container.runtime_image import (
+    ImageError,
+    Say,
+    exclusive_lock,
+    is_sha256,
+    sha256_of_file,
+    write_atomically,
+)
 
 
 def _quiet(_: str) -> None:
@@ -54,7 +61,7 @@ class ImageCache:
         sha256 = _checked(expected_sha256)
         self.roots.mkdir(parents=True, exist_ok=True)
         self.roots.chmod(0o700)
-        with _exclusive(self.roots / ".lock", say, "unpacking an image"):
+        with exclusive_lock(self.roots / ".lock", say, "unpacking an image"):
             found = self.path_of(sha256)
             if found is not None:
                 return found
@@ -73,7 +80,7 @@ class ImageCache:
         if not self.roots.is_dir():
             return []
         removed = []
-        with _exclusive(self.roots / ".lock", _quiet, "pruning images"):
+        with exclusive_lock(self.roots / ".lock", _quiet, "pruning images"):
             names = {entry.name.removesuffix(".complete") for entry in self.roots.iterdir()}
             for sha256 in sorted(n for n in names if is_sha256(n) and n not in keep):
                 (self.roots / f"{sha256}.complete").unlink(missing_ok=True)
@@ -112,7 +119,7 @@ class ImageCache:
         root = self.roots / sha256
         work.rename(root)
         marker = {"sha256": sha256, "archive": str(archive), "unpack_seconds": round(self.clock() - started, 1)}
-        _write_atomically(self.roots / f"{sha256}.complete", json.dumps(marker) + "\n")
+        write_atomically(self.roots / f"{sha256}.complete", json.dumps(marker) + "\n")
         say(f"unpacked image {sha256[:12]} into {root} in {marker['unpack_seconds']} s")
         return root
 

@@ -64,7 +64,7 @@ def application_log_dirs(log_dirs: Iterable[Path]) -> dict[str, list[Path]]:
 @dataclass(frozen=True)
 class Sweep:
     """What one sweep did: the dirs it removed, and the ended applications with no logs left
-    here (forgotten by the caller) ."""
+    here (forgotten by the caller)."""
 
     removed: list[Path]
     gone: set[str]
@@ -78,17 +78,20 @@ def sweep(
     here again) are kept.  A dir that cannot be read or removed is left for the next sweep."""
     present = application_log_dirs(log_dirs)
     removed = []
+    left: set[str] = set()  # applications with logs still here after this sweep
     for app, dirs in present.items():
         if app not in ended or app in live:
+            left.add(app)
             continue
         for app_dir in dirs:
             try:
                 expired = now_s - max(ended[app], newest_write(app_dir)) > retain_s
             except OSError:
-                continue
+                expired = False
             if expired:
                 shutil.rmtree(app_dir, ignore_errors=True)
-                if not app_dir.exists():
-                    removed.append(app_dir)
-    left = application_log_dirs(log_dirs)
+            if app_dir.exists():
+                left.add(app)
+            elif expired:
+                removed.append(app_dir)
     return Sweep(removed, {app for app in ended if app not in left})

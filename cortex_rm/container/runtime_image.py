@@ -94,6 +94,8 @@ def is_sha256(text: str) -> bool:
 def runtime_image_path(sha256: str) -> str:
     """The image's archive in the cluster's file system."""
     return f"{RUNTIME_IMAGE_DIR}/{sha256}{ARCHIVE_SUFFIX}"
+
+
 _PIECE = 1024 * 1024
 
 
@@ -268,7 +270,7 @@ def check_build_host(which: Callable[[str], str | None] = shutil.which, euid: in
 
 
 @contextmanager
-def _exclusive(lock_file: Path, say: Say, what: str) -> Iterator[None]:
+def exclusive_lock(lock_file: Path, say: Say, what: str) -> Iterator[None]:
     """Hold an flock on ``lock_file``; when someone else holds it, say so and wait."""
     with lock_file.open("a+") as f:
         try:
@@ -288,7 +290,7 @@ def _exclusive(lock_file: Path, say: Say, what: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     """Write ``path`` so that a reader sees the old file or the whole new one, even after a crash."""
     partial = path.with_name(f".{path.name}.partial")
     with partial.open("w") as f:
@@ -379,7 +381,7 @@ def build_image(
     preflight()
     for sub in ("images", "by-recipe", "tmp"):
         (cache_dir / sub).mkdir(parents=True, exist_ok=True)
-    with _exclusive(cache_dir / ".lock", say, "building an image in this cache"):
+    with exclusive_lock(cache_dir / ".lock", say, "building an image in this cache"):
         found = recorded_image(cache_dir, key)  # built by whoever held the lock
         if found is not None:
             say(f"the image of recipe {key[:12]} was built meanwhile: {found.path}")
@@ -437,6 +439,6 @@ def _build(
         "build_seconds": round(seconds, 1),
         "recipe": recipe.canonical(),
     }
-    _write_atomically(cache_dir / "by-recipe" / key, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_atomically(cache_dir / "by-recipe" / key, json.dumps(record, indent=2, sort_keys=True) + "\n")
     say(f"built {final} ({size / 1e6:.0f} MB, {(unpacked or 0) / 1e6:.0f} MB unpacked) in {seconds:.0f} s")
     return BuiltImage(sha256, final, size, unpacked, key, round(seconds, 1))

@@ -46,7 +46,8 @@ from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.tokens import MasterKey, Token
-from cortex_rm.yarn_api.webhdfs.datanode_resource import BlockTransfers, DataNodeWebHdfs, fetch_block
+from cortex_rm.yarn_api.webhdfs.block_work import fetch_block
+from cortex_rm.yarn_api.webhdfs.datanode_resource import BlockTransfers, DataNodeWebHdfs
 
 log = Logger()
 T = TypeVar("T")

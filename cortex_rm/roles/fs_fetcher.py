@@ -26,7 +26,7 @@ from cortex_rm.container.resource_files import Requester, changed_on_source
 from cortex_rm.fs.errors import FsError
 from cortex_rm.internal.block_codec import BlockLocation, LocalizationSource
 from cortex_rm.roles.data_node import DataNodeRole
-from cortex_rm.yarn_api.webhdfs.datanode_resource import read_range
+from cortex_rm.yarn_api.webhdfs.block_work import read_range
 
 SCHEMES = ("webhdfs",)
 

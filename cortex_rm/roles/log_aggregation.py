@@ -39,7 +39,7 @@ from cortex_rm.internal.block_codec import WrittenBlockMessage
 from cortex_rm.roles.data_node import DataNodeRole
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.ids import ApplicationId
-from cortex_rm.yarn_api.webhdfs.datanode_resource import receive_blocks
+from cortex_rm.yarn_api.webhdfs.block_work import receive_blocks
 
 log = Logger()
 

@@ -38,7 +38,7 @@ from cortex_rm.roles.data_node import DataNodeRole
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.resource_tracker import NodeRefused
 from cortex_rm.yarn.reactors import INodeReactor
-from cortex_rm.yarn_api.webhdfs.datanode_resource import read_range
+from cortex_rm.yarn_api.webhdfs.block_work import read_range
 
 log = Logger()
 

@@ -159,20 +159,15 @@ class DigestMd5Client:
     one response to the server's challenge, then the server's ``rspauth`` checked (a server
     that does not know the token's password cannot forge it)."""
 
-    def __init__(
-        self, identifier: bytes, password: bytes, *, random_bytes: Callable[[int], bytes], digest_uri: str = "/default"
-    ) -> None:
+    def __init__(self, identifier: bytes, password: bytes, *, random_bytes: Callable[[int], bytes]) -> None:
         self.username = encode_token_secret(identifier)
         self._password = encode_token_secret(password)
-        self.digest_uri = digest_uri
         self.cnonce = base64.b64encode(random_bytes(NONCE_BYTES)).decode("ascii")
         self._rspauth: str | None = None
 
-    def respond(self, challenge: bytes, digest_uri: str | None = None) -> bytes:
+    def respond(self, challenge: bytes, digest_uri: str) -> bytes:
         """The response to ``challenge`` (qop=auth, nc=1); ``digest_uri``: ``<protocol>/<serverId>``
-        of the auth the server offered, as Hadoop's client builds it (else the one given at start)."""
-        if digest_uri is not None:
-            self.digest_uri = digest_uri
+        of the auth the server offered, as Hadoop's client builds it (``/default`` for tokens)."""
         d = parse_directives(challenge)
         if d.get("algorithm", "md5-sess") != "md5-sess" or d.get("charset", "utf-8").lower() != "utf-8":
             raise DigestMd5Failure(SASL_EXCEPTION, "DIGEST-MD5: only algorithm=md5-sess with charset=utf-8 is spoken")
@@ -185,13 +180,13 @@ class DigestMd5Client:
         def value(formula: Callable[..., str]) -> str:
             return formula(
                 username=self.username, realm=realm, password=self._password, nonce=nonce,
-                cnonce=self.cnonce, nc="00000001", qop="auth", digest_uri=self.digest_uri,
+                cnonce=self.cnonce, nc="00000001", qop="auth", digest_uri=digest_uri,
             )
 
         self._rspauth = value(rspauth_value)
         return (
             f'charset=utf-8,username="{self.username}",realm="{realm}",nonce="{nonce}",'
-            f'nc=00000001,cnonce="{self.cnonce}",digest-uri="{self.digest_uri}",maxbuf=65536,'
+            f'nc=00000001,cnonce="{self.cnonce}",digest-uri="{digest_uri}",maxbuf=65536,'
             f"response={value(response_value)},qop=auth"
         ).encode("utf-8")
 

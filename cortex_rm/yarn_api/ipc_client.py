@@ -57,6 +57,7 @@ from cortex_rm.yarn_api.proto.RpcHeader_pb2 import (
     RpcSaslProto,
 )
 from cortex_rm.yarn_api.rpc_protocol import AuthMethod
+from cortex_rm.yarn_api.sasl import MECHANISM_DIGEST_MD5
 
 M = TypeVar("M", bound=Message)
 
@@ -163,7 +164,7 @@ class IpcClientConnection:
         except DecodeError as e:
             raise IpcClientError(f"malformed SASL message from the server: {e}") from None
         if message.state == RpcSaslProto.NEGOTIATE and not self._initiated:
-            offered = [a for a in message.auths if a.method == AuthMethod.TOKEN.value and a.mechanism == "DIGEST-MD5"]
+            offered = [a for a in message.auths if a.method == AuthMethod.TOKEN.value and a.mechanism == MECHANISM_DIGEST_MD5]
             if not offered or not offered[0].HasField("challenge"):
                 methods = ", ".join(a.method for a in message.auths) or "none"
                 raise IpcClientError(f"the server does not offer TOKEN (DIGEST-MD5) authentication (it offers {methods})")

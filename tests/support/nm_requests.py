@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
 from cortex_rm.yarn.resources import Resource
-from cortex_rm.yarn.tokens import CONTAINER_TOKEN_KIND, NM_TOKEN_KIND, MasterKey
-from cortex_rm.yarn_api import records
+from cortex_rm.yarn.tokens import CONTAINER_TOKEN_KIND, MasterKey
+from cortex_rm.yarn_api import records, tokens
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
@@ -66,10 +66,7 @@ def nm_token(
     sign_with: MasterKey | None = None,
 ) -> TokenProto:
     """An NMToken as the RM gives an AM with its containers on ``node``; ``sign_with`` forges it."""
-    ident = yst.NMTokenIdentifierProto(appSubmitter=user, keyId=key.key_id)
-    records.attempt_id_to_proto(attempt, ident.appAttemptId)
-    records.node_id_to_proto(node, ident.nodeId)
-    token = make_token(key, ident.SerializeToString(), NM_TOKEN_KIND, str(node))
+    token = tokens.nm_token(key, attempt, node, user)
     if sign_with is not None:
         token.password = sign_with.password(token.identifier)
     return token

@@ -27,7 +27,7 @@ from cortex_rm.yarn.errors import IllegalTransition
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId
 from cortex_rm.yarn_api.nm_service import start_request_from_proto
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
-from cortex_rm.yarn_api.tokens import read_container_identifier
+from cortex_rm.yarn_api.tokens import read_container_identifier, read_nm_token_identifier
 from tests.support.nm_requests import APP, ATTEMPT, KEY, NODE, cid, container_token, launch_context, start_request
 
 NOW_S = 1_700_000_000.0
@@ -48,7 +48,7 @@ class Node:
         self.clock = Clock()
         self.clock.advance(NOW_S)
         self.runtime = FakeRuntime(self.clock, **runtime)
-        self.tokens = ContainerTokenVerifier(NODE, self.clock, read_container_identifier)
+        self.tokens = ContainerTokenVerifier(NODE, self.clock, read_container_identifier, read_nm_token_identifier)
         self.tokens.set_master_key(KEY)
         self.settings = ContainerSettings(
             local_dirs=(tmp / "local1", tmp / "local2"),

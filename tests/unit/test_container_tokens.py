@@ -51,7 +51,7 @@ def test_unknown_key_id_is_refused(verifier: ContainerTokenVerifier) -> None:
 
 def test_no_key_yet_refuses_everything() -> None:
     """Before the node registered (no key), no token verifies."""
-    v = ContainerTokenVerifier(NODE, Clock(), read_container_identifier)
+    v = ContainerTokenVerifier(NODE, Clock(), read_container_identifier, read_nm_token_identifier)
     with pytest.raises(InvalidContainerToken):
         verify(v, container_token(cid(2)))
 

@@ -12,16 +12,14 @@
 * ``/cortex/blocks/<id>``: GET (with a block token) and PUT (with the write ticket
   that names this node in its pipeline) of one block between nodes.
 
-Disk and network work runs on the DataNode's worker threads; what they send to
-the client goes through ``ThreadedBody``, which blocks the worker while the
+Disk and network work runs on the DataNode's worker threads (``block_work.py``);
+what they send to the client goes through ``ThreadedBody``, which blocks the worker while the
 client's connection is full, so memory stays bounded whatever the file size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, Protocol, TypeVar, cast
+from typing import IO, cast
 from urllib.parse import quote
 
 from twisted.internet import defer
@@ -34,55 +32,16 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from cortex_rm.fs import tickets
-from cortex_rm.fs.block_store import BlockStore, StoredBlock, new_block_id, valid_block_id
+from cortex_rm.fs.block_store import valid_block_id
 from cortex_rm.fs.errors import CorruptReplica, FsError, IllegalArgument, InvalidToken, MissingBlock
-from cortex_rm.fs.model import BlockRef
 from cortex_rm.fs.paths import FsPath
-from cortex_rm.internal.block_codec import BlockLocation, WrittenBlockMessage
-from cortex_rm.yarn.ids import NodeId
-from cortex_rm.yarn.tokens import MasterKey
-from cortex_rm.yarn_api.webhdfs.block_transfer import PIECE_BYTES, BlockTransferFailed, get_block, put_block
+from cortex_rm.internal.block_codec import BlockLocation
+from cortex_rm.yarn_api.webhdfs.block_transfer import PIECE_BYTES, BlockTransferFailed
+from cortex_rm.yarn_api.webhdfs.block_work import DataNodeContext, read_range, receive_blocks
 from cortex_rm.yarn_api.webhdfs.namenode_resource import Reply, as_deferred, error_reply, internal_error, send
 from cortex_rm.yarn_api.webhdfs.params import Query, request_path
 
 log = Logger()
-T = TypeVar("T")
-
-
-class DataNodeContext(Protocol):
-    """What the DataNode role gives its web resources."""
-
-    @property
-    def node_id(self) -> NodeId: ...
-
-    @property
-    def http_address(self) -> str: ...
-
-    @property
-    def store(self) -> BlockStore: ...
-
-    @property
-    def reactor(self) -> IReactorFromThreads: ...
-
-    def keys(self) -> dict[int, MasterKey]:
-        """The NameNode's ticket keys known to this node (empty before its first block report)."""
-
-    def now_ms(self) -> int: ...
-
-    def run(self, work: Callable[[], T]) -> defer.Deferred[T]:
-        """Run blocking ``work`` on a worker thread."""
-
-    def commit(self, ticket: str, written: list[WrittenBlockMessage]) -> defer.Deferred[int]:
-        """Commit a received file at the NameNode; fires with its length."""
-
-    def locate(self, ticket: str, offset: int, length: int) -> defer.Deferred[tuple[int, tuple[BlockLocation, ...]]]:
-        """Ask the NameNode where the blocks of a read are."""
-
-    def stored(self, block: StoredBlock) -> None:
-        """A replica was stored here (any thread): report it."""
-
-    def dropped(self, block_id: str) -> None:
-        """A replica here was found corrupt and deleted (any thread): report it."""
 
 
 @implementer(IPushProducer)
@@ -314,155 +273,3 @@ class BlockTransfers(_Leaf):
             request.finish()
 
         return self.ctx.run(stream).addCallback(done)
-
-
-# -- the blocking work, on worker threads
-
-
-def receive_blocks(ctx: DataNodeContext, ticket: tickets.Ticket, text: str, body: IO[bytes]) -> list[WrittenBlockMessage]:
-    """Cut ``body`` into blocks of the ticket's size, store each here and push it down the pipeline.
-
-    Each other node of the pipeline gets its copies from a thread of its own, in order, while
-    this node stores the next block: a block goes to every replica at once.  A replica that
-    fails a block is dropped from the pipeline, as Hadoop drops a failed DataNode: that block
-    and the later ones have one holder fewer (the NameNode re-replicates them).  The write
-    fails only if this node cannot store a block.
-    """
-    block_size = ticket.number("block_size")
-    replicas = [_Replica(address, node) for address, node in zip(ticket.texts("replicas"), ticket.texts("pipeline")[1:])]
-    stored_here: list[StoredBlock] = []
-    copies: list[list[Future[NodeId]]] = []
-    try:
-        while True:
-            stored = _store_block(ctx, body, block_size)
-            if stored is None:
-                break
-            ctx.stored(stored)
-            stored_here.append(stored)
-            copies.append([r.sender.submit(r.copy, ctx, stored, text) for r in replicas])
-            if stored.length < block_size:
-                break
-        written = []
-        for stored, futures in zip(stored_here, copies):
-            holders = [ctx.node_id]
-            for future in futures:
-                try:
-                    holders.append(future.result())
-                except BlockTransferFailed as e:  # fewer replicas now; the NameNode re-replicates
-                    log.warn("write pipeline: {error}", error=str(e))
-            written.append(WrittenBlockMessage(BlockRef(stored.block_id, stored.length, stored.checksum), tuple(holders)))
-        return written
-    finally:
-        for replica in replicas:
-            replica.sender.shutdown(wait=True, cancel_futures=True)
-
-
-class _Replica:
-    """One other node of a write pipeline: its copies go in order from a thread of its own,
-    and after its first failure none is tried (each could wait for the transfer timeout)."""
-
-    def __init__(self, address: str, node: str) -> None:
-        self.address = address
-        self.node = NodeId.parse(node)
-        self.sender = ThreadPoolExecutor(1, thread_name_prefix=f"pipeline-{node}")
-        self.failure: str | None = None  # touched by the sender thread only
-
-    def copy(self, ctx: DataNodeContext, stored: StoredBlock, ticket: str) -> NodeId:
-        if self.failure is not None:
-            raise BlockTransferFailed(f"{stored.block_id} not sent to {self.address}, dropped after: {self.failure}")
-        try:
-            put_block(self.address, stored.block_id, ticket, stored.checksum, stored.length, ctx.store.read(stored.block_id))
-        except BlockTransferFailed as e:
-            self.failure = str(e)
-            raise
-        return self.node
-
-
-def _store_block(ctx: DataNodeContext, body: IO[bytes], block_size: int) -> StoredBlock | None:
-    """The next block of ``body`` stored here; None at the end of the body."""
-    writer = ctx.store.writer(new_block_id())
-    received = 0
-    try:
-        while received < block_size:
-            piece = body.read(min(PIECE_BYTES, block_size - received))
-            if not piece:
-                break
-            writer.write(piece)
-            received += len(piece)
-    except BaseException:
-        writer.abort()
-        raise
-    if received == 0:
-        writer.abort()
-        return None
-    return writer.finish()
-
-
-def read_range(ctx: DataNodeContext, blocks: Iterable[BlockLocation], start: int, end: int) -> Iterator[bytes]:
-    """The bytes ``[start, end)`` of a file, block by block: local replicas first, then the holders."""
-    for located in blocks:
-        first = max(start, located.offset) - located.offset
-        last = min(end, located.offset + located.block.length) - located.offset
-        if last <= first:
-            continue
-        yield from _read_block(ctx, located, first, last - first)
-
-
-def _read_block(ctx: DataNodeContext, located: BlockLocation, offset: int, length: int) -> Iterator[bytes]:
-    block_id = located.block.block_id
-    errors: list[str] = []
-    stat = ctx.store.stat(block_id)
-    if stat is not None and stat.checksum == located.block.checksum:
-        sent = 0
-        try:
-            for piece in ctx.store.read(block_id, offset, length):
-                sent += len(piece)
-                yield piece
-            return
-        except CorruptReplica as e:
-            ctx.store.delete(block_id)
-            ctx.dropped(block_id)
-            errors.append(str(e))
-            offset, length = offset + sent, length - sent
-    elif stat is None and ctx.store.vanished(block_id):
-        ctx.dropped(block_id)
-        errors.append(f"the local replica of {block_id} is gone")
-    for source in located.sources:
-        if source == ctx.http_address:
-            continue
-        sent = 0
-        try:
-            for piece in get_block(source, block_id, located.token, offset, length):
-                sent += len(piece)
-                yield piece
-            return
-        except BlockTransferFailed as e:
-            errors.append(str(e))
-            offset, length = offset + sent, length - sent
-    raise MissingBlock(f"no readable replica of {block_id}: {'; '.join(errors) or 'no live node holds it'}")
-
-
-def fetch_block(ctx: DataNodeContext, block: BlockRef, sources: Iterable[str], token: str) -> StoredBlock | None:
-    """Copy ``block`` from one of ``sources`` (a re-replication order); None if none could serve it."""
-    for source in sources:
-        if ctx.store.stat(block.block_id) is not None:
-            return None
-        writer = ctx.store.writer(block.block_id)
-        try:
-            for piece in get_block(source, block.block_id, token, 0, block.length):
-                writer.write(piece)
-        except BlockTransferFailed as e:
-            writer.abort()
-            log.warn("re-replication of {block_id}: {error}", block_id=block.block_id, error=str(e))
-            continue
-        except BaseException:
-            writer.abort()
-            raise
-        stored = writer.finish()
-        if stored.checksum != block.checksum:
-            ctx.store.delete(block.block_id)
-            log.warn("re-replication of {block_id} from {source}: checksum mismatch", block_id=block.block_id, source=source)
-            continue
-        ctx.stored(stored)
-        return stored
-    return None
