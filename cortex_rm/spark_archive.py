@@ -8,7 +8,9 @@ over WebHDFS.  The file and its directories are world-readable, so Spark marks
 the archive PUBLIC and every node downloads it once into its public cache, for
 all the user's applications, until the jars change.  The zip is kept in the
 user's cache directory (``~/.cache/cortex-rm``), keyed by the jars' names, sizes
-and times, so a second ``client-config`` neither packs nor uploads again.
+and times, so a second ``client-config`` neither packs nor uploads again.  Only the
+``KEEP_ARCHIVES`` most recently used zips stay there (each is hundreds of MB, and
+every Spark installation or upgrade makes a new one).
 
 The archive lives in the uploading user's home: nobody else can write there, so
 nobody can swap a different archive in under the same name.
@@ -30,6 +32,7 @@ from cortex_rm.yarn.addresses import HostPort
 ARCHIVE_DIR = ".cortex/spark-archives"
 PIECE = 1024 * 1024
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold
+KEEP_ARCHIVES = 3
 
 Say = Callable[[str], None]
 
@@ -61,6 +64,7 @@ def build_archive(spark_home: Path, cache_dir: Path, say: Say) -> tuple[Path, st
     cache_dir.mkdir(parents=True, exist_ok=True)
     archive, digest_file = cache_dir / f"{key}.zip", cache_dir / f"{key}.sha256"
     if archive.exists() and digest_file.exists():
+        archive.touch()  # recently used: the last to be pruned
         return archive, digest_file.read_text().strip()
     total = sum(j.stat().st_size for j in jars)
     say(f"packing the {len(jars)} jars of {spark_home} ({total / 2**20:.0f} MiB) into one archive ...")
@@ -77,7 +81,16 @@ def build_archive(spark_home: Path, cache_dir: Path, say: Say) -> tuple[Path, st
             digest.update(piece)
     partial.rename(archive)
     digest_file.write_text(digest.hexdigest() + "\n")
+    prune_cache(cache_dir, KEEP_ARCHIVES)
     return archive, digest.hexdigest()
+
+
+def prune_cache(cache_dir: Path, keep: int) -> None:
+    """Remove all but the ``keep`` most recently used archives (and their digests)."""
+    archives = sorted(cache_dir.glob("*.zip"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in archives[keep:]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".sha256").unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- WebHDFS

@@ -7,6 +7,7 @@ daemon processes on loopback with free ports) and stopped with ``down``.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,3 +64,17 @@ def running_cluster(
         for node in json.loads((workdir / local_cluster.CLUSTER_FILE).read_text()):
             assert not alive(node["pid"]), f"{node['name']} still running"
         assert IsolatedNetwork.load(workdir) is None, "the cluster's namespaces were not removed"
+        drop_bulk(workdir)
+
+
+# What a stopped test cluster need not keep: block replicas, unpacked runtime images and
+# the NodeManagers' local dirs (localized Spark archives) — gigabytes per cluster.  The
+# daemons' and containers' logs stay for a failure's post-mortem.
+BULK_DIRS = ("dfs-data", "images", "nm-local-dir")
+
+
+def drop_bulk(workdir: Path) -> None:
+    for name in BULK_DIRS:
+        for path in sorted(workdir.rglob(name)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)

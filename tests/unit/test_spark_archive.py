@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cortex_rm.client_config import RMAddresses, core_site, spark_defaults
-from cortex_rm.spark_archive import ArchiveError, build_archive
+from cortex_rm.spark_archive import KEEP_ARCHIVES, ArchiveError, build_archive
 from cortex_rm.yarn.addresses import HostPort
 
 
@@ -56,6 +56,23 @@ def test_changed_jars_are_packed_again(tmp_path: Path) -> None:
     (home / "jars" / "x.jar").write_bytes(b"22")
     _, after = build_archive(home, tmp_path / "cache", lambda _: None)
     assert before != after
+
+
+def test_the_cache_keeps_only_the_most_recently_used_archives(tmp_path: Path) -> None:
+    """Every Spark installation makes its own zip; the cache keeps the KEEP_ARCHIVES last used
+    ones (a reused archive counts as used) and removes the others with their digests."""
+    cache = tmp_path / "cache"
+    homes = [spark_home(tmp_path / str(i), {f"{i}.jar": bytes([i]) * 10}) for i in range(KEEP_ARCHIVES + 2)]
+    made = []
+    for i, home in enumerate(homes[: KEEP_ARCHIVES + 1]):
+        archive, _ = build_archive(home, cache, lambda _: None)
+        os.utime(archive, (i, i))  # an order on a coarse clock
+        made.append(archive)
+    assert not made[0].exists() and not made[0].with_suffix(".sha256").exists()
+    build_archive(homes[1], cache, lambda _: None)  # used again: now the newest
+    newest, _ = build_archive(homes[-1], cache, lambda _: None)
+    assert sorted(cache.glob("*.zip")) == sorted([made[1], made[3], newest])
+    assert len(list(cache.glob("*.sha256"))) == KEEP_ARCHIVES
 
 
 def test_a_directory_without_jars_is_not_a_spark_installation(tmp_path: Path) -> None:
