@@ -167,7 +167,7 @@ def _node_id(cluster: RunningCluster, name: str) -> str:
 def test_applications_survive_a_restart_of_the_cluster(tmp_path: Path) -> None:
     """Stopping and starting the RM keeps every application, its state, and never reuses an id."""
     workdir = tmp_path / "restart"
-    with running_cluster(workdir, nodes=1) as first:
+    with running_cluster(workdir, nodes=1, drop_data=False) as first:
         yarn = YarnClientDriver(first.conf_dir)
         accepted = yarn.run("submit", "survivor", "default", *WAITING_AM)["applicationId"]
         killed = yarn.run("submit", "killed-before", "default", *WAITING_AM)["applicationId"]

@@ -53,9 +53,11 @@ def start_cluster(workdir: Path, nodes: int, spark: bool = False, isolated: bool
 
 @contextmanager
 def running_cluster(
-    workdir: Path, nodes: int = 2, spark: bool = False, isolated: bool = False
+    workdir: Path, nodes: int = 2, spark: bool = False, isolated: bool = False, drop_data: bool = True
 ) -> Iterator[RunningCluster]:
-    """Start a cluster, yield it, and always stop it (asserting no daemon and no namespace is left)."""
+    """Start a cluster, yield it, and always stop it (asserting no daemon and no namespace is left);
+    then drop its bulky data (``drop_bulk``) unless ``drop_data`` is False (a test that starts the
+    cluster again on the same work dir)."""
     cluster = start_cluster(workdir, nodes, spark, isolated)
     try:
         yield cluster
@@ -64,7 +66,8 @@ def running_cluster(
         for node in json.loads((workdir / local_cluster.CLUSTER_FILE).read_text()):
             assert not alive(node["pid"]), f"{node['name']} still running"
         assert IsolatedNetwork.load(workdir) is None, "the cluster's namespaces were not removed"
-        drop_bulk(workdir)
+        if drop_data:
+            drop_bulk(workdir)
 
 
 # What a stopped test cluster need not keep: block replicas, unpacked runtime images and
