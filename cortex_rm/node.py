@@ -122,6 +122,7 @@ class CortexNode:
                 reactor=self.reactor,
                 listen=self._listen,
                 tls=tls,
+                state_dir=config.state_dir,
                 ring=self.ring,
             )
             await self.resource_manager.start(started_ms)

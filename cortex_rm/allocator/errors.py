@@ -39,3 +39,6 @@ class InvalidSubmission(AllocatorError):
 class RefusedOperation(AllocatorError):
     """An operation that is valid in general but refused in the application's current state."""
 
+
+class AccessDenied(AllocatorError):
+    """The caller may not do this (no credential, or not her application): AccessControlException / 403."""

@@ -24,6 +24,8 @@ class RMKeys:
     container: MasterKey
     # signs the file system's tickets (redirects and block tokens); nodes get it over mutual TLS
     file_system: MasterKey
+    # signs users' delegation tokens (their credentials); only the RM has it
+    delegation: MasterKey
 
     @classmethod
     def recover(
@@ -34,14 +36,14 @@ class RMKeys:
         async def run() -> RMKeys:
             stored = await store.load()
             keys = {}
-            for number, name in enumerate(("amrm", "container", "file_system"), start=1):
+            for number, name in enumerate(("amrm", "container", "file_system", "delegation"), start=1):
                 if name in stored.master_keys:
                     key_id, secret = stored.master_keys[name]
                     keys[name] = MasterKey(key_id, secret)
                 else:
-                    key_id = int.from_bytes(random_bytes(3), "big") * 4 + number  # distinct per name
+                    key_id = int.from_bytes(random_bytes(3), "big") * 8 + number  # distinct per name
                     keys[name] = MasterKey(key_id, random_bytes(20))
                     await store.save_master_key(name, key_id, keys[name].secret)
-            return cls(keys["amrm"], keys["container"], keys["file_system"])
+            return cls(keys["amrm"], keys["container"], keys["file_system"], keys["delegation"])
 
         return defer.ensureDeferred(run())

@@ -1,5 +1,6 @@
 """Where the RM keeps what must survive a restart: the cluster timestamp, the
-application id high-water mark, and every application.
+application id high-water mark, every application, the token master keys and the
+users' live delegation tokens.
 
 Two implementations share one contract (``tests/unit/test_state_store.py`` runs
 the same suite on both): ``MemoryStateStore`` for unit tests and
@@ -35,6 +36,9 @@ class StoredState:
     applications: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
     # token master keys by name ("amrm", "container"): (key id, secret)
     master_keys: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    # users' live delegation tokens by sequence number (``UserCredentials``' documents)
+    delegation_tokens: dict[int, dict[str, Any]] = field(default_factory=dict)
+    delegation_sequence: int = 0  # sequence numbers up to this one have been used
 
 
 class RMStateStore(Protocol):
@@ -56,6 +60,12 @@ class RMStateStore(Protocol):
     def remove_application(self, app_id: str) -> defer.Deferred[None]:
         """Forget an application (an old completed one beyond the RM's limit)."""
 
+    def save_delegation_token(self, sequence: int, document: dict[str, Any]) -> defer.Deferred[None]:
+        """Keep a delegation token that was issued (and raise the sequence high-water mark to it)."""
+
+    def remove_delegation_tokens(self, sequences: list[int]) -> defer.Deferred[None]:
+        """Forget delegation tokens (revoked, cancelled or expired): they authenticate nobody any more."""
+
     def close(self) -> None:
         """Release connections and threads."""
 
@@ -71,8 +81,16 @@ class MemoryStateStore:
         # in application-number order, as the SQL store's ORDER BY seq
         ordered = sorted(self._apps.values(), key=lambda dc: _app_number(dc[0]["app_id"]))
         apps = [(json.loads(json.dumps(d)), c) for d, c in ordered]
+        tokens = {seq: json.loads(json.dumps(d)) for seq, d in self.state.delegation_tokens.items()}
         return defer.succeed(
-            StoredState(self.state.cluster_timestamp, self.state.app_id_high_water, apps, dict(self.state.master_keys))
+            StoredState(
+                self.state.cluster_timestamp,
+                self.state.app_id_high_water,
+                apps,
+                dict(self.state.master_keys),
+                tokens,
+                self.state.delegation_sequence,
+            )
         )
 
     def save_cluster_timestamp(self, timestamp: int) -> defer.Deferred[None]:
@@ -95,6 +113,16 @@ class MemoryStateStore:
         self._apps.pop(app_id, None)
         return defer.succeed(None)
 
+    def save_delegation_token(self, sequence: int, document: dict[str, Any]) -> defer.Deferred[None]:
+        self.state.delegation_tokens[sequence] = json.loads(json.dumps(document))
+        self.state.delegation_sequence = max(self.state.delegation_sequence, sequence)
+        return defer.succeed(None)
+
+    def remove_delegation_tokens(self, sequences: list[int]) -> defer.Deferred[None]:
+        for sequence in sequences:
+            self.state.delegation_tokens.pop(sequence, None)
+        return defer.succeed(None)
+
     def close(self) -> None:
         pass
 
@@ -115,6 +143,12 @@ _applications = Table(
     Column("document", Text, nullable=False),
     Column("submission_context", LargeBinary, nullable=False),
     Column("seq", Integer, nullable=False),
+)
+_delegation_tokens = Table(
+    "rm_delegation_tokens",
+    _metadata,
+    Column("sequence", Integer, primary_key=True, autoincrement=False),
+    Column("document", Text, nullable=False),
 )
 
 
@@ -140,6 +174,7 @@ class SqlStateStore:
                 rows = conn.execute(
                     select(_applications.c.document, _applications.c.submission_context).order_by(_applications.c.seq)
                 ).all()
+                tokens = {seq: json.loads(d) for seq, d in conn.execute(select(_delegation_tokens)).all()}
             timestamp = int(meta["cluster_timestamp"]) if "cluster_timestamp" in meta else None
             high_water = int(meta.get("app_id_high_water", 0))
             keys = {}
@@ -147,7 +182,9 @@ class SqlStateStore:
                 if key.startswith(_MASTER_KEY_PREFIX):
                     key_id, secret = value.split(":", 1)
                     keys[key[len(_MASTER_KEY_PREFIX) :]] = (int(key_id), bytes.fromhex(secret))
-            return StoredState(timestamp, high_water, [(json.loads(d), bytes(c)) for d, c in rows], keys)
+            apps = [(json.loads(d), bytes(c)) for d, c in rows]
+            sequence = int(meta.get("delegation_sequence", 0))
+            return StoredState(timestamp, high_water, apps, keys, tokens, sequence)
 
         return self._run(load_sync)
 
@@ -172,6 +209,25 @@ class SqlStateStore:
         def remove_sync() -> None:
             with self._engine_now().begin() as conn:
                 conn.execute(_applications.delete().where(_applications.c.app_id == app_id))
+
+        return self._run(remove_sync)
+
+    def save_delegation_token(self, sequence: int, document: dict[str, Any]) -> defer.Deferred[None]:
+        text = json.dumps(document, sort_keys=True)
+
+        def save_sync() -> None:
+            with self._engine_now().begin() as conn:
+                conn.execute(_delegation_tokens.delete().where(_delegation_tokens.c.sequence == sequence))
+                conn.execute(_delegation_tokens.insert().values(sequence=sequence, document=text))
+
+        d = self._run(save_sync)
+        d.addCallback(lambda _: self._put_meta("delegation_sequence", str(sequence), only_if_larger=True))
+        return d
+
+    def remove_delegation_tokens(self, sequences: list[int]) -> defer.Deferred[None]:
+        def remove_sync() -> None:
+            with self._engine_now().begin() as conn:
+                conn.execute(_delegation_tokens.delete().where(_delegation_tokens.c.sequence.in_(sequences)))
 
         return self._run(remove_sync)
 

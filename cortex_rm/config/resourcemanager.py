@@ -49,11 +49,20 @@ class ResourceManagerSection:
     # (/cortex/images/<sha256>.tar.zst). Nodes fetch and unpack it, and take no containers
     # until they have it.
     runtime_image: str = ""
+    # What a caller without a user's credential may see: "cluster-info" (the cluster's info
+    # and metrics, on REST and IPC) or "none"; never a state change.
+    anonymous_access: str = "cluster-info"
+    # How long a user's credential (`cortex-rm user add`) stays valid; issue a new one before.
+    credential_lifetime_s: int = 30 * 24 * 3600
 
     def check(self, where: str) -> None:
         """ConfigError naming the key of the first value that cannot work (``where``: the file)."""
         if self.nm_expiry_ms < 300:
             raise ConfigError(f"{where}: resourcemanager.nm_expiry_ms must be at least 300")
+        if self.anonymous_access not in ("none", "cluster-info"):
+            raise ConfigError(f'{where}: resourcemanager.anonymous_access must be "none" or "cluster-info"')
+        if self.credential_lifetime_s < 60:
+            raise ConfigError(f"{where}: resourcemanager.credential_lifetime_s must be at least 60")
         if self.max_app_attempts < 1:
             raise ConfigError(f"{where}: resourcemanager.max_app_attempts must be at least 1")
         if self.max_application_priority < 0:

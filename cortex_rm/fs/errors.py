@@ -62,7 +62,8 @@ class IllegalArgument(FsError):
 
 
 class InvalidToken(FsError):
-    """A redirect's or a block transfer's token is forged, expired or for something else."""
+    """A redirect's or a block transfer's token, or a user's ``delegation`` token, is forged,
+    expired, revoked or for something else."""
 
     java_class = "org.apache.hadoop.security.token.SecretManager$InvalidToken"
     http_status = 403

@@ -6,7 +6,10 @@ Built by the composition root (``node.py``) when ``[resourcemanager] enabled``:
   scheduling service with the application table it owns and the capacity
   scheduler (``allocator/cluster_scheduling.py``), which launches AM containers
   on nodes over Hadoop IPC;
-* ``resourcemanager.address``: ApplicationClientProtocol (SIMPLE auth);
+* users' credentials (``allocator/user_credentials.py``, ``roles/user_admin.py``): the
+  admin's at ``<state_dir>/admin.token``, checked on every port below;
+* ``resourcemanager.address``: ApplicationClientProtocol (SASL TOKEN with a user's RM
+  delegation token; SIMPLE callers are anonymous);
 * ``resourcemanager.scheduler_address``: ApplicationMasterProtocol, where an AM must
   authenticate with its AMRMToken (DIGEST-MD5) — that is how the RM knows which
   attempt calls;
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import getpass
 import random
+from pathlib import Path
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
@@ -29,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from cortex_rm import __version__
+from cortex_rm.allocator.app_access import AppAccess
 from cortex_rm.allocator.app_model import SchedulerLimits
 from cortex_rm.allocator.cluster_scheduling import ClusterScheduling, SchedulingTimers
 from cortex_rm.allocator.master_keys import RMKeys
@@ -45,6 +51,7 @@ from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.allocator.scheduler import CapacityScheduler
 from cortex_rm.allocator.scheduler_config import SchedulerConfig
 from cortex_rm.allocator.state_store import SqlStateStore
+from cortex_rm.allocator.user_credentials import UserCredentials
 from cortex_rm.config import ResourceManagerSection, SchedulerSection
 from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
 from cortex_rm.internal.tls import MutualTLS
@@ -53,9 +60,10 @@ from cortex_rm.roles.ports import Listen
 from cortex_rm.roles.ring_records import Republisher, ResourceManagerRecord, publish_resource_manager
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.threads import thread_runner
+from cortex_rm.roles.user_admin import ADMIN_TOKEN_FILE, RMUserAdmin, start_sweeps
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.blocking import Runner
-from cortex_rm.yarn.errors import YarnError
+from cortex_rm.yarn.errors import MalformedId, YarnError
 from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
 from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR, LOG_SUFFIX
 from cortex_rm.yarn.resource_tracker import ContainerReport, NodeRefused
@@ -67,8 +75,10 @@ from cortex_rm.yarn_api.am_service import ApplicationMasterService, am_protocol
 from cortex_rm.yarn_api.client_service import ApplicationClientService, client_protocol
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.rest import build_rest_site
+from cortex_rm.yarn_api.rest_services import UserAdmin
 from cortex_rm.yarn_api.sasl import SaslServer
 from cortex_rm.yarn_api.tokens import parse_amrm_identifier, read_container_identifier
+from cortex_rm.yarn_api.user_auth import UserAuthenticator
 from cortex_rm.yarn_api.webhdfs.namenode_resource import NameNodeResource
 
 log = Logger()
@@ -110,6 +120,7 @@ class ResourceManagerRole:
         reactor: INodeReactor,
         listen: Listen,
         tls: MutualTLS,
+        state_dir: Path,
         ring: RingService | None = None,
     ) -> None:
         self.section = section
@@ -119,6 +130,8 @@ class ResourceManagerRole:
         self._listen = listen
         self._tls = tls
         self._ring = ring
+        self.state_dir = state_dir
+        self._token_sweeps: LoopingCall | None = None
         self.rm: RMContext | None = None
         self.keys: RMKeys | None = None
         self.tracker: NodeTracker | None = None
@@ -183,9 +196,23 @@ class ResourceManagerRole:
             container_source=scheduling.containers_of,
         )
         self.name_node = name_node = await self._start_name_node(keys, run)
-        site = build_rest_site(self.rm, version=__version__, children={b"webhdfs": NameNodeResource(name_node)})
+        credentials = UserCredentials(
+            keys.delegation, self._store, await self._store.load(), self._now_ms, conf.credential_lifetime_s * 1000
+        )
+        auth = UserAuthenticator(credentials, conf.anonymous_access)
+        access = AppAccess([name_node.namespace.superuser])
+        self._token_sweeps = start_sweeps(credentials, self._app_running, self.reactor)
+        admin_box: list[RMUserAdmin] = []
+        site = build_rest_site(
+            self.rm,
+            version=__version__,
+            children={b"webhdfs": NameNodeResource(name_node, auth)},
+            auth=auth,
+            access=access,
+            admin=_LateAdmin(admin_box),
+        )
         bound = {
-            "address": self._listen("resourcemanager.address", conf.address, self._client_port(self.rm)),
+            "address": self._listen("resourcemanager.address", conf.address, self._client_port(self.rm, auth, access)),
             "scheduler_address": self._listen(
                 "resourcemanager.scheduler_address",
                 conf.scheduler_address,
@@ -193,6 +220,9 @@ class ResourceManagerRole:
             ),
             "webapp_address": self._listen("resourcemanager.webapp_address", conf.webapp_address, site),
         }
+        admin = RMUserAdmin(auth, str(bound["address"]), str(bound["webapp_address"]))
+        admin_box.append(admin)
+        await admin.ensure_admin_credential(self.state_dir / ADMIN_TOKEN_FILE, name_node.namespace.superuser)
         self.tracker = NodeTracker(
             nodes,
             self.reactor,
@@ -294,10 +324,17 @@ class ResourceManagerRole:
         self._republisher = Republisher(lambda: publish_resource_manager(ring, record), self.reactor)
         self._republisher.start()
 
-    def _client_port(self, rm: RMContext) -> IpcServerFactory:
+    def _app_running(self, app_id: str) -> bool:
+        assert self.rm is not None
+        try:
+            return not self.rm.apps.get(ApplicationId.parse(app_id)).state.is_terminal
+        except (UnknownApplication, MalformedId):
+            return False
+
+    def _client_port(self, rm: RMContext, auth: UserAuthenticator, access: AppAccess) -> IpcServerFactory:
         return IpcServerFactory.daemon_port(
-            [client_protocol(ApplicationClientService(rm))],
-            SaslServer.simple_only(),
+            [client_protocol(ApplicationClientService(rm, auth, access))],
+            SaslServer(auth.sasl_password),
             max_data_length=self.section.ipc_max_data_length,
             clock=self.reactor,
         )
@@ -336,6 +373,8 @@ class ResourceManagerRole:
             self._expiry = None
         if self._log_retention is not None and self._log_retention.running:
             self._log_retention.stop()
+        if self._token_sweeps is not None and self._token_sweeps.running:
+            self._token_sweeps.stop()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.stop()  # waits for queued state-store writes to finish
@@ -343,3 +382,24 @@ class ResourceManagerRole:
             self._store.close()
         if self._fs_store is not None:
             self._fs_store.close()
+
+
+class _LateAdmin(UserAdmin):
+    """The REST site's user admin, known only once the ports are bound (its tokens name them)."""
+
+    def __init__(self, box: list[RMUserAdmin]) -> None:
+        self.box = box
+
+    def _admin(self) -> RMUserAdmin:
+        if not self.box:
+            raise RuntimeError("the ResourceManager is still starting")
+        return self.box[0]
+
+    async def issue(self, user: str) -> bytes:
+        return await self._admin().issue(user)
+
+    async def revoke(self, user: str) -> int:
+        return await self._admin().revoke(user)
+
+    def users(self) -> dict[str, dict[str, Any]]:
+        return self._admin().users()

@@ -25,6 +25,7 @@ from cortex_rm.yarn_api.errors import RemoteError
 
 _JAVA_CLASS: dict[type[YarnError], str] = {
     alloc.UnknownApplication: errors.APPLICATION_NOT_FOUND,
+    alloc.AccessDenied: errors.ACCESS_CONTROL_EXCEPTION,
     alloc.UnknownAttempt: errors.APPLICATION_ATTEMPT_NOT_FOUND,
     alloc.UnknownContainer: errors.CONTAINER_NOT_FOUND,
     InvalidResourceRequest: errors.INVALID_RESOURCE_REQUEST,

@@ -5,35 +5,44 @@ response message (or a Deferred of it).  Allocator errors become the Java
 exceptions Hadoop's client expects (``ApplicationNotFoundException`` for an
 unknown id, and so on) through ``allocator_errors``; the IPC layer turns those
 into ERROR replies.
+
+Every call is authorised first (``CALL_ACCESS``): a caller without a credential
+may ask for the cluster's metrics (if ``anonymous_access`` allows) and nothing
+else; an authenticated user may read the cluster and submit; an application may
+be seen and changed only by whom ``AppAccess`` allows (YARN's VIEW_APP and
+MODIFY_APP), and others' applications are left out of listings.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet import defer
 
 from cortex_rm.allocator import errors as alloc
+from cortex_rm.allocator.app_access import MODIFY_APP, VIEW_APP, AppAccess
+from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.app_queries import ApplicationFilter
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.rm_context import RMContext
-from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.delegation import Principal
+from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.allocator_errors import translating_allocator_errors
+from cortex_rm.yarn_api.app_credentials import substitute_application_tokens
 from cortex_rm.yarn_api.proto import applicationclient_protocol_pb2
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.rpc_protocol import CallContext, Handler, RpcProtocol
+from cortex_rm.yarn_api.writable import MalformedCredentials
+from cortex_rm.yarn_api.user_auth import ANONYMOUS_CLUSTER_INFO, UserAuthenticator, require_user
 
 CLIENT_PROTOCOL = "org.apache.hadoop.yarn.api.ApplicationClientProtocolPB"
 
 _PROFILES_DISABLED = "Resource profiles are disabled on this cluster (yarn.resourcemanager.resource-profiles.enabled=false)"
 
-# The user of a SIMPLE connection whose context names nobody (Hadoop's static web user).
-ANONYMOUS_USER = "dr.who"
-
-
-def caller(call: CallContext) -> str:
-    """The calling user: the context's effective user, or the anonymous user."""
-    return call.effective_user or ANONYMOUS_USER
+# Methods an anonymous caller may call when ``anonymous_access`` is "cluster-info".
+ANONYMOUS_METHODS = frozenset({"getClusterMetrics"})
 
 
 # Methods of Hadoop's ApplicationClientProtocol that Cortex answers by name with a
@@ -59,8 +68,10 @@ UNSUPPORTED_CLIENT_METHODS = frozenset(
 class ApplicationClientService:
     """The handlers of ApplicationClientProtocol over one RMContext."""
 
-    def __init__(self, rm: RMContext) -> None:
+    def __init__(self, rm: RMContext, auth: UserAuthenticator, access: AppAccess) -> None:
         self.rm = rm
+        self.auth = auth
+        self.access = access
 
     def handlers(self) -> dict[str, Handler]:
         """Method name -> handler, for the IPC registry; allocator errors leave as YARN's exceptions."""
@@ -90,13 +101,35 @@ class ApplicationClientService:
             "getResourceProfile": self.get_resource_profile,
             "getResourceTypeInfo": self.get_resource_type_info,
         }
-        return {name: translating_allocator_errors(handler) for name, handler in handlers.items()}
+        return {name: translating_allocator_errors(self._authenticated(name, h)) for name, h in handlers.items()}
+
+    def _authenticated(self, name: str, handler: Handler) -> Handler:
+        """``handler`` behind the rule for anonymous callers."""
+        open_to_anonymous = name in ANONYMOUS_METHODS and self.auth.anonymous_access == ANONYMOUS_CLUSTER_INFO
+
+        def run(call: CallContext, request: Any) -> Any:
+            if not open_to_anonymous:
+                require_user(self.auth.principal_of_call(call), name)
+            return handler(call, request)
+
+        return run
+
+    def _app(self, call: CallContext, app_id: ApplicationId, access: str) -> Application:
+        """The application, if the caller may ``access`` it (else AccessControlException)."""
+        app = self.rm.apps.get(app_id)
+        self.access.check(self.auth.principal_of_call(call), app, access)
+        return app
+
+    def _caller(self, call: CallContext) -> Principal:
+        return self.auth.principal_of_call(call)
 
     # -- applications --------------------------------------------------------------
 
     def get_new_application(
         self, call: CallContext, request: ys.GetNewApplicationRequestProto
     ) -> defer.Deferred[ys.GetNewApplicationResponseProto]:
+        self.access.may_submit(self._caller(call))
+
         async def new() -> ys.GetNewApplicationResponseProto:
             app_id = await self.rm.apps.new_application()
             response = ys.GetNewApplicationResponseProto()
@@ -112,7 +145,15 @@ class ApplicationClientService:
         async def submit() -> ys.SubmitApplicationResponseProto:
             if not request.HasField("application_submission_context"):
                 raise alloc.InvalidSubmission("submitApplication carries no application_submission_context")
-            submission = records.submission_from_proto(request.application_submission_context, caller(call))
+            user = self.access.may_submit(self._caller(call))
+            context = request.application_submission_context
+            try:
+                await substitute_application_tokens(
+                    context, user, records.app_id_from_proto(context.application_id), self.auth.credentials
+                )
+            except MalformedCredentials as e:
+                raise alloc.InvalidSubmission(f"the AM's launch context carries unreadable tokens: {e}") from None
+            submission = records.submission_from_proto(context, user)
             await self.rm.apps.submit(submission)
             return ys.SubmitApplicationResponseProto()
 
@@ -121,7 +162,7 @@ class ApplicationClientService:
     def get_application_report(
         self, call: CallContext, request: ys.GetApplicationReportRequestProto
     ) -> ys.GetApplicationReportResponseProto:
-        app = self.rm.apps.get(records.app_id_from_proto(request.application_id))
+        app = self._app(call, records.app_id_from_proto(request.application_id), VIEW_APP)
         response = ys.GetApplicationReportResponseProto()
         records.app_report(app, self.rm, response.application_report)
         return response
@@ -131,7 +172,8 @@ class ApplicationClientService:
     ) -> defer.Deferred[ys.KillApplicationResponseProto]:
         async def kill() -> ys.KillApplicationResponseProto:
             app_id = records.app_id_from_proto(request.application_id)
-            diagnostics = request.diagnostics or f"Application {app_id} was killed by user {caller(call)}"
+            self._app(call, app_id, MODIFY_APP)
+            diagnostics = request.diagnostics or f"Application {app_id} was killed by user {self._caller(call).user}"
             completed = await self.rm.apps.kill(app_id, diagnostics)
             return ys.KillApplicationResponseProto(is_kill_completed=completed)
 
@@ -152,20 +194,24 @@ class ApplicationClientService:
             limit=request.limit if request.limit > 0 else 0,
         )
         response = ys.GetApplicationsResponseProto()
+        principal = self._caller(call)
         for app in self.rm.apps.matching(flt):
+            if not self.access.allows(principal, app, VIEW_APP):
+                continue
             records.app_report(app, self.rm, response.applications.add())
         return response
 
     def move_application(
         self, call: CallContext, request: ys.MoveApplicationAcrossQueuesRequestProto
     ) -> defer.Deferred[ys.MoveApplicationAcrossQueuesResponseProto]:
-        d = self.rm.apps.move(records.app_id_from_proto(request.application_id), request.target_queue)
+        app = self._app(call, records.app_id_from_proto(request.application_id), MODIFY_APP)
+        d = self.rm.apps.move(app.app_id, request.target_queue)
         return d.addCallback(lambda _: ys.MoveApplicationAcrossQueuesResponseProto())
 
     def update_application_priority(
         self, call: CallContext, request: ys.UpdateApplicationPriorityRequestProto
     ) -> defer.Deferred[ys.UpdateApplicationPriorityResponseProto]:
-        app_id = records.app_id_from_proto(request.applicationId)
+        app_id = self._app(call, records.app_id_from_proto(request.applicationId), MODIFY_APP).app_id
         d = self.rm.apps.update_priority(app_id, request.applicationPriority.priority)
 
         def respond(priority: int) -> ys.UpdateApplicationPriorityResponseProto:
@@ -178,7 +224,7 @@ class ApplicationClientService:
     def update_application_timeouts(
         self, call: CallContext, request: ys.UpdateApplicationTimeoutsRequestProto
     ) -> ys.UpdateApplicationTimeoutsResponseProto:
-        app = self.rm.apps.get(records.app_id_from_proto(request.applicationId))
+        app = self._app(call, records.app_id_from_proto(request.applicationId), MODIFY_APP)
         raise alloc.RefusedOperation(
             f"Application lifetime timeouts are not supported by Cortex; {app.app_id} keeps running until it ends"
         )
@@ -189,13 +235,16 @@ class ApplicationClientService:
         self, call: CallContext, request: ys.FailApplicationAttemptRequestProto
     ) -> defer.Deferred[ys.FailApplicationAttemptResponseProto]:
         attempt_id = records.attempt_id_from_proto(request.application_attempt_id)
-        d = self.rm.apps.fail_attempt(attempt_id, f"Attempt failed by user {caller(call)}.")
+        self._app(call, attempt_id.app_id, MODIFY_APP)
+        d = self.rm.apps.fail_attempt(attempt_id, f"Attempt failed by user {self._caller(call).user}.")
         return d.addCallback(lambda _: ys.FailApplicationAttemptResponseProto())
 
     def get_application_attempt_report(
         self, call: CallContext, request: ys.GetApplicationAttemptReportRequestProto
     ) -> ys.GetApplicationAttemptReportResponseProto:
-        _, attempt = self.rm.apps.get_attempt(records.attempt_id_from_proto(request.application_attempt_id))
+        attempt_id = records.attempt_id_from_proto(request.application_attempt_id)
+        self._app(call, attempt_id.app_id, VIEW_APP)
+        _, attempt = self.rm.apps.get_attempt(attempt_id)
         response = ys.GetApplicationAttemptReportResponseProto()
         records.attempt_report(attempt, response.application_attempt_report)
         return response
@@ -203,7 +252,7 @@ class ApplicationClientService:
     def get_application_attempts(
         self, call: CallContext, request: ys.GetApplicationAttemptsRequestProto
     ) -> ys.GetApplicationAttemptsResponseProto:
-        app = self.rm.apps.get(records.app_id_from_proto(request.application_id))
+        app = self._app(call, records.app_id_from_proto(request.application_id), VIEW_APP)
         response = ys.GetApplicationAttemptsResponseProto()
         for attempt in app.attempts:
             records.attempt_report(attempt, response.application_attempts.add())
@@ -213,6 +262,7 @@ class ApplicationClientService:
         self, call: CallContext, request: ys.GetContainerReportRequestProto
     ) -> ys.GetContainerReportResponseProto:
         container_id = records.container_id_from_proto(request.container_id)
+        self._app(call, container_id.attempt_id.app_id, VIEW_APP)
         self.rm.apps.get_attempt(container_id.attempt_id)  # unknown app/attempt: their own errors
         for container in self.rm.attempt_containers(container_id.attempt_id):
             if container.container_id == container_id:
@@ -223,6 +273,7 @@ class ApplicationClientService:
 
     def get_containers(self, call: CallContext, request: ys.GetContainersRequestProto) -> ys.GetContainersResponseProto:
         attempt_id = records.attempt_id_from_proto(request.application_attempt_id)
+        self._app(call, attempt_id.app_id, VIEW_APP)
         self.rm.apps.get_attempt(attempt_id)
         response = ys.GetContainersResponseProto()
         for container in self.rm.attempt_containers(attempt_id):
@@ -247,6 +298,7 @@ class ApplicationClientService:
 
     def signal_to_container(self, call: CallContext, request: ys.SignalContainerRequestProto) -> ys.SignalContainerResponseProto:
         container_id = records.container_id_from_proto(request.container_id)
+        self._app(call, container_id.attempt_id.app_id, MODIFY_APP)
         self.rm.apps.get_attempt(container_id.attempt_id)
         raise alloc.UnknownContainer(f"Container with id '{container_id}' doesn't exist in RM.")
 

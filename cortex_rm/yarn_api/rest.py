@@ -33,11 +33,14 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from cortex_rm.allocator.app_access import AppAccess
 from cortex_rm.allocator.rm_context import RMContext
+from cortex_rm.yarn.delegation import ANONYMOUS, REST_TOKEN_HEADER, RM_DELEGATION_KIND, InvalidToken, Principal
 from cortex_rm.yarn.errors import YarnError
 from cortex_rm.yarn_api import rest_errors
 from cortex_rm.yarn_api.rest_errors import RestError
-from cortex_rm.yarn_api.rest_services import STATIC_WEB_USER, ClusterWebServices, Reply, RestCall, match_route
+from cortex_rm.yarn_api.rest_services import STATIC_WEB_USER, ClusterWebServices, Reply, RestCall, UserAdmin, match_route
+from cortex_rm.yarn_api.user_auth import UserAuthenticator
 
 log = Logger()
 
@@ -129,9 +132,10 @@ class WebServicesResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, services: ClusterWebServices) -> None:
+    def __init__(self, services: ClusterWebServices, auth: UserAuthenticator | None) -> None:
         super().__init__()
         self.services = services
+        self.auth = auth
 
     def render(self, request: Request) -> int:
         gone: list[Failure] = []
@@ -160,7 +164,7 @@ class WebServicesResource(Resource):
         if name is None:
             raise rest_errors.method_not_allowed(method, path, list(methods))
         query = _query(request)
-        user = (query.get("user.name") or [""])[0].strip() or STATIC_WEB_USER
+        principal = self._principal(request)
         call = RestCall(
             method=method,
             path=path,
@@ -168,13 +172,24 @@ class WebServicesResource(Resource):
             query=query,
             body=cast(IO[bytes], request.content).read() if request.content is not None else b"",
             content_type=_text(request.getHeader(b"content-type")),
-            user=user,
+            user=principal.name(STATIC_WEB_USER),
+            principal=principal,
             base_url=_base_url(request),
         )
         answer = self.services.operation(name)(call)
         if isinstance(answer, Reply):
             return defer.succeed(answer)
         return defer.Deferred.fromCoroutine(answer)  # runs now, up to the first wait on the state store
+
+    def _principal(self, request: Request) -> Principal:
+        """The owner of the request's RM delegation token; anonymous without one (401 for a bad one)."""
+        header = request.getHeader(REST_TOKEN_HEADER.encode("ascii"))
+        if header is None or self.auth is None:
+            return ANONYMOUS
+        try:
+            return self.auth.principal_of_url_token(header.decode("ascii", errors="replace"), RM_DELEGATION_KIND)
+        except InvalidToken as e:
+            raise rest_errors.unauthorized(f"{REST_TOKEN_HEADER}: {e}") from None
 
     def _error_reply(self, failure: Failure, method: str, path: str) -> tuple[Reply, tuple[tuple[bytes, bytes], ...]]:
         error = failure.value
@@ -253,18 +268,26 @@ def build_rest_site(
     version: str,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     children: Mapping[bytes, Resource] | None = None,
+    auth: UserAuthenticator | None = None,
+    access: AppAccess | None = None,
+    admin: UserAdmin | None = None,
 ) -> Site:
     """The RM's web site (REST API and overview page), for ``reactor.listenTCP(port, site)``.
 
     ``version`` is the Cortex version shown by ``/ws/v1/cluster/info``; request bodies
     larger than ``max_body_bytes`` are answered with 413 without being kept;
-    ``children`` are mounted at the root too (``webhdfs``: the NameNode).
+    ``children`` are mounted at the root too (``webhdfs``: the NameNode).  ``auth``
+    checks the callers' tokens (without it every caller is anonymous), ``access`` says
+    who may see and change which application, and ``admin`` issues users' credentials.
     """
     root = _Root()
     page = ClusterOverviewPage(rm, version)
     root.putChild(b"", page)
     root.putChild(b"cluster", page)
-    root.putChild(b"ws", WebServicesResource(ClusterWebServices(rm, version)))
+    anonymous_access = auth.anonymous_access if auth is not None else "cluster-info"
+    credentials = auth.credentials if auth is not None else None
+    services = ClusterWebServices(rm, version, access or AppAccess(()), anonymous_access, admin, credentials)
+    root.putChild(b"ws", WebServicesResource(services, auth))
     for name, child in (children or {}).items():
         root.putChild(name, child)
     return RestSite(root, max_body_bytes=max_body_bytes, reactor=rm.clock)

@@ -26,6 +26,8 @@ NOT_FOUND: Final = ("NotFoundException", WEBAPP + "NotFoundException")
 BAD_REQUEST: Final = ("BadRequestException", WEBAPP + "BadRequestException")
 # What Jersey raises for the statuses it decides itself (405, 413, 415).
 WEB_APPLICATION: Final = ("WebApplicationException", "javax.ws.rs.WebApplicationException")
+FORBIDDEN: Final = ("ForbiddenException", "org.apache.hadoop.yarn.webapp.ForbiddenException")
+UNAUTHORIZED: Final = ("AuthorizationException", "org.apache.hadoop.security.authorize.AuthorizationException")
 INTERNAL: Final = ("YarnRuntimeException", "org.apache.hadoop.yarn.exceptions.YarnRuntimeException")
 
 
@@ -61,6 +63,16 @@ def not_found(message: str) -> RestError:
 
 def bad_request(message: str) -> RestError:
     return RestError(400, BAD_REQUEST, message)
+
+
+def forbidden(message: str) -> RestError:
+    """An authenticated caller who may not do this (YARN's ForbiddenException, 403)."""
+    return RestError(403, FORBIDDEN, message)
+
+
+def unauthorized(message: str) -> RestError:
+    """A caller without a valid credential (YARN's AuthorizationException, 401)."""
+    return RestError(401, UNAUTHORIZED, message)
 
 
 def method_not_allowed(method: str, path: str, allowed: list[str]) -> RestError:
@@ -99,6 +111,8 @@ def from_allocator(error: YarnError) -> RestError | None:
         return None
     if isinstance(error, (alloc.UnknownApplication, alloc.UnknownAttempt, alloc.UnknownContainer, alloc.UnknownNode)):
         return not_found(str(error))
+    if isinstance(error, alloc.AccessDenied):
+        return forbidden(str(error))
     # MalformedId, InvalidSubmission, RefusedOperation, UnknownQueue: the request can never succeed as sent.
     return bad_request(str(error))
 

@@ -6,28 +6,39 @@ This is the REST API without HTTP: ``rest.py`` turns a twisted.web request into 
 the same ``RMContext`` as the IPC ``ApplicationClientService``, so both faces of
 the RM agree.  Operations that reach the state store are coroutines.
 
-Writes act as the user of the ``user.name`` query parameter, else as Hadoop's
-static web user ``dr.who`` (security off: YARN's pseudo authentication).
+A request acts for the owner of the RM delegation token in its
+``Hadoop-YARN-RM-Delegation-Token`` header (``RestCall.principal``); ``user.name``
+proves nothing and is ignored.  Without a valid token a request may read what
+``anonymous_access`` allows (the cluster's info and metrics by default) and is
+answered 401 otherwise; applications are seen and changed only by whom
+``AppAccess`` allows (403 otherwise), and listings leave the others out.  The
+cluster's admins issue and revoke users' credentials under ``/ws/v1/cluster/cortex/users/{name}``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
+from cortex_rm.allocator.app_access import MODIFY_APP, VIEW_APP, AppAccess
 from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.app_queries import ApplicationFilter
 from cortex_rm.allocator.app_states import AppState, FinalStatus
-from cortex_rm.allocator.errors import UnknownApplication, UnknownNode, UnknownQueue
+from cortex_rm.allocator.errors import AccessDenied, UnknownApplication, UnknownNode, UnknownQueue
 from cortex_rm.allocator.nodes import NodeState
 from cortex_rm.allocator.rm_context import RMContext
+from cortex_rm.allocator.user_credentials import UserCredentials
+from cortex_rm.yarn.delegation import ANONYMOUS, Principal
 from cortex_rm.yarn.errors import MalformedId
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn_api import records, rest_app_json, rest_cluster_json
-from cortex_rm.yarn_api.rest_errors import bad_request, not_found, unsupported_media_type
+from cortex_rm.yarn_api.rest_errors import bad_request, forbidden, not_found, unauthorized, unsupported_media_type
+from cortex_rm.yarn_api.app_credentials import substitute_application_tokens
 from cortex_rm.yarn_api.rest_submit import submission_context_from_json
+from cortex_rm.yarn_api.writable import MalformedCredentials
 
 STATIC_WEB_USER: Final = "dr.who"  # hadoop.http.staticuser.user
 LONG_MAX: Final = 2**63 - 1
@@ -45,7 +56,8 @@ class RestCall:
     query: dict[str, list[str]] = field(default_factory=dict)
     body: bytes = b""
     content_type: str | None = None
-    user: str = STATIC_WEB_USER
+    user: str = STATIC_WEB_USER  # who the request acts for, by name (the anonymous one: dr.who)
+    principal: Principal = ANONYMOUS
     base_url: str = "http://localhost"  # scheme://host:port of this RM, for Location headers
 
 
@@ -77,7 +89,31 @@ ROUTES: Final[tuple[tuple[tuple[str, ...], dict[str, str]], ...]] = (
     (("apps", "*", "queue"), {"GET": "app_queue", "PUT": "update_app_queue"}),
     (("apps", "*", "priority"), {"GET": "app_priority", "PUT": "update_app_priority"}),
     (("appstatistics",), {"GET": "app_statistics"}),
+    (("cortex", "users"), {"GET": "users"}),
+    (("cortex", "users", "*"), {"PUT": "issue_credential", "DELETE": "revoke_user"}),
 )
+#: What a caller without a credential may ask when ``anonymous_access`` is "cluster-info".
+ANONYMOUS_OPERATIONS: Final = frozenset({"cluster_info", "cluster_metrics"})
+ADMIN_OPERATIONS: Final = frozenset({"users", "issue_credential", "revoke_user"})
+NEEDS_CREDENTIAL: Final = (
+    "{path} needs a user's credential in the Hadoop-YARN-RM-Delegation-Token header. Ask the cluster's admin"
+    " for one (`cortex-rm user add NAME --out FILE`)"
+)
+
+
+class UserAdmin:
+    """What the admin operations need from the RM (``roles/user_admin.py`` implements it)."""
+
+    def issue(self, user: str) -> Coroutine[Any, Any, bytes]:
+        """A new credential for ``user``: a Hadoop token file with her RM and file system tokens."""
+        raise NotImplementedError
+
+    def revoke(self, user: str) -> Coroutine[Any, Any, int]:
+        """Forget every token of ``user``; how many there were."""
+        raise NotImplementedError
+
+    def users(self) -> dict[str, dict[str, Any]]:
+        raise NotImplementedError
 
 
 def match_route(segments: tuple[str, ...]) -> tuple[dict[str, str], tuple[str, ...]] | None:
@@ -146,22 +182,45 @@ def _field(call: RestCall, name: str) -> Any:
 class ClusterWebServices:
     """YARN's ``RMWebServices`` over one ``RMContext``: the operations named in ``ROUTES``."""
 
-    def __init__(self, rm: RMContext, version: str) -> None:
+    def __init__(
+        self, rm: RMContext, version: str, access: AppAccess, anonymous_access: str = "cluster-info",
+        admin: UserAdmin | None = None,
+        credentials: UserCredentials | None = None,
+    ) -> None:
         self.rm = rm
+        self.credentials = credentials
         self.version = version
+        self.access = access
+        self.anonymous_access = anonymous_access
+        self.admin = admin
 
     def operation(self, name: str) -> Operation:
         op: Operation = getattr(self, name)
-        return op
+        open_to_anonymous = name in ANONYMOUS_OPERATIONS and self.anonymous_access == "cluster-info"
+        admin_only = name in ADMIN_OPERATIONS
 
-    def _app(self, call: RestCall) -> Application:
+        def checked(call: RestCall) -> Reply | Coroutine[Any, Any, Reply]:
+            if not open_to_anonymous and not call.principal.authenticated:
+                raise unauthorized(NEEDS_CREDENTIAL.format(path=call.path))
+            if admin_only and (call.principal.user not in self.access.admins or call.principal.application):
+                raise forbidden(f"User {call.principal.user} is not a cluster admin; only admins manage users")
+            return op(call)
+
+        return checked
+
+    def _app(self, call: RestCall, access: str = VIEW_APP) -> Application:
         text = call.params[0]
         try:
-            return self.rm.apps.get(ApplicationId.parse(text))
+            app = self.rm.apps.get(ApplicationId.parse(text))
         except MalformedId as e:
             raise bad_request(str(e)) from None
         except UnknownApplication:
             raise not_found(f"app with id: {text} not found") from None
+        try:
+            self.access.check(call.principal, app, access)
+        except AccessDenied as e:
+            raise forbidden(str(e)) from None
+        return app
 
     # -- cluster ---------------------------------------------------------------------
 
@@ -264,7 +323,7 @@ class ClusterWebServices:
         return frozenset(fields)
 
     def apps(self, call: RestCall) -> Reply:
-        apps = self.rm.apps.matching(self._app_filter(call))
+        apps = [a for a in self.rm.apps.matching(self._app_filter(call)) if self.access.allows(call.principal, a, VIEW_APP)]
         return Reply(body=rest_app_json.apps_info(apps, self.rm, self._deselects(call)))
 
     def app(self, call: RestCall) -> Reply:
@@ -289,7 +348,14 @@ class ClusterWebServices:
 
     # -- writes ----------------------------------------------------------------------
 
+    def _submitter(self, call: RestCall) -> str:
+        try:
+            return self.access.may_submit(call.principal)
+        except AccessDenied as e:
+            raise forbidden(str(e)) from None
+
     async def new_application(self, call: RestCall) -> Reply:
+        self._submitter(call)
         app_id = await self.rm.apps.new_application()
         return Reply(
             body={
@@ -301,7 +367,13 @@ class ClusterWebServices:
     async def submit_application(self, call: RestCall) -> Reply:
         """202 with the application's URL once it is stored (ACCEPTED, or FAILED if its queue refused it)."""
         ctx = submission_context_from_json(json_body(call), self.rm.limits.maximum_allocation)
-        app = await self.rm.apps.submit(records.submission_from_proto(ctx, call.user))
+        user = self._submitter(call)
+        if self.credentials is not None:
+            try:
+                await substitute_application_tokens(ctx, user, records.app_id_from_proto(ctx.application_id), self.credentials)
+            except MalformedCredentials as e:
+                raise bad_request(f"the AM's launch context carries unreadable tokens: {e}") from None
+        app = await self.rm.apps.submit(records.submission_from_proto(ctx, user))
         return Reply(202, location=f"{call.base_url}/ws/v1/cluster/apps/{app.app_id}")
 
     def app_state(self, call: RestCall) -> Reply:
@@ -310,7 +382,7 @@ class ClusterWebServices:
     async def update_app_state(self, call: RestCall) -> Reply:
         """Kill: 202 (and this URL) while the kill is under way, 200 once the application has ended."""
         target = _field(call, "state")
-        app = self._app(call)
+        app = self._app(call, MODIFY_APP)
         if target == app.reported_state.value:
             return Reply(body={"state": target})
         if target != AppState.KILLED.value:
@@ -328,7 +400,7 @@ class ClusterWebServices:
         target = _field(call, "queue")
         if not isinstance(target, str) or not target:
             raise bad_request("queue must be a non-empty string")
-        app = self._app(call)
+        app = self._app(call, MODIFY_APP)
         if target != app.queue:
             await self.rm.apps.move(app.app_id, target)
         return Reply(body={"queue": app.queue})
@@ -340,8 +412,33 @@ class ClusterWebServices:
         target = _field(call, "priority")
         if isinstance(target, bool) or not isinstance(target, int) or not -(2**31) <= target < 2**31:
             raise bad_request("priority must be a 32-bit integer")
-        app = self._app(call)
+        app = self._app(call, MODIFY_APP)
         priority = app.priority
         if target != priority:
             priority = await self.rm.apps.update_priority(app.app_id, target)
         return Reply(body={"priority": priority})
+
+    # -- users (admins only) ---------------------------------------------------------
+
+    def _user_admin(self) -> UserAdmin:
+        if self.admin is None:
+            raise not_found("this ResourceManager does not manage users")
+        return self.admin
+
+    def users(self, call: RestCall) -> Reply:
+        listed = self._user_admin().users()
+        return Reply(body={"users": {"user": [{"name": n, **v} for n, v in sorted(listed.items())]}})
+
+    async def issue_credential(self, call: RestCall) -> Reply:
+        """A new credential for the user named in the path: ``{"user", "tokenFile"}`` (Base64 of a token file)."""
+        user = call.params[0]
+        try:
+            token_file = await self._user_admin().issue(user)
+        except ValueError as e:
+            raise bad_request(str(e)) from None
+        return Reply(body={"user": user, "tokenFile": base64.b64encode(token_file).decode("ascii")})
+
+    async def revoke_user(self, call: RestCall) -> Reply:
+        user = call.params[0]
+        count = await self._user_admin().revoke(user)
+        return Reply(body={"user": user, "revokedTokens": count})

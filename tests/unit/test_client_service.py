@@ -1,17 +1,60 @@
-"""ApplicationClientProtocol handlers, called directly with real protobuf requests."""
+"""ApplicationClientProtocol handlers, called directly with real protobuf requests: who may do what.
+
+A caller is authenticated only by an RM delegation token (SASL TOKEN); a SIMPLE user
+name proves nothing.  Anonymous callers see the cluster's metrics and nothing else;
+users submit as themselves and see and kill only their own applications (the
+admin: everyone's); an application's credential acts on that application only.
+"""
 
 from __future__ import annotations
 
+import pytest
+
+from cortex_rm.allocator.app_access import AppAccess
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.rm_context import RMContext
+from cortex_rm.allocator.state_store import MemoryStateStore, StoredState
+from cortex_rm.allocator.user_credentials import UserCredentials
+from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api import records
-from cortex_rm.yarn_api.client_service import ANONYMOUS_USER, ApplicationClientService
+from cortex_rm.yarn_api.client_service import ApplicationClientService
+from cortex_rm.yarn_api.delegation_tokens import rm_identifier_bytes
+from cortex_rm.yarn_api.errors import ACCESS_CONTROL_EXCEPTION, RemoteError
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.rpc_protocol import AuthMethod, CallContext
+from cortex_rm.yarn_api.user_auth import ANONYMOUS_NONE, UserAuthenticator
 from tests.support.rm_core import new_table, result_of
 
 
-def _call(user: str | None) -> CallContext:
+class Cluster:
+    def __init__(self, anonymous_access: str = "cluster-info") -> None:
+        table = new_table()
+        self.clock = table.clock
+        self.credentials = UserCredentials(
+            MasterKey(5, b"k" * 20), MemoryStateStore(), StoredState(), lambda: int(self.clock.seconds() * 1000)
+        )
+        auth = UserAuthenticator(self.credentials, anonymous_access)
+        service = ApplicationClientService(RMContext(table.clock, table, NodeTable(), 0), auth, AppAccess(["admin"]))
+        self.handlers = service.handlers()
+
+    def token_call(self, user: str, application: str | None = None) -> CallContext:
+        ident = result_of(self.credentials.issue(user, application))
+        return _call(None, AuthMethod.TOKEN, rm_identifier_bytes(ident))
+
+    def invoke(self, method: str, call: CallContext, request: object) -> object:
+        answer = self.handlers[method](call, request)
+        return result_of(answer) if hasattr(answer, "addCallback") else answer
+
+    def submit(self, call: CallContext) -> ys.GetNewApplicationResponseProto:
+        new = self.invoke("getNewApplication", call, ys.GetNewApplicationRequestProto())
+        assert isinstance(new, ys.GetNewApplicationResponseProto)
+        request = ys.SubmitApplicationRequestProto()
+        request.application_submission_context.application_id.CopyFrom(new.application_id)
+        self.invoke("submitApplication", call, request)
+        return new
+
+
+def _call(user: str | None, auth: AuthMethod = AuthMethod.SIMPLE, identifier: bytes | None = None) -> CallContext:
     return CallContext(
         peer="127.0.0.1:1",
         protocol="org.apache.hadoop.yarn.api.ApplicationClientProtocolPB",
@@ -21,22 +64,74 @@ def _call(user: str | None) -> CallContext:
         retry_count=0,
         effective_user=user,
         real_user=None,
-        auth_method=AuthMethod.SIMPLE,
-        token_identifier=None,
+        auth_method=auth,
+        token_identifier=identifier,
     )
 
 
-def test_a_connection_without_a_user_submits_as_the_anonymous_user_and_lists_still_work() -> None:
-    """A context naming nobody must not poison the application table for everyone else."""
-    table = new_table()
-    service = ApplicationClientService(RMContext(table.clock, table, NodeTable(), 0))
-    new = result_of(service.get_new_application(_call(None), ys.GetNewApplicationRequestProto()))
-    request = ys.SubmitApplicationRequestProto()
-    request.application_submission_context.application_id.CopyFrom(new.application_id)
-    result_of(service.submit_application(_call(None), request))
-    listed = service.get_applications(_call("bob"), ys.GetApplicationsRequestProto())
-    assert [a.user for a in listed.applications] == [ANONYMOUS_USER]
-    report = service.get_application_report(
-        _call("bob"), ys.GetApplicationReportRequestProto(application_id=new.application_id)
+def _refused(cluster: Cluster, method: str, call: CallContext, request: object, match: str) -> None:
+    with pytest.raises(RemoteError) as e:
+        cluster.invoke(method, call, request)
+    assert e.value.java_class == ACCESS_CONTROL_EXCEPTION
+    assert match in e.value.message
+
+
+def test_a_simple_user_name_is_anonymous_and_sees_only_the_cluster_metrics() -> None:
+    """Claiming to be alice over SIMPLE gets the metrics, and an AccessControlException telling
+    what to do for anything else; nothing is created."""
+    cluster = Cluster()
+    claimed = _call("alice")
+    assert cluster.invoke("getClusterMetrics", claimed, ys.GetClusterMetricsRequestProto()) is not None
+    for method, request in [
+        ("getNewApplication", ys.GetNewApplicationRequestProto()),
+        ("getApplications", ys.GetApplicationsRequestProto()),
+        ("getClusterNodes", ys.GetClusterNodesRequestProto()),
+    ]:
+        _refused(cluster, method, claimed, request, "cortex-rm user add")
+
+
+def test_with_anonymous_access_none_even_the_metrics_need_a_credential() -> None:
+    cluster = Cluster(ANONYMOUS_NONE)
+    _refused(cluster, "getClusterMetrics", _call(None), ys.GetClusterMetricsRequestProto(), "needs a user's credential")
+
+
+def test_a_user_submits_as_herself_whatever_her_context_claims_and_only_she_and_the_admin_see_and_kill_it() -> None:
+    """alice's application is hers; bob gets AccessControlException on its report and kill and does
+    not find it in listings; the admin sees and kills it."""
+    cluster = Cluster()
+    alice, bob, admin = cluster.token_call("alice"), cluster.token_call("bob"), cluster.token_call("admin")
+    new = cluster.submit(alice)
+    report_request = ys.GetApplicationReportRequestProto(application_id=new.application_id)
+    report = cluster.invoke("getApplicationReport", alice, report_request)
+    assert isinstance(report, ys.GetApplicationReportResponseProto) and report.application_report.user == "alice"
+    app_id = records.app_id_from_proto(new.application_id)
+    _refused(cluster, "getApplicationReport", bob, report_request, f"User bob cannot perform operation VIEW_APP on {app_id}")
+    kill = ys.KillApplicationRequestProto(application_id=new.application_id)
+    _refused(cluster, "forceKillApplication", bob, kill, "MODIFY_APP")
+    for caller, expected in [(bob, []), (alice, ["alice"]), (admin, ["alice"])]:
+        listed = cluster.invoke("getApplications", caller, ys.GetApplicationsRequestProto())
+        assert isinstance(listed, ys.GetApplicationsResponseProto)
+        assert [a.user for a in listed.applications] == expected
+    cluster.invoke("forceKillApplication", admin, kill)
+
+
+def test_an_applications_credential_acts_on_that_application_only_and_cannot_submit() -> None:
+    cluster = Cluster()
+    alice = cluster.token_call("alice")
+    first, second = cluster.submit(alice), cluster.submit(alice)
+    own = cluster.token_call("alice", str(records.app_id_from_proto(first.application_id)))
+    cluster.invoke("getApplicationReport", own, ys.GetApplicationReportRequestProto(application_id=first.application_id))
+    _refused(
+        cluster, "getApplicationReport", own, ys.GetApplicationReportRequestProto(application_id=second.application_id),
+        "VIEW_APP",
     )
-    assert records.app_id_from_proto(report.application_report.applicationId).id == new.application_id.id
+    _refused(cluster, "getNewApplication", own, ys.GetNewApplicationRequestProto(), "cannot submit applications")
+
+
+def test_a_revoked_users_token_authenticates_nobody_on_the_next_call() -> None:
+    """Revocation takes effect at once, even on a connection that authenticated before it."""
+    cluster = Cluster()
+    alice = cluster.token_call("alice")
+    cluster.submit(alice)
+    result_of(cluster.credentials.revoke_user("alice"))
+    _refused(cluster, "getApplications", alice, ys.GetApplicationsRequestProto(), "can't be found in cache")

@@ -167,3 +167,15 @@ def test_removed_application_is_gone_after_a_reopen(stores: StoreUnderTest) -> N
     result_of(stores.store.remove_application(_doc(1)["app_id"]))
     result_of(stores.store.remove_application("application_1_0404"))  # unknown: nothing happens
     assert [d["app_id"] for d, _ in result_of(stores.reopen().load()).applications] == [_doc(2)["app_id"]]
+
+
+def test_delegation_tokens_are_kept_and_forgotten_and_their_sequence_only_rises(stores: StoreUnderTest) -> None:
+    """Issued delegation tokens load back by sequence number after a reopen; removed ones are gone,
+    but the sequence high-water mark stays at the highest number ever saved (never reused)."""
+    result_of(stores.store.save_delegation_token(1, {"owner": "alice", "max_ms": 10}))
+    result_of(stores.store.save_delegation_token(3, {"owner": "bob", "max_ms": 20}))
+    result_of(stores.store.save_delegation_token(2, {"owner": "alice", "max_ms": 30}))
+    result_of(stores.store.remove_delegation_tokens([3, 99]))
+    again = result_of(stores.reopen().load())
+    assert again.delegation_tokens == {1: {"owner": "alice", "max_ms": 10}, 2: {"owner": "alice", "max_ms": 30}}
+    assert again.delegation_sequence == 3

@@ -70,3 +70,21 @@ class ClientToAMTokenIdentifierProto(_message.Message):
     appAttemptId: _yarn_protos_pb2.ApplicationAttemptIdProto
     clientName: str
     def __init__(self, appAttemptId: _Optional[_Union[_yarn_protos_pb2.ApplicationAttemptIdProto, _Mapping]] = ..., clientName: _Optional[str] = ...) -> None: ...
+
+class YARNDelegationTokenIdentifierProto(_message.Message):
+    __slots__ = ("owner", "renewer", "realUser", "issueDate", "maxDate", "sequenceNumber", "masterKeyId")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    RENEWER_FIELD_NUMBER: _ClassVar[int]
+    REALUSER_FIELD_NUMBER: _ClassVar[int]
+    ISSUEDATE_FIELD_NUMBER: _ClassVar[int]
+    MAXDATE_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCENUMBER_FIELD_NUMBER: _ClassVar[int]
+    MASTERKEYID_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    renewer: str
+    realUser: str
+    issueDate: int
+    maxDate: int
+    sequenceNumber: int
+    masterKeyId: int
+    def __init__(self, owner: _Optional[str] = ..., renewer: _Optional[str] = ..., realUser: _Optional[str] = ..., issueDate: _Optional[int] = ..., maxDate: _Optional[int] = ..., sequenceNumber: _Optional[int] = ..., masterKeyId: _Optional[int] = ...) -> None: ...

@@ -21,9 +21,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from cortex_rm.fs.checksums import file_checksum
-from cortex_rm.fs.errors import FsError, IllegalArgument
+from cortex_rm.fs.errors import AccessControl, FsError, IllegalArgument, InvalidToken
+from cortex_rm.fs.model import User
 from cortex_rm.fs.name_node import MAX_REPLICATION, NameNode, Redirect, WriteRequest
 from cortex_rm.fs.paths import FsPath, parse_path
+from cortex_rm.yarn.delegation import WEBHDFS_DELEGATION_KIND
+from cortex_rm.yarn.delegation import InvalidToken as DelegationInvalid
+from cortex_rm.yarn_api.user_auth import UserAuthenticator
 from cortex_rm.yarn_api.webhdfs import forms
 from cortex_rm.yarn_api.webhdfs.params import Query, request_path
 
@@ -84,9 +88,12 @@ class NameNodeResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, name_node: NameNode) -> None:
+    def __init__(self, name_node: NameNode, auth: UserAuthenticator | None = None) -> None:
+        """``auth`` checks each request's ``delegation`` token; without it (namespace tests
+        only) ``user.name`` is believed."""
         super().__init__()
         self.nn = name_node
+        self.auth = auth
         self._ops: dict[tuple[str, str], Callable[[FsPath, Query], Reply | defer.Deferred[Reply]]] = {
             ("GET", "GETFILESTATUS"): self._get_file_status,
             ("GET", "LISTSTATUS"): self._list_status,
@@ -124,6 +131,8 @@ class NameNodeResource(Resource):
 
     def _dispatch(self, request: Request, method: str) -> Reply | defer.Deferred[Reply]:
         query = Query(request.args or {})
+        if self.auth is not None:
+            query = Query(request.args or {}, self._authenticated(query))
         op = query.op()
         path = request_path(request.path or b"")
         handler = self._ops.get((method, op))
@@ -133,6 +142,24 @@ class NameNodeResource(Resource):
                 raise IllegalArgument(f"{op} is a {allowed} operation, not {method}")
             raise IllegalArgument(f'Invalid value for webhdfs parameter "op": No enum constant for {method} {op}')
         return handler(path, query)
+
+    def _authenticated(self, query: Query) -> User:
+        """The owner of the request's ``delegation`` token; a request without one is refused
+        (an anonymous caller may not see the file system)."""
+        assert self.auth is not None
+        token = query.text("delegation")
+        if not token:
+            raise AccessControl(
+                "WebHDFS needs a user's credential (a WEBHDFS delegation token; user.name proves nothing)."
+                " Ask the cluster's admin for one (`cortex-rm user add NAME --out FILE`) and write your"
+                " client configuration with it (`cortex-rm client-config --credential FILE`)"
+            )
+        try:
+            principal = self.auth.principal_of_url_token(token, WEBHDFS_DELEGATION_KIND)
+        except DelegationInvalid as e:
+            raise InvalidToken(str(e)) from None
+        assert principal.user is not None
+        return User(principal.user, frozenset({principal.user}))
 
     def _failed(self, failure: Failure, request: Request) -> Reply:
         if isinstance(failure.value, FsError):

@@ -1,0 +1,136 @@
+"""The users' delegation tokens the RM has issued and still honours (values in ``yarn/delegation.py``).
+
+The RM is the only issuer.  Every token it issues is kept, by sequence number, in
+the state store, so credentials outlive an RM restart; a token is valid while its
+exact identifier is still kept and its max date has not passed.  Revoking a user
+forgets all her tokens (her applications' too), which takes effect at once on
+every port: the IPC ports, the REST API and WebHDFS all check here.
+
+Passwords are HMAC-SHA1 of the identifier's bytes under the RM's delegation key,
+so the two encodings of one identifier (the RM's protobuf, the file system's
+Writable) each get a password of their own from the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from twisted.internet import defer
+
+from cortex_rm.allocator.state_store import RMStateStore, StoredState
+from cortex_rm.yarn.delegation import (
+    APPLICATION_RENEWER_PREFIX,
+    DelegationIdentifier,
+    InvalidToken,
+    Principal,
+)
+from cortex_rm.yarn.tokens import MasterKey
+
+#: A user's credential lasts this long unless the RM is configured otherwise.
+DEFAULT_LIFETIME_MS = 30 * 24 * 3600 * 1000
+SUBMIT_GRACE_MS = 60_000
+
+
+class UserCredentials:
+    """Issues, checks, cancels and revokes users' delegation tokens.
+
+    ``now_ms`` is the RM's clock; ``store`` keeps every change before it is acknowledged.
+    """
+
+    def __init__(
+        self, key: MasterKey, store: RMStateStore, stored: StoredState, now_ms: Callable[[], int],
+        lifetime_ms: int = DEFAULT_LIFETIME_MS,
+    ) -> None:
+        self.key = key
+        self.store = store
+        self.now_ms = now_ms
+        self.lifetime_ms = lifetime_ms
+        self._tokens: dict[int, DelegationIdentifier] = {
+            seq: DelegationIdentifier(**doc) for seq, doc in stored.delegation_tokens.items()
+        }
+        self._sequence = max([stored.delegation_sequence, *self._tokens])
+
+    # -- issuing ------------------------------------------------------------------------
+
+    def issue(self, owner: str, application: str | None = None) -> defer.Deferred[DelegationIdentifier]:
+        """A new token for ``owner`` (bound to ``application`` if given), kept before it is returned.
+
+        An application's token expires with the user's own lifetime too, and is cancelled
+        when the application ends (:meth:`cancel_application`)."""
+        if not owner or len(owner) > 256 or any(c in owner for c in "/:\0\n"):
+            raise ValueError(f"invalid user name {owner[:64]!r}")
+        self._sequence += 1
+        now = self.now_ms()
+        renewer = APPLICATION_RENEWER_PREFIX + application if application else ""
+        ident = DelegationIdentifier(owner, renewer, "", now, now + self.lifetime_ms, self._sequence, self.key.key_id)
+        self._tokens[ident.sequence] = ident
+        saved = self.store.save_delegation_token(ident.sequence, asdict(ident))
+        return saved.addCallback(lambda _: ident)
+
+    # -- checking -----------------------------------------------------------------------
+
+    def check(self, ident: DelegationIdentifier) -> Principal:
+        """Who a token with this identifier authenticates; ``InvalidToken`` (saying why) if nobody.
+
+        The caller has checked the token's password (:meth:`password`) or SASL did."""
+        known = self._tokens.get(ident.sequence)
+        if known is None or known != ident:
+            raise InvalidToken(
+                f"token (owner={ident.owner}, sequenceNumber={ident.sequence}) can't be found in cache:"
+                " it was revoked, cancelled or never issued by this cluster; ask the cluster's admin for a new one"
+            )
+        now = self.now_ms()
+        if now > ident.max_ms:
+            raise InvalidToken(
+                f"token (owner={ident.owner}, sequenceNumber={ident.sequence}) is expired, current time: {now}"
+                f" expected renewal time: {ident.max_ms}; ask the cluster's admin for a new one"
+            )
+        return Principal(ident.owner, ident.application)
+
+    def password(self, identifier: bytes) -> bytes:
+        """The password of a token whose identifier is these bytes (either encoding)."""
+        return self.key.password(identifier)
+
+    # -- forgetting ---------------------------------------------------------------------
+
+    def revoke_user(self, owner: str) -> defer.Deferred[int]:
+        """Forget every token of ``owner``; fires with how many there were."""
+        return self._forget([s for s, i in self._tokens.items() if i.owner == owner])
+
+    def cancel_application(self, application: str) -> defer.Deferred[int]:
+        """Forget the tokens bound to ``application`` (it has ended)."""
+        return self._forget([s for s, i in self._tokens.items() if i.application == application])
+
+    def forget_unusable(self, running: Callable[[str], bool]) -> defer.Deferred[int]:
+        """Forget the tokens whose max date has passed and those of applications that are not
+        ``running`` (they ended, or this RM does not know them: a token is issued just before
+        its application is stored, so one younger than ``SUBMIT_GRACE_MS`` is spared)."""
+        now = self.now_ms()
+        return self._forget(
+            [
+                s
+                for s, i in self._tokens.items()
+                if now > i.max_ms
+                or (i.application is not None and now - i.issue_ms > SUBMIT_GRACE_MS and not running(i.application))
+            ]
+        )
+
+    def _forget(self, sequences: list[int]) -> defer.Deferred[int]:
+        for sequence in sequences:
+            del self._tokens[sequence]
+        if not sequences:
+            return defer.succeed(0)
+        removed = self.store.remove_delegation_tokens(sorted(sequences))
+        return removed.addCallback(lambda _: len(sequences))
+
+    def users(self) -> dict[str, dict[str, Any]]:
+        """Each user with live tokens of her own: how many, and when the last one expires."""
+        out: dict[str, dict[str, Any]] = {}
+        for ident in self._tokens.values():
+            if ident.application is None:
+                entry = out.setdefault(ident.owner, {"tokens": 0, "expires_ms": 0})
+                entry["tokens"] += 1
+                entry["expires_ms"] = max(entry["expires_ms"], ident.max_ms)
+        return out

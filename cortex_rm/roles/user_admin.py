@@ -1,0 +1,103 @@
+"""The RM's users: credentials issued to them, the admin's own, and their upkeep.
+
+* ``RMUserAdmin`` issues a user's credential as a Hadoop token file (her RM and
+  file system delegation tokens, with the RM's bound addresses as services; a
+  client's ``client-config`` sets the services it reaches them at) and revokes them;
+  the REST API's admin operations call it.
+* At every start the RM makes sure ``<state_dir>/admin.token`` (mode 600) holds a
+  valid credential of its admin (the user the RM runs as, the file system's
+  superuser): that file is how ``cortex-rm user add`` on the RM's machine, and
+  ``local-cluster up``, prove they are the admin.
+* Every ``SWEEP_S`` the tokens that can no longer authenticate anyone are
+  forgotten: expired ones, and applications' tokens once their application ended.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from cortex_rm.allocator.user_credentials import UserCredentials
+from cortex_rm.yarn.delegation import RM_DELEGATION_KIND, InvalidToken
+from cortex_rm.yarn_api.delegation_tokens import read_rm_identifier, read_token_writable
+from cortex_rm.yarn_api.rest_services import UserAdmin
+from cortex_rm.yarn_api.tokens import credentials_file_bytes
+from cortex_rm.yarn_api.user_auth import UserAuthenticator
+from cortex_rm.yarn_api.writable import MalformedCredentials, read_token_storage
+
+ADMIN_TOKEN_FILE = "admin.token"
+SWEEP_S = 60
+
+log = Logger()
+
+
+class RMUserAdmin(UserAdmin):
+    """Issues and revokes users' credentials (see the module docstring)."""
+
+    def __init__(self, auth: UserAuthenticator, rm_service: str, fs_service: str) -> None:
+        self.auth = auth
+        self.credentials: UserCredentials = auth.credentials
+        self.rm_service = rm_service
+        self.fs_service = fs_service
+
+    async def issue(self, user: str) -> bytes:
+        ident = await self.credentials.issue(user)
+        log.info("issued a credential to user {user} (sequence {seq})", user=user, seq=ident.sequence)
+        return credentials_file_bytes(self.auth.tokens_for(ident, self.rm_service, self.fs_service))
+
+    async def revoke(self, user: str) -> int:
+        count = await self.credentials.revoke_user(user)
+        log.info("revoked user {user}: {count} token(s) forgotten", user=user, count=count)
+        return count
+
+    def users(self) -> dict[str, dict[str, Any]]:
+        return self.credentials.users()
+
+    async def ensure_admin_credential(self, path: Path, admin: str) -> None:
+        """Keep ``path`` if it holds a valid credential of ``admin``, else write a new one there (600)."""
+        if _valid_credential_of(path, admin, self.credentials):
+            return
+        data = await self.issue(admin)
+        partial = path.with_name(path.name + ".partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        partial.replace(path)
+        log.info("wrote the admin's credential to {path}", path=str(path))
+
+
+def _valid_credential_of(path: Path, user: str, credentials: UserCredentials) -> bool:
+    try:
+        tokens, _ = read_token_storage(path.read_bytes())
+        for raw in tokens.values():
+            token = read_token_writable(raw)
+            if token.kind == RM_DELEGATION_KIND:
+                principal = credentials.check(read_rm_identifier(token.identifier))
+                return principal.user == user and principal.application is None
+    except (OSError, MalformedCredentials, InvalidToken):
+        pass
+    return False
+
+
+def start_sweeps(credentials: UserCredentials, running: Callable[[str], bool], clock: IReactorTime) -> LoopingCall:
+    """Every ``SWEEP_S``: forget expired tokens and those of applications that are not running."""
+
+    def forgot(count: int) -> None:
+        if count:
+            log.info("forgot {count} unusable delegation token(s)", count=count)
+
+    def sweep() -> defer.Deferred[None]:
+        d = credentials.forget_unusable(running).addCallback(forgot)
+        return d.addErrback(lambda f: log.failure("sweeping delegation tokens failed", f))
+
+    loop = LoopingCall(sweep)
+    loop.clock = clock
+    loop.start(SWEEP_S, now=False)
+    return loop
