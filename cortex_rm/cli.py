@@ -2,7 +2,8 @@
 
 * ``cortex-rm node --config FILE``: run one daemon in the foreground.
 * ``cortex-rm local-cluster up --nodes N --workdir DIR`` / ``down --workdir DIR``.
-* ``cortex-rm client-config --out CONFDIR (--workdir DIR | --rm HOST:PORT)``.
+* ``cortex-rm client-config --out CONFDIR (--workdir DIR | --rm HOST:PORT --credential FILE)``.
+* ``cortex-rm user (add NAME --out FILE | revoke NAME) (--workdir DIR | --rm-web HOST:PORT --admin-credential FILE)``.
 * ``cortex-rm image build [--cache DIR] [--print-path | --json]``: build the containers' runtime image.
 * ``cortex-rm image push (--workdir DIR | --rm-web HOST:PORT) [--archive PATH]``: upload it for the nodes.
 """
@@ -62,6 +63,26 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not upload this machine's Spark jars (nodes then read them from this machine's disk: one machine only)",
     )
+    cc.add_argument(
+        "--credential", type=Path, metavar="FILE",
+        help="your credential (from the cluster's admin: `cortex-rm user add`); default with --workdir: DIR/user.token",
+    )
+
+    user = sub.add_parser("user", help="issue and revoke users' credentials (the cluster's admin)")
+    usub = user.add_subparsers(dest="user_command", required=True)
+    add = usub.add_parser("add", help="issue a credential for a user (a Hadoop token file)")
+    add.add_argument("name")
+    add.add_argument("--out", type=Path, required=True, help="the file to write (mode 600); give it to the user")
+    revoke = usub.add_parser("revoke", help="revoke every credential of a user, at once")
+    revoke.add_argument("name")
+    for p in (add, revoke):
+        rm_where = p.add_mutually_exclusive_group(required=True)
+        rm_where.add_argument("--workdir", type=Path, help="a running local cluster's work dir (its admin credential)")
+        rm_where.add_argument("--rm-web", help="the ResourceManager's web address HOST:PORT")
+        p.add_argument(
+            "--admin-credential", type=Path, metavar="FILE",
+            help="the admin's credential: <state_dir>/admin.token on the RM's machine (needed with --rm-web)",
+        )
 
     image = sub.add_parser("image", help="the runtime image that every container runs in")
     isub = image.add_subparsers(dest="action", required=True)
@@ -81,7 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--workdir", type=Path, help="a running local cluster's work dir")
     target.add_argument("--rm-web", help="the ResourceManager's web address HOST:PORT (WebHDFS)")
     push.add_argument("--archive", type=Path, help="the image's archive (default: the one `image build` made)")
-    push.add_argument("--user", help="the user the ResourceManager runs as (default: this user)")
+    push.add_argument(
+        "--credential", type=Path, metavar="FILE",
+        help="the admin's credential (<state_dir>/admin.token of the RM; default with --workdir: the local cluster's)",
+    )
     push.add_argument("--cache", type=Path, help="build cache directory, to find the default archive")
     return parser
 
@@ -113,11 +137,10 @@ def _image_command(args: argparse.Namespace) -> int:
 
 
 def _image_push(args: argparse.Namespace, say: Callable[[str], None]) -> int:
-    import getpass
-
     from cortex_rm import local_cluster
     from cortex_rm.container.runtime_image import ImageRecipe, default_build_cache, recorded_image
     from cortex_rm.image_push import push_image
+    from cortex_rm.user_credential import CredentialError, load_credential
     from cortex_rm.webhdfs_client import WebHdfsError
     from cortex_rm.yarn.addresses import HostPort, MalformedAddress
 
@@ -131,12 +154,45 @@ def _image_push(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         archive, sha256 = built.path, built.sha256
     try:
         web = local_cluster.rm_addresses(args.workdir).webapp if args.workdir else HostPort.parse(args.rm_web)
-        path = push_image(web, archive, args.user or getpass.getuser(), say, sha256)
-    except (local_cluster.LocalClusterError, MalformedAddress, WebHdfsError, OSError) as e:
+        if args.credential is not None:
+            admin = load_credential(args.credential)
+        elif args.workdir is not None:
+            admin = local_cluster.admin_credential(args.workdir)
+        else:
+            print("cortex-rm: --credential FILE (the admin's) is needed with --rm-web", file=sys.stderr)
+            return 2
+        path = push_image(web, archive, admin.webhdfs_delegation(), say, sha256)
+    except (local_cluster.LocalClusterError, MalformedAddress, WebHdfsError, CredentialError, OSError) as e:
         print(f"cortex-rm: {e}", file=sys.stderr)
         return 1
     digest = Path(path).name.removesuffix(".tar.zst")
     print(f"{path}\nname it in the RM's configuration: [resourcemanager] runtime_image = \"{digest}\"")
+    return 0
+
+
+def _user_command(args: argparse.Namespace) -> int:
+    from cortex_rm import local_cluster
+    from cortex_rm.user_credential import CredentialError, load_credential, request_credential, revoke_user, write_private
+    from cortex_rm.yarn.addresses import HostPort, MalformedAddress
+
+    try:
+        if args.workdir is not None:
+            web = local_cluster.rm_addresses(args.workdir).webapp
+            admin = load_credential(args.admin_credential) if args.admin_credential else local_cluster.admin_credential(args.workdir)
+        else:
+            if args.admin_credential is None:
+                print("cortex-rm: --admin-credential FILE is needed with --rm-web", file=sys.stderr)
+                return 2
+            web, admin = HostPort.parse(args.rm_web), load_credential(args.admin_credential)
+        if args.user_command == "add":
+            write_private(args.out, request_credential(web, admin, args.name))
+            print(f"wrote {args.name}'s credential to {args.out}; give it to them for `cortex-rm client-config --credential`")
+        else:
+            count = revoke_user(web, admin, args.name)
+            print(f"revoked {args.name}: {count} token(s) no longer valid")
+    except (local_cluster.LocalClusterError, MalformedAddress, CredentialError, OSError) as e:
+        print(f"cortex-rm: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -173,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         return ring_command(args.workdir, args.address, args.all_nodes, sys.stdout, timeout=args.timeout)
     if args.command == "image":
         return _image_command(args)
+    if args.command == "user":
+        return _user_command(args)
     if args.command == "client-config":
         from cortex_rm import local_cluster
         from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
@@ -192,8 +250,19 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from cortex_rm.webhdfs_client import WebHdfsError
 
+        from cortex_rm.user_credential import CredentialError, load_credential
+
+        if args.credential is None and args.workdir is None:
+            print("cortex-rm: --credential FILE is needed with --rm (ask the cluster's admin for one)", file=sys.stderr)
+            return 2
         try:
-            written = write_client_config(args.out, rm, installed_spark_home(), upload_spark=not args.no_spark_upload)
+            credential = load_credential(args.credential or args.workdir / local_cluster.USER_TOKEN)
+            written = write_client_config(
+                args.out, rm, credential, installed_spark_home(), upload_spark=not args.no_spark_upload
+            )
+        except CredentialError as e:
+            print(f"cortex-rm: {e}", file=sys.stderr)
+            return 2
         except WebHdfsError as e:
             print(f"cortex-rm: uploading Spark's jars failed: {e}", file=sys.stderr)
             print("cortex-rm: check that the cluster is up, or pass --no-spark-upload (single machine only)", file=sys.stderr)

@@ -6,7 +6,9 @@ then needs nothing else.  ``fs.defaultFS`` is the cluster's file system
 (``webhdfs://<RM web address>``).  A ``spark-defaults.conf`` is written beside
 them (used when ``SPARK_CONF_DIR`` names the same directory): its
 ``spark.yarn.archive`` names the client's Spark jars, uploaded once into the
-file system (``spark_archive.py``), instead of 460 MB on every submit.
+file system (``spark_archive.py``), instead of 460 MB on every submit.  The user's
+credential (``user_credential.py``) is kept beside them as ``cortex-user.token``,
+named by ``hadoop.token.files``, so every Hadoop client authenticates with it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from cortex_rm.spark_archive import upload_archive
+from cortex_rm.user_credential import CREDENTIAL_FILE, UserCredential, write_private
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR
 
@@ -69,10 +72,14 @@ def yarn_site(rm: RMAddresses) -> dict[str, str]:
     }
 
 
-def core_site(rm: RMAddresses) -> dict[str, str]:
+def core_site(rm: RMAddresses, token_file: Path | None = None) -> dict[str, str]:
     # The cluster's own file system, spoken as WebHDFS on the RM's web port: Spark stages
     # there and the nodes localize from there (no file of the client's machine is read).
-    return {"fs.defaultFS": f"webhdfs://{rm.webapp}"}
+    site = {"fs.defaultFS": f"webhdfs://{rm.webapp}"}
+    if token_file is not None:
+        # the user's credential: UserGroupInformation loads these tokens at login
+        site["hadoop.token.files"] = str(token_file)
+    return site
 
 
 # The Python that containers run PySpark with: they see the host's /usr read-only, and
@@ -96,21 +103,24 @@ def spark_defaults(archive_url: str | None, spark_home: Path | None) -> str:
 def write_client_config(
     out: Path,
     rm: RMAddresses,
+    credential: UserCredential,
     spark_home: Path | None = None,
     *,
     upload_spark: bool = True,
     say: Callable[[str], None] = print,
 ) -> list[Path]:
-    """Write the files (after uploading ``spark_home``'s jars, unless ``upload_spark`` is False)
-    and return their paths; ``ArchiveError`` if the upload fails."""
+    """Write the files (after uploading ``spark_home``'s jars as ``credential``'s user, unless
+    ``upload_spark`` is False) and return their paths; ``ArchiveError`` if the upload fails."""
     archive_url = None
     if spark_home is not None and upload_spark:
-        archive_url = upload_archive(rm.webapp, spark_home, say)
+        archive_url = upload_archive(rm.webapp, spark_home, say, delegation=credential.webhdfs_delegation())
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    token_file = out.resolve() / CREDENTIAL_FILE
+    write_private(token_file, credential.bound_to(rm.client, rm.webapp))
+    written = [token_file]
     for name, text in (
         ("yarn-site.xml", _site_xml(yarn_site(rm), f"Cortex RM at {rm.client}; written by cortex-rm client-config")),
-        ("core-site.xml", _site_xml(core_site(rm), "written by cortex-rm client-config")),
+        ("core-site.xml", _site_xml(core_site(rm, token_file), "written by cortex-rm client-config")),
         ("spark-defaults.conf", spark_defaults(archive_url, spark_home)),
     ):
         path = out / name

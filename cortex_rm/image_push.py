@@ -18,12 +18,12 @@ from cortex_rm.webhdfs_client import Say, WebHdfs, WebHdfsError, upload_when_rea
 from cortex_rm.yarn.addresses import HostPort
 
 
-def push_image(namenode: HostPort, archive: Path, user: str, say: Say, sha256: str | None = None) -> str:
+def push_image(namenode: HostPort, archive: Path, delegation: str, say: Say, sha256: str | None = None) -> str:
     """Upload ``archive`` (once) to ``/cortex/images/<sha256>.tar.zst``; that path.  ``sha256``,
     when the caller knows it, spares hashing the archive again."""
     digest = sha256 or sha256_of_file(archive)
     path = runtime_image_path(digest)
-    fs = WebHdfs(namenode, user)
+    fs = WebHdfs(namenode, delegation)
     size = archive.stat().st_size
     if fs.length(path) == size:
         say(f"the runtime image {digest[:12]} is already in the file system: {path}")
@@ -32,7 +32,7 @@ def push_image(namenode: HostPort, archive: Path, user: str, say: Say, sha256: s
         fs.mkdirs(RUNTIME_IMAGE_DIR, "755")
     except WebHdfsError as e:
         raise WebHdfsError(
-            f"{e}; images go into {RUNTIME_IMAGE_DIR} as the user the ResourceManager runs as (--user)", e.status
+            f"{e}; images go into {RUNTIME_IMAGE_DIR} with the admin's credential (the user the ResourceManager runs as; --credential)", e.status
         ) from None
     say(f"uploading the runtime image {digest[:12]} ({size / 1e6:.0f} MB) to {path} ...")
     upload_when_ready(fs, path, archive, "644", say)

@@ -31,10 +31,16 @@ from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecip
 from cortex_rm.image_push import push_image
 from cortex_rm.node import PID_FILE, READY_FILE
 from cortex_rm.processes import alive, kill_marked
+from cortex_rm.user_credential import CredentialError, UserCredential, load_credential, request_credential, write_private
 from cortex_rm.webhdfs_client import WebHdfsError
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 from cortex_rm.yarn.addresses import HostPort
 
 CLUSTER_FILE = "cluster.json"
+#: The credential ``up`` issues to the user who ran it (``client-config --workdir`` embeds it).
+USER_TOKEN = "user.token"
+#: Where the RM keeps its admin's credential, in its state dir.
+ADMIN_TOKEN = "admin.token"
 #: How long the nodes may take to fetch and unpack the runtime image (about 100 MB, 380 MB unpacked).
 IMAGE_TIMEOUT_S = 300.0
 
@@ -235,11 +241,12 @@ def up(
         for node in started:
             _wait_ready(node, timeout, say)
         assert started[0].rm is not None
-        _wait_registered(started[0].rm, len(started), timeout, say, states="RUNNING,UNHEALTHY")
+        admin = admin_credential(workdir)
+        _wait_registered(started[0].rm, admin, len(started), timeout, say, states="RUNNING,UNHEALTHY")
         if built is not None:
-            push_image(started[0].rm.webapp, built.path, getpass.getuser(), say, built.sha256)
+            push_image(started[0].rm.webapp, built.path, admin.webhdfs_delegation(), say, built.sha256)
             say(f"waiting for {len(started)} node(s) to fetch and unpack the runtime image {built.sha256[:12]} ...")
-            _wait_registered(started[0].rm, len(started), max(timeout, IMAGE_TIMEOUT_S), say)
+            _wait_registered(started[0].rm, admin, len(started), max(timeout, IMAGE_TIMEOUT_S), say)
     except (LocalClusterError, WebHdfsError) as e:
         down(workdir, say=lambda _: None)
         if isinstance(e, WebHdfsError):
@@ -248,7 +255,15 @@ def up(
     conf = workdir / "hadoop-conf"
     assert started[0].rm is not None
     try:
-        write_client_config(conf, started[0].rm, installed_spark_home(), upload_spark=spark_archive, say=say)
+        user = getpass.getuser()
+        token = request_credential(started[0].rm.webapp, admin, user)
+        write_private(workdir / USER_TOKEN, token)
+        say(f"issued a credential for {user}: {workdir / USER_TOKEN}")
+        credential = load_credential(workdir / USER_TOKEN)
+        write_client_config(conf, started[0].rm, credential, installed_spark_home(), upload_spark=spark_archive, say=say)
+    except CredentialError as e:
+        down(workdir, say=lambda _: None)
+        raise LocalClusterError(f"the cluster started, but issuing your credential failed: {e}") from None
     except WebHdfsError as e:
         down(workdir, say=lambda _: None)
         raise LocalClusterError(f"the cluster started, but uploading Spark's jars failed: {e}") from None
@@ -290,10 +305,10 @@ def _wait_ready(node: LocalNode, timeout: float, say: Callable[[str], None]) -> 
 
 
 def _wait_registered(
-    rm: RMAddresses, count: int, timeout: float, say: Callable[[str], None], states: str = "RUNNING"
+    rm: RMAddresses, admin: UserCredential, count: int, timeout: float, say: Callable[[str], None], states: str = "RUNNING"
 ) -> None:
     """Wait until the RM reports ``count`` nodes in ``states`` (RUNNING: registered and healthy;
-    a node is UNHEALTHY while it has not got the runtime image)."""
+    a node is UNHEALTHY while it has not got the runtime image); asks as the ``admin``."""
     if states != "RUNNING":
         say(f"waiting for {count} node(s) to register with the ResourceManager ...")
     url = f"http://{rm.webapp}/ws/v1/cluster/nodes?states={states}"
@@ -301,14 +316,14 @@ def _wait_registered(
     seen: list[dict[str, object]] = []
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(_as(admin, url), timeout=2) as response:
                 seen = json.load(response)["nodes"]["node"]
             if len(seen) >= count:
                 return
         except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
             pass
         time.sleep(0.2)
-    reports = _health_reports(rm)
+    reports = _health_reports(rm, admin)
     raise LocalClusterError(
         f"only {len(seen)} of {count} node(s) were {states} at the ResourceManager within {timeout:.0f} s"
         + (f" ({reports})" if reports else "")
@@ -316,10 +331,16 @@ def _wait_registered(
     )
 
 
-def _health_reports(rm: RMAddresses) -> str:
+def _as(admin: UserCredential, url: str) -> urllib.request.Request:
+    """A GET of ``url`` with the admin's credential (the RM shows nodes to users only)."""
+    return urllib.request.Request(url, headers={REST_TOKEN_HEADER: admin.rest_header()})
+
+
+def _health_reports(rm: RMAddresses, admin: UserCredential) -> str:
     """What the nodes that are not RUNNING say they wait for."""
     try:
-        with urllib.request.urlopen(f"http://{rm.webapp}/ws/v1/cluster/nodes?states=UNHEALTHY", timeout=2) as response:
+        url = f"http://{rm.webapp}/ws/v1/cluster/nodes?states=UNHEALTHY"
+        with urllib.request.urlopen(_as(admin, url), timeout=2) as response:
             nodes = json.load(response)["nodes"]["node"]
     except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
         return ""
@@ -402,6 +423,18 @@ def _load(workdir: Path) -> list[LocalNode]:
         rm = entry.pop("rm")
         out.append(LocalNode(**entry, rm=RMAddresses.from_json(rm) if rm else None))
     return out
+
+
+def admin_credential(workdir: Path) -> UserCredential:
+    """The admin's credential that the local cluster's RM wrote into its state dir."""
+    nodes = _load(workdir.resolve())
+    rm_node = next((n for n in nodes if n.rm is not None), None)
+    if rm_node is None:
+        raise LocalClusterError(f"the cluster in {workdir} has no ResourceManager")
+    try:
+        return load_credential(Path(rm_node.directory) / ADMIN_TOKEN)
+    except CredentialError as e:
+        raise LocalClusterError(f"{e}; is the cluster in {workdir} up?") from None
 
 
 def rm_addresses(workdir: Path) -> RMAddresses:

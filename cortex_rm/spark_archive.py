@@ -101,13 +101,13 @@ def upload_archive(
     spark_home: Path,
     say: Say,
     *,
-    user: str | None = None,
+    delegation: str,
     cache_dir: Path | None = None,
     wait_s: float = 120,
 ) -> str:
     """Make and upload the archive of ``spark_home``'s jars (once); its ``webhdfs://`` URL."""
     archive, digest = build_archive(spark_home, cache_dir or default_cache_dir(), say)
-    fs = WebHdfs(namenode, user or client_user())
+    fs = WebHdfs(namenode, delegation)
     home = fs.home()
     directory = f"{home}/{ARCHIVE_DIR}"
     path = f"{directory}/spark-libs-{digest}.zip"

@@ -32,13 +32,14 @@ class WebHdfsError(Exception):
 class WebHdfs:
     """The few WebHDFS calls the upload needs, with the standard library's HTTP client."""
 
-    def __init__(self, namenode: HostPort, user: str, timeout_s: float = 120) -> None:
+    def __init__(self, namenode: HostPort, delegation: str, timeout_s: float = 120) -> None:
+        """``delegation``: the user's WebHDFS delegation token as a URL string (her credential)."""
         self.namenode = namenode
-        self.user = user
+        self.delegation = delegation
         self.timeout_s = timeout_s
 
     def _url(self, path: str, op: str, **params: str) -> str:
-        query = urlencode({"op": op, "user.name": self.user, **params})
+        query = urlencode({"op": op, "delegation": self.delegation, **params})
         return f"/webhdfs/v1{quote(path, safe='/')}?{query}"
 
     def _call(

@@ -184,7 +184,7 @@ class WebServicesResource(Resource):
     def _principal(self, request: Request) -> Principal:
         """The owner of the request's RM delegation token; anonymous without one (401 for a bad one)."""
         header = request.getHeader(REST_TOKEN_HEADER.encode("ascii"))
-        if header is None or self.auth is None:
+        if header is None or not header.strip() or self.auth is None:
             return ANONYMOUS
         try:
             return self.auth.principal_of_url_token(header.decode("ascii", errors="replace"), RM_DELEGATION_KIND)

@@ -26,6 +26,8 @@ class HttpConnection:
     """One HTTP/1.1 connection to the site over an in-memory transport."""
 
     def __init__(self, site: Any, host: str = "rm.test:8088") -> None:
+        # headers every request on this site sends (a test may give the site a credential)
+        self.default_headers: dict[str, str] = dict(getattr(site, "test_headers", {}))
         self.transport = StringTransport()
         self.channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         self.channel.makeConnection(self.transport)
@@ -42,7 +44,7 @@ class HttpConnection:
     ) -> None:
         self.method = method
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", "Connection: close"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        lines += [f"{k}: {v}" for k, v in {**self.default_headers, **(headers or {})}.items()]
         if chunks is None:
             lines.append(f"Content-Length: {len(body)}")
             payload = body

@@ -37,7 +37,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
         frozenset(
             {
                 "node", "cli", "local_cluster", "client_config", "spark_archive", "webhdfs_client", "image_push",
-                "isolation", "processes", "ring_status", "__main__",
+                "isolation", "processes", "ring_status", "user_credential", "__main__",
             }
         ),
     ),

@@ -27,7 +27,13 @@ from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.queues import QueueSpec, QueueTree
 from cortex_rm.allocator.rm_context import RMContext
-from cortex_rm.allocator.state_store import MemoryStateStore
+from cortex_rm.allocator.app_access import AppAccess
+from cortex_rm.allocator.state_store import MemoryStateStore, StoredState
+from cortex_rm.allocator.user_credentials import UserCredentials
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
+from cortex_rm.yarn.tokens import MasterKey
+from cortex_rm.yarn_api.delegation_tokens import from_url_string, to_url_string
+from cortex_rm.yarn_api.user_auth import UserAuthenticator
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
@@ -85,6 +91,13 @@ class Cluster:
     store: HeldStore
     rm: RMContext
     site: Any
+    auth: UserAuthenticator
+
+    def credential_header(self, user: str) -> dict[str, str]:
+        """The REST header carrying a new RM delegation token of ``user``."""
+        ident = fired(self.auth.credentials.issue(user))
+        [(_, rm_token), _] = self.auth.tokens_for(ident, "127.0.0.1:8032", "127.0.0.1:8088")
+        return {REST_TOKEN_HEADER: to_url_string(rm_token)}
 
 
 def make_cluster(queues: QueueSpec | None = None, max_body_bytes: int = 1 << 20) -> Cluster:
@@ -97,7 +110,12 @@ def make_cluster(queues: QueueSpec | None = None, max_body_bytes: int = 1 << 20)
     nodes = NodeTable()
     nodes.register(NODE, "127.0.0.1:8042", Resource(8192, 8), START_MS)
     rm = RMContext(clock, apps, nodes, START_MS)
-    return Cluster(clock, store, rm, build_rest_site(rm, version=VERSION, max_body_bytes=max_body_bytes))
+    credentials = UserCredentials(MasterKey(3, b"d" * 20), store, StoredState(), lambda: int(clock.seconds() * 1000))
+    auth = UserAuthenticator(credentials)
+    site = build_rest_site(rm, version=VERSION, max_body_bytes=max_body_bytes, auth=auth, access=AppAccess(["admin"]))
+    cluster = Cluster(clock, store, rm, site, auth)
+    site.test_headers = cluster.credential_header("alice")  # every request below is alice's unless it says otherwise
+    return cluster
 
 
 def http(
@@ -404,8 +422,10 @@ def three_apps(cluster: Cluster) -> Cluster:
     ],
 )
 def test_apps_filters_select_the_matching_applications(three_apps: Cluster, query: str, expected: list[int]) -> None:
-    """Each of YARN's /apps query filters (and their combinations) selects exactly the matching applications."""
-    apps = http(three_apps.site, "GET", "/ws/v1/cluster/apps" + query).json()["apps"]["app"]
+    """Each of YARN's /apps query filters (and their combinations) selects exactly the matching applications
+    (asked by the admin, who may see everyone's)."""
+    admin = three_apps.credential_header("admin")
+    apps = http(three_apps.site, "GET", "/ws/v1/cluster/apps" + query, headers=admin).json()["apps"]["app"]
     assert [ApplicationId.parse(a["id"]).id for a in apps] == expected
 
 
@@ -505,7 +525,7 @@ def test_kill_answers_202_with_location_while_killing_then_200_once_killed(clust
     path = f"/ws/v1/cluster/apps/{app.app_id}/state"
     cluster.store.hold = True
     conn = HttpConnection(cluster.site)
-    conn.send("PUT", path + "?user.name=mallory", b'{"state":"KILLED"}', {"Content-Type": "application/json"})
+    conn.send("PUT", path, b'{"state":"KILLED"}', {"Content-Type": "application/json"})
     assert conn.response() is None  # waiting on the state store: NOT_DONE_YET
     assert http(cluster.site, "GET", path).json() == {"state": "ACCEPTED"}  # FINAL_SAVING shows the state before
     repeat = http(cluster.site, "PUT", path, {"state": "KILLED"})
@@ -519,7 +539,7 @@ def test_kill_answers_202_with_location_while_killing_then_200_once_killed(clust
     assert (done.status, done.json()) == (200, {"state": "KILLED"})
     info = http(cluster.site, "GET", f"/ws/v1/cluster/apps/{app.app_id}").json()["app"]
     assert (info["state"], info["finalStatus"], info["finishedTime"]) == ("KILLED", "KILLED", START_MS)
-    assert "mallory" in info["diagnostics"]
+    assert "killed by user alice" in info["diagnostics"]
 
 
 def test_put_state_other_than_killed_is_bad_request_and_same_state_is_ok(cluster: Cluster) -> None:
@@ -597,14 +617,15 @@ def test_new_application_hands_out_fresh_ids_and_the_maximum_capability(cluster:
 
 
 def test_submit_stores_the_application_accepted_with_its_launch_context(cluster: Cluster) -> None:
-    """POST /apps: 202 + Location, empty body; the app is ACCEPTED for user.name with the context built from the body."""
+    """POST /apps: 202 + Location, empty body; the app is ACCEPTED for the token's owner (user.name proves
+    nothing) with the context built from the body."""
     app_id = new_app_id(cluster)
     response = http(cluster.site, "POST", "/ws/v1/cluster/apps?user.name=testuser", distributed_shell_body(app_id))
     assert response.status == 202 and response.body == b""
     assert response.headers["location"] == f"http://rm.test:8088/ws/v1/cluster/apps/{app_id}"
     app = cluster.rm.apps.get(ApplicationId.parse(app_id))
     assert (app.user, app.name, app.queue, app.app_type, app.reported_state.value) == (
-        "testuser", "test", "default", "YARN", "ACCEPTED",
+        "alice", "test", "default", "YARN", "ACCEPTED",
     )  # fmt: skip
     assert app.tags == frozenset({"tag 2", "tag1"}) and app.am_resource == Resource(1024, 1) and app.max_attempts == 2
     ctx = yp.ApplicationSubmissionContextProto.FromString(app.context)
@@ -632,8 +653,8 @@ def test_submit_stores_the_application_accepted_with_its_launch_context(cluster:
     ]
 
 
-def test_submit_waits_for_the_state_store_and_defaults_to_the_static_web_user(cluster: Cluster) -> None:
-    """The 202 is sent only once the submission is stored; without user.name the submitter is dr.who."""
+def test_submit_waits_for_the_state_store(cluster: Cluster) -> None:
+    """The 202 is sent only once the submission is stored; the submitter is the token's owner."""
     app_id = new_app_id(cluster)
     cluster.store.hold = True
     conn = HttpConnection(cluster.site)
@@ -644,7 +665,7 @@ def test_submit_waits_for_the_state_store_and_defaults_to_the_static_web_user(cl
     response = conn.response()
     assert response is not None and response.status == 202
     app = cluster.rm.apps.get(ApplicationId.parse(app_id))
-    assert (app.user, app.name, app.app_type, app.am_resource) == ("dr.who", "N/A", "YARN", Resource(1024, 1))
+    assert (app.user, app.name, app.app_type, app.am_resource) == ("alice", "N/A", "YARN", Resource(1024, 1))
     spec = yp.ApplicationSubmissionContextProto.FromString(app.context).am_container_spec
     assert list(spec.command) == ["a", "b"] and spec.tokens == b"HDTS\x00\x00\x00"
 
@@ -881,3 +902,75 @@ def test_vlong_round_trips(value: int) -> None:
 def test_token_storage_is_hadoops_writable_credentials_format() -> None:
     """Credentials are written as HDTS, version 0, then counted (alias, token) and (alias, length, secret) records."""
     assert token_storage({"t": b"TOKEN"}, {"s": b"\x01\x02"}) == b"HDTS\x00\x01\x01tTOKEN\x01\x01s\x02\x01\x02"
+
+
+# ------------------------------------------------------------------ who may do what
+
+
+def test_without_a_credential_only_the_cluster_info_and_metrics_answer(cluster: Cluster) -> None:
+    """An anonymous caller (no token; a user.name proves nothing) gets 401 telling what to do,
+    for reads and writes alike, and changes nothing."""
+    app = submit(cluster)
+    anonymous = {REST_TOKEN_HEADER: ""}
+    assert http(cluster.site, "GET", "/ws/v1/cluster/info", headers=anonymous).status == 200
+    assert http(cluster.site, "GET", "/ws/v1/cluster/metrics", headers=anonymous).status == 200
+    for method, path, body in [
+        ("GET", "/ws/v1/cluster/apps?user.name=alice", b""),
+        ("GET", f"/ws/v1/cluster/apps/{app.app_id}", b""),
+        ("GET", "/ws/v1/cluster/nodes", b""),
+        ("POST", "/ws/v1/cluster/apps/new-application", b""),
+        ("PUT", f"/ws/v1/cluster/apps/{app.app_id}/state?user.name=alice", {"state": "KILLED"}),
+    ]:
+        conn = HttpConnection(cluster.site)
+        conn.default_headers = {}
+        payload = json.dumps(body).encode() if isinstance(body, dict) else body
+        conn.send(method, path, payload, {"Content-Type": "application/json"})
+        response = conn.response()
+        assert response is not None
+        message = assert_remote_exception(response, 401, "AuthorizationException", "org.apache.hadoop.security.authorize")
+        assert "Hadoop-YARN-RM-Delegation-Token" in message and "cortex-rm user add" in message
+    assert cluster.rm.apps.get(app.app_id).reported_state.value == "ACCEPTED"
+
+
+def test_a_forged_or_revoked_token_is_401_with_the_reason(cluster: Cluster) -> None:
+    header = cluster.credential_header("bob")
+    real = from_url_string(header[REST_TOKEN_HEADER])
+    real.password = bytes(20)
+    forged = {REST_TOKEN_HEADER: to_url_string(real)}
+    message = assert_remote_exception(
+        http(cluster.site, "GET", "/ws/v1/cluster/apps", headers=forged), 401, "AuthorizationException",
+        "org.apache.hadoop.security.authorize",
+    )
+    assert "Hadoop-YARN-RM-Delegation-Token" in message and "wrong password" in message
+    assert http(cluster.site, "GET", "/ws/v1/cluster/apps", headers=header).status == 200
+    fired(cluster.auth.credentials.revoke_user("bob"))
+    message = assert_remote_exception(
+        http(cluster.site, "GET", "/ws/v1/cluster/apps", headers=header), 401, "AuthorizationException",
+        "org.apache.hadoop.security.authorize",
+    )
+    assert "can't be found in cache" in message
+
+
+def test_another_user_can_neither_see_nor_kill_an_application_and_the_admin_can(cluster: Cluster) -> None:
+    """alice's application: 403 ForbiddenException to bob on read and kill, absent from his list;
+    the admin reads and kills it."""
+    app = submit(cluster)
+    bob, admin = cluster.credential_header("bob"), cluster.credential_header("admin")
+    path = f"/ws/v1/cluster/apps/{app.app_id}"
+    for method, sub, body in [("GET", "", b""), ("GET", "/state", b""), ("PUT", "/state", {"state": "KILLED"})]:
+        message = assert_remote_exception(
+            http(cluster.site, method, path + sub, body, headers=bob), 403, "ForbiddenException", "org.apache.hadoop.yarn.webapp"
+        )
+        assert f"User bob cannot perform operation" in message
+    assert http(cluster.site, "GET", "/ws/v1/cluster/apps", headers=bob).json()["apps"] in (None, {"app": []})
+    assert http(cluster.site, "GET", path, headers=admin).json()["app"]["user"] == "alice"
+    assert http(cluster.site, "PUT", path + "/state", {"state": "KILLED"}, headers=admin).status in (200, 202)
+
+
+def test_only_an_admin_issues_and_revokes_credentials_and_an_issued_one_works(cluster: Cluster) -> None:
+    assert_remote_exception(
+        http(cluster.site, "PUT", "/ws/v1/cluster/cortex/users/carol"), 403, "ForbiddenException", "org.apache.hadoop.yarn.webapp"
+    )
+    admin = cluster.credential_header("admin")
+    # this site has no user admin (the RM role provides it): the operation says so
+    assert http(cluster.site, "PUT", "/ws/v1/cluster/cortex/users/carol", headers=admin).status == 404

@@ -1,0 +1,96 @@
+"""The RM's users' delegation tokens (``UserCredentials``) on a fake clock: issued tokens are
+valid until their max date, survive a restart, and stop authenticating the moment their user
+is revoked, their application ends or they expire."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from twisted.internet.task import Clock
+
+from cortex_rm.allocator.state_store import MemoryStateStore
+from cortex_rm.allocator.user_credentials import SUBMIT_GRACE_MS, UserCredentials
+from cortex_rm.yarn.delegation import InvalidToken, Principal
+from cortex_rm.yarn.tokens import MasterKey
+from tests.support.rm_core import result_of
+
+KEY = MasterKey(9, b"s" * 20)
+LIFETIME_MS = 3_600_000
+
+
+def credentials(clock: Clock, store: MemoryStateStore) -> UserCredentials:
+    return UserCredentials(KEY, store, result_of(store.load()), lambda: int(clock.seconds() * 1000), LIFETIME_MS)
+
+
+def test_an_issued_token_names_its_owner_until_its_max_date_and_not_a_millisecond_after() -> None:
+    clock, store = Clock(), MemoryStateStore()
+    clock.advance(1000)
+    users = credentials(clock, store)
+    ident = result_of(users.issue("alice"))
+    assert (ident.owner, ident.issue_ms, ident.max_ms, ident.key_id) == ("alice", 1_000_000, 1_000_000 + LIFETIME_MS, 9)
+    assert users.check(ident) == Principal("alice")
+    clock.advance(LIFETIME_MS / 1000)
+    assert users.check(ident) == Principal("alice")
+    clock.advance(0.001)
+    with pytest.raises(InvalidToken, match="is expired"):
+        users.check(ident)
+
+
+def test_a_forged_identifier_is_not_in_the_cache() -> None:
+    """Another owner, a later max date or an unknown sequence number under a real one: refused."""
+    clock, store = Clock(), MemoryStateStore()
+    users = credentials(clock, store)
+    ident = result_of(users.issue("alice"))
+    for forged in (replace(ident, owner="root"), replace(ident, max_ms=ident.max_ms * 2), replace(ident, sequence=999)):
+        with pytest.raises(InvalidToken, match="can't be found in cache"):
+            users.check(forged)
+
+
+def test_tokens_survive_a_restart_and_sequence_numbers_are_never_reused() -> None:
+    clock, store = Clock(), MemoryStateStore()
+    users = credentials(clock, store)
+    alice = result_of(users.issue("alice"))
+    bob = result_of(users.issue("bob"))
+    result_of(users.revoke_user("bob"))
+    again = credentials(clock, store)
+    assert again.check(alice) == Principal("alice")
+    with pytest.raises(InvalidToken):
+        again.check(bob)
+    assert result_of(again.issue("carol")).sequence == bob.sequence + 1
+
+
+def test_revoking_a_user_forgets_her_tokens_and_her_applications_tokens_only() -> None:
+    clock, store = Clock(), MemoryStateStore()
+    users = credentials(clock, store)
+    own, app, other = (result_of(users.issue(u, a)) for u, a in (("alice", None), ("alice", "application_1_0001"), ("bob", None)))
+    assert users.check(app) == Principal("alice", "application_1_0001")
+    assert result_of(users.revoke_user("alice")) == 2
+    for gone in (own, app):
+        with pytest.raises(InvalidToken):
+            users.check(gone)
+    assert users.check(other) == Principal("bob")
+    assert users.users() == {"bob": {"tokens": 1, "expires_ms": other.max_ms}}
+
+
+def test_the_sweep_forgets_expired_tokens_and_ended_applications_after_the_submission_grace() -> None:
+    clock, store = Clock(), MemoryStateStore()
+    users = credentials(clock, store)
+    running = {"application_1_0001"}
+    live, ended, user = (result_of(users.issue("alice", a)) for a in ("application_1_0001", "application_1_0002", None))
+    assert result_of(users.forget_unusable(running.__contains__)) == 0  # just issued: maybe not stored yet
+    clock.advance(SUBMIT_GRACE_MS / 1000 + 1)
+    assert result_of(users.forget_unusable(running.__contains__)) == 1
+    with pytest.raises(InvalidToken):
+        users.check(ended)
+    assert users.check(live).application == "application_1_0001"
+    clock.advance(LIFETIME_MS / 1000)
+    assert result_of(users.forget_unusable(running.__contains__)) == 2
+    assert store.state.delegation_tokens == {} and user.sequence == 3
+
+
+def test_a_user_name_that_could_not_be_a_file_owner_is_refused() -> None:
+    users = credentials(Clock(), MemoryStateStore())
+    for bad in ("", "a/b", "x" * 300, "a:b"):
+        with pytest.raises(ValueError):
+            users.issue(bad)
