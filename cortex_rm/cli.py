@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--out", type=Path, required=True, help="the file to write (mode 600); give it to the user")
     revoke = usub.add_parser("revoke", help="revoke every credential of a user, at once")
     revoke.add_argument("name")
+    user_show = usub.add_parser("show", help="print whose a credential is, until when, and its tokens for curl and hdfs")
+    user_show.add_argument("credential", type=Path)
     for p in (add, revoke):
         rm_where = p.add_mutually_exclusive_group(required=True)
         rm_where.add_argument("--workdir", type=Path, help="a running local cluster's work dir (its admin credential)")
@@ -170,7 +172,29 @@ def _image_push(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     return 0
 
 
+def _user_show(path: Path) -> int:
+    import datetime
+
+    from cortex_rm.user_credential import CredentialError, load_credential
+    from cortex_rm.yarn_api.delegation_tokens import read_fs_identifier
+
+    try:
+        credential = load_credential(path)
+    except CredentialError as e:
+        print(f"cortex-rm: {e}", file=sys.stderr)
+        return 1
+    ident = read_fs_identifier(credential.fs.identifier)
+    expires = datetime.datetime.fromtimestamp(ident.max_ms / 1000, datetime.timezone.utc)
+    print(f"user      {ident.owner}")
+    print(f"expires   {expires:%Y-%m-%d %H:%M:%S} UTC")
+    print(f"REST      Hadoop-YARN-RM-Delegation-Token: {credential.rest_header()}")
+    print(f"WebHDFS   delegation={credential.webhdfs_delegation()}")
+    return 0
+
+
 def _user_command(args: argparse.Namespace) -> int:
+    if args.user_command == "show":
+        return _user_show(args.credential)
     from cortex_rm import local_cluster
     from cortex_rm.user_credential import CredentialError, load_credential, request_credential, revoke_user, write_private
     from cortex_rm.yarn.addresses import HostPort, MalformedAddress

@@ -102,16 +102,24 @@ def test_hostile_ipc_and_rest_input_leaves_the_rm_serving_with_its_state(cluster
     assert f.parse_responses(answers["wrong version"])[0].exception_class == "org.apache.hadoop.ipc.RPC$VersionMismatch"
 
     for body in (b"{", b"[]", b'{"application-id": 5}', b"\xff\xfe", b"{" * 10000):
-        r = requests.post(f"{cluster.rest}/ws/v1/cluster/apps", data=body, headers={"Content-Type": "application/json"}, timeout=10)
+        headers = {"Content-Type": "application/json", **cluster.rest_headers()}
+        r = requests.post(f"{cluster.rest}/ws/v1/cluster/apps", data=body, headers=headers, timeout=10)
         assert r.status_code == 400, (body[:20], r.status_code, r.text[:200])
         assert "RemoteException" in r.json()
-    r = requests.put(f"{cluster.rest}/ws/v1/cluster/apps/{app_id}/state", data=b"not json", timeout=10)
+    r = requests.put(
+        f"{cluster.rest}/ws/v1/cluster/apps/{app_id}/state", data=b"not json", headers=cluster.rest_headers(), timeout=10
+    )
     assert r.status_code == 400
 
-    # A well-formed raw call on a fresh connection still gets its answer...
-    request = ys.GetNewApplicationRequestProto()
-    ok = f.parse_responses(_exchange(cluster.rm.client, f.preamble() + f.context_frame(ACP) + f.call_frame(7, "getNewApplication", ACP, request), "reply"))
+    # A well-formed raw call on a fresh connection still gets its answer (SIMPLE is anonymous:
+    # the cluster's metrics, and an AccessControlException for anything that changes state)...
+    hello = f.preamble() + f.context_frame(ACP)
+    metrics = ys.GetClusterMetricsRequestProto()
+    ok = f.parse_responses(_exchange(cluster.rm.client, hello + f.call_frame(7, "getClusterMetrics", ACP, metrics), "reply"))
     assert ok[0].call_id == 7 and ok[0].exception_class == ""
+    new_app = ys.GetNewApplicationRequestProto()
+    refused = f.parse_responses(_exchange(cluster.rm.client, hello + f.call_frame(8, "getNewApplication", ACP, new_app), "reply"))
+    assert refused[0].exception_class == "org.apache.hadoop.security.AccessControlException"
     # ...and the real client finds everything as it was.
     assert yarn.run("report", app_id) == before
     assert yarn.run("submit", "after-the-storm", "default")["applicationId"] > app_id

@@ -33,7 +33,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 
 
 def get(cluster: RunningCluster, path: str) -> Any:
-    response = requests.get(f"{cluster.rest}/ws/v1/cluster/{path}", headers={"Accept": "application/json"}, timeout=5)
+    headers = {"Accept": "application/json", **cluster.rest_headers()}
+    response = requests.get(f"{cluster.rest}/ws/v1/cluster/{path}", headers=headers, timeout=5)
     response.raise_for_status()
     return response.json()
 

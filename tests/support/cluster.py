@@ -17,6 +17,8 @@ from cortex_rm import local_cluster
 from cortex_rm.client_config import RMAddresses
 from cortex_rm.isolation import IsolatedNetwork
 from cortex_rm.processes import alive
+from cortex_rm.user_credential import UserCredential, load_credential
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 
 
 @dataclass
@@ -37,6 +39,15 @@ class RunningCluster:
         """The address a client on this machine has on the cluster's network (a client-mode
         driver binds it: SPARK_LOCAL_IP)."""
         return "127.0.0.1" if self.isolated is None else self.isolated.gateway
+
+    @property
+    def credential(self) -> UserCredential:
+        """The credential ``local-cluster up`` issued to the user who ran it (this process's user)."""
+        return load_credential(self.workdir / local_cluster.USER_TOKEN)
+
+    def rest_headers(self) -> dict[str, str]:
+        """The REST header that authenticates this process's user."""
+        return {REST_TOKEN_HEADER: self.credential.rest_header()}
 
     def daemon_log(self, name: str = "node1") -> str:
         return (self.workdir / name / "logs" / "daemon.out").read_text(errors="replace")

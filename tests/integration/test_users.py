@@ -1,0 +1,86 @@
+"""Users, as they meet them: credentials from the admin's `cortex-rm user add`, client
+configurations from `cortex-rm client-config --credential`, and Hadoop's own YarnClient
+(SASL TOKEN on the RM's port) deciding nothing of ours on the client side.
+
+alice submits, lists and kills her own application; bob can neither see nor kill it
+(AccessControlException); a client with no credential changes nothing; a revoked
+credential stops working at once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import RunningCluster, running_cluster
+from tests.support.java import YarnClientDriver
+
+pytestmark = pytest.mark.integration
+
+ACCESS_CONTROL = "org.apache.hadoop.security.AccessControlException"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    with running_cluster(tmp_path_factory.mktemp("users"), nodes=1) as c:
+        yield c
+
+
+def cortex(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cortex_rm", *args], capture_output=True, text=True, timeout=120)
+
+
+def client_of(cluster: RunningCluster, user: str, tmp: Path) -> YarnClientDriver:
+    """A YarnClient configured as `user` would be: the admin issues her credential, she writes
+    her client configuration with it."""
+    token = tmp / f"{user}.token"
+    added = cortex("user", "add", user, "--out", str(token), "--workdir", str(cluster.workdir))
+    assert added.returncode == 0, added.stderr
+    assert token.stat().st_mode & 0o777 == 0o600
+    conf = tmp / f"{user}-conf"
+    written = cortex(
+        "client-config", "--out", str(conf), "--workdir", str(cluster.workdir), "--credential", str(token),
+        "--no-spark-upload",
+    )
+    assert written.returncode == 0, written.stderr
+    return YarnClientDriver(conf)
+
+
+def test_users_see_and_kill_only_their_own_applications(cluster: RunningCluster, tmp_path: Path) -> None:
+    alice, bob = client_of(cluster, "alice", tmp_path), client_of(cluster, "bob", tmp_path)
+    app_id = alice.run("submit", "alices-job", "default", "--am-command", "sleep 600")["applicationId"]
+    assert alice.run("report", app_id)["user"] == "alice"
+    assert [a["id"] for a in alice.run("list")["applications"]] == [app_id]
+    assert "cannot perform operation VIEW_APP" in bob.expect_exception("report", app_id, exception=ACCESS_CONTROL)["message"]
+    assert "cannot perform operation MODIFY_APP" in bob.expect_exception("kill", app_id, exception=ACCESS_CONTROL)["message"]
+    assert bob.run("list")["applications"] == []
+    alice.run("kill", app_id)
+    assert alice.run("report", app_id)["state"] == "KILLED"
+
+
+def test_a_client_without_a_credential_changes_nothing(cluster: RunningCluster, tmp_path: Path) -> None:
+    """The same configuration minus the token file: the RM's metrics, and AccessControlException
+    (saying what to do) for everything else."""
+    anonymous = tmp_path / "anonymous-conf"
+    anonymous.mkdir()
+    for name in ("yarn-site.xml", "core-site.xml"):
+        text = (cluster.conf_dir / name).read_text()
+        (anonymous / name).write_text("\n".join(line for line in text.splitlines() if "hadoop.token.files" not in line))
+    client = YarnClientDriver(anonymous)
+    assert client.run("metrics")["numNodeManagers"] == 1
+    for args in (("new-app",), ("list",), ("submit", "sneaky", "default")):
+        refused = client.expect_exception(*args, exception=ACCESS_CONTROL)
+        assert "cortex-rm user add" in refused["message"]
+
+
+def test_a_revoked_credential_stops_working_at_once(cluster: RunningCluster, tmp_path: Path) -> None:
+    carol = client_of(cluster, "carol", tmp_path)
+    assert carol.run("list")["applications"] == []
+    revoked = cortex("user", "revoke", "carol", "--workdir", str(cluster.workdir))
+    assert revoked.returncode == 0 and "revoked carol: 1 token(s)" in revoked.stdout, revoked.stdout + revoked.stderr
+    outcome = carol.invoke("list")
+    assert outcome.returncode == YarnClientDriver.EXIT_CLIENT_EXCEPTION, outcome.describe()
