@@ -35,6 +35,8 @@ class Submission:
     max_attempts: int = 0  # 0: the RM's default
     unmanaged_am: bool = False
     context: bytes = b""  # the serialized ApplicationSubmissionContextProto
+    # the launch context's application ACLs: "VIEW_APP"/"MODIFY_APP" -> Hadoop ACL text
+    acls: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -83,6 +85,7 @@ class Application:
     finish_time_ms: int = 0
     progress: float = 0.0
     attempts: list[Attempt] = field(default_factory=list)
+    acls: tuple[tuple[str, str], ...] = ()  # as submitted (Submission.acls)
 
     @classmethod
     def from_submission(cls, submission: Submission, limits: SchedulerLimits, now_ms: int) -> Application:
@@ -109,6 +112,7 @@ class Application:
             max_attempts=max_attempts,
             unmanaged_am=submission.unmanaged_am,
             context=submission.context,
+            acls=submission.acls,
             submit_time_ms=now_ms,
             start_time_ms=now_ms,
         )
@@ -170,6 +174,7 @@ class Application:
             "finish_time_ms": self.finish_time_ms,
             "progress": self.progress,
             "attempts": [_attempt_document(a) for a in self.attempts],
+            "acls": [list(pair) for pair in self.acls],
         }
 
     @classmethod
@@ -198,6 +203,7 @@ class Application:
             finish_time_ms=doc["finish_time_ms"],
             progress=doc["progress"],
             attempts=[_attempt_from_document(a) for a in doc["attempts"]],
+            acls=tuple((str(k), str(v)) for k, v in doc.get("acls", [])),
         )
 
 

@@ -13,6 +13,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from cortex_rm.allocator.acls import EVERYONE, NOBODY, AccessControlList
 from cortex_rm.allocator.errors import InvalidSubmission, UnknownQueue
 
 
@@ -30,6 +31,10 @@ class QueueSpec:
     maximum_capacity: float = 100.0
     state: QueueState = QueueState.RUNNING
     children: tuple[QueueSpec, ...] = ()
+    # YARN's acl_submit_applications / acl_administer_queue; None: unset (root: everyone,
+    # others: nobody, so by default only what the parents allow)
+    submit_acl: AccessControlList | None = None
+    admin_acl: AccessControlList | None = None
 
 
 DEFAULT_QUEUES = QueueSpec("root", children=(QueueSpec("default"),))
@@ -126,6 +131,15 @@ class QueueTree:
             return parent
         raise UnknownQueue(f"queue {name!r} does not exist; queues: {', '.join(self._by_path)}")
 
+    def may_submit(self, queue: Queue, user: str) -> bool:
+        """YARN's rule: a user may submit to a queue that allows it, or whose ancestor does."""
+        return any(_acl(q, "submit_acl").allows(user) for q in _path_to_root(queue))
+
+    def may_administer(self, queue: Queue, user: str) -> bool:
+        """Whether ``user`` administers ``queue`` (or one of its ancestors): she may then see
+        and change its applications."""
+        return any(_acl(q, "admin_acl").allows(user) for q in _path_to_root(queue))
+
     def display_name(self, queue: Queue) -> str:
         """The name reports show: the short name when it is unambiguous, else the full path."""
         return queue.name if len(self._leaves_by_name.get(queue.name, [])) == 1 else queue.path
@@ -144,3 +158,17 @@ class QueueTree:
         if not queue.is_running:
             raise InvalidSubmission(f"queue {queue.path} is STOPPED and accepts no new applications")
         return queue
+
+
+def _path_to_root(queue: Queue) -> Iterator[Queue]:
+    q: Queue | None = queue
+    while q is not None:
+        yield q
+        q = q.parent
+
+
+def _acl(queue: Queue, name: str) -> AccessControlList:
+    acl: AccessControlList | None = getattr(queue.spec, name)
+    if acl is not None:
+        return acl
+    return EVERYONE if queue.parent is None else NOBODY

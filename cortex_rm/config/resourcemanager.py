@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cortex_rm.allocator.acls import AccessControlList
 from cortex_rm.allocator.queues import DEFAULT_QUEUES, QueueSpec, QueueState, QueueTree
 from cortex_rm.config.errors import ConfigError
 from cortex_rm.container.runtime_image import is_sha256
@@ -94,6 +95,11 @@ class QueueEntry:
     capacity: float = 100.0  # guaranteed percent of the parent; siblings sum to 100
     maximum_capacity: float = 100.0  # ceiling, percent of the parent
     state: str = "RUNNING"  # RUNNING or STOPPED
+    # who may submit to / administer the queue (and its children): "user1,user2", "*" everyone,
+    # " " nobody; unset: everyone on root, nobody elsewhere (YARN's acl_submit_applications,
+    # acl_administer_queue). Queue admins see and change the queue's applications.
+    acl_submit_applications: str | None = None
+    acl_administer_queue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,8 @@ class SchedulerSection:
                 maximum_capacity=entry.maximum_capacity,
                 state=QueueState(entry.state),
                 children=tuple(build(k) for k in kids),
+                submit_acl=_acl(entry.acl_submit_applications),
+                admin_acl=_acl(entry.acl_administer_queue),
             )
 
         return build("root")
@@ -159,3 +167,7 @@ class SchedulerSection:
             raise ConfigError(f"{where}: {e}") from None
         except ValueError as e:
             raise ConfigError(f"{where}: [[scheduler.queue]]: {e}") from None
+
+
+def _acl(text: str | None) -> AccessControlList | None:
+    return None if text is None else AccessControlList.parse(text)

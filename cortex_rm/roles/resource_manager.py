@@ -200,7 +200,7 @@ class ResourceManagerRole:
             keys.delegation, self._store, await self._store.load(), self._now_ms, conf.credential_lifetime_s * 1000
         )
         auth = UserAuthenticator(credentials, conf.anonymous_access)
-        access = AppAccess([name_node.namespace.superuser])
+        access = AppAccess([name_node.namespace.superuser], scheduling.table.queues)
         self._token_sweeps = start_sweeps(credentials, self._app_running, self.reactor)
         admin_box: list[RMUserAdmin] = []
         site = build_rest_site(

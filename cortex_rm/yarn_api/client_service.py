@@ -145,8 +145,8 @@ class ApplicationClientService:
         async def submit() -> ys.SubmitApplicationResponseProto:
             if not request.HasField("application_submission_context"):
                 raise alloc.InvalidSubmission("submitApplication carries no application_submission_context")
-            user = self.access.may_submit(self._caller(call))
             context = request.application_submission_context
+            user = self.access.may_submit(self._caller(call), context.queue)
             try:
                 await substitute_application_tokens(
                     context, user, records.app_id_from_proto(context.application_id), self.auth.credentials
@@ -343,12 +343,17 @@ class ApplicationClientService:
     def get_queue_user_acls(
         self, call: CallContext, request: ys.GetQueueUserAclsInfoRequestProto
     ) -> ys.GetQueueUserAclsInfoResponseProto:
-        # With security off every user may submit to and administer every queue, as in YARN.
+        # What the caller may do in each queue (its ACLs or an ancestor's; the admins everything).
+        user = self._caller(call).user or ""
+        admin = user in self.access.admins
         response = ys.GetQueueUserAclsInfoResponseProto()
         for queue in self.rm.queues:
             acl = response.queueUserAcls.add()
             acl.queueName = queue.name
-            acl.userAcls.extend([yp.QACL_SUBMIT_APPLICATIONS, yp.QACL_ADMINISTER_QUEUE])
+            if admin or self.rm.queues.may_submit(queue, user):
+                acl.userAcls.append(yp.QACL_SUBMIT_APPLICATIONS)
+            if admin or self.rm.queues.may_administer(queue, user):
+                acl.userAcls.append(yp.QACL_ADMINISTER_QUEUE)
         return response
 
     def get_node_to_labels(self, call: CallContext, request: ys.GetNodesToLabelsRequestProto) -> ys.GetNodesToLabelsResponseProto:

@@ -142,7 +142,15 @@ def submission_from_proto(ctx: yp.ApplicationSubmissionContextProto, user: str) 
         max_attempts=ctx.maxAppAttempts,
         unmanaged_am=ctx.unmanaged_am,
         context=ctx.SerializeToString(),
+        acls=tuple(
+            (_ACCESS_TYPES[acl.accessType], acl.acl)
+            for acl in ctx.am_container_spec.application_ACLs
+            if acl.accessType in _ACCESS_TYPES
+        ),
     )
+
+
+_ACCESS_TYPES = {yp.APPACCESS_VIEW_APP: "VIEW_APP", yp.APPACCESS_MODIFY_APP: "MODIFY_APP"}
 
 
 def app_report(app: Application, rm: RMContext, out: yp.ApplicationReportProto) -> None:

@@ -348,9 +348,9 @@ class ClusterWebServices:
 
     # -- writes ----------------------------------------------------------------------
 
-    def _submitter(self, call: RestCall) -> str:
+    def _submitter(self, call: RestCall, queue: str | None = None) -> str:
         try:
-            return self.access.may_submit(call.principal)
+            return self.access.may_submit(call.principal, queue)
         except AccessDenied as e:
             raise forbidden(str(e)) from None
 
@@ -367,7 +367,7 @@ class ClusterWebServices:
     async def submit_application(self, call: RestCall) -> Reply:
         """202 with the application's URL once it is stored (ACCEPTED, or FAILED if its queue refused it)."""
         ctx = submission_context_from_json(json_body(call), self.rm.limits.maximum_allocation)
-        user = self._submitter(call)
+        user = self._submitter(call, ctx.queue)
         if self.credentials is not None:
             try:
                 await substitute_application_tokens(ctx, user, records.app_id_from_proto(ctx.application_id), self.credentials)

@@ -391,3 +391,26 @@ def test_the_ring_refuses_wildcard_addresses_it_would_advertise() -> None:
         config_from_dict({"resourcemanager": {"address": "0.0.0.0:8032"}})
     config_from_dict({"ring": {"enabled": False}, "resourcemanager": {"address": "0.0.0.0:8032"},
                       "nodemanager": {"resourcemanager_tracker": "127.0.0.1:8031"}})
+
+
+def test_queue_acls_and_the_anonymous_access_are_read_from_the_file() -> None:
+    """acl_submit_applications / acl_administer_queue become the queues' ACLs (unset stays unset);
+    anonymous_access takes only its two values."""
+    config = config_from_dict(
+        {
+            "resourcemanager": {"anonymous_access": "none"},
+            "scheduler": {
+                "queue": [
+                    {"path": "root", "acl_submit_applications": " "},
+                    {"path": "root.prod", "capacity": 60, "acl_submit_applications": "alice,bob", "acl_administer_queue": "ops"},
+                    {"path": "root.dev", "capacity": 40},
+                ]
+            },
+        }
+    )
+    assert config.resourcemanager.anonymous_access == "none"
+    tree = QueueTree(config.scheduler.queue_tree_spec())
+    assert tree.may_submit(tree.find("prod"), "bob") and not tree.may_submit(tree.find("dev"), "bob")
+    assert tree.may_administer(tree.find("prod"), "ops")
+    with pytest.raises(ConfigError, match="anonymous_access"):
+        config_from_dict({"resourcemanager": {"anonymous_access": "everything"}})
