@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.support.cluster import RunningCluster, running_cluster
+from tests.support.credentials import rest_headers
 
 pytestmark = pytest.mark.integration
 
@@ -27,9 +28,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 
 
 def _submit_waiting_am(cluster: RunningCluster, user: str) -> str:
-    """Submit, as ``user`` through the RM's REST API, an application whose AM prints and then sleeps."""
+    """Submit, as ``user`` through the RM's REST API (her credential), an application whose AM prints and then sleeps."""
     rest = f"{cluster.rest}/ws/v1/cluster/apps"
-    app_id: str = requests.post(f"{rest}/new-application?user.name={user}", timeout=30).json()["application-id"]
+    headers = rest_headers(cluster, user)
+    app_id: str = requests.post(f"{rest}/new-application", headers=headers, timeout=30).json()["application-id"]
     # run as bash -c "<command>" by launch_container.sh: no double quotes
     command = f"echo {MARKER}-out > <LOG_DIR>/stdout; echo {MARKER}-err > <LOG_DIR>/stderr; exec sleep 600"
     submission = {
@@ -39,7 +41,7 @@ def _submit_waiting_am(cluster: RunningCluster, user: str) -> str:
         "resource": {"memory": 256, "vCores": 1},
         "am-container-spec": {"commands": {"command": command}},
     }
-    reply = requests.post(f"{rest}?user.name={user}", json=submission, timeout=30)
+    reply = requests.post(rest, json=submission, headers=headers, timeout=30)
     assert reply.status_code == 202, reply.text
     return app_id
 
@@ -57,15 +59,20 @@ def _wait_for(what: str, check: object, timeout_s: float = 120) -> object:
 def test_a_running_containers_logs_are_listed_and_read_through_its_node_manager(cluster: RunningCluster) -> None:
     """The node that runs the AM lists it and its log files at /ws/v1/node/containers[/{id}/logs]
     in YARN's JSON, serves stdout framed as YARN does (noting the container still runs), honours
-    size=-N, and refuses a file name that climbs out of the log dir."""
+    size=-N, and refuses a file name that climbs out of the log dir.  The RM shows dora's
+    application's attempts to her credential only (401 without one)."""
     app_id = _submit_waiting_am(cluster, "dora")
     rest = f"{cluster.rest}/ws/v1/cluster"
+    dora = rest_headers(cluster, "dora")
     try:
-        node = requests.get(f"{rest}/nodes", timeout=10).json()["nodes"]["node"][0]
+        node = requests.get(f"{rest}/nodes", headers=dora, timeout=10).json()["nodes"]["node"][0]
         nm = f"http://{node['nodeHTTPAddress']}/ws/v1/node"
+        anonymous = requests.get(f"{rest}/apps/{app_id}/appattempts?user.name=dora", timeout=10)
+        assert anonymous.status_code == 401, anonymous.text
 
         def am_container() -> str:
-            attempts = requests.get(f"{rest}/apps/{app_id}/appattempts", timeout=10).json()["appAttempts"]["appAttempt"]
+            reply = requests.get(f"{rest}/apps/{app_id}/appattempts", headers=dora, timeout=10)
+            attempts = reply.json()["appAttempts"]["appAttempt"]
             return str(attempts[0]["containerId"]) if attempts else ""
 
         cid = str(_wait_for("the AM container allocated", am_container))
@@ -110,4 +117,5 @@ def test_a_running_containers_logs_are_listed_and_read_through_its_node_manager(
         assert missing.status_code == 404
         assert missing.json()["RemoteException"]["exception"] == "NotFoundException"
     finally:
-        requests.put(f"{rest}/apps/{app_id}/state?user.name=dora", json={"state": "KILLED"}, timeout=30)
+        killed = requests.put(f"{rest}/apps/{app_id}/state", json={"state": "KILLED"}, headers=dora, timeout=30)
+        assert killed.status_code in (200, 202), killed.text

@@ -3,7 +3,8 @@
 The site listens on 127.0.0.1 (port 0) in the test's reactor; the client, which is
 synchronous (``requests``), runs in a thread (``deferToThread``) while the reactor
 serves it.  Every call checks the values the client hands back, not only that it
-returned.
+returned.  The client authenticates as its user does: her RM delegation token in the
+``Hadoop-YARN-RM-Delegation-Token`` header, given through its ``auth`` argument.
 """
 
 from __future__ import annotations
@@ -14,25 +15,46 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+import requests
 from twisted.internet import defer, threads
 from twisted.logger import globalLogPublisher
 from yarn_api_client.errors import APIError
 from yarn_api_client.resource_manager import ResourceManager
 
+from cortex_rm.allocator.app_access import AppAccess
 from cortex_rm.allocator.app_model import SchedulerLimits
 from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.queues import QueueTree
 from cortex_rm.allocator.rm_context import RMContext
-from cortex_rm.allocator.state_store import MemoryStateStore
+from cortex_rm.allocator.state_store import MemoryStateStore, StoredState
+from cortex_rm.allocator.user_credentials import UserCredentials
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn.resources import Resource
+from cortex_rm.yarn.tokens import MasterKey
+from cortex_rm.yarn_api.delegation_tokens import from_url_string, to_url_string
+from cortex_rm.yarn_api.proto.Security_pb2 import TokenProto
 from cortex_rm.yarn_api.rest import build_rest_site
+from cortex_rm.yarn_api.user_auth import UserAuthenticator
 
 pytestmark = pytest.mark.integration
 
 NODE = NodeId("127.0.0.1", 45454)
 VERSION = "0.0.0-test"
+ADMIN = "yarn-admin"
+
+
+class RMDelegationTokenAuth(requests.auth.AuthBase):
+    """What a user of the client writes to authenticate: her RM delegation token (as a URL
+    string) in the ``Hadoop-YARN-RM-Delegation-Token`` header of every request."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers[REST_TOKEN_HEADER] = self.token
+        return request
 
 
 def the_reactor() -> Any:
@@ -67,15 +89,27 @@ def refused_url() -> Iterator[str]:
 
 @pytest_twisted.async_yield_fixture
 async def rm_web() -> Any:
-    """An RM (memory state store, one 8 GiB/8-core node) with its web site on 127.0.0.1:<free port>."""
+    """An RM (memory state store, one 8 GiB/8-core node) with its web site on 127.0.0.1:<free port>,
+    checking callers' RM delegation tokens (``ADMIN`` is the cluster's admin); and a function that
+    issues a user's token, as the header's value."""
     reactor = the_reactor()
     now_ms = int(reactor.seconds() * 1000)
-    apps = await ApplicationTable.recover(reactor, MemoryStateStore(), QueueTree(), SchedulerLimits())
+    store = MemoryStateStore()
+    apps = await ApplicationTable.recover(reactor, store, QueueTree(), SchedulerLimits())
     nodes = NodeTable()
     nodes.register(NODE, "127.0.0.1:8042", Resource(8192, 8), now_ms)
     rm = RMContext(reactor, apps, nodes, now_ms)
-    port = reactor.listenTCP(0, build_rest_site(rm, version=VERSION), interface="127.0.0.1")
-    yield rm, f"http://127.0.0.1:{port.getHost().port}"
+    credentials = UserCredentials(MasterKey.generate(1), store, StoredState(), lambda: int(reactor.seconds() * 1000))
+    auth = UserAuthenticator(credentials)
+
+    async def token_of(user: str) -> str:
+        ident = await credentials.issue(user)
+        [(_, rm_token), _] = auth.tokens_for(ident, "127.0.0.1:8032", "127.0.0.1:8088")
+        return to_url_string(rm_token)
+
+    site = build_rest_site(rm, version=VERSION, auth=auth, access=AppAccess([ADMIN]))
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    yield rm, f"http://127.0.0.1:{port.getHost().port}", token_of
     await port.stopListening()
 
 
@@ -137,10 +171,14 @@ def spark_like_body(app_id: str) -> dict[str, Any]:
 async def test_yarn_api_client_reads_the_cluster_and_runs_an_application_through_its_life(
     rm_web: Any, refused_url: str
 ) -> None:
-    """The real client finds the active RM, reads cluster/metrics/scheduler/nodes, creates, submits, lists,
-    inspects and kills an application (kill repeated until done), and gets YARN's errors for unknown ids."""
-    rm, url = rm_web
-    client: ResourceManager = await in_thread(ResourceManager, service_endpoints=[refused_url, url], timeout=10)
+    """The real client, authenticated as alice, finds the active RM, reads cluster/metrics/scheduler/nodes,
+    creates, submits, lists, inspects and kills an application (kill repeated until done), and gets YARN's
+    errors for unknown ids."""
+    rm, url, token_of = rm_web
+    alice = RMDelegationTokenAuth(await token_of("alice"))
+    client: ResourceManager = await in_thread(
+        ResourceManager, service_endpoints=[refused_url, url], timeout=10, auth=alice
+    )
     assert client.get_active_endpoint() == url  # the refused RM is skipped by the /cluster probe
 
     info = (await in_thread(client.cluster_information)).data["clusterInfo"]
@@ -171,7 +209,7 @@ async def test_yarn_api_client_reads_the_cluster_and_runs_an_application_through
     submitted = await in_thread(client.cluster_submit_application, spark_like_body(app_id))
     assert submitted.data == {}  # 202 with an empty body
     stored = rm.apps.get(ApplicationId.parse(app_id))
-    assert (stored.user, stored.app_type, stored.am_resource) == ("dr.who", "SPARK", Resource(2048, 2))
+    assert (stored.user, stored.app_type, stored.am_resource) == ("alice", "SPARK", Resource(2048, 2))
 
     app = (await in_thread(client.cluster_application, app_id)).data["app"]
     assert (app["id"], app["name"], app["state"], app["finalStatus"], app["queue"]) == (
@@ -181,7 +219,7 @@ async def test_yarn_api_client_reads_the_cluster_and_runs_an_application_through
 
     listed = (await in_thread(client.cluster_applications, states=["ACCEPTED"], application_types=["spark"]))
     assert [a["id"] for a in listed.data["apps"]["app"]] == [app_id]
-    none = await in_thread(client.cluster_applications, states=["RUNNING"], user="dr.who")
+    none = await in_thread(client.cluster_applications, states=["RUNNING"], user="alice")
     assert none.data["apps"]["app"] == []
     tagged = await in_thread(client.cluster_applications, application_tags=["nightly"], limit=5, name="pi-estimator")
     assert len(tagged.data["apps"]["app"]) == 1
@@ -207,3 +245,53 @@ async def test_yarn_api_client_reads_the_cluster_and_runs_an_application_through
         await in_thread(client.cluster_node, "10.1.2.3:1")
     with pytest.raises(APIError, match="status: 400.*BadRequestException"):
         await in_thread(client.cluster_submit_application, {"application-id": "not-an-id"})
+
+
+@pytest_twisted.ensureDeferred
+async def test_yarn_api_client_without_a_credential_or_as_another_user_is_refused(rm_web: Any) -> None:
+    """Without a token the client reads the cluster's info and metrics only (401 AuthorizationException
+    elsewhere, a ``user.name`` changes nothing); with a forged one nothing (401); as bob it neither sees
+    nor kills alice's application (403 ForbiddenException), which the admin sees and kills."""
+    rm, url, token_of = rm_web
+
+    async def client_of(token: str | None) -> ResourceManager:
+        auth = RMDelegationTokenAuth(token) if token is not None else None
+        client: ResourceManager = await in_thread(ResourceManager, service_endpoints=[url], timeout=10, auth=auth)
+        return client
+
+    alice = await client_of(await token_of("alice"))
+    app_id = (await in_thread(alice.cluster_new_application)).data["application-id"]
+    await in_thread(alice.cluster_submit_application, spark_like_body(app_id))
+
+    anonymous = await client_of(None)
+    assert (await in_thread(anonymous.cluster_information)).data["clusterInfo"]["id"] == rm.cluster_id
+    assert (await in_thread(anonymous.cluster_metrics)).data["clusterMetrics"]["appsSubmitted"] == 1
+    with pytest.raises(APIError, match="status: 401.*AuthorizationException"):
+        await in_thread(anonymous.cluster_applications)
+    with pytest.raises(APIError, match="status: 401.*AuthorizationException"):
+        await in_thread(anonymous.cluster_application_kill, app_id)
+    with pytest.raises(APIError, match="status: 401.*AuthorizationException"):
+        await in_thread(anonymous.cluster_new_application)
+    claimed = await in_thread(requests.get, f"{url}/ws/v1/cluster/apps?user.name=alice", timeout=10)
+    assert claimed.status_code == 401, claimed.text
+
+    bob_token = await token_of("bob")
+    real = from_url_string(bob_token)
+    wrong_password = bytes(b ^ 0x5A for b in real.password)
+    forger = await client_of(
+        to_url_string(TokenProto(identifier=real.identifier, password=wrong_password, kind=real.kind, service=real.service))
+    )
+    with pytest.raises(APIError, match="status: 401.*AuthorizationException.*wrong password"):
+        await in_thread(forger.cluster_applications)
+
+    bob = await client_of(bob_token)
+    assert (await in_thread(bob.cluster_applications)).data == {"apps": {"app": []}}
+    with pytest.raises(APIError, match="status: 403.*ForbiddenException"):
+        await in_thread(bob.cluster_application, app_id)
+    with pytest.raises(APIError, match="status: 403.*ForbiddenException"):
+        await in_thread(bob.cluster_application_kill, app_id)
+    assert (await in_thread(alice.cluster_application_state, app_id)).data == {"state": "ACCEPTED"}
+
+    admin = await client_of(await token_of(ADMIN))
+    assert [a["id"] for a in (await in_thread(admin.cluster_applications)).data["apps"]["app"]] == [app_id]
+    assert (await in_thread(admin.cluster_application_kill, app_id)).data == {"state": "KILLED"}

@@ -1,27 +1,37 @@
 """The file system on a real three-node local cluster, driven by real clients: Hadoop's FsShell
 (from the jars pyspark ships) and the PyPI ``hdfs`` package (HdfsCLI), plus raw HTTP for
-what no polite client sends (bad input)."""
+what no polite client sends (bad input).
+
+Every client acts as a user by her credential, issued by the cluster's admin
+(``tests/support/credentials.py``): FsShell with a token file, HdfsCLI's ``TokenClient``
+and raw requests with ``delegation=``; ``user.name`` proves nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.client
 import os
-import signal
 import re
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from hdfs import InsecureClient
+from hdfs import Client
 from hdfs.util import HdfsError
 
 from cortex_rm import local_cluster
+from cortex_rm.yarn_api.delegation_tokens import fs_identifier_bytes, read_fs_identifier, to_url_string
+from cortex_rm.yarn_api.proto.Security_pb2 import TokenProto
 from tests.support.cluster import RunningCluster, running_cluster
+from tests.support.credentials import conf_dir_for, credential, delegation, hdfs_client, rest_headers, token_file
 from tests.support.fsshell import fs_shell
 from tests.support.logs_cli import aggregated_logs
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
@@ -32,7 +42,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 
 def _wait_for_data_nodes(cluster: RunningCluster, count: int, timeout_s: float = 60) -> None:
     """Until a file written with replication ``count`` has ``count`` holders (every DataNode has reported)."""
-    client = InsecureClient(f"http://{cluster.rm.webapp}", user="root")
+    client = hdfs_client(cluster, "root")
     deadline = time.monotonic() + timeout_s
     holders: list[str] = []
     while True:
@@ -52,7 +62,9 @@ def _wait_for_data_nodes(cluster: RunningCluster, count: int, timeout_s: float =
 def _block_hosts(cluster: RunningCluster, path: str) -> list[list[str]]:
     """GETFILEBLOCKLOCATIONS: each block's holders (as Spark sees them for locality)."""
     reply = requests.get(
-        f"http://{cluster.rm.webapp}/webhdfs/v1{path}?op=GETFILEBLOCKLOCATIONS&user.name=root", timeout=30
+        f"http://{cluster.rm.webapp}/webhdfs/v1{path}",
+        params={"op": "GETFILEBLOCKLOCATIONS", "delegation": delegation(cluster, "root")},
+        timeout=30,
     )
     reply.raise_for_status()
     return [b["hosts"] for b in reply.json()["BlockLocations"]["BlockLocation"]]
@@ -70,8 +82,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _shell_ok(cluster: RunningCluster, *args: str, user: str | None = None) -> str:
-    result = fs_shell(_default_fs(cluster), *args, user=user)
+def _shell(cluster: RunningCluster, *args: str, user: str = "root") -> subprocess.CompletedProcess[str]:
+    """``hadoop fs <args>`` authenticated as ``user`` (her token file; also her login name)."""
+    return fs_shell(_default_fs(cluster), *args, user=user, token_file=token_file(cluster, user))
+
+
+def _shell_ok(cluster: RunningCluster, *args: str, user: str = "root") -> str:
+    result = _shell(cluster, *args, user=user)
     assert result.returncode == 0, f"hadoop fs {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -98,16 +115,16 @@ def test_fsshell_puts_lists_cats_gets_moves_and_removes_files(cluster: RunningCl
     _shell_ok(cluster, "-mv", "/fsshell/in", "/fsshell/moved")
     assert "three-mb" in _shell_ok(cluster, "-ls", "/fsshell/moved")
     _shell_ok(cluster, "-rm", "-r", "-skipTrash", "/fsshell")
-    missing = fs_shell(_default_fs(cluster), "-ls", "/fsshell")
+    missing = _shell(cluster, "-ls", "/fsshell")
     assert missing.returncode != 0 and "No such file or directory" in missing.stderr
 
 
 def test_hdfscli_round_trips_0_bytes_1_byte_and_200_mb(cluster: RunningCluster, tmp_path: Path) -> None:
     """The PyPI hdfs client writes and reads back files of 0 bytes, 1 byte and 200 MB (several blocks)."""
-    admin = InsecureClient(f"http://{cluster.rm.webapp}", user="root")
+    admin = hdfs_client(cluster, "root")
     admin.makedirs("/user/alice")
     admin.set_owner("/user/alice", owner="alice")
-    client = InsecureClient(f"http://{cluster.rm.webapp}", user="alice")
+    client = hdfs_client(cluster, "alice")
     big = tmp_path / "big"
     with big.open("wb") as f:
         for _ in range(200):
@@ -135,17 +152,18 @@ def test_hdfscli_round_trips_0_bytes_1_byte_and_200_mb(cluster: RunningCluster, 
 def test_a_listing_of_10000_entries_is_paged_and_complete(cluster: RunningCluster) -> None:
     """10,000 directories list completely through FsShell (LISTSTATUS_BATCH pages of 1,000) and HdfsCLI."""
     session = requests.Session()
+    session.params = {"delegation": delegation(cluster, "root")}
     base = f"http://{cluster.rm.webapp}/webhdfs/v1/wide"
     for i in range(10_000):
-        reply = session.put(f"{base}/d{i:05d}?op=MKDIRS&user.name=root", timeout=30)
+        reply = session.put(f"{base}/d{i:05d}?op=MKDIRS", timeout=30)
         assert reply.status_code == 200, reply.text
-    batch = session.get(f"{base}?op=LISTSTATUS_BATCH&user.name=root", timeout=30).json()["DirectoryListing"]
+    batch = session.get(f"{base}?op=LISTSTATUS_BATCH", timeout=30).json()["DirectoryListing"]
     assert len(batch["partialListing"]["FileStatuses"]["FileStatus"]) == 1000
     assert batch["remainingEntries"] == 9000
     listing = _shell_ok(cluster, "-ls", "/wide")
     assert "Found 10000 items" in listing
     assert listing.strip().endswith("/wide/d09999")
-    assert len(InsecureClient(f"http://{cluster.rm.webapp}", user="root").list("/wide")) == 10_000
+    assert len(hdfs_client(cluster, "root").list("/wide")) == 10_000
 
 
 def _raw(cluster: RunningCluster, method: str, target: str, body: bytes | None = None) -> tuple[int, dict, bytes]:
@@ -161,43 +179,102 @@ def _raw(cluster: RunningCluster, method: str, target: str, body: bytes | None =
 @pytest.mark.parametrize(
     ("method", "target", "status", "exception"),
     [
-        ("GET", "/webhdfs/v1/?op=NOSUCHOP&user.name=root", 400, "IllegalArgumentException"),
-        ("GET", "/webhdfs/v1/?user.name=root", 400, "IllegalArgumentException"),
-        ("GET", "/webhdfs/v1/a/../etc?op=GETFILESTATUS&user.name=root", 400, "InvalidPathException"),
-        ("GET", "/webhdfs/v1/a//b?op=GETFILESTATUS&user.name=root", 400, "InvalidPathException"),
-        ("GET", "/webhdfs/v1/a%00b?op=GETFILESTATUS&user.name=root", 400, "InvalidPathException"),
-        ("GET", "/webhdfs/v1/no/such?op=GETFILESTATUS&user.name=root", 404, "FileNotFoundException"),
-        ("GET", "/webhdfs/v1/?op=OPEN&offset=-1&user.name=root", 400, "IllegalArgumentException"),
-        ("GET", "/webhdfs/v1/?op=OPEN&offset=abc&user.name=root", 400, "IllegalArgumentException"),
-        ("PUT", "/webhdfs/v1/x?op=SETPERMISSION&permission=999&user.name=root", 400, "IllegalArgumentException"),
-        ("POST", "/webhdfs/v1/x?op=MKDIRS&user.name=root", 400, "IllegalArgumentException"),
+        ("GET", "/webhdfs/v1/?op=NOSUCHOP&AUTH", 400, "IllegalArgumentException"),
+        ("GET", "/webhdfs/v1/?AUTH", 400, "IllegalArgumentException"),
+        ("GET", "/webhdfs/v1/a/../etc?op=GETFILESTATUS&AUTH", 400, "InvalidPathException"),
+        ("GET", "/webhdfs/v1/a//b?op=GETFILESTATUS&AUTH", 400, "InvalidPathException"),
+        ("GET", "/webhdfs/v1/a%00b?op=GETFILESTATUS&AUTH", 400, "InvalidPathException"),
+        ("GET", "/webhdfs/v1/no/such?op=GETFILESTATUS&AUTH", 404, "FileNotFoundException"),
+        ("GET", "/webhdfs/v1/?op=OPEN&offset=-1&AUTH", 400, "IllegalArgumentException"),
+        ("GET", "/webhdfs/v1/?op=OPEN&offset=abc&AUTH", 400, "IllegalArgumentException"),
+        ("PUT", "/webhdfs/v1/x?op=SETPERMISSION&permission=999&AUTH", 400, "IllegalArgumentException"),
+        ("POST", "/webhdfs/v1/x?op=MKDIRS&AUTH", 400, "IllegalArgumentException"),
+        ("GET", "/webhdfs/v1/?op=GETFILESTATUS&delegation=not-a-token", 403, "InvalidToken"),
     ],
 )
 def test_bad_requests_get_webhdfs_errors_without_content_type(
     cluster: RunningCluster, method: str, target: str, status: int, exception: str
 ) -> None:
-    """Unknown ops, bad numbers, path traversal, NUL: a RemoteException JSON (no Content-Type, as the
-    Hadoop client needs) with the Java class the client throws; the daemon keeps serving."""
-    code, headers, body = _raw(cluster, method, target)
+    """Unknown ops, bad numbers, path traversal, NUL, a malformed credential: a RemoteException JSON
+    (no Content-Type, as the Hadoop client needs) with the Java class the client throws (``AUTH``:
+    root's valid ``delegation``); the daemon keeps serving."""
+    auth = f"delegation={delegation(cluster, 'root')}"
+    code, headers, body = _raw(cluster, method, target.replace("AUTH", auth))
     assert code == status, body
     assert "Content-Type" not in headers
     assert requests.models.complexjson.loads(body)["RemoteException"]["exception"] == exception
-    assert _raw(cluster, "GET", "/webhdfs/v1/?op=GETFILESTATUS&user.name=root")[0] == 200
+    assert _raw(cluster, "GET", f"/webhdfs/v1/?op=GETFILESTATUS&{auth}")[0] == 200
 
 
 def test_a_write_without_permission_is_refused_and_creates_nothing(cluster: RunningCluster) -> None:
-    """bob may not create files in root's directory: AccessControlException, and no file appears."""
+    """bob (with his own credential) may not create files in root's directory: AccessControlException,
+    and no file appears."""
     _shell_ok(cluster, "-mkdir", "-p", "/private")
-    refused = fs_shell(_default_fs(cluster), "-touchz", "/private/bob-was-here", user="bob")
+    refused = _shell(cluster, "-touchz", "/private/bob-was-here", user="bob")
     assert refused.returncode != 0
     assert "Permission denied: user=bob, access=WRITE" in refused.stderr
-    assert fs_shell(_default_fs(cluster), "-test", "-e", "/private/bob-was-here").returncode == 1
+    assert _shell(cluster, "-test", "-e", "/private/bob-was-here").returncode == 1
+
+
+def _forged(token: TokenProto, owner: str) -> str:
+    """``token`` rewritten to claim ``owner``, its password kept (so wrong for the new identifier)."""
+    ident = read_fs_identifier(token.identifier)
+    claimed = fs_identifier_bytes(dataclasses.replace(ident, owner=owner))
+    return to_url_string(TokenProto(identifier=claimed, password=token.password, kind=token.kind, service=token.service))
+
+
+def test_only_a_users_own_valid_credential_lets_her_act_and_only_on_what_she_may(cluster: RunningCluster) -> None:
+    """Without a credential (``user.name=root`` alone, by raw HTTP and by FsShell) WebHDFS answers 403
+    AccessControlException and creates nothing; a forged token (bob's, rewritten to claim root: its
+    password is wrong) is refused with SecretManager$InvalidToken and creates nothing; bob with his
+    real credential reads alice's 755 home but not her 700 directory (AccessControlException)."""
+    webhdfs = f"http://{cluster.rm.webapp}/webhdfs/v1"
+    for method, path, op in (("PUT", "/nocred", "MKDIRS"), ("PUT", "/nocred-file", "CREATE")):
+        refused = requests.request(method, f"{webhdfs}{path}?op={op}&user.name=root", allow_redirects=False, timeout=30)
+        assert refused.status_code == 403, refused.text
+        error = refused.json()["RemoteException"]
+        assert error["exception"] == "AccessControlException" and "credential" in error["message"], error
+    anonymous_shell = fs_shell(_default_fs(cluster), "-mkdir", "/nocred-shell", user="root")
+    assert anonymous_shell.returncode != 0, anonymous_shell.stdout
+    assert "mkdir: WebHDFS needs a user's credential" in anonymous_shell.stderr, anonymous_shell.stderr  # FsShell: the message
+
+    forged = _forged(credential(cluster, "bob").fs, "root")
+    reply = requests.put(f"{webhdfs}/forged-root?op=MKDIRS&delegation={forged}", timeout=30)
+    assert reply.status_code == 403, reply.text
+    error = reply.json()["RemoteException"]
+    assert (error["exception"], error["javaClassName"]) == (
+        "InvalidToken", "org.apache.hadoop.security.token.SecretManager$InvalidToken",
+    )  # fmt: skip
+    assert "wrong password" in error["message"], error
+    admin = hdfs_client(cluster, "root")
+    for path in ("/nocred", "/nocred-file", "/nocred-shell", "/forged-root"):
+        assert admin.status(path, strict=False) is None, path
+
+    admin.makedirs("/user/alice", permission="755")
+    admin.set_owner("/user/alice", owner="alice")
+    alice = hdfs_client(cluster, "alice")
+    alice.makedirs("/user/alice/locked", permission="700")
+    alice.write("/user/alice/locked/secret.txt", data=b"alice only\n", overwrite=True)
+    assert "/user/alice/locked" in _shell_ok(cluster, "-ls", "/user/alice", user="bob")  # bob is authenticated
+    for args, access in (("-ls", "/user/alice/locked"), "READ_EXECUTE"), (("-cat", "/user/alice/locked/secret.txt"), "EXECUTE"):
+        denied = _shell(cluster, *args, user="bob")
+        assert denied.returncode != 0 and "alice only" not in denied.stdout, denied.stdout
+        assert f'Permission denied: user=bob, access={access}, inode="/user/alice/locked"' in denied.stderr, denied.stderr
+    direct = requests.get(
+        f"{webhdfs}/user/alice/locked/secret.txt",
+        params={"op": "OPEN", "delegation": delegation(cluster, "bob")},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert direct.status_code == 403 and direct.json()["RemoteException"]["exception"] == "AccessControlException"
+    assert _shell_ok(cluster, "-cat", "/user/alice/locked/secret.txt", user="alice") == "alice only\n"
 
 
 def test_forged_and_stale_redirects_are_refused_by_the_node(cluster: RunningCluster) -> None:
     """A node refuses data with no ticket, an altered ticket, or a read ticket used for a write."""
+    root = delegation(cluster, "root")
     reply = requests.put(
-        f"http://{cluster.rm.webapp}/webhdfs/v1/forged?op=CREATE&user.name=root", allow_redirects=False, timeout=30
+        f"http://{cluster.rm.webapp}/webhdfs/v1/forged?op=CREATE&delegation={root}", allow_redirects=False, timeout=30
     )
     assert reply.status_code == 307
     location = reply.headers["Location"]
@@ -209,13 +286,16 @@ def test_forged_and_stale_redirects_are_refused_by_the_node(cluster: RunningClus
         assert refused.json()["RemoteException"]["exception"] == "InvalidToken"
     other_path = location.replace("/webhdfs/v1/forged", "/webhdfs/v1/elsewhere", 1)
     assert requests.put(other_path, data=b"data", timeout=30).status_code == 403
-    assert requests.get(f"http://{cluster.rm.webapp}/webhdfs/v1/forged?op=GETFILESTATUS", timeout=30).status_code == 404
+    assert requests.get(
+        f"http://{cluster.rm.webapp}/webhdfs/v1/forged?op=GETFILESTATUS&delegation={root}", timeout=30
+    ).status_code == 404
 
 
 def test_a_client_that_disconnects_mid_upload_leaves_no_file(cluster: RunningCluster) -> None:
     """An upload cut off half way (the client closes its socket) makes no file visible."""
+    root = delegation(cluster, "root")
     reply = requests.put(
-        f"http://{cluster.rm.webapp}/webhdfs/v1/half?op=CREATE&user.name=root", allow_redirects=False, timeout=30
+        f"http://{cluster.rm.webapp}/webhdfs/v1/half?op=CREATE&delegation={root}", allow_redirects=False, timeout=30
     )
     location = reply.headers["Location"]
     hostport, _, target = location.removeprefix("http://").partition("/")
@@ -227,7 +307,9 @@ def test_a_client_that_disconnects_mid_upload_leaves_no_file(cluster: RunningClu
     connection.send(os.urandom(1024 * 1024))
     connection.close()
     time.sleep(1)  # not a race: the file could only appear through a commit, which never comes
-    assert requests.get(f"http://{cluster.rm.webapp}/webhdfs/v1/half?op=GETFILESTATUS", timeout=30).status_code == 404
+    assert requests.get(
+        f"http://{cluster.rm.webapp}/webhdfs/v1/half?op=GETFILESTATUS&delegation={root}", timeout=30
+    ).status_code == 404
 
 
 def test_a_killed_replica_holder_does_not_lose_the_file_and_replication_is_restored(tmp_path: Path) -> None:
@@ -237,7 +319,7 @@ def test_a_killed_replica_holder_does_not_lose_the_file_and_replication_is_resto
     appears on the third node within the bound: detection + a report interval (3 s) + the copy."""
     with running_cluster(tmp_path / "cluster", nodes=3) as cluster:
         _wait_for_data_nodes(cluster, 3)
-        client = InsecureClient(f"http://{cluster.rm.webapp}", user="root")
+        client = hdfs_client(cluster, "root")
         for attempt in range(30):  # until reads are sent to a holder that is not the RM's node: it dies
             data = os.urandom(5 * 1024 * 1024 + attempt)  # a length of its own: its replicas are found by it
             path = f"/durable-{attempt}"
@@ -268,7 +350,7 @@ def test_a_killed_replica_holder_does_not_lose_the_file_and_replication_is_resto
 
 
 def _write_naming_a_dead_node(
-    client: InsecureClient, path: str, dead: local_cluster.LocalNode, cluster: RunningCluster
+    client: Client, path: str, dead: local_cluster.LocalNode, cluster: RunningCluster
 ) -> bytes:
     """A file of four 1 MiB blocks written with replication 3 right after ``dead`` died: the
     NameNode needs seconds to notice, so the pipeline (all three nodes) names it; its copies
@@ -290,14 +372,18 @@ def _write_naming_a_dead_node(
 
 
 def _node_state(cluster: RunningCluster, node: local_cluster.LocalNode) -> str:
-    nodes = requests.get(f"{cluster.rest}/ws/v1/cluster/nodes", timeout=30).json()["nodes"]["node"]
+    nodes = requests.get(f"{cluster.rest}/ws/v1/cluster/nodes", headers=rest_headers(cluster, "root"), timeout=30)
+    nodes = nodes.json()["nodes"]["node"]
     return next((n["state"] for n in nodes if n["nodeHTTPAddress"] == node.nm_webapp), "not listed")
 
 
 def _node_serving(cluster: RunningCluster, path: str) -> local_cluster.LocalNode:
     """The node the NameNode sends a read of ``path`` to."""
     reply = requests.get(
-        f"http://{cluster.rm.webapp}/webhdfs/v1{path}?op=OPEN&user.name=root", allow_redirects=False, timeout=30
+        f"http://{cluster.rm.webapp}/webhdfs/v1{path}",
+        params={"op": "OPEN", "delegation": delegation(cluster, "root")},
+        allow_redirects=False,
+        timeout=30,
     )
     served = reply.headers["Location"].removeprefix("http://").split("/", 1)[0]
     return next(n for n in cluster.nodes if n.nm_webapp == served)
@@ -317,7 +403,10 @@ def _read_through_every_node(cluster: RunningCluster, path: str) -> list[bytes]:
     """The file as each node serves it: the NameNode's OPEN ticket is for the path, not for a node,
     so the same ticket is presented to every node (one of them holds the damaged replica)."""
     reply = requests.get(
-        f"http://{cluster.rm.webapp}/webhdfs/v1{path}?op=OPEN&user.name=root", allow_redirects=False, timeout=30
+        f"http://{cluster.rm.webapp}/webhdfs/v1{path}",
+        params={"op": "OPEN", "delegation": delegation(cluster, "root")},
+        allow_redirects=False,
+        timeout=30,
     )
     assert reply.status_code == 307, reply.text
     location = reply.headers["Location"]
@@ -332,7 +421,7 @@ def test_a_damaged_replica_is_detected_skipped_and_repaired(cluster: RunningClus
     """A replica altered or removed on a holder's disk: every node still serves the right bytes (the
     damage is found by the chunk checksums or the missing file, and the read goes to the other
     holder); the damaged replica is dropped and a good one is made again within 60 s."""
-    client = InsecureClient(f"http://{cluster.rm.webapp}", user="root")
+    client = hdfs_client(cluster, "root")
     data = os.urandom(3 * 1024 * 1024 + len(damage))  # a length no other test's file has
     path = f"/damaged-{damage}"
     client.write(path, data=data, overwrite=True, replication=2)
@@ -364,7 +453,7 @@ def test_a_damaged_replica_is_detected_skipped_and_repaired(cluster: RunningClus
 
 def _file(cluster: RunningCluster, user: str, path: str, data: bytes, permission: str = "644") -> dict[str, object]:
     """Write ``path`` as ``user``; its FileStatus (for the resource's size and timestamp)."""
-    client = InsecureClient(f"http://{cluster.rm.webapp}", user=user)
+    client = hdfs_client(cluster, user)
     client.write(path, data=data, overwrite=True, permission=permission)
     return client.status(path)
 
@@ -380,10 +469,11 @@ def _resource(cluster: RunningCluster, path: str, status: dict[str, object], vis
 
 
 def _run_container(cluster: RunningCluster, user: str, resources: dict[str, dict[str, object]]) -> tuple[str, str]:
-    """Submit, as ``user`` through the REST API, an application whose AM container prints its
-    localized files; wait for its end.  Its diagnostics and its id."""
+    """Submit, as ``user`` through the REST API (her credential), an application whose AM container
+    prints its localized files; wait for its end.  Its diagnostics and its id."""
     rest = f"http://{cluster.rm.webapp}/ws/v1/cluster/apps"
-    app_id = requests.post(f"{rest}/new-application?user.name={user}", timeout=30).json()["application-id"]
+    headers = rest_headers(cluster, user)
+    app_id = requests.post(f"{rest}/new-application", headers=headers, timeout=30).json()["application-id"]
     commands = f"cat {' '.join(resources)} > <LOG_DIR>/stdout"
     submission = {
         "application-id": app_id,
@@ -395,11 +485,12 @@ def _run_container(cluster: RunningCluster, user: str, resources: dict[str, dict
             "commands": {"command": commands},
         },
     }
-    reply = requests.post(f"{rest}?user.name={user}", json=submission, timeout=30)
+    reply = requests.post(rest, json=submission, headers=headers, timeout=30)
     assert reply.status_code == 202, reply.text
     deadline = time.monotonic() + 120
     while True:
-        app = requests.get(f"{rest}/{app_id}", timeout=30).json()["app"]
+        app = requests.get(f"{rest}/{app_id}", headers=headers, timeout=30).json()["app"]
+        assert app["user"] == user, app
         if app["state"] in ("FINISHED", "FAILED", "KILLED"):
             break
         assert time.monotonic() < deadline, f"{app_id} did not end within 120 s: {app['state']}"
@@ -412,7 +503,7 @@ def test_containers_get_public_and_private_files_and_nothing_their_user_may_not_
     says who): alice's container gets a world-readable PUBLIC file and her own PRIVATE one; a file
     in root's 700 directory, a file of hers asked as PUBLIC but readable only by her, and a file
     whose timestamp is not the resource's are refused with YARN's and HDFS's messages."""
-    admin = InsecureClient(f"http://{cluster.rm.webapp}", user="root")
+    admin = hdfs_client(cluster, "root")
     admin.makedirs("/user/alice", permission="755")
     admin.set_owner("/user/alice", owner="alice")
     admin.makedirs("/locked", permission="700")
@@ -440,12 +531,13 @@ def test_a_finished_applications_logs_go_into_the_file_system_as_its_owner_and_l
 ) -> None:
     """When an application ends, the node that ran its container writes the container's logs in
     YARN's aggregated format to /tmp/logs/<owner>/bucket-logs-tfile/<NNNN>/<app>/<host>_<port>,
-    owned by the application's user, `yarn logs` prints them, and the node's local copy is gone."""
+    owned by the application's user, `yarn logs` prints them to her (her own client configuration),
+    and the node's local copy is gone."""
     note = _file(cluster, "root", "/shared/note.txt", b"aggregated, not lost\n")
     _, app_id = _run_container(cluster, "carol", {"note.txt": _resource(cluster, "/shared/note.txt", note, "PUBLIC")})
-    logs = aggregated_logs(cluster.conf_dir, app_id, contains="aggregated, not lost")
+    logs = aggregated_logs(conf_dir_for(cluster, "carol"), app_id, contains="aggregated, not lost")
     assert f"Container: container_{app_id.removeprefix('application_')}_01_000001 on " in logs, logs
-    admin = InsecureClient(f"http://{cluster.rm.webapp}", user="root")
+    admin = hdfs_client(cluster, "root")
     assert admin.status("/tmp/logs")["permission"] == "1777"
     bucket = f"{int(app_id.rsplit('_', 1)[1]) % 10000:04d}"
     app_dir = f"/tmp/logs/carol/bucket-logs-tfile/{bucket}/{app_id}"
@@ -453,7 +545,8 @@ def test_a_finished_applications_logs_go_into_the_file_system_as_its_owner_and_l
     assert len(files) == 1, files
     name, status = files[0]
     assert (status["owner"], status["permission"]) == ("carol", "640"), status
-    node_ids = [n["id"] for n in requests.get(f"{cluster.rest}/ws/v1/cluster/nodes", timeout=10).json()["nodes"]["node"]]
+    nodes = requests.get(f"{cluster.rest}/ws/v1/cluster/nodes", headers=rest_headers(cluster, "root"), timeout=10)
+    node_ids = [n["id"] for n in nodes.json()["nodes"]["node"]]
     assert name in {node_id.replace(":", "_") for node_id in node_ids}, (name, node_ids)
     deadline = time.monotonic() + 30
     while left := [p for n in cluster.nodes for p in Path(n.directory).glob(f"nm-logs/{app_id}")]:
