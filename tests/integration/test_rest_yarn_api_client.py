@@ -250,8 +250,9 @@ async def test_yarn_api_client_reads_the_cluster_and_runs_an_application_through
 @pytest_twisted.ensureDeferred
 async def test_yarn_api_client_without_a_credential_or_as_another_user_is_refused(rm_web: Any) -> None:
     """Without a token the client reads the cluster's info and metrics only (401 AuthorizationException
-    elsewhere, a ``user.name`` changes nothing); with a forged one nothing (401); as bob it neither sees
-    nor kills alice's application (403 ForbiddenException), which the admin sees and kills."""
+    elsewhere, a ``user.name`` changes nothing); with a forged one nothing (401); bob, whom the
+    submission's VIEW_APP ACL names, sees alice's application but may not kill it, carol neither sees
+    nor kills it (403 ForbiddenException); the admin sees and kills it."""
     rm, url, token_of = rm_web
 
     async def client_of(token: str | None) -> ResourceManager:
@@ -284,12 +285,16 @@ async def test_yarn_api_client_without_a_credential_or_as_another_user_is_refuse
     with pytest.raises(APIError, match="status: 401.*AuthorizationException.*wrong password"):
         await in_thread(forger.cluster_applications)
 
-    bob = await client_of(bob_token)
-    assert (await in_thread(bob.cluster_applications)).data == {"apps": {"app": []}}
-    with pytest.raises(APIError, match="status: 403.*ForbiddenException"):
-        await in_thread(bob.cluster_application, app_id)
+    bob = await client_of(bob_token)  # named by the submission's VIEW_APP ACL: he sees it, may not kill it
+    assert [a["id"] for a in (await in_thread(bob.cluster_applications)).data["apps"]["app"]] == [app_id]
     with pytest.raises(APIError, match="status: 403.*ForbiddenException"):
         await in_thread(bob.cluster_application_kill, app_id)
+    carol = await client_of(await token_of("carol"))  # named nowhere: neither
+    assert (await in_thread(carol.cluster_applications)).data == {"apps": {"app": []}}
+    with pytest.raises(APIError, match="status: 403.*ForbiddenException"):
+        await in_thread(carol.cluster_application, app_id)
+    with pytest.raises(APIError, match="status: 403.*ForbiddenException"):
+        await in_thread(carol.cluster_application_kill, app_id)
     assert (await in_thread(alice.cluster_application_state, app_id)).data == {"state": "ACCEPTED"}
 
     admin = await client_of(await token_of(ADMIN))
