@@ -54,7 +54,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 
 
 def _report(cluster: RunningCluster, app_id: str) -> dict:
-    return requests.get(f"{cluster.rest}/ws/v1/cluster/apps/{app_id}", timeout=10).json()["app"]
+    return requests.get(f"{cluster.rest}/ws/v1/cluster/apps/{app_id}", headers=cluster.rest_headers(), timeout=10).json()["app"]
 
 
 def test_pi_in_cluster_mode_succeeds_and_yarn_logs_prints_the_drivers_output(cluster: RunningCluster) -> None:
@@ -227,10 +227,11 @@ def test_py_files_and_archives_with_input_and_output_through_fsshell_and_nothing
     host_only.write_text("only on the host\n")
     base = f"/user/{os.environ.get('USER', 'root')}/wordfilter-{deploy_mode}"
     default_fs = f"webhdfs://{cluster.rm.webapp}"
+    mine = cluster.conf_dir / "cortex-user.token"  # what client-config wrote for the cluster's user
     try:
-        put = fs_shell(default_fs, "-mkdir", "-p", base)
+        put = fs_shell(default_fs, "-mkdir", "-p", base, token_file=mine)
         assert put.returncode == 0, put.stderr
-        put = fs_shell(default_fs, "-put", "-f", str(tmp_path / "input.txt"), f"{base}/input.txt")
+        put = fs_shell(default_fs, "-put", "-f", str(tmp_path / "input.txt"), f"{base}/input.txt", token_file=mine)
         assert put.returncode == 0, put.stderr
         client_only = tmp_path / "wordlib.py"
         result = spark_submit(
@@ -251,6 +252,6 @@ def test_py_files_and_archives_with_input_and_output_through_fsshell_and_nothing
     assert "KEPT cat 100" in driver and "KEPT dog 100" in driver and "KEPT bird 50" in driver, driver[-3000:]
     assert "KEPT the" not in driver and "KEPT a " not in driver
     assert f"SEEN {client_only} False" in driver and f"SEEN {host_only} False" in driver, driver[-3000:]
-    back = fs_shell(default_fs, "-cat", f"{base}/out/part-*")
+    back = fs_shell(default_fs, "-cat", f"{base}/out/part-*", token_file=mine)
     assert back.returncode == 0, back.stderr
     assert sorted(back.stdout.split("\n")) == sorted(["bird\t50", "cat\t100", "dog\t100", "saw\t100", ""])

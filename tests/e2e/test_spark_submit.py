@@ -61,7 +61,7 @@ def test_cluster_mode_submit_gets_an_application_that_cortex_reports(cluster: Ru
     assert app_id in [a["id"] for a in listed]
 
     # The REST API shows the same application, with the AM size Spark asked for.
-    app = requests.get(f"{cluster.rest}/ws/v1/cluster/apps/{app_id}", timeout=10).json()["app"]
+    app = requests.get(f"{cluster.rest}/ws/v1/cluster/apps/{app_id}", headers=cluster.rest_headers(), timeout=10).json()["app"]
     assert app["state"] in ("ACCEPTED", "RUNNING") and app["name"] == "cortex-pi"
 
     killed = yarn.run("kill", app_id)
