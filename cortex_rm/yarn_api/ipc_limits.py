@@ -137,11 +137,14 @@ class BufferBudget:
     """The bytes a port's connections hold in partial frames, bounded by ``limit``.
 
     Each connection holds through a :class:`BufferAccount`.  When one needs room the
-    budget lacks, the accounts holding more than the frame it is receiving -- largest
-    first -- are evicted (their bytes released here, their owners told to refuse their
-    connections) until it fits; if even that cannot make room, nothing is evicted and
-    the claim fails.  So a flood of large partial frames cannot starve a small honest
-    frame, and a large frame never evicts a smaller one.
+    budget lacks, the accounts receiving larger frames than its own give way -- largest
+    frame first, then most bytes held -- and are evicted (their bytes released here,
+    their owners told to refuse their connections) until it fits; if even that cannot
+    make room, nothing is evicted and the claim fails.  A frame never evicts one of its
+    own size or smaller, so a flood of large declared frames cannot starve smaller
+    honest frames: to block frames of F bytes, a peer needs ``limit / F`` connections
+    each holding up to F bytes, which the connection caps forbid for small F (with the
+    defaults, 72 MiB / 2,048 connections: every frame under 36 KiB always gets in).
     """
 
     def __init__(self, limit: int) -> None:
@@ -150,6 +153,7 @@ class BufferBudget:
         self.limit = limit
         self.total = 0
         self._held: dict[BufferAccount, int] = {}
+        self._frame: dict[BufferAccount, int] = {}  # the size of the frame each holder is receiving
 
     def account(self, on_evict: Callable[[], None]) -> BufferAccount:
         """A new, empty account; ``on_evict`` is called if the budget takes its bytes for another."""
@@ -164,32 +168,33 @@ class BufferBudget:
         self.total += amount - self._held.pop(account, 0)
         if amount:
             self._held[account] = amount
+        else:
+            self._frame.pop(account, None)
 
     def make_room(self, account: BufferAccount, amount: int, frame_size: int) -> list[BufferAccount] | None:
-        """Room for ``account`` to hold ``amount`` bytes in all, for a frame of ``frame_size`` bytes.
+        """Room for ``account`` to hold ``amount`` bytes in all, of a frame of ``frame_size`` bytes.
 
-        None if there is no room even after evicting every larger holder; else the
-        accounts evicted to make it (already released; empty when it simply fits).
+        None if there is no room even after evicting every holder of a larger frame;
+        else the accounts evicted to make it (already released; usually none).
         """
-        others = self.total - self._held.get(account, 0)
-        excess = others + amount - self.limit
-        if excess <= 0:
-            return []
-        larger = sorted(
-            (a for a, held in self._held.items() if a is not account and held > frame_size),
-            key=self._held.__getitem__,
-            reverse=True,
-        )
+        excess = self.total - self._held.get(account, 0) + amount - self.limit
         victims: list[BufferAccount] = []
-        for candidate in larger:
-            if excess <= 0:
-                break
-            victims.append(candidate)
-            excess -= self._held[candidate]
         if excess > 0:
-            return None
-        for victim in victims:
-            self.set_held(victim, 0)
+            larger = sorted(
+                (a for a in self._held if a is not account and self._frame.get(a, 0) > frame_size),
+                key=lambda a: (self._frame[a], self._held[a]),
+                reverse=True,
+            )
+            for candidate in larger:
+                if excess <= 0:
+                    break
+                victims.append(candidate)
+                excess -= self._held[candidate]
+            if excess > 0:
+                return None
+            for victim in victims:
+                self.set_held(victim, 0)
+        self._frame[account] = frame_size
         return victims
 
 

@@ -96,35 +96,40 @@ def test_budget_fits_without_evicting_while_there_is_room() -> None:
     evicted: list[str] = []
     budget = BufferBudget(100)
     a, b = budget.account(lambda: evicted.append("a")), budget.account(lambda: evicted.append("b"))
-    assert a.claim(60, 80) and b.claim(40, 40)
-    a.hold(60)
-    b.hold(40)
+    held(a, 60, 80)
+    held(b, 40, 80)
     assert budget.total == 100 and evicted == []
-    assert not b.claim(41, 80)  # a holds 60, less than b's 80-byte frame: it does not give way
+    assert not b.claim(41, 80)  # a receives an 80-byte frame too: it does not give way
     assert evicted == [] and budget.total == 100
 
 
-def test_budget_evicts_larger_holders_largest_first_for_a_smaller_frame() -> None:
-    """A small frame needing room evicts the holders of more than its frame, largest first, and only as many as needed."""
+def held(account: BufferAccount, amount: int, frame_size: int) -> BufferAccount:
+    """Claim and hold ``amount`` bytes of a ``frame_size``-byte frame (the claim must succeed)."""
+    assert account.claim(amount, frame_size)
+    account.hold(amount)
+    return account
+
+
+def test_budget_evicts_holders_of_larger_frames_largest_first_for_a_smaller_frame() -> None:
+    """A small frame needing room evicts the holders of larger frames, largest frame first, only as many as needed."""
     evicted: list[str] = []
     budget = BufferBudget(100)
-    accounts = {name: budget.account(lambda name=name: evicted.append(name)) for name in ("big", "bigger", "small")}
-    for name, held in (("big", 30), ("bigger", 50), ("small", 15)):
-        accounts[name].hold(held)
+    for name, amount, frame_size in (("big", 30, 60), ("biggest", 20, 90), ("small", 15, 15), ("bigger", 30, 80)):
+        held(budget.account(lambda name=name: evicted.append(name)), amount, frame_size)
     honest = budget.account(lambda: evicted.append("honest"))
-    assert honest.claim(20, 20)
-    assert evicted == ["bigger"]
-    assert budget.total == 45 and accounts["bigger"].held == 0
+    assert honest.claim(40, 40)
+    assert evicted == ["biggest", "bigger"]  # 20 + 30 freed: 45 held + 40 fits
+    assert budget.total == 45
 
 
-def test_budget_refuses_a_large_frame_rather_than_evicting_smaller_ones() -> None:
-    """A claim that could only fit by evicting holders of less than its own frame fails and evicts nobody."""
+def test_budget_refuses_a_frame_rather_than_evicting_same_or_smaller_ones() -> None:
+    """A claim that could only fit by evicting holders of frames no larger than its own fails and evicts nobody."""
     evicted: list[int] = []
     budget = BufferBudget(100)
     for i in range(4):
-        budget.account(lambda i=i: evicted.append(i)).hold(24)
+        held(budget.account(lambda i=i: evicted.append(i)), 24, 64)
     hostile = budget.account(lambda: None)
-    assert not hostile.claim(10, 64)  # the others hold 24 each, less than 64: none gives way
+    assert not hostile.claim(10, 64)  # the others receive 64-byte frames too: none gives way
     assert evicted == [] and budget.total == 96
 
 

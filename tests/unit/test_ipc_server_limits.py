@@ -179,12 +179,12 @@ def test_a_frame_over_the_budget_is_refused_and_logged_without_its_bytes() -> No
     assert "\xee" not in str(warning) and "ee" * 4 not in str(warning)
 
 
-def test_an_honest_small_frame_evicts_the_largest_partial_frame() -> None:
-    """With the budget full of hostile partial frames, an honest split call gets in: the biggest holder goes."""
+def test_an_honest_small_frame_evicts_the_holder_of_the_largest_frame() -> None:
+    """With the budget full of hostile partial frames, an honest split call gets in: the largest frame's holder goes."""
     port = Port(IpcLimits(max_buffered_bytes=100 * 1024), max_data_length=64 * 1024)
     big, bigger = port.connect("198.51.100.1"), port.connect("198.51.100.2")
-    for conn in (big, bigger):
-        conn.send(HANDSHAKE + (60 * 1024).to_bytes(4, "big"))
+    big.send(HANDSHAKE + (50 * 1024).to_bytes(4, "big"))
+    bigger.send(HANDSHAKE + (60 * 1024).to_bytes(4, "big"))
     big.send(b"\x00" * 40 * 1024)
     bigger.send(b"\x00" * 59 * 1024)  # 99 KiB of the 100 KiB held
     honest = port.connect("10.0.0.1")
