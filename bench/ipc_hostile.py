@@ -28,7 +28,6 @@ import errno
 import os
 import selectors
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
