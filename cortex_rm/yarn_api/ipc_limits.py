@@ -4,9 +4,8 @@
 * :class:`ConnectionSlots` -- admission: connections per port and per source address;
 * :class:`BufferBudget` / :class:`BufferAccount` -- the bytes of partial frames a port
   holds across all its connections, and which connection gives way when it is full;
-* :func:`connection_deadline` -- which timeout a connection runs into next.
-
-The Twisted edge (``ipc_server.py``) and the connection core (``ipc_connection.py``)
+and the reasons a connection is refused or cut.  The deadlines themselves are in
+``ipc_deadlines.py``.  The Twisted edge (``ipc_server.py``) and the connection core (``ipc_connection.py``)
 only ask these; every rule is tested here with numbers, without sockets.
 """
 
@@ -236,38 +235,3 @@ def over_budget(account: BufferAccount, frame_size: int) -> OverBudget:
         f"{frame_size} bytes now; retry later",
         errors.FATAL_UNKNOWN,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Deadline:
-    """When a connection expires if nothing changes, and why (one of the reason constants)."""
-
-    at: float
-    reason: str
-
-
-def connection_deadline(
-    limits: IpcLimits,
-    *,
-    opened_at: float,
-    ready: bool,
-    last_input_at: float,
-    frame_started_at: float | None,
-    outstanding: int,
-) -> Deadline | None:
-    """The earliest timeout a connection is heading for; None if none runs now.
-
-    * not ready (no context served yet): ``opened_at + header_timeout_s``;
-    * a partial frame pending (``frame_started_at``, None while reading is paused or no
-      frame is partial): ``frame_started_at + frame_timeout_s``;
-    * no call running: ``last_input_at + idle_timeout_s`` (a running call is the server's
-      business, never the client's idleness).
-    """
-    candidates = []
-    if not ready:
-        candidates.append(Deadline(opened_at + limits.header_timeout_s, HEADER_TIMEOUT))
-    if frame_started_at is not None:
-        candidates.append(Deadline(frame_started_at + limits.frame_timeout_s, FRAME_TIMEOUT))
-    if outstanding == 0:
-        candidates.append(Deadline(last_input_at + limits.idle_timeout_s, IDLE))
-    return min(candidates, key=lambda d: d.at, default=None)

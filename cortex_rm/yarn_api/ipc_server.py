@@ -15,8 +15,9 @@ A bad frame ends its own connection only; the factory goes on serving the others
 Each port keeps the bounds of an :class:`~cortex_rm.yarn_api.ipc_limits.IpcLimits`
 under hostile load: connections beyond its caps (in all, per source address) are
 answered FATAL ``RetriableException`` and closed at once; partial frames share one
-buffer budget; with a clock, connections that do not finish their header, stall in
-a frame or stay idle are closed.  Refusals are logged by a
+buffer budget; a connection is not read while its calls or its unsent replies pile
+up; with a clock (``ipc_deadlines``), connections that do not finish their header,
+stall in a frame or stay idle are closed.  Refusals are logged by a
 :class:`~cortex_rm.yarn_api.ipc_refusals.RefusalLog`, counted per reason and interval.
 
 Usage (the composition root does this)::
@@ -33,14 +34,16 @@ from typing import cast
 
 from google.protobuf.message import Message
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IAddress, IConsumer, IPushProducer, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from cortex_rm.yarn_api import errors
 from cortex_rm.yarn_api.errors import RemoteError, internal_error
 from cortex_rm.yarn_api.ipc_connection import IpcConnection
+from cortex_rm.yarn_api.ipc_deadlines import ConnectionDeadlines
 from cortex_rm.yarn_api.ipc_events import (
     CloseConnection,
     ConnectionState,
@@ -51,14 +54,11 @@ from cortex_rm.yarn_api.ipc_events import (
 )
 from cortex_rm.yarn_api.ipc_limits import (
     BUFFER_BUDGET_EXHAUSTED,
-    HEADER_TIMEOUT,
     IDLE,
     TOO_MANY_FROM_ADDRESS,
     BufferBudget,
     ConnectionSlots,
-    Deadline,
     IpcLimits,
-    connection_deadline,
 )
 from cortex_rm.yarn_api.ipc_refusals import RefusalLog, RefusedConnection
 from cortex_rm.yarn_api.ipc_wire import DEFAULT_MAX_DATA_LENGTH
@@ -171,6 +171,30 @@ class IpcServerFactory(Factory):
         self.refusals.stop()
 
 
+#: Why a connection is not being read: too many calls unanswered, or too many replies unsent.
+_CALLS = "calls"
+_REPLIES = "replies"
+
+
+@implementer(IPushProducer)
+class _UnsentReplies:
+    """The transport's producer: paused by Twisted while replies pile up unsent, resumed once they drain."""
+
+    def __init__(self, protocol: IpcServerProtocol) -> None:
+        self._protocol = protocol
+
+    def pauseProducing(self) -> None:
+        """Replies wait unsent: stop reading the peer."""
+        self._protocol.pause_reading(_REPLIES)
+
+    def resumeProducing(self) -> None:
+        """Replies drained: read again (unless calls hold it)."""
+        self._protocol.resume_reading(_REPLIES)
+
+    def stopProducing(self) -> None:
+        """The connection is gone; nothing to do."""
+
+
 class IpcServerProtocol(Protocol):
     """One connection: forwards bytes to its :class:`IpcConnection`, runs calls, keeps its deadlines."""
 
@@ -188,14 +212,12 @@ class IpcServerProtocol(Protocol):
         self._log = factory.log
         self._limits = factory.limits
         self._limit = factory.limits.max_outstanding_calls
-        self._paused = False
+        self._pauses: set[str] = set()  # why reading is paused: _CALLS, _REPLIES
         self._released = False
         # Replies produced while dataReceived runs are written in one go at its end.
         self._batch: list[bytes] | None = None
         self._clock = factory.clock
-        self._timer: IDelayedCall | None = None
-        self._opened_at = self._last_input_at = 0.0
-        self._frame_started_at: float | None = None  # when the pending partial frame began
+        self._deadlines: ConnectionDeadlines | None = None  # with a clock, from connectionMade
 
     @property
     def _tcp(self) -> ITCPTransport:
@@ -208,13 +230,15 @@ class IpcServerProtocol(Protocol):
         return cast(IPushProducer, self.transport)
 
     def connectionMade(self) -> None:
-        """Disable Nagle (as Hadoop's ``ipc.server.tcpnodelay`` does), start the deadlines, log."""
+        """Disable Nagle (as Hadoop's ``ipc.server.tcpnodelay`` does), watch unsent replies, start the deadlines."""
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
+        # Twisted pauses this producer while more than 64 KiB of replies wait unsent: a peer
+        # that sends calls but does not read its answers stops being read (and goes idle).
+        cast(IConsumer, self.transport).registerProducer(_UnsentReplies(self), True)
         if self._clock is not None:
-            self._opened_at = self._last_input_at = self._clock.seconds()
-            self._schedule()
+            self._deadlines = ConnectionDeadlines(self._limits, self._clock, self.core, self._expired)
         self._log.debug("IPC connection from {peer} opened", peer=self.peer, state_to=self.core.state.name)
 
     def dataReceived(self, data: bytes) -> None:
@@ -228,12 +252,11 @@ class IpcServerProtocol(Protocol):
             core.connection_lost()
             self._tcp.abortConnection()
             return
-        if self._clock is not None:
-            self._input_seen(frames_before)
+        if self._deadlines is not None:
+            self._deadlines.input_seen(frames_before)
         self._act(events)
-        if not core.closed and self._limit is not None and core.outstanding >= self._limit and not self._paused:
-            self._paused = True
-            self._reading.pauseProducing()
+        if not core.closed and core.outstanding >= self._limit:
+            self.pause_reading(_CALLS)
 
     def _act(self, events: list[IpcEvent]) -> None:
         """Run calls, write replies and SendBytes in one write, then close if told to."""
@@ -259,7 +282,7 @@ class IpcServerProtocol(Protocol):
         if batch:
             self._tcp.write(b"".join(batch))
         if close is not None:
-            self._tcp.loseConnection()
+            self._close()
 
     # --- limits and deadlines -----------------------------------------------------------
 
@@ -273,61 +296,21 @@ class IpcServerProtocol(Protocol):
             )
         )
 
-    def _input_seen(self, frames_before: int) -> None:
-        """Note the time of this input, and when the partial frame now pending (if any) began."""
-        assert self._clock is not None
-        now = self._last_input_at = self._clock.seconds()
-        if self.core.pending_bytes == 0:
-            self._frame_started_at = None
-        elif self._frame_started_at is None or self.core.frames_read != frames_before:
-            self._frame_started_at = now
-            self._check_by(now + self._limits.frame_timeout_s)
-
-    def _deadline(self) -> Deadline | None:
-        return connection_deadline(
-            self._limits,
-            opened_at=self._opened_at,
-            ready=self.core.state is ConnectionState.READY,
-            last_input_at=self._last_input_at,
-            frame_started_at=None if self._paused else self._frame_started_at,
-            outstanding=self.core.outstanding,
-        )
-
-    def _schedule(self) -> None:
-        """Check again at the next deadline (or an idle timeout from now while calls run)."""
-        assert self._clock is not None
-        now = self._clock.seconds()
-        deadline = self._deadline()
-        at = deadline.at if deadline is not None else now + self._limits.idle_timeout_s
-        self._timer = self._clock.callLater(max(0.0, at - now), self._check_deadline)
-
-    def _check_by(self, at: float) -> None:
-        """Make the next check come no later than ``at`` (a nearer deadline just started)."""
-        assert self._clock is not None
-        if self._timer is not None and self._timer.active() and self._timer.getTime() > at:
-            self._timer.reset(max(0.0, at - self._clock.seconds()))
-
-    def _check_deadline(self) -> None:
-        assert self._clock is not None
-        self._timer = None
-        if self.core.closed:
-            return
-        deadline = self._deadline()
-        if deadline is None or self._clock.seconds() < deadline.at:
-            self._schedule()
-        elif deadline.reason == IDLE:
+    def _expired(self, reason: str) -> None:
+        """A deadline passed: an idle connection closes quietly, the others get a FATAL."""
+        assert self._deadlines is not None
+        if reason == IDLE:
             self._log.debug("IPC connection from {peer} idle: closing it", peer=self.peer)
             self.core.connection_lost()
-            self._tcp.loseConnection()
-        else:
-            waited = self._limits.header_timeout_s if deadline.reason == HEADER_TIMEOUT else self._limits.frame_timeout_s
-            self._act(self.core.refuse(errors.RETRIABLE_EXCEPTION, f"{deadline.reason} ({waited:g} s)", deadline.reason))
+            self._close()
+            return
+        message = f"{reason} ({self._deadlines.waited(reason):g} s)"
+        self._act(self.core.refuse(errors.RETRIABLE_EXCEPTION, message, reason))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         """Give back the slot and buffered bytes; replies to calls still running will be dropped."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        if self._deadlines is not None:
+            self._deadlines.stop()
         if not self._released:
             self._released = True
             self._port.slots.release(self.host)
@@ -406,16 +389,35 @@ class IpcServerProtocol(Protocol):
             self._batch.append(reply)
         elif reply:
             self._tcp.write(reply)
-            if self._clock is not None:  # an answer is activity: the idle time counts from it
-                self._last_input_at = self._clock.seconds()
-        if self._paused and self._limit is not None and self.core.outstanding < self._limit:
-            self._paused = False
-            if self.core.state is not ConnectionState.CLOSED:
-                self._reading.resumeProducing()
-                if self._clock is not None and self._frame_started_at is not None:
-                    # the partial frame could not progress while we did not read: its time starts again
-                    self._frame_started_at = self._clock.seconds()
-                    self._check_by(self._frame_started_at + self._limits.frame_timeout_s)
+            if self._deadlines is not None:
+                self._deadlines.replied()
+        if self.core.outstanding < self._limit:
+            self.resume_reading(_CALLS)
+
+    def pause_reading(self, why: str) -> None:
+        """Stop reading the peer for ``why`` (until every reason is resumed)."""
+        if not self._pauses and not self.core.closed:
+            self._reading.pauseProducing()
+        self._pauses.add(why)
+        if self._deadlines is not None:
+            self._deadlines.paused = True
+
+    def resume_reading(self, why: str) -> None:
+        """``why`` no longer holds; read again if no other reason does."""
+        if why not in self._pauses:
+            return
+        self._pauses.discard(why)
+        if self._pauses or self.core.closed:
+            return
+        self._reading.resumeProducing()
+        if self._deadlines is not None:
+            self._deadlines.paused = False
+            self._deadlines.reading_resumed()
+
+    def _close(self) -> None:
+        """Close after flushing (Twisted holds a transport open while a producer is registered)."""
+        cast(IConsumer, self.transport).unregisterProducer()
+        self._tcp.loseConnection()
 
     def _log_transition(self, change: StateChanged) -> None:
         core = self.core

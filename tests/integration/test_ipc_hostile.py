@@ -1,5 +1,8 @@
 """A real IPC port on loopback under hostile load: bounded, and still serving an honest client.
 
+A client that sends calls but never reads its replies must stop being read once
+its replies pile up, instead of growing the server's write buffers without bound.
+
 Hostile connections come from 127.0.0.2 (all of 127/8 is loopback on Linux): more than
 the per-address cap, each declaring a frame of the maximum size and sending as much of
 it as the server takes.  Meanwhile an honest client on 127.0.0.1 makes calls, large
@@ -10,11 +13,12 @@ FATAL ``RetriableException`` the Java client would turn into an exception.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
@@ -171,3 +175,37 @@ async def test_honest_calls_are_served_while_hostile_connections_are_open(port: 
     await defer.gatherResults([h.closed for h in hostile])
     honest.transport.loseConnection()
     await wait_until(lambda: factory.slots.total == 0 and factory.budget.total == 0, "all slots given back", 10)
+
+
+def _deaf(port: int, limit: int) -> int:
+    """Send 10 KB calls without ever reading a reply, until the server stops reading us; the bytes it took."""
+    frame = call_frame(1, "echoUser", TEST_PROTOCOL, UserInformationProto(effectiveUser="d" * 10_000))
+    batch = frame * 100
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(2.0)
+        sock.sendall(HANDSHAKE)
+        try:
+            while sent < limit:
+                sock.sendall(batch)
+                sent += len(batch)
+        except TimeoutError:
+            pass
+    return sent
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_never_reads_its_replies_stops_being_read(port: Any) -> None:
+    """Unsent replies hold a connection's reading: a deaf client gets only a bounded amount in, others are served."""
+    _, number = port
+    deaf = threads.deferToThread(_deaf, number, 256 * MiB)
+    honest = await connectProtocol(TCP4ClientEndpoint(reactor(), "127.0.0.1", number), Honest())
+    honest.transport.write(HANDSHAKE)
+    for call_id in range(20):
+        reply = await honest.call(call_id, UserInformationProto(effectiveUser=f"user-{call_id}"))
+        assert reply.status == SUCCESS
+    taken = await deaf
+    # Kernel socket buffers on both sides (a few MB each on loopback) plus 64 KiB of
+    # unsent replies: far below what a server reading everything would have taken.
+    assert taken < 64 * MiB
+    honest.transport.loseConnection()

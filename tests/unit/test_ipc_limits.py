@@ -14,6 +14,7 @@ from twisted.logger import LogEvent, Logger, formatEvent
 
 from cortex_rm.yarn_api import errors
 from cortex_rm.yarn_api.ipc_connection import IpcConnection
+from cortex_rm.yarn_api.ipc_deadlines import Deadline, connection_deadline
 from cortex_rm.yarn_api.ipc_events import CloseConnection, SendBytes
 from cortex_rm.yarn_api.ipc_limits import (
     BUFFER_BUDGET_EXHAUSTED,
@@ -25,10 +26,8 @@ from cortex_rm.yarn_api.ipc_limits import (
     BufferAccount,
     BufferBudget,
     ConnectionSlots,
-    Deadline,
     IpcLimits,
     MiB,
-    connection_deadline,
 )
 from cortex_rm.yarn_api.ipc_refusals import RefusalLog
 from cortex_rm.yarn_api.proto.IpcConnectionContext_pb2 import UserInformationProto

@@ -287,3 +287,40 @@ def test_closed_connections_leave_no_timers() -> None:
     conn.send(HANDSHAKE)
     conn.hang_up()
     assert port.clock.getDelayedCalls() == []
+
+
+def test_a_peer_that_does_not_read_its_replies_stops_being_read() -> None:
+    """Twisted pauses the reply producer when replies pile up unsent: reading stops until they drain.
+
+    Reading resumes only when neither unsent replies nor the outstanding-call limit hold it.
+    """
+    pending: list[Deferred[UserInformationProto]] = []
+
+    def slow(call: CallContext, request: UserInformationProto) -> Deferred[UserInformationProto]:
+        pending.append(Deferred())
+        return pending[-1]
+
+    port = Port(IpcLimits(max_outstanding_calls=1), handler=slow)
+    conn = port.connect()
+    conn.send(HANDSHAKE)
+    replies = conn.transport.producer
+    assert replies is not None and conn.transport.streaming
+    replies.pauseProducing()  # as Twisted does past 64 KiB unsent
+    assert conn.transport.producerState == "paused"
+    replies.resumeProducing()
+    assert conn.transport.producerState == "producing"
+    conn.send(call_frame(1, "echoUser", TEST_PROTOCOL, ALICE))  # the call limit pauses too
+    replies.pauseProducing()
+    replies.resumeProducing()
+    assert conn.transport.producerState == "paused"  # still one call unanswered
+    pending[0].callback(ALICE)
+    assert conn.transport.producerState == "producing"
+
+
+def test_closing_unregisters_the_reply_producer() -> None:
+    """A FATAL close unregisters the producer first, or Twisted would never close the transport."""
+    port = Port(IpcLimits())
+    conn = port.connect()
+    conn.send(preamble(version=8))
+    assert conn.replies()[0].status == FATAL
+    assert conn.closing and conn.transport.producer is None
