@@ -11,7 +11,9 @@ warning per reason per interval::
     last 10 s: too many connections (most from 10.0.0.5: 20)
 
 Only the reason (one of ``ipc_limits``' constants) and the peer's host, as the kernel
-reported it, are ever logged.  The first refusal after a quiet interval starts the
+reported it, are ever logged.  Protocol errors (a bad frame, a failed SASL exchange)
+are worth a line each -- an operator needs the detail -- so the first ten of an
+interval are logged one by one, their messages :func:`sanitised`; the rest are counted.  The first refusal after a quiet interval starts the
 interval; its count is written when the interval ends.
 """
 
@@ -29,6 +31,18 @@ from cortex_rm.yarn_api.ipc_wire import CALL_ID_AUTHORIZATION_FAILED, failure_fr
 
 #: Distinct addresses remembered per reason and interval; more are counted but not kept.
 MAX_TRACKED_ADDRESSES: Final = 4096
+#: Protocol errors (bad frames, failed SASL) logged one by one per interval; the rest are counted.
+MAX_DETAILED_PER_INTERVAL: Final = 10
+#: The reason under which protocol errors past the detailed ones are counted.
+PROTOCOL_ERRORS_SUPPRESSED: Final = "protocol errors past the first 10 logged"
+#: Longest error message logged; what a client sent can appear in one (a protocol name).
+MAX_MESSAGE_CHARS: Final = 300
+
+
+def sanitised(message: str) -> str:
+    """``message`` fit for a log line: non-printable characters escaped, at most MAX_MESSAGE_CHARS."""
+    clean = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message[: MAX_MESSAGE_CHARS + 1])
+    return clean if len(clean) <= MAX_MESSAGE_CHARS else clean[:MAX_MESSAGE_CHARS] + "..."
 
 
 class RefusalLog:
@@ -46,6 +60,22 @@ class RefusalLog:
         self._counts: Counter[str] = Counter()
         self._addresses: dict[str, Counter[str]] = {}
         self._flush_call: IDelayedCall | None = None
+        self._detailed = 0
+
+    def may_detail(self, host: str) -> bool:
+        """May one more protocol error from ``host`` be logged in detail now?  If not, it is counted.
+
+        The first MAX_DETAILED_PER_INTERVAL of an interval may (always, without a clock).
+        """
+        if self._clock is None:
+            return True
+        if self._detailed < MAX_DETAILED_PER_INTERVAL:
+            self._detailed += 1
+            if self._flush_call is None:
+                self._flush_call = self._clock.callLater(self.interval, self._interval_over)
+            return True
+        self.refused(PROTOCOL_ERRORS_SUPPRESSED, host)
+        return False
 
     def refused(self, reason: str, host: str) -> None:
         """Count one connection from ``host`` refused or cut for ``reason``."""
@@ -80,6 +110,7 @@ class RefusalLog:
             )
         self._counts.clear()
         self._addresses.clear()
+        self._detailed = 0
 
     def stop(self) -> None:
         """Cancel the pending flush (the port is closing); what was counted is logged now."""

@@ -11,14 +11,12 @@ handlers of the calls it decodes, and turns their results into replies:
   event with the method, protocol and peer (a handler bug must not kill a connection).
 
 A bad frame ends its own connection only; the factory goes on serving the others.
-
-Each port keeps the bounds of an :class:`~cortex_rm.yarn_api.ipc_limits.IpcLimits`
-under hostile load: connections beyond its caps (in all, per source address) are
-answered FATAL ``RetriableException`` and closed at once; partial frames share one
-buffer budget; a connection is not read while its calls or its unsent replies pile
-up; with a clock (``ipc_deadlines``), connections that do not finish their header,
-stall in a frame or stay idle are closed.  Refusals are logged by a
-:class:`~cortex_rm.yarn_api.ipc_refusals.RefusalLog`, counted per reason and interval.
+Each port keeps the bounds of an :class:`~cortex_rm.yarn_api.ipc_limits.IpcLimits`:
+connections beyond its caps (in all, per source address) are answered FATAL
+``RetriableException`` and closed at once; partial frames share one buffer budget; a
+connection is not read while its calls or unsent replies pile up; with a clock
+(``ipc_deadlines``), connections that do not finish their header, stall in a frame or
+stay idle are closed.  Refusals are logged rate-limited (``ipc_refusals.RefusalLog``).
 
 Usage (the composition root does this)::
 
@@ -60,7 +58,7 @@ from cortex_rm.yarn_api.ipc_limits import (
     ConnectionSlots,
     IpcLimits,
 )
-from cortex_rm.yarn_api.ipc_refusals import RefusalLog, RefusedConnection
+from cortex_rm.yarn_api.ipc_refusals import RefusalLog, RefusedConnection, sanitised
 from cortex_rm.yarn_api.ipc_wire import DEFAULT_MAX_DATA_LENGTH
 from cortex_rm.yarn_api.rpc_protocol import RpcProtocol, index_protocols, serialize_response
 from cortex_rm.yarn_api.sasl import SaslServer
@@ -439,12 +437,14 @@ class IpcServerProtocol(Protocol):
         if error is None:
             self._log.info("IPC connection from {peer} closed: {reason}", peer=self.peer, reason=close.reason)
             return
+        if not self._port.refusals.may_detail(self.host):  # a flood of bad input: counted, not logged
+            return
         self._log.warn(
             "IPC connection from {peer} refused: {error_class}: {error_message}",
             peer=self.peer,
-            reason=close.reason,
+            reason=sanitised(close.reason),
             error_class=error.java_class,
-            error_message=error.message,
+            error_message=sanitised(error.message),
             error_detail=error.error_detail,
             call_id=error.call_id,
         )

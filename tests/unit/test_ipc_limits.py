@@ -29,7 +29,7 @@ from cortex_rm.yarn_api.ipc_limits import (
     IpcLimits,
     MiB,
 )
-from cortex_rm.yarn_api.ipc_refusals import RefusalLog
+from cortex_rm.yarn_api.ipc_refusals import PROTOCOL_ERRORS_SUPPRESSED, RefusalLog, sanitised
 from cortex_rm.yarn_api.proto.IpcConnectionContext_pb2 import UserInformationProto
 from cortex_rm.yarn_api.rpc_protocol import RpcProtocol
 from cortex_rm.yarn_api.sasl import SaslServer
@@ -288,3 +288,35 @@ def test_refusal_log_flushes_on_stop() -> None:
     refusals.refused(TOO_MANY_CONNECTIONS, "10.0.0.1")
     refusals.stop()
     assert [e["count"] for e in events] == [1] and clock.getDelayedCalls() == []
+
+
+def test_protocol_errors_are_detailed_ten_per_interval_then_counted() -> None:
+    """The first 10 protocol errors of an interval may be logged one by one; the rest become one count."""
+    clock, events = Clock(), list[LogEvent]()
+    refusals = RefusalLog(Logger(observer=events.append), "p", 10.0, clock)
+    allowed = [refusals.may_detail(f"10.0.0.{i % 3}") for i in range(25)]
+    assert allowed == [True] * 10 + [False] * 15
+    clock.advance(10)
+    [summary] = events
+    assert (summary["reason"], summary["count"], summary["addresses"]) == (PROTOCOL_ERRORS_SUPPRESSED, 15, 3)
+    assert refusals.may_detail("10.0.0.1")  # a new interval starts afresh
+
+
+def test_without_a_clock_every_protocol_error_is_detailed() -> None:
+    """A factory without a clock (some tests) keeps one line per protocol error."""
+    refusals = RefusalLog(Logger(observer=lambda e: None), "p", 10.0, None)
+    assert all(refusals.may_detail("10.0.0.1") for _ in range(50))
+
+
+@pytest.mark.parametrize(
+    "message, logged",
+    [
+        ("Unknown protocol: org.example.FooPB", "Unknown protocol: org.example.FooPB"),
+        ("Unknown protocol: \x1b[31mred\x00", "Unknown protocol: \\x1b[31mred\\x00"),
+        ("x" * 400, "x" * 300 + "..."),
+    ],
+    ids=["plain", "control-characters", "long"],
+)
+def test_sanitised_messages_escape_control_characters_and_are_bounded(message: str, logged: str) -> None:
+    """What a client sent may appear in an error message: escaped and cut to 300 characters."""
+    assert sanitised(message) == logged

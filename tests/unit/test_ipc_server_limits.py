@@ -25,6 +25,7 @@ from cortex_rm.yarn_api.ipc_limits import (
     TOO_MANY_CONNECTIONS,
     IpcLimits,
 )
+from cortex_rm.yarn_api.ipc_refusals import PROTOCOL_ERRORS_SUPPRESSED
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.proto.IpcConnectionContext_pb2 import UserInformationProto
 from cortex_rm.yarn_api.rpc_protocol import CallContext, RpcProtocol
@@ -324,3 +325,17 @@ def test_closing_unregisters_the_reply_producer() -> None:
     conn.send(preamble(version=8))
     assert conn.replies()[0].status == FATAL
     assert conn.closing and conn.transport.producer is None
+
+
+def test_a_flood_of_bad_connections_logs_ten_lines_and_a_count() -> None:
+    """30 connections with a bad preamble in one interval: 10 detailed warnings, then one count of 20."""
+    port = Port(IpcLimits())
+    for i in range(30):
+        conn = port.connect(f"203.0.113.{i % 4}")
+        assert conn.send(preamble(version=8))[0].status == FATAL
+        conn.hang_up()
+    detailed = [e for e in port.warnings() if "error_class" in e]
+    assert len(detailed) == 10 and all(e["error_class"] == errors.RPC_VERSION_MISMATCH for e in detailed)
+    port.clock.advance(10)
+    [summary] = port.warnings(PROTOCOL_ERRORS_SUPPRESSED)
+    assert (summary["count"], summary["addresses"]) == (20, 4)
