@@ -116,14 +116,14 @@ class Honest(Protocol):
 
 @pytest.fixture
 def port() -> Any:
-    """A port with small limits on 127.0.0.1 and 127.0.0.2 (all interfaces of loopback), port 0."""
+    """A port with small limits on 127.0.0.1, port 0."""
     factory = IpcServerFactory(
         [RpcProtocol.from_service(TEST_PROTOCOL, TEST_SERVICE, {"echoUser": _echo})],
         max_data_length=MAX_DATA_LENGTH,
         limits=LIMITS,
         clock=reactor(),
     )
-    listening = reactor().listenTCP(0, factory, interface="0.0.0.0")
+    listening = reactor().listenTCP(0, factory, interface="127.0.0.1")
     yield factory, listening.getHost().port
     pytest_twisted.blockon(defer.maybeDeferred(listening.stopListening))
 
@@ -145,7 +145,7 @@ async def test_honest_calls_are_served_while_hostile_connections_are_open(port: 
     watcher = LoopingCall(watch)
     watcher.clock = reactor()
     watcher.start(0.005)
-    hostile_endpoint = TCP4ClientEndpoint(reactor(), "127.0.0.2", number, bindAddress=("127.0.0.2", 0))
+    hostile_endpoint = TCP4ClientEndpoint(reactor(), "127.0.0.1", number, bindAddress=("127.0.0.2", 0))
     hostile = [await connectProtocol(hostile_endpoint, Hostile()) for _ in range(HOSTILE)]
     await wait_until(lambda: sum(not h.open for h in hostile) == HOSTILE - 30, "the per-address cap refused 6", 10)
     for h in hostile:
