@@ -18,7 +18,10 @@ Frames by state (callId of the RpcRequestHeaderProto; "FATAL" = reply FATAL, clo
 
 Every frame is ``uint32 length | delim(RpcRequestHeaderProto) | ...``; the length is
 checked against ``max_data_length`` as soon as its four bytes arrive, before any of
-the body is kept.  Undecodable headers and bodies are FATAL_DESERIALIZING_REQUEST;
+the body is kept.  A frame is kept only as far as it has arrived, charged to the port's
+:class:`~cortex_rm.yarn_api.ipc_limits.BufferBudget`; one it cannot hold is refused FATAL
+``RetriableException`` when declared or as its bytes arrive (frames arriving whole in
+one read are never charged).  Undecodable headers and bodies are FATAL_DESERIALIZING_REQUEST;
 headers whose ``rpcOp``/``rpcKind`` is missing or not FINAL/PROTOCOL_BUFFER are
 FATAL_INVALID_RPC_HEADER.  A call naming an unknown protocol, protocol version or
 method gets an ERROR reply and the connection goes on, as in Hadoop.
@@ -46,6 +49,7 @@ from cortex_rm.yarn_api.ipc_events import (
     SendBytes,
     StateChanged,
 )
+from cortex_rm.yarn_api.ipc_limits import BUFFER_BUDGET_EXHAUSTED, BufferAccount, OverBudget, over_budget
 from cortex_rm.yarn_api.ipc_wire import (
     AUTH_PROTOCOL_NONE,
     AUTH_PROTOCOL_SASL,
@@ -89,6 +93,7 @@ class IpcConnection:
         *,
         peer: str,
         max_data_length: int = DEFAULT_MAX_DATA_LENGTH,
+        account: BufferAccount | None = None,
     ) -> None:
         if not 0 < max_data_length <= _MAX_FRAME_LIMIT:
             raise ValueError(f"max_data_length must be in 1..{_MAX_FRAME_LIMIT}, not {max_data_length}")
@@ -112,6 +117,10 @@ class IpcConnection:
         self._buffered = 0
         self._needed = PREAMBLE_LENGTH
         self._events: list[IpcEvent] | None = None  # the list receive() is filling
+        #: The port's buffer budget, charged with what this connection keeps (None: unbounded).
+        self.account = account
+        #: Whole frames read so far (the edge's frame timeout watches it move).
+        self.frames_read = 0
 
     # --- input ------------------------------------------------------------------------
 
@@ -121,10 +130,21 @@ class IpcConnection:
         if self.state is ConnectionState.CLOSED or not data:
             return events
         if self._chunks or len(data) < self._needed:
-            self._chunks.append(data)
-            self._buffered += len(data)
-            if self._buffered < self._needed:
+            kept = self._buffered + len(data)
+            if kept < self._needed:
+                # Still short of a whole frame: hold the bytes, within the port's budget.
+                if self.account is not None and not self.account.claim(kept, self._needed):
+                    self._events = events
+                    try:
+                        self._close_with(over_budget(self.account, self._needed), events, BUFFER_BUDGET_EXHAUSTED)
+                    finally:
+                        self._events = None
+                    return events
+                self._chunks.append(data)
+                self._buffered = kept
+                self._hold(kept)
                 return events
+            self._chunks.append(data)
             buf = b"".join(self._chunks)
             self._chunks = []
             self._buffered = 0
@@ -155,22 +175,52 @@ class IpcConnection:
                         )
                     stop = pos + 4 + length
                     if stop > end:
+                        # A frame declared but not all here: refused now if the port's
+                        # budget could never hold it; its bytes are counted as they come.
                         needed = stop - pos
+                        if self.account is not None and not self.account.claim(needed, needed):
+                            raise over_budget(self.account, needed)
                         break
                     self._on_frame(buf, mv, pos + 4, stop, events)
+                    self.frames_read += 1
                     pos = stop
         except FatalRpcError as fatal:
-            self._close_with(fatal, events)
+            self._close_with(fatal, events, BUFFER_BUDGET_EXHAUSTED if isinstance(fatal, OverBudget) else None)
         finally:
             self._events = None
         if not self.closed and pos < end:
             rest = buf[pos:]
             self._chunks.append(rest)
             self._buffered = len(rest)
-            self._needed = needed
+            self._hold(len(rest))
         else:
-            self._needed = needed
+            self._hold(0)
+        self._needed = needed
         return events
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes received and kept, waiting for the rest of their frame (or preamble)."""
+        return self._buffered
+
+    def refuse(self, java_class: str, message: str, reason: str) -> list[IpcEvent]:
+        """Close the connection from outside its input (a limit, a timeout): FATAL ``java_class``, then close.
+
+        ``reason`` is the refusal's name for the rate-limited log; nothing if already closed.
+        """
+        events: list[IpcEvent] = []
+        if self.closed:
+            return events
+        self._events = events
+        try:
+            self._close_with(FatalRpcError(java_class, message, errors.FATAL_UNKNOWN), events, reason)
+        finally:
+            self._events = None
+        return events
+
+    def _hold(self, amount: int) -> None:
+        if self.account is not None:
+            self.account.hold(amount)
 
     @property
     def closed(self) -> bool:
@@ -182,6 +232,8 @@ class IpcConnection:
         if self.state is not ConnectionState.CLOSED:
             self._move(ConnectionState.CLOSED)
         self._chunks = []
+        self._buffered = 0
+        self._hold(0)
 
     def _read_preamble(self, buf: bytes, events: list[IpcEvent]) -> int:
         """Handle ``hrpc | version | service class | auth``; 0 if more bytes are needed."""
@@ -342,7 +394,7 @@ class IpcConnection:
             retry_count=retry_count,
         )
 
-    def _close_with(self, fatal: FatalRpcError, events: list[IpcEvent]) -> None:
+    def _close_with(self, fatal: FatalRpcError, events: list[IpcEvent], refusal: str | None = None) -> None:
         # Hadoop answers a FATAL with a dummy (empty) client id and the header's retry count.
         events.append(
             SendBytes(
@@ -357,8 +409,10 @@ class IpcConnection:
             )
         )
         self._move(ConnectionState.CLOSED)
-        events.append(CloseConnection(fatal, fatal.message))
+        events.append(CloseConnection(fatal, fatal.message, refusal))
         self._chunks = []
+        self._buffered = 0
+        self._hold(0)
 
     def _move(self, new: ConnectionState) -> None:
         if new not in TRANSITIONS[self.state]:

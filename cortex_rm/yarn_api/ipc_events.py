@@ -70,10 +70,15 @@ class StateChanged:
 
 @dataclass(frozen=True, slots=True)
 class CloseConnection:
-    """Close after flushing; ``error`` is the FATAL reply already queued (None for HTTP)."""
+    """Close after flushing; ``error`` is the FATAL reply already queued (None for HTTP).
+
+    ``refusal`` names the port limit that closed it (an ``ipc_limits`` reason), for the
+    rate-limited refusal log; None for a protocol error.
+    """
 
     error: FatalRpcError | None
     reason: str
+    refusal: str | None = None
 
 
 IpcEvent = Union[SendBytes, IncomingCall, StateChanged, CloseConnection]

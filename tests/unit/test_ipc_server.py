@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 from cortex_rm.yarn_api import errors
 from cortex_rm.yarn_api.errors import RemoteError
+from cortex_rm.yarn_api.ipc_limits import IpcLimits
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory, IpcServerProtocol, format_peer
 from cortex_rm.yarn_api.proto.IpcConnectionContext_pb2 import IpcConnectionContextProto, UserInformationProto
 from cortex_rm.yarn_api.rpc_protocol import CallContext, RpcProtocol
@@ -273,7 +274,7 @@ def test_outstanding_call_limit_pauses_and_resumes_reading() -> None:
     """With max_outstanding_calls=2, the transport is paused at 2 unanswered calls, resumed below."""
     pending: list[Deferred[UserInformationProto]] = []
     server = Server(
-        {"echoUser": lambda call, request: pending.append(Deferred()) or pending[-1]}, max_outstanding_calls=2
+        {"echoUser": lambda call, request: pending.append(Deferred()) or pending[-1]}, limits=IpcLimits(max_outstanding_calls=2)
     )
     client = server.connect()
     client.send(HANDSHAKE + call_frame(1, "echoUser", TEST_PROTOCOL, ALICE))
@@ -313,7 +314,7 @@ def test_factory_checks_its_options() -> None:
     """Bad limits fail when the factory is built."""
     protocol = RpcProtocol.from_service(TEST_PROTOCOL, TEST_SERVICE, {})
     with pytest.raises(ValueError):
-        IpcServerFactory([protocol], max_outstanding_calls=0)
+        IpcServerFactory([protocol], limits=IpcLimits(max_outstanding_calls=0))
     with pytest.raises(ValueError):
         IpcServerFactory([protocol], max_data_length=0)
     with pytest.raises(ValueError):
@@ -337,7 +338,7 @@ def test_idle_connections_are_closed_but_busy_or_active_ones_stay() -> None:
         pending.append(Deferred())
         return pending[-1]
 
-    server = Server({"echoUser": slow}, idle_timeout=20.0, clock=clock)
+    server = Server({"echoUser": slow}, limits=IpcLimits(idle_timeout_s=20.0), clock=clock)
     idle, active, busy = server.connect(), server.connect(), server.connect()
     for client in (idle, active, busy):
         client.send(HANDSHAKE)
