@@ -38,7 +38,6 @@ from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource as WebResource
-from twisted.web.server import Site
 
 from cortex_rm.config import Config
 from cortex_rm.dht.ring_math import format_id
@@ -51,6 +50,7 @@ from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.reactors import INodeReactor
+from cortex_rm.yarn_api.http_limits import API_LIMITS, LimitedSite
 from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring
 
 log = Logger()
@@ -185,8 +185,7 @@ class CortexNode:
             return
         root = WebResource()
         mount_ring(root, RingResource(ring_view_of(ring), self.reactor))
-        site = Site(root)
-        site.displayTracebacks = False
+        site = LimitedSite(root, limits=API_LIMITS, clock=self.reactor, name="ring status web")
         self._listen("ring.status_address", status_address, site)
 
     def stop(self) -> defer.Deferred[None]:
