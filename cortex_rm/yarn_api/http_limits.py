@@ -29,19 +29,28 @@ from __future__ import annotations
 import enum
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
+from cortex_rm.yarn.errors import IllegalTransition
 from cortex_rm.yarn_api import rest_errors
-from cortex_rm.yarn_api.http_refusals import JsonErrorPages, Refusal, RefusalLog, refusal_error, refusal_response, sanitise
+from cortex_rm.yarn_api.http_refusals import (
+    JsonErrorPages,
+    Refusal,
+    RefusalLog,
+    refusal_error,
+    refusal_response,
+    sanitise,
+)
 
 log = Logger()
 
@@ -102,6 +111,37 @@ class Phase(enum.Enum):
     REFUSED = "refused"  # answered with a refusal: the client's bytes are dropped for linger_s
 
 
+class Event(enum.Enum):
+    """What moves a connection from one phase to the next."""
+
+    BODY_FOLLOWS = "the head is complete and a body follows"
+    REQUEST_COMPLETE = "the request is complete (its head, and its body if any)"
+    ANSWERED = "the answer is sent and the connection is kept alive"
+    NEXT_REQUEST = "the first bytes of the next request arrive"
+    REFUSE = "a limit is broken: the connection is refused"
+
+
+# The complete table: an event a phase does not list here is a bug (IllegalTransition).  In
+# REFUSED every input is ignored (the channel drops it before it becomes an event).
+TRANSITIONS: Final[Mapping[tuple[Phase, Event], Phase]] = {
+    (Phase.HEAD, Event.BODY_FOLLOWS): Phase.BODY,
+    (Phase.HEAD, Event.REQUEST_COMPLETE): Phase.HANDLING,
+    (Phase.HEAD, Event.REFUSE): Phase.REFUSED,
+    (Phase.BODY, Event.REQUEST_COMPLETE): Phase.HANDLING,
+    (Phase.BODY, Event.REFUSE): Phase.REFUSED,
+    (Phase.HANDLING, Event.ANSWERED): Phase.IDLE,
+    (Phase.IDLE, Event.NEXT_REQUEST): Phase.HEAD,
+}
+
+
+def next_phase(phase: Phase, event: Event) -> Phase:
+    """The phase ``event`` moves a connection in ``phase`` to; ``IllegalTransition`` if it may not happen there."""
+    try:
+        return TRANSITIONS[phase, event]
+    except KeyError:
+        raise IllegalTransition(f"HTTP connection: {event.name} cannot happen in {phase.name}") from None
+
+
 def body_window_need(limits: HttpLimits, declared: int | None, received: int) -> int:
     """The bytes a body must bring in the window that starts now: the pace's share of the window,
     or all that is left of a declared length if that is less."""
@@ -134,7 +174,7 @@ class LimitedChannel(HTTPChannel):
 
     # -- connection
 
-    def connectionMade(self) -> None:  # noqa: N802 (Twisted's names throughout)
+    def connectionMade(self) -> None:
         self.timeOut = None  # twisted's idle timer is replaced by the phases' clocks
         super().connectionMade()
         limits = self.limits
@@ -147,27 +187,33 @@ class LimitedChannel(HTTPChannel):
             self._refuse(refusal, "too many connections; try again later", linger=False)
             return
         self._admitted = True
-        self._start_head()
+        self._arm(self.limits.header_timeout_s, self._head_over)  # (a new channel is in HEAD)
 
-    def connectionLost(self, reason: Failure = cast(Failure, None)) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timer()
         if self._admitted:
             self._admitted = False
             self.site.release(self.peer_host)
         super().connectionLost(reason)
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         if self.phase is Phase.REFUSED:
             return
-        if self.phase is Phase.IDLE:
-            self._start_head()
+        self._next_request()
         super().dataReceived(data)
+
+    def _next_request(self) -> None:
+        """Bytes arrive: on a kept-alive connection they begin the next request, and its head clock."""
+        if self.phase is Phase.IDLE:
+            self._move(Event.NEXT_REQUEST)
+            self._arm(self.limits.header_timeout_s, self._head_over)
 
     # -- the request's head
 
-    def lineReceived(self, line: bytes) -> None:  # noqa: N802
+    def lineReceived(self, line: bytes) -> None:
         if self.phase is Phase.REFUSED:
             return
+        self._next_request()  # (a pipelined request is parsed from what arrived with the one before)
         limits = self.limits
         if self._request_line_next:
             if line:  # (an empty line before a request is tolerated once, as twisted.web does)
@@ -184,7 +230,7 @@ class LimitedChannel(HTTPChannel):
                 return
         super().lineReceived(line)
 
-    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
+    def lineLengthExceeded(self, line: bytes) -> None:
         if self.phase is Phase.REFUSED:
             return
         if self._request_line_next:
@@ -192,7 +238,7 @@ class LimitedChannel(HTTPChannel):
         else:
             self._refuse(Refusal.HEADERS_TOO_LARGE, f"a header line is longer than {self.limits.max_header_bytes} bytes")
 
-    def headerReceived(self, line: bytes) -> bool:  # noqa: N802
+    def headerReceived(self, line: bytes) -> bool:
         if self.phase is Phase.REFUSED:
             return False
         self._header_count += 1
@@ -201,7 +247,7 @@ class LimitedChannel(HTTPChannel):
             return False
         return bool(super().headerReceived(line))
 
-    def allHeadersReceived(self) -> None:  # noqa: N802
+    def allHeadersReceived(self) -> None:
         if self.phase is Phase.REFUSED:
             return
         declared = self.length
@@ -216,9 +262,10 @@ class LimitedChannel(HTTPChannel):
             decoder.dataCallback = self._counting(decoder.dataCallback)
         self._declared = declared
         self._body_bytes = 0
+        self._move(Event.BODY_FOLLOWS)
         self._start_body_window()
 
-    def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802
+    def _respondToBadRequestAndDisconnect(self) -> None:
         self._refuse(Refusal.BAD_REQUEST, "the request is not well-formed HTTP/1.1")
 
     # -- the body
@@ -237,7 +284,6 @@ class LimitedChannel(HTTPChannel):
         return counted
 
     def _start_body_window(self) -> None:
-        self.phase = Phase.BODY
         self._window_bytes = 0
         self._window_need = body_window_need(self.limits, self._declared, self._body_bytes)
         self._arm(self.limits.body_window_s, self._body_window_over)
@@ -254,25 +300,21 @@ class LimitedChannel(HTTPChannel):
             return
         self._start_body_window()
 
-    def allContentReceived(self) -> None:  # noqa: N802
+    def allContentReceived(self) -> None:
         if self.phase is Phase.REFUSED:
             return
         self._cancel_timer()
-        self.phase = Phase.HANDLING
+        self._move(Event.REQUEST_COMPLETE)
         self._request_line_next = True
         super().allContentReceived()
 
     # -- between requests
 
-    def requestDone(self, request: Request) -> None:  # noqa: N802
+    def requestDone(self, request: Request) -> None:
         if self.persistent and self.phase is not Phase.REFUSED:
-            self.phase = Phase.IDLE  # (a pipelined request, replayed now, starts its own head clock)
+            self._move(Event.ANSWERED)  # (a pipelined request, replayed now, starts its own head clock)
             self._arm(self.limits.idle_timeout_s, self._idle_over)
         super().requestDone(request)
-
-    def _start_head(self) -> None:
-        self.phase = Phase.HEAD
-        self._arm(self.limits.header_timeout_s, self._head_over)
 
     def _head_over(self) -> None:
         self._timer = None
@@ -290,7 +332,7 @@ class LimitedChannel(HTTPChannel):
         """Answer ``refusal`` and end the connection (see the module docstring)."""
         if self.phase is Phase.REFUSED:
             return
-        self.phase = Phase.REFUSED
+        self._move(Event.REFUSE)
         self._cancel_timer()
         self.site.refusals.record(refusal, self.peer_host)
         path = getattr(self, "_path", None)  # the request's target once its line is parsed
@@ -306,6 +348,9 @@ class LimitedChannel(HTTPChannel):
         cast(Any, self._networkProducer).unregisterProducer()  # (the transport, which HTTPChannel registered with)
         half_close()
         self._arm(self.limits.linger_s, cast(Any, transport).abortConnection)
+
+    def _move(self, event: Event) -> None:
+        self.phase = next_phase(self.phase, event)
 
     def _arm(self, seconds: float, call: Callable[[], object]) -> None:
         self._cancel_timer()
@@ -347,7 +392,7 @@ class LimitedSite(Site):
         self._by_address: Counter[str] = Counter()
         self._refused_requests: weakref.WeakSet[Request] = weakref.WeakSet()
 
-    def buildProtocol(self, addr: IAddress | None) -> LimitedChannel:  # type: ignore[override]  # noqa: N802
+    def buildProtocol(self, addr: IAddress | None) -> LimitedChannel:  # type: ignore[override]
         channel = cast(LimitedChannel, super().buildProtocol(addr))
         channel.peer_host = str(getattr(addr, "host", "unknown"))
         return channel
@@ -378,7 +423,7 @@ class LimitedSite(Site):
         self.refusals.record(refusal, str(getattr(request.getClientAddress(), "host", "unknown")))
         self._refused_requests.add(request)
 
-    def getResourceFor(self, request: Request) -> resource.IResource:  # noqa: N802
+    def getResourceFor(self, request: Request) -> resource.IResource:
         return JsonErrorPages(super().getResourceFor(request), self.refused, lambda r: self.typed(r.path))
 
     def log(self, request: Request) -> None:  # type: ignore[override]  # (twisted.web.http's Request)
@@ -395,8 +440,8 @@ class LimitedSite(Site):
             length=request.sentLength,
         )
 
-    def startFactory(self) -> None:  # noqa: N802
+    def startFactory(self) -> None:
         """Nothing to open: twisted.web's access log file (and its per-second clock) is replaced by ``log``."""
 
-    def stopFactory(self) -> None:  # noqa: N802
+    def stopFactory(self) -> None:
         self.refusals.flush()

@@ -237,7 +237,7 @@ class JsonErrorPages(resource.Resource):
                 return self._refuse(request, error, Refusal.METHOD_NOT_ALLOWED)
             error = refusal_error(Refusal.NOT_IMPLEMENTED, f"HTTP method {shown} is not implemented by this server")
             return self._refuse(request, error, Refusal.NOT_IMPLEMENTED)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (any bug behind a resource is answered 500, as twisted.web does)
             log.failure("{method} {path} failed", method=sanitise(method, 40), path=path)
             return self._answer(request, rest_errors.internal_error(sanitise(method, 40), path, e))
         if body is NOT_DONE_YET or isinstance(body, bytes):

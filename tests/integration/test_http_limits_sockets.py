@@ -29,7 +29,7 @@ SLOW_CONNECTIONS = 100
 class Info(Resource):
     isLeaf = True
 
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")
         return b'{"clusterInfo": {}}'
 

@@ -19,7 +19,17 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from cortex_rm.yarn_api.http_limits import HttpLimits, LimitedChannel, LimitedSite, Phase, body_window_need
+from cortex_rm.yarn.errors import IllegalTransition
+from cortex_rm.yarn_api.http_limits import (
+    TRANSITIONS,
+    Event,
+    HttpLimits,
+    LimitedChannel,
+    LimitedSite,
+    Phase,
+    body_window_need,
+    next_phase,
+)
 from cortex_rm.yarn_api.http_refusals import Refusal, RefusalLog, sanitise
 
 LIMITS = HttpLimits(
@@ -43,11 +53,11 @@ class Echo(Resource):
 
     isLeaf = True
 
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")
         return b'{"ok": true}'
 
-    def render_POST(self, request: Request) -> bytes:  # noqa: N802
+    def render_POST(self, request: Request) -> bytes:
         assert request.content is not None
         return json.dumps({"length": len(request.content.read())}).encode()
 
@@ -61,7 +71,7 @@ class Slow(Resource):
         super().__init__()
         self.pending: list[Request] = []
 
-    def render_GET(self, request: Request) -> int:  # noqa: N802
+    def render_GET(self, request: Request) -> int:
         self.pending.append(request)
         return NOT_DONE_YET
 
@@ -69,7 +79,7 @@ class Slow(Resource):
 class Broken(Resource):
     isLeaf = True
 
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: Request) -> bytes:
         raise KeyError("boom")
 
 
@@ -78,7 +88,7 @@ class HalfClosingTransport(StringTransport):
 
     write_closed = False
 
-    def loseWriteConnection(self) -> None:  # noqa: N802
+    def loseWriteConnection(self) -> None:
         self.write_closed = True
 
 
@@ -149,7 +159,7 @@ def test_an_honest_request_is_answered_and_the_connection_kept() -> None:
     s = Site()
     c = s.connect()
     c.send(get())
-    code, headers, body = c.response()
+    code, _, body = c.response()
     assert (code, body) == (200, b'{"ok": true}') and not c.closed
     assert c.channel.phase is Phase.IDLE
 
@@ -391,6 +401,28 @@ def test_pipelined_requests_are_all_answered() -> None:
     c = Site().connect()
     c.send(get() + get() + get())
     assert c.transport.value().count(b"HTTP/1.1 200") == 3
+
+
+def test_a_partial_request_behind_a_pipelined_one_has_the_header_timeout() -> None:
+    """The head of a request that arrived with the one before it is timed from when it begins to be parsed."""
+    s = Site()
+    c = s.connect()
+    c.send(get() + b"GET /echo HTTP/1.1\r\n")
+    assert c.channel.phase is Phase.HEAD
+    s.clock.advance(10)
+    assert c.transport.value().count(b"HTTP/1.1 200") == 1
+    assert b"HTTP/1.1 408" in c.transport.value() and c.closed
+
+
+@pytest.mark.parametrize("phase", list(Phase))
+@pytest.mark.parametrize("event", list(Event))
+def test_the_transition_table_is_complete(phase: Phase, event: Event) -> None:
+    """Every phase/event pair is either in the table or an IllegalTransition (a bug, never silently ignored)."""
+    if (phase, event) in TRANSITIONS:
+        assert next_phase(phase, event) is TRANSITIONS[phase, event]
+    else:
+        with pytest.raises(IllegalTransition, match=event.name):
+            next_phase(phase, event)
 
 
 # ------------------------------------------------------------------ connections
