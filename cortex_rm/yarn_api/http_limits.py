@@ -233,6 +233,7 @@ class LimitedChannel(HTTPChannel):
     def lineLengthExceeded(self, line: bytes) -> None:
         if self.phase is Phase.REFUSED:
             return
+        self._next_request()
         if self._request_line_next:
             self._refuse(Refusal.URI_TOO_LONG, f"the request line is longer than {self.limits.max_request_line_bytes} bytes")
         else:

@@ -180,6 +180,14 @@ def test_a_request_line_that_never_ends_is_414() -> None:
     c.remote_exception(414)
 
 
+def test_an_endless_line_behind_an_answered_request_is_414() -> None:
+    """A too-long request line that came with the request before it is refused too (not a crash of the channel)."""
+    c = Site().connect()
+    c.send(get() + b"GET /" + b"a" * 300)
+    assert c.transport.value().startswith(b"HTTP/1.1 200")
+    assert b"HTTP/1.1 414 URI Too Long" in c.transport.value() and c.closed
+
+
 def test_headers_over_the_limit_are_431() -> None:
     """Header lines larger together than max_header_bytes are 431."""
     c = Site().connect()
