@@ -10,9 +10,10 @@ listens with.  The tree is small:
   form (``rest_errors``).  Unknown paths are 404, known paths with another method
   405 (with ``Allow``).
 
-Request bodies are bounded before they are buffered: ``BoundedRequest`` stops
-keeping bytes past ``max_body_bytes`` (it still reads and drops the rest, so the
-client gets its 413 answer instead of a reset connection).  Operations that wait
+The site is an ``http_limits.LimitedSite`` (``RestSite``): request lines, headers,
+bodies, connections and their timeouts are bounded there, a declared body over
+``max_body_bytes`` is answered 413 before it is read, and every refusal is JSON.
+``BoundedRequest`` keeps at most ``max_body_bytes`` of a body too.  Operations that wait
 on the state store run as Deferreds and the request is finished when they fire
 (``NOT_DONE_YET``); a client that has gone away by then is simply not answered.
 """
