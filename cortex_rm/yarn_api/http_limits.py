@@ -49,8 +49,8 @@ from cortex_rm.yarn_api.http_refusals import (
     RefusalLog,
     refusal_error,
     refusal_response,
-    sanitise,
 )
+from cortex_rm.yarn_api.log_text import sanitise
 
 log = Logger()
 

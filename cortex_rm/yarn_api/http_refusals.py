@@ -8,7 +8,7 @@ Refusals are not logged one line each: a client that opens thousands of bad conn
 must not be able to fill the daemon's log.  :class:`RefusalLog` counts them by reason and
 writes one line per interval with the counts and the number of distinct addresses.  No
 byte the client sent reaches that line; what is logged of a request elsewhere (the access
-line of :class:`~cortex_rm.yarn_api.http_limits.LimitedSite`) passes through :func:`sanitise`.
+line of :class:`~cortex_rm.yarn_api.http_limits.LimitedSite`) passes through ``log_text.sanitise``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from twisted.web.error import UnsupportedMethod
 from twisted.web.server import NOT_DONE_YET, Request
 
 from cortex_rm.yarn_api import rest_errors
+from cortex_rm.yarn_api.log_text import sanitise
 from cortex_rm.yarn_api.rest_errors import RestError
 
 log = Logger()
@@ -102,24 +103,6 @@ def refusal_response(error: RestError, *, typed: bool) -> bytes:
     lines += [b"%s: %s" % header for header in error.headers]
     lines += [b"Cache-Control: no-cache", b"Connection: close", b"Content-Length: %d" % len(body)]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-
-def sanitise(raw: bytes | str | None, limit: int = 200) -> str:
-    """Client-supplied text made safe for one log line: printable ASCII kept, every other byte
-    as ``\\xNN``, at most ``limit`` characters kept (then ``...(+N)`` counts the rest)."""
-    if raw is None:
-        return "-"
-    data = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
-    out: list[str] = []
-    size = 0
-    for i, byte in enumerate(data):
-        piece = chr(byte) if 0x20 <= byte < 0x7F and byte != 0x5C else f"\\x{byte:02x}"
-        if size + len(piece) > limit:
-            out.append(f"...(+{len(data) - i})")
-            break
-        out.append(piece)
-        size += len(piece)
-    return "".join(out)
 
 
 class RefusalLog:

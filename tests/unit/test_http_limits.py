@@ -15,11 +15,12 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, Logger, formatEvent, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from cortex_rm.yarn.errors import IllegalTransition
+from cortex_rm.yarn_api import rest_errors
 from cortex_rm.yarn_api.http_limits import (
     TRANSITIONS,
     Event,
@@ -30,7 +31,8 @@ from cortex_rm.yarn_api.http_limits import (
     body_window_need,
     next_phase,
 )
-from cortex_rm.yarn_api.http_refusals import Refusal, RefusalLog, sanitise
+from cortex_rm.yarn_api.http_refusals import Refusal, RefusalLog
+from cortex_rm.yarn_api.log_text import sanitise
 
 LIMITS = HttpLimits(
     max_request_line_bytes=100,
@@ -485,6 +487,17 @@ def test_access_lines_are_sanitised_and_refusals_have_none(logged: list[LogEvent
     assert len(lines) == 1
     assert "GET /echo?q=\\x80\\x90\\x5c -> 200" in lines[0]
     assert s.site.refusals.counts() == {"not-found": 1}
+
+
+def test_a_refused_rest_call_is_logged_without_the_clients_control_bytes() -> None:
+    """An application-level refusal quoting a client's id (unquoted from %00%1b...) is logged sanitised."""
+    events: list[LogEvent] = []
+    logger = Logger(observer=events.append)  # type: ignore[arg-type]
+    error = rest_errors.bad_request("invalid application id: \x00\x1b[2J\n2026 forged line")
+    rest_errors.log_refused(logger, "GET", "/ws/v1/cluster/apps/\x00\x1b[2J", error)
+    line = formatEvent(events[0])
+    assert not any(c in line for c in "\x00\x1b\n")
+    assert "invalid application id: \\x00\\x1b[2J\\x0a2026 forged line" in line
 
 
 def test_the_summary_counts_at_most_a_bounded_number_of_addresses() -> None:

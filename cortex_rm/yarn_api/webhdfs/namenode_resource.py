@@ -24,6 +24,7 @@ from cortex_rm.fs.checksums import file_checksum
 from cortex_rm.fs.errors import FsError, IllegalArgument
 from cortex_rm.fs.name_node import MAX_REPLICATION, NameNode, Redirect, WriteRequest
 from cortex_rm.fs.paths import FsPath, parse_path
+from cortex_rm.yarn_api.log_text import sanitise
 from cortex_rm.yarn_api.webhdfs import forms
 from cortex_rm.yarn_api.webhdfs.params import Query, request_path
 
@@ -138,9 +139,9 @@ class NameNodeResource(Resource):
         if isinstance(failure.value, FsError):
             log.info(
                 "WebHDFS {method} {uri} refused: {error}",
-                method=request.method,
-                uri=request.uri,
-                error=f"{failure.value.simple_name}: {failure.value}",
+                method=sanitise(request.method, 20),
+                uri=sanitise(request.uri),
+                error=sanitise(f"{failure.value.simple_name}: {failure.value}", 400),
             )
             return error_reply(failure.value)
         log.failure("WebHDFS {method} {uri} failed", failure, method=request.method, uri=request.uri)
