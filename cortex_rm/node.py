@@ -38,7 +38,6 @@ from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource as WebResource
-from twisted.web.server import Site
 
 from cortex_rm.config import Config
 from cortex_rm.dht.ring_math import format_id
@@ -51,9 +50,15 @@ from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.reactors import INodeReactor
+from cortex_rm.yarn_api.http_limits import API_LIMITS, LimitedSite
 from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring
 
 log = Logger()
+
+# Connections the kernel queues for a port while the reactor is busy (twisted's default is 50):
+# when a burst fills the queue, a client's SYN is dropped and it waits a second to retry
+# (bench/http_hostile.py saw an honest request take 1.02 s while 1,000 slow connections arrived).
+LISTEN_BACKLOG = 1024
 
 
 class NodeStartError(Exception):
@@ -86,7 +91,7 @@ class CortexNode:
     def _listen(self, name: str, address: HostPort, factory: IProtocolFactory) -> HostPort:
         """Listen on a configured address; the bound address (recorded for ``ready.json``)."""
         try:
-            listening = self.reactor.listenTCP(address.port, factory, interface=address.host)  # type: ignore[arg-type]  # IReactorTCP names ServerFactory; any IProtocolFactory listens (Site, TLS wrappers)
+            listening = self.reactor.listenTCP(address.port, factory, backlog=LISTEN_BACKLOG, interface=address.host)  # type: ignore[arg-type]  # IReactorTCP names ServerFactory; any IProtocolFactory listens (Site, TLS wrappers)
         except CannotListenError as e:
             raise NodeStartError(
                 f"{name} {address} is not available ({e.socketError}); "
@@ -186,8 +191,7 @@ class CortexNode:
             return
         root = WebResource()
         mount_ring(root, RingResource(ring_view_of(ring), self.reactor))
-        site = Site(root)
-        site.displayTracebacks = False
+        site = LimitedSite(root, limits=API_LIMITS, clock=self.reactor, name="ring status web")
         self._listen("ring.status_address", status_address, site)
 
     def stop(self) -> defer.Deferred[None]:

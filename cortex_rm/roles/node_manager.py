@@ -183,7 +183,11 @@ class NodeManagerRole:
         )
         # The ContainerManager is built after the site: its web services look it up on each request.
         site = build_nm_site(
-            info, lambda: int(self.reactor.seconds() * 1000), self.data_node.resources(), lambda: self.containers
+            info,
+            lambda: int(self.reactor.seconds() * 1000),
+            self.data_node.resources(),
+            lambda: self.containers,
+            clock=self.reactor,
         )
         if self._ring is not None:
             mount_ring(site.resource, RingResource(ring_view_of(self._ring), self.reactor))

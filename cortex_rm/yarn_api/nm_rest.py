@@ -14,9 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 
+from cortex_rm.yarn_api.http_limits import DATANODE_LIMITS, HttpLimits, LimitedSite
 from cortex_rm.yarn_api.nm_rest_containers import NodeContainers, NodeContainersResource
 
 
@@ -84,10 +86,17 @@ def build_nm_site(
     now_ms: Callable[[], int],
     children: Mapping[bytes, Resource] | None = None,
     containers: Callable[[], NodeContainers | None] | None = None,
-) -> Site:
+    *,
+    clock: IReactorTime,
+    limits: HttpLimits = DATANODE_LIMITS,
+) -> LimitedSite:
     """The node's web site: ``/ws/v1/node`` and ``/ws/v1/node/info``, ``children`` at the root
     (the DataNode's ``webhdfs`` and ``cortex``) and, with ``containers`` (called on every request:
-    the ContainerManager, None before it exists), the containers' web services under ``/ws/v1/node``."""
+    the ContainerManager, None before it exists), the containers' web services under ``/ws/v1/node``.
+
+    ``limits`` bound its connections and requests on ``clock`` (``http_limits``; the default lets
+    the DataNode take whole files); the DataNode's replies (``/webhdfs``, ``/cortex``) name no
+    Content-Type, as WebHDFS's must not."""
     services = None if containers is None else NodeContainersResource(containers)
     v1 = Resource()
     v1.putChild(b"node", _NodeInfoResource(info, now_ms, services))
@@ -97,6 +106,4 @@ def build_nm_site(
     root.putChild(b"ws", ws)
     for name, child in (children or {}).items():
         root.putChild(name, child)
-    site = Site(root)
-    site.displayTracebacks = False
-    return site
+    return LimitedSite(root, limits=limits, clock=clock, name="NodeManager web", untyped_prefixes=(b"/webhdfs/", b"/cortex/"))

@@ -10,9 +10,10 @@ listens with.  The tree is small:
   form (``rest_errors``).  Unknown paths are 404, known paths with another method
   405 (with ``Allow``).
 
-Request bodies are bounded before they are buffered: ``BoundedRequest`` stops
-keeping bytes past ``max_body_bytes`` (it still reads and drops the rest, so the
-client gets its 413 answer instead of a reset connection).  Operations that wait
+The site is an ``http_limits.LimitedSite`` (``RestSite``): request lines, headers,
+bodies, connections and their timeouts are bounded there, a declared body over
+``max_body_bytes`` is answered 413 before it is read, and every refusal is JSON.
+``BoundedRequest`` keeps at most ``max_body_bytes`` of a body too.  Operations that wait
 on the state store run as Deferreds and the request is finished when they fire
 (``NOT_DONE_YET``); a client that has gone away by then is simply not answered.
 """
@@ -24,6 +25,7 @@ import io
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import IO, Any, Final, cast
 
 from twisted.internet import defer
@@ -31,13 +33,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
 from cortex_rm.allocator.app_access import AppAccess
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.yarn.delegation import ANONYMOUS, REST_TOKEN_HEADER, RM_DELEGATION_KIND, InvalidToken, Principal
 from cortex_rm.yarn.errors import YarnError
 from cortex_rm.yarn_api import rest_errors
+from cortex_rm.yarn_api.http_limits import API_LIMITS, HttpLimits, LimitedSite
 from cortex_rm.yarn_api.rest_errors import RestError
 from cortex_rm.yarn_api.rest_services import STATIC_WEB_USER, ClusterWebServices, Reply, RestCall, UserAdmin, match_route
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
@@ -77,17 +80,18 @@ class BoundedRequest(Request):
         super().handleContentChunk(data)
 
 
-class RestSite(Site):
-    """The RM's web ``Site``, with the body bound its requests obey."""
+class RestSite(LimitedSite):
+    """The RM's web ``Site``: the bounds of ``limits`` (``http_limits``), whose ``max_body_bytes``
+    its requests obey too (a chunked body over it is answered 413 in YARN's form)."""
 
     requestFactory = BoundedRequest
-    displayTracebacks = False
 
-    def __init__(self, resource: Resource, *, max_body_bytes: int, reactor: IReactorTime | None = None) -> None:
-        super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
-        if max_body_bytes <= 0:
-            raise ValueError(f"max_body_bytes must be positive, not {max_body_bytes}")
-        self.max_body_bytes = max_body_bytes
+    def __init__(self, resource: Resource, *, limits: HttpLimits, clock: IReactorTime) -> None:
+        super().__init__(resource, limits=limits, clock=clock, name="RM web", untyped_prefixes=(b"/webhdfs/",))
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.limits.max_body_bytes
 
 
 def _text(raw: bytes | None) -> str | None:
@@ -266,19 +270,22 @@ def build_rest_site(
     rm: RMContext,
     *,
     version: str,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_body_bytes: int | None = None,
     children: Mapping[bytes, Resource] | None = None,
     auth: UserAuthenticator | None = None,
     access: AppAccess | None = None,
     admin: UserAdmin | None = None,
-) -> Site:
+    limits: HttpLimits = API_LIMITS,
+) -> RestSite:
     """The RM's web site (REST API and overview page), for ``reactor.listenTCP(port, site)``.
 
-    ``version`` is the Cortex version shown by ``/ws/v1/cluster/info``; request bodies
-    larger than ``max_body_bytes`` are answered with 413 without being kept;
-    ``children`` are mounted at the root too (``webhdfs``: the NameNode).  ``auth``
-    checks the callers' tokens (without it every caller is anonymous), ``access`` says
-    who may see and change which application, and ``admin`` issues users' credentials.
+    ``version`` is the Cortex version shown by ``/ws/v1/cluster/info``; ``limits`` bound its
+    connections and requests (``http_limits``); request bodies larger than ``max_body_bytes``
+    (``limits.max_body_bytes`` unless given) are answered with 413 without being kept;
+    ``children`` are mounted at the root too (``webhdfs``: the NameNode); the RM's clock
+    runs every timeout.  ``auth`` checks the callers' tokens (without it every caller is
+    anonymous), ``access`` says who may see and change which application, and ``admin``
+    issues users' credentials.
     """
     root = _Root()
     page = ClusterOverviewPage(rm, version)
@@ -290,4 +297,6 @@ def build_rest_site(
     root.putChild(b"ws", WebServicesResource(services, auth))
     for name, child in (children or {}).items():
         root.putChild(name, child)
-    return RestSite(root, max_body_bytes=max_body_bytes, reactor=rm.clock)
+    if max_body_bytes is not None:
+        limits = replace(limits, max_body_bytes=max_body_bytes)
+    return RestSite(root, limits=limits, clock=rm.clock)

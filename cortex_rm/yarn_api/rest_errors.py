@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from cortex_rm.allocator import errors as alloc
 from cortex_rm.yarn.errors import IllegalTransition, YarnError
+from cortex_rm.yarn_api.log_text import sanitise
 
 WEBAPP: Final = "org.apache.hadoop.yarn.webapp."
 NOT_FOUND: Final = ("NotFoundException", WEBAPP + "NotFoundException")
@@ -118,12 +119,13 @@ def from_allocator(error: YarnError) -> RestError | None:
 
 
 def log_refused(logger: Logger, method: str, path: str, error: RestError) -> None:
-    """One event per request answered with ``error`` (the request's fault, not ours: info level)."""
+    """One event per request answered with ``error`` (the request's fault, not ours: info level); the
+    method, path and message quote the client, so they are sanitised (``log_text``)."""
     logger.info(
         "{method} {path} -> {status} {exception}: {message}",
-        method=method,
-        path=path,
+        method=sanitise(method, 20),
+        path=sanitise(path),
         status=error.status,
         exception=error.exception,
-        message=error.message,
+        message=sanitise(error.message, 400),
     )

@@ -1,14 +1,16 @@
 """A real Cortex daemon under a stream of broken input keeps serving and loses nothing.
 
 Malformed IPC frames (truncated, oversized, garbage protobuf, calls before the
-context, unknown protocols and methods, HTTP on the RPC port) and malformed REST
-bodies are thrown at a running RM, interleaved with calls from Hadoop's own
-YarnClient; afterwards the daemon is alive, every application is as it was, and
-new work is accepted.
+context, unknown protocols and methods, HTTP on the RPC port), malformed HTTP on
+the web ports (over-long request lines and headers, unknown methods, garbage, a
+Content-Length beyond the limit) and malformed REST bodies are thrown at a running
+RM, interleaved with calls from Hadoop's own YarnClient; afterwards the daemon is
+alive, every application is as it was, and new work is accepted.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import time
@@ -78,6 +80,32 @@ def _hostile_payloads() -> list[tuple[str, bytes, str]]:
     ]
 
 
+# Marks the bytes of refused HTTP requests: none of them may reach the daemon's log.
+MARK = b"\x1b[31mHOSTILE\x00"
+
+
+def _hostile_http() -> list[tuple[str, bytes, int, int]]:
+    """(name, bytes sent, status the RM's web port answers, the node's) for what no polite client
+    sends; every answer is JSON and ends the connection."""
+    return [
+        ("request line too long", b"GET /ws/v1/cluster/info?" + MARK.hex().encode() * 1000 + b" HTTP/1.1\r\n\r\n", 414, 414),
+        ("endless header", b"GET / HTTP/1.1\r\nX-Mark: " + MARK.hex().encode() * 2000, 431, 431),
+        ("too many headers", b"GET / HTTP/1.1\r\n" + b"X-A: 1\r\n" * 200 + b"\r\n", 431, 431),
+        ("put on the overview page", b"PUT / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 405, 404),
+        ("unknown method", b"BREW / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 501, 404),
+        ("garbage", MARK + b" / \xff\xfe\r\n\r\n", 400, 400),
+        ("nul in a header", b"GET / HTTP/1.1\r\nX-Mark: " + MARK + b"\r\n\r\n", 400, 400),
+        ("huge content-length", b"POST /ws/v1/cluster/apps HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n", 413, 413),
+    ]
+
+
+def _assert_json_refusal(name: str, answer: bytes, status: int) -> None:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status), (name, answer[:200])
+    assert b"Connection: close" in head, name
+    assert set(json.loads(body)["RemoteException"]) == {"exception", "javaClassName", "message"}, name
+
+
 def test_hostile_ipc_and_rest_input_leaves_the_rm_serving_with_its_state(cluster: RunningCluster) -> None:
     """Every hostile payload is answered or dropped per connection; the RM and its apps carry on."""
     yarn = YarnClientDriver(cluster.conf_dir)
@@ -90,9 +118,13 @@ def test_hostile_ipc_and_rest_input_leaves_the_rm_serving_with_its_state(cluster
         time.sleep(0.2)
 
     answers = {}
+    node_web = HostPort.parse(cluster.nodes[0].nm_webapp)
     for _round in range(5):
         for name, payload, expect in _hostile_payloads():
             answers[name] = _exchange(cluster.rm.client, payload, expect)
+        for name, payload, rm_status, node_status in _hostile_http():
+            _assert_json_refusal(name, _exchange(cluster.rm.webapp, payload, "close"), rm_status)
+            _assert_json_refusal(f"node: {name}", _exchange(node_web, payload, "close"), node_status)
     # A few of them have a well-defined answer in Hadoop's own form.
     assert answers["http on the rpc port"].startswith(b"HTTP/1.1 404")
     unknown_method = f.parse_responses(answers["unknown method"])
@@ -124,3 +156,9 @@ def test_hostile_ipc_and_rest_input_leaves_the_rm_serving_with_its_state(cluster
     assert yarn.run("report", app_id) == before
     assert yarn.run("submit", "after-the-storm", "default")["applicationId"] > app_id
     assert "Traceback" not in cluster.daemon_log()
+    # The web refusals are logged as a summary per interval, with nothing the clients sent.
+    deadline = time.monotonic() + 30
+    while "RM web: refused" not in (log := cluster.daemon_log()):
+        assert time.monotonic() < deadline, "no summary of the refused HTTP requests in the log"
+        time.sleep(0.5)
+    assert "HOSTILE" not in log and MARK.hex() not in log and "\x00" not in log

@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from cortex_rm.container.launch import NodeFacts, container_paths
@@ -109,7 +110,7 @@ class Node:
 def node(tmp_path: Path) -> Node:
     roots = (tmp_path / "logs1", tmp_path / "logs2")
     manager = FakeNode(run_now)
-    return Node(tmp_path, manager, build_nm_site(INFO, lambda: 5, containers=lambda: manager), roots)
+    return Node(tmp_path, manager, build_nm_site(INFO, lambda: 5, containers=lambda: manager, clock=Clock()), roots)
 
 
 def get(site: Any, target: str, method: str = "GET") -> HttpResponse:
@@ -220,7 +221,7 @@ def test_containers_are_listed_in_yarns_container_info_shape(node: Node) -> None
 
 def test_before_the_container_manager_exists_the_node_has_no_containers(tmp_path: Path) -> None:
     """The site starts before the ContainerManager: lists are empty and every container is unknown."""
-    site = build_nm_site(INFO, lambda: 5, containers=lambda: None)
+    site = build_nm_site(INFO, lambda: 5, containers=lambda: None, clock=Clock())
     assert get(site, "/ws/v1/node/containers").json() == {"containers": {"container": []}}
     assert get(site, "/ws/v1/node/apps").json() == {"apps": {"app": []}}
     assert_error(get(site, f"/ws/v1/node/containers/{cid(1)}/logs"), 404, "NotFoundException")

@@ -812,6 +812,15 @@ def test_unknown_paths_are_not_found(cluster: Cluster, path: str) -> None:
     assert_not_found(http(cluster.site, "GET", path))
 
 
+@pytest.mark.parametrize(("method", "status"), [("PUT", 405), ("DELETE", 405), ("BREW", 501)])
+def test_other_methods_on_the_overview_page_are_json_not_twisted_html(cluster: Cluster, method: str, status: int) -> None:
+    """``PUT /`` (and methods HTTP does not define) are refused in YARN's JSON form, not twisted.web's HTML "Huh?"."""
+    response = http(cluster.site, method, "/")
+    assert_remote_exception(response, status, "WebApplicationException", "javax.ws.rs")
+    if status == 405:
+        assert response.headers["allow"] == "GET, HEAD"
+
+
 @pytest.mark.parametrize("path", ["/", "/cluster", "/cluster/"])
 def test_cluster_page_answers_200_html_for_the_active_rm_probe(cluster: Cluster, path: str) -> None:
     """/ and /cluster answer 200 with an HTML page (yarn-api-client's active-RM probe)."""

@@ -196,7 +196,7 @@ def resolve(root: Resource, *path: bytes) -> Resource:
 def test_mount_ring_on_the_node_manager_site_keeps_node_info() -> None:
     """Mounted on the NM site, /ws/v1/ring is the ring and /ws/v1/node still the node info."""
     info = NodeInfo("node1", "127.0.0.1", 1024, 2, 0, "1.0")
-    site = build_nm_site(info, lambda: 0)
+    site = build_nm_site(info, lambda: 0, clock=Clock())
     ring = RingResource(lambda: VIEW, Clock())
     mount_ring(site.resource, ring)
     assert resolve(site.resource, b"ws", b"v1", b"ring") is ring

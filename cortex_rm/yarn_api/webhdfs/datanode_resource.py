@@ -36,6 +36,7 @@ from cortex_rm.fs.block_store import valid_block_id
 from cortex_rm.fs.errors import CorruptReplica, FsError, IllegalArgument, InvalidToken, MissingBlock
 from cortex_rm.fs.paths import FsPath
 from cortex_rm.internal.block_codec import BlockLocation
+from cortex_rm.yarn_api.log_text import sanitise
 from cortex_rm.yarn_api.webhdfs.block_transfer import PIECE_BYTES, BlockTransferFailed
 from cortex_rm.yarn_api.webhdfs.block_work import DataNodeContext, read_range, receive_blocks
 from cortex_rm.yarn_api.webhdfs.namenode_resource import Reply, as_deferred, error_reply, internal_error, send
@@ -124,8 +125,8 @@ class _Leaf(Resource):
                 transport.abortConnection()
             return None
         if isinstance(failure.value, FsError):
-            log.info("DataNode {method} {uri} refused: {error}", method=request.method, uri=request.uri,
-                     error=f"{failure.value.simple_name}: {failure.value}")
+            log.info("DataNode {method} {uri} refused: {error}", method=sanitise(request.method, 20),
+                     uri=sanitise(request.uri), error=sanitise(f"{failure.value.simple_name}: {failure.value}", 400))
             return error_reply(failure.value)
         if isinstance(failure.value, BlockTransferFailed):
             return error_reply(MissingBlock(str(failure.value)))

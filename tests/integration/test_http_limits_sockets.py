@@ -1,0 +1,106 @@
+"""``LimitedSite`` on real sockets: slow-header connections are cut at the header timeout, honest clients served.
+
+The site listens on 127.0.0.1 (port 0) on the real reactor; the clients are blocking
+sockets on a worker thread, so the reactor keeps serving while they wait.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import dataclass
+
+import pytest
+import pytest_twisted
+from twisted.internet import threads
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from cortex_rm.yarn_api.http_limits import HttpLimits, LimitedSite
+from tests.support.reactor import reactor, wait_until
+
+pytestmark = pytest.mark.integration
+
+HEADER_TIMEOUT_S = 2.0
+SLOW_CONNECTIONS = 100
+
+
+class Info(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        return b'{"clusterInfo": {}}'
+
+
+@dataclass
+class Storm:
+    honest: bytes
+    honest_done_s: float  # since the storm began
+    opened_s: list[float]
+    closed_s: list[float]
+    answers: list[bytes]
+
+
+def _read_to_end(s: socket.socket) -> bytes:
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    return data
+
+
+def _storm(port: int) -> Storm:
+    """Open the slow connections (a request line and one header, never the end of the head), make
+    one honest request meanwhile, then read each slow connection until the server ends it."""
+    start = time.monotonic()
+    slow: list[socket.socket] = []
+    opened: list[float] = []
+    for _ in range(SLOW_CONNECTIONS):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.sendall(b"GET /ws/v1/cluster/info HTTP/1.1\r\nHost: slow\r\n")
+        slow.append(s)
+        opened.append(time.monotonic() - start)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as honest:
+        honest.sendall(b"GET /ws/v1/cluster/info HTTP/1.1\r\nHost: honest\r\nConnection: close\r\n\r\n")
+        answer = _read_to_end(honest)
+    honest_done = time.monotonic() - start
+    closed: list[float] = []
+    answers: list[bytes] = []
+    for s in slow:
+        answers.append(_read_to_end(s))
+        closed.append(time.monotonic() - start)
+        s.close()
+    return Storm(answer, honest_done, opened, closed, answers)
+
+
+@pytest_twisted.inlineCallbacks
+def test_slow_header_connections_are_closed_at_the_header_timeout_while_an_honest_request_is_answered():  # type: ignore[no-untyped-def]
+    """100 connections that never finish their headers each get 408 and are closed once the header
+    timeout has passed (not before); an honest request made meanwhile is answered at once."""
+    root = Resource()
+    ws = Resource()
+    root.putChild(b"ws", ws)
+    v1 = Resource()
+    ws.putChild(b"v1", v1)
+    cluster = Resource()
+    v1.putChild(b"cluster", cluster)
+    cluster.putChild(b"info", Info())
+    limits = HttpLimits(header_timeout_s=HEADER_TIMEOUT_S, linger_s=1.0)
+    site = LimitedSite(root, limits=limits, clock=reactor(), name="loopback web")
+    port = reactor().listenTCP(0, site, interface="127.0.0.1")
+    try:
+        storm: Storm = yield threads.deferToThread(_storm, port.getHost().port)
+        yield wait_until(lambda: site.open_connections == 0, "every connection is closed", 10)
+    finally:
+        yield port.stopListening()
+
+    assert storm.honest.startswith(b"HTTP/1.1 200") and storm.honest.endswith(b'{"clusterInfo": {}}')
+    assert storm.honest_done_s < min(storm.closed_s), "the honest request waited for the slow ones"
+    for opened, closed, answer in zip(storm.opened_s, storm.closed_s, storm.answers, strict=True):
+        assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer[:100]
+        body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+        assert "did not arrive within 2 s" in body["RemoteException"]["message"]
+        # Cut at the timeout, not before; the upper bound only keeps a hung server from passing.
+        assert HEADER_TIMEOUT_S * 0.95 <= closed - opened < HEADER_TIMEOUT_S + 10
+    assert site.refusals.total == SLOW_CONNECTIONS
