@@ -188,7 +188,8 @@ def url_from_string(text: str, path: str) -> yp.URLProto:
     if host:
         url.host = host
     if port:
-        if not port.isdigit() or int(port) > 65535:
+        # isdigit() alone admits "²" and other digits int() refuses: ASCII digits only.
+        if not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise bad_request(f"{path}: {text!r} has an invalid port {port!r}")
         url.port = int(port)
     return url
