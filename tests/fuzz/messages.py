@@ -140,7 +140,7 @@ _THRIFT_INTS = {TType.BYTE: 8, TType.I16: 16, TType.I32: 32, TType.I64: 64}
 _WRONG = st.one_of(st.none(), st.integers(), st.text(max_size=4), st.binary(max_size=4), st.booleans(), st.just([1]))
 
 
-def _thrift_value(ttype: int, args: Any, depth: int, wrong_types: bool) -> st.SearchStrategy[Any]:
+def _thrift_value(ttype: int, args: Any, depth: int, wrong_types: bool, optional: bool = True) -> st.SearchStrategy[Any]:
     right: st.SearchStrategy[Any]
     if ttype in _THRIFT_INTS:
         bits = _THRIFT_INTS[ttype]
@@ -152,21 +152,21 @@ def _thrift_value(ttype: int, args: Any, depth: int, wrong_types: bool) -> st.Se
     elif ttype == TType.STRING:
         right = texts() if args == "UTF8" else st.binary(max_size=24)
     elif ttype == TType.STRUCT:
-        right = _thrift_structs(args[0], depth - 1, wrong_types) if depth > 0 else st.none()
+        right = _thrift_structs(args[0], depth - 1, wrong_types) if depth > 0 else st.builds(args[0])
     elif ttype in (TType.LIST, TType.SET):
         item_type, item_args = args[0], args[1]
-        items = st.lists(_thrift_value(item_type, item_args, depth, wrong_types), max_size=3)
+        items = st.lists(_thrift_value(item_type, item_args, depth, wrong_types, optional=False), max_size=3)
         right = items if ttype == TType.LIST else items.map(lambda values: set(_hashable(values)))
     elif ttype == TType.MAP:
         key_type, key_args, value_type, value_args = args[0], args[1], args[2], args[3]
         right = st.dictionaries(
-            _thrift_value(key_type, key_args, 0, False).filter(_is_hashable),
-            _thrift_value(value_type, value_args, depth, wrong_types),
+            _thrift_value(key_type, key_args, 0, False, optional=False).filter(_is_hashable),
+            _thrift_value(value_type, value_args, depth, wrong_types, optional=False),
             max_size=3,
         )
     else:
         raise AssertionError(f"no strategy for Thrift type {ttype}")
-    alternatives = [right, st.none()]
+    alternatives = [right, st.none()] if optional else [right]
     if wrong_types:
         alternatives.append(_WRONG)
     return st.one_of(*alternatives)
