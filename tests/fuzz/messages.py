@@ -194,3 +194,41 @@ def _thrift_structs(cls: type, depth: int, wrong_types: bool) -> st.SearchStrate
 def thrift_structs(cls: type, *, depth: int = 3, wrong_types: bool = False) -> st.SearchStrategy[Any]:
     """Random instances of the generated Thrift struct ``cls`` (see the module docstring)."""
     return _thrift_structs(cls, depth, wrong_types)
+
+
+# --- proto2 text that is not UTF-8 ----------------------------------------------------------------
+
+_MARKER = "\x7f~\x7f~"
+_NOT_UTF8 = b"\xff\xfe\x80\xc3"  # as long as the marker, so no length prefix changes
+
+
+def _mark_text_fields(message: Message, chosen: list[bool]) -> None:
+    """Replace some set ``string`` fields (at any depth) by the marker; ``chosen`` decides which, in order."""
+    for field, value in message.ListFields():
+        if field.type == F.TYPE_STRING and not field.is_repeated:
+            if chosen and chosen.pop():
+                setattr(message, field.name, _MARKER)
+        elif field.type == F.TYPE_STRING:
+            for index in range(len(value)):
+                if chosen and chosen.pop():
+                    value[index] = _MARKER
+        elif field.type == F.TYPE_MESSAGE:
+            for item in value if field.is_repeated else [value]:
+                _mark_text_fields(item, chosen)
+
+
+def with_text_not_utf8(messages: st.SearchStrategy[Message]) -> st.SearchStrategy[Message]:
+    """Messages from ``messages`` with some of their text fields holding bytes that are not UTF-8,
+    as a client can send them: proto2 does not check, and Python's protobuf then returns those
+    fields as ``bytes`` instead of ``str``."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Message:
+        message = draw(messages)
+        _mark_text_fields(message, draw(st.lists(st.booleans(), min_size=1, max_size=12)))
+        raw = message.SerializePartialToString().replace(_MARKER.encode(), _NOT_UTF8)
+        parsed = type(message)()
+        parsed.ParseFromString(raw)
+        return parsed
+
+    return build()
