@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from google.protobuf import message_factory
@@ -27,16 +28,17 @@ from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.yarn.errors import YarnError
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn.resources import Resource
-from cortex_rm.yarn_api import records, tokens
+from cortex_rm.yarn_api import records, rest_app_json, tokens
 from cortex_rm.yarn_api.client_service import CLIENT_PROTOCOL, ApplicationClientService
 from cortex_rm.yarn_api.errors import RemoteError
 from cortex_rm.yarn_api.proto import applicationclient_protocol_pb2
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
+from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.rpc_protocol import AuthMethod, CallContext
 from tests.fuzz.fuzzing import fuzz_settings
-from tests.fuzz.messages import protobuf_messages
-from tests.support.rm_core import new_table, result_of
+from tests.fuzz.messages import protobuf_messages, with_text_not_utf8
+from tests.support.rm_core import T0, new_table, result_of
 
 SERVICE = applicationclient_protocol_pb2.DESCRIPTOR.services_by_name["ApplicationClientProtocolService"]
 
@@ -73,8 +75,11 @@ def test_ids_and_resources_decode_or_are_yarn_errors(app: Any, attempt: Any, con
         assert isinstance(value.memory_mb, int) and isinstance(value.vcores, int)
 
 
+SUBMISSION_CONTEXTS = protobuf_messages(yp.ApplicationSubmissionContextProto, depth=3, initialized=True)
+
+
 @fuzz_settings(200)
-@given(context=protobuf_messages(yp.ApplicationSubmissionContextProto, depth=3, initialized=True), user=st.text(max_size=8))
+@given(context=with_text_not_utf8(SUBMISSION_CONTEXTS) | SUBMISSION_CONTEXTS, user=st.text(max_size=8))
 @example(
     context=yp.ApplicationSubmissionContextProto(
         application_id=yp.ApplicationIdProto(id=1, cluster_timestamp=1),
@@ -83,10 +88,13 @@ def test_ids_and_resources_decode_or_are_yarn_errors(app: Any, attempt: Any, con
     user="u",
 ).via("a memory unit YARN does not know")
 def test_submission_contexts_decode_or_are_yarn_errors(context: Any, user: str) -> None:
-    """submission_from_proto: a Submission keeping the context's bytes, or a YarnError."""
+    """submission_from_proto: a Submission of text fields (even from bytes that are not UTF-8) keeping
+    the context's bytes, or a YarnError."""
     submission = _outcome(records.submission_from_proto, context, user)
     if submission is not None:
         assert submission.user == user
+        assert all(isinstance(text, str) for text in (submission.name, submission.queue, submission.app_type))
+        assert all(isinstance(tag, str) for tag in submission.tags)
         assert yp.ApplicationSubmissionContextProto.FromString(submission.context) == context
 
 
@@ -161,6 +169,8 @@ def _retarget(message: Message, app_ids: list[ApplicationId], choice: int) -> No
 class ClientRM:
     """An RM core on a Clock with one node, a submitted application and a new (unsubmitted) one."""
 
+    CLUSTER_TIMESTAMP = int(T0 * 1000)  # the table's start, in ms: its applications' cluster timestamp
+
     def __init__(self) -> None:
         table = new_table()
         nodes = NodeTable()
@@ -179,12 +189,28 @@ REQUESTS = {m.name: message_factory.GetMessageClass(m.input_type) for m in SERVI
 @st.composite
 def client_calls(draw: st.DrawFn) -> tuple[str, Message, int | None]:
     method = draw(st.sampled_from(METHODS))
-    request = draw(protobuf_messages(REQUESTS[method], depth=4, initialized=True))
+    requests = protobuf_messages(REQUESTS[method], depth=4, initialized=True)
+    request = draw(requests | with_text_not_utf8(requests))
     return method, request, draw(st.none() | st.integers(0, 1))
+
+
+def _submission_not_utf8(field: str) -> ys.SubmitApplicationRequestProto:
+    """submitApplication of the new application (…_0002) whose ``field`` is text that is not UTF-8."""
+    request = ys.SubmitApplicationRequestProto()
+    context = request.application_submission_context
+    context.application_id.cluster_timestamp, context.application_id.id = ClientRM.CLUSTER_TIMESTAMP, 2
+    setattr(context, field, "~~~~")
+    return ys.SubmitApplicationRequestProto.FromString(request.SerializeToString().replace(b"~~~~", b"\xff\xfe\x80\xc3"))
 
 
 @fuzz_settings(400)
 @given(call=client_calls(), user=st.sampled_from([None, "alice", "bob", ""]))
+@example(call=("submitApplication", _submission_not_utf8("application_name"), None), user="alice").via(
+    "an application name that is not UTF-8"
+)
+@example(call=("submitApplication", _submission_not_utf8("node_label_expression"), None), user="alice").via(
+    "a node label expression that is not UTF-8, shown by the REST API"
+)
 def test_client_protocol_handlers_answer_or_raise_remote_errors(call: tuple[str, Message, int | None], user: str | None) -> None:
     """Any well-formed request to any method: a response, or RemoteError (an ERROR reply), never another exception."""
     method, request, target = call
@@ -209,4 +235,6 @@ def test_client_protocol_handlers_answer_or_raise_remote_errors(call: tuple[str,
             return
     assert isinstance(result, Message)
     result.SerializeToString()  # complete: the reply can be sent
+    # What the handler stored can be shown: the REST API lists every application as JSON.
+    json.dumps(rest_app_json.apps_info(rm.rm.apps.matching(), rm.rm, frozenset()))
 
