@@ -15,6 +15,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
@@ -172,8 +173,14 @@ def _segment(text: str) -> str:
     return quote(text.encode("utf-8", "surrogatepass"), safe="")
 
 
+OTHER_PATHS = ["/", "/cluster", "/cluster/", "/ws", "/ws/v1", "/ws/v2/cluster/info", "/jmx", "/%ff", "/ws/v1/cluster/%ff"]
+OVERVIEW_PAGES = ("/", "/cluster", "/cluster/")  # fuzzed with GET and HEAD only: see the xfail test at the end
+
+
 @st.composite
 def paths(draw: st.DrawFn) -> str:
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.sampled_from(OTHER_PATHS))
     pattern, _ = draw(st.sampled_from(ROUTES))
     segments = []
     for part in pattern:
@@ -250,6 +257,8 @@ def test_any_request_is_answered_without_a_server_error(
     method: str, path: str, query: str, body: bytes, content_type: str | None
 ) -> None:
     """Any method, route, query, body and Content-Type: a complete answer, never 5xx, errors in YARN's form."""
+    if path in OVERVIEW_PAGES and method not in ("GET", "HEAD"):
+        method = "GET"
     site = Site()
     headers = {} if content_type is None else {"Content-Type": content_type}
     with failures_logged() as logged:
@@ -293,3 +302,19 @@ def test_resource_urls_parse_or_are_bad_requests(text: str) -> None:
         assert error.status == 400
         return
     assert url.port == -1 or 0 <= url.port <= 65535
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "rest.ClusterOverviewPage renders GET only, so POST or PUT on / or /cluster gets twisted.web's HTML error "
+        "page (405 or 501) instead of YARN's RemoteException JSON (a 501 is also a server error). Not fixed here: "
+        "rest.py is being changed by another engineer."
+    ),
+)
+@pytest.mark.parametrize(("method", "path"), [("POST", "/"), ("PUT", "/"), ("DELETE", "/cluster")])
+def test_write_methods_on_the_overview_page_are_405_in_yarns_form(method: str, path: str) -> None:
+    """A found input: a write method on the overview page is refused 405 in YARN's JSON form."""
+    response = Site().request(method, path, b"", {})
+    assert response.status == 405
+    check_answer(response, method)
