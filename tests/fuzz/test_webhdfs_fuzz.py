@@ -9,6 +9,10 @@
   with a file and a home directory in place: random methods, operations, paths and
   parameters are answered 2xx/307 or 4xx with a ``RemoteException`` JSON body, never a
   500, and nothing is logged as a failure.
+* The DataNode's resources (``/webhdfs/v1`` after a redirect, ``/cortex/blocks``) with
+  random operations, paths, tickets (random, or a genuine OPEN ticket) and parameters:
+  answered 4xx with a ``RemoteException`` body (or 200 for a genuine empty read), never
+  a 500, and never past a ticket they should refuse.
 * ``forms`` (the JSON WebHDFS answers with) holds any error message it is given.
 """
 
@@ -35,6 +39,8 @@ from cortex_rm.fs.namespace_store import MemoryNamespaceStore
 from cortex_rm.fs.paths import parse_path
 from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api.webhdfs import forms
+from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn_api.webhdfs.datanode_resource import BlockTransfers, DataNodeWebHdfs
 from cortex_rm.yarn_api.webhdfs.namenode_resource import NameNodeResource
 from cortex_rm.yarn_api.webhdfs.params import Query, request_path
 from tests.fuzz.fuzzing import failures_logged, fuzz_settings, mutated
@@ -209,3 +215,70 @@ def test_remote_exceptions_hold_any_message(message: str) -> None:
     """forms.remote_exception + encode: JSON that gives back the message and the class."""
     body = json.loads(forms.encode(forms.remote_exception(IllegalArgument(message))))["RemoteException"]
     assert body["message"] == message and body["exception"] == "IllegalArgumentException"
+
+
+class GuardedDataNode:
+    """A DataNode context that knows the NameNode's key and answers a read's location with an empty
+    file; storing, streaming and committing are never reached by a request it should refuse."""
+
+    node_id = NodeId("10.0.0.1", 45454)
+    http_address = "10.0.0.1:8042"
+
+    def keys(self) -> dict[int, MasterKey]:
+        return {KEY.key_id: KEY}
+
+    def now_ms(self) -> int:
+        return NOW_MS
+
+    def locate(self, ticket: str, offset: int, length: int) -> defer.Deferred[tuple[int, tuple[Any, ...]]]:
+        return defer.succeed((0, ()))
+
+    def __getattr__(self, name: str) -> Any:  # store, run, commit, reactor...: past every check
+        raise AssertionError(f"a refused request reached the DataNode's {name}")
+
+
+def _datanode_site() -> Site:
+    root = Resource()
+    root.putChild(b"webhdfs", DataNodeWebHdfs(GuardedDataNode()))  # type: ignore[arg-type]
+    cortex = Resource()
+    cortex.putChild(b"blocks", BlockTransfers(GuardedDataNode()))  # type: ignore[arg-type]
+    root.putChild(b"cortex", cortex)
+    return Site(root)
+
+
+DATANODE_TICKETS = st.one_of(
+    st.just(GENUINE),
+    mutated(st.just(GENUINE.encode()), max_mutations=2).map(lambda b: quote(b.decode("latin-1"), safe="")),
+    texts(30).map(lambda t: quote(t, safe="")),
+)
+
+
+@fuzz_settings(250)
+@given(
+    method=st.sampled_from(["GET", "PUT", "POST", "DELETE", "HEAD"]),
+    target=st.one_of(
+        st.builds(lambda p: f"/webhdfs/v1{p}", FS_PATHS),
+        st.sampled_from(["/cortex/blocks/blk_" + "0" * 32, "/cortex/blocks/x", "/cortex/blocks/", "/cortex/blocks/a/b"]),
+    ),
+    op=st.sampled_from(["OPEN", "CREATE", "APPEND", "GETFILESTATUS", "-"]),
+    ticket=DATANODE_TICKETS,
+    pairs=st.lists(st.tuples(st.sampled_from(["offset", "length", "checksum", "user.name"]), VALUES), max_size=3),
+)
+@example(method="GET", target="/webhdfs/v1/user/alice/f", op="OPEN", ticket=GENUINE, pairs=[("offset", "1")]).via(
+    "a genuine ticket, reading past the end"
+)
+def test_any_datanode_request_is_refused_in_webhdfs_form(
+    method: str, target: str, op: str, ticket: str, pairs: list[tuple[str, str]]
+) -> None:
+    """Any request to a DataNode: 4xx with a RemoteException body, or 200 for the genuine (empty) read;
+    nothing logged as a failure."""
+    query = _query_text(op, pairs) + f"&ticket={ticket}"
+    connection = HttpConnection(_datanode_site(), host="10.0.0.1:8042")
+    with failures_logged() as logged:
+        connection.send(method, f"{target}?{query}")
+    response = connection.response()
+    assert response is not None, "no complete answer"
+    assert response.status == 200 or 400 <= response.status < 500, (response.status, response.body)
+    if response.status >= 400 and method != "HEAD":
+        assert {"exception", "javaClassName", "message"} <= set(response.json()["RemoteException"])
+    assert not logged, logged[0]
