@@ -143,10 +143,9 @@ class ApplicationMasterService:
         if call.auth_method is not AuthMethod.TOKEN or call.token_identifier is None:
             raise RemoteError(ACCESS_CONTROL_EXCEPTION, "the scheduler port needs an AMRMToken (TOKEN authentication)")
         try:
-            ident = parse_amrm_identifier(call.token_identifier)
-        except ValueError as e:
+            return records.attempt_id_from_proto(parse_amrm_identifier(call.token_identifier).appAttemptId)
+        except ValueError as e:  # MalformedId too: an attempt id without all its parts
             raise RemoteError(ACCESS_CONTROL_EXCEPTION, str(e)) from None
-        return records.attempt_id_from_proto(ident.appAttemptId)
 
     def _new_session(self, attempt_id: ApplicationAttemptId) -> None:
         """A registered AM's session; sessions of attempts that are no longer registered go.
