@@ -173,7 +173,7 @@ encoded_tracker_structs = st.sampled_from(sorted(DECODERS)).flatmap(
 )
 
 
-@fuzz_settings(250)
+@fuzz_settings(150)
 @given(named=encoded_tracker_structs)
 def test_mutated_tracker_messages_decode_or_are_malformed(named: tuple[str, bytes]) -> None:
     """Mutated Thrift bytes of a struct, read as the server reads them: a value or MalformedMessage."""

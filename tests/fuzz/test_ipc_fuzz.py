@@ -247,7 +247,7 @@ parts = st.one_of(
 frames = st.builds(lambda header, rest: frame(header, *rest), request_headers, st.lists(parts, max_size=3))
 
 
-@fuzz_settings(300)
+@fuzz_settings(200)
 @given(
     head=st.sampled_from([preamble(AUTH_NONE), preamble(AUTH_SASL), HANDSHAKES[0], HANDSHAKES[1]]),
     body=st.lists(frames, min_size=1, max_size=4),

@@ -78,7 +78,7 @@ def test_ids_and_resources_decode_or_are_yarn_errors(app: Any, attempt: Any, con
 SUBMISSION_CONTEXTS = protobuf_messages(yp.ApplicationSubmissionContextProto, depth=3, initialized=True)
 
 
-@fuzz_settings(200)
+@fuzz_settings(120)
 @given(context=with_text_not_utf8(SUBMISSION_CONTEXTS) | SUBMISSION_CONTEXTS, user=st.text(max_size=8))
 @example(
     context=yp.ApplicationSubmissionContextProto(
@@ -119,7 +119,7 @@ identifier_bytes = st.one_of(
 )
 
 
-@fuzz_settings(300)
+@fuzz_settings(200)
 @given(identifier=identifier_bytes)
 def test_token_identifiers_are_read_or_refused_with_value_error(identifier: bytes) -> None:
     """Each identifier reader: a value, or ValueError (MalformedId included), for any bytes."""
@@ -203,7 +203,7 @@ def _submission_not_utf8(field: str) -> ys.SubmitApplicationRequestProto:
     return ys.SubmitApplicationRequestProto.FromString(request.SerializeToString().replace(b"~~~~", b"\xff\xfe\x80\xc3"))
 
 
-@fuzz_settings(400)
+@fuzz_settings(300)
 @given(call=client_calls(), user=st.sampled_from([None, "alice", "bob", ""]))
 @example(call=("submitApplication", _submission_not_utf8("application_name"), None), user="alice").via(
     "an application name that is not UTF-8"

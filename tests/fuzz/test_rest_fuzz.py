@@ -226,7 +226,7 @@ def queries(draw: st.DrawFn) -> str:
 content_types = st.sampled_from([None, "application/json", "application/json; charset=utf-8", "text/plain", "application/xml", "", "application/vnd+json"])
 
 
-@fuzz_settings(400)
+@fuzz_settings(300)
 @given(
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD"]),
     path=paths(),
@@ -307,7 +307,7 @@ def test_resource_urls_parse_or_are_bad_requests(text: str) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "rest.ClusterOverviewPage renders GET only, so POST or PUT on / or /cluster gets twisted.web's HTML error "
+        "rest.ClusterOverviewPage renders GET only, so POST, PUT or DELETE on / or /cluster gets twisted.web's HTML error "
         "page (405 or 501) instead of YARN's RemoteException JSON (a 501 is also a server error). Not fixed here: "
         "rest.py is being changed by another engineer."
     ),

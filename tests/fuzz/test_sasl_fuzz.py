@@ -77,7 +77,7 @@ sasl_messages = st.one_of(
 )
 
 
-@fuzz_settings(300)
+@fuzz_settings(200)
 @given(messages=st.lists(sasl_messages, min_size=1, max_size=5), token_port=st.booleans())
 @example(
     messages=[

@@ -79,7 +79,7 @@ def test_vlongs_read_or_are_index_errors(data: bytes, pos: int) -> None:
     assert -(2**63) <= value < 2**64
 
 
-@fuzz_settings(400)
+@fuzz_settings(250)
 @given(data=st.one_of(st.binary(max_size=60), st.binary(max_size=40).map(lambda b: b"HDTS\x00" + b), mutated(storages), mutated(storages_v1)))
 @example(data=b"HDTS\x00\x8f" + b"\x7f" + b"\xff" * 7).via("a token count of 2**63 - 1")
 @example(data=b"HDTS\x00\x01\x81").via("a negative alias length")
