@@ -310,6 +310,7 @@ def _context_not_utf8(field: str) -> bytes:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason=(
         "ipc_connection._on_context passes a context's effectiveUser/realUser that is not UTF-8 on as bytes "
         "(proto2 does not check; Python's protobuf gives bytes), though CallContext says str | None: a "

@@ -134,6 +134,7 @@ def test_log_sizes_parse_or_are_bad_requests(text: str | None) -> None:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason=(
         "nm_rest._NodeInfoResource renders GET only, so another method on /ws/v1/node or /ws/v1/node/info gets "
         "twisted.web's '501 Not Implemented' HTML page instead of a 405 RemoteException JSON with Allow: GET "

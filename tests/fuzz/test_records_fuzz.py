@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from google.protobuf import message_factory
 from google.protobuf.message import Message
 from hypothesis import example, given
@@ -238,3 +239,25 @@ def test_client_protocol_handlers_answer_or_raise_remote_errors(call: tuple[str,
     # What the handler stored can be shown: the REST API lists every application as JSON.
     json.dumps(rest_app_json.apps_info(rm.rm.apps.matching(), rm.rm, frozenset()))
 
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason=(
+        "client_service.force_kill_application passes a kill request's diagnostics that are not UTF-8 on as bytes "
+        "(proto2 does not check; Python's protobuf gives bytes), and storing the kill fails with TypeError (an "
+        "internal error reply). Fix: records.text_from_proto(request.diagnostics). Not fixed here: "
+        "client_service.py is being changed by another engineer."
+    ),
+)
+def test_kill_diagnostics_that_are_not_utf8_are_stored_as_text() -> None:
+    """A found input: forceKillApplication with diagnostics that are not UTF-8 kills the application."""
+    rm = ClientRM()
+    request = ys.KillApplicationRequestProto(diagnostics="~~~~")
+    records.app_id_to_proto(rm.app_ids[0], request.application_id)
+    request = ys.KillApplicationRequestProto.FromString(
+        request.SerializeToString().replace(b"~~~~", b"\xff\xfe\x80\xc3")
+    )
+    answer = rm.handlers["forceKillApplication"](_call("forceKillApplication", "alice"), request)
+    assert isinstance(result_of(answer), ys.KillApplicationResponseProto)
