@@ -8,6 +8,9 @@
   any other): a value, or ``MalformedMessage`` naming the field.
 * The same decoders after the Thrift binary protocol read mutated bytes of a valid
   struct (what the NodeTracker's processor hands them): a value or ``MalformedMessage``.
+* The tracker's connection (``TrackerConnection``, past its TLS handshake) fed random and
+  mutated call frames: each answered, or the connection closed as undecodable; no
+  failure logged.
 """
 
 from __future__ import annotations
@@ -19,7 +22,11 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.transport.TTransport import TMemoryBuffer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
+from cortex_rm.allocator.node_tracker import NodeTracker
+from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.dht import chord_messages as chord
 from cortex_rm.dht import kv_messages as kv
 from cortex_rm.dht import swim_messages as swim
@@ -27,8 +34,10 @@ from cortex_rm.dht.envelope import Envelope
 from cortex_rm.dht.peer import Peer
 from cortex_rm.internal import block_codec, ring_codec, tracker_codec
 from cortex_rm.internal.errors import MalformedEnvelope, MalformedMessage
+from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
-from tests.fuzz.fuzzing import fuzz_settings, mutated
+from cortex_rm.internal.tracker_server import TrackerCalls, TrackerConnection
+from tests.fuzz.fuzzing import failures_logged, fuzz_settings, mutated
 from tests.fuzz.messages import bounded_integers, texts, thrift_structs
 
 # --- valid envelopes ---------------------------------------------------------------------------
@@ -186,3 +195,52 @@ def test_mutated_tracker_messages_decode_or_are_malformed(named: tuple[str, byte
         decoder(struct)
     except MalformedMessage:
         pass
+
+
+# --- the tracker's connection: frames through the generated processor -------------------------------
+
+
+def _call_frame(method: str, *args: Any) -> bytes:
+    """A NodeTracker call as the generated client writes it (strict binary protocol)."""
+    out = TMemoryBuffer()
+    client = gen_service.Client(out, tracker_codec.PROTOCOL_FACTORY)
+    getattr(client, f"send_{method}")(*args)
+    return out.getvalue()
+
+
+REGISTRATION = ttypes.NodeRegistration(
+    ttypes.NodeAddress("10.0.0.1", 45454), "10.0.0.1:8042", "/rack", ttypes.Capacity(4096, 4), 1000, "1", True, ""
+)
+STATUS = ttypes.NodeStatus(ttypes.NodeAddress("10.0.0.1", 45454), 0, True, "", [ttypes.ContainerStatus("c", 1, 0)])
+VALID_CALLS = [
+    _call_frame("registerNode", REGISTRATION),
+    _call_frame("nodeHeartbeat", STATUS),
+    _call_frame("blockReport", ttypes.NodeAddress("10.0.0.1", 45454), ttypes.BlockReport(True, [], [], 0)),
+    _call_frame("openRuntimeImage", ttypes.NodeAddress("10.0.0.1", 45454)),
+]
+tracker_frames = st.one_of(
+    mutated(st.sampled_from(VALID_CALLS), max_mutations=3),
+    st.builds(lambda r: _call_frame("registerNode", r), thrift_structs(ttypes.NodeRegistration)),
+    st.builds(lambda s: _call_frame("nodeHeartbeat", s), thrift_structs(ttypes.NodeStatus)),
+    st.binary(max_size=60),
+)
+
+
+@fuzz_settings(200)
+@given(frames=st.lists(tracker_frames, min_size=1, max_size=3))
+@example(frames=[VALID_CALLS[0], VALID_CALLS[1]]).via("a registration and a heartbeat")
+def test_tracker_frames_are_answered_or_close_the_connection(frames: list[bytes]) -> None:
+    """Any frames on an authenticated tracker connection: answered (a result or NodeRefused), or the
+    connection closed as undecodable; no failure logged."""
+    nodes = NodeTable()
+    tracker = NodeTracker(nodes, Clock(), nm_expiry_ms=10_000, rm_identifier=1)
+    connection = TrackerConnection()
+    connection.processor = gen_service.Processor(TrackerCalls(tracker, "a" * 64, "10.0.0.1:50000"))
+    transport = StringTransport()
+    connection.makeConnection(transport)
+    with failures_logged() as logged:
+        for frame in frames:
+            if transport.disconnecting:
+                break
+            connection.stringReceived(frame)
+    assert not logged, logged[0]
