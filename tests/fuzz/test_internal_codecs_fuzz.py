@@ -11,6 +11,9 @@
 * The tracker's connection (``TrackerConnection``, past its TLS handshake) fed random and
   mutated call frames: each answered, or the connection closed as undecodable; no
   failure logged.
+* The ring listener's connection (``RingServerConnection``, past TLS) fed length-prefixed
+  streams cut anywhere: only envelopes from the certificate's ring id are delivered,
+  anything else closes it, and no more than one frame is buffered.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from cortex_rm.internal import block_codec, ring_codec, tracker_codec
 from cortex_rm.internal.errors import MalformedEnvelope, MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
+from cortex_rm.internal.ring_listener import RingServerConnection
 from cortex_rm.internal.tracker_server import TrackerCalls, TrackerConnection
-from tests.fuzz.fuzzing import failures_logged, fuzz_settings, mutated
+from tests.fuzz.fuzzing import chunked, failures_logged, fuzz_settings, mutated
 from tests.fuzz.messages import bounded_integers, texts, thrift_structs
 
 # --- valid envelopes ---------------------------------------------------------------------------
@@ -244,3 +248,59 @@ def test_tracker_frames_are_answered_or_close_the_connection(frames: list[bytes]
                 break
             connection.stringReceived(frame)
     assert not logged, logged[0]
+
+
+# --- the ring listener's connection: length-prefixed frames ------------------------------------------
+
+SENDER = Peer(0x1234, "10.0.0.5:7000")
+
+
+class StubListener:
+    """What a RingServerConnection needs of its RingListener: a clock, timeouts, and delivery."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.connect_timeout = 10.0
+        self.idle_timeout = 30.0
+        self._incoming: set[Any] = set()
+        self.delivered: list[Envelope] = []
+
+    def _deliver(self, envelope: Envelope) -> None:
+        self.delivered.append(envelope)
+
+
+sender_encodings = st.builds(Envelope, st.just(SENDER), bodies, st.lists(piggybacks, max_size=2).map(tuple)).map(
+    ring_codec.encode_envelope
+)
+ring_streams = st.lists(
+    st.one_of(
+        sender_encodings.map(lambda e: len(e).to_bytes(4, "big") + e),
+        mutated(sender_encodings.map(lambda e: len(e).to_bytes(4, "big") + e), max_mutations=2),
+        encodings.map(lambda e: len(e).to_bytes(4, "big") + e),  # another sender than the certificate's
+        st.binary(max_size=24),
+    ),
+    min_size=1,
+    max_size=4,
+).map(b"".join)
+
+
+@fuzz_settings(200)
+@given(stream=ring_streams, cuts=st.lists(st.integers(0, 1 << 12), max_size=5))
+@example(stream=b"\x7f\xff\xff\xff" + b"\x00" * 10, cuts=[]).via("a length over the frame bound")
+def test_ring_connections_deliver_only_checked_envelopes_or_close(stream: bytes, cuts: list[int]) -> None:
+    """Any bytes on an authenticated ring connection, cut anywhere: only envelopes from the certificate's
+    ring id are delivered; anything else closes the connection; no failure logged; at most one frame
+    buffered."""
+    listener = StubListener()
+    connection = RingServerConnection(listener)  # type: ignore[arg-type]
+    transport = StringTransport()
+    connection.makeConnection(transport)
+    connection.peer_id = SENDER.node_id  # what the TLS handshake would have set from the certificate
+    with failures_logged() as logged:
+        for chunk in chunked(stream, cuts):
+            connection.dataReceived(chunk)
+            assert len(connection._unprocessed) <= ring_codec.MAX_FRAME_BYTES + 4
+    assert not logged, logged[0]
+    assert all(envelope.sender == SENDER for envelope in listener.delivered)
+    if connection.closing:
+        assert transport.disconnected  # aborted, not waiting for a clean close
