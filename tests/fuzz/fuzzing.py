@@ -14,6 +14,7 @@ unbounded buffer.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -99,7 +100,7 @@ def mutated(valid: st.SearchStrategy[bytes], max_mutations: int = 4) -> st.Searc
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     """``data`` cut at ``cuts`` (positions taken modulo its length): how TCP may deliver it."""
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:]) if b > a]
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
 # --- logged failures ----------------------------------------------------------------------------

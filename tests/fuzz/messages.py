@@ -100,7 +100,12 @@ def _messages(descriptor: Descriptor, depth: int, initialized: bool) -> st.Searc
         for field in descriptor.fields:
             nested = field.type in (F.TYPE_MESSAGE, F.TYPE_GROUP)
             if field.is_repeated:
-                if depth <= 0 and nested or field.message_type is not None and field.message_type.GetOptions().map_entry:
+                if (
+                    depth <= 0
+                    and nested
+                    or field.message_type is not None
+                    and field.message_type.GetOptions().map_entry
+                ):
                     continue
                 values = draw(st.lists(_protobuf_value(field, depth, initialized), max_size=3))
                 container = getattr(message, field.name)
@@ -140,7 +145,9 @@ _THRIFT_INTS = {TType.BYTE: 8, TType.I16: 16, TType.I32: 32, TType.I64: 64}
 _WRONG = st.one_of(st.none(), st.integers(), st.text(max_size=4), st.binary(max_size=4), st.booleans(), st.just([1]))
 
 
-def _thrift_value(ttype: int, args: Any, depth: int, wrong_types: bool, optional: bool = True) -> st.SearchStrategy[Any]:
+def _thrift_value(
+    ttype: int, args: Any, depth: int, wrong_types: bool, optional: bool = True
+) -> st.SearchStrategy[Any]:
     right: st.SearchStrategy[Any]
     if ttype in _THRIFT_INTS:
         bits = _THRIFT_INTS[ttype]

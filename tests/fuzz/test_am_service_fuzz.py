@@ -77,7 +77,12 @@ class AMCluster:
         self.launches: list[RMContainer] = []
         self.scheduling = result_of(
             ClusterScheduling.recover(
-                self.clock, self.store, SchedulerLimits(), scheduler, self._launch, SchedulingTimers(am_expiry_ms=60_000)
+                self.clock,
+                self.store,
+                SchedulerLimits(),
+                scheduler,
+                self._launch,
+                SchedulingTimers(am_expiry_ms=60_000),
             )
         )
         self.scheduling.start()

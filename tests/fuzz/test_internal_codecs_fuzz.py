@@ -42,7 +42,7 @@ from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.ring_listener import RingServerConnection
 from cortex_rm.internal.tracker_server import TrackerCalls, TrackerConnection
 from tests.fuzz.fuzzing import chunked, failures_logged, fuzz_settings, mutated
-from tests.fuzz.messages import bounded_integers, texts, thrift_structs
+from tests.fuzz.messages import bounded_integers, thrift_structs
 
 # --- valid envelopes ---------------------------------------------------------------------------
 
@@ -155,7 +155,9 @@ tracker_structs = st.sampled_from(sorted(DECODERS)).flatmap(
 
 @fuzz_settings(500)
 @given(named=tracker_structs)
-@example(named=("status", ttypes.NodeStatus(ttypes.NodeAddress("h", 1), 0, True, "", [ttypes.ContainerStatus("c", 1, 0)])))
+@example(
+    named=("status", ttypes.NodeStatus(ttypes.NodeAddress("h", 1), 0, True, "", [ttypes.ContainerStatus("c", 1, 0)]))
+)
 def test_tracker_and_block_structs_decode_or_are_malformed(named: tuple[str, Any]) -> None:
     """Any generated struct (fields missing, out of range, lists too long...): a value or MalformedMessage."""
     name, struct = named
@@ -176,13 +178,15 @@ def _thrift_read(cls: type, data: bytes) -> Any:
     struct = cls()
     try:
         struct.read(tracker_codec.PROTOCOL_FACTORY.getProtocol(TMemoryBuffer(data)))
-    except Exception:  # EOF, Thrift's own errors, bad UTF-8: the processor drops the call, not ours
+    except Exception:  # noqa: BLE001 - EOF, Thrift's errors, bad UTF-8: the processor drops the call, not ours
         return None
     return struct
 
 
 encoded_tracker_structs = st.sampled_from(sorted(DECODERS)).flatmap(
-    lambda name: st.tuples(st.just(name), mutated(thrift_structs(DECODERS[name][0]).map(_thrift_bytes), max_mutations=2))
+    lambda name: st.tuples(
+        st.just(name), mutated(thrift_structs(DECODERS[name][0]).map(_thrift_bytes), max_mutations=2)
+    )
 )
 
 

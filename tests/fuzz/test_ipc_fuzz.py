@@ -126,10 +126,10 @@ def check_output(transport: StringTransport) -> None:
 users = st.builds(UserInformationProto, effectiveUser=texts(), realUser=texts())
 calls = st.one_of(
     st.builds(lambda i, u: call_frame(i, "echoUser", TEST_PROTOCOL, u), st.integers(0, 2**31 - 1), users),
+    st.builds(lambda i: call_frame(i, "whoAmI", TEST_PROTOCOL, IpcConnectionContextProto()), st.integers(0, 2**31 - 1)),
     st.builds(
-        lambda i: call_frame(i, "whoAmI", TEST_PROTOCOL, IpcConnectionContextProto()), st.integers(0, 2**31 - 1)
+        lambda i: call_frame(i, "renewDelegationToken", TEST_PROTOCOL, UserInformationProto()), st.integers(0, 9)
     ),
-    st.builds(lambda i: call_frame(i, "renewDelegationToken", TEST_PROTOCOL, UserInformationProto()), st.integers(0, 9)),
     st.builds(lambda i: call_frame(i, "echoUser", TEST_PROTOCOL, version=2), st.integers(0, 9)),
     st.just(call_frame(3, "echoUser", "org.example.NoSuchProtocolPB")),
     st.just(ping_frame()),
@@ -321,7 +321,11 @@ def _context_not_utf8(field: str) -> bytes:
 @pytest.mark.parametrize("field", ["user", "real_user"])
 def test_a_context_user_that_is_not_utf8_reaches_handlers_as_text(field: str) -> None:
     """A found input: the user of a context that is not UTF-8 reaches a handler as text (or is refused)."""
-    data = preamble(AUTH_NONE) + _context_not_utf8(field) + call_frame(1, "whoAmI", TEST_PROTOCOL, IpcConnectionContextProto())
+    data = (
+        preamble(AUTH_NONE)
+        + _context_not_utf8(field)
+        + call_frame(1, "whoAmI", TEST_PROTOCOL, IpcConnectionContextProto())
+    )
     protocol, _ = serve(data, [], SaslServer.simple_only())
     for user in (protocol.core.effective_user, protocol.core.real_user):
         assert user is None or isinstance(user, str)

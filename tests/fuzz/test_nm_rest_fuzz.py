@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -84,7 +83,23 @@ ROUTES = [
 ]  # fmt: skip
 _NODE_INFO = ("/ws/v1/node/info", "/ws/v1/node/")
 QUERY_VALUES = st.one_of(
-    st.sampled_from(["", "0", "-1", "10", "-10", "99999999999999999999", "\u0661", "1e3", "text", "octet-stream", "RUNNING", "alice", "%ff"]),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "-1",
+            "10",
+            "-10",
+            "99999999999999999999",
+            "\u0661",
+            "1e3",
+            "text",
+            "octet-stream",
+            "RUNNING",
+            "alice",
+            "%ff",
+        ]
+    ),
     texts(10),
 )
 
@@ -93,7 +108,9 @@ QUERY_VALUES = st.one_of(
 def targets(draw: st.DrawFn) -> str:
     route = draw(st.sampled_from(ROUTES))
     segments = [draw(SEGMENTS) if part == "*" else part for part in route]
-    pairs = draw(st.lists(st.tuples(st.sampled_from(["size", "format", "state", "user", "x"]), QUERY_VALUES), max_size=3))
+    pairs = draw(
+        st.lists(st.tuples(st.sampled_from(["size", "format", "state", "user", "x"]), QUERY_VALUES), max_size=3)
+    )
     query = "&".join(f"{k}={v if v == '%ff' else quote(v, safe='')}" for k, v in pairs)
     return "/ws/v1/node/" + "/".join(segments) + (f"?{query}" if query else "")
 

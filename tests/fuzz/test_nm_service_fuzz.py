@@ -38,7 +38,7 @@ from cortex_rm.yarn_api.rpc_protocol import AuthMethod, CallContext
 from cortex_rm.yarn_api.tokens import read_container_identifier, read_nm_token_identifier
 from tests.fuzz.fuzzing import failures_logged, fuzz_settings
 from tests.fuzz.messages import protobuf_messages, texts, with_text_not_utf8
-from tests.support.nm_requests import ATTEMPT, KEY, NODE, cid, container_token, nm_token
+from tests.support.nm_requests import KEY, NODE, cid, container_token, nm_token
 
 NOW_S = 1_700_000_000.0
 
@@ -99,7 +99,9 @@ URLS = st.builds(
 )
 
 
-def _with_resource(clc: yp.ContainerLaunchContextProto, key: str, url: yp.URLProto, kind: int) -> yp.ContainerLaunchContextProto:
+def _with_resource(
+    clc: yp.ContainerLaunchContextProto, key: str, url: yp.URLProto, kind: int
+) -> yp.ContainerLaunchContextProto:
     entry = clc.localResources.add(key=key)
     entry.value.resource.CopyFrom(url)
     entry.value.type = kind  # type: ignore[assignment]

@@ -84,7 +84,9 @@ SUBMISSION_CONTEXTS = protobuf_messages(yp.ApplicationSubmissionContextProto, de
 @example(
     context=yp.ApplicationSubmissionContextProto(
         application_id=yp.ApplicationIdProto(id=1, cluster_timestamp=1),
-        resource=yp.ResourceProto(resource_value_map=[yp.ResourceInformationProto(key="memory-mb", value=1, units="Pi")]),
+        resource=yp.ResourceProto(
+            resource_value_map=[yp.ResourceInformationProto(key="memory-mb", value=1, units="Pi")]
+        ),
     ),
     user="u",
 ).via("a memory unit YARN does not know")
@@ -201,7 +203,9 @@ def _submission_not_utf8(field: str) -> ys.SubmitApplicationRequestProto:
     context = request.application_submission_context
     context.application_id.cluster_timestamp, context.application_id.id = ClientRM.CLUSTER_TIMESTAMP, 2
     setattr(context, field, "~~~~")
-    return ys.SubmitApplicationRequestProto.FromString(request.SerializeToString().replace(b"~~~~", b"\xff\xfe\x80\xc3"))
+    return ys.SubmitApplicationRequestProto.FromString(
+        request.SerializeToString().replace(b"~~~~", b"\xff\xfe\x80\xc3")
+    )
 
 
 @fuzz_settings(300)
@@ -212,7 +216,9 @@ def _submission_not_utf8(field: str) -> ys.SubmitApplicationRequestProto:
 @example(call=("submitApplication", _submission_not_utf8("node_label_expression"), None), user="alice").via(
     "a node label expression that is not UTF-8, shown by the REST API"
 )
-def test_client_protocol_handlers_answer_or_raise_remote_errors(call: tuple[str, Message, int | None], user: str | None) -> None:
+def test_client_protocol_handlers_answer_or_raise_remote_errors(
+    call: tuple[str, Message, int | None], user: str | None
+) -> None:
     """Any well-formed request to any method: a response, or RemoteError (an ERROR reply), never another exception."""
     method, request, target = call
     rm = ClientRM()
@@ -238,7 +244,6 @@ def test_client_protocol_handlers_answer_or_raise_remote_errors(call: tuple[str,
     result.SerializeToString()  # complete: the reply can be sent
     # What the handler stored can be shown: the REST API lists every application as JSON.
     json.dumps(rest_app_json.apps_info(rm.rm.apps.matching(), rm.rm, frozenset()))
-
 
 
 @pytest.mark.xfail(

@@ -152,7 +152,9 @@ def _edited(document: Any, edits: list[tuple[int, Any]]) -> Any:
 
 
 SAMPLE = distributed_shell_body("application_1700000000000_0002")
-submit_documents = st.builds(_edited, st.just(SAMPLE), st.lists(st.tuples(st.integers(0, 200), JSON), min_size=1, max_size=3))
+submit_documents = st.builds(
+    _edited, st.just(SAMPLE), st.lists(st.tuples(st.integers(0, 200), JSON), min_size=1, max_size=3)
+)
 
 
 @st.composite
@@ -173,7 +175,17 @@ def _segment(text: str) -> str:
     return quote(text.encode("utf-8", "surrogatepass"), safe="")
 
 
-OTHER_PATHS = ["/", "/cluster", "/cluster/", "/ws", "/ws/v1", "/ws/v2/cluster/info", "/jmx", "/%ff", "/ws/v1/cluster/%ff"]
+OTHER_PATHS = [
+    "/",
+    "/cluster",
+    "/cluster/",
+    "/ws",
+    "/ws/v1",
+    "/ws/v2/cluster/info",
+    "/jmx",
+    "/%ff",
+    "/ws/v1/cluster/%ff",
+]
 OVERVIEW_PAGES = ("/", "/cluster", "/cluster/")  # fuzzed with GET and HEAD only: see the xfail test at the end
 
 
@@ -211,7 +223,9 @@ QUERY_NAMES = [
     "name", "startedTimeBegin", "startedTimeEnd", "finishedTimeBegin", "finishedTimeEnd", "deSelects",
 ]  # fmt: skip
 query_values = st.one_of(
-    st.sampled_from(["", "0", "-1", "1", "9" * 30, "RUNNING,ACCEPTED", "killed", "resourceRequests", "default", "%ff", "1e3"]),
+    st.sampled_from(
+        ["", "0", "-1", "1", "9" * 30, "RUNNING,ACCEPTED", "killed", "resourceRequests", "default", "%ff", "1e3"]
+    ),
     texts(16),
 )
 
@@ -223,7 +237,17 @@ def queries(draw: st.DrawFn) -> str:
     return "?" + raw if raw else ""
 
 
-content_types = st.sampled_from([None, "application/json", "application/json; charset=utf-8", "text/plain", "application/xml", "", "application/vnd+json"])
+content_types = st.sampled_from(
+    [
+        None,
+        "application/json",
+        "application/json; charset=utf-8",
+        "text/plain",
+        "application/xml",
+        "",
+        "application/vnd+json",
+    ]
+)
 
 
 @fuzz_settings(300)
@@ -248,7 +272,9 @@ content_types = st.sampled_from([None, "application/json", "application/json; ch
     body=json.dumps(
         {
             **SAMPLE,
-            "am-container-spec": {"local-resources": {"entry": [{"key": "a", "value": {"resource": "hdfs://h:\u00b2/x"}}]}},
+            "am-container-spec": {
+                "local-resources": {"entry": [{"key": "a", "value": {"resource": "hdfs://h:\u00b2/x"}}]}
+            },
         }
     ).encode(),
     content_type="application/json",
@@ -308,8 +334,9 @@ def test_resource_urls_parse_or_are_bad_requests(text: str) -> None:
     strict=True,
     raises=AssertionError,
     reason=(
-        "rest.ClusterOverviewPage renders GET only, so POST, PUT or DELETE on / or /cluster gets twisted.web's HTML error "
-        "page (405 or 501) instead of YARN's RemoteException JSON (a 501 is also a server error). Not fixed here: "
+        "rest.ClusterOverviewPage renders GET only, so POST, PUT or DELETE on / or /cluster gets twisted.web's "
+        "HTML error page (405 or 501) instead of YARN's RemoteException JSON (a 501 is also a server error). "
+        "Not fixed here: "
         "rest.py is being changed by another engineer."
     ),
 )

@@ -90,7 +90,9 @@ def test_capacity_reports_decode_or_are_malformed_and_gossip_never_raises(data: 
 
 
 LOG = neighbour_log.encode(
-    NeighbourRecord(1_700_000_000.5, 7, (Peer(8, "10.0.0.8:7000"), Peer(9, "10.0.0.9:7000")), Peer(6, "h:1"), (Peer(9, "x:2"),))
+    NeighbourRecord(
+        1_700_000_000.5, 7, (Peer(8, "10.0.0.8:7000"), Peer(9, "10.0.0.9:7000")), Peer(6, "h:1"), (Peer(9, "x:2"),)
+    )
 )
 
 

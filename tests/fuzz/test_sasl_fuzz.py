@@ -114,7 +114,19 @@ def _replace_directive(response: bytes, name: str, value: str, quoted: bool) -> 
     return re.sub(rf'{name}=("[^"]*"|[^,]*)', lambda _: new, text, count=1).encode("utf-8")
 
 
-DIRECTIVES = ["username", "realm", "nonce", "nc", "cnonce", "digest-uri", "response", "qop", "charset", "authzid", "maxbuf"]
+DIRECTIVES = [
+    "username",
+    "realm",
+    "nonce",
+    "nc",
+    "cnonce",
+    "digest-uri",
+    "response",
+    "qop",
+    "charset",
+    "authzid",
+    "maxbuf",
+]
 responses = st.one_of(
     st.binary(max_size=300),
     mutated(st.just(VALID_RESPONSE), max_mutations=6),
@@ -160,7 +172,13 @@ def test_directives_parse_or_fail(data: bytes) -> None:
 challenges = st.one_of(
     st.binary(max_size=200),
     mutated(st.just(CHALLENGE), max_mutations=6),
-    st.builds(_replace_directive, st.just(CHALLENGE), st.sampled_from(["realm", "nonce", "qop", "charset", "algorithm"]), texts(30), st.booleans()),
+    st.builds(
+        _replace_directive,
+        st.just(CHALLENGE),
+        st.sampled_from(["realm", "nonce", "qop", "charset", "algorithm"]),
+        texts(30),
+        st.booleans(),
+    ),
 )
 
 

@@ -37,9 +37,9 @@ from cortex_rm.fs.model import BlockRef, User
 from cortex_rm.fs.name_node import NameNode, WriteRequest, WrittenBlock, fresh_or_recovered
 from cortex_rm.fs.namespace_store import MemoryNamespaceStore
 from cortex_rm.fs.paths import parse_path
+from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api.webhdfs import forms
-from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn_api.webhdfs.datanode_resource import BlockTransfers, DataNodeWebHdfs
 from cortex_rm.yarn_api.webhdfs.namenode_resource import NameNodeResource
 from cortex_rm.yarn_api.webhdfs.params import Query, request_path
@@ -95,14 +95,39 @@ PARAMS = [
 VALUES = st.one_of(
     st.sampled_from(
         [
-            "", "alice", "root", "bob", "755", "1777", "8", "-1", "0", "1", "3", "513", "true", "false", "null",
-            "9" * 30, "/user/alice/g", "/user/alice/f", "/", "/tmp", "a/b", "10.0.0.1:8042", "%ff", "%", "\u0661",
+            "",
+            "alice",
+            "root",
+            "bob",
+            "755",
+            "1777",
+            "8",
+            "-1",
+            "0",
+            "1",
+            "3",
+            "513",
+            "true",
+            "false",
+            "null",
+            "9" * 30,
+            "/user/alice/g",
+            "/user/alice/f",
+            "/",
+            "/tmp",
+            "a/b",
+            "10.0.0.1:8042",
+            "%ff",
+            "%",
+            "\u0661",
         ]
-    ),  # fmt: skip
+    ),
     texts(20),
 )
 FS_PATHS = st.one_of(
-    st.sampled_from(["", "/", "/user", "/user/alice", "/user/alice/f", "/user/alice/f/x", "/tmp", "//", "/%2e%2e", "/a%00b", "/%ff"]),
+    st.sampled_from(
+        ["", "/", "/user", "/user/alice", "/user/alice/f", "/user/alice/f/x", "/tmp", "//", "/%2e%2e", "/a%00b", "/%ff"]
+    ),
     st.lists(texts(8), max_size=4).map(lambda parts: "/" + "/".join(quote(p, safe="") for p in parts)),
 )
 
@@ -186,7 +211,9 @@ def test_request_paths_parse_or_are_fs_errors(raw: bytes) -> None:
         assert 400 <= error.http_status < 500
 
 
-GENUINE = tickets.sign(KEY, "OPEN", {"path": "/user/alice/f", "pipeline": ["10.0.0.1:45454"]}, NOW_MS + 60_000, lambda n: b"\x01" * n)
+GENUINE = tickets.sign(
+    KEY, "OPEN", {"path": "/user/alice/f", "pipeline": ["10.0.0.1:45454"]}, NOW_MS + 60_000, lambda n: b"\x01" * n
+)
 
 
 @fuzz_settings(300)
@@ -258,7 +285,9 @@ DATANODE_TICKETS = st.one_of(
     method=st.sampled_from(["GET", "PUT", "POST", "DELETE", "HEAD"]),
     target=st.one_of(
         st.builds(lambda p: f"/webhdfs/v1{p}", FS_PATHS),
-        st.sampled_from(["/cortex/blocks/blk_" + "0" * 32, "/cortex/blocks/x", "/cortex/blocks/", "/cortex/blocks/a/b"]),
+        st.sampled_from(
+            ["/cortex/blocks/blk_" + "0" * 32, "/cortex/blocks/x", "/cortex/blocks/", "/cortex/blocks/a/b"]
+        ),
     ),
     op=st.sampled_from(["OPEN", "CREATE", "APPEND", "GETFILESTATUS", "-"]),
     ticket=DATANODE_TICKETS,

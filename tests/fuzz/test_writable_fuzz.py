@@ -80,7 +80,14 @@ def test_vlongs_read_or_are_index_errors(data: bytes, pos: int) -> None:
 
 
 @fuzz_settings(250)
-@given(data=st.one_of(st.binary(max_size=60), st.binary(max_size=40).map(lambda b: b"HDTS\x00" + b), mutated(storages), mutated(storages_v1)))
+@given(
+    data=st.one_of(
+        st.binary(max_size=60),
+        st.binary(max_size=40).map(lambda b: b"HDTS\x00" + b),
+        mutated(storages),
+        mutated(storages_v1),
+    )
+)
 @example(data=b"HDTS\x00\x8f" + b"\x7f" + b"\xff" * 7).via("a token count of 2**63 - 1")
 @example(data=b"HDTS\x00\x01\x81").via("a negative alias length")
 @example(data=b"HDTS\x01\x05\x12\x03\n\x01\x80").via("version 1, a secret's alias not UTF-8 (protobuf gives bytes)")
