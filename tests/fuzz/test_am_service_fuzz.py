@@ -146,7 +146,7 @@ def _register_not_utf8(field: str) -> ys.RegisterApplicationMasterRequestProto:
     return ys.RegisterApplicationMasterRequestProto.FromString(raw)
 
 
-@fuzz_settings(80)
+@fuzz_settings(60)
 @given(calls=st.lists(am_calls(), min_size=1, max_size=4))
 @example(calls=[("registerApplicationMaster", _register_not_utf8("tracking_url"), True)]).via(
     "a tracking URL that is not UTF-8"

@@ -101,14 +101,14 @@ def _decoded_or_malformed(data: bytes) -> None:
     assert ring_codec.decode_envelope(again) == env
 
 
-@fuzz_settings(500)
+@fuzz_settings(350)
 @given(data=mutated(encodings, max_mutations=4))
 def test_mutated_envelopes_decode_or_are_malformed(data: bytes) -> None:
     """A valid envelope with byte mutations: MalformedEnvelope, or an envelope the codec re-encodes."""
     _decoded_or_malformed(data)
 
 
-@fuzz_settings(200)
+@fuzz_settings(140)
 @given(data=st.binary(max_size=200))
 @example(data=b"\x80\x01\x00\x04\x00\x00\x00\x07deliver\x00\x00\x00\x00" + b"\x0c\x00\x01" * 2000).via(
     "structs nested past Python's stack"
@@ -118,7 +118,7 @@ def test_random_frames_decode_or_are_malformed(data: bytes) -> None:
     _decoded_or_malformed(data)
 
 
-@fuzz_settings(200)
+@fuzz_settings(140)
 @given(struct=thrift_structs(ttypes.Envelope, depth=4, wrong_types=True))
 def test_any_decoded_envelope_struct_is_checked(struct: Any) -> None:
     """envelope_from_thrift over any struct (what a lenient Thrift decoder could produce): an Envelope
@@ -153,7 +153,7 @@ tracker_structs = st.sampled_from(sorted(DECODERS)).flatmap(
 )
 
 
-@fuzz_settings(500)
+@fuzz_settings(350)
 @given(named=tracker_structs)
 @example(
     named=("status", ttypes.NodeStatus(ttypes.NodeAddress("h", 1), 0, True, "", [ttypes.ContainerStatus("c", 1, 0)]))
@@ -190,7 +190,7 @@ encoded_tracker_structs = st.sampled_from(sorted(DECODERS)).flatmap(
 )
 
 
-@fuzz_settings(150)
+@fuzz_settings(100)
 @given(named=encoded_tracker_structs)
 def test_mutated_tracker_messages_decode_or_are_malformed(named: tuple[str, bytes]) -> None:
     """Mutated Thrift bytes of a struct, read as the server reads them: a value or MalformedMessage."""
@@ -234,7 +234,7 @@ tracker_frames = st.one_of(
 )
 
 
-@fuzz_settings(200)
+@fuzz_settings(140)
 @given(frames=st.lists(tracker_frames, min_size=1, max_size=3))
 @example(frames=[VALID_CALLS[0], VALID_CALLS[1]]).via("a registration and a heartbeat")
 def test_tracker_frames_are_answered_or_close_the_connection(frames: list[bytes]) -> None:
@@ -288,7 +288,7 @@ ring_streams = st.lists(
 ).map(b"".join)
 
 
-@fuzz_settings(200)
+@fuzz_settings(140)
 @given(stream=ring_streams, cuts=st.lists(st.integers(0, 1 << 12), max_size=5))
 @example(stream=b"\x7f\xff\xff\xff" + b"\x00" * 10, cuts=[]).via("a length over the frame bound")
 def test_ring_connections_deliver_only_checked_envelopes_or_close(stream: bytes, cuts: list[int]) -> None:

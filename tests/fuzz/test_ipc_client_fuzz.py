@@ -88,7 +88,7 @@ def _client(token: Token | None = None) -> tuple[_ClientProtocol, StringTranspor
     return protocol, transport, calls
 
 
-@fuzz_settings(250)
+@fuzz_settings(180)
 @given(stream=streams, cuts=st.lists(st.integers(0, 1 << 10), max_size=4))
 @example(
     stream=_raw_frame(R(callId=0, status=R.ERROR, exceptionClassName="x", errorDetail=R.ERROR_APPLICATION), None),
@@ -127,7 +127,7 @@ sasl_replies = st.one_of(
 )
 
 
-@fuzz_settings(150)
+@fuzz_settings(100)
 @given(
     stream=st.lists(st.one_of(sasl_replies, mutated(sasl_replies, max_mutations=2)), min_size=1, max_size=3).map(
         b"".join
@@ -143,7 +143,7 @@ def test_a_token_connection_authenticates_or_fails_its_calls(stream: bytes) -> N
         assert None not in outcomes
 
 
-@fuzz_settings(200)
+@fuzz_settings(140)
 @given(stream=streams)
 def test_the_core_raises_only_client_errors(stream: bytes) -> None:
     """IpcClientConnection.receive over any bytes: replies, or IpcClientError."""

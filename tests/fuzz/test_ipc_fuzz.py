@@ -175,7 +175,7 @@ def test_the_valid_sessions_are_served() -> None:
         assert not transport.disconnecting
 
 
-@fuzz_settings(400)
+@fuzz_settings(280)
 @given(data=mutated(sessions), cuts=cuts, token_port=st.booleans())
 @example(data=HANDSHAKES[0] + b"\x7f\xff\xff\xff", cuts=[], token_port=False).via("a frame length over the maximum")
 @example(data=b"GET / HTTP/1.1\r\n\r\n", cuts=[2], token_port=False).via("HTTP on the IPC port, cut")
@@ -188,7 +188,7 @@ def test_mutated_sessions_get_replies_or_a_fatal_close(data: bytes, cuts: list[i
     serve(data, cuts, token_server() if token_port else SaslServer.simple_only())
 
 
-@fuzz_settings(150)
+@fuzz_settings(100)
 @given(
     head=st.sampled_from([b"", preamble(AUTH_NONE), preamble(AUTH_SASL), HANDSHAKES[0], HANDSHAKES[1]]),
     noise=st.binary(max_size=200),
@@ -247,7 +247,7 @@ parts = st.one_of(
 frames = st.builds(lambda header, rest: frame(header, *rest), request_headers, st.lists(parts, max_size=3))
 
 
-@fuzz_settings(200)
+@fuzz_settings(140)
 @given(
     head=st.sampled_from([preamble(AUTH_NONE), preamble(AUTH_SASL), HANDSHAKES[0], HANDSHAKES[1]]),
     body=st.lists(frames, min_size=1, max_size=4),
@@ -263,7 +263,7 @@ def test_random_frames_in_any_state(head: bytes, body: list[bytes], cuts: list[i
 # --- the decoding helpers on their own ----------------------------------------------------------
 
 
-@fuzz_settings(300)
+@fuzz_settings(210)
 @given(data=st.binary(max_size=40), pos=st.integers(0, 45), end=st.integers(0, 45))
 def test_varints_and_delimited_bounds_raise_only_wire_format_errors(data: bytes, pos: int, end: int) -> None:
     """Any bytes and window: a value and a position inside the window, or WireFormatError."""
@@ -282,7 +282,7 @@ def test_varints_and_delimited_bounds_raise_only_wire_format_errors(data: bytes,
         assert pos < start <= stop <= end
 
 
-@fuzz_settings(300)
+@fuzz_settings(210)
 @given(data=mutated(st.builds(lambda h, p: h + p, request_headers, st.lists(parts, max_size=2).map(b"".join))))
 def test_header_and_parts_decode_or_are_fatal(data: bytes) -> None:
     """read_header / read_part over any frame payload: a message within the frame, or FatalRpcError."""

@@ -115,7 +115,7 @@ def targets(draw: st.DrawFn) -> str:
     return "/ws/v1/node/" + "/".join(segments) + (f"?{query}" if query else "")
 
 
-@fuzz_settings(300)
+@fuzz_settings(210)
 @given(method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE"]), target=targets())
 @example(method="GET", target=f"/ws/v1/node/containers/{CONTAINERS[0]}/logs/stdout?size=%D9%A1%D9%A2").via(
     "a size in Arabic digits"
@@ -137,7 +137,7 @@ def test_any_nm_request_is_answered_without_a_server_error(nm_site: Any, method:
     assert not logged, logged[0]
 
 
-@fuzz_settings(200)
+@fuzz_settings(140)
 @given(text=st.one_of(st.none(), QUERY_VALUES, st.text(alphabet="0123456789+-\u0661\u00b2 ", max_size=25)))
 def test_log_sizes_parse_or_are_bad_requests(text: str | None) -> None:
     """parse_size: None, an integer, or RestError 400."""

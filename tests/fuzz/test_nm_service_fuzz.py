@@ -149,7 +149,7 @@ other_calls = st.sampled_from(["stopContainers", "getContainerStatuses"]).flatma
 )
 
 
-@fuzz_settings(100)
+@fuzz_settings(70)
 @given(clc=contexts, then=st.lists(other_calls, max_size=2), nm_caller=st.booleans())
 @example(clc=_not_utf8("value"), then=[], nm_caller=True).via("an environment value that is not UTF-8")
 @example(clc=_not_utf8("key"), then=[], nm_caller=True).via("an environment name that is not UTF-8")

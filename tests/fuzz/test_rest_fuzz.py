@@ -250,7 +250,7 @@ content_types = st.sampled_from(
 )
 
 
-@fuzz_settings(300)
+@fuzz_settings(210)
 @given(
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD"]),
     path=paths(),
@@ -293,7 +293,7 @@ def test_any_request_is_answered_without_a_server_error(
     assert not logged, logged[0]
 
 
-@fuzz_settings(300)
+@fuzz_settings(210)
 @given(document=st.one_of(submit_documents, JSON))
 def test_submission_bodies_convert_or_are_rest_errors(document: Any) -> None:
     """submission_context_from_json over any JSON value: a complete context, or RestError 4xx."""
@@ -305,7 +305,7 @@ def test_submission_bodies_convert_or_are_rest_errors(document: Any) -> None:
     context.SerializeToString()  # every required field set
 
 
-@fuzz_settings(300)
+@fuzz_settings(210)
 @given(
     text=st.one_of(
         texts(40),

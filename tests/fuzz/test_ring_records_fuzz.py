@@ -60,7 +60,7 @@ def payloads(valid: bytes) -> st.SearchStrategy[bytes]:
     )
 
 
-@fuzz_settings(300)
+@fuzz_settings(210)
 @given(data=payloads(RM_RECORD.encode()))
 @example(data=b"[" * 2000).via("arrays nested past Python's stack")
 @example(data=_with_values(RM_RECORD.encode(), {"client_address": "h:\u0661"})).via("a port in Arabic digits")
@@ -73,7 +73,7 @@ def test_resource_manager_records_decode_or_are_malformed(data: bytes) -> None:
     assert ResourceManagerRecord.decode(record.encode()) == record
 
 
-@fuzz_settings(300)
+@fuzz_settings(210)
 @given(data=payloads(REPORT.encode()))
 @example(data=b"{" * 1500).via("objects nested past Python's stack")
 def test_capacity_reports_decode_or_are_malformed_and_gossip_never_raises(data: bytes) -> None:
@@ -96,7 +96,7 @@ LOG = neighbour_log.encode(
 )
 
 
-@fuzz_settings(300)
+@fuzz_settings(210)
 @given(data=payloads(LOG))
 @example(data=LOG.replace(b'"written_at": 1700000000.5', b'"written_at": 1' + b"0" * 400)).via(
     "a time too large for a float"

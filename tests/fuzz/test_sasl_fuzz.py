@@ -77,7 +77,7 @@ sasl_messages = st.one_of(
 )
 
 
-@fuzz_settings(200)
+@fuzz_settings(140)
 @given(messages=st.lists(sasl_messages, min_size=1, max_size=5), token_port=st.booleans())
 @example(
     messages=[
@@ -140,7 +140,7 @@ responses = st.one_of(
 )
 
 
-@fuzz_settings(400)
+@fuzz_settings(280)
 @given(response=responses)
 @example(response=VALID_RESPONSE).via("the valid response")
 @example(response=b'username="\\').via("an escape at the end of a quoted value")
@@ -158,7 +158,7 @@ def test_digest_md5_responses_verify_or_fail(response: bytes) -> None:
     assert re.fullmatch(rb"rspauth=[0-9a-f]{32}", success.rspauth)
 
 
-@fuzz_settings(200)
+@fuzz_settings(140)
 @given(data=st.one_of(st.binary(max_size=200), st.text(max_size=100).map(lambda t: t.encode("utf-8"))))
 def test_directives_parse_or_fail(data: bytes) -> None:
     """parse_directives over anything: lower-case names mapped to text, or DigestMd5Failure."""
@@ -182,7 +182,7 @@ challenges = st.one_of(
 )
 
 
-@fuzz_settings(200)
+@fuzz_settings(140)
 @given(challenge=challenges, final=st.one_of(st.binary(max_size=80), mutated(st.just(b"rspauth=" + b"0" * 32))))
 def test_the_client_answers_any_challenge_or_fails(challenge: bytes, final: bytes) -> None:
     """A hostile server's challenge and final token: a response and a checked rspauth, or DigestMd5Failure."""

@@ -138,7 +138,7 @@ def _query_text(op: str, pairs: list[tuple[str, str]]) -> str:
     return "&".join(f"{quote(k, safe='')}={v if v in ('%ff', '%') else quote(v, safe='')}" for k, v in items)
 
 
-@fuzz_settings(400)
+@fuzz_settings(280)
 @given(
     method=st.sampled_from(["GET", "PUT", "POST", "DELETE", "HEAD"]),
     path=FS_PATHS,
@@ -170,7 +170,7 @@ def test_any_namenode_request_is_answered_without_a_server_error(
 arg_bytes = st.one_of(st.binary(max_size=12), st.text(max_size=12).map(lambda t: t.encode("utf-8")))
 
 
-@fuzz_settings(300)
+@fuzz_settings(210)
 @given(
     args=st.dictionaries(
         st.one_of(st.sampled_from([b"op", b"user.name", b"permission", b"offset", b"recursive"]), arg_bytes),
@@ -200,7 +200,7 @@ def test_query_parameters_parse_or_are_illegal_arguments(args: dict[bytes, list[
             pass
 
 
-@fuzz_settings(300)
+@fuzz_settings(210)
 @given(raw=st.one_of(st.binary(max_size=40).map(lambda b: b"/webhdfs/v1" + b), st.binary(max_size=20)))
 @example(raw=b"/webhdfs/v1/%C3").via("a truncated UTF-8 sequence")
 def test_request_paths_parse_or_are_fs_errors(raw: bytes) -> None:
@@ -216,7 +216,7 @@ GENUINE = tickets.sign(
 )
 
 
-@fuzz_settings(300)
+@fuzz_settings(210)
 @given(
     text=st.one_of(
         texts(60),
@@ -236,7 +236,7 @@ def test_tickets_verify_or_are_invalid_tokens(text: str) -> None:
     assert ticket.text("path") == "/user/alice/f"
 
 
-@fuzz_settings(100)
+@fuzz_settings(70)
 @given(message=texts(80))
 def test_remote_exceptions_hold_any_message(message: str) -> None:
     """forms.remote_exception + encode: JSON that gives back the message and the class."""
@@ -280,7 +280,7 @@ DATANODE_TICKETS = st.one_of(
 )
 
 
-@fuzz_settings(250)
+@fuzz_settings(180)
 @given(
     method=st.sampled_from(["GET", "PUT", "POST", "DELETE", "HEAD"]),
     target=st.one_of(

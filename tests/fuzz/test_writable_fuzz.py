@@ -59,7 +59,7 @@ storages_v1 = st.builds(
 )
 
 
-@fuzz_settings(300)
+@fuzz_settings(210)
 @given(value=bounded_integers(-(2**63), 2**63 - 1))
 def test_vlongs_round_trip(value: int) -> None:
     """write_vlong then read_vlong gives the value back, consuming exactly what was written."""
@@ -67,7 +67,7 @@ def test_vlongs_round_trip(value: int) -> None:
     assert read_vlong(data, 0) == (value, len(data) - 1)
 
 
-@fuzz_settings(300)
+@fuzz_settings(210)
 @given(data=st.binary(max_size=12), pos=st.integers(0, 12))
 def test_vlongs_read_or_are_index_errors(data: bytes, pos: int) -> None:
     """Any bytes and position: (value, next position) within the data, or IndexError."""
@@ -79,7 +79,7 @@ def test_vlongs_read_or_are_index_errors(data: bytes, pos: int) -> None:
     assert -(2**63) <= value < 2**64
 
 
-@fuzz_settings(250)
+@fuzz_settings(180)
 @given(
     data=st.one_of(
         st.binary(max_size=60),
@@ -107,7 +107,7 @@ def test_token_storages_read_or_are_malformed(data: bytes) -> None:
     assert all(isinstance(a, str) and isinstance(s, bytes) for a, s in secrets.items())
 
 
-@fuzz_settings(100)
+@fuzz_settings(70)
 @given(data=storages)
 def test_written_storages_read_back(data: bytes) -> None:
     """What token_storage writes, read_token_storage reads back to the same tokens and secrets."""
