@@ -95,6 +95,8 @@ def decode(data: bytes) -> NeighbourRecord:
         document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"not JSON: {e}") from None
+    except RecursionError:
+        raise ValueError("not a neighbour record: JSON nested too deeply") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT_VERSION:
         raise ValueError(f"not a format-{FORMAT_VERSION} neighbour record")
     try:
@@ -104,7 +106,7 @@ def decode(data: bytes) -> NeighbourRecord:
         predecessor = None if raw_predecessor is None else _peer_from_json(raw_predecessor)
         written_at = float(document["written_at"])
         node_id = int(str(document["node_id"]), 16)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:  # OverflowError: a time too large for a float
         raise ValueError(f"malformed neighbour record: {e!r}") from None
     if len(successors) + len(fingers) > MAX_PEERS:
         raise ValueError(f"a neighbour record of more than {MAX_PEERS} peers")

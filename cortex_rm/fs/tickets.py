@@ -108,7 +108,7 @@ def verify(keys: Mapping[int, MasterKey], text: str, op: str | frozenset[str], n
     payload, mac = _unb64(encoded_payload), _unb64(encoded_mac)
     try:
         body = json.loads(payload)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: arrays nested past the stack
         raise InvalidToken("the ticket's payload is not JSON") from None
     if not isinstance(body, dict):
         raise InvalidToken("the ticket's payload is not an object")

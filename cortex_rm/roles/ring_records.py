@@ -73,6 +73,8 @@ def _decode(data: bytes, fields: dict[str, type], what: str) -> dict[str, Any]:
         document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MalformedRingRecord(f"a {what} that is not JSON: {e}") from None
+    except RecursionError:  # arrays nested past Python's stack (the size bound allows 4096 levels)
+        raise MalformedRingRecord(f"a {what} nested too deeply to be one") from None
     if not isinstance(document, dict) or set(document) != set(fields):
         raise MalformedRingRecord(f"a {what} must have exactly the keys {sorted(fields)}")
     for name, kind in fields.items():

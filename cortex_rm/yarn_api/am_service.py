@@ -143,10 +143,9 @@ class ApplicationMasterService:
         if call.auth_method is not AuthMethod.TOKEN or call.token_identifier is None:
             raise RemoteError(ACCESS_CONTROL_EXCEPTION, "the scheduler port needs an AMRMToken (TOKEN authentication)")
         try:
-            ident = parse_amrm_identifier(call.token_identifier)
-        except ValueError as e:
+            return records.attempt_id_from_proto(parse_amrm_identifier(call.token_identifier).appAttemptId)
+        except ValueError as e:  # MalformedId too: an attempt id without all its parts
             raise RemoteError(ACCESS_CONTROL_EXCEPTION, str(e)) from None
-        return records.attempt_id_from_proto(ident.appAttemptId)
 
     def _new_session(self, attempt_id: ApplicationAttemptId) -> None:
         """A registered AM's session; sessions of attempts that are no longer registered go.
@@ -169,7 +168,8 @@ class ApplicationMasterService:
                 f"Application Master is already registered : {attempt_id.app_id}",
             )
         queue, user, context = self.scheduling.application_info(attempt_id)
-        d = self.scheduling.register(attempt_id, request.host, request.rpc_port, request.tracking_url)
+        text = records.text_from_proto
+        d = self.scheduling.register(attempt_id, text(request.host), request.rpc_port, text(request.tracking_url))
 
         def respond(_: None) -> ys.RegisterApplicationMasterResponseProto:
             self._new_session(attempt_id)
@@ -191,7 +191,8 @@ class ApplicationMasterService:
                 f"Application Master is trying to unregister before registering for: {attempt_id}",
             )
         status = records.FINAL_FROM_PROTO.get(request.final_application_status, FinalStatus.UNDEFINED)
-        d = self.scheduling.unregister(attempt_id, status, request.diagnostics, request.tracking_url)
+        text = records.text_from_proto
+        d = self.scheduling.unregister(attempt_id, status, text(request.diagnostics), text(request.tracking_url))
         return d.addCallback(lambda done: ys.FinishApplicationMasterResponseProto(isUnregistered=bool(done)))
 
     # -- allocate ------------------------------------------------------------------------
@@ -219,8 +220,8 @@ class ApplicationMasterService:
             attempt_id,
             asks,
             releases,
-            list(blacklist.blacklist_additions),
-            list(blacklist.blacklist_removals),
+            [records.text_from_proto(n) for n in blacklist.blacklist_additions],
+            [records.text_from_proto(n) for n in blacklist.blacklist_removals],
             request.progress,
         )
         response = ys.AllocateResponseProto(response_id=session.last_response_id + 1)
@@ -254,7 +255,7 @@ class ApplicationMasterService:
             )
         return ResourceAsk(
             priority=proto.priority.priority,
-            resource_name=proto.resource_name or "*",
+            resource_name=records.text_from_proto(proto.resource_name) or "*",
             capability=capability,
             num_containers=max(0, proto.num_containers),
             relax_locality=proto.relax_locality,

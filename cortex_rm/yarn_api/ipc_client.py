@@ -34,7 +34,13 @@ from twisted.python.failure import Failure
 
 from cortex_rm.yarn.tokens import Token
 from cortex_rm.yarn_api.digest_md5 import DigestMd5Client, DigestMd5Failure
-from cortex_rm.yarn_api.errors import FatalRpcError, RemoteError
+from cortex_rm.yarn_api.errors import (
+    ERROR_APPLICATION,
+    FATAL_UNKNOWN,
+    REMOTE_EXCEPTION,
+    FatalRpcError,
+    RemoteError,
+)
 from cortex_rm.yarn_api.ipc_wire import (
     AUTH_PROTOCOL_NONE,
     AUTH_PROTOCOL_SASL,
@@ -229,6 +235,21 @@ class IpcClientConnection:
         return replies
 
 
+def _text(value: str | bytes) -> str:
+    # proto2 does not check UTF-8: Python's protobuf gives such a field as bytes
+    return value if isinstance(value, str) else value.decode("utf-8", errors="replace")
+
+
+def server_error(header: RpcResponseHeaderProto) -> RemoteError | FatalRpcError:
+    """The error an ERROR or FATAL reply reports, as Hadoop's client reads it: whatever error code
+    the server put (one of the other kind included) and a ``RemoteException`` if it named no class."""
+    java_class = _text(header.exceptionClassName) or REMOTE_EXCEPTION
+    message, detail = _text(header.errorMsg), header.errorDetail
+    if header.status == RpcResponseHeaderProto.FATAL:
+        return FatalRpcError(java_class, message, detail if detail >= FATAL_UNKNOWN else FATAL_UNKNOWN)
+    return RemoteError(java_class, message, detail if detail < FATAL_UNKNOWN else ERROR_APPLICATION)
+
+
 class _ClientProtocol(Protocol):
     def __init__(self, core: IpcClientConnection) -> None:
         self.core = core
@@ -270,7 +291,7 @@ class _ClientProtocol(Protocol):
     def _deliver(self, reply: Reply) -> None:
         header = reply.header
         if header.status == RpcResponseHeaderProto.FATAL:
-            error = FatalRpcError(header.exceptionClassName, header.errorMsg, header.errorDetail)
+            error = server_error(header)
             self.connected_transport.loseConnection()
             self._fail_all(Failure(error))
             return
@@ -279,7 +300,7 @@ class _ClientProtocol(Protocol):
             return  # a reply to a call we gave up on
         d, response_type = entry
         if header.status == RpcResponseHeaderProto.ERROR:
-            d.errback(RemoteError(header.exceptionClassName, header.errorMsg, header.errorDetail))
+            d.errback(server_error(header))
             return
         try:
             d.callback(response_type.FromString(reply.body))

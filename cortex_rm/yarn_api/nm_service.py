@@ -80,6 +80,10 @@ _WIRE_STATE = {
 _JAVA_CLASS = {Refusal.INVALID_TOKEN: INVALID_TOKEN, Refusal.REFUSED: YARN_EXCEPTION}
 
 
+# An AM's text as Java reads it: proto2 does not check UTF-8 (Python's protobuf then gives bytes).
+_text = records.text_from_proto
+
+
 def requested_resource(entry: yp.StringLocalResourceMapProto) -> RequestedResource:
     """One ``local_resources`` entry as it arrived (the ContainerManager checks it)."""
     value = entry.value
@@ -87,14 +91,14 @@ def requested_resource(entry: yp.StringLocalResourceMapProto) -> RequestedResour
     if value.HasField("resource"):
         proto = value.resource
         url = ResourceUrl(
-            scheme=proto.scheme.lower(),
-            file=proto.file,
-            host=proto.host,
+            scheme=_text(proto.scheme).lower(),
+            file=_text(proto.file),
+            host=_text(proto.host),
             port=proto.port if proto.HasField("port") else -1,
-            user_info=proto.userInfo,
+            user_info=_text(proto.userInfo),
         )
     return RequestedResource(
-        link_name=entry.key,
+        link_name=_text(entry.key),
         url=url,
         type=ResourceType(yp.LocalResourceTypeProto.Name(value.type)) if value.HasField("type") else ResourceType.FILE,
         timestamp_ms=value.timestamp if value.HasField("timestamp") else None,
@@ -114,8 +118,8 @@ def start_request_from_proto(request: ys.StartContainerRequestProto) -> StartReq
         token=token_from_proto(request.container_token) if request.HasField("container_token") else None,
         launch_context=LaunchContext(
             local_resources=tuple(requested_resource(e) for e in clc.localResources),
-            environment=tuple((e.key, e.value) for e in clc.environment),
-            commands=tuple(clc.command),
+            environment=tuple((_text(e.key), _text(e.value)) for e in clc.environment),
+            commands=tuple(_text(c) for c in clc.command),
             tokens=clc.tokens,
         ),
     )

@@ -121,6 +121,13 @@ def final_status_to_proto(status: FinalStatus) -> yp.FinalApplicationStatusProto
     return _FINAL_TO_PROTO[status]
 
 
+def text_from_proto(value: str | bytes) -> str:
+    """A proto2 ``string`` field as text.  proto2 does not check UTF-8, and Python's protobuf
+    returns a field that is not as ``bytes``; Java's reads it with U+FFFD for each bad
+    sequence, and so do we."""
+    return value if isinstance(value, str) else value.decode("utf-8", errors="replace")
+
+
 def submission_from_proto(ctx: yp.ApplicationSubmissionContextProto, user: str) -> Submission:
     """What the RM needs from an ApplicationSubmissionContext; the bytes are kept whole."""
     app_id = app_id_from_proto(ctx.application_id)
@@ -133,10 +140,10 @@ def submission_from_proto(ctx: yp.ApplicationSubmissionContextProto, user: str) 
     return Submission(
         app_id=app_id,
         user=user,
-        name=ctx.application_name,
-        queue=ctx.queue,
-        app_type=ctx.applicationType,
-        tags=frozenset(ctx.applicationTags),
+        name=text_from_proto(ctx.application_name),
+        queue=text_from_proto(ctx.queue),
+        app_type=text_from_proto(ctx.applicationType),
+        tags=frozenset(text_from_proto(tag) for tag in ctx.applicationTags),
         priority=ctx.priority.priority if ctx.HasField("priority") else 0,
         am_resource=am_resource,
         max_attempts=ctx.maxAppAttempts,

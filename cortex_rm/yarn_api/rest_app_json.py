@@ -23,6 +23,7 @@ from cortex_rm.allocator.app_model import Application, Attempt
 from cortex_rm.allocator.app_states import PENDING_APP_STATES, AppState
 from cortex_rm.allocator.errors import UnknownQueue
 from cortex_rm.allocator.rm_context import RMContext
+from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.rest_cluster_json import percent
 
@@ -67,14 +68,14 @@ def _label_expressions(app: Application) -> tuple[str | None, str | None]:
         ctx.ParseFromString(app.context)
     except DecodeError:  # a stored context we cannot read has no labels to show
         return None, None
-    app_label = ctx.node_label_expression if ctx.HasField("node_label_expression") else None
+    app_label = records.text_from_proto(ctx.node_label_expression) if ctx.HasField("node_label_expression") else None
     if app.unmanaged_am:
         return app_label, None
     am_label = app_label
     if len(ctx.am_container_resource_request) and ctx.am_container_resource_request[0].HasField(
         "node_label_expression"
     ):
-        am_label = ctx.am_container_resource_request[0].node_label_expression
+        am_label = records.text_from_proto(ctx.am_container_resource_request[0].node_label_expression)
     return app_label, "" if am_label is None else am_label
 
 

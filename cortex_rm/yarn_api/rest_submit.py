@@ -50,7 +50,8 @@ _LOG_AGGREGATION_FIELDS: Final = {
     "log-aggregation-policy-class-name": "log_aggregation_policy_class_name",
     "log-aggregation-policy-parameters": "log_aggregation_policy_parameters",
 }
-_RESERVATION_RE: Final = re.compile(r"^reservation_(\d+)_(\d+)$")
+# ASCII digits, bounded: int() refuses over 4300 digits (a 500), and "$" would let a trailing newline in.
+_RESERVATION_RE: Final = re.compile(r"reservation_([0-9]{1,32})_([0-9]{1,32})")
 _INT_RE: Final = re.compile(r"^[+-]?\d{1,20}$")
 
 # ------------------------------------------------------------------ readers
@@ -188,7 +189,8 @@ def url_from_string(text: str, path: str) -> yp.URLProto:
     if host:
         url.host = host
     if port:
-        if not port.isdigit() or int(port) > 65535:
+        # isdigit() alone admits "²" and other digits int() refuses: ASCII digits only.
+        if not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise bad_request(f"{path}: {text!r} has an invalid port {port!r}")
         url.port = int(port)
     return url
@@ -340,7 +342,7 @@ def submission_context_from_json(body: Any, maximum: Resource) -> yp.Application
                 setattr(ctx.log_aggregation_context, field, _str(logs[name], f"log-aggregation-context.{name}"))
     if _present(doc, "reservation-id"):
         text = _str(doc["reservation-id"], "reservation-id")
-        match = _RESERVATION_RE.match(text)
+        match = _RESERVATION_RE.fullmatch(text)
         if match is None or max(int(match.group(1)), int(match.group(2))) > INT64[1]:
             raise bad_request(f"reservation-id {text!r} is not of the form reservation_<clusterTimestamp>_<id>")
         ctx.reservation_id.cluster_timestamp, ctx.reservation_id.id = int(match.group(1)), int(match.group(2))

@@ -121,6 +121,9 @@ def read_token_storage(data: bytes) -> tuple[dict[str, bytes], dict[str, bytes]]
 
             body, _ = _read_bytes(data, 5)
             creds = CredentialsProto.FromString(body)
+            # proto2 does not check UTF-8: an alias that is not comes back as bytes, not str.
+            if not all(isinstance(kv.alias, str) for kv in (*creds.tokens, *creds.secrets)):
+                raise MalformedCredentials("a token storage alias is not UTF-8 text")
             for kv in creds.tokens:
                 tokens[kv.alias] = token_writable(kv.token)
             for kv in creds.secrets:
