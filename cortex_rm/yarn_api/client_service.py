@@ -173,7 +173,9 @@ class ApplicationClientService:
         async def kill() -> ys.KillApplicationResponseProto:
             app_id = records.app_id_from_proto(request.application_id)
             self._app(call, app_id, MODIFY_APP)
-            diagnostics = request.diagnostics or f"Application {app_id} was killed by user {self._caller(call).user}"
+            diagnostics = records.text_from_proto(request.diagnostics) or (
+                f"Application {app_id} was killed by user {self._caller(call).user}"
+            )
             completed = await self.rm.apps.kill(app_id, diagnostics)
             return ys.KillApplicationResponseProto(is_kill_completed=completed)
 

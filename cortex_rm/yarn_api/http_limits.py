@@ -50,7 +50,7 @@ from cortex_rm.yarn_api.http_refusals import (
     refusal_error,
     refusal_response,
 )
-from cortex_rm.yarn_api.log_text import sanitise
+from cortex_rm.yarn_api.log_text import loggable_uri, sanitise
 
 log = Logger()
 
@@ -436,7 +436,7 @@ class LimitedSite(Site):
             site=self.name,
             client=str(getattr(request.getClientAddress(), "host", "-")),
             method=sanitise(request.method, 20),
-            path=sanitise(request.uri),
+            path=loggable_uri(request.uri),
             status=request.code,
             length=request.sentLength,
         )

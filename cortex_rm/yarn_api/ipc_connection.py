@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 
 from cortex_rm.yarn_api import errors
 from cortex_rm.yarn_api.errors import FatalRpcError, RemoteError
-from cortex_rm.yarn_api.ipc_decoding import fatal, read_header, read_part
+from cortex_rm.yarn_api.ipc_decoding import fatal, proto_text, read_header, read_part
 from cortex_rm.yarn_api.ipc_events import (
     TRANSITIONS,
     CloseConnection,
@@ -339,8 +339,8 @@ class IpcConnection:
             )
         self.protocol_name = context.protocol
         user = context.userInfo
-        self.effective_user = user.effectiveUser if user.HasField("effectiveUser") else None
-        self.real_user = user.realUser if user.HasField("realUser") else None
+        self.effective_user = proto_text(user.effectiveUser) if user.HasField("effectiveUser") else None
+        self.real_user = proto_text(user.realUser) if user.HasField("realUser") else None
         self._move(ConnectionState.READY)
 
     def _on_sasl(

@@ -96,3 +96,9 @@ def read_part(
         return decode(message_type, mv, start, end), end
     except (WireFormatError, DecodeError) as exc:
         raise fatal(errors.RPC_SERVER_EXCEPTION, f"{what}: {exc}", errors.FATAL_DESERIALIZING_REQUEST, header) from exc
+
+
+def proto_text(value: str | bytes) -> str:
+    """A proto2 string field as text (Python's protobuf gives bytes when it is not UTF-8; Java
+    reads those with U+FFFD, and so does this)."""
+    return value if isinstance(value, str) else value.decode("utf-8", errors="replace")

@@ -25,3 +25,21 @@ def sanitise(raw: bytes | str | None, limit: int = 200) -> str:
         out.append(piece)
         size += len(piece)
     return "".join(out)
+
+
+#: Query parameters that carry credentials (a user's delegation token, a signed ticket): never logged.
+SECRET_PARAMETERS = (b"delegation", b"ticket", b"token")
+
+
+def loggable_uri(uri: bytes | None, limit: int = 200) -> str:
+    """A request URI for the log: credentials in its query replaced by ``<redacted>``, then sanitised."""
+    if uri is None:
+        return "-"
+    path, sep, query = uri.partition(b"?")
+    if sep:
+        parts = []
+        for part in query.split(b"&"):
+            name, eq, _ = part.partition(b"=")
+            parts.append(name + b"=<redacted>" if eq and name.lower() in SECRET_PARAMETERS else part)
+        uri = path + b"?" + b"&".join(parts)
+    return sanitise(uri, limit)

@@ -243,7 +243,7 @@ parts = st.one_of(
     protobuf_messages(RpcSaslProto).map(_partial),
     with_text_not_utf8(protobuf_messages(RpcSaslProto, initialized=True)).map(_partial),
 )
-# (A connection context whose user is not UTF-8 is left out: see the xfail test at the end.)
+# (A connection context whose user is not UTF-8: see the test at the end.)
 frames = st.builds(lambda header, rest: frame(header, *rest), request_headers, st.lists(parts, max_size=3))
 
 
@@ -308,16 +308,6 @@ def _context_not_utf8(field: str) -> bytes:
     return marked.replace(b"~~~~", b"\xff\xfe\x80\xc3")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "ipc_connection._on_context passes a context's effectiveUser/realUser that is not UTF-8 on as bytes "
-        "(proto2 does not check; Python's protobuf gives bytes), though CallContext says str | None: a "
-        "handler using it fails (ApplicationClientService submits as a bytes user and storing fails with "
-        "TypeError). Not fixed here: ipc_connection.py is being changed by another engineer."
-    ),
-)
 @pytest.mark.parametrize("field", ["user", "real_user"])
 def test_a_context_user_that_is_not_utf8_reaches_handlers_as_text(field: str) -> None:
     """A found input: the user of a context that is not UTF-8 reaches a handler as text (or is refused)."""

@@ -23,6 +23,14 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from dataclasses import replace
+
+from cortex_rm.allocator.app_access import AppAccess
+from cortex_rm.allocator.state_store import MemoryStateStore, StoredState
+from cortex_rm.allocator.user_credentials import UserCredentials
+from cortex_rm.yarn.tokens import MasterKey
+from cortex_rm.yarn_api.delegation_tokens import rm_identifier_bytes
+from cortex_rm.yarn_api.user_auth import UserAuthenticator
 from cortex_rm.allocator.app_model import Submission
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.rm_context import RMContext
@@ -182,23 +190,33 @@ class ClientRM:
         submitted = result_of(table.new_application())
         result_of(table.submit(Submission(submitted, "alice")))
         self.app_ids = [submitted, result_of(table.new_application())]
-        self.handlers = ApplicationClientService(self.rm).handlers()
+        credentials = UserCredentials(MasterKey(2, b"f" * 20), MemoryStateStore(), StoredState(), lambda: 0)
+        self.identifiers = {
+            user: rm_identifier_bytes(result_of(credentials.issue(user))) for user in ("alice", "bob", "admin")
+        }
+        auth = UserAuthenticator(credentials)
+        self.handlers = ApplicationClientService(self.rm, auth, AppAccess(["admin"], table.queues)).handlers()
+
+    def call(self, method: str, user: str | None) -> CallContext:
+        """A call by ``user`` authenticated by her token (alice owns the submitted application, bob
+        does not, admin sees all); None or another name: a SIMPLE, anonymous caller."""
+        identifier = self.identifiers.get(user or "")
+        if identifier is None:
+            return _call(method, user)
+        return replace(_call(method, None), auth_method=AuthMethod.TOKEN, token_identifier=identifier)
 
 
 METHODS = sorted(m.name for m in SERVICE.methods)
 REQUESTS = {m.name: message_factory.GetMessageClass(m.input_type) for m in SERVICE.methods}
 
 
-# Methods whose text that is not UTF-8 breaks a module not edited here: the strict xfail at the end.
-NOT_UTF8_XFAIL = frozenset({"forceKillApplication"})
 
 
 @st.composite
 def client_calls(draw: st.DrawFn) -> tuple[str, Message, int | None]:
     method = draw(st.sampled_from(METHODS))
     requests = protobuf_messages(REQUESTS[method], depth=4, initialized=True)
-    if method not in NOT_UTF8_XFAIL:
-        requests = requests | with_text_not_utf8(requests)
+    requests = requests | with_text_not_utf8(requests)
     request = draw(requests)
     return method, request, draw(st.none() | st.integers(0, 1))
 
@@ -215,7 +233,7 @@ def _submission_not_utf8(field: str) -> ys.SubmitApplicationRequestProto:
 
 
 @fuzz_settings(210)
-@given(call=client_calls(), user=st.sampled_from([None, "alice", "bob", ""]))
+@given(call=client_calls(), user=st.sampled_from([None, "alice", "bob", "admin", ""]))
 @example(call=("submitApplication", _submission_not_utf8("application_name"), None), user="alice").via(
     "an application name that is not UTF-8"
 )
@@ -234,7 +252,7 @@ def test_client_protocol_handlers_answer_or_raise_remote_errors(
     if handler is None:
         return  # known but unsupported: the IPC layer answers it without a handler
     try:
-        result = handler(_call(method, user), request)
+        result = handler(rm.call(method, user), request)
     except RemoteError:
         return
     if isinstance(result, defer.Deferred):
@@ -252,16 +270,6 @@ def test_client_protocol_handlers_answer_or_raise_remote_errors(
     json.dumps(rest_app_json.apps_info(rm.rm.apps.matching(), rm.rm, frozenset()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=(
-        "client_service.force_kill_application passes a kill request's diagnostics that are not UTF-8 on as bytes "
-        "(proto2 does not check; Python's protobuf gives bytes), and storing the kill fails with TypeError (an "
-        "internal error reply). Fix: records.text_from_proto(request.diagnostics). Not fixed here: "
-        "client_service.py is being changed by another engineer."
-    ),
-)
 def test_kill_diagnostics_that_are_not_utf8_are_stored_as_text() -> None:
     """A found input: forceKillApplication with diagnostics that are not UTF-8 kills the application."""
     rm = ClientRM()
@@ -270,5 +278,5 @@ def test_kill_diagnostics_that_are_not_utf8_are_stored_as_text() -> None:
     request = ys.KillApplicationRequestProto.FromString(
         request.SerializeToString().replace(b"~~~~", b"\xff\xfe\x80\xc3")
     )
-    answer = rm.handlers["forceKillApplication"](_call("forceKillApplication", "alice"), request)
+    answer = rm.handlers["forceKillApplication"](rm.call("forceKillApplication", "alice"), request)
     assert isinstance(result_of(answer), ys.KillApplicationResponseProto)

@@ -20,6 +20,13 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
+from cortex_rm.allocator.app_access import AppAccess
+from cortex_rm.allocator.state_store import StoredState
+from cortex_rm.allocator.user_credentials import UserCredentials
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
+from cortex_rm.yarn.tokens import MasterKey
+from cortex_rm.yarn_api.delegation_tokens import to_url_string
+from cortex_rm.yarn_api.user_auth import UserAuthenticator
 from cortex_rm.allocator.app_model import SchedulerLimits, Submission
 from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.nodes import NodeTable
@@ -60,7 +67,13 @@ class Site:
         submitted = result_of(apps.new_application())
         result_of(apps.submit(Submission(submitted, "alice")))
         self.submitted, self.new = str(submitted), str(result_of(apps.new_application()))
-        self.site = build_rest_site(self.rm, version="0", max_body_bytes=64 * 1024)
+        credentials = UserCredentials(MasterKey(2, b"f" * 20), MemoryStateStore(), StoredState(), lambda: 0)
+        auth = UserAuthenticator(credentials)
+        self.site = build_rest_site(
+            self.rm, version="0", max_body_bytes=64 * 1024, auth=auth, access=AppAccess(["admin"], apps.queues)
+        )
+        [(_, token), _] = auth.tokens_for(result_of(credentials.issue("alice")), "127.0.0.1:1", "127.0.0.1:2")
+        self.site.test_headers = {REST_TOKEN_HEADER: to_url_string(token)}  # alice, who owns the submitted app
 
     def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> HttpResponse:
         """One request on a fresh connection; the answer must be complete at once (a memory store)."""
@@ -186,7 +199,7 @@ OTHER_PATHS = [
     "/%ff",
     "/ws/v1/cluster/%ff",
 ]
-OVERVIEW_PAGES = ("/", "/cluster", "/cluster/")  # fuzzed with GET and HEAD only: see the xfail test at the end
+OVERVIEW_PAGES = ("/", "/cluster", "/cluster/")  # fuzzed with GET and HEAD only: see the 405 test at the end
 
 
 @st.composite
@@ -330,16 +343,6 @@ def test_resource_urls_parse_or_are_bad_requests(text: str) -> None:
     assert url.port == -1 or 0 <= url.port <= 65535
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "rest.ClusterOverviewPage renders GET only, so POST, PUT or DELETE on / or /cluster gets twisted.web's "
-        "HTML error page (405 or 501) instead of YARN's RemoteException JSON (a 501 is also a server error). "
-        "Not fixed here: "
-        "rest.py is being changed by another engineer."
-    ),
-)
 @pytest.mark.parametrize(("method", "path"), [("POST", "/"), ("PUT", "/"), ("DELETE", "/cluster")])
 def test_write_methods_on_the_overview_page_are_405_in_yarns_form(method: str, path: str) -> None:
     """A found input: a write method on the overview page is refused 405 in YARN's JSON form."""

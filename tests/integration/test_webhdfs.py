@@ -268,6 +268,11 @@ def test_only_a_users_own_valid_credential_lets_her_act_and_only_on_what_she_may
     )
     assert direct.status_code == 403 and direct.json()["RemoteException"]["exception"] == "AccessControlException"
     assert _shell_ok(cluster, "-cat", "/user/alice/locked/secret.txt", user="alice") == "alice only\n"
+    # the RM logged all of that without any credential in it
+    log = cluster.daemon_log()
+    for user in ("alice", "bob"):
+        assert delegation(cluster, user) not in log
+    assert "delegation=<redacted>" in log
 
 
 def test_forged_and_stale_redirects_are_refused_by_the_node(cluster: RunningCluster) -> None:

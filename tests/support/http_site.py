@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 
 @dataclass
@@ -52,6 +54,10 @@ class HttpConnection:
             lines.append("Transfer-Encoding: chunked")
             payload = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
         self.channel.dataReceived("\r\n".join(lines).encode() + b"\r\n\r\n" + payload)
+
+    def close(self) -> None:
+        """The client hangs up (the site forgets the connection: it counts against its caps)."""
+        self.channel.connectionLost(Failure(ConnectionDone("the test client hung up")))
 
     def response(self) -> HttpResponse | None:
         """The response written so far, or None while it is incomplete."""

@@ -36,7 +36,7 @@ from cortex_rm.fs.block_store import valid_block_id
 from cortex_rm.fs.errors import CorruptReplica, FsError, IllegalArgument, InvalidToken, MissingBlock
 from cortex_rm.fs.paths import FsPath
 from cortex_rm.internal.block_codec import BlockLocation
-from cortex_rm.yarn_api.log_text import sanitise
+from cortex_rm.yarn_api.log_text import loggable_uri, sanitise
 from cortex_rm.yarn_api.webhdfs.block_transfer import PIECE_BYTES, BlockTransferFailed
 from cortex_rm.yarn_api.webhdfs.block_work import DataNodeContext, read_range, receive_blocks
 from cortex_rm.yarn_api.webhdfs.namenode_resource import Reply, as_deferred, error_reply, internal_error, send
@@ -119,18 +119,18 @@ class _Leaf(Resource):
 
     def _failed(self, failure: Failure, request: Request, gone: list[Failure]) -> Reply | None:
         if request.startedWriting:  # a streamed body broke off: the client sees a short read
-            log.warn("DataNode {uri}: stopped streaming: {error}", uri=request.uri, error=failure.getErrorMessage())
+            log.warn("DataNode {uri}: stopped streaming: {error}", uri=loggable_uri(request.uri), error=failure.getErrorMessage())
             transport = getattr(request.channel, "transport", None)
             if not gone and transport is not None:
                 transport.abortConnection()
             return None
         if isinstance(failure.value, FsError):
             log.info("DataNode {method} {uri} refused: {error}", method=sanitise(request.method, 20),
-                     uri=sanitise(request.uri), error=sanitise(f"{failure.value.simple_name}: {failure.value}", 400))
+                     uri=loggable_uri(request.uri), error=sanitise(f"{failure.value.simple_name}: {failure.value}", 400))
             return error_reply(failure.value)
         if isinstance(failure.value, BlockTransferFailed):
             return error_reply(MissingBlock(str(failure.value)))
-        log.failure("DataNode {method} {uri} failed", failure, method=request.method, uri=request.uri)
+        log.failure("DataNode {method} {uri} failed", failure, method=sanitise(request.method, 20), uri=loggable_uri(request.uri))
         return internal_error(str(request.method, "ascii", "replace"))
 
 

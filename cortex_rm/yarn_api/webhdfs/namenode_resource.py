@@ -27,7 +27,7 @@ from cortex_rm.fs.name_node import MAX_REPLICATION, NameNode, Redirect, WriteReq
 from cortex_rm.fs.paths import FsPath, parse_path
 from cortex_rm.yarn.delegation import WEBHDFS_DELEGATION_KIND
 from cortex_rm.yarn.delegation import InvalidToken as DelegationInvalid
-from cortex_rm.yarn_api.log_text import sanitise
+from cortex_rm.yarn_api.log_text import loggable_uri, sanitise
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
 from cortex_rm.yarn_api.webhdfs import forms
 from cortex_rm.yarn_api.webhdfs.params import Query, request_path
@@ -167,11 +167,11 @@ class NameNodeResource(Resource):
             log.info(
                 "WebHDFS {method} {uri} refused: {error}",
                 method=sanitise(request.method, 20),
-                uri=sanitise(request.uri),
+                uri=loggable_uri(request.uri),
                 error=sanitise(f"{failure.value.simple_name}: {failure.value}", 400),
             )
             return error_reply(failure.value)
-        log.failure("WebHDFS {method} {uri} failed", failure, method=request.method, uri=request.uri)
+        log.failure("WebHDFS {method} {uri} failed", failure, method=sanitise(request.method, 20), uri=loggable_uri(request.uri))
         return internal_error(str(request.method, "ascii", "replace"))
 
     # -- reads of the namespace
