@@ -216,15 +216,15 @@ def wait_for_data_nodes(rm_web: str, count: int, timeout_s: float = 60.0) -> Non
     seen = "no answer yet"
     while True:
         try:
-            step = requests.put(base, params={"op": "CREATE", "user.name": "root", "overwrite": "true",
+            step = requests.put(base, params={"op": "CREATE", **AUTH, "overwrite": "true",
                                               "replication": str(count)}, allow_redirects=False, timeout=30)
             if step.status_code == 307:
                 stored = requests.put(step.headers["Location"], data=b"x", timeout=30)
                 if stored.status_code == 201:
-                    located = requests.get(base, params={"op": "GETFILEBLOCKLOCATIONS", "user.name": "root"}, timeout=30)
+                    located = requests.get(base, params={"op": "GETFILEBLOCKLOCATIONS", **AUTH}, timeout=30)
                     located.raise_for_status()
                     hosts = located.json()["BlockLocations"]["BlockLocation"][0]["hosts"]
-                    requests.delete(base, params={"op": "DELETE", "user.name": "root"}, timeout=30)
+                    requests.delete(base, params={"op": "DELETE", **AUTH}, timeout=30)
                     if len(hosts) == count:
                         return
                     seen = f"holders {hosts}"
@@ -340,7 +340,7 @@ def webhdfs_create(
 ) -> Transfer:
     """CREATE ``path`` from ``source``: the NameNode's 307, the bytes to the node, the node's 201."""
     size = source.stat().st_size
-    params = {"op": "CREATE", "user.name": "root", "overwrite": "true"}
+    params = {"op": "CREATE", **AUTH, "overwrite": "true"}
     if replication is not None:
         params["replication"] = str(replication)
     started = time.perf_counter()
@@ -409,7 +409,7 @@ def _webhdfs_read(
     rm_web: str, path: str, size: int, nodes: Sequence[local_cluster.LocalNode], digest: hashlib._Hash | None
 ) -> tuple[str, float, int]:
     """One OPEN through the NameNode's redirect: the sending node, when its first byte came, the bytes received."""
-    step = requests.get(f"http://{rm_web}/webhdfs/v1{path}", params={"op": "OPEN", "user.name": "root"},
+    step = requests.get(f"http://{rm_web}/webhdfs/v1{path}", params={"op": "OPEN", **AUTH},
                         allow_redirects=False, timeout=60)
     if step.status_code != 307:
         raise BenchError(f"OPEN {path}: the NameNode answered {step.status_code}, not 307: {step.text[:500]}")
@@ -460,14 +460,18 @@ def measure(
 def describe_file(rm_web: str, path: str, size: int) -> None:
     """Print the file's length, replication, blocks and holders per block; BenchError if its length is wrong."""
     url = f"http://{rm_web}/webhdfs/v1{path}"
-    status = requests.get(url, params={"op": "GETFILESTATUS", "user.name": "root"}, timeout=30).json()["FileStatus"]
-    blocks = requests.get(url, params={"op": "GETFILEBLOCKLOCATIONS", "user.name": "root"},
+    status = requests.get(url, params={"op": "GETFILESTATUS", **AUTH}, timeout=30).json()["FileStatus"]
+    blocks = requests.get(url, params={"op": "GETFILEBLOCKLOCATIONS", **AUTH},
                           timeout=30).json()["BlockLocations"]["BlockLocation"]
     holders = sorted({len(b["hosts"]) for b in blocks})
     say(f"    {path}: length {status['length']:,}, replication {status['replication']}, {len(blocks)} blocks "
         f"of {status['blockSize'] // MIB} MiB, holders per block {holders}")
     if status["length"] != size:
         raise BenchError(f"{path} has {status['length']} bytes, not {size}")
+
+
+#: How every request authenticates: the local cluster's admin credential (set once it is up).
+AUTH: dict[str, str] = {}
 
 
 def run_bench(workdir: Path, size_mib: int, node_count: int) -> list[Figure]:
@@ -479,6 +483,7 @@ def run_bench(workdir: Path, size_mib: int, node_count: int) -> list[Figure]:
     rm = nodes[0].rm
     assert rm is not None
     rm_web = str(rm.webapp)
+    AUTH["delegation"] = local_cluster.admin_credential(workdir).webhdfs_delegation()
     wait_for_data_nodes(rm_web, min(3, node_count))
     figures: list[Figure] = []
 

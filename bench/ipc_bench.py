@@ -62,8 +62,13 @@ def start_rm(workdir: Path, server_cpu: int | None) -> tuple[subprocess.Popen[by
     return proc, json.loads(ready.read_text())
 
 
-def submit_one(web: str) -> str:
-    new = requests.post(f"http://{web}/ws/v1/cluster/apps/new-application", timeout=10).json()
+def submit_one(web: str, workdir: Path) -> str:
+    """Submit one application over REST as the RM's admin (its credential in ``workdir``)."""
+    from cortex_rm.user_credential import load_credential
+    from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
+
+    headers = {REST_TOKEN_HEADER: load_credential(workdir / "admin.token").rest_header()}
+    new = requests.post(f"http://{web}/ws/v1/cluster/apps/new-application", headers=headers, timeout=10).json()
     app_id = new["application-id"]
     body = {
         "application-id": app_id,
@@ -72,7 +77,7 @@ def submit_one(web: str) -> str:
         "am-container-spec": {"commands": {"command": "sleep 1"}},
         "resource": {"memory": 1024, "vCores": 1},
     }
-    r = requests.post(f"http://{web}/ws/v1/cluster/apps", json=body, timeout=10)
+    r = requests.post(f"http://{web}/ws/v1/cluster/apps", json=body, headers=headers, timeout=10)
     r.raise_for_status()
     return app_id
 
@@ -94,7 +99,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cortex-ipc-bench-") as tmp:
         proc, addresses = start_rm(Path(tmp), server_cpu)
         try:
-            app_id = submit_one(addresses["resourcemanager.webapp_address"])
+            app_id = submit_one(addresses["resourcemanager.webapp_address"], Path(tmp))
             request = report_request(app_id)
             host, port = addresses["resourcemanager.address"].rsplit(":", 1)
             os.sched_setaffinity(0, client_cpus)  # workers inherit it

@@ -185,7 +185,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cortex-ipc-hostile-") as tmp:
         proc, addresses = start_rm(Path(tmp), server_cpu)
         try:
-            request = report_request(submit_one(addresses["resourcemanager.webapp_address"]))
+            request = report_request(submit_one(addresses["resourcemanager.webapp_address"], Path(tmp)))
             host, port_text = addresses["resourcemanager.address"].rsplit(":", 1)
             port = int(port_text)
             os.sched_setaffinity(0, client_cpus)
