@@ -18,7 +18,6 @@ nobody can swap a different archive in under the same name.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import shutil
@@ -39,11 +38,6 @@ Say = Callable[[str], None]
 
 class ArchiveError(WebHdfsError):
     """The archive could not be made or uploaded; the message says what to do."""
-
-
-def client_user() -> str:
-    """The name Hadoop's clients use: ``HADOOP_USER_NAME``, else the login name."""
-    return os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
 
 
 def default_cache_dir() -> Path:
