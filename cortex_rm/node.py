@@ -111,6 +111,9 @@ class CortexNode:
 
     async def _start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # The state dir holds the node's private key, the RM's database (its token master
+        # keys) and the admin's credential: only this daemon's user may enter it.
+        self.state_dir.chmod(0o700)
         (self.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
         started_ms = int(self.reactor.seconds() * 1000)
         self.identity = NodeIdentity.load_or_create(self.state_dir)

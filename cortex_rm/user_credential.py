@@ -96,6 +96,7 @@ def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` readable by its owner only (atomically)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)  # an old one would keep its looser mode
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)

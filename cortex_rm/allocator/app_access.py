@@ -35,7 +35,7 @@ class AppAccess:
         if user is None:
             return False
         if principal.application is not None:
-            return principal.application == str(app.app_id)
+            return principal.application == str(app.app_id) and user == app.user
         if user == app.user or user in self.admins:
             return True
         granted = {VIEW_APP: (VIEW_APP, MODIFY_APP), MODIFY_APP: (MODIFY_APP,)}[access]

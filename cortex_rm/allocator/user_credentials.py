@@ -42,8 +42,10 @@ class UserCredentials:
     def __init__(
         self, key: MasterKey, store: RMStateStore, stored: StoredState, now_ms: Callable[[], int],
         lifetime_ms: int = DEFAULT_LIFETIME_MS,
+        reserved_names: frozenset[str] = frozenset(),
     ) -> None:
         self.key = key
+        self.reserved_names = reserved_names
         self.store = store
         self.now_ms = now_ms
         self.lifetime_ms = lifetime_ms
@@ -51,6 +53,9 @@ class UserCredentials:
             seq: DelegationIdentifier(**doc) for seq, doc in stored.delegation_tokens.items()
         }
         self._sequence = max([stored.delegation_sequence, *self._tokens])
+        #: Whether an application is still running (the RM sets it): an application's token
+        #: stops authenticating the moment its application ends, not at the next sweep.
+        self.application_running: Callable[[str], bool] = lambda application: True
 
     # -- issuing ------------------------------------------------------------------------
 
@@ -59,8 +64,10 @@ class UserCredentials:
 
         An application's token expires with the user's own lifetime too, and is cancelled
         when the application ends (:meth:`cancel_application`)."""
-        if not owner or len(owner) > 256 or any(c in owner for c in "/:\0\n"):
-            raise ValueError(f"invalid user name {owner[:64]!r}")
+        if not owner or len(owner) > 256 or any(c in owner for c in "/:,\0") or any(c.isspace() for c in owner):
+            raise ValueError(f"invalid user name {owner[:64]!r}: no spaces, commas, slashes or colons")
+        if owner in self.reserved_names:
+            raise ValueError(f"{owner!r} is a reserved name (a group of the file system), not a user")
         self._sequence += 1
         now = self.now_ms()
         renewer = APPLICATION_RENEWER_PREFIX + application if application else ""
@@ -86,6 +93,15 @@ class UserCredentials:
             raise InvalidToken(
                 f"token (owner={ident.owner}, sequenceNumber={ident.sequence}) is expired, current time: {now}"
                 f" expected renewal time: {ident.max_ms}; ask the cluster's admin for a new one"
+            )
+        if (
+            ident.application is not None
+            and now - ident.issue_ms > SUBMIT_GRACE_MS
+            and not self.application_running(ident.application)
+        ):
+            raise InvalidToken(
+                f"token (owner={ident.owner}, sequenceNumber={ident.sequence}) belongs to {ident.application},"
+                " which has ended"
             )
         return Principal(ident.owner, ident.application)
 

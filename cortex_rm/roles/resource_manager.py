@@ -197,11 +197,12 @@ class ResourceManagerRole:
         )
         self.name_node = name_node = await self._start_name_node(keys, run)
         credentials = UserCredentials(
-            keys.delegation, self._store, await self._store.load(), self._now_ms, conf.credential_lifetime_s * 1000
+            keys.delegation, self._store, await self._store.load(), self._now_ms, conf.credential_lifetime_s * 1000,
+            reserved_names=frozenset({DEFAULT_SUPERGROUP}),
         )
+        credentials.application_running = self._app_running
         auth = UserAuthenticator(credentials, conf.anonymous_access)
         access = AppAccess([name_node.namespace.superuser], scheduling.table.queues)
-        self._token_sweeps = start_sweeps(credentials, self._app_running, self.reactor)
         admin_box: list[RMUserAdmin] = []
         site = build_rest_site(
             self.rm,
@@ -222,7 +223,12 @@ class ResourceManagerRole:
         }
         admin = RMUserAdmin(auth, str(bound["address"]), str(bound["webapp_address"]))
         admin_box.append(admin)
-        await admin.ensure_admin_credential(self.state_dir / ADMIN_TOKEN_FILE, name_node.namespace.superuser)
+        admin_file, superuser = self.state_dir / ADMIN_TOKEN_FILE, name_node.namespace.superuser
+        await admin.ensure_admin_credential(admin_file, superuser)
+        self._token_sweeps = start_sweeps(
+            credentials, self._app_running, self.reactor,
+            keep_admin=lambda: defer.ensureDeferred(admin.ensure_admin_credential(admin_file, superuser)),
+        )
         self.tracker = NodeTracker(
             nodes,
             self.reactor,

@@ -34,6 +34,8 @@ from cortex_rm.yarn_api.writable import MalformedCredentials, read_token_storage
 
 ADMIN_TOKEN_FILE = "admin.token"
 SWEEP_S = 60
+#: The admin's credential is replaced when it has less than this left (checked every sweep).
+RENEW_BEFORE_MS = 24 * 3600 * 1000
 
 log = Logger()
 
@@ -66,6 +68,7 @@ class RMUserAdmin(UserAdmin):
             return
         data = await self.issue(admin)
         partial = path.with_name(path.name + ".partial")
+        partial.unlink(missing_ok=True)  # an old one would keep its looser mode
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -79,15 +82,23 @@ def _valid_credential_of(path: Path, user: str, credentials: UserCredentials) ->
         for raw in tokens.values():
             token = read_token_writable(raw)
             if token.kind == RM_DELEGATION_KIND:
-                principal = credentials.check(read_rm_identifier(token.identifier))
-                return principal.user == user and principal.application is None
+                ident = read_rm_identifier(token.identifier)
+                principal = credentials.check(ident)
+                fresh = ident.max_ms - credentials.now_ms() > RENEW_BEFORE_MS
+                return fresh and principal.user == user and principal.application is None
     except (OSError, MalformedCredentials, InvalidToken):
         pass
     return False
 
 
-def start_sweeps(credentials: UserCredentials, running: Callable[[str], bool], clock: IReactorTime) -> LoopingCall:
-    """Every ``SWEEP_S``: forget expired tokens and those of applications that are not running."""
+def start_sweeps(
+    credentials: UserCredentials,
+    running: Callable[[str], bool],
+    clock: IReactorTime,
+    keep_admin: Callable[[], defer.Deferred[None]] | None = None,
+) -> LoopingCall:
+    """Every ``SWEEP_S``: forget expired tokens and those of applications that are not running,
+    then (``keep_admin``) make sure the admin's credential file stays valid."""
 
     def forgot(count: int) -> None:
         if count:
@@ -95,6 +106,8 @@ def start_sweeps(credentials: UserCredentials, running: Callable[[str], bool], c
 
     def sweep() -> defer.Deferred[None]:
         d = credentials.forget_unusable(running).addCallback(forgot)
+        if keep_admin is not None:
+            d.addCallback(lambda _: keep_admin())
         return d.addErrback(lambda f: log.failure("sweeping delegation tokens failed", f))
 
     loop = LoopingCall(sweep)

@@ -12,7 +12,11 @@ forgotten when the application ends.  Other tokens pass unchanged.
 
 from __future__ import annotations
 
+from cortex_rm.allocator.app_model import Application
+from cortex_rm.allocator.errors import AccessDenied, InvalidSubmission, UnknownApplication
+from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.allocator.user_credentials import UserCredentials
+from cortex_rm.yarn_api import records
 from cortex_rm.yarn.delegation import RM_DELEGATION_KIND, WEBHDFS_DELEGATION_KIND, InvalidToken
 from cortex_rm.yarn.ids import ApplicationId
 from cortex_rm.yarn_api.delegation_tokens import fs_identifier_bytes, read_token_writable, rm_identifier_bytes
@@ -55,3 +59,31 @@ async def substitute_application_tokens(
         kept[alias] = token_writable(own)
     context.am_container_spec.tokens = token_storage(kept, secrets)
     return len(replaced)
+
+
+async def submit_as(
+    rm: RMContext, context: yp.ApplicationSubmissionContextProto, user: str, credentials: UserCredentials
+) -> Application:
+    """Submit ``context`` as ``user`` with the application's own credential in place of hers.
+
+    A resubmission of a known id changes nothing (a client retrying after a lost reply),
+    and only its owner may make it; an application token is issued only for a new
+    submission and cancelled if the submission fails."""
+    app_id = records.app_id_from_proto(context.application_id)
+    try:
+        existing = rm.apps.get(app_id)
+    except UnknownApplication:
+        existing = None
+    if existing is not None:
+        if existing.user != user:
+            raise AccessDenied(f"User {user} cannot submit {app_id}: it is another user's application")
+        return existing
+    try:
+        await substitute_application_tokens(context, user, app_id, credentials)
+    except MalformedCredentials as e:
+        raise InvalidSubmission(f"the AM's launch context carries unreadable tokens: {e}") from None
+    try:
+        return await rm.apps.submit(records.submission_from_proto(context, user))
+    except Exception:
+        await credentials.cancel_application(str(app_id))
+        raise

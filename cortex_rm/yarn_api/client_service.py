@@ -29,12 +29,11 @@ from cortex_rm.yarn.delegation import Principal
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.allocator_errors import translating_allocator_errors
-from cortex_rm.yarn_api.app_credentials import substitute_application_tokens
+from cortex_rm.yarn_api.app_credentials import submit_as
 from cortex_rm.yarn_api.proto import applicationclient_protocol_pb2
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.rpc_protocol import CallContext, Handler, RpcProtocol
-from cortex_rm.yarn_api.writable import MalformedCredentials
 from cortex_rm.yarn_api.user_auth import ANONYMOUS_CLUSTER_INFO, UserAuthenticator, require_user
 
 CLIENT_PROTOCOL = "org.apache.hadoop.yarn.api.ApplicationClientProtocolPB"
@@ -147,14 +146,7 @@ class ApplicationClientService:
                 raise alloc.InvalidSubmission("submitApplication carries no application_submission_context")
             context = request.application_submission_context
             user = self.access.may_submit(self._caller(call), context.queue)
-            try:
-                await substitute_application_tokens(
-                    context, user, records.app_id_from_proto(context.application_id), self.auth.credentials
-                )
-            except MalformedCredentials as e:
-                raise alloc.InvalidSubmission(f"the AM's launch context carries unreadable tokens: {e}") from None
-            submission = records.submission_from_proto(context, user)
-            await self.rm.apps.submit(submission)
+            await submit_as(self.rm, context, user, self.auth.credentials)
             return ys.SubmitApplicationResponseProto()
 
         return defer.ensureDeferred(submit())
@@ -207,6 +199,7 @@ class ApplicationClientService:
         self, call: CallContext, request: ys.MoveApplicationAcrossQueuesRequestProto
     ) -> defer.Deferred[ys.MoveApplicationAcrossQueuesResponseProto]:
         app = self._app(call, records.app_id_from_proto(request.application_id), MODIFY_APP)
+        self.access.may_submit(self._caller(call), request.target_queue)  # YARN checks the target queue too
         d = self.rm.apps.move(app.app_id, request.target_queue)
         return d.addCallback(lambda _: ys.MoveApplicationAcrossQueuesResponseProto())
 
@@ -331,6 +324,7 @@ class ApplicationClientService:
 
     def get_queue_info(self, call: CallContext, request: ys.GetQueueInfoRequestProto) -> ys.GetQueueInfoResponseProto:
         queue = self.rm.queues.find(request.queueName or "root")
+        principal = self._caller(call)
         response = ys.GetQueueInfoResponseProto()
         records.queue_info(
             queue,
@@ -339,6 +333,7 @@ class ApplicationClientService:
             include_applications=request.includeApplications,
             include_child_queues=request.includeChildQueues,
             recursive=request.recursive,
+            visible=lambda app: self.access.allows(principal, app, VIEW_APP),
         )
         return response
 

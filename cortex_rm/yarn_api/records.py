@@ -7,6 +7,7 @@ names map one to one (``ACCEPTED`` <-> ``ACCEPTED``, ``SCHEDULED`` <->
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 from cortex_rm.allocator.app_model import Application, Attempt, Submission
@@ -262,8 +263,10 @@ def queue_info(
     include_applications: bool,
     include_child_queues: bool,
     recursive: bool,
+    visible: Callable[[Application], bool] = lambda app: True,
 ) -> None:
-    """Fill a QueueInfoProto; capacities are fractions of the parent, as YARN's QueueInfo."""
+    """Fill a QueueInfoProto; capacities are fractions of the parent, as YARN's QueueInfo.
+    Only the applications ``visible`` to the caller are listed."""
     usage = rm.queue_usage(queue)
     total = rm.nodes.total_capability()
     out.queueName = queue.name
@@ -292,7 +295,8 @@ def queue_info(
     stats.availableVCores = max(0, int(queue.absolute_maximum_capacity * total.vcores) - usage.used.vcores)
     if include_applications and queue.is_leaf:
         for app in rm.apps.in_queue(queue):
-            app_report(app, rm, out.applications.add())
+            if visible(app):
+                app_report(app, rm, out.applications.add())
     if include_child_queues:
         for child in queue.children:
             queue_info(
@@ -302,6 +306,7 @@ def queue_info(
                 include_applications=include_applications and recursive,
                 include_child_queues=recursive,
                 recursive=recursive,
+                visible=visible,
             )
 
 

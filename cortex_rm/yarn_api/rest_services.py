@@ -36,9 +36,8 @@ from cortex_rm.yarn.errors import MalformedId
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn_api import records, rest_app_json, rest_cluster_json
 from cortex_rm.yarn_api.rest_errors import bad_request, forbidden, not_found, unauthorized, unsupported_media_type
-from cortex_rm.yarn_api.app_credentials import substitute_application_tokens
+from cortex_rm.yarn_api.app_credentials import submit_as
 from cortex_rm.yarn_api.rest_submit import submission_context_from_json
-from cortex_rm.yarn_api.writable import MalformedCredentials
 
 STATIC_WEB_USER: Final = "dr.who"  # hadoop.http.staticuser.user
 LONG_MAX: Final = 2**63 - 1
@@ -368,12 +367,13 @@ class ClusterWebServices:
         """202 with the application's URL once it is stored (ACCEPTED, or FAILED if its queue refused it)."""
         ctx = submission_context_from_json(json_body(call), self.rm.limits.maximum_allocation)
         user = self._submitter(call, ctx.queue)
-        if self.credentials is not None:
+        if self.credentials is None:
+            app = await self.rm.apps.submit(records.submission_from_proto(ctx, user))
+        else:
             try:
-                await substitute_application_tokens(ctx, user, records.app_id_from_proto(ctx.application_id), self.credentials)
-            except MalformedCredentials as e:
-                raise bad_request(f"the AM's launch context carries unreadable tokens: {e}") from None
-        app = await self.rm.apps.submit(records.submission_from_proto(ctx, user))
+                app = await submit_as(self.rm, ctx, user, self.credentials)
+            except AccessDenied as e:
+                raise forbidden(str(e)) from None
         return Reply(202, location=f"{call.base_url}/ws/v1/cluster/apps/{app.app_id}")
 
     def app_state(self, call: RestCall) -> Reply:
@@ -402,6 +402,7 @@ class ClusterWebServices:
             raise bad_request("queue must be a non-empty string")
         app = self._app(call, MODIFY_APP)
         if target != app.queue:
+            self._submitter(call, target)  # YARN checks the target queue too
             await self.rm.apps.move(app.app_id, target)
         return Reply(body={"queue": app.queue})
 

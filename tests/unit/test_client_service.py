@@ -8,13 +8,15 @@ admin: everyone's); an application's credential acts on that application only.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from cortex_rm.allocator.app_access import AppAccess
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.allocator.state_store import MemoryStateStore, StoredState
-from cortex_rm.allocator.user_credentials import UserCredentials
+from cortex_rm.allocator.user_credentials import SUBMIT_GRACE_MS, UserCredentials
 from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.client_service import ApplicationClientService
@@ -135,3 +137,52 @@ def test_a_revoked_users_token_authenticates_nobody_on_the_next_call() -> None:
     cluster.submit(alice)
     result_of(cluster.credentials.revoke_user("alice"))
     _refused(cluster, "getApplications", alice, ys.GetApplicationsRequestProto(), "can't be found in cache")
+
+
+def test_a_token_callers_context_claims_nothing() -> None:
+    """alice's token with a context naming bob: the application is alice's."""
+    cluster = Cluster()
+    alice = replace(cluster.token_call("alice"), effective_user="bob")
+    new = cluster.submit(alice)
+    report = cluster.invoke("getApplicationReport", alice, ys.GetApplicationReportRequestProto(application_id=new.application_id))
+    assert isinstance(report, ys.GetApplicationReportResponseProto) and report.application_report.user == "alice"
+
+
+def test_another_user_cannot_resubmit_an_application_and_gets_no_token_for_it() -> None:
+    """bob resubmitting alice's id: AccessControlException, and no application token is minted."""
+    cluster = Cluster()
+    alice, bob = cluster.token_call("alice"), cluster.token_call("bob")
+    new = cluster.submit(alice)
+    before = len(cluster.credentials._tokens)
+    request = ys.SubmitApplicationRequestProto()
+    request.application_submission_context.application_id.CopyFrom(new.application_id)
+    _refused(cluster, "submitApplication", bob, request, "another user's application")
+    assert len(cluster.credentials._tokens) == before
+    cluster.invoke("submitApplication", alice, request)  # alice's retry after a lost reply: accepted, changes nothing
+
+
+def test_queue_listings_show_only_the_callers_applications() -> None:
+    cluster = Cluster()
+    alice, bob = cluster.token_call("alice"), cluster.token_call("bob")
+    cluster.submit(alice)
+    request = ys.GetQueueInfoRequestProto(queueName="default", includeApplications=True)
+    for caller, expected in ((alice, ["alice"]), (bob, [])):
+        info = cluster.invoke("getQueueInfo", caller, request)
+        assert isinstance(info, ys.GetQueueInfoResponseProto)
+        assert [a.user for a in info.queueInfo.applications] == expected
+
+
+def test_an_applications_token_stops_when_its_application_ends() -> None:
+    cluster = Cluster()
+    alice = cluster.token_call("alice")
+    new = cluster.submit(alice)
+    app_id = str(records.app_id_from_proto(new.application_id))
+    own = cluster.token_call("alice", app_id)
+    ended: set[str] = set()
+    cluster.credentials.application_running = lambda application: application not in ended
+    report = ys.GetApplicationReportRequestProto(application_id=new.application_id)
+    cluster.invoke("getApplicationReport", own, report)
+    ended.add(app_id)
+    cluster.invoke("getApplicationReport", own, report)  # within the submission grace: still valid
+    cluster.clock.advance(SUBMIT_GRACE_MS / 1000 + 1)
+    _refused(cluster, "getApplicationReport", own, report, "which has ended")

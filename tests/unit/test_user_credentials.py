@@ -1,6 +1,7 @@
 """The RM's users' delegation tokens (``UserCredentials``) on a fake clock: issued tokens are
 valid until their max date, survive a restart, and stop authenticating the moment their user
-is revoked, their application ends or they expire."""
+is revoked or they expire; an application's are swept once it ended (and refused by
+``check`` then: see test_client_service)."""
 
 from __future__ import annotations
 
@@ -89,8 +90,9 @@ def test_the_sweep_forgets_expired_tokens_and_ended_applications_after_the_submi
     assert store.state.delegation_tokens == {} and user.sequence == 3
 
 
-def test_a_user_name_that_could_not_be_a_file_owner_is_refused() -> None:
-    users = credentials(Clock(), MemoryStateStore())
-    for bad in ("", "a/b", "x" * 300, "a:b"):
+def test_a_user_name_that_could_not_be_a_file_owner_or_an_acl_entry_or_is_reserved_is_refused() -> None:
+    clock, store = Clock(), MemoryStateStore()
+    users = UserCredentials(KEY, store, result_of(store.load()), lambda: 0, reserved_names=frozenset({"supergroup"}))
+    for bad in ("", "a/b", "x" * 300, "a:b", "a b", "a,b", "a\tb", "supergroup"):
         with pytest.raises(ValueError):
             users.issue(bad)
