@@ -232,10 +232,12 @@ class ClusterOverviewPage(Resource):
 
     isLeaf = True
 
-    def __init__(self, rm: RMContext, version: str) -> None:
+    def __init__(self, rm: RMContext, version: str, show_metrics: bool = True) -> None:
+        """``show_metrics`` False (``anonymous_access = "none"``): the page names the RM and nothing more."""
         super().__init__()
         self.rm = rm
         self.version = version
+        self.show_metrics = show_metrics
 
     def render_GET(self, request: Request) -> bytes:
         m = self.rm.metrics()
@@ -244,12 +246,15 @@ class ClusterOverviewPage(Resource):
             ("ResourceManager state", "STARTED (ACTIVE)"),
             ("Started on (ms)", str(self.rm.started_ms)),
             ("Version", f"Cortex RM {self.version} (YARN 3.5 API)"),
-            ("Applications submitted / pending / running", f"{m.apps_submitted} / {m.apps_pending} / {m.apps_running}"),
-            ("Applications completed / failed / killed", f"{m.apps_completed} / {m.apps_failed} / {m.apps_killed}"),
-            ("Active nodes", str(m.active_nodes)),
-            ("Memory total / allocated (MB)", f"{m.total.memory_mb} / {m.allocated.memory_mb}"),
-            ("vCores total / allocated", f"{m.total.vcores} / {m.allocated.vcores}"),
         ]
+        if self.show_metrics:
+            rows += [
+                ("Applications submitted / pending / running", f"{m.apps_submitted} / {m.apps_pending} / {m.apps_running}"),
+                ("Applications completed / failed / killed", f"{m.apps_completed} / {m.apps_failed} / {m.apps_killed}"),
+                ("Active nodes", str(m.active_nodes)),
+                ("Memory total / allocated (MB)", f"{m.total.memory_mb} / {m.allocated.memory_mb}"),
+                ("vCores total / allocated", f"{m.total.vcores} / {m.allocated.vcores}"),
+            ]
         table = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
         page = (
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Cortex RM - Cluster</title></head>\n"
@@ -288,7 +293,7 @@ def build_rest_site(
     issues users' credentials.
     """
     root = _Root()
-    page = ClusterOverviewPage(rm, version)
+    page = ClusterOverviewPage(rm, version, show_metrics=auth is None or auth.anonymous_access != "none")
     root.putChild(b"", page)
     root.putChild(b"cluster", page)
     anonymous_access = auth.anonymous_access if auth is not None else "cluster-info"

@@ -32,14 +32,15 @@ from cortex_rm.allocator.state_store import MemoryStateStore, StoredState
 from cortex_rm.allocator.user_credentials import UserCredentials
 from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 from cortex_rm.yarn.tokens import MasterKey
-from cortex_rm.yarn_api.delegation_tokens import from_url_string, to_url_string
+from cortex_rm.roles.user_admin import RMUserAdmin
+from cortex_rm.yarn_api.delegation_tokens import from_url_string, read_token_writable, to_url_string
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.rest import build_rest_site
 from cortex_rm.yarn_api.rest_submit import url_from_string
-from cortex_rm.yarn_api.writable import read_vlong, token_storage, write_vlong
+from cortex_rm.yarn_api.writable import read_token_storage, read_vlong, token_storage, write_vlong
 from tests.support.http_site import HttpConnection, HttpResponse
 
 START_S = 1_700_000_000
@@ -977,9 +978,28 @@ def test_another_user_can_neither_see_nor_kill_an_application_and_the_admin_can(
 
 
 def test_only_an_admin_issues_and_revokes_credentials_and_an_issued_one_works(cluster: Cluster) -> None:
-    assert_remote_exception(
-        http(cluster.site, "PUT", "/ws/v1/cluster/cortex/users/carol"), 403, "ForbiddenException", "org.apache.hadoop.yarn.webapp"
+    """PUT /ws/v1/cluster/cortex/users/carol by the admin returns carol's token file, whose RM token
+    then works; DELETE revokes it at once; alice (not an admin) and anonymous callers may do neither."""
+    admin_site = build_rest_site(
+        cluster.rm, version=VERSION, auth=cluster.auth, access=AppAccess(["admin"]),
+        admin=RMUserAdmin(cluster.auth, "127.0.0.1:8032", "127.0.0.1:8088"),
     )
+    admin_site.test_headers = cluster.site.test_headers  # alice's, unless a request says otherwise
+    users = "/ws/v1/cluster/cortex/users/carol"
     admin = cluster.credential_header("admin")
-    # this site has no user admin (the RM role provides it): the operation says so
-    assert http(cluster.site, "PUT", "/ws/v1/cluster/cortex/users/carol", headers=admin).status == 404
+    for method in ("PUT", "DELETE"):
+        assert_remote_exception(http(admin_site, method, users), 403, "ForbiddenException", "org.apache.hadoop.yarn.webapp")
+        assert http(admin_site, method, users, headers={REST_TOKEN_HEADER: ""}).status == 401
+    issued = http(admin_site, "PUT", users, headers=admin).json()
+    assert issued["user"] == "carol"
+    tokens, _ = read_token_storage(base64.b64decode(issued["tokenFile"]))
+    carol = {REST_TOKEN_HEADER: to_url_string(next(
+        t for t in map(read_token_writable, tokens.values()) if t.kind == "RM_DELEGATION_TOKEN"
+    ))}
+    assert http(admin_site, "GET", "/ws/v1/cluster/apps", headers=carol).status == 200
+    listed = http(admin_site, "GET", "/ws/v1/cluster/cortex/users", headers=admin).json()["users"]["user"]
+    assert "carol" in [u["name"] for u in listed]
+    assert http(admin_site, "DELETE", users, headers=admin).json() == {"user": "carol", "revokedTokens": 1}
+    assert http(admin_site, "GET", "/ws/v1/cluster/apps", headers=carol).status == 401
+    bad = http(admin_site, "PUT", "/ws/v1/cluster/cortex/users/super%20group", headers=admin)
+    assert_bad_request(bad)
