@@ -31,8 +31,9 @@ class QueueSpec:
     maximum_capacity: float = 100.0
     state: QueueState = QueueState.RUNNING
     children: tuple[QueueSpec, ...] = ()
-    # YARN's acl_submit_applications / acl_administer_queue; None: unset (root: everyone,
-    # others: nobody, so by default only what the parents allow)
+    # YARN's acl_submit_applications / acl_administer_queue; None: unset (others: nobody, so
+    # only what the parents allow; root: everyone may submit, nobody administers — YARN's root
+    # default "*" would make every user an admin of every application on an open network)
     submit_acl: AccessControlList | None = None
     admin_acl: AccessControlList | None = None
 
@@ -171,4 +172,4 @@ def _acl(queue: Queue, name: str) -> AccessControlList:
     acl: AccessControlList | None = getattr(queue.spec, name)
     if acl is not None:
         return acl
-    return EVERYONE if queue.parent is None else NOBODY
+    return EVERYONE if queue.parent is None and name == "submit_acl" else NOBODY

@@ -96,8 +96,9 @@ class QueueEntry:
     maximum_capacity: float = 100.0  # ceiling, percent of the parent
     state: str = "RUNNING"  # RUNNING or STOPPED
     # who may submit to / administer the queue (and its children): "user1,user2", "*" everyone,
-    # " " nobody; unset: everyone on root, nobody elsewhere (YARN's acl_submit_applications,
-    # acl_administer_queue). Queue admins see and change the queue's applications.
+    # " " nobody; unset: nobody, except that root lets everyone submit (YARN's
+    # acl_submit_applications, acl_administer_queue). Queue admins see and change the queue's
+    # applications.
     acl_submit_applications: str | None = None
     acl_administer_queue: str | None = None
 

@@ -95,3 +95,12 @@ def test_submitting_needs_the_queues_submit_acl() -> None:
     assert access.may_submit(Principal("bob"), "nosuch") == "bob"  # the submission fails on its own
     with pytest.raises(AccessDenied, match="needs a user's credential"):
         access.may_submit(ANONYMOUS, "prod")
+
+
+def test_by_default_everyone_submits_and_nobody_administers() -> None:
+    """Unset ACLs: root lets everyone submit, but makes nobody a queue admin (else every user
+    could see and kill every application)."""
+    queues = QueueTree(QueueSpec("root", children=(QueueSpec("default"),)))
+    access = AppAccess(["root"], queues)
+    assert not queues.may_administer(queues.find("default"), "bob")
+    assert not access.allows(Principal("bob"), app(queue="default"), VIEW_APP)
