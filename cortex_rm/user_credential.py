@@ -15,7 +15,6 @@ by the application's own, see ``yarn_api/app_credentials.py``).
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.delegation import RM_DELEGATION_KIND, WEBHDFS_DELEGATION_KIND, InvalidToken
 from cortex_rm.yarn_api.delegation_tokens import read_fs_identifier, read_token_writable, to_url_string
 from cortex_rm.yarn_api.proto.Security_pb2 import TokenProto
-from cortex_rm.yarn_api.tokens import credentials_file_bytes
+from cortex_rm.yarn_api.tokens import credentials_file_bytes, write_token_file
 from cortex_rm.yarn_api.writable import MalformedCredentials, read_token_storage
 
 #: The file ``client-config`` writes beside the configuration (not ``*.xml``: Spark does not ship it).
@@ -92,15 +91,7 @@ def load_credential(path: Path) -> UserCredential:
     return UserCredential(found[RM_DELEGATION_KIND], found[WEBHDFS_DELEGATION_KIND])
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` readable by its owner only (atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)  # an old one would keep its looser mode
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    partial.replace(path)
+write_private = write_token_file  # the name the commands and tests use
 
 
 # ------------------------------------------------------------------ the admin's calls

@@ -26,7 +26,6 @@ from __future__ import annotations
 import getpass
 import random
 from pathlib import Path
-from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
@@ -75,7 +74,6 @@ from cortex_rm.yarn_api.am_service import ApplicationMasterService, am_protocol
 from cortex_rm.yarn_api.client_service import ApplicationClientService, client_protocol
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.rest import build_rest_site
-from cortex_rm.yarn_api.rest_services import UserAdmin
 from cortex_rm.yarn_api.sasl import SaslServer
 from cortex_rm.yarn_api.tokens import parse_amrm_identifier, read_container_identifier
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
@@ -203,14 +201,14 @@ class ResourceManagerRole:
         credentials.application_running = self._app_running
         auth = UserAuthenticator(credentials, conf.anonymous_access)
         access = AppAccess([name_node.namespace.superuser], scheduling.table.queues)
-        admin_box: list[RMUserAdmin] = []
+        admin = RMUserAdmin(auth)  # its tokens' services: the ports, once bound below
         site = build_rest_site(
             self.rm,
             version=__version__,
             children={b"webhdfs": NameNodeResource(name_node, auth)},
             auth=auth,
             access=access,
-            admin=_LateAdmin(admin_box),
+            admin=admin,
         )
         bound = {
             "address": self._listen("resourcemanager.address", conf.address, self._client_port(self.rm, auth, access)),
@@ -221,8 +219,7 @@ class ResourceManagerRole:
             ),
             "webapp_address": self._listen("resourcemanager.webapp_address", conf.webapp_address, site),
         }
-        admin = RMUserAdmin(auth, str(bound["address"]), str(bound["webapp_address"]))
-        admin_box.append(admin)
+        admin.rm_service, admin.fs_service = str(bound["address"]), str(bound["webapp_address"])
         admin_file, superuser = self.state_dir / ADMIN_TOKEN_FILE, name_node.namespace.superuser
         await admin.ensure_admin_credential(admin_file, superuser)
         self._token_sweeps = start_sweeps(
@@ -388,24 +385,3 @@ class ResourceManagerRole:
             self._store.close()
         if self._fs_store is not None:
             self._fs_store.close()
-
-
-class _LateAdmin(UserAdmin):
-    """The REST site's user admin, known only once the ports are bound (its tokens name them)."""
-
-    def __init__(self, box: list[RMUserAdmin]) -> None:
-        self.box = box
-
-    def _admin(self) -> RMUserAdmin:
-        if not self.box:
-            raise RuntimeError("the ResourceManager is still starting")
-        return self.box[0]
-
-    async def issue(self, user: str) -> bytes:
-        return await self._admin().issue(user)
-
-    async def revoke(self, user: str) -> int:
-        return await self._admin().revoke(user)
-
-    def users(self) -> dict[str, dict[str, Any]]:
-        return self._admin().users()

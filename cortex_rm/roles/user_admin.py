@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,7 @@ from twisted.logger import Logger
 from cortex_rm.allocator.user_credentials import UserCredentials
 from cortex_rm.yarn.delegation import RM_DELEGATION_KIND, InvalidToken
 from cortex_rm.yarn_api.delegation_tokens import read_rm_identifier, read_token_writable
-from cortex_rm.yarn_api.rest_services import UserAdmin
-from cortex_rm.yarn_api.tokens import credentials_file_bytes
+from cortex_rm.yarn_api.tokens import credentials_file_bytes, write_token_file
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
 from cortex_rm.yarn_api.writable import MalformedCredentials, read_token_storage
 
@@ -40,10 +38,12 @@ RENEW_BEFORE_MS = 24 * 3600 * 1000
 log = Logger()
 
 
-class RMUserAdmin(UserAdmin):
+class RMUserAdmin:
     """Issues and revokes users' credentials (see the module docstring)."""
 
-    def __init__(self, auth: UserAuthenticator, rm_service: str, fs_service: str) -> None:
+    def __init__(self, auth: UserAuthenticator, rm_service: str = "", fs_service: str = "") -> None:
+        """``rm_service``/``fs_service``: the services the issued tokens name (the RM's bound
+        addresses; the RM sets them once its ports are bound, before anyone can call)."""
         self.auth = auth
         self.credentials: UserCredentials = auth.credentials
         self.rm_service = rm_service
@@ -66,13 +66,7 @@ class RMUserAdmin(UserAdmin):
         """Keep ``path`` if it holds a valid credential of ``admin``, else write a new one there (600)."""
         if _valid_credential_of(path, admin, self.credentials):
             return
-        data = await self.issue(admin)
-        partial = path.with_name(path.name + ".partial")
-        partial.unlink(missing_ok=True)  # an old one would keep its looser mode
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        partial.replace(path)
+        write_token_file(path, await self.issue(admin))
         log.info("wrote the admin's credential to {path}", path=str(path))
 
 

@@ -21,7 +21,7 @@ import base64
 import json
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, Protocol
 
 from cortex_rm.allocator.app_access import MODIFY_APP, VIEW_APP, AppAccess
 from cortex_rm.allocator.app_model import Application
@@ -100,19 +100,17 @@ NEEDS_CREDENTIAL: Final = (
 )
 
 
-class UserAdmin:
+class UserAdmin(Protocol):
     """What the admin operations need from the RM (``roles/user_admin.py`` implements it)."""
 
-    def issue(self, user: str) -> Coroutine[Any, Any, bytes]:
+    async def issue(self, user: str) -> bytes:
         """A new credential for ``user``: a Hadoop token file with her RM and file system tokens."""
-        raise NotImplementedError
 
-    def revoke(self, user: str) -> Coroutine[Any, Any, int]:
+    async def revoke(self, user: str) -> int:
         """Forget every token of ``user``; how many there were."""
-        raise NotImplementedError
 
     def users(self) -> dict[str, dict[str, Any]]:
-        raise NotImplementedError
+        """Each user with live tokens: how many, and when the last expires."""
 
 
 def match_route(segments: tuple[str, ...]) -> tuple[dict[str, str], tuple[str, ...]] | None:

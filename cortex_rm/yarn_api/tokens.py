@@ -15,7 +15,9 @@ The values (master keys, kinds, what a ContainerToken's identifier says) are in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 from cortex_rm.yarn.ids import ApplicationAttemptId, NodeId
 from cortex_rm.yarn.tokens import NM_TOKEN_KIND, ContainerTokenIdentifier, MasterKey, NMTokenIdentifier, Token
@@ -107,3 +109,14 @@ def token_from_proto(proto: TokenProto) -> Token:
 def credentials_file_bytes(tokens: Iterable[tuple[str, TokenProto]], secrets: Iterable[tuple[str, bytes]] = ()) -> bytes:
     """The token storage file for ``HADOOP_TOKEN_FILE_LOCATION`` holding ``tokens`` by alias."""
     return token_storage({alias: token_writable(t) for alias, t in tokens}, dict(secrets))
+
+
+def write_token_file(path: Path, data: bytes) -> None:
+    """Write a token file readable by its owner only (atomically: the old file or the whole new one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)  # an old one would keep its looser mode
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    partial.replace(path)
