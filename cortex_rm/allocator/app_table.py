@@ -66,7 +66,7 @@ class ApplicationTable:
         self.queues = queues
         self.limits = limits
         self.cluster_timestamp = cluster_timestamp
-        self.ids = ApplicationIds(store, cluster_timestamp, app_id_high_water)
+        self.ids = ApplicationIds(store, cluster_timestamp, app_id_high_water, clock)
         self._apps: dict[ApplicationId, Application] = {}
         self.listener: AppListener = listener if listener is not None else NoListener()
         self._completed: deque[ApplicationId] = deque()  # ended applications, oldest first
@@ -140,9 +140,9 @@ class ApplicationTable:
 
     # -- ids ---------------------------------------------------------------------------
 
-    def new_application(self) -> defer.Deferred[ApplicationId]:
-        """A fresh application id (getNewApplication); fires with the ApplicationId."""
-        return self.ids.new()
+    def new_application(self, user: str) -> defer.Deferred[ApplicationId]:
+        """A fresh application id for ``user`` (getNewApplication); fires with the ApplicationId."""
+        return self.ids.new(user)
 
     # -- queries -----------------------------------------------------------------------
 
@@ -187,11 +187,7 @@ class ApplicationTable:
         app_id = submission.app_id
         if app_id in self._apps:
             return self._apps[app_id]
-        if not self.ids.issued(app_id):
-            raise InvalidSubmission(
-                f"application id {app_id} was not issued by this ResourceManager "
-                f"(cluster timestamp {self.cluster_timestamp}); call getNewApplication first"
-            )
+        self.ids.check_submitter(app_id, submission.user)
         app = Application.from_submission(submission, self.limits, self.now_ms())
         self._apps[app_id] = app
         self.transition(app, AppEvent.START)
@@ -200,6 +196,7 @@ class ApplicationTable:
         except Exception:
             del self._apps[app_id]  # not stored: as if never submitted, so the client may retry
             raise
+        self.ids.submitted(app_id)
         self.transition(app, AppEvent.APP_NEW_SAVED)
         if app.state is not AppState.SUBMITTED:
             return app  # killed while its submission was being stored

@@ -127,10 +127,10 @@ class ApplicationClientService:
     def get_new_application(
         self, call: CallContext, request: ys.GetNewApplicationRequestProto
     ) -> defer.Deferred[ys.GetNewApplicationResponseProto]:
-        self.access.may_submit(self._caller(call))
+        user = self.access.may_submit(self._caller(call))
 
         async def new() -> ys.GetNewApplicationResponseProto:
-            app_id = await self.rm.apps.new_application()
+            app_id = await self.rm.apps.new_application(user)
             response = ys.GetNewApplicationResponseProto()
             records.app_id_to_proto(app_id, response.application_id)
             records.resource_to_proto(self.rm.limits.maximum_allocation, response.maximumCapability)

@@ -352,8 +352,7 @@ class ClusterWebServices:
             raise forbidden(str(e)) from None
 
     async def new_application(self, call: RestCall) -> Reply:
-        self._submitter(call)
-        app_id = await self.rm.apps.new_application()
+        app_id = await self.rm.apps.new_application(self._submitter(call))
         return Reply(
             body={
                 "application-id": str(app_id),

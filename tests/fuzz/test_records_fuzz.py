@@ -187,9 +187,9 @@ class ClientRM:
         nodes = NodeTable()
         nodes.register(NodeId("127.0.0.1", 45454), "127.0.0.1:8042", Resource(8192, 8), 0)
         self.rm = RMContext(table.clock, table, nodes, 0)
-        submitted = result_of(table.new_application())
+        submitted = result_of(table.new_application("alice"))
         result_of(table.submit(Submission(submitted, "alice")))
-        self.app_ids = [submitted, result_of(table.new_application())]
+        self.app_ids = [submitted, result_of(table.new_application("alice"))]
         credentials = UserCredentials(MasterKey(2, b"f" * 20), MemoryStateStore(), StoredState(), lambda: 0)
         self.identifiers = {
             user: rm_identifier_bytes(result_of(credentials.issue(user))) for user in ("alice", "bob", "admin")

@@ -64,9 +64,9 @@ class Site:
         nodes = NodeTable()
         nodes.register(NODE, "127.0.0.1:8042", Resource(8192, 8), START_S * 1000)
         self.rm = RMContext(clock, apps, nodes, START_S * 1000)
-        submitted = result_of(apps.new_application())
+        submitted = result_of(apps.new_application("alice"))
         result_of(apps.submit(Submission(submitted, "alice")))
-        self.submitted, self.new = str(submitted), str(result_of(apps.new_application()))
+        self.submitted, self.new = str(submitted), str(result_of(apps.new_application("alice")))
         credentials = UserCredentials(MasterKey(2, b"f" * 20), MemoryStateStore(), StoredState(), lambda: 0)
         auth = UserAuthenticator(credentials)
         self.site = build_rest_site(

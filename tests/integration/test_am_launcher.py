@@ -38,7 +38,7 @@ pytestmark = pytest.mark.integration
 
 def _app_with_context() -> Any:
     table = new_table()
-    app_id = result_of(table.new_application())
+    app_id = result_of(table.new_application("alice"))
     ctx = yp.ApplicationSubmissionContextProto(application_name="am-test")
     records.app_id_to_proto(app_id, ctx.application_id)
     ctx.am_container_spec.command.append("{{JAVA_HOME}}/bin/java -version")

@@ -87,5 +87,6 @@ def new_table(
 
 def submitted(table: ApplicationTable, **fields: Any) -> Application:
     """A new application submitted to the table (ACCEPTED with attempt 1 if all is well)."""
-    app_id = result_of(table.new_application())
-    return result_of(table.submit(Submission(app_id, fields.pop("user", "alice"), **fields)))
+    user = fields.pop("user", "alice")
+    app_id = result_of(table.new_application(user))
+    return result_of(table.submit(Submission(app_id, user, **fields)))

@@ -10,12 +10,12 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from cortex_rm.allocator.app_ids import ID_BLOCK
+from cortex_rm.allocator.app_ids import ID_BLOCK, PENDING_PER_USER, PENDING_TTL_MS
 from cortex_rm.allocator.app_model import Application, SchedulerLimits, Submission
 from cortex_rm.allocator.app_queries import ApplicationFilter
 from cortex_rm.allocator.app_states import AppState, AttemptState, FinalStatus
 from cortex_rm.allocator.app_table import ACCEPTED_DIAGNOSTICS, ApplicationTable
-from cortex_rm.allocator.errors import InvalidSubmission, RefusedOperation, UnknownApplication, UnknownAttempt
+from cortex_rm.allocator.errors import AccessDenied, InvalidSubmission, RefusedOperation, UnknownApplication, UnknownAttempt
 from cortex_rm.allocator.queues import QueueSpec, QueueState, QueueTree
 from cortex_rm.allocator.state_store import MemoryStateStore, RMStateStore, SqlStateStore, synchronous_runner
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId
@@ -66,7 +66,7 @@ def new_table(
 
 
 def submit(table: ApplicationTable, user: str = "alice", **fields: Any) -> Application:
-    app_id = result_of(table.new_application())
+    app_id = result_of(table.new_application(user))
     return result_of(table.submit(Submission(app_id=app_id, user=user, **fields)))
 
 
@@ -83,7 +83,7 @@ def slow_table(tmp_path: Path, limits: SchedulerLimits = SchedulerLimits()) -> t
 
 
 def new_app_id(table: ApplicationTable, runner: ManualRunner) -> ApplicationId:
-    d = table.new_application()
+    d = table.new_application("alice")
     runner.drain()
     return result_of(d)
 
@@ -111,7 +111,7 @@ def test_later_start_keeps_the_first_cluster_timestamp() -> None:
 def test_ids_are_numbered_from_one_under_the_cluster_timestamp() -> None:
     """getNewApplication hands out application_<cluster timestamp>_0001, _0002, ..."""
     table = new_table()
-    ids = [result_of(table.new_application()) for _ in range(3)]
+    ids = [result_of(table.new_application("alice")) for _ in range(3)]
     assert ids == [ApplicationId(T0_MS, n) for n in (1, 2, 3)]
 
 
@@ -119,12 +119,12 @@ def test_ids_are_reserved_from_the_store_a_block_at_a_time() -> None:
     """The first id reserves a block in the store; the id after the block reserves the next one."""
     store = MemoryStateStore()
     table = recover(new_clock(), store)
-    result_of(table.new_application())
+    result_of(table.new_application("alice"))
     assert store.state.app_id_high_water == ID_BLOCK
-    for _ in range(ID_BLOCK - 1):
-        result_of(table.new_application())
+    for n in range(ID_BLOCK - 1):
+        result_of(table.new_application(f"user{n % 3}"))
     assert store.state.app_id_high_water == ID_BLOCK
-    assert result_of(table.new_application()).id == ID_BLOCK + 1
+    assert result_of(table.new_application("bob")).id == ID_BLOCK + 1
     assert store.state.app_id_high_water == 2 * ID_BLOCK
 
 
@@ -132,9 +132,9 @@ def test_ids_continue_after_recovery_without_reuse() -> None:
     """After a restart the next id comes after the last reserved block: no id is handed out twice."""
     store = MemoryStateStore()
     before = recover(new_clock(), store)
-    first = [result_of(before.new_application()) for _ in range(3)]
+    first = [result_of(before.new_application("alice")) for _ in range(3)]
     after = recover(new_clock(), store)
-    second = [result_of(after.new_application()) for _ in range(3)]
+    second = [result_of(after.new_application("alice")) for _ in range(3)]
     assert second == [ApplicationId(T0_MS, ID_BLOCK + n) for n in (1, 2, 3)]
     assert not set(first) & set(second)
 
@@ -155,19 +155,60 @@ def test_a_failed_block_reservation_fails_the_waiting_calls_and_the_next_call_re
     store = FailingOnce()
     table = recover(new_clock(), store)
     with pytest.raises(OSError, match="disk full"):
-        result_of(table.new_application())
+        result_of(table.new_application("alice"))
     assert store.state.app_id_high_water == 0
-    assert result_of(table.new_application()) == ApplicationId(T0_MS, 1)
+    assert result_of(table.new_application("alice")) == ApplicationId(T0_MS, 1)
     assert store.state.app_id_high_water == ID_BLOCK
 
 
 def test_id_is_not_handed_out_before_its_block_is_stored(tmp_path: Path) -> None:
     """getNewApplication waits for the reservation to be stored before answering."""
     table, runner = slow_table(tmp_path)
-    d = table.new_application()
+    d = table.new_application("alice")
     assert not d.called
     runner.drain()
     assert result_of(d) == ApplicationId(table.cluster_timestamp, 1)
+
+
+def test_an_id_is_submitted_only_by_the_user_it_was_issued_to() -> None:
+    """Nobody can take another user's id: bob's submission of alice's id is AccessDenied and
+    changes nothing; alice then submits it."""
+    table = new_table()
+    app_id = result_of(table.new_application("alice"))
+    with pytest.raises(AccessDenied, match="issued to another user"):
+        result_of(table.submit(Submission(app_id=app_id, user="bob")))
+    assert list(table) == []
+    assert result_of(table.submit(Submission(app_id=app_id, user="alice"))).user == "alice"
+    assert table.ids.pending_for("alice") == 0
+
+
+def test_one_user_holds_at_most_so_many_unsubmitted_ids_and_they_lapse() -> None:
+    """Asking for ids in a loop stops at PENDING_PER_USER (others are not affected); a
+    submission frees one; ids left unsubmitted lapse after PENDING_TTL_MS and can no longer
+    be submitted."""
+    clock = new_clock()
+    table = recover(clock, MemoryStateStore())
+    ids = [result_of(table.new_application("mallory")) for _ in range(PENDING_PER_USER)]
+    with pytest.raises(RefusedOperation, match=f"holds {PENDING_PER_USER} application ids not yet submitted"):
+        result_of(table.new_application("mallory"))
+    alice_id = result_of(table.new_application("alice"))
+    result_of(table.submit(Submission(app_id=ids[0], user="mallory")))
+    assert table.ids.pending_for("mallory") == PENDING_PER_USER - 1
+    result_of(table.new_application("mallory"))
+    clock.advance(PENDING_TTL_MS / 1000 + 1)
+    assert table.ids.pending_for("mallory") == 0
+    with pytest.raises(InvalidSubmission, match="lapsed"):
+        result_of(table.submit(Submission(app_id=alice_id, user="alice")))
+    assert [result_of(table.new_application("mallory")) for _ in range(3)]
+
+
+def test_ids_issued_before_a_restart_may_be_submitted_by_a_user() -> None:
+    """The askers of ids issued before the RM restarted are not recorded: those ids stay submittable."""
+    store = MemoryStateStore()
+    before = recover(new_clock(), store)
+    app_id = result_of(before.new_application("alice"))
+    after = recover(new_clock(), store)
+    assert result_of(after.submit(Submission(app_id=app_id, user="alice"))).state is AppState.ACCEPTED
 
 
 # -- submission ----------------------------------------------------------------------
@@ -236,7 +277,7 @@ def test_duplicate_submission_changes_nothing() -> None:
 def test_id_not_issued_by_this_rm_is_refused(app_id: ApplicationId) -> None:
     """A submission under an id this RM never handed out is refused and leaves no trace."""
     table = new_table()
-    result_of(table.new_application())
+    result_of(table.new_application("alice"))
     with pytest.raises(InvalidSubmission, match="not issued by this ResourceManager"):
         result_of(table.submit(Submission(app_id=app_id, user="alice")))
     assert table.matching() == []
@@ -245,7 +286,7 @@ def test_id_not_issued_by_this_rm_is_refused(app_id: ApplicationId) -> None:
 def test_negative_priority_is_refused() -> None:
     """A submission with a negative priority is invalid."""
     table = new_table()
-    app_id = result_of(table.new_application())
+    app_id = result_of(table.new_application("alice"))
     with pytest.raises(InvalidSubmission, match="negative"):
         result_of(table.submit(Submission(app_id=app_id, user="alice", priority=-1)))
 
@@ -748,7 +789,7 @@ def test_concurrent_new_applications_across_a_slow_block_reservation_never_excee
     while runner.pending:
         runner.run_next()
     table = result_of(recovering)
-    pending = [table.new_application() for _ in range(ID_BLOCK + 50)]
+    pending = [table.new_application(f"user{i % 3}") for i in range(ID_BLOCK + 50)]
     while runner.pending:
         runner.run_next()
     ids = [result_of(d).id for d in pending]
@@ -773,7 +814,7 @@ def test_a_submission_the_store_could_not_save_is_forgotten_so_a_retry_works() -
 
     store = FlakyStore()
     table = result_of(ApplicationTable.recover(new_clock(), store, QueueTree(), SchedulerLimits()))
-    app_id = result_of(table.new_application())
+    app_id = result_of(table.new_application("alice"))
     with pytest.raises(OSError):
         result_of(table.submit(Submission(app_id, "alice")))
     with pytest.raises(UnknownApplication):
@@ -789,12 +830,12 @@ def test_only_the_newest_completed_applications_are_kept_in_memory_and_in_the_st
     table = result_of(ApplicationTable.recover(clock, store, QueueTree(), limits))
     ids = []
     for _ in range(4):
-        app_id = result_of(table.new_application())
+        app_id = result_of(table.new_application("alice"))
         result_of(table.submit(Submission(app_id, "alice")))
         clock.advance(1)
         result_of(table.kill(app_id))
         ids.append(app_id)
-    live_id = result_of(table.new_application())
+    live_id = result_of(table.new_application("alice"))
     result_of(table.submit(Submission(live_id, "alice")))
     assert [a.app_id for a in table.matching()] == [ids[2], ids[3], live_id]
     with pytest.raises(UnknownApplication):

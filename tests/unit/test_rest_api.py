@@ -22,6 +22,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
+from cortex_rm.allocator.app_ids import PENDING_PER_USER
 from cortex_rm.allocator.app_model import Application, SchedulerLimits, Submission
 from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.nodes import NodeTable
@@ -154,8 +155,9 @@ def assert_bad_request(response: HttpResponse) -> str:
 
 def submit(cluster: Cluster, **fields: Any) -> Application:
     """Submit straight to the application table (for listing tests)."""
-    app_id = fired(cluster.rm.apps.new_application())
-    return fired(cluster.rm.apps.submit(Submission(app_id=app_id, **{"user": "alice", **fields})))
+    user = fields.pop("user", "alice")
+    app_id = fired(cluster.rm.apps.new_application(user))
+    return fired(cluster.rm.apps.submit(Submission(app_id=app_id, user=user, **fields)))
 
 
 def local_resource(value: dict[str, Any]) -> dict[str, Any]:
@@ -615,6 +617,15 @@ def test_new_application_hands_out_fresh_ids_and_the_maximum_capability(cluster:
     )  # fmt: skip
     capability = first["maximum-resource-capability"]
     assert (capability["memory"], capability["vCores"]) == (8192, 4)
+
+
+def test_new_application_stops_at_the_users_share_of_unsubmitted_ids(cluster: Cluster) -> None:
+    """A client asking for ids in a loop gets YARN's 400 with what to do once it holds
+    PENDING_PER_USER unsubmitted ones."""
+    for _ in range(PENDING_PER_USER):
+        assert http(cluster.site, "POST", "/ws/v1/cluster/apps/new-application").status == 200
+    refused = http(cluster.site, "POST", "/ws/v1/cluster/apps/new-application")
+    assert "not yet submitted" in assert_bad_request(refused)
 
 
 def test_submit_stores_the_application_accepted_with_its_launch_context(cluster: Cluster) -> None:

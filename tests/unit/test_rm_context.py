@@ -35,7 +35,7 @@ def _context() -> RMContext:
 
 
 def _submit(rm: RMContext, **fields: Any) -> Application:
-    app_id = result_of(rm.apps.new_application())
+    app_id = result_of(rm.apps.new_application("alice"))
     return result_of(rm.apps.submit(Submission(app_id=app_id, user="alice", **fields)))
 
 
