@@ -142,7 +142,7 @@ public final class YarnClientDriver {
     static final Set<String> SUBCOMMANDS = new LinkedHashSet<>(Arrays.asList(
         "new-app", "submit", "report", "list", "kill", "attempts", "attempt", "containers",
         "container", "metrics", "nodes", "queues", "queue", "child-queues", "acls", "labels",
-        "move", "priority", "fail-attempt"));
+        "move", "priority", "fail-attempt", "poll"));
 
     static Map<String, Object> dispatch(YarnClient client, String subcommand, Args args) throws Exception {
         switch (subcommand) {
@@ -165,6 +165,7 @@ public final class YarnClientDriver {
             case "move": return move(client, args);
             case "priority": return priority(client, args);
             case "fail-attempt": return failAttempt(client, args);
+            case "poll": return poll(client, args);
             default: throw new UsageError("unknown subcommand " + subcommand);
         }
     }
@@ -323,6 +324,39 @@ public final class YarnClientDriver {
             "numUnhealthyNodeManagers", m.getNumUnhealthyNodeManagers(),
             "numRebootedNodeManagers", m.getNumRebootedNodeManagers(),
             "numShutdownNodeManagers", m.getNumShutdownNodeManagers());
+    }
+
+    /** An honest client under load (bench/soak.py): getApplications and getYarnClusterMetrics,
+     *  one after the other every --interval-ms, until the file --until exists; counts the calls
+     *  that failed (the client's own retries included) and the latencies of those that did not. */
+    static Map<String, Object> poll(YarnClient client, Args args) throws Exception {
+        java.io.File until = new java.io.File(args.option("until"));
+        long intervalMs = Long.parseLong(args.option("interval-ms"));
+        args.expect();
+        List<Long> latencies = new ArrayList<>();
+        List<String> errors = new ArrayList<>();
+        int failed = 0;
+        while (!until.exists()) {
+            long start = System.nanoTime();
+            try {
+                client.getApplications();
+                client.getYarnClusterMetrics();
+                latencies.add((System.nanoTime() - start) / 1000L);
+            } catch (Exception e) {
+                failed++;
+                if (errors.size() < 5) {
+                    errors.add(e.getClass().getName() + ": " + e.getMessage());
+                }
+            }
+            Thread.sleep(intervalMs);
+        }
+        latencies.sort(null);
+        int n = latencies.size();
+        return obj(
+            "calls", n + failed, "failed", failed, "errors", errors,
+            "p50_us", n == 0 ? -1 : latencies.get(n / 2),
+            "p99_us", n == 0 ? -1 : latencies.get(Math.min(n - 1, (int) (n * 0.99))),
+            "max_us", n == 0 ? -1 : latencies.get(n - 1));
     }
 
     /** getNodeReports(states...); with no --states the client asks for every NodeState. */
