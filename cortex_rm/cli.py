@@ -186,7 +186,7 @@ def _user_show(path: Path) -> int:
     ident = read_fs_identifier(credential.fs.identifier)
     expires = datetime.datetime.fromtimestamp(ident.max_ms / 1000, datetime.timezone.utc)
     print(f"user      {ident.owner}")
-    print(f"expires   {expires:%Y-%m-%d %H:%M:%S} UTC")
+    print(f"max date  {expires:%Y-%m-%d %H:%M:%S} UTC (renew it before then: hadoop dtutil renew; the RM says how often)")
     print(f"REST      Hadoop-YARN-RM-Delegation-Token: {credential.rest_header()}")
     print(f"WebHDFS   delegation={credential.webhdfs_delegation()}")
     return 0

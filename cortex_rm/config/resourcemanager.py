@@ -55,6 +55,8 @@ class ResourceManagerSection:
     anonymous_access: str = "cluster-info"
     # How long a user's credential (`cortex-rm user add`) stays valid; issue a new one before.
     credential_lifetime_s: int = 30 * 24 * 3600
+    # ... and stops working unless its user renews it this often (hadoop dtutil renew).
+    credential_renew_interval_s: int = 7 * 24 * 3600
 
     def check(self, where: str) -> None:
         """ConfigError naming the key of the first value that cannot work (``where``: the file)."""
@@ -64,6 +66,8 @@ class ResourceManagerSection:
             raise ConfigError(f'{where}: resourcemanager.anonymous_access must be "none" or "cluster-info"')
         if self.credential_lifetime_s < 60:
             raise ConfigError(f"{where}: resourcemanager.credential_lifetime_s must be at least 60")
+        if self.credential_renew_interval_s < 60:
+            raise ConfigError(f"{where}: resourcemanager.credential_renew_interval_s must be at least 60")
         if self.max_app_attempts < 1:
             raise ConfigError(f"{where}: resourcemanager.max_app_attempts must be at least 1")
         if self.max_application_priority < 0:

@@ -197,6 +197,7 @@ class ResourceManagerRole:
         credentials = UserCredentials(
             keys.delegation, self._store, await self._store.load(), self._now_ms, conf.credential_lifetime_s * 1000,
             reserved_names=frozenset({DEFAULT_SUPERGROUP}),
+            renew_interval_ms=conf.credential_renew_interval_s * 1000,
         )
         credentials.application_running = self._app_running
         auth = UserAuthenticator(credentials, conf.anonymous_access)

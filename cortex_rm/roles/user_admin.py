@@ -24,7 +24,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from cortex_rm.allocator.user_credentials import UserCredentials
-from cortex_rm.yarn.delegation import RM_DELEGATION_KIND, InvalidToken
+from cortex_rm.yarn.delegation import RM_DELEGATION_KIND, DelegationIdentifier, InvalidToken, Principal
 from cortex_rm.yarn_api.delegation_tokens import read_rm_identifier, read_token_writable
 from cortex_rm.yarn_api.tokens import credentials_file_bytes, write_token_file
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
@@ -63,14 +63,20 @@ class RMUserAdmin:
         return self.credentials.users()
 
     async def ensure_admin_credential(self, path: Path, admin: str) -> None:
-        """Keep ``path`` if it holds a valid credential of ``admin``, else write a new one there (600)."""
-        if _valid_credential_of(path, admin, self.credentials):
+        """Keep ``path`` if it holds a valid credential of ``admin`` (renewed when its expiry is
+        near), else write a new one there (600), also when its max date is near."""
+        ident = _credential_of(path, admin, self.credentials)
+        now = self.credentials.now_ms()
+        if ident is not None and ident.max_ms - now > RENEW_BEFORE_MS:
+            if (self.credentials.expiry(ident) or 0) - now <= RENEW_BEFORE_MS:
+                await self.credentials.renew(ident, Principal(admin))
             return
         write_token_file(path, await self.issue(admin))
         log.info("wrote the admin's credential to {path}", path=str(path))
 
 
-def _valid_credential_of(path: Path, user: str, credentials: UserCredentials) -> bool:
+def _credential_of(path: Path, user: str, credentials: UserCredentials) -> DelegationIdentifier | None:
+    """The RM token in the file at ``path`` if it is valid and ``user``'s own; else None."""
     try:
         tokens, _ = read_token_storage(path.read_bytes())
         for raw in tokens.values():
@@ -78,11 +84,10 @@ def _valid_credential_of(path: Path, user: str, credentials: UserCredentials) ->
             if token.kind == RM_DELEGATION_KIND:
                 ident = read_rm_identifier(token.identifier)
                 principal = credentials.check(ident)
-                fresh = ident.max_ms - credentials.now_ms() > RENEW_BEFORE_MS
-                return fresh and principal.user == user and principal.application is None
+                return ident if principal == Principal(user) else None
     except (OSError, MalformedCredentials, InvalidToken):
         pass
-    return False
+    return None
 
 
 def start_sweeps(

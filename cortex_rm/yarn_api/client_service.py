@@ -25,11 +25,13 @@ from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.app_queries import ApplicationFilter
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.rm_context import RMContext
-from cortex_rm.yarn.delegation import Principal
+from cortex_rm.yarn.delegation import InvalidToken, Principal
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.allocator_errors import translating_allocator_errors
 from cortex_rm.yarn_api.app_credentials import submit_as
+from cortex_rm.yarn_api.errors import INVALID_TOKEN, RemoteError
+from cortex_rm.yarn_api.proto import Security_pb2 as sec
 from cortex_rm.yarn_api.proto import applicationclient_protocol_pb2
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
@@ -49,8 +51,6 @@ ANONYMOUS_METHODS = frozenset({"getClusterMetrics"})
 UNSUPPORTED_CLIENT_METHODS = frozenset(
     {
         "getDelegationToken",
-        "renewDelegationToken",
-        "cancelDelegationToken",
         "getNewReservation",
         "submitReservation",
         "updateReservation",
@@ -99,6 +99,8 @@ class ApplicationClientService:
             "getResourceProfiles": self.get_resource_profiles,
             "getResourceProfile": self.get_resource_profile,
             "getResourceTypeInfo": self.get_resource_type_info,
+            "renewDelegationToken": self.renew_delegation_token,
+            "cancelDelegationToken": self.cancel_delegation_token,
         }
         return {name: translating_allocator_errors(self._authenticated(name, h)) for name, h in handlers.items()}
 
@@ -394,6 +396,37 @@ class ApplicationClientService:
         response.resource_type_info.add(name="memory-mb", units="Mi", type=yp.COUNTABLE)
         response.resource_type_info.add(name="vcores", units="", type=yp.COUNTABLE)
         return response
+
+    # -- a user's credential ---------------------------------------------------------
+
+    def renew_delegation_token(
+        self, call: CallContext, request: sec.RenewDelegationTokenRequestProto
+    ) -> defer.Deferred[sec.RenewDelegationTokenResponseProto]:
+        """``hadoop dtutil renew``: the token's renewer moves its expiry on (SecretManager$InvalidToken
+        for a token the RM does not honour, AccessControlException for someone else's)."""
+
+        async def renew() -> sec.RenewDelegationTokenResponseProto:
+            try:
+                expiry = await self.auth.credentials.renew(self.auth.presented(request.token), self._caller(call))
+            except InvalidToken as e:
+                raise RemoteError(INVALID_TOKEN, str(e)) from None
+            return sec.RenewDelegationTokenResponseProto(newExpiryTime=expiry)
+
+        return defer.ensureDeferred(renew())
+
+    def cancel_delegation_token(
+        self, call: CallContext, request: sec.CancelDelegationTokenRequestProto
+    ) -> defer.Deferred[sec.CancelDelegationTokenResponseProto]:
+        """``hadoop dtutil cancel``: its owner or renewer makes the token worthless at once."""
+
+        async def cancel() -> sec.CancelDelegationTokenResponseProto:
+            try:
+                await self.auth.credentials.cancel(self.auth.presented(request.token), self._caller(call))
+            except InvalidToken as e:
+                raise RemoteError(INVALID_TOKEN, str(e)) from None
+            return sec.CancelDelegationTokenResponseProto()
+
+        return defer.ensureDeferred(cancel())
 
     def get_resource_profiles(
         self, call: CallContext, request: ys.GetAllResourceProfilesRequestProto

@@ -37,12 +37,22 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from cortex_rm.allocator.app_access import AppAccess
 from cortex_rm.allocator.rm_context import RMContext
-from cortex_rm.yarn.delegation import ANONYMOUS, REST_TOKEN_HEADER, RM_DELEGATION_KIND, InvalidToken, Principal
+from cortex_rm.yarn.delegation import (
+    ANONYMOUS,
+    REST_TOKEN_HEADER,
+    RM_DELEGATION_KIND,
+    DelegationIdentifier,
+    InvalidToken,
+    Principal,
+)
 from cortex_rm.yarn.errors import YarnError
 from cortex_rm.yarn_api import rest_errors
+from cortex_rm.yarn_api.delegation_tokens import from_url_string
 from cortex_rm.yarn_api.http_limits import API_LIMITS, HttpLimits, LimitedSite
 from cortex_rm.yarn_api.rest_errors import RestError
-from cortex_rm.yarn_api.rest_services import STATIC_WEB_USER, ClusterWebServices, Reply, RestCall, UserAdmin, match_route
+from cortex_rm.yarn_api.rest_call import STATIC_WEB_USER, Reply, RestCall
+from cortex_rm.yarn_api.rest_credentials import UserAdmin
+from cortex_rm.yarn_api.rest_services import ClusterWebServices, match_route
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
 
 log = Logger()
@@ -168,7 +178,7 @@ class WebServicesResource(Resource):
         if name is None:
             raise rest_errors.method_not_allowed(method, path, list(methods))
         query = _query(request)
-        principal = self._principal(request)
+        principal, token = self._principal(request)
         call = RestCall(
             method=method,
             path=path,
@@ -178,6 +188,7 @@ class WebServicesResource(Resource):
             content_type=_text(request.getHeader(b"content-type")),
             user=principal.name(STATIC_WEB_USER),
             principal=principal,
+            token=token,
             base_url=_base_url(request),
         )
         answer = self.services.operation(name)(call)
@@ -185,13 +196,16 @@ class WebServicesResource(Resource):
             return defer.succeed(answer)
         return defer.Deferred.fromCoroutine(answer)  # runs now, up to the first wait on the state store
 
-    def _principal(self, request: Request) -> Principal:
-        """The owner of the request's RM delegation token; anonymous without one (401 for a bad one)."""
+    def _principal(self, request: Request) -> tuple[Principal, DelegationIdentifier | None]:
+        """The owner of the request's RM delegation token, and the token; anonymous without one
+        (401 for a bad one)."""
         header = request.getHeader(REST_TOKEN_HEADER.encode("ascii"))
         if header is None or not header.strip() or self.auth is None:
-            return ANONYMOUS
+            return ANONYMOUS, None
         try:
-            return self.auth.principal_of_url_token(header.decode("ascii", errors="replace"), RM_DELEGATION_KIND)
+            token = from_url_string(header.decode("ascii", errors="replace").strip())
+            ident = self.auth.presented(token, RM_DELEGATION_KIND)
+            return self.auth.credentials.check(ident), ident
         except InvalidToken as e:
             raise rest_errors.unauthorized(f"{REST_TOKEN_HEADER}: {e}") from None
 

@@ -17,7 +17,6 @@ cluster's admins issue and revoke users' credentials under ``/ws/v1/cluster/cort
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -37,36 +36,13 @@ from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn_api import records, rest_app_json, rest_cluster_json
 from cortex_rm.yarn_api.rest_errors import bad_request, forbidden, not_found, unauthorized, unsupported_media_type
 from cortex_rm.yarn_api.app_credentials import submit_as
+from cortex_rm.yarn_api.rest_call import STATIC_WEB_USER, Reply, RestCall
+from cortex_rm.yarn_api.rest_credentials import CredentialWebServices, UserAdmin
 from cortex_rm.yarn_api.rest_submit import submission_context_from_json
 
-STATIC_WEB_USER: Final = "dr.who"  # hadoop.http.staticuser.user
 LONG_MAX: Final = 2**63 - 1
 _JSON_MEDIA_TYPES: Final = frozenset({"application/json", "text/json"})
 _STATE_NAMES: Final = "[" + ", ".join(s.value for s in rest_app_json.YARN_APPLICATION_STATES) + "]"
-
-
-@dataclass(frozen=True)
-class RestCall:
-    """One request, as the operations see it."""
-
-    method: str
-    path: str  # the request path, for messages
-    params: tuple[str, ...] = ()  # the route's variable segments (application id, node id)
-    query: dict[str, list[str]] = field(default_factory=dict)
-    body: bytes = b""
-    content_type: str | None = None
-    user: str = STATIC_WEB_USER  # who the request acts for, by name (the anonymous one: dr.who)
-    principal: Principal = ANONYMOUS
-    base_url: str = "http://localhost"  # scheme://host:port of this RM, for Location headers
-
-
-@dataclass(frozen=True)
-class Reply:
-    """Status, JSON body (None: an empty body) and the Location header if any."""
-
-    status: int = 200
-    body: Any = None
-    location: str | None = None
 
 
 #: An operation answers at once, or (when it waits on the state store) as a coroutine.
@@ -90,6 +66,8 @@ ROUTES: Final[tuple[tuple[tuple[str, ...], dict[str, str]], ...]] = (
     (("appstatistics",), {"GET": "app_statistics"}),
     (("cortex", "users"), {"GET": "users"}),
     (("cortex", "users", "*"), {"PUT": "issue_credential", "DELETE": "revoke_user"}),
+    (("delegation-token",), {"DELETE": "cancel_delegation_token"}),
+    (("delegation-token", "expiration"), {"POST": "renew_delegation_token"}),
 )
 #: What a caller without a credential may ask when ``anonymous_access`` is "cluster-info".
 ANONYMOUS_OPERATIONS: Final = frozenset({"cluster_info", "cluster_metrics"})
@@ -98,19 +76,6 @@ NEEDS_CREDENTIAL: Final = (
     "{path} needs a user's credential in the Hadoop-YARN-RM-Delegation-Token header. Ask the cluster's admin"
     " for one (`cortex-rm user add NAME --out FILE`)"
 )
-
-
-class UserAdmin(Protocol):
-    """What the admin operations need from the RM (``roles/user_admin.py`` implements it)."""
-
-    async def issue(self, user: str) -> bytes:
-        """A new credential for ``user``: a Hadoop token file with her RM and file system tokens."""
-
-    async def revoke(self, user: str) -> int:
-        """Forget every token of ``user``; how many there were."""
-
-    def users(self) -> dict[str, dict[str, Any]]:
-        """Each user with live tokens: how many, and when the last expires."""
 
 
 def match_route(segments: tuple[str, ...]) -> tuple[dict[str, str], tuple[str, ...]] | None:
@@ -176,7 +141,7 @@ def _field(call: RestCall, name: str) -> Any:
 # ------------------------------------------------------------------- service
 
 
-class ClusterWebServices:
+class ClusterWebServices(CredentialWebServices):
     """YARN's ``RMWebServices`` over one ``RMContext``: the operations named in ``ROUTES``."""
 
     def __init__(
@@ -415,28 +380,3 @@ class ClusterWebServices:
         if target != priority:
             priority = await self.rm.apps.update_priority(app.app_id, target)
         return Reply(body={"priority": priority})
-
-    # -- users (admins only) ---------------------------------------------------------
-
-    def _user_admin(self) -> UserAdmin:
-        if self.admin is None:
-            raise not_found("this ResourceManager does not manage users")
-        return self.admin
-
-    def users(self, call: RestCall) -> Reply:
-        listed = self._user_admin().users()
-        return Reply(body={"users": {"user": [{"name": n, **v} for n, v in sorted(listed.items())]}})
-
-    async def issue_credential(self, call: RestCall) -> Reply:
-        """A new credential for the user named in the path: ``{"user", "tokenFile"}`` (Base64 of a token file)."""
-        user = call.params[0]
-        try:
-            token_file = await self._user_admin().issue(user)
-        except ValueError as e:
-            raise bad_request(str(e)) from None
-        return Reply(body={"user": user, "tokenFile": base64.b64encode(token_file).decode("ascii")})
-
-    async def revoke_user(self, call: RestCall) -> Reply:
-        user = call.params[0]
-        count = await self._user_admin().revoke(user)
-        return Reply(body={"user": user, "revokedTokens": count})

@@ -72,7 +72,12 @@ class UserAuthenticator:
     def principal_of_url_token(self, text: str, kind: str) -> Principal:
         """The owner of a token given as a URL string (REST header, WebHDFS ``delegation``);
         ``InvalidToken`` saying why it authenticates nobody."""
-        token = from_url_string(text.strip())
+        return self.credentials.check(self.presented(from_url_string(text.strip()), kind))
+
+    def presented(self, token: TokenProto, kind: str = RM_DELEGATION_KIND) -> DelegationIdentifier:
+        """The identifier of a token someone holds (to authenticate, renew or cancel it), if it
+        is of ``kind`` and its password is right; ``InvalidToken`` saying why not.  Whether the
+        RM still honours it is :meth:`UserCredentials.check`'s to say."""
         if token.kind != kind:
             raise InvalidToken(f"a token of kind {token.kind!r} cannot authenticate here (expected {kind!r})")
         if kind == RM_DELEGATION_KIND:
@@ -81,7 +86,7 @@ class UserAuthenticator:
             ident = read_fs_identifier(token.identifier)
         if not self.credentials.key.verify(token.identifier, token.password):
             raise InvalidToken(f"token (owner={ident.owner}, sequenceNumber={ident.sequence}) has a wrong password")
-        return self.credentials.check(ident)
+        return ident
 
     # -- issuing ------------------------------------------------------------------------
 

@@ -15,9 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
+from cortex_rm.yarn.delegation import RM_DELEGATION_KIND
+from cortex_rm.yarn_api.delegation_tokens import read_token_writable
+from cortex_rm.yarn_api.writable import read_token_storage
 from tests.support.cluster import RunningCluster, running_cluster
-from tests.support.java import YarnClientDriver
+from tests.support.java import YarnClientDriver, compile_driver, quiet_jvm_options, run_driver
 
 pytestmark = pytest.mark.integration
 
@@ -83,4 +87,35 @@ def test_a_revoked_credential_stops_working_at_once(cluster: RunningCluster, tmp
     revoked = cortex("user", "revoke", "carol", "--workdir", str(cluster.workdir))
     assert revoked.returncode == 0 and "revoked carol: 1 token(s)" in revoked.stdout, revoked.stdout + revoked.stderr
     outcome = carol.invoke("list")
+    assert outcome.returncode == YarnClientDriver.EXIT_CLIENT_EXCEPTION, outcome.describe()
+
+
+def dtutil(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Hadoop's own ``hadoop dtutil`` (DtUtilShell from pyspark's jars), configured by ``conf``."""
+    return run_driver(
+        "org.apache.hadoop.security.token.DtUtilShell", list(args), classes=compile_driver("YarnClientDriver"),
+        conf_dir=conf, jvm_options=quiet_jvm_options(),
+    )
+
+
+def test_a_user_renews_and_cancels_her_credential_with_hadoop_dtutil(cluster: RunningCluster, tmp_path: Path) -> None:
+    """`hadoop dtutil renew` (the RM token's Renewer, over SASL TOKEN as its owner) moves the
+    credential's expiry on, as the admin's listing shows; `hadoop dtutil cancel` ends it at once."""
+    dave = client_of(cluster, "dave", tmp_path)
+    token_file, conf = tmp_path / "dave.token", tmp_path / "dave-conf"
+    tokens, _ = read_token_storage(token_file.read_bytes())
+    [rm_alias] = [alias for alias, raw in tokens.items() if read_token_writable(raw).kind == RM_DELEGATION_KIND]
+
+    def expiry() -> int:
+        listed = requests.get(f"http://{cluster.rm.webapp}/ws/v1/cluster/cortex/users", headers=cluster.rest_headers(), timeout=30)
+        return int(next(u for u in listed.json()["users"]["user"] if u["name"] == "dave")["expires_ms"])
+
+    before = expiry()
+    renewed = dtutil(conf, "renew", "-alias", rm_alias, str(token_file))
+    assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+    assert expiry() > before
+    assert dave.run("list")["applications"] == []
+    cancelled = dtutil(conf, "cancel", "-alias", rm_alias, str(token_file))
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    outcome = dave.invoke("list")
     assert outcome.returncode == YarnClientDriver.EXIT_CLIENT_EXCEPTION, outcome.describe()

@@ -1014,3 +1014,20 @@ def test_only_an_admin_issues_and_revokes_credentials_and_an_issued_one_works(cl
     assert http(admin_site, "GET", "/ws/v1/cluster/apps", headers=carol).status == 401
     bad = http(admin_site, "PUT", "/ws/v1/cluster/cortex/users/super%20group", headers=admin)
     assert_bad_request(bad)
+
+
+def test_a_user_renews_and_cancels_her_own_token_as_rmwebservices_does(cluster: Cluster) -> None:
+    """POST /delegation-token/expiration renews the header's token ({"expiration-time"}); DELETE
+    /delegation-token cancels it, after which it is a 401; GET on them is 405."""
+    credentials = cluster.auth.credentials
+    cluster.clock.advance(60)
+    renewed = http(cluster.site, "POST", "/ws/v1/cluster/delegation-token/expiration")
+    assert renewed.status == 200
+    assert renewed.json() == {"expiration-time": int(cluster.clock.seconds() * 1000) + credentials.renew_interval_ms}
+    assert http(cluster.site, "GET", "/ws/v1/cluster/delegation-token/expiration").status == 405
+    assert http(cluster.site, "DELETE", "/ws/v1/cluster/delegation-token").status == 200
+    assert_remote_exception(
+        http(cluster.site, "GET", "/ws/v1/cluster/apps"), 401, "AuthorizationException", "org.apache.hadoop.security.authorize"
+    )
+    anonymous = http(cluster.site, "DELETE", "/ws/v1/cluster/delegation-token", headers={REST_TOKEN_HEADER: ""})
+    assert anonymous.status == 401

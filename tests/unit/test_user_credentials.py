@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 from twisted.internet.task import Clock
 
+from cortex_rm.allocator.errors import AccessDenied
 from cortex_rm.allocator.state_store import MemoryStateStore
 from cortex_rm.allocator.user_credentials import SUBMIT_GRACE_MS, UserCredentials
 from cortex_rm.yarn.delegation import InvalidToken, Principal
@@ -71,7 +72,7 @@ def test_revoking_a_user_forgets_her_tokens_and_her_applications_tokens_only() -
         with pytest.raises(InvalidToken):
             users.check(gone)
     assert users.check(other) == Principal("bob")
-    assert users.users() == {"bob": {"tokens": 1, "expires_ms": other.max_ms}}
+    assert users.users() == {"bob": {"tokens": 1, "expires_ms": other.max_ms, "max_ms": other.max_ms}}
 
 
 def test_the_sweep_forgets_expired_tokens_and_ended_applications_after_the_submission_grace() -> None:
@@ -96,3 +97,65 @@ def test_a_user_name_that_could_not_be_a_file_owner_or_an_acl_entry_or_is_reserv
     for bad in ("", "a/b", "x" * 300, "a:b", "a b", "a,b", "a\tb", "supergroup"):
         with pytest.raises(ValueError):
             users.issue(bad)
+
+
+RENEW_MS = 600_000
+
+
+def renewable(clock: Clock, store: MemoryStateStore) -> UserCredentials:
+    return UserCredentials(
+        KEY, store, result_of(store.load()), lambda: int(clock.seconds() * 1000), LIFETIME_MS, renew_interval_ms=RENEW_MS
+    )
+
+
+def test_a_users_token_expires_unless_her_renewals_keep_it_alive_up_to_its_max_date() -> None:
+    """Expiry = issue + renew interval; each renewal by its renewer (the user) moves it on,
+    never past the max date; the expiry survives a restart; an expired token cannot be renewed."""
+    clock, store = Clock(), MemoryStateStore()
+    users = renewable(clock, store)
+    ident = result_of(users.issue("alice"))
+    assert ident.renewer == "alice" and users.expiry(ident) == RENEW_MS
+    clock.advance(RENEW_MS / 1000 - 1)
+    assert result_of(users.renew(ident, Principal("alice"))) == 2 * RENEW_MS - 1000
+    assert renewable(clock, store).expiry(ident) == 2 * RENEW_MS - 1000  # kept in the store
+    clock.advance(RENEW_MS / 1000)
+    assert users.check(ident) == Principal("alice")
+    while clock.seconds() * 1000 + RENEW_MS < LIFETIME_MS:
+        result_of(users.renew(ident, Principal("alice")))
+        clock.advance(RENEW_MS / 1000 - 1)
+    assert result_of(users.renew(ident, Principal("alice"))) == ident.max_ms  # capped
+    clock.advance(LIFETIME_MS)
+    with pytest.raises(InvalidToken, match="is expired"):
+        users.renew(ident, Principal("alice"))
+
+
+def test_a_token_not_renewed_in_time_stops_authenticating_and_is_swept() -> None:
+    clock, store = Clock(), MemoryStateStore()
+    users = renewable(clock, store)
+    ident = result_of(users.issue("alice"))
+    clock.advance(RENEW_MS / 1000 + 0.001)
+    with pytest.raises(InvalidToken, match="not renewed in time"):
+        users.check(ident)
+    assert result_of(users.forget_unusable(lambda app: True)) == 1
+    assert users.users() == {}
+
+
+def test_only_the_renewer_renews_and_only_owner_or_renewer_cancels() -> None:
+    """bob, anonymous and alice's application token may neither renew nor cancel alice's token;
+    an application's own token has no user renewer; a cancelled token authenticates nobody."""
+    clock, store = Clock(), MemoryStateStore()
+    users = renewable(clock, store)
+    ident = result_of(users.issue("alice"))
+    app_token = result_of(users.issue("alice", "application_1_0001"))
+    assert users.expiry(app_token) == app_token.max_ms  # ends with its application, not renewed
+    for caller in (Principal("bob"), Principal(None), Principal("alice", "application_1_0001")):
+        with pytest.raises(AccessDenied, match="only its renewer may renew it"):
+            users.renew(ident, caller)
+        with pytest.raises(AccessDenied, match="not authorized to cancel"):
+            users.cancel(ident, caller)
+    with pytest.raises(AccessDenied):
+        users.renew(app_token, Principal("alice"))
+    assert result_of(users.cancel(ident, Principal("alice"))) == 1
+    with pytest.raises(InvalidToken, match="can't be found in cache"):
+        users.check(ident)
+    assert renewable(clock, store).users() == {}  # gone from the store too

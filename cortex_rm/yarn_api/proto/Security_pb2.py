@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cortex_rm/yarn_api/proto/Security.proto\x12\rhadoop.common\"Q\n\nTokenProto\x12\x12\n\nidentifier\x18\x01 \x02(\x0c\x12\x10\n\x08password\x18\x02 \x02(\x0c\x12\x0c\n\x04kind\x18\x03 \x02(\t\x12\x0f\n\x07service\x18\x04 \x02(\t\"]\n\x12\x43redentialsKVProto\x12\r\n\x05\x61lias\x18\x01 \x02(\t\x12(\n\x05token\x18\x02 \x01(\x0b\x32\x19.hadoop.common.TokenProto\x12\x0e\n\x06secret\x18\x03 \x01(\x0c\"y\n\x10\x43redentialsProto\x12\x31\n\x06tokens\x18\x01 \x03(\x0b\x32!.hadoop.common.CredentialsKVProto\x12\x32\n\x07secrets\x18\x02 \x03(\x0b\x32!.hadoop.common.CredentialsKVProto')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cortex_rm/yarn_api/proto/Security.proto\x12\rhadoop.common\"Q\n\nTokenProto\x12\x12\n\nidentifier\x18\x01 \x02(\x0c\x12\x10\n\x08password\x18\x02 \x02(\x0c\x12\x0c\n\x04kind\x18\x03 \x02(\t\x12\x0f\n\x07service\x18\x04 \x02(\t\"]\n\x12\x43redentialsKVProto\x12\r\n\x05\x61lias\x18\x01 \x02(\t\x12(\n\x05token\x18\x02 \x01(\x0b\x32\x19.hadoop.common.TokenProto\x12\x0e\n\x06secret\x18\x03 \x01(\x0c\"y\n\x10\x43redentialsProto\x12\x31\n\x06tokens\x18\x01 \x03(\x0b\x32!.hadoop.common.CredentialsKVProto\x12\x32\n\x07secrets\x18\x02 \x03(\x0b\x32!.hadoop.common.CredentialsKVProto\"L\n RenewDelegationTokenRequestProto\x12(\n\x05token\x18\x01 \x02(\x0b\x32\x19.hadoop.common.TokenProto\":\n!RenewDelegationTokenResponseProto\x12\x15\n\rnewExpiryTime\x18\x01 \x02(\x04\"M\n!CancelDelegationTokenRequestProto\x12(\n\x05token\x18\x01 \x02(\x0b\x32\x19.hadoop.common.TokenProto\"$\n\"CancelDelegationTokenResponseProto')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,4 +37,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREDENTIALSKVPROTO']._serialized_end=234
   _globals['_CREDENTIALSPROTO']._serialized_start=236
   _globals['_CREDENTIALSPROTO']._serialized_end=357
+  _globals['_RENEWDELEGATIONTOKENREQUESTPROTO']._serialized_start=359
+  _globals['_RENEWDELEGATIONTOKENREQUESTPROTO']._serialized_end=435
+  _globals['_RENEWDELEGATIONTOKENRESPONSEPROTO']._serialized_start=437
+  _globals['_RENEWDELEGATIONTOKENRESPONSEPROTO']._serialized_end=495
+  _globals['_CANCELDELEGATIONTOKENREQUESTPROTO']._serialized_start=497
+  _globals['_CANCELDELEGATIONTOKENREQUESTPROTO']._serialized_end=574
+  _globals['_CANCELDELEGATIONTOKENRESPONSEPROTO']._serialized_start=576
+  _globals['_CANCELDELEGATIONTOKENRESPONSEPROTO']._serialized_end=612
 # @@protoc_insertion_point(module_scope)

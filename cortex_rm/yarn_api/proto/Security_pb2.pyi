@@ -35,3 +35,25 @@ class CredentialsProto(_message.Message):
     tokens: _containers.RepeatedCompositeFieldContainer[CredentialsKVProto]
     secrets: _containers.RepeatedCompositeFieldContainer[CredentialsKVProto]
     def __init__(self, tokens: _Optional[_Iterable[_Union[CredentialsKVProto, _Mapping]]] = ..., secrets: _Optional[_Iterable[_Union[CredentialsKVProto, _Mapping]]] = ...) -> None: ...
+
+class RenewDelegationTokenRequestProto(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: TokenProto
+    def __init__(self, token: _Optional[_Union[TokenProto, _Mapping]] = ...) -> None: ...
+
+class RenewDelegationTokenResponseProto(_message.Message):
+    __slots__ = ("newExpiryTime",)
+    NEWEXPIRYTIME_FIELD_NUMBER: _ClassVar[int]
+    newExpiryTime: int
+    def __init__(self, newExpiryTime: _Optional[int] = ...) -> None: ...
+
+class CancelDelegationTokenRequestProto(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: TokenProto
+    def __init__(self, token: _Optional[_Union[TokenProto, _Mapping]] = ...) -> None: ...
+
+class CancelDelegationTokenResponseProto(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
