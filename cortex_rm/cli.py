@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         help="each node in its own network namespace (on a bridge this makes) and mount namespace (its own /tmp, "
         "/root, /home and state dir): nodes share no files and no loopback",
     )
+    up.add_argument(
+        "--rm-config",
+        type=Path,
+        metavar="FILE",
+        help="TOML tables to add to the ResourceManager's configuration, e.g. [[scheduler.queue]] entries with ACLs",
+    )
     down = csub.add_parser("down", help="stop the daemons of a local cluster")
     down.add_argument("--workdir", type=Path, required=True)
 
@@ -238,8 +244,13 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             if args.action == "up":
+                try:
+                    rm_config = args.rm_config.read_text() if args.rm_config is not None else ""
+                except OSError as e:
+                    raise local_cluster.LocalClusterError(f"cannot read --rm-config: {e}") from None
                 local_cluster.up(
-                    args.workdir, args.nodes, args.timeout, spark_archive=not args.no_spark_upload, isolated=args.isolated
+                    args.workdir, args.nodes, args.timeout, spark_archive=not args.no_spark_upload, isolated=args.isolated,
+                    rm_config=rm_config,
                 )
             else:
                 local_cluster.down(args.workdir)

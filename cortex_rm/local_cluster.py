@@ -19,21 +19,20 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cortex_rm import isolation
 from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
+from cortex_rm.cluster_wait import LocalClusterError as LocalClusterError
+from cortex_rm.cluster_wait import wait_ready, wait_registered
 from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecipe, build_image, default_build_cache
 from cortex_rm.image_push import push_image
 from cortex_rm.node import PID_FILE, READY_FILE
 from cortex_rm.processes import alive, kill_marked
 from cortex_rm.user_credential import CredentialError, UserCredential, load_credential, request_credential, write_private
 from cortex_rm.webhdfs_client import WebHdfsError
-from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 from cortex_rm.yarn.addresses import HostPort
 
 CLUSTER_FILE = "cluster.json"
@@ -43,10 +42,6 @@ USER_TOKEN = "user.token"
 ADMIN_TOKEN = "admin.token"
 #: How long the nodes may take to fetch and unpack the runtime image (about 100 MB, 380 MB unpacked).
 IMAGE_TIMEOUT_S = 300.0
-
-
-class LocalClusterError(Exception):
-    """The local cluster could not be started or stopped; the message says what to do."""
 
 
 @dataclass
@@ -159,13 +154,15 @@ def up(
     spark_archive: bool = True,
     image: bool = True,
     isolated: bool = False,
+    rm_config: str = "",
 ) -> list[LocalNode]:
     """Start the cluster, wait for it, and write the client configuration (uploading this
     machine's Spark jars into the cluster's file system, unless ``spark_archive`` is False).
     With ``image`` (what containers need), the runtime image is built first (once per
     recipe, cached), named in the RM's configuration, uploaded, and every node has
     unpacked it before this returns.  ``isolated``: each node in network and mount
-    namespaces of its own (``isolation.py``), on YARN's usual ports at its own address."""
+    namespaces of its own (``isolation.py``), on YARN's usual ports at its own address.
+    ``rm_config``: TOML tables added to the RM's configuration (queues and their ACLs...)."""
     workdir = workdir.resolve()
     if (workdir / CLUSTER_FILE).exists():
         running = [n for n in _load(workdir) if _is_daemon_of(n)]
@@ -211,7 +208,10 @@ def up(
                 runtime_image=built.sha256 if built is not None else "",
                 rm_host=rm_host,
             )
+            + (f"\n# added by --rm-config\n{rm_config}\n" if i == 1 and rm_config else "")
         )
+        if i == 1 and rm_config:
+            _check_config(config)
         for stale in (READY_FILE, PID_FILE):
             (directory / stale).unlink(missing_ok=True)
         daemon_config = state_dir / "cortex.toml"
@@ -239,14 +239,14 @@ def up(
     _save(workdir, started)
     try:
         for node in started:
-            _wait_ready(node, timeout, say)
+            wait_ready(node, timeout, say)
         assert started[0].rm is not None
         admin = admin_credential(workdir)
-        _wait_registered(started[0].rm, admin, len(started), timeout, say, states="RUNNING,UNHEALTHY")
+        wait_registered(started[0].rm, admin, len(started), timeout, say, states="RUNNING,UNHEALTHY")
         if built is not None:
             push_image(started[0].rm.webapp, built.path, admin.webhdfs_delegation(), say, built.sha256)
             say(f"waiting for {len(started)} node(s) to fetch and unpack the runtime image {built.sha256[:12]} ...")
-            _wait_registered(started[0].rm, admin, len(started), max(timeout, IMAGE_TIMEOUT_S), say)
+            wait_registered(started[0].rm, admin, len(started), max(timeout, IMAGE_TIMEOUT_S), say)
     except (LocalClusterError, WebHdfsError) as e:
         down(workdir, say=lambda _: None)
         if isinstance(e, WebHdfsError):
@@ -281,70 +281,14 @@ def up(
     return started
 
 
-def _wait_ready(node: LocalNode, timeout: float, say: Callable[[str], None]) -> None:
-    """Wait until the daemon wrote its ready file and its web port answers."""
-    say(f"waiting for {node.name} to answer on http://{node.nm_webapp}/ws/v1/node/info ...")
-    deadline = time.monotonic() + timeout
-    url = f"http://{node.nm_webapp}/ws/v1/node/info"
-    while time.monotonic() < deadline:
-        if not alive(node.pid):
-            raise LocalClusterError(
-                f"{node.name} exited during start; see {node.directory}/logs/daemon.out"
-            )
-        if (Path(node.directory) / READY_FILE).exists():
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-        time.sleep(0.1)
-    raise LocalClusterError(
-        f"{node.name} did not answer within {timeout:.0f} s; see {node.directory}/logs/daemon.out"
-    )
+def _check_config(path: Path) -> None:
+    """Refuse, before any daemon starts, a configuration the RM would refuse."""
+    from cortex_rm.config import ConfigError, load_config
 
-
-def _wait_registered(
-    rm: RMAddresses, admin: UserCredential, count: int, timeout: float, say: Callable[[str], None], states: str = "RUNNING"
-) -> None:
-    """Wait until the RM reports ``count`` nodes in ``states`` (RUNNING: registered and healthy;
-    a node is UNHEALTHY while it has not got the runtime image); asks as the ``admin``."""
-    if states != "RUNNING":
-        say(f"waiting for {count} node(s) to register with the ResourceManager ...")
-    url = f"http://{rm.webapp}/ws/v1/cluster/nodes?states={states}"
-    deadline = time.monotonic() + timeout
-    seen: list[dict[str, object]] = []
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(_as(admin, url), timeout=2) as response:
-                seen = json.load(response)["nodes"]["node"]
-            if len(seen) >= count:
-                return
-        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
-            pass
-        time.sleep(0.2)
-    reports = _health_reports(rm, admin)
-    raise LocalClusterError(
-        f"only {len(seen)} of {count} node(s) were {states} at the ResourceManager within {timeout:.0f} s"
-        + (f" ({reports})" if reports else "")
-        + "; see the nodes' logs/daemon.out"
-    )
-
-
-def _as(admin: UserCredential, url: str) -> urllib.request.Request:
-    """A GET of ``url`` with the admin's credential (the RM shows nodes to users only)."""
-    return urllib.request.Request(url, headers={REST_TOKEN_HEADER: admin.rest_header()})
-
-
-def _health_reports(rm: RMAddresses, admin: UserCredential) -> str:
-    """What the nodes that are not RUNNING say they wait for."""
     try:
-        url = f"http://{rm.webapp}/ws/v1/cluster/nodes?states=UNHEALTHY"
-        with urllib.request.urlopen(_as(admin, url), timeout=2) as response:
-            nodes = json.load(response)["nodes"]["node"]
-    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
-        return ""
-    return "; ".join(f"{n.get('id')}: {n.get('healthReport')}" for n in nodes)
+        load_config(path)
+    except ConfigError as e:
+        raise LocalClusterError(f"the ResourceManager's configuration with --rm-config is not valid: {e}") from None
 
 
 def _runtime_image(say: Callable[[str], None]) -> BuiltImage:

@@ -119,3 +119,33 @@ def test_a_user_renews_and_cancels_her_credential_with_hadoop_dtutil(cluster: Ru
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
     outcome = dave.invoke("list")
     assert outcome.returncode == YarnClientDriver.EXIT_CLIENT_EXCEPTION, outcome.describe()
+
+
+QUEUES_WITH_ACLS = """
+[[scheduler.queue]]
+path = "root"
+acl_submit_applications = " "
+[[scheduler.queue]]
+path = "root.default"
+capacity = 50
+acl_submit_applications = "*"
+[[scheduler.queue]]
+path = "root.restricted"
+capacity = 50
+acl_submit_applications = "erin"
+"""
+
+
+def test_a_queue_acl_refuses_a_submission(tmp_path: Path) -> None:
+    """`local-cluster up --rm-config` with a queue only erin may submit to: Hadoop's YarnClient
+    as frank is refused there (AccessControlException naming the queue) and accepted in the
+    open queue; erin's submission to her queue is accepted."""
+    with running_cluster(tmp_path / "queues", nodes=1, rm_config=QUEUES_WITH_ACLS) as queues:
+        erin, frank = client_of(queues, "erin", tmp_path), client_of(queues, "frank", tmp_path)
+        refused = frank.expect_exception("submit", "franks-job", "restricted", exception=ACCESS_CONTROL)
+        assert "cannot submit applications to queue root.restricted" in refused["message"]
+        assert frank.run("list")["applications"] == []
+        franks = frank.run("submit", "franks-job", "default")["applicationId"]
+        assert frank.run("report", franks)["queue"] == "default"
+        erins = erin.run("submit", "erins-job", "restricted")["applicationId"]
+        assert erin.run("report", erins)["queue"] == "restricted"

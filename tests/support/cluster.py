@@ -53,10 +53,15 @@ class RunningCluster:
         return (self.workdir / name / "logs" / "daemon.out").read_text(errors="replace")
 
 
-def start_cluster(workdir: Path, nodes: int, spark: bool = False, isolated: bool = False) -> RunningCluster:
+def start_cluster(
+    workdir: Path, nodes: int, spark: bool = False, isolated: bool = False, rm_config: str = ""
+) -> RunningCluster:
     """``spark``: upload this machine's Spark jars (``spark.yarn.archive``), as a Spark user's cluster needs.
-    ``isolated``: every node in namespaces of its own (``local-cluster up --isolated``)."""
-    started = local_cluster.up(workdir, nodes, timeout=60, say=lambda _: None, spark_archive=spark, isolated=isolated)
+    ``isolated``: every node in namespaces of its own (``local-cluster up --isolated``).
+    ``rm_config``: TOML added to the RM's configuration (``local-cluster up --rm-config``)."""
+    started = local_cluster.up(
+        workdir, nodes, timeout=60, say=lambda _: None, spark_archive=spark, isolated=isolated, rm_config=rm_config
+    )
     rm = started[0].rm
     assert rm is not None
     return RunningCluster(workdir, workdir / "hadoop-conf", rm, started, IsolatedNetwork.load(workdir))
@@ -64,12 +69,13 @@ def start_cluster(workdir: Path, nodes: int, spark: bool = False, isolated: bool
 
 @contextmanager
 def running_cluster(
-    workdir: Path, nodes: int = 2, spark: bool = False, isolated: bool = False, drop_data: bool = True
+    workdir: Path, nodes: int = 2, spark: bool = False, isolated: bool = False, drop_data: bool = True,
+    rm_config: str = "",
 ) -> Iterator[RunningCluster]:
     """Start a cluster, yield it, and always stop it (asserting no daemon and no namespace is left);
     then drop its bulky data (``drop_bulk``) unless ``drop_data`` is False (a test that starts the
     cluster again on the same work dir)."""
-    cluster = start_cluster(workdir, nodes, spark, isolated)
+    cluster = start_cluster(workdir, nodes, spark, isolated, rm_config)
     try:
         yield cluster
     finally:
