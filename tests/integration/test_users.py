@@ -9,8 +9,11 @@ credential stops working at once.
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,3 +152,62 @@ def test_a_queue_acl_refuses_a_submission(tmp_path: Path) -> None:
         assert frank.run("report", franks)["queue"] == "default"
         erins = erin.run("submit", "erins-job", "restricted")["applicationId"]
         assert erin.run("report", erins)["queue"] == "restricted"
+
+
+def container_output(cluster: RunningCluster, app_id: str, marker: str, timeout: float = 180) -> str:
+    """The AM container's stdout once it holds ``marker`` (read from node1's NodeManager log dir)."""
+    deadline = time.monotonic() + timeout
+    found = ""
+    while time.monotonic() < deadline:
+        for stdout in (cluster.workdir / "node1" / "nm-logs" / app_id).glob("*/stdout"):
+            found = stdout.read_text(errors="replace")
+            if marker in found:
+                return found
+        time.sleep(0.5)
+    stderr = [p.read_text(errors="replace")[-2000:] for p in (cluster.workdir / "node1" / "nm-logs" / app_id).glob("*/stderr")]
+    raise AssertionError(f"no {marker!r} from {app_id}'s AM within {timeout} s; stdout {found!r}, stderr {stderr}")
+
+
+PROBE = """
+import json, os, sys, urllib.request
+rm = sys.argv[2]
+stamp, number = os.environ["CONTAINER_ID"].split("_")[-4:-2]
+own, victim = f"application_{stamp}_{number}", f"application_{stamp}_{int(number) + 1:04d}"
+def kill(app, headers):
+    request = urllib.request.Request(f"http://{rm}/ws/v1/cluster/apps/{app}/state", data=b'{"state": "KILLED"}',
+                                     method="PUT", headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as reply:
+            return reply.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError as e:
+        return f"unreachable: {e}"
+print(json.dumps({"victim": kill(victim, {}), "own": kill(own, {}),
+                  "forged": kill(victim, {"Hadoop-YARN-RM-Delegation-Token": "AAAA"})}), flush=True)
+print("PROBE DONE", flush=True)
+"""
+
+
+def test_a_container_cannot_kill_applications_without_credentials(cluster: RunningCluster, tmp_path: Path) -> None:
+    """An AM container of alice's that sends REST kills with no credential (or a forged one) for
+    the next application (submitted right after it; it waits for the queue's AM share) and for
+    its own is answered 401 (or cannot reach the RM at all), and both applications live on."""
+    alice = client_of(cluster, "alice", tmp_path)
+    # the launch script runs the command inside "...", as YARN's does: no quotes or $ in it
+    probe = base64.b64encode(PROBE.encode()).decode()
+    command = (
+        f"python3 -c 'import base64,sys;exec(base64.b64decode(sys.argv[1]))' {probe} {cluster.rm.webapp}"
+        " 1><LOG_DIR>/stdout 2><LOG_DIR>/stderr; sleep 600"
+    )
+    prober = alice.run("submit", "prober", "default", "--am-command", command)["applicationId"]
+    victim = alice.run("submit", "victim", "default", "--am-command", "sleep 600")["applicationId"]
+    assert int(victim.split("_")[2]) == int(prober.split("_")[2]) + 1
+    stdout = container_output(cluster, prober, "PROBE DONE")
+    answers = json.loads(stdout.splitlines()[0])
+    for name, status in answers.items():
+        assert status == 401 or str(status).startswith("unreachable"), (name, answers)
+    assert alice.run("report", victim)["state"] in ("ACCEPTED", "RUNNING")
+    assert alice.run("report", prober)["state"] in ("ACCEPTED", "RUNNING")
+    for app in (victim, prober):
+        alice.run("kill", app)
