@@ -36,6 +36,10 @@ member probes one random DEAD member with the news of its death; once the
 partition heals it refutes and comes back (``MemberJoined``).  A restarted member
 starts at a higher incarnation (``incarnation=``) and announces itself ALIVE.
 
+A DEAD heard from someone else is a claim (``group_view.py``): we probe the member
+ourselves, out of turn, and declare it DEAD (signed by us) only when that probe
+fails; an ack drops the claim, and so does ``claim_lifetime`` passing undecided.
+
 Unasked messages (an ``Ack``/``Nack`` of an unknown or finished ``seq``, or from
 a member we did not ask) are ignored deliberately: late answers of decided probes.
 """
@@ -55,6 +59,7 @@ from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.piggyback import BroadcastQueue, GossipSections, SizeOf
 from cortex_rm.dht.probe_relays import ProbeRelays
 from cortex_rm.dht.probe_scheduler import ProbeScheduler
+from cortex_rm.dht.ring_trust import OpenTrust, RingTrust
 from cortex_rm.dht.suspect_checks import SuspectChecks, Verdict
 from cortex_rm.dht.suspicion import SuspicionTimer, retransmit_limit
 from cortex_rm.dht.swim_config import SwimConfig
@@ -70,6 +75,9 @@ from cortex_rm.dht.swim_messages import (
 )
 
 __all__ = ["Membership", "SwimAction"]
+
+MAX_DEATH_CLAIMS = 64
+"""DEAD claims waiting for our own probe (remote input: bounded; more are dropped)."""
 
 
 @dataclass(slots=True)
@@ -88,15 +96,21 @@ class _ProbeRound:
 class Membership:
     """One member's view of the group and its side of SWIM; each step returns actions and events."""
 
-    def __init__(self, me: Peer, config: SwimConfig, rng: random.Random, *, incarnation: int = 0) -> None:
+    def __init__(
+        self, me: Peer, config: SwimConfig, rng: random.Random, *, incarnation: int = 0, trust: RingTrust | None = None
+    ) -> None:
         self.me = me
+        self.trust: RingTrust = trust if trust is not None else OpenTrust(me.node_id)
         self.config = config
         self._rng = rng
         self.health = LocalHealth(config.awareness_max_multiplier, me.short())
         self.broadcasts = BroadcastQueue(config.max_broadcasts, retransmit_limit(config.retransmit_mult, 1))
-        self.sections = GossipSections(self.broadcasts, me.short())
+        self.sections = GossipSections(self.broadcasts, me.short(), self.trust)
         self._scheduler = ProbeScheduler(me, rng)
-        self.view = GroupView(me, config, self.health, self.broadcasts, incarnation, self._next_seq, self._suspected)
+        self.view = GroupView(
+            me, config, self.health, self.broadcasts, incarnation, self._next_seq, self._suspected, self.trust, self._death_claim
+        )
+        self._claims: dict[int, float] = {}  # member -> when its DEAD claim lapses unverified
         self.table: MemberTable = self.view.table
         self._suspicions: dict[int, SuspicionTimer] = self.view.suspicions
         self._checks = SuspectChecks()
@@ -107,7 +121,7 @@ class Membership:
         self._next_probe_at: float | None = None  # set by the first tick
         self._next_dead_probe_at = 0.0
         # Announce ourselves: our incarnation overrides whatever the group remembers of us.
-        self.broadcasts.put(MemberUpdate(me, ALIVE, incarnation))
+        self.broadcasts.put(self.view.own_alive())
 
     # ------------------------------------------------------------ queries
 
@@ -135,6 +149,16 @@ class Membership:
     def suspicion_timer(self, peer: Peer) -> SuspicionTimer | None:
         """The running suspicion of ``peer``, if it is SUSPECT."""
         return self._suspicions.get(peer.node_id)
+
+    @property
+    def probe_in_flight_id(self) -> int | None:
+        """The ring id of our current probe's target (acked or not), if a probe round runs."""
+        return None if self._round is None else self._round.target.node_id
+
+    @property
+    def death_claims(self) -> frozenset[int]:
+        """The members whose DEAD claims wait for our own probe."""
+        return frozenset(self._claims)
 
     @property
     def probe_in_flight(self) -> Peer | None:
@@ -210,6 +234,8 @@ class Membership:
                 actions += self._finish(r, now)
         if self._suspicions:
             actions += self._decide_suspicions(now)
+        if self._claims:
+            self._claims = {k: t for k, t in self._claims.items() if t > now or self.probe_in_flight_id == k}
         self.view.reap(now)
         if not self.left:
             if self._round is None and now >= self._next_probe_at:
@@ -257,7 +283,7 @@ class Membership:
         """
         self.view.left = True
         self._round = None
-        self.broadcasts.put(MemberUpdate(self.me, LEFT, self.incarnation))
+        self.broadcasts.put(self.trust.sign_rumour(MemberUpdate(self.me, LEFT, self.incarnation)))
         targets = [p for p in self._scheduler.neighbours if self._probeable(p)]
         return [Send(p, Probe(self._next_seq())) for p in targets]
 
@@ -299,6 +325,7 @@ class Membership:
     def _finish(self, r: _ProbeRound, now: float) -> list[SwimAction]:
         """The probe period ended: nothing to do if acked, else local health and suspicion."""
         target_id = r.target.node_id
+        claimed = self._claims.pop(target_id, None) is not None
         if r.acked:
             self._checks.acked(target_id)
             return []
@@ -312,7 +339,10 @@ class Membership:
         member = self.table.get(r.target)
         if member is None or member.status in GONE or self.left:
             return []
-        accusation = MemberUpdate(member.peer, SUSPECT, member.incarnation, self.me)
+        if claimed:
+            # Another member said it is dead, and our own probe agrees.
+            return self._declare_dead(member.peer, member.incarnation, now, "claimed dead, and our probe failed")
+        accusation = self.trust.sign_rumour(MemberUpdate(member.peer, SUSPECT, member.incarnation, self.me))
         before = self._suspicions.get(target_id)
         already_accused = before is not None and self.me.node_id in before.accusers
         actions = self._apply(accusation, now, "probe failed")
@@ -340,10 +370,22 @@ class Membership:
             if verdict is Verdict.CHECK:
                 self._scheduler.probe_next(member.peer)
             elif verdict is Verdict.DEAD:
-                death = MemberUpdate(member.peer, DEAD, member.incarnation)
-                actions += self._apply(death, now, "suspicion expired")
-                actions += self._announce(member.peer)
+                actions += self._declare_dead(member.peer, member.incarnation, now, "suspicion expired")
         return actions
+
+    def _declare_dead(self, peer: Peer, incarnation: int, now: float, reason: str) -> list[SwimAction]:
+        """Our own conclusion: ``peer`` is DEAD (signed by us as its accuser), pushed to k members."""
+        death = self.trust.sign_rumour(MemberUpdate(peer, DEAD, incarnation, self.me))
+        return self._apply(death, now, reason) + self._announce(peer)
+
+    def _death_claim(self, peer: Peer) -> None:
+        """Gossip says ``peer`` (live to us) is DEAD: probe it ourselves next; its fate is our probe's."""
+        if peer.node_id not in self._claims:
+            if len(self._claims) >= MAX_DEATH_CLAIMS:
+                return
+            lifetime = 3 * self.health.scale(self.config.probe_interval)
+            self._claims[peer.node_id] = self._last_input + lifetime
+        self._scheduler.probe_next(peer)
 
     def _announce(self, subject: Peer) -> list[SwimAction]:
         """Push our news about ``subject`` (an accusation, a death) to k random ALIVE members at once.
@@ -377,8 +419,9 @@ class Membership:
         self._next_dead_probe_at = now + self.config.dead_probe_interval
         alive = [m for m in self.table if m.status is ALIVE]
         if alive:
-            member = self._rng.choice(alive)
-            self.broadcasts.put(MemberUpdate(member.peer, ALIVE, member.incarnation))
+            rumour = self._rng.choice(alive).rumour
+            if rumour is not None and rumour.status is ALIVE:
+                self.view.spread(rumour)  # its own signed ALIVE: we cannot sign for it
         dead = self.table.peers(DEAD)
         if not dead:
             return []
