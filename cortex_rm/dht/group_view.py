@@ -85,7 +85,7 @@ class GroupView:
         next_seq: Callable[[], int],
         on_suspect: Callable[[Peer], None],
         trust: RingTrust,
-        on_death_claim: Callable[[Peer], None],
+        on_death_claim: Callable[[Peer], list[Send]],
     ) -> None:
         self.me = me
         self.config = config
@@ -161,8 +161,7 @@ class GroupView:
             return []
         if update.status is DEAD and relay is not None and member is not None:
             # Someone else's word that a member we hold live is dead: we check it ourselves first.
-            self._on_death_claim(member.peer)
-            return []
+            return list(self._on_death_claim(member.peer))
         # Only the member's own (ALIVE) rumour may move it to another address.
         peer = update.peer if member is None or update.status is ALIVE else member.peer
         event = self.table.update(peer, update.status, update.incarnation, now, reason)

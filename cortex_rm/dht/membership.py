@@ -37,8 +37,8 @@ partition heals it refutes and comes back (``MemberJoined``).  A restarted membe
 starts at a higher incarnation (``incarnation=``) and announces itself ALIVE.
 
 A DEAD heard from someone else is a claim (``group_view.py``): we probe the member
-ourselves, out of turn, and declare it DEAD (signed by us) only when that probe
-fails; an ack drops the claim, and so does ``claim_lifetime`` passing undecided.
+ourselves (``death_claims.py``) and declare it DEAD (signed by us) only when that
+probe, direct and indirect, goes unanswered.
 
 Unasked messages (an ``Ack``/``Nack`` of an unknown or finished ``seq``, or from
 a member we did not ask) are ignored deliberately: late answers of decided probes.
@@ -51,6 +51,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from cortex_rm.dht.death_claims import DeathClaims
 from cortex_rm.dht.envelope import Send
 from cortex_rm.dht.group_view import GroupView, SwimAction
 from cortex_rm.dht.local_health import LocalHealth
@@ -75,9 +76,6 @@ from cortex_rm.dht.swim_messages import (
 )
 
 __all__ = ["Membership", "SwimAction"]
-
-MAX_DEATH_CLAIMS = 64
-"""DEAD claims waiting for our own probe (remote input: bounded; more are dropped)."""
 
 
 @dataclass(slots=True)
@@ -110,7 +108,7 @@ class Membership:
         self.view = GroupView(
             me, config, self.health, self.broadcasts, incarnation, self._next_seq, self._suspected, self.trust, self._death_claim
         )
-        self._claims: dict[int, float] = {}  # member -> when its DEAD claim lapses unverified
+        self.claims = DeathClaims(config.indirect_checks, self._next_seq, rng)
         self.table: MemberTable = self.view.table
         self._suspicions: dict[int, SuspicionTimer] = self.view.suspicions
         self._checks = SuspectChecks()
@@ -151,16 +149,6 @@ class Membership:
         return self._suspicions.get(peer.node_id)
 
     @property
-    def probe_in_flight_id(self) -> int | None:
-        """The ring id of our current probe's target (acked or not), if a probe round runs."""
-        return None if self._round is None else self._round.target.node_id
-
-    @property
-    def death_claims(self) -> frozenset[int]:
-        """The members whose DEAD claims wait for our own probe."""
-        return frozenset(self._claims)
-
-    @property
     def probe_in_flight(self) -> Peer | None:
         """The target of our current probe while it has not been acked."""
         r = self._round
@@ -178,7 +166,7 @@ class Membership:
         r = self._round
         if r is not None:
             best = min(best, r.timeout_at if not r.acked and r.helpers is None else r.period_end)
-        best = min(best, self._relays.next_deadline())
+        best = min(best, self._relays.next_deadline(), self.claims.next_deadline())
         if self._suspicions:
             lead = self._verify_lead()
             for node_id, suspicion in self._suspicions.items():
@@ -234,8 +222,8 @@ class Membership:
                 actions += self._finish(r, now)
         if self._suspicions:
             actions += self._decide_suspicions(now)
-        if self._claims:
-            self._claims = {k: t for k, t in self._claims.items() if t > now or self.probe_in_flight_id == k}
+        if self.claims:
+            actions += self._check_claims(now)
         self.view.reap(now)
         if not self.left:
             if self._round is None and now >= self._next_probe_at:
@@ -314,6 +302,8 @@ class Membership:
         return [Send(helper, ProbeRequest(r.seq, r.target)) for helper in helpers]
 
     def _acked(self, sender: Peer, seq: int) -> list[SwimAction]:
+        if self.claims and self.claims.acked(sender, seq):
+            return []  # a DEAD claim refuted by the member's (or a helper's) answer
         r = self._round
         if r is not None and r.seq == seq and not r.acked:
             if sender.node_id == r.target.node_id or (r.helpers and any(h.node_id == sender.node_id for h in r.helpers)):
@@ -325,7 +315,6 @@ class Membership:
     def _finish(self, r: _ProbeRound, now: float) -> list[SwimAction]:
         """The probe period ended: nothing to do if acked, else local health and suspicion."""
         target_id = r.target.node_id
-        claimed = self._claims.pop(target_id, None) is not None
         if r.acked:
             self._checks.acked(target_id)
             return []
@@ -339,9 +328,6 @@ class Membership:
         member = self.table.get(r.target)
         if member is None or member.status in GONE or self.left:
             return []
-        if claimed:
-            # Another member said it is dead, and our own probe agrees.
-            return self._declare_dead(member.peer, member.incarnation, now, "claimed dead, and our probe failed")
         accusation = self.trust.sign_rumour(MemberUpdate(member.peer, SUSPECT, member.incarnation, self.me))
         before = self._suspicions.get(target_id)
         already_accused = before is not None and self.me.node_id in before.accusers
@@ -378,14 +364,22 @@ class Membership:
         death = self.trust.sign_rumour(MemberUpdate(peer, DEAD, incarnation, self.me))
         return self._apply(death, now, reason) + self._announce(peer)
 
-    def _death_claim(self, peer: Peer) -> None:
-        """Gossip says ``peer`` (live to us) is DEAD: probe it ourselves next; its fate is our probe's."""
-        if peer.node_id not in self._claims:
-            if len(self._claims) >= MAX_DEATH_CLAIMS:
-                return
-            lifetime = 3 * self.health.scale(self.config.probe_interval)
-            self._claims[peer.node_id] = self._last_input + lifetime
-        self._scheduler.probe_next(peer)
+    def _death_claim(self, peer: Peer) -> list[Send]:
+        """Gossip says ``peer`` (live to us) is DEAD: check it with a probe of our own (``death_claims.py``)."""
+        if self.left:
+            return []
+        timeout = self.health.scale(self.config.probe_timeout)
+        return self.claims.claim(peer, self._last_input, timeout, self.health.scale(self.config.probe_interval))
+
+    def _check_claims(self, now: float) -> list[SwimAction]:
+        """Indirect probes for claims our direct probe did not settle; DEAD for those nobody could reach."""
+        sends, unanswered = self.claims.tick(now, self.table.peers(ALIVE))
+        actions: list[SwimAction] = list(sends)
+        for peer in unanswered:
+            member = self.table.get(peer)
+            if member is not None and member.status not in GONE and not self.left:
+                actions += self._declare_dead(member.peer, member.incarnation, now, "claimed dead, and our probe failed")
+        return actions
 
     def _announce(self, subject: Peer) -> list[SwimAction]:
         """Push our news about ``subject`` (an accusation, a death) to k random ALIVE members at once.
@@ -406,6 +400,7 @@ class Membership:
         """The first tick after a pause: the probe in flight is inconclusive (its ack may wait unread), LHM + 1;
         relayed probes get no nack (a silence we did not witness); the next probe starts at once."""
         self.health.apply(1, "woke up late")
+        self.claims.drop_all()
         if self._round is not None:
             self._checks.ended(self._round.target.node_id)
         self._round = None
