@@ -44,10 +44,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--records", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--signed", action="store_true", help="members hold real keys and sign rumours and records")
     args = parser.parse_args()
     started = time.process_time()
 
-    net = RingNetwork(args.seed, wire=True)
+    net = RingNetwork(args.seed, wire=True, signed=args.signed)
     first = net.add_member()
     members = [first] + [net.add_member() for _ in range(args.nodes - 1)]
     for member in members[1:]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from cortex_rm.config.errors import ConfigError
 from cortex_rm.dht.ring_config import RingConfig
+from cortex_rm.dht.ring_work import DEFAULT_WORK_BITS
 from cortex_rm.dht.swim_config import SwimConfig
 from cortex_rm.yarn.addresses import HostPort
 
@@ -34,6 +35,13 @@ class RingSection:
     # Where GET /ws/v1/ring (what `cortex-rm ring` reads) is served on a node without a
     # NodeManager; "" (the default): on the NodeManager's webapp_address, or nowhere
     status_address: HostPort | None = None
+    # Leading zero bits of the proof of work each member's key needs (SHA-256 of key and nonce,
+    # solved once and kept in <state_dir>/identity/ring-work.json): 18 takes ~0.15 s, each bit
+    # doubles it.  Every member of a ring must use the same value
+    work_bits: int = DEFAULT_WORK_BITS
+    # Ring ids (40 hex digits; `cortex-rm ring` shows them) of the nodes that may write the
+    # ResourceManager's record.  Empty: whoever writes it first owns it (any member could)
+    resource_managers: tuple[str, ...] = ()
 
     def ring_config(self) -> RingConfig:
         """The ring core's settings: the LAN profile with its timings (probes, dead-member probes and
@@ -53,6 +61,8 @@ class RingSection:
             replicas=self.replicas,
             neighbour_log_max_age=float(self.neighbour_log_max_age_s),
             swim=swim,
+            work_bits=self.work_bits,
+            resource_managers=frozenset(int(ring_id, 16) for ring_id in self.resource_managers),
         )
 
     def check(self, where: str) -> None:
@@ -70,6 +80,9 @@ class RingSection:
             raise ConfigError(f"{where}.probe_interval_ms must be at least 50")
         if self.neighbour_log_max_age_s < 1:
             raise ConfigError(f"{where}.neighbour_log_max_age_s must be at least 1")
+        for ring_id in self.resource_managers:
+            if len(ring_id) != 40 or any(c not in "0123456789abcdefABCDEF" for c in ring_id):
+                raise ConfigError(f"{where}.resource_managers: {ring_id!r} is not a ring id (40 hex digits)")
         try:
             self.ring_config()
         except ValueError as e:

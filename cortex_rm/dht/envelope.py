@@ -3,7 +3,9 @@
 The transport delivers ``Envelope``s.  Before a receiving member sees one, the
 transport has checked that the certificate the sending connection presented hashes
 to ``sender.node_id`` (so ``sender`` is authenticated; its ``address`` is where the
-sender listens, which the TCP source address is not).
+sender listens, which the TCP source address is not).  The transport also hands
+over the key that certificate carries (``sender_key``, DER SPKI; not on the wire),
+so the ring can check the sender's proof of ``work`` (``ring_work.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class Envelope:
     sender: Peer
     body: RingMessage
     piggyback: tuple[Piggyback, ...] = ()
+    work: int = 0
+    sender_key: bytes = b""
 
 
 @dataclass(frozen=True)

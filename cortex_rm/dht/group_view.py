@@ -24,23 +24,45 @@ failed probes, from expired suspicions -- in one place:
   for them, and at most ``MAX_TOLD`` within one probe interval.
 
 Every update that was news is queued for gossip again (infection style).
+
+**Signed rumours** (``ring_trust.py``).  A rumour from gossip is believed only if
+its signer may say it: ALIVE and LEFT signed by the member itself, SUSPECT and
+DEAD by an accuser that is a live member we know.  Anything else is dropped and
+counted in ``refused`` (no state changes).  What we say ourselves is signed once,
+when we say it; each member row keeps the signed rumour that set its state, which
+is what we repeat (anti-entropy, buddy system), since we cannot sign for others.
+Only a rumour's signer chooses the address it names: a SUSPECT or DEAD never moves
+a member to another address.
+
+**A DEAD is a claim.**  A DEAD from gossip about a member we hold ALIVE or SUSPECT
+changes nothing here: it goes to ``on_death_claim``, and the prober checks the
+member itself (``membership.py``); only its own failed probe declares it DEAD.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
+from twisted.logger import Logger
+
 from cortex_rm.dht.envelope import Send
 from cortex_rm.dht.local_health import LocalHealth
-from cortex_rm.dht.member_table import ALIVE, LEFT, SUSPECT, MembershipEvent, MemberTable, supersedes
+from cortex_rm.dht.member_table import ALIVE, DEAD, GONE, LEFT, SUSPECT, MembershipEvent, MemberTable, supersedes
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.piggyback import BroadcastQueue, SizeOf
+from cortex_rm.dht.ring_trust import RingTrust
 from cortex_rm.dht.suspicion import SuspicionTimer, expected_confirmations, retransmit_limit, suspicion_timeout_bounds
 from cortex_rm.dht.swim_config import SwimConfig
 from cortex_rm.dht.swim_messages import MemberUpdate, Piggyback, Probe
 
+log = Logger()
+
 SwimAction = Send | MembershipEvent
+
+MAX_REFUSALS_LOGGED = 16
+"""Refused rumours logged one by one (remote input); after that they are only counted."""
 
 MAX_TOLD = 64
 """Members told our refutation within the last probe interval (``_told``): a bound on remote input.
@@ -62,6 +84,8 @@ class GroupView:
         incarnation: int,
         next_seq: Callable[[], int],
         on_suspect: Callable[[Peer], None],
+        trust: RingTrust,
+        on_death_claim: Callable[[Peer], list[Send]],
     ) -> None:
         self.me = me
         self.config = config
@@ -75,17 +99,51 @@ class GroupView:
         self._on_suspect = on_suspect
         self._next_reap_at = 0.0
         self._told: dict[int, float] = {}  # peer -> when we last told it our refutation, at this incarnation
+        self.trust = trust
+        self._on_death_claim = on_death_claim
+        self.refused: Counter[str] = Counter()  # rumours dropped, by reason
+        self._own_alive: MemberUpdate | None = None
 
+    def own_alive(self) -> MemberUpdate:
+        """Our ALIVE at our incarnation, signed (once per incarnation)."""
+        alive = self._own_alive
+        if alive is None or alive.incarnation != self.incarnation:
+            alive = self._own_alive = self.trust.sign_rumour(MemberUpdate(self.me, ALIVE, self.incarnation))
+        return alive
+
+    def spread(self, update: MemberUpdate) -> None:
+        """Queue ``update`` for gossip, if it is signed (an unsigned one would be refused by all)."""
+        if update.signature or not self.trust.signs:
+            self.broadcasts.put(update)
+
+    def believable(self, update: MemberUpdate) -> bool:
+        """Whether a rumour from gossip is signed by one who may say it; else it is counted and dropped."""
+        error = self.trust.rumour_error(update)
+        accuser = update.accuser
+        if error is None and update.status in (SUSPECT, DEAD) and accuser is not None and accuser.node_id != self.me.node_id:
+            known = self.table.get(accuser)
+            if known is None or known.status in GONE:
+                error = f"a {update.status.value} rumour from an accuser that is no live member of ours"
+        if error is None:
+            return True
+        self.refused[error] += 1
+        if sum(self.refused.values()) <= MAX_REFUSALS_LOGGED:
+            log.info("swim {node} refused a rumour about {member}: {error}", node=self.me.short(), member=update.peer.short(), error=error)
+        return False
     def apply(self, update: MemberUpdate, now: float, reason: str, relay: Peer | None = None) -> list[SwimAction]:
         """Apply one update by SWIM's precedence rules; queue it on if it was news.
 
         ``relay`` is the member whose message carried it (None: our own conclusion).
         """
         if update.peer.node_id == self.me.node_id:
+            if relay is not None and not self.believable(update):
+                return []
             return self._about_me(update, now, relay)
         member = self.table.get(update.peer)
         if member is not None and member.incarnation == update.incarnation and member.status is update.status is not SUSPECT:
             return []  # old news (the common case): nothing to do
+        if relay is not None and not self.believable(update):
+            return []
         if update.status is SUSPECT and update.accuser is None:
             update = replace(update, accuser=relay if relay is not None else self.me)
         if member is not None and update.status is SUSPECT and member.status is SUSPECT:
@@ -94,14 +152,22 @@ class GroupView:
                 suspicion = self.suspicions.get(member.peer.node_id)
                 assert update.accuser is not None
                 if suspicion is not None and suspicion.confirm(update.accuser):
-                    self.broadcasts.put(update)
+                    self.spread(update)
                 return []
         current = None if member is None else (member.status, member.incarnation)
         if not supersedes(current, (update.status, update.incarnation)):
             return []
         if member is None and not self.table.has_room(update.peer):
             return []
-        event = self.table.update(update.peer, update.status, update.incarnation, now, reason)
+        if update.status is DEAD and relay is not None and member is not None:
+            # Someone else's word that a member we hold live is dead: we check it ourselves first.
+            return list(self._on_death_claim(member.peer))
+        # Only the member's own (ALIVE) rumour may move it to another address.
+        peer = update.peer if member is None or update.status is ALIVE else member.peer
+        event = self.table.update(peer, update.status, update.incarnation, now, reason)
+        row = self.table.get(peer)
+        if row is not None:
+            row.rumour = update
         n = self.table.live_count
         self.broadcasts.retransmit_limit = retransmit_limit(self.config.retransmit_mult, n)
         if update.status is SUSPECT:
@@ -114,7 +180,7 @@ class GroupView:
                 self._on_suspect(update.peer)
         else:
             self.suspicions.pop(update.peer.node_id, None)
-        self.broadcasts.put(update)
+        self.spread(update)
         return [] if event is None else [event]
 
     def reap(self, now: float) -> None:
@@ -138,9 +204,9 @@ class GroupView:
         member = self.table.get(to)
         if member is None or member.status is ALIVE or member.status is LEFT:
             return tuple(self.broadcasts.take(byte_budget, size_of))
-        suspicion = self.suspicions.get(to.node_id)
-        accuser = suspicion.accuser if suspicion is not None else None
-        buddy = MemberUpdate(member.peer, member.status, member.incarnation, accuser)
+        buddy = member.rumour
+        if buddy is None or buddy.status is not member.status or buddy.incarnation != member.incarnation:
+            return tuple(self.broadcasts.take(byte_budget, size_of))
         rest = self.broadcasts.take(byte_budget - size_of(buddy), size_of)
         return (buddy, *[item for item in rest if item != buddy])
 
@@ -152,17 +218,17 @@ class GroupView:
             return []
         if self.left:
             return []
-        alive = MemberUpdate(self.me, ALIVE, self.incarnation)
         if update.incarnation < self.incarnation:
             # Stale news of an accusation we refuted: whoever still repeats it (often a
             # buddy that suspects us and tells us on every message) missed our refutation.
+            alive = self.own_alive()
             if self.broadcasts.transmits(alive) != 0:
                 self.broadcasts.put(alive)
         else:
             self.incarnation = update.incarnation + 1
             self._told.clear()
             self.health.apply(1, f"refuted being {update.status.value}")
-            self.broadcasts.put(MemberUpdate(self.me, ALIVE, self.incarnation))
+            self.broadcasts.put(self.own_alive())
         actions: list[SwimAction] = []
         for peer in self._to_tell(update.accuser, relay):
             told = self._told.get(peer.node_id)

@@ -15,9 +15,12 @@ predecessor it owns nothing *for writes* (a put is refused, the composer retries
 after a fresh lookup) but replicates everything it holds (copying too much is safe,
 copying too little is not).
 
-Writes.  ``put`` sends ``PutRecord`` to the owner.  The owner refuses a key it does
-not own ("not the owner ... look the owner up again"), else gives the write
-``version = max(now_ms, highest version held + 1)`` and ``writer = its ring id``,
+Writes.  ``put`` signs the record (``writer`` = our ring id, ``version =
+max(now_ms, highest we held or wrote + 1)``) and sends it in ``PutRecord`` to the
+owner.  The owner refuses a key it does not own ("not the owner ... look the owner
+up again"), a record its ``RecordGate`` refuses (bad signature, or a writer the
+key's ``WritePolicy`` does not allow) or one not newer than what it holds (its
+reply carries the held record, so the writer's retry picks a higher version), else
 stores it, answers with the record and pushes it at once to its first ``r``
 successors (``StoreReplicas``).  The answer does not wait for the replicas; a
 write acknowledged and lost with its owner before that push or the next
@@ -52,6 +55,9 @@ leaving gracefully calls ``hand_off``, which sends the records it owns to its
 successor.  Nothing is pruned: a node keeps copies it is no longer responsible
 for (they are harmless, and dropping them safely needs the owner's confirmation).
 
+Every record that comes in any other way (replication, anti-entropy, read repair,
+hand-off, a get's answer) passes the same ``RecordGate`` first.
+
 Replies (``PutReply``, ``GetReply``) are matched to our request by id and must come
 from the peer we asked before the deadline; anything else is ignored.
 """
@@ -79,6 +85,8 @@ from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.record_store import RecordStore, check_record, merge, record_batches, record_error
 from cortex_rm.dht.replica_sync import ReplicaOffers, answer_digest
 from cortex_rm.dht.ring_math import in_interval, key_id
+from cortex_rm.dht.ring_trust import OpenTrust, RingTrust
+from cortex_rm.dht.write_policy import RecordGate, WritePolicy
 
 log = Logger()
 
@@ -98,6 +106,9 @@ class KeySpace:
         replicas: int = DEFAULT_REPLICAS,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         store: RecordStore | None = None,
+        *,
+        trust: RingTrust | None = None,
+        policy: WritePolicy | None = None,
     ) -> None:
         if replicas < 0:
             raise ValueError(f"replicas must be at least 0, not {replicas}")
@@ -114,6 +125,9 @@ class KeySpace:
         self._requests: dict[int, PendingRequest] = {}
         self._gathers: dict[int, Gather] = {}
         self._offers = ReplicaOffers(request_timeout)
+        self.trust: RingTrust = trust if trust is not None else OpenTrust(me.node_id)
+        self.gate = RecordGate(self.trust, policy)
+        self._written: dict[str, int] = {}  # key -> the highest version we wrote or were told is held
 
     # ------------------------------------------------------------ ring view
 
@@ -173,11 +187,15 @@ class KeySpace:
         """
         check_record(key, value)
         op_id = next(self._ids)
+        held = self.store.get(key)
+        version = max(int(now * 1000), self._written.get(key, -1) + 1, -1 if held is None else held.version + 1)
+        self._written[key] = version
+        record = self.trust.sign_record(key, value, version)
         if owner == self.me:
-            record, error, pushes = self._write(key, value, self.me, now)
-            return op_id, [PutDone(op_id, key, record, error), *pushes]
+            stored, error, pushes = self._write(record, self.me, now)
+            return op_id, [PutDone(op_id, key, None if error else stored, error), *pushes]
         request_id = self._request(owner, PUT, key, now, op_id=op_id)
-        return op_id, [Send(owner, PutRecord(request_id, key, value))]
+        return op_id, [Send(owner, PutRecord(request_id, record))]
 
     def get(self, key: str, owner: Peer, now: float) -> tuple[int, list[Action]]:
         """Read ``key`` from its ``owner``; ``GetDone`` carries the returned id.
@@ -252,10 +270,10 @@ class KeySpace:
         if sender == self.me:
             return []
         if isinstance(message, PutRecord):
-            error = record_error(message.key, message.value)
+            error = record_error(message.record.key, message.record.value)
             if error is not None:
                 return [Send(sender, PutReply(message.request_id, None, error))]
-            record, error, pushes = self._write(message.key, message.value, sender, now)
+            record, error, pushes = self._write(message.record, sender, now)
             return [Send(sender, PutReply(message.request_id, record, error)), *pushes]
         if isinstance(message, GetRecord):
             if record_error(message.key) is not None:
@@ -266,7 +284,7 @@ class KeySpace:
         if isinstance(message, ReplicaWant):
             return list(self._offers.answer_want(self.store, sender, message, now))
         if isinstance(message, StoreReplicas):
-            kept = sum(self.store.keep(record) for record in message.records)
+            kept = sum(self._keep(record) for record in message.records)
             log.debug(
                 "keyspace {node} kept {kept} of {count} records from {peer}",
                 node=self.me.short(),
@@ -279,8 +297,13 @@ class KeySpace:
 
     # ------------------------------------------------------------ internals: writes and reads
 
-    def _write(self, key: str, value: bytes, client: Peer, now: float) -> tuple[Record | None, str, list[Action]]:
-        """The owner's side of a put: version, store, push to replicas (or refuse)."""
+    def _keep(self, record: Record) -> bool:
+        """Keep a record from the wire if the gate admits it and it is newer than ours; whether it was kept."""
+        return self.gate.admits(record, self.store.get(record.key)) and self.store.keep(record)
+
+    def _write(self, record: Record, client: Peer, now: float) -> tuple[Record | None, str, list[Action]]:
+        """The owner's side of a put: check, store, push to replicas (or refuse; a stale write gets the held record)."""
+        key = record.key
         if not self.owns(key):
             unknown = self.placed and self.predecessor is None
             where = "it does not know its predecessor yet" if unknown else "the key's id lies outside its range"
@@ -293,8 +316,15 @@ class KeySpace:
                 error=error,
             )
             return None, error, []
-        record = Record(key, value, self.store.next_version(key, int(now * 1000)), self.me.node_id)
-        self.store.keep(record)
+        held = self.store.get(key)
+        refusal = self.gate.refusal(record, held)
+        if refusal is not None:
+            log.info("keyspace {node} refused put of {key} from {client}: {error}", node=self.me.short(), key=key[:60],
+                     client=client.short(), error=refusal)
+            return None, f"refused: {refusal}", []
+        if not self.store.keep(record):
+            assert held is not None
+            return held, f"stale: {key[:40]!r} is held at version {held.version}; write a higher one", []
         log.debug(
             "keyspace {node} stored {key} version {version} (put by {client})",
             node=self.me.short(),
@@ -337,7 +367,7 @@ class KeySpace:
         gather.waiting.discard(request_id)
         if record is not None:
             gather.best = merge(gather.best, record)
-            self.store.keep(record)  # read repair
+            self._keep(record)  # read repair
         if gather.waiting:
             return []
         del self._gathers[request.gather_id]
@@ -360,8 +390,14 @@ class KeySpace:
         del self._requests[message.request_id]
         record = message.record
         error = "" if isinstance(message, GetReply) else message.error
-        if record is not None and (record.key != request.key or record_error(record.key, record.value)):
+        if record is not None and (
+            record.key != request.key or record_error(record.key, record.value) or self.gate.refusal(record, None)
+        ):
             record, error = None, f"{sender.short()} answered with an invalid record for key {request.key[:40]!r}"
+        if request.kind == PUT and error and record is not None:
+            # Refused as stale: the owner holds a newer version; our retry writes above it.
+            self._written[record.key] = max(self._written.get(record.key, -1), record.version)
+            record = None
         if request.kind == GATHER:
             return self._gathered(message.request_id, request, record)
         if request.kind == GET:

@@ -15,22 +15,25 @@ from dataclasses import dataclass
 class Record:
     """One value under a key: ``version`` orders writes (higher wins), ``writer`` breaks ties.
 
-    ``writer`` is the ring id of the owner that accepted the write.
+    ``writer`` is the ring id of the member that wrote (and signed) it: SHA-1 of
+    ``signer_key``; ``signature`` covers key, version and value (``ring_trust.py``).
+    The writer picks the version; the owner refuses one not above what it holds.
     """
 
     key: str
     value: bytes
     version: int
     writer: int
+    signer_key: bytes = b""
+    signature: bytes = b""
 
 
 @dataclass(frozen=True)
 class PutRecord:
-    """Request to the key's owner: store ``value`` under ``key``."""
+    """Request to the key's owner: store ``record`` (written and signed by the sender)."""
 
     request_id: int
-    key: str
-    value: bytes
+    record: Record
 
 
 @dataclass(frozen=True)

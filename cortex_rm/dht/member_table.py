@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from twisted.logger import Logger
 
 from cortex_rm.dht.peer import Peer
-from cortex_rm.dht.swim_messages import MemberStatus
+from cortex_rm.dht.swim_messages import MemberStatus, MemberUpdate
 
 log = Logger()
 
@@ -112,6 +112,8 @@ class Member:
     incarnation: int
     since: float
     """When the status last changed (seconds, caller's clock)."""
+    rumour: MemberUpdate | None = None
+    """The (signed) rumour that set this state: what we repeat about the member."""
 
 
 class MemberTable:

@@ -36,6 +36,10 @@ member probes one random DEAD member with the news of its death; once the
 partition heals it refutes and comes back (``MemberJoined``).  A restarted member
 starts at a higher incarnation (``incarnation=``) and announces itself ALIVE.
 
+A DEAD heard from someone else is a claim (``group_view.py``): we probe the member
+ourselves (``death_claims.py``) and declare it DEAD (signed by us) only when that
+probe, direct and indirect, goes unanswered.
+
 Unasked messages (an ``Ack``/``Nack`` of an unknown or finished ``seq``, or from
 a member we did not ask) are ignored deliberately: late answers of decided probes.
 """
@@ -47,6 +51,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from cortex_rm.dht.death_claims import DeathClaims
 from cortex_rm.dht.envelope import Send
 from cortex_rm.dht.group_view import GroupView, SwimAction
 from cortex_rm.dht.local_health import LocalHealth
@@ -55,6 +60,7 @@ from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.piggyback import BroadcastQueue, GossipSections, SizeOf
 from cortex_rm.dht.probe_relays import ProbeRelays
 from cortex_rm.dht.probe_scheduler import ProbeScheduler
+from cortex_rm.dht.ring_trust import OpenTrust, RingTrust
 from cortex_rm.dht.suspect_checks import SuspectChecks, Verdict
 from cortex_rm.dht.suspicion import SuspicionTimer, retransmit_limit
 from cortex_rm.dht.swim_config import SwimConfig
@@ -88,15 +94,21 @@ class _ProbeRound:
 class Membership:
     """One member's view of the group and its side of SWIM; each step returns actions and events."""
 
-    def __init__(self, me: Peer, config: SwimConfig, rng: random.Random, *, incarnation: int = 0) -> None:
+    def __init__(
+        self, me: Peer, config: SwimConfig, rng: random.Random, *, incarnation: int = 0, trust: RingTrust | None = None
+    ) -> None:
         self.me = me
+        self.trust: RingTrust = trust if trust is not None else OpenTrust(me.node_id)
         self.config = config
         self._rng = rng
         self.health = LocalHealth(config.awareness_max_multiplier, me.short())
         self.broadcasts = BroadcastQueue(config.max_broadcasts, retransmit_limit(config.retransmit_mult, 1))
-        self.sections = GossipSections(self.broadcasts, me.short())
+        self.sections = GossipSections(self.broadcasts, me.short(), self.trust)
         self._scheduler = ProbeScheduler(me, rng)
-        self.view = GroupView(me, config, self.health, self.broadcasts, incarnation, self._next_seq, self._suspected)
+        self.view = GroupView(
+            me, config, self.health, self.broadcasts, incarnation, self._next_seq, self._suspected, self.trust, self._death_claim
+        )
+        self.claims = DeathClaims(config.indirect_checks, self._next_seq, rng)
         self.table: MemberTable = self.view.table
         self._suspicions: dict[int, SuspicionTimer] = self.view.suspicions
         self._checks = SuspectChecks()
@@ -107,7 +119,7 @@ class Membership:
         self._next_probe_at: float | None = None  # set by the first tick
         self._next_dead_probe_at = 0.0
         # Announce ourselves: our incarnation overrides whatever the group remembers of us.
-        self.broadcasts.put(MemberUpdate(me, ALIVE, incarnation))
+        self.broadcasts.put(self.view.own_alive())
 
     # ------------------------------------------------------------ queries
 
@@ -154,7 +166,7 @@ class Membership:
         r = self._round
         if r is not None:
             best = min(best, r.timeout_at if not r.acked and r.helpers is None else r.period_end)
-        best = min(best, self._relays.next_deadline())
+        best = min(best, self._relays.next_deadline(), self.claims.next_deadline())
         if self._suspicions:
             lead = self._verify_lead()
             for node_id, suspicion in self._suspicions.items():
@@ -210,6 +222,8 @@ class Membership:
                 actions += self._finish(r, now)
         if self._suspicions:
             actions += self._decide_suspicions(now)
+        if self.claims:
+            actions += self._check_claims(now)
         self.view.reap(now)
         if not self.left:
             if self._round is None and now >= self._next_probe_at:
@@ -257,7 +271,7 @@ class Membership:
         """
         self.view.left = True
         self._round = None
-        self.broadcasts.put(MemberUpdate(self.me, LEFT, self.incarnation))
+        self.broadcasts.put(self.trust.sign_rumour(MemberUpdate(self.me, LEFT, self.incarnation)))
         targets = [p for p in self._scheduler.neighbours if self._probeable(p)]
         return [Send(p, Probe(self._next_seq())) for p in targets]
 
@@ -288,6 +302,8 @@ class Membership:
         return [Send(helper, ProbeRequest(r.seq, r.target)) for helper in helpers]
 
     def _acked(self, sender: Peer, seq: int) -> list[SwimAction]:
+        if self.claims and self.claims.acked(sender, seq):
+            return []  # a DEAD claim refuted by the member's (or a helper's) answer
         r = self._round
         if r is not None and r.seq == seq and not r.acked:
             if sender.node_id == r.target.node_id or (r.helpers and any(h.node_id == sender.node_id for h in r.helpers)):
@@ -312,7 +328,7 @@ class Membership:
         member = self.table.get(r.target)
         if member is None or member.status in GONE or self.left:
             return []
-        accusation = MemberUpdate(member.peer, SUSPECT, member.incarnation, self.me)
+        accusation = self.trust.sign_rumour(MemberUpdate(member.peer, SUSPECT, member.incarnation, self.me))
         before = self._suspicions.get(target_id)
         already_accused = before is not None and self.me.node_id in before.accusers
         actions = self._apply(accusation, now, "probe failed")
@@ -340,9 +356,29 @@ class Membership:
             if verdict is Verdict.CHECK:
                 self._scheduler.probe_next(member.peer)
             elif verdict is Verdict.DEAD:
-                death = MemberUpdate(member.peer, DEAD, member.incarnation)
-                actions += self._apply(death, now, "suspicion expired")
-                actions += self._announce(member.peer)
+                actions += self._declare_dead(member.peer, member.incarnation, now, "suspicion expired")
+        return actions
+
+    def _declare_dead(self, peer: Peer, incarnation: int, now: float, reason: str) -> list[SwimAction]:
+        """Our own conclusion: ``peer`` is DEAD (signed by us as its accuser), pushed to k members."""
+        death = self.trust.sign_rumour(MemberUpdate(peer, DEAD, incarnation, self.me))
+        return self._apply(death, now, reason) + self._announce(peer)
+
+    def _death_claim(self, peer: Peer) -> list[Send]:
+        """Gossip says ``peer`` (live to us) is DEAD: check it with a probe of our own (``death_claims.py``)."""
+        if self.left:
+            return []
+        timeout = self.health.scale(self.config.probe_timeout)
+        return self.claims.claim(peer, self._last_input, timeout, self.health.scale(self.config.probe_interval))
+
+    def _check_claims(self, now: float) -> list[SwimAction]:
+        """Indirect probes for claims our direct probe did not settle; DEAD for those nobody could reach."""
+        sends, unanswered = self.claims.tick(now, self.table.peers(ALIVE))
+        actions: list[SwimAction] = list(sends)
+        for peer in unanswered:
+            member = self.table.get(peer)
+            if member is not None and member.status not in GONE and not self.left:
+                actions += self._declare_dead(member.peer, member.incarnation, now, "claimed dead, and our probe failed")
         return actions
 
     def _announce(self, subject: Peer) -> list[SwimAction]:
@@ -364,6 +400,7 @@ class Membership:
         """The first tick after a pause: the probe in flight is inconclusive (its ack may wait unread), LHM + 1;
         relayed probes get no nack (a silence we did not witness); the next probe starts at once."""
         self.health.apply(1, "woke up late")
+        self.claims.drop_all()
         if self._round is not None:
             self._checks.ended(self._round.target.node_id)
         self._round = None
@@ -377,8 +414,9 @@ class Membership:
         self._next_dead_probe_at = now + self.config.dead_probe_interval
         alive = [m for m in self.table if m.status is ALIVE]
         if alive:
-            member = self._rng.choice(alive)
-            self.broadcasts.put(MemberUpdate(member.peer, ALIVE, member.incarnation))
+            rumour = self._rng.choice(alive).rumour
+            if rumour is not None and rumour.status is ALIVE:
+                self.view.spread(rumour)  # its own signed ALIVE: we cannot sign for it
         dead = self.table.peers(DEAD)
         if not dead:
             return []

@@ -22,15 +22,20 @@ anyway (probes, acks, Chord traffic) carries a few rumours in its envelope.  The
 use the same channel: they ``register`` a section with a receive callback and
 ``publish`` items into it.  A received item whose callback says it was new is
 queued again, so each member that learns something passes it on (SWIM's
-infection-style dissemination); old news dies out.
+infection-style dissemination); old news dies out.  Items are signed by their
+publisher (``ring_trust.py``); one whose signature fails is dropped and counted
+(``refused``) before its section sees it, and a section may accept items only
+about their publisher (node capacity does).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 from twisted.logger import Logger
 
+from cortex_rm.dht.ring_trust import OpenTrust, RingTrust
 from cortex_rm.dht.swim_messages import GossipItem, MemberUpdate, Piggyback
 
 log = Logger()
@@ -144,8 +149,10 @@ MAX_UNKNOWN_LOGGED = 64  # unknown section names logged once each (remote input:
 class GossipSections:
     """The registry of gossip sections sharing a ``BroadcastQueue``."""
 
-    def __init__(self, queue: BroadcastQueue, name: str = "") -> None:
+    def __init__(self, queue: BroadcastQueue, name: str = "", trust: RingTrust | None = None) -> None:
         self._queue = queue
+        self._trust: RingTrust = trust if trust is not None else OpenTrust(0)
+        self.refused: Counter[str] = Counter()
         self._sections: dict[str, OnReceive] = {}
         self._unknown_logged: set[str] = set()
         self._name = name
@@ -160,7 +167,7 @@ class GossipSections:
         """Gossip ``payload`` under ``key`` of a registered ``section`` (replacing older news of that key)."""
         if section not in self._sections:
             raise KeyError(f"gossip section {section!r} is not registered")
-        item = GossipItem(section, key, payload)
+        item = self._trust.sign_gossip(GossipItem(section, key, payload))
         self._queue.put(item)
         return item
 
@@ -171,6 +178,11 @@ class GossipSections:
         sections we do not know yet); the first one of each section is logged.
         """
         on_receive = self._sections.get(item.section)
+        if on_receive is not None:
+            error = self._trust.gossip_error(item)
+            if error is not None:
+                self.refused[error if len(self.refused) < MAX_UNKNOWN_LOGGED else "(other reasons)"] += 1
+                return False
         if on_receive is None:
             if item.section not in self._unknown_logged and len(self._unknown_logged) < MAX_UNKNOWN_LOGGED:
                 self._unknown_logged.add(item.section)

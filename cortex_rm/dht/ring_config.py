@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from cortex_rm.dht.chord import DEFAULT_REQUEST_TIMEOUT
 from cortex_rm.dht.key_space import DEFAULT_REPLICAS
+from cortex_rm.dht.ring_work import DEFAULT_WORK_BITS, MAX_WORK_BITS
 from cortex_rm.dht.routing_table import DEFAULT_SUCCESSOR_LIST_LENGTH
 from cortex_rm.dht.swim_config import SwimConfig
 
@@ -53,6 +54,26 @@ class RingConfig:
 
     swim: SwimConfig = field(default_factory=SwimConfig.lan)
 
+    work_bits: int = DEFAULT_WORK_BITS
+    """Leading zero bits of a member's proof of work (``ring_work.py``): every member of a ring must agree."""
+
+    rumour_rate: float = 200.0
+    """Rumours (piggybacked items) a second we handle from one peer; more are dropped.  An honest
+    peer sends a few envelopes a second to us, each with at most ``piggyback_bytes`` of rumours
+    (~8 of ~130 bytes): far below."""
+
+    rumour_burst: float = 1000.0
+    """Rumours one peer may send at once above ``rumour_rate`` (a joiner's first exchanges)."""
+
+    put_rate: float = 20.0
+    """Puts a second we serve as owner for one peer; more are refused (the writer retries)."""
+
+    put_burst: float = 100.0
+    """Puts one peer may make at once above ``put_rate``."""
+
+    resource_managers: frozenset[int] = frozenset()
+    """Ring ids that may write the ResourceManager's record (empty: first writer, see ``write_policy.py``)."""
+
     def __post_init__(self) -> None:
         for name in (
             "request_timeout",
@@ -72,5 +93,10 @@ class RingConfig:
             raise ValueError(
                 f"ring replicas ({self.replicas}) cannot exceed successor_list_length ({self.successor_list_length})"
             )
+        if not 0 <= self.work_bits <= MAX_WORK_BITS:
+            raise ValueError(f"ring work_bits must lie in [0, {MAX_WORK_BITS}], not {self.work_bits}")
+        for name in ("rumour_rate", "rumour_burst", "put_rate", "put_burst"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ring {name} must be at least 1, not {getattr(self, name)}")
         if self.piggyback_bytes < 0:
             raise ValueError(f"ring piggyback_bytes must not be negative, not {self.piggyback_bytes}")

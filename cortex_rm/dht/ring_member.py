@@ -30,12 +30,18 @@ How the parts are wired:
   ``MAX_KEY_ATTEMPTS`` times.
 * ``join`` tries a list of peers in order (the neighbour log's, then the
   introducers); ``JoinFailed`` is reported only when all failed.
+* **Outsiders cannot steer it** (``ring_trust.py``): an envelope whose sender shows
+  no valid proof of work is dropped whole (so an id without work never joins, is
+  never taken as a neighbour, never gossiped about); rumours and records are
+  signed and checked by membership and the key space; each peer's rumours and
+  puts are rate limited (``rate_limits.py``).  Drops are counted in ``refused``.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -54,9 +60,12 @@ from cortex_rm.dht.member_table import MemberDied, MemberJoined, MemberLeft, Mem
 from cortex_rm.dht.membership import Membership, SwimAction
 from cortex_rm.dht.neighbour_log import NeighbourRecord
 from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.rate_limits import PeerRateLimit
 from cortex_rm.dht.record_store import RecordStore, record_error
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_math import distance, key_id
+from cortex_rm.dht.ring_trust import OpenTrust, RingTrust
+from cortex_rm.dht.write_policy import WritePolicy
 from cortex_rm.dht.swim_messages import MemberStatus, Piggyback, SwimMessage
 
 log = Logger()
@@ -122,8 +131,11 @@ class RingMember:
         piggyback_size: PiggybackSize,
         incarnation: int = 0,
         store: RecordStore | None = None,
+        trust: RingTrust | None = None,
+        policy: WritePolicy | None = None,
     ) -> None:
         self.me = me
+        self.trust: RingTrust = trust if trust is not None else OpenTrust(me.node_id)
         self.config = config
         self.piggyback_size = piggyback_size
         self.chord = ChordNode(
@@ -132,8 +144,11 @@ class RingMember:
             successor_list_length=config.successor_list_length,
             request_timeout=config.request_timeout,
         )
-        self.membership = Membership(me, config.swim, rng, incarnation=incarnation)
-        self.keys = KeySpace(me, config.replicas, config.request_timeout, store=store)
+        self.membership = Membership(me, config.swim, rng, incarnation=incarnation, trust=self.trust)
+        self.keys = KeySpace(me, config.replicas, config.request_timeout, store=store, trust=self.trust, policy=policy)
+        self.rumour_limit = PeerRateLimit(config.rumour_rate, config.rumour_burst)
+        self.put_limit = PeerRateLimit(config.put_rate, config.put_burst)
+        self.refused: Counter[str] = Counter()  # envelopes (or parts) dropped here, by reason
         self._rng = rng
         self._ids = itertools.count(1)
         self._operations: dict[int, _KeyOperation] = {}
@@ -197,9 +212,22 @@ class RingMember:
             )
             return []
         sender, body = envelope.sender, envelope.body
+        error = self.trust.sender_error(sender.node_id, envelope.sender_key, envelope.work)
+        if error is not None:
+            self.refused[error] += 1
+            if self.refused[error] == 1:
+                log.warn("ring {me} drops envelopes from {sender}: {error}", me=self.me.short(), sender=sender.short(), error=error)
+            return []
+        if isinstance(body, kv_messages.PutRecord) and not self.put_limit.allow(sender.node_id, now):
+            self.refused["puts over the rate limit"] += 1
+            busy = kv_messages.PutReply(body.request_id, None, "rate limited: too many puts from you; retry later")
+            return [self._transmit(Send(sender, busy))]
         actions = self._membership_actions(self.membership.heard_from(sender, now), now)
         if envelope.piggyback:
-            actions += self._membership_actions(self.membership.receive_piggyback(sender, envelope.piggyback, now), now)
+            if self.rumour_limit.allow(sender.node_id, now, len(envelope.piggyback)):
+                actions += self._membership_actions(self.membership.receive_piggyback(sender, envelope.piggyback, now), now)
+            else:
+                self.refused["rumours over the rate limit"] += len(envelope.piggyback)
         if isinstance(body, SwimMessage):
             actions += self._membership_actions(self.membership.receive(sender, body, now), now)
         elif isinstance(body, ChordMessage):
@@ -262,7 +290,7 @@ class RingMember:
 
     def _transmit(self, send: Send) -> Transmit:
         rumours = self.membership.piggyback_for(send.to, self.config.piggyback_bytes, self.piggyback_size)
-        return Transmit(send.to, Envelope(self.me, send.message, rumours))
+        return Transmit(send.to, Envelope(self.me, send.message, rumours, self.trust.work))
 
     def _try_next_introducer(self, now: float) -> list[RingAction]:
         if not self._join_queue:
@@ -387,6 +415,8 @@ def _highest_stamp(envelope: Envelope) -> int:
     if isinstance(body, kv_messages.StoreReplicas):
         stamps += [record.version for record in body.records]
     elif isinstance(body, (kv_messages.PutReply, kv_messages.GetReply)) and body.record is not None:
+        stamps.append(body.record.version)
+    elif isinstance(body, kv_messages.PutRecord):
         stamps.append(body.record.version)
     elif isinstance(body, kv_messages.ReplicaDigest):
         stamps += [version for _, version in body.entries]

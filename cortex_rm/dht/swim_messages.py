@@ -67,13 +67,21 @@ class MemberUpdate:
     ``accuser`` is set on SUSPECT only: the member whose probe failed.  Relayed
     copies keep the original accuser, so a receiver can count *independent*
     suspicions (Lifeguard's confirmations shorten the suspicion timeout) without
-    counting the same rumour twice because two relays carried it.
+    counting the same rumour twice because two relays carried it.  DEAD names
+    its accuser too (the member that declared it).
+
+    Every rumour that travels is signed (``ring_trust.py``): ALIVE and LEFT by the
+    member itself (``signer_key`` hashes to ``peer.node_id``; ALIVE carries the
+    member's proof of ``work``), SUSPECT and DEAD by the accuser.
     """
 
     peer: Peer
     status: MemberStatus
     incarnation: int
     accuser: Peer | None = None
+    work: int = 0
+    signer_key: bytes = b""
+    signature: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -82,12 +90,16 @@ class GossipItem:
 
     ``key`` names what the item is about within its section, so a newer item
     replaces an older one in the retransmission queue instead of queueing behind it.
-    ``payload`` is the section's own encoding.
+    ``payload`` is the section's own encoding.  ``publisher`` (a ring id) signed
+    it with ``signer_key``; a section may accept items only about their publisher.
     """
 
     section: str
     key: str
     payload: bytes
+    publisher: int = 0
+    signer_key: bytes = b""
+    signature: bytes = b""
 
 
 SwimMessage = Probe | Ack | ProbeRequest | Nack

@@ -385,6 +385,9 @@ struct MemberUpdate {
   2: required MemberStatus status,
   3: required i64 incarnation,
   4: optional Peer accuser,
+  5: required i64 work,          // ALIVE: the subject's proof of work (ring_work.py)
+  6: required binary signer_key, // DER SPKI: the subject's (ALIVE, LEFT) or the accuser's
+  7: required binary signature,  // ECDSA P-256 over ring_trust.rumour_message
 }
 
 /** A piggybacked payload of a registered gossip section (the section's own encoding). */
@@ -392,6 +395,9 @@ struct GossipItem {
   1: required string section,
   2: required string key,
   3: required binary payload,
+  4: required binary publisher,  // 20 bytes big-endian: SHA-1 of signer_key
+  5: required binary signer_key,
+  6: required binary signature,  // over ring_trust.gossip_message
 }
 
 // ---- Key space (dht/kv_messages.py)
@@ -401,14 +407,15 @@ struct Record {
   1: required string key,
   2: required binary value,
   3: required i64 version,
-  4: required binary writer,   // 20 bytes big-endian
+  4: required binary writer,   // 20 bytes big-endian: SHA-1 of signer_key
+  5: required binary signer_key,
+  6: required binary signature, // over ring_trust.record_message
 }
 
-/** Request to the key's owner: store `value` under `key`. */
+/** Request to the key's owner: store `record` (written and signed by the sender). */
 struct PutRecord {
   1: required i64 request_id,
-  2: required string key,
-  3: required binary value,
+  2: required Record record,
 }
 
 /** Answer to PutRecord: the stored record, or `error`. */
@@ -487,6 +494,7 @@ struct Envelope {
   1: required Peer sender,
   2: required RingMessage body,
   3: required list<Piggyback> piggyback,  // at most 256
+  4: required i64 work,                   // the sender's proof of work on its key
 }
 
 /** The ring's only call: one-way delivery of an envelope (answers are envelopes too). */

@@ -342,3 +342,32 @@ class KnownResourceManagers:
             address=address,
             fingerprint=fingerprint,
         )
+
+
+WORK_FILE = "ring-work.json"
+
+
+def load_or_solve_work(state_dir: Path, spki: bytes, bits: int) -> int:
+    """This key's proof of work for the ring (``dht/ring_work.py``) at ``bits``: read from
+    ``identity/ring-work.json``, or solved (once: ~0.15 s at the default 18 bits) and stored there.
+
+    A stored nonce that does not solve the puzzle at ``bits`` (another key, or more bits
+    configured since) is solved again.
+    """
+    from cortex_rm.dht.ring_work import solve_work, work_ok
+
+    path = Path(state_dir) / IDENTITY_DIR / WORK_FILE
+    try:
+        stored = json.loads(path.read_text())
+        nonce = stored["nonce"] if isinstance(stored, dict) else None
+        if isinstance(nonce, int) and work_ok(spki, nonce, bits):
+            return nonce
+    except (OSError, ValueError, KeyError):
+        pass
+    nonce = solve_work(spki, bits)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(WORK_FILE + ".partial")
+    partial.write_text(json.dumps({"bits": bits, "nonce": nonce}) + "\n")
+    os.replace(partial, path)
+    log.info("solved the ring's proof of work for this key at {bits} bits (nonce {nonce})", bits=bits, nonce=nonce)
+    return nonce

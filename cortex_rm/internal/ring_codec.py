@@ -51,6 +51,8 @@ MAX_STORE_RECORDS = 1024  # StoreReplicas.records (MAX_FRAME_BYTES bounds them f
 MAX_SECTION_CHARS = 64  # GossipItem.section
 MAX_GOSSIP_KEY_CHARS = 256
 MAX_GOSSIP_PAYLOAD_BYTES = 8 * 1024
+MAX_KEY_BYTES = 512  # signer_key: a DER SPKI (P-256: 91 bytes)
+MAX_SIGNATURE_BYTES = 160  # a DER ECDSA signature (P-256: at most 72 bytes)
 
 DELIVER = "deliver"  # the RingService call every frame body is
 
@@ -84,6 +86,8 @@ _COUNT, _RING_ID, _BOOL = fields.Count(), fields.RingId(), fields.Bool()
 _RECORD_KEY = fields.Text(MAX_RECORD_KEY_CHARS, allow_empty=False)
 _PEER = fields.Shape(Peer, ttypes.Peer, (("node_id", _RING_ID), ("address", fields.Address())))
 _SUCCESSORS = fields.ListOf(_PEER, MAX_SUCCESSORS)
+_SIGNER_KEY = ("signer_key", fields.Bytes(MAX_KEY_BYTES))
+_SIGNATURE = ("signature", fields.Bytes(MAX_SIGNATURE_BYTES))
 _RECORD = fields.Shape(
     kv.Record,
     ttypes.Record,
@@ -92,6 +96,8 @@ _RECORD = fields.Shape(
         ("value", fields.Bytes(MAX_RECORD_VALUE_BYTES)),
         ("version", _COUNT),
         ("writer", _RING_ID),
+        _SIGNER_KEY,
+        _SIGNATURE,
     ),
 )
 
@@ -113,7 +119,6 @@ def _shape(python: type, *members: tuple[str, fields.Kind]) -> fields.Shape:
 
 _REQUEST_ID = ("request_id", _COUNT)
 _SEQ = ("seq", _COUNT)
-_VALUE = ("value", fields.Bytes(MAX_RECORD_VALUE_BYTES))
 _PREDECESSOR = ("predecessor", fields.Maybe(_PEER))
 
 # Each RingMessage type and the union member that carries it.
@@ -130,7 +135,7 @@ _BODIES = _table(
     _shape(swim.Ack, _SEQ),
     _shape(swim.ProbeRequest, _SEQ, ("target", _PEER)),
     _shape(swim.Nack, _SEQ),
-    _shape(kv.PutRecord, _REQUEST_ID, ("key", _RECORD_KEY), _VALUE),
+    _shape(kv.PutRecord, _REQUEST_ID, ("record", _RECORD)),
     _shape(kv.PutReply, _REQUEST_ID, ("record", fields.Maybe(_RECORD)), ("error", fields.Text(MAX_ERROR_CHARS))),
     _shape(kv.GetRecord, _REQUEST_ID, ("key", _RECORD_KEY)),
     _shape(kv.GetReply, _REQUEST_ID, ("record", fields.Maybe(_RECORD))),
@@ -147,12 +152,18 @@ _PIGGYBACKS = _table(
         ("status", fields.EnumOf(swim.MemberStatus, ttypes.MemberStatus)),
         ("incarnation", _COUNT),
         ("accuser", fields.Maybe(_PEER)),
+        ("work", _COUNT),
+        _SIGNER_KEY,
+        _SIGNATURE,
     ),
     _shape(
         swim.GossipItem,
         ("section", fields.Text(MAX_SECTION_CHARS, allow_empty=False)),
         ("key", fields.Text(MAX_GOSSIP_KEY_CHARS)),
         ("payload", fields.Bytes(MAX_GOSSIP_PAYLOAD_BYTES)),
+        ("publisher", _RING_ID),
+        _SIGNER_KEY,
+        _SIGNATURE,
     ),
 )
 
@@ -217,6 +228,7 @@ def envelope_to_thrift(env: Envelope) -> ttypes.Envelope:
         sender=_PEER.to_wire(env.sender),
         body=body_to_thrift(env.body),
         piggyback=[_union_to_thrift(p, _PIGGYBACKS, ttypes.Piggyback, "piggyback") for p in env.piggyback],
+        work=env.work,
     )
 
 
@@ -236,6 +248,7 @@ def envelope_from_thrift(t: Any) -> Envelope:
             _union_from_thrift(p, _PIGGYBACK_MEMBERS, ttypes.Piggyback, f"envelope.piggyback[{i}]")
             for i, p in enumerate(items)
         ),
+        work=_COUNT.from_wire(t.work, "envelope.work"),
     )
 
 

@@ -15,6 +15,7 @@ first, should be the one to close).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
@@ -30,9 +31,9 @@ from cortex_rm.dht.envelope import Envelope
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.internal.countdown import Countdown
 from cortex_rm.internal.errors import MalformedEnvelope
-from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.internal.identity import NodeIdentity, ring_id_of
 from cortex_rm.internal.ring_codec import MAX_FRAME_BYTES, decode_envelope
-from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, abort_connection, peer_address, peer_ring_id
+from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, abort_connection, peer_address, peer_spki
 from cortex_rm.yarn.reactors import IReactorTimeTCP
 
 log = Logger()
@@ -53,6 +54,7 @@ class RingServerConnection(Int32StringReceiver):
         self.listener = listener
         self.remote = "?"
         self.peer_id: int | None = None
+        self.peer_key = b""  # the DER SPKI the peer's certificate carries
         self.closing = False
         self.lost: defer.Deferred[None] = defer.Deferred()
         self._idle: Countdown | None = None
@@ -70,7 +72,8 @@ class RingServerConnection(Int32StringReceiver):
             self._idle.cancel()
         self._idle = Countdown(self.listener.clock, 2 * self.listener.idle_timeout, lambda: self.close("idle"))
         try:
-            self.peer_id = peer_ring_id(self.transport)
+            self.peer_key = peer_spki(self.transport)
+            self.peer_id = ring_id_of(self.peer_key)
         except PeerCertificateMissing:  # cannot happen: MutualTLS demands a certificate
             self.close("no peer certificate")
 
@@ -107,7 +110,7 @@ class RingServerConnection(Int32StringReceiver):
                 presented_id=format_id(self.peer_id),
             )
             return
-        self.listener._deliver(envelope)
+        self.listener._deliver(replace(envelope, sender_key=self.peer_key))
 
     def lengthLimitExceeded(self, length: int) -> None:
         self._refuse("a {length}-byte frame exceeds {limit} bytes", length=length, limit=self.MAX_LENGTH)

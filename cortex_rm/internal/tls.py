@@ -97,7 +97,12 @@ def peer_fingerprint(transport: ITransport | None) -> str:
 
 def peer_ring_id(transport: ITransport | None) -> int:
     """The ring id (SHA-1 of the DER SPKI) of the key the peer of a handshaken TLS ``transport`` showed."""
-    return ring_id_of(spki_der(_peer_certificate(transport).public_key()))
+    return ring_id_of(peer_spki(transport))
+
+
+def peer_spki(transport: ITransport | None) -> bytes:
+    """The DER SPKI of the key the peer of a handshaken TLS ``transport`` showed."""
+    return spki_der(_peer_certificate(transport).public_key())
 
 
 def peer_address(transport: ITransport | None) -> str:

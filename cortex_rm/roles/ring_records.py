@@ -185,6 +185,11 @@ class CapacityReports:
         if report.ring_id != item.key:
             log.warn("ignoring a capacity report filed under {key} about {ring_id}", key=item.key, ring_id=report.ring_id)
             return False
+        if item.publisher and format_id(item.publisher) != report.ring_id:
+            # Signed by another member (ring_trust checked the signature): only a node reports its own capacity.
+            log.warn("ignoring a capacity report about {ring_id} published by {publisher}",
+                     ring_id=report.ring_id[:10], publisher=format_id(item.publisher)[:10])
+            return False
         if self._reports.get(report.ring_id) == report:
             return False
         if report.ring_id not in self._reports and len(self._reports) >= MAX_REPORTS:

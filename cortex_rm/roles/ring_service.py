@@ -63,7 +63,10 @@ from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_join import JoinAttempts
 from cortex_rm.dht.ring_member import RingMember, RingView
 from cortex_rm.dht.swim_messages import GossipItem
-from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.dht.ring_trust import KeyTrust
+from cortex_rm.roles.ring_records import RESOURCE_MANAGER_KEY
+from cortex_rm.dht.write_policy import WritePolicy
+from cortex_rm.internal.identity import NodeIdentity, load_or_solve_work
 from cortex_rm.internal.ring_codec import piggyback_size
 from cortex_rm.internal.ring_transport import DEFAULT_CONNECT_TIMEOUT_S, RingTransport
 from cortex_rm.internal.tls import MutualTLS
@@ -241,7 +244,16 @@ class RingService:
         bound = host.port
         self.me = Peer(self.identity.ring_id, host_port(self.advertise_host, bound))
         incarnation = next_incarnation(self.state_dir, self.wall_clock)  # (an OSError fails the start)
-        member = RingMember(self.me, self.config, self._rng, piggyback_size=piggyback_size, incarnation=incarnation)
+        # Solved once per key and stored beside it (a short block of the reactor on the first start).
+        work = load_or_solve_work(self.state_dir, self.identity.spki, self.config.work_bits)
+        trust = KeyTrust(self.identity.key, work, self.config.work_bits)
+        policy = WritePolicy({RESOURCE_MANAGER_KEY: self.config.resource_managers})
+        if not self.config.resource_managers:
+            log.warn("ring: [ring] resource_managers is not set: the first member to write {key} owns it "
+                     "(list the ring ids of the nodes that may run the RM)", key=RESOURCE_MANAGER_KEY)
+        member = RingMember(
+            self.me, self.config, self._rng, piggyback_size=piggyback_size, incarnation=incarnation, trust=trust, policy=policy
+        )
         for name, on_receive in self._sections.items():
             member.membership.sections.register(name, on_receive)
         live = self.live = LiveMember(member, self.reactor, self.transport.send, self._after_step)

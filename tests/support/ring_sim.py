@@ -20,6 +20,9 @@ daemon does, into ``neighbour_logs`` (the "disk" that survives a crash).
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 import heapq
 import random
 from collections.abc import Callable, Iterable
@@ -27,6 +30,9 @@ from dataclasses import dataclass, field, replace
 
 from cortex_rm.dht.chord_lookups import Joined, LookupDone
 from cortex_rm.dht.envelope import Envelope
+from cortex_rm.dht.ring_trust import KeyTrust
+from cortex_rm.dht.ring_work import solve_work
+from cortex_rm.dht.write_policy import WritePolicy
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.kv_operations import GetDone, PutDone
 from cortex_rm.dht.neighbour_log import NeighbourRecord
@@ -61,9 +67,12 @@ class RingNetwork:
         latency: tuple[float, float] = (0.001, 0.010),
         *,
         wire: bool = False,
+        signed: bool = False,
     ) -> None:
         self.random = random.Random(seed)
         self.wire = wire
+        self.signed = signed  # members hold real keys (ids are their hashes), sign and check everything
+        self._trusts: dict[str, KeyTrust] = {}
         self.config = config or RingConfig()
         self.latency = latency
         self.now = 0.0
@@ -87,14 +96,26 @@ class RingNetwork:
 
     def add_member(self, node_id: int | None = None) -> RingMember:
         """A new member (random id unless given), started as a ring of one."""
+        address = f"10.0.{len(self.members) // 250}.{len(self.members) % 250 + 1}:7000"
+        if self.signed:
+            assert node_id is None, "a signed member's id is its key's hash"
+            key = ec.generate_private_key(ec.SECP256R1())
+            spki = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            trust = self._trusts[address] = KeyTrust(key, solve_work(spki, self.config.work_bits), self.config.work_bits)
+            return self._start(Peer(trust.node_id, address), incarnation=1)
         if node_id is None:
             node_id = self.random.randrange(RING_SIZE)
-        address = f"10.0.{len(self.members) // 250}.{len(self.members) % 250 + 1}:7000"
         return self._start(Peer(node_id, address), incarnation=1)
 
     def _start(self, peer: Peer, incarnation: int) -> RingMember:
         member = RingMember(
-            peer, self.config, random.Random(self.random.random()), piggyback_size=piggyback_size, incarnation=incarnation
+            peer,
+            self.config,
+            random.Random(self.random.random()),
+            piggyback_size=piggyback_size,
+            incarnation=incarnation,
+            trust=self._trusts.get(peer.address),
+            policy=WritePolicy() if self.signed else None,
         )
         self.members[peer.address] = member
         self._incarnations[peer.address] = incarnation
@@ -208,6 +229,9 @@ class RingNetwork:
             assert isinstance(envelope, Envelope)
             if envelope.sender.node_id == member.me.node_id:
                 return
+            sender_trust = self._trusts.get(envelope.sender.address)
+            if sender_trust is not None:  # what the TLS listener hands over: the certificate's key
+                envelope = replace(envelope, sender_key=sender_trust.spki)
             self._perform(member, member.receive(envelope, self.now))
         else:
             if event.generation != self._tick_generation.get(address):

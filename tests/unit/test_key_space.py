@@ -94,7 +94,7 @@ def test_a_newer_put_wins_everywhere_after_replication() -> None:
         done = net.put(clients[(i + 5) % len(clients)], key, b"v2")
         assert done.record is not None
         assert all(done.record.version > r.version for r in firsts[key].values())
-        assert done.record.writer == net.owner_of(key).me.node_id
+        assert done.record.writer == clients[(i + 5) % len(clients)].me.node_id  # the writer, not the owner
     net.replicate_rounds(1)
     for key in KEYS:
         assert_fully_replicated(net, key, b"v2")
@@ -112,15 +112,19 @@ def test_two_puts_in_the_same_millisecond_get_increasing_versions() -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_concurrent_writes_delivered_in_any_order_leave_the_last_accepted_everywhere(seed: int) -> None:
-    """Six writes of one key in flight at once reach the owner and its replicas in a random
-    order; every copy ends as the owner's last accepted write, without a replicate round."""
+    """Six writes of one key in flight at once (each versioned by its writer, all in the same
+    millisecond) reach the owner and its replicas in a random order; the owner accepts each
+    that beats what it holds by (version, writer, value), refuses the rest as stale, and every
+    copy ends as the greatest accepted write, without a replicate round."""
     net = network(seed)
     clients = net.live_nodes()
     ops = [(client, net.start_put(client, "hot", f"from-{i}".encode())) for i, client in enumerate(clients[:6])]
     net.deliver()
-    records = [net.outcomes[(c.me.address, op_id)].record for c, op_id in ops]
-    last = max((r for r in records if r is not None), key=lambda r: r.version)
-    assert len({r.version for r in records if r is not None}) == 6
+    outcomes = [net.outcomes[(c.me.address, op_id)] for c, op_id in ops]
+    records = [o.record for o in outcomes if o.record is not None]
+    assert records and all(o.error.startswith("stale") for o in outcomes if o.record is None)
+    last = max(records, key=record_order)
+    assert last.writer == max(c.me.node_id for c in clients[:6])
     assert_fully_replicated(net, "hot", last.value)
 
 
@@ -191,8 +195,9 @@ def test_a_joining_node_receives_the_keys_it_now_owns() -> None:
         assert net.owner_of(key) is joiner
         assert joiner.store.get(key) is not None, key
         assert value_of(net.get(ring[0], key)) == b"v1:" + key.encode()
+    net.advance()  # a later write: the writer's clock gives it a higher version
     rewritten = net.put(ring[0], taken[0], b"after-join").record
-    assert rewritten is not None and rewritten.writer == joiner.me.node_id
+    assert rewritten is not None and rewritten.writer == ring[0].me.node_id
     net.replicate_rounds(1)
     for key in KEYS:
         assert_fully_replicated(net, key, b"after-join" if key == taken[0] else b"v1:" + key.encode())
@@ -380,7 +385,7 @@ def test_oversized_keys_and_values_are_refused() -> None:
         node.put("k", b"v" * (MAX_VALUE_BYTES + 1), me, 0.0)
     with pytest.raises(RecordTooLarge):
         node.get("k" * (MAX_KEY_LENGTH + 1), me, 0.0)
-    [reply] = node.receive(peer, PutRecord(7, "k", b"v" * (MAX_VALUE_BYTES + 1)), 0.0)
+    [reply] = node.receive(peer, PutRecord(7, Record("k", b"v" * (MAX_VALUE_BYTES + 1), 0, peer.node_id)), 0.0)
     assert isinstance(reply, Send) and isinstance(reply.message, PutReply)
     assert reply.message.record is None and "limit is 65536" in reply.message.error
     node.receive(peer, StoreReplicas((Record("k" * 300, b"", 1, 1), Record("ok", b"v", 1, 1))), 0.0)

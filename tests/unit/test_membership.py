@@ -68,6 +68,19 @@ def start_probe(m: Membership) -> tuple[float, int]:
     raise AssertionError("no probe started")
 
 
+def claim_dead(m: Membership, peer: Peer, relay: Peer, now: float, incarnation: int = 0) -> float:
+    """Gossip from ``relay`` says ``peer`` is DEAD; nothing changes until our own probe of it
+    (unanswered here) fails, which declares it DEAD.  The time it did."""
+    [check] = m.receive_piggyback(relay, [MemberUpdate(peer, DEAD, incarnation)], now)
+    assert check == Send(peer, Probe(check.message.seq)) and m.status_of(peer) is not DEAD  # type: ignore[union-attr]
+    for _ in range(100):
+        if m.status_of(peer) is DEAD:
+            return now
+        now = max(now, m.next_deadline())
+        m.tick(now)
+    raise AssertionError(f"{peer} was never declared dead")
+
+
 def tick_until(m: Membership, end: float) -> list[SwimAction]:
     """Tick at every deadline up to ``end`` and at ``end`` (as a reactor would); all actions."""
     actions: list[SwimAction] = []
@@ -221,7 +234,7 @@ def test_suspicion_expires_into_death_and_confirmations_shorten_it() -> None:
     assert m.probe_in_flight == T
     actions = tick_until(m, timer.deadline + 4 * 1.0)
     assert MemberDied(T, 0) in actions
-    assert MemberUpdate(T, DEAD, 0) in m.broadcasts.queued()
+    assert MemberUpdate(T, DEAD, 0, ME) in m.broadcasts.queued()
 
 
 def test_suspect_whose_refutation_we_missed_is_probed_before_it_is_declared_dead() -> None:
@@ -284,12 +297,12 @@ def test_leave_gossips_left_which_is_not_a_death() -> None:
 def test_restarted_member_comes_back_alive_with_a_higher_incarnation() -> None:
     """A DEAD member announcing ALIVE at a higher incarnation (a restart) rejoins: MemberJoined."""
     m = member()
-    m.receive_piggyback(H1, [MemberUpdate(T, DEAD, 3)], 1.0)
-    assert m.status_of(T) is DEAD
-    assert m.receive_piggyback(T, [MemberUpdate(T, ALIVE, 3)], 2.0) == []
+    m.receive_piggyback(H1, [MemberUpdate(T, ALIVE, 3)], 1.0)
+    now = claim_dead(m, T, H1, 1.0, incarnation=3)
+    assert m.receive_piggyback(T, [MemberUpdate(T, ALIVE, 3)], now + 1.0) == []
     restarted = Membership(T, SwimConfig(), random.Random(3), incarnation=1_700_000)
     announce = restarted.piggyback_for(ME, 1000, estimated_size)
-    assert m.receive_piggyback(T, announce, 3.0) == [MemberJoined(T, 1_700_000)]
+    assert m.receive_piggyback(T, announce, now + 2.0) == [MemberJoined(T, 1_700_000)]
 
 
 def test_next_deadline_tells_when_tick_has_work() -> None:
@@ -578,10 +591,10 @@ def test_made_up_member_gossiped_alive_dies_and_is_forgotten_after_the_retention
     ``dead_member_retention`` has passed; then it is forgotten and never probed again."""
     m = member(peers=[T], dead_member_retention=60.0)
     assert m.receive_piggyback(H1, [MemberUpdate(FORGED, ALIVE, 0)], 0.0) == [MemberJoined(FORGED, 0)]
-    assert m.receive_piggyback(H1, [MemberUpdate(FORGED, DEAD, 0)], 1.0) == [MemberDied(FORGED, 0)]
-    before = sends(tick_until(m, 60.0))
+    died = claim_dead(m, FORGED, H1, 1.0)
+    before = sends(tick_until(m, died + 59.0))
     assert FORGED in {s.to for s in before}  # probed while it might be a partition
-    sends(tick_until(m, 62.0))
+    sends(tick_until(m, died + 62.0))
     assert m.status_of(FORGED) is None and FORGED not in {r.peer for r in m.members()}
     after = sends(tick_until(m, 600.0))
     assert FORGED not in {s.to for s in after}
@@ -618,11 +631,11 @@ def test_probe_request_for_an_address_we_do_not_know_is_nacked_without_connectin
     """A ProbeRequest for a stranger, a DEAD or a LEFT member is answered Nack at once: nothing is sent to the target."""
     m = member()
     assert m.receive(H1, ProbeRequest(41, FORGED), 1.0) == [Send(H1, Nack(41))]
-    m.receive_piggyback(H2, [MemberUpdate(H3, DEAD, 0)], 1.0)
-    assert m.receive(H1, ProbeRequest(42, H3), 2.0) == [Send(H1, Nack(42))]
-    m.receive_piggyback(H2, [MemberUpdate(T, LEFT, 0)], 2.0)
-    assert m.receive(H1, ProbeRequest(43, T), 3.0) == [Send(H1, Nack(43))]
-    assert Send(H1, Nack(41)) not in tick_until(m, 3.5)  # nothing relayed, nothing to time out
+    now = claim_dead(m, H3, H2, 1.0)
+    assert m.receive(H1, ProbeRequest(42, H3), now + 1.0) == [Send(H1, Nack(42))]
+    m.receive_piggyback(H2, [MemberUpdate(T, LEFT, 0)], now + 1.0)
+    assert m.receive(H1, ProbeRequest(43, T), now + 2.0) == [Send(H1, Nack(43))]
+    assert Send(H1, Nack(41)) not in tick_until(m, now + 2.5)  # nothing relayed, nothing to time out
 
 
 def test_probe_request_naming_a_members_id_at_another_address_probes_our_address_for_it() -> None:
@@ -642,16 +655,19 @@ def test_flood_of_probe_requests_is_bounded_and_the_excess_nacked() -> None:
 
 
 def test_refutation_is_not_sent_to_a_forged_accuser() -> None:
-    """An accusation of us naming an unknown accuser, or a known id at another address, makes us
-    connect only to members we know live, at our address for them."""
+    """An accusation of us naming an unknown or dead accuser is refused; one naming a known id at
+    another address makes us connect only to members we know live, at our address for them."""
     m = member()
-    told = sends(m.receive_piggyback(H1, [MemberUpdate(ME, SUSPECT, 0, FORGED)], 1.0))
-    assert [s.to for s in told] == [H1]  # the relay, whom we know; not the made-up accuser
-    m.receive_piggyback(H2, [MemberUpdate(H3, DEAD, 0)], 1.0)
-    told = sends(m.receive_piggyback(H2, [MemberUpdate(ME, SUSPECT, 1, Peer(T.node_id, "203.0.113.9:1"))], 2.0))
+    assert m.receive_piggyback(H1, [MemberUpdate(ME, SUSPECT, 0, FORGED)], 1.0) == []  # no live accuser: refused
+    assert m.incarnation == 0 and sum(m.view.refused.values()) == 1
+    told = sends(m.receive_piggyback(H1, [MemberUpdate(ME, SUSPECT, 0, H1)], 1.0))
+    assert [s.to for s in told] == [H1]
+    now = claim_dead(m, H3, H2, 1.0)
+    told = sends(m.receive_piggyback(H2, [MemberUpdate(ME, SUSPECT, 1, Peer(T.node_id, "203.0.113.9:1"))], now + 1.0))
     assert {s.to.address for s in told} == {"t:1", "h2:1"}
-    told = sends(m.receive_piggyback(H2, [MemberUpdate(ME, SUSPECT, 2, H3)], 3.0))
-    assert [s.to for s in told] == [H2]  # H3 is DEAD to us: not told
+    # H3 is DEAD to us: its accusation is refused outright (nobody told, no refutation).
+    assert m.receive_piggyback(H2, [MemberUpdate(ME, SUSPECT, 2, H3)], now + 2.0) == []
+    assert m.incarnation == 2 and sum(m.view.refused.values()) == 2
 
 
 def test_refutations_told_directly_are_bounded_per_probe_interval() -> None:

@@ -44,7 +44,9 @@ peers = st.builds(Peer, ring_ids, addresses)
 successor_lists = st.lists(peers, max_size=8).map(tuple)
 record_keys = st.text(min_size=1, max_size=40)
 values = st.binary(max_size=200)
-records = st.builds(kv.Record, record_keys, values, counts, ring_ids)
+keys = st.binary(max_size=120)
+signatures = st.binary(max_size=80)
+records = st.builds(kv.Record, record_keys, values, counts, ring_ids, keys, signatures)
 
 # Known fields get strategies that respect the bounds; a field added later is
 # filled by st.builds from its annotation, so the round trip exposes a codec
@@ -64,7 +66,7 @@ STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
     swim.Ack: st.builds(swim.Ack, seq=counts),
     swim.ProbeRequest: st.builds(swim.ProbeRequest, seq=counts, target=peers),
     swim.Nack: st.builds(swim.Nack, seq=counts),
-    kv.PutRecord: st.builds(kv.PutRecord, request_id=counts, key=record_keys, value=values),
+    kv.PutRecord: st.builds(kv.PutRecord, request_id=counts, record=records),
     kv.PutReply: st.builds(kv.PutReply, request_id=counts, record=st.none() | records, error=st.text(max_size=50)),
     kv.GetRecord: st.builds(kv.GetRecord, request_id=counts, key=record_keys),
     kv.GetReply: st.builds(kv.GetReply, request_id=counts, record=st.none() | records),
@@ -79,19 +81,28 @@ STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
         status=st.sampled_from(swim.MemberStatus),
         incarnation=counts,
         accuser=st.none() | peers,
+        work=counts,
+        signer_key=keys,
+        signature=signatures,
     ),
     swim.GossipItem: st.builds(
-        swim.GossipItem, section=st.text(min_size=1, max_size=20), key=st.text(max_size=30), payload=values
+        swim.GossipItem,
+        section=st.text(min_size=1, max_size=20),
+        key=st.text(max_size=30),
+        payload=values,
+        publisher=ring_ids,
+        signer_key=keys,
+        signature=signatures,
     ),
 }
 bodies = st.one_of([STRATEGIES[t] for t in BODY_TYPES if t in STRATEGIES])
 piggybacks = st.one_of([STRATEGIES[t] for t in PIGGYBACK_TYPES if t in STRATEGIES])
-envelopes = st.builds(Envelope, peers, bodies, st.lists(piggybacks, max_size=6).map(tuple))
+envelopes = st.builds(Envelope, peers, bodies, st.lists(piggybacks, max_size=6).map(tuple), counts)
 
 PEER = Peer(0xABC << 140, "node-1.example:7000")
 OTHER = Peer(42, "127.0.0.1:7001")
 RECORD = kv.Record("k", b"v", 3, OTHER.node_id)
-T_RECORD = ttypes.Record("k", b"v", 3, b"\x00" * 20)
+T_RECORD = ttypes.Record("k", b"v", 3, b"\x00" * 20, b"", b"")
 
 
 def round_trip(env: Envelope) -> Envelope:
@@ -153,7 +164,9 @@ def test_any_envelope_round_trips(env: Envelope) -> None:
 
 def test_bounds_themselves_are_accepted() -> None:
     """Values exactly at each bound go through (the checks are <=, not <)."""
-    big = kv.PutRecord(2**63 - 1, "k" * codec.MAX_RECORD_KEY_CHARS, b"v" * codec.MAX_RECORD_VALUE_BYTES)
+    big_record = kv.Record("k" * codec.MAX_RECORD_KEY_CHARS, b"v" * codec.MAX_RECORD_VALUE_BYTES, 2**63 - 1, 2**160 - 1,
+                           b"K" * codec.MAX_KEY_BYTES, b"S" * codec.MAX_SIGNATURE_BYTES)
+    big = kv.PutRecord(2**63 - 1, big_record)
     top = Peer(2**160 - 1, "h" * (MAX_ADDRESS_CHARS - 6) + ":65535")
     env = Envelope(top, big, (swim.GossipItem("s" * codec.MAX_SECTION_CHARS, "", b"p"),) * codec.MAX_PIGGYBACK)
     assert round_trip(env) == env
@@ -228,7 +241,7 @@ PING = chord.Ping(1)
 NOTIFY = chord.Notify()
 T_PEER = ttypes.Peer(b"\x00" * 20, "h:1")
 T_ENTRY = ttypes.DigestEntry("k", 1)
-T_GOSSIP = ttypes.Piggyback(gossip_item=ttypes.GossipItem("s", "k", b""))
+T_GOSSIP = ttypes.Piggyback(gossip_item=ttypes.GossipItem("s", "k", b"", b"\x00" * 20, b"", b""))
 
 
 def case(name: str, body: RingMessage, path: str, value: Any, match: str, piggyback: tuple[Any, ...] = ()) -> Any:
@@ -270,7 +283,10 @@ def case(name: str, body: RingMessage, path: str, value: Any, match: str, piggyb
         case("big-payload", NOTIFY, "piggyback.0.gossip_item.payload", b"p" * 8193, "longer than 8192", (GOSSIP,)),
         case("long-record-key", kv.GetRecord(1, "k"), "body.get_record.key", "k" * 257, "key is longer than 256"),
         case("empty-record-key", kv.GetRecord(1, "k"), "body.get_record.key", "", "key must not be empty"),
-        case("big-value", kv.PutRecord(1, "k", b""), "body.put_record.value", b"v" * 65537, "longer than 65536"),
+        case("big-value", kv.PutRecord(1, RECORD), "body.put_record.record.value", b"v" * 65537, "longer than 65536"),
+        case("big-signature", kv.PutRecord(1, RECORD), "body.put_record.record.signature", b"s" * 161, "longer than 160"),
+        case("big-signer-key", NOTIFY, "piggyback.0.member_update.signer_key", b"k" * 513, "longer than 512", (UPDATE,)),
+        case("negative-work", NOTIFY, "work", -1, "work"),
         case("long-error", kv.PutReply(1, None, ""), "body.put_reply.error", "e" * 1025, "longer than 1024"),
         # beyond 2048 entries Thrift's own container limit refuses the list before we see it
         case("digest-2049", kv.ReplicaDigest(()), "body.replica_digest.entries", [T_ENTRY] * 2049, "2048"),

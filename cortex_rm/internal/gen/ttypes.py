@@ -3139,15 +3139,21 @@ class MemberUpdate(object):
      - status
      - incarnation
      - accuser
+     - work
+     - signer_key
+     - signature
 
     """
 
 
-    def __init__(self, peer=None, status=None, incarnation=None, accuser=None,):
+    def __init__(self, peer=None, status=None, incarnation=None, accuser=None, work=None, signer_key=None, signature=None,):
         self.peer = peer
         self.status = status
         self.incarnation = incarnation
         self.accuser = accuser
+        self.work = work
+        self.signer_key = signer_key
+        self.signature = signature
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -3180,6 +3186,21 @@ class MemberUpdate(object):
                     self.accuser.read(iprot)
                 else:
                     iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.I64:
+                    self.work = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.STRING:
+                    self.signer_key = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 7:
+                if ftype == TType.STRING:
+                    self.signature = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -3206,6 +3227,18 @@ class MemberUpdate(object):
             oprot.writeFieldBegin('accuser', TType.STRUCT, 4)
             self.accuser.write(oprot)
             oprot.writeFieldEnd()
+        if self.work is not None:
+            oprot.writeFieldBegin('work', TType.I64, 5)
+            oprot.writeI64(self.work)
+            oprot.writeFieldEnd()
+        if self.signer_key is not None:
+            oprot.writeFieldBegin('signer_key', TType.STRING, 6)
+            oprot.writeBinary(self.signer_key)
+            oprot.writeFieldEnd()
+        if self.signature is not None:
+            oprot.writeFieldBegin('signature', TType.STRING, 7)
+            oprot.writeBinary(self.signature)
+            oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
 
@@ -3216,6 +3249,12 @@ class MemberUpdate(object):
             raise TProtocolException(message='Required field status is unset!')
         if self.incarnation is None:
             raise TProtocolException(message='Required field incarnation is unset!')
+        if self.work is None:
+            raise TProtocolException(message='Required field work is unset!')
+        if self.signer_key is None:
+            raise TProtocolException(message='Required field signer_key is unset!')
+        if self.signature is None:
+            raise TProtocolException(message='Required field signature is unset!')
         return
 
     def __repr__(self):
@@ -3238,14 +3277,20 @@ class GossipItem(object):
      - section
      - key
      - payload
+     - publisher
+     - signer_key
+     - signature
 
     """
 
 
-    def __init__(self, section=None, key=None, payload=None,):
+    def __init__(self, section=None, key=None, payload=None, publisher=None, signer_key=None, signature=None,):
         self.section = section
         self.key = key
         self.payload = payload
+        self.publisher = publisher
+        self.signer_key = signer_key
+        self.signature = signature
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -3271,6 +3316,21 @@ class GossipItem(object):
                     self.payload = iprot.readBinary()
                 else:
                     iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.STRING:
+                    self.publisher = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.STRING:
+                    self.signer_key = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.STRING:
+                    self.signature = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -3293,6 +3353,18 @@ class GossipItem(object):
             oprot.writeFieldBegin('payload', TType.STRING, 3)
             oprot.writeBinary(self.payload)
             oprot.writeFieldEnd()
+        if self.publisher is not None:
+            oprot.writeFieldBegin('publisher', TType.STRING, 4)
+            oprot.writeBinary(self.publisher)
+            oprot.writeFieldEnd()
+        if self.signer_key is not None:
+            oprot.writeFieldBegin('signer_key', TType.STRING, 5)
+            oprot.writeBinary(self.signer_key)
+            oprot.writeFieldEnd()
+        if self.signature is not None:
+            oprot.writeFieldBegin('signature', TType.STRING, 6)
+            oprot.writeBinary(self.signature)
+            oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
 
@@ -3303,6 +3375,12 @@ class GossipItem(object):
             raise TProtocolException(message='Required field key is unset!')
         if self.payload is None:
             raise TProtocolException(message='Required field payload is unset!')
+        if self.publisher is None:
+            raise TProtocolException(message='Required field publisher is unset!')
+        if self.signer_key is None:
+            raise TProtocolException(message='Required field signer_key is unset!')
+        if self.signature is None:
+            raise TProtocolException(message='Required field signature is unset!')
         return
 
     def __repr__(self):
@@ -3326,15 +3404,19 @@ class Record(object):
      - value
      - version
      - writer
+     - signer_key
+     - signature
 
     """
 
 
-    def __init__(self, key=None, value=None, version=None, writer=None,):
+    def __init__(self, key=None, value=None, version=None, writer=None, signer_key=None, signature=None,):
         self.key = key
         self.value = value
         self.version = version
         self.writer = writer
+        self.signer_key = signer_key
+        self.signature = signature
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -3365,6 +3447,16 @@ class Record(object):
                     self.writer = iprot.readBinary()
                 else:
                     iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.STRING:
+                    self.signer_key = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.STRING:
+                    self.signature = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -3391,6 +3483,14 @@ class Record(object):
             oprot.writeFieldBegin('writer', TType.STRING, 4)
             oprot.writeBinary(self.writer)
             oprot.writeFieldEnd()
+        if self.signer_key is not None:
+            oprot.writeFieldBegin('signer_key', TType.STRING, 5)
+            oprot.writeBinary(self.signer_key)
+            oprot.writeFieldEnd()
+        if self.signature is not None:
+            oprot.writeFieldBegin('signature', TType.STRING, 6)
+            oprot.writeBinary(self.signature)
+            oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
 
@@ -3403,6 +3503,10 @@ class Record(object):
             raise TProtocolException(message='Required field version is unset!')
         if self.writer is None:
             raise TProtocolException(message='Required field writer is unset!')
+        if self.signer_key is None:
+            raise TProtocolException(message='Required field signer_key is unset!')
+        if self.signature is None:
+            raise TProtocolException(message='Required field signature is unset!')
         return
 
     def __repr__(self):
@@ -3419,20 +3523,18 @@ class Record(object):
 
 class PutRecord(object):
     """
-    Request to the key's owner: store `value` under `key`.
+    Request to the key's owner: store `record` (written and signed by the sender).
 
     Attributes:
      - request_id
-     - key
-     - value
+     - record
 
     """
 
 
-    def __init__(self, request_id=None, key=None, value=None,):
+    def __init__(self, request_id=None, record=None,):
         self.request_id = request_id
-        self.key = key
-        self.value = value
+        self.record = record
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -3449,13 +3551,9 @@ class PutRecord(object):
                 else:
                     iprot.skip(ftype)
             elif fid == 2:
-                if ftype == TType.STRING:
-                    self.key = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 3:
-                if ftype == TType.STRING:
-                    self.value = iprot.readBinary()
+                if ftype == TType.STRUCT:
+                    self.record = Record()
+                    self.record.read(iprot)
                 else:
                     iprot.skip(ftype)
             else:
@@ -3472,13 +3570,9 @@ class PutRecord(object):
             oprot.writeFieldBegin('request_id', TType.I64, 1)
             oprot.writeI64(self.request_id)
             oprot.writeFieldEnd()
-        if self.key is not None:
-            oprot.writeFieldBegin('key', TType.STRING, 2)
-            oprot.writeString(self.key.encode('utf-8') if sys.version_info[0] == 2 else self.key)
-            oprot.writeFieldEnd()
-        if self.value is not None:
-            oprot.writeFieldBegin('value', TType.STRING, 3)
-            oprot.writeBinary(self.value)
+        if self.record is not None:
+            oprot.writeFieldBegin('record', TType.STRUCT, 2)
+            self.record.write(oprot)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -3486,10 +3580,8 @@ class PutRecord(object):
     def validate(self):
         if self.request_id is None:
             raise TProtocolException(message='Required field request_id is unset!')
-        if self.key is None:
-            raise TProtocolException(message='Required field key is unset!')
-        if self.value is None:
-            raise TProtocolException(message='Required field value is unset!')
+        if self.record is None:
+            raise TProtocolException(message='Required field record is unset!')
         return
 
     def __repr__(self):
@@ -4376,14 +4468,16 @@ class Envelope(object):
      - sender
      - body
      - piggyback
+     - work
 
     """
 
 
-    def __init__(self, sender=None, body=None, piggyback=None,):
+    def __init__(self, sender=None, body=None, piggyback=None, work=None,):
         self.sender = sender
         self.body = body
         self.piggyback = piggyback
+        self.work = work
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -4417,6 +4511,11 @@ class Envelope(object):
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.I64:
+                    self.work = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -4442,6 +4541,10 @@ class Envelope(object):
                 iter125.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
+        if self.work is not None:
+            oprot.writeFieldBegin('work', TType.I64, 4)
+            oprot.writeI64(self.work)
+            oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
 
@@ -4452,6 +4555,8 @@ class Envelope(object):
             raise TProtocolException(message='Required field body is unset!')
         if self.piggyback is None:
             raise TProtocolException(message='Required field piggyback is unset!')
+        if self.work is None:
+            raise TProtocolException(message='Required field work is unset!')
         return
 
     def __repr__(self):
@@ -4703,6 +4808,9 @@ MemberUpdate.thrift_spec = (
     (2, TType.I32, 'status', None, None, ),  # 2
     (3, TType.I64, 'incarnation', None, None, ),  # 3
     (4, TType.STRUCT, 'accuser', [Peer, None], None, ),  # 4
+    (5, TType.I64, 'work', None, None, ),  # 5
+    (6, TType.STRING, 'signer_key', 'BINARY', None, ),  # 6
+    (7, TType.STRING, 'signature', 'BINARY', None, ),  # 7
 )
 all_structs.append(GossipItem)
 GossipItem.thrift_spec = (
@@ -4710,6 +4818,9 @@ GossipItem.thrift_spec = (
     (1, TType.STRING, 'section', 'UTF8', None, ),  # 1
     (2, TType.STRING, 'key', 'UTF8', None, ),  # 2
     (3, TType.STRING, 'payload', 'BINARY', None, ),  # 3
+    (4, TType.STRING, 'publisher', 'BINARY', None, ),  # 4
+    (5, TType.STRING, 'signer_key', 'BINARY', None, ),  # 5
+    (6, TType.STRING, 'signature', 'BINARY', None, ),  # 6
 )
 all_structs.append(Record)
 Record.thrift_spec = (
@@ -4718,13 +4829,14 @@ Record.thrift_spec = (
     (2, TType.STRING, 'value', 'BINARY', None, ),  # 2
     (3, TType.I64, 'version', None, None, ),  # 3
     (4, TType.STRING, 'writer', 'BINARY', None, ),  # 4
+    (5, TType.STRING, 'signer_key', 'BINARY', None, ),  # 5
+    (6, TType.STRING, 'signature', 'BINARY', None, ),  # 6
 )
 all_structs.append(PutRecord)
 PutRecord.thrift_spec = (
     None,  # 0
     (1, TType.I64, 'request_id', None, None, ),  # 1
-    (2, TType.STRING, 'key', 'UTF8', None, ),  # 2
-    (3, TType.STRING, 'value', 'BINARY', None, ),  # 3
+    (2, TType.STRUCT, 'record', [Record, None], None, ),  # 2
 )
 all_structs.append(PutReply)
 PutReply.thrift_spec = (
@@ -4828,6 +4940,7 @@ Envelope.thrift_spec = (
     (1, TType.STRUCT, 'sender', [Peer, None], None, ),  # 1
     (2, TType.STRUCT, 'body', [RingMessage, None], None, ),  # 2
     (3, TType.LIST, 'piggyback', (TType.STRUCT, [Piggyback, None], False), None, ),  # 3
+    (4, TType.I64, 'work', None, None, ),  # 4
 )
 fix_spec(all_structs)
 del all_structs
