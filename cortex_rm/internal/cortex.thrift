@@ -215,6 +215,16 @@ struct RuntimeImage {
 }
 
 /**
+ * mayViewApplication's answer: whether the holder of a user's credential may see an
+ * application (its VIEW_APP ACL, its owner, queue and cluster admins), who she is, and why not.
+ */
+struct ApplicationViewer {
+  1: required bool allowed,
+  2: required string user,                // "" when the credential authenticates nobody
+  3: required string reason,              // why not, for the 401/403 the node answers
+}
+
+/**
  * The file system refused: `java_class` is the exception Hadoop's client throws
  * (java.io.FileNotFoundException, ...SecretManager$InvalidToken, ...).
  */
@@ -262,6 +272,14 @@ service NodeTracker {
    */
   RuntimeImage openRuntimeImage(1: NodeAddress node_id)
       throws (1: NodeRefused refused, 2: FsFailure failure),
+
+  /**
+   * A node's REST API asks whether the credential a client showed it (a user's RM delegation
+   * token, as the Hadoop-YARN-RM-Delegation-Token header carries it) lets her see an
+   * application's containers and logs there; the node never holds the key to check it itself.
+   */
+  ApplicationViewer mayViewApplication(1: NodeAddress node_id, 2: string token, 3: string application_id)
+      throws (1: NodeRefused refused),
 }
 
 // ------------------------------------------------------------------ Ring

@@ -217,6 +217,11 @@ class TrackerClient:
         node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
         return self._call("openRuntimeImage", lambda c: c.openRuntimeImage(node), block_codec.image_from_thrift)
 
+    def may_view_application(self, node_id: NodeId, token: str, app_id: str) -> defer.Deferred[tuple[bool, str, str]]:
+        """(allowed, user, why not): may the holder of ``token`` see ``app_id``'s containers and logs here?"""
+        node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
+        return self._call("mayViewApplication", lambda c: c.mayViewApplication(node, token, app_id), _viewer)
+
     def _call(
         self, name: str, send: Callable[[gen_service.Client], defer.Deferred[Any]], decode: Callable[[Any], T]
     ) -> defer.Deferred[T]:
@@ -254,6 +259,14 @@ class FsRefused(Exception):
     def __init__(self, java_class: str, message: str) -> None:
         super().__init__(message)
         self.java_class = java_class
+
+
+def _viewer(value: Any) -> tuple[bool, str, str]:
+    if not isinstance(value, ttypes.ApplicationViewer) or not isinstance(value.allowed, bool):
+        raise MalformedMessage("mayViewApplication's answer must be an ApplicationViewer")
+    if not isinstance(value.user, str) or not isinstance(value.reason, str) or len(value.reason) > 4096:
+        raise MalformedMessage("mayViewApplication's answer holds a malformed user or reason")
+    return value.allowed, value.user, value.reason
 
 
 def _length(value: Any) -> int:

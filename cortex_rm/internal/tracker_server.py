@@ -53,12 +53,16 @@ from cortex_rm.yarn.tokens import ContainerTokenIdentifier
 IdentifierReader = Callable[[bytes], ContainerTokenIdentifier]
 #: The owner of an application a node aggregates logs of (NodeRefused if the node may not).
 AppOwner = Callable[[ApplicationId, NodeId], str]
+#: Whether a user's credential (a URL-string RM delegation token) may see an application:
+#: (allowed, who she is or "", why not).
+AppViewer = Callable[[str, ApplicationId], tuple[bool, str, str]]
 
 log = Logger()
 T = TypeVar("T")
 
 MAX_PATH_CHARS = 8000
 MAX_TOKEN_BYTES = 4096
+MAX_TOKEN_CHARS = 8192
 LOCALIZATION_GRACE_MS = 10 * 60 * 1000
 
 
@@ -66,13 +70,15 @@ LOCALIZATION_GRACE_MS = 10 * 60 * 1000
 class FileSystemServices:
     """What the tracker serves nodes besides registration and heartbeats: the file system
     (``name_node``), container tokens read with ``read_identifier`` for localization, the owner
-    of an application whose logs a node aggregates (``app_owner``), and the runtime image the
-    cluster runs (``runtime_image``, its archive's SHA-256; "" for none)."""
+    of an application whose logs a node aggregates (``app_owner``), the runtime image the
+    cluster runs (``runtime_image``, its archive's SHA-256; "" for none), and who may see an
+    application's containers and logs on a node's REST API (``app_viewer``)."""
 
     name_node: NameNode
     read_identifier: IdentifierReader | None = None
     app_owner: AppOwner | None = None
     runtime_image: str = ""
+    app_viewer: AppViewer | None = None
 
 
 @implementer(gen_service.Iface)
@@ -257,6 +263,22 @@ class TrackerCalls:
             return block_codec.image_to_thrift(block_codec.RuntimeImageSource(sha256, source))
 
         return self._fs_call("openRuntimeImage", decide)
+
+    def mayViewApplication(self, node: Any, token: Any, application_id: Any) -> ttypes.ApplicationViewer:  # noqa: N802
+        """Whether the credential a client showed the node's REST API lets her see the application there."""
+
+        def decide() -> ttypes.ApplicationViewer:
+            node_id = codec._node_id(node, "node_id")
+            self._data_node(node_id)  # a registered, running node on its own key
+            text = codec._text(token, "token", MAX_TOKEN_CHARS, allow_empty=False)
+            app_id = codec._yarn_id(application_id, "application_id", ApplicationId.parse)
+            assert self.fs is not None  # _data_node checked
+            if self.fs.app_viewer is None:
+                raise NodeRefused("this RM does not check users' credentials for nodes")
+            allowed, user, reason = self.fs.app_viewer(text, app_id)
+            return ttypes.ApplicationViewer(allowed=allowed, user=user, reason=reason)
+
+        return self._decide("mayViewApplication", decide)
 
     def _container_user(self, node_id: NodeId, identifier: Any, password: Any) -> str:
         """The user of the container whose token the node shows: the RM signed it, for this node,

@@ -112,6 +112,10 @@ class DataNodeRole:
     def open_runtime_image(self) -> defer.Deferred[RuntimeImageSource]:
         return self._call(lambda client: client.open_runtime_image(self.node_id))
 
+    def may_view_application(self, token: str, app_id: str) -> defer.Deferred[tuple[bool, str, str]]:
+        """The RM's word on whether the holder of a user's ``token`` may see ``app_id`` here."""
+        return self._call(lambda client: client.may_view_application(self.node_id, token, app_id))
+
     def stored(self, block: StoredBlock) -> None:
         self.reactor.callFromThread(self._stored, block)
 

@@ -76,7 +76,7 @@ from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.rest import build_rest_site
 from cortex_rm.yarn_api.sasl import SaslServer
 from cortex_rm.yarn_api.tokens import parse_amrm_identifier, read_container_identifier
-from cortex_rm.yarn_api.user_auth import UserAuthenticator
+from cortex_rm.yarn_api.user_auth import UserAuthenticator, application_viewer
 from cortex_rm.yarn_api.webhdfs.namenode_resource import NameNodeResource
 
 log = Logger()
@@ -242,7 +242,10 @@ class ResourceManagerRole:
                 self.tracker,
                 self._tls,
                 self.reactor,
-                FileSystemServices(name_node, read_container_identifier, self._app_owner, conf.runtime_image),
+                FileSystemServices(
+                    name_node, read_container_identifier, self._app_owner, conf.runtime_image,
+                    app_viewer=application_viewer(auth, access, self.rm.apps.get),
+                ),
             ),
         )
         self._expiry = ExpiryMonitor(self.tracker, self.reactor)

@@ -20,6 +20,7 @@ from twisted.web.server import Request
 
 from cortex_rm.yarn_api.http_limits import DATANODE_LIMITS, HttpLimits, LimitedSite
 from cortex_rm.yarn_api.nm_rest_containers import NodeContainers, NodeContainersResource
+from cortex_rm.yarn_api.nm_viewers import ApplicationViewers
 
 
 @dataclass(frozen=True)
@@ -87,17 +88,21 @@ def build_nm_site(
     children: Mapping[bytes, Resource] | None = None,
     containers: Callable[[], NodeContainers | None] | None = None,
     *,
+    viewers: ApplicationViewers | None = None,
     clock: IReactorTime,
     limits: HttpLimits = DATANODE_LIMITS,
 ) -> LimitedSite:
     """The node's web site: ``/ws/v1/node`` and ``/ws/v1/node/info``, ``children`` at the root
     (the DataNode's ``webhdfs`` and ``cortex``) and, with ``containers`` (called on every request:
-    the ContainerManager, None before it exists), the containers' web services under ``/ws/v1/node``.
+    the ContainerManager, None before it exists) and ``viewers`` (who may see which application's),
+    the containers' web services under ``/ws/v1/node``.
 
     ``limits`` bound its connections and requests on ``clock`` (``http_limits``; the default lets
     the DataNode take whole files); the DataNode's replies (``/webhdfs``, ``/cortex``) name no
     Content-Type, as WebHDFS's must not."""
-    services = None if containers is None else NodeContainersResource(containers)
+    if (containers is None) != (viewers is None):
+        raise ValueError("the containers' web services need both the containers and who may see them")
+    services = None if containers is None or viewers is None else NodeContainersResource(containers, viewers)
     v1 = Resource()
     v1.putChild(b"node", _NodeInfoResource(info, now_ms, services))
     ws = Resource()

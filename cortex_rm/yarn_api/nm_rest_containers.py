@@ -28,6 +28,11 @@ row of stars.  ``size=N`` sends the first N bytes, ``size=-N`` the last N; when 
 nothing, the header is left out too, as in Hadoop.  ``format=octet-stream`` changes the
 Content-Type.
 
+Only who may see an application (its owner, its VIEW_APP ACL, queue and cluster admins)
+sees its containers, logs and entry here (``nm_viewers``: a user's credential in the
+``Hadoop-YARN-RM-Delegation-Token`` header, which the RM checks); listings leave the
+others out, and a request without a credential is 401.
+
 Errors take YARN's ``RemoteException`` form (``rest_errors``): a malformed container or
 application id, ``size`` or ``format``, or a file name that is empty or holds ``/``,
 ``..`` or NUL is a 400 BadRequestException; a container or application this node does not
@@ -58,6 +63,7 @@ from cortex_rm.container.nm_container import NMContainer, NMContainerState
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.errors import MalformedId
 from cortex_rm.yarn.ids import ApplicationId, ContainerId
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 from cortex_rm.yarn_api import rest_errors
 from cortex_rm.yarn_api.nm_log_files import (
     LogFile,
@@ -72,6 +78,7 @@ from cortex_rm.yarn_api.nm_log_files import (
     parse_size,
     yarn_time,
 )
+from cortex_rm.yarn_api.nm_viewers import ApplicationViewers
 from cortex_rm.yarn_api.rest_errors import RestError
 
 log = Logger()
@@ -188,9 +195,10 @@ class NodeContainersResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, manager: Callable[[], NodeContainers | None]) -> None:
+    def __init__(self, manager: Callable[[], NodeContainers | None], viewers: ApplicationViewers) -> None:
         Resource.__init__(self)
         self._manager = manager
+        self._viewers = viewers
 
     def render(self, request: Request) -> int:
         method = (request.method or b"GET").decode("ascii", "replace")
@@ -213,20 +221,29 @@ class NodeContainersResource(Resource):
         if raw and raw[-1] == b"":
             raw.pop()  # a trailing slash names the same resource
         segments = [os.fsdecode(s) for s in raw]
+        header = request.getHeader(REST_TOKEN_HEADER.encode("ascii"))
+        token = None if header is None else header.decode("ascii", "replace").strip()
         match segments:
             case ["containers"]:
-                return self._containers(request)
+                return self._containers(request, token)
             case ["containers", cid]:
-                return self._containers(request, cid)
+                return self._viewed(token, cid).addCallback(lambda _: self._containers(request, token, cid))
             case ["containers", cid, "logs"]:
-                return self._logs(cid)
+                return self._viewed(token, cid).addCallback(lambda _: self._logs(cid))
             case ["containers", cid, "logs", name] | ["containerlogs", cid, name]:
-                return self._log_file(request, cid, name, method == "HEAD", gone)
+                check_log_file_name(name)
+                viewed = self._viewed(token, cid)
+                return viewed.addCallback(lambda _: self._log_file(request, cid, name, method == "HEAD", gone))
             case ["apps"]:
-                return defer.succeed(self._apps(_query(request, "state"), _query(request, "user")))
+                return self._apps(token, _query(request, "state"), _query(request, "user"))
             case ["apps", app]:
-                return defer.succeed(self._app(app))
+                return self._app(token, app)
         raise rest_errors.not_found(f"no resource at {path}")
+
+    def _viewed(self, token: str | None, cid: str) -> defer.Deferred[None]:
+        """Fires when the caller may see the application of container ``cid`` (else 400/401/403/404)."""
+        _, c = self._container(cid)
+        return self._viewers.check(token, c.container_id.attempt_id.app_id)
 
     def _container(self, text: str) -> tuple[NodeContainers, NMContainer]:
         try:
@@ -239,21 +256,32 @@ class NodeContainersResource(Resource):
             raise rest_errors.not_found(f"container with id, {text}, not found")
         return manager, c
 
-    def _containers(self, request: Request, cid: str | None = None) -> defer.Deferred[dict[str, Any] | None]:
+    def _containers(
+        self, request: Request, token: str | None, cid: str | None = None
+    ) -> defer.Deferred[dict[str, Any] | None]:
         if cid is not None:
             manager, one = self._container(cid)
-            chosen = [one]
-        else:
-            found = self._manager()
-            if found is None:
-                return defer.succeed({"containers": {"container": []}})
-            manager, chosen = found, sorted(found.containers.values(), key=lambda c: c.container_id)
+            return self._container_infos(request, manager, [one], single=True)
+        found = self._manager()
+        every = [] if found is None else sorted(found.containers.values(), key=lambda c: c.container_id)
+        d = self._viewers.visible(token, (c.container_id.attempt_id.app_id for c in every))
+        return d.addCallback(
+            lambda seen: self._container_infos(
+                request, found, [c for c in every if c.container_id.attempt_id.app_id in seen], single=False
+            )
+        )
+
+    def _container_infos(
+        self, request: Request, manager: NodeContainers | None, chosen: list[NMContainer], single: bool
+    ) -> defer.Deferred[dict[str, Any] | None]:
+        if manager is None or not chosen:
+            return defer.succeed({"containers": {"container": []}})
         dirs = [c.paths.log_dirs for c in chosen]
         node_id, base = _node_id(manager), _base_url(request)
 
         def answer(files: list[list[LogFile]]) -> dict[str, Any]:
             infos = [container_info_json(c, node_id, f, base) for c, f in zip(chosen, files)]
-            return {"container": infos[0]} if cid is not None else {"containers": {"container": infos}}
+            return {"container": infos[0]} if single else {"containers": {"container": infos}}
 
         return manager.run(lambda: [list_log_files(d) for d in dirs]).addCallback(answer)
 
@@ -299,7 +327,7 @@ class NodeContainersResource(Resource):
 
         return manager.run(lambda: open_log_file(dirs, name)).addCallbacks(opened, unavailable)
 
-    def _apps(self, state: str | None, user: str | None) -> dict[str, Any]:
+    def _apps(self, token: str | None, state: str | None, user: str | None) -> defer.Deferred[dict[str, Any] | None]:
         if state and state.upper() not in APPLICATION_STATES:
             raise rest_errors.bad_request(
                 f"invalid application state {state!r}; one of {', '.join(APPLICATION_STATES)}"
@@ -309,17 +337,18 @@ class NodeContainersResource(Resource):
         manager = self._manager()
         apps = [] if manager is None else node_applications(manager)
         chosen = [a for a in apps if (not state or a["state"] == state.upper()) and (user is None or a["user"] == user)]
-        return {"apps": {"app": chosen}}
+        d = self._viewers.visible(token, (ApplicationId.parse(a["id"]) for a in chosen))
+        return d.addCallback(lambda seen: {"apps": {"app": [a for a in chosen if ApplicationId.parse(a["id"]) in seen]}})
 
-    def _app(self, text: str) -> dict[str, Any]:
+    def _app(self, token: str | None, text: str) -> defer.Deferred[dict[str, Any] | None]:
         try:
-            app_id = str(ApplicationId.parse(text))
+            app_id = ApplicationId.parse(text)
         except MalformedId as e:
             raise rest_errors.bad_request(str(e)) from None
         manager = self._manager()
         for app in [] if manager is None else node_applications(manager):
-            if app["id"] == app_id:
-                return {"app": app}
+            if app["id"] == str(app_id):
+                return self._viewers.check(token, app_id).addCallback(lambda _: {"app": app})
         raise rest_errors.not_found(f"app with id {text} not found")
 
     def _reply(self, request: Request, gone: list[Failure], status: int, body: dict[str, Any] | None) -> None:

@@ -25,7 +25,9 @@ from cortex_rm.container.nm_container import NMContainer, NMContainerState
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.nm_log_files import parse_size
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
+from cortex_rm.yarn_api.nm_viewers import ApplicationViewers
 from cortex_rm.yarn_api.rest_errors import RestError
 from tests.fuzz.fuzzing import failures_logged, fuzz_settings
 from tests.fuzz.messages import texts
@@ -66,7 +68,16 @@ def nm_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         (paths.log_dir / "stdout").write_bytes(b"out\n" * 100)
         (paths.log_dir / "stderr").write_bytes(b"")
         manager.containers[c_id] = NMContainer(c_id, "alice", Resource(1024, 1), paths, [], state=state)
-    yield build_nm_site(INFO, lambda: 5, containers=lambda: manager, clock=Clock())
+    clock = Clock()
+
+    def rm_answer(token: str, app: str) -> defer.Deferred[tuple[bool, str, str]]:
+        if token == "alice-token":
+            return defer.succeed((True, "alice", ""))
+        return defer.succeed((False, "", f"token {token[:20]!r} authenticates nobody"))
+
+    yield build_nm_site(
+        INFO, lambda: 5, containers=lambda: manager, viewers=ApplicationViewers(rm_answer, clock), clock=clock
+    )
 
 
 IDS = st.sampled_from(
@@ -117,18 +128,22 @@ def targets(draw: st.DrawFn) -> str:
 
 
 @fuzz_settings(210)
-@given(method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE"]), target=targets())
-@example(method="GET", target=f"/ws/v1/node/containers/{CONTAINERS[0]}/logs/stdout?size=%D9%A1%D9%A2").via(
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE"]),
+    target=targets(),
+    token=st.one_of(st.sampled_from(["alice-token", "", "junk"]), texts(20).filter(str.isprintable)),
+)
+@example(method="GET", token="alice-token", target=f"/ws/v1/node/containers/{CONTAINERS[0]}/logs/stdout?size=%D9%A1%D9%A2").via(
     "a size in Arabic digits"
 )
-@example(method="GET", target=f"/ws/v1/node/containerlogs/{CONTAINERS[1]}/%ff").via("a file name that is not UTF-8")
-def test_any_nm_request_is_answered_without_a_server_error(nm_site: Any, method: str, target: str) -> None:
-    """Any method, route, id, file name and query: a complete answer, never 5xx; errors in YARN's form."""
+@example(method="GET", token="alice-token", target=f"/ws/v1/node/containerlogs/{CONTAINERS[1]}/%ff").via("a file name that is not UTF-8")
+def test_any_nm_request_is_answered_without_a_server_error(nm_site: Any, method: str, target: str, token: str) -> None:
+    """Any method, route, id, file name, query and credential: a complete answer, never 5xx; errors in YARN's form."""
     if target.split("?")[0] in _NODE_INFO and method not in ("GET", "HEAD"):
         method = "GET"
     connection = HttpConnection(nm_site, "nm.test:8042")
     with failures_logged() as logged:
-        connection.send(method, target)
+        connection.send(method, target, headers={REST_TOKEN_HEADER: token.encode("latin-1", "replace").decode("latin-1")})
     response = connection.response()
     connection.close()
     assert response is not None, f"{method} {target}: no complete answer"

@@ -29,7 +29,9 @@ from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.nm_log_files import CHUNK_BYTES, log_range, yarn_time
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
+from cortex_rm.yarn_api.nm_viewers import ALLOWED_TTL_S, ApplicationViewers
 from tests.support.http_site import HttpConnection, HttpResponse
 
 APP = ApplicationId(1_700_000_000_000, 7)
@@ -91,9 +93,11 @@ class Node:
     site: Any
     log_roots: tuple[Path, ...]
 
-    def add(self, seq: int, state: NMContainerState = S.RUNNING, user: str = "alice", **files: bytes) -> NMContainer:
-        """A container in ``state`` whose first log dir holds ``files`` (``stdout=b"..."``)."""
-        c_id = cid(seq)
+    def add(
+        self, seq: int, state: NMContainerState = S.RUNNING, user: str = "alice", app: ApplicationId = APP, **files: bytes
+    ) -> NMContainer:
+        """A container of ``app`` in ``state`` whose first log dir holds ``files`` (``stdout=b"..."``)."""
+        c_id = cid(seq, app)
         paths = container_paths(
             [self.tmp / "local"], list(self.log_roots), user, str(c_id.attempt_id.app_id), str(c_id), 0
         )
@@ -106,15 +110,49 @@ class Node:
         return c
 
 
+class RMAnswers:
+    """The RM's side of ``mayViewApplication`` as a table (its own checks are tested in
+    test_user_auth / test_users): alice may see every application, bob only OTHER's, a
+    "stale" token nobody's; each question is counted."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+        self.down = False
+
+    def __call__(self, token: str, app: str) -> defer.Deferred[tuple[bool, str, str]]:
+        self.asked.append((token, app))
+        if self.down:
+            return defer.fail(ConnectionError("the tracker connection is closed"))
+        if token == "alice-token" or (token == "bob-token" and app == str(OTHER)):
+            return defer.succeed((True, token.split("-")[0], ""))
+        if token == "bob-token":
+            return defer.succeed((False, "bob", f"User bob cannot perform operation VIEW_APP on {app}"))
+        return defer.succeed((False, "", "token (owner=x, sequenceNumber=9) can't be found in cache"))
+
+
+OTHER = ApplicationId(1_700_000_000_000, 8)
+
+
+def nm_site(containers: Any, answers: RMAnswers | None = None, clock: Clock | None = None) -> Any:
+    """The NM's site with its viewers asking ``answers``; requests carry alice's credential unless they say otherwise."""
+    clock = clock or Clock()
+    viewers = ApplicationViewers(answers or RMAnswers(), clock)
+    site = build_nm_site(INFO, lambda: 5, containers=containers, viewers=viewers, clock=clock)
+    site.test_headers = {REST_TOKEN_HEADER: "alice-token"}
+    return site
+
+
 @pytest.fixture
 def node(tmp_path: Path) -> Node:
     roots = (tmp_path / "logs1", tmp_path / "logs2")
     manager = FakeNode(run_now)
-    return Node(tmp_path, manager, build_nm_site(INFO, lambda: 5, containers=lambda: manager, clock=Clock()), roots)
+    return Node(tmp_path, manager, nm_site(lambda: manager), roots)
 
 
-def get(site: Any, target: str, method: str = "GET") -> HttpResponse:
+def get(site: Any, target: str, method: str = "GET", headers: dict[str, str] | None = None) -> HttpResponse:
     conn = HttpConnection(site, "nm.test:8042")
+    if headers is not None:
+        conn.default_headers.update(headers)
     conn.send(method, target)
     response = conn.response()
     assert response is not None, f"{method} {target} got no complete response"
@@ -221,7 +259,7 @@ def test_containers_are_listed_in_yarns_container_info_shape(node: Node) -> None
 
 def test_before_the_container_manager_exists_the_node_has_no_containers(tmp_path: Path) -> None:
     """The site starts before the ContainerManager: lists are empty and every container is unknown."""
-    site = build_nm_site(INFO, lambda: 5, containers=lambda: None, clock=Clock())
+    site = nm_site(lambda: None)
     assert get(site, "/ws/v1/node/containers").json() == {"containers": {"container": []}}
     assert get(site, "/ws/v1/node/apps").json() == {"apps": {"app": []}}
     assert_error(get(site, f"/ws/v1/node/containers/{cid(1)}/logs"), 404, "NotFoundException")
@@ -553,3 +591,56 @@ def test_a_read_that_fails_cuts_the_response_short(node: Node) -> None:
     d.errback(OSError("disk gone"))
     assert conn.transport.disconnecting
     assert conn.response() is None  # no final chunk
+
+
+# -- who may see what -----------------------------------------------------------------------
+
+
+def test_without_a_credential_only_the_nodes_info_is_served(node: Node) -> None:
+    """No Hadoop-YARN-RM-Delegation-Token header: 401 saying what to send, for every container,
+    log and application resource; /ws/v1/node/info stays open."""
+    node.add(1, stdout=b"secret\n")
+    anonymous = {REST_TOKEN_HEADER: ""}
+    for target in (
+        "/ws/v1/node/containers", f"/ws/v1/node/containers/{cid(1)}", f"/ws/v1/node/containers/{cid(1)}/logs",
+        f"/ws/v1/node/containerlogs/{cid(1)}/stdout", "/ws/v1/node/apps", f"/ws/v1/node/apps/{APP}",
+    ):
+        refused = get(node.site, target, headers=anonymous)
+        assert_error(refused, 401, "AuthorizationException", "org.apache.hadoop.security.authorize")
+        assert REST_TOKEN_HEADER in refused.json()["RemoteException"]["message"] and b"secret" not in refused.body
+    assert get(node.site, "/ws/v1/node/info", headers=anonymous).status == 200
+
+
+def test_a_user_sees_only_the_applications_the_rm_lets_her_see(node: Node) -> None:
+    """bob may see OTHER's containers, not APP's: listings leave APP out, APP's container and
+    logs are 403 with the RM's reason; a credential the RM does not honour is 401."""
+    node.add(1, stdout=b"alice's secret\n")
+    node.add(2, user="bob", app=OTHER, stdout=b"bob's\n")
+    bob = {REST_TOKEN_HEADER: "bob-token"}
+    listed = get(node.site, "/ws/v1/node/containers", headers=bob).json()["containers"]["container"]
+    assert [c["id"] for c in listed] == [str(cid(2, OTHER))]
+    assert [a["id"] for a in get(node.site, "/ws/v1/node/apps", headers=bob).json()["apps"]["app"]] == [str(OTHER)]
+    assert get(node.site, f"/ws/v1/node/containerlogs/{cid(2, OTHER)}/stdout", headers=bob).body.count(b"bob's") == 1
+    for target in (f"/ws/v1/node/containers/{cid(1)}/logs", f"/ws/v1/node/containerlogs/{cid(1)}/stdout", f"/ws/v1/node/apps/{APP}"):
+        refused = get(node.site, target, headers=bob)
+        assert_error(refused, 403, "ForbiddenException")
+        assert "cannot perform operation VIEW_APP" in refused.json()["RemoteException"]["message"]
+    stale = get(node.site, f"/ws/v1/node/containers/{cid(1)}", headers={REST_TOKEN_HEADER: "stale-token"})
+    assert_error(stale, 401, "AuthorizationException", "org.apache.hadoop.security.authorize")
+    assert [c["id"] for c in get(node.site, "/ws/v1/node/containers").json()["containers"]["container"]] == [
+        str(cid(1)), str(cid(2, OTHER)),
+    ]  # fmt: skip
+
+
+def test_the_rms_answers_are_kept_a_while_and_an_unreachable_rm_is_a_503(tmp_path: Path) -> None:
+    answers, clock, manager = RMAnswers(), Clock(), FakeNode(run_now)
+    site = nm_site(lambda: manager, answers, clock)
+    node = Node(tmp_path, manager, site, (tmp_path / "logs1",))
+    node.add(1, stdout=b"x\n")
+    for _ in range(3):
+        assert get(site, f"/ws/v1/node/containers/{cid(1)}/logs").status == 200
+    assert answers.asked == [("alice-token", str(APP))]
+    clock.advance(ALLOWED_TTL_S + 1)
+    answers.down = True
+    refused = get(site, f"/ws/v1/node/containers/{cid(1)}/logs")
+    assert refused.status == 503 and "try again" in refused.json()["RemoteException"]["message"]
