@@ -162,6 +162,11 @@ class LimitedChannel(HTTPChannel):
         self._next_request()
         super().dataReceived(data)
 
+    def rawDataReceived(self, data: bytes) -> None:
+        if self.phase is Phase.REFUSED:  # (a body that came with a head refused in the same read)
+            return
+        super().rawDataReceived(data)
+
     def _next_request(self) -> None:
         """Bytes arrive: on a kept-alive connection they begin the next request, and its head clock."""
         if self.phase is Phase.IDLE:
