@@ -163,9 +163,8 @@ class LimitedChannel(HTTPChannel):
         super().dataReceived(data)
 
     def rawDataReceived(self, data: bytes) -> None:
-        if self.phase is Phase.REFUSED:  # (a body that came with a head refused in the same read)
-            return
-        super().rawDataReceived(data)
+        if self.phase is not Phase.REFUSED:  # (else: a body that came with a head refused in the same read)
+            super().rawDataReceived(data)
 
     def _next_request(self) -> None:
         """Bytes arrive: on a kept-alive connection they begin the next request, and its head clock."""
@@ -236,8 +235,7 @@ class LimitedChannel(HTTPChannel):
         self._start_body_window()
 
     def _open_stream(self) -> BodyStream | None:
-        """The stream that takes the body of the request whose head is complete, if its resource
-        takes it as it arrives (``http_streams``); the resource may refuse the request here."""
+        """The stream of the request whose head is complete, if its resource streams it (``http_streams``)."""
         try:
             return open_stream(self.site.resource, self.requests[-1], self._command, self._path, self)
         except RestError as e:
