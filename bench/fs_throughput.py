@@ -21,7 +21,8 @@ The disk's figures are the median of ``DISK_RUNS`` runs: this VM's disk varies.
 
 The client is ``requests`` for the NameNode's step and ``http.client`` for the
 data, so the time to send the last byte and the time the node then takes to
-answer are measured apart (a node buffers the whole body before it stores it).
+answer are measured apart (a node stores and forwards the body as it arrives, so
+what is left after the last byte is the last block's copies and the commit).
 Rates are MiB/s (2^20 bytes per second).  Target: the file system at least
 0.5 x the disk: writes against the fsynced write, cold reads against the cold
 read (warm reads are shown beside the warm local read, which is the page cache's

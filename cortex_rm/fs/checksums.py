@@ -69,15 +69,20 @@ def chunk_count(length: int) -> int:
     return -(-length // BYTES_PER_CRC)
 
 
-def verify_chunks(data: bytes, first_chunk: int, crcs: bytes, block_id: str = "the block") -> None:
-    """Check whole chunks ``data`` (starting at chunk ``first_chunk``) against ``crcs``; CorruptReplica names the chunk."""
-    for index, start in enumerate(range(0, len(data), BYTES_PER_CRC), start=first_chunk):
-        expected = crcs[index * CRC_BYTES : (index + 1) * CRC_BYTES]
-        actual = struct.pack(">I", zlib.crc32(data[start : start + BYTES_PER_CRC]))
-        if expected != actual:
+def verify_chunks(data: bytes | memoryview, first_chunk: int, crcs: bytes, block_id: str = "the block") -> None:
+    """Check whole chunks ``data`` (starting at chunk ``first_chunk``) against ``crcs``; CorruptReplica names the chunk.
+
+    The chunks are CRCed in place (slices of a memoryview: no copy of the data)."""
+    view = memoryview(data)
+    present = max(0, min(chunk_count(len(view)), len(crcs) // CRC_BYTES - first_chunk))  # (missing CRCs fail)
+    expected = struct.unpack_from(f">{present}I", crcs, first_chunk * CRC_BYTES) if present else ()
+    for index, start in enumerate(range(0, len(view), BYTES_PER_CRC)):
+        actual = zlib.crc32(view[start : start + BYTES_PER_CRC])
+        if index >= present or expected[index] != actual:
+            chunk = first_chunk + index
             raise CorruptReplica(
-                f"checksum error in {block_id} at chunk {index} (bytes {index * BYTES_PER_CRC}..."
-                f"{index * BYTES_PER_CRC + min(BYTES_PER_CRC, len(data) - start) - 1})"
+                f"checksum error in {block_id} at chunk {chunk} (bytes {chunk * BYTES_PER_CRC}..."
+                f"{chunk * BYTES_PER_CRC + min(BYTES_PER_CRC, len(view) - start) - 1})"
             )
 
 

@@ -8,6 +8,8 @@ a word and answers unknown methods with HTML.  :class:`LimitedSite` (with its ch
 * size: the request line (414 URI Too Long), the header lines together and their number
   (431 Request Header Fields Too Large), a declared ``Content-Length`` (413 at once, before
   any of the body is read) and a chunked body as it arrives (413 when it passes the limit);
+  a body its resource takes as it arrives (``http_streams``) has the stream's own bound, and
+  the pace clock stops while the stream has paused the connection;
 * time, on the site's clock: the request line and headers must all arrive within
   ``header_timeout_s`` of the connection (or of the first byte of a later request on it)
   (408); a body must keep a pace of ``min_body_bytes_per_s`` measured over each
@@ -26,10 +28,9 @@ as one access line with its method and path sanitised (never the client's raw by
 
 from __future__ import annotations
 
-import enum
 import weakref
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -41,8 +42,8 @@ from twisted.web import resource
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
-from cortex_rm.yarn.errors import IllegalTransition
 from cortex_rm.yarn_api import rest_errors
+from cortex_rm.yarn_api.http_phases import TRANSITIONS, Event, Phase, body_window_need, next_phase
 from cortex_rm.yarn_api.http_refusals import (
     JsonErrorPages,
     Refusal,
@@ -50,7 +51,9 @@ from cortex_rm.yarn_api.http_refusals import (
     refusal_error,
     refusal_response,
 )
+from cortex_rm.yarn_api.http_streams import BodyStream, LimitedRequest, open_stream
 from cortex_rm.yarn_api.log_text import loggable_uri, sanitise
+from cortex_rm.yarn_api.rest_errors import RestError
 
 log = Logger()
 
@@ -95,58 +98,10 @@ class HttpLimits:
 API_LIMITS: Final = HttpLimits()
 """For the JSON APIs: the RM's REST API and WebHDFS NameNode, the ring's status port."""
 
-DATANODE_LIMITS: Final = HttpLimits(max_body_bytes=64 << 30)
-"""For a node's web port, where the DataNode takes whole files (WebHDFS CREATE and APPEND, as the
-client sends them after the NameNode's redirect) and block replicas from other nodes: bodies up to
-64 GiB, still at the minimum pace."""
-
-
-class Phase(enum.Enum):
-    """Where a connection is, and so which clock runs on it."""
-
-    HEAD = "head"  # its request line and headers are arriving: header_timeout_s
-    BODY = "body"  # its request's body is arriving: the pace check every body_window_s
-    HANDLING = "handling"  # the site is answering: no clock
-    IDLE = "idle"  # kept alive between requests: idle_timeout_s
-    REFUSED = "refused"  # answered with a refusal: the client's bytes are dropped for linger_s
-
-
-class Event(enum.Enum):
-    """What moves a connection from one phase to the next."""
-
-    BODY_FOLLOWS = "the head is complete and a body follows"
-    REQUEST_COMPLETE = "the request is complete (its head, and its body if any)"
-    ANSWERED = "the answer is sent and the connection is kept alive"
-    NEXT_REQUEST = "the first bytes of the next request arrive"
-    REFUSE = "a limit is broken: the connection is refused"
-
-
-# The complete table: an event a phase does not list here is a bug (IllegalTransition).  In
-# REFUSED every input is ignored (the channel drops it before it becomes an event).
-TRANSITIONS: Final[Mapping[tuple[Phase, Event], Phase]] = {
-    (Phase.HEAD, Event.BODY_FOLLOWS): Phase.BODY,
-    (Phase.HEAD, Event.REQUEST_COMPLETE): Phase.HANDLING,
-    (Phase.HEAD, Event.REFUSE): Phase.REFUSED,
-    (Phase.BODY, Event.REQUEST_COMPLETE): Phase.HANDLING,
-    (Phase.BODY, Event.REFUSE): Phase.REFUSED,
-    (Phase.HANDLING, Event.ANSWERED): Phase.IDLE,
-    (Phase.IDLE, Event.NEXT_REQUEST): Phase.HEAD,
-}
-
-
-def next_phase(phase: Phase, event: Event) -> Phase:
-    """The phase ``event`` moves a connection in ``phase`` to; ``IllegalTransition`` if it may not happen there."""
-    try:
-        return TRANSITIONS[phase, event]
-    except KeyError:
-        raise IllegalTransition(f"HTTP connection: {event.name} cannot happen in {phase.name}") from None
-
-
-def body_window_need(limits: HttpLimits, declared: int | None, received: int) -> int:
-    """The bytes a body must bring in the window that starts now: the pace's share of the window,
-    or all that is left of a declared length if that is less."""
-    pace = int(limits.min_body_bytes_per_s * limits.body_window_s)
-    return pace if declared is None else max(0, min(pace, declared - received))
+DATANODE_LIMITS: Final = HttpLimits()
+"""For a node's web port.  The DataNode takes whole files (WebHDFS CREATE and APPEND, as the
+client sends them after the NameNode's redirect) and block replicas from other nodes as streams
+(``http_streams``), with their own bound; any other body on the port is spooled and bounded here."""
 
 
 class LimitedChannel(HTTPChannel):
@@ -164,6 +119,7 @@ class LimitedChannel(HTTPChannel):
         self._head_bytes = 0
         self._header_count = 0
         self._declared: int | None = None
+        self._body_limit = 0
         self._body_bytes = 0
         self._window_bytes = 0
         self._window_need = 0
@@ -171,6 +127,10 @@ class LimitedChannel(HTTPChannel):
     @property
     def limits(self) -> HttpLimits:
         return self.site.limits
+
+    @property
+    def refused(self) -> bool:
+        return self.phase is Phase.REFUSED
 
     # -- connection
 
@@ -201,6 +161,10 @@ class LimitedChannel(HTTPChannel):
             return
         self._next_request()
         super().dataReceived(data)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self.phase is not Phase.REFUSED:  # (else: a body that came with a head refused in the same read)
+            super().rawDataReceived(data)
 
     def _next_request(self) -> None:
         """Bytes arrive: on a kept-alive connection they begin the next request, and its head clock."""
@@ -251,9 +215,13 @@ class LimitedChannel(HTTPChannel):
     def allHeadersReceived(self) -> None:
         if self.phase is Phase.REFUSED:
             return
+        stream = self._open_stream()
+        if self.refused:  # the stream's resource refused the request
+            return
+        self._body_limit = self.limits.max_body_bytes if stream is None else stream.max_bytes
         declared = self.length
-        if declared is not None and declared > self.limits.max_body_bytes:
-            self._refuse(Refusal.BODY_TOO_LARGE, rest_errors.body_too_large(self.limits.max_body_bytes).message)
+        if declared is not None and declared > self._body_limit:
+            self._refuse(Refusal.BODY_TOO_LARGE, rest_errors.body_too_large(self._body_limit).message)
             return
         super().allHeadersReceived()  # (sends 100 Continue if asked: only for a body within the limit)
         if declared == 0:
@@ -266,6 +234,34 @@ class LimitedChannel(HTTPChannel):
         self._move(Event.BODY_FOLLOWS)
         self._start_body_window()
 
+    def _open_stream(self) -> BodyStream | None:
+        """The stream of the request whose head is complete, if its resource streams it (``http_streams``)."""
+        try:
+            return open_stream(self.site.resource, self.requests[-1], self._command, self._path, self)
+        except RestError as e:
+            self._refuse_with(Refusal.BODY_REFUSED, e)
+            return None
+
+    def pause_body(self, request: Request) -> None:
+        """Stop reading ``request``'s streamed body (and its pace clock) until ``resume_body``."""
+        if self.phase is Phase.BODY and self.requests[-1:] == [request]:
+            self._move(Event.PAUSE)
+            self._cancel_timer()
+            cast(Any, self._networkProducer).pauseProducing()
+
+    def resume_body(self, request: Request) -> None:
+        if self.phase is Phase.BODY_PAUSED and self.requests[-1:] == [request]:
+            self._move(Event.RESUME)
+            cast(Any, self._networkProducer).resumeProducing()
+            self._start_body_window()
+
+    def refuse_body(self, request: Request, error: RestError) -> None:
+        """Answer ``error`` to ``request`` while its body arrives, and end the connection."""
+        if self.phase in (Phase.BODY, Phase.BODY_PAUSED) and self.requests[-1:] == [request]:
+            if self.phase is Phase.BODY_PAUSED:
+                cast(Any, self._networkProducer).resumeProducing()  # (the linger reads and drops what comes)
+            self._refuse_with(Refusal.BODY_REFUSED, error)
+
     def _respondToBadRequestAndDisconnect(self) -> None:
         self._refuse(Refusal.BAD_REQUEST, "the request is not well-formed HTTP/1.1")
 
@@ -273,12 +269,12 @@ class LimitedChannel(HTTPChannel):
 
     def _counting(self, deliver: Callable[[bytes], None]) -> Callable[[bytes], None]:
         def counted(data: bytes) -> None:
-            if self.phase is not Phase.BODY:
+            if self.phase not in (Phase.BODY, Phase.BODY_PAUSED):  # (paused: the rest of a read in hand)
                 return
             self._body_bytes += len(data)
             self._window_bytes += len(data)
-            if self._body_bytes > self.limits.max_body_bytes:
-                self._refuse(Refusal.BODY_TOO_LARGE, rest_errors.body_too_large(self.limits.max_body_bytes).message)
+            if self._body_bytes > self._body_limit:
+                self._refuse(Refusal.BODY_TOO_LARGE, rest_errors.body_too_large(self._body_limit).message)
                 return
             deliver(data)
 
@@ -331,13 +327,18 @@ class LimitedChannel(HTTPChannel):
 
     def _refuse(self, refusal: Refusal, message: str, linger: bool = True) -> None:
         """Answer ``refusal`` and end the connection (see the module docstring)."""
+        self._refuse_with(refusal, refusal_error(refusal, message), linger)
+
+    def _refuse_with(self, refusal: Refusal, error: RestError, linger: bool = True) -> None:
         if self.phase is Phase.REFUSED:
             return
         self._move(Event.REFUSE)
         self._cancel_timer()
         self.site.refusals.record(refusal, self.peer_host)
+        if self.requests and isinstance(self.requests[-1], LimitedRequest):  # its stream gets no more
+            self.requests[-1].abandon_body(Failure(ConnectionAbortedError(f"refused: {error.message}")))
         path = getattr(self, "_path", None)  # the request's target once its line is parsed
-        response = refusal_response(refusal_error(refusal, message), typed=self.site.typed(path))
+        response = refusal_response(error, typed=self.site.typed(path))
         transport = self.transport
         if transport is None:
             return
@@ -371,6 +372,7 @@ class LimitedSite(Site):
     """
 
     protocol = LimitedChannel  # type: ignore[assignment]  # a plain HTTP/1.1 channel (no HTTP/2 negotiation)
+    requestFactory = LimitedRequest
 
     def __init__(
         self,

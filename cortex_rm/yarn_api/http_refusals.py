@@ -47,6 +47,7 @@ class Refusal(enum.Enum):
     HEADER_TIMEOUT = ("header-timeout", 408)
     BODY_TIMEOUT = ("body-timeout", 408)
     BODY_TOO_LARGE = ("body-too-large", 413)
+    BODY_REFUSED = ("body-refused", 403)  # a streamed body's resource refused it (its answer says why)
     URI_TOO_LONG = ("uri-too-long", 414)
     HEADERS_TOO_LARGE = ("headers-too-large", 431)
     NOT_IMPLEMENTED = ("not-implemented", 501)

@@ -49,6 +49,7 @@ from cortex_rm.yarn.errors import YarnError
 from cortex_rm.yarn_api import rest_errors
 from cortex_rm.yarn_api.delegation_tokens import from_url_string
 from cortex_rm.yarn_api.http_limits import API_LIMITS, HttpLimits, LimitedSite
+from cortex_rm.yarn_api.http_streams import LimitedRequest
 from cortex_rm.yarn_api.rest_errors import RestError
 from cortex_rm.yarn_api.rest_call import STATIC_WEB_USER, Reply, RestCall
 from cortex_rm.yarn_api.rest_credentials import UserAdmin
@@ -62,7 +63,7 @@ JSON_CONTENT_TYPE: Final = b"application/json; charset=utf-8"
 _HOST_HEADER: Final = re.compile(r"^[A-Za-z0-9.\-_]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
 
-class BoundedRequest(Request):
+class BoundedRequest(LimitedRequest):
     """A request that keeps at most ``site.max_body_bytes`` of its body."""
 
     body_too_large = False

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFromThreads
@@ -65,29 +65,45 @@ class DataNodeContext(Protocol):
         """A replica here was found corrupt and deleted (any thread): report it."""
 
 
-def receive_blocks(ctx: DataNodeContext, ticket: tickets.Ticket, text: str, body: IO[bytes]) -> list[WrittenBlockMessage]:
+class BodySource(Protocol):
+    """An upload's body as a worker reads it (``body_pipe.BodyPipe``, or a file)."""
+
+    def read(self, size: int, /) -> bytes:
+        """The next ``size`` bytes (fewer only at the end, ``b""`` after it)."""
+
+
+def receive_blocks(ctx: DataNodeContext, ticket: tickets.Ticket, text: str, body: BodySource) -> list[WrittenBlockMessage]:
     """Cut ``body`` into blocks of the ticket's size, store each here and push it down the pipeline.
 
     Each other node of the pipeline gets its copies from a thread of its own, in order, while
     this node stores the next block: a block goes to every replica at once.  A replica that
     fails a block is dropped from the pipeline, as Hadoop drops a failed DataNode: that block
     and the later ones have one holder fewer (the NameNode re-replicates them).  The write
-    fails only if this node cannot store a block.
+    fails only if this node cannot store a block or the body is cut off; then the blocks it
+    stored here are deleted (the copies sent on are orphans the NameNode has deleted).
     """
     block_size = ticket.number("block_size")
     replicas = [_Replica(address, node) for address, node in zip(ticket.texts("replicas"), ticket.texts("pipeline")[1:])]
     stored_here: list[StoredBlock] = []
     copies: list[list[Future[NodeId]]] = []
     try:
-        while True:
-            stored = _store_block(ctx, body, block_size)
-            if stored is None:
-                break
-            ctx.stored(stored)
-            stored_here.append(stored)
-            copies.append([r.sender.submit(r.copy, ctx, stored, text) for r in replicas])
-            if stored.length < block_size:
-                break
+        try:
+            while True:
+                stored = _store_block(ctx, body, block_size)
+                if stored is None:
+                    break
+                ctx.stored(stored)
+                stored_here.append(stored)
+                copies.append([r.sender.submit(r.copy, ctx, stored, text) for r in replicas])
+                if stored.length < block_size:
+                    break
+        except BaseException:
+            for replica in replicas:  # (the copy under way ends first: it reads the block)
+                replica.sender.shutdown(wait=True, cancel_futures=True)
+            for stored in stored_here:
+                ctx.store.delete(stored.block_id)
+                ctx.dropped(stored.block_id)
+            raise
         written = []
         for stored, futures in zip(stored_here, copies):
             holders = [ctx.node_id]
@@ -124,7 +140,7 @@ class _Replica:
         return self.node
 
 
-def _store_block(ctx: DataNodeContext, body: IO[bytes], block_size: int) -> StoredBlock | None:
+def _store_block(ctx: DataNodeContext, body: BodySource, block_size: int) -> StoredBlock | None:
     """The next block of ``body`` stored here; None at the end of the body."""
     writer = ctx.store.writer(new_block_id())
     received = 0

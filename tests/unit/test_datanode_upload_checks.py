@@ -1,0 +1,135 @@
+"""The DataNode's upload endpoints decide from a request's head alone: a forged, expired or misdirected
+ticket is refused (403 InvalidToken, in WebHDFS's RemoteException form) before the body is read;
+a good one gets an ``Upload`` whose worker starts at once.
+
+The resources are driven through a real ``LimitedSite`` over an in-memory transport on a
+``Clock``; the DataNode's context is a small stand-in that signs nothing itself and queues the
+work it is asked to run (nothing here needs a worker thread)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.web.resource import Resource
+
+from cortex_rm.fs import tickets
+from cortex_rm.fs.block_store import BlockStore
+from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.tokens import MasterKey
+from cortex_rm.yarn_api.http_limits import DATANODE_LIMITS, LimitedChannel, LimitedSite
+from cortex_rm.yarn_api.http_streams import LimitedRequest
+from cortex_rm.yarn_api.webhdfs.datanode_resource import BlockTransfers, DataNodeWebHdfs, Upload
+from tests.unit.test_http_limits import HalfClosingTransport
+
+KEY = MasterKey(3, b"s" * 20)
+FORGER = MasterKey(3, b"f" * 20)
+NOW_MS = 1_000_000
+HERE, THERE = "node-a:45454", "node-b:45454"
+BLOCK = "blk_" + "ab" * 16
+
+
+class ThreadCalls:
+    """The reactor's ``callFromThread``: the calls are queued for the test."""
+
+    def __init__(self) -> None:
+        self.calls: list[Callable[[], object]] = []
+
+    def callFromThread(self, call: Callable[..., object], *args: object) -> None:  # noqa: N802 (Twisted's name)
+        self.calls.append(lambda: call(*args))
+
+
+class Context:
+    """What the DataNode role gives its resources, with the work it is asked to run queued."""
+
+    def __init__(self, root: Path) -> None:
+        self.node_id = NodeId.parse(HERE)
+        self.http_address = "127.0.0.1:8042"
+        self.store = BlockStore(root, lambda: NOW_MS)
+        self.reactor = ThreadCalls()
+        self.queued: list[Callable[[], Any]] = []
+
+    def keys(self) -> dict[int, MasterKey]:
+        return {KEY.key_id: KEY}
+
+    def now_ms(self) -> int:
+        return NOW_MS
+
+    def run(self, work: Callable[[], Any]) -> defer.Deferred[Any]:
+        self.queued.append(work)
+        return defer.Deferred()
+
+
+def _ticket(op: str = "CREATE", *, key: MasterKey = KEY, expires_ms: int = NOW_MS + 60_000,
+            path: str = "/data/file", pipeline: tuple[str, ...] = (HERE, THERE)) -> str:
+    claims = {"path": path, "block_size": 1 << 20, "pipeline": list(pipeline), "replicas": ["127.0.0.1:9"]}
+    return tickets.sign(key, op, claims, expires_ms)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> tuple[Context, LimitedSite]:
+    ctx = Context(tmp_path)
+    root = Resource()
+    root.putChild(b"webhdfs", DataNodeWebHdfs(ctx))  # type: ignore[arg-type]
+    blocks = Resource()
+    blocks.putChild(b"blocks", BlockTransfers(ctx))  # type: ignore[arg-type]
+    root.putChild(b"cortex", blocks)
+    return ctx, LimitedSite(root, limits=DATANODE_LIMITS, clock=Clock(), name="node", untyped_prefixes=(b"/webhdfs/",))
+
+
+def _send_head(site: LimitedSite, method: str, target: str) -> tuple[LimitedChannel, HalfClosingTransport]:
+    transport = HalfClosingTransport()
+    channel: LimitedChannel = site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 40000))
+    channel.makeConnection(transport)
+    channel.dataReceived(f"{method} {target} HTTP/1.1\r\nHost: n\r\nContent-Length: {1 << 30}\r\n\r\n".encode())
+    return channel, transport
+
+
+def _refusal(transport: HalfClosingTransport) -> dict[str, Any]:
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403 ") and transport.write_closed, head
+    exception: dict[str, Any] = json.loads(body)["RemoteException"]
+    return exception
+
+
+@pytest.mark.parametrize(
+    ("why", "ticket", "path"),
+    [
+        ("signature", _ticket(key=FORGER), "/data/file"),
+        ("expired", _ticket(expires_ms=NOW_MS - 1), "/data/file"),
+        ("is for", _ticket(), "/data/elsewhere"),
+        ("another node first", _ticket(pipeline=(THERE, HERE)), "/data/file"),
+        ("is for 'OPEN'", _ticket("OPEN"), "/data/file"),
+        ("no ticket", "", "/data/file"),
+    ],
+)
+def test_a_bad_write_ticket_is_refused_from_the_head_and_no_work_starts(
+    node: tuple[Context, LimitedSite], why: str, ticket: str, path: str
+) -> None:
+    ctx, site = node
+    channel, transport = _send_head(site, "PUT", f"/webhdfs/v1{path}?{urlencode({'op': 'CREATE', 'ticket': ticket})}")
+    exception = _refusal(transport)
+    assert exception["exception"] == "InvalidToken" and why in exception["message"]
+    assert ctx.queued == [] and channel.requests[-1].content is None
+
+
+def test_a_block_put_whose_ticket_does_not_name_this_node_is_refused_from_the_head(node: tuple[Context, LimitedSite]) -> None:
+    ctx, site = node
+    query = urlencode({"ticket": _ticket(pipeline=(THERE, "node-c:45454")), "checksum": "0" * 32})
+    _, transport = _send_head(site, "PUT", f"/cortex/blocks/{BLOCK}?{query}")
+    assert "does not name this node" in _refusal(transport)["message"] and ctx.queued == []
+
+
+def test_a_good_ticket_starts_the_worker_on_the_body_before_it_arrives(node: tuple[Context, LimitedSite]) -> None:
+    ctx, site = node
+    channel, transport = _send_head(site, "PUT", f"/webhdfs/v1/data/file?{urlencode({'op': 'CREATE', 'ticket': _ticket()})}")
+    request = channel.requests[-1]
+    assert isinstance(request, LimitedRequest) and isinstance(request.body_stream, Upload)
+    assert transport.value() == b"" and len(ctx.queued) == 1  # receive_blocks, waiting for the body
