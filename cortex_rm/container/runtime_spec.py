@@ -66,4 +66,9 @@ def runtime_spec(c: NMContainer, plan: LaunchPlan, settings: ContainerSettings, 
             )
         ),
         root_image=image_root,
+        application=str(c.app_id),
+        # given to the application's unprivileged root: never the shared dirs
+        own_dirs=tuple(
+            dict.fromkeys((*c.paths.app_dirs, *(d for d in c.paths.log_dirs if d != c.paths.log_dir), *c.staging_dirs))
+        ),
     )

@@ -34,6 +34,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
 from cortex_rm.container.fake_runtime import FakeProgram, FakeRuntime
+from cortex_rm.container.id_ranges import IdBlock
 from cortex_rm.container.lxc_config import (
     CGROUP_PARENT,
     Binds,
@@ -425,7 +426,7 @@ def test_the_container_writes_only_its_own_dirs(lxc: LxcHarness, tmp_path: Path)
         + f'echo x > "{writable}/{tag}" && echo "writable written"\n'
         + f'cat "{readonly}/resource.txt"; echo\n'
     )
-    spec = lxc.spec("exec > report.txt 2>&1\n" + script, writable_dirs=(writable,), readonly_dirs=(readonly,))
+    spec = lxc.spec("exec > report.txt 2>&1\n" + script, writable_dirs=(writable,), readonly_dirs=(readonly,), own_dirs=(writable,))
     result = yield outcome(lxc.runtime.start(spec).exited)
     assert result.exit_code == 0
     report = (spec.work_dir / "report.txt").read_text().splitlines()
@@ -728,7 +729,8 @@ def test_the_config_binds_the_images_usr_and_etc_and_the_specs_dirs_at_their_pat
     )
     config = render_config(
         spec=spec, binds=binds, image=image, rootfs=tmp_path / "rootfs", snapshot_hook=tmp_path / "hook",
-        snapshot_file=tmp_path / "snap", cgroup_root=Path("/sys/fs/cgroup"),
+        snapshot_file=tmp_path / "snap", cgroup_root=Path("/sys/fs/cgroup"), ids=IdBlock(1_000_013_824),
+        seccomp_profile=tmp_path / "seccomp", cgroup_dir=f"{CGROUP_PARENT}/b15259/container_1_0001_01_000002",
     )
     lines = config.splitlines()
     rel = str(tmp_path).lstrip("/")
@@ -752,7 +754,11 @@ def test_the_config_binds_the_images_usr_and_etc_and_the_specs_dirs_at_their_pat
         "lxc.rootfs.options = ro",
         "lxc.net.0.type = none",
         "lxc.console.path = none",
-        f"lxc.cgroup.dir.container = {CGROUP_PARENT}/container_1_0001_01_000002",
+        f"lxc.cgroup.dir.container = {CGROUP_PARENT}/b15259/container_1_0001_01_000002",
+        "lxc.idmap = u 0 1000013824 65536",
+        "lxc.idmap = g 0 1000013824 65536",
+        f"lxc.seccomp.profile = {tmp_path / 'seccomp'}",
+        "lxc.mount.entry = /sys sys none rbind,ro 0 0",
         f"lxc.cgroup.memory.limit_in_bytes = {100 * MIB}",
         f"lxc.cgroup.memory.memsw.limit_in_bytes = {100 * MIB}",
         "lxc.cgroup.pids.max = 50",
@@ -789,7 +795,7 @@ def test_only_a_child_of_lxc_execute_is_taken_for_the_containers_init(tmp_path: 
         container_id="container_1_0001_01_000009", work_dir=tmp_path / "w", log_dir=tmp_path / "w",
         command=["/bin/true"], env={}, memory_limit_bytes=MIB, pids_limit=8,
     )
-    container = LxcContainer(runtime, spec, tmp_path / "c")
+    container = LxcContainer(runtime, spec, tmp_path / "c", f"cortex/{spec.container_id}")
     container.monitor_pid = os.getpid()  # we play lxc-execute: our children are its
     line = "lxc-execute x 20261124011720.702 NOTICE   execute - ../src/lxc/execute.c:execute_post_start:34 - '/usr/bin/env' started with pid '{}'\n"
     container.lxc_log_received(line.format(1).encode())
@@ -817,7 +823,7 @@ def test_a_container_whose_init_was_gone_when_its_start_line_was_read_reports_it
         container_id="container_1_0001_01_000010", work_dir=tmp_path / "w", log_dir=tmp_path / "w",
         command=["/bin/true"], env={}, memory_limit_bytes=MIB, pids_limit=8,
     )
-    container = LxcContainer(runtime, spec, tmp_path / "c")
+    container = LxcContainer(runtime, spec, tmp_path / "c", f"cortex/{spec.container_id}")
     container.monitor_pid = os.getpid()
     gone = subprocess.Popen(["true"])
     gone.wait()
