@@ -27,6 +27,7 @@ from pathlib import Path
 
 from cortex_rm import isolation
 from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
+from cortex_rm.container.id_ranges import node_id_range
 from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecipe, build_image, default_build_cache
 from cortex_rm.image_push import push_image
 from cortex_rm.node import PID_FILE, READY_FILE
@@ -110,6 +111,7 @@ def node_config_text(
     introducers: tuple[str, ...] = (),
     runtime_image: str = "",
     rm_host: str = "127.0.0.1",
+    index: int = 1,  # 1-based: the node's share of the container id range
 ) -> str:
     """One node's cortex.toml: the first node runs the RM and starts the ring; the others join
     through ``introducers`` and find the RM through the ring (no RM address in their config)."""
@@ -136,7 +138,8 @@ def node_config_text(
         "[nodemanager]",
         f'webapp_address = "{host}:{ports["nm_web"]}"',
         f'address = "{host}:{ports["nm"]}"  # the NodeId',
-        "# no resourcemanager_tracker: the RM is found through the ring",
+        "# no resourcemanager_tracker: the RM is found through the ring; the nodes share this host's ids:",
+        f'container_id_range = "{node_id_range(index)}"',
         "",
         "[ring]",
         f'address = "{host}:{ports["ring"]}"',
@@ -207,7 +210,7 @@ def up(
                 node_ports,
                 is_rm=(i == 1),
                 host=host,
-                introducers=introducers,
+                introducers=introducers, index=i,
                 runtime_image=built.sha256 if built is not None else "",
                 rm_host=rm_host,
             )

@@ -32,6 +32,15 @@ DEFAULT_RANGE_TEXT: Final = f"{DEFAULT_BASE}:{DEFAULT_COUNT}"
 _MAX_ID: Final = 2**31  # ids at or above this are refused (signed-int readers)
 
 
+#: Blocks per node when several nodes share a host (``local-cluster``): 64 applications at once.
+NODE_ID_BLOCKS: Final = 64
+
+
+def node_id_range(index: int) -> str:
+    """Node ``index``'s (1-based) share of the default range, for nodes that share a host."""
+    return f"{DEFAULT_BASE + (index - 1) * NODE_ID_BLOCKS * BLOCK}:{NODE_ID_BLOCKS * BLOCK}"
+
+
 class IdRangeError(ValueError):
     """A range that cannot work; the message says why."""
 
