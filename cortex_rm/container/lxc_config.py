@@ -34,8 +34,12 @@ What the container gets (``render_config``):
   outside; host files owned by ids outside the block (root's among them) are
   ``nobody`` inside and only their "other" permissions apply.  Because the
   container shares the host's network namespace, which its user namespace does
-  not own, the kernel refuses it a fresh sysfs: ``/sys`` is the host's, bound
-  read-only (recursively: the kernel will not reveal what lies under its mounts);
+  not own, the kernel refuses it a fresh sysfs: ``/sys`` is a sysfs the runtime
+  mounted on the host (``lxc_sandbox.mount_sysfs``), bound read-only.  Not the
+  host's ``/sys`` itself: it carries the host's cgroup mounts, which the kernel
+  will not let a user namespace unmount and which the container's ``/proc/self/
+  mountinfo`` would list next to its own cgroup mounts; the JVM reads its cgroup
+  paths from there and dies on the host's (``ManagementFactory``, Spark's driver);
 * root inside, with the capabilities cut to ``KEPT_CAPABILITIES`` (no sys_admin,
   so no remounting; no net_admin or net_raw on the host's network; no mknod,
   sys_ptrace, dac_read_search, sys_module...), ``no_new_privs``, and the seccomp
@@ -254,9 +258,11 @@ def render_config(
     ids: IdBlock,
     seccomp_profile: Path,
     cgroup_dir: str,
+    sysfs: Path,
 ) -> str:
     """The LXC config of one container (see the module docstring for what each part is for);
-    ``cgroup_dir``: its cgroup below each hierarchy's root (``cortex/<block>/<id>``)."""
+    ``cgroup_dir``: its cgroup below each hierarchy's root (``cortex/<block>/<id>``); ``sysfs``:
+    what is bound at its ``/sys`` (a sysfs with nothing mounted below it)."""
     cid = spec.container_id
     tmpfs = f"rw,nosuid,nodev,mode=1777,size={spec.memory_limit_bytes}"
     lines = [
@@ -272,7 +278,7 @@ def render_config(
         "# unprivileged: the container's ids 0..65535 are its application's block of host ids",
         *ids.idmap_lines(),
         "lxc.mount.auto = proc:mixed cgroup:ro",
-        _entry("/sys", "sys", "none", "rbind,ro"),
+        _entry(str(sysfs), "sys", "none", "bind,ro"),
         f"# the runtime image {image.root_image}, read-only",
         _entry(f"{image.root_image}/usr", "usr", "none", "ro,bind"),
         _entry(f"{image.root_image}/etc", "etc", "none", "ro,bind"),

@@ -10,24 +10,21 @@ config file that ``start`` writes to ``<base_dir>/containers/<id>/config``::
 
 What the container gets — namespaces, the runtime image as root file system (a spec
 without ``root_image`` is refused), cgroup limits, capabilities, seccomp — is in
-``lxc_config.py``; its user namespace, ownership and network policy in
-``lxc_sandbox.py`` (``application_finished`` frees what an application held);
-what lxc-execute and the cgroups report back is read by ``lxc_reports.py``.
+``lxc_config.py``; its user namespace, ownership, sysfs and network policy in
+``lxc_sandbox.py`` (``application_finished`` frees what an application held, ``close``
+the sysfs); what lxc-execute and the cgroups report back is read by ``lxc_reports.py``.
 
-Start: lxc-execute logs at NOTICE into a pipe on its fd ``LXC_LOG_FD``;
-``started`` fires on its ``execute_post_start`` line, which LXC writes once the
-namespaces, mounts and cgroup limits are in place and init has been started
-(init forks the command at once).  *Start latency* is the time from ``start()``
-to ``started``.
+Start: lxc-execute logs at NOTICE into a pipe on its fd ``LXC_LOG_FD``; ``started``
+fires on its ``execute_post_start`` line, written once the namespaces, mounts and
+cgroup limits are in place and init (which forks the command at once) has started.
 
 End: when the command exits, the wrapper SIGKILLs every other process of the
-container (YARN's NodeManager kills a finished container's process group the
-same way), so init exits with the command's status, and lxc-execute with init's.
-Before LXC removes the cgroups, its ``lxc.hook.stop`` hook copies the memory
-cgroup's ``memory.oom_control``, ``memory.failcnt`` and
-``memory.max_usage_in_bytes`` into the container directory: an ``oom_kill`` count
-above zero means ``killed_for_memory``.  The container directory is removed
-before ``exited`` fires.
+container (as YARN's NodeManager kills a finished container's process group), so
+init exits with the command's status, and lxc-execute with init's.  Before LXC
+removes the cgroups, its ``lxc.hook.stop`` hook copies the memory cgroup's
+``memory.oom_control``, ``memory.failcnt`` and ``memory.max_usage_in_bytes`` into the
+container directory: an ``oom_kill`` count above zero means ``killed_for_memory``.
+The container directory is removed before ``exited`` fires.
 
 Kill: SIGTERM to every process in the container's pids cgroup but init (init
 itself would SIGKILL everything a second later, whatever the grace), then, once
@@ -65,14 +62,8 @@ from cortex_rm.container.lxc_config import (
     prepare_rootfs,
     render_config,
 )
-from cortex_rm.container.lxc_sandbox import ContainerFirewall, ContainerSandbox
-from cortex_rm.container.lxc_reports import (
-    MemorySnapshot,
-    parent_pid,
-    parse_lxc_log_line,
-    parse_memory_snapshot,
-    signal_pids,
-)
+from cortex_rm.container.lxc_sandbox import SYSFS_DIR, ContainerFirewall, ContainerSandbox, mount_sysfs, unmount_sysfs
+from cortex_rm.container.lxc_reports import MemorySnapshot, parent_pid, parse_lxc_log_line, parse_memory_snapshot, signal_pids
 from cortex_rm.container.runtime import (
     LAUNCH_FAILED_EXIT_CODE,
     RUNTIME_CONTAINER_LIFECYCLE,
@@ -401,6 +392,7 @@ class LxcRuntime:
                     ids=admission.ids,
                     seccomp_profile=self.base_dir / "seccomp",
                     cgroup_dir=admission.cgroup_dir,
+                    sysfs=self.base_dir / SYSFS_DIR,
                 )
             )
             log_fd = os.open(spec.log_dir / RUNTIME_LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
@@ -433,10 +425,16 @@ class LxcRuntime:
         if self.running.get(container.container_id) is container:
             del self.running[container.container_id]
 
+    def close(self) -> None:
+        """The NodeManager stops (its containers have been killed): unmount the containers' sysfs."""
+        unmount_sysfs(self.base_dir / SYSFS_DIR)
+        self._host_checked = False
+
     def _check_host(self) -> None:
-        """The checks that make a start worth trying, and the stop hook (once per runtime)."""
+        """The checks that make a start worth trying, the stop hook and the sysfs (once per runtime)."""
         if not self._host_checked:
             prepare_host(self.lxc_execute, self.cgroup_root, self.base_dir)
+            mount_sysfs(self.base_dir / SYSFS_DIR)
             self._host_checked = True
 
     def _image_layout(self, root_image: Path) -> ImageLayout:

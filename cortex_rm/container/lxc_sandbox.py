@@ -16,6 +16,11 @@ ownership of what it writes, its cgroup, and its place in the node's network pol
   (``ContainerFirewall.application_added``), so the rules that name the
   application's cgroup and ids are in place before its first process runs.
 
+The containers' ``/sys`` is a sysfs the runtime mounts once, read-only and private, at
+``<base_dir>/sysfs`` (``mount_sysfs``; ``unmount_sysfs`` when the runtime closes): a
+user namespace may not mount a sysfs of a network namespace it does not own, and the
+host's ``/sys`` would bring the host's cgroup mounts along (see ``lxc_config.py``).
+
 ``release`` undoes the last step when the NodeManager cleans the application up:
 the block is free for another application, its rules and its (empty) cgroups go.
 The files it left are deleted by the NodeManager as root, whoever owns them.
@@ -24,6 +29,7 @@ The files it left are deleted by the NodeManager as root, whoever owns them.
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
@@ -37,6 +43,8 @@ from cortex_rm.container.runtime import ContainerSpec, ContainerStartError
 
 log = Logger()
 
+#: The containers' sysfs, in the runtime's base dir.
+SYSFS_DIR: Final = "sysfs"
 #: Where the cgroup2 hierarchy is mounted, tried in this order (hybrid hosts, then pure v2).
 CGROUP2_MOUNTS: Final = ("unified", "")
 
@@ -141,3 +149,35 @@ def give_to(spec: ContainerSpec, uid: int) -> None:
     with os.scandir(spec.work_dir) as entries:
         for entry in entries:
             os.lchown(entry.path, uid, uid)
+
+
+def mount_sysfs(path: Path) -> None:
+    """A sysfs of this process's network namespace at ``path`` (read-only, nosuid, nodev,
+    noexec; private, so unmounting it later does not reach the containers' copies), unless
+    one is there already (left by a runtime that died); ContainerStartError when it fails."""
+    if os.path.ismount(path):
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    for argv in (
+        ["mount", "-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", str(path)],
+        ["mount", "--make-private", str(path)],
+    ):
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise ContainerStartError(f"cannot mount the containers' sysfs at {path}: {e}") from e
+        if done.returncode != 0:
+            raise ContainerStartError(f"cannot mount the containers' sysfs at {path}: {done.stderr.strip()}")
+
+
+def unmount_sysfs(path: Path) -> None:
+    """Undo ``mount_sysfs`` (lazily: containers that still run keep their copies)."""
+    if os.path.ismount(path):
+        done = subprocess.run(["umount", "-l", str(path)], capture_output=True, text=True, check=False, timeout=30)
+        if done.returncode != 0:
+            log.warn("cannot unmount {path}: {error}", path=str(path), error=done.stderr.strip())
+            return
+    try:
+        path.rmdir()
+    except OSError:
+        pass

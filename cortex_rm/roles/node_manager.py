@@ -51,23 +51,11 @@ from cortex_rm.dht.ring_member import RingView
 from cortex_rm.internal.identity import KnownResourceManagers
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.internal.tracker_client import TrackerClient
-from cortex_rm.container.id_ranges import IdRange
+from cortex_rm.container.id_ranges import IdRange, check_against_subordinate_files
 from cortex_rm.container.net_firewall import NftFirewall
-from cortex_rm.roles.container_members import (
-    MembersWatcher,
-    OwnEndpoints,
-    container_firewall,
-    existing_dirs,
-    make_searchable,
-)
+from cortex_rm.roles.container_members import MembersWatcher, OwnEndpoints, container_firewall, existing_dirs, make_searchable
 from cortex_rm.roles.ports import Listen
-from cortex_rm.roles.ring_records import (
-    CAPACITY_SECTION,
-    CapacityReport,
-    CapacityReports,
-    Republisher,
-    find_resource_manager,
-)
+from cortex_rm.roles.ring_records import CAPACITY_SECTION, CapacityReport, CapacityReports, Republisher, find_resource_manager
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService, TrackerLocation
 from cortex_rm.roles.data_node import DataNodeRole
@@ -286,6 +274,7 @@ class NodeManagerRole:
 
         nm = self.section
         ids = IdRange.parse(nm.container_id_range)
+        check_against_subordinate_files(ids)  # IdRangeError: shared with another user's containers
         make_searchable([self.state_dir.resolve(), *self.dirs.local_dirs, *self.dirs.log_dirs])
         self.firewall = container_firewall(f"{nm.address.host}_{nm.address.port}", ids, nm.container_internet)
         ring = self._ring
@@ -406,9 +395,13 @@ class NodeManagerRole:
 
     def _application_finished(self, _: object, app: str) -> None:
         """The runtime frees ``app``'s ids, rules and cgroups (an unprivileged runtime holds them)."""
-        finished = getattr(self.containers.runtime if self.containers else None, "application_finished", None)
-        if finished is not None:
-            finished(app)
+        self._runtime_hook("application_finished", app)
+
+    def _runtime_hook(self, name: str, *args: str) -> None:
+        """``LxcRuntime.<name>(*args)``, which other runtimes (the tests' fake) need not have."""
+        hook = getattr(self.containers.runtime if self.containers else None, name, None)
+        if hook is not None:
+            hook(*args)
 
     @staticmethod
     def _aggregate(_: object, aggregator: LogAggregator, app_id: ApplicationId) -> defer.Deferred[None]:
@@ -439,6 +432,7 @@ class NodeManagerRole:
             self.status_updater = None
         if self.containers is not None:
             await self.containers.stop_all()
+            self._runtime_hook("close")  # the containers' sysfs
         if self.members is not None:
             self.members.stop()
         if self.firewall is not None:

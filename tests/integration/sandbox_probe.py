@@ -101,6 +101,7 @@ async def main(reactor, workdir: Path, image: Path, private: str) -> dict:  # ty
             s.close()
         for app in ("app_a", "app_b"):
             runtime.application_finished(app)
+        runtime.close()
         firewall.remove()
     return report
 
