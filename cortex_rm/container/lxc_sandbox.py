@@ -103,7 +103,7 @@ class ContainerSandbox:
             block, new = self.blocks.take(spec.application)
         except IdRangeError as e:
             raise ContainerStartError(f"{spec.container_id}: {e}") from e
-        peers = driver_endpoints(spec.command)
+        peers = spec.peers | driver_endpoints(spec.command)
         try:
             if new:
                 (cgroup2_root(self.cgroup_root) / self.app_cgroup(block)).mkdir(parents=True, exist_ok=True)

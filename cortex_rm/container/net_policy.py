@@ -29,10 +29,13 @@ What a container may do (``container_out`` for packets leaving it,
   a container socket of the same application, or a service endpoint; a
   container of another application of this node and any other local service
   (the host's loopback services, the node's ring and tracker ports) refuse it;
-* the application's own driver outside the cluster (client mode: Spark's
+* the application's own driver outside the cluster (client mode: Spark's AM and
   executors call the driver on the submitting machine): the ``host:port``
-  endpoints its launch commands name (``driver_endpoints``), for its own
-  containers only, ports 1024 and up;
+  endpoints its launch commands name (``driver_endpoints``, ports 1024 and up),
+  and on those hosts the ephemeral port range, where the driver's other
+  sockets (its block manager, which serves broadcasts) listen; for its own
+  containers only.  The application chooses these: what its submitter names as
+  the driver, its containers reach;
 * the internet (public addresses) only when the node allows it.
 
 Everything else is refused with an ICMP "administratively prohibited" (a TCP
@@ -160,6 +163,7 @@ def render_table(settings: PolicySettings, members: Members) -> str:
         "  set same_app { type cgroupsv2 . mark; }",
         "  set peers { type mark . ipv4_addr . inet_service; }",
         "  set peer_addrs { type ipv4_addr; }",
+        "  set peer_hosts { type mark . ipv4_addr; }",
         "  chain output {",
         "    type filter hook output priority filter; policy accept;",
         f"    meta skuid {ids.base}-{ids.last} jump container_out",
@@ -174,6 +178,7 @@ def render_table(settings: PolicySettings, members: Members) -> str:
         "    ip daddr . th dport @services accept",
         f"    ip daddr @members th dport {low}-{high} accept",
         "    meta mark . ip daddr . th dport @peers accept",
+        f"    meta mark . ip daddr @peer_hosts th dport {low}-{high} accept",
         *internet,
         f"    {_REFUSE}",
         "  }",
@@ -235,11 +240,16 @@ def render_application_added(table: str, block: IdBlock, cgroup: str, peers: Ite
     return "\n".join(lines) + "\n"
 
 
+def _peer_host_elements(block: IdBlock, peers: Iterable[Endpoint]) -> list[str]:
+    return [f"{mark_of(block):#x} . {host}" for host in sorted({p[0] for p in peers})]
+
+
 def _peer_lines(table: str, block: IdBlock, peers: Sequence[Endpoint]) -> list[str]:
     if not peers:
         return []
     return [
         f"add element inet {table} peers {{ {', '.join(_peer_elements(block, peers))} }}",
+        f"add element inet {table} peer_hosts {{ {', '.join(_peer_host_elements(block, peers))} }}",
         f"add element inet {table} peer_addrs {{ {', '.join(sorted({p[0] for p in peers}))} }}",
     ]
 
@@ -262,6 +272,7 @@ def render_application_removed(
     elements = _peer_elements(block, peers)
     if elements:
         lines.append(f"delete element inet {table} peers {{ {', '.join(elements)} }}")
+        lines.append(f"delete element inet {table} peer_hosts {{ {', '.join(_peer_host_elements(block, peers))} }}")
     lines.append(f"flush set inet {table} peer_addrs")
     remaining = sorted(set(remaining_peer_addrs))
     if remaining:

@@ -105,6 +105,10 @@ class ContainerSpec:
     #: Writable dirs that are the container's or its application's own, not shared with other
     #: applications: an unprivileged runtime gives them to the container's root.
     own_dirs: tuple[Path, ...] = ()
+    #: ``(IPv4 address, port)`` endpoints outside the cluster that the container's launch
+    #: command names as its driver (Spark in client mode): an unprivileged runtime's network
+    #: policy lets its application's containers reach them (``net_policy.driver_endpoints``).
+    peers: frozenset[tuple[str, int]] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.application:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cortex_rm.container.launch import LaunchPlan
+from cortex_rm.container.net_policy import driver_endpoints
 from cortex_rm.container.nm_container import NMContainer
 from cortex_rm.container.runtime import ContainerSpec
 
@@ -71,4 +72,6 @@ def runtime_spec(c: NMContainer, plan: LaunchPlan, settings: ContainerSettings, 
         own_dirs=tuple(
             dict.fromkeys((*c.paths.app_dirs, *(d for d in c.paths.log_dirs if d != c.paths.log_dir), *c.staging_dirs))
         ),
+        # the script runs the CLC's command: the driver it names (client mode) is outside the cluster
+        peers=driver_endpoints([plan.command]),
     )

@@ -104,6 +104,7 @@ def test_the_table_replaces_itself_and_holds_the_members():
     assert f"meta skuid {IDS.base}-{IDS.last} jump container_out" in script
     assert "ip daddr != @non_public accept" not in script
     assert script.index("@control reject") < script.index("@services accept") < script.index("@members th dport")
+    assert "meta mark . ip daddr @peer_hosts th dport 32768-60999 accept" in script  # a driver's block manager
     assert "ip daddr != @non_public accept" in render_table(PolicySettings("t", IDS, "cortex", internet=True), MEMBERS)
 
 
@@ -115,8 +116,10 @@ def test_an_application_is_added_and_removed_by_its_cgroup_uids_and_mark():
     assert f"add element inet t uid_marks {{ {block.root}-{block.root + BLOCK - 1} : {mark} }}" in added
     assert f'add element inet t same_app {{ "unified/cortex/b1" . {mark} }}' in added
     assert f"add element inet t peers {{ {mark} . 10.0.0.9 . 40000 }}" in added
+    assert f"add element inet t peer_hosts {{ {mark} . 10.0.0.9 }}" in added  # the driver's other ports
     removed = render_application_removed("t", block, "unified/cortex/b1", [("10.0.0.9", 40000)], ["10.0.0.7"])
     assert f"delete element inet t peers {{ {mark} . 10.0.0.9 . 40000 }}" in removed
+    assert f"delete element inet t peer_hosts {{ {mark} . 10.0.0.9 }}" in removed
     assert removed.splitlines()[-2:] == ["flush set inet t peer_addrs", "add element inet t peer_addrs { 10.0.0.7 }"]
 
 
