@@ -13,7 +13,8 @@ from pathlib import Path
 
 
 def make_reachable(path: Path) -> Path:
-    """Add o+x to ``path`` and each of its ancestors that lacks it; ``path``."""
+    """Make ``path`` (if missing), add o+x to it and each of its ancestors that lacks it; ``path``."""
+    path.mkdir(parents=True, exist_ok=True)
     path = path.resolve()
     for directory in [*reversed(path.parents), path]:
         mode = directory.stat().st_mode
