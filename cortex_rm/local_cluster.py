@@ -1,7 +1,7 @@
 """``cortex-rm local-cluster up|down``: N daemons on one machine, for trying Cortex.
 
 ``up`` builds the runtime image (cached), picks ports, writes one directory per node under
-the work dir (its config, state, logs and pid file), starts each daemon in the background
+the work dir (its config, from ``local_cluster_config.py``, state, logs and pid file), starts each daemon in the background
 (on loopback, or ``--isolated`` in namespaces of its own: ``isolation.py``), waits until
 every one answers, uploads the image and waits until every node has it, writes the client
 configuration to ``<workdir>/hadoop-conf`` and prints how to reach the cluster.  Node 1 is also the ResourceManager.
@@ -29,6 +29,7 @@ from cortex_rm.cluster_wait import LocalClusterError as LocalClusterError
 from cortex_rm.cluster_wait import wait_ready, wait_registered
 from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecipe, build_image, default_build_cache
 from cortex_rm.image_push import push_image
+from cortex_rm.local_cluster_config import node_config_text
 from cortex_rm.node import PID_FILE, READY_FILE
 from cortex_rm.processes import alive, kill_marked
 from cortex_rm.user_credential import CredentialError, UserCredential, load_credential, request_credential, write_private
@@ -96,51 +97,6 @@ def node_host(index: int) -> str:
     return f"127.0.0.{index}"
 
 
-def node_config_text(
-    state_dir: Path,
-    name: str,
-    ports: dict[str, int],
-    is_rm: bool,
-    host: str,
-    introducers: tuple[str, ...] = (),
-    runtime_image: str = "",
-    rm_host: str = "127.0.0.1",
-) -> str:
-    """One node's cortex.toml: the first node runs the RM and starts the ring; the others join
-    through ``introducers`` and find the RM through the ring (no RM address in their config)."""
-    lines = [
-        "# Written by cortex-rm local-cluster up.",
-        "[node]",
-        f'name = "{name}"',
-        f'state_dir = "{state_dir}"',
-        f'host = "{host}"',
-        "",
-        "[resourcemanager]",
-        f"enabled = {'true' if is_rm else 'false'}",
-    ]
-    if is_rm:
-        lines += [
-            f'address = "{rm_host}:{ports["rm"]}"',
-            f'scheduler_address = "{rm_host}:{ports["scheduler"]}"',
-            f'webapp_address = "{rm_host}:{ports["rm_web"]}"',
-            f'tracker_address = "{rm_host}:{ports["tracker"]}"',
-            f'runtime_image = "{runtime_image}"  # the image every container runs in (cortex-rm image push)',
-        ]
-    lines += [
-        "",
-        "[nodemanager]",
-        f'webapp_address = "{host}:{ports["nm_web"]}"',
-        f'address = "{host}:{ports["nm"]}"  # the NodeId',
-        "# no resourcemanager_tracker: the RM is found through the ring",
-        "",
-        "[ring]",
-        f'address = "{host}:{ports["ring"]}"',
-        f"introducers = {json.dumps(list(introducers))}",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -204,7 +160,7 @@ def up(
                 node_ports,
                 is_rm=(i == 1),
                 host=host,
-                introducers=introducers,
+                introducers=introducers, index=i,
                 runtime_image=built.sha256 if built is not None else "",
                 rm_host=rm_host,
             )

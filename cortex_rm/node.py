@@ -40,6 +40,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource as WebResource
 
 from cortex_rm.config import Config
+from cortex_rm.container.id_ranges import IdRangeError
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.tls import MutualTLS
@@ -152,7 +153,10 @@ class CortexNode:
                 ring=self.ring,
                 capacities=self.capacities,
             )
-            self.node_manager.start(started_ms)
+            try:
+                self.node_manager.start(started_ms)
+            except IdRangeError as e:
+                raise NodeStartError(f"the NodeManager cannot start: {e} (in {config.source})") from None
         if self.ring is not None:
             self._serve_ring_view(self.ring)
         (self.state_dir / READY_FILE).write_text(json.dumps(self.addresses, indent=2))

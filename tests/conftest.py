@@ -85,3 +85,12 @@ def runtime_image_root() -> Path:
     from tests.support.runtime_image import test_image_root
 
     return test_image_root()
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path) -> Path:
+    """pytest's ``tmp_path``, searchable by "other" on the way to it: unprivileged containers
+    (whose root is an unprivileged host uid) mount dirs under it (``tests/support/reachable.py``)."""
+    from tests.support.reachable import make_reachable
+
+    return make_reachable(tmp_path)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cortex_rm.config.errors import ConfigError
+from cortex_rm.container.id_ranges import DEFAULT_RANGE_TEXT, IdRange, IdRangeError
 from cortex_rm.yarn.addresses import HostPort
 
 CONTAINER_RUNTIMES = ("lxc",)
@@ -69,6 +70,13 @@ class NodeManagerSection:
     shared_dirs: tuple[str, ...] = ()
     # $HOME of every container (yarn.nodemanager.user-home-dir)
     user_home_dir: str = "/home/"
+    # The host uids/gids of this node's unprivileged containers, "BASE:COUNT" (multiples of
+    # 65536): each running application gets a block of 65536 (its containers' 0..65535), so
+    # root inside is an unprivileged user outside.  Must not overlap /etc/subuid, /etc/subgid
+    # or another node's range on the same host (local-cluster gives each node its own)
+    container_id_range: str = DEFAULT_RANGE_TEXT
+    # Containers may reach public internet addresses (members, their driver and DNS always)
+    container_internet: bool = False
 
     def dirs(self, state_dir: Path) -> NodeManagerDirs:
         """The NodeManager's local, log and read-only dirs, with the defaults under ``state_dir``."""
@@ -100,6 +108,10 @@ class NodeManagerSection:
         if not self.rack.startswith("/"):
             raise ConfigError(f"{where}: nodemanager.rack must be a path starting with '/', not {self.rack!r}")
         self._check_dirs(f"{where}: nodemanager", state_dir)
+        try:
+            IdRange.parse(self.container_id_range)
+        except IdRangeError as e:
+            raise ConfigError(f"{where}: nodemanager.container_id_range: {e}") from None
 
     def _check_dirs(self, where: str, state_dir: Path) -> None:
         for key in ("local_dirs", "log_dirs"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Collection
@@ -60,7 +61,9 @@ class ImageCache:
         and unpacked now.  A mismatching archive is refused (ImageError) and nothing is deleted."""
         sha256 = _checked(expected_sha256)
         self.roots.mkdir(parents=True, exist_ok=True)
-        self.roots.chmod(0o700)
+        # searchable, not listable: the containers' unprivileged root opens the image through it
+        # (and every privilege an image file could grant is stripped, see ``strip_privileges``)
+        self.roots.chmod(0o711)
         with exclusive_lock(self.roots / ".lock", say, "unpacking an image"):
             found = self.path_of(sha256)
             if found is not None:
@@ -115,6 +118,7 @@ class ImageCache:
         if done.returncode != 0:
             shutil.rmtree(work)
             raise ImageError(f"tar could not unpack {archive} ({done.stderr.strip()[-500:]}): fetch it again")
+        strip_privileges(work)
         os.sync()  # the data on disk before the rename and the marker make the root count as whole
         root = self.roots / sha256
         work.rename(root)
@@ -122,6 +126,25 @@ class ImageCache:
         write_atomically(self.roots / f"{sha256}.complete", json.dumps(marker) + "\n")
         say(f"unpacked image {sha256[:12]} into {root} in {marker['unpack_seconds']} s")
         return root
+
+
+def strip_privileges(root: Path) -> None:
+    """Clear the set-user-id and set-group-id bits and the file capabilities of every file under
+    ``root``.  Inside a container they grant nothing (``no_new_privs``); on the host, where any
+    user may reach the root (unprivileged containers need it reachable), they would grant the
+    image's privileges to whoever runs such a file."""
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
+            try:
+                os.removexattr(path, "security.capability", follow_symlinks=False)
+            except OSError:
+                pass  # none (ENODATA), the usual case
 
 
 def _checked(sha256: str) -> str:

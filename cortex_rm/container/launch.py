@@ -289,6 +289,8 @@ class LaunchPlan:
     script: str
     #: ``<work_dir>/container_tokens``: the CLC's Credentials bytes.
     tokens: bytes
+    #: The CLC's command as the script runs it (``launch_command``).
+    command: str = ""
 
     @property
     def argv(self) -> list[str]:
@@ -319,4 +321,5 @@ def plan_launch(
         environment=environment,
         script=launch_script(environment, command, paths.log_dir),
         tokens=tokens or EMPTY_CREDENTIALS,
+        command=command,
     )

@@ -29,9 +29,24 @@ What the container gets (``render_config``):
   (and ``memory.memsw.limit_in_bytes`` when the kernel accounts swap, so swap
   cannot stretch the limit), ``pids.max`` (init and the wrapper count: 2 tasks),
   and a whitelist of the ``/dev`` nodes above;
+* a user namespace (``lxc.idmap``): root inside is the first id of its
+  application's block of host ids (``id_ranges.py``), an unprivileged user
+  outside; host files owned by ids outside the block (root's among them) are
+  ``nobody`` inside and only their "other" permissions apply.  Because the
+  container shares the host's network namespace, which its user namespace does
+  not own, the kernel refuses it a fresh sysfs: ``/sys`` is a sysfs the runtime
+  mounted on the host (``lxc_sandbox.mount_sysfs``), bound read-only.  Not the
+  host's ``/sys`` itself: it carries the host's cgroup mounts, which the kernel
+  will not let a user namespace unmount and which the container's ``/proc/self/
+  mountinfo`` would list next to its own cgroup mounts; the JVM reads its cgroup
+  paths from there and dies on the host's (``ManagementFactory``, Spark's driver);
 * root inside, with the capabilities cut to ``KEPT_CAPABILITIES`` (no sys_admin,
   so no remounting; no net_admin or net_raw on the host's network; no mknod,
-  sys_ptrace, dac_read_search, sys_module...) and ``no_new_privs``.
+  sys_ptrace, dac_read_search, sys_module...), ``no_new_privs``, and the seccomp
+  profile of ``seccomp.py``.
+
+Every mount source is opened by the container's root, so each directory on the
+way to it must be searchable by "other" (``check_reachable``).
 """
 
 from __future__ import annotations
@@ -42,7 +57,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Final
 
+from cortex_rm.container.id_ranges import IdBlock
 from cortex_rm.container.runtime import ContainerSpec, ContainerStartError
+from cortex_rm.container.seccomp import render_profile
 
 #: lxc-execute's fd that carries LXC's log to the runtime; the wrapper closes it.
 LXC_LOG_FD: Final = 3
@@ -238,8 +255,14 @@ def render_config(
     snapshot_hook: Path,
     snapshot_file: Path,
     cgroup_root: Path,
+    ids: IdBlock,
+    seccomp_profile: Path,
+    cgroup_dir: str,
+    sysfs: Path,
 ) -> str:
-    """The LXC config of one container (see the module docstring for what each part is for)."""
+    """The LXC config of one container (see the module docstring for what each part is for);
+    ``cgroup_dir``: its cgroup below each hierarchy's root (``cortex/<block>/<id>``); ``sysfs``:
+    what is bound at its ``/sys`` (a sysfs with nothing mounted below it)."""
     cid = spec.container_id
     tmpfs = f"rw,nosuid,nodev,mode=1777,size={spec.memory_limit_bytes}"
     lines = [
@@ -252,7 +275,10 @@ def render_config(
         "lxc.console.path = none",
         "lxc.tty.max = 0",
         "lxc.autodev = 1",
-        "lxc.mount.auto = proc:mixed sys:ro cgroup:ro",
+        "# unprivileged: the container's ids 0..65535 are its application's block of host ids",
+        *ids.idmap_lines(),
+        "lxc.mount.auto = proc:mixed cgroup:ro",
+        _entry(str(sysfs), "sys", "none", "bind,ro"),
         f"# the runtime image {image.root_image}, read-only",
         _entry(f"{image.root_image}/usr", "usr", "none", "ro,bind"),
         _entry(f"{image.root_image}/etc", "etc", "none", "ro,bind"),
@@ -265,8 +291,8 @@ def render_config(
             _entry(str(path), path, "none", ("rw" if writable else "ro") + ",bind,create=dir")
             for path, writable in binds.in_mount_order()
         ),
-        f"lxc.cgroup.dir.container = {CGROUP_PARENT}/{cid}",
-        f"lxc.cgroup.dir.monitor = {CGROUP_PARENT}/{cid}.monitor",
+        f"lxc.cgroup.dir.container = {cgroup_dir}",
+        f"lxc.cgroup.dir.monitor = {cgroup_dir}.monitor",
         f"lxc.cgroup.memory.limit_in_bytes = {spec.memory_limit_bytes}",
         *([f"lxc.cgroup.memory.memsw.limit_in_bytes = {spec.memory_limit_bytes}"] if image.swap_accounting else []),
         f"lxc.cgroup.pids.max = {spec.pids_limit}",
@@ -274,7 +300,8 @@ def render_config(
         *(f"lxc.cgroup.devices.allow = {d}" for d in ALLOWED_DEVICES),
         f"lxc.cap.keep = {' '.join(KEPT_CAPABILITIES)}",
         "lxc.no_new_privs = 1",
-        f"lxc.hook.stop = {snapshot_hook} {cgroup_root / 'memory' / CGROUP_PARENT / cid} {snapshot_file}",
+        f"lxc.seccomp.profile = {seccomp_profile}",
+        f"lxc.hook.stop = {snapshot_hook} {cgroup_root / 'memory' / cgroup_dir} {snapshot_file}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -289,6 +316,7 @@ def prepare_rootfs(rootfs: Path, binds: Binds, image: ImageLayout) -> None:
     """
     for name in ("usr", "etc", "proc", "sys", "dev", "tmp", "root", *image.root_dirs):
         (rootfs / name).mkdir(parents=True, exist_ok=True)
+    rootfs.chmod(0o755)
     for name, target in image.root_links:
         (rootfs / name).symlink_to(target)
     for path, _ in binds.in_mount_order():
@@ -327,6 +355,27 @@ def launch_argv(spec: ContainerSpec, lxc_execute: str, config: Path, lxcpath: Pa
     ]
 
 
+def check_reachable(container_id: str, paths: list[Path]) -> None:
+    """ContainerStartError naming the first directory on the way to one of ``paths`` that "other"
+    cannot search: the container's root (an unprivileged host uid) opens every mount source."""
+    seen: set[Path] = set()
+    for path in paths:
+        for directory in [*reversed(path.parents), path]:
+            if directory in seen:
+                continue
+            seen.add(directory)
+            try:
+                mode = directory.stat().st_mode
+            except OSError as e:
+                raise ContainerStartError(f"{container_id}: cannot look at {directory}: {e}") from e
+            if not mode & 0o001:
+                raise ContainerStartError(
+                    f"{container_id}: {directory} is not searchable by other users (mode {mode & 0o7777:o}), so the "
+                    f"container's unprivileged root cannot reach {path}: run `chmod o+x {directory}` or move the "
+                    "NodeManager's dirs"
+                )
+
+
 def prepare_host(lxc_execute: str, cgroup_root: Path, base_dir: Path) -> None:
     """Check what the host must give (root, lxc-execute, cgroup v1 memory and pids, a base dir
     an LXC config line can carry) and write the stop hook into ``base_dir``; ContainerStartError
@@ -341,6 +390,8 @@ def prepare_host(lxc_execute: str, cgroup_root: Path, base_dir: Path) -> None:
     if not SAFE_PATH.fullmatch(str(base_dir)):
         raise ContainerStartError(f"base dir {str(base_dir)!r} must be an absolute path of letters, digits and _.,:@+=-")
     base_dir.mkdir(parents=True, exist_ok=True)
+    base_dir.chmod(base_dir.stat().st_mode | 0o011)  # the containers' roots are under it (see check_reachable)
+    (base_dir / "seccomp").write_text(render_profile())
     hook = base_dir / "cgroup-snapshot"
-    hook.write_text(SNAPSHOT_HOOK)
+    hook.write_text(SNAPSHOT_HOOK)  # run by LXC on the host, as root
     hook.chmod(0o755)

@@ -8,37 +8,23 @@ config file that ``start`` writes to ``<base_dir>/containers/<id>/config``::
         /bin/sh -c WRAPPER (pid 2)         waits for the command, then SIGKILLs whatever is left
           <command>                        through env -i -C <work_dir> K=V...: exactly the spec's env and cwd
 
-What the container gets — namespaces, root file system, cgroup limits, capabilities —
-is in ``lxc_config.py``; what lxc-execute and the cgroups report back is read by
-``lxc_reports.py``.
+What the container gets — namespaces, the runtime image as root file system (a spec
+without ``root_image`` is refused), cgroup limits, capabilities, seccomp — is in
+``lxc_config.py``; its user namespace, ownership, sysfs and network policy in
+``lxc_sandbox.py`` (``application_finished`` frees what an application held, ``close``
+the sysfs); what lxc-execute and the cgroups report back is read by ``lxc_reports.py``.
 
-Root file system: every container runs in the cluster's runtime image
-(``spec.root_image``, an unpacked root of ``runtime_image.ImageCache``, shared by
-every container and never written to): its ``/usr`` and ``/etc`` are the
-image's, read-only, with its top-level links (``/bin -> usr/bin``...), so the
-JVM and the Python inside are the image's and nothing of the host's ``/usr``,
-``/etc`` or ``/lib`` is visible.  The host's ``/etc/hosts`` and
-``/etc/resolv.conf`` are bound read-only over the image's placeholders (the
-container shares the host's network and hostname); they are the only host files
-a container sees besides the dirs its spec names.  ``start`` refuses a spec
-without an image: the cluster must name one (``cortex-rm image build``, ``image
-push``, ``[resourcemanager] runtime_image``).  What ``start`` reads of an image
-(``ImageLayout``) is looked up once per image root.
-
-Start: lxc-execute logs at NOTICE into a pipe on its fd ``LXC_LOG_FD``;
-``started`` fires on its ``execute_post_start`` line, which LXC writes once the
-namespaces, mounts and cgroup limits are in place and init has been started
-(init forks the command at once).  *Start latency* is the time from ``start()``
-to ``started``.
+Start: lxc-execute logs at NOTICE into a pipe on its fd ``LXC_LOG_FD``; ``started``
+fires on its ``execute_post_start`` line, written once the namespaces, mounts and
+cgroup limits are in place and init (which forks the command at once) has started.
 
 End: when the command exits, the wrapper SIGKILLs every other process of the
-container (YARN's NodeManager kills a finished container's process group the
-same way), so init exits with the command's status, and lxc-execute with init's.
-Before LXC removes the cgroups, its ``lxc.hook.stop`` hook copies the memory
-cgroup's ``memory.oom_control``, ``memory.failcnt`` and
-``memory.max_usage_in_bytes`` into the container directory: an ``oom_kill`` count
-above zero means ``killed_for_memory``.  The container directory is removed
-before ``exited`` fires.
+container (as YARN's NodeManager kills a finished container's process group), so
+init exits with the command's status, and lxc-execute with init's.  Before LXC
+removes the cgroups, its ``lxc.hook.stop`` hook copies the memory cgroup's
+``memory.oom_control``, ``memory.failcnt`` and ``memory.max_usage_in_bytes`` into the
+container directory: an ``oom_kill`` count above zero means ``killed_for_memory``.
+The container directory is removed before ``exited`` fires.
 
 Kill: SIGTERM to every process in the container's pids cgroup but init (init
 itself would SIGKILL everything a second later, whatever the grace), then, once
@@ -63,24 +49,21 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from cortex_rm.container.id_ranges import DEFAULT_RANGE_TEXT, IdRange
 from cortex_rm.container.lxc_config import (
     CGROUP_PARENT,
     LXC_LOG_FD,
     ImageLayout,
     check_image_root,
+    check_reachable,
     check_spec_paths,
     launch_argv,
     prepare_host,
     prepare_rootfs,
     render_config,
 )
-from cortex_rm.container.lxc_reports import (
-    MemorySnapshot,
-    parent_pid,
-    parse_lxc_log_line,
-    parse_memory_snapshot,
-    signal_pids,
-)
+from cortex_rm.container.lxc_sandbox import SYSFS_DIR, ContainerFirewall, ContainerSandbox, mount_sysfs, unmount_sysfs
+from cortex_rm.container.lxc_reports import MemorySnapshot, parent_pid, parse_lxc_log_line, parse_memory_snapshot, signal_pids
 from cortex_rm.container.runtime import (
     LAUNCH_FAILED_EXIT_CODE,
     RUNTIME_CONTAINER_LIFECYCLE,
@@ -133,8 +116,10 @@ class _LxcExecuteProtocol(ProcessProtocol):
 class LxcContainer:
     """One container run by ``lxc-execute`` (a ``RunningContainer``)."""
 
-    def __init__(self, runtime: LxcRuntime, spec: ContainerSpec, container_dir: Path) -> None:
+    def __init__(self, runtime: LxcRuntime, spec: ContainerSpec, container_dir: Path, cgroup_dir: str) -> None:
         self.runtime = runtime
+        #: Its cgroup below each hierarchy's root (``cortex/b<block>/<id>``).
+        self.cgroup_dir = cgroup_dir
         self.spec = spec
         self.container_id = spec.container_id
         self.container_dir = container_dir
@@ -307,7 +292,7 @@ class LxcContainer:
             pass
 
     def _cgroup_pids(self) -> list[int]:
-        procs = self.runtime.cgroup_dir("pids", self.container_id) / "cgroup.procs"
+        procs = self.runtime.cgroup_root / "pids" / self.cgroup_dir / "cgroup.procs"
         try:
             return [int(p) for p in procs.read_text().split()]
         except FileNotFoundError:
@@ -349,6 +334,8 @@ class LxcRuntime:
         lxc_execute: str = "/usr/bin/lxc-execute",
         cgroup_root: Path = Path("/sys/fs/cgroup"),
         hostname: str | None = None,
+        ids: IdRange | None = None,
+        firewall: ContainerFirewall | None = None,
     ) -> None:
         self.reactor = reactor
         self.base_dir = base_dir
@@ -357,13 +344,22 @@ class LxcRuntime:
         self.cgroup_root = cgroup_root
         self.hostname = hostname or socket.gethostname()
         self.running: dict[str, LxcContainer] = {}
+        self.sandbox = ContainerSandbox(ids or IdRange.parse(DEFAULT_RANGE_TEXT), cgroup_root, firewall)
         self._host_checked = False
         #: ImageLayout per image root, oldest first (a node runs one image at a time, two while it changes).
         self._images: dict[Path, ImageLayout] = {}
 
     def cgroup_dir(self, controller: str, container_id: str) -> Path:
         """Where a container's cgroup of ``controller`` is while it runs."""
-        return self.cgroup_root / controller / CGROUP_PARENT / container_id
+        running = self.running.get(container_id)
+        if running is not None:
+            return self.cgroup_root / controller / running.cgroup_dir
+        found = sorted((self.cgroup_root / controller / CGROUP_PARENT).glob(f"*/{container_id}"))
+        return found[0] if found else self.cgroup_root / controller / CGROUP_PARENT / container_id
+
+    def application_finished(self, application: str) -> None:
+        """``application`` has ended on this node: free its ids, rules and cgroups."""
+        self.sandbox.release(application)
 
     def start(self, spec: ContainerSpec) -> LxcContainer:
         """Write the container's config and root directory, and spawn ``lxc-execute``."""
@@ -375,6 +371,8 @@ class LxcRuntime:
         image = self._image_layout(root_image)
         binds = check_spec_paths(spec)
         container_dir = self.base_dir / "containers" / cid
+        check_reachable(cid, [root_image, self.base_dir, *(Path(p) for p, _ in binds.in_mount_order())])
+        admission = self.sandbox.admit(spec)
         try:
             if container_dir.exists():  # left by a runtime that died: nothing runs from it now
                 shutil.rmtree(container_dir)
@@ -391,13 +389,17 @@ class LxcRuntime:
                     snapshot_hook=self.base_dir / "cgroup-snapshot",
                     snapshot_file=container_dir / "memory-cgroup",
                     cgroup_root=self.cgroup_root,
+                    ids=admission.ids,
+                    seccomp_profile=self.base_dir / "seccomp",
+                    cgroup_dir=admission.cgroup_dir,
+                    sysfs=self.base_dir / SYSFS_DIR,
                 )
             )
             log_fd = os.open(spec.log_dir / RUNTIME_LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         except OSError as e:
             shutil.rmtree(container_dir, ignore_errors=True)
             raise ContainerStartError(f"{cid}: could not prepare the container: {e}") from e
-        container = LxcContainer(self, spec, container_dir)
+        container = LxcContainer(self, spec, container_dir, admission.cgroup_dir)
         null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
             transport = self.reactor.spawnProcess(
@@ -423,10 +425,16 @@ class LxcRuntime:
         if self.running.get(container.container_id) is container:
             del self.running[container.container_id]
 
+    def close(self) -> None:
+        """The NodeManager stops (its containers have been killed): unmount the containers' sysfs."""
+        unmount_sysfs(self.base_dir / SYSFS_DIR)
+        self._host_checked = False
+
     def _check_host(self) -> None:
-        """The checks that make a start worth trying, and the stop hook (once per runtime)."""
+        """The checks that make a start worth trying, the stop hook and the sysfs (once per runtime)."""
         if not self._host_checked:
             prepare_host(self.lxc_execute, self.cgroup_root, self.base_dir)
+            mount_sysfs(self.base_dir / SYSFS_DIR)
             self._host_checked = True
 
     def _image_layout(self, root_image: Path) -> ImageLayout:

@@ -99,8 +99,20 @@ class ContainerSpec:
     #: ``runtime_image.ImageCache``); None when the cluster names none (a runtime that needs
     #: one refuses to start the container).
     root_image: Path | None = None
+    #: The application the container belongs to: its containers share one block of host ids
+    #: and one network policy (``lxc_sandbox.py``); "" (a lone container): the container id.
+    application: str = ""
+    #: Writable dirs that are the container's or its application's own, not shared with other
+    #: applications: an unprivileged runtime gives them to the container's root.
+    own_dirs: tuple[Path, ...] = ()
+    #: ``(IPv4 address, port)`` endpoints outside the cluster that the container's launch
+    #: command names as its driver (Spark in client mode): an unprivileged runtime's network
+    #: policy lets its application's containers reach them (``net_policy.driver_endpoints``).
+    peers: frozenset[tuple[str, int]] = frozenset()
 
     def __post_init__(self) -> None:
+        if not self.application:
+            object.__setattr__(self, "application", self.container_id)
         if not CONTAINER_ID_PATTERN.fullmatch(self.container_id):
             raise InvalidContainerSpec(
                 f"container id {self.container_id!r} must match {CONTAINER_ID_PATTERN.pattern}"
@@ -129,6 +141,7 @@ class ContainerSpec:
             ("log_dir", self.log_dir),
             *(("writable dir", p) for p in self.writable_dirs),
             *(("read-only dir", p) for p in self.readonly_dirs),
+            *(("own dir", p) for p in self.own_dirs),
         ]
 
 

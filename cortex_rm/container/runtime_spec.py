@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cortex_rm.container.launch import LaunchPlan
+from cortex_rm.container.net_policy import driver_endpoints
 from cortex_rm.container.nm_container import NMContainer
 from cortex_rm.container.runtime import ContainerSpec
 
@@ -66,4 +67,11 @@ def runtime_spec(c: NMContainer, plan: LaunchPlan, settings: ContainerSettings, 
             )
         ),
         root_image=image_root,
+        application=str(c.app_id),
+        # given to the application's unprivileged root: never the shared dirs
+        own_dirs=tuple(
+            dict.fromkeys((*c.paths.app_dirs, *(d for d in c.paths.log_dirs if d != c.paths.log_dir), *c.staging_dirs))
+        ),
+        # the script runs the CLC's command: the driver it names (client mode) is outside the cluster
+        peers=driver_endpoints([plan.command]),
     )

@@ -51,14 +51,11 @@ from cortex_rm.dht.ring_member import RingView
 from cortex_rm.internal.identity import KnownResourceManagers
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.internal.tracker_client import TrackerClient
+from cortex_rm.container.id_ranges import IdRange, check_against_subordinate_files
+from cortex_rm.container.net_firewall import NftFirewall
+from cortex_rm.roles.container_members import MembersWatcher, OwnEndpoints, container_firewall, existing_dirs, make_searchable
 from cortex_rm.roles.ports import Listen
-from cortex_rm.roles.ring_records import (
-    CAPACITY_SECTION,
-    CapacityReport,
-    CapacityReports,
-    Republisher,
-    find_resource_manager,
-)
+from cortex_rm.roles.ring_records import CAPACITY_SECTION, CapacityReport, CapacityReports, Republisher, find_resource_manager
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService, TrackerLocation
 from cortex_rm.roles.data_node import DataNodeRole
@@ -87,18 +84,6 @@ RING_RETRY_MAX_MS = 3000
 """Found through the ring, the RM is usually missing only while the ring forms or the RM
 starts (seconds): the updater retries at most this often then, so a node registers soon
 after the RM appears, not up to 30 s later."""
-
-
-def existing_dirs(dirs: tuple[Path, ...], key: str) -> tuple[Path, ...]:
-    """``dirs`` without symlinks (the runtime mounts real paths); missing ones dropped with a warning."""
-    found = []
-    for d in dirs:
-        real = Path(os.path.realpath(d))
-        if real.is_dir():
-            found.append(real)
-        else:
-            log.warn("nodemanager.{key}: {dir} is not a directory; containers will not see it", key=key, dir=str(d))
-    return tuple(found)
 
 
 def ring_view_of(ring: RingService) -> Callable[[], RingView | None]:
@@ -156,6 +141,8 @@ class NodeManagerRole:
         self.aggregator: LogAggregator | None = None
         self.image: RuntimeImageFetcher | None = None
         self.log_retention: LocalLogRetention | None = None
+        self.firewall: NftFirewall | None = None
+        self.members: MembersWatcher | None = None
 
     def start(self, started_ms: int) -> None:
         """Serve the web site and ContainerManagementProtocol, then report to the RM and gossip the capacity."""
@@ -222,9 +209,7 @@ class NodeManagerRole:
         self._pool.start()
         runtime = self._runtime
         if runtime is None:
-            from cortex_rm.container.lxc_runtime import LxcRuntime
-
-            runtime = LxcRuntime(self.reactor, self.state_dir.resolve() / "lxc")
+            runtime = self._lxc_runtime()
         self.tokens = ContainerTokenVerifier(
             self.node_id, self.reactor, read_container_identifier, read_nm_token_identifier
         )
@@ -283,6 +268,30 @@ class NodeManagerRole:
             log_dirs=[str(d) for d in dirs.log_dirs],
             java_home=str(java_home),
         )
+
+    def _lxc_runtime(self) -> ContainerRuntime:
+        """The LXC runtime with this node's id range and network policy (installed now; the
+        members are kept up to date from the ring, the capacity reports and the RM's record)."""
+        from cortex_rm.container.lxc_runtime import LxcRuntime
+
+        nm = self.section
+        ids = IdRange.parse(nm.container_id_range)
+        check_against_subordinate_files(ids)  # IdRangeError: shared with another user's containers
+        make_searchable([self.state_dir.resolve(), *self.dirs.local_dirs, *self.dirs.log_dirs])
+        self.firewall = container_firewall(f"{nm.address.host}_{nm.address.port}", ids, nm.container_internet)
+        ring = self._ring
+        web = self.data_node.http_address if self.data_node else str(nm.webapp_address)
+        self.members = MembersWatcher(
+            self.reactor,
+            OwnEndpoints(services=(str(nm.address), web), control=()),
+            self.firewall.update_members,
+            view=ring_view_of(ring) if ring is not None else (lambda: None),
+            reports=self._capacities.reports if self._capacities is not None else (lambda: ()),
+            find_rm=(lambda: find_resource_manager(ring)) if ring is not None else None,
+        )
+        self.firewall.install(self.members.current())
+        self.members.start()
+        return LxcRuntime(self.reactor, self.state_dir.resolve() / "lxc", ids=ids, firewall=self.firewall)
 
     # ------------------------------------------------------------ reporting to the RM
 
@@ -379,11 +388,22 @@ class NodeManagerRole:
                 d.addCallback(self._aggregate, self.aggregator, app_id)
             d.addErrback(self._cleanup_failed, app_id)
             d.addCallback(self._nobodys_logs, str(app_id))
+            d.addCallback(self._application_finished, str(app_id))
 
     def _nobodys_logs(self, _: object, app: str) -> None:
         """``app`` ended here and its logs, if any are left, will not be aggregated."""
         if self.log_retention is not None:
             self.log_retention.ended(app)
+
+    def _application_finished(self, _: object, app: str) -> None:
+        """The runtime frees ``app``'s ids, rules and cgroups (an unprivileged runtime holds them)."""
+        self._runtime_hook("application_finished", app)
+
+    def _runtime_hook(self, name: str, *args: str) -> None:
+        """``LxcRuntime.<name>(*args)``, which other runtimes (the tests' fake) need not have."""
+        hook = getattr(self.containers.runtime if self.containers else None, name, None)
+        if hook is not None:
+            hook(*args)
 
     @staticmethod
     def _aggregate(_: object, aggregator: LogAggregator, app_id: ApplicationId) -> defer.Deferred[None]:
@@ -414,6 +434,11 @@ class NodeManagerRole:
             self.status_updater = None
         if self.containers is not None:
             await self.containers.stop_all()
+            self._runtime_hook("close")  # the containers' sysfs
+        if self.members is not None:
+            self.members.stop()
+        if self.firewall is not None:
+            self.firewall.remove()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.stop()

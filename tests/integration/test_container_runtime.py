@@ -34,6 +34,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
 from cortex_rm.container.fake_runtime import FakeProgram, FakeRuntime
+from cortex_rm.container.id_ranges import IdBlock
 from cortex_rm.container.lxc_config import (
     CGROUP_PARENT,
     Binds,
@@ -213,6 +214,13 @@ class LxcHarness:
         _, logs = self.dirs(cid)
         return self.runtime.start(self.spec(program.script(logs), memory_limit_bytes=memory_limit_bytes, container_id=cid))
 
+    def close(self) -> None:
+        """Free what the runtime holds on the host: each application's ``cortex/b<block>`` cgroups
+        (as the NodeManager's cleanup does) and the containers' sysfs mount."""
+        for application in self.runtime.sandbox.blocks.held():
+            self.runtime.application_finished(application)
+        self.runtime.close()
+
     def processes(self, container: RunningContainer) -> list[int]:
         procs = self.runtime.cgroup_dir("pids", container.container_id) / "cgroup.procs"
         try:
@@ -228,13 +236,16 @@ class LxcHarness:
 
 
 @pytest.fixture(params=["fake", "lxc"])
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     """Each contract test runs once on the fake runtime and once on LXC."""
     if request.param == "fake":
-        return FakeHarness()
+        yield FakeHarness()
+        return
     if not LXC_READY:
         pytest.skip("needs root, Debian's lxc and cgroup v1")
-    return LxcHarness(tmp_path, request.getfixturevalue("runtime_image_root"))
+    lxc = LxcHarness(tmp_path, request.getfixturevalue("runtime_image_root"))
+    yield lxc
+    lxc.close()
 
 
 @pytest.fixture
@@ -242,7 +253,9 @@ def lxc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LxcHarness]:
     """The LXC harness alone, for what only a real container shows."""
     if not LXC_READY:
         pytest.skip("needs root, Debian's lxc and cgroup v1")
-    yield LxcHarness(tmp_path, request.getfixturevalue("runtime_image_root"))
+    harness = LxcHarness(tmp_path, request.getfixturevalue("runtime_image_root"))
+    yield harness
+    harness.close()
 
 
 def alive(pid: int) -> bool:
@@ -425,7 +438,7 @@ def test_the_container_writes_only_its_own_dirs(lxc: LxcHarness, tmp_path: Path)
         + f'echo x > "{writable}/{tag}" && echo "writable written"\n'
         + f'cat "{readonly}/resource.txt"; echo\n'
     )
-    spec = lxc.spec("exec > report.txt 2>&1\n" + script, writable_dirs=(writable,), readonly_dirs=(readonly,))
+    spec = lxc.spec("exec > report.txt 2>&1\n" + script, writable_dirs=(writable,), readonly_dirs=(readonly,), own_dirs=(writable,))
     result = yield outcome(lxc.runtime.start(spec).exited)
     assert result.exit_code == 0
     report = (spec.work_dir / "report.txt").read_text().splitlines()
@@ -523,9 +536,11 @@ def test_the_main_process_exit_ends_the_container_and_its_leftovers(lxc: LxcHarn
 @needs_lxc
 @pytest_twisted.inlineCallbacks
 def test_java_and_python_run_inside(lxc: LxcHarness):  # type: ignore[no-untyped-def]
-    """The image's `java -version` (OpenJDK 17) and its /usr/bin/python3 (3.11) run in a container and exit 0."""
+    """The image's `java -version` (OpenJDK 17) and its /usr/bin/python3 (3.11) run in a container and exit 0;
+    the JVM finds its own cgroup and limit (its container metrics, which ``ManagementFactory`` and so Spark's
+    driver read, died on the host's cgroup mounts when the host's /sys was bound in)."""
     script = (
-        f"{JAVA} -version 2> java.txt && "
+        f"{JAVA} -XshowSettings:system -version 2> java.txt && "
         '/usr/bin/python3 -c "import sys; print(6 * 7, sys.version_info[:2])" > python.txt\n'
     )
     spec = lxc.spec(script, memory_limit_bytes=512 * MIB)
@@ -533,6 +548,7 @@ def test_java_and_python_run_inside(lxc: LxcHarness):  # type: ignore[no-untyped
     assert result.exit_code == 0, result.diagnostics
     java = (spec.work_dir / "java.txt").read_text().lower()
     assert "openjdk" in java and '"17.' in java
+    assert "provider: cgroupv1" in java and "memory limit: 512.00m" in java and "exception" not in java, java
     assert (spec.work_dir / "python.txt").read_text() == "42 (3, 11)\n"
 
 
@@ -590,7 +606,10 @@ def test_a_launch_that_never_runs_fails_started_and_exits_minus_one(tmp_path: Pa
     c = runtime.start(harness.spec("exit 0\n"))
     failures: list[Any] = []
     c.started.addErrback(failures.append)
-    result = yield outcome(c.exited)
+    try:
+        result = yield outcome(c.exited)
+    finally:
+        runtime.close()
     assert result.exit_code == LAUNCH_FAILED_EXIT_CODE
     assert "could not start" in result.diagnostics
     assert failures and failures[0].check(ContainerStartError)
@@ -728,7 +747,9 @@ def test_the_config_binds_the_images_usr_and_etc_and_the_specs_dirs_at_their_pat
     )
     config = render_config(
         spec=spec, binds=binds, image=image, rootfs=tmp_path / "rootfs", snapshot_hook=tmp_path / "hook",
-        snapshot_file=tmp_path / "snap", cgroup_root=Path("/sys/fs/cgroup"),
+        snapshot_file=tmp_path / "snap", cgroup_root=Path("/sys/fs/cgroup"), ids=IdBlock(1_000_013_824),
+        seccomp_profile=tmp_path / "seccomp", cgroup_dir=f"{CGROUP_PARENT}/b15259/container_1_0001_01_000002",
+        sysfs=Path("/state/lxc/sysfs"),
     )
     lines = config.splitlines()
     rel = str(tmp_path).lstrip("/")
@@ -752,7 +773,11 @@ def test_the_config_binds_the_images_usr_and_etc_and_the_specs_dirs_at_their_pat
         "lxc.rootfs.options = ro",
         "lxc.net.0.type = none",
         "lxc.console.path = none",
-        f"lxc.cgroup.dir.container = {CGROUP_PARENT}/container_1_0001_01_000002",
+        f"lxc.cgroup.dir.container = {CGROUP_PARENT}/b15259/container_1_0001_01_000002",
+        "lxc.idmap = u 0 1000013824 65536",
+        "lxc.idmap = g 0 1000013824 65536",
+        f"lxc.seccomp.profile = {tmp_path / 'seccomp'}",
+        "lxc.mount.entry = /state/lxc/sysfs sys none bind,ro 0 0",
         f"lxc.cgroup.memory.limit_in_bytes = {100 * MIB}",
         f"lxc.cgroup.memory.memsw.limit_in_bytes = {100 * MIB}",
         "lxc.cgroup.pids.max = 50",
@@ -789,7 +814,7 @@ def test_only_a_child_of_lxc_execute_is_taken_for_the_containers_init(tmp_path: 
         container_id="container_1_0001_01_000009", work_dir=tmp_path / "w", log_dir=tmp_path / "w",
         command=["/bin/true"], env={}, memory_limit_bytes=MIB, pids_limit=8,
     )
-    container = LxcContainer(runtime, spec, tmp_path / "c")
+    container = LxcContainer(runtime, spec, tmp_path / "c", f"cortex/{spec.container_id}")
     container.monitor_pid = os.getpid()  # we play lxc-execute: our children are its
     line = "lxc-execute x 20261124011720.702 NOTICE   execute - ../src/lxc/execute.c:execute_post_start:34 - '/usr/bin/env' started with pid '{}'\n"
     container.lxc_log_received(line.format(1).encode())
@@ -817,7 +842,7 @@ def test_a_container_whose_init_was_gone_when_its_start_line_was_read_reports_it
         container_id="container_1_0001_01_000010", work_dir=tmp_path / "w", log_dir=tmp_path / "w",
         command=["/bin/true"], env={}, memory_limit_bytes=MIB, pids_limit=8,
     )
-    container = LxcContainer(runtime, spec, tmp_path / "c")
+    container = LxcContainer(runtime, spec, tmp_path / "c", f"cortex/{spec.container_id}")
     container.monitor_pid = os.getpid()
     gone = subprocess.Popen(["true"])
     gone.wait()

@@ -152,6 +152,11 @@ class RealNode:
     @defer.inlineCallbacks
     def stop(self):  # type: ignore[no-untyped-def]
         yield self.manager.stop_all()
+        runtime = self.manager.runtime
+        assert isinstance(runtime, LxcRuntime)
+        for application in runtime.sandbox.blocks.held():  # their cortex/b<block> cgroups
+            runtime.application_finished(application)
+        runtime.close()  # the containers' sysfs
         yield self.port.stopListening()
         self.pool.stop()
 

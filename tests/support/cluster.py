@@ -16,6 +16,7 @@ from pathlib import Path
 from cortex_rm import local_cluster
 from cortex_rm.client_config import RMAddresses
 from cortex_rm.isolation import IsolatedNetwork
+from tests.support.reachable import make_reachable
 from cortex_rm.processes import alive
 from cortex_rm.user_credential import UserCredential, load_credential
 from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
@@ -59,6 +60,7 @@ def start_cluster(
     """``spark``: upload this machine's Spark jars (``spark.yarn.archive``), as a Spark user's cluster needs.
     ``isolated``: every node in namespaces of its own (``local-cluster up --isolated``).
     ``rm_config``: TOML added to the RM's configuration (``local-cluster up --rm-config``)."""
+    make_reachable(workdir)  # the nodes' containers are unprivileged: they must reach its dirs
     started = local_cluster.up(
         workdir, nodes, timeout=60, say=lambda _: None, spark_archive=spark, isolated=isolated, rm_config=rm_config
     )

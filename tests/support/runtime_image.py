@@ -3,7 +3,7 @@
 ``test_image_root()`` builds the standard image (``runtime_image.build_image``: a
 cache hit by recipe hash under ``~/.cache/cortex-rm/images`` once any build has
 made it; on a fresh machine one mmdebstrap build, about a minute) and unpacks it
-with an ``ImageCache`` in ``~/.cache/cortex-rm/test-roots`` (idempotent: about
+with an ``ImageCache`` in ``/var/tmp/cortex-rm-test-roots`` (idempotent: about
 2 s the first time, a marker check after).  The root is the same directory for
 every test and every run, and no test may write into it.
 """
@@ -22,10 +22,11 @@ TEST_ROOTS_ENV = "CORTEX_TEST_ROOTS"
 
 
 def test_roots_dir() -> Path:
-    """``$CORTEX_TEST_ROOTS``, else ``~/.cache/cortex-rm/test-roots`` (beside the build cache)."""
+    """``$CORTEX_TEST_ROOTS``, else ``/var/tmp/cortex-rm-test-roots``: not under the home
+    directory, which is 0700 for root, while unprivileged containers must reach the root."""
     if os.environ.get(TEST_ROOTS_ENV):
         return Path(os.environ[TEST_ROOTS_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cortex-rm" / "test-roots"
+    return Path("/var/tmp/cortex-rm-test-roots")
 
 
 def _say(line: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cortex_rm.container.net_policy import driver_endpoints
 from cortex_rm.container.launch import (
     EMPTY_CREDENTIALS,
     LaunchContextError,
@@ -185,3 +186,15 @@ def test_script_runs_under_bash_as_yarn_would(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert (p.log_dir / "stdout").read_text().splitlines() == [f"{p.work_dir}:{p.work_dir}/lib", "a b", "-Dk=v w"]
     assert "Launching container" in (p.log_dir / "prelaunch.out").read_text()
+
+
+def test_the_plan_keeps_the_command_so_a_client_mode_driver_is_found() -> None:
+    """The script is what the runtime runs, so the plan keeps the CLC's command: the network policy reads the
+    client-mode driver the AM's --arg names (``runtime_spec`` gives it to the spec as ``peers``)."""
+    commands = ["{{JAVA_HOME}}/bin/java", "-server", "org.apache.spark.deploy.yarn.ExecutorLauncher",
+                "--arg", "'10.213.0.1:40001'", "--properties-file", "{{PWD}}/p", "1><LOG_DIR>/stdout"]  # fmt: skip
+    plan = plan_launch(
+        container_id=CID, user="alice", clc_environment={}, commands=commands, tokens=b"", paths=paths(), node=NODE
+    )
+    assert plan.command.startswith("$JAVA_HOME/bin/java -server org.apache.spark.deploy.yarn.ExecutorLauncher")
+    assert driver_endpoints([plan.command]) == {("10.213.0.1", 40001)}

@@ -1,0 +1,141 @@
+"""The IO half of the network policy: ``nft -f -`` with the scripts of ``net_policy.py``.
+
+One ``NftFirewall`` per NodeManager.  ``install`` replaces the node's table (at
+start), ``update_members`` replaces its member sets (when the ring, the capacity
+reports or the RM's record change), the ``application_*`` calls add and remove
+one application's elements (the runtime calls them before a first container
+starts and when the application is cleaned up), ``remove`` drops the table (at
+stop).  Each call is one ``nft`` transaction of a few elements (milliseconds).
+On a node of ``local-cluster --isolated`` the daemon runs in the node's network
+namespace, so its table is that namespace's.
+
+Without ``nft`` (or when a script is refused) no container starts: the runtime's
+calls raise ``ContainerStartError`` saying what to install.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from twisted.logger import Logger
+
+from cortex_rm.container.id_ranges import IdBlock
+from cortex_rm.container.net_policy import (
+    Endpoint,
+    Members,
+    PolicySettings,
+    render_application_added,
+    render_application_removed,
+    render_members,
+    render_peers_added,
+    render_table,
+    render_table_removed,
+)
+from cortex_rm.container.runtime import ContainerStartError
+
+log = Logger()
+
+NftRun = Callable[[list[str], str], tuple[int, str]]
+"""``run(argv, stdin) -> (exit code, stderr)``."""
+
+
+def run_process(argv: list[str], script: str) -> tuple[int, str]:
+    """Run ``argv`` with ``script`` on its stdin (the default ``NftRun``)."""
+    done = subprocess.run(argv, input=script, capture_output=True, text=True, check=False)
+    return done.returncode, done.stderr.strip()
+
+
+class NftFirewall:
+    """A node's table, kept as ``net_policy`` says (see the module docstring)."""
+
+    def __init__(self, settings: PolicySettings, cgroup_root: Path, *, nft: str | None = None, run: NftRun = run_process) -> None:
+        self.settings = settings
+        self.cgroup_root = cgroup_root
+        self.nft = nft if nft is not None else shutil.which("nft", path="/usr/sbin:/sbin:/usr/bin:/bin")
+        self._run = run
+        self.members = Members()
+        self.installed = False
+        self.error: str | None = None
+        self._peers: dict[int, frozenset[Endpoint]] = {}
+
+    def install(self, members: Members) -> None:
+        """Replace the node's table; on failure remember why (every container start then says it)."""
+        if self.nft is None:
+            self.error = "nft is missing: install nftables (scripts/install does); containers need it for their network policy"
+            log.error("{error}", error=self.error)
+            return
+        cortex = self.cgroup_root / self.settings.cgroup_parent
+        try:
+            cortex.mkdir(parents=True, exist_ok=True)  # named by the rules: must exist when they load
+        except OSError as e:
+            self.error = f"cannot make the containers' cgroup {cortex}: {e}"
+            log.error("{error}", error=self.error)
+            return
+        try:
+            self._apply(render_table(self.settings, members))
+        except ContainerStartError as e:
+            self.error = str(e)
+            log.error("{error}", error=self.error)
+            return
+        self.members, self.installed, self.error = members, True, None
+        self._peers.clear()
+        log.info("container network policy: table inet {table} installed", table=self.settings.table)
+
+    def update_members(self, members: Members) -> None:
+        """New member sets (nothing happens when they did not change)."""
+        if not self.installed or members == self.members:
+            return
+        try:
+            self._apply(render_members(self.settings.table, members))
+        except ContainerStartError as e:
+            log.warn("container network policy: members not updated: {error}", error=str(e))
+            return
+        self.members = members
+        log.info(
+            "container network policy: {count} member addresses, {services} service endpoints",
+            count=len(members.addresses),
+            services=len(members.services),
+        )
+
+    def application_added(self, block: IdBlock, cgroup: str, peers: frozenset[Endpoint]) -> None:
+        self._ready()
+        self._apply(render_application_added(self.settings.table, block, cgroup, peers))
+        self._peers[block.root] = peers
+
+    def peers_added(self, block: IdBlock, peers: frozenset[Endpoint]) -> None:
+        self._ready()
+        known = self._peers.get(block.root, frozenset())
+        new = peers - known
+        if new:
+            self._apply(render_peers_added(self.settings.table, block, new))
+            self._peers[block.root] = known | new
+
+    def application_removed(self, block: IdBlock, cgroup: str) -> None:
+        peers = self._peers.pop(block.root, frozenset())
+        if not self.installed:
+            return
+        remaining = {p[0] for others in self._peers.values() for p in others}
+        self._apply(render_application_removed(self.settings.table, block, cgroup, peers, remaining))
+
+    def remove(self) -> None:
+        """Drop the node's table (at stop)."""
+        if self.nft is None or not self.installed:
+            return
+        self.installed = False
+        try:
+            self._apply(render_table_removed(self.settings.table))
+        except ContainerStartError as e:
+            log.warn("container network policy: {error}", error=str(e))
+
+    def _ready(self) -> None:
+        if not self.installed:
+            raise ContainerStartError(self.error or "the container network policy is not installed (the NodeManager is stopping)")
+
+    def _apply(self, script: str) -> None:
+        assert self.nft is not None
+        code, err = self._run([self.nft, "-f", "-"], script)
+        if code != 0:
+            raise ContainerStartError(f"nft refused the container network policy ({err}); containers cannot start")

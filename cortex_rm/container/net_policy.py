@@ -1,0 +1,285 @@
+"""The network policy of a node's containers as nftables scripts: pure functions, no IO.
+
+Containers share the node's network namespace (Spark's executors listen on the
+NodeManager's address, which YARN hands them as ``--hostname``), so the policy
+cannot be a namespace boundary; it is one nftables table per NodeManager,
+``inet cortex_<tag>``, that recognises container traffic by who sends and who
+receives it:
+
+* a container's packets leave from sockets owned by its application's block of
+  host uids (``id_ranges.py``): the output hook matches ``meta skuid`` in the
+  node's range and marks each packet with its block (``MARK_PREFIX | block``);
+  the mark survives the loopback, so the input hook knows which application on
+  this host sent a local packet;
+* a container's sockets are in its application's cgroup ``cortex/b<block>`` of
+  the cgroup2 hierarchy; the input hook finds the receiving socket's cgroup with
+  ``socket cgroupv2 level 2``.
+
+What a container may do (``container_out`` for packets leaving it,
+``to_container`` / ``from_container`` for packets delivered on this host):
+
+* answer anything that reached it, and use established connections;
+* reach the cluster's members: their service endpoints (``Members.services``:
+  NodeManager IPC and web/DataNode ports, the RM's scheduler and web/WebHDFS
+  ports, and the DNS servers of the host) and, on a member's address, the
+  ephemeral port range where other containers' sockets listen; never a member's
+  control endpoint (``Members.control``: ring ports, the RM's tracker and client
+  ports), even in that range;
+* on this host, exactly: a local destination is judged by its receiving socket:
+  a container socket of the same application, or a service endpoint; a
+  container of another application of this node and any other local service
+  (the host's loopback services, the node's ring and tracker ports) refuse it;
+* the application's own driver outside the cluster (client mode: Spark's AM and
+  executors call the driver on the submitting machine): the ``host:port``
+  endpoints its launch commands name (``driver_endpoints``, ports 1024 and up),
+  and on those hosts the ephemeral port range, where the driver's other
+  sockets (its block manager, which serves broadcasts) listen; for its own
+  containers only.  The application chooses these: what its submitter names as
+  the driver, its containers reach;
+* the internet (public addresses) only when the node allows it.
+
+Everything else is refused with an ICMP "administratively prohibited" (a TCP
+reset), so a refused connect fails at once instead of hanging.  Inbound, a
+container's socket accepts this host's own processes, members, the known
+drivers, and same-application containers; another application's containers on
+this node are refused.
+
+Not enforceable here: which application sent a packet that arrives from another
+machine (containers share their node's address), so per-application isolation
+holds between the containers of one node (or of nodes sharing one host), not
+across nodes; and a member's services that listen in the ephemeral range are
+reachable by containers on other nodes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from cortex_rm.container.id_ranges import BLOCK, IdBlock, IdRange
+
+Endpoint = tuple[str, int]
+"""An IPv4 address and a port."""
+
+MARK_PREFIX: Final = 0xC0A70000
+MARK_MASK: Final = 0xFFFF0000
+#: Addresses that are not the internet: container_internet never opens these.
+NON_PUBLIC: Final = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/3",
+)  # fmt: skip
+MIN_PEER_PORT: Final = 1024
+_REFUSE: Final = "reject with icmpx admin-prohibited"
+_SPARK_URL: Final = re.compile(r"spark://[^@\s'\"]+@([0-9.]+):([0-9]{1,5})")
+_ARG_ENDPOINT: Final = re.compile(r"--arg\s+'?([0-9.]+):([0-9]{1,5})'?")
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """What a node's table is made of (from ``[nodemanager]`` and the host)."""
+
+    #: The table's name: ``cortex_<tag>``.
+    table: str
+    ids: IdRange
+    #: ``cortex`` in the cgroup2 hierarchy as nft names it (relative to /sys/fs/cgroup).
+    cgroup_parent: str
+    #: Where containers' own sockets listen on other members (net.ipv4.ip_local_port_range).
+    ephemeral: tuple[int, int] = (32768, 60999)
+    internet: bool = False
+
+
+@dataclass(frozen=True)
+class Members:
+    """The cluster as the policy knows it: addresses, the endpoints containers use, the ones they never may."""
+
+    addresses: frozenset[str] = frozenset()
+    services: frozenset[Endpoint] = frozenset()
+    control: frozenset[Endpoint] = frozenset()
+
+
+def mark_of(block: IdBlock) -> int:
+    """The packet mark of ``block``'s containers."""
+    return MARK_PREFIX | block.number
+
+
+def table_name(tag: str) -> str:
+    """``cortex_<tag>`` with every character nft would refuse made ``_``."""
+    return "cortex_" + re.sub(r"[^A-Za-z0-9_]", "_", tag)[:40]
+
+
+def driver_endpoints(argv: Sequence[str]) -> frozenset[Endpoint]:
+    """IPv4 ``host:port`` endpoints a launch command names as its driver: Spark's
+    ``spark://...@host:port`` and the client-mode AM's ``--arg host:port``."""
+    text = " ".join(argv)
+    found = set()
+    for pattern in (_SPARK_URL, _ARG_ENDPOINT):
+        for host, port in pattern.findall(text):
+            try:
+                address = ipaddress.IPv4Address(host)
+            except ValueError:
+                continue
+            if MIN_PEER_PORT <= int(port) <= 65535:
+                found.add((str(address), int(port)))
+    return frozenset(found)
+
+
+def _endpoint(e: Endpoint) -> str:
+    return f"{e[0]} . {e[1]}"
+
+
+def _elements(items: Iterable[str]) -> str:
+    listed = sorted(items)
+    return f"elements = {{ {', '.join(listed)} }}" if listed else ""
+
+
+def _set(name: str, kind: str, items: Iterable[str], flags: str = "") -> str:
+    body = "; ".join(p for p in (f"type {kind}", f"flags {flags}" if flags else "", _elements(items)) if p)
+    return f"  set {name} {{ {body}; }}"
+
+
+def _marks(ids: IdRange) -> str:
+    low, high = ids.block(0), ids.block(ids.blocks - 1)
+    return f"{mark_of(low):#x}-{mark_of(high):#x}"
+
+
+def render_table(settings: PolicySettings, members: Members) -> str:
+    """The whole table, replacing any table of that name in one transaction."""
+    t, ids = settings.table, settings.ids
+    low, high = settings.ephemeral
+    internet = [f"    ip daddr != @non_public accept"] if settings.internet else []
+    lines = [
+        f"table inet {t} {{}}",
+        f"delete table inet {t}",
+        f"table inet {t} {{",
+        _set("members", "ipv4_addr", members.addresses),
+        _set("services", "ipv4_addr . inet_service", map(_endpoint, members.services)),
+        _set("control", "ipv4_addr . inet_service", map(_endpoint, members.control)),
+        _set("non_public", "ipv4_addr", NON_PUBLIC, "interval"),
+        "  map uid_marks { type uid : mark; flags interval; }",
+        "  set apps { type cgroupsv2; }",
+        "  set same_app { type cgroupsv2 . mark; }",
+        "  set peers { type mark . ipv4_addr . inet_service; }",
+        "  set peer_addrs { type ipv4_addr; }",
+        "  set peer_hosts { type mark . ipv4_addr; }",
+        "  chain output {",
+        "    type filter hook output priority filter; policy accept;",
+        f"    meta skuid {ids.base}-{ids.last} jump container_out",
+        "  }",
+        "  chain container_out {",
+        "    meta mark set meta skuid map @uid_marks",
+        f"    meta mark and {MARK_MASK:#x} != {MARK_PREFIX:#x} {_REFUSE}",
+        "    ct state established,related accept",
+        "    fib daddr type local accept",
+        f"    meta l4proto != {{ tcp, udp }} {_REFUSE}",
+        f"    ip daddr . th dport @control {_REFUSE}",
+        "    ip daddr . th dport @services accept",
+        f"    ip daddr @members th dport {low}-{high} accept",
+        "    meta mark . ip daddr . th dport @peers accept",
+        f"    meta mark . ip daddr @peer_hosts th dport {low}-{high} accept",
+        *internet,
+        f"    {_REFUSE}",
+        "  }",
+        "  chain input {",
+        "    type filter hook input priority filter; policy accept;",
+        "    ct state established,related accept",
+        "    socket cgroupv2 level 2 @apps jump to_container",
+        f"    meta mark {_marks(ids)} jump from_container",
+        "  }",
+        "  chain to_container {",
+        "    socket cgroupv2 level 2 . meta mark @same_app accept",
+        f"    meta mark {_marks(ids)} {_REFUSE}",
+        f"    meta mark and {MARK_MASK:#x} == {MARK_PREFIX:#x} accept",
+        "    iif lo accept",
+        "    ip saddr @members accept",
+        "    ip saddr @peer_addrs accept",
+        f"    {_REFUSE}",
+        "  }",
+        "  chain from_container {",
+        f'    socket cgroupv2 level 1 "{settings.cgroup_parent}" accept',
+        "    ip daddr . th dport @services accept",
+        "    meta mark . ip daddr . th dport @peers accept",
+        f"    {_REFUSE}",
+        "  }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_members(table: str, members: Members) -> str:
+    """Replace the member sets (one transaction: no moment with an empty set)."""
+    lines = []
+    for name, items in (
+        ("members", members.addresses),
+        ("services", map(_endpoint, members.services)),
+        ("control", map(_endpoint, members.control)),
+    ):
+        listed = sorted(items)
+        lines.append(f"flush set inet {table} {name}")
+        if listed:
+            lines.append(f"add element inet {table} {name} {{ {', '.join(listed)} }}")
+    return "\n".join(lines) + "\n"
+
+
+def _peer_elements(block: IdBlock, peers: Iterable[Endpoint]) -> list[str]:
+    return [f"{mark_of(block):#x} . {_endpoint(p)}" for p in sorted(peers)]
+
+
+def render_application_added(table: str, block: IdBlock, cgroup: str, peers: Iterable[Endpoint]) -> str:
+    """The elements that admit one application's containers (before its first one starts)."""
+    mark = f"{mark_of(block):#x}"
+    peers = sorted(peers)
+    lines = [
+        f"add element inet {table} uid_marks {{ {block.root}-{block.root + BLOCK - 1} : {mark} }}",
+        f'add element inet {table} apps {{ "{cgroup}" }}',
+        f'add element inet {table} same_app {{ "{cgroup}" . {mark} }}',
+    ]
+    lines += _peer_lines(table, block, peers)
+    return "\n".join(lines) + "\n"
+
+
+def _peer_host_elements(block: IdBlock, peers: Iterable[Endpoint]) -> list[str]:
+    return [f"{mark_of(block):#x} . {host}" for host in sorted({p[0] for p in peers})]
+
+
+def _peer_lines(table: str, block: IdBlock, peers: Sequence[Endpoint]) -> list[str]:
+    if not peers:
+        return []
+    return [
+        f"add element inet {table} peers {{ {', '.join(_peer_elements(block, peers))} }}",
+        f"add element inet {table} peer_hosts {{ {', '.join(_peer_host_elements(block, peers))} }}",
+        f"add element inet {table} peer_addrs {{ {', '.join(sorted({p[0] for p in peers}))} }}",
+    ]
+
+
+def render_peers_added(table: str, block: IdBlock, peers: Iterable[Endpoint]) -> str:
+    """More driver endpoints for an application already admitted."""
+    return "\n".join(_peer_lines(table, block, sorted(peers))) + "\n"
+
+
+def render_application_removed(
+    table: str, block: IdBlock, cgroup: str, peers: Iterable[Endpoint], remaining_peer_addrs: Iterable[str]
+) -> str:
+    """Drop one application's elements; ``remaining_peer_addrs``: the other applications' driver addresses."""
+    mark = f"{mark_of(block):#x}"
+    lines = [
+        f"delete element inet {table} uid_marks {{ {block.root}-{block.root + BLOCK - 1} }}",
+        f'delete element inet {table} apps {{ "{cgroup}" }}',
+        f'delete element inet {table} same_app {{ "{cgroup}" . {mark} }}',
+    ]
+    elements = _peer_elements(block, peers)
+    if elements:
+        lines.append(f"delete element inet {table} peers {{ {', '.join(elements)} }}")
+        lines.append(f"delete element inet {table} peer_hosts {{ {', '.join(_peer_host_elements(block, peers))} }}")
+    lines.append(f"flush set inet {table} peer_addrs")
+    remaining = sorted(set(remaining_peer_addrs))
+    if remaining:
+        lines.append(f"add element inet {table} peer_addrs {{ {', '.join(remaining)} }}")
+    return "\n".join(lines) + "\n"
+
+
+def render_table_removed(table: str) -> str:
+    """Remove the table if it exists."""
+    return f"table inet {table} {{}}\ndelete table inet {table}\n"

@@ -1,0 +1,55 @@
+"""The ``cortex.toml`` that ``cortex-rm local-cluster up`` writes for each of its nodes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cortex_rm.container.id_ranges import node_id_range
+
+
+def node_config_text(
+    state_dir: Path,
+    name: str,
+    ports: dict[str, int],
+    is_rm: bool,
+    host: str,
+    introducers: tuple[str, ...] = (),
+    runtime_image: str = "",
+    rm_host: str = "127.0.0.1",
+    index: int = 1,  # 1-based: the node's share of the container id range
+) -> str:
+    """One node's cortex.toml: the first node runs the RM and starts the ring; the others join
+    through ``introducers`` and find the RM through the ring (no RM address in their config)."""
+    lines = [
+        "# Written by cortex-rm local-cluster up.",
+        "[node]",
+        f'name = "{name}"',
+        f'state_dir = "{state_dir}"',
+        f'host = "{host}"',
+        "",
+        "[resourcemanager]",
+        f"enabled = {'true' if is_rm else 'false'}",
+    ]
+    if is_rm:
+        lines += [
+            f'address = "{rm_host}:{ports["rm"]}"',
+            f'scheduler_address = "{rm_host}:{ports["scheduler"]}"',
+            f'webapp_address = "{rm_host}:{ports["rm_web"]}"',
+            f'tracker_address = "{rm_host}:{ports["tracker"]}"',
+            f'runtime_image = "{runtime_image}"  # the image every container runs in (cortex-rm image push)',
+        ]
+    lines += [
+        "",
+        "[nodemanager]",
+        f'webapp_address = "{host}:{ports["nm_web"]}"',
+        f'address = "{host}:{ports["nm"]}"  # the NodeId',
+        "# no resourcemanager_tracker: the RM is found through the ring; the nodes share this host's ids:",
+        f'container_id_range = "{node_id_range(index)}"',
+        "",
+        "[ring]",
+        f'address = "{host}:{ports["ring"]}"',
+        f"introducers = {json.dumps(list(introducers))}",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,223 @@
+"""Who the cluster's members are, for the containers' network policy, kept up to date.
+
+``members_of`` (pure) turns what a NodeManager knows into ``net_policy.Members``:
+
+* this node: its NodeManager IPC and web (DataNode, WebHDFS) ports are services,
+  its ring port is control;
+* every ring member's address is a member, its ring port control;
+* every capacity report's NodeId and web address are services (other NodeManagers
+  and DataNodes);
+* the RM's record: its scheduler and web (WebHDFS) addresses are services, its
+  tracker and client addresses control (a container is an AM or a task, not a
+  client or a node);
+* the host's DNS servers (``/etc/resolv.conf``), port 53, are services.
+
+Only IPv4 literals count (a host name in a record is skipped: the policy matches
+addresses).  ``MembersWatcher`` recomputes them every ``REFRESH_S`` seconds and at
+once on every ring membership event, and hands them to the firewall, which
+applies only a change.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from cortex_rm.container.id_ranges import IdRange
+from cortex_rm.container.lxc_config import CGROUP_PARENT
+from cortex_rm.container.lxc_sandbox import cgroup2_root
+from cortex_rm.container.net_firewall import NftFirewall
+from cortex_rm.container.net_policy import Endpoint, Members, PolicySettings, table_name
+from cortex_rm.dht.peer import split_address
+from cortex_rm.dht.ring_member import RingView
+from cortex_rm.dht.swim_messages import MemberStatus
+from cortex_rm.roles.ring_records import CapacityReport, ResourceManagerRecord
+from cortex_rm.yarn.addresses import HostPort
+
+log = Logger()
+
+REFRESH_S: Final = 10.0
+DNS_PORT: Final = 53
+
+
+@dataclass(frozen=True)
+class OwnEndpoints:
+    """This node's own endpoints: the services containers use, the control ports they may not."""
+
+    services: tuple[str, ...]  # host:port
+    control: tuple[str, ...]
+
+
+def _ipv4(text: str) -> str | None:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        return None
+
+
+def _endpoint(text: str | HostPort) -> Endpoint | None:
+    if isinstance(text, HostPort):
+        host, port = text.host, text.port
+    else:
+        try:
+            host, port = split_address(text)
+        except ValueError:
+            return None
+    address = _ipv4(host)
+    return (address, port) if address is not None and port > 0 else None
+
+
+def nameservers(resolv_conf: str) -> list[str]:
+    """The IPv4 ``nameserver`` lines of a resolv.conf text."""
+    found = []
+    for line in resolv_conf.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver" and _ipv4(parts[1]):
+            found.append(parts[1])
+    return found
+
+
+def members_of(
+    own: OwnEndpoints,
+    view: RingView | None,
+    reports: Iterable[CapacityReport],
+    rm: ResourceManagerRecord | None,
+    dns: Iterable[str] = (),
+) -> Members:
+    """The member sets (see the module docstring)."""
+    services: set[Endpoint] = set()
+    control: set[Endpoint] = set()
+
+    def add(to: set[Endpoint], where: str | HostPort) -> None:
+        found = _endpoint(where)
+        if found is not None:
+            to.add(found)
+
+    for s in own.services:
+        add(services, s)
+    for c in own.control:
+        add(control, c)
+    if view is not None:
+        add(control, view.me.address)
+        for peer, status, _ in view.members:
+            if status in (MemberStatus.ALIVE, MemberStatus.SUSPECT):
+                add(control, peer.address)
+    for report in reports:
+        add(services, report.node_id)
+        add(services, report.http_address)
+    if rm is not None:
+        add(services, rm.scheduler_address)
+        add(services, rm.webapp_address)
+        add(control, rm.tracker_address)
+        add(control, rm.client_address)
+    addresses = {e[0] for e in services | control}
+    services |= {(server, DNS_PORT) for server in dns}
+    return Members(frozenset(addresses), frozenset(services - control), frozenset(control))
+
+
+class MembersWatcher:
+    """Recomputes the members now and then and hands them to ``apply`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        own: OwnEndpoints,
+        apply: Callable[[Members], None],
+        *,
+        view: Callable[[], RingView | None] = lambda: None,
+        reports: Callable[[], Iterable[CapacityReport]] = lambda: (),
+        find_rm: Callable[[], defer.Deferred[ResourceManagerRecord]] | None = None,
+        resolv_conf: Path = Path("/etc/resolv.conf"),
+    ) -> None:
+        self.clock = clock
+        self.own = own
+        self.apply = apply
+        self._view = view
+        self._reports = reports
+        self._find_rm = find_rm
+        self._rm: ResourceManagerRecord | None = None
+        try:
+            self._dns = nameservers(resolv_conf.read_text())
+        except OSError:
+            self._dns = []
+        self._call: IDelayedCall | None = None
+        self._stopped = False
+
+    def current(self) -> Members:
+        return members_of(self.own, self._view(), self._reports(), self._rm, self._dns)
+
+    def start(self) -> None:
+        self.refresh()
+
+    def refresh(self, *_: object) -> None:
+        """Recompute now (and again in ``REFRESH_S``)."""
+        if self._stopped:
+            return
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = self.clock.callLater(REFRESH_S, self.refresh)
+        self.apply(self.current())
+        if self._find_rm is not None:
+            self._find_rm().addCallbacks(self._found_rm, lambda _: None)
+
+    def _found_rm(self, record: ResourceManagerRecord) -> None:
+        if record != self._rm and not self._stopped:
+            self._rm = record
+            self.apply(self.current())
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+
+
+def container_firewall(tag: str, ids: IdRange, internet: bool, cgroup_root: Path = Path("/sys/fs/cgroup")) -> NftFirewall:
+    """The node's ``NftFirewall``: table ``cortex_<tag>``, the cgroup2 hierarchy found under ``cgroup_root``."""
+    v2 = cgroup2_root(cgroup_root)
+    settings = PolicySettings(
+        table=table_name(tag),
+        ids=ids,
+        cgroup_parent=str((v2 / CGROUP_PARENT).relative_to(cgroup_root)),
+        ephemeral=_ephemeral_ports(),
+        internet=internet,
+    )
+    return NftFirewall(settings, cgroup_root)
+
+
+def _ephemeral_ports(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> tuple[int, int]:
+    try:
+        low, high = path.read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def make_searchable(dirs: Iterable[Path]) -> None:
+    """Add o+x to each of ``dirs`` (made if missing): the NodeManager's own dirs, which its
+    unprivileged containers' root must pass through (``lxc_config.check_reachable``)."""
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+        mode = d.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(d, stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
+def existing_dirs(dirs: tuple[Path, ...], key: str) -> tuple[Path, ...]:
+    """``dirs`` without symlinks (the runtime mounts real paths); missing ones dropped with a warning."""
+    found = []
+    for d in dirs:
+        real = Path(os.path.realpath(d))
+        if real.is_dir():
+            found.append(real)
+        else:
+            log.warn("nodemanager.{key}: {dir} is not a directory; containers will not see it", key=key, dir=str(d))
+    return tuple(found)

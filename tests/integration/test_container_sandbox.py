@@ -1,0 +1,77 @@
+"""The container sandbox for real: unprivileged LXC containers, the seccomp profile and the
+nft network policy, in network namespaces this test makes.
+
+``sandbox_probe.py`` runs in a fresh network namespace (its own loopback, with a member at
+127.0.0.2 and a non-member service at 127.0.0.5, and a veth to a second namespace holding a
+private address with a listener): app A's container listens on the member address; app B's
+container probes a member's service, a member's control port, the non-member loopback
+service, the private address and app A's socket; a second container of app A probes A's
+socket.  Every container also writes a file, reads a host-root-only file and tries unshare.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+READY = os.geteuid() == 0 and shutil.which("lxc-execute") is not None and shutil.which("nft") is not None
+PRIVATE, PEER = "10.77.0.2", "10.77.0.1"
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+@pytest.mark.skipif(not READY, reason="needs root, lxc and nftables")
+def test_containers_reach_members_only_and_not_another_applications_sockets(tmp_path: Path, runtime_image_root: Path) -> None:
+    """From inside a container: the member's service is reached; its control port, the host's
+    non-member loopback service, a private address and another application's socket are
+    refused; the same application's socket is reached; root inside is not root outside; a
+    denied syscall fails."""
+    tag = uuid.uuid4().hex[:6]
+    node, lan = f"sbx-{tag}", f"sbx-{tag}-lan"
+    sh("ip", "netns", "add", node)
+    sh("ip", "netns", "add", lan)
+    lan_listener = None
+    try:
+        sh("ip", "-n", node, "link", "set", "lo", "up")
+        sh("ip", "-n", node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", lan)
+        sh("ip", "-n", node, "addr", "add", f"{PEER}/24", "dev", "eth0")
+        sh("ip", "-n", lan, "addr", "add", f"{PRIVATE}/24", "dev", "eth0")
+        for ns in (node, lan):
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        listener = f"import socket,time;s=socket.socket();s.bind(('{PRIVATE}',47001));s.listen(8);time.sleep(120)"
+        lan_listener = subprocess.Popen(["nsenter", f"--net=/run/netns/{lan}", sys.executable, "-c", listener])
+        probe = Path(__file__).with_name("sandbox_probe.py")
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+        done = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{node}", sys.executable, str(probe), str(tmp_path), str(runtime_image_root), PRIVATE],
+            capture_output=True, text=True, timeout=240, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        if lan_listener is not None:
+            lan_listener.kill()
+            lan_listener.wait()
+        for ns in (node, lan):
+            subprocess.run(["ip", "netns", "delete", ns], check=False)
+    other = report["other_app"]
+    assert "127.0.0.2:47001 reached" in other  # a member's service
+    assert "127.0.0.2:47002 refused" in other  # a member's control port
+    assert "127.0.0.5:47001 refused" in other  # the host's loopback service that is no member
+    assert f"{PRIVATE}:47001 refused" in other  # a private address that is no member
+    assert "127.0.0.2:47003 refused" in other  # another application's container on this node
+    assert "127.0.0.2:47003 reached" in report["same_app"]  # its own application's container
+    assert report["file_owner"] == report["app_b_root"] != 0  # root inside is the block's uid outside
+    assert "Permission denied" in other and "host root only" not in other  # a host-root-only file
+    assert "unshare=1" in other  # seccomp: unshare is denied

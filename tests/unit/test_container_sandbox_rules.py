@@ -1,0 +1,156 @@
+"""The sandbox's pure parts: id ranges and blocks, the seccomp profile, the nft scripts, the members."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cortex_rm.container.id_ranges import (
+    BLOCK,
+    DEFAULT_RANGE_TEXT,
+    IdBlock,
+    IdBlocks,
+    IdRange,
+    IdRangeError,
+    check_against_subordinate_files,
+    node_id_range,
+)
+from cortex_rm.container.net_policy import (
+    Members,
+    PolicySettings,
+    driver_endpoints,
+    mark_of,
+    render_application_added,
+    render_application_removed,
+    render_members,
+    render_table,
+    table_name,
+)
+from cortex_rm.container.seccomp import render_profile
+from cortex_rm.roles.container_members import OwnEndpoints, members_of, nameservers
+from cortex_rm.roles.ring_records import CapacityReport, ResourceManagerRecord
+from cortex_rm.yarn.addresses import HostPort
+
+IDS = IdRange.parse(DEFAULT_RANGE_TEXT)
+
+
+def test_the_default_range_is_whole_aligned_blocks_below_2_31():
+    """The default range parses, is block-aligned and ends below 2**31."""
+    assert IDS.base % BLOCK == 0 and IDS.count % BLOCK == 0 and IDS.last < 2**31 and IDS.blocks == 1024
+
+
+@pytest.mark.parametrize("text", ["1:2", "65536", "x:y", "65537:65536", "0:65536", "2147418112:131072"])
+def test_bad_ranges_are_refused(text: str):
+    """A range that is not BASE:COUNT of aligned blocks of positive ids below 2**31 is refused."""
+    with pytest.raises(IdRangeError):
+        IdRange.parse(text)
+
+
+def test_local_nodes_get_disjoint_ranges():
+    """Nodes sharing a host get ranges that do not overlap."""
+    a, b = IdRange.parse(node_id_range(1)), IdRange.parse(node_id_range(2))
+    assert not a.overlaps(b.base, b.count) and a.last + 1 == b.base
+
+
+def test_blocks_are_held_per_application_until_released():
+    """An application keeps its block across containers; a released block goes to the next one."""
+    blocks = IdBlocks(IdRange(BLOCK * 10, 2 * BLOCK))
+    first, new = blocks.take("app1")
+    assert new and first == IdBlock(BLOCK * 10)
+    assert blocks.take("app1") == (first, False)
+    second, _ = blocks.take("app2")
+    assert second.root == BLOCK * 11
+    with pytest.raises(IdRangeError):
+        blocks.take("app3")
+    assert blocks.release("app1") == first
+    assert blocks.take("app3") == (first, True)
+
+
+def test_idmap_lines_map_the_containers_ids_onto_the_block():
+    """Root inside is the block's first host id, for users and groups."""
+    assert IdBlock(BLOCK * 20).idmap_lines() == [f"lxc.idmap = u 0 {BLOCK * 20} 65536", f"lxc.idmap = g 0 {BLOCK * 20} 65536"]
+
+
+def test_a_range_meeting_subuid_is_refused(tmp_path: Path):
+    """A range overlapping an /etc/subuid entry is refused; a disjoint one passes."""
+    subuid = tmp_path / "subuid"
+    subuid.write_text("alice:100000:65536\n")
+    check_against_subordinate_files(IDS, [subuid])
+    with pytest.raises(IdRangeError, match="alice"):
+        check_against_subordinate_files(IdRange(65536, 131072), [subuid])
+
+
+def test_the_seccomp_profile_denies_lxcs_list_and_new_user_namespaces():
+    """The profile is LXC's v2 deny list with LXC's defaults, keyrings, bpf, and clone(CLONE_NEWUSER)."""
+    lines = render_profile().splitlines()
+    assert lines[:3] == ["2", "denylist", "[all]"]
+    for name in ("kexec_load", "open_by_handle_at", "init_module", "finit_module", "delete_module", "keyctl", "bpf", "unshare"):
+        assert f"{name} errno 1" in lines
+    assert "clone3 errno 38" in lines
+    assert "clone errno 1 [0,0x10000000,SCMP_CMP_MASKED_EQ,0x10000000]" in lines
+
+
+SETTINGS = PolicySettings(table_name("127.0.0.2_45454"), IDS, "unified/cortex")
+MEMBERS = Members(frozenset({"127.0.0.2"}), frozenset({("127.0.0.2", 8042)}), frozenset({("127.0.0.2", 7946)}))
+
+
+def test_the_table_replaces_itself_and_holds_the_members():
+    """The script creates-then-deletes the table (so it always loads) and lists members, services, control."""
+    script = render_table(SETTINGS, MEMBERS)
+    lines = script.splitlines()
+    assert lines[:3] == ["table inet cortex_127_0_0_2_45454 {}", "delete table inet cortex_127_0_0_2_45454", "table inet cortex_127_0_0_2_45454 {"]
+    assert "elements = { 127.0.0.2 . 8042 }" in script and "elements = { 127.0.0.2 . 7946 }" in script
+    assert f"meta skuid {IDS.base}-{IDS.last} jump container_out" in script
+    assert "ip daddr != @non_public accept" not in script
+    assert script.index("@control reject") < script.index("@services accept") < script.index("@members th dport")
+    assert "meta mark . ip daddr @peer_hosts th dport 32768-60999 accept" in script  # a driver's block manager
+    assert "ip daddr != @non_public accept" in render_table(PolicySettings("t", IDS, "cortex", internet=True), MEMBERS)
+
+
+def test_an_application_is_added_and_removed_by_its_cgroup_uids_and_mark():
+    """Adding names its uid block, cgroup, mark and driver endpoints; removing takes them back."""
+    block = IDS.block(3)
+    mark = f"{mark_of(block):#x}"
+    added = render_application_added("t", block, "unified/cortex/b1", [("10.0.0.9", 40000)])
+    assert f"add element inet t uid_marks {{ {block.root}-{block.root + BLOCK - 1} : {mark} }}" in added
+    assert f'add element inet t same_app {{ "unified/cortex/b1" . {mark} }}' in added
+    assert f"add element inet t peers {{ {mark} . 10.0.0.9 . 40000 }}" in added
+    assert f"add element inet t peer_hosts {{ {mark} . 10.0.0.9 }}" in added  # the driver's other ports
+    removed = render_application_removed("t", block, "unified/cortex/b1", [("10.0.0.9", 40000)], ["10.0.0.7"])
+    assert f"delete element inet t peers {{ {mark} . 10.0.0.9 . 40000 }}" in removed
+    assert f"delete element inet t peer_hosts {{ {mark} . 10.0.0.9 }}" in removed
+    assert removed.splitlines()[-2:] == ["flush set inet t peer_addrs", "add element inet t peer_addrs { 10.0.0.7 }"]
+
+
+def test_member_updates_flush_and_refill_in_one_script():
+    """A member update flushes each set and adds its elements (an empty set is only flushed)."""
+    script = render_members("t", Members(frozenset({"10.1.0.2"})))
+    assert script.splitlines() == [
+        "flush set inet t members", "add element inet t members { 10.1.0.2 }",
+        "flush set inet t services", "flush set inet t control",
+    ]  # fmt: skip
+
+
+def test_driver_endpoints_are_spark_urls_and_client_mode_args_with_unprivileged_ports():
+    """The driver's host:port from an executor's --driver-url and a client-mode AM's --arg; low ports and names are not."""
+    argv = ["java", "--driver-url", "spark://CoarseGrainedScheduler@10.213.0.1:41234", "--arg", "'10.213.0.1:40001'",
+            "--arg", "'10.0.0.1:22'", "spark://x@somehost:5000"]  # fmt: skip
+    assert driver_endpoints(argv) == {("10.213.0.1", 41234), ("10.213.0.1", 40001)}
+
+
+def test_members_are_the_ring_the_reports_and_the_rm_with_control_ports_apart():
+    """Members' services are NM, web, scheduler and DNS; ring, tracker and client ports are control."""
+    rm = ResourceManagerRecord(
+        HostPort("10.2.0.1", 8032), HostPort("10.2.0.1", 8030), HostPort("10.2.0.1", 8088), HostPort("10.2.0.1", 8031), "f", 1
+    )
+    report = CapacityReport("a" * 40, HostPort("10.2.0.2", 45454), "10.2.0.2:8042", "/r", 1, 1)
+    found = members_of(OwnEndpoints(("10.2.0.3:45454",), ("10.2.0.3:7946",)), None, [report], rm, ["10.2.0.53"])
+    assert found.addresses == {"10.2.0.1", "10.2.0.2", "10.2.0.3"}
+    assert found.services == {("10.2.0.3", 45454), ("10.2.0.2", 45454), ("10.2.0.2", 8042), ("10.2.0.1", 8030), ("10.2.0.1", 8088), ("10.2.0.53", 53)}
+    assert found.control == {("10.2.0.3", 7946), ("10.2.0.1", 8031), ("10.2.0.1", 8032)}
+
+
+def test_nameservers_are_the_ipv4_lines_of_resolv_conf():
+    """Only IPv4 nameserver lines count."""
+    assert nameservers("# x\nnameserver 10.0.0.53\nnameserver ::1\nsearch lan\n") == ["10.0.0.53"]
