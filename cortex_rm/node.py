@@ -34,7 +34,14 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource as WebResource
@@ -231,7 +238,11 @@ def run_node(config: Config) -> int:
 
     # The default reactor provides threads too; its declared type names only the common interfaces.
     reactor = cast(INodeReactor, global_reactor)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    level = LogLevel.levelWithName(config.node.log_level)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stdout), [predicate])], redirectStandardIO=False
+    )
     node = CortexNode(config, reactor)
     status = {"code": 0}
 

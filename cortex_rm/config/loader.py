@@ -58,6 +58,7 @@ class NodeSection:
     name: str = ""  # shown in logs and status; default: the host:port of the node's first service
     state_dir: str = "./cortex-state"  # holds the RM state database, logs and the pid file
     host: str = "127.0.0.1"  # the address this node's services bind to and advertise
+    log_level: str = "info"  # the least severe events written: "debug", "info", "warn" or "error"
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,8 @@ def _validate(config: Config) -> None:
             f"{where}: with [ring] enabled = false the NodeManager cannot find the RM: "
             "set nodemanager.resourcemanager_tracker"
         )
+    if config.node.log_level not in ("debug", "info", "warn", "error"):
+        raise ConfigError(f'{where}: node.log_level must be "debug", "info", "warn" or "error"')
     config.nodemanager.check(where, config.state_dir)
     config.resourcemanager.check(where)
     config.scheduler.check(where)

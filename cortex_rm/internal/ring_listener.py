@@ -35,8 +35,12 @@ from cortex_rm.internal.identity import NodeIdentity, ring_id_of
 from cortex_rm.internal.ring_codec import MAX_FRAME_BYTES, decode_envelope
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, abort_connection, peer_address, peer_spki
 from cortex_rm.yarn.reactors import IReactorTimeTCP
+from cortex_rm.yarn.refusal_log import RefusalLog
 
 log = Logger()
+
+#: Protocol errors past the first ten of an interval are counted, one line per interval.
+REFUSAL_LOG_INTERVAL_S = 10.0
 
 
 def _stop_listening(port: IListeningPort) -> defer.Deferred[None]:
@@ -85,8 +89,10 @@ class RingServerConnection(Int32StringReceiver):
             abort_connection(self.transport)
 
     def _refuse(self, problem: str, **fields: object) -> None:
-        """Warn (``problem`` is a log format) and close: the peer broke the protocol."""
-        log.warn("ring connection from {remote}: " + problem + "; closing it", remote=self.remote, **fields)
+        """Warn (``problem`` is a log format; the first few of an interval, the rest counted) and
+        close: the peer broke the protocol."""
+        if self.listener.refusals.may_detail(self.remote.rsplit(":", 1)[0]):
+            log.warn("ring connection from {remote}: " + problem + "; closing it", remote=self.remote, **fields)
         self.close("refused")
 
     def stringReceived(self, frame: bytes) -> None:
@@ -138,6 +144,7 @@ class RingListener:
     ) -> None:
         self.identity = identity
         self.tls = tls
+        self.refusals = RefusalLog(log, "", REFUSAL_LOG_INTERVAL_S, reactor, what="the ring listener")
         self.reactor = reactor
         self.clock = reactor  # every timer runs on it
         self.on_envelope = on_envelope

@@ -46,6 +46,7 @@ from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_address, peer_fingerprint, peer_ring_id
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR, remote_node_log_file
+from cortex_rm.yarn.refusal_log import RefusalLog, sanitised
 from cortex_rm.yarn.resource_tracker import HeartbeatAnswer, NodeRefused, RegistrationAnswer
 from cortex_rm.yarn.tokens import ContainerTokenIdentifier
 
@@ -64,6 +65,8 @@ MAX_PATH_CHARS = 8000
 MAX_TOKEN_BYTES = 4096
 MAX_TOKEN_CHARS = 8192
 LOCALIZATION_GRACE_MS = 10 * 60 * 1000
+#: Protocol errors past the first ten of an interval are counted, one line per interval.
+REFUSAL_LOG_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -92,19 +95,22 @@ class TrackerCalls:
         peer: str,
         ring_id: int | None = None,
         fs: FileSystemServices | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self.tracker = tracker
         self.fingerprint = fingerprint
         self.peer = peer
         self.ring_id = ring_id
         self.fs = fs
+        self.refusals = refusals
 
     def _decide(self, call: str, decide: Callable[[], T]) -> T:
         """The tracker's answer to ``call``; a refusal or malformed request raises the IDL's ``NodeRefused``."""
         try:
             return decide()
         except (MalformedMessage, NodeRefused) as e:
-            log.warn("{call} from {peer} refused: {error}", call=call, peer=self.peer, error=str(e))
+            if self.refusals is None or self.refusals.may_detail(_host(self.peer)):
+                log.warn("{call} from {peer} refused: {error}", call=call, peer=self.peer, error=sanitised(str(e)))
             raise ttypes.NodeRefused(message=str(e)) from None
         except ttypes.FsFailure:  # the file system's refusal, logged by _fs_call
             raise
@@ -311,6 +317,7 @@ class TrackerConnection(ThriftServerProtocol):  # type: ignore[misc]  # thrift.t
     def __init__(self) -> None:
         self.processor: gen_service.Processor | None = None
         self.peer = "?"
+        self.closing = False  # frames already buffered are not processed once it is
 
     def connectionMade(self) -> None:
         self.peer = peer_address(self.transport)
@@ -323,11 +330,13 @@ class TrackerConnection(ThriftServerProtocol):  # type: ignore[misc]  # thrift.t
             log.warn("tracker connection from {peer} without a certificate; closing it", peer=self.peer)
             self.transport.loseConnection()
             return
-        calls = TrackerCalls(self.factory.tracker, fingerprint, self.peer, ring_id, self.factory.fs)
+        calls = TrackerCalls(self.factory.tracker, fingerprint, self.peer, ring_id, self.factory.fs, self.factory.refusals)
         self.processor = gen_service.Processor(calls)
         log.debug("tracker connection from {peer}, key {fingerprint}", peer=self.peer, fingerprint=fingerprint)
 
     def stringReceived(self, frame: bytes) -> None:
+        if self.closing:  # (one read can hold thousands of small frames: none after a bad one)
+            return
         if self.processor is None:  # cannot happen: TLS delivers no data before the handshake
             self.transport.loseConnection()
             return
@@ -340,20 +349,18 @@ class TrackerConnection(ThriftServerProtocol):  # type: ignore[misc]  # thrift.t
         d.addCallbacks(self.processOk, self.processError, callbackArgs=(tmo,))
 
     def processError(self, error: Failure) -> None:
-        log.warn(
-            "tracker connection from {peer}: undecodable request ({error}); closing it",
-            peer=self.peer,
-            error=error.getErrorMessage(),
-        )
-        self.transport.loseConnection()
+        self._close(f"undecodable request ({error.getErrorMessage()})")
 
     def lengthLimitExceeded(self, length: int) -> None:
-        log.warn(
-            "tracker connection from {peer}: a {length}-byte frame exceeds {limit} bytes; closing it",
-            peer=self.peer,
-            length=length,
-            limit=self.MAX_LENGTH,
-        )
+        self._close(f"a {length}-byte frame exceeds {self.MAX_LENGTH} bytes")
+
+    def _close(self, why: str) -> None:
+        """End a connection that broke the protocol; said in detail a few times per interval, then counted."""
+        if self.closing:
+            return
+        self.closing = True
+        if self.factory.refusals.may_detail(_host(self.peer)):
+            log.warn("tracker connection from {peer}: {why}; closing it", peer=self.peer, why=sanitised(why))
         self.transport.loseConnection()
 
 
@@ -363,9 +370,10 @@ class TrackerServerFactory(Factory):
     protocol = TrackerConnection
     noisy = False
 
-    def __init__(self, tracker: NodeTracker, fs: FileSystemServices | None = None) -> None:
+    def __init__(self, tracker: NodeTracker, fs: FileSystemServices | None = None, clock: IReactorTime | None = None) -> None:
         self.tracker = tracker
         self.fs = fs
+        self.refusals = RefusalLog(log, "", REFUSAL_LOG_INTERVAL_S, clock, what="the tracker")
 
 
 def tracker_server_factory(
@@ -377,8 +385,12 @@ def tracker_server_factory(
     """The factory to listen with: the tracker's Thrift service inside mutual TLS (with the
     file system's calls when ``fs`` is given)."""
     # (mypy without the zope plugin cannot see that MutualTLS and the factory provide the interfaces)
-    factory = TrackerServerFactory(tracker, fs)
+    factory = TrackerServerFactory(tracker, fs, clock)
     return TLSMemoryBIOFactory(tls, False, factory, clock=clock)
+
+
+def _host(peer: str) -> str:
+    return peer.rsplit(":", 1)[0]
 
 
 class ExpiryMonitor:

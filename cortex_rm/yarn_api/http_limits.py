@@ -5,11 +5,9 @@ forever for a body its ``Content-Length`` promised, drops a too-long header line
 a word and answers unknown methods with HTML.  :class:`LimitedSite` (with its channel,
 :class:`LimitedChannel`) puts a bound on each, from one frozen :class:`HttpLimits`:
 
-* size: the request line (414 URI Too Long), the header lines together and their number
-  (431 Request Header Fields Too Large), a declared ``Content-Length`` (413 at once, before
-  any of the body is read) and a chunked body as it arrives (413 when it passes the limit);
-  a body its resource takes as it arrives (``http_streams``) has the stream's own bound, and
-  the pace clock stops while the stream has paused the connection;
+* size: the request line (414), the header lines and their number (431), a declared
+  ``Content-Length`` (413 before any of the body) and a chunked body as it arrives (413);
+  a streamed body (``http_streams``) has its stream's bound, and no pace clock while paused;
 * time, on the site's clock: the request line and headers must all arrive within
   ``header_timeout_s`` of the connection (or of the first byte of a later request on it)
   (408); a body must keep a pace of ``min_body_bytes_per_s`` measured over each
@@ -19,9 +17,8 @@ a word and answers unknown methods with HTML.  :class:`LimitedSite` (with its ch
 * connections: at most ``max_connections`` open, ``max_connections_per_address`` from one
   host; more get 503 and are closed.
 
-Every refusal is a JSON ``RemoteException`` (``http_refusals``) followed by the end of the
-connection: the server stops writing (half-close), so the client reads the answer, drops
-whatever else the client sends for ``linger_s`` and then closes for good.  Refusals are
+Every refusal is a JSON ``RemoteException`` (``http_refusals``), then a half-close: the
+client reads the answer; what it sends for ``linger_s`` more is dropped.  Refusals are
 logged as a summary per interval (``http_refusals.RefusalLog``), and each answered request
 as one access line with its method and path sanitised (never the client's raw bytes).
 """
@@ -209,6 +206,10 @@ class LimitedChannel(HTTPChannel):
         self._header_count += 1
         if self._header_count > self.limits.max_headers:
             self._refuse(Refusal.HEADERS_TOO_LARGE, f"the request has more than {self.limits.max_headers} headers")
+            return False
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and len(value.strip()) > 18:  # int() of it could raise
+            self._refuse(Refusal.BODY_TOO_LARGE, rest_errors.body_too_large(self.limits.max_body_bytes).message)
             return False
         return bool(super().headerReceived(line))
 

@@ -264,6 +264,11 @@ def test_hostile_peers_are_disconnected_and_the_real_node_goes_on(  # type: igno
         assert oversized.handshaken and oversized.received == b""
         garbage, _ = yield raw_exchange(rm, tls, struct.pack("!i", 12) + b"\xff" * 12)
         assert garbage.handshaken and garbage.received == b""
+        # found by bench/soak.py: 5,000 bad frames in one write were each decoded and logged
+        before = sum("undecodable request" in formatEvent(e) for e in log_events)
+        flood, _ = yield raw_exchange(rm, tls, (struct.pack("!i", 2) + b"\xff\xff") * 5000)
+        assert flood.handshaken and flood.received == b""
+        assert sum("undecodable request" in formatEvent(e) for e in log_events) == before + 1
         # no certificate at all: TLS 1.3 lets the client finish, then the RM refuses it
         anonymous, reason = yield raw_exchange(rm, CertificateOptions(), struct.pack("!i", 4) + b"abcd")
         assert anonymous.received == b""
