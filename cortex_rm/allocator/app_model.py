@@ -37,6 +37,9 @@ class Submission:
     context: bytes = b""  # the serialized ApplicationSubmissionContextProto
     # the launch context's application ACLs: "VIEW_APP"/"MODIFY_APP" -> Hadoop ACL text
     acls: tuple[tuple[str, str], ...] = ()
+    # the host the submission came from (the RM's view of the client's address; "" unknown):
+    # a client-mode driver runs there, and only there may the application's containers call it
+    client_host: str = ""
 
 
 @dataclass
@@ -86,6 +89,7 @@ class Application:
     progress: float = 0.0
     attempts: list[Attempt] = field(default_factory=list)
     acls: tuple[tuple[str, str], ...] = ()  # as submitted (Submission.acls)
+    client_host: str = ""  # as submitted (Submission.client_host)
 
     @classmethod
     def from_submission(cls, submission: Submission, limits: SchedulerLimits, now_ms: int) -> Application:
@@ -113,6 +117,7 @@ class Application:
             unmanaged_am=submission.unmanaged_am,
             context=submission.context,
             acls=submission.acls,
+            client_host=submission.client_host,
             submit_time_ms=now_ms,
             start_time_ms=now_ms,
         )
@@ -175,6 +180,7 @@ class Application:
             "progress": self.progress,
             "attempts": [_attempt_document(a) for a in self.attempts],
             "acls": [list(pair) for pair in self.acls],
+            "client_host": self.client_host,
         }
 
     @classmethod
@@ -204,6 +210,7 @@ class Application:
             progress=doc["progress"],
             attempts=[_attempt_from_document(a) for a in doc["attempts"]],
             acls=tuple((str(k), str(v)) for k, v in doc.get("acls", [])),
+            client_host=str(doc.get("client_host", "")),
         )
 
 

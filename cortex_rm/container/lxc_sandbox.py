@@ -38,7 +38,7 @@ from twisted.logger import Logger
 
 from cortex_rm.container.id_ranges import IdBlock, IdBlocks, IdRange, IdRangeError
 from cortex_rm.container.lxc_config import CGROUP_PARENT
-from cortex_rm.container.net_policy import Endpoint, driver_endpoints
+from cortex_rm.container.net_policy import Endpoint
 from cortex_rm.container.runtime import ContainerSpec, ContainerStartError
 
 log = Logger()
@@ -103,7 +103,7 @@ class ContainerSandbox:
             block, new = self.blocks.take(spec.application)
         except IdRangeError as e:
             raise ContainerStartError(f"{spec.container_id}: {e}") from e
-        peers = spec.peers | driver_endpoints(spec.command)
+        peers = spec.peers  # (the NodeManager kept only those on the host the application came from)
         try:
             if new:
                 (cgroup2_root(self.cgroup_root) / self.app_cgroup(block)).mkdir(parents=True, exist_ok=True)

@@ -34,8 +34,8 @@ What a container may do (``container_out`` for packets leaving it,
   endpoints its launch commands name (``driver_endpoints``, ports 1024 and up),
   and on those hosts the ephemeral port range, where the driver's other
   sockets (its block manager, which serves broadcasts) listen; for its own
-  containers only.  The application chooses these: what its submitter names as
-  the driver, its containers reach;
+  containers only, and only on the host the application was submitted from (as
+  the RM saw its client's connection: the NodeManager drops the others);
 * the internet (public addresses) only when the node allows it.
 
 Everything else is refused with an ICMP "administratively prohibited" (a TCP

@@ -39,8 +39,11 @@ class ContainerSettings:
     shutdown_timeout_s: float = 10.0
 
 
-def runtime_spec(c: NMContainer, plan: LaunchPlan, settings: ContainerSettings, image_root: Path | None) -> ContainerSpec:
-    """What the runtime is asked to run for ``c`` (see the module docstring)."""
+def runtime_spec(
+    c: NMContainer, plan: LaunchPlan, settings: ContainerSettings, image_root: Path | None, client_host: str = ""
+) -> ContainerSpec:
+    """What the runtime is asked to run for ``c`` (see the module docstring); ``client_host``:
+    where its application was submitted from, the only host outside the cluster its driver may be on."""
     return ContainerSpec(
         container_id=str(c.container_id),
         work_dir=c.paths.work_dir,
@@ -72,6 +75,7 @@ def runtime_spec(c: NMContainer, plan: LaunchPlan, settings: ContainerSettings, 
         own_dirs=tuple(
             dict.fromkeys((*c.paths.app_dirs, *(d for d in c.paths.log_dirs if d != c.paths.log_dir), *c.staging_dirs))
         ),
-        # the script runs the CLC's command: the driver it names (client mode) is outside the cluster
-        peers=driver_endpoints([plan.command]),
+        # the script runs the CLC's command: the driver it names (client mode) is outside the
+        # cluster, and may be reached only on the host the application was submitted from
+        peers=frozenset(p for p in driver_endpoints([plan.command]) if client_host and p[0] == client_host),
     )

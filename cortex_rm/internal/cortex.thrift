@@ -280,6 +280,14 @@ service NodeTracker {
    */
   ApplicationViewer mayViewApplication(1: NodeAddress node_id, 2: string token, 3: string application_id)
       throws (1: NodeRefused refused),
+
+  /**
+   * The host an application was submitted from, as the RM saw the client's connection ("" when
+   * unknown): a client-mode driver runs there, and the node lets the application's containers
+   * reach the driver endpoints their commands name only on that host.
+   */
+  string applicationClientHost(1: NodeAddress node_id, 2: string application_id)
+      throws (1: NodeRefused refused),
 }
 
 // ------------------------------------------------------------------ Ring

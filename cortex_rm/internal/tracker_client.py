@@ -222,6 +222,11 @@ class TrackerClient:
         node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
         return self._call("mayViewApplication", lambda c: c.mayViewApplication(node, token, app_id), _viewer)
 
+    def application_client_host(self, node_id: NodeId, app_id: str) -> defer.Deferred[str]:
+        """Where ``app_id`` was submitted from ("" unknown)."""
+        node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
+        return self._call("applicationClientHost", lambda c: c.applicationClientHost(node, app_id), _client_host)
+
     def _call(
         self, name: str, send: Callable[[gen_service.Client], defer.Deferred[Any]], decode: Callable[[Any], T]
     ) -> defer.Deferred[T]:
@@ -267,6 +272,12 @@ def _viewer(value: Any) -> tuple[bool, str, str]:
     if not isinstance(value.user, str) or not isinstance(value.reason, str) or len(value.reason) > 4096:
         raise MalformedMessage("mayViewApplication's answer holds a malformed user or reason")
     return value.allowed, value.user, value.reason
+
+
+def _client_host(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 255 or any(c.isspace() for c in value):
+        raise MalformedMessage("applicationClientHost's answer must be a host name or address")
+    return value
 
 
 def _length(value: Any) -> int:

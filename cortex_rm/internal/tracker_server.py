@@ -54,6 +54,8 @@ from cortex_rm.yarn.tokens import ContainerTokenIdentifier
 IdentifierReader = Callable[[bytes], ContainerTokenIdentifier]
 #: The owner of an application a node aggregates logs of (NodeRefused if the node may not).
 AppOwner = Callable[[ApplicationId, NodeId], str]
+#: The host an application was submitted from ("" unknown; UnknownApplication if none such).
+AppClientHost = Callable[[ApplicationId], str]
 #: Whether a user's credential (a URL-string RM delegation token) may see an application:
 #: (allowed, who she is or "", why not).
 AppViewer = Callable[[str, ApplicationId], tuple[bool, str, str]]
@@ -82,6 +84,7 @@ class FileSystemServices:
     app_owner: AppOwner | None = None
     runtime_image: str = ""
     app_viewer: AppViewer | None = None
+    app_client_host: AppClientHost | None = None
 
 
 @implementer(gen_service.Iface)
@@ -285,6 +288,20 @@ class TrackerCalls:
             return ttypes.ApplicationViewer(allowed=allowed, user=user, reason=reason)
 
         return self._decide("mayViewApplication", decide)
+
+    def applicationClientHost(self, node: Any, application_id: Any) -> str:  # noqa: N802 (IDL name)
+        """Where the application was submitted from: its driver's only host outside the cluster."""
+
+        def decide() -> str:
+            node_id = codec._node_id(node, "node_id")
+            self._data_node(node_id)  # a registered, running node on its own key
+            app_id = codec._yarn_id(application_id, "application_id", ApplicationId.parse)
+            assert self.fs is not None  # _data_node checked
+            if self.fs.app_client_host is None:
+                raise NodeRefused("this RM does not say where applications come from")
+            return self.fs.app_client_host(app_id)
+
+        return self._decide("applicationClientHost", decide)
 
     def _container_user(self, node_id: NodeId, identifier: Any, password: Any) -> str:
         """The user of the container whose token the node shows: the RM signed it, for this node,

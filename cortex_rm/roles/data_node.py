@@ -116,6 +116,10 @@ class DataNodeRole:
         """The RM's word on whether the holder of a user's ``token`` may see ``app_id`` here."""
         return self._call(lambda client: client.may_view_application(self.node_id, token, app_id))
 
+    def application_client_host(self, app_id: str) -> defer.Deferred[str]:
+        """The RM's word on where ``app_id`` was submitted from ("" unknown)."""
+        return self._call(lambda client: client.application_client_host(self.node_id, app_id))
+
     def stored(self, block: StoredBlock) -> None:
         self.reactor.callFromThread(self._stored, block)
 

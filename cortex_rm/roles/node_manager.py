@@ -237,6 +237,7 @@ class NodeManagerRole:
             ),
             localizer=Localizer(run, self._fetchers(forbidden)),
             image_root=self._image_root,
+            client_host=self._client_host if self.data_node is not None else None,
         )
         if self.data_node is not None:
             self.image = RuntimeImageFetcher(
@@ -365,6 +366,11 @@ class NodeManagerRole:
         if self.image is not None and not self.image.state.ready:
             return NodeHealth(healthy=False, health_report=self.image.state.doing, containers=statuses)
         return NodeHealth(containers=statuses)
+
+    def _client_host(self, app_id: ApplicationId) -> defer.Deferred[str]:
+        """Where the RM says ``app_id`` was submitted from."""
+        assert self.data_node is not None
+        return self.data_node.application_client_host(str(app_id))
 
     def _image_root(self) -> Path | None:
         return None if self.image is None else self.image.root()

@@ -245,6 +245,7 @@ class ResourceManagerRole:
                 FileSystemServices(
                     name_node, read_container_identifier, self._app_owner, conf.runtime_image,
                     app_viewer=application_viewer(auth, access, self.rm.apps.get),
+                    app_client_host=self._app_client_host,
                 ),
             ),
         )
@@ -287,6 +288,14 @@ class ResourceManagerRole:
         self._log_retention = LoopingCall(sweep)
         self._log_retention.clock = self.reactor
         self._log_retention.start(interval_s, now=False)
+
+    def _app_client_host(self, app_id: ApplicationId) -> str:
+        """Where the application was submitted from ("" unknown: then no driver outside the cluster)."""
+        assert self.rm is not None
+        try:
+            return self.rm.apps.get(app_id).client_host
+        except UnknownApplication:
+            raise NodeRefused(f"{app_id} is not known to this RM") from None
 
     def _app_owner(self, app_id: ApplicationId, node_id: NodeId) -> str:
         """Whose logs a node aggregates: the application's user.  The application must be this

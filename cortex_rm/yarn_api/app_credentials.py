@@ -62,7 +62,11 @@ async def substitute_application_tokens(
 
 
 async def submit_as(
-    rm: RMContext, context: yp.ApplicationSubmissionContextProto, user: str, credentials: UserCredentials
+    rm: RMContext,
+    context: yp.ApplicationSubmissionContextProto,
+    user: str,
+    credentials: UserCredentials,
+    client_host: str = "",
 ) -> Application:
     """Submit ``context`` as ``user`` with the application's own credential in place of hers.
 
@@ -83,7 +87,7 @@ async def submit_as(
     except MalformedCredentials as e:
         raise InvalidSubmission(f"the AM's launch context carries unreadable tokens: {e}") from None
     try:
-        return await rm.apps.submit(records.submission_from_proto(context, user))
+        return await rm.apps.submit(records.submission_from_proto(context, user, client_host))
     except Exception:
         await credentials.cancel_application(str(app_id))
         raise

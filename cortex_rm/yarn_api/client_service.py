@@ -148,7 +148,7 @@ class ApplicationClientService:
                 raise alloc.InvalidSubmission("submitApplication carries no application_submission_context")
             context = request.application_submission_context
             user = self.access.may_submit(self._caller(call), context.queue)
-            await submit_as(self.rm, context, user, self.auth.credentials)
+            await submit_as(self.rm, context, user, self.auth.credentials, call.peer.rsplit(":", 1)[0].strip("[]"))
             return ys.SubmitApplicationResponseProto()
 
         return defer.ensureDeferred(submit())

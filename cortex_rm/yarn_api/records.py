@@ -129,8 +129,9 @@ def text_from_proto(value: str | bytes) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", errors="replace")
 
 
-def submission_from_proto(ctx: yp.ApplicationSubmissionContextProto, user: str) -> Submission:
-    """What the RM needs from an ApplicationSubmissionContext; the bytes are kept whole."""
+def submission_from_proto(ctx: yp.ApplicationSubmissionContextProto, user: str, client_host: str = "") -> Submission:
+    """What the RM needs from an ApplicationSubmissionContext; the bytes are kept whole.
+    ``client_host``: where the submission came from, as the RM saw its connection."""
     app_id = app_id_from_proto(ctx.application_id)
     if ctx.HasField("resource"):
         am_resource = resource_from_proto(ctx.resource)
@@ -155,6 +156,7 @@ def submission_from_proto(ctx: yp.ApplicationSubmissionContextProto, user: str) 
             for acl in ctx.am_container_spec.application_ACLs
             if acl.accessType in _ACCESS_TYPES
         ),
+        client_host=client_host,
     )
 
 

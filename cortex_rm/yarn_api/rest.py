@@ -190,6 +190,7 @@ class WebServicesResource(Resource):
             user=principal.name(STATIC_WEB_USER),
             principal=principal,
             token=token,
+            client_host=str(getattr(request.getClientAddress(), "host", "")),
             base_url=_base_url(request),
         )
         answer = self.services.operation(name)(call)

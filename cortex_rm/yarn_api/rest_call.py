@@ -23,6 +23,7 @@ class RestCall:
     user: str = STATIC_WEB_USER  # who the request acts for, by name (the anonymous one: dr.who)
     principal: Principal = ANONYMOUS
     token: DelegationIdentifier | None = None  # the header's token, once checked
+    client_host: str = ""  # the connection's remote host, as the kernel reported it
     base_url: str = "http://localhost"  # scheme://host:port of this RM, for Location headers
 
 

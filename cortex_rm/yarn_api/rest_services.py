@@ -330,10 +330,10 @@ class ClusterWebServices(CredentialWebServices):
         ctx = submission_context_from_json(json_body(call), self.rm.limits.maximum_allocation)
         user = self._submitter(call, ctx.queue)
         if self.credentials is None:
-            app = await self.rm.apps.submit(records.submission_from_proto(ctx, user))
+            app = await self.rm.apps.submit(records.submission_from_proto(ctx, user, call.client_host))
         else:
             try:
-                app = await submit_as(self.rm, ctx, user, self.credentials)
+                app = await submit_as(self.rm, ctx, user, self.credentials, call.client_host)
             except AccessDenied as e:
                 raise forbidden(str(e)) from None
         return Reply(202, location=f"{call.base_url}/ws/v1/cluster/apps/{app.app_id}")

@@ -198,3 +198,23 @@ def test_the_plan_keeps_the_command_so_a_client_mode_driver_is_found() -> None:
     )
     assert plan.command.startswith("$JAVA_HOME/bin/java -server org.apache.spark.deploy.yarn.ExecutorLauncher")
     assert driver_endpoints([plan.command]) == {("10.213.0.1", 40001)}
+
+
+def test_a_driver_is_reachable_only_on_the_host_the_application_was_submitted_from() -> None:
+    """``runtime_spec`` keeps the driver endpoints of the command only on the client's host (as
+    the RM saw the submission): a command naming another host as its "driver" opens nothing."""
+    from cortex_rm.container.nm_container import NMContainer
+    from cortex_rm.container.runtime_spec import ContainerSettings, runtime_spec
+    from cortex_rm.yarn.ids import ContainerId
+    from cortex_rm.yarn.resources import Resource
+
+    commands = ["java", "ExecutorLauncher", "--arg", "'10.213.0.1:40001'", "--driver-url",
+                "spark://CoarseGrainedScheduler@192.168.1.10:40002"]  # fmt: skip
+    plan = plan_launch(
+        container_id=CID, user="alice", clc_environment={}, commands=commands, tokens=b"", paths=paths(), node=NODE
+    )
+    c = NMContainer(ContainerId.parse(CID), "alice", Resource(1024, 1), paths(), [])
+    settings = ContainerSettings(local_dirs=(Path("/data/local"),), log_dirs=(Path("/data/logs"),))
+    assert runtime_spec(c, plan, settings, None, "10.213.0.1").peers == {("10.213.0.1", 40001)}
+    assert runtime_spec(c, plan, settings, None, "192.168.1.10").peers == {("192.168.1.10", 40002)}
+    assert runtime_spec(c, plan, settings, None, "").peers == frozenset()

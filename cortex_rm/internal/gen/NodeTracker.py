@@ -121,6 +121,19 @@ class Iface(Interface):
         """
         pass
 
+    def applicationClientHost(node_id, application_id):
+        """
+        The host an application was submitted from, as the RM saw the client's connection ("" when
+        unknown): a client-mode driver runs there, and the node lets the application's containers
+        reach the driver endpoints their commands name only on that host.
+
+        Parameters:
+         - node_id
+         - application_id
+
+        """
+        pass
+
 
 @implementer(Iface)
 class Client(object):
@@ -630,6 +643,62 @@ class Client(object):
             return d.errback(result.refused)
         return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "mayViewApplication failed: unknown result"))
 
+    def applicationClientHost(self, node_id, application_id):
+        """
+        The host an application was submitted from, as the RM saw the client's connection ("" when
+        unknown): a client-mode driver runs there, and the node lets the application's containers
+        reach the driver endpoints their commands name only on that host.
+
+        Parameters:
+         - node_id
+         - application_id
+
+        """
+        seqid = self._seqid = self._seqid + 1
+        self._reqs[seqid] = defer.Deferred()
+
+        d = defer.maybeDeferred(self.send_applicationClientHost, node_id, application_id)
+        d.addCallbacks(
+            callback=self.cb_send_applicationClientHost,
+            callbackArgs=(seqid,),
+            errback=self.eb_send_applicationClientHost,
+            errbackArgs=(seqid,))
+        return d
+
+    def cb_send_applicationClientHost(self, _, seqid):
+        return self._reqs[seqid]
+
+    def eb_send_applicationClientHost(self, f, seqid):
+        d = self._reqs.pop(seqid)
+        d.errback(f)
+        return d
+
+    def send_applicationClientHost(self, node_id, application_id):
+        oprot = self._oprot_factory.getProtocol(self._transport)
+        oprot.writeMessageBegin('applicationClientHost', TMessageType.CALL, self._seqid)
+        args = applicationClientHost_args()
+        args.node_id = node_id
+        args.application_id = application_id
+        args.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def recv_applicationClientHost(self, iprot, mtype, rseqid):
+        d = self._reqs.pop(rseqid)
+        if mtype == TMessageType.EXCEPTION:
+            x = TApplicationException()
+            x.read(iprot)
+            iprot.readMessageEnd()
+            return d.errback(x)
+        result = applicationClientHost_result()
+        result.read(iprot)
+        iprot.readMessageEnd()
+        if result.success is not None:
+            return d.callback(result.success)
+        if result.refused is not None:
+            return d.errback(result.refused)
+        return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "applicationClientHost failed: unknown result"))
+
 
 @implementer(Iface)
 class Processor(TProcessor):
@@ -645,6 +714,7 @@ class Processor(TProcessor):
         self._processMap["openForAggregation"] = Processor.process_openForAggregation
         self._processMap["openRuntimeImage"] = Processor.process_openRuntimeImage
         self._processMap["mayViewApplication"] = Processor.process_mayViewApplication
+        self._processMap["applicationClientHost"] = Processor.process_applicationClientHost
         self._on_message_begin = None
 
     def on_message_begin(self, func):
@@ -1014,6 +1084,44 @@ class Processor(TProcessor):
             msg_type = TMessageType.EXCEPTION
             result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
         oprot.writeMessageBegin("mayViewApplication", msg_type, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def process_applicationClientHost(self, seqid, iprot, oprot):
+        args = applicationClientHost_args()
+        args.read(iprot)
+        iprot.readMessageEnd()
+        result = applicationClientHost_result()
+        d = defer.maybeDeferred(self._handler.applicationClientHost, args.node_id, args.application_id)
+        d.addCallback(self.write_results_success_applicationClientHost, result, seqid, oprot)
+        d.addErrback(self.write_results_exception_applicationClientHost, result, seqid, oprot)
+        return d
+
+    def write_results_success_applicationClientHost(self, success, result, seqid, oprot):
+        result.success = success
+        oprot.writeMessageBegin("applicationClientHost", TMessageType.REPLY, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def write_results_exception_applicationClientHost(self, error, result, seqid, oprot):
+        msg_type = TMessageType.REPLY
+        try:
+            error.raiseException()
+        except NodeRefused as refused:
+            result.refused = refused
+        except TTransport.TTransportException:
+            raise
+        except TApplicationException as ex:
+            logging.exception('TApplication exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = ex
+        except Exception:
+            logging.exception('Unexpected exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
+        oprot.writeMessageBegin("applicationClientHost", msg_type, seqid)
         result.write(oprot)
         oprot.writeMessageEnd()
         oprot.trans.flush()
@@ -2455,6 +2563,154 @@ class mayViewApplication_result(object):
 all_structs.append(mayViewApplication_result)
 mayViewApplication_result.thrift_spec = (
     (0, TType.STRUCT, 'success', [ApplicationViewer, None], None, ),  # 0
+    (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
+)
+
+
+class applicationClientHost_args(object):
+    """
+    Attributes:
+     - node_id
+     - application_id
+
+    """
+
+
+    def __init__(self, node_id=None, application_id=None,):
+        self.node_id = node_id
+        self.application_id = application_id
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.node_id = NodeAddress()
+                    self.node_id.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.application_id = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('applicationClientHost_args')
+        if self.node_id is not None:
+            oprot.writeFieldBegin('node_id', TType.STRUCT, 1)
+            self.node_id.write(oprot)
+            oprot.writeFieldEnd()
+        if self.application_id is not None:
+            oprot.writeFieldBegin('application_id', TType.STRING, 2)
+            oprot.writeString(self.application_id.encode('utf-8') if sys.version_info[0] == 2 else self.application_id)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(applicationClientHost_args)
+applicationClientHost_args.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'node_id', [NodeAddress, None], None, ),  # 1
+    (2, TType.STRING, 'application_id', 'UTF8', None, ),  # 2
+)
+
+
+class applicationClientHost_result(object):
+    """
+    Attributes:
+     - success
+     - refused
+
+    """
+
+
+    def __init__(self, success=None, refused=None,):
+        self.success = success
+        self.refused = refused
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 0:
+                if ftype == TType.STRING:
+                    self.success = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 1:
+                if ftype == TType.STRUCT:
+                    self.refused = NodeRefused.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('applicationClientHost_result')
+        if self.success is not None:
+            oprot.writeFieldBegin('success', TType.STRING, 0)
+            oprot.writeString(self.success.encode('utf-8') if sys.version_info[0] == 2 else self.success)
+            oprot.writeFieldEnd()
+        if self.refused is not None:
+            oprot.writeFieldBegin('refused', TType.STRUCT, 1)
+            self.refused.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(applicationClientHost_result)
+applicationClientHost_result.thrift_spec = (
+    (0, TType.STRING, 'success', 'UTF8', None, ),  # 0
     (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
 )
 fix_spec(all_structs)
