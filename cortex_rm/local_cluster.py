@@ -29,6 +29,7 @@ from cortex_rm.cluster_wait import LocalClusterError as LocalClusterError
 from cortex_rm.cluster_wait import wait_ready, wait_registered
 from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecipe, build_image, default_build_cache
 from cortex_rm.image_push import push_image
+from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.node import PID_FILE, READY_FILE
 from cortex_rm.processes import alive, kill_marked
 from cortex_rm.user_credential import CredentialError, UserCredential, load_credential, request_credential, write_private
@@ -105,9 +106,11 @@ def node_config_text(
     introducers: tuple[str, ...] = (),
     runtime_image: str = "",
     rm_host: str = "127.0.0.1",
+    resource_managers: tuple[str, ...] = (),
 ) -> str:
     """One node's cortex.toml: the first node runs the RM and starts the ring; the others join
-    through ``introducers`` and find the RM through the ring (no RM address in their config)."""
+    through ``introducers`` and find the RM through the ring (no RM address in their config).
+    ``resource_managers``: the ring ids that may write the RM's ring record."""
     lines = [
         "# Written by cortex-rm local-cluster up.",
         "[node]",
@@ -136,6 +139,7 @@ def node_config_text(
         "[ring]",
         f'address = "{host}:{ports["ring"]}"',
         f"introducers = {json.dumps(list(introducers))}",
+        f"resource_managers = {json.dumps(list(resource_managers))}  # ring ids that may write the RM's record",
         "",
     ]
     return "\n".join(lines)
@@ -185,6 +189,9 @@ def up(
     ports = iter(free_ports(4 + 3 * nodes)) if network is None else None
     rm_ports = _ports(ports, ("rm", "scheduler", "rm_web", "tracker"))
     rm_host = "127.0.0.1" if network is None else network.nodes[0].address
+    # The RM's key, made now in the directory its daemon keeps state in (isolated: bind-mounted
+    # at its state_dir), so every node's config can name the one ring id that may write its record.
+    rm_ring_id = NodeIdentity.load_or_create(workdir / "node1").ring_id_hex
     started: list[LocalNode] = []
     for i in range(1, nodes + 1):
         name = f"node{i}"
@@ -207,6 +214,7 @@ def up(
                 introducers=introducers,
                 runtime_image=built.sha256 if built is not None else "",
                 rm_host=rm_host,
+                resource_managers=(rm_ring_id,),
             )
             + (f"\n# added by --rm-config\n{rm_config}\n" if i == 1 and rm_config else "")
         )
