@@ -347,24 +347,29 @@ class KnownResourceManagers:
 WORK_FILE = "ring-work.json"
 
 
-def load_or_solve_work(state_dir: Path, spki: bytes, bits: int) -> int:
-    """This key's proof of work for the ring (``dht/ring_work.py``) at ``bits``: read from
-    ``identity/ring-work.json``, or solved (once: ~0.15 s at the default 18 bits) and stored there.
+def stored_work(state_dir: Path, spki: bytes, bits: int) -> int | None:
+    """This key's proof of work for the ring (``dht/ring_work.py``) at ``bits``, as stored in
+    ``identity/ring-work.json``; None when there is none, or the stored nonce does not solve the
+    puzzle at ``bits`` (another key, or more bits configured since)."""
+    from cortex_rm.dht.ring_work import work_ok
 
-    A stored nonce that does not solve the puzzle at ``bits`` (another key, or more bits
-    configured since) is solved again.
-    """
-    from cortex_rm.dht.ring_work import solve_work, work_ok
-
-    path = Path(state_dir) / IDENTITY_DIR / WORK_FILE
     try:
-        stored = json.loads(path.read_text())
+        stored = json.loads((Path(state_dir) / IDENTITY_DIR / WORK_FILE).read_text())
         nonce = stored["nonce"] if isinstance(stored, dict) else None
         if isinstance(nonce, int) and work_ok(spki, nonce, bits):
             return nonce
     except (OSError, ValueError, KeyError):
         pass
+    return None
+
+
+def solve_and_store_work(state_dir: Path, spki: bytes, bits: int) -> int:
+    """Solve this key's puzzle at ``bits`` (~2**bits SHA-256 hashes: ~0.15 s at the default 18 bits,
+    each bit doubles it; it blocks, so run it in a thread) and store the nonce in ``identity/ring-work.json``."""
+    from cortex_rm.dht.ring_work import solve_work
+
     nonce = solve_work(spki, bits)
+    path = Path(state_dir) / IDENTITY_DIR / WORK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(WORK_FILE + ".partial")
     partial.write_text(json.dumps({"bits": bits, "nonce": nonce}) + "\n")
