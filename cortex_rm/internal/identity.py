@@ -38,15 +38,24 @@ above TLS:
 
   A node that finds the RM through the ring pins it the same way, under the
   name ``ring:cortex:resourcemanager``: the ring's record says where the RM is
-  and which key it shows, but any ring member can write that record, so after
-  the first registration only the pinned key is accepted.
+  and which key it shows.  Only the ring ids in ``[ring] resource_managers`` may
+  write that record (every replica refuses others: ``dht/write_policy.py``); with
+  that list empty the first writer owns it, so the pin is what protects a node.
 
-Neither side proves that a peer *deserves* its place.  The ring checks that a
-peer's ring id is the SHA-1 of the key it shows in TLS, but membership is open:
-anyone can make a key and join, choose keys until one lands where it wants, write
-any record in the key space and gossip any rumour.  The ring says where things
-are, not whom to trust; signed records and admission belong to the security
-hardening work.
+What the ring checks beyond TLS
+-------------------------------
+A peer's ring id must be the SHA-1 of the key it shows in TLS, and that key must
+come with a proof of work (``dht/ring_work.py``: ``[ring] work_bits``, 18 by
+default, solved once and kept in ``identity/ring-work.json``), so an id costs
+work and cannot be chosen cheaply.  Everything a member says about others is
+signed with this key and checked by every receiver (``dht/ring_trust.py``): a
+member's ALIVE and LEFT only by itself, a SUSPECT or DEAD by its accuser (and a
+DEAD from others is only a claim, checked by our own probe), a record by its
+writer under the key's write policy (the RM's record: the configured
+ResourceManagers; ``cortex:node:<id>``: that member; any other key: its first
+writer), a gossip item by its publisher.  Each peer's rumours and puts are rate
+limited (``dht/rate_limits.py``).  Membership stays open: anyone who does the
+work may join, and a member may still lie about what only it can sign.
 """
 
 from __future__ import annotations
