@@ -29,6 +29,7 @@ from cortex_rm.cluster_wait import LocalClusterError as LocalClusterError
 from cortex_rm.cluster_wait import wait_ready, wait_registered
 from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecipe, build_image, default_build_cache
 from cortex_rm.image_push import push_image
+from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.local_cluster_config import node_config_text
 from cortex_rm.node import PID_FILE, READY_FILE
 from cortex_rm.processes import alive, kill_marked
@@ -141,6 +142,9 @@ def up(
     ports = iter(free_ports(4 + 3 * nodes)) if network is None else None
     rm_ports = _ports(ports, ("rm", "scheduler", "rm_web", "tracker"))
     rm_host = "127.0.0.1" if network is None else network.nodes[0].address
+    # The RM's key, made now in the directory its daemon keeps state in (isolated: bind-mounted
+    # at its state_dir), so every node's config can name the one ring id that may write its record.
+    rm_ring_id = NodeIdentity.load_or_create(workdir / "node1").ring_id_hex
     started: list[LocalNode] = []
     for i in range(1, nodes + 1):
         name = f"node{i}"
@@ -163,6 +167,7 @@ def up(
                 introducers=introducers, index=i,
                 runtime_image=built.sha256 if built is not None else "",
                 rm_host=rm_host,
+                resource_managers=(rm_ring_id,),
             )
             + (f"\n# added by --rm-config\n{rm_config}\n" if i == 1 and rm_config else "")
         )

@@ -18,9 +18,11 @@ def node_config_text(
     runtime_image: str = "",
     rm_host: str = "127.0.0.1",
     index: int = 1,  # 1-based: the node's share of the container id range
+    resource_managers: tuple[str, ...] = (),
 ) -> str:
     """One node's cortex.toml: the first node runs the RM and starts the ring; the others join
-    through ``introducers`` and find the RM through the ring (no RM address in their config)."""
+    through ``introducers`` and find the RM through the ring (no RM address in their config).
+    ``resource_managers``: the ring ids that may write the RM's ring record."""
     lines = [
         "# Written by cortex-rm local-cluster up.",
         "[node]",
@@ -50,6 +52,7 @@ def node_config_text(
         "[ring]",
         f'address = "{host}:{ports["ring"]}"',
         f"introducers = {json.dumps(list(introducers))}",
+        f"resource_managers = {json.dumps(list(resource_managers))}  # ring ids that may write the RM's record",
         "",
     ]
     return "\n".join(lines)

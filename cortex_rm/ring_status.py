@@ -36,6 +36,15 @@ WEB_ADDRESS_NAMES: Final = (
 )
 SHORT_ID: Final = 10  # hex digits of a ring id shown in tables (as Peer.short)
 _STATUSES: Final = ("alive", "suspect", "dead", "left")
+# The "refusals" counts as the header shows them: JSON name, what it counts.
+_REFUSALS: Final = (
+    ("rumours", "rumour(s)"),
+    ("records", "record(s)"),
+    ("gossip", "gossip item(s)"),
+    ("senders", "envelope(s) without valid work"),
+    ("rateLimited", "over rate limits"),
+    ("refutedDeathClaims", "death claim(s) refuted"),
+)
 _START_HINT: Final = (
     "start it with `cortex-rm node --config FILE` (or a local cluster with "
     "`cortex-rm local-cluster up --workdir DIR`)"
@@ -143,6 +152,9 @@ def snapshot_problem(document: object) -> str | None:
     for key, kind in expected.items():
         if not isinstance(ring.get(key), kind):
             return f'"ring.{key}" missing or of the wrong type'
+    refusals = ring.get("refusals", {})  # (absent from nodes older than the counters)
+    if not isinstance(refusals, dict) or not all(isinstance(n, int) for n in refusals.values()):
+        return '"ring.refusals" is not an object of counts'
     predecessor = [ring["predecessor"]] if ring["predecessor"] else []
     peers = [ring["node"], *ring["successors"], *ring["members"], *predecessor]
     for peer in peers:
@@ -241,8 +253,10 @@ def format_ring(snapshot: dict[str, Any]) -> str:
         f"  predecessor  {_short(predecessor) if predecessor else '(none)'}",
         f"  successors   {', '.join(_short(p) for p in successors) if successors else '(none)'}",
         f"  members      {len(ring['members'])} known: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
-        "",
     ]
+    if "refusals" in ring:
+        lines.append("  refused      " + ", ".join(f"{ring['refusals'].get(key, 0)} {what}" for key, what in _REFUSALS))
+    lines.append("")
     # One row per ring id: this node, the members, and any neighbour membership has not reported.
     me_key = (me["id"], me["address"])
     rows: dict[tuple[str, str], list[str]] = {

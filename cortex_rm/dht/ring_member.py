@@ -62,6 +62,7 @@ from cortex_rm.dht.neighbour_log import NeighbourRecord
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.rate_limits import PeerRateLimit
 from cortex_rm.dht.record_store import RecordStore, record_error
+from cortex_rm.dht.refusals import RATE_LIMITED_PUTS, RATE_LIMITED_RUMOURS, Refusals
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_math import distance, key_id
 from cortex_rm.dht.ring_trust import OpenTrust, RingTrust
@@ -117,6 +118,7 @@ class RingView:
     finger_count: int
     members: tuple[tuple[Peer, MemberStatus, int], ...]
     records: int
+    refusals: Refusals = Refusals()
 
 
 class RingMember:
@@ -219,7 +221,7 @@ class RingMember:
                 log.warn("ring {me} drops envelopes from {sender}: {error}", me=self.me.short(), sender=sender.short(), error=error)
             return []
         if isinstance(body, kv_messages.PutRecord) and not self.put_limit.allow(sender.node_id, now):
-            self.refused["puts over the rate limit"] += 1
+            self.refused[RATE_LIMITED_PUTS] += 1
             busy = kv_messages.PutReply(body.request_id, None, "rate limited: too many puts from you; retry later")
             return [self._transmit(Send(sender, busy))]
         actions = self._membership_actions(self.membership.heard_from(sender, now), now)
@@ -227,7 +229,7 @@ class RingMember:
             if self.rumour_limit.allow(sender.node_id, now, len(envelope.piggyback)):
                 actions += self._membership_actions(self.membership.receive_piggyback(sender, envelope.piggyback, now), now)
             else:
-                self.refused["rumours over the rate limit"] += len(envelope.piggyback)
+                self.refused[RATE_LIMITED_RUMOURS] += len(envelope.piggyback)
         if isinstance(body, SwimMessage):
             actions += self._membership_actions(self.membership.receive(sender, body, now), now)
         elif isinstance(body, ChordMessage):
@@ -280,6 +282,10 @@ class RingMember:
             finger_count=len({f for f in self.chord.fingers if f is not None}),
             members=members,
             records=len(self.keys.store),
+            refusals=Refusals.of(
+                self.refused, self.membership.view.refused, self.membership.sections.refused,
+                self.keys.gate.refused, self.membership.claims.refuted,
+            ),
         )
 
     # ------------------------------------------------------------ internals

@@ -38,15 +38,24 @@ above TLS:
 
   A node that finds the RM through the ring pins it the same way, under the
   name ``ring:cortex:resourcemanager``: the ring's record says where the RM is
-  and which key it shows, but any ring member can write that record, so after
-  the first registration only the pinned key is accepted.
+  and which key it shows.  Only the ring ids in ``[ring] resource_managers`` may
+  write that record (every replica refuses others: ``dht/write_policy.py``); with
+  that list empty the first writer owns it, so the pin is what protects a node.
 
-Neither side proves that a peer *deserves* its place.  The ring checks that a
-peer's ring id is the SHA-1 of the key it shows in TLS, but membership is open:
-anyone can make a key and join, choose keys until one lands where it wants, write
-any record in the key space and gossip any rumour.  The ring says where things
-are, not whom to trust; signed records and admission belong to the security
-hardening work.
+What the ring checks beyond TLS
+-------------------------------
+A peer's ring id must be the SHA-1 of the key it shows in TLS, and that key must
+come with a proof of work (``dht/ring_work.py``: ``[ring] work_bits``, 18 by
+default, solved once and kept in ``identity/ring-work.json``), so an id costs
+work and cannot be chosen cheaply.  Everything a member says about others is
+signed with this key and checked by every receiver (``dht/ring_trust.py``): a
+member's ALIVE and LEFT only by itself, a SUSPECT or DEAD by its accuser (and a
+DEAD from others is only a claim, checked by our own probe), a record by its
+writer under the key's write policy (the RM's record: the configured
+ResourceManagers; ``cortex:node:<id>``: that member; any other key: its first
+writer), a gossip item by its publisher.  Each peer's rumours and puts are rate
+limited (``dht/rate_limits.py``).  Membership stays open: anyone who does the
+work may join, and a member may still lie about what only it can sign.
 """
 
 from __future__ import annotations
@@ -347,24 +356,29 @@ class KnownResourceManagers:
 WORK_FILE = "ring-work.json"
 
 
-def load_or_solve_work(state_dir: Path, spki: bytes, bits: int) -> int:
-    """This key's proof of work for the ring (``dht/ring_work.py``) at ``bits``: read from
-    ``identity/ring-work.json``, or solved (once: ~0.15 s at the default 18 bits) and stored there.
+def stored_work(state_dir: Path, spki: bytes, bits: int) -> int | None:
+    """This key's proof of work for the ring (``dht/ring_work.py``) at ``bits``, as stored in
+    ``identity/ring-work.json``; None when there is none, or the stored nonce does not solve the
+    puzzle at ``bits`` (another key, or more bits configured since)."""
+    from cortex_rm.dht.ring_work import work_ok
 
-    A stored nonce that does not solve the puzzle at ``bits`` (another key, or more bits
-    configured since) is solved again.
-    """
-    from cortex_rm.dht.ring_work import solve_work, work_ok
-
-    path = Path(state_dir) / IDENTITY_DIR / WORK_FILE
     try:
-        stored = json.loads(path.read_text())
+        stored = json.loads((Path(state_dir) / IDENTITY_DIR / WORK_FILE).read_text())
         nonce = stored["nonce"] if isinstance(stored, dict) else None
         if isinstance(nonce, int) and work_ok(spki, nonce, bits):
             return nonce
     except (OSError, ValueError, KeyError):
         pass
+    return None
+
+
+def solve_and_store_work(state_dir: Path, spki: bytes, bits: int) -> int:
+    """Solve this key's puzzle at ``bits`` (~2**bits SHA-256 hashes: ~0.15 s at the default 18 bits,
+    each bit doubles it; it blocks, so run it in a thread) and store the nonce in ``identity/ring-work.json``."""
+    from cortex_rm.dht.ring_work import solve_work
+
     nonce = solve_work(spki, bits)
+    path = Path(state_dir) / IDENTITY_DIR / WORK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(WORK_FILE + ".partial")
     partial.write_text(json.dumps({"bits": bits, "nonce": nonce}) + "\n")

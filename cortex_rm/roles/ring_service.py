@@ -20,6 +20,11 @@ timeline does, with the injected reactor as the clock:
 An exception raised by the core, a listener or an outcome callback is logged with
 ``log.failure`` and the service goes on.
 
+**Proof of work.**  A key's work (``dht/ring_work.py``) is read from
+``state_dir/identity/ring-work.json`` or, on a key's first start, solved through
+``run_blocking`` (the daemon's thread: ~0.15 s at 18 bits, doubling per bit) and
+logged; the member exists, and ``start`` fires, once it is there.
+
 **Incarnation.**  Each start takes ``max(persisted + 1, wall-clock milliseconds)``
 and persists it in ``state_dir/ring-incarnation`` before the member exists, so a
 restarted node always comes back above what the others remember of it (its
@@ -66,7 +71,7 @@ from cortex_rm.dht.swim_messages import GossipItem
 from cortex_rm.dht.ring_trust import KeyTrust
 from cortex_rm.roles.ring_records import RESOURCE_MANAGER_KEY
 from cortex_rm.dht.write_policy import WritePolicy
-from cortex_rm.internal.identity import NodeIdentity, load_or_solve_work
+from cortex_rm.internal.identity import NodeIdentity, solve_and_store_work, stored_work
 from cortex_rm.internal.ring_codec import piggyback_size
 from cortex_rm.internal.ring_transport import DEFAULT_CONNECT_TIMEOUT_S, RingTransport
 from cortex_rm.internal.tls import MutualTLS
@@ -238,14 +243,27 @@ class RingService:
         for waiter in waiters:
             waiter.callback(None)
 
-    def _listening(self, listening_port: IListeningPort) -> None:
+    def _listening(self, listening_port: IListeningPort) -> defer.Deferred[None]:
         host = listening_port.getHost()
         assert isinstance(host, (IPv4Address, IPv6Address))  # a TCP port
         bound = host.port
         self.me = Peer(self.identity.ring_id, host_port(self.advertise_host, bound))
         incarnation = next_incarnation(self.state_dir, self.wall_clock)  # (an OSError fails the start)
-        # Solved once per key and stored beside it (a short block of the reactor on the first start).
-        work = load_or_solve_work(self.state_dir, self.identity.spki, self.config.work_bits)
+        # The key's proof of work: read, or solved once (off the reactor) and stored beside the key.
+        spki, bits = self.identity.spki, self.config.work_bits
+        stored: defer.Deferred[int | None] = self._run_blocking(lambda: stored_work(self.state_dir, spki, bits))
+        work: defer.Deferred[int] = stored.addCallback(self._solve_work, spki, bits)
+        return work.addCallback(lambda nonce: self._member_ready(incarnation, nonce))
+
+    def _solve_work(self, stored: int | None, spki: bytes, bits: int) -> int | defer.Deferred[int]:
+        if stored is not None:
+            return stored
+        log.info("ring {me}: solving the proof of work for this key ({bits} bits: ~{tries} hashes, ~{seconds:.2g} s at "
+                 "1.8 M/s) in a thread; the ring member starts when it is solved (once per key)",
+                 me=self.me.short(), bits=bits, tries=2**bits, seconds=2**bits / 1.8e6)  # fmt: skip
+        return self._run_blocking(lambda: solve_and_store_work(self.state_dir, spki, bits))
+
+    def _member_ready(self, incarnation: int, work: int) -> None:
         trust = KeyTrust(self.identity.key, work, self.config.work_bits)
         policy = WritePolicy({RESOURCE_MANAGER_KEY: self.config.resource_managers})
         if not self.config.resource_managers:

@@ -14,7 +14,14 @@ names (YARN's camelCase, one top-level key like ``nodeInfo``)::
         "records": 12,                        # records this node stores
         "members": [                          # every peer heard of (this node excluded), by ring id
             {"id": ..., "address": ..., "status": "alive", "incarnation": 0}, ...],
-        "memberCounts": {"alive": 2, "suspect": 1, "dead": 0, "left": 0}}}
+        "memberCounts": {"alive": 2, "suspect": 1, "dead": 0, "left": 0},
+        "refusals": {                         # what it refused from others since it started
+            "senders": 0,                     # envelopes from a key without valid work / id
+            "rumours": 0,                     # forged or unproven rumours (bad signature, signer, accuser)
+            "gossip": 0,                      # gossip items not signed by their publisher
+            "records": 0,                     # records refused by signature or write policy
+            "rateLimited": 0,                 # rumours and puts over a peer's rate limit
+            "refutedDeathClaims": 0}}}        # DEAD claims about members our own probe found alive
 
 ``RingResource`` serves it as a twisted.web leaf.  Errors take the REST layer's
 ``RemoteException`` form (``yarn_api.rest_errors``): 503 while the ring is not
@@ -37,6 +44,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.refusals import Refusals
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.swim_messages import MemberStatus
@@ -53,6 +61,18 @@ ALLOWED_METHODS: Final = ("GET", "HEAD")
 def peer_json(peer: Peer) -> dict[str, str]:
     """A peer as ``{"id": <40 hex digits>, "address": "host:port"}``."""
     return {"id": format_id(peer.node_id), "address": peer.address}
+
+
+def refusals_json(refusals: Refusals) -> dict[str, int]:
+    """``Refusals`` under the JSON names of ``"refusals"`` (see the module doc)."""
+    return {
+        "senders": refusals.senders,
+        "rumours": refusals.rumours,
+        "gossip": refusals.gossip,
+        "records": refusals.records,
+        "rateLimited": refusals.rate_limited,
+        "refutedDeathClaims": refusals.refuted_deaths,
+    }
 
 
 def ring_view_to_json(view: RingView, *, now_ms: int) -> dict[str, Any]:
@@ -76,6 +96,7 @@ def ring_view_to_json(view: RingView, *, now_ms: int) -> dict[str, Any]:
                 for peer, status, incarnation in members
             ],
             "memberCounts": counts,
+            "refusals": refusals_json(view.refusals),
         }
     }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -35,6 +36,10 @@ def test_isolated_nodes_share_no_files_and_no_loopback_and_down_removes_their_na
         with urllib.request.urlopen(f"http://{rm}/ws/v1/cluster/info", timeout=10) as response:
             assert json.load(response)["clusterInfo"]["state"] == "STARTED"
         assert rm.host == network.nodes[0].address and rm.host != "127.0.0.1"
+        # the RM's key, made by `up` in node1's directory, is the one its daemon reads at its state dir
+        with urllib.request.urlopen(f"http://{node1.nm_webapp}/ws/v1/ring", timeout=10) as response:
+            rm_ring_id = json.load(response)["ring"]["node"]["id"]
+        assert all(tomllib.loads(Path(n.config).read_text())["ring"]["resource_managers"] == [rm_ring_id] for n in cluster.nodes)
         for node, other, mine in ((node1, node2, network.nodes[0]), (node2, node1, network.nodes[1])):
             seen = inside(node.pid, "sh", "-c", f"ls -A {tmp_path}; ls -A /tmp /root /home; ls {other.directory}; ls {mine.state_dir}")
             assert str(client_file.name) not in seen.stdout and "ring-neighbours.json" in seen.stdout, seen

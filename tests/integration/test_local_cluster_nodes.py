@@ -98,3 +98,13 @@ def test_killed_node_becomes_lost_and_the_others_stay_running(cluster: RunningCl
     assert (metrics["activeNodes"], metrics["lostNodes"]) == (NODES - 1, 1)
     assert metrics["totalMB"] == (NODES - 1) * DEFAULT_MEMORY_MB
     assert "LOST" in cluster.daemon_log()
+
+
+def test_only_the_rm_node_may_write_the_rm_record_and_no_node_warns(cluster: RunningCluster) -> None:
+    """``up`` made the RM node's key before any daemon started and named its ring id in every node's
+    ``[ring] resource_managers``: that is the id the RM node runs its ring member under (its
+    /ws/v1/ring), and no node logs the first-writer warning."""
+    rm_view = requests.get(f"http://{cluster.nodes[0].nm_webapp}/ws/v1/ring", timeout=5).json()["ring"]
+    for index, node in enumerate(cluster.nodes):
+        assert load_config(node.config).ring.resource_managers == (rm_view["node"]["id"],)
+        assert "resource_managers is not set" not in cluster.daemon_log(f"node{index + 1}")

@@ -8,13 +8,14 @@ predecessor must be its true neighbours.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 
 from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
@@ -23,7 +24,7 @@ from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_join import JoinState
 from cortex_rm.dht.swim_config import SwimConfig
 from cortex_rm.dht.swim_messages import MemberStatus
-from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.internal.identity import NodeIdentity, stored_work
 from cortex_rm.roles.ring_service import RingService, ServiceState
 from tests.support.reactor import reactor
 from tests.support.reactor import wait_until as wait_for
@@ -252,3 +253,35 @@ def test_a_silent_introducer_is_retried_until_it_appears(  # type: ignore[no-unt
         yield wait_until(lambda: not ring_errors(nodes), "the two services form a ring")
     finally:
         yield stop_all(nodes)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_proof_of_work_is_solved_once_in_a_thread_and_said_so(  # type: ignore[no-untyped-def]
+    tmp_path: Path, log_events: list[LogEvent]
+):
+    """On a key's first start the work is solved through ``run_blocking`` (here a real thread, as the
+    daemon's), with a log line saying what the start waits for, and stored; a restart reads it."""
+    solved_in: list[str] = []
+
+    def in_thread(work):  # type: ignore[no-untyped-def]
+        def run():  # type: ignore[no-untyped-def]
+            solved_in.append(threading.current_thread().name)
+            return work()
+
+        return threads.deferToThread(run)
+
+    identity = NodeIdentity.generate()
+    for start in ("first", "restart"):
+        service = RingService(
+            identity, replace(FAST, work_bits=14), reactor(), tmp_path, listen_host="127.0.0.1",
+            advertise_host="127.0.0.1", port=0, introducers=[], run_blocking=in_thread,
+        )  # fmt: skip
+        yield service.start()
+        try:
+            assert service.state is ServiceState.RUNNING and service.live is not None
+            assert service.live.member.trust.work == stored_work(tmp_path, identity.spki, 14)
+            solving = [m for m in messages(log_events) if "solving the proof of work" in m]
+            assert len(solving) == 1 and "14 bits" in solving[0] and "in a thread" in solving[0], start
+        finally:
+            yield service.stop(graceful=False)
+    assert solved_in and threading.main_thread().name not in solved_in

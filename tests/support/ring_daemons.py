@@ -33,6 +33,7 @@ class RingDaemon:
     status_address: str
     probe_interval_ms: int = 1000
     process: subprocess.Popen[bytes] | None = None
+    resource_managers: tuple[str, ...] = ()  # [ring] resource_managers (ring ids, hex)
 
     def write_config(self, introducers: list[str]) -> Path:
         config = self.directory / "cortex.toml"
@@ -51,6 +52,7 @@ class RingDaemon:
                     f'status_address = "{self.status_address}"',
                     f"introducers = {json.dumps(introducers)}",
                     f"probe_interval_ms = {self.probe_interval_ms}",
+                    f"resource_managers = {json.dumps(list(self.resource_managers))}",
                     "",
                 ]
             )

@@ -84,6 +84,7 @@ def test_view_to_json_has_stable_fields_ids_as_hex_and_members_by_ring_id() -> N
                 {"id": hexid(C), "address": C.address, "status": "suspect", "incarnation": 4},
             ],
             "memberCounts": {"alive": 2, "suspect": 1, "dead": 0, "left": 0},
+            "refusals": {"senders": 0, "rumours": 0, "gossip": 0, "records": 0, "rateLimited": 0, "refutedDeathClaims": 0},
         }
     }
 

@@ -12,6 +12,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.refusals import Refusals
 from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.ring_status import (
@@ -65,6 +67,7 @@ SNAPSHOT: dict[str, Any] = {
             {"id": hexid(0xC0 << 152), "address": "127.0.0.4:7946", "status": "suspect", "incarnation": 4},
         ],
         "memberCounts": {"alive": 2, "suspect": 1, "dead": 1, "left": 0},
+        "refusals": {"senders": 1, "rumours": 7, "gossip": 0, "records": 2, "rateLimited": 30, "refutedDeathClaims": 3},
     }
 }
 
@@ -73,6 +76,7 @@ ring view of 5000000000@127.0.0.2:7946: state member, incarnation 2, 3 finger(s)
   predecessor  1000000000@127.0.0.1:7946
   successors   8000000000@127.0.0.3:7946, c000000000@127.0.0.4:7946
   members      4 known: 2 alive, 1 suspect, 1 dead, 0 left
+  refused      7 rumour(s), 2 record(s), 0 gossip item(s), 1 envelope(s) without valid work, 30 over rate limits, 3 death claim(s) refuted
 
 ID          ADDRESS          STATUS   INCARNATION  ROLE
 5000000000  127.0.0.2:7946   alive    2            me
@@ -130,6 +134,20 @@ def test_format_ring_of_a_node_that_left() -> None:
     text = format_ring(ring_view_to_json(view, now_ms=0))
     assert "state left" in text
     assert text.endswith("  left    5            me\n")
+
+
+def test_refusals_are_served_by_their_json_names_and_a_node_without_them_still_formats() -> None:
+    """The view's Refusals go out under "refusals" (read back by format_ring); a snapshot without
+    them (a node older than the counters) has no 'refused' line; a malformed one is refused."""
+    view = replace(VIEW, refusals=Refusals(senders=1, rumours=7, records=2, rate_limited=30, refuted_deaths=3))
+    served = ring_view_to_json(view, now_ms=0)
+    assert served["ring"]["refusals"] == SNAPSHOT["ring"]["refusals"]
+    assert format_ring(served).splitlines()[4] == GOLDEN.splitlines()[4]
+    old = json.loads(json.dumps(SNAPSHOT))
+    del old["ring"]["refusals"]
+    assert snapshot_problem(old) is None and "refused" not in format_ring(old)
+    old["ring"]["refusals"] = {"rumours": "many"}
+    assert snapshot_problem(old) == '"ring.refusals" is not an object of counts'
 
 
 def test_served_documents_pass_the_snapshot_check() -> None:

@@ -16,6 +16,7 @@ from cortex_rm.dht.member_table import ALIVE, DEAD, LEFT, SUSPECT, MemberDied
 from cortex_rm.dht.membership import Membership
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.rate_limits import PeerRateLimit
+from cortex_rm.dht.refusals import Refusals
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_member import RingMember, Transmit
 from cortex_rm.dht.ring_trust import KeyTrust, key_id
@@ -162,6 +163,8 @@ def test_a_forged_dead_about_a_live_member_changes_no_routing_state(nodes: list[
     assert dict((p, s) for p, s, _ in after)[live.peer] is ALIVE
     assert [row for row in after if row[0] == live.peer] == [row for row in table if row[0] == live.peer]
     assert member.membership.claims.refuted == 1
+    # what /ws/v1/ring and `cortex-rm ring` show: the workless envelope, the outsider's rumour, the refuted claim
+    assert member.view().refusals == Refusals(senders=1, rumours=1, refuted_deaths=1)
 
 
 def test_a_dead_claim_is_acted_on_when_our_own_probe_fails_too(nodes: list[Node]) -> None:
@@ -294,4 +297,5 @@ def test_a_peer_flooding_rumours_and_puts_is_cut_off_and_counted(nodes: list[Nod
     ]
     assert [r.error.startswith("rate limited") for r in replies if isinstance(r, PutReply)][-1]
     assert member.refused["puts over the rate limit"] == 1
+    assert member.view().refusals == Refusals(rate_limited=5)
     assert isinstance(Record, type)
