@@ -2,7 +2,8 @@
 
 Starts one ``cortex-rm node`` (RM role only, SQLite state store) pinned to CPU 0,
 submits one application through the REST API, then loads the RM's client port with
-``getApplicationReport`` for it from worker processes pinned to CPU 1 (the load
+``getApplicationReport`` for it, authenticated with the admin's token (SASL TOKEN, as a
+user's client), from worker processes pinned to CPU 1 (the load
 generator is ``bench/ipc_load.py``: Hadoop's wire, pipelined calls on many
 connections).  Prints calls/s and latency percentiles for two shapes of load:
 
@@ -62,6 +63,15 @@ def start_rm(workdir: Path, server_cpu: int | None) -> tuple[subprocess.Popen[by
     return proc, json.loads(ready.read_text())
 
 
+def admin_token(workdir: Path) -> tuple[bytes, bytes]:
+    """(identifier, password) of the RM admin's RM delegation token: calls made with it are
+    authenticated (SASL TOKEN), as a user's are; an anonymous caller may read no report."""
+    from cortex_rm.user_credential import load_credential
+
+    rm = load_credential(workdir / "admin.token").rm
+    return rm.identifier, rm.password
+
+
 def submit_one(web: str, workdir: Path) -> str:
     """Submit one application over REST as the RM's admin (its credential in ``workdir``)."""
     from cortex_rm.user_credential import load_credential
@@ -101,6 +111,7 @@ def main() -> int:
         try:
             app_id = submit_one(addresses["resourcemanager.webapp_address"], Path(tmp))
             request = report_request(app_id)
+            token = admin_token(Path(tmp))
             host, port = addresses["resourcemanager.address"].rsplit(":", 1)
             os.sched_setaffinity(0, client_cpus)  # workers inherit it
             shapes = [
@@ -114,8 +125,10 @@ def main() -> int:
                   f"getApplicationReport({app_id}), {args.seconds:g} s per shape")
             print(f"{'shape':<12} {'conns':>5} {'depth':>5} {'calls/s':>9} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'errors':>6}")
             for name, shape in shapes:
-                run_load(host, int(port), ACP, "getApplicationReport", request, seconds=1.0, **shape)  # warm-up
-                r = run_load(host, int(port), ACP, "getApplicationReport", request, seconds=args.seconds, **shape)
+                run_load(host, int(port), ACP, "getApplicationReport", request, seconds=1.0, token=token, **shape)  # warm-up
+                r = run_load(
+                    host, int(port), ACP, "getApplicationReport", request, seconds=args.seconds, token=token, **shape
+                )
                 print(
                     f"{name:<12} {shape['connections']:>5} {shape['depth']:>5} {r['calls_per_second']:>9.0f} "
                     f"{r['p50_ms']:>7.3f} {r['p90_ms']:>7.3f} {r['p99_ms']:>7.3f} {r['errors']:>6}"

@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ipc_bench import ACP, report_request, start_rm, submit_one  # noqa: E402
+from ipc_bench import ACP, admin_token, report_request, start_rm, submit_one  # noqa: E402
 from ipc_load import handshake_bytes, require_loopback, run_load  # noqa: E402
 
 CHUNK = b"\x5a" * (256 * 1024)
@@ -164,10 +164,10 @@ class HostileLoad:
             self._selector.close()
 
 
-def honest(host: str, port: int, request: bytes, seconds: float) -> dict[str, object]:
-    """One connection, one call in flight, for ``seconds``."""
+def honest(host: str, port: int, request: bytes, seconds: float, token: tuple[bytes, bytes]) -> dict[str, object]:
+    """One connection (authenticated with ``token``), one call in flight, for ``seconds``."""
     return run_load(host, port, ACP, "getApplicationReport", request, connections=1, processes=1, depth=1,
-                    seconds=seconds)
+                    seconds=seconds, token=token)
 
 
 def main() -> int:
@@ -186,16 +186,17 @@ def main() -> int:
         proc, addresses = start_rm(Path(tmp), server_cpu)
         try:
             request = report_request(submit_one(addresses["resourcemanager.webapp_address"], Path(tmp)))
+            token = admin_token(Path(tmp))
             host, port_text = addresses["resourcemanager.address"].rsplit(":", 1)
             port = int(port_text)
             os.sched_setaffinity(0, client_cpus)
-            honest(host, port, request, 2.0)  # warm-up
-            quiet = honest(host, port, request, args.seconds)
+            honest(host, port, request, 2.0, token)  # warm-up
+            quiet = honest(host, port, request, args.seconds, token)
             before = memory_of(proc.pid)
             load = HostileLoad(host, port, args.connections, args.frame_mib * 1024 * 1024, ACP)
             load.start()
             time.sleep(args.settle)
-            loaded = honest(host, port, request, args.seconds)
+            loaded = honest(host, port, request, args.seconds, token)
             after = memory_of(proc.pid)
             stats = load.stop()
         finally:

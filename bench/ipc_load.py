@@ -33,6 +33,7 @@ import sys
 import time
 from array import array
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 CURRENT_VERSION = 9
@@ -74,6 +75,16 @@ def padded_call_id(call_id: int) -> bytes:
 def _request_header(call_id_varint: bytes, client_id: bytes, retry_varint: bytes) -> bytes:
     # RpcRequestHeaderProto{rpcKind=PROTOCOL_BUFFER(2), rpcOp=FINAL(0), callId, clientId, retryCount}
     return b"\x08\x02\x10\x00\x18" + call_id_varint + _string_field(4, client_id) + b"\x28" + retry_varint
+
+
+def _token_handshake() -> Any:
+    """``tests/support/ipc_frames.token_handshake`` (the SASL TOKEN exchange), from the checkout."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from tests.support.ipc_frames import token_handshake
+
+    return token_handshake
 
 
 def handshake_bytes(protocol: str, user: str) -> bytes:
@@ -177,6 +188,7 @@ def _worker(
     timeout: float,
     barrier: Any,
     results: Any,
+    token: tuple[bytes, bytes] | None = None,
 ) -> None:
     """One process: open ``connections``, wait at ``barrier``, load, report to ``results``."""
     client_id = os.urandom(16)
@@ -193,7 +205,10 @@ def _worker(
         for _ in range(connections):
             sock = socket.create_connection((host, port), timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(handshake_bytes(protocol, user))
+            if token is None:
+                sock.sendall(handshake_bytes(protocol, user))
+            else:
+                _token_handshake()(sock, protocol, *token)
             conns.append(_Connection(sock))
         # One checked call per connection before the clock starts: a wrong protocol,
         # method or request shows up here as an error, not as a fast meaningless run.
@@ -201,7 +216,7 @@ def _worker(
             conn.sock.sendall(template.frame(next_id))
             first_error = _await_one(conn, next_id) or first_error
             next_id += 1
-    except OSError as exc:
+    except (OSError, AssertionError, ValueError) as exc:
         first_error = f"connect/handshake failed: {exc}"
     if first_error is not None:
         barrier.abort()
@@ -376,6 +391,7 @@ def run_load(
     protocol_version: int = 1,
     user: str = os.environ.get("USER", "cortex-bench"),
     start_method: str = "spawn",
+    token: tuple[bytes, bytes] | None = None,
 ) -> dict[str, Any]:
     """Load ``host:port`` and return calls/s and latency percentiles (ms).
 
@@ -383,6 +399,9 @@ def run_load(
     run; ``timeout`` bounds it in any case.  The result has ``calls`` (successful),
     ``errors``, ``seconds``, ``calls_per_second``, ``p50_ms``, ``p90_ms``, ``p99_ms``,
     ``max_ms``, the parameters, and ``first_error`` (None when every call succeeded).
+    ``token``: (identifier, password) of a user's RM delegation token: each connection then
+    authenticates with SASL TOKEN (DIGEST-MD5) as Hadoop's client does; without, it is SIMPLE
+    (anonymous to an RM with users).
     """
     if (calls is None) == (seconds is None):
         raise ValueError("give exactly one of calls= or seconds=")
@@ -403,7 +422,7 @@ def run_load(
         context.Process(
             target=_worker,
             args=(i, host, port, protocol, method, request, protocol_version, user, shares[i], depth,
-                  quotas[i], seconds, timeout, barrier, results),
+                  quotas[i], seconds, timeout, barrier, results, token),
             daemon=True,
         )
         for i in range(processes)

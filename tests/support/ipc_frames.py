@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import socket
 import struct
 from dataclasses import dataclass, field
 
@@ -279,6 +280,34 @@ def digest_md5_response(
     if authzid is not None:
         token += f',authzid="{authzid}"'
     return token.encode(), f"rspauth={rspauth}".encode()
+
+
+def token_handshake(sock: socket.socket, protocol: str, identifier: bytes, password: bytes) -> None:
+    """Authenticate a blocking socket as Hadoop's SaslRpcClient does with a token (NEGOTIATE,
+    INITIATE with the DIGEST-MD5 response, SUCCESS), then send the connection context for
+    ``protocol``; AssertionError if the server refuses."""
+    reader = ResponseReader()
+
+    def reply() -> RpcSaslProto:
+        while True:
+            replies = reader.feed(sock.recv(65536) or b"")
+            if replies:
+                [only] = replies
+                assert only.body is not None, f"SASL refused: {only.header}"
+                message = RpcSaslProto()
+                message.ParseFromString(only.body)
+                return message
+
+    sock.sendall(preamble(AUTH_SASL) + sasl_frame(RpcSaslProto(state=RpcSaslProto.NEGOTIATE)))
+    [token_auth] = [a for a in reply().auths if a.method == "TOKEN"]
+    response, _ = digest_md5_response(token_auth.challenge, identifier=identifier, password=password)
+    chosen = RpcSaslProto(state=RpcSaslProto.INITIATE, token=response)
+    picked = chosen.auths.add()
+    picked.CopyFrom(token_auth)
+    picked.ClearField("challenge")
+    sock.sendall(sasl_frame(chosen))
+    assert reply().state == RpcSaslProto.SUCCESS
+    sock.sendall(context_frame(protocol, user=None))
 
 
 # --- a test service over the common messages ---------------------------------------------------
