@@ -96,9 +96,13 @@ class UserCredentials:
         return self._keep(ident, expires).addCallback(lambda _: ident)
 
     def _keep(self, ident: DelegationIdentifier, expires: int) -> defer.Deferred[None]:
-        self._tokens[ident.sequence] = ident
-        self._expires[ident.sequence] = expires
-        return self.store.save_delegation_token(ident.sequence, {**asdict(ident), _EXPIRES: expires})
+        """Store the token with its expiry, then honour it (a failed store changes nothing here)."""
+
+        def stored(_: None) -> None:
+            self._tokens[ident.sequence] = ident
+            self._expires[ident.sequence] = expires
+
+        return self.store.save_delegation_token(ident.sequence, {**asdict(ident), _EXPIRES: expires}).addCallback(stored)
 
     # -- renewing and cancelling (by the token's holder) ------------------------------
 

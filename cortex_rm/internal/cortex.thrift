@@ -221,7 +221,8 @@ struct RuntimeImage {
 struct ApplicationViewer {
   1: required bool allowed,
   2: required string user,                // "" when the credential authenticates nobody
-  3: required string reason,              // why not, for the 401/403 the node answers
+  3: required string reason,              // why not, for the 401/403/404 the node answers
+  4: required i32 status,                 // what the node answers: 200, 401, 403 or 404
 }
 
 /**

@@ -44,6 +44,7 @@ from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_address, peer_fingerprint, peer_ring_id
+from cortex_rm.yarn.delegation import ViewAnswer
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR, remote_node_log_file
 from cortex_rm.yarn.refusal_log import RefusalLog, sanitised
@@ -56,9 +57,8 @@ IdentifierReader = Callable[[bytes], ContainerTokenIdentifier]
 AppOwner = Callable[[ApplicationId, NodeId], str]
 #: The host an application was submitted from ("" unknown; UnknownApplication if none such).
 AppClientHost = Callable[[ApplicationId], str]
-#: Whether a user's credential (a URL-string RM delegation token) may see an application:
-#: (allowed, who she is or "", why not).
-AppViewer = Callable[[str, ApplicationId], tuple[bool, str, str]]
+#: Whether a user's credential (a URL-string RM delegation token) may see an application.
+AppViewer = Callable[[str, ApplicationId], ViewAnswer]
 
 log = Logger()
 T = TypeVar("T")
@@ -284,8 +284,10 @@ class TrackerCalls:
             assert self.fs is not None  # _data_node checked
             if self.fs.app_viewer is None:
                 raise NodeRefused("this RM does not check users' credentials for nodes")
-            allowed, user, reason = self.fs.app_viewer(text, app_id)
-            return ttypes.ApplicationViewer(allowed=allowed, user=user, reason=reason)
+            answer = self.fs.app_viewer(text, app_id)
+            return ttypes.ApplicationViewer(
+                allowed=answer.allowed, user=answer.user, reason=answer.reason, status=answer.status
+            )
 
         return self._decide("mayViewApplication", decide)
 

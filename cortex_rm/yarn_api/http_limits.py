@@ -14,8 +14,7 @@ a word and answers unknown methods with HTML.  :class:`LimitedSite` (with its ch
   ``body_window_s`` -- so a body of N bytes has about ``N / min_body_bytes_per_s`` seconds
   (408 otherwise); a kept-alive connection with no request for ``idle_timeout_s`` is closed;
   while the site works on a request no clock runs (a DataNode may stream for minutes);
-* connections: at most ``max_connections`` open, ``max_connections_per_address`` from one
-  host; more get 503 and are closed.
+* connections: ``max_connections`` open, ``max_connections_per_address`` per host; more: 503.
 
 Every refusal is a JSON ``RemoteException`` (``http_refusals``), then a half-close: the
 client reads the answer; what it sends for ``linger_s`` more is dropped.  Refusals are

@@ -21,6 +21,7 @@ from cortex_rm.yarn.delegation import (
     DelegationIdentifier,
     InvalidToken,
     Principal,
+    ViewAnswer,
 )
 from cortex_rm.yarn.ids import ApplicationId
 from cortex_rm.yarn_api.delegation_tokens import (
@@ -111,23 +112,23 @@ class UserAuthenticator:
 
 def application_viewer(
     auth: UserAuthenticator, access: AppAccess, find: Callable[[ApplicationId], Application]
-) -> Callable[[str, ApplicationId], tuple[bool, str, str]]:
+) -> Callable[[str, ApplicationId], ViewAnswer]:
     """For the nodes' REST APIs (``mayViewApplication``): whether the holder of a user's token
     (a URL string, as the REST header carries it) may see an application, who she is, why not."""
 
-    def view(token: str, app_id: ApplicationId) -> tuple[bool, str, str]:
+    def view(token: str, app_id: ApplicationId) -> ViewAnswer:
         try:
             principal = auth.principal_of_url_token(token, RM_DELEGATION_KIND)
         except InvalidToken as e:
-            return False, "", str(e)
+            return ViewAnswer(401, "", str(e))
         user = principal.user or ""
         try:
             app = find(app_id)
         except UnknownApplication:
-            return False, user, f"application {app_id} is not known to the ResourceManager"
+            return ViewAnswer(404, user, f"application {app_id} is not known to the ResourceManager")
         if access.allows(principal, app, VIEW_APP):
-            return True, user, ""
-        return False, user, f"User {user} cannot perform operation {VIEW_APP} on {app_id}"
+            return ViewAnswer(200, user)
+        return ViewAnswer(403, user, f"User {user} cannot perform operation {VIEW_APP} on {app_id}")
 
     return view
 

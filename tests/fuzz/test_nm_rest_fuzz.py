@@ -25,7 +25,7 @@ from cortex_rm.container.nm_container import NMContainer, NMContainerState
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.nm_log_files import parse_size
-from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER, ViewAnswer
 from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
 from cortex_rm.yarn_api.nm_viewers import ApplicationViewers
 from cortex_rm.yarn_api.rest_errors import RestError
@@ -70,10 +70,10 @@ def nm_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         manager.containers[c_id] = NMContainer(c_id, "alice", Resource(1024, 1), paths, [], state=state)
     clock = Clock()
 
-    def rm_answer(token: str, app: str) -> defer.Deferred[tuple[bool, str, str]]:
+    def rm_answer(token: str, app: str) -> defer.Deferred[ViewAnswer]:
         if token == "alice-token":
-            return defer.succeed((True, "alice", ""))
-        return defer.succeed((False, "", f"token {token[:20]!r} authenticates nobody"))
+            return defer.succeed(ViewAnswer(200, "alice"))
+        return defer.succeed(ViewAnswer(401, "", f"token {token[:20]!r} authenticates nobody"))
 
     yield build_nm_site(
         INFO, lambda: 5, containers=lambda: manager, viewers=ApplicationViewers(rm_answer, clock), clock=clock

@@ -12,6 +12,7 @@ from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.errors import UnknownApplication
 from cortex_rm.allocator.state_store import MemoryStateStore
 from cortex_rm.allocator.user_credentials import UserCredentials
+from cortex_rm.yarn.delegation import ViewAnswer
 from cortex_rm.yarn.ids import ApplicationId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn.tokens import MasterKey
@@ -50,13 +51,13 @@ def test_the_owner_the_acl_and_the_admin_may_view_others_may_not() -> None:
         return to_url_string(dict(auth.tokens_for(ident, "rm:8032", "rm:8088"))["rm:8032"])
 
     alice, bob, root = header("alice"), header("bob"), header("root")
-    assert view(alice, APP) == (True, "alice", "")
-    assert view(root, APP) == (True, "root", "")
-    assert view(bob, SHARED) == (True, "bob", "")
-    allowed, user, reason = view(bob, APP)
-    assert (allowed, user) == (False, "bob") and "cannot perform operation VIEW_APP" in reason
-    assert view(alice, ApplicationId(1, 9))[0] is False
-    allowed, user, reason = view("AAAA" + alice[4:], APP)
-    assert (allowed, user) == (False, "") and reason
+    assert view(alice, APP) == ViewAnswer(200, "alice")
+    assert view(root, APP) == ViewAnswer(200, "root")
+    assert view(bob, SHARED) == ViewAnswer(200, "bob")
+    refused = view(bob, APP)
+    assert (refused.status, refused.user) == (403, "bob") and "cannot perform operation VIEW_APP" in refused.reason
+    assert view(alice, ApplicationId(1, 9)).status == 404
+    forged = view("AAAA" + alice[4:], APP)
+    assert (forged.status, forged.user) == (401, "") and forged.reason
     result_of(credentials.revoke_user("alice"))
-    assert view(alice, APP)[:2] == (False, "")
+    assert view(alice, APP).status == 401

@@ -29,7 +29,7 @@ from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.nm_log_files import CHUNK_BYTES, log_range, yarn_time
-from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER, ViewAnswer
 from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
 from cortex_rm.yarn_api.nm_viewers import ALLOWED_TTL_S, ApplicationViewers
 from tests.support.http_site import HttpConnection, HttpResponse
@@ -119,15 +119,15 @@ class RMAnswers:
         self.asked: list[tuple[str, str]] = []
         self.down = False
 
-    def __call__(self, token: str, app: str) -> defer.Deferred[tuple[bool, str, str]]:
+    def __call__(self, token: str, app: str) -> defer.Deferred[ViewAnswer]:
         self.asked.append((token, app))
         if self.down:
             return defer.fail(ConnectionError("the tracker connection is closed"))
         if token == "alice-token" or (token == "bob-token" and app == str(OTHER)):
-            return defer.succeed((True, token.split("-")[0], ""))
+            return defer.succeed(ViewAnswer(200, token.split("-")[0]))
         if token == "bob-token":
-            return defer.succeed((False, "bob", f"User bob cannot perform operation VIEW_APP on {app}"))
-        return defer.succeed((False, "", "token (owner=x, sequenceNumber=9) can't be found in cache"))
+            return defer.succeed(ViewAnswer(403, "bob", f"User bob cannot perform operation VIEW_APP on {app}"))
+        return defer.succeed(ViewAnswer(401, "", "token (owner=x, sequenceNumber=9) can't be found in cache"))
 
 
 OTHER = ApplicationId(1_700_000_000_000, 8)

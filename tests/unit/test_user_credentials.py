@@ -159,3 +159,26 @@ def test_only_the_renewer_renews_and_only_owner_or_renewer_cancels() -> None:
     with pytest.raises(InvalidToken, match="can't be found in cache"):
         users.check(ident)
     assert renewable(clock, store).users() == {}  # gone from the store too
+
+
+def test_a_renewal_the_store_could_not_keep_changes_nothing() -> None:
+    """The store fails the renewal's write: the caller gets the error and the old expiry still holds."""
+
+    class FailingStore(MemoryStateStore):
+        fail = False
+
+        def save_delegation_token(self, sequence: int, document: dict[str, object]):  # type: ignore[no-untyped-def]
+            if self.fail:
+                from twisted.internet import defer
+
+                return defer.fail(OSError("disk full"))
+            return super().save_delegation_token(sequence, document)
+
+    clock, store = Clock(), FailingStore()
+    users = renewable(clock, store)
+    ident = result_of(users.issue("alice"))
+    clock.advance(60)
+    store.fail = True
+    with pytest.raises(OSError, match="disk full"):
+        result_of(users.renew(ident, Principal("alice")))
+    assert users.expiry(ident) == RENEW_MS

@@ -2133,14 +2133,16 @@ class ApplicationViewer(object):
      - allowed
      - user
      - reason
+     - status
 
     """
 
 
-    def __init__(self, allowed=None, user=None, reason=None,):
+    def __init__(self, allowed=None, user=None, reason=None, status=None,):
         self.allowed = allowed
         self.user = user
         self.reason = reason
+        self.status = status
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -2166,6 +2168,11 @@ class ApplicationViewer(object):
                     self.reason = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
                 else:
                     iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.I32:
+                    self.status = iprot.readI32()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -2188,6 +2195,10 @@ class ApplicationViewer(object):
             oprot.writeFieldBegin('reason', TType.STRING, 3)
             oprot.writeString(self.reason.encode('utf-8') if sys.version_info[0] == 2 else self.reason)
             oprot.writeFieldEnd()
+        if self.status is not None:
+            oprot.writeFieldBegin('status', TType.I32, 4)
+            oprot.writeI32(self.status)
+            oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
 
@@ -2198,6 +2209,8 @@ class ApplicationViewer(object):
             raise TProtocolException(message='Required field user is unset!')
         if self.reason is None:
             raise TProtocolException(message='Required field reason is unset!')
+        if self.status is None:
+            raise TProtocolException(message='Required field status is unset!')
         return
 
     def __repr__(self):
@@ -4817,6 +4830,7 @@ ApplicationViewer.thrift_spec = (
     (1, TType.BOOL, 'allowed', None, None, ),  # 1
     (2, TType.STRING, 'user', 'UTF8', None, ),  # 2
     (3, TType.STRING, 'reason', 'UTF8', None, ),  # 3
+    (4, TType.I32, 'status', None, None, ),  # 4
 )
 all_structs.append(FsFailure)
 FsFailure.thrift_spec = (
