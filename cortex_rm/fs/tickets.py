@@ -32,7 +32,7 @@ from cortex_rm.fs.errors import InvalidToken
 from cortex_rm.yarn.tokens import MasterKey
 
 MAX_TICKET_CHARS = 16 * 1024  # a ticket names a few nodes and blocks; anything longer is refused unread
-OPS = frozenset({"CREATE", "APPEND", "OPEN", "BLOCK"})
+OPS = frozenset({"CREATE", "APPEND", "OPEN", "BLOCK", "VIEWLOGS"})
 
 
 @dataclass(frozen=True)

@@ -215,17 +215,6 @@ struct RuntimeImage {
 }
 
 /**
- * mayViewApplication's answer: whether the holder of a user's credential may see an
- * application (its VIEW_APP ACL, its owner, queue and cluster admins), who she is, and why not.
- */
-struct ApplicationViewer {
-  1: required bool allowed,
-  2: required string user,                // "" when the credential authenticates nobody
-  3: required string reason,              // why not, for the 401/403/404 the node answers
-  4: required i32 status,                 // what the node answers: 200, 401, 403 or 404
-}
-
-/**
  * The file system refused: `java_class` is the exception Hadoop's client throws
  * (java.io.FileNotFoundException, ...SecretManager$InvalidToken, ...).
  */
@@ -273,14 +262,6 @@ service NodeTracker {
    */
   RuntimeImage openRuntimeImage(1: NodeAddress node_id)
       throws (1: NodeRefused refused, 2: FsFailure failure),
-
-  /**
-   * A node's REST API asks whether the credential a client showed it (a user's RM delegation
-   * token, as the Hadoop-YARN-RM-Delegation-Token header carries it) lets her see an
-   * application's containers and logs there; the node never holds the key to check it itself.
-   */
-  ApplicationViewer mayViewApplication(1: NodeAddress node_id, 2: string token, 3: string application_id)
-      throws (1: NodeRefused refused),
 
   /**
    * The host an application was submitted from, as the RM saw the client's connection ("" when

@@ -44,7 +44,6 @@ from cortex_rm.internal.block_codec import (
 from cortex_rm.internal.errors import MalformedMessage, TrackerUnavailable
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
-from cortex_rm.yarn.delegation import ViewAnswer
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, abort_connection, peer_fingerprint
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.tokens import Token
@@ -218,11 +217,6 @@ class TrackerClient:
         node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
         return self._call("openRuntimeImage", lambda c: c.openRuntimeImage(node), block_codec.image_from_thrift)
 
-    def may_view_application(self, node_id: NodeId, token: str, app_id: str) -> defer.Deferred[ViewAnswer]:
-        """May the holder of ``token`` see ``app_id``'s containers and logs here?"""
-        node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
-        return self._call("mayViewApplication", lambda c: c.mayViewApplication(node, token, app_id), _viewer)
-
     def application_client_host(self, node_id: NodeId, app_id: str) -> defer.Deferred[str]:
         """Where ``app_id`` was submitted from ("" unknown)."""
         node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
@@ -265,14 +259,6 @@ class FsRefused(Exception):
     def __init__(self, java_class: str, message: str) -> None:
         super().__init__(message)
         self.java_class = java_class
-
-
-def _viewer(value: Any) -> ViewAnswer:
-    if not isinstance(value, ttypes.ApplicationViewer) or value.status not in (200, 401, 403, 404):
-        raise MalformedMessage("mayViewApplication's answer must be an ApplicationViewer with a known status")
-    if not isinstance(value.user, str) or not isinstance(value.reason, str) or len(value.reason) > 4096:
-        raise MalformedMessage("mayViewApplication's answer holds a malformed user or reason")
-    return ViewAnswer(value.status, value.user, value.reason)
 
 
 def _client_host(value: Any) -> str:

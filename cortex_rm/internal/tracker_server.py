@@ -44,7 +44,6 @@ from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_address, peer_fingerprint, peer_ring_id
-from cortex_rm.yarn.delegation import ViewAnswer
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR, remote_node_log_file
 from cortex_rm.yarn.refusal_log import RefusalLog, sanitised
@@ -57,15 +56,12 @@ IdentifierReader = Callable[[bytes], ContainerTokenIdentifier]
 AppOwner = Callable[[ApplicationId, NodeId], str]
 #: The host an application was submitted from ("" unknown; UnknownApplication if none such).
 AppClientHost = Callable[[ApplicationId], str]
-#: Whether a user's credential (a URL-string RM delegation token) may see an application.
-AppViewer = Callable[[str, ApplicationId], ViewAnswer]
 
 log = Logger()
 T = TypeVar("T")
 
 MAX_PATH_CHARS = 8000
 MAX_TOKEN_BYTES = 4096
-MAX_TOKEN_CHARS = 8192
 LOCALIZATION_GRACE_MS = 10 * 60 * 1000
 #: Protocol errors past the first ten of an interval are counted, one line per interval.
 REFUSAL_LOG_INTERVAL_S = 10.0
@@ -76,14 +72,13 @@ class FileSystemServices:
     """What the tracker serves nodes besides registration and heartbeats: the file system
     (``name_node``), container tokens read with ``read_identifier`` for localization, the owner
     of an application whose logs a node aggregates (``app_owner``), the runtime image the
-    cluster runs (``runtime_image``, its archive's SHA-256; "" for none), and who may see an
-    application's containers and logs on a node's REST API (``app_viewer``)."""
+    cluster runs (``runtime_image``, its archive's SHA-256; "" for none), and where applications
+    were submitted from (``app_client_host``)."""
 
     name_node: NameNode
     read_identifier: IdentifierReader | None = None
     app_owner: AppOwner | None = None
     runtime_image: str = ""
-    app_viewer: AppViewer | None = None
     app_client_host: AppClientHost | None = None
 
 
@@ -272,24 +267,6 @@ class TrackerCalls:
             return block_codec.image_to_thrift(block_codec.RuntimeImageSource(sha256, source))
 
         return self._fs_call("openRuntimeImage", decide)
-
-    def mayViewApplication(self, node: Any, token: Any, application_id: Any) -> ttypes.ApplicationViewer:  # noqa: N802
-        """Whether the credential a client showed the node's REST API lets her see the application there."""
-
-        def decide() -> ttypes.ApplicationViewer:
-            node_id = codec._node_id(node, "node_id")
-            self._data_node(node_id)  # a registered, running node on its own key
-            text = codec._text(token, "token", MAX_TOKEN_CHARS, allow_empty=False)
-            app_id = codec._yarn_id(application_id, "application_id", ApplicationId.parse)
-            assert self.fs is not None  # _data_node checked
-            if self.fs.app_viewer is None:
-                raise NodeRefused("this RM does not check users' credentials for nodes")
-            answer = self.fs.app_viewer(text, app_id)
-            return ttypes.ApplicationViewer(
-                allowed=answer.allowed, user=answer.user, reason=answer.reason, status=answer.status
-            )
-
-        return self._decide("mayViewApplication", decide)
 
     def applicationClientHost(self, node: Any, application_id: Any) -> str:  # noqa: N802 (IDL name)
         """Where the application was submitted from: its driver's only host outside the cluster."""

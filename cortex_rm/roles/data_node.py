@@ -29,7 +29,6 @@ from twisted.web.resource import Resource
 from cortex_rm.fs.block_map import ReportedBlock
 from cortex_rm.fs.block_store import BlockStore, StoredBlock
 from cortex_rm.fs.errors import FsError, IllegalArgument, from_java_class
-from cortex_rm.yarn.delegation import ViewAnswer
 from cortex_rm.internal.block_codec import (
     MAX_REPORT_BLOCKS,
     AggregationTarget,
@@ -112,10 +111,6 @@ class DataNodeRole:
 
     def open_runtime_image(self) -> defer.Deferred[RuntimeImageSource]:
         return self._call(lambda client: client.open_runtime_image(self.node_id))
-
-    def may_view_application(self, token: str, app_id: str) -> defer.Deferred[ViewAnswer]:
-        """The RM's word on whether the holder of a user's ``token`` may see ``app_id`` here."""
-        return self._call(lambda client: client.may_view_application(self.node_id, token, app_id))
 
     def application_client_host(self, app_id: str) -> defer.Deferred[str]:
         """The RM's word on where ``app_id`` was submitted from ("" unknown)."""

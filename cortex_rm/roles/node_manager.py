@@ -71,7 +71,7 @@ from cortex_rm.yarn.resource_tracker import NodeHealth, NodeRegistration, Regist
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
-from cortex_rm.yarn_api.nm_viewers import ApplicationViewers
+from cortex_rm.yarn_api.nm_viewers import ViewTickets
 from cortex_rm.yarn_api.nm_service import ContainerManagementService, nm_protocol
 from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring
 from cortex_rm.yarn_api.sasl import SaslServer
@@ -175,7 +175,7 @@ class NodeManagerRole:
             lambda: int(self.reactor.seconds() * 1000),
             self.data_node.resources(),
             lambda: self.containers,
-            viewers=ApplicationViewers(self.data_node.may_view_application, self.reactor),
+            viewers=ViewTickets(str(self.node_id), self.data_node.keys, lambda: int(self.reactor.seconds() * 1000)),
             clock=self.reactor,
         )
         if self._ring is not None:

@@ -76,7 +76,8 @@ from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.rest import build_rest_site
 from cortex_rm.yarn_api.sasl import SaslServer
 from cortex_rm.yarn_api.tokens import parse_amrm_identifier, read_container_identifier
-from cortex_rm.yarn_api.user_auth import UserAuthenticator, application_viewer
+from cortex_rm.yarn_api.nm_viewers import view_ticket
+from cortex_rm.yarn_api.user_auth import UserAuthenticator
 from cortex_rm.yarn_api.webhdfs.namenode_resource import NameNodeResource
 
 log = Logger()
@@ -210,6 +211,7 @@ class ResourceManagerRole:
             auth=auth,
             access=access,
             admin=admin,
+            view_tickets=lambda app, user, node: view_ticket(name_node.key, app, user, node, self._now_ms()),
         )
         bound = {
             "address": self._listen("resourcemanager.address", conf.address, self._client_port(self.rm, auth, access)),
@@ -244,7 +246,6 @@ class ResourceManagerRole:
                 self.reactor,
                 FileSystemServices(
                     name_node, read_container_identifier, self._app_owner, conf.runtime_image,
-                    app_viewer=application_viewer(auth, access, self.rm.apps.get),
                     app_client_host=self._app_client_host,
                 ),
             ),

@@ -82,17 +82,3 @@ class Principal:
 
 ANONYMOUS = Principal(None)
 
-
-@dataclass(frozen=True)
-class ViewAnswer:
-    """The RM's word to a node on whether a credential may see an application there: ``status``
-    is what the node answers (200 yes, 401 the credential authenticates nobody, 403 someone
-    who may not, 404 an application the RM does not know), ``user`` who it is ("" nobody)."""
-
-    status: int
-    user: str = ""
-    reason: str = ""
-
-    @property
-    def allowed(self) -> bool:
-        return self.status == 200

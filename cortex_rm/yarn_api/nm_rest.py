@@ -20,7 +20,7 @@ from twisted.web.server import Request
 
 from cortex_rm.yarn_api.http_limits import DATANODE_LIMITS, HttpLimits, LimitedSite
 from cortex_rm.yarn_api.nm_rest_containers import NodeContainers, NodeContainersResource
-from cortex_rm.yarn_api.nm_viewers import ApplicationViewers
+from cortex_rm.yarn_api.nm_viewers import ViewTickets
 
 
 @dataclass(frozen=True)
@@ -88,13 +88,13 @@ def build_nm_site(
     children: Mapping[bytes, Resource] | None = None,
     containers: Callable[[], NodeContainers | None] | None = None,
     *,
-    viewers: ApplicationViewers | None = None,
+    viewers: ViewTickets | None = None,
     clock: IReactorTime,
     limits: HttpLimits = DATANODE_LIMITS,
 ) -> LimitedSite:
     """The node's web site: ``/ws/v1/node`` and ``/ws/v1/node/info``, ``children`` at the root
     (the DataNode's ``webhdfs`` and ``cortex``) and, with ``containers`` (called on every request:
-    the ContainerManager, None before it exists) and ``viewers`` (who may see which application's),
+    the ContainerManager, None before it exists) and ``viewers`` (the view tickets it takes),
     the containers' web services under ``/ws/v1/node``.
 
     ``limits`` bound its connections and requests on ``clock`` (``http_limits``; the default lets

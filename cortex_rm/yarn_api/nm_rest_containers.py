@@ -28,10 +28,9 @@ row of stars.  ``size=N`` sends the first N bytes, ``size=-N`` the last N; when 
 nothing, the header is left out too, as in Hadoop.  ``format=octet-stream`` changes the
 Content-Type.
 
-Only who may see an application (its owner, its VIEW_APP ACL, queue and cluster admins)
-sees its containers, logs and entry here (``nm_viewers``: a user's credential in the
-``Hadoop-YARN-RM-Delegation-Token`` header, which the RM checks); listings leave the
-others out, and a request without a credential is 401.
+Only the holder of a view ticket for an application (``?ticket=``, from the RM, which
+checks VIEW_APP: see ``nm_viewers``) sees its containers, logs and entry here; listings
+show that application's only, and a request without a ticket is 401.
 
 Errors take YARN's ``RemoteException`` form (``rest_errors``): a malformed container or
 application id, ``size`` or ``format``, or a file name that is empty or holds ``/``,
@@ -78,7 +77,7 @@ from cortex_rm.yarn_api.nm_log_files import (
     parse_size,
     yarn_time,
 )
-from cortex_rm.yarn_api.nm_viewers import ApplicationViewers
+from cortex_rm.yarn_api.nm_viewers import ViewTickets
 from cortex_rm.yarn_api.rest_errors import RestError
 
 log = Logger()
@@ -195,7 +194,7 @@ class NodeContainersResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, manager: Callable[[], NodeContainers | None], viewers: ApplicationViewers) -> None:
+    def __init__(self, manager: Callable[[], NodeContainers | None], viewers: ViewTickets) -> None:
         Resource.__init__(self)
         self._manager = manager
         self._viewers = viewers
@@ -221,29 +220,35 @@ class NodeContainersResource(Resource):
         if raw and raw[-1] == b"":
             raw.pop()  # a trailing slash names the same resource
         segments = [os.fsdecode(s) for s in raw]
-        header = request.getHeader(REST_TOKEN_HEADER.encode("ascii"))
-        token = None if header is None else header.decode("ascii", "replace").strip()
+        sent = request.getHeader(REST_TOKEN_HEADER.encode("ascii")) is not None
+
+        def viewable() -> ApplicationId:
+            return self._viewers.application(_query(request, "ticket"), sent)
+
         match segments:
             case ["containers"]:
-                return self._containers(request, token)
+                return self._containers(request, viewable())
             case ["containers", cid]:
-                return self._viewed(token, cid).addCallback(lambda _: self._containers(request, token, cid))
+                return self._containers(request, self._viewed(viewable(), cid), cid)
             case ["containers", cid, "logs"]:
-                return self._viewed(token, cid).addCallback(lambda _: self._logs(cid))
+                self._viewed(viewable(), cid)
+                return self._logs(cid)
             case ["containers", cid, "logs", name] | ["containerlogs", cid, name]:
                 check_log_file_name(name)
-                viewed = self._viewed(token, cid)
-                return viewed.addCallback(lambda _: self._log_file(request, cid, name, method == "HEAD", gone))
+                self._viewed(viewable(), cid)
+                return self._log_file(request, cid, name, method == "HEAD", gone)
             case ["apps"]:
-                return self._apps(token, _query(request, "state"), _query(request, "user"))
+                return defer.succeed(self._apps(viewable(), _query(request, "state"), _query(request, "user")))
             case ["apps", app]:
-                return self._app(token, app)
+                return defer.succeed(self._app(viewable(), app))
         raise rest_errors.not_found(f"no resource at {path}")
 
-    def _viewed(self, token: str | None, cid: str) -> defer.Deferred[None]:
-        """Fires when the caller may see the application of container ``cid`` (else 400/401/403/404)."""
+    def _viewed(self, app: ApplicationId, cid: str) -> ApplicationId:
+        """``app`` if container ``cid`` is one of its (else 400/403/404)."""
         _, c = self._container(cid)
-        return self._viewers.check(token, c.container_id.attempt_id.app_id)
+        if c.container_id.attempt_id.app_id != app:
+            raise rest_errors.forbidden(f"the ticket lets you see {app}, not {c.container_id}")
+        return app
 
     def _container(self, text: str) -> tuple[NodeContainers, NMContainer]:
         try:
@@ -257,19 +262,15 @@ class NodeContainersResource(Resource):
         return manager, c
 
     def _containers(
-        self, request: Request, token: str | None, cid: str | None = None
+        self, request: Request, app: ApplicationId, cid: str | None = None
     ) -> defer.Deferred[dict[str, Any] | None]:
         if cid is not None:
             manager, one = self._container(cid)
             return self._container_infos(request, manager, [one], single=True)
         found = self._manager()
         every = [] if found is None else sorted(found.containers.values(), key=lambda c: c.container_id)
-        d = self._viewers.visible(token, (c.container_id.attempt_id.app_id for c in every))
-        return d.addCallback(
-            lambda seen: self._container_infos(
-                request, found, [c for c in every if c.container_id.attempt_id.app_id in seen], single=False
-            )
-        )
+        chosen = [c for c in every if c.container_id.attempt_id.app_id == app]
+        return self._container_infos(request, found, chosen, single=False)
 
     def _container_infos(
         self, request: Request, manager: NodeContainers | None, chosen: list[NMContainer], single: bool
@@ -327,7 +328,7 @@ class NodeContainersResource(Resource):
 
         return manager.run(lambda: open_log_file(dirs, name)).addCallbacks(opened, unavailable)
 
-    def _apps(self, token: str | None, state: str | None, user: str | None) -> defer.Deferred[dict[str, Any] | None]:
+    def _apps(self, viewable: ApplicationId, state: str | None, user: str | None) -> dict[str, Any]:
         if state and state.upper() not in APPLICATION_STATES:
             raise rest_errors.bad_request(
                 f"invalid application state {state!r}; one of {', '.join(APPLICATION_STATES)}"
@@ -336,19 +337,23 @@ class NodeContainersResource(Resource):
             raise rest_errors.bad_request("Error: You must specify a non-empty string for the user")
         manager = self._manager()
         apps = [] if manager is None else node_applications(manager)
-        chosen = [a for a in apps if (not state or a["state"] == state.upper()) and (user is None or a["user"] == user)]
-        d = self._viewers.visible(token, (ApplicationId.parse(a["id"]) for a in chosen))
-        return d.addCallback(lambda seen: {"apps": {"app": [a for a in chosen if ApplicationId.parse(a["id"]) in seen]}})
+        chosen = [
+            a for a in apps
+            if a["id"] == str(viewable) and (not state or a["state"] == state.upper()) and (user is None or a["user"] == user)
+        ]  # fmt: skip
+        return {"apps": {"app": chosen}}
 
-    def _app(self, token: str | None, text: str) -> defer.Deferred[dict[str, Any] | None]:
+    def _app(self, viewable: ApplicationId, text: str) -> dict[str, Any]:
         try:
             app_id = ApplicationId.parse(text)
         except MalformedId as e:
             raise rest_errors.bad_request(str(e)) from None
+        if app_id != viewable:
+            raise rest_errors.forbidden(f"the ticket lets you see {viewable}, not {app_id}")
         manager = self._manager()
         for app in [] if manager is None else node_applications(manager):
             if app["id"] == str(app_id):
-                return self._viewers.check(token, app_id).addCallback(lambda _: {"app": app})
+                return {"app": app}
         raise rest_errors.not_found(f"app with id {text} not found")
 
     def _reply(self, request: Request, gone: list[Failure], status: int, body: dict[str, Any] | None) -> None:

@@ -1,95 +1,69 @@
-"""Who may see an application's containers and logs on a node's REST API (YARN's NM checks VIEW_APP).
+"""Who may see an application's containers and logs on a node's REST API: holders of a view ticket.
 
-A client shows a user's credential as YARN's REST clients do, in the
-``Hadoop-YARN-RM-Delegation-Token`` header.  The node cannot check it (only the RM
-holds the key, and nodes are other people's machines), so it asks the RM over its
-tracker connection (``mayViewApplication``), which answers from the credential, the
-application's owner, VIEW_APP ACL and queue and cluster admins.  Answers are kept
-for ``ALLOWED_TTL_S`` (refusals ``REFUSED_TTL_S``), by the token's SHA-256 and the
-application, in a table of at most ``MAX_ENTRIES``: a page of logs costs no RM call
-per request, and a revoked credential stops working within the TTL.
+Nodes are other people's machines, so a user's credential must never be sent to one
+(whoever runs the node could act as her at the RM until it expires).  Instead she asks
+the RM for a *view ticket* (``POST /ws/v1/cluster/cortex/apps/{app}/view-ticket?node=
+HOST:PORT`` with her credential; the RM checks VIEW_APP: owner, ACL, queue and cluster
+admins) and shows the node that, as ``?ticket=``.  The ticket is signed with the key the
+node already checks WebHDFS tickets with (``fs/tickets.py``, op ``VIEWLOGS``), names one
+application and one node, and expires within minutes: all a dishonest node can do with it
+is read, for a few minutes, logs it holds anyway.
 
-Without a header a request is 401 (what to do is in the message); a valid credential
-that may not see the application is 403, an application the RM no longer knows 404;
-when the RM cannot be asked, 503.
+A request without a ticket is 401 (saying how to get one); one that carries the RM's
+credential header is refused the same way, naming the danger.  A ticket for another node,
+another application, or one forged or expired is 403.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from typing import Final
 
-from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
-
-from cortex_rm.yarn.delegation import REST_TOKEN_HEADER, ViewAnswer
+from cortex_rm.fs import tickets
+from cortex_rm.fs.errors import InvalidToken
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 from cortex_rm.yarn.ids import ApplicationId
-from cortex_rm.yarn_api.rest_errors import WEB_APPLICATION, RestError, forbidden, not_found, unauthorized
+from cortex_rm.yarn.tokens import MasterKey
+from cortex_rm.yarn_api.rest_errors import forbidden, unauthorized
 
-ALLOWED_TTL_S: Final = 30.0
-REFUSED_TTL_S: Final = 5.0
-MAX_ENTRIES: Final = 4096
+VIEW_OP: Final = "VIEWLOGS"
+#: How long a view ticket lets its holder read an application's containers and logs on its node.
+VIEW_TICKET_MS: Final = 5 * 60 * 1000
 
-#: The RM's answer; the tracker client's ``may_view_application``.
-Ask = Callable[[str, str], "defer.Deferred[ViewAnswer]"]
-
-NEEDS_CREDENTIAL: Final = (
-    "a node's containers and logs are shown only to who may see their application: send your credential "
-    f"in the {REST_TOKEN_HEADER} header (`cortex-rm user show --credential FILE` prints it)"
+HOW_TO_VIEW: Final = (
+    "a node shows an application's containers and logs to a view ticket from the ResourceManager: "
+    "POST /ws/v1/cluster/cortex/apps/{{app}}/view-ticket?node={node} there (with your credential), "
+    "then add ?ticket=<it> here"
+)
+NEVER_YOUR_CREDENTIAL: Final = (
+    f"do not send your credential ({REST_TOKEN_HEADER}) to a node: nodes are other people's machines "
+    "and could use it as you; "
 )
 
 
-class ApplicationViewers:
-    """Decides, with the RM's answers kept a while, whose requests may see which applications."""
+def view_ticket(key: MasterKey, app_id: ApplicationId, user: str, node: str, now_ms: int) -> tuple[str, int]:
+    """A ticket letting ``user`` see ``app_id``'s containers and logs on ``node`` (its NodeId), and its expiry."""
+    expires = now_ms + VIEW_TICKET_MS
+    return tickets.sign(key, VIEW_OP, {"app": str(app_id), "user": user, "node": node}, expires), expires
 
-    def __init__(self, ask: Ask, clock: IReactorTime) -> None:
-        self.ask = ask
-        self.clock = clock
-        self._answers: dict[tuple[str, ApplicationId], tuple[float, ViewAnswer]] = {}
 
-    def check(self, token: str | None, app_id: ApplicationId) -> defer.Deferred[None]:
-        """Fires when the holder of ``token`` may see ``app_id``; fails with the 401/403/503 to answer."""
-        if not token:
-            return defer.fail(unauthorized(NEEDS_CREDENTIAL))
+class ViewTickets:
+    """Checks view tickets on one node (``node_id``: its NodeId), with the keys it has from the RM."""
 
-        def decided(answer: ViewAnswer) -> None:
-            if answer.status == 403:
-                raise forbidden(answer.reason)
-            if answer.status == 404:
-                raise not_found(answer.reason)
-            if not answer.allowed:
-                raise unauthorized(answer.reason)
+    def __init__(self, node_id: str, keys: Callable[[], Mapping[int, MasterKey]], now_ms: Callable[[], int]) -> None:
+        self.node_id = node_id
+        self.keys = keys
+        self.now_ms = now_ms
 
-        return self._answer(token, app_id).addCallback(decided)
-
-    def visible(self, token: str | None, app_ids: Iterable[ApplicationId]) -> defer.Deferred[set[ApplicationId]]:
-        """The applications of ``app_ids`` the holder of ``token`` may see (401 without a token)."""
-        if not token:
-            return defer.fail(unauthorized(NEEDS_CREDENTIAL))
-        wanted = sorted(set(app_ids))
-        answers = [self._answer(token, app) for app in wanted]
-        d = defer.gatherResults(answers, consumeErrors=True)
-        d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
-        return d.addCallback(lambda results: {app for app, answer in zip(wanted, results) if answer.allowed})
-
-    def _answer(self, token: str, app_id: ApplicationId) -> defer.Deferred[ViewAnswer]:
-        key = (hashlib.sha256(token.encode("utf-8", "replace")).hexdigest(), app_id)
-        now = self.clock.seconds()
-        kept = self._answers.get(key)
-        if kept is not None and kept[0] > now:
-            return defer.succeed(kept[1])
-
-        def asked(answer: ViewAnswer) -> ViewAnswer:
-            self._answers.pop(key, None)
-            while len(self._answers) >= MAX_ENTRIES:
-                del self._answers[next(iter(self._answers))]
-            self._answers[key] = (now + (ALLOWED_TTL_S if answer.allowed else REFUSED_TTL_S), answer)
-            return answer
-
-        def unavailable(failure: object) -> ViewAnswer:
-            raise RestError(
-                503, WEB_APPLICATION, "this node cannot ask the ResourceManager about your credential now; try again"
-            )
-
-        return self.ask(token, str(app_id)).addCallbacks(asked, unavailable)
+    def application(self, ticket: str | None, credential_sent: bool) -> ApplicationId:
+        """The application ``ticket`` lets its holder see here (RestError 401/403 otherwise)."""
+        if not ticket:
+            advice = NEVER_YOUR_CREDENTIAL if credential_sent else ""
+            raise unauthorized(advice + HOW_TO_VIEW.format(node=self.node_id))
+        try:
+            verified = tickets.verify(self.keys(), ticket, VIEW_OP, self.now_ms())
+            if verified.text("node") != self.node_id:
+                raise InvalidToken(f"the ticket is for node {verified.text('node')}, not {self.node_id}")
+            return ApplicationId.parse(verified.text("app"))
+        except (InvalidToken, ValueError) as e:
+            raise forbidden(f"{e}; {HOW_TO_VIEW.format(node=self.node_id)}") from None

@@ -53,7 +53,7 @@ from cortex_rm.yarn_api.http_streams import LimitedRequest
 from cortex_rm.yarn_api.rest_errors import RestError
 from cortex_rm.yarn_api.rest_call import STATIC_WEB_USER, Reply, RestCall
 from cortex_rm.yarn_api.rest_credentials import UserAdmin
-from cortex_rm.yarn_api.rest_services import ClusterWebServices, match_route
+from cortex_rm.yarn_api.rest_services import ClusterWebServices, ViewTicketSigner, match_route
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
 
 log = Logger()
@@ -297,6 +297,7 @@ def build_rest_site(
     access: AppAccess | None = None,
     admin: UserAdmin | None = None,
     limits: HttpLimits = API_LIMITS,
+    view_tickets: ViewTicketSigner | None = None,
 ) -> RestSite:
     """The RM's web site (REST API and overview page), for ``reactor.listenTCP(port, site)``.
 
@@ -314,7 +315,9 @@ def build_rest_site(
     root.putChild(b"cluster", page)
     anonymous_access = auth.anonymous_access if auth is not None else "cluster-info"
     credentials = auth.credentials if auth is not None else None
-    services = ClusterWebServices(rm, version, access or AppAccess(()), anonymous_access, admin, credentials)
+    services = ClusterWebServices(
+        rm, version, access or AppAccess(()), anonymous_access, admin, credentials, view_tickets=view_tickets
+    )
     root.putChild(b"ws", WebServicesResource(services, auth))
     for name, child in (children or {}).items():
         root.putChild(name, child)

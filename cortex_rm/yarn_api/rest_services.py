@@ -65,6 +65,7 @@ ROUTES: Final[tuple[tuple[tuple[str, ...], dict[str, str]], ...]] = (
     (("apps", "*", "priority"), {"GET": "app_priority", "PUT": "update_app_priority"}),
     (("appstatistics",), {"GET": "app_statistics"}),
     (("cortex", "users"), {"GET": "users"}),
+    (("cortex", "apps", "*", "view-ticket"), {"POST": "view_ticket"}),
     (("cortex", "users", "*"), {"PUT": "issue_credential", "DELETE": "revoke_user"}),
     (("delegation-token",), {"DELETE": "cancel_delegation_token"}),
     (("delegation-token", "expiration"), {"POST": "renew_delegation_token"}),
@@ -141,6 +142,10 @@ def _field(call: RestCall, name: str) -> Any:
 # ------------------------------------------------------------------- service
 
 
+#: Signs a ticket letting a user see an application's containers and logs on one node: (ticket, expiry ms).
+ViewTicketSigner = Callable[[ApplicationId, str, str], tuple[str, int]]
+
+
 class ClusterWebServices(CredentialWebServices):
     """YARN's ``RMWebServices`` over one ``RMContext``: the operations named in ``ROUTES``."""
 
@@ -148,8 +153,10 @@ class ClusterWebServices(CredentialWebServices):
         self, rm: RMContext, version: str, access: AppAccess, anonymous_access: str = "cluster-info",
         admin: UserAdmin | None = None,
         credentials: UserCredentials | None = None,
+        view_tickets: ViewTicketSigner | None = None,
     ) -> None:
         self.rm = rm
+        self.view_tickets = view_tickets
         self.credentials = credentials
         self.version = version
         self.access = access
@@ -183,6 +190,21 @@ class ClusterWebServices(CredentialWebServices):
         except AccessDenied as e:
             raise forbidden(str(e)) from None
         return app
+
+    def view_ticket(self, call: RestCall) -> Reply:
+        """A ticket for ``node``'s REST API to show the caller this application's containers and
+        logs (``nm_viewers``): nodes never see her credential.  VIEW_APP decides, as for the report."""
+        app = self._app(call, VIEW_APP)
+        text = _first(call, "node")
+        try:
+            node = NodeId.parse(text or "")
+            self.rm.nodes.get(node)
+        except (MalformedId, UnknownNode):
+            raise bad_request(f"node={text!r} is not a node of this cluster (give its NodeId, host:port)") from None
+        if self.view_tickets is None:
+            raise not_found("this ResourceManager issues no view tickets")
+        ticket, expires = self.view_tickets(app.app_id, call.principal.user or "", str(node))
+        return Reply(body={"ticket": ticket, "node": str(node), "expires-ms": expires})
 
     # -- cluster ---------------------------------------------------------------------
 

@@ -8,11 +8,6 @@ cluster's info and metrics (the default), never a state change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from cortex_rm.allocator.app_access import VIEW_APP, AppAccess
-from cortex_rm.allocator.app_model import Application
-from cortex_rm.allocator.errors import UnknownApplication
 from cortex_rm.allocator.user_credentials import UserCredentials
 from cortex_rm.yarn.delegation import (
     ANONYMOUS,
@@ -21,9 +16,7 @@ from cortex_rm.yarn.delegation import (
     DelegationIdentifier,
     InvalidToken,
     Principal,
-    ViewAnswer,
 )
-from cortex_rm.yarn.ids import ApplicationId
 from cortex_rm.yarn_api.delegation_tokens import (
     from_url_string,
     fs_identifier_bytes,
@@ -108,29 +101,6 @@ class UserAuthenticator:
                 TokenProto(identifier=fs_id, password=key.password(fs_id), kind=WEBHDFS_DELEGATION_KIND, service=fs_service),
             ),
         ]
-
-
-def application_viewer(
-    auth: UserAuthenticator, access: AppAccess, find: Callable[[ApplicationId], Application]
-) -> Callable[[str, ApplicationId], ViewAnswer]:
-    """For the nodes' REST APIs (``mayViewApplication``): whether the holder of a user's token
-    (a URL string, as the REST header carries it) may see an application, who she is, why not."""
-
-    def view(token: str, app_id: ApplicationId) -> ViewAnswer:
-        try:
-            principal = auth.principal_of_url_token(token, RM_DELEGATION_KIND)
-        except InvalidToken as e:
-            return ViewAnswer(401, "", str(e))
-        user = principal.user or ""
-        try:
-            app = find(app_id)
-        except UnknownApplication:
-            return ViewAnswer(404, user, f"application {app_id} is not known to the ResourceManager")
-        if access.allows(principal, app, VIEW_APP):
-            return ViewAnswer(200, user)
-        return ViewAnswer(403, user, f"User {user} cannot perform operation {VIEW_APP} on {app_id}")
-
-    return view
 
 
 def require_user(principal: Principal, what: str) -> str:

@@ -25,9 +25,9 @@ from cortex_rm.container.nm_container import NMContainer, NMContainerState
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.nm_log_files import parse_size
-from cortex_rm.yarn.delegation import REST_TOKEN_HEADER, ViewAnswer
+from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
-from cortex_rm.yarn_api.nm_viewers import ApplicationViewers
+from cortex_rm.yarn_api.nm_viewers import ViewTickets, view_ticket
 from cortex_rm.yarn_api.rest_errors import RestError
 from tests.fuzz.fuzzing import failures_logged, fuzz_settings
 from tests.fuzz.messages import texts
@@ -37,6 +37,8 @@ APP = ApplicationId(1_700_000_000_000, 7)
 NODE = NodeFacts(nm_host="nm.test", nm_port=45454, nm_http_port=8042, java_home="/usr/lib/jvm/java")
 INFO = NodeInfo(node_id="nm.test", host="nm.test", memory_mb=4096, vcores=4, started_ms=1, version="1.0")
 CONTAINERS = [ContainerId(ApplicationAttemptId(APP, 1), seq) for seq in (1, 2)]
+KEY = MasterKey(4, b"v" * 32)
+TICKET = view_ticket(KEY, APP, "alice", "nm.test:45454", 0)[0]  # the node's clock stays at 0
 
 
 def _now(fn: Callable[[], Any]) -> defer.Deferred[Any]:
@@ -69,15 +71,8 @@ def nm_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         (paths.log_dir / "stderr").write_bytes(b"")
         manager.containers[c_id] = NMContainer(c_id, "alice", Resource(1024, 1), paths, [], state=state)
     clock = Clock()
-
-    def rm_answer(token: str, app: str) -> defer.Deferred[ViewAnswer]:
-        if token == "alice-token":
-            return defer.succeed(ViewAnswer(200, "alice"))
-        return defer.succeed(ViewAnswer(401, "", f"token {token[:20]!r} authenticates nobody"))
-
-    yield build_nm_site(
-        INFO, lambda: 5, containers=lambda: manager, viewers=ApplicationViewers(rm_answer, clock), clock=clock
-    )
+    viewers = ViewTickets("nm.test:45454", lambda: {KEY.key_id: KEY}, lambda: 0)
+    yield build_nm_site(INFO, lambda: 5, containers=lambda: manager, viewers=viewers, clock=clock)
 
 
 IDS = st.sampled_from(
@@ -131,19 +126,19 @@ def targets(draw: st.DrawFn) -> str:
 @given(
     method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE"]),
     target=targets(),
-    token=st.one_of(st.sampled_from(["alice-token", "", "junk"]), texts(20).filter(str.isprintable)),
+    token=st.one_of(st.sampled_from([TICKET, "", "junk", TICKET[:-3] + "AAA"]), texts(20).filter(str.isprintable)),
 )
-@example(method="GET", token="alice-token", target=f"/ws/v1/node/containers/{CONTAINERS[0]}/logs/stdout?size=%D9%A1%D9%A2").via(
+@example(method="GET", token=TICKET, target=f"/ws/v1/node/containers/{CONTAINERS[0]}/logs/stdout?size=%D9%A1%D9%A2").via(
     "a size in Arabic digits"
 )
-@example(method="GET", token="alice-token", target=f"/ws/v1/node/containerlogs/{CONTAINERS[1]}/%ff").via("a file name that is not UTF-8")
+@example(method="GET", token=TICKET, target=f"/ws/v1/node/containerlogs/{CONTAINERS[1]}/%ff").via("a file name that is not UTF-8")
 def test_any_nm_request_is_answered_without_a_server_error(nm_site: Any, method: str, target: str, token: str) -> None:
     """Any method, route, id, file name, query and credential: a complete answer, never 5xx; errors in YARN's form."""
     if target.split("?")[0] in _NODE_INFO and method not in ("GET", "HEAD"):
         method = "GET"
     connection = HttpConnection(nm_site, "nm.test:8042")
     with failures_logged() as logged:
-        connection.send(method, target, headers={REST_TOKEN_HEADER: token.encode("latin-1", "replace").decode("latin-1")})
+        connection.send(method, target + ("&" if "?" in target else "?") + f"ticket={quote(token, safe='')}")
     response = connection.response()
     connection.close()
     assert response is not None, f"{method} {target}: no complete answer"

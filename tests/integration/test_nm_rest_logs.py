@@ -60,8 +60,8 @@ def test_a_running_containers_logs_are_listed_and_read_through_its_node_manager(
     """The node that runs the AM lists it and its log files at /ws/v1/node/containers[/{id}/logs]
     in YARN's JSON, serves stdout framed as YARN does (noting the container still runs), honours
     size=-N, and refuses a file name that climbs out of the log dir.  The RM shows dora's
-    application's attempts to her credential only (401 without one), and so does the node, which
-    asks the RM: 401 without a credential, 403 for erin, whose listing leaves dora's container out."""
+    application's attempts to her credential only (401 without one); the node shows them to a view
+    ticket the RM signs for her (never to her credential, 401), and erin gets no ticket (403)."""
     app_id = _submit_waiting_am(cluster, "dora")
     rest = f"{cluster.rest}/ws/v1/cluster"
     dora = rest_headers(cluster, "dora")
@@ -77,13 +77,17 @@ def test_a_running_containers_logs_are_listed_and_read_through_its_node_manager(
             return str(attempts[0]["containerId"]) if attempts else ""
 
         cid = str(_wait_for("the AM container allocated", am_container))
+        # nodes never see dora's credential: the RM signs her a ticket for this node
+        asked = requests.post(f"{rest}/cortex/apps/{app_id}/view-ticket", params={"node": node["id"]}, headers=dora, timeout=10)
+        assert asked.status_code == 200, asked.text
+        view = {"ticket": asked.json()["ticket"]}
 
         def running_with_output() -> dict[str, object] | None:
-            reply = requests.get(f"{nm}/containers/{cid}", headers=dora, timeout=10)
+            reply = requests.get(f"{nm}/containers/{cid}", params=view, timeout=10)
             if reply.status_code != 200:
                 return None
             info: dict[str, object] = reply.json()["container"]
-            logs = requests.get(f"{nm}/containerlogs/{cid}/stdout", headers=dora, timeout=10)
+            logs = requests.get(f"{nm}/containerlogs/{cid}/stdout", params=view, timeout=10)
             return info if info["state"] == "RUNNING" and MARKER in logs.text else None
 
         info = _wait_for(f"{cid} running with its output on {node['id']}", running_with_output)
@@ -91,41 +95,41 @@ def test_a_running_containers_logs_are_listed_and_read_through_its_node_manager(
         assert info["user"] == "dora" and info["nodeId"] == node["id"]
         assert {"stdout", "stderr"} <= set(info["containerLogFiles"])  # type: ignore[arg-type]
         assert any(
-            c["id"] == cid for c in requests.get(f"{nm}/containers", headers=dora, timeout=10).json()["containers"]["container"]
+            c["id"] == cid for c in requests.get(f"{nm}/containers", params=view, timeout=10).json()["containers"]["container"]
         )
-        app = requests.get(f"{nm}/apps/{app_id}", headers=dora, timeout=10).json()["app"]
+        app = requests.get(f"{nm}/apps/{app_id}", params=view, timeout=10).json()["app"]
         assert app["state"] == "RUNNING" and cid in app["containerids"]
 
-        listed = requests.get(f"{nm}/containers/{cid}/logs", headers=dora, timeout=10).json()["containerLogsInfo"]
+        listed = requests.get(f"{nm}/containers/{cid}/logs", params=view, timeout=10).json()["containerLogsInfo"]
         assert listed[0]["logAggregationType"] == "LOCAL" and listed[0]["containerId"] == cid
         files = {f["fileName"]: f for f in listed[0]["containerLogInfo"]}
         assert files["stdout"]["fileSize"] == str(len(f"{MARKER}-out\n"))
 
-        stdout = requests.get(f"{nm}/containerlogs/{cid}/stdout", headers=dora, timeout=10)
+        stdout = requests.get(f"{nm}/containerlogs/{cid}/stdout", params=view, timeout=10)
         assert stdout.status_code == 200 and stdout.headers["Content-Type"].startswith("text/plain")
         assert f"Container: {cid} on {node['id']}\nLogAggregationType: LOCAL\n" in stdout.text
         assert (
             "LogType:stdout\n" in stdout.text and f"LogContents:\n{MARKER}-out\nEnd of LogType:stdout." in stdout.text
         )
         assert f"belongs to a running container ({cid})" in stdout.text
-        tail = requests.get(f"{nm}/containers/{cid}/logs/stderr?size=-4", headers=dora, timeout=10)
+        tail = requests.get(f"{nm}/containers/{cid}/logs/stderr?size=-4", params=view, timeout=10)
         assert "LogContents:\nerr\nEnd of LogType:stderr." in tail.text, tail.text
 
-        refused = requests.get(f"{nm}/containerlogs/{cid}/..%2F..%2F..%2Fetc%2Fpasswd", headers=dora, timeout=10)
+        refused = requests.get(f"{nm}/containerlogs/{cid}/..%2F..%2F..%2Fetc%2Fpasswd", params=view, timeout=10)
         assert refused.status_code == 400
         assert refused.json()["RemoteException"]["exception"] == "BadRequestException"
-        missing = requests.get(f"{nm}/containerlogs/{cid}/syslog", headers=dora, timeout=10)
+        missing = requests.get(f"{nm}/containerlogs/{cid}/syslog", params=view, timeout=10)
         assert missing.status_code == 404
         assert missing.json()["RemoteException"]["exception"] == "NotFoundException"
 
-        # the node asks the RM who may see dora's application: nobody without a credential, not erin
-        erin = rest_headers(cluster, "erin")
-        nobody = requests.get(f"{nm}/containerlogs/{cid}/stdout", timeout=10)
+        # without a ticket the node shows nothing (and tells a credential sent to it to stay away);
+        # erin gets no ticket for dora's application
+        nobody = requests.get(f"{nm}/containerlogs/{cid}/stdout", headers=dora, timeout=10)
         assert nobody.status_code == 401 and MARKER not in nobody.text, nobody.text
-        other = requests.get(f"{nm}/containerlogs/{cid}/stdout", headers=erin, timeout=10)
-        assert other.status_code == 403 and "cannot perform operation VIEW_APP" in other.text, other.text
-        seen = requests.get(f"{nm}/containers", headers=erin, timeout=10).json()["containers"]["container"]
-        assert all(c["id"] != cid for c in seen)
+        assert "do not send your credential" in nobody.json()["RemoteException"]["message"]
+        erin = rest_headers(cluster, "erin")
+        refused = requests.post(f"{rest}/cortex/apps/{app_id}/view-ticket", params={"node": node["id"]}, headers=erin, timeout=10)
+        assert refused.status_code == 403 and "cannot perform operation VIEW_APP" in refused.text, refused.text
     finally:
         killed = requests.put(f"{rest}/apps/{app_id}/state", json={"state": "KILLED"}, headers=dora, timeout=30)
         assert killed.status_code in (200, 202), killed.text

@@ -29,9 +29,10 @@ from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.nm_log_files import CHUNK_BYTES, log_range, yarn_time
-from cortex_rm.yarn.delegation import REST_TOKEN_HEADER, ViewAnswer
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
+from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
-from cortex_rm.yarn_api.nm_viewers import ALLOWED_TTL_S, ApplicationViewers
+from cortex_rm.yarn_api.nm_viewers import VIEW_TICKET_MS, ViewTickets, view_ticket
 from tests.support.http_site import HttpConnection, HttpResponse
 
 APP = ApplicationId(1_700_000_000_000, 7)
@@ -110,36 +111,22 @@ class Node:
         return c
 
 
-class RMAnswers:
-    """The RM's side of ``mayViewApplication`` as a table (its own checks are tested in
-    test_user_auth / test_users): alice may see every application, bob only OTHER's, a
-    "stale" token nobody's; each question is counted."""
-
-    def __init__(self) -> None:
-        self.asked: list[tuple[str, str]] = []
-        self.down = False
-
-    def __call__(self, token: str, app: str) -> defer.Deferred[ViewAnswer]:
-        self.asked.append((token, app))
-        if self.down:
-            return defer.fail(ConnectionError("the tracker connection is closed"))
-        if token == "alice-token" or (token == "bob-token" and app == str(OTHER)):
-            return defer.succeed(ViewAnswer(200, token.split("-")[0]))
-        if token == "bob-token":
-            return defer.succeed(ViewAnswer(403, "bob", f"User bob cannot perform operation VIEW_APP on {app}"))
-        return defer.succeed(ViewAnswer(401, "", "token (owner=x, sequenceNumber=9) can't be found in cache"))
-
-
 OTHER = ApplicationId(1_700_000_000_000, 8)
+KEY = MasterKey(4, b"v" * 32)  # the key the RM signs tickets with, as the node holds it
+CLOCK_MS = 1_000_000
 
 
-def nm_site(containers: Any, answers: RMAnswers | None = None, clock: Clock | None = None) -> Any:
-    """The NM's site with its viewers asking ``answers``; requests carry alice's credential unless they say otherwise."""
+def ticket(app: ApplicationId = APP, node: str = "nm.test:45454", key: MasterKey = KEY, now_ms: int = CLOCK_MS) -> str:
+    """A view ticket as the RM's POST /cortex/apps/{app}/view-ticket signs it."""
+    return view_ticket(key, app, "alice", node, now_ms)[0]
+
+
+def nm_site(containers: Any, clock: Clock | None = None) -> Any:
+    """The NM's site (NodeId nm.test:45454) taking view tickets signed with KEY; its clock starts at CLOCK_MS."""
     clock = clock or Clock()
-    viewers = ApplicationViewers(answers or RMAnswers(), clock)
-    site = build_nm_site(INFO, lambda: 5, containers=containers, viewers=viewers, clock=clock)
-    site.test_headers = {REST_TOKEN_HEADER: "alice-token"}
-    return site
+    clock.advance(CLOCK_MS / 1000)
+    viewers = ViewTickets("nm.test:45454", lambda: {KEY.key_id: KEY}, lambda: int(clock.seconds() * 1000))
+    return build_nm_site(INFO, lambda: 5, containers=containers, viewers=viewers, clock=clock)
 
 
 @pytest.fixture
@@ -149,11 +136,14 @@ def node(tmp_path: Path) -> Node:
     return Node(tmp_path, manager, nm_site(lambda: manager), roots)
 
 
-def get(site: Any, target: str, method: str = "GET", headers: dict[str, str] | None = None) -> HttpResponse:
+def get(
+    site: Any, target: str, method: str = "GET", headers: dict[str, str] | None = None, view: str | None = ""
+) -> HttpResponse:
+    """``target`` with a view ticket for APP added (``view``: another one; None: none)."""
+    if view is not None and "ticket=" not in target:
+        target += ("&" if "?" in target else "?") + f"ticket={view or ticket()}"
     conn = HttpConnection(site, "nm.test:8042")
-    if headers is not None:
-        conn.default_headers.update(headers)
-    conn.send(method, target)
+    conn.send(method, target, headers=headers)
     response = conn.response()
     assert response is not None, f"{method} {target} got no complete response"
     return response
@@ -290,20 +280,23 @@ def test_applications_are_listed_with_their_containers_and_state(node: Node) -> 
     c.container_id = cid(1, other)
     node.manager.containers[c.container_id] = c
     node.manager.cleaned.add(other)
-    apps = get(node.site, "/ws/v1/node/apps").json()["apps"]["app"]
+    seen = ticket(other)  # a view ticket shows its own application only
+    apps = get(node.site, "/ws/v1/node/apps").json()["apps"]["app"] + get(node.site, "/ws/v1/node/apps", view=seen).json()["apps"]["app"]
     assert apps == [
         {"id": str(APP), "state": "RUNNING", "user": "alice", "containerids": [str(cid(1)), str(cid(2))]},
         {"id": str(other), "state": "FINISHED", "user": "bob", "containerids": [str(cid(1, other))]},
     ]
-    assert get(node.site, "/ws/v1/node/apps?state=finished").json()["apps"]["app"] == apps[1:]
+    assert get(node.site, "/ws/v1/node/apps?state=finished", view=seen).json()["apps"]["app"] == apps[1:]
+    assert get(node.site, "/ws/v1/node/apps?state=finished").json()["apps"]["app"] == []
     assert get(node.site, "/ws/v1/node/apps?user=alice").json()["apps"]["app"] == apps[:1]
-    assert get(node.site, f"/ws/v1/node/apps/{other}").json() == {"app": apps[1]}
+    assert get(node.site, f"/ws/v1/node/apps/{other}", view=seen).json() == {"app": apps[1]}
     node.manager.cleaned.add(APP)
     assert get(node.site, f"/ws/v1/node/apps/{APP}").json()["app"]["state"] == "FINISHING_CONTAINERS_WAIT"
     assert_error(get(node.site, "/ws/v1/node/apps?state=DANCING"), 400, "BadRequestException")
     assert_error(get(node.site, "/ws/v1/node/apps?user="), 400, "BadRequestException")
     assert_error(get(node.site, "/ws/v1/node/apps/application_x"), 400, "BadRequestException")
-    message = assert_error(get(node.site, f"/ws/v1/node/apps/{ApplicationId(1, 1)}"), 404, "NotFoundException")
+    unknown = ApplicationId(1, 1)
+    message = assert_error(get(node.site, f"/ws/v1/node/apps/{unknown}", view=ticket(unknown)), 404, "NotFoundException")
     assert message == f"app with id {ApplicationId(1, 1)} not found"
 
 
@@ -521,7 +514,7 @@ def test_a_large_log_is_streamed_a_chunk_per_read_under_back_pressure(node: Node
     node.manager.run = runner
     before = open_fds()
     conn = HttpConnection(node.site, "nm.test:8042")
-    conn.send("GET", f"/ws/v1/node/containerlogs/{c.container_id}/stdout")
+    conn.send("GET", f"/ws/v1/node/containerlogs/{c.container_id}/stdout?ticket={ticket()}")
     assert conn.transport.value() == b""  # nothing is opened on the reactor thread
     fd, _ = runner.step()  # the open
     assert open_fds() == before + 1
@@ -552,7 +545,7 @@ def test_the_tail_of_a_huge_log_reads_only_the_bytes_sent(node: Node) -> None:
     runner = HeldRunner()
     node.manager.run = runner
     conn = HttpConnection(node.site, "nm.test:8042")
-    conn.send("GET", f"/ws/v1/node/containerlogs/{c.container_id}/stderr?size=-6")
+    conn.send("GET", f"/ws/v1/node/containerlogs/{c.container_id}/stderr?size=-6&ticket={ticket()}")
     runner.drain()
     assert runner.calls == 2  # the open and one read
     response = conn.response()
@@ -567,7 +560,7 @@ def test_a_client_that_goes_away_mid_stream_stops_the_reads_and_the_file_is_clos
     node.manager.run = runner
     before = open_fds()
     conn = HttpConnection(node.site, "nm.test:8042")
-    conn.send("GET", f"/ws/v1/node/containerlogs/{c.container_id}/stdout")
+    conn.send("GET", f"/ws/v1/node/containerlogs/{c.container_id}/stdout?ticket={ticket()}")
     runner.step()  # the open
     runner.step()  # one chunk sent; the next read is in flight
     assert len(runner.pending) == 1
@@ -584,7 +577,7 @@ def test_a_read_that_fails_cuts_the_response_short(node: Node) -> None:
     runner = HeldRunner()
     node.manager.run = runner
     conn = HttpConnection(node.site, "nm.test:8042")
-    conn.send("GET", f"/ws/v1/node/containerlogs/{c.container_id}/stdout")
+    conn.send("GET", f"/ws/v1/node/containerlogs/{c.container_id}/stdout?ticket={ticket()}")
     runner.step()  # the open
     runner.step()
     _, d = runner.pending.pop(0)
@@ -596,51 +589,40 @@ def test_a_read_that_fails_cuts_the_response_short(node: Node) -> None:
 # -- who may see what -----------------------------------------------------------------------
 
 
-def test_without_a_credential_only_the_nodes_info_is_served(node: Node) -> None:
-    """No Hadoop-YARN-RM-Delegation-Token header: 401 saying what to send, for every container,
-    log and application resource; /ws/v1/node/info stays open."""
+def test_without_a_view_ticket_only_the_nodes_info_is_served(node: Node) -> None:
+    """No ticket: 401 saying how to get one, for every container, log and application resource;
+    a request that carries the RM credential header is told not to send it to nodes."""
     node.add(1, stdout=b"secret\n")
-    anonymous = {REST_TOKEN_HEADER: ""}
     for target in (
         "/ws/v1/node/containers", f"/ws/v1/node/containers/{cid(1)}", f"/ws/v1/node/containers/{cid(1)}/logs",
         f"/ws/v1/node/containerlogs/{cid(1)}/stdout", "/ws/v1/node/apps", f"/ws/v1/node/apps/{APP}",
     ):
-        refused = get(node.site, target, headers=anonymous)
+        refused = get(node.site, target, view=None)
         assert_error(refused, 401, "AuthorizationException", "org.apache.hadoop.security.authorize")
-        assert REST_TOKEN_HEADER in refused.json()["RemoteException"]["message"] and b"secret" not in refused.body
-    assert get(node.site, "/ws/v1/node/info", headers=anonymous).status == 200
+        assert "view-ticket" in refused.json()["RemoteException"]["message"] and b"secret" not in refused.body
+    leaked = get(node.site, "/ws/v1/node/containers", view=None, headers={REST_TOKEN_HEADER: "AAAA"})
+    assert "do not send your credential" in leaked.json()["RemoteException"]["message"]
+    assert get(node.site, "/ws/v1/node/info", view=None).status == 200
 
 
-def test_a_user_sees_only_the_applications_the_rm_lets_her_see(node: Node) -> None:
-    """bob may see OTHER's containers, not APP's: listings leave APP out, APP's container and
-    logs are 403 with the RM's reason; a credential the RM does not honour is 401."""
+def test_a_ticket_shows_its_application_only_on_its_node_until_it_expires(tmp_path: Path) -> None:
+    """A ticket for OTHER lists OTHER's containers only and is 403 for APP's; tickets for another
+    node, signed with another key, or expired are 403."""
+    clock, manager = Clock(), FakeNode(run_now)
+    node = Node(tmp_path, manager, nm_site(lambda: manager, clock), (tmp_path / "logs1",))
     node.add(1, stdout=b"alice's secret\n")
     node.add(2, user="bob", app=OTHER, stdout=b"bob's\n")
-    bob = {REST_TOKEN_HEADER: "bob-token"}
-    listed = get(node.site, "/ws/v1/node/containers", headers=bob).json()["containers"]["container"]
+    other = ticket(OTHER)
+    listed = get(node.site, "/ws/v1/node/containers", view=other).json()["containers"]["container"]
     assert [c["id"] for c in listed] == [str(cid(2, OTHER))]
-    assert [a["id"] for a in get(node.site, "/ws/v1/node/apps", headers=bob).json()["apps"]["app"]] == [str(OTHER)]
-    assert get(node.site, f"/ws/v1/node/containerlogs/{cid(2, OTHER)}/stdout", headers=bob).body.count(b"bob's") == 1
+    assert [a["id"] for a in get(node.site, "/ws/v1/node/apps", view=other).json()["apps"]["app"]] == [str(OTHER)]
+    assert get(node.site, f"/ws/v1/node/containerlogs/{cid(2, OTHER)}/stdout", view=other).body.count(b"bob's") == 1
     for target in (f"/ws/v1/node/containers/{cid(1)}/logs", f"/ws/v1/node/containerlogs/{cid(1)}/stdout", f"/ws/v1/node/apps/{APP}"):
-        refused = get(node.site, target, headers=bob)
+        refused = get(node.site, target, view=other)
         assert_error(refused, 403, "ForbiddenException")
-        assert "cannot perform operation VIEW_APP" in refused.json()["RemoteException"]["message"]
-    stale = get(node.site, f"/ws/v1/node/containers/{cid(1)}", headers={REST_TOKEN_HEADER: "stale-token"})
-    assert_error(stale, 401, "AuthorizationException", "org.apache.hadoop.security.authorize")
-    assert [c["id"] for c in get(node.site, "/ws/v1/node/containers").json()["containers"]["container"]] == [
-        str(cid(1)), str(cid(2, OTHER)),
-    ]  # fmt: skip
-
-
-def test_the_rms_answers_are_kept_a_while_and_an_unreachable_rm_is_a_503(tmp_path: Path) -> None:
-    answers, clock, manager = RMAnswers(), Clock(), FakeNode(run_now)
-    site = nm_site(lambda: manager, answers, clock)
-    node = Node(tmp_path, manager, site, (tmp_path / "logs1",))
-    node.add(1, stdout=b"x\n")
-    for _ in range(3):
-        assert get(site, f"/ws/v1/node/containers/{cid(1)}/logs").status == 200
-    assert answers.asked == [("alice-token", str(APP))]
-    clock.advance(ALLOWED_TTL_S + 1)
-    answers.down = True
-    refused = get(site, f"/ws/v1/node/containers/{cid(1)}/logs")
-    assert refused.status == 503 and "try again" in refused.json()["RemoteException"]["message"]
+        assert b"alice's secret" not in refused.body
+    for bad in (ticket(node="elsewhere:45454"), ticket(key=MasterKey(4, b"w" * 32)), ticket(now_ms=CLOCK_MS - VIEW_TICKET_MS)):
+        assert_error(get(node.site, f"/ws/v1/node/containers/{cid(1)}", view=bad), 403, "ForbiddenException")
+    assert get(node.site, f"/ws/v1/node/containers/{cid(1)}").status == 200
+    clock.advance(VIEW_TICKET_MS / 1000)
+    assert_error(get(node.site, f"/ws/v1/node/containers/{cid(1)}"), 403, "ForbiddenException")

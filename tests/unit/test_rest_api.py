@@ -23,6 +23,8 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from cortex_rm.allocator.app_ids import PENDING_PER_USER
+from cortex_rm.fs import tickets
+from cortex_rm.yarn_api.nm_viewers import view_ticket
 from cortex_rm.allocator.app_model import Application, SchedulerLimits, Submission
 from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.nodes import NodeTable
@@ -102,6 +104,9 @@ class Cluster:
         return {REST_TOKEN_HEADER: to_url_string(rm_token)}
 
 
+VIEW_KEY = MasterKey(5, b"t" * 32)  # what the RM signs nodes' view tickets with
+
+
 def make_cluster(queues: QueueSpec | None = None, max_body_bytes: int = 1 << 20) -> Cluster:
     """An RM at START_MS with one 8 GiB/8-core node and its REST site."""
     clock = Clock()
@@ -114,7 +119,10 @@ def make_cluster(queues: QueueSpec | None = None, max_body_bytes: int = 1 << 20)
     rm = RMContext(clock, apps, nodes, START_MS)
     credentials = UserCredentials(MasterKey(3, b"d" * 20), store, StoredState(), lambda: int(clock.seconds() * 1000))
     auth = UserAuthenticator(credentials)
-    site = build_rest_site(rm, version=VERSION, max_body_bytes=max_body_bytes, auth=auth, access=AppAccess(["admin"]))
+    site = build_rest_site(
+        rm, version=VERSION, max_body_bytes=max_body_bytes, auth=auth, access=AppAccess(["admin"]),
+        view_tickets=lambda app, user, node: view_ticket(VIEW_KEY, app, user, node, int(clock.seconds() * 1000)),
+    )
     cluster = Cluster(clock, store, rm, site, auth)
     site.test_headers = cluster.credential_header("alice")  # every request below is alice's unless it says otherwise
     return cluster
@@ -1031,3 +1039,18 @@ def test_a_user_renews_and_cancels_her_own_token_as_rmwebservices_does(cluster: 
     )
     anonymous = http(cluster.site, "DELETE", "/ws/v1/cluster/delegation-token", headers={REST_TOKEN_HEADER: ""})
     assert anonymous.status == 401
+
+
+def test_a_view_ticket_is_signed_for_who_may_view_the_application_and_one_node(cluster: Cluster) -> None:
+    """POST /cortex/apps/{app}/view-ticket?node=: alice gets a ticket her node checks (the app, her
+    name, that node); bob may not view her application (403); an unknown node is a 400."""
+    app = submit(cluster)
+    path = f"/ws/v1/cluster/cortex/apps/{app.app_id}/view-ticket"
+    reply = http(cluster.site, "POST", f"{path}?node={NODE}").json()
+    checked = tickets.verify({VIEW_KEY.key_id: VIEW_KEY}, reply["ticket"], "VIEWLOGS", START_MS)
+    assert (checked.text("app"), checked.text("user"), checked.text("node")) == (str(app.app_id), "alice", str(NODE))
+    assert reply["node"] == str(NODE) and reply["expires-ms"] == checked.expires_ms
+    bob = cluster.credential_header("bob")
+    assert_remote_exception(http(cluster.site, "POST", f"{path}?node={NODE}", headers=bob), 403, "ForbiddenException", "org.apache.hadoop.yarn.webapp")
+    assert_bad_request(http(cluster.site, "POST", f"{path}?node=10.9.9.9:1"))
+    assert_bad_request(http(cluster.site, "POST", path))

@@ -107,20 +107,6 @@ class Iface(Interface):
         """
         pass
 
-    def mayViewApplication(node_id, token, application_id):
-        """
-        A node's REST API asks whether the credential a client showed it (a user's RM delegation
-        token, as the Hadoop-YARN-RM-Delegation-Token header carries it) lets her see an
-        application's containers and logs there; the node never holds the key to check it itself.
-
-        Parameters:
-         - node_id
-         - token
-         - application_id
-
-        """
-        pass
-
     def applicationClientHost(node_id, application_id):
         """
         The host an application was submitted from, as the RM saw the client's connection ("" when
@@ -585,64 +571,6 @@ class Client(object):
             return d.errback(result.failure)
         return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "openRuntimeImage failed: unknown result"))
 
-    def mayViewApplication(self, node_id, token, application_id):
-        """
-        A node's REST API asks whether the credential a client showed it (a user's RM delegation
-        token, as the Hadoop-YARN-RM-Delegation-Token header carries it) lets her see an
-        application's containers and logs there; the node never holds the key to check it itself.
-
-        Parameters:
-         - node_id
-         - token
-         - application_id
-
-        """
-        seqid = self._seqid = self._seqid + 1
-        self._reqs[seqid] = defer.Deferred()
-
-        d = defer.maybeDeferred(self.send_mayViewApplication, node_id, token, application_id)
-        d.addCallbacks(
-            callback=self.cb_send_mayViewApplication,
-            callbackArgs=(seqid,),
-            errback=self.eb_send_mayViewApplication,
-            errbackArgs=(seqid,))
-        return d
-
-    def cb_send_mayViewApplication(self, _, seqid):
-        return self._reqs[seqid]
-
-    def eb_send_mayViewApplication(self, f, seqid):
-        d = self._reqs.pop(seqid)
-        d.errback(f)
-        return d
-
-    def send_mayViewApplication(self, node_id, token, application_id):
-        oprot = self._oprot_factory.getProtocol(self._transport)
-        oprot.writeMessageBegin('mayViewApplication', TMessageType.CALL, self._seqid)
-        args = mayViewApplication_args()
-        args.node_id = node_id
-        args.token = token
-        args.application_id = application_id
-        args.write(oprot)
-        oprot.writeMessageEnd()
-        oprot.trans.flush()
-
-    def recv_mayViewApplication(self, iprot, mtype, rseqid):
-        d = self._reqs.pop(rseqid)
-        if mtype == TMessageType.EXCEPTION:
-            x = TApplicationException()
-            x.read(iprot)
-            iprot.readMessageEnd()
-            return d.errback(x)
-        result = mayViewApplication_result()
-        result.read(iprot)
-        iprot.readMessageEnd()
-        if result.success is not None:
-            return d.callback(result.success)
-        if result.refused is not None:
-            return d.errback(result.refused)
-        return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "mayViewApplication failed: unknown result"))
-
     def applicationClientHost(self, node_id, application_id):
         """
         The host an application was submitted from, as the RM saw the client's connection ("" when
@@ -713,7 +641,6 @@ class Processor(TProcessor):
         self._processMap["openForLocalization"] = Processor.process_openForLocalization
         self._processMap["openForAggregation"] = Processor.process_openForAggregation
         self._processMap["openRuntimeImage"] = Processor.process_openRuntimeImage
-        self._processMap["mayViewApplication"] = Processor.process_mayViewApplication
         self._processMap["applicationClientHost"] = Processor.process_applicationClientHost
         self._on_message_begin = None
 
@@ -1046,44 +973,6 @@ class Processor(TProcessor):
             msg_type = TMessageType.EXCEPTION
             result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
         oprot.writeMessageBegin("openRuntimeImage", msg_type, seqid)
-        result.write(oprot)
-        oprot.writeMessageEnd()
-        oprot.trans.flush()
-
-    def process_mayViewApplication(self, seqid, iprot, oprot):
-        args = mayViewApplication_args()
-        args.read(iprot)
-        iprot.readMessageEnd()
-        result = mayViewApplication_result()
-        d = defer.maybeDeferred(self._handler.mayViewApplication, args.node_id, args.token, args.application_id)
-        d.addCallback(self.write_results_success_mayViewApplication, result, seqid, oprot)
-        d.addErrback(self.write_results_exception_mayViewApplication, result, seqid, oprot)
-        return d
-
-    def write_results_success_mayViewApplication(self, success, result, seqid, oprot):
-        result.success = success
-        oprot.writeMessageBegin("mayViewApplication", TMessageType.REPLY, seqid)
-        result.write(oprot)
-        oprot.writeMessageEnd()
-        oprot.trans.flush()
-
-    def write_results_exception_mayViewApplication(self, error, result, seqid, oprot):
-        msg_type = TMessageType.REPLY
-        try:
-            error.raiseException()
-        except NodeRefused as refused:
-            result.refused = refused
-        except TTransport.TTransportException:
-            raise
-        except TApplicationException as ex:
-            logging.exception('TApplication exception in handler')
-            msg_type = TMessageType.EXCEPTION
-            result = ex
-        except Exception:
-            logging.exception('Unexpected exception in handler')
-            msg_type = TMessageType.EXCEPTION
-            result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
-        oprot.writeMessageBegin("mayViewApplication", msg_type, seqid)
         result.write(oprot)
         oprot.writeMessageEnd()
         oprot.trans.flush()
@@ -2403,167 +2292,6 @@ openRuntimeImage_result.thrift_spec = (
     (0, TType.STRUCT, 'success', [RuntimeImage, None], None, ),  # 0
     (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
     (2, TType.STRUCT, 'failure', [FsFailure, None], None, ),  # 2
-)
-
-
-class mayViewApplication_args(object):
-    """
-    Attributes:
-     - node_id
-     - token
-     - application_id
-
-    """
-
-
-    def __init__(self, node_id=None, token=None, application_id=None,):
-        self.node_id = node_id
-        self.token = token
-        self.application_id = application_id
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == 1:
-                if ftype == TType.STRUCT:
-                    self.node_id = NodeAddress()
-                    self.node_id.read(iprot)
-                else:
-                    iprot.skip(ftype)
-            elif fid == 2:
-                if ftype == TType.STRING:
-                    self.token = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 3:
-                if ftype == TType.STRING:
-                    self.application_id = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('mayViewApplication_args')
-        if self.node_id is not None:
-            oprot.writeFieldBegin('node_id', TType.STRUCT, 1)
-            self.node_id.write(oprot)
-            oprot.writeFieldEnd()
-        if self.token is not None:
-            oprot.writeFieldBegin('token', TType.STRING, 2)
-            oprot.writeString(self.token.encode('utf-8') if sys.version_info[0] == 2 else self.token)
-            oprot.writeFieldEnd()
-        if self.application_id is not None:
-            oprot.writeFieldBegin('application_id', TType.STRING, 3)
-            oprot.writeString(self.application_id.encode('utf-8') if sys.version_info[0] == 2 else self.application_id)
-            oprot.writeFieldEnd()
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-all_structs.append(mayViewApplication_args)
-mayViewApplication_args.thrift_spec = (
-    None,  # 0
-    (1, TType.STRUCT, 'node_id', [NodeAddress, None], None, ),  # 1
-    (2, TType.STRING, 'token', 'UTF8', None, ),  # 2
-    (3, TType.STRING, 'application_id', 'UTF8', None, ),  # 3
-)
-
-
-class mayViewApplication_result(object):
-    """
-    Attributes:
-     - success
-     - refused
-
-    """
-
-
-    def __init__(self, success=None, refused=None,):
-        self.success = success
-        self.refused = refused
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == 0:
-                if ftype == TType.STRUCT:
-                    self.success = ApplicationViewer()
-                    self.success.read(iprot)
-                else:
-                    iprot.skip(ftype)
-            elif fid == 1:
-                if ftype == TType.STRUCT:
-                    self.refused = NodeRefused.read(iprot)
-                else:
-                    iprot.skip(ftype)
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('mayViewApplication_result')
-        if self.success is not None:
-            oprot.writeFieldBegin('success', TType.STRUCT, 0)
-            self.success.write(oprot)
-            oprot.writeFieldEnd()
-        if self.refused is not None:
-            oprot.writeFieldBegin('refused', TType.STRUCT, 1)
-            self.refused.write(oprot)
-            oprot.writeFieldEnd()
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-all_structs.append(mayViewApplication_result)
-mayViewApplication_result.thrift_spec = (
-    (0, TType.STRUCT, 'success', [ApplicationViewer, None], None, ),  # 0
-    (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
 )
 
 

@@ -2124,107 +2124,6 @@ class RuntimeImage(object):
         return not (self == other)
 
 
-class ApplicationViewer(object):
-    """
-    mayViewApplication's answer: whether the holder of a user's credential may see an
-    application (its VIEW_APP ACL, its owner, queue and cluster admins), who she is, and why not.
-
-    Attributes:
-     - allowed
-     - user
-     - reason
-     - status
-
-    """
-
-
-    def __init__(self, allowed=None, user=None, reason=None, status=None,):
-        self.allowed = allowed
-        self.user = user
-        self.reason = reason
-        self.status = status
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == 1:
-                if ftype == TType.BOOL:
-                    self.allowed = iprot.readBool()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 2:
-                if ftype == TType.STRING:
-                    self.user = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 3:
-                if ftype == TType.STRING:
-                    self.reason = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 4:
-                if ftype == TType.I32:
-                    self.status = iprot.readI32()
-                else:
-                    iprot.skip(ftype)
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('ApplicationViewer')
-        if self.allowed is not None:
-            oprot.writeFieldBegin('allowed', TType.BOOL, 1)
-            oprot.writeBool(self.allowed)
-            oprot.writeFieldEnd()
-        if self.user is not None:
-            oprot.writeFieldBegin('user', TType.STRING, 2)
-            oprot.writeString(self.user.encode('utf-8') if sys.version_info[0] == 2 else self.user)
-            oprot.writeFieldEnd()
-        if self.reason is not None:
-            oprot.writeFieldBegin('reason', TType.STRING, 3)
-            oprot.writeString(self.reason.encode('utf-8') if sys.version_info[0] == 2 else self.reason)
-            oprot.writeFieldEnd()
-        if self.status is not None:
-            oprot.writeFieldBegin('status', TType.I32, 4)
-            oprot.writeI32(self.status)
-            oprot.writeFieldEnd()
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        if self.allowed is None:
-            raise TProtocolException(message='Required field allowed is unset!')
-        if self.user is None:
-            raise TProtocolException(message='Required field user is unset!')
-        if self.reason is None:
-            raise TProtocolException(message='Required field reason is unset!')
-        if self.status is None:
-            raise TProtocolException(message='Required field status is unset!')
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-
-
 class FsFailure(TException):
     """
     The file system refused: `java_class` is the exception Hadoop's client throws
@@ -4823,14 +4722,6 @@ RuntimeImage.thrift_spec = (
     None,  # 0
     (1, TType.STRING, 'sha256', 'UTF8', None, ),  # 1
     (2, TType.STRUCT, 'source', [LocalizationSource, None], None, ),  # 2
-)
-all_structs.append(ApplicationViewer)
-ApplicationViewer.thrift_spec = (
-    None,  # 0
-    (1, TType.BOOL, 'allowed', None, None, ),  # 1
-    (2, TType.STRING, 'user', 'UTF8', None, ),  # 2
-    (3, TType.STRING, 'reason', 'UTF8', None, ),  # 3
-    (4, TType.I32, 'status', None, None, ),  # 4
 )
 all_structs.append(FsFailure)
 FsFailure.thrift_spec = (
