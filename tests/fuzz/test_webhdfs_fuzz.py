@@ -40,6 +40,7 @@ from cortex_rm.fs.paths import parse_path
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api.webhdfs import forms
+from cortex_rm.yarn_api.http_limits import DATANODE_LIMITS, LimitedSite
 from cortex_rm.yarn_api.webhdfs.datanode_resource import BlockTransfers, DataNodeWebHdfs
 from cortex_rm.yarn_api.webhdfs.namenode_resource import NameNodeResource
 from cortex_rm.yarn_api.webhdfs.params import Query, request_path
@@ -265,12 +266,13 @@ class GuardedDataNode:
 
 
 def _datanode_site() -> Site:
+    """The node's resources behind the node port's own site (uploads stream only through it)."""
     root = Resource()
     root.putChild(b"webhdfs", DataNodeWebHdfs(GuardedDataNode()))  # type: ignore[arg-type]
     cortex = Resource()
     cortex.putChild(b"blocks", BlockTransfers(GuardedDataNode()))  # type: ignore[arg-type]
     root.putChild(b"cortex", cortex)
-    return Site(root)
+    return LimitedSite(root, limits=DATANODE_LIMITS, clock=Clock(), name="node", untyped_prefixes=(b"/webhdfs/",))
 
 
 DATANODE_TICKETS = st.one_of(

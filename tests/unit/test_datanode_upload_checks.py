@@ -26,7 +26,8 @@ from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api.http_limits import DATANODE_LIMITS, LimitedChannel, LimitedSite
 from cortex_rm.yarn_api.http_streams import LimitedRequest
-from cortex_rm.yarn_api.webhdfs.datanode_resource import BlockTransfers, DataNodeWebHdfs, Upload
+from cortex_rm.yarn_api.rest_errors import RestError
+from cortex_rm.yarn_api.webhdfs.datanode_resource import CLIENT_UPLOADS, UploadSlots, BlockTransfers, DataNodeWebHdfs, Upload
 from tests.unit.test_http_limits import HalfClosingTransport
 
 KEY = MasterKey(3, b"s" * 20)
@@ -133,3 +134,30 @@ def test_a_good_ticket_starts_the_worker_on_the_body_before_it_arrives(node: tup
     request = channel.requests[-1]
     assert isinstance(request, LimitedRequest) and isinstance(request.body_stream, Upload)
     assert transport.value() == b"" and len(ctx.queued) == 1  # receive_blocks, waiting for the body
+
+
+def test_uploads_past_the_nodes_slots_are_503_to_retry(
+    node: tuple[Context, LimitedSite],
+) -> None:
+    """Each stored body holds a worker while it arrives: past CLIENT_UPLOADS at once the node answers
+    Hadoop's RetriableException (503) from the head, and starts no work for it."""
+    ctx, site = node
+    target = f"/webhdfs/v1/data/file?{urlencode({'op': 'CREATE', 'ticket': _ticket()})}"
+    for _ in range(CLIENT_UPLOADS):
+        _send_head(site, "PUT", target)
+    assert len(ctx.queued) == CLIENT_UPLOADS
+    _, transport = _send_head(site, "PUT", target)
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 ") and transport.write_closed, head
+    assert json.loads(body)["RemoteException"]["javaClassName"] == "org.apache.hadoop.ipc.RetriableException"
+    assert len(ctx.queued) == CLIENT_UPLOADS
+
+
+def test_a_slot_is_given_back_when_its_body_is_stored_or_fails() -> None:
+    slots = UploadSlots(1)
+    slots.take()
+    with pytest.raises(RestError) as refused:
+        slots.take()
+    assert refused.value.status == 503
+    assert slots.give("stored") == "stored"
+    slots.take()

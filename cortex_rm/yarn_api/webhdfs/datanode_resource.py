@@ -103,6 +103,30 @@ def _rest_error(error: FsError) -> RestError:
     return RestError(error.http_status, (error.simple_name, error.java_class), str(error))
 
 
+#: Bodies stored at once by one node: each holds a worker thread (``WORKER_THREADS``, 8) while
+#: it arrives; clients' uploads leave threads for reads and for the pipelines' block PUTs, which
+#: have slots of their own (an upload waiting on another node's PUT never waits for itself).
+CLIENT_UPLOADS, BLOCK_PUTS = 4, 3
+BUSY = ("RetriableException", "org.apache.hadoop.ipc.RetriableException")
+
+
+class UploadSlots:
+    """How many bodies of one kind a node stores at once; more are answered 503, to be retried."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.taken = 0
+
+    def take(self) -> None:
+        if self.taken >= self.limit:
+            raise RestError(503, BUSY, f"this node is storing {self.taken} uploads, its most at once; try again shortly")
+        self.taken += 1
+
+    def give(self, result: object = None) -> object:
+        self.taken -= 1
+        return result
+
+
 class Upload:
     """The body of a CREATE, APPEND or block PUT, stored by a worker as it arrives (a ``BodyStream``).
 
@@ -110,10 +134,15 @@ class Upload:
     error) is the request's answer once the body is complete.  If it fails before that, the
     request is refused at once with its error (the rest of the body is not read)."""
 
-    def __init__(self, ctx: DataNodeContext, control: BodyControl, store: Callable[[BodyPipe], defer.Deferred[Reply]]) -> None:
+    def __init__(
+        self, ctx: DataNodeContext, control: BodyControl, store: Callable[[BodyPipe], defer.Deferred[Reply]],
+        slots: UploadSlots,
+    ) -> None:
+        slots.take()
         self.pipe = BodyPipe(control, ctx.reactor.callFromThread)
         self._control = control
         self._reply: defer.Deferred[Reply] = as_deferred(lambda: store(self.pipe))
+        self._reply.addBoth(slots.give)
         self._reply.addErrback(self._failed_early)
 
     @property
@@ -151,10 +180,13 @@ class _Leaf(StreamingResource):
     """Common rendering: run ``_handle``, answer its ``Reply`` or its error as WebHDFS JSON."""
 
     isLeaf = True
+    #: bodies of this resource stored at once on the node
+    UPLOADS = CLIENT_UPLOADS
 
     def __init__(self, ctx: DataNodeContext) -> None:
         super().__init__()
         self.ctx = ctx
+        self.slots = UploadSlots(self.UPLOADS)
 
     def open_body(self, request: Request, control: BodyControl) -> Upload | None:
         try:
@@ -163,7 +195,7 @@ class _Leaf(StreamingResource):
             log.info("DataNode {method} {uri} refused before its body: {error}", method=sanitise(request.method, 20),
                      uri=loggable_uri(request.uri), error=sanitise(f"{e.simple_name}: {e}", 400))
             raise _rest_error(e) from None
-        return None if store is None else Upload(self.ctx, control, store)
+        return None if store is None else Upload(self.ctx, control, store, self.slots)
 
     def _store(self, request: Request, query: Query) -> Callable[[BodyPipe], defer.Deferred[Reply]] | None:
         """For a request that uploads: the checks its head must pass (raising ``FsError``), then
@@ -284,6 +316,8 @@ class DataNodeWebHdfs(_Leaf):
 
 class BlockTransfers(_Leaf):
     """``/cortex/blocks/<id>``: a node reads (GET) or stores (PUT) one replica."""
+
+    UPLOADS = BLOCK_PUTS
 
     def _handle(self, request: Request, query: Query) -> Reply | None | defer.Deferred[Reply | None]:
         block_id = self._block_id(request)
