@@ -98,6 +98,7 @@ class RefusalLog:
                 "{where} refused {count} connections from {addresses} addresses in the last "
                 "{interval:g} s: {reason} (most from {top_address}: {top_count})",
                 where=f"{self.what} {self.port}".strip(),
+                port=self.port,
                 count=count,
                 addresses=len(by_host),
                 interval=self.interval,
