@@ -13,9 +13,18 @@
 * the host's DNS servers (``/etc/resolv.conf``), port 53, are services.
 
 Only IPv4 literals count (a host name in a record is skipped: the policy matches
-addresses).  ``MembersWatcher`` recomputes them every ``REFRESH_S`` seconds and at
-once on every ring membership event, and hands them to the firewall, which
-applies only a change.
+addresses).  ``MembersWatcher`` recomputes them every ``REFRESH_S`` seconds and
+hands them to the firewall, which applies only a change.
+
+A member that leaves (its daemon died, the ring declared it dead) keeps its
+address among the members for ``DEPARTED_GRACE_S`` (``keep_departed``): only its
+address (its containers' ephemeral range), not its service or control endpoints.
+Its containers may outlive its daemon, and the applications using them learn of
+the loss later (the RM reports the node's containers lost at the AM's next
+heartbeat, the AM tells its driver); meanwhile they still fetch from them (a
+Spark executor's shuffle blocks), as the driver outside the cluster still does.
+Refusing at once would make the network disagree with the application about
+which executors exist; after the grace the address is refused like any other.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from cortex_rm.yarn.addresses import HostPort
 log = Logger()
 
 REFRESH_S: Final = 10.0
+DEPARTED_GRACE_S: Final = 60.0
 DNS_PORT: Final = 53
 
 
@@ -124,6 +134,17 @@ def members_of(
     return Members(frozenset(addresses), frozenset(services - control), frozenset(control))
 
 
+def keep_departed(
+    previous: frozenset[str], fresh: Members, departed: dict[str, float], now: float, grace: float = DEPARTED_GRACE_S
+) -> tuple[Members, dict[str, float]]:
+    """``fresh`` with the addresses that left it (since ``previous``, the last fresh addresses)
+    kept for ``grace`` seconds; ``departed``: address -> when it stops counting (returned updated)."""
+    kept = {a: until for a, until in departed.items() if until > now and a not in fresh.addresses}
+    for address in previous - fresh.addresses:
+        kept.setdefault(address, now + grace)
+    return Members(fresh.addresses | kept.keys(), fresh.services, fresh.control), kept
+
+
 class MembersWatcher:
     """Recomputes the members now and then and hands them to ``apply`` (see the module docstring)."""
 
@@ -151,9 +172,14 @@ class MembersWatcher:
             self._dns = []
         self._call: IDelayedCall | None = None
         self._stopped = False
+        self._fresh: frozenset[str] = frozenset()  # the addresses members_of gave last
+        self._departed: dict[str, float] = {}
 
     def current(self) -> Members:
-        return members_of(self.own, self._view(), self._reports(), self._rm, self._dns)
+        fresh = members_of(self.own, self._view(), self._reports(), self._rm, self._dns)
+        members, self._departed = keep_departed(self._fresh, fresh, self._departed, self.clock.seconds())
+        self._fresh = fresh.addresses
+        return members
 
     def start(self) -> None:
         self.refresh()

@@ -170,7 +170,9 @@ def test_a_job_survives_losing_a_node_that_runs_no_am(cluster: RunningCluster, t
         time.sleep(0.5)
     os.kill(victim.pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-6000:]
+    (tmp_path / "spark-submit.out").write_text(out)  # all of it, for a failure's post-mortem
+    reasons = [line for line in out.splitlines() if re.search(r"Job aborted|Lost task|Caused by|Exception:", line)]
+    assert proc.returncode == 0, "\n".join(reasons[:40]) + "\n...\n" + out[-6000:]
     assert "WORD alpha 20000" in out  # 4000 lines of 5 alphas: nothing lost with the node
     # the RM learnt of the loss from the ring's failure detector, not from the heartbeat expiry
     assert "LOST: the ring declared its member dead" in cluster.daemon_log("node1")

@@ -28,7 +28,15 @@ from cortex_rm.container.net_policy import (
     table_name,
 )
 from cortex_rm.container.seccomp import render_profile
-from cortex_rm.roles.container_members import OwnEndpoints, members_of, nameservers
+from cortex_rm.roles.container_members import (
+    DEPARTED_GRACE_S,
+    REFRESH_S,
+    MembersWatcher,
+    OwnEndpoints,
+    keep_departed,
+    members_of,
+    nameservers,
+)
 from cortex_rm.roles.ring_records import CapacityReport, ResourceManagerRecord
 from cortex_rm.yarn.addresses import HostPort
 
@@ -154,3 +162,36 @@ def test_members_are_the_ring_the_reports_and_the_rm_with_control_ports_apart():
 def test_nameservers_are_the_ipv4_lines_of_resolv_conf():
     """Only IPv4 nameserver lines count."""
     assert nameservers("# x\nnameserver 10.0.0.53\nnameserver ::1\nsearch lan\n") == ["10.0.0.53"]
+
+
+def test_a_departed_members_address_stays_for_the_grace_then_goes():
+    """A member that left keeps its address (not its endpoints) for the grace; one that comes back is fresh again."""
+    both = Members(frozenset({"10.2.0.1", "10.2.0.2"}), frozenset({("10.2.0.2", 45454)}), frozenset({("10.2.0.2", 7946)}))
+    alone = Members(frozenset({"10.2.0.1"}))
+    kept, departed = keep_departed(both.addresses, alone, {}, now=100.0, grace=60.0)
+    assert kept == Members(frozenset({"10.2.0.1", "10.2.0.2"}))
+    kept, departed = keep_departed(alone.addresses, alone, departed, now=159.0, grace=60.0)
+    assert kept.addresses == {"10.2.0.1", "10.2.0.2"}
+    kept, departed = keep_departed(alone.addresses, alone, departed, now=160.0, grace=60.0)
+    assert kept == alone and departed == {}
+    kept, departed = keep_departed(both.addresses, alone, {}, now=0.0, grace=60.0)
+    kept, departed = keep_departed(alone.addresses, both, departed, now=1.0, grace=60.0)
+    assert kept == both and departed == {}
+
+
+def test_the_watcher_keeps_a_member_that_left_the_ring_for_the_grace():
+    """With a fake clock: the ring loses a member, the firewall keeps its address until the grace is over."""
+    from twisted.internet.task import Clock
+
+    clock, applied = Clock(), []
+    reports = [CapacityReport("a" * 40, HostPort("10.2.0.2", 45454), "10.2.0.2:8042", "/r", 1, 1)]
+    watcher = MembersWatcher(clock, OwnEndpoints(("10.2.0.3:45454",), ()), applied.append, reports=lambda: reports,
+                             resolv_conf=Path("/nonexistent"))
+    watcher.start()
+    assert applied[-1].addresses == {"10.2.0.2", "10.2.0.3"}
+    reports.clear()
+    clock.advance(REFRESH_S)
+    assert applied[-1].addresses == {"10.2.0.2", "10.2.0.3"} and ("10.2.0.2", 45454) not in applied[-1].services
+    clock.advance(DEPARTED_GRACE_S)
+    assert applied[-1].addresses == {"10.2.0.3"}
+    watcher.stop()
