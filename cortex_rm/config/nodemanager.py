@@ -24,7 +24,9 @@ class NodeManagerSection:
     webapp_address: HostPort = HostPort("127.0.0.1", 8042)
     memory_mb: int = 8192  # yarn.nodemanager.resource.memory-mb
     vcores: int = 8  # yarn.nodemanager.resource.cpu-vcores
-    # The NodeManager's RPC address (yarn.nodemanager.address); also its NodeId, host:port
+    # The NodeManager's RPC address (yarn.nodemanager.address); also its NodeId, host:port.
+    # It and webapp_address must be on the host of [ring] address: other nodes open them to
+    # their containers only there (a member's ring address is the host it is known at)
     address: HostPort = HostPort("127.0.0.1", 45454)
     # The RM's NodeTracker this node reports to; "" (the default): find the RM through the
     # ring (the RM publishes its addresses under the ring key "cortex:resourcemanager")

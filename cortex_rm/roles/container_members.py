@@ -6,7 +6,12 @@
   its ring port is control;
 * every ring member's address is a member, its ring port control;
 * every capacity report's NodeId and web address are services (other NodeManagers
-  and DataNodes);
+  and DataNodes), but only a report ``vouched_reports`` believes: one about a live
+  ring member (or this node) whose addresses lie on the host of that member's ring
+  address.  Any one may join the ring, and a report is only its member's word: one
+  naming another host's port (the contributor's loopback database, a LAN host's
+  SSH) would open it to every node's containers.  The ring address itself comes
+  from the member's own signed ALIVE, and ring addresses are only ever control;
 * the RM's record: its scheduler and web (WebHDFS) addresses are services, its
   tracker and client addresses control (a container is an AM or a task, not a
   client or a node);
@@ -47,16 +52,19 @@ from cortex_rm.container.lxc_sandbox import cgroup2_root
 from cortex_rm.container.net_firewall import NftFirewall
 from cortex_rm.container.net_policy import Endpoint, Members, PolicySettings, table_name
 from cortex_rm.dht.peer import split_address
+from cortex_rm.dht.ring_math import format_id
 from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.roles.ring_records import CapacityReport, ResourceManagerRecord
 from cortex_rm.yarn.addresses import HostPort
+from cortex_rm.yarn.refusal_log import sanitised
 
 log = Logger()
 
 REFRESH_S: Final = 10.0
 DEPARTED_GRACE_S: Final = 60.0
 DNS_PORT: Final = 53
+MAX_REFUSALS_LOGGED: Final = 10  # refused reports logged one by one per REFRESH_S; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,41 @@ def nameservers(resolv_conf: str) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class VouchedReports:
+    """The capacity reports believed, and those refused with why."""
+
+    accepted: tuple[CapacityReport, ...]
+    refused: tuple[tuple[CapacityReport, str], ...]
+
+
+def vouched_reports(view: RingView | None, reports: Iterable[CapacityReport]) -> VouchedReports:
+    """The reports whose addresses are their member's (see the module docstring).
+
+    A report about no live member of ``view`` (not yet heard ALIVE, or gone) is
+    neither: it is left out until its member is known.  Without a view no report
+    is believed.
+    """
+    if view is None:
+        return VouchedReports((), ())
+    ring_addresses = {format_id(view.me.node_id): view.me.address}
+    for peer, status, _ in view.members:
+        if status in (MemberStatus.ALIVE, MemberStatus.SUSPECT):
+            ring_addresses[format_id(peer.node_id)] = peer.address
+    accepted: list[CapacityReport] = []
+    refused: list[tuple[CapacityReport, str]] = []
+    for report in reports:
+        ring_address = ring_addresses.get(report.ring_id)
+        if ring_address is None:
+            continue
+        error = report.address_error(ring_address)
+        if error is None:
+            accepted.append(report)
+        else:
+            refused.append((report, error))
+    return VouchedReports(tuple(accepted), tuple(refused))
+
+
 def members_of(
     own: OwnEndpoints,
     view: RingView | None,
@@ -121,7 +164,7 @@ def members_of(
         for peer, status, _ in view.members:
             if status in (MemberStatus.ALIVE, MemberStatus.SUSPECT):
                 add(control, peer.address)
-    for report in reports:
+    for report in vouched_reports(view, reports).accepted:
         add(services, report.node_id)
         add(services, report.http_address)
     if rm is not None:
@@ -174,12 +217,39 @@ class MembersWatcher:
         self._stopped = False
         self._fresh: frozenset[str] = frozenset()  # the addresses members_of gave last
         self._departed: dict[str, float] = {}
+        self.refused_reports = 0  # distinct capacity reports refused (a member's new report counts again)
+        self._refused: dict[str, CapacityReport] = {}  # ring id -> its refused report, counted and logged
+        self._logged_at = float("-inf")
+        self._logged = 0
 
     def current(self) -> Members:
-        fresh = members_of(self.own, self._view(), self._reports(), self._rm, self._dns)
+        """The members now (refused capacity reports counted and logged, see ``_note_refused``)."""
+        view, reports = self._view(), list(self._reports())
+        self._note_refused(vouched_reports(view, reports).refused)
+        fresh = members_of(self.own, view, reports, self._rm, self._dns)
         members, self._departed = keep_departed(self._fresh, fresh, self._departed, self.clock.seconds())
         self._fresh = fresh.addresses
         return members
+
+    def _note_refused(self, refused: Iterable[tuple[CapacityReport, str]]) -> None:
+        """Count each newly refused report once; log at most MAX_REFUSALS_LOGGED per REFRESH_S."""
+        now = self.clock.seconds()
+        if now - self._logged_at >= REFRESH_S:
+            if self._logged > MAX_REFUSALS_LOGGED:
+                log.warn("{count} more capacity reports refused in the last {interval:.0f} s (addresses not on "
+                         "their member's host)", count=self._logged - MAX_REFUSALS_LOGGED, interval=REFRESH_S)
+            self._logged_at, self._logged = now, 0
+        current: dict[str, CapacityReport] = {}
+        for report, error in refused:
+            current[report.ring_id] = report
+            if self._refused.get(report.ring_id) == report:
+                continue
+            self.refused_reports += 1
+            self._logged += 1
+            if self._logged <= MAX_REFUSALS_LOGGED:
+                log.warn("containers' firewall: not believing the capacity report of ring member {ring_id}: {error}",
+                         ring_id=report.ring_id[:10], error=sanitised(error))
+        self._refused = current  # only the reports held now: bounded by CapacityReports' own bound
 
     def start(self) -> None:
         self.refresh()

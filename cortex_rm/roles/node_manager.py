@@ -336,7 +336,7 @@ class NodeManagerRole:
         report = CapacityReport(
             ring_id=ring_id,
             node_id=nm.address,
-            http_address=str(webapp),
+            http_address=webapp,
             rack=nm.rack,
             memory_mb=nm.memory_mb,
             vcores=nm.vcores,

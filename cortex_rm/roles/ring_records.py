@@ -11,6 +11,11 @@
   address, rack and capacity under its ring id every ``REPUBLISH_INTERVAL_S``.
   Every node keeps the newest report per ring member (``CapacityReports``), which is
   what lets it pass them on; the RM learns from them what each member offers.
+  A report is signed by the member it is about, but the addresses in it are only
+  that member's word: ``CapacityReport.address_error`` says whether they lie on the
+  host the ring knows the member at (its ring address, from its own signed ALIVE),
+  and only reports that do are believed where an address opens something (the
+  containers' firewall, ``container_members.py``).
   Which NodeManager a ring member *is* the RM takes from the NodeTracker's TLS
   binding, never from gossip, so a forged report cannot make it mark a node LOST.
 
@@ -21,7 +26,9 @@ member, so nothing decoded is trusted further than its shape.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,9 +39,11 @@ from twisted.logger import Logger
 
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
+from cortex_rm.dht.peer import split_address
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.dht.swim_messages import GossipItem
 from cortex_rm.yarn.addresses import HostPort
+from cortex_rm.yarn.refusal_log import sanitised
 
 log = Logger()
 
@@ -97,6 +106,14 @@ def _address(text: str, what: str) -> HostPort:
         raise MalformedRingRecord(f"{what}: {e}") from None
 
 
+def same_host(a: str, b: str) -> bool:
+    """Whether two host texts name the same host: equal IP addresses, or names equal but for case."""
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a.lower() == b.lower()
+
+
 def _is_ring_id_hex(text: str) -> bool:
     return len(text) == 40 and all(c in "0123456789abcdef" for c in text)
 
@@ -138,7 +155,7 @@ class CapacityReport:
 
     ring_id: str  # 40 hex digits: the member this report is about
     node_id: HostPort  # YARN's NodeId (its nodemanager.address)
-    http_address: str
+    http_address: HostPort  # its web (and DataNode) address
     rack: str
     memory_mb: int
     vcores: int
@@ -153,11 +170,34 @@ class CapacityReport:
         fields: dict[str, type] = {"ring_id": str, "node_id": str, "http_address": str, "rack": str}
         fields.update(memory_mb=int, vcores=int)
         document = _decode(data, fields, "capacity report")
-        document["node_id"] = _address(document["node_id"], "a capacity report's node_id")
+        for name in ("node_id", "http_address"):
+            address = _address(document[name], f"a capacity report's {name}")
+            if address.port == 0:
+                raise MalformedRingRecord(f"a capacity report's {name} has no port")
+            document[name] = address
         report = cls(**document)
         if not _is_ring_id_hex(report.ring_id) or report.memory_mb < 1 or report.vcores < 1:
             raise MalformedRingRecord(f"a capacity report with a bad ring id or capacity: {report}")
         return report
+
+    def address_error(self, ring_address: str) -> str | None:
+        """Why this report's addresses are not its member's (None: they are).
+
+        ``ring_address`` is where the ring knows the member (``host:port`` from its
+        signed ALIVE).  A NodeManager's NodeId and web address lie on its ring
+        address's host; an address on any other host is not the member's to offer
+        (a member naming 127.0.0.1:5432 or a LAN host's port 22 would open them in
+        every node's container firewall), so the report is not believed.
+        """
+        try:
+            ring_host, _ = split_address(ring_address)
+        except ValueError:
+            return f"its member's ring address {ring_address[:60]!r} is not host:port"
+        for name in ("node_id", "http_address"):
+            address: HostPort = getattr(self, name)
+            if not same_host(address.host, ring_host):
+                return f"its {name} {str(address)[:60]!r} is not on its member's ring host {ring_host[:60]!r}"
+        return None
 
 
 MAX_REPORTS = 4096  # capacity reports kept (one per member): remote input, so bounded
@@ -169,32 +209,38 @@ class CapacityReports:
     Reports are gossip: any member can file one about any id, so they say what a
     member claims to offer, never who is alive or which NodeId a key registered
     (the NodeTracker binds that, over TLS).  A report is dropped when its member
-    is declared dead or left (``forget``).
+    is declared dead or left (``forget``).  Refused items are counted by kind in
+    ``refused``; the 1st, 2nd, 4th, 8th... of each kind is logged, so a member
+    sending bad items cannot flood the log.
     """
 
     def __init__(self) -> None:
         self._reports: dict[str, CapacityReport] = {}
+        self.refused: Counter[str] = Counter()
+
+    def _refuse(self, kind: str, error: str) -> bool:
+        self.refused[kind] += 1
+        count = self.refused[kind]
+        if count & (count - 1) == 0:
+            log.warn("ignoring a capacity report ({count} so far: {kind}): {error}", count=count, kind=kind, error=sanitised(error))
+        return False
 
     def receive(self, item: GossipItem) -> bool:
         """Keep the report if it is new or changed; whether it was (then it is gossiped on)."""
         try:
             report = CapacityReport.decode(item.payload)
         except MalformedRingRecord as e:
-            log.warn("ignoring a capacity report: {error}", error=str(e))
-            return False
+            return self._refuse("malformed", str(e))
         if report.ring_id != item.key:
-            log.warn("ignoring a capacity report filed under {key} about {ring_id}", key=item.key, ring_id=report.ring_id)
-            return False
+            return self._refuse("filed under another key", f"filed under {item.key[:60]!r} about {report.ring_id}")
         if item.publisher and format_id(item.publisher) != report.ring_id:
             # Signed by another member (ring_trust checked the signature): only a node reports its own capacity.
-            log.warn("ignoring a capacity report about {ring_id} published by {publisher}",
-                     ring_id=report.ring_id[:10], publisher=format_id(item.publisher)[:10])
-            return False
+            return self._refuse("published by another member",
+                                f"about {report.ring_id[:10]} published by {format_id(item.publisher)[:10]}")
         if self._reports.get(report.ring_id) == report:
             return False
         if report.ring_id not in self._reports and len(self._reports) >= MAX_REPORTS:
-            log.warn("ignoring a capacity report about {ring_id}: {limit} members are known", ring_id=report.ring_id[:10], limit=MAX_REPORTS)
-            return False
+            return self._refuse("too many members", f"about {report.ring_id[:10]}: {MAX_REPORTS} members are known")
         self._reports[report.ring_id] = report
         log.info("ring member {ring_id} is NodeManager {node_id} with {memory_mb} MB, {vcores} vcores",
                  ring_id=report.ring_id[:10], node_id=str(report.node_id), memory_mb=report.memory_mb, vcores=report.vcores)

@@ -32,7 +32,7 @@ RM_RECORD = ResourceManagerRecord(
     HostPort("rm.example", 8032), HostPort("rm.example", 8030), HostPort("rm.example", 8088),
     HostPort("rm.example", 8031), "f" * 64, 1_700_000_000_000,
 )  # fmt: skip
-REPORT = CapacityReport(RING_ID, HostPort("nm.example", 45454), "nm.example:8042", "/default-rack", 8192, 8)
+REPORT = CapacityReport(RING_ID, HostPort("nm.example", 45454), HostPort("nm.example", 8042), "/default-rack", 8192, 8)
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | texts(),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 
 from cortex_rm.container.id_ranges import (
     BLOCK,
@@ -28,14 +30,22 @@ from cortex_rm.container.net_policy import (
     table_name,
 )
 from cortex_rm.container.seccomp import render_profile
+from cortex_rm.dht.join_lifecycle import RingState
+from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.ring_math import format_id
+from cortex_rm.dht.ring_member import RingView
+from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.roles.container_members import (
     DEPARTED_GRACE_S,
+    MAX_REFUSALS_LOGGED,
     REFRESH_S,
     MembersWatcher,
     OwnEndpoints,
+    VouchedReports,
     keep_departed,
     members_of,
     nameservers,
+    vouched_reports,
 )
 from cortex_rm.roles.ring_records import CapacityReport, ResourceManagerRecord
 from cortex_rm.yarn.addresses import HostPort
@@ -147,16 +157,111 @@ def test_driver_endpoints_are_spark_urls_and_client_mode_args_with_unprivileged_
     assert driver_endpoints(argv) == {("10.213.0.1", 41234), ("10.213.0.1", 40001)}
 
 
+RM_RECORD = ResourceManagerRecord(
+    HostPort("10.2.0.1", 8032), HostPort("10.2.0.1", 8030), HostPort("10.2.0.1", 8088), HostPort("10.2.0.1", 8031), "f", 1
+)
+OWN = OwnEndpoints(("10.2.0.3:45454", "10.2.0.3:8042"), ())
+ME = Peer(0x3 << 152, "10.2.0.3:7946")
+HONEST = Peer(0xA << 156, "10.2.0.2:7946")  # format_id: "a000..."
+HOSTILE = Peer(0xB << 156, "10.2.0.9:7946")
+
+
+def _view(*members: tuple[Peer, MemberStatus]) -> RingView:
+    return RingView(ME, RingState.MEMBER, 1, None, (), 0, tuple((p, s, 1) for p, s in members), 0)
+
+
+def _report(peer: Peer, node_id: str, http_address: str) -> CapacityReport:
+    return CapacityReport(format_id(peer.node_id), HostPort.parse(node_id), HostPort.parse(http_address), "/r", 1, 1)
+
+
+VIEW = _view((HONEST, MemberStatus.ALIVE), (HOSTILE, MemberStatus.ALIVE))
+HONEST_REPORT = _report(HONEST, "10.2.0.2:45454", "10.2.0.2:8042")
+
+
 def test_members_are_the_ring_the_reports_and_the_rm_with_control_ports_apart():
     """Members' services are NM, web, scheduler and DNS; ring, tracker and client ports are control."""
-    rm = ResourceManagerRecord(
-        HostPort("10.2.0.1", 8032), HostPort("10.2.0.1", 8030), HostPort("10.2.0.1", 8088), HostPort("10.2.0.1", 8031), "f", 1
-    )
-    report = CapacityReport("a" * 40, HostPort("10.2.0.2", 45454), "10.2.0.2:8042", "/r", 1, 1)
-    found = members_of(OwnEndpoints(("10.2.0.3:45454",), ("10.2.0.3:7946",)), None, [report], rm, ["10.2.0.53"])
-    assert found.addresses == {"10.2.0.1", "10.2.0.2", "10.2.0.3"}
-    assert found.services == {("10.2.0.3", 45454), ("10.2.0.2", 45454), ("10.2.0.2", 8042), ("10.2.0.1", 8030), ("10.2.0.1", 8088), ("10.2.0.53", 53)}
-    assert found.control == {("10.2.0.3", 7946), ("10.2.0.1", 8031), ("10.2.0.1", 8032)}
+    found = members_of(OWN, VIEW, [HONEST_REPORT], RM_RECORD, ["10.2.0.53"])
+    assert found.addresses == {"10.2.0.1", "10.2.0.2", "10.2.0.3", "10.2.0.9"}
+    assert found.services == {("10.2.0.3", 45454), ("10.2.0.3", 8042), ("10.2.0.2", 45454), ("10.2.0.2", 8042),
+                               ("10.2.0.1", 8030), ("10.2.0.1", 8088), ("10.2.0.53", 53)}  # fmt: skip
+    assert found.control == {("10.2.0.3", 7946), ("10.2.0.2", 7946), ("10.2.0.9", 7946), ("10.2.0.1", 8031), ("10.2.0.1", 8032)}
+
+
+@pytest.mark.parametrize(
+    ("node_id", "http_address"),
+    [
+        ("127.0.0.1:5432", "192.168.1.1:22"),  # the contributor's loopback database, a LAN host's SSH
+        ("10.2.0.9:45454", "192.168.1.1:22"),  # one address its own, the other not
+        ("127.0.0.1:5432", "10.2.0.9:8042"),
+        ("10.2.0.3:22", "10.2.0.9:8042"),  # this node's (the reader's) own host
+        ("10.2.0.1:5432", "10.2.0.9:8042"),  # the RM's host
+    ],
+)
+def test_a_member_naming_addresses_off_its_own_host_opens_nothing(node_id: str, http_address: str):
+    """A ring member whose report names another host's ports changes neither @services nor @members."""
+    hostile = _report(HOSTILE, node_id, http_address)
+    without = members_of(OWN, VIEW, [HONEST_REPORT], RM_RECORD, ["10.2.0.53"])
+    assert members_of(OWN, VIEW, [HONEST_REPORT, hostile], RM_RECORD, ["10.2.0.53"]) == without
+    vouched = vouched_reports(VIEW, [HONEST_REPORT, hostile])
+    assert vouched.accepted == (HONEST_REPORT,) and [r for r, _ in vouched.refused] == [hostile]
+
+
+def test_an_honest_report_on_its_members_host_adds_its_services():
+    """A member's report naming ports on its ring address's host adds them (and the host) to the sets."""
+    honest = _report(HOSTILE, "10.2.0.9:45454", "10.2.0.9:8042")  # the same member, telling the truth
+    before = members_of(OWN, VIEW, [], None)
+    after = members_of(OWN, VIEW, [honest], None)
+    assert after.services - before.services == {("10.2.0.9", 45454), ("10.2.0.9", 8042)}
+    assert "10.2.0.9" in after.addresses and after.control == before.control
+
+
+def test_reports_of_no_live_member_are_not_believed():
+    """Without a view, or from a member not (or no longer) live in it, a report opens nothing."""
+    report = _report(HOSTILE, "10.2.0.9:45454", "10.2.0.9:8042")
+    base = members_of(OWN, None, [], None)
+    assert members_of(OWN, None, [report], None) == base
+    for view in (_view(), _view((HOSTILE, MemberStatus.DEAD)), _view((HOSTILE, MemberStatus.LEFT))):
+        assert vouched_reports(view, [report]) == VouchedReports((), ())
+    assert vouched_reports(_view((HOSTILE, MemberStatus.SUSPECT)), [report]).accepted == (report,)
+
+
+def test_this_nodes_own_report_is_checked_against_its_own_ring_address():
+    """The node's own report (kept by ``receive_own``) counts, on its own ring host."""
+    own = _report(ME, "10.2.0.3:45454", "10.2.0.3:8042")
+    assert vouched_reports(_view(), [own]).accepted == (own,)
+
+
+def test_the_watcher_counts_each_refused_report_once_and_logs_a_bounded_number():
+    """A refused report is counted (and logged) once however often the members are recomputed;
+    a changed report counts again; a flood is logged MAX_REFUSALS_LOGGED lines per interval."""
+    clock, applied = Clock(), []
+    reports = [HONEST_REPORT, _report(HOSTILE, "127.0.0.1:5432", "192.168.1.1:22")]
+    watcher = MembersWatcher(clock, OWN, applied.append, view=lambda: VIEW, reports=lambda: reports,
+                             resolv_conf=Path("/nonexistent"))  # fmt: skip
+    watcher.start()
+    clock.advance(REFRESH_S)
+    watcher.refresh()
+    assert watcher.refused_reports == 1 and len(applied) == 3
+    assert ("127.0.0.1", 5432) not in applied[-1].services and "192.168.1.1" not in applied[-1].addresses
+    reports[1] = _report(HOSTILE, "127.0.0.1:5433", "192.168.1.1:22")
+    watcher.refresh()
+    assert watcher.refused_reports == 2
+    many = [Peer((0xC << 156) + i, f"10.2.1.{i}:7946") for i in range(1, 31)]
+    flood_view = _view(*((p, MemberStatus.ALIVE) for p in many))
+    logged: list[dict[str, object]] = []
+    observer = lambda event: logged.append(event)  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        watcher._view = lambda: flood_view
+        reports[:] = [_report(p, "127.0.0.1:5432", "10.2.1.1:8042") for p in many]
+        clock.advance(REFRESH_S)  # a new interval (the watcher's own refresh runs)
+        clock.advance(REFRESH_S)  # the next one: its first refresh sums up the flood
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        watcher.stop()
+    refusals = [e for e in logged if "not believing" in str(e.get("log_format", ""))]
+    assert watcher.refused_reports == 32 and len(refusals) == MAX_REFUSALS_LOGGED
+    assert [e["count"] for e in logged if "more capacity reports" in str(e.get("log_format", ""))] == [30 - MAX_REFUSALS_LOGGED]
 
 
 def test_nameservers_are_the_ipv4_lines_of_resolv_conf():
@@ -184,12 +289,14 @@ def test_the_watcher_keeps_a_member_that_left_the_ring_for_the_grace():
     from twisted.internet.task import Clock
 
     clock, applied = Clock(), []
-    reports = [CapacityReport("a" * 40, HostPort("10.2.0.2", 45454), "10.2.0.2:8042", "/r", 1, 1)]
+    reports = [_report(HONEST, "10.2.0.2:45454", "10.2.0.2:8042")]
+    alive = [(HONEST, MemberStatus.ALIVE)]
     watcher = MembersWatcher(clock, OwnEndpoints(("10.2.0.3:45454",), ()), applied.append, reports=lambda: reports,
-                             resolv_conf=Path("/nonexistent"))
+                             view=lambda: _view(*alive), resolv_conf=Path("/nonexistent"))
     watcher.start()
     assert applied[-1].addresses == {"10.2.0.2", "10.2.0.3"}
     reports.clear()
+    alive.clear()
     clock.advance(REFRESH_S)
     assert applied[-1].addresses == {"10.2.0.2", "10.2.0.3"} and ("10.2.0.2", 45454) not in applied[-1].services
     clock.advance(DEPARTED_GRACE_S)

@@ -26,7 +26,7 @@ from cortex_rm.yarn.addresses import HostPort
 RM = ResourceManagerRecord(
     *map(HostPort.parse, ("127.0.0.1:8032", "127.0.0.1:8030", "127.0.0.1:8088", "127.0.0.1:8031")), "ab" * 32, 1234
 )
-REPORT = CapacityReport("1" * 40, HostPort.parse("127.0.0.2:45454"), "127.0.0.2:8042", "/default-rack", 4096, 4)
+REPORT = CapacityReport("1" * 40, HostPort.parse("127.0.0.2:45454"), HostPort.parse("127.0.0.2:8042"), "/default-rack", 4096, 4)
 
 
 class DictRing:
@@ -138,3 +138,52 @@ def test_the_directory_forgets_departed_members_and_is_bounded(monkeypatch: pyte
         report = CapacityReport(digit * 40, REPORT.node_id, REPORT.http_address, REPORT.rack, 1, 1)
         directory.receive(GossipItem(CAPACITY_SECTION, report.ring_id, report.encode()))
     assert [r.ring_id[0] for r in directory.reports()] == ["1", "2"]
+
+
+@pytest.mark.parametrize("http_address", ["", "no-port", "127.0.0.2:", "127.0.0.2:0", "127.0.0.2:65536", "127.0.0.2:x"])
+def test_a_report_whose_web_address_is_not_host_port_is_refused(http_address: str) -> None:
+    """The web address is parsed like the NodeId: not host:port with a port, MalformedRingRecord;
+    the directory drops it and counts it."""
+    data = REPORT.encode().replace(b'"127.0.0.2:8042"', json.dumps(http_address).encode())
+    with pytest.raises(MalformedRingRecord):
+        CapacityReport.decode(data)
+    directory = CapacityReports()
+    assert directory.receive(GossipItem(CAPACITY_SECTION, REPORT.ring_id, data)) is False
+    assert directory.reports() == [] and directory.refused == {"malformed": 1}
+
+
+@pytest.mark.parametrize(
+    ("node_id", "http_address", "ring_address", "believed"),
+    [
+        ("127.0.0.2:45454", "127.0.0.2:8042", "127.0.0.2:7946", True),  # a local cluster's node
+        ("10.213.4.3:45454", "10.213.4.3:8042", "10.213.4.3:7946", True),  # an isolated one
+        ("NM.example:45454", "nm.example:8042", "nm.EXAMPLE:7946", True),  # names, whatever their case
+        ("127.0.0.1:5432", "127.0.0.2:8042", "127.0.0.2:7946", False),  # another loopback address
+        ("127.0.0.2:45454", "192.168.1.1:22", "127.0.0.2:7946", False),  # a LAN host
+        ("10.0.0.5:45454", "10.0.0.5:8042", "10.0.0.6:7946", False),
+        ("nm.example:45454", "nm.example:8042", "10.0.0.6:7946", False),  # a name is not the ring's address
+        ("127.0.0.2:45454", "127.0.0.2:8042", "no-port", False),
+    ],
+)
+def test_a_reports_addresses_are_believed_only_on_its_members_ring_host(
+    node_id: str, http_address: str, ring_address: str, believed: bool
+) -> None:
+    """``address_error`` is None exactly when both addresses lie on the ring address's host."""
+    report = CapacityReport(REPORT.ring_id, HostPort.parse(node_id), HostPort.parse(http_address), "/r", 1, 1)
+    assert (report.address_error(ring_address) is None) is believed
+
+
+def test_refused_items_are_counted_by_kind_and_logged_at_powers_of_two() -> None:
+    """A member repeating a bad item is counted each time and logged on the 1st, 2nd, 4th, 8th..."""
+    from twisted.logger import globalLogPublisher
+
+    directory = CapacityReports()
+    logged: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        for _ in range(20):
+            directory.receive(GossipItem(CAPACITY_SECTION, "2" * 40, REPORT.encode()))
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert directory.refused == {"filed under another key": 20}
+    assert [e["count"] for e in logged if "ignoring a capacity report" in str(e.get("log_format"))] == [1, 2, 4, 8, 16]
