@@ -14,7 +14,7 @@ failed probes, from expired suspicions -- in one place:
 * **New suspicions** start a ``SuspicionTimer`` (bounds from the live count N) and
   call ``on_suspect``, so the prober can check the suspect itself soon.
 * **Refutation.**  Gossip that says *we* are SUSPECT or DEAD at our incarnation
-  or above raises our incarnation past it and gossips ALIVE.  Gossip alone can
+  raises our incarnation by one and gossips ALIVE.  Gossip alone can
   miss the members that matter most, so we also tell the accuser and whoever
   passed the accusation on directly: a ``Probe`` whose piggyback leads with the
   refutation.  Whoever still repeats an accusation we already refuted (a buddy
@@ -33,6 +33,17 @@ when we say it; each member row keeps the signed rumour that set its state, whic
 is what we repeat (anti-entropy, buddy system), since we cannot sign for others.
 Only a rumour's signer chooses the address it names: a SUSPECT or DEAD never moves
 a member to another address.
+
+**Accusers accuse at the incarnation they know**, and only the member raises it.
+So a SUSPECT above the incarnation we hold for a live member is refused: believed,
+it would set the member's row there, and a lying member could set it to the
+wire's highest (``MAX_INCARNATION``), which no ALIVE of the member can ever
+supersede.  (Honest news of a refutation we missed is refused too, until the
+member's own ALIVE reaches us; a DEAD that follows is checked by our own probe.)
+A SUSPECT or DEAD about *us* above our incarnation is a lie (a restart starts
+above every earlier incarnation of ours): it is refused, and refuted at our
+incarnation + 1, never above ``MAX_INCARNATION``.  A rumour about a member we do
+not know makes a row only if it is its own ALIVE (``member_table.supersedes``).
 
 **A DEAD is a claim.**  A DEAD from gossip about a member we hold ALIVE or SUSPECT
 changes nothing here: it goes to ``on_death_claim``, and the prober checks the
@@ -55,7 +66,7 @@ from cortex_rm.dht.piggyback import BroadcastQueue, SizeOf
 from cortex_rm.dht.ring_trust import RingTrust
 from cortex_rm.dht.suspicion import SuspicionTimer, expected_confirmations, retransmit_limit, suspicion_timeout_bounds
 from cortex_rm.dht.swim_config import SwimConfig
-from cortex_rm.dht.swim_messages import MemberUpdate, Piggyback, Probe
+from cortex_rm.dht.swim_messages import MAX_INCARNATION, MemberUpdate, Piggyback, Probe
 
 log = Logger()
 
@@ -119,25 +130,46 @@ class GroupView:
     def believable(self, update: MemberUpdate) -> bool:
         """Whether a rumour from gossip is signed by one who may say it; else it is counted and dropped."""
         error = self.trust.rumour_error(update)
-        accuser = update.accuser
-        if error is None and update.status in (SUSPECT, DEAD) and accuser is not None and accuser.node_id != self.me.node_id:
-            known = self.table.get(accuser)
-            if known is None or known.status in GONE:
-                error = f"a {update.status.value} rumour from an accuser that is no live member of ours"
+        if error is None and update.status in (SUSPECT, DEAD):
+            error = self._accusation_error(update)
         if error is None:
             return True
+        self._refuse(update, error)
+        return False
+
+    def _accusation_error(self, update: MemberUpdate) -> str | None:
+        """Why a signed SUSPECT or DEAD from gossip cannot be believed (None: it may be)."""
+        accuser = update.accuser
+        if accuser is not None and accuser.node_id != self.me.node_id:
+            known = self.table.get(accuser)
+            if known is None or known.status in GONE:
+                return f"a {update.status.value} rumour from an accuser that is no live member of ours"
+        if update.status is SUSPECT and update.peer.node_id != self.me.node_id:
+            subject = self.table.get(update.peer)
+            if subject is not None and subject.status not in GONE and update.incarnation > subject.incarnation:
+                return "a suspect rumour above the incarnation we hold for its subject"
+        return None
+
+    def _refuse(self, update: MemberUpdate, error: str) -> None:
+        """Count (and log the first few of) a rumour from gossip we do not believe."""
         self.refused[error] += 1
         if sum(self.refused.values()) <= MAX_REFUSALS_LOGGED:
             log.info("swim {node} refused a rumour about {member}: {error}", node=self.me.short(), member=update.peer.short(), error=error)
-        return False
+
     def apply(self, update: MemberUpdate, now: float, reason: str, relay: Peer | None = None) -> list[SwimAction]:
         """Apply one update by SWIM's precedence rules; queue it on if it was news.
 
         ``relay`` is the member whose message carried it (None: our own conclusion).
         """
         if update.peer.node_id == self.me.node_id:
-            if relay is not None and not self.believable(update):
-                return []
+            if relay is not None:
+                if not self.believable(update):
+                    return []
+                if update.status in (SUSPECT, DEAD) and update.incarnation > self.incarnation:
+                    # Nobody knows an incarnation of ours above our own: a lie, refused; we
+                    # refute it all the same, at ours (those who believed it stay wrong).
+                    self._refuse(update, f"a {update.status.value} rumour about us above our incarnation")
+                    update = replace(update, incarnation=self.incarnation)
             return self._about_me(update, now, relay)
         member = self.table.get(update.peer)
         if member is not None and member.incarnation == update.incarnation and member.status is update.status is not SUSPECT:
@@ -225,7 +257,9 @@ class GroupView:
             if self.broadcasts.transmits(alive) != 0:
                 self.broadcasts.put(alive)
         else:
-            self.incarnation = update.incarnation + 1
+            if update.incarnation >= MAX_INCARNATION:
+                log.warn("swim {node} cannot refute: its incarnation is the wire's highest", node=self.me.short())
+            self.incarnation = min(update.incarnation + 1, MAX_INCARNATION)
             self._told.clear()
             self.health.apply(1, f"refuted being {update.status.value}")
             self.broadcasts.put(self.own_alive())

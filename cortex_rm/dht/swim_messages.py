@@ -18,6 +18,13 @@ from dataclasses import dataclass
 
 from cortex_rm.dht.peer import Peer
 
+MAX_INCARNATION = 2**63 - 1
+"""The highest incarnation the wire carries (a non-negative i64: ``thrift_fields.MAX_COUNT``).
+
+A member at it can no longer refute: nothing may push an incarnation there but
+the member itself (``group_view.py``).
+"""
+
 
 @dataclass(frozen=True)
 class Probe:

@@ -257,16 +257,20 @@ def test_suspect_whose_refutation_we_missed_is_probed_before_it_is_declared_dead
 
 
 def test_suspicion_of_ourselves_is_refuted_with_a_higher_incarnation() -> None:
-    """SUSPECT or DEAD about us at our incarnation or above: incarnation = that + 1, ALIVE gossiped."""
+    """SUSPECT or DEAD about us at our incarnation: incarnation + 1, ALIVE gossiped.  One above our
+    incarnation (which nobody can know) is refused, and refuted at ours + 1 all the same."""
     m = member()
     m.receive_piggyback(T, [MemberUpdate(ME, SUSPECT, 0, T)], 1.0)
     assert m.incarnation == 1
     assert MemberUpdate(ME, ALIVE, 1) in m.broadcasts.queued()
-    m.receive_piggyback(T, [MemberUpdate(ME, DEAD, 4)], 2.0)
-    assert m.incarnation == 5
+    m.receive_piggyback(T, [MemberUpdate(ME, DEAD, 4, T)], 2.0)
+    assert m.incarnation == 2 and sum(m.view.refused.values()) == 1
+    assert MemberUpdate(ME, ALIVE, 2) in m.broadcasts.queued()
     assert m.health.score == 2
-    m.receive_piggyback(T, [MemberUpdate(ME, SUSPECT, 2, T)], 3.0)  # stale
-    assert m.incarnation == 5
+    m.receive_piggyback(T, [MemberUpdate(ME, SUSPECT, 2, T)], 3.0)
+    assert m.incarnation == 3
+    m.receive_piggyback(T, [MemberUpdate(ME, SUSPECT, 2, T)], 4.0)  # stale
+    assert m.incarnation == 3
 
 
 def test_buddy_system_puts_the_suspicion_first_for_the_suspect() -> None:
@@ -274,6 +278,7 @@ def test_buddy_system_puts_the_suspicion_first_for_the_suspect() -> None:
     m = member()
     for i in range(20):
         m.broadcasts.put(GossipItem("s", str(i), b"x" * 10))
+    m.receive_piggyback(T, [MemberUpdate(T, ALIVE, 3)], 0.5)
     m.receive_piggyback(H1, [MemberUpdate(T, SUSPECT, 3, H1)], 1.0)
     items = m.piggyback_for(T, 200, estimated_size)
     assert items[0] == MemberUpdate(T, SUSPECT, 3, H1)
