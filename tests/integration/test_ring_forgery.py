@@ -90,7 +90,9 @@ def wait_views(daemons: list[RingDaemon], condition: Callable[[list[dict[str, An
 
 
 def ring_is_whole(views: list[dict[str, Any]], services: list[RingService]) -> bool:
-    """Every daemon and service has its true neighbours by ring id and holds every other member ALIVE."""
+    """Every daemon and service has its true neighbours by ring id (its whole successor list: a
+    member whose list is still filling would change it later, forged rumour or not) and holds
+    every other member ALIVE."""
     ids = sorted([int(v["node"]["id"], 16) for v in views] + [s.me.node_id for s in services])
     routing = {int(v["node"]["id"], 16): summary(v) for v in views}
     for s in services:
@@ -102,7 +104,8 @@ def ring_is_whole(views: list[dict[str, Any]], services: list[RingService]) -> b
         )
     for i, node_id in enumerate(ids):
         state, predecessor, successors = routing[node_id]  # type: ignore[misc]
-        if state != "member" or not successors or successors[0] != f"{ids[(i + 1) % len(ids)]:040x}":
+        wanted = tuple(f"{ids[(i + k) % len(ids)]:040x}" for k in range(1, len(ids)))
+        if state != "member" or tuple(successors) != wanted[: len(successors)] or len(successors) < len(wanted):
             return False
         if predecessor != f"{ids[i - 1]:040x}":
             return False
