@@ -60,6 +60,7 @@ class NftFirewall:
         self.installed = False
         self.error: str | None = None
         self._peers: dict[int, frozenset[Endpoint]] = {}
+        self._cgroups: dict[int, str] = {}  # each admitted application's cgroup (its driver hosts reach only it)
 
     def install(self, members: Members) -> None:
         """Replace the node's table; on failure remember why (every container start then says it)."""
@@ -82,6 +83,7 @@ class NftFirewall:
             return
         self.members, self.installed, self.error = members, True, None
         self._peers.clear()
+        self._cgroups.clear()
         log.info("container network policy: table inet {table} installed", table=self.settings.table)
 
     def update_members(self, members: Members) -> None:
@@ -104,21 +106,22 @@ class NftFirewall:
         self._ready()
         self._apply(render_application_added(self.settings.table, block, cgroup, peers))
         self._peers[block.root] = peers
+        self._cgroups[block.root] = cgroup
 
     def peers_added(self, block: IdBlock, peers: frozenset[Endpoint]) -> None:
         self._ready()
         known = self._peers.get(block.root, frozenset())
         new = peers - known
         if new:
-            self._apply(render_peers_added(self.settings.table, block, new))
+            self._apply(render_peers_added(self.settings.table, block, self._cgroups[block.root], new))
             self._peers[block.root] = known | new
 
     def application_removed(self, block: IdBlock, cgroup: str) -> None:
         peers = self._peers.pop(block.root, frozenset())
+        self._cgroups.pop(block.root, None)
         if not self.installed:
             return
-        remaining = {p[0] for others in self._peers.values() for p in others}
-        self._apply(render_application_removed(self.settings.table, block, cgroup, peers, remaining))
+        self._apply(render_application_removed(self.settings.table, block, cgroup, peers))
 
     def remove(self) -> None:
         """Drop the node's table (at stop)."""

@@ -162,7 +162,7 @@ def render_table(settings: PolicySettings, members: Members) -> str:
         "  set apps { type cgroupsv2; }",
         "  set same_app { type cgroupsv2 . mark; }",
         "  set peers { type mark . ipv4_addr . inet_service; }",
-        "  set peer_addrs { type ipv4_addr; }",
+        "  set peer_srcs { type cgroupsv2 . ipv4_addr; }",
         "  set peer_hosts { type mark . ipv4_addr; }",
         "  chain output {",
         "    type filter hook output priority filter; policy accept;",
@@ -194,11 +194,10 @@ def render_table(settings: PolicySettings, members: Members) -> str:
         f"    meta mark and {MARK_MASK:#x} == {MARK_PREFIX:#x} accept",
         "    iif lo accept",
         "    ip saddr @members accept",
-        "    ip saddr @peer_addrs accept",
+        "    socket cgroupv2 level 2 . ip saddr @peer_srcs accept",
         f"    {_REFUSE}",
         "  }",
         "  chain from_container {",
-        f'    socket cgroupv2 level 1 "{settings.cgroup_parent}" accept',
         "    ip daddr . th dport @services accept",
         "    meta mark . ip daddr . th dport @peers accept",
         f"    {_REFUSE}",
@@ -236,7 +235,7 @@ def render_application_added(table: str, block: IdBlock, cgroup: str, peers: Ite
         f'add element inet {table} apps {{ "{cgroup}" }}',
         f'add element inet {table} same_app {{ "{cgroup}" . {mark} }}',
     ]
-    lines += _peer_lines(table, block, peers)
+    lines += _peer_lines(table, block, cgroup, peers)
     return "\n".join(lines) + "\n"
 
 
@@ -244,39 +243,40 @@ def _peer_host_elements(block: IdBlock, peers: Iterable[Endpoint]) -> list[str]:
     return [f"{mark_of(block):#x} . {host}" for host in sorted({p[0] for p in peers})]
 
 
-def _peer_lines(table: str, block: IdBlock, peers: Sequence[Endpoint]) -> list[str]:
+def _peer_source_elements(cgroup: str, peers: Iterable[Endpoint]) -> list[str]:
+    """Which driver hosts may connect to which application's containers (only to its own)."""
+    return [f'"{cgroup}" . {host}' for host in sorted({p[0] for p in peers})]
+
+
+def _peer_lines(table: str, block: IdBlock, cgroup: str, peers: Sequence[Endpoint]) -> list[str]:
     if not peers:
         return []
     return [
         f"add element inet {table} peers {{ {', '.join(_peer_elements(block, peers))} }}",
         f"add element inet {table} peer_hosts {{ {', '.join(_peer_host_elements(block, peers))} }}",
-        f"add element inet {table} peer_addrs {{ {', '.join(sorted({p[0] for p in peers}))} }}",
+        f"add element inet {table} peer_srcs {{ {', '.join(_peer_source_elements(cgroup, peers))} }}",
     ]
 
 
-def render_peers_added(table: str, block: IdBlock, peers: Iterable[Endpoint]) -> str:
+def render_peers_added(table: str, block: IdBlock, cgroup: str, peers: Iterable[Endpoint]) -> str:
     """More driver endpoints for an application already admitted."""
-    return "\n".join(_peer_lines(table, block, sorted(peers))) + "\n"
+    return "\n".join(_peer_lines(table, block, cgroup, sorted(peers))) + "\n"
 
 
-def render_application_removed(
-    table: str, block: IdBlock, cgroup: str, peers: Iterable[Endpoint], remaining_peer_addrs: Iterable[str]
-) -> str:
-    """Drop one application's elements; ``remaining_peer_addrs``: the other applications' driver addresses."""
+def render_application_removed(table: str, block: IdBlock, cgroup: str, peers: Iterable[Endpoint]) -> str:
+    """Drop one application's elements."""
     mark = f"{mark_of(block):#x}"
     lines = [
         f"delete element inet {table} uid_marks {{ {block.root}-{block.root + BLOCK - 1} }}",
         f'delete element inet {table} apps {{ "{cgroup}" }}',
         f'delete element inet {table} same_app {{ "{cgroup}" . {mark} }}',
     ]
+    peers = sorted(peers)
     elements = _peer_elements(block, peers)
     if elements:
         lines.append(f"delete element inet {table} peers {{ {', '.join(elements)} }}")
         lines.append(f"delete element inet {table} peer_hosts {{ {', '.join(_peer_host_elements(block, peers))} }}")
-    lines.append(f"flush set inet {table} peer_addrs")
-    remaining = sorted(set(remaining_peer_addrs))
-    if remaining:
-        lines.append(f"add element inet {table} peer_addrs {{ {', '.join(remaining)} }}")
+        lines.append(f"delete element inet {table} peer_srcs {{ {', '.join(_peer_source_elements(cgroup, peers))} }}")
     return "\n".join(lines) + "\n"
 
 

@@ -135,10 +135,11 @@ def test_an_application_is_added_and_removed_by_its_cgroup_uids_and_mark():
     assert f'add element inet t same_app {{ "unified/cortex/b1" . {mark} }}' in added
     assert f"add element inet t peers {{ {mark} . 10.0.0.9 . 40000 }}" in added
     assert f"add element inet t peer_hosts {{ {mark} . 10.0.0.9 }}" in added  # the driver's other ports
-    removed = render_application_removed("t", block, "unified/cortex/b1", [("10.0.0.9", 40000)], ["10.0.0.7"])
+    removed = render_application_removed("t", block, "unified/cortex/b1", [("10.0.0.9", 40000)])
     assert f"delete element inet t peers {{ {mark} . 10.0.0.9 . 40000 }}" in removed
     assert f"delete element inet t peer_hosts {{ {mark} . 10.0.0.9 }}" in removed
-    assert removed.splitlines()[-2:] == ["flush set inet t peer_addrs", "add element inet t peer_addrs { 10.0.0.7 }"]
+    assert removed.splitlines()[-1] == 'delete element inet t peer_srcs { "unified/cortex/b1" . 10.0.0.9 }'
+    assert 'add element inet t peer_srcs { "unified/cortex/b1" . 10.0.0.9 }' in added  # its own containers only
 
 
 def test_member_updates_flush_and_refill_in_one_script():
