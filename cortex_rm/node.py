@@ -24,6 +24,7 @@ a clean stop.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -174,9 +175,14 @@ class CortexNode:
         ring_config = self.config.ring
         run_in_thread, self._ring_files = thread_runner(self.reactor, name="ring-files")
         self._ring_files.start()
+        settings = ring_config.ring_config()
+        if self.config.resourcemanager.enabled and not settings.resource_managers:
+            # this node runs the RM: it at least may write the RM's record (nodes that find the
+            # RM through the ring must name it in their [ring] resource_managers)
+            settings = dataclasses.replace(settings, resource_managers=frozenset({identity.ring_id}))
         ring = RingService(
             identity,
-            ring_config.ring_config(),
+            settings,
             self.reactor,
             self.state_dir,
             listen_host=ring_config.address.host,

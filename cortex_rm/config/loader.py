@@ -178,6 +178,13 @@ def _validate(config: Config) -> None:
                         f"{where}: resourcemanager.{key} is a wildcard; with [ring] enabled the RM publishes "
                         "its addresses in the ring, so give the address clients and nodes reach it at"
                     )
+        finds_rm = config.nodemanager.enabled and config.nodemanager.resourcemanager_tracker is None
+        if finds_rm and not config.resourcemanager.enabled and not config.ring.resource_managers:
+            raise ConfigError(
+                f"{where}: this NodeManager finds the RM through the ring, so [ring] resource_managers must name "
+                "the ring id(s) of the RM's node(s) (its log says 'ring member <id>'; `cortex-rm ring` shows it): "
+                "otherwise the first member to write the RM's record, anyone's, would be believed"
+            )
     elif config.nodemanager.enabled and config.nodemanager.resourcemanager_tracker is None:
         raise ConfigError(
             f"{where}: with [ring] enabled = false the NodeManager cannot find the RM: "

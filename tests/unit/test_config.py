@@ -414,3 +414,12 @@ def test_queue_acls_and_the_anonymous_access_are_read_from_the_file() -> None:
     assert tree.may_administer(tree.find("prod"), "ops")
     with pytest.raises(ConfigError, match="anonymous_access"):
         config_from_dict({"resourcemanager": {"anonymous_access": "everything"}})
+
+
+def test_a_nodemanager_that_finds_the_rm_through_the_ring_must_name_the_rms_ring_ids() -> None:
+    """Without [ring] resource_managers anyone's first write of the RM's record would be believed."""
+    with pytest.raises(ConfigError, match="resource_managers must name the ring id"):
+        config_from_dict({"resourcemanager": {"enabled": False}})
+    config_from_dict({"resourcemanager": {"enabled": False}, "ring": {"resource_managers": ["ab" * 20]}})
+    config_from_dict({"resourcemanager": {"enabled": False}, "nodemanager": {"resourcemanager_tracker": "127.0.0.1:8031"}})
+    config_from_dict({})  # the RM's own node: it pins itself
