@@ -149,15 +149,18 @@ def give_to(spec: ContainerSpec, uid: int) -> None:
     """Make the dirs ``spec``'s container writes its root's (uid = gid = ``uid`` on the host).
 
     Every dir is reached without following a symlink and chowned through its descriptor,
-    the work dir's entries without following theirs; the work dir and log dir must still
-    be the ones the NodeManager made (``pinned_dirs``): a container of the application
-    may have swapped them for a symlink (say to /etc) after ``check_spec_paths``."""
+    the work dir's entries (if the dir is still root's) without following theirs; the work dir and
+    log dir must still be the ones the NodeManager made (or gave ``uid`` when the id ran
+    before: ``pinned_dirs``): a container of the application may have swapped them for a
+    symlink (say to /etc) after ``check_spec_paths``."""
+    me = os.geteuid()
     with ExitStack() as fds:
         for own in (spec.work_dir, spec.log_dir):
             parent_fd = fds.enter_context(_closing(pinned_dirs.open_dir(own.parent)))
-            fd = fds.enter_context(_closing(pinned_dirs.open_own_dir(parent_fd, own.name, own.parent)))
+            fd = fds.enter_context(_closing(pinned_dirs.open_own_dir(parent_fd, own.name, own.parent, given_to=uid)))
+            ours = os.fstat(fd).st_uid == me  # else given before: its entries too, or the container's
             os.fchown(fd, uid, uid)
-            if own == spec.work_dir:
+            if own == spec.work_dir and ours:  # nothing in it can be planted (root's, 0755)
                 with os.scandir(fd) as entries:
                     for entry in entries:
                         os.chown(entry.name, uid, uid, dir_fd=fd, follow_symlinks=False)

@@ -87,10 +87,13 @@ def make_dir(dir_fd: int, name: str, mode: int, where: Path) -> int:
     return open_own_dir(dir_fd, name, where)
 
 
-def open_own_dir(dir_fd: int, name: str, where: Path, make: bool = False, mode: int = 0o755) -> int:
+def open_own_dir(
+    dir_fd: int, name: str, where: Path, make: bool = False, mode: int = 0o755, given_to: int | None = None
+) -> int:
     """Open the directory ``name`` in ``dir_fd`` (which is ``where``), made first if ``make`` and
     missing, if it is one the NodeManager made: a directory (not a symlink), owned by this
-    process's uid and writable by nobody else; PlantedPathError if not."""
+    process's uid (or ``given_to``, whom it gave it to before) and writable by nobody else;
+    PlantedPathError if not."""
     if make:
         try:
             os.mkdir(name, mode, dir_fd=dir_fd)
@@ -103,7 +106,7 @@ def open_own_dir(dir_fd: int, name: str, where: Path, make: bool = False, mode: 
             raise PlantedPathError(e.errno, f"{where / name} is a symlink or not a directory: refused") from None
         raise
     st = os.fstat(fd)
-    if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if st.st_uid not in (os.geteuid(), given_to) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         os.close(fd)
         raise PlantedPathError(
             errno.EPERM,

@@ -88,8 +88,9 @@ def test_the_tokens_and_script_are_written_in_a_fresh_work_dir(tmp_path: Path) -
 @pytest.mark.parametrize("replacement", ["symlink", "container_dir"])
 def test_a_work_dir_swapped_after_it_was_made_is_refused(tmp_path: Path, replacement: str) -> None:
     """Between prepare and the next steps the container renames the work dir away and puts a
-    symlink to /etc (or its own dir holding a symlink) there: the script, the links and the
-    chown are all refused, and nothing outside is touched."""
+    symlink to /etc (or its own dir holding a symlink) there: the script and the links are
+    refused, the chown too (of a symlink) or kept to the dir itself (of the container's own
+    dir), and nothing outside is touched."""
     paths, outside = layout(tmp_path)
     container_files.prepare_container(paths, b"tokens")
     paths.work_dir.rename(paths.work_dir.parent / "moved")
@@ -103,7 +104,10 @@ def test_a_work_dir_swapped_after_it_was_made_is_refused(tmp_path: Path, replace
         container_files.write_launch_script(paths, "echo owned\n")
     with pytest.raises(PlantedPathError, match=f"{paths.work_dir} is"):
         link_into(paths.work_dir, [("passwd", tmp_path / "evil")])
-    with pytest.raises(PlantedPathError, match=f"{paths.work_dir} is"):
+    if replacement == "symlink":
+        with pytest.raises(PlantedPathError, match=f"{paths.work_dir} is"):
+            give_to(spec(paths), CONTAINER_UID)
+    else:  # the application's own dir: it may have it, but nothing it holds is chowned or followed
         give_to(spec(paths), CONTAINER_UID)
     untouched(outside)
 
@@ -182,3 +186,15 @@ def test_deleting_the_application_dirs_does_not_follow_planted_symlinks(tmp_path
     assert container_files.delete_application_dirs([tmp_path / "local"], APP) == [paths.work_dir.parent]
     assert not paths.work_dir.parent.exists()
     untouched(outside)
+
+
+def test_a_work_dir_given_before_is_given_again_without_its_entries(tmp_path: Path) -> None:
+    """The id runs again in a work dir the application owns already: the dir passes, but none of
+    its entries (which the container may have made, say a hard link to a root file) is chowned."""
+    paths, _ = layout(tmp_path)
+    container_files.prepare_container(paths, b"tokens")
+    give_to(spec(paths), CONTAINER_UID)
+    planted = paths.work_dir / "hardlinked"
+    planted.write_text("root's")
+    give_to(spec(paths), CONTAINER_UID)
+    assert planted.stat().st_uid == 0 and paths.work_dir.stat().st_uid == CONTAINER_UID
