@@ -18,8 +18,10 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
+from cortex_rm.container import pinned_dirs
 from cortex_rm.container.launch import LAUNCH_SCRIPT, PRELAUNCH_ERR, TMP_DIR, ContainerPaths
 
 DIAGNOSTICS_TAIL_BYTES = 4096  # YARN's yarn.nodemanager.container.stderr.tail.bytes
@@ -31,46 +33,59 @@ TOKENS_MODE = 0o600
 
 def prepare_container(paths: ContainerPaths, tokens: bytes, owner: tuple[int, int] | None = None) -> None:
     """Create the container's dirs (application dirs, work dir with ``tmp/``, log dirs) and
-    write ``container_tokens``; ``owner`` (uid, gid) is given what the container writes to."""
-    made: list[Path] = []
+    write ``container_tokens``; ``owner`` (uid, gid) is given what the container writes to.
+
+    The work dir and the log dirs are new: PlantedPathError if anything is at their names
+    already (the application's containers can write in its app dirs: see ``pinned_dirs``)."""
     for app_dir in paths.app_dirs:
         app_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        made.append(app_dir)
-    paths.work_dir.mkdir(mode=DIR_MODE, exist_ok=True)
-    (paths.work_dir / TMP_DIR).mkdir(mode=DIR_MODE, exist_ok=True)
-    made += [paths.work_dir, paths.work_dir / TMP_DIR]
-    for log_dir in paths.log_dirs:
-        log_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        made.append(log_dir)
     for cache in (paths.public_cache, paths.private_cache):  # the runtime mounts them read-only
         cache.mkdir(mode=0o755, parents=True, exist_ok=True)
-    fd = os.open(paths.tokens_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, TOKENS_MODE)
-    with os.fdopen(fd, "wb") as f:
-        f.write(tokens)
-    made.append(paths.tokens_file)
-    if owner is not None:
-        for path in made:
-            os.chown(path, *owner)
+    with ExitStack() as fds:
+        made: list[int] = []
+        for app_dir in paths.app_dirs:
+            made.append(_held(fds, os.open(app_dir, pinned_dirs.DIR_FLAGS)))
+        app_fd = _held(fds, os.open(paths.work_dir.parent, pinned_dirs.DIR_FLAGS))
+        work_fd = _held(fds, pinned_dirs.make_dir(app_fd, paths.work_dir.name, DIR_MODE, paths.work_dir.parent))
+        made += [work_fd, _held(fds, pinned_dirs.make_dir(work_fd, TMP_DIR, DIR_MODE, paths.work_dir))]
+        for log_dir in paths.log_dirs:
+            log_dir.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            parent_fd = _held(fds, os.open(log_dir.parent, pinned_dirs.DIR_FLAGS))
+            made.append(_held(fds, pinned_dirs.make_dir(parent_fd, log_dir.name, DIR_MODE, log_dir.parent)))
+        pinned_dirs.write_new_file(work_fd, paths.tokens_file.name, tokens, TOKENS_MODE, paths.work_dir)
+        if owner is not None:
+            for fd in made:
+                os.fchown(fd, *owner)
+            os.chown(paths.tokens_file.name, *owner, dir_fd=work_fd, follow_symlinks=False)
 
 
 def write_launch_script(paths: ContainerPaths, script: str) -> None:
-    """Write ``launch_container.sh`` into the work dir."""
-    path = paths.work_dir / LAUNCH_SCRIPT
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SCRIPT_MODE)
-    with os.fdopen(fd, "w") as f:
-        f.write(script)
+    """Write ``launch_container.sh`` into the work dir (still the one ``prepare_container`` made,
+    holding no such file: else PlantedPathError)."""
+    with ExitStack() as fds:
+        work_fd = _held(fds, open_work_dir(paths))
+        pinned_dirs.write_new_file(work_fd, LAUNCH_SCRIPT, script.encode(), SCRIPT_MODE, paths.work_dir)
+
+
+def open_work_dir(paths: ContainerPaths) -> int:
+    """A descriptor of the container's work dir if it is still the NodeManager's own (see
+    ``pinned_dirs.open_own_dir``): a container may have swapped it since it was made."""
+    app_fd = os.open(paths.work_dir.parent, pinned_dirs.DIR_FLAGS)
+    try:
+        return pinned_dirs.open_own_dir(app_fd, paths.work_dir.name, paths.work_dir.parent)
+    finally:
+        os.close(app_fd)
+
+
+def _held(fds: ExitStack, fd: int) -> int:
+    fds.callback(os.close, fd)
+    return fd
 
 
 def _tail(path: Path, limit: int) -> str | None:
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            data = f.read()
-    except OSError:
-        return None
-    return data.decode("utf-8", errors="replace")
+    # the container may have made its log file a symlink to a host file, or a FIFO
+    data = pinned_dirs.read_tail(path, limit)
+    return None if data is None else data.decode("utf-8", errors="replace")
 
 
 def failure_diagnostics(
@@ -106,7 +121,10 @@ def application_staging_dirs(sources: Sequence[str], app_id: str) -> tuple[Path,
 
 
 def delete_application_dirs(local_dirs: Sequence[Path], app_id: str) -> list[Path]:
-    """Delete ``usercache/*/appcache/<app_id>`` in every local dir; the dirs deleted."""
+    """Delete ``usercache/*/appcache/<app_id>`` in every local dir; the dirs deleted.
+
+    The application's containers wrote in them: ``shutil.rmtree`` removes a symlink found
+    inside without following it, and refuses (here: skips) a top-level path that is one."""
     deleted = []
     for local_dir in local_dirs:
         for app_dir in (local_dir / "usercache").glob(f"*/appcache/{app_id}"):

@@ -50,6 +50,7 @@ from cortex_rm.container.launch import LaunchPlan, NodeFacts
 from cortex_rm.container.local_resources import LocalizationError
 from cortex_rm.container.localizer import Localizer
 from cortex_rm.container.resource_files import Requester
+from cortex_rm.container.pinned_dirs import PlantedPathError
 from cortex_rm.container.nm_container import (
     NM_CONTAINER_TRANSITIONS,
     NMContainer,
@@ -181,6 +182,9 @@ class ContainerManager:
         except Exception as e:  # noqa: BLE001 - every failure here is the container's, reported in its status
             if isinstance(e, LocalizationError):
                 reason = str(e)
+            elif isinstance(e, PlantedPathError):  # a container of the application planted it
+                log.warn("container {container_id} refused: {error}", container_id=str(c.container_id), error=str(e))
+                reason = f"Localization of {c.container_id} refused: {e}"
             else:
                 log.failure("localizing container {container_id} failed", Failure(), container_id=str(c.container_id))
                 reason = f"Localization of {c.container_id} failed: {type(e).__name__}: {e}"

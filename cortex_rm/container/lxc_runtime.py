@@ -395,7 +395,7 @@ class LxcRuntime:
                     sysfs=self.base_dir / SYSFS_DIR,
                 )
             )
-            log_fd = os.open(spec.log_dir / RUNTIME_LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            log_fd = os.open(spec.log_dir / RUNTIME_LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as e:
             shutil.rmtree(container_dir, ignore_errors=True)
             raise ContainerStartError(f"{cid}: could not prepare the container: {e}") from e

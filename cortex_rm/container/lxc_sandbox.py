@@ -30,12 +30,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
 from twisted.logger import Logger
 
+from cortex_rm.container import pinned_dirs
 from cortex_rm.container.id_ranges import IdBlock, IdBlocks, IdRange, IdRangeError
 from cortex_rm.container.lxc_config import CGROUP_PARENT
 from cortex_rm.container.net_policy import Endpoint
@@ -143,12 +146,35 @@ class ContainerSandbox:
 
 
 def give_to(spec: ContainerSpec, uid: int) -> None:
-    """Make the dirs ``spec``'s container writes its root's (uid = gid = ``uid`` on the host)."""
-    for directory in dict.fromkeys((spec.work_dir, spec.log_dir, *spec.own_dirs)):
-        os.chown(directory, uid, uid)
-    with os.scandir(spec.work_dir) as entries:
-        for entry in entries:
-            os.lchown(entry.path, uid, uid)
+    """Make the dirs ``spec``'s container writes its root's (uid = gid = ``uid`` on the host).
+
+    Every dir is reached without following a symlink and chowned through its descriptor,
+    the work dir's entries (if the dir is still root's) without following theirs; the work dir and
+    log dir must still be the ones the NodeManager made (or gave ``uid`` when the id ran
+    before: ``pinned_dirs``): a container of the application may have swapped them for a
+    symlink (say to /etc) after ``check_spec_paths``."""
+    me = os.geteuid()
+    with ExitStack() as fds:
+        for own in (spec.work_dir, spec.log_dir):
+            parent_fd = fds.enter_context(_closing(pinned_dirs.open_dir(own.parent)))
+            fd = fds.enter_context(_closing(pinned_dirs.open_own_dir(parent_fd, own.name, own.parent, given_to=uid)))
+            ours = os.fstat(fd).st_uid == me  # else given before: its entries too, or the container's
+            os.fchown(fd, uid, uid)
+            if own == spec.work_dir and ours:  # nothing in it can be planted (root's, 0755)
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        os.chown(entry.name, uid, uid, dir_fd=fd, follow_symlinks=False)
+        for directory in dict.fromkeys(spec.own_dirs):
+            if directory not in (spec.work_dir, spec.log_dir):
+                os.fchown(fds.enter_context(_closing(pinned_dirs.open_dir(directory))), uid, uid)
+
+
+@contextmanager
+def _closing(fd: int) -> Iterator[int]:
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def mount_sysfs(path: Path) -> None:

@@ -16,13 +16,14 @@ import stat
 import tarfile
 import zipfile
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 
 from twisted.logger import Logger
 
-from cortex_rm.yarn.tokens import Token
+from cortex_rm.container import pinned_dirs
 from cortex_rm.container.local_resources import (
     LocalizationError,
     LocalResource,
@@ -30,6 +31,7 @@ from cortex_rm.container.local_resources import (
     ResourceUrl,
     check_link_name,
 )
+from cortex_rm.yarn.tokens import Token
 
 log = Logger()
 
@@ -201,25 +203,43 @@ def fetch_into_cache(
             f"Resource {resource.url}: scheme {resource.url.scheme!r} is not supported "
             f"(supported: {', '.join(sorted(fetchers))})"
         )
-    cache_dir.mkdir(parents=True, exist_ok=False)
-    try:
-        name = resource.url.file_name
-        if resource.type is ResourceType.FILE:
-            dest = cache_dir / name
-            fetcher.fetch(resource, dest, requester)
-            return dest
-        download = cache_dir / f".{name}.download"
-        fetcher.fetch(resource, download, requester)
-        target = cache_dir / name
-        if unpack(resource.url, download, target, max_unpacked_bytes):
-            download.unlink()
-        else:
-            log.warn("cannot unpack {url}: not a .zip/.jar/.tar/.tar.gz/.tgz; kept as a file", url=str(resource.url))
-            download.rename(target)
-        return target
-    except BaseException:
-        shutil.rmtree(cache_dir, ignore_errors=True)
-        raise
+    # an APPLICATION cache is in the application's app dir, where its containers write: the
+    # cache's dir and the entry's are pinned (``pinned_dirs``) and the work done through them
+    root = cache_dir.parent
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as fds:
+        parent_fd = _held(fds, os.open(root.parent, pinned_dirs.DIR_FLAGS))
+        root_fd = _held(fds, pinned_dirs.open_own_dir(parent_fd, root.name, root.parent, make=True))
+        entry = _held(fds, pinned_dirs.make_dir(root_fd, cache_dir.name, 0o755, root))
+        try:
+            return cache_dir / _fetch_into(resource, pinned_dirs.fd_path(entry), fetcher, max_unpacked_bytes, requester)
+        except BaseException:
+            shutil.rmtree(cache_dir.name, ignore_errors=True, dir_fd=root_fd)
+            raise
+
+
+def _fetch_into(
+    resource: LocalResource, entry_dir: Path, fetcher: Fetcher, max_unpacked_bytes: int, requester: Requester
+) -> str:
+    """Fetch (and unpack) ``resource`` into ``entry_dir``; the name in it to link to."""
+    name = resource.url.file_name
+    if resource.type is ResourceType.FILE:
+        fetcher.fetch(resource, entry_dir / name, requester)
+        return name
+    download = entry_dir / f".{name}.download"
+    fetcher.fetch(resource, download, requester)
+    target = entry_dir / name
+    if unpack(resource.url, download, target, max_unpacked_bytes):
+        download.unlink()
+    else:
+        log.warn("cannot unpack {url}: not a .zip/.jar/.tar/.tar.gz/.tgz; kept as a file", url=str(resource.url))
+        download.rename(target)
+    return name
+
+
+def _held(fds: ExitStack, fd: int) -> int:
+    fds.callback(os.close, fd)
+    return fd
 
 
 def tree_size(root: Path) -> int:
@@ -237,10 +257,20 @@ def tree_size(root: Path) -> int:
 
 
 def link_into(work_dir: Path, links: Sequence[tuple[str, Path]]) -> None:
-    """``ln -sf`` each cached path to ``<work_dir>/<link name>`` (parents made as needed)."""
-    for name, target in links:
-        link = work_dir / check_link_name(name)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        os.symlink(target, link)
+    """``ln -sf`` each cached path to ``<work_dir>/<link name>`` (parents made as needed), in
+    the work dir ``prepare_container`` made (PlantedPathError if it was swapped since)."""
+    with ExitStack() as fds:
+        app_fd = _held(fds, os.open(work_dir.parent, pinned_dirs.DIR_FLAGS))
+        work_fd = _held(fds, pinned_dirs.open_own_dir(app_fd, work_dir.name, work_dir.parent))
+        for name, target in links:
+            link = check_link_name(name)
+            # inside the NodeManager's own work dir (root's, 0755, until the container starts)
+            dir_fd, where = work_fd, work_dir
+            for part in link.parts[:-1]:
+                dir_fd = _held(fds, pinned_dirs.open_own_dir(dir_fd, part, where, make=True))
+                where = where / part
+            try:
+                os.unlink(link.name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+            os.symlink(target, link.name, dir_fd=dir_fd)

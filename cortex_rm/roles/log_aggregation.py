@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -166,7 +167,15 @@ class LogAggregator:
                 with ExitStack() as files:
                     logs = []
                     for path in container.files:
-                        source = files.enter_context(path.open("rb"))
+                        # the container wrote its log dir: a log made a symlink or FIFO since
+                        # ``collect_logs`` looked is skipped, not followed or waited on
+                        try:
+                            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                        except OSError:
+                            continue
+                        source = files.enter_context(os.fdopen(fd, "rb"))
+                        if not stat.S_ISREG(os.fstat(fd).st_mode):
+                            continue
                         logs.append(ContainerLogFile(path.name, os.fstat(source.fileno()).st_size, source))
                     writer.add_container(container.container_id, logs)
             writer.close()
