@@ -10,7 +10,8 @@ An id is handed to the user who asked for it: until it is submitted (or
 another user's id, and one user holds at most ``PENDING_PER_USER`` ids not yet
 submitted (all users together ``PENDING_TOTAL``), so asking for ids in a loop
 fills no memory.  Ids issued before this RM started (their askers are not
-recorded) may be submitted by any user who may submit.
+recorded) may be submitted by any user who may submit, within ``PENDING_TTL_MS`` of
+the start (a client resubmitting across a restart), and lapse after that.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class ApplicationIds:
         self._last_issued = high_water  # ids <= this are never handed out again
         self._reserved = high_water
         self._before_start = high_water  # ids <= this were issued by an earlier run: askers unknown
+        self._started_ms = self._now_ms()  # ... and they lapse PENDING_TTL_MS after this run started
         # callers waiting for the high-water write under way; None: no write under way
         self._waiting: list[defer.Deferred[None]] | None = None
         # ids handed out and not yet submitted, oldest first: id -> (user, when, in ms)
@@ -77,7 +79,8 @@ class ApplicationIds:
         pending = self._pending.get(app_id.id)
         if pending is not None and pending[0] != user:
             raise AccessDenied(f"application id {app_id} was issued to another user; call getNewApplication for one of yours")
-        if pending is None and app_id.id > self._before_start:
+        earlier_run = app_id.id <= self._before_start and self._now_ms() - self._started_ms < PENDING_TTL_MS
+        if pending is None and not earlier_run:
             raise InvalidSubmission(
                 f"application id {app_id} was not submitted within {PENDING_TTL_MS // 60_000} minutes "
                 "of being issued and has lapsed; call getNewApplication again"

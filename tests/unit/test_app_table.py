@@ -202,13 +202,18 @@ def test_one_user_holds_at_most_so_many_unsubmitted_ids_and_they_lapse() -> None
     assert [result_of(table.new_application("mallory")) for _ in range(3)]
 
 
-def test_ids_issued_before_a_restart_may_be_submitted_by_a_user() -> None:
-    """The askers of ids issued before the RM restarted are not recorded: those ids stay submittable."""
+def test_ids_issued_before_a_restart_may_be_submitted_by_a_user_until_they_lapse() -> None:
+    """The askers of ids issued before the RM restarted are not recorded: those ids stay
+    submittable for PENDING_TTL_MS after the restart, then lapse."""
     store = MemoryStateStore()
     before = recover(new_clock(), store)
-    app_id = result_of(before.new_application("alice"))
-    after = recover(new_clock(), store)
+    app_id, late_id = result_of(before.new_application("alice")), result_of(before.new_application("alice"))
+    clock = new_clock()
+    after = recover(clock, store)
     assert result_of(after.submit(Submission(app_id=app_id, user="alice"))).state is AppState.ACCEPTED
+    clock.advance(PENDING_TTL_MS / 1000)
+    with pytest.raises(InvalidSubmission, match="lapsed"):
+        result_of(after.submit(Submission(app_id=late_id, user="alice")))
 
 
 # -- submission ----------------------------------------------------------------------
