@@ -27,6 +27,7 @@ from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.transport.TTransport import TMemoryBuffer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger
 
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.nodes import NodeTable
@@ -40,7 +41,8 @@ from cortex_rm.internal.errors import MalformedEnvelope, MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.ring_listener import RingServerConnection
-from cortex_rm.internal.tracker_server import TrackerCalls, TrackerConnection
+from cortex_rm.internal.tracker_server import TrackerCalls, TrackerConnection, TrackerServerFactory
+from cortex_rm.yarn.refusal_log import RefusalLog
 from tests.fuzz.fuzzing import chunked, failures_logged, fuzz_settings, mutated
 from tests.fuzz.messages import bounded_integers, thrift_structs
 
@@ -56,7 +58,9 @@ addresses = st.builds(
 peers = st.builds(Peer, ring_ids, addresses)
 peer_lists = st.lists(peers, max_size=4).map(tuple)
 keys = st.text(min_size=1, max_size=20)
-records = st.builds(kv.Record, keys, st.binary(max_size=40), counts, ring_ids)
+signer_keys = st.binary(max_size=120)
+signatures = st.binary(max_size=80)
+records = st.builds(kv.Record, keys, st.binary(max_size=40), counts, ring_ids, signer_keys, signatures)
 BODY_STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
     chord.FindSuccessor: st.builds(chord.FindSuccessor, counts, ring_ids, st.booleans()),
     chord.FindSuccessorReply: st.builds(chord.FindSuccessorReply, counts, peers, st.booleans()),
@@ -70,7 +74,7 @@ BODY_STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
     swim.Ack: st.builds(swim.Ack, counts),
     swim.ProbeRequest: st.builds(swim.ProbeRequest, counts, peers),
     swim.Nack: st.builds(swim.Nack, counts),
-    kv.PutRecord: st.builds(kv.PutRecord, counts, keys, st.binary(max_size=40)),
+    kv.PutRecord: st.builds(kv.PutRecord, counts, records),
     kv.PutReply: st.builds(kv.PutReply, counts, st.none() | records, st.text(max_size=20)),
     kv.GetRecord: st.builds(kv.GetRecord, counts, keys),
     kv.GetReply: st.builds(kv.GetReply, counts, st.none() | records),
@@ -83,7 +87,7 @@ piggybacks = st.one_of(
     st.builds(swim.MemberUpdate, peers, st.sampled_from(list(swim.MemberStatus)), counts, st.none() | peers),
     st.builds(swim.GossipItem, st.text(min_size=1, max_size=10), st.text(max_size=10), st.binary(max_size=40)),
 )
-envelopes = st.builds(Envelope, peers, bodies, st.lists(piggybacks, max_size=3).map(tuple))
+envelopes = st.builds(Envelope, peers, bodies, st.lists(piggybacks, max_size=3).map(tuple), counts)
 encodings = envelopes.map(ring_codec.encode_envelope)
 
 
@@ -243,6 +247,7 @@ def test_tracker_frames_are_answered_or_close_the_connection(frames: list[bytes]
     nodes = NodeTable()
     tracker = NodeTracker(nodes, Clock(), nm_expiry_ms=10_000, rm_identifier=1)
     connection = TrackerConnection()
+    connection.factory = TrackerServerFactory(tracker, None, Clock())
     connection.processor = gen_service.Processor(TrackerCalls(tracker, "a" * 64, "10.0.0.1:50000"))
     transport = StringTransport()
     connection.makeConnection(transport)
@@ -268,12 +273,13 @@ class StubListener:
         self.idle_timeout = 30.0
         self._incoming: set[Any] = set()
         self.delivered: list[Envelope] = []
+        self.refusals = RefusalLog(Logger(), "", 10.0, self.clock, what="the ring listener")
 
     def _deliver(self, envelope: Envelope) -> None:
         self.delivered.append(envelope)
 
 
-sender_encodings = st.builds(Envelope, st.just(SENDER), bodies, st.lists(piggybacks, max_size=2).map(tuple)).map(
+sender_encodings = st.builds(Envelope, st.just(SENDER), bodies, st.lists(piggybacks, max_size=2).map(tuple), counts).map(
     ring_codec.encode_envelope
 )
 ring_streams = st.lists(
