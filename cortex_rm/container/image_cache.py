@@ -42,8 +42,9 @@ class ImageCache:
     root, not in it, so the root holds exactly the archive's files (containers see it as ``/``).
 
     Read-only: file modes stay as the image has them (the container sees Debian's modes), and
-    the container runtime mounts the root read-only.  ``roots/`` itself is 0700, so no other
-    user of the host can reach in (the image has world-writable ``/tmp`` and ``/var/tmp``).
+    the container runtime mounts the root read-only.  ``roots/`` itself is 0711: containers'
+    unprivileged roots must pass through it to their image, but no other user of the host can
+    list it (setuid bits and file capabilities are stripped at unpack).
     The archive's device nodes (``/dev/*``) are not made: LXC gives each container its own /dev.
     """
 

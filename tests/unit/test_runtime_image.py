@@ -304,7 +304,7 @@ def test_an_archive_is_verified_and_unpacked_into_a_root_named_by_its_sha256(tmp
     assert sorted(p.name for p in root.iterdir()) == ["dev", "etc", "usr"]
     assert list((root / "dev").iterdir()) == []
     assert (tmp_path / "node" / "roots" / f"{sha}.complete").is_file()
-    assert (tmp_path / "node" / "roots").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "node" / "roots").stat().st_mode & 0o777 == 0o711  # searchable by containers' unprivileged roots, listable by nobody
 
 
 def test_an_unpacked_root_is_reused_without_reading_the_archive(tmp_path: Path) -> None:
