@@ -276,13 +276,11 @@ class MembersWatcher:
             self._call.cancel()
 
 
-def container_firewall(ids: IdRange, internet: bool, cgroup_root: Path = Path("/sys/fs/cgroup")) -> NftFirewall:
-    """The node's ``NftFirewall``: table ``cortex_<base>_<count>`` of its id range (no other node on
-    the host has it, and a restarted node replaces what a killed one left), the cgroup2 hierarchy
-    found under ``cgroup_root``."""
+def container_firewall(tag: str, ids: IdRange, internet: bool, cgroup_root: Path = Path("/sys/fs/cgroup")) -> NftFirewall:
+    """The node's ``NftFirewall``: table ``cortex_<tag>``, the cgroup2 hierarchy found under ``cgroup_root``."""
     v2 = cgroup2_root(cgroup_root)
     settings = PolicySettings(
-        table=table_name(f"{ids.base}_{ids.count}"),
+        table=table_name(tag),
         ids=ids,
         cgroup_parent=str((v2 / CGROUP_PARENT).relative_to(cgroup_root)),
         ephemeral=_ephemeral_ports(),

@@ -279,7 +279,7 @@ class NodeManagerRole:
         ids = IdRange.parse(nm.container_id_range)
         check_against_subordinate_files(ids)  # IdRangeError: shared with another user's containers
         make_searchable([self.state_dir.resolve(), *self.dirs.local_dirs, *self.dirs.log_dirs])
-        self.firewall = container_firewall(ids, nm.container_internet)
+        self.firewall = container_firewall(f"{nm.address.host}_{nm.address.port}", ids, nm.container_internet)
         ring = self._ring
         web = self.data_node.http_address if self.data_node else str(nm.webapp_address)
         self.members = MembersWatcher(

@@ -55,7 +55,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 async def main(reactor, workdir: Path, image: Path, private: str) -> dict:  # type: ignore[no-untyped-def]
     ids = IdRange.parse(node_id_range(9))
-    firewall = container_firewall(ids, internet=False)
+    firewall = container_firewall("probe", ids, internet=False)
     firewall.install(Members(frozenset({MEMBER}), frozenset({(MEMBER, SERVICE)}), frozenset({(MEMBER, CONTROL)})))
     assert firewall.installed, firewall.error
     runtime = LxcRuntime(reactor, workdir / "lxc", ids=ids, firewall=firewall)
