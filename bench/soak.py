@@ -226,7 +226,7 @@ class HonestChecks:
             "node2 REST": lambda: self.session.get(f"http://{node2}/ws/v1/node/info", timeout=10).raise_for_status(),
             "WebHDFS list /": lambda: self.hdfs.list("/"),
             "node2 RUNNING at the RM": lambda: self._node_running(rm_web, node2_id),
-            "node2 alive in node1's ring": lambda: self._ring_alive(node2),
+            "node2 alive in node1's ring": self._ring_alive,
         }
         while not self._stop.wait(1.0):
             for name, check in checks.items():
@@ -242,7 +242,7 @@ class HonestChecks:
         if state != "RUNNING":
             raise AssertionError(f"node2 is {state}")
 
-    def _ring_alive(self, node2_web: str) -> None:
+    def _ring_alive(self) -> None:
         node1_status = self.cluster.ready[0]["ring.status_address"]
         ring = self.session.get(f"http://{node1_status}/ws/v1/ring", timeout=10).json()
         text = json.dumps(ring)

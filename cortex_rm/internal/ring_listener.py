@@ -34,6 +34,7 @@ from cortex_rm.internal.errors import MalformedEnvelope
 from cortex_rm.internal.identity import NodeIdentity, ring_id_of
 from cortex_rm.internal.ring_codec import MAX_FRAME_BYTES, decode_envelope
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, abort_connection, peer_address, peer_spki
+from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.reactors import IReactorTimeTCP
 from cortex_rm.yarn.refusal_log import RefusalLog
 
@@ -91,7 +92,7 @@ class RingServerConnection(Int32StringReceiver):
     def _refuse(self, problem: str, **fields: object) -> None:
         """Warn (``problem`` is a log format; the first few of an interval, the rest counted) and
         close: the peer broke the protocol."""
-        if self.listener.refusals.may_detail(self.remote.rsplit(":", 1)[0]):
+        if self.listener.refusals.may_detail(HostPort.host_of(self.remote)):
             log.warn("ring connection from {remote}: " + problem + "; closing it", remote=self.remote, **fields)
         self.close("refused")
 

@@ -44,6 +44,7 @@ from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_address, peer_fingerprint, peer_ring_id
+from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR, remote_node_log_file
 from cortex_rm.yarn.refusal_log import RefusalLog, sanitised
@@ -107,7 +108,7 @@ class TrackerCalls:
         try:
             return decide()
         except (MalformedMessage, NodeRefused) as e:
-            if self.refusals is None or self.refusals.may_detail(_host(self.peer)):
+            if self.refusals is None or self.refusals.may_detail(HostPort.host_of(self.peer)):
                 log.warn("{call} from {peer} refused: {error}", call=call, peer=self.peer, error=sanitised(str(e)))
             raise ttypes.NodeRefused(message=str(e)) from None
         except ttypes.FsFailure:  # the file system's refusal, logged by _fs_call
@@ -355,7 +356,7 @@ class TrackerConnection(ThriftServerProtocol):  # type: ignore[misc]  # thrift.t
         if self.closing:
             return
         self.closing = True
-        if self.factory.refusals.may_detail(_host(self.peer)):
+        if self.factory.refusals.may_detail(HostPort.host_of(self.peer)):
             log.warn("tracker connection from {peer}: {why}; closing it", peer=self.peer, why=sanitised(why))
         self.transport.loseConnection()
 
@@ -383,10 +384,6 @@ def tracker_server_factory(
     # (mypy without the zope plugin cannot see that MutualTLS and the factory provide the interfaces)
     factory = TrackerServerFactory(tracker, fs, clock)
     return TLSMemoryBIOFactory(tls, False, factory, clock=clock)
-
-
-def _host(peer: str) -> str:
-    return peer.rsplit(":", 1)[0]
 
 
 class ExpiryMonitor:

@@ -41,6 +41,13 @@ class HostPort:
             raise MalformedAddress(f"{text!r} is not host:port")
         return cls(host, int(port))
 
+    @staticmethod
+    def host_of(peer: str) -> str:
+        """The host of a peer's ``host:port`` as Twisted formats it (``[::1]:p`` gives ``::1``);
+        the text itself when it has no port.  For logs and per-host limits, never for dialling."""
+        host, sep, _ = peer.rpartition(":")
+        return (host if sep else peer).strip("[]")
+
     def with_port(self, port: int) -> HostPort:
         """The same host on another port (a listener's bound port)."""
         return HostPort(self.host, port)

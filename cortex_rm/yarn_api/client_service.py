@@ -15,6 +15,8 @@ MODIFY_APP), and others' applications are left out of listings.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet import defer
@@ -26,6 +28,7 @@ from cortex_rm.allocator.app_queries import ApplicationFilter
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.yarn.delegation import InvalidToken, Principal
+from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.allocator_errors import translating_allocator_errors
@@ -62,6 +65,15 @@ UNSUPPORTED_CLIENT_METHODS = frozenset(
         "getNodesToAttributes",
     }
 )
+
+
+@contextmanager
+def _invalid_token_as_remote_error() -> Iterator[None]:
+    """A token the RM does not honour reaches the client as SecretManager$InvalidToken."""
+    try:
+        yield
+    except InvalidToken as e:
+        raise RemoteError(INVALID_TOKEN, str(e)) from None
 
 
 class ApplicationClientService:
@@ -148,7 +160,7 @@ class ApplicationClientService:
                 raise alloc.InvalidSubmission("submitApplication carries no application_submission_context")
             context = request.application_submission_context
             user = self.access.may_submit(self._caller(call), context.queue)
-            await submit_as(self.rm, context, user, self.auth.credentials, call.peer.rsplit(":", 1)[0].strip("[]"))
+            await submit_as(self.rm, context, user, self.auth.credentials, HostPort.host_of(call.peer))
             return ys.SubmitApplicationResponseProto()
 
         return defer.ensureDeferred(submit())
@@ -406,10 +418,8 @@ class ApplicationClientService:
         for a token the RM does not honour, AccessControlException for someone else's)."""
 
         async def renew() -> sec.RenewDelegationTokenResponseProto:
-            try:
+            with _invalid_token_as_remote_error():
                 expiry = await self.auth.credentials.renew(self.auth.presented(request.token), self._caller(call))
-            except InvalidToken as e:
-                raise RemoteError(INVALID_TOKEN, str(e)) from None
             return sec.RenewDelegationTokenResponseProto(newExpiryTime=expiry)
 
         return defer.ensureDeferred(renew())
@@ -420,10 +430,8 @@ class ApplicationClientService:
         """``hadoop dtutil cancel``: its owner or renewer makes the token worthless at once."""
 
         async def cancel() -> sec.CancelDelegationTokenResponseProto:
-            try:
+            with _invalid_token_as_remote_error():
                 await self.auth.credentials.cancel(self.auth.presented(request.token), self._caller(call))
-            except InvalidToken as e:
-                raise RemoteError(INVALID_TOKEN, str(e)) from None
             return sec.CancelDelegationTokenResponseProto()
 
         return defer.ensureDeferred(cancel())

@@ -295,7 +295,7 @@ class NodeContainersResource(Resource):
     def _log_file(
         self, request: Request, cid: str, name: str, head: bool, gone: list[Failure]
     ) -> defer.Deferred[dict[str, Any] | None]:
-        check_log_file_name(name)
+        """(``name`` was checked when the request was routed, before its ticket.)"""
         manager, c = self._container(cid)
         size = parse_size(_query(request, "size"))
         fmt = (_query(request, "format") or "text").lower()

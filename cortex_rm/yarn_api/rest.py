@@ -47,7 +47,6 @@ from cortex_rm.yarn.delegation import (
 )
 from cortex_rm.yarn.errors import YarnError
 from cortex_rm.yarn_api import rest_errors
-from cortex_rm.yarn_api.delegation_tokens import from_url_string
 from cortex_rm.yarn_api.http_limits import API_LIMITS, HttpLimits, LimitedSite
 from cortex_rm.yarn_api.http_streams import LimitedRequest
 from cortex_rm.yarn_api.rest_errors import RestError
@@ -205,9 +204,7 @@ class WebServicesResource(Resource):
         if header is None or not header.strip() or self.auth is None:
             return ANONYMOUS, None
         try:
-            token = from_url_string(header.decode("ascii", errors="replace").strip())
-            ident = self.auth.presented(token, RM_DELEGATION_KIND)
-            return self.auth.credentials.check(ident), ident
+            return self.auth.url_token(header.decode("ascii", errors="replace"), RM_DELEGATION_KIND)
         except InvalidToken as e:
             raise rest_errors.unauthorized(f"{REST_TOKEN_HEADER}: {e}") from None
 

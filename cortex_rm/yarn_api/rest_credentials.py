@@ -6,6 +6,8 @@ each with the token in the ``Hadoop-YARN-RM-Delegation-Token`` header)."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from cortex_rm.allocator.errors import AccessDenied
@@ -69,21 +71,24 @@ class CredentialWebServices:
     async def renew_delegation_token(self, call: RestCall) -> Reply:
         """The header's token, renewed by its renewer: ``{"expiration-time": ms}``."""
         credentials, token = self._own_token(call)
-        try:
+        with _refusals_as_rest_errors():
             expiry = await credentials.renew(token, call.principal)
-        except InvalidToken as e:
-            raise bad_request(str(e)) from None
-        except AccessDenied as e:
-            raise forbidden(str(e)) from None
         return Reply(body={"expiration-time": expiry})
 
     async def cancel_delegation_token(self, call: RestCall) -> Reply:
         """The header's token, cancelled: it authenticates nobody from now on."""
         credentials, token = self._own_token(call)
-        try:
+        with _refusals_as_rest_errors():
             await credentials.cancel(token, call.principal)
-        except InvalidToken as e:
-            raise bad_request(str(e)) from None
-        except AccessDenied as e:
-            raise forbidden(str(e)) from None
         return Reply()
+
+
+@contextmanager
+def _refusals_as_rest_errors() -> Iterator[None]:
+    """RMWebServices' answers: a token the RM does not honour is 400, someone else's 403."""
+    try:
+        yield
+    except InvalidToken as e:
+        raise bad_request(str(e)) from None
+    except AccessDenied as e:
+        raise forbidden(str(e)) from None

@@ -72,7 +72,12 @@ class UserAuthenticator:
     def principal_of_url_token(self, text: str, kind: str) -> Principal:
         """The owner of a token given as a URL string (REST header, WebHDFS ``delegation``);
         ``InvalidToken`` saying why it authenticates nobody."""
-        return self.credentials.check(self.presented(from_url_string(text.strip()), kind))
+        return self.url_token(text, kind)[0]
+
+    def url_token(self, text: str, kind: str) -> tuple[Principal, DelegationIdentifier]:
+        """``principal_of_url_token`` and the token's identifier (to renew or cancel it)."""
+        ident = self.presented(from_url_string(text.strip()), kind)
+        return self.credentials.check(ident), ident
 
     def presented(self, token: TokenProto, kind: str = RM_DELEGATION_KIND) -> DelegationIdentifier:
         """The identifier of a token someone holds (to authenticate, renew or cancel it), if it

@@ -19,7 +19,7 @@ from cortex_rm.config import RingSection
 from cortex_rm.dht.suspicion import suspicion_timeout_bounds
 from tests.support.ring_daemons import (
     RingDaemon,
-    make_daemons,
+    made_daemons,
     names_peers,
     ring_client,
     ring_is_correct,
@@ -53,12 +53,8 @@ def detection_bound_s(nodes: int) -> float:
 
 @pytest.fixture
 def daemons(tmp_path: Path) -> Iterator[list[RingDaemon]]:
-    started = make_daemons(tmp_path, NODES, PROBE_INTERVAL_MS)
-    try:
-        yield started
-    finally:
-        for daemon in started:
-            daemon.stop()
+    with made_daemons(tmp_path, NODES, PROBE_INTERVAL_MS) as daemons:
+        yield daemons
 
 
 def test_eight_daemons_survive_a_sigkill_keep_their_records_and_the_victim_rejoins_from_its_log(

@@ -41,7 +41,7 @@ from cortex_rm.node import CortexNode
 from cortex_rm.roles.ring_records import RESOURCE_MANAGER_KEY
 from cortex_rm.roles.ring_service import RingService
 from tests.support.reactor import reactor
-from tests.support.ring_daemons import RingDaemon, make_daemons, start_ring
+from tests.support.ring_daemons import RingDaemon, made_daemons, make_daemons, start_ring
 
 pytestmark = pytest.mark.integration
 
@@ -122,12 +122,8 @@ def status_of(view: dict[str, Any], peer: Peer) -> tuple[str, int] | None:
 
 @pytest.fixture
 def daemons(tmp_path: Path) -> Iterator[list[RingDaemon]]:
-    made = make_daemons(tmp_path, NODES, PROBE_INTERVAL_MS)
-    try:
-        yield made
-    finally:
-        for daemon in made:
-            daemon.stop()
+    with made_daemons(tmp_path, NODES, PROBE_INTERVAL_MS) as daemons:
+        yield daemons
 
 
 @pytest_twisted.inlineCallbacks

@@ -14,7 +14,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +161,17 @@ def make_daemons(root: Path, count: int, probe_interval_ms: int) -> list[RingDae
             RingDaemon(f"ring{i}", directory, f"{host}:{next(ports)}", f"{host}:{next(ports)}", probe_interval_ms)
         )
     return daemons
+
+
+@contextmanager
+def made_daemons(root: Path, count: int, probe_interval_ms: int) -> Iterator[list[RingDaemon]]:
+    """``make_daemons``, each stopped at the end (the tests' fixture)."""
+    made = make_daemons(root, count, probe_interval_ms)
+    try:
+        yield made
+    finally:
+        for daemon in made:
+            daemon.stop()
 
 
 def start_ring(daemons: list[RingDaemon]) -> None:

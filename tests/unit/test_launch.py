@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 
 from cortex_rm.container.net_policy import driver_endpoints
+from cortex_rm.container.nm_container import NMContainer
+from cortex_rm.container.runtime_spec import ContainerSettings, runtime_spec
+from cortex_rm.yarn.ids import ContainerId
+from cortex_rm.yarn.resources import Resource
 from cortex_rm.container.launch import (
     EMPTY_CREDENTIALS,
     LaunchContextError,
@@ -203,11 +207,6 @@ def test_the_plan_keeps_the_command_so_a_client_mode_driver_is_found() -> None:
 def test_a_driver_is_reachable_only_on_the_host_the_application_was_submitted_from() -> None:
     """``runtime_spec`` keeps the driver endpoints of the command only on the client's host (as
     the RM saw the submission): a command naming another host as its "driver" opens nothing."""
-    from cortex_rm.container.nm_container import NMContainer
-    from cortex_rm.container.runtime_spec import ContainerSettings, runtime_spec
-    from cortex_rm.yarn.ids import ContainerId
-    from cortex_rm.yarn.resources import Resource
-
     commands = ["java", "ExecutorLauncher", "--arg", "'10.213.0.1:40001'", "--driver-url",
                 "spark://CoarseGrainedScheduler@192.168.1.10:40002"]  # fmt: skip
     plan = plan_launch(

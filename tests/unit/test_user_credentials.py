@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from cortex_rm.allocator.errors import AccessDenied
@@ -169,8 +170,6 @@ def test_a_renewal_the_store_could_not_keep_changes_nothing() -> None:
 
         def save_delegation_token(self, sequence: int, document: dict[str, object]):  # type: ignore[no-untyped-def]
             if self.fail:
-                from twisted.internet import defer
-
                 return defer.fail(OSError("disk full"))
             return super().save_delegation_token(sequence, document)
 
