@@ -90,6 +90,8 @@ class Application:
     attempts: list[Attempt] = field(default_factory=list)
     acls: tuple[tuple[str, str], ...] = ()  # as submitted (Submission.acls)
     client_host: str = ""  # as submitted (Submission.client_host)
+    # its slot of source ports (yarn/app_network.py), from acceptance to its end; None: none yet
+    port_slot: int | None = None
 
     @classmethod
     def from_submission(cls, submission: Submission, limits: SchedulerLimits, now_ms: int) -> Application:
@@ -181,6 +183,7 @@ class Application:
             "attempts": [_attempt_document(a) for a in self.attempts],
             "acls": [list(pair) for pair in self.acls],
             "client_host": self.client_host,
+            "port_slot": self.port_slot,
         }
 
     @classmethod
@@ -211,6 +214,7 @@ class Application:
             attempts=[_attempt_from_document(a) for a in doc["attempts"]],
             acls=tuple((str(k), str(v)) for k, v in doc.get("acls", [])),
             client_host=str(doc.get("client_host", "")),
+            port_slot=doc.get("port_slot"),
         )
 
 

@@ -41,6 +41,7 @@ from cortex_rm.allocator.errors import (
 )
 from cortex_rm.allocator.queues import Queue, QueueTree
 from cortex_rm.allocator.state_store import RMStateStore, StoredState
+from cortex_rm.yarn.app_network import PORT_SLOTS, free_slot
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId
 
 log = Logger()
@@ -211,6 +212,8 @@ class ApplicationTable:
                     f"Invalid resource request: the AM asks for {app.am_resource}, more than the "
                     f"maximum allocation {self.limits.maximum_allocation} of any container"
                 )
+            if app.port_slot is None:
+                app.port_slot = self._free_port_slot(app)
         except InvalidSubmission as e:
             self.transition(app, AppEvent.APP_REJECTED)
             return self.final_save(app, AppState.FAILED, FinalStatus.FAILED, str(e))
@@ -219,6 +222,18 @@ class ApplicationTable:
         app.diagnostics = ACCEPTED_DIAGNOSTICS
         self.start_attempt(app)
         return self.save(app)
+
+    def _free_port_slot(self, app: Application) -> int:
+        """A slot of source ports no other live application holds (yarn/app_network.py)."""
+        held = {a.port_slot for a in self._apps.values() if a is not app and a.port_slot is not None and not a.state.is_terminal}
+        slot = free_slot(app.app_id.id, held)
+        if slot is None:
+            raise InvalidSubmission(
+                f"Maximum system application limit reached: {PORT_SLOTS} applications are running or"
+                " waiting to run, the most the cluster's network policy can tell apart; submit again"
+                " when one of them has ended"
+            )
+        return slot
 
     def start_attempt(self, app: Application) -> Attempt:
         attempt = Attempt(ApplicationAttemptId(app.app_id, len(app.attempts) + 1), start_time_ms=self.now_ms())

@@ -60,6 +60,7 @@ from cortex_rm.container.nm_container import (
 from cortex_rm.container.runtime import LAUNCH_FAILED_EXIT_CODE, ContainerExit, ContainerRuntime, ContainerSpec
 from cortex_rm.container.runtime_spec import ContainerSettings, runtime_spec
 from cortex_rm.container.start_request import ContainerRefused, Refusal, StartRequest
+from cortex_rm.yarn.app_network import AppNetwork
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.container_status import ContainerExitStatus
 from cortex_rm.yarn.ids import ApplicationId, ContainerId
@@ -86,11 +87,12 @@ class ContainerManager:
         settings: ContainerSettings,
         localizer: Localizer | None = None,
         image_root: Callable[[], Path | None] = lambda: None,
-        client_host: Callable[[ApplicationId], defer.Deferred[str]] | None = None,
+        app_network: Callable[[ApplicationId], defer.Deferred[AppNetwork]] | None = None,
     ) -> None:
         """``image_root``: the unpacked runtime image containers run in now (None: none yet);
-        ``client_host``: where an application was submitted from, as the RM saw it (its driver's
-        only host outside the cluster; None: no driver outside the cluster is reachable)."""
+        ``app_network``: where an application was submitted from, as the RM saw it (its driver's
+        only host outside the cluster), and its slot of source ports (None: no driver outside
+        the cluster is reachable, and containers are reachable only from their own node)."""
         self.clock = clock
         self.runtime = runtime
         self.run = run
@@ -99,8 +101,8 @@ class ContainerManager:
         self.settings = settings
         self.localizer = localizer if localizer is not None else Localizer(run)
         self.image_root = image_root
-        self.client_host = client_host
-        self._client_hosts: dict[ApplicationId, str] = {}
+        self.app_network = app_network
+        self._networks: dict[ApplicationId, AppNetwork] = {}
         self.containers: dict[ContainerId, NMContainer] = {}
         self.shutting_down = False
         # applications already cleaned up (the RM may name one in several answers)
@@ -156,25 +158,27 @@ class ContainerManager:
 
     def spec(self, c: NMContainer, plan: LaunchPlan) -> ContainerSpec:
         """What the runtime is asked to run for ``c``."""
-        return runtime_spec(c, plan, self.settings, self.image_root(), self._client_hosts.get(c.container_id.attempt_id.app_id, ""))
+        network = self._networks.get(c.container_id.attempt_id.app_id, AppNetwork("", None))
+        return runtime_spec(c, plan, self.settings, self.image_root(), network)
 
-    async def _learn_client_host(self, app_id: ApplicationId) -> None:
-        """Ask the RM (once per application) where it was submitted from."""
-        if self.client_host is None or app_id in self._client_hosts:
+    async def _learn_network(self, app_id: ApplicationId) -> None:
+        """Ask the RM (once per application) where it was submitted from and its slot of source ports."""
+        if self.app_network is None or app_id in self._networks:
             return
         try:
-            self._client_hosts[app_id] = await self.client_host(app_id)
-        except Exception as e:  # noqa: BLE001 - the RM cannot say: the container cannot be told its driver
+            self._networks[app_id] = await self.app_network(app_id)
+        except Exception as e:  # noqa: BLE001 - the RM cannot say: the container cannot be placed in the network
             raise LocalizationError(
-                f"cannot learn from the ResourceManager where {app_id} was submitted from ({e}); its"
-                " containers could not reach a client-mode driver: try again once the node is registered"
+                f"cannot learn from the ResourceManager where {app_id} was submitted from and its"
+                f" network slot ({e}); its containers could not reach a client-mode driver nor its"
+                " other containers: try again once the node is registered"
             ) from None
 
     async def _localize_and_launch(self, c: NMContainer, plan: LaunchPlan, requester: Requester) -> None:
         try:
             await self.run(lambda: container_files.prepare_container(c.paths, plan.tokens))
             await self.localizer.localize(requester, c.paths, c.resources)
-            await self._learn_client_host(c.container_id.attempt_id.app_id)
+            await self._learn_network(c.container_id.attempt_id.app_id)
             if c.state is _S.LOCALIZING:
                 await self.run(lambda: container_files.write_launch_script(c.paths, plan.script))
                 sources = [r.url.file for r in c.resources if r.url.scheme == "file"]
@@ -336,7 +340,7 @@ class ContainerManager:
 
         def deleted(dirs: list[Path]) -> list[Path]:
             self.localizer.forget_application(str(app_id))
-            self._client_hosts.pop(app_id, None)
+            self._networks.pop(app_id, None)
             log.info("cleaned up application {app_id}: deleted {dirs}", app_id=str(app_id), dirs=[str(p) for p in dirs])
             return dirs
 

@@ -55,9 +55,10 @@ CGROUP2_MOUNTS: Final = ("unified", "")
 class ContainerFirewall(Protocol):
     """The node's network policy as the runtime sees it (``net_firewall.NftFirewall``)."""
 
-    def application_added(self, block: IdBlock, cgroup: str, peers: frozenset[Endpoint]) -> None:
+    def application_added(self, block: IdBlock, cgroup: str, peers: frozenset[Endpoint], slot: int | None) -> None:
         """Rules for a new application's containers (``cgroup``: its cgroup2 path below the
-        cgroup2 root, as ``nft`` names it); ContainerStartError when they cannot be installed."""
+        cgroup2 root, as ``nft`` names it; ``slot``: its slot of source ports, None for none);
+        ContainerStartError when they cannot be installed."""
 
     def peers_added(self, block: IdBlock, peers: frozenset[Endpoint]) -> None:
         """More endpoints outside the cluster that the application's containers may reach."""
@@ -111,7 +112,7 @@ class ContainerSandbox:
             if new:
                 (cgroup2_root(self.cgroup_root) / self.app_cgroup(block)).mkdir(parents=True, exist_ok=True)
                 if self.firewall is not None:
-                    self.firewall.application_added(block, self.nft_cgroup(block), peers)
+                    self.firewall.application_added(block, self.nft_cgroup(block), peers, spec.port_slot)
                 self._peers[spec.application] = peers
                 log.info("application {app}: host ids {root}+65536", app=spec.application, root=block.root)
             elif self.firewall is not None and not peers <= self._peers.get(spec.application, frozenset()):

@@ -27,9 +27,11 @@ from cortex_rm.container.net_policy import (
     Endpoint,
     Members,
     PolicySettings,
+    mark_of,
     render_application_added,
     render_application_removed,
     render_members,
+    render_nat,
     render_peers_added,
     render_table,
     render_table_removed,
@@ -61,6 +63,7 @@ class NftFirewall:
         self.error: str | None = None
         self._peers: dict[int, frozenset[Endpoint]] = {}
         self._cgroups: dict[int, str] = {}  # each admitted application's cgroup (its driver hosts reach only it)
+        self._slots: dict[int, int] = {}  # the mark of each admitted application that holds a slot, and its slot
 
     def install(self, members: Members) -> None:
         """Replace the node's table; on failure remember why (every container start then says it)."""
@@ -84,6 +87,7 @@ class NftFirewall:
         self.members, self.installed, self.error = members, True, None
         self._peers.clear()
         self._cgroups.clear()
+        self._slots.clear()
         log.info("container network policy: table inet {table} installed", table=self.settings.table)
 
     def update_members(self, members: Members) -> None:
@@ -102,11 +106,16 @@ class NftFirewall:
             services=len(members.services),
         )
 
-    def application_added(self, block: IdBlock, cgroup: str, peers: frozenset[Endpoint]) -> None:
+    def application_added(self, block: IdBlock, cgroup: str, peers: frozenset[Endpoint], slot: int | None) -> None:
         self._ready()
-        self._apply(render_application_added(self.settings.table, block, cgroup, peers))
+        slots = dict(self._slots)
+        if slot is not None:
+            slots[mark_of(block)] = slot
+        table = self.settings.table
+        self._apply(render_application_added(table, block, cgroup, peers, slot) + render_nat(table, slots))
         self._peers[block.root] = peers
         self._cgroups[block.root] = cgroup
+        self._slots = slots
 
     def peers_added(self, block: IdBlock, peers: frozenset[Endpoint]) -> None:
         self._ready()
@@ -119,9 +128,11 @@ class NftFirewall:
     def application_removed(self, block: IdBlock, cgroup: str) -> None:
         peers = self._peers.pop(block.root, frozenset())
         self._cgroups.pop(block.root, None)
+        slot = self._slots.pop(mark_of(block), None)
         if not self.installed:
             return
-        self._apply(render_application_removed(self.settings.table, block, cgroup, peers))
+        table = self.settings.table
+        self._apply(render_application_removed(table, block, cgroup, peers, slot) + render_nat(table, self._slots))
 
     def remove(self) -> None:
         """Drop the node's table (at stop)."""

@@ -13,7 +13,13 @@ receives it:
   this host sent a local packet;
 * a container's sockets are in its application's cgroup ``cortex/b<block>`` of
   the cgroup2 hierarchy; the input hook finds the receiving socket's cgroup with
-  ``socket cgroupv2 level 2``.
+  ``socket cgroupv2 level 2``;
+* a packet from another machine says which application sent it by its source
+  port: the postrouting hook rewrites the source port of every container
+  connection to a member's ephemeral range (where containers listen) into its
+  application's slot of ports (``yarn/app_network.py``, given by the RM), or
+  into the unassigned range when it holds none; the container cannot choose
+  another (``snat`` moves any port outside the range into it).
 
 What a container may do (``container_out`` for packets leaving it,
 ``to_container`` / ``from_container`` for packets delivered on this host):
@@ -27,39 +33,44 @@ What a container may do (``container_out`` for packets leaving it,
   ports), even in that range;
 * on this host, exactly: a local destination is judged by its receiving socket:
   a container socket of the same application, or a service endpoint; a
-  container of another application of this node and any other local service
-  (the host's loopback services, the node's ring and tracker ports) refuse it;
+  container of another node sharing this host (``local-cluster`` without
+  ``--isolated``) is judged by that node's table, by source port; a container of
+  another application of this node and any other local service (the host's
+  loopback services, the node's ring and tracker ports) refuse it;
 * the application's own driver outside the cluster (client mode: Spark's AM and
   executors call the driver on the submitting machine): the ``host:port``
   endpoints its launch commands name (``driver_endpoints``, ports 1024 and up),
   and on those hosts the ephemeral port range, where the driver's other
-  sockets (its block manager, which serves broadcasts) listen; for its own
-  containers only, and only on the host the application was submitted from (as
-  the RM saw its client's connection: the NodeManager drops the others);
+  sockets (its block manager, which serves broadcasts) listen, also when that
+  host is this one; for its own containers only, and only on the host the
+  application was submitted from (as the RM saw its client's connection: the
+  NodeManager drops the others);
 * the internet (public addresses) only when the node allows it.
 
 Everything else is refused with an ICMP "administratively prohibited" (a TCP
 reset), so a refused connect fails at once instead of hanging.  Inbound, a
-container's socket accepts this host's own processes, members, the known
-drivers, and same-application containers; another application's containers on
-this node are refused.
+container's socket accepts this host's own processes (not its containers), the
+known drivers' hosts, its application's containers on this node (by mark), and
+from anywhere the source ports of its application's slot (its containers on
+other nodes, and on other nodes of this host); every other container, here or on
+another machine, and every other member's process is refused.
 
-Not enforceable here: which application sent a packet that arrives from another
-machine (containers share their node's address), so per-application isolation
-holds between the containers of one node (or of nodes sharing one host), not
-across nodes; and a member's services that listen in the ephemeral range are
-reachable by containers on other nodes.
+Not enforceable here: a process on a member's host that is no container may pick
+its source port, so it can pass for any application's container (members' hosts
+are trusted with their own nodes' containers anyway); and a member's services
+that listen in the ephemeral range are reachable by containers on other nodes.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from cortex_rm.container.id_ranges import BLOCK, IdBlock, IdRange
+from cortex_rm.yarn.app_network import UNASSIGNED_SOURCE_PORTS, source_ports
 
 Endpoint = tuple[str, int]
 """An IPv4 address and a port."""
@@ -164,6 +175,7 @@ def render_table(settings: PolicySettings, members: Members) -> str:
         "  set peers { type mark . ipv4_addr . inet_service; }",
         "  set peer_srcs { type cgroupsv2 . ipv4_addr; }",
         "  set peer_hosts { type mark . ipv4_addr; }",
+        "  set app_srcs { type cgroupsv2 . inet_service; flags interval; }",
         "  chain output {",
         "    type filter hook output priority filter; policy accept;",
         f"    meta skuid {ids.base}-{ids.last} jump container_out",
@@ -182,6 +194,13 @@ def render_table(settings: PolicySettings, members: Members) -> str:
         *internet,
         f"    {_REFUSE}",
         "  }",
+        "  chain postrouting {",
+        "    type nat hook postrouting priority srcnat; policy accept;",
+        f"    meta skuid {ids.base}-{ids.last} ip daddr @members th dport {low}-{high} jump app_nat",
+        "  }",
+        "  chain app_nat {",
+        *_nat_rules({}),
+        "  }",
         "  chain input {",
         "    type filter hook input priority filter; policy accept;",
         "    ct state established,related accept",
@@ -190,21 +209,45 @@ def render_table(settings: PolicySettings, members: Members) -> str:
         "  }",
         "  chain to_container {",
         "    socket cgroupv2 level 2 . meta mark @same_app accept",
-        f"    meta mark {_marks(ids)} {_REFUSE}",
-        f"    meta mark and {MARK_MASK:#x} == {MARK_PREFIX:#x} accept",
+        "    socket cgroupv2 level 2 . th sport @app_srcs accept",
+        f"    meta mark and {MARK_MASK:#x} == {MARK_PREFIX:#x} {_REFUSE}",
         "    iif lo accept",
-        "    ip saddr @members accept",
         "    socket cgroupv2 level 2 . ip saddr @peer_srcs accept",
         f"    {_REFUSE}",
         "  }",
         "  chain from_container {",
         "    ip daddr . th dport @services accept",
         "    meta mark . ip daddr . th dport @peers accept",
+        f"    meta mark . ip daddr @peer_hosts th dport {low}-{high} accept",
+        f'    socket cgroupv2 level 1 "{settings.cgroup_parent}" accept',
         f"    {_REFUSE}",
         "  }",
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _nat_rules(slots: Mapping[int, int]) -> list[str]:
+    """``app_nat``'s rules: each application's containers (by mark) send from its slot's
+    source ports, those of an application without one from the unassigned range."""
+    lines = []
+    for mark, slot in sorted(slots.items()):
+        first, last = source_ports(slot)
+        lines.append(f"    meta mark {mark:#x} meta l4proto {{ tcp, udp }} snat ip to ip saddr:{first}-{last}")
+    first, last = UNASSIGNED_SOURCE_PORTS
+    lines.append(f"    meta l4proto {{ tcp, udp }} snat ip to ip saddr:{first}-{last}")
+    return lines
+
+
+def render_nat(table: str, slots: Mapping[int, int]) -> str:
+    """Replace ``app_nat``'s rules (``slots``: each admitted application's mark and slot)."""
+    rules = [f"add rule inet {table} app_nat {rule.strip()}" for rule in _nat_rules(slots)]
+    return "\n".join([f"flush chain inet {table} app_nat", *rules]) + "\n"
+
+
+def _source_elements(cgroup: str, slot: int) -> str:
+    first, last = source_ports(slot)
+    return f'"{cgroup}" . {first}-{last}'
 
 
 def render_members(table: str, members: Members) -> str:
@@ -226,8 +269,12 @@ def _peer_elements(block: IdBlock, peers: Iterable[Endpoint]) -> list[str]:
     return [f"{mark_of(block):#x} . {_endpoint(p)}" for p in sorted(peers)]
 
 
-def render_application_added(table: str, block: IdBlock, cgroup: str, peers: Iterable[Endpoint]) -> str:
-    """The elements that admit one application's containers (before its first one starts)."""
+def render_application_added(
+    table: str, block: IdBlock, cgroup: str, peers: Iterable[Endpoint], slot: int | None = None
+) -> str:
+    """The elements that admit one application's containers (before its first one starts);
+    ``slot``: its slot of source ports (None: its containers accept only this node's). The
+    caller replaces ``app_nat``'s rules in the same transaction (``render_nat``)."""
     mark = f"{mark_of(block):#x}"
     peers = sorted(peers)
     lines = [
@@ -235,6 +282,8 @@ def render_application_added(table: str, block: IdBlock, cgroup: str, peers: Ite
         f'add element inet {table} apps {{ "{cgroup}" }}',
         f'add element inet {table} same_app {{ "{cgroup}" . {mark} }}',
     ]
+    if slot is not None:
+        lines.append(f"add element inet {table} app_srcs {{ {_source_elements(cgroup, slot)} }}")
     lines += _peer_lines(table, block, cgroup, peers)
     return "\n".join(lines) + "\n"
 
@@ -263,14 +312,18 @@ def render_peers_added(table: str, block: IdBlock, cgroup: str, peers: Iterable[
     return "\n".join(_peer_lines(table, block, cgroup, sorted(peers))) + "\n"
 
 
-def render_application_removed(table: str, block: IdBlock, cgroup: str, peers: Iterable[Endpoint]) -> str:
-    """Drop one application's elements."""
+def render_application_removed(
+    table: str, block: IdBlock, cgroup: str, peers: Iterable[Endpoint], slot: int | None = None
+) -> str:
+    """Drop one application's elements (the caller replaces ``app_nat``'s rules too)."""
     mark = f"{mark_of(block):#x}"
     lines = [
         f"delete element inet {table} uid_marks {{ {block.root}-{block.root + BLOCK - 1} }}",
         f'delete element inet {table} apps {{ "{cgroup}" }}',
         f'delete element inet {table} same_app {{ "{cgroup}" . {mark} }}',
     ]
+    if slot is not None:
+        lines.append(f"delete element inet {table} app_srcs {{ {_source_elements(cgroup, slot)} }}")
     peers = sorted(peers)
     elements = _peer_elements(block, peers)
     if elements:

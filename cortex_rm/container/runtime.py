@@ -109,6 +109,11 @@ class ContainerSpec:
     #: command names as its driver (Spark in client mode): an unprivileged runtime's network
     #: policy lets its application's containers reach them (``net_policy.driver_endpoints``).
     peers: frozenset[tuple[str, int]] = frozenset()
+    #: The application's slot of source ports (``yarn/app_network.py``): an unprivileged
+    #: runtime's network policy sends its containers' connections to other containers from
+    #: those ports, and lets other machines reach them only from those; None: reachable
+    #: only from this node.
+    port_slot: int | None = None
 
     def __post_init__(self) -> None:
         if not self.application:

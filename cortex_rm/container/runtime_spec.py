@@ -17,6 +17,7 @@ from cortex_rm.container.launch import LaunchPlan
 from cortex_rm.container.net_policy import driver_endpoints
 from cortex_rm.container.nm_container import NMContainer
 from cortex_rm.container.runtime import ContainerSpec
+from cortex_rm.yarn.app_network import AppNetwork
 
 MIB = 1024 * 1024
 
@@ -40,10 +41,11 @@ class ContainerSettings:
 
 
 def runtime_spec(
-    c: NMContainer, plan: LaunchPlan, settings: ContainerSettings, image_root: Path | None, client_host: str = ""
+    c: NMContainer, plan: LaunchPlan, settings: ContainerSettings, image_root: Path | None, network: AppNetwork = AppNetwork("", None)
 ) -> ContainerSpec:
-    """What the runtime is asked to run for ``c`` (see the module docstring); ``client_host``:
-    where its application was submitted from, the only host outside the cluster its driver may be on."""
+    """What the runtime is asked to run for ``c`` (see the module docstring); ``network``: where
+    its application was submitted from (the only host outside the cluster its driver may be on)
+    and its slot of source ports."""
     return ContainerSpec(
         container_id=str(c.container_id),
         work_dir=c.paths.work_dir,
@@ -77,5 +79,6 @@ def runtime_spec(
         ),
         # the script runs the CLC's command: the driver it names (client mode) is outside the
         # cluster, and may be reached only on the host the application was submitted from
-        peers=frozenset(p for p in driver_endpoints([plan.command]) if client_host and p[0] == client_host),
+        peers=frozenset(p for p in driver_endpoints([plan.command]) if network.client_host and p[0] == network.client_host),
+        port_slot=network.port_slot,
     )

@@ -29,6 +29,7 @@ from cortex_rm.internal.tracker_codec import (
     _text,
     _validate,
 )
+from cortex_rm.yarn.app_network import PORT_SLOTS, AppNetwork
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.resource_tracker import MAX_CONTAINERS
 from cortex_rm.yarn.tokens import MasterKey
@@ -289,3 +290,18 @@ def target_from_thrift(t: Any) -> AggregationTarget:
         _text(t.ticket, "ticket", MAX_TICKET_CHARS, allow_empty=False),
         owner,
     )
+
+
+def network_to_thrift(network: AppNetwork) -> ttypes.ApplicationNetwork:
+    return ttypes.ApplicationNetwork(network.client_host, network.port_slot)
+
+
+def network_from_thrift(t: Any) -> AppNetwork:
+    t = _struct(t, ttypes.ApplicationNetwork, "ApplicationNetwork")
+    host = t.client_host
+    if not isinstance(host, str) or len(host) > 255 or any(c.isspace() for c in host):
+        raise MalformedMessage("client_host must be a host name or address (or empty)")
+    slot = t.port_slot
+    if slot is not None and (not isinstance(slot, int) or isinstance(slot, bool) or not 0 <= slot < PORT_SLOTS):
+        raise MalformedMessage(f"port_slot must be in 0..{PORT_SLOTS - 1}")
+    return AppNetwork(host, slot)

@@ -215,6 +215,20 @@ struct RuntimeImage {
 }
 
 /**
+ * applicationNetwork's answer.  `client_host`: the host the application was submitted from,
+ * as the RM saw the client's connection ("" when unknown): a client-mode driver runs there,
+ * and the node lets the application's containers reach the driver endpoints their commands
+ * name only on that host.  `port_slot`: the application's slot of source ports (0..127; every
+ * node rewrites its containers' connections to other containers into the slot's ports, and
+ * a container accepts from other machines only its own application's), absent when it holds
+ * none (then its containers are reachable only from their own node).
+ */
+struct ApplicationNetwork {
+  1: required string client_host,
+  2: optional i32 port_slot,
+}
+
+/**
  * The file system refused: `java_class` is the exception Hadoop's client throws
  * (java.io.FileNotFoundException, ...SecretManager$InvalidToken, ...).
  */
@@ -264,11 +278,9 @@ service NodeTracker {
       throws (1: NodeRefused refused, 2: FsFailure failure),
 
   /**
-   * The host an application was submitted from, as the RM saw the client's connection ("" when
-   * unknown): a client-mode driver runs there, and the node lets the application's containers
-   * reach the driver endpoints their commands name only on that host.
+   * What a node needs to place an application's containers in its network policy.
    */
-  string applicationClientHost(1: NodeAddress node_id, 2: string application_id)
+  ApplicationNetwork applicationNetwork(1: NodeAddress node_id, 2: string application_id)
       throws (1: NodeRefused refused),
 }
 

@@ -45,6 +45,7 @@ from cortex_rm.internal.errors import MalformedMessage, TrackerUnavailable
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, abort_connection, peer_fingerprint
+from cortex_rm.yarn.app_network import AppNetwork
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.tokens import Token
 from cortex_rm.yarn.reactors import IReactorTimeTCP
@@ -217,10 +218,12 @@ class TrackerClient:
         node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
         return self._call("openRuntimeImage", lambda c: c.openRuntimeImage(node), block_codec.image_from_thrift)
 
-    def application_client_host(self, node_id: NodeId, app_id: str) -> defer.Deferred[str]:
-        """Where ``app_id`` was submitted from ("" unknown)."""
+    def application_network(self, node_id: NodeId, app_id: str) -> defer.Deferred[AppNetwork]:
+        """Where ``app_id`` was submitted from, and its slot of source ports."""
         node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
-        return self._call("applicationClientHost", lambda c: c.applicationClientHost(node, app_id), _client_host)
+        return self._call(
+            "applicationNetwork", lambda c: c.applicationNetwork(node, app_id), block_codec.network_from_thrift
+        )
 
     def _call(
         self, name: str, send: Callable[[gen_service.Client], defer.Deferred[Any]], decode: Callable[[Any], T]
@@ -259,12 +262,6 @@ class FsRefused(Exception):
     def __init__(self, java_class: str, message: str) -> None:
         super().__init__(message)
         self.java_class = java_class
-
-
-def _client_host(value: Any) -> str:
-    if not isinstance(value, str) or len(value) > 255 or any(c.isspace() for c in value):
-        raise MalformedMessage("applicationClientHost's answer must be a host name or address")
-    return value
 
 
 def _length(value: Any) -> int:

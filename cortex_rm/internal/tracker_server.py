@@ -45,6 +45,7 @@ from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_address, peer_fingerprint, peer_ring_id
 from cortex_rm.yarn.addresses import HostPort
+from cortex_rm.yarn.app_network import AppNetwork
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR, remote_node_log_file
 from cortex_rm.yarn.refusal_log import RefusalLog, sanitised
@@ -56,7 +57,7 @@ IdentifierReader = Callable[[bytes], ContainerTokenIdentifier]
 #: The owner of an application a node aggregates logs of (NodeRefused if the node may not).
 AppOwner = Callable[[ApplicationId, NodeId], str]
 #: The host an application was submitted from ("" unknown; UnknownApplication if none such).
-AppClientHost = Callable[[ApplicationId], str]
+AppNetworkOf = Callable[[ApplicationId], AppNetwork]
 
 log = Logger()
 T = TypeVar("T")
@@ -74,13 +75,13 @@ class FileSystemServices:
     (``name_node``), container tokens read with ``read_identifier`` for localization, the owner
     of an application whose logs a node aggregates (``app_owner``), the runtime image the
     cluster runs (``runtime_image``, its archive's SHA-256; "" for none), and where applications
-    were submitted from (``app_client_host``)."""
+    were submitted from and their slots of source ports (``app_network``)."""
 
     name_node: NameNode
     read_identifier: IdentifierReader | None = None
     app_owner: AppOwner | None = None
     runtime_image: str = ""
-    app_client_host: AppClientHost | None = None
+    app_network: AppNetworkOf | None = None
 
 
 @implementer(gen_service.Iface)
@@ -269,19 +270,20 @@ class TrackerCalls:
 
         return self._fs_call("openRuntimeImage", decide)
 
-    def applicationClientHost(self, node: Any, application_id: Any) -> str:  # noqa: N802 (IDL name)
-        """Where the application was submitted from: its driver's only host outside the cluster."""
+    def applicationNetwork(self, node: Any, application_id: Any) -> ttypes.ApplicationNetwork:  # noqa: N802 (IDL name)
+        """Where the application was submitted from (its driver's only host outside the
+        cluster) and its slot of source ports."""
 
-        def decide() -> str:
+        def decide() -> ttypes.ApplicationNetwork:
             node_id = codec._node_id(node, "node_id")
             self._data_node(node_id)  # a registered, running node on its own key
             app_id = codec._yarn_id(application_id, "application_id", ApplicationId.parse)
             assert self.fs is not None  # _data_node checked
-            if self.fs.app_client_host is None:
+            if self.fs.app_network is None:
                 raise NodeRefused("this RM does not say where applications come from")
-            return self.fs.app_client_host(app_id)
+            return block_codec.network_to_thrift(self.fs.app_network(app_id))
 
-        return self._decide("applicationClientHost", decide)
+        return self._decide("applicationNetwork", decide)
 
     def _container_user(self, node_id: NodeId, identifier: Any, password: Any) -> str:
         """The user of the container whose token the node shows: the RM signed it, for this node,

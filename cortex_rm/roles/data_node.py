@@ -42,6 +42,7 @@ from cortex_rm.internal.block_codec import (
 )
 from cortex_rm.internal.tracker_client import FsRefused, TrackerClient
 from cortex_rm.roles.threads import thread_runner
+from cortex_rm.yarn.app_network import AppNetwork
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.reactors import INodeReactor
@@ -112,9 +113,9 @@ class DataNodeRole:
     def open_runtime_image(self) -> defer.Deferred[RuntimeImageSource]:
         return self._call(lambda client: client.open_runtime_image(self.node_id))
 
-    def application_client_host(self, app_id: str) -> defer.Deferred[str]:
-        """The RM's word on where ``app_id`` was submitted from ("" unknown)."""
-        return self._call(lambda client: client.application_client_host(self.node_id, app_id))
+    def application_network(self, app_id: str) -> defer.Deferred[AppNetwork]:
+        """The RM's word on where ``app_id`` was submitted from and its slot of source ports."""
+        return self._call(lambda client: client.application_network(self.node_id, app_id))
 
     def stored(self, block: StoredBlock) -> None:
         self.reactor.callFromThread(self._stored, block)

@@ -65,6 +65,7 @@ from cortex_rm.roles.log_aggregation import LogAggregator
 from cortex_rm.roles.runtime_image_fetcher import RuntimeImageFetcher
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
+from cortex_rm.yarn.app_network import AppNetwork
 from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resource_tracker import NodeHealth, NodeRegistration, RegistrationAnswer
@@ -237,7 +238,7 @@ class NodeManagerRole:
             ),
             localizer=Localizer(run, self._fetchers(forbidden)),
             image_root=self._image_root,
-            client_host=self._client_host if self.data_node is not None else None,
+            app_network=self._app_network if self.data_node is not None else None,
         )
         if self.data_node is not None:
             self.image = RuntimeImageFetcher(
@@ -367,10 +368,10 @@ class NodeManagerRole:
             return NodeHealth(healthy=False, health_report=self.image.state.doing, containers=statuses)
         return NodeHealth(containers=statuses)
 
-    def _client_host(self, app_id: ApplicationId) -> defer.Deferred[str]:
-        """Where the RM says ``app_id`` was submitted from."""
+    def _app_network(self, app_id: ApplicationId) -> defer.Deferred[AppNetwork]:
+        """Where the RM says ``app_id`` was submitted from, and its slot of source ports."""
         assert self.data_node is not None
-        return self.data_node.application_client_host(str(app_id))
+        return self.data_node.application_network(str(app_id))
 
     def _image_root(self) -> Path | None:
         return None if self.image is None else self.image.root()

@@ -61,6 +61,7 @@ from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.roles.user_admin import ADMIN_TOKEN_FILE, RMUserAdmin, start_sweeps
 from cortex_rm.yarn.addresses import HostPort
+from cortex_rm.yarn.app_network import AppNetwork
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.errors import MalformedId, YarnError
 from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
@@ -246,7 +247,7 @@ class ResourceManagerRole:
                 self.reactor,
                 FileSystemServices(
                     name_node, read_container_identifier, self._app_owner, conf.runtime_image,
-                    app_client_host=self._app_client_host,
+                    app_network=self._app_network,
                 ),
             ),
         )
@@ -290,11 +291,13 @@ class ResourceManagerRole:
         self._log_retention.clock = self.reactor
         self._log_retention.start(interval_s, now=False)
 
-    def _app_client_host(self, app_id: ApplicationId) -> str:
-        """Where the application was submitted from ("" unknown: then no driver outside the cluster)."""
+    def _app_network(self, app_id: ApplicationId) -> AppNetwork:
+        """Where the application was submitted from ("" unknown: then no driver outside the
+        cluster) and its slot of source ports."""
         assert self.rm is not None
         try:
-            return self.rm.apps.get(app_id).client_host
+            app = self.rm.apps.get(app_id)
+            return AppNetwork(app.client_host, app.port_slot)
         except UnknownApplication:
             raise NodeRefused(f"{app_id} is not known to this RM") from None
 

@@ -24,9 +24,12 @@ SERVICE, CONTROL, LISTEN = 47001, 47002, 47003
 PROBE = """
 import socket, sys
 for target in sys.argv[1:]:
-    host, port = target.rsplit(":", 1)
+    endpoint, _, source = target.partition("/")  # host:port[/source port to bind]
+    host, port = endpoint.rsplit(":", 1)
     s = socket.socket(); s.settimeout(3)
     try:
+        if source:
+            s.bind(("0.0.0.0", int(source)))
         s.connect((host, int(port))); print(target, "reached")
     except OSError as e:
         print(target, "refused", type(e).__name__)
@@ -43,6 +46,24 @@ try:
 except OSError:
     pass
 """
+
+
+def container_spec(
+    workdir: Path, image: Path, cid: str, app: str, script: str, *args: str,
+    then: str = "", readonly_dirs: tuple[Path, ...] = (), slot: int | None = None,
+) -> ContainerSpec:  # fmt: skip
+    """A container of ``app`` that runs ``script`` with ``args`` (its output in ``out.txt``), then
+    the shell command ``then``."""
+    work, logs = workdir / cid, workdir / f"{cid}-logs"
+    work.mkdir()
+    logs.mkdir()
+    (work / "run.py").write_text(script)
+    return ContainerSpec(
+        container_id=cid, work_dir=work, log_dir=logs, env={"PATH": "/usr/bin:/bin"},
+        command=["/bin/sh", "-c", f"python3 run.py {' '.join(args)} > out.txt 2>&1; {then or 'true'}"],
+        memory_limit_bytes=256 << 20, pids_limit=64, root_image=image, application=app,
+        readonly_dirs=readonly_dirs, port_slot=slot,
+    )  # fmt: skip
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -66,15 +87,9 @@ async def main(reactor, workdir: Path, image: Path, private: str) -> dict:  # ty
     sockets = [listen(MEMBER, SERVICE), listen(MEMBER, CONTROL), listen(OUTSIDER, SERVICE)]
 
     def spec(cid: str, app: str, script: str, *args: str) -> ContainerSpec:
-        work, logs = workdir / cid, workdir / f"{cid}-logs"
-        work.mkdir()
-        logs.mkdir()
-        (work / "run.py").write_text(script)
-        return ContainerSpec(
-            container_id=cid, work_dir=work, log_dir=logs, env={"PATH": "/usr/bin:/bin"},
-            command=["/bin/sh", "-c", f"python3 run.py {' '.join(args)} > out.txt 2>&1; touch mine; cat {secret} >> out.txt 2>&1;"
-                     " unshare -U true >> out.txt 2>&1; echo unshare=$? >> out.txt"],
-            memory_limit_bytes=256 << 20, pids_limit=64, root_image=image, application=app,
+        return container_spec(
+            workdir, image, cid, app, script, *args,
+            then=f"touch mine; cat {secret} >> out.txt 2>&1; unshare -U true >> out.txt 2>&1; echo unshare=$? >> out.txt",
             readonly_dirs=(secret.parent,),
         )  # fmt: skip
 

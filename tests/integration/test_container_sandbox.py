@@ -75,3 +75,47 @@ def test_containers_reach_members_only_and_not_another_applications_sockets(tmp_
     assert report["file_owner"] == report["app_b_root"] != 0  # root inside is the block's uid outside
     assert "Permission denied" in other and "host root only" not in other  # a host-root-only file
     assert "unshare=1" in other  # seccomp: unshare is denied
+
+
+NODE_A, NODE_B = "10.78.0.1", "10.78.0.2"
+
+
+@pytest.mark.skipif(not READY, reason="needs root, lxc and nftables")
+def test_across_nodes_a_container_is_reached_only_by_its_own_applications_containers(tmp_path: Path, runtime_image_root: Path) -> None:
+    """Two nodes in two network namespaces, each under its own table: on node B a container of
+    application A listens on B's address.  From node A, a container of A reaches it; a container
+    of B (also when it binds a source port of A's slot), a container of an application without
+    a slot, and the node's own process are refused."""
+    tag = uuid.uuid4().hex[:6]
+    prober, listener = f"sbx-{tag}-a", f"sbx-{tag}-b"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    probe = Path(__file__).with_name("sandbox_cross_probe.py")
+    for ns in (prober, listener):
+        sh("ip", "netns", "add", ns)
+    runs: list[subprocess.Popen[str]] = []
+    try:
+        sh("ip", "-n", prober, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", listener)
+        for ns, address in ((prober, NODE_A), (listener, NODE_B)):
+            sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        for role, ns, own, other in (("listener", listener, NODE_B, NODE_A), ("prober", prober, NODE_A, NODE_B)):
+            argv = ["nsenter", f"--net=/run/netns/{ns}", sys.executable, str(probe), role, str(tmp_path), str(runtime_image_root), own, other]
+            runs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        outputs = [run.communicate(timeout=300) for run in runs]
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        for ns in (prober, listener):
+            subprocess.run(["ip", "netns", "delete", ns], check=False)
+    for run, (_, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err[-3000:]
+    report = json.loads(outputs[1][0].strip().splitlines()[-1])
+    target = f"{NODE_B}:47003"
+    assert f"{target} reached" in report["same_app"]
+    assert f"{target} refused" in report["other_app"]
+    assert f"{target}/" in report["other_app"] and "reached" not in report["other_app"]  # a source port it bound in A's slot
+    assert f"{target} refused" in report["no_slot"]
+    assert report["node_process"].startswith("refused")

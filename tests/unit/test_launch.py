@@ -16,6 +16,7 @@ import pytest
 from cortex_rm.container.net_policy import driver_endpoints
 from cortex_rm.container.nm_container import NMContainer
 from cortex_rm.container.runtime_spec import ContainerSettings, runtime_spec
+from cortex_rm.yarn.app_network import AppNetwork
 from cortex_rm.yarn.ids import ContainerId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.container.launch import (
@@ -214,6 +215,7 @@ def test_a_driver_is_reachable_only_on_the_host_the_application_was_submitted_fr
     )
     c = NMContainer(ContainerId.parse(CID), "alice", Resource(1024, 1), paths(), [])
     settings = ContainerSettings(local_dirs=(Path("/data/local"),), log_dirs=(Path("/data/logs"),))
-    assert runtime_spec(c, plan, settings, None, "10.213.0.1").peers == {("10.213.0.1", 40001)}
-    assert runtime_spec(c, plan, settings, None, "192.168.1.10").peers == {("192.168.1.10", 40002)}
-    assert runtime_spec(c, plan, settings, None, "").peers == frozenset()
+    assert runtime_spec(c, plan, settings, None, AppNetwork("10.213.0.1", 3)).peers == {("10.213.0.1", 40001)}
+    assert runtime_spec(c, plan, settings, None, AppNetwork("192.168.1.10", 3)).peers == {("192.168.1.10", 40002)}
+    assert runtime_spec(c, plan, settings, None, AppNetwork("", None)).peers == frozenset()
+    assert runtime_spec(c, plan, settings, None, AppNetwork("", 3)).port_slot == 3  # its slot of source ports

@@ -107,11 +107,9 @@ class Iface(Interface):
         """
         pass
 
-    def applicationClientHost(node_id, application_id):
+    def applicationNetwork(node_id, application_id):
         """
-        The host an application was submitted from, as the RM saw the client's connection ("" when
-        unknown): a client-mode driver runs there, and the node lets the application's containers
-        reach the driver endpoints their commands name only on that host.
+        What a node needs to place an application's containers in its network policy.
 
         Parameters:
          - node_id
@@ -571,11 +569,9 @@ class Client(object):
             return d.errback(result.failure)
         return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "openRuntimeImage failed: unknown result"))
 
-    def applicationClientHost(self, node_id, application_id):
+    def applicationNetwork(self, node_id, application_id):
         """
-        The host an application was submitted from, as the RM saw the client's connection ("" when
-        unknown): a client-mode driver runs there, and the node lets the application's containers
-        reach the driver endpoints their commands name only on that host.
+        What a node needs to place an application's containers in its network policy.
 
         Parameters:
          - node_id
@@ -585,47 +581,47 @@ class Client(object):
         seqid = self._seqid = self._seqid + 1
         self._reqs[seqid] = defer.Deferred()
 
-        d = defer.maybeDeferred(self.send_applicationClientHost, node_id, application_id)
+        d = defer.maybeDeferred(self.send_applicationNetwork, node_id, application_id)
         d.addCallbacks(
-            callback=self.cb_send_applicationClientHost,
+            callback=self.cb_send_applicationNetwork,
             callbackArgs=(seqid,),
-            errback=self.eb_send_applicationClientHost,
+            errback=self.eb_send_applicationNetwork,
             errbackArgs=(seqid,))
         return d
 
-    def cb_send_applicationClientHost(self, _, seqid):
+    def cb_send_applicationNetwork(self, _, seqid):
         return self._reqs[seqid]
 
-    def eb_send_applicationClientHost(self, f, seqid):
+    def eb_send_applicationNetwork(self, f, seqid):
         d = self._reqs.pop(seqid)
         d.errback(f)
         return d
 
-    def send_applicationClientHost(self, node_id, application_id):
+    def send_applicationNetwork(self, node_id, application_id):
         oprot = self._oprot_factory.getProtocol(self._transport)
-        oprot.writeMessageBegin('applicationClientHost', TMessageType.CALL, self._seqid)
-        args = applicationClientHost_args()
+        oprot.writeMessageBegin('applicationNetwork', TMessageType.CALL, self._seqid)
+        args = applicationNetwork_args()
         args.node_id = node_id
         args.application_id = application_id
         args.write(oprot)
         oprot.writeMessageEnd()
         oprot.trans.flush()
 
-    def recv_applicationClientHost(self, iprot, mtype, rseqid):
+    def recv_applicationNetwork(self, iprot, mtype, rseqid):
         d = self._reqs.pop(rseqid)
         if mtype == TMessageType.EXCEPTION:
             x = TApplicationException()
             x.read(iprot)
             iprot.readMessageEnd()
             return d.errback(x)
-        result = applicationClientHost_result()
+        result = applicationNetwork_result()
         result.read(iprot)
         iprot.readMessageEnd()
         if result.success is not None:
             return d.callback(result.success)
         if result.refused is not None:
             return d.errback(result.refused)
-        return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "applicationClientHost failed: unknown result"))
+        return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "applicationNetwork failed: unknown result"))
 
 
 @implementer(Iface)
@@ -641,7 +637,7 @@ class Processor(TProcessor):
         self._processMap["openForLocalization"] = Processor.process_openForLocalization
         self._processMap["openForAggregation"] = Processor.process_openForAggregation
         self._processMap["openRuntimeImage"] = Processor.process_openRuntimeImage
-        self._processMap["applicationClientHost"] = Processor.process_applicationClientHost
+        self._processMap["applicationNetwork"] = Processor.process_applicationNetwork
         self._on_message_begin = None
 
     def on_message_begin(self, func):
@@ -977,24 +973,24 @@ class Processor(TProcessor):
         oprot.writeMessageEnd()
         oprot.trans.flush()
 
-    def process_applicationClientHost(self, seqid, iprot, oprot):
-        args = applicationClientHost_args()
+    def process_applicationNetwork(self, seqid, iprot, oprot):
+        args = applicationNetwork_args()
         args.read(iprot)
         iprot.readMessageEnd()
-        result = applicationClientHost_result()
-        d = defer.maybeDeferred(self._handler.applicationClientHost, args.node_id, args.application_id)
-        d.addCallback(self.write_results_success_applicationClientHost, result, seqid, oprot)
-        d.addErrback(self.write_results_exception_applicationClientHost, result, seqid, oprot)
+        result = applicationNetwork_result()
+        d = defer.maybeDeferred(self._handler.applicationNetwork, args.node_id, args.application_id)
+        d.addCallback(self.write_results_success_applicationNetwork, result, seqid, oprot)
+        d.addErrback(self.write_results_exception_applicationNetwork, result, seqid, oprot)
         return d
 
-    def write_results_success_applicationClientHost(self, success, result, seqid, oprot):
+    def write_results_success_applicationNetwork(self, success, result, seqid, oprot):
         result.success = success
-        oprot.writeMessageBegin("applicationClientHost", TMessageType.REPLY, seqid)
+        oprot.writeMessageBegin("applicationNetwork", TMessageType.REPLY, seqid)
         result.write(oprot)
         oprot.writeMessageEnd()
         oprot.trans.flush()
 
-    def write_results_exception_applicationClientHost(self, error, result, seqid, oprot):
+    def write_results_exception_applicationNetwork(self, error, result, seqid, oprot):
         msg_type = TMessageType.REPLY
         try:
             error.raiseException()
@@ -1010,7 +1006,7 @@ class Processor(TProcessor):
             logging.exception('Unexpected exception in handler')
             msg_type = TMessageType.EXCEPTION
             result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
-        oprot.writeMessageBegin("applicationClientHost", msg_type, seqid)
+        oprot.writeMessageBegin("applicationNetwork", msg_type, seqid)
         result.write(oprot)
         oprot.writeMessageEnd()
         oprot.trans.flush()
@@ -2295,7 +2291,7 @@ openRuntimeImage_result.thrift_spec = (
 )
 
 
-class applicationClientHost_args(object):
+class applicationNetwork_args(object):
     """
     Attributes:
      - node_id
@@ -2337,7 +2333,7 @@ class applicationClientHost_args(object):
         if oprot._fast_encode is not None and self.thrift_spec is not None:
             oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
             return
-        oprot.writeStructBegin('applicationClientHost_args')
+        oprot.writeStructBegin('applicationNetwork_args')
         if self.node_id is not None:
             oprot.writeFieldBegin('node_id', TType.STRUCT, 1)
             self.node_id.write(oprot)
@@ -2362,15 +2358,15 @@ class applicationClientHost_args(object):
 
     def __ne__(self, other):
         return not (self == other)
-all_structs.append(applicationClientHost_args)
-applicationClientHost_args.thrift_spec = (
+all_structs.append(applicationNetwork_args)
+applicationNetwork_args.thrift_spec = (
     None,  # 0
     (1, TType.STRUCT, 'node_id', [NodeAddress, None], None, ),  # 1
     (2, TType.STRING, 'application_id', 'UTF8', None, ),  # 2
 )
 
 
-class applicationClientHost_result(object):
+class applicationNetwork_result(object):
     """
     Attributes:
      - success
@@ -2393,8 +2389,9 @@ class applicationClientHost_result(object):
             if ftype == TType.STOP:
                 break
             if fid == 0:
-                if ftype == TType.STRING:
-                    self.success = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                if ftype == TType.STRUCT:
+                    self.success = ApplicationNetwork()
+                    self.success.read(iprot)
                 else:
                     iprot.skip(ftype)
             elif fid == 1:
@@ -2411,10 +2408,10 @@ class applicationClientHost_result(object):
         if oprot._fast_encode is not None and self.thrift_spec is not None:
             oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
             return
-        oprot.writeStructBegin('applicationClientHost_result')
+        oprot.writeStructBegin('applicationNetwork_result')
         if self.success is not None:
-            oprot.writeFieldBegin('success', TType.STRING, 0)
-            oprot.writeString(self.success.encode('utf-8') if sys.version_info[0] == 2 else self.success)
+            oprot.writeFieldBegin('success', TType.STRUCT, 0)
+            self.success.write(oprot)
             oprot.writeFieldEnd()
         if self.refused is not None:
             oprot.writeFieldBegin('refused', TType.STRUCT, 1)
@@ -2436,9 +2433,9 @@ class applicationClientHost_result(object):
 
     def __ne__(self, other):
         return not (self == other)
-all_structs.append(applicationClientHost_result)
-applicationClientHost_result.thrift_spec = (
-    (0, TType.STRING, 'success', 'UTF8', None, ),  # 0
+all_structs.append(applicationNetwork_result)
+applicationNetwork_result.thrift_spec = (
+    (0, TType.STRUCT, 'success', [ApplicationNetwork, None], None, ),  # 0
     (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
 )
 fix_spec(all_structs)

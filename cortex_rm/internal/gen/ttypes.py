@@ -2124,6 +2124,84 @@ class RuntimeImage(object):
         return not (self == other)
 
 
+class ApplicationNetwork(object):
+    """
+    applicationNetwork's answer.  `client_host`: the host the application was submitted from,
+    as the RM saw the client's connection ("" when unknown): a client-mode driver runs there,
+    and the node lets the application's containers reach the driver endpoints their commands
+    name only on that host.  `port_slot`: the application's slot of source ports (0..127; every
+    node rewrites its containers' connections to other containers into the slot's ports, and
+    a container accepts from other machines only its own application's), absent when it holds
+    none (then its containers are reachable only from their own node).
+
+    Attributes:
+     - client_host
+     - port_slot
+
+    """
+
+
+    def __init__(self, client_host=None, port_slot=None,):
+        self.client_host = client_host
+        self.port_slot = port_slot
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.client_host = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.I32:
+                    self.port_slot = iprot.readI32()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('ApplicationNetwork')
+        if self.client_host is not None:
+            oprot.writeFieldBegin('client_host', TType.STRING, 1)
+            oprot.writeString(self.client_host.encode('utf-8') if sys.version_info[0] == 2 else self.client_host)
+            oprot.writeFieldEnd()
+        if self.port_slot is not None:
+            oprot.writeFieldBegin('port_slot', TType.I32, 2)
+            oprot.writeI32(self.port_slot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.client_host is None:
+            raise TProtocolException(message='Required field client_host is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
 class FsFailure(TException):
     """
     The file system refused: `java_class` is the exception Hadoop's client throws
@@ -4722,6 +4800,12 @@ RuntimeImage.thrift_spec = (
     None,  # 0
     (1, TType.STRING, 'sha256', 'UTF8', None, ),  # 1
     (2, TType.STRUCT, 'source', [LocalizationSource, None], None, ),  # 2
+)
+all_structs.append(ApplicationNetwork)
+ApplicationNetwork.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'client_host', 'UTF8', None, ),  # 1
+    (2, TType.I32, 'port_slot', None, None, ),  # 2
 )
 all_structs.append(FsFailure)
 FsFailure.thrift_spec = (
