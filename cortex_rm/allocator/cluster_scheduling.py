@@ -117,14 +117,18 @@ class ClusterScheduling:
         scheduler: CapacityScheduler,
         launch_am: LaunchAM,
         timers: SchedulingTimers = SchedulingTimers(),
+        stored: StoredState | None = None,
     ) -> defer.Deferred[ClusterScheduling]:
         """The scheduling service over the stored applications: those still live are accepted
-        again and their new attempts enter the scheduler (YARN's recovery re-submits them)."""
+        again and their new attempts enter the scheduler (YARN's recovery re-submits them).
+        ``stored``: what ``load_stored_state`` read, when the caller has read it already."""
 
         def build(stored: StoredState) -> defer.Deferred[ClusterScheduling]:
             scheduling = cls(clock, stored, store, limits, scheduler, launch_am, timers)
             return scheduling.table.resume(stored).addCallback(lambda _: scheduling)
 
+        if stored is not None:
+            return build(stored)
         return load_stored_state(clock, store).addCallback(build)
 
     # -- start/stop ------------------------------------------------------------------------

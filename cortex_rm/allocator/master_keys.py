@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from twisted.internet import defer
 
-from cortex_rm.allocator.state_store import RMStateStore
+from cortex_rm.allocator.state_store import RMStateStore, StoredState
 from cortex_rm.yarn.tokens import MasterKey
 
 
@@ -29,12 +29,14 @@ class RMKeys:
 
     @classmethod
     def recover(
-        cls, store: RMStateStore, random_bytes: Callable[[int], bytes] = os.urandom
+        cls, store: RMStateStore, random_bytes: Callable[[int], bytes] = os.urandom, stored: StoredState | None = None
     ) -> defer.Deferred[RMKeys]:
-        """Fires with the stored keys, creating and storing any that are missing."""
+        """Fires with the stored keys (from ``stored`` when the caller has loaded the store),
+        creating and storing any that are missing."""
 
         async def run() -> RMKeys:
-            stored = await store.load()
+            if stored is None:
+                return await cls.recover(store, random_bytes, await store.load())
             keys = {}
             for number, name in enumerate(("amrm", "container", "file_system", "delegation"), start=1):
                 if name in stored.master_keys:

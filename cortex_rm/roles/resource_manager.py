@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from cortex_rm import __version__
+from cortex_rm.allocator.app_ids import load_stored_state
 from cortex_rm.allocator.app_access import AppAccess
 from cortex_rm.allocator.app_model import SchedulerLimits
 from cortex_rm.allocator.cluster_scheduling import ClusterScheduling, SchedulingTimers
@@ -163,7 +164,8 @@ class ResourceManagerRole:
             max_priority=conf.max_application_priority,
             max_completed_applications=conf.max_completed_applications,
         )
-        self.keys = keys = await RMKeys.recover(self._store)
+        stored = await load_stored_state(self.reactor, self._store)  # read once, for keys, applications and credentials
+        self.keys = keys = await RMKeys.recover(self._store, stored=stored)
         nodes = NodeTable()
         scheduler = CapacityScheduler(
             QueueTree(sched.queue_tree_spec()),
@@ -186,6 +188,7 @@ class ResourceManagerRole:
             scheduler,
             launcher.launch,
             SchedulingTimers(am_expiry_ms=conf.am_expiry_ms),
+            stored,
         )
         self.rm = RMContext(
             self.reactor,
@@ -197,7 +200,7 @@ class ResourceManagerRole:
         )
         self.name_node = name_node = await self._start_name_node(keys, run)
         credentials = UserCredentials(
-            keys.delegation, self._store, await self._store.load(), self._now_ms, conf.credential_lifetime_s * 1000,
+            keys.delegation, self._store, stored, self._now_ms, conf.credential_lifetime_s * 1000,
             reserved_names=frozenset({DEFAULT_SUPERGROUP}),
             renew_interval_ms=conf.credential_renew_interval_s * 1000,
         )
@@ -225,10 +228,10 @@ class ResourceManagerRole:
         }
         admin.rm_service, admin.fs_service = str(bound["address"]), str(bound["webapp_address"])
         admin_file, superuser = self.state_dir / ADMIN_TOKEN_FILE, name_node.namespace.superuser
-        await admin.ensure_admin_credential(admin_file, superuser)
+        await admin.ensure_admin_credential(admin_file, superuser, run)
         self._token_sweeps = start_sweeps(
             credentials, self._app_running, self.reactor,
-            keep_admin=lambda: defer.ensureDeferred(admin.ensure_admin_credential(admin_file, superuser)),
+            keep_admin=lambda: defer.ensureDeferred(admin.ensure_admin_credential(admin_file, superuser, run)),
         )
         self.tracker = NodeTracker(
             nodes,

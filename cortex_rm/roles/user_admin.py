@@ -24,6 +24,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from cortex_rm.allocator.user_credentials import UserCredentials
+from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.delegation import RM_DELEGATION_KIND, DelegationIdentifier, InvalidToken, Principal
 from cortex_rm.yarn_api.delegation_tokens import read_rm_identifier, read_token_writable
 from cortex_rm.yarn_api.tokens import credentials_file_bytes, write_token_file
@@ -62,30 +63,41 @@ class RMUserAdmin:
     def users(self) -> dict[str, dict[str, Any]]:
         return self.credentials.users()
 
-    async def ensure_admin_credential(self, path: Path, admin: str) -> None:
+    async def ensure_admin_credential(self, path: Path, admin: str, run: Runner) -> None:
         """Keep ``path`` if it holds a valid credential of ``admin`` (renewed when its expiry is
-        near), else write a new one there (600), also when its max date is near."""
-        ident = _credential_of(path, admin, self.credentials)
+        near), else write a new one there (600), also when its max date is near; the file is
+        read and written through ``run``."""
+        ident = _credential_of(await run(lambda: _read_or_empty(path)), admin, self.credentials)
         now = self.credentials.now_ms()
         if ident is not None and ident.max_ms - now > RENEW_BEFORE_MS:
             if (self.credentials.expiry(ident) or 0) - now <= RENEW_BEFORE_MS:
                 await self.credentials.renew(ident, Principal(admin))
             return
-        write_token_file(path, await self.issue(admin))
+        token = await self.issue(admin)
+        await run(lambda: write_token_file(path, token))
         log.info("wrote the admin's credential to {path}", path=str(path))
 
 
-def _credential_of(path: Path, user: str, credentials: UserCredentials) -> DelegationIdentifier | None:
-    """The RM token in the file at ``path`` if it is valid and ``user``'s own; else None."""
+def _read_or_empty(path: Path) -> bytes:
     try:
-        tokens, _ = read_token_storage(path.read_bytes())
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _credential_of(stored: bytes, user: str, credentials: UserCredentials) -> DelegationIdentifier | None:
+    """The RM token in a token file's bytes if it is valid and ``user``'s own; else None."""
+    if not stored:
+        return None
+    try:
+        tokens, _ = read_token_storage(stored)
         for raw in tokens.values():
             token = read_token_writable(raw)
             if token.kind == RM_DELEGATION_KIND:
                 ident = read_rm_identifier(token.identifier)
                 principal = credentials.check(ident)
                 return ident if principal == Principal(user) else None
-    except (OSError, MalformedCredentials, InvalidToken):
+    except (MalformedCredentials, InvalidToken):
         pass
     return None
 
