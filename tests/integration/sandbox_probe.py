@@ -19,7 +19,8 @@ from cortex_rm.container.net_policy import Members
 from cortex_rm.container.runtime import ContainerSpec
 from cortex_rm.roles.container_members import container_firewall
 
-MEMBER, OUTSIDER = "127.0.0.2", "127.0.0.5"
+MEMBER, OUTSIDER, DRIVER = "127.0.0.2", "127.0.0.5", "127.0.0.7"
+DRIVER_PORT, DRIVER_BLOCKS = 47010, 47011  # a client-mode driver on this host: the port its command names, its block manager
 SERVICE, CONTROL, LISTEN = 47001, 47002, 47003
 PROBE = """
 import socket, sys
@@ -51,6 +52,7 @@ except OSError:
 def container_spec(
     workdir: Path, image: Path, cid: str, app: str, script: str, *args: str,
     then: str = "", readonly_dirs: tuple[Path, ...] = (), slot: int | None = None,
+    peers: frozenset[tuple[str, int]] = frozenset(),
 ) -> ContainerSpec:  # fmt: skip
     """A container of ``app`` that runs ``script`` with ``args`` (its output in ``out.txt``), then
     the shell command ``then``."""
@@ -62,7 +64,7 @@ def container_spec(
         container_id=cid, work_dir=work, log_dir=logs, env={"PATH": "/usr/bin:/bin"},
         command=["/bin/sh", "-c", f"python3 run.py {' '.join(args)} > out.txt 2>&1; {then or 'true'}"],
         memory_limit_bytes=256 << 20, pids_limit=64, root_image=image, application=app,
-        readonly_dirs=readonly_dirs, port_slot=slot,
+        readonly_dirs=readonly_dirs, port_slot=slot, peers=peers,
     )  # fmt: skip
 
 
@@ -84,7 +86,7 @@ async def main(reactor, workdir: Path, image: Path, private: str) -> dict:  # ty
     secret.parent.mkdir()
     secret.write_text("host root only")
     secret.chmod(0o600)
-    sockets = [listen(MEMBER, SERVICE), listen(MEMBER, CONTROL), listen(OUTSIDER, SERVICE)]
+    sockets = [listen(MEMBER, SERVICE), listen(MEMBER, CONTROL), listen(OUTSIDER, SERVICE), listen(DRIVER, DRIVER_PORT), listen(DRIVER, DRIVER_BLOCKS)]
 
     def spec(cid: str, app: str, script: str, *args: str) -> ContainerSpec:
         return container_spec(
@@ -99,22 +101,28 @@ async def main(reactor, workdir: Path, image: Path, private: str) -> dict:  # ty
             if (workdir / "container_1_0001_01_000001" / "listening").exists():
                 break
             await task.deferLater(reactor, 0.1)
-        targets = [f"{MEMBER}:{SERVICE}", f"{MEMBER}:{CONTROL}", f"{OUTSIDER}:{SERVICE}", f"{private}:{SERVICE}", f"{MEMBER}:{LISTEN}"]
+        targets = [f"{MEMBER}:{SERVICE}", f"{MEMBER}:{CONTROL}", f"{OUTSIDER}:{SERVICE}", f"{private}:{SERVICE}", f"{MEMBER}:{LISTEN}",
+                   f"{DRIVER}:{DRIVER_BLOCKS}"]  # fmt: skip
         same = runtime.start(spec("container_1_0001_01_000002", "app_a", PROBE, f"{MEMBER}:{LISTEN}"))
         other = runtime.start(spec("container_1_0002_01_000001", "app_b", PROBE, *targets))
-        await defer.gatherResults([same.exited, other.exited])
+        driven = runtime.start(
+            container_spec(workdir, image, "container_1_0003_01_000001", "app_c", PROBE, f"{DRIVER}:{DRIVER_PORT}", f"{DRIVER}:{DRIVER_BLOCKS}",
+                           peers=frozenset({(DRIVER, DRIVER_PORT)}))
+        )  # fmt: skip
+        await defer.gatherResults([same.exited, other.exited, driven.exited])
         a.kill(0)
         await a.exited
         report = {
             "same_app": (workdir / "container_1_0001_01_000002" / "out.txt").read_text(),
             "other_app": (workdir / "container_1_0002_01_000001" / "out.txt").read_text(),
+            "driven_app": (workdir / "container_1_0003_01_000001" / "out.txt").read_text(),
             "file_owner": (workdir / "container_1_0002_01_000001" / "mine").stat().st_uid,
             "app_b_root": runtime.sandbox.blocks.of("app_b").root,  # type: ignore[union-attr]
         }
     finally:
         for s in sockets:
             s.close()
-        for app in ("app_a", "app_b"):
+        for app in ("app_a", "app_b", "app_c"):
             runtime.application_finished(app)
         runtime.close()
         firewall.remove()

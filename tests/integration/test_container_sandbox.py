@@ -5,8 +5,12 @@ nft network policy, in network namespaces this test makes.
 127.0.0.2 and a non-member service at 127.0.0.5, and a veth to a second namespace holding a
 private address with a listener): app A's container listens on the member address; app B's
 container probes a member's service, a member's control port, the non-member loopback
-service, the private address and app A's socket; a second container of app A probes A's
-socket.  Every container also writes a file, reads a host-root-only file and tries unshare.
+service, the private address, app A's socket and app C's driver's block manager; a second
+container of app A probes A's socket; a container of app C, whose client-mode driver runs on
+this host (127.0.0.7), reaches the driver's named port and its block manager.  Every container
+also writes a file, reads a host-root-only file and tries unshare.
+
+``sandbox_cross_probe.py`` runs in two namespaces, two nodes: see the second test.
 """
 
 from __future__ import annotations
@@ -72,6 +76,9 @@ def test_containers_reach_members_only_and_not_another_applications_sockets(tmp_
     assert f"{PRIVATE}:47001 refused" in other  # a private address that is no member
     assert "127.0.0.2:47003 refused" in other  # another application's container on this node
     assert "127.0.0.2:47003 reached" in report["same_app"]  # its own application's container
+    assert "127.0.0.7:47011 refused" in other  # another application's driver on this host
+    # its own client-mode driver on this host: the port its command names, and its block manager's
+    assert "127.0.0.7:47010 reached" in report["driven_app"] and "127.0.0.7:47011 reached" in report["driven_app"]
     assert report["file_owner"] == report["app_b_root"] != 0  # root inside is the block's uid outside
     assert "Permission denied" in other and "host root only" not in other  # a host-root-only file
     assert "unshare=1" in other  # seccomp: unshare is denied
