@@ -22,7 +22,7 @@ An exception raised by the core, a listener or an outcome callback is logged wit
 
 **Proof of work.**  A key's work (``dht/ring_work.py``) is read from
 ``state_dir/identity/ring-work.json`` or, on a key's first start, solved through
-``run_blocking`` (the daemon's thread: ~0.15 s at 18 bits, doubling per bit) and
+``run_blocking`` (the daemon's thread: ~2 s at 22 bits, doubling per bit) and
 logged; the member exists, and ``start`` fires, once it is there.
 
 **Incarnation.**  Each start takes ``max(persisted + 1, wall-clock milliseconds)``
@@ -269,8 +269,8 @@ class RingService:
         if stored is not None:
             return stored
         log.info("ring {me}: solving the proof of work for this key ({bits} bits: ~{tries} hashes, ~{seconds:.2g} s at "
-                 "1.8 M/s) in a thread; the ring member starts when it is solved (once per key)",
-                 me=self.me.short(), bits=bits, tries=2**bits, seconds=2**bits / 1.8e6)  # fmt: skip
+                 "2 M/s) in a thread; the ring member starts when it is solved (once per key)",
+                 me=self.me.short(), bits=bits, tries=2**bits, seconds=2**bits / 2e6)  # fmt: skip
         return self._run_blocking(lambda: solve_and_store_work(self.state_dir, spki, bits))
 
     def _member_ready(self, incarnation: int, work: int) -> None:
