@@ -16,7 +16,8 @@ members refuse anything from an id whose work does not check (``ring_trust.py``)
 2.7 million tries a second, the lower figure with other jobs running; see
 bench/RESULTS.md).  One proof takes 2**bits tries on average: 18 bits 0.1-0.15 s,
 20 bits 0.4-0.6 s, 22 bits 1.6-2.3 s, 24 bits 6-9 s.  A proof's time is geometric:
-one key in twenty takes three times the mean or more (24 bits: up to 36 s of 12 keys).
+one key in twenty takes three times the mean or more (24 bits: the slowest of 8 keys
+took 39 s).
 
 **The default, 22 bits**, costs an honest node ~2 s once per key (solved in a thread
 at the key's first start, then read from disk) and a rare key ~7 s; 24 bits would
