@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cortex_rm.dht import chord_messages, kv_messages, swim_messages  # noqa: E402
+from cortex_rm.dht.ring_config import RingConfig  # noqa: E402
 from cortex_rm.dht.ring_member import Transmit
 from cortex_rm.internal.ring_codec import (
     encode_envelope,  # noqa: E402
@@ -48,7 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.process_time()
 
-    net = RingNetwork(args.seed, wire=True, signed=args.signed)
+    # Signed members solve their keys' work: 16 bits (the nonce is 8 bytes whatever the bits), not the default's seconds each.
+    net = RingNetwork(args.seed, RingConfig(work_bits=16), wire=True, signed=args.signed)
     first = net.add_member()
     members = [first] + [net.add_member() for _ in range(args.nodes - 1)]
     for member in members[1:]:

@@ -36,8 +36,8 @@ class RingSection:
     # NodeManager; "" (the default): on the NodeManager's webapp_address, or nowhere
     status_address: HostPort | None = None
     # Leading zero bits of the proof of work each member's key needs (SHA-256 of key and nonce,
-    # solved once and kept in <state_dir>/identity/ring-work.json): 18 takes ~0.15 s, each bit
-    # doubles it.  Every member of a ring must use the same value
+    # solved once and kept in <state_dir>/identity/ring-work.json): 22 takes ~2 s, each bit
+    # doubles it (dht/ring_work.py says what it buys).  Every member of a ring must use the same value
     work_bits: int = DEFAULT_WORK_BITS
     # Ring ids (40 hex digits; `cortex-rm ring` shows them) of the nodes that may write the
     # ResourceManager's record.  Empty: whoever writes it first owns it (any member could)

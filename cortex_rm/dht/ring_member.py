@@ -119,6 +119,7 @@ class RingView:
     members: tuple[tuple[Peer, MemberStatus, int], ...]
     records: int
     refusals: Refusals = Refusals()
+    verified: frozenset[Peer] = frozenset()  # members whose address our own dials proved (RingService: address_proofs)
 
 
 class RingMember:

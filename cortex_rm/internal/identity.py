@@ -45,9 +45,9 @@ above TLS:
 What the ring checks beyond TLS
 -------------------------------
 A peer's ring id must be the SHA-1 of the key it shows in TLS, and that key must
-come with a proof of work (``dht/ring_work.py``: ``[ring] work_bits``, 18 by
-default, solved once and kept in ``identity/ring-work.json``), so an id costs
-work and cannot be chosen cheaply.  Everything a member says about others is
+come with a proof of work (``dht/ring_work.py``: ``[ring] work_bits``, 22 by
+default, solved once and kept in ``identity/ring-work.json``), so each id costs
+work (though not its place on the ring: see that module).  Everything a member says about others is
 signed with this key and checked by every receiver (``dht/ring_trust.py``): a
 member's ALIVE and LEFT only by itself, a SUSPECT or DEAD by its accuser (and a
 DEAD from others is only a claim, checked by our own probe), a record by its
@@ -373,7 +373,7 @@ def stored_work(state_dir: Path, spki: bytes, bits: int) -> int | None:
 
 
 def solve_and_store_work(state_dir: Path, spki: bytes, bits: int) -> int:
-    """Solve this key's puzzle at ``bits`` (~2**bits SHA-256 hashes: ~0.15 s at the default 18 bits,
+    """Solve this key's puzzle at ``bits`` (~2**bits SHA-256 hashes: ~2 s at the default 22 bits,
     each bit doubles it; it blocks, so run it in a thread) and store the nonce in ``identity/ring-work.json``."""
     from cortex_rm.dht.ring_work import solve_work
 

@@ -4,7 +4,9 @@
 The first frame dials and waits in the link's queue (at most ``max_queued``;
 beyond that the oldest is dropped).  Once TLS is up, the ring id of the listener's
 certificate must be the peer's ``node_id``, or the link and its queue are dropped
-with a warning naming the address and both ids.  Then the queue is written and
+with a warning naming the address and both ids; either way ``on_checked`` hears
+the peer and the id shown (``roles/address_checks.py``: a member's address is
+proven by our own connections).  Then the queue is written and
 later frames go straight out.  A failed link (refused, TLS failure, no verified
 handshake within ``connect_timeout``) drops its queue, and the next ``send`` dials
 again; a link idle for ``idle_timeout`` closes.  The listener never writes: a
@@ -14,6 +16,7 @@ frame from it closes the link.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHandshakeListener, IProtocol
@@ -30,6 +33,9 @@ from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, abort_conn
 from cortex_rm.yarn.reactors import IReactorTimeTCP
 
 log = Logger()
+
+LinkChecked = Callable[[Peer, "int | None"], None]
+"""Told of each completed handshake: the peer dialled and the ring id its listener showed (None: no certificate)."""
 
 
 @implementer(IHandshakeListener)
@@ -96,6 +102,8 @@ class OutgoingLink:
             presented: int | None = peer_ring_id(self.protocol.transport if self.protocol else None)
         except PeerCertificateMissing:
             presented = None
+        if self.links.on_checked is not None:
+            self.links.on_checked(self.peer, presented)
         if presented != self.peer.node_id:
             log.warn(
                 "ring: {address} presented ring id {presented_id}, not the expected {expected_id}; "
@@ -161,9 +169,17 @@ class PeerLinks:
     """A node's outgoing links: at most one cached per peer, the queues of those still connecting."""
 
     def __init__(
-        self, reactor: IReactorTimeTCP, tls: MutualTLS, *, connect_timeout: float, idle_timeout: float, max_queued: int
+        self,
+        reactor: IReactorTimeTCP,
+        tls: MutualTLS,
+        *,
+        connect_timeout: float,
+        idle_timeout: float,
+        max_queued: int,
+        on_checked: LinkChecked | None = None,
     ) -> None:
         self.reactor = reactor
+        self.on_checked = on_checked
         self.clock = reactor  # every timer runs on it
         self.tls = tls
         self.connect_timeout = connect_timeout

@@ -11,7 +11,8 @@ connection to the asker's listening address.
 
 **Sending** (``send``, ``ring_links.py``): one cached connection per peer, whose
 listener must show the ring id the envelope is meant for; envelopes wait in a
-bounded queue while it is set up, and are dropped with it when it fails.  Loss is
+bounded queue while it is set up, and are dropped with it when it fails; each
+handshake's outcome goes to ``on_link_checked``.  Loss is
 expected: the cores time out every request and retry.
 
 **Receiving** (``listen``, ``ring_listener.py``): an envelope reaches
@@ -33,7 +34,7 @@ from cortex_rm.internal.errors import MalformedEnvelope
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.ring_codec import encode_envelope
 from cortex_rm.internal.ring_discovery import discover_peer
-from cortex_rm.internal.ring_links import PeerLinks
+from cortex_rm.internal.ring_links import LinkChecked, PeerLinks
 from cortex_rm.internal.ring_listener import RingListener
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.yarn.reactors import IReactorTimeTCP
@@ -56,6 +57,7 @@ class RingTransport:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
         max_queued: int = DEFAULT_MAX_QUEUED,
+        on_link_checked: LinkChecked | None = None,
     ) -> None:
         if tls.identity.ring_id != identity.ring_id:
             raise ValueError("the MutualTLS presents another identity than this node's")
@@ -66,8 +68,9 @@ class RingTransport:
         self.idle_timeout = idle_timeout
         self.max_queued = max_queued
         self._links = PeerLinks(
-            reactor, tls, connect_timeout=connect_timeout, idle_timeout=idle_timeout, max_queued=max_queued
-        )
+            reactor, tls, connect_timeout=connect_timeout, idle_timeout=idle_timeout, max_queued=max_queued,
+            on_checked=on_link_checked,
+        )  # fmt: skip
         self._listener = RingListener(
             identity, tls, reactor, on_envelope, connect_timeout=connect_timeout, idle_timeout=idle_timeout
         )

@@ -4,14 +4,20 @@
 
 * this node: its NodeManager IPC and web (DataNode, WebHDFS) ports are services,
   its ring port is control;
-* every ring member's address is a member, its ring port control;
+* every *verified* ring member's address is a member, its ring port control: a
+  live member whose ring address our own connection proved (``RingView.verified``,
+  ``dht/address_proofs.py``: the listener there showed the member's key).  The
+  address comes from the member's own signed ALIVE, which proves only that the
+  member said it: a member naming a LAN host would otherwise open that host's
+  ephemeral ports to containers.  An unverified member counts for nothing, not
+  even for control (naming another member's service port would close it);
 * every capacity report's NodeId and web address are services (other NodeManagers
-  and DataNodes), but only a report ``vouched_reports`` believes: one about a live
-  ring member (or this node) whose addresses lie on the host of that member's ring
-  address.  Any one may join the ring, and a report is only its member's word: one
-  naming another host's port (the contributor's loopback database, a LAN host's
-  SSH) would open it to every node's containers.  The ring address itself comes
-  from the member's own signed ALIVE, and ring addresses are only ever control;
+  and DataNodes), but only a report ``vouched_reports`` believes: one about a
+  verified member (or this node) whose addresses lie on the host of that member's
+  ring address.  Any one may join the ring, and a report is only its member's
+  word: one naming another host's port (the contributor's loopback database, a LAN
+  host's SSH) would open it to every node's containers.  Ring addresses are only
+  ever control;
 * the RM's record: its scheduler and web (WebHDFS) addresses are services, its
   tracker and client addresses control (a container is an AM or a task, not a
   client or a node);
@@ -51,7 +57,7 @@ from cortex_rm.container.lxc_config import CGROUP_PARENT
 from cortex_rm.container.lxc_sandbox import cgroup2_root
 from cortex_rm.container.net_firewall import NftFirewall
 from cortex_rm.container.net_policy import Endpoint, Members, PolicySettings, table_name
-from cortex_rm.dht.peer import split_address
+from cortex_rm.dht.peer import Peer, split_address
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.swim_messages import MemberStatus
@@ -112,19 +118,24 @@ class VouchedReports:
     refused: tuple[tuple[CapacityReport, str], ...]
 
 
+def verified_members(view: RingView) -> list[Peer]:
+    """The live (ALIVE, SUSPECT) members of ``view`` whose ring address is verified."""
+    live = (MemberStatus.ALIVE, MemberStatus.SUSPECT)
+    return [peer for peer, status, _ in view.members if status in live and peer in view.verified]
+
+
 def vouched_reports(view: RingView | None, reports: Iterable[CapacityReport]) -> VouchedReports:
     """The reports whose addresses are their member's (see the module docstring).
 
-    A report about no live member of ``view`` (not yet heard ALIVE, or gone) is
-    neither: it is left out until its member is known.  Without a view no report
-    is believed.
+    A report about no verified live member of ``view`` (not yet heard ALIVE, its
+    address not yet proven or disproven, or gone) is neither: it is left out
+    until its member is verified.  Without a view no report is believed.
     """
     if view is None:
         return VouchedReports((), ())
     ring_addresses = {format_id(view.me.node_id): view.me.address}
-    for peer, status, _ in view.members:
-        if status in (MemberStatus.ALIVE, MemberStatus.SUSPECT):
-            ring_addresses[format_id(peer.node_id)] = peer.address
+    for peer in verified_members(view):
+        ring_addresses[format_id(peer.node_id)] = peer.address
     accepted: list[CapacityReport] = []
     refused: list[tuple[CapacityReport, str]] = []
     for report in reports:
@@ -161,9 +172,8 @@ def members_of(
         add(control, c)
     if view is not None:
         add(control, view.me.address)
-        for peer, status, _ in view.members:
-            if status in (MemberStatus.ALIVE, MemberStatus.SUSPECT):
-                add(control, peer.address)
+        for peer in verified_members(view):
+            add(control, peer.address)
     for report in vouched_reports(view, reports).accepted:
         add(services, report.node_id)
         add(services, report.http_address)

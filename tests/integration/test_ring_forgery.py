@@ -5,7 +5,7 @@ Four daemons (``cortex-rm node`` with only its ring member, 200 ms probes, ``[ri
 resource_managers`` naming one in-process member) and two in-process ``RingService``s
 -- the class the daemons run -- on the test's reactor: ``legit``, the one ring id
 allowed to write ``cortex:resourcemanager``, and ``attacker``, a member like any
-other (its own certificate, its own proof of work at the ring's 18 bits).  The
+other (its own certificate, its own proof of work at the test ring's 16 bits).  The
 attacker builds its envelopes from the project's own message types, signs them with
 its own ``KeyTrust``, and its transport encodes them with the ring codec and carries
 them over mutual TLS: what a hostile node running our code with its own key can send.
@@ -33,7 +33,7 @@ from cortex_rm.dht.kv_messages import PutRecord, StoreReplicas
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_trust import KeyTrust
-from cortex_rm.dht.ring_work import work_ok
+from cortex_rm.dht.ring_work import DEFAULT_WORK_BITS, work_ok
 from cortex_rm.dht.swim_messages import Ack, MemberStatus, MemberUpdate
 from cortex_rm.dht.write_policy import node_key
 from cortex_rm.internal.identity import NodeIdentity
@@ -41,7 +41,7 @@ from cortex_rm.node import CortexNode
 from cortex_rm.roles.ring_records import RESOURCE_MANAGER_KEY
 from cortex_rm.roles.ring_service import RingService
 from tests.support.reactor import reactor
-from tests.support.ring_daemons import RingDaemon, made_daemons, make_daemons, start_ring
+from tests.support.ring_daemons import TEST_WORK_BITS, RingDaemon, made_daemons, make_daemons, start_ring
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,8 @@ DEAD = MemberStatus.DEAD
 
 def ring_config(resource_managers: tuple[str, ...]) -> RingConfig:
     """What the daemons run with (RingSection's LAN profile at 200 ms probes), for the in-process members."""
-    return RingSection(probe_interval_ms=PROBE_INTERVAL_MS, resource_managers=resource_managers).ring_config()
+    section = RingSection(probe_interval_ms=PROBE_INTERVAL_MS, resource_managers=resource_managers, work_bits=TEST_WORK_BITS)
+    return section.ring_config()
 
 
 def peer_of(view: dict[str, Any]) -> Peer:
@@ -222,9 +223,10 @@ def test_a_member_forging_deaths_and_records_changes_no_routing_state_and_no_rep
 @pytest_twisted.inlineCallbacks
 def test_the_daemon_runs_its_ring_member_with_key_trust(tmp_path: Path):  # type: ignore[no-untyped-def]
     """``cortex-rm node``'s own start (CortexNode, from a ring-only config file) builds the ring
-    member with KeyTrust on its node key, with work that solves the puzzle at the configured bits
-    (OpenTrust, which believes anything, is for simulations only)."""
+    member with KeyTrust on its node key, with work that solves the puzzle at the default bits (the
+    config names none; OpenTrust, which believes anything, is for simulations only)."""
     [daemon] = make_daemons(tmp_path, 1, PROBE_INTERVAL_MS)
+    daemon.work_bits = None
     node = CortexNode(load_config(daemon.write_config([])), reactor())
     yield node.start()
     try:
@@ -232,6 +234,6 @@ def test_the_daemon_runs_its_ring_member_with_key_trust(tmp_path: Path):  # type
         trust = node.ring.live.member.trust
         assert isinstance(trust, KeyTrust) and trust.signs
         assert trust.node_id == node.identity.ring_id == node.ring.me.node_id
-        assert work_ok(node.identity.spki, trust.work, node.config.ring.work_bits) and node.config.ring.work_bits == 18
+        assert work_ok(node.identity.spki, trust.work, node.config.ring.work_bits) and node.config.ring.work_bits == DEFAULT_WORK_BITS
     finally:
         yield node.stop()

@@ -28,12 +28,14 @@ from cortex_rm.internal.identity import NodeIdentity, stored_work
 from cortex_rm.roles.ring_service import RingService, ServiceState
 from tests.support.reactor import reactor
 from tests.support.reactor import wait_until as wait_for
+from tests.support.ring_daemons import TEST_WORK_BITS
 
 pytestmark = pytest.mark.integration
 
 WAIT_S = 30.0
 
 FAST = RingConfig(
+    work_bits=TEST_WORK_BITS,  # each node a fresh key: not the default's seconds each
     request_timeout=1.0,
     stabilize_interval=0.2,
     fix_fingers_interval=0.1,

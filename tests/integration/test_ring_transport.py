@@ -64,7 +64,10 @@ class Member:
 
 
 def member(
-    on_envelope: Callable[[Envelope], None] | None = None, idle_timeout: float = 30.0, max_queued: int = 64
+    on_envelope: Callable[[Envelope], None] | None = None,
+    idle_timeout: float = 30.0,
+    max_queued: int = 64,
+    on_link_checked: Callable[[Peer, int | None], None] | None = None,
 ) -> Member:
     """A member with a fresh identity, not listening yet."""
     identity = NodeIdentity.generate()
@@ -77,6 +80,7 @@ def member(
         connect_timeout=5.0,
         idle_timeout=idle_timeout,
         max_queued=max_queued,
+        on_link_checked=on_link_checked,
     )
     return Member(identity, transport, received)
 
@@ -203,8 +207,11 @@ def test_an_impostor_is_refused_and_the_listener_serves_an_honest_peer(  # type:
 
 @pytest_twisted.inlineCallbacks
 def test_a_listener_with_another_ring_id_gets_nothing(log_events: list[LogEvent]):  # type: ignore[no-untyped-def]
-    """Dialling an address that expects ring id X but finds another certificate drops the queue and says so."""
-    a, b = (yield listening(member())), (yield listening(member()))
+    """Dialling an address that expects ring id X but finds another certificate drops the queue and says so;
+    the transport's ``on_link_checked`` hears each handshake's expected peer and the id shown."""
+    checked: list[tuple[Peer, int | None]] = []
+    a = yield listening(member(on_link_checked=lambda peer, shown: checked.append((peer, shown))))
+    b = yield listening(member())
     try:
         expected = NodeIdentity.generate().ring_id
         wrong = Peer(expected, b.peer.address)
@@ -219,6 +226,7 @@ def test_a_listener_with_another_ring_id_gets_nothing(log_events: list[LogEvent]
         # the right ring id at the same address is reached
         a.transport.send(b.peer, a.envelope(chord.Ping(9)))
         yield wait_until(lambda: len(b.received) == 1, "b got the envelope meant for it")
+        assert checked == [(wrong, b.identity.ring_id), (b.peer, b.identity.ring_id)]
     finally:
         yield stop_all(a, b)
 

@@ -24,6 +24,9 @@ from cortex_rm.local_cluster import free_ports
 from cortex_rm.ring_status import RingStatusError, fetch_ring
 
 REPO = Path(__file__).resolve().parents[2]
+TEST_WORK_BITS = 16
+"""The daemons' ``[ring] work_bits`` (and their in-process peers'): ~25 ms a key instead of the default's
+seconds, since every test starts fresh keys.  A daemon with ``work_bits=None`` runs the default."""
 
 
 @dataclass
@@ -35,6 +38,7 @@ class RingDaemon:
     probe_interval_ms: int = 1000
     process: subprocess.Popen[bytes] | None = None
     resource_managers: tuple[str, ...] = ()  # [ring] resource_managers (ring ids, hex)
+    work_bits: int | None = TEST_WORK_BITS  # [ring] work_bits (None: the default)
 
     def write_config(self, introducers: list[str]) -> Path:
         config = self.directory / "cortex.toml"
@@ -54,6 +58,7 @@ class RingDaemon:
                     f"introducers = {json.dumps(introducers)}",
                     f"probe_interval_ms = {self.probe_interval_ms}",
                     f"resource_managers = {json.dumps(list(self.resource_managers))}",
+                    *([f"work_bits = {self.work_bits}"] if self.work_bits is not None else []),
                     "",
                 ]
             )

@@ -167,8 +167,10 @@ HONEST = Peer(0xA << 156, "10.2.0.2:7946")  # format_id: "a000..."
 HOSTILE = Peer(0xB << 156, "10.2.0.9:7946")
 
 
-def _view(*members: tuple[Peer, MemberStatus]) -> RingView:
-    return RingView(ME, RingState.MEMBER, 1, None, (), 0, tuple((p, s, 1) for p, s in members), 0)
+def _view(*members: tuple[Peer, MemberStatus], verified: frozenset[Peer] | None = None) -> RingView:
+    """A view holding ``members``, their addresses verified (all of them unless ``verified`` says which)."""
+    proven = frozenset(p for p, _ in members) if verified is None else verified
+    return RingView(ME, RingState.MEMBER, 1, None, (), 0, tuple((p, s, 1) for p, s in members), 0, verified=proven)
 
 
 def _report(peer: Peer, node_id: str, http_address: str) -> CapacityReport:
@@ -224,6 +226,23 @@ def test_reports_of_no_live_member_are_not_believed():
     for view in (_view(), _view((HOSTILE, MemberStatus.DEAD)), _view((HOSTILE, MemberStatus.LEFT))):
         assert vouched_reports(view, [report]) == VouchedReports((), ())
     assert vouched_reports(_view((HOSTILE, MemberStatus.SUSPECT)), [report]).accepted == (report,)
+
+
+def test_a_member_whose_ring_address_is_not_verified_opens_nothing():
+    """A live member whose ring address our own connection has not proven (pending, or another key /
+    nothing answered there) adds neither its host, nor its ring port, nor its report's services; the
+    same member once verified adds all three."""
+    report = _report(HOSTILE, "10.2.0.9:45454", "10.2.0.9:8042")
+    unverified = _view((HONEST, MemberStatus.ALIVE), (HOSTILE, MemberStatus.ALIVE), verified=frozenset({HONEST}))
+    found = members_of(OWN, unverified, [HONEST_REPORT, report], None)
+    assert found == members_of(OWN, _view((HONEST, MemberStatus.ALIVE)), [HONEST_REPORT], None)
+    assert "10.2.0.9" not in found.addresses and ("10.2.0.9", 7946) not in found.control
+    assert vouched_reports(unverified, [HONEST_REPORT, report]) == VouchedReports((HONEST_REPORT,), ())
+    moved = Peer(HOSTILE.node_id, "10.2.0.10:7946")  # verified at one address, now claiming another
+    stale = _view((HONEST, MemberStatus.ALIVE), (moved, MemberStatus.ALIVE), verified=frozenset({HONEST, HOSTILE}))
+    assert members_of(OWN, stale, [report], None) == members_of(OWN, _view((HONEST, MemberStatus.ALIVE)), [], None)
+    verified = members_of(OWN, VIEW, [HONEST_REPORT, report], None)
+    assert "10.2.0.9" in verified.addresses and {("10.2.0.9", 45454), ("10.2.0.9", 8042)} <= verified.services
 
 
 def test_this_nodes_own_report_is_checked_against_its_own_ring_address():

@@ -182,7 +182,7 @@ def service(tmp_path: Path, reactor: MemoryReactorClock, wall: float = 1_790_000
     """A ring service with no introducers (a founder) on the fake reactor."""
     return RingService(
         NodeIdentity.generate(),
-        RingConfig(),
+        RingConfig(work_bits=8),  # solved inline: the default's seconds would be per test
         reactor,
         tmp_path,
         listen_host="127.0.0.1",
