@@ -50,7 +50,7 @@ def main() -> None:
     started = time.process_time()
 
     # Signed members solve their keys' work: 16 bits (the nonce is 8 bytes whatever the bits), not the default's seconds each.
-    net = RingNetwork(args.seed, RingConfig(work_bits=16), wire=True, signed=args.signed)
+    net = RingNetwork(args.seed, RingConfig(work_bits=16, key_bits=8), wire=True, signed=args.signed)
     first = net.add_member()
     members = [first] + [net.add_member() for _ in range(args.nodes - 1)]
     for member in members[1:]:

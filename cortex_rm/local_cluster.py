@@ -26,10 +26,13 @@ from pathlib import Path
 from cortex_rm import isolation
 from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
 from cortex_rm.cluster_wait import LocalClusterError as LocalClusterError
+from cortex_rm.config import RingSection
 from cortex_rm.cluster_wait import wait_ready, wait_registered
 from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecipe, build_image, default_build_cache
 from cortex_rm.image_push import push_image
-from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.internal.identity import (
+    IDENTITY_DIR, KEY_FILE, KNOWN_RMS_FILE, IdentityError, KnownResourceManagers, NodeIdentity,
+)  # fmt: skip
 from cortex_rm.local_cluster_config import node_config_text
 from cortex_rm.node import PID_FILE, READY_FILE
 from cortex_rm.processes import alive, kill_marked
@@ -102,6 +105,30 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _rm_identity(workdir: Path, nodes: int, say: Callable[[str], None]) -> NodeIdentity:
+    """The RM's key, made now in the directory its daemon keeps state in (isolated: bind-mounted at
+    its state_dir), so every node's config can name the one ring id that may write its record.
+
+    It solves the ring's key puzzle at the nodes' ``key_bits`` (their configs name none: the
+    default); a key from before the puzzle is replaced.  A node's pin of another RM key (a cluster
+    that ran here before with the replaced key) would make it refuse this RM: such pins are dropped,
+    since a local cluster has only this one RM."""
+    key_bits = RingSection().key_bits
+    if not (workdir / "node1" / IDENTITY_DIR / KEY_FILE).exists():
+        say(f"making the RM node's key (it must solve the ring's key puzzle at {key_bits} bits: a few seconds) ...")
+    identity = NodeIdentity.load_or_create(workdir / "node1", key_bits=key_bits)
+    for i in range(1, nodes + 1):
+        known = workdir / f"node{i}" / IDENTITY_DIR / KNOWN_RMS_FILE
+        try:
+            stale = known.exists() and bool(KnownResourceManagers(known).fingerprints() - {identity.fingerprint})
+        except IdentityError:
+            continue  # unreadable: the node says so itself when it starts
+        if stale:
+            known.unlink()
+            say(f"node{i} had pinned another RM key (from a cluster that ran here before); dropped {known}")
+    return identity
+
+
 def up(
     workdir: Path,
     nodes: int,
@@ -142,9 +169,7 @@ def up(
     ports = iter(free_ports(4 + 3 * nodes)) if network is None else None
     rm_ports = _ports(ports, ("rm", "scheduler", "rm_web", "tracker"))
     rm_host = "127.0.0.1" if network is None else network.nodes[0].address
-    # The RM's key, made now in the directory its daemon keeps state in (isolated: bind-mounted
-    # at its state_dir), so every node's config can name the one ring id that may write its record.
-    rm_ring_id = NodeIdentity.load_or_create(workdir / "node1").ring_id_hex
+    rm_ring_id = _rm_identity(workdir, nodes, say).ring_id_hex
     started: list[LocalNode] = []
     for i in range(1, nodes + 1):
         name = f"node{i}"

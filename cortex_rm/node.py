@@ -35,6 +35,7 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import (
     FilteringLogObserver,
     Logger,
@@ -125,7 +126,12 @@ class CortexNode:
         self.state_dir.chmod(0o700)
         (self.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
         started_ms = int(self.reactor.seconds() * 1000)
-        self.identity = NodeIdentity.load_or_create(self.state_dir)
+        # The node key: read, or made (in a thread: a key that solves the ring's key puzzle takes
+        # ~2**key_bits tries, seconds) at the first start, or when the stored one fails the puzzle.
+        key_bits = self.config.ring.key_bits if self.config.ring.enabled else 0
+        self.identity = await deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), NodeIdentity.load_or_create, self.state_dir, key_bits=key_bits
+        )
         tls = MutualTLS(self.identity)
         config = self.config
         if config.ring.enabled:
@@ -180,6 +186,12 @@ class CortexNode:
             # this node runs the RM: it at least may write the RM's record (nodes that find the
             # RM through the ring must name it in their [ring] resource_managers)
             settings = dataclasses.replace(settings, resource_managers=frozenset({identity.ring_id}))
+        elif self.config.resourcemanager.enabled and identity.ring_id not in settings.resource_managers:
+            log.error(
+                "this node runs the ResourceManager, but its ring id {ring_id} is not in [ring] resource_managers "
+                "({source}): no member will keep the RM's record it writes (was its key replaced?)",
+                ring_id=identity.ring_id_hex, source=str(self.config.source),
+            )  # fmt: skip
         ring = RingService(
             identity,
             settings,

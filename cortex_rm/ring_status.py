@@ -41,7 +41,7 @@ _REFUSALS: Final = (
     ("rumours", "rumour(s)"),
     ("records", "record(s)"),
     ("gossip", "gossip item(s)"),
-    ("senders", "envelope(s) without valid work"),
+    ("senders", "envelope(s) from a key without valid puzzle or work"),
     ("rateLimited", "over rate limits"),
     ("refutedDeathClaims", "death claim(s) refuted"),
 )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from cortex_rm.config.errors import ConfigError
 from cortex_rm.dht.ring_config import RingConfig
-from cortex_rm.dht.ring_work import DEFAULT_WORK_BITS
+from cortex_rm.dht.ring_work import DEFAULT_KEY_BITS, DEFAULT_WORK_BITS
 from cortex_rm.dht.swim_config import SwimConfig
 from cortex_rm.yarn.addresses import HostPort
 
@@ -39,6 +39,12 @@ class RingSection:
     # solved once and kept in <state_dir>/identity/ring-work.json): 22 takes ~2 s, each bit
     # doubles it (dht/ring_work.py says what it buys).  Every member of a ring must use the same value
     work_bits: int = DEFAULT_WORK_BITS
+    # Leading zero bits of SHA-256 over the node's key itself (the key puzzle): a key is made, in a
+    # thread at the first start, until one solves it -- 17 bits takes ~130,000 keys, a few seconds --
+    # so each candidate ring id costs that many keys and grinding an id next to a victim costs minutes
+    # (dht/ring_work.py).  Every member of a ring must use the same value; a stored key that fails it
+    # is replaced at start (a new ring id: the log says so)
+    key_bits: int = DEFAULT_KEY_BITS
     # Ring ids (40 hex digits; `cortex-rm ring` shows them) of the nodes that may write the
     # ResourceManager's record.  Empty: whoever writes it first owns it (any member could)
     resource_managers: tuple[str, ...] = ()
@@ -62,6 +68,7 @@ class RingSection:
             neighbour_log_max_age=float(self.neighbour_log_max_age_s),
             swim=swim,
             work_bits=self.work_bits,
+            key_bits=self.key_bits,
             resource_managers=frozenset(int(ring_id, 16) for ring_id in self.resource_managers),
         )
 

@@ -20,10 +20,12 @@ class Refusals:
     """Totals since the member started; every one only grows."""
 
     senders: int = 0
-    """Envelopes dropped whole: the sender's key does not hash to its id, or its work does not check."""
+    """Envelopes dropped whole: the sender's key does not hash to its id, fails the key puzzle, or its work
+    does not check."""
 
     rumours: int = 0
-    """Rumours (ALIVE, SUSPECT, DEAD, LEFT) with a bad signature, a wrong signer or an accuser we do not know."""
+    """Rumours (ALIVE, SUSPECT, DEAD, LEFT) with a bad signature, a wrong signer or an accuser we do not know;
+    an ALIVE whose key fails the key puzzle or whose work does not check."""
 
     gossip: int = 0
     """Gossip items (capacity reports...) not signed by their publisher, or refused by their section."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from cortex_rm.dht.chord import DEFAULT_REQUEST_TIMEOUT
 from cortex_rm.dht.key_space import DEFAULT_REPLICAS
-from cortex_rm.dht.ring_work import DEFAULT_WORK_BITS, MAX_WORK_BITS
+from cortex_rm.dht.ring_work import DEFAULT_KEY_BITS, DEFAULT_WORK_BITS, MAX_KEY_BITS, MAX_WORK_BITS
 from cortex_rm.dht.routing_table import DEFAULT_SUCCESSOR_LIST_LENGTH
 from cortex_rm.dht.swim_config import SwimConfig
 
@@ -57,6 +57,9 @@ class RingConfig:
     work_bits: int = DEFAULT_WORK_BITS
     """Leading zero bits of a member's proof of work (``ring_work.py``): every member of a ring must agree."""
 
+    key_bits: int = DEFAULT_KEY_BITS
+    """Leading zero bits the key puzzle asks of a member's key itself (``ring_work.py``): every member must agree."""
+
     rumour_rate: float = 200.0
     """Rumours (piggybacked items) a second we handle from one peer; more are dropped.  An honest
     peer sends a few envelopes a second to us, each with at most ``piggyback_bytes`` of rumours
@@ -95,6 +98,8 @@ class RingConfig:
             )
         if not 0 <= self.work_bits <= MAX_WORK_BITS:
             raise ValueError(f"ring work_bits must lie in [0, {MAX_WORK_BITS}], not {self.work_bits}")
+        if not 0 <= self.key_bits <= MAX_KEY_BITS:
+            raise ValueError(f"ring key_bits must lie in [0, {MAX_KEY_BITS}], not {self.key_bits}")
         for name in ("rumour_rate", "rumour_burst", "put_rate", "put_burst"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ring {name} must be at least 1, not {getattr(self, name)}")

@@ -8,8 +8,9 @@ Anyone may open a TLS connection to a member and gossip; the transport only prov
 what                   signed by                  checked
 =====================  =========================  ==================================
 ALIVE i, LEFT i        the member itself          SHA-1(signer key) = subject's id;
-                                                  ALIVE also carries the subject's
-                                                  work (``ring_work.py``)
+                                                  ALIVE: the subject's key solves
+                                                  the key puzzle and the rumour
+                                                  carries its work (``ring_work.py``)
 SUSPECT i, DEAD i      its accuser                SHA-1(signer key) = accuser's id
                                                   (and ``group_view.py``: the accuser
                                                   is a live member we know)
@@ -18,7 +19,9 @@ a key-space record     its writer                 SHA-1(signer key) = ``writer``
 a gossip item          its publisher              SHA-1(signer key) = ``publisher``;
                                                   the section's own rule (capacity:
                                                   only about itself)
-an envelope            (TLS)                      the sender's work checks
+an envelope            (TLS)                      the sender's key (the one its TLS
+                                                  certificate carries) solves the
+                                                  key puzzle, and its work checks
 =====================  =========================  ==================================
 
 So ALIVE and LEFT are self-certifying: nobody can speak for a member's life or its
@@ -48,7 +51,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cortex_rm.dht.kv_messages import Record
-from cortex_rm.dht.ring_work import work_ok
+from cortex_rm.dht.ring_work import key_ok, work_ok
 from cortex_rm.dht.swim_messages import GossipItem, MemberStatus, MemberUpdate
 
 MAX_KEY_BYTES = 512  # a DER SPKI (P-256: 91 bytes); anything longer is not a member's key
@@ -117,11 +120,15 @@ class RingTrust(Protocol):
 
 
 class KeyTrust:
-    """Signs with this member's key; checks signatures, key hashes and work."""
+    """Signs with this member's key; checks signatures, key hashes, key puzzles and work.
+
+    ``work_bits`` and ``key_bits`` are the ring's (``RingConfig``); our own key and work must
+    pass them too (ValueError otherwise: the ring would refuse us).
+    """
 
     signs = True
 
-    def __init__(self, private_key: ec.EllipticCurvePrivateKey, work: int, work_bits: int) -> None:
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey, work: int, work_bits: int, key_bits: int) -> None:
         self._key = private_key
         self.spki = private_key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -129,11 +136,14 @@ class KeyTrust:
         self.node_id = key_id(self.spki)
         self.work = work
         self.work_bits = work_bits
+        self.key_bits = key_bits
+        if not key_ok(self.spki, key_bits):
+            raise ValueError(f"this key does not solve the ring's key puzzle at {key_bits} bits")
         if not work_ok(self.spki, work, work_bits):
             raise ValueError(f"work {work} does not solve this key's puzzle at {work_bits} bits")
         self._verified: OrderedDict[bytes, bool] = OrderedDict()
         self._keys: OrderedDict[bytes, ec.EllipticCurvePublicKey | None] = OrderedDict()
-        self._workers: OrderedDict[int, tuple[bytes, int]] = OrderedDict()  # id -> (key, work) checked
+        self._workers: OrderedDict[int, tuple[bytes, int]] = OrderedDict()  # id -> (key, work) admitted
         self.verifications = 0  # signatures actually verified (cache misses), for benchmarks
         self.signatures = 0
 
@@ -175,8 +185,10 @@ class KeyTrust:
             signer = update.accuser.node_id
         if key_id(update.signer_key) != signer:
             return f"a {update.status.value} rumour not signed by {'its subject' if update.status in _SELF_SIGNED else 'its accuser'}"
-        if update.status is MemberStatus.ALIVE and not self._work_checks(signer, update.signer_key, update.work):
-            return "an ALIVE rumour without valid work"
+        if update.status is MemberStatus.ALIVE:
+            refused = self._admission_error(signer, update.signer_key, update.work)
+            if refused is not None:
+                return f"an ALIVE rumour whose {refused}"
         if not self._verify(update.signer_key, rumour_message(update), update.signature):
             return f"a {update.status.value} rumour with a bad signature"
         return None
@@ -201,20 +213,22 @@ class KeyTrust:
         """Why the sender of an envelope may not take part (None: its key and work check out)."""
         if key_id(spki) != node_id:
             return "the sender's key does not hash to its id"
-        if not self._work_checks(node_id, spki, work):
-            return "the sender's work does not solve its key's puzzle"
-        return None
+        refused = self._admission_error(node_id, spki, work)
+        return None if refused is None else f"the sender's {refused}"
 
-    def _work_checks(self, node_id: int, spki: bytes, work: int) -> bool:
+    def _admission_error(self, node_id: int, spki: bytes, work: int) -> str | None:
+        """Why the key ``spki`` with ``work`` may not be a member (None: both puzzles check)."""
         if self._workers.get(node_id) == (spki, work):
             self._workers.move_to_end(node_id)
-            return True
+            return None
+        if not key_ok(spki, self.key_bits):
+            return f"key fails the key puzzle at {self.key_bits} bits"
         if not work_ok(spki, work, self.work_bits):
-            return False
+            return "work does not solve its key's puzzle"
         self._workers[node_id] = (spki, work)
         if len(self._workers) > VERIFIED_CACHE:
             self._workers.popitem(last=False)
-        return True
+        return None
 
     def _verify(self, spki: bytes, message: bytes, signature: bytes) -> bool:
         if not signature or len(signature) > MAX_SIGNATURE_BYTES or len(spki) > MAX_KEY_BYTES:

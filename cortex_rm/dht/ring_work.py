@@ -49,11 +49,25 @@ DEFAULT_WORK_BITS = 22
 MAX_WORK_BITS = 40
 NONCE_LIMIT = 2**64
 
+KEY_DOMAIN = b"cortex-ring-key\x00"
+DEFAULT_KEY_BITS = 17
+MAX_KEY_BITS = 32
+
 
 def leading_zero_bits(digest: bytes) -> int:
     """How many leading bits of ``digest`` are zero."""
     value = int.from_bytes(digest, "big")
     return len(digest) * 8 - value.bit_length()
+
+
+def key_digest(spki: bytes) -> bytes:
+    """SHA-256 over the key puzzle's domain and the key (DER SPKI)."""
+    return hashlib.sha256(KEY_DOMAIN + spki).digest()
+
+
+def key_ok(spki: bytes, bits: int) -> bool:
+    """Whether the key ``spki`` itself solves the ring's key puzzle at ``bits`` (0: every key does)."""
+    return bits <= 0 or leading_zero_bits(key_digest(spki)) >= bits
 
 
 def work_digest(spki: bytes, nonce: int) -> bytes:

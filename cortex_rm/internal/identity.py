@@ -44,10 +44,20 @@ above TLS:
 
 What the ring checks beyond TLS
 -------------------------------
-A peer's ring id must be the SHA-1 of the key it shows in TLS, and that key must
-come with a proof of work (``dht/ring_work.py``: ``[ring] work_bits``, 22 by
-default, solved once and kept in ``identity/ring-work.json``), so each id costs
-work (though not its place on the ring: see that module).  Everything a member says about others is
+A peer's ring id must be the SHA-1 of the key it shows in TLS; that key must solve
+the ring's key puzzle (``dht/ring_work.py``: ``[ring] key_bits``, 17 by default:
+SHA-256 over the key has that many leading zero bits, so a node makes ~2**17 keys
+before it has one, at its first start: ``load_or_create``) and come with a proof of
+work (``[ring] work_bits``, 22 by default, solved once and kept in
+``identity/ring-work.json`` by ``ring_work_store.py``).  So each id costs work and
+so does each *candidate* place on the ring: see that module for what it costs.
+
+A stored key that fails the key puzzle (made before the puzzle existed, or under
+fewer ``key_bits``) is replaced at start: the old key and certificate are kept as
+``node.key.replaced`` and ``node.crt.replaced``, and the log names the old and the
+new ring id and fingerprint.  The node is then another node to everyone who pinned
+it (the RM's NodeId binding until the RM restarts; if it runs the RM, the nodes'
+``known_resourcemanagers.json`` and ``[ring] resource_managers``).  Everything a member says about others is
 signed with this key and checked by every receiver (``dht/ring_trust.py``): a
 member's ALIVE and LEFT only by itself, a SUSPECT or DEAD by its accuser (and a
 DEAD from others is only a claim, checked by our own probe), a record by its
@@ -77,12 +87,16 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.logger import Logger
 
+from cortex_rm.dht.ring_work import key_ok
+
 log = Logger()
 
 IDENTITY_DIR = "identity"
 KEY_FILE = "node.key"
 CERT_FILE = "node.crt"
 KNOWN_RMS_FILE = "known_resourcemanagers.json"
+REPLACED_SUFFIX = ".replaced"  # a key that failed the key puzzle, and its certificate, kept under this suffix
+PROGRESS_KEYS = 2**16  # keys made between two progress lines while looking for one that solves the key puzzle
 
 CERT_VALIDITY = datetime.timedelta(days=3650)
 # A certificate this close to its end is re-issued (same key) on start.
@@ -174,6 +188,30 @@ def self_signed_certificate(
     )
 
 
+def ring_key(key_bits: int, progress: Callable[[int], object] | None = None) -> ec.EllipticCurvePrivateKey:
+    """A fresh P-256 key whose DER SPKI solves the ring's key puzzle at ``key_bits``
+    (``dht/ring_work.py``: ~2**key_bits keys, a few seconds at 17 bits; it blocks, so run it
+    in a thread).  ``progress(keys made)`` is called every ``PROGRESS_KEYS`` keys."""
+    made = 0
+    while True:
+        key = ec.generate_private_key(ec.SECP256R1())
+        made += 1
+        if key_ok(spki_der(key.public_key()), key_bits):
+            return key
+        if progress is not None and made % PROGRESS_KEYS == 0:
+            progress(made)
+
+
+def _log_progress(key_bits: int) -> Callable[[int], None]:
+    def progress(made: int) -> None:
+        log.info(
+            "made {made} node keys, none solves the ring's key puzzle at {bits} bits yet (~{expected} on average)",
+            made=made, bits=key_bits, expected=2**key_bits,
+        )  # fmt: skip
+
+    return progress
+
+
 # ------------------------------------------------------------- files
 
 
@@ -219,20 +257,24 @@ class NodeIdentity:
         return fingerprint_of(self.spki)
 
     @classmethod
-    def generate(cls, now: datetime.datetime | None = None) -> NodeIdentity:
-        """A fresh identity in memory (tests, and the first start)."""
-        key = ec.generate_private_key(ec.SECP256R1())
+    def generate(
+        cls, now: datetime.datetime | None = None, *, key_bits: int = 0, progress: Callable[[int], object] | None = None
+    ) -> NodeIdentity:
+        """A fresh identity in memory (tests, and the first start) whose key solves the key puzzle at ``key_bits``."""
+        key = ring_key(key_bits, progress)
         return cls(key, self_signed_certificate(key, now or _utcnow()))
 
     @classmethod
     def load_or_create(
-        cls, state_dir: Path, now: Callable[[], datetime.datetime] = _utcnow
+        cls, state_dir: Path, now: Callable[[], datetime.datetime] = _utcnow, *, key_bits: int
     ) -> NodeIdentity:
-        """The identity stored under ``state_dir/identity``, created there on first start.
+        """The identity stored under ``state_dir/identity``, created there on first start with a key
+        that solves the ring's key puzzle at ``key_bits`` (0 for a node without the ring: any key).
 
         A missing certificate (or one within ``CERT_RENEW_BEFORE`` of its end) is
-        re-issued for the stored key; the key itself is never replaced, since
-        replacing it would make this a different node.
+        re-issued for the stored key.  The key itself is replaced only when it fails
+        the key puzzle (the ring would refuse it): see the module doc.  Making a key
+        blocks for ~2**key_bits key generations: call this in a thread.
         """
         directory = Path(state_dir) / IDENTITY_DIR
         key_path, cert_path = directory / KEY_FILE, directory / CERT_FILE
@@ -243,12 +285,7 @@ class NodeIdentity:
                     f"{key_path} is missing but {cert_path} exists: restore the key, "
                     f"or delete {cert_path} to give this node a new identity (and a new ring id)"
                 )
-            identity = cls.generate(now())
-            pem = identity.key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-            _write_private(key_path, pem, 0o600)
-            _write_private(cert_path, identity.certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+            identity = cls._create(directory, key_bits, now())
             log.info(
                 "created node identity {fingerprint} (ring id {ring_id}) in {directory}",
                 fingerprint=identity.fingerprint,
@@ -257,6 +294,8 @@ class NodeIdentity:
             )
             return identity
         key = cls._load_key(key_path)
+        if not key_ok(spki_der(key.public_key()), key_bits):
+            return cls._replace(directory, key, key_bits, now())
         certificate = cls._load_certificate(cert_path, key) if cert_path.exists() else None
         current = now()
         if certificate is None or certificate.not_valid_after_utc - CERT_RENEW_BEFORE <= current:
@@ -264,6 +303,51 @@ class NodeIdentity:
             _write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
             log.info("issued a new certificate for the node key in {path}", path=str(cert_path))
         return cls(key, certificate)
+
+    @classmethod
+    def _create(cls, directory: Path, key_bits: int, now: datetime.datetime) -> NodeIdentity:
+        """A new identity, its key made until it solves the key puzzle, written to ``directory``."""
+        if key_bits > 0:
+            log.info(
+                "making this node's key: it must solve the ring's key puzzle at {bits} bits (~{expected} keys, "
+                "a few seconds at 17 bits, twice as long per bit; once per node)", bits=key_bits, expected=2**key_bits,
+            )  # fmt: skip
+        identity = cls.generate(now, key_bits=key_bits, progress=_log_progress(key_bits))
+        pem = identity.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        _write_private(directory / KEY_FILE, pem, 0o600)
+        _write_private(directory / CERT_FILE, identity.certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+        return identity
+
+    @classmethod
+    def _replace(
+        cls, directory: Path, old: ec.EllipticCurvePrivateKey, key_bits: int, now: datetime.datetime
+    ) -> NodeIdentity:
+        """A new identity in place of ``old``, whose key fails the key puzzle; the old files are kept aside.
+
+        The certificate is moved first, then the key: a start interrupted in between
+        finds the old key without a certificate and replaces it again."""
+        old_spki = spki_der(old.public_key())
+        log.warn(
+            "the node key in {directory} (ring id {ring_id}) does not solve the ring's key puzzle at {bits} bits "
+            "(made before the puzzle, or under fewer [ring] key_bits): the ring would refuse it, so this node "
+            "gets a new key", directory=str(directory), ring_id=f"{ring_id_of(old_spki):040x}", bits=key_bits,
+        )  # fmt: skip
+        for name in (CERT_FILE, KEY_FILE):
+            if (directory / name).exists():
+                os.replace(directory / name, directory / (name + REPLACED_SUFFIX))
+        identity = cls._create(directory, key_bits, now)
+        log.warn(
+            "this node's ring id changed from {old_id} to {new_id} (fingerprint {old_fingerprint} -> {fingerprint}; "
+            "the old key is kept as {kept}).  Whoever pinned the old key must be told: a running RM binds this "
+            "node's NodeId to the old key until it restarts; if this node runs the RM, every node's [ring] "
+            "resource_managers must name the new ring id, and the nodes must drop the RM's old fingerprint from "
+            "their identity/{known}",
+            old_id=f"{ring_id_of(old_spki):040x}", new_id=identity.ring_id_hex, old_fingerprint=fingerprint_of(old_spki),
+            fingerprint=identity.fingerprint, kept=str(directory / (KEY_FILE + REPLACED_SUFFIX)), known=KNOWN_RMS_FILE,
+        )  # fmt: skip
+        return identity
 
     @staticmethod
     def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -319,6 +403,10 @@ class KnownResourceManagers:
             raise IdentityError(f"{self.path} must map RM addresses to fingerprints; fix or delete it")
         return dict(raw)
 
+    def fingerprints(self) -> set[str]:
+        """Every fingerprint pinned, under any address."""
+        return set(self._pins.values())
+
     def pinned(self, address: str) -> str | None:
         """The fingerprint pinned for ``address``, if any."""
         return self._pins.get(address)
@@ -351,37 +439,3 @@ class KnownResourceManagers:
             address=address,
             fingerprint=fingerprint,
         )
-
-
-WORK_FILE = "ring-work.json"
-
-
-def stored_work(state_dir: Path, spki: bytes, bits: int) -> int | None:
-    """This key's proof of work for the ring (``dht/ring_work.py``) at ``bits``, as stored in
-    ``identity/ring-work.json``; None when there is none, or the stored nonce does not solve the
-    puzzle at ``bits`` (another key, or more bits configured since)."""
-    from cortex_rm.dht.ring_work import work_ok
-
-    try:
-        stored = json.loads((Path(state_dir) / IDENTITY_DIR / WORK_FILE).read_text())
-        nonce = stored["nonce"] if isinstance(stored, dict) else None
-        if isinstance(nonce, int) and work_ok(spki, nonce, bits):
-            return nonce
-    except (OSError, ValueError, KeyError):
-        pass
-    return None
-
-
-def solve_and_store_work(state_dir: Path, spki: bytes, bits: int) -> int:
-    """Solve this key's puzzle at ``bits`` (~2**bits SHA-256 hashes: ~2 s at the default 22 bits,
-    each bit doubles it; it blocks, so run it in a thread) and store the nonce in ``identity/ring-work.json``."""
-    from cortex_rm.dht.ring_work import solve_work
-
-    nonce = solve_work(spki, bits)
-    path = Path(state_dir) / IDENTITY_DIR / WORK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(WORK_FILE + ".partial")
-    partial.write_text(json.dumps({"bits": bits, "nonce": nonce}) + "\n")
-    os.replace(partial, path)
-    log.info("solved the ring's proof of work for this key at {bits} bits (nonce {nonce})", bits=bits, nonce=nonce)
-    return nonce

@@ -8,40 +8,36 @@ timeline does, with the injected reactor as the clock:
   now)``; every ``Transmit`` the member returns goes to ``transport.send``;
 * ``tick(now)`` runs at ``member.next_deadline(now)``: one pending ``callLater`` at a
   time, moved earlier whenever a step brings the deadline forward;
-* the neighbour log is written every ``neighbour_log_interval``, off the reactor
-  when the caller gives ``run_blocking`` a thread (only while it
-  names a peer: a node left alone keeps its last record with peers, which ages
-  out after ``neighbour_log_max_age``);
+* the neighbour log is written every ``neighbour_log_interval``, off the reactor when
+  the caller gives ``run_blocking`` a thread (only while it names a peer: a node left
+  alone keeps its last record with peers, which ages out after ``neighbour_log_max_age``);
 * outcomes fire the callers' Deferreds (``lookup``, ``put``, ``get``), membership
   events go to the listeners (the RM marks a node LOST on ``MemberDied``), and
   ``Joined``/``JoinFailed`` drive the join attempts (``ring_join.py``: the
   neighbour log, then the introducers, retried every ``join_retry_interval``).
 
-An exception raised by the core, a listener or an outcome callback is logged with
-``log.failure`` and the service goes on.
+An exception raised by the core, a listener or an outcome callback is logged (``log.failure``); the service goes on.
 
-**Proof of work.**  A key's work (``dht/ring_work.py``) is read from
-``state_dir/identity/ring-work.json`` or, on a key's first start, solved through
-``run_blocking`` (the daemon's thread: ~2 s at 22 bits, doubling per bit) and
-logged; the member exists, and ``start`` fires, once it is there.
+**Proof of work.**  The key must solve the ring's key puzzle (``load_or_create`` with ``key_bits``
+made it so; ValueError otherwise).  Its work (``dht/ring_work.py``) is read from
+``state_dir/identity/ring-work.json`` or, on a key's first start, solved through ``run_blocking``
+(a thread: ~2 s at 22 bits) and logged; the member exists, and ``start`` fires, once it is there.
 
 **Incarnation.**  Each start takes ``max(persisted + 1, wall-clock milliseconds)``
 and persists it in ``state_dir/ring-incarnation`` before the member exists, so a
 restarted node always comes back above what the others remember of it (its
 ALIVE then supersedes their DEAD or LEFT for the old incarnation).
 
-**Addresses.**  A member's ring address counts for ``view().verified`` (what the
-containers' firewall believes) only once our own connection met its key there
-(``address_checks.py``: our links' handshakes, and a dial of each other member).
+**Addresses.**  A member's ring address counts for ``view().verified`` (what the containers'
+firewall believes) only once our own connection met its key there (``address_checks.py``).
 
-**Stopping.**  ``stop(graceful=True)`` writes the neighbour log, then lets the
-member leave (records handed off, neighbours told, LEFT gossiped), keeps the
-connections open for ``leave_flush`` seconds so the goodbyes are written, and
-stops the transport.  ``stop(graceful=False)`` writes the log and drops
-everything at once: to the others it looks like a crash (they detect it, and
-report ``MemberDied``).  The log is written on both: after a graceful leave the
-peers it names hold us as LEFT at our old incarnation, and a restart comes back
-higher, so rejoining through them is right and quicker than the introducers.
+**Stopping.**  ``stop(graceful=True)`` writes the neighbour log, then lets the member
+leave (records handed off, neighbours told, LEFT gossiped), keeps the connections open
+for ``leave_flush`` seconds so the goodbyes are written, and stops the transport.
+``stop(graceful=False)`` writes the log and drops everything at once: to the others it
+looks like a crash (they detect it, and report ``MemberDied``).  The log is written on
+both: after a graceful leave its peers hold us as LEFT at our old incarnation, and a
+restart comes back higher, so rejoining through them is right and quicker than the introducers.
 """
 
 from __future__ import annotations
@@ -78,7 +74,9 @@ from cortex_rm.dht.ring_trust import KeyTrust
 from cortex_rm.roles.address_checks import AddressChecks
 from cortex_rm.roles.ring_records import RESOURCE_MANAGER_KEY
 from cortex_rm.dht.write_policy import WritePolicy
-from cortex_rm.internal.identity import NodeIdentity, solve_and_store_work, stored_work
+from cortex_rm.dht.ring_work import key_ok
+from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.internal.ring_work_store import solve_and_store_work, stored_work
 from cortex_rm.internal.ring_codec import piggyback_size
 from cortex_rm.internal.ring_transport import DEFAULT_CONNECT_TIMEOUT_S, RingTransport
 from cortex_rm.internal.tls import MutualTLS
@@ -177,6 +175,8 @@ class RingService:
         leave_flush: float = LEAVE_FLUSH_S,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
     ) -> None:
+        if not key_ok(identity.spki, config.key_bits):
+            raise ValueError(f"the node key does not solve the ring's key puzzle at {config.key_bits} bits")
         self.identity = identity
         self.config = config
         self.reactor = reactor
@@ -274,7 +274,7 @@ class RingService:
         return self._run_blocking(lambda: solve_and_store_work(self.state_dir, spki, bits))
 
     def _member_ready(self, incarnation: int, work: int) -> None:
-        trust = KeyTrust(self.identity.key, work, self.config.work_bits)
+        trust = KeyTrust(self.identity.key, work, self.config.work_bits, self.config.key_bits)
         policy = WritePolicy({RESOURCE_MANAGER_KEY: self.config.resource_managers})
         if not self.config.resource_managers:
             log.warn("ring: [ring] resource_managers is not set: the first member to write {key} owns it "

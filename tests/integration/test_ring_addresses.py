@@ -43,7 +43,7 @@ from cortex_rm.roles.ring_records import CapacityReport
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.yarn.addresses import HostPort
 from tests.support.reactor import reactor
-from tests.support.ring_daemons import TEST_WORK_BITS, RingDaemon, made_daemons, start_ring
+from tests.support.ring_daemons import TEST_KEY_BITS, TEST_WORK_BITS, RingDaemon, made_daemons, start_ring
 
 pytestmark = pytest.mark.integration
 
@@ -56,9 +56,9 @@ LIVE = (MemberStatus.ALIVE, MemberStatus.SUSPECT)
 def service(state_dir: Path, listen_host: str, advertise_host: str, port: int, introducer: str) -> RingService:
     """An in-process member with a fresh key, at the daemons' settings."""
     state_dir.mkdir(parents=True)
-    config = RingSection(probe_interval_ms=PROBE_INTERVAL_MS, work_bits=TEST_WORK_BITS).ring_config()
+    config = RingSection(probe_interval_ms=PROBE_INTERVAL_MS, work_bits=TEST_WORK_BITS, key_bits=TEST_KEY_BITS).ring_config()
     return RingService(
-        NodeIdentity.generate(), config, reactor(), state_dir, listen_host=listen_host, advertise_host=advertise_host,
+        NodeIdentity.generate(key_bits=TEST_KEY_BITS), config, reactor(), state_dir, listen_host=listen_host, advertise_host=advertise_host,
         port=port, introducers=[introducer], leave_flush=0.2, connect_timeout=2.0,
     )  # fmt: skip
 

@@ -24,18 +24,20 @@ from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_join import JoinState
 from cortex_rm.dht.swim_config import SwimConfig
 from cortex_rm.dht.swim_messages import MemberStatus
-from cortex_rm.internal.identity import NodeIdentity, stored_work
+from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.internal.ring_work_store import stored_work
 from cortex_rm.roles.ring_service import RingService, ServiceState
 from tests.support.reactor import reactor
 from tests.support.reactor import wait_until as wait_for
-from tests.support.ring_daemons import TEST_WORK_BITS
+from tests.support.ring_daemons import TEST_KEY_BITS, TEST_WORK_BITS
 
 pytestmark = pytest.mark.integration
 
 WAIT_S = 30.0
 
 FAST = RingConfig(
-    work_bits=TEST_WORK_BITS,  # each node a fresh key: not the default's seconds each
+    work_bits=TEST_WORK_BITS,  # each node a fresh key: not the defaults' seconds each
+    key_bits=TEST_KEY_BITS,
     request_timeout=1.0,
     stabilize_interval=0.2,
     fix_fingers_interval=0.1,
@@ -87,7 +89,7 @@ def node(
 ) -> Node:
     """A ring service on 127.0.0.1 (not started) whose membership events are recorded."""
     service = RingService(
-        identity or NodeIdentity.generate(),
+        identity or NodeIdentity.generate(key_bits=TEST_KEY_BITS),
         FAST,
         reactor(),
         state_dir,
@@ -272,7 +274,7 @@ def test_the_proof_of_work_is_solved_once_in_a_thread_and_said_so(  # type: igno
 
         return threads.deferToThread(run)
 
-    identity = NodeIdentity.generate()
+    identity = NodeIdentity.generate(key_bits=TEST_KEY_BITS)
     for start in ("first", "restart"):
         service = RingService(
             identity, replace(FAST, work_bits=14), reactor(), tmp_path, listen_host="127.0.0.1",

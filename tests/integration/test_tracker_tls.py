@@ -97,7 +97,7 @@ def updater(rm: RM, node_port: int, state_dir: Path, identity: NodeIdentity | No
         reactor(),
         core,
         rm.address,
-        MutualTLS(identity or NodeIdentity.load_or_create(state_dir)),
+        MutualTLS(identity or NodeIdentity.load_or_create(state_dir, key_bits=0)),
         KnownResourceManagers.in_state_dir(state_dir),
         rpc_timeout_ms=2000,
     )
@@ -113,7 +113,7 @@ def test_two_nodes_register_and_the_stopped_one_becomes_lost(rm: RM, tmp_path: P
         a_id, b_id = NodeId("127.0.0.1", 1001), NodeId("127.0.0.1", 1002)
         yield wait_until(lambda: rm.state(a_id) is rm.state(b_id) is NodeState.RUNNING, "both nodes are RUNNING")
         assert rm.tracker.nodes.get(a_id).capability == Resource(2048, 2)
-        assert rm.tracker.bound_fingerprint(a_id) == NodeIdentity.load_or_create(tmp_path / "a").fingerprint
+        assert rm.tracker.bound_fingerprint(a_id) == NodeIdentity.load_or_create(tmp_path / "a", key_bits=0).fingerprint
         for d in ("a", "b"):
             assert KnownResourceManagers.in_state_dir(tmp_path / d).pinned(str(rm.address)) == rm.identity.fingerprint
         # heartbeats flow: response ids climb
@@ -293,7 +293,7 @@ def located_updater(
         reactor(),
         core,
         None,
-        MutualTLS(NodeIdentity.load_or_create(state_dir)),
+        MutualTLS(NodeIdentity.load_or_create(state_dir, key_bits=0)),
         KnownResourceManagers.in_state_dir(state_dir),
         rpc_timeout_ms=2000,
         locate_tracker=locate,

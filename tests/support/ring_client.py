@@ -24,7 +24,7 @@ from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.roles.ring_service import RingService
-from tests.support.ring_daemons import TEST_WORK_BITS
+from tests.support.ring_daemons import TEST_KEY_BITS, TEST_WORK_BITS
 
 
 async def _settled(reactor: Any, ring: RingService, timeout: float) -> None:
@@ -44,8 +44,8 @@ async def _main(reactor: Any, args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     ring = RingService(
-        NodeIdentity.load_or_create(state_dir),
-        RingConfig(work_bits=TEST_WORK_BITS),  # the daemons' (tests.support.ring_daemons)
+        NodeIdentity.load_or_create(state_dir, key_bits=TEST_KEY_BITS),
+        RingConfig(work_bits=TEST_WORK_BITS, key_bits=TEST_KEY_BITS),  # the daemons' (tests.support.ring_daemons)
         reactor,
         state_dir,
         listen_host=args.host,

@@ -27,6 +27,9 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_WORK_BITS = 16
 """The daemons' ``[ring] work_bits`` (and their in-process peers'): ~25 ms a key instead of the default's
 seconds, since every test starts fresh keys.  A daemon with ``work_bits=None`` runs the default."""
+TEST_KEY_BITS = 8
+"""The daemons' ``[ring] key_bits`` (and their in-process peers'): ~256 keys made (a few ms) instead of the
+default's ~130,000 (seconds).  A daemon with ``key_bits=None`` runs the default."""
 
 
 @dataclass
@@ -39,6 +42,7 @@ class RingDaemon:
     process: subprocess.Popen[bytes] | None = None
     resource_managers: tuple[str, ...] = ()  # [ring] resource_managers (ring ids, hex)
     work_bits: int | None = TEST_WORK_BITS  # [ring] work_bits (None: the default)
+    key_bits: int | None = TEST_KEY_BITS  # [ring] key_bits (None: the default)
 
     def write_config(self, introducers: list[str]) -> Path:
         config = self.directory / "cortex.toml"
@@ -59,6 +63,7 @@ class RingDaemon:
                     f"probe_interval_ms = {self.probe_interval_ms}",
                     f"resource_managers = {json.dumps(list(self.resource_managers))}",
                     *([f"work_bits = {self.work_bits}"] if self.work_bits is not None else []),
+                    *([f"key_bits = {self.key_bits}"] if self.key_bits is not None else []),
                     "",
                 ]
             )

@@ -20,7 +20,6 @@ daemon does, into ``neighbour_logs`` (the "disk" that survives a crash).
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 import heapq
@@ -40,6 +39,7 @@ from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_math import RING_SIZE
 from cortex_rm.dht.ring_member import RingAction, RingMember, Transmit
+from cortex_rm.internal.identity import ring_key
 from cortex_rm.internal.ring_codec import decode_envelope, encode_envelope, piggyback_size
 from tests.support.ring_oracle import neighbour_errors, true_owner
 
@@ -99,9 +99,10 @@ class RingNetwork:
         address = f"10.0.{len(self.members) // 250}.{len(self.members) % 250 + 1}:7000"
         if self.signed:
             assert node_id is None, "a signed member's id is its key's hash"
-            key = ec.generate_private_key(ec.SECP256R1())
+            key = ring_key(self.config.key_bits)
             spki = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-            trust = self._trusts[address] = KeyTrust(key, solve_work(spki, self.config.work_bits), self.config.work_bits)
+            work = solve_work(spki, self.config.work_bits)
+            trust = self._trusts[address] = KeyTrust(key, work, self.config.work_bits, self.config.key_bits)
             return self._start(Peer(trust.node_id, address), incarnation=1)
         if node_id is None:
             node_id = self.random.randrange(RING_SIZE)

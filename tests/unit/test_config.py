@@ -219,10 +219,13 @@ def test_bad_queue_paths_and_states_are_config_errors(queues: list[dict[str, Any
         ({"resourcemanager": {"max_application_priority": -1}}, "max_application_priority"),
         ({"scheduler": {"maximum_allocation_mb": 0}}, "maximum allocations must be positive"),
         ({"scheduler": {"maximum_allocation_vcores": -1}}, "maximum allocations must be positive"),
+        ({"ring": {"key_bits": 33}}, "ring key_bits must lie in [0, 32]"),
+        ({"ring": {"key_bits": -1}}, "ring key_bits must lie in [0, 32]"),
     ],
 )
 def test_limits_out_of_range_are_errors(raw: dict[str, Any], fragment: str) -> None:
-    """Attempts below 1, a tiny IPC frame limit, a negative priority ceiling or non-positive allocations are refused."""
+    """Attempts below 1, a tiny IPC frame limit, a negative priority ceiling, non-positive allocations or a ring
+    key puzzle outside [0, 32] bits are refused."""
     message = _error(raw)
     assert message.startswith(SOURCE)
     assert fragment in message

@@ -181,8 +181,8 @@ def test_stop_ends_the_attempts_and_fails_the_waiters() -> None:
 def service(tmp_path: Path, reactor: MemoryReactorClock, wall: float = 1_790_000_000.0) -> RingService:
     """A ring service with no introducers (a founder) on the fake reactor."""
     return RingService(
-        NodeIdentity.generate(),
-        RingConfig(work_bits=8),  # solved inline: the default's seconds would be per test
+        NodeIdentity.generate(key_bits=4),
+        RingConfig(work_bits=8, key_bits=4),  # solved inline: the defaults' seconds would be per test
         reactor,
         tmp_path,
         listen_host="127.0.0.1",

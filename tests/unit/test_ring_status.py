@@ -76,7 +76,7 @@ ring view of 5000000000@127.0.0.2:7946: state member, incarnation 2, 3 finger(s)
   predecessor  1000000000@127.0.0.1:7946
   successors   8000000000@127.0.0.3:7946, c000000000@127.0.0.4:7946
   members      4 known: 2 alive, 1 suspect, 1 dead, 0 left
-  refused      7 rumour(s), 2 record(s), 0 gossip item(s), 1 envelope(s) without valid work, 30 over rate limits, 3 death claim(s) refuted
+  refused      7 rumour(s), 2 record(s), 0 gossip item(s), 1 envelope(s) from a key without valid puzzle or work, 30 over rate limits, 3 death claim(s) refuted
 
 ID          ADDRESS          STATUS   INCARNATION  ROLE
 5000000000  127.0.0.2:7946   alive    2            me

@@ -24,19 +24,20 @@ from cortex_rm.dht.ring_work import leading_zero_bits, solve_work, work_digest, 
 from cortex_rm.dht.swim_config import SwimConfig
 from cortex_rm.dht.swim_messages import Ack, GossipItem, MemberUpdate, Probe, ProbeRequest
 from cortex_rm.dht.write_policy import WritePolicy, node_key
+from cortex_rm.internal.identity import ring_key
 from cortex_rm.internal.ring_codec import piggyback_size
 
 BITS = 8  # tests solve fast; the rule is the same at any width
+KEY_BITS = 4  # the key puzzle's (test_ring_key_puzzle.py checks it)
 
 
 class Node:
-    """A key pair, its ring id, its solved work and its trust (signer and checker)."""
+    """A key pair (solving the key puzzle), its ring id, its solved work and its trust (signer and checker)."""
 
     def __init__(self, n: int) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        spki = KeyTrust(self.key, solve_work(_spki(self.key), BITS), BITS).spki
-        self.work = solve_work(spki, BITS)
-        self.trust = KeyTrust(self.key, self.work, BITS)
+        self.key = ring_key(KEY_BITS)
+        self.work = solve_work(_spki(self.key), BITS)
+        self.trust = KeyTrust(self.key, self.work, BITS, KEY_BITS)
         self.peer = Peer(self.trust.node_id, f"10.0.0.{n}:7000")
 
 
