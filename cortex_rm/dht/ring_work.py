@@ -1,42 +1,64 @@
-"""The proof of work that a ring id costs: a nonce solved for the member's key.
+"""The work a ring id costs: a puzzle on the member's key itself, and a nonce solved for that key.
 
 A ring id is the SHA-1 of a member's public key, so nobody *picks* an id; but anyone
 may make keys until one lands where they want (next to a victim, to own its keys),
-or make many ids.  Each id must come with work: a ``nonce`` such that
-``SHA-256(WORK_DOMAIN || spki || nonce)`` has at least ``bits`` leading zero bits
-(``nonce`` as 8 bytes, big-endian).  Solving takes 2**bits hashes on average;
-checking takes one.  (S/Kademlia puts its static puzzle on the key itself; ours is
-beside the key, which makes an id cost work but not its place: see below.)
+or make many ids (a Sybil attack).  Two puzzles price these, both checked with one
+SHA-256 and both with a width every member of a ring must agree on:
 
-The nonce is solved once per key and stored beside it (``internal/identity.py``);
-every envelope carries the sender's nonce and every ALIVE rumour the subject's, and
-members refuse anything from an id whose work does not check (``ring_trust.py``).
+* **The key puzzle** (S/Kademlia's static puzzle; ``[ring] key_bits``, 17 by
+  default): a key may be a member's only if ``SHA-256(KEY_DOMAIN || spki)`` has at
+  least ``key_bits`` leading zero bits.  A node makes keys until one does, at its
+  first start (``internal/identity.py``: ``ring_key``, in a thread): ~2**key_bits
+  keys.  Since the puzzle is on the key, every *candidate* id costs that many keys,
+  so it prices where an id lands, not just the id.
+* **The nonce** (``[ring] work_bits``, 22 by default): a ``nonce`` such that
+  ``SHA-256(WORK_DOMAIN || spki || nonce)`` has at least ``work_bits`` leading zero
+  bits (``nonce`` as 8 bytes, big-endian), solved once per key and stored beside it.
 
-**Cost** (``bench/ring_work_bench.py``, one core of the development machine: 1.9 to
-2.7 million tries a second, the lower figure with other jobs running; see
-bench/RESULTS.md).  One proof takes 2**bits tries on average: 18 bits 0.1-0.15 s,
-20 bits 0.4-0.6 s, 22 bits 1.6-2.3 s, 24 bits 6-9 s.  A proof's time is geometric:
-one key in twenty takes three times the mean or more (24 bits: the slowest of 8 keys
-took 39 s).
+Every envelope carries the sender's nonce and every ALIVE rumour the subject's, and
+members refuse anything from an id whose key fails the key puzzle or whose nonce
+does not solve its puzzle (``ring_trust.py``: counted, and the first of each reason
+logged).  A stored key that fails the key puzzle is replaced at start: the node
+gets a new ring id (``internal/identity.py`` says who must be told).
 
-**The default, 22 bits**, costs an honest node ~2 s once per key (solved in a thread
-at the key's first start, then read from disk) and a rare key ~7 s; 24 bits would
-cost most nodes 10 s and some 30 s or more.  Every member of a ring must use the same
-value: a node with less work is refused, so raising it means every key solves again
-(at its next start).
+**Cost** (``bench/ring_work_bench.py``, one core of the development machine, three
+runs, one with other jobs running; see bench/RESULTS.md).  Keys: ~70,000 a second
+with ``cryptography``; one key that solves the key puzzle takes 2**bits of them on
+average: 16 bits ~0.9 s, 17 bits ~1.9 s, 18 bits ~3.7 s (real keys, 6 per width and
+run: 17 bits 1.2-2.4 s mean, the slowest 7.8 s; 18 bits the slowest 25.5 s).
+Nonces: 2.4-2.7 million tries a second; 22 bits ~1.6 s (the slowest of 18 keys
+3.2 s).  Both are geometric: one key in twenty takes three times the mean or more.
 
-**What the work buys, and what it does not.**  It prices *ids*: flooding a ring with
-n ids (a Sybil attack, or the replicas of one key) costs n proofs, 16 times more at 22
-than at 18 bits.  It does not price *where* an id lands: the nonce is solved after the
-key is chosen, so a grinder makes keys (about 50,000 a second with ``cryptography``)
-until one's SHA-1 lands just before a victim, then solves one proof.  In a ring of
-100 that is ~100 keys and a few milliseconds, plus one proof; trying every key's proof
-instead (100 proofs) would cost 15 s at 18 bits, 4 minutes at 22.  Pricing the
-placement needs the work bound to the id -- the key itself must solve the puzzle, or
-the id must hash the nonce too (S/Kademlia's puzzle is on the key) -- which changes
-every existing key and ring id; until then a targeted id costs one proof, and what
-protects a victim's keys is that records are signed and their writers checked
-(``write_policy.py``), not that its neighbours are hard to become.
+**What the key puzzle buys: grinding.**  To land just before a victim in a ring of
+n members a grinder needs about n candidate ids (the victim's interval is 1/n of the
+ring on average: for 400 random victims in a ring of 100, median 103 candidates,
+mean 1,400, the mean dominated by victims whose interval happens to be tiny), and
+each candidate must solve the key puzzle: n * 2**key_bits keys.  At 17 bits, in a
+ring of 100, ~13.5 million keys: **3.2 minutes** of this machine's key generation
+for a median victim, then one nonce; without the key puzzle it was ~100 keys, a few
+milliseconds.  Deriving keys by point addition (key d+1 is P+G) instead of making
+them was no faster with an off-the-shelf library (20,000-49,000 keys a second with
+pycryptodome); a grinder with its own batched field arithmetic could approach the
+cost of the hashes alone, which is the floor: 0.9-1.4 million candidate hashes a
+second in Python here, 10-15 s for that median victim at 17 bits (less in C).  Grinding also
+parallelises perfectly.  So the key puzzle is a price -- linear in the ring's size,
+doubling per bit -- not a wall: what protects a victim's keys remains that records
+are signed and their writers checked (``write_policy.py``).
+
+**The default, 17 bits**, costs an honest node ~2 s once (a rare key ~8 s), and
+every candidate id a grinder tries the same; 18 bits would double both (4 s, some
+keys 25 s), 16 halve them (grinding next to a median victim of 100: 1.6 minutes).
+17 keeps a node's first start within seconds on the slow cores volunteers bring and
+puts minutes of one core (more on slower ones) between a grinder and each victim.
+
+**The nonce stays at 22 bits.**  It prices *ids* (flooding a ring with n ids costs
+n proofs) in SHA-256 work, which has no known shortcut, so it keeps a floor under
+each id's price that does not rest on how fast keys can be made (the key puzzle's
+price does: see above).  It adds nothing to grinding (a grinder solves one nonce,
+for the key that landed), and ~1.6 s to an honest node's first start; lowering it
+would save that second and drop the floor.  Raising either width means every key
+that no longer passes is replaced (key puzzle: a new ring id) or solved again
+(nonce) at its next start.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Forgery against real ring daemons, over the real wire: a member with a valid key and valid
-work lies about a live member's death and writes records it may not write.
+work lies about a live member's death and writes records it may not write; a node whose key
+skipped the ring's key puzzle tries to join, and a member gossips its ALIVE.
 
 Four daemons (``cortex-rm node`` with only its ring member, 200 ms probes, ``[ring]
 resource_managers`` naming one in-process member) and two in-process ``RingService``s
@@ -33,7 +34,7 @@ from cortex_rm.dht.kv_messages import PutRecord, StoreReplicas
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_trust import KeyTrust
-from cortex_rm.dht.ring_work import DEFAULT_WORK_BITS, work_ok
+from cortex_rm.dht.ring_work import DEFAULT_KEY_BITS, DEFAULT_WORK_BITS, key_ok, work_ok
 from cortex_rm.dht.swim_messages import Ack, MemberStatus, MemberUpdate
 from cortex_rm.dht.write_policy import node_key
 from cortex_rm.internal.identity import NodeIdentity
@@ -41,7 +42,16 @@ from cortex_rm.node import CortexNode
 from cortex_rm.roles.ring_records import RESOURCE_MANAGER_KEY
 from cortex_rm.roles.ring_service import RingService
 from tests.support.reactor import reactor
-from tests.support.ring_daemons import TEST_WORK_BITS, RingDaemon, made_daemons, make_daemons, start_ring
+from tests.support.ring_daemons import (
+    TEST_KEY_BITS,
+    TEST_WORK_BITS,
+    RingDaemon,
+    key_failing_puzzle,
+    made_daemons,
+    make_daemons,
+    start_ring,
+    store_identity,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +63,10 @@ DEAD = MemberStatus.DEAD
 
 def ring_config(resource_managers: tuple[str, ...]) -> RingConfig:
     """What the daemons run with (RingSection's LAN profile at 200 ms probes), for the in-process members."""
-    section = RingSection(probe_interval_ms=PROBE_INTERVAL_MS, resource_managers=resource_managers, work_bits=TEST_WORK_BITS)
+    section = RingSection(
+        probe_interval_ms=PROBE_INTERVAL_MS, resource_managers=resource_managers, work_bits=TEST_WORK_BITS,
+        key_bits=TEST_KEY_BITS,
+    )  # fmt: skip
     return section.ring_config()
 
 
@@ -139,14 +152,14 @@ def test_a_member_forging_deaths_and_records_changes_no_routing_state_and_no_rep
     to every member (as owner put and as replica push): every daemon and the legitimate writer
     count the refusals, none keeps a record, and a get returns the legitimate RM record and no
     forged member record.  The honest API refuses the attacker's put too."""
-    legit_identity = NodeIdentity.generate()
+    legit_identity = NodeIdentity.generate(key_bits=TEST_KEY_BITS)
     allowed = (legit_identity.ring_id_hex,)
     for daemon in daemons:
         daemon.resource_managers = allowed
     start_ring(daemons)
     first = daemons[0].ring_address
     legit = service(tmp_path / "legit", legit_identity, ring_config(allowed), first)
-    attacker = service(tmp_path / "attacker", NodeIdentity.generate(), ring_config(allowed), first)
+    attacker = service(tmp_path / "attacker", NodeIdentity.generate(key_bits=TEST_KEY_BITS), ring_config(allowed), first)
     services = [legit, attacker]
     try:
         yield defer.gatherResults([s.start() for s in services])
@@ -221,19 +234,76 @@ def test_a_member_forging_deaths_and_records_changes_no_routing_state_and_no_rep
 
 
 @pytest_twisted.inlineCallbacks
-def test_the_daemon_runs_its_ring_member_with_key_trust(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """``cortex-rm node``'s own start (CortexNode, from a ring-only config file) builds the ring
-    member with KeyTrust on its node key, with work that solves the puzzle at the default bits (the
-    config names none; OpenTrust, which believes anything, is for simulations only)."""
+def test_a_node_whose_key_fails_the_key_puzzle_is_refused_while_an_honest_one_joins(  # type: ignore[no-untyped-def]
+    daemons: list[RingDaemon], tmp_path: Path
+):
+    """Four daemons at the test ring's key puzzle (``[ring] key_bits``).  A grinder whose key does not
+    solve it -- but whose id is its key's hash and whose work checks -- asks the first daemon to let it
+    join: every envelope is dropped and counted, and no member ever lists it.  An honest node (a key that
+    solves the puzzle) joins through the same daemon and the ring is whole.  Then the honest member
+    relays an ALIVE the grinder signed (with its work): the daemon refuses the rumour and counts it."""
+    start_ring(daemons)
+    first = daemons[0].ring_address
+    weak = key_failing_puzzle(TEST_KEY_BITS)
+    # the grinder runs our code with the puzzle switched off for itself (it could not start otherwise)
+    grinder = service(tmp_path / "grinder", weak, replace(ring_config(()), key_bits=0), first)
+    honest = service(tmp_path / "honest", NodeIdentity.generate(key_bits=TEST_KEY_BITS), ring_config(()), first)
+    grinder_id = f"{grinder.me.node_id:040x}"
+    try:
+        yield wait_views(daemons, lambda vs: ring_is_whole(vs, []), "the 4 daemons form a ring")
+        yield grinder.start()
+        assert grinder.live is not None and work_ok(weak.spki, grinder.live.member.trust.work, TEST_WORK_BITS)
+        yield wait_views(daemons, lambda vs: vs[0]["refusals"]["senders"] > 0, "the first daemon refused the grinder")
+        assert f"the sender's key fails the key puzzle at {TEST_KEY_BITS} bits" in daemons[0].log()
+        yield honest.start()
+        yield honest.joined()
+        views = yield wait_views(daemons, lambda vs: ring_is_whole(vs, [honest]), "4 daemons and the honest node form a ring")
+        assert all(m["id"] != grinder_id for v in views for m in v["members"])
+        assert all(p.node_id != grinder.me.node_id for p in honest.view().successors)
+
+        # a member gossips the grinder's own ALIVE, signed and with its work
+        assert honest.live is not None
+        alive = grinder.live.member.trust.sign_rumour(MemberUpdate(grinder.me, MemberStatus.ALIVE, 10**12))  # a past stamp
+        target = peer_of(views[1])
+        rumours = views[1]["refusals"]["rumours"]
+        honest.transport.send(target, Envelope(honest.me, Ack(2**40), (alive,), honest.live.member.trust.work))
+        views = yield wait_views(
+            daemons, lambda vs: vs[1]["refusals"]["rumours"] > rumours, "the target refused the grinder's ALIVE"
+        )
+        assert all(m["id"] != grinder_id for v in views for m in v["members"])
+        assert ring_is_whole(views, [honest])
+    except BaseException:
+        for daemon in daemons:
+            print(f"==== {daemon.name} ====\n{daemon.log()[-3000:]}")
+        raise
+    finally:
+        yield defer.gatherResults([s.stop(graceful=False) for s in (grinder, honest)], consumeErrors=True)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_daemon_runs_its_ring_member_with_key_trust_at_the_default_puzzles_replacing_an_older_key(  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+):
+    """``cortex-rm node``'s own start (CortexNode, from a ring-only config file that names neither
+    ``key_bits`` nor ``work_bits``: the defaults) on a state dir holding a key from before the key
+    puzzle: the node does not die, it makes a key that solves the puzzle at the default bits (in a
+    thread), keeps the old one aside, and builds its ring member with KeyTrust on the new key and work
+    that solves the nonce puzzle at the default bits (OpenTrust, which believes anything, is for
+    simulations only)."""
     [daemon] = make_daemons(tmp_path, 1, PROBE_INTERVAL_MS)
-    daemon.work_bits = None
+    daemon.work_bits = daemon.key_bits = None
+    old = key_failing_puzzle(DEFAULT_KEY_BITS)
+    store_identity(daemon.directory, old)
     node = CortexNode(load_config(daemon.write_config([])), reactor())
     yield node.start()
     try:
         assert node.ring is not None and node.ring.live is not None and node.identity is not None
+        assert (node.config.ring.key_bits, node.config.ring.work_bits) == (DEFAULT_KEY_BITS, DEFAULT_WORK_BITS)
+        assert node.identity.ring_id != old.ring_id and key_ok(node.identity.spki, DEFAULT_KEY_BITS)
+        assert (daemon.directory / "identity" / "node.key.replaced").exists()
         trust = node.ring.live.member.trust
-        assert isinstance(trust, KeyTrust) and trust.signs
+        assert isinstance(trust, KeyTrust) and trust.signs and trust.key_bits == DEFAULT_KEY_BITS
         assert trust.node_id == node.identity.ring_id == node.ring.me.node_id
-        assert work_ok(node.identity.spki, trust.work, node.config.ring.work_bits) and node.config.ring.work_bits == DEFAULT_WORK_BITS
+        assert work_ok(node.identity.spki, trust.work, DEFAULT_WORK_BITS)
     finally:
         yield node.stop()

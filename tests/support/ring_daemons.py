@@ -19,7 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+
 from cortex_rm.dht.neighbour_log import NeighbourLog
+from cortex_rm.dht.ring_work import key_ok
+from cortex_rm.internal.identity import CERT_FILE, IDENTITY_DIR, KEY_FILE, NodeIdentity
 from cortex_rm.local_cluster import free_ports
 from cortex_rm.ring_status import RingStatusError, fetch_ring
 
@@ -157,6 +161,27 @@ def ring_client(state_dir: Path, introducer: str, *args: str) -> list[str]:
     return done.stdout.splitlines()
 
 
+
+
+def key_failing_puzzle(key_bits: int) -> NodeIdentity:
+    """A fresh identity whose key does *not* solve the ring's key puzzle at ``key_bits`` (as every key
+    made before the puzzle, or a grinder's key that skipped it)."""
+    while True:
+        identity = NodeIdentity.generate()
+        if not key_ok(identity.spki, key_bits):
+            return identity
+
+
+def store_identity(state_dir: Path, identity: NodeIdentity) -> None:
+    """Write ``identity`` where a node keeps its key and certificate (as a start before this one did)."""
+    directory = state_dir / IDENTITY_DIR
+    directory.mkdir(parents=True, mode=0o700, exist_ok=True)
+    pem = identity.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (directory / KEY_FILE).write_bytes(pem)
+    (directory / KEY_FILE).chmod(0o600)
+    (directory / CERT_FILE).write_bytes(identity.certificate.public_bytes(serialization.Encoding.PEM))
 
 
 def make_daemons(root: Path, count: int, probe_interval_ms: int) -> list[RingDaemon]:
