@@ -105,15 +105,16 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _rm_identity(workdir: Path, nodes: int, say: Callable[[str], None]) -> NodeIdentity:
+def rm_identity(
+    workdir: Path, nodes: int, say: Callable[[str], None], key_bits: int = RingSection().key_bits
+) -> NodeIdentity:
     """The RM's key, made now in the directory its daemon keeps state in (isolated: bind-mounted at
     its state_dir), so every node's config can name the one ring id that may write its record.
 
-    It solves the ring's key puzzle at the nodes' ``key_bits`` (their configs name none: the
+    It solves the ring's key puzzle at ``key_bits``, the nodes' (their configs name none: the
     default); a key from before the puzzle is replaced.  A node's pin of another RM key (a cluster
     that ran here before with the replaced key) would make it refuse this RM: such pins are dropped,
     since a local cluster has only this one RM."""
-    key_bits = RingSection().key_bits
     if not (workdir / "node1" / IDENTITY_DIR / KEY_FILE).exists():
         say(f"making the RM node's key (it must solve the ring's key puzzle at {key_bits} bits: a few seconds) ...")
     identity = NodeIdentity.load_or_create(workdir / "node1", key_bits=key_bits)
@@ -169,7 +170,7 @@ def up(
     ports = iter(free_ports(4 + 3 * nodes)) if network is None else None
     rm_ports = _ports(ports, ("rm", "scheduler", "rm_web", "tracker"))
     rm_host = "127.0.0.1" if network is None else network.nodes[0].address
-    rm_ring_id = _rm_identity(workdir, nodes, say).ring_id_hex
+    rm_ring_id = rm_identity(workdir, nodes, say).ring_id_hex
     started: list[LocalNode] = []
     for i in range(1, nodes + 1):
         name = f"node{i}"

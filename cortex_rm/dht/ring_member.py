@@ -30,8 +30,8 @@ How the parts are wired:
   ``MAX_KEY_ATTEMPTS`` times.
 * ``join`` tries a list of peers in order (the neighbour log's, then the
   introducers); ``JoinFailed`` is reported only when all failed.
-* **Outsiders cannot steer it** (``ring_trust.py``): an envelope whose sender shows
-  no valid proof of work is dropped whole (so an id without work never joins, is
+* **Outsiders cannot steer it** (``ring_trust.py``): an envelope whose sender's key fails
+  the key puzzle or shows no valid work is dropped whole (so such an id never joins, is
   never taken as a neighbour, never gossiped about); rumours and records are
   signed and checked by membership and the key space; each peer's rumours and
   puts are rate limited (``rate_limits.py``).  Drops are counted in ``refused``.

@@ -45,7 +45,9 @@ from cortex_rm.internal.identity import (
     self_signed_certificate,
     spki_der,
 )
+from cortex_rm.internal.identity import KNOWN_RMS_FILE, KnownResourceManagers
 from cortex_rm.internal.ring_codec import piggyback_size
+from cortex_rm.local_cluster import rm_identity
 
 KEY_BITS = 6  # ~64 keys a member: cheap, and a random key fails it 63 times in 64
 WORK_BITS = 8
@@ -209,3 +211,23 @@ def test_a_stored_key_that_fails_the_puzzle_is_replaced_kept_aside_and_the_new_r
     again = NodeIdentity.load_or_create(tmp_path, key_bits=KEY_BITS)
     assert again.fingerprint == new.fingerprint
     assert len([e for e in log_events if "ring id changed" in formatEvent(e)]) == 1
+
+
+def test_local_cluster_replaces_a_pre_puzzle_rm_key_and_drops_the_nodes_pins_of_it(tmp_path: Path) -> None:
+    """``local-cluster up`` on a work dir from before the puzzle: the RM node's key is replaced (the
+    nodes' configs then name the new ring id), and every node's pin of the old RM key -- which would
+    make it refuse the RM -- is dropped; a pin of the current key is kept."""
+    old_key = weak_key(KEY_BITS)
+    store(tmp_path / "node1", old_key)
+    old_fingerprint = NodeIdentity.load_or_create(tmp_path / "node1", key_bits=0).fingerprint
+    for name in ("node1", "node2"):
+        KnownResourceManagers(tmp_path / name / IDENTITY_DIR / KNOWN_RMS_FILE).pin("ring:cortex:resourcemanager", old_fingerprint)
+    said: list[str] = []
+    rm = rm_identity(tmp_path, 3, said.append, key_bits=KEY_BITS)
+    assert key_ok(rm.spki, KEY_BITS) and rm.fingerprint != old_fingerprint
+    assert not (tmp_path / "node1" / IDENTITY_DIR / KNOWN_RMS_FILE).exists()
+    assert not (tmp_path / "node2" / IDENTITY_DIR / KNOWN_RMS_FILE).exists()
+    assert sum("pinned another RM key" in line for line in said) == 2
+    KnownResourceManagers(tmp_path / "node2" / IDENTITY_DIR / KNOWN_RMS_FILE).pin("ring:cortex:resourcemanager", rm.fingerprint)
+    assert rm_identity(tmp_path, 3, said.append, key_bits=KEY_BITS).fingerprint == rm.fingerprint
+    assert (tmp_path / "node2" / IDENTITY_DIR / KNOWN_RMS_FILE).exists()
