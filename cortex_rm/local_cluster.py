@@ -30,7 +30,7 @@ from cortex_rm.cluster_wait import wait_ready, wait_registered
 from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecipe, build_image, default_build_cache
 from cortex_rm.image_push import push_image
 from cortex_rm.internal.identity import NodeIdentity
-from cortex_rm.local_cluster_config import node_config_text
+from cortex_rm.local_cluster_config import free_range_indices, node_config_text
 from cortex_rm.node import PID_FILE, READY_FILE
 from cortex_rm.processes import alive, kill_marked
 from cortex_rm.user_credential import CredentialError, UserCredential, load_credential, request_credential, write_private
@@ -146,6 +146,10 @@ def up(
     # at its state_dir), so every node's config can name the one ring id that may write its record.
     rm_ring_id = NodeIdentity.load_or_create(workdir / "node1").ring_id_hex
     started: list[LocalNode] = []
+    try:
+        indices = free_range_indices(nodes)  # id ranges no node of another local cluster holds
+    except ValueError as e:
+        raise LocalClusterError(str(e)) from None
     for i in range(1, nodes + 1):
         name = f"node{i}"
         directory = workdir / name
@@ -164,7 +168,7 @@ def up(
                 node_ports,
                 is_rm=(i == 1),
                 host=host,
-                introducers=introducers, index=i,
+                introducers=introducers, index=indices[i - 1],
                 runtime_image=built.sha256 if built is not None else "",
                 rm_host=rm_host,
                 resource_managers=(rm_ring_id,),
