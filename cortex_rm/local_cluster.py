@@ -33,7 +33,7 @@ from cortex_rm.image_push import push_image
 from cortex_rm.internal.identity import (
     IDENTITY_DIR, KEY_FILE, KNOWN_RMS_FILE, IdentityError, KnownResourceManagers, NodeIdentity,
 )  # fmt: skip
-from cortex_rm.local_cluster_config import node_config_text
+from cortex_rm.local_cluster_config import free_range_indices, node_config_text
 from cortex_rm.node import PID_FILE, READY_FILE
 from cortex_rm.processes import alive, kill_marked
 from cortex_rm.user_credential import CredentialError, UserCredential, load_credential, request_credential, write_private
@@ -172,6 +172,10 @@ def up(
     rm_host = "127.0.0.1" if network is None else network.nodes[0].address
     rm_ring_id = rm_identity(workdir, nodes, say).ring_id_hex
     started: list[LocalNode] = []
+    try:
+        indices = free_range_indices(nodes)  # id ranges no node of another local cluster holds
+    except ValueError as e:
+        raise LocalClusterError(str(e)) from None
     for i in range(1, nodes + 1):
         name = f"node{i}"
         directory = workdir / name
@@ -190,7 +194,7 @@ def up(
                 node_ports,
                 is_rm=(i == 1),
                 host=host,
-                introducers=introducers, index=i,
+                introducers=introducers, index=indices[i - 1],
                 runtime_image=built.sha256 if built is not None else "",
                 rm_host=rm_host,
                 resource_managers=(rm_ring_id,),

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cortex_rm.container.id_ranges import node_id_range
+from cortex_rm.container.id_ranges import NODE_ID_BLOCKS, BLOCK, DEFAULT_BASE, IdRange, node_id_range
+from cortex_rm.container.range_leases import LEASE_DIR, is_free
+
+#: How many nodes' ranges fit between the default base and 2**31.
+MAX_NODE_RANGES = (2**31 - DEFAULT_BASE) // (NODE_ID_BLOCKS * BLOCK)
 
 
 def node_config_text(
@@ -56,3 +60,14 @@ def node_config_text(
         "",
     ]
     return "\n".join(lines)
+
+
+def free_range_indices(count: int, directory: Path = LEASE_DIR) -> list[int]:
+    """``count`` node indices (``node_id_range``) whose ranges no running node on this host holds,
+    lowest first: local clusters running at once get ranges of their own."""
+    found = [i for i in range(1, MAX_NODE_RANGES + 1) if is_free(IdRange.parse(node_id_range(i)), directory)][:count]
+    if len(found) < count:
+        raise ValueError(
+            f"only {len(found)} of the {MAX_NODE_RANGES} node id ranges of this host are free: stop another local cluster first"
+        )
+    return found

@@ -53,7 +53,8 @@ from cortex_rm.container.id_ranges import IdRangeError
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.tls import MutualTLS
-from cortex_rm.roles.node_manager import NodeManagerRole, ring_view_of
+from cortex_rm.roles.container_members import ring_view_of
+from cortex_rm.roles.node_manager import NodeManagerRole
 from cortex_rm.roles.resource_manager import ResourceManagerRole
 from cortex_rm.roles.ring_records import CapacityReports, keep_capacity_reports
 from cortex_rm.roles.ring_service import RingService

@@ -269,6 +269,9 @@ def format_ring(snapshot: dict[str, Any]) -> str:
         rows.setdefault((peer["id"], peer["address"]), [peer["id"], peer["address"], "-", "-"])
     marks: dict[tuple[str, str], list[str]] = {key: [] for key in rows}
     marks[me_key].append("me")
+    for member in ring["members"]:
+        if member.get("addressVerified") is False:  # (absent from an older node's answer)
+            marks[(member["id"], member["address"])].append("address unproven")
     for k, peer in enumerate(successors, start=1):
         marks[(peer["id"], peer["address"])].append(f"successor #{k}")
     if predecessor:

@@ -15,9 +15,10 @@ calls raise ``ContainerStartError`` saying what to install.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from twisted.logger import Logger
@@ -50,14 +51,38 @@ def run_process(argv: list[str], script: str) -> tuple[int, str]:
     return done.returncode, done.stderr.strip()
 
 
+def inet_tables(nft: str, enter: Sequence[str] = ()) -> list[str]:
+    """The names of the ``inet`` tables of this network namespace ([] when nft cannot say);
+    ``enter``: a command prefix that runs nft elsewhere (``nsenter --net=...``)."""
+    done = subprocess.run([*enter, nft, "-j", "list", "tables", "inet"], capture_output=True, text=True, check=False)
+    try:
+        listed = json.loads(done.stdout)["nftables"] if done.returncode == 0 else []
+    except (ValueError, KeyError, TypeError):
+        return []
+    return [str(item["table"]["name"]) for item in listed if isinstance(item, dict) and isinstance(item.get("table"), dict)]
+
+
 class NftFirewall:
     """A node's table, kept as ``net_policy`` says (see the module docstring)."""
 
-    def __init__(self, settings: PolicySettings, cgroup_root: Path, *, nft: str | None = None, run: NftRun = run_process) -> None:
+    def __init__(
+        self,
+        settings: PolicySettings,
+        cgroup_root: Path,
+        *,
+        nft: str | None = None,
+        run: NftRun = run_process,
+        stale: Callable[[str], bool] = lambda table: False,
+        tables: Callable[[], list[str]] | None = None,
+    ) -> None:
+        """``stale(name)``: whether another table of this namespace was left by a node that is gone
+        (``install`` deletes those first; ``tables`` lists them, by default with ``nft``)."""
         self.settings = settings
+        self.stale = stale
         self.cgroup_root = cgroup_root
         self.nft = nft if nft is not None else shutil.which("nft", path="/usr/sbin:/sbin:/usr/bin:/bin")
         self._run = run
+        self._tables = tables
         self.members = Members()
         self.installed = False
         self.error: str | None = None
@@ -78,8 +103,10 @@ class NftFirewall:
             self.error = f"cannot make the containers' cgroup {cortex}: {e}"
             log.error("{error}", error=self.error)
             return
+        listed = self._tables() if self._tables is not None else inet_tables(self.nft)
+        left = [t for t in listed if t != self.settings.table and self.stale(t)]
         try:
-            self._apply(render_table(self.settings, members))
+            self._apply("".join(render_table_removed(t) for t in left) + render_table(self.settings, members))
         except ContainerStartError as e:
             self.error = str(e)
             log.error("{error}", error=self.error)
@@ -89,6 +116,8 @@ class NftFirewall:
         self._cgroups.clear()
         self._slots.clear()
         log.info("container network policy: table inet {table} installed", table=self.settings.table)
+        if left:
+            log.info("container network policy: deleted {tables}, left by nodes that are gone", tables=left)
 
     def update_members(self, members: Members) -> None:
         """New member sets (nothing happens when they did not change)."""

@@ -57,11 +57,13 @@ from cortex_rm.container.lxc_config import CGROUP_PARENT
 from cortex_rm.container.lxc_sandbox import cgroup2_root
 from cortex_rm.container.net_firewall import NftFirewall
 from cortex_rm.container.net_policy import Endpoint, Members, PolicySettings, table_name
+from cortex_rm.dht.errors import RingError
 from cortex_rm.dht.peer import Peer, split_address
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.roles.ring_records import CapacityReport, ResourceManagerRecord
+from cortex_rm.roles.ring_service import RingService
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.refusal_log import sanitised
 
@@ -286,8 +288,15 @@ class MembersWatcher:
             self._call.cancel()
 
 
-def container_firewall(tag: str, ids: IdRange, internet: bool, cgroup_root: Path = Path("/sys/fs/cgroup")) -> NftFirewall:
-    """The node's ``NftFirewall``: table ``cortex_<tag>``, the cgroup2 hierarchy found under ``cgroup_root``."""
+def container_firewall(
+    tag: str,
+    ids: IdRange,
+    internet: bool,
+    cgroup_root: Path = Path("/sys/fs/cgroup"),
+    stale: Callable[[str], bool] = lambda table: False,
+) -> NftFirewall:
+    """The node's ``NftFirewall``: table ``cortex_<tag>``, the cgroup2 hierarchy found under
+    ``cgroup_root``; ``stale``: which other tables are left by nodes that are gone."""
     v2 = cgroup2_root(cgroup_root)
     settings = PolicySettings(
         table=table_name(tag),
@@ -296,7 +305,7 @@ def container_firewall(tag: str, ids: IdRange, internet: bool, cgroup_root: Path
         ephemeral=_ephemeral_ports(),
         internet=internet,
     )
-    return NftFirewall(settings, cgroup_root)
+    return NftFirewall(settings, cgroup_root, stale=stale)
 
 
 def _ephemeral_ports(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> tuple[int, int]:
@@ -327,3 +336,15 @@ def existing_dirs(dirs: tuple[Path, ...], key: str) -> tuple[Path, ...]:
         else:
             log.warn("nodemanager.{key}: {dir} is not a directory; containers will not see it", key=key, dir=str(d))
     return tuple(found)
+
+
+def ring_view_of(ring: RingService) -> Callable[[], RingView | None]:
+    """The ring view (for the members and /ws/v1/ring); None while the ring is not running."""
+
+    def view() -> RingView | None:
+        try:
+            return ring.view()
+        except RingError:
+            return None
+
+    return view

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +45,16 @@ from cortex_rm.container.resource_files import Fetcher, default_fetchers
 from cortex_rm.container.runtime import ContainerRuntime
 from cortex_rm.container.runtime_spec import ContainerSettings
 from cortex_rm.container.status_updater import Backoff, NodeStatusUpdater, UpdaterState
-from cortex_rm.dht.errors import RingError
 from cortex_rm.dht.ring_math import format_id
-from cortex_rm.dht.ring_member import RingView
 from cortex_rm.internal.identity import KnownResourceManagers
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.internal.tracker_client import TrackerClient
 from cortex_rm.container.id_ranges import IdRange, check_against_subordinate_files
+from cortex_rm.container.range_leases import RangeLease, left_behind
 from cortex_rm.container.net_firewall import NftFirewall
-from cortex_rm.roles.container_members import MembersWatcher, OwnEndpoints, container_firewall, existing_dirs, make_searchable
+from cortex_rm.roles.container_members import (
+    MembersWatcher, OwnEndpoints, container_firewall, existing_dirs, make_searchable, ring_view_of,
+)  # fmt: skip
 from cortex_rm.roles.ports import Listen
 from cortex_rm.roles.ring_records import CAPACITY_SECTION, CapacityReport, CapacityReports, Republisher, find_resource_manager
 from cortex_rm.roles.ring_service import RingService
@@ -85,18 +86,6 @@ RING_RETRY_MAX_MS = 3000
 """Found through the ring, the RM is usually missing only while the ring forms or the RM
 starts (seconds): the updater retries at most this often then, so a node registers soon
 after the RM appears, not up to 30 s later."""
-
-
-def ring_view_of(ring: RingService) -> Callable[[], RingView | None]:
-    """The ring view for /ws/v1/ring; None while the ring is not running."""
-
-    def view() -> RingView | None:
-        try:
-            return ring.view()
-        except RingError:
-            return None
-
-    return view
 
 
 class NodeManagerRole:
@@ -143,6 +132,7 @@ class NodeManagerRole:
         self.image: RuntimeImageFetcher | None = None
         self.log_retention: LocalLogRetention | None = None
         self.firewall: NftFirewall | None = None
+        self.id_lease: RangeLease | None = None
         self.members: MembersWatcher | None = None
 
     def start(self, started_ms: int) -> None:
@@ -279,8 +269,10 @@ class NodeManagerRole:
         nm = self.section
         ids = IdRange.parse(nm.container_id_range)
         check_against_subordinate_files(ids)  # IdRangeError: shared with another user's containers
+        self.id_lease = RangeLease.take(ids)  # IdRangeError: held by another live node of this host
         make_searchable([self.state_dir.resolve(), *self.dirs.local_dirs, *self.dirs.log_dirs])
-        self.firewall = container_firewall(f"{nm.address.host}_{nm.address.port}", ids, nm.container_internet)
+        # the table is named by the range: a node restarted on other ports replaces the one it left
+        self.firewall = container_firewall(f"{ids.base}_{ids.count}", ids, nm.container_internet, stale=left_behind)
         ring = self._ring
         web = self.data_node.http_address if self.data_node else str(nm.webapp_address)
         self.members = MembersWatcher(
@@ -446,6 +438,8 @@ class NodeManagerRole:
             self.members.stop()
         if self.firewall is not None:
             self.firewall.remove()
+        if self.id_lease is not None:
+            self.id_lease.release()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.stop()

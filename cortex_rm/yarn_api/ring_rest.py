@@ -13,7 +13,8 @@ names (YARN's camelCase, one top-level key like ``nodeInfo``)::
         "fingerCount": 7,                     # distinct peers in the finger table
         "records": 12,                        # records this node stores
         "members": [                          # every peer heard of (this node excluded), by ring id
-            {"id": ..., "address": ..., "status": "alive", "incarnation": 0}, ...],
+            {"id": ..., "address": ..., "status": "alive", "incarnation": 0,
+             "addressVerified": true}, ...],  # our own dial met its key at that address
         "memberCounts": {"alive": 2, "suspect": 1, "dead": 0, "left": 0},
         "refusals": {                         # what it refused from others since it started
             "senders": 0,                     # envelopes from a key without valid work / id
@@ -92,7 +93,7 @@ def ring_view_to_json(view: RingView, *, now_ms: int) -> dict[str, Any]:
             "fingerCount": view.finger_count,
             "records": view.records,
             "members": [
-                dict(peer_json(peer), status=status.value, incarnation=incarnation)
+                dict(peer_json(peer), status=status.value, incarnation=incarnation, addressVerified=peer in view.verified)
                 for peer, status, incarnation in members
             ],
             "memberCounts": counts,

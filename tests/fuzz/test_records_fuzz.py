@@ -232,6 +232,12 @@ def _submission_not_utf8(field: str) -> ys.SubmitApplicationRequestProto:
     )
 
 
+def _about_alices(request: Any) -> Any:
+    """``request`` naming alice's submitted application (…_0001)."""
+    request.application_id.cluster_timestamp, request.application_id.id = ClientRM.CLUSTER_TIMESTAMP, 1
+    return request
+
+
 @fuzz_settings(210)
 @given(call=client_calls(), user=st.sampled_from([None, "alice", "bob", "admin", ""]))
 @example(call=("submitApplication", _submission_not_utf8("application_name"), None), user="alice").via(
@@ -240,14 +246,29 @@ def _submission_not_utf8(field: str) -> ys.SubmitApplicationRequestProto:
 @example(call=("submitApplication", _submission_not_utf8("node_label_expression"), None), user="alice").via(
     "a node label expression that is not UTF-8, shown by the REST API"
 )
+@example(call=("forceKillApplication", _about_alices(ys.KillApplicationRequestProto()), None), user="bob").via("bob kills alice's application")
+@example(call=("forceKillApplication", _about_alices(ys.KillApplicationRequestProto()), None), user=None).via("nobody kills alice's application")
+@example(call=("moveApplicationAcrossQueues", _about_alices(ys.MoveApplicationAcrossQueuesRequestProto(target_queue="default")), None), user="bob").via(
+    "bob moves alice's application"
+)
 def test_client_protocol_handlers_answer_or_raise_remote_errors(
     call: tuple[str, Message, int | None], user: str | None
 ) -> None:
-    """Any well-formed request to any method: a response, or RemoteError (an ERROR reply), never another exception."""
+    """Any well-formed request to any method: a response, or RemoteError (an ERROR reply), never
+    another exception; by bob or an anonymous caller, alice's applications stay as they were."""
     method, request, target = call
     rm = ClientRM()
     if target is not None:
         _retarget(request, rm.app_ids, target)
+    before = {str(a.app_id): a.to_document() for a in rm.rm.apps}
+    _answer(rm, method, request, user)
+    if user not in ("alice", "admin"):
+        after = {str(a.app_id): a.to_document() for a in rm.rm.apps}
+        assert {k: v for k, v in after.items() if v["user"] == "alice"} == before
+
+
+def _answer(rm: ClientRM, method: str, request: Message, user: str | None) -> None:
+    """``method``'s handler answers ``request`` by ``user`` with a message or a RemoteError."""
     handler = rm.handlers.get(method)
     if handler is None:
         return  # known but unsupported: the IPC layer answers it without a handler

@@ -74,6 +74,16 @@ class Site:
         )
         [(_, token), _] = auth.tokens_for(result_of(credentials.issue("alice")), "127.0.0.1:1", "127.0.0.1:2")
         self.site.test_headers = {REST_TOKEN_HEADER: to_url_string(token)}  # alice, who owns the submitted app
+        [(_, bobs), _] = auth.tokens_for(result_of(credentials.issue("bob")), "127.0.0.1:1", "127.0.0.1:2")
+        self.callers = {"alice": self.site.test_headers, "bob": {REST_TOKEN_HEADER: to_url_string(bobs)}, "anonymous": {}}
+
+    def as_caller(self, caller: str) -> None:
+        """Send the next requests with ``caller``'s credential (none for "anonymous")."""
+        self.site.test_headers = self.callers[caller]
+
+    def applications(self) -> dict[str, dict[str, Any]]:
+        """Every application the RM knows, as its state store would keep it."""
+        return {str(a.app_id): a.to_document() for a in self.rm.apps}
 
     def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> HttpResponse:
         """One request on a fresh connection; the answer must be complete at once (a memory store)."""
@@ -304,6 +314,45 @@ def test_any_request_is_answered_without_a_server_error(
         response = site.request(method, path + query, body, headers)
     check_answer(response, method)
     assert not logged, logged[0]
+
+
+@fuzz_settings(150)
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
+    path=paths(),
+    query=queries(),
+    body=bodies(),
+    content_type=content_types,
+    caller=st.sampled_from(["bob", "anonymous"]),
+)
+@example(method="PUT", path="/ws/v1/cluster/apps/application_1700000000000_0001/state", query="", body=b'{"state": "KILLED"}', content_type="application/json", caller="bob")
+@example(method="PUT", path="/ws/v1/cluster/apps/application_1700000000000_0001/queue", query="", body=b'{"queue": "default"}', content_type="application/json", caller="bob")
+@example(method="PUT", path="/ws/v1/cluster/apps/application_1700000000000_0001/priority", query="", body=b'{"priority": 5}', content_type="application/json", caller="bob")
+@example(method="POST", path="/ws/v1/cluster/apps", query="", body=json.dumps({**SAMPLE, "application-id": "application_1700000000000_0002"}).encode(), content_type="application/json", caller="bob")
+@example(method="PUT", path="/ws/v1/cluster/apps/application_1700000000000_0001/state", query="", body=b'{"state": "KILLED"}', content_type="application/json", caller="anonymous")
+@example(method="PUT", path="/ws/v1/cluster/apps/application_1700000000000_0001/queue", query="", body=b'{"queue": "default"}', content_type="application/json", caller="anonymous")
+@example(method="PUT", path="/ws/v1/cluster/apps/application_1700000000000_0001/priority", query="", body=b'{"priority": 5}', content_type="application/json", caller="anonymous")
+@example(method="POST", path="/ws/v1/cluster/apps", query="", body=json.dumps({**SAMPLE, "application-id": "application_1700000000000_0002"}).encode(), content_type="application/json", caller="anonymous")  # fmt: skip
+def test_another_user_or_nobody_changes_nothing_of_alices_and_nobody_sees_it(
+    method: str, path: str, query: str, body: bytes, content_type: str | None, caller: str
+) -> None:
+    """As bob or with no credential, any request leaves alice's applications (the submitted one
+    and the id issued to her) as they were; with no credential, nothing names her application."""
+    if path in OVERVIEW_PAGES:
+        method = "GET"
+    site = Site()
+    before = site.applications()
+    site.as_caller(caller)
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    with failures_logged() as logged:
+        response = site.request(method, path + query, body, headers)
+    check_answer(response, method)
+    assert not logged, logged[0]
+    after = site.applications()
+    assert {k: v for k, v in after.items() if v["user"] == "alice"} == before
+    if caller == "anonymous":
+        assert after == before
+        assert site.submitted.encode() not in response.body or response.status >= 400
 
 
 @fuzz_settings(210)

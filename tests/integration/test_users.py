@@ -91,6 +91,8 @@ def test_a_revoked_credential_stops_working_at_once(cluster: RunningCluster, tmp
     assert revoked.returncode == 0 and "revoked carol: 1 token(s)" in revoked.stdout, revoked.stdout + revoked.stderr
     outcome = carol.invoke("list")
     assert outcome.returncode == YarnClientDriver.EXIT_CLIENT_EXCEPTION, outcome.describe()
+    # as Hadoop's RM answers a cancelled token: the SASL TOKEN handshake fails with InvalidToken
+    assert json.loads(outcome.stdout)["exception"] == "org.apache.hadoop.security.token.SecretManager$InvalidToken", outcome.describe()
 
 
 def dtutil(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:

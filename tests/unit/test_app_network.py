@@ -120,7 +120,7 @@ def test_the_firewall_keeps_the_nat_rules_of_the_applications_it_holds(tmp_path:
         return 0, ""
 
     (tmp_path / "unified").mkdir()
-    firewall = NftFirewall(SETTINGS, tmp_path, nft="/usr/sbin/nft", run=run)
+    firewall = NftFirewall(SETTINGS, tmp_path, nft="/usr/sbin/nft", run=run, tables=lambda: [])
     firewall.install(Members())
     a, b = IDS.block(1), IDS.block(2)
     firewall.application_added(a, "unified/cortex/b1", frozenset(), 4)

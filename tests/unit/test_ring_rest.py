@@ -37,6 +37,7 @@ VIEW = RingView(
     finger_count=3,
     members=((C, MemberStatus.SUSPECT, 4), (A, MemberStatus.ALIVE, 0), (B, MemberStatus.ALIVE, 1)),
     records=12,
+    verified=frozenset({A, B}),
 )
 
 
@@ -79,9 +80,9 @@ def test_view_to_json_has_stable_fields_ids_as_hex_and_members_by_ring_id() -> N
             "fingerCount": 3,
             "records": 12,
             "members": [
-                {"id": hexid(A), "address": A.address, "status": "alive", "incarnation": 0},
-                {"id": hexid(B), "address": B.address, "status": "alive", "incarnation": 1},
-                {"id": hexid(C), "address": C.address, "status": "suspect", "incarnation": 4},
+                {"id": hexid(A), "address": A.address, "status": "alive", "incarnation": 0, "addressVerified": True},
+                {"id": hexid(B), "address": B.address, "status": "alive", "incarnation": 1, "addressVerified": True},
+                {"id": hexid(C), "address": C.address, "status": "suspect", "incarnation": 4, "addressVerified": False},
             ],
             "memberCounts": {"alive": 2, "suspect": 1, "dead": 0, "left": 0},
             "refusals": {"senders": 0, "rumours": 0, "gossip": 0, "records": 0, "rateLimited": 0, "refutedDeathClaims": 0},

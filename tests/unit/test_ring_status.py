@@ -120,6 +120,17 @@ def test_format_ring_marks_neighbours_membership_has_not_reported() -> None:
     ]
 
 
+def test_format_ring_marks_members_whose_address_is_unproven() -> None:
+    """A member whose address this node's dials have not proven is marked so; one that says nothing
+    about it (an older node's answer) is not."""
+    snapshot = json.loads(json.dumps(SNAPSHOT))
+    first = snapshot["ring"]["members"][0]
+    first["addressVerified"] = False
+    row = next(line for line in format_ring(snapshot).splitlines() if line.startswith(first["id"][:10]))
+    assert "address unproven" in row.split("  ")[-1]
+    assert "address unproven" not in format_ring(SNAPSHOT)
+
+
 def test_format_ring_of_a_node_alone_is_its_own_successor() -> None:
     """A ring of one: no predecessor, and the node's only row is both 'me' and 'successor #1'."""
     view = RingView(ME, RingState.ALONE, 0, None, (ME,), 0, (), 0)

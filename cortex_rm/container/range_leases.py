@@ -1,0 +1,125 @@
+"""A NodeManager's hold on its range of host ids while it runs.
+
+Two live nodes on one host must never share ids: their containers would be one
+user to the kernel, and their network policies (one nftables table per node,
+named by its range: ``net_policy.table_name``) would judge each other's
+packets.  So a node takes its range's lease at start: an exclusive ``flock`` on
+``<LEASE_DIR>/<base>_<count>.lock``, held by an open descriptor until the process
+ends, however it ends (the kernel drops the lock of a killed process too).  A
+second node with the same range, or a range that meets a leased one, is refused
+with the holder's pid.  ``local-cluster`` picks the ranges of its nodes among the
+free ones, so local clusters running at once on one host stay apart; and a node
+may delete any table of a range that nobody holds (a node killed before it could
+remove its own).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from pathlib import Path
+from typing import Final
+
+from cortex_rm.container.id_ranges import IdRange, IdRangeError
+
+#: Where the lock files are (``/run``: a tmpfs, so a reboot forgets them with the holders).
+LEASE_DIR: Final = Path("/run/cortex-rm/id-ranges")
+_NAME: Final = re.compile(r"([0-9]{1,10})_([0-9]{1,10})\.lock")
+
+
+def lease_path(ids: IdRange, directory: Path = LEASE_DIR) -> Path:
+    return directory / f"{ids.base}_{ids.count}.lock"
+
+
+def _holder(path: Path) -> int | None:
+    """The pid holding ``path``'s lock (0 if it wrote none), or None when nobody holds it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def is_free(ids: IdRange, directory: Path = LEASE_DIR) -> bool:
+    """Whether no live process holds ``ids`` or a range meeting it."""
+    return _holder(lease_path(ids, directory)) is None and _overlapping_holder(ids, directory) is None
+
+
+def _overlapping_holder(ids: IdRange, directory: Path) -> tuple[str, int] | None:
+    try:
+        names = [p.name for p in directory.iterdir()]
+    except FileNotFoundError:
+        return None
+    for name in names:
+        m = _NAME.fullmatch(name)
+        if m is None or (int(m[1]), int(m[2])) == (ids.base, ids.count) or not ids.overlaps(int(m[1]), int(m[2])):
+            continue
+        pid = _holder(directory / name)
+        if pid is not None:
+            return f"{m[1]}:{m[2]}", pid
+    return None
+
+
+class RangeLease:
+    """The lease a running node holds on its range (see the module docstring)."""
+
+    def __init__(self, ids: IdRange, fd: int) -> None:
+        self.ids = ids
+        self._fd: int | None = fd
+
+    @classmethod
+    def take(cls, ids: IdRange, directory: Path = LEASE_DIR) -> RangeLease:
+        """Hold ``ids``; IdRangeError naming the holder when a live process holds it or a range meeting it."""
+        directory.mkdir(parents=True, exist_ok=True)
+        other = _overlapping_holder(ids, directory)
+        if other is not None:
+            raise IdRangeError(
+                f"container_id_range {ids.text()} meets {other[0]}, held by another NodeManager on this host"
+                f" (pid {other[1]}): give this node a range of its own ([nodemanager] container_id_range)"
+            )
+        fd = os.open(lease_path(ids, directory), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise IdRangeError(
+                f"container_id_range {ids.text()} is held by another NodeManager on this host (pid {text or '?'}):"
+                " give this node a range of its own ([nodemanager] container_id_range)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(ids, fd)
+
+    def release(self) -> None:
+        """Let the range go (at stop; the file stays, unlocked)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def table_range(name: str) -> IdRange | None:
+    """The range a node's table is named by (``cortex_<base>_<count>``), or None for another name."""
+    m = re.fullmatch(r"cortex_([0-9]{1,10})_([0-9]{1,10})", name)
+    if m is None:
+        return None
+    try:
+        return IdRange.parse(f"{m[1]}:{m[2]}")
+    except IdRangeError:
+        return None
+
+
+def left_behind(table: str, directory: Path = LEASE_DIR) -> bool:
+    """Whether ``table`` is a node's (named by its id range) that no live node of this host holds."""
+    ids = table_range(table)
+    return ids is not None and is_free(ids, directory)
