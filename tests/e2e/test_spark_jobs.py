@@ -29,6 +29,7 @@ from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.fsshell import fs_shell
 from tests.support.java import YarnClientDriver
 from tests.support.logs_cli import aggregated_logs
+from tests.support.ring_daemons import wait_for
 from tests.support.spark import application_id_from_output, spark_submit
 
 pytestmark = pytest.mark.e2e
@@ -55,6 +56,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 
 def _report(cluster: RunningCluster, app_id: str) -> dict:
     return requests.get(f"{cluster.rest}/ws/v1/cluster/apps/{app_id}", headers=cluster.rest_headers(), timeout=10).json()["app"]
+
+
+def _ended(cluster: RunningCluster, app_id: str) -> dict:
+    """The report once the application has ended: in client mode spark-submit may return before
+    its AM (ExecutorLauncher) has unregistered, so, as with YARN, it ends a moment later."""
+    wait_for(lambda: _report(cluster, app_id)["state"] in ("FINISHED", "FAILED", "KILLED"), f"{app_id} to end", timeout=120)
+    return _report(cluster, app_id)
 
 
 def test_pi_in_cluster_mode_succeeds_and_yarn_logs_prints_the_drivers_output(cluster: RunningCluster) -> None:
@@ -84,7 +92,7 @@ def test_wordcount_in_client_mode_shuffles_across_nodes(cluster: RunningCluster)
     assert nodes is not None and int(nodes.group(1)) >= 2, output[-3000:]
     app_id = application_id_from_output(output)
     assert app_id is not None
-    assert _report(cluster, app_id)["finalStatus"] == "SUCCEEDED"
+    assert _ended(cluster, app_id)["finalStatus"] == "SUCCEEDED"
     aggregated_logs(cluster.conf_dir, app_id, contains="CoarseGrainedExecutorBackend")  # an executor's log
 
 
@@ -196,7 +204,7 @@ def test_pi_in_client_mode_prints_its_result(cluster: RunningCluster) -> None:
     assert result.returncode == 0, output[-6000:]
     assert re.search(r"Pi is roughly 3\.1\d*", output), output[-3000:]
     app_id = application_id_from_output(output)
-    assert app_id is not None and _report(cluster, app_id)["finalStatus"] == "SUCCEEDED"
+    assert app_id is not None and _ended(cluster, app_id)["finalStatus"] == "SUCCEEDED"
 
 
 def test_wordcount_in_cluster_mode_writes_the_right_counts_in_the_drivers_log(cluster: RunningCluster) -> None:
@@ -206,7 +214,7 @@ def test_wordcount_in_cluster_mode_writes_the_right_counts_in_the_drivers_log(cl
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     app_id = application_id_from_output(output)
-    assert app_id is not None and _report(cluster, app_id)["finalStatus"] == "SUCCEEDED"
+    assert app_id is not None and _ended(cluster, app_id)["finalStatus"] == "SUCCEEDED"
     driver_out = aggregated_logs(cluster.conf_dir, app_id, contains="WORD delta 2000")
     assert "WORD alpha 10000" in driver_out and "WORD delta 2000" in driver_out, driver_out[-2000:]
 
@@ -249,7 +257,7 @@ def test_py_files_and_archives_with_input_and_output_through_fsshell_and_nothing
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     app_id = application_id_from_output(output)
-    assert app_id is not None and _report(cluster, app_id)["finalStatus"] == "SUCCEEDED"
+    assert app_id is not None and _ended(cluster, app_id)["finalStatus"] == "SUCCEEDED"
     driver = output if deploy_mode == "client" else aggregated_logs(cluster.conf_dir, app_id, contains="SEEN")
     assert "KEPT cat 100" in driver and "KEPT dog 100" in driver and "KEPT bird 50" in driver, driver[-3000:]
     assert "KEPT the" not in driver and "KEPT a " not in driver
