@@ -71,10 +71,6 @@ class NeighbourTable:
                 result[witness] = inside
         return result
 
-    def subjects(self) -> Iterator[int]:
-        """Every subject with a prober at some time."""
-        return iter(self._by_subject)
-
     def relations(self) -> Iterator[tuple[int, int, list[Interval]]]:
         """Every (witness, subject, union of instants) held."""
         for subject, witnesses in self._by_subject.items():

@@ -59,7 +59,7 @@ from cortex_rm.accounting.attestations import (
     decode_attestations,
     signature_error,
 )
-from cortex_rm.accounting.intervals import Interval, IntervalUnion, clipped, intersection, quorum_coverage, total
+from cortex_rm.accounting.intervals import Interval, IntervalUnion, clipped, quorum_coverage, total
 from cortex_rm.accounting.neighbour_history import NeighbourHistory
 from cortex_rm.accounting.payout_statement import PayoutStatement
 from cortex_rm.accounting.periods import Period
@@ -210,8 +210,3 @@ def tally(
         result.add_entry(entry)
     return result
 
-
-def witnessed(intervals: Sequence[Interval], truth: Sequence[Interval]) -> tuple[int, int]:
-    """(ms credited that were true, ms credited that were not): how a credited union compares to the truth."""
-    right = total(intersection(intervals, truth))
-    return right, total(intervals) - right
