@@ -82,6 +82,11 @@ def main() -> None:
     print(f"largest loss per session: {per_session / 1000:.1f} s; worst share error: {float(share_error):.4%}")
     print("cheat gains (ms):", ", ".join(f"{cheat} {ms}" for cheat, ms in result.gains.items()))
     print("cheaters paid while down (ms):", ", ".join(f"{cheat} {ms}" for cheat, ms in result.paid_while_down.items()))
+    if "lone colluder" in result.cheaters:
+        friend = result.truth[result.cheaters["lone colluder"]]
+        gain = result.gains["lone colluder"]
+        print(f"lone colluder's friend: up {sum(b - a for a, b in friend) / 3.6e6:.1f} h in {len(friend)} sessions; "
+              f"gain {gain / 1000:.1f} s = {gain / 1000 / len(friend):.1f} s a session, all while it was up")  # fmt: skip
     print("verdicts:", ", ".join(f"{v} {n:,}" for v, n in sorted(result.verdicts.items())))
     print(f"attestations: {result.attestations:,} in {result.batches:,} batches, {result.attestation_bytes:,} bytes: "
           f"{result.attestation_bytes / (cfg.nodes * seconds):.4f} bytes per node per second "

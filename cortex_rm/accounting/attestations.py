@@ -99,7 +99,8 @@ class SignedAttestations:
         """Every byte before the signature's length: what the signature covers (after the domain)."""
         parts = [_HEADER.pack(KIND_ATTESTATIONS, self.witness_key, len(self.attestations))]
         for a in self.attestations:
-            parts.append(_ENTRY.pack(a.subject.to_bytes(RING_ID_BYTES, "big"), a.start_ms, a.end_ms - a.start_ms, a.sequence))
+            subject = a.subject.to_bytes(RING_ID_BYTES, "big")
+            parts.append(_ENTRY.pack(subject, a.start_ms, a.end_ms - a.start_ms, a.sequence))
         return b"".join(parts)
 
     def encode(self) -> bytes:
@@ -132,7 +133,9 @@ def key_identity(key: bytes) -> tuple[ec.EllipticCurvePublicKey, int]:
     return public_key, ring_id_of_key(public_key)
 
 
-def sign_attestations(private_key: ec.EllipticCurvePrivateKey, attestations: Sequence[Attestation]) -> SignedAttestations:
+def sign_attestations(
+    private_key: ec.EllipticCurvePrivateKey, attestations: Sequence[Attestation]
+) -> SignedAttestations:
     """``attestations`` (each naming this key's ring id as witness) signed as one batch."""
     if not 1 <= len(attestations) <= MAX_ATTESTATIONS:
         raise ValueError(f"a batch holds 1 to {MAX_ATTESTATIONS} attestations, not {len(attestations)}")
@@ -161,7 +164,9 @@ def decode_attestations(data: bytes) -> SignedAttestations:
         raise MalformedAttestations(f"{len(data)} bytes cannot hold {count} attestations and a signature")
     signature = data[signature_at + 1 :]
     if len(signature) != data[signature_at] or not 0 < len(signature) <= MAX_SIGNATURE_BYTES:
-        raise MalformedAttestations(f"signature length {data[signature_at]} does not match the {len(signature)} bytes left")
+        raise MalformedAttestations(
+            f"signature length {data[signature_at]} does not match the {len(signature)} bytes left"
+        )
     try:
         witness = key_identity(bytes(key))[1]
     except ValueError as error:

@@ -105,7 +105,9 @@ class PayoutStatement:
         if len(self.signer_key) != KEY_BYTES:
             raise ValueError("an unsigned statement has no encoding; sign it first")
         parts = [
-            _HEAD.pack(KIND_PAYOUT_STATEMENT, self.period.start_ms, self.period.end_ms, self.min_witnesses, self.log_size),
+            _HEAD.pack(
+                KIND_PAYOUT_STATEMENT, self.period.start_ms, self.period.end_ms, self.min_witnesses, self.log_size
+            ),
             bytes([len(self.log_root)]),
             self.log_root,
             struct.pack(">I", len(self.uptimes)),
@@ -151,9 +153,8 @@ def decode_statement(data: bytes) -> PayoutStatement:
         at += 4
         if count > MAX_NODES or len(data) < at + count * _ENTRY.size + KEY_BYTES + 1:
             raise MalformedStatement(f"{len(data)} bytes cannot hold {count} uptimes")
-        uptimes = tuple(
-            (int.from_bytes(node, "big"), uptime) for node, uptime in _ENTRY.iter_unpack(data[at : at + count * _ENTRY.size])
-        )
+        rows = _ENTRY.iter_unpack(data[at : at + count * _ENTRY.size])
+        uptimes = tuple((int.from_bytes(node, "big"), uptime) for node, uptime in rows)
         at += count * _ENTRY.size
         key = data[at : at + KEY_BYTES]
         at += KEY_BYTES
@@ -161,7 +162,8 @@ def decode_statement(data: bytes) -> PayoutStatement:
         if len(signature) != data[at] or not 0 < len(signature) <= MAX_SIGNATURE_BYTES:
             raise MalformedStatement("the signature length does not match the bytes left")
         key_identity(bytes(key))
-        return PayoutStatement(Period(start, end), min_witnesses, log_size, bytes(root), uptimes, bytes(key), bytes(signature))
+        period = Period(start, end)
+        return PayoutStatement(period, min_witnesses, log_size, bytes(root), uptimes, bytes(key), bytes(signature))
     except (struct.error, IndexError, ValueError) as error:
         if isinstance(error, MalformedStatement):
             raise

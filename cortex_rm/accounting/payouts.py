@@ -36,6 +36,14 @@ prober, and that one suffices.  ``min_witnesses`` colluding witnesses that are a
 ring neighbours of the subject at once *can* attest time it was down: the
 tolerance is ``min_witnesses - 1`` colluders per subject.
 
+What a lone colluding prober can still do is lend its count where exactly
+``min_witnesses - 1`` honest probers attested: at the edges of its friend's
+sessions, between the first and the second honest prober's first ack (and the
+same at the end) -- instants at which the friend *was* up, a few seconds a
+session (``bench/payout_sim.py``: 197 s in 30 days, against about 60 sessions).
+No rule that counts witnesses can tell that colluder from an honest prober that
+happened to probe first; what it never gets is an instant the friend was down.
+
 Each node's **share** is its uptime over the sum of all nodes' uptimes.
 ``statement`` makes the ``PayoutStatement`` (``payout_statement.py``) that the RM
 signs and appends; anyone holding the same log prefix and membership history

@@ -40,8 +40,10 @@ Sans-IO: times are given, nothing is sent.  The ring member calls ``probed``
 when it sends a direct probe to a neighbour it is meant to watch (its successors
 and predecessor, ``neighbour_history.py``), ``acknowledged`` on each direct ack
 (acks relayed by a helper prove nothing about who answered: do not pass them),
-and ``attestations_due`` on a timer; it signs the result (``attestations.py``)
-and hands the batch to the ledger off the probe path.
+and ``attestations_due`` every ``attestation_interval_ms`` at a random phase
+(calling it more often only makes smaller batches); it signs the result
+(``attestations.py``) and hands the batch to the ledger off the probe path, and
+calls ``flush`` when it stops cleanly.
 """
 
 from __future__ import annotations
@@ -205,7 +207,8 @@ class UptimeWitness:
         for subject, start, end in sorted(pieces):
             for low in range(start, end, MAX_SPAN_MS):  # only a witness not flushed for 49 days splits
                 self._sequence = max(self._sequence + 1, now_ms * SEQUENCES_PER_MS)
-                attestations.append(Attestation(self.witness, subject, low, min(end, low + MAX_SPAN_MS), self._sequence))
+                high = min(end, low + MAX_SPAN_MS)
+                attestations.append(Attestation(self.witness, subject, low, high, self._sequence))
         return attestations
 
 

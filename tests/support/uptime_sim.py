@@ -41,6 +41,7 @@ without its cheating (and, for the flooder, from witnesses that got no flood).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import random
 import time
@@ -50,7 +51,13 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cortex_rm.accounting.attestations import Attestation, SignedAttestations, public_key_bytes, ring_id_of_key, sign_attestations
+from cortex_rm.accounting.attestations import (
+    Attestation,
+    SignedAttestations,
+    public_key_bytes,
+    ring_id_of_key,
+    sign_attestations,
+)
 from cortex_rm.accounting.intervals import Interval, difference, intersection, total
 from cortex_rm.accounting.neighbour_history import NeighbourTable, ring_neighbour_table
 from cortex_rm.accounting.node_classes import NodeClass, NodeClasses
@@ -119,7 +126,10 @@ def _sessions(rng: random.Random, cfg: SimConfig, start: int, end: int) -> list[
     result = []
     now, up = start, rng.random() < 0.5
     while now < end:
-        length = _weibull_ms(rng, shape, cfg.median_session_ms) if up else _weibull_ms(rng, cfg.downtime_shape, cfg.median_downtime_ms)
+        if up:
+            length = _weibull_ms(rng, shape, cfg.median_session_ms)
+        else:
+            length = _weibull_ms(rng, cfg.downtime_shape, cfg.median_downtime_ms)
         if up:
             result.append((now, min(end, now + length)))
         now += length
@@ -170,7 +180,8 @@ class ChurnWorld:
         self.always_on = set(self.rng.sample(ids, cfg.always_on))
         self.sessions: dict[int, list[Interval]] = {}
         for node in ids:
-            self.sessions[node] = [(self.start, self.end)] if node in self.always_on else _sessions(self.rng, cfg, self.start, self.end)
+            always = node in self.always_on
+            self.sessions[node] = [(self.start, self.end)] if always else _sessions(self.rng, cfg, self.start, self.end)
         period = [(cfg.period.start_ms, cfg.period.end_ms)]
         churners = [n for n in ids if n not in self.always_on and total(intersection(self.sessions[n], period)) >= HOUR]
         self.cheaters: dict[str, int] = dict(zip(CHEATS, self.rng.sample(churners, len(CHEATS)))) if cfg.cheaters else {}
@@ -194,7 +205,8 @@ class ChurnWorld:
         for witness, subject, spans in self.table.relations():
             self.watched[witness].append((subject, spans))
         flooder = self.cheaters.get("flood")
-        strangers = [] if flooder is None else [n for n in sorted(self.keys) if n != flooder and n not in self.table.witnesses_of(flooder, self.start, self.end)]
+        probers = self.table.witnesses_of(flooder, self.start, self.end) if flooder is not None else {}
+        strangers = [n for n in sorted(self.keys) if flooder is not None and n != flooder and n not in probers]
         self._flood_targets = set(self.rng.sample(strangers, min(5, len(strangers))))
 
     # ------------------------------------------------------------------ one witness
@@ -247,7 +259,8 @@ class ChurnWorld:
         for start, end in self.sessions[witness]:
             recorder = UptimeWitness(witness, start, self.cfg.witness)
             probed, acknowledged = recorder.probed, recorder.acknowledged
-            for t, kind, subject, epoch in events[bisect.bisect_left(events, (start,)) : bisect.bisect_left(events, (end,))]:
+            first, last = bisect.bisect_left(events, (start,)), bisect.bisect_left(events, (end,))
+            for t, kind, subject, epoch in events[first:last]:
                 if kind == 0:
                     probed(subject, t)
                     acknowledged(subject, t, epoch)
@@ -273,9 +286,10 @@ class ChurnWorld:
         if (x := self.cheaters.get("forger")) is not None:
             prober = next(iter(self.table.witnesses_of(x, *whole)))
             forged = sign_attestations(self.keys[x], claim(x, x, [whole]))
-            out.append(SignedAttestations(public_key_bytes(self.keys[prober].public_key()), claim(prober, x, [whole]), forged.signature))
+            prober_key = public_key_bytes(self.keys[prober].public_key())
+            out.append(SignedAttestations(prober_key, tuple(claim(prober, x, [whole])), forged.signature))
             original = next(b for b in honest_about[x])
-            moved = tuple(Attestation(a.witness, a.subject, a.start_ms, min(a.end_ms + DAY, period.end_ms + DAY), a.sequence) for a in original.attestations)
+            moved = tuple(dataclasses.replace(a, end_ms=a.end_ms + DAY) for a in original.attestations)
             out.append(SignedAttestations(original.witness_key, moved, original.signature))
         if (x := self.cheaters.get("non-neighbour")) is not None:
             probers = self.table.witnesses_of(x, self.start, self.end)
@@ -286,7 +300,7 @@ class ChurnWorld:
         if (x := self.cheaters.get("replay")) is not None:
             out += honest_about[x]
             own = [a for b in honest_about[x] for a in b.attestations if a.subject == x]
-            colluder = own[0].witness
+            colluder = max(sorted({a.witness for a in own}), key=lambda w: sum(a.witness == w for a in own))
             again = [(a.start_ms, a.end_ms) for a in own if a.witness == colluder]
             for chunk in batches(claim(colluder, x, again)):
                 out.append(sign_attestations(self.keys[colluder], chunk))
@@ -306,7 +320,8 @@ class ChurnWorld:
         honest_about: dict[int, list[SignedAttestations]] = defaultdict(list)
         size = count = attestations = 0
         for witness in sorted(self.keys):
-            flooded = flooder is not None and (witness in self._flood_targets or any(s == flooder for s, _ in self.watched[witness]))
+            watches = any(subject == flooder for subject, _ in self.watched[witness])
+            flooded = flooder is not None and (witness in self._flood_targets or watches)
             signed = self.witness_batches(witness, flood=flooded)
             clean = self.witness_batches(witness, flood=False) if flooded else signed
             for batch in signed:

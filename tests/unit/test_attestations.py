@@ -64,7 +64,8 @@ def test_one_attestation_is_under_150_bytes() -> None:
 
 def test_a_batch_under_another_witness_key_or_altered_does_not_verify() -> None:
     """Claiming another witness needs its key in the batch, and then our signature fails; so does any edit."""
-    mine = sign_attestations(OTHER_KEY, [dataclasses.replace(a, witness=ring_id_of_key(OTHER_KEY.public_key())) for a in attestations()])
+    other = ring_id_of_key(OTHER_KEY.public_key())
+    mine = sign_attestations(OTHER_KEY, [dataclasses.replace(a, witness=other) for a in attestations()])
     forged = SignedAttestations(public_key_bytes(WITNESS_KEY.public_key()), tuple(attestations()), mine.signature)
     assert decode_attestations(forged.encode()).witness == WITNESS
     assert signature_error(decode_attestations(forged.encode())) is not None
@@ -114,7 +115,7 @@ def test_attestation_records_refuse_impossible_values() -> None:
         dict(sequence=-1),
     ):
         with pytest.raises(ValueError):
-            Attestation(**{**dict(witness=1, subject=2, start_ms=0, end_ms=10, sequence=0), **bad})  # type: ignore[arg-type]
+            Attestation(**{**dict(witness=1, subject=2, start_ms=0, end_ms=10, sequence=0), **bad})
 
 
 def statement() -> PayoutStatement:

@@ -73,7 +73,7 @@ def test_hysteresis_keeps_a_static_node_through_a_dip_until_the_lower_threshold(
     dipped = [(now - 7 * DAY, now - 7 * DAY + int(dip)), (now - 7 * DAY + int(2 * dip), now)]
     assert class_evidence(dipped, now, THRESHOLDS).uptime_fraction > 0.75
     assert classes.update(NODE, dipped, now) is NodeClass.STATIC
-    assert NodeClasses().update(NODE, dipped, now) is NodeClass.VOLATILE  # a volatile node with the same history is not promoted
+    assert NodeClasses().update(NODE, dipped, now) is NodeClass.VOLATILE  # a volatile one with it is not promoted
     deep = [(now - 7 * DAY, now - 4 * DAY), (now - 2 * DAY, now)]
     assert classes.update(NODE, deep, now) is NodeClass.VOLATILE
 

@@ -8,7 +8,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cortex_rm.accounting.attestations import Attestation, SignedAttestations, public_key_bytes, ring_id_of_key, sign_attestations
+from cortex_rm.accounting.attestations import (
+    Attestation,
+    SignedAttestations,
+    public_key_bytes,
+    ring_id_of_key,
+    sign_attestations,
+)
 from cortex_rm.accounting.intervals import Interval
 from cortex_rm.accounting.neighbour_history import NeighbourTable, ring_neighbour_table
 from cortex_rm.accounting.payout_statement import sign_statement, statement_error
@@ -55,7 +61,8 @@ def test_uptime_is_where_two_of_the_probers_attested() -> None:
 def test_self_attestation_and_forged_batches_earn_nothing() -> None:
     """A node's word about itself is refused; a batch under a prober's key but not its signature is refused whole."""
     forged = sign_attestations(KEY[S], [Attestation(S, S, at(0), at(90), 1)])
-    as_prober = SignedAttestations(public_key_bytes(KEY[W1].public_key()), (Attestation(W1, S, at(0), at(90), 1),), forged.signature)
+    claim = (Attestation(W1, S, at(0), at(90), 1),)
+    as_prober = SignedAttestations(public_key_bytes(KEY[W1].public_key()), claim, forged.signature)
     result = tally([forged.encode(), as_prober.encode(), entry(W2, S, [(0, 90)])], PERIOD, probed_by(W1, W2))
     assert result.verdicts[Verdict.SELF_ATTESTATION] == 1 and result.verdicts[Verdict.BAD_SIGNATURE] == 1
     assert result.uptimes() == {}
@@ -106,7 +113,8 @@ def test_min_witnesses_is_a_rule_parameter() -> None:
 def test_the_period_clips_and_other_entries_pass() -> None:
     """Hours outside the period are cut; other entry kinds are passed over; garbage is counted as malformed."""
     result = UptimeTally(PERIOD, probed_by(W1, W2))
-    for data in (entry(W1, S, [(-10, 5)]), entry(W2, S, [(-10, 5)]), entry(W1, S, [(-30, -20)], 9), b"\x02statement", b"\x01junk", b""):
+    before = entry(W1, S, [(-30, -20)], 9)
+    for data in (entry(W1, S, [(-10, 5)]), entry(W2, S, [(-10, 5)]), before, b"\x02statement", b"\x01junk", b""):
         result.add_entry(data)
     assert result.uptimes() == {S: 5 * H}
     assert result.verdicts[Verdict.OUTSIDE_PERIOD] == 1 and result.verdicts[Verdict.MALFORMED] == 1
@@ -163,7 +171,8 @@ def test_ring_probers_are_the_predecessors_in_whose_successor_lists_one_is_and_o
 
 def test_a_join_and_a_leave_change_the_probers_at_that_instant() -> None:
     """Member 25 joins at 40 and leaves at 70: meanwhile it displaces 10 from 30's probers."""
-    table = ring_neighbour_table({10: [(0, 100)], 20: [(0, 100)], 30: [(0, 100)], 40: [(0, 100)], 25: [(40, 70)]}, successors=2)
+    memberships = {10: [(0, 100)], 20: [(0, 100)], 30: [(0, 100)], 40: [(0, 100)], 25: [(40, 70)]}
+    table = ring_neighbour_table(memberships, successors=2)
     probers = table.witnesses_of(30, 0, 100)
     assert probers[10] == [(0, 40), (70, 100)]
     assert probers[25] == [(40, 70)]
