@@ -1,0 +1,165 @@
+"""The witness's record of its neighbours: runs of acknowledged probes, on a fake clock."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from cortex_rm.accounting.attestations import Attestation
+from cortex_rm.accounting.uptime_witness import SEQUENCES_PER_MS, UptimeWitness, WitnessConfig, batches
+
+ME, ALICE, BOB, CAROL = 1, 2, 3, 4
+START = 1_788_220_800  # seconds: the fake clock's start
+CONFIG = WitnessConfig(probe_interval_ms=1_000, ack_window_ms=10_000, gap_ms=300_000, attestation_interval_ms=3_600_000)
+
+
+def now(clock: Clock) -> int:
+    return int(clock.seconds() * 1000)
+
+
+def fresh(config: WitnessConfig = CONFIG) -> tuple[Clock, UptimeWitness]:
+    clock = Clock()
+    clock.advance(START)
+    return clock, UptimeWitness(ME, now(clock), config)
+
+
+def probe_round(clock: Clock, witness: UptimeWitness, subject: int, every: float, times: int, epoch: int = 0) -> None:
+    """``times`` probes of ``subject``, each acked 50 ms later, one every ``every`` seconds."""
+    for _ in range(times):
+        witness.probed(subject, now(clock))
+        clock.advance(0.05)
+        witness.acknowledged(subject, now(clock), epoch)
+        clock.advance(every - 0.05)
+
+
+def spans(attestations: list[Attestation]) -> list[tuple[int, int, int]]:
+    return [(a.subject, a.start_ms, a.end_ms) for a in attestations]
+
+
+def test_acked_probes_make_one_run_attested_once_an_interval_old() -> None:
+    """Acks 20 s apart are one run from the first ack to the last; it is attested after an hour, not before."""
+    clock, witness = fresh()
+    t0 = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=20, times=100)
+    last = t0 + 99 * 20_000
+    assert witness.attestations_due(now(clock)) == []  # 2,000 s: not an interval yet
+    clock.advance(3_600 - 2_000)
+    due = witness.attestations_due(now(clock))
+    assert spans(due) == [(ALICE, t0, last)]
+    assert due[0].witness == ME and due[0].sequence >= now(clock) * SEQUENCES_PER_MS
+    assert witness.credited == 100 and witness.ignored == 0
+
+
+def test_open_run_is_attested_in_touching_pieces_with_increasing_sequences() -> None:
+    """Each interval attests the run's new part, starting where the last piece ended."""
+    clock, witness = fresh()
+    t0 = now(clock) + 50
+    pieces: list[Attestation] = []
+    for _ in range(3):
+        probe_round(clock, witness, ALICE, every=20, times=180)  # an hour of probes
+        pieces += witness.attestations_due(now(clock))
+    assert [a.start_ms for a in pieces][0] == t0
+    assert all(a.end_ms == b.start_ms for a, b in zip(pieces, pieces[1:]))
+    assert [a.sequence for a in pieces] == sorted({a.sequence for a in pieces})
+    assert pieces[-1].end_ms == t0 + (3 * 180 - 1) * 20_000
+
+
+def test_a_flood_of_acks_credits_nothing_beyond_the_probes() -> None:
+    """Unasked acks, duplicates and acks after the window count for nothing; the run is that of the probes."""
+    clock, flooded = fresh()
+    _, quiet = fresh()
+    for _ in range(50):
+        t = now(clock)
+        for witness in (flooded, quiet):
+            witness.probed(BOB, t)
+            witness.acknowledged(BOB, t + 30)
+        for k in range(1, 200):  # a hundred duplicates and unasked acks per probe
+            flooded.acknowledged(BOB, t + 30 + k * 90)
+        clock.advance(20)
+    flooded.probed(BOB, now(clock))
+    assert not flooded.acknowledged(BOB, now(clock) + 10_001)  # after the ack window
+    clock.advance(4_000)
+    assert spans(flooded.attestations_due(now(clock))) == spans(quiet.attestations_due(now(clock)))
+    assert flooded.credited == 50 and flooded.ignored == 50 * 199 + 1
+
+
+def test_one_credit_per_probe_interval() -> None:
+    """Two probes answered within the probe interval: the second ack changes nothing."""
+    clock, witness = fresh()
+    t = now(clock)
+    witness.probed(ALICE, t)
+    assert witness.acknowledged(ALICE, t + 10)
+    witness.probed(ALICE, t + 500)
+    assert not witness.acknowledged(ALICE, t + 510)
+    witness.probed(ALICE, t + 1_200)
+    assert witness.acknowledged(ALICE, t + 1_210)
+    clock.advance(4_000)
+    assert spans(witness.attestations_due(now(clock))) == [(ALICE, t + 10, t + 1_210)]
+
+
+def test_a_gap_longer_than_the_bound_ends_the_run() -> None:
+    """Acks 6 minutes apart (gap 5) are two runs; the silence between them is not attested."""
+    clock, witness = fresh()
+    first = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=20, times=10)
+    clock.advance(360)
+    second = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=20, times=10)
+    clock.advance(400)  # the second run ends too: both are due at once
+    assert spans(witness.attestations_due(now(clock))) == [
+        (ALICE, first, first + 9 * 20_000),
+        (ALICE, second, second + 9 * 20_000),
+    ]
+    assert witness.tracked == 0
+
+
+def test_a_restart_ends_the_run_even_within_the_gap() -> None:
+    """A new incarnation (epoch) starts a new run: the restart's downtime is not bridged."""
+    clock, witness = fresh()
+    first = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=20, times=5, epoch=7)
+    clock.advance(30)
+    second = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=20, times=5, epoch=8)
+    assert spans(witness.flush(now(clock))) == [(ALICE, first, first + 80_000), (ALICE, second, second + 80_000)]
+
+
+def test_sequences_of_a_restarted_witness_start_above_the_old_ones() -> None:
+    """A witness made anew (after a crash) numbers from its start time, above all it signed before."""
+    clock, witness = fresh()
+    probe_round(clock, witness, ALICE, every=20, times=5)
+    old = witness.flush(now(clock))
+    clock.advance(1)
+    restarted = UptimeWitness(ME, now(clock), CONFIG)
+    probe_round(clock, restarted, ALICE, every=20, times=5)
+    new = restarted.flush(now(clock))
+    assert min(a.sequence for a in new) > max(a.sequence for a in old)
+
+
+def test_memory_is_bounded_and_the_witness_never_attests_itself() -> None:
+    """Beyond max_subjects runs, a new subject's ack is refused; probing ourselves is refused (and its ack ignored)."""
+    clock, witness = fresh(WitnessConfig(max_subjects=2))
+    for subject in (ALICE, BOB, CAROL, ME):
+        witness.probed(subject, now(clock))
+        witness.acknowledged(subject, now(clock) + 5)
+    assert witness.tracked == 2 and witness.refused == 2 and witness.ignored == 1
+    clock.advance(2)
+    for subject in (ALICE, BOB):
+        witness.probed(subject, now(clock))
+        witness.acknowledged(subject, now(clock) + 5)
+    assert {a.subject for a in witness.flush(now(clock))} == {ALICE, BOB}
+
+
+def test_unanswered_probes_are_forgotten_after_the_window() -> None:
+    """A probe never answered stops counting against the bound once its ack would be too late."""
+    clock, witness = fresh(WitnessConfig(max_subjects=1))
+    witness.probed(ALICE, now(clock))
+    clock.advance(11)
+    assert witness.attestations_due(now(clock)) == []
+    witness.probed(BOB, now(clock))
+    assert witness.acknowledged(BOB, now(clock) + 1)
+
+
+def test_batches_cut_at_the_batch_limit() -> None:
+    """More attestations than a batch holds are cut into several batches."""
+    attestations = [Attestation(ME, s, 0, 1, s) for s in range(2, 2 + 2_050)]
+    assert [len(b) for b in batches(attestations)] == [1024, 1024, 2]
