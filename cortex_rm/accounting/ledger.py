@@ -202,7 +202,7 @@ class MerkleLog:
                     return self._finish(audit, frontier)
                 for done, digest in frontier.append(self._audit_leaf(audit, row)):
                     if is_stored_level(done.level):
-                        completed.setdefault(done.level, {})[done.index] = digest
+                        completed.setdefault(done.level, {})[done.position] = digest
                 self._check_heads_at(audit, checkpoints, frontier)
             for level, expected in completed.items():
                 emitted += len(expected)

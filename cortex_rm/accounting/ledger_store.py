@@ -164,14 +164,17 @@ class MemoryLedgerStore:
         out: dict[Subtree, bytes] = {}
         for s in wanted:
             if s.level == 0:
-                if 0 <= s.index < len(self.rows):
-                    out[s] = self.rows[s.index].leaf_hash
+                if 0 <= s.position < len(self.rows):
+                    out[s] = self.rows[s.position].leaf_hash
             elif s in self.node_rows:
                 out[s] = self.node_rows[s]
         return out
 
     def nodes(self, level: int, start: int, end: int) -> dict[int, bytes]:
-        return {s.index: h for s, h in self.node_rows.items() if s.level == level and start <= s.index < end}
+        if end - start > len(self.node_rows):
+            return {s.position: h for s, h in self.node_rows.items() if s.level == level and start <= s.position < end}
+        found = ((i, self.node_rows.get(Subtree(level, i))) for i in range(start, end))
+        return {i: h for i, h in found if h is not None}
 
     def node_count(self) -> int:
         return len(self.node_rows)
@@ -247,7 +250,7 @@ class SqlLedgerStore:
             {"idx": first_index + i, "kind": e.kind, "payload": e.payload, "leaf_hash": digest}
             for i, (e, digest) in enumerate(entries)
         ]
-        node_rows = [{"level": s.level, "idx": s.index, "hash": digest} for s, digest in nodes]
+        node_rows = [{"level": s.level, "idx": s.position, "hash": digest} for s, digest in nodes]
         try:
             with self._engine_now().begin() as conn:
                 size = self._size(conn)
@@ -270,11 +273,11 @@ class SqlLedgerStore:
             return [StoredEntry(int(i), k, bytes(p), bytes(h)) for i, k, p, h in conn.execute(query)]
 
     def stored_hashes(self, wanted: Collection[Subtree]) -> dict[Subtree, bytes]:
-        leaves = sorted({s.index for s in wanted if s.level == 0})
+        leaves = sorted({s.position for s in wanted if s.level == 0})
         by_level: dict[int, list[int]] = {}
         for s in wanted:
             if s.level > 0:
-                by_level.setdefault(s.level, []).append(s.index)
+                by_level.setdefault(s.level, []).append(s.position)
         out: dict[Subtree, bytes] = {}
         with self._engine_now().connect() as conn:
             if leaves:

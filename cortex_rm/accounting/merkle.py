@@ -13,7 +13,7 @@ starts at a multiple of a power of two at least as large as its biggest part, so
 hash is the right fold of the *complete* subtrees that tile it, largest first: a
 range of 13 leaves from 0 is the subtrees of 8, 4 and 1 leaves, and its hash is
 ``node(h8, node(h4, h1))``.  A complete subtree of 2**level leaves starting at leaf
-``index * 2**level`` is named ``Subtree(level, index)``; whoever keeps the tree
+``position * 2**level`` is named ``Subtree(level, position)``; whoever keeps the tree
 answers for those (``HashSource``), so a proof costs O(log n) subtree look-ups and
 never rehashes the log (``merkle_tiles.py`` keeps them; ``ledger.py`` stores them).
 
@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 HASH_BYTES = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -54,20 +53,22 @@ def split_point(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class Subtree:
-    """The complete subtree of ``2**level`` leaves that starts at leaf ``index * 2**level``."""
+class Subtree(NamedTuple):
+    """The complete subtree of ``2**level`` leaves that starts at leaf ``position * 2**level``.
+
+    (A tuple, so sets and sorts of them stay cheap: a proof touches about a hundred.)
+    """
 
     level: int
-    index: int
+    position: int
 
     @property
     def start(self) -> int:
-        return self.index << self.level
+        return self.position << self.level
 
     @property
     def end(self) -> int:
-        return (self.index + 1) << self.level
+        return (self.position + 1) << self.level
 
 
 class HashSource(Protocol):

@@ -42,7 +42,7 @@ def stored_cover(subtree: Subtree) -> list[Subtree]:
     """The stored subtrees, left to right, whose ``perfect_root`` is the hash of ``subtree``."""
     base = subtree.level - subtree.level % TILE_LEVELS
     count = 1 << (subtree.level - base)
-    first = subtree.index * count
+    first = subtree.position * count
     return [Subtree(base, first + j) for j in range(count)]
 
 
