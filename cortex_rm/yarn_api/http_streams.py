@@ -117,7 +117,7 @@ class LimitedRequest(Request):
 
 
 class StreamingChannel(Protocol):
-    """What the channel of a streamed body does for it (``http_limits.LimitedChannel``)."""
+    """What the channel of a streamed body does for it (``http_channel.LimitedChannel``)."""
 
     def pause_body(self, request: Request) -> None: ...
 

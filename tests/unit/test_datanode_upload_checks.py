@@ -24,7 +24,8 @@ from cortex_rm.fs import tickets
 from cortex_rm.fs.block_store import BlockStore
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.tokens import MasterKey
-from cortex_rm.yarn_api.http_limits import DATANODE_LIMITS, LimitedChannel, LimitedSite
+from cortex_rm.yarn_api.http_channel import LimitedChannel
+from cortex_rm.yarn_api.http_limits import DATANODE_LIMITS, LimitedSite
 from cortex_rm.yarn_api.http_streams import LimitedRequest
 from cortex_rm.yarn_api.rest_errors import RestError
 from cortex_rm.yarn_api.webhdfs.datanode_resource import CLIENT_UPLOADS, UploadSlots, BlockTransfers, DataNodeWebHdfs, Upload

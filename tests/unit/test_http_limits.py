@@ -21,7 +21,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from cortex_rm.yarn.errors import IllegalTransition
 from cortex_rm.yarn_api import rest_errors
-from cortex_rm.yarn_api.http_limits import HttpLimits, LimitedChannel, LimitedSite
+from cortex_rm.yarn_api.http_channel import LimitedChannel
+from cortex_rm.yarn_api.http_limits import HttpLimits, LimitedSite
 from cortex_rm.yarn_api.http_phases import TRANSITIONS, Event, Phase, body_window_need, next_phase
 from cortex_rm.yarn_api.http_refusals import Refusal, RefusalLog
 from cortex_rm.yarn_api.log_text import sanitise

@@ -16,7 +16,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from cortex_rm.yarn_api.http_limits import HttpLimits, LimitedChannel, LimitedSite
+from cortex_rm.yarn_api.http_channel import LimitedChannel
+from cortex_rm.yarn_api.http_limits import HttpLimits, LimitedSite
 from cortex_rm.yarn_api.http_phases import Phase
 from cortex_rm.yarn_api.http_streams import BodyControl, LimitedRequest, StreamingResource
 from cortex_rm.yarn_api.rest_errors import RestError
