@@ -170,23 +170,30 @@ class LimitedChannel(HTTPChannel):
             return None
 
     def pause_body(self, request: Request) -> None:
-        """Stop reading ``request``'s streamed body (and its pace clock) until ``resume_body``."""
+        """Stop reading ``request``'s streamed body until ``resume_body``: its sink lags.  The pace
+        clock stops (the client is not slow, we are); the paused clock, a longer bound, runs."""
         if self.phase is Phase.BODY and self.requests[-1:] == [request]:
             self._move(Event.PAUSE)
-            self._cancel_timer()
             cast(Any, self._networkProducer).pauseProducing()
+            self._arm(self.limits.paused_body_timeout_s, self._paused_over)
 
     def resume_body(self, request: Request) -> None:
+        """Read ``request``'s streamed body again: a new pace window starts."""
         if self.phase is Phase.BODY_PAUSED and self.requests[-1:] == [request]:
             self._move(Event.RESUME)
-            cast(Any, self._networkProducer).resumeProducing()
+            if not self._waitingForTransport:  # (else the transport resumes us once it drains: resumeProducing)
+                cast(Any, self._networkProducer).resumeProducing()
             self._start_body_window()
+
+    def resumeProducing(self) -> None:  # noqa: N802 (Twisted's name)
+        """The transport drained what we wrote: twisted.web reads again, but not a paused body."""
+        super().resumeProducing()
+        if self.phase is Phase.BODY_PAUSED:
+            cast(Any, self._networkProducer).pauseProducing()
 
     def refuse_body(self, request: Request, error: RestError) -> None:
         """Answer ``error`` to ``request`` while its body arrives, and end the connection."""
         if self.phase in (Phase.BODY, Phase.BODY_PAUSED) and self.requests[-1:] == [request]:
-            if self.phase is Phase.BODY_PAUSED:
-                cast(Any, self._networkProducer).resumeProducing()  # (the linger reads and drops what comes)
             self._refuse_with(Refusal.BODY_REFUSED, error)
 
     def _respondToBadRequestAndDisconnect(self) -> None:
@@ -224,6 +231,13 @@ class LimitedChannel(HTTPChannel):
             return
         self._start_body_window()
 
+    def _paused_over(self) -> None:
+        self._timer = None
+        self._refuse_with(Refusal.BODY_STALLED, rest_errors.retriable(
+            f"this node could not take more of the request body for {self.limits.paused_body_timeout_s:g} s "
+            "(its storage is busy); try again later"
+        ))
+
     def allContentReceived(self) -> None:
         if self.phase is Phase.REFUSED:
             return
@@ -259,6 +273,7 @@ class LimitedChannel(HTTPChannel):
     def _refuse_with(self, refusal: Refusal, error: RestError, linger: bool = True) -> None:
         if self.phase is Phase.REFUSED:
             return
+        paused = self.phase is Phase.BODY_PAUSED
         self._move(Event.REFUSE)
         self._cancel_timer()
         self.site.refusals.record(refusal, self.peer_host)
@@ -269,6 +284,8 @@ class LimitedChannel(HTTPChannel):
         transport = self.transport
         if transport is None:
             return
+        if paused:
+            cast(Any, self._networkProducer).resumeProducing()  # (the linger reads and drops what comes)
         transport.write(response)
         half_close = getattr(transport, "loseWriteConnection", None)
         if not linger or half_close is None:

@@ -7,13 +7,15 @@ a word and answers unknown methods with HTML.  :class:`LimitedSite` (with its ch
 
 * size: the request line (414), the header lines and their number (431), a declared
   ``Content-Length`` (413 before any of the body) and a chunked body as it arrives (413);
-  a streamed body (``http_streams``) has its stream's bound, and no pace clock while paused;
+  a streamed body (``http_streams``) has its stream's bound;
 * time, on the site's clock: the request line and headers must all arrive within
   ``header_timeout_s`` of the connection (or of the first byte of a later request on it)
   (408); a body must keep a pace of ``min_body_bytes_per_s`` measured over each
   ``body_window_s`` -- so a body of N bytes has about ``N / min_body_bytes_per_s`` seconds
   (408 otherwise); a kept-alive connection with no request for ``idle_timeout_s`` is closed;
   while the site works on a request no clock runs (a DataNode may stream for minutes);
+  a streamed body the site pauses (its sink lags: our slowness, not the client's) has no pace
+  clock but may stay paused for ``paused_body_timeout_s`` at most (503 ``RetriableException``);
 * connections: ``max_connections`` open, ``max_connections_per_address`` per host; more: 503.
 
 Every refusal is a JSON ``RemoteException`` (``http_refusals``), then a half-close: the
@@ -62,6 +64,10 @@ class HttpLimits:
     """The slowest pace a body may arrive at, measured over each ``body_window_s``: else 408."""
     body_window_s: float = 10.0
     """The window the body's pace is measured over."""
+    paused_body_timeout_s: float = 120.0
+    """A streamed body the site stopped reading because its own sink lags (a DataNode's disk or
+    workers: ``http_streams``) may stay paused this long, then it is 503 ``RetriableException``.
+    The client is not slow then, we are: this bound is its own, at least ``body_window_s``."""
     max_connections: int = 1024
     """Open connections of the site at most: more are answered 503 and closed."""
     max_connections_per_address: int = 128
@@ -75,6 +81,8 @@ class HttpLimits:
         for name, value in vars(self).items():
             if value <= 0:
                 raise ValueError(f"HttpLimits.{name} must be positive, not {value}")
+        if self.paused_body_timeout_s < self.body_window_s:
+            raise ValueError("HttpLimits.paused_body_timeout_s cannot be shorter than body_window_s")
         if self.max_connections_per_address > self.max_connections:
             raise ValueError("HttpLimits.max_connections_per_address cannot exceed max_connections")
 

@@ -522,9 +522,12 @@ def test_body_window_need(declared: int | None, received: int, need: int) -> Non
 
 
 def test_limits_must_be_positive_and_consistent() -> None:
-    """A zero or negative limit, or a per-address cap over the total, is a ValueError."""
+    """A zero or negative limit, a per-address cap over the total, or a paused-body bound shorter
+    than a pace window (our own slowness would be judged more harshly than a client's) is a ValueError."""
     with pytest.raises(ValueError, match="header_timeout_s"):
         HttpLimits(header_timeout_s=0)
+    with pytest.raises(ValueError, match="paused_body_timeout_s"):
+        HttpLimits(body_window_s=30, paused_body_timeout_s=29)
     with pytest.raises(ValueError, match="per_address"):
         HttpLimits(max_connections=10, max_connections_per_address=11)
 

@@ -39,6 +39,7 @@ from cortex_rm.fs.block_store import valid_block_id
 from cortex_rm.fs.errors import CorruptReplica, FsError, IllegalArgument, InvalidToken, MissingBlock
 from cortex_rm.fs.paths import FsPath
 from cortex_rm.internal.block_codec import BlockLocation
+from cortex_rm.yarn_api import rest_errors
 from cortex_rm.yarn_api.http_streams import BodyControl, StreamingResource
 from cortex_rm.yarn_api.log_text import loggable_uri, sanitise
 from cortex_rm.yarn_api.rest_errors import RestError
@@ -107,7 +108,6 @@ def _rest_error(error: FsError) -> RestError:
 #: it arrives; clients' uploads leave threads for reads and for the pipelines' block PUTs, which
 #: have slots of their own (an upload waiting on another node's PUT never waits for itself).
 CLIENT_UPLOADS, BLOCK_PUTS = 4, 3
-BUSY = ("RetriableException", "org.apache.hadoop.ipc.RetriableException")
 
 
 class UploadSlots:
@@ -119,7 +119,7 @@ class UploadSlots:
 
     def take(self) -> None:
         if self.taken >= self.limit:
-            raise RestError(503, BUSY, f"this node is storing {self.taken} uploads, its most at once; try again shortly")
+            raise rest_errors.retriable(f"this node is storing {self.taken} uploads, its most at once; try again shortly")
         self.taken += 1
 
     def give(self, result: object = None) -> object:
