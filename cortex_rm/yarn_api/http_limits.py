@@ -21,7 +21,8 @@ a word and answers unknown methods with HTML.  :class:`LimitedSite` (with its ch
 Every refusal is a JSON ``RemoteException`` (``http_refusals``), then a half-close: the
 client reads the answer; what it sends for ``linger_s`` more is dropped.  Refusals are
 logged as a summary per interval (``http_refusals.RefusalLog``), and each answered request
-as one access line with its method and path sanitised (never the client's raw bytes).
+as one access line with its method and path sanitised (never the client's raw bytes), up to
+``access_log_burst`` lines per ``access_log_interval_s``, then one summary (``http_access``).
 """
 
 from __future__ import annotations
@@ -32,16 +33,14 @@ from dataclasses import dataclass
 from typing import Final, cast
 
 from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.logger import Logger
 from twisted.web import resource
 from twisted.web.server import Request, Site
 
+from cortex_rm.yarn_api.http_access import AccessLog
 from cortex_rm.yarn_api.http_channel import LimitedChannel
 from cortex_rm.yarn_api.http_refusals import JsonErrorPages, Refusal, RefusalLog
 from cortex_rm.yarn_api.http_streams import LimitedRequest
 from cortex_rm.yarn_api.log_text import loggable_uri, sanitise
-
-log = Logger()
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,11 @@ class HttpLimits:
     """After a refusal, how long the client's further bytes are read and dropped before the connection is cut."""
     refusal_log_interval_s: float = 10.0
     """Refusals are logged as one summary line per interval."""
+    access_log_burst: int = 100
+    """Access lines logged per ``access_log_interval_s`` at most; the requests past them are summed up
+    in one line at the interval's end (``http_access``)."""
+    access_log_interval_s: float = 10.0
+    """The interval access lines are counted over."""
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -123,6 +127,7 @@ class LimitedSite(Site):
         self.name = name
         self.untyped_prefixes = untyped_prefixes
         self.refusals = RefusalLog(name, clock, limits.refusal_log_interval_s)
+        self.access = AccessLog(name, clock, limits.access_log_burst, limits.access_log_interval_s)
         self.open_connections = 0
         self._by_address: Counter[str] = Counter()
         self._refused_requests: weakref.WeakSet[Request] = weakref.WeakSet()
@@ -162,17 +167,16 @@ class LimitedSite(Site):
         return JsonErrorPages(super().getResourceFor(request), self.refused, lambda r: self.typed(r.path))
 
     def log(self, request: Request) -> None:  # type: ignore[override]  # (twisted.web.http's Request)
-        """One access line per answered request, sanitised; none for refusals (they are counted)."""
+        """One access line per answered request, sanitised, within the access log's bound (``http_access``);
+        none for refusals (they are counted)."""
         if request in self._refused_requests:
             return
-        log.info(
-            "{site} {client} {method} {path} -> {status} {length}",
-            site=self.name,
+        self.access.answered(
             client=str(getattr(request.getClientAddress(), "host", "-")),
             method=sanitise(request.method, 20),
             path=loggable_uri(request.uri),
-            status=request.code,
-            length=request.sentLength,
+            status=int(request.code),
+            length=int(request.sentLength),
         )
 
     def startFactory(self) -> None:
@@ -180,3 +184,4 @@ class LimitedSite(Site):
 
     def stopFactory(self) -> None:
         self.refusals.flush()
+        self.access.flush()
