@@ -29,7 +29,9 @@ MAX_TRACKED_ADDRESSES: Final = 4096
 class AccessLog:
     """One site's access lines: ``burst`` per ``interval_s`` at most, the rest summed up (module docstring)."""
 
-    def __init__(self, site_name: str, clock: IReactorTime, burst: int, interval_s: float, logger: Logger = log) -> None:
+    def __init__(
+        self, site_name: str, clock: IReactorTime, burst: int, interval_s: float, logger: Logger = log
+    ) -> None:
         if burst <= 0 or interval_s <= 0:
             raise ValueError(f"burst and interval_s must be positive, not {burst}, {interval_s}")
         self.site_name = site_name

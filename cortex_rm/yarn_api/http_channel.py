@@ -185,8 +185,20 @@ class LimitedChannel(HTTPChannel):
                 cast(Any, self._networkProducer).resumeProducing()
             self._start_body_window()
 
-    def resumeProducing(self) -> None:  # noqa: N802 (Twisted's name)
+    def pauseProducing(self) -> None:  # noqa: N802 (Twisted's name)
+        """The transport cannot send more for now (the client reads slowly or not at all): a response
+        under way may wait ``stalled_response_timeout_s`` for it to drain, then the connection is cut
+        (the worker writing the response is freed)."""
+        if self.phase is Phase.HANDLING:
+            self._arm(self.limits.stalled_response_timeout_s, self._response_stalled)
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:  # noqa: N802
         """The transport drained what we wrote: twisted.web reads again, but not a paused body."""
+        if self.phase is Phase.HANDLING:
+            # Before the producer resumes: it may write at once and fill the transport again, and
+            # the pause that brings (nested in this call) arms the wait anew.
+            self._cancel_timer()
         super().resumeProducing()
         if self.phase is Phase.BODY_PAUSED:
             cast(Any, self._networkProducer).pauseProducing()
@@ -263,6 +275,16 @@ class LimitedChannel(HTTPChannel):
     def _idle_over(self) -> None:
         self._timer = None
         self.loseConnection()  # no request is under way: nothing to answer
+        transport = self.transport
+        if transport is not None:  # (what the client leaves unread would keep it open: cut it after the linger)
+            self._arm(self.limits.linger_s, cast(Any, transport).abortConnection)
+
+    def _response_stalled(self) -> None:
+        self._timer = None
+        self.site.refusals.record(Refusal.RESPONSE_STALLED, self.peer_host)
+        transport = self.transport
+        if transport is not None:  # the answer has begun: nothing else can be said
+            cast(Any, transport).abortConnection()
 
     # -- refusing
 

@@ -12,8 +12,10 @@ a word and answers unknown methods with HTML.  :class:`LimitedSite` (with its ch
   ``header_timeout_s`` of the connection (or of the first byte of a later request on it)
   (408); a body must keep a pace of ``min_body_bytes_per_s`` measured over each
   ``body_window_s`` -- so a body of N bytes has about ``N / min_body_bytes_per_s`` seconds
-  (408 otherwise); a kept-alive connection with no request for ``idle_timeout_s`` is closed;
-  while the site works on a request no clock runs (a DataNode may stream for minutes);
+  (408 otherwise); a kept-alive connection with no request for ``idle_timeout_s`` is closed
+  (cut ``linger_s`` later if the client leaves its last answer unread); while the site works
+  on a request no clock runs (a DataNode may stream for minutes) unless the client stops
+  reading its answer: ``stalled_response_timeout_s`` of a full send buffer cuts it;
   a streamed body the site pauses (its sink lags: our slowness, not the client's) has no pace
   clock but may stay paused for ``paused_body_timeout_s`` at most (503 ``RetriableException``);
 * connections: ``max_connections`` open, ``max_connections_per_address`` per host; more: 503.
@@ -67,6 +69,9 @@ class HttpLimits:
     """A streamed body the site stopped reading because its own sink lags (a DataNode's disk or
     workers: ``http_streams``) may stay paused this long, then it is 503 ``RetriableException``.
     The client is not slow then, we are: this bound is its own, at least ``body_window_s``."""
+    stalled_response_timeout_s: float = 120.0
+    """A response under way whose client reads none of it (the connection's send buffer stays
+    full) this long is cut: the worker writing it is freed for others."""
     max_connections: int = 1024
     """Open connections of the site at most: more are answered 503 and closed."""
     max_connections_per_address: int = 128

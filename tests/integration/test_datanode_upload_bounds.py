@@ -13,7 +13,8 @@ Two ways an upload stops moving:
   RetriableException (never 408: the client was not slow).
 
 Either way the blocks written so far are deleted and the upload's slot comes back (once a
-worker has let go of the body), and the next upload is stored.
+worker has let go of the body), and the next upload is stored.  And a reader that stops
+reading its answer holds a worker only ``stalled_response_timeout_s``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from twisted.web.resource import Resource
 
 from cortex_rm.fs import tickets
 from cortex_rm.fs.block_store import BlockStore
-from cortex_rm.internal.block_codec import WrittenBlockMessage
+from cortex_rm.internal.block_codec import BlockLocation, WrittenBlockMessage
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.tokens import MasterKey
@@ -47,7 +48,9 @@ pytestmark = pytest.mark.integration
 KEY = MasterKey(7, b"k" * 20)
 HERE = "127.0.0.1:45454"
 MIB = 1 << 20
-LIMITS = HttpLimits(min_body_bytes_per_s=64 << 10, body_window_s=1.0, paused_body_timeout_s=3.0, linger_s=0.5)
+LIMITS = HttpLimits(
+    min_body_bytes_per_s=64 << 10, body_window_s=1.0, paused_body_timeout_s=3.0, stalled_response_timeout_s=2.0, linger_s=0.5
+)
 
 
 class Node:
@@ -89,6 +92,14 @@ class Node:
         self.committed.append(written)
         return defer.succeed(sum(w.block.length for w in written))
 
+    def locate(self, ticket: str, offset: int, length: int) -> defer.Deferred[tuple[int, tuple[BlockLocation, ...]]]:
+        """The blocks of the last file committed, all held here (the NameNode's answer for any read)."""
+        blocks, position = [], 0
+        for written in self.committed[-1]:
+            blocks.append(BlockLocation(written.block, position, (self.http_address,), ""))
+            position += written.block.length
+        return defer.succeed((position, tuple(blocks)))
+
     def stored(self, block: object) -> None:
         pass  # (the block report is not the point here)
 
@@ -118,10 +129,10 @@ class Node:
         yield threads.deferToThread(self._pool.stop)
 
 
-def _target(user: str, path: str) -> str:
+def _target(user: str, path: str, op: str = "CREATE") -> str:
     claims = {"path": path, "user": user, "block_size": MIB, "pipeline": [HERE], "replicas": []}
-    ticket = tickets.sign(KEY, "CREATE", claims, int(time.time() * 1000) + 600_000)
-    return f"/webhdfs/v1{path}?{urlencode({'op': 'CREATE', 'ticket': ticket})}"
+    ticket = tickets.sign(KEY, op, claims, int(time.time() * 1000) + 600_000)
+    return f"/webhdfs/v1{path}?{urlencode({'op': op, 'ticket': ticket})}"
 
 
 def _head(target: str, length: int) -> bytes:
@@ -243,4 +254,52 @@ def test_an_upload_paused_by_a_stalled_sink_is_503_retriable_after_the_paused_bo
         assert [w.block.length for w in node.committed[0]] == [1000]
     finally:
         gate.set()
+        yield node.stop()
+
+
+def _read_nothing(port: int, target: str, release: threading.Event) -> tuple[bytes, int]:
+    """GET ``target`` with a small receive buffer, read the first piece of the answer, then nothing
+    until ``release``; then read to the end: that first piece and the bytes received in all."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        sock.settimeout(20)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: node\r\n\r\n".encode())
+        first = sock.recv(4096)
+        release.wait(30)
+        received = len(first)
+        try:
+            while piece := sock.recv(MIB):
+                received += len(piece)
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return first, received
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_reader_that_stops_reading_is_cut_and_frees_the_worker_for_an_upload(  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+):
+    """A client OPENs a 16 MiB file and reads nothing of it: the node's only worker waits for the
+    connection to drain, but only for stalled_response_timeout_s; then the connection is cut, the
+    worker is free, and an upload (which needs it) is stored, not paused into a 503."""
+    node = Node(tmp_path, workers=1)
+    port = node.port.getHost().port
+    release = threading.Event()
+    try:
+        answer = yield threads.deferToThread(_upload, port, _target("alice", "/a/big"), os.urandom(16 * MIB))
+        assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
+        start = time.monotonic()
+        reader = threads.deferToThread(_read_nothing, port, _target("bob", "/a/big", "OPEN"), release)
+        yield wait_until(lambda: node.site.refusals.total >= 1, "the reader that reads nothing is cut", 20)
+        assert time.monotonic() - start >= LIMITS.stalled_response_timeout_s * 0.95
+        assert node.site.refusals.counts() == {"response-stalled": 1}
+
+        answer = yield threads.deferToThread(_upload, port, _target("carol", "/c/after"), os.urandom(2 * MIB))
+        assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
+        release.set()
+        first, received = yield reader
+        assert first.startswith(b"HTTP/1.1 200 ") and received < 16 * MIB
+    finally:
+        release.set()
         yield node.stop()

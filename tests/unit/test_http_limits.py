@@ -7,7 +7,7 @@ with the half-close a TCP transport has) on a ``Clock``: no sockets, no sleeping
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -372,6 +372,57 @@ def test_no_clock_runs_while_the_site_answers() -> None:
     assert c.transport.value().startswith(b"HTTP/1.1 200")
 
 
+def test_a_response_its_client_does_not_read_is_cut_after_the_stalled_response_timeout() -> None:
+    """While the site answers no clock runs, except when the connection's send buffer stays full
+    (the client reads nothing): after stalled_response_timeout_s the connection is cut (counted,
+    nothing more can be answered).  A buffer that drains in time starts the wait again."""
+    s = Site()
+    c = s.connect()
+    c.send(get("/slow"))
+    s.slow.pending[0].write(b"x" * 100)
+    c.channel.pauseProducing()  # the transport's buffer is full ...
+    s.clock.advance(LIMITS.stalled_response_timeout_s - 1)
+    c.channel.resumeProducing()  # ... and drains: the client reads, slowly
+    c.channel.pauseProducing()
+    s.clock.advance(LIMITS.stalled_response_timeout_s - 1)
+    assert not c.transport.disconnected and c.channel.phase is Phase.HANDLING
+    s.clock.advance(1)
+    assert c.transport.disconnected and s.site.refusals.counts() == {"response-stalled": 1}
+
+
+class EagerProducer:
+    """A push producer that writes as soon as it is resumed (a DataNode's ThreadedBody whose worker
+    already waits with its next piece): ``fill`` is what the transport does when that write fills it."""
+
+    def __init__(self, request: Request, fill: Callable[[], None]) -> None:
+        self.request = request
+        self.fill = fill
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        pass
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.request.write(b"y" * 100)
+        self.fill()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        pass
+
+
+def test_a_producer_that_fills_the_transport_again_as_it_resumes_is_still_timed() -> None:
+    """Found by the loopback test: the pause that a resumed producer's first write brings happens
+    inside the resume; the wait it arms must survive the resume's return."""
+    s = Site()
+    c = s.connect()
+    c.send(get("/slow"))
+    request = s.slow.pending[0]
+    request.registerProducer(EagerProducer(request, c.channel.pauseProducing), True)
+    c.channel.pauseProducing()
+    c.channel.resumeProducing()  # drained; the producer writes, the transport is full again
+    s.clock.advance(LIMITS.stalled_response_timeout_s)
+    assert c.transport.disconnected and s.site.refusals.counts() == {"response-stalled": 1}
+
+
 def test_an_idle_kept_alive_connection_is_closed_quietly() -> None:
     """Between requests a connection may idle idle_timeout_s; then it is closed, with no answer and no refusal."""
     s = Site()
@@ -383,6 +434,8 @@ def test_an_idle_kept_alive_connection_is_closed_quietly() -> None:
     s.clock.advance(1)
     assert c.transport.disconnecting and c.transport.value() == answered
     assert s.site.refusals.total == 0
+    s.clock.advance(LIMITS.linger_s)  # the client left its answer unread (else it would be closed now)
+    assert c.transport.disconnected
 
 
 def test_the_next_request_on_a_kept_alive_connection_has_its_own_header_timeout() -> None:

@@ -47,7 +47,14 @@ from cortex_rm.yarn_api.webhdfs.block_work import DataNodeContext, read_range, r
 from cortex_rm.yarn_api.webhdfs.body_pipe import BodyPipe
 from cortex_rm.yarn_api.webhdfs.namenode_resource import Reply, as_deferred, error_reply, internal_error, send
 from cortex_rm.yarn_api.webhdfs.params import Query, request_path
-from cortex_rm.yarn_api.webhdfs.uploads import BLOCK_PUTS, CLIENT_UPLOADS, CLIENT_UPLOADS_PER_USER, Upload, UploadSlots, rest_error
+from cortex_rm.yarn_api.webhdfs.uploads import (
+    BLOCK_PUTS,
+    CLIENT_UPLOADS,
+    CLIENT_UPLOADS_PER_USER,
+    Upload,
+    UploadSlots,
+    rest_error,
+)
 
 log = Logger()
 

@@ -73,7 +73,9 @@ class UploadSlots:
                 "user may at once; try again shortly"
             )
         if self.taken >= self.limit:
-            raise rest_errors.retriable(f"this node is storing {self.taken} uploads, its most at once; try again shortly")
+            raise rest_errors.retriable(
+                f"this node is storing {self.taken} uploads, its most at once; try again shortly"
+            )
         self.taken += 1
         self._by_user[user] += 1
 
