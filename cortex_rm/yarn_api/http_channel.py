@@ -189,7 +189,7 @@ class LimitedChannel(HTTPChannel):
         """The transport cannot send more for now (the client reads slowly or not at all): a response
         under way may wait ``stalled_response_timeout_s`` for it to drain, then the connection is cut
         (the worker writing the response is freed)."""
-        if self.phase is Phase.HANDLING:
+        if self.phase is Phase.HANDLING and self._timer is None:  # (the transport says it again at each write)
             self._arm(self.limits.stalled_response_timeout_s, self._response_stalled)
         super().pauseProducing()
 

@@ -385,6 +385,8 @@ def test_a_response_its_client_does_not_read_is_cut_after_the_stalled_response_t
     c.channel.resumeProducing()  # ... and drains: the client reads, slowly
     c.channel.pauseProducing()
     s.clock.advance(LIMITS.stalled_response_timeout_s - 1)
+    s.slow.pending[0].write(b"x" * 100)  # written while full: the transport says pause again
+    c.channel.pauseProducing()
     assert not c.transport.disconnected and c.channel.phase is Phase.HANDLING
     s.clock.advance(1)
     assert c.transport.disconnected and s.site.refusals.counts() == {"response-stalled": 1}
