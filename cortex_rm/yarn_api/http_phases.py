@@ -21,8 +21,8 @@ class Phase(enum.Enum):
 
     HEAD = "head"  # its request line and headers are arriving: header_timeout_s
     BODY = "body"  # its request's body is arriving: the pace check every body_window_s
-    BODY_PAUSED = "body paused"  # the site stopped reading a streamed body (its sink lags): no clock
-    HANDLING = "handling"  # the site is answering: no clock
+    BODY_PAUSED = "body paused"  # the site stopped reading a streamed body (its sink lags): paused_body_timeout_s
+    HANDLING = "handling"  # the site is answering: no clock (stalled_response_timeout_s if its client reads nothing)
     IDLE = "idle"  # kept alive between requests: idle_timeout_s
     REFUSED = "refused"  # answered with a refusal: the client's bytes are dropped for linger_s
 

@@ -53,6 +53,8 @@ class Refusal(enum.Enum):
     NOT_IMPLEMENTED = ("not-implemented", 501)
     TOO_MANY_CONNECTIONS = ("too-many-connections", 503)
     TOO_MANY_FROM_ADDRESS = ("too-many-from-address", 503)
+    BODY_STALLED = ("body-stalled", 503)  # a streamed body's sink took nothing more for paused_body_timeout_s
+    RESPONSE_STALLED = ("response-stalled", 408)  # its client read nothing of the answer for a while: cut, not answered
 
     def __init__(self, label: str, status: int) -> None:
         self.label = label

@@ -40,7 +40,8 @@ class BodyControl(Protocol):
     """What a :class:`BodyStream` may do to the connection its body arrives on (reactor thread only)."""
 
     def pause(self) -> None:
-        """Stop reading the body (the pace clock stops too) until ``resume``."""
+        """Stop reading the body until ``resume``: the pace clock stops, and the site's
+        ``paused_body_timeout_s`` runs (a body paused longer is refused 503, to be retried)."""
 
     def resume(self) -> None:
         """Read the body again (a new pace window starts)."""
@@ -117,7 +118,7 @@ class LimitedRequest(Request):
 
 
 class StreamingChannel(Protocol):
-    """What the channel of a streamed body does for it (``http_limits.LimitedChannel``)."""
+    """What the channel of a streamed body does for it (``http_channel.LimitedChannel``)."""
 
     def pause_body(self, request: Request) -> None: ...
 

@@ -30,6 +30,8 @@ WEB_APPLICATION: Final = ("WebApplicationException", "javax.ws.rs.WebApplication
 FORBIDDEN: Final = ("ForbiddenException", "org.apache.hadoop.yarn.webapp.ForbiddenException")
 UNAUTHORIZED: Final = ("AuthorizationException", "org.apache.hadoop.security.authorize.AuthorizationException")
 INTERNAL: Final = ("YarnRuntimeException", "org.apache.hadoop.yarn.exceptions.YarnRuntimeException")
+# Hadoop's "busy now, try again" (its clients retry it): a web port over its cap on work answers it with 503.
+RETRIABLE: Final = ("RetriableException", "org.apache.hadoop.ipc.RetriableException")
 
 
 class RestError(Exception):
@@ -88,6 +90,11 @@ def method_not_allowed(method: str, path: str, allowed: list[str]) -> RestError:
 
 def body_too_large(limit: int) -> RestError:
     return RestError(413, WEB_APPLICATION, f"the request body is larger than the limit of {limit} bytes")
+
+
+def retriable(message: str) -> RestError:
+    """503 ``RetriableException``: the server cannot do it now; the client may try again shortly."""
+    return RestError(503, RETRIABLE, message)
 
 
 def unsupported_media_type(content_type: str) -> RestError:

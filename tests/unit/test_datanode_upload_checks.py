@@ -24,10 +24,12 @@ from cortex_rm.fs import tickets
 from cortex_rm.fs.block_store import BlockStore
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.tokens import MasterKey
-from cortex_rm.yarn_api.http_limits import DATANODE_LIMITS, LimitedChannel, LimitedSite
+from cortex_rm.yarn_api.http_channel import LimitedChannel
+from cortex_rm.yarn_api.http_limits import DATANODE_LIMITS, LimitedSite
 from cortex_rm.yarn_api.http_streams import LimitedRequest
 from cortex_rm.yarn_api.rest_errors import RestError
-from cortex_rm.yarn_api.webhdfs.datanode_resource import CLIENT_UPLOADS, UploadSlots, BlockTransfers, DataNodeWebHdfs, Upload
+from cortex_rm.yarn_api.webhdfs.datanode_resource import BlockTransfers, DataNodeWebHdfs
+from cortex_rm.yarn_api.webhdfs.uploads import CLIENT_UPLOADS, CLIENT_UPLOADS_PER_USER, Upload, UploadSlots
 from tests.unit.test_http_limits import HalfClosingTransport
 
 KEY = MasterKey(3, b"s" * 20)
@@ -56,6 +58,7 @@ class Context:
         self.store = BlockStore(root, lambda: NOW_MS)
         self.reactor = ThreadCalls()
         self.queued: list[Callable[[], Any]] = []
+        self.answers: list[defer.Deferred[Any]] = []  # one per queued work: fire it to end that work
 
     def keys(self) -> dict[int, MasterKey]:
         return {KEY.key_id: KEY}
@@ -65,12 +68,13 @@ class Context:
 
     def run(self, work: Callable[[], Any]) -> defer.Deferred[Any]:
         self.queued.append(work)
-        return defer.Deferred()
+        self.answers.append(defer.Deferred())
+        return self.answers[-1]
 
 
 def _ticket(op: str = "CREATE", *, key: MasterKey = KEY, expires_ms: int = NOW_MS + 60_000,
-            path: str = "/data/file", pipeline: tuple[str, ...] = (HERE, THERE)) -> str:
-    claims = {"path": path, "block_size": 1 << 20, "pipeline": list(pipeline), "replicas": ["127.0.0.1:9"]}
+            path: str = "/data/file", pipeline: tuple[str, ...] = (HERE, THERE), user: str = "alice") -> str:
+    claims = {"path": path, "block_size": 1 << 20, "pipeline": list(pipeline), "replicas": ["127.0.0.1:9"], "user": user}
     return tickets.sign(key, op, claims, expires_ms)
 
 
@@ -136,28 +140,72 @@ def test_a_good_ticket_starts_the_worker_on_the_body_before_it_arrives(node: tup
     assert transport.value() == b"" and len(ctx.queued) == 1  # receive_blocks, waiting for the body
 
 
+def _retriable(transport: HalfClosingTransport) -> str:
+    """The message of the 503 RetriableException ``transport`` was answered with."""
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 ") and transport.write_closed, head
+    exception = json.loads(body)["RemoteException"]
+    assert exception["javaClassName"] == "org.apache.hadoop.ipc.RetriableException"
+    message: str = exception["message"]
+    return message
+
+
+def _create(user: str) -> str:
+    return f"/webhdfs/v1/data/file?{urlencode({'op': 'CREATE', 'ticket': _ticket(user=user)})}"
+
+
 def test_uploads_past_the_nodes_slots_are_503_to_retry(
     node: tuple[Context, LimitedSite],
 ) -> None:
     """Each stored body holds a worker while it arrives: past CLIENT_UPLOADS at once the node answers
     Hadoop's RetriableException (503) from the head, and starts no work for it."""
     ctx, site = node
-    target = f"/webhdfs/v1/data/file?{urlencode({'op': 'CREATE', 'ticket': _ticket()})}"
-    for _ in range(CLIENT_UPLOADS):
-        _send_head(site, "PUT", target)
+    for i in range(CLIENT_UPLOADS):
+        _send_head(site, "PUT", _create(f"user{i // CLIENT_UPLOADS_PER_USER}"))
     assert len(ctx.queued) == CLIENT_UPLOADS
-    _, transport = _send_head(site, "PUT", target)
-    head, _, body = transport.value().partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 503 ") and transport.write_closed, head
-    assert json.loads(body)["RemoteException"]["javaClassName"] == "org.apache.hadoop.ipc.RetriableException"
+    _, transport = _send_head(site, "PUT", _create("somebody-else"))
+    assert "its most at once" in _retriable(transport)
     assert len(ctx.queued) == CLIENT_UPLOADS
+
+
+def test_one_user_holds_at_most_their_share_of_the_slots_and_another_user_still_gets_one(
+    node: tuple[Context, LimitedSite],
+) -> None:
+    """alice's uploads past CLIENT_UPLOADS_PER_USER are 503 RetriableException from the head (the user is
+    the one the NameNode signed into the ticket); bob's upload is taken; when one of alice's ends,
+    she may start another."""
+    ctx, site = node
+    for _ in range(CLIENT_UPLOADS_PER_USER):
+        _, transport = _send_head(site, "PUT", _create("alice"))
+        assert transport.value() == b""
+    _, refused = _send_head(site, "PUT", _create("alice"))
+    assert "user alice is storing 2 uploads on this node" in _retriable(refused)
+    assert len(ctx.queued) == CLIENT_UPLOADS_PER_USER
+    _, bobs = _send_head(site, "PUT", _create("bob"))
+    assert bobs.value() == b"" and len(ctx.queued) == CLIENT_UPLOADS_PER_USER + 1
+    ctx.answers[0].errback(ConnectionError("the body was cut off"))  # one of alice's uploads ends
+    _, again = _send_head(site, "PUT", _create("alice"))
+    assert again.value() == b"" and len(ctx.queued) == CLIENT_UPLOADS_PER_USER + 2
 
 
 def test_a_slot_is_given_back_when_its_body_is_stored_or_fails() -> None:
-    slots = UploadSlots(1)
-    slots.take()
-    with pytest.raises(RestError) as refused:
-        slots.take()
+    """Slots count in all and per user; giving one back frees it for its user and for everyone."""
+    slots = UploadSlots(2, per_user=1)
+    slots.take("alice")
+    with pytest.raises(RestError, match="user alice") as refused:
+        slots.take("alice")
     assert refused.value.status == 503
-    assert slots.give("stored") == "stored"
-    slots.take()
+    slots.take("bob")
+    with pytest.raises(RestError, match="its most at once"):
+        slots.take("carol")
+    slots.give("alice")
+    assert slots.held_by("alice") == 0 and slots.taken == 1
+    slots.take("carol")
+
+
+def test_a_per_user_share_must_fit_the_slots() -> None:
+    with pytest.raises(ValueError):
+        UploadSlots(4, per_user=5)
+    with pytest.raises(ValueError):
+        UploadSlots(4, per_user=0)
+    assert UploadSlots(3).per_user == 3

@@ -7,7 +7,7 @@ with the half-close a TCP transport has) on a ``Clock``: no sockets, no sleeping
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -21,7 +21,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from cortex_rm.yarn.errors import IllegalTransition
 from cortex_rm.yarn_api import rest_errors
-from cortex_rm.yarn_api.http_limits import HttpLimits, LimitedChannel, LimitedSite
+from cortex_rm.yarn_api.http_channel import LimitedChannel
+from cortex_rm.yarn_api.http_limits import HttpLimits, LimitedSite
 from cortex_rm.yarn_api.http_phases import TRANSITIONS, Event, Phase, body_window_need, next_phase
 from cortex_rm.yarn_api.http_refusals import Refusal, RefusalLog
 from cortex_rm.yarn_api.log_text import sanitise
@@ -370,6 +371,59 @@ def test_no_clock_runs_while_the_site_answers() -> None:
     assert c.transport.value().startswith(b"HTTP/1.1 200")
 
 
+def test_a_response_its_client_does_not_read_is_cut_after_the_stalled_response_timeout() -> None:
+    """While the site answers no clock runs, except when the connection's send buffer stays full
+    (the client reads nothing): after stalled_response_timeout_s the connection is cut (counted,
+    nothing more can be answered).  A buffer that drains in time starts the wait again."""
+    s = Site()
+    c = s.connect()
+    c.send(get("/slow"))
+    s.slow.pending[0].write(b"x" * 100)
+    c.channel.pauseProducing()  # the transport's buffer is full ...
+    s.clock.advance(LIMITS.stalled_response_timeout_s - 1)
+    c.channel.resumeProducing()  # ... and drains: the client reads, slowly
+    c.channel.pauseProducing()
+    s.clock.advance(LIMITS.stalled_response_timeout_s - 1)
+    s.slow.pending[0].write(b"x" * 100)  # written while full: the transport says pause again
+    c.channel.pauseProducing()
+    assert not c.transport.disconnected and c.channel.phase is Phase.HANDLING
+    s.clock.advance(1)
+    assert c.transport.disconnected and s.site.refusals.counts() == {"response-stalled": 1}
+
+
+class EagerProducer:
+    """A push producer that writes as soon as it is resumed (a DataNode's ThreadedBody whose worker
+    already waits with its next piece): ``fill`` is what the transport does when that write fills it."""
+
+    def __init__(self, request: Request, fill: Callable[[], None]) -> None:
+        self.request = request
+        self.fill = fill
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        pass
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.request.write(b"y" * 100)
+        self.fill()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        pass
+
+
+def test_a_producer_that_fills_the_transport_again_as_it_resumes_is_still_timed() -> None:
+    """Found by the loopback test: the pause that a resumed producer's first write brings happens
+    inside the resume; the wait it arms must survive the resume's return."""
+    s = Site()
+    c = s.connect()
+    c.send(get("/slow"))
+    request = s.slow.pending[0]
+    request.registerProducer(EagerProducer(request, c.channel.pauseProducing), True)
+    c.channel.pauseProducing()
+    c.channel.resumeProducing()  # drained; the producer writes, the transport is full again
+    s.clock.advance(LIMITS.stalled_response_timeout_s)
+    assert c.transport.disconnected and s.site.refusals.counts() == {"response-stalled": 1}
+
+
 def test_an_idle_kept_alive_connection_is_closed_quietly() -> None:
     """Between requests a connection may idle idle_timeout_s; then it is closed, with no answer and no refusal."""
     s = Site()
@@ -381,6 +435,8 @@ def test_an_idle_kept_alive_connection_is_closed_quietly() -> None:
     s.clock.advance(1)
     assert c.transport.disconnecting and c.transport.value() == answered
     assert s.site.refusals.total == 0
+    s.clock.advance(LIMITS.linger_s)  # the client left its answer unread (else it would be closed now)
+    assert c.transport.disconnected
 
 
 def test_the_next_request_on_a_kept_alive_connection_has_its_own_header_timeout() -> None:
@@ -475,7 +531,7 @@ def test_access_lines_are_sanitised_and_refusals_have_none(logged: list[LogEvent
     c = s.connect()
     c.send(b"GET /echo?q=\x80\x90\\ HTTP/1.1\r\nHost: x\r\n\r\n")  # (twisted.web lets 0x7f-0xb0 through)
     c.send(get("/nothing"))
-    lines = [formatEvent(e) for e in logged if e.get("log_namespace") == "cortex_rm.yarn_api.http_limits"]
+    lines = [formatEvent(e) for e in logged if e.get("log_namespace") == "cortex_rm.yarn_api.http_access"]
     assert len(lines) == 1
     assert "GET /echo?q=\\x80\\x90\\x5c -> 200" in lines[0]
     assert s.site.refusals.counts() == {"not-found": 1}
@@ -521,9 +577,12 @@ def test_body_window_need(declared: int | None, received: int, need: int) -> Non
 
 
 def test_limits_must_be_positive_and_consistent() -> None:
-    """A zero or negative limit, or a per-address cap over the total, is a ValueError."""
+    """A zero or negative limit, a per-address cap over the total, or a paused-body bound shorter
+    than a pace window (our own slowness would be judged more harshly than a client's) is a ValueError."""
     with pytest.raises(ValueError, match="header_timeout_s"):
         HttpLimits(header_timeout_s=0)
+    with pytest.raises(ValueError, match="paused_body_timeout_s"):
+        HttpLimits(body_window_s=30, paused_body_timeout_s=29)
     with pytest.raises(ValueError, match="per_address"):
         HttpLimits(max_connections=10, max_connections_per_address=11)
 

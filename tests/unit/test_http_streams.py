@@ -16,7 +16,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from cortex_rm.yarn_api.http_limits import HttpLimits, LimitedChannel, LimitedSite
+from cortex_rm.yarn_api.http_channel import LimitedChannel
+from cortex_rm.yarn_api.http_limits import HttpLimits, LimitedSite
 from cortex_rm.yarn_api.http_phases import Phase
 from cortex_rm.yarn_api.http_streams import BodyControl, LimitedRequest, StreamingResource
 from cortex_rm.yarn_api.rest_errors import RestError
@@ -164,18 +165,73 @@ def test_a_stream_over_its_own_limit_is_413_as_it_arrives() -> None:
 
 
 def test_while_the_stream_pauses_the_connection_no_pace_clock_runs_and_it_restarts_on_resume() -> None:
+    """Our sink lagging is not the client's slowness: paused for longer than many pace windows (but
+    within the paused bound) nothing is refused; once resumed, a window without bytes is 408."""
     c = Connection()
     c.send(put("/up/file?ticket=good", "Content-Length: 1000000\r\n"))
     (stream,) = c.uploads.opened
     c.send(b"z" * 100)
     stream.control.pause()
     assert c.transport.producerState == "paused" and c.channel.phase is Phase.BODY_PAUSED
-    c.clock.advance(3600)  # a slow disk, not a slow client
+    c.clock.advance(LIMITS.paused_body_timeout_s - 0.1)  # a slow disk, not a slow client
     assert c.transport.value() == b""
     stream.control.resume()
     assert c.transport.producerState == "producing" and c.channel.phase is Phase.BODY
     c.clock.advance(LIMITS.body_window_s)  # nothing in a whole window now: the client is too slow
     assert c.answer()[0] == 408 and stream.lost_reason is not None
+
+
+def test_a_body_paused_past_the_paused_bound_is_503_retriable_and_the_stream_is_told() -> None:
+    """A sink that takes nothing more for ``paused_body_timeout_s`` (a stuck disk, every worker busy)
+    gets the request refused with Hadoop's RetriableException; the connection reads again during
+    the linger (what the client still sends is dropped), then is cut."""
+    c = Connection()
+    c.send(put("/up/file?ticket=good", "Content-Length: 1000000\r\n"))
+    (stream,) = c.uploads.opened
+    c.send(b"z" * 100)
+    stream.control.pause()
+    c.clock.advance(LIMITS.paused_body_timeout_s)
+    status, body = c.answer()
+    exception = json.loads(body)["RemoteException"]
+    assert status == 503 and exception["javaClassName"] == "org.apache.hadoop.ipc.RetriableException"
+    assert "for 120 s" in exception["message"]
+    assert stream.lost_reason is not None and c.uploads.rendered == []
+    assert c.transport.write_closed and c.transport.producerState == "producing"
+    assert c.site.refusals.counts() == {"body-stalled": 1}
+    c.send(b"z" * 500)  # dropped
+    assert stream.pieces == [b"z" * 100]
+    c.clock.advance(LIMITS.linger_s)
+    assert c.transport.disconnecting
+
+
+def test_pauses_that_each_end_within_the_bound_never_cut_a_body_that_keeps_its_pace() -> None:
+    """The paused clock starts again at each pause: a slow but moving sink is not a stalled one."""
+    c = Connection()
+    c.send(put("/up/file?ticket=good", "Content-Length: 1000000\r\n"))
+    (stream,) = c.uploads.opened
+    for _ in range(10):
+        c.send(b"z" * 100)
+        stream.control.pause()
+        c.clock.advance(LIMITS.paused_body_timeout_s * 0.9)
+        stream.control.resume()
+    assert c.transport.value() == b"" and c.channel.phase is Phase.BODY and stream.lost_reason is None
+
+
+def test_the_transport_draining_does_not_resume_a_paused_body() -> None:
+    """twisted.web resumes reading when its transport drains what was written; a body paused by its
+    stream stays paused until the stream resumes it (else the pipe's bound would not hold)."""
+    c = Connection()
+    c.send(put("/up/file?ticket=good", "Content-Length: 1000000\r\n"))
+    (stream,) = c.uploads.opened
+    stream.control.pause()
+    c.channel.pauseProducing()  # the transport's buffer is full ...
+    c.channel.resumeProducing()  # ... and drained
+    assert c.transport.producerState == "paused"
+    c.channel.pauseProducing()  # full again while the stream resumes: the transport resumes us later
+    stream.control.resume()
+    assert c.transport.producerState == "paused" and c.channel.phase is Phase.BODY
+    c.channel.resumeProducing()
+    assert c.transport.producerState == "producing"
 
 
 def test_a_stream_can_refuse_the_rest_of_its_body_with_an_answer() -> None:

@@ -8,7 +8,8 @@
   other nodes of the ticket's pipeline, and commits the file at the NameNode (over
   the tracker channel) once the body is complete; only then is the file visible,
   so a client that goes away mid-upload leaves nothing behind (the blocks stored
-  so far are deleted).
+  so far are deleted).  A node stores a few uploads at once, and fewer of one
+  user's (``uploads``); more are 503 ``RetriableException`` from the head.
 * ``/webhdfs/v1/<path>?op=OPEN&ticket=...&offset=&length=``: asks the NameNode
   where the blocks of the range are and streams them, from this node's disk
   when it holds them (checksums verified), else from a holder.
@@ -41,12 +42,19 @@ from cortex_rm.fs.paths import FsPath
 from cortex_rm.internal.block_codec import BlockLocation
 from cortex_rm.yarn_api.http_streams import BodyControl, StreamingResource
 from cortex_rm.yarn_api.log_text import loggable_uri, sanitise
-from cortex_rm.yarn_api.rest_errors import RestError
 from cortex_rm.yarn_api.webhdfs.block_transfer import PIECE_BYTES, BlockTransferFailed
 from cortex_rm.yarn_api.webhdfs.block_work import DataNodeContext, read_range, receive_blocks
 from cortex_rm.yarn_api.webhdfs.body_pipe import BodyPipe
 from cortex_rm.yarn_api.webhdfs.namenode_resource import Reply, as_deferred, error_reply, internal_error, send
 from cortex_rm.yarn_api.webhdfs.params import Query, request_path
+from cortex_rm.yarn_api.webhdfs.uploads import (
+    BLOCK_PUTS,
+    CLIENT_UPLOADS,
+    CLIENT_UPLOADS_PER_USER,
+    Upload,
+    UploadSlots,
+    rest_error,
+)
 
 log = Logger()
 
@@ -98,108 +106,40 @@ def _verify(ctx: DataNodeContext, query: Query, op: str | frozenset[str]) -> tic
     return tickets.verify(ctx.keys(), query.text("ticket"), op, ctx.now_ms())
 
 
-def _rest_error(error: FsError) -> RestError:
-    """``error`` in the form the web site refuses a request with (the same RemoteException JSON)."""
-    return RestError(error.http_status, (error.simple_name, error.java_class), str(error))
-
-
-#: Bodies stored at once by one node: each holds a worker thread (``WORKER_THREADS``, 8) while
-#: it arrives; clients' uploads leave threads for reads and for the pipelines' block PUTs, which
-#: have slots of their own (an upload waiting on another node's PUT never waits for itself).
-CLIENT_UPLOADS, BLOCK_PUTS = 4, 3
-BUSY = ("RetriableException", "org.apache.hadoop.ipc.RetriableException")
-
-
-class UploadSlots:
-    """How many bodies of one kind a node stores at once; more are answered 503, to be retried."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.taken = 0
-
-    def take(self) -> None:
-        if self.taken >= self.limit:
-            raise RestError(503, BUSY, f"this node is storing {self.taken} uploads, its most at once; try again shortly")
-        self.taken += 1
-
-    def give(self, result: object = None) -> object:
-        self.taken -= 1
-        return result
-
-
-class Upload:
-    """The body of a CREATE, APPEND or block PUT, stored by a worker as it arrives (a ``BodyStream``).
-
-    ``store`` runs on a worker from the start, reading the body from ``pipe``; its ``Reply`` (or
-    error) is the request's answer once the body is complete.  If it fails before that, the
-    request is refused at once with its error (the rest of the body is not read)."""
-
-    def __init__(
-        self, ctx: DataNodeContext, control: BodyControl, store: Callable[[BodyPipe], defer.Deferred[Reply]],
-        slots: UploadSlots,
-    ) -> None:
-        slots.take()
-        self.pipe = BodyPipe(control, ctx.reactor.callFromThread)
-        self._control = control
-        self._reply: defer.Deferred[Reply] = as_deferred(lambda: store(self.pipe))
-        self._reply.addBoth(slots.give)
-        self._reply.addErrback(self._failed_early)
-
-    @property
-    def max_bytes(self) -> int:
-        return self.pipe.max_bytes
-
-    def data(self, piece: bytes) -> None:
-        self.pipe.data(piece)
-
-    def end(self) -> None:
-        self.pipe.end()
-
-    def lost(self, reason: Failure) -> None:
-        self.pipe.lost(reason)
-
-    def reply(self) -> defer.Deferred[Reply]:
-        """The answer, once the body is complete and stored (called once, when the request is rendered)."""
-        return self._reply
-
-    def _failed_early(self, failure: Failure) -> Failure | Reply:
-        self.pipe.close()
-        if self.pipe.ended:
-            return failure  # the request is being rendered: it answers the error
-        if failure.check(ConnectionError):
-            log.info("an upload was cut off: {error}", error=failure.getErrorMessage())
-        elif failure.check(FsError):
-            self._control.refuse(_rest_error(failure.value))  # type: ignore[arg-type]
-        else:
-            log.failure("storing an upload failed", failure)
-            self._control.refuse(_rest_error(FsError("storing the upload failed; the node's log says why")))
-        return Reply(500)  # (never sent: the connection is refused or gone)
+Store = Callable[[BodyPipe], defer.Deferred[Reply]]
+"""What stores an upload's body (started on a worker as the body begins to arrive)."""
 
 
 class _Leaf(StreamingResource):
-    """Common rendering: run ``_handle``, answer its ``Reply`` or its error as WebHDFS JSON."""
+    """Common rendering: run ``_handle``, answer its ``Reply`` or its error as WebHDFS JSON.
+
+    ``slots`` bound the bodies of this resource stored at once on the node (``uploads``); by
+    default ``UPLOADS`` in all, ``UPLOADS_PER_USER`` for one user."""
 
     isLeaf = True
-    #: bodies of this resource stored at once on the node
     UPLOADS = CLIENT_UPLOADS
+    UPLOADS_PER_USER = CLIENT_UPLOADS_PER_USER
 
-    def __init__(self, ctx: DataNodeContext) -> None:
+    def __init__(self, ctx: DataNodeContext, slots: UploadSlots | None = None) -> None:
         super().__init__()
         self.ctx = ctx
-        self.slots = UploadSlots(self.UPLOADS)
+        self.slots = UploadSlots(self.UPLOADS, self.UPLOADS_PER_USER) if slots is None else slots
 
     def open_body(self, request: Request, control: BodyControl) -> Upload | None:
         try:
-            store = self._store(request, Query(request.args or {}))
+            storing = self._store(request, Query(request.args or {}))
         except FsError as e:
             log.info("DataNode {method} {uri} refused before its body: {error}", method=sanitise(request.method, 20),
                      uri=loggable_uri(request.uri), error=sanitise(f"{e.simple_name}: {e}", 400))
-            raise _rest_error(e) from None
-        return None if store is None else Upload(self.ctx, control, store, self.slots)
+            raise rest_error(e) from None
+        if storing is None:
+            return None
+        user, store = storing
+        return Upload(self.ctx, control, store, self.slots, user)
 
-    def _store(self, request: Request, query: Query) -> Callable[[BodyPipe], defer.Deferred[Reply]] | None:
+    def _store(self, request: Request, query: Query) -> tuple[str, Store] | None:
         """For a request that uploads: the checks its head must pass (raising ``FsError``), then
-        what stores its body; None for other requests."""
+        the user its verified ticket names and what stores its body; None for other requests."""
         return None
 
     def render(self, request: Request) -> int:
@@ -257,7 +197,7 @@ class DataNodeWebHdfs(_Leaf):
             return self._open(request, query, request_path(request.path or b""))
         raise IllegalArgument(f"a DataNode serves only CREATE, APPEND and OPEN after a NameNode's redirect, not {op}")
 
-    def _store(self, request: Request, query: Query) -> Callable[[BodyPipe], defer.Deferred[Reply]] | None:
+    def _store(self, request: Request, query: Query) -> tuple[str, Store] | None:
         op = query.op()
         if (request.method, op) not in _UPLOADS:
             return None
@@ -278,7 +218,7 @@ class DataNodeWebHdfs(_Leaf):
             written = await self.ctx.run(lambda: receive_blocks(self.ctx, ticket, text, body))
             return committed(await self.ctx.commit(text, written))
 
-        return lambda body: defer.Deferred.fromCoroutine(write(body))
+        return ticket.text("user"), lambda body: defer.Deferred.fromCoroutine(write(body))
 
     def _open(self, request: Request, query: Query, path: FsPath) -> defer.Deferred[Reply | None]:
         ticket = _verify(self.ctx, query, "OPEN")
@@ -317,7 +257,7 @@ class DataNodeWebHdfs(_Leaf):
 class BlockTransfers(_Leaf):
     """``/cortex/blocks/<id>``: a node reads (GET) or stores (PUT) one replica."""
 
-    UPLOADS = BLOCK_PUTS
+    UPLOADS = UPLOADS_PER_USER = BLOCK_PUTS  # (any user's: each is a client's upload, capped at its first node)
 
     def _handle(self, request: Request, query: Query) -> Reply | None | defer.Deferred[Reply | None]:
         block_id = self._block_id(request)
@@ -334,7 +274,7 @@ class BlockTransfers(_Leaf):
             raise IllegalArgument("block transfers are at /cortex/blocks/blk_<32 hex digits>")
         return segments[0].decode("ascii")
 
-    def _store(self, request: Request, query: Query) -> Callable[[BodyPipe], defer.Deferred[Reply]] | None:
+    def _store(self, request: Request, query: Query) -> tuple[str, Store] | None:
         if request.method != b"PUT":
             return None
         block_id = self._block_id(request)
@@ -358,7 +298,7 @@ class BlockTransfers(_Leaf):
             self.ctx.stored(stored)
             return Reply(201)
 
-        return lambda body: self.ctx.run(lambda: store(body))
+        return ticket.text("user"), lambda body: self.ctx.run(lambda: store(body))
 
     def _get(self, request: Request, query: Query, block_id: str) -> defer.Deferred[Reply | None]:
         ticket = _verify(self.ctx, query, "BLOCK")
