@@ -120,6 +120,10 @@ def table_range(name: str) -> IdRange | None:
 
 
 def left_behind(table: str, directory: Path = LEASE_DIR) -> bool:
-    """Whether ``table`` is a node's (named by its id range) that no live node of this host holds."""
+    """Whether ``table`` is a node's (named by its id range) that no live node of this host holds,
+    or one named by a node's address (``cortex_<a>_<b>_<c>_<d>_<port>``, before tables were
+    named by range: only a node older than this one makes those)."""
+    if re.fullmatch(r"cortex(_[0-9]{1,3}){4}_[0-9]{1,5}", table):
+        return True
     ids = table_range(table)
     return ids is not None and is_free(ids, directory)

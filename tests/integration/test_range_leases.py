@@ -68,8 +68,9 @@ READY = os.geteuid() == 0 and shutil.which("nft") is not None
 
 @pytest.mark.skipif(not READY, reason="needs root and nftables")
 def test_a_node_deletes_the_table_a_killed_node_of_a_free_range_left(tmp_path: Path) -> None:
-    """In a namespace holding the tables of a killed node (no lease), of a live one (leased) and
-    another program's, installing a node's table deletes only the killed node's."""
+    """In a namespace holding the tables of a killed node (no lease), of a live one (leased), of an
+    older node (named by its address) and another program's, installing a node's table deletes the
+    killed and the older node's."""
     ns = f"lease-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     holder = hold(tmp_path, SECOND)
@@ -77,7 +78,7 @@ def test_a_node_deletes_the_table_a_killed_node_of_a_free_range_left(tmp_path: P
         mine, gone, live = IdRange.parse(node_id_range(3)), FIRST, SECOND
         script = "".join(
             render_table(PolicySettings(table_name(f"{r.base}_{r.count}"), r, "unified/cortex"), Members()) for r in (gone, live)
-        ) + "table inet cortex_someone_else {}\n"
+        ) + "table inet cortex_someone_else {}\ntable inet cortex_127_0_0_2_45454 {}\n"  # the last: an older node's name
         enter = ["nsenter", f"--net=/run/netns/{ns}"]
         Path("/sys/fs/cgroup/unified/cortex").mkdir(exist_ok=True)  # the tables name it
         subprocess.run([*enter, "nft", "-f", "-"], input=script, text=True, check=True)
