@@ -10,6 +10,9 @@ the most.  The first request after a quiet spell starts the next interval.  So a
 writes at most ``burst + 1`` lines per interval however many requests it answers, and
 memory stays bounded (at most ``MAX_TRACKED_ADDRESSES`` addresses are told apart).
 (Refusals are counted apart, by ``http_refusals.RefusalLog``, and have no access line.)
+A request answered with an error may also get a line that says why (``rest_errors.log_refused``):
+only while its site's access lines are within the burst (``details_allowed``), so those
+lines are bounded the same way; past it, the summary counts the request by its status.
 """
 
 from __future__ import annotations
@@ -69,6 +72,10 @@ class AccessLog:
         else:
             self._more_addresses = True
 
+    def may_detail(self) -> bool:
+        """Whether this interval's access lines are still within the burst (an error's reason may be logged)."""
+        return self._logged < self._burst
+
     def _interval_over(self) -> None:
         self._timer = None
         self._summarise()
@@ -101,3 +108,10 @@ class AccessLog:
         self._unlogged.clear()
         self._by_address.clear()
         self._more_addresses = False
+
+
+def details_allowed(request: object) -> bool:
+    """Whether a line saying why ``request`` was refused may be logged: its site's access lines are
+    within their burst (always, for a site without an ``AccessLog``)."""
+    access = getattr(getattr(request, "site", None), "access", None)
+    return not isinstance(access, AccessLog) or access.may_detail()

@@ -370,7 +370,7 @@ class NodeContainersResource(Resource):
     def _failed(self, request: Request, gone: list[Failure], failure: Failure, method: str, path: str) -> None:
         error = failure.value
         if isinstance(error, RestError):
-            rest_errors.log_refused(log, method, path, error)
+            rest_errors.log_refused(log, method, path, error, request)
         else:
             log.failure("{method} {path} failed", failure, method=method, path=path)
             error = rest_errors.internal_error(method, path, error)

@@ -157,7 +157,7 @@ class WebServicesResource(Resource):
         method = _text(request.method) or "GET"
         path = _text(request.path) or "/"
         d = defer.maybeDeferred(self._dispatch, request, method, path)
-        d.addErrback(self._error_reply, method, path)
+        d.addErrback(self._error_reply, request, method, path)
         d.addCallback(self._send, request, gone)
         d.addErrback(lambda f: log.failure("could not answer {method} {path}", f, method=method, path=path))
         return NOT_DONE_YET
@@ -208,7 +208,9 @@ class WebServicesResource(Resource):
         except InvalidToken as e:
             raise rest_errors.unauthorized(f"{REST_TOKEN_HEADER}: {e}") from None
 
-    def _error_reply(self, failure: Failure, method: str, path: str) -> tuple[Reply, tuple[tuple[bytes, bytes], ...]]:
+    def _error_reply(
+        self, failure: Failure, request: Request, method: str, path: str
+    ) -> tuple[Reply, tuple[tuple[bytes, bytes], ...]]:
         error = failure.value
         if isinstance(error, YarnError):
             error = rest_errors.from_allocator(error) or error
@@ -216,7 +218,7 @@ class WebServicesResource(Resource):
             log.failure("{method} {path} failed", failure, method=method, path=path)
             error = rest_errors.internal_error(method, path, failure.value)
         else:
-            rest_errors.log_refused(log, method, path, error)
+            rest_errors.log_refused(log, method, path, error, request)
         return Reply(error.status, error.body()), error.headers
 
     def _send(self, result: Reply | tuple[Reply, tuple[tuple[bytes, bytes], ...]], request: Request, gone: list[Failure]) -> None:

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from cortex_rm.allocator import errors as alloc
 from cortex_rm.yarn.errors import IllegalTransition, YarnError
+from cortex_rm.yarn_api.http_access import details_allowed
 from cortex_rm.yarn_api.log_text import sanitise
 
 WEBAPP: Final = "org.apache.hadoop.yarn.webapp."
@@ -125,9 +126,12 @@ def from_allocator(error: YarnError) -> RestError | None:
     return bad_request(str(error))
 
 
-def log_refused(logger: Logger, method: str, path: str, error: RestError) -> None:
-    """One event per request answered with ``error`` (the request's fault, not ours: info level); the
-    method, path and message quote the client, so they are sanitised (``log_text``)."""
+def log_refused(logger: Logger, method: str, path: str, error: RestError, request: object = None) -> None:
+    """One event per request answered with ``error`` (the request's fault, not ours: info level),
+    while ``request``'s site is within its burst of access lines (``http_access.details_allowed``);
+    the method, path and message quote the client, so they are sanitised (``log_text``)."""
+    if request is not None and not details_allowed(request):
+        return
     logger.info(
         "{method} {path} -> {status} {exception}: {message}",
         method=sanitise(method, 20),

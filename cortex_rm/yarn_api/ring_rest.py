@@ -161,7 +161,7 @@ class RingResource(Resource):
         for name, value in error.headers:
             request.setHeader(name, value)
         if error.status != 500:
-            rest_errors.log_refused(log, method, path, error)
+            rest_errors.log_refused(log, method, path, error, request)
         return error.status, error.body()
 
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, Logger, formatEvent
 
-from cortex_rm.yarn_api.http_access import MAX_TRACKED_ADDRESSES, AccessLog
+from cortex_rm.yarn_api.http_access import MAX_TRACKED_ADDRESSES, AccessLog, details_allowed
 from tests.unit.test_http_limits import LIMITS, Site, get, logged  # noqa: F401 (logged: a fixture)
 
 
@@ -52,3 +52,22 @@ def test_the_access_summary_tells_at_most_a_bounded_number_of_addresses_apart() 
     access.flush()
     assert f"from at least {MAX_TRACKED_ADDRESSES} addresses" in formatEvent(events[-1])
     assert "by status: 404 4101" in formatEvent(events[-1])
+
+
+def test_reasons_for_refusals_are_logged_only_within_the_sites_burst() -> None:
+    """``details_allowed`` follows the site's access lines: a refusal's reason may be logged while
+    they are within the burst, not past it, and again once the interval is over; a site without
+    an AccessLog always allows it."""
+    clock = Clock()
+    access = AccessLog("rm-web", clock, burst=2, interval_s=10.0, logger=Logger())
+
+    class Request:
+        site = type("S", (), {"access": access})()
+
+    assert details_allowed(Request())
+    access.answered("10.0.0.1", "GET", "/x", 404, 10)
+    access.answered("10.0.0.1", "GET", "/x", 404, 10)
+    assert not details_allowed(Request())
+    clock.advance(10)
+    assert details_allowed(Request())
+    assert details_allowed(object())  # no site, no access log: nothing to bound it against

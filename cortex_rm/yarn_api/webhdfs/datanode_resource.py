@@ -41,6 +41,7 @@ from cortex_rm.fs.errors import CorruptReplica, FsError, IllegalArgument, Invali
 from cortex_rm.fs.paths import FsPath
 from cortex_rm.internal.block_codec import BlockLocation
 from cortex_rm.yarn_api.http_streams import BodyControl, StreamingResource
+from cortex_rm.yarn_api.http_access import details_allowed
 from cortex_rm.yarn_api.log_text import loggable_uri, sanitise
 from cortex_rm.yarn_api.webhdfs.block_transfer import PIECE_BYTES, BlockTransferFailed
 from cortex_rm.yarn_api.webhdfs.block_work import DataNodeContext, read_range, receive_blocks
@@ -129,8 +130,9 @@ class _Leaf(StreamingResource):
         try:
             storing = self._store(request, Query(request.args or {}))
         except FsError as e:
-            log.info("DataNode {method} {uri} refused before its body: {error}", method=sanitise(request.method, 20),
-                     uri=loggable_uri(request.uri), error=sanitise(f"{e.simple_name}: {e}", 400))
+            if details_allowed(request):
+                log.info("DataNode {method} {uri} refused before its body: {error}", method=sanitise(request.method, 20),
+                         uri=loggable_uri(request.uri), error=sanitise(f"{e.simple_name}: {e}", 400))
             raise rest_error(e) from None
         if storing is None:
             return None
@@ -166,8 +168,9 @@ class _Leaf(StreamingResource):
                 transport.abortConnection()
             return None
         if isinstance(failure.value, FsError):
-            log.info("DataNode {method} {uri} refused: {error}", method=sanitise(request.method, 20),
-                     uri=loggable_uri(request.uri), error=sanitise(f"{failure.value.simple_name}: {failure.value}", 400))
+            if details_allowed(request):
+                log.info("DataNode {method} {uri} refused: {error}", method=sanitise(request.method, 20),
+                         uri=loggable_uri(request.uri), error=sanitise(f"{failure.value.simple_name}: {failure.value}", 400))
             return error_reply(failure.value)
         if isinstance(failure.value, BlockTransferFailed):
             return error_reply(MissingBlock(str(failure.value)))
