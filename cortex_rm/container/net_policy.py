@@ -50,10 +50,14 @@ What a container may do (``container_out`` for packets leaving it,
 Everything else is refused with an ICMP "administratively prohibited" (a TCP
 reset), so a refused connect fails at once instead of hanging.  Inbound, a
 container's socket accepts this host's own processes (not its containers), the
-known drivers' hosts, its application's containers on this node (by mark), and
-from anywhere the source ports of its application's slot (its containers on
-other nodes, and on other nodes of this host); every other container, here or on
-another machine, and every other member's process is refused.
+known drivers' hosts (not their containers: those send from the slots' ranges),
+its application's containers on this node (by mark; this node's other
+containers are refused whatever their source port), and, from a member's
+address to a member's address and an ephemeral port (exactly the packets a
+node rewrites), the source ports of its application's slot: its containers on
+other nodes, and on other nodes of this host.  Every other container, here or
+on another machine, every non-member and every other member's process is
+refused.
 
 Not enforceable here: a process on a member's host that is no container may pick
 its source port, so it can pass for any application's container (members' hosts
@@ -70,7 +74,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cortex_rm.container.id_ranges import BLOCK, IdBlock, IdRange
-from cortex_rm.yarn.app_network import UNASSIGNED_SOURCE_PORTS, source_ports
+from cortex_rm.yarn.app_network import SOURCE_PORT_BASE, UNASSIGNED_SOURCE_PORTS, source_ports
 
 Endpoint = tuple[str, int]
 """An IPv4 address and a port."""
@@ -84,6 +88,8 @@ NON_PUBLIC: Final = (
 )  # fmt: skip
 MIN_PEER_PORT: Final = 1024
 _REFUSE: Final = "reject with icmpx admin-prohibited"
+#: Every source port a container's connection to another container may carry (the slots and the unassigned range).
+_CONTAINER_SOURCES: Final = f"{SOURCE_PORT_BASE}-{UNASSIGNED_SOURCE_PORTS[1]}"
 _SPARK_URL: Final = re.compile(r"spark://[^@\s'\"]+@([0-9.]+):([0-9]{1,5})")
 _ARG_ENDPOINT: Final = re.compile(r"--arg\s+'?([0-9.]+):([0-9]{1,5})'?")
 
@@ -195,7 +201,8 @@ def render_table(settings: PolicySettings, members: Members) -> str:
         f"    {_REFUSE}",
         "  }",
         "  chain postrouting {",
-        "    type nat hook postrouting priority srcnat; policy accept;",
+        # before any masquerade at srcnat (Docker's, iptables-nft's): the first NAT binding wins
+        "    type nat hook postrouting priority srcnat - 1; policy accept;",
         f"    meta skuid {ids.base}-{ids.last} ip daddr @members th dport {low}-{high} jump app_nat",
         "  }",
         "  chain app_nat {",
@@ -209,10 +216,14 @@ def render_table(settings: PolicySettings, members: Members) -> str:
         "  }",
         "  chain to_container {",
         "    socket cgroupv2 level 2 . meta mark @same_app accept",
-        "    socket cgroupv2 level 2 . th sport @app_srcs accept",
+        f"    meta mark {_marks(ids)} {_REFUSE}",
+        # its application's containers elsewhere: their node rewrote the source port into the slot,
+        # which it does for exactly this kind of packet (a member's address, an ephemeral port)
+        f"    ip saddr @members ip daddr @members th dport {low}-{high} socket cgroupv2 level 2 . th sport @app_srcs accept",
         f"    meta mark and {MARK_MASK:#x} == {MARK_PREFIX:#x} {_REFUSE}",
         "    iif lo accept",
-        "    socket cgroupv2 level 2 . ip saddr @peer_srcs accept",
+        # the driver's host, but not a container there (its source ports are in the slots' ranges)
+        f"    ip daddr @members th sport != {_CONTAINER_SOURCES} socket cgroupv2 level 2 . ip saddr @peer_srcs accept",
         f"    {_REFUSE}",
         "  }",
         "  chain from_container {",

@@ -27,6 +27,7 @@ from cortex_rm.yarn.app_network import source_ports
 from tests.integration.sandbox_probe import PROBE, container_spec
 
 SLOT_A, SLOT_B = 5, 6
+OUTSIDER = "10.78.0.9"  # an address of the prober's namespace that is no member
 LISTEN = 47003
 LISTENER = """
 import socket, sys
@@ -46,10 +47,12 @@ async def wait_for(reactor, path: Path, seconds: float) -> None:  # type: ignore
     raise TimeoutError(f"{path} did not appear within {seconds} s")
 
 
-def plain_connect(host: str, port: int) -> str:
+def plain_connect(host: str, port: int, source: tuple[str, int] | None = None) -> str:
     s = socket.socket()
     s.settimeout(3)
     try:
+        if source is not None:
+            s.bind(source)
         s.connect((host, port))
         return "reached"
     except OSError as e:
@@ -91,6 +94,7 @@ async def main(reactor, role: str, workdir: Path, image: Path, own: str, other: 
         await defer.gatherResults([c.exited for c in started.values()])
         report = {name: (here / cid / "out.txt").read_text() for name, (cid, *_) in probes.items()}
         report["node_process"] = plain_connect(other, LISTEN)
+        report["outsider_in_slot"] = plain_connect(other, LISTEN, (OUTSIDER, first_of_a + 9))
         return report
     finally:
         if role == "prober":

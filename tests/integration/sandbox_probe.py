@@ -18,8 +18,10 @@ from cortex_rm.container.lxc_runtime import LxcRuntime
 from cortex_rm.container.net_policy import Members
 from cortex_rm.container.runtime import ContainerSpec
 from cortex_rm.roles.container_members import container_firewall
+from cortex_rm.yarn.app_network import source_ports
 
 MEMBER, OUTSIDER, DRIVER = "127.0.0.2", "127.0.0.5", "127.0.0.7"
+SLOT_A = 5
 DRIVER_PORT, DRIVER_BLOCKS = 47010, 47011  # a client-mode driver on this host: the port its command names, its block manager
 SERVICE, CONTROL, LISTEN = 47001, 47002, 47003
 PROBE = """
@@ -38,7 +40,7 @@ for target in sys.argv[1:]:
 """
 LISTENER = f"""
 import socket, time
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("{MEMBER}", {LISTEN})); s.listen(8)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", {LISTEN})); s.listen(8)
 open("listening", "w").close()
 s.settimeout(20)
 try:
@@ -88,23 +90,25 @@ async def main(reactor, workdir: Path, image: Path, private: str) -> dict:  # ty
     secret.chmod(0o600)
     sockets = [listen(MEMBER, SERVICE), listen(MEMBER, CONTROL), listen(OUTSIDER, SERVICE), listen(DRIVER, DRIVER_PORT), listen(DRIVER, DRIVER_BLOCKS)]
 
-    def spec(cid: str, app: str, script: str, *args: str) -> ContainerSpec:
+    def spec(cid: str, app: str, script: str, *args: str, slot: int | None = None) -> ContainerSpec:
         return container_spec(
-            workdir, image, cid, app, script, *args,
+            workdir, image, cid, app, script, *args, slot=slot,
             then=f"touch mine; cat {secret} >> out.txt 2>&1; unshare -U true >> out.txt 2>&1; echo unshare=$? >> out.txt",
             readonly_dirs=(secret.parent,),
         )  # fmt: skip
 
     try:
-        a = runtime.start(spec("container_1_0001_01_000001", "app_a", LISTENER))
+        a = runtime.start(spec("container_1_0001_01_000001", "app_a", LISTENER, slot=SLOT_A))
         for _ in range(200):
             if (workdir / "container_1_0001_01_000001" / "listening").exists():
                 break
             await task.deferLater(reactor, 0.1)
+        in_slot_a = source_ports(SLOT_A)[0] + 3  # app B choosing a source port of A's slot
         targets = [f"{MEMBER}:{SERVICE}", f"{MEMBER}:{CONTROL}", f"{OUTSIDER}:{SERVICE}", f"{private}:{SERVICE}", f"{MEMBER}:{LISTEN}",
-                   f"{DRIVER}:{DRIVER_BLOCKS}"]  # fmt: skip
-        same = runtime.start(spec("container_1_0001_01_000002", "app_a", PROBE, f"{MEMBER}:{LISTEN}"))
-        other = runtime.start(spec("container_1_0002_01_000001", "app_b", PROBE, *targets))
+                   f"{DRIVER}:{DRIVER_BLOCKS}", f"{MEMBER}:{LISTEN}/{in_slot_a}", f"127.0.0.1:{LISTEN}/{in_slot_a + 1}",
+                   f"{OUTSIDER}:{LISTEN}/{in_slot_a + 2}"]  # fmt: skip
+        same = runtime.start(spec("container_1_0001_01_000002", "app_a", PROBE, f"{MEMBER}:{LISTEN}", slot=SLOT_A))
+        other = runtime.start(spec("container_1_0002_01_000001", "app_b", PROBE, *targets, slot=SLOT_A + 1))
         driven = runtime.start(
             container_spec(workdir, image, "container_1_0003_01_000001", "app_c", PROBE, f"{DRIVER}:{DRIVER_PORT}", f"{DRIVER}:{DRIVER_BLOCKS}",
                            peers=frozenset({(DRIVER, DRIVER_PORT)}))

@@ -76,6 +76,9 @@ def test_containers_reach_members_only_and_not_another_applications_sockets(tmp_
     assert f"{PRIVATE}:47001 refused" in other  # a private address that is no member
     assert "127.0.0.2:47003 refused" in other  # another application's container on this node
     assert "127.0.0.2:47003 reached" in report["same_app"]  # its own application's container
+    # another application choosing a source port of A's slot, to A's wildcard socket by the member's
+    # address, by 127.0.0.1 and by a non-member loopback address: refused all the same
+    assert [line.split()[1] for line in other.splitlines() if ":47003/" in line] == ["refused"] * 3, other
     assert "127.0.0.7:47011 refused" in other  # another application's driver on this host
     # its own client-mode driver on this host: the port its command names, and its block manager's
     assert "127.0.0.7:47010 reached" in report["driven_app"] and "127.0.0.7:47011 reached" in report["driven_app"]
@@ -106,6 +109,7 @@ def test_across_nodes_a_container_is_reached_only_by_its_own_applications_contai
             sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", prober, "addr", "add", "10.78.0.9/24", "dev", "eth0")  # a non-member on the prober's side
         for role, ns, own, other in (("listener", listener, NODE_B, NODE_A), ("prober", prober, NODE_A, NODE_B)):
             argv = ["nsenter", f"--net=/run/netns/{ns}", sys.executable, str(probe), role, str(tmp_path), str(runtime_image_root), own, other]
             runs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
@@ -126,3 +130,4 @@ def test_across_nodes_a_container_is_reached_only_by_its_own_applications_contai
     assert f"{target}/" in report["other_app"] and "reached" not in report["other_app"]  # a source port it bound in A's slot
     assert f"{target} refused" in report["no_slot"]
     assert report["node_process"].startswith("refused")
+    assert report["outsider_in_slot"].startswith("refused")  # a non-member choosing a source port of A's slot
