@@ -15,9 +15,11 @@ remove its own).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Final
 
@@ -80,14 +82,15 @@ class RangeLease:
     @classmethod
     def take(cls, ids: IdRange, directory: Path = LEASE_DIR) -> RangeLease:
         """Hold ``ids``; IdRangeError naming the holder when a live process holds it or a range meeting it."""
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)  # root's alone: nobody else may open a lease and hold it
         other = _overlapping_holder(ids, directory)
         if other is not None:
             raise IdRangeError(
                 f"container_id_range {ids.text()} meets {other[0]}, held by another NodeManager on this host"
                 f" (pid {other[1]}): give this node a range of its own ([nodemanager] container_id_range)"
             )
-        fd = os.open(lease_path(ids, directory), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        fd = os.open(lease_path(ids, directory), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -123,7 +126,20 @@ def left_behind(table: str, directory: Path = LEASE_DIR) -> bool:
     """Whether ``table`` is a node's (named by its id range) that no live node of this host holds,
     or one named by a node's address (``cortex_<a>_<b>_<c>_<d>_<port>``, before tables were
     named by range: only a node older than this one makes those)."""
-    if re.fullmatch(r"cortex(_[0-9]{1,3}){4}_[0-9]{1,5}", table):
-        return True
+    old = re.fullmatch(r"cortex_([0-9]{1,3})_([0-9]{1,3})_([0-9]{1,3})_([0-9]{1,3})_([0-9]{1,5})", table)
+    if old is not None:  # left only if nothing listens on that node's address any more
+        return not _listened_on(".".join(old.groups()[:4]), int(old[5]))
     ids = table_range(table)
     return ids is not None and is_free(ids, directory)
+
+
+def _listened_on(host: str, port: int) -> bool:
+    """Whether a socket of this network namespace holds ``host:port`` (our bind is refused)."""
+    probe = socket.socket()
+    try:
+        probe.bind((host, port))
+    except OSError as e:
+        return e.errno == errno.EADDRINUSE
+    finally:
+        probe.close()
+    return False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -68,9 +69,9 @@ READY = os.geteuid() == 0 and shutil.which("nft") is not None
 
 @pytest.mark.skipif(not READY, reason="needs root and nftables")
 def test_a_node_deletes_the_table_a_killed_node_of_a_free_range_left(tmp_path: Path) -> None:
-    """In a namespace holding the tables of a killed node (no lease), of a live one (leased), of an
-    older node (named by its address) and another program's, installing a node's table deletes the
-    killed and the older node's."""
+    """In a namespace holding the tables of a killed node (no lease), of a live one (leased), of a
+    gone and a running older node (named by their address) and another program's, installing a
+    node's table deletes the killed and the gone older node's."""
     ns = f"lease-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     holder = hold(tmp_path, SECOND)
@@ -79,6 +80,9 @@ def test_a_node_deletes_the_table_a_killed_node_of_a_free_range_left(tmp_path: P
         script = "".join(
             render_table(PolicySettings(table_name(f"{r.base}_{r.count}"), r, "unified/cortex"), Members()) for r in (gone, live)
         ) + "table inet cortex_someone_else {}\ntable inet cortex_127_0_0_2_45454 {}\n"  # the last: an older node's name
+        older_live = socket.create_server(("127.0.0.2", 0))  # an older node still running (the test's namespace)
+        older_name = f"cortex_127_0_0_2_{older_live.getsockname()[1]}"
+        script += f"table inet {older_name} {{}}\n"
         enter = ["nsenter", f"--net=/run/netns/{ns}"]
         Path("/sys/fs/cgroup/unified/cortex").mkdir(exist_ok=True)  # the tables name it
         subprocess.run([*enter, "nft", "-f", "-"], input=script, text=True, check=True)
@@ -94,7 +98,10 @@ def test_a_node_deletes_the_table_a_killed_node_of_a_free_range_left(tmp_path: P
         )  # fmt: skip
         firewall.install(Members())
         assert firewall.installed, firewall.error
-        assert sorted(inet_tables("nft", enter)) == sorted([names[f"{mine.base}_{mine.count}"], names[f"{live.base}_{live.count}"], "cortex_someone_else"])
+        assert sorted(inet_tables("nft", enter)) == sorted(
+            [names[f"{mine.base}_{mine.count}"], names[f"{live.base}_{live.count}"], "cortex_someone_else", older_name]
+        )
+        older_live.close()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
