@@ -9,10 +9,10 @@ batches concern it) and applies these rules to each attestation ``(W, S, [a, b),
    the witness it pretends to come from only by carrying that witness's key, and
    then cannot sign.
 2. **Nobody attests itself**: ``W == S`` is refused (``SELF_ATTESTATION``).
-3. **Each claim once.**  ``q`` must be above every sequence number already read for
-   ``(W, S)``; otherwise the attestation is a replay (or older than one already
-   read) and refused (``REPLAY``).  Honest witnesses number upwards
-   (``uptime_witness.py``) and their batches reach the log in order.
+3. **Each claim once.**  ``q`` must not have been read before for ``(W, S)``;
+   otherwise the attestation is a replay and refused (``REPLAY``).  Batches that
+   reach the log out of order (a witness's retry after the RM changed) still
+   count: rule 5 keeps any instant from being paid twice.
 4. **Only a ring neighbour's word.**  ``[a, b)`` is clipped to the period and to the
    instants at which ``W`` probed ``S`` according to the ``NeighbourHistory``; if
    nothing is left the attestation is refused (``NOT_NEIGHBOUR``, or
@@ -107,7 +107,7 @@ class _Subject:
     def __init__(self, probers: Mapping[int, Sequence[Interval]]) -> None:
         self.probers = probers
         self.attested: dict[int, IntervalUnion] = {}
-        self.sequences: dict[int, int] = {}
+        self.sequences: dict[int, set[int]] = {}  # per witness: the sequence numbers read
 
 
 class UptimeTally:
@@ -163,9 +163,10 @@ class UptimeTally:
             if not probers:  # no member of the ring in the period: nothing to hold (made-up ids cost no memory)
                 return Verdict.NOT_NEIGHBOUR
             state = self._subjects[subject] = _Subject(probers)
-        if sequence <= state.sequences.get(witness, -1):
+        seen = state.sequences.setdefault(witness, set())
+        if sequence in seen:
             return Verdict.REPLAY
-        state.sequences[witness] = sequence
+        seen.add(sequence)
         start, end = max(start, self.period.start_ms), min(end, self.period.end_ms)
         if start >= end:
             return Verdict.OUTSIDE_PERIOD

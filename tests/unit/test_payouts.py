@@ -82,12 +82,14 @@ def test_attestations_count_only_while_the_witness_was_a_prober() -> None:
 
 
 def test_replays_are_refused_and_overlaps_credit_only_new_instants() -> None:
-    """The same batch again is a replay; a new sequence over old hours adds only what is new."""
+    """The same batch again is a replay; a new sequence over old hours adds only what is new, also
+    when it reaches the log after a later one (a witness's retry)."""
     first = entry(W1, S, [(0, 10)], first_sequence=5)
     result = UptimeTally(PERIOD, probed_by(W1, W2))
     assert result.add_entry(first) == [Verdict.CREDITED]
     assert result.add_entry(first) == [Verdict.REPLAY]
-    assert result.add_entry(entry(W1, S, [(2, 8)], first_sequence=4)) == [Verdict.REPLAY]  # older than one read
+    assert result.add_entry(entry(W1, S, [(2, 8)], first_sequence=4)) == [Verdict.OVERLAP]  # out of order: nothing new
+    assert result.add_entry(entry(W1, S, [(2, 8)], first_sequence=4)) == [Verdict.REPLAY]
     assert result.add_entry(entry(W1, S, [(2, 8)], first_sequence=6)) == [Verdict.OVERLAP]
     assert result.add_entry(entry(W1, S, [(5, 15)], first_sequence=7)) == [Verdict.CREDITED]
     result.add_entry(entry(W2, S, [(0, 30)]))
