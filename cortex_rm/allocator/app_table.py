@@ -41,7 +41,7 @@ from cortex_rm.allocator.errors import (
 )
 from cortex_rm.allocator.queues import Queue, QueueTree
 from cortex_rm.allocator.state_store import RMStateStore, StoredState
-from cortex_rm.yarn.app_network import PORT_SLOTS, free_slot
+from cortex_rm.yarn.app_network import PORT_SLOTS, PORT_SLOTS_PER_USER, free_slot
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId
 
 log = Logger()
@@ -225,8 +225,14 @@ class ApplicationTable:
 
     def _free_port_slot(self, app: Application) -> int:
         """A slot of source ports no other live application holds (yarn/app_network.py)."""
-        held = {a.port_slot for a in self._apps.values() if a is not app and a.port_slot is not None and not a.state.is_terminal}
-        slot = free_slot(app.app_id.id, held)
+        live = [a for a in self._apps.values() if a is not app and a.port_slot is not None and not a.state.is_terminal]
+        if sum(1 for a in live if a.user == app.user) >= PORT_SLOTS_PER_USER:
+            raise InvalidSubmission(
+                f"Maximum application limit of user {app.user} reached: {PORT_SLOTS_PER_USER} of their applications are"
+                " running or waiting to run, the most one user may hold of the cluster's"
+                f" {PORT_SLOTS}; submit again when one of them has ended"
+            )
+        slot = free_slot(app.app_id.id, {a.port_slot for a in live if a.port_slot is not None})
         if slot is None:
             raise InvalidSubmission(
                 f"Maximum system application limit reached: {PORT_SLOTS} applications are running or"

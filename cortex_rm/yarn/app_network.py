@@ -24,6 +24,8 @@ from typing import Final
 
 #: How many applications may run at once (each holds one slot from acceptance to its end).
 PORT_SLOTS: Final = 128
+#: How many of them one user's applications may hold at once (so one user cannot take them all).
+PORT_SLOTS_PER_USER: Final = PORT_SLOTS // 2
 #: The first source port of slot 0.
 SOURCE_PORT_BASE: Final = 10000
 #: Source ports per slot.

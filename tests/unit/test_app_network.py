@@ -15,7 +15,7 @@ from cortex_rm.container.net_policy import Members, PolicySettings, mark_of, ren
 from cortex_rm.internal import block_codec
 from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.internal.gen import ttypes
-from cortex_rm.yarn.app_network import PORT_SLOTS, UNASSIGNED_SOURCE_PORTS, AppNetwork, free_slot, source_ports
+from cortex_rm.yarn.app_network import PORT_SLOTS, PORT_SLOTS_PER_USER, UNASSIGNED_SOURCE_PORTS, AppNetwork, free_slot, source_ports
 from tests.support.rm_core import result_of
 from tests.unit.test_app_table import new_clock, recover, sql_store, submit
 
@@ -41,17 +41,28 @@ def test_a_free_slot_is_taken_in_turn_from_the_sequence_number():
     assert free_slot(7, set(range(PORT_SLOTS))) is None
 
 
+def test_one_user_holds_at_most_half_the_slots():
+    """A user's submission past PORT_SLOTS_PER_USER live applications fails naming the limit;
+    another user's is still accepted."""
+    table = recover(new_clock(), MemoryStateStore())
+    for _ in range(PORT_SLOTS_PER_USER):
+        assert submit(table, user="alice").state is AppState.ACCEPTED
+    refused = submit(table, user="alice")
+    assert refused.state is AppState.FAILED and "Maximum application limit of user alice" in refused.diagnostics
+    assert submit(table, user="bob").state is AppState.ACCEPTED
+
+
 def test_accepted_applications_hold_distinct_slots_until_they_end():
     """Each accepted application gets a slot no live one holds; past the last slot a submission
     fails naming the limit; a slot freed by an ended application is given again."""
     table = recover(new_clock(), MemoryStateStore())
-    apps = [submit(table) for _ in range(PORT_SLOTS)]
+    apps = [submit(table, user=f"user{i % 2}") for i in range(PORT_SLOTS)]
     assert sorted(a.port_slot for a in apps) == list(range(PORT_SLOTS))  # type: ignore[type-var]
-    refused = submit(table)
+    refused = submit(table, user="carol")
     assert refused.state is AppState.FAILED and refused.port_slot is None
     assert "Maximum system application limit reached" in refused.diagnostics
     result_of(table.kill(apps[10].app_id))
-    again = submit(table)
+    again = submit(table, user="carol")
     assert again.state is AppState.ACCEPTED and again.port_slot == apps[10].port_slot
 
 
