@@ -3,9 +3,12 @@
 Two live nodes on one host must never share ids: their containers would be one
 user to the kernel, and their network policies (one nftables table per node,
 named by its range: ``net_policy.table_name``) would judge each other's
-packets.  So a node takes its range's lease at start: an exclusive ``flock`` on
+packets.  So a node takes its range's lease at start: a write lock on the whole of
 ``<LEASE_DIR>/<base>_<count>.lock``, held by an open descriptor until the process
-ends, however it ends (the kernel drops the lock of a killed process too).  A
+ends, however it ends (the kernel drops the lock of a killed process too).  The
+locks are open-file-description locks (``F_OFD_SETLK``), so others can ask who
+holds one (``F_OFD_GETLK``) without taking it -- a probe never makes a starting
+node's lock fail -- and closing another descriptor of the file does not drop it.  A
 second node with the same range, or a range that meets a leased one, is refused
 with the holder's pid.  ``local-cluster`` picks the ranges of its nodes among the
 free ones, so local clusters running at once on one host stay apart; and a node
@@ -20,6 +23,7 @@ import fcntl
 import os
 import re
 import socket
+import struct
 from pathlib import Path
 from typing import Final
 
@@ -34,20 +38,25 @@ def lease_path(ids: IdRange, directory: Path = LEASE_DIR) -> Path:
     return directory / f"{ids.base}_{ids.count}.lock"
 
 
+_FLOCK: Final = "hhqqi4x"  # struct flock: type, whence, start, len, pid (Linux, 64-bit off_t)
+
+
+def _whole_file(kind: int) -> bytes:
+    return struct.pack(_FLOCK, kind, os.SEEK_SET, 0, 0, 0)
+
+
 def _holder(path: Path) -> int | None:
-    """The pid holding ``path``'s lock (0 if it wrote none), or None when nobody holds it."""
+    """The pid holding ``path``'s lock (as the holder wrote it; 0 if unreadable), or None when nobody holds it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
-            return int(text) if text.isdigit() else 0
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _whole_file(fcntl.F_WRLCK))
+        if struct.unpack(_FLOCK, found)[0] == fcntl.F_UNLCK:
+            return None
+        text = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else 0
     finally:
         os.close(fd)
 
@@ -92,8 +101,11 @@ class RangeLease:
             )
         fd = os.open(lease_path(ids, directory), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _whole_file(fcntl.F_WRLCK))
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                raise IdRangeError(f"cannot lock {lease_path(ids, directory)}: {e}") from None
             text = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
             os.close(fd)
             raise IdRangeError(
