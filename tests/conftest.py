@@ -1,6 +1,7 @@
 """Shared pytest setup.
 
 * ``JAVA_HOME`` for the Hadoop-client tests (``$JAVA_HOME``, else the JDK on PATH).
+* ``log_events``: every twisted.logger event emitted during the test.
 * Logged failures fail the test: every test runs with an observer on Twisted's
   global log publisher, and a ``log.failure`` or a critical event — an unhandled
   error in a Deferred included (garbage is collected at the end of each test so
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 
 pytest_plugins = ["pytester"]  # tests/unit/test_logged_failures.py runs this fixture on test files of its own
 
@@ -94,3 +95,12 @@ def tmp_path(tmp_path: Path) -> Path:
     from tests.support.reachable import make_reachable
 
     return make_reachable(tmp_path)
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[LogEvent]]:
+    """Every twisted.logger event emitted during the test."""
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
+    yield events
+    globalLogPublisher.removeObserver(events.append)  # type: ignore[arg-type]

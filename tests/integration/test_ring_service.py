@@ -9,14 +9,14 @@ predecessor must be its true neighbours.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer, threads
-from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, LogLevel, formatEvent
 
 from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
 from cortex_rm.dht.peer import Peer
@@ -141,15 +141,6 @@ def membership_errors(nodes: list[Node]) -> list[str]:
             if other is not n and statuses.get(other.peer) is not MemberStatus.ALIVE:
                 errors.append(f"{n.peer.short()} holds {other.peer.short()} as {statuses.get(other.peer)}")
     return errors
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[LogEvent]]:
-    """Every twisted.logger event emitted during the test."""
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
-    yield events
-    globalLogPublisher.removeObserver(events.append)  # type: ignore[arg-type]
 
 
 def messages(events: list[LogEvent], level: LogLevel | None = None) -> list[str]:

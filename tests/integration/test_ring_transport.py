@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, LogLevel, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -96,15 +96,6 @@ def listening(m: Member, port: int = 0):  # type: ignore[no-untyped-def]
 @defer.inlineCallbacks
 def stop_all(*members: Member):  # type: ignore[no-untyped-def]
     yield defer.gatherResults([m.transport.stop() for m in members])
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[LogEvent]]:
-    """Every twisted.logger event emitted during the test."""
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
-    yield events
-    globalLogPublisher.removeObserver(events.append)  # type: ignore[arg-type]
 
 
 def warnings(events: list[LogEvent]) -> list[str]:

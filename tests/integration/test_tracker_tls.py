@@ -20,7 +20,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.ssl import CertificateOptions
-from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, LogLevel, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -239,15 +239,6 @@ def raw_exchange(rm: RM, creator: Any, payload: bytes):  # type: ignore[no-untyp
     yield endpoint.connect(TLSMemoryBIOFactory(creator, True, Factory.forProtocol(lambda: peer)))
     reason = yield peer.closed.addTimeout(WAIT_S, reactor())
     return peer, reason
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[LogEvent]]:
-    """Every twisted.logger event emitted during the test."""
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 @pytest_twisted.inlineCallbacks

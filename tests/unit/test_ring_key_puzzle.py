@@ -9,13 +9,12 @@ import datetime
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, LogLevel, formatEvent
 
 from cortex_rm.dht.envelope import Envelope
 from cortex_rm.dht.member_table import ALIVE
@@ -80,15 +79,6 @@ def honest() -> list[Node]:
 @pytest.fixture(scope="module")
 def grinder() -> Node:
     return Node(9, weak_key(KEY_BITS), 0)
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[LogEvent]]:
-    """Every twisted.logger event emitted during the test."""
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
-    yield events
-    globalLogPublisher.removeObserver(events.append)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ the pure check

@@ -8,14 +8,13 @@ byte goes anywhere), as a ring of one.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet import defer, task
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, LogLevel, formatEvent
 
 from cortex_rm.dht.errors import IntroducerUnreachable, RingError
 from cortex_rm.dht.join_lifecycle import RingState
@@ -30,15 +29,6 @@ from cortex_rm.yarn.errors import IllegalTransition
 ME = Peer(10, "10.0.0.1:7000")
 A, B = Peer(20, "10.0.0.2:7000"), Peer(30, "10.0.0.3:7000")
 RETRY = 5.0
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[LogEvent]]:
-    """Every twisted.logger event emitted during the test."""
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
-    yield events
-    globalLogPublisher.removeObserver(events.append)  # type: ignore[arg-type]
 
 
 def texts(events: list[LogEvent], level: LogLevel | None = None) -> list[str]:
