@@ -1,7 +1,7 @@
 """Shared pytest setup.
 
 * ``JAVA_HOME`` for the Hadoop-client tests (``$JAVA_HOME``, else the JDK on PATH).
-* ``log_events``: every twisted.logger event emitted during the test.
+* ``log_events`` (or ``logged``): every twisted.logger event emitted during the test.
 * Logged failures fail the test: every test runs with an observer on Twisted's
   global log publisher, and a ``log.failure`` or a critical event — an unhandled
   error in a Deferred included (garbage is collected at the end of each test so
@@ -104,3 +104,9 @@ def log_events() -> Iterator[list[LogEvent]]:
     globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
     yield events
     globalLogPublisher.removeObserver(events.append)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def logged(log_events: list[LogEvent]) -> list[LogEvent]:
+    """``log_events`` under the name some tests use."""
+    return log_events

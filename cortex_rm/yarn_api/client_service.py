@@ -15,8 +15,6 @@ MODIFY_APP), and others' applications are left out of listings.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet import defer
@@ -27,14 +25,13 @@ from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.app_queries import ApplicationFilter
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.rm_context import RMContext
-from cortex_rm.yarn.delegation import InvalidToken, Principal
+from cortex_rm.yarn.delegation import Principal
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.allocator_errors import translating_allocator_errors
 from cortex_rm.yarn_api.app_credentials import submit_as
-from cortex_rm.yarn_api.errors import INVALID_TOKEN, RemoteError
-from cortex_rm.yarn_api.proto import Security_pb2 as sec
+from cortex_rm.yarn_api.client_credentials import CredentialCalls
 from cortex_rm.yarn_api.proto import applicationclient_protocol_pb2
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
@@ -67,15 +64,6 @@ UNSUPPORTED_CLIENT_METHODS = frozenset(
 )
 
 
-@contextmanager
-def _invalid_token_as_remote_error() -> Iterator[None]:
-    """A token the RM does not honour reaches the client as SecretManager$InvalidToken."""
-    try:
-        yield
-    except InvalidToken as e:
-        raise RemoteError(INVALID_TOKEN, str(e)) from None
-
-
 class ApplicationClientService:
     """The handlers of ApplicationClientProtocol over one RMContext."""
 
@@ -83,6 +71,7 @@ class ApplicationClientService:
         self.rm = rm
         self.auth = auth
         self.access = access
+        self.credentials = CredentialCalls(auth)
 
     def handlers(self) -> dict[str, Handler]:
         """Method name -> handler, for the IPC registry; allocator errors leave as YARN's exceptions."""
@@ -111,8 +100,8 @@ class ApplicationClientService:
             "getResourceProfiles": self.get_resource_profiles,
             "getResourceProfile": self.get_resource_profile,
             "getResourceTypeInfo": self.get_resource_type_info,
-            "renewDelegationToken": self.renew_delegation_token,
-            "cancelDelegationToken": self.cancel_delegation_token,
+            "renewDelegationToken": self.credentials.renew_delegation_token,
+            "cancelDelegationToken": self.credentials.cancel_delegation_token,
         }
         return {name: translating_allocator_errors(self._authenticated(name, h)) for name, h in handlers.items()}
 
@@ -408,33 +397,6 @@ class ApplicationClientService:
         response.resource_type_info.add(name="memory-mb", units="Mi", type=yp.COUNTABLE)
         response.resource_type_info.add(name="vcores", units="", type=yp.COUNTABLE)
         return response
-
-    # -- a user's credential ---------------------------------------------------------
-
-    def renew_delegation_token(
-        self, call: CallContext, request: sec.RenewDelegationTokenRequestProto
-    ) -> defer.Deferred[sec.RenewDelegationTokenResponseProto]:
-        """``hadoop dtutil renew``: the token's renewer moves its expiry on (SecretManager$InvalidToken
-        for a token the RM does not honour, AccessControlException for someone else's)."""
-
-        async def renew() -> sec.RenewDelegationTokenResponseProto:
-            with _invalid_token_as_remote_error():
-                expiry = await self.auth.credentials.renew(self.auth.presented(request.token), self._caller(call))
-            return sec.RenewDelegationTokenResponseProto(newExpiryTime=expiry)
-
-        return defer.ensureDeferred(renew())
-
-    def cancel_delegation_token(
-        self, call: CallContext, request: sec.CancelDelegationTokenRequestProto
-    ) -> defer.Deferred[sec.CancelDelegationTokenResponseProto]:
-        """``hadoop dtutil cancel``: its owner or renewer makes the token worthless at once."""
-
-        async def cancel() -> sec.CancelDelegationTokenResponseProto:
-            with _invalid_token_as_remote_error():
-                await self.auth.credentials.cancel(self.auth.presented(request.token), self._caller(call))
-            return sec.CancelDelegationTokenResponseProto()
-
-        return defer.ensureDeferred(cancel())
 
     def get_resource_profiles(
         self, call: CallContext, request: ys.GetAllResourceProfilesRequestProto

@@ -29,7 +29,6 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, task
-from twisted.logger import globalLogPublisher
 
 from cortex_rm.config import RingSection
 from cortex_rm.dht.address_proofs import DISPROVEN
@@ -76,14 +75,6 @@ def live_peers(view: RingView) -> dict[int, Peer]:
 def daemons(tmp_path: Path) -> Iterator[list[RingDaemon]]:
     with made_daemons(tmp_path, NODES, PROBE_INTERVAL_MS) as daemons:
         yield daemons
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 @pytest_twisted.inlineCallbacks

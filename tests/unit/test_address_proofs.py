@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 
 from cortex_rm.dht.address_proofs import (
     DISPROVEN,
@@ -32,14 +31,6 @@ B = Peer(0xB0, "10.0.0.11:7946")
 def proofs(**kwargs: Any) -> AddressProofs:
     settings: dict[str, Any] = dict(recheck=600.0, retry_min=5.0, retry_max=40.0, max_checks=4, check_timeout=60.0)
     return AddressProofs(ME, **(settings | kwargs))
-
-
-@pytest.fixture
-def logged() -> Any:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def warnings(events: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:

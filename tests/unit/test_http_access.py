@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, Logger, formatEvent
 
 from cortex_rm.yarn_api.http_access import MAX_TRACKED_ADDRESSES, AccessLog, details_allowed
-from tests.unit.test_http_limits import LIMITS, Site, get, logged  # noqa: F401 (logged: a fixture)
+from tests.unit.test_http_limits import LIMITS, Site, get
 
 
 def _access_lines(logged: list[LogEvent]) -> list[str]:

@@ -7,7 +7,7 @@ with the half-close a TCP transport has) on a ``Clock``: no sockets, no sleeping
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogEvent, Logger, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, Logger, formatEvent
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -136,14 +136,6 @@ class Connection:
 
 def get(path: str = "/echo", extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: rm.test\r\n{extra}\r\n".encode()
-
-
-@pytest.fixture
-def logged() -> Iterator[list[LogEvent]]:
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
-    yield events
-    globalLogPublisher.removeObserver(events.append)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ sizes
