@@ -51,6 +51,7 @@ from twisted.logger import Logger
 
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.swim_messages import MemberStatus
+from cortex_rm.yarn.log_budget import LogBudget
 
 log = Logger()
 
@@ -97,10 +98,12 @@ class AddressProofs:
         self.max_checks, self.check_timeout = max_checks, check_timeout
         self._checks: dict[int, _Check] = {}  # member id -> its check
         self.failed = 0  # checks that failed, since start
-        self.unlogged = 0  # members disproven but not logged (over MAX_LOGGED), since start
-        self._logged_at = float("-inf")
-        self._logged = 0
+        self._log_budget = LogBudget(MAX_LOGGED, LOG_INTERVAL_S)
 
+    @property
+    def unlogged(self) -> int:
+        """Members disproven but not logged (over MAX_LOGGED in an interval), since start."""
+        return self._log_budget.suppressed
     def update(self, members: Iterable[tuple[Peer, MemberStatus, int]], now: float) -> list[Peer]:
         """Take the members as they are now (peer, status, incarnation); the checks to start now.
 
@@ -177,14 +180,11 @@ class AddressProofs:
 
     def _log_disproven(self, check: _Check, retry: float, now: float) -> None:
         """Log a member newly disproven: at most MAX_LOGGED per LOG_INTERVAL_S, the rest summed up."""
-        if now - self._logged_at >= LOG_INTERVAL_S:
-            if self._logged > MAX_LOGGED:
-                log.warn("ring: {count} more members' ring addresses were not proven in the last {interval:.0f} s",
-                         count=self._logged - MAX_LOGGED, interval=LOG_INTERVAL_S)  # fmt: skip
-            self._logged_at, self._logged = now, 0
-        self._logged += 1
-        if self._logged > MAX_LOGGED:
-            self.unlogged += 1
+        suppressed = self._log_budget.roll(now)
+        if suppressed:
+            log.warn("ring: {count} more members' ring addresses were not proven in the last {interval:.0f} s",
+                     count=suppressed, interval=LOG_INTERVAL_S)  # fmt: skip
+        if not self._log_budget.spend():
             return
         log.warn(
             "ring: not believing member {member}'s ring address {address}: our own connection did not meet its key "

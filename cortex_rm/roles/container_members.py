@@ -65,6 +65,7 @@ from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.roles.ring_records import CapacityReport, ResourceManagerRecord
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.yarn.addresses import HostPort
+from cortex_rm.yarn.log_budget import LogBudget
 from cortex_rm.yarn.refusal_log import sanitised
 
 log = Logger()
@@ -231,8 +232,7 @@ class MembersWatcher:
         self._departed: dict[str, float] = {}
         self.refused_reports = 0  # distinct capacity reports refused (a member's new report counts again)
         self._refused: dict[str, CapacityReport] = {}  # ring id -> its refused report, counted and logged
-        self._logged_at = float("-inf")
-        self._logged = 0
+        self._log_budget = LogBudget(MAX_REFUSALS_LOGGED, REFRESH_S)
 
     def current(self) -> Members:
         """The members now (refused capacity reports counted and logged, see ``_note_refused``)."""
@@ -245,20 +245,17 @@ class MembersWatcher:
 
     def _note_refused(self, refused: Iterable[tuple[CapacityReport, str]]) -> None:
         """Count each newly refused report once; log at most MAX_REFUSALS_LOGGED per REFRESH_S."""
-        now = self.clock.seconds()
-        if now - self._logged_at >= REFRESH_S:
-            if self._logged > MAX_REFUSALS_LOGGED:
-                log.warn("{count} more capacity reports refused in the last {interval:.0f} s (addresses not on "
-                         "their member's host)", count=self._logged - MAX_REFUSALS_LOGGED, interval=REFRESH_S)
-            self._logged_at, self._logged = now, 0
+        suppressed = self._log_budget.roll(self.clock.seconds())
+        if suppressed:
+            log.warn("{count} more capacity reports refused in the last {interval:.0f} s (addresses not on "
+                     "their member's host)", count=suppressed, interval=REFRESH_S)
         current: dict[str, CapacityReport] = {}
         for report, error in refused:
             current[report.ring_id] = report
             if self._refused.get(report.ring_id) == report:
                 continue
             self.refused_reports += 1
-            self._logged += 1
-            if self._logged <= MAX_REFUSALS_LOGGED:
+            if self._log_budget.spend():
                 log.warn("containers' firewall: not believing the capacity report of ring member {ring_id}: {error}",
                          ring_id=report.ring_id[:10], error=sanitised(error))
         self._refused = current  # only the reports held now: bounded by CapacityReports' own bound
