@@ -6,6 +6,7 @@ its field's type (addresses to ``HostPort``) and runs the checks that span
 sections.  The roles take their sections; only the entry points see the file.
 """
 
+from cortex_rm.config.accounting import AccountingSection
 from cortex_rm.config.errors import ConfigError
 from cortex_rm.config.loader import Config, NodeSection, config_from_dict, load_config
 from cortex_rm.config.nodemanager import NodeManagerDirs, NodeManagerSection
@@ -13,6 +14,7 @@ from cortex_rm.config.resourcemanager import QueueEntry, ResourceManagerSection,
 from cortex_rm.config.ring import RingSection
 
 __all__ = [
+    "AccountingSection",
     "Config",
     "ConfigError",
     "NodeManagerDirs",

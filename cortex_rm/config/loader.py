@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cortex_rm.config.accounting import AccountingSection
 from cortex_rm.config.errors import ConfigError
 from cortex_rm.config.nodemanager import NodeManagerDirs, NodeManagerSection
 from cortex_rm.config.resourcemanager import RM_ADDRESS_KEYS, ResourceManagerSection, SchedulerSection
@@ -70,6 +71,7 @@ class Config:
     scheduler: SchedulerSection = field(default_factory=SchedulerSection)
     nodemanager: NodeManagerSection = field(default_factory=NodeManagerSection)
     ring: RingSection = field(default_factory=RingSection)
+    accounting: AccountingSection = field(default_factory=AccountingSection)
     source: str = "<defaults>"
 
     @property
@@ -85,6 +87,11 @@ class Config:
     def state_store_url(self) -> str:
         url = self.resourcemanager.state_store_url
         return url or f"sqlite:///{(self.state_dir / 'rm-state.sqlite').resolve()}"
+
+    @property
+    def ledger_url(self) -> str:
+        url = self.accounting.ledger_url
+        return url or f"sqlite:///{(self.state_dir / 'ledger.sqlite').resolve()}"
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -195,3 +202,4 @@ def _validate(config: Config) -> None:
     config.nodemanager.check(where, config.state_dir)
     config.resourcemanager.check(where)
     config.scheduler.check(where)
+    config.accounting.check(where)

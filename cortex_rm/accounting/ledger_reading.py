@@ -1,0 +1,212 @@
+"""Reading the ledger back: its three kinds of entry, the membership it records, and a period's payouts.
+
+The ledger holds three kinds of entry (``LedgerEntry.kind``), each payload
+starting with its own kind byte:
+
+* ``attestations``: a witness's signed batch (``attestations.py``);
+* ``membership``: the RM's signed membership changes (``membership_log.py``);
+* ``payout-statement``: a closed period's uptimes, signed by the RM (``payout_statement.py``).
+
+``read_ledger`` makes one pass over a prefix of the log and keeps what the other
+passes need: the membership replay and every statement.  ``tally_period`` makes a
+second pass and applies the payout rules (``payouts.py``) for one period, with
+the neighbour history the membership gives (``neighbour_history.ring_neighbour_table``).
+Anyone holding the same prefix and the same successor-list length gets the same
+figures: that is how ``cortex-rm ledger verify`` recomputes every statement.
+
+Which keys may sign membership and statements is the reader's policy
+(``Signers``): the ring ids in ``[ring] resource_managers``, or, when that list
+is empty, the keys that signed the log's tree heads.  Entries signed by anyone
+else are not believed, and counted.
+
+Blocking: these run on the ledger's thread, or in the CLI.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from cortex_rm.accounting.attestations import KIND_ATTESTATIONS, SignedAttestations, key_identity
+from cortex_rm.accounting.ledger import AUDIT_CHUNK, MerkleLog
+from cortex_rm.accounting.ledger_store import LedgerEntry, StoredEntry
+from cortex_rm.accounting.membership_log import (
+    MalformedMembership,
+    MembershipChange,
+    Memberships,
+    decode_membership,
+    membership_error,
+)
+from cortex_rm.accounting.neighbour_history import NeighbourTable, ring_neighbour_table
+from cortex_rm.accounting.payout_statement import (
+    MalformedStatement,
+    PayoutStatement,
+    decode_statement,
+    statement_error,
+)
+from cortex_rm.accounting.payouts import PayoutRules, UptimeTally, shares
+from cortex_rm.accounting.periods import Period
+from cortex_rm.accounting.tree_heads import key_id_of
+
+ATTESTATIONS = "attestations"
+MEMBERSHIP = "membership"
+PAYOUT_STATEMENT = "payout-statement"
+
+#: Whether a signer key (SEC1 compressed point) may sign membership changes and statements.
+Signers = Callable[[bytes], bool]
+
+
+def attestation_entry(batch: SignedAttestations) -> LedgerEntry:
+    return LedgerEntry(ATTESTATIONS, batch.encode())
+
+
+def membership_entry(change: MembershipChange) -> LedgerEntry:
+    return LedgerEntry(MEMBERSHIP, change.encode())
+
+
+def statement_entry(statement: PayoutStatement) -> LedgerEntry:
+    return LedgerEntry(PAYOUT_STATEMENT, statement.encode())
+
+
+def signers_of(log: MerkleLog, resource_managers: frozenset[int]) -> Signers:
+    """The trust policy of the module doc: listed RM ring ids, else the keys of the log's tree heads."""
+    if resource_managers:
+        return lambda key: _ring_id(key) in resource_managers
+    head_keys = {sth.key_id for sth in log.tree_heads()}
+
+    def signed_heads(key: bytes) -> bool:
+        try:
+            return key_id_of(key_identity(key)[0]) in head_keys
+        except ValueError:
+            return False
+
+    return signed_heads
+
+
+def _ring_id(key: bytes) -> int | None:
+    try:
+        return key_identity(key)[1]
+    except ValueError:
+        return None
+
+
+@dataclass
+class LedgerContents:
+    """What one pass over a prefix of the log found (besides the attestations, which stay in the log)."""
+
+    size: int = 0
+    memberships: Memberships = field(default_factory=Memberships)
+    statements: list[tuple[int, PayoutStatement]] = field(default_factory=list)  # (index, statement)
+    counts: Counter[str] = field(default_factory=Counter)  # entries by kind
+    problems: list[str] = field(default_factory=list)  # entries not believed (bounded)
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < 100:
+            self.problems.append(text)
+        self.counts["problems"] += 1
+
+    def absorb(self, index: int, kind: str, payload: bytes, signers: Signers) -> None:
+        """Entry ``index`` (the next one) of the log."""
+        self.size = index + 1
+        self.counts[kind] += 1
+        if kind == MEMBERSHIP:
+            try:
+                change = decode_membership(payload)
+            except MalformedMembership as e:
+                self.problem(f"entry {index}: malformed membership change: {e}")
+                return
+            if membership_error(change) is not None or not signers(change.signer_key):
+                self.problem(f"entry {index}: membership change not signed by a resource manager")
+                return
+            self.memberships.apply(change)
+        elif kind == PAYOUT_STATEMENT:
+            try:
+                statement = decode_statement(payload)
+            except MalformedStatement as e:
+                self.problem(f"entry {index}: malformed payout statement: {e}")
+                return
+            if statement_error(statement) is not None or not signers(statement.signer_key):
+                self.problem(f"entry {index}: payout statement not signed by a resource manager")
+                return
+            self.statements.append((index, statement))
+
+    def statement_for(self, period: Period) -> tuple[int, PayoutStatement] | None:
+        """The first statement of exactly ``period``, if one was appended."""
+        return next(((i, s) for i, s in self.statements if s.period == period), None)
+
+
+def _rows(log: MerkleLog, start: int, end: int) -> Iterator[StoredEntry]:
+    while start < end:
+        rows = log.entries(start, min(end, start + AUDIT_CHUNK))
+        if not rows:
+            return
+        yield from rows
+        start = rows[-1].index + 1
+
+
+def read_ledger(log: MerkleLog, end: int, signers: Signers) -> LedgerContents:
+    """One pass over entries ``[0, end)``: the membership replay and the statements (module doc)."""
+    contents = LedgerContents()
+    for row in _rows(log, 0, end):
+        contents.absorb(row.index, row.kind, row.payload, signers)
+    contents.size = end
+    return contents
+
+
+def neighbour_table(contents: LedgerContents, until_ms: int, successors: int) -> NeighbourTable:
+    """Who probed whom up to ``until_ms``, from the ledger's membership."""
+    return ring_neighbour_table(contents.memberships.intervals(until_ms), successors)
+
+
+def tally_period(
+    log: MerkleLog,
+    period: Period,
+    end: int,
+    history: NeighbourTable,
+    rules: PayoutRules,
+) -> UptimeTally:
+    """The payout rules applied to the attestations among entries ``[0, end)`` for ``period``."""
+    tally = UptimeTally(period, history, rules)
+    for row in _rows(log, 0, end):
+        if row.kind == ATTESTATIONS and row.payload[:1] == bytes([KIND_ATTESTATIONS]):
+            tally.add_entry(row.payload)
+        elif row.kind == ATTESTATIONS:
+            tally.add_entry(b"\x01")  # a mislabelled payload: malformed, counted
+    return tally
+
+
+@dataclass(frozen=True)
+class PayoutRow:
+    """One node's line of a payout: its ring id, uptime and share."""
+
+    ring_id: int
+    uptime_ms: int
+    share: Fraction
+
+
+def payout_rows(uptimes: dict[int, int]) -> list[PayoutRow]:
+    """Rows by ring id, with exact shares."""
+    split = shares(uptimes)
+    return [PayoutRow(node, uptimes[node], split.get(node, Fraction(0))) for node in sorted(uptimes)]
+
+
+def recompute_statement(
+    log: MerkleLog, contents: LedgerContents, statement: PayoutStatement, successors: int, signers: Signers
+) -> str | None:
+    """Why ``statement`` is not what its log prefix gives (None: it is exactly that)."""
+    if statement.log_size > contents.size:
+        return f"the statement for {_describe(statement.period)} names {statement.log_size} entries, beyond the log"
+    if log.root_hash(statement.log_size) != statement.log_root:
+        return f"the statement for {_describe(statement.period)} names a root its log prefix does not have"
+    prefix = read_ledger(log, statement.log_size, signers) if statement.log_size < contents.size else contents
+    history = neighbour_table(prefix, statement.period.end_ms, successors)
+    tally = tally_period(log, statement.period, statement.log_size, history, PayoutRules(statement.min_witnesses))
+    if tuple(sorted(tally.uptimes().items())) != statement.uptimes:
+        return f"the statement for {_describe(statement.period)} differs from the uptimes its log prefix gives"
+    return None
+
+
+def _describe(period: Period) -> str:
+    return f"[{period.start_ms}, {period.end_ms})"
