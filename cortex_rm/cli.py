@@ -6,6 +6,8 @@
 * ``cortex-rm user (add NAME --out FILE | revoke NAME) (--workdir DIR | --rm-web HOST:PORT --admin-credential FILE)``.
 * ``cortex-rm image build [--cache DIR] [--print-path | --json]``: build the containers' runtime image.
 * ``cortex-rm image push (--workdir DIR | --rm-web HOST:PORT) [--archive PATH]``: upload it for the nodes.
+* ``cortex-rm payouts (--workdir DIR | --rm-web HOST:PORT) [--start MS --end MS] [--json]``: uptime and shares.
+* ``cortex-rm ledger verify (--workdir DIR | --config FILE) [--url URL]``: audit the uptime ledger.
 """
 
 from __future__ import annotations
@@ -115,7 +117,25 @@ def _parser() -> argparse.ArgumentParser:
         help="the admin's credential (<state_dir>/admin.token of the RM; default with --workdir: the local cluster's)",
     )
     push.add_argument("--cache", type=Path, help="build cache directory, to find the default archive")
+    _ledger_parsers(sub)
     return parser
+
+
+def _ledger_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    payouts = sub.add_parser("payouts", help="each node's witnessed uptime and share in a pay period")
+    rm_web = payouts.add_mutually_exclusive_group(required=True)
+    rm_web.add_argument("--workdir", type=Path, help="a running local cluster's work dir")
+    rm_web.add_argument("--rm-web", help="the ResourceManager's web address HOST:PORT")
+    payouts.add_argument("--start", type=int, metavar="MS", help="the period's start, ms since the epoch (with --end)")
+    payouts.add_argument("--end", type=int, metavar="MS", help="the period's end (default: the current pay period)")
+    payouts.add_argument("--json", action="store_true", help="a JSON list of {node, ring_id, uptime_s, share}")
+    ledger = sub.add_parser("ledger", help="the uptime ledger the RM keeps")
+    lsub = ledger.add_subparsers(dest="action", required=True)
+    verify = lsub.add_parser("verify", help="check every hash, signature and closed period of the ledger's database")
+    config = verify.add_mutually_exclusive_group(required=True)
+    config.add_argument("--workdir", type=Path, help="a local cluster's work dir (its RM's configuration)")
+    config.add_argument("--config", type=Path, help="the RM node's configuration file")
+    verify.add_argument("--url", help="the ledger's SQLAlchemy URL (default: the configuration's [accounting] ledger_url)")
 
 
 def _image_command(args: argparse.Namespace) -> int:
@@ -264,6 +284,14 @@ def main(argv: list[str] | None = None) -> int:
         return ring_command(args.workdir, args.address, args.all_nodes, sys.stdout, timeout=args.timeout)
     if args.command == "image":
         return _image_command(args)
+    if args.command == "payouts":
+        from cortex_rm.ledger_cli import payouts_command
+
+        return payouts_command(args.workdir, args.rm_web, args.start, args.end, args.json)
+    if args.command == "ledger":
+        from cortex_rm.ledger_cli import verify_command
+
+        return verify_command(args.workdir, args.config, args.url)
     if args.command == "user":
         return _user_command(args)
     if args.command == "client-config":

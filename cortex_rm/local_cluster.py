@@ -372,6 +372,17 @@ def admin_credential(workdir: Path) -> UserCredential:
         raise LocalClusterError(f"{e}; is the cluster in {workdir} up?") from None
 
 
+def rm_config(workdir: Path) -> Path:
+    """The configuration file of the local cluster's RM node (for ``ledger verify --workdir``)."""
+    path = workdir.resolve() / CLUSTER_FILE
+    if not path.exists():
+        raise LocalClusterError(f"no local cluster in {workdir}")
+    for node in _load(workdir.resolve()):
+        if node.rm is not None:
+            return Path(node.config)
+    raise LocalClusterError(f"the cluster in {workdir} has no ResourceManager")
+
+
 def rm_addresses(workdir: Path) -> RMAddresses:
     """The RM of the local cluster in ``workdir`` (for ``client-config --workdir``)."""
     path = workdir.resolve() / CLUSTER_FILE

@@ -54,6 +54,7 @@ from cortex_rm.dht.ring_math import format_id
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.roles.container_members import ring_view_of
+from cortex_rm.roles.ledger_keeper import LedgerSetup
 from cortex_rm.roles.node_manager import NodeManagerRole
 from cortex_rm.roles.resource_manager import ResourceManagerRole
 from cortex_rm.roles.ring_records import CapacityReports, keep_capacity_reports
@@ -148,6 +149,7 @@ class CortexNode:
                 tls=tls,
                 state_dir=config.state_dir,
                 ring=self.ring,
+                accounting=LedgerSetup.of(config.accounting, config.ledger_url, config.ring.ring_config()),
             )
             await self.resource_manager.start(started_ms)
         if config.nodemanager.enabled:

@@ -16,8 +16,9 @@ figures: that is how ``cortex-rm ledger verify`` recomputes every statement.
 
 Which keys may sign membership and statements is the reader's policy
 (``Signers``): the ring ids in ``[ring] resource_managers``, or, when that list
-is empty, the keys that signed the log's tree heads.  Entries signed by anyone
-else are not believed, and counted.
+is empty, the key that signed the log's first membership change (the RM that
+started the log: trust on first use).  Entries signed by anyone else are not
+believed, and counted.
 
 Blocking: these run on the ledger's thread, or in the CLI.
 """
@@ -48,7 +49,6 @@ from cortex_rm.accounting.payout_statement import (
 )
 from cortex_rm.accounting.payouts import PayoutRules, UptimeTally, shares
 from cortex_rm.accounting.periods import Period
-from cortex_rm.accounting.tree_heads import key_id_of
 
 ATTESTATIONS = "attestations"
 MEMBERSHIP = "membership"
@@ -70,19 +70,23 @@ def statement_entry(statement: PayoutStatement) -> LedgerEntry:
     return LedgerEntry(PAYOUT_STATEMENT, statement.encode())
 
 
-def signers_of(log: MerkleLog, resource_managers: frozenset[int]) -> Signers:
-    """The trust policy of the module doc: listed RM ring ids, else the keys of the log's tree heads."""
-    if resource_managers:
-        return lambda key: _ring_id(key) in resource_managers
-    head_keys = {sth.key_id for sth in log.tree_heads()}
-
-    def signed_heads(key: bytes) -> bool:
+def signer_keys(log: MerkleLog, resource_managers: frozenset[int]) -> set[bytes]:
+    """The keys trusted to sign membership and statements (module doc): those of the listed RM ring
+    ids among the log's signers, or, with none listed, the signer of the log's first membership change."""
+    keys: set[bytes] = set()
+    for row in _rows(log, 0, log.size()):
+        if row.kind not in (MEMBERSHIP, PAYOUT_STATEMENT):
+            continue
         try:
-            return key_id_of(key_identity(key)[0]) in head_keys
-        except ValueError:
-            return False
-
-    return signed_heads
+            key = decode_membership(row.payload).signer_key if row.kind == MEMBERSHIP else decode_statement(row.payload).signer_key
+        except (MalformedMembership, MalformedStatement):
+            continue
+        if resource_managers:
+            if _ring_id(key) in resource_managers:
+                keys.add(key)
+        elif row.kind == MEMBERSHIP:
+            return {key}
+    return keys
 
 
 def _ring_id(key: bytes) -> int | None:

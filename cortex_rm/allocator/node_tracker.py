@@ -179,6 +179,10 @@ class NodeTracker:
         live = self._live.get(node_id)
         return live.last_seen_ms if live else None
 
+    def nodes_by_ring_id(self) -> dict[int, NodeId]:
+        """The NodeId each ring member registered (the latest, if one registered several)."""
+        return {live.ring_id: node_id for node_id, live in self._live.items() if live.ring_id is not None}
+
     # ---------------------------------------------------------------- calls
 
     def _check_owner(self, node_id: NodeId, fingerprint: str, call: str) -> _Liveness | None:

@@ -229,6 +229,24 @@ struct ApplicationNetwork {
 }
 
 /**
+ * Where one attestation batch landed in the ledger: its index, and its inclusion proof
+ * (RFC 6962 audit path, leaf to root) in the tree of the tree head it came with.
+ */
+struct AttestationReceipt {
+  1: required i64 index,
+  2: required list<binary> audit_path,
+}
+
+/**
+ * The ledger's answer to a witness's batches: one receipt per batch, in order, and the
+ * signed tree head (cortex_rm/accounting/tree_heads.py's encoding) their proofs lead to.
+ */
+struct AttestationReceipts {
+  1: required list<AttestationReceipt> receipts,
+  2: required binary tree_head,
+}
+
+/**
  * The file system refused: `java_class` is the exception Hadoop's client throws
  * (java.io.FileNotFoundException, ...SecretManager$InvalidToken, ...).
  */
@@ -281,6 +299,15 @@ service NodeTracker {
    * What a node needs to place an application's containers in its network policy.
    */
   ApplicationNetwork applicationNetwork(1: NodeAddress node_id, 2: string application_id)
+      throws (1: NodeRefused refused),
+
+  /**
+   * A witness's signed attestation batches (cortex_rm/accounting/attestations.py's encoding),
+   * for the ledger: every batch must be signed by the key of this connection, and at most
+   * 16 batches go in one call.  A batch already in the ledger is not appended again: its
+   * receipt names the first copy.
+   */
+  AttestationReceipts submitAttestations(1: NodeAddress node_id, 2: list<binary> batches)
       throws (1: NodeRefused refused),
 }
 

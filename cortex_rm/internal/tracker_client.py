@@ -30,7 +30,9 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cortex_rm.internal import block_codec
+from cortex_rm.accounting.attestations import SignedAttestations
+from cortex_rm.accounting.ledger_office import Receipts
+from cortex_rm.internal import block_codec, ledger_codec
 from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.block_codec import (
     AggregationTarget,
@@ -223,6 +225,14 @@ class TrackerClient:
         node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
         return self._call(
             "applicationNetwork", lambda c: c.applicationNetwork(node, app_id), block_codec.network_from_thrift
+        )
+
+    def submit_attestations(self, node_id: NodeId, batches: Sequence[SignedAttestations]) -> defer.Deferred[Receipts]:
+        """Hand this witness's signed batches to the ledger; fires with their receipts."""
+        node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
+        encoded = ledger_codec.batches_to_thrift(batches)
+        return self._call(
+            "submitAttestations", lambda c: c.submitAttestations(node, encoded), ledger_codec.receipts_from_thrift
         )
 
     def _call(

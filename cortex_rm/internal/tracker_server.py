@@ -38,7 +38,9 @@ from cortex_rm.fs.errors import FileNotFound, FsError
 from cortex_rm.fs.model import BlockRef, User
 from cortex_rm.fs.name_node import NameNode, WrittenBlock
 from cortex_rm.fs.paths import parse_path
-from cortex_rm.internal import block_codec
+from cortex_rm.accounting.attestations import SignedAttestations
+from cortex_rm.accounting.ledger_office import Receipts
+from cortex_rm.internal import block_codec, ledger_codec
 from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
@@ -58,6 +60,8 @@ IdentifierReader = Callable[[bytes], ContainerTokenIdentifier]
 AppOwner = Callable[[ApplicationId, NodeId], str]
 #: The host an application was submitted from ("" unknown; UnknownApplication if none such).
 AppNetworkOf = Callable[[ApplicationId], AppNetwork]
+#: Appends a witness's (ring id) attestation batches to the ledger; NodeRefused if it may not.
+SubmitAttestations = Callable[[int, list[SignedAttestations]], defer.Deferred[Receipts]]
 
 log = Logger()
 T = TypeVar("T")
@@ -75,13 +79,15 @@ class FileSystemServices:
     (``name_node``), container tokens read with ``read_identifier`` for localization, the owner
     of an application whose logs a node aggregates (``app_owner``), the runtime image the
     cluster runs (``runtime_image``, its archive's SHA-256; "" for none), and where applications
-    were submitted from and their slots of source ports (``app_network``)."""
+    were submitted from and their slots of source ports (``app_network``), and the ledger that takes
+    witnesses' attestations (``submit_attestations``)."""
 
     name_node: NameNode
     read_identifier: IdentifierReader | None = None
     app_owner: AppOwner | None = None
     runtime_image: str = ""
     app_network: AppNetworkOf | None = None
+    submit_attestations: SubmitAttestations | None = None
 
 
 @implementer(gen_service.Iface)
@@ -284,6 +290,28 @@ class TrackerCalls:
             return block_codec.network_to_thrift(self.fs.app_network(app_id))
 
         return self._decide("applicationNetwork", decide)
+
+    def submitAttestations(self, node: Any, batches: Any) -> defer.Deferred[ttypes.AttestationReceipts]:  # noqa: N802
+        """A witness's signed batches, for the ledger: only its own (signed by this connection's key)."""
+
+        def decide() -> defer.Deferred[Receipts]:
+            node_id = codec._node_id(node, "node_id")
+            self._data_node(node_id)  # a registered, running node on its own key
+            assert self.fs is not None  # _data_node checked
+            if self.fs.submit_attestations is None or self.ring_id is None:
+                raise NodeRefused("this RM keeps no ledger")
+            return self.fs.submit_attestations(self.ring_id, ledger_codec.batches_from_thrift(batches))
+
+        def refused(failure: Failure) -> Failure:
+            if failure.check(NodeRefused):
+                message = str(failure.value)
+                if self.refusals is None or self.refusals.may_detail(HostPort.host_of(self.peer)):
+                    log.warn("submitAttestations from {peer} refused: {error}", peer=self.peer, error=sanitised(message))
+                raise ttypes.NodeRefused(message=message)
+            return failure
+
+        d = self._decide("submitAttestations", decide)
+        return d.addCallbacks(ledger_codec.receipts_to_thrift, refused)
 
     def _container_user(self, node_id: NodeId, identifier: Any, password: Any) -> str:
         """The user of the container whose token the node shows: the RM signed it, for this node,

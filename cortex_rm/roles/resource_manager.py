@@ -56,6 +56,7 @@ from cortex_rm.config import ResourceManagerSection, SchedulerSection
 from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.internal.tracker_server import ExpiryMonitor, FileSystemServices, tracker_server_factory
+from cortex_rm.roles.ledger_keeper import LedgerKeeper, LedgerSetup, live_ring_members
 from cortex_rm.roles.ports import Listen
 from cortex_rm.roles.ring_records import Republisher, ResourceManagerRecord, publish_resource_manager
 from cortex_rm.roles.ring_service import RingService
@@ -75,6 +76,7 @@ from cortex_rm.yarn_api.am_launcher import AMLauncher
 from cortex_rm.yarn_api.am_service import ApplicationMasterService, am_protocol
 from cortex_rm.yarn_api.client_service import ApplicationClientService, client_protocol
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
+from cortex_rm.yarn_api.ledger_rest import LedgerWebServices
 from cortex_rm.yarn_api.rest import build_rest_site
 from cortex_rm.yarn_api.sasl import SaslServer
 from cortex_rm.yarn_api.tokens import parse_amrm_identifier, read_container_identifier
@@ -123,6 +125,7 @@ class ResourceManagerRole:
         tls: MutualTLS,
         state_dir: Path,
         ring: RingService | None = None,
+        accounting: LedgerSetup | None = None,
     ) -> None:
         self.section = section
         self.scheduler_section = scheduler
@@ -131,6 +134,9 @@ class ResourceManagerRole:
         self._listen = listen
         self._tls = tls
         self._ring = ring
+        self._accounting = accounting
+        self.ledger: LedgerKeeper | None = None
+        self.static_nodes: frozenset[int] = frozenset()  # ring ids the ledger classes static
         self.state_dir = state_dir
         self._token_sweeps: LoopingCall | None = None
         self.rm: RMContext | None = None
@@ -208,6 +214,15 @@ class ResourceManagerRole:
         auth = UserAuthenticator(credentials, conf.anonymous_access)
         access = AppAccess([name_node.namespace.superuser], scheduling.table.queues)
         admin = RMUserAdmin(auth)  # its tokens' services: the ports, once bound below
+        self.tracker = NodeTracker(
+            nodes,
+            self.reactor,
+            nm_expiry_ms=conf.nm_expiry_ms,
+            rm_identifier=started_ms,
+            container_token_master_key=keys.container,
+            listener=NodeEvents(scheduling, name_node),
+        )
+        ledger = await self._start_ledger()
         site = build_rest_site(
             self.rm,
             version=__version__,
@@ -216,6 +231,7 @@ class ResourceManagerRole:
             access=access,
             admin=admin,
             view_tickets=lambda app, user, node: view_ticket(name_node.key, app, user, node, self._now_ms()),
+            ledger=None if ledger is None else LedgerWebServices(ledger, self.tracker.nodes_by_ring_id),
         )
         bound = {
             "address": self._listen("resourcemanager.address", conf.address, self._client_port(self.rm, auth, access)),
@@ -233,14 +249,6 @@ class ResourceManagerRole:
             credentials, self._app_running, self.reactor,
             keep_admin=lambda: defer.ensureDeferred(admin.ensure_admin_credential(admin_file, superuser, run)),
         )
-        self.tracker = NodeTracker(
-            nodes,
-            self.reactor,
-            nm_expiry_ms=conf.nm_expiry_ms,
-            rm_identifier=started_ms,
-            container_token_master_key=keys.container,
-            listener=NodeEvents(scheduling, name_node),
-        )
         bound["tracker_address"] = self._listen(
             "resourcemanager.tracker_address",
             conf.tracker_address,
@@ -250,7 +258,7 @@ class ResourceManagerRole:
                 self.reactor,
                 FileSystemServices(
                     name_node, read_container_identifier, self._app_owner, conf.runtime_image,
-                    app_network=self._app_network,
+                    app_network=self._app_network, submit_attestations=None if ledger is None else ledger.submit,
                 ),
             ),
         )
@@ -347,6 +355,26 @@ class ResourceManagerRole:
         self._republisher = Republisher(lambda: publish_resource_manager(ring, record), self.reactor)
         self._republisher.start()
 
+    async def _start_ledger(self) -> LedgerKeeper | None:
+        """The uptime ledger (on the ring only: its membership is the ring's)."""
+        ring, setup = self._ring, self._accounting
+        if ring is None or setup is None:
+            return None
+        self.ledger = keeper = LedgerKeeper(
+            setup.url, self._tls.identity.key, setup.rules, self.reactor, me=ring.identity.ring_id,
+            live_members=lambda: live_ring_members(ring), update_interval_s=setup.update_interval_s,
+            max_batches_per_hour=setup.max_batches_per_hour, on_classes=self._classes_changed,
+        )  # fmt: skip
+        ring.add_membership_listener(keeper.membership_changed)
+        await keeper.start()
+        return keeper
+
+    def _classes_changed(self, static: frozenset[int]) -> None:
+        if static != self.static_nodes:
+            names = self.tracker.nodes_by_ring_id() if self.tracker is not None else {}
+            log.info("static nodes now: {nodes}", nodes=", ".join(sorted(str(names.get(r, f"{r:040x}")) for r in static)) or "none")
+        self.static_nodes = static
+
     def _app_running(self, app_id: str) -> bool:
         assert self.rm is not None
         try:
@@ -391,6 +419,9 @@ class ResourceManagerRole:
             self._republisher = None
         if self.scheduling is not None:
             self.scheduling.stop()
+        if self.ledger is not None:
+            self.ledger.stop()
+            self.ledger = None
         if self._expiry is not None:
             self._expiry.stop()
             self._expiry = None

@@ -52,7 +52,8 @@ from cortex_rm.yarn_api.http_streams import LimitedRequest
 from cortex_rm.yarn_api.rest_errors import RestError
 from cortex_rm.yarn_api.rest_call import STATIC_WEB_USER, Reply, RestCall
 from cortex_rm.yarn_api.rest_credentials import UserAdmin
-from cortex_rm.yarn_api.rest_services import ClusterWebServices, ViewTicketSigner, match_route
+from cortex_rm.yarn_api.ledger_rest import LedgerWebServices
+from cortex_rm.yarn_api.rest_services import NEEDS_CREDENTIAL, ClusterWebServices, ViewTicketSigner, match_route
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
 
 log = Logger()
@@ -146,10 +147,13 @@ class WebServicesResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, services: ClusterWebServices, auth: UserAuthenticator | None) -> None:
+    def __init__(
+        self, services: ClusterWebServices, auth: UserAuthenticator | None, cortex: LedgerWebServices | None = None
+    ) -> None:
         super().__init__()
         self.services = services
         self.auth = auth
+        self.cortex = cortex  # /ws/v1/cortex/...: the uptime ledger
 
     def render(self, request: Request) -> int:
         gone: list[Failure] = []
@@ -168,6 +172,11 @@ class WebServicesResource(Resource):
         segments = [s.decode("utf-8", errors="replace") for s in request.postpath or []]
         if segments and segments[-1] == "":
             segments.pop()  # a trailing slash names the same resource
+        if segments[:2] == ["v1", "cortex"] and self.cortex is not None:
+            call = self._call(request, method, path, ())
+            if self.services.anonymous_access != "cluster-info" and not call.principal.authenticated:
+                raise rest_errors.unauthorized(NEEDS_CREDENTIAL.format(path=path))
+            return defer.Deferred.fromCoroutine(self.cortex.answer(call, tuple(segments[2:])))
         if segments[:2] != ["v1", "cluster"]:
             raise rest_errors.not_found(f"no web service at {path}; the RM's REST API is under /ws/v1/cluster")
         match = match_route(tuple(segments[2:]))
@@ -177,9 +186,15 @@ class WebServicesResource(Resource):
         name = methods.get("GET" if method == "HEAD" else method)
         if name is None:
             raise rest_errors.method_not_allowed(method, path, list(methods))
+        answer = self.services.operation(name)(self._call(request, method, path, params))
+        if isinstance(answer, Reply):
+            return defer.succeed(answer)
+        return defer.Deferred.fromCoroutine(answer)  # runs now, up to the first wait on the state store
+
+    def _call(self, request: Request, method: str, path: str, params: tuple[str, ...]) -> RestCall:
         query = _query(request)
         principal, token = self._principal(request)
-        call = RestCall(
+        return RestCall(
             method=method,
             path=path,
             params=params,
@@ -192,10 +207,6 @@ class WebServicesResource(Resource):
             client_host=str(getattr(request.getClientAddress(), "host", "")),
             base_url=_base_url(request),
         )
-        answer = self.services.operation(name)(call)
-        if isinstance(answer, Reply):
-            return defer.succeed(answer)
-        return defer.Deferred.fromCoroutine(answer)  # runs now, up to the first wait on the state store
 
     def _principal(self, request: Request) -> tuple[Principal, DelegationIdentifier | None]:
         """The owner of the request's RM delegation token, and the token; anonymous without one
@@ -297,6 +308,7 @@ def build_rest_site(
     admin: UserAdmin | None = None,
     limits: HttpLimits = API_LIMITS,
     view_tickets: ViewTicketSigner | None = None,
+    ledger: LedgerWebServices | None = None,
 ) -> RestSite:
     """The RM's web site (REST API and overview page), for ``reactor.listenTCP(port, site)``.
 
@@ -317,7 +329,7 @@ def build_rest_site(
     services = ClusterWebServices(
         rm, version, access or AppAccess(()), anonymous_access, admin, credentials, view_tickets=view_tickets
     )
-    root.putChild(b"ws", WebServicesResource(services, auth))
+    root.putChild(b"ws", WebServicesResource(services, auth, ledger))
     for name, child in (children or {}).items():
         root.putChild(name, child)
     if max_body_bytes is not None:

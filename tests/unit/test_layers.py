@@ -38,6 +38,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
             {
                 "node", "cli", "local_cluster", "local_cluster_config", "client_config", "spark_archive", "webhdfs_client",
                 "image_push", "isolation", "processes", "ring_status", "user_credential", "cluster_wait", "__main__",
+                "ledger_cli",
             }
         ),
     ),

@@ -118,6 +118,20 @@ class Iface(Interface):
         """
         pass
 
+    def submitAttestations(node_id, batches):
+        """
+        A witness's signed attestation batches (cortex_rm/accounting/attestations.py's encoding),
+        for the ledger: every batch must be signed by the key of this connection, and at most
+        16 batches go in one call.  A batch already in the ledger is not appended again: its
+        receipt names the first copy.
+
+        Parameters:
+         - node_id
+         - batches
+
+        """
+        pass
+
 
 @implementer(Iface)
 class Client(object):
@@ -623,6 +637,63 @@ class Client(object):
             return d.errback(result.refused)
         return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "applicationNetwork failed: unknown result"))
 
+    def submitAttestations(self, node_id, batches):
+        """
+        A witness's signed attestation batches (cortex_rm/accounting/attestations.py's encoding),
+        for the ledger: every batch must be signed by the key of this connection, and at most
+        16 batches go in one call.  A batch already in the ledger is not appended again: its
+        receipt names the first copy.
+
+        Parameters:
+         - node_id
+         - batches
+
+        """
+        seqid = self._seqid = self._seqid + 1
+        self._reqs[seqid] = defer.Deferred()
+
+        d = defer.maybeDeferred(self.send_submitAttestations, node_id, batches)
+        d.addCallbacks(
+            callback=self.cb_send_submitAttestations,
+            callbackArgs=(seqid,),
+            errback=self.eb_send_submitAttestations,
+            errbackArgs=(seqid,))
+        return d
+
+    def cb_send_submitAttestations(self, _, seqid):
+        return self._reqs[seqid]
+
+    def eb_send_submitAttestations(self, f, seqid):
+        d = self._reqs.pop(seqid)
+        d.errback(f)
+        return d
+
+    def send_submitAttestations(self, node_id, batches):
+        oprot = self._oprot_factory.getProtocol(self._transport)
+        oprot.writeMessageBegin('submitAttestations', TMessageType.CALL, self._seqid)
+        args = submitAttestations_args()
+        args.node_id = node_id
+        args.batches = batches
+        args.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def recv_submitAttestations(self, iprot, mtype, rseqid):
+        d = self._reqs.pop(rseqid)
+        if mtype == TMessageType.EXCEPTION:
+            x = TApplicationException()
+            x.read(iprot)
+            iprot.readMessageEnd()
+            return d.errback(x)
+        result = submitAttestations_result()
+        result.read(iprot)
+        iprot.readMessageEnd()
+        if result.success is not None:
+            return d.callback(result.success)
+        if result.refused is not None:
+            return d.errback(result.refused)
+        return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "submitAttestations failed: unknown result"))
+
 
 @implementer(Iface)
 class Processor(TProcessor):
@@ -638,6 +709,7 @@ class Processor(TProcessor):
         self._processMap["openForAggregation"] = Processor.process_openForAggregation
         self._processMap["openRuntimeImage"] = Processor.process_openRuntimeImage
         self._processMap["applicationNetwork"] = Processor.process_applicationNetwork
+        self._processMap["submitAttestations"] = Processor.process_submitAttestations
         self._on_message_begin = None
 
     def on_message_begin(self, func):
@@ -1007,6 +1079,44 @@ class Processor(TProcessor):
             msg_type = TMessageType.EXCEPTION
             result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
         oprot.writeMessageBegin("applicationNetwork", msg_type, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def process_submitAttestations(self, seqid, iprot, oprot):
+        args = submitAttestations_args()
+        args.read(iprot)
+        iprot.readMessageEnd()
+        result = submitAttestations_result()
+        d = defer.maybeDeferred(self._handler.submitAttestations, args.node_id, args.batches)
+        d.addCallback(self.write_results_success_submitAttestations, result, seqid, oprot)
+        d.addErrback(self.write_results_exception_submitAttestations, result, seqid, oprot)
+        return d
+
+    def write_results_success_submitAttestations(self, success, result, seqid, oprot):
+        result.success = success
+        oprot.writeMessageBegin("submitAttestations", TMessageType.REPLY, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def write_results_exception_submitAttestations(self, error, result, seqid, oprot):
+        msg_type = TMessageType.REPLY
+        try:
+            error.raiseException()
+        except NodeRefused as refused:
+            result.refused = refused
+        except TTransport.TTransportException:
+            raise
+        except TApplicationException as ex:
+            logging.exception('TApplication exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = ex
+        except Exception:
+            logging.exception('Unexpected exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
+        oprot.writeMessageBegin("submitAttestations", msg_type, seqid)
         result.write(oprot)
         oprot.writeMessageEnd()
         oprot.trans.flush()
@@ -2436,6 +2546,163 @@ class applicationNetwork_result(object):
 all_structs.append(applicationNetwork_result)
 applicationNetwork_result.thrift_spec = (
     (0, TType.STRUCT, 'success', [ApplicationNetwork, None], None, ),  # 0
+    (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
+)
+
+
+class submitAttestations_args(object):
+    """
+    Attributes:
+     - node_id
+     - batches
+
+    """
+
+
+    def __init__(self, node_id=None, batches=None,):
+        self.node_id = node_id
+        self.batches = batches
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.node_id = NodeAddress()
+                    self.node_id.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.LIST:
+                    self.batches = []
+                    (_etype143, _size140) = iprot.readListBegin()
+                    for _i144 in range(_size140):
+                        _elem145 = iprot.readBinary()
+                        self.batches.append(_elem145)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('submitAttestations_args')
+        if self.node_id is not None:
+            oprot.writeFieldBegin('node_id', TType.STRUCT, 1)
+            self.node_id.write(oprot)
+            oprot.writeFieldEnd()
+        if self.batches is not None:
+            oprot.writeFieldBegin('batches', TType.LIST, 2)
+            oprot.writeListBegin(TType.STRING, len(self.batches))
+            for iter146 in self.batches:
+                oprot.writeBinary(iter146)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(submitAttestations_args)
+submitAttestations_args.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'node_id', [NodeAddress, None], None, ),  # 1
+    (2, TType.LIST, 'batches', (TType.STRING, 'BINARY', False), None, ),  # 2
+)
+
+
+class submitAttestations_result(object):
+    """
+    Attributes:
+     - success
+     - refused
+
+    """
+
+
+    def __init__(self, success=None, refused=None,):
+        self.success = success
+        self.refused = refused
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 0:
+                if ftype == TType.STRUCT:
+                    self.success = AttestationReceipts()
+                    self.success.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 1:
+                if ftype == TType.STRUCT:
+                    self.refused = NodeRefused.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('submitAttestations_result')
+        if self.success is not None:
+            oprot.writeFieldBegin('success', TType.STRUCT, 0)
+            self.success.write(oprot)
+            oprot.writeFieldEnd()
+        if self.refused is not None:
+            oprot.writeFieldBegin('refused', TType.STRUCT, 1)
+            self.refused.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(submitAttestations_result)
+submitAttestations_result.thrift_spec = (
+    (0, TType.STRUCT, 'success', [AttestationReceipts, None], None, ),  # 0
     (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
 )
 fix_spec(all_structs)

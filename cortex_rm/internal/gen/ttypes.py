@@ -2202,6 +2202,173 @@ class ApplicationNetwork(object):
         return not (self == other)
 
 
+class AttestationReceipt(object):
+    """
+    Where one attestation batch landed in the ledger: its index, and its inclusion proof
+    (RFC 6962 audit path, leaf to root) in the tree of the tree head it came with.
+
+    Attributes:
+     - index
+     - audit_path
+
+    """
+
+
+    def __init__(self, index=None, audit_path=None,):
+        self.index = index
+        self.audit_path = audit_path
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.index = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.LIST:
+                    self.audit_path = []
+                    (_etype87, _size84) = iprot.readListBegin()
+                    for _i88 in range(_size84):
+                        _elem89 = iprot.readBinary()
+                        self.audit_path.append(_elem89)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('AttestationReceipt')
+        if self.index is not None:
+            oprot.writeFieldBegin('index', TType.I64, 1)
+            oprot.writeI64(self.index)
+            oprot.writeFieldEnd()
+        if self.audit_path is not None:
+            oprot.writeFieldBegin('audit_path', TType.LIST, 2)
+            oprot.writeListBegin(TType.STRING, len(self.audit_path))
+            for iter90 in self.audit_path:
+                oprot.writeBinary(iter90)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.index is None:
+            raise TProtocolException(message='Required field index is unset!')
+        if self.audit_path is None:
+            raise TProtocolException(message='Required field audit_path is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class AttestationReceipts(object):
+    """
+    The ledger's answer to a witness's batches: one receipt per batch, in order, and the
+    signed tree head (cortex_rm/accounting/tree_heads.py's encoding) their proofs lead to.
+
+    Attributes:
+     - receipts
+     - tree_head
+
+    """
+
+
+    def __init__(self, receipts=None, tree_head=None,):
+        self.receipts = receipts
+        self.tree_head = tree_head
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.LIST:
+                    self.receipts = []
+                    (_etype94, _size91) = iprot.readListBegin()
+                    for _i95 in range(_size91):
+                        _elem96 = AttestationReceipt()
+                        _elem96.read(iprot)
+                        self.receipts.append(_elem96)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.tree_head = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('AttestationReceipts')
+        if self.receipts is not None:
+            oprot.writeFieldBegin('receipts', TType.LIST, 1)
+            oprot.writeListBegin(TType.STRUCT, len(self.receipts))
+            for iter97 in self.receipts:
+                iter97.write(oprot)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.tree_head is not None:
+            oprot.writeFieldBegin('tree_head', TType.STRING, 2)
+            oprot.writeBinary(self.tree_head)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.receipts is None:
+            raise TProtocolException(message='Required field receipts is unset!')
+        if self.tree_head is None:
+            raise TProtocolException(message='Required field tree_head is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
 class FsFailure(TException):
     """
     The file system refused: `java_class` is the exception Hadoop's client throws
@@ -2645,11 +2812,11 @@ class NeighboursReply(object):
             elif fid == 3:
                 if ftype == TType.LIST:
                     self.successors = []
-                    (_etype87, _size84) = iprot.readListBegin()
-                    for _i88 in range(_size84):
-                        _elem89 = Peer()
-                        _elem89.read(iprot)
-                        self.successors.append(_elem89)
+                    (_etype101, _size98) = iprot.readListBegin()
+                    for _i102 in range(_size98):
+                        _elem103 = Peer()
+                        _elem103.read(iprot)
+                        self.successors.append(_elem103)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -2674,8 +2841,8 @@ class NeighboursReply(object):
         if self.successors is not None:
             oprot.writeFieldBegin('successors', TType.LIST, 3)
             oprot.writeListBegin(TType.STRUCT, len(self.successors))
-            for iter90 in self.successors:
-                iter90.write(oprot)
+            for iter104 in self.successors:
+                iter104.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -2899,11 +3066,11 @@ class Leave(object):
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.successors = []
-                    (_etype94, _size91) = iprot.readListBegin()
-                    for _i95 in range(_size91):
-                        _elem96 = Peer()
-                        _elem96.read(iprot)
-                        self.successors.append(_elem96)
+                    (_etype108, _size105) = iprot.readListBegin()
+                    for _i109 in range(_size105):
+                        _elem110 = Peer()
+                        _elem110.read(iprot)
+                        self.successors.append(_elem110)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -2924,8 +3091,8 @@ class Leave(object):
         if self.successors is not None:
             oprot.writeFieldBegin('successors', TType.LIST, 2)
             oprot.writeListBegin(TType.STRUCT, len(self.successors))
-            for iter97 in self.successors:
-                iter97.write(oprot)
+            for iter111 in self.successors:
+                iter111.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -4006,11 +4173,11 @@ class ReplicaDigest(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.entries = []
-                    (_etype101, _size98) = iprot.readListBegin()
-                    for _i102 in range(_size98):
-                        _elem103 = DigestEntry()
-                        _elem103.read(iprot)
-                        self.entries.append(_elem103)
+                    (_etype115, _size112) = iprot.readListBegin()
+                    for _i116 in range(_size112):
+                        _elem117 = DigestEntry()
+                        _elem117.read(iprot)
+                        self.entries.append(_elem117)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -4027,8 +4194,8 @@ class ReplicaDigest(object):
         if self.entries is not None:
             oprot.writeFieldBegin('entries', TType.LIST, 1)
             oprot.writeListBegin(TType.STRUCT, len(self.entries))
-            for iter104 in self.entries:
-                iter104.write(oprot)
+            for iter118 in self.entries:
+                iter118.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -4076,10 +4243,10 @@ class ReplicaWant(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.keys = []
-                    (_etype108, _size105) = iprot.readListBegin()
-                    for _i109 in range(_size105):
-                        _elem110 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.keys.append(_elem110)
+                    (_etype122, _size119) = iprot.readListBegin()
+                    for _i123 in range(_size119):
+                        _elem124 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.keys.append(_elem124)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -4096,8 +4263,8 @@ class ReplicaWant(object):
         if self.keys is not None:
             oprot.writeFieldBegin('keys', TType.LIST, 1)
             oprot.writeListBegin(TType.STRING, len(self.keys))
-            for iter111 in self.keys:
-                oprot.writeString(iter111.encode('utf-8') if sys.version_info[0] == 2 else iter111)
+            for iter125 in self.keys:
+                oprot.writeString(iter125.encode('utf-8') if sys.version_info[0] == 2 else iter125)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -4145,11 +4312,11 @@ class StoreReplicas(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.records = []
-                    (_etype115, _size112) = iprot.readListBegin()
-                    for _i116 in range(_size112):
-                        _elem117 = Record()
-                        _elem117.read(iprot)
-                        self.records.append(_elem117)
+                    (_etype129, _size126) = iprot.readListBegin()
+                    for _i130 in range(_size126):
+                        _elem131 = Record()
+                        _elem131.read(iprot)
+                        self.records.append(_elem131)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -4166,8 +4333,8 @@ class StoreReplicas(object):
         if self.records is not None:
             oprot.writeFieldBegin('records', TType.LIST, 1)
             oprot.writeListBegin(TType.STRUCT, len(self.records))
-            for iter118 in self.records:
-                iter118.write(oprot)
+            for iter132 in self.records:
+                iter132.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -4581,11 +4748,11 @@ class Envelope(object):
             elif fid == 3:
                 if ftype == TType.LIST:
                     self.piggyback = []
-                    (_etype122, _size119) = iprot.readListBegin()
-                    for _i123 in range(_size119):
-                        _elem124 = Piggyback()
-                        _elem124.read(iprot)
-                        self.piggyback.append(_elem124)
+                    (_etype136, _size133) = iprot.readListBegin()
+                    for _i137 in range(_size133):
+                        _elem138 = Piggyback()
+                        _elem138.read(iprot)
+                        self.piggyback.append(_elem138)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -4615,8 +4782,8 @@ class Envelope(object):
         if self.piggyback is not None:
             oprot.writeFieldBegin('piggyback', TType.LIST, 3)
             oprot.writeListBegin(TType.STRUCT, len(self.piggyback))
-            for iter125 in self.piggyback:
-                iter125.write(oprot)
+            for iter139 in self.piggyback:
+                iter139.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.work is not None:
@@ -4806,6 +4973,18 @@ ApplicationNetwork.thrift_spec = (
     None,  # 0
     (1, TType.STRING, 'client_host', 'UTF8', None, ),  # 1
     (2, TType.I32, 'port_slot', None, None, ),  # 2
+)
+all_structs.append(AttestationReceipt)
+AttestationReceipt.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'index', None, None, ),  # 1
+    (2, TType.LIST, 'audit_path', (TType.STRING, 'BINARY', False), None, ),  # 2
+)
+all_structs.append(AttestationReceipts)
+AttestationReceipts.thrift_spec = (
+    None,  # 0
+    (1, TType.LIST, 'receipts', (TType.STRUCT, [AttestationReceipt, None], False), None, ),  # 1
+    (2, TType.STRING, 'tree_head', 'BINARY', None, ),  # 2
 )
 all_structs.append(FsFailure)
 FsFailure.thrift_spec = (

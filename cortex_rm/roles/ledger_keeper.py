@@ -1,0 +1,251 @@
+"""The RM's ledger, run: its database on one thread, the ring's membership in it, and its periodic work.
+
+``LedgerKeeper`` owns the ``LedgerOffice`` (``accounting/ledger_office.py``) over an
+SQL store (``[accounting] ledger_url``; SQLite in the state directory by default)
+and runs every office call on one dedicated thread, in the order issued.
+
+* **Membership.**  At start it appends a snapshot of the ring's live members (this
+  node and whoever its ring member knows alive); then every ``MemberJoined`` /
+  ``MemberDied`` / ``MemberLeft`` of the ring member, gathered for
+  ``MEMBERSHIP_COALESCE_S`` into one change.
+* **Witnesses' batches** come from the tracker (``submitAttestations``): a node
+  may send ``max_batches_per_hour`` batches an hour; more are refused with
+  ``NodeRefused`` (it retries later).
+* **Every ``class_update_interval_s``** it closes the periods that are due and
+  re-classes the nodes; ``on_classes`` gets the static ring ids.
+* **Queries** (REST, CLI): payouts of a period, the tree head, entries and proofs for mirrors.
+
+``stop`` lets the thread finish what was issued, then closes the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from cortex_rm.accounting.attestations import SignedAttestations
+from cortex_rm.accounting.ledger import MerkleLog
+from cortex_rm.accounting.ledger_office import LedgerOffice, OfficeRules, PayoutReport, Receipts, SubmissionRefused
+from cortex_rm.accounting.ledger_store import SqlLedgerStore, StoredEntry
+from cortex_rm.accounting.membership_log import membership_change
+from cortex_rm.accounting.periods import Period
+from cortex_rm.accounting.tree_heads import SignedTreeHead
+from cortex_rm.config.accounting import AccountingSection
+from cortex_rm.dht.errors import RingError
+from cortex_rm.dht.member_table import MemberDied, MemberJoined, MemberLeft, MembershipEvent
+from cortex_rm.dht.ring_config import RingConfig
+from cortex_rm.dht.swim_messages import MemberStatus
+from cortex_rm.roles.ring_service import RingService
+from cortex_rm.roles.threads import thread_runner
+from cortex_rm.yarn.blocking import Runner
+from cortex_rm.yarn.resource_tracker import NodeRefused
+
+log = Logger()
+T = TypeVar("T")
+
+MEMBERSHIP_COALESCE_S = 0.5
+HOUR_MS = 3_600_000
+MAX_TRACKED_WITNESSES = 100_000
+
+
+@dataclass(frozen=True)
+class LedgerSetup:
+    """What the RM role needs to run the ledger, from ``[accounting]`` and ``[ring]``."""
+
+    url: str
+    rules: OfficeRules
+    update_interval_s: float
+    max_batches_per_hour: int
+
+    @classmethod
+    def of(cls, section: AccountingSection, url: str, ring: RingConfig) -> LedgerSetup:
+        rules = OfficeRules(
+            successors=ring.successor_list_length,
+            rules=section.rules(),
+            periods=section.periods(),
+            thresholds=section.thresholds(),
+            close_delay_ms=section.close_delay_s * 1000,
+            resource_managers=ring.resource_managers,
+        )
+        return cls(url, rules, section.class_update_interval_s, section.max_batches_per_hour)
+
+
+def live_ring_members(ring: RingService) -> list[int]:
+    """The ring ids this node's member holds alive (or suspected: not dead yet)."""
+    try:
+        view = ring.view()
+    except RingError:
+        return []
+    return [peer.node_id for peer, status, _ in view.members if status in (MemberStatus.ALIVE, MemberStatus.SUSPECT)]
+
+
+class LedgerKeeper:
+    """The active RM's ledger (see the module doc)."""
+
+    def __init__(
+        self,
+        url: str,
+        key: ec.EllipticCurvePrivateKey,
+        rules: OfficeRules,
+        reactor: IReactorTime,
+        *,
+        me: int,
+        live_members: Callable[[], Iterable[int]] = tuple,
+        update_interval_s: float = 300.0,
+        max_batches_per_hour: int = 120,
+        on_classes: Callable[[frozenset[int]], None] | None = None,
+    ) -> None:
+        self.url, self.key, self.rules, self.reactor = url, key, rules, reactor
+        self.me = me
+        self.live_members = live_members
+        self.update_interval_s = update_interval_s
+        self.max_batches_per_hour = max_batches_per_hour
+        self.on_classes = on_classes
+        self.office: LedgerOffice | None = None
+        self._run: Runner | None = None
+        self._pool: ThreadPool | None = None
+        self._loop: task.LoopingCall | None = None
+        self._joined: set[int] = set()
+        self._left: set[int] = set()
+        self._flush: IDelayedCall | None = None
+        self._submitted: dict[int, tuple[int, int]] = {}  # witness -> (hour, batches in it)
+
+    def now_ms(self) -> int:
+        return int(self.reactor.seconds() * 1000)
+
+    def _call(self, work: Callable[[LedgerOffice], T]) -> defer.Deferred[T]:
+        office, run = self.office, self._run
+        if office is None or run is None:
+            return defer.fail(NodeRefused("the ledger is not open (yet)"))
+        return run(lambda: work(office))
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the ledger (creating it), append the membership snapshot, start the periodic work."""
+        assert isinstance(self.reactor, IReactorThreads)
+        self._run, self._pool = thread_runner(self.reactor, "rm-ledger")
+        self._pool.start()
+        rules, key = self.rules, self.key
+        self.office = await self._run(lambda: LedgerOffice(MerkleLog(SqlLedgerStore(self.url)), key, rules))
+        live = {self.me, *self.live_members()}
+        now = self.now_ms()
+        await self._call(lambda office: office.record_membership(membership_change(now, joined=live, snapshot=True)))
+        size = await self._call(lambda office: office.log.size())
+        log.info("ledger open at {url}: {size} entries, {live} live ring members", url=_safe(self.url), size=size, live=len(live))
+        self._loop = task.LoopingCall(self._periodic)
+        self._loop.clock = self.reactor
+        self._loop.start(self.update_interval_s, now=True)
+
+    def stop(self) -> None:
+        """Stop the periodic work, let the thread finish what was issued, close the database."""
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._flush is not None and self._flush.active():
+            self._flush.cancel()  # (a change of the last half second is lost: the next start's snapshot covers it)
+        if self._pool is not None:
+            self._pool.stop()  # waits for queued work
+            self._pool = None
+        if self.office is not None:
+            self.office.log.store.close()  # (the thread is gone: nothing else uses it)
+            self.office = None
+
+    # ------------------------------------------------------------ membership
+
+    def membership_changed(self, event: MembershipEvent) -> None:
+        """The ring member's listener: a member came or went."""
+        if isinstance(event, MemberJoined):
+            self._joined.add(event.peer.node_id)
+            self._left.discard(event.peer.node_id)
+        elif isinstance(event, (MemberDied, MemberLeft)):
+            self._left.add(event.peer.node_id)
+            self._joined.discard(event.peer.node_id)
+        else:
+            return
+        if self._flush is None or not self._flush.active():
+            self._flush = self.reactor.callLater(MEMBERSHIP_COALESCE_S, self._write_membership)
+
+    def _write_membership(self) -> defer.Deferred[None]:
+        joined, left = self._joined - {self.me}, self._left - {self.me}
+        self._joined, self._left = set(), set()
+        if not joined and not left:
+            return defer.succeed(None)
+        change = membership_change(self.now_ms(), joined=joined, left=left)
+        d = self._call(lambda office: office.record_membership(change))
+        return d.addCallbacks(
+            lambda _: None, lambda f: log.failure("could not record a membership change in the ledger", f)
+        )
+
+    # ------------------------------------------------------------ witnesses
+
+    def submit(self, witness: int, batches: list[SignedAttestations]) -> defer.Deferred[Receipts]:
+        """A witness's batches (its connection proved ``witness``); NodeRefused over its hourly allowance."""
+        now = self.now_ms()
+        hour = now // HOUR_MS
+        seen_hour, count = self._submitted.get(witness, (hour, 0))
+        count = count if seen_hour == hour else 0
+        if count + len(batches) > self.max_batches_per_hour:
+            return defer.fail(NodeRefused(f"more than {self.max_batches_per_hour} attestation batches this hour; retry later"))
+        if len(self._submitted) >= MAX_TRACKED_WITNESSES and witness not in self._submitted:
+            self._submitted = {w: (h, c) for w, (h, c) in self._submitted.items() if h == hour}
+        self._submitted[witness] = (hour, count + len(batches))
+
+        def refused(failure: Failure) -> Failure:
+            failure.trap(SubmissionRefused)
+            raise NodeRefused(str(failure.value))
+
+        return self._call(lambda office: office.submit(witness, batches, now)).addErrback(refused)
+
+    # ------------------------------------------------------------ periodic work and queries
+
+    def _periodic(self) -> defer.Deferred[None]:
+        now = self.now_ms()
+
+        def work(office: LedgerOffice) -> tuple[list[Period], frozenset[int]]:
+            return office.close_due(now), office.update_classes(now)
+
+        def done(result: tuple[list[Period], frozenset[int]]) -> None:
+            closed, static = result
+            for period in closed:
+                log.info("pay period [{start}, {end}) closed: its payout statement is in the ledger", start=period.start_ms, end=period.end_ms)
+            if self.on_classes is not None:
+                self.on_classes(static)
+
+        d = self._call(work).addCallback(done)
+        return d.addErrback(lambda f: log.failure("the ledger's periodic work failed", f))
+
+    def payouts(self, period: Period | None) -> defer.Deferred[PayoutReport]:
+        now = self.now_ms()
+        return self._call(lambda office: office.payouts(period, now))
+
+    def tree_head(self) -> defer.Deferred[SignedTreeHead]:
+        now = self.now_ms()
+        return self._call(lambda office: office.tree_head(now))
+
+    def entries(self, start: int, end: int) -> defer.Deferred[list[StoredEntry]]:
+        return self._call(lambda office: office.log.entries(start, end))
+
+    def consistency_proof(self, first: int, second: int) -> defer.Deferred[list[bytes]]:
+        return self._call(lambda office: office.log.consistency_proof(first, second))
+
+    def inclusion_proof(self, index: int, size: int) -> defer.Deferred[list[bytes]]:
+        return self._call(lambda office: office.log.inclusion_proof(index, size))
+
+
+def _safe(url: str) -> str:
+    """``url`` without its password."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
