@@ -23,10 +23,21 @@ from cortex_rm.accounting.attestations import (
     sign_attestations,
     signature_error,
 )
+from cortex_rm.accounting.ledger_reading import LedgerContents
+from cortex_rm.accounting.membership_log import (
+    MalformedMembership,
+    decode_membership,
+    membership_change,
+    membership_error,
+    sign_membership,
+)
 from cortex_rm.accounting.neighbour_history import NeighbourTable
 from cortex_rm.accounting.payout_statement import MalformedStatement, PayoutStatement, decode_statement, sign_statement
 from cortex_rm.accounting.payouts import UptimeTally, Verdict
 from cortex_rm.accounting.periods import Period
+from cortex_rm.internal import ledger_codec
+from cortex_rm.internal.errors import MalformedMessage
+from cortex_rm.internal.gen import ttypes
 from tests.fuzz.fuzzing import fuzz_settings, mutated
 
 KEY = ec.derive_private_key(0xC0FFEE, ec.SECP256R1())
@@ -84,3 +95,41 @@ def test_the_tally_judges_any_entries_and_credits_only_signed_ones(data: list[by
         if Verdict.CREDITED in verdicts:
             assert signature_error(decode_attestations(entry)) is None
     tally.uptimes()
+
+
+MEMBERSHIP = sign_membership(KEY, membership_change(PERIOD.start_ms, joined=[3, 1 << 150], left=[9])).encode()
+
+
+@fuzz_settings(400)
+@given(entries(MEMBERSHIP))
+@example(MEMBERSHIP)
+def test_membership_changes_decode_to_themselves_or_are_malformed(data: bytes) -> None:
+    """A membership entry decodes to a change that re-encodes to the same bytes, or MalformedMembership;
+    reading it into a ledger's contents never raises, and an unsigned or forged one changes no membership."""
+    contents = LedgerContents()
+    contents.absorb(0, "membership", data, lambda key: True)
+    try:
+        change = decode_membership(data)
+    except MalformedMembership:
+        assert contents.memberships.live == frozenset()
+        return
+    assert change.encode() == data
+    if membership_error(change) is not None:
+        assert contents.memberships.live == frozenset()
+
+
+@fuzz_settings(300)
+@given(st.lists(entries(BATCH), max_size=4), st.binary(max_size=300))
+def test_the_trackers_ledger_codec_takes_well_formed_batches_only(batches: list[bytes], head: bytes) -> None:
+    """submitAttestations' batches decode or are MalformedMessage; receipts too."""
+    try:
+        decoded = ledger_codec.batches_from_thrift(batches)
+    except MalformedMessage:
+        pass
+    else:
+        assert [b.encode() for b in decoded] == batches
+    receipts = ttypes.AttestationReceipts([ttypes.AttestationReceipt(1, [head[:32]])], head)
+    try:
+        ledger_codec.receipts_from_thrift(receipts)
+    except MalformedMessage:
+        pass
