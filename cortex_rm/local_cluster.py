@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from cortex_rm import isolation
@@ -140,6 +140,7 @@ def up(
     image: bool = True,
     isolated: bool = False,
     rm_config: str = "",
+    ring_settings: tuple[str, ...] = (),
 ) -> list[LocalNode]:
     """Start the cluster, wait for it, and write the client configuration (uploading this
     machine's Spark jars into the cluster's file system, unless ``spark_archive`` is False).
@@ -147,7 +148,8 @@ def up(
     recipe, cached), named in the RM's configuration, uploaded, and every node has
     unpacked it before this returns.  ``isolated``: each node in network and mount
     namespaces of its own (``isolation.py``), on YARN's usual ports at its own address.
-    ``rm_config``: TOML tables added to the RM's configuration (queues and their ACLs...)."""
+    ``rm_config``: TOML tables added to the RM's configuration (queues and their ACLs...);
+    ``ring_settings``: ``key = value`` lines added to every node's ``[ring]`` table."""
     workdir = workdir.resolve()
     if (workdir / CLUSTER_FILE).exists():
         running = [n for n in _load(workdir) if _is_daemon_of(n)]
@@ -198,10 +200,11 @@ def up(
                 runtime_image=built.sha256 if built is not None else "",
                 rm_host=rm_host,
                 resource_managers=(rm_ring_id,),
+                ring_settings=ring_settings,
             )
             + (f"\n# added by --rm-config\n{rm_config}\n" if i == 1 and rm_config else "")
         )
-        if i == 1 and rm_config:
+        if (i == 1 and rm_config) or ring_settings:
             _check_config(config)
         for stale in (READY_FILE, PID_FILE):
             (directory / stale).unlink(missing_ok=True)
@@ -209,11 +212,7 @@ def up(
         argv = [sys.executable, "-m", "cortex_rm", "node", "--config", str(daemon_config)]
         if network is not None:
             argv = network.command(i - 1, directory, workdir, _software(), argv)
-        log = open(directory / "logs" / "daemon.out", "ab")
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=directory
-        )
-        log.close()
+        proc = _launch(argv, directory)
         rm = None
         if i == 1:
             rm = RMAddresses(
@@ -270,6 +269,37 @@ def up(
     say("  spark-submit --master yarn --deploy-mode cluster your_job.py")
     say(f"Stop it with: cortex-rm local-cluster down --workdir {workdir}")
     return started
+
+
+def _launch(argv: list[str], directory: Path) -> subprocess.Popen[bytes]:
+    """Start one daemon in the background, its output appended to ``logs/daemon.out``."""
+    with open(directory / "logs" / "daemon.out", "ab") as log:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=directory
+        )
+
+
+def restart_node(workdir: Path, name: str, timeout: float = 60.0, say: Callable[[str], None] = _say) -> LocalNode:
+    """Start a stopped node of a (not isolated) local cluster again, with its state; wait until it is ready."""
+    workdir = workdir.resolve()
+    nodes = _load(workdir)
+    index = next((i for i, n in enumerate(nodes) if n.name == name), None)
+    if index is None:
+        raise LocalClusterError(f"no node {name} in the cluster in {workdir}")
+    node = nodes[index]
+    if _is_daemon_of(node):
+        raise LocalClusterError(f"{name} is running (pid {node.pid}); stop it first")
+    if node.daemon_config and node.daemon_config != node.config and Path(node.daemon_config).parent != Path(node.directory):
+        raise LocalClusterError("restarting a node of an isolated cluster is not supported; restart the cluster")
+    for stale in (READY_FILE, PID_FILE):
+        (Path(node.directory) / stale).unlink(missing_ok=True)
+    config = node.daemon_config or node.config
+    proc = _launch([sys.executable, "-m", "cortex_rm", "node", "--config", config], Path(node.directory))
+    nodes[index] = node = replace(node, pid=proc.pid)
+    _save(workdir, nodes)
+    say(f"restarted {name} (pid {proc.pid})")
+    wait_ready(node, timeout, say)
+    return node
 
 
 def _check_config(path: Path) -> None:

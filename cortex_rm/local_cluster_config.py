@@ -23,10 +23,12 @@ def node_config_text(
     rm_host: str = "127.0.0.1",
     index: int = 1,  # 1-based: the node's share of the container id range
     resource_managers: tuple[str, ...] = (),
+    ring_settings: tuple[str, ...] = (),
 ) -> str:
     """One node's cortex.toml: the first node runs the RM and starts the ring; the others join
     through ``introducers`` and find the RM through the ring (no RM address in their config).
-    ``resource_managers``: the ring ids that may write the RM's ring record."""
+    ``resource_managers``: the ring ids that may write the RM's ring record; ``ring_settings``:
+    more ``key = value`` lines of the ``[ring]`` table."""
     lines = [
         "# Written by cortex-rm local-cluster up.",
         "[node]",
@@ -57,6 +59,7 @@ def node_config_text(
         f'address = "{host}:{ports["ring"]}"',
         f"introducers = {json.dumps(list(introducers))}",
         f"resource_managers = {json.dumps(list(resource_managers))}  # ring ids that may write the RM's record",
+        *ring_settings,
         "",
     ]
     return "\n".join(lines)

@@ -55,14 +55,17 @@ class RunningCluster:
 
 
 def start_cluster(
-    workdir: Path, nodes: int, spark: bool = False, isolated: bool = False, rm_config: str = ""
+    workdir: Path, nodes: int, spark: bool = False, isolated: bool = False, rm_config: str = "",
+    ring_settings: tuple[str, ...] = (),
 ) -> RunningCluster:
     """``spark``: upload this machine's Spark jars (``spark.yarn.archive``), as a Spark user's cluster needs.
     ``isolated``: every node in namespaces of its own (``local-cluster up --isolated``).
-    ``rm_config``: TOML added to the RM's configuration (``local-cluster up --rm-config``)."""
+    ``rm_config``: TOML added to the RM's configuration (``local-cluster up --rm-config``);
+    ``ring_settings``: lines added to every node's ``[ring]`` table."""
     make_reachable(workdir)  # the nodes' containers are unprivileged: they must reach its dirs
     started = local_cluster.up(
-        workdir, nodes, timeout=60, say=lambda _: None, spark_archive=spark, isolated=isolated, rm_config=rm_config
+        workdir, nodes, timeout=60, say=lambda _: None, spark_archive=spark, isolated=isolated, rm_config=rm_config,
+        ring_settings=ring_settings,
     )
     rm = started[0].rm
     assert rm is not None
@@ -72,12 +75,12 @@ def start_cluster(
 @contextmanager
 def running_cluster(
     workdir: Path, nodes: int = 2, spark: bool = False, isolated: bool = False, drop_data: bool = True,
-    rm_config: str = "",
+    rm_config: str = "", ring_settings: tuple[str, ...] = (),
 ) -> Iterator[RunningCluster]:
     """Start a cluster, yield it, and always stop it (asserting no daemon and no namespace is left);
     then drop its bulky data (``drop_bulk``) unless ``drop_data`` is False (a test that starts the
     cluster again on the same work dir)."""
-    cluster = start_cluster(workdir, nodes, spark, isolated, rm_config)
+    cluster = start_cluster(workdir, nodes, spark, isolated, rm_config, ring_settings)
     try:
         yield cluster
     finally:
