@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from cortex_rm.accounting.attestations import key_identity
 from cortex_rm.accounting.ledger import MerkleLog
 from cortex_rm.accounting.ledger_errors import LedgerError
@@ -105,6 +107,8 @@ def verify_ledger(url: str, successors: int, resource_managers: frozenset[int], 
                     problems.append(f"entry {index}: {error}")
     except LedgerError as e:
         problems = [str(e)]
+    except (SQLAlchemyError, TypeError, ValueError) as e:  # a row edited into what the schema cannot hold (text for bytes)
+        problems = [f"the ledger's database cannot be read as a ledger: {type(e).__name__}: {str(e).splitlines()[0][:300]}"]
     finally:
         store.close()
     for problem in problems:

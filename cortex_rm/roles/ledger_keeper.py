@@ -131,7 +131,7 @@ class LedgerKeeper:
 
     async def start(self) -> None:
         """Open the ledger (creating it), append the membership snapshot, start the periodic work."""
-        assert isinstance(self.reactor, IReactorThreads)
+        assert IReactorThreads.providedBy(self.reactor)
         self._run, self._pool = thread_runner(self.reactor, "rm-ledger")
         self._pool.start()
         rules, key = self.rules, self.key

@@ -158,7 +158,7 @@ class NodeManagerRole:
             version=__version__,
         )
         self.data_node = DataNodeRole(
-            self.node_id, "", self.state_dir / "dfs-data", self.reactor, self._tracker_client
+            self.node_id, "", self.state_dir / "dfs-data", self.reactor, self.tracker_client
         )
         # The ContainerManager is built after the site: its web services look it up on each request.
         site = build_nm_site(
@@ -182,7 +182,7 @@ class NodeManagerRole:
             fetchers.update(dict.fromkeys(SCHEMES, FileSystemFetcher(self.data_node)))
         return fetchers
 
-    def _tracker_client(self) -> TrackerClient | None:
+    def tracker_client(self) -> TrackerClient | None:
         """The tracker connection, while this node is registered on it (the DataNode's channel to the NameNode)."""
         updater = self.status_updater
         if updater is None or updater.state not in (UpdaterState.REPORTING, UpdaterState.HEARTBEATING):

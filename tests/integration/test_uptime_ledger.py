@@ -121,7 +121,7 @@ def test_a_stopped_node_is_paid_short_by_its_downtime_and_the_ledger_verifies(cl
     database = Path(cluster.nodes[0].directory) / "ledger.sqlite"
     with sqlite3.connect(database) as db:
         (index,) = db.execute("SELECT idx FROM ledger_entries WHERE kind = 'attestations' ORDER BY idx LIMIT 1").fetchone()
-        db.execute("UPDATE ledger_entries SET payload = payload || x'00' WHERE idx = ?", (index,))
+        db.execute("UPDATE ledger_entries SET payload = CAST(payload || x'00' AS BLOB) WHERE idx = ?", (index,))
     done = verify(cluster)
     assert done.returncode == 1 and "verify: FAILED" in done.stdout, done.stdout + done.stderr
     assert f"entry {index}" in done.stdout
