@@ -141,6 +141,7 @@ def up(
     isolated: bool = False,
     rm_config: str = "",
     ring_settings: tuple[str, ...] = (),
+    node_config: str = "",
 ) -> list[LocalNode]:
     """Start the cluster, wait for it, and write the client configuration (uploading this
     machine's Spark jars into the cluster's file system, unless ``spark_archive`` is False).
@@ -149,7 +150,8 @@ def up(
     unpacked it before this returns.  ``isolated``: each node in network and mount
     namespaces of its own (``isolation.py``), on YARN's usual ports at its own address.
     ``rm_config``: TOML tables added to the RM's configuration (queues and their ACLs...);
-    ``ring_settings``: ``key = value`` lines added to every node's ``[ring]`` table."""
+    ``ring_settings``: ``key = value`` lines added to every node's ``[ring]`` table;
+    ``node_config``: TOML tables added to the configuration of every node but the RM's."""
     workdir = workdir.resolve()
     if (workdir / CLUSTER_FILE).exists():
         running = [n for n in _load(workdir) if _is_daemon_of(n)]
@@ -203,8 +205,9 @@ def up(
                 ring_settings=ring_settings,
             )
             + (f"\n# added by --rm-config\n{rm_config}\n" if i == 1 and rm_config else "")
+            + (f"\n# added for the nodes\n{node_config}\n" if i > 1 and node_config else "")
         )
-        if (i == 1 and rm_config) or ring_settings:
+        if (i == 1 and rm_config) or ring_settings or (i > 1 and node_config):
             _check_config(config)
         for stale in (READY_FILE, PID_FILE):
             (directory / stale).unlink(missing_ok=True)

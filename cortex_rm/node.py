@@ -55,6 +55,7 @@ from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.roles.container_members import ring_view_of
 from cortex_rm.roles.ledger_keeper import LedgerSetup
+from cortex_rm.roles.ledger_mirror import LedgerMirrorRole, keep_ledger_heads
 from cortex_rm.roles.node_manager import NodeManagerRole
 from cortex_rm.roles.resource_manager import ResourceManagerRole
 from cortex_rm.roles.ring_records import CapacityReports, keep_capacity_reports
@@ -63,6 +64,7 @@ from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn_api.http_limits import API_LIMITS, LimitedSite
+from cortex_rm.yarn_api.mirror_rest import mount_beside_ring
 from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring
 
 log = Logger()
@@ -94,6 +96,7 @@ class CortexNode:
         self.capacities: CapacityReports | None = None  # the NodeManagers' capacity reports, as gossiped
         self.resource_manager: ResourceManagerRole | None = None
         self.node_manager: NodeManagerRole | None = None
+        self.ledger_mirror: LedgerMirrorRole | None = None
         self._ring_files: ThreadPool | None = None  # the thread the ring's files are written on
 
     @property
@@ -176,6 +179,7 @@ class CortexNode:
                 raise NodeStartError(f"the NodeManager cannot start: {e} (in {config.source})") from None
         if self.ring is not None:
             self._serve_ring_view(self.ring)
+            await self._start_ledger_mirror(self.ring, self.identity)
         (self.state_dir / READY_FILE).write_text(json.dumps(self.addresses, indent=2))
         log.info("Cortex node {name} ready: {addresses}", name=config.node.name, addresses=self.addresses)
 
@@ -229,6 +233,19 @@ class CortexNode:
         site = LimitedSite(root, limits=API_LIMITS, clock=self.reactor, name="ring status web")
         self._listen("ring.status_address", status_address, site)
 
+    async def _start_ledger_mirror(self, ring: RingService, identity: NodeIdentity) -> None:
+        """Pass the mirrors' gossiped heads on; on a mirroring node (``[accounting] mirror``) keep a copy of the
+        RM's ledger, its status at ``/ws/v1/ledger-mirror`` wherever ``/ws/v1/ring`` is served."""
+        heads = keep_ledger_heads(ring)
+        accounting, rms = self.config.accounting, ring.config.resource_managers
+        if not accounting.mirrors(identity.ring_id, rms, self.config.resourcemanager.enabled):
+            return
+        self.ledger_mirror = LedgerMirrorRole(
+            self.state_dir, self.reactor, ring, heads, resource_managers=rms, interval_s=accounting.mirror_interval_s
+        )
+        await self.ledger_mirror.start()
+        mount_beside_ring([getattr(port, "factory", None) for port in self.ports], self.ledger_mirror.status)
+
     def stop(self) -> defer.Deferred[None]:
         """Stop every role in reverse order; fires when all have stopped."""
         return defer.ensureDeferred(self._stop())
@@ -242,6 +259,9 @@ class CortexNode:
         self.ports.clear()
         if self.resource_manager is not None:
             self.resource_manager.stop()
+        if self.ledger_mirror is not None:
+            self.ledger_mirror.stop()
+            self.ledger_mirror = None
         if self.ring is not None:
             await self.ring.stop(graceful=True)  # hand our records on, tell the neighbours, gossip LEFT
             self.ring = None

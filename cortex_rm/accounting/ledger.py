@@ -114,6 +114,14 @@ class MerkleLog:
         self._frontier = frontier
         return first
 
+    def root_with(self, entries: Sequence[LedgerEntry]) -> bytes:
+        """The root the log would have with ``entries`` appended (nothing is written): how a mirror
+        checks a chunk it fetched against a consistency proof before it keeps it."""
+        frontier = self._frontier_now().copy()
+        for entry in entries:
+            frontier.append(entry.leaf_hash())
+        return frontier.root()
+
     def sign_tree_head(self, private_key: ec.EllipticCurvePrivateKey, timestamp_ms: int) -> SignedTreeHead:
         """Sign the log as it is now (size and root) and keep the head."""
         frontier = self._frontier_now()

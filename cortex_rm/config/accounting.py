@@ -39,6 +39,13 @@ class AccountingSection:
     gone_after_s: int = 90 * 60
     # Witnessed batches a node may submit per hour (a witness sends about one)
     max_batches_per_hour: int = 120
+    # Keep a mirror of the RM's ledger (<state_dir>/mirror-ledger.sqlite), check every signed tree head's
+    # consistency and re-read mirrored entries, gossip the heads and report forks and rewrites
+    # (GET /ws/v1/ledger-mirror).  Unset (the default): nodes whose ring id is in [ring] resource_managers
+    # and that do not run the RM mirror; false: never; true: this node mirrors too (it needs [ring])
+    mirror: bool | None = None
+    # Seconds between a mirror's rounds (find the RM, fetch its head and new entries, re-read a sample)
+    mirror_interval_s: float = 60.0
 
     def check(self, where: str) -> None:
         """ConfigError naming the first key whose value cannot work."""
@@ -56,8 +63,16 @@ class AccountingSection:
             raise ConfigError(
                 f"{where}: accounting needs 0 <= volatile_below_fraction <= static_uptime_fraction <= 1"
             )
+        if not 0.1 <= self.mirror_interval_s <= 86400:
+            raise ConfigError(f"{where}: accounting.mirror_interval_s must lie in 0.1..86400")
         if self.static_after_s < 0 or self.session_gap_s < 0:
             raise ConfigError(f"{where}: accounting.static_after_s and session_gap_s must not be negative")
+
+    def mirrors(self, ring_id: int, resource_managers: frozenset[int], runs_rm: bool) -> bool:
+        """Whether the node of ``ring_id`` keeps a ledger mirror (see ``mirror``)."""
+        if self.mirror is not None:
+            return self.mirror and not runs_rm
+        return ring_id in resource_managers and not runs_rm
 
     def periods(self) -> PeriodScheme:
         return PeriodScheme(self.period_length_s * 1000, self.period_origin_ms)

@@ -192,6 +192,8 @@ def _validate(config: Config) -> None:
                 "the ring id(s) of the RM's node(s) (its log says 'ring member <id>'; `cortex-rm ring` shows it): "
                 "otherwise the first member to write the RM's record, anyone's, would be believed"
             )
+    elif config.accounting.mirror:
+        raise ConfigError(f"{where}: accounting.mirror needs [ring] enabled (the mirror finds the RM through the ring)")
     elif config.nodemanager.enabled and config.nodemanager.resourcemanager_tracker is None:
         raise ConfigError(
             f"{where}: with [ring] enabled = false the NodeManager cannot find the RM: "

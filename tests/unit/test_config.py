@@ -426,3 +426,24 @@ def test_a_nodemanager_that_finds_the_rm_through_the_ring_must_name_the_rms_ring
     config_from_dict({"resourcemanager": {"enabled": False}, "ring": {"resource_managers": ["ab" * 20]}})
     config_from_dict({"resourcemanager": {"enabled": False}, "nodemanager": {"resourcemanager_tracker": "127.0.0.1:8031"}})
     config_from_dict({})  # the RM's own node: it pins itself
+
+
+def test_ledger_mirror_defaults_to_the_rm_eligible_nodes_that_do_not_run_the_rm() -> None:
+    """``[accounting] mirror`` unset: RM-eligible non-RM nodes mirror; true/false decide; it needs the ring."""
+    from cortex_rm.config import AccountingSection, ConfigError, config_from_dict
+
+    rms = frozenset({5})
+    assert AccountingSection().mirrors(5, rms, runs_rm=False)
+    assert not AccountingSection().mirrors(5, rms, runs_rm=True)
+    assert not AccountingSection().mirrors(6, rms, runs_rm=False)
+    assert AccountingSection(mirror=True).mirrors(6, rms, runs_rm=False)
+    assert not AccountingSection(mirror=False).mirrors(5, rms, runs_rm=False)
+    config = config_from_dict({"accounting": {"mirror": True, "mirror_interval_s": 2}})
+    assert config.accounting.mirror is True and config.accounting.mirror_interval_s == 2.0
+    try:
+        config_from_dict({"ring": {"enabled": False}, "nodemanager": {"resourcemanager_tracker": "127.0.0.1:8031"},
+                          "accounting": {"mirror": True}})
+    except ConfigError as e:
+        assert "accounting.mirror needs [ring]" in str(e)
+    else:
+        raise AssertionError("mirror without the ring was accepted")

@@ -1,0 +1,94 @@
+"""A node's ledger mirror over HTTP: ``GET /ws/v1/ledger-mirror``, beside ``/ws/v1/ring`` on the same site.
+
+The document (``accounting/ledger_mirror.LedgerMirror.status_json``)::
+
+    {"ledgerMirror": {
+        "size": 1234,                       # entries in the mirror's copy (each checked against a signed head)
+        "treeHead": {...} | null,           # the largest RM head the copy holds whole
+        "latestRmHead": {...} | null,       # the largest consistent head seen (the copy may still be catching up)
+        "rounds": 57, "failedRounds": 1, "lastRoundMs": ..., "lastError": null | "text",
+        "entriesFetched": 1234, "entriesRechecked": 4321, "peerHeads": 2,
+        "forksDetected": 0,                 # distinct forks and rewrites found: anything but 0 is an alarm
+        "forks": [{"kind": "fork" | "rewritten" | "inconsistent", "reason": ..., "detectedAtMs": ...,
+                   "conclusive": true, "treeHead": {...}, "index": 7, "mirroredLeafHash": hex,
+                   "servedLeafHash": hex, "evidence": {"earlier": {...}, "later": {...},
+                   "consistencyProof": [hex...], "reason": ...}}, ...],   # the first 32, with evidence
+        "moreForks": 0}}
+
+A head is ``{"size", "rootHash", "timestampMs", "keyId", "encoded"}`` (``encoded``: the
+signed head's bytes in hex, so anyone can check its signature).  503 while the
+mirror has not opened its copy; 405 for methods other than GET and HEAD.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from cortex_rm.yarn_api import rest_errors
+from cortex_rm.yarn_api.rest_errors import RestError
+
+log = Logger()
+
+MIRROR_PATH: Final = "/ws/v1/ledger-mirror"
+
+
+class LedgerMirrorResource(Resource):
+    """``/ws/v1/ledger-mirror``: ``status()`` as JSON (``None``: the mirror is not open yet)."""
+
+    isLeaf = True
+
+    def __init__(self, status: Callable[[], dict[str, Any] | None]) -> None:
+        super().__init__()
+        self._status = status
+
+    def render(self, request: Request) -> bytes:
+        method = (request.method or b"GET").decode("ascii", errors="replace")
+        path = (request.path or MIRROR_PATH.encode()).decode("utf-8", errors="replace")
+        try:
+            body, status = self._answer(request, method, path), 200
+        except RestError as refused:
+            status, body = refused.status, refused.body()
+            for name, value in refused.headers:
+                request.setHeader(name, value)
+            rest_errors.log_refused(log, method, path, refused, request)
+        except Exception:
+            failure = Failure()
+            log.failure("{method} {path} failed", failure, method=method, path=path)
+            internal = rest_errors.internal_error(method, path, failure.value)
+            status, body = internal.status, internal.body()
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-cache")
+        return json.dumps(body).encode("utf-8")
+
+    def _answer(self, request: Request, method: str, path: str) -> dict[str, Any]:
+        if method not in ("GET", "HEAD"):
+            raise rest_errors.method_not_allowed(method, path, ["GET"])
+        if [p for p in request.postpath or [] if p]:
+            raise rest_errors.not_found(f"no resource at {path}; the ledger mirror is at {MIRROR_PATH}")
+        status = self._status()
+        if status is None:
+            raise rest_errors.retriable("the ledger mirror has not opened its copy yet")
+        return status
+
+
+def mount_beside_ring(sites: Iterable[object], status: Callable[[], dict[str, Any] | None]) -> bool:
+    """Serve ``status`` at ``/ws/v1/ledger-mirror`` on every site in ``sites`` that serves ``/ws/v1/ring``;
+    whether one did (a node with no web site for the ring has only its log to show the mirror)."""
+    mounted = False
+    for site in sites:
+        if not isinstance(site, Site):
+            continue
+        ws = site.resource.getStaticEntity(b"ws")
+        v1 = ws.getStaticEntity(b"v1") if isinstance(ws, Resource) and not ws.isLeaf else None
+        if isinstance(v1, Resource) and not v1.isLeaf and v1.getStaticEntity(b"ring") is not None:
+            v1.putChild(b"ledger-mirror", LedgerMirrorResource(status))
+            mounted = True
+    return mounted
