@@ -180,8 +180,8 @@ def _label(cluster: Cluster, labels: dict[NodeId, str]) -> None:
 
 
 def test_rest_label_endpoints_show_the_classes(rest: Cluster) -> None:
-    """get-node-labels, get-node-to-labels, label-mappings (all and ?labels=), nodes/{id}/get-labels
-    and /nodes' nodeLabels, in YARN's DAO shapes."""
+    """get-node-labels, get-node-to-labels, label-mappings (all and ?labels=), nodes/{id}/get-labels,
+    /nodes' nodeLabels and the queues' nodeLabels, in YARN's DAO shapes."""
     other = NodeId("10.0.0.2", 45454)
     _label(rest, {NODE: STATIC, other: VOLATILE})
     get = lambda path: http(rest.site, "GET", f"/ws/v1/cluster/{path}")  # noqa: E731
@@ -210,6 +210,8 @@ def test_rest_label_endpoints_show_the_classes(rest: Cluster) -> None:
     assert_bad_request(get("nodes/a:b:c/get-labels"))
     nodes = get("nodes").json()["nodes"]["node"]
     assert {n["id"]: n["nodeLabels"] for n in nodes} == {"10.0.0.2:45454": [VOLATILE], "127.0.0.1:45454": [STATIC]}
+    queues = get("scheduler").json()["scheduler"]["schedulerInfo"]["queues"]["queue"]
+    assert [q["nodeLabels"] for q in queues] == [["*"]]  # every queue may use every label
 
 
 def test_rest_label_endpoints_need_a_credential(rest: Cluster) -> None:
