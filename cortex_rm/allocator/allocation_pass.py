@@ -2,9 +2,10 @@
 
 Order of service
     1. **ApplicationMaster containers**, cluster-wide, FIFO (higher application
-       priority first, then earlier application id), each on a node eligible for
-       AMs and within its leaf's maximum capacity and AM limit.  An AM that does not
-       fit does not block a smaller one behind it.
+       priority first, then earlier application id), each where ``am_placement``
+       allows (static nodes first, its label, its blacklist) and within its leaf's
+       maximum capacity and AM limit.  An AM that does not fit does not block a
+       smaller one behind it.
     2. **Everything else, one container at a time to the leaf with the lowest
        share** (dominant used/guaranteed, see ``scheduler_queues``), re-ranked after
        each container, so leaves below their guarantee are served first and spare
@@ -25,6 +26,11 @@ Locality (delay scheduling, simplified from YARN's missed-opportunity counts)
     An ask with no hosts and no racks goes anywhere at once.  Time rather than a
     pass count, so the wait does not depend on how often the wire runs passes.
 
+Node labels
+    An ask whose ``"*"`` entry named a label (``node_labels``) goes only to nodes
+    with that label, hosts and racks included; an ask without one goes anywhere
+    (both labels are non-exclusive).
+
 Cost
     Nothing here scans the nodes: hosts are found through a dict, racks and the
     cluster through ``FreeSpaceIndex`` queries.  Free space only shrinks during a
@@ -42,14 +48,20 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING
 
+from twisted.logger import Logger
+
+from cortex_rm.allocator.am_placement import am_placement
 from cortex_rm.allocator.asks import PendingRequest
 from cortex_rm.allocator.containers import Locality, RMContainer
-from cortex_rm.allocator.node_index import SchedulerNode
+from cortex_rm.allocator.node_index import Exclude, SchedulerNode
+from cortex_rm.allocator.node_labels import STATIC, AMNodeClass
 from cortex_rm.allocator.scheduler_attempt import SchedulerAttempt
 from cortex_rm.allocator.scheduler_queues import SchedulerQueue
 
 if TYPE_CHECKING:
     from cortex_rm.allocator.scheduler import CapacityScheduler
+
+log = Logger()
 
 
 class _LeafCursor:
@@ -77,7 +89,7 @@ class AllocationPass:
         self.now_ms = now_ms
         self.allocated: list[RMContainer] = []
         self.budget = self.config.max_containers_per_pass or -1
-        self._unfit: list[tuple[int, int]] = []  # sizes that fitted on no node in this pass
+        self._unfit: dict[str, list[tuple[int, int]]] = {}  # by label: sizes that fitted on no such node in this pass
         self.exhausted = False  # no node has even the minimum allocation free: the pass is over
         self._key_cursors: dict[SchedulerAttempt, tuple[list[PendingRequest], list[int]]] = {}
         self._host_cursors: dict[PendingRequest, tuple[list[str], list[int]]] = {}
@@ -105,9 +117,17 @@ class AllocationPass:
                 continue
             if not leaf.am_allowed(res, total, self.config.max_am_share):
                 continue
-            node = self.nodes.am_nodes.find(res.memory_mb, res.vcores, self.config.placement)
+            placement = am_placement(self.s, attempt, res)
+            node = placement.find(res, self.config.placement)
             if node is None:
                 continue
+            if not placement.label and node.label != STATIC:
+                log.info(
+                    "AM of {attempt} goes to {label} node {node_id}: {why}",
+                    attempt=str(attempt.attempt_id), label=node.label or "unlabelled", node_id=str(node.node_id),
+                    why="no static node could ever hold it" if self.config.am_node_class is AMNodeClass.STATIC
+                    else 'am_node_class = "any"',
+                )
             self._took(self.s.commit_am_container(attempt, node, res, self.now_ms))
 
     def _assign_by_share(self) -> None:
@@ -169,7 +189,7 @@ class AllocationPass:
         nodes = self.nodes
         if attempt.leaf.blocking_queue(mem, vcores, nodes.total_mem, nodes.total_vcores) is not None:
             return None
-        if self._known_unfit(mem, vcores):
+        if self._known_unfit(request.label, mem, vcores):
             placed = None
         else:
             placed = self.place(attempt, request, mem, vcores)
@@ -186,14 +206,15 @@ class AllocationPass:
         if self.nodes.everywhere.find(smallest.memory_mb, smallest.vcores, self.config.placement) is None:
             self.exhausted = True
 
-    def _known_unfit(self, mem: int, vcores: int) -> bool:
-        return any(m <= mem and v <= vcores for m, v in self._unfit)
+    def _known_unfit(self, label: str, mem: int, vcores: int) -> bool:
+        return any(m <= mem and v <= vcores for m, v in self._unfit.get(label, ()))
 
     def place(self, attempt: SchedulerAttempt, request: PendingRequest, mem: int,
               vcores: int) -> tuple[SchedulerNode, Locality] | None:
         """The node and locality for one container of ``request`` now, or None (nothing changes)."""
         config, nodes = self.config, self.nodes
         asks = attempt.asks
+        label = request.label
         if request.hosts:
             node = self._node_local(attempt, request, mem, vcores)
             if node is not None:
@@ -204,10 +225,13 @@ class AllocationPass:
         waited = 0 if request.first_missed_ms is None else self.now_ms - request.first_missed_ms
         blacklisted = (lambda n: asks.is_blacklisted(n.host, n.rack)) if asks.has_blacklist else None
         if request.racks and waited >= rack_after:
+            in_rack: Exclude | None = blacklisted
+            if label:
+                in_rack = lambda n: n.label != label or asks.is_blacklisted(n.host, n.rack)  # noqa: E731
             for rack in request.racks:
                 if rack in request.strict_racks or rack not in nodes.racks:
                     continue
-                node = nodes.racks[rack].find(mem, vcores, config.placement, blacklisted)
+                node = nodes.racks[rack].find(mem, vcores, config.placement, in_rack)
                 if node is not None:
                     return node, Locality.RACK_LOCAL
         if request.has_places:
@@ -217,11 +241,13 @@ class AllocationPass:
         if request.strict_racks:
             strict = request.strict_racks
             exclude = lambda n: n.rack in strict or asks.is_blacklisted(n.host, n.rack)  # noqa: E731
-        node = nodes.everywhere.find(mem, vcores, config.placement, exclude)
+        index = nodes.partition(label) if label else nodes.everywhere
+        node = index.find(mem, vcores, config.placement, exclude)
         if node is None:
             if exclude is None:
-                self._unfit.append((mem, vcores))
-                self._check_exhausted()
+                self._unfit.setdefault(label, []).append((mem, vcores))
+                if not label:
+                    self._check_exhausted()
             return None
         return node, Locality.OFF_SWITCH
 
@@ -237,7 +263,11 @@ class AllocationPass:
             host = hosts[position[0]]
             if request.hosts.get(host, 0) > 0:
                 for node in by_host.get(host, ()):
-                    if node.fits(mem, vcores) and not asks.is_blacklisted(host, node.rack):
+                    if (
+                        node.fits(mem, vcores)
+                        and not asks.is_blacklisted(host, node.rack)
+                        and (not request.label or node.label == request.label)
+                    ):
                         return node
             position[0] += 1
         return None

@@ -40,6 +40,10 @@ class Submission:
     # the host the submission came from (the RM's view of the client's address; "" unknown):
     # a client-mode driver runs there, and only there may the application's containers call it
     client_host: str = ""
+    # node labels (node_labels), checked: the application's label expression (its requests'
+    # default) and its AM container's ("" none: am_placement decides)
+    label_expression: str = ""
+    am_label: str = ""
 
 
 @dataclass
@@ -92,6 +96,8 @@ class Application:
     client_host: str = ""  # as submitted (Submission.client_host)
     # its slot of source ports (yarn/app_network.py), from acceptance to its end; None: none yet
     port_slot: int | None = None
+    label_expression: str = ""  # as submitted (Submission.label_expression)
+    am_label: str = ""  # as submitted (Submission.am_label)
 
     @classmethod
     def from_submission(cls, submission: Submission, limits: SchedulerLimits, now_ms: int) -> Application:
@@ -120,6 +126,8 @@ class Application:
             context=submission.context,
             acls=submission.acls,
             client_host=submission.client_host,
+            label_expression=submission.label_expression,
+            am_label=submission.am_label,
             submit_time_ms=now_ms,
             start_time_ms=now_ms,
         )
@@ -184,6 +192,8 @@ class Application:
             "acls": [list(pair) for pair in self.acls],
             "client_host": self.client_host,
             "port_slot": self.port_slot,
+            "label_expression": self.label_expression,
+            "am_label": self.am_label,
         }
 
     @classmethod
@@ -215,6 +225,8 @@ class Application:
             acls=tuple((str(k), str(v)) for k, v in doc.get("acls", [])),
             client_host=str(doc.get("client_host", "")),
             port_slot=doc.get("port_slot"),
+            label_expression=str(doc.get("label_expression", "")),
+            am_label=str(doc.get("am_label", "")),
         )
 
 

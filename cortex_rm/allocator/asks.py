@@ -17,6 +17,10 @@ says what it wants.
 
 Locality relaxation (the ``relax_locality`` flags) is decided by the scheduler;
 this table keeps the flags and the per-key waiting time the decision needs.
+
+A node label (``node_labels``) travels on the ``"*"`` entry only, as YARN's
+AMRMClient sends it; it applies to the whole key, and the last ``"*"`` entry sent
+for the key decides it.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class ResourceAsk:
     num_containers: int
     relax_locality: bool = True
     allocation_request_id: int = 0
+    node_label: str | None = None  # the label expression, checked (None: not sent; "": no label)
 
     @property
     def key(self) -> RequestKey:
@@ -82,6 +87,7 @@ class PendingRequest:
     generation: int = 0  # bumped on every AM update of this key
     first_missed_ms: int | None = None  # when a pass first failed to place it at its allowed localities
     normalized: Resource | None = None  # the container size the scheduler gives (it fills this in)
+    label: str = ""  # the node label its containers need ("": any node)
 
     @property
     def has_places(self) -> bool:
@@ -156,6 +162,7 @@ class AppSchedulingInfo:
             self._outstanding += n - request.total
             request.total = n
             request.relax_locality = ask.relax_locality
+            request.label = ask.node_label or ""
             if n == 0:
                 request.first_missed_ms = None
         else:

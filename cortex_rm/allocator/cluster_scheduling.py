@@ -9,6 +9,9 @@ event handlers:
   their containers with them (exit status -100, so Spark re-requests executors), and
   container statuses move containers to RUNNING and COMPLETE; the end of an AM
   container is the end of its attempt;
+* node classes: ``set_static_nodes`` labels every node static or volatile
+  (``node_class_labels``); AM containers go where ``am_placement`` says, away from
+  the nodes where the application's earlier AMs failed;
 * ApplicationMasterProtocol (``AMScheduling``): register, allocate, unregister;
 * allocation passes run when something changed (coalesced) and on a timer; an AM
   container is launched on its node through ``launch_am`` as soon as it is placed;
@@ -32,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cortex_rm.allocator.am_lifecycle import AMLifecycle
+from cortex_rm.allocator.am_placement import am_blacklist
 from cortex_rm.allocator.app_ids import load_stored_state
 from cortex_rm.allocator.app_model import Application, Attempt, SchedulerLimits
 from cortex_rm.allocator.app_states import AppEvent, AppState, AttemptEvent, AttemptState, FinalStatus
@@ -39,6 +43,8 @@ from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.asks import ResourceAsk
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.errors import AllocatorError
+from cortex_rm.allocator.node_class_labels import NodeClassLabels
+from cortex_rm.allocator.node_labels import labelled_asks
 from cortex_rm.allocator.nodes import NodeRecord, NodeState
 from cortex_rm.allocator.rm_context import AppUsage
 from cortex_rm.allocator.scheduler import CapacityScheduler
@@ -95,6 +101,7 @@ class ClusterScheduling:
         # The application table is ours: we are the listener it tells of every attempt.
         self.table = ApplicationTable.from_stored(clock, store, scheduler.queues.tree, limits, stored, listener=self)
         self.scheduler = scheduler
+        self.labels = NodeClassLabels(scheduler)
         self.am = AMLifecycle(self.table)
         self.launch_am = launch_am
         self.timers = timers
@@ -168,7 +175,11 @@ class ClusterScheduling:
                 # after the table finished accepting it (this runs inside that step)
                 self.clock.callLater(0, self._reject, app.app_id, f"The AM container can never run: {reason}")
                 return
-        self.scheduler.add_attempt(attempt.attempt_id, app.queue, app.user, app.priority, am_resource)
+        blacklist = am_blacklist((a.am_node, a.exit_status) for a in app.attempts if a is not attempt)
+        self.scheduler.add_attempt(
+            attempt.attempt_id, app.queue, app.user, app.priority, am_resource, am_label=app.am_label,
+            am_blacklist=blacklist if self.scheduler.config.am_blacklisting else frozenset(),
+        )
         self.schedule_soon()
 
     def attempt_ended(self, app: Application, attempt: Attempt) -> None:
@@ -204,7 +215,19 @@ class ClusterScheduling:
 
     # -- node reports (NodeTrackerListener) ------------------------------------------------
 
+    def set_static_nodes(self, ring_ids: frozenset[int]) -> list[NodeRecord]:
+        """The ledger's verdict: the ring members in ``ring_ids`` are static, every other one
+        volatile.  Every node is relabelled (node reports, label calls, REST, and where the
+        scheduler places AMs and labelled asks); nodes that register later get their label
+        from this set.  Returns the nodes whose label changed.  Sans-IO; call it whenever
+        the classes may have changed (a call with an unchanged set changes nothing)."""
+        changed = self.labels.set_static(ring_ids)
+        if changed:
+            self.schedule_soon()
+        return changed
+
     def node_registered(self, node: NodeRecord) -> None:
+        self.labels.label(node)
         for container in self.scheduler.node_added(node.node_id, node.capability):
             self._container_ended(container)
         self.schedule_soon()
@@ -383,6 +406,7 @@ class ClusterScheduling:
     ) -> AllocationResult:
         self._heard_ms[attempt_id] = self.now_ms()
         app, _ = self.table.get_attempt(attempt_id)
+        asks = labelled_asks(asks, app.label_expression, app.queue)
         app.progress = max(0.0, min(1.0, progress))
         for container in self.scheduler.update_requests(attempt_id, asks, releases, blacklist_add, blacklist_remove):
             self._kill_on_node(container)

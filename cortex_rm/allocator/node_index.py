@@ -18,8 +18,8 @@ Which fitting node wins is the placement policy:
 Ties are broken by the order nodes were added (SPREAD: the earlier; PACK: the
 later), so placements are deterministic.
 ``NodeDirectory`` holds every schedulable node with the indexes that must move
-together when a node's free space changes: the whole cluster, each rack, and the
-nodes eligible to run ApplicationMasters.
+together when a node's free space changes: the whole cluster, each rack, and each
+node label's partition (``node_labels``: static, volatile; "" for an unlabelled node).
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ class PlacementPolicy(enum.Enum):
 class SchedulerNode:
     """A schedulable node: capacity, what is free, and the containers on it."""
 
-    __slots__ = ("node_id", "host", "rack", "capability", "free_mem", "free_vcores", "am_eligible", "order",
+    __slots__ = ("node_id", "host", "rack", "capability", "free_mem", "free_vcores", "label", "order",
                  "containers", "record")
 
-    def __init__(self, node_id: NodeId, rack: str, capability: Resource, am_eligible: bool, order: int,
+    def __init__(self, node_id: NodeId, rack: str, capability: Resource, label: str, order: int,
                  record: NodeRecord | None) -> None:
         self.node_id = node_id
         self.host = node_id.host
@@ -57,7 +57,7 @@ class SchedulerNode:
         self.capability = capability
         self.free_mem = capability.memory_mb
         self.free_vcores = capability.vcores
-        self.am_eligible = am_eligible
+        self.label = label  # its partition (node_labels); "" when it has none
         self.order = order
         self.containers: dict[ContainerId, RMContainer] = {}
         self.record = record  # the NodeTable's record, kept in step for REST and metrics
@@ -168,6 +168,9 @@ class FreeSpaceIndex:
         return None if best is None else best[2]
 
 
+_EMPTY = FreeSpaceIndex()  # never filled: what ``partition`` answers for a label no node has
+
+
 class NodeDirectory:
     """Every schedulable node, by id and host, with the free-space indexes kept in step."""
 
@@ -176,7 +179,8 @@ class NodeDirectory:
         self.by_host: dict[str, list[SchedulerNode]] = {}
         self.everywhere = FreeSpaceIndex()
         self.racks: dict[str, FreeSpaceIndex] = {}
-        self.am_nodes = FreeSpaceIndex()
+        self.partitions: dict[str, FreeSpaceIndex] = {}  # by node label
+        self.partition_shapes: dict[str, Counter[Resource]] = {}  # node capabilities, by node label
         self.total_mem = 0
         self.total_vcores = 0
         self.used_mem = 0  # held by containers, over all nodes
@@ -187,9 +191,9 @@ class NodeDirectory:
     def __len__(self) -> int:
         return len(self.by_id)
 
-    def add(self, node_id: NodeId, rack: str, capability: Resource, am_eligible: bool,
+    def add(self, node_id: NodeId, rack: str, capability: Resource, label: str,
             record: NodeRecord | None) -> SchedulerNode:
-        node = SchedulerNode(node_id, rack, capability, am_eligible, self._next_order, record)
+        node = SchedulerNode(node_id, rack, capability, label, self._next_order, record)
         self._next_order += 1
         self.by_id[node_id] = node
         self.by_host.setdefault(node.host, []).append(node)
@@ -197,6 +201,7 @@ class NodeDirectory:
         self.total_mem += capability.memory_mb
         self.total_vcores += capability.vcores
         self.shapes[capability] += 1
+        self.partition_shapes.setdefault(label, Counter())[capability] += 1
         return node
 
     def remove(self, node: SchedulerNode) -> None:
@@ -208,6 +213,7 @@ class NodeDirectory:
         self._unfile(node)
         if not self.racks[node.rack]:
             del self.racks[node.rack]
+        self._drop_if_empty(node.label)
         self.total_mem -= node.capability.memory_mb
         self.total_vcores -= node.capability.vcores
         used = node.used
@@ -216,6 +222,30 @@ class NodeDirectory:
         self.shapes[node.capability] -= 1
         if not self.shapes[node.capability]:
             del self.shapes[node.capability]
+        self._forget_shape(node)
+
+    def relabel(self, node: SchedulerNode, label: str) -> None:
+        """Move ``node`` to the partition of ``label`` (its containers stay where they are)."""
+        if label == node.label:
+            return
+        self._unfile(node)
+        self._drop_if_empty(node.label)
+        self._forget_shape(node)
+        node.label = label
+        self._file(node)
+        self.partition_shapes.setdefault(label, Counter())[node.capability] += 1
+
+    def partition(self, label: str) -> FreeSpaceIndex:
+        """The nodes labelled ``label`` (an empty index when there are none)."""
+        return self.partitions.get(label) or _EMPTY
+
+    def _forget_shape(self, node: SchedulerNode) -> None:
+        shapes = self.partition_shapes[node.label]
+        shapes[node.capability] -= 1
+        if not shapes[node.capability]:
+            del shapes[node.capability]
+        if not shapes:
+            del self.partition_shapes[node.label]
 
     def _file(self, node: SchedulerNode) -> None:
         self.everywhere.add(node)
@@ -223,14 +253,19 @@ class NodeDirectory:
         if rack is None:
             rack = self.racks[node.rack] = FreeSpaceIndex()
         rack.add(node)
-        if node.am_eligible:
-            self.am_nodes.add(node)
+        partition = self.partitions.get(node.label)
+        if partition is None:
+            partition = self.partitions[node.label] = FreeSpaceIndex()
+        partition.add(node)
 
     def _unfile(self, node: SchedulerNode) -> None:
         self.everywhere.remove(node)
         self.racks[node.rack].remove(node)
-        if node.am_eligible:
-            self.am_nodes.remove(node)
+        self.partitions[node.label].remove(node)
+
+    def _drop_if_empty(self, label: str) -> None:
+        if not self.partitions[label]:
+            del self.partitions[label]
 
     def change_free(self, node: SchedulerNode, memory_mb: int, vcores: int) -> None:
         """Add (or, negative, take) free space on ``node``, moving it in every index."""

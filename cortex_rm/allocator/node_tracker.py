@@ -218,7 +218,7 @@ class NodeTracker:
         except UnknownNode:
             state_before = None
         node = self.nodes.register(
-            node_id, registration.http_address, registration.capability, now, rack=registration.rack
+            node_id, registration.http_address, registration.capability, now, rack=registration.rack, ring_id=ring_id
         )
         first = HeartbeatAnswer(response_id=0, action=NodeAction.NORMAL, next_heartbeat_interval_ms=interval)
         self._live[node_id] = _Liveness(fingerprint, now, interval, first, ring_id)

@@ -75,7 +75,8 @@ class NodeRecord:
     num_containers: int = 0
     health_report: str = ""
     last_health_update_ms: int = 0
-    labels: frozenset[str] = field(default_factory=frozenset)
+    labels: frozenset[str] = field(default_factory=frozenset)  # its class: {"static"} or {"volatile"}
+    ring_id: int | None = None  # the ring member whose key registered it (None: not a ring member)
 
     @property
     def available(self) -> Resource:
@@ -101,16 +102,23 @@ class NodeTable:
             raise UnknownNode(f"node {node_id} has not registered with this ResourceManager") from None
 
     def register(
-        self, node_id: NodeId, http_address: str, capability: Resource, now_ms: int, rack: str = "/default-rack"
+        self,
+        node_id: NodeId,
+        http_address: str,
+        capability: Resource,
+        now_ms: int,
+        rack: str = "/default-rack",
+        ring_id: int | None = None,
     ) -> NodeRecord:
         """A node (re)registers: RUNNING with fresh capacity and no containers."""
         node = self._nodes.get(node_id)
         if node is None:
-            node = NodeRecord(node_id, http_address, rack, capability)
+            node = NodeRecord(node_id, http_address, rack, capability, ring_id=ring_id)
             self._nodes[node_id] = node
             event = NodeEvent.STARTED
         else:
             node.http_address, node.rack, node.capability = http_address, rack, capability
+            node.ring_id = ring_id
             node.used, node.num_containers = ZERO, 0
             event = NodeEvent.RECONNECTED
         self._apply(node, event)

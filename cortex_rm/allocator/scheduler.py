@@ -103,26 +103,34 @@ class CapacityScheduler:
         user: str,
         app_priority: int = 0,
         am_resource: Resource | None = None,
+        *,
+        am_label: str = "",
+        am_blacklist: frozenset[NodeId] = frozenset(),
     ) -> None:
         """Take an attempt into its leaf queue (short name or full path).
 
         With ``am_resource`` the attempt first gets an AM container (cluster-wide FIFO,
         before any other ask); without, its AM runs elsewhere (unmanaged) and its asks
-        are served at once.  Raises ``InvalidSubmission`` for a queue that is not a
-        running leaf, ``RefusedOperation`` for an attempt already added.
+        are served at once.  The AM container goes to a node labelled ``am_label``, or
+        with none, where ``am_placement`` says; never to a node of ``am_blacklist`` (the
+        nodes where the application's earlier AMs failed) while that list is below the
+        threshold.  Raises ``InvalidSubmission`` for a queue that is not a running leaf,
+        ``RefusedOperation`` for an attempt already added.
         """
         if attempt_id in self._attempts:
             raise RefusedOperation(f"ApplicationAttempt {attempt_id} was already added to the scheduler")
         leaf = self.queues.leaf(queue)
         self._submissions += 1
         attempt = SchedulerAttempt(attempt_id, leaf, user, app_priority, self._submissions, am_resource)
+        attempt.am_label, attempt.am_blacklist = am_label, am_blacklist
         self._attempts[attempt_id] = attempt
         if attempt.am_pending:
             self.am_queue.add(attempt)
         log.info(
             "attempt {attempt_id} added to queue {queue} (user {user}, priority {priority}, AM {am})",
             attempt_id=str(attempt_id), queue=leaf.path, user=user, priority=app_priority,
-            am=str(am_resource) if am_resource else "unmanaged",
+            am=str(am_resource) if am_resource else "unmanaged", am_label=am_label,
+            am_blacklist=sorted(str(n) for n in am_blacklist),
         )
 
     def remove_attempt(
@@ -223,25 +231,32 @@ class CapacityScheduler:
 
     # ------------------------------------------------------------------ nodes
 
-    def node_added(self, node_id: NodeId, capability: Resource, *, am_eligible: bool = True) -> list[RMContainer]:
+    def node_added(self, node_id: NodeId, capability: Resource, *, label: str | None = None) -> list[RMContainer]:
         """A registered node (in the ``NodeTable``) may take containers; its rack comes from its record.
 
-        ``am_eligible=False`` keeps ApplicationMasters off it (volatile nodes).  A node
-        added again (it re-registered) first loses every container the scheduler had
-        on it, as ``node_removed``; those are returned.
+        ``label`` is its node label (``node_labels``), by default the one its record
+        carries ("" for none).  A node added again (it re-registered) first loses every
+        container the scheduler had on it, as ``node_removed``; those are returned.
         """
         if capability.memory_mb < 0 or capability.vcores < 0:
             raise ValueError(f"node {node_id}: negative capability {capability}")
         record = self.node_table.get(node_id)
+        if label is None:
+            label = min(record.labels) if record.labels else ""
         gone = self.node_removed(node_id, diagnostics=REREGISTERED_CONTAINER) if node_id in self.nodes.by_id else []
-        self.nodes.add(node_id, record.rack, capability, am_eligible, record)
+        self.nodes.add(node_id, record.rack, capability, label, record)
         record.used, record.num_containers = ZERO, 0
         log.info(
-            "node {node_id} added to the scheduler with {capability} in {rack}{am}",
-            node_id=str(node_id), capability=str(capability), rack=record.rack,
-            am="" if am_eligible else " (no ApplicationMasters)",
+            "node {node_id} added to the scheduler with {capability} in {rack}, label {label!r}",
+            node_id=str(node_id), capability=str(capability), rack=record.rack, label=label,
         )
         return gone
+
+    def set_node_label(self, node_id: NodeId, label: str) -> None:
+        """A scheduled node changes partition; what runs on it stays.  A node not in the scheduler: nothing."""
+        node = self.nodes.by_id.get(node_id)
+        if node is not None:
+            self.nodes.relabel(node, label)
 
     def node_removed(
         self,

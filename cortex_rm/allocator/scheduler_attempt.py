@@ -12,7 +12,7 @@ from __future__ import annotations
 from cortex_rm.allocator.asks import AppSchedulingInfo
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.scheduler_queues import SchedulerQueue
-from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId
+from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId, NodeId
 from cortex_rm.yarn.resources import Resource
 
 
@@ -36,6 +36,8 @@ class SchedulerAttempt:
         self.am_resource = am_resource
         self.am_pending = am_resource is not None  # waiting for its AM container
         self.am_container: RMContainer | None = None
+        self.am_label = ""  # the label its AM container must have ("": where am_placement says)
+        self.am_blacklist: frozenset[NodeId] = frozenset()  # nodes where its application's AMs failed
         self.asks = AppSchedulingInfo()
         self.containers: dict[ContainerId, RMContainer] = {}  # live ones
         self.newly_allocated: list[RMContainer] = []

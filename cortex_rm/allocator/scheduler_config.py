@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cortex_rm.allocator.node_index import PlacementPolicy
+from cortex_rm.allocator.node_labels import AMNodeClass
 from cortex_rm.yarn.ids import CONTAINER_EPOCH_SHIFT
 from cortex_rm.yarn.resources import Resource
 
@@ -52,6 +53,17 @@ class SchedulerConfig:
     ``epoch``
         The RM's restart count, stored above bit 40 of new container ids so ids
         never repeat across restarts.
+    ``am_node_class``
+        Where ApplicationMasters without a label expression go (``AMNodeClass``):
+        static nodes (volatile ones only when no static node could ever hold the AM),
+        or any node.
+    ``am_blacklisting``
+        Whether a node where an application's AM container failed is avoided for its
+        next attempts (``yarn.am.blacklisting.enabled``).
+    ``am_blacklist_disable_threshold``
+        The blacklist is ignored once it holds at least this fraction of the nodes the AM
+        could go to (``yarn.am.blacklisting.disable-failure-threshold``), so an
+        application is never left with no node at all.
     """
 
     maximum_allocation: Resource = Resource(8192, 4)
@@ -63,6 +75,9 @@ class SchedulerConfig:
     max_containers_per_pass: int = 0
     container_launch_expiry_ms: int = 600_000
     epoch: int = 0
+    am_node_class: AMNodeClass = AMNodeClass.STATIC
+    am_blacklisting: bool = True
+    am_blacklist_disable_threshold: float = 0.8
 
     def __post_init__(self) -> None:
         mn, mx = self.minimum_allocation, self.maximum_allocation
@@ -80,6 +95,8 @@ class SchedulerConfig:
             raise ValueError("container_launch_expiry_ms must be positive")
         if not 0 <= self.epoch < (1 << (63 - CONTAINER_EPOCH_SHIFT)):
             raise ValueError(f"epoch {self.epoch} does not fit in a container id")
+        if not 0.0 <= self.am_blacklist_disable_threshold <= 1.0:
+            raise ValueError(f"am_blacklist_disable_threshold must be within [0, 1], not {self.am_blacklist_disable_threshold}")
 
     def normalize(self, resource: Resource) -> Resource:
         """``resource`` rounded up to the minimum allocation's multiples, capped at the maximum."""

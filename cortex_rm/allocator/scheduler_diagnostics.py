@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from cortex_rm.allocator.allocation_pass import AllocationPass
+from cortex_rm.allocator.am_placement import am_placement
 from cortex_rm.allocator.asks import PendingRequest
 from cortex_rm.allocator.node_index import FreeSpaceIndex, PlacementPolicy
 from cortex_rm.allocator.scheduler_attempt import SchedulerAttempt
@@ -49,14 +50,14 @@ def queue_reason(leaf: SchedulerQueue, resource: Resource, total: Resource) -> s
     return f"Queue {blocking.path} is at its maximum capacity ({share}); waiting for running containers to finish"
 
 
-def _no_node_reason(s: CapacityScheduler, index: FreeSpaceIndex, resource: Resource, what: str) -> str | None:
+def _no_node_reason(index: FreeSpaceIndex, resource: Resource, label: str) -> str | None:
     if not len(index):
-        return f"No node may run {what}; waiting for an eligible node to join"
+        return f"No node labelled {label} is schedulable (the request's node label expression); waiting for one"
     if index.find(resource.memory_mb, resource.vcores, PlacementPolicy.SPREAD) is not None:
         return None
     largest = index.largest()
     assert largest is not None
-    qualifier = " eligible for ApplicationMasters" if index is s.nodes.am_nodes else ""
+    qualifier = f" labelled {label}" if label else ""
     return f"No node{qualifier} has {resource} free (largest free: {largest.free} on {largest.node_id})"
 
 
@@ -64,9 +65,8 @@ def _request_reason(s: CapacityScheduler, attempt: SchedulerAttempt, request: Pe
                     now_ms: int) -> str | None:
     resource = s.config.normalize(request.key.capability)
     total = s.nodes.total
-    reason = queue_reason(attempt.leaf, resource, total) or _no_node_reason(
-        s, s.nodes.everywhere, resource, "containers"
-    )
+    index = s.nodes.partition(request.label) if request.label else s.nodes.everywhere
+    reason = queue_reason(attempt.leaf, resource, total) or _no_node_reason(index, resource, request.label)
     if reason is not None:
         return reason
     if AllocationPass(s, now_ms).place(attempt, request, resource.memory_mb, resource.vcores) is not None:
@@ -74,9 +74,10 @@ def _request_reason(s: CapacityScheduler, attempt: SchedulerAttempt, request: Pe
     asks = attempt.asks
     if asks.has_blacklist:
         exclude = lambda n: asks.is_blacklisted(n.host, n.rack)  # noqa: E731
-        if s.nodes.everywhere.find(resource.memory_mb, resource.vcores, PlacementPolicy.SPREAD, exclude) is None:
+        if index.find(resource.memory_mb, resource.vcores, PlacementPolicy.SPREAD, exclude) is None:
             return (
-                f"Every node with {resource} free is blacklisted by the application "
+                f"Every node{f' labelled {request.label}' if request.label else ''} with {resource} free "
+                "is blacklisted by the application "
                 f"(blacklist: {_names(asks.blacklist)})"
             )
     places = _names([*request.hosts, *request.racks])
@@ -111,7 +112,7 @@ def waiting_reason(s: CapacityScheduler, attempt: SchedulerAttempt) -> str | Non
                 "waiting for an ApplicationMaster to finish"
             )
         if reason is None:
-            reason = _no_node_reason(s, s.nodes.am_nodes, resource, "ApplicationMasters")
+            reason = am_placement(s, attempt, resource).waiting_reason(resource)
         return reason or f"{NEXT_PASS} to place its ApplicationMaster container"
     pending = attempt.asks.pending()
     now_ms = s.now_ms()

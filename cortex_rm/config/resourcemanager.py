@@ -57,6 +57,17 @@ class ResourceManagerSection:
     credential_lifetime_s: int = 30 * 24 * 3600
     # ... and stops working unless its user renews it this often (hadoop dtutil renew).
     credential_renew_interval_s: int = 7 * 24 * 3600
+    # Where ApplicationMasters go: "static" (nodes the ledger classes static; a volatile node
+    # only when no static node could ever hold the AM, e.g. on a fresh cluster, where every
+    # node is still volatile) or "any" (a static node if one has room, else any node). An
+    # application's own AM label expression (spark.yarn.am.nodeLabelExpression) wins.
+    am_node_class: str = "static"
+    # yarn.am.blacklisting.enabled: a node where an application's AM container failed is
+    # avoided by its next attempts ...
+    am_blacklisting_enabled: bool = True
+    # ... until those nodes are this fraction of the nodes the AM could go to; then the list
+    # is ignored (yarn.am.blacklisting.disable-failure-threshold)
+    am_blacklisting_disable_failure_threshold: float = 0.8
 
     def check(self, where: str) -> None:
         """ConfigError naming the key of the first value that cannot work (``where``: the file)."""
@@ -83,6 +94,10 @@ class ResourceManagerSection:
                 f"{where}: resourcemanager.runtime_image must be the archive's SHA-256 (64 lowercase hex digits), "
                 "as `cortex-rm image build` prints it"
             )
+        if self.am_node_class not in ("static", "any"):
+            raise ConfigError(f'{where}: resourcemanager.am_node_class must be "static" or "any"')
+        if not 0.0 <= self.am_blacklisting_disable_failure_threshold <= 1.0:
+            raise ConfigError(f"{where}: resourcemanager.am_blacklisting_disable_failure_threshold must be within [0, 1]")
         if self.log_retention_check_s < 0:
             raise ConfigError(f"{where}: resourcemanager.log_retention_check_s must not be negative")
         if not 1024 <= self.ipc_max_data_length <= 2**31 - 1:

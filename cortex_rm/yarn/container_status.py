@@ -31,6 +31,17 @@ class ContainerExitStatus:
     #: (``shouldCountTowardsMaxAttemptRetry``): the framework took the container away.
     NOT_COUNTED_AGAINST_ATTEMPTS: Final = frozenset({ABORTED, DISKS_FAILED, PREEMPTED, KILLED_BY_RESOURCEMANAGER})
 
+    #: AM exit statuses that do not put the AM's node on the application's AM blacklist, as
+    #: YARN's ``shouldCountTowardsNodeBlacklisting``: the framework's doing (killed, lost,
+    #: preempted), a node already unhealthy (disks), the AM's own memory use, or success.
+    #: Everything else counts, INVALID too (a launch that failed; YARN-4284).
+    NOT_COUNTED_FOR_AM_BLACKLIST: Final = frozenset(
+        {
+            SUCCESS, ABORTED, DISKS_FAILED, PREEMPTED, KILLED_EXCEEDED_VMEM, KILLED_EXCEEDED_PMEM,
+            KILLED_BY_APPMASTER, KILLED_BY_RESOURCEMANAGER, KILLED_AFTER_APP_COMPLETION,
+        }
+    )
+
 
 class ContainerState(enum.Enum):
     """A container as a node reports it (YARN's ``ContainerState``)."""

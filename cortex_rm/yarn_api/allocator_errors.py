@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from cortex_rm.allocator import errors as alloc
 from cortex_rm.allocator.asks import InvalidResourceRequest
 from cortex_rm.allocator.containers import InvalidContainerRelease
+from cortex_rm.allocator.node_labels import InvalidLabelResourceRequest
 from cortex_rm.yarn.errors import IllegalTransition, MalformedId, YarnError
 from cortex_rm.yarn_api import errors
 from cortex_rm.yarn_api.errors import RemoteError
@@ -29,6 +30,7 @@ _JAVA_CLASS: dict[type[YarnError], str] = {
     alloc.UnknownAttempt: errors.APPLICATION_ATTEMPT_NOT_FOUND,
     alloc.UnknownContainer: errors.CONTAINER_NOT_FOUND,
     InvalidResourceRequest: errors.INVALID_RESOURCE_REQUEST,
+    InvalidLabelResourceRequest: errors.INVALID_LABEL_RESOURCE_REQUEST,
     InvalidContainerRelease: "org.apache.hadoop.yarn.exceptions.InvalidContainerReleaseException",
     alloc.InvalidSubmission: errors.YARN_EXCEPTION,
     alloc.RefusedOperation: errors.YARN_EXCEPTION,

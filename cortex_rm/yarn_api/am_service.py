@@ -260,6 +260,9 @@ class ApplicationMasterService:
             num_containers=max(0, proto.num_containers),
             relax_locality=proto.relax_locality,
             allocation_request_id=max(0, proto.allocation_request_id),
+            node_label=(
+                records.text_from_proto(proto.node_label_expression) if proto.HasField("node_label_expression") else None
+            ),
         )
 
     def _container(self, container: RMContainer, user: str, out: yp.ContainerProto) -> None:

@@ -24,6 +24,7 @@ from cortex_rm.allocator.app_access import MODIFY_APP, VIEW_APP, AppAccess
 from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.app_queries import ApplicationFilter
 from cortex_rm.allocator.containers import RMContainer
+from cortex_rm.allocator.node_labels import CLUSTER_NODE_LABELS
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.yarn.delegation import Principal
 from cortex_rm.yarn.addresses import HostPort
@@ -383,9 +384,10 @@ class ApplicationClientService:
     def get_cluster_node_labels(
         self, call: CallContext, request: ys.GetClusterNodeLabelsRequestProto
     ) -> ys.GetClusterNodeLabelsResponseProto:
+        # both labels always exist, and are non-exclusive: a request without a label may use any node
         response = ys.GetClusterNodeLabelsResponseProto()
-        for label in sorted({label for node in self.rm.nodes for label in node.labels}):
-            response.nodeLabels.add(name=label, isExclusive=True)
+        for label in CLUSTER_NODE_LABELS:
+            response.nodeLabels.add(name=label, isExclusive=False)
         return response
 
     # -- resource types ------------------------------------------------------------

@@ -39,6 +39,7 @@ APPLICATION_MASTER_NOT_REGISTERED: Final = (
     "org.apache.hadoop.yarn.exceptions.ApplicationMasterNotRegisteredException"
 )
 INVALID_RESOURCE_REQUEST: Final = "org.apache.hadoop.yarn.exceptions.InvalidResourceRequestException"
+INVALID_LABEL_RESOURCE_REQUEST: Final = "org.apache.hadoop.yarn.exceptions.InvalidLabelResourceRequestException"
 INVALID_AUXSERVICE: Final = "org.apache.hadoop.yarn.exceptions.InvalidAuxServiceException"
 
 # --- Hadoop common: IPC and security ------------------------------------------------

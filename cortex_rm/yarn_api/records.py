@@ -13,6 +13,7 @@ from typing import cast
 from cortex_rm.allocator.app_model import Application, Attempt, Submission
 from cortex_rm.allocator.app_states import AppState, FinalStatus
 from cortex_rm.allocator.errors import UnknownQueue
+from cortex_rm.allocator.node_labels import ANY_LABEL, check_label_expression
 from cortex_rm.allocator.nodes import NodeRecord, NodeState
 from cortex_rm.allocator.queues import Queue, QueueState
 from cortex_rm.allocator.rm_context import RMContext
@@ -129,10 +130,26 @@ def text_from_proto(value: str | bytes) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", errors="replace")
 
 
+def label_expressions(ctx: yp.ApplicationSubmissionContextProto) -> tuple[str, str]:
+    """(the application's label expression, its AM's), checked (``InvalidLabelResourceRequest``).
+
+    The AM's is its ``am_container_resource_request``'s when that names one (even ""),
+    else the application's, as YARN's RMAppManager fills it in."""
+    queue = text_from_proto(ctx.queue)
+    app_label = check_label_expression(text_from_proto(ctx.node_label_expression), queue=queue)
+    am_label = app_label
+    if len(ctx.am_container_resource_request):
+        am_request = ctx.am_container_resource_request[0]
+        if am_request.HasField("node_label_expression"):
+            am_label = check_label_expression(text_from_proto(am_request.node_label_expression), queue=queue)
+    return app_label, am_label
+
+
 def submission_from_proto(ctx: yp.ApplicationSubmissionContextProto, user: str, client_host: str = "") -> Submission:
     """What the RM needs from an ApplicationSubmissionContext; the bytes are kept whole.
     ``client_host``: where the submission came from, as the RM saw its connection."""
     app_id = app_id_from_proto(ctx.application_id)
+    app_label, am_label = label_expressions(ctx)
     if ctx.HasField("resource"):
         am_resource = resource_from_proto(ctx.resource)
     elif len(ctx.am_container_resource_request):
@@ -157,6 +174,8 @@ def submission_from_proto(ctx: yp.ApplicationSubmissionContextProto, user: str, 
             if acl.accessType in _ACCESS_TYPES
         ),
         client_host=client_host,
+        label_expression=app_label,
+        am_label=am_label,
     )
 
 
@@ -277,7 +296,7 @@ def queue_info(
     out.maximumCapacity = queue.spec.maximum_capacity / 100.0
     out.currentCapacity = usage.current_capacity(queue, total)
     out.state = _QUEUE_STATE[queue.spec.state if queue.is_running else QueueState.STOPPED]
-    out.accessibleNodeLabels.append("*")
+    out.accessibleNodeLabels.append(ANY_LABEL)  # every queue may use every label
     out.defaultNodeLabelExpression = ""
     out.preemptionDisabled = True
     out.intraQueuePreemptionDisabled = True

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from cortex_rm.allocator.app_states import PENDING_APP_STATES, AppState
+from cortex_rm.allocator.node_labels import ANY_LABEL
 from cortex_rm.allocator.nodes import NodeRecord, NodeState
 from cortex_rm.allocator.queues import Queue, QueueState
 from cortex_rm.allocator.rm_context import ClusterMetrics, RMContext
@@ -155,6 +156,7 @@ def _queue_info(queue: Queue, rm: RMContext, total: Resource) -> dict[str, Any]:
         "queueName": queue.name,
         "state": state.value,
         "resourcesUsed": resource_info(usage.used),
+        "nodeLabels": [ANY_LABEL],  # the labels the queue may use: all (static and volatile)
     }
     if not queue.is_leaf:
         info["queues"] = {"queue": [_queue_info(child, rm, total) for child in queue.children]}

@@ -38,6 +38,7 @@ from cortex_rm.yarn_api.rest_errors import bad_request, forbidden, not_found, un
 from cortex_rm.yarn_api.app_credentials import submit_as
 from cortex_rm.yarn_api.rest_call import STATIC_WEB_USER, Reply, RestCall
 from cortex_rm.yarn_api.rest_credentials import CredentialWebServices, UserAdmin
+from cortex_rm.yarn_api.rest_labels import LABEL_ROUTES, NodeLabelWebServices
 from cortex_rm.yarn_api.rest_submit import submission_context_from_json
 
 LONG_MAX: Final = 2**63 - 1
@@ -56,6 +57,7 @@ ROUTES: Final[tuple[tuple[tuple[str, ...], dict[str, str]], ...]] = (
     (("scheduler",), {"GET": "scheduler"}),
     (("nodes",), {"GET": "nodes"}),
     (("nodes", "*"), {"GET": "node"}),
+    *LABEL_ROUTES,
     (("apps",), {"GET": "apps", "POST": "submit_application"}),
     (("apps", "new-application"), {"POST": "new_application"}),
     (("apps", "*"), {"GET": "app"}),
@@ -146,7 +148,7 @@ def _field(call: RestCall, name: str) -> Any:
 ViewTicketSigner = Callable[[ApplicationId, str, str], tuple[str, int]]
 
 
-class ClusterWebServices(CredentialWebServices):
+class ClusterWebServices(CredentialWebServices, NodeLabelWebServices):
     """YARN's ``RMWebServices`` over one ``RMContext``: the operations named in ``ROUTES``."""
 
     def __init__(

@@ -146,8 +146,25 @@ def _register_not_utf8(field: str) -> ys.RegisterApplicationMasterRequestProto:
     return ys.RegisterApplicationMasterRequestProto.FromString(raw)
 
 
+def _labelled_allocate(label: str, not_utf8: bool = False) -> ys.AllocateRequestProto:
+    """An allocate call whose "*" ask names ``label`` (its bytes made invalid UTF-8 if ``not_utf8``)."""
+    request = ys.AllocateRequestProto(response_id=0)
+    ask = request.ask.add(resource_name="*", num_containers=1, node_label_expression=label)
+    records.resource_to_proto(Resource(1024, 1), ask.capability)
+    if not not_utf8:
+        return request
+    return ys.AllocateRequestProto.FromString(request.SerializeToString().replace(label.encode(), b"\xff\xfe\x80\xc3"))
+
+
 @fuzz_settings(60)
 @given(calls=st.lists(am_calls(), min_size=1, max_size=4))
+@example(
+    calls=[
+        ("registerApplicationMaster", ys.RegisterApplicationMasterRequestProto(host="d", rpc_port=1), True),
+        ("allocate", _labelled_allocate("static"), True),
+        ("allocate", _labelled_allocate("~~~~", not_utf8=True), True),
+    ]
+).via("a labelled ask, then a label that is not UTF-8")
 @example(calls=[("registerApplicationMaster", _register_not_utf8("tracking_url"), True)]).via(
     "a tracking URL that is not UTF-8"
 )

@@ -150,8 +150,14 @@ def test_cluster_metrics_nodes_queues_acls_and_labels(yarn: YarnClientDriver, cl
     assert default["capacity"] == pytest.approx(1.0)
     assert default["schedulerType"] == "CapacityScheduler"
     assert any(a["userAcls"] for a in yarn.run("acls")["queueAcls"])
+    # every node is labelled by its class; until the ledger has classed a node it is volatile
     labels = yarn.run("labels")
-    assert labels["clusterNodeLabels"] == []
+    assert labels["clusterNodeLabels"] == [
+        {"name": "static", "exclusive": False}, {"name": "volatile", "exclusive": False}
+    ]
+    node_ids = sorted(_node_id(cluster, n.name) for n in cluster.nodes)
+    assert labels["nodeToLabels"] == {node_id: ["volatile"] for node_id in node_ids}
+    assert labels["labelsToNodes"] == {"volatile": node_ids}
     # the REST API sees the same cluster
     rest = requests.get(f"{cluster.rest}/ws/v1/cluster/metrics", timeout=10).json()["clusterMetrics"]
     assert rest["totalNodes"] == metrics["numNodeManagers"]

@@ -61,12 +61,15 @@ class SimCluster:
         vcores: int = 8,
         rack: str = "/default-rack",
         port: int = NM_PORT,
-        am_eligible: bool = True,
+        label: str = "",
     ) -> NodeId:
+        """A node in the table and the scheduler; ``label``: its node label ("" none, as before
+        the ledger classes it: then AMs may go to it like to any node)."""
         node_id = NodeId(host, port)
         capability = Resource(memory_mb, vcores)
-        self.table.register(node_id, f"{host}:8042", capability, self.now_ms, rack=rack)
-        self.scheduler.node_added(node_id, capability, am_eligible=am_eligible)
+        record = self.table.register(node_id, f"{host}:8042", capability, self.now_ms, rack=rack)
+        record.labels = frozenset({label}) if label else frozenset()
+        self.scheduler.node_added(node_id, capability)
         return node_id
 
     def add_nodes(self, count: int, memory_mb: int = 8 * GB, vcores: int = 8, racks: int = 1) -> list[NodeId]:

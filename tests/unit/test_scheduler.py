@@ -11,6 +11,7 @@ from cortex_rm.allocator.scheduler_config import SchedulerConfig
 from cortex_rm.yarn.container_status import ContainerExitStatus
 from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId
 from cortex_rm.yarn.resources import ZERO, Resource
+from cortex_rm.allocator.node_labels import STATIC, VOLATILE
 from tests.support.scheduler_sim import GB, SimCluster, ask
 
 ROOMY_AMS = SchedulerConfig(max_am_share=1.0)
@@ -328,19 +329,21 @@ def test_node_that_registers_again_loses_its_containers() -> None:
     assert sim.scheduler.pull_completed(app) == [c]
 
 
-def test_ams_go_only_to_eligible_nodes() -> None:
-    """A node added with am_eligible=False (volatile) takes executors but never an AM."""
+def test_ams_go_to_static_nodes_and_executors_anywhere() -> None:
+    """With a static node that can hold it, an AM waits for it rather than take a volatile node;
+    unlabelled executor asks then go to any node (both labels are non-exclusive)."""
     sim = SimCluster()
-    sim.add_node("volatile", 16 * GB, 16, am_eligible=False)
-    app = sim.submit()
-    assert sim.schedule() == []
-    assert sim.scheduler.waiting_reason(app) == "No node may run ApplicationMasters; waiting for an eligible node to join"
-    sim.add_node("static", 2 * GB, 2)
+    sim.add_node("volatile", 16 * GB, 16, label=VOLATILE)
+    sim.add_node("static", 2 * GB, 2, label=STATIC)
+    first = sim.submit()
     (am,) = sim.schedule()
     assert am.node_id.host == "static"
-    sim.scheduler.pull_allocated(app)
-    sim.ask(app, ask(1))
+    sim.scheduler.pull_allocated(first)
+    second = sim.submit(am=Resource(2 * GB, 1))
+    assert sim.schedule() == []  # the static node is full; the volatile one is not used for AMs
+    sim.ask(first, ask(1))
     assert [c.node_id.host for c in sim.schedule()] == ["volatile"]
+    assert sim.scheduler.has_attempt(second)
 
 
 def test_container_ids_carry_the_epoch_and_count_per_attempt() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from cortex_rm.allocator.queues import QueueSpec
 from cortex_rm.allocator.scheduler_config import SchedulerConfig
 from cortex_rm.yarn.resources import Resource
+from cortex_rm.allocator.node_labels import STATIC, VOLATILE
 from tests.support.scheduler_sim import GB, SimCluster, ask
 
 
@@ -64,20 +65,21 @@ def test_waiting_reason_names_the_resource_no_node_has_free() -> None:
 
 
 def test_waiting_reason_for_an_am_with_no_room_and_no_nodes() -> None:
-    """An AM waits for nodes to join, then for an eligible node with room."""
+    """An AM waits for nodes to join, then for a static node with room (not for a volatile one)."""
     sim = SimCluster(config=SchedulerConfig(max_am_share=1.0))
     app = sim.submit(am=Resource(2 * GB, 1))
     assert sim.scheduler.waiting_reason(app) == (
         "No node is registered with the ResourceManager; waiting for nodes to join"
     )
-    sim.add_node("h1", 3 * GB, 2)
-    sim.add_node("h2", 8 * GB, 8, am_eligible=False)
-    assert [c.attempt_id for c in sim.schedule()] == [app]  # on h1, the only eligible node
+    sim.add_node("h1", 3 * GB, 2, label=STATIC)
+    sim.add_node("h2", 8 * GB, 8, label=VOLATILE)
+    assert [c.attempt_id for c in sim.schedule()] == [app]  # on h1, the only static node
     later = sim.submit(am=Resource(2 * GB, 1))
     assert sim.schedule() == []
     assert sim.scheduler.waiting_reason(later) == (
-        "No node eligible for ApplicationMasters has <memory:2048, vCores:1> free "
-        "(largest free: <memory:1024, vCores:1> on h1:45454)"
+        "No static node has <memory:2048, vCores:1> free (largest free: <memory:1024, vCores:1> on h1:45454); "
+        'ApplicationMasters go to static nodes (am_node_class = "static"), volatile ones only when no static '
+        "node could ever hold them"
     )
 
 

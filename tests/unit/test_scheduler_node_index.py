@@ -14,7 +14,7 @@ SPREAD, PACK = PlacementPolicy.SPREAD, PlacementPolicy.PACK
 
 def _directory(*free: tuple[int, int]) -> tuple[NodeDirectory, list[SchedulerNode]]:
     d = NodeDirectory()
-    nodes = [d.add(NodeId(f"h{i}", 1), "/r", Resource(m, v), True, None) for i, (m, v) in enumerate(free)]
+    nodes = [d.add(NodeId(f"h{i}", 1), "/r", Resource(m, v), "", None) for i, (m, v) in enumerate(free)]
     return d, nodes
 
 

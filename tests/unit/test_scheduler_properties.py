@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import replace
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -11,6 +12,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from cortex_rm.allocator.asks import ANY
 from cortex_rm.allocator.containers import RMContainerState
+from cortex_rm.allocator.node_index import PlacementPolicy
+from cortex_rm.allocator.node_labels import STATIC, VOLATILE
 from cortex_rm.allocator.queues import QueueSpec
 from cortex_rm.allocator.scheduler_config import SchedulerConfig
 from cortex_rm.yarn.container_status import ContainerExitStatus
@@ -27,6 +30,7 @@ QUEUES = QueueSpec(
 )
 HOSTS = [f"h{i}" for i in range(6)]
 PLACES = [ANY, ANY, "h0", "h1", "h2", "/r0", "/r1"]
+LABELS = ["", STATIC, VOLATILE]
 
 
 class SchedulerMachine(RuleBasedStateMachine):
@@ -40,6 +44,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.handed_out: set[ContainerId] = set()
         self.reported: Counter[ContainerId] = Counter()
         self.allocated_ever: set[ContainerId] = set()
+        self.labels_sent: dict[tuple[ApplicationAttemptId, int, int], str] = {}  # last "*" label per key
 
     @initialize(managed=st.lists(st.booleans(), min_size=1, max_size=3))
     def a_small_busy_cluster(self, managed: list[bool]) -> None:
@@ -54,9 +59,14 @@ class SchedulerMachine(RuleBasedStateMachine):
     # -- nodes ---------------------------------------------------------------------
 
     @rule(host=st.sampled_from(HOSTS), mem=st.sampled_from([1, 2, 4, 8]), vcores=st.sampled_from([1, 2, 4]),
-          rack=st.sampled_from(["/r0", "/r1"]), am_eligible=st.booleans())
-    def add_node(self, host: str, mem: int, vcores: int, rack: str, am_eligible: bool) -> None:
-        self.sim.add_node(host, mem * GB, vcores, rack=rack, am_eligible=am_eligible)
+          rack=st.sampled_from(["/r0", "/r1"]), label=st.sampled_from(LABELS))
+    def add_node(self, host: str, mem: int, vcores: int, rack: str, label: str) -> None:
+        self.sim.add_node(host, mem * GB, vcores, rack=rack, label=label)
+
+    @rule(host=st.sampled_from(HOSTS), label=st.sampled_from(LABELS))
+    def relabel_node(self, host: str, label: str) -> None:
+        """The ledger reclassed a node: it moves partition, its containers stay."""
+        self.s.set_node_label(NodeId(host, 45454), label)
 
     @rule(host=st.sampled_from(HOSTS))
     def lose_node(self, host: str) -> None:
@@ -80,13 +90,17 @@ class SchedulerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.attempts)
     @rule(data=st.data(), where=st.sampled_from(PLACES), n=st.integers(0, 6), mem=st.sampled_from([512, 1024, 2048]),
           priority=st.integers(0, 1), relax=st.booleans(), release=st.booleans(),
-          blacklist=st.lists(st.sampled_from(HOSTS), max_size=2), unlist=st.lists(st.sampled_from(HOSTS), max_size=2))
+          blacklist=st.lists(st.sampled_from(HOSTS), max_size=2), unlist=st.lists(st.sampled_from(HOSTS), max_size=2),
+          label=st.sampled_from(LABELS))
     def allocate_call(self, data: st.DataObject, where: str, n: int, mem: int, priority: int, relax: bool,
-                      release: bool, blacklist: list[str], unlist: list[str]) -> None:
+                      release: bool, blacklist: list[str], unlist: list[str], label: str) -> None:
         attempt = data.draw(st.sampled_from(self.attempts))
         mine = [c.container_id for c in self.s.attempt_containers(attempt) if not c.is_am and c.acquired]
         releases = mine[: len(mine) // 2] if release else []
-        self.s.update_requests(attempt, [ask(n, mem, 1, where, priority, relax)], releases, blacklist, unlist)
+        sent = replace(ask(n, mem, 1, where, priority, relax), node_label=label if where == ANY else None)
+        if where == ANY:
+            self.labels_sent[(attempt, priority, mem)] = label
+        self.s.update_requests(attempt, [sent], releases, blacklist, unlist)
         self._pull(attempt)
 
     @precondition(lambda self: self.attempts)
@@ -113,6 +127,10 @@ class SchedulerMachine(RuleBasedStateMachine):
             for q in leaf.chain:  # a queue that got containers is within its maximum, up the tree
                 assert q.used.fits_in(q.limit(total)), (q, q.limit(total))
         assert all(c.state is RMContainerState.ALLOCATED for c in placed)
+        for c in placed:  # a labelled ask lands on its label only
+            assert c.requested is not None
+            label = self.labels_sent.get((c.attempt_id, c.priority, c.requested.memory_mb), "")
+            assert c.is_am or not label or self.s.nodes.by_id[c.node_id].label == label, (c, label)
         self.allocated_ever.update(c.container_id for c in placed)
         for c in placed:
             if c.is_am:  # the AM launcher takes it at once
@@ -163,6 +181,15 @@ class SchedulerMachine(RuleBasedStateMachine):
         for q in self.s.queues:
             leaves = [p for p in per_leaf if p == q.path or p.startswith(q.path + ".")]
             assert q.used == Resource(sum(per_leaf[p] for p in leaves), sum(per_leaf_vc[p] for p in leaves))
+
+    @invariant()
+    def each_node_is_in_its_own_label_partition_only(self) -> None:
+        nodes = self.s.nodes
+        assert sum(len(p) for p in nodes.partitions.values()) == len(nodes.by_id)
+        for label, shapes in nodes.partition_shapes.items():
+            assert sum(shapes.values()) == sum(1 for n in nodes.by_id.values() if n.label == label)
+        for node in nodes.by_id.values():
+            assert node in set(nodes.partition(node.label).candidates(0, 0, PlacementPolicy.SPREAD))
 
     @invariant()
     def every_container_is_reported_completed_at_most_once(self) -> None:
