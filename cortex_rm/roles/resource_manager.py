@@ -38,6 +38,7 @@ from cortex_rm.allocator.app_access import AppAccess
 from cortex_rm.allocator.app_model import SchedulerLimits
 from cortex_rm.allocator.cluster_scheduling import ClusterScheduling, SchedulingTimers
 from cortex_rm.allocator.master_keys import RMKeys
+from cortex_rm.allocator.node_labels import AMNodeClass
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.errors import UnknownApplication
 from cortex_rm.allocator.nodes import NodeRecord, NodeTable
@@ -183,6 +184,9 @@ class ResourceManagerRole:
                 node_locality_delay_ms=sched.node_locality_delay_ms,
                 rack_locality_delay_ms=sched.rack_locality_delay_ms,
                 max_am_share=sched.max_am_share,
+                am_node_class=AMNodeClass(conf.am_node_class),
+                am_blacklisting=conf.am_blacklisting_enabled,
+                am_blacklist_disable_threshold=conf.am_blacklisting_disable_failure_threshold,
             ),
         )
         # what AMs find in their AMRMToken's service: the configured scheduler address
@@ -374,6 +378,8 @@ class ResourceManagerRole:
             names = self.tracker.nodes_by_ring_id() if self.tracker is not None else {}
             log.info("static nodes now: {nodes}", nodes=", ".join(sorted(str(names.get(r, f"{r:040x}")) for r in static)) or "none")
         self.static_nodes = static
+        if self.scheduling is not None:
+            self.scheduling.set_static_nodes(static)  # node labels; AMs go to static nodes
 
     def _app_running(self, app_id: str) -> bool:
         assert self.rm is not None
