@@ -121,7 +121,8 @@ def _weibull_ms(rng: random.Random, shape: float, median_ms: int) -> int:
     return max(1, int(rng.weibullvariate(scale, shape)))
 
 
-def _sessions(rng: random.Random, cfg: SimConfig, start: int, end: int) -> list[Interval]:
+def churn_sessions(rng: random.Random, cfg: SimConfig, start: int, end: int) -> list[Interval]:
+    """One churning node's sessions in [start, end): Weibull up and down times (``cfg``)."""
     shape = rng.uniform(*cfg.shapes)
     result = []
     now, up = start, rng.random() < 0.5
@@ -181,7 +182,7 @@ class ChurnWorld:
         self.sessions: dict[int, list[Interval]] = {}
         for node in ids:
             always = node in self.always_on
-            self.sessions[node] = [(self.start, self.end)] if always else _sessions(self.rng, cfg, self.start, self.end)
+            self.sessions[node] = [(self.start, self.end)] if always else churn_sessions(self.rng, cfg, self.start, self.end)
         period = [(cfg.period.start_ms, cfg.period.end_ms)]
         churners = [n for n in ids if n not in self.always_on and total(intersection(self.sessions[n], period)) >= HOUR]
         self.cheaters: dict[str, int] = dict(zip(CHEATS, self.rng.sample(churners, len(CHEATS)))) if cfg.cheaters else {}
