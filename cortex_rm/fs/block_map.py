@@ -103,6 +103,12 @@ class BlockMap:
         self._young_orphans: dict[str, dict[str, float]] = {}  # node -> unknown replica -> end of grace (s)
         self._attention: set[str] = set()
         self._capped: set[str] = set()  # fewer replicas than expected only because there are few live nodes
+        self._preferred: frozenset[str] = frozenset()  # static nodes: new replicas go there first, extra ones leave others
+
+    def prefer(self, nodes: Iterable[str]) -> None:
+        """Nodes likely to stay up (the ledger's static class): write pipelines take them first
+        (after the writer's own node), and extra replicas are deleted from the others first."""
+        self._preferred = frozenset(nodes)
 
     # -- the namespace's side
 
@@ -293,7 +299,12 @@ class BlockMap:
         return tuple(orders)
 
     def _trim(self, block_id: str, extra: int) -> None:
-        for node_id in self.rng.sample(sorted(self._holders[block_id]), extra):
+        holders = sorted(self._holders[block_id])
+        others = [n for n in holders if n not in self._preferred]
+        doomed = self.rng.sample(others, min(extra, len(others)))
+        preferred = [n for n in holders if n in self._preferred]
+        doomed += self.rng.sample(preferred, extra - len(doomed))
+        for node_id in doomed:
             self._holders[block_id].discard(node_id)
             self._node_blocks[node_id].discard(block_id)
             self._deletes.setdefault(node_id, set()).add(block_id)
@@ -318,8 +329,10 @@ class BlockMap:
                 "no DataNode has reported to the NameNode yet; wait until the cluster's nodes have started"
             )
         first = [writer] if writer in self._live else []
-        rest = [n for n in live if n != writer]
-        chosen = first + self.rng.sample(rest, min(len(rest), max(0, count - len(first))))
+        chosen = list(first)
+        others = [n for n in live if n != writer]
+        for group in ([n for n in others if n in self._preferred], [n for n in others if n not in self._preferred]):
+            chosen += self.rng.sample(group, min(len(group), max(0, count - len(chosen))))
         return [self._nodes[n] for n in chosen[:count]]
 
     def under_replicated(self) -> int:

@@ -375,11 +375,14 @@ class ResourceManagerRole:
 
     def _classes_changed(self, static: frozenset[int]) -> None:
         if static != self.static_nodes:
-            names = self.tracker.nodes_by_ring_id() if self.tracker is not None else {}
+            names: dict[int, NodeId] = self.tracker.nodes_by_ring_id() if self.tracker is not None else {}
             log.info("static nodes now: {nodes}", nodes=", ".join(sorted(str(names.get(r, f"{r:040x}")) for r in static)) or "none")
         self.static_nodes = static
         if self.scheduling is not None:
             self.scheduling.set_static_nodes(static)  # node labels; AMs go to static nodes
+        if self.name_node is not None and self.tracker is not None:
+            nodes = self.tracker.nodes_by_ring_id()
+            self.name_node.blocks.prefer(str(nodes[r]) for r in static if r in nodes)  # replicas on static nodes first
 
     def _app_running(self, app_id: str) -> bool:
         assert self.rm is not None

@@ -297,6 +297,24 @@ def test_lowered_replication_trims_the_extra_replicas() -> None:
     assert all(c == NOTHING for c in answers(block_map, [1, 2, 3]).values())
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_write_pipelines_take_static_nodes_first_and_extra_replicas_leave_the_others(seed: int) -> None:
+    """prefer(): after the writer's own node, a pipeline takes the preferred (static) nodes; trimming keeps them."""
+    block_map = BlockMap(Clock(), random.Random(seed))
+    for i in range(1, 7):
+        block_map.node_up(dn(i))
+        block_map.full_report(nid(i), [])
+    block_map.prefer([nid(5), nid(6)])
+    pipeline = [n.node_id for n in block_map.choose_targets(3, writer=nid(1))]
+    assert pipeline[0] == nid(1) and set(pipeline[1:]) == {nid(5), nid(6)}
+    assert {n.node_id for n in block_map.choose_targets(2)} == {nid(5), nid(6)}
+    block = ref(1)
+    write(block_map, block, 4, [1, 2, 5, 6])
+    block_map.set_replication([block.block_id], 2)
+    answers(block_map, [1, 2, 5, 6])
+    assert ids(block_map.locations(block.block_id)) == {nid(5), nid(6)}
+
+
 def test_a_removed_files_replicas_are_deleted_on_every_holder() -> None:
     """remove_blocks: every live holder is told to delete; the block is forgotten (no location, not
     missing, not under-replicated)."""
