@@ -44,7 +44,7 @@ from cortex_rm.yarn_api.client_service import ApplicationClientService, client_p
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.sasl import SaslServer
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
-from tests.support.java import YarnClientDriver, quiet_jvm_options, run_driver
+from tests.support.java import YarnClientDriver, labels_by_node, quiet_jvm_options, run_driver
 from tests.support.reactor import reactor
 
 pytestmark = pytest.mark.integration
@@ -117,30 +117,16 @@ async def _cli(rm: InProcessRM, main_class: str, *args: str) -> str:
     return result.stdout
 
 
-def _labels_by_node(node_list: str) -> dict[str, str]:
-    """NodeCLI's ``-list -showDetails`` text: each node's ``Node-Labels`` line, by Node-Id."""
-    found: dict[str, str] = {}
-    current = None
-    for line in node_list.splitlines():
-        first = line.split()[0] if line.split() else ""
-        if re.fullmatch(r"[\w.\-]+:\d+", first):
-            current = first
-        match = re.match(r"\s*Node-Labels\s*:\s*(.*)$", line)
-        if match and current is not None:
-            found[current] = match.group(1).strip()
-    return found
-
-
 @pytest_twisted.ensureDeferred
 async def test_node_cli_and_cluster_cli_show_the_node_classes(rm: InProcessRM) -> None:
     """Before the ledger has spoken every node is volatile; after ``set_static_nodes`` the one
     static member's node shows ``static``; both labels are listed as non-exclusive."""
     before = await _cli(rm, NODE_CLI, "-list", "-showDetails")
     assert "Total Nodes:3" in before
-    assert _labels_by_node(before) == {str(n): "volatile" for n in NODES}
+    assert labels_by_node(before) == {str(n): "volatile" for n in NODES}
     changed = rm.scheduling.set_static_nodes(frozenset({NODES[STATIC_NODE], 0xFF}))
     assert [n.node_id for n in changed] == [STATIC_NODE]
-    after = _labels_by_node(await _cli(rm, NODE_CLI, "-list", "-showDetails"))
+    after = labels_by_node(await _cli(rm, NODE_CLI, "-list", "-showDetails"))
     assert after == {str(n): "static" if n == STATIC_NODE else "volatile" for n in NODES}
     status = await _cli(rm, NODE_CLI, "-status", str(STATIC_NODE))
     assert re.search(r"Node-Labels\s*:\s*static\s*$", status, re.MULTILINE), status

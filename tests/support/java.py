@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -279,3 +280,17 @@ def _text(output: str | bytes | None) -> str:
     if output is None:
         return ""
     return output.decode(errors="replace") if isinstance(output, bytes) else output
+
+
+def labels_by_node(node_list: str) -> dict[str, str]:
+    """NodeCLI's ``-list -showDetails`` text: each node's ``Node-Labels`` line, by Node-Id."""
+    found: dict[str, str] = {}
+    current = None
+    for line in node_list.splitlines():
+        first = line.split()[0] if line.split() else ""
+        if re.fullmatch(r"[\w.\-]+:\d+", first):
+            current = first
+        match = re.match(r"\s*Node-Labels\s*:\s*(.*)$", line)
+        if match and current is not None:
+            found[current] = match.group(1).strip()
+    return found
