@@ -30,24 +30,11 @@ from tests.support.fsshell import fs_shell
 from tests.support.java import YarnClientDriver
 from tests.support.logs_cli import aggregated_logs
 from tests.support.ring_daemons import wait_for
-from tests.support.spark import application_id_from_output, spark_submit
+from tests.support.spark import EXECUTORS, PYTHON_CONF, application_id_from_output, spark_submit
 
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-# Executors and the cluster-mode driver run Debian's python3 inside the containers;
-# the client-mode driver runs the test's own interpreter.
-PYTHON_CONF = {"spark.pyspark.python": "/usr/bin/python3"}
-EXECUTORS = {
-    "spark.executor.instances": "2",
-    "spark.executor.memory": "512m",
-    "spark.executor.cores": "1",
-    "spark.driver.memory": "512m",
-    "spark.yarn.am.memory": "512m",
-    "spark.ui.enabled": "false",
-}
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
     with running_cluster(tmp_path_factory.mktemp("spark-jobs"), nodes=3, spark=True, isolated=True) as c:

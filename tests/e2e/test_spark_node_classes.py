@@ -26,7 +26,7 @@ import requests
 
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.java import labels_by_node, quiet_jvm_options, run_driver
-from tests.support.spark import application_id_from_output, spark_submit_command, spark_submit_env
+from tests.support.spark import EXECUTORS, PYTHON_CONF, application_id_from_output, spark_submit_command, spark_submit_env
 
 pytestmark = pytest.mark.e2e
 
@@ -39,15 +39,6 @@ gone_after_s = 10
 class_update_interval_s = 2
 """
 RING = ("attestation_interval_s = 2",)
-PYTHON_CONF = {"spark.pyspark.python": "/usr/bin/python3"}
-EXECUTORS = {
-    "spark.executor.instances": "2",
-    "spark.executor.memory": "512m",
-    "spark.executor.cores": "1",
-    "spark.driver.memory": "512m",
-    "spark.yarn.am.memory": "512m",
-    "spark.ui.enabled": "false",
-}
 NODE_CLI = "org.apache.hadoop.yarn.client.cli.NodeCLI"
 
 

@@ -10,19 +10,13 @@ witnessing needed) and passes the other's gossiped head.  Then one row of the RM
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-import requests
 
 from tests.support.cluster import RunningCluster, running_cluster
+from tests.support.ledger_checks import edit_entry, mirror_status, rm_head, verify, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -38,32 +32,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
         yield c
 
 
-def mirror_status(node_web: str) -> dict[str, Any]:
-    reply = requests.get(f"http://{node_web}/ws/v1/ledger-mirror", timeout=5)
-    assert reply.status_code in (200, 503), reply.text
-    return reply.json()["ledgerMirror"] if reply.status_code == 200 else {}
-
-
-def rm_head(cluster: RunningCluster) -> dict[str, Any]:
-    return requests.get(f"{cluster.rest}/ws/v1/cortex/ledger", timeout=5).json()["treeHead"]
-
-
-def wait_until(condition: Callable[[], bool], what: str, cluster: RunningCluster, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}; node2 log tail:\n{cluster.daemon_log('node2')[-4000:]}")
-        time.sleep(0.5)
-
-
-def verify(cluster: RunningCluster) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cortex_rm", "ledger", "verify", "--workdir", str(cluster.workdir)],
-        capture_output=True, text=True, timeout=180,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
-    )  # fmt: skip
-
-
 def test_mirrors_copy_the_ledger_and_report_a_row_edited_in_the_rms_database(cluster: RunningCluster) -> None:
     mirrors = [node.nm_webapp for node in cluster.nodes[1:]]
 
@@ -71,19 +39,15 @@ def test_mirrors_copy_the_ledger_and_report_a_row_edited_in_the_rms_database(clu
         size = rm_head(cluster)["size"]
         return all(mirror_status(web).get("size") == size and mirror_status(web).get("treeHead") for web in mirrors)
 
-    wait_until(caught_up, "both mirrors hold the RM's log", cluster, timeout=60)
-    wait_until(lambda: all(mirror_status(web)["peerHeads"] >= 1 for web in mirrors), "each mirror heard the other's head", cluster, timeout=60)
+    wait_until(caught_up, "both mirrors hold the RM's log", cluster, timeout=60, log="node2")
+    wait_until(lambda: all(mirror_status(web)["peerHeads"] >= 1 for web in mirrors), "each mirror heard the other's head", cluster, timeout=60, log="node2")
     for web in mirrors:
         status = mirror_status(web)
         assert status["forksDetected"] == 0 and status["entriesRechecked"] > 0, status
     done = verify(cluster)
     assert done.returncode == 0 and "verify: OK" in done.stdout, done.stdout + done.stderr
 
-    database = Path(cluster.nodes[0].directory) / "ledger.sqlite"
-    with sqlite3.connect(database) as db:
-        (index,) = db.execute("SELECT max(idx) FROM ledger_entries").fetchone()
-        # (SQLite's || makes TEXT of two BLOBs: the CAST keeps the column's type, as an edit meant to pass would)
-        db.execute("UPDATE ledger_entries SET payload = CAST(payload || x'00' AS BLOB) WHERE idx = ?", (index,))
+    index = edit_entry(cluster)
     edited_at = time.monotonic()
 
     done = verify(cluster)
@@ -92,7 +56,7 @@ def test_mirrors_copy_the_ledger_and_report_a_row_edited_in_the_rms_database(clu
     def reported(web: str) -> bool:
         return any(f["kind"] == "rewritten" and f["index"] == index for f in mirror_status(web)["forks"])
 
-    wait_until(lambda: all(reported(web) for web in mirrors), "both mirrors report the rewritten entry", cluster, timeout=10 * INTERVAL_S)
+    wait_until(lambda: all(reported(web) for web in mirrors), "both mirrors report the rewritten entry", cluster, timeout=10 * INTERVAL_S, log="node2")
     took = time.monotonic() - edited_at
     for web in mirrors:
         status = mirror_status(web)

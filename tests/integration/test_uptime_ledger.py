@@ -10,7 +10,8 @@ database itself).
 One node is stopped for a measured time and started again with its state; its
 witnessed uptime in a window around that must be short by that time, within a
 few probe intervals (1 s each), and the other nodes' uptime must be the whole
-window.  Then one row of the ledger's database is edited, and ``verify`` fails.
+window.  Then one row of the ledger's database is edited: ``verify`` fails, and the
+mirror on node2 (``[accounting] mirror``) reports the rewritten entry.
 """
 
 from __future__ import annotations
@@ -18,11 +19,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +29,7 @@ import requests
 from cortex_rm import local_cluster
 from cortex_rm.processes import alive
 from tests.support.cluster import RunningCluster, running_cluster
+from tests.support.ledger_checks import cortex_cli, edit_entry, first_index, mirror_status, verify, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,39 +40,25 @@ PROBE_S = 1.0
 TOLERANCE_S = 5 * PROBE_S  # "within a few probe intervals"
 RING = (f"attestation_interval_s = {ATTESTATION_S}", "key_bits = 8", "work_bits = 16")
 ACCOUNTING = f"[accounting]\nperiod_length_s = 60\nclose_delay_s = {CLOSE_DELAY_S}\nclass_update_interval_s = 2\n"
+MIRROR = "[accounting]\nmirror = true\nmirror_interval_s = 2\n"  # nodes 2-4 mirror the ledger
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
     with running_cluster(
-        tmp_path_factory.mktemp("cortex-ledger"), nodes=NODES, rm_config=ACCOUNTING, ring_settings=RING
+        tmp_path_factory.mktemp("cortex-ledger"), nodes=NODES, rm_config=ACCOUNTING, ring_settings=RING, node_config=MIRROR
     ) as c:
         yield c
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cortex_rm", *args], capture_output=True, text=True, timeout=180,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
-    )  # fmt: skip
 
 
 def payouts(cluster: RunningCluster, start_ms: int | None = None, end_ms: int | None = None) -> dict[str, dict]:
     """``cortex-rm payouts --json`` by NodeId."""
     window = ["--start", str(start_ms), "--end", str(end_ms)] if start_ms is not None and end_ms is not None else []
-    done = cli("payouts", "--workdir", str(cluster.workdir), "--json", *window)
+    done = cortex_cli("payouts", "--workdir", str(cluster.workdir), "--json", *window)
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert all(set(row) == {"node", "ring_id", "uptime_s", "share"} for row in rows)
     return {row["node"]: row for row in rows}
-
-
-def wait_until(condition: Callable[[], bool], what: str, cluster: RunningCluster, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}; RM log tail:\n{cluster.daemon_log()[-4000:]}")
-        time.sleep(0.5)
 
 
 def node_ids(cluster: RunningCluster) -> list[str]:
@@ -117,18 +102,22 @@ def test_a_stopped_node_is_paid_short_by_its_downtime_and_the_ledger_verifies(cl
     done = verify(cluster)
     assert done.returncode == 0 and "verify: OK" in done.stdout, done.stdout + done.stderr
 
-    # one edited row: verify fails and says where
-    database = Path(cluster.nodes[0].directory) / "ledger.sqlite"
-    with sqlite3.connect(database) as db:
-        (index,) = db.execute("SELECT idx FROM ledger_entries WHERE kind = 'attestations' ORDER BY idx LIMIT 1").fetchone()
-        db.execute("UPDATE ledger_entries SET payload = CAST(payload || x'00' AS BLOB) WHERE idx = ?", (index,))
+    # one edited row: verify fails and says where, and the mirror (node2) reports the rewrite
+    mirror = cluster.nodes[1].nm_webapp
+    first = first_index(cluster, "attestations")
+    assert first is not None
+    wait_until(lambda: mirror_status(mirror).get("size", 0) > first, "node2 mirrors the attestations", cluster, timeout=60, log="node2")
+    index = edit_entry(cluster, kind="attestations")
+    assert index == first
     done = verify(cluster)
     assert done.returncode == 1 and "verify: FAILED" in done.stdout, done.stdout + done.stderr
     assert f"entry {index}" in done.stdout
 
+    def reported() -> bool:
+        return any(f["kind"] == "rewritten" and f["index"] == index for f in mirror_status(mirror)["forks"])
 
-def verify(cluster: RunningCluster) -> subprocess.CompletedProcess[str]:
-    return cli("ledger", "verify", "--workdir", str(cluster.workdir))
+    wait_until(reported, "the mirror reports the edited entry", cluster, timeout=60, log="node2")
+    assert "LEDGER FORK DETECTED" in cluster.daemon_log("node2")
 
 
 def _nm_address(node: local_cluster.LocalNode) -> str:

@@ -18,6 +18,19 @@ from pathlib import Path
 
 from tests.support.java import java_home, spark_home
 
+# Executors and the cluster-mode driver run Debian's python3 inside the containers;
+# a client-mode driver runs the test's own interpreter.
+PYTHON_CONF = {"spark.pyspark.python": "/usr/bin/python3"}
+# Small executors, so a three- or four-node test cluster holds a job's AM and executors.
+EXECUTORS = {
+    "spark.executor.instances": "2",
+    "spark.executor.memory": "512m",
+    "spark.executor.cores": "1",
+    "spark.driver.memory": "512m",
+    "spark.yarn.am.memory": "512m",
+    "spark.ui.enabled": "false",
+}
+
 # ``ApplicationId.toString``: "application_" + cluster timestamp + "_" + sequence number
 # zero-padded to at least four digits.
 APPLICATION_ID = re.compile(r"\bapplication_\d+_\d{4,}\b")
