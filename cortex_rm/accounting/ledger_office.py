@@ -24,7 +24,8 @@ to date as it appends, so only the payout tally reads the log.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -52,7 +53,15 @@ from cortex_rm.accounting.periods import Period, PeriodScheme
 from cortex_rm.accounting.tree_heads import SignedTreeHead
 
 MAX_BATCHES_PER_CALL = 16
+MAX_ATTESTATIONS_PER_BATCH = 256  # a witness watches ~9 neighbours: an hour's batch holds a few pieces each
+MAX_BATCH_BYTES = 108 + 40 * MAX_ATTESTATIONS_PER_BATCH  # its encoding (attestations.py), ~10 KiB
+MAX_CLOCK_SKEW_MS = 5 * 60_000
+"""An attestation may end at most this far in the future of the RM's clock.  So every entry appended
+before an instant T holds nothing after T + this: a tally of a period starts at the first entry
+appended after its start minus this (``tally_start``), not at entry 0."""
 MAX_CLOSES_PER_CHECK = 12  # periods closed at one check (a cluster that was off for a year catches up over a few)
+MARK_EVERY_MS = 60_000  # the office remembers the log's size at most once a minute (``tally_start``)
+MARK_MARGIN_MS = 3_600_000  # how late after its time a membership entry may have been appended, at most
 
 
 class SubmissionRefused(Exception):
@@ -98,13 +107,20 @@ class OfficeRules:
 class LedgerOffice:
     """The RM's ledger work, blocking (see the module doc)."""
 
-    def __init__(self, log: MerkleLog, key: ec.EllipticCurvePrivateKey, rules: OfficeRules) -> None:
+    def __init__(
+        self, log: MerkleLog, key: ec.EllipticCurvePrivateKey, rules: OfficeRules, wall_ms: Callable[[], int]
+    ) -> None:
         self.log = log
+        self.wall_ms = wall_ms  # the clock marks are taken on (``tally_start``), read where the office runs
         self.key = key
         self.rules = rules
         self._own_key = public_key_bytes(key.public_key())
         self.contents: LedgerContents = read_ledger(log, log.size(), self.signer_trusted)
         self.classes = NodeClasses(rules.thresholds)
+        self._head: SignedTreeHead | None = log.latest_tree_head()  # (read once: heads are many)
+        # (time, log size): every entry before that size was appended before that time.  From the
+        # membership entries: their own time plus a margin (the thread may have lagged); then ours.
+        self._marks: list[tuple[int, int]] = [(at + MARK_MARGIN_MS, i) for at, i in self.contents.membership_marks]
 
     def signer_trusted(self, key: bytes) -> bool:
         """Our own key, or that of a ring id in ``[ring] resource_managers``."""
@@ -117,23 +133,46 @@ class LedgerOffice:
 
     # ------------------------------------------------------------ appending
 
-    def _append(self, entries: Sequence[LedgerEntry]) -> int:
+    def _append(self, entries: Sequence[LedgerEntry], now_ms: int) -> int:
+        wall = self.wall_ms()  # now, on the thread: every entry so far was appended before it
+        if not self._marks or wall - self._marks[-1][0] >= MARK_EVERY_MS:
+            self._marks.append((wall, self.log.size()))
         first = self.log.append(entries)
         for offset, entry in enumerate(entries):
             self.contents.absorb(first + offset, entry.kind, entry.payload, self.signer_trusted)
         return first
 
+    def tally_start(self, start_ms: int) -> int:
+        """The first entry that may hold an instant at or after ``start_ms`` (``MAX_CLOCK_SKEW_MS``)."""
+        index = bisect.bisect_right(self._marks, (start_ms - MAX_CLOCK_SKEW_MS, 1 << 63)) - 1
+        return self._marks[index][1] if index >= 0 else 0
+
     def record_membership(self, change: MembershipChange) -> int:
         """Sign and append a membership change; its index."""
-        return self._append([membership_entry(sign_membership(self.key, change))])
+        return self._append([membership_entry(sign_membership(self.key, change))], change.at_ms)
 
     def submit(self, witness: int, batches: Sequence[SignedAttestations], now_ms: int) -> Receipts:
-        """Append ``witness``'s batches (module doc); ``SubmissionRefused`` takes none of them."""
+        """Append ``witness``'s batches (module doc); ``SubmissionRefused`` takes none of them.
+
+        Refused: a batch not signed by the sender's key, one of more than
+        ``MAX_ATTESTATIONS_PER_BATCH`` attestations, an attestation ending more than
+        ``MAX_CLOCK_SKEW_MS`` in the future, a witness that is not a live ring member,
+        and a batch none of whose subjects was ever a member (nothing in it could count).
+        """
         if not 1 <= len(batches) <= MAX_BATCHES_PER_CALL:
             raise SubmissionRefused(f"send 1 to {MAX_BATCHES_PER_CALL} batches at a time, not {len(batches)}")
+        if witness not in self.contents.memberships.live:
+            raise SubmissionRefused("this node is not a live ring member in the ledger (yet); retry later")
+        members = self.contents.memberships.ever
         for number, batch in enumerate(batches):
             if batch.witness != witness:
                 raise SubmissionRefused(f"batch {number} is signed by {batch.witness:040x}, not by this node's key")
+            if len(batch.attestations) > MAX_ATTESTATIONS_PER_BATCH:
+                raise SubmissionRefused(f"batch {number} holds more than {MAX_ATTESTATIONS_PER_BATCH} attestations")
+            if any(a.end_ms > now_ms + MAX_CLOCK_SKEW_MS for a in batch.attestations):
+                raise SubmissionRefused(f"batch {number} attests the future (is this node's clock right?)")
+            if not any(a.subject in members for a in batch.attestations):
+                raise SubmissionRefused(f"batch {number} attests no ring member")
             error = signature_error(batch)
             if error is not None:
                 raise SubmissionRefused(f"batch {number}: {error}")
@@ -145,12 +184,12 @@ class LedgerOffice:
             known.append(index)
             if index is None:
                 fresh.setdefault(entry.leaf_hash(), (len(fresh), entry))
-        first = self._append([entry for _, entry in fresh.values()]) if fresh else self.log.size()
+        first = self._append([entry for _, entry in fresh.values()], now_ms) if fresh else self.log.size()
         indices = [
             index if index is not None else first + fresh[attestation_entry(batch).leaf_hash()][0]
             for index, batch in zip(known, batches)
         ]
-        head = self.log.sign_tree_head(self.key, now_ms)
+        head = self.tree_head(now_ms)
         return Receipts(
             tuple(Receipt(i, tuple(self.log.inclusion_proof(i, head.size))) for i in indices), head
         )
@@ -166,7 +205,7 @@ class LedgerOffice:
             return PayoutReport(period, True, statement.log_size, tuple(payout_rows(dict(statement.uptimes))))
         size = self.log.size()
         history = neighbour_table(self.contents, min(now_ms, period.end_ms), self.rules.successors)
-        tally = tally_period(self.log, period, size, history, self.rules.rules)
+        tally = tally_period(self.log, period, size, history, self.rules.rules, self.tally_start(period.start_ms))
         return PayoutReport(period, False, size, tuple(payout_rows(tally.uptimes())))
 
     def next_to_close(self) -> Period | None:
@@ -176,19 +215,26 @@ class LedgerOffice:
         first = self.contents.memberships.first_ms
         return None if first is None else self.rules.periods.period_at(max(first, self.rules.periods.origin_ms))
 
-    def close_due(self, now_ms: int) -> list[Period]:
-        """Close every period that ended at least ``close_delay_ms`` ago (module doc); those closed."""
+    def close_due(self, now_ms: int, accepting_since_ms: int = 0) -> list[Period]:
+        """Close every period that ended at least ``close_delay_ms`` ago (module doc); those closed.
+
+        Nothing closes before the office has taken submissions for ``close_delay_ms``
+        (``accepting_since_ms``: since this RM started): after an outage the witnesses
+        first resend what they kept meanwhile.
+        """
         closed: list[Period] = []
+        if now_ms - accepting_since_ms < self.rules.close_delay_ms:
+            return closed
         period = self.next_to_close()
         while period is not None and period.end_ms + self.rules.close_delay_ms <= now_ms:
             if len(closed) >= MAX_CLOSES_PER_CHECK:
                 break
             size = self.log.size()
             history = neighbour_table(self.contents, period.end_ms, self.rules.successors)
-            tally = tally_period(self.log, period, size, history, self.rules.rules)
+            tally = tally_period(self.log, period, size, history, self.rules.rules, self.tally_start(period.start_ms))
             statement = sign_statement(self.key, tally.statement(size, self.log.root_hash(size)))
-            self._append([statement_entry(statement)])
-            self.log.sign_tree_head(self.key, now_ms)
+            self._append([statement_entry(statement)], now_ms)
+            self.tree_head(now_ms)
             closed.append(period)
             period = self.rules.periods.following(period)
         return closed
@@ -202,18 +248,17 @@ class LedgerOffice:
         if now_ms <= start:
             return self.classes.static_nodes()
         history = neighbour_table(self.contents, now_ms, self.rules.successors)
-        tally = tally_period(self.log, Period(start, now_ms), self.log.size(), history, self.rules.rules)
+        tally = tally_period(self.log, Period(start, now_ms), self.log.size(), history, self.rules.rules, self.tally_start(start))
         subjects = set(tally.uptimes()) | set(self.classes.static_nodes())
         for node in sorted(subjects):
             self.classes.update(node, tally.uptime_intervals(node), now_ms)
         return self.classes.static_nodes()
 
     def tree_head(self, now_ms: int) -> SignedTreeHead:
-        """The latest signed head, signed anew when the log grew since (or none was ever signed)."""
-        latest = self.log.latest_tree_head()
-        if latest is None or latest.size != self.log.size():
-            latest = self.log.sign_tree_head(self.key, now_ms)
-        return latest
+        """The latest signed head, signed anew only when the log grew since (or none was ever signed)."""
+        if self._head is None or self._head.size != self.log.size():
+            self._head = self.log.sign_tree_head(self.key, now_ms)
+        return self._head
 
 
 def check_period(start_ms: int | None, end_ms: int | None) -> Period | None:

@@ -105,6 +105,7 @@ class LedgerContents:
     statements: list[tuple[int, PayoutStatement]] = field(default_factory=list)  # (index, statement)
     counts: Counter[str] = field(default_factory=Counter)  # entries by kind
     problems: list[str] = field(default_factory=list)  # entries not believed (bounded)
+    membership_marks: list[tuple[int, int]] = field(default_factory=list)  # (change's time, its index)
 
     def problem(self, text: str) -> None:
         if len(self.problems) < 100:
@@ -125,6 +126,7 @@ class LedgerContents:
                 self.problem(f"entry {index}: membership change not signed by a resource manager")
                 return
             self.memberships.apply(change)
+            self.membership_marks.append((self.memberships.last_ms, index))
         elif kind == PAYOUT_STATEMENT:
             try:
                 statement = decode_statement(payload)
@@ -170,10 +172,12 @@ def tally_period(
     end: int,
     history: NeighbourTable,
     rules: PayoutRules,
+    start: int = 0,
 ) -> UptimeTally:
-    """The payout rules applied to the attestations among entries ``[0, end)`` for ``period``."""
+    """The payout rules applied to the attestations among entries ``[start, end)`` for ``period``
+    (``start``: an entry before which none can hold an instant of the period; 0 is always right)."""
     tally = UptimeTally(period, history, rules)
-    for row in _rows(log, 0, end):
+    for row in _rows(log, start, end):
         if row.kind == ATTESTATIONS and row.payload[:1] == bytes([KIND_ATTESTATIONS]):
             tally.add_entry(row.payload)
         elif row.kind == ATTESTATIONS:

@@ -51,7 +51,9 @@ from cortex_rm.accounting.ledger_errors import BadLedgerRequest, LedgerConflict
 from cortex_rm.accounting.merkle import Subtree, leaf_hash
 
 MAX_KIND_CHARS = 32
-MAX_PAYLOAD_BYTES = 64 * 1024  # an attestation or payout statement is far smaller
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+"""An entry's payload at most: a membership snapshot of 100,000 members (2 MB) or a payout statement of
+~150,000 nodes fits; an attestation batch is far smaller (``ledger_office.MAX_BATCH_BYTES``)."""
 _KIND = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 
 

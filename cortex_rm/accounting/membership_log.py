@@ -152,6 +152,7 @@ class Memberships:
         self._closed: dict[int, list[Interval]] = {}
         self.last_ms = 0  # the latest change's time (changes never move time back)
         self.first_ms: int | None = None  # the first change's time
+        self.ever: set[int] = set()  # every ring id that was ever live
 
     def apply(self, change: MembershipChange) -> None:
         if self.first_ms is None:
@@ -165,6 +166,7 @@ class Memberships:
                 self._closed.setdefault(member, []).append((since, at))
         for member in change.joined:
             self._open.setdefault(member, at)
+        self.ever.update(change.joined)
 
     @property
     def live(self) -> frozenset[int]:

@@ -14,8 +14,7 @@ from typing import Any
 
 from cortex_rm.accounting.attestations import MalformedAttestations, SignedAttestations, decode_attestations
 from cortex_rm.accounting.ledger_errors import MalformedTreeHead
-from cortex_rm.accounting.ledger_office import MAX_BATCHES_PER_CALL, Receipt, Receipts
-from cortex_rm.accounting.ledger_store import MAX_PAYLOAD_BYTES
+from cortex_rm.accounting.ledger_office import MAX_BATCH_BYTES, MAX_BATCHES_PER_CALL, Receipt, Receipts
 from cortex_rm.accounting.merkle import HASH_BYTES
 from cortex_rm.accounting.tree_heads import decode_tree_head, encode_tree_head
 from cortex_rm.internal.errors import MalformedMessage
@@ -35,8 +34,8 @@ def batches_from_thrift(value: Any) -> list[SignedAttestations]:
         raise MalformedMessage(f"batches must be a list of 1 to {MAX_BATCHES_PER_CALL} attestation batches")
     decoded = []
     for number, data in enumerate(value):
-        if not isinstance(data, bytes) or len(data) > MAX_PAYLOAD_BYTES:
-            raise MalformedMessage(f"batch {number} must be at most {MAX_PAYLOAD_BYTES} bytes")
+        if not isinstance(data, bytes) or len(data) > MAX_BATCH_BYTES:
+            raise MalformedMessage(f"batch {number} must be at most {MAX_BATCH_BYTES} bytes")
         try:
             decoded.append(decode_attestations(data))
         except MalformedAttestations as e:

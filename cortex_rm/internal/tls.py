@@ -100,6 +100,11 @@ def peer_ring_id(transport: ITransport | None) -> int:
     return ring_id_of(peer_spki(transport))
 
 
+def peer_public_key(transport: ITransport | None) -> object:
+    """The public key the peer of a handshaken TLS ``transport`` showed (a ``cryptography`` key object)."""
+    return _peer_certificate(transport).public_key()
+
+
 def peer_spki(transport: ITransport | None) -> bytes:
     """The DER SPKI of the key the peer of a handshaken TLS ``transport`` showed."""
     return spki_der(_peer_certificate(transport).public_key())

@@ -46,7 +46,13 @@ from cortex_rm.internal.block_codec import (
 from cortex_rm.internal.errors import MalformedMessage, TrackerUnavailable
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
-from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, abort_connection, peer_fingerprint
+from cortex_rm.internal.tls import (
+    MutualTLS,
+    PeerCertificateMissing,
+    abort_connection,
+    peer_fingerprint,
+    peer_public_key,
+)
 from cortex_rm.yarn.app_network import AppNetwork
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.tokens import Token
@@ -155,6 +161,10 @@ class TrackerClient:
         d.addTimeout(timeout_s, reactor)
         d.addErrback(failed)
         return d
+
+    def peer_key(self) -> object:
+        """The public key the RM showed in the handshake (PeerCertificateMissing once the connection is gone)."""
+        return peer_public_key(self.protocol.transport)
 
     @property
     def lost(self) -> defer.Deferred[BaseException]:

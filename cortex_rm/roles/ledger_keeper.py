@@ -33,6 +33,7 @@ from twisted.python.threadpool import ThreadPool
 
 from cortex_rm.accounting.attestations import SignedAttestations
 from cortex_rm.accounting.ledger import MerkleLog
+from cortex_rm.accounting.ledger_errors import BadLedgerRequest
 from cortex_rm.accounting.ledger_office import LedgerOffice, OfficeRules, PayoutReport, Receipts, SubmissionRefused
 from cortex_rm.accounting.ledger_store import SqlLedgerStore, StoredEntry
 from cortex_rm.accounting.membership_log import membership_change
@@ -52,6 +53,11 @@ log = Logger()
 T = TypeVar("T")
 
 MEMBERSHIP_COALESCE_S = 0.5
+JOIN_WAIT_S = 60.0  # the snapshot waits this long at most for the ring to be joined
+JOIN_SETTLE_S = 5.0  # ... and this long more, for the member table to fill
+ANSWER_TTL_S = 30.0  # a payout query's answer serves the same query this long (one scan, however many ask)
+MAX_ANSWERS = 16
+MAX_RANGE_MS = 62 * 24 * 3_600_000  # a payout query's range at most (two months)
 HOUR_MS = 3_600_000
 MAX_TRACKED_WITNESSES = 100_000
 
@@ -117,6 +123,8 @@ class LedgerKeeper:
         self._left: set[int] = set()
         self._flush: IDelayedCall | None = None
         self._submitted: dict[int, tuple[int, int]] = {}  # witness -> (hour, batches in it)
+        self._started_ms = 0  # since when this RM takes witnesses' batches
+        self._answers: dict[Period | None, tuple[float, defer.Deferred[PayoutReport]]] = {}  # payout queries, cached
 
     def now_ms(self) -> int:
         return int(self.reactor.seconds() * 1000)
@@ -135,15 +143,34 @@ class LedgerKeeper:
         self._run, self._pool = thread_runner(self.reactor, "rm-ledger")
         self._pool.start()
         rules, key = self.rules, self.key
-        self.office = await self._run(lambda: LedgerOffice(MerkleLog(SqlLedgerStore(self.url)), key, rules))
-        live = {self.me, *self.live_members()}
-        now = self.now_ms()
-        await self._call(lambda office: office.record_membership(membership_change(now, joined=live, snapshot=True)))
+        clock = self.reactor
+
+        def wall_ms() -> int:  # (read on the ledger's thread: the reactor's clock is the wall clock)
+            return int(clock.seconds() * 1000)
+
+        self.office = await self._run(lambda: LedgerOffice(MerkleLog(SqlLedgerStore(self.url)), key, rules, wall_ms))
+        self._started_ms = self.now_ms()
         size = await self._call(lambda office: office.log.size())
-        log.info("ledger open at {url}: {size} entries, {live} live ring members", url=_safe(self.url), size=size, live=len(live))
+        log.info("ledger open at {url}: {size} entries", url=_safe(self.url), size=size)
         self._loop = task.LoopingCall(self._periodic)
         self._loop.clock = self.reactor
         self._loop.start(self.update_interval_s, now=True)
+
+    def snapshot_when(self, joined: defer.Deferred[None], settle_s: float = JOIN_SETTLE_S) -> None:
+        """Append the snapshot of the ring's live members once ``joined`` fires (this node is on the
+        ring) and ``settle_s`` more have passed for its member table to fill (at most ``JOIN_WAIT_S``)."""
+        joined.addTimeout(JOIN_WAIT_S, self.reactor)
+
+        def settled(_: object) -> defer.Deferred[None]:
+            return task.deferLater(self.reactor, settle_s, lambda: None).addCallback(lambda _: self._snapshot())
+
+        joined.addBoth(settled).addErrback(lambda f: log.failure("could not record the ring's members in the ledger", f))
+
+    def _snapshot(self) -> defer.Deferred[None]:
+        live = {self.me, *self.live_members()}
+        change = membership_change(self.now_ms(), joined=live, snapshot=True)
+        d = self._call(lambda office: office.record_membership(change))
+        return d.addCallback(lambda _: log.info("ledger: {count} live ring members recorded", count=len(live)))
 
     def stop(self) -> None:
         """Stop the periodic work, let the thread finish what was issued, close the database."""
@@ -207,24 +234,39 @@ class LedgerKeeper:
     # ------------------------------------------------------------ periodic work and queries
 
     def _periodic(self) -> defer.Deferred[None]:
-        now = self.now_ms()
+        """Close the periods due, then re-class the nodes (each on its own: one failing leaves the other)."""
+        now, since = self.now_ms(), self._started_ms
 
-        def work(office: LedgerOffice) -> tuple[list[Period], frozenset[int]]:
-            return office.close_due(now), office.update_classes(now)
-
-        def done(result: tuple[list[Period], frozenset[int]]) -> None:
-            closed, static = result
-            for period in closed:
+        def closed(periods: list[Period]) -> None:
+            for period in periods:
                 log.info("pay period [{start}, {end}) closed: its payout statement is in the ledger", start=period.start_ms, end=period.end_ms)
+
+        def classed(static: frozenset[int]) -> None:
             if self.on_classes is not None:
                 self.on_classes(static)
 
-        d = self._call(work).addCallback(done)
-        return d.addErrback(lambda f: log.failure("the ledger's periodic work failed", f))
+        d1 = self._call(lambda office: office.close_due(now, since)).addCallback(closed)
+        d1.addErrback(lambda f: log.failure("closing pay periods failed", f))
+        d2 = self._call(lambda office: office.update_classes(now)).addCallback(classed)
+        d2.addErrback(lambda f: log.failure("classing the nodes failed", f))
+        return defer.gatherResults([d1, d2]).addCallback(lambda _: None)
 
     def payouts(self, period: Period | None) -> defer.Deferred[PayoutReport]:
-        now = self.now_ms()
-        return self._call(lambda office: office.payouts(period, now))
+        """A period's payouts; the same query within ``ANSWER_TTL_S`` shares one answer (one scan of the log)."""
+        if period is not None and period.length_ms > MAX_RANGE_MS:
+            return defer.fail(BadLedgerRequest(f"a payout range is at most {MAX_RANGE_MS // 86_400_000} days"))
+        now = self.reactor.seconds()
+        cached = self._answers.get(period)
+        if cached is None or now - cached[0] > ANSWER_TTL_S:
+            if len(self._answers) >= MAX_ANSWERS:
+                self._answers = {k: v for k, v in self._answers.items() if now - v[0] <= ANSWER_TTL_S}
+                if len(self._answers) >= MAX_ANSWERS:
+                    return defer.fail(NodeRefused("too many payout queries at once; retry in a minute"))
+            now_ms = self.now_ms()
+            answer = self._call(lambda office: office.payouts(period, now_ms))
+            answer.addErrback(lambda f: (self._answers.pop(period, None), f)[1])
+            cached = self._answers[period] = (now, answer)
+        return _share(cached[1])
 
     def tree_head(self) -> defer.Deferred[SignedTreeHead]:
         now = self.now_ms()
@@ -249,3 +291,20 @@ def _safe(url: str) -> str:
     user = credentials.split(":", 1)[0]
     return f"{scheme}{sep}{user}:***@{host}"
 
+
+def _share(source: defer.Deferred[T]) -> defer.Deferred[T]:
+    """A Deferred that fires with ``source``'s result, leaving that result for the next one.
+
+    A failure goes to this one alone (its query left the cache as it failed: nobody shares it later).
+    """
+    shared: defer.Deferred[T] = defer.Deferred()
+
+    def relay(result: T | Failure) -> T | None:
+        if isinstance(result, Failure):
+            shared.errback(result)
+            return None
+        shared.callback(result)
+        return result
+
+    source.addBoth(relay)
+    return shared

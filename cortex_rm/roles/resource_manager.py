@@ -371,6 +371,7 @@ class ResourceManagerRole:
         )  # fmt: skip
         ring.add_membership_listener(keeper.membership_changed)
         await keeper.start()
+        keeper.snapshot_when(ring.joined())  # who is live, once this node is on the ring
         return keeper
 
     def _classes_changed(self, static: frozenset[int]) -> None:

@@ -13,8 +13,8 @@ tracker connection (``submitAttestations``).  Nothing here is on the probe path.
   ``<state_dir>/attestations/pending.bin``, read back and sent after the restart.
 * **Receipts are kept.**  The RM answers each batch with its index in the ledger
   and an inclusion proof in a signed tree head.  The proof is checked against the
-  head's root, and the head must be signed with the key of the RM this node pinned
-  (its key id is the pinned fingerprint); then the batch, the proof and the head
+  head's root, and the head's signature against the key the RM showed on the
+  tracker connection (the key this node pinned); then the batch, the proof and the head
   go to ``<state_dir>/attestations/receipts.jsonl``: the witness's own evidence
   that its attestations are in the log, which any mirror's tree head can be
   checked against.
@@ -43,9 +43,10 @@ from cortex_rm.accounting.attestations import (
 from cortex_rm.accounting.ledger_office import MAX_BATCHES_PER_CALL, Receipts
 from cortex_rm.accounting.ledger_reading import attestation_entry
 from cortex_rm.accounting.merkle import verify_inclusion
-from cortex_rm.accounting.tree_heads import encode_tree_head
+from cortex_rm.accounting.tree_heads import KeyLookup, encode_tree_head, keys_by_id, signature_error
 from cortex_rm.accounting.uptime_witness import batches
 from cortex_rm.internal.errors import TrackerUnavailable
+from cortex_rm.internal.tls import PeerCertificateMissing
 from cortex_rm.internal.tracker_client import TrackerClient
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.ids import NodeId
@@ -118,9 +119,10 @@ class UptimeReports:
     # ------------------------------------------------------------ reporting
 
     def report(self) -> defer.Deferred[None]:
-        """Take what is due, sign it, send everything waiting."""
+        """Take what is due, sign it, send everything waiting (a failure is logged: the next report tries again)."""
         self._collect(flush=False)
-        return defer.ensureDeferred(self.send())
+        d = defer.ensureDeferred(self.send())
+        return d.addErrback(lambda f: log.failure("sending this witness's attestations failed", f))
 
     def _collect(self, flush: bool) -> None:
         try:
@@ -157,15 +159,15 @@ class UptimeReports:
                     return
                 del self.pending[: len(chunk)]
                 self.sent += len(chunk)
-                lines = self._receipt_lines(chunk, receipts, client.peer_fingerprint)
+                lines = self._receipt_lines(chunk, receipts, _rm_keys(client))
                 await self._run(lambda: self._append_receipts(lines))
         finally:
             self._sending = False
 
-    def _receipt_lines(self, chunk: Sequence[SignedAttestations], receipts: Receipts, rm_fingerprint: str) -> list[str]:
+    def _receipt_lines(self, chunk: Sequence[SignedAttestations], receipts: Receipts, rm_keys: KeyLookup) -> list[str]:
         """The receipts as JSON lines, each checked (a bad one is logged, and kept marked unproven)."""
         head = receipts.tree_head
-        signed_by_rm = head.key_id.hex() == rm_fingerprint
+        signed_by_rm = signature_error(head, rm_keys) is None
         lines = []
         for batch, receipt in zip(chunk, receipts.receipts):
             leaf = attestation_entry(batch).leaf_hash()
@@ -184,6 +186,7 @@ class UptimeReports:
         return lines
 
     # ------------------------------------------------------------ files (on the blocking runner)
+
 
     def _append_receipts(self, lines: list[str]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -220,3 +223,12 @@ class UptimeReports:
             at += length
         path.unlink(missing_ok=True)
         return found
+
+
+def _rm_keys(client: TrackerClient) -> KeyLookup:
+    """The key the RM showed on ``client``'s connection, as a tree head's signer (nothing when it is gone)."""
+    try:
+        key = client.peer_key()
+    except PeerCertificateMissing:
+        return lambda key_id: None
+    return keys_by_id([key]) if isinstance(key, ec.EllipticCurvePublicKey) else (lambda key_id: None)

@@ -15,7 +15,8 @@ period without a range)::
 
 ``GET /ws/v1/cortex/ledger``: the latest signed tree head (hex of its encoding, and
 its size, root and timestamp); ``GET /ws/v1/cortex/ledger/entries?start=I&end=J``:
-at most ``MAX_ENTRIES`` entries (kind and base64 payload);
+at most ``MAX_ENTRIES`` entries and ``MAX_PAGE_BYTES`` of payloads (kind and base64 payload;
+a short page is not the end: ask on from the last index);
 ``GET /ws/v1/cortex/ledger/consistency?first=M&second=N`` and
 ``GET /ws/v1/cortex/ledger/proof?index=I&size=N``: RFC 6962 proofs (hex hashes).
 """
@@ -38,6 +39,8 @@ from cortex_rm.yarn_api import rest_errors
 from cortex_rm.yarn_api.rest_call import Reply, RestCall
 
 MAX_ENTRIES = 1000
+MAX_PAGE_BYTES = 8 * 1024 * 1024  # payload bytes of one page of entries (fewer entries than asked past it)
+PAGE_READ = 100  # entries read from the ledger at a time while filling a page
 MAX_INDEX = (1 << 63) - 1
 
 
@@ -126,16 +129,32 @@ class LedgerWebServices:
         if segments == ("ledger", "entries"):
             start, end = _number(call, "start"), _number(call, "end")
             assert start is not None and end is not None
-            rows = await self.ledger.entries(start, min(end, start + MAX_ENTRIES))
-            return {"entries": [{"index": r.index, "kind": r.kind, "payload": base64.b64encode(r.payload).decode()} for r in rows]}
+            return {"entries": await self._page(start, min(end, start + MAX_ENTRIES))}
         if segments == ("ledger", "consistency"):
             first, second = _number(call, "first"), _number(call, "second")
             assert first is not None and second is not None
             proof = await self.ledger.consistency_proof(first, second)
             return {"consistency": {"first": first, "second": second, "proof": [h.hex() for h in proof]}}
         if segments == ("ledger", "proof"):
-            index, size = _number(call, "index"), _number(call, "size")
-            assert index is not None and size is not None
-            path = await self.ledger.inclusion_proof(index, size)
-            return {"inclusion": {"index": index, "size": size, "auditPath": [h.hex() for h in path]}}
+            index, tree = _number(call, "index"), _number(call, "size")
+            assert index is not None and tree is not None
+            path = await self.ledger.inclusion_proof(index, tree)
+            return {"inclusion": {"index": index, "size": tree, "auditPath": [h.hex() for h in path]}}
         raise rest_errors.not_found(f"no resource at {call.path}; see /ws/v1/cortex/payouts and /ws/v1/cortex/ledger")
+
+    async def _page(self, start: int, end: int) -> list[dict[str, Any]]:
+        """Entries from ``start``, read a few at a time, until ``end`` or ``MAX_PAGE_BYTES`` of payloads
+        (at least one entry): a caller asks on from the last index it got."""
+        page: list[dict[str, Any]] = []
+        size = 0
+        while start < end:
+            rows = await self.ledger.entries(start, min(end, start + PAGE_READ))
+            if not rows:
+                break
+            for row in rows:
+                size += len(row.payload)
+                if page and size > MAX_PAGE_BYTES:
+                    return page
+                page.append({"index": row.index, "kind": row.kind, "payload": base64.b64encode(row.payload).decode()})
+            start = rows[-1].index + 1
+        return page

@@ -11,8 +11,16 @@ import pytest
 
 from cortex_rm.accounting.attestations import Attestation, ring_id_of_key, sign_attestations
 from cortex_rm.accounting.ledger import MerkleLog
-from cortex_rm.accounting.ledger_office import LedgerOffice, OfficeRules, SubmissionRefused, check_period
-from cortex_rm.accounting.ledger_reading import read_ledger, recompute_statement
+from cortex_rm.accounting.ledger_office import (
+    MAX_CLOCK_SKEW_MS,
+    LedgerOffice,
+    OfficeRules,
+    Receipts,
+    SubmissionRefused,
+    check_period,
+)
+from cortex_rm.accounting.attestations import decode_attestations
+from cortex_rm.accounting.ledger_reading import neighbour_table, read_ledger, recompute_statement, tally_period
 from cortex_rm.accounting.ledger_store import MemoryLedgerStore
 from cortex_rm.accounting.ledger_errors import BadLedgerRequest
 from cortex_rm.accounting.membership_log import decode_membership, membership_change, sign_membership
@@ -51,13 +59,15 @@ class Cluster:
         self.ids = [ring_id_of_key(k.public_key()) for k in self.member_keys]
         self.rm_key = keys(1)[0]
         self.log = MerkleLog(MemoryLedgerStore())
-        self.office = LedgerOffice(self.log, self.rm_key, rules())
+        self.wall = 0  # the office's clock for its marks (``tally_start``)
+        self.office = LedgerOffice(self.log, self.rm_key, rules(), lambda: self.wall)
         self.sequence = 1
 
-    def attest(self, witness: int, subject: int, start: int, end: int) -> object:
+    def attest(self, witness: int, subject: int, start: int, end: int) -> Receipts:
         key = self.member_keys[witness]
         self.sequence += 1
         batch = sign_attestations(key, [Attestation(self.ids[witness], self.ids[subject], start, end, self.sequence)])
+        self.wall = max(self.wall, end)
         return self.office.submit(self.ids[witness], [batch], end)
 
 
@@ -82,8 +92,8 @@ def test_attested_uptime_is_paid_and_the_closed_statement_recomputes() -> None:
             spans = [(0, DAY)] if 3 not in (w, s) else [(0, 6 * HOUR), (9 * HOUR, DAY)]
             for start, end in spans:
                 receipts = c.attest(w, s, start, end)
-                head = receipts.tree_head  # type: ignore[attr-defined]
-                receipt = receipts.receipts[0]  # type: ignore[attr-defined]
+                head = receipts.tree_head
+                receipt = receipts.receipts[0]
                 assert signature_error(head, keys_by_id([c.rm_key.public_key()])) is None
                 leaf = c.log.entries(receipt.index, receipt.index + 1)[0].leaf_hash
                 assert verify_inclusion(receipt.index, head.size, leaf, list(receipt.audit_path), head.root_hash)
@@ -94,6 +104,7 @@ def test_attested_uptime_is_paid_and_the_closed_statement_recomputes() -> None:
     assert sum(row.share for row in report.rows) == 1
 
     assert c.office.close_due(DAY + HOUR) == []  # not yet: two hours' delay
+    assert c.office.close_due(DAY + 2 * HOUR, accepting_since_ms=DAY + HOUR) == []  # the RM was down: witnesses resend first
     assert c.office.close_due(DAY + 2 * HOUR) == [Period(0, DAY)]
     closed = c.office.payouts(Period(0, DAY), now_ms=DAY + 3 * HOUR)
     assert closed.closed and closed.rows == report.rows
@@ -109,6 +120,16 @@ def test_attested_uptime_is_paid_and_the_closed_statement_recomputes() -> None:
 def test_batches_of_another_key_and_forged_ones_are_refused_and_copies_not_appended() -> None:
     c = Cluster()
     batch = sign_attestations(c.member_keys[0], [Attestation(c.ids[0], c.ids[1], 0, HOUR, 7)])
+    with pytest.raises(SubmissionRefused, match="not a live ring member"):
+        c.office.submit(c.ids[0], [batch], HOUR)
+    c.office.record_membership(membership_change(0, joined=c.ids[:3], snapshot=True))
+    stranger = sign_attestations(c.member_keys[0], [Attestation(c.ids[0], c.ids[3], 0, HOUR, 8)])
+    with pytest.raises(SubmissionRefused, match="no ring member"):
+        c.office.submit(c.ids[0], [stranger], HOUR)
+    future = sign_attestations(c.member_keys[0], [Attestation(c.ids[0], c.ids[1], 0, 2 * HOUR, 9)])
+    with pytest.raises(SubmissionRefused, match="future"):
+        c.office.submit(c.ids[0], [future], HOUR)
+    batch = sign_attestations(c.member_keys[0], [Attestation(c.ids[0], c.ids[1], 0, HOUR, 7)])
     with pytest.raises(SubmissionRefused, match="not by this node's key"):
         c.office.submit(c.ids[1], [batch], HOUR)
     forged = replace(batch, signature=c.member_keys[1].sign(b"x", ec.ECDSA(hashes.SHA256())))
@@ -116,8 +137,9 @@ def test_batches_of_another_key_and_forged_ones_are_refused_and_copies_not_appen
         c.office.submit(c.ids[0], [forged], HOUR)
     first = c.office.submit(c.ids[0], [batch, batch], HOUR)
     again = c.office.submit(c.ids[0], [batch], HOUR)
-    assert c.log.size() == 1
-    assert [r.index for r in first.receipts] == [0, 0] and again.receipts[0].index == 0
+    assert c.log.size() == 2  # the membership, and one copy of the batch
+    assert [r.index for r in first.receipts] == [1, 1] and again.receipts[0].index == 1
+    assert again.tree_head == first.tree_head  # nothing new: the same signed head
 
 
 def test_a_node_up_long_enough_becomes_static_and_a_silent_one_volatile_again() -> None:
@@ -141,3 +163,26 @@ def test_a_query_names_both_ends_or_neither() -> None:
         check_period(1, None)
     with pytest.raises(BadLedgerRequest):
         check_period(5, 5)
+
+
+def test_a_tally_starts_at_the_first_entry_appended_after_the_period_began() -> None:
+    """Entries appended before a period (less the clock skew) cannot hold its instants: payouts skip them,
+    with the same figures as a tally of the whole log."""
+    c = Cluster()
+    c.office.record_membership(membership_change(0, joined=c.ids, snapshot=True))
+    for day in range(3):
+        for w in range(4):
+            for s in range(4):
+                if w != s:
+                    c.attest(w, s, day * DAY, (day + 1) * DAY)
+    start = c.office.tally_start(2 * DAY)
+    assert 0 < start < c.log.size()
+    assert all(e.kind != "attestations" or day_of(e.payload) < 2 for e in c.log.entries(0, start))
+    report = c.office.payouts(Period(2 * DAY, 3 * DAY), now_ms=3 * DAY)
+    whole = tally_period(c.log, Period(2 * DAY, 3 * DAY), c.log.size(), neighbour_table(c.office.contents, 3 * DAY, 8), PayoutRules(2))
+    assert {r.ring_id: r.uptime_ms for r in report.rows} == whole.uptimes() == {i: DAY for i in c.ids}
+    assert c.office.tally_start(MAX_CLOCK_SKEW_MS) == 0
+
+
+def day_of(payload: bytes) -> int:
+    return max(a.end_ms for a in decode_attestations(payload).attestations) // DAY - 1
