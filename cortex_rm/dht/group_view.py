@@ -63,6 +63,7 @@ from cortex_rm.dht.local_health import LocalHealth
 from cortex_rm.dht.member_table import ALIVE, DEAD, GONE, LEFT, SUSPECT, MembershipEvent, MemberTable, supersedes
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.piggyback import BroadcastQueue, SizeOf
+from cortex_rm.dht.probe_evidence import ProbeEvidence
 from cortex_rm.dht.ring_trust import RingTrust
 from cortex_rm.dht.suspicion import SuspicionTimer, expected_confirmations, retransmit_limit, suspicion_timeout_bounds
 from cortex_rm.dht.swim_config import SwimConfig
@@ -70,7 +71,7 @@ from cortex_rm.dht.swim_messages import MAX_INCARNATION, MemberUpdate, Piggyback
 
 log = Logger()
 
-SwimAction = Send | MembershipEvent
+SwimAction = Send | MembershipEvent | ProbeEvidence
 
 MAX_REFUSALS_LOGGED = 16
 """Refused rumours logged one by one (remote input); after that they are only counted."""
@@ -96,7 +97,7 @@ class GroupView:
         next_seq: Callable[[], int],
         on_suspect: Callable[[Peer], None],
         trust: RingTrust,
-        on_death_claim: Callable[[Peer], list[Send]],
+        on_death_claim: Callable[[Peer], list[SwimAction]],
     ) -> None:
         self.me = me
         self.config = config
