@@ -113,3 +113,31 @@ def test_leave_and_pushed_accusations_are_untracked_probes_not_evidence() -> Non
     assert evidence(failed) == [DirectProbeSent(m.probe_in_flight)]  # the next round's probe only
     goodbyes = m.leave(now + 1.5)
     assert {s.to for s in goodbyes if isinstance(s, Send)} == {T, H1} and evidence(goodbyes) == []
+
+
+def test_our_own_alive_rides_on_our_first_message_to_each_peer_at_each_incarnation() -> None:
+    """After a restart or a refutation, whoever we answer first learns our incarnation from that answer (its
+    uptime witness must not bridge a restart); later messages to it, and messages after a leave, do not carry it."""
+    m = member()
+    introduction = MemberUpdate(ME, MemberStatus.ALIVE, 0)
+    assert introduction in m.piggyback_for(T, 1000, size_of)
+    drain(m)  # only the introduction could carry our ALIVE now
+    assert introduction not in m.piggyback_for(T, 1000, size_of)
+    assert introduction in m.piggyback_for(H1, 1000, size_of)
+    assert introduction not in m.piggyback_for(H2, 10, size_of)  # no room: H2 is introduced next time
+    m.receive_piggyback(H1, [MemberUpdate(ME, MemberStatus.SUSPECT, 0, H1)], 1.0)  # refuted: incarnation 1
+    drain(m)
+    assert MemberUpdate(ME, MemberStatus.ALIVE, 1) in m.piggyback_for(T, 1000, size_of)
+    m.leave(2.0)
+    items = m.piggyback_for(H2, 1000, size_of)
+    assert not [i for i in items if isinstance(i, MemberUpdate) and i.status is MemberStatus.ALIVE]
+
+
+def size_of(item: object) -> int:
+    return 100
+
+
+def drain(m: Membership) -> None:
+    """Send everything queued for gossip until it reached its retransmission limit."""
+    while m.broadcasts.take(10**6, size_of):
+        pass
