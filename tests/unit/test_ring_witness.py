@@ -42,7 +42,8 @@ def witness_of(neighbours: list[Peer], seed: int = 1) -> RingMember:
 
 def probes_to(actions: list[RingAction], peer: Peer) -> list[int]:
     """The seqs of the probes among ``actions`` sent to ``peer``."""
-    return [a.envelope.body.seq for a in actions if isinstance(a, Transmit) and a.to == peer and isinstance(a.envelope.body, Probe)]
+    bodies = [a.envelope.body for a in actions if isinstance(a, Transmit) and a.to == peer]
+    return [body.seq for body in bodies if isinstance(body, Probe)]
 
 
 def run(m: RingMember, seconds: float, now: float = NOW, answer: bool = True, flood: int = 0) -> tuple[int, float]:
@@ -85,7 +86,8 @@ def test_acks_of_a_neighbour_become_one_attestation_in_unix_milliseconds() -> No
     assert m.attestations_due(now) == []  # an hour's interval: not yet
     [attestation] = m.flush_attestations(now)
     assert (attestation.witness, attestation.subject) == (ME.node_id, S.node_id)
-    assert NOW * 1000 <= attestation.start_ms < (NOW + 2) * 1000 and (NOW + 118) * 1000 < attestation.end_ms <= now * 1000 + 1
+    assert NOW * 1000 <= attestation.start_ms < (NOW + 2) * 1000
+    assert (NOW + 118) * 1000 < attestation.end_ms <= now * 1000 + 1
     assert m.flush_attestations(now + 1) == []  # flushed: nothing new
 
 
