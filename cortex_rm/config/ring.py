@@ -32,6 +32,11 @@ class RingSection:
     replicas: int = 3
     # A neighbour log older than this is not trusted on restart (use the introducers)
     neighbour_log_max_age_s: int = 600
+    # How often this node's witness attests the uptime it saw of its successors and predecessor
+    # (each open run's new piece), and how often the node reports its signed attestations.  At most a
+    # day; a crash loses up to this long of what it saw, which the neighbours' other witnesses saw too.
+    # Seconds are for tests: the RM takes [accounting] max_batches_per_hour (120) batches an hour of a node
+    attestation_interval_s: int = 3600
     # Where GET /ws/v1/ring (what `cortex-rm ring` reads) is served on a node without a
     # NodeManager; "" (the default): on the NodeManager's webapp_address, or nowhere
     status_address: HostPort | None = None
@@ -66,6 +71,7 @@ class RingSection:
             successor_list_length=self.successor_list_length,
             replicas=self.replicas,
             neighbour_log_max_age=float(self.neighbour_log_max_age_s),
+            attestation_interval=float(self.attestation_interval_s),
             swim=swim,
             work_bits=self.work_bits,
             key_bits=self.key_bits,
@@ -87,6 +93,9 @@ class RingSection:
             raise ConfigError(f"{where}.probe_interval_ms must be at least 50")
         if self.neighbour_log_max_age_s < 1:
             raise ConfigError(f"{where}.neighbour_log_max_age_s must be at least 1")
+        if not MIN_ATTESTATION_INTERVAL_S <= self.attestation_interval_s <= MAX_ATTESTATION_INTERVAL_S:
+            low, high = MIN_ATTESTATION_INTERVAL_S, MAX_ATTESTATION_INTERVAL_S
+            raise ConfigError(f"{where}.attestation_interval_s must lie in [{low}, {high}], not {self.attestation_interval_s}")
         for ring_id in self.resource_managers:
             if len(ring_id) != 40 or any(c not in "0123456789abcdefABCDEF" for c in ring_id):
                 raise ConfigError(f"{where}.resource_managers: {ring_id!r} is not a ring id (40 hex digits)")
@@ -97,3 +106,5 @@ class RingSection:
 
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # listen everywhere: not an address anyone can reach
+MIN_ATTESTATION_INTERVAL_S = 1  # (tests; the RM's max_batches_per_hour bounds what a node may send)
+MAX_ATTESTATION_INTERVAL_S = 86_400  # a day: classes and the pay period's end must not wait longer

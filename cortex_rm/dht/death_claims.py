@@ -65,6 +65,11 @@ class DeathClaims:
         self._checks[peer.node_id] = check
         return [Send(peer, Probe(check.seq))]
 
+    def answers(self, sender: Peer, seq: int) -> bool:
+        """Whether an ``Ack(seq)`` from ``sender`` is the claimed member's own answer to its check (not a helper's)."""
+        check = self._checks.get(sender.node_id)
+        return check is not None and check.seq == seq
+
     def acked(self, sender: Peer, seq: int) -> bool:
         """Whether an ``Ack(seq)`` from ``sender`` answers a check (then the claim is refuted and dropped)."""
         for node_id, check in self._checks.items():

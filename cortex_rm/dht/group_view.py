@@ -63,6 +63,7 @@ from cortex_rm.dht.local_health import LocalHealth
 from cortex_rm.dht.member_table import ALIVE, DEAD, GONE, LEFT, SUSPECT, MembershipEvent, MemberTable, supersedes
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.piggyback import BroadcastQueue, SizeOf
+from cortex_rm.dht.probe_evidence import ProbeEvidence
 from cortex_rm.dht.ring_trust import RingTrust
 from cortex_rm.dht.suspicion import SuspicionTimer, expected_confirmations, retransmit_limit, suspicion_timeout_bounds
 from cortex_rm.dht.swim_config import SwimConfig
@@ -70,7 +71,7 @@ from cortex_rm.dht.swim_messages import MAX_INCARNATION, MemberUpdate, Piggyback
 
 log = Logger()
 
-SwimAction = Send | MembershipEvent
+SwimAction = Send | MembershipEvent | ProbeEvidence
 
 MAX_REFUSALS_LOGGED = 16
 """Refused rumours logged one by one (remote input); after that they are only counted."""
@@ -96,7 +97,7 @@ class GroupView:
         next_seq: Callable[[], int],
         on_suspect: Callable[[Peer], None],
         trust: RingTrust,
-        on_death_claim: Callable[[Peer], list[Send]],
+        on_death_claim: Callable[[Peer], list[SwimAction]],
     ) -> None:
         self.me = me
         self.config = config
@@ -114,6 +115,8 @@ class GroupView:
         self._on_death_claim = on_death_claim
         self.refused: Counter[str] = Counter()  # rumours dropped, by reason
         self._own_alive: MemberUpdate | None = None
+        self._introduced: set[int] = set()  # peers our own ALIVE rode to at incarnation ``_introduced_at``
+        self._introduced_at = incarnation
 
     def own_alive(self) -> MemberUpdate:
         """Our ALIVE at our incarnation, signed (once per incarnation)."""
@@ -231,16 +234,46 @@ class GroupView:
         """Rumours for one message to ``to``, within ``byte_budget`` bytes as ``size_of`` counts them.
 
         Buddy system: when we believe ``to`` SUSPECT or DEAD, that news goes first,
-        so it can refute it.
+        so it can refute it.  Our own ALIVE rides on our first message to each peer
+        at each incarnation of ours (``_introduction``).
         """
+        buddy = self._buddy_news(to)
+        budget = byte_budget - (0 if buddy is None else size_of(buddy))
+        introduction = self._introduction(to, budget, size_of)
+        rest = self.broadcasts.take(budget - (0 if introduction is None else size_of(introduction)), size_of)
+        items = [item for item in rest if item != buddy]
+        return (*([buddy] if buddy else []), *items, *([introduction] if introduction and introduction not in items else []))
+
+    def _buddy_news(self, to: Peer) -> MemberUpdate | None:
+        """The rumour that makes us hold ``to`` SUSPECT or DEAD (None: we hold it ALIVE, LEFT, or not at all)."""
         member = self.table.get(to)
         if member is None or member.status is ALIVE or member.status is LEFT:
-            return tuple(self.broadcasts.take(byte_budget, size_of))
+            return None
         buddy = member.rumour
         if buddy is None or buddy.status is not member.status or buddy.incarnation != member.incarnation:
-            return tuple(self.broadcasts.take(byte_budget, size_of))
-        rest = self.broadcasts.take(byte_budget - size_of(buddy), size_of)
-        return (buddy, *[item for item in rest if item != buddy])
+            return None
+        return buddy
+
+    def _introduction(self, to: Peer, budget: int, size_of: SizeOf) -> MemberUpdate | None:
+        """Our own ALIVE, the first time a message of ours to ``to`` has room for it at this incarnation.
+
+        So whoever probes us learns our incarnation with our first answer, however
+        gossip goes: a restarted member's (or a refuted one's) first ack tells the
+        prober it is a new incarnation, and the prober's uptime witness does not
+        bridge the restart (``uptime_watch.py``).  One rumour per peer and incarnation;
+        at most ``max_members`` peers are remembered.
+        """
+        if self.left:
+            return None
+        if self._introduced_at != self.incarnation:
+            self._introduced_at, self._introduced = self.incarnation, set()
+        if to.node_id in self._introduced or len(self._introduced) >= self.table.max_members:
+            return None
+        alive = self.own_alive()
+        if size_of(alive) > budget:
+            return None
+        self._introduced.add(to.node_id)
+        return alive
 
     def _about_me(self, update: MemberUpdate, now: float, relay: Peer | None) -> list[SwimAction]:
         """Gossip about ourselves: refute a suspicion, a death or a stale leave."""

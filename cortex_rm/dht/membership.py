@@ -2,7 +2,8 @@
 
 ``Membership`` never sends, sleeps or reads a clock.  Every input takes ``now``
 (seconds, the caller's clock) and returns actions (``Send``) and membership events
-(``MemberJoined``/``Suspected``/``Alive``/``Died``/``Left``).  The ring member calls
+(``MemberJoined``/``Suspected``/``Alive``/``Died``/``Left``), and the evidence of
+its own direct probes (``probe_evidence.py``: for the uptime witness).  The ring member calls
 ``tick(now)`` at ``next_deadline()`` (or more often), hands it every SWIM message
 (``receive``), every piggyback (``receive_piggyback``) and every sender
 (``heard_from``), and asks it for rumours to piggyback (``piggyback_for``).
@@ -59,6 +60,7 @@ from cortex_rm.dht.member_table import ALIVE, DEAD, GONE, LEFT, SUSPECT, Member,
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.piggyback import BroadcastQueue, GossipSections, SizeOf
 from cortex_rm.dht.probe_relays import ProbeRelays
+from cortex_rm.dht.probe_evidence import DirectProbeAcked, DirectProbeSent
 from cortex_rm.dht.probe_scheduler import ProbeScheduler
 from cortex_rm.dht.ring_trust import OpenTrust, RingTrust
 from cortex_rm.dht.suspect_checks import SuspectChecks, Verdict
@@ -87,6 +89,7 @@ class _ProbeRound:
     timeout_at: float
     period_end: float
     acked: bool = False
+    answered: bool = False  # the target's own ack came (a helper's may have come first)
     helpers: tuple[Peer, ...] | None = None  # None: no indirect probe asked yet
     nacks: set[int] = field(default_factory=set)
 
@@ -293,7 +296,7 @@ class Membership:
             return []
         seq = self._next_seq()
         self._round = _ProbeRound(target, seq, now + self.health.scale(self.config.probe_timeout), now + interval)
-        return [Send(target, Probe(seq))]
+        return [Send(target, Probe(seq)), DirectProbeSent(target)]
 
     def _ask_helpers(self, r: _ProbeRound) -> list[SwimAction]:
         candidates = [p for p in self.table.peers(ALIVE) if p.node_id != r.target.node_id]
@@ -302,13 +305,20 @@ class Membership:
         return [Send(helper, ProbeRequest(r.seq, r.target)) for helper in helpers]
 
     def _acked(self, sender: Peer, seq: int) -> list[SwimAction]:
-        if self.claims and self.claims.acked(sender, seq):
-            return []  # a DEAD claim refuted by the member's (or a helper's) answer
+        if self.claims:
+            direct = self.claims.answers(sender, seq)
+            if self.claims.acked(sender, seq):  # a DEAD claim refuted by the member's (or a helper's) answer
+                return [DirectProbeAcked(sender)] if direct else []
         r = self._round
-        if r is not None and r.seq == seq and not r.acked:
-            if sender.node_id == r.target.node_id or (r.helpers and any(h.node_id == sender.node_id for h in r.helpers)):
-                r.acked = True
-                self.health.apply(-1, "probe acked")
+        if r is not None and r.seq == seq:
+            direct = sender.node_id == r.target.node_id
+            if direct or (r.helpers and any(h.node_id == sender.node_id for h in r.helpers)):
+                if not r.acked:
+                    r.acked = True
+                    self.health.apply(-1, "probe acked")
+                if direct and not r.answered:  # the target's own answer (a relayed one proves less)
+                    r.answered = True
+                    return [DirectProbeAcked(r.target)]
                 return []
         return list(self._relays.acked(sender, seq))  # [] for an ack we never asked for, or too late
 
@@ -364,12 +374,13 @@ class Membership:
         death = self.trust.sign_rumour(MemberUpdate(peer, DEAD, incarnation, self.me))
         return self._apply(death, now, reason) + self._announce(peer)
 
-    def _death_claim(self, peer: Peer) -> list[Send]:
+    def _death_claim(self, peer: Peer) -> list[SwimAction]:
         """Gossip says ``peer`` (live to us) is DEAD: check it with a probe of our own (``death_claims.py``)."""
         if self.left:
             return []
-        timeout = self.health.scale(self.config.probe_timeout)
-        return self.claims.claim(peer, self._last_input, timeout, self.health.scale(self.config.probe_interval))
+        timeout, period = self.health.scale(self.config.probe_timeout), self.health.scale(self.config.probe_interval)
+        sends: list[SwimAction] = list(self.claims.claim(peer, self._last_input, timeout, period))
+        return sends + [DirectProbeSent(peer)] if sends else []
 
     def _check_claims(self, now: float) -> list[SwimAction]:
         """Indirect probes for claims our direct probe did not settle; DEAD for those nobody could reach."""

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+from cortex_rm.accounting.attestations import MAX_SPAN_MS
+from cortex_rm.accounting.uptime_witness import WitnessConfig
 from cortex_rm.dht.chord import DEFAULT_REQUEST_TIMEOUT
 from cortex_rm.dht.key_space import DEFAULT_REPLICAS
 from cortex_rm.dht.ring_work import DEFAULT_KEY_BITS, DEFAULT_WORK_BITS, MAX_KEY_BITS, MAX_WORK_BITS
 from cortex_rm.dht.routing_table import DEFAULT_SUCCESSOR_LIST_LENGTH
 from cortex_rm.dht.swim_config import SwimConfig
+
+FINGERS_BEYOND_SUCCESSORS = 7
+"""Distinct fingers a member probes outside its successor list: about log2(n / r), 7 for 1,000
+members and r = 8 (10 for 10,000).  Only to size the witness's gap (``RingConfig.witness_config``)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,32 @@ class RingConfig:
     resource_managers: frozenset[int] = frozenset()
     """Ring ids that may write the ResourceManager's record (empty: first writer, see ``write_policy.py``)."""
 
+    attestation_interval: float = 3600.0
+    """Seconds between two attestations of a watched neighbour's open run, and how often the node's
+    reporter takes them (``RingService.take_attestations``).  Payouts are monthly and classes need
+    hours of evidence, so an hour costs nothing; a crash loses at most this long of what this member
+    saw, which the neighbour's other witnesses saw too (``accounting/uptime_witness.py``)."""
+
+    def witness_config(self) -> WitnessConfig:
+        """How this member's uptime witness counts acks, from SWIM's timings (``dht/uptime_watch.py``).
+
+        * one credit per ``probe_interval``;
+        * an ack counts up to the slowest probe period after its probe, ``probe_interval * (1 + S)``
+          (S: Lifeguard's ``awareness_max_multiplier``), plus one interval of slack (a late tick);
+        * a run survives two probe passes at the slowest rate without an ack -- a pass being one
+          probe of each neighbour: r successors, the predecessor and ``FINGERS_BEYOND_SUCCESSORS``
+          fingers -- and at least ``WitnessConfig``'s default 5 minutes (288 s at LAN timings, r = 8).
+        """
+        swim = self.swim
+        slowest = swim.probe_interval * (1 + swim.awareness_max_multiplier)
+        neighbours = self.successor_list_length + 1 + FINGERS_BEYOND_SUCCESSORS
+        return WitnessConfig(
+            probe_interval_ms=round(swim.probe_interval * 1000),
+            ack_window_ms=math.ceil((slowest + swim.probe_interval) * 1000),
+            gap_ms=max(WitnessConfig.gap_ms, math.ceil(2 * neighbours * slowest * 1000)),
+            attestation_interval_ms=max(1, round(self.attestation_interval * 1000)),
+        )
+
     def __post_init__(self) -> None:
         for name in (
             "request_timeout",
@@ -87,6 +120,7 @@ class RingConfig:
             "neighbour_log_max_age",
             "join_retry_interval",
             "tick_interval",
+            "attestation_interval",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ring {name} must be positive, not {getattr(self, name)}")
@@ -103,5 +137,7 @@ class RingConfig:
         for name in ("rumour_rate", "rumour_burst", "put_rate", "put_burst"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ring {name} must be at least 1, not {getattr(self, name)}")
+        if self.attestation_interval * 1000 > MAX_SPAN_MS:
+            raise ValueError(f"ring attestation_interval must be at most {MAX_SPAN_MS // 1000} s, not {self.attestation_interval}")
         if self.piggyback_bytes < 0:
             raise ValueError(f"ring piggyback_bytes must not be negative, not {self.piggyback_bytes}")

@@ -35,6 +35,9 @@ How the parts are wired:
   never taken as a neighbour, never gossiped about); rumours and records are
   signed and checked by membership and the key space; each peer's rumours and
   puts are rate limited (``rate_limits.py``).  Drops are counted in ``refused``.
+* **Uptime witnessing** (``uptime_watch.py``): membership's evidence of our direct
+  probes goes to our witness (for successors and predecessor only), never to the
+  owner, who takes the attestations with ``attestations_due``/``flush_attestations``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
+from cortex_rm.accounting.attestations import Attestation
 from cortex_rm.dht import kv_messages, swim_messages
 from cortex_rm.dht.chord import ChordNode
 from cortex_rm.dht.chord_lookups import Joined, JoinFailed, LookupDone
@@ -60,12 +64,14 @@ from cortex_rm.dht.member_table import MemberDied, MemberJoined, MemberLeft, Mem
 from cortex_rm.dht.membership import Membership, SwimAction
 from cortex_rm.dht.neighbour_log import NeighbourRecord
 from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.probe_evidence import DirectProbeAcked, DirectProbeSent
 from cortex_rm.dht.rate_limits import PeerRateLimit
 from cortex_rm.dht.record_store import RecordStore, record_error
 from cortex_rm.dht.refusals import RATE_LIMITED_PUTS, RATE_LIMITED_RUMOURS, Refusals
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_math import distance, key_id
 from cortex_rm.dht.ring_trust import OpenTrust, RingTrust
+from cortex_rm.dht.uptime_watch import UptimeWatch
 from cortex_rm.dht.write_policy import WritePolicy
 from cortex_rm.dht.swim_messages import MemberStatus, Piggyback, SwimMessage
 
@@ -151,6 +157,7 @@ class RingMember:
         self.keys = KeySpace(me, config.replicas, config.request_timeout, store=store, trust=self.trust, policy=policy)
         self.rumour_limit = PeerRateLimit(config.rumour_rate, config.rumour_burst)
         self.put_limit = PeerRateLimit(config.put_rate, config.put_burst)
+        self.uptime = UptimeWatch(me.node_id, config.witness_config())  # witnessing from ``start``
         self.refused: Counter[str] = Counter()  # envelopes (or parts) dropped here, by reason
         self._rng = rng
         self._ids = itertools.count(1)
@@ -168,6 +175,7 @@ class RingMember:
         """Begin periodic maintenance (as a ring of one until ``join``)."""
         intervals = self._intervals()
         self._due = {job: now + self._rng.random() * interval for job, interval in intervals.items()}
+        self.uptime.start(now)
         return self._sync(now)
 
     def join(self, peers: Sequence[Peer], now: float) -> list[RingAction]:
@@ -264,6 +272,14 @@ class RingMember:
         deadlines = [now + self.config.tick_interval, self.membership.next_deadline(), *self._due.values()]
         return max(now, min(deadlines))
 
+    def attestations_due(self, now: float) -> list[Attestation]:
+        """What our uptime witness has to sign now (``UptimeWitness.attestations_due``), unsigned."""
+        return self.uptime.due(now)
+
+    def flush_attestations(self, now: float) -> list[Attestation]:
+        """Everything our witness saw and did not attest yet (a clean stop), unsigned."""
+        return self.uptime.flush(now)
+
     # ------------------------------------------------------------ views
 
     def neighbour_record(self, wall_time: float) -> NeighbourRecord:
@@ -324,6 +340,9 @@ class RingMember:
         for action in actions:
             if isinstance(action, Send):
                 out.append(self._transmit(action))
+                continue
+            if isinstance(action, (DirectProbeSent, DirectProbeAcked)):  # ours: not a membership event
+                self.uptime.observe(action, now, self.chord, self.membership.table)
                 continue
             if isinstance(action, (MemberDied, MemberLeft)):
                 self.chord.forget(action.peer)

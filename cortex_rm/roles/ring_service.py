@@ -18,15 +18,15 @@ timeline does, with the injected reactor as the clock:
 
 An exception raised by the core, a listener or an outcome callback is logged (``log.failure``); the service goes on.
 
-**Proof of work.**  The key must solve the ring's key puzzle (``load_or_create`` with ``key_bits``
-made it so; ValueError otherwise).  Its work (``dht/ring_work.py``) is read from
-``state_dir/identity/ring-work.json`` or, on a key's first start, solved through ``run_blocking``
-(a thread: ~2 s at 22 bits) and logged; the member exists, and ``start`` fires, once it is there.
+**Before the member exists** (``ring_start.py``): the key must solve the ring's key puzzle
+(``load_or_create`` with ``key_bits`` made it so; ValueError otherwise); this start's incarnation
+is persisted above the last one; the key's proof of work is read, or solved once in a thread.
+The member exists, and ``start`` fires, once both are there.
 
-**Incarnation.**  Each start takes ``max(persisted + 1, wall-clock milliseconds)``
-and persists it in ``state_dir/ring-incarnation`` before the member exists, so a
-restarted node always comes back above what the others remember of it (its
-ALIVE then supersedes their DEAD or LEFT for the old incarnation).
+**Uptime witnessing.**  ``take_attestations`` hands over what the member's witness has to sign
+now (``RingMember.attestations_due``): the node's reporter calls it every ``attestation_interval``
+at a random phase and signs and submits the result.  ``stop`` flushes the witness first and keeps
+what it held for one later ``take_attestations``, so a clean stop's last pieces are not lost.
 
 **Addresses.**  A member's ring address counts for ``view().verified`` (what the containers'
 firewall believes) only once our own connection met its key there (``address_checks.py``).
@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -57,6 +56,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from cortex_rm.accounting.attestations import Attestation
 from cortex_rm.dht.address_proofs import AddressProofs
 from cortex_rm.dht.envelope import Envelope
 from cortex_rm.dht.errors import RingError
@@ -73,10 +73,10 @@ from cortex_rm.dht.swim_messages import GossipItem, MemberStatus
 from cortex_rm.dht.ring_trust import KeyTrust
 from cortex_rm.roles.address_checks import AddressChecks
 from cortex_rm.roles.ring_records import RESOURCE_MANAGER_KEY
+from cortex_rm.roles.ring_start import next_incarnation, proof_of_work
 from cortex_rm.dht.write_policy import WritePolicy
 from cortex_rm.dht.ring_work import key_ok
 from cortex_rm.internal.identity import NodeIdentity
-from cortex_rm.internal.ring_work_store import solve_and_store_work, stored_work
 from cortex_rm.internal.ring_codec import piggyback_size
 from cortex_rm.internal.ring_transport import DEFAULT_CONNECT_TIMEOUT_S, RingTransport
 from cortex_rm.internal.tls import MutualTLS
@@ -88,7 +88,6 @@ log = Logger()
 
 T = TypeVar("T")
 
-INCARNATION_FILE = "ring-incarnation"
 LEAVE_FLUSH_S = 1.0
 """Seconds a graceful stop keeps its connections open after the goodbyes were sent."""
 
@@ -125,24 +124,6 @@ SERVICE_LIFECYCLE: TransitionTable[ServiceState, ServiceEvent] = TransitionTable
     },
     ignored=[(ServiceState.STOPPING, ServiceEvent.STOP), (ServiceState.STOPPED, ServiceEvent.STOP)],
 )
-
-
-def next_incarnation(state_dir: Path, wall_clock: Callable[[], float]) -> int:
-    """This start's incarnation: above the last one persisted in ``state_dir``, and persisted before use."""
-    path = state_dir / INCARNATION_FILE
-    previous = 0
-    try:
-        previous = int(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as e:
-        log.warn("ignoring {path} ({error}); the incarnation comes from the clock", path=str(path), error=str(e))
-    incarnation = max(previous + 1, int(wall_clock() * 1000))
-    state_dir.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(f"{incarnation}\n")
-    os.replace(temporary, path)
-    return incarnation
 
 
 def host_port(host: str, port: int) -> str:
@@ -207,6 +188,7 @@ class RingService:
         self._log_loop: task.LoopingCall | None = None
         self._listeners: list[MembershipListener] = []
         self._sections: dict[str, OnReceive] = {}
+        self._flushed: list[Attestation] = []  # what the witness held when we stopped, for one take_attestations
 
     # ------------------------------------------------------------ lifecycle
 
@@ -259,19 +241,9 @@ class RingService:
         bound = host.port
         self.me = Peer(self.identity.ring_id, host_port(self.advertise_host, bound))
         incarnation = next_incarnation(self.state_dir, self.wall_clock)  # (an OSError fails the start)
-        # The key's proof of work: read, or solved once (off the reactor) and stored beside the key.
         spki, bits = self.identity.spki, self.config.work_bits
-        stored: defer.Deferred[int | None] = self._run_blocking(lambda: stored_work(self.state_dir, spki, bits))
-        work: defer.Deferred[int] = stored.addCallback(self._solve_work, spki, bits)
+        work = proof_of_work(self._run_blocking, self.state_dir, spki, bits, self.me.short())
         return work.addCallback(lambda nonce: self._member_ready(incarnation, nonce))
-
-    def _solve_work(self, stored: int | None, spki: bytes, bits: int) -> int | defer.Deferred[int]:
-        if stored is not None:
-            return stored
-        log.info("ring {me}: solving the proof of work for this key ({bits} bits: ~{tries} hashes, ~{seconds:.2g} s at "
-                 "2 M/s) in a thread; the ring member starts when it is solved (once per key)",
-                 me=self.me.short(), bits=bits, tries=2**bits, seconds=2**bits / 2e6)  # fmt: skip
-        return self._run_blocking(lambda: solve_and_store_work(self.state_dir, spki, bits))
 
     def _member_ready(self, incarnation: int, work: int) -> None:
         trust = KeyTrust(self.identity.key, work, self.config.work_bits, self.config.key_bits)
@@ -330,6 +302,7 @@ class RingService:
         self.addresses.stop()
         live = self.live
         if live is not None:
+            self._flush_witness(live)
             live.halt("the ring service stopped")
             await self._write_neighbour_log()
             if graceful:
@@ -345,6 +318,13 @@ class RingService:
         self._move(ServiceEvent.CLOSED)
         log.info("ring {me} stopped ({how})", me=self.me.short(), how="left" if graceful else "dropped off")
         self._closed()
+
+    def _flush_witness(self, live: LiveMember) -> None:
+        """Keep everything the witness holds for the next ``take_attestations`` (a stop: nothing more comes)."""
+        try:
+            self._flushed += live.member.flush_attestations(self.reactor.seconds())
+        except Exception:
+            log.failure("ring {me}: the uptime witness could not be flushed", me=self.me.short())
 
     def _fail_early_waiters(self) -> None:
         waiters, self._early_joined = self._early_joined, []
@@ -372,6 +352,15 @@ class RingService:
     def get(self, key: str) -> defer.Deferred[Record | None]:
         """The record under ``key`` (None when nobody has it), or RingError."""
         return self._when_running("get", lambda live: live.get(key))
+
+    def take_attestations(self, flush: bool = False) -> list[Attestation]:
+        """What our uptime witness has to sign now (everything it holds with ``flush``), unsigned, at the
+        reactor's time; handed over once.  [] unless running, but for what ``stop`` flushed (once)."""
+        kept, self._flushed = self._flushed, []
+        if self.live is None or self.state is not ServiceState.RUNNING:
+            return kept
+        member, now = self.live.member, self.reactor.seconds()
+        return kept + (member.flush_attestations(now) if flush else member.attestations_due(now))
 
     def add_membership_listener(self, listener: MembershipListener) -> None:
         """Call ``listener`` with every membership event (MemberJoined, MemberDied, MemberLeft...)."""

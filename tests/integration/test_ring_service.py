@@ -9,6 +9,7 @@ predecessor must be its true neighbours.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -143,6 +144,13 @@ def membership_errors(nodes: list[Node]) -> list[str]:
     return errors
 
 
+def credited(n: Node) -> int:
+    """The acks ``n``'s uptime witness credited so far."""
+    live = n.service.live
+    witness = None if live is None else live.member.uptime.witness
+    return 0 if witness is None else witness.credited
+
+
 def messages(events: list[LogEvent], level: LogLevel | None = None) -> list[str]:
     return [formatEvent(e) for e in events if level is None or e.get("log_level") is level]
 
@@ -181,8 +189,13 @@ def test_five_services_form_a_ring_survive_a_crash_a_restart_and_a_leave(  # typ
         # a crash (no goodbye): the others report it dead, the ring repairs, the record survives
         yield wait_until(lambda: not membership_errors(nodes), "everyone knows everyone", lambda: membership_errors(nodes))
         crashed = nodes[2]
+        yield wait_until(lambda: credited(crashed) >= 16, "its witness credited acks of the others", lambda: credited(crashed))
         crashed_identity, crashed_port = crashed.service.identity, int(crashed.peer.address.rsplit(":", 1)[1])
         yield crashed.service.stop(graceful=False)
+        down_from = time.time() * 1000
+        kept = crashed.service.take_attestations()  # its witness, flushed by the stop: what it saw of the others
+        assert kept and {a.subject for a in kept} <= {n.peer.node_id for n in nodes} - {crashed.peer.node_id}
+        assert crashed.service.take_attestations() == []
         others = [n for n in nodes if n is not crashed]
         yield wait_until(
             lambda: all(n.saw(MemberDied, crashed.peer) for n in others),
@@ -195,6 +208,7 @@ def test_five_services_form_a_ring_survive_a_crash_a_restart_and_a_leave(  # typ
         assert got is not None and got.value == b"capacity=8"
 
         # the crashed node restarts with its state directory and no introducer: its neighbour log brings it back
+        down_until = time.time() * 1000
         restarted = yield started(node(crashed.state_dir, [], identity=crashed_identity, port=crashed_port))
         nodes[2] = restarted
         yield restarted.service.joined()
@@ -214,6 +228,17 @@ def test_five_services_form_a_ring_survive_a_crash_a_restart_and_a_leave(  # typ
         yield wait_until(lambda: not ring_errors(rest), "the ring closed the gap", lambda: ring_errors(rest))
         got = yield rest[-1].service.get("nodes/nm-7")
         assert got is not None and got.value == b"capacity=8"
+
+        # each witnessed the others (r = 8 covers this ring) in Unix ms, never itself, and not the restarted
+        # node's downtime; the leaver's stop kept what its witness held
+        yield wait_until(lambda: credited(restarted) >= 16, "the restarted witness credited acks", lambda: credited(restarted))
+        for n in rest:
+            seen = n.service.take_attestations(flush=True)
+            assert {a.subject for a in seen} >= {o.peer.node_id for o in rest if o is not n}
+            assert all(a.witness == n.peer.node_id != a.subject and a.start_ms > 1.7e12 for a in seen)
+            back = [a for a in seen if a.subject == restarted.peer.node_id]
+            assert not [a for a in back if a.start_ms < down_until and a.end_ms > down_from], back
+        assert {a.witness for a in leaver.service.take_attestations()} == {leaver.peer.node_id}
         assert messages(log_events, LogLevel.error) + messages(log_events, LogLevel.critical) == []
     finally:
         yield stop_all(nodes)

@@ -8,7 +8,8 @@ the wire carries (``bytes_sent`` counts it); ``wire=False`` hands the envelopes 
 as they are, several times faster, for scenarios about behaviour, not bytes.
 
 Fault knobs: ``drop_rate`` (each message lost with that chance), ``latency``
-(uniform delay range), ``partition(groups)`` / ``heal()``, ``crash`` (the member
+(uniform delay range), ``fault`` (a test's own rule: how many copies of each
+message arrive, 0 to lose it), ``partition(groups)`` / ``heal()``, ``crash`` (the member
 stops; what is sent to it is lost), ``restart`` (a new process with the same
 identity and state directory: its neighbour log and a higher incarnation), and
 ``stall`` (the member's event loop hangs: nothing is processed, timers are late,
@@ -20,6 +21,7 @@ daemon does, into ``neighbour_logs`` (the "disk" that survives a crash).
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 import heapq
@@ -28,9 +30,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from cortex_rm.dht.chord_lookups import Joined, LookupDone
-from cortex_rm.dht.envelope import Envelope
+from cortex_rm.dht.envelope import Envelope, RingMessage
 from cortex_rm.dht.ring_trust import KeyTrust
-from cortex_rm.dht.ring_work import solve_work
+from cortex_rm.dht.ring_work import key_ok, solve_work
 from cortex_rm.dht.write_policy import WritePolicy
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.kv_operations import GetDone, PutDone
@@ -39,7 +41,6 @@ from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_math import RING_SIZE
 from cortex_rm.dht.ring_member import RingAction, RingMember, Transmit
-from cortex_rm.internal.identity import ring_key
 from cortex_rm.internal.ring_codec import decode_envelope, encode_envelope, piggyback_size
 from tests.support.ring_oracle import neighbour_errors, true_owner
 
@@ -73,6 +74,8 @@ class RingNetwork:
         self.wire = wire
         self.signed = signed  # members hold real keys (ids are their hashes), sign and check everything
         self._trusts: dict[str, KeyTrust] = {}
+        self.keys: dict[int, ec.EllipticCurvePrivateKey] = {}  # signed members' keys, by ring id
+        self.fault: Callable[[RingMember, Transmit], int] | None = None  # copies to deliver (default 1)
         self.config = config or RingConfig()
         self.latency = latency
         self.now = 0.0
@@ -99,14 +102,22 @@ class RingNetwork:
         address = f"10.0.{len(self.members) // 250}.{len(self.members) % 250 + 1}:7000"
         if self.signed:
             assert node_id is None, "a signed member's id is its key's hash"
-            key = ring_key(self.config.key_bits)
-            spki = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            key, spki = self._seeded_key()
             work = solve_work(spki, self.config.work_bits)
             trust = self._trusts[address] = KeyTrust(key, work, self.config.work_bits, self.config.key_bits)
+            self.keys[trust.node_id] = key
             return self._start(Peer(trust.node_id, address), incarnation=1)
         if node_id is None:
             node_id = self.random.randrange(RING_SIZE)
         return self._start(Peer(node_id, address), incarnation=1)
+
+    def _seeded_key(self) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+        """A key (and its DER SPKI) that solves the key puzzle, drawn from the seed: a signed scenario replays too."""
+        while True:
+            key = ec.derive_private_key(self.random.randrange(1, 2**255), ec.SECP256R1())
+            spki = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            if key_ok(spki, self.config.key_bits):
+                return key, spki
 
     def _start(self, peer: Peer, incarnation: int) -> RingMember:
         member = RingMember(
@@ -170,6 +181,11 @@ class RingNetwork:
         """Every member reaches every other again."""
         self._groups = None
 
+    def inject(self, sender: RingMember, to: RingMember, body: RingMessage) -> None:
+        """``body`` from ``sender`` reaches ``to`` now, as if sent (bare: no rumours): a test's flood."""
+        work = self._trusts[sender.me.address].work if self.signed else 0
+        self._push(_Event(self.now, self._next_seq(), "deliver", to.me.address, Envelope(sender.me, body, (), work)))
+
     def live(self) -> list[RingMember]:
         """Members that have not crashed or left, in creation order."""
         return [m for a, m in self.members.items() if a not in self.crashed]
@@ -207,12 +223,14 @@ class RingNetwork:
                     data = encode_envelope(action.envelope)
                     self.bytes_sent += len(data) + 4  # the frame's length prefix
                 self.messages_sent += 1
+                copies = 1 if self.fault is None else self.fault(member, action)
                 if action.to.address in self.crashed or not self._reachable(address, action.to.address):
                     continue
                 if self.drop_rate and self.random.random() < self.drop_rate:
                     continue
                 delay = self.random.uniform(*self.latency)
-                self._push(_Event(self.now + delay, self._next_seq(), "deliver", action.to.address, data))
+                for _ in range(copies):
+                    self._push(_Event(self.now + delay, self._next_seq(), "deliver", action.to.address, data))
             else:
                 self.outcomes.setdefault(address, []).append(action)
 

@@ -34,6 +34,7 @@ from cortex_rm.dht.envelope import Envelope, Send
 from cortex_rm.dht.member_table import MemberDied, MembershipEvent
 from cortex_rm.dht.membership import Membership, SwimAction
 from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.probe_evidence import DirectProbeAcked, DirectProbeSent
 from cortex_rm.dht.ring_math import RING_SIZE
 from cortex_rm.dht.swim_config import SwimConfig
 from cortex_rm.dht.swim_messages import GossipItem, MemberStatus, MemberUpdate, Piggyback
@@ -212,6 +213,8 @@ class SwimNetwork:
         for action in actions:
             if isinstance(action, Send):
                 self._send(node, action)
+            elif isinstance(action, (DirectProbeSent, DirectProbeAcked)):
+                continue  # the uptime witness's evidence (the ring member's business): not observed here
             else:
                 seen = Observed(self.now, node.peer, action)
                 self.observed.append(seen)

@@ -224,11 +224,13 @@ def test_bad_queue_paths_and_states_are_config_errors(queues: list[dict[str, Any
         ({"resourcemanager": {"am_node_class": "volatile"}}, 'am_node_class must be "static" or "any"'),
         ({"resourcemanager": {"am_blacklisting_disable_failure_threshold": 1.5}}, "disable_failure_threshold"),
         ({"resourcemanager": {"am_blacklisting_disable_failure_threshold": -0.1}}, "disable_failure_threshold"),
+        ({"ring": {"attestation_interval_s": 0}}, "ring.attestation_interval_s must lie in [1, 86400], not 0"),
+        ({"ring": {"attestation_interval_s": 86_401}}, "ring.attestation_interval_s must lie in [1, 86400]"),
     ],
 )
 def test_limits_out_of_range_are_errors(raw: dict[str, Any], fragment: str) -> None:
-    """Attempts below 1, a tiny IPC frame limit, a negative priority ceiling, non-positive allocations or a ring
-    key puzzle outside [0, 32] bits are refused."""
+    """Attempts below 1, a tiny IPC frame limit, a negative priority ceiling, non-positive allocations, a ring
+    key puzzle outside [0, 32] bits or an attestation interval outside a second to a day are refused."""
     message = _error(raw)
     assert message.startswith(SOURCE)
     assert fragment in message
@@ -401,6 +403,13 @@ def test_invalid_nodemanager_container_settings_are_refused(nodemanager: dict[st
     import re
 
     assert re.search(message, _error({"nodemanager": nodemanager}))
+
+
+def test_the_attestation_interval_reaches_the_ring_and_its_witness() -> None:
+    """[ring] attestation_interval_s (default an hour) is RingConfig.attestation_interval and the witness's interval."""
+    assert config_from_dict({}).ring.ring_config().witness_config().attestation_interval_ms == 3_600_000
+    ring = config_from_dict({"ring": {"attestation_interval_s": 600}}, SOURCE).ring.ring_config()
+    assert ring.attestation_interval == 600.0 and ring.witness_config().attestation_interval_ms == 600_000
 
 
 def test_the_ring_refuses_wildcard_addresses_it_would_advertise() -> None:

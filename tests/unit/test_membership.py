@@ -24,6 +24,7 @@ from cortex_rm.dht.member_table import (
 )
 from cortex_rm.dht.membership import Membership, SwimAction
 from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.probe_evidence import DirectProbeSent
 from cortex_rm.dht.probe_relays import MAX_RELAYS
 from cortex_rm.dht.suspicion import retransmit_limit
 from cortex_rm.dht.swim_config import SwimConfig
@@ -71,8 +72,9 @@ def start_probe(m: Membership) -> tuple[float, int]:
 def claim_dead(m: Membership, peer: Peer, relay: Peer, now: float, incarnation: int = 0) -> float:
     """Gossip from ``relay`` says ``peer`` is DEAD; nothing changes until our own probe of it
     (unanswered here) fails, which declares it DEAD.  The time it did."""
-    [check] = m.receive_piggyback(relay, [MemberUpdate(peer, DEAD, incarnation)], now)
+    check, evidence = m.receive_piggyback(relay, [MemberUpdate(peer, DEAD, incarnation)], now)
     assert check == Send(peer, Probe(check.message.seq)) and m.status_of(peer) is not DEAD  # type: ignore[union-attr]
+    assert evidence == DirectProbeSent(peer)  # the uptime witness's: a direct probe of ours
     for _ in range(100):
         if m.status_of(peer) is DEAD:
             return now

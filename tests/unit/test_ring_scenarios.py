@@ -57,7 +57,10 @@ def test_after_half_the_members_crash_at_once_the_ring_repairs_and_lookups_are_r
     net.run_for(30)  # fingers refreshed
     victims = net.random.sample(net.live(), 50)
     net.crash(victims)
-    net.run_until(net.ring_is_correct, timeout=300)
+    # Repair takes 280-400 s here (seeds 2-7): with half the ring silent, failed probes and missed
+    # nacks push every survivor's local health to its maximum (probes 9 s apart), and suspect
+    # checks go before the regular pass, so some crashed successors are probed late.
+    net.run_until(net.ring_is_correct, timeout=600)
     net.run_for(60)  # fingers refreshed around the holes
     assert_every_lookup_is_right(net)
     dead = {d.peer for d in deaths(net)}

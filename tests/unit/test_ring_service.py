@@ -16,14 +16,18 @@ from twisted.internet import defer, task
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, LogLevel, formatEvent
 
+from cortex_rm.dht.envelope import Envelope
 from cortex_rm.dht.errors import IntroducerUnreachable, RingError
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.neighbour_log import NeighbourRecord
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_join import JOIN_ATTEMPTS, JoinAttempts, JoinEvent, JoinState
+from cortex_rm.dht.ring_work import solve_work
+from cortex_rm.dht.swim_messages import Ack
 from cortex_rm.internal.identity import NodeIdentity
-from cortex_rm.roles.ring_service import INCARNATION_FILE, RingService, ServiceState, next_incarnation
+from cortex_rm.roles.ring_service import RingService, ServiceState
+from cortex_rm.roles.ring_start import INCARNATION_FILE, next_incarnation
 from cortex_rm.yarn.errors import IllegalTransition
 
 ME = Peer(10, "10.0.0.1:7000")
@@ -300,3 +304,38 @@ def test_a_step_that_brings_the_deadline_forward_moves_the_tick_earlier_never_la
     s.lookup(2)  # a later deadline leaves the earlier tick alone
     (again,) = tick_calls(s, reactor)
     assert again is call
+
+
+def test_attestations_are_handed_over_once_and_a_stop_keeps_the_witness_flush(tmp_path: Path) -> None:
+    """A neighbour that answers every probe: nothing is due before the attestation interval, a flush takes its run
+    (reactor milliseconds, our ring id as witness), each piece is handed over once; stop flushes the rest into a
+    list that the next take_attestations returns once; [] before start and after."""
+    reactor = MemoryReactorClock()
+    s = service(tmp_path, reactor)
+    assert s.take_attestations() == []
+    s.start()
+    assert s.live is not None
+    neighbour = NodeIdentity.generate(key_bits=4)
+    peer, work = Peer(neighbour.ring_id, "127.0.0.9:7000"), solve_work(neighbour.spki, 8)
+    s.live.member.chord.consider(peer)
+
+    def answer_everything(seconds: float) -> None:
+        """``peer`` acks whatever probe of ours is in flight (it knows no seq: it acks them all), every 0.1 s."""
+        for _ in range(int(seconds * 10)):
+            reactor.advance(0.1)
+            for seq in range(1, 200):
+                s._on_envelope(Envelope(peer, Ack(seq), (), work, neighbour.spki))
+
+    answer_everything(30)
+    assert s.take_attestations() == []  # an interval (an hour) has not passed
+    [first] = s.take_attestations(flush=True)
+    assert (first.witness, first.subject) == (s.me.node_id, peer.node_id)
+    assert 0 <= first.start_ms < first.end_ms <= reactor.seconds() * 1000
+    assert s.take_attestations(flush=True) == []  # handed over
+    answer_everything(10)
+    stopped = s.stop(graceful=False)
+    reactor.advance(1)
+    assert stopped.called and s.state is ServiceState.STOPPED
+    [last] = s.take_attestations()
+    assert last.start_ms == first.end_ms and last.end_ms > first.end_ms + 5_000 and last.sequence > first.sequence
+    assert s.take_attestations() == s.take_attestations(flush=True) == []
