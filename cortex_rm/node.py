@@ -15,7 +15,8 @@ own cores (``cortex_rm/roles/``).  Roles today:
 * the NodeManager (``roles/node_manager.py``, ``[nodemanager]``): its web site,
   its containers, its capacity report on the ring, and its reports to the RM.
 
-The witness joins here as it is built.
+* the witness's reports (``roles/uptime_reports.py``) on a node with both: what its ring
+  member saw of its neighbours, signed and sent to the RM's uptime ledger.
 
 On start the node writes ``cortex-rm.pid`` and, once every port listens,
 ``ready.json`` (the bound addresses) into its state directory; both are removed on
@@ -61,7 +62,9 @@ from cortex_rm.roles.resource_manager import ResourceManagerRole
 from cortex_rm.roles.ring_records import CapacityReports, keep_capacity_reports
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.threads import thread_runner
+from cortex_rm.roles.uptime_reports import UptimeReports
 from cortex_rm.yarn.addresses import HostPort
+from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn_api.http_limits import API_LIMITS, LimitedSite
 from cortex_rm.yarn_api.mirror_rest import mount_beside_ring
@@ -98,6 +101,8 @@ class CortexNode:
         self.node_manager: NodeManagerRole | None = None
         self.ledger_mirror: LedgerMirrorRole | None = None
         self._ring_files: ThreadPool | None = None  # the thread the ring's files are written on
+        self._ring_run: Runner | None = None  # ... as a runner
+        self.uptime_reports: UptimeReports | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -177,16 +182,28 @@ class CortexNode:
                 self.node_manager.start(started_ms)
             except IdRangeError as e:
                 raise NodeStartError(f"the NodeManager cannot start: {e} (in {config.source})") from None
+        if self.ring is not None and self.node_manager is not None:
+            await self._start_uptime_reports(self.ring, self.identity, self.node_manager)
         if self.ring is not None:
             self._serve_ring_view(self.ring)
             await self._start_ledger_mirror(self.ring, self.identity)
         (self.state_dir / READY_FILE).write_text(json.dumps(self.addresses, indent=2))
         log.info("Cortex node {name} ready: {addresses}", name=config.node.name, addresses=self.addresses)
 
+    async def _start_uptime_reports(self, ring: RingService, identity: NodeIdentity, nm: NodeManagerRole) -> None:
+        """This node's reports, as a witness, of the neighbours it probes (to the RM's ledger, over the tracker)."""
+        assert self._ring_run is not None
+        self.uptime_reports = UptimeReports(
+            ring.take_attestations, identity.key, nm.node_id, nm.tracker_client, self.reactor, self.state_dir,
+            self._ring_run, interval_s=ring.config.attestation_interval,
+        )  # fmt: skip
+        await self.uptime_reports.start()
+
     async def _start_ring(self, identity: NodeIdentity) -> RingService:
         """Listen on ``ring.address`` and begin joining (the node does not wait to be on the ring)."""
         ring_config = self.config.ring
         run_in_thread, self._ring_files = thread_runner(self.reactor, name="ring-files")
+        self._ring_run = run_in_thread
         self._ring_files.start()
         settings = ring_config.ring_config()
         if self.config.resourcemanager.enabled and not settings.resource_managers:
@@ -251,6 +268,9 @@ class CortexNode:
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        if self.uptime_reports is not None:
+            await self.uptime_reports.stop()  # the last attestations, while the tracker connection is up
+            self.uptime_reports = None
         if self.node_manager is not None:
             await self.node_manager.stop()  # reports stop, every container killed (bounded wait)
             self.node_manager = None

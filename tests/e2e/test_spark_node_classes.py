@@ -37,6 +37,7 @@ class_window_s = 3600
 session_gap_s = 2
 gone_after_s = 10
 class_update_interval_s = 2
+max_batches_per_hour = 100000
 """
 RING = ("attestation_interval_s = 2",)
 NODE_CLI = "org.apache.hadoop.yarn.client.cli.NodeCLI"

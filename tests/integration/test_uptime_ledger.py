@@ -39,7 +39,7 @@ CLOSE_DELAY_S = 5
 PROBE_S = 1.0
 TOLERANCE_S = 5 * PROBE_S  # "within a few probe intervals"
 RING = (f"attestation_interval_s = {ATTESTATION_S}", "key_bits = 8", "work_bits = 16")
-ACCOUNTING = f"[accounting]\nperiod_length_s = 60\nclose_delay_s = {CLOSE_DELAY_S}\nclass_update_interval_s = 2\n"
+ACCOUNTING = f"[accounting]\nperiod_length_s = 60\nclose_delay_s = {CLOSE_DELAY_S}\nclass_update_interval_s = 2\nmax_batches_per_hour = 100000\n"
 MIRROR = "[accounting]\nmirror = true\nmirror_interval_s = 2\n"  # nodes 2-4 mirror the ledger
 
 
