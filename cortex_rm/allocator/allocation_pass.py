@@ -34,7 +34,8 @@ Locality (delay scheduling, simplified from YARN's missed-opportunity counts)
 Node labels
     An ask whose ``"*"`` entry named a label (``node_labels``) goes only to nodes
     with that label, hosts and racks included; an ask without one goes anywhere
-    (both labels are non-exclusive).
+    (both labels are non-exclusive) -- but not to a static node while an AM waits
+    for one (``hold_static`` above).
 
 Cost
     Nothing here scans the nodes: hosts are found through a dict, racks and the
