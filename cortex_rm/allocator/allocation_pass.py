@@ -5,7 +5,12 @@ Order of service
        priority first, then earlier application id), each where ``am_placement``
        allows (static nodes first, its label, its blacklist) and within its leaf's
        maximum capacity and AM limit.  An AM that does not fit does not block a
-       smaller one behind it.
+       smaller one behind it.  If an AM found no static node with room while it may
+       only take a static one, the rest of the pass keeps unlabelled asks off static
+       nodes (``hold_static``): as in YARN's non-exclusive partitions, the
+       partition's own asks (here the AMs) go first, the others get only space
+       nobody of the partition waits for -- so static space that frees up is the
+       AM's, not the next executor's.  Asks labelled ``static`` still take it.
     2. **Everything else, one container at a time to the leaf with the lowest
        share** (dominant used/guaranteed, see ``scheduler_queues``), re-ranked after
        each container, so leaves below their guarantee are served first and spare
@@ -29,7 +34,8 @@ Locality (delay scheduling, simplified from YARN's missed-opportunity counts)
 Node labels
     An ask whose ``"*"`` entry named a label (``node_labels``) goes only to nodes
     with that label, hosts and racks included; an ask without one goes anywhere
-    (both labels are non-exclusive).
+    (both labels are non-exclusive) -- but not to a static node while an AM waits
+    for one (``hold_static`` above).
 
 Cost
     Nothing here scans the nodes: hosts are found through a dict, racks and the
@@ -54,7 +60,7 @@ from cortex_rm.allocator.am_placement import am_placement
 from cortex_rm.allocator.asks import PendingRequest
 from cortex_rm.allocator.containers import Locality, RMContainer
 from cortex_rm.allocator.node_index import Exclude, SchedulerNode
-from cortex_rm.allocator.node_labels import STATIC, AMNodeClass
+from cortex_rm.allocator.node_labels import STATIC
 from cortex_rm.allocator.scheduler_attempt import SchedulerAttempt
 from cortex_rm.allocator.scheduler_queues import SchedulerQueue
 
@@ -91,6 +97,7 @@ class AllocationPass:
         self.budget = self.config.max_containers_per_pass or -1
         self._unfit: dict[str, list[tuple[int, int]]] = {}  # by label: sizes that fitted on no such node in this pass
         self.exhausted = False  # no node has even the minimum allocation free: the pass is over
+        self.hold_static = False  # an AM waits for a static node: unlabelled asks keep off static nodes
         self._key_cursors: dict[SchedulerAttempt, tuple[list[PendingRequest], list[int]]] = {}
         self._host_cursors: dict[PendingRequest, tuple[list[str], list[int]]] = {}
 
@@ -117,16 +124,19 @@ class AllocationPass:
                 continue
             if not leaf.am_allowed(res, total, self.config.max_am_share):
                 continue
-            placement = am_placement(self.s, attempt, res)
+            placement = am_placement(self.s, attempt, res, self.now_ms)
             node = placement.find(res, self.config.placement)
             if node is None:
+                if placement.static_only:
+                    self.hold_static = True
+                    if attempt.am_static_missed_ms is None:
+                        attempt.am_static_missed_ms = self.now_ms  # am_static_wait_ms counts from here
                 continue
             if not placement.label and node.label != STATIC:
                 log.info(
                     "AM of {attempt} goes to {label} node {node_id}: {why}",
                     attempt=str(attempt.attempt_id), label=node.label or "unlabelled", node_id=str(node.node_id),
-                    why="no static node could ever hold it" if self.config.am_node_class is AMNodeClass.STATIC
-                    else 'am_node_class = "any"',
+                    why=placement.beyond_static,
                 )
             self._took(self.s.commit_am_container(attempt, node, res, self.now_ms))
 
@@ -228,6 +238,8 @@ class AllocationPass:
             in_rack: Exclude | None = blacklisted
             if label:
                 in_rack = lambda n: n.label != label or asks.is_blacklisted(n.host, n.rack)  # noqa: E731
+            elif self.hold_static:
+                in_rack = lambda n: n.label == STATIC or asks.is_blacklisted(n.host, n.rack)  # noqa: E731
             for rack in request.racks:
                 if rack in request.strict_racks or rack not in nodes.racks:
                     continue
@@ -241,8 +253,12 @@ class AllocationPass:
         if request.strict_racks:
             strict = request.strict_racks
             exclude = lambda n: n.rack in strict or asks.is_blacklisted(n.host, n.rack)  # noqa: E731
-        index = nodes.partition(label) if label else nodes.everywhere
-        node = index.find(mem, vcores, config.placement, exclude)
+        if label:
+            node = nodes.partition(label).find(mem, vcores, config.placement, exclude)
+        elif self.hold_static:
+            node = nodes.find_outside(STATIC, mem, vcores, config.placement, exclude)
+        else:
+            node = nodes.everywhere.find(mem, vcores, config.placement, exclude)
         if node is None:
             if exclude is None:
                 self._unfit.setdefault(label, []).append((mem, vcores))
@@ -259,6 +275,7 @@ class AllocationPass:
             state = self._host_cursors[request] = (list(request.hosts), [0])
         hosts, position = state
         by_host, asks = self.nodes.by_host, attempt.asks
+        label, off_static = request.label, not request.label and self.hold_static
         while position[0] < len(hosts):
             host = hosts[position[0]]
             if request.hosts.get(host, 0) > 0:
@@ -266,7 +283,7 @@ class AllocationPass:
                     if (
                         node.fits(mem, vcores)
                         and not asks.is_blacklisted(host, node.rack)
-                        and (not request.label or node.label == request.label)
+                        and (node.label == label if label else not (off_static and node.label == STATIC))
                     ):
                         return node
             position[0] += 1

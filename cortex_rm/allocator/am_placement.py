@@ -9,8 +9,17 @@ that applies decides:
 2. ``am_node_class = "any"``: a static node if one has room now, else any node;
 3. ``am_node_class = "static"`` (the default): static nodes only -- unless no
    schedulable static node could ever hold it (there is none, every one is smaller
-   than the AM, or every one that is large enough is on its blacklist); then any
-   node, so a fresh cluster, where every node is still volatile, runs applications.
+   than the AM, or every one that is large enough is on its blacklist), so a fresh
+   cluster, where every node is still volatile, runs applications; or unless it has
+   waited ``am_static_wait_ms`` for a static node with room (0: never).  Then a
+   static node first, else any node.
+
+The wait of rule 3 is YARN's bounded wait for a non-exclusive partition's idle
+space turned around: the AM is the static partition's own ask, so it may wait for
+static room -- while it does, the pass keeps unlabelled asks off static nodes
+(``allocation_pass``) -- but not for ever, since executors that never end could hold
+every static node.  It counts from the first pass that looked for a node for the AM
+and found no static one with room (``SchedulerAttempt.am_static_missed_ms``).
 
 AM blacklisting (YARN's ``yarn.am.blacklisting.*``, ``SimpleBlacklistManager``): a
 node where one of the application's AM containers failed (an exit status not in
@@ -56,6 +65,9 @@ class AMPlacement:
     tiers: tuple[FreeSpaceIndex, ...]  # where to look, in order
     static_only: bool  # rule 3 keeps it on static nodes
     blacklist: frozenset[NodeId]  # the blacklist in force (empty when off or past the threshold)
+    beyond_static: str = ""  # why it may go to a node that is not static ("" when it may not, or has a label)
+    static_wait_ms: int = 0  # am_static_wait_ms (rule 3)
+    waited_ms: int = 0  # how long it has waited for a static node with room
 
     def _exclude(self) -> Exclude | None:
         blacklist = self.blacklist
@@ -83,15 +95,23 @@ class AMPlacement:
         if self.label:
             return f"No node labelled {self.label} has {resource} free{free}{avoided}"
         if self.static_only:
+            if self.static_wait_ms:
+                then = (
+                    f"to any node once they have waited {_seconds(self.static_wait_ms)} s for one "
+                    f"(am_static_wait_s; waited {_seconds(self.waited_ms)} s)"
+                )
+            else:
+                then = "to any node only when no static node could ever hold them (am_static_wait_s = 0)"
             return (
                 f"No static node has {resource} free{free}; ApplicationMasters go to static nodes "
-                f'(am_node_class = "static"), volatile ones only when no static node could ever hold them{avoided}'
+                f'(am_node_class = "static"), {then}{avoided}'
             )
-        return f"No node has {resource} free for the ApplicationMaster{free}{avoided}"
+        why = f"; it may go to any node: {self.beyond_static}" if self.beyond_static else ""
+        return f"No node has {resource} free for the ApplicationMaster{free}{why}{avoided}"
 
 
-def am_placement(s: CapacityScheduler, attempt: SchedulerAttempt, resource: Resource) -> AMPlacement:
-    """Where ``attempt``'s AM container of (normalized) ``resource`` may go now."""
+def am_placement(s: CapacityScheduler, attempt: SchedulerAttempt, resource: Resource, now_ms: int) -> AMPlacement:
+    """Where ``attempt``'s AM container of (normalized) ``resource`` may go at ``now_ms``."""
     nodes, config = s.nodes, s.config
     label = attempt.am_label
     applicable = len(nodes.partition(label)) if label else len(nodes)
@@ -101,9 +121,17 @@ def am_placement(s: CapacityScheduler, attempt: SchedulerAttempt, resource: Reso
     if label:
         return AMPlacement(label, (nodes.partition(label),), False, blacklist)
     static = nodes.partition(STATIC)
-    if config.am_node_class is AMNodeClass.STATIC and _static_could_hold(s, resource, blacklist):
-        return AMPlacement("", (static,), True, blacklist)
-    return AMPlacement("", (static, nodes.everywhere), False, blacklist)
+    if config.am_node_class is AMNodeClass.ANY:
+        return AMPlacement("", (static, nodes.everywhere), False, blacklist, 'am_node_class = "any"')
+    if not _static_could_hold(s, resource, blacklist):
+        return AMPlacement("", (static, nodes.everywhere), False, blacklist, "no static node could ever hold it")
+    wait = config.am_static_wait_ms
+    missed = attempt.am_static_missed_ms
+    waited = 0 if missed is None else now_ms - missed
+    if wait and missed is not None and waited >= wait:
+        why = f"it waited {_seconds(waited)} s for a static node (am_static_wait_s = {_seconds(wait)})"
+        return AMPlacement("", (static, nodes.everywhere), False, blacklist, why, wait, waited)
+    return AMPlacement("", (static,), True, blacklist, "", wait, waited)
 
 
 def _static_could_hold(s: CapacityScheduler, resource: Resource, blacklist: frozenset[NodeId]) -> bool:
@@ -114,6 +142,10 @@ def _static_could_hold(s: CapacityScheduler, resource: Resource, blacklist: froz
         n.label == STATIC and n.node_id not in blacklist and resource.fits_in(n.capability)
         for n in s.nodes.by_id.values()
     )
+
+
+def _seconds(ms: int) -> str:
+    return f"{ms / 1000:g}"
 
 
 def _names(node_ids: Iterable[NodeId], limit: int = 5) -> str:

@@ -239,6 +239,26 @@ class NodeDirectory:
         """The nodes labelled ``label`` (an empty index when there are none)."""
         return self.partitions.get(label) or _EMPTY
 
+    def find_outside(self, label: str, memory_mb: int, vcores: int, policy: PlacementPolicy,
+                     exclude: Exclude | None = None) -> SchedulerNode | None:
+        """What ``everywhere.find`` answers with the nodes labelled ``label`` left out (one query per
+        other partition, no scan of ``label``'s nodes)."""
+        best: SchedulerNode | None = None
+        for other, index in self.partitions.items():
+            if other == label:
+                continue
+            node = index.find(memory_mb, vcores, policy, exclude)
+            if node is None:
+                continue
+            if best is None:
+                best = node
+            elif policy is PlacementPolicy.SPREAD:  # most free memory, then the node added first
+                if (node.free_mem, -node.order) > (best.free_mem, -best.order):
+                    best = node
+            elif (node.free_mem, -node.order) < (best.free_mem, -best.order):  # PACK: least, then the later
+                best = node
+        return best
+
     def _forget_shape(self, node: SchedulerNode) -> None:
         shapes = self.partition_shapes[node.label]
         shapes[node.capability] -= 1

@@ -83,6 +83,7 @@ class CapacityScheduler:
         self._attempts: dict[ApplicationAttemptId, SchedulerAttempt] = {}
         self.containers = LiveContainers(self.nodes, self._attempts, self.am_queue, self.config.epoch)
         self._submissions = 0
+        self.static_held = False  # the last pass kept unlabelled asks off static nodes (an AM waits for one)
 
     def now_ms(self) -> int:
         """The clock's time in milliseconds (for the records of calls that carry no time)."""
@@ -304,7 +305,9 @@ class CapacityScheduler:
 
     def schedule(self, now_ms: int) -> list[RMContainer]:
         """One allocation pass; the containers it allocated (ALLOCATED, in order)."""
-        allocated = AllocationPass(self, now_ms).run()
+        done = AllocationPass(self, now_ms)
+        allocated = done.run()
+        self.static_held = done.hold_static
         if allocated:
             log.debug("allocation pass placed {n} containers", n=len(allocated))
         return allocated

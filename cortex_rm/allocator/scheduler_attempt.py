@@ -38,6 +38,7 @@ class SchedulerAttempt:
         self.am_container: RMContainer | None = None
         self.am_label = ""  # the label its AM container must have ("": where am_placement says)
         self.am_blacklist: frozenset[NodeId] = frozenset()  # nodes where its application's AMs failed
+        self.am_static_missed_ms: int | None = None  # the first pass that found no static node with room for its AM
         self.asks = AppSchedulingInfo()
         self.containers: dict[ContainerId, RMContainer] = {}  # live ones
         self.newly_allocated: list[RMContainer] = []

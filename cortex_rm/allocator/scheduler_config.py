@@ -55,8 +55,13 @@ class SchedulerConfig:
         never repeat across restarts.
     ``am_node_class``
         Where ApplicationMasters without a label expression go (``AMNodeClass``):
-        static nodes (volatile ones only when no static node could ever hold the AM),
-        or any node.
+        static nodes (volatile ones only when no static node could ever hold the AM,
+        or after ``am_static_wait_ms``), or any node.
+    ``am_static_wait_ms``
+        With ``am_node_class`` static: how long an AM waits for a static node with
+        room, from the first pass that found none, before it may go to any node
+        (``am_placement``); while it waits, unlabelled asks keep off static nodes.
+        0: it waits for as long as a static node could hold it.
     ``am_blacklisting``
         Whether a node where an application's AM container failed is avoided for its
         next attempts (``yarn.am.blacklisting.enabled``).
@@ -76,6 +81,7 @@ class SchedulerConfig:
     container_launch_expiry_ms: int = 600_000
     epoch: int = 0
     am_node_class: AMNodeClass = AMNodeClass.STATIC
+    am_static_wait_ms: int = 60_000
     am_blacklisting: bool = True
     am_blacklist_disable_threshold: float = 0.8
 
@@ -95,6 +101,8 @@ class SchedulerConfig:
             raise ValueError("container_launch_expiry_ms must be positive")
         if not 0 <= self.epoch < (1 << (63 - CONTAINER_EPOCH_SHIFT)):
             raise ValueError(f"epoch {self.epoch} does not fit in a container id")
+        if self.am_static_wait_ms < 0:
+            raise ValueError("am_static_wait_ms must not be negative (0: no limit)")
         if not 0.0 <= self.am_blacklist_disable_threshold <= 1.0:
             raise ValueError(f"am_blacklist_disable_threshold must be within [0, 1], not {self.am_blacklist_disable_threshold}")
 

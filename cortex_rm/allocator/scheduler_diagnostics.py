@@ -69,8 +69,16 @@ def _request_reason(s: CapacityScheduler, attempt: SchedulerAttempt, request: Pe
     reason = queue_reason(attempt.leaf, resource, total) or _no_node_reason(index, resource, request.label)
     if reason is not None:
         return reason
-    if AllocationPass(s, now_ms).place(attempt, request, resource.memory_mb, resource.vcores) is not None:
+    probe = AllocationPass(s, now_ms)
+    probe.hold_static = s.static_held and not request.label
+    if probe.place(attempt, request, resource.memory_mb, resource.vcores) is not None:
         return None
+    if probe.hold_static and AllocationPass(s, now_ms).place(attempt, request, resource.memory_mb,
+                                                             resource.vcores) is not None:
+        return (
+            f"Only static nodes have {resource} free, and they are kept for ApplicationMasters waiting for one "
+            '(am_node_class = "static"; a request labelled static may still use them)'
+        )
     asks = attempt.asks
     if asks.has_blacklist:
         exclude = lambda n: asks.is_blacklisted(n.host, n.rack)  # noqa: E731
@@ -112,7 +120,7 @@ def waiting_reason(s: CapacityScheduler, attempt: SchedulerAttempt) -> str | Non
                 "waiting for an ApplicationMaster to finish"
             )
         if reason is None:
-            reason = am_placement(s, attempt, resource).waiting_reason(resource)
+            reason = am_placement(s, attempt, resource, s.now_ms()).waiting_reason(resource)
         return reason or f"{NEXT_PASS} to place its ApplicationMaster container"
     pending = attempt.asks.pending()
     now_ms = s.now_ms()

@@ -59,9 +59,14 @@ class ResourceManagerSection:
     credential_renew_interval_s: int = 7 * 24 * 3600
     # Where ApplicationMasters go: "static" (nodes the ledger classes static; a volatile node
     # only when no static node could ever hold the AM, e.g. on a fresh cluster, where every
-    # node is still volatile) or "any" (a static node if one has room, else any node). An
-    # application's own AM label expression (spark.yarn.am.nodeLabelExpression) wins.
+    # node is still volatile, or after am_static_wait_s) or "any" (a static node if one has
+    # room, else any node). An application's own AM label expression
+    # (spark.yarn.am.nodeLabelExpression) wins.
     am_node_class: str = "static"
+    # With am_node_class "static": how long an AM waits for room on a static node before it
+    # may go to any node (meanwhile executors without a label keep off static nodes); 0: it
+    # waits for as long as a static node could hold it.
+    am_static_wait_s: int = 60
     # yarn.am.blacklisting.enabled: a node where an application's AM container failed is
     # avoided by its next attempts ...
     am_blacklisting_enabled: bool = True
@@ -96,6 +101,8 @@ class ResourceManagerSection:
             )
         if self.am_node_class not in ("static", "any"):
             raise ConfigError(f'{where}: resourcemanager.am_node_class must be "static" or "any"')
+        if self.am_static_wait_s < 0:
+            raise ConfigError(f"{where}: resourcemanager.am_static_wait_s must not be negative (0: no limit)")
         if not 0.0 <= self.am_blacklisting_disable_failure_threshold <= 1.0:
             raise ConfigError(f"{where}: resourcemanager.am_blacklisting_disable_failure_threshold must be within [0, 1]")
         if self.log_retention_check_s < 0:

@@ -384,10 +384,13 @@ class ApplicationClientService:
     def get_cluster_node_labels(
         self, call: CallContext, request: ys.GetClusterNodeLabelsRequestProto
     ) -> ys.GetClusterNodeLabelsResponseProto:
-        # both labels always exist, and are non-exclusive: a request without a label may use any node
+        # both labels always exist, and are non-exclusive: a request without a label may use any node.
+        # Hadoop (2.8 on) writes the names into deprecatedNodeLabels too, for clients that read only
+        # that field (GetClusterNodeLabelsResponsePBImpl.addNodeLabelsToProto); so do we.
         response = ys.GetClusterNodeLabelsResponseProto()
         for label in CLUSTER_NODE_LABELS:
             response.nodeLabels.add(name=label, isExclusive=False)
+            response.deprecatedNodeLabels.append(label)
         return response
 
     # -- resource types ------------------------------------------------------------

@@ -222,6 +222,7 @@ def test_bad_queue_paths_and_states_are_config_errors(queues: list[dict[str, Any
         ({"ring": {"key_bits": 33}}, "ring key_bits must lie in [0, 32]"),
         ({"ring": {"key_bits": -1}}, "ring key_bits must lie in [0, 32]"),
         ({"resourcemanager": {"am_node_class": "volatile"}}, 'am_node_class must be "static" or "any"'),
+        ({"resourcemanager": {"am_static_wait_s": -1}}, "am_static_wait_s must not be negative"),
         ({"resourcemanager": {"am_blacklisting_disable_failure_threshold": 1.5}}, "disable_failure_threshold"),
         ({"resourcemanager": {"am_blacklisting_disable_failure_threshold": -0.1}}, "disable_failure_threshold"),
         ({"ring": {"attestation_interval_s": 0}}, "ring.attestation_interval_s must lie in [1, 86400], not 0"),
@@ -237,17 +238,18 @@ def test_limits_out_of_range_are_errors(raw: dict[str, Any], fragment: str) -> N
 
 
 def test_am_placement_keys_are_read_from_the_file() -> None:
-    """am_node_class and YARN's AM blacklisting keys reach the ResourceManager section; the defaults are
-    static AMs and blacklisting on at 0.8 (yarn.am.blacklisting.disable-failure-threshold)."""
+    """am_node_class, am_static_wait_s and YARN's AM blacklisting keys reach the ResourceManager section; the
+    defaults are static AMs waiting 60 s for a static node and blacklisting on at 0.8
+    (yarn.am.blacklisting.disable-failure-threshold)."""
     defaults = load_config(None).resourcemanager
-    assert (defaults.am_node_class, defaults.am_blacklisting_enabled) == ("static", True)
+    assert (defaults.am_node_class, defaults.am_static_wait_s, defaults.am_blacklisting_enabled) == ("static", 60, True)
     assert defaults.am_blacklisting_disable_failure_threshold == 0.8
     section = config_from_dict(
-        {"resourcemanager": {"am_node_class": "any", "am_blacklisting_enabled": False,
+        {"resourcemanager": {"am_node_class": "any", "am_static_wait_s": 0, "am_blacklisting_enabled": False,
                              "am_blacklisting_disable_failure_threshold": 1}},
         SOURCE,
     ).resourcemanager
-    assert (section.am_node_class, section.am_blacklisting_enabled) == ("any", False)
+    assert (section.am_node_class, section.am_static_wait_s, section.am_blacklisting_enabled) == ("any", 0, False)
     assert section.am_blacklisting_disable_failure_threshold == 1.0
 
 

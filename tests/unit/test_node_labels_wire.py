@@ -63,10 +63,12 @@ def labelled() -> LabelledRM:
 
 
 def test_cluster_node_labels_are_static_and_volatile_both_non_exclusive(labelled: LabelledRM) -> None:
-    """getClusterNodeLabels declares both labels, isExclusive=false (requests without a label use any node)."""
+    """getClusterNodeLabels declares both labels, isExclusive=false (requests without a label use any node),
+    and names them in deprecatedNodeLabels too, as Hadoop does, for clients that read only that field."""
     answer = labelled.invoke("getClusterNodeLabels", ys.GetClusterNodeLabelsRequestProto())
     assert isinstance(answer, ys.GetClusterNodeLabelsResponseProto)
     assert [(label.name, label.isExclusive) for label in answer.nodeLabels] == [(STATIC, False), (VOLATILE, False)]
+    assert list(answer.deprecatedNodeLabels) == [STATIC, VOLATILE]
 
 
 def test_node_reports_and_label_maps_show_each_nodes_class(labelled: LabelledRM) -> None:

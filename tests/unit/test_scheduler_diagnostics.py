@@ -76,10 +76,11 @@ def test_waiting_reason_for_an_am_with_no_room_and_no_nodes() -> None:
     assert [c.attempt_id for c in sim.schedule()] == [app]  # on h1, the only static node
     later = sim.submit(am=Resource(2 * GB, 1))
     assert sim.schedule() == []
+    sim.clock.advance(12.5)
     assert sim.scheduler.waiting_reason(later) == (
         "No static node has <memory:2048, vCores:1> free (largest free: <memory:1024, vCores:1> on h1:45454); "
-        'ApplicationMasters go to static nodes (am_node_class = "static"), volatile ones only when no static '
-        "node could ever hold them"
+        'ApplicationMasters go to static nodes (am_node_class = "static"), to any node once they have waited '
+        "60 s for one (am_static_wait_s; waited 12.5 s)"
     )
 
 

@@ -182,3 +182,99 @@ def test_a_blacklisted_am_that_cannot_fit_elsewhere_waits_and_says_so() -> None:
     reason = sim.scheduler.waiting_reason(app)
     assert reason is not None and reason.startswith("No static node has <memory:1024, vCores:1> free")
     assert reason.endswith("the nodes where its earlier AMs failed are avoided (a:45454)")
+
+
+# -- an AM's bounded wait for a static node (am_static_wait_ms) and the static space held for it
+
+
+def _static_full_of_executors(config: SchedulerConfig) -> tuple[SimCluster, ApplicationAttemptId]:
+    """A 2 GiB static node and an 8 GiB volatile one; an application without an AM (its AM runs
+    elsewhere) fills the static node with two unlabelled 1 GiB executors."""
+    sim = SimCluster(config=config)
+    sim.add_node("s", 2 * GB, 2, label=STATIC)
+    sim.add_node("v", 8 * GB, 8, label=VOLATILE)
+    executors = sim.submit(am=None)
+    sim.ask(executors, ask(2, where="s"), ask(2))
+    assert sim.hosts_of(sim.schedule()) == ["s", "s"]
+    return sim, executors
+
+
+def test_an_am_waits_for_a_full_static_node_then_goes_to_a_volatile_one_after_the_wait() -> None:
+    """Static nodes full of executors: the AM waits am_static_wait_ms from the first pass that found no
+    room (saying how long it has waited), then takes the volatile node."""
+    sim, _ = _static_full_of_executors(replace(AM_SHARE, am_static_wait_ms=30_000))
+    sim.advance_ms(5_000)
+    am = _submit(sim)
+    assert _am_host(sim, am) is None
+    sim.advance_ms(29_000)
+    assert _am_host(sim, am) is None
+    reason = sim.scheduler.waiting_reason(am)
+    assert reason is not None and reason.endswith(
+        "to any node once they have waited 30 s for one (am_static_wait_s; waited 29 s)"
+    )
+    sim.advance_ms(1_000)
+    assert _am_host(sim, am) == "v"
+
+
+def test_with_the_wait_at_zero_an_am_waits_for_a_static_node_for_ever() -> None:
+    """am_static_wait_ms = 0: an hour later the AM still waits, and says it waits for a static node;
+    when an executor ends, the AM takes its place on the static node."""
+    sim, executors = _static_full_of_executors(replace(AM_SHARE, am_static_wait_ms=0))
+    am = _submit(sim)
+    for _ in range(4):
+        sim.advance_ms(900_000)
+        assert _am_host(sim, am) is None
+    reason = sim.scheduler.waiting_reason(am)
+    assert reason is not None and reason.endswith(
+        "to any node only when no static node could ever hold them (am_static_wait_s = 0)"
+    )
+    finished = sim.acquire_and_launch(executors)[0]
+    sim.scheduler.container_finished(finished.container_id, 0, "done")
+    assert _am_host(sim, am) == "s"
+
+
+def test_an_am_takes_a_static_node_with_room_at_once_even_past_the_wait() -> None:
+    """With room on a static node the AM goes there in the first pass; one that has waited past
+    am_static_wait_ms still prefers a static node that has room by then to the volatile one."""
+    sim = SimCluster(config=replace(AM_SHARE, am_static_wait_ms=10_000))
+    sim.add_node("v", 8 * GB, 8, label=VOLATILE)
+    s = sim.add_node("s", 2 * GB, 2, label=STATIC)
+    assert _am_host(sim, _submit(sim)) == "s"
+    late = _submit(sim, am=Resource(2 * GB, 1))
+    assert _am_host(sim, late) is None
+    sim.advance_ms(10_000)
+    (first,) = [c for c in sim.scheduler.node_containers(s)]
+    sim.scheduler.container_finished(first.container_id, 0, "done")
+    assert _am_host(sim, late) == "s"
+
+
+def test_while_an_am_waits_unlabelled_asks_keep_off_static_nodes() -> None:
+    """A static slot that frees up while an AM waits is not taken by the next unlabelled executor (which
+    waits, saying why, while the volatile node has memory but no cores); an ask labelled static may still
+    take static space; the AM gets the static node once it has room for it."""
+    sim = SimCluster(config=AM_SHARE)
+    sim.add_node("s", 2 * GB, 4, label=STATIC)
+    sim.add_node("v", 16 * GB, 8, label=VOLATILE)
+    executors = sim.submit(am=None)
+    sim.ask(executors, ask(2, where="s"), ask(2))
+    assert sim.hosts_of(sim.schedule()) == ["s", "s"]
+    am = _submit(sim, am=Resource(2 * GB, 1))
+    assert _am_host(sim, am) is None
+    filler = sim.submit(am=None)
+    sim.ask(filler, ask(8))
+    assert sim.hosts_of(sim.schedule()) == ["v"] * 8  # v: 8 GiB but no cores left
+    one, two = sim.acquire_and_launch(executors)
+    sim.scheduler.container_finished(one.container_id, 0, "done")
+    sim.ask(executors, ask(1))
+    assert sim.schedule() == []  # s has 1 GiB and 3 cores free, held for the 2 GiB AM
+    assert sim.scheduler.static_held
+    assert sim.scheduler.waiting_reason(executors) == (
+        "Only static nodes have <memory:1024, vCores:1> free, and they are kept for ApplicationMasters waiting "
+        'for one (am_node_class = "static"; a request labelled static may still use them)'
+    )
+    sim.ask(executors, replace(ask(1), node_label=STATIC))
+    assert sim.hosts_of(sim.schedule()) == ["s"]
+    (labelled,) = sim.acquire_and_launch(executors)
+    for done in (two, labelled):
+        sim.scheduler.container_finished(done.container_id, 0, "done")
+    assert _am_host(sim, am) == "s"

@@ -84,3 +84,21 @@ def test_find_agrees_with_a_linear_scan(free: list[tuple[int, int]], mem: int, v
     assert index.find(mem, vcores, policy) is expected
     assert index.find(mem, vcores, policy, exclude=lambda n: False) is expected
     assert sorted(n.order for n in index.candidates(mem, vcores, policy)) == [n.order for n in fitting]
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 16), st.integers(0, 8), st.sampled_from(["static", "volatile", ""])),
+             min_size=1, max_size=30),
+    st.integers(0, 16),
+    st.integers(0, 8),
+    st.sampled_from([SPREAD, PACK]),
+)
+def test_find_outside_a_label_agrees_with_find_excluding_it(
+    nodes: list[tuple[int, int, str]], mem: int, vcores: int, policy: PlacementPolicy
+) -> None:
+    """find_outside("static") picks what the whole cluster's find picks with static nodes excluded."""
+    d = NodeDirectory()
+    for i, (m, v, label) in enumerate(nodes):
+        d.add(NodeId(f"h{i}", 1), "/r", Resource(m, v), label, None)
+    expected = d.everywhere.find(mem, vcores, policy, exclude=lambda n: n.label == "static")
+    assert d.find_outside("static", mem, vcores, policy) is expected
