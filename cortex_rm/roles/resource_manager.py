@@ -185,6 +185,7 @@ class ResourceManagerRole:
                 rack_locality_delay_ms=sched.rack_locality_delay_ms,
                 max_am_share=sched.max_am_share,
                 am_node_class=AMNodeClass(conf.am_node_class),
+                am_static_wait_ms=conf.am_static_wait_s * 1000,
                 am_blacklisting=conf.am_blacklisting_enabled,
                 am_blacklist_disable_threshold=conf.am_blacklisting_disable_failure_threshold,
             ),
