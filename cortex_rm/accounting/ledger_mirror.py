@@ -2,29 +2,45 @@
 
 Each round (``sync_round``, every ``mirror_interval_s`` in the daemon) the mirror:
 
-1. reads the RM's latest signed tree head (STH) from a ``LogSource``;
-2. fetches the entries it lacks, in chunks, up to a bound per round, and checks
-   they are a prefix of that head's tree: the root of its copy with them appended
+1. reads the RM's latest signed tree head (STH) from a ``LogSource``, and when it
+   knows the head's signer key already, checks the signature before anything else;
+2. a validly signed head *smaller* than its copy is a rolled-back log: reported as
+   a ``rolled-back`` finding with both signed heads (conclusive when one key signed
+   the smaller tree later than the larger one), and the round fails;
+3. fetches the entries it lacks, in pages (the RM may serve fewer than asked; an
+   empty page ends the fetch), up to bounds per round, and checks they are a
+   prefix of that head's tree: the root of its copy with them appended
    (``MerkleLog.root_with``) must be the head's root, or, when the round stops
    short, verify against it with the RM's consistency proof (RFC 9162 2.1.4);
-3. checks the head's signature with a resource manager's key: the signer key of
+4. checks the head's signature with a resource manager's key: the signer key of
    the ledger's membership entries whose SHA-256 SPKI is the head's key id, and
    whose ring id is in ``[ring] resource_managers`` (with that list empty, the key
    of the log's first membership entry: trust on first use, as
-   ``ledger_reading.signer_keys``);
-4. checks the head's consistency with the last head it accepted
+   ``ledger_reading.signer_keys``).  Keys are learnt only from entries that hash
+   into the head (step 3), and kept only once those entries are appended (step 6);
+5. checks the head's consistency with the last head it accepted
    (``TreeHeadWatcher``: a head that no proof reconciles is a fork);
-5. only then appends the entries (``append(..., expected_root=...)``) and keeps the
+6. only then appends the entries (``append(..., expected_root=...)``) and keeps the
    head (``add_tree_head``);
-6. re-reads already mirrored entries from the RM (all of them while the log is
-   small, a random sample after) and compares their leaf hashes with its copy: an
-   entry the RM serves differently now is a rewritten log.  This is what catches a
-   row edited in the RM's database: the RM's stored subtree hashes, and so its
-   heads and proofs, still agree with the old entry;
-7. checks the heads other mirrors gossiped (``offer_peer_head``) against its copy:
-   one of a size it holds must have its root at that size (the same size and
-   another root, both signed: a conclusive fork); a larger one must be reachable by
-   a consistency proof the RM gives.
+7. re-reads already mirrored entries from the RM (``_recheck``) and compares their
+   leaf hashes with its copy: an entry the RM serves differently now is a
+   rewritten log.  This is what catches a row edited in the RM's database: the
+   RM's stored subtree hashes, and so its heads and proofs, still agree with the
+   old entry.  The re-read is a *sweep*: a cursor walks the copy, each round
+   re-reading the next run of entries from it (at most ``sweep_entries`` = K, and
+   at most ``sweep_bytes`` = B of payload, but always one), wrapping to entry 0
+   at the end, plus ``recheck_samples`` random entries.  The guarantee: every
+   entry of a copy of ``n`` entries and ``S`` payload bytes is re-read at least
+   once in any ``ceil(n / K) + ceil(2 S / B) + 2`` successful rounds (entries of
+   at most B / K bytes: ``ceil(n / K) + 2``; ``mirror_sweep`` says why), so an
+   edited row is found within that many rounds, whatever the log's size.  A round's re-reading work is bounded by K + the
+   samples entries, and about B + one entry of payload read from each side;
+8. checks the heads other mirrors gossiped (``offer_peer_head``; only heads signed
+   by a key it trusts are kept, one per publisher, the least recently updated
+   evicted when ``MAX_PEER_HEADS`` are) against its copy: one of a size it holds
+   must have its root at that size (the same size and another root, both signed:
+   a conclusive fork); a larger one must be reachable by a consistency proof the
+   RM gives.
 
 What it finds goes into ``findings`` (``mirror_findings.py``), each new one logged
 at error level with its evidence.  The mirror never appends anything it could
@@ -37,29 +53,35 @@ findings and drives the rounds (``start``), so tests run on ``task.Clock``.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from cortex_rm.accounting.attestations import key_identity
 from cortex_rm.accounting.ledger import MerkleLog
 from cortex_rm.accounting.ledger_errors import LedgerError
-from cortex_rm.accounting.ledger_reading import MEMBERSHIP, signer_keys
+from cortex_rm.accounting.ledger_reading import signer_keys
 from cortex_rm.accounting.ledger_store import LedgerEntry
-from cortex_rm.accounting.membership_log import MalformedMembership, decode_membership, membership_error
 from cortex_rm.accounting.merkle import verify_consistency
-from cortex_rm.accounting.mirror_findings import FORK, INCONSISTENT, REWRITTEN, Finding, MirrorFindings, head_json
+from cortex_rm.accounting.mirror_findings import (
+    FORK,
+    INCONSISTENT,
+    REWRITTEN,
+    ROLLED_BACK,
+    Finding,
+    MirrorFindings,
+    head_json,
+)
+from cortex_rm.accounting.mirror_keys import MirrorKeys
+from cortex_rm.accounting.mirror_sweep import read_run, sample_indices
 from cortex_rm.accounting.tree_heads import (
     ForkEvidence,
     SignedTreeHead,
     TreeHeadWatcher,
     Verdict,
-    key_id_of,
     signature_error,
 )
 from cortex_rm.yarn.blocking import Runner
@@ -88,13 +110,14 @@ class MirrorRoundError(LedgerError):
 
 @dataclass(frozen=True)
 class MirrorSettings:
-    """How much one round fetches and re-reads."""
+    """How much one round fetches and re-reads (module doc, steps 3 and 7)."""
 
-    chunk_entries: int = 256  # entries per request (the RM serves at most 1000)
+    chunk_entries: int = 256  # entries asked per request (the RM serves at most 1000, fewer past its page's bytes)
     max_entries_per_round: int = 20_000  # a mirror far behind catches up over several rounds
     max_bytes_per_round: int = 16 * 1024 * 1024  # payload bytes held in memory before they are checked
-    recheck_all_below: int = 64  # a log this small is re-read whole every round
-    recheck_samples: int = 16  # else this many random entries are
+    sweep_entries: int = 256  # K: entries the sweep re-reads per round
+    sweep_bytes: int = 16 * 1024 * 1024  # B: payload bytes the sweep re-reads per round (at least one entry)
+    recheck_samples: int = 4  # random entries re-read besides the sweep's run (within B)
 
 
 class LedgerMirror:
@@ -118,16 +141,21 @@ class LedgerMirror:
         self.failed_rounds = 0
         self.entries_fetched = 0
         self.entries_rechecked = 0
+        self.sweep_cursor = 0  # the next entry the sweep re-reads (module doc, step 7)
+        self.sweeps = 0  # sweeps completed (the cursor wrapped)
         self.last_round_ms: int | None = None
         self.last_error: str | None = None
-        self.peer_heads: dict[int, tuple[SignedTreeHead, bool]] = {}  # publisher -> (head, checked)
-        self._keys: dict[bytes, ec.EllipticCurvePublicKey] = {}  # key id -> a resource manager's key
-        self._first_signer: bytes | None = None  # with no resource_managers listed: the trusted key
-        self.watcher = TreeHeadWatcher(self._keys.get)
+        self.peer_heads: dict[int, tuple[SignedTreeHead, bool]] = {}  # publisher -> (head, checked); oldest first
+        self.keys = MirrorKeys(resource_managers)  # the resource managers' keys (trusted, and this round's pending)
+        self.watcher = TreeHeadWatcher(self.keys.key)
         self._loop: task.LoopingCall | None = None
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
+
+    def head_error(self, sth: SignedTreeHead) -> str | None:
+        """Why ``sth`` is not signed by a key the mirror trusts now (None: it is)."""
+        return signature_error(sth, self.keys.trusted_key)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -138,10 +166,7 @@ class LedgerMirror:
             return self.log.size(), self.log.latest_tree_head(), signer_keys(self.log, self.resource_managers)
 
         self.size, self.head, keys = await self.run(load)
-        for key in keys:
-            self._trust(key)
-        if not self.resource_managers and keys:
-            self._first_signer = next(iter(keys))
+        self.keys.load(keys)
         self.watcher.latest = self.head
 
     def start(self, source: Callable[[], defer.Deferred[LogSource]], interval_s: float) -> None:
@@ -169,14 +194,14 @@ class LedgerMirror:
     # ------------------------------------------------------------ one round
 
     async def sync_round(self, source: LogSource) -> None:
-        """Steps 1-7 of the module doc (``MirrorRoundError`` when the RM's answers cannot be used)."""
+        """Steps 1-8 of the module doc (``MirrorRoundError`` when the RM's answers cannot be used)."""
         sth = await source.tree_head()
-        if sth.size < self.size:
-            error = await self._check_other_head(sth, source, "the RM now serves a head smaller than the log it served before")
+        if sth.key_id in self.keys.trusted:  # a known signer: its signature first, before any entry is fetched
+            error = self.head_error(sth)
             if error is not None:
-                raise MirrorRoundError(error)
-            await self._recheck(source, sth.size)
-            raise MirrorRoundError(f"the RM serves {sth.describe()}, older than the {self.size} entries mirrored (rolled back?)")
+                raise MirrorRoundError(f"the RM's head is not signed by a resource manager: {error}")
+        if sth.size < self.size:
+            await self._rolled_back(source, sth)
         fresh = await self._fetch(source, sth)
         candidate = await self.run(lambda: self.log.root_with(fresh))
         end = self.size + len(fresh)
@@ -185,8 +210,25 @@ class LedgerMirror:
         else:
             proof = await source.consistency_proof(end, sth.size)
             matches = verify_consistency(end, sth.size, candidate, sth.root_hash, proof)
-        self._learn(fresh)
-        error = signature_error(sth, self._keys.get)
+        try:
+            if matches:  # step 4: keys only from entries that hash into the head, trusted once appended
+                self.keys.learn(fresh)
+            if not await self._take(source, sth, fresh, candidate, end, matches):
+                return
+            self.keys.commit()
+        finally:
+            self.keys.discard()
+        await self._recheck(source, self.size)
+        await self._check_peer_heads(source)
+        self.rounds += 1
+        self.last_round_ms = self.now_ms()
+
+    async def _take(
+        self, source: LogSource, sth: SignedTreeHead, fresh: list[LedgerEntry], candidate: bytes, end: int, matches: bool
+    ) -> bool:
+        """Steps 4-6: append ``fresh`` under ``sth`` if it is signed, consistent and hashes to it; whether it did
+        (a fork or entries that do not hash to the head are findings; a head not signed by a key we trust raises)."""
+        error = signature_error(sth, self.keys.key)
         if error is not None:
             raise MirrorRoundError(f"the RM's head is not signed by a resource manager: {error}")
         last = self.watcher.latest
@@ -194,11 +236,11 @@ class LedgerMirror:
         if observed.verdict is Verdict.FORK:
             assert observed.evidence is not None
             self._found(Finding(FORK, "the RM signed heads no consistency proof reconciles", self.now_ms(), self.head, observed.evidence))
-            return
+            return False
         if not matches:
             reason = f"entries {self.size}..{end - 1} the RM serves do not hash into its signed {sth.describe()}"
             self._found(Finding(INCONSISTENT, reason, self.now_ms(), sth))
-            return
+            return False
         if fresh:
             await self.run(lambda: self.log.append(fresh, expected_root=candidate))
             self.size = end
@@ -207,13 +249,34 @@ class LedgerMirror:
             await self.run(lambda: self.log.add_tree_head(sth))
             if self.head is None or sth.size >= self.head.size:
                 self.head = sth
-        await self._recheck(source, self.size)
-        await self._check_peer_heads(source)
-        self.rounds += 1
-        self.last_round_ms = self.now_ms()
+        return True
+
+    async def _rolled_back(self, source: LogSource, sth: SignedTreeHead) -> None:
+        """Step 2: ``sth`` is smaller than the copy; report it (when it is validly signed) and fail the round."""
+        error = self.head_error(sth)
+        if error is not None:
+            raise MirrorRoundError(f"the RM serves a head smaller than the mirrored log, not signed by a resource manager: {error}")
+        reason = f"the RM signed {sth.describe()}, smaller than the {self.size} entries it served under its signed heads before"
+        held = [h for h in (self.head, self.watcher.latest) if h is not None and h.size > sth.size]
+        ours = max(held, key=lambda h: (h.size, h.timestamp_ms)) if held else None
+        evidence = None
+        if ours is not None:  # earlier and later in signing time: the larger tree, then the smaller
+            conclusive = ours.key_id == sth.key_id and sth.timestamp_ms > ours.timestamp_ms
+            evidence = ForkEvidence(ours, sth, (), reason, conclusive)
+        self._found(Finding(ROLLED_BACK, reason, self.now_ms(), ours, evidence))
+        fork = await self._check_other_head(sth, source, "the RM's smaller head disagrees with the mirrored log")
+        if fork is not None:
+            raise MirrorRoundError(fork)
+        await self._recheck(source, sth.size)
+        raise MirrorRoundError(f"the RM serves {sth.describe()}, older than the {self.size} entries mirrored (rolled back)")
 
     async def _fetch(self, source: LogSource, sth: SignedTreeHead) -> list[LedgerEntry]:
-        """The entries after the copy, up to the head's size and this round's bounds."""
+        """The entries after the copy, up to the head's size and this round's bounds.
+
+        The RM may serve fewer entries than asked (it bounds a page by bytes): the next
+        request starts after them.  An empty page ends the fetch; the round then checks
+        what it got against the head with a consistency proof (nothing at all: it fails).
+        """
         fresh: list[LedgerEntry] = []
         held = 0
         at = self.size
@@ -223,7 +286,9 @@ class LedgerMirror:
             want = min(stop, at + s.chunk_entries) - at
             got = (await source.entries(at, at + want))[:want]
             if not got:
-                raise MirrorRoundError(f"the RM served no entry {at}, below its head's size {sth.size}")
+                if not fresh:
+                    raise MirrorRoundError(f"the RM served no entry {at}, below its head's size {sth.size}")
+                break
             fresh.extend(got)
             held += sum(len(e.payload) for e in got)
             at += len(got)
@@ -234,85 +299,95 @@ class LedgerMirror:
             return []
         return await source.consistency_proof(min(last.size, sth.size), max(last.size, sth.size))
 
-    def _learn(self, entries: Sequence[LedgerEntry]) -> None:
-        """Trust the signer keys of membership entries that the policy (module doc, step 3) allows."""
-        for entry in entries:
-            if entry.kind != MEMBERSHIP:
-                continue
-            try:
-                change = decode_membership(entry.payload)
-            except MalformedMembership:
-                continue
-            if membership_error(change) is not None:
-                continue
-            key = change.signer_key
-            if self.resource_managers:
-                if change.signer in self.resource_managers:
-                    self._trust(key)
-            elif self._first_signer is None:
-                self._first_signer = key
-                self._trust(key)
-
-    def _trust(self, key: bytes) -> None:
-        try:
-            public_key = key_identity(key)[0]
-        except ValueError:
-            return
-        self._keys[key_id_of(public_key)] = public_key
-
     # ------------------------------------------------------------ re-reading
 
-    def _recheck_ranges(self, limit: int) -> list[tuple[int, int]]:
-        s = self.settings
-        if limit <= 0:
-            return []
-        if limit <= s.recheck_all_below:
-            return [(start, min(limit, start + s.chunk_entries)) for start in range(0, limit, s.chunk_entries)]
-        return [(i, i + 1) for i in sorted(self.rng.sample(range(limit), min(limit, s.recheck_samples)))]
-
     async def _recheck(self, source: LogSource, limit: int) -> None:
-        """Step 6: re-read entries below ``limit`` and compare their leaf hashes with the copy's."""
-        for start, end in self._recheck_ranges(min(limit, self.size)):
-            served = (await source.entries(start, end))[: end - start]
-            mirrored = await self.run(lambda s=start, e=end: self.log.entries(s, e))  # type: ignore[misc]
-            self.entries_rechecked += len(served)
-            for row in mirrored:
-                at = row.index - start
-                leaf = served[at].leaf_hash() if at < len(served) else b""
-                if leaf == row.leaf_hash:
-                    continue
-                reason = (
-                    "the RM serves this mirrored entry with other bytes: its log was rewritten"
-                    if leaf
-                    else "the RM no longer serves this mirrored entry"
-                )
-                self._found(Finding(REWRITTEN, reason, self.now_ms(), self.head, None, row.index, row.leaf_hash, leaf))
+        """Step 7: re-read the sweep's next run below ``limit`` and a few random entries; compare leaf hashes."""
+        limit = min(limit, self.size)
+        if limit <= 0:
+            return
+        s = self.settings
+        if self.sweep_cursor >= limit:
+            self.sweep_cursor = 0
+        start = self.sweep_cursor
+        run, used = await read_run(self.log, self.run, start, min(limit, start + s.sweep_entries), s.sweep_bytes)
+        done = await self._compare(source, run, s.sweep_bytes)
+        self.sweep_cursor = start + done
+        if self.sweep_cursor >= limit:
+            self.sweep_cursor = 0
+            self.sweeps += 1
+        for index in sample_indices(self.rng, limit, s.recheck_samples, range(start, start + len(run))):
+            sample, size = await read_run(self.log, self.run, index, index + 1, s.sweep_bytes - used)
+            if not sample or used + size > s.sweep_bytes:
+                break
+            used += size
+            await self._compare(source, sample, s.sweep_bytes)
+
+    async def _compare(self, source: LogSource, run: list[tuple[int, bytes]], budget: int) -> int:
+        """Re-read the entries of ``run`` (index, mirrored leaf hash) from the RM, page by page; how many were
+        compared (fewer when the RM stops serving them or serves more than twice ``budget`` bytes)."""
+        if not run:
+            return 0
+        start, end = run[0][0], run[-1][0] + 1
+        at, served_bytes = start, 0
+        while at < end and served_bytes <= 2 * budget:
+            page = (await source.entries(at, end))[: end - at]
+            if not page:
+                self._rewritten(at, run[at - start][1], b"")  # below the head's size, and no longer served
+                at += 1  # the sweep moves past it (it is reported again when the sweep comes back)
+                break
+            for offset, entry in enumerate(page):
+                index, mirrored = run[at - start + offset]
+                if entry.leaf_hash() != mirrored:
+                    self._rewritten(index, mirrored, entry.leaf_hash())
+            served_bytes += sum(len(e.payload) for e in page)
+            at += len(page)
+        self.entries_rechecked += at - start
+        return at - start
+
+    def _rewritten(self, index: int, mirrored: bytes, served: bytes) -> None:
+        reason = (
+            "the RM serves this mirrored entry with other bytes: its log was rewritten"
+            if served
+            else "the RM no longer serves this mirrored entry"
+        )
+        self._found(Finding(REWRITTEN, reason, self.now_ms(), self.head, None, index, mirrored, served))
 
     # ------------------------------------------------------------ other mirrors' heads
 
     def offer_peer_head(self, publisher: int, sth: SignedTreeHead) -> bool:
-        """A head another mirror gossiped (checked next round); whether it is new (to be passed on)."""
+        """A head another mirror gossiped (checked next round); whether it is new (to be passed on).
+
+        Only a head signed by a key the mirror trusts is kept (others leave no state);
+        with ``MAX_PEER_HEADS`` publishers kept, the least recently updated one makes room."""
         known = self.peer_heads.get(publisher)
         if known is not None and known[0] == sth:
             return False
-        if known is None and len(self.peer_heads) >= MAX_PEER_HEADS:
+        if self.head_error(sth) is not None:
             return False
+        self.peer_heads.pop(publisher, None)
+        while len(self.peer_heads) >= MAX_PEER_HEADS:
+            del self.peer_heads[next(iter(self.peer_heads))]
         self.peer_heads[publisher] = (sth, False)
         return True
+
+    def forget_peer(self, publisher: int) -> None:
+        """Drop the head of a publisher that is no longer a ring member."""
+        self.peer_heads.pop(publisher, None)
 
     async def _check_peer_heads(self, source: LogSource) -> None:
         for publisher, (sth, checked) in list(self.peer_heads.items()):
             if checked:
                 continue
             error = await self._check_other_head(sth, source, f"a head gossiped by {publisher:040x} disagrees with the mirrored log")
-            if self.peer_heads.get(publisher, (None,))[0] == sth:
+            if publisher in self.peer_heads and self.peer_heads[publisher][0] == sth:
                 self.peer_heads[publisher] = (sth, True)
             if error is not None:
                 log.info("ledger mirror: ignoring a head gossiped by {publisher}: {error}", publisher=f"{publisher:040x}"[:10], error=error)
 
     async def _check_other_head(self, sth: SignedTreeHead, source: LogSource, reason: str) -> str | None:
         """Check a head against the copy (module doc, step 7); why it could not be checked (None: it was)."""
-        error = signature_error(sth, self._keys.get)
+        error = self.head_error(sth)
         if error is not None:
             return error
         head = self.head
@@ -358,6 +433,8 @@ class LedgerMirror:
                 "lastError": self.last_error,
                 "entriesFetched": self.entries_fetched,
                 "entriesRechecked": self.entries_rechecked,
+                "sweepCursor": self.sweep_cursor,
+                "sweeps": self.sweeps,
                 "peerHeads": len(self.peer_heads),
                 "forksDetected": self.findings.count,
                 "forks": [f.to_json() for f in self.findings.kept],

@@ -12,6 +12,12 @@ A *finding* is one way the RM's ledger was caught showing two histories:
   shows it; ``index`` names the entry and the two leaf hashes are kept.
 * ``inconsistent``: entries the RM serves that do not hash to the head it signed
   for them (a row edited before the mirror copied it).
+* ``rolled-back``: a validly signed head of a tree smaller than one the RM signed
+  before (the log lost entries).  ``evidence`` holds the larger head as ``earlier``
+  and the smaller as ``later`` (the order they were signed in; no proof).  It is
+  *conclusive* when one key signed both and the smaller head's timestamp is the
+  later one: the signer went back on its own word.  An older head served again (a
+  replay) is reported, not conclusive.
 
 ``MirrorFindings`` keeps the first ``MAX_FINDINGS`` distinct findings (the same one
 seen again each round is counted, not kept twice) and counts the rest, so a log
@@ -30,17 +36,18 @@ MAX_FINDINGS = 32
 FORK = "fork"
 REWRITTEN = "rewritten"
 INCONSISTENT = "inconsistent"
+ROLLED_BACK = "rolled-back"
 
 
 @dataclass(frozen=True)
 class Finding:
     """One detected fork or rewrite (see the module doc)."""
 
-    kind: str  # FORK, REWRITTEN or INCONSISTENT
+    kind: str  # FORK, REWRITTEN, INCONSISTENT or ROLLED_BACK
     reason: str
     detected_at_ms: int
     head: SignedTreeHead | None = None  # the signed head the mirror holds the log under
-    evidence: ForkEvidence | None = None  # FORK: the two heads and the proof
+    evidence: ForkEvidence | None = None  # FORK: the two heads and the proof; ROLLED_BACK: the two heads
     index: int | None = None  # REWRITTEN: the entry
     mirrored_leaf: bytes = b""  # REWRITTEN: its leaf hash in the mirror's copy
     served_leaf: bytes = b""  # REWRITTEN: the leaf hash of what the RM serves now
@@ -55,7 +62,7 @@ class Finding:
     def conclusive(self) -> bool:
         """Whether the finding convicts the RM by signed data alone (a mirror's copy counts as signed:
         every entry of it was checked against a head the RM signed)."""
-        if self.kind == FORK:
+        if self.kind in (FORK, ROLLED_BACK):
             return self.evidence is not None and self.evidence.conclusive
         return self.head is not None
 

@@ -11,8 +11,9 @@ fingerprint the RM's ring record names.
 
 Every ring member keeps the heads mirrors gossip in the ``LEDGER_STH_SECTION``
 section (``keep_ledger_heads``: the newest per publisher, so it passes them on
-whether or not it mirrors); a mirror publishes the largest head its copy holds,
-under its own ring id, and checks the others' heads each round.
+whether or not it mirrors; a mirroring node only those signed by the RM's key as
+its mirror knows it); a mirror publishes the largest head its copy holds, under
+its own ring id, and checks the others' heads each round.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from cortex_rm.accounting.ledger import MerkleLog
 from cortex_rm.accounting.ledger_mirror import LedgerMirror, LogSource, MirrorRoundError
 from cortex_rm.accounting.ledger_store import LedgerEntry, SqlLedgerStore
 from cortex_rm.accounting.tree_heads import SignedTreeHead, decode_tree_head, encode_tree_head
+from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.dht.swim_messages import GossipItem
 from cortex_rm.roles.ring_records import RingMembership, find_resource_manager
@@ -131,10 +133,20 @@ class RmWebLedger:
 
 class LedgerHeads:
     """The heads mirrors gossip, newest per publisher (every ring member keeps them, so they travel);
-    a mirror on this node gets each new one to check."""
+    a mirror on this node gets each new one to check.
+
+    With a mirror on this node, only a head signed by a key the mirror trusts is kept
+    and passed on; any other leaves no state (it comes again when its mirror
+    republishes, once this one trusts the key).  A node without a mirror cannot check
+    signatures, so it keeps every well-formed head.  Either way a publisher's slot is
+    freed when it dies or leaves the ring (``forget``), and with ``MAX_PUBLISHERS``
+    kept the least recently updated one makes room, so identities made up to gossip
+    heads cannot lock the real mirrors out: a mirror's head comes back every
+    ``REPUBLISH_ROUNDS`` rounds.
+    """
 
     def __init__(self) -> None:
-        self.heads: dict[int, bytes] = {}
+        self.heads: dict[int, bytes] = {}  # publisher -> its encoded head, least recently updated first
         self.refused = 0
         self.mirror: LedgerMirror | None = None
 
@@ -150,19 +162,45 @@ class LedgerHeads:
             return False
         if self.heads.get(item.publisher) == item.payload:
             return False
-        if item.publisher not in self.heads and len(self.heads) >= MAX_PUBLISHERS:
+        mirror = self.mirror
+        if mirror is not None and mirror.head_error(sth) is not None:
             self.refused += 1
             return False
+        self.heads.pop(item.publisher, None)
+        while len(self.heads) >= MAX_PUBLISHERS:
+            del self.heads[next(iter(self.heads))]
         self.heads[item.publisher] = item.payload
-        if self.mirror is not None:
-            self.mirror.offer_peer_head(item.publisher, sth)
+        if mirror is not None:
+            mirror.offer_peer_head(item.publisher, sth)
         return True
+
+    def attach(self, mirror: LedgerMirror) -> None:
+        """Give ``mirror`` the heads kept so far, keeping only those signed by a key it trusts."""
+        self.mirror = mirror
+        for publisher, encoded in list(self.heads.items()):
+            sth = decode_tree_head(encoded)
+            if mirror.head_error(sth) is not None:
+                del self.heads[publisher]
+            else:
+                mirror.offer_peer_head(publisher, sth)
+
+    def forget(self, publisher: int) -> None:
+        """Free the slot of a publisher that is no longer a ring member."""
+        self.heads.pop(publisher, None)
+        if self.mirror is not None:
+            self.mirror.forget_peer(publisher)
 
 
 def keep_ledger_heads(ring: RingMembership) -> LedgerHeads:
-    """The ledger heads gossiped on ``ring`` (registered on every member)."""
+    """The ledger heads gossiped on ``ring`` (registered on every member), forgotten when their publisher is gone."""
     heads = LedgerHeads()
     ring.register_section(LEDGER_STH_SECTION, heads.receive)
+
+    def forget(event: MembershipEvent) -> None:
+        if isinstance(event, (MemberDied, MemberLeft)):
+            heads.forget(event.peer.node_id)
+
+    ring.add_membership_listener(forget)
     return heads
 
 
@@ -197,9 +235,7 @@ class LedgerMirrorRole:
         mirror = LedgerMirror(copy, run, self.reactor, self.resource_managers, random.Random(self.rng.random()))
         await mirror.open()
         self.mirror = mirror
-        self.heads.mirror = mirror
-        for publisher, encoded in self.heads.heads.items():
-            mirror.offer_peer_head(publisher, decode_tree_head(encoded))
+        self.heads.attach(mirror)
         log.info("ledger mirror open at {url}: {size} entries; a round every {interval} s",
                  url=self.url, size=mirror.size, interval=self.interval_s)  # fmt: skip
         mirror.start(self._source, self.interval_s)

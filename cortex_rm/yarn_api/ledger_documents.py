@@ -3,7 +3,8 @@
 Everything here is remote input: a body is refused past its size bound, must be
 the exact JSON shape ``ledger_rest`` writes, and every value is checked (indices
 contiguous from the one asked for, hashes 32 bytes, payloads valid base64 within
-the entry bound) before the mirror sees it.  Anything else raises
+the entry bound, ``ledger_store.MAX_PAYLOAD_BYTES``) before the mirror sees it.
+An entries page may hold fewer entries than asked (the RM bounds a page by bytes).  Anything else raises
 ``MalformedLedgerDocument``; nothing here is trusted further than its shape (the
 mirror checks the hashes and signatures).
 """
@@ -23,7 +24,11 @@ from cortex_rm.accounting.tree_heads import MAX_ENCODED_BYTES, SignedTreeHead, d
 MAX_HEAD_BODY = 4096
 MAX_PROOF_HASHES = 130  # a consistency proof has at most about 2 log2(n) hashes
 MAX_PROOF_BODY = 64 * 1024
-MAX_ENTRIES_BODY = 24 * 1024 * 1024  # 256 entries of the largest payload, base64, with their JSON
+# An entries page: ``ledger_rest`` bounds a page to about ``MAX_PAGE_PAYLOAD`` payload bytes (fewer entries than
+# asked past it, always at least one), each entry at most ``ledger_store.MAX_PAYLOAD_BYTES`` (4 MiB); base64
+# makes 4/3 of that, and the JSON around each entry (index, kind, keys) is small: 12 MiB holds a full page.
+MAX_PAGE_PAYLOAD = 8 * 1024 * 1024
+MAX_ENTRIES_BODY = 12 * 1024 * 1024
 
 
 class MalformedLedgerDocument(LedgerError):

@@ -8,8 +8,9 @@ The document (``accounting/ledger_mirror.LedgerMirror.status_json``)::
         "latestRmHead": {...} | null,       # the largest consistent head seen (the copy may still be catching up)
         "rounds": 57, "failedRounds": 1, "lastRoundMs": ..., "lastError": null | "text",
         "entriesFetched": 1234, "entriesRechecked": 4321, "peerHeads": 2,
+        "sweepCursor": 512, "sweeps": 3,    # the re-reading sweep's next entry; full passes over the copy
         "forksDetected": 0,                 # distinct forks and rewrites found: anything but 0 is an alarm
-        "forks": [{"kind": "fork" | "rewritten" | "inconsistent", "reason": ..., "detectedAtMs": ...,
+        "forks": [{"kind": "fork" | "rewritten" | "inconsistent" | "rolled-back", "reason": ..., "detectedAtMs": ...,
                    "conclusive": true, "treeHead": {...}, "index": 7, "mirroredLeafHash": hex,
                    "servedLeafHash": hex, "evidence": {"earlier": {...}, "later": {...},
                    "consistencyProof": [hex...], "reason": ...}}, ...],   # the first 32, with evidence

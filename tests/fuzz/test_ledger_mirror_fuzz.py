@@ -3,21 +3,28 @@
 * ``ledger_documents.parse_*`` over mutated real documents: typed values of the
   asked shape, or ``MalformedLedgerDocument``; never another exception.
 * ``LedgerHeads.receive`` over gossip items with mutated payloads and keys: a bool,
-  and a head is kept only under its publisher's own ring id.
+  and a head is kept only under its publisher's own ring id; with a mirror on the
+  node, only when its signature verifies with the RM's key the mirror trusts.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import random
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
+from twisted.internet import defer, task
 from hypothesis import strategies as st
 
+from cortex_rm.accounting.attestations import ring_id_of_key
 from cortex_rm.accounting.ledger import MerkleLog
+from cortex_rm.accounting.ledger_mirror import LedgerMirror
+from cortex_rm.accounting.ledger_reading import membership_entry
 from cortex_rm.accounting.ledger_store import LedgerEntry, MemoryLedgerStore
-from cortex_rm.accounting.tree_heads import encode_tree_head
+from cortex_rm.accounting.membership_log import membership_change, sign_membership
+from cortex_rm.accounting.tree_heads import SignedTreeHead, decode_tree_head, encode_tree_head
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.dht.swim_messages import GossipItem
 from cortex_rm.roles.ledger_mirror import LEDGER_STH_SECTION, LedgerHeads
@@ -65,3 +72,42 @@ def test_gossiped_heads_are_kept_only_under_their_publisher(payload: bytes, publ
     assert isinstance(kept, bool)
     if kept:
         assert own_key and publisher and heads.heads == {publisher: payload}
+
+
+def _synced_mirror() -> LedgerMirror:
+    """A mirror that holds ``LOG``'s first entries under a head, trusting ``KEY`` (a TOFU membership entry)."""
+    source = MerkleLog(MemoryLedgerStore())
+    source.append([membership_entry(sign_membership(KEY, membership_change(0, joined=[ring_id_of_key(KEY.public_key())], snapshot=True)))])
+    mirror = LedgerMirror(MerkleLog(MemoryLedgerStore()), defer.maybeDeferred, task.Clock(), frozenset(), random.Random(1))
+    defer.ensureDeferred(mirror.open())
+
+    class Source:
+        def tree_head(self) -> defer.Deferred[SignedTreeHead]:
+            return defer.succeed(source.sign_tree_head(KEY, 1))
+
+        def entries(self, start: int, end: int) -> defer.Deferred[list[LedgerEntry]]:
+            return defer.succeed([r.entry() for r in source.entries(start, end)])
+
+        def consistency_proof(self, first: int, second: int) -> defer.Deferred[list[bytes]]:
+            return defer.succeed(source.consistency_proof(first, second))
+
+    defer.ensureDeferred(mirror.sync_round(Source()))
+    assert mirror.size == 1 and mirror.head is not None
+    return mirror
+
+
+MIRROR = _synced_mirror()
+
+
+@fuzz_settings(300)
+@given(mutated(st.just(encode_tree_head(HEAD))), st.integers(1, 2**160 - 1))
+def test_with_a_mirror_gossiped_heads_are_kept_only_when_signed_by_the_rm_key(payload: bytes, publisher: int) -> None:
+    """A mutated head whose signature no longer verifies leaves no state, in the heads or the mirror."""
+    heads = LedgerHeads()
+    heads.attach(MIRROR)
+    MIRROR.peer_heads.clear()
+    kept = heads.receive(GossipItem(LEDGER_STH_SECTION, format_id(publisher), payload, publisher=publisher))
+    if kept:
+        assert MIRROR.head_error(decode_tree_head(payload)) is None and list(MIRROR.peer_heads) == [publisher]
+    else:
+        assert heads.heads == {} and MIRROR.peer_heads == {}

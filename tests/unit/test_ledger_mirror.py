@@ -13,6 +13,8 @@ from dataclasses import replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, task
 from twisted.logger import LogLevel
 
@@ -22,8 +24,8 @@ from cortex_rm.accounting.ledger_mirror import LedgerMirror, MirrorSettings
 from cortex_rm.accounting.ledger_reading import membership_entry
 from cortex_rm.accounting.ledger_store import LedgerEntry, MemoryLedgerStore
 from cortex_rm.accounting.membership_log import membership_change, sign_membership
-from cortex_rm.accounting.mirror_findings import FORK, INCONSISTENT, REWRITTEN
-from cortex_rm.accounting.tree_heads import SignedTreeHead, evidence_error, keys_by_id
+from cortex_rm.accounting.mirror_findings import FORK, INCONSISTENT, REWRITTEN, ROLLED_BACK
+from cortex_rm.accounting.tree_heads import SignedTreeHead, evidence_error, key_id_of, keys_by_id, signature_error
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 OTHER_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -44,6 +46,19 @@ class FakeRm:
         self.log = MerkleLog(self.store)
         self.log.append([membership_entry(sign_membership(key, membership_change(0, joined=[ring_id_of_key(key.public_key())], snapshot=True)))])
         self.requests = 0
+        self.entry_requests = 0
+        self.served: list[int] = []  # the index of every entry served, in order
+        self.served_head: SignedTreeHead | None = None  # serve this head instead of signing one
+        self.page_limit = 1000  # entries per page at most (the RM bounds a page by bytes: fewer than asked)
+        self.serve_below: int | None = None  # serve no entry at or past this index (an empty page)
+
+    def prefix(self, n: int) -> FakeRm:
+        """The same RM's log rolled back to its first ``n`` entries (the same key; a later clock signs its heads)."""
+        rolled = FakeRm(self.key, self.clock)
+        rolled.store = MemoryLedgerStore()
+        rolled.log = MerkleLog(rolled.store)
+        rolled.log.append([r.entry() for r in self.log.entries(0, n)])
+        return rolled
 
     def grow(self, n: int, tag: str = "a") -> None:
         size = self.log.size()
@@ -56,11 +71,17 @@ class FakeRm:
 
     def tree_head(self) -> defer.Deferred[SignedTreeHead]:
         self.requests += 1
+        if self.served_head is not None:
+            return defer.succeed(self.served_head)
         return defer.succeed(self.log.sign_tree_head(self.key, int(self.clock.seconds() * 1000)))
 
     def entries(self, start: int, end: int) -> defer.Deferred[list[LedgerEntry]]:
         self.requests += 1
-        return defer.succeed([LedgerEntry(r.kind, r.payload) for r in self.log.entries(start, end)])
+        self.entry_requests += 1
+        end = min(end, start + self.page_limit, end if self.serve_below is None else self.serve_below)
+        rows = self.log.entries(start, end) if end > start else []
+        self.served.extend(r.index for r in rows)
+        return defer.succeed([LedgerEntry(r.kind, r.payload) for r in rows])
 
     def consistency_proof(self, first: int, second: int) -> defer.Deferred[list[bytes]]:
         self.requests += 1
@@ -121,23 +142,195 @@ def test_a_row_edited_in_the_rms_database_is_reported_as_a_rewrite(log_events: l
     assert len(alarms) == 1 and "entry 5" in alarms[0]["finding"]
 
 
-def test_a_large_log_is_re_read_by_random_samples() -> None:
-    """Past ``recheck_all_below`` a round re-reads ``recheck_samples`` entries, and over rounds finds the edit."""
+def test_a_sweep_re_reads_every_entry_within_ceil_n_over_k_rounds_and_finds_any_edited_row() -> None:
+    """Each round re-reads the next K entries from a cursor (wrapping): an edited row is found within
+    ceil(n / K) + 1 rounds wherever it is, and a round re-reads K entries plus the samples, no more."""
+    for edited in (3, 321, 499):
+        clock = task.Clock()
+        rm = FakeRm(clock=clock)
+        rm.grow(499)
+        mirror = mirror_of(clock, sweep_entries=64, recheck_samples=2)
+        run_round(mirror, rm)
+        before = mirror.entries_rechecked
+        run_round(mirror, rm)
+        assert 64 <= mirror.entries_rechecked - before <= 64 + 2  # a sample inside the run is not read twice
+        rm.edit_row(edited)
+        rounds = 0
+        while not mirror.findings.count:
+            run_round(mirror, rm)
+            rounds += 1
+            assert rounds <= -(-500 // 64) + 1, f"entry {edited} not re-read in {rounds} rounds"
+        assert mirror.findings.kept[0].index == edited and mirror.findings.kept[0].kind == REWRITTEN
+
+
+def test_the_sweep_is_bounded_by_bytes_and_always_moves() -> None:
+    """With entries larger than B / K, a round re-reads only B bytes of them (at least one entry), and the
+    cursor still covers the whole copy: every entry is re-read within the module doc's bound."""
     clock = task.Clock()
     rm = FakeRm(clock=clock)
-    rm.grow(499)
-    mirror = mirror_of(clock, recheck_all_below=64, recheck_samples=16)
+    rm.log.append([LedgerEntry("attestations", bytes([i]) * 1000) for i in range(60)])
+    mirror = mirror_of(clock, sweep_entries=256, sweep_bytes=4500, recheck_samples=0)
     run_round(mirror, rm)
-    before = mirror.entries_rechecked
-    run_round(mirror, rm)
-    assert mirror.entries_rechecked - before == 16
-    rm.edit_row(321)
+    rm.served.clear()
     rounds = 0
-    while not mirror.findings.count:
+    while len(set(rm.served)) < 61:
+        before = len(rm.served)
         run_round(mirror, rm)
         rounds += 1
-        assert rounds < 500
-    assert mirror.findings.kept[0].index == 321
+        assert 1 <= len(rm.served) - before <= 5  # 4 entries of 1000 bytes, or the big one alone
+    assert mirror.sweeps >= 1 and rounds <= -(-61 // 256) + -(-2 * 60_000 // 4500) + 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 3000), min_size=1, max_size=60), st.integers(1, 20), st.integers(1, 6000))
+def test_any_window_of_the_sweep_bound_re_reads_the_whole_copy(sizes: list[int], k: int, b: int) -> None:
+    """Whatever the entries' sizes, K and B: a round re-reads at most K entries and B bytes (or one entry),
+    and any ceil(n / K) + ceil(2 S / B) + 2 consecutive rounds re-read every entry (module doc, step 7)."""
+    clock = task.Clock()
+    rm = FakeRm(clock=clock)
+    rm.log.append([LedgerEntry("attestations", b"x" * size) for size in sizes])
+    n = rm.log.size()
+    total = sum(len(r.payload) for r in rm.log.entries(0, n))
+    payload = {r.index: len(r.payload) for r in rm.log.entries(0, n)}
+    mirror = mirror_of(clock, sweep_entries=k, sweep_bytes=b, recheck_samples=0)
+    run_round(mirror, rm)
+    run_round(mirror, rm)  # the window starts wherever the cursor is
+    rm.served.clear()
+    bound = -(-n // k) + -(-2 * total // b) + 2
+    for _ in range(bound):
+        before = len(rm.served)
+        run_round(mirror, rm)
+        read = rm.served[before:]
+        assert 1 <= len(read) <= k and (len(read) == 1 or sum(payload[i] for i in read) <= b)
+    assert set(rm.served) == set(range(n))
+
+
+def test_a_validly_signed_smaller_head_is_reported_as_a_rolled_back_log() -> None:
+    """The RM signs a later head of a smaller tree (the same prefix): a conclusive rolled-back finding with
+    both signed heads, and the round fails; nothing is lost from the copy."""
+    clock = task.Clock()
+    rm = FakeRm(clock=clock)
+    rm.grow(20)
+    mirror = mirror_of(clock)
+    run_round(mirror, rm)
+    clock.advance(5)
+    rolled = rm.prefix(11)
+    d = defer.ensureDeferred(mirror.sync_round(rolled))
+    failures: list[Any] = []
+    d.addErrback(failures.append)
+    assert failures and "rolled back" in str(failures[0].value)
+    [finding] = mirror.findings.kept
+    assert finding.kind == ROLLED_BACK and finding.conclusive() and finding.evidence is not None
+    earlier, later = finding.evidence.earlier, finding.evidence.later
+    assert (earlier.size, later.size) == (21, 11) and later.timestamp_ms > earlier.timestamp_ms
+    keys = keys_by_id([KEY.public_key()])
+    assert signature_error(earlier, keys) is None and signature_error(later, keys) is None
+    assert finding.to_json()["evidence"]["later"]["size"] == 11
+    assert mirror.size == 21
+
+
+def test_an_old_head_served_again_is_a_rolled_back_log_but_not_conclusive() -> None:
+    """A smaller head signed before the larger one (a replay) is reported without convicting the RM."""
+    clock = task.Clock()
+    rm = FakeRm(clock=clock)
+    rm.grow(5)
+    old = rm.log.sign_tree_head(KEY, 1)
+    rm.grow(10)
+    clock.advance(5)
+    mirror = mirror_of(clock)
+    run_round(mirror, rm)
+    rm.served_head = old
+    defer.ensureDeferred(mirror.sync_round(rm)).addErrback(lambda f: None)
+    [finding] = mirror.findings.kept
+    assert finding.kind == ROLLED_BACK and not finding.conclusive()
+
+
+def test_a_smaller_head_of_another_history_is_both_rolled_back_and_a_fork() -> None:
+    """A smaller signed head whose root is not the copy's at that size: reported as both (and the entries
+    the RM now serves differently as rewritten)."""
+    clock = task.Clock()
+    rm = FakeRm(clock=clock)
+    rm.grow(20)
+    mirror = mirror_of(clock)
+    run_round(mirror, rm)
+    clock.advance(5)
+    other = rm.prefix(1)
+    other.grow(9, tag="other")
+    defer.ensureDeferred(mirror.sync_round(other)).addErrback(lambda f: None)
+    assert {f.kind for f in mirror.findings.kept} == {FORK, ROLLED_BACK, REWRITTEN}
+
+
+def test_a_known_signer_s_bad_signature_is_refused_before_any_entry_is_fetched() -> None:
+    """With the RM's key known, a head whose signature does not verify stops the round at once."""
+    clock = task.Clock()
+    rm = FakeRm(clock=clock)
+    rm.grow(3)
+    mirror = mirror_of(clock)
+    run_round(mirror, rm)
+    rm.grow(5000)
+    good = rm.log.sign_tree_head(KEY, 9)
+    rm.served_head = replace(good, signature=rm.log.sign_tree_head(OTHER_KEY, 9).signature)
+    rm.entry_requests = 0
+    failures: list[Any] = []
+    defer.ensureDeferred(mirror.sync_round(rm)).addErrback(failures.append)
+    assert failures and "bad signature" in str(failures[0].value)
+    assert rm.entry_requests == 0 and mirror.size == 4
+
+
+def test_refused_entries_never_set_the_key_trusted_on_first_use() -> None:
+    """No resource managers listed: a log whose entries do not hash into its head is refused, and its
+    membership signer is not trusted; the honest log's signer is, next."""
+    clock = task.Clock()
+    forger = FakeRm(OTHER_KEY, clock=clock)
+    forger.grow(3)
+    forger.edit_row(2)
+    mirror = mirror_of(clock, rms=frozenset())
+    defer.ensureDeferred(mirror.sync_round(forger)).addErrback(lambda f: None)
+    assert mirror.size == 0 and not mirror.keys.trusted and mirror.keys.first_signer is None
+    honest = FakeRm(KEY, clock=clock)
+    honest.grow(3)
+    run_round(mirror, honest)
+    assert mirror.size == 4 and list(mirror.keys.trusted.values())[0].public_numbers() == KEY.public_key().public_numbers()
+
+
+def test_keys_named_by_entries_under_a_refused_head_stay_untrusted() -> None:
+    """Entries that hash into a head no trusted key signed are not appended, and the resource manager key
+    their membership change names is not trusted either: its heads are refused until the entries are kept."""
+    clock = task.Clock()
+    rm = FakeRm(clock=clock)
+    rm.grow(3)
+    second_rm = ring_id_of_key(OTHER_KEY.public_key())
+    mirror = mirror_of(clock, rms=frozenset({RM_ID, second_rm}))
+    run_round(mirror, rm)
+    rm.log.append([membership_entry(sign_membership(OTHER_KEY, membership_change(1, joined=[second_rm])))])
+    rm.key = ec.generate_private_key(ec.SECP256R1())  # a head of the right tree, signed by a key nobody listed
+    failures: list[Any] = []
+    defer.ensureDeferred(mirror.sync_round(rm)).addErrback(failures.append)
+    assert failures and "unknown key" in str(failures[0].value)
+    assert mirror.size == 4 and key_id_of(OTHER_KEY.public_key()) not in mirror.keys.trusted
+    rm.key = OTHER_KEY  # the listed second RM signs: now its entry is appended and its key trusted
+    run_round(mirror, rm)
+    assert mirror.size == 5 and key_id_of(OTHER_KEY.public_key()) in mirror.keys.trusted
+
+
+def test_short_pages_are_followed_and_an_empty_page_ends_the_fetch() -> None:
+    """The RM serves fewer entries than asked: the mirror asks again after them; an empty page below the
+    head's size stops the fetch, and what came is checked with a consistency proof and kept."""
+    clock = task.Clock()
+    rm = FakeRm(clock=clock)
+    rm.grow(99)
+    rm.page_limit, rm.serve_below = 7, 50
+    mirror = mirror_of(clock, chunk_entries=256, recheck_samples=0)
+    run_round(mirror, rm)
+    assert mirror.size == 50 and mirror.head is None and mirror.findings.count == 0
+    rm.serve_below = None
+    run_round(mirror, rm)
+    assert mirror.size == 100 and mirror.head is not None and mirror.head.root_hash == rm.log.root_hash()
+    rm.grow(1)
+    rm.serve_below = 100
+    failures: list[Any] = []
+    defer.ensureDeferred(mirror.sync_round(rm)).addErrback(failures.append)
+    assert failures and "served no entry 100" in str(failures[0].value)  # nothing at all: the round fails
 
 
 def test_an_entry_edited_before_it_was_copied_is_refused_and_reported() -> None:
