@@ -38,6 +38,10 @@ ATTESTATION_S = 3
 CLOSE_DELAY_S = 5
 PROBE_S = 1.0
 TOLERANCE_S = 5 * PROBE_S  # "within a few probe intervals"
+# A restarted node is witnessed again once it has rejoined, its witnesses' successor lists hold it
+# (stabilization, every second) and two of them have probed it (a pass over their 3 neighbours):
+# 4-6 probe intervals after it is ready (measured: 20.4 s short for a 15.0 s stop, ready again after 16.0 s).
+REJOIN_S = 8 * PROBE_S
 RING = (f"attestation_interval_s = {ATTESTATION_S}", "key_bits = 8", "work_bits = 16")
 ACCOUNTING = f"[accounting]\nperiod_length_s = 60\nclose_delay_s = {CLOSE_DELAY_S}\nclass_update_interval_s = 2\nmax_batches_per_hour = 100000\n"
 MIRROR = "[accounting]\nmirror = true\nmirror_interval_s = 2\n"  # nodes 2-4 mirror the ledger
@@ -91,14 +95,14 @@ def test_a_stopped_node_is_paid_short_by_its_downtime_and_the_ledger_verifies(cl
     def attested() -> bool:  # every witness has reported the window (they report every ATTESTATION_S)
         got = payouts(cluster, start_ms, end_ms)
         others_full = all(row["uptime_s"] >= window_s - TOLERANCE_S for node, row in got.items() if node != victim_id)
-        return set(got) == set(ids) and others_full and window_s - got[victim_id]["uptime_s"] <= ready_at - down_at + TOLERANCE_S
+        return set(got) == set(ids) and others_full and window_s - got[victim_id]["uptime_s"] <= ready_at - down_at + REJOIN_S
 
     wait_until(attested, "the window is attested", cluster, timeout=120)
     got = payouts(cluster, start_ms, end_ms)
     missing_s = window_s - got[victim_id]["uptime_s"]
     print(f"window {window_s:.1f} s; node4 stopped {stopped_s:.1f} s (ready again {ready_at - down_at:.1f} s after), "
           f"paid {missing_s:.1f} s short; others short by {[round(window_s - r['uptime_s'], 1) for n, r in got.items() if n != victim_id]} s")
-    assert stopped_s - TOLERANCE_S <= missing_s <= (ready_at - down_at) + TOLERANCE_S, (missing_s, stopped_s, got)
+    assert stopped_s - TOLERANCE_S <= missing_s <= (ready_at - down_at) + REJOIN_S, (missing_s, stopped_s, got)
     assert abs(sum(row["share"] for row in got.values()) - 1) < 1e-9
 
     # a period closes (a minute long, 5 s after its end): its statement recomputes exactly
