@@ -59,8 +59,8 @@ from cortex_rm.dht.local_health import LocalHealth
 from cortex_rm.dht.member_table import ALIVE, DEAD, GONE, LEFT, SUSPECT, Member, MemberTable
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.piggyback import BroadcastQueue, GossipSections, SizeOf
-from cortex_rm.dht.probe_relays import ProbeRelays
 from cortex_rm.dht.probe_evidence import DirectProbeAcked, DirectProbeSent
+from cortex_rm.dht.probe_relays import ProbeRelays
 from cortex_rm.dht.probe_scheduler import ProbeScheduler
 from cortex_rm.dht.ring_trust import OpenTrust, RingTrust
 from cortex_rm.dht.suspect_checks import SuspectChecks, Verdict

@@ -138,6 +138,7 @@ class RingConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"ring {name} must be at least 1, not {getattr(self, name)}")
         if self.attestation_interval * 1000 > MAX_SPAN_MS:
-            raise ValueError(f"ring attestation_interval must be at most {MAX_SPAN_MS // 1000} s, not {self.attestation_interval}")
+            limit = MAX_SPAN_MS // 1000
+            raise ValueError(f"ring attestation_interval must be at most {limit} s, not {self.attestation_interval}")
         if self.piggyback_bytes < 0:
             raise ValueError(f"ring piggyback_bytes must not be negative, not {self.piggyback_bytes}")
