@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from cortex_rm.accounting.attestations import KIND_ATTESTATIONS, SignedAttestations, key_identity
+from cortex_rm.accounting.intervals import Interval
 from cortex_rm.accounting.ledger import AUDIT_CHUNK, MerkleLog
 from cortex_rm.accounting.ledger_store import LedgerEntry, StoredEntry
 from cortex_rm.accounting.membership_log import (
-    MalformedMembership,
     MembershipChange,
     Memberships,
     decode_membership,
@@ -42,7 +42,6 @@ from cortex_rm.accounting.membership_log import (
 )
 from cortex_rm.accounting.neighbour_history import NeighbourTable, ring_neighbour_table
 from cortex_rm.accounting.payout_statement import (
-    MalformedStatement,
     PayoutStatement,
     decode_statement,
     statement_error,
@@ -56,6 +55,17 @@ PAYOUT_STATEMENT = "payout-statement"
 
 #: Whether a signer key (SEC1 compressed point) may sign membership changes and statements.
 Signers = Callable[[bytes], bool]
+
+
+#: The entries the RM signs: kind -> (what the audit calls it, its decoder).
+_RM_DECODERS: dict[str, tuple[str, Callable[[bytes], MembershipChange | PayoutStatement]]] = {
+    MEMBERSHIP: ("membership change", decode_membership),
+    PAYOUT_STATEMENT: ("payout statement", decode_statement),
+}
+
+
+def _rm_signature_error(entry: MembershipChange | PayoutStatement) -> str | None:
+    return membership_error(entry) if isinstance(entry, MembershipChange) else statement_error(entry)
 
 
 def attestation_entry(batch: SignedAttestations) -> LedgerEntry:
@@ -75,11 +85,11 @@ def signer_keys(log: MerkleLog, resource_managers: frozenset[int]) -> set[bytes]
     ids among the log's signers, or, with none listed, the signer of the log's first membership change."""
     keys: set[bytes] = set()
     for row in _rows(log, 0, log.size()):
-        if row.kind not in (MEMBERSHIP, PAYOUT_STATEMENT):
+        if row.kind not in _RM_DECODERS:
             continue
         try:
-            key = decode_membership(row.payload).signer_key if row.kind == MEMBERSHIP else decode_statement(row.payload).signer_key
-        except (MalformedMembership, MalformedStatement):
+            key = _RM_DECODERS[row.kind][1](row.payload).signer_key
+        except ValueError:  # malformed: the audit says so
             continue
         if resource_managers:
             if _ring_id(key) in resource_managers:
@@ -106,6 +116,9 @@ class LedgerContents:
     counts: Counter[str] = field(default_factory=Counter)  # entries by kind
     problems: list[str] = field(default_factory=list)  # entries not believed (bounded)
     membership_marks: list[tuple[int, int]] = field(default_factory=list)  # (change's time, its index)
+    # statement index -> the membership up to its period's end as its prefix had it (a statement closing
+    # the log at its own index, as the RM appends them): recomputing it needs no second pass
+    prefix_memberships: dict[int, dict[int, list[Interval]]] = field(default_factory=dict)
 
     def problem(self, text: str) -> None:
         if len(self.problems) < 100:
@@ -116,27 +129,24 @@ class LedgerContents:
         """Entry ``index`` (the next one) of the log."""
         self.size = index + 1
         self.counts[kind] += 1
-        if kind == MEMBERSHIP:
-            try:
-                change = decode_membership(payload)
-            except MalformedMembership as e:
-                self.problem(f"entry {index}: malformed membership change: {e}")
-                return
-            if membership_error(change) is not None or not signers(change.signer_key):
-                self.problem(f"entry {index}: membership change not signed by a resource manager")
-                return
-            self.memberships.apply(change)
+        if kind not in _RM_DECODERS:
+            return
+        name, decode = _RM_DECODERS[kind]
+        try:
+            entry = decode(payload)
+        except ValueError as e:  # MalformedMembership, MalformedStatement
+            self.problem(f"entry {index}: malformed {name}: {e}")
+            return
+        if _rm_signature_error(entry) is not None or not signers(entry.signer_key):
+            self.problem(f"entry {index}: {name} not signed by a resource manager")
+            return
+        if isinstance(entry, MembershipChange):
+            self.memberships.apply(entry)
             self.membership_marks.append((self.memberships.last_ms, index))
-        elif kind == PAYOUT_STATEMENT:
-            try:
-                statement = decode_statement(payload)
-            except MalformedStatement as e:
-                self.problem(f"entry {index}: malformed payout statement: {e}")
-                return
-            if statement_error(statement) is not None or not signers(statement.signer_key):
-                self.problem(f"entry {index}: payout statement not signed by a resource manager")
-                return
-            self.statements.append((index, statement))
+        else:
+            self.statements.append((index, entry))
+            if entry.log_size == index:
+                self.prefix_memberships[index] = self.memberships.intervals(entry.period.end_ms)
 
     def statement_for(self, period: Period) -> tuple[int, PayoutStatement] | None:
         """The first statement of exactly ``period``, if one was appended."""
@@ -208,8 +218,11 @@ def recompute_statement(
         return f"the statement for {_describe(statement.period)} names {statement.log_size} entries, beyond the log"
     if log.root_hash(statement.log_size) != statement.log_root:
         return f"the statement for {_describe(statement.period)} names a root its log prefix does not have"
-    prefix = read_ledger(log, statement.log_size, signers) if statement.log_size < contents.size else contents
-    history = neighbour_table(prefix, statement.period.end_ms, successors)
+    index = next((i for i, s in contents.statements if s is statement), None)
+    memberships = contents.prefix_memberships.get(index) if index is not None else None
+    if memberships is None:  # a statement of an older prefix: read that prefix again
+        memberships = read_ledger(log, statement.log_size, signers).memberships.intervals(statement.period.end_ms)
+    history = ring_neighbour_table(memberships, successors)
     tally = tally_period(log, statement.period, statement.log_size, history, PayoutRules(statement.min_witnesses))
     if tuple(sorted(tally.uptimes().items())) != statement.uptimes:
         return f"the statement for {_describe(statement.period)} differs from the uptimes its log prefix gives"

@@ -27,7 +27,7 @@ Encoding (integers big-endian; version 1)::
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from cryptography.exceptions import InvalidSignature
@@ -180,15 +180,3 @@ class Memberships:
             if since < until_ms:
                 result.setdefault(member, []).append((since, until_ms))
         return result
-
-
-def memberships_of(changes: Iterable[MembershipChange]) -> Memberships:
-    replay = Memberships()
-    for change in changes:
-        replay.apply(change)
-    return replay
-
-
-def live_at(intervals: Mapping[int, list[Interval]], at_ms: int) -> frozenset[int]:
-    """The ring ids live at ``at_ms`` in ``intervals``."""
-    return frozenset(m for m, spans in intervals.items() if any(a <= at_ms < b for a, b in spans))

@@ -42,6 +42,7 @@ from cortex_rm.accounting.tree_heads import SignedTreeHead
 from cortex_rm.config.accounting import AccountingSection
 from cortex_rm.dht.errors import RingError
 from cortex_rm.dht.member_table import MemberDied, MemberJoined, MemberLeft, MembershipEvent
+from cortex_rm.dht.rate_limits import PeerRateLimit
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.roles.ring_service import RingService
@@ -58,7 +59,6 @@ JOIN_SETTLE_S = 5.0  # ... and this long more, for the member table to fill
 ANSWER_TTL_S = 30.0  # a payout query's answer serves the same query this long (one scan, however many ask)
 MAX_ANSWERS = 16
 MAX_RANGE_MS = 62 * 24 * 3_600_000  # a payout query's range at most (two months)
-HOUR_MS = 3_600_000
 MAX_TRACKED_WITNESSES = 100_000
 
 
@@ -122,7 +122,8 @@ class LedgerKeeper:
         self._joined: set[int] = set()
         self._left: set[int] = set()
         self._flush: IDelayedCall | None = None
-        self._submitted: dict[int, tuple[int, int]] = {}  # witness -> (hour, batches in it)
+        # each witness's allowance: max_batches_per_hour, refilled over the hour
+        self._allowance = PeerRateLimit(max_batches_per_hour / 3600, max_batches_per_hour, MAX_TRACKED_WITNESSES)
         self._started_ms = 0  # since when this RM takes witnesses' batches
         self._answers: dict[Period | None, tuple[float, defer.Deferred[PayoutReport]]] = {}  # payout queries, cached
 
@@ -216,14 +217,8 @@ class LedgerKeeper:
     def submit(self, witness: int, batches: list[SignedAttestations]) -> defer.Deferred[Receipts]:
         """A witness's batches (its connection proved ``witness``); NodeRefused over its hourly allowance."""
         now = self.now_ms()
-        hour = now // HOUR_MS
-        seen_hour, count = self._submitted.get(witness, (hour, 0))
-        count = count if seen_hour == hour else 0
-        if count + len(batches) > self.max_batches_per_hour:
-            return defer.fail(NodeRefused(f"more than {self.max_batches_per_hour} attestation batches this hour; retry later"))
-        if len(self._submitted) >= MAX_TRACKED_WITNESSES and witness not in self._submitted:
-            self._submitted = {w: (h, c) for w, (h, c) in self._submitted.items() if h == hour}
-        self._submitted[witness] = (hour, count + len(batches))
+        if not self._allowance.allow(witness, now / 1000, cost=len(batches)):
+            return defer.fail(NodeRefused(f"more than {self.max_batches_per_hour} attestation batches an hour; retry later"))
 
         def refused(failure: Failure) -> Failure:
             failure.trap(SubmissionRefused)

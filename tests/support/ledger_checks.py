@@ -6,7 +6,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import requests
 
 from tests.support.cluster import RunningCluster
+from tests.support.ring_daemons import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,9 +66,8 @@ def edit_entry(cluster: RunningCluster, kind: str | None = None) -> int:
 
 
 def wait_until(condition: Callable[[], bool], what: str, cluster: RunningCluster, timeout: float, log: str = "node1") -> None:
-    """Poll ``condition`` every 0.5 s; fail after ``timeout`` s with the tail of ``log``'s daemon log."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}; {log} log tail:\n{cluster.daemon_log(log)[-4000:]}")
-        time.sleep(0.5)
+    """``ring_daemons.wait_for`` every 0.5 s, its failure with the tail of ``log``'s daemon log."""
+    try:
+        wait_for(condition, what, timeout, step=0.5)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; {log} log tail:\n{cluster.daemon_log(log)[-4000:]}") from None

@@ -94,6 +94,16 @@ def mirror_of(clock: task.Clock, rms: frozenset[int] = frozenset({RM_ID}), **set
     return mirror
 
 
+def synced(entries: int) -> tuple[task.Clock, FakeRm, LedgerMirror]:
+    """An RM with ``entries`` entries and a mirror that has copied them in one round."""
+    clock = task.Clock()
+    rm = FakeRm(clock=clock)
+    rm.grow(entries)
+    mirror = mirror_of(clock)
+    run_round(mirror, rm)
+    return clock, rm, mirror
+
+
 def run_round(mirror: LedgerMirror, rm: FakeRm) -> None:
     d = defer.ensureDeferred(mirror.sync_round(rm))
     failures: list[object] = []
@@ -122,11 +132,7 @@ def test_the_mirror_copies_the_log_in_chunks_and_follows_it_every_interval() -> 
 
 def test_a_row_edited_in_the_rms_database_is_reported_as_a_rewrite(log_events: list[dict[str, Any]]) -> None:
     """The RM's heads and proofs still agree after the edit; re-reading the entries shows it, logged once at error level."""
-    clock = task.Clock()
-    rm = FakeRm(clock=clock)
-    rm.grow(20)
-    mirror = mirror_of(clock)
-    run_round(mirror, rm)
+    clock, rm, mirror = synced(20)
     rm.edit_row(5)
     rm.grow(3)
     run_round(mirror, rm)  # the new entries are consistent: the edit is found by the re-read
@@ -208,11 +214,7 @@ def test_any_window_of_the_sweep_bound_re_reads_the_whole_copy(sizes: list[int],
 def test_a_validly_signed_smaller_head_is_reported_as_a_rolled_back_log() -> None:
     """The RM signs a later head of a smaller tree (the same prefix): a conclusive rolled-back finding with
     both signed heads, and the round fails; nothing is lost from the copy."""
-    clock = task.Clock()
-    rm = FakeRm(clock=clock)
-    rm.grow(20)
-    mirror = mirror_of(clock)
-    run_round(mirror, rm)
+    clock, rm, mirror = synced(20)
     clock.advance(5)
     rolled = rm.prefix(11)
     d = defer.ensureDeferred(mirror.sync_round(rolled))
@@ -248,11 +250,7 @@ def test_an_old_head_served_again_is_a_rolled_back_log_but_not_conclusive() -> N
 def test_a_smaller_head_of_another_history_is_both_rolled_back_and_a_fork() -> None:
     """A smaller signed head whose root is not the copy's at that size: reported as both (and the entries
     the RM now serves differently as rewritten)."""
-    clock = task.Clock()
-    rm = FakeRm(clock=clock)
-    rm.grow(20)
-    mirror = mirror_of(clock)
-    run_round(mirror, rm)
+    clock, rm, mirror = synced(20)
     clock.advance(5)
     other = rm.prefix(1)
     other.grow(9, tag="other")
@@ -262,11 +260,7 @@ def test_a_smaller_head_of_another_history_is_both_rolled_back_and_a_fork() -> N
 
 def test_a_known_signer_s_bad_signature_is_refused_before_any_entry_is_fetched() -> None:
     """With the RM's key known, a head whose signature does not verify stops the round at once."""
-    clock = task.Clock()
-    rm = FakeRm(clock=clock)
-    rm.grow(3)
-    mirror = mirror_of(clock)
-    run_round(mirror, rm)
+    clock, rm, mirror = synced(3)
     rm.grow(5000)
     good = rm.log.sign_tree_head(KEY, 9)
     rm.served_head = replace(good, signature=rm.log.sign_tree_head(OTHER_KEY, 9).signature)
@@ -335,11 +329,7 @@ def test_short_pages_are_followed_and_an_empty_page_ends_the_fetch() -> None:
 
 def test_an_entry_edited_before_it_was_copied_is_refused_and_reported() -> None:
     """Entries that do not hash into the RM's signed head are never appended."""
-    clock = task.Clock()
-    rm = FakeRm(clock=clock)
-    rm.grow(10)
-    mirror = mirror_of(clock)
-    run_round(mirror, rm)
+    clock, rm, mirror = synced(10)
     rm.grow(10)
     rm.edit_row(15)
     run_round(mirror, rm)
@@ -349,11 +339,7 @@ def test_an_entry_edited_before_it_was_copied_is_refused_and_reported() -> None:
 
 def test_an_rm_that_signs_two_histories_is_caught_by_the_watcher() -> None:
     """A head that no consistency proof joins to the last one accepted is a fork, with the evidence."""
-    clock = task.Clock()
-    rm = FakeRm(clock=clock)
-    rm.grow(10)
-    mirror = mirror_of(clock)
-    run_round(mirror, rm)
+    clock, rm, mirror = synced(10)
     forked = FakeRm(clock=clock)  # the same key, another history after entry 0
     forked.grow(12, tag="other")
     run_round(mirror, forked)
@@ -428,11 +414,7 @@ def test_with_no_resource_managers_listed_the_first_membership_signer_is_trusted
 
 def test_a_reopened_mirror_continues_from_its_copy() -> None:
     """The copy's size, head and keys survive a restart (``open``)."""
-    clock = task.Clock()
-    rm = FakeRm(clock=clock)
-    rm.grow(10)
-    mirror = mirror_of(clock)
-    run_round(mirror, rm)
+    clock, rm, mirror = synced(10)
     again = LedgerMirror(mirror.log, inline, clock, frozenset({RM_ID}), random.Random(1))
     defer.ensureDeferred(again.open())
     assert again.size == 11 and again.head == mirror.head
