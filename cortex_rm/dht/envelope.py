@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cortex_rm.dht.chord_messages import ChordMessage
+from cortex_rm.dht.direct_messages import Direct
 from cortex_rm.dht.kv_messages import KeySpaceMessage
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.swim_messages import Piggyback, SwimMessage
 
-RingMessage = ChordMessage | SwimMessage | KeySpaceMessage
+RingMessage = ChordMessage | SwimMessage | KeySpaceMessage | Direct
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from cortex_rm.dht.chord_lookups import Joined, JoinFailed, LookupDone
+from cortex_rm.dht.direct_messages import Direct, DirectReceived
 from cortex_rm.dht.envelope import Envelope
 from cortex_rm.dht.errors import RingError
 from cortex_rm.dht.join_lifecycle import RingState
@@ -68,6 +69,7 @@ class LiveMember:
         self._puts: dict[int, defer.Deferred[Record]] = {}
         self._gets: dict[int, defer.Deferred[Record | None]] = {}
         self._listeners: list[MembershipListener] = []
+        self._direct: dict[str, Callable[[Peer, bytes], None]] = {}
 
     @property
     def name(self) -> str:
@@ -97,6 +99,17 @@ class LiveMember:
         self._listeners.append(listener)
 
     # ------------------------------------------------------------ inputs
+
+    def add_direct_handler(self, channel: str, handler: Callable[[Peer, bytes], None]) -> None:
+        """Call ``handler(sender, body)`` with every direct message on ``channel`` (one handler per channel)."""
+        if channel in self._direct:
+            raise ValueError(f"the direct channel {channel!r} has a handler already")
+        self._direct[channel] = handler
+
+    def send_direct(self, to: Peer, channel: str, body: bytes) -> None:
+        """Send ``body`` straight to ``to`` on ``channel`` (at most once; loss is the caller's to time out)."""
+        action = self.member.send_direct(to, Direct(channel, body))
+        self._send(action.to, action.envelope)
 
     def receive(self, envelope: Envelope) -> None:
         """An envelope the transport authenticated."""
@@ -168,6 +181,8 @@ class LiveMember:
                     settled.append((operation, RingError(action.error) if action.error else action.record))
             elif isinstance(action, JoinFailed):
                 join_failed = True
+            elif isinstance(action, DirectReceived):
+                self._deliver_direct(action)
             elif not isinstance(action, Joined):  # (Joined: the chord state says it)
                 self._announce(action)
         try:
@@ -180,6 +195,18 @@ class LiveMember:
                 d.errback(outcome)
             else:
                 d.callback(outcome)
+
+    def _deliver_direct(self, action: DirectReceived) -> None:
+        handler = self._direct.get(action.message.channel)
+        if handler is None:
+            log.debug("ring {me}: a direct message on {channel!r}, which nothing here listens on", me=self.name,
+                      channel=action.message.channel)  # fmt: skip
+            return
+        try:
+            handler(action.sender, action.message.body)
+        except Exception:
+            log.failure("ring {me}: the handler of direct channel {channel} failed", me=self.name,
+                        channel=action.message.channel)  # fmt: skip
 
     def _announce(self, event: MembershipEvent) -> None:
         for listener in list(self._listeners):

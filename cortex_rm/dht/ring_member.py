@@ -55,6 +55,7 @@ from cortex_rm.dht import kv_messages, swim_messages
 from cortex_rm.dht.chord import ChordNode
 from cortex_rm.dht.chord_lookups import Joined, JoinFailed, LookupDone
 from cortex_rm.dht.chord_messages import ChordMessage
+from cortex_rm.dht.direct_messages import Direct, DirectReceived
 from cortex_rm.dht.envelope import Envelope, Send
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.key_space import KeySpace
@@ -98,7 +99,7 @@ class Transmit:
     envelope: Envelope
 
 
-RingAction = Transmit | LookupDone | PutDone | GetDone | MembershipEvent | Joined | JoinFailed
+RingAction = Transmit | LookupDone | PutDone | GetDone | MembershipEvent | Joined | JoinFailed | DirectReceived
 
 
 @dataclass
@@ -245,6 +246,8 @@ class RingMember:
             actions += self._chord_actions(self.chord.receive(sender, body, now), now)
         elif isinstance(body, KeySpaceMessage):
             actions += self._keyspace_actions(self.keys.receive(sender, body, now), now)
+        elif isinstance(body, Direct):
+            actions.append(DirectReceived(sender, body))
         return actions + self._sync(now)
 
     def tick(self, now: float) -> list[RingAction]:
@@ -310,6 +313,10 @@ class RingMember:
     def _intervals(self) -> dict[str, float]:
         c = self.config
         return {"stabilize": c.stabilize_interval, "fix_fingers": c.fix_fingers_interval, "replicate": c.replicate_interval}
+
+    def send_direct(self, to: Peer, message: Direct) -> Transmit:
+        """The envelope that carries ``message`` straight to ``to``, with no rumours on it."""
+        return Transmit(to, Envelope(self.me, message, (), self.trust.work))
 
     def _transmit(self, send: Send) -> Transmit:
         rumours = self.membership.piggyback_for(send.to, self.config.piggyback_bytes, self.piggyback_size)

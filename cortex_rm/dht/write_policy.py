@@ -14,6 +14,11 @@ read repair, a leaver's hand-off), so a refused record is kept nowhere:
 * **A member's own keys**: ``cortex:node:<40 hex digits>`` and anything under it
   (``cortex:node:<id>/...``) may be written only by the member with that ring id.
   Self-certifying: the id is the SHA-1 of the signer's key.
+* **Configured prefixes** (``prefix_writers``): every key under a listed prefix may be
+  written only by the listed ring ids (the event registry, ``cortex:event:``, by the RMs).
+* **Open prefixes** (``open_prefixes``): any member may write keys under them, newest
+  version wins (the schedules' last fired ticks, which whichever member owns the
+  function's key writes; the reader bounds what it believes).
 * **Any other key is pinned to its first writer** (trust on first use, per
   replica): a record by another writer than the one a replica holds is refused.
   Weaker than the rules above (whoever writes first owns the key), so keys that
@@ -55,8 +60,15 @@ def node_key_owner(key: str) -> int | None:
 class WritePolicy:
     """The rules above; ``refusal`` says why a record may not be kept (None: it may)."""
 
-    def __init__(self, writers: Mapping[str, frozenset[int]] | None = None) -> None:
+    def __init__(
+        self,
+        writers: Mapping[str, frozenset[int]] | None = None,
+        prefix_writers: Mapping[str, frozenset[int]] | None = None,
+        open_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.writers = {key: frozenset(ids) for key, ids in (writers or {}).items() if ids}
+        self.prefix_writers = {prefix: frozenset(ids) for prefix, ids in (prefix_writers or {}).items() if ids}
+        self.open_prefixes = open_prefixes
 
     def refusal(self, record: Record, held: Record | None) -> str | None:
         """Why ``record``'s writer may not write its key, given the record ``held`` for it (None: allowed)."""
@@ -64,6 +76,11 @@ class WritePolicy:
         allowed = self.writers.get(key)
         if allowed is not None:
             return None if writer in allowed else f"{format_id(writer)[:10]} may not write {key[:40]!r} (not configured)"
+        for prefix, ids in self.prefix_writers.items():
+            if key.startswith(prefix):
+                return None if writer in ids else f"{format_id(writer)[:10]} may not write {key[:40]!r} (not configured)"
+        if key.startswith(self.open_prefixes):
+            return None
         if key.startswith(NODE_KEY_PREFIX):
             owner = node_key_owner(key)
             if owner is None:

@@ -505,6 +505,15 @@ struct StoreReplicas {
   1: required list<Record> records,
 }
 
+/**
+ * A message for a service above the ring (dht/direct_messages.py): sent straight to one
+ * member, never piggybacked; `body` is the channel's own encoding (events: event_codec.py).
+ */
+struct Direct {
+  1: required string channel,  // at most 64 characters
+  2: required binary body,     // at most 1 MiB less 16 KiB
+}
+
 // ---- The envelope
 
 /** The one message an envelope carries: exactly one member is set. */
@@ -528,6 +537,7 @@ union RingMessage {
   44: ReplicaDigest replica_digest,
   45: ReplicaWant replica_want,
   46: StoreReplicas store_replicas,
+  60: Direct direct,
 }
 
 /** A rumour riding on an envelope: exactly one member is set. */
@@ -547,4 +557,39 @@ struct Envelope {
 /** The ring's only call: one-way delivery of an envelope (answers are envelopes too). */
 service RingService {
   oneway void deliver(1: Envelope envelope),
+}
+
+// ------------------------------------------------------------------ Events
+//
+// What an entry node and a function's executors say to each other (cortex_rm/events):
+// the body of a ring `Direct` message on channel "events", one `EventMessage` in
+// Thrift's strict binary protocol (cortex_rm/internal/event_codec.py bounds every field).
+
+/** Entry node -> executor: run this activation of the function `function` registers. */
+struct InvokeFunction {
+  1: required i64 request_id,
+  2: required string activation_id,
+  3: required Record function,        // the registration, as an RM wrote and signed it
+  4: required binary payload,         // the trigger's JSON
+  5: required i64 timeout_ms,         // how long the entry node waits for the outcome
+}
+
+/** Executor -> entry node: how the activation ended here, signed by the executor's node key. */
+struct FunctionOutcome {
+  1: required i64 request_id,
+  2: required string activation_id,
+  3: required string status,          // events/outcomes.py: success, application_error, timeout...
+  4: required binary result,          // the handler's JSON (success) or nothing
+  5: required string error,
+  6: required binary logs,            // the activation's stdout and stderr, cut to a bound
+  7: required i64 duration_ms,
+  8: required bool cold_start,
+  9: required binary signer_key,      // DER SPKI; its SHA-1 is the sender's ring id
+  10: required binary signature,      // ECDSA P-256 over events/outcomes.py's signed bytes
+}
+
+/** Exactly one member is set. */
+union EventMessage {
+  1: InvokeFunction invoke,
+  2: FunctionOutcome outcome,
 }

@@ -29,6 +29,7 @@ from thrift.protocol.TBinaryProtocol import TBinaryProtocolFactory
 from thrift.Thrift import TMessageType
 
 from cortex_rm.dht import chord_messages as chord
+from cortex_rm.dht import direct_messages as direct
 from cortex_rm.dht import kv_messages as kv
 from cortex_rm.dht import swim_messages as swim
 from cortex_rm.dht.envelope import Envelope, RingMessage
@@ -142,6 +143,11 @@ _BODIES = _table(
     _shape(kv.ReplicaDigest, ("entries", fields.ListOf(_DigestEntry(), MAX_DIGEST_ENTRIES))),
     _shape(kv.ReplicaWant, ("keys", fields.ListOf(_RECORD_KEY, MAX_DIGEST_ENTRIES))),
     _shape(kv.StoreReplicas, ("records", fields.ListOf(_RECORD, MAX_STORE_RECORDS))),
+    _shape(
+        direct.Direct,
+        ("channel", fields.Text(direct.MAX_CHANNEL_CHARS, allow_empty=False)),
+        ("body", fields.Bytes(direct.MAX_DIRECT_BYTES)),
+    ),
 )
 
 # Each Piggyback type and the union member that carries it.

@@ -12,30 +12,26 @@ timeline does, with the injected reactor as the clock:
   the caller gives ``run_blocking`` a thread (only while it names a peer: a node left
   alone keeps its last record with peers, which ages out after ``neighbour_log_max_age``);
 * outcomes fire the callers' Deferreds (``lookup``, ``put``, ``get``), membership
-  events go to the listeners (the RM marks a node LOST on ``MemberDied``), and
-  ``Joined``/``JoinFailed`` drive the join attempts (``ring_join.py``: the
-  neighbour log, then the introducers, retried every ``join_retry_interval``).
+  events go to the listeners (the RM marks a node LOST on ``MemberDied``), direct
+  messages to their channel's handler (``send_direct``; the events' triggers), and
+  ``Joined``/``JoinFailed`` drive the join attempts (``ring_join.py``: the neighbour log,
+  then the introducers, retried every ``join_retry_interval``).  An exception raised by
+  the core, a listener or an outcome callback is logged (``log.failure``); the service goes on.
 
-An exception raised by the core, a listener or an outcome callback is logged (``log.failure``); the service goes on.
+**Before the member exists** (``ring_start.py``): the key must solve the ring's key puzzle (else
+ValueError); this start's incarnation is persisted above the last one; the key's proof of work is
+read, or solved once in a thread.  The member exists, and ``start`` fires, once both are there.
 
-**Before the member exists** (``ring_start.py``): the key must solve the ring's key puzzle
-(``load_or_create`` with ``key_bits`` made it so; ValueError otherwise); this start's incarnation
-is persisted above the last one; the key's proof of work is read, or solved once in a thread.
-The member exists, and ``start`` fires, once both are there.
-
-**Uptime witnessing.**  ``take_attestations`` hands over what the member's witness has to sign
-now (``RingMember.attestations_due``): the node's reporter calls it every ``attestation_interval``
-at a random phase and signs and submits the result.  ``stop`` flushes the witness first and keeps
-what it held for one later ``take_attestations``, so a clean stop's last pieces are not lost.
-
-**Addresses.**  A member's ring address counts for ``view().verified`` (what the containers'
-firewall believes) only once our own connection met its key there (``address_checks.py``).
+**Uptime witnessing.**  ``take_attestations`` hands over what the member's witness has to sign now
+(``RingMember.attestations_due``), every ``attestation_interval`` at a random phase.  ``stop`` flushes
+the witness first and keeps what it held for one later ``take_attestations``.  **Addresses.**  A
+member's ring address counts for ``view().verified`` (what the containers' firewall believes) only
+once our own connection met its key there (``address_checks.py``).
 
 **Stopping.**  ``stop(graceful=True)`` writes the neighbour log, then lets the member
 leave (records handed off, neighbours told, LEFT gossiped), keeps the connections open
 for ``leave_flush`` seconds so the goodbyes are written, and stops the transport.
-``stop(graceful=False)`` writes the log and drops everything at once: to the others it
-looks like a crash (they detect it, and report ``MemberDied``).  The log is written on
+``stop(graceful=False)`` writes the log and drops everything at once: a crash to the others.  The log is written on
 both: after a graceful leave its peers hold us as LEFT at our old incarnation, and a
 restart comes back higher, so rejoining through them is right and quicker than the introducers.
 """
@@ -75,6 +71,7 @@ from cortex_rm.roles.address_checks import AddressChecks
 from cortex_rm.roles.ring_records import RESOURCE_MANAGER_KEY
 from cortex_rm.roles.ring_start import next_incarnation, proof_of_work
 from cortex_rm.dht.write_policy import WritePolicy
+from cortex_rm.events.functions import FUNCTION_KEY_PREFIX, TICK_KEY_PREFIX
 from cortex_rm.dht.ring_work import key_ok
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.ring_codec import piggyback_size
@@ -188,7 +185,8 @@ class RingService:
         self._log_loop: task.LoopingCall | None = None
         self._listeners: list[MembershipListener] = []
         self._sections: dict[str, OnReceive] = {}
-        self._flushed: list[Attestation] = []  # what the witness held when we stopped, for one take_attestations
+        self._direct: dict[str, Callable[[Peer, bytes], None]] = {}
+        self._flushed: list[Attestation] = []  # the witness's held attestations at stop, for one take_attestations
 
     # ------------------------------------------------------------ lifecycle
 
@@ -247,7 +245,8 @@ class RingService:
 
     def _member_ready(self, incarnation: int, work: int) -> None:
         trust = KeyTrust(self.identity.key, work, self.config.work_bits, self.config.key_bits)
-        policy = WritePolicy({RESOURCE_MANAGER_KEY: self.config.resource_managers})
+        rms = self.config.resource_managers
+        policy = WritePolicy({RESOURCE_MANAGER_KEY: rms}, {FUNCTION_KEY_PREFIX: rms}, (TICK_KEY_PREFIX,))
         if not self.config.resource_managers:
             log.warn("ring: [ring] resource_managers is not set: the first member to write {key} owns it "
                      "(list the ring ids of the nodes that may run the RM)", key=RESOURCE_MANAGER_KEY)
@@ -259,6 +258,8 @@ class RingService:
         live = self.live = LiveMember(member, self.reactor, self.transport.send, self._after_step)
         for listener in self._listeners:
             live.add_listener(listener)
+        for channel, handler in self._direct.items():
+            live.add_direct_handler(channel, handler)
         self._move(ServiceEvent.LISTENING)
         log.info("ring {me} started, incarnation {incarnation}", me=self.me.short(), incarnation=incarnation)
         live.start()
@@ -379,6 +380,16 @@ class RingService:
     def publish(self, section: str, key: str, payload: bytes) -> GossipItem:
         """Gossip ``payload`` under ``(section, key)`` (``GossipSections.publish``); RingError unless running."""
         return self._running("publish").member.membership.sections.publish(section, key, payload)
+
+    def register_direct(self, channel: str, handler: Callable[[Peer, bytes], None]) -> None:
+        """Direct messages on ``channel`` (``dht/direct_messages.py``) to ``handler(sender, body)``."""
+        self._direct[channel] = handler
+        if self.live is not None:
+            self.live.add_direct_handler(channel, handler)
+
+    def send_direct(self, to: Peer, channel: str, body: bytes) -> None:
+        """``body`` straight to ``to`` on ``channel`` (loss is the caller's to time out); RingError unless running."""
+        self._running("send").send_direct(to, channel, body)
 
     def view(self) -> RingView:
         """The ring as this member sees it; RingError unless running."""

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.dht import chord_messages as chord
+from cortex_rm.dht import direct_messages as direct
 from cortex_rm.dht import kv_messages as kv
 from cortex_rm.dht import swim_messages as swim
 from cortex_rm.dht.envelope import Envelope
@@ -81,6 +82,7 @@ BODY_STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
     kv.ReplicaDigest: st.builds(kv.ReplicaDigest, st.lists(st.tuples(keys, counts), max_size=3).map(tuple)),
     kv.ReplicaWant: st.builds(kv.ReplicaWant, st.lists(keys, max_size=3).map(tuple)),
     kv.StoreReplicas: st.builds(kv.StoreReplicas, st.lists(records, max_size=3).map(tuple)),
+    direct.Direct: st.builds(direct.Direct, st.text(min_size=1, max_size=64), st.binary(max_size=256)),
 }
 bodies = st.one_of(*BODY_STRATEGIES.values())
 piggybacks = st.one_of(

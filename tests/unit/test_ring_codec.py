@@ -22,6 +22,7 @@ from thrift.transport.TTransport import TMemoryBuffer
 from zope.interface import implementer
 
 from cortex_rm.dht import chord_messages as chord
+from cortex_rm.dht import direct_messages as direct
 from cortex_rm.dht import kv_messages as kv
 from cortex_rm.dht import swim_messages as swim
 from cortex_rm.dht.envelope import Envelope, RingMessage
@@ -75,6 +76,7 @@ STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
     ),
     kv.ReplicaWant: st.builds(kv.ReplicaWant, keys=st.lists(record_keys, max_size=10).map(tuple)),
     kv.StoreReplicas: st.builds(kv.StoreReplicas, records=st.lists(records, max_size=5).map(tuple)),
+    direct.Direct: st.builds(direct.Direct, channel=st.text(min_size=1, max_size=64), body=st.binary(max_size=512)),
     swim.MemberUpdate: st.builds(
         swim.MemberUpdate,
         peer=peers,

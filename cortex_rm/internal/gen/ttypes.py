@@ -4357,6 +4357,81 @@ class StoreReplicas(object):
         return not (self == other)
 
 
+class Direct(object):
+    """
+    A message for a service above the ring (dht/direct_messages.py): sent straight to one
+    member, never piggybacked; `body` is the channel's own encoding (events: event_codec.py).
+
+    Attributes:
+     - channel
+     - body
+
+    """
+
+
+    def __init__(self, channel=None, body=None,):
+        self.channel = channel
+        self.body = body
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.channel = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.body = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('Direct')
+        if self.channel is not None:
+            oprot.writeFieldBegin('channel', TType.STRING, 1)
+            oprot.writeString(self.channel.encode('utf-8') if sys.version_info[0] == 2 else self.channel)
+            oprot.writeFieldEnd()
+        if self.body is not None:
+            oprot.writeFieldBegin('body', TType.STRING, 2)
+            oprot.writeBinary(self.body)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.channel is None:
+            raise TProtocolException(message='Required field channel is unset!')
+        if self.body is None:
+            raise TProtocolException(message='Required field body is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
 class RingMessage(object):
     """
     The one message an envelope carries: exactly one member is set.
@@ -4381,11 +4456,12 @@ class RingMessage(object):
      - replica_digest
      - replica_want
      - store_replicas
+     - direct
 
     """
 
 
-    def __init__(self, find_successor=None, find_successor_reply=None, get_neighbours=None, neighbours_reply=None, notify=None, ping=None, pong=None, leave=None, probe=None, ack=None, probe_request=None, nack=None, put_record=None, put_reply=None, get_record=None, get_reply=None, replica_digest=None, replica_want=None, store_replicas=None,):
+    def __init__(self, find_successor=None, find_successor_reply=None, get_neighbours=None, neighbours_reply=None, notify=None, ping=None, pong=None, leave=None, probe=None, ack=None, probe_request=None, nack=None, put_record=None, put_reply=None, get_record=None, get_reply=None, replica_digest=None, replica_want=None, store_replicas=None, direct=None,):
         self.find_successor = find_successor
         self.find_successor_reply = find_successor_reply
         self.get_neighbours = get_neighbours
@@ -4405,6 +4481,7 @@ class RingMessage(object):
         self.replica_digest = replica_digest
         self.replica_want = replica_want
         self.store_replicas = store_replicas
+        self.direct = direct
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -4529,6 +4606,12 @@ class RingMessage(object):
                     self.store_replicas.read(iprot)
                 else:
                     iprot.skip(ftype)
+            elif fid == 60:
+                if ftype == TType.STRUCT:
+                    self.direct = Direct()
+                    self.direct.read(iprot)
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -4614,6 +4697,10 @@ class RingMessage(object):
         if self.store_replicas is not None:
             oprot.writeFieldBegin('store_replicas', TType.STRUCT, 46)
             self.store_replicas.write(oprot)
+            oprot.writeFieldEnd()
+        if self.direct is not None:
+            oprot.writeFieldBegin('direct', TType.STRUCT, 60)
+            self.direct.write(oprot)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -4802,6 +4889,370 @@ class Envelope(object):
             raise TProtocolException(message='Required field piggyback is unset!')
         if self.work is None:
             raise TProtocolException(message='Required field work is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class InvokeFunction(object):
+    """
+    Entry node -> executor: run this activation of the function `function` registers.
+
+    Attributes:
+     - request_id
+     - activation_id
+     - function
+     - payload
+     - timeout_ms
+
+    """
+
+
+    def __init__(self, request_id=None, activation_id=None, function=None, payload=None, timeout_ms=None,):
+        self.request_id = request_id
+        self.activation_id = activation_id
+        self.function = function
+        self.payload = payload
+        self.timeout_ms = timeout_ms
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.request_id = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.activation_id = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRUCT:
+                    self.function = Record()
+                    self.function.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.STRING:
+                    self.payload = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.I64:
+                    self.timeout_ms = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('InvokeFunction')
+        if self.request_id is not None:
+            oprot.writeFieldBegin('request_id', TType.I64, 1)
+            oprot.writeI64(self.request_id)
+            oprot.writeFieldEnd()
+        if self.activation_id is not None:
+            oprot.writeFieldBegin('activation_id', TType.STRING, 2)
+            oprot.writeString(self.activation_id.encode('utf-8') if sys.version_info[0] == 2 else self.activation_id)
+            oprot.writeFieldEnd()
+        if self.function is not None:
+            oprot.writeFieldBegin('function', TType.STRUCT, 3)
+            self.function.write(oprot)
+            oprot.writeFieldEnd()
+        if self.payload is not None:
+            oprot.writeFieldBegin('payload', TType.STRING, 4)
+            oprot.writeBinary(self.payload)
+            oprot.writeFieldEnd()
+        if self.timeout_ms is not None:
+            oprot.writeFieldBegin('timeout_ms', TType.I64, 5)
+            oprot.writeI64(self.timeout_ms)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.request_id is None:
+            raise TProtocolException(message='Required field request_id is unset!')
+        if self.activation_id is None:
+            raise TProtocolException(message='Required field activation_id is unset!')
+        if self.function is None:
+            raise TProtocolException(message='Required field function is unset!')
+        if self.payload is None:
+            raise TProtocolException(message='Required field payload is unset!')
+        if self.timeout_ms is None:
+            raise TProtocolException(message='Required field timeout_ms is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class FunctionOutcome(object):
+    """
+    Executor -> entry node: how the activation ended here, signed by the executor's node key.
+
+    Attributes:
+     - request_id
+     - activation_id
+     - status
+     - result
+     - error
+     - logs
+     - duration_ms
+     - cold_start
+     - signer_key
+     - signature
+
+    """
+
+
+    def __init__(self, request_id=None, activation_id=None, status=None, result=None, error=None, logs=None, duration_ms=None, cold_start=None, signer_key=None, signature=None,):
+        self.request_id = request_id
+        self.activation_id = activation_id
+        self.status = status
+        self.result = result
+        self.error = error
+        self.logs = logs
+        self.duration_ms = duration_ms
+        self.cold_start = cold_start
+        self.signer_key = signer_key
+        self.signature = signature
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.request_id = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.activation_id = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRING:
+                    self.status = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.STRING:
+                    self.result = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.STRING:
+                    self.error = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.STRING:
+                    self.logs = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 7:
+                if ftype == TType.I64:
+                    self.duration_ms = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 8:
+                if ftype == TType.BOOL:
+                    self.cold_start = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 9:
+                if ftype == TType.STRING:
+                    self.signer_key = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 10:
+                if ftype == TType.STRING:
+                    self.signature = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('FunctionOutcome')
+        if self.request_id is not None:
+            oprot.writeFieldBegin('request_id', TType.I64, 1)
+            oprot.writeI64(self.request_id)
+            oprot.writeFieldEnd()
+        if self.activation_id is not None:
+            oprot.writeFieldBegin('activation_id', TType.STRING, 2)
+            oprot.writeString(self.activation_id.encode('utf-8') if sys.version_info[0] == 2 else self.activation_id)
+            oprot.writeFieldEnd()
+        if self.status is not None:
+            oprot.writeFieldBegin('status', TType.STRING, 3)
+            oprot.writeString(self.status.encode('utf-8') if sys.version_info[0] == 2 else self.status)
+            oprot.writeFieldEnd()
+        if self.result is not None:
+            oprot.writeFieldBegin('result', TType.STRING, 4)
+            oprot.writeBinary(self.result)
+            oprot.writeFieldEnd()
+        if self.error is not None:
+            oprot.writeFieldBegin('error', TType.STRING, 5)
+            oprot.writeString(self.error.encode('utf-8') if sys.version_info[0] == 2 else self.error)
+            oprot.writeFieldEnd()
+        if self.logs is not None:
+            oprot.writeFieldBegin('logs', TType.STRING, 6)
+            oprot.writeBinary(self.logs)
+            oprot.writeFieldEnd()
+        if self.duration_ms is not None:
+            oprot.writeFieldBegin('duration_ms', TType.I64, 7)
+            oprot.writeI64(self.duration_ms)
+            oprot.writeFieldEnd()
+        if self.cold_start is not None:
+            oprot.writeFieldBegin('cold_start', TType.BOOL, 8)
+            oprot.writeBool(self.cold_start)
+            oprot.writeFieldEnd()
+        if self.signer_key is not None:
+            oprot.writeFieldBegin('signer_key', TType.STRING, 9)
+            oprot.writeBinary(self.signer_key)
+            oprot.writeFieldEnd()
+        if self.signature is not None:
+            oprot.writeFieldBegin('signature', TType.STRING, 10)
+            oprot.writeBinary(self.signature)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.request_id is None:
+            raise TProtocolException(message='Required field request_id is unset!')
+        if self.activation_id is None:
+            raise TProtocolException(message='Required field activation_id is unset!')
+        if self.status is None:
+            raise TProtocolException(message='Required field status is unset!')
+        if self.result is None:
+            raise TProtocolException(message='Required field result is unset!')
+        if self.error is None:
+            raise TProtocolException(message='Required field error is unset!')
+        if self.logs is None:
+            raise TProtocolException(message='Required field logs is unset!')
+        if self.duration_ms is None:
+            raise TProtocolException(message='Required field duration_ms is unset!')
+        if self.cold_start is None:
+            raise TProtocolException(message='Required field cold_start is unset!')
+        if self.signer_key is None:
+            raise TProtocolException(message='Required field signer_key is unset!')
+        if self.signature is None:
+            raise TProtocolException(message='Required field signature is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class EventMessage(object):
+    """
+    Exactly one member is set.
+
+    Attributes:
+     - invoke
+     - outcome
+
+    """
+
+
+    def __init__(self, invoke=None, outcome=None,):
+        self.invoke = invoke
+        self.outcome = outcome
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.invoke = InvokeFunction()
+                    self.invoke.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.outcome = FunctionOutcome()
+                    self.outcome.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('EventMessage')
+        if self.invoke is not None:
+            oprot.writeFieldBegin('invoke', TType.STRUCT, 1)
+            self.invoke.write(oprot)
+            oprot.writeFieldEnd()
+        if self.outcome is not None:
+            oprot.writeFieldBegin('outcome', TType.STRUCT, 2)
+            self.outcome.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
         return
 
     def __repr__(self):
@@ -5141,6 +5592,12 @@ StoreReplicas.thrift_spec = (
     None,  # 0
     (1, TType.LIST, 'records', (TType.STRUCT, [Record, None], False), None, ),  # 1
 )
+all_structs.append(Direct)
+Direct.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'channel', 'UTF8', None, ),  # 1
+    (2, TType.STRING, 'body', 'BINARY', None, ),  # 2
+)
 all_structs.append(RingMessage)
 RingMessage.thrift_spec = (
     None,  # 0
@@ -5190,6 +5647,20 @@ RingMessage.thrift_spec = (
     (44, TType.STRUCT, 'replica_digest', [ReplicaDigest, None], None, ),  # 44
     (45, TType.STRUCT, 'replica_want', [ReplicaWant, None], None, ),  # 45
     (46, TType.STRUCT, 'store_replicas', [StoreReplicas, None], None, ),  # 46
+    None,  # 47
+    None,  # 48
+    None,  # 49
+    None,  # 50
+    None,  # 51
+    None,  # 52
+    None,  # 53
+    None,  # 54
+    None,  # 55
+    None,  # 56
+    None,  # 57
+    None,  # 58
+    None,  # 59
+    (60, TType.STRUCT, 'direct', [Direct, None], None, ),  # 60
 )
 all_structs.append(Piggyback)
 Piggyback.thrift_spec = (
@@ -5204,6 +5675,35 @@ Envelope.thrift_spec = (
     (2, TType.STRUCT, 'body', [RingMessage, None], None, ),  # 2
     (3, TType.LIST, 'piggyback', (TType.STRUCT, [Piggyback, None], False), None, ),  # 3
     (4, TType.I64, 'work', None, None, ),  # 4
+)
+all_structs.append(InvokeFunction)
+InvokeFunction.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'request_id', None, None, ),  # 1
+    (2, TType.STRING, 'activation_id', 'UTF8', None, ),  # 2
+    (3, TType.STRUCT, 'function', [Record, None], None, ),  # 3
+    (4, TType.STRING, 'payload', 'BINARY', None, ),  # 4
+    (5, TType.I64, 'timeout_ms', None, None, ),  # 5
+)
+all_structs.append(FunctionOutcome)
+FunctionOutcome.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'request_id', None, None, ),  # 1
+    (2, TType.STRING, 'activation_id', 'UTF8', None, ),  # 2
+    (3, TType.STRING, 'status', 'UTF8', None, ),  # 3
+    (4, TType.STRING, 'result', 'BINARY', None, ),  # 4
+    (5, TType.STRING, 'error', 'UTF8', None, ),  # 5
+    (6, TType.STRING, 'logs', 'BINARY', None, ),  # 6
+    (7, TType.I64, 'duration_ms', None, None, ),  # 7
+    (8, TType.BOOL, 'cold_start', None, None, ),  # 8
+    (9, TType.STRING, 'signer_key', 'BINARY', None, ),  # 9
+    (10, TType.STRING, 'signature', 'BINARY', None, ),  # 10
+)
+all_structs.append(EventMessage)
+EventMessage.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'invoke', [InvokeFunction, None], None, ),  # 1
+    (2, TType.STRUCT, 'outcome', [FunctionOutcome, None], None, ),  # 2
 )
 fix_spec(all_structs)
 del all_structs

@@ -1,0 +1,106 @@
+"""Events' messages to and from bytes: one ``EventMessage`` (``cortex.thrift``) per ring ``Direct`` body.
+
+An entry node and an executor speak on the ring's ``events`` channel
+(``events/outcomes.py``); each body is one ``EventMessage`` union in Thrift's strict
+binary protocol and nothing after it.  Every field is checked on the way in (and,
+as the ring codec does, on the way out, so a sender learns at once what the
+receiver would refuse): ids and strings bounded, the payload, result and logs within
+their limits, a status the receiver knows.  Anything else raises ``MalformedEnvelope``
+naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cortex_rm.dht.direct_messages import MAX_DIRECT_BYTES
+from cortex_rm.events import outcomes
+from cortex_rm.events.outcomes import EventMessage, FunctionOutcome, InvokeFunction, OutcomeStatus
+from cortex_rm.internal import thrift_fields as fields
+from cortex_rm.internal.errors import MalformedEnvelope
+from cortex_rm.internal.gen import ttypes
+from cortex_rm.internal.ring_codec import _RECORD, MAX_KEY_BYTES, MAX_SIGNATURE_BYTES, PROTOCOL_FACTORY, _ReadBuffer, _WriteBuffer
+
+
+class _Status(fields.Kind):
+    """An ``OutcomeStatus`` value, as its string."""
+
+    def from_wire(self, value: Any, field: str) -> str:
+        if not isinstance(value, str) or value not in _STATUSES:
+            raise MalformedEnvelope(f"{field}: unknown status {str(value)[:40]!r}")
+        return value
+
+
+_STATUSES = frozenset(s.value for s in OutcomeStatus)
+_COUNT = fields.Count()
+_ACTIVATION = ("activation_id", fields.Text(outcomes.MAX_ACTIVATION_ID_CHARS, allow_empty=False))
+
+_SHAPES: dict[type, tuple[str, fields.Shape]] = {
+    InvokeFunction: (
+        "invoke",
+        fields.Shape(InvokeFunction, ttypes.InvokeFunction, (
+            ("request_id", _COUNT),
+            _ACTIVATION,
+            ("function", _RECORD),
+            ("payload", fields.Bytes(outcomes.MAX_PAYLOAD_BYTES)),
+            ("timeout_ms", _COUNT),
+        )),
+    ),
+    FunctionOutcome: (
+        "outcome",
+        fields.Shape(FunctionOutcome, ttypes.FunctionOutcome, (
+            ("request_id", _COUNT),
+            _ACTIVATION,
+            ("status", _Status()),
+            ("result", fields.Bytes(outcomes.MAX_RESULT_BYTES)),
+            ("error", fields.Text(outcomes.MAX_ERROR_CHARS)),
+            ("logs", fields.Bytes(outcomes.MAX_LOG_BYTES)),
+            ("duration_ms", _COUNT),
+            ("cold_start", fields.Bool()),
+            ("signer_key", fields.Bytes(MAX_KEY_BYTES)),
+            ("signature", fields.Bytes(MAX_SIGNATURE_BYTES)),
+        )),
+    ),
+}  # fmt: skip
+
+
+def _from_thrift(value: Any) -> EventMessage:
+    if not isinstance(value, ttypes.EventMessage):
+        raise MalformedEnvelope(f"an events body must be an EventMessage, not {type(value).__name__}")
+    present = [(member, shape) for member, shape in _SHAPES.values() if getattr(value, member) is not None]
+    if len(present) != 1:
+        raise MalformedEnvelope(f"an EventMessage must have exactly one member set, not {len(present)}")
+    member, shape = present[0]
+    message: EventMessage = shape.from_wire(getattr(value, member), f"event.{member}")
+    return message
+
+
+def encode_event(message: EventMessage) -> bytes:
+    """The body of the ``Direct`` message carrying ``message``; MalformedEnvelope if the receiver would refuse it."""
+    member, shape = _SHAPES[type(message)]
+    try:
+        t = ttypes.EventMessage(**{member: shape.to_wire(message)})
+    except (TypeError, ValueError, AttributeError) as e:
+        raise MalformedEnvelope(f"cannot encode a {type(message).__name__}: {e}") from None
+    _from_thrift(t)
+    buffer = _WriteBuffer()
+    t.write(PROTOCOL_FACTORY.getProtocol(buffer))
+    data = buffer.getvalue()
+    if len(data) > MAX_DIRECT_BYTES:
+        raise MalformedEnvelope(f"a {type(message).__name__} of {len(data)} bytes exceeds {MAX_DIRECT_BYTES}")
+    return data
+
+
+def decode_event(data: bytes) -> EventMessage:
+    """The message one events body carries, validated; MalformedEnvelope for anything else."""
+    if len(data) > MAX_DIRECT_BYTES:
+        raise MalformedEnvelope(f"a {len(data)}-byte events body exceeds {MAX_DIRECT_BYTES} bytes")
+    buffer = _ReadBuffer(data)
+    t = ttypes.EventMessage()
+    try:
+        t.read(PROTOCOL_FACTORY.getProtocol(buffer))
+    except Exception as e:  # garbage: Thrift's own errors, EOF, bad UTF-8, nesting too deep...
+        raise MalformedEnvelope(f"undecodable events body: {type(e).__name__}: {e}") from None
+    if buffer.remaining():
+        raise MalformedEnvelope(f"{buffer.remaining()} bytes follow the EventMessage")
+    return _from_thrift(t)
