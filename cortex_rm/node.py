@@ -48,6 +48,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource as WebResource
+from twisted.web.server import Site as WebSite
 
 from cortex_rm.config import Config
 from cortex_rm.container.id_ranges import IdRangeError
@@ -55,6 +56,7 @@ from cortex_rm.dht.ring_math import format_id
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.roles.container_members import ring_view_of
+from cortex_rm.roles.events_role import EventsRole
 from cortex_rm.roles.ledger_keeper import LedgerSetup
 from cortex_rm.roles.ledger_mirror import LedgerMirrorRole, keep_ledger_heads
 from cortex_rm.roles.node_manager import NodeManagerRole
@@ -68,6 +70,7 @@ from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn_api.http_limits import API_LIMITS, LimitedSite
 from cortex_rm.yarn_api.mirror_rest import mount_beside_ring
+from cortex_rm.yarn_api.rest import WebServicesResource
 from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring
 
 log = Logger()
@@ -103,6 +106,7 @@ class CortexNode:
         self._ring_files: ThreadPool | None = None  # the thread the ring's files are written on
         self._ring_run: Runner | None = None  # ... as a runner
         self.uptime_reports: UptimeReports | None = None
+        self.events: EventsRole | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -187,6 +191,7 @@ class CortexNode:
         if self.ring is not None:
             self._serve_ring_view(self.ring)
             await self._start_ledger_mirror(self.ring, self.identity)
+            await self._start_events(self.ring, self.identity)
         (self.state_dir / READY_FILE).write_text(json.dumps(self.addresses, indent=2))
         log.info("Cortex node {name} ready: {addresses}", name=config.node.name, addresses=self.addresses)
 
@@ -262,6 +267,28 @@ class CortexNode:
         )
         await self.ledger_mirror.start()
         mount_beside_ring([getattr(port, "factory", None) for port in self.ports], self.ledger_mirror.status)
+
+    async def _start_events(self, ring: RingService, identity: NodeIdentity) -> None:
+        """Triggers taken here, activations run here (with a NodeManager), and ``/ws/v1/cortex/events`` on the
+        NodeManager's web site and the RM's."""
+        nm = self.node_manager
+        assert self._ring_run is not None
+        sandboxes = nm.function_sandboxes() if nm is not None else None
+        self.events = EventsRole(ring, identity, self.reactor, self.capacities, nm, state_dir=self.state_dir,
+                                 run=self._ring_run, sandboxes=sandboxes)  # fmt: skip
+        await self.events.start()
+        registry = self.resource_manager.event_registry if self.resource_manager is not None else None
+        for port in self.ports:
+            site = getattr(port, "factory", None)
+            if not isinstance(site, WebSite):
+                continue
+            ws = site.resource.getStaticEntity(b"ws")
+            if isinstance(ws, WebServicesResource):  # the RM's: it routes /ws itself
+                ws.events = self.events.web_services(registry)
+            elif isinstance(ws, WebResource) and ws.getStaticEntity(b"v1") is not None:
+                v1 = ws.getStaticEntity(b"v1")
+                if isinstance(v1, WebResource) and v1.getStaticEntity(b"node") is not None:
+                    self.events.mount(site.resource)
 
     def stop(self) -> defer.Deferred[None]:
         """Stop every role in reverse order; fires when all have stopped."""

@@ -49,6 +49,9 @@ class OutcomeStatus(enum.Enum):
     REFUSED = "refused"
     #: The executor failed (its sandbox could not start...).
     INTERNAL_ERROR = "internal_error"
+    #: Not an end: the executor has taken the activation (queued or running); sent at once, unsigned,
+    #: so the entry node learns within a round trip that a chosen executor is alive.
+    ACCEPTED = "accepted"
 
     @property
     def counts_as_answer(self) -> bool:

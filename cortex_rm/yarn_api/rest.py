@@ -26,7 +26,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import IO, Any, Final, cast
+from typing import IO, Any, Final, Protocol, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -142,6 +142,12 @@ def write_reply(request: Request, reply: Reply, headers: tuple[tuple[bytes, byte
     request.finish()
 
 
+class CortexServices(Protocol):
+    """A part of ``/ws/v1/cortex`` answered by another package (the events, ``event_rest.py``)."""
+
+    async def answer(self, call: RestCall, segments: tuple[str, ...]) -> Reply: ...
+
+
 class WebServicesResource(Resource):
     """``/ws/...``: routes ``/ws/v1/cluster/<...>`` to the operations, answers JSON."""
 
@@ -154,6 +160,7 @@ class WebServicesResource(Resource):
         self.services = services
         self.auth = auth
         self.cortex = cortex  # /ws/v1/cortex/...: the uptime ledger
+        self.events: CortexServices | None = None  # /ws/v1/cortex/events/...: set once the node's events run
 
     def render(self, request: Request) -> int:
         gone: list[Failure] = []
@@ -172,6 +179,10 @@ class WebServicesResource(Resource):
         segments = [s.decode("utf-8", errors="replace") for s in request.postpath or []]
         if segments and segments[-1] == "":
             segments.pop()  # a trailing slash names the same resource
+        if segments[:3] == ["v1", "cortex", "events"]:
+            if self.events is None:
+                raise rest_errors.retriable("the events are not running on this node yet; retry shortly")
+            return defer.Deferred.fromCoroutine(self.events.answer(self._call(request, method, path, ()), tuple(segments[3:])))
         if segments[:2] == ["v1", "cortex"] and self.cortex is not None:
             call = self._call(request, method, path, ())
             if self.services.anonymous_access != "cluster-info" and not call.principal.authenticated:

@@ -1,0 +1,208 @@
+"""The executor side of events: runs the activations entry nodes send this node, and signs what came of them.
+
+An ``InvokeFunction`` (a ring ``Direct`` message on the ``events`` channel, from a
+member the ring authenticated) carries the registration as an RM signed it.  The
+executor:
+
+1. checks the registration (``Verifier.registration``: written and signed by an RM,
+   for the function it names; not deleted) or answers REFUSED;
+2. takes the activation if a sandbox can run it now, or queues it (one node-wide
+   FIFO of ``queue_length``), or answers BUSY at once so the entry node tries the
+   next replica; a taken activation is acknowledged at once (ACCEPTED, unsigned),
+   so the entry node knows within a round trip that this executor is alive;
+3. fetches the code (``function_code.py``; once per version), runs the activation in
+   a sandbox (``FunctionSandboxes``), and answers with the outcome signed by this
+   node's key (``outcomes.signed_bytes``).  A queued activation whose caller's
+   timeout passes before a sandbox is free ends as TIMEOUT.
+
+**Fault injection, for tests only.**  With ``CORTEX_RM_FAULT_INJECTION=wrong-results``
+in its environment the executor replaces every successful result by a wrong one
+(and signs it, as a lying node would), so a test can show a ``vote`` naming it.
+It says so loudly at start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from cortex_rm.dht.peer import Peer
+from cortex_rm.events.functions import FunctionSpec, InvalidFunction
+from cortex_rm.events.outcomes import (
+    MAX_ERROR_CHARS,
+    MAX_LOG_BYTES,
+    MAX_RESULT_BYTES,
+    FunctionOutcome,
+    InvokeFunction,
+    OutcomeStatus,
+    signed_bytes,
+)
+from cortex_rm.events.signatures import Verifier, sign, spki_of
+from cortex_rm.roles.function_code import CodeSource, CodeUnavailable
+
+log = Logger()
+
+DEFAULT_QUEUE_LENGTH = 64
+FAULT_INJECTION_ENV = "CORTEX_RM_FAULT_INJECTION"
+WRONG_RESULTS = "wrong-results"
+
+
+class SandboxOutcome(Protocol):
+    """What a sandbox run ends with (``FunctionSandboxes.invoke``'s result)."""
+
+    status: OutcomeStatus
+    result: bytes
+    error: str
+    logs: bytes
+    duration_ms: int
+    cold_start: bool
+
+
+class Sandboxes(Protocol):
+    """The node's function sandboxes, as the executor uses them."""
+
+    def invoke(self, spec: FunctionSpec, code: Path, payload: bytes, activation_id: str) -> defer.Deferred[SandboxOutcome]: ...
+
+    def busy(self, spec: FunctionSpec) -> bool: ...
+
+
+@dataclass
+class _Queued:
+    sender: Peer
+    request: InvokeFunction
+    spec: FunctionSpec
+    expiry: IDelayedCall | None = None
+
+
+class EventExecutor:
+    """Runs activations sent to this node (see the module docstring)."""
+
+    def __init__(
+        self,
+        key: ec.EllipticCurvePrivateKey,
+        ring_id: int,
+        resource_managers: Callable[[], frozenset[int]],
+        code: CodeSource,
+        sandboxes: Sandboxes,
+        reply: Callable[[Peer, FunctionOutcome], None],
+        reactor: IReactorTime,
+        *,
+        queue_length: int = DEFAULT_QUEUE_LENGTH,
+        verifier: Verifier | None = None,
+        fault: str | None = None,
+    ) -> None:
+        self.key, self.ring_id, self.spki = key, ring_id, spki_of(key)
+        self.resource_managers = resource_managers
+        self.code = code
+        self.sandboxes = sandboxes
+        self.reply = reply
+        self.reactor = reactor
+        self.queue_length = queue_length
+        self.verifier = verifier or Verifier()
+        self.fault = os.environ.get(FAULT_INJECTION_ENV) if fault is None else fault
+        self.queue: deque[_Queued] = deque()
+        self.running = 0
+        self.refused = 0
+        if self.fault == WRONG_RESULTS:
+            log.warn("events: FAULT INJECTION ({env}={value}): this node returns wrong results, for tests only",
+                     env=FAULT_INJECTION_ENV, value=self.fault)  # fmt: skip
+
+    def invoke(self, sender: Peer, request: InvokeFunction) -> None:
+        """An entry node's request (see the module docstring)."""
+        try:
+            spec = self.verifier.registration(request.function, self.resource_managers())
+            if spec.deleted:
+                raise InvalidFunction(f"{spec.name} was deleted")
+        except InvalidFunction as e:
+            self.refused += 1
+            self._answer(sender, request, None, OutcomeStatus.REFUSED, error=f"this node will not run it: {e}")
+            return
+        if self.sandboxes.busy(spec):
+            if len(self.queue) >= self.queue_length:
+                self._answer(sender, request, spec, OutcomeStatus.BUSY, error=f"the node's queue is full ({self.queue_length})")
+                return
+            queued = _Queued(sender, request, spec)
+            queued.expiry = self.reactor.callLater(request.timeout_ms / 1000, self._expired, queued)
+            self.queue.append(queued)
+            self._accepted(sender, request)
+            return
+        self._accepted(sender, request)
+        defer.ensureDeferred(self._run(sender, request, spec))
+
+    # ------------------------------------------------------------ internals
+
+    def _accepted(self, sender: Peer, request: InvokeFunction) -> None:
+        self.reply(sender, FunctionOutcome(request.request_id, request.activation_id, OutcomeStatus.ACCEPTED.value,
+                                           b"", "", b"", 0, False))  # fmt: skip
+
+    def _expired(self, queued: _Queued) -> None:
+        queued.expiry = None
+        try:
+            self.queue.remove(queued)
+        except ValueError:
+            return
+        seconds = queued.request.timeout_ms / 1000
+        self._answer(queued.sender, queued.request, queued.spec, OutcomeStatus.TIMEOUT,
+                     error=f"it waited {seconds:g} s in the queue of a busy node and never ran")  # fmt: skip
+
+    async def _run(self, sender: Peer, request: InvokeFunction, spec: FunctionSpec) -> None:
+        self.running += 1
+        started = time.monotonic()
+        try:
+            try:
+                path = await self.code(spec, request.function)
+            except CodeUnavailable as e:
+                status = OutcomeStatus.DEVELOPER_ERROR if "changed after" in str(e) else OutcomeStatus.INTERNAL_ERROR
+                self._answer(sender, request, spec, status, error=str(e))
+                return
+            outcome = await self.sandboxes.invoke(spec, path, request.payload, request.activation_id)
+            result = outcome.result
+            if self.fault == WRONG_RESULTS and outcome.status is OutcomeStatus.SUCCESS:
+                result = json.dumps({"fault": "injected", "node": f"{self.ring_id:040x}"}).encode()
+            self._answer(sender, request, spec, outcome.status, result=result, error=outcome.error, logs=outcome.logs,
+                         duration_ms=outcome.duration_ms, cold=outcome.cold_start)  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - the executor's own failure: the activation says so, the node goes on
+            log.failure("events: activation {id} of {name} failed on this node", id=request.activation_id, name=spec.name)
+            elapsed = int((time.monotonic() - started) * 1000)
+            self._answer(sender, request, spec, OutcomeStatus.INTERNAL_ERROR, error=f"the executor failed: {e}",
+                         duration_ms=elapsed)  # fmt: skip
+        finally:
+            self.running -= 1
+            self._drain()
+
+    def _drain(self) -> None:
+        """Start queued activations whose function a sandbox can take now, oldest first."""
+        for queued in list(self.queue):
+            if self.sandboxes.busy(queued.spec):
+                continue
+            self.queue.remove(queued)
+            if queued.expiry is not None and queued.expiry.active():
+                queued.expiry.cancel()
+            defer.ensureDeferred(self._run(queued.sender, queued.request, queued.spec))
+
+    def _answer(
+        self, sender: Peer, request: InvokeFunction, spec: FunctionSpec | None, status: OutcomeStatus,
+        *, result: bytes = b"", error: str = "", logs: bytes = b"", duration_ms: int = 0, cold: bool = False,
+    ) -> None:  # fmt: skip
+        if len(result) > MAX_RESULT_BYTES:
+            status, result = OutcomeStatus.APPLICATION_ERROR, b""
+            error = f"the handler's result is larger than {MAX_RESULT_BYTES} bytes"
+        outcome = FunctionOutcome(request.request_id, request.activation_id, status.value, result,
+                                  error[:MAX_ERROR_CHARS], logs[:MAX_LOG_BYTES], duration_ms, cold, self.spki)  # fmt: skip
+        name, version = (spec.name, spec.version) if spec is not None else ("", 0)
+        signature = sign(self.key, signed_bytes(outcome, name, version, self.ring_id))
+        try:
+            self.reply(sender, FunctionOutcome(**{**outcome.__dict__, "signature": signature}))
+        except Exception:
+            log.failure("events: cannot answer {sender} for {id}", sender=sender.short(), id=request.activation_id)

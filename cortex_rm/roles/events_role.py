@@ -1,0 +1,170 @@
+"""The events on one node: its entry side, its executor side, their ring channel and their REST API.
+
+Every ring member is an entry node (``event_gateway.py``); a member with a
+NodeManager is an executor too (``event_executor.py``: its sandboxes are the
+NodeManager's runtime, its code comes through the NodeManager's DataNode).  Both
+speak on the ring's ``events`` direct channel (``internal/event_codec.py``); a
+message to this node itself never leaves the process.  The REST API
+(``yarn_api/event_rest.py``) is mounted on the NodeManager's web site, and on the
+RM's beside its registry.
+
+A node checks its callers' tokens with the RM (``authenticate``); an answer is kept
+for ``AUTH_CACHE_S``, so a revoked credential stops working here within that time.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.logger import Logger
+
+from cortex_rm.dht.peer import Peer
+from cortex_rm.events.outcomes import EVENTS_CHANNEL, EventMessage, FunctionOutcome, InvokeFunction
+from cortex_rm.internal.errors import MalformedEnvelope
+from cortex_rm.internal.event_codec import decode_event, encode_event
+from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.roles.event_executor import EventExecutor, Sandboxes
+from cortex_rm.roles.event_gateway import EventGateway
+from cortex_rm.roles.function_code import FunctionCode
+from cortex_rm.roles.node_manager import NodeManagerRole
+from cortex_rm.roles.ring_records import CapacityReports, find_resource_manager
+from cortex_rm.roles.ring_service import RingService
+from cortex_rm.yarn.blocking import Runner
+from cortex_rm.yarn.reactors import INodeReactor
+from cortex_rm.yarn_api.event_node_web import EventsNodeResource, mount_events
+from cortex_rm.yarn_api.event_rest import EventWebServices, Registry
+
+log = Logger()
+
+AUTH_CACHE_S = 60.0
+AUTH_CACHE_ENTRIES = 1024
+RM_WEB_CACHE_S = 30.0
+
+
+class EventsRole:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        ring: RingService,
+        identity: NodeIdentity,
+        reactor: INodeReactor,
+        capacities: CapacityReports | None,
+        node_manager: NodeManagerRole | None,
+        *,
+        state_dir: Path,
+        run: Runner,
+        sandboxes: Sandboxes | None = None,
+    ) -> None:
+        self.ring, self.identity, self.reactor, self.capacities = ring, identity, reactor, capacities
+        self.node_manager = node_manager
+        rms: Callable[[], frozenset[int]] = lambda: ring.config.resource_managers  # noqa: E731
+        self.gateway = EventGateway(ring, identity.key, rms, reactor, self._send_invoke)
+        self.code: FunctionCode | None = None
+        self.executor: EventExecutor | None = None
+        data_node = node_manager.data_node if node_manager is not None else None
+        if data_node is not None and sandboxes is not None:
+            self.code = FunctionCode(state_dir / "functions", data_node, run)
+            self.executor = EventExecutor(
+                identity.key, identity.ring_id, rms, self.code.get, sandboxes, self._send_outcome, reactor
+            )  # fmt: skip
+        self._auth: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._rm_web: tuple[str | None, float] = (None, 0.0)
+        self.malformed = 0
+        ring.register_direct(EVENTS_CHANNEL, self._received)
+
+    async def start(self) -> None:
+        if self.code is not None:
+            await self.code.start()
+
+    def web_services(self, registry: Registry | None = None) -> EventWebServices:
+        """The REST API's answers (with the RM's ``registry`` on the RM's site)."""
+        return EventWebServices(
+            self.gateway, self.reactor, ring_id_hex=self.identity.ring_id_hex, introducers=self._introducers,
+            registry=registry, rm_web=self._find_rm_web, node_web=self._node_web,
+        )  # fmt: skip
+
+    def mount(self, site_root: Any) -> None:
+        """Serve the REST API at ``/ws/v1/cortex/events`` on a node's web site."""
+        mount_events(site_root, EventsNodeResource(self.web_services(), self.authenticate))
+
+    # ------------------------------------------------------------ the ring channel
+
+    def _received(self, sender: Peer, body: bytes) -> None:
+        try:
+            message = decode_event(body)
+        except MalformedEnvelope as e:
+            self.malformed += 1
+            if self.malformed in (1, 10, 100) or self.malformed % 1000 == 0:
+                log.warn("events: a malformed message from {sender} ({count} so far): {error}", sender=sender.short(),
+                         count=self.malformed, error=str(e))  # fmt: skip
+            return
+        self._dispatch(sender, message)
+
+    def _dispatch(self, sender: Peer, message: EventMessage) -> None:
+        if isinstance(message, InvokeFunction):
+            if self.executor is None:
+                log.debug("events: {sender} asked this node (no executor) to run {id}", sender=sender.short(),
+                          id=message.activation_id)  # fmt: skip
+                return
+            self.executor.invoke(sender, message)
+        else:
+            self.gateway.outcome(sender, message)
+
+    def _send(self, to: Peer, message: EventMessage) -> None:
+        if to.node_id == self.identity.ring_id:
+            self.reactor.callLater(0, self._dispatch, self.ring.me, message)
+            return
+        self.ring.send_direct(to, EVENTS_CHANNEL, encode_event(message))
+
+    def _send_invoke(self, to: Peer, message: InvokeFunction) -> None:
+        self._send(to, message)
+
+    def _send_outcome(self, to: Peer, message: FunctionOutcome) -> None:
+        self._send(to, message)
+
+    # ------------------------------------------------------------ the REST API's helpers
+
+    async def authenticate(self, token: str) -> str:
+        """The user ``token`` stands for, by the RM's word (kept ``AUTH_CACHE_S``)."""
+        now = self.reactor.seconds()
+        known = self._auth.get(token)
+        if known is not None and known[1] > now:
+            return known[0]
+        data_node = self.node_manager.data_node if self.node_manager is not None else None
+        if data_node is None:
+            raise LookupError("this node cannot check credentials (it has no connection to the RM); try another node")
+        user: str = await data_node.authenticate_user(token)
+        self._auth[token] = (user, now + AUTH_CACHE_S)
+        self._auth.move_to_end(token)
+        while len(self._auth) > AUTH_CACHE_ENTRIES:
+            self._auth.popitem(last=False)
+        return user
+
+    def _introducers(self) -> list[str]:
+        reports = self.capacities.reports() if self.capacities is not None else []
+        return sorted(str(r.http_address) for r in reports)
+
+    async def _find_rm_web(self) -> str | None:
+        address, until = self._rm_web
+        if address is not None and until > self.reactor.seconds():
+            return address
+        try:
+            record = await find_resource_manager(self.ring)
+        except Exception as e:  # noqa: BLE001 - none published yet, or the ring is changing: the caller retries
+            log.info("events: the RM's web address is not known: {error}", error=str(e))
+            return address
+        self._rm_web = (str(record.webapp_address), self.reactor.seconds() + RM_WEB_CACHE_S)
+        return self._rm_web[0]
+
+    def _node_web(self, prefix: str) -> str | None:
+        if self.capacities is None:
+            return None
+        for report in self.capacities.reports():
+            if report.ring_id.startswith(prefix):
+                return str(report.http_address)
+        return None
+

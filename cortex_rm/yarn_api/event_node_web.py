@@ -1,0 +1,113 @@
+"""``/ws/v1/cortex/events/...`` on a node's web site: the events' REST API (``event_rest.py``) outside the RM.
+
+The RM's site routes ``/ws/v1/cortex`` itself (``rest.py``) and knows its users'
+tokens.  A node's site does not hold the key that checks them: it asks the RM over
+its tracker connection (``authenticate``: the header's token -> the user, the RM's
+refusal otherwise), and the caller's role may keep the answer for a while.  A
+request without the header is anonymous: it may read ``introducers``, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import IO, cast
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from cortex_rm.yarn.delegation import ANONYMOUS, REST_TOKEN_HEADER, Principal
+from cortex_rm.yarn_api import rest_errors
+from cortex_rm.yarn_api.event_rest import EventWebServices
+from cortex_rm.yarn_api.rest import _base_url, _query, write_reply
+from cortex_rm.yarn_api.rest_call import Reply, RestCall
+from cortex_rm.yarn_api.rest_errors import RestError
+
+log = Logger()
+
+Authenticate = Callable[[str], Awaitable[str]]
+"""The user a REST token (its URL string) stands for; raises with the reason it stands for nobody."""
+
+
+class EventsNodeResource(Resource):
+    """``/ws/v1/cortex``: ``events/...`` to ``services``; anything else 404."""
+
+    isLeaf = True
+
+    def __init__(self, services: EventWebServices, authenticate: Authenticate) -> None:
+        super().__init__()
+        self.services = services
+        self.authenticate = authenticate
+
+    def render(self, request: Request) -> int:
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+        method = (request.method or b"GET").decode("ascii", errors="replace")
+        path = (request.path or b"/").decode("utf-8", errors="replace")
+        d = defer.Deferred.fromCoroutine(self._answer(request, method, path))
+        d.addErrback(self._refused, request, method, path)
+        d.addCallback(self._send, request, gone)
+        d.addErrback(lambda f: log.failure("could not answer {method} {path}", f, method=method, path=path))
+        return NOT_DONE_YET
+
+    async def _answer(self, request: Request, method: str, path: str) -> Reply:
+        segments = [s.decode("utf-8", errors="replace") for s in request.postpath or []]
+        if segments and segments[-1] == "":
+            segments.pop()
+        if segments[:1] != ["events"]:
+            raise rest_errors.not_found(f"no resource at {path}; a node serves /ws/v1/cortex/events")
+        principal = await self._principal(request)
+        call = RestCall(
+            method=method,
+            path=path,
+            query=_query(request),
+            body=cast(IO[bytes], request.content).read() if request.content is not None else b"",
+            content_type=(request.getHeader(b"content-type") or b"").decode("latin-1") or None,
+            user=principal.name("dr.who"),
+            principal=principal,
+            client_host=str(getattr(request.getClientAddress(), "host", "")),
+            base_url=_base_url(request),
+        )
+        return await self.services.answer(call, tuple(segments[1:]))
+
+    async def _principal(self, request: Request) -> Principal:
+        header = request.getHeader(REST_TOKEN_HEADER.encode("ascii"))
+        if header is None or not header.strip():
+            return ANONYMOUS
+        try:
+            return Principal(await self.authenticate(header.decode("ascii", errors="replace")))
+        except RestError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the RM's refusal (or its absence): the caller is told why
+            raise rest_errors.unauthorized(f"{REST_TOKEN_HEADER}: {e}") from None
+
+    def _refused(self, failure: Failure, request: Request, method: str, path: str) -> tuple[Reply, tuple[tuple[bytes, bytes], ...]]:
+        error = failure.value
+        if not isinstance(error, RestError):
+            log.failure("{method} {path} failed", failure, method=method, path=path)
+            error = rest_errors.internal_error(method, path, failure.value)
+        else:
+            rest_errors.log_refused(log, method, path, error, request)
+        return Reply(error.status, error.body()), error.headers
+
+    def _send(self, result: Reply | tuple[Reply, tuple[tuple[bytes, bytes], ...]], request: Request, gone: list[Failure]) -> None:
+        if gone:
+            return
+        reply, headers = result if isinstance(result, tuple) else (result, ())
+        write_reply(request, reply, headers)
+
+
+def mount_events(root: Resource, resource: EventsNodeResource) -> None:
+    """Put ``resource`` at ``ws/v1/cortex`` under a node site's ``root`` (its ``ws`` and ``v1`` kept)."""
+    parent = root
+    for name in (b"ws", b"v1"):
+        child = parent.getStaticEntity(name)
+        if child is None:
+            child = Resource()
+            parent.putChild(name, child)
+        if getattr(child, "isLeaf", False):
+            raise ValueError(f"cannot mount the events under /{name.decode()}: it is a leaf resource")
+        parent = child
+    parent.putChild(b"cortex", resource)

@@ -1,0 +1,225 @@
+"""The events' REST API, ``/ws/v1/cortex/events/...``, on every node's web port and on the RM's.
+
+Routes (JSON; every refusal is YARN's ``RemoteException`` JSON, ``rest_errors.py``):
+
+* ``GET introducers``: the web addresses of the ring's nodes, the file system's and the RM's
+  (no credential needed: a client learns where else it may knock);
+* ``functions[/{name}]``: the registry, kept by the RM: the RM answers them
+  (``registry``); a node answers 307 to the RM's web address, which clients follow;
+* ``POST functions/{name}/trigger[?blocking=false]``: the body (JSON, or empty for null) is
+  the event.  Blocking (the default) waits for the verdict, up to the function's timeout:
+  200 with the activation when it succeeded, 502 when the function failed (its error, its
+  memory, a disagreement...), 504 when it timed out; never an accepted-and-poll reply.
+  Non-blocking: 202 with the activation id once the executors have taken it.  Every
+  executor busy: 429 with ``Retry-After``; none reachable: 503;
+* ``GET activations/{id}[?wait=S]``: the activation (``wait`` holds the reply until it ends,
+  at most ``MAX_WAIT_S``); an id another node made is redirected (307) to that node;
+* ``GET activations/{id}/logs``: its logs, as text lines.
+
+Only the caller who triggered an activation, or the function's owner, may read it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+from urllib.parse import urlencode
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+
+from cortex_rm.events.activations import Activation, entry_prefix
+from cortex_rm.events.errors import AllBusy, EventError, FunctionNotFound, NoExecutor, NotAllowed
+from cortex_rm.events.functions import check_name, InvalidFunction
+from cortex_rm.events.outcomes import MAX_PAYLOAD_BYTES
+from cortex_rm.yarn_api import rest_errors
+from cortex_rm.yarn_api.rest_call import Reply, RestCall
+from cortex_rm.yarn_api.rest_errors import RestError
+
+MAX_WAIT_S = 60.0
+TOO_MANY_REQUESTS = ("TooManyRequestsException", "org.apache.hadoop.ipc.RetriableException")
+FAILED_STATUSES = {"timeout": 504}
+
+
+class Gateway(Protocol):
+    """The entry node's side (``roles/event_gateway.py``)."""
+
+    async def trigger(self, name: str, payload: bytes, caller: str | None) -> Activation: ...
+
+    def wait(self, activation: Activation) -> defer.Deferred[Activation]: ...
+
+    def get(self, activation_id: str) -> Activation | None: ...
+
+
+class Registry(Protocol):
+    """The RM's registry, as its REST answers it (``answer(call, segments)`` below ``functions``)."""
+
+    async def answer(self, call: RestCall, segments: tuple[str, ...]) -> Reply: ...
+
+
+class EventWebServices:
+    """Answers ``/ws/v1/cortex/events/<segments>`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        gateway: Gateway | None,
+        clock: IReactorTime,
+        *,
+        ring_id_hex: str,
+        introducers: Callable[[], list[str]],
+        registry: Registry | None = None,
+        rm_web: Callable[[], Awaitable[str | None]] | None = None,
+        node_web: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.gateway = gateway
+        self.clock = clock
+        self.prefix = ring_id_hex[:12]
+        self.introducers = introducers
+        self.registry = registry
+        self.rm_web = rm_web
+        self.node_web = node_web
+
+    async def answer(self, call: RestCall, segments: tuple[str, ...]) -> Reply:
+        try:
+            return await self._route(call, segments)
+        except AllBusy as e:
+            raise RestError(429, TOO_MANY_REQUESTS, str(e), headers=((b"Retry-After", str(e.retry_after_s).encode()),)) from None
+        except FunctionNotFound as e:
+            raise rest_errors.not_found(str(e)) from None
+        except NotAllowed as e:
+            raise rest_errors.forbidden(str(e)) from None
+        except NoExecutor as e:
+            raise rest_errors.retriable(str(e)) from None
+        except (EventError, InvalidFunction) as e:
+            raise rest_errors.bad_request(str(e)) from None
+
+    async def _route(self, call: RestCall, segments: tuple[str, ...]) -> Reply:
+        if segments == ("introducers",):
+            _only(call, "GET")
+            rm_web = await self.rm_web() if self.rm_web is not None else None
+            return Reply(body={"introducers": self.introducers(), "fileSystem": rm_web, "resourceManager": rm_web})
+        if segments[:1] == ("functions",):
+            if len(segments) == 3 and segments[2] == "trigger":
+                _only(call, "POST")
+                return await self._trigger(call, check_name(segments[1]))
+            if self.registry is not None:
+                return await self.registry.answer(call, segments)
+            return await self._to_rm(call)
+        if segments[:1] == ("activations",) and len(segments) in (2, 3):
+            _only(call, "GET")
+            if len(segments) == 3 and segments[2] != "logs":
+                raise rest_errors.not_found(f"no resource at {call.path}")
+            return await self._activation(call, segments[1], logs=len(segments) == 3)
+        raise rest_errors.not_found(f"no resource at {call.path}; the events' API is under /ws/v1/cortex/events")
+
+    # ------------------------------------------------------------ triggers and activations
+
+    async def _trigger(self, call: RestCall, name: str) -> Reply:
+        user = _user(call, f"triggering {name}")
+        gateway = self._gateway()
+        payload = call.body.strip() or b"null"
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise rest_errors.body_too_large(MAX_PAYLOAD_BYTES)
+        try:
+            json.loads(payload)
+        except (ValueError, RecursionError) as e:
+            raise rest_errors.bad_request(f"the event must be JSON (the request's body): {e}") from None
+        blocking = _flag(call, "blocking", True)
+        activation = await gateway.trigger(name, payload, user)
+        if not blocking:
+            return Reply(202, {"activationId": activation.activation_id})
+        ended = await gateway.wait(activation)
+        return Reply(_status_of(ended), {"activation": ended.to_json()})
+
+    async def _activation(self, call: RestCall, activation_id: str, logs: bool) -> Reply:
+        user = _user(call, "reading an activation")
+        prefix = entry_prefix(activation_id)
+        if prefix is None:
+            raise rest_errors.bad_request(f"{activation_id[:80]!r} is not an activation id")
+        if prefix != self.prefix:
+            address = self.node_web(prefix) if self.node_web is not None else None
+            if address is None:
+                raise rest_errors.not_found(f"activation {activation_id}: the node that took it is not known here")
+            return _redirect(address, call)
+        activation = self._gateway().get(activation_id)
+        if activation is None or not activation.may_read(user):
+            raise rest_errors.not_found(f"activation {activation_id} is not known here (or was forgotten)")
+        if logs:
+            text = activation.logs.decode("utf-8", errors="replace")
+            return Reply(body={"activationId": activation_id, "logs": text.splitlines()})
+        wait_s = min(_number(call, "wait", 0.0), MAX_WAIT_S)
+        if wait_s > 0 and not activation.ended:
+            running = activation
+            waited = self._gateway().wait(running)
+
+            def enough() -> None:
+                if not waited.called:
+                    waited.callback(running)
+
+            timer = self.clock.callLater(wait_s, enough)
+            activation = await waited
+            if timer.active():
+                timer.cancel()
+        return Reply(body={"activation": activation.to_json()})
+
+    # ------------------------------------------------------------ internals
+
+    def _gateway(self) -> Gateway:
+        if self.gateway is None:
+            raise rest_errors.retriable("this node does not take triggers (it is not on the ring); try another node")
+        return self.gateway
+
+    async def _to_rm(self, call: RestCall) -> Reply:
+        address = await self.rm_web() if self.rm_web is not None else None
+        if address is None:
+            raise rest_errors.retriable("the ResourceManager that keeps the registry is not known yet; retry shortly")
+        return _redirect(address, call)
+
+
+def _status_of(activation: Activation) -> int:
+    if activation.status == "success":
+        return 200
+    return FAILED_STATUSES.get(activation.status, 502)
+
+
+def _redirect(address: str, call: RestCall) -> Reply:
+    query = urlencode([(k, v) for k, vs in call.query.items() for v in vs])
+    return Reply(307, None, location=f"http://{address}{call.path}" + (f"?{query}" if query else ""))
+
+
+def _only(call: RestCall, method: str) -> None:
+    if call.method != method and not (method == "GET" and call.method == "HEAD"):
+        raise rest_errors.method_not_allowed(call.method, call.path, [method])
+
+
+def _user(call: RestCall, what: str) -> str:
+    if call.principal.user is None:
+        raise rest_errors.unauthorized(
+            f"{what} needs a user's credential in the Hadoop-YARN-RM-Delegation-Token header "
+            "(ask the cluster's admin: `cortex-rm user add NAME --out FILE`)"
+        )
+    return call.principal.user
+
+
+def _flag(call: RestCall, name: str, default: bool) -> bool:
+    values = call.query.get(name)
+    if not values:
+        return default
+    value = values[-1].lower()
+    if value not in ("true", "false"):
+        raise rest_errors.bad_request(f"{name} must be true or false, not {values[-1][:20]!r}")
+    return value == "true"
+
+
+def _number(call: RestCall, name: str, default: float) -> float:
+    values = call.query.get(name)
+    if not values:
+        return default
+    try:
+        value = float(values[-1])
+    except ValueError:
+        raise rest_errors.bad_request(f"{name} must be a number of seconds, not {values[-1][:20]!r}") from None
+    if not 0 <= value < 1e6:
+        raise rest_errors.bad_request(f"{name} must be a number of seconds from 0")
+    return value
