@@ -273,9 +273,10 @@ class CortexNode:
         NodeManager's web site and the RM's."""
         nm = self.node_manager
         assert self._ring_run is not None
-        sandboxes = nm.function_sandboxes() if nm is not None else None
-        self.events = EventsRole(ring, identity, self.reactor, self.capacities, nm, state_dir=self.state_dir,
-                                 run=self._ring_run, sandboxes=sandboxes)  # fmt: skip
+        settings = self.config.events
+        sandboxes = nm.function_sandboxes(settings) if nm is not None and settings.execute else None
+        self.events = EventsRole(ring, identity, self.reactor, self.capacities, nm, settings=settings,
+                                 state_dir=self.state_dir, run=self._ring_run, sandboxes=sandboxes)  # fmt: skip
         await self.events.start()
         registry = self.resource_manager.event_registry if self.resource_manager is not None else None
         for port in self.ports:
@@ -295,6 +296,9 @@ class CortexNode:
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        if self.events is not None:
+            await self.events.stop()
+            self.events = None
         if self.uptime_reports is not None:
             await self.uptime_reports.stop()  # the last attestations, while the tracker connection is up
             self.uptime_reports = None

@@ -8,6 +8,7 @@ sections.  The roles take their sections; only the entry points see the file.
 
 from cortex_rm.config.accounting import AccountingSection
 from cortex_rm.config.errors import ConfigError
+from cortex_rm.config.events import EventsSection
 from cortex_rm.config.loader import Config, NodeSection, config_from_dict, load_config
 from cortex_rm.config.nodemanager import NodeManagerDirs, NodeManagerSection
 from cortex_rm.config.resourcemanager import QueueEntry, ResourceManagerSection, SchedulerSection
@@ -17,6 +18,7 @@ __all__ = [
     "AccountingSection",
     "Config",
     "ConfigError",
+    "EventsSection",
     "NodeManagerDirs",
     "NodeManagerSection",
     "NodeSection",

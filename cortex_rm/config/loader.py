@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cortex_rm.config.accounting import AccountingSection
+from cortex_rm.config.events import EventsSection
 from cortex_rm.config.errors import ConfigError
 from cortex_rm.config.nodemanager import NodeManagerDirs, NodeManagerSection
 from cortex_rm.config.resourcemanager import RM_ADDRESS_KEYS, ResourceManagerSection, SchedulerSection
@@ -72,6 +73,7 @@ class Config:
     nodemanager: NodeManagerSection = field(default_factory=NodeManagerSection)
     ring: RingSection = field(default_factory=RingSection)
     accounting: AccountingSection = field(default_factory=AccountingSection)
+    events: EventsSection = field(default_factory=EventsSection)
     source: str = "<defaults>"
 
     @property
@@ -205,3 +207,4 @@ def _validate(config: Config) -> None:
     config.resourcemanager.check(where)
     config.scheduler.check(where)
     config.accounting.check(where)
+    config.events.check(where)

@@ -21,7 +21,9 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from cortex_rm.config.events import EventsSection
 from cortex_rm.dht.peer import Peer
+from cortex_rm.events.activations import ActivationStore
 from cortex_rm.events.outcomes import EVENTS_CHANNEL, EventMessage, FunctionOutcome, InvokeFunction
 from cortex_rm.internal.errors import MalformedEnvelope
 from cortex_rm.internal.event_codec import decode_event, encode_event
@@ -55,21 +57,28 @@ class EventsRole:
         capacities: CapacityReports | None,
         node_manager: NodeManagerRole | None,
         *,
+        settings: EventsSection,
         state_dir: Path,
         run: Runner,
         sandboxes: Sandboxes | None = None,
     ) -> None:
         self.ring, self.identity, self.reactor, self.capacities = ring, identity, reactor, capacities
         self.node_manager = node_manager
+        self.sandboxes = sandboxes
         rms: Callable[[], frozenset[int]] = lambda: ring.config.resource_managers  # noqa: E731
-        self.gateway = EventGateway(ring, identity.key, rms, reactor, self._send_invoke)
+        store = ActivationStore(settings.activation_retention_s * 1000, settings.max_activations)
+        self.gateway = EventGateway(
+            ring, identity.key, rms, reactor, self._send_invoke, store=store, accept_timeout_s=settings.accept_timeout_s,
+            registry_cache_s=settings.registry_cache_s,
+        )  # fmt: skip
         self.code: FunctionCode | None = None
         self.executor: EventExecutor | None = None
         data_node = node_manager.data_node if node_manager is not None else None
         if data_node is not None and sandboxes is not None:
             self.code = FunctionCode(state_dir / "functions", data_node, run)
             self.executor = EventExecutor(
-                identity.key, identity.ring_id, rms, self.code.get, sandboxes, self._send_outcome, reactor
+                identity.key, identity.ring_id, rms, self.code.get, sandboxes, self._send_outcome, reactor,
+                queue_length=settings.queue_length,
             )  # fmt: skip
         self._auth: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._rm_web: tuple[str | None, float] = (None, 0.0)
@@ -79,6 +88,12 @@ class EventsRole:
     async def start(self) -> None:
         if self.code is not None:
             await self.code.start()
+
+    async def stop(self) -> None:
+        """Stop the sandboxes (running activations end; their entry nodes hear nothing and time them out)."""
+        stop = getattr(self.sandboxes, "stop", None)
+        if stop is not None:
+            await stop()
 
     def web_services(self, registry: Registry | None = None) -> EventWebServices:
         """The REST API's answers (with the RM's ``registry`` on the RM's site)."""
