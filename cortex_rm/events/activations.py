@@ -188,6 +188,16 @@ class ActivationStore:
         self.expire(now_ms)
         return self._running.get(activation_id) or self._ended.get(activation_id)
 
+    def readable(self, user: str, function: str | None, limit: int, now_ms: int) -> list[Activation]:
+        """The newest ``limit`` activations ``user`` may read (of ``function`` only, unless None), newest first."""
+        self.expire(now_ms)
+        found: list[Activation] = []
+        for activation in [*self._running.values(), *reversed(self._ended.values())]:
+            if activation.may_read(user) and function in (None, activation.function):
+                found.append(activation)
+        found.sort(key=lambda a: a.start_ms, reverse=True)
+        return found[:limit]
+
     def ended(self, activation: Activation) -> None:
         """``activation`` has ended: it is kept from now for the retention, within the bounds."""
         if self._running.get(activation.activation_id) is not activation:

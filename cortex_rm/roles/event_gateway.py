@@ -189,6 +189,10 @@ class EventGateway:
     def get(self, activation_id: str) -> Activation | None:
         return self.store.get(activation_id, self.now_ms())
 
+    def readable(self, user: str, function: str | None, limit: int) -> list[Activation]:
+        """The newest activations taken here that ``user`` may read (``ActivationStore.readable``)."""
+        return self.store.readable(user, function, limit, self.now_ms())
+
     def outcome(self, sender: Peer, outcome: FunctionOutcome) -> None:
         """An executor's answer (the ring authenticated ``sender``)."""
         request = self._requests.get(outcome.request_id)

@@ -14,7 +14,9 @@ Routes (JSON; every refusal is YARN's ``RemoteException`` JSON, ``rest_errors.py
   executor busy: 429 with ``Retry-After``; none reachable: 503;
 * ``GET activations/{id}[?wait=S]``: the activation (``wait`` holds the reply until it ends,
   at most ``MAX_WAIT_S``); an id another node made is redirected (307) to that node;
-* ``GET activations/{id}/logs``: its logs, as text lines.
+* ``GET activations/{id}/logs``: its logs, as text lines;
+* ``GET activations[?function=NAME&limit=N]``: the newest activations this node took that the caller
+  may read (a scheduled function's activations are on the node that owned it at each tick).
 
 Only the caller who triggered an activation, or the function's owner, may read it.
 """
@@ -38,6 +40,7 @@ from cortex_rm.yarn_api.rest_call import Reply, RestCall
 from cortex_rm.yarn_api.rest_errors import RestError
 
 MAX_WAIT_S = 60.0
+MAX_LISTED = 1000
 TOO_MANY_REQUESTS = ("TooManyRequestsException", "org.apache.hadoop.ipc.RetriableException")
 FAILED_STATUSES = {"timeout": 504}
 
@@ -50,6 +53,8 @@ class Gateway(Protocol):
     def wait(self, activation: Activation) -> defer.Deferred[Activation]: ...
 
     def get(self, activation_id: str) -> Activation | None: ...
+
+    def readable(self, user: str, function: str | None, limit: int) -> list[Activation]: ...
 
 
 class Registry(Protocol):
@@ -106,6 +111,13 @@ class EventWebServices:
             if self.registry is not None:
                 return await self.registry.answer(call, segments)
             return await self._to_rm(call)
+        if segments == ("activations",):
+            _only(call, "GET")
+            user = _user(call, "listing activations")
+            function = call.query.get("function", [None])[-1]
+            limit = int(min(_number(call, "limit", 100), MAX_LISTED))
+            listed = self._gateway().readable(user, function, limit)
+            return Reply(body={"activations": [a.to_json(signed=False) for a in listed]})
         if segments[:1] == ("activations",) and len(segments) in (2, 3):
             _only(call, "GET")
             if len(segments) == 3 and segments[2] != "logs":

@@ -1,0 +1,205 @@
+"""Issue 12 on a real local cluster of 3 nodes: functions registered, triggered from any node, run in LXC sandboxes.
+
+Everything goes through what a developer has: her credential (issued by the
+admin), the cluster's file system over WebHDFS (PyPI's ``hdfs`` client) for the
+code, and the events' REST API on any node's web port (``curl`` and ``requests``),
+the Python client (``cortex_rm.client.Cortex``) and the CLI (``cortex-rm event``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from cortex_rm import local_cluster
+from cortex_rm.dht.ring_math import key_id
+from cortex_rm.events.functions import function_key
+from cortex_rm.processes import alive
+from cortex_rm.roles.event_executor import FAULT_INJECTION_ENV, WRONG_RESULTS
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
+from tests.support.cluster import RunningCluster, running_cluster
+from tests.support.credentials import credential, hdfs_client
+
+pytestmark = pytest.mark.integration
+
+NODES = 3
+EVENTS = "/ws/v1/cortex/events"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    with running_cluster(tmp_path_factory.mktemp("events"), nodes=NODES) as c:
+        yield c
+
+
+def headers(cluster: RunningCluster, user: str = "alice") -> dict[str, str]:
+    return {REST_TOKEN_HEADER: credential(cluster, user).rest_header()}
+
+
+def web(node: local_cluster.LocalNode) -> str:
+    """A node's web address (its NodeManager's site, where its events' REST API is)."""
+    ready = json.loads((Path(node.directory) / "ready.json").read_text())
+    return str(ready["nodemanager.webapp_address"])
+
+
+def ring_ids(cluster: RunningCluster) -> dict[str, str]:
+    """Each node's name -> its ring id (40 hex digits)."""
+    ids = {}
+    for node in cluster.nodes:
+        view = requests.get(f"http://{web(node)}/ws/v1/ring", timeout=10).json()
+        ids[node.name] = view["ring"]["node"]["id"]
+    return ids
+
+
+def upload(cluster: RunningCluster, user: str, name: str, source: str) -> str:
+    """Put ``source`` into the cluster's file system as ``user``; its path."""
+    path = f"/user/{user}/functions/{name}.py"
+    hdfs_client(cluster, user).write(path, data=textwrap.dedent(source).encode(), overwrite=True)
+    return path
+
+
+def register(cluster: RunningCluster, name: str, source: str, user: str = "alice", **fields: Any) -> dict[str, Any]:
+    """Upload and register ``name`` through the REST API of a node (followed to the RM)."""
+    path = upload(cluster, user, name, source)
+    body = {"code": {"path": path}, **fields}
+    answer = requests.post(
+        f"http://{web(cluster.nodes[-1])}{EVENTS}/functions/{name}", json=body, headers=headers(cluster, user), timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    function: dict[str, Any] = answer.json()["function"]
+    return function
+
+
+def trigger(cluster: RunningCluster, node: local_cluster.LocalNode, name: str, payload: Any, user: str = "alice",
+            timeout: float = 120) -> requests.Response:  # fmt: skip
+    return requests.post(
+        f"http://{web(node)}{EVENTS}/functions/{name}/trigger", data=json.dumps(payload), headers=headers(cluster, user),
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def owner_of(cluster: RunningCluster, name: str) -> str:
+    """The node that owns ``name``'s key: the first ring id at or after the key's point."""
+    ids = ring_ids(cluster)
+    point = key_id(function_key(name))
+    ordered = sorted(ids.items(), key=lambda item: int(item[1], 16))
+    return next((n for n, i in ordered if int(i, 16) >= point), ordered[0][0])
+
+
+def test_register_and_trigger_sync_and_async_from_every_node_with_curl(cluster: RunningCluster) -> None:
+    """curl, as a developer without our client: register, trigger from each node (sync and async), read the
+    activation and its logs, list and delete."""
+    register(cluster, "greet", '''
+        def handler(event, context):
+            print("greeting", event["name"])
+            return {"hello": event["name"], "activation": context.activation_id}
+    ''')
+    for node in cluster.nodes:
+        out = subprocess.run(
+            ["curl", "-sS", "-X", "POST", "-H", f"{REST_TOKEN_HEADER}: {credential(cluster, 'alice').rest_header()}",
+             "--data", '{"name": "ada"}', f"http://{web(node)}{EVENTS}/functions/greet/trigger"],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        activation = json.loads(out.stdout)["activation"]
+        assert activation["status"] == "success", activation
+        assert activation["result"]["hello"] == "ada"
+        assert activation["result"]["activation"] == activation["activationId"]
+        logs = requests.get(
+            f"http://{web(node)}{EVENTS}/activations/{activation['activationId']}/logs", headers=headers(cluster), timeout=30
+        ).json()
+        assert logs["logs"] == ["greeting ada"], logs
+    node = cluster.nodes[1]
+    accepted = requests.post(
+        f"http://{web(node)}{EVENTS}/functions/greet/trigger?blocking=false", data='{"name": "bo"}',
+        headers=headers(cluster), timeout=60,
+    )  # fmt: skip
+    assert accepted.status_code == 202, accepted.text
+    activation_id = accepted.json()["activationId"]
+    done = requests.get(f"http://{web(node)}{EVENTS}/activations/{activation_id}?wait=30", headers=headers(cluster), timeout=60)
+    assert done.json()["activation"]["result"]["hello"] == "bo"
+    # asked at another node, the id is redirected to the node that took it
+    elsewhere = requests.get(f"http://{web(cluster.nodes[0])}{EVENTS}/activations/{activation_id}", headers=headers(cluster),
+                             timeout=60)  # fmt: skip
+    assert elsewhere.status_code == 200 and elsewhere.json()["activation"]["activationId"] == activation_id
+    listed = requests.get(f"http://{web(node)}{EVENTS}/functions", headers=headers(cluster), timeout=30).json()
+    assert "greet" in [f["name"] for f in listed["functions"]]
+    # bob has no grant
+    refused = trigger(cluster, node, "greet", {"name": "x"}, user="bob")
+    assert refused.status_code == 403, refused.text
+    deleted = requests.delete(f"http://{web(node)}{EVENTS}/functions/greet", headers=headers(cluster), timeout=30)
+    assert deleted.status_code == 200, deleted.text
+    gone = trigger(cluster, node, "greet", {"name": "x"})
+    deadline = time.monotonic() + 30  # entry nodes trust a registration for registry_cache_s (5 s)
+    while gone.status_code != 404 and time.monotonic() < deadline:
+        time.sleep(1)
+        gone = trigger(cluster, node, "greet", {"name": "x"})
+    assert gone.status_code == 404, gone.text
+
+
+def test_200_concurrent_triggers_are_all_answered_correctly(cluster: RunningCluster) -> None:
+    register(cluster, "square", '''
+        def handler(event, context):
+            return event * event
+    ''', limits={"maxConcurrency": 4})
+    trigger(cluster, cluster.nodes[0], "square", 2)  # warm
+
+    def one(n: int) -> tuple[int, int, Any]:
+        answer = trigger(cluster, cluster.nodes[n % NODES], "square", n)
+        if answer.status_code == 429:
+            time.sleep(float(answer.headers.get("Retry-After", "1")))
+            answer = trigger(cluster, cluster.nodes[n % NODES], "square", n)
+        body = answer.json()
+        return n, answer.status_code, body.get("activation", {}).get("result")
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(one, range(200)))
+    wrong = [(n, status, result) for n, status, result in results if status != 200 or result != n * n]
+    assert not wrong, wrong[:5]
+
+
+def test_vote_answers_with_the_majority_and_names_the_node_that_lied(cluster: RunningCluster) -> None:
+    """One node restarted with the tests' fault switch returns wrong (signed) results: a vote of 3 still answers
+    right and names it."""
+    victim = cluster.nodes[-1]
+    os.kill(victim.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while alive(victim.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.environ[FAULT_INJECTION_ENV] = WRONG_RESULTS
+    try:
+        restarted = local_cluster.restart_node(cluster.workdir, victim.name, say=lambda _: None)
+    finally:
+        del os.environ[FAULT_INJECTION_ENV]
+    cluster.nodes[-1] = restarted
+    liar = ring_ids(cluster)[victim.name]
+    register(cluster, "count", '''
+        def handler(event, context):
+            return {"words": len(event.split())}
+    ''', replicas=3, mode="vote")
+    deadline = time.monotonic() + 60
+    while True:  # until the restarted node is back among the live members every entry node sees
+        answer = trigger(cluster, cluster.nodes[0], "count", "a b c")
+        activation = answer.json()["activation"]
+        if len(activation["executors"]) == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert answer.status_code == 200 and activation["result"] == {"words": 3}, activation
+    assert activation["dissenters"] == [liar], activation
+    assert sorted(e["agreed"] for e in activation["executors"]) == [False, True, True]
+    os.kill(restarted.pid, signal.SIGTERM)  # the liar goes back to telling the truth
+    deadline = time.monotonic() + 60
+    while alive(restarted.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cluster.nodes[-1] = local_cluster.restart_node(cluster.workdir, victim.name, say=lambda _: None)
