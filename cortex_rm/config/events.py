@@ -27,6 +27,14 @@ class EventsSection:
     accept_timeout_s: float = 2.0
     # How long a node trusts a registration it read from the ring before reading it again
     registry_cache_s: float = 5.0
+    # Adaptive replication (BOINC's): the owner of a replicated vote function, once its results agreed
+    # with the other replicas trust_after times in a row, runs triggers alone but for a spot_check_rate
+    # fraction, which still run on every replica; any disagreement makes it untrusted again
+    adaptive_replication: bool = True
+    trust_after: int = 10
+    spot_check_rate: float = 0.1
+    # How often a node reads the list of scheduled functions (a new owner takes over within this time)
+    schedules_refresh_s: float = 30.0
 
     def check(self, where: str) -> None:
         """ConfigError naming the first key whose value cannot work."""
@@ -35,6 +43,7 @@ class EventsSection:
             ("max_sandboxes", 1, 4096),
             ("max_activations", 1, 10_000_000),
             ("activation_retention_s", 1, 90 * 24 * 3600),
+            ("trust_after", 1, 1_000_000),
         ):
             if not low <= getattr(self, key) <= high:
                 raise ConfigError(f"{where}: events.{key} must lie in {low}..{high}")
@@ -42,6 +51,8 @@ class EventsSection:
             ("sandbox_idle_timeout_s", 1.0, 86400.0),
             ("accept_timeout_s", 0.05, 60.0),
             ("registry_cache_s", 0.0, 3600.0),
+            ("spot_check_rate", 0.0, 1.0),
+            ("schedules_refresh_s", 0.1, 3600.0),
         ):
             if not flow <= getattr(self, key) <= fhigh:
                 raise ConfigError(f"{where}: events.{key} must lie in {flow:g}..{fhigh:g}")

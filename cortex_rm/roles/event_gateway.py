@@ -252,6 +252,10 @@ class EventGateway:
         self._known[name] = known
         return known
 
+    def executors_of(self, key: str, count: int) -> list[Peer]:
+        """The live members that run ``key``'s functions in this node's view: the first at or after its point, and on."""
+        return self._executors(Peer(key_id(key), ""), count)
+
     def _executors(self, owner: Peer, count: int) -> list[Peer]:
         """The owner and the live members after it on the ring, ``count`` at most (the owner skipped if not live)."""
         view = self.ring.view()

@@ -14,22 +14,30 @@ for ``AUTH_CACHE_S``, so a revoked credential stops working here within that tim
 
 from __future__ import annotations
 
+import json
+import random
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from cortex_rm.config.events import EventsSection
 from cortex_rm.dht.peer import Peer
 from cortex_rm.events.activations import ActivationStore
+from cortex_rm.events.functions import FunctionSpec
+from cortex_rm.events.spot_checks import SpotCheckConfig, SpotChecks
+from cortex_rm.events.verdicts import Decision
 from cortex_rm.events.outcomes import EVENTS_CHANNEL, EventMessage, FunctionOutcome, InvokeFunction
 from cortex_rm.internal.errors import MalformedEnvelope
 from cortex_rm.internal.event_codec import decode_event, encode_event
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.roles.event_executor import EventExecutor, Sandboxes
 from cortex_rm.roles.event_gateway import EventGateway
+from cortex_rm.roles.event_schedules import EventSchedules
 from cortex_rm.roles.function_code import FunctionCode
 from cortex_rm.roles.node_manager import NodeManagerRole
 from cortex_rm.roles.ring_records import CapacityReports, find_resource_manager
@@ -67,9 +75,16 @@ class EventsRole:
         self.sandboxes = sandboxes
         rms: Callable[[], frozenset[int]] = lambda: ring.config.resource_managers  # noqa: E731
         store = ActivationStore(settings.activation_retention_s * 1000, settings.max_activations)
+        spot = SpotCheckConfig(settings.adaptive_replication, settings.trust_after, settings.spot_check_rate)
+        self.spot_checks = SpotChecks(spot, random.Random())
         self.gateway = EventGateway(
             ring, identity.key, rms, reactor, self._send_invoke, store=store, accept_timeout_s=settings.accept_timeout_s,
-            registry_cache_s=settings.registry_cache_s,
+            registry_cache_s=settings.registry_cache_s, plan=self.spot_checks.plan, agreed=self._agreed,
+        )  # fmt: skip
+        self.schedules = EventSchedules(
+            reactor, me=identity.ring_id, resource_managers=ring.config.resource_managers, get=ring.get, put=ring.put,
+            owns=self._owns, fire=self._fire, wall_clock_ms=lambda: int(time.time() * 1000),
+            refresh_s=settings.schedules_refresh_s,
         )  # fmt: skip
         self.code: FunctionCode | None = None
         self.executor: EventExecutor | None = None
@@ -88,9 +103,11 @@ class EventsRole:
     async def start(self) -> None:
         if self.code is not None:
             await self.code.start()
+        self.schedules.start()
 
     async def stop(self) -> None:
-        """Stop the sandboxes (running activations end; their entry nodes hear nothing and time them out)."""
+        """Stop firing schedules and the sandboxes (running activations end; their entry nodes time them out)."""
+        self.schedules.stop()
         stop = getattr(self.sandboxes, "stop", None)
         if stop is not None:
             await stop()
@@ -105,6 +122,25 @@ class EventsRole:
     def mount(self, site_root: Any) -> None:
         """Serve the REST API at ``/ws/v1/cortex/events`` on a node's web site."""
         mount_events(site_root, EventsNodeResource(self.web_services(), self.authenticate))
+
+    # ------------------------------------------------------------ schedules and spot checks
+
+    def _owns(self, key: str) -> bool:
+        """Whether this node owns ``key`` in its view of the ring: the first live member at or after its point."""
+        executors = self.gateway.executors_of(key, 1)
+        return bool(executors) and executors[0].node_id == self.identity.ring_id
+
+    def _fire(self, spec: FunctionSpec, tick_ms: int) -> defer.Deferred[object]:
+        payload = json.dumps({"tick": tick_ms, "schedule": spec.schedule}).encode()
+        fired: defer.Deferred[object] = defer.ensureDeferred(self._trigger_tick(spec.name, payload, tick_ms))
+        return fired
+
+    async def _trigger_tick(self, name: str, payload: bytes, tick_ms: int) -> object:
+        return await self.gateway.trigger(name, payload, None, tick_ms=tick_ms)
+
+    def _agreed(self, spec: FunctionSpec, decision: Decision) -> None:
+        if decision.outcome is not None:
+            self.spot_checks.record(spec, decision.agreed, decision.dissenters + decision.missing)
 
     # ------------------------------------------------------------ the ring channel
 

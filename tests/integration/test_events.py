@@ -203,3 +203,62 @@ def test_vote_answers_with_the_majority_and_names_the_node_that_lied(cluster: Ru
     while alive(restarted.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     cluster.nodes[-1] = local_cluster.restart_node(cluster.workdir, victim.name, say=lambda _: None)
+
+
+def test_hostile_handlers_end_with_clear_errors_and_the_node_goes_on(cluster: RunningCluster) -> None:
+    """A loop, a fork bomb, a 10 GB allocation, reading the node's own key and connecting to its ports: each ends as
+    a clear error of its activation; afterwards the same node runs a good function."""
+    node = cluster.nodes[1]
+    key_file = Path(node.directory).resolve() / "identity"
+    ready = json.loads((Path(node.directory) / "ready.json").read_text())
+    ports = sorted({int(str(a).rpartition(":")[2]) for a in ready.values()})
+    cases = {
+        "loop": ("while True:\n        pass", {"timeoutS": 2}, "timeout", "timeout"),
+        "forkbomb": (
+            "import os\n    while True:\n        os.fork()", {"timeoutS": 10}, None, None,
+        ),
+        "hog": ("blocks = [bytearray(1 << 30) for _ in range(10)]\n    return len(blocks)", {"memoryMb": 128}, None, "memory"),
+        "snoop": (f"return sorted(__import__('os').listdir({str(key_file)!r}))", {}, "application_error", "FileNotFoundError"),
+        "dial": (
+            "import socket\n    opened = []\n"
+            f"    for port in {ports!r}:\n"
+            "        try:\n            socket.create_connection(('127.0.0.1', port), timeout=2).close()\n"
+            "            opened.append(port)\n        except OSError as e:\n            pass\n"
+            "    if opened:\n        return opened\n    raise ConnectionError('no port reachable')",
+            {}, "application_error", "no port reachable",
+        ),
+    }  # fmt: skip
+    for name, (body, limits, status, words) in cases.items():
+        register(cluster, name, f"def handler(event, context):\n    {body}\n", limits=limits)
+        answer = trigger(cluster, node, name, None)
+        activation = answer.json()["activation"]
+        assert activation["status"] != "success", (name, activation)
+        if status is not None:
+            assert activation["status"] == status, (name, activation)
+        if words is not None:
+            assert words.lower() in (activation["error"] + activation["status"]).lower(), (name, activation)
+    register(cluster, "fine", "def handler(event, context):\n    return 'still here'\n")
+    again = trigger(cluster, node, "fine", None)
+    assert again.status_code == 200 and again.json()["activation"]["result"] == "still here"
+
+
+def test_a_dead_owner_s_next_trigger_is_answered_by_its_successor(cluster: RunningCluster) -> None:
+    """SIGKILL the node that owns a function between two triggers: the next trigger is answered, by another node."""
+    rm_node = cluster.nodes[0].name
+    name = next(f"echo{i}" for i in range(100) if owner_of(cluster, f"echo{i}") != rm_node)
+    register(cluster, name, "def handler(event, context):\n    return event\n")
+    owner_name = owner_of(cluster, name)
+    first = trigger(cluster, cluster.nodes[0], name, "one").json()["activation"]
+    ids = ring_ids(cluster)
+    assert first["executors"][0]["node"] == ids[owner_name]
+    owner = next(n for n in cluster.nodes if n.name == owner_name)
+    os.killpg(owner.pid, signal.SIGKILL)
+    started = time.monotonic()
+    second = trigger(cluster, cluster.nodes[0], name, "two")
+    took = time.monotonic() - started
+    activation = second.json()["activation"]
+    assert second.status_code == 200 and activation["result"] == "two", activation
+    assert activation["executors"][0]["node"] != ids[owner_name]
+    assert took < 30, took
+    index = cluster.nodes.index(owner)
+    cluster.nodes[index] = local_cluster.restart_node(cluster.workdir, owner_name, say=lambda _: None)
