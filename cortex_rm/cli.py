@@ -8,6 +8,7 @@
 * ``cortex-rm image push (--workdir DIR | --rm-web HOST:PORT) [--archive PATH]``: upload it for the nodes.
 * ``cortex-rm payouts (--workdir DIR | --rm-web HOST:PORT) [--start MS --end MS] [--json]``: uptime and shares.
 * ``cortex-rm ledger verify (--workdir DIR | --config FILE) [--url URL]``: audit the uptime ledger.
+* ``cortex-rm event (register|trigger|result|list|get|delete|logs) ...``: serverless functions (``event_cli.py``).
 """
 
 from __future__ import annotations
@@ -118,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     push.add_argument("--cache", type=Path, help="build cache directory, to find the default archive")
     _ledger_parsers(sub)
+    from cortex_rm.event_cli import add_event_parsers
+
+    add_event_parsers(sub)
     return parser
 
 
@@ -294,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         return verify_command(args.workdir, args.config, args.url)
     if args.command == "user":
         return _user_command(args)
+    if args.command == "event":
+        from cortex_rm.event_cli import event_command
+
+        return event_command(args)
     if args.command == "client-config":
         from cortex_rm import local_cluster
         from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config

@@ -1,0 +1,102 @@
+"""One HTTP exchange of ``cortex_rm.client`` with one endpoint, with the standard library's client.
+
+``exchange`` tells apart the two ways a call can fail to get an answer, because the
+client treats them differently: ``Unreachable`` (the connection was never made, so
+nothing was sent and the next endpoint may take the call) and ``Broken`` (the call
+was sent, so the server may have acted on it).  Answers are read up to
+``MAX_ANSWER_BYTES``.  ``field`` reads one typed field of a JSON answer.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from cortex_rm.client_errors import ServerError
+from cortex_rm.yarn.addresses import HostPort
+
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+REDIRECTS = (301, 302, 303, 307, 308)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+
+class Unreachable(Exception):
+    """The connection could not be made: nothing was sent, another endpoint may take the call."""
+
+
+class Broken(Exception):
+    """The connection failed after the call was sent: the server may have acted on it."""
+
+
+def exchange(
+    address: str, method: str, target: str, body: bytes | None, headers: Mapping[str, str], timeout_s: float,
+    wait_s: float = 0,
+) -> Answer:  # fmt: skip
+    """``method target`` at ``address`` (``host:port``): connect within ``timeout_s``, then allow
+    ``timeout_s + wait_s`` for each read (a call the server holds while a function runs)."""
+    where = HostPort.parse(address)
+    connection = http.client.HTTPConnection(where.host.strip("[]"), where.port, timeout=timeout_s)
+    try:
+        try:
+            connection.connect()
+        except OSError as e:
+            raise Unreachable(e.strerror or str(e) or type(e).__name__) from None
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout_s + wait_s)
+        sent = dict(headers)
+        if body is None and method in ("POST", "PUT"):
+            body = b""  # Content-Length: 0
+        try:
+            connection.request(method, target, body=body, headers=sent)
+            response = connection.getresponse()
+            data = response.read(MAX_ANSWER_BYTES + 1)
+        except (OSError, http.client.HTTPException) as e:
+            raise Broken(str(e) or type(e).__name__) from None
+        if len(data) > MAX_ANSWER_BYTES:
+            raise Broken(f"an answer over {MAX_ANSWER_BYTES} bytes")
+        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
+    finally:
+        connection.close()
+
+
+def redirect(answer: Answer, address: str) -> tuple[str, str] | None:
+    """Where a redirect sends the call (``host:port``, target), or None if ``answer`` is not one."""
+    if answer.status not in REDIRECTS or "location" not in answer.headers:
+        return None
+    location = urlsplit(answer.headers["location"])
+    if location.hostname:
+        host = f"[{location.hostname}]" if ":" in location.hostname else location.hostname
+        address = f"{host}:{location.port or 80}"
+    return address, (location.path or "/") + (f"?{location.query}" if location.query else "")
+
+
+def json_object(answer: Answer, what: str) -> dict[str, Any]:
+    """The answer's JSON object; ``ServerError`` if it is not one."""
+    try:
+        document = json.loads(answer.body)
+    except (ValueError, RecursionError):
+        document = None
+    if not isinstance(document, dict):
+        text = answer.body[:200].decode("utf-8", "replace")
+        raise ServerError(f"{what}: the answer (HTTP {answer.status}) is not a JSON object: {text!r}", answer.status)
+    return document
+
+
+def field(answer: Answer, name: str, kind: type[T], what: str) -> T:
+    """The answer's field ``name``, of type ``kind``; ``ServerError`` if it has none."""
+    value = json_object(answer, what).get(name)
+    if not isinstance(value, kind):
+        raise ServerError(f"{what}: the answer (HTTP {answer.status}) has no {kind.__name__} {name!r}", answer.status)
+    return value
