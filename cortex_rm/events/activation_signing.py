@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cortex_rm.events.outcomes import SIGNED_DOMAIN, OutcomeStatus
+from cortex_rm.events.outcomes import OutcomeStatus, executor_signed_bytes
 
 ACTIVATION_DOMAIN = b"cortex-activation\x00"
 #: The fields of an activation that are its entry node's signature, not signed themselves.
@@ -54,22 +54,6 @@ def activation_signed_bytes(activation: Mapping[str, Any]) -> bytes:
     """What the entry node signs: the domain, then the activation without its signature fields."""
     unsigned = {k: v for k, v in activation.items() if k not in SIGNATURE_FIELDS}
     return ACTIVATION_DOMAIN + canonical_json(unsigned)  # RecursionError: nested deeper than json can write
-
-
-def executor_signed_bytes(
-    activation_id: str, function: str, version: int, executor: int, status: str, result_sha256: str, error: str
-) -> bytes:
-    """``outcomes.signed_bytes`` from the activation's fields (a test keeps the two equal)."""
-    body = {
-        "activation": activation_id,
-        "function": function,
-        "version": version,
-        "executor": f"{executor:040x}",
-        "status": status,
-        "result": result_sha256,
-        "error": error,
-    }
-    return SIGNED_DOMAIN + json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
 def ring_id_of_spki(spki: bytes) -> int:

@@ -27,7 +27,6 @@ from cortex_rm.events.errors import EventError
 from cortex_rm.events.outcomes import FunctionOutcome, result_digest
 
 RUNNING = "running"
-SIGNED_DOMAIN = b"cortex-activation\x00"
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 DEFAULT_MAX_COUNT = 20_000
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -135,13 +134,6 @@ class Activation:
             body["signerKey"] = base64.b64encode(self.signer_key).decode()
             body["signature"] = base64.b64encode(self.signature).decode()
         return body
-
-
-def signed_bytes(activation_json: dict[str, Any]) -> bytes:
-    """What the entry node signs: the activation's JSON without ``signature`` and ``signerKey``,
-    canonical (sorted keys, compact), after a domain tag.  A client recomputes it from what it got."""
-    body = {k: v for k, v in activation_json.items() if k not in ("signature", "signerKey")}
-    return SIGNED_DOMAIN + json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _json_or_none(data: bytes) -> Any:

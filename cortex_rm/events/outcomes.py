@@ -102,13 +102,22 @@ def result_digest(result: bytes) -> str:
 def signed_bytes(outcome: FunctionOutcome, function: str, version: int, executor: int) -> bytes:
     """What an executor signs for ``outcome``: the activation, the function's name and version, the
     executor's ring id, the status, the result's SHA-256 and the error (the logs are not covered)."""
+    return executor_signed_bytes(
+        outcome.activation_id, function, version, executor, outcome.status, result_digest(outcome.result), outcome.error
+    )
+
+
+def executor_signed_bytes(
+    activation_id: str, function: str, version: int, executor: int, status: str, result_sha256: str, error: str
+) -> bytes:
+    """``signed_bytes`` from the fields an activation shows (a client has the result's digest, not its bytes)."""
     body = {
-        "activation": outcome.activation_id,
+        "activation": activation_id,
         "function": function,
         "version": version,
         "executor": f"{executor:040x}",
-        "status": outcome.status,
-        "result": result_digest(outcome.result),
-        "error": outcome.error,
+        "status": status,
+        "result": result_sha256,
+        "error": error,
     }
     return SIGNED_DOMAIN + json.dumps(body, separators=(",", ":"), sort_keys=True).encode()

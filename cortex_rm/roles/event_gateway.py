@@ -41,7 +41,8 @@ from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_math import key_id
 from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.swim_messages import MemberStatus
-from cortex_rm.events.activations import Activation, ActivationStore, ExecutorReply, StoreFull, new_activation_id, signed_bytes
+from cortex_rm.events.activation_signing import activation_signed_bytes
+from cortex_rm.events.activations import Activation, ActivationStore, ExecutorReply, StoreFull, new_activation_id
 from cortex_rm.events.errors import RETRY_AFTER_S, AllBusy, FunctionNotFound, NoExecutor, NotAllowed
 from cortex_rm.events.functions import FunctionSpec, InvalidFunction, function_key
 from cortex_rm.events.outcomes import FunctionOutcome, InvokeFunction, OutcomeStatus
@@ -353,7 +354,7 @@ class EventGateway:
         )
         activation.dissenters, activation.missing = decision.dissenters, decision.missing
         activation.signer_key = self.spki
-        activation.signature = sign(self.key, signed_bytes(activation.to_json(signed=False)))
+        activation.signature = sign(self.key, activation_signed_bytes(activation.to_json(signed=False)))
         self.store.ended(activation)
         if self.agreed is not None and pending.spec.mode == "vote":
             self.agreed(pending.spec, decision)

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cortex_rm.dht.kv_messages import Record
-from cortex_rm.events.activations import Activation, ActivationStore, StoreFull, entry_prefix, new_activation_id, signed_bytes
+from cortex_rm.events.activations import Activation, ActivationStore, StoreFull, entry_prefix, new_activation_id
+from cortex_rm.events.activation_signing import activation_signed_bytes
 from cortex_rm.events.functions import FunctionLimits, FunctionSpec, InvalidFunction, function_key
 from cortex_rm.events.outcomes import FunctionOutcome, InvokeFunction
 from cortex_rm.internal.errors import MalformedEnvelope
@@ -121,8 +122,8 @@ def test_the_store_bounds_the_bytes_of_results_and_logs() -> None:
 def test_the_signed_bytes_leave_out_the_signature_and_are_canonical() -> None:
     a = _activation(1)
     body = a.to_json()
-    assert signed_bytes(body) == signed_bytes({**body, "signature": "x", "signerKey": "y"})
-    assert signed_bytes(dict(reversed(list(body.items())))) == signed_bytes(body)
+    assert activation_signed_bytes(body) == activation_signed_bytes({**body, "signature": "x", "signerKey": "y"})
+    assert activation_signed_bytes(dict(reversed(list(body.items())))) == activation_signed_bytes(body)
 
 
 RECORD = Record(function_key("f"), SPEC.encode(), 3, 7, b"k" * 91, b"s" * 70)

@@ -26,7 +26,8 @@ from cortex_rm.dht.ring_math import key_id as point_of
 from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.ring_trust import key_id, record_message
 from cortex_rm.dht.swim_messages import MemberStatus
-from cortex_rm.events.activations import Activation, signed_bytes
+from cortex_rm.events.activations import Activation
+from cortex_rm.events.activation_signing import ActivationNotVerified, activation_signed_bytes, verify_activation
 from cortex_rm.events.errors import AllBusy, FunctionNotFound, NotAllowed
 from cortex_rm.events.functions import FunctionLimits, FunctionSpec, function_key
 from cortex_rm.events.outcomes import EventMessage, InvokeFunction, OutcomeStatus
@@ -214,7 +215,7 @@ def test_a_trigger_runs_on_the_owner_and_returns_its_signed_result() -> None:
     verifier = Verifier()
     reply = activation.replies[0]
     assert verifier.outcome_error(reply.outcome, reply.node, "double", 1) is None
-    assert verifier.verify(activation.signer_key, signed_bytes(activation.to_json(signed=False)), activation.signature)
+    assert verifier.verify(activation.signer_key, activation_signed_bytes(activation.to_json(signed=False)), activation.signature)
     assert key_id(activation.signer_key) == entry.peer.node_id
 
 
@@ -230,6 +231,11 @@ def test_vote_answers_with_the_majority_and_names_the_lying_node() -> None:
     assert activation.status == "success" and json.loads(activation.result) == 6
     assert activation.dissenters == (liar,)
     assert len([r for r in activation.replies if r.agreed]) == 2
+    verify_activation(json.loads(json.dumps(activation.to_json())), ring.members)  # what a client checks
+    forged = json.loads(json.dumps(activation.to_json()))
+    forged["result"] = 7
+    with pytest.raises(ActivationNotVerified):
+        verify_activation(forged, ring.members)
 
 
 def test_a_dead_owner_is_replaced_by_its_successor() -> None:
