@@ -32,7 +32,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
+from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
 from cortex_rm.allocator.app_access import AppAccess
@@ -60,6 +60,7 @@ log = Logger()
 
 DEFAULT_MAX_BODY_BYTES: Final = 1 << 20
 JSON_CONTENT_TYPE: Final = b"application/json; charset=utf-8"
+_EVENTS: Final = [b"v1", b"cortex", b"events"]
 _HOST_HEADER: Final = re.compile(r"^[A-Za-z0-9.\-_]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
 
@@ -148,14 +149,26 @@ class WebServicesResource(Resource):
     isLeaf = True
 
     def __init__(
-        self, services: ClusterWebServices, auth: UserAuthenticator | None, cortex: LedgerWebServices | None = None
+        self,
+        services: ClusterWebServices,
+        auth: UserAuthenticator | None,
+        cortex: LedgerWebServices | None = None,
+        events: Resource | None = None,
     ) -> None:
         super().__init__()
         self.services = services
         self.auth = auth
         self.cortex = cortex  # /ws/v1/cortex/...: the uptime ledger
+        self.events = events  # /ws/v1/cortex/events/...: a resource tree of its own
 
-    def render(self, request: Request) -> int:
+    def render(self, request: Request) -> int | bytes:
+        postpath, prepath = request.postpath or [], request.prepath or []
+        if self.events is not None and postpath[:3] == _EVENTS:
+            for _ in _EVENTS:  # on down the events' own tree, as the site would
+                prepath.append(postpath.pop(0))
+            request.prepath, request.postpath = prepath, postpath
+            answer: int | bytes = getChildForRequest(self.events, request).render(request)
+            return answer
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)  # the client went away before the answer
         method = _text(request.method) or "GET"
@@ -309,6 +322,7 @@ def build_rest_site(
     limits: HttpLimits = API_LIMITS,
     view_tickets: ViewTicketSigner | None = None,
     ledger: LedgerWebServices | None = None,
+    events: Resource | None = None,
 ) -> RestSite:
     """The RM's web site (REST API and overview page), for ``reactor.listenTCP(port, site)``.
 
@@ -318,7 +332,8 @@ def build_rest_site(
     ``children`` are mounted at the root too (``webhdfs``: the NameNode); the RM's clock
     runs every timeout.  ``auth`` checks the callers' tokens (without it every caller is
     anonymous), ``access`` says who may see and change which application, and ``admin``
-    issues users' credentials.
+    issues users' credentials; ``events`` serves ``/ws/v1/cortex/events/...`` (its children
+    are walked as the site walks a tree: ``event_registry_rest.EventsResource``).
     """
     root = _Root()
     page = ClusterOverviewPage(rm, version, show_metrics=auth is None or auth.anonymous_access != "none")
@@ -329,7 +344,7 @@ def build_rest_site(
     services = ClusterWebServices(
         rm, version, access or AppAccess(()), anonymous_access, admin, credentials, view_tickets=view_tickets
     )
-    root.putChild(b"ws", WebServicesResource(services, auth, ledger))
+    root.putChild(b"ws", WebServicesResource(services, auth, ledger, events))
     for name, child in (children or {}).items():
         root.putChild(name, child)
     if max_body_bytes is not None:
