@@ -73,7 +73,9 @@ class RegistrationRequest:
             f"(\"kind\": one of {', '.join(CODE_KINDS)})"
         )
 
-    def spec(self, name: str, owner: str, version: int, code_length: int, code_mtime_ms: int, now_ms: int) -> FunctionSpec:
+    def spec(
+        self, name: str, owner: str, version: int, code_length: int, code_mtime_ms: int, now_ms: int
+    ) -> FunctionSpec:
         """The registration this request makes (``FunctionSpec`` checks the whole, naming the field)."""
         return FunctionSpec(
             name=name,

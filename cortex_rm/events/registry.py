@@ -115,7 +115,9 @@ class FunctionRegistry:
         if spec is None or spec.deleted:
             raise FunctionNotFound(f"function {name[:80]!r} is not registered")
         if not spec.may_trigger(user):
-            raise FunctionAccessDenied(f"user {user} may not read function {name}: it is {spec.owner}'s and not granted to {user}")
+            raise FunctionAccessDenied(
+                f"user {user} may not read function {name}: it is {spec.owner}'s and not granted to {user}"
+            )
         return spec
 
     def owned(self, user: str) -> list[FunctionSpec]:
@@ -166,7 +168,8 @@ class FunctionRegistry:
         version = 1 if current is None else current.version + 1
         spec = request.spec(name, owner, version, code_length, code_mtime_ms, now_ms)
         before = self._versions.get(name, [])
-        kept = [v for v in before if not v.deleted][-(self.limits.kept_versions - 1) :] if self.limits.kept_versions > 1 else []
+        older = self.limits.kept_versions - 1  # kept besides the new one
+        kept = [v for v in before if not v.deleted][-older:] if older > 0 else []
         kept.append(spec)
         self._unindex(current)
         self._versions[name] = kept

@@ -104,9 +104,8 @@ class SqlRegistryStore:
         def apply_sync() -> None:
             with self._engine_now().begin() as conn:
                 if gone:
-                    conn.execute(
-                        delete(_functions).where(_functions.c.name == change.name, _functions.c.version.in_(sorted(gone)))
-                    )
+                    versions = _functions.c.version.in_(sorted(gone))
+                    conn.execute(delete(_functions).where(_functions.c.name == change.name, versions))
                 if row is not None:
                     conn.execute(_functions.insert().values(**row))
 

@@ -94,7 +94,7 @@ class FileSystemServices:
 
 @implementer(gen_service.Iface)
 class TrackerCalls(EventCalls):
-    """The generated service's handler for one connection: decode, decide, encode (the events' calls: ``EventCalls``)."""
+    """The generated service's handler for one connection: decode, decide, encode (events: ``EventCalls``)."""
 
     def __init__(
         self,

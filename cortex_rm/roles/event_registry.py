@@ -24,8 +24,8 @@ a node over the limit is misbehaving or under a flood it should absorb itself).
 
 ``start(joined)``: once the ring is joined, every registration is republished, and again
 every ``republish_interval_s`` (with expired tombstones forgotten first); failed puts are
-retried every ``RETRY_INTERVAL_S``.  Without a ring the registry still works; nothing is
-published and ``open_function_code`` refuses.
+retried every ``RETRY_INTERVAL_S``.  Without a ring the registry still works (tombstones
+expire on the same timer); nothing is published and ``open_function_code`` refuses.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from dataclasses import replace
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.dht.rate_limits import PeerRateLimit
@@ -76,13 +77,17 @@ class RegistrationRecords:
         if error is not None:
             raise UnknownRegistration(f"the registration record is refused: {error}")
         if record.writer not in self.writers:
-            raise UnknownRegistration(f"the registration record {record.key[:80]!r} was not written by a ResourceManager")
+            raise UnknownRegistration(
+                f"the registration record {record.key[:80]!r} was not written by a ResourceManager"
+            )
         try:
             spec = FunctionSpec.decode(record.value)
         except InvalidFunction as e:
             raise UnknownRegistration(f"the registration record does not hold a registration: {e}") from None
         if record.key != function_key(spec.name):
-            raise UnknownRegistration(f"the registration of {spec.name} is filed under another key ({record.key[:80]!r})")
+            raise UnknownRegistration(
+                f"the registration of {spec.name} is filed under another key ({record.key[:80]!r})"
+            )
         return spec
 
 
@@ -212,19 +217,23 @@ class EventRegistry:
     # -- life
 
     def start(self, joined: defer.Deferred[None] | None = None) -> None:
-        """Once ``joined`` fires (the ring is joined), republish everything now and every interval."""
-        if self.publisher is None or joined is None:
-            return
-        self.publisher.start()
+        """Run the maintenance cycle (expired tombstones forgotten, everything republished) every
+        interval: on the ring, from when ``joined`` fires (at once then); without one, from now on."""
         self._loop = loop = task.LoopingCall(self._maintain)
         loop.clock = self.clock
+        if self.publisher is None or joined is None:
+            loop.start(self.republish_interval_s, now=False)
+            return
+        self.publisher.start()
 
         def on_ring(_: object) -> None:
             if self._loop is loop:  # (not stopped meanwhile)
                 loop.start(self.republish_interval_s, now=True)
 
-        joined.addCallbacks(on_ring, lambda f: log.warn("function registry: not published, the ring was not joined: {e}",
-                                                         e=f.getErrorMessage()))  # fmt: skip
+        def off_ring(failure: Failure) -> None:
+            log.warn("function registry: not published, the ring was not joined: {e}", e=failure.getErrorMessage())
+
+        joined.addCallbacks(on_ring, off_ring)
 
     async def _cycle(self) -> None:
         for change in self.registry.expire_tombstones(self.now_ms()):

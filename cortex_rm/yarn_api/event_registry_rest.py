@@ -202,11 +202,13 @@ class FunctionsResource(Resource):
         if method == "DELETE":
             tombstone = await self.registry.delete(user, name)
             return Reply(body={"deleted": name, "version": tombstone.version - 1})
-        call = RestCall(method, _text(request.path), body=_body(request), content_type=_header(request, b"content-type"))
+        content_type = _header(request, b"content-type")
+        call = RestCall(method, _text(request.path), body=_body(request), content_type=content_type)
         try:
             body = json_body(call)
         except RestError as e:  # a body that is not JSON: a bad argument, as every other mistake in it
-            raise RestError(e.status, ILLEGAL_ARGUMENT if e.status == 400 else (e.exception, e.java_class), e.message) from None
+            kind = ILLEGAL_ARGUMENT if e.status == 400 else (e.exception, e.java_class)
+            raise RestError(e.status, kind, e.message) from None
         spec = await self.registry.register(user, name, RegistrationRequest.from_json(body))
         return Reply(body={"function": spec.to_json()})
 

@@ -243,11 +243,10 @@ VALID_CALLS = [
     ),
     _call_frame("authenticateUser", ttypes.NodeAddress("10.0.0.1", 45454), "AAAA"),
 ]
+NODE_ADDRESS = ttypes.NodeAddress("10.0.0.1", 45454)
 event_call_frames = st.one_of(
-    st.builds(
-        lambda r: _call_frame("openFunctionCode", ttypes.NodeAddress("10.0.0.1", 45454), r), thrift_structs(ttypes.Record)
-    ),
-    st.builds(lambda t: _call_frame("authenticateUser", ttypes.NodeAddress("10.0.0.1", 45454), t), st.text(max_size=80)),
+    st.builds(lambda r: _call_frame("openFunctionCode", NODE_ADDRESS, r), thrift_structs(ttypes.Record)),
+    st.builds(lambda t: _call_frame("authenticateUser", NODE_ADDRESS, t), st.text(max_size=80)),
 )
 tracker_frames = st.one_of(
     mutated(st.sampled_from(VALID_CALLS), max_mutations=3),
@@ -288,7 +287,8 @@ def test_event_calls_with_a_registry_are_answered_or_close_the_connection(frames
     one of the IDL's refusals), or the connection closed as undecodable; no failure logged."""
     rig = RegistryRig()
     tracker = NodeTracker(NodeTable(), rig.clock, nm_expiry_ms=10_000, rm_identifier=1)
-    tracker.register(NodeRegistration(NodeId("10.0.0.1", 45454), "10.0.0.1:8042", "/r", Resource(4096, 4), 1000), "a" * 64)
+    registration = NodeRegistration(NodeId("10.0.0.1", 45454), "10.0.0.1:8042", "/r", Resource(4096, 4), 1000)
+    tracker.register(registration, "a" * 64)
     calls = TrackerCalls(tracker, "a" * 64, "10.0.0.1:50000", fs=FileSystemServices(rig.name_node, events=rig.events))
     connection = TrackerConnection()
     connection.factory = TrackerServerFactory(tracker, None, rig.clock)

@@ -72,9 +72,8 @@ def code(cluster: RunningCluster, tmp_path_factory: pytest.TempPathFactory) -> s
 
 
 def call(cluster: RunningCluster, method: str, path: str, user: str, body: Any = None) -> requests.Response:
-    return requests.request(
-        method, f"{cluster.rest}{path}", json=body, headers=rest_headers(cluster, user), timeout=30, allow_redirects=False
-    )
+    headers = rest_headers(cluster, user)
+    return requests.request(method, f"{cluster.rest}{path}", json=body, headers=headers, timeout=30, allow_redirects=False)
 
 
 def test_register_again_refuse_get_list_and_delete(cluster: RunningCluster, code: str) -> None:
@@ -83,7 +82,8 @@ def test_register_again_refuse_get_list_and_delete(cluster: RunningCluster, code
     first = created.json()["function"]
     assert (first["owner"], first["version"], first["code"]["path"]) == ("alice", 1, code)
     assert (first["code"]["length"], first["code"]["kind"]) == (len(HANDLER), "python")
-    second = call(cluster, "POST", f"{FUNCTIONS}/hello", "alice", {"code": {"path": code}, "replicas": 2}).json()["function"]
+    second = call(cluster, "POST", f"{FUNCTIONS}/hello", "alice", {"code": {"path": code}, "replicas": 2})
+    second = second.json()["function"]
     assert (second["version"], second["replicas"]) == (2, 2)
     refused = call(cluster, "POST", f"{FUNCTIONS}/hello", "bob", {"code": {"path": code}})
     assert refused.status_code == 403 and refused.json()["RemoteException"]["exception"] == "AccessControlException"
@@ -99,7 +99,8 @@ def test_register_again_refuse_get_list_and_delete(cluster: RunningCluster, code
     assert call(cluster, "GET", f"{FUNCTIONS}/hello", "alice").status_code == 404
     taken = call(cluster, "POST", f"{FUNCTIONS}/hello", "bob", {"code": {"path": code}})  # (the file is 644)
     assert taken.status_code == 200, taken.text
-    assert (taken.json()["function"]["owner"], taken.json()["function"]["version"]) == ("bob", 4)  # after the tombstone's 3
+    bobs = taken.json()["function"]
+    assert (bobs["owner"], bobs["version"]) == ("bob", 4)  # after the tombstone's 3
 
 
 async def _joined_member(cluster: RunningCluster, state_dir: Path) -> RingService:

@@ -78,7 +78,9 @@ def name_node_with_code(clock: Clock) -> NameNode:
         home = parse_path(f"/user/{user}")
         nn.persist(nn.namespace.mkdirs(home, root, 0o755, NOW_MS))
         nn.persist(nn.namespace.set_owner(home, root, user, user))
-    files = (("hello.py", 0o644, 5), ("private.py", 0o600, 5), ("big.py", 0o644, MAX_CODE_BYTES + 1), ("deps.zip", 0o644, 9))
+    files = (
+        ("hello.py", 0o644, 5), ("private.py", 0o600, 5), ("big.py", 0o644, MAX_CODE_BYTES + 1), ("deps.zip", 0o644, 9)
+    )
     for n, (name, mode, length) in enumerate(files):
         block = BlockRef(f"blk_{n + 1:032x}", length, "0" * 32)
         nn.persist(nn.namespace.create_file(

@@ -43,7 +43,9 @@ class Site:
             self._headers[user] = {REST_TOKEN_HEADER: self.rig.token(user)}
         return self._headers[user]
 
-    def call(self, method: str, path: str, body: Any = None, user: str | None = "alice", **headers: str) -> HttpResponse:
+    def call(
+        self, method: str, path: str, body: Any = None, user: str | None = "alice", **headers: str
+    ) -> HttpResponse:
         data = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
         sent = {**(self.as_user(user) if user else {}), **headers}
         if data and "Content-Type" not in sent:
@@ -118,9 +120,8 @@ def test_a_bad_registration_is_refused_naming_what_is_wrong(
 
 
 def test_bobs_unreadable_code_is_403_and_a_bad_name_400(web: Site) -> None:
-    assert remote(web.call("POST", f"{FUNCTIONS_PATH}/hello", {"code": {"path": "/user/alice/private.py"}}, user="bob"))[:2] == (
-        403, "AccessControlException",
-    )  # fmt: skip
+    unreadable = web.call("POST", f"{FUNCTIONS_PATH}/hello", {"code": {"path": "/user/alice/private.py"}}, user="bob")
+    assert remote(unreadable)[:2] == (403, "AccessControlException")
     assert remote(web.call("POST", f"{FUNCTIONS_PATH}/bad%20name", BODY))[:2] == (400, "IllegalArgumentException")
 
 

@@ -33,7 +33,9 @@ NODE = NodeId("10.0.0.1", 45454)
 OTHER_KEY = NodeIdentity.generate()
 
 
-def register(rig: RegistryRig, name: str = "hello", user: str = "alice", path: str = CODE, **fields: object) -> FunctionSpec:
+def register(
+    rig: RegistryRig, name: str = "hello", user: str = "alice", path: str = CODE, **fields: object
+) -> FunctionSpec:
     request = RegistrationRequest(code_path=path, **fields)  # type: ignore[arg-type]
     spec: FunctionSpec = result_of(defer.ensureDeferred(rig.events.register(user, name, request)))
     return spec
@@ -187,7 +189,8 @@ def test_another_configured_rms_records_are_accepted() -> None:
     rig = RegistryRig(resource_managers=frozenset({OTHER_KEY.ring_id}))
     register(rig)
     record = rig.ring.records[function_key("hello")]
-    assert rig.events.open_function_code(NODE, _signed(OTHER_KEY, record.key, record.value))[0] == 5  # type: ignore[arg-type]
+    by_other_rm = _signed(OTHER_KEY, record.key, record.value)
+    assert rig.events.open_function_code(NODE, by_other_rm)[0] == 5  # type: ignore[arg-type]
 
 
 def test_without_a_ring_no_code_is_served() -> None:
@@ -252,3 +255,16 @@ def test_a_node_calling_past_its_rate_is_told_to_try_later_and_other_nodes_are_n
     once(NodeId("10.0.0.2", 45454))
     rig.clock.advance(refused.value.retry_after_ms / 1000)
     once(NODE)
+
+
+def test_without_a_ring_tombstones_still_expire_on_the_timer() -> None:
+    rig = RegistryRig(republish_interval_s=3600.0)
+    register(rig)
+    result_of(defer.ensureDeferred(rig.events.delete("alice", "hello")))
+    events = EventRegistry(
+        rig.events.registry, rig.store, rig.name_node, rig.auth, rig.clock, republish_interval_s=3600.0
+    )
+    events.start(None)
+    rig.clock.advance(7 * 24 * 3600 + 3600)
+    assert events.registry.names() == [] and rig.store.rows == {}
+    events.stop()
