@@ -70,7 +70,6 @@ from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn_api.http_limits import API_LIMITS, LimitedSite
 from cortex_rm.yarn_api.mirror_rest import mount_beside_ring
-from cortex_rm.yarn_api.rest import WebServicesResource
 from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring
 
 log = Logger()
@@ -278,18 +277,15 @@ class CortexNode:
         self.events = EventsRole(ring, identity, self.reactor, self.capacities, nm, settings=settings,
                                  state_dir=self.state_dir, run=self._ring_run, sandboxes=sandboxes)  # fmt: skip
         await self.events.start()
-        registry = self.resource_manager.event_registry if self.resource_manager is not None else None
+        rm = self.resource_manager
+        if rm is not None and rm.events_functions is not None and rm.auth is not None:
+            self.events.mount_on_rm(rm.events_web, rm.events_functions, rm.auth)
         for port in self.ports:
             site = getattr(port, "factory", None)
-            if not isinstance(site, WebSite):
-                continue
-            ws = site.resource.getStaticEntity(b"ws")
-            if isinstance(ws, WebServicesResource):  # the RM's: it routes /ws itself
-                ws.events = self.events.web_services(registry)
-            elif isinstance(ws, WebResource) and ws.getStaticEntity(b"v1") is not None:
-                v1 = ws.getStaticEntity(b"v1")
-                if isinstance(v1, WebResource) and v1.getStaticEntity(b"node") is not None:
-                    self.events.mount(site.resource)
+            ws = site.resource.getStaticEntity(b"ws") if isinstance(site, WebSite) else None
+            v1 = ws.getStaticEntity(b"v1") if isinstance(ws, WebResource) and not ws.isLeaf else None
+            if isinstance(site, WebSite) and isinstance(v1, WebResource) and v1.getStaticEntity(b"node") is not None:
+                self.events.mount_on_node(site.resource)  # the NodeManager's site
 
     def stop(self) -> defer.Deferred[None]:
         """Stop every role in reverse order; fires when all have stopped."""

@@ -255,6 +255,26 @@ exception FsFailure {
   2: required string message,
 }
 
+/**
+ * openFunctionCode's refusal: the record is not a registration this RM holds now (not
+ * signed by a ResourceManager's ring key, an older version no longer kept, a deleted
+ * function...).  The node reads the registration from the ring again.
+ */
+exception FunctionRefused {
+  1: required string message,
+}
+
+/** authenticateUser's refusal: the token authenticates nobody (malformed, forged, expired, revoked). */
+exception CredentialRefused {
+  1: required string message,
+}
+
+/** The node made this call too often; it may try again after `retry_after_ms`. */
+exception TryLater {
+  1: required string message,
+  2: required i32 retry_after_ms,
+}
+
 service NodeTracker {
   RegistrationResponse registerNode(1: NodeRegistration registration)
       throws (1: NodeRefused refused),
@@ -309,6 +329,24 @@ service NodeTracker {
    */
   AttestationReceipts submitAttestations(1: NodeAddress node_id, 2: list<binary> batches)
       throws (1: NodeRefused refused),
+
+  /**
+   * A node about to run a function fetches its code: `function` is the registration
+   * record as the ring holds it (Record: the Ring section below), written and signed by a
+   * ResourceManager.  The RM checks the signature, that the writer is a ResourceManager,
+   * and that the registration is one it holds (the current version or a kept one, not
+   * deleted); the answer is the code file's length and modification time (the node checks
+   * them against the registration's) and an OPEN ticket for it as the function's owner.
+   */
+  LocalizationSource openFunctionCode(1: NodeAddress node_id, 2: Record function)
+      throws (1: NodeRefused refused, 2: FsFailure failure, 3: FunctionRefused function_refused, 4: TryLater busy),
+
+  /**
+   * Who a user's RM delegation token authenticates: `token` is its URL-safe string, as the
+   * REST header Hadoop-YARN-RM-Delegation-Token carries it; the answer is the user's name.
+   */
+  string authenticateUser(1: NodeAddress node_id, 2: string token)
+      throws (1: NodeRefused refused, 2: CredentialRefused credential_refused, 3: TryLater busy),
 }
 
 // ------------------------------------------------------------------ Ring

@@ -19,3 +19,11 @@ class MalformedEnvelope(MalformedMessage):
     Raised on decode (the receiver closes that connection) and on encode (a ring
     core built a message the wire does not carry: a bug to fix, never sent).
     """
+
+
+class CallRateExceeded(InternalRpcError):
+    """A node made a call more often than the RM allows it; it may try again after ``retry_after_ms``."""
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms

@@ -5,9 +5,11 @@ fires with a client that knows the fingerprint of the key the RM showed, before
 anything is sent (so the caller can check its pin first).  ``register`` and
 ``heartbeat`` send one call each through the generated ``NodeTracker.Client``
 on PyPI thrift's ``ThriftClientProtocol``, with a timeout, and fire with the
-decoded, validated answer.  Every failure is one of two errors:
+decoded, validated answer.  Every failure is one of two kinds:
 
-* ``NodeRefused``: the RM answered with the IDL's ``NodeRefused``;
+* a refusal: the RM answered with one of the IDL's exceptions, raised here as
+  ``NodeRefused``, ``FsRefused`` (the file system's), or, for the events' calls,
+  ``UnknownRegistration``, ``InvalidToken`` and ``CallRateExceeded``;
 * ``TrackerUnavailable``: no connection, a failed handshake, a broken or timed
   out call, or an answer that breaks the protocol (then the connection is
   dropped, so a late answer can never be matched to a later call).
@@ -32,6 +34,8 @@ from zope.interface import implementer
 
 from cortex_rm.accounting.attestations import SignedAttestations
 from cortex_rm.accounting.ledger_office import Receipts
+from cortex_rm.dht.kv_messages import Record
+from cortex_rm.events.registry import UnknownRegistration
 from cortex_rm.internal import block_codec, ledger_codec
 from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.block_codec import (
@@ -43,9 +47,11 @@ from cortex_rm.internal.block_codec import (
     RuntimeImageSource,
     WrittenBlockMessage,
 )
-from cortex_rm.internal.errors import MalformedMessage, TrackerUnavailable
+from cortex_rm.internal.errors import CallRateExceeded, MalformedMessage, TrackerUnavailable
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
+from cortex_rm.internal.ring_codec import _RECORD
+from cortex_rm.internal.tracker_event_calls import user_from_thrift
 from cortex_rm.internal.tls import (
     MutualTLS,
     PeerCertificateMissing,
@@ -54,6 +60,7 @@ from cortex_rm.internal.tls import (
     peer_public_key,
 )
 from cortex_rm.yarn.app_network import AppNetwork
+from cortex_rm.yarn.delegation import InvalidToken
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.tokens import Token
 from cortex_rm.yarn.reactors import IReactorTimeTCP
@@ -245,6 +252,22 @@ class TrackerClient:
             "submitAttestations", lambda c: c.submitAttestations(node, encoded), ledger_codec.receipts_from_thrift
         )
 
+    def open_function_code(self, node_id: NodeId, record: Record) -> defer.Deferred[LocalizationSource]:
+        """The code of the function whose registration ``record`` (as the ring holds it) carries: its
+        length, modification time and an OPEN ticket.  ``UnknownRegistration`` when the RM does not
+        hold that registration now, ``FsRefused`` for the file, ``CallRateExceeded`` when asked too often."""
+        node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
+        function = _RECORD.to_wire(record)
+        return self._call(
+            "openFunctionCode", lambda c: c.openFunctionCode(node, function), block_codec.source_from_thrift
+        )
+
+    def authenticate_user(self, node_id: NodeId, token: str) -> defer.Deferred[str]:
+        """The user a delegation token (its URL string, as the REST header carries it) authenticates;
+        ``InvalidToken`` saying why nobody, ``CallRateExceeded`` when asked too often."""
+        node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
+        return self._call("authenticateUser", lambda c: c.authenticateUser(node, token), user_from_thrift)
+
     def _call(
         self, name: str, send: Callable[[gen_service.Client], defer.Deferred[Any]], decode: Callable[[Any], T]
     ) -> defer.Deferred[T]:
@@ -267,6 +290,9 @@ class TrackerClient:
             if failure.check(ttypes.FsFailure):
                 value = failure.value
                 raise FsRefused(str(getattr(value, "java_class", "")), str(getattr(value, "message", "")))
+            refused = _event_refusal(failure.value)
+            if refused is not None:
+                raise refused
             self.abort()
             if failure.check(defer.TimeoutError):
                 raise TrackerUnavailable(f"{name} to {self.address}: no answer within {self.timeout_s:g} s")
@@ -282,6 +308,19 @@ class FsRefused(Exception):
     def __init__(self, java_class: str, message: str) -> None:
         super().__init__(message)
         self.java_class = java_class
+
+
+def _event_refusal(value: object) -> Exception | None:
+    """The events' refusals (the IDL's exceptions) as the errors a node handles; None for anything else."""
+    message = str(getattr(value, "message", ""))
+    if isinstance(value, ttypes.FunctionRefused):
+        return UnknownRegistration(message)
+    if isinstance(value, ttypes.CredentialRefused):
+        return InvalidToken(message)
+    if isinstance(value, ttypes.TryLater):
+        wait = getattr(value, "retry_after_ms", 0)
+        return CallRateExceeded(message, wait if isinstance(wait, int) and 0 <= wait <= 3_600_000 else 1000)
+    return None
 
 
 def _length(value: Any) -> int:

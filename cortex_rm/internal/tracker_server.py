@@ -45,6 +45,7 @@ from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
+from cortex_rm.internal.tracker_event_calls import EVENT_REFUSALS, EventCalls, EventServices
 from cortex_rm.internal.tls import MutualTLS, PeerCertificateMissing, peer_address, peer_fingerprint, peer_ring_id
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.app_network import AppNetwork
@@ -80,7 +81,7 @@ class FileSystemServices:
     of an application whose logs a node aggregates (``app_owner``), the runtime image the
     cluster runs (``runtime_image``, its archive's SHA-256; "" for none), and where applications
     were submitted from and their slots of source ports (``app_network``), and the ledger that takes
-    witnesses' attestations (``submit_attestations``)."""
+    witnesses' attestations (``submit_attestations``), and the function registry (``events``)."""
 
     name_node: NameNode
     read_identifier: IdentifierReader | None = None
@@ -88,11 +89,12 @@ class FileSystemServices:
     runtime_image: str = ""
     app_network: AppNetworkOf | None = None
     submit_attestations: SubmitAttestations | None = None
+    events: EventServices | None = None
 
 
 @implementer(gen_service.Iface)
-class TrackerCalls:
-    """The generated service's handler for one connection: decode, decide, encode."""
+class TrackerCalls(EventCalls):
+    """The generated service's handler for one connection: decode, decide, encode (events: ``EventCalls``)."""
 
     def __init__(
         self,
@@ -118,7 +120,7 @@ class TrackerCalls:
             if self.refusals is None or self.refusals.may_detail(HostPort.host_of(self.peer)):
                 log.warn("{call} from {peer} refused: {error}", call=call, peer=self.peer, error=sanitised(str(e)))
             raise ttypes.NodeRefused(message=str(e)) from None
-        except ttypes.FsFailure:  # the file system's refusal, logged by _fs_call
+        except (ttypes.FsFailure, *EVENT_REFUSALS):  # the file system's refusal (logged by _fs_call), the events'
             raise
         except Exception:
             # the generated processor answers INTERNAL_ERROR; say here which call and peer

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 
+from cortex_rm.dht.kv_messages import Record
 from cortex_rm.fs.block_map import ReportedBlock
 from cortex_rm.fs.block_store import BlockStore, StoredBlock
 from cortex_rm.fs.errors import FsError, IllegalArgument, from_java_class
@@ -106,6 +107,14 @@ class DataNodeRole:
 
     def open_for_localization(self, token: Token, path: str, public_only: bool) -> defer.Deferred[LocalizationSource]:
         return self._call(lambda client: client.open_for_localization(self.node_id, token, path, public_only))
+
+    def open_function_code(self, record: Record) -> defer.Deferred[LocalizationSource]:
+        """The code of the function ``record`` registers (the RM checks it signed it): length, time, a read ticket."""
+        return self._call(lambda client: client.open_function_code(self.node_id, record))
+
+    def authenticate_user(self, token: str) -> defer.Deferred[str]:
+        """The user a REST token (its URL string) stands for, by the RM's word; InvalidToken saying why nobody."""
+        return self._call(lambda client: client.authenticate_user(self.node_id, token))
 
     def open_for_aggregation(self, app_id: str) -> defer.Deferred[AggregationTarget]:
         return self._call(lambda client: client.open_for_aggregation(self.node_id, app_id))

@@ -20,10 +20,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 
 from cortex_rm.config.events import EventsSection
 from cortex_rm.dht.peer import Peer
@@ -44,8 +44,11 @@ from cortex_rm.roles.ring_records import CapacityReports, find_resource_manager
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.reactors import INodeReactor
-from cortex_rm.yarn_api.event_node_web import EventsNodeResource, mount_events
-from cortex_rm.yarn_api.event_rest import EventWebServices, Registry
+from cortex_rm.yarn.delegation import RM_DELEGATION_KIND, InvalidToken
+from cortex_rm.yarn_api.event_node_web import mount_event_calls, mount_events
+from cortex_rm.yarn_api.event_registry_rest import EventsResource, FunctionsResource, mount_registry
+from cortex_rm.yarn_api.event_rest import EventWebServices
+from cortex_rm.yarn_api.user_auth import UserAuthenticator
 
 log = Logger()
 
@@ -112,16 +115,30 @@ class EventsRole:
         if stop is not None:
             await stop()
 
-    def web_services(self, registry: Registry | None = None) -> EventWebServices:
-        """The REST API's answers (with the RM's ``registry`` on the RM's site)."""
+    def web_services(self) -> EventWebServices:
+        """The REST API's answers (``yarn_api/event_rest.py``)."""
         return EventWebServices(
             self.gateway, self.reactor, ring_id_hex=self.identity.ring_id_hex, introducers=self._introducers,
-            registry=registry, rm_web=self._find_rm_web, node_web=self._node_web,
+            rm_web=self._find_rm_web, node_web=self._node_web,
         )  # fmt: skip
 
-    def mount(self, site_root: Any) -> None:
-        """Serve the REST API at ``/ws/v1/cortex/events`` on a node's web site."""
-        mount_events(site_root, EventsNodeResource(self.web_services(), self.authenticate))
+    def mount_on_node(self, site_root: Resource) -> None:
+        """Serve the REST API at ``/ws/v1/cortex/events`` on a node's web site (its registry calls: 307 to the RM)."""
+        events = EventsResource()
+        functions = mount_registry(events, None, None, rm_web_address=lambda: defer.ensureDeferred(self._rm_web_known()))
+        mount_event_calls(events, functions, self.web_services(), self.authenticate)
+        mount_events(site_root, events)
+
+    def mount_on_rm(self, events: Resource, functions: FunctionsResource, auth: UserAuthenticator) -> None:
+        """Add the triggers, activations and introducers to the RM's events tree (its registry is there)."""
+
+        async def authenticate(token: str) -> str:
+            principal = auth.principal_of_url_token(token, RM_DELEGATION_KIND)
+            if principal.user is None or principal.application is not None:
+                raise InvalidToken("an application's credential may act on its application only")
+            return principal.user
+
+        mount_event_calls(events, functions, self.web_services(), authenticate)
 
     # ------------------------------------------------------------ schedules and spot checks
 
@@ -198,6 +215,12 @@ class EventsRole:
     def _introducers(self) -> list[str]:
         reports = self.capacities.reports() if self.capacities is not None else []
         return sorted(str(r.http_address) for r in reports)
+
+    async def _rm_web_known(self) -> str:
+        address = await self._find_rm_web()
+        if address is None:
+            raise LookupError("no ResourceManager has published its addresses in the ring yet")
+        return address
 
     async def _find_rm_web(self) -> str | None:
         address, until = self._rm_web

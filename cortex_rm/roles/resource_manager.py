@@ -13,9 +13,13 @@ Built by the composition root (``node.py``) when ``[resourcemanager] enabled``:
 * ``resourcemanager.scheduler_address``: ApplicationMasterProtocol, where an AM must
   authenticate with its AMRMToken (DIGEST-MD5) — that is how the RM knows which
   attempt calls;
-* ``resourcemanager.webapp_address``: the REST API;
+* ``resourcemanager.webapp_address``: the REST API, with the function registry under
+  ``/ws/v1/cortex/events/functions`` (``roles/event_registry.py``: its table in the state
+  store's database, its records in the ring) and the other events' resources that
+  ``events_web`` holds;
 * ``resourcemanager.tracker_address``: the NodeTracker, where nodes register and
-  report (Thrift over mutual TLS), with its expiry check;
+  report (Thrift over mutual TLS), with its expiry check, and fetch functions' code and
+  check users' tokens;
 * on the ring (when the node is a ring member): the RM's record under
   ``cortex:resourcemanager`` (republished every 30 s), and a ring death or
   departure of a node's member turns that node LOST at once.
@@ -42,10 +46,10 @@ from cortex_rm.allocator.node_labels import AMNodeClass
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.errors import UnknownApplication
 from cortex_rm.allocator.nodes import NodeRecord, NodeTable
+from cortex_rm.events.registry_store import SqlRegistryStore
 from cortex_rm.fs.block_map import BlockMap
 from cortex_rm.fs.model import DEFAULT_SUPERGROUP
 from cortex_rm.fs.name_node import NameNode, fresh_or_recovered
-from cortex_rm.fs.paths import FsPath, parse_path
 from cortex_rm.fs.namespace_store import SqlNamespaceStore
 from cortex_rm.allocator.queues import QueueTree
 from cortex_rm.allocator.rm_context import RMContext
@@ -58,9 +62,11 @@ from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.internal.tracker_server import ExpiryMonitor, FileSystemServices, tracker_server_factory
 from cortex_rm.roles.ledger_keeper import LedgerKeeper, LedgerSetup, live_ring_members
+from cortex_rm.roles.event_registry import EventRegistry, RegistrationRecords
 from cortex_rm.roles.ports import Listen
 from cortex_rm.roles.ring_records import Republisher, ResourceManagerRecord, publish_resource_manager
 from cortex_rm.roles.ring_service import RingService
+from cortex_rm.roles.rm_log_retention import start_log_retention
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.roles.user_admin import ADMIN_TOKEN_FILE, RMUserAdmin, start_sweeps
 from cortex_rm.yarn.addresses import HostPort
@@ -68,13 +74,13 @@ from cortex_rm.yarn.app_network import AppNetwork
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.errors import MalformedId, YarnError
 from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
-from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR, LOG_SUFFIX
 from cortex_rm.yarn.resource_tracker import ContainerReport, NodeRefused
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.am_launcher import AMLauncher
 from cortex_rm.yarn_api.am_service import ApplicationMasterService, am_protocol
+from cortex_rm.yarn_api.event_registry_rest import EventsResource, FunctionsResource, mount_registry
 from cortex_rm.yarn_api.client_service import ApplicationClientService, client_protocol
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.ledger_rest import LedgerWebServices
@@ -151,6 +157,11 @@ class ResourceManagerRole:
         self._republisher: Republisher | None = None
         self._fs_store: SqlNamespaceStore | None = None
         self.name_node: NameNode | None = None
+        self.events: EventRegistry | None = None  # the function registry
+        self._events_store: SqlRegistryStore | None = None
+        self.events_web = EventsResource()  # /ws/v1/cortex/events on the web port: the events' resources
+        self.events_functions: FunctionsResource | None = None
+        self.auth: UserAuthenticator | None = None
 
     def _now_ms(self) -> int:
         return int(self.reactor.seconds() * 1000)
@@ -228,6 +239,9 @@ class ResourceManagerRole:
             listener=NodeEvents(scheduling, name_node),
         )
         ledger = await self._start_ledger()
+        self.events = await self._start_event_registry(name_node, auth, run)
+        self.auth = auth  # the events' other resources check callers with it too
+        self.events_functions = mount_registry(self.events_web, self.events, auth)  # /ws/v1/cortex/events/functions
         site = build_rest_site(
             self.rm,
             version=__version__,
@@ -237,6 +251,7 @@ class ResourceManagerRole:
             admin=admin,
             view_tickets=lambda app, user, node: view_ticket(name_node.key, app, user, node, self._now_ms()),
             ledger=None if ledger is None else LedgerWebServices(ledger, self.tracker.nodes_by_ring_id),
+            events=self.events_web,
         )
         bound = {
             "address": self._listen("resourcemanager.address", conf.address, self._client_port(self.rm, auth, access)),
@@ -264,48 +279,17 @@ class ResourceManagerRole:
                 FileSystemServices(
                     name_node, read_container_identifier, self._app_owner, conf.runtime_image,
                     app_network=self._app_network, submit_attestations=None if ledger is None else ledger.submit,
+                    events=self.events,
                 ),
             ),
         )
         self._expiry = ExpiryMonitor(self.tracker, self.reactor)
         self._expiry.start()
         scheduling.start()
-        self._start_log_retention(conf, name_node)
+        self._log_retention = start_log_retention(conf, name_node, self.rm, self.reactor)
         if self._ring is not None:
             self._serve_on_ring(self._ring, self.tracker, bound, started_ms)
-
-    def _start_log_retention(self, conf: ResourceManagerSection, name_node: NameNode) -> None:
-        """Delete aggregated logs older than ``log_retention_s``, every ``log_retention_check_s``."""
-        if conf.log_retention_s < 0:
-            return
-        interval_s = conf.log_retention_check_s or max(1, conf.log_retention_s // 10)
-        root = parse_path(DEFAULT_REMOTE_APP_LOG_DIR)
-
-        def running(app_id: ApplicationId) -> bool:
-            assert self.rm is not None
-            try:
-                return not self.rm.apps.get(app_id).state.is_terminal
-            except UnknownApplication:
-                return False  # not in this RM's memory: its logs age like any
-
-        def sweep() -> defer.Deferred[None]:
-            try:
-                cutoff_ms = self._now_ms() - conf.log_retention_s * 1000
-                d = name_node.delete_expired_logs(root, LOG_SUFFIX, cutoff_ms, running)
-            except Exception:  # a bug must not stop the sweeps: the next one runs
-                log.failure("aggregated-log retention failed")
-                return defer.succeed(None)
-
-            def deleted(paths: list[FsPath]) -> None:
-                if paths:
-                    log.info("deleted the aggregated logs of {count} application(s) older than {s} s: {paths}",
-                             count=len(paths), s=conf.log_retention_s, paths=[str(p) for p in paths])
-
-            return d.addCallback(deleted).addErrback(lambda f: log.failure("aggregated-log retention failed", f))
-
-        self._log_retention = LoopingCall(sweep)
-        self._log_retention.clock = self.reactor
-        self._log_retention.start(interval_s, now=False)
+        self.events.start(None if self._ring is None else self._ring.joined())
 
     def _app_network(self, app_id: ApplicationId) -> AppNetwork:
         """Where the application was submitted from ("" unknown: then no driver outside the
@@ -340,6 +324,13 @@ class ResourceManagerRole:
             "NameNode: {count} inodes recovered; superuser {user}", count=namespace.inode_count, user=getpass.getuser()
         )
         return NameNode(namespace, blocks, store, keys.file_system, self.reactor)
+
+    async def _start_event_registry(self, name_node: NameNode, auth: UserAuthenticator, run: Runner) -> EventRegistry:
+        """The function registry (its table in the state store's database), published in the ring if on one."""
+        self._events_store = store = SqlRegistryStore(self.state_store_url, run)
+        ring = self._ring
+        records = None if ring is None else RegistrationRecords(ring.identity, ring.config.resource_managers)
+        return await EventRegistry.load(store, name_node, auth, self.reactor, ring=ring, records=records)
 
     def _serve_on_ring(self, ring: RingService, tracker: NodeTracker, bound: dict[str, HostPort], started_ms: int) -> None:
         """Publish the RM's addresses in the ring, and turn ring deaths into LOST nodes."""
@@ -428,6 +419,8 @@ class ResourceManagerRole:
         if self._republisher is not None:
             self._republisher.stop()
             self._republisher = None
+        if self.events is not None:
+            self.events.stop()
         if self.scheduling is not None:
             self.scheduling.stop()
         if self.ledger is not None:
@@ -447,3 +440,5 @@ class ResourceManagerRole:
             self._store.close()
         if self._fs_store is not None:
             self._fs_store.close()
+        if self._events_store is not None:
+            self._events_store.close()

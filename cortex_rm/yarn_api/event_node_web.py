@@ -1,10 +1,15 @@
-"""``/ws/v1/cortex/events/...`` on a node's web site: the events' REST API (``event_rest.py``) outside the RM.
+"""The events' REST answers (``event_rest.py``) as twisted.web resources, under ``/ws/v1/cortex/events``.
 
-The RM's site routes ``/ws/v1/cortex`` itself (``rest.py``) and knows its users'
-tokens.  A node's site does not hold the key that checks them: it asks the RM over
-its tracker connection (``authenticate``: the header's token -> the user, the RM's
-refusal otherwise), and the caller's role may keep the answer for a while.  A
-request without the header is anonymous: it may read ``introducers``, nothing else.
+The events' tree is ``event_registry_rest.EventsResource``: ``functions`` is the
+registry's (the RM's; a node's answers 307 to it), and ``mount_event_calls`` adds
+``introducers``, ``activations`` and each function's ``trigger`` as ``EventCallResource``s,
+which turn a request into a ``RestCall`` and answer it with ``EventWebServices``.
+
+Who calls: ``authenticate`` turns the header's token into a user.  The RM checks its
+users' tokens itself; a node's site does not hold the key that checks them, so it
+asks the RM over its tracker connection (the caller's role may keep the answer for a
+while).  A request without the header is anonymous: it may read ``introducers``,
+nothing else.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 from cortex_rm.yarn.delegation import ANONYMOUS, REST_TOKEN_HEADER, Principal
 from cortex_rm.yarn_api import rest_errors
 from cortex_rm.yarn_api.event_rest import EventWebServices
-from cortex_rm.yarn_api.rest import _base_url, _query, write_reply
+from cortex_rm.yarn_api.event_registry_rest import FunctionsResource
+from cortex_rm.yarn_api.rest import BoundedRequest, _base_url, _query, write_reply
 from cortex_rm.yarn_api.rest_call import Reply, RestCall
 from cortex_rm.yarn_api.rest_errors import RestError
 
@@ -31,15 +37,16 @@ Authenticate = Callable[[str], Awaitable[str]]
 """The user a REST token (its URL string) stands for; raises with the reason it stands for nobody."""
 
 
-class EventsNodeResource(Resource):
-    """``/ws/v1/cortex``: ``events/...`` to ``services``; anything else 404."""
+class EventCallResource(Resource):
+    """One route of the events' API: ``segments`` and what follows them in the request's path."""
 
     isLeaf = True
 
-    def __init__(self, services: EventWebServices, authenticate: Authenticate) -> None:
+    def __init__(self, services: EventWebServices, authenticate: Authenticate, segments: tuple[str, ...]) -> None:
         super().__init__()
         self.services = services
         self.authenticate = authenticate
+        self.segments = segments
 
     def render(self, request: Request) -> int:
         gone: list[Failure] = []
@@ -53,11 +60,11 @@ class EventsNodeResource(Resource):
         return NOT_DONE_YET
 
     async def _answer(self, request: Request, method: str, path: str) -> Reply:
-        segments = [s.decode("utf-8", errors="replace") for s in request.postpath or []]
-        if segments and segments[-1] == "":
-            segments.pop()
-        if segments[:1] != ["events"]:
-            raise rest_errors.not_found(f"no resource at {path}; a node serves /ws/v1/cortex/events")
+        if isinstance(request, BoundedRequest) and request.body_too_large:
+            raise rest_errors.body_too_large(request.body_limit())
+        rest = [s.decode("utf-8", errors="replace") for s in request.postpath or []]
+        if rest and rest[-1] == "":
+            rest.pop()
         principal = await self._principal(request)
         call = RestCall(
             method=method,
@@ -70,7 +77,7 @@ class EventsNodeResource(Resource):
             client_host=str(getattr(request.getClientAddress(), "host", "")),
             base_url=_base_url(request),
         )
-        return await self.services.answer(call, tuple(segments[1:]))
+        return await self.services.answer(call, (*self.segments, *rest))
 
     async def _principal(self, request: Request) -> Principal:
         header = request.getHeader(REST_TOKEN_HEADER.encode("ascii"))
@@ -99,10 +106,19 @@ class EventsNodeResource(Resource):
         write_reply(request, reply, headers)
 
 
-def mount_events(root: Resource, resource: EventsNodeResource) -> None:
-    """Put ``resource`` at ``ws/v1/cortex`` under a node site's ``root`` (its ``ws`` and ``v1`` kept)."""
+def mount_event_calls(
+    events: Resource, functions: FunctionsResource, services: EventWebServices, authenticate: Authenticate
+) -> None:
+    """Add ``introducers``, ``activations`` and ``functions/{name}/trigger`` to an events tree."""
+    for name in ("introducers", "activations"):
+        events.putChild(name.encode(), EventCallResource(services, authenticate, (name,)))
+    functions.add_action(b"trigger", lambda function: EventCallResource(services, authenticate, ("functions", function, "trigger")))
+
+
+def mount_events(root: Resource, events: Resource) -> None:
+    """Put ``events`` at ``ws/v1/cortex/events`` under a node site's ``root`` (its ``ws`` and ``v1`` kept)."""
     parent = root
-    for name in (b"ws", b"v1"):
+    for name in (b"ws", b"v1", b"cortex"):
         child = parent.getStaticEntity(name)
         if child is None:
             child = Resource()
@@ -110,4 +126,4 @@ def mount_events(root: Resource, resource: EventsNodeResource) -> None:
         if getattr(child, "isLeaf", False):
             raise ValueError(f"cannot mount the events under /{name.decode()}: it is a leaf resource")
         parent = child
-    parent.putChild(b"cortex", resource)
+    parent.putChild(b"events", events)

@@ -4,8 +4,8 @@ Routes (JSON; every refusal is YARN's ``RemoteException`` JSON, ``rest_errors.py
 
 * ``GET introducers``: the web addresses of the ring's nodes, the file system's and the RM's
   (no credential needed: a client learns where else it may knock);
-* ``functions[/{name}]``: the registry, kept by the RM: the RM answers them
-  (``registry``); a node answers 307 to the RM's web address, which clients follow;
+* ``functions[/{name}]`` is the registry's (``event_registry_rest.py``, the RM's; a node
+  answers 307 to the RM's web address, which clients follow);
 * ``POST functions/{name}/trigger[?blocking=false]``: the body (JSON, or empty for null) is
   the event.  Blocking (the default) waits for the verdict, up to the function's timeout:
   200 with the activation when it succeeded, 502 when the function failed (its error, its
@@ -57,12 +57,6 @@ class Gateway(Protocol):
     def readable(self, user: str, function: str | None, limit: int) -> list[Activation]: ...
 
 
-class Registry(Protocol):
-    """The RM's registry, as its REST answers it (``answer(call, segments)`` below ``functions``)."""
-
-    async def answer(self, call: RestCall, segments: tuple[str, ...]) -> Reply: ...
-
-
 class EventWebServices:
     """Answers ``/ws/v1/cortex/events/<segments>`` (see the module docstring)."""
 
@@ -73,7 +67,6 @@ class EventWebServices:
         *,
         ring_id_hex: str,
         introducers: Callable[[], list[str]],
-        registry: Registry | None = None,
         rm_web: Callable[[], Awaitable[str | None]] | None = None,
         node_web: Callable[[str], str | None] | None = None,
     ) -> None:
@@ -81,7 +74,6 @@ class EventWebServices:
         self.clock = clock
         self.prefix = ring_id_hex[:12]
         self.introducers = introducers
-        self.registry = registry
         self.rm_web = rm_web
         self.node_web = node_web
 
@@ -104,13 +96,9 @@ class EventWebServices:
             _only(call, "GET")
             rm_web = await self.rm_web() if self.rm_web is not None else None
             return Reply(body={"introducers": self.introducers(), "fileSystem": rm_web, "resourceManager": rm_web})
-        if segments[:1] == ("functions",):
-            if len(segments) == 3 and segments[2] == "trigger":
-                _only(call, "POST")
-                return await self._trigger(call, check_name(segments[1]))
-            if self.registry is not None:
-                return await self.registry.answer(call, segments)
-            return await self._to_rm(call)
+        if len(segments) == 3 and segments[0] == "functions" and segments[2] == "trigger":
+            _only(call, "POST")
+            return await self._trigger(call, check_name(segments[1]))
         if segments == ("activations",):
             _only(call, "GET")
             user = _user(call, "listing activations")
@@ -181,12 +169,6 @@ class EventWebServices:
         if self.gateway is None:
             raise rest_errors.retriable("this node does not take triggers (it is not on the ring); try another node")
         return self.gateway
-
-    async def _to_rm(self, call: RestCall) -> Reply:
-        address = await self.rm_web() if self.rm_web is not None else None
-        if address is None:
-            raise rest_errors.retriable("the ResourceManager that keeps the registry is not known yet; retry shortly")
-        return _redirect(address, call)
 
 
 def _status_of(activation: Activation) -> int:

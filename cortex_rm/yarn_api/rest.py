@@ -26,13 +26,13 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import IO, Any, Final, Protocol, cast
+from typing import IO, Any, Final, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
+from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
 from cortex_rm.allocator.app_access import AppAccess
@@ -60,6 +60,7 @@ log = Logger()
 
 DEFAULT_MAX_BODY_BYTES: Final = 1 << 20
 JSON_CONTENT_TYPE: Final = b"application/json; charset=utf-8"
+_EVENTS: Final = [b"v1", b"cortex", b"events"]
 _HOST_HEADER: Final = re.compile(r"^[A-Za-z0-9.\-_]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
 
@@ -142,27 +143,32 @@ def write_reply(request: Request, reply: Reply, headers: tuple[tuple[bytes, byte
     request.finish()
 
 
-class CortexServices(Protocol):
-    """A part of ``/ws/v1/cortex`` answered by another package (the events, ``event_rest.py``)."""
-
-    async def answer(self, call: RestCall, segments: tuple[str, ...]) -> Reply: ...
-
-
 class WebServicesResource(Resource):
     """``/ws/...``: routes ``/ws/v1/cluster/<...>`` to the operations, answers JSON."""
 
     isLeaf = True
 
     def __init__(
-        self, services: ClusterWebServices, auth: UserAuthenticator | None, cortex: LedgerWebServices | None = None
+        self,
+        services: ClusterWebServices,
+        auth: UserAuthenticator | None,
+        cortex: LedgerWebServices | None = None,
+        events: Resource | None = None,
     ) -> None:
         super().__init__()
         self.services = services
         self.auth = auth
         self.cortex = cortex  # /ws/v1/cortex/...: the uptime ledger
-        self.events: CortexServices | None = None  # /ws/v1/cortex/events/...: set once the node's events run
+        self.events = events  # /ws/v1/cortex/events/...: a resource tree of its own
 
-    def render(self, request: Request) -> int:
+    def render(self, request: Request) -> int | bytes:
+        postpath, prepath = request.postpath or [], request.prepath or []
+        if self.events is not None and postpath[:3] == _EVENTS:
+            for _ in _EVENTS:  # on down the events' own tree, as the site would
+                prepath.append(postpath.pop(0))
+            request.prepath, request.postpath = prepath, postpath
+            answer: int | bytes = getChildForRequest(self.events, request).render(request)
+            return answer
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)  # the client went away before the answer
         method = _text(request.method) or "GET"
@@ -179,10 +185,6 @@ class WebServicesResource(Resource):
         segments = [s.decode("utf-8", errors="replace") for s in request.postpath or []]
         if segments and segments[-1] == "":
             segments.pop()  # a trailing slash names the same resource
-        if segments[:3] == ["v1", "cortex", "events"]:
-            if self.events is None:
-                raise rest_errors.retriable("the events are not running on this node yet; retry shortly")
-            return defer.Deferred.fromCoroutine(self.events.answer(self._call(request, method, path, ()), tuple(segments[3:])))
         if segments[:2] == ["v1", "cortex"] and self.cortex is not None:
             call = self._call(request, method, path, ())
             if self.services.anonymous_access != "cluster-info" and not call.principal.authenticated:
@@ -320,6 +322,7 @@ def build_rest_site(
     limits: HttpLimits = API_LIMITS,
     view_tickets: ViewTicketSigner | None = None,
     ledger: LedgerWebServices | None = None,
+    events: Resource | None = None,
 ) -> RestSite:
     """The RM's web site (REST API and overview page), for ``reactor.listenTCP(port, site)``.
 
@@ -329,7 +332,8 @@ def build_rest_site(
     ``children`` are mounted at the root too (``webhdfs``: the NameNode); the RM's clock
     runs every timeout.  ``auth`` checks the callers' tokens (without it every caller is
     anonymous), ``access`` says who may see and change which application, and ``admin``
-    issues users' credentials.
+    issues users' credentials; ``events`` serves ``/ws/v1/cortex/events/...`` (its children
+    are walked as the site walks a tree: ``event_registry_rest.EventsResource``).
     """
     root = _Root()
     page = ClusterOverviewPage(rm, version, show_metrics=auth is None or auth.anonymous_access != "none")
@@ -340,7 +344,7 @@ def build_rest_site(
     services = ClusterWebServices(
         rm, version, access or AppAccess(()), anonymous_access, admin, credentials, view_tickets=view_tickets
     )
-    root.putChild(b"ws", WebServicesResource(services, auth, ledger))
+    root.putChild(b"ws", WebServicesResource(services, auth, ledger, events))
     for name, child in (children or {}).items():
         root.putChild(name, child)
     if max_body_bytes is not None:

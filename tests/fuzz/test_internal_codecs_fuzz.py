@@ -10,7 +10,8 @@
   struct (what the NodeTracker's processor hands them): a value or ``MalformedMessage``.
 * The tracker's connection (``TrackerConnection``, past its TLS handshake) fed random and
   mutated call frames: each answered, or the connection closed as undecodable; no
-  failure logged.
+  failure logged.  The events' calls (``openFunctionCode``, ``authenticateUser``) again
+  with a real function registry behind them, from a registered node.
 * The ring listener's connection (``RingServerConnection``, past TLS) fed length-prefixed
   streams cut anywhere: only envelopes from the certificate's ring id are delivered,
   anything else closes it, and no more than one frame is buffered.
@@ -42,8 +43,12 @@ from cortex_rm.internal.errors import MalformedEnvelope, MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.ring_listener import RingServerConnection
-from cortex_rm.internal.tracker_server import TrackerCalls, TrackerConnection, TrackerServerFactory
+from cortex_rm.internal.tracker_server import FileSystemServices, TrackerCalls, TrackerConnection, TrackerServerFactory
+from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.refusal_log import RefusalLog
+from cortex_rm.yarn.resource_tracker import NodeRegistration
+from cortex_rm.yarn.resources import Resource
+from tests.support.event_registry_rig import RegistryRig
 from tests.fuzz.fuzzing import chunked, failures_logged, fuzz_settings, mutated
 from tests.fuzz.messages import bounded_integers, thrift_structs
 
@@ -151,6 +156,7 @@ DECODERS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "image": (ttypes.RuntimeImage, block_codec.image_from_thrift),
     "target": (ttypes.AggregationTarget, block_codec.target_from_thrift),
     "node": (ttypes.NodeAddress, lambda t: block_codec.report_from_thrift(t, ttypes.BlockReport(True, [], [], 0))),
+    "function": (ttypes.Record, lambda t: ring_codec._RECORD.from_wire(t, "function")),
 }
 
 # Right types or absent: Thrift's generated reader skips a field whose wire type differs from the IDL's.
@@ -231,11 +237,22 @@ VALID_CALLS = [
     _call_frame("nodeHeartbeat", STATUS),
     _call_frame("blockReport", ttypes.NodeAddress("10.0.0.1", 45454), ttypes.BlockReport(True, [], [], 0)),
     _call_frame("openRuntimeImage", ttypes.NodeAddress("10.0.0.1", 45454)),
+    _call_frame(
+        "openFunctionCode", ttypes.NodeAddress("10.0.0.1", 45454),
+        ttypes.Record("cortex:event:fn:hello", b"{}", 1, b"\x01" * 20, b"k", b"s"),
+    ),
+    _call_frame("authenticateUser", ttypes.NodeAddress("10.0.0.1", 45454), "AAAA"),
 ]
+NODE_ADDRESS = ttypes.NodeAddress("10.0.0.1", 45454)
+event_call_frames = st.one_of(
+    st.builds(lambda r: _call_frame("openFunctionCode", NODE_ADDRESS, r), thrift_structs(ttypes.Record)),
+    st.builds(lambda t: _call_frame("authenticateUser", NODE_ADDRESS, t), st.text(max_size=80)),
+)
 tracker_frames = st.one_of(
     mutated(st.sampled_from(VALID_CALLS), max_mutations=3),
     st.builds(lambda r: _call_frame("registerNode", r), thrift_structs(ttypes.NodeRegistration)),
     st.builds(lambda s: _call_frame("nodeHeartbeat", s), thrift_structs(ttypes.NodeStatus)),
+    event_call_frames,
     st.binary(max_size=60),
 )
 
@@ -251,6 +268,31 @@ def test_tracker_frames_are_answered_or_close_the_connection(frames: list[bytes]
     connection = TrackerConnection()
     connection.factory = TrackerServerFactory(tracker, None, Clock())
     connection.processor = gen_service.Processor(TrackerCalls(tracker, "a" * 64, "10.0.0.1:50000"))
+    transport = StringTransport()
+    connection.makeConnection(transport)
+    with failures_logged() as logged:
+        for frame in frames:
+            if transport.disconnecting:
+                break
+            connection.stringReceived(frame)
+    assert not logged, logged[0]
+
+
+@fuzz_settings(60)
+@given(frames=st.lists(st.one_of(event_call_frames, mutated(st.sampled_from(VALID_CALLS[-2:]), max_mutations=3)),
+                       min_size=1, max_size=3))  # fmt: skip
+@example(frames=[VALID_CALLS[-1], VALID_CALLS[-2]]).via("a token and a record that are not valid")
+def test_event_calls_with_a_registry_are_answered_or_close_the_connection(frames: list[bytes]) -> None:
+    """The events' calls from a registered node, a real registry behind them: answered (a result or
+    one of the IDL's refusals), or the connection closed as undecodable; no failure logged."""
+    rig = RegistryRig()
+    tracker = NodeTracker(NodeTable(), rig.clock, nm_expiry_ms=10_000, rm_identifier=1)
+    registration = NodeRegistration(NodeId("10.0.0.1", 45454), "10.0.0.1:8042", "/r", Resource(4096, 4), 1000)
+    tracker.register(registration, "a" * 64)
+    calls = TrackerCalls(tracker, "a" * 64, "10.0.0.1:50000", fs=FileSystemServices(rig.name_node, events=rig.events))
+    connection = TrackerConnection()
+    connection.factory = TrackerServerFactory(tracker, None, rig.clock)
+    connection.processor = gen_service.Processor(calls)
     transport = StringTransport()
     connection.makeConnection(transport)
     with failures_logged() as logged:

@@ -149,6 +149,54 @@ def test_register_and_trigger_sync_and_async_from_every_node_with_curl(cluster: 
     assert gone.status_code == 404, gone.text
 
 
+def cortex_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cortex_rm", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_the_cli_registers_triggers_and_reads_results(cluster: RunningCluster, tmp_path: Path) -> None:
+    """`cortex-rm event ...` with --workdir: trigger prints the JSON result alone, --async the activation id alone."""
+    source = tmp_path / "shout.py"
+    source.write_text("def handler(event, context):\n    print('shouting')\n    return event.upper()\n")
+    where = ("--workdir", str(cluster.workdir))
+    registered = cortex_cli("event", "register", "shout", "--file", str(source), "--timeout-s", "30", *where)
+    assert registered.returncode == 0, registered.stderr
+    out = cortex_cli("event", "trigger", "shout", "--data", '"hey"', *where)
+    assert out.returncode == 0 and json.loads(out.stdout) == "HEY", (out.stdout, out.stderr)
+    queued = cortex_cli("event", "trigger", "shout", "--data", '"later"', "--async", *where)
+    assert queued.returncode == 0, queued.stderr
+    activation_id = queued.stdout.strip()
+    assert len(activation_id.splitlines()) == 1 and "-" in activation_id
+    result = cortex_cli("event", "result", activation_id, "--wait", *where)
+    assert result.returncode == 0 and json.loads(result.stdout) == "LATER", (result.stdout, result.stderr)
+    logs = cortex_cli("event", "logs", activation_id, *where)
+    assert logs.returncode == 0 and "shouting" in logs.stdout, logs
+    listed = cortex_cli("event", "list", *where)
+    assert listed.returncode == 0 and "shout" in listed.stdout
+    failing = cortex_cli("event", "trigger", "shout", "--data", "42", *where)  # int has no upper()
+    assert failing.returncode != 0 and failing.stdout == "" and "AttributeError" in failing.stderr, failing
+    deleted = cortex_cli("event", "delete", "shout", *where)
+    assert deleted.returncode == 0, deleted.stderr
+
+
+def test_the_python_client_learns_introducers_and_verifies_what_it_gets(cluster: RunningCluster, tmp_path: Path) -> None:
+    """`Cortex([one node])` as a developer uses it: register, trigger sync and async, logs, list, delete; the
+    introducers it learned are cached on disk; an activation's signatures check against the ring's keys."""
+    from cortex_rm.client import Cortex
+
+    source = tmp_path / "add.py"
+    source.write_text("def handler(event, context):\n    return sum(event)\n")
+    cortex = Cortex([web(cluster.nodes[1])], credential=credential(cluster, "carol"), cache_dir=tmp_path / "cache")
+    cortex.register("add", source, replicas=2)
+    assert cortex.trigger("add", [1, 2, 3]) == 6
+    later = cortex.trigger_async("add", [4, 5])
+    assert later.result(timeout=60) == 9
+    assert "add" in [f["name"] for f in cortex.list()]
+    activation = cortex.trigger_activation("add", [1])
+    cortex.verify(activation)
+    assert any((tmp_path / "cache").iterdir())
+    cortex.delete("add")
+
+
 def test_200_concurrent_triggers_are_all_answered_correctly(cluster: RunningCluster) -> None:
     register(cluster, "square", '''
         def handler(event, context):

@@ -132,6 +132,34 @@ class Iface(Interface):
         """
         pass
 
+    def openFunctionCode(node_id, function):
+        """
+        A node about to run a function fetches its code: `function` is the registration
+        record as the ring holds it (Record: the Ring section below), written and signed by a
+        ResourceManager.  The RM checks the signature, that the writer is a ResourceManager,
+        and that the registration is one it holds (the current version or a kept one, not
+        deleted); the answer is the code file's length and modification time (the node checks
+        them against the registration's) and an OPEN ticket for it as the function's owner.
+
+        Parameters:
+         - node_id
+         - function
+
+        """
+        pass
+
+    def authenticateUser(node_id, token):
+        """
+        Who a user's RM delegation token authenticates: `token` is its URL-safe string, as the
+        REST header Hadoop-YARN-RM-Delegation-Token carries it; the answer is the user's name.
+
+        Parameters:
+         - node_id
+         - token
+
+        """
+        pass
+
 
 @implementer(Iface)
 class Client(object):
@@ -694,6 +722,130 @@ class Client(object):
             return d.errback(result.refused)
         return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "submitAttestations failed: unknown result"))
 
+    def openFunctionCode(self, node_id, function):
+        """
+        A node about to run a function fetches its code: `function` is the registration
+        record as the ring holds it (Record: the Ring section below), written and signed by a
+        ResourceManager.  The RM checks the signature, that the writer is a ResourceManager,
+        and that the registration is one it holds (the current version or a kept one, not
+        deleted); the answer is the code file's length and modification time (the node checks
+        them against the registration's) and an OPEN ticket for it as the function's owner.
+
+        Parameters:
+         - node_id
+         - function
+
+        """
+        seqid = self._seqid = self._seqid + 1
+        self._reqs[seqid] = defer.Deferred()
+
+        d = defer.maybeDeferred(self.send_openFunctionCode, node_id, function)
+        d.addCallbacks(
+            callback=self.cb_send_openFunctionCode,
+            callbackArgs=(seqid,),
+            errback=self.eb_send_openFunctionCode,
+            errbackArgs=(seqid,))
+        return d
+
+    def cb_send_openFunctionCode(self, _, seqid):
+        return self._reqs[seqid]
+
+    def eb_send_openFunctionCode(self, f, seqid):
+        d = self._reqs.pop(seqid)
+        d.errback(f)
+        return d
+
+    def send_openFunctionCode(self, node_id, function):
+        oprot = self._oprot_factory.getProtocol(self._transport)
+        oprot.writeMessageBegin('openFunctionCode', TMessageType.CALL, self._seqid)
+        args = openFunctionCode_args()
+        args.node_id = node_id
+        args.function = function
+        args.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def recv_openFunctionCode(self, iprot, mtype, rseqid):
+        d = self._reqs.pop(rseqid)
+        if mtype == TMessageType.EXCEPTION:
+            x = TApplicationException()
+            x.read(iprot)
+            iprot.readMessageEnd()
+            return d.errback(x)
+        result = openFunctionCode_result()
+        result.read(iprot)
+        iprot.readMessageEnd()
+        if result.success is not None:
+            return d.callback(result.success)
+        if result.refused is not None:
+            return d.errback(result.refused)
+        if result.failure is not None:
+            return d.errback(result.failure)
+        if result.function_refused is not None:
+            return d.errback(result.function_refused)
+        if result.busy is not None:
+            return d.errback(result.busy)
+        return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "openFunctionCode failed: unknown result"))
+
+    def authenticateUser(self, node_id, token):
+        """
+        Who a user's RM delegation token authenticates: `token` is its URL-safe string, as the
+        REST header Hadoop-YARN-RM-Delegation-Token carries it; the answer is the user's name.
+
+        Parameters:
+         - node_id
+         - token
+
+        """
+        seqid = self._seqid = self._seqid + 1
+        self._reqs[seqid] = defer.Deferred()
+
+        d = defer.maybeDeferred(self.send_authenticateUser, node_id, token)
+        d.addCallbacks(
+            callback=self.cb_send_authenticateUser,
+            callbackArgs=(seqid,),
+            errback=self.eb_send_authenticateUser,
+            errbackArgs=(seqid,))
+        return d
+
+    def cb_send_authenticateUser(self, _, seqid):
+        return self._reqs[seqid]
+
+    def eb_send_authenticateUser(self, f, seqid):
+        d = self._reqs.pop(seqid)
+        d.errback(f)
+        return d
+
+    def send_authenticateUser(self, node_id, token):
+        oprot = self._oprot_factory.getProtocol(self._transport)
+        oprot.writeMessageBegin('authenticateUser', TMessageType.CALL, self._seqid)
+        args = authenticateUser_args()
+        args.node_id = node_id
+        args.token = token
+        args.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def recv_authenticateUser(self, iprot, mtype, rseqid):
+        d = self._reqs.pop(rseqid)
+        if mtype == TMessageType.EXCEPTION:
+            x = TApplicationException()
+            x.read(iprot)
+            iprot.readMessageEnd()
+            return d.errback(x)
+        result = authenticateUser_result()
+        result.read(iprot)
+        iprot.readMessageEnd()
+        if result.success is not None:
+            return d.callback(result.success)
+        if result.refused is not None:
+            return d.errback(result.refused)
+        if result.credential_refused is not None:
+            return d.errback(result.credential_refused)
+        if result.busy is not None:
+            return d.errback(result.busy)
+        return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "authenticateUser failed: unknown result"))
+
 
 @implementer(Iface)
 class Processor(TProcessor):
@@ -710,6 +862,8 @@ class Processor(TProcessor):
         self._processMap["openRuntimeImage"] = Processor.process_openRuntimeImage
         self._processMap["applicationNetwork"] = Processor.process_applicationNetwork
         self._processMap["submitAttestations"] = Processor.process_submitAttestations
+        self._processMap["openFunctionCode"] = Processor.process_openFunctionCode
+        self._processMap["authenticateUser"] = Processor.process_authenticateUser
         self._on_message_begin = None
 
     def on_message_begin(self, func):
@@ -1117,6 +1271,92 @@ class Processor(TProcessor):
             msg_type = TMessageType.EXCEPTION
             result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
         oprot.writeMessageBegin("submitAttestations", msg_type, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def process_openFunctionCode(self, seqid, iprot, oprot):
+        args = openFunctionCode_args()
+        args.read(iprot)
+        iprot.readMessageEnd()
+        result = openFunctionCode_result()
+        d = defer.maybeDeferred(self._handler.openFunctionCode, args.node_id, args.function)
+        d.addCallback(self.write_results_success_openFunctionCode, result, seqid, oprot)
+        d.addErrback(self.write_results_exception_openFunctionCode, result, seqid, oprot)
+        return d
+
+    def write_results_success_openFunctionCode(self, success, result, seqid, oprot):
+        result.success = success
+        oprot.writeMessageBegin("openFunctionCode", TMessageType.REPLY, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def write_results_exception_openFunctionCode(self, error, result, seqid, oprot):
+        msg_type = TMessageType.REPLY
+        try:
+            error.raiseException()
+        except NodeRefused as refused:
+            result.refused = refused
+        except FsFailure as failure:
+            result.failure = failure
+        except FunctionRefused as function_refused:
+            result.function_refused = function_refused
+        except TryLater as busy:
+            result.busy = busy
+        except TTransport.TTransportException:
+            raise
+        except TApplicationException as ex:
+            logging.exception('TApplication exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = ex
+        except Exception:
+            logging.exception('Unexpected exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
+        oprot.writeMessageBegin("openFunctionCode", msg_type, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def process_authenticateUser(self, seqid, iprot, oprot):
+        args = authenticateUser_args()
+        args.read(iprot)
+        iprot.readMessageEnd()
+        result = authenticateUser_result()
+        d = defer.maybeDeferred(self._handler.authenticateUser, args.node_id, args.token)
+        d.addCallback(self.write_results_success_authenticateUser, result, seqid, oprot)
+        d.addErrback(self.write_results_exception_authenticateUser, result, seqid, oprot)
+        return d
+
+    def write_results_success_authenticateUser(self, success, result, seqid, oprot):
+        result.success = success
+        oprot.writeMessageBegin("authenticateUser", TMessageType.REPLY, seqid)
+        result.write(oprot)
+        oprot.writeMessageEnd()
+        oprot.trans.flush()
+
+    def write_results_exception_authenticateUser(self, error, result, seqid, oprot):
+        msg_type = TMessageType.REPLY
+        try:
+            error.raiseException()
+        except NodeRefused as refused:
+            result.refused = refused
+        except CredentialRefused as credential_refused:
+            result.credential_refused = credential_refused
+        except TryLater as busy:
+            result.busy = busy
+        except TTransport.TTransportException:
+            raise
+        except TApplicationException as ex:
+            logging.exception('TApplication exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = ex
+        except Exception:
+            logging.exception('Unexpected exception in handler')
+            msg_type = TMessageType.EXCEPTION
+            result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
+        oprot.writeMessageBegin("authenticateUser", msg_type, seqid)
         result.write(oprot)
         oprot.writeMessageEnd()
         oprot.trans.flush()
@@ -2704,6 +2944,364 @@ all_structs.append(submitAttestations_result)
 submitAttestations_result.thrift_spec = (
     (0, TType.STRUCT, 'success', [AttestationReceipts, None], None, ),  # 0
     (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
+)
+
+
+class openFunctionCode_args(object):
+    """
+    Attributes:
+     - node_id
+     - function
+
+    """
+
+
+    def __init__(self, node_id=None, function=None,):
+        self.node_id = node_id
+        self.function = function
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.node_id = NodeAddress()
+                    self.node_id.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.function = Record()
+                    self.function.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('openFunctionCode_args')
+        if self.node_id is not None:
+            oprot.writeFieldBegin('node_id', TType.STRUCT, 1)
+            self.node_id.write(oprot)
+            oprot.writeFieldEnd()
+        if self.function is not None:
+            oprot.writeFieldBegin('function', TType.STRUCT, 2)
+            self.function.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(openFunctionCode_args)
+openFunctionCode_args.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'node_id', [NodeAddress, None], None, ),  # 1
+    (2, TType.STRUCT, 'function', [Record, None], None, ),  # 2
+)
+
+
+class openFunctionCode_result(object):
+    """
+    Attributes:
+     - success
+     - refused
+     - failure
+     - function_refused
+     - busy
+
+    """
+
+
+    def __init__(self, success=None, refused=None, failure=None, function_refused=None, busy=None,):
+        self.success = success
+        self.refused = refused
+        self.failure = failure
+        self.function_refused = function_refused
+        self.busy = busy
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 0:
+                if ftype == TType.STRUCT:
+                    self.success = LocalizationSource()
+                    self.success.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 1:
+                if ftype == TType.STRUCT:
+                    self.refused = NodeRefused.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.failure = FsFailure.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRUCT:
+                    self.function_refused = FunctionRefused.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.STRUCT:
+                    self.busy = TryLater.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('openFunctionCode_result')
+        if self.success is not None:
+            oprot.writeFieldBegin('success', TType.STRUCT, 0)
+            self.success.write(oprot)
+            oprot.writeFieldEnd()
+        if self.refused is not None:
+            oprot.writeFieldBegin('refused', TType.STRUCT, 1)
+            self.refused.write(oprot)
+            oprot.writeFieldEnd()
+        if self.failure is not None:
+            oprot.writeFieldBegin('failure', TType.STRUCT, 2)
+            self.failure.write(oprot)
+            oprot.writeFieldEnd()
+        if self.function_refused is not None:
+            oprot.writeFieldBegin('function_refused', TType.STRUCT, 3)
+            self.function_refused.write(oprot)
+            oprot.writeFieldEnd()
+        if self.busy is not None:
+            oprot.writeFieldBegin('busy', TType.STRUCT, 4)
+            self.busy.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(openFunctionCode_result)
+openFunctionCode_result.thrift_spec = (
+    (0, TType.STRUCT, 'success', [LocalizationSource, None], None, ),  # 0
+    (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
+    (2, TType.STRUCT, 'failure', [FsFailure, None], None, ),  # 2
+    (3, TType.STRUCT, 'function_refused', [FunctionRefused, None], None, ),  # 3
+    (4, TType.STRUCT, 'busy', [TryLater, None], None, ),  # 4
+)
+
+
+class authenticateUser_args(object):
+    """
+    Attributes:
+     - node_id
+     - token
+
+    """
+
+
+    def __init__(self, node_id=None, token=None,):
+        self.node_id = node_id
+        self.token = token
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.node_id = NodeAddress()
+                    self.node_id.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.token = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('authenticateUser_args')
+        if self.node_id is not None:
+            oprot.writeFieldBegin('node_id', TType.STRUCT, 1)
+            self.node_id.write(oprot)
+            oprot.writeFieldEnd()
+        if self.token is not None:
+            oprot.writeFieldBegin('token', TType.STRING, 2)
+            oprot.writeString(self.token.encode('utf-8') if sys.version_info[0] == 2 else self.token)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(authenticateUser_args)
+authenticateUser_args.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'node_id', [NodeAddress, None], None, ),  # 1
+    (2, TType.STRING, 'token', 'UTF8', None, ),  # 2
+)
+
+
+class authenticateUser_result(object):
+    """
+    Attributes:
+     - success
+     - refused
+     - credential_refused
+     - busy
+
+    """
+
+
+    def __init__(self, success=None, refused=None, credential_refused=None, busy=None,):
+        self.success = success
+        self.refused = refused
+        self.credential_refused = credential_refused
+        self.busy = busy
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 0:
+                if ftype == TType.STRING:
+                    self.success = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 1:
+                if ftype == TType.STRUCT:
+                    self.refused = NodeRefused.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.credential_refused = CredentialRefused.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRUCT:
+                    self.busy = TryLater.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('authenticateUser_result')
+        if self.success is not None:
+            oprot.writeFieldBegin('success', TType.STRING, 0)
+            oprot.writeString(self.success.encode('utf-8') if sys.version_info[0] == 2 else self.success)
+            oprot.writeFieldEnd()
+        if self.refused is not None:
+            oprot.writeFieldBegin('refused', TType.STRUCT, 1)
+            self.refused.write(oprot)
+            oprot.writeFieldEnd()
+        if self.credential_refused is not None:
+            oprot.writeFieldBegin('credential_refused', TType.STRUCT, 2)
+            self.credential_refused.write(oprot)
+            oprot.writeFieldEnd()
+        if self.busy is not None:
+            oprot.writeFieldBegin('busy', TType.STRUCT, 3)
+            self.busy.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+all_structs.append(authenticateUser_result)
+authenticateUser_result.thrift_spec = (
+    (0, TType.STRING, 'success', 'UTF8', None, ),  # 0
+    (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
+    (2, TType.STRUCT, 'credential_refused', [CredentialRefused, None], None, ),  # 2
+    (3, TType.STRUCT, 'busy', [TryLater, None], None, ),  # 3
 )
 fix_spec(all_structs)
 del all_structs

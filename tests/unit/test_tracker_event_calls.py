@@ -1,0 +1,93 @@
+"""The tracker's event calls (``openFunctionCode``, ``authenticateUser``) decided in-process on a fake
+clock, as the generated processor calls them: only a registered, running node on the connection of
+its own key is served, and every refusal is the IDL's exception that says it."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet import defer
+
+from cortex_rm.allocator.node_tracker import NodeTracker
+from cortex_rm.allocator.nodes import NodeTable
+from cortex_rm.events.functions import function_key
+from cortex_rm.events.registration import RegistrationRequest
+from cortex_rm.fs.model import User
+from cortex_rm.fs.paths import parse_path
+from cortex_rm.internal import block_codec
+from cortex_rm.internal.gen import ttypes
+from cortex_rm.internal.ring_codec import _RECORD
+from cortex_rm.internal.tracker_server import FileSystemServices, TrackerCalls
+from cortex_rm.roles.event_registry import AUTH_RATE
+from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.resource_tracker import NodeRegistration
+from cortex_rm.yarn.resources import Resource
+from tests.support.event_registry_rig import CODE, CODE_MTIME, RegistryRig
+from tests.support.rm_core import result_of
+
+NODE = NodeId("10.0.0.1", 45454)
+KEY = "a" * 64
+
+
+@pytest.fixture
+def rig() -> RegistryRig:
+    rig = RegistryRig()
+    result_of(defer.ensureDeferred(rig.events.register("alice", "hello", RegistrationRequest(CODE))))
+    return rig
+
+
+def calls_for(rig: RegistryRig, fingerprint: str = KEY, events: bool = True) -> TrackerCalls:
+    tracker = NodeTracker(NodeTable(), rig.clock, nm_expiry_ms=10_000, rm_identifier=1)
+    tracker.register(NodeRegistration(NODE, "10.0.0.1:8042", "/r", Resource(4096, 4), 1000), KEY)
+    fs = FileSystemServices(rig.name_node, events=rig.events if events else None)
+    return TrackerCalls(tracker, fingerprint, "10.0.0.1:1234", fs=fs)
+
+
+def node() -> ttypes.NodeAddress:
+    return ttypes.NodeAddress(NODE.host, NODE.port)
+
+
+def record_of(rig: RegistryRig) -> ttypes.Record:
+    return _RECORD.to_wire(rig.ring.records[function_key("hello")])
+
+
+def test_a_registered_node_gets_the_code_of_the_rings_record(rig: RegistryRig) -> None:
+    source = block_codec.source_from_thrift(calls_for(rig).openFunctionCode(node(), record_of(rig)))
+    assert (source.length, source.modification_time_ms) == (5, CODE_MTIME)
+    assert source.ticket
+
+
+def test_a_users_token_is_answered_with_her_name(rig: RegistryRig) -> None:
+    assert calls_for(rig).authenticateUser(node(), rig.token("alice")) == "alice"
+
+
+def test_a_node_on_another_key_or_an_rm_without_a_registry_is_refused(rig: RegistryRig) -> None:
+    with pytest.raises(ttypes.NodeRefused, match="not registered with the key of this connection"):
+        calls_for(rig, fingerprint="b" * 64).authenticateUser(node(), rig.token("alice"))
+    with pytest.raises(ttypes.NodeRefused, match="keeps no function registry"):
+        calls_for(rig, events=False).openFunctionCode(node(), record_of(rig))
+
+
+def test_refusals_travel_as_the_idls_exceptions(rig: RegistryRig) -> None:
+    calls = calls_for(rig)
+    forged = record_of(rig)
+    forged.value = forged.value.replace(b'"handler"', b'"handlex"')
+    with pytest.raises(ttypes.FunctionRefused, match="bad signature"):
+        calls.openFunctionCode(node(), forged)
+    with pytest.raises(ttypes.CredentialRefused, match="malformed|Base64"):
+        calls.authenticateUser(node(), "AAAA")
+    with pytest.raises(ttypes.NodeRefused, match="token must not be empty"):
+        calls.authenticateUser(node(), "")
+    with pytest.raises(ttypes.NodeRefused, match="function"):
+        calls.openFunctionCode(node(), ttypes.Record(key="k"))  # a record missing its fields
+    token = rig.token("alice")
+    with pytest.raises(ttypes.TryLater) as busy:
+        for _ in range(int(AUTH_RATE[1]) + 1):
+            calls.authenticateUser(node(), token)
+    assert busy.value.retry_after_ms > 0
+
+
+def test_a_code_file_gone_since_is_the_file_systems_failure(rig: RegistryRig) -> None:
+    rig.name_node.persist(rig.name_node.namespace.delete(parse_path(CODE), User("alice", frozenset()), False, 0)[1])
+    with pytest.raises(ttypes.FsFailure) as failed:
+        calls_for(rig).openFunctionCode(node(), record_of(rig))
+    assert failed.value.java_class == "java.io.FileNotFoundException"
