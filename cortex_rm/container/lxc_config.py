@@ -5,7 +5,8 @@ What the container gets (``render_config``):
 * namespaces: mount, pid, ipc, uts (the hostname stays the host's, so Java and
   Spark resolve it as they would on the host) and cgroup.  **Not network**:
   ``lxc.net.0.type = none`` keeps the host's network namespace, so executors
-  listen on the host's addresses as YARN expects;
+  listen on the host's addresses as YARN expects (a spec with ``own_network``, a
+  function's sandbox, gets a namespace of its own with only loopback instead);
 * a root file system that is a per-container empty read-only directory with
   mount points, dressed as the **runtime image** (``spec.root_image``, an
   ``ImageCache`` root shared by every container, which nothing here writes to):
@@ -270,8 +271,11 @@ def render_config(
         f"lxc.uts.name = {image.hostname}",
         f"lxc.rootfs.path = dir:{rootfs}",
         "lxc.rootfs.options = ro",
-        "# the host's network namespace (no network isolation yet)",
-        "lxc.net.0.type = none",
+        *(
+            ["# a network namespace of its own, with only a loopback device: no network", "lxc.net.0.type = empty"]
+            if spec.own_network
+            else ["# the host's network namespace, under the node's network policy", "lxc.net.0.type = none"]
+        ),
         "lxc.console.path = none",
         "lxc.tty.max = 0",
         "lxc.autodev = 1",

@@ -114,6 +114,9 @@ class ContainerSpec:
     #: those ports, and lets other machines reach them only from those; None: reachable
     #: only from this node.
     port_slot: int | None = None
+    #: A network namespace of its own with only a loopback device (no network at all: functions'
+    #: sandboxes); False: the host's network, under the node's network policy.
+    own_network: bool = False
 
     def __post_init__(self) -> None:
         if not self.application:

@@ -95,6 +95,18 @@ class FunctionOutcome:
 EventMessage = InvokeFunction | FunctionOutcome
 
 
+@dataclass(frozen=True)
+class SandboxResult:
+    """How an activation ended in its sandbox on the executor (before the executor signs it)."""
+
+    status: OutcomeStatus
+    result: bytes
+    error: str
+    logs: bytes
+    duration_ms: int
+    cold_start: bool
+
+
 def result_digest(result: bytes) -> str:
     return hashlib.sha256(result).hexdigest()
 

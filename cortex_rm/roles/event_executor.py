@@ -46,6 +46,7 @@ from cortex_rm.events.outcomes import (
     FunctionOutcome,
     InvokeFunction,
     OutcomeStatus,
+    SandboxResult,
     signed_bytes,
 )
 from cortex_rm.events.signatures import Verifier, sign, spki_of
@@ -58,21 +59,10 @@ FAULT_INJECTION_ENV = "CORTEX_RM_FAULT_INJECTION"
 WRONG_RESULTS = "wrong-results"
 
 
-class SandboxOutcome(Protocol):
-    """What a sandbox run ends with (``FunctionSandboxes.invoke``'s result)."""
-
-    status: OutcomeStatus
-    result: bytes
-    error: str
-    logs: bytes
-    duration_ms: int
-    cold_start: bool
-
-
 class Sandboxes(Protocol):
     """The node's function sandboxes, as the executor uses them."""
 
-    def invoke(self, spec: FunctionSpec, code: Path, payload: bytes, activation_id: str) -> defer.Deferred[SandboxOutcome]: ...
+    def invoke(self, spec: FunctionSpec, code: Path, payload: bytes, activation_id: str) -> defer.Deferred[SandboxResult]: ...
 
     def busy(self, spec: FunctionSpec) -> bool: ...
 

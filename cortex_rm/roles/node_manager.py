@@ -2,28 +2,25 @@
 
 Built by the composition root (``node.py``) when ``[nodemanager] enabled``:
 
-* a ``ContainerManager`` with the LXC runtime (``lxc_runtime.LxcRuntime``, its
-  working files under ``<state_dir>/lxc``), the configured directories and limits,
-  and a small thread pool for every file operation (directories, localization,
-  launch scripts, log tails, deletion), so no disk work runs on the reactor;
+* a ``ContainerManager`` with the LXC runtime (``lxc_runtime.LxcRuntime``, its working files under
+  ``<state_dir>/lxc``), the configured directories and limits, and a small thread pool for every
+  file operation (directories, localization, launch scripts, log tails, deletion);
 * ``nodemanager.webapp_address``: the NodeManager's REST API (``/ws/v1/node``),
   and the ring view (``/ws/v1/ring``) when the node is a ring member;
-* ``nodemanager.address``: ContainerManagementProtocol over Hadoop IPC, SASL
-  simple-only (an AM's NMClient falls back to SIMPLE and connects as its attempt);
-  the ContainerToken in each request is what authorizes a start;
-* the status updater (``status_updater_service.py``), which reports this node
-  (NodeId = ``nodemanager.address``) and its containers to the RM's NodeTracker
-  over mutual TLS — found through the ring unless ``resourcemanager_tracker`` is
-  configured — and hands the RM's answers back here: the container-token key,
-  completed containers acknowledged, containers and applications to clean up;
-* on the ring: this node's capacity report, gossiped now and every 30 s.
+* ``nodemanager.address``: ContainerManagementProtocol over Hadoop IPC (SASL TOKEN: every caller
+  proves an NMToken); the ContainerToken in each request is what authorizes a start;
+* the status updater (``status_updater_service.py``), which reports this node (NodeId =
+  ``nodemanager.address``) and its containers to the RM's NodeTracker over mutual TLS (found through
+  the ring unless ``resourcemanager_tracker`` is configured) and hands the RM's answers back here;
+* on the ring: this node's capacity report, gossiped now and every 30 s;
+* on request (``function_sandboxes``), the functions' sandboxes on the same runtime and image.
 
-``stop`` stops reporting, kills every container (bounded wait) and stops the
-thread pool.
+``stop`` stops reporting, kills every container (bounded wait) and stops the thread pool.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from collections.abc import Mapping
@@ -36,7 +33,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from cortex_rm import __version__
-from cortex_rm.config import NodeManagerDirs, NodeManagerSection
+from cortex_rm.config import EventsSection, NodeManagerDirs, NodeManagerSection
 from cortex_rm.container.container_manager import ContainerManager
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.launch import NodeFacts
@@ -63,6 +60,7 @@ from cortex_rm.roles.data_node import DataNodeRole
 from cortex_rm.roles.fs_fetcher import SCHEMES, FileSystemFetcher
 from cortex_rm.roles.local_log_retention import LocalLogRetention
 from cortex_rm.roles.log_aggregation import LogAggregator
+from cortex_rm.roles.function_sandboxes import SANDBOXES_ROOT, FunctionSandboxes
 from cortex_rm.roles.runtime_image_fetcher import RuntimeImageFetcher
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
@@ -198,9 +196,7 @@ class NodeManagerRole:
         shared = existing_dirs(dirs.shared_dirs, "shared_dirs")
         run, self._pool = thread_runner(self.reactor, name="nodemanager-files", threads=FILE_THREADS)
         self._pool.start()
-        runtime = self._runtime
-        if runtime is None:
-            runtime = self._lxc_runtime()
+        runtime = self._runtime = self._runtime or self._lxc_runtime()
         self.tokens = ContainerTokenVerifier(
             self.node_id, self.reactor, read_container_identifier, read_nm_token_identifier
         )
@@ -367,6 +363,15 @@ class NodeManagerRole:
 
     def _image_root(self) -> Path | None:
         return None if self.image is None else self.image.root()
+
+    def function_sandboxes(self, settings: EventsSection) -> FunctionSandboxes:
+        """Sandboxes for functions on this node's runtime and image, under /run (their sockets' paths stay short)."""
+        assert self._runtime is not None, "the NodeManager has not started"
+        tag = hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
+        sandboxes = FunctionSandboxes(self._runtime, self.reactor, SANDBOXES_ROOT / tag, self._image_root,
+                                      max_sandboxes=settings.max_sandboxes, idle_timeout_s=settings.sandbox_idle_timeout_s)
+        sandboxes.start()
+        return sandboxes
 
     def acknowledged(self, container_ids: tuple[ContainerId, ...]) -> None:
         assert self.containers is not None

@@ -9,7 +9,14 @@ global reactor, and says once which interfaces it provides.  Tests pass
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IReactorCore, IReactorProcess, IReactorTCP, IReactorThreads, IReactorTime
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorProcess,
+    IReactorTCP,
+    IReactorThreads,
+    IReactorTime,
+    IReactorUNIX,
+)
 
 
 class IReactorTimeTCP(IReactorTime, IReactorTCP):
@@ -20,5 +27,6 @@ class IReactorTimeProcess(IReactorTime, IReactorProcess):
     """Timers and child processes: what a container runtime needs."""
 
 
-class INodeReactor(IReactorTimeTCP, IReactorTimeProcess, IReactorThreads, IReactorCore):
-    """Everything a daemon's roles use: timers, TCP, child processes (containers), threads, start and stop."""
+class INodeReactor(IReactorTimeTCP, IReactorTimeProcess, IReactorThreads, IReactorCore, IReactorUNIX):
+    """Everything a daemon's roles use: timers, TCP, child processes (containers), threads, start and stop,
+    and Unix sockets (functions' sandboxes talk to the node through one)."""

@@ -30,7 +30,7 @@ from cortex_rm.events.activations import Activation
 from cortex_rm.events.activation_signing import ActivationNotVerified, activation_signed_bytes, verify_activation
 from cortex_rm.events.errors import AllBusy, FunctionNotFound, NotAllowed
 from cortex_rm.events.functions import FunctionLimits, FunctionSpec, function_key
-from cortex_rm.events.outcomes import EventMessage, InvokeFunction, OutcomeStatus
+from cortex_rm.events.outcomes import EventMessage, InvokeFunction, OutcomeStatus, SandboxResult
 from cortex_rm.events.signatures import Verifier, sign, spki_of
 from cortex_rm.internal.event_codec import decode_event, encode_event
 from cortex_rm.roles.event_executor import EventExecutor
@@ -40,14 +40,8 @@ RM_KEY = ec.generate_private_key(ec.SECP256R1())
 RM_ID = key_id(spki_of(RM_KEY))
 
 
-@dataclass
-class Result:
-    status: OutcomeStatus
-    result: bytes
-    error: str = ""
-    logs: bytes = b""
-    duration_ms: int = 1
-    cold_start: bool = False
+def Result(status: OutcomeStatus, result: bytes, error: str = "", logs: bytes = b"") -> SandboxResult:  # noqa: N802
+    return SandboxResult(status, result, error, logs, 1, False)
 
 
 class InlineSandboxes:

@@ -1,0 +1,321 @@
+"""Functions' sandboxes on a node: LXC containers of the NodeManager's runtime, kept warm per function version.
+
+A sandbox is a container of the node's runtime (``LxcRuntime``: the cluster's runtime
+image, a user namespace, cgroup limits, capabilities cut, seccomp) with a network
+namespace of its own holding only loopback (``ContainerSpec.own_network``: a function
+reaches nothing, not the node's ports nor anyone's), the memory of the function's
+``limits.memory_mb`` and ``PIDS_LIMIT`` tasks.  It sees the image, its own work and log
+dirs, a private ``/tmp``, the runner (``container/handler_runner.py``) and the function's
+code, all read-only but its own dirs.
+
+The runner connects to a Unix socket the node listens on in the sandbox's work dir
+(its only way out), loads the code once and says whether it could; then the node
+sends it activations one at a time (4-byte length, JSON).  ``WarmPool`` decides which
+sandbox runs an activation; the node enforces the function's timeout (the sandbox is
+killed: TIMEOUT), and a sandbox that the memory cgroup's OOM killer hit ends its
+activation as MEMORY_EXCEEDED.  A sandbox whose activation did not end cleanly is
+never reused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort
+from twisted.internet.protocol import ServerFactory, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.python.failure import Failure
+
+from cortex_rm.container import handler_runner
+from cortex_rm.container.runtime import ContainerExit, ContainerRuntime, ContainerSpec, ContainerStartError, RunningContainer
+from cortex_rm.events.functions import FunctionSpec
+from cortex_rm.events.outcomes import MAX_LOG_BYTES, OutcomeStatus, SandboxResult
+from cortex_rm.events.warm_pool import Slot, WarmPool
+from cortex_rm.yarn.reactors import INodeReactor
+
+log = Logger()
+
+#: Where nodes keep their sandboxes' dirs (``<this>/<node tag>/``): a tmpfs, and a short path, so the
+#: runner's socket path fits the 108 bytes of a Unix socket address.
+SANDBOXES_ROOT = Path("/run/cortex-rm-functions")
+PIDS_LIMIT = 64
+START_TIMEOUT_S = 60.0
+APPLICATION = "cortex-functions"  # the block of host ids every sandbox runs as
+MIB = 1024 * 1024
+PYTHON = "/usr/bin/python3"
+
+
+class _Runner(Int32StringReceiver):
+    """The node's end of one runner's socket: each frame is one JSON message."""
+
+    MAX_LENGTH = 2 * MIB
+
+    def __init__(self, sandbox: _Sandbox) -> None:
+        self.sandbox = sandbox
+
+    def connectionMade(self) -> None:
+        self.sandbox.connected(self)
+
+    def stringReceived(self, data: bytes) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            message = None
+        self.sandbox.received(message if isinstance(message, dict) else {"status": "internal_error", "error": "garbage"})
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.sandbox.lost()
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.sandbox.received({"status": "internal_error", "error": f"the runner sent a frame of {length} bytes"})
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+class _RunnerFactory(ServerFactory):
+    def __init__(self, sandbox: _Sandbox) -> None:
+        self.sandbox = sandbox
+
+    def buildProtocol(self, addr: IAddress | None) -> _Runner:
+        return _Runner(self.sandbox)
+
+
+class _Sandbox:
+    """One sandbox: its container, its runner's connection, the activation it runs."""
+
+    def __init__(self, pool: FunctionSandboxes, slot: Slot, spec: FunctionSpec) -> None:
+        self.pool, self.slot, self.spec = pool, slot, spec
+        self.id = f"fn_{slot.number}_{int(time.time() * 1000) % 10**10}"
+        self.dir = pool.base_dir / self.id
+        self.container: RunningContainer | None = None
+        self.listening: IListeningPort | None = None
+        self.runner: _Runner | None = None
+        self.ready: defer.Deferred[dict[str, Any]] = defer.Deferred()
+        self.answer: defer.Deferred[dict[str, Any]] | None = None
+        self.ended: ContainerExit | None = None
+
+    def start(self, code: Path) -> None:
+        work, logs = self.dir / "work", self.dir / "logs"
+        for d in (self.dir, work, logs):
+            d.mkdir(mode=0o755, exist_ok=True)
+            d.chmod(0o755)
+        socket_path = work / "runner.sock"
+        self.listening = self.pool.reactor.listenUNIX(str(socket_path), _RunnerFactory(self), mode=0o666)
+        spec = ContainerSpec(
+            container_id=self.id,
+            work_dir=work,
+            log_dir=logs,
+            command=[PYTHON, "-I", "-S", "-B", str(self.pool.runner), str(socket_path), str(code), self.spec.code_kind,
+                     self.spec.handler],  # fmt: skip
+            env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"},
+            memory_limit_bytes=self.spec.limits.memory_mb * MIB,
+            pids_limit=PIDS_LIMIT,
+            readonly_dirs=(self.pool.runner.parent, code.parent),
+            root_image=self.pool.image_root(),
+            application=APPLICATION,
+            own_network=True,
+        )
+        self.container = self.pool.runtime.start(spec)
+        self.container.exited.addCallback(self._exited)
+
+    def connected(self, runner: _Runner) -> None:
+        if self.runner is not None:
+            if runner.transport is not None:
+                runner.transport.loseConnection()  # one runner per sandbox
+            return
+        self.runner = runner
+        if self.listening is not None:
+            self.listening.stopListening()
+            self.listening = None
+
+    def received(self, message: dict[str, Any]) -> None:
+        if not self.ready.called:
+            self.ready.callback(message)
+        elif self.answer is not None and not self.answer.called:
+            answer, self.answer = self.answer, None
+            answer.callback(message)
+
+    def lost(self) -> None:
+        """The runner's end closed: its container is ending, and ``_exited`` says how (out of memory...)."""
+        if self.container is None:
+            self._fail({"status": "internal_error", "error": "the sandbox's runner went away"})
+
+    def _exited(self, exit: ContainerExit) -> None:
+        self.ended = exit
+        if exit.killed_for_memory:
+            why = {"status": OutcomeStatus.MEMORY_EXCEEDED.value,
+                   "error": f"it used more than its {self.spec.limits.memory_mb} MiB and was killed"}  # fmt: skip
+        else:
+            why = {"status": "internal_error", "error": f"the sandbox ended (exit {exit.exit_code}) {exit.diagnostics}".strip()}
+        self._fail(why)
+        self.pool.gone(self)
+
+    def _fail(self, message: dict[str, Any]) -> None:
+        if not self.ready.called:
+            self.ready.callback({"ready": False, **message})
+        elif self.answer is not None and not self.answer.called:
+            answer, self.answer = self.answer, None
+            answer.callback(message)
+
+    def run(self, request: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+        assert self.runner is not None
+        self.answer = defer.Deferred()
+        self.runner.sendString(json.dumps(request).encode())
+        return self.answer
+
+    def stop(self) -> None:
+        if self.listening is not None:
+            self.listening.stopListening()
+            self.listening = None
+        if self.container is not None and self.ended is None:
+            self.container.kill(0)
+
+    def remove_dirs(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class FunctionSandboxes:
+    """The node's sandboxes (see the module docstring)."""
+
+    def __init__(
+        self,
+        runtime: ContainerRuntime,
+        reactor: INodeReactor,
+        base_dir: Path,
+        image_root: Any,
+        *,
+        max_sandboxes: int,
+        idle_timeout_s: float,
+    ) -> None:
+        self.runtime = runtime
+        self.reactor = reactor
+        self.base_dir = base_dir
+        self.image_root = image_root  # () -> the runtime image's root (None: not here yet)
+        self.pool = WarmPool(max_sandboxes, idle_timeout_s)
+        self.sandboxes: dict[int, _Sandbox] = {}
+        self.runner = base_dir / "runner" / "handler_runner.py"
+        self._sweep: IDelayedCall | None = None
+        self.cold_starts = 0
+        self.warm_starts = 0
+
+    def start(self) -> None:
+        """The runner's copy (read-only to sandboxes), and the idle sweep."""
+        shutil.rmtree(self.base_dir, ignore_errors=True)  # sandboxes a previous run left are gone with it
+        self.runner.parent.mkdir(parents=True, mode=0o755)
+        for d in (self.base_dir.parent, self.base_dir):
+            d.chmod(0o755)  # the sandboxes' root passes through them (lxc_config.check_reachable)
+        shutil.copyfile(handler_runner.__file__, self.runner)
+        self.runner.chmod(0o644)
+        self._schedule_sweep()
+
+    def busy(self, spec: FunctionSpec) -> bool:
+        return self.pool.busy((spec.name, spec.version), spec.limits.max_concurrency)
+
+    def invoke(self, spec: FunctionSpec, code: Path, payload: bytes, activation_id: str) -> defer.Deferred[SandboxResult]:
+        """Run one activation (never fails: every trouble is a SandboxResult)."""
+        return defer.ensureDeferred(self._invoke(spec, code, payload, activation_id))
+
+    async def _invoke(self, spec: FunctionSpec, code: Path, payload: bytes, activation_id: str) -> SandboxResult:
+        started = time.monotonic()
+
+        def result(status: OutcomeStatus, error: str = "", value: bytes = b"", logs: str = "", cold: bool = False) -> SandboxResult:
+            took = int((time.monotonic() - started) * 1000)
+            return SandboxResult(status, value, error, logs.encode("utf-8", "replace")[:MAX_LOG_BYTES], took, cold)
+
+        placement = self.pool.place((spec.name, spec.version), spec.limits.max_concurrency, self.reactor.seconds())
+        for evicted in placement.evict:
+            self._stop(evicted)
+        if placement.busy:
+            return result(OutcomeStatus.INTERNAL_ERROR, "no sandbox is free on this node")
+        cold = placement.new is not None
+        slot = placement.new or placement.warm
+        assert slot is not None
+        if cold:
+            self.cold_starts += 1
+            sandbox = self.sandboxes[slot.number] = _Sandbox(self, slot, spec)
+            try:
+                if self.image_root() is None:
+                    raise ContainerStartError("the runtime image is not on this node yet; try again shortly")
+                sandbox.start(code)
+            except (ContainerStartError, OSError) as e:
+                self._drop(sandbox)
+                return result(OutcomeStatus.INTERNAL_ERROR, f"the sandbox cannot start: {e}", cold=True)
+            timer = self.reactor.callLater(START_TIMEOUT_S, sandbox._fail, {"status": "internal_error",
+                                                                             "error": "the sandbox did not start in time"})  # fmt: skip
+            ready = await sandbox.ready
+            if timer.active():
+                timer.cancel()
+            if not ready.get("ready"):
+                self._drop(sandbox)
+                status = OutcomeStatus(ready.get("status", "internal_error"))
+                return result(status, str(ready.get("error", "")), cold=True)
+            self.pool.ready(slot)
+        else:
+            self.warm_starts += 1
+            sandbox = self.sandboxes[slot.number]
+        request = {"activation": activation_id, "function": spec.name, "version": spec.version,
+                   "payload": payload.decode("utf-8", "replace"), "deadline_ms": spec.limits.timeout_ms}  # fmt: skip
+        answer = sandbox.run(request)
+        timer = self.reactor.callLater(spec.limits.timeout_s, sandbox._fail, {
+            "status": OutcomeStatus.TIMEOUT.value,
+            "error": f"the handler ran longer than its timeout of {spec.limits.timeout_s:g} s and was stopped",
+        })  # fmt: skip
+        message = await answer
+        if timer.active():
+            timer.cancel()
+        status = OutcomeStatus(message.get("status", "internal_error")) if message.get("status") in _STATUSES else OutcomeStatus.INTERNAL_ERROR
+        logs = str(message.get("logs") or "")
+        if status in (OutcomeStatus.SUCCESS, OutcomeStatus.APPLICATION_ERROR) and sandbox.ended is None and "logs" in message:
+            self.pool.release(slot, self.reactor.seconds())  # a clean end: warm for the next one
+        else:
+            self._drop(sandbox)
+        value = str(message.get("result") or "").encode() if status is OutcomeStatus.SUCCESS else b""
+        return result(status, str(message.get("error", "")), value, logs, cold)
+
+    def gone(self, sandbox: _Sandbox) -> None:
+        """A sandbox's container ended: it is out of the pool."""
+        self.pool.discard(sandbox.slot)
+        if self.sandboxes.get(sandbox.slot.number) is sandbox:
+            del self.sandboxes[sandbox.slot.number]
+        sandbox.stop()
+        self.reactor.callLater(0, sandbox.remove_dirs)
+
+    def stop(self) -> defer.Deferred[None]:
+        """Stop every sandbox; fires once their containers have ended."""
+        if self._sweep is not None and self._sweep.active():
+            self._sweep.cancel()
+        waits = []
+        for sandbox in list(self.sandboxes.values()):
+            if sandbox.container is not None and sandbox.ended is None:
+                waits.append(sandbox.container.exited)
+            self._drop(sandbox)
+        return defer.DeferredList(waits).addCallback(lambda _: None)
+
+    def _drop(self, sandbox: _Sandbox) -> None:
+        self.pool.discard(sandbox.slot)
+        self.sandboxes.pop(sandbox.slot.number, None)
+        sandbox.stop()
+        if sandbox.container is None:
+            sandbox.remove_dirs()
+
+    def _stop(self, slot: Slot) -> None:
+        sandbox = self.sandboxes.get(slot.number)
+        if sandbox is not None:
+            self._drop(sandbox)
+
+    def _schedule_sweep(self) -> None:
+        self._sweep = self.reactor.callLater(min(30.0, self.pool.idle_timeout_s), self._sweep_idle)
+
+    def _sweep_idle(self) -> None:
+        for slot in self.pool.expired(self.reactor.seconds()):
+            self._stop(slot)
+        self._schedule_sweep()
+
+
+_STATUSES = frozenset(s.value for s in OutcomeStatus)
