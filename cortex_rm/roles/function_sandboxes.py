@@ -13,8 +13,9 @@ The runner connects to a Unix socket the node listens on in the sandbox's work d
 sends it activations one at a time (4-byte length, JSON).  ``WarmPool`` decides which
 sandbox runs an activation; the node enforces the function's timeout (the sandbox is
 killed: TIMEOUT), and a sandbox that the memory cgroup's OOM killer hit ends its
-activation as MEMORY_EXCEEDED.  A sandbox whose activation did not end cleanly is
-never reused.
+activation as MEMORY_EXCEEDED.  A sandbox whose activation did not end cleanly, or
+that has more tasks after it than when its runner was up (a handler that left a
+process or a thread behind: a fork bomb's children), is never reused.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class _Sandbox:
         self.ready: defer.Deferred[dict[str, Any]] = defer.Deferred()
         self.answer: defer.Deferred[dict[str, Any]] | None = None
         self.ended: ContainerExit | None = None
+        self.tasks_when_ready: int | None = None  # tasks in its pids cgroup once the runner was up
 
     def start(self, code: Path) -> None:
         work, logs = self.dir / "work", self.dir / "logs"
@@ -255,6 +257,7 @@ class FunctionSandboxes:
                 self._drop(sandbox)
                 status = OutcomeStatus(ready.get("status", "internal_error"))
                 return result(status, str(ready.get("error", "")), cold=True)
+            sandbox.tasks_when_ready = self._tasks(sandbox)
             self.pool.ready(slot)
         else:
             self.warm_starts += 1
@@ -271,12 +274,23 @@ class FunctionSandboxes:
             timer.cancel()
         status = OutcomeStatus(message.get("status", "internal_error")) if message.get("status") in _STATUSES else OutcomeStatus.INTERNAL_ERROR
         logs = str(message.get("logs") or "")
-        if status in (OutcomeStatus.SUCCESS, OutcomeStatus.APPLICATION_ERROR) and sandbox.ended is None and "logs" in message:
+        clean = status in (OutcomeStatus.SUCCESS, OutcomeStatus.APPLICATION_ERROR) and "logs" in message
+        if clean and sandbox.ended is None and self._tasks(sandbox) == sandbox.tasks_when_ready is not None:
             self.pool.release(slot, self.reactor.seconds())  # a clean end: warm for the next one
         else:
-            self._drop(sandbox)
+            self._drop(sandbox)  # it ended badly, or left processes or threads behind: never reused
         value = str(message.get("result") or "").encode() if status is OutcomeStatus.SUCCESS else b""
         return result(status, str(message.get("error", "")), value, logs, cold)
+
+    def _tasks(self, sandbox: _Sandbox) -> int | None:
+        """The processes and threads in the sandbox now (its pids cgroup); None when the runtime cannot say."""
+        cgroup_dir = getattr(self.runtime, "cgroup_dir", None)
+        if cgroup_dir is None:
+            return None
+        try:
+            return int((cgroup_dir("pids", sandbox.id) / "pids.current").read_text())
+        except (OSError, ValueError):
+            return None
 
     def gone(self, sandbox: _Sandbox) -> None:
         """A sandbox's container ended: it is out of the pool."""

@@ -14,7 +14,7 @@ Routes (JSON; every refusal is YARN's ``RemoteException`` JSON, ``rest_errors.py
   executor busy: 429 with ``Retry-After``; none reachable: 503;
 * ``GET activations/{id}[?wait=S]``: the activation (``wait`` holds the reply until it ends,
   at most ``MAX_WAIT_S``); an id another node made is redirected (307) to that node;
-* ``GET activations/{id}/logs``: its logs, as text lines;
+* ``GET activations/{id}/logs``: its logs (stdout and stderr, as one text);
 * ``GET activations[?function=NAME&limit=N]``: the newest activations this node took that the caller
   may read (a scheduled function's activations are on the node that owned it at each tick).
 
@@ -146,8 +146,7 @@ class EventWebServices:
         if activation is None or not activation.may_read(user):
             raise rest_errors.not_found(f"activation {activation_id} is not known here (or was forgotten)")
         if logs:
-            text = activation.logs.decode("utf-8", errors="replace")
-            return Reply(body={"activationId": activation_id, "logs": text.splitlines()})
+            return Reply(body={"activationId": activation_id, "logs": activation.logs.decode("utf-8", errors="replace")})
         wait_s = min(_number(call, "wait", 0.0), MAX_WAIT_S)
         if wait_s > 0 and not activation.ended:
             running = activation
