@@ -15,8 +15,10 @@ class EventsSection:
     execute: bool = True
     # Activations waiting for a sandbox on this node; when full, a trigger goes to the next replica
     queue_length: int = 64
-    # Sandboxes kept on this node at once, warm or busy, all functions together
+    # Sandboxes kept on this node at once, warm or busy, all functions together ...
     max_sandboxes: int = 16
+    # ... whose memory limits sum to at most this (idle ones are stopped to make room)
+    max_sandbox_memory_mb: int = 4096
     # A warm sandbox unused this long is stopped
     sandbox_idle_timeout_s: float = 600.0
     # An ended activation is kept (result, logs, signatures) this long by the node that took the trigger
@@ -41,6 +43,7 @@ class EventsSection:
         for key, low, high in (
             ("queue_length", 0, 100_000),
             ("max_sandboxes", 1, 4096),
+            ("max_sandbox_memory_mb", 32, 1 << 24),
             ("max_activations", 1, 10_000_000),
             ("activation_retention_s", 1, 90 * 24 * 3600),
             ("trust_after", 1, 1_000_000),

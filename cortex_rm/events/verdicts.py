@@ -72,6 +72,11 @@ class Verdict:
         """``old`` could not take the activation (busy, unreachable): ``new`` is asked instead."""
         self.executors = tuple(new if e == old else e for e in self.executors)
 
+    def add_executor(self, executor: int) -> None:
+        """One more executor is asked (a solo run that must be replicated after all)."""
+        if executor not in self.executors:
+            self.executors = (*self.executors, executor)
+
     def add(self, executor: int, outcome: FunctionOutcome) -> Decision | None:
         """``executor``'s signed, checked outcome; the decision once there is one."""
         if executor not in self.executors or executor in self.answers or self.decision is not None:

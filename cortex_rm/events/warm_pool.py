@@ -1,13 +1,13 @@
 """Which sandbox runs an activation: the warm pool's decisions, without IO.
 
 A node keeps at most ``max_sandboxes`` sandboxes, warm or busy, for all functions
-together.  Each runs one function version (``key``: name and version) and one
+together, whose memory limits sum to at most ``max_memory_mb``.  Each runs one function version (``key``: name and version) and one
 activation at a time.  For an activation of ``key`` the pool:
 
 1. reuses the idle sandbox of ``key`` used most recently (a warm start);
 2. else, when ``key`` has fewer than its ``max_concurrency`` sandboxes and the node
    has room, starts a new one (a cold start) -- making room by stopping the idle
-   sandbox of another function used least recently, if it must;
+   sandboxes of other functions used least recently, if it must;
 3. else it is busy: the activation waits in the executor's queue, or goes to the
    next replica.
 
@@ -41,6 +41,7 @@ class Slot:
     key: Key
     state: SlotState = SlotState.STARTING
     last_used: float = 0.0
+    memory_mb: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,19 +63,24 @@ class WarmPool:
 
     max_sandboxes: int
     idle_timeout_s: float
+    max_memory_mb: int = 1 << 40
     slots: dict[int, Slot] = field(default_factory=dict)
     _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def of(self, key: Key) -> list[Slot]:
         return [s for s in self.slots.values() if s.key == key]
 
-    def busy(self, key: Key, max_concurrency: int) -> bool:
-        """Whether an activation of ``key`` would have to wait now."""
-        return self._place(key, max_concurrency, 0.0, commit=False).busy
+    def fits(self, memory_mb: int) -> bool:
+        """Whether a sandbox of ``memory_mb`` can ever run here."""
+        return memory_mb <= self.max_memory_mb
 
-    def place(self, key: Key, max_concurrency: int, now: float) -> Placement:
+    def busy(self, key: Key, max_concurrency: int, memory_mb: int = 0) -> bool:
+        """Whether an activation of ``key`` would have to wait now."""
+        return self._place(key, max_concurrency, 0.0, memory_mb, commit=False).busy
+
+    def place(self, key: Key, max_concurrency: int, now: float, memory_mb: int = 0) -> Placement:
         """Take a sandbox for an activation of ``key`` (the slot is BUSY, or STARTING for a new one)."""
-        return self._place(key, max_concurrency, now, commit=True)
+        return self._place(key, max_concurrency, now, memory_mb, commit=True)
 
     def ready(self, slot: Slot) -> None:
         """A new sandbox's runner is up (it runs the activation it was started for)."""
@@ -97,7 +103,7 @@ class WarmPool:
             self.discard(slot)
         return gone
 
-    def _place(self, key: Key, max_concurrency: int, now: float, commit: bool) -> Placement:
+    def _place(self, key: Key, max_concurrency: int, now: float, memory_mb: int, commit: bool) -> Placement:
         idle = [s for s in self.of(key) if s.state is SlotState.IDLE]
         if idle:
             warm = max(idle, key=lambda s: s.last_used)
@@ -106,16 +112,22 @@ class WarmPool:
             return Placement(warm=warm)
         if len(self.of(key)) >= max_concurrency:
             return Placement()
-        evict: tuple[Slot, ...] = ()
-        if len(self.slots) >= self.max_sandboxes:
-            others = [s for s in self.slots.values() if s.state is SlotState.IDLE and s.key != key]
-            if not others:
+        if not self.fits(memory_mb):
+            return Placement()
+        idle_others = sorted((s for s in self.slots.values() if s.state is SlotState.IDLE and s.key != key),
+                             key=lambda s: s.last_used)  # fmt: skip
+        count, used = len(self.slots), sum(s.memory_mb for s in self.slots.values())
+        evict: list[Slot] = []
+        while count >= self.max_sandboxes or used + memory_mb > self.max_memory_mb:
+            if not idle_others:
                 return Placement()
-            evict = (min(others, key=lambda s: s.last_used),)
+            gone = idle_others.pop(0)
+            evict.append(gone)
+            count, used = count - 1, used - gone.memory_mb
         if not commit:
             return Placement(new=Slot(0, key))
         for slot in evict:
             self.discard(slot)
-        new = Slot(next(self._numbers), key, SlotState.STARTING, now)
+        new = Slot(next(self._numbers), key, SlotState.STARTING, now, memory_mb)
         self.slots[new.number] = new
-        return Placement(new=new, evict=evict)
+        return Placement(new=new, evict=tuple(evict))

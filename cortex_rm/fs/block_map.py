@@ -144,6 +144,11 @@ class BlockMap:
         """A node is registered and RUNNING (again): its replicas count after its next full report."""
         self._nodes[node.node_id] = node
 
+    def node_registered(self, node_id: str) -> None:
+        """A node registered (again: restarted, or reconnected): it is no write target until its next full
+        report, whose answer carries the keys it checks tickets with (its replicas count again from it)."""
+        self._live.discard(node_id)
+
     def node_lost(self, node_id: str) -> None:
         """LOST, decommissioned or gone: its replicas stop counting, its fetches are cancelled."""
         self._nodes.pop(node_id, None)

@@ -69,6 +69,13 @@ class InvalidToken(FsError):
     http_status = 403
 
 
+class NodeNotReady(FsError):
+    """A node that has just started and has not yet received the NameNode's keys: the client retries."""
+
+    java_class = "org.apache.hadoop.ipc.RetriableException"
+    http_status = 503
+
+
 class CorruptReplica(FsError):
     """A block replica's data does not match its checksums (or is shorter than recorded)."""
 

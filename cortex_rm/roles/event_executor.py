@@ -9,11 +9,12 @@ executor:
 2. takes the activation if a sandbox can run it now, or queues it (one node-wide
    FIFO of ``queue_length``), or answers BUSY at once so the entry node tries the
    next replica; a taken activation is acknowledged at once (ACCEPTED, unsigned),
-   so the entry node knows within a round trip that this executor is alive;
+   so the entry node knows within a round trip that this executor is alive.  A
+   queued activation waits at most the entry node's slack beyond the function's
+   timeout, then is BUSY after all (it must still end in time at the entry node);
 3. fetches the code (``function_code.py``; once per version), runs the activation in
    a sandbox (``FunctionSandboxes``), and answers with the outcome signed by this
-   node's key (``outcomes.signed_bytes``).  A queued activation whose caller's
-   timeout passes before a sandbox is free ends as TIMEOUT.
+   node's key (``outcomes.signed_bytes``).
 
 **Fault injection, for tests only.**  With ``CORTEX_RM_FAULT_INJECTION=wrong-results``
 in its environment the executor replaces every successful result by a wrong one
@@ -55,6 +56,7 @@ from cortex_rm.roles.function_code import CodeSource, CodeUnavailable
 log = Logger()
 
 DEFAULT_QUEUE_LENGTH = 64
+MIN_QUEUE_WAIT_S = 0.2
 FAULT_INJECTION_ENV = "CORTEX_RM_FAULT_INJECTION"
 WRONG_RESULTS = "wrong-results"
 
@@ -65,6 +67,8 @@ class Sandboxes(Protocol):
     def invoke(self, spec: FunctionSpec, code: Path, payload: bytes, activation_id: str) -> defer.Deferred[SandboxResult]: ...
 
     def busy(self, spec: FunctionSpec) -> bool: ...
+
+    def refusal(self, spec: FunctionSpec) -> str | None: ...
 
 
 @dataclass
@@ -114,6 +118,9 @@ class EventExecutor:
             spec = self.verifier.registration(request.function, self.resource_managers())
             if spec.deleted:
                 raise InvalidFunction(f"{spec.name} was deleted")
+            why = self.sandboxes.refusal(spec)
+            if why is not None:
+                raise InvalidFunction(why)
         except InvalidFunction as e:
             self.refused += 1
             self._answer(sender, request, None, OutcomeStatus.REFUSED, error=f"this node will not run it: {e}")
@@ -123,7 +130,10 @@ class EventExecutor:
                 self._answer(sender, request, spec, OutcomeStatus.BUSY, error=f"the node's queue is full ({self.queue_length})")
                 return
             queued = _Queued(sender, request, spec)
-            queued.expiry = self.reactor.callLater(request.timeout_ms / 1000, self._expired, queued)
+            # it may wait only as long as the entry node's slack beyond the function's timeout, so that it
+            # still ends in time there; then it is BUSY, and the entry node asks the next replica
+            wait_s = max(MIN_QUEUE_WAIT_S, (request.timeout_ms - spec.limits.timeout_ms) / 1000)
+            queued.expiry = self.reactor.callLater(wait_s, self._expired, queued)
             self.queue.append(queued)
             self._accepted(sender, request)
             return
@@ -131,6 +141,13 @@ class EventExecutor:
         defer.ensureDeferred(self._run(sender, request, spec))
 
     # ------------------------------------------------------------ internals
+
+    def stop(self) -> None:
+        """Forget the queue (its entry nodes time those activations out, or ask another replica)."""
+        for queued in self.queue:
+            if queued.expiry is not None and queued.expiry.active():
+                queued.expiry.cancel()
+        self.queue.clear()
 
     def _accepted(self, sender: Peer, request: InvokeFunction) -> None:
         self.reply(sender, FunctionOutcome(request.request_id, request.activation_id, OutcomeStatus.ACCEPTED.value,
@@ -142,9 +159,8 @@ class EventExecutor:
             self.queue.remove(queued)
         except ValueError:
             return
-        seconds = queued.request.timeout_ms / 1000
-        self._answer(queued.sender, queued.request, queued.spec, OutcomeStatus.TIMEOUT,
-                     error=f"it waited {seconds:g} s in the queue of a busy node and never ran")  # fmt: skip
+        self._answer(queued.sender, queued.request, queued.spec, OutcomeStatus.BUSY,
+                     error="it waited in the queue of a busy node and never ran")  # fmt: skip
 
     async def _run(self, sender: Peer, request: InvokeFunction, spec: FunctionSpec) -> None:
         self.running += 1

@@ -96,6 +96,7 @@ class _Pending:
     accepting: defer.Deferred[None] = field(default_factory=defer.Deferred)
     busy: int = 0
     deadline: IDelayedCall | None = None
+    solo: bool = False  # adaptive replication sent it to the trusted owner alone
 
 
 @dataclass
@@ -139,6 +140,7 @@ class EventGateway:
         self._requests: dict[int, _Request] = {}
         self._known: dict[str, _Known] = {}
         self._waiters: dict[str, list[defer.Deferred[Activation]]] = {}
+        self._running: dict[str, _Pending] = {}  # by activation id
 
     @property
     def ring_id(self) -> int:
@@ -173,11 +175,18 @@ class EventGateway:
         except StoreFull as e:
             raise AllBusy(str(e)) from None
         pending = _Pending(activation, spec, known.record, payload, Verdict(spec.mode, tuple(p.node_id for p in chosen)), spares)
+        pending.solo = len(chosen) < spec.replicas
         pending.deadline = self.reactor.callLater(spec.limits.timeout_s + self.slack_s, self._close, pending)
+        self._running[activation.activation_id] = pending
         for peer in chosen:
             self._ask(pending, peer)
         await pending.accepting
         return activation
+
+    def stop(self) -> None:
+        """End every running activation (this node is stopping): its waiters hear it at once."""
+        for pending in list(self._running.values()):
+            self._end(pending, pending.verdict.close())
 
     def wait(self, activation: Activation) -> defer.Deferred[Activation]:
         """Fires with ``activation`` once it has ended (at once if it has)."""
@@ -187,7 +196,16 @@ class EventGateway:
         self._waiters.setdefault(activation.activation_id, []).append(d)
         return d
 
+    def unwait(self, activation: Activation, d: defer.Deferred[Activation]) -> None:
+        """``d`` (from ``wait``) is no longer wanted (a long poll that timed out)."""
+        waiters = self._waiters.get(activation.activation_id, [])
+        if d in waiters:
+            waiters.remove(d)
+        if not waiters:
+            self._waiters.pop(activation.activation_id, None)
+
     def get(self, activation_id: str) -> Activation | None:
+        """The activation ``activation_id`` taken here, running or kept (None: unknown or forgotten)."""
         return self.store.get(activation_id, self.now_ms())
 
     def readable(self, user: str, function: str | None, limit: int) -> list[Activation]:
@@ -210,18 +228,15 @@ class EventGateway:
                 self._settle_accepting(pending)
             return
         self._forget(request)
+        if not status.counts_as_answer:  # busy, refused, its own trouble: the next spare (no signature needed)
+            pending.busy += status is OutcomeStatus.BUSY
+            self._replace(pending, request, outcome.error or status.value)
+            return
         error = self.verifier.outcome_error(outcome, sender.node_id, pending.spec.name, pending.spec.version)
         if error is not None:
             log.warn("events: {sender}'s outcome for {id} is refused: {error}", sender=sender.short(),
                      id=outcome.activation_id, error=error)  # fmt: skip
             self._failed(pending, request, f"its outcome is not valid ({error})")
-            return
-        if status is OutcomeStatus.BUSY:
-            pending.busy += 1
-            self._replace(pending, request, outcome.error or "busy")
-            return
-        if not status.counts_as_answer:
-            self._replace(pending, request, outcome.error or status.value)
             return
         request.accepted = True
         self._settle_accepting(pending)
@@ -301,6 +316,11 @@ class EventGateway:
                      old=request.executor.short(), why=why, new=spare.short())  # fmt: skip
             pending.verdict.replace_executor(old, spare.node_id)
             self._ask(pending, spare)
+            while pending.solo and len(pending.verdict.executors) < pending.spec.replicas and pending.spares:
+                extra = pending.spares.pop(0)  # the trusted owner could not: every replica runs it after all
+                pending.verdict.add_executor(extra.node_id)
+                self._ask(pending, extra)
+            pending.solo = False
             return
         self._failed(pending, request, why)
 
@@ -342,6 +362,7 @@ class EventGateway:
         for request in list(pending.requests.values()):
             self._forget(request)
         self._cancel(pending.deadline)
+        self._running.pop(activation.activation_id, None)
         outcome = decision.outcome
         activation.status = decision.status
         activation.end_ms = self.now_ms()
@@ -365,11 +386,13 @@ class EventGateway:
         if not pending.accepting.called:
             pending.accepting.callback(None)
         for d in self._waiters.pop(activation.activation_id, []):
-            d.callback(activation)
+            if not d.called:
+                d.callback(activation)
 
     def _abandon(self, pending: _Pending) -> None:
         """Nobody runs it: the activation goes (the trigger is refused, not recorded)."""
         self._cancel(pending.deadline)
+        self._running.pop(pending.activation.activation_id, None)
         pending.activation.status, pending.activation.end_ms = OutcomeStatus.INTERNAL_ERROR.value, self.now_ms()
         self.store.ended(pending.activation)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from cortex_rm.config.events import EventsSection
@@ -31,7 +32,7 @@ from cortex_rm.events.activations import ActivationStore
 from cortex_rm.events.functions import FunctionSpec
 from cortex_rm.events.spot_checks import SpotCheckConfig, SpotChecks
 from cortex_rm.events.verdicts import Decision
-from cortex_rm.events.outcomes import EVENTS_CHANNEL, EventMessage, FunctionOutcome, InvokeFunction
+from cortex_rm.events.outcomes import EVENTS_CHANNEL, EventMessage, FunctionOutcome, InvokeFunction, OutcomeStatus
 from cortex_rm.internal.errors import MalformedEnvelope
 from cortex_rm.internal.event_codec import decode_event, encode_event
 from cortex_rm.internal.identity import NodeIdentity
@@ -44,7 +45,10 @@ from cortex_rm.roles.ring_records import CapacityReports, find_resource_manager
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.reactors import INodeReactor
+from cortex_rm.internal.errors import CallRateExceeded
 from cortex_rm.yarn.delegation import RM_DELEGATION_KIND, InvalidToken
+from cortex_rm.yarn_api import rest_errors
+from cortex_rm.yarn_api.rest_errors import RestError
 from cortex_rm.yarn_api.event_node_web import mount_event_calls, mount_events
 from cortex_rm.yarn_api.event_registry_rest import EventsResource, FunctionsResource, mount_registry
 from cortex_rm.yarn_api.event_rest import EventWebServices
@@ -53,6 +57,7 @@ from cortex_rm.yarn_api.user_auth import UserAuthenticator
 log = Logger()
 
 AUTH_CACHE_S = 60.0
+REFUSAL_CACHE_S = 10.0
 AUTH_CACHE_ENTRIES = 1024
 RM_WEB_CACHE_S = 30.0
 
@@ -98,7 +103,8 @@ class EventsRole:
                 identity.key, identity.ring_id, rms, self.code.get, sandboxes, self._send_outcome, reactor,
                 queue_length=settings.queue_length,
             )  # fmt: skip
-        self._auth: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._auth: OrderedDict[str, tuple[str | Exception, float]] = OrderedDict()
+        self._asking: dict[str, list[defer.Deferred[str]]] = {}  # a token being checked -> who waits
         self._rm_web: tuple[str | None, float] = (None, 0.0)
         self.malformed = 0
         ring.register_direct(EVENTS_CHANNEL, self._received)
@@ -109,8 +115,11 @@ class EventsRole:
         self.schedules.start()
 
     async def stop(self) -> None:
-        """Stop firing schedules and the sandboxes (running activations end; their entry nodes time them out)."""
+        """Stop firing schedules, end the activations taken here, and stop the sandboxes."""
         self.schedules.stop()
+        self.gateway.stop()
+        if self.executor is not None:
+            self.executor.stop()
         stop = getattr(self.sandboxes, "stop", None)
         if stop is not None:
             await stop()
@@ -174,9 +183,10 @@ class EventsRole:
 
     def _dispatch(self, sender: Peer, message: EventMessage) -> None:
         if isinstance(message, InvokeFunction):
-            if self.executor is None:
-                log.debug("events: {sender} asked this node (no executor) to run {id}", sender=sender.short(),
-                          id=message.activation_id)  # fmt: skip
+            if self.executor is None:  # the entry node asks the next replica at once
+                refused = FunctionOutcome(message.request_id, message.activation_id, OutcomeStatus.REFUSED.value, b"",
+                                          "this node does not run functions", b"", 0, False)  # fmt: skip
+                self._send(sender, refused)
                 return
             self.executor.invoke(sender, message)
         else:
@@ -197,20 +207,48 @@ class EventsRole:
     # ------------------------------------------------------------ the REST API's helpers
 
     async def authenticate(self, token: str) -> str:
-        """The user ``token`` stands for, by the RM's word (kept ``AUTH_CACHE_S``)."""
+        """The user ``token`` stands for, by the RM's word (kept ``AUTH_CACHE_S``; a refusal ``REFUSAL_CACHE_S``;
+        one question to the RM for concurrent requests with one token)."""
         now = self.reactor.seconds()
         known = self._auth.get(token)
         if known is not None and known[1] > now:
+            if isinstance(known[0], Exception):
+                raise known[0]
             return known[0]
+        d: defer.Deferred[str] = defer.Deferred()
+        waiting = self._asking.get(token)
+        if waiting is not None:
+            waiting.append(d)
+            return await d
+        if len(self._asking) >= AUTH_CACHE_ENTRIES:
+            raise RestError(503, rest_errors.RETRIABLE, "this node checks too many credentials at once; retry shortly")
+        self._asking[token] = [d]
+        defer.ensureDeferred(self._ask_rm(token)).addBoth(self._answered, token)
+        return await d
+
+    def _answered(self, outcome: str | Failure, token: str) -> None:
+        for d in self._asking.pop(token, []):
+            d.callback(outcome)  # (a Failure errbacks it)
+
+    async def _ask_rm(self, token: str) -> str:
         data_node = self.node_manager.data_node if self.node_manager is not None else None
         if data_node is None:
-            raise LookupError("this node cannot check credentials (it has no connection to the RM); try another node")
-        user: str = await data_node.authenticate_user(token)
-        self._auth[token] = (user, now + AUTH_CACHE_S)
+            raise RestError(503, rest_errors.RETRIABLE, "this node cannot check credentials (it has no RM); try another node")
+        try:
+            user: str = await data_node.authenticate_user(token)
+        except CallRateExceeded as e:
+            raise RestError(503, rest_errors.RETRIABLE, f"the RM is asked too often by this node; retry shortly ({e})") from None
+        except InvalidToken as e:
+            self._keep(token, e, REFUSAL_CACHE_S)
+            raise
+        self._keep(token, user, AUTH_CACHE_S)
+        return user
+
+    def _keep(self, token: str, answer: str | Exception, seconds: float) -> None:
+        self._auth[token] = (answer, self.reactor.seconds() + seconds)
         self._auth.move_to_end(token)
         while len(self._auth) > AUTH_CACHE_ENTRIES:
             self._auth.popitem(last=False)
-        return user
 
     def _introducers(self) -> list[str]:
         reports = self.capacities.reports() if self.capacities is not None else []

@@ -12,11 +12,10 @@ Built by the composition root (``node.py``) when ``[nodemanager] enabled``:
 * the status updater (``status_updater_service.py``), which reports this node (NodeId =
   ``nodemanager.address``) and its containers to the RM's NodeTracker over mutual TLS (found through
   the ring unless ``resourcemanager_tracker`` is configured) and hands the RM's answers back here;
-* on the ring: this node's capacity report, gossiped now and every 30 s;
-* on request (``function_sandboxes``), the functions' sandboxes on the same runtime and image.
+* on the ring: this node's capacity report, gossiped now and every 30 s; ``function_sandboxes``:
+  the functions' sandboxes on the same runtime and image.
 
-``stop`` stops reporting, kills every container (bounded wait) and stops the thread pool.
-"""
+``stop`` stops reporting, kills every container (bounded wait) and stops the thread pool."""
 
 from __future__ import annotations
 
@@ -60,7 +59,7 @@ from cortex_rm.roles.data_node import DataNodeRole
 from cortex_rm.roles.fs_fetcher import SCHEMES, FileSystemFetcher
 from cortex_rm.roles.local_log_retention import LocalLogRetention
 from cortex_rm.roles.log_aggregation import LogAggregator
-from cortex_rm.roles.function_sandboxes import SANDBOXES_ROOT, FunctionSandboxes
+from cortex_rm.roles.function_sandboxes import SOCKETS_ROOT, FunctionSandboxes
 from cortex_rm.roles.runtime_image_fetcher import RuntimeImageFetcher
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
@@ -365,11 +364,13 @@ class NodeManagerRole:
         return None if self.image is None else self.image.root()
 
     def function_sandboxes(self, settings: EventsSection) -> FunctionSandboxes:
-        """Sandboxes for functions on this node's runtime and image, under /run (their sockets' paths stay short)."""
+        """Sandboxes for functions on this node's runtime and image (their sockets under /run: short paths)."""
         assert self._runtime is not None, "the NodeManager has not started"
         tag = hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
-        sandboxes = FunctionSandboxes(self._runtime, self.reactor, SANDBOXES_ROOT / tag, self._image_root,
-                                      max_sandboxes=settings.max_sandboxes, idle_timeout_s=settings.sandbox_idle_timeout_s)
+        sandboxes = FunctionSandboxes(
+            self._runtime, self.reactor, self.state_dir.resolve() / "functions-sandboxes", SOCKETS_ROOT / tag,
+            self._image_root, max_sandboxes=settings.max_sandboxes, idle_timeout_s=settings.sandbox_idle_timeout_s,
+            max_memory_mb=settings.max_sandbox_memory_mb)  # fmt: skip
         sandboxes.start()
         return sandboxes
 

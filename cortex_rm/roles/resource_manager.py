@@ -103,6 +103,7 @@ class NodeEvents:
 
     def node_registered(self, node: NodeRecord) -> None:
         self.scheduling.node_registered(node)
+        self.name_node.blocks.node_registered(str(node.node_id))
 
     def containers_reported(self, node: NodeRecord, containers: tuple[ContainerReport, ...]) -> None:
         self.scheduling.containers_reported(node, containers)

@@ -54,6 +54,8 @@ class Gateway(Protocol):
 
     def get(self, activation_id: str) -> Activation | None: ...
 
+    def unwait(self, activation: Activation, d: defer.Deferred[Activation]) -> None: ...
+
     def readable(self, user: str, function: str | None, limit: int) -> list[Activation]: ...
 
 
@@ -153,6 +155,7 @@ class EventWebServices:
             waited = self._gateway().wait(running)
 
             def enough() -> None:
+                self._gateway().unwait(running, waited)
                 if not waited.called:
                     waited.callback(running)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import requests
+from hdfs.util import HdfsError
 
 from cortex_rm import local_cluster
 from cortex_rm.dht.ring_math import key_id
@@ -30,7 +31,7 @@ from cortex_rm.processes import alive
 from cortex_rm.roles.event_executor import FAULT_INJECTION_ENV, WRONG_RESULTS
 from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 from tests.support.cluster import RunningCluster, running_cluster
-from tests.support.credentials import credential, hdfs_client
+from tests.support.credentials import credential, delegation, hdfs_client
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,18 @@ def ring_ids(cluster: RunningCluster) -> dict[str, str]:
 def upload(cluster: RunningCluster, user: str, name: str, source: str) -> str:
     """Put ``source`` into the cluster's file system as ``user``; its path."""
     path = f"/user/{user}/functions/{name}.py"
-    hdfs_client(cluster, user).write(path, data=textwrap.dedent(source).encode(), overwrite=True)
+    home = requests.get(f"http://{cluster.rm.webapp}/webhdfs/v1/?op=GETHOMEDIRECTORY&delegation={delegation(cluster, user)}",
+                        timeout=30)  # her home is made at its first use  # fmt: skip
+    assert home.json()["Path"] == f"/user/{user}", home.text
+    deadline = time.monotonic() + 60
+    while True:  # a node restarted a moment ago answers RetriableException until it has the NameNode's keys
+        try:
+            hdfs_client(cluster, user).write(path, data=textwrap.dedent(source).encode(), overwrite=True)
+            break
+        except HdfsError as e:
+            if "RetriableException" not in str(getattr(e, "exception", "")) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     return path
 
 
@@ -221,6 +233,10 @@ def test_200_concurrent_triggers_are_all_answered_correctly(cluster: RunningClus
 def test_vote_answers_with_the_majority_and_names_the_node_that_lied(cluster: RunningCluster) -> None:
     """One node restarted with the tests' fault switch returns wrong (signed) results: a vote of 3 still answers
     right and names it."""
+    register(cluster, "count", '''
+        def handler(event, context):
+            return {"words": len(event.split())}
+    ''', replicas=3, mode="vote")
     victim = cluster.nodes[-1]
     os.kill(victim.pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
@@ -233,15 +249,11 @@ def test_vote_answers_with_the_majority_and_names_the_node_that_lied(cluster: Ru
         del os.environ[FAULT_INJECTION_ENV]
     cluster.nodes[-1] = restarted
     liar = ring_ids(cluster)[victim.name]
-    register(cluster, "count", '''
-        def handler(event, context):
-            return {"words": len(event.split())}
-    ''', replicas=3, mode="vote")
     deadline = time.monotonic() + 60
     while True:  # until the restarted node is back among the live members every entry node sees
         answer = trigger(cluster, cluster.nodes[0], "count", "a b c")
-        activation = answer.json()["activation"]
-        if len(activation["executors"]) == 3 or time.monotonic() > deadline:
+        activation = answer.json().get("activation", {})
+        if len(activation.get("executors", ())) == 3 or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert answer.status_code == 200 and activation["result"] == {"words": 3}, activation

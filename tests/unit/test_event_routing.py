@@ -55,6 +55,9 @@ class InlineSandboxes:
     def busy(self, spec: FunctionSpec) -> bool:
         return self.running >= self.limit
 
+    def refusal(self, spec: FunctionSpec) -> str | None:
+        return None
+
     def invoke(self, spec: FunctionSpec, code: Path, payload: bytes, activation_id: str) -> defer.Deferred[Any]:
         self.running += 1
         self.calls += 1
@@ -292,3 +295,30 @@ def test_an_application_error_is_the_activation_s_error() -> None:
     register(ring, spec("boom"))
     activation = trigger(ring, list(ring.members.values())[0], "boom", None)
     assert activation.status == "application_error" and "ZeroDivisionError" in activation.error
+
+
+def test_a_solo_run_whose_trusted_owner_is_dead_is_replicated_after_all() -> None:
+    """Adaptive replication sent a vote to its trusted owner alone; the owner is dead: every replica runs it, so no
+    untrusted spare answers alone."""
+    ring = make_ring(5, {"sum": lambda e: sum(e)})
+    for member in ring.members.values():
+        member.gateway.plan = lambda spec, ids: list(ids[:1])
+    register(ring, spec("sum", replicas=3, mode="vote"))
+    owner = ring.owner(point_of(function_key("sum")))
+    ring.dead.add(owner.node_id)
+    entry = next(m for m in ring.members.values() if m.peer.node_id != owner.node_id)
+    activation = trigger(ring, entry, "sum", [1, 2])
+    assert activation.status == "success" and json.loads(activation.result) == 3
+    assert len(activation.replies) == 3 and owner.node_id not in [r.node for r in activation.replies]
+
+
+def test_a_node_that_refuses_is_replaced_at_once() -> None:
+    """An executor that refuses (here: the function asks more memory than it gives) is replaced by the next spare
+    without waiting for the accept timeout."""
+    ring = make_ring(3, {"f": lambda e: "ok"})
+    register(ring, spec("f"))
+    owner = ring.members[ring.owner(point_of(function_key("f"))).node_id]
+    owner.sandboxes.refusal = lambda spec: "no room"  # type: ignore[method-assign]
+    activation = trigger(ring, owner, "f", None)
+    assert activation.status == "success" and activation.replies[0].node != owner.peer.node_id
+    assert activation.end_ms is not None and activation.end_ms - activation.start_ms < 1000

@@ -801,3 +801,14 @@ def test_random_histories_keep_the_maps_promises_and_settle(seed: int) -> None:
     sim = _run(seed, steps=150)
     settle(sim)
     sim.check_settled()
+
+
+def test_a_node_that_registers_again_is_no_write_target_until_its_next_full_report() -> None:
+    """A restarted node learns the keys that check tickets from its full report's answer: until then no writer
+    is sent to it."""
+    block_map = cluster(2)
+    block_map.node_registered(nid(1))
+    assert block_map.live_nodes() == [dn(2)] and block_map.needs_full_report(nid(1))
+    assert block_map.choose_targets(2) == [dn(2)]
+    block_map.full_report(nid(1), [])
+    assert block_map.live_nodes() == [dn(1), dn(2)]

@@ -52,3 +52,17 @@ def test_idle_sandboxes_expire_and_discarded_ones_are_never_reused() -> None:
     pool.discard(broken)
     pool.release(broken, 21.0)  # (a late release of a discarded sandbox changes nothing)
     assert pool.place(A, 4, 22.0).new is not None and broken.number not in pool.slots
+
+
+def test_the_sandboxes_memory_is_bounded_node_wide() -> None:
+    """New sandboxes fit the node's memory budget, idle ones of other functions evicted to make room; a function
+    that asks more than the whole budget never fits."""
+    pool = WarmPool(max_sandboxes=8, idle_timeout_s=60, max_memory_mb=1000)
+    a1 = pool.place(A, 4, 0.0, 400).new
+    b1 = pool.place(B, 4, 1.0, 400).new
+    assert a1 is not None and b1 is not None
+    assert pool.busy(("c", 1), 4, 300)  # 800 used, both busy
+    pool.release(a1, 2.0)
+    placed = pool.place(("c", 1), 4, 3.0, 300)
+    assert placed.new is not None and placed.evict == (a1,)
+    assert not pool.fits(1001) and pool.place(("d", 1), 4, 4.0, 1001).busy

@@ -37,7 +37,7 @@ from zope.interface import implementer
 
 from cortex_rm.fs import tickets
 from cortex_rm.fs.block_store import valid_block_id
-from cortex_rm.fs.errors import CorruptReplica, FsError, IllegalArgument, InvalidToken, MissingBlock
+from cortex_rm.fs.errors import CorruptReplica, FsError, IllegalArgument, InvalidToken, MissingBlock, NodeNotReady
 from cortex_rm.fs.paths import FsPath
 from cortex_rm.internal.block_codec import BlockLocation
 from cortex_rm.yarn_api.http_streams import BodyControl, StreamingResource
@@ -104,7 +104,10 @@ class ThreadedBody:
 
 
 def _verify(ctx: DataNodeContext, query: Query, op: str | frozenset[str]) -> tickets.Ticket:
-    return tickets.verify(ctx.keys(), query.text("ticket"), op, ctx.now_ms())
+    keys = ctx.keys()
+    if not keys:  # restarted a moment ago: the NameNode's keys come with the answer to its first block report
+        raise NodeNotReady("this DataNode has just started and has not received the NameNode's keys yet; retry shortly")
+    return tickets.verify(keys, query.text("ticket"), op, ctx.now_ms())
 
 
 Store = Callable[[BodyPipe], defer.Deferred[Reply]]
