@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -55,6 +55,8 @@ DEFAULT_ACCEPT_TIMEOUT_S = 2.0
 DEFAULT_SLACK_S = 2.0
 DEFAULT_SPARES = 2
 DEFAULT_REGISTRY_CACHE_S = 5.0
+MISS_RETRIES = 3
+MISS_RETRY_S = 0.5
 
 
 class GatewayRing(Protocol):
@@ -253,6 +255,11 @@ class EventGateway:
             return known
         key = function_key(name)
         record = await self.ring.get(key)
+        for _ in range(MISS_RETRIES):  # a registration a moment old, while the ring moves keys (a member rejoined)
+            if record is not None:
+                break
+            await task.deferLater(self.reactor, MISS_RETRY_S, lambda: None)
+            record = await self.ring.get(key)
         if record is None:
             raise FunctionNotFound(f"no function is registered as {name}")
         try:

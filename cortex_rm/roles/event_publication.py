@@ -36,7 +36,7 @@ from cortex_rm.events.registry import FunctionRegistry
 log = Logger()
 
 REPUBLISH_INTERVAL_S = 300.0
-RETRY_INTERVAL_S = 10.0
+RETRY_INTERVAL_S = 1.0  # a put refused while the ring moves keys (a member rejoining) succeeds a moment later
 CONCURRENT_PUTS = 8
 
 

@@ -241,6 +241,8 @@ class EventsRole:
         except InvalidToken as e:
             self._keep(token, e, REFUSAL_CACHE_S)
             raise
+        except Exception as e:  # noqa: BLE001 - not connected to the RM yet, or it failed: the caller may retry
+            raise RestError(503, rest_errors.RETRIABLE, f"this node cannot check credentials now ({e}); retry shortly") from None
         self._keep(token, user, AUTH_CACHE_S)
         return user
 
