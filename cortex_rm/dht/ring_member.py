@@ -1,43 +1,37 @@
 """One ring member: Chord routing, SWIM membership and the key space, composed as one sans-IO core.
 
-``RingMember`` owns a ``ChordNode`` (routing), a ``Membership`` (failure detection
-and gossip) and a ``KeySpace`` (replicated records).  Like them it never sends,
-sleeps or reads a clock: every input takes ``now`` and returns actions --
-``Transmit`` an envelope -- and outcomes for its owner: ``LookupDone``,
-``PutDone``, ``GetDone``, membership events (``MemberDied``...), ``Joined`` and
-``JoinFailed``.  The Twisted edge (``ring_service.py``) and the in-memory network
-of the tests (``tests/support/ring_sim.py``) both drive it the same way: call
-``tick(now)`` at ``next_deadline()``, hand every envelope to ``receive``.
+``RingMember`` owns a ``ChordNode`` (routing), a ``Membership`` (failure detection and gossip)
+and a ``KeySpace`` (replicated records).  Like them it never sends, sleeps or reads a clock:
+every input takes ``now`` and returns actions -- ``Transmit`` an envelope -- and outcomes for
+its owner: ``LookupDone``, ``PutDone``, ``GetDone``, membership events (``MemberDied``...),
+``Joined``, ``JoinFailed``, and ``DirectReceived`` (a ``Direct`` message for a service above
+the ring; ``send_direct`` sends one, never piggybacked).  The Twisted edge (``ring_service.py``)
+and the tests' in-memory network (``tests/support/ring_sim.py``) drive it the same way.
 
 How the parts are wired:
 
-* Every message any part sends goes out in an ``Envelope`` carrying as many
-  membership rumours and gossip items as fit in ``piggyback_bytes``.  Every
-  envelope received first tells membership it heard from the sender and applies
-  its rumours, then goes to the part its body belongs to.
-* After each step, if the routing state changed, membership gets the new
-  neighbours (successors, predecessor, fingers: whom it probes) and the key space
-  the new predecessor and successors (whom it replicates to).
+* Every message any part sends goes out in an ``Envelope`` carrying as many membership rumours
+  and gossip items as fit in ``piggyback_bytes``.  Every envelope received first tells membership
+  it heard from the sender and applies its rumours, then goes to the part its body belongs to.
+* After each step, if the routing state changed, membership gets the new neighbours (whom it
+  probes) and the key space the new predecessor and successors (whom it replicates to).
 * Membership drives routing: Chord's check_predecessor is SWIM's probing of the
   predecessor (it is one of the neighbours probed, directly and indirectly, so one
   lost ping does not clear it); a member declared DEAD or LEFT is forgotten by Chord
   (and is what the RM turns into a LOST node); a member that comes ALIVE is
   *considered* by Chord, which is how two rings merge again after a partition
   heals and how a node left alone finds the others.
-* ``put``/``get`` first look the key's owner up through Chord, then ask the key
-  space; a put refused by a node that is no longer the owner (the ring moved
-  between lookup and write) is retried after a fresh lookup, up to
-  ``MAX_KEY_ATTEMPTS`` times.
-* ``join`` tries a list of peers in order (the neighbour log's, then the
-  introducers); ``JoinFailed`` is reported only when all failed.
+* ``put``/``get`` first look the key's owner up through Chord, then ask the key space; a put
+  refused by a node that is no longer the owner is retried after a fresh lookup
+  (``MAX_KEY_ATTEMPTS`` times).
+* ``join`` tries a list of peers in order (the neighbour log's, then the introducers).
 * **Outsiders cannot steer it** (``ring_trust.py``): an envelope whose sender's key fails
   the key puzzle or shows no valid work is dropped whole (so such an id never joins, is
   never taken as a neighbour, never gossiped about); rumours and records are
   signed and checked by membership and the key space; each peer's rumours and
   puts are rate limited (``rate_limits.py``).  Drops are counted in ``refused``.
-* **Uptime witnessing** (``uptime_watch.py``): membership's evidence of our direct
-  probes goes to our witness (for successors and predecessor only), never to the
-  owner, who takes the attestations with ``attestations_due``/``flush_attestations``.
+* **Uptime witnessing** (``uptime_watch.py``): membership's evidence of our direct probes goes to
+  our witness (successors and predecessor only); ``attestations_due``/``flush_attestations``.
 """
 
 from __future__ import annotations

@@ -17,21 +17,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import IO, cast
 
-from twisted.internet import defer
-from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from cortex_rm.yarn.delegation import ANONYMOUS, REST_TOKEN_HEADER, Principal
 from cortex_rm.yarn_api import rest_errors
 from cortex_rm.yarn_api.event_rest import EventWebServices
-from cortex_rm.yarn_api.event_registry_rest import FunctionsResource
-from cortex_rm.yarn_api.rest import BoundedRequest, _base_url, _query, write_reply
+from cortex_rm.yarn_api.event_registry_rest import FunctionsResource, serve
+from cortex_rm.yarn_api.rest import _base_url, _query
 from cortex_rm.yarn_api.rest_call import Reply, RestCall
 from cortex_rm.yarn_api.rest_errors import RestError
 
-log = Logger()
 
 Authenticate = Callable[[str], Awaitable[str]]
 """The user a REST token (its URL string) stands for; raises with the reason it stands for nobody."""
@@ -49,19 +45,11 @@ class EventCallResource(Resource):
         self.segments = segments
 
     def render(self, request: Request) -> int:
-        gone: list[Failure] = []
-        request.notifyFinish().addErrback(gone.append)
         method = (request.method or b"GET").decode("ascii", errors="replace")
         path = (request.path or b"/").decode("utf-8", errors="replace")
-        d = defer.Deferred.fromCoroutine(self._answer(request, method, path))
-        d.addErrback(self._refused, request, method, path)
-        d.addCallback(self._send, request, gone)
-        d.addErrback(lambda f: log.failure("could not answer {method} {path}", f, method=method, path=path))
-        return NOT_DONE_YET
+        return serve(request, lambda: self._answer(request, method, path))
 
     async def _answer(self, request: Request, method: str, path: str) -> Reply:
-        if isinstance(request, BoundedRequest) and request.body_too_large:
-            raise rest_errors.body_too_large(request.body_limit())
         rest = [s.decode("utf-8", errors="replace") for s in request.postpath or []]
         if rest and rest[-1] == "":
             rest.pop()
@@ -89,21 +77,6 @@ class EventCallResource(Resource):
             raise
         except Exception as e:  # noqa: BLE001 - the RM's refusal (or its absence): the caller is told why
             raise rest_errors.unauthorized(f"{REST_TOKEN_HEADER}: {e}") from None
-
-    def _refused(self, failure: Failure, request: Request, method: str, path: str) -> tuple[Reply, tuple[tuple[bytes, bytes], ...]]:
-        error = failure.value
-        if not isinstance(error, RestError):
-            log.failure("{method} {path} failed", failure, method=method, path=path)
-            error = rest_errors.internal_error(method, path, failure.value)
-        else:
-            rest_errors.log_refused(log, method, path, error, request)
-        return Reply(error.status, error.body()), error.headers
-
-    def _send(self, result: Reply | tuple[Reply, tuple[tuple[bytes, bytes], ...]], request: Request, gone: list[Failure]) -> None:
-        if gone:
-            return
-        reply, headers = result if isinstance(result, tuple) else (result, ())
-        write_reply(request, reply, headers)
 
 
 def mount_event_calls(
