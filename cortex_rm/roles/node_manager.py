@@ -12,8 +12,7 @@ Built by the composition root (``node.py``) when ``[nodemanager] enabled``:
 * the status updater (``status_updater_service.py``), which reports this node (NodeId =
   ``nodemanager.address``) and its containers to the RM's NodeTracker over mutual TLS (found through
   the ring unless ``resourcemanager_tracker`` is configured) and hands the RM's answers back here;
-* on the ring: this node's capacity report, gossiped now and every 30 s; ``function_sandboxes``:
-  the functions' sandboxes on the same runtime and image.
+* on the ring: this node's capacity report, every 30 s; ``function_sandboxes``: functions' sandboxes.
 
 ``stop`` stops reporting, kills every container (bounded wait) and stops the thread pool."""
 
