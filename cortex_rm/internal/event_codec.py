@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from cortex_rm.dht.direct_messages import MAX_DIRECT_BYTES
-from cortex_rm.events import outcomes
+from cortex_rm.events import caller_assertions, outcomes
+from cortex_rm.events.caller_assertions import CallerAssertion
 from cortex_rm.events.outcomes import EventMessage, FunctionOutcome, InvokeFunction, OutcomeStatus
 from cortex_rm.internal import thrift_fields as fields
 from cortex_rm.internal.errors import MalformedEnvelope
@@ -34,6 +35,17 @@ class _Status(fields.Kind):
 _STATUSES = frozenset(s.value for s in OutcomeStatus)
 _COUNT = fields.Count()
 _ACTIVATION = ("activation_id", fields.Text(outcomes.MAX_ACTIVATION_ID_CHARS, allow_empty=False))
+
+#: The RM's caller assertion: in an InvokeFunction, and authenticateUser's answer (``tracker_event_calls.py``).
+CALLER_ASSERTION = fields.Shape(CallerAssertion, ttypes.CallerAssertion, (
+    ("user", fields.Text(caller_assertions.MAX_USER_CHARS, allow_empty=False)),
+    ("audience", fields.RingId()),
+    ("issued_ms", _COUNT),
+    ("expires_ms", _COUNT),
+    ("nonce", fields.Bytes(caller_assertions.NONCE_BYTES)),
+    ("signer_key", fields.Bytes(MAX_KEY_BYTES)),
+    ("signature", fields.Bytes(MAX_SIGNATURE_BYTES)),
+))  # fmt: skip
 
 _SHAPES: dict[type, tuple[str, fields.Shape]] = {
     InvokeFunction: (

@@ -235,7 +235,7 @@ class EventsRole:
         if data_node is None:
             raise RestError(503, rest_errors.RETRIABLE, "this node cannot check credentials (it has no RM); try another node")
         try:
-            user: str = await data_node.authenticate_user(token)
+            user = (await data_node.authenticate_user(token)).user  # (its assertion: the next step carries it)
         except CallRateExceeded as e:
             raise RestError(503, rest_errors.RETRIABLE, f"the RM is asked too often by this node; retry shortly ({e})") from None
         except InvalidToken as e:
