@@ -5,7 +5,8 @@ An entry node and an executor speak on the ring's ``events`` channel
 binary protocol and nothing after it.  Every field is checked on the way in (and,
 as the ring codec does, on the way out, so a sender learns at once what the
 receiver would refuse): ids and strings bounded, the payload, result and logs within
-their limits, a status the receiver knows.  Anything else raises ``MalformedEnvelope``
+their limits, a status the receiver knows, a caller assertion's fields (not its
+signature: the executor checks that).  Anything else raises ``MalformedEnvelope``
 naming the field.
 """
 
@@ -56,6 +57,8 @@ _SHAPES: dict[type, tuple[str, fields.Shape]] = {
             ("function", _RECORD),
             ("payload", fields.Bytes(outcomes.MAX_PAYLOAD_BYTES)),
             ("timeout_ms", _COUNT),
+            ("caller", fields.Maybe(CALLER_ASSERTION)),
+            ("tick_ms", fields.Maybe(_COUNT)),
         )),
     ),
     FunctionOutcome: (
