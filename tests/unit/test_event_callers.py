@@ -17,7 +17,7 @@ from cortex_rm.dht.ring_trust import key_id
 from cortex_rm.events import caller_assertions
 from cortex_rm.events.caller_assertions import LIFETIME_MS, SKEW_MS, AssertionIssuer, CallerAssertion, time_error
 from cortex_rm.events.errors import NoExecutor
-from cortex_rm.events.functions import function_key
+from cortex_rm.events.functions import FunctionLimits, function_key
 from cortex_rm.events.outcomes import FunctionOutcome, InvokeFunction, OutcomeStatus
 from cortex_rm.events.schedules import tick_payload
 from cortex_rm.events.signatures import Verifier, sign, spki_of
@@ -159,6 +159,21 @@ def test_an_entry_node_without_an_assertion_for_its_user_is_refused_by_every_exe
     with pytest.raises(NoExecutor, match="no caller assertion"):
         trigger(ring, entry, "f", None)
     assert all(m.sandboxes.calls == 0 for m in ring.members.values())
+
+
+def test_a_spare_asked_after_the_first_assertion_expired_gets_the_newest() -> None:
+    """The owner says nothing for longer than an assertion lives: the spare is sent the entry node's newest
+    assertion for the user, not the expired one the trigger started with."""
+    ring = make_ring(3, {"f": lambda e: "ok"})
+    register(ring, spec("f", limits=FunctionLimits(timeout_s=900)))  # it may run longer than an assertion lives
+    owner = ring.owner(point_of(function_key("f")))
+    ring.dead.add(owner.node_id)
+    entry = next(m for m in ring.members.values() if m.peer.node_id != owner.node_id)
+    entry.gateway.accept_timeout_s = (LIFETIME_MS + SKEW_MS) / 1000 + 10
+    started = defer.ensureDeferred(entry.gateway.trigger("f", b"null", "alice"))
+    run(ring, started, seconds=entry.gateway.accept_timeout_s + 5)
+    activation = run(ring, entry.gateway.wait(started.result))
+    assert activation.status == "success" and activation.replies[0].node != owner.node_id
 
 
 # ------------------------------------------------------------ the assertion itself
