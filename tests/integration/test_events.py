@@ -87,9 +87,15 @@ def register(cluster: RunningCluster, name: str, source: str, user: str = "alice
     """Upload and register ``name`` through the REST API of a node (followed to the RM)."""
     path = upload(cluster, user, name, source)
     body = {"code": {"path": path}, **fields}
-    answer = requests.post(
-        f"http://{web(cluster.nodes[-1])}{EVENTS}/functions/{name}", json=body, headers=headers(cluster, user), timeout=60
-    )
+    deadline = time.monotonic() + 60
+    while True:  # a node restarted a moment ago answers 503 until it has read the RM's address from the ring
+        answer = requests.post(
+            f"http://{web(cluster.nodes[-1])}{EVENTS}/functions/{name}", json=body, headers=headers(cluster, user),
+            timeout=60,
+        )
+        if answer.status_code != 503 or "RetriableException" not in answer.text or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert answer.status_code == 200, answer.text
     function: dict[str, Any] = answer.json()["function"]
     return function
