@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 
 from cortex_rm.dht.kv_messages import Record
+from cortex_rm.events.caller_assertions import CallerAssertion
 
 #: The ring's direct channel the events travel on.
 EVENTS_CHANNEL = "events"
@@ -62,13 +63,18 @@ class OutcomeStatus(enum.Enum):
 
 @dataclass(frozen=True)
 class InvokeFunction:
-    """Entry node -> executor: run ``activation_id`` of the function ``function`` registers, on ``payload``."""
+    """Entry node -> executor: run ``activation_id`` of the function ``function`` registers, on ``payload``.
+
+    ``caller`` is the RM's assertion of who triggered it (``caller_assertions.py``); a scheduled
+    tick has none and says which tick it fires in ``tick_ms``."""
 
     request_id: int
     activation_id: str
     function: Record
     payload: bytes
     timeout_ms: int
+    caller: CallerAssertion | None = None
+    tick_ms: int | None = None
 
 
 @dataclass(frozen=True)

@@ -299,6 +299,12 @@ def _field(
     return frozenset(allowed)
 
 
+def tick_payload(schedule: str, tick_ms: int) -> bytes:
+    """The event a scheduled tick fires with, ``{"tick": ms, "schedule": text}``: the only one an executor
+    runs a tick on (a tick carries no caller, so its event is not the sender's to choose)."""
+    return json.dumps({"tick": tick_ms, "schedule": schedule}).encode()
+
+
 # ------------------------------------------------------------ the schedules' ring records
 
 #: The most bytes of the RM's schedules list: one ring record (about 950 names of 64 characters).

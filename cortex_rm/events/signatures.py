@@ -1,4 +1,5 @@
-"""Signing and checking what the events say: executors' outcomes, entry nodes' activations, RMs' registrations.
+"""Signing and checking what the events say: executors' outcomes, entry nodes' activations, RMs' registrations
+and the RM's caller assertions (``caller_assertions.py``).
 
 Every signature is ECDSA P-256 over SHA-256, DER-encoded, by a node's ring key (the
 key whose DER SubjectPublicKeyInfo hashes, with SHA-1, to the node's ring id), as the
@@ -18,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.dht.ring_trust import key_id, record_message
+from cortex_rm.events import caller_assertions
+from cortex_rm.events.caller_assertions import CallerAssertion
 from cortex_rm.events.functions import FunctionSpec, InvalidFunction, function_key
 from cortex_rm.events.outcomes import FunctionOutcome, signed_bytes
 
@@ -80,6 +83,23 @@ class Verifier:
         if key_id(outcome.signer_key) != sender:
             return "its signer key is not the sender's"
         if not self.verify(outcome.signer_key, signed_bytes(outcome, function, version, sender), outcome.signature):
+            return "its signature does not match"
+        return None
+
+    def caller_error(
+        self, assertion: CallerAssertion, sender: int, resource_managers: frozenset[int], now_ms: int
+    ) -> str | None:
+        """Why ``assertion`` is not an RM's valid word on a caller whose trigger ``sender`` carries (None: it is).
+
+        The signature check is cached with the others (the entry node reuses an assertion for a minute)."""
+        if key_id(assertion.signer_key) not in resource_managers:
+            return "it is not signed by a ResourceManager"
+        if assertion.audience != sender:
+            return "it was issued to another entry node"
+        late = caller_assertions.time_error(assertion, now_ms)
+        if late is not None:
+            return late
+        if not self.verify(assertion.signer_key, caller_assertions.signed_bytes(assertion), assertion.signature):
             return "its signature does not match"
         return None
 

@@ -256,6 +256,21 @@ exception FsFailure {
 }
 
 /**
+ * authenticateUser's answer: the RM's signed, short-lived word that `user` authenticated at
+ * the entry node `audience` (cortex_rm/events/caller_assertions.py).  The entry node puts it
+ * in every InvokeFunction of that user's triggers; the executor checks it.
+ */
+struct CallerAssertion {
+  1: required string user,
+  2: required binary audience,       // 20 bytes big-endian: the entry node's ring id
+  3: required i64 issued_ms,         // ms since the Unix epoch, the RM's clock
+  4: required i64 expires_ms,
+  5: required binary nonce,          // 16 random bytes
+  6: required binary signer_key,     // DER SPKI of the RM's ring key; its SHA-1 is the RM's ring id
+  7: required binary signature,      // ECDSA P-256 over caller_assertions.signed_bytes
+}
+
+/**
  * openFunctionCode's refusal: the record is not a registration this RM holds now (not
  * signed by a ResourceManager's ring key, an older version no longer kept, a deleted
  * function...).  The node reads the registration from the ring again.
@@ -343,9 +358,10 @@ service NodeTracker {
 
   /**
    * Who a user's RM delegation token authenticates: `token` is its URL-safe string, as the
-   * REST header Hadoop-YARN-RM-Delegation-Token carries it; the answer is the user's name.
+   * REST header Hadoop-YARN-RM-Delegation-Token carries it; the answer is the user's name in
+   * an assertion the RM signed for the calling node (the audience), for the node's triggers.
    */
-  string authenticateUser(1: NodeAddress node_id, 2: string token)
+  CallerAssertion authenticateUser(1: NodeAddress node_id, 2: string token)
       throws (1: NodeRefused refused, 2: CredentialRefused credential_refused, 3: TryLater busy),
 }
 
@@ -610,6 +626,8 @@ struct InvokeFunction {
   3: required Record function,        // the registration, as an RM wrote and signed it
   4: required binary payload,         // the trigger's JSON
   5: required i64 timeout_ms,         // how long the entry node waits for the outcome
+  6: optional CallerAssertion caller, // who triggered it, by the RM's word (absent: a scheduled tick)
+  7: optional i64 tick_ms,            // a scheduled tick: the tick it fires (the payload is the tick's)
 }
 
 /** Executor -> entry node: how the activation ended here, signed by the executor's node key. */

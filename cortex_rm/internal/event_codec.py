@@ -5,7 +5,8 @@ An entry node and an executor speak on the ring's ``events`` channel
 binary protocol and nothing after it.  Every field is checked on the way in (and,
 as the ring codec does, on the way out, so a sender learns at once what the
 receiver would refuse): ids and strings bounded, the payload, result and logs within
-their limits, a status the receiver knows.  Anything else raises ``MalformedEnvelope``
+their limits, a status the receiver knows, a caller assertion's fields (not its
+signature: the executor checks that).  Anything else raises ``MalformedEnvelope``
 naming the field.
 """
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from cortex_rm.dht.direct_messages import MAX_DIRECT_BYTES
-from cortex_rm.events import outcomes
+from cortex_rm.events import caller_assertions, outcomes
+from cortex_rm.events.caller_assertions import CallerAssertion
 from cortex_rm.events.outcomes import EventMessage, FunctionOutcome, InvokeFunction, OutcomeStatus
 from cortex_rm.internal import thrift_fields as fields
 from cortex_rm.internal.errors import MalformedEnvelope
@@ -35,6 +37,17 @@ _STATUSES = frozenset(s.value for s in OutcomeStatus)
 _COUNT = fields.Count()
 _ACTIVATION = ("activation_id", fields.Text(outcomes.MAX_ACTIVATION_ID_CHARS, allow_empty=False))
 
+#: The RM's caller assertion: in an InvokeFunction, and authenticateUser's answer (``tracker_event_calls.py``).
+CALLER_ASSERTION = fields.Shape(CallerAssertion, ttypes.CallerAssertion, (
+    ("user", fields.Text(caller_assertions.MAX_USER_CHARS, allow_empty=False)),
+    ("audience", fields.RingId()),
+    ("issued_ms", _COUNT),
+    ("expires_ms", _COUNT),
+    ("nonce", fields.Bytes(caller_assertions.NONCE_BYTES)),
+    ("signer_key", fields.Bytes(MAX_KEY_BYTES)),
+    ("signature", fields.Bytes(MAX_SIGNATURE_BYTES)),
+))  # fmt: skip
+
 _SHAPES: dict[type, tuple[str, fields.Shape]] = {
     InvokeFunction: (
         "invoke",
@@ -44,6 +57,8 @@ _SHAPES: dict[type, tuple[str, fields.Shape]] = {
             ("function", _RECORD),
             ("payload", fields.Bytes(outcomes.MAX_PAYLOAD_BYTES)),
             ("timeout_ms", _COUNT),
+            ("caller", fields.Maybe(CALLER_ASSERTION)),
+            ("tick_ms", fields.Maybe(_COUNT)),
         )),
     ),
     FunctionOutcome: (

@@ -36,6 +36,7 @@ from cortex_rm.accounting.attestations import SignedAttestations
 from cortex_rm.accounting.ledger_office import Receipts
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.events.registry import UnknownRegistration
+from cortex_rm.events.caller_assertions import CallerAssertion
 from cortex_rm.internal import block_codec, ledger_codec
 from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.block_codec import (
@@ -51,7 +52,7 @@ from cortex_rm.internal.errors import CallRateExceeded, MalformedMessage, Tracke
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.ring_codec import _RECORD
-from cortex_rm.internal.tracker_event_calls import user_from_thrift
+from cortex_rm.internal.tracker_event_calls import caller_from_thrift
 from cortex_rm.internal.tls import (
     MutualTLS,
     PeerCertificateMissing,
@@ -262,11 +263,11 @@ class TrackerClient:
             "openFunctionCode", lambda c: c.openFunctionCode(node, function), block_codec.source_from_thrift
         )
 
-    def authenticate_user(self, node_id: NodeId, token: str) -> defer.Deferred[str]:
-        """The user a delegation token (its URL string, as the REST header carries it) authenticates;
-        ``InvalidToken`` saying why nobody, ``CallRateExceeded`` when asked too often."""
+    def authenticate_user(self, node_id: NodeId, token: str) -> defer.Deferred[CallerAssertion]:
+        """The user a delegation token (its URL string, as the REST header carries it) authenticates, in the
+        RM's assertion for this node; ``InvalidToken`` saying why nobody, ``CallRateExceeded`` when asked too often."""
         node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
-        return self._call("authenticateUser", lambda c: c.authenticateUser(node, token), user_from_thrift)
+        return self._call("authenticateUser", lambda c: c.authenticateUser(node, token), caller_from_thrift)
 
     def _call(
         self, name: str, send: Callable[[gen_service.Client], defer.Deferred[Any]], decode: Callable[[Any], T]

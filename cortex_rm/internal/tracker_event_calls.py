@@ -4,7 +4,9 @@
   registration record it was given (a ring ``Record``); the RM's registry decides
   (``roles/event_registry.EventRegistry.open_function_code``) and the answer is a
   ``LocalizationSource`` for the code file, read as the function's owner.
-* ``authenticateUser(node_id, token)``: who a user's RM delegation token authenticates.
+* ``authenticateUser(node_id, token)``: who a user's RM delegation token authenticates, as a
+  ``CallerAssertion`` the RM signs for the calling node (its ring id: the key of this
+  connection) to carry in its ``InvokeFunction``s (``events/caller_assertions.py``).
 
 Only a registered, RUNNING (or UNHEALTHY) node calling over the connection of the key it
 registered with is served, as for the file system's calls.  Refusals travel as the IDL's
@@ -22,10 +24,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from twisted.logger import Logger
 
 from cortex_rm.dht.kv_messages import Record
+from cortex_rm.events.caller_assertions import CallerAssertion
 from cortex_rm.events.registry import RegistryRefusal
 from cortex_rm.internal import block_codec
 from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.errors import CallRateExceeded, MalformedMessage
+from cortex_rm.internal.event_codec import CALLER_ASSERTION
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.ring_codec import _RECORD
 from cortex_rm.yarn.delegation import InvalidToken
@@ -42,7 +46,6 @@ T = TypeVar("T")
 
 #: A token's URL string (``delegation_tokens.MAX_URL_STRING``).
 MAX_TOKEN_CHARS = 4096
-MAX_USER_CHARS = 256
 #: The IDL's exceptions these calls raise on purpose (``TrackerCalls._decide`` passes them on).
 EVENT_REFUSALS = (ttypes.FunctionRefused, ttypes.CredentialRefused, ttypes.TryLater)
 
@@ -54,8 +57,9 @@ class EventServices(Protocol):
         """(length, modification time in ms, OPEN ticket) of the code of the registration ``record``
         carries; a RegistryRefusal, FsError or CallRateExceeded when not."""
 
-    def authenticate_user(self, node_id: NodeId, token: str) -> str:
-        """The user the token authenticates; InvalidToken or CallRateExceeded when not."""
+    def authenticate_user(self, node_id: NodeId, token: str, audience: int) -> CallerAssertion:
+        """The user the token authenticates, asserted for the entry node ``audience`` (a ring id);
+        InvalidToken or CallRateExceeded when not."""
 
 
 class EventCalls:
@@ -63,6 +67,7 @@ class EventCalls:
 
     if TYPE_CHECKING:
         fs: FileSystemServices | None
+        ring_id: int | None
 
         def _data_node(self, node_id: NodeId) -> tuple[NameNode, DataNode]: ...
 
@@ -88,14 +93,17 @@ class EventCalls:
 
         return self._fs_call("openFunctionCode", decide)
 
-    def authenticateUser(self, node: Any, token: Any) -> str:  # noqa: N802 (IDL name)
-        def decide() -> str:
+    def authenticateUser(self, node: Any, token: Any) -> ttypes.CallerAssertion:  # noqa: N802 (IDL name)
+        def decide() -> ttypes.CallerAssertion:
             node_id, events = self._event_services(node)
             text = codec._text(token, "token", MAX_TOKEN_CHARS)
             if not text:
                 raise MalformedMessage("token must not be empty")
+            if self.ring_id is None:
+                raise NodeRefused("this connection shows no ring key to assert a caller to")
             with _refusals():
-                return events.authenticate_user(node_id, text)
+                assertion = events.authenticate_user(node_id, text, self.ring_id)
+            return CALLER_ASSERTION.to_wire(assertion)
 
         return self._decide("authenticateUser", decide)
 
@@ -114,9 +122,8 @@ def _refusals() -> Iterator[None]:
         raise ttypes.TryLater(message=str(e), retry_after_ms=e.retry_after_ms) from None
 
 
-def user_from_thrift(value: Any) -> str:
-    """authenticateUser's answer, checked (a node's side)."""
-    text = codec._text(value, "user", MAX_USER_CHARS)
-    if not text:
-        raise MalformedMessage("authenticateUser's answer must be a user name")
-    return text
+def caller_from_thrift(value: Any) -> CallerAssertion:
+    """authenticateUser's answer, checked (a node's side; its signature is the executors' to check)."""
+    # (MalformedEnvelope is a MalformedMessage)
+    assertion: CallerAssertion = CALLER_ASSERTION.from_wire(value, "authenticateUser")
+    return assertion

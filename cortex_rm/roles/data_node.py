@@ -27,6 +27,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 
 from cortex_rm.dht.kv_messages import Record
+from cortex_rm.events.caller_assertions import CallerAssertion
 from cortex_rm.fs.block_map import ReportedBlock
 from cortex_rm.fs.block_store import BlockStore, StoredBlock
 from cortex_rm.fs.errors import FsError, IllegalArgument, from_java_class
@@ -112,8 +113,9 @@ class DataNodeRole:
         """The code of the function ``record`` registers (the RM checks it signed it): length, time, a read ticket."""
         return self._call(lambda client: client.open_function_code(self.node_id, record))
 
-    def authenticate_user(self, token: str) -> defer.Deferred[str]:
-        """The user a REST token (its URL string) stands for, by the RM's word; InvalidToken saying why nobody."""
+    def authenticate_user(self, token: str) -> defer.Deferred[CallerAssertion]:
+        """The user a REST token (its URL string) stands for, in the RM's assertion for this node's triggers;
+        InvalidToken saying why nobody."""
         return self._call(lambda client: client.authenticate_user(self.node_id, token))
 
     def open_for_aggregation(self, app_id: str) -> defer.Deferred[AggregationTarget]:

@@ -5,7 +5,18 @@ member the ring authenticated) carries the registration as an RM signed it.  The
 executor:
 
 1. checks the registration (``Verifier.registration``: written and signed by an RM,
-   for the function it names; not deleted) or answers REFUSED;
+   for the function it names; not deleted) and the caller, or answers REFUSED.  The
+   entry node checked the grants, but any member can send an executor an
+   ``InvokeFunction``, so the executor checks them again on the RM's word: the
+   request's ``caller`` is an assertion the RM signed for the sending node
+   (``events/caller_assertions.py``, checked by ``Verifier.caller_error``, cached),
+   and its user must be the owner or granted.  A request without one is run only as
+   a **scheduled tick**: ``tick_ms`` set, the function has a schedule, the tick is one
+   of its ticks and not in the future (beyond ``SKEW_MS``), and the payload is that
+   tick's (``schedules.tick_payload``).  A hostile member can thus fire a scheduled
+   function on one of its past ticks again, or a due tick early, as it can today by
+   writing tick records; it cannot choose the event, nor run a function without a
+   schedule, nor act for a user;
 2. takes the activation if a sandbox can run it now, or queues it (one node-wide
    FIFO of ``queue_length``), or answers BUSY at once so the entry node tries the
    next replica; a taken activation is acknowledged at once (ACCEPTED, unsigned),
@@ -39,6 +50,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from cortex_rm.dht.peer import Peer
+from cortex_rm.events.caller_assertions import SKEW_MS
 from cortex_rm.events.functions import FunctionSpec, InvalidFunction
 from cortex_rm.events.outcomes import (
     MAX_ERROR_CHARS,
@@ -50,6 +62,7 @@ from cortex_rm.events.outcomes import (
     SandboxResult,
     signed_bytes,
 )
+from cortex_rm.events.schedules import Schedule, tick_payload
 from cortex_rm.events.signatures import Verifier, sign, spki_of
 from cortex_rm.roles.function_code import CodeSource, CodeUnavailable
 
@@ -95,6 +108,7 @@ class EventExecutor:
         queue_length: int = DEFAULT_QUEUE_LENGTH,
         verifier: Verifier | None = None,
         fault: str | None = None,
+        wall_clock_ms: Callable[[], int] | None = None,
     ) -> None:
         self.key, self.ring_id, self.spki = key, ring_id, spki_of(key)
         self.resource_managers = resource_managers
@@ -105,6 +119,7 @@ class EventExecutor:
         self.queue_length = queue_length
         self.verifier = verifier or Verifier()
         self.fault = os.environ.get(FAULT_INJECTION_ENV) if fault is None else fault
+        self.wall_clock_ms = wall_clock_ms or (lambda: int(reactor.seconds() * 1000))
         self.queue: deque[_Queued] = deque()
         self.running = 0
         self.refused = 0
@@ -118,6 +133,9 @@ class EventExecutor:
             spec = self.verifier.registration(request.function, self.resource_managers())
             if spec.deleted:
                 raise InvalidFunction(f"{spec.name} was deleted")
+            caller = self._caller_refusal(sender, request, spec)
+            if caller is not None:
+                raise InvalidFunction(f"the caller may not trigger it ({caller})")
             why = self.sandboxes.refusal(spec)
             if why is not None:
                 raise InvalidFunction(why)
@@ -141,6 +159,35 @@ class EventExecutor:
         defer.ensureDeferred(self._run(sender, request, spec))
 
     # ------------------------------------------------------------ internals
+
+    def _caller_refusal(self, sender: Peer, request: InvokeFunction, spec: FunctionSpec) -> str | None:
+        """Why ``request``'s caller may not trigger ``spec`` (None: she may, or it is a scheduled tick)."""
+        caller = request.caller
+        if caller is None:
+            return self._tick_refusal(request, spec)
+        error = self.verifier.caller_error(caller, sender.node_id, self.resource_managers(), self.wall_clock_ms())
+        if error is not None:
+            return f"its caller assertion is refused: {error}"
+        if not spec.may_trigger(caller.user):
+            return f"{caller.user} is not granted it by its owner {spec.owner}"
+        return None
+
+    def _tick_refusal(self, request: InvokeFunction, spec: FunctionSpec) -> str | None:
+        tick = request.tick_ms
+        if tick is None:
+            return "it carries no caller assertion and is no scheduled tick"
+        if spec.schedule is None:
+            return "a scheduled tick of a function without a schedule"
+        if tick > self.wall_clock_ms() + SKEW_MS:
+            return "a scheduled tick in the future"
+        try:
+            if not Schedule.parse(spec.schedule).matches(tick):
+                return "the tick is not one of its schedule's"
+        except ValueError as e:
+            return f"its schedule cannot be checked: {e}"
+        if request.payload != tick_payload(spec.schedule, tick):
+            return "a scheduled tick's event must be the tick's own"
+        return None
 
     def stop(self) -> None:
         """Forget the queue (its entry nodes time those activations out, or ask another replica)."""

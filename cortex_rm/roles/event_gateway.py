@@ -5,7 +5,8 @@ Any node is an entry node (an *introducer*: the seed's name).  For a trigger of
 
 1. reads the registration from the ring (``function_key(name)``; kept for
    ``registry_cache_s`` so warm triggers make no ring round trip) and checks that
-   an RM signed it and that the caller may trigger it;
+   an RM signed it and that the caller may trigger it (the executors check it again,
+   on the RM's assertion of the caller that ``caller_assertion`` gives this node);
 2. looks up the owner of the key *without the parameters* (a Chord lookup, kept as
    long as the registration), and takes as executors the owner and the next
    ``replicas - 1`` live members after it, with ``spares`` more behind them; a
@@ -43,6 +44,7 @@ from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.events.activation_signing import activation_signed_bytes
 from cortex_rm.events.activations import Activation, ActivationStore, ExecutorReply, StoreFull, new_activation_id
+from cortex_rm.events.caller_assertions import CallerAssertion
 from cortex_rm.events.errors import RETRY_AFTER_S, AllBusy, FunctionNotFound, NoExecutor, NotAllowed
 from cortex_rm.events.functions import FunctionSpec, InvalidFunction, function_key
 from cortex_rm.events.outcomes import FunctionOutcome, InvokeFunction, OutcomeStatus
@@ -99,6 +101,7 @@ class _Pending:
     busy: int = 0
     deadline: IDelayedCall | None = None
     solo: bool = False  # adaptive replication sent it to the trusted owner alone
+    caller: CallerAssertion | None = None  # the RM's word on the caller, for the executors
 
 
 @dataclass
@@ -128,6 +131,7 @@ class EventGateway:
         verifier: Verifier | None = None,
         plan: Callable[[FunctionSpec, list[int]], list[int]] | None = None,
         agreed: Callable[[FunctionSpec, Decision], None] | None = None,
+        caller_assertion: Callable[[str], CallerAssertion | None] | None = None,
     ) -> None:
         self.ring, self.key, self.spki = ring, key, spki_of(key)
         self.resource_managers = resource_managers
@@ -138,6 +142,7 @@ class EventGateway:
         self.verifier = verifier or Verifier()
         self.plan = plan
         self.agreed = agreed
+        self.caller_assertion = caller_assertion or (lambda user: None)
         self._ids = itertools.count(1)
         self._requests: dict[int, _Request] = {}
         self._known: dict[str, _Known] = {}
@@ -178,6 +183,7 @@ class EventGateway:
             raise AllBusy(str(e)) from None
         pending = _Pending(activation, spec, known.record, payload, Verdict(spec.mode, tuple(p.node_id for p in chosen)), spares)
         pending.solo = len(chosen) < spec.replicas
+        pending.caller = self.caller_assertion(caller) if caller is not None else None
         pending.deadline = self.reactor.callLater(spec.limits.timeout_s + self.slack_s, self._close, pending)
         self._running[activation.activation_id] = pending
         for peer in chosen:
@@ -299,7 +305,12 @@ class EventGateway:
         pending.requests[request.request_id] = request
         request.timer = self.reactor.callLater(self.accept_timeout_s, self._silent, request)
         timeout_ms = int(pending.spec.limits.timeout_ms + self.slack_s * 500)
-        message = InvokeFunction(request.request_id, pending.activation.activation_id, pending.record, pending.payload, timeout_ms)
+        activation, caller = pending.activation, pending.caller
+        if caller is not None:  # the newest this node holds: a spare asked minutes later gets one still valid
+            caller = self.caller_assertion(caller.user) or caller
+        tick_ms = activation.tick_ms if caller is None else None
+        message = InvokeFunction(request.request_id, activation.activation_id, pending.record, pending.payload, timeout_ms,
+                                 caller, tick_ms)  # fmt: skip
         try:
             self.send(peer, message)
         except Exception as e:  # noqa: BLE001 - a link that cannot be used: the next spare

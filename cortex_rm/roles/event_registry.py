@@ -17,7 +17,10 @@ tracker's event calls (``internal/tracker_event_calls.py``) call:
   (``FunctionRegistry.check_presented``); the node gets the code file's length,
   modification time and an OPEN ticket for it as the function's owner.
 * ``authenticate_user``: a node asks who a user's RM delegation token (its URL string, as
-  the REST header carries it) authenticates.
+  the REST header carries it) authenticates; the answer is a ``CallerAssertion`` signed with
+  the RM's ring key for that node (``events/caller_assertions.py``), which the node puts in
+  the user's ``InvokeFunction``s so that executors check her grants themselves.  Off the
+  ring the RM asserts nothing (no executor could run the user's triggers anyway).
 
 Both node calls are rate-limited per node (token buckets: a node caches their answers, so
 a node over the limit is misbehaving or under a flood it should absorb itself).
@@ -41,6 +44,7 @@ from twisted.python.failure import Failure
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.dht.rate_limits import PeerRateLimit
 from cortex_rm.dht.ring_trust import KeyTrust
+from cortex_rm.events.caller_assertions import AssertionIssuer, CallerAssertion
 from cortex_rm.events.functions import MAX_CODE_BYTES, FunctionSpec, InvalidFunction, function_key
 from cortex_rm.events.registration import RegistrationRequest
 from cortex_rm.events.registry import FunctionRegistry, RegistryChange, RegistryLimits, UnknownRegistration
@@ -53,6 +57,7 @@ from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.roles.event_publication import REPUBLISH_INTERVAL_S, RegistryPublisher, RegistryRing
 from cortex_rm.yarn.delegation import RM_DELEGATION_KIND, InvalidToken
 from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.resource_tracker import NodeRefused
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
 
 log = Logger()
@@ -69,6 +74,7 @@ class RegistrationRecords:
     def __init__(self, identity: NodeIdentity, resource_managers: frozenset[int]) -> None:
         # The ring's record check; the key and work puzzles are the ring's business, not this one's (0 bits).
         self._trust = KeyTrust(identity.key, 0, 0, 0)
+        self.key = identity.key
         self.writers = resource_managers | {identity.ring_id}
 
     def spec_of(self, record: Record) -> FunctionSpec:
@@ -113,6 +119,7 @@ class EventRegistry:
         self.clock = clock
         self.records = records
         self.publisher = RegistryPublisher(ring, registry, clock) if ring is not None else None
+        self.issuer = AssertionIssuer(records.key, self.now_ms) if records is not None else None
         self.republish_interval_s = republish_interval_s
         self._auth_limit = PeerRateLimit(*AUTH_RATE)
         self._code_limit = PeerRateLimit(*CODE_RATE)
@@ -193,8 +200,9 @@ class EventRegistry:
         self.registry.check_presented(spec)
         return self.name_node.localization_source(parse_path(spec.code_path), User(spec.owner, frozenset({spec.owner})))
 
-    def authenticate_user(self, node_id: NodeId, token: str) -> str:
-        """The user an RM delegation token (URL string) authenticates; InvalidToken saying why nobody."""
+    def authenticate_user(self, node_id: NodeId, token: str, audience: int) -> CallerAssertion:
+        """The user an RM delegation token (URL string) authenticates, asserted for the entry node ``audience``
+        (the ring id of the node's key); InvalidToken saying why nobody, NodeRefused off the ring."""
         self._within(self._auth_limit, node_id, "authenticateUser")
         principal = self.auth.principal_of_url_token(token, RM_DELEGATION_KIND)
         if principal.user is None:  # (cannot happen: a valid token has an owner)
@@ -203,7 +211,9 @@ class EventRegistry:
             raise InvalidToken(
                 f"the token is {principal.application}'s credential, which may act on that application only"
             )
-        return principal.user
+        if self.issuer is None:
+            raise NodeRefused("this ResourceManager is not on the ring: it asserts no caller for triggers")
+        return self.issuer.issue(principal.user, audience)
 
     def _within(self, limit: PeerRateLimit, node_id: NodeId, call: str) -> None:
         peer = int.from_bytes(hashlib.sha256(str(node_id).encode()).digest()[:8], "big")

@@ -39,7 +39,9 @@ write, its ring id is on the record, and the owner logs whose record it skipped)
 write an older tick, which at most makes a node taking over fire the latest tick
 again.  Owning the key, it can also simply not fire: the schedule stops until the key
 moves.  It cannot make anyone fire a tick early, nor twice by itself, nor a function
-an RM did not register.
+an RM did not register.  Sending a tick straight to an executor, it can run a
+scheduled function on one of its past ticks again, or on a tick up to a minute early,
+with that tick's own event only (``roles/event_executor.py``: a tick carries no user).
 """
 
 from __future__ import annotations

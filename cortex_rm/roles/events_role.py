@@ -10,11 +10,14 @@ RM's beside its registry.
 
 A node checks its callers' tokens with the RM (``authenticate``); an answer is kept
 for ``AUTH_CACHE_S``, so a revoked credential stops working here within that time.
+The RM's answer is a ``CallerAssertion`` for this node (``events/caller_assertions.py``),
+valid some minutes: the gateway puts a user's newest in her triggers' ``InvokeFunction``s,
+so the executors check her grants on the RM's word.  On the RM, its own REST API's
+users are asserted by this role with the RM's ring key (the node's identity).
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections import OrderedDict
@@ -29,7 +32,9 @@ from twisted.web.resource import Resource
 from cortex_rm.config.events import EventsSection
 from cortex_rm.dht.peer import Peer
 from cortex_rm.events.activations import ActivationStore
+from cortex_rm.events.caller_assertions import AssertionIssuer, CallerAssertion
 from cortex_rm.events.functions import FunctionSpec
+from cortex_rm.events.schedules import tick_payload
 from cortex_rm.events.spot_checks import SpotCheckConfig, SpotChecks
 from cortex_rm.events.verdicts import Decision
 from cortex_rm.events.outcomes import EVENTS_CHANNEL, EventMessage, FunctionOutcome, InvokeFunction, OutcomeStatus
@@ -62,6 +67,10 @@ AUTH_CACHE_ENTRIES = 1024
 RM_WEB_CACHE_S = 30.0
 
 
+def _wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class EventsRole:
     """See the module docstring."""
 
@@ -82,16 +91,18 @@ class EventsRole:
         self.node_manager = node_manager
         self.sandboxes = sandboxes
         rms: Callable[[], frozenset[int]] = lambda: ring.config.resource_managers  # noqa: E731
+        self._callers: OrderedDict[str, CallerAssertion] = OrderedDict()  # each user's newest assertion
         store = ActivationStore(settings.activation_retention_s * 1000, settings.max_activations)
         spot = SpotCheckConfig(settings.adaptive_replication, settings.trust_after, settings.spot_check_rate)
         self.spot_checks = SpotChecks(spot, random.Random())
         self.gateway = EventGateway(
             ring, identity.key, rms, reactor, self._send_invoke, store=store, accept_timeout_s=settings.accept_timeout_s,
             registry_cache_s=settings.registry_cache_s, plan=self.spot_checks.plan, agreed=self._agreed,
+            caller_assertion=self._callers.get,
         )  # fmt: skip
         self.schedules = EventSchedules(
             reactor, me=identity.ring_id, resource_managers=ring.config.resource_managers, get=ring.get, put=ring.put,
-            owns=self._owns, fire=self._fire, wall_clock_ms=lambda: int(time.time() * 1000),
+            owns=self._owns, fire=self._fire, wall_clock_ms=_wall_clock_ms,
             refresh_s=settings.schedules_refresh_s,
         )  # fmt: skip
         self.code: FunctionCode | None = None
@@ -101,9 +112,9 @@ class EventsRole:
             self.code = FunctionCode(state_dir / "functions", data_node, run)
             self.executor = EventExecutor(
                 identity.key, identity.ring_id, rms, self.code.get, sandboxes, self._send_outcome, reactor,
-                queue_length=settings.queue_length,
+                queue_length=settings.queue_length, wall_clock_ms=_wall_clock_ms,
             )  # fmt: skip
-        self._auth: OrderedDict[str, tuple[str | Exception, float]] = OrderedDict()
+        self._auth: OrderedDict[str, tuple[CallerAssertion | Exception, float]] = OrderedDict()
         self._asking: dict[str, list[defer.Deferred[str]]] = {}  # a token being checked -> who waits
         self._rm_web: tuple[str | None, float] = (None, 0.0)
         self.malformed = 0
@@ -139,12 +150,15 @@ class EventsRole:
         mount_events(site_root, events)
 
     def mount_on_rm(self, events: Resource, functions: FunctionsResource, auth: UserAuthenticator) -> None:
-        """Add the triggers, activations and introducers to the RM's events tree (its registry is there)."""
+        """Add the triggers, activations and introducers to the RM's events tree (its registry is there); its
+        users are asserted with this node's key, the RM's ring key."""
+        issuer = AssertionIssuer(self.identity.key, _wall_clock_ms)
 
         async def authenticate(token: str) -> str:
             principal = auth.principal_of_url_token(token, RM_DELEGATION_KIND)
             if principal.user is None or principal.application is not None:
                 raise InvalidToken("an application's credential may act on its application only")
+            self._caller(issuer.issue(principal.user, self.identity.ring_id))
             return principal.user
 
         mount_event_calls(events, functions, self.web_services(), authenticate)
@@ -157,7 +171,7 @@ class EventsRole:
         return bool(executors) and executors[0].node_id == self.identity.ring_id
 
     def _fire(self, spec: FunctionSpec, tick_ms: int) -> defer.Deferred[object]:
-        payload = json.dumps({"tick": tick_ms, "schedule": spec.schedule}).encode()
+        payload = tick_payload(spec.schedule or "", tick_ms)  # (only scheduled functions fire)
         fired: defer.Deferred[object] = defer.ensureDeferred(self._trigger_tick(spec.name, payload, tick_ms))
         return fired
 
@@ -214,7 +228,8 @@ class EventsRole:
         if known is not None and known[1] > now:
             if isinstance(known[0], Exception):
                 raise known[0]
-            return known[0]
+            self._caller(known[0])
+            return known[0].user
         d: defer.Deferred[str] = defer.Deferred()
         waiting = self._asking.get(token)
         if waiting is not None:
@@ -235,7 +250,7 @@ class EventsRole:
         if data_node is None:
             raise RestError(503, rest_errors.RETRIABLE, "this node cannot check credentials (it has no RM); try another node")
         try:
-            user: str = await data_node.authenticate_user(token)
+            assertion: CallerAssertion = await data_node.authenticate_user(token)
         except CallRateExceeded as e:
             raise RestError(503, rest_errors.RETRIABLE, f"the RM is asked too often by this node; retry shortly ({e})") from None
         except InvalidToken as e:
@@ -243,14 +258,24 @@ class EventsRole:
             raise
         except Exception as e:  # noqa: BLE001 - not connected to the RM yet, or it failed: the caller may retry
             raise RestError(503, rest_errors.RETRIABLE, f"this node cannot check credentials now ({e}); retry shortly") from None
-        self._keep(token, user, AUTH_CACHE_S)
-        return user
+        self._keep(token, assertion, AUTH_CACHE_S)
+        self._caller(assertion)
+        return assertion.user
 
-    def _keep(self, token: str, answer: str | Exception, seconds: float) -> None:
+    def _keep(self, token: str, answer: CallerAssertion | Exception, seconds: float) -> None:
         self._auth[token] = (answer, self.reactor.seconds() + seconds)
         self._auth.move_to_end(token)
         while len(self._auth) > AUTH_CACHE_ENTRIES:
             self._auth.popitem(last=False)
+
+    def _caller(self, assertion: CallerAssertion) -> None:
+        """Her triggers carry her newest assertion (``assertion``, unless a newer one is kept)."""
+        kept = self._callers.get(assertion.user)
+        if kept is None or kept.issued_ms < assertion.issued_ms:
+            self._callers[assertion.user] = assertion
+        self._callers.move_to_end(assertion.user)
+        while len(self._callers) > AUTH_CACHE_ENTRIES:
+            self._callers.popitem(last=False)
 
     def _introducers(self) -> list[str]:
         reports = self.capacities.reports() if self.capacities is not None else []

@@ -12,6 +12,10 @@
   mutated call frames: each answered, or the connection closed as undecodable; no
   failure logged.  The events' calls (``openFunctionCode``, ``authenticateUser``) again
   with a real function registry behind them, from a registered node.
+* ``event_codec.decode_event`` (the events' ring channel) over mutated encodings of valid
+  messages (an ``InvokeFunction`` with a caller assertion and a tick, a ``FunctionOutcome``)
+  and over random ``EventMessage`` structs: ``MalformedEnvelope``, or a message the codec
+  itself would send.
 * The ring listener's connection (``RingServerConnection``, past TLS) fed length-prefixed
   streams cut anywhere: only envelopes from the certificate's ring id are delivered,
   anything else closes it, and no more than one frame is buffered.
@@ -38,11 +42,14 @@ from cortex_rm.dht import kv_messages as kv
 from cortex_rm.dht import swim_messages as swim
 from cortex_rm.dht.envelope import Envelope
 from cortex_rm.dht.peer import Peer
-from cortex_rm.internal import block_codec, ring_codec, tracker_codec
+from cortex_rm.events.caller_assertions import CallerAssertion
+from cortex_rm.events.outcomes import FunctionOutcome, InvokeFunction
+from cortex_rm.internal import block_codec, event_codec, ring_codec, tracker_codec
 from cortex_rm.internal.errors import MalformedEnvelope, MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.ring_listener import RingServerConnection
+from cortex_rm.internal.tracker_event_calls import caller_from_thrift
 from cortex_rm.internal.tracker_server import FileSystemServices, TrackerCalls, TrackerConnection, TrackerServerFactory
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.refusal_log import RefusalLog
@@ -157,6 +164,7 @@ DECODERS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "target": (ttypes.AggregationTarget, block_codec.target_from_thrift),
     "node": (ttypes.NodeAddress, lambda t: block_codec.report_from_thrift(t, ttypes.BlockReport(True, [], [], 0))),
     "function": (ttypes.Record, lambda t: ring_codec._RECORD.from_wire(t, "function")),
+    "caller": (ttypes.CallerAssertion, caller_from_thrift),
 }
 
 # Right types or absent: Thrift's generated reader skips a field whose wire type differs from the IDL's.
@@ -289,18 +297,62 @@ def test_event_calls_with_a_registry_are_answered_or_close_the_connection(frames
     tracker = NodeTracker(NodeTable(), rig.clock, nm_expiry_ms=10_000, rm_identifier=1)
     registration = NodeRegistration(NodeId("10.0.0.1", 45454), "10.0.0.1:8042", "/r", Resource(4096, 4), 1000)
     tracker.register(registration, "a" * 64)
-    calls = TrackerCalls(tracker, "a" * 64, "10.0.0.1:50000", fs=FileSystemServices(rig.name_node, events=rig.events))
+    fs = FileSystemServices(rig.name_node, events=rig.events)
+    calls = TrackerCalls(tracker, "a" * 64, "10.0.0.1:50000", 0x1234, fs=fs)
     connection = TrackerConnection()
     connection.factory = TrackerServerFactory(tracker, None, rig.clock)
     connection.processor = gen_service.Processor(calls)
     transport = StringTransport()
     connection.makeConnection(transport)
     with failures_logged() as logged:
-        for frame in frames:
+        for frame in [_call_frame("authenticateUser", NODE_ADDRESS, rig.token("alice")), *frames]:  # one answered
             if transport.disconnecting:
                 break
             connection.stringReceived(frame)
     assert not logged, logged[0]
+    assert b"alice" in transport.value()  # the first call's assertion
+
+
+# --- the events' ring channel ------------------------------------------------------------------------
+
+callers = st.builds(
+    CallerAssertion, st.text(min_size=1, max_size=12), ring_ids, counts, counts, st.binary(max_size=16), signer_keys,
+    signatures,
+)
+event_messages = st.one_of(
+    st.builds(InvokeFunction, counts, st.text(min_size=1, max_size=20), records, st.binary(max_size=40), counts,
+              st.none() | callers, st.none() | counts),  # fmt: skip
+    st.builds(FunctionOutcome, counts, st.text(min_size=1, max_size=20), st.sampled_from(["success", "busy", "refused"]),
+              st.binary(max_size=20), st.text(max_size=20), st.binary(max_size=20), counts, st.booleans(), signer_keys,
+              signatures),  # fmt: skip
+)
+
+
+def _event_decoded_or_malformed(data: bytes) -> None:
+    try:
+        message = event_codec.decode_event(data)
+    except MalformedEnvelope:
+        return
+    assert event_codec.decode_event(event_codec.encode_event(message)) == message
+
+
+@fuzz_settings(200)
+@given(data=mutated(event_messages.map(event_codec.encode_event), max_mutations=4))
+def test_mutated_event_messages_decode_or_are_malformed(data: bytes) -> None:
+    """A valid events body (caller assertions and ticks included) with byte mutations: MalformedEnvelope, or a
+    message the codec re-encodes."""
+    _event_decoded_or_malformed(data)
+
+
+@fuzz_settings(140)
+@given(struct=thrift_structs(ttypes.EventMessage, depth=4, wrong_types=True))
+def test_any_decoded_event_struct_is_checked(struct: Any) -> None:
+    """The events' checks over any EventMessage struct: a message the codec can send, or MalformedEnvelope."""
+    try:
+        message = event_codec._from_thrift(struct)
+    except MalformedEnvelope:
+        return
+    event_codec.encode_event(message)
 
 
 # --- the ring listener's connection: length-prefixed frames ------------------------------------------

@@ -13,6 +13,7 @@ REST API answered.  That record is what a node presents to ``openFunctionCode``,
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,10 @@ from cortex_rm.config import load_config
 from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.dht.ring_config import RingConfig
-from cortex_rm.dht.ring_trust import KeyTrust
+from cortex_rm.dht.ring_trust import KeyTrust, key_id
 from cortex_rm.events.functions import SCHEDULES_KEY, FunctionSpec, function_key
 from cortex_rm.events.registry import UnknownRegistration
+from cortex_rm.events.signatures import Verifier
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.internal.tracker_client import TrackerClient
@@ -164,11 +166,14 @@ async def test_the_ring_holds_the_rms_record_and_a_node_fetches_the_code_with_it
         length, located = await tracker.locate_blocks(node, source.ticket, 0, -1)
         assert length == len(HANDLER) and located  # the ticket opens the file as alice
         alice = credential(cluster, "alice").rest_header()
-        assert await tracker.authenticate_user(node, alice) == "alice"
+        asserted = await tracker.authenticate_user(node, alice)  # the RM's word, for this connection's ring key
+        assert (asserted.user, asserted.audience, key_id(asserted.signer_key)) == ("alice", identity.ring_id, rm_ring_id)
+        now_ms = int(time.time() * 1000)
+        assert Verifier().caller_error(asserted, identity.ring_id, frozenset({rm_ring_id}), now_ms) is None
         with pytest.raises(InvalidToken, match="malformed"):
             await tracker.authenticate_user(node, "AAAA")
         mallory = credential(cluster, "mallory").rest_header()
-        assert await tracker.authenticate_user(node, mallory) == "mallory"
+        assert (await tracker.authenticate_user(node, mallory)).user == "mallory"
         admin = local_cluster.admin_credential(cluster.workdir)
         await threads.deferToThread(revoke_user, cluster.rm.webapp, admin, "mallory")
         with pytest.raises(InvalidToken, match="revoked"):

@@ -11,7 +11,8 @@ from dataclasses import replace
 import pytest
 from twisted.internet import defer
 
-from cortex_rm.dht.ring_trust import KeyTrust
+from cortex_rm.dht.ring_trust import KeyTrust, key_id
+from cortex_rm.events.signatures import Verifier
 from cortex_rm.events.functions import SCHEDULES_KEY, FunctionSpec, InvalidFunction, function_key
 from cortex_rm.events.registration import RegistrationRequest
 from cortex_rm.events.registry import FunctionAccessDenied, UnknownRegistration
@@ -25,6 +26,7 @@ from cortex_rm.roles.event_publication import RETRY_INTERVAL_S
 from cortex_rm.roles.event_registry import AUTH_RATE, CODE_RATE, EventRegistry, RegistrationRecords
 from cortex_rm.yarn.delegation import InvalidToken
 from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.resource_tracker import NodeRefused
 from cortex_rm.yarn_api.delegation_tokens import to_url_string
 from tests.support.event_registry_rig import CODE, CODE_MTIME, IDENTITY, NOW_MS, RegistryRig
 from tests.support.rm_core import result_of
@@ -213,16 +215,21 @@ def test_a_code_file_deleted_since_the_registration_is_the_file_systems_refusal(
 def test_a_users_token_names_her_and_a_bad_one_says_why_not() -> None:
     rig = RegistryRig()
     token = rig.token("alice")
-    assert rig.events.authenticate_user(NODE, token) == "alice"
+    assertion = rig.events.authenticate_user(NODE, token, 5)
+    assert (assertion.user, assertion.audience) == ("alice", 5) and key_id(assertion.signer_key) == IDENTITY.ring_id
+    assert Verifier().caller_error(assertion, 5, frozenset({IDENTITY.ring_id}), NOW_MS) is None
+    off_ring = EventRegistry(rig.events.registry, rig.store, rig.name_node, rig.auth, rig.clock)
+    with pytest.raises(NodeRefused, match="not on the ring"):
+        off_ring.authenticate_user(NODE, token, 5)
     with pytest.raises(InvalidToken, match="URL-safe Base64|malformed"):
-        rig.events.authenticate_user(NODE, "not a token!")
+        rig.events.authenticate_user(NODE, "not a token!", 5)
     result_of(rig.auth.credentials.revoke_user("alice"))
     with pytest.raises(InvalidToken, match="revoked, cancelled or never issued"):
-        rig.events.authenticate_user(NODE, token)
+        rig.events.authenticate_user(NODE, token, 5)
     expiring = rig.token("bob")
     rig.clock.advance(31 * 24 * 3600)
     with pytest.raises(InvalidToken, match="is expired"):
-        rig.events.authenticate_user(NODE, expiring)
+        rig.events.authenticate_user(NODE, expiring, 5)
 
 
 def test_an_applications_credential_does_not_authenticate_its_user_to_functions() -> None:
@@ -230,7 +237,7 @@ def test_an_applications_credential_does_not_authenticate_its_user_to_functions(
     ident = result_of(rig.auth.credentials.issue("alice", application="application_1_0001"))
     [(_, token), _] = rig.auth.tokens_for(ident, "a:1", "b:2")
     with pytest.raises(InvalidToken, match="application_1_0001's credential"):
-        rig.events.authenticate_user(NODE, to_url_string(token))
+        rig.events.authenticate_user(NODE, to_url_string(token), 5)
 
 
 @pytest.mark.parametrize(("call", "rate"), [("auth", AUTH_RATE), ("code", CODE_RATE)])
@@ -243,7 +250,7 @@ def test_a_node_calling_past_its_rate_is_told_to_try_later_and_other_nodes_are_n
 
     def once(node: NodeId) -> object:
         if call == "auth":
-            return rig.events.authenticate_user(node, token)
+            return rig.events.authenticate_user(node, token, 5)
         return rig.events.open_function_code(node, record)
 
     per_second, burst = rate

@@ -3,7 +3,9 @@
 The ring is a dict of members whose direct messages are delivered by the clock (with
 knobs: a dead member drops what it is sent); each executor's sandbox is an in-process
 table of Python handlers taking simulated time (the LXC sandboxes have their own
-tests).  Everything else is the real gateway, executor, verdict and signatures.
+tests).  Everything else is the real gateway, executor, verdict and signatures; the RM's
+caller assertions are issued with the RM's key on the fake clock, as the RM does when it
+authenticates a user for an entry node.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from cortex_rm.dht.ring_trust import key_id, record_message
 from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.events.activations import Activation
 from cortex_rm.events.activation_signing import ActivationNotVerified, activation_signed_bytes, verify_activation
+from cortex_rm.events.caller_assertions import AssertionIssuer
 from cortex_rm.events.errors import AllBusy, FunctionNotFound, NotAllowed
 from cortex_rm.events.functions import FunctionLimits, FunctionSpec, function_key
 from cortex_rm.events.outcomes import EventMessage, InvokeFunction, OutcomeStatus, SandboxResult
@@ -94,6 +97,7 @@ class Member:
 @dataclass
 class Ring:
     clock: Clock
+    issuer: AssertionIssuer
     records: dict[str, Record] = field(default_factory=dict)
     members: dict[int, Member] = field(default_factory=dict)
     dead: set[int] = field(default_factory=set)
@@ -142,7 +146,7 @@ class MemberRing:
 
 def make_ring(n: int, handlers: dict[str, Callable[[Any], Any]], faulty: int | None = None, limit: int = 4) -> Ring:
     clock = Clock()
-    ring = Ring(clock)
+    ring = Ring(clock, AssertionIssuer(RM_KEY, lambda: int(clock.seconds() * 1000)))
     keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(n)]
     for i, key in enumerate(sorted(keys, key=lambda k: key_id(spki_of(k)))):
         peer = Peer(key_id(spki_of(key)), f"127.0.0.1:{7000 + i}")
@@ -162,7 +166,10 @@ def make_ring(n: int, handlers: dict[str, Callable[[Any], Any]], faulty: int | N
             key, peer.node_id, rms, lambda s, r: defer.ensureDeferred(code(s, r)), sandboxes, send_outcome, clock,
             queue_length=2, fault="wrong-results" if i == faulty else "",
         )
-        gateway = EventGateway(MemberRing(ring, peer), key, rms, clock, send_invoke)
+        def caller_assertion(user: str, me: Peer = peer) -> Any:
+            return ring.issuer.issue(user, me.node_id)  # what the RM told this entry node when it authenticated her
+
+        gateway = EventGateway(MemberRing(ring, peer), key, rms, clock, send_invoke, caller_assertion=caller_assertion)
         ring.members[peer.node_id] = Member(peer, key, gateway, executor, sandboxes)
     return ring
 

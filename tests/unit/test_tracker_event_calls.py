@@ -1,6 +1,7 @@
 """The tracker's event calls (``openFunctionCode``, ``authenticateUser``) decided in-process on a fake
 clock, as the generated processor calls them: only a registered, running node on the connection of
-its own key is served, and every refusal is the IDL's exception that says it."""
+its own key is served, a user's token is answered with the RM's caller assertion for the node's ring
+key, and every refusal is the IDL's exception that says it."""
 
 from __future__ import annotations
 
@@ -10,22 +11,25 @@ from twisted.internet import defer
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.events.functions import function_key
+from cortex_rm.events.signatures import Verifier
 from cortex_rm.events.registration import RegistrationRequest
 from cortex_rm.fs.model import User
 from cortex_rm.fs.paths import parse_path
 from cortex_rm.internal import block_codec
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.ring_codec import _RECORD
+from cortex_rm.internal.tracker_event_calls import caller_from_thrift
 from cortex_rm.internal.tracker_server import FileSystemServices, TrackerCalls
 from cortex_rm.roles.event_registry import AUTH_RATE
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.resource_tracker import NodeRegistration
 from cortex_rm.yarn.resources import Resource
-from tests.support.event_registry_rig import CODE, CODE_MTIME, RegistryRig
+from tests.support.event_registry_rig import CODE, CODE_MTIME, IDENTITY, RegistryRig
 from tests.support.rm_core import result_of
 
 NODE = NodeId("10.0.0.1", 45454)
 KEY = "a" * 64
+RING_ID = 0xABC  # the ring id of the key the node's connection shows
 
 
 @pytest.fixture
@@ -35,11 +39,13 @@ def rig() -> RegistryRig:
     return rig
 
 
-def calls_for(rig: RegistryRig, fingerprint: str = KEY, events: bool = True) -> TrackerCalls:
+def calls_for(
+    rig: RegistryRig, fingerprint: str = KEY, events: bool = True, ring_id: int | None = RING_ID
+) -> TrackerCalls:
     tracker = NodeTracker(NodeTable(), rig.clock, nm_expiry_ms=10_000, rm_identifier=1)
     tracker.register(NodeRegistration(NODE, "10.0.0.1:8042", "/r", Resource(4096, 4), 1000), KEY)
     fs = FileSystemServices(rig.name_node, events=rig.events if events else None)
-    return TrackerCalls(tracker, fingerprint, "10.0.0.1:1234", fs=fs)
+    return TrackerCalls(tracker, fingerprint, "10.0.0.1:1234", ring_id, fs=fs)
 
 
 def node() -> ttypes.NodeAddress:
@@ -56,8 +62,13 @@ def test_a_registered_node_gets_the_code_of_the_rings_record(rig: RegistryRig) -
     assert source.ticket
 
 
-def test_a_users_token_is_answered_with_her_name(rig: RegistryRig) -> None:
-    assert calls_for(rig).authenticateUser(node(), rig.token("alice")) == "alice"
+def test_a_users_token_is_answered_with_the_rms_assertion_of_her_name_for_the_nodes_ring_key(rig: RegistryRig) -> None:
+    assertion = caller_from_thrift(calls_for(rig).authenticateUser(node(), rig.token("alice")))
+    assert (assertion.user, assertion.audience) == ("alice", RING_ID)
+    now_ms = int(rig.clock.seconds() * 1000)
+    assert Verifier().caller_error(assertion, RING_ID, frozenset({IDENTITY.ring_id}), now_ms) is None
+    with pytest.raises(ttypes.NodeRefused, match="no ring key"):
+        calls_for(rig, ring_id=None).authenticateUser(node(), rig.token("alice"))
 
 
 def test_a_node_on_another_key_or_an_rm_without_a_registry_is_refused(rig: RegistryRig) -> None:

@@ -151,7 +151,8 @@ class Iface(Interface):
     def authenticateUser(node_id, token):
         """
         Who a user's RM delegation token authenticates: `token` is its URL-safe string, as the
-        REST header Hadoop-YARN-RM-Delegation-Token carries it; the answer is the user's name.
+        REST header Hadoop-YARN-RM-Delegation-Token carries it; the answer is the user's name in
+        an assertion the RM signed for the calling node (the audience), for the node's triggers.
 
         Parameters:
          - node_id
@@ -790,7 +791,8 @@ class Client(object):
     def authenticateUser(self, node_id, token):
         """
         Who a user's RM delegation token authenticates: `token` is its URL-safe string, as the
-        REST header Hadoop-YARN-RM-Delegation-Token carries it; the answer is the user's name.
+        REST header Hadoop-YARN-RM-Delegation-Token carries it; the answer is the user's name in
+        an assertion the RM signed for the calling node (the audience), for the node's triggers.
 
         Parameters:
          - node_id
@@ -3235,8 +3237,9 @@ class authenticateUser_result(object):
             if ftype == TType.STOP:
                 break
             if fid == 0:
-                if ftype == TType.STRING:
-                    self.success = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                if ftype == TType.STRUCT:
+                    self.success = CallerAssertion()
+                    self.success.read(iprot)
                 else:
                     iprot.skip(ftype)
             elif fid == 1:
@@ -3265,8 +3268,8 @@ class authenticateUser_result(object):
             return
         oprot.writeStructBegin('authenticateUser_result')
         if self.success is not None:
-            oprot.writeFieldBegin('success', TType.STRING, 0)
-            oprot.writeString(self.success.encode('utf-8') if sys.version_info[0] == 2 else self.success)
+            oprot.writeFieldBegin('success', TType.STRUCT, 0)
+            self.success.write(oprot)
             oprot.writeFieldEnd()
         if self.refused is not None:
             oprot.writeFieldBegin('refused', TType.STRUCT, 1)
@@ -3298,7 +3301,7 @@ class authenticateUser_result(object):
         return not (self == other)
 all_structs.append(authenticateUser_result)
 authenticateUser_result.thrift_spec = (
-    (0, TType.STRING, 'success', 'UTF8', None, ),  # 0
+    (0, TType.STRUCT, 'success', [CallerAssertion, None], None, ),  # 0
     (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
     (2, TType.STRUCT, 'credential_refused', [CredentialRefused, None], None, ),  # 2
     (3, TType.STRUCT, 'busy', [TryLater, None], None, ),  # 3

@@ -2462,6 +2462,147 @@ class FsFailure(TException):
         return not (self == other)
 
 
+class CallerAssertion(object):
+    """
+    authenticateUser's answer: the RM's signed, short-lived word that `user` authenticated at
+    the entry node `audience` (cortex_rm/events/caller_assertions.py).  The entry node puts it
+    in every InvokeFunction of that user's triggers; the executor checks it.
+
+    Attributes:
+     - user
+     - audience
+     - issued_ms
+     - expires_ms
+     - nonce
+     - signer_key
+     - signature
+
+    """
+
+
+    def __init__(self, user=None, audience=None, issued_ms=None, expires_ms=None, nonce=None, signer_key=None, signature=None,):
+        self.user = user
+        self.audience = audience
+        self.issued_ms = issued_ms
+        self.expires_ms = expires_ms
+        self.nonce = nonce
+        self.signer_key = signer_key
+        self.signature = signature
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.user = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.audience = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.I64:
+                    self.issued_ms = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.I64:
+                    self.expires_ms = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.STRING:
+                    self.nonce = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.STRING:
+                    self.signer_key = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 7:
+                if ftype == TType.STRING:
+                    self.signature = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('CallerAssertion')
+        if self.user is not None:
+            oprot.writeFieldBegin('user', TType.STRING, 1)
+            oprot.writeString(self.user.encode('utf-8') if sys.version_info[0] == 2 else self.user)
+            oprot.writeFieldEnd()
+        if self.audience is not None:
+            oprot.writeFieldBegin('audience', TType.STRING, 2)
+            oprot.writeBinary(self.audience)
+            oprot.writeFieldEnd()
+        if self.issued_ms is not None:
+            oprot.writeFieldBegin('issued_ms', TType.I64, 3)
+            oprot.writeI64(self.issued_ms)
+            oprot.writeFieldEnd()
+        if self.expires_ms is not None:
+            oprot.writeFieldBegin('expires_ms', TType.I64, 4)
+            oprot.writeI64(self.expires_ms)
+            oprot.writeFieldEnd()
+        if self.nonce is not None:
+            oprot.writeFieldBegin('nonce', TType.STRING, 5)
+            oprot.writeBinary(self.nonce)
+            oprot.writeFieldEnd()
+        if self.signer_key is not None:
+            oprot.writeFieldBegin('signer_key', TType.STRING, 6)
+            oprot.writeBinary(self.signer_key)
+            oprot.writeFieldEnd()
+        if self.signature is not None:
+            oprot.writeFieldBegin('signature', TType.STRING, 7)
+            oprot.writeBinary(self.signature)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.user is None:
+            raise TProtocolException(message='Required field user is unset!')
+        if self.audience is None:
+            raise TProtocolException(message='Required field audience is unset!')
+        if self.issued_ms is None:
+            raise TProtocolException(message='Required field issued_ms is unset!')
+        if self.expires_ms is None:
+            raise TProtocolException(message='Required field expires_ms is unset!')
+        if self.nonce is None:
+            raise TProtocolException(message='Required field nonce is unset!')
+        if self.signer_key is None:
+            raise TProtocolException(message='Required field signer_key is unset!')
+        if self.signature is None:
+            raise TProtocolException(message='Required field signature is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
 class FunctionRefused(TException):
     """
     openFunctionCode's refusal: the record is not a registration this RM holds now (not
@@ -5161,16 +5302,20 @@ class InvokeFunction(object):
      - function
      - payload
      - timeout_ms
+     - caller
+     - tick_ms
 
     """
 
 
-    def __init__(self, request_id=None, activation_id=None, function=None, payload=None, timeout_ms=None,):
+    def __init__(self, request_id=None, activation_id=None, function=None, payload=None, timeout_ms=None, caller=None, tick_ms=None,):
         self.request_id = request_id
         self.activation_id = activation_id
         self.function = function
         self.payload = payload
         self.timeout_ms = timeout_ms
+        self.caller = caller
+        self.tick_ms = tick_ms
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -5207,6 +5352,17 @@ class InvokeFunction(object):
                     self.timeout_ms = iprot.readI64()
                 else:
                     iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.STRUCT:
+                    self.caller = CallerAssertion()
+                    self.caller.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 7:
+                if ftype == TType.I64:
+                    self.tick_ms = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -5236,6 +5392,14 @@ class InvokeFunction(object):
         if self.timeout_ms is not None:
             oprot.writeFieldBegin('timeout_ms', TType.I64, 5)
             oprot.writeI64(self.timeout_ms)
+            oprot.writeFieldEnd()
+        if self.caller is not None:
+            oprot.writeFieldBegin('caller', TType.STRUCT, 6)
+            self.caller.write(oprot)
+            oprot.writeFieldEnd()
+        if self.tick_ms is not None:
+            oprot.writeFieldBegin('tick_ms', TType.I64, 7)
+            oprot.writeI64(self.tick_ms)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -5691,6 +5855,17 @@ FsFailure.thrift_spec = (
     (1, TType.STRING, 'java_class', 'UTF8', None, ),  # 1
     (2, TType.STRING, 'message', 'UTF8', None, ),  # 2
 )
+all_structs.append(CallerAssertion)
+CallerAssertion.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'user', 'UTF8', None, ),  # 1
+    (2, TType.STRING, 'audience', 'BINARY', None, ),  # 2
+    (3, TType.I64, 'issued_ms', None, None, ),  # 3
+    (4, TType.I64, 'expires_ms', None, None, ),  # 4
+    (5, TType.STRING, 'nonce', 'BINARY', None, ),  # 5
+    (6, TType.STRING, 'signer_key', 'BINARY', None, ),  # 6
+    (7, TType.STRING, 'signature', 'BINARY', None, ),  # 7
+)
 all_structs.append(FunctionRefused)
 FunctionRefused.thrift_spec = (
     None,  # 0
@@ -5948,6 +6123,8 @@ InvokeFunction.thrift_spec = (
     (3, TType.STRUCT, 'function', [Record, None], None, ),  # 3
     (4, TType.STRING, 'payload', 'BINARY', None, ),  # 4
     (5, TType.I64, 'timeout_ms', None, None, ),  # 5
+    (6, TType.STRUCT, 'caller', [CallerAssertion, None], None, ),  # 6
+    (7, TType.I64, 'tick_ms', None, None, ),  # 7
 )
 all_structs.append(FunctionOutcome)
 FunctionOutcome.thrift_spec = (
