@@ -48,6 +48,7 @@ from cortex_rm import local_cluster  # noqa: E402
 from cortex_rm.dht.ring_math import key_id  # noqa: E402
 from cortex_rm.events.functions import function_key  # noqa: E402
 from cortex_rm.user_credential import load_credential  # noqa: E402
+from cortex_rm.events.request_proofs import sign  # noqa: E402
 from cortex_rm.yarn.delegation import REST_TOKEN_HEADER  # noqa: E402
 
 EVENTS = "/ws/v1/cortex/events"
@@ -76,7 +77,8 @@ class Bench:
         self.nodes = nodes
         credential = load_credential(workdir / local_cluster.USER_TOKEN)
         self.user = credential.user
-        self.headers = {REST_TOKEN_HEADER: credential.rest_header()}
+        self.headers = {REST_TOKEN_HEADER: credential.rest_header()}  # the RM's: it issued the token
+        self.token = credential.rm  # a node is sent signed requests, never the token
         rm = nodes[0].rm
         assert rm is not None
         self.rm_web = rm.webapp
@@ -102,8 +104,10 @@ class Bench:
 
     def trigger(self, session: requests.Session, web: str, name: str, payload: Any) -> tuple[float, requests.Response]:
         started = time.perf_counter()
-        answer = session.post(f"http://{web}{EVENTS}/functions/{name}/trigger", data=json.dumps(payload),
-                              headers=self.headers, timeout=120)  # fmt: skip
+        target, body = f"{EVENTS}/functions/{name}/trigger", json.dumps(payload).encode()
+        proof = sign(self.token.identifier, self.token.password, self.ring[web], "POST", target, body,
+                     int(time.time() * 1000))  # fmt: skip
+        answer = session.post(f"http://{web}{target}", data=body, headers={"Authorization": proof}, timeout=120)
         return (time.perf_counter() - started) * 1000, answer
 
     def latencies(self, name: str, web: str, count: int) -> list[float]:

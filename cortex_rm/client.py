@@ -20,6 +20,10 @@ only a refused connection moves it on.  Redirects (a node sends registry calls t
 the ResourceManager with 307, an activation's reads to the node that holds it) are
 followed.
 
+The credential never leaves this machine: every call is signed for the node it goes to
+(``events/request_proofs.py``), with the node's ring id that its 401 names (the first call
+to a node is sent once without a credential to learn it).
+
 A sync trigger waits as long as the function may run (its timeout, up to 15
 minutes); a trigger refused with 429 (every replica busy) is sent again after the
 server's ``Retry-After`` (at most ``MAX_BUSY_WAIT_S``), ``busy_retries`` times (2 by
@@ -42,15 +46,17 @@ from cortex_rm.client_errors import (
     AccessDenied, ActivationFailed, ActivationPending, BadRequest, CortexConnectionError, CortexError, NotFound,
     ServerError, SignatureError, TooManyRequests, activation_failed, error_from_response,
 )  # fmt: skip
-from cortex_rm.client_http import Answer, Broken, Unreachable, exchange, field, json_object, redirect
+from cortex_rm.client_http import (
+    Answer, Broken, Unreachable, exchange, field, json_object, redirect, ring_id_named,
+)  # fmt: skip
 from cortex_rm.events.activation_signing import ActivationNotVerified, verify_activation
 from cortex_rm.events.functions import MAX_CODE_BYTES, TIMEOUT_S, InvalidFunction, check_name
 from cortex_rm.events.outcomes import MAX_PAYLOAD_BYTES
+from cortex_rm.events.request_proofs import sign
 from cortex_rm.introducer_cache import IntroducerCache, default_cache_dir, learned_from, valid_address
 from cortex_rm.user_credential import UserCredential
 from cortex_rm.webhdfs_client import WebHdfs, WebHdfsError, upload_when_ready
 from cortex_rm.yarn.addresses import HostPort
-from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 
 __all__ = [
     "AccessDenied", "Activation", "ActivationFailed", "ActivationPending", "BadRequest", "Cortex",
@@ -92,11 +98,10 @@ def _name(name: str) -> str:
 class Cortex:
     """A client of one cluster's events API (see the module doc).
 
-    ``credential``: the user's (``user_credential.load_credential``), sent with every
-    call; ``cache_dir``: where the learned introducers are kept (default
-    ``~/.cache/cortex-rm``); ``timeout_s``: to connect and for calls that do not wait
-    on a function; ``say``: told what the client waits for (the CLI prints it).  Threads may
-    share one client: each call makes its own connection.
+    ``credential``: the user's (``user_credential.load_credential``), which signs every call;
+    ``cache_dir``: where the learned introducers are kept (default ``~/.cache/cortex-rm``);
+    ``timeout_s``: to connect and for calls that do not wait on a function; ``say``: told what
+    the client waits for (the CLI prints it).  Threads may share one client.
     """
 
     def __init__(
@@ -126,6 +131,7 @@ class Cortex:
         self._asked_introducers = False
         self._answered: str | None = None  # the endpoint that answered last
         self._file_system: str | None = None
+        self._ring_ids: dict[str, int] = {}  # endpoint -> the ring id its requests are signed for
 
     # ------------------------------------------------------------------ the registry
 
@@ -142,9 +148,8 @@ class Cortex:
         schedule: str | None = None,
         grants: Iterable[str] = (),
     ) -> dict[str, Any]:
-        """Upload ``file`` (a ``.py`` module, or a ``.zip`` with its dependencies) and register it as
-        ``name`` (a new version if it exists); the registration's JSON.  Limits left None: the
-        server's defaults."""
+        """Upload ``file`` (``.py``, or ``.zip`` with its dependencies) and register it as ``name`` (a new version
+        if it exists): the registration's JSON.  Limits left None: the server's defaults."""
         quoted = _name(name)
         local = Path(file)
         kind = CODE_KINDS.get(local.suffix.lower())
@@ -207,14 +212,14 @@ class Cortex:
 
     def delete(self, name: str) -> dict[str, Any]:
         """Delete ``name`` (the owner only): ``{"deleted": name, "version": n}``."""
-        what = f"delete {name}"
-        return json_object(self._call("DELETE", f"{EVENTS}/functions/{_name(name)}", what, idempotent=False), what)
+        answer = self._call("DELETE", f"{EVENTS}/functions/{_name(name)}", f"delete {name}", idempotent=False)
+        return json_object(answer, f"delete {name}")
 
     # ------------------------------------------------------------------ triggers
 
     def trigger(self, name: str, payload: Any = None) -> Any:
-        """Run ``name`` on ``payload`` and wait: the handler's result.  ``ActivationFailed`` (with
-        the activation) if it did not succeed, ``TooManyRequests`` if every replica stayed busy."""
+        """Run ``name`` on ``payload`` and wait: the handler's result.  ``ActivationFailed`` (with the
+        activation) if it did not succeed, ``TooManyRequests`` if every replica stayed busy."""
         return self.trigger_activation(name, payload).get("result")
 
     def trigger_activation(self, name: str, payload: Any = None) -> dict[str, Any]:
@@ -288,6 +293,18 @@ class Cortex:
             self._file_system = document["fileSystem"]
         return document
 
+    def ring_id_of(self, address: str) -> int:
+        """The ring id of the node at ``address`` (what a request to it is signed for), as it says."""
+        try:
+            answer = self._send(address, "GET", f"{EVENTS}/introducers", None, 0)
+        except (Unreachable, Broken) as e:
+            raise CortexConnectionError(f"{address} does not answer ({e})") from None
+        ring_id = json_object(answer, "introducers").get("ringId") if answer.status == 200 else None
+        try:
+            return int(str(ring_id), 16)
+        except ValueError:
+            raise ServerError(f"{address} names no ring id (HTTP {answer.status}): is it a Cortex node?") from None
+
     def ring_members(self) -> frozenset[int]:
         """The ring ids of the members a node knows (``GET /ws/v1/ring``), itself included:
         what ``verify`` checks signers against."""
@@ -311,13 +328,28 @@ class Cortex:
         cached = self.cache.candidates(self.endpoints)
         yield from (a for a in dict.fromkeys([*self.endpoints, *self._learned, *cached]) if a != self._answered)
 
-    def _headers(self, body: bytes | None) -> dict[str, str]:
+    def _headers(self, method: str, target: str, body: bytes | None, ring_id: int | None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
-        if self.credential is not None:
-            headers[REST_TOKEN_HEADER] = self.credential.rest_header()
+        if self.credential is not None and ring_id is not None:
+            rm = self.credential.rm
+            headers["Authorization"] = sign(
+                rm.identifier, rm.password, ring_id, method, target, body or b"", int(time.time() * 1000)
+            )
         if body is not None:
             headers["Content-Type"] = "application/json"
         return headers
+
+    def _send(self, address: str, method: str, target: str, body: bytes | None, wait_s: float) -> Answer:
+        """``exchange`` signed for ``address``'s ring id; signed again for the one its 401 names (a 401 did nothing)."""
+        ring_id = self._ring_ids.get(address)
+        headers = self._headers(method, target, body, ring_id)
+        answer = exchange(address, method, target, body, headers, self.timeout_s, wait_s)
+        named = ring_id_named(answer) if answer.status == 401 and self.credential is not None else None
+        if named is None or named == ring_id:
+            return answer
+        self._ring_ids[address] = named
+        headers = self._headers(method, target, body, named)
+        return exchange(address, method, target, body, headers, self.timeout_s, wait_s)
 
     def _call(
         self, method: str, target: str, what: str, body: bytes | None = None, *, wait_s: float = 0,
@@ -328,7 +360,7 @@ class Cortex:
         tried = []
         for address in self._rotation():
             try:
-                answer = exchange(address, method, target, body, self._headers(body), self.timeout_s, wait_s)
+                answer = self._send(address, method, target, body, wait_s)
             except Unreachable as e:
                 tried.append(f"{address} ({e})")
                 continue
@@ -362,7 +394,7 @@ class Cortex:
             if answer.status == 303:
                 method, body = "GET", None
             try:
-                answer = exchange(address, method, target, body, self._headers(body), self.timeout_s, wait_s)
+                answer = self._send(address, method, target, body, wait_s)
             except (Unreachable, Broken) as e:
                 raise CortexConnectionError(f"{what}: redirected to {address}, which does not answer ({e})") from None
         if 200 <= answer.status < 300:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from cortex_rm.client_errors import ServerError
+from cortex_rm.events.request_proofs import RING_ID_HEADER
 from cortex_rm.yarn.addresses import HostPort
 
 MAX_ANSWER_BYTES = 32 * 1024 * 1024
@@ -100,3 +101,12 @@ def field(answer: Answer, name: str, kind: type[T], what: str) -> T:
     if not isinstance(value, kind):
         raise ServerError(f"{what}: the answer (HTTP {answer.status}) has no {kind.__name__} {name!r}", answer.status)
     return value
+
+
+def ring_id_named(answer: Answer) -> int | None:
+    """The ring id a node's 401 names (``Cortex-Ring-Id``), if it is one."""
+    text = answer.headers.get(RING_ID_HEADER.lower(), "")
+    try:
+        return int(text, 16) if len(text) == 40 else None
+    except ValueError:
+        return None

@@ -6,6 +6,9 @@
   (``--async``: the activation id alone); a failure on stderr, exit status 1.
 * ``event result ACTIVATION_ID [--wait]``: the result of an activation (exit 3 while it runs, without ``--wait``).
 * ``event list``, ``event get NAME``, ``event delete NAME``, ``event logs ACTIVATION_ID``.
+* ``event sign METHOD URL [--data BODY]``: the ``Authorization`` header that signs one request
+  (``METHOD URL`` with exactly that body) for the node at ``URL``, for curl: nodes take no
+  plain token (``events/request_proofs.py``).  It is good once, for 5 minutes.
 
 Each takes ``--workdir DIR`` (a local cluster's: its nodes' and RM's web addresses and
 ``DIR/user.token``) or ``--endpoint HOST:PORT`` (repeatable), and ``--credential FILE``
@@ -19,12 +22,15 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from cortex_rm.client import Activation, Cortex
 from cortex_rm.client_errors import ActivationFailed, ActivationPending, CortexError
 from cortex_rm.events.functions import MODES
+from cortex_rm.events.request_proofs import sign
 from cortex_rm.user_credential import CREDENTIAL_FILE, CredentialError, UserCredential, load_credential
 
 #: ``event result`` without ``--wait`` on an activation still running.
@@ -71,7 +77,13 @@ def add_event_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     delete.add_argument("name")
     logs = esub.add_parser("logs", help="what an activation wrote to stdout and stderr")
     logs.add_argument("activation_id")
-    for p in (register, trigger, result, listing, get, delete, logs):
+    signer = esub.add_parser("sign", help="print the Authorization header that signs one request to a node (for curl)")
+    signer.add_argument("method", type=str.upper, help="the request's method: GET, POST, DELETE")
+    signer.add_argument("url", help="the whole URL, http://HOST:PORT/ws/v1/cortex/events/...[?query]")
+    signer.add_argument(
+        "--data", default="", metavar="BODY", help="the body, byte for byte as curl sends it (curl --data-binary)"
+    )
+    for p in (register, trigger, result, listing, get, delete, logs, signer):
         where = p.add_mutually_exclusive_group()
         where.add_argument("--workdir", type=Path, help="a running local cluster's work dir")
         where.add_argument(
@@ -120,10 +132,34 @@ def client_for(args: argparse.Namespace, err: IO[str]) -> Cortex:
     def say(line: str) -> None:
         print(line, file=err, flush=True)
 
+    endpoints = [_split_url(args.url)[0]] if args.event_command == "sign" else _endpoints(args.workdir, args.endpoint)
     try:
-        return Cortex(_endpoints(args.workdir, args.endpoint), _credential(args.credential, args.workdir), say=say)
+        return Cortex(endpoints, _credential(args.credential, args.workdir), say=say)
     except CortexError as e:
         raise EventCliError(str(e)) from None
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """``http://HOST:PORT/path?query`` as (``HOST:PORT``, ``/path?query``)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.netloc or not parts.path.startswith("/"):
+        raise EventCliError(f"{url!r} is not an http://HOST:PORT/... URL")
+    return parts.netloc, parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _sign(args: argparse.Namespace, cortex: Cortex, out: IO[str]) -> int:
+    if cortex.credential is None:
+        raise EventCliError("give the credential to sign with: --credential FILE (or --workdir DIR)")
+    address, target = _split_url(args.url)
+    node = cortex.ring_id_of(address)
+    rm = cortex.credential.rm
+    body = args.data.encode("utf-8")
+    out.write(f"Authorization: {sign(rm.identifier, rm.password, node, args.method, target, body, _now_ms())}\n")
+    return 0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _print_json(value: Any, out: IO[str], indent: int | None = None) -> None:
@@ -153,6 +189,8 @@ def _list(functions: list[dict[str, Any]], out: IO[str]) -> None:
 def run(args: argparse.Namespace, cortex: Cortex, out: IO[str], err: IO[str]) -> int:
     """Carry out ``args.event_command`` with ``cortex``; the exit status."""
     command = args.event_command
+    if command == "sign":
+        return _sign(args, cortex, out)
     if command == "register":
         spec = cortex.register(
             args.name, args.file, handler=args.handler, replicas=args.replicas, mode=args.mode,

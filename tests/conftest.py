@@ -17,6 +17,7 @@ import gc
 import os
 import re
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,15 @@ def logged_failures(request: pytest.FixtureRequest) -> Iterator[LoggedFailures]:
     unexpected = collector.unexpected()
     if unexpected:
         pytest.fail("logged failures the test does not expect:\n\n" + "\n\n".join(unexpected), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def sigpipe_ignored() -> Iterator[None]:
+    """Python ignores SIGPIPE; ``cortex_rm.cli.main`` restores the default (so that ``| head`` ends it
+    quietly).  A test that runs ``main`` must not leave it so: a later write to a closed socket would
+    kill the whole test run."""
+    yield
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ cannot take the entry node's word for them: any ring member can send an executor
 activation a user triggers carries a ``CallerAssertion``:
 
 * **Issued by the RM** when it authenticates the user: on its own REST API, and for
-  a node in ``NodeTracker.authenticateUser``.  It says ``user``, the ``audience`` (the
+  a node in ``NodeTracker.callerKey``.  It says ``user``, the ``audience`` (the
   ring id of the entry node that authenticated her: the node on the other end of the
   tracker connection, or the RM itself), ``issued_ms``, ``expires_ms``
   (``LIFETIME_MS`` later) and a random ``nonce``, signed with the RM's ring key (the
@@ -20,8 +20,10 @@ activation a user triggers carries a ``CallerAssertion``:
   sent the ``InvokeFunction`` (the ring authenticated it), it is not expired (allowing
   ``SKEW_MS`` of clock difference), and then the function's grants admit ``user``.
 
-The audience binds an assertion to the node that already held the user's token, so an
-executor that saw it cannot replay it elsewhere; that node could replay the token itself.
+The audience binds an assertion to the node the user sent her signed request to, so an
+executor that saw it cannot replay it elsewhere.  That node never holds her token, only
+its entry key for itself (``request_proofs.py``): it can act for her at itself, where
+she sent her request, and nowhere else.
 
 Scheduled ticks have no user; the executor admits an ``InvokeFunction`` without an
 assertion only as a tick of a function with a schedule (``roles/event_executor.py``).
@@ -62,6 +64,15 @@ class CallerAssertion:
     nonce: bytes
     signer_key: bytes = b""
     signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class CallerKey:
+    """The RM's answer to an entry node about a user's token: her assertion for that node, and the
+    token's entry key for it (``request_proofs.entry_key``), to check her signed requests with."""
+
+    assertion: CallerAssertion
+    entry_key: bytes
 
 
 def signed_bytes(assertion: CallerAssertion) -> bytes:

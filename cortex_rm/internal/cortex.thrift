@@ -256,7 +256,7 @@ exception FsFailure {
 }
 
 /**
- * authenticateUser's answer: the RM's signed, short-lived word that `user` authenticated at
+ * callerKey's assertion: the RM's signed, short-lived word that `user` authenticated at
  * the entry node `audience` (cortex_rm/events/caller_assertions.py).  The entry node puts it
  * in every InvokeFunction of that user's triggers; the executor checks it.
  */
@@ -271,6 +271,16 @@ struct CallerAssertion {
 }
 
 /**
+ * callerKey's answer: the user's assertion for the calling node, and her token's entry key
+ * for that node (HMAC-SHA256 of its ring id under the token's password,
+ * cortex_rm/events/request_proofs.py), with which the node checks her signed requests.
+ */
+struct CallerKey {
+  1: required CallerAssertion assertion,
+  2: required binary entry_key,      // 32 bytes
+}
+
+/**
  * openFunctionCode's refusal: the record is not a registration this RM holds now (not
  * signed by a ResourceManager's ring key, an older version no longer kept, a deleted
  * function...).  The node reads the registration from the ring again.
@@ -279,7 +289,7 @@ exception FunctionRefused {
   1: required string message,
 }
 
-/** authenticateUser's refusal: the token authenticates nobody (malformed, forged, expired, revoked). */
+/** callerKey's refusal: the token authenticates nobody (malformed, forged, expired, revoked). */
 exception CredentialRefused {
   1: required string message,
 }
@@ -357,11 +367,12 @@ service NodeTracker {
       throws (1: NodeRefused refused, 2: FsFailure failure, 3: FunctionRefused function_refused, 4: TryLater busy),
 
   /**
-   * Who a user's RM delegation token authenticates: `token` is its URL-safe string, as the
-   * REST header Hadoop-YARN-RM-Delegation-Token carries it; the answer is the user's name in
-   * an assertion the RM signed for the calling node (the audience), for the node's triggers.
+   * Who a user's RM delegation token authenticates: `token_identifier` is the token's
+   * identifier alone (users never show nodes their password: they sign their requests).  The
+   * answer is the user's name in an assertion the RM signed for the calling node (the
+   * audience), for the node's triggers, and the token's entry key for that node.
    */
-  CallerAssertion authenticateUser(1: NodeAddress node_id, 2: string token)
+  CallerKey callerKey(1: NodeAddress node_id, 2: binary token_identifier)
       throws (1: NodeRefused refused, 2: CredentialRefused credential_refused, 3: TryLater busy),
 }
 

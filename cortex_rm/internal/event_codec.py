@@ -16,7 +16,7 @@ from typing import Any
 
 from cortex_rm.dht.direct_messages import MAX_DIRECT_BYTES
 from cortex_rm.events import caller_assertions, outcomes
-from cortex_rm.events.caller_assertions import CallerAssertion
+from cortex_rm.events.caller_assertions import CallerAssertion, CallerKey
 from cortex_rm.events.outcomes import EventMessage, FunctionOutcome, InvokeFunction, OutcomeStatus
 from cortex_rm.internal import thrift_fields as fields
 from cortex_rm.internal.errors import MalformedEnvelope
@@ -37,7 +37,7 @@ _STATUSES = frozenset(s.value for s in OutcomeStatus)
 _COUNT = fields.Count()
 _ACTIVATION = ("activation_id", fields.Text(outcomes.MAX_ACTIVATION_ID_CHARS, allow_empty=False))
 
-#: The RM's caller assertion: in an InvokeFunction, and authenticateUser's answer (``tracker_event_calls.py``).
+#: The RM's caller assertion: in an InvokeFunction, and in callerKey's answer (``tracker_event_calls.py``).
 CALLER_ASSERTION = fields.Shape(CallerAssertion, ttypes.CallerAssertion, (
     ("user", fields.Text(caller_assertions.MAX_USER_CHARS, allow_empty=False)),
     ("audience", fields.RingId()),
@@ -46,6 +46,12 @@ CALLER_ASSERTION = fields.Shape(CallerAssertion, ttypes.CallerAssertion, (
     ("nonce", fields.Bytes(caller_assertions.NONCE_BYTES)),
     ("signer_key", fields.Bytes(MAX_KEY_BYTES)),
     ("signature", fields.Bytes(MAX_SIGNATURE_BYTES)),
+))  # fmt: skip
+
+#: callerKey's answer (``tracker_event_calls.py``).
+CALLER_KEY = fields.Shape(CallerKey, ttypes.CallerKey, (
+    ("assertion", CALLER_ASSERTION),
+    ("entry_key", fields.Bytes(32)),
 ))  # fmt: skip
 
 _SHAPES: dict[type, tuple[str, fields.Shape]] = {

@@ -36,7 +36,7 @@ from cortex_rm.accounting.attestations import SignedAttestations
 from cortex_rm.accounting.ledger_office import Receipts
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.events.registry import UnknownRegistration
-from cortex_rm.events.caller_assertions import CallerAssertion
+from cortex_rm.events.caller_assertions import CallerKey
 from cortex_rm.internal import block_codec, ledger_codec
 from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.block_codec import (
@@ -52,7 +52,7 @@ from cortex_rm.internal.errors import CallRateExceeded, MalformedMessage, Tracke
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.ring_codec import _RECORD
-from cortex_rm.internal.tracker_event_calls import caller_from_thrift
+from cortex_rm.internal.tracker_event_calls import caller_key_from_thrift
 from cortex_rm.internal.tls import (
     MutualTLS,
     PeerCertificateMissing,
@@ -263,11 +263,12 @@ class TrackerClient:
             "openFunctionCode", lambda c: c.openFunctionCode(node, function), block_codec.source_from_thrift
         )
 
-    def authenticate_user(self, node_id: NodeId, token: str) -> defer.Deferred[CallerAssertion]:
-        """The user a delegation token (its URL string, as the REST header carries it) authenticates, in the
-        RM's assertion for this node; ``InvalidToken`` saying why nobody, ``CallRateExceeded`` when asked too often."""
+    def caller_key(self, node_id: NodeId, identifier: bytes) -> defer.Deferred[CallerKey]:
+        """Who the RM delegation token with this identifier authenticates, in the RM's assertion for this node,
+        and the token's entry key for this node; ``InvalidToken`` saying why nobody, ``CallRateExceeded``
+        when asked too often."""
         node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
-        return self._call("authenticateUser", lambda c: c.authenticateUser(node, token), caller_from_thrift)
+        return self._call("callerKey", lambda c: c.callerKey(node, identifier), caller_key_from_thrift)
 
     def _call(
         self, name: str, send: Callable[[gen_service.Client], defer.Deferred[Any]], decode: Callable[[Any], T]

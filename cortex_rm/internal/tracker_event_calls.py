@@ -4,9 +4,11 @@
   registration record it was given (a ring ``Record``); the RM's registry decides
   (``roles/event_registry.EventRegistry.open_function_code``) and the answer is a
   ``LocalizationSource`` for the code file, read as the function's owner.
-* ``authenticateUser(node_id, token)``: who a user's RM delegation token authenticates, as a
-  ``CallerAssertion`` the RM signs for the calling node (its ring id: the key of this
-  connection) to carry in its ``InvokeFunction``s (``events/caller_assertions.py``).
+* ``callerKey(node_id, token_identifier)``: who a user's RM delegation token (its identifier
+  alone) authenticates, as a ``CallerAssertion`` the RM signs for the calling node (its ring
+  id: the key of this connection) to carry in its ``InvokeFunction``s
+  (``events/caller_assertions.py``), and the token's entry key for that node, with which it
+  checks her signed requests (``events/request_proofs.py``).
 
 Only a registered, RUNNING (or UNHEALTHY) node calling over the connection of the key it
 registered with is served, as for the file system's calls.  Refusals travel as the IDL's
@@ -24,12 +26,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from twisted.logger import Logger
 
 from cortex_rm.dht.kv_messages import Record
-from cortex_rm.events.caller_assertions import CallerAssertion
+from cortex_rm.events.caller_assertions import CallerKey
+from cortex_rm.events.request_proofs import MAX_IDENTIFIER_BYTES
 from cortex_rm.events.registry import RegistryRefusal
 from cortex_rm.internal import block_codec
 from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.errors import CallRateExceeded, MalformedMessage
-from cortex_rm.internal.event_codec import CALLER_ASSERTION
+from cortex_rm.internal import thrift_fields as codec_fields
+from cortex_rm.internal.event_codec import CALLER_KEY
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.ring_codec import _RECORD
 from cortex_rm.yarn.delegation import InvalidToken
@@ -44,8 +48,6 @@ if TYPE_CHECKING:
 log = Logger()
 T = TypeVar("T")
 
-#: A token's URL string (``delegation_tokens.MAX_URL_STRING``).
-MAX_TOKEN_CHARS = 4096
 #: The IDL's exceptions these calls raise on purpose (``TrackerCalls._decide`` passes them on).
 EVENT_REFUSALS = (ttypes.FunctionRefused, ttypes.CredentialRefused, ttypes.TryLater)
 
@@ -57,13 +59,13 @@ class EventServices(Protocol):
         """(length, modification time in ms, OPEN ticket) of the code of the registration ``record``
         carries; a RegistryRefusal, FsError or CallRateExceeded when not."""
 
-    def authenticate_user(self, node_id: NodeId, token: str, audience: int) -> CallerAssertion:
-        """The user the token authenticates, asserted for the entry node ``audience`` (a ring id);
-        InvalidToken or CallRateExceeded when not."""
+    def caller_key(self, node_id: NodeId, identifier: bytes, audience: int) -> CallerKey:
+        """The user the token with this identifier authenticates, asserted for the entry node ``audience``
+        (a ring id), and the token's entry key for that node; InvalidToken or CallRateExceeded when not."""
 
 
 class EventCalls:
-    """``openFunctionCode`` and ``authenticateUser``, for ``TrackerCalls`` (which provides the rest)."""
+    """``openFunctionCode`` and ``callerKey``, for ``TrackerCalls`` (which provides the rest)."""
 
     if TYPE_CHECKING:
         fs: FileSystemServices | None
@@ -93,19 +95,19 @@ class EventCalls:
 
         return self._fs_call("openFunctionCode", decide)
 
-    def authenticateUser(self, node: Any, token: Any) -> ttypes.CallerAssertion:  # noqa: N802 (IDL name)
-        def decide() -> ttypes.CallerAssertion:
+    def callerKey(self, node: Any, token_identifier: Any) -> ttypes.CallerKey:  # noqa: N802 (IDL name)
+        def decide() -> ttypes.CallerKey:
             node_id, events = self._event_services(node)
-            text = codec._text(token, "token", MAX_TOKEN_CHARS)
-            if not text:
-                raise MalformedMessage("token must not be empty")
+            identifier = codec_fields.Bytes(MAX_IDENTIFIER_BYTES).from_wire(token_identifier, "token_identifier")
+            if not identifier:
+                raise MalformedMessage("token_identifier must not be empty")
             if self.ring_id is None:
                 raise NodeRefused("this connection shows no ring key to assert a caller to")
             with _refusals():
-                assertion = events.authenticate_user(node_id, text, self.ring_id)
-            return CALLER_ASSERTION.to_wire(assertion)
+                answer = events.caller_key(node_id, identifier, self.ring_id)
+            return CALLER_KEY.to_wire(answer)
 
-        return self._decide("authenticateUser", decide)
+        return self._decide("callerKey", decide)
 
 
 @contextmanager
@@ -122,8 +124,8 @@ def _refusals() -> Iterator[None]:
         raise ttypes.TryLater(message=str(e), retry_after_ms=e.retry_after_ms) from None
 
 
-def caller_from_thrift(value: Any) -> CallerAssertion:
-    """authenticateUser's answer, checked (a node's side; its signature is the executors' to check)."""
+def caller_key_from_thrift(value: Any) -> CallerKey:
+    """callerKey's answer, checked (a node's side; the assertion's signature is the executors' to check)."""
     # (MalformedEnvelope is a MalformedMessage)
-    assertion: CallerAssertion = CALLER_ASSERTION.from_wire(value, "authenticateUser")
-    return assertion
+    answer: CallerKey = CALLER_KEY.from_wire(value, "callerKey")
+    return answer

@@ -16,11 +16,13 @@ tracker's event calls (``internal/tracker_event_calls.py``) call:
   resource_managers``, and this RM's own) and be a registration this registry holds
   (``FunctionRegistry.check_presented``); the node gets the code file's length,
   modification time and an OPEN ticket for it as the function's owner.
-* ``authenticate_user``: a node asks who a user's RM delegation token (its URL string, as
-  the REST header carries it) authenticates; the answer is a ``CallerAssertion`` signed with
-  the RM's ring key for that node (``events/caller_assertions.py``), which the node puts in
-  the user's ``InvokeFunction``s so that executors check her grants themselves.  Off the
-  ring the RM asserts nothing (no executor could run the user's triggers anyway).
+* ``caller_key``: a node shows the identifier of a user's RM delegation token (never the
+  token: users sign their requests to nodes, ``events/request_proofs.py``); the answer is
+  the token's entry key for that node, to check her signatures with, and a
+  ``CallerAssertion`` signed with the RM's ring key for that node
+  (``events/caller_assertions.py``), which the node puts in the user's ``InvokeFunction``s
+  so that executors check her grants themselves.  Off the ring the RM asserts nothing (no
+  executor could run the user's triggers anyway).
 
 Both node calls are rate-limited per node (token buckets: a node caches their answers, so
 a node over the limit is misbehaving or under a flood it should absorb itself).
@@ -44,7 +46,7 @@ from twisted.python.failure import Failure
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.dht.rate_limits import PeerRateLimit
 from cortex_rm.dht.ring_trust import KeyTrust
-from cortex_rm.events.caller_assertions import AssertionIssuer, CallerAssertion
+from cortex_rm.events.caller_assertions import AssertionIssuer, CallerKey
 from cortex_rm.events.functions import MAX_CODE_BYTES, FunctionSpec, InvalidFunction, function_key
 from cortex_rm.events.registration import RegistrationRequest
 from cortex_rm.events.registry import FunctionRegistry, RegistryChange, RegistryLimits, UnknownRegistration
@@ -55,14 +57,13 @@ from cortex_rm.fs.paths import parse_path
 from cortex_rm.internal.errors import CallRateExceeded
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.roles.event_publication import REPUBLISH_INTERVAL_S, RegistryPublisher, RegistryRing
-from cortex_rm.yarn.delegation import RM_DELEGATION_KIND, InvalidToken
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.resource_tracker import NodeRefused
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
 
 log = Logger()
 
-#: A node's token checks (authenticateUser): the node caches each answer for 60 s.
+#: A node's token checks (callerKey): the node keeps each answer for 60 s.
 AUTH_RATE = (50.0, 200.0)  # per second, burst
 #: A node's code fetches (openFunctionCode): once per function version it runs, then cached.
 CODE_RATE = (20.0, 100.0)
@@ -200,20 +201,15 @@ class EventRegistry:
         self.registry.check_presented(spec)
         return self.name_node.localization_source(parse_path(spec.code_path), User(spec.owner, frozenset({spec.owner})))
 
-    def authenticate_user(self, node_id: NodeId, token: str, audience: int) -> CallerAssertion:
-        """The user an RM delegation token (URL string) authenticates, asserted for the entry node ``audience``
-        (the ring id of the node's key); InvalidToken saying why nobody, NodeRefused off the ring."""
-        self._within(self._auth_limit, node_id, "authenticateUser")
-        principal = self.auth.principal_of_url_token(token, RM_DELEGATION_KIND)
-        if principal.user is None:  # (cannot happen: a valid token has an owner)
-            raise InvalidToken("the token authenticates nobody")
-        if principal.application is not None:
-            raise InvalidToken(
-                f"the token is {principal.application}'s credential, which may act on that application only"
-            )
+    def caller_key(self, node_id: NodeId, identifier: bytes, audience: int) -> CallerKey:
+        """For the entry node ``audience`` (the ring id of the node's key): the user an RM delegation token's
+        identifier names, asserted, and that token's entry key for the node, with which it checks the user's
+        signed requests (``events/request_proofs.py``); InvalidToken saying why nobody, NodeRefused off the ring."""
+        self._within(self._auth_limit, node_id, "callerKey")
+        user, key = self.auth.caller_key(identifier, audience)
         if self.issuer is None:
             raise NodeRefused("this ResourceManager is not on the ring: it asserts no caller for triggers")
-        return self.issuer.issue(principal.user, audience)
+        return CallerKey(self.issuer.issue(user, audience), key)
 
     def _within(self, limit: PeerRateLimit, node_id: NodeId, call: str) -> None:
         peer = int.from_bytes(hashlib.sha256(str(node_id).encode()).digest()[:8], "big")

@@ -8,12 +8,13 @@ message to this node itself never leaves the process.  The REST API
 (``yarn_api/event_rest.py``) is mounted on the NodeManager's web site, and on the
 RM's beside its registry.
 
-A node checks its callers' tokens with the RM (``authenticate``); an answer is kept
-for ``AUTH_CACHE_S``, so a revoked credential stops working here within that time.
-The RM's answer is a ``CallerAssertion`` for this node (``events/caller_assertions.py``),
-valid some minutes: the gateway puts a user's newest in her triggers' ``InvokeFunction``s,
-so the executors check her grants on the RM's word.  On the RM, its own REST API's
-users are asserted by this role with the RM's ring key (the node's identity).
+Callers sign their requests for this node; ``event_callers.CallerChecks`` checks them with
+the key the RM gives this node for the caller's token (kept ``AUTH_CACHE_S``, so a revoked
+credential stops working here within that time), with the user's ``CallerAssertion`` for
+this node (``events/caller_assertions.py``), valid some minutes: the gateway puts a user's
+newest in her triggers' ``InvokeFunction``s, so the executors check her grants on the RM's
+word.  On the RM, its own REST API's users are asserted by this role with the RM's ring key
+(the node's identity), and the RM also takes the plain token header.
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ from pathlib import Path
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from cortex_rm.config.events import EventsSection
 from cortex_rm.dht.peer import Peer
 from cortex_rm.events.activations import ActivationStore
-from cortex_rm.events.caller_assertions import AssertionIssuer, CallerAssertion
+from cortex_rm.events.caller_assertions import AssertionIssuer, CallerAssertion, CallerKey
 from cortex_rm.events.functions import FunctionSpec
 from cortex_rm.events.schedules import tick_payload
 from cortex_rm.events.spot_checks import SpotCheckConfig, SpotChecks
@@ -41,6 +41,7 @@ from cortex_rm.events.outcomes import EVENTS_CHANNEL, EventMessage, FunctionOutc
 from cortex_rm.internal.errors import MalformedEnvelope
 from cortex_rm.internal.event_codec import decode_event, encode_event
 from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.roles.event_callers import CallerChecks, rm_caller_checks
 from cortex_rm.roles.event_executor import EventExecutor, Sandboxes
 from cortex_rm.roles.event_gateway import EventGateway
 from cortex_rm.roles.event_schedules import EventSchedules
@@ -50,10 +51,7 @@ from cortex_rm.roles.ring_records import CapacityReports, find_resource_manager
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.reactors import INodeReactor
-from cortex_rm.internal.errors import CallRateExceeded
-from cortex_rm.yarn.delegation import RM_DELEGATION_KIND, InvalidToken
 from cortex_rm.yarn_api import rest_errors
-from cortex_rm.yarn_api.rest_errors import RestError
 from cortex_rm.yarn_api.event_node_web import mount_event_calls, mount_events
 from cortex_rm.yarn_api.event_registry_rest import EventsResource, FunctionsResource, mount_registry
 from cortex_rm.yarn_api.event_rest import EventWebServices
@@ -61,8 +59,6 @@ from cortex_rm.yarn_api.user_auth import UserAuthenticator
 
 log = Logger()
 
-AUTH_CACHE_S = 60.0
-REFUSAL_CACHE_S = 10.0
 AUTH_CACHE_ENTRIES = 1024
 RM_WEB_CACHE_S = 30.0
 
@@ -114,8 +110,7 @@ class EventsRole:
                 identity.key, identity.ring_id, rms, self.code.get, sandboxes, self._send_outcome, reactor,
                 queue_length=settings.queue_length, wall_clock_ms=_wall_clock_ms,
             )  # fmt: skip
-        self._auth: OrderedDict[str, tuple[CallerAssertion | Exception, float]] = OrderedDict()
-        self._asking: dict[str, list[defer.Deferred[str]]] = {}  # a token being checked -> who waits
+        self.callers = CallerChecks(identity.ring_id, reactor, _wall_clock_ms, self._ask_rm, self._caller)
         self._rm_web: tuple[str | None, float] = (None, 0.0)
         self.malformed = 0
         ring.register_direct(EVENTS_CHANNEL, self._received)
@@ -146,22 +141,16 @@ class EventsRole:
         """Serve the REST API at ``/ws/v1/cortex/events`` on a node's web site (its registry calls: 307 to the RM)."""
         events = EventsResource()
         functions = mount_registry(events, None, None, rm_web_address=lambda: defer.ensureDeferred(self._rm_web_known()))
-        mount_event_calls(events, functions, self.web_services(), self.authenticate)
+        mount_event_calls(events, functions, self.web_services(), self.callers.user_of)
         mount_events(site_root, events)
 
     def mount_on_rm(self, events: Resource, functions: FunctionsResource, auth: UserAuthenticator) -> None:
         """Add the triggers, activations and introducers to the RM's events tree (its registry is there); its
-        users are asserted with this node's key, the RM's ring key."""
+        users are asserted with this node's key, the RM's ring key, and may show the plain token header."""
         issuer = AssertionIssuer(self.identity.key, _wall_clock_ms)
-
-        async def authenticate(token: str) -> str:
-            principal = auth.principal_of_url_token(token, RM_DELEGATION_KIND)
-            if principal.user is None or principal.application is not None:
-                raise InvalidToken("an application's credential may act on its application only")
-            self._caller(issuer.issue(principal.user, self.identity.ring_id))
-            return principal.user
-
-        mount_event_calls(events, functions, self.web_services(), authenticate)
+        checks = rm_caller_checks(auth, issuer, self.identity.ring_id, self.reactor, _wall_clock_ms, self._caller)
+        functions.signed, functions.ring_id_hex = checks.user_of, self.identity.ring_id_hex
+        mount_event_calls(events, functions, self.web_services(), checks.user_of)
 
     # ------------------------------------------------------------ schedules and spot checks
 
@@ -220,53 +209,11 @@ class EventsRole:
 
     # ------------------------------------------------------------ the REST API's helpers
 
-    async def authenticate(self, token: str) -> str:
-        """The user ``token`` stands for, by the RM's word (kept ``AUTH_CACHE_S``; a refusal ``REFUSAL_CACHE_S``;
-        one question to the RM for concurrent requests with one token)."""
-        now = self.reactor.seconds()
-        known = self._auth.get(token)
-        if known is not None and known[1] > now:
-            if isinstance(known[0], Exception):
-                raise known[0]
-            self._caller(known[0])
-            return known[0].user
-        d: defer.Deferred[str] = defer.Deferred()
-        waiting = self._asking.get(token)
-        if waiting is not None:
-            waiting.append(d)
-            return await d
-        if len(self._asking) >= AUTH_CACHE_ENTRIES:
-            raise RestError(503, rest_errors.RETRIABLE, "this node checks too many credentials at once; retry shortly")
-        self._asking[token] = [d]
-        defer.ensureDeferred(self._ask_rm(token)).addBoth(self._answered, token)
-        return await d
-
-    def _answered(self, outcome: str | Failure, token: str) -> None:
-        for d in self._asking.pop(token, []):
-            d.callback(outcome)  # (a Failure errbacks it)
-
-    async def _ask_rm(self, token: str) -> str:
+    def _ask_rm(self, identifier: bytes) -> defer.Deferred[CallerKey]:
         data_node = self.node_manager.data_node if self.node_manager is not None else None
         if data_node is None:
-            raise RestError(503, rest_errors.RETRIABLE, "this node cannot check credentials (it has no RM); try another node")
-        try:
-            assertion: CallerAssertion = await data_node.authenticate_user(token)
-        except CallRateExceeded as e:
-            raise RestError(503, rest_errors.RETRIABLE, f"the RM is asked too often by this node; retry shortly ({e})") from None
-        except InvalidToken as e:
-            self._keep(token, e, REFUSAL_CACHE_S)
-            raise
-        except Exception as e:  # noqa: BLE001 - not connected to the RM yet, or it failed: the caller may retry
-            raise RestError(503, rest_errors.RETRIABLE, f"this node cannot check credentials now ({e}); retry shortly") from None
-        self._keep(token, assertion, AUTH_CACHE_S)
-        self._caller(assertion)
-        return assertion.user
-
-    def _keep(self, token: str, answer: CallerAssertion | Exception, seconds: float) -> None:
-        self._auth[token] = (answer, self.reactor.seconds() + seconds)
-        self._auth.move_to_end(token)
-        while len(self._auth) > AUTH_CACHE_ENTRIES:
-            self._auth.popitem(last=False)
+            raise rest_errors.retriable("this node cannot check credentials (it has no RM); try another node")
+        return data_node.caller_key(identifier)
 
     def _caller(self, assertion: CallerAssertion) -> None:
         """Her triggers carry her newest assertion (``assertion``, unless a newer one is kept)."""

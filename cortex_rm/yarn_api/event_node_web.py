@@ -5,32 +5,25 @@ registry's (the RM's; a node's answers 307 to it), and ``mount_event_calls`` add
 ``introducers``, ``activations`` and each function's ``trigger`` as ``EventCallResource``s,
 which turn a request into a ``RestCall`` and answer it with ``EventWebServices``.
 
-Who calls: ``authenticate`` turns the header's token into a user.  The RM checks its
-users' tokens itself; a node's site does not hold the key that checks them, so it
-asks the RM over its tracker connection (the caller's role may keep the answer for a
-while).  A request without the header is anonymous: it may read ``introducers``,
-nothing else.
+Who calls: ``authenticate`` turns what the request shows (``event_credentials.py``: a
+signed request, or on the RM the plain token header) into a user.  The RM checks its
+users' tokens itself; a node's site does not hold the key that checks them, so it asks
+the RM over its tracker connection for the token's entry key for this node
+(``roles/event_callers.py``).  A request without a credential is anonymous: it may read
+``introducers``, nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import IO, cast
-
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from cortex_rm.yarn.delegation import ANONYMOUS, REST_TOKEN_HEADER, Principal
-from cortex_rm.yarn_api import rest_errors
+from cortex_rm.yarn.delegation import ANONYMOUS, Principal
+from cortex_rm.yarn_api.event_credentials import Authenticate, body_of, presented, user_of
 from cortex_rm.yarn_api.event_rest import EventWebServices
 from cortex_rm.yarn_api.event_registry_rest import FunctionsResource, serve
 from cortex_rm.yarn_api.rest import _base_url, _query
 from cortex_rm.yarn_api.rest_call import Reply, RestCall
-from cortex_rm.yarn_api.rest_errors import RestError
-
-
-Authenticate = Callable[[str], Awaitable[str]]
-"""The user a REST token (its URL string) stands for; raises with the reason it stands for nobody."""
 
 
 class EventCallResource(Resource):
@@ -53,12 +46,14 @@ class EventCallResource(Resource):
         rest = [s.decode("utf-8", errors="replace") for s in request.postpath or []]
         if rest and rest[-1] == "":
             rest.pop()
-        principal = await self._principal(request)
+        ring_id_hex = self.services.ring_id_hex
+        shown = presented(request, ring_id_hex)
+        principal = ANONYMOUS if shown is None else Principal(await user_of(self.authenticate, shown, ring_id_hex))
         call = RestCall(
             method=method,
             path=path,
             query=_query(request),
-            body=cast(IO[bytes], request.content).read() if request.content is not None else b"",
+            body=body_of(request),
             content_type=(request.getHeader(b"content-type") or b"").decode("latin-1") or None,
             user=principal.name("dr.who"),
             principal=principal,
@@ -66,17 +61,6 @@ class EventCallResource(Resource):
             base_url=_base_url(request),
         )
         return await self.services.answer(call, (*self.segments, *rest))
-
-    async def _principal(self, request: Request) -> Principal:
-        header = request.getHeader(REST_TOKEN_HEADER.encode("ascii"))
-        if header is None or not header.strip():
-            return ANONYMOUS
-        try:
-            return Principal(await self.authenticate(header.decode("ascii", errors="replace")))
-        except RestError:
-            raise
-        except Exception as e:  # noqa: BLE001 - the RM's refusal (or its absence): the caller is told why
-            raise rest_errors.unauthorized(f"{REST_TOKEN_HEADER}: {e}") from None
 
 
 def mount_event_calls(

@@ -12,7 +12,8 @@
 
 A registration is ``FunctionSpec.to_json()``.  Every call needs a user's credential in the
 ``Hadoop-YARN-RM-Delegation-Token`` header, checked as the RM's REST API checks it (none:
-401; a bad one: 401; an application's credential: 403).  Errors take YARN's
+401; a bad one: 401; an application's credential: 403), or a request signed for the RM
+(``event_credentials.py``; once the RM is on the ring).  Errors take YARN's
 ``RemoteException`` form: a bad field 400 ``IllegalArgumentException`` naming it, the
 code file missing 400 ``FileNotFoundException``, unreadable 403 ``AccessControlException``,
 someone else's name 403 ``AccessControlException``, a bound reached 403
@@ -43,6 +44,7 @@ from cortex_rm.events.registry import FunctionAccessDenied, FunctionNotFound, Re
 from cortex_rm.fs.errors import AccessControl, FileNotFound, FsError
 from cortex_rm.yarn.delegation import REST_TOKEN_HEADER, RM_DELEGATION_KIND, InvalidToken
 from cortex_rm.yarn_api import rest_errors
+from cortex_rm.yarn_api.event_credentials import Authenticate, body_of, presented, unauthorized, user_of
 from cortex_rm.yarn_api.rest import BoundedRequest, NotFoundResource, write_reply
 from cortex_rm.yarn_api.rest_call import Reply, RestCall
 from cortex_rm.yarn_api.rest_errors import RestError
@@ -157,6 +159,8 @@ class FunctionsResource(Resource):
         self.registry = registry
         self.auth = auth
         self.rm_web_address = rm_web_address  # "host:port" of the RM's web port, where a node redirects
+        self.signed: Authenticate | None = None  # checks signed requests, once the RM is on the ring
+        self.ring_id_hex: str | None = None  # the RM's, once on the ring (in a 401's challenge)
         self.actions: dict[bytes, Callable[[str], Resource]] = {}
 
     def add_action(self, segment: bytes, make: Callable[[str], Resource]) -> None:
@@ -171,14 +175,20 @@ class FunctionsResource(Resource):
     def render(self, request: Request) -> int:
         return serve(request, lambda: self.answer(request, None))
 
-    def caller(self, request: Request) -> str:
-        """The user the request's credential authenticates (401 without one, 403 for an application's)."""
-        header = request.getHeader(REST_TOKEN_HEADER.encode("ascii"))
+    async def caller(self, request: Request) -> str:
+        """The user the request's credential authenticates: the plain token header (401 without one, 403 for
+        an application's), or a request signed for this RM once it is on the ring (``signed``)."""
         path = _text(request.path)
-        if header is None or not header.strip() or self.auth is None:
-            raise rest_errors.unauthorized(NEEDS_CREDENTIAL.format(path=path))
+        shown = presented(request, self.ring_id_hex)
+        if shown is None or self.auth is None:
+            raise unauthorized(NEEDS_CREDENTIAL.format(path=path), self.ring_id_hex)
+        if not isinstance(shown, str):
+            if self.signed is None:
+                raise unauthorized("this ResourceManager is not on the ring yet: it takes no signed request;"
+                                   f" send {REST_TOKEN_HEADER} instead", None)  # fmt: skip
+            return await user_of(self.signed, shown, self.ring_id_hex)
         try:
-            principal = self.auth.principal_of_url_token(header.decode("ascii", errors="replace"), RM_DELEGATION_KIND)
+            principal = self.auth.principal_of_url_token(shown, RM_DELEGATION_KIND)
         except InvalidToken as e:
             raise rest_errors.unauthorized(f"{REST_TOKEN_HEADER}: {e}") from None
         if principal.user is None or principal.application is not None:
@@ -193,7 +203,7 @@ class FunctionsResource(Resource):
         allowed = ["GET", "HEAD"] if name is None else ["DELETE", "GET", "HEAD", "POST"]
         if method not in allowed:
             raise rest_errors.method_not_allowed(method, _text(request.path), allowed)
-        user = self.caller(request)
+        user = await self.caller(request)
         if name is None:
             return Reply(body={"functions": [spec.to_json() for spec in self.registry.owned(user)]})
         check_name(name)
@@ -203,7 +213,7 @@ class FunctionsResource(Resource):
             tombstone = await self.registry.delete(user, name)
             return Reply(body={"deleted": name, "version": tombstone.version - 1})
         content_type = _header(request, b"content-type")
-        call = RestCall(method, _text(request.path), body=_body(request), content_type=content_type)
+        call = RestCall(method, _text(request.path), body=body_of(request), content_type=content_type)
         try:
             body = json_body(call)
         except RestError as e:  # a body that is not JSON: a bad argument, as every other mistake in it
@@ -254,13 +264,6 @@ def mount_registry(
     return functions
 
 
-def _body(request: Request) -> bytes:
-    content = request.content
-    if content is None:
-        return b""
-    content.seek(0)
-    data: bytes = content.read()
-    return data
 
 
 def _header(request: Request, name: bytes) -> str | None:

@@ -2,8 +2,9 @@
 
 Routes (JSON; every refusal is YARN's ``RemoteException`` JSON, ``rest_errors.py``):
 
-* ``GET introducers``: the web addresses of the ring's nodes, the file system's and the RM's
-  (no credential needed: a client learns where else it may knock);
+* ``GET introducers``: the web addresses of the ring's nodes, the file system's and the RM's,
+  and this node's ring id (``ringId``, what a request to it is signed for); no credential
+  needed: a client learns where else it may knock;
 * ``functions[/{name}]`` is the registry's (``event_registry_rest.py``, the RM's; a node
   answers 307 to the RM's web address, which clients follow);
 * ``POST functions/{name}/trigger[?blocking=false]``: the body (JSON, or empty for null) is
@@ -18,7 +19,9 @@ Routes (JSON; every refusal is YARN's ``RemoteException`` JSON, ``rest_errors.py
 * ``GET activations[?function=NAME&limit=N]``: the newest activations this node took that the caller
   may read (a scheduled function's activations are on the node that owned it at each tick).
 
-Only the caller who triggered an activation, or the function's owner, may read it.
+Only the caller who triggered an activation, or the function's owner, may read it.  Every
+call but ``introducers`` needs a user's credential (``event_credentials.py``): a request
+signed for this node, or on the RM the plain token header; a 401 names this node's ring id.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from cortex_rm.events.errors import AllBusy, EventError, FunctionNotFound, NoExe
 from cortex_rm.events.functions import check_name, InvalidFunction
 from cortex_rm.events.outcomes import MAX_PAYLOAD_BYTES
 from cortex_rm.yarn_api import rest_errors
+from cortex_rm.yarn_api.event_credentials import unauthorized
 from cortex_rm.yarn_api.rest_call import Reply, RestCall
 from cortex_rm.yarn_api.rest_errors import RestError
 
@@ -74,6 +78,7 @@ class EventWebServices:
     ) -> None:
         self.gateway = gateway
         self.clock = clock
+        self.ring_id_hex = ring_id_hex
         self.prefix = ring_id_hex[:12]
         self.introducers = introducers
         self.rm_web = rm_web
@@ -97,13 +102,14 @@ class EventWebServices:
         if segments == ("introducers",):
             _only(call, "GET")
             rm_web = await self.rm_web() if self.rm_web is not None else None
-            return Reply(body={"introducers": self.introducers(), "fileSystem": rm_web, "resourceManager": rm_web})
+            return Reply(body={"introducers": self.introducers(), "fileSystem": rm_web, "resourceManager": rm_web,
+                               "ringId": self.ring_id_hex})  # fmt: skip
         if len(segments) == 3 and segments[0] == "functions" and segments[2] == "trigger":
             _only(call, "POST")
             return await self._trigger(call, check_name(segments[1]))
         if segments == ("activations",):
             _only(call, "GET")
-            user = _user(call, "listing activations")
+            user = self._user(call, "listing activations")
             function = call.query.get("function", [None])[-1]
             limit = int(min(_number(call, "limit", 100), MAX_LISTED))
             listed = self._gateway().readable(user, function, limit)
@@ -118,7 +124,7 @@ class EventWebServices:
     # ------------------------------------------------------------ triggers and activations
 
     async def _trigger(self, call: RestCall, name: str) -> Reply:
-        user = _user(call, f"triggering {name}")
+        user = self._user(call, f"triggering {name}")
         gateway = self._gateway()
         payload = call.body.strip() or b"null"
         if len(payload) > MAX_PAYLOAD_BYTES:
@@ -135,7 +141,7 @@ class EventWebServices:
         return Reply(_status_of(ended), {"activation": ended.to_json()})
 
     async def _activation(self, call: RestCall, activation_id: str, logs: bool) -> Reply:
-        user = _user(call, "reading an activation")
+        user = self._user(call, "reading an activation")
         prefix = entry_prefix(activation_id)
         if prefix is None:
             raise rest_errors.bad_request(f"{activation_id[:80]!r} is not an activation id")
@@ -167,6 +173,16 @@ class EventWebServices:
 
     # ------------------------------------------------------------ internals
 
+    def _user(self, call: RestCall, what: str) -> str:
+        if call.principal.user is None:
+            raise unauthorized(
+                f"{what} needs a user's credential: a request signed for this node (the Python client and"
+                " `cortex-rm event` sign theirs), or the Hadoop-YARN-RM-Delegation-Token header at the"
+                " ResourceManager (ask the cluster's admin for one: `cortex-rm user add NAME --out FILE`)",
+                self.ring_id_hex,
+            )
+        return call.principal.user
+
     def _gateway(self) -> Gateway:
         if self.gateway is None:
             raise rest_errors.retriable("this node does not take triggers (it is not on the ring); try another node")
@@ -188,14 +204,6 @@ def _only(call: RestCall, method: str) -> None:
     if call.method != method and not (method == "GET" and call.method == "HEAD"):
         raise rest_errors.method_not_allowed(call.method, call.path, [method])
 
-
-def _user(call: RestCall, what: str) -> str:
-    if call.principal.user is None:
-        raise rest_errors.unauthorized(
-            f"{what} needs a user's credential in the Hadoop-YARN-RM-Delegation-Token header "
-            "(ask the cluster's admin: `cortex-rm user add NAME --out FILE`)"
-        )
-    return call.principal.user
 
 
 def _flag(call: RestCall, name: str, default: bool) -> bool:

@@ -9,6 +9,7 @@ cluster's info and metrics (the default), never a state change.
 from __future__ import annotations
 
 from cortex_rm.allocator.user_credentials import UserCredentials
+from cortex_rm.events.request_proofs import ProofError, SignedRequest, check, entry_key
 from cortex_rm.yarn.delegation import (
     ANONYMOUS,
     RM_DELEGATION_KIND,
@@ -93,6 +94,31 @@ class UserAuthenticator:
             raise InvalidToken(f"token (owner={ident.owner}, sequenceNumber={ident.sequence}) has a wrong password")
         return ident
 
+    def user_of_url_token(self, text: str) -> str:
+        """The user an RM token (the REST header's URL string) authenticates, if it is a user's own:
+        ``InvalidToken`` for an application's credential, which may act on its application only."""
+        return own_user(self.principal_of_url_token(text, RM_DELEGATION_KIND))
+
+    # -- signed requests (``events/request_proofs.py``) ----------------------------------
+
+    def caller_key(self, identifier: bytes, node: int) -> tuple[str, bytes]:
+        """The user an RM token's identifier names (while the RM honours it; a user's own token only)
+        and that token's entry key for the node with ring id ``node``; ``InvalidToken`` saying why not."""
+        user = own_user(self.credentials.check(read_rm_identifier(identifier)))
+        return user, entry_key(self.credentials.password(identifier), node)
+
+    def user_of_signed(self, request: SignedRequest, node: int, now_ms: int) -> str:
+        """The user a request signed for ``node`` (this RM's ring id) comes from; ``InvalidToken`` saying
+        why nobody.  (The nonce is the caller's to check, after this.)"""
+        if request.proof.node != node:
+            raise InvalidToken(f"the request is signed for node {request.proof.node:040x}, and this is {node:040x}")
+        user, key = self.caller_key(request.proof.identifier, node)
+        try:
+            check(request, key, now_ms)
+        except ProofError as e:
+            raise InvalidToken(str(e)) from None
+        return user
+
     # -- issuing ------------------------------------------------------------------------
 
     def tokens_for(self, ident: DelegationIdentifier, rm_service: str, fs_service: str) -> list[tuple[str, TokenProto]]:
@@ -106,6 +132,17 @@ class UserAuthenticator:
                 TokenProto(identifier=fs_id, password=key.password(fs_id), kind=WEBHDFS_DELEGATION_KIND, service=fs_service),
             ),
         ]
+
+
+def own_user(principal: Principal) -> str:
+    """The user of a user's own credential; ``InvalidToken`` for an application's (or nobody's)."""
+    if principal.user is None:
+        raise InvalidToken("the token authenticates nobody")
+    if principal.application is not None:
+        raise InvalidToken(
+            f"the token is {principal.application}'s credential, which may act on that application only"
+        )
+    return principal.user
 
 
 def require_user(principal: Principal, what: str) -> str:

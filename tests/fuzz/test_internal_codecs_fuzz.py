@@ -10,7 +10,7 @@
   struct (what the NodeTracker's processor hands them): a value or ``MalformedMessage``.
 * The tracker's connection (``TrackerConnection``, past its TLS handshake) fed random and
   mutated call frames: each answered, or the connection closed as undecodable; no
-  failure logged.  The events' calls (``openFunctionCode``, ``authenticateUser``) again
+  failure logged.  The events' calls (``openFunctionCode``, ``callerKey``) again
   with a real function registry behind them, from a registered node.
 * ``event_codec.decode_event`` (the events' ring channel) over mutated encodings of valid
   messages (an ``InvokeFunction`` with a caller assertion and a tick, a ``FunctionOutcome``)
@@ -49,7 +49,7 @@ from cortex_rm.internal.errors import MalformedEnvelope, MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.ring_listener import RingServerConnection
-from cortex_rm.internal.tracker_event_calls import caller_from_thrift
+from cortex_rm.internal.tracker_event_calls import caller_key_from_thrift
 from cortex_rm.internal.tracker_server import FileSystemServices, TrackerCalls, TrackerConnection, TrackerServerFactory
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.refusal_log import RefusalLog
@@ -164,7 +164,7 @@ DECODERS: dict[str, tuple[type, Callable[[Any], Any]]] = {
     "target": (ttypes.AggregationTarget, block_codec.target_from_thrift),
     "node": (ttypes.NodeAddress, lambda t: block_codec.report_from_thrift(t, ttypes.BlockReport(True, [], [], 0))),
     "function": (ttypes.Record, lambda t: ring_codec._RECORD.from_wire(t, "function")),
-    "caller": (ttypes.CallerAssertion, caller_from_thrift),
+    "caller": (ttypes.CallerKey, caller_key_from_thrift),
 }
 
 # Right types or absent: Thrift's generated reader skips a field whose wire type differs from the IDL's.
@@ -249,12 +249,12 @@ VALID_CALLS = [
         "openFunctionCode", ttypes.NodeAddress("10.0.0.1", 45454),
         ttypes.Record("cortex:event:fn:hello", b"{}", 1, b"\x01" * 20, b"k", b"s"),
     ),
-    _call_frame("authenticateUser", ttypes.NodeAddress("10.0.0.1", 45454), "AAAA"),
+    _call_frame("callerKey", ttypes.NodeAddress("10.0.0.1", 45454), b"AAAA"),
 ]
 NODE_ADDRESS = ttypes.NodeAddress("10.0.0.1", 45454)
 event_call_frames = st.one_of(
     st.builds(lambda r: _call_frame("openFunctionCode", NODE_ADDRESS, r), thrift_structs(ttypes.Record)),
-    st.builds(lambda t: _call_frame("authenticateUser", NODE_ADDRESS, t), st.text(max_size=80)),
+    st.builds(lambda t: _call_frame("callerKey", NODE_ADDRESS, t), st.binary(max_size=80)),
 )
 tracker_frames = st.one_of(
     mutated(st.sampled_from(VALID_CALLS), max_mutations=3),
@@ -305,7 +305,7 @@ def test_event_calls_with_a_registry_are_answered_or_close_the_connection(frames
     transport = StringTransport()
     connection.makeConnection(transport)
     with failures_logged() as logged:
-        for frame in [_call_frame("authenticateUser", NODE_ADDRESS, rig.token("alice")), *frames]:  # one answered
+        for frame in [_call_frame("callerKey", NODE_ADDRESS, rig.token_proto("alice").identifier), *frames]:  # one answered
             if transport.disconnecting:
                 break
             connection.stringReceived(frame)

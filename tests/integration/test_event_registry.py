@@ -31,6 +31,7 @@ from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_trust import KeyTrust, key_id
 from cortex_rm.events.functions import SCHEDULES_KEY, FunctionSpec, function_key
 from cortex_rm.events.registry import UnknownRegistration
+from cortex_rm.events.request_proofs import entry_key
 from cortex_rm.events.signatures import Verifier
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.tls import MutualTLS
@@ -165,19 +166,23 @@ async def test_the_ring_holds_the_rms_record_and_a_node_fetches_the_code_with_it
         assert (source.length, source.modification_time_ms) == (spec.code_length, spec.code_mtime_ms)
         length, located = await tracker.locate_blocks(node, source.ticket, 0, -1)
         assert length == len(HANDLER) and located  # the ticket opens the file as alice
-        alice = credential(cluster, "alice").rest_header()
-        asserted = await tracker.authenticate_user(node, alice)  # the RM's word, for this connection's ring key
-        assert (asserted.user, asserted.audience, key_id(asserted.signer_key)) == ("alice", identity.ring_id, rm_ring_id)
+        alice = credential(cluster, "alice").rm
+        asserted = await tracker.caller_key(node, alice.identifier)  # the RM's word, for this connection's ring key
+        assert asserted.entry_key == entry_key(alice.password, identity.ring_id)
+        asserted_by = asserted.assertion
+        assert (asserted_by.user, asserted_by.audience, key_id(asserted_by.signer_key)) == (
+            "alice", identity.ring_id, rm_ring_id,
+        )  # fmt: skip
         now_ms = int(time.time() * 1000)
-        assert Verifier().caller_error(asserted, identity.ring_id, frozenset({rm_ring_id}), now_ms) is None
-        with pytest.raises(InvalidToken, match="malformed"):
-            await tracker.authenticate_user(node, "AAAA")
-        mallory = credential(cluster, "mallory").rest_header()
-        assert (await tracker.authenticate_user(node, mallory)).user == "mallory"
+        assert Verifier().caller_error(asserted_by, identity.ring_id, frozenset({rm_ring_id}), now_ms) is None
+        with pytest.raises(InvalidToken, match="not an RM delegation token identifier"):
+            await tracker.caller_key(node, b"AAAA")
+        mallory = credential(cluster, "mallory").rm.identifier
+        assert (await tracker.caller_key(node, mallory)).assertion.user == "mallory"
         admin = local_cluster.admin_credential(cluster.workdir)
         await threads.deferToThread(revoke_user, cluster.rm.webapp, admin, "mallory")
         with pytest.raises(InvalidToken, match="revoked"):
-            await tracker.authenticate_user(node, mallory)
+            await tracker.caller_key(node, mallory)
 
         gone = await threads.deferToThread(call, cluster, "DELETE", f"{FUNCTIONS}/ringed", "alice")
         assert gone.status_code == 200

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -27,11 +28,12 @@ from hdfs.util import HdfsError
 from cortex_rm import local_cluster
 from cortex_rm.dht.ring_math import key_id
 from cortex_rm.events.functions import function_key
+from cortex_rm.events.request_proofs import sign
 from cortex_rm.processes import alive
 from cortex_rm.roles.event_executor import FAULT_INJECTION_ENV, WRONG_RESULTS
 from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 from tests.support.cluster import RunningCluster, running_cluster
-from tests.support.credentials import credential, delegation, hdfs_client
+from tests.support.credentials import credential, delegation, hdfs_client, token_file
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +48,30 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
         yield c
 
 
-def headers(cluster: RunningCluster, user: str = "alice") -> dict[str, str]:
-    return {REST_TOKEN_HEADER: credential(cluster, user).rest_header()}
+_RING_IDS: dict[str, int] = {}  # a web address -> the ring id its node names
+
+
+def call(
+    cluster: RunningCluster, method: str, address: str, target: str, body: bytes = b"", user: str = "alice",
+    timeout: float = 60,
+) -> requests.Response:  # fmt: skip
+    """``method target`` at ``address`` as ``user``, signed for the node there as a client without ours would
+    (``events/request_proofs.py``: her token never leaves her), each redirect signed for its own node."""
+    token = credential(cluster, user).rm
+    for _ in range(4):
+        if address not in _RING_IDS:
+            named = requests.get(f"http://{address}{EVENTS}/introducers", timeout=30).json()["ringId"]
+            _RING_IDS[address] = int(named, 16)
+        proof = sign(token.identifier, token.password, _RING_IDS[address], method, target, body, int(time.time() * 1000))
+        answer = requests.request(
+            method, f"http://{address}{target}", data=body, allow_redirects=False, timeout=timeout,
+            headers={"Authorization": proof, "Content-Type": "application/json"},
+        )  # fmt: skip
+        if answer.status_code not in (303, 307):
+            return answer
+        moved = urlsplit(answer.headers["Location"])
+        address, target = moved.netloc, moved.path + (f"?{moved.query}" if moved.query else "")
+    raise AssertionError(f"{method} {target}: too many redirects")
 
 
 def web(node: local_cluster.LocalNode) -> str:
@@ -89,10 +113,7 @@ def register(cluster: RunningCluster, name: str, source: str, user: str = "alice
     body = {"code": {"path": path}, **fields}
     deadline = time.monotonic() + 60
     while True:  # a node restarted a moment ago answers 503 until it has read the RM's address from the ring
-        answer = requests.post(
-            f"http://{web(cluster.nodes[-1])}{EVENTS}/functions/{name}", json=body, headers=headers(cluster, user),
-            timeout=60,
-        )
+        answer = call(cluster, "POST", web(cluster.nodes[-1]), f"{EVENTS}/functions/{name}", json.dumps(body).encode(), user)
         if answer.status_code != 503 or "RetriableException" not in answer.text or time.monotonic() > deadline:
             break
         time.sleep(1)
@@ -103,10 +124,8 @@ def register(cluster: RunningCluster, name: str, source: str, user: str = "alice
 
 def trigger(cluster: RunningCluster, node: local_cluster.LocalNode, name: str, payload: Any, user: str = "alice",
             timeout: float = 120) -> requests.Response:  # fmt: skip
-    return requests.post(
-        f"http://{web(node)}{EVENTS}/functions/{name}/trigger", data=json.dumps(payload), headers=headers(cluster, user),
-        timeout=timeout,
-    )  # fmt: skip
+    target = f"{EVENTS}/functions/{name}/trigger"
+    return call(cluster, "POST", web(node), target, json.dumps(payload).encode(), user, timeout)
 
 
 def restart(cluster: RunningCluster, node: local_cluster.LocalNode) -> None:
@@ -138,39 +157,44 @@ def test_register_and_trigger_sync_and_async_from_every_node_with_curl(cluster: 
             print("greeting", event["name"])
             return {"hello": event["name"], "activation": context.activation_id}
     ''')
+    alice_file = token_file(cluster, "alice")  # what `cortex-rm user add alice --out FILE` gave her
     for node in cluster.nodes:
+        url = f"http://{web(node)}{EVENTS}/functions/greet/trigger"
+        signed = cortex_cli("event", "sign", "POST", url, "--data", '{"name": "ada"}', "--credential", str(alice_file))
+        assert signed.returncode == 0 and signed.stdout.startswith("Authorization: Cortex-HMAC-SHA256 "), signed.stderr
         out = subprocess.run(
-            ["curl", "-sS", "-X", "POST", "-H", f"{REST_TOKEN_HEADER}: {credential(cluster, 'alice').rest_header()}",
-             "--data", '{"name": "ada"}', f"http://{web(node)}{EVENTS}/functions/greet/trigger"],
+            ["curl", "-sS", "-X", "POST", "-H", signed.stdout.strip(), "--data-binary", '{"name": "ada"}', url],
             capture_output=True, text=True, timeout=120, check=True,
         )  # fmt: skip
         activation = json.loads(out.stdout)["activation"]
         assert activation["status"] == "success", activation
         assert activation["result"]["hello"] == "ada"
         assert activation["result"]["activation"] == activation["activationId"]
-        logs = requests.get(
-            f"http://{web(node)}{EVENTS}/activations/{activation['activationId']}/logs", headers=headers(cluster), timeout=30
-        ).json()
+        logs = call(cluster, "GET", web(node), f"{EVENTS}/activations/{activation['activationId']}/logs").json()
         assert logs["logs"] == "greeting ada\n", logs
+    # a node takes no plain token (it would hold her credential); the RM, which issued it, does
+    plain = {REST_TOKEN_HEADER: credential(cluster, "alice").rest_header()}
+    refused = requests.post(url, data='{"name": "x"}', headers=plain, timeout=60)
+    assert refused.status_code == 401 and "cortex-rm event sign" in refused.text, refused.text
+    assert refused.headers["Cortex-Ring-Id"] == ring_ids(cluster)[cluster.nodes[-1].name]  # (url: the last node's)
+    at_rm = requests.post(f"http://{cluster.rm.webapp}{EVENTS}/functions/greet/trigger", data='{"name": "rm"}',
+                          headers=plain, timeout=120)  # fmt: skip
+    assert at_rm.status_code == 200 and at_rm.json()["activation"]["result"]["hello"] == "rm", at_rm.text
     node = cluster.nodes[1]
-    accepted = requests.post(
-        f"http://{web(node)}{EVENTS}/functions/greet/trigger?blocking=false", data='{"name": "bo"}',
-        headers=headers(cluster), timeout=60,
-    )  # fmt: skip
+    accepted = call(cluster, "POST", web(node), f"{EVENTS}/functions/greet/trigger?blocking=false", b'{"name": "bo"}')
     assert accepted.status_code == 202, accepted.text
     activation_id = accepted.json()["activationId"]
-    done = requests.get(f"http://{web(node)}{EVENTS}/activations/{activation_id}?wait=30", headers=headers(cluster), timeout=60)
+    done = call(cluster, "GET", web(node), f"{EVENTS}/activations/{activation_id}?wait=30")
     assert done.json()["activation"]["result"]["hello"] == "bo"
     # asked at another node, the id is redirected to the node that took it
-    elsewhere = requests.get(f"http://{web(cluster.nodes[0])}{EVENTS}/activations/{activation_id}", headers=headers(cluster),
-                             timeout=60)  # fmt: skip
+    elsewhere = call(cluster, "GET", web(cluster.nodes[0]), f"{EVENTS}/activations/{activation_id}")
     assert elsewhere.status_code == 200 and elsewhere.json()["activation"]["activationId"] == activation_id
-    listed = requests.get(f"http://{web(node)}{EVENTS}/functions", headers=headers(cluster), timeout=30).json()
+    listed = call(cluster, "GET", web(node), f"{EVENTS}/functions").json()
     assert "greet" in [f["name"] for f in listed["functions"]]
     # bob has no grant
     refused = trigger(cluster, node, "greet", {"name": "x"}, user="bob")
     assert refused.status_code == 403, refused.text
-    deleted = requests.delete(f"http://{web(node)}{EVENTS}/functions/greet", headers=headers(cluster), timeout=30)
+    deleted = call(cluster, "DELETE", web(node), f"{EVENTS}/functions/greet")
     assert deleted.status_code == 200, deleted.text
     gone = trigger(cluster, node, "greet", {"name": "x"})
     deadline = time.monotonic() + 30  # entry nodes trust a registration for registry_cache_s (5 s)
@@ -360,8 +384,7 @@ def test_a_schedule_fires_once_per_tick_through_its_owner_s_death(cluster: Runni
             if not alive(node.pid):
                 continue
             try:
-                listed = requests.get(f"http://{web(node)}{EVENTS}/activations?function={name}&limit=1000",
-                                      headers=headers(cluster), timeout=30)  # fmt: skip
+                listed = call(cluster, "GET", web(node), f"{EVENTS}/activations?function={name}&limit=1000")
             except requests.ConnectionError:  # the owner we killed (a zombie until reaped)
                 continue
             if listed.status_code == 503:  # a node restarted a moment ago: not yet connected to the RM

@@ -31,6 +31,7 @@ from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.roles.event_registry import EventRegistry, RegistrationRecords
 from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api.delegation_tokens import to_url_string
+from cortex_rm.yarn_api.proto.Security_pb2 import TokenProto
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
 from tests.support.rm_core import result_of
 
@@ -114,3 +115,9 @@ class RegistryRig:
         ident = result_of(self.auth.credentials.issue(user))
         [(_, rm_token), _] = self.auth.tokens_for(ident, "127.0.0.1:8032", "127.0.0.1:8088")
         return to_url_string(rm_token)
+
+    def token_proto(self, user: str) -> TokenProto:
+        """A new RM delegation token of ``user`` (identifier and password)."""
+        ident = result_of(self.auth.credentials.issue(user))
+        [(_, rm_token), _] = self.auth.tokens_for(ident, "127.0.0.1:8032", "127.0.0.1:8088")
+        return rm_token

@@ -14,13 +14,16 @@ from twisted.web.resource import Resource
 
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.allocator.nodes import NodeTable
+from cortex_rm.events.caller_assertions import AssertionIssuer
 from cortex_rm.events.functions import function_key
+from cortex_rm.events.request_proofs import sign
+from cortex_rm.roles.event_callers import rm_caller_checks
 from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 from cortex_rm.yarn_api.event_registry_rest import FUNCTIONS_PATH, EventsResource, mount_registry
 from cortex_rm.yarn_api.http_limits import API_LIMITS
 from cortex_rm.yarn_api.rest import RestSite, build_rest_site
 from cortex_rm.yarn_api.rest_errors import NOT_FOUND
-from tests.support.event_registry_rig import CODE, CODE_MTIME, NOW_MS, RegistryRig
+from tests.support.event_registry_rig import CODE, CODE_MTIME, IDENTITY, NOW_MS, RegistryRig
 from tests.support.http_site import HttpConnection, HttpResponse
 from tests.support.rm_core import new_table
 
@@ -176,3 +179,30 @@ def _ws(events: Resource) -> Resource:
     v1.putChild(b"cortex", cortex)
     cortex.putChild(b"events", events)
     return root
+
+
+def test_the_rm_takes_requests_signed_for_it_once_on_the_ring_and_its_401_names_it(web: Site) -> None:
+    alice = web.rig.token_proto("alice")
+    wall = lambda: int(web.rig.clock.seconds() * 1000)  # noqa: E731
+    body = json.dumps(BODY).encode()
+    target = f"{FUNCTIONS_PATH}/hello"
+
+    def signed(node: int, method: str = "POST", data: bytes = body) -> dict[str, str]:
+        return {"Authorization": sign(alice.identifier, alice.password, node, method, target, data, wall())}
+
+    off_ring = web.call("POST", target, body, user=None, **signed(IDENTITY.ring_id))
+    assert off_ring.status == 401 and "not on the ring yet" in remote(off_ring)[2]
+    rm_id = IDENTITY.ring_id
+    checks = rm_caller_checks(web.rig.auth, AssertionIssuer(IDENTITY.key, wall), rm_id, web.rig.clock, wall, lambda a: None)
+    web.functions.signed, web.functions.ring_id_hex = checks.user_of, f"{rm_id:040x}"
+    created = web.call("POST", target, body, user=None, **signed(rm_id))
+    assert created.status == 200 and created.json()["function"]["owner"] == "alice"
+    assert web.call("GET", target, user=None, **signed(rm_id, "GET", b"")).json()["function"]["version"] == 1
+    tampered = signed(rm_id)
+    wrong_body = web.call("POST", target, json.dumps({**BODY, "replicas": 3}).encode(), user=None, **tampered)
+    assert wrong_body.status == 401 and "does not match" in remote(wrong_body)[2]
+    for refused in (web.call("GET", target, user=None), wrong_body):
+        assert refused.headers["www-authenticate"] == f'Cortex-HMAC-SHA256 node="{rm_id:040x}"'
+        assert refused.headers["cortex-ring-id"] == f"{rm_id:040x}"
+    other = web.call("GET", target, user=None, **signed(rm_id + 1, "GET", b""))
+    assert other.status == 401 and "signed for node" in remote(other)[2]

@@ -12,6 +12,7 @@ import pytest
 from twisted.internet import defer
 
 from cortex_rm.dht.ring_trust import KeyTrust, key_id
+from cortex_rm.events.request_proofs import entry_key
 from cortex_rm.events.signatures import Verifier
 from cortex_rm.events.functions import SCHEDULES_KEY, FunctionSpec, InvalidFunction, function_key
 from cortex_rm.events.registration import RegistrationRequest
@@ -27,7 +28,6 @@ from cortex_rm.roles.event_registry import AUTH_RATE, CODE_RATE, EventRegistry, 
 from cortex_rm.yarn.delegation import InvalidToken
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.resource_tracker import NodeRefused
-from cortex_rm.yarn_api.delegation_tokens import to_url_string
 from tests.support.event_registry_rig import CODE, CODE_MTIME, IDENTITY, NOW_MS, RegistryRig
 from tests.support.rm_core import result_of
 
@@ -214,22 +214,24 @@ def test_a_code_file_deleted_since_the_registration_is_the_file_systems_refusal(
 
 def test_a_users_token_names_her_and_a_bad_one_says_why_not() -> None:
     rig = RegistryRig()
-    token = rig.token("alice")
-    assertion = rig.events.authenticate_user(NODE, token, 5)
+    token = rig.token_proto("alice")
+    answer = rig.events.caller_key(NODE, token.identifier, 5)
+    assertion = answer.assertion
     assert (assertion.user, assertion.audience) == ("alice", 5) and key_id(assertion.signer_key) == IDENTITY.ring_id
     assert Verifier().caller_error(assertion, 5, frozenset({IDENTITY.ring_id}), NOW_MS) is None
+    assert answer.entry_key == entry_key(token.password, 5)
     off_ring = EventRegistry(rig.events.registry, rig.store, rig.name_node, rig.auth, rig.clock)
     with pytest.raises(NodeRefused, match="not on the ring"):
-        off_ring.authenticate_user(NODE, token, 5)
-    with pytest.raises(InvalidToken, match="URL-safe Base64|malformed"):
-        rig.events.authenticate_user(NODE, "not a token!", 5)
+        off_ring.caller_key(NODE, token.identifier, 5)
+    with pytest.raises(InvalidToken, match="not an RM delegation token identifier"):
+        rig.events.caller_key(NODE, b"not an identifier!", 5)
     result_of(rig.auth.credentials.revoke_user("alice"))
     with pytest.raises(InvalidToken, match="revoked, cancelled or never issued"):
-        rig.events.authenticate_user(NODE, token, 5)
-    expiring = rig.token("bob")
+        rig.events.caller_key(NODE, token.identifier, 5)
+    expiring = rig.token_proto("bob")
     rig.clock.advance(31 * 24 * 3600)
     with pytest.raises(InvalidToken, match="is expired"):
-        rig.events.authenticate_user(NODE, expiring, 5)
+        rig.events.caller_key(NODE, expiring.identifier, 5)
 
 
 def test_an_applications_credential_does_not_authenticate_its_user_to_functions() -> None:
@@ -237,7 +239,7 @@ def test_an_applications_credential_does_not_authenticate_its_user_to_functions(
     ident = result_of(rig.auth.credentials.issue("alice", application="application_1_0001"))
     [(_, token), _] = rig.auth.tokens_for(ident, "a:1", "b:2")
     with pytest.raises(InvalidToken, match="application_1_0001's credential"):
-        rig.events.authenticate_user(NODE, to_url_string(token), 5)
+        rig.events.caller_key(NODE, token.identifier, 5)
 
 
 @pytest.mark.parametrize(("call", "rate"), [("auth", AUTH_RATE), ("code", CODE_RATE)])
@@ -246,11 +248,11 @@ def test_a_node_calling_past_its_rate_is_told_to_try_later_and_other_nodes_are_n
 ) -> None:
     rig = RegistryRig()
     register(rig)
-    token, record = rig.token("alice"), rig.ring.records[function_key("hello")]
+    token, record = rig.token_proto("alice").identifier, rig.ring.records[function_key("hello")]
 
     def once(node: NodeId) -> object:
         if call == "auth":
-            return rig.events.authenticate_user(node, token, 5)
+            return rig.events.caller_key(node, token, 5)
         return rig.events.open_function_code(node, record)
 
     per_second, burst = rate

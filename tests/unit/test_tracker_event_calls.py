@@ -1,7 +1,8 @@
-"""The tracker's event calls (``openFunctionCode``, ``authenticateUser``) decided in-process on a fake
+"""The tracker's event calls (``openFunctionCode``, ``callerKey``) decided in-process on a fake
 clock, as the generated processor calls them: only a registered, running node on the connection of
-its own key is served, a user's token is answered with the RM's caller assertion for the node's ring
-key, and every refusal is the IDL's exception that says it."""
+its own key is served, a user's token identifier is answered with the RM's caller assertion for the
+node's ring key and the token's entry key for that key alone, and every refusal is the IDL's
+exception that says it."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from cortex_rm.fs.paths import parse_path
 from cortex_rm.internal import block_codec
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.ring_codec import _RECORD
-from cortex_rm.internal.tracker_event_calls import caller_from_thrift
+from cortex_rm.events.request_proofs import entry_key
+from cortex_rm.internal.tracker_event_calls import caller_key_from_thrift
 from cortex_rm.internal.tracker_server import FileSystemServices, TrackerCalls
 from cortex_rm.roles.event_registry import AUTH_RATE
 from cortex_rm.yarn.ids import NodeId
@@ -62,18 +64,24 @@ def test_a_registered_node_gets_the_code_of_the_rings_record(rig: RegistryRig) -
     assert source.ticket
 
 
-def test_a_users_token_is_answered_with_the_rms_assertion_of_her_name_for_the_nodes_ring_key(rig: RegistryRig) -> None:
-    assertion = caller_from_thrift(calls_for(rig).authenticateUser(node(), rig.token("alice")))
+def test_a_users_token_is_answered_with_the_rms_assertion_and_the_entry_key_for_the_nodes_ring_key(
+    rig: RegistryRig,
+) -> None:
+    token = rig.token_proto("alice")
+    answer = caller_key_from_thrift(calls_for(rig).callerKey(node(), token.identifier))
+    assertion = answer.assertion
     assert (assertion.user, assertion.audience) == ("alice", RING_ID)
+    assert answer.entry_key == entry_key(token.password, RING_ID)  # what alice signs her requests to it with
+    assert answer.entry_key != entry_key(token.password, RING_ID + 1)  # and no other node's
     now_ms = int(rig.clock.seconds() * 1000)
     assert Verifier().caller_error(assertion, RING_ID, frozenset({IDENTITY.ring_id}), now_ms) is None
     with pytest.raises(ttypes.NodeRefused, match="no ring key"):
-        calls_for(rig, ring_id=None).authenticateUser(node(), rig.token("alice"))
+        calls_for(rig, ring_id=None).callerKey(node(), token.identifier)
 
 
 def test_a_node_on_another_key_or_an_rm_without_a_registry_is_refused(rig: RegistryRig) -> None:
     with pytest.raises(ttypes.NodeRefused, match="not registered with the key of this connection"):
-        calls_for(rig, fingerprint="b" * 64).authenticateUser(node(), rig.token("alice"))
+        calls_for(rig, fingerprint="b" * 64).callerKey(node(), rig.token_proto("alice").identifier)
     with pytest.raises(ttypes.NodeRefused, match="keeps no function registry"):
         calls_for(rig, events=False).openFunctionCode(node(), record_of(rig))
 
@@ -84,17 +92,30 @@ def test_refusals_travel_as_the_idls_exceptions(rig: RegistryRig) -> None:
     forged.value = forged.value.replace(b'"handler"', b'"handlex"')
     with pytest.raises(ttypes.FunctionRefused, match="bad signature"):
         calls.openFunctionCode(node(), forged)
-    with pytest.raises(ttypes.CredentialRefused, match="malformed|Base64"):
-        calls.authenticateUser(node(), "AAAA")
-    with pytest.raises(ttypes.NodeRefused, match="token must not be empty"):
-        calls.authenticateUser(node(), "")
+    with pytest.raises(ttypes.CredentialRefused, match="not an RM delegation token identifier"):
+        calls.callerKey(node(), b"\x00\x01")
+    with pytest.raises(ttypes.NodeRefused, match="token_identifier must not be empty"):
+        calls.callerKey(node(), b"")
+    with pytest.raises(ttypes.NodeRefused, match="longer than"):
+        calls.callerKey(node(), b"x" * 5000)
     with pytest.raises(ttypes.NodeRefused, match="function"):
         calls.openFunctionCode(node(), ttypes.Record(key="k"))  # a record missing its fields
-    token = rig.token("alice")
+    token = rig.token_proto("alice")
     with pytest.raises(ttypes.TryLater) as busy:
         for _ in range(int(AUTH_RATE[1]) + 1):
-            calls.authenticateUser(node(), token)
+            calls.callerKey(node(), token.identifier)
     assert busy.value.retry_after_ms > 0
+
+
+def test_a_revoked_users_or_an_applications_token_gets_no_key(rig: RegistryRig) -> None:
+    token = rig.token_proto("bob")
+    result_of(rig.auth.credentials.revoke_user("bob"))
+    with pytest.raises(ttypes.CredentialRefused, match="revoked"):
+        calls_for(rig).callerKey(node(), token.identifier)
+    ident = result_of(rig.auth.credentials.issue("alice", "application_1_0001"))
+    [(_, app_token), _] = rig.auth.tokens_for(ident, "127.0.0.1:8032", "127.0.0.1:8088")
+    with pytest.raises(ttypes.CredentialRefused, match="application"):
+        calls_for(rig).callerKey(node(), app_token.identifier)
 
 
 def test_a_code_file_gone_since_is_the_file_systems_failure(rig: RegistryRig) -> None:

@@ -148,15 +148,16 @@ class Iface(Interface):
         """
         pass
 
-    def authenticateUser(node_id, token):
+    def callerKey(node_id, token_identifier):
         """
-        Who a user's RM delegation token authenticates: `token` is its URL-safe string, as the
-        REST header Hadoop-YARN-RM-Delegation-Token carries it; the answer is the user's name in
-        an assertion the RM signed for the calling node (the audience), for the node's triggers.
+        Who a user's RM delegation token authenticates: `token_identifier` is the token's
+        identifier alone (users never show nodes their password: they sign their requests).  The
+        answer is the user's name in an assertion the RM signed for the calling node (the
+        audience), for the node's triggers, and the token's entry key for that node.
 
         Parameters:
          - node_id
-         - token
+         - token_identifier
 
         """
         pass
@@ -788,54 +789,55 @@ class Client(object):
             return d.errback(result.busy)
         return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "openFunctionCode failed: unknown result"))
 
-    def authenticateUser(self, node_id, token):
+    def callerKey(self, node_id, token_identifier):
         """
-        Who a user's RM delegation token authenticates: `token` is its URL-safe string, as the
-        REST header Hadoop-YARN-RM-Delegation-Token carries it; the answer is the user's name in
-        an assertion the RM signed for the calling node (the audience), for the node's triggers.
+        Who a user's RM delegation token authenticates: `token_identifier` is the token's
+        identifier alone (users never show nodes their password: they sign their requests).  The
+        answer is the user's name in an assertion the RM signed for the calling node (the
+        audience), for the node's triggers, and the token's entry key for that node.
 
         Parameters:
          - node_id
-         - token
+         - token_identifier
 
         """
         seqid = self._seqid = self._seqid + 1
         self._reqs[seqid] = defer.Deferred()
 
-        d = defer.maybeDeferred(self.send_authenticateUser, node_id, token)
+        d = defer.maybeDeferred(self.send_callerKey, node_id, token_identifier)
         d.addCallbacks(
-            callback=self.cb_send_authenticateUser,
+            callback=self.cb_send_callerKey,
             callbackArgs=(seqid,),
-            errback=self.eb_send_authenticateUser,
+            errback=self.eb_send_callerKey,
             errbackArgs=(seqid,))
         return d
 
-    def cb_send_authenticateUser(self, _, seqid):
+    def cb_send_callerKey(self, _, seqid):
         return self._reqs[seqid]
 
-    def eb_send_authenticateUser(self, f, seqid):
+    def eb_send_callerKey(self, f, seqid):
         d = self._reqs.pop(seqid)
         d.errback(f)
         return d
 
-    def send_authenticateUser(self, node_id, token):
+    def send_callerKey(self, node_id, token_identifier):
         oprot = self._oprot_factory.getProtocol(self._transport)
-        oprot.writeMessageBegin('authenticateUser', TMessageType.CALL, self._seqid)
-        args = authenticateUser_args()
+        oprot.writeMessageBegin('callerKey', TMessageType.CALL, self._seqid)
+        args = callerKey_args()
         args.node_id = node_id
-        args.token = token
+        args.token_identifier = token_identifier
         args.write(oprot)
         oprot.writeMessageEnd()
         oprot.trans.flush()
 
-    def recv_authenticateUser(self, iprot, mtype, rseqid):
+    def recv_callerKey(self, iprot, mtype, rseqid):
         d = self._reqs.pop(rseqid)
         if mtype == TMessageType.EXCEPTION:
             x = TApplicationException()
             x.read(iprot)
             iprot.readMessageEnd()
             return d.errback(x)
-        result = authenticateUser_result()
+        result = callerKey_result()
         result.read(iprot)
         iprot.readMessageEnd()
         if result.success is not None:
@@ -846,7 +848,7 @@ class Client(object):
             return d.errback(result.credential_refused)
         if result.busy is not None:
             return d.errback(result.busy)
-        return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "authenticateUser failed: unknown result"))
+        return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "callerKey failed: unknown result"))
 
 
 @implementer(Iface)
@@ -865,7 +867,7 @@ class Processor(TProcessor):
         self._processMap["applicationNetwork"] = Processor.process_applicationNetwork
         self._processMap["submitAttestations"] = Processor.process_submitAttestations
         self._processMap["openFunctionCode"] = Processor.process_openFunctionCode
-        self._processMap["authenticateUser"] = Processor.process_authenticateUser
+        self._processMap["callerKey"] = Processor.process_callerKey
         self._on_message_begin = None
 
     def on_message_begin(self, func):
@@ -1321,24 +1323,24 @@ class Processor(TProcessor):
         oprot.writeMessageEnd()
         oprot.trans.flush()
 
-    def process_authenticateUser(self, seqid, iprot, oprot):
-        args = authenticateUser_args()
+    def process_callerKey(self, seqid, iprot, oprot):
+        args = callerKey_args()
         args.read(iprot)
         iprot.readMessageEnd()
-        result = authenticateUser_result()
-        d = defer.maybeDeferred(self._handler.authenticateUser, args.node_id, args.token)
-        d.addCallback(self.write_results_success_authenticateUser, result, seqid, oprot)
-        d.addErrback(self.write_results_exception_authenticateUser, result, seqid, oprot)
+        result = callerKey_result()
+        d = defer.maybeDeferred(self._handler.callerKey, args.node_id, args.token_identifier)
+        d.addCallback(self.write_results_success_callerKey, result, seqid, oprot)
+        d.addErrback(self.write_results_exception_callerKey, result, seqid, oprot)
         return d
 
-    def write_results_success_authenticateUser(self, success, result, seqid, oprot):
+    def write_results_success_callerKey(self, success, result, seqid, oprot):
         result.success = success
-        oprot.writeMessageBegin("authenticateUser", TMessageType.REPLY, seqid)
+        oprot.writeMessageBegin("callerKey", TMessageType.REPLY, seqid)
         result.write(oprot)
         oprot.writeMessageEnd()
         oprot.trans.flush()
 
-    def write_results_exception_authenticateUser(self, error, result, seqid, oprot):
+    def write_results_exception_callerKey(self, error, result, seqid, oprot):
         msg_type = TMessageType.REPLY
         try:
             error.raiseException()
@@ -1358,7 +1360,7 @@ class Processor(TProcessor):
             logging.exception('Unexpected exception in handler')
             msg_type = TMessageType.EXCEPTION
             result = TApplicationException(TApplicationException.INTERNAL_ERROR, 'Internal error')
-        oprot.writeMessageBegin("authenticateUser", msg_type, seqid)
+        oprot.writeMessageBegin("callerKey", msg_type, seqid)
         result.write(oprot)
         oprot.writeMessageEnd()
         oprot.trans.flush()
@@ -3135,18 +3137,18 @@ openFunctionCode_result.thrift_spec = (
 )
 
 
-class authenticateUser_args(object):
+class callerKey_args(object):
     """
     Attributes:
      - node_id
-     - token
+     - token_identifier
 
     """
 
 
-    def __init__(self, node_id=None, token=None,):
+    def __init__(self, node_id=None, token_identifier=None,):
         self.node_id = node_id
-        self.token = token
+        self.token_identifier = token_identifier
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -3165,7 +3167,7 @@ class authenticateUser_args(object):
                     iprot.skip(ftype)
             elif fid == 2:
                 if ftype == TType.STRING:
-                    self.token = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                    self.token_identifier = iprot.readBinary()
                 else:
                     iprot.skip(ftype)
             else:
@@ -3177,14 +3179,14 @@ class authenticateUser_args(object):
         if oprot._fast_encode is not None and self.thrift_spec is not None:
             oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
             return
-        oprot.writeStructBegin('authenticateUser_args')
+        oprot.writeStructBegin('callerKey_args')
         if self.node_id is not None:
             oprot.writeFieldBegin('node_id', TType.STRUCT, 1)
             self.node_id.write(oprot)
             oprot.writeFieldEnd()
-        if self.token is not None:
-            oprot.writeFieldBegin('token', TType.STRING, 2)
-            oprot.writeString(self.token.encode('utf-8') if sys.version_info[0] == 2 else self.token)
+        if self.token_identifier is not None:
+            oprot.writeFieldBegin('token_identifier', TType.STRING, 2)
+            oprot.writeBinary(self.token_identifier)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -3202,15 +3204,15 @@ class authenticateUser_args(object):
 
     def __ne__(self, other):
         return not (self == other)
-all_structs.append(authenticateUser_args)
-authenticateUser_args.thrift_spec = (
+all_structs.append(callerKey_args)
+callerKey_args.thrift_spec = (
     None,  # 0
     (1, TType.STRUCT, 'node_id', [NodeAddress, None], None, ),  # 1
-    (2, TType.STRING, 'token', 'UTF8', None, ),  # 2
+    (2, TType.STRING, 'token_identifier', 'BINARY', None, ),  # 2
 )
 
 
-class authenticateUser_result(object):
+class callerKey_result(object):
     """
     Attributes:
      - success
@@ -3238,7 +3240,7 @@ class authenticateUser_result(object):
                 break
             if fid == 0:
                 if ftype == TType.STRUCT:
-                    self.success = CallerAssertion()
+                    self.success = CallerKey()
                     self.success.read(iprot)
                 else:
                     iprot.skip(ftype)
@@ -3266,7 +3268,7 @@ class authenticateUser_result(object):
         if oprot._fast_encode is not None and self.thrift_spec is not None:
             oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
             return
-        oprot.writeStructBegin('authenticateUser_result')
+        oprot.writeStructBegin('callerKey_result')
         if self.success is not None:
             oprot.writeFieldBegin('success', TType.STRUCT, 0)
             self.success.write(oprot)
@@ -3299,9 +3301,9 @@ class authenticateUser_result(object):
 
     def __ne__(self, other):
         return not (self == other)
-all_structs.append(authenticateUser_result)
-authenticateUser_result.thrift_spec = (
-    (0, TType.STRUCT, 'success', [CallerAssertion, None], None, ),  # 0
+all_structs.append(callerKey_result)
+callerKey_result.thrift_spec = (
+    (0, TType.STRUCT, 'success', [CallerKey, None], None, ),  # 0
     (1, TType.STRUCT, 'refused', [NodeRefused, None], None, ),  # 1
     (2, TType.STRUCT, 'credential_refused', [CredentialRefused, None], None, ),  # 2
     (3, TType.STRUCT, 'busy', [TryLater, None], None, ),  # 3

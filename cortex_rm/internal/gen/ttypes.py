@@ -2464,7 +2464,7 @@ class FsFailure(TException):
 
 class CallerAssertion(object):
     """
-    authenticateUser's answer: the RM's signed, short-lived word that `user` authenticated at
+    callerKey's assertion: the RM's signed, short-lived word that `user` authenticated at
     the entry node `audience` (cortex_rm/events/caller_assertions.py).  The entry node puts it
     in every InvokeFunction of that user's triggers; the executor checks it.
 
@@ -2603,6 +2603,83 @@ class CallerAssertion(object):
         return not (self == other)
 
 
+class CallerKey(object):
+    """
+    callerKey's answer: the user's assertion for the calling node, and her token's entry key
+    for that node (HMAC-SHA256 of its ring id under the token's password,
+    cortex_rm/events/request_proofs.py), with which the node checks her signed requests.
+
+    Attributes:
+     - assertion
+     - entry_key
+
+    """
+
+
+    def __init__(self, assertion=None, entry_key=None,):
+        self.assertion = assertion
+        self.entry_key = entry_key
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.assertion = CallerAssertion()
+                    self.assertion.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.entry_key = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('CallerKey')
+        if self.assertion is not None:
+            oprot.writeFieldBegin('assertion', TType.STRUCT, 1)
+            self.assertion.write(oprot)
+            oprot.writeFieldEnd()
+        if self.entry_key is not None:
+            oprot.writeFieldBegin('entry_key', TType.STRING, 2)
+            oprot.writeBinary(self.entry_key)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.assertion is None:
+            raise TProtocolException(message='Required field assertion is unset!')
+        if self.entry_key is None:
+            raise TProtocolException(message='Required field entry_key is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
 class FunctionRefused(TException):
     """
     openFunctionCode's refusal: the record is not a registration this RM holds now (not
@@ -2684,7 +2761,7 @@ class FunctionRefused(TException):
 
 class CredentialRefused(TException):
     """
-    authenticateUser's refusal: the token authenticates nobody (malformed, forged, expired, revoked).
+    callerKey's refusal: the token authenticates nobody (malformed, forged, expired, revoked).
 
     Attributes:
      - message
@@ -5865,6 +5942,12 @@ CallerAssertion.thrift_spec = (
     (5, TType.STRING, 'nonce', 'BINARY', None, ),  # 5
     (6, TType.STRING, 'signer_key', 'BINARY', None, ),  # 6
     (7, TType.STRING, 'signature', 'BINARY', None, ),  # 7
+)
+all_structs.append(CallerKey)
+CallerKey.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'assertion', [CallerAssertion, None], None, ),  # 1
+    (2, TType.STRING, 'entry_key', 'BINARY', None, ),  # 2
 )
 all_structs.append(FunctionRefused)
 FunctionRefused.thrift_spec = (
