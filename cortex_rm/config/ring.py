@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from cortex_rm.config.errors import ConfigError
-from cortex_rm.dht.ring_config import RingConfig
+from cortex_rm.dht.ring_config import MIB, RingConfig
 from cortex_rm.dht.ring_work import DEFAULT_KEY_BITS, DEFAULT_WORK_BITS
 from cortex_rm.dht.swim_config import SwimConfig
 from cortex_rm.yarn.addresses import HostPort
@@ -53,6 +53,11 @@ class RingSection:
     # Ring ids (40 hex digits; `cortex-rm ring` shows them) of the nodes that may write the
     # ResourceManager's record.  Empty: whoever writes it first owns it (any member could)
     resource_managers: tuple[str, ...] = ()
+    # Direct messages (the events' invokes and outcomes) this node takes from one member a second, and the
+    # MiB of their bodies; twice as many may come at once.  More are dropped before any handler reads them.
+    # An honest member sends about one per trigger it takes (~130/s per node measured; dht/direct_limits.py)
+    direct_messages_per_s: int = 2000
+    direct_mib_per_s: int = 64
 
     def ring_config(self) -> RingConfig:
         """The ring core's settings: the LAN profile with its timings (probes, dead-member probes and
@@ -76,6 +81,10 @@ class RingSection:
             work_bits=self.work_bits,
             key_bits=self.key_bits,
             resource_managers=frozenset(int(ring_id, 16) for ring_id in self.resource_managers),
+            direct_rate=float(self.direct_messages_per_s),
+            direct_burst=2.0 * self.direct_messages_per_s,
+            direct_bytes_rate=float(self.direct_mib_per_s * MIB),
+            direct_bytes_burst=2.0 * self.direct_mib_per_s * MIB,
         )
 
     def check(self, where: str) -> None:
@@ -96,6 +105,9 @@ class RingSection:
         if not MIN_ATTESTATION_INTERVAL_S <= self.attestation_interval_s <= MAX_ATTESTATION_INTERVAL_S:
             low, high = MIN_ATTESTATION_INTERVAL_S, MAX_ATTESTATION_INTERVAL_S
             raise ConfigError(f"{where}.attestation_interval_s must lie in [{low}, {high}], not {self.attestation_interval_s}")
+        for name in ("direct_messages_per_s", "direct_mib_per_s"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name} must be at least 1, not {getattr(self, name)}")
         for ring_id in self.resource_managers:
             if len(ring_id) != 40 or any(c not in "0123456789abcdefABCDEF" for c in ring_id):
                 raise ConfigError(f"{where}.resource_managers: {ring_id!r} is not a ring id (40 hex digits)")

@@ -52,12 +52,20 @@ class PeerRateLimit:
         bucket = self._buckets[peer_id] = _Bucket(self.burst, now)
         return bucket
 
-    def allow(self, peer_id: int, now: float, cost: float = 1.0) -> bool:
-        """Take ``cost`` tokens from ``peer_id``'s bucket if it has them; False (counted in ``dropped``) if not."""
+    def _refilled(self, peer_id: int, now: float) -> _Bucket:
         bucket = self._bucket(peer_id, now)
         if now > bucket.at:
             bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
             bucket.at = now
+        return bucket
+
+    def available(self, peer_id: int, now: float) -> float:
+        """The tokens ``peer_id`` may spend at ``now``, taking none (to check several limits before charging any)."""
+        return self._refilled(peer_id, now).tokens
+
+    def allow(self, peer_id: int, now: float, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens from ``peer_id``'s bucket if it has them; False (counted in ``dropped``) if not."""
+        bucket = self._refilled(peer_id, now)
         if bucket.tokens >= cost:
             bucket.tokens -= cost
             return True

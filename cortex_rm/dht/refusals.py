@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 RATE_LIMITED_PUTS = "puts over the rate limit"
 RATE_LIMITED_RUMOURS = "rumours over the rate limit"
+RATE_LIMITED_DIRECT = "direct messages over the rate limit"
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Refusals:
     """Records refused by their signature or the key's write policy (a put, a push, anti-entropy, a hand-off)."""
 
     rate_limited: int = 0
-    """Rumours and puts dropped because their sender went over its rate limit."""
+    """Rumours, puts and direct messages dropped because their sender went over its rate limit."""
 
     refuted_deaths: int = 0
     """DEAD claims about a member that answered our own probe (the claim changed nothing)."""
@@ -51,7 +52,7 @@ class Refusals:
         """The totals from the members' counters: ``envelopes`` (``RingMember.refused``: senders and rate
         limits), ``rumours`` (``GroupView.refused``), ``gossip`` (``GossipSections.refused``), ``records``
         (``RecordGate.refused``) and the refuted claims (``DeathClaims.refuted``)."""
-        limited = envelopes[RATE_LIMITED_PUTS] + envelopes[RATE_LIMITED_RUMOURS]
+        limited = envelopes[RATE_LIMITED_PUTS] + envelopes[RATE_LIMITED_RUMOURS] + envelopes[RATE_LIMITED_DIRECT]
         return cls(
             senders=sum(envelopes.values()) - limited,
             rumours=sum(rumours.values()),

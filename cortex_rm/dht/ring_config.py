@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 from cortex_rm.accounting.attestations import MAX_SPAN_MS
 from cortex_rm.accounting.uptime_witness import WitnessConfig
 from cortex_rm.dht.chord import DEFAULT_REQUEST_TIMEOUT
+from cortex_rm.dht.direct_messages import MAX_DIRECT_BYTES
 from cortex_rm.dht.key_space import DEFAULT_REPLICAS
 from cortex_rm.dht.ring_work import DEFAULT_KEY_BITS, DEFAULT_WORK_BITS, MAX_KEY_BITS, MAX_WORK_BITS
 from cortex_rm.dht.routing_table import DEFAULT_SUCCESSOR_LIST_LENGTH
 from cortex_rm.dht.swim_config import SwimConfig
+
+MIB = 1024 * 1024
 
 FINGERS_BEYOND_SUCCESSORS = 7
 """Distinct fingers a member probes outside its successor list: about log2(n / r), 7 for 1,000
@@ -81,6 +84,19 @@ class RingConfig:
     put_burst: float = 100.0
     """Puts one peer may make at once above ``put_rate``."""
 
+    direct_rate: float = 2000.0
+    """Direct messages (``direct_messages.py``) a second we take from one peer; more are dropped before any
+    handler sees them (``direct_limits.py`` explains the defaults: ~15x the events' measured load)."""
+
+    direct_burst: float = 4000.0
+    """Direct messages one peer may send at once above ``direct_rate``."""
+
+    direct_bytes_rate: float = 64.0 * MIB
+    """Bytes of direct bodies a second we take from one peer (more than most volunteers' links carry)."""
+
+    direct_bytes_burst: float = 128.0 * MIB
+    """Bytes of direct bodies one peer may send at once above ``direct_bytes_rate`` (at least one largest body)."""
+
     resource_managers: frozenset[int] = frozenset()
     """Ring ids that may write the ResourceManager's record (empty: first writer, see ``write_policy.py``)."""
 
@@ -134,9 +150,12 @@ class RingConfig:
             raise ValueError(f"ring work_bits must lie in [0, {MAX_WORK_BITS}], not {self.work_bits}")
         if not 0 <= self.key_bits <= MAX_KEY_BITS:
             raise ValueError(f"ring key_bits must lie in [0, {MAX_KEY_BITS}], not {self.key_bits}")
-        for name in ("rumour_rate", "rumour_burst", "put_rate", "put_burst"):
+        for name in ("rumour_rate", "rumour_burst", "put_rate", "put_burst", "direct_rate", "direct_burst",
+                     "direct_bytes_rate"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"ring {name} must be at least 1, not {getattr(self, name)}")
+        if self.direct_bytes_burst < MAX_DIRECT_BYTES:
+            raise ValueError(f"ring direct_bytes_burst must be at least {MAX_DIRECT_BYTES} (one largest direct body)")
         if self.attestation_interval * 1000 > MAX_SPAN_MS:
             limit = MAX_SPAN_MS // 1000
             raise ValueError(f"ring attestation_interval must be at most {limit} s, not {self.attestation_interval}")

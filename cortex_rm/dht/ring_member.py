@@ -1,12 +1,11 @@
 """One ring member: Chord routing, SWIM membership and the key space, composed as one sans-IO core.
 
-``RingMember`` owns a ``ChordNode`` (routing), a ``Membership`` (failure detection and gossip)
-and a ``KeySpace`` (replicated records).  Like them it never sends, sleeps or reads a clock:
-every input takes ``now`` and returns actions -- ``Transmit`` an envelope -- and outcomes for
-its owner: ``LookupDone``, ``PutDone``, ``GetDone``, membership events (``MemberDied``...),
-``Joined``, ``JoinFailed``, and ``DirectReceived`` (a ``Direct`` message for a service above
-the ring; ``send_direct`` sends one, never piggybacked).  The Twisted edge (``ring_service.py``)
-and the tests' in-memory network (``tests/support/ring_sim.py``) drive it the same way.
+``RingMember`` owns a ``ChordNode`` (routing), a ``Membership`` (failure detection and gossip) and a
+``KeySpace`` (replicated records).  Like them it never sends, sleeps or reads a clock: every input takes
+``now`` and returns actions -- ``Transmit`` an envelope -- and outcomes for its owner: ``LookupDone``,
+``PutDone``, ``GetDone``, membership events (``MemberDied``...), ``Joined``, ``JoinFailed``, and
+``DirectReceived`` (a ``Direct`` message for a service above the ring; ``send_direct`` sends one, never
+piggybacked).  The Twisted edge (``ring_service.py``) and ``tests/support/ring_sim.py`` drive it alike.
 
 How the parts are wired:
 
@@ -15,21 +14,18 @@ How the parts are wired:
   it heard from the sender and applies its rumours, then goes to the part its body belongs to.
 * After each step, if the routing state changed, membership gets the new neighbours (whom it
   probes) and the key space the new predecessor and successors (whom it replicates to).
-* Membership drives routing: Chord's check_predecessor is SWIM's probing of the
-  predecessor (it is one of the neighbours probed, directly and indirectly, so one
-  lost ping does not clear it); a member declared DEAD or LEFT is forgotten by Chord
-  (and is what the RM turns into a LOST node); a member that comes ALIVE is
-  *considered* by Chord, which is how two rings merge again after a partition
-  heals and how a node left alone finds the others.
-* ``put``/``get`` first look the key's owner up through Chord, then ask the key space; a put
-  refused by a node that is no longer the owner is retried after a fresh lookup
-  (``MAX_KEY_ATTEMPTS`` times).
+* Membership drives routing: Chord's check_predecessor is SWIM's probing of the predecessor (it is one of
+  the neighbours probed, directly and indirectly, so one lost ping does not clear it); a member declared DEAD
+  or LEFT is forgotten by Chord (and is what the RM turns into a LOST node); a member that comes ALIVE is
+  *considered* by Chord, which is how two rings merge again after a partition heals and how a node left
+  alone finds the others.
+* ``put``/``get`` first look the key's owner up through Chord, then ask the key space; a put refused by a
+  node that is no longer the owner is retried after a fresh lookup (``MAX_KEY_ATTEMPTS`` times).
 * ``join`` tries a list of peers in order (the neighbour log's, then the introducers).
-* **Outsiders cannot steer it** (``ring_trust.py``): an envelope whose sender's key fails
-  the key puzzle or shows no valid work is dropped whole (so such an id never joins, is
-  never taken as a neighbour, never gossiped about); rumours and records are
-  signed and checked by membership and the key space; each peer's rumours and
-  puts are rate limited (``rate_limits.py``).  Drops are counted in ``refused``.
+* **Outsiders cannot steer it** (``ring_trust.py``): an envelope whose sender's key fails the key puzzle or
+  shows no valid work is dropped whole (so such an id never joins, is never taken as a neighbour, never
+  gossiped about); rumours and records are signed and checked by membership and the key space; each peer's
+  rumours, puts and direct messages (``direct_limits.py``: before any handler) are rate limited; drops in ``refused``.
 * **Uptime witnessing** (``uptime_watch.py``): membership's evidence of our direct probes goes to
   our witness (successors and predecessor only); ``attestations_due``/``flush_attestations``.
 """
@@ -49,6 +45,7 @@ from cortex_rm.dht import kv_messages, swim_messages
 from cortex_rm.dht.chord import ChordNode
 from cortex_rm.dht.chord_lookups import Joined, JoinFailed, LookupDone
 from cortex_rm.dht.chord_messages import ChordMessage
+from cortex_rm.dht.direct_limits import DirectLimit
 from cortex_rm.dht.direct_messages import Direct, DirectReceived
 from cortex_rm.dht.envelope import Envelope, Send
 from cortex_rm.dht.join_lifecycle import RingState
@@ -62,7 +59,7 @@ from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.probe_evidence import DirectProbeAcked, DirectProbeSent
 from cortex_rm.dht.rate_limits import PeerRateLimit
 from cortex_rm.dht.record_store import RecordStore, record_error
-from cortex_rm.dht.refusals import RATE_LIMITED_PUTS, RATE_LIMITED_RUMOURS, Refusals
+from cortex_rm.dht.refusals import RATE_LIMITED_DIRECT, RATE_LIMITED_PUTS, RATE_LIMITED_RUMOURS, Refusals
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_math import distance, key_id
 from cortex_rm.dht.ring_trust import OpenTrust, RingTrust
@@ -73,10 +70,9 @@ from cortex_rm.dht.swim_messages import MemberStatus, Piggyback, SwimMessage
 log = Logger()
 
 MAX_CLOCK_SKEW_MS = 24 * 3600 * 1000
-"""Incarnations and record versions are (at most) milliseconds since the epoch, counted up
-from there; a stamp more than a day ahead of our clock is a lie or a broken clock.  An
-envelope carrying one is dropped: accepted, it would let one member pin a key or a
-suspicion for good, and counting up from 2**63 - 1 cannot be encoded at all."""
+"""Incarnations and record versions are (at most) milliseconds since the epoch, counted up from there; a stamp
+more than a day ahead of our clock is a lie or a broken clock.  An envelope carrying one is dropped: accepted,
+it would let one member pin a key or a suspicion for good, and counting up from 2**63 - 1 cannot be encoded."""
 
 MAX_KEY_ATTEMPTS = 3
 """Lookups a put or get makes before it gives up on a ring that keeps moving."""
@@ -152,6 +148,7 @@ class RingMember:
         self.keys = KeySpace(me, config.replicas, config.request_timeout, store=store, trust=self.trust, policy=policy)
         self.rumour_limit = PeerRateLimit(config.rumour_rate, config.rumour_burst)
         self.put_limit = PeerRateLimit(config.put_rate, config.put_burst)
+        self.direct_limit = DirectLimit.of(me, config)  # checked before a Direct reaches its handler
         self.uptime = UptimeWatch(me.node_id, config.witness_config())  # witnessing from ``start``
         self.refused: Counter[str] = Counter()  # envelopes (or parts) dropped here, by reason
         self._rng = rng
@@ -228,6 +225,9 @@ class RingMember:
             self.refused[RATE_LIMITED_PUTS] += 1
             busy = kv_messages.PutReply(body.request_id, None, "rate limited: too many puts from you; retry later")
             return [self._transmit(Send(sender, busy))]
+        if isinstance(body, Direct) and not self.direct_limit.allow(sender, len(body.body), now):
+            self.refused[RATE_LIMITED_DIRECT] += 1  # dropped whole, unread (its rumours too: there are none honestly)
+            return []
         actions = self._membership_actions(self.membership.heard_from(sender, now), now)
         if envelope.piggyback:
             if self.rumour_limit.allow(sender.node_id, now, len(envelope.piggyback)):

@@ -86,12 +86,13 @@ class Node:
 
 
 def node(
-    state_dir: Path, introducers: list[str], identity: NodeIdentity | None = None, port: int = 0
+    state_dir: Path, introducers: list[str], identity: NodeIdentity | None = None, port: int = 0,
+    config: RingConfig = FAST,
 ) -> Node:
     """A ring service on 127.0.0.1 (not started) whose membership events are recorded."""
     service = RingService(
         identity or NodeIdentity.generate(key_bits=TEST_KEY_BITS),
-        FAST,
+        config,
         reactor(),
         state_dir,
         listen_host="127.0.0.1",
@@ -305,3 +306,50 @@ def test_the_proof_of_work_is_solved_once_in_a_thread_and_said_so(  # type: igno
         finally:
             yield service.stop(graceful=False)
     assert solved_in and threading.main_thread().name not in solved_in
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_member_flooding_direct_messages_is_cut_to_its_limit_and_another_still_gets_through(  # type: ignore[no-untyped-def]
+    tmp_path: Path, log_events: list[LogEvent]
+):
+    """Over real TLS links: a member sends 300 direct messages at once to one whose limit is 20 at once and
+    1/s; the handler gets the burst (plus what the elapsed seconds refilled), the rest are dropped unread,
+    counted and logged in one line; a third member's messages meanwhile all reach the handler."""
+    limited = replace(FAST, direct_rate=1, direct_burst=20)
+    target = yield started(node(tmp_path / "target", introducers=[], config=limited))
+    nodes = [target]
+    try:
+        yield target.service.joined()
+        for name in ("flooder", "honest"):
+            nodes.append((yield started(node(tmp_path / name, introducers=[target.peer.address], config=limited))))
+        yield defer.gatherResults([n.service.joined() for n in nodes])
+        yield wait_until(lambda: not ring_errors(nodes), "the three services form a ring", lambda: ring_errors(nodes))
+        flooder, honest = nodes[1], nodes[2]
+        handled: list[tuple[Peer, bytes]] = []
+        target.service.register_direct("test", lambda sender, body: handled.append((sender, body)))
+
+        def from_(n: Node) -> list[bytes]:
+            return [body for sender, body in handled if sender == n.peer]
+
+        flooder.service.send_direct(target.peer, "test", b"warm-up")  # the link is up before the flood
+        yield wait_until(lambda: len(from_(flooder)) == 1, "the warm-up message arrived")
+        member = target.service.live.member
+        began = time.monotonic()
+        for i in range(300):
+            flooder.service.send_direct(target.peer, "test", b"flood %d" % i)
+        for i in range(5):
+            honest.service.send_direct(target.peer, "test", b"honest %d" % i)
+        yield wait_until(
+            lambda: len(from_(flooder)) - 1 + member.direct_limit.dropped == 300 and len(from_(honest)) == 5,
+            "every flood message was handled or dropped, and the honest ones handled",
+            lambda: (len(from_(flooder)), member.direct_limit.dropped, len(from_(honest))),
+        )
+        elapsed = time.monotonic() - began
+        taken = len(from_(flooder)) - 1
+        assert 19 <= taken <= 20 + elapsed + 1, (taken, elapsed)  # the burst (less the warm-up) and the refill
+        assert from_(honest) == [b"honest %d" % i for i in range(5)]
+        assert member.view().refusals.rate_limited == 300 - taken
+        drops = [m for m in messages(log_events, LogLevel.warn) if "over the per-sender rate limit" in m]
+        assert 1 <= len(drops) <= 1 + elapsed / 60 and flooder.peer.short() in drops[0]
+    finally:
+        yield stop_all(nodes)

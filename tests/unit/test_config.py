@@ -227,6 +227,8 @@ def test_bad_queue_paths_and_states_are_config_errors(queues: list[dict[str, Any
         ({"resourcemanager": {"am_blacklisting_disable_failure_threshold": -0.1}}, "disable_failure_threshold"),
         ({"ring": {"attestation_interval_s": 0}}, "ring.attestation_interval_s must lie in [1, 86400], not 0"),
         ({"ring": {"attestation_interval_s": 86_401}}, "ring.attestation_interval_s must lie in [1, 86400]"),
+        ({"ring": {"direct_messages_per_s": 0}}, "ring.direct_messages_per_s must be at least 1, not 0"),
+        ({"ring": {"direct_mib_per_s": -1}}, "ring.direct_mib_per_s must be at least 1, not -1"),
     ],
 )
 def test_limits_out_of_range_are_errors(raw: dict[str, Any], fragment: str) -> None:
@@ -412,6 +414,15 @@ def test_the_attestation_interval_reaches_the_ring_and_its_witness() -> None:
     assert config_from_dict({}).ring.ring_config().witness_config().attestation_interval_ms == 3_600_000
     ring = config_from_dict({"ring": {"attestation_interval_s": 600}}, SOURCE).ring.ring_config()
     assert ring.attestation_interval == 600.0 and ring.witness_config().attestation_interval_ms == 600_000
+
+
+def test_the_direct_message_limits_reach_the_ring_with_bursts_of_twice_the_rate() -> None:
+    """[ring] direct_messages_per_s (2,000) and direct_mib_per_s (64) are the ring's per-sender Direct limits."""
+    default = config_from_dict({}).ring.ring_config()
+    assert (default.direct_rate, default.direct_burst) == (2000, 4000)
+    assert (default.direct_bytes_rate, default.direct_bytes_burst) == (64 * 2**20, 128 * 2**20)
+    ring = config_from_dict({"ring": {"direct_messages_per_s": 500, "direct_mib_per_s": 1}}, SOURCE).ring.ring_config()
+    assert (ring.direct_rate, ring.direct_burst, ring.direct_bytes_rate, ring.direct_bytes_burst) == (500, 1000, 2**20, 2**21)
 
 
 def test_the_ring_refuses_wildcard_addresses_it_would_advertise() -> None:
