@@ -64,7 +64,7 @@ from cortex_rm.events.outcomes import (
 )
 from cortex_rm.events.schedules import Schedule, tick_payload
 from cortex_rm.events.signatures import Verifier, sign, spki_of
-from cortex_rm.roles.function_code import CodeSource, CodeUnavailable
+from cortex_rm.roles.function_code import CodeChanged, CodeSource, CodeUnavailable
 
 log = Logger()
 
@@ -216,7 +216,7 @@ class EventExecutor:
             try:
                 path = await self.code(spec, request.function)
             except CodeUnavailable as e:
-                status = OutcomeStatus.DEVELOPER_ERROR if "changed after" in str(e) else OutcomeStatus.INTERNAL_ERROR
+                status = OutcomeStatus.DEVELOPER_ERROR if isinstance(e, CodeChanged) else OutcomeStatus.INTERNAL_ERROR
                 self._answer(sender, request, spec, status, error=str(e))
                 return
             outcome = await self.sandboxes.invoke(spec, path, request.payload, request.activation_id)
