@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -211,7 +210,7 @@ class EventExecutor:
 
     async def _run(self, sender: Peer, request: InvokeFunction, spec: FunctionSpec) -> None:
         self.running += 1
-        started = time.monotonic()
+        started = self.reactor.seconds()
         try:
             try:
                 path = await self.code(spec, request.function)
@@ -227,7 +226,7 @@ class EventExecutor:
                          duration_ms=outcome.duration_ms, cold=outcome.cold_start)  # fmt: skip
         except Exception as e:  # noqa: BLE001 - the executor's own failure: the activation says so, the node goes on
             log.failure("events: activation {id} of {name} failed on this node", id=request.activation_id, name=spec.name)
-            elapsed = int((time.monotonic() - started) * 1000)
+            elapsed = int((self.reactor.seconds() - started) * 1000)
             self._answer(sender, request, spec, OutcomeStatus.INTERNAL_ERROR, error=f"the executor failed: {e}",
                          duration_ms=elapsed)  # fmt: skip
         finally:

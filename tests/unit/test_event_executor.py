@@ -71,3 +71,14 @@ def test_changed_code_is_the_developer_s_error_by_its_type_not_its_words(error: 
     outcome = rig.outcome()
     assert outcome.status == status.value and outcome.error == str(error)
 
+
+@pytest.mark.expect_logged_errors("failed on this node")
+def test_an_executor_failure_s_duration_is_measured_on_the_reactor_clock() -> None:
+    """The executor's own failure, 2.5 s of the (fake) clock after it started: the outcome says 2500 ms."""
+    rig = Rig()
+    rig.invoke(spec("f"))
+    rig.clock.advance(2.5)
+    rig.code.errback(RuntimeError("the disk went away"))
+    outcome = rig.outcome()
+    assert outcome.status == OutcomeStatus.INTERNAL_ERROR.value and "the disk went away" in outcome.error
+    assert outcome.duration_ms == 2500
