@@ -273,7 +273,7 @@ class CortexNode:
         nm = self.node_manager
         assert self._ring_run is not None
         settings = self.config.events
-        sandboxes = nm.function_sandboxes(settings) if nm is not None and settings.execute else None
+        sandboxes = await nm.function_sandboxes(settings) if nm is not None and settings.execute else None
         self.events = EventsRole(ring, identity, self.reactor, self.capacities, nm, settings=settings,
                                  state_dir=self.state_dir, run=self._ring_run, sandboxes=sandboxes)  # fmt: skip
         await self.events.start()

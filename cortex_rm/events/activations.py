@@ -11,7 +11,12 @@ against the ring's keys, that the answer is what those executors said.
 running one is kept until it ends), at most ``max_count`` of them and at most
 ``max_bytes`` of results and logs: past a bound the oldest ended ones go first,
 and when only running ones are left a new trigger is refused (the caller hears
-429).  Times come from the caller (ms), so the store is tested with a fake clock.
+429).  Running activations are bounded further, as nothing can be evicted to make
+room for them: the events they hold (``held_bytes``: the payload the entry node keeps
+to ask spares) at most ``max_running_bytes`` together, and at most
+``max_running_per_user`` of one user's (a scheduled tick's: its owner's), so one user
+cannot take the node's whole budget; a trigger past either is refused the same way.
+Times come from the caller (ms), so the store is tested with a fake clock.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +35,8 @@ RUNNING = "running"
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 DEFAULT_MAX_COUNT = 20_000
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_RUNNING_BYTES = 64 * 1024 * 1024  # 256 triggers of the largest event (outcomes.MAX_PAYLOAD_BYTES)
+DEFAULT_MAX_RUNNING_PER_USER = 1000  # 5 % of DEFAULT_MAX_COUNT
 
 
 def new_activation_id(entry_node: int, token_hex: str | None = None) -> str:
@@ -103,6 +110,11 @@ class Activation:
     def size(self) -> int:
         return len(self.result) + len(self.logs) + sum(len(r.outcome.result) + len(r.outcome.logs) for r in self.replies)
 
+    @property
+    def runner(self) -> str:
+        """Whose running activation this is, for the per-user bound: its caller, or a scheduled tick's owner."""
+        return self.caller or self.owner
+
     def may_read(self, user: str | None) -> bool:
         """Whether ``user`` may see this activation: who triggered it, or the function's owner."""
         return user is not None and user in (self.caller, self.owner)
@@ -153,12 +165,22 @@ class ActivationStore:
     """The entry node's activations, bounded in count, bytes and time (see the module docstring)."""
 
     def __init__(
-        self, retention_ms: int = DEFAULT_RETENTION_MS, max_count: int = DEFAULT_MAX_COUNT, max_bytes: int = DEFAULT_MAX_BYTES
+        self,
+        retention_ms: int = DEFAULT_RETENTION_MS,
+        max_count: int = DEFAULT_MAX_COUNT,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        *,
+        max_running_bytes: int = DEFAULT_MAX_RUNNING_BYTES,
+        max_running_per_user: int = DEFAULT_MAX_RUNNING_PER_USER,
     ) -> None:
         self.retention_ms, self.max_count, self.max_bytes = retention_ms, max_count, max_bytes
+        self.max_running_bytes, self.max_running_per_user = max_running_bytes, max_running_per_user
         self._running: dict[str, Activation] = {}
         self._ended: OrderedDict[str, Activation] = OrderedDict()  # in the order they ended
         self._bytes = 0
+        self._held: dict[str, int] = {}  # a running activation's id -> the bytes it holds
+        self._held_bytes = 0
+        self._per_user: Counter[str] = Counter()  # running activations by ``Activation.runner``
 
     def __len__(self) -> int:
         return len(self._running) + len(self._ended)
@@ -167,14 +189,32 @@ class ActivationStore:
     def running(self) -> int:
         return len(self._running)
 
-    def add(self, activation: Activation, now_ms: int) -> None:
-        """A new running activation; StoreFull when the bounds leave no room for it."""
+    @property
+    def running_bytes(self) -> int:
+        return self._held_bytes
+
+    def add(self, activation: Activation, now_ms: int, held_bytes: int = 0) -> None:
+        """A new running activation holding ``held_bytes``; StoreFull, naming the bound, when one leaves no room."""
         self.expire(now_ms)
+        user = activation.runner
+        if self._per_user[user] >= self.max_running_per_user:
+            raise StoreFull(
+                f"{user} has {self._per_user[user]} activations running on this node, the most one user may "
+                f"({self.max_running_per_user}); retry later"
+            )
+        if self._running and self._held_bytes + held_bytes > self.max_running_bytes:
+            raise StoreFull(
+                f"the activations running on this node hold {self._held_bytes} bytes of events; with {held_bytes} "
+                f"more they would pass its bound of {self.max_running_bytes}; retry later"
+            )
         if len(self) >= self.max_count:
             if not self._ended:
                 raise StoreFull(f"{len(self._running)} activations are running on this node; retry later")
             self._forget_oldest()
         self._running[activation.activation_id] = activation
+        self._held[activation.activation_id] = held_bytes
+        self._held_bytes += held_bytes
+        self._per_user[user] += 1
 
     def get(self, activation_id: str, now_ms: int) -> Activation | None:
         self.expire(now_ms)
@@ -195,6 +235,10 @@ class ActivationStore:
         if self._running.get(activation.activation_id) is not activation:
             return
         del self._running[activation.activation_id]
+        self._held_bytes -= self._held.pop(activation.activation_id)
+        self._per_user[activation.runner] -= 1
+        if not self._per_user[activation.runner]:
+            del self._per_user[activation.runner]
         self._ended[activation.activation_id] = activation
         self._bytes += activation.size
         while self._bytes > self.max_bytes and len(self._ended) > 1:

@@ -18,7 +18,7 @@ class NotAllowed(EventError):
 
 
 class AllBusy(EventError):
-    """Every executor's queue (or the entry node's store) is full: 429, retry after ``retry_after_s``."""
+    """Every executor's queue, or a bound of the entry node's store (activations, bytes, per user), is full: 429."""
 
     def __init__(self, message: str, retry_after_s: int = RETRY_AFTER_S) -> None:
         super().__init__(message)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,7 +63,7 @@ from cortex_rm.events.outcomes import (
 )
 from cortex_rm.events.schedules import Schedule, tick_payload
 from cortex_rm.events.signatures import Verifier, sign, spki_of
-from cortex_rm.roles.function_code import CodeSource, CodeUnavailable
+from cortex_rm.roles.function_code import CodeChanged, CodeSource, CodeUnavailable
 
 log = Logger()
 
@@ -211,12 +210,12 @@ class EventExecutor:
 
     async def _run(self, sender: Peer, request: InvokeFunction, spec: FunctionSpec) -> None:
         self.running += 1
-        started = time.monotonic()
+        started = self.reactor.seconds()
         try:
             try:
                 path = await self.code(spec, request.function)
             except CodeUnavailable as e:
-                status = OutcomeStatus.DEVELOPER_ERROR if "changed after" in str(e) else OutcomeStatus.INTERNAL_ERROR
+                status = OutcomeStatus.DEVELOPER_ERROR if isinstance(e, CodeChanged) else OutcomeStatus.INTERNAL_ERROR
                 self._answer(sender, request, spec, status, error=str(e))
                 return
             outcome = await self.sandboxes.invoke(spec, path, request.payload, request.activation_id)
@@ -227,7 +226,7 @@ class EventExecutor:
                          duration_ms=outcome.duration_ms, cold=outcome.cold_start)  # fmt: skip
         except Exception as e:  # noqa: BLE001 - the executor's own failure: the activation says so, the node goes on
             log.failure("events: activation {id} of {name} failed on this node", id=request.activation_id, name=spec.name)
-            elapsed = int((time.monotonic() - started) * 1000)
+            elapsed = int((self.reactor.seconds() - started) * 1000)
             self._answer(sender, request, spec, OutcomeStatus.INTERNAL_ERROR, error=f"the executor failed: {e}",
                          duration_ms=elapsed)  # fmt: skip
         finally:

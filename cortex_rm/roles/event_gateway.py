@@ -178,7 +178,7 @@ class EventGateway:
             self.ring_id, now, tick_ms=tick_ms,
         )  # fmt: skip
         try:
-            self.store.add(activation, now)
+            self.store.add(activation, now, len(payload))  # its payload is kept until it ends
         except StoreFull as e:
             raise AllBusy(str(e)) from None
         pending = _Pending(activation, spec, known.record, payload, Verdict(spec.mode, tuple(p.node_id for p in chosen)), spares)

@@ -43,6 +43,10 @@ class CodeUnavailable(Exception):
     """The function's code cannot be had; the message says why (the developer's or the cluster's)."""
 
 
+class CodeChanged(CodeUnavailable):
+    """The code file is not the one registered (its length or time differ): the developer's to fix."""
+
+
 class FunctionCode:
     """The executor's code cache (see the module docstring)."""
 
@@ -103,7 +107,7 @@ class FunctionCode:
         except Exception as e:
             raise CodeUnavailable(f"the code of {spec.name} v{spec.version} cannot be opened: {_why(e)}") from None
         if source.length != spec.code_length or source.modification_time_ms != spec.code_mtime_ms:
-            raise CodeUnavailable(
+            raise CodeChanged(
                 f"the code file {spec.code_path} changed after {spec.name} v{spec.version} was registered "
                 f"(registered {spec.code_length} bytes at {spec.code_mtime_ms}, now {source.length} bytes at "
                 f"{source.modification_time_ms}): register the function again"

@@ -16,6 +16,10 @@ killed: TIMEOUT), and a sandbox that the memory cgroup's OOM killer hit ends its
 activation as MEMORY_EXCEEDED.  A sandbox whose activation did not end cleanly, or
 that has more tasks after it than when its runner was up (a handler that left a
 process or a thread behind: a fork bomb's children), is never reused.
+
+The sandboxes' dirs are made and removed on the NodeManager's file threads (``run``), one
+piece of work at a time in the order issued (``DeferredLock``), so a previous run's are gone
+before a sandbox's are made, and those are made before its socket listens and before they go.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import json
 import shutil
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort
 from twisted.internet.protocol import ServerFactory, connectionDone
@@ -40,6 +45,7 @@ from cortex_rm.container.runtime import ContainerExit, ContainerRuntime, Contain
 from cortex_rm.events.functions import FunctionSpec
 from cortex_rm.events.outcomes import MAX_LOG_BYTES, OutcomeStatus, SandboxResult
 from cortex_rm.events.warm_pool import Slot, WarmPool
+from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.reactors import INodeReactor
 
 log = Logger()
@@ -124,12 +130,18 @@ class _Sandbox:
         self.answer: defer.Deferred[dict[str, Any]] | None = None
         self.ended: ContainerExit | None = None
         self.tasks_when_ready: int | None = None  # tasks in its pids cgroup once the runner was up
+        self.stopped = False  # dropped by the node: it must never start
 
-    def start(self, code: Path) -> None:
-        work, logs, sockets = self.dir / "work", self.dir / "logs", self.pool.socket_root / self.id
-        for d in (self.dir, work, logs, sockets):
+    def make_dirs(self) -> None:
+        for d in (self.dir, self.dir / "work", self.dir / "logs", self.pool.socket_root / self.id):
             d.mkdir(mode=0o755, exist_ok=True)
             d.chmod(0o755)
+
+    def start(self, code: Path) -> None:
+        """Listen on its socket and start its container (its dirs are made)."""
+        if self.stopped:
+            raise ContainerStartError("the sandbox was stopped before it could start")
+        work, logs, sockets = self.dir / "work", self.dir / "logs", self.pool.socket_root / self.id
         socket_path = sockets / "runner.sock"
         self.listening = self.pool.reactor.listenUNIX(str(socket_path), _RunnerFactory(self), mode=0o666)
         spec = ContainerSpec(
@@ -205,6 +217,7 @@ class _Sandbox:
         return self.answer
 
     def stop(self) -> None:
+        self.stopped = True
         if self.listening is not None:
             self.listening.stopListening()
             self.listening = None
@@ -227,11 +240,14 @@ class FunctionSandboxes:
         socket_root: Path,
         image_root: Any,
         *,
+        run: Runner,
         max_sandboxes: int,
         idle_timeout_s: float,
         max_memory_mb: int = 1 << 24,
     ) -> None:
         self.runtime = runtime
+        self._file_threads = run  # the NodeManager's file threads
+        self._file_work = defer.DeferredLock()  # ... given one piece at a time, in the order issued
         self.reactor = reactor
         self.base_dir = base_dir  # the sandboxes' work and log dirs, on the node's disk
         self.socket_root = socket_root  # their runners' sockets, on a short path
@@ -244,8 +260,15 @@ class FunctionSandboxes:
         self.cold_starts = 0
         self.warm_starts = 0
 
-    def start(self) -> None:
-        """The runner's copy (read-only to sandboxes), and the idle sweep."""
+    def start(self) -> defer.Deferred[None]:
+        """The runner's copy (read-only to sandboxes), then the idle sweep; fires once the copy is made."""
+        return self._files(self._prepare).addCallback(lambda _: self._schedule_sweep())
+
+    def _files(self, work: Callable[[], None]) -> defer.Deferred[None]:
+        """Run blocking file ``work`` on the file threads once the work issued before it is done."""
+        return self._file_work.run(self._file_threads, work)
+
+    def _prepare(self) -> None:
         for d in (self.base_dir, self.socket_root):  # sandboxes a previous run left are gone with it
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True, mode=0o755)
@@ -254,7 +277,6 @@ class FunctionSandboxes:
             d.chmod(0o755)  # the sandboxes' root passes through them (lxc_config.check_reachable)
         shutil.copyfile(handler_runner.__file__, self.runner)
         self.runner.chmod(0o644)
-        self._schedule_sweep()
 
     def busy(self, spec: FunctionSpec) -> bool:
         """Whether an activation of ``spec`` would wait for a sandbox now."""
@@ -314,6 +336,7 @@ class FunctionSandboxes:
         try:
             if self.image_root() is None:
                 raise ContainerStartError("the runtime image is not on this node yet; try again shortly")
+            await self._files(sandbox.make_dirs)
             sandbox.start(code)
         except (ContainerStartError, OSError, CannotListenError) as e:
             self._drop(sandbox)
@@ -382,10 +405,10 @@ class FunctionSandboxes:
         if self.sandboxes.get(sandbox.slot.number) is sandbox:
             del self.sandboxes[sandbox.slot.number]
         sandbox.stop()
-        self.reactor.callLater(0, sandbox.remove_dirs)
+        self.reactor.callLater(0, self._files, sandbox.remove_dirs)
 
     def stop(self) -> defer.Deferred[None]:
-        """Stop every sandbox; fires once their containers have ended."""
+        """Stop every sandbox; fires once their containers have ended and their dirs are removed."""
         if self._sweep is not None and self._sweep.active():
             self._sweep.cancel()
         waits = []
@@ -393,14 +416,19 @@ class FunctionSandboxes:
             if sandbox.container is not None and sandbox.ended is None:
                 waits.append(sandbox.container.exited)
             self._drop(sandbox)
-        return defer.DeferredList(waits).addCallback(lambda _: None)
+        return defer.ensureDeferred(self._stopped(waits))
+
+    async def _stopped(self, waits: list[defer.Deferred[ContainerExit]]) -> None:
+        await defer.DeferredList(waits)
+        await task.deferLater(self.reactor, 0, lambda: None)  # (``gone`` removes an ended one's dirs a turn later)
+        await self._files(lambda: None)  # every removal issued is done
 
     def _drop(self, sandbox: _Sandbox) -> None:
         self.pool.discard(sandbox.slot)
         self.sandboxes.pop(sandbox.slot.number, None)
         sandbox.stop()
         if sandbox.container is None:
-            sandbox.remove_dirs()
+            self._files(sandbox.remove_dirs)
         self._wake()
 
     def _stop(self, slot: Slot) -> None:

@@ -362,15 +362,15 @@ class NodeManagerRole:
     def _image_root(self) -> Path | None:
         return None if self.image is None else self.image.root()
 
-    def function_sandboxes(self, settings: EventsSection) -> FunctionSandboxes:
-        """Sandboxes for functions on this node's runtime and image (their sockets under /run: short paths)."""
-        assert self._runtime is not None, "the NodeManager has not started"
+    async def function_sandboxes(self, settings: EventsSection) -> FunctionSandboxes:
+        """Sandboxes for functions on this node's runtime, image and file threads (their sockets under /run)."""
+        assert self._runtime is not None and self.containers is not None, "the NodeManager has not started"
         tag = hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
         sandboxes = FunctionSandboxes(
             self._runtime, self.reactor, self.state_dir.resolve() / "functions-sandboxes", SOCKETS_ROOT / tag,
-            self._image_root, max_sandboxes=settings.max_sandboxes, idle_timeout_s=settings.sandbox_idle_timeout_s,
-            max_memory_mb=settings.max_sandbox_memory_mb)  # fmt: skip
-        sandboxes.start()
+            self._image_root, run=self.containers.run, max_sandboxes=settings.max_sandboxes,
+            idle_timeout_s=settings.sandbox_idle_timeout_s, max_memory_mb=settings.max_sandbox_memory_mb)  # fmt: skip
+        await sandboxes.start()
         return sandboxes
 
     def acknowledged(self, container_ids: tuple[ContainerId, ...]) -> None:

@@ -119,6 +119,48 @@ def test_the_store_bounds_the_bytes_of_results_and_logs() -> None:
     assert [a for a in kept if store.get(a.activation_id, 10) is not None] == kept[-2:]
 
 
+def _run_by(n: int, caller: str, owner: str = "alice") -> Activation:
+    return Activation(f"{n:012x}-{n:016x}", "f", 1, caller, owner, "first", 1, 1, 0)
+
+
+def _end(store: ActivationStore, a: Activation, now_ms: int = 1) -> None:
+    a.status, a.end_ms = "success", now_ms
+    store.ended(a)
+
+
+def test_the_store_bounds_each_user_s_running_activations() -> None:
+    """A user at the per-user bound is refused, naming the bound, while another user is not; a scheduled tick (no
+    caller) counts as its owner's; an ended activation frees its user's room."""
+    store = ActivationStore(max_running_per_user=2)
+    mallory = [_run_by(n, "mallory") for n in range(2)]
+    for a in mallory:
+        store.add(a, 0)
+    with pytest.raises(StoreFull, match=r"mallory has 2 activations running on this node, the most one user may \(2\)"):
+        store.add(_run_by(2, "mallory"), 0)
+    store.add(_run_by(3, "bob"), 0)
+    with pytest.raises(StoreFull, match="mallory has 2"):
+        store.add(_run_by(4, "", owner="mallory"), 0)  # her function's scheduled tick
+    _end(store, mallory[0])
+    store.add(_run_by(5, "mallory"), 1)
+    assert store.running == 3
+
+
+def test_the_store_bounds_the_bytes_running_activations_hold() -> None:
+    """Triggers whose events would pass the running bound together are refused, naming it; an ended activation gives
+    its bytes back; one activation alone is never refused for its size."""
+    store = ActivationStore(max_running_bytes=1000)
+    first = _run_by(1, "alice")
+    store.add(first, 0, held_bytes=600)
+    store.add(_run_by(2, "bob"), 0, held_bytes=400)
+    with pytest.raises(StoreFull, match="hold 1000 bytes of events; with 1 more they would pass its bound of 1000"):
+        store.add(_run_by(3, "carol"), 0, held_bytes=1)
+    _end(store, first)
+    assert store.running_bytes == 400
+    store.add(_run_by(3, "carol"), 1, held_bytes=600)
+    lone = ActivationStore(max_running_bytes=10)
+    lone.add(_run_by(4, "dave"), 0, held_bytes=11)
+
+
 def test_the_signed_bytes_leave_out_the_signature_and_are_canonical() -> None:
     a = _activation(1)
     body = a.to_json()

@@ -28,7 +28,7 @@ from cortex_rm.dht.ring_math import key_id as point_of
 from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.ring_trust import key_id, record_message
 from cortex_rm.dht.swim_messages import MemberStatus
-from cortex_rm.events.activations import Activation
+from cortex_rm.events.activations import Activation, ActivationStore
 from cortex_rm.events.activation_signing import ActivationNotVerified, activation_signed_bytes, verify_activation
 from cortex_rm.events.caller_assertions import AssertionIssuer
 from cortex_rm.events.errors import AllBusy, FunctionNotFound, NotAllowed
@@ -267,6 +267,30 @@ def test_all_executors_busy_is_refused_with_retry_after() -> None:
     refused.addErrback(failures.append)
     run(ring, refused)
     assert failures and failures[0].check(AllBusy)
+
+
+def test_running_activations_are_bounded_per_user_and_in_bytes_as_all_busy() -> None:
+    """The entry node's bounds on running activations: one user past hers, or events past the node's bytes, are refused
+    with AllBusy (the REST API's 429 + Retry-After) naming the bound, while the executors have room; the payloads'
+    bytes are what is counted, and an ended activation frees its room."""
+    ring = make_ring(1, {"slow": lambda e: e if e == "quick" else NEVER})
+    register(ring, spec("slow", limits=FunctionLimits(timeout_s=30), grants=frozenset({"bob"})))
+    entry = list(ring.members.values())[0]
+    entry.gateway.store = ActivationStore(max_running_per_user=1, max_running_bytes=100)
+
+    def refusal(payload: bytes, caller: str) -> str:
+        refused = defer.ensureDeferred(entry.gateway.trigger("slow", payload, caller))
+        failures: list[Any] = []
+        refused.addErrback(failures.append)
+        run(ring, refused)
+        assert failures and failures[0].check(AllBusy), failures
+        return str(failures[0].value)
+
+    run(ring, defer.ensureDeferred(entry.gateway.trigger("slow", b'"' + b"x" * 58 + b'"', "alice")))
+    assert "alice has 1 activations running on this node, the most one user may (1)" in refusal(b"1", "alice")
+    assert "hold 60 bytes of events; with 41 more" in refusal(b'"' + b"y" * 39 + b'"', "bob")
+    assert trigger(ring, entry, "slow", "quick", caller="bob").status == "success"  # 7 bytes fit
+    assert entry.gateway.store.running == 1 and entry.gateway.store.running_bytes == 60
 
 
 def test_a_handler_that_never_returns_ends_as_timeout() -> None:
