@@ -22,7 +22,8 @@ naming the field.  ``next_tick(after_ms)`` is the first tick strictly after a ti
 Also here, the two ring records of the schedules (``roles/event_schedules.py`` reads
 them): the RM's list of functions with a schedule under ``SCHEDULES_KEY``
 (``{"functions": [names]}``, ``encode_scheduled``/``decode_scheduled``), and the
-last fired tick of one function under ``tick_key(name)`` (``TickRecord``).
+last fired tick of one function under ``tick_key(name)`` (``TickRecord``), and who
+may have written that (``could_have_fired``).
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ import datetime
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
 from cortex_rm.dht.record_store import MAX_VALUE_BYTES
-from cortex_rm.dht.ring_math import format_id
+from cortex_rm.dht.ring_math import distance, format_id
 from cortex_rm.events.functions import MAX_SCHEDULE_CHARS, InvalidFunction, check_name
 
 MINUTE_MS = 60_000
@@ -363,6 +364,25 @@ class TickRecord:
         if not isinstance(by, str) or len(by) != 40 or any(c not in "0123456789abcdef" for c in by):
             raise MalformedScheduleRecord("a tick record's by must be a ring id (40 lower-case hex digits)")
         return cls(tick, int(by, 16))
+
+
+#: The live members from a function's key on whose tick records are believed: its owner and the next two.
+TICK_FIRERS = 3
+
+
+def could_have_fired(
+    point: int, writer: int, live: Collection[int], gone: Collection[int], count: int = TICK_FIRERS
+) -> bool:
+    """Whether ``writer`` may have fired the ticks of the function whose key is at ``point``, in one node's view.
+
+    Yes for the first ``count`` ``live`` members at or after the point (the owner, and the
+    successors that own the key in views not yet told of a member that joined before
+    them), and for a ``gone`` (dead or left) member between the point and the last of
+    those (a former owner).  No for anyone else: a member further on, or one unknown
+    (a ring id is only a key's hash: anyone can make one fall on the arc).
+    """
+    reach = sorted(distance(point, member) for member in live)[:count]
+    return bool(reach) and (writer in live or writer in gone) and distance(point, writer) <= reach[-1]
 
 
 def _json_object(data: bytes, limit: int, what: str) -> Mapping[str, object]:

@@ -13,9 +13,15 @@ At a tick (and at each refresh, which is how a node taking over catches up):
    the registration).  Nothing happens when this node already knows it was fired.
 2. At a timer, the node asks ``owns`` again: a node that lost the key stops there.
 3. It reads the tick record (``tick_key(name)``, ``{"tick": ms, "by": ring id}``, any
-   member may write it).  A recorded tick at or after the due one: already fired,
-   nothing to do.  A recorded tick *beyond the schedule's next tick* is not believed
-   (logged): a forged far-future tick must not silence a schedule for ever.
+   member may write it).  It believes it only from a writer -- the ring id that signed
+   it, which the key space checks; ``by`` must name it -- that could have fired it
+   (``could_have_fired``): in this node's ``view`` of the ring, one of the first
+   ``TICK_FIRERS`` live members at or after the function's key, or a dead or left
+   member before the last of them (a former owner); with no view, anyone on the arc
+   from the key to this node.  Others' records are ignored, and logged (the 1st, 10th,
+   100th, then every 1000th of a function).  A recorded tick at or after the due one:
+   already fired, nothing to do.  A recorded tick *beyond the schedule's next tick* is
+   not believed either: a far-future tick must not silence a schedule for ever.
 4. It writes the due tick there (the claim) and reads it back: when another node's
    claim on that tick (or a later one) came after ours, that node fires and we do
    not.  Then it fires (``fire(spec, tick)``, the trigger path; its Deferred is only
@@ -30,18 +36,23 @@ own the key (churn, before stabilisation) can both read the old tick before eith
 claims.  The read-back settles most such races (the last claim written wins, the
 other node logs that it yields), but not when one node's claim and read-back both
 finish before the other's claim lands: both fire.  A tick is fired at most once per
-such node (twice with two owners), and the next tick's read shows it: the node that
-sees another writer on the tick it fired itself logs the duplicate.
+such node (twice with two owners; so too when one owner's view does not show the
+other yet), and the next tick's read shows it: the node that sees another writer on
+the tick it fired itself logs the duplicate.
 
-What a hostile member can still do (the tick prefix is open to every member): write
-the next tick shortly before it is due, which silences that tick (each one costs it a
-write, its ring id is on the record, and the owner logs whose record it skipped);
-write an older tick, which at most makes a node taking over fire the latest tick
-again.  Owning the key, it can also simply not fire: the schedule stops until the key
-moves.  It cannot make anyone fire a tick early, nor twice by itself, nor a function
-an RM did not register.  Sending a tick straight to an executor, it can run a
-scheduled function on one of its past ticks again, or on a tick up to a minute early,
-with that tick's own event only (``roles/event_executor.py``: a tick carries no user).
+What a hostile member can still do (the tick prefix is open to every member).  As one
+of the key's first ``TICK_FIRERS`` live members -- which takes a ring id on that arc,
+a new key and its puzzle per try (``ring_trust.py``), as owning the key does -- write
+the next tick shortly before it is due, which silences that tick (the owner logs
+whose record it skipped).  From anywhere, write an older tick or one it may not write,
+which at most makes a node taking over fire the latest tick again.  With no ``view``,
+any key made to hash onto the arc from the function's key to its owner (no puzzle:
+its signer need not be a member) can sign a silencing tick.  Owning the key, it can
+also simply not fire: the schedule stops until the key moves.  It cannot make anyone
+fire a tick early, nor twice by itself, nor a function an RM did not register.
+Sending a tick straight to an executor, it can run a scheduled function on one of its
+past ticks again, or on a tick up to a minute early, with that tick's own event only
+(``roles/event_executor.py``: a tick carries no user).
 """
 
 from __future__ import annotations
@@ -56,13 +67,16 @@ from twisted.logger import Logger
 
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.dht.peer import Peer
-from cortex_rm.dht.ring_math import format_id, key_id
+from cortex_rm.dht.ring_math import distance, format_id, key_id
+from cortex_rm.dht.ring_member import RingView
+from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.events.functions import SCHEDULES_KEY, FunctionSpec, InvalidFunction, function_key, tick_key
-from cortex_rm.events.schedules import Schedule, TickRecord, decode_scheduled
+from cortex_rm.events.schedules import Schedule, TickRecord, could_have_fired, decode_scheduled
 from cortex_rm.yarn.transitions import TransitionTable
 
 log = Logger()
 
+_LIVE = (MemberStatus.ALIVE, MemberStatus.SUSPECT)
 REFRESH_S = 30.0
 #: Fires of one function whose Deferred has not fired yet; a tick beyond that is skipped (logged).
 MAX_FIRES_IN_FLIGHT = 4
@@ -116,6 +130,7 @@ class _Owned:
     fired: int = -1  # the highest tick this node fired itself
     busy: bool = False
     in_flight: int = 0
+    ignored: int = 0  # tick records not believed
 
 
 class EventSchedules:
@@ -133,6 +148,7 @@ class EventSchedules:
         fire: Fire,
         wall_clock_ms: Callable[[], int],
         refresh_s: float = REFRESH_S,
+        view: Callable[[], RingView] | None = None,
     ) -> None:
         self.reactor = reactor
         self.me = me
@@ -140,6 +156,7 @@ class EventSchedules:
         self._get, self._put, self._owns, self._fire = get, put, owns, fire
         self.wall_clock_ms = wall_clock_ms
         self.refresh_s = refresh_s
+        self.view = view  # whose tick records are believed (module doc, step 3)
         self.state = SchedulesState.NEW
         self.owned: dict[str, _Owned] = {}
         self.fired = 0  # ticks this node fired
@@ -381,24 +398,39 @@ class EventSchedules:
         return True
 
     def _believed(self, entry: _Owned, record: Record | None, now: int) -> TickRecord | None:
-        """The tick record, if it is one and not from beyond the next tick (module doc, step 3)."""
+        """The tick record, if it is one, from a member that could have fired it, not beyond the next tick (step 3)."""
         if record is None:
             return None
+        recorded: TickRecord | None = None
         try:
             recorded = TickRecord.decode(record.value)
+            why = self._doubt(entry, record.writer, recorded, now)
         except InvalidFunction as e:
-            log.warn("{function}'s tick record is malformed (by {writer}): {error}", function=entry.spec.name,
-                     writer=format_id(record.writer), error=e)  # fmt: skip
-            return None
-        if recorded.by != record.writer:
-            log.warn("{function}'s tick record names {by} but was written by {writer}: ignored",
-                     function=entry.spec.name, by=format_id(recorded.by), writer=format_id(record.writer))  # fmt: skip
-            return None
+            why = f"is malformed: {e}"
+        if not why:
+            return recorded
+        entry.ignored += 1  # logged: the 1st, 10th, 100th, then every 1000th of this function's
+        if entry.ignored in (1, 10, 100) or entry.ignored % 1000 == 0:
+            log.warn("{function}'s tick record by {writer} {why}: ignored ({count} so far)", function=entry.spec.name,
+                     writer=format_id(record.writer), why=why, count=entry.ignored)  # fmt: skip
+        return None
+
+    def _doubt(self, entry: _Owned, writer: int, recorded: TickRecord, now: int) -> str:
+        """Why a well-formed tick record is not believed ("": it is)."""
+        if recorded.by != writer:
+            return f"names {format_id(recorded.by)}"
+        if writer != self.me and not self._could_have_fired(key_id(function_key(entry.spec.name)), writer):
+            return "is from a member that may not fire it"
         if recorded.tick_ms > entry.schedule.next_tick(now):
-            log.warn("{function}'s tick record by {writer} is {ahead} ms in the future: ignored",
-                     function=entry.spec.name, writer=format_id(record.writer), ahead=recorded.tick_ms - now)  # fmt: skip
-            return None
-        return recorded
+            return f"is {recorded.tick_ms - now} ms in the future"
+        return ""
+
+    def _could_have_fired(self, point: int, writer: int) -> bool:
+        if self.view is None:  # anyone on the arc from the key to us
+            return distance(point, writer) <= distance(point, self.me)
+        members = self.view().members
+        live = {p.node_id for p, status, _ in members if status in _LIVE} | {self.me}
+        return could_have_fired(point, writer, live, {p.node_id for p, status, _ in members if status not in _LIVE})
 
     def _start_fire(self, entry: _Owned, tick: int) -> None:
         entry.in_flight += 1

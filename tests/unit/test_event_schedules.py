@@ -1,7 +1,7 @@
 """The schedules' firing role on a fake clock and an in-memory key space: once per tick, takeover, churn, forgery.
 
-The ring's get/put, ownership and the trigger path are seams here (in-memory fakes
-with a latency and a break switch); the real ring is wired and tested by the lead.
+The ring's get/put, ownership, view and the trigger path are seams here (in-memory
+fakes with a latency and a break switch); the real ring is wired and tested by the lead.
 """
 
 from __future__ import annotations
@@ -15,13 +15,20 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent
 
 from cortex_rm.dht.errors import RingError
+from cortex_rm.dht.join_lifecycle import RingState
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.ring_math import RING_SIZE, key_id
+from cortex_rm.dht.ring_member import RingView
+from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.events.functions import SCHEDULES_KEY, FunctionSpec, function_key, tick_key
 from cortex_rm.events.schedules import TickRecord, encode_scheduled
 from cortex_rm.roles.event_schedules import MAX_FIRES_IN_FLIGHT, EventSchedules, lookup_owns
 
-RM, A, B, EVIL = 0x1 << 155, 0xA << 155, 0xB << 155, 0xE << 155
+# Ring ids placed from the key of function "f": A owns it, B, C and D follow; EVIL is across the ring.
+KEY_F = key_id(function_key("f"))
+A, B, C, D = ((KEY_F + i) % RING_SIZE for i in (1, 2, 3, 4))
+EVIL, RM = (KEY_F + RING_SIZE // 2) % RING_SIZE, (KEY_F - 1) % RING_SIZE
 START_S = 1_700_000_003.0  # 3 s after a multiple of 10 s, 23 s into a minute
 T0 = 1_700_000_000_000  # the last 10 s tick at START_S
 MINUTE0 = 1_699_999_920_000  # the last even minute at START_S
@@ -70,9 +77,14 @@ class FakeKeySpace:
 
 
 class Cluster:
-    """Nodes sharing a key space; ``owner`` says whose view owns each function's key (per node: churn)."""
+    """Nodes sharing a key space; ``owner`` says whose view owns each function's key (per node: churn).
 
-    def __init__(self, latency: dict[int, tuple[float, float]] | None = None) -> None:
+    Every node sees the ring as ``members`` says (A to D and EVIL alive); ``with_view=False``: no view.
+    """
+
+    def __init__(self, latency: dict[int, tuple[float, float]] | None = None, with_view: bool = True) -> None:
+        self.members = {node: MemberStatus.ALIVE for node in (A, B, C, D, EVIL)}
+        self.with_view = with_view
         self.clock = Clock()
         self.clock.advance(START_S)
         self.ring = FakeKeySpace(self.clock, latency)
@@ -118,11 +130,15 @@ class Cluster:
         schedules = EventSchedules(
             self.clock, me=node, resource_managers=frozenset({RM}), get=self.ring.get_as(node), put=self.ring.put_as(node),
             owns=lambda key: key in self.owners.get(node, set()), fire=self.fire(node), wall_clock_ms=self.now_ms,
-            refresh_s=30.0,
+            refresh_s=30.0, view=(lambda: self.view(node)) if self.with_view else None,
         )  # fmt: skip
         self.nodes[node] = schedules
         schedules.start()
         return schedules
+
+    def view(self, node: int) -> RingView:
+        members = tuple((Peer(n, ""), status, 1) for n, status in self.members.items() if n != node)
+        return RingView(Peer(node, ""), RingState.MEMBER, 1, None, (), 0, members, len(self.ring.records))
 
     def run(self, seconds: float, step: float = 0.5) -> None:
         for _ in range(round(seconds / step)):
@@ -241,30 +257,108 @@ def test_two_owners_without_a_race_fire_once(cluster: Cluster, log_events: list[
     assert texts(log_events, rf"tick {T0 + 10_000} was fired by {A:040x}")
 
 
-def test_a_forged_far_future_tick_does_not_silence_the_schedule(cluster: Cluster, log_events: list[LogEvent]) -> None:
-    """A member writing a tick a day ahead is ignored (logged); one writing the very next tick silences that tick only."""
+def test_a_successors_far_future_tick_does_not_silence_the_schedule(
+    cluster: Cluster, log_events: list[LogEvent]
+) -> None:
+    """Even a legitimate successor writing a tick a day ahead is ignored (logged); one writing the very next tick
+    silences that tick only (what a member among the key's first successors can still do)."""
     cluster.register("f", "every 10s")
     cluster.own(A, "f")
-    cluster.ring.write(EVIL, tick_key("f"), TickRecord(T0 + 86_400_000, EVIL).encode())
+    cluster.ring.write(B, tick_key("f"), TickRecord(T0 + 86_400_000, B).encode())
     cluster.start(A)
     cluster.run(8)
     assert cluster.ticks("f") == [T0 + 10_000]
-    assert texts(log_events, rf"tick record by {EVIL:040x} is \d+ ms in the future: ignored")
-    cluster.ring.write(EVIL, tick_key("f"), TickRecord(T0 + 20_000, EVIL).encode())  # the next tick, early
+    assert texts(log_events, rf"tick record by {B:040x} is \d+ ms in the future: ignored \(1 so far\)")
+    cluster.ring.write(B, tick_key("f"), TickRecord(T0 + 20_000, B).encode())  # the next tick, early
     cluster.run(20)
     assert cluster.ticks("f") == [T0 + 10_000, T0 + 30_000]
-    assert texts(log_events, rf"tick {T0 + 20_000} was fired by {EVIL:040x}")
+    assert texts(log_events, rf"tick {T0 + 20_000} was fired by {B:040x}")
+
+
+def test_a_forged_claim_from_a_non_successor_does_not_silence_a_tick(
+    cluster: Cluster, log_events: list[LogEvent]
+) -> None:
+    """A live member far from the key writing each next tick a second before it is due silences none of them;
+    its records are logged as ignored at the 1st, 10th and 100th only."""
+    cluster.register("f", "every 10s")
+    cluster.own(A, "f")
+    cluster.start(A)
+    for n in range(1, 121):  # START+6, +16, ...: one second before each tick
+        forged = TickRecord(T0 + 10_000 * n, EVIL).encode()
+        cluster.clock.callLater(10 * n - 7, cluster.ring.write, EVIL, tick_key("f"), forged)
+    cluster.run(1200)
+    assert cluster.ticks("f") == [T0 + 10_000 * n for n in range(1, 121)]
+    ignored = texts(log_events, rf"f's tick record by {EVIL:040x} is from a member that may not fire it")
+    assert [re.findall(r"\((\d+) so far\)", t) for t in ignored] == [["1"], ["10"], ["100"]]
+    assert not texts(log_events, "was fired by|fires it, we do not")
+
+
+def test_a_forged_claim_written_over_ours_does_not_make_the_owner_yield(log_events: list[LogEvent]) -> None:
+    """A far member's claim landing between the owner's claim and its read-back is not another owner's: A fires."""
+    cluster = Cluster(latency={A: (0.05, 0.05)})
+    cluster.register("f", "every 10s")
+    cluster.own(A, "f")
+    cluster.start(A)
+    # The tick at START+7: A reads by +0.05, its claim lands at +0.10, its read-back reads at +0.15.
+    cluster.clock.callLater(7.12, cluster.ring.write, EVIL, tick_key("f"), TickRecord(T0 + 10_000, EVIL).encode())
+    cluster.run(8, step=0.01)
+    assert cluster.ticks("f") == [T0 + 10_000]
+    assert texts(log_events, rf"record by {EVIL:040x} is from a member that may not fire it")
+    for node in cluster.nodes.values():
+        node.stop()
+
+
+@pytest.mark.parametrize(("other", "fires_twice"), [(C, False), (D, True)], ids=["third-C", "fourth-D"])
+def test_a_successors_claim_still_prevents_a_double_fire(
+    other: int, fires_twice: bool, log_events: list[LogEvent]
+) -> None:
+    """A node that still owns the key in its view (the ring's third live member from the key, C) claims and fires
+    the tick first: the owner A believes it and does not fire.  A fourth member's claim (D) is not believed."""
+    cluster = Cluster()
+    cluster.register("f", "every 10s")
+    cluster.own(other, "f")
+    cluster.own(A, "f")
+    cluster.start(other), cluster.start(A)  # the other's timer runs first, and its claim lands before A reads
+    cluster.run(8)
+    assert cluster.ticks("f", other) == [T0 + 10_000]
+    assert cluster.ticks("f", A) == ([T0 + 10_000] if fires_twice else [])
+    assert bool(texts(log_events, rf"tick {T0 + 10_000} was fired by {other:040x}")) is not fires_twice
+    for node in cluster.nodes.values():
+        node.stop()
+
+
+@pytest.mark.parametrize("with_view", [True, False])
+def test_the_dead_owners_claim_is_believed_by_the_node_taking_over(with_view: bool) -> None:
+    """A fires a tick and dies; B, taking the key over before the next tick, sees A's record (A is dead in its view,
+    or, with no view, lies between the key and B) and does not fire that tick again.  The next claim of C, B's
+    successor: believed with the ring's view (that tick is C's), not without one (only the arc up to B)."""
+    cluster = Cluster(with_view=with_view)
+    cluster.register("f", "every 10s")
+    cluster.own(A, "f")
+    cluster.start(A)
+    cluster.run(8)  # START+8: A fired T0+10 at START+7
+    cluster.nodes[A].stop()
+    cluster.members[A] = MemberStatus.DEAD
+    cluster.disown(A, "f")
+    cluster.own(B, "f")
+    cluster.start(B)  # its first refresh takes the key over
+    cluster.run(10)  # START+18: B fired T0+20
+    assert cluster.ticks("f", A) == [T0 + 10_000] and cluster.ticks("f", B) == [T0 + 20_000]
+    cluster.clock.callLater(8, cluster.ring.write, C, tick_key("f"), TickRecord(T0 + 30_000, C).encode())
+    cluster.run(12)  # START+30
+    assert cluster.ticks("f", B) == [T0 + 20_000] + ([] if with_view else [T0 + 30_000])
+    cluster.nodes[B].stop()
 
 
 def test_a_tick_record_naming_another_writer_is_ignored(cluster: Cluster, log_events: list[LogEvent]) -> None:
-    """A tick record whose "by" is not its signed writer is not believed."""
+    """A tick record whose "by" is not its signed writer is not believed, even naming a legitimate successor."""
     cluster.register("f", "every 10s")
     cluster.own(A, "f")
     cluster.ring.write(EVIL, tick_key("f"), TickRecord(T0 + 10_000, B).encode())
     cluster.start(A)
     cluster.run(8)
     assert cluster.ticks("f") == [T0 + 10_000]
-    assert texts(log_events, "names .* but was written by")
+    assert texts(log_events, rf"record by {EVIL:040x} names {B:040x}: ignored")
 
 
 def test_registrations_not_written_by_an_rm_are_ignored(cluster: Cluster, log_events: list[LogEvent]) -> None:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cortex_rm.dht.ring_math import RING_SIZE
 from cortex_rm.events.functions import InvalidFunction
 from cortex_rm.events.schedules import (
     MAX_SCHEDULED_BYTES,
@@ -18,9 +19,11 @@ from cortex_rm.events.schedules import (
     InvalidSchedule,
     MalformedScheduleRecord,
     Schedule,
+    TICK_FIRERS,
     TickRecord,
     TooManySchedules,
     check_schedule,
+    could_have_fired,
     decode_scheduled,
     encode_scheduled,
 )
@@ -344,3 +347,46 @@ def test_tick_record_round_trip_and_errors() -> None:
             TickRecord.decode(json.dumps(bad).encode())
     with pytest.raises(MalformedScheduleRecord):
         TickRecord.decode(b"x" * 300)
+
+
+# ------------------------------------------------------------ who may have fired a tick
+
+TOP = RING_SIZE - 1  # the last point on the ring: arcs from near it wrap around zero
+
+
+@pytest.mark.parametrize(
+    ("point", "writer", "live", "gone", "believed"),
+    [
+        (100, 110, {110, 120, 130, 140}, set(), True),  # the owner
+        (100, 130, {110, 120, 130, 140}, set(), True),  # the third live member at or after the key
+        (100, 140, {110, 120, 130, 140}, set(), False),  # the fourth: too far
+        (100, 100, {100, 120, 130, 140}, set(), True),  # a member exactly at the key owns it
+        (100, 105, {110, 120, 130, 140}, {105}, True),  # a dead former owner, before the owner
+        (100, 125, {110, 120, 130, 140}, {125}, True),  # a dead member between the successors
+        (100, 135, {110, 120, 130, 140}, {135}, False),  # a dead member beyond the third
+        (100, 105, {110, 120, 130, 140}, set(), False),  # unknown on the arc: anyone can make such an id
+        (100, 90, {90, 110, 120, 130}, set(), False),  # the member just before the key
+        (TOP - 5, 3, {TOP - 2, 3, 9, 50}, set(), True),  # the arc wraps around zero
+        (TOP - 5, 50, {TOP - 2, 3, 9, 50}, set(), False),
+        (TOP - 5, TOP - 9, {TOP - 9, TOP - 2, 3, 9}, set(), False),  # before the key: the far end of the ring
+        (100, 90, {110, 90}, set(), True),  # two members: both may own the key in some view
+        (100, 110, set(), set(), False),  # no view of anyone
+    ],
+)
+def test_could_have_fired_table(point: int, writer: int, live: set[int], gone: set[int], believed: bool) -> None:
+    """The writers believed are the first TICK_FIRERS live members at or after the key, and the gone ones among them."""
+    assert TICK_FIRERS == 3
+    assert could_have_fired(point, writer, live, gone) is believed
+
+
+@settings(max_examples=200)
+@given(
+    st.integers(0, RING_SIZE - 1),
+    st.sets(st.integers(0, RING_SIZE - 1), min_size=1, max_size=12),
+    st.integers(1, 5),
+)
+def test_the_live_writers_believed_are_the_first_count_after_the_key(point: int, live: set[int], count: int) -> None:
+    """Among live members, exactly the ``count`` nearest at or after the key (clockwise) are believed."""
+    walk = sorted(live, key=lambda member: (member - point) % RING_SIZE)
+    believed = [member for member in walk if could_have_fired(point, member, live, set(), count)]
+    assert believed == walk[:count]
