@@ -25,6 +25,10 @@ class EventsSection:
     activation_retention_s: int = 24 * 3600
     # ... and at most this many activations (the oldest ended go first)
     max_activations: int = 20_000
+    # Activations still running on this node (as their entry node): the events they hold, in MiB ...
+    max_running_mb: int = 64
+    # ... and how many one user may have running here at once (beyond either: 429 with Retry-After)
+    max_running_per_user: int = 1000
     # An executor that has not taken an activation within this time is replaced by the next replica
     accept_timeout_s: float = 2.0
     # How long a node trusts a registration it read from the ring before reading it again
@@ -45,6 +49,8 @@ class EventsSection:
             ("max_sandboxes", 1, 4096),
             ("max_sandbox_memory_mb", 32, 1 << 24),
             ("max_activations", 1, 10_000_000),
+            ("max_running_mb", 1, 1 << 20),
+            ("max_running_per_user", 1, 10_000_000),
             ("activation_retention_s", 1, 90 * 24 * 3600),
             ("trust_after", 1, 1_000_000),
         ):

@@ -88,7 +88,10 @@ class EventsRole:
         self.sandboxes = sandboxes
         rms: Callable[[], frozenset[int]] = lambda: ring.config.resource_managers  # noqa: E731
         self._callers: OrderedDict[str, CallerAssertion] = OrderedDict()  # each user's newest assertion
-        store = ActivationStore(settings.activation_retention_s * 1000, settings.max_activations)
+        store = ActivationStore(
+            settings.activation_retention_s * 1000, settings.max_activations,
+            max_running_bytes=settings.max_running_mb << 20, max_running_per_user=settings.max_running_per_user,
+        )  # fmt: skip
         spot = SpotCheckConfig(settings.adaptive_replication, settings.trust_after, settings.spot_check_rate)
         self.spot_checks = SpotChecks(spot, random.Random())
         self.gateway = EventGateway(
@@ -99,7 +102,7 @@ class EventsRole:
         self.schedules = EventSchedules(
             reactor, me=identity.ring_id, resource_managers=ring.config.resource_managers, get=ring.get, put=ring.put,
             owns=self._owns, fire=self._fire, wall_clock_ms=_wall_clock_ms,
-            refresh_s=settings.schedules_refresh_s,
+            refresh_s=settings.schedules_refresh_s, view=ring.view,
         )  # fmt: skip
         self.code: FunctionCode | None = None
         self.executor: EventExecutor | None = None

@@ -487,3 +487,11 @@ def test_ledger_mirror_defaults_to_the_rm_eligible_nodes_that_do_not_run_the_rm(
         assert "accounting.mirror needs [ring]" in str(e)
     else:
         raise AssertionError("mirror without the ring was accepted")
+
+
+def test_events_running_bounds_are_read_and_checked() -> None:
+    """``[events] max_running_mb`` and ``max_running_per_user`` reach the section; zero is refused by key."""
+    events = config_from_dict({"events": {"max_running_mb": 8, "max_running_per_user": 5}}).events
+    assert (events.max_running_mb, events.max_running_per_user) == (8, 5)
+    assert "events.max_running_per_user must lie in 1.." in _error({"events": {"max_running_per_user": 0}})
+    assert "events.max_running_mb must lie in 1.." in _error({"events": {"max_running_mb": 0}})
