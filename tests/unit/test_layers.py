@@ -3,7 +3,7 @@
 Bottom to top (README "Layout", DESIGN.md "Layers"):
 
     vocabulary    yarn/                      YARN's ids, resources, exit statuses, tokens, addresses...
-    cores         dht/ allocator/ container/ accounting/ fs/ events/
+    cores         dht/ allocator/ container/ accounting/ fs/ events/ ha/
     wire          yarn_api/ internal/        Hadoop IPC, protobuf, REST; Thrift, TLS, identity
     configuration config/                    the TOML file's sections, one per role
     roles         roles/                     ResourceManager, NodeManager, ring member
@@ -29,7 +29,7 @@ ROOT = Path(cortex_rm.__file__).parent
 
 LAYERS: Sequence[tuple[str, frozenset[str]]] = (
     ("vocabulary", frozenset({"", "yarn"})),  # "": cortex_rm/__init__.py (the version)
-    ("cores", frozenset({"dht", "allocator", "container", "accounting", "fs", "events"})),
+    ("cores", frozenset({"dht", "allocator", "container", "accounting", "fs", "events", "ha"})),
     ("wire", frozenset({"yarn_api", "internal"})),
     ("configuration", frozenset({"config"})),
     ("roles", frozenset({"roles"})),

@@ -1,0 +1,314 @@
+"""The RM's replicated journal: every change of the RM's state, agreed by a majority of the RM-eligible nodes.
+
+Why: the active RM's node is a volunteer's machine and will leave.  What the RM has
+acknowledged to a client (a submitted application, a registered function, a file) must
+survive that, and two RMs must never both act (issue 13).  So each change of the RM's
+state is an *entry* of one journal, and an entry counts (is *committed*) only once a
+majority of the eligible nodes (``[ring] resource_managers``) hold it on disk.  The RM
+acknowledges a change once it is committed; each node applies committed entries, in
+order, to its own copy of the state, so a standby that takes over already has it.
+
+This is Multi-Paxos with Raft's log matching (the reasons are below), sans-IO: a
+``JournalNode`` takes messages and the time, and answers with messages to send; its
+``state`` (promised epoch, log, commit index) is the driver's to make durable **before**
+it sends what a call returned.
+
+* **Epochs** are ballots: ``(number, ring id)``, ordered; a node campaigning takes a
+  number above any it has seen, so two nodes never share one.  A node *promises* an
+  epoch and refuses every older one from then on: that is the fencing, since an RM of an
+  older epoch can then never gather a majority again.
+* **Campaign** (Paxos phase 1): ``Prepare(epoch, from_seq)`` to every member; a member
+  that promises answers with its entries from ``from_seq`` (the campaigner's commit index
+  + 1).  With a majority of promises (its own included), the campaigner takes, for each
+  slot, the entry accepted in the highest epoch among them: every committed entry is in
+  at least one promise (majorities intersect), so none is lost.  It writes them again
+  under its own epoch and leads.
+* **Leading** (phase 2, Raft-style): ``Append(epoch, prev_seq, prev_epoch, entries,
+  commit)``; a follower accepts when its entry at ``prev_seq`` has ``prev_epoch`` (else
+  it says how far its log goes and the leader backs up), drops whatever conflicts after
+  it, and answers with how far its log now matches.  An entry is committed when a
+  majority matches it: all entries a leader counts are of its own epoch, so this is
+  Raft's commit rule.  Commit indexes ride on every ``Append``; an empty one every
+  ``heartbeat_s`` is the leader's heartbeat.
+* A committed entry is never changed: a later leader may write it again under its epoch,
+  with the same data (so a follower's log may replace it; what it *applied* stays).
+
+Who campaigns is not decided here: the ring names the RM (the first eligible live member
+at or after the RM's key, ``ha/election.py``), and only that node campaigns; if two do
+(views differ during churn), epochs settle it and the loser follows.
+
+Why not the ring's key space: its writes are acknowledged before the replicas have them,
+and the RM's state holds secrets (master keys, token passwords) that every ring member
+could read there.  Why not a library: Python's Raft libraries bring their own threads
+and transport (and pickle over the network); this one is a state machine under Twisted
+and the ring's mutual-TLS links.
+
+Not yet here: snapshots (the log grows until compaction is added), and membership
+changes of the eligible set while running (a restart with the new set).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Epoch = tuple[int, int]
+"""A ballot: (number, ring id of the node that started it); ordered as a tuple."""
+NO_EPOCH: Epoch = (0, 0)
+
+#: Entries per Append at most (a follower far behind is caught up over several).
+MAX_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Entry:
+    epoch: Epoch  # the epoch of the leader that wrote it (last)
+    seq: int  # 1, 2, ...
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Prepare:
+    epoch: Epoch
+    from_seq: int
+
+
+@dataclass(frozen=True)
+class Promise:
+    epoch: Epoch
+    entries: tuple[Entry, ...]  # the promiser's, from the Prepare's from_seq
+    committed: int
+
+
+@dataclass(frozen=True)
+class Append:
+    epoch: Epoch
+    prev_seq: int
+    prev_epoch: Epoch
+    entries: tuple[Entry, ...]
+    commit: int
+
+
+@dataclass(frozen=True)
+class Appended:
+    epoch: Epoch
+    ok: bool
+    match: int  # ok: the last seq now matching the leader's log; not ok: the follower's last seq
+
+
+@dataclass(frozen=True)
+class Refused:
+    promised: Epoch  # the refuser's: the sender's epoch is older
+
+
+Message = Prepare | Promise | Append | Appended | Refused
+Send = tuple[int, Message]
+
+
+class NotLeader(Exception):
+    """This node does not lead the journal now; ``leader`` is the one it follows, if known."""
+
+    def __init__(self, leader: int | None) -> None:
+        super().__init__("this node does not lead the RM's journal" + (f" ({leader:x} does)" if leader else ""))
+        self.leader = leader
+
+
+@dataclass
+class JournalState:
+    """What a node must keep on disk: the epoch it promised, its log, how far it knows the log committed."""
+
+    promised: Epoch = NO_EPOCH
+    log: list[Entry] = field(default_factory=list)
+    committed: int = 0
+
+    @property
+    def last_seq(self) -> int:
+        return len(self.log)
+
+    def epoch_at(self, seq: int) -> Epoch:
+        return self.log[seq - 1].epoch if 0 < seq <= len(self.log) else NO_EPOCH
+
+
+@dataclass
+class _Follower:
+    next_seq: int
+    match: int = 0
+    sent_at: float | None = None  # an Append is out and not yet answered since
+
+
+class JournalNode:
+    """One eligible node's part of the journal (see the module docstring)."""
+
+    def __init__(
+        self, me: int, members: frozenset[int], state: JournalState | None = None, *, heartbeat_s: float = 1.0
+    ) -> None:
+        if me not in members:
+            raise ValueError(f"{me:x} is not among the journal's members")
+        self.me, self.members = me, members
+        self.state = state if state is not None else JournalState()
+        self.heartbeat_s = heartbeat_s
+        self.role = "follower"
+        self.epoch: Epoch = self.state.promised  # the epoch this node leads or campaigns in
+        self.leader: int | None = None
+        self.applied = 0  # (volatile: the driver reloads its state copy, then applies from its own mark)
+        self._promises: dict[int, Promise] = {}
+        self._followers: dict[int, _Follower] = {}
+
+    @property
+    def quorum(self) -> int:
+        return len(self.members) // 2 + 1
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role == "leader"
+
+    # ------------------------------------------------------------ campaigning
+
+    def campaign(self, now: float) -> list[Send]:
+        """Start a new epoch and ask every member to promise it."""
+        number = max([self.state.promised[0], *(e.epoch[0] for e in self.state.log[-1:])]) + 1
+        self.epoch = self.state.promised = (number, self.me)
+        self.role, self.leader = "candidate", None
+        from_seq = self.state.committed + 1
+        own = Promise(self.epoch, tuple(self.state.log[from_seq - 1 :]), self.state.committed)
+        self._promises = {self.me: own}
+        sends: list[Send] = [(m, Prepare(self.epoch, from_seq)) for m in sorted(self.members - {self.me})]
+        return sends + self._maybe_lead(now)
+
+    def _maybe_lead(self, now: float) -> list[Send]:
+        if self.role != "candidate" or len(self._promises) < self.quorum:
+            return []
+        base = self.state.committed  # the promises hold every slot after it that may have been committed
+        chosen: dict[int, Entry] = {}
+        for promise in self._promises.values():
+            for entry in promise.entries:
+                if entry.seq > base and (entry.seq not in chosen or entry.epoch > chosen[entry.seq].epoch):
+                    chosen[entry.seq] = entry
+        log = self.state.log[:base]
+        seq = base + 1
+        while seq in chosen:  # (contiguous: every log is)
+            log.append(Entry(self.epoch, seq, chosen[seq].data))
+            seq += 1
+        self.state.log = log
+        known = max(p.committed for p in self._promises.values())  # committed somewhere: in the promises
+        self.state.committed = max(base, min(known, len(log)))
+        self.role, self.leader = "leader", self.me
+        self._followers = {m: _Follower(next_seq=base + 1) for m in self.members - {self.me}}
+        self._promises = {}
+        self._advance_commit()
+        return self._appends(now, everyone=True)
+
+    # ------------------------------------------------------------ leading
+
+    def propose(self, data: bytes) -> int:
+        """Add ``data`` as the next entry (NotLeader unless leading); its seq.  ``flush`` sends it."""
+        if not self.is_leader:
+            raise NotLeader(self.leader)
+        entry = Entry(self.epoch, self.state.last_seq + 1, data)
+        self.state.log.append(entry)
+        self._advance_commit()
+        return entry.seq
+
+    def flush(self, now: float) -> list[Send]:
+        """Appends for every follower that has no Append out (after ``propose``)."""
+        return self._appends(now, everyone=False) if self.is_leader else []
+
+    def tick(self, now: float) -> list[Send]:
+        """Heartbeats, and Appends again to followers silent for ``heartbeat_s``."""
+        if not self.is_leader:
+            return []
+        due = [m for m, f in self._followers.items() if f.sent_at is None or now - f.sent_at >= self.heartbeat_s]
+        return [self._append_to(m, now) for m in due]
+
+    def _appends(self, now: float, everyone: bool) -> list[Send]:
+        return [self._append_to(m, now) for m, f in sorted(self._followers.items()) if everyone or f.sent_at is None]
+
+    def _append_to(self, member: int, now: float) -> Send:
+        follower = self._followers[member]
+        prev = follower.next_seq - 1
+        entries = tuple(self.state.log[prev : prev + MAX_BATCH])
+        follower.sent_at = now
+        return member, Append(self.epoch, prev, self.state.epoch_at(prev), entries, self.state.committed)
+
+    def _advance_commit(self) -> None:
+        matches = sorted([self.state.last_seq, *(f.match for f in self._followers.values())], reverse=True)
+        majority = matches[self.quorum - 1]
+        if majority > self.state.committed and self.state.epoch_at(majority) == self.epoch:
+            self.state.committed = majority
+
+    # ------------------------------------------------------------ receiving
+
+    def receive(self, sender: int, message: Message, now: float) -> list[Send]:
+        """Take ``message`` from the member ``sender``; what to send in answer (after persisting ``state``)."""
+        if sender not in self.members or sender == self.me:
+            return []  # (the transport authenticated the sender; a non-member has no say)
+        if isinstance(message, Prepare):
+            return self._prepare(sender, message)
+        if isinstance(message, Append):
+            return self._append(sender, message)
+        if isinstance(message, Refused):
+            if message.promised > self.epoch:
+                self._follow(message.promised, None)
+            return []
+        if isinstance(message, Promise):
+            if self.role == "candidate" and message.epoch == self.epoch:
+                self._promises[sender] = message
+                return self._maybe_lead(now)
+            return []
+        return self._appended(sender, message, now)
+
+    def _prepare(self, sender: int, message: Prepare) -> list[Send]:
+        if message.epoch < self.state.promised or (message.epoch == self.state.promised and message.epoch[1] != sender):
+            return [(sender, Refused(self.state.promised))]
+        self._follow(message.epoch, None)
+        entries = tuple(self.state.log[max(message.from_seq, 1) - 1 :])
+        return [(sender, Promise(message.epoch, entries, self.state.committed))]
+
+    def _append(self, sender: int, message: Append) -> list[Send]:
+        if message.epoch < self.state.promised or message.epoch[1] != sender:
+            return [(sender, Refused(self.state.promised))]
+        self._follow(message.epoch, sender)
+        log = self.state.log
+        if message.prev_seq > len(log) or self.state.epoch_at(message.prev_seq) != message.prev_epoch:
+            return [(sender, Appended(message.epoch, False, min(len(log), message.prev_seq - 1)))]
+        for entry in message.entries:
+            if entry.seq <= len(log) and log[entry.seq - 1].epoch != entry.epoch:
+                del log[entry.seq - 1 :]
+            if entry.seq > len(log):
+                log.append(entry)
+        match = message.prev_seq + len(message.entries)
+        self.state.committed = max(self.state.committed, min(message.commit, match))
+        return [(sender, Appended(message.epoch, True, match))]
+
+    def _appended(self, sender: int, message: Appended, now: float) -> list[Send]:
+        if not self.is_leader or message.epoch != self.epoch or sender not in self._followers:
+            return []
+        follower = self._followers[sender]
+        follower.sent_at = None
+        if message.ok:
+            follower.match = max(follower.match, message.match)
+            follower.next_seq = follower.match + 1
+            before = self.state.committed
+            self._advance_commit()
+            more = follower.next_seq <= self.state.last_seq or self.state.committed > before
+        else:
+            follower.next_seq = max(1, min(follower.next_seq - 1, message.match + 1))
+            more = True
+        return [self._append_to(sender, now)] if more else []
+
+    def _follow(self, epoch: Epoch, leader: int | None) -> None:
+        """Follow ``epoch`` (promised from now on): a candidate or leader of another epoch stands down."""
+        self.state.promised = max(self.state.promised, epoch)
+        if self.role != "follower" or self.epoch != epoch:
+            self.role, self.leader, self._promises, self._followers = "follower", None, {}, {}
+        self.epoch = epoch
+        if leader is not None:
+            self.leader = leader
+
+    # ------------------------------------------------------------ applying
+
+    def take_committed(self) -> list[Entry]:
+        """The committed entries not yet taken, in order (the driver applies them to its state copy)."""
+        upto = min(self.state.committed, self.state.last_seq)
+        taken = self.state.log[self.applied : upto]
+        self.applied = max(self.applied, upto)
+        return taken
