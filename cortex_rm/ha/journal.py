@@ -8,34 +8,34 @@ majority of the eligible nodes (``[ring] resource_managers``) hold it on disk.  
 acknowledges a change once it is committed; each node applies committed entries, in
 order, to its own copy of the state, so a standby that takes over already has it.
 
-This is Multi-Paxos with Raft's log matching (the reasons are below), sans-IO: a
-``JournalNode`` takes messages and the time, and answers with messages to send; its
-``state`` (promised epoch, log, commit index) is the driver's to make durable **before**
-it sends what a call returned.
+This is Raft's log replication and election rule, sans-IO: a ``JournalNode`` takes
+messages and the time, and answers with messages to send; its ``state`` (promised epoch,
+log, commit index) is the driver's to make durable **before** it sends what a call
+returned.
 
-* **Epochs** are ballots: ``(number, ring id)``, ordered; a node campaigning takes a
-  number above any it has seen, so two nodes never share one.  A node *promises* an
-  epoch and refuses every older one from then on: that is the fencing, since an RM of an
-  older epoch can then never gather a majority again.
-* **Campaign** (Paxos phase 1): ``Prepare(epoch, from_seq)`` to every member; a member
-  that promises answers with its entries from ``from_seq`` (the campaigner's commit index
-  + 1).  With a majority of promises (its own included), the campaigner takes, for each
-  slot, the entry accepted in the highest epoch among them: every committed entry is in
-  at least one promise (majorities intersect), so none is lost.  It writes them again
-  under its own epoch and leads.
-* **Leading** (phase 2, Raft-style): ``Append(epoch, prev_seq, prev_epoch, entries,
-  commit)``; a follower accepts when its entry at ``prev_seq`` has ``prev_epoch`` (else
-  it says how far its log goes and the leader backs up), drops whatever conflicts after
-  it, and answers with how far its log now matches.  An entry is committed when a
-  majority matches it: all entries a leader counts are of its own epoch, so this is
-  Raft's commit rule.  Commit indexes ride on every ``Append``; an empty one every
-  ``heartbeat_s`` is the leader's heartbeat.
-* A committed entry is never changed: a later leader may write it again under its epoch,
-  with the same data (so a follower's log may replace it; what it *applied* stays).
+* **Epochs** are Raft's terms, named ``(number, ring id)`` and ordered as tuples, so a
+  campaign's epoch also says whom it is for and two campaigns never share one.  A node
+  *promises* an epoch and refuses every older one from then on: that is the fencing,
+  since an RM of an older epoch can then never gather a majority again.
+* **Campaign**: ``Prepare(epoch, last_seq, last_epoch)`` to every member; a member
+  promises a newer epoch, and grants it (``Promise.granted``) only if the campaigner's
+  log is at least as up to date as its own (last entry's epoch, then length).  With a
+  majority of grants (its own included) the campaigner leads, and appends an empty entry
+  of its epoch (a no-op, never applied) so that what earlier leaders left commits.
+  Since every committed entry is on a majority, and a winner's log is at least as up to
+  date as a majority's, a winner holds every committed entry.
+* **Leading**: ``Append(epoch, prev_seq, prev_epoch, entries, commit)``; a follower
+  accepts when its entry at ``prev_seq`` has ``prev_epoch`` (else it says how far its
+  log goes and the leader backs up), drops whatever conflicts after it, and answers
+  with how far its log now matches.  An entry is committed when a majority matches it
+  and it is of the leader's epoch (earlier ones commit with it).  Commit indexes ride on
+  every ``Append``; an empty one every ``heartbeat_s`` is the leader's heartbeat.
 
 Who campaigns is not decided here: the ring names the RM (the first eligible live member
 at or after the RM's key, ``ha/election.py``), and only that node campaigns; if two do
-(views differ during churn), epochs settle it and the loser follows.
+(views differ during churn), epochs settle it and the loser follows; a designated node
+whose log is behind is refused, and another eligible node, campaigning after a longer
+timeout, leads instead.
 
 Why not the ring's key space: its writes are acknowledged before the replicas have them,
 and the RM's state holds secrets (master keys, token passwords) that every ring member
@@ -55,8 +55,12 @@ Epoch = tuple[int, int]
 """A ballot: (number, ring id of the node that started it); ordered as a tuple."""
 NO_EPOCH: Epoch = (0, 0)
 
-#: Entries per Append at most (a follower far behind is caught up over several).
+#: Entries per Append at most, and their data's bytes (at least one entry goes): a follower far behind is
+#: caught up over several Appends.
 MAX_BATCH = 256
+MAX_BATCH_BYTES = 768 * 1024
+#: One entry's data at most (``propose`` refuses more).
+MAX_ENTRY_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,14 +73,14 @@ class Entry:
 @dataclass(frozen=True)
 class Prepare:
     epoch: Epoch
-    from_seq: int
+    last_seq: int  # the campaigner's log: its length, and its last entry's epoch
+    last_epoch: Epoch
 
 
 @dataclass(frozen=True)
 class Promise:
     epoch: Epoch
-    entries: tuple[Entry, ...]  # the promiser's, from the Prepare's from_seq
-    committed: int
+    granted: bool  # False: promised (no older epoch from now on), but the campaigner's log is behind
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,11 @@ class JournalState:
     promised: Epoch = NO_EPOCH
     log: list[Entry] = field(default_factory=list)
     committed: int = 0
+    #: The lowest seq whose entry changed (written, replaced or removed) since the driver last saved the log.
+    dirty_from: int | None = None
+
+    def changed(self, seq: int) -> None:
+        self.dirty_from = seq if self.dirty_from is None else min(self.dirty_from, seq)
 
     @property
     def last_seq(self) -> int:
@@ -150,7 +159,7 @@ class JournalNode:
         self.epoch: Epoch = self.state.promised  # the epoch this node leads or campaigns in
         self.leader: int | None = None
         self.applied = 0  # (volatile: the driver reloads its state copy, then applies from its own mark)
-        self._promises: dict[int, Promise] = {}
+        self._grants: set[int] = set()  # a campaign's grants so far
         self._followers: dict[int, _Follower] = {}
 
     @property
@@ -164,36 +173,23 @@ class JournalNode:
     # ------------------------------------------------------------ campaigning
 
     def campaign(self, now: float) -> list[Send]:
-        """Start a new epoch and ask every member to promise it."""
+        """Start a new epoch and ask every member to grant it."""
         number = max([self.state.promised[0], *(e.epoch[0] for e in self.state.log[-1:])]) + 1
         self.epoch = self.state.promised = (number, self.me)
-        self.role, self.leader = "candidate", None
-        from_seq = self.state.committed + 1
-        own = Promise(self.epoch, tuple(self.state.log[from_seq - 1 :]), self.state.committed)
-        self._promises = {self.me: own}
-        sends: list[Send] = [(m, Prepare(self.epoch, from_seq)) for m in sorted(self.members - {self.me})]
+        self.role, self.leader, self._followers = "candidate", None, {}
+        self._grants = {self.me}
+        last = self.state.last_seq
+        sends: list[Send] = [(m, Prepare(self.epoch, last, self.state.epoch_at(last))) for m in sorted(self.members - {self.me})]
         return sends + self._maybe_lead(now)
 
     def _maybe_lead(self, now: float) -> list[Send]:
-        if self.role != "candidate" or len(self._promises) < self.quorum:
+        if self.role != "candidate" or len(self._grants) < self.quorum:
             return []
-        base = self.state.committed  # the promises hold every slot after it that may have been committed
-        chosen: dict[int, Entry] = {}
-        for promise in self._promises.values():
-            for entry in promise.entries:
-                if entry.seq > base and (entry.seq not in chosen or entry.epoch > chosen[entry.seq].epoch):
-                    chosen[entry.seq] = entry
-        log = self.state.log[:base]
-        seq = base + 1
-        while seq in chosen:  # (contiguous: every log is)
-            log.append(Entry(self.epoch, seq, chosen[seq].data))
-            seq += 1
-        self.state.log = log
-        known = max(p.committed for p in self._promises.values())  # committed somewhere: in the promises
-        self.state.committed = max(base, min(known, len(log)))
-        self.role, self.leader = "leader", self.me
-        self._followers = {m: _Follower(next_seq=base + 1) for m in self.members - {self.me}}
-        self._promises = {}
+        self.role, self.leader, self._grants = "leader", self.me, set()
+        self._followers = {m: _Follower(next_seq=self.state.last_seq + 1) for m in self.members - {self.me}}
+        noop = Entry(self.epoch, self.state.last_seq + 1, b"")  # commits what earlier leaders left, with it
+        self.state.log.append(noop)
+        self.state.changed(noop.seq)
         self._advance_commit()
         return self._appends(now, everyone=True)
 
@@ -203,8 +199,11 @@ class JournalNode:
         """Add ``data`` as the next entry (NotLeader unless leading); its seq.  ``flush`` sends it."""
         if not self.is_leader:
             raise NotLeader(self.leader)
+        if not 0 < len(data) <= MAX_ENTRY_BYTES:
+            raise ValueError(f"a journal entry holds 1 to {MAX_ENTRY_BYTES} bytes, not {len(data)}")
         entry = Entry(self.epoch, self.state.last_seq + 1, data)
         self.state.log.append(entry)
+        self.state.changed(entry.seq)
         self._advance_commit()
         return entry.seq
 
@@ -225,7 +224,7 @@ class JournalNode:
     def _append_to(self, member: int, now: float) -> Send:
         follower = self._followers[member]
         prev = follower.next_seq - 1
-        entries = tuple(self.state.log[prev : prev + MAX_BATCH])
+        entries = _page(self.state.log, prev)
         follower.sent_at = now
         return member, Append(self.epoch, prev, self.state.epoch_at(prev), entries, self.state.committed)
 
@@ -250,18 +249,22 @@ class JournalNode:
                 self._follow(message.promised, None)
             return []
         if isinstance(message, Promise):
-            if self.role == "candidate" and message.epoch == self.epoch:
-                self._promises[sender] = message
-                return self._maybe_lead(now)
-            return []
+            return self._promise(sender, message, now)
         return self._appended(sender, message, now)
 
+    def _promise(self, sender: int, message: Promise, now: float) -> list[Send]:
+        if self.role != "candidate" or message.epoch != self.epoch or not message.granted:
+            return []
+        self._grants.add(sender)
+        return self._maybe_lead(now)
+
     def _prepare(self, sender: int, message: Prepare) -> list[Send]:
-        if message.epoch < self.state.promised or (message.epoch == self.state.promised and message.epoch[1] != sender):
+        if message.epoch < self.state.promised or message.epoch[1] != sender:
             return [(sender, Refused(self.state.promised))]
         self._follow(message.epoch, None)
-        entries = tuple(self.state.log[max(message.from_seq, 1) - 1 :])
-        return [(sender, Promise(message.epoch, entries, self.state.committed))]
+        last = self.state.last_seq
+        granted = (message.last_epoch, message.last_seq) >= (self.state.epoch_at(last), last)
+        return [(sender, Promise(message.epoch, granted))]
 
     def _append(self, sender: int, message: Append) -> list[Send]:
         if message.epoch < self.state.promised or message.epoch[1] != sender:
@@ -273,8 +276,10 @@ class JournalNode:
         for entry in message.entries:
             if entry.seq <= len(log) and log[entry.seq - 1].epoch != entry.epoch:
                 del log[entry.seq - 1 :]
+                self.state.changed(entry.seq)
             if entry.seq > len(log):
                 log.append(entry)
+                self.state.changed(entry.seq)
         match = message.prev_seq + len(message.entries)
         self.state.committed = max(self.state.committed, min(message.commit, match))
         return [(sender, Appended(message.epoch, True, match))]
@@ -299,7 +304,7 @@ class JournalNode:
         """Follow ``epoch`` (promised from now on): a candidate or leader of another epoch stands down."""
         self.state.promised = max(self.state.promised, epoch)
         if self.role != "follower" or self.epoch != epoch:
-            self.role, self.leader, self._promises, self._followers = "follower", None, {}, {}
+            self.role, self.leader, self._grants, self._followers = "follower", None, set(), {}
         self.epoch = epoch
         if leader is not None:
             self.leader = leader
@@ -307,8 +312,21 @@ class JournalNode:
     # ------------------------------------------------------------ applying
 
     def take_committed(self) -> list[Entry]:
-        """The committed entries not yet taken, in order (the driver applies them to its state copy)."""
+        """The committed entries not yet taken, in order, but the leaders' no-ops (the driver applies them to its
+        state copy)."""
         upto = min(self.state.committed, self.state.last_seq)
-        taken = self.state.log[self.applied : upto]
+        taken = [e for e in self.state.log[self.applied : upto] if e.data]
         self.applied = max(self.applied, upto)
         return taken
+
+
+def _page(log: list[Entry], start: int) -> tuple[Entry, ...]:
+    """The entries after index ``start`` that one message carries (at least one, if any)."""
+    page: list[Entry] = []
+    size = 0
+    for entry in log[start : start + MAX_BATCH]:
+        if page and size + len(entry.data) > MAX_BATCH_BYTES:
+            break
+        page.append(entry)
+        size += len(entry.data)
+    return tuple(page)

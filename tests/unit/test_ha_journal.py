@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cortex_rm.ha import journal
 from cortex_rm.ha.journal import (
     Append, Appended, Epoch, JournalNode, JournalState, Message, NotLeader, Prepare, Promise, Refused, Send,
 )  # fmt: skip
@@ -30,7 +31,7 @@ class Net:
     now: float = 0.0
     nodes: dict[int, JournalNode] = field(default_factory=dict)
     states: dict[int, JournalState] = field(default_factory=dict)
-    applied: dict[int, list[bytes]] = field(default_factory=dict)  # each node's store: what it applied
+    applied: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict)  # each node's store: (seq, data)
     down: set[int] = field(default_factory=set)
     queue: list[tuple[int, int, Message]] = field(default_factory=list)
     leaders: dict[Epoch, int] = field(default_factory=dict)
@@ -85,7 +86,7 @@ class Net:
         """It comes back with what it persisted (its state, its store); all else is gone."""
         self.down.discard(i)
         node = JournalNode(i, frozenset(self.ids), self.states[i])
-        node.applied = len(self.applied[i])
+        node.applied = self.applied[i][-1][0] if self.applied[i] else 0  # (the store knows how far it applied)
         self.nodes[i] = node
 
     def observe(self) -> None:
@@ -95,12 +96,15 @@ class Net:
                 for seq, data in self.proposed.get(i, []):
                     if seq <= node.state.committed and node.state.log[seq - 1].data == data:
                         assert self.acked.setdefault(seq, data) == data, f"seq {seq} acknowledged twice, differently"
-            self.applied[i].extend(e.data for e in node.take_committed())
+            self.applied[i].extend((e.seq, e.data) for e in node.take_committed())
         stores = list(self.applied.values())
         for one in stores:
             for other in stores:
                 common = min(len(one), len(other))
                 assert one[:common] == other[:common], "two nodes applied different sequences"
+
+    def data(self, i: int) -> list[bytes]:
+        return [d for _, d in self.applied[i]]
 
     def heal(self) -> int:
         """Everyone up, no loss; one node campaigns and replicates until all have applied everything."""
@@ -108,13 +112,17 @@ class Net:
             self.restart(i)
         self.lossy = False
         self.queue.clear()
-        leader = self.ids[0]
+        leader = None
         for _ in range(3):  # a refusal names the epoch promised elsewhere: the next campaign goes above it
-            self.campaign(leader)
-            self.settle()
-            if self.nodes[leader].is_leader:
+            for i in self.ids:  # (a node whose log is behind is not granted: the next one tries)
+                self.campaign(i)
+                self.settle()
+                if self.nodes[i].is_leader:
+                    leader = i
+                    break
+            if leader is not None:
                 break
-        assert self.nodes[leader].is_leader
+        assert leader is not None
         for _ in range(10):  # heartbeats carry the commit index to everyone
             self.now += 1
             self.tick(leader)
@@ -127,7 +135,7 @@ def test_a_single_member_commits_at_once() -> None:
     net.campaign(A)
     assert net.nodes[A].is_leader
     net.propose(A, b"x")
-    assert net.applied[A] == [b"x"] and net.acked == {1: b"x"}
+    assert net.data(A) == [b"x"] and net.acked == {2: b"x"}  # (1: the leader's no-op)
 
 
 def test_three_members_commit_with_a_majority_and_followers_apply_on_the_next_append() -> None:
@@ -138,16 +146,16 @@ def test_three_members_commit_with_a_majority_and_followers_apply_on_the_next_ap
     net.crash(C)
     net.propose(A, b"one")
     net.settle()
-    assert net.applied[A] == [b"one"]  # A and B hold it: a majority
+    assert net.data(A) == [b"one"]  # A and B hold it: a majority
     net.now += 1
     net.tick(A)
     net.settle()
-    assert net.applied[B] == [b"one"] and net.applied[C] == []
+    assert net.data(B) == [b"one"] and net.data(C) == []
     net.restart(C)
     net.now += 1
     net.tick(A)
     net.settle()
-    assert net.applied[C] == [b"one"]  # caught up
+    assert net.data(C) == [b"one"]  # caught up
 
 
 def test_a_minority_cannot_commit_and_a_new_majority_keeps_what_was_acknowledged() -> None:
@@ -167,20 +175,23 @@ def test_a_minority_cannot_commit_and_a_new_majority_keeps_what_was_acknowledged
     net.crash(B)
     for i in (C, D, E):
         net.restart(i)
-    net.campaign(D)  # D never saw "acked"; C's promise carries it
+    net.campaign(D)  # D never saw "acked": C does not grant it, so D has 2 of 5
     net.settle()
-    assert net.nodes[D].is_leader and net.nodes[D].epoch > net.nodes[A].epoch
+    assert not net.nodes[D].is_leader
+    net.campaign(C)
+    net.settle()
+    assert net.nodes[C].is_leader and net.nodes[C].epoch > net.nodes[A].epoch
     net.now += 1
-    net.tick(D)
+    net.tick(C)
     net.settle()
-    assert net.applied[D] == net.applied[E] == [b"acked"]
+    assert net.data(D) == net.data(E) == [b"acked"]
     net.restart(A)
     net.restart(B)
     net.now += 1
-    net.tick(D)
+    net.tick(C)
     net.settle()
-    assert net.applied[A] == net.applied[B] == [b"acked"]  # A's "never" was dropped from its log
-    assert [e.data for e in net.nodes[A].state.log] == [b"acked"]
+    assert net.data(A) == net.data(B) == [b"acked"]  # A's "never" was dropped from its log
+    assert b"never" not in [e.data for e in net.nodes[A].state.log]
 
 
 def test_an_older_epoch_is_refused_everywhere_once_a_newer_is_promised() -> None:
@@ -192,8 +203,8 @@ def test_an_older_epoch_is_refused_everywhere_once_a_newer_is_promised() -> None
     assert net.nodes[B].is_leader and not net.nodes[A].is_leader
     old = Append((1, A), 0, (0, 0), (), 0)
     assert net.nodes[C].receive(A, old, 0) == [(A, Refused(net.nodes[B].epoch))]
-    assert net.nodes[C].receive(A, Prepare((1, A), 1), 0) == [(A, Refused(net.nodes[B].epoch))]
-    assert net.nodes[C].receive(A, Prepare(net.nodes[B].epoch, 1), 0) == [(A, Refused(net.nodes[B].epoch))]  # B's
+    assert net.nodes[C].receive(A, Prepare((1, A), 0, (0, 0)), 0) == [(A, Refused(net.nodes[B].epoch))]
+    assert net.nodes[C].receive(A, Prepare(net.nodes[B].epoch, 9, (9, A)), 0) == [(A, Refused(net.nodes[B].epoch))]
     with pytest.raises(NotLeader) as refused:
         net.nodes[A].propose(b"late")
     assert refused.value.leader == B
@@ -201,9 +212,9 @@ def test_an_older_epoch_is_refused_everywhere_once_a_newer_is_promised() -> None
 
 def test_a_forged_or_non_members_message_is_ignored_or_refused() -> None:
     node = JournalNode(A, frozenset({A, B, C}))
-    assert node.receive(0xF, Prepare((9, 0xF), 1), 0) == []  # not a member
+    assert node.receive(0xF, Prepare((9, 0xF), 0, (0, 0)), 0) == []  # not a member
     assert node.receive(B, Append((9, C), 0, (0, 0), (), 0), 0) == [(B, Refused((0, 0)))]  # C's epoch, sent by B
-    assert node.receive(B, Promise((1, B), (), 0), 0) == [] and node.receive(B, Appended((1, B), True, 3), 0) == []
+    assert node.receive(B, Promise((1, B), True), 0) == [] and node.receive(B, Appended((1, B), True, 3), 0) == []
     assert node.state.promised == (0, 0)
 
 
@@ -242,7 +253,7 @@ def test_random_schedules_keep_every_acknowledged_entry_and_one_sequence(seed: i
     for i in net.ids:
         assert net.applied[i] == final, "a node did not apply what the leader did"
     for seq, data in net.acked.items():
-        assert final[seq - 1] == data, f"acknowledged entry {seq} was lost or changed"
+        assert dict(final).get(seq) == data, f"acknowledged entry {seq} was lost or changed"
 
 
 def test_many_acknowledged_entries_survive_in_a_long_schedule() -> None:
@@ -250,3 +261,105 @@ def test_many_acknowledged_entries_survive_in_a_long_schedule() -> None:
     net = run_schedule(7, 5, 6000)
     net.heal()
     assert len(net.acked) > 20
+
+
+def test_a_campaigner_whose_log_is_behind_is_not_granted_and_one_that_is_up_to_date_leads() -> None:
+    net = Net([A, B, C])
+    net.campaign(A)
+    net.settle()
+    net.crash(C)
+    for i in range(3):
+        net.propose(A, b"e%d" % i)
+    net.settle()
+    net.crash(A)  # B holds the 3 entries; C none
+    net.restart(C)
+    net.campaign(C)
+    net.settle()
+    assert not net.nodes[C].is_leader and net.nodes[B].state.promised == net.nodes[C].epoch  # promised, not granted
+    net.campaign(B)
+    net.settle()
+    assert net.nodes[B].is_leader
+    net.now += 1
+    net.tick(B)
+    net.settle()
+    assert net.data(C) == net.data(B) == [b"e0", b"e1", b"e2"]
+
+
+def test_small_batches_catch_a_follower_up_over_several_appends(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal, "MAX_BATCH", 2)
+    net = Net([A, B, C])
+    net.campaign(A)
+    net.settle()
+    net.crash(C)
+    for i in range(7):
+        net.propose(A, b"e%d" % i)
+    net.settle()
+    net.restart(C)
+    appends = 0
+    net.now += 1
+    net.tick(A)
+    while net.queue:
+        appends += isinstance(net.queue[0][2], Append) and net.queue[0][0] == C
+        net.deliver()
+    assert net.data(C) == [b"e%d" % i for i in range(7)][: len(net.data(C))] and appends >= 4
+    for seed in range(40):
+        run = run_schedule(seed, 3, 400)
+        leader = run.heal()
+        assert all(run.applied[i] == run.applied[leader] for i in run.ids)
+        assert all(dict(run.applied[leader]).get(seq) == data for seq, data in run.acked.items())
+
+
+def test_an_entry_larger_than_the_bound_is_refused() -> None:
+    node = JournalNode(A, frozenset({A}))
+    node.campaign(0)
+    with pytest.raises(ValueError, match="1 to"):
+        node.propose(b"x" * (journal.MAX_ENTRY_BYTES + 1))
+    with pytest.raises(ValueError, match="1 to"):
+        node.propose(b"")  # (empty: a leader's no-op)
+    assert node.propose(b"x" * journal.MAX_ENTRY_BYTES) == 2
+
+
+def test_an_earlier_epochs_entry_on_a_majority_is_not_committed_by_counting_raft_figure_8(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Raft's Figure 8: a leader must not count replicas of an older epoch's entry as committing it, or a
+    later leader with a newer last epoch overwrites it after it was acknowledged."""
+    monkeypatch.setattr(journal, "MAX_BATCH", 1)
+    net = Net([A, B, C, D, E])
+    net.campaign(A)
+    net.settle()
+    for i in (C, D, E):
+        net.crash(i)
+    net.propose(A, b"x")  # slot 2, epoch (1, A): on A and B only
+    net.settle()
+    net.crash(A)
+    net.crash(B)
+    for i in (C, D, E):
+        net.restart(i)
+    net.campaign(E)  # (2, E): C and D grant; its no-op lands in slot 2 on E alone
+    while not net.nodes[E].is_leader:
+        net.deliver()
+    net.queue.clear()
+    net.crash(E)
+    net.restart(A)
+    net.restart(B)
+    net.campaign(A)  # (2, A): C promised (2, E), a later epoch, and refuses; A learns of it
+    net.settle()
+    net.campaign(A)  # (3, A): B and C grant; A catches C up one entry at a time
+    while not (net.nodes[A].is_leader and net.nodes[C].state.last_seq >= 2):
+        net.deliver()
+    while any(to == A for to, _, _ in net.queue):  # B's and C's answers: "x" is on A, B and C now
+        net.deliver(next(k for k, (to, _, _) in enumerate(net.queue) if to == A))
+    assert all(b"x" in [e.data for e in net.nodes[i].state.log] for i in (A, B, C))
+    assert 2 not in net.acked  # an older epoch's entry: not committed by being on a majority
+    net.queue.clear()
+    net.crash(A)
+    for i in (D, E):
+        net.restart(i)
+    net.campaign(E)  # (4, E): its last entry's epoch (2, E) beats (1, A): B, C and D grant
+    net.settle()
+    assert net.nodes[E].is_leader
+    net.now += 1
+    net.tick(E)
+    net.settle()
+    assert b"x" not in net.data(B)  # overwritten, which is right only because it was never acknowledged
