@@ -660,3 +660,59 @@ union EventMessage {
   1: InvokeFunction invoke,
   2: FunctionOutcome outcome,
 }
+
+// ------------------------------------------------------------------ The RM's journal
+//
+// The body of a ring `Direct` message on channel "rm-journal", between the RM-eligible nodes
+// only: one `JournalMessage` (cortex_rm/ha/journal.py says what each means;
+// cortex_rm/internal/journal_codec.py bounds every field).
+
+/** An epoch (Raft's term): compared as (number, node). */
+struct JournalEpoch {
+  1: required i64 number,
+  2: required binary node,            // the ring id of the node that campaigned in it, 20 bytes
+}
+
+struct JournalEntry {
+  1: required JournalEpoch epoch,
+  2: required i64 seq,
+  3: required binary data,            // empty: a leader's no-op
+}
+
+struct JournalPrepare {
+  1: required JournalEpoch epoch,
+  2: required i64 last_seq,
+  3: required JournalEpoch last_epoch,
+}
+
+struct JournalPromise {
+  1: required JournalEpoch epoch,
+  2: required bool granted,
+}
+
+struct JournalAppend {
+  1: required JournalEpoch epoch,
+  2: required i64 prev_seq,
+  3: required JournalEpoch prev_epoch,
+  4: required list<JournalEntry> entries,  // at most ha/journal.py's MAX_BATCH
+  5: required i64 commit,
+}
+
+struct JournalAppended {
+  1: required JournalEpoch epoch,
+  2: required bool ok,
+  3: required i64 match,
+}
+
+struct JournalRefused {
+  1: required JournalEpoch promised,
+}
+
+/** Exactly one member is set. */
+union JournalMessage {
+  1: JournalPrepare prepare,
+  2: JournalPromise promise,
+  3: JournalAppend append,
+  4: JournalAppended appended,
+  5: JournalRefused refused,
+}

@@ -2825,10 +2825,10 @@ class submitAttestations_args(object):
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.batches = []
-                    (_etype143, _size140) = iprot.readListBegin()
-                    for _i144 in range(_size140):
-                        _elem145 = iprot.readBinary()
-                        self.batches.append(_elem145)
+                    (_etype150, _size147) = iprot.readListBegin()
+                    for _i151 in range(_size147):
+                        _elem152 = iprot.readBinary()
+                        self.batches.append(_elem152)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -2849,8 +2849,8 @@ class submitAttestations_args(object):
         if self.batches is not None:
             oprot.writeFieldBegin('batches', TType.LIST, 2)
             oprot.writeListBegin(TType.STRING, len(self.batches))
-            for iter146 in self.batches:
-                oprot.writeBinary(iter146)
+            for iter153 in self.batches:
+                oprot.writeBinary(iter153)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()

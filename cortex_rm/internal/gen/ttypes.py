@@ -5754,6 +5754,702 @@ class EventMessage(object):
 
     def __ne__(self, other):
         return not (self == other)
+
+
+class JournalEpoch(object):
+    """
+    An epoch (Raft's term): compared as (number, node).
+
+    Attributes:
+     - number
+     - node
+
+    """
+
+
+    def __init__(self, number=None, node=None,):
+        self.number = number
+        self.node = node
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.number = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.node = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('JournalEpoch')
+        if self.number is not None:
+            oprot.writeFieldBegin('number', TType.I64, 1)
+            oprot.writeI64(self.number)
+            oprot.writeFieldEnd()
+        if self.node is not None:
+            oprot.writeFieldBegin('node', TType.STRING, 2)
+            oprot.writeBinary(self.node)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.number is None:
+            raise TProtocolException(message='Required field number is unset!')
+        if self.node is None:
+            raise TProtocolException(message='Required field node is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class JournalEntry(object):
+    """
+    Attributes:
+     - epoch
+     - seq
+     - data
+
+    """
+
+
+    def __init__(self, epoch=None, seq=None, data=None,):
+        self.epoch = epoch
+        self.seq = seq
+        self.data = data
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.epoch = JournalEpoch()
+                    self.epoch.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.I64:
+                    self.seq = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRING:
+                    self.data = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('JournalEntry')
+        if self.epoch is not None:
+            oprot.writeFieldBegin('epoch', TType.STRUCT, 1)
+            self.epoch.write(oprot)
+            oprot.writeFieldEnd()
+        if self.seq is not None:
+            oprot.writeFieldBegin('seq', TType.I64, 2)
+            oprot.writeI64(self.seq)
+            oprot.writeFieldEnd()
+        if self.data is not None:
+            oprot.writeFieldBegin('data', TType.STRING, 3)
+            oprot.writeBinary(self.data)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.epoch is None:
+            raise TProtocolException(message='Required field epoch is unset!')
+        if self.seq is None:
+            raise TProtocolException(message='Required field seq is unset!')
+        if self.data is None:
+            raise TProtocolException(message='Required field data is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class JournalPrepare(object):
+    """
+    Attributes:
+     - epoch
+     - last_seq
+     - last_epoch
+
+    """
+
+
+    def __init__(self, epoch=None, last_seq=None, last_epoch=None,):
+        self.epoch = epoch
+        self.last_seq = last_seq
+        self.last_epoch = last_epoch
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.epoch = JournalEpoch()
+                    self.epoch.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.I64:
+                    self.last_seq = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRUCT:
+                    self.last_epoch = JournalEpoch()
+                    self.last_epoch.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('JournalPrepare')
+        if self.epoch is not None:
+            oprot.writeFieldBegin('epoch', TType.STRUCT, 1)
+            self.epoch.write(oprot)
+            oprot.writeFieldEnd()
+        if self.last_seq is not None:
+            oprot.writeFieldBegin('last_seq', TType.I64, 2)
+            oprot.writeI64(self.last_seq)
+            oprot.writeFieldEnd()
+        if self.last_epoch is not None:
+            oprot.writeFieldBegin('last_epoch', TType.STRUCT, 3)
+            self.last_epoch.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.epoch is None:
+            raise TProtocolException(message='Required field epoch is unset!')
+        if self.last_seq is None:
+            raise TProtocolException(message='Required field last_seq is unset!')
+        if self.last_epoch is None:
+            raise TProtocolException(message='Required field last_epoch is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class JournalPromise(object):
+    """
+    Attributes:
+     - epoch
+     - granted
+
+    """
+
+
+    def __init__(self, epoch=None, granted=None,):
+        self.epoch = epoch
+        self.granted = granted
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.epoch = JournalEpoch()
+                    self.epoch.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.BOOL:
+                    self.granted = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('JournalPromise')
+        if self.epoch is not None:
+            oprot.writeFieldBegin('epoch', TType.STRUCT, 1)
+            self.epoch.write(oprot)
+            oprot.writeFieldEnd()
+        if self.granted is not None:
+            oprot.writeFieldBegin('granted', TType.BOOL, 2)
+            oprot.writeBool(self.granted)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.epoch is None:
+            raise TProtocolException(message='Required field epoch is unset!')
+        if self.granted is None:
+            raise TProtocolException(message='Required field granted is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class JournalAppend(object):
+    """
+    Attributes:
+     - epoch
+     - prev_seq
+     - prev_epoch
+     - entries
+     - commit
+
+    """
+
+
+    def __init__(self, epoch=None, prev_seq=None, prev_epoch=None, entries=None, commit=None,):
+        self.epoch = epoch
+        self.prev_seq = prev_seq
+        self.prev_epoch = prev_epoch
+        self.entries = entries
+        self.commit = commit
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.epoch = JournalEpoch()
+                    self.epoch.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.I64:
+                    self.prev_seq = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRUCT:
+                    self.prev_epoch = JournalEpoch()
+                    self.prev_epoch.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.LIST:
+                    self.entries = []
+                    (_etype143, _size140) = iprot.readListBegin()
+                    for _i144 in range(_size140):
+                        _elem145 = JournalEntry()
+                        _elem145.read(iprot)
+                        self.entries.append(_elem145)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.I64:
+                    self.commit = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('JournalAppend')
+        if self.epoch is not None:
+            oprot.writeFieldBegin('epoch', TType.STRUCT, 1)
+            self.epoch.write(oprot)
+            oprot.writeFieldEnd()
+        if self.prev_seq is not None:
+            oprot.writeFieldBegin('prev_seq', TType.I64, 2)
+            oprot.writeI64(self.prev_seq)
+            oprot.writeFieldEnd()
+        if self.prev_epoch is not None:
+            oprot.writeFieldBegin('prev_epoch', TType.STRUCT, 3)
+            self.prev_epoch.write(oprot)
+            oprot.writeFieldEnd()
+        if self.entries is not None:
+            oprot.writeFieldBegin('entries', TType.LIST, 4)
+            oprot.writeListBegin(TType.STRUCT, len(self.entries))
+            for iter146 in self.entries:
+                iter146.write(oprot)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.commit is not None:
+            oprot.writeFieldBegin('commit', TType.I64, 5)
+            oprot.writeI64(self.commit)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.epoch is None:
+            raise TProtocolException(message='Required field epoch is unset!')
+        if self.prev_seq is None:
+            raise TProtocolException(message='Required field prev_seq is unset!')
+        if self.prev_epoch is None:
+            raise TProtocolException(message='Required field prev_epoch is unset!')
+        if self.entries is None:
+            raise TProtocolException(message='Required field entries is unset!')
+        if self.commit is None:
+            raise TProtocolException(message='Required field commit is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class JournalAppended(object):
+    """
+    Attributes:
+     - epoch
+     - ok
+     - match
+
+    """
+
+
+    def __init__(self, epoch=None, ok=None, match=None,):
+        self.epoch = epoch
+        self.ok = ok
+        self.match = match
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.epoch = JournalEpoch()
+                    self.epoch.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.BOOL:
+                    self.ok = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.I64:
+                    self.match = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('JournalAppended')
+        if self.epoch is not None:
+            oprot.writeFieldBegin('epoch', TType.STRUCT, 1)
+            self.epoch.write(oprot)
+            oprot.writeFieldEnd()
+        if self.ok is not None:
+            oprot.writeFieldBegin('ok', TType.BOOL, 2)
+            oprot.writeBool(self.ok)
+            oprot.writeFieldEnd()
+        if self.match is not None:
+            oprot.writeFieldBegin('match', TType.I64, 3)
+            oprot.writeI64(self.match)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.epoch is None:
+            raise TProtocolException(message='Required field epoch is unset!')
+        if self.ok is None:
+            raise TProtocolException(message='Required field ok is unset!')
+        if self.match is None:
+            raise TProtocolException(message='Required field match is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class JournalRefused(object):
+    """
+    Attributes:
+     - promised
+
+    """
+
+
+    def __init__(self, promised=None,):
+        self.promised = promised
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.promised = JournalEpoch()
+                    self.promised.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('JournalRefused')
+        if self.promised is not None:
+            oprot.writeFieldBegin('promised', TType.STRUCT, 1)
+            self.promised.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.promised is None:
+            raise TProtocolException(message='Required field promised is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class JournalMessage(object):
+    """
+    Exactly one member is set.
+
+    Attributes:
+     - prepare
+     - promise
+     - append
+     - appended
+     - refused
+
+    """
+
+
+    def __init__(self, prepare=None, promise=None, append=None, appended=None, refused=None,):
+        self.prepare = prepare
+        self.promise = promise
+        self.append = append
+        self.appended = appended
+        self.refused = refused
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRUCT:
+                    self.prepare = JournalPrepare()
+                    self.prepare.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRUCT:
+                    self.promise = JournalPromise()
+                    self.promise.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRUCT:
+                    self.append = JournalAppend()
+                    self.append.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.STRUCT:
+                    self.appended = JournalAppended()
+                    self.appended.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.STRUCT:
+                    self.refused = JournalRefused()
+                    self.refused.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('JournalMessage')
+        if self.prepare is not None:
+            oprot.writeFieldBegin('prepare', TType.STRUCT, 1)
+            self.prepare.write(oprot)
+            oprot.writeFieldEnd()
+        if self.promise is not None:
+            oprot.writeFieldBegin('promise', TType.STRUCT, 2)
+            self.promise.write(oprot)
+            oprot.writeFieldEnd()
+        if self.append is not None:
+            oprot.writeFieldBegin('append', TType.STRUCT, 3)
+            self.append.write(oprot)
+            oprot.writeFieldEnd()
+        if self.appended is not None:
+            oprot.writeFieldBegin('appended', TType.STRUCT, 4)
+            self.appended.write(oprot)
+            oprot.writeFieldEnd()
+        if self.refused is not None:
+            oprot.writeFieldBegin('refused', TType.STRUCT, 5)
+            self.refused.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
 all_structs.append(NodeAddress)
 NodeAddress.thrift_spec = (
     None,  # 0
@@ -6228,6 +6924,62 @@ EventMessage.thrift_spec = (
     None,  # 0
     (1, TType.STRUCT, 'invoke', [InvokeFunction, None], None, ),  # 1
     (2, TType.STRUCT, 'outcome', [FunctionOutcome, None], None, ),  # 2
+)
+all_structs.append(JournalEpoch)
+JournalEpoch.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'number', None, None, ),  # 1
+    (2, TType.STRING, 'node', 'BINARY', None, ),  # 2
+)
+all_structs.append(JournalEntry)
+JournalEntry.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'epoch', [JournalEpoch, None], None, ),  # 1
+    (2, TType.I64, 'seq', None, None, ),  # 2
+    (3, TType.STRING, 'data', 'BINARY', None, ),  # 3
+)
+all_structs.append(JournalPrepare)
+JournalPrepare.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'epoch', [JournalEpoch, None], None, ),  # 1
+    (2, TType.I64, 'last_seq', None, None, ),  # 2
+    (3, TType.STRUCT, 'last_epoch', [JournalEpoch, None], None, ),  # 3
+)
+all_structs.append(JournalPromise)
+JournalPromise.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'epoch', [JournalEpoch, None], None, ),  # 1
+    (2, TType.BOOL, 'granted', None, None, ),  # 2
+)
+all_structs.append(JournalAppend)
+JournalAppend.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'epoch', [JournalEpoch, None], None, ),  # 1
+    (2, TType.I64, 'prev_seq', None, None, ),  # 2
+    (3, TType.STRUCT, 'prev_epoch', [JournalEpoch, None], None, ),  # 3
+    (4, TType.LIST, 'entries', (TType.STRUCT, [JournalEntry, None], False), None, ),  # 4
+    (5, TType.I64, 'commit', None, None, ),  # 5
+)
+all_structs.append(JournalAppended)
+JournalAppended.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'epoch', [JournalEpoch, None], None, ),  # 1
+    (2, TType.BOOL, 'ok', None, None, ),  # 2
+    (3, TType.I64, 'match', None, None, ),  # 3
+)
+all_structs.append(JournalRefused)
+JournalRefused.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'promised', [JournalEpoch, None], None, ),  # 1
+)
+all_structs.append(JournalMessage)
+JournalMessage.thrift_spec = (
+    None,  # 0
+    (1, TType.STRUCT, 'prepare', [JournalPrepare, None], None, ),  # 1
+    (2, TType.STRUCT, 'promise', [JournalPromise, None], None, ),  # 2
+    (3, TType.STRUCT, 'append', [JournalAppend, None], None, ),  # 3
+    (4, TType.STRUCT, 'appended', [JournalAppended, None], None, ),  # 4
+    (5, TType.STRUCT, 'refused', [JournalRefused, None], None, ),  # 5
 )
 fix_spec(all_structs)
 del all_structs

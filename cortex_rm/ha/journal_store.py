@@ -1,0 +1,121 @@
+"""Where an eligible node keeps its copy of the RM's journal: a SQLite file in its state directory.
+
+Each node keeps its own (``<state_dir>/rm-journal.sqlite``): the journal *is* the
+replication, so it is never shared.  ``load`` gives the ``JournalState`` back;
+``save`` writes what changed since the last save — the promised epoch, the commit
+index, and the log from ``state.dirty_from`` on — in one transaction, and must have
+finished before the driver sends what the change answers (a promise or an
+acknowledgement on disk is what the other nodes count on).  SQL runs through a
+``Runner`` (one thread: saves commit in order); ``save`` copies what it writes on the
+caller's thread, so the state may change again while it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, Table, create_engine, delete, event, select
+from sqlalchemy.engine import Engine
+from twisted.internet import defer
+
+from cortex_rm.ha.journal import Entry, Epoch, JournalState
+from cortex_rm.yarn.blocking import Runner
+
+_metadata = MetaData()
+_entries = Table(
+    "journal_entries",
+    _metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("epoch_number", BigInteger, nullable=False),
+    Column("epoch_node", LargeBinary(20), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+_meta = Table(
+    "journal_meta",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # one row, id 1
+    Column("promised_number", BigInteger, nullable=False),
+    Column("promised_node", LargeBinary(20), nullable=False),
+    Column("committed", BigInteger, nullable=False),
+)
+
+
+def _node(ring_id: int) -> bytes:
+    return ring_id.to_bytes(20, "big")
+
+
+@dataclass(frozen=True)
+class _Save:
+    promised: Epoch
+    committed: int
+    dirty_from: int | None
+    entries: tuple[Entry, ...]
+
+
+class JournalStore:
+    """See the module docstring."""
+
+    def __init__(self, url: str, run: Runner) -> None:
+        self.url = url
+        self._run = run
+        self._engine: Engine | None = None
+        self.saves = 0
+
+    def _engine_now(self) -> Engine:
+        if self._engine is None:
+            engine = create_engine(self.url, future=True)
+            if engine.dialect.name == "sqlite":
+                event.listen(engine, "connect", _durable_sqlite)
+            _metadata.create_all(engine)
+            self._engine = engine
+        return self._engine
+
+    def load(self) -> defer.Deferred[JournalState]:
+        def load_sync() -> JournalState:
+            with self._engine_now().connect() as conn:
+                meta = conn.execute(select(_meta).where(_meta.c.id == 1)).first()
+                rows = conn.execute(select(_entries).order_by(_entries.c.seq)).all()
+            log = [Entry((r.epoch_number, int.from_bytes(r.epoch_node, "big")), r.seq, bytes(r.data)) for r in rows]
+            for i, entry in enumerate(log, 1):
+                if entry.seq != i:
+                    raise ValueError(f"{self.url}: the journal has no entry {i} (next is {entry.seq}): it is damaged")
+            if meta is None:
+                return JournalState(log=log)
+            promised = (meta.promised_number, int.from_bytes(meta.promised_node, "big"))
+            return JournalState(promised=promised, log=log, committed=min(meta.committed, len(log)))
+
+        return self._run(load_sync)
+
+    def save(self, state: JournalState) -> defer.Deferred[None]:
+        """Write what changed in ``state`` (see the module docstring); ``state.dirty_from`` is reset."""
+        start = state.dirty_from
+        entries = tuple(state.log[start - 1 :]) if start is not None else ()
+        save = _Save(state.promised, state.committed, start, entries)
+        state.dirty_from = None
+        self.saves += 1
+        return self._run(lambda: self._save_sync(save))
+
+    def _save_sync(self, save: _Save) -> None:
+        meta = {"promised_number": save.promised[0], "promised_node": _node(save.promised[1]),
+                "committed": save.committed}  # fmt: skip
+        with self._engine_now().begin() as conn:
+            if conn.execute(_meta.update().where(_meta.c.id == 1).values(**meta)).rowcount == 0:
+                conn.execute(_meta.insert().values(id=1, **meta))
+            if save.dirty_from is not None:
+                conn.execute(delete(_entries).where(_entries.c.seq >= save.dirty_from))
+                if save.entries:
+                    rows = [{"seq": e.seq, "epoch_number": e.epoch[0], "epoch_node": _node(e.epoch[1]), "data": e.data}
+                            for e in save.entries]  # fmt: skip
+                    conn.execute(_entries.insert(), rows)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def _durable_sqlite(connection: object, _record: object) -> None:
+    """A commit is on disk when it returns (WAL, synchronous FULL): what a promise or an acknowledgement needs."""
+    cursor = connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()

@@ -1,0 +1,244 @@
+"""The RM's journal on one eligible node: ``ha/journal.py`` over the ring's links, kept on disk, on a timer.
+
+* **Messages** travel as ring ``Direct`` messages on ``rm-journal``
+  (``internal/journal_codec.py``), so only ring members on their proven keys can send
+  them; anything from a node that is not eligible is dropped and counted.
+* **One change at a time**: each message, proposal and tick runs under a lock: the
+  core's step, then ``JournalStore.save`` of what changed, then the sends, then the
+  newly committed entries handed to ``apply`` in order (one at a time; its Deferred is
+  awaited).  So a promise or an acknowledgement is on disk before anyone hears of it.
+* **Proposing**: ``propose(data)`` fires with the entry's seq once it is committed and
+  applied here; ``NotLeader`` at once when this node does not lead, or later when it
+  stops leading before the entry commits (the entry may still commit under the next
+  leader: the caller treats that as an unknown outcome, as YARN's clients do a failover).
+* **Elections**: every ``heartbeat_s`` the leader sends heartbeats; a node that has
+  heard no leader for ``campaign_after`` (``ha/election.py``: the ring's designated node
+  first) campaigns.  ``on_leading(epoch)`` / ``on_following()`` tell the RM role when
+  this node gains or loses the lead; it gains it only after everything committed before
+  is applied here.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Protocol
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from cortex_rm.dht.peer import Peer
+from cortex_rm.dht.swim_messages import MemberStatus
+from cortex_rm.ha.election import campaign_after
+from cortex_rm.ha.journal import Entry, Epoch, JournalNode, NotLeader, Send
+from cortex_rm.ha.journal_store import JournalStore
+from cortex_rm.internal.errors import MalformedEnvelope
+from cortex_rm.internal.journal_codec import JOURNAL_CHANNEL, decode_journal, encode_journal
+from cortex_rm.roles.ring_service import RingService
+from cortex_rm.yarn.reactors import INodeReactor
+
+log = Logger()
+
+
+class JournalRing(Protocol):
+    """What the journal needs of the ring service (``RingService``)."""
+
+    me: Peer
+
+    def register_direct(self, channel: str, handler: Callable[[Peer, bytes], None]) -> None: ...
+
+    def send_direct(self, to: Peer, channel: str, body: bytes) -> None: ...
+
+    def live_peers(self) -> dict[int, Peer]: ...
+
+
+class RmJournal:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        ring: JournalRing,
+        eligible: frozenset[int],
+        store: JournalStore,
+        reactor: INodeReactor,
+        apply: Callable[[Entry], defer.Deferred[None]],
+        *,
+        heartbeat_s: float = 1.0,
+        election_timeout_s: float = 5.0,
+        rng: random.Random | None = None,
+        on_leading: Callable[[Epoch], None] = lambda epoch: None,
+        on_following: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.ring, self.eligible, self.store, self.reactor = ring, eligible, store, reactor
+        self.apply, self.on_leading, self.on_following = apply, on_leading, on_following
+        self.heartbeat_s, self.election_timeout_s = heartbeat_s, election_timeout_s
+        self.rng = rng or random.Random()
+        self.me = ring.me.node_id
+        self.node: JournalNode | None = None
+        self.dropped = 0  # messages from non-eligible senders, or undecodable
+        self._lock = defer.DeferredLock()
+        self._pending: dict[int, defer.Deferred[int]] = {}
+        self._heard = 0.0  # when a leader (or this node leading) was last heard
+        self._jitter = self.rng.random()
+        self._leading = False
+        self._loop: task.LoopingCall | None = None
+        self._saved: tuple[Epoch, int] | None = None
+
+    async def start(self, applied: int) -> None:
+        """Load this node's journal (``applied``: how far its state copy already applied it) and join in."""
+        state = await self.store.load()
+        self.node = JournalNode(self.me, self.eligible, state, heartbeat_s=self.heartbeat_s)
+        self.node.applied = min(applied, state.committed)
+        self._saved = (state.promised, state.committed)
+        self._heard = self.reactor.seconds()
+        self.ring.register_direct(JOURNAL_CHANNEL, self._received)
+        self._loop = task.LoopingCall(self._tick)
+        self._loop.clock = self.reactor
+        self._loop.start(self.heartbeat_s, now=False)
+        await self._serially(lambda: [])  # (applies what is committed and not yet applied here)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._fail_pending(NotLeader(None))
+
+    @property
+    def leader(self) -> int | None:
+        return self.node.leader if self.node is not None else None
+
+    # ------------------------------------------------------------ proposing
+
+    def propose(self, data: bytes) -> defer.Deferred[int]:
+        """Fires with ``data``'s seq once committed and applied here (module docstring)."""
+        d: defer.Deferred[int] = defer.Deferred()
+
+        def step() -> list[Send]:
+            assert self.node is not None
+            if not self._leading:  # (leads only once what came before is applied)
+                raise NotLeader(self.node.leader)
+            seq = self.node.propose(data)
+            self._pending[seq] = d
+            return self.node.flush(self.reactor.seconds())
+
+        self._serially(step).addErrback(d.errback)
+        return d
+
+    # ------------------------------------------------------------ the loop
+
+    def _received(self, sender: Peer, body: bytes) -> None:
+        if sender.node_id not in self.eligible:
+            self.dropped += 1
+            return
+        try:
+            message = decode_journal(body)
+        except MalformedEnvelope as e:
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.warn("rm journal: a malformed message from {sender}: {error}", sender=sender.short(), error=str(e))
+            return
+
+        def step() -> list[Send]:
+            assert self.node is not None
+            before = self.node.leader
+            sends = self.node.receive(sender.node_id, message, self.reactor.seconds())
+            if self.node.leader is not None and self.node.leader == sender.node_id:
+                self._heard = self.reactor.seconds()
+            elif before != self.node.leader:
+                self._heard = self.reactor.seconds()
+            return sends
+
+        self._serially(step).addErrback(self._failed, "a message")
+
+    def _tick(self) -> None:
+        def step() -> list[Send]:
+            assert self.node is not None
+            now = self.reactor.seconds()
+            if self.node.is_leader:
+                self._heard = now
+                return self.node.tick(now)
+            live = self.ring.live_peers().keys() | {self.me}
+            if now - self._heard >= campaign_after(self.me, self.eligible, live, self.election_timeout_s, self._jitter):
+                self._heard = now
+                self._jitter = self.rng.random()
+                log.info("rm journal: no leader heard for a while; campaigning")
+                return self.node.campaign(now)
+            return []
+
+        self._serially(step).addErrback(self._failed, "a tick")
+
+    def _serially(self, step: Callable[[], list[Send]]) -> defer.Deferred[None]:
+        return self._lock.run(lambda: defer.ensureDeferred(self._run(step)))
+
+    async def _run(self, step: Callable[[], list[Send]]) -> None:
+        assert self.node is not None
+        sends = step()
+        state = self.node.state
+        if state.dirty_from is not None or self._saved != (state.promised, state.committed):
+            self._saved = (state.promised, state.committed)
+            await self.store.save(state)
+        self._send(sends)
+        await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        """Apply what is newly committed; then tell the role about a change of lead."""
+        assert self.node is not None
+        for entry in self.node.take_committed():
+            await self.apply(entry)
+            d = self._pending.pop(entry.seq, None)
+            if d is not None:
+                d.callback(entry.seq)
+        state = self.node.state  # leads once its own no-op committed (all before it did) and all is applied
+        leading = self.node.is_leader and state.epoch_at(state.committed) == self.node.epoch
+        leading = leading and self.node.applied >= state.committed
+        if leading and not self._leading:
+            self._leading = True
+            log.info("rm journal: this node leads, epoch {epoch}", epoch=self.node.epoch)
+            self.on_leading(self.node.epoch)
+        elif not self.node.is_leader and self._leading:
+            self._leading = False
+            self._fail_pending(NotLeader(self.node.leader))
+            log.info("rm journal: this node no longer leads")
+            self.on_following()
+
+    def _send(self, sends: list[Send]) -> None:
+        peers = self.ring.live_peers()
+        for to, message in sends:
+            peer = peers.get(to)
+            if peer is None:
+                continue  # not live in this view: the leader's heartbeats retry
+            try:
+                self.ring.send_direct(peer, JOURNAL_CHANNEL, encode_journal(message))
+            except Exception as e:  # noqa: BLE001 - the ring stopped, or the peer went: retried on the next tick
+                log.info("rm journal: cannot send to {peer}: {error}", peer=peer.short(), error=str(e))
+
+    def _fail_pending(self, error: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for d in pending.values():
+            d.errback(Failure(error))
+
+    def _failed(self, failure: Failure, what: str) -> None:
+        log.failure("rm journal: {what} failed", failure, what=what)
+
+
+class RingLinks:
+    """A ``RingService`` as the journal's ``JournalRing``: its live peers are the view's alive and suspected."""
+
+    def __init__(self, ring: RingService) -> None:
+        self.ring = ring
+
+    @property
+    def me(self) -> Peer:
+        return self.ring.me  # (its address is known once the ring's port is bound)
+
+    def register_direct(self, channel: str, handler: Callable[[Peer, bytes], None]) -> None:
+        self.ring.register_direct(channel, handler)
+
+    def send_direct(self, to: Peer, channel: str, body: bytes) -> None:
+        self.ring.send_direct(to, channel, body)
+
+    def live_peers(self) -> dict[int, Peer]:
+        view = self.ring.view()
+        live = {p.node_id: p for p, status, _ in view.members if status in (MemberStatus.ALIVE, MemberStatus.SUSPECT)}
+        live[view.me.node_id] = view.me
+        return live

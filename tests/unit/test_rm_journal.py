@@ -1,0 +1,192 @@
+"""The RM's journal driver (``roles/rm_journal.py``) on three eligible nodes: real SQLite journal files, the
+real codec, a fake clock and an in-memory bus for the ring's Direct messages.  The ring's designated node
+leads after the election timeout, proposals fire once committed and applied everywhere they must be, a
+leader that dies is replaced (by the designated node among the living), a restarted node keeps its
+promise and its log from disk, and what a non-eligible member sends is dropped."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from cortex_rm.allocator.state_store import synchronous_runner
+from cortex_rm.dht.peer import Peer
+from cortex_rm.ha.election import designated
+from cortex_rm.ha.journal import Entry, NotLeader, Prepare
+from cortex_rm.ha.journal_store import JournalStore
+from cortex_rm.internal.journal_codec import JOURNAL_CHANNEL, encode_journal
+from cortex_rm.roles.rm_journal import RmJournal
+from tests.support.rm_core import result_of
+
+IDS = [0x1111 << 140, 0x5555 << 140, 0x9999 << 140]
+
+
+@dataclass
+class Bus:
+    """The ring's Direct messages between the nodes that are up, delivered when ``flush`` is called."""
+
+    up: set[int] = field(default_factory=set)
+    handlers: dict[int, Callable[[Peer, bytes], None]] = field(default_factory=dict)
+    queue: list[tuple[int, int, bytes]] = field(default_factory=list)
+
+    def flush(self) -> None:
+        for _ in range(10_000):
+            if not self.queue:
+                return
+            sender, to, body = self.queue.pop(0)
+            if to in self.up and sender in self.up and to in self.handlers:
+                self.handlers[to](Peer(sender, "h:1"), body)
+        raise AssertionError("the bus did not settle")
+
+
+@dataclass
+class Links:
+    bus: Bus
+    me: Peer
+
+    def register_direct(self, channel: str, handler: Callable[[Peer, bytes], None]) -> None:
+        assert channel == JOURNAL_CHANNEL
+        self.bus.handlers[self.me.node_id] = handler
+
+    def send_direct(self, to: Peer, channel: str, body: bytes) -> None:
+        self.bus.queue.append((self.me.node_id, to.node_id, body))
+
+    def live_peers(self) -> dict[int, Peer]:
+        return {i: Peer(i, "h:1") for i in self.bus.up}
+
+
+class Cluster:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.clock, self.bus = tmp, Clock(), Bus()
+        self.nodes: dict[int, RmJournal] = {}
+        self.applied: dict[int, list[bytes]] = {i: [] for i in IDS}
+        self.applied_seq: dict[int, int] = {i: 0 for i in IDS}  # what a node's state copy keeps: how far it got
+        self.leading: dict[int, list[object]] = {i: [] for i in IDS}
+        for i in IDS:
+            self.start(i)
+
+    def start(self, i: int) -> None:
+        def apply(entry: Entry) -> defer.Deferred[None]:
+            self.applied[i].append(entry.data)
+            self.applied_seq[i] = entry.seq
+            return defer.succeed(None)
+
+        store = JournalStore(f"sqlite:///{self.tmp / f'{i:x}.sqlite'}", synchronous_runner)
+        node = RmJournal(
+            Links(self.bus, Peer(i, "h:1")), frozenset(IDS), store, self.clock, apply, rng=random.Random(i),
+            on_leading=lambda epoch: self.leading[i].append(epoch), on_following=lambda: self.leading[i].append("lost"),
+        )  # fmt: skip
+        self.bus.up.add(i)
+        result_of(defer.ensureDeferred(node.start(applied=self.applied_seq[i])))
+        self.nodes[i] = node
+
+    def kill(self, i: int) -> None:
+        self.nodes.pop(i).stop()
+        self.bus.up.discard(i)
+        self.bus.handlers.pop(i, None)
+
+    def run(self, seconds: float) -> None:
+        for _ in range(int(seconds * 10)):
+            self.clock.advance(0.1)
+            self.bus.flush()
+
+    def leader(self) -> int:
+        leaders = [i for i, n in self.nodes.items() if n.node is not None and n.node.is_leader]
+        assert len(leaders) == 1, leaders
+        return leaders[0]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Cluster:
+    return Cluster(tmp_path)
+
+
+def test_the_designated_node_leads_and_a_proposal_fires_once_applied(cluster: Cluster) -> None:
+    cluster.run(4)
+    assert all(n.leader is None for n in cluster.nodes.values())  # before the election timeout (5 s)
+    cluster.run(3)
+    first = designated(frozenset(IDS), IDS)
+    assert cluster.leader() == first and len(cluster.leading[first]) == 1
+    d = cluster.nodes[first].propose(b"app-1")
+    cluster.bus.flush()
+    assert result_of(d) == 2 and cluster.applied[first] == [b"app-1"]  # (1: the leader's no-op)
+    cluster.run(2)  # heartbeats carry the commit index
+    assert all(cluster.applied[i] == [b"app-1"] for i in IDS)
+
+
+def test_a_follower_refuses_to_propose_and_names_the_leader(cluster: Cluster) -> None:
+    cluster.run(7)
+    leader = cluster.leader()
+    other = next(i for i in IDS if i != leader)
+    with pytest.raises(NotLeader) as refused:
+        result_of(cluster.nodes[other].propose(b"x"))
+    assert refused.value.leader == leader
+
+
+def test_a_dead_leader_is_replaced_and_nothing_acknowledged_is_lost(cluster: Cluster) -> None:
+    cluster.run(7)
+    old = cluster.leader()
+    for k in range(5):
+        d = cluster.nodes[old].propose(b"e%d" % k)
+        cluster.bus.flush()
+        result_of(d)
+    cluster.kill(old)
+    cluster.run(20)  # the designated node among the living campaigns after its timeout
+    new = cluster.leader()
+    assert new != old and new == designated(frozenset(IDS), cluster.bus.up)
+    d = cluster.nodes[new].propose(b"after")
+    cluster.bus.flush()
+    result_of(d)
+    assert cluster.applied[new] == [b"e0", b"e1", b"e2", b"e3", b"e4", b"after"]
+
+
+def test_a_restarted_node_keeps_its_log_and_promise_from_disk(cluster: Cluster) -> None:
+    cluster.run(7)
+    leader = cluster.leader()
+    follower = next(i for i in IDS if i != leader)
+    d = cluster.nodes[leader].propose(b"kept")
+    cluster.bus.flush()
+    result_of(d)
+    promised = cluster.nodes[follower].node.state.promised  # type: ignore[union-attr]
+    cluster.kill(follower)
+    cluster.start(follower)
+    state = cluster.nodes[follower].node.state  # type: ignore[union-attr]
+    assert state.promised == promised and [e.data for e in state.log] == [b"", b"kept"]
+    cluster.run(2)
+    assert cluster.applied[follower] == [b"kept"]  # applied once, not again after the restart
+
+
+def test_a_leader_that_loses_its_majority_stops_leading_and_fails_what_it_had_not_committed(cluster: Cluster) -> None:
+    cluster.run(7)
+    leader = cluster.leader()
+    d = cluster.nodes[leader].propose(b"alone")
+    others = [i for i in IDS if i != leader]
+    cluster.bus.queue.clear()  # lost on the way
+    for i in others:
+        cluster.bus.up.discard(i)  # a partition: the leader hears no one
+    cluster.bus.up.add(leader)
+    assert not d.called
+    for i in others:
+        cluster.bus.up.add(i)
+    cluster.bus.up.discard(leader)
+    cluster.run(25)  # the other two elect a leader of a newer epoch
+    cluster.bus.up.add(leader)
+    cluster.run(3)  # the old leader hears the newer epoch and follows
+    assert cluster.leader() != leader
+    assert cluster.leading[leader][-1] == "lost"
+    with pytest.raises(NotLeader):
+        result_of(d)
+
+
+def test_a_non_eligible_senders_messages_are_dropped(cluster: Cluster) -> None:
+    target = cluster.nodes[IDS[0]]
+    outsider = Peer(0x7777 << 140, "h:9")
+    cluster.bus.handlers[IDS[0]](outsider, encode_journal(Prepare((99, outsider.node_id), 0, (0, 0))))
+    cluster.bus.handlers[IDS[0]](Peer(IDS[1], "h:1"), b"\x00garbage")
+    assert target.dropped == 2 and target.node.state.promised == (0, 0)  # type: ignore[union-attr]
