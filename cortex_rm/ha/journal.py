@@ -125,6 +125,9 @@ class JournalState:
     committed: int = 0
     #: The lowest seq whose entry changed (written, replaced or removed) since the driver last saved the log.
     dirty_from: int | None = None
+    #: The driver's: how far this node's state copy applied the log, as last saved (applying is idempotent,
+    #: so a mark saved late only means some entries are applied again after a restart).
+    applied: int = 0
 
     def changed(self, seq: int) -> None:
         self.dirty_from = seq if self.dirty_from is None else min(self.dirty_from, seq)

@@ -3,7 +3,7 @@
 Each node keeps its own (``<state_dir>/rm-journal.sqlite``): the journal *is* the
 replication, so it is never shared.  ``load`` gives the ``JournalState`` back;
 ``save`` writes what changed since the last save — the promised epoch, the commit
-index, and the log from ``state.dirty_from`` on — in one transaction, and must have
+index, the applied mark, and the log from ``state.dirty_from`` on — in one transaction, and must have
 finished before the driver sends what the change answers (a promise or an
 acknowledgement on disk is what the other nodes count on).  SQL runs through a
 ``Runner`` (one thread: saves commit in order); ``save`` copies what it writes on the
@@ -37,6 +37,7 @@ _meta = Table(
     Column("promised_number", BigInteger, nullable=False),
     Column("promised_node", LargeBinary(20), nullable=False),
     Column("committed", BigInteger, nullable=False),
+    Column("applied", BigInteger, nullable=False),
 )
 
 
@@ -48,6 +49,7 @@ def _node(ring_id: int) -> bytes:
 class _Save:
     promised: Epoch
     committed: int
+    applied: int
     dirty_from: int | None
     entries: tuple[Entry, ...]
 
@@ -82,7 +84,8 @@ class JournalStore:
             if meta is None:
                 return JournalState(log=log)
             promised = (meta.promised_number, int.from_bytes(meta.promised_node, "big"))
-            return JournalState(promised=promised, log=log, committed=min(meta.committed, len(log)))
+            committed = min(meta.committed, len(log))
+            return JournalState(promised=promised, log=log, committed=committed, applied=min(meta.applied, committed))
 
         return self._run(load_sync)
 
@@ -90,14 +93,14 @@ class JournalStore:
         """Write what changed in ``state`` (see the module docstring); ``state.dirty_from`` is reset."""
         start = state.dirty_from
         entries = tuple(state.log[start - 1 :]) if start is not None else ()
-        save = _Save(state.promised, state.committed, start, entries)
+        save = _Save(state.promised, state.committed, state.applied, start, entries)
         state.dirty_from = None
         self.saves += 1
         return self._run(lambda: self._save_sync(save))
 
     def _save_sync(self, save: _Save) -> None:
         meta = {"promised_number": save.promised[0], "promised_node": _node(save.promised[1]),
-                "committed": save.committed}  # fmt: skip
+                "committed": save.committed, "applied": save.applied}  # fmt: skip
         with self._engine_now().begin() as conn:
             if conn.execute(_meta.update().where(_meta.c.id == 1).values(**meta)).rowcount == 0:
                 conn.execute(_meta.insert().values(id=1, **meta))

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.ha.election import campaign_after
-from cortex_rm.ha.journal import Entry, Epoch, JournalNode, NotLeader, Send
+from cortex_rm.ha.journal import NO_EPOCH, Entry, Epoch, JournalNode, NotLeader, Send
 from cortex_rm.ha.journal_store import JournalStore
 from cortex_rm.internal.errors import MalformedEnvelope
 from cortex_rm.internal.journal_codec import JOURNAL_CHANNEL, decode_journal, encode_journal
@@ -83,14 +83,15 @@ class RmJournal:
         self._jitter = self.rng.random()
         self._leading = False
         self._loop: task.LoopingCall | None = None
-        self._saved: tuple[Epoch, int] | None = None
+        self._saved: tuple[Epoch, int, int] = (NO_EPOCH, 0, 0)  # the promise, commit index and applied mark saved
 
-    async def start(self, applied: int) -> None:
-        """Load this node's journal (``applied``: how far its state copy already applied it) and join in."""
+    async def start(self) -> None:
+        """Load this node's journal and join in: what is committed and not yet applied here is applied first (again,
+        from the last saved mark: applying is idempotent)."""
         state = await self.store.load()
         self.node = JournalNode(self.me, self.eligible, state, heartbeat_s=self.heartbeat_s)
-        self.node.applied = min(applied, state.committed)
-        self._saved = (state.promised, state.committed)
+        self.node.applied = state.applied
+        self._saved = (state.promised, state.committed, state.applied)
         self._heard = self.reactor.seconds()
         self.ring.register_direct(JOURNAL_CHANNEL, self._received)
         self._loop = task.LoopingCall(self._tick)
@@ -174,8 +175,9 @@ class RmJournal:
         assert self.node is not None
         sends = step()
         state = self.node.state
-        if state.dirty_from is not None or self._saved != (state.promised, state.committed):
-            self._saved = (state.promised, state.committed)
+        state.applied = self.node.applied  # (what the last step applied: saved now, see JournalState.applied)
+        if state.dirty_from is not None or self._saved != (state.promised, state.committed, state.applied):
+            self._saved = (state.promised, state.committed, state.applied)
             await self.store.save(state)
         self._send(sends)
         await self._catch_up()
