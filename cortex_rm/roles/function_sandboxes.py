@@ -421,7 +421,7 @@ class FunctionSandboxes:
     async def _stopped(self, waits: list[defer.Deferred[ContainerExit]]) -> None:
         await defer.DeferredList(waits)
         await task.deferLater(self.reactor, 0, lambda: None)  # (``gone`` removes an ended one's dirs a turn later)
-        await self._files(lambda: None)  # every removal issued is done
+        await self._files(lambda: shutil.rmtree(self.socket_root, ignore_errors=True))  # after all issued: /run's dir
 
     def _drop(self, sandbox: _Sandbox) -> None:
         self.pool.discard(sandbox.slot)
