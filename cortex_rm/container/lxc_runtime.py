@@ -414,7 +414,10 @@ class LxcRuntime:
         return reaped
 
     def close(self) -> None:
-        """The NodeManager stops (its containers have been killed): unmount the containers' sysfs."""
+        """The NodeManager stops (its containers have been killed): free every application's ids,
+        rules and cgroups, and unmount the containers' sysfs."""
+        for application in list(self.sandbox.blocks.held()):
+            self.sandbox.release(application)
         unmount_sysfs(self.base_dir / SYSFS_DIR)
         self._host_checked = False
 

@@ -150,6 +150,8 @@ def assert_restart_is_clean(child: RuntimeChild, old: dict[str, Any], reaped: se
     assert os.path.ismount(child.state / "lxc" / SYSFS_DIR)
     child.stop()
     assert left_cgroups(new[cid]["cgroup"]) == []
+    block = new[cid]["cgroup"].rsplit("/", 1)[0]  # cortex/b<block>: freed by the clean stop
+    assert [h for h in CGROUPS.iterdir() if (h / block).exists()] == []
     assert not os.path.ismount(child.state / "lxc" / SYSFS_DIR)
 
 
