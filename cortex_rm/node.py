@@ -18,7 +18,8 @@ own cores (``cortex_rm/roles/``).  Roles today:
 * the witness's reports (``roles/uptime_reports.py``) on a node with both: what its ring
   member saw of its neighbours, signed and sent to the RM's uptime ledger.
 
-On start the node writes ``cortex-rm.pid`` and, once every port listens,
+On start the node locks its state directory (``<state_dir>/lock``: a second daemon on
+it is refused, naming the holder's pid), then writes ``cortex-rm.pid`` and, once every port listens,
 ``ready.json`` (the bound addresses) into its state directory; both are removed on
 a clean stop.
 """
@@ -52,6 +53,7 @@ from twisted.web.server import Site as WebSite
 
 from cortex_rm.config import Config
 from cortex_rm.container.id_ranges import IdRangeError
+from cortex_rm.container.ofd_locks import StateDirInUseError, StateDirLock
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.tls import MutualTLS
@@ -106,6 +108,7 @@ class CortexNode:
         self._ring_run: Runner | None = None  # ... as a runner
         self.uptime_reports: UptimeReports | None = None
         self.events: EventsRole | None = None
+        self.state_lock: StateDirLock | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -137,6 +140,12 @@ class CortexNode:
         # The state dir holds the node's private key, the RM's database (its token master
         # keys) and the admin's credential: only this daemon's user may enter it.
         self.state_dir.chmod(0o700)
+        # One daemon per state dir: a second would overwrite the first's files and take its
+        # running containers for a dead run's leftovers (``ofd_locks.py``).  Held until the process ends.
+        try:
+            self.state_lock = StateDirLock.take(self.state_dir)
+        except StateDirInUseError as e:
+            raise NodeStartError(str(e)) from None
         (self.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
         started_ms = int(self.reactor.seconds() * 1000)
         # The node key: read, or made (in a thread: a key that solves the ring's key puzzle takes
@@ -315,8 +324,11 @@ class CortexNode:
         if self._ring_files is not None:
             pool, self._ring_files = self._ring_files, None
             pool.stop()  # the last neighbour-log write has finished
-        for name in (READY_FILE, PID_FILE):
-            (self.state_dir / name).unlink(missing_ok=True)
+        if self.state_lock is not None:  # (else they are another daemon's, which holds the dir)
+            for name in (READY_FILE, PID_FILE):
+                (self.state_dir / name).unlink(missing_ok=True)
+            self.state_lock.release()
+            self.state_lock = None
         log.info("Cortex node {name} stopped", name=self.config.node.name)
 
 

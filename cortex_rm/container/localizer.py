@@ -35,7 +35,10 @@ public and private caches are bounded: after each localization, while they hold
 more than ``cache_target_bytes`` (YARN's ``localizer.cache.target-size-mb``,
 10 GiB), the least recently used entries that no running container uses are
 deleted.  They start empty: what a previous NodeManager process left is removed
-before the first fetch into them.
+before the first fetch into them.  An entry's number is new in its cache directory: a
+number taken there already (by a killed NodeManager's half-made or finished entries in
+an application's cache, which lives on with the application) is skipped, never reused
+(``resource_files.claim_entry_dir``).
 
 Refused before any I/O (``check_local_resources``): link names that are absolute,
 contain ``..`` or empty components, or clash with the NodeManager's own files
@@ -190,7 +193,7 @@ class Localizer:
 
         def fetch() -> tuple[Path, int]:
             path = fetch_into_cache(resource, entry_dir, self.fetchers, self.max_unpacked_bytes, requester)
-            return path, tree_size(entry_dir)
+            return path, tree_size(path.parent)  # (the entry dir: ``entry_dir``, or the next free number)
 
         def finished(result: tuple[Path, int] | Failure) -> None:
             waiters = cache.pending.pop(key, [])
@@ -202,6 +205,7 @@ class Localizer:
                     w.errback(result)
                 return
             path, size = result
+            cache.next_entry = max(cache.next_entry, int(path.parent.name))
             entry = cache.done[key] = _Entry(path, size, next(self._clock))
             log.info("localized {url} as {path} ({size} bytes)", url=str(resource.url), path=str(path), size=size)
             for w in waiters:

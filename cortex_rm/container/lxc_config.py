@@ -64,6 +64,8 @@ from cortex_rm.container.seccomp import render_profile
 
 #: lxc-execute's fd that carries LXC's log to the runtime; the wrapper closes it.
 LXC_LOG_FD: Final = 3
+#: Runs lxc-execute with a parent-death signal (util-linux).
+SETPRIV: Final = "/usr/bin/setpriv"
 #: The cgroup under which every container's cgroups are made, in every hierarchy.
 CGROUP_PARENT: Final = "cortex"
 #: Host files bound read-only over the image's copies: the container shares the host's
@@ -329,9 +331,15 @@ def prepare_rootfs(rootfs: Path, binds: Binds, image: ImageLayout) -> None:
 
 
 def launch_argv(spec: ContainerSpec, lxc_execute: str, config: Path, lxcpath: Path) -> list[str]:
-    """lxc-execute's argv: the container, LXC's log on fd 3, then the wrapper, env and the command."""
+    """The argv that runs lxc-execute: ``setpriv --pdeathsig KILL`` (lxc-execute dies with the thread
+    that spawned it, and the container with lxc-execute: ``lxc_leftovers.py``), then lxc-execute's
+    own: the container, LXC's log on fd 3, then the wrapper, env and the command."""
     env = [f"{k}={v}" for k, v in spec.env.items()]
     return [
+        SETPRIV,
+        "--pdeathsig",
+        "KILL",
+        "--",
         lxc_execute,
         "-n",
         spec.container_id,
@@ -388,6 +396,8 @@ def prepare_host(lxc_execute: str, cgroup_root: Path, base_dir: Path) -> None:
         raise ContainerStartError("LxcRuntime runs containers as root for now; this process is not root")
     if not os.access(lxc_execute, os.X_OK):
         raise ContainerStartError(f"{lxc_execute} is missing: install Debian's lxc (scripts/install does)")
+    if not os.access(SETPRIV, os.X_OK):
+        raise ContainerStartError(f"{SETPRIV} is missing: install util-linux")
     for controller in ("memory", "pids"):
         if not (cgroup_root / controller / "cgroup.procs").exists():
             raise ContainerStartError(f"no cgroup v1 {controller} controller at {cgroup_root / controller}")

@@ -1,4 +1,5 @@
-"""What LXC and the kernel report about a container: its log lines, its memory cgroup, its processes."""
+"""What LXC and the kernel report about a container: its log lines, its memory cgroup, its processes,
+and ``LxcExecuteProtocol``, the Twisted edge that hands lxc-execute's log pipe and end to its container."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+from cortex_rm.container.lxc_config import LXC_LOG_FD
 from cortex_rm.container.runtime import SIGKILL_EXIT_CODE
 
 _LXC_LOG_LINE = re.compile(r"^lxc-\S+ \S+ \S+ (?P<level>[A-Z]+)\s+(?P<module>\S+) - \S+ - (?P<message>.*)$")
@@ -107,3 +114,31 @@ def signal_pids(pids: Iterable[int], sig: int) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+class MonitoredContainer(Protocol):
+    """What ``LxcExecuteProtocol`` reports to (``lxc_runtime.LxcContainer``)."""
+
+    def lxc_log_received(self, data: bytes) -> None: ...
+
+    def process_ended(self, exit_code: int | None, sig: int | None) -> None: ...
+
+
+class LxcExecuteProtocol(ProcessProtocol):
+    """Forwards lxc-execute's log pipe and its end to the container."""
+
+    def __init__(self, container: MonitoredContainer) -> None:
+        self.container = container
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == LXC_LOG_FD:
+            self.container.lxc_log_received(data)
+
+    def processEnded(self, reason: Failure) -> None:
+        value = reason.value
+        if isinstance(value, ProcessDone):
+            self.container.process_ended(0, None)
+        elif isinstance(value, ProcessTerminated):
+            self.container.process_ended(value.exitCode, value.signal)
+        else:  # pragma: no cover - Twisted reports one of the two
+            self.container.process_ended(None, None)

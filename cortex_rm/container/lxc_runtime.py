@@ -3,7 +3,8 @@
 Each container is one ``lxc-execute`` child process of the reactor, with a
 config file that ``start`` writes to ``<base_dir>/containers/<id>/config``::
 
-    lxc-execute (monitor, on the host)     our child; its stdout/stderr go to <log_dir>/lxc-execute.log
+    lxc-execute (monitor, on the host)     our child; its stdout/stderr go to <log_dir>/lxc-execute.log;
+                                           SIGKILLed when the daemon dies (setpriv --pdeathsig), init with it
       init.lxc (pid 1 inside)              RunningContainer.pid
         /bin/sh -c WRAPPER (pid 2)         waits for the command, then SIGKILLs whatever is left
           <command>                        through env -i -C <work_dir> K=V...: exactly the spec's env and cwd
@@ -30,6 +31,9 @@ Kill: SIGTERM to every process in the container's pids cgroup but init (init
 itself would SIGKILL everything a second later, whatever the grace), then, once
 the grace has passed, SIGKILL to init through a pidfd: when a pid namespace's
 init dies the kernel kills every other process in it.
+
+Leftovers: the container directory also holds ``record.json``; what a daemon that died left
+there, ``reap_left_behind`` kills and removes at the next start (``lxc_leftovers.py``).
 """
 
 from __future__ import annotations
@@ -43,11 +47,8 @@ from pathlib import Path
 from typing import Final
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from cortex_rm.container.id_ranges import DEFAULT_RANGE_TEXT, IdRange
 from cortex_rm.container.lxc_config import (
@@ -62,8 +63,9 @@ from cortex_rm.container.lxc_config import (
     prepare_rootfs,
     render_config,
 )
+from cortex_rm.container.lxc_leftovers import reap_left_behind, write_record
 from cortex_rm.container.lxc_sandbox import SYSFS_DIR, ContainerFirewall, ContainerSandbox, mount_sysfs, unmount_sysfs
-from cortex_rm.container.lxc_reports import MemorySnapshot, parent_pid, parse_lxc_log_line, parse_memory_snapshot, signal_pids
+from cortex_rm.container.lxc_reports import LxcExecuteProtocol, MemorySnapshot, parent_pid, parse_lxc_log_line, parse_memory_snapshot, signal_pids
 from cortex_rm.container.runtime import (
     LAUNCH_FAILED_EXIT_CODE,
     RUNTIME_CONTAINER_LIFECYCLE,
@@ -88,29 +90,6 @@ _MAX_LOG_LINE: Final = 4096
 _KEPT_LOG_LINES: Final = 20
 #: How many image roots' layouts a runtime remembers.
 _KEPT_IMAGE_LAYOUTS: Final = 4
-
-
-# ---------------------------------------------------------------- Twisted edge
-
-
-class _LxcExecuteProtocol(ProcessProtocol):
-    """Forwards lxc-execute's log pipe and its end to the container."""
-
-    def __init__(self, container: LxcContainer) -> None:
-        self.container = container
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD == LXC_LOG_FD:
-            self.container.lxc_log_received(data)
-
-    def processEnded(self, reason: Failure) -> None:
-        value = reason.value
-        if isinstance(value, ProcessDone):
-            self.container.process_ended(0, None)
-        elif isinstance(value, ProcessTerminated):
-            self.container.process_ended(value.exitCode, value.signal)
-        else:  # pragma: no cover - Twisted reports one of the two
-            self.container.process_ended(None, None)
 
 
 class LxcContainer:
@@ -395,17 +374,19 @@ class LxcRuntime:
                     sysfs=self.base_dir / SYSFS_DIR,
                 )
             )
+            write_record(container_dir, spec, admission.cgroup_dir)
             log_fd = os.open(spec.log_dir / RUNTIME_LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as e:
             shutil.rmtree(container_dir, ignore_errors=True)
             raise ContainerStartError(f"{cid}: could not prepare the container: {e}") from e
         container = LxcContainer(self, spec, container_dir, admission.cgroup_dir)
         null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        argv = launch_argv(spec, self.lxc_execute, config, self.base_dir / "containers")
         try:
             transport = self.reactor.spawnProcess(
-                _LxcExecuteProtocol(container),
-                self.lxc_execute,
-                launch_argv(spec, self.lxc_execute, config, self.base_dir / "containers"),
+                LxcExecuteProtocol(container),
+                argv[0],
+                argv,
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
                 childFDs={0: null_fd, 1: log_fd, 2: log_fd, LXC_LOG_FD: "r"},
             )
@@ -425,8 +406,18 @@ class LxcRuntime:
         if self.running.get(container.container_id) is container:
             del self.running[container.container_id]
 
+    def reap_left_behind(self) -> list[str]:
+        """At start, before any container: kill and remove what a previous run of this base dir left
+        (``lxc_leftovers.py``; blocking, bounded), and its sysfs; the container ids reaped."""
+        reaped = reap_left_behind(self.base_dir, self.cgroup_root, self.sandbox.blocks.ids)
+        unmount_sysfs(self.base_dir / SYSFS_DIR)
+        return reaped
+
     def close(self) -> None:
-        """The NodeManager stops (its containers have been killed): unmount the containers' sysfs."""
+        """The NodeManager stops (its containers have been killed): free every application's ids,
+        rules and cgroups, and unmount the containers' sysfs."""
+        for application in list(self.sandbox.blocks.held()):
+            self.sandbox.release(application)
         unmount_sysfs(self.base_dir / SYSFS_DIR)
         self._host_checked = False
 

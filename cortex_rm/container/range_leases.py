@@ -6,9 +6,9 @@ named by its range: ``net_policy.table_name``) would judge each other's
 packets.  So a node takes its range's lease at start: a write lock on the whole of
 ``<LEASE_DIR>/<base>_<count>.lock``, held by an open descriptor until the process
 ends, however it ends (the kernel drops the lock of a killed process too).  The
-locks are open-file-description locks (``F_OFD_SETLK``), so others can ask who
-holds one (``F_OFD_GETLK``) without taking it -- a probe never makes a starting
-node's lock fail -- and closing another descriptor of the file does not drop it.  A
+locks are open-file-description locks (``ofd_locks.py``), so others can ask who
+holds one without taking it -- a probe never makes a starting node's lock fail --
+and closing another descriptor of the file does not drop it.  A
 second node with the same range, or a range that meets a leased one, is refused
 with the holder's pid.  ``local-cluster`` picks the ranges of its nodes among the
 free ones, so local clusters running at once on one host stay apart; and a node
@@ -19,14 +19,13 @@ remove its own).
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import re
 import socket
-import struct
 from pathlib import Path
 from typing import Final
 
+from cortex_rm.container import ofd_locks
 from cortex_rm.container.id_ranges import IdRange, IdRangeError
 
 #: Where the lock files are (``/run``: a tmpfs, so a reboot forgets them with the holders).
@@ -38,32 +37,9 @@ def lease_path(ids: IdRange, directory: Path = LEASE_DIR) -> Path:
     return directory / f"{ids.base}_{ids.count}.lock"
 
 
-_FLOCK: Final = "hhqqi4x"  # struct flock: type, whence, start, len, pid (Linux, 64-bit off_t)
-
-
-def _whole_file(kind: int) -> bytes:
-    return struct.pack(_FLOCK, kind, os.SEEK_SET, 0, 0, 0)
-
-
-def _holder(path: Path) -> int | None:
-    """The pid holding ``path``'s lock (as the holder wrote it; 0 if unreadable), or None when nobody holds it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _whole_file(fcntl.F_WRLCK))
-        if struct.unpack(_FLOCK, found)[0] == fcntl.F_UNLCK:
-            return None
-        text = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
-        return int(text) if text.isdigit() else 0
-    finally:
-        os.close(fd)
-
-
 def is_free(ids: IdRange, directory: Path = LEASE_DIR) -> bool:
     """Whether no live process holds ``ids`` or a range meeting it."""
-    return _holder(lease_path(ids, directory)) is None and _overlapping_holder(ids, directory) is None
+    return ofd_locks.holder(lease_path(ids, directory)) is None and _overlapping_holder(ids, directory) is None
 
 
 def _overlapping_holder(ids: IdRange, directory: Path) -> tuple[str, int] | None:
@@ -75,7 +51,7 @@ def _overlapping_holder(ids: IdRange, directory: Path) -> tuple[str, int] | None
         m = _NAME.fullmatch(name)
         if m is None or (int(m[1]), int(m[2])) == (ids.base, ids.count) or not ids.overlaps(int(m[1]), int(m[2])):
             continue
-        pid = _holder(directory / name)
+        pid = ofd_locks.holder(directory / name)
         if pid is not None:
             return f"{m[1]}:{m[2]}", pid
     return None
@@ -99,21 +75,15 @@ class RangeLease:
                 f"container_id_range {ids.text()} meets {other[0]}, held by another NodeManager on this host"
                 f" (pid {other[1]}): give this node a range of its own ([nodemanager] container_id_range)"
             )
-        fd = os.open(lease_path(ids, directory), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
-            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _whole_file(fcntl.F_WRLCK))
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                os.close(fd)
-                raise IdRangeError(f"cannot lock {lease_path(ids, directory)}: {e}") from None
-            text = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
-            os.close(fd)
+            fd = ofd_locks.take(lease_path(ids, directory))
+        except ofd_locks.LockHeldError as e:
             raise IdRangeError(
-                f"container_id_range {ids.text()} is held by another NodeManager on this host (pid {text or '?'}):"
+                f"container_id_range {ids.text()} is held by another NodeManager on this host (pid {e.holder or '?'}):"
                 " give this node a range of its own ([nodemanager] container_id_range)"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            raise IdRangeError(f"cannot lock {lease_path(ids, directory)}: {e}") from None
         return cls(ids, fd)
 
     def release(self) -> None:

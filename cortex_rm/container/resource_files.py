@@ -36,6 +36,7 @@ from cortex_rm.yarn.tokens import Token
 log = Logger()
 
 MAX_ARCHIVE_MEMBERS = 200_000
+CLAIM_TRIES = 20  # entry names taken in a row (by other threads' claims) before a fetch gives up
 
 
 # ---------------------------------------------------------------- fetchers
@@ -196,7 +197,9 @@ def fetch_into_cache(
     max_unpacked_bytes: int,
     requester: Requester,
 ) -> Path:
-    """Fetch (and unpack) one resource into the new directory ``cache_dir``; the path to link to."""
+    """Fetch (and unpack) one resource into a new directory of ``cache_dir``'s parent, named
+    ``cache_dir``'s number or, when that name is taken, the next free one (``claim_entry_dir``);
+    the path to link to, in that directory."""
     fetcher = fetchers.get(resource.url.scheme)
     if fetcher is None:
         raise LocalizationError(
@@ -210,12 +213,33 @@ def fetch_into_cache(
     with ExitStack() as fds:
         parent_fd = _held(fds, os.open(root.parent, pinned_dirs.DIR_FLAGS))
         root_fd = _held(fds, pinned_dirs.open_own_dir(parent_fd, root.name, root.parent, make=True))
-        entry = _held(fds, pinned_dirs.make_dir(root_fd, cache_dir.name, 0o755, root))
+        name, entry = claim_entry_dir(root_fd, root, int(cache_dir.name))
+        _held(fds, entry)
         try:
-            return cache_dir / _fetch_into(resource, pinned_dirs.fd_path(entry), fetcher, max_unpacked_bytes, requester)
+            return root / name / _fetch_into(resource, pinned_dirs.fd_path(entry), fetcher, max_unpacked_bytes, requester)
         except BaseException:
-            shutil.rmtree(cache_dir.name, ignore_errors=True, dir_fd=root_fd)
+            shutil.rmtree(name, ignore_errors=True, dir_fd=root_fd)
             raise
+
+
+def claim_entry_dir(root_fd: int, root: Path, first: int) -> tuple[str, int]:
+    """Make a new numbered entry directory in the cache ``root_fd`` (which is ``root``): ``first``, or
+    past the highest number there when ``first`` is taken; its name and an open descriptor.
+
+    The numbers a NodeManager gives restart at 1 when it does, while a killed one's entries (or an
+    application's containers, in its own cache) may hold any of them: ``mkdir`` is the claim (whoever
+    makes the directory owns it, so threads fetching into one cache never share one), and a taken
+    name is never used nor removed here.  Bounded: PlantedPathError after ``CLAIM_TRIES`` taken names."""
+    number = first
+    for _ in range(CLAIM_TRIES):
+        try:
+            os.mkdir(str(number), 0o755, dir_fd=root_fd)
+        except FileExistsError:
+            taken = [int(n) for n in os.listdir(root_fd) if n.isdigit() and len(n) < 19]
+            number = max(number, *taken) + 1
+            continue
+        return str(number), pinned_dirs.open_own_dir(root_fd, str(number), root)
+    raise pinned_dirs.PlantedPathError(errno.EEXIST, f"{root}: no free entry name after {CLAIM_TRIES} tries")
 
 
 def _fetch_into(

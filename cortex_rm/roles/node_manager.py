@@ -279,7 +279,9 @@ class NodeManagerRole:
         )
         self.firewall.install(self.members.current())
         self.members.start()
-        return LxcRuntime(self.reactor, self.state_dir.resolve() / "lxc", ids=ids, firewall=self.firewall)
+        runtime = LxcRuntime(self.reactor, self.state_dir.resolve() / "lxc", ids=ids, firewall=self.firewall)
+        runtime.reap_left_behind()  # a previous run's containers die (no NM recovery), as YARN's NodeManager's do
+        return runtime
 
     # ------------------------------------------------------------ reporting to the RM
 
@@ -391,16 +393,13 @@ class NodeManagerRole:
             if self.aggregator is not None:
                 d.addCallback(self._aggregate, self.aggregator, app_id)
             d.addErrback(self._cleanup_failed, app_id)
-            d.addCallback(self._nobodys_logs, str(app_id))
-            d.addCallback(self._application_finished, str(app_id))
+            d.addCallback(self._application_ended, str(app_id))
 
-    def _nobodys_logs(self, _: object, app: str) -> None:
-        """``app`` ended here and its logs, if any are left, will not be aggregated."""
+    def _application_ended(self, _: object, app: str) -> None:
+        """``app`` ended here: its logs, if any are left, will not be aggregated; the runtime frees its
+        ids, rules and cgroups (an unprivileged runtime holds them)."""
         if self.log_retention is not None:
             self.log_retention.ended(app)
-
-    def _application_finished(self, _: object, app: str) -> None:
-        """The runtime frees ``app``'s ids, rules and cgroups (an unprivileged runtime holds them)."""
         self._runtime_hook("application_finished", app)
 
     def _runtime_hook(self, name: str, *args: str) -> None:

@@ -29,7 +29,7 @@ from cortex_rm.container.local_resources import (
 )
 from cortex_rm.container.launch import ContainerPaths, container_paths
 from cortex_rm.container.localizer import Localizer
-from cortex_rm.container.resource_files import LocalFileFetcher, Requester, default_fetchers
+from cortex_rm.container.resource_files import LocalFileFetcher, Requester, claim_entry_dir, default_fetchers
 from cortex_rm.yarn_api.nm_service import requested_resource
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 
@@ -403,3 +403,49 @@ def test_a_previous_nodemanagers_shared_cache_is_emptied_before_the_first_fetch(
     work = localize(Localizer(run_now), tmp_path, [shared("new.jar", path, ts, Visibility.PUBLIC)])
     assert not (public / "7").exists()
     assert (work / "new.jar").read_bytes() == b"new" and public in (work / "new.jar").resolve().parents
+
+
+def test_a_restarted_localizer_never_reuses_an_entry_name_a_killed_run_left_in_an_application_cache(
+    tmp_path: Path,
+) -> None:
+    """A killed NodeManager left ``filecache/1`` half-made and ``filecache/2`` complete in a running application's
+    cache: a new Localizer's fetches for that application take new numbers (no FileExistsError), link the new
+    bytes, and leave the leftovers alone (they go with the application's dirs)."""
+    app_cache = paths_of(tmp_path, "c0").application_cache
+    (app_cache / "1").mkdir(parents=True)
+    (app_cache / "1" / ".conf.zip.download").write_bytes(b"half")
+    (app_cache / "2").mkdir()
+    (app_cache / "2" / "app.jar").write_bytes(b"old")
+    jar, ts = source(tmp_path, "app.jar", b"new jar")
+    conf, ts2 = source(tmp_path, "conf.txt", b"new conf")
+    loc = Localizer(run_now)
+    work = localize(loc, tmp_path, [resource("app.jar", jar, ts), resource("conf.txt", conf, ts2)], container="c1")
+    assert (work / "app.jar").read_bytes() == b"new jar"
+    assert (work / "conf.txt").read_bytes() == b"new conf"
+    used = {(work / "app.jar").resolve().parent.name, (work / "conf.txt").resolve().parent.name}
+    assert used == {"3", "4"}
+    assert (app_cache / "2" / "app.jar").read_bytes() == b"old"
+    assert (app_cache / "1" / ".conf.zip.download").exists()
+    # a later fetch of the same run goes on past what it took
+    more, ts3 = source(tmp_path, "more.txt", b"more")
+    work2 = localize(loc, tmp_path, [resource("more.txt", more, ts3)], container="c2")
+    assert (work2 / "more.txt").resolve().parent.name == "5"
+
+
+def test_an_entry_claim_takes_the_first_number_when_free_else_the_one_past_the_highest_taken(tmp_path: Path) -> None:
+    """``claim_entry_dir`` makes the first number when free, else the one past the highest taken (a file or a
+    symlink at a name counts as taken and is left alone, not followed)."""
+    root = tmp_path / "filecache"
+    root.mkdir()
+    (root / "2").symlink_to("/etc")
+    (root / "9").write_bytes(b"")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        name, entry = claim_entry_dir(fd, root, 1)
+        os.close(entry)
+        assert name == "1"
+        name, entry = claim_entry_dir(fd, root, 2)
+        os.close(entry)
+        assert name == "10" and (root / "2").is_symlink() and (root / "9").is_file()
+    finally:
+        os.close(fd)

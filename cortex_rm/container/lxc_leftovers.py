@@ -1,0 +1,161 @@
+"""What a NodeManager's LXC runtime leaves when its daemon dies without stopping, and how it goes.
+
+While a container runs, its directory ``<base_dir>/containers/<id>/`` holds its LXC config
+(whose ``lxc.cgroup.dir.container`` line names its cgroup, ``cortex/b<block>/<id>``) and
+``record.json`` (``write_record``: its application, work dir and log dir); the runtime removes
+the directory when the container ends.  A directory found there at start was left by a
+previous run of this state dir (the state dir's lock, ``ofd_locks.py``, keeps a live daemon's
+out of reach): without NodeManager recovery, YARN's NodeManager kills such containers, and
+so does ``reap_left_behind``:
+
+1. SIGKILL to every process of the container's pids cgroup and of its monitor's
+   (``<cgroup>.monitor``: the old ``lxc-execute``), until both are empty (bounded);
+2. its cgroups, in every hierarchy, are removed (deepest first; only empty ones can be),
+   and its application's ``cortex/b<block>`` when no other container is left in it and the
+   block is in this node's id range;
+3. its work dir and its runtime directory are deleted (its logs are kept, as YARN keeps a
+   killed container's), and the containers' sysfs (``lxc_sandbox.mount_sysfs``) is unmounted.
+
+A SIGKILLed daemon's containers do not wait for the next start: each ``lxc-execute`` runs
+under ``setpriv --pdeathsig KILL`` (``lxc_config.launch_argv``), so the kernel SIGKILLs it when
+the daemon's reactor thread, its parent, dies, and LXC has set its container's init to die with
+it (``PR_SET_PDEATHSIG``, SIGKILL), which ends every process of the container's pid namespace.
+A daemon killed between the fork and setpriv's ``prctl`` misses that; the next start reaps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from twisted.logger import Logger
+
+from cortex_rm.container.id_ranges import BLOCK, IdRange
+from cortex_rm.container.lxc_config import CGROUP_PARENT
+from cortex_rm.container.lxc_reports import signal_pids
+from cortex_rm.container.runtime import ContainerSpec
+
+log = Logger()
+
+RECORD_FILE: Final = "record.json"
+#: How long a reap waits for a left container's processes to be gone (SIGKILLed: milliseconds).
+REAP_WAIT_S: Final = 10.0
+_CGROUP_LINE: Final = re.compile(r"^lxc\.cgroup\.dir\.container = (\S+)$", re.MULTILINE)
+_CGROUP_DIR: Final = re.compile(rf"{CGROUP_PARENT}/b[0-9]+/[A-Za-z0-9_.-]+")
+
+
+def write_record(container_dir: Path, spec: ContainerSpec, cgroup_dir: str) -> None:
+    """What a later run of this state dir needs to clean the container up (see the module docstring)."""
+    record = {
+        "container_id": spec.container_id,
+        "application": spec.application,
+        "work_dir": str(spec.work_dir),
+        "log_dir": str(spec.log_dir),
+        "cgroup_dir": cgroup_dir,
+    }
+    (container_dir / RECORD_FILE).write_text(json.dumps(record))
+
+
+@dataclass(frozen=True)
+class LeftBehind:
+    """A container a previous run left, as its directory tells."""
+
+    container_id: str
+    container_dir: Path
+    cgroup_dir: str | None  # None: no readable config (it had not been written when the daemon died)
+    work_dir: Path | None
+
+
+def left_behind(base_dir: Path) -> list[LeftBehind]:
+    """The containers a previous run of this runtime left (directories under ``<base_dir>/containers``)."""
+    try:
+        dirs = sorted(p for p in (base_dir / "containers").iterdir() if p.is_dir() and not p.is_symlink())
+    except FileNotFoundError:
+        return []
+    found = []
+    for container_dir in dirs:
+        cgroup: str | None = None
+        try:
+            m = _CGROUP_LINE.search((container_dir / "config").read_text())
+            cgroup = m[1] if m is not None and _CGROUP_DIR.fullmatch(m[1]) and ".." not in m[1] else None
+        except OSError:
+            pass
+        work: Path | None = None
+        try:
+            record = json.loads((container_dir / RECORD_FILE).read_text())
+            work = Path(record["work_dir"]) if isinstance(record.get("work_dir"), str) else None
+        except (OSError, ValueError, AttributeError):
+            pass
+        found.append(LeftBehind(container_dir.name, container_dir, cgroup, work))
+    return found
+
+
+def _procs(cgroup_root: Path, cgroup: str) -> list[int]:
+    pids: list[int] = []
+    for name in (cgroup, f"{cgroup}.monitor"):
+        try:
+            pids += [int(p) for p in (cgroup_root / "pids" / name / "cgroup.procs").read_text().split()]
+        except (FileNotFoundError, ValueError):
+            pass
+    return pids
+
+
+def _remove_cgroups(cgroup_root: Path, cgroup: str, ids: IdRange) -> None:
+    """Remove the container's (and its monitor's) cgroup in every hierarchy, and its application's
+    (``cortex/b<block>``) when it is empty and its block is in ``ids``, this node's: another node's
+    may be empty only for the moment before its first container starts."""
+    block = int(cgroup.split("/")[1][1:])
+    ours = ids.base // BLOCK <= block < (ids.base + ids.count) // BLOCK
+    for hierarchy in {*cgroup_root.iterdir(), cgroup_root / "unified"}:
+        for name in (cgroup, f"{cgroup}.monitor"):
+            top = hierarchy / name
+            if top.is_dir() and not top.is_symlink():
+                for path, _, _ in os.walk(top, topdown=False):  # children first: only empty cgroups go
+                    try:
+                        os.rmdir(path)
+                    except OSError:
+                        pass
+        if ours:
+            try:
+                (hierarchy / cgroup).parent.rmdir()
+            except OSError:
+                pass
+
+
+def reap_left_behind(base_dir: Path, cgroup_root: Path, ids: IdRange, wait_s: float = REAP_WAIT_S) -> list[str]:
+    """Kill and clean up every container a previous run left (see the module docstring); the ids reaped.
+
+    Blocking (bounded by ``wait_s`` per container).  A container whose processes outlive the wait
+    keeps its directory, for the next start to try again."""
+    reaped = []
+    for left in left_behind(base_dir):
+        if left.cgroup_dir is not None:
+            deadline = time.monotonic() + wait_s
+            while pids := _procs(cgroup_root, left.cgroup_dir):
+                signal_pids(pids, signal.SIGKILL)
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            if pids:
+                log.warn(
+                    "container {container_id} left by a previous run: processes {pids} outlived SIGKILL; kept",
+                    container_id=left.container_id, pids=pids,
+                )  # fmt: skip
+                continue
+            _remove_cgroups(cgroup_root, left.cgroup_dir, ids)
+        if left.work_dir is not None:
+            shutil.rmtree(left.work_dir, ignore_errors=True)
+        shutil.rmtree(left.container_dir, ignore_errors=True)
+        log.info(
+            "container {container_id} left by a previous run of this NodeManager: killed and removed",
+            container_id=left.container_id,
+        )
+        reaped.append(left.container_id)
+    return reaped

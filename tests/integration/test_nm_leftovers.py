@@ -1,0 +1,183 @@
+"""A NodeManager's LXC containers die with its daemon, and a restart cleans what a killed one left.
+
+Real LXC containers (each ``sleep`` with a background child) run by an ``LxcRuntime`` in a process of
+its own (``tests/support/lxc_runtime_child.py``, built as the NodeManager role builds it); the test
+SIGKILLs that process, as the issue's operator SIGKILLed a node daemon:
+
+* with the parent-death signal (the default), every process of every container -- init, the
+  wrapper, the command, its child, and lxc-execute -- is gone within ``GONE_BOUND_S``;
+* without it (a daemon killed before setpriv's ``prctl``), they outlive the daemon, and the next
+  start over the same state dir kills them;
+
+either way a restart leaves no container dir, cgroup, work dir or sysfs mount of the old run, and
+starts containers of its own cleanly.
+
+Skipped only where LXC cannot run (not root, no lxc-execute, no cgroup v1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cortex_rm.container.id_ranges import IdRange, node_id_range
+from cortex_rm.container.lxc_sandbox import SYSFS_DIR
+from cortex_rm.container.range_leases import RangeLease, is_free
+from tests.support.ring_daemons import REPO, wait_for
+
+pytestmark = pytest.mark.integration
+
+LXC_READY = os.geteuid() == 0 and shutil.which("lxc-execute") is not None and Path("/sys/fs/cgroup/memory").is_dir()
+needs_lxc = pytest.mark.skipif(not LXC_READY, reason="needs root, Debian's lxc and cgroup v1")
+CGROUPS = Path("/sys/fs/cgroup")
+#: How soon a SIGKILLed daemon's containers must be gone (the kernel's parent-death signals: milliseconds).
+GONE_BOUND_S = 5.0
+START_S = 60.0
+
+
+@pytest.fixture
+def id_range() -> Iterator[IdRange]:
+    """A node range no live node of this host holds, leased for the test (nobody else starts in it)."""
+    for index in range(40, 200):
+        ids = IdRange.parse(node_id_range(index))
+        if is_free(ids):
+            lease = RangeLease.take(ids)
+            yield ids
+            lease.release()
+            return
+    pytest.skip("no free id range")
+
+
+class RuntimeChild:
+    """The runtime's process over one state dir (see ``lxc_runtime_child.py``)."""
+
+    def __init__(self, state: Path, image: Path, ids: IdRange) -> None:
+        self.state, self.image, self.ids = state, image, ids
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, count: int, *extra: str) -> dict[str, Any]:
+        (self.state / "started.json").unlink(missing_ok=True)
+        with open(self.state.parent / "child.out", "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.support.lxc_runtime_child", str(self.state), str(self.image),
+                 str(count), self.ids.text(), *extra],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                env=dict(os.environ, PYTHONPATH=str(REPO)),
+            )  # fmt: skip
+        process = self.process
+        wait_for(lambda: (self.state / "started.json").exists() or process.poll() is not None, "containers start", START_S)
+        assert process.poll() is None, (self.state.parent / "child.out").read_text()
+        started: dict[str, Any] = json.loads((self.state / "started.json").read_text())
+        return started
+
+    def sigkill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """A clean stop (SIGTERM): the child kills its containers and unmounts the sysfs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
+
+    def reaped_at_start(self) -> list[str]:
+        lines = (self.state.parent / "child.out").read_text().splitlines()
+        return [line for line in lines if line.startswith("reaped ")]
+
+
+def cgroup_pids(cgroup: str) -> list[int]:
+    """Every process of a container's pids cgroup and of its monitor's."""
+    pids = []
+    for name in (cgroup, f"{cgroup}.monitor"):
+        try:
+            pids += [int(p) for p in (CGROUPS / "pids" / name / "cgroup.procs").read_text().split()]
+        except FileNotFoundError:
+            pass
+    return pids
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def left_cgroups(cgroup: str) -> list[Path]:
+    return [h / name for h in CGROUPS.iterdir() for name in (cgroup, f"{cgroup}.monitor") if (h / name).exists()]
+
+
+@pytest.fixture
+def child(tmp_path: Path, runtime_image_root: Path, id_range: IdRange) -> Iterator[RuntimeChild]:
+    if not LXC_READY:
+        pytest.skip("needs root, Debian's lxc and cgroup v1")
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o755)
+    runtime = RuntimeChild(state, runtime_image_root, id_range)
+    yield runtime
+    runtime.stop()
+    if runtime.process is not None and runtime.process.poll() is None:
+        runtime.sigkill()
+    if any((state / "lxc" / "containers").glob("*")):  # what a failed test left: one more run reaps it
+        runtime.start(0)
+        runtime.stop()
+
+
+def assert_restart_is_clean(child: RuntimeChild, old: dict[str, Any], reaped: set[str]) -> None:
+    """A new run over the state dir reaps ``reaped``, and nothing of ``old`` is left; its own container runs."""
+    new = child.start(1)
+    assert child.reaped_at_start()[-1] == f"reaped {sorted(reaped)!r}"
+    for cid, found in old.items():
+        assert left_cgroups(found["cgroup"]) == []
+        assert not (child.state / "lxc" / "containers" / cid).exists()
+        assert not (child.state / "work" / cid).exists()
+        assert (child.state / "logs" / cid).exists()  # logs stay, as YARN keeps a killed container's
+    (cid,) = new
+    assert alive(new[cid]["init"])
+    assert os.path.ismount(child.state / "lxc" / SYSFS_DIR)
+    child.stop()
+    assert left_cgroups(new[cid]["cgroup"]) == []
+    block = new[cid]["cgroup"].rsplit("/", 1)[0]  # cortex/b<block>: freed by the clean stop
+    assert [h for h in CGROUPS.iterdir() if (h / block).exists()] == []
+    assert not os.path.ismount(child.state / "lxc" / SYSFS_DIR)
+
+
+@needs_lxc
+def test_a_sigkilled_daemons_containers_die_with_it_and_a_restart_starts_clean(child: RuntimeChild) -> None:
+    """SIGKILL of the runtime's process: every process of both containers is gone within the bound;
+    the restart removes their dirs and cgroups (nothing left to kill) and runs a container of its own."""
+    old = child.start(2)
+    pids = {cid: cgroup_pids(found["cgroup"]) for cid, found in old.items()}
+    for cid, found in old.items():
+        assert found["init"] in pids[cid] and found["monitor"] in pids[cid] and len(pids[cid]) >= 5, pids
+    child.sigkill()
+    killed_at = time.monotonic()
+    took = wait_for(lambda: not any(alive(p) for ps in pids.values() for p in ps), "the containers die", GONE_BOUND_S)
+    print(f"containers gone {took * 1000:.0f} ms after the SIGKILL (bound {GONE_BOUND_S} s)")
+    assert time.monotonic() - killed_at <= GONE_BOUND_S + 1
+    assert_restart_is_clean(child, old, set(old))
+
+
+@needs_lxc
+def test_containers_that_outlived_a_killed_daemon_are_killed_at_the_next_start(child: RuntimeChild) -> None:
+    """Without the parent-death signal the containers outlive the SIGKILL (as the issue saw); the next
+    start over the same state dir kills every one of their processes and removes what they left."""
+    old = child.start(2, "--as-before-setpriv")
+    pids = {cid: cgroup_pids(found["cgroup"]) for cid, found in old.items()}
+    child.sigkill()
+    assert all(alive(p) for ps in pids.values() for p in ps), "the containers should have outlived the daemon"
+    assert_restart_is_clean(child, old, set(old))
+    assert not any(alive(p) for ps in pids.values() for p in ps)
