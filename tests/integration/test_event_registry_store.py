@@ -1,7 +1,9 @@
-"""One contract for every RegistryStore: memory, SQLite (a file) and a real PostgreSQL server.
+"""One contract for every RegistryStore: memory, SQLite (a file), a real PostgreSQL server, and SQLite
+through the RM's journal (``ha/replicated_registry.py``, a journal of one eligible node).
 
 Each test applies ``RegistryChange``s and reads back what an RM restarted on the same
-database would load (for SQL: a new store object on the same URL).
+database would load (for SQL: a new store object on the same URL; through the journal:
+that too, and the journal restarted from its own file).
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from cortex_rm.allocator.state_store import synchronous_runner
 from cortex_rm.events.functions import FunctionLimits, FunctionSpec
 from cortex_rm.events.registry import RegistryChange
 from cortex_rm.events.registry_store import MemoryRegistryStore, RegistryStore, SqlRegistryStore
+from cortex_rm.ha import replicated_registry
+from cortex_rm.ha.journal_applier import journal_applier
+from cortex_rm.roles.rm_journal import RmJournal
 from tests.support.postgres import PostgresServer, postgres_server  # noqa: F401 (the session fixture)
 from tests.support.rm_core import result_of
+from tests.support.single_journal import leading_journal
 
 pytestmark = pytest.mark.integration
 
@@ -37,25 +43,40 @@ class StoreUnderTest:
         return {(s.name, s.version): s for s in result_of(self.reopen().load())}
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql", "replicated"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
     opened: list[RegistryStore] = []
+    journals: list[RmJournal] = []
     if request.param == "memory":
         memory = MemoryRegistryStore()
         yield StoreUnderTest(memory, lambda: memory)
         return
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'rm-state.sqlite'}"
-    else:
+    if request.param == "postgresql":
         server: PostgresServer = request.getfixturevalue("postgres_server")
         url = server.new_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'rm-state.sqlite'}"
 
     def open_sql() -> RegistryStore:
         store = SqlRegistryStore(url, synchronous_runner)
         opened.append(store)
         return store
 
-    yield StoreUnderTest(open_sql(), open_sql)
+    def open_replicated() -> RegistryStore:
+        for journal in journals:  # (the RM before stops)
+            journal.stop()
+        local = open_sql()
+        apply = journal_applier({replicated_registry.STORE: replicated_registry.registry_applier(local)})
+        journals.append(leading_journal(tmp_path / "journal.sqlite", apply))
+        return replicated_registry.ReplicatedRegistryStore(local, journals[-1])
+
+    if request.param == "replicated":
+        yield StoreUnderTest(open_replicated(), open_replicated)
+    else:
+        yield StoreUnderTest(open_sql(), open_sql)
+    for journal in journals:
+        journal.stop()
+        journal.store.close()
     for store in opened:
         store.close()
 

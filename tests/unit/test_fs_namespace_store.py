@@ -1,7 +1,9 @@
-"""One contract for every NamespaceStore: the memory store and the SQL store (SQLite file).
+"""One contract for every NamespaceStore: the memory store, the SQL store (SQLite file), and the SQL
+store through the RM's journal (``ha/replicated_fs.py``, a journal of one eligible node).
 
 Each test applies ``Changes`` and reads back what an RM restarted on the same
-state would load (for SQL: a new store object on the same file).
+state would load (for SQL: a new store object on the same file; through the
+journal: that too, and the journal restarted from its own file).
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ import pytest
 from cortex_rm.allocator.state_store import synchronous_runner
 from cortex_rm.fs.model import BlockRef, Changes, FileKind, InodeRecord
 from cortex_rm.fs.namespace_store import MemoryNamespaceStore, NamespaceStore, SqlNamespaceStore
+from cortex_rm.ha import replicated_fs
+from cortex_rm.ha.journal_applier import journal_applier
+from cortex_rm.roles.rm_journal import RmJournal
 from tests.support.rm_core import result_of
+from tests.support.single_journal import leading_journal
 
 ROOT = InodeRecord(1, 0, "", FileKind.DIRECTORY, "root", "supergroup", 0o755, 1000)
 
@@ -39,21 +45,35 @@ class StoreUnderTest:
         return {r.inode_id: r for r in result_of(self.reopen().load())}
 
 
-@pytest.fixture(params=["memory", "sql"])
+@pytest.fixture(params=["memory", "sql", "replicated"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
     opened: list[NamespaceStore] = []
+    journals: list[RmJournal] = []
+    url = f"sqlite:///{tmp_path / 'rm-state.sqlite'}"
+
+    def open_sql() -> NamespaceStore:
+        store = SqlNamespaceStore(url, synchronous_runner)
+        opened.append(store)
+        return store
+
+    def open_replicated() -> NamespaceStore:
+        for journal in journals:  # (the RM before stops)
+            journal.stop()
+        local = open_sql()
+        apply = journal_applier({replicated_fs.STORE: replicated_fs.namespace_applier(local)})
+        journals.append(leading_journal(tmp_path / "journal.sqlite", apply))
+        return replicated_fs.ReplicatedNamespaceStore(local, journals[-1])
+
     if request.param == "memory":
         memory = MemoryNamespaceStore()
         yield StoreUnderTest(memory, lambda: memory)
-    else:
-        url = f"sqlite:///{tmp_path / 'rm-state.sqlite'}"
-
-        def open_sql() -> NamespaceStore:
-            store = SqlNamespaceStore(url, synchronous_runner)
-            opened.append(store)
-            return store
-
+    elif request.param == "sql":
         yield StoreUnderTest(open_sql(), open_sql)
+    else:
+        yield StoreUnderTest(open_replicated(), open_replicated)
+    for journal in journals:
+        journal.stop()
+        journal.store.close()
     for store in opened:
         store.close()
 
