@@ -314,13 +314,21 @@ class JournalNode:
 
     # ------------------------------------------------------------ applying
 
-    def take_committed(self) -> list[Entry]:
-        """The committed entries not yet taken, in order, but the leaders' no-ops (the driver applies them to its
-        state copy)."""
+    def to_apply(self) -> list[Entry]:
+        """The committed entries this node has not applied yet, in order, leaders' no-ops included (the driver
+        applies each, then ``applied_through`` its seq: an entry whose apply failed is offered again)."""
         upto = min(self.state.committed, self.state.last_seq)
-        taken = [e for e in self.state.log[self.applied : upto] if e.data]
-        self.applied = max(self.applied, upto)
-        return taken
+        return self.state.log[self.applied : upto]
+
+    def applied_through(self, seq: int) -> None:
+        self.applied = max(self.applied, seq)
+
+    def take_committed(self) -> list[Entry]:
+        """``to_apply`` all at once, marked applied, without the no-ops (for drivers whose apply cannot fail)."""
+        taken = self.to_apply()
+        if taken:
+            self.applied_through(taken[-1].seq)
+        return [e for e in taken if e.data]
 
 
 def _page(log: list[Entry], start: int) -> tuple[Entry, ...]:

@@ -78,7 +78,7 @@ class RmJournal:
         self.node: JournalNode | None = None
         self.dropped = 0  # messages from non-eligible senders, or undecodable
         self._lock = defer.DeferredLock()
-        self._pending: dict[int, defer.Deferred[int]] = {}
+        self._pending: dict[int, tuple[Epoch, defer.Deferred[int]]] = {}  # seq -> the proposal's epoch, its Deferred
         self._heard = 0.0  # when a leader (or this node leading) was last heard
         self._jitter = self.rng.random()
         self._leading = False
@@ -119,7 +119,7 @@ class RmJournal:
             if not self._leading:  # (leads only once what came before is applied)
                 raise NotLeader(self.node.leader)
             seq = self.node.propose(data)
-            self._pending[seq] = d
+            self._pending[seq] = (self.node.epoch, d)
             return self.node.flush(self.reactor.seconds())
 
         self._serially(step).addErrback(d.errback)
@@ -185,11 +185,19 @@ class RmJournal:
     async def _catch_up(self) -> None:
         """Apply what is newly committed; then tell the role about a change of lead."""
         assert self.node is not None
-        for entry in self.node.take_committed():
-            await self.apply(entry)
-            d = self._pending.pop(entry.seq, None)
-            if d is not None:
-                d.callback(entry.seq)
+        for entry in self.node.to_apply():
+            if entry.data:
+                try:
+                    await self.apply(entry)
+                except Exception:  # noqa: BLE001 - not marked applied: offered again at the next step
+                    log.failure("rm journal: applying entry {seq} failed; it is tried again", seq=entry.seq)
+                    return
+            self.node.applied_through(entry.seq)
+            pending = self._pending.pop(entry.seq, None)
+            if pending is not None and pending[0] == entry.epoch:
+                pending[1].callback(entry.seq)
+            elif pending is not None:  # another leader's entry took its place: it was never committed
+                pending[1].errback(Failure(NotLeader(self.node.leader)))
         state = self.node.state  # leads once its own no-op committed (all before it did) and all is applied
         leading = self.node.is_leader and state.epoch_at(state.committed) == self.node.epoch
         leading = leading and self.node.applied >= state.committed
@@ -216,7 +224,7 @@ class RmJournal:
 
     def _fail_pending(self, error: Exception) -> None:
         pending, self._pending = self._pending, {}
-        for d in pending.values():
+        for _, d in pending.values():
             d.errback(Failure(error))
 
     def _failed(self, failure: Failure, what: str) -> None:

@@ -158,3 +158,27 @@ def test_a_non_eligible_senders_messages_are_dropped(cluster: Cluster) -> None:
     cluster.bus.handlers[IDS[0]](outsider, encode_journal(Prepare((99, outsider.node_id), 0, (0, 0))))
     cluster.bus.handlers[IDS[0]](Peer(IDS[1], "h:1"), b"\x00garbage")
     assert target.dropped == 2 and target.node.state.promised == (0, 0)  # type: ignore[union-attr]
+
+
+@pytest.mark.expect_logged_errors("applying entry .* failed")
+def test_an_entry_whose_apply_fails_is_applied_again_not_skipped(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    cluster.run(7)
+    leader = cluster.leader()
+    follower = next(i for i in IDS if i != leader)
+    failing = {b"two"}
+    apply = cluster.nodes[follower].apply
+
+    def flaky(entry: Entry) -> defer.Deferred[None]:
+        if entry.data in failing:
+            failing.clear()
+            return defer.fail(OSError("the disk hiccupped"))
+        return apply(entry)
+
+    cluster.nodes[follower].apply = flaky
+    for data in (b"one", b"two", b"three"):
+        d = cluster.nodes[leader].propose(data)
+        cluster.bus.flush()
+        result_of(d)
+    cluster.run(3)
+    assert cluster.applied[follower] == [b"one", b"two", b"three"]
