@@ -8,13 +8,21 @@ previous run of this state dir (the state dir's lock, ``ofd_locks.py``, keeps a 
 out of reach): without NodeManager recovery, YARN's NodeManager kills such containers, and
 so does ``reap_left_behind``:
 
-1. SIGKILL to every process of the container's pids cgroup and of its monitor's
-   (``<cgroup>.monitor``: the old ``lxc-execute``), until both are empty (bounded);
-2. its cgroups, in every hierarchy, are removed (deepest first; only empty ones can be),
-   and its application's ``cortex/b<block>`` when no other container is left in it and the
+1. SIGKILL to every process of every left container's pids cgroup and of its monitor's
+   (``<cgroup>.monitor``: the old ``lxc-execute``), until all are empty (bounded).  Only then is
+   anything deleted: an application's containers run as the host uid that owns its directory,
+   so one still running could swap a directory on another's work dir path for a symlink while
+   root deletes it.  If any process outlives the wait, nothing is removed (the next start retries);
+2. their cgroups, in every hierarchy, are removed (deepest first; only empty ones can be),
+   and an application's ``cortex/b<block>`` when no other container is left in it and the
    block is in this node's id range;
-3. its work dir and its runtime directory are deleted (its logs are kept, as YARN keeps a
+3. their work dirs and runtime directories are deleted (their logs are kept, as YARN keeps a
    killed container's), and the containers' sysfs (``lxc_sandbox.mount_sysfs``) is unmounted.
+   A work dir (read from ``record.json``) is deleted only if it is not a symlink and its
+   parent's real path is strictly under one of the NodeManager's own dirs (``roots``: its local,
+   log and sandbox dirs); the deletion opens each directory on the way with ``O_NOFOLLOW``
+   and ``shutil.rmtree`` works from the parent's descriptor, so no symlink is ever followed.
+   Any other work dir is logged and left.
 
 A SIGKILLed daemon's containers do not wait for the next start: each ``lxc-execute`` runs
 under ``setpriv --pdeathsig KILL`` (``lxc_config.launch_argv``), so the kernel SIGKILLs it when
@@ -31,6 +39,7 @@ import re
 import shutil
 import signal
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -129,29 +138,34 @@ def _remove_cgroups(cgroup_root: Path, cgroup: str, ids: IdRange) -> None:
                 pass
 
 
-def reap_left_behind(base_dir: Path, cgroup_root: Path, ids: IdRange, wait_s: float = REAP_WAIT_S) -> list[str]:
+def reap_left_behind(
+    base_dir: Path,
+    cgroup_root: Path,
+    ids: IdRange,
+    roots: Sequence[Path],
+    wait_s: float = REAP_WAIT_S,
+    kill: Callable[[Iterable[int], int], None] = signal_pids,
+) -> list[str]:
     """Kill and clean up every container a previous run left (see the module docstring); the ids reaped.
 
-    Blocking (bounded by ``wait_s`` per container).  A container whose processes outlive the wait
-    keeps its directory, for the next start to try again."""
+    Blocking (bounded by ``wait_s``).  Every container is killed (``kill``: SIGKILL to pids) before
+    anything is deleted; if processes outlive the wait, nothing is, for the next start to try again.
+    Work dirs are deleted only strictly under ``roots`` (the NodeManager's dirs)."""
+    found = left_behind(base_dir)
+    outlived = _kill_all(cgroup_root, found, wait_s, kill)
+    if outlived:
+        log.warn(
+            "containers left by a previous run: processes {pids} outlived SIGKILL; nothing removed until next start",
+            pids=outlived,
+        )
+        return []
+    real_roots = [Path(os.path.realpath(root)) for root in roots]
     reaped = []
-    for left in left_behind(base_dir):
+    for left in found:
         if left.cgroup_dir is not None:
-            deadline = time.monotonic() + wait_s
-            while pids := _procs(cgroup_root, left.cgroup_dir):
-                signal_pids(pids, signal.SIGKILL)
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.02)
-            if pids:
-                log.warn(
-                    "container {container_id} left by a previous run: processes {pids} outlived SIGKILL; kept",
-                    container_id=left.container_id, pids=pids,
-                )  # fmt: skip
-                continue
             _remove_cgroups(cgroup_root, left.cgroup_dir, ids)
         if left.work_dir is not None:
-            shutil.rmtree(left.work_dir, ignore_errors=True)
+            _remove_work_dir(left.container_id, left.work_dir, real_roots)
         shutil.rmtree(left.container_dir, ignore_errors=True)
         log.info(
             "container {container_id} left by a previous run of this NodeManager: killed and removed",
@@ -159,3 +173,61 @@ def reap_left_behind(base_dir: Path, cgroup_root: Path, ids: IdRange, wait_s: fl
         )
         reaped.append(left.container_id)
     return reaped
+
+
+def _kill_all(
+    cgroup_root: Path, found: list[LeftBehind], wait_s: float, kill: Callable[[Iterable[int], int], None]
+) -> dict[str, list[int]]:
+    """SIGKILL every process of every container in ``found`` until their cgroups are all empty or
+    ``wait_s`` has passed; the processes still there, by container (empty: all gone)."""
+    cgroups = {c.container_id: c.cgroup_dir for c in found if c.cgroup_dir is not None}
+    deadline = time.monotonic() + wait_s
+    while alive := {cid: pids for cid, cgroup in cgroups.items() if (pids := _procs(cgroup_root, cgroup))}:
+        if time.monotonic() > deadline:
+            return alive
+        kill([pid for pids in alive.values() for pid in pids], signal.SIGKILL)
+        time.sleep(0.02)
+    return {}
+
+
+def deletable(path: Path, real_roots: Sequence[Path]) -> Path | None:
+    """``path`` with its parent's symlinks resolved, if that is strictly under one of ``real_roots``
+    (real paths) and is not itself a symlink; None if it is not to be deleted."""
+    if not path.is_absolute() or ".." in path.parts or path.name in ("", "."):
+        return None
+    real = Path(os.path.realpath(path.parent)) / path.name
+    if not any(root in real.parents for root in real_roots) or real.is_symlink():
+        return None
+    return real
+
+
+def _remove_work_dir(container_id: str, work_dir: Path, real_roots: Sequence[Path]) -> None:
+    """Delete a left container's work dir if ``deletable``, following no symlink; log one that is not."""
+    real = deletable(work_dir, real_roots)
+    if real is None:
+        log.warn(
+            "container {container_id} left by a previous run: its work dir {work_dir} is a symlink or not under "
+            "this NodeManager's dirs {roots}; not deleted",
+            container_id=container_id, work_dir=str(work_dir), roots=[str(r) for r in real_roots],
+        )  # fmt: skip
+        return
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open("/", flags)
+    except OSError as e:
+        log.warn("container {container_id}: cannot open /: {error}", container_id=container_id, error=str(e))
+        return
+    try:
+        for part in real.parent.parts[1:]:  # each directory of the resolved parent, none a symlink
+            fd, above = os.open(part, flags, dir_fd=fd), fd
+            os.close(above)
+        shutil.rmtree(real.name, dir_fd=fd)  # (it refuses a symlink as the top, and follows none below)
+    except FileNotFoundError:
+        pass  # gone already
+    except OSError as e:
+        log.warn(
+            "container {container_id} left by a previous run: its work dir {work_dir} not deleted: {error}",
+            container_id=container_id, work_dir=str(real), error=str(e),
+        )  # fmt: skip
+    finally:
+        os.close(fd)

@@ -43,6 +43,7 @@ import shutil
 import signal
 import socket
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -406,10 +407,10 @@ class LxcRuntime:
         if self.running.get(container.container_id) is container:
             del self.running[container.container_id]
 
-    def reap_left_behind(self) -> list[str]:
+    def reap_left_behind(self, roots: Sequence[Path]) -> list[str]:
         """At start, before any container: kill and remove what a previous run of this base dir left
-        (``lxc_leftovers.py``; blocking, bounded), and its sysfs; the container ids reaped."""
-        reaped = reap_left_behind(self.base_dir, self.cgroup_root, self.sandbox.blocks.ids)
+        (``lxc_leftovers.py``; blocking, bounded; work dirs only under ``roots``), and its sysfs; the ids reaped."""
+        reaped = reap_left_behind(self.base_dir, self.cgroup_root, self.sandbox.blocks.ids, roots)
         unmount_sysfs(self.base_dir / SYSFS_DIR)
         return reaped
 

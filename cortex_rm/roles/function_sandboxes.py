@@ -1,25 +1,23 @@
 """Functions' sandboxes on a node: LXC containers of the NodeManager's runtime, kept warm per function version.
 
-A sandbox is a container of the node's runtime (``LxcRuntime``: the cluster's runtime
-image, a user namespace, cgroup limits, capabilities cut, seccomp) with a network
-namespace of its own holding only loopback (``ContainerSpec.own_network``: a function
-reaches nothing, not the node's ports nor anyone's), the memory of the function's
-``limits.memory_mb`` and ``PIDS_LIMIT`` tasks.  It sees the image, its own work and log
-dirs (on the node's disk), a private ``/tmp``, the runner (``container/handler_runner.py``),
-the function's code and its socket's dir, all read-only but its own dirs.
+A sandbox is a container of the node's runtime (``LxcRuntime``: the cluster's runtime image, a user namespace,
+cgroup limits, capabilities cut, seccomp) with a network namespace of its own holding only loopback
+(``ContainerSpec.own_network``: a function reaches nothing, not the node's ports nor anyone's), the memory of
+the function's ``limits.memory_mb`` and ``PIDS_LIMIT`` tasks.  It sees the image, its own work and log dirs (on
+the node's disk), a private ``/tmp``, the runner (``container/handler_runner.py``), the function's code and its
+socket's dir, all read-only but its own dirs.
 
-The runner connects to a Unix socket the node listens on (its only way out; a process
-that is not in the sandbox's cgroup is turned away: ``SO_PEERCRED``), loads the code once and says whether it could; then the node
-sends it activations one at a time (4-byte length, JSON).  ``WarmPool`` decides which
-sandbox runs an activation; the node enforces the function's timeout (the sandbox is
-killed: TIMEOUT), and a sandbox that the memory cgroup's OOM killer hit ends its
-activation as MEMORY_EXCEEDED.  A sandbox whose activation did not end cleanly, or
-that has more tasks after it than when its runner was up (a handler that left a
-process or a thread behind: a fork bomb's children), is never reused.
+The runner connects to a Unix socket the node listens on (its only way out; a process that is not in the
+sandbox's cgroup is turned away: ``SO_PEERCRED``), loads the code once and says whether it could; then the node
+sends it activations one at a time (4-byte length, JSON).  ``WarmPool`` decides which sandbox runs an
+activation; the node enforces the function's timeout (the sandbox is killed: TIMEOUT), and a sandbox that the
+memory cgroup's OOM killer hit ends its activation as MEMORY_EXCEEDED.  A sandbox whose activation did not end
+cleanly, or that has more tasks after it than when its runner was up (a handler that left a process or a thread
+behind: a fork bomb's children), is never reused.
 
-The sandboxes' dirs are made and removed on the NodeManager's file threads (``run``), one
-piece of work at a time in the order issued (``DeferredLock``), so a previous run's are gone
-before a sandbox's are made, and those are made before its socket listens and before they go.
+The sandboxes' dirs are made and removed on the NodeManager's file threads (``run``), one piece of work at a
+time in the order issued (``DeferredLock``), so a previous run's are gone before a sandbox's are made, and those
+are made before its socket listens and before they go.  A removal that nothing waits for logs its failure.
 """
 
 from __future__ import annotations
@@ -380,9 +378,8 @@ class FunctionSandboxes:
         return status, str(message.get("error", ""))[:4096], value, str(message.get("logs") or "")
 
     def _slot_freed(self) -> defer.Deferred[None]:
-        d: defer.Deferred[None] = defer.Deferred()
-        self._freed.append(d)
-        return d
+        self._freed.append(defer.Deferred())
+        return self._freed[-1]
 
     def _wake(self) -> None:
         waiting, self._freed = self._freed, []
@@ -391,8 +388,7 @@ class FunctionSandboxes:
 
     def _tasks(self, sandbox: _Sandbox) -> int | None:
         """The processes and threads in the sandbox now (its pids cgroup); None when the runtime cannot say."""
-        cgroup_dir = getattr(self.runtime, "cgroup_dir", None)
-        if cgroup_dir is None:
+        if (cgroup_dir := getattr(self.runtime, "cgroup_dir", None)) is None:
             return None
         try:
             return int((cgroup_dir("pids", sandbox.id) / "pids.current").read_text())
@@ -405,7 +401,7 @@ class FunctionSandboxes:
         if self.sandboxes.get(sandbox.slot.number) is sandbox:
             del self.sandboxes[sandbox.slot.number]
         sandbox.stop()
-        self.reactor.callLater(0, self._files, sandbox.remove_dirs)
+        self.reactor.callLater(0, self._remove_dirs, sandbox)
 
     def stop(self) -> defer.Deferred[None]:
         """Stop every sandbox; fires once their containers have ended and their dirs are removed."""
@@ -428,12 +424,16 @@ class FunctionSandboxes:
         self.sandboxes.pop(sandbox.slot.number, None)
         sandbox.stop()
         if sandbox.container is None:
-            self._files(sandbox.remove_dirs)
+            self._remove_dirs(sandbox)
         self._wake()
 
+    def _remove_dirs(self, sandbox: _Sandbox) -> None:
+        """Remove ``sandbox``'s dirs on the file threads; nothing waits for that, so a failure is logged here."""
+        failed = "functions: removing the dirs of sandbox {id} failed; they stay until the node restarts"
+        self._files(sandbox.remove_dirs).addErrback(lambda f: log.failure(failed, f, id=sandbox.id))
+
     def _stop(self, slot: Slot) -> None:
-        sandbox = self.sandboxes.get(slot.number)
-        if sandbox is not None:
+        if (sandbox := self.sandboxes.get(slot.number)) is not None:
             self._drop(sandbox)
 
     def _schedule_sweep(self) -> None:

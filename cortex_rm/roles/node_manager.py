@@ -280,7 +280,8 @@ class NodeManagerRole:
         self.firewall.install(self.members.current())
         self.members.start()
         runtime = LxcRuntime(self.reactor, self.state_dir.resolve() / "lxc", ids=ids, firewall=self.firewall)
-        runtime.reap_left_behind()  # a previous run's containers die (no NM recovery), as YARN's NodeManager's do
+        roots = [*self.dirs.local_dirs, *self.dirs.log_dirs, self.state_dir.resolve() / "functions-sandboxes"]
+        runtime.reap_left_behind(roots)  # a previous run's containers die (no NM recovery), as YARN's NodeManager's do
         return runtime
 
     # ------------------------------------------------------------ reporting to the RM

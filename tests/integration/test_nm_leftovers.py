@@ -181,3 +181,30 @@ def test_containers_that_outlived_a_killed_daemon_are_killed_at_the_next_start(c
     assert all(alive(p) for ps in pids.values() for p in ps), "the containers should have outlived the daemon"
     assert_restart_is_clean(child, old, set(old))
     assert not any(alive(p) for ps in pids.values() for p in ps)
+
+
+@needs_lxc
+def test_a_restart_deletes_no_work_dir_outside_the_nodemanagers_dirs_nor_through_a_symlink(
+    child: RuntimeChild, tmp_path: Path
+) -> None:
+    """Two containers outlive a killed daemon; one's record.json then names a work dir outside the NodeManager's
+    dirs, the other's a symlink (in its work root) to a directory outside.  The next start kills both and removes
+    their container dirs and cgroups, but neither target loses a file."""
+    old = child.start(2, "--as-before-setpriv")
+    pids = {cid: cgroup_pids(found["cgroup"]) for cid, found in old.items()}
+    child.sigkill()
+    outside, victim = tmp_path / "outside", tmp_path / "victim"
+    for target in (outside, victim):
+        target.mkdir()
+        (target / "data").write_text("keep")
+    (child.state / "work" / "link").symlink_to(victim)
+    for cid, work_dir in zip(sorted(old), (outside, child.state / "work" / "link")):
+        record_file = child.state / "lxc" / "containers" / cid / "record.json"
+        record_file.write_text(json.dumps({**json.loads(record_file.read_text()), "work_dir": str(work_dir)}))
+    child.start(0)
+    assert child.reaped_at_start()[-1] == f"reaped {sorted(old)!r}"
+    assert not any(alive(p) for ps in pids.values() for p in ps)
+    for cid, found in old.items():
+        assert left_cgroups(found["cgroup"]) == [] and not (child.state / "lxc" / "containers" / cid).exists()
+    assert (outside / "data").read_text() == "keep" and (victim / "data").read_text() == "keep"
+    assert (child.state / "work" / "link").is_symlink()

@@ -35,7 +35,7 @@ def main(state_dir: Path, image: Path, count: int, ids: IdRange, death_signal: b
         with_setpriv = lxc_runtime.launch_argv
         lxc_runtime.launch_argv = lambda *args: with_setpriv(*args)[4:]  # type: ignore[assignment]
     runtime = LxcRuntime(reactor, state_dir.resolve() / "lxc", ids=ids)  # type: ignore[arg-type]
-    print("reaped", runtime.reap_left_behind(), flush=True)
+    print("reaped", runtime.reap_left_behind([state_dir / "work", state_dir / "logs"]), flush=True)
     containers: list[LxcContainer] = []
     for i in range(count):
         cid = f"container_{uuid.uuid4().int % 10**13:013d}_0001_01_{i + 1:06d}"
