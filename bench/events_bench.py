@@ -105,7 +105,7 @@ class Bench:
     def trigger(self, session: requests.Session, web: str, name: str, payload: Any) -> tuple[float, requests.Response]:
         started = time.perf_counter()
         target, body = f"{EVENTS}/functions/{name}/trigger", json.dumps(payload).encode()
-        proof = sign(self.token.identifier, self.token.password, self.ring[web], "POST", target, body,
+        proof = sign(self.token.identifier, self.token.password, self.ring[web], "POST", web, target, body,
                      int(time.time() * 1000))  # fmt: skip
         answer = session.post(f"http://{web}{target}", data=body, headers={"Authorization": proof}, timeout=120)
         return (time.perf_counter() - started) * 1000, answer

@@ -130,7 +130,6 @@ class Cortex:
         self._learned: list[str] = []
         self._asked_introducers = False
         self._answered: str | None = None  # the endpoint that answered last
-        self._file_system: str | None = None
         self._ring_ids: dict[str, int] = {}  # endpoint -> the ring id its requests are signed for
 
     # ------------------------------------------------------------------ the registry
@@ -181,9 +180,10 @@ class Cortex:
             digest = hashlib.sha256(local.read_bytes()).hexdigest()
         except OSError as e:
             raise BadRequest(f"cannot read {local}: {e.strerror}") from None
-        file_system = self._file_system or str(self.introducers().get("fileSystem", ""))
+        file_system = self.credential.fs.service  # where the RM issued it: never an address a node names
         if valid_address(file_system) is None:
-            raise ServerError(f"the cluster named no file system address (fileSystem: {file_system[:80]!r})")
+            raise BadRequest(f"your credential names no file system address ({file_system[:80]!r}); ask the admin for"
+                             " a new one (`cortex-rm user add NAME --out FILE`)")  # fmt: skip
         delegation = self.credential.webhdfs_delegation()
         fs = WebHdfs(HostPort.parse(file_system), delegation, timeout_s=max(self.timeout_s, 120))
         try:
@@ -289,8 +289,6 @@ class Cortex:
                 self.cache.remember(learned)
             except OSError as e:
                 self._say(f"cannot keep the introducers in {self.cache.path}: {e.strerror}")
-        if isinstance(document.get("fileSystem"), str):
-            self._file_system = document["fileSystem"]
         return document
 
     def ring_id_of(self, address: str) -> int:
@@ -328,13 +326,11 @@ class Cortex:
         cached = self.cache.candidates(self.endpoints)
         yield from (a for a in dict.fromkeys([*self.endpoints, *self._learned, *cached]) if a != self._answered)
 
-    def _headers(self, method: str, target: str, body: bytes | None, ring_id: int | None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+    def _headers(self, address: str, method: str, target: str, body: bytes | None, ring_id: int | None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "Host": address}  # (signed: a proof is good at that address only)
         if self.credential is not None and ring_id is not None:
-            rm = self.credential.rm
-            headers["Authorization"] = sign(
-                rm.identifier, rm.password, ring_id, method, target, body or b"", int(time.time() * 1000)
-            )
+            rm, now_ms = self.credential.rm, int(time.time() * 1000)
+            headers["Authorization"] = sign(rm.identifier, rm.password, ring_id, method, address, target, body or b"", now_ms)
         if body is not None:
             headers["Content-Type"] = "application/json"
         return headers
@@ -342,13 +338,13 @@ class Cortex:
     def _send(self, address: str, method: str, target: str, body: bytes | None, wait_s: float) -> Answer:
         """``exchange`` signed for ``address``'s ring id; signed again for the one its 401 names (a 401 did nothing)."""
         ring_id = self._ring_ids.get(address)
-        headers = self._headers(method, target, body, ring_id)
+        headers = self._headers(address, method, target, body, ring_id)
         answer = exchange(address, method, target, body, headers, self.timeout_s, wait_s)
         named = ring_id_named(answer) if answer.status == 401 and self.credential is not None else None
         if named is None or named == ring_id:
             return answer
         self._ring_ids[address] = named
-        headers = self._headers(method, target, body, named)
+        headers = self._headers(address, method, target, body, named)
         return exchange(address, method, target, body, headers, self.timeout_s, wait_s)
 
     def _call(

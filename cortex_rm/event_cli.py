@@ -154,7 +154,8 @@ def _sign(args: argparse.Namespace, cortex: Cortex, out: IO[str]) -> int:
     node = cortex.ring_id_of(address)
     rm = cortex.credential.rm
     body = args.data.encode("utf-8")
-    out.write(f"Authorization: {sign(rm.identifier, rm.password, node, args.method, target, body, _now_ms())}\n")
+    proof = sign(rm.identifier, rm.password, node, args.method, address, target, body, _now_ms())
+    out.write(f"Authorization: {proof}\n")
     return 0
 
 

@@ -288,13 +288,14 @@ class CortexNode:
         await self.events.start()
         rm = self.resource_manager
         if rm is not None and rm.events_functions is not None and rm.auth is not None:
-            self.events.mount_on_rm(rm.events_web, rm.events_functions, rm.auth)
+            self.events.mount_on_rm(rm.events_web, rm.events_functions, rm.auth,
+                                    self.addresses["resourcemanager.webapp_address"])  # fmt: skip
         for port in self.ports:
             site = getattr(port, "factory", None)
             ws = site.resource.getStaticEntity(b"ws") if isinstance(site, WebSite) else None
             v1 = ws.getStaticEntity(b"v1") if isinstance(ws, WebResource) and not ws.isLeaf else None
             if isinstance(site, WebSite) and isinstance(v1, WebResource) and v1.getStaticEntity(b"node") is not None:
-                self.events.mount_on_node(site.resource)  # the NodeManager's site
+                self.events.mount_on_node(site.resource, self.addresses["nodemanager.webapp_address"])  # its site
 
     def stop(self) -> defer.Deferred[None]:
         """Stop every role in reverse order; fires when all have stopped."""

@@ -271,13 +271,29 @@ struct CallerAssertion {
 }
 
 /**
+ * callerKey's question: one of a user's signed requests to the calling node, as the node saw
+ * it (cortex_rm/events/request_proofs.py): the RM checks it with the entry key it derives.
+ */
+struct CallerProof {
+  1: required binary token_identifier,
+  2: required binary node,            // the ring id it was signed for, 20 bytes
+  3: required string method,
+  4: required string host,            // the Host it was sent to
+  5: required string target,          // path and query, as sent
+  6: required string body_sha256,     // 64 hex digits
+  7: required i64 time_ms,
+  8: required string nonce,           // 32 hex digits
+  9: required binary signature,       // 32 bytes
+}
+
+/**
  * callerKey's answer: the user's assertion for the calling node, and her token's entry key
  * for that node (HMAC-SHA256 of its ring id under the token's password,
  * cortex_rm/events/request_proofs.py), with which the node checks her signed requests.
  */
 struct CallerKey {
   1: required CallerAssertion assertion,
-  2: required binary entry_key,      // 32 bytes
+  2: required binary entry_key,      // 32 bytes: for the node and the proof's hour
 }
 
 /**
@@ -367,12 +383,13 @@ service NodeTracker {
       throws (1: NodeRefused refused, 2: FsFailure failure, 3: FunctionRefused function_refused, 4: TryLater busy),
 
   /**
-   * Who a user's RM delegation token authenticates: `token_identifier` is the token's
-   * identifier alone (users never show nodes their password: they sign their requests).  The
-   * answer is the user's name in an assertion the RM signed for the calling node (the
-   * audience), for the node's triggers, and the token's entry key for that node.
+   * Who sent a signed request to the calling node: `proof` is the request (users never show
+   * nodes their password: they sign their requests).  The RM checks it was signed for this
+   * connection's ring id, sent to the node's registered web address, and with the token's
+   * entry key for that node and hour; the answer is the user's name in an assertion the RM
+   * signed for the node (the audience), for the node's triggers, and that entry key.
    */
-  CallerKey callerKey(1: NodeAddress node_id, 2: binary token_identifier)
+  CallerKey callerKey(1: NodeAddress node_id, 2: CallerProof proof)
       throws (1: NodeRefused refused, 2: CredentialRefused credential_refused, 3: TryLater busy),
 }
 
@@ -683,11 +700,13 @@ struct JournalPrepare {
   1: required JournalEpoch epoch,
   2: required i64 last_seq,
   3: required JournalEpoch last_epoch,
+  4: optional bool pre,               // a pre-vote (absent: false)
 }
 
 struct JournalPromise {
   1: required JournalEpoch epoch,
   2: required bool granted,
+  3: optional bool pre,               // the answer to a pre-vote (absent: false)
 }
 
 struct JournalAppend {

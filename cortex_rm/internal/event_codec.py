@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from cortex_rm.dht.direct_messages import MAX_DIRECT_BYTES
-from cortex_rm.events import caller_assertions, outcomes
+from cortex_rm.events import caller_assertions, outcomes, request_proofs
 from cortex_rm.events.caller_assertions import CallerAssertion, CallerKey
 from cortex_rm.events.outcomes import EventMessage, FunctionOutcome, InvokeFunction, OutcomeStatus
+from cortex_rm.events.request_proofs import RequestProof, SignedRequest
 from cortex_rm.internal import thrift_fields as fields
 from cortex_rm.internal.errors import MalformedEnvelope
 from cortex_rm.internal.gen import ttypes
@@ -125,3 +126,43 @@ def decode_event(data: bytes) -> EventMessage:
     if buffer.remaining():
         raise MalformedEnvelope(f"{buffer.remaining()} bytes follow the EventMessage")
     return _from_thrift(t)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+class _SignedRequestKind(fields.Kind):
+    """A user's signed request (``events/request_proofs.py``) as callerKey's ``CallerProof``."""
+
+    _identifier, _node, _count = fields.Bytes(request_proofs.MAX_IDENTIFIER_BYTES), fields.RingId(), fields.Count()
+    _method, _host, _target = fields.Text(16, allow_empty=False), fields.Text(300), fields.Text(8192, allow_empty=False)
+    _digest, _nonce, _signature = fields.Text(64, allow_empty=False), fields.Text(32, allow_empty=False), fields.Bytes(32)
+
+    def to_wire(self, value: Any) -> Any:
+        proof = value.proof
+        return ttypes.CallerProof(
+            proof.identifier, self._node.to_wire(proof.node), value.method, value.host, value.target,
+            value.body_sha256, proof.time_ms, proof.nonce, proof.signature,
+        )  # fmt: skip
+
+    def from_wire(self, value: Any, field: str) -> SignedRequest:
+        if not isinstance(value, ttypes.CallerProof):
+            raise MalformedEnvelope(f"{field} must be a CallerProof, not {type(value).__name__}")
+        identifier = self._identifier.from_wire(value.token_identifier, f"{field}.token_identifier")
+        digest = self._digest.from_wire(value.body_sha256, f"{field}.body_sha256")
+        nonce = self._nonce.from_wire(value.nonce, f"{field}.nonce")
+        signature = self._signature.from_wire(value.signature, f"{field}.signature")
+        if not identifier or len(digest) != 64 or not _HEX.issuperset(digest) or len(signature) != 32:
+            raise MalformedEnvelope(f"{field}: a token identifier, a 64-hex body digest and a 32-byte signature")
+        if len(nonce) != request_proofs.NONCE_HEX or not _HEX.issuperset(nonce):
+            raise MalformedEnvelope(f"{field}.nonce must be {request_proofs.NONCE_HEX} lowercase hex digits")
+        proof = RequestProof(identifier, self._node.from_wire(value.node, f"{field}.node"),
+                             self._count.from_wire(value.time_ms, f"{field}.time_ms"), nonce, signature)  # fmt: skip
+        return SignedRequest(
+            self._method.from_wire(value.method, f"{field}.method"), self._host.from_wire(value.host, f"{field}.host"),
+            self._target.from_wire(value.target, f"{field}.target"), digest, proof,
+        )  # fmt: skip
+
+
+#: callerKey's question (``tracker_event_calls.py``).
+CALLER_PROOF = _SignedRequestKind()

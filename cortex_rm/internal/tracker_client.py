@@ -37,6 +37,8 @@ from cortex_rm.accounting.ledger_office import Receipts
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.events.registry import UnknownRegistration
 from cortex_rm.events.caller_assertions import CallerKey
+from cortex_rm.events.request_proofs import SignedRequest
+from cortex_rm.internal.event_codec import CALLER_PROOF
 from cortex_rm.internal import block_codec, ledger_codec
 from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.block_codec import (
@@ -263,12 +265,13 @@ class TrackerClient:
             "openFunctionCode", lambda c: c.openFunctionCode(node, function), block_codec.source_from_thrift
         )
 
-    def caller_key(self, node_id: NodeId, identifier: bytes) -> defer.Deferred[CallerKey]:
-        """Who the RM delegation token with this identifier authenticates, in the RM's assertion for this node,
-        and the token's entry key for this node; ``InvalidToken`` saying why nobody, ``CallRateExceeded``
-        when asked too often."""
+    def caller_key(self, node_id: NodeId, request: SignedRequest) -> defer.Deferred[CallerKey]:
+        """Who signed ``request`` to this node, in the RM's assertion for this node, and her token's entry key
+        for this node and the request's hour; ``InvalidToken`` saying why nobody, ``CallRateExceeded`` when
+        asked too often."""
         node = block_codec.report_to_thrift(node_id, BlockReportMessage(False, (), (), 0))[0]
-        return self._call("callerKey", lambda c: c.callerKey(node, identifier), caller_key_from_thrift)
+        proof = CALLER_PROOF.to_wire(request)
+        return self._call("callerKey", lambda c: c.callerKey(node, proof), caller_key_from_thrift)
 
     def _call(
         self, name: str, send: Callable[[gen_service.Client], defer.Deferred[Any]], decode: Callable[[Any], T]

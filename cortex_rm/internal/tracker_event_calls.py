@@ -4,11 +4,12 @@
   registration record it was given (a ring ``Record``); the RM's registry decides
   (``roles/event_registry.EventRegistry.open_function_code``) and the answer is a
   ``LocalizationSource`` for the code file, read as the function's owner.
-* ``callerKey(node_id, token_identifier)``: who a user's RM delegation token (its identifier
-  alone) authenticates, as a ``CallerAssertion`` the RM signs for the calling node (its ring
-  id: the key of this connection) to carry in its ``InvokeFunction``s
-  (``events/caller_assertions.py``), and the token's entry key for that node, with which it
-  checks her signed requests (``events/request_proofs.py``).
+* ``callerKey(node_id, proof)``: the node shows one of a user's signed requests to it
+  (``events/request_proofs.py``); the RM checks it (signed for this connection's ring id,
+  sent to the node's registered web address, with the token's entry key for that node and
+  hour) and answers with who she is, as a ``CallerAssertion`` the RM signs for the node to
+  carry in its ``InvokeFunction``s (``events/caller_assertions.py``), and that entry key,
+  with which the node checks her other requests of the hour.
 
 Only a registered, RUNNING (or UNHEALTHY) node calling over the connection of the key it
 registered with is served, as for the file system's calls.  Refusals travel as the IDL's
@@ -27,13 +28,12 @@ from twisted.logger import Logger
 
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.events.caller_assertions import CallerKey
-from cortex_rm.events.request_proofs import MAX_IDENTIFIER_BYTES
+from cortex_rm.events.request_proofs import SignedRequest
 from cortex_rm.events.registry import RegistryRefusal
 from cortex_rm.internal import block_codec
 from cortex_rm.internal import tracker_codec as codec
 from cortex_rm.internal.errors import CallRateExceeded, MalformedMessage
-from cortex_rm.internal import thrift_fields as codec_fields
-from cortex_rm.internal.event_codec import CALLER_KEY
+from cortex_rm.internal.event_codec import CALLER_KEY, CALLER_PROOF
 from cortex_rm.internal.gen import ttypes
 from cortex_rm.internal.ring_codec import _RECORD
 from cortex_rm.yarn.delegation import InvalidToken
@@ -59,9 +59,10 @@ class EventServices(Protocol):
         """(length, modification time in ms, OPEN ticket) of the code of the registration ``record``
         carries; a RegistryRefusal, FsError or CallRateExceeded when not."""
 
-    def caller_key(self, node_id: NodeId, identifier: bytes, audience: int) -> CallerKey:
-        """The user the token with this identifier authenticates, asserted for the entry node ``audience``
-        (a ring id), and the token's entry key for that node; InvalidToken or CallRateExceeded when not."""
+    def caller_key(self, node_id: NodeId, request: SignedRequest, audience: int, node_web: str) -> CallerKey:
+        """The user who signed ``request`` for the entry node ``audience`` (a ring id) at ``node_web`` (its
+        registered web address), asserted for that node, and her token's entry key for it and the request's
+        hour; InvalidToken or CallRateExceeded when not."""
 
 
 class EventCalls:
@@ -95,16 +96,18 @@ class EventCalls:
 
         return self._fs_call("openFunctionCode", decide)
 
-    def callerKey(self, node: Any, token_identifier: Any) -> ttypes.CallerKey:  # noqa: N802 (IDL name)
+    def callerKey(self, node: Any, proof: Any) -> ttypes.CallerKey:  # noqa: N802 (IDL name)
         def decide() -> ttypes.CallerKey:
-            node_id, events = self._event_services(node)
-            identifier = codec_fields.Bytes(MAX_IDENTIFIER_BYTES).from_wire(token_identifier, "token_identifier")
-            if not identifier:
-                raise MalformedMessage("token_identifier must not be empty")
+            node_id = codec._node_id(node, "node_id")
+            _, data_node = self._data_node(node_id)  # a registered, running node on its own key
+            events = None if self.fs is None else self.fs.events
+            if events is None:
+                raise NodeRefused("this RM keeps no function registry")
+            request = CALLER_PROOF.from_wire(proof, "proof")
             if self.ring_id is None:
                 raise NodeRefused("this connection shows no ring key to assert a caller to")
             with _refusals():
-                answer = events.caller_key(node_id, identifier, self.ring_id)
+                answer = events.caller_key(node_id, request, self.ring_id, data_node.http_address)
             return CALLER_KEY.to_wire(answer)
 
         return self._decide("callerKey", decide)

@@ -28,6 +28,7 @@ from twisted.web.resource import Resource
 
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.events.caller_assertions import CallerKey
+from cortex_rm.events.request_proofs import SignedRequest
 from cortex_rm.fs.block_map import ReportedBlock
 from cortex_rm.fs.block_store import BlockStore, StoredBlock
 from cortex_rm.fs.errors import FsError, IllegalArgument, from_java_class
@@ -113,10 +114,10 @@ class DataNodeRole:
         """The code of the function ``record`` registers (the RM checks it signed it): length, time, a read ticket."""
         return self._call(lambda client: client.open_function_code(self.node_id, record))
 
-    def caller_key(self, identifier: bytes) -> defer.Deferred[CallerKey]:
-        """The user an RM token's identifier stands for, in the RM's assertion for this node's triggers, and the
-        token's entry key for this node; InvalidToken saying why nobody."""
-        return self._call(lambda client: client.caller_key(self.node_id, identifier))
+    def caller_key(self, request: SignedRequest) -> defer.Deferred[CallerKey]:
+        """Who signed ``request`` to this node, in the RM's assertion for this node's triggers, and her token's
+        entry key for this node and hour; InvalidToken saying why nobody."""
+        return self._call(lambda client: client.caller_key(self.node_id, request))
 
     def open_for_aggregation(self, app_id: str) -> defer.Deferred[AggregationTarget]:
         return self._call(lambda client: client.open_for_aggregation(self.node_id, app_id))

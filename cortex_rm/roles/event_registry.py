@@ -16,9 +16,10 @@ tracker's event calls (``internal/tracker_event_calls.py``) call:
   resource_managers``, and this RM's own) and be a registration this registry holds
   (``FunctionRegistry.check_presented``); the node gets the code file's length,
   modification time and an OPEN ticket for it as the function's owner.
-* ``caller_key``: a node shows the identifier of a user's RM delegation token (never the
-  token: users sign their requests to nodes, ``events/request_proofs.py``); the answer is
-  the token's entry key for that node, to check her signatures with, and a
+* ``caller_key``: a node shows one of a user's signed requests to it (never her token:
+  users sign their requests to nodes, ``events/request_proofs.py``); the RM checks it and
+  answers with the token's entry key for that node and hour, to check her other requests
+  with, and a
   ``CallerAssertion`` signed with the RM's ring key for that node
   (``events/caller_assertions.py``), which the node puts in the user's ``InvokeFunction``s
   so that executors check her grants themselves.  Off the ring the RM asserts nothing (no
@@ -47,6 +48,7 @@ from cortex_rm.dht.kv_messages import Record
 from cortex_rm.dht.rate_limits import PeerRateLimit
 from cortex_rm.dht.ring_trust import KeyTrust
 from cortex_rm.events.caller_assertions import AssertionIssuer, CallerKey
+from cortex_rm.events.request_proofs import SignedRequest
 from cortex_rm.events.functions import MAX_CODE_BYTES, FunctionSpec, InvalidFunction, function_key
 from cortex_rm.events.registration import RegistrationRequest
 from cortex_rm.events.registry import FunctionRegistry, RegistryChange, RegistryLimits, UnknownRegistration
@@ -201,12 +203,13 @@ class EventRegistry:
         self.registry.check_presented(spec)
         return self.name_node.localization_source(parse_path(spec.code_path), User(spec.owner, frozenset({spec.owner})))
 
-    def caller_key(self, node_id: NodeId, identifier: bytes, audience: int) -> CallerKey:
-        """For the entry node ``audience`` (the ring id of the node's key): the user an RM delegation token's
-        identifier names, asserted, and that token's entry key for the node, with which it checks the user's
-        signed requests (``events/request_proofs.py``); InvalidToken saying why nobody, NodeRefused off the ring."""
+    def caller_key(self, node_id: NodeId, request: SignedRequest, audience: int, node_web: str) -> CallerKey:
+        """For the entry node ``audience`` (the ring id of the node's key) at ``node_web`` (the web address it
+        registered), shown one of a user's signed requests to it: who she is, asserted for that node, and her
+        token's entry key for it and the request's hour, with which it checks her other requests
+        (``events/request_proofs.py``); InvalidToken saying why nobody, NodeRefused off the ring."""
         self._within(self._auth_limit, node_id, "callerKey")
-        user, key = self.auth.caller_key(identifier, audience)
+        user, key = self.auth.caller_key(request, audience, node_web)
         if self.issuer is None:
             raise NodeRefused("this ResourceManager is not on the ring: it asserts no caller for triggers")
         return CallerKey(self.issuer.issue(user, audience), key)

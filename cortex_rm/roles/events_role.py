@@ -34,6 +34,7 @@ from cortex_rm.dht.peer import Peer
 from cortex_rm.events.activations import ActivationStore
 from cortex_rm.events.caller_assertions import AssertionIssuer, CallerAssertion, CallerKey
 from cortex_rm.events.functions import FunctionSpec
+from cortex_rm.events.request_proofs import SignedRequest
 from cortex_rm.events.schedules import tick_payload
 from cortex_rm.events.spot_checks import SpotCheckConfig, SpotChecks
 from cortex_rm.events.verdicts import Decision
@@ -113,7 +114,6 @@ class EventsRole:
                 identity.key, identity.ring_id, rms, self.code.get, sandboxes, self._send_outcome, reactor,
                 queue_length=settings.queue_length, wall_clock_ms=_wall_clock_ms,
             )  # fmt: skip
-        self.callers = CallerChecks(identity.ring_id, reactor, _wall_clock_ms, self._ask_rm, self._caller)
         self._rm_web: tuple[str | None, float] = (None, 0.0)
         self.malformed = 0
         ring.register_direct(EVENTS_CHANNEL, self._received)
@@ -140,18 +140,21 @@ class EventsRole:
             rm_web=self._find_rm_web, node_web=self._node_web,
         )  # fmt: skip
 
-    def mount_on_node(self, site_root: Resource) -> None:
+    def mount_on_node(self, site_root: Resource, web_address: str) -> None:
         """Serve the REST API at ``/ws/v1/cortex/events`` on a node's web site (its registry calls: 307 to the RM)."""
         events = EventsResource()
         functions = mount_registry(events, None, None, rm_web_address=lambda: defer.ensureDeferred(self._rm_web_known()))
-        mount_event_calls(events, functions, self.web_services(), self.callers.user_of)
+        callers = CallerChecks(self.identity.ring_id, lambda: (web_address,), self.reactor, _wall_clock_ms,
+                               self._ask_rm, self._caller)  # fmt: skip
+        mount_event_calls(events, functions, self.web_services(), callers.user_of)
         mount_events(site_root, events)
 
-    def mount_on_rm(self, events: Resource, functions: FunctionsResource, auth: UserAuthenticator) -> None:
+    def mount_on_rm(self, events: Resource, functions: FunctionsResource, auth: UserAuthenticator, web_address: str) -> None:
         """Add the triggers, activations and introducers to the RM's events tree (its registry is there); its
         users are asserted with this node's key, the RM's ring key, and may show the plain token header."""
         issuer = AssertionIssuer(self.identity.key, _wall_clock_ms)
-        checks = rm_caller_checks(auth, issuer, self.identity.ring_id, self.reactor, _wall_clock_ms, self._caller)
+        checks = rm_caller_checks(auth, issuer, self.identity.ring_id, lambda: (web_address,), self.reactor,
+                                  _wall_clock_ms, self._caller)  # fmt: skip
         functions.signed, functions.ring_id_hex = checks.user_of, self.identity.ring_id_hex
         mount_event_calls(events, functions, self.web_services(), checks.user_of)
 
@@ -212,11 +215,11 @@ class EventsRole:
 
     # ------------------------------------------------------------ the REST API's helpers
 
-    def _ask_rm(self, identifier: bytes) -> defer.Deferred[CallerKey]:
+    def _ask_rm(self, request: SignedRequest) -> defer.Deferred[CallerKey]:
         data_node = self.node_manager.data_node if self.node_manager is not None else None
         if data_node is None:
             raise rest_errors.retriable("this node cannot check credentials (it has no RM); try another node")
-        return data_node.caller_key(identifier)
+        return data_node.caller_key(request)
 
     def _caller(self, assertion: CallerAssertion) -> None:
         """Her triggers carry her newest assertion (``assertion``, unless a newer one is kept)."""

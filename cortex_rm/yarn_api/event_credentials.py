@@ -56,8 +56,10 @@ def presented(request: Request, ring_id_hex: str | None) -> Presented | None:
         except ProofError as e:
             raise unauthorized(str(e), ring_id_hex) from None
         method = (request.method or b"GET").decode("ascii", errors="replace")
+        host = (request.getHeader(b"host") or b"").decode("ascii", errors="replace")
         target = (request.uri or b"/").decode("utf-8", errors="replace")
-        return SignedRequest(method, target, body_of(request), parsed)
+        origin = str(getattr(request.getClientAddress(), "host", ""))
+        return SignedRequest.of(method, host, target, body_of(request), parsed, origin)
     token = request.getHeader(REST_TOKEN_HEADER.encode("ascii"))
     if token is not None and token.strip():
         return token.decode("ascii", errors="replace")

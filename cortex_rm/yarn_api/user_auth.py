@@ -9,7 +9,7 @@ cluster's info and metrics (the default), never a state change.
 from __future__ import annotations
 
 from cortex_rm.allocator.user_credentials import UserCredentials
-from cortex_rm.events.request_proofs import ProofError, SignedRequest, check, entry_key
+from cortex_rm.events.request_proofs import ProofError, SignedRequest, check, entry_key, window
 from cortex_rm.yarn.delegation import (
     ANONYMOUS,
     RM_DELEGATION_KIND,
@@ -101,23 +101,23 @@ class UserAuthenticator:
 
     # -- signed requests (``events/request_proofs.py``) ----------------------------------
 
-    def caller_key(self, identifier: bytes, node: int) -> tuple[str, bytes]:
-        """The user an RM token's identifier names (while the RM honours it; a user's own token only)
-        and that token's entry key for the node with ring id ``node``; ``InvalidToken`` saying why not."""
-        user = own_user(self.credentials.check(read_rm_identifier(identifier)))
-        return user, entry_key(self.credentials.password(identifier), node)
-
-    def user_of_signed(self, request: SignedRequest, node: int, now_ms: int) -> str:
-        """The user a request signed for ``node`` (this RM's ring id) comes from; ``InvalidToken`` saying
-        why nobody.  (The nonce is the caller's to check, after this.)"""
-        if request.proof.node != node:
-            raise InvalidToken(f"the request is signed for node {request.proof.node:040x}, and this is {node:040x}")
-        user, key = self.caller_key(request.proof.identifier, node)
+    def caller_key(self, request: SignedRequest, node: int, node_web: str | None) -> tuple[str, bytes]:
+        """For the node with ring id ``node`` (whose registered web address is ``node_web``; None: not checked
+        here), shown one of a user's requests to it: the user (while the RM honours her token; a user's own
+        token only) and the token's entry key for that node and the request's hour, after checking the request
+        with it; ``InvalidToken`` saying why not."""
+        proof = request.proof
+        if proof.node != node:
+            raise InvalidToken(f"the request is signed for node {proof.node:040x}, not for {node:040x}")
+        if node_web is not None and request.host.lower() != node_web.lower():
+            raise InvalidToken(f"the request was addressed to {request.host[:80]!r}, not to the node's {node_web}")
+        user = own_user(self.credentials.check(read_rm_identifier(proof.identifier)))
+        key = entry_key(self.credentials.password(proof.identifier), node, window(proof.time_ms))
         try:
-            check(request, key, now_ms)
+            check(request, key, self.credentials.now_ms())
         except ProofError as e:
             raise InvalidToken(str(e)) from None
-        return user
+        return user, key
 
     # -- issuing ------------------------------------------------------------------------
 

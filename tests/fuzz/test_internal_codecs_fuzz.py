@@ -45,6 +45,7 @@ from cortex_rm.dht.peer import Peer
 from cortex_rm.events.caller_assertions import CallerAssertion
 from cortex_rm.events.outcomes import FunctionOutcome, InvokeFunction
 from cortex_rm.internal import block_codec, event_codec, ring_codec, tracker_codec
+from cortex_rm.internal.event_codec import CALLER_PROOF
 from cortex_rm.internal.errors import MalformedEnvelope, MalformedMessage
 from cortex_rm.internal.gen import NodeTracker as gen_service
 from cortex_rm.internal.gen import ttypes
@@ -249,12 +250,13 @@ VALID_CALLS = [
         "openFunctionCode", ttypes.NodeAddress("10.0.0.1", 45454),
         ttypes.Record("cortex:event:fn:hello", b"{}", 1, b"\x01" * 20, b"k", b"s"),
     ),
-    _call_frame("callerKey", ttypes.NodeAddress("10.0.0.1", 45454), b"AAAA"),
+    _call_frame("callerKey", ttypes.NodeAddress("10.0.0.1", 45454), ttypes.CallerProof(
+        b"AAAA", b"\x01" * 20, "POST", "10.0.0.1:8042", "/t", "0" * 64, 1, "a" * 32, b"s" * 32)),
 ]
 NODE_ADDRESS = ttypes.NodeAddress("10.0.0.1", 45454)
 event_call_frames = st.one_of(
     st.builds(lambda r: _call_frame("openFunctionCode", NODE_ADDRESS, r), thrift_structs(ttypes.Record)),
-    st.builds(lambda t: _call_frame("callerKey", NODE_ADDRESS, t), st.binary(max_size=80)),
+    st.builds(lambda t: _call_frame("callerKey", NODE_ADDRESS, t), thrift_structs(ttypes.CallerProof)),
 )
 tracker_frames = st.one_of(
     mutated(st.sampled_from(VALID_CALLS), max_mutations=3),
@@ -305,7 +307,8 @@ def test_event_calls_with_a_registry_are_answered_or_close_the_connection(frames
     transport = StringTransport()
     connection.makeConnection(transport)
     with failures_logged() as logged:
-        for frame in [_call_frame("callerKey", NODE_ADDRESS, rig.token_proto("alice").identifier), *frames]:  # one answered
+        alice = rig.signed(rig.token_proto("alice"), 0x1234, "10.0.0.1:8042")  # (the connection's ring id, its web)
+        for frame in [_call_frame("callerKey", NODE_ADDRESS, CALLER_PROOF.to_wire(alice)), *frames]:  # one answered
             if transport.disconnecting:
                 break
             connection.stringReceived(frame)

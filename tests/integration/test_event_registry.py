@@ -31,7 +31,8 @@ from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_trust import KeyTrust, key_id
 from cortex_rm.events.functions import SCHEDULES_KEY, FunctionSpec, function_key
 from cortex_rm.events.registry import UnknownRegistration
-from cortex_rm.events.request_proofs import entry_key
+from cortex_rm.events.request_proofs import SignedRequest, entry_key, parse, sign, window
+from cortex_rm.yarn_api.proto.Security_pb2 import TokenProto
 from cortex_rm.events.signatures import Verifier
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.tls import MutualTLS
@@ -166,23 +167,31 @@ async def test_the_ring_holds_the_rms_record_and_a_node_fetches_the_code_with_it
         assert (source.length, source.modification_time_ms) == (spec.code_length, spec.code_mtime_ms)
         length, located = await tracker.locate_blocks(node, source.ticket, 0, -1)
         assert length == len(HANDLER) and located  # the ticket opens the file as alice
+        web = "127.0.0.1:2"  # the web address it registered: users' requests to it name it as their Host
+
+        def shown(token: TokenProto, host: str = web) -> SignedRequest:
+            now_ms = int(time.time() * 1000)
+            header = sign(token.identifier, token.password, identity.ring_id, "POST", host, "/t", b"{}", now_ms)
+            return SignedRequest.of("POST", host, "/t", b"{}", parse(header))
+
         alice = credential(cluster, "alice").rm
-        asserted = await tracker.caller_key(node, alice.identifier)  # the RM's word, for this connection's ring key
-        assert asserted.entry_key == entry_key(alice.password, identity.ring_id)
+        request = shown(alice)
+        asserted = await tracker.caller_key(node, request)  # the RM's word, for this connection's ring key
+        assert asserted.entry_key == entry_key(alice.password, identity.ring_id, window(request.proof.time_ms))
         asserted_by = asserted.assertion
         assert (asserted_by.user, asserted_by.audience, key_id(asserted_by.signer_key)) == (
             "alice", identity.ring_id, rm_ring_id,
         )  # fmt: skip
         now_ms = int(time.time() * 1000)
         assert Verifier().caller_error(asserted_by, identity.ring_id, frozenset({rm_ring_id}), now_ms) is None
-        with pytest.raises(InvalidToken, match="not an RM delegation token identifier"):
-            await tracker.caller_key(node, b"AAAA")
-        mallory = credential(cluster, "mallory").rm.identifier
-        assert (await tracker.caller_key(node, mallory)).assertion.user == "mallory"
+        with pytest.raises(InvalidToken, match="not to the node's 127.0.0.1:2"):
+            await tracker.caller_key(node, shown(alice, str(cluster.rm.webapp)))  # a proof for the RM's address
+        mallory = credential(cluster, "mallory").rm
+        assert (await tracker.caller_key(node, shown(mallory))).assertion.user == "mallory"
         admin = local_cluster.admin_credential(cluster.workdir)
         await threads.deferToThread(revoke_user, cluster.rm.webapp, admin, "mallory")
         with pytest.raises(InvalidToken, match="revoked"):
-            await tracker.caller_key(node, mallory)
+            await tracker.caller_key(node, shown(mallory))
 
         gone = await threads.deferToThread(call, cluster, "DELETE", f"{FUNCTIONS}/ringed", "alice")
         assert gone.status_code == 200

@@ -62,10 +62,11 @@ def call(
         if address not in _RING_IDS:
             named = requests.get(f"http://{address}{EVENTS}/introducers", timeout=30).json()["ringId"]
             _RING_IDS[address] = int(named, 16)
-        proof = sign(token.identifier, token.password, _RING_IDS[address], method, target, body, int(time.time() * 1000))
+        now_ms = int(time.time() * 1000)
+        proof = sign(token.identifier, token.password, _RING_IDS[address], method, address, target, body, now_ms)
         answer = requests.request(
             method, f"http://{address}{target}", data=body, allow_redirects=False, timeout=timeout,
-            headers={"Authorization": proof, "Content-Type": "application/json"},
+            headers={"Authorization": proof, "Content-Type": "application/json", "Host": address},
         )  # fmt: skip
         if answer.status_code not in (303, 307):
             return answer

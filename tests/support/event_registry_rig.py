@@ -21,6 +21,7 @@ from cortex_rm.dht.errors import RingError
 from cortex_rm.dht.kv_messages import Record
 from cortex_rm.dht.ring_trust import KeyTrust
 from cortex_rm.events.functions import MAX_CODE_BYTES
+from cortex_rm.events.request_proofs import SignedRequest, parse, sign
 from cortex_rm.events.registry_store import MemoryRegistryStore
 from cortex_rm.fs.block_map import BlockMap
 from cortex_rm.fs.model import BlockRef, User
@@ -115,6 +116,15 @@ class RegistryRig:
         ident = result_of(self.auth.credentials.issue(user))
         [(_, rm_token), _] = self.auth.tokens_for(ident, "127.0.0.1:8032", "127.0.0.1:8088")
         return to_url_string(rm_token)
+
+    def signed(
+        self, token: TokenProto, node: int, host: str, method: str = "POST",
+        target: str = "/ws/v1/cortex/events/functions/hello/trigger", body: bytes = b"{}",
+    ) -> SignedRequest:  # fmt: skip
+        """A request ``token``'s holder signed now for the node ``node`` at ``host``, as that node saw it."""
+        now = int(self.clock.seconds() * 1000)
+        header = sign(token.identifier, token.password, node, method, host, target, body, now)
+        return SignedRequest.of(method, host, target, body, parse(header))
 
     def token_proto(self, user: str) -> TokenProto:
         """A new RM delegation token of ``user`` (identifier and password)."""

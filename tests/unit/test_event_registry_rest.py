@@ -187,13 +187,14 @@ def test_the_rm_takes_requests_signed_for_it_once_on_the_ring_and_its_401_names_
     body = json.dumps(BODY).encode()
     target = f"{FUNCTIONS_PATH}/hello"
 
-    def signed(node: int, method: str = "POST", data: bytes = body) -> dict[str, str]:
-        return {"Authorization": sign(alice.identifier, alice.password, node, method, target, data, wall())}
+    def signed(node: int, method: str = "POST", data: bytes = body, host: str = "rm.test:8088") -> dict[str, str]:
+        return {"Authorization": sign(alice.identifier, alice.password, node, method, host, target, data, wall())}
 
     off_ring = web.call("POST", target, body, user=None, **signed(IDENTITY.ring_id))
     assert off_ring.status == 401 and "not on the ring yet" in remote(off_ring)[2]
     rm_id = IDENTITY.ring_id
-    checks = rm_caller_checks(web.rig.auth, AssertionIssuer(IDENTITY.key, wall), rm_id, web.rig.clock, wall, lambda a: None)
+    issuer = AssertionIssuer(IDENTITY.key, wall)
+    checks = rm_caller_checks(web.rig.auth, issuer, rm_id, lambda: ("rm.test:8088",), web.rig.clock, wall, lambda a: None)
     web.functions.signed, web.functions.ring_id_hex = checks.user_of, f"{rm_id:040x}"
     created = web.call("POST", target, body, user=None, **signed(rm_id))
     assert created.status == 200 and created.json()["function"]["owner"] == "alice"
@@ -206,3 +207,9 @@ def test_the_rm_takes_requests_signed_for_it_once_on_the_ring_and_its_401_names_
         assert refused.headers["cortex-ring-id"] == f"{rm_id:040x}"
     other = web.call("GET", target, user=None, **signed(rm_id + 1, "GET", b""))
     assert other.status == 401 and "signed for node" in remote(other)[2]
+    relayed = web.call("GET", target, user=None, **signed(rm_id, "GET", b"", host="10.0.0.5:8042"))
+    assert relayed.status == 401 and "does not match" in remote(relayed)[2]  # made at a node, relayed with our Host
+    elsewhere = HttpConnection(web.site, host="10.0.0.5:8042")  # ... or with the node's
+    elsewhere.send("GET", target, b"", signed(rm_id, "GET", b"", host="10.0.0.5:8042"))
+    answer = elsewhere.response()
+    assert answer is not None and answer.status == 401 and "addressed to '10.0.0.5:8042'" in remote(answer)[2]

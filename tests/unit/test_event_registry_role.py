@@ -5,6 +5,8 @@ joined and on a timer, and the nodes' calls: a registration record's code, and u
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from dataclasses import replace
 
@@ -12,7 +14,7 @@ import pytest
 from twisted.internet import defer
 
 from cortex_rm.dht.ring_trust import KeyTrust, key_id
-from cortex_rm.events.request_proofs import entry_key
+from cortex_rm.events.request_proofs import entry_key, window
 from cortex_rm.events.signatures import Verifier
 from cortex_rm.events.functions import SCHEDULES_KEY, FunctionSpec, InvalidFunction, function_key
 from cortex_rm.events.registration import RegistrationRequest
@@ -212,26 +214,31 @@ def test_a_code_file_deleted_since_the_registration_is_the_file_systems_refusal(
         rig.events.open_function_code(NODE, rig.ring.records[function_key("hello")])
 
 
-def test_a_users_token_names_her_and_a_bad_one_says_why_not() -> None:
+WEB = "10.0.0.1:8042"
+
+
+def test_a_users_request_names_her_and_a_bad_one_says_why_not() -> None:
     rig = RegistryRig()
     token = rig.token_proto("alice")
-    answer = rig.events.caller_key(NODE, token.identifier, 5)
+    answer = rig.events.caller_key(NODE, rig.signed(token, 5, WEB), 5, WEB)
     assertion = answer.assertion
     assert (assertion.user, assertion.audience) == ("alice", 5) and key_id(assertion.signer_key) == IDENTITY.ring_id
     assert Verifier().caller_error(assertion, 5, frozenset({IDENTITY.ring_id}), NOW_MS) is None
-    assert answer.entry_key == entry_key(token.password, 5)
+    assert answer.entry_key == entry_key(token.password, 5, window(NOW_MS))
     off_ring = EventRegistry(rig.events.registry, rig.store, rig.name_node, rig.auth, rig.clock)
     with pytest.raises(NodeRefused, match="not on the ring"):
-        off_ring.caller_key(NODE, token.identifier, 5)
+        off_ring.caller_key(NODE, rig.signed(token, 5, WEB), 5, WEB)
+    bad = rig.signed(token, 5, WEB)
+    bad = dataclasses.replace(bad, proof=dataclasses.replace(bad.proof, identifier=b"not an identifier!"))
     with pytest.raises(InvalidToken, match="not an RM delegation token identifier"):
-        rig.events.caller_key(NODE, b"not an identifier!", 5)
+        rig.events.caller_key(NODE, bad, 5, WEB)
     result_of(rig.auth.credentials.revoke_user("alice"))
     with pytest.raises(InvalidToken, match="revoked, cancelled or never issued"):
-        rig.events.caller_key(NODE, token.identifier, 5)
+        rig.events.caller_key(NODE, rig.signed(token, 5, WEB), 5, WEB)
     expiring = rig.token_proto("bob")
     rig.clock.advance(31 * 24 * 3600)
     with pytest.raises(InvalidToken, match="is expired"):
-        rig.events.caller_key(NODE, expiring.identifier, 5)
+        rig.events.caller_key(NODE, rig.signed(expiring, 5, WEB), 5, WEB)
 
 
 def test_an_applications_credential_does_not_authenticate_its_user_to_functions() -> None:
@@ -239,7 +246,7 @@ def test_an_applications_credential_does_not_authenticate_its_user_to_functions(
     ident = result_of(rig.auth.credentials.issue("alice", application="application_1_0001"))
     [(_, token), _] = rig.auth.tokens_for(ident, "a:1", "b:2")
     with pytest.raises(InvalidToken, match="application_1_0001's credential"):
-        rig.events.caller_key(NODE, token.identifier, 5)
+        rig.events.caller_key(NODE, rig.signed(token, 5, WEB), 5, WEB)
 
 
 @pytest.mark.parametrize(("call", "rate"), [("auth", AUTH_RATE), ("code", CODE_RATE)])
@@ -248,11 +255,11 @@ def test_a_node_calling_past_its_rate_is_told_to_try_later_and_other_nodes_are_n
 ) -> None:
     rig = RegistryRig()
     register(rig)
-    token, record = rig.token_proto("alice").identifier, rig.ring.records[function_key("hello")]
+    token, record = rig.token_proto("alice"), rig.ring.records[function_key("hello")]
 
     def once(node: NodeId) -> object:
         if call == "auth":
-            return rig.events.caller_key(node, token, 5)
+            return rig.events.caller_key(node, rig.signed(token, 5, WEB), 5, WEB)
         return rig.events.open_function_code(node, record)
 
     per_second, burst = rate

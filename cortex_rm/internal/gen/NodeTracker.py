@@ -148,16 +148,17 @@ class Iface(Interface):
         """
         pass
 
-    def callerKey(node_id, token_identifier):
+    def callerKey(node_id, proof):
         """
-        Who a user's RM delegation token authenticates: `token_identifier` is the token's
-        identifier alone (users never show nodes their password: they sign their requests).  The
-        answer is the user's name in an assertion the RM signed for the calling node (the
-        audience), for the node's triggers, and the token's entry key for that node.
+        Who sent a signed request to the calling node: `proof` is the request (users never show
+        nodes their password: they sign their requests).  The RM checks it was signed for this
+        connection's ring id, sent to the node's registered web address, and with the token's
+        entry key for that node and hour; the answer is the user's name in an assertion the RM
+        signed for the node (the audience), for the node's triggers, and that entry key.
 
         Parameters:
          - node_id
-         - token_identifier
+         - proof
 
         """
         pass
@@ -789,22 +790,23 @@ class Client(object):
             return d.errback(result.busy)
         return d.errback(TApplicationException(TApplicationException.MISSING_RESULT, "openFunctionCode failed: unknown result"))
 
-    def callerKey(self, node_id, token_identifier):
+    def callerKey(self, node_id, proof):
         """
-        Who a user's RM delegation token authenticates: `token_identifier` is the token's
-        identifier alone (users never show nodes their password: they sign their requests).  The
-        answer is the user's name in an assertion the RM signed for the calling node (the
-        audience), for the node's triggers, and the token's entry key for that node.
+        Who sent a signed request to the calling node: `proof` is the request (users never show
+        nodes their password: they sign their requests).  The RM checks it was signed for this
+        connection's ring id, sent to the node's registered web address, and with the token's
+        entry key for that node and hour; the answer is the user's name in an assertion the RM
+        signed for the node (the audience), for the node's triggers, and that entry key.
 
         Parameters:
          - node_id
-         - token_identifier
+         - proof
 
         """
         seqid = self._seqid = self._seqid + 1
         self._reqs[seqid] = defer.Deferred()
 
-        d = defer.maybeDeferred(self.send_callerKey, node_id, token_identifier)
+        d = defer.maybeDeferred(self.send_callerKey, node_id, proof)
         d.addCallbacks(
             callback=self.cb_send_callerKey,
             callbackArgs=(seqid,),
@@ -820,12 +822,12 @@ class Client(object):
         d.errback(f)
         return d
 
-    def send_callerKey(self, node_id, token_identifier):
+    def send_callerKey(self, node_id, proof):
         oprot = self._oprot_factory.getProtocol(self._transport)
         oprot.writeMessageBegin('callerKey', TMessageType.CALL, self._seqid)
         args = callerKey_args()
         args.node_id = node_id
-        args.token_identifier = token_identifier
+        args.proof = proof
         args.write(oprot)
         oprot.writeMessageEnd()
         oprot.trans.flush()
@@ -1328,7 +1330,7 @@ class Processor(TProcessor):
         args.read(iprot)
         iprot.readMessageEnd()
         result = callerKey_result()
-        d = defer.maybeDeferred(self._handler.callerKey, args.node_id, args.token_identifier)
+        d = defer.maybeDeferred(self._handler.callerKey, args.node_id, args.proof)
         d.addCallback(self.write_results_success_callerKey, result, seqid, oprot)
         d.addErrback(self.write_results_exception_callerKey, result, seqid, oprot)
         return d
@@ -3141,14 +3143,14 @@ class callerKey_args(object):
     """
     Attributes:
      - node_id
-     - token_identifier
+     - proof
 
     """
 
 
-    def __init__(self, node_id=None, token_identifier=None,):
+    def __init__(self, node_id=None, proof=None,):
         self.node_id = node_id
-        self.token_identifier = token_identifier
+        self.proof = proof
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -3166,8 +3168,9 @@ class callerKey_args(object):
                 else:
                     iprot.skip(ftype)
             elif fid == 2:
-                if ftype == TType.STRING:
-                    self.token_identifier = iprot.readBinary()
+                if ftype == TType.STRUCT:
+                    self.proof = CallerProof()
+                    self.proof.read(iprot)
                 else:
                     iprot.skip(ftype)
             else:
@@ -3184,9 +3187,9 @@ class callerKey_args(object):
             oprot.writeFieldBegin('node_id', TType.STRUCT, 1)
             self.node_id.write(oprot)
             oprot.writeFieldEnd()
-        if self.token_identifier is not None:
-            oprot.writeFieldBegin('token_identifier', TType.STRING, 2)
-            oprot.writeBinary(self.token_identifier)
+        if self.proof is not None:
+            oprot.writeFieldBegin('proof', TType.STRUCT, 2)
+            self.proof.write(oprot)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -3208,7 +3211,7 @@ all_structs.append(callerKey_args)
 callerKey_args.thrift_spec = (
     None,  # 0
     (1, TType.STRUCT, 'node_id', [NodeAddress, None], None, ),  # 1
-    (2, TType.STRING, 'token_identifier', 'BINARY', None, ),  # 2
+    (2, TType.STRUCT, 'proof', [CallerProof, None], None, ),  # 2
 )
 
 

@@ -2603,6 +2603,172 @@ class CallerAssertion(object):
         return not (self == other)
 
 
+class CallerProof(object):
+    """
+    callerKey's question: one of a user's signed requests to the calling node, as the node saw
+    it (cortex_rm/events/request_proofs.py): the RM checks it with the entry key it derives.
+
+    Attributes:
+     - token_identifier
+     - node
+     - method
+     - host
+     - target
+     - body_sha256
+     - time_ms
+     - nonce
+     - signature
+
+    """
+
+
+    def __init__(self, token_identifier=None, node=None, method=None, host=None, target=None, body_sha256=None, time_ms=None, nonce=None, signature=None,):
+        self.token_identifier = token_identifier
+        self.node = node
+        self.method = method
+        self.host = host
+        self.target = target
+        self.body_sha256 = body_sha256
+        self.time_ms = time_ms
+        self.nonce = nonce
+        self.signature = signature
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.token_identifier = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.node = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRING:
+                    self.method = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.STRING:
+                    self.host = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.STRING:
+                    self.target = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.STRING:
+                    self.body_sha256 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 7:
+                if ftype == TType.I64:
+                    self.time_ms = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 8:
+                if ftype == TType.STRING:
+                    self.nonce = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 9:
+                if ftype == TType.STRING:
+                    self.signature = iprot.readBinary()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('CallerProof')
+        if self.token_identifier is not None:
+            oprot.writeFieldBegin('token_identifier', TType.STRING, 1)
+            oprot.writeBinary(self.token_identifier)
+            oprot.writeFieldEnd()
+        if self.node is not None:
+            oprot.writeFieldBegin('node', TType.STRING, 2)
+            oprot.writeBinary(self.node)
+            oprot.writeFieldEnd()
+        if self.method is not None:
+            oprot.writeFieldBegin('method', TType.STRING, 3)
+            oprot.writeString(self.method.encode('utf-8') if sys.version_info[0] == 2 else self.method)
+            oprot.writeFieldEnd()
+        if self.host is not None:
+            oprot.writeFieldBegin('host', TType.STRING, 4)
+            oprot.writeString(self.host.encode('utf-8') if sys.version_info[0] == 2 else self.host)
+            oprot.writeFieldEnd()
+        if self.target is not None:
+            oprot.writeFieldBegin('target', TType.STRING, 5)
+            oprot.writeString(self.target.encode('utf-8') if sys.version_info[0] == 2 else self.target)
+            oprot.writeFieldEnd()
+        if self.body_sha256 is not None:
+            oprot.writeFieldBegin('body_sha256', TType.STRING, 6)
+            oprot.writeString(self.body_sha256.encode('utf-8') if sys.version_info[0] == 2 else self.body_sha256)
+            oprot.writeFieldEnd()
+        if self.time_ms is not None:
+            oprot.writeFieldBegin('time_ms', TType.I64, 7)
+            oprot.writeI64(self.time_ms)
+            oprot.writeFieldEnd()
+        if self.nonce is not None:
+            oprot.writeFieldBegin('nonce', TType.STRING, 8)
+            oprot.writeString(self.nonce.encode('utf-8') if sys.version_info[0] == 2 else self.nonce)
+            oprot.writeFieldEnd()
+        if self.signature is not None:
+            oprot.writeFieldBegin('signature', TType.STRING, 9)
+            oprot.writeBinary(self.signature)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.token_identifier is None:
+            raise TProtocolException(message='Required field token_identifier is unset!')
+        if self.node is None:
+            raise TProtocolException(message='Required field node is unset!')
+        if self.method is None:
+            raise TProtocolException(message='Required field method is unset!')
+        if self.host is None:
+            raise TProtocolException(message='Required field host is unset!')
+        if self.target is None:
+            raise TProtocolException(message='Required field target is unset!')
+        if self.body_sha256 is None:
+            raise TProtocolException(message='Required field body_sha256 is unset!')
+        if self.time_ms is None:
+            raise TProtocolException(message='Required field time_ms is unset!')
+        if self.nonce is None:
+            raise TProtocolException(message='Required field nonce is unset!')
+        if self.signature is None:
+            raise TProtocolException(message='Required field signature is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
 class CallerKey(object):
     """
     callerKey's answer: the user's assertion for the calling node, and her token's entry key
@@ -5922,14 +6088,16 @@ class JournalPrepare(object):
      - epoch
      - last_seq
      - last_epoch
+     - pre
 
     """
 
 
-    def __init__(self, epoch=None, last_seq=None, last_epoch=None,):
+    def __init__(self, epoch=None, last_seq=None, last_epoch=None, pre=None,):
         self.epoch = epoch
         self.last_seq = last_seq
         self.last_epoch = last_epoch
+        self.pre = pre
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -5957,6 +6125,11 @@ class JournalPrepare(object):
                     self.last_epoch.read(iprot)
                 else:
                     iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.BOOL:
+                    self.pre = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -5978,6 +6151,10 @@ class JournalPrepare(object):
         if self.last_epoch is not None:
             oprot.writeFieldBegin('last_epoch', TType.STRUCT, 3)
             self.last_epoch.write(oprot)
+            oprot.writeFieldEnd()
+        if self.pre is not None:
+            oprot.writeFieldBegin('pre', TType.BOOL, 4)
+            oprot.writeBool(self.pre)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -6008,13 +6185,15 @@ class JournalPromise(object):
     Attributes:
      - epoch
      - granted
+     - pre
 
     """
 
 
-    def __init__(self, epoch=None, granted=None,):
+    def __init__(self, epoch=None, granted=None, pre=None,):
         self.epoch = epoch
         self.granted = granted
+        self.pre = pre
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -6036,6 +6215,11 @@ class JournalPromise(object):
                     self.granted = iprot.readBool()
                 else:
                     iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.BOOL:
+                    self.pre = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -6053,6 +6237,10 @@ class JournalPromise(object):
         if self.granted is not None:
             oprot.writeFieldBegin('granted', TType.BOOL, 2)
             oprot.writeBool(self.granted)
+            oprot.writeFieldEnd()
+        if self.pre is not None:
+            oprot.writeFieldBegin('pre', TType.BOOL, 3)
+            oprot.writeBool(self.pre)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -6639,6 +6827,19 @@ CallerAssertion.thrift_spec = (
     (6, TType.STRING, 'signer_key', 'BINARY', None, ),  # 6
     (7, TType.STRING, 'signature', 'BINARY', None, ),  # 7
 )
+all_structs.append(CallerProof)
+CallerProof.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'token_identifier', 'BINARY', None, ),  # 1
+    (2, TType.STRING, 'node', 'BINARY', None, ),  # 2
+    (3, TType.STRING, 'method', 'UTF8', None, ),  # 3
+    (4, TType.STRING, 'host', 'UTF8', None, ),  # 4
+    (5, TType.STRING, 'target', 'UTF8', None, ),  # 5
+    (6, TType.STRING, 'body_sha256', 'UTF8', None, ),  # 6
+    (7, TType.I64, 'time_ms', None, None, ),  # 7
+    (8, TType.STRING, 'nonce', 'UTF8', None, ),  # 8
+    (9, TType.STRING, 'signature', 'BINARY', None, ),  # 9
+)
 all_structs.append(CallerKey)
 CallerKey.thrift_spec = (
     None,  # 0
@@ -6944,12 +7145,14 @@ JournalPrepare.thrift_spec = (
     (1, TType.STRUCT, 'epoch', [JournalEpoch, None], None, ),  # 1
     (2, TType.I64, 'last_seq', None, None, ),  # 2
     (3, TType.STRUCT, 'last_epoch', [JournalEpoch, None], None, ),  # 3
+    (4, TType.BOOL, 'pre', None, None, ),  # 4
 )
 all_structs.append(JournalPromise)
 JournalPromise.thrift_spec = (
     None,  # 0
     (1, TType.STRUCT, 'epoch', [JournalEpoch, None], None, ),  # 1
     (2, TType.BOOL, 'granted', None, None, ),  # 2
+    (3, TType.BOOL, 'pre', None, None, ),  # 3
 )
 all_structs.append(JournalAppend)
 JournalAppend.thrift_spec = (
