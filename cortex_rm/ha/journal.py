@@ -17,6 +17,10 @@ returned.
   campaign's epoch also says whom it is for and two campaigns never share one.  A node
   *promises* an epoch and refuses every older one from then on: that is the fencing,
   since an RM of an older epoch can then never gather a majority again.
+* **Pre-vote** (Raft's): a campaign first asks ``Prepare(pre=True)``, which changes nothing
+  anywhere, and goes on only if a majority would grant it; so a node cut off from the
+  others does not raise its epoch over and over, and cannot depose a healthy leader with
+  it when it comes back.
 * **Campaign**: ``Prepare(epoch, last_seq, last_epoch)`` to every member; a member
   promises a newer epoch, and grants it (``Promise.granted``) only if the campaigner's
   log is at least as up to date as its own (last entry's epoch, then length).  With a
@@ -30,6 +34,11 @@ returned.
   with how far its log now matches.  An entry is committed when a majority matches it
   and it is of the leader's epoch (earlier ones commit with it).  Commit indexes ride on
   every ``Append``; an empty one every ``heartbeat_s`` is the leader's heartbeat.
+
+**Leases** (``lease_s``, the driver's election timeout; 0 turns them off): a leader that has
+not heard a majority within it stands down (its RM must not go on acting cut off), and a
+node that heard its leader within it ignores a ``Prepare`` (Raft's "leader stickiness": a
+node the leader cannot reach does not depose it over and over).
 
 Who campaigns is not decided here: the ring names the RM (the first eligible live member
 at or after the RM's key, ``ha/election.py``), and only that node campaigns; if two do
@@ -75,12 +84,14 @@ class Prepare:
     epoch: Epoch
     last_seq: int  # the campaigner's log: its length, and its last entry's epoch
     last_epoch: Epoch
+    pre: bool = False  # a pre-vote: would you grant it? (nothing is promised)
 
 
 @dataclass(frozen=True)
 class Promise:
     epoch: Epoch
     granted: bool  # False: promised (no older epoch from now on), but the campaigner's log is behind
+    pre: bool = False  # the answer to a pre-vote
 
 
 @dataclass(frozen=True)
@@ -143,26 +154,32 @@ class JournalState:
 @dataclass
 class _Follower:
     next_seq: int
+    heard_at: float  # when it last answered (or this node began to lead)
     match: int = 0
     sent_at: float | None = None  # an Append is out and not yet answered since
+    sent_upto: int = 0  # the last seq the Appends sent so far could have carried
 
 
 class JournalNode:
     """One eligible node's part of the journal (see the module docstring)."""
 
     def __init__(
-        self, me: int, members: frozenset[int], state: JournalState | None = None, *, heartbeat_s: float = 1.0
+        self, me: int, members: frozenset[int], state: JournalState | None = None, *, heartbeat_s: float = 1.0,
+        lease_s: float = 0.0,
     ) -> None:
         if me not in members:
             raise ValueError(f"{me:x} is not among the journal's members")
         self.me, self.members = me, members
         self.state = state if state is not None else JournalState()
-        self.heartbeat_s = heartbeat_s
+        self.heartbeat_s, self.lease_s = heartbeat_s, lease_s
+        self._leader_heard = float("-inf")  # when this node last heard its leader (an Append it accepted)
         self.role = "follower"
         self.epoch: Epoch = self.state.promised  # the epoch this node leads or campaigns in
         self.leader: int | None = None
         self.applied = 0  # (volatile: the driver reloads its state copy, then applies from its own mark)
         self._grants: set[int] = set()  # a campaign's grants so far
+        self._pre_epoch: Epoch | None = None  # a pre-vote under way: the epoch it asks about
+        self._pre_grants: set[int] = set()
         self._followers: dict[int, _Follower] = {}
 
     @property
@@ -176,20 +193,29 @@ class JournalNode:
     # ------------------------------------------------------------ campaigning
 
     def campaign(self, now: float) -> list[Send]:
-        """Start a new epoch and ask every member to grant it."""
+        """Ask every member whether it would grant a new epoch (a pre-vote); with a majority, campaign in it."""
         number = max([self.state.promised[0], *(e.epoch[0] for e in self.state.log[-1:])]) + 1
-        self.epoch = self.state.promised = (number, self.me)
+        self._pre_epoch, self._pre_grants = (number, self.me), {self.me}
+        prepare = Prepare(self._pre_epoch, self.state.last_seq, self.state.epoch_at(self.state.last_seq), pre=True)
+        sends: list[Send] = [(m, prepare) for m in sorted(self.members - {self.me})]
+        return sends + self._maybe_campaign(now)
+
+    def _maybe_campaign(self, now: float) -> list[Send]:
+        if self._pre_epoch is None or len(self._pre_grants) < self.quorum or self._pre_epoch <= self.state.promised:
+            return []
+        self.epoch = self.state.promised = self._pre_epoch
+        self._pre_epoch, self._pre_grants = None, set()
         self.role, self.leader, self._followers = "candidate", None, {}
         self._grants = {self.me}
-        last = self.state.last_seq
-        sends: list[Send] = [(m, Prepare(self.epoch, last, self.state.epoch_at(last))) for m in sorted(self.members - {self.me})]
+        prepare = Prepare(self.epoch, self.state.last_seq, self.state.epoch_at(self.state.last_seq))
+        sends: list[Send] = [(m, prepare) for m in sorted(self.members - {self.me})]
         return sends + self._maybe_lead(now)
 
     def _maybe_lead(self, now: float) -> list[Send]:
         if self.role != "candidate" or len(self._grants) < self.quorum:
             return []
         self.role, self.leader, self._grants = "leader", self.me, set()
-        self._followers = {m: _Follower(next_seq=self.state.last_seq + 1) for m in self.members - {self.me}}
+        self._followers = {m: _Follower(self.state.last_seq + 1, now) for m in self.members - {self.me}}
         noop = Entry(self.epoch, self.state.last_seq + 1, b"")  # commits what earlier leaders left, with it
         self.state.log.append(noop)
         self.state.changed(noop.seq)
@@ -215,11 +241,23 @@ class JournalNode:
         return self._appends(now, everyone=False) if self.is_leader else []
 
     def tick(self, now: float) -> list[Send]:
-        """Heartbeats, and Appends again to followers silent for ``heartbeat_s``."""
+        """Heartbeats, and Appends again to followers silent for ``heartbeat_s``; a leader that heard no majority
+        within ``lease_s`` stands down."""
         if not self.is_leader:
+            return []
+        if self.lease_s > 0 and not self._holds_lease(now):
+            self._follow(self.epoch, None)
             return []
         due = [m for m, f in self._followers.items() if f.sent_at is None or now - f.sent_at >= self.heartbeat_s]
         return [self._append_to(m, now) for m in due]
+
+    def _holds_lease(self, now: float) -> bool:
+        """Leading, and a majority (this node too) heard from within ``lease_s``."""
+        heard = 1 + sum(1 for f in self._followers.values() if now - f.heard_at < self.lease_s)
+        return self.is_leader and heard >= self.quorum
+
+    def _heard_leader(self, now: float) -> bool:
+        return self.role == "follower" and self.leader is not None and now - self._leader_heard < self.lease_s
 
     def _appends(self, now: float, everyone: bool) -> list[Send]:
         return [self._append_to(m, now) for m, f in sorted(self._followers.items()) if everyone or f.sent_at is None]
@@ -229,6 +267,7 @@ class JournalNode:
         prev = follower.next_seq - 1
         entries = _page(self.state.log, prev)
         follower.sent_at = now
+        follower.sent_upto = max(follower.sent_upto, prev + len(entries))
         return member, Append(self.epoch, prev, self.state.epoch_at(prev), entries, self.state.committed)
 
     def _advance_commit(self) -> None:
@@ -244,9 +283,9 @@ class JournalNode:
         if sender not in self.members or sender == self.me:
             return []  # (the transport authenticated the sender; a non-member has no say)
         if isinstance(message, Prepare):
-            return self._prepare(sender, message)
+            return self._prepare(sender, message, now)
         if isinstance(message, Append):
-            return self._append(sender, message)
+            return self._append(sender, message, now)
         if isinstance(message, Refused):
             if message.promised > self.epoch:
                 self._follow(message.promised, None)
@@ -256,26 +295,36 @@ class JournalNode:
         return self._appended(sender, message, now)
 
     def _promise(self, sender: int, message: Promise, now: float) -> list[Send]:
+        if message.pre:
+            if message.epoch != self._pre_epoch or not message.granted:
+                return []
+            self._pre_grants.add(sender)
+            return self._maybe_campaign(now)
         if self.role != "candidate" or message.epoch != self.epoch or not message.granted:
             return []
         self._grants.add(sender)
         return self._maybe_lead(now)
 
-    def _prepare(self, sender: int, message: Prepare) -> list[Send]:
+    def _prepare(self, sender: int, message: Prepare, now: float) -> list[Send]:
         if message.epoch < self.state.promised or message.epoch[1] != sender:
             return [(sender, Refused(self.state.promised))]
-        self._follow(message.epoch, None)
+        if self.lease_s > 0 and sender != self.leader and (self._holds_lease(now) or self._heard_leader(now)):
+            return []  # a leader heard lately keeps the lead (leader stickiness)
         last = self.state.last_seq
         granted = (message.last_epoch, message.last_seq) >= (self.state.epoch_at(last), last)
+        if message.pre:  # (nothing changes here: it only asks)
+            return [(sender, Promise(message.epoch, granted and message.epoch > self.state.promised, pre=True))]
+        self._follow(message.epoch, None)
         return [(sender, Promise(message.epoch, granted))]
 
-    def _append(self, sender: int, message: Append) -> list[Send]:
+    def _append(self, sender: int, message: Append, now: float) -> list[Send]:
         if message.epoch < self.state.promised or message.epoch[1] != sender:
             return [(sender, Refused(self.state.promised))]
         self._follow(message.epoch, sender)
+        self._leader_heard = now
         log = self.state.log
         if message.prev_seq > len(log) or self.state.epoch_at(message.prev_seq) != message.prev_epoch:
-            return [(sender, Appended(message.epoch, False, min(len(log), message.prev_seq - 1)))]
+            return [(sender, Appended(message.epoch, False, max(0, min(len(log), message.prev_seq - 1))))]
         for entry in message.entries:
             if entry.seq <= len(log) and log[entry.seq - 1].epoch != entry.epoch:
                 del log[entry.seq - 1 :]
@@ -291,9 +340,9 @@ class JournalNode:
         if not self.is_leader or message.epoch != self.epoch or sender not in self._followers:
             return []
         follower = self._followers[sender]
-        follower.sent_at = None
+        follower.sent_at, follower.heard_at = None, now
         if message.ok:
-            follower.match = max(follower.match, message.match)
+            follower.match = max(follower.match, min(message.match, follower.sent_upto))  # (never beyond what went)
             follower.next_seq = follower.match + 1
             before = self.state.committed
             self._advance_commit()
@@ -308,6 +357,7 @@ class JournalNode:
         self.state.promised = max(self.state.promised, epoch)
         if self.role != "follower" or self.epoch != epoch:
             self.role, self.leader, self._grants, self._followers = "follower", None, set(), {}
+            self._pre_epoch = None
         self.epoch = epoch
         if leader is not None:
             self.leader = leader

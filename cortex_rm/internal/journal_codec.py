@@ -39,6 +39,16 @@ class _Epoch(fields.Kind):
         return self._count.from_wire(value.number, f"{field}.number"), self._node.from_wire(value.node, f"{field}.node")
 
 
+class _Flag(fields.Kind):
+    """An optional bool: absent is False."""
+
+    def to_wire(self, value: Any) -> Any:
+        return True if value else None
+
+    def from_wire(self, value: Any, field: str) -> bool:
+        return False if value is None else fields.Bool().from_wire(value, field)
+
+
 _EPOCH = _Epoch()
 _SEQ = fields.Count()
 _ENTRY = fields.Shape(Entry, ttypes.JournalEntry, (
@@ -47,9 +57,11 @@ _ENTRY = fields.Shape(Entry, ttypes.JournalEntry, (
 
 _SHAPES: dict[type, tuple[str, fields.Shape]] = {
     Prepare: ("prepare", fields.Shape(Prepare, ttypes.JournalPrepare, (
-        ("epoch", _EPOCH), ("last_seq", _SEQ), ("last_epoch", _EPOCH),
+        ("epoch", _EPOCH), ("last_seq", _SEQ), ("last_epoch", _EPOCH), ("pre", _Flag()),
     ))),
-    Promise: ("promise", fields.Shape(Promise, ttypes.JournalPromise, (("epoch", _EPOCH), ("granted", fields.Bool())))),
+    Promise: ("promise", fields.Shape(Promise, ttypes.JournalPromise, (
+        ("epoch", _EPOCH), ("granted", fields.Bool()), ("pre", _Flag()),
+    ))),
     Append: ("append", fields.Shape(Append, ttypes.JournalAppend, (
         ("epoch", _EPOCH), ("prev_seq", _SEQ), ("prev_epoch", _EPOCH), ("entries", fields.ListOf(_ENTRY, MAX_BATCH)),
         ("commit", _SEQ),

@@ -77,6 +77,7 @@ class RmJournal:
         self.me = ring.me.node_id
         self.node: JournalNode | None = None
         self.dropped = 0  # messages from non-eligible senders, or undecodable
+        self.stopped = False
         self._lock = defer.DeferredLock()
         self._pending: dict[int, tuple[Epoch, defer.Deferred[int]]] = {}  # seq -> the proposal's epoch, its Deferred
         self._heard = 0.0  # when a leader (or this node leading) was last heard
@@ -89,7 +90,8 @@ class RmJournal:
         """Load this node's journal and join in: what is committed and not yet applied here is applied first (again,
         from the last saved mark: applying is idempotent)."""
         state = await self.store.load()
-        self.node = JournalNode(self.me, self.eligible, state, heartbeat_s=self.heartbeat_s)
+        self.node = JournalNode(self.me, self.eligible, state, heartbeat_s=self.heartbeat_s,
+                                lease_s=self.election_timeout_s)  # fmt: skip
         self.node.applied = state.applied
         self._saved = (state.promised, state.committed, state.applied)
         self._heard = self.reactor.seconds()
@@ -100,9 +102,14 @@ class RmJournal:
         await self._serially(lambda: [])  # (applies what is committed and not yet applied here)
 
     def stop(self) -> None:
+        """Take no message, proposal or tick from now on (a step under way finishes)."""
+        self.stopped = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._fail_pending(NotLeader(None))
+        if self._leading:
+            self._leading = False
+            self.on_following()
 
     @property
     def leader(self) -> int | None:
@@ -128,6 +135,8 @@ class RmJournal:
     # ------------------------------------------------------------ the loop
 
     def _received(self, sender: Peer, body: bytes) -> None:
+        if self.stopped:
+            return
         if sender.node_id not in self.eligible:
             self.dropped += 1
             return
@@ -152,6 +161,9 @@ class RmJournal:
         self._serially(step).addErrback(self._failed, "a message")
 
     def _tick(self) -> None:
+        if self.stopped:
+            return
+
         def step() -> list[Send]:
             assert self.node is not None
             now = self.reactor.seconds()
@@ -173,12 +185,20 @@ class RmJournal:
 
     async def _run(self, step: Callable[[], list[Send]]) -> None:
         assert self.node is not None
+        if self.stopped:
+            raise NotLeader(None)
         sends = step()
         state = self.node.state
         state.applied = self.node.applied  # (what the last step applied: saved now, see JournalState.applied)
         if state.dirty_from is not None or self._saved != (state.promised, state.committed, state.applied):
+            try:
+                await self.store.save(state)
+            except Exception:
+                # what this step promised or accepted is not on disk: answering would break what others count on
+                log.failure("rm journal: saving the journal failed; this node stops taking part until restarted")
+                self.stop()
+                raise
             self._saved = (state.promised, state.committed, state.applied)
-            await self.store.save(state)
         self._send(sends)
         await self._catch_up()
 
@@ -191,7 +211,7 @@ class RmJournal:
                     await self.apply(entry)
                 except Exception:  # noqa: BLE001 - not marked applied: offered again at the next step
                     log.failure("rm journal: applying entry {seq} failed; it is tried again", seq=entry.seq)
-                    return
+                    break
             self.node.applied_through(entry.seq)
             pending = self._pending.pop(entry.seq, None)
             if pending is not None and pending[0] == entry.epoch:

@@ -26,8 +26,8 @@ small = st.integers(0, 12)
 epochs = st.tuples(st.integers(0, 6), st.sampled_from([0, *MEMBERS]))
 entries = st.builds(Entry, epochs, small, st.binary(max_size=8))
 messages = st.one_of(
-    st.builds(Prepare, epochs, small, epochs),
-    st.builds(Promise, epochs, st.booleans()),
+    st.builds(Prepare, epochs, small, epochs, st.booleans()),
+    st.builds(Promise, epochs, st.booleans(), st.booleans()),
     st.builds(Appended, epochs, st.booleans(), small),
     st.builds(Refused, epochs),
     st.builds(lambda e, p, pe, data, c: Append(e, p, pe, tuple(Entry(pe, p + 1 + i, d) for i, d in enumerate(data)), c),

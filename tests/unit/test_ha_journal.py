@@ -363,3 +363,26 @@ def test_an_earlier_epochs_entry_on_a_majority_is_not_committed_by_counting_raft
     net.tick(E)
     net.settle()
     assert b"x" not in net.data(B)  # overwritten, which is right only because it was never acknowledged
+
+
+def test_with_leases_a_leader_heard_lately_is_not_deposed_and_a_cut_off_one_stands_down() -> None:
+    members = frozenset({A, B, C})
+    nodes = {i: JournalNode(i, members, lease_s=5.0) for i in members}
+    queue: list[tuple[int, int, Message]] = [(to, A, m) for to, m in nodes[A].campaign(0.0)]
+
+    def settle(now: float, drop_to: int | None = None) -> None:
+        while queue:
+            to, sender, message = queue.pop(0)
+            if to != drop_to:
+                queue.extend((t, to, m) for t, m in nodes[to].receive(sender, message, now))
+
+    settle(0.0)
+    assert nodes[A].is_leader
+    queue.extend((to, C, m) for to, m in nodes[C].campaign(1.0))  # C cannot hear A, say: it campaigns
+    settle(1.0)
+    assert nodes[A].is_leader and not nodes[C].is_leader  # B heard A a second ago and A holds its lease
+    assert nodes[A].tick(4.0) and nodes[A].is_leader
+    assert nodes[A].tick(6.0) == [] and not nodes[A].is_leader  # nobody answered for 5 s: it stands down
+    queue.extend((to, C, m) for to, m in nodes[C].campaign(12.0))
+    settle(12.0)
+    assert nodes[C].is_leader  # B has not heard a leader for more than its lease
