@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from cortex_rm.dht.direct_messages import MAX_DIRECT_BYTES
 from cortex_rm.events import caller_assertions, outcomes, request_proofs
 from cortex_rm.events.caller_assertions import CallerAssertion, CallerKey
 from cortex_rm.events.outcomes import EventMessage, FunctionOutcome, InvokeFunction, OutcomeStatus
@@ -22,7 +21,8 @@ from cortex_rm.events.request_proofs import RequestProof, SignedRequest
 from cortex_rm.internal import thrift_fields as fields
 from cortex_rm.internal.errors import MalformedEnvelope
 from cortex_rm.internal.gen import ttypes
-from cortex_rm.internal.ring_codec import _RECORD, MAX_KEY_BYTES, MAX_SIGNATURE_BYTES, PROTOCOL_FACTORY, _ReadBuffer, _WriteBuffer
+from cortex_rm.internal.direct_bodies import UnionBody
+from cortex_rm.internal.ring_codec import _RECORD, MAX_KEY_BYTES, MAX_SIGNATURE_BYTES
 
 
 class _Status(fields.Kind):
@@ -86,46 +86,12 @@ _SHAPES: dict[type, tuple[str, fields.Shape]] = {
 }  # fmt: skip
 
 
-def _from_thrift(value: Any) -> EventMessage:
-    if not isinstance(value, ttypes.EventMessage):
-        raise MalformedEnvelope(f"an events body must be an EventMessage, not {type(value).__name__}")
-    present = [(member, shape) for member, shape in _SHAPES.values() if getattr(value, member) is not None]
-    if len(present) != 1:
-        raise MalformedEnvelope(f"an EventMessage must have exactly one member set, not {len(present)}")
-    member, shape = present[0]
-    message: EventMessage = shape.from_wire(getattr(value, member), f"event.{member}")
-    return message
-
-
-def encode_event(message: EventMessage) -> bytes:
-    """The body of the ``Direct`` message carrying ``message``; MalformedEnvelope if the receiver would refuse it."""
-    member, shape = _SHAPES[type(message)]
-    try:
-        t = ttypes.EventMessage(**{member: shape.to_wire(message)})
-    except (TypeError, ValueError, AttributeError) as e:
-        raise MalformedEnvelope(f"cannot encode a {type(message).__name__}: {e}") from None
-    _from_thrift(t)
-    buffer = _WriteBuffer()
-    t.write(PROTOCOL_FACTORY.getProtocol(buffer))
-    data = buffer.getvalue()
-    if len(data) > MAX_DIRECT_BYTES:
-        raise MalformedEnvelope(f"a {type(message).__name__} of {len(data)} bytes exceeds {MAX_DIRECT_BYTES}")
-    return data
-
-
-def decode_event(data: bytes) -> EventMessage:
-    """The message one events body carries, validated; MalformedEnvelope for anything else."""
-    if len(data) > MAX_DIRECT_BYTES:
-        raise MalformedEnvelope(f"a {len(data)}-byte events body exceeds {MAX_DIRECT_BYTES} bytes")
-    buffer = _ReadBuffer(data)
-    t = ttypes.EventMessage()
-    try:
-        t.read(PROTOCOL_FACTORY.getProtocol(buffer))
-    except Exception as e:  # garbage: Thrift's own errors, EOF, bad UTF-8, nesting too deep...
-        raise MalformedEnvelope(f"undecodable events body: {type(e).__name__}: {e}") from None
-    if buffer.remaining():
-        raise MalformedEnvelope(f"{buffer.remaining()} bytes follow the EventMessage")
-    return _from_thrift(t)
+_BODY: UnionBody[EventMessage] = UnionBody(ttypes.EventMessage, _SHAPES, "events")
+_from_thrift = _BODY.from_thrift
+#: The body of the ``Direct`` message carrying a message; MalformedEnvelope if the receiver would refuse it.
+encode_event = _BODY.encode
+#: The message one events body carries, checked; MalformedEnvelope for anything else.
+decode_event = _BODY.decode
 
 
 _HEX = frozenset("0123456789abcdef")

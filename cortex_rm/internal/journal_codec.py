@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from cortex_rm.dht.direct_messages import MAX_DIRECT_BYTES
 from cortex_rm.ha.journal import (
     MAX_BATCH, MAX_ENTRY_BYTES, Append, Appended, Entry, Message, Prepare, Promise, Refused,
 )  # fmt: skip
 from cortex_rm.internal import thrift_fields as fields
 from cortex_rm.internal.errors import MalformedEnvelope
 from cortex_rm.internal.gen import ttypes
-from cortex_rm.internal.ring_codec import PROTOCOL_FACTORY, _ReadBuffer, _WriteBuffer
+from cortex_rm.internal.direct_bodies import UnionBody
 
 #: The ring's Direct channel the journal speaks on.
 JOURNAL_CHANNEL = "rm-journal"
@@ -73,43 +72,14 @@ _SHAPES: dict[type, tuple[str, fields.Shape]] = {
 }  # fmt: skip
 
 
-def _from_thrift(value: Any) -> Message:
-    present = [(member, shape) for member, shape in _SHAPES.values() if getattr(value, member) is not None]
-    if len(present) != 1:
-        raise MalformedEnvelope(f"a JournalMessage must have exactly one member set, not {len(present)}")
-    member, shape = present[0]
-    message: Message = shape.from_wire(getattr(value, member), f"journal.{member}")
+def _seqs_follow(message: Message) -> None:
     if isinstance(message, Append) and any(e.seq != message.prev_seq + 1 + i for i, e in enumerate(message.entries)):
         raise MalformedEnvelope("journal.append: the entries' seqs must follow prev_seq one by one")
-    return message
 
 
-def encode_journal(message: Message) -> bytes:
-    """The Direct body carrying ``message``; MalformedEnvelope if the receiver would refuse it."""
-    member, shape = _SHAPES[type(message)]
-    try:
-        t = ttypes.JournalMessage(**{member: shape.to_wire(message)})
-    except (TypeError, ValueError, AttributeError) as e:
-        raise MalformedEnvelope(f"cannot encode a {type(message).__name__}: {e}") from None
-    _from_thrift(t)
-    buffer = _WriteBuffer()
-    t.write(PROTOCOL_FACTORY.getProtocol(buffer))
-    data = buffer.getvalue()
-    if len(data) > MAX_DIRECT_BYTES:
-        raise MalformedEnvelope(f"a {type(message).__name__} of {len(data)} bytes exceeds {MAX_DIRECT_BYTES}")
-    return data
-
-
-def decode_journal(data: bytes) -> Message:
-    """The message one ``rm-journal`` body carries, validated; MalformedEnvelope for anything else."""
-    if len(data) > MAX_DIRECT_BYTES:
-        raise MalformedEnvelope(f"a {len(data)}-byte journal body exceeds {MAX_DIRECT_BYTES} bytes")
-    buffer = _ReadBuffer(data)
-    t = ttypes.JournalMessage()
-    try:
-        t.read(PROTOCOL_FACTORY.getProtocol(buffer))
-    except Exception as e:  # garbage: Thrift's own errors, EOF, nesting too deep...
-        raise MalformedEnvelope(f"undecodable journal body: {type(e).__name__}: {e}") from None
-    if buffer.remaining():
-        raise MalformedEnvelope(f"{buffer.remaining()} bytes follow the JournalMessage")
-    return _from_thrift(t)
+_BODY: UnionBody[Message] = UnionBody(ttypes.JournalMessage, _SHAPES, "journal", _seqs_follow)
+_from_thrift = _BODY.from_thrift
+#: The Direct body carrying a message; MalformedEnvelope if the receiver would refuse it.
+encode_journal = _BODY.encode
+#: The message one ``rm-journal`` body carries, checked; MalformedEnvelope for anything else.
+decode_journal = _BODY.decode

@@ -8,18 +8,13 @@ an unknown store or operation is refused by name."""
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from twisted.internet import defer
-from twisted.internet.task import Clock
 
-from cortex_rm.allocator.state_store import SqlStateStore, synchronous_runner
-from cortex_rm.dht.peer import Peer
+from cortex_rm.allocator.state_store import synchronous_runner
 from cortex_rm.events.functions import FunctionLimits, FunctionSpec
 from cortex_rm.events.registration import RegistrationRequest
 from cortex_rm.events.registry import FunctionRegistry, RegistryChange
@@ -32,80 +27,14 @@ from cortex_rm.fs.paths import parse_path
 from cortex_rm.ha import replicated_fs, replicated_registry, replicated_state
 from cortex_rm.ha.journal import MAX_ENTRY_BYTES, Entry
 from cortex_rm.ha.journal_applier import journal_applier
-from cortex_rm.ha.journal_store import JournalStore
-from cortex_rm.ha.replicated_fs import ChangesTooLarge, ReplicatedNamespaceStore, decode_changes, encode_changes
-from cortex_rm.ha.replicated_registry import ReplicatedRegistryStore, decode_change, encode_change
+from cortex_rm.ha.replicated_fs import ChangesTooLarge, decode_changes, encode_changes
+from cortex_rm.ha.replicated_registry import decode_change, encode_change
 from cortex_rm.ha.replicated_state import UnknownOperation, decode_operation, encode_operation
-from cortex_rm.roles.rm_journal import RmJournal
-from tests.support.journal_bus import Bus, Links
+from tests.support.journal_nodes import IDS, Nodes
 from tests.support.rm_core import result_of
 from tests.support.store_changes import namespace_changes, registry_changes
 
-IDS = [0x2222 << 140, 0x6666 << 140, 0xAAAA << 140]
 ALICE = User("alice", frozenset({"staff"}))
-
-
-@dataclass
-class Copies:
-    """One node's local stores, on one SQLite file as the RM's state-store URL."""
-
-    state: SqlStateStore
-    fs: SqlNamespaceStore
-    events: SqlRegistryStore
-
-    def close(self) -> None:
-        self.state.close()
-        self.fs.close()
-        self.events.close()
-
-
-class Nodes:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp, self.clock, self.bus = tmp, Clock(), Bus()
-        self.journals: dict[int, RmJournal] = {}
-        self.copies: dict[int, Copies] = {}
-        for i in IDS:
-            self.start(i)
-
-    def start(self, i: int) -> None:
-        url = f"sqlite:///{self.tmp / f'rm-state-{i:x}.sqlite'}"
-        copies = Copies(SqlStateStore(url, synchronous_runner), SqlNamespaceStore(url, synchronous_runner),
-                        SqlRegistryStore(url, synchronous_runner))  # fmt: skip
-        apply = journal_applier({
-            replicated_state.STORE: replicated_state.state_applier(copies.state),
-            replicated_fs.STORE: replicated_fs.namespace_applier(copies.fs),
-            replicated_registry.STORE: replicated_registry.registry_applier(copies.events),
-        })  # fmt: skip
-        journal = RmJournal(Links(self.bus, Peer(i, "h:1")), frozenset(IDS),
-                            JournalStore(f"sqlite:///{self.tmp / f'journal-{i:x}.sqlite'}", synchronous_runner),
-                            self.clock, apply, rng=random.Random(i))  # fmt: skip
-        self.bus.up.add(i)
-        result_of(defer.ensureDeferred(journal.start()))
-        self.journals[i], self.copies[i] = journal, copies
-
-    def kill(self, i: int) -> None:
-        self.journals.pop(i).stop()
-        self.copies.pop(i).close()
-        self.bus.up.discard(i)
-
-    def run(self, seconds: float) -> None:
-        for _ in range(int(seconds * 10)):
-            self.clock.advance(0.1)
-            self.bus.flush()
-
-    def leader(self) -> int:
-        [leader] = [i for i, j in self.journals.items() if j.node is not None and j.node.is_leader]
-        return leader
-
-    def fs_of(self, i: int) -> ReplicatedNamespaceStore:
-        return ReplicatedNamespaceStore(self.copies[i].fs, self.journals[i])
-
-    def registry_of(self, i: int) -> ReplicatedRegistryStore:
-        return ReplicatedRegistryStore(self.copies[i].events, self.journals[i])
-
-    def write(self, d: defer.Deferred[Any]) -> None:
-        self.bus.flush()
-        result_of(d)
 
 
 def inodes(store: Any) -> dict[int, InodeRecord]:

@@ -1,0 +1,96 @@
+"""Three RM-eligible nodes' journals (``roles/rm_journal.py``) with their local SQLite stores, on a fake clock and
+the in-memory ring bus: what the replicated stores' unit tests run on.  Each node's ``Copies`` are its own RM
+state, namespace and registry stores; its journal applies committed entries to them through one dispatcher."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from cortex_rm.allocator.state_store import SqlStateStore, synchronous_runner
+from cortex_rm.dht.peer import Peer
+from cortex_rm.events.registry_store import SqlRegistryStore
+from cortex_rm.fs.namespace_store import SqlNamespaceStore
+from cortex_rm.ha import replicated_fs, replicated_registry, replicated_state
+from cortex_rm.ha.journal_applier import journal_applier
+from cortex_rm.ha.journal_store import JournalStore
+from cortex_rm.ha.replicated_fs import ReplicatedNamespaceStore
+from cortex_rm.ha.replicated_registry import ReplicatedRegistryStore
+from cortex_rm.ha.replicated_state import ReplicatedStateStore
+from cortex_rm.roles.rm_journal import RmJournal
+from tests.support.journal_bus import Bus, Links
+from tests.support.rm_core import result_of
+
+IDS = [0x2222 << 140, 0x6666 << 140, 0xAAAA << 140]
+
+
+@dataclass
+class Copies:
+    """One node's local stores, on one SQLite file as the RM's state-store URL."""
+
+    state: SqlStateStore
+    fs: SqlNamespaceStore
+    events: SqlRegistryStore
+
+    def close(self) -> None:
+        self.state.close()
+        self.fs.close()
+        self.events.close()
+
+
+class Nodes:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.clock, self.bus = tmp, Clock(), Bus()
+        self.journals: dict[int, RmJournal] = {}
+        self.copies: dict[int, Copies] = {}
+        for i in IDS:
+            self.start(i)
+
+    def start(self, i: int) -> None:
+        url = f"sqlite:///{self.tmp / f'rm-state-{i:x}.sqlite'}"
+        copies = Copies(SqlStateStore(url, synchronous_runner), SqlNamespaceStore(url, synchronous_runner),
+                        SqlRegistryStore(url, synchronous_runner))  # fmt: skip
+        apply = journal_applier({
+            replicated_state.STORE: replicated_state.state_applier(copies.state),
+            replicated_fs.STORE: replicated_fs.namespace_applier(copies.fs),
+            replicated_registry.STORE: replicated_registry.registry_applier(copies.events),
+        })  # fmt: skip
+        journal = RmJournal(Links(self.bus, Peer(i, "h:1")), frozenset(IDS),
+                            JournalStore(f"sqlite:///{self.tmp / f'journal-{i:x}.sqlite'}", synchronous_runner),
+                            self.clock, apply, rng=random.Random(i))  # fmt: skip
+        self.bus.up.add(i)
+        result_of(defer.ensureDeferred(journal.start()))
+        self.journals[i], self.copies[i] = journal, copies
+
+    def kill(self, i: int) -> None:
+        self.journals.pop(i).stop()
+        self.copies.pop(i).close()
+        self.bus.up.discard(i)
+
+    def run(self, seconds: float) -> None:
+        for _ in range(int(seconds * 10)):
+            self.clock.advance(0.1)
+            self.bus.flush()
+
+    def leader(self) -> int:
+        [leader] = [i for i, j in self.journals.items() if j.node is not None and j.node.is_leader]
+        return leader
+
+    def fs_of(self, i: int) -> ReplicatedNamespaceStore:
+        return ReplicatedNamespaceStore(self.copies[i].fs, self.journals[i])
+
+    def registry_of(self, i: int) -> ReplicatedRegistryStore:
+        return ReplicatedRegistryStore(self.copies[i].events, self.journals[i])
+
+    def write(self, d: defer.Deferred[Any]) -> None:
+        self.bus.flush()
+        result_of(d)
+
+    def state_of(self, i: int) -> ReplicatedStateStore:
+        return ReplicatedStateStore(self.copies[i].state, self.journals[i])
+
