@@ -47,7 +47,7 @@ from cortex_rm.yarn_api.webhdfs.block_work import DataNodeContext, read_range, r
 from cortex_rm.yarn_api.webhdfs.body_pipe import BodyPipe
 from cortex_rm.yarn_api.webhdfs.namenode_resource import Reply, as_deferred, error_reply, internal_error, send
 from cortex_rm.yarn_api.webhdfs.params import Query, request_path
-from cortex_rm.yarn_api.webhdfs.response_body import ThreadedBody, plain_tcp_socket
+from cortex_rm.yarn_api.webhdfs.response_body import ResponseBodies, ThreadedBody, direct_socket
 from cortex_rm.yarn_api.webhdfs.uploads import (
     BLOCK_PUTS,
     CLIENT_UPLOADS,
@@ -75,16 +75,22 @@ class _Leaf(StreamingResource):
     """Common rendering: run ``_handle``, answer its ``Reply`` or its error as WebHDFS JSON.
 
     ``slots`` bound the bodies of this resource stored at once on the node (``uploads``); by
-    default ``UPLOADS`` in all, ``UPLOADS_PER_USER`` for one user."""
+    default ``UPLOADS`` in all, ``UPLOADS_PER_USER`` for one user.  ``bodies`` holds the response
+    bodies its workers are writing (the DataNode ends them when it stops: ``response_body``)."""
 
     isLeaf = True
     UPLOADS = CLIENT_UPLOADS
     UPLOADS_PER_USER = CLIENT_UPLOADS_PER_USER
 
-    def __init__(self, ctx: DataNodeContext, slots: UploadSlots | None = None) -> None:
+    def __init__(self, ctx: DataNodeContext, slots: UploadSlots | None = None, bodies: ResponseBodies | None = None) -> None:
         super().__init__()
         self.ctx = ctx
         self.slots = UploadSlots(self.UPLOADS, self.UPLOADS_PER_USER) if slots is None else slots
+        self.bodies = ResponseBodies() if bodies is None else bodies
+
+    def _body(self, request: Request) -> ThreadedBody:
+        """The body a worker writes ``request``'s answer with (on the socket itself where it may)."""
+        return ThreadedBody(request, self.ctx.reactor, direct_socket(request), self.bodies)
 
     def open_body(self, request: Request, control: BodyControl) -> Upload | None:
         try:
@@ -209,7 +215,7 @@ class DataNodeWebHdfs(_Leaf):
             if request.method == b"HEAD" or end == offset:
                 request.finish()
                 return defer.succeed(None)
-            body = ThreadedBody(request, self.ctx.reactor, plain_tcp_socket(request))
+            body = self._body(request)
 
             def stream() -> None:
                 try:
@@ -286,7 +292,7 @@ class BlockTransfers(_Leaf):
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", b"application/octet-stream")
         request.setHeader(b"Content-Length", str(length).encode("ascii"))
-        body = ThreadedBody(request, self.ctx.reactor, plain_tcp_socket(request))
+        body = self._body(request)
 
         def stream() -> None:
             try:
