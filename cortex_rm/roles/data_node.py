@@ -52,6 +52,7 @@ from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.tokens import MasterKey, Token
 from cortex_rm.yarn_api.webhdfs.block_work import fetch_block
 from cortex_rm.yarn_api.webhdfs.datanode_resource import BlockTransfers, DataNodeWebHdfs
+from cortex_rm.yarn_api.webhdfs.response_body import ResponseBodies
 
 log = Logger()
 T = TypeVar("T")
@@ -79,6 +80,7 @@ class DataNodeRole:
         self.store = BlockStore(data_dir, self.now_ms)
         self._keys: dict[int, MasterKey] = {}
         self._pool: ThreadPool | None = None
+        self.bodies = ResponseBodies()  # the answers its workers are writing
         self._run: Runner | None = None
         self._timer: IDelayedCall | None = None
         self._reported_to: TrackerClient | None = None  # the connection the last full report went over
@@ -164,8 +166,8 @@ class DataNodeRole:
     def resources(self) -> dict[bytes, Resource]:
         """The children to mount on the node's web root."""
         blocks = Resource()
-        blocks.putChild(b"blocks", BlockTransfers(self))
-        return {b"webhdfs": DataNodeWebHdfs(self), b"cortex": blocks}
+        blocks.putChild(b"blocks", BlockTransfers(self, bodies=self.bodies))
+        return {b"webhdfs": DataNodeWebHdfs(self, bodies=self.bodies), b"cortex": blocks}
 
     def start(self) -> defer.Deferred[None]:
         run, self._pool = thread_runner(self.reactor, name="datanode", threads=WORKER_THREADS)
@@ -193,6 +195,7 @@ class DataNodeRole:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             self._run = None
+            self.bodies.stop_all()  # (a worker writing an answer would hold up the join below)
             pool.stop()
 
     # -- reports

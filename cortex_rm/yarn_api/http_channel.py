@@ -279,6 +279,14 @@ class LimitedChannel(HTTPChannel):
         if transport is not None:  # (what the client leaves unread would keep it open: cut it after the linger)
             self._arm(self.limits.linger_s, cast(Any, transport).abortConnection)
 
+    def cut_stalled_response(self) -> None:
+        """The writer of a response that sends on the socket itself (a DataNode's worker:
+        ``webhdfs.response_body``) found that its client read none of it for
+        ``stalled_response_timeout_s``: as when the transport's buffer stays full that long,
+        the stall is counted and the connection cut."""
+        self._cancel_timer()
+        self._response_stalled()
+
     def _response_stalled(self) -> None:
         self._timer = None
         self.site.refusals.record(Refusal.RESPONSE_STALLED, self.peer_host)

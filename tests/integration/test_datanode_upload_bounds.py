@@ -56,7 +56,7 @@ LIMITS = HttpLimits(
 class Node:
     """One node's web port with the DataNode's resources (see the module docstring)."""
 
-    def __init__(self, data_dir: Path, workers: int) -> None:
+    def __init__(self, data_dir: Path, workers: int, limits: HttpLimits = LIMITS) -> None:
         self.node_id = NodeId.parse(HERE)
         self.reactor = reactor()
         self.store = BlockStore(data_dir, self.now_ms)
@@ -67,7 +67,7 @@ class Node:
         self.webhdfs = DataNodeWebHdfs(self)  # type: ignore[arg-type]  # (this stand-in is its DataNodeContext)
         root = Resource()
         root.putChild(b"webhdfs", self.webhdfs)
-        self.site = LimitedSite(root, limits=LIMITS, clock=self.reactor, name="node web", untyped_prefixes=(b"/webhdfs/",))
+        self.site = LimitedSite(root, limits=limits, clock=self.reactor, name="node web", untyped_prefixes=(b"/webhdfs/",))
         self.channels: list[Any] = []  # every connection, so that stop can cut them (see stop)
         build = self.site.buildProtocol
 
@@ -126,7 +126,8 @@ class Node:
                 channel.transport.abortConnection()
         yield task.deferLater(self.reactor, 0.1, lambda: None)
         yield self.port.stopListening()
-        yield threads.deferToThread(self._pool.stop)
+        if self._pool.started:  # (a test may have stopped the workers itself)
+            yield threads.deferToThread(self._pool.stop)
 
 
 def _target(user: str, path: str, op: str = "CREATE") -> str:

@@ -1,6 +1,8 @@
-"""Uploads stream through a real node: a bad ticket is answered before the body is sent (and the
-body the client sends anyway is neither kept in memory nor written to a file), and a chunked
-upload goes down a two-node pipeline intact.  A real two-node local cluster; raw HTTP clients."""
+"""Uploads and reads stream through a real node: a bad ticket is answered before the body is sent
+(and the body the client sends anyway is neither kept in memory nor written to a file), a chunked
+upload goes down a two-node pipeline intact, and pipelined reads on one connection (the node's
+worker writes large bodies on the socket itself) come back whole and in order.  A real two-node
+local cluster; raw HTTP clients."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 import requests
@@ -130,3 +133,51 @@ def test_a_chunked_upload_in_odd_pieces_goes_down_the_pipeline_intact(cluster: R
                         params={"op": "OPEN", "delegation": delegation(cluster, "root")}, timeout=120)
     assert read.status_code == 200
     assert hashlib.sha256(read.content).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def _response(sock: socket.socket, pending: bytearray) -> tuple[bytes, bytes]:
+    """The next response on ``sock`` (``pending``: bytes read past the one before): its status line and body."""
+    while b"\r\n\r\n" not in pending:
+        piece = sock.recv(65536)
+        assert piece, f"the connection ended inside a response's head: {bytes(pending[:200])!r}"
+        pending += piece
+    head, _, rest = bytes(pending).partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:"))
+    body = bytearray(rest)
+    while len(body) < length:
+        piece = sock.recv(1 << 20)
+        assert piece, f"the connection ended {len(body)} bytes into a body of {length}"
+        body += piece
+    pending[:] = body[length:]
+    return lines[0], bytes(body[:length])
+
+
+def test_pipelined_reads_on_one_connection_come_back_whole_and_in_order(cluster: RunningCluster) -> None:
+    """Three OPENs of a 6 MiB file sent at once on one kept-alive connection (the whole file, 10 bytes
+    across a piece boundary, 3 MiB from an odd offset): the answers come back one after the other,
+    each exactly its range — the large bodies the node's worker writes on the socket itself do not
+    mix with the answers Twisted writes after them."""
+    data = os.urandom(6 * 1024 * 1024)
+    hdfs_client(cluster, "root").write("/streaming/pipelined", data=data, overwrite=True, replication=1)
+    reply = requests.get(f"http://{cluster.rm.webapp}/webhdfs/v1/streaming/pipelined", allow_redirects=False,
+                         params={"op": "OPEN", "delegation": delegation(cluster, "root")}, timeout=30)
+    assert reply.status_code == 307, reply.text
+    location = urlsplit(reply.headers["Location"])
+    assert location.hostname is not None and location.port is not None
+    host, port, hostport = location.hostname, location.port, location.netloc
+    ticket = {k: v for k, v in parse_qsl(location.query) if k not in ("offset", "length")}
+    ranges = [(0, len(data)), ((1 << 20) - 3, 10), (12_345, 3 << 20)]
+    requests_text = b"".join(
+        f"GET {location.path}?{urlencode({**ticket, 'offset': offset, 'length': length})} HTTP/1.1\r\n"
+        f"Host: {hostport}\r\n\r\n".encode()
+        for offset, length in ranges
+    )
+    with socket.create_connection((host, int(port)), timeout=120) as sock:
+        sock.sendall(requests_text)
+        pending = bytearray()
+        for offset, length in ranges:
+            status, body = _response(sock, pending)
+            assert status.startswith(b"HTTP/1.1 200 "), status
+            assert len(body) == length and body == data[offset : offset + length], (offset, length)
+        assert not pending

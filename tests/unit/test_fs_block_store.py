@@ -58,7 +58,21 @@ def _put(store: BlockStore, block_id: str, data: bytes, piece: int = 100_000) ->
 
 
 def _read(store: BlockStore, block_id: str, offset: int = 0, length: int | None = None) -> bytes:
-    return b"".join(store.read(block_id, offset, length))
+    """The range as ``read`` yields it, checked to be what ``read_into`` yields (or raises) too."""
+    outcomes: list[bytes | tuple[type[Exception], str]] = []
+    for pieces in (
+        lambda: store.read(block_id, offset, length),
+        lambda: store.read_into(block_id, bytearray(PIECE_BYTES), offset, length),
+    ):
+        try:
+            outcomes.append(b"".join([bytes(piece) for piece in pieces()]))  # (each view copied as it comes)
+        except Exception as e:  # noqa: BLE001 (compared, then raised again)
+            outcomes.append((type(e), str(e)))
+    assert outcomes[0] == outcomes[1], "read and read_into disagree"
+    if isinstance(outcomes[0], tuple):
+        error, message = outcomes[0]
+        raise error(message)
+    return outcomes[0]
 
 
 def _files(root: Path) -> set[str]:
@@ -221,6 +235,24 @@ def test_a_whole_block_read_yields_the_good_pieces_before_the_damaged_one(tmp_pa
     assert next(reader) == data[MIB : 2 * MIB]
     with pytest.raises(CorruptReplica, match="chunk 32"):
         next(reader)
+
+
+def test_read_into_yields_views_of_the_one_buffer_and_fails_at_the_damaged_piece(tmp_path: Path) -> None:
+    """read_into reads every piece into the caller's buffer (each view is that buffer's memory, valid
+    until the next piece) and, like read, fails at the first damaged piece after the good ones."""
+    store = _store(tmp_path)
+    data = _data(3 * MIB)
+    _put(store, _id(1), data)
+    buffer = bytearray(PIECE_BYTES)
+    reader = store.read_into(_id(1), buffer, 5, 3 * MIB - 5)
+    first = next(reader)
+    assert first.obj is buffer and first == data[5:MIB]
+    assert next(reader) == data[MIB : 2 * MIB] and bytes(buffer) == data[MIB : 2 * MIB]
+    _flip(store.paths(_id(1))[0], 2 * MIB + 5)
+    with pytest.raises(CorruptReplica, match="chunk 32"):
+        next(reader)
+    with pytest.raises(ValueError, match="at least"):
+        store.read_into(_id(1), bytearray(PIECE_BYTES - 1))
 
 
 def test_a_damaged_crc_in_the_meta_file_fails_reads_of_its_chunk_and_changes_the_checksum(tmp_path: Path) -> None:

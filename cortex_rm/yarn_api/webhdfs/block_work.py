@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
 from cortex_rm.fs import tickets
+from cortex_rm.fs.block_store import PIECE_BYTES as READ_BYTES
 from cortex_rm.fs.block_store import BlockStore, StoredBlock, new_block_id
 from cortex_rm.fs.errors import CorruptReplica, MissingBlock
 from cortex_rm.fs.model import BlockRef
@@ -160,24 +161,32 @@ def _store_block(ctx: DataNodeContext, body: BodySource, block_size: int) -> Sto
     return writer.finish()
 
 
-def read_range(ctx: DataNodeContext, blocks: Iterable[BlockLocation], start: int, end: int) -> Iterator[bytes]:
-    """The bytes ``[start, end)`` of a file, block by block: local replicas first, then the holders."""
+def read_range(
+    ctx: DataNodeContext, blocks: Iterable[BlockLocation], start: int, end: int, buffer: bytearray | None = None
+) -> Iterator[bytes | memoryview]:
+    """The bytes ``[start, end)`` of a file, block by block: local replicas first, then the holders.
+    Local pieces are read into ``buffer`` (``block_store.PIECE_BYTES`` at least; one of the read's
+    own if None): each piece is valid until the next one is asked for."""
+    if buffer is None:
+        buffer = bytearray(READ_BYTES)
     for located in blocks:
         first = max(start, located.offset) - located.offset
         last = min(end, located.offset + located.block.length) - located.offset
         if last <= first:
             continue
-        yield from _read_block(ctx, located, first, last - first)
+        yield from _read_block(ctx, located, first, last - first, buffer)
 
 
-def _read_block(ctx: DataNodeContext, located: BlockLocation, offset: int, length: int) -> Iterator[bytes]:
+def _read_block(
+    ctx: DataNodeContext, located: BlockLocation, offset: int, length: int, buffer: bytearray
+) -> Iterator[bytes | memoryview]:
     block_id = located.block.block_id
     errors: list[str] = []
     stat = ctx.store.stat(block_id)
     if stat is not None and stat.checksum == located.block.checksum:
         sent = 0
         try:
-            for piece in ctx.store.read(block_id, offset, length):
+            for piece in ctx.store.read_into(block_id, buffer, offset, length):
                 sent += len(piece)
                 yield piece
             return
@@ -194,9 +203,9 @@ def _read_block(ctx: DataNodeContext, located: BlockLocation, offset: int, lengt
             continue
         sent = 0
         try:
-            for piece in get_block(source, block_id, located.token, offset, length):
-                sent += len(piece)
-                yield piece
+            for received in get_block(source, block_id, located.token, offset, length):
+                sent += len(received)
+                yield received
             return
         except BlockTransferFailed as e:
             errors.append(str(e))

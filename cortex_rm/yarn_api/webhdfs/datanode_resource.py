@@ -18,8 +18,9 @@
   streamed to a worker as a client's is) of one block between nodes.
 
 Disk and network work runs on the DataNode's worker threads (``block_work.py``);
-what they send to the client goes through ``ThreadedBody``, which blocks the worker while the
-client's connection is full, so memory stays bounded whatever the file size.
+what they send to the client goes through ``ThreadedBody`` (``response_body.py``), which blocks
+the worker while the client's connection is full, so memory stays bounded whatever the file
+size, and lets the worker write on a plain TCP connection itself once the head is sent.
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer, IReactorFromThreads
-from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
 from cortex_rm.fs import tickets
+from cortex_rm.fs.block_store import PIECE_BYTES as READ_BYTES
 from cortex_rm.fs.block_store import valid_block_id
 from cortex_rm.fs.errors import CorruptReplica, FsError, IllegalArgument, InvalidToken, MissingBlock, NodeNotReady
 from cortex_rm.fs.paths import FsPath
@@ -48,6 +47,7 @@ from cortex_rm.yarn_api.webhdfs.block_work import DataNodeContext, read_range, r
 from cortex_rm.yarn_api.webhdfs.body_pipe import BodyPipe
 from cortex_rm.yarn_api.webhdfs.namenode_resource import Reply, as_deferred, error_reply, internal_error, send
 from cortex_rm.yarn_api.webhdfs.params import Query, request_path
+from cortex_rm.yarn_api.webhdfs.response_body import ResponseBodies, ThreadedBody, direct_socket
 from cortex_rm.yarn_api.webhdfs.uploads import (
     BLOCK_PUTS,
     CLIENT_UPLOADS,
@@ -58,49 +58,6 @@ from cortex_rm.yarn_api.webhdfs.uploads import (
 )
 
 log = Logger()
-
-
-@implementer(IPushProducer)
-class ThreadedBody:
-    """Lets a worker thread write a response body with the connection's back-pressure."""
-
-    def __init__(self, request: Request, reactor: IReactorFromThreads) -> None:
-        self.request = request
-        self.reactor = reactor
-        self._paused = False
-        self._stopped = False
-        self._waiting: defer.Deferred[None] | None = None
-        request.registerProducer(self, True)
-
-    def pauseProducing(self) -> None:  # noqa: N802 (Twisted's name)
-        self._paused = True
-
-    def resumeProducing(self) -> None:  # noqa: N802
-        self._paused = False
-        if self._waiting is not None:
-            waiting, self._waiting = self._waiting, None
-            waiting.callback(None)
-
-    def stopProducing(self) -> None:  # noqa: N802
-        self._stopped = True
-        if self._waiting is not None:
-            waiting, self._waiting = self._waiting, None
-            waiting.errback(ConnectionError("the client closed the connection"))
-
-    def _write(self, piece: bytes) -> defer.Deferred[None]:
-        """Write ``piece`` as soon as the connection takes more: the worker thread returns as soon
-        as it is written, and reads and checks the next piece while this one is sent (so one piece
-        at most waits in the connection's buffer, one in the worker's hands)."""
-        if self._stopped:
-            raise ConnectionError("the client closed the connection")
-        if not self._paused:
-            self.request.write(piece)
-            return defer.succeed(None)
-        self._waiting = defer.Deferred()
-        return self._waiting.addCallback(lambda _: self._write(piece))
-
-    def write_from_thread(self, piece: bytes) -> None:
-        blockingCallFromThread(self.reactor, self._write, piece)  # type: ignore[arg-type]
 
 
 def _verify(ctx: DataNodeContext, query: Query, op: str | frozenset[str]) -> tickets.Ticket:
@@ -118,16 +75,22 @@ class _Leaf(StreamingResource):
     """Common rendering: run ``_handle``, answer its ``Reply`` or its error as WebHDFS JSON.
 
     ``slots`` bound the bodies of this resource stored at once on the node (``uploads``); by
-    default ``UPLOADS`` in all, ``UPLOADS_PER_USER`` for one user."""
+    default ``UPLOADS`` in all, ``UPLOADS_PER_USER`` for one user.  ``bodies`` holds the response
+    bodies its workers are writing (the DataNode ends them when it stops: ``response_body``)."""
 
     isLeaf = True
     UPLOADS = CLIENT_UPLOADS
     UPLOADS_PER_USER = CLIENT_UPLOADS_PER_USER
 
-    def __init__(self, ctx: DataNodeContext, slots: UploadSlots | None = None) -> None:
+    def __init__(self, ctx: DataNodeContext, slots: UploadSlots | None = None, bodies: ResponseBodies | None = None) -> None:
         super().__init__()
         self.ctx = ctx
         self.slots = UploadSlots(self.UPLOADS, self.UPLOADS_PER_USER) if slots is None else slots
+        self.bodies = ResponseBodies() if bodies is None else bodies
+
+    def _body(self, request: Request) -> ThreadedBody:
+        """The body a worker writes ``request``'s answer with (on the socket itself where it may)."""
+        return ThreadedBody(request, self.ctx.reactor, direct_socket(request), self.bodies)
 
     def open_body(self, request: Request, control: BodyControl) -> Upload | None:
         try:
@@ -182,6 +145,13 @@ class _Leaf(StreamingResource):
 
 
 _UPLOADS = frozenset({(b"PUT", "CREATE"), (b"POST", "APPEND")})
+
+
+def _finish(_: None, request: Request, body: ThreadedBody) -> None:
+    """A streamed body is sent: finish the request (its length counting what the worker sent itself)."""
+    request.unregisterProducer()
+    request.sentLength += body.sent_directly
+    request.finish()
 
 
 def _uploaded(request: Request) -> defer.Deferred[Reply | None]:
@@ -245,17 +215,16 @@ class DataNodeWebHdfs(_Leaf):
             if request.method == b"HEAD" or end == offset:
                 request.finish()
                 return defer.succeed(None)
-            body = ThreadedBody(request, self.ctx.reactor)
+            body = self._body(request)
 
             def stream() -> None:
-                for piece in read_range(self.ctx, blocks, offset, end):
-                    body.write_from_thread(piece)
+                try:
+                    for piece in read_range(self.ctx, blocks, offset, end, bytearray(READ_BYTES)):
+                        body.write_from_thread(piece)
+                finally:
+                    body.close_from_thread()
 
-            def done(_: None) -> None:
-                request.unregisterProducer()
-                request.finish()
-
-            return self.ctx.run(stream).addCallback(done)
+            return self.ctx.run(stream).addCallback(_finish, request, body)
 
         return self.ctx.locate(query.text("ticket"), offset, length).addCallback(located)
 
@@ -323,19 +292,17 @@ class BlockTransfers(_Leaf):
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", b"application/octet-stream")
         request.setHeader(b"Content-Length", str(length).encode("ascii"))
-        body = ThreadedBody(request, self.ctx.reactor)
+        body = self._body(request)
 
         def stream() -> None:
             try:
-                for piece in self.ctx.store.read(block_id, offset, length):
+                for piece in self.ctx.store.read_into(block_id, bytearray(READ_BYTES), offset, length):
                     body.write_from_thread(piece)
             except CorruptReplica:
                 self.ctx.store.delete(block_id)
                 self.ctx.dropped(block_id)
                 raise
+            finally:
+                body.close_from_thread()
 
-        def done(_: None) -> None:
-            request.unregisterProducer()
-            request.finish()
-
-        return self.ctx.run(stream).addCallback(done)
+        return self.ctx.run(stream).addCallback(_finish, request, body)
