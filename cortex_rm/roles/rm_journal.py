@@ -248,6 +248,8 @@ class RmJournal:
             d.errback(Failure(error))
 
     def _failed(self, failure: Failure, what: str) -> None:
+        if self.stopped and failure.check(NotLeader):
+            return  # (a step that was waiting when the journal stopped)
         log.failure("rm journal: {what} failed", failure, what=what)
 
 

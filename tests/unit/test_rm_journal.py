@@ -202,3 +202,18 @@ def test_an_entry_whose_apply_fails_is_applied_again_not_skipped(tmp_path: Path)
         result_of(d)
     cluster.run(3)
     assert cluster.applied[follower] == [b"one", b"two", b"three"]
+
+
+def test_a_stopped_journal_fails_proposals_and_drops_waiting_steps_quietly(cluster: Cluster) -> None:
+    cluster.run(7)
+    leader = cluster.leader()
+    journal = cluster.nodes[leader]
+    journal._lock.acquire()  # a step under way
+    waiting = journal.propose(b"late")
+    cluster.bus.handlers[leader](Peer(IDS[0] if IDS[0] != leader else IDS[1], "h:1"), b"\x00")  # (dropped: garbage)
+    journal._tick()  # queued behind the lock
+    journal.stop()
+    journal._lock.release()
+    with pytest.raises(NotLeader):
+        result_of(waiting)
+    assert cluster.leading[leader][-1] == "lost"
