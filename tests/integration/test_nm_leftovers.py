@@ -178,7 +178,9 @@ def test_containers_that_outlived_a_killed_daemon_are_killed_at_the_next_start(c
     old = child.start(2, "--as-before-setpriv")
     pids = {cid: cgroup_pids(found["cgroup"]) for cid, found in old.items()}
     child.sigkill()
-    assert all(alive(p) for ps in pids.values() for p in ps), "the containers should have outlived the daemon"
+    # (each container outlives the daemon: some of its processes are still alive; a short-lived one seen in its
+    # cgroup before the kill, lxc's or the shell's, may have ended on its own meanwhile)
+    assert all(any(alive(p) for p in ps) for ps in pids.values()), "the containers should have outlived the daemon"
     assert_restart_is_clean(child, old, set(old))
     assert not any(alive(p) for ps in pids.values() for p in ps)
 
