@@ -14,6 +14,7 @@ piggybacked on whatever goes to a peer (``envelope.Envelope.piggyback``).
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cortex_rm.dht.peer import Peer
@@ -111,3 +112,10 @@ class GossipItem:
 
 SwimMessage = Probe | Ack | ProbeRequest | Nack
 Piggyback = MemberUpdate | GossipItem
+
+
+def live_peers(members: Iterable[tuple[Peer, MemberStatus, int]], me: Peer) -> dict[int, Peer]:
+    """The members a view counts as live (alive or suspected), and ``me``, by ring id."""
+    live = {p.node_id: p for p, status, _ in members if status in (MemberStatus.ALIVE, MemberStatus.SUSPECT)}
+    live[me.node_id] = me
+    return live

@@ -41,7 +41,7 @@ from cortex_rm.dht.kv_messages import Record
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.ring_math import key_id
 from cortex_rm.dht.ring_member import RingView
-from cortex_rm.dht.swim_messages import MemberStatus
+from cortex_rm.dht.swim_messages import live_peers
 from cortex_rm.events.activation_signing import activation_signed_bytes
 from cortex_rm.events.activations import Activation, ActivationStore, ExecutorReply, StoreFull, new_activation_id
 from cortex_rm.events.caller_assertions import CallerAssertion
@@ -287,9 +287,7 @@ class EventGateway:
 
     def _executors(self, owner: Peer, count: int) -> list[Peer]:
         """The owner and the live members after it on the ring, ``count`` at most (the owner skipped if not live)."""
-        view = self.ring.view()
-        live = {p.node_id: p for p, status, _ in view.members if status in (MemberStatus.ALIVE, MemberStatus.SUSPECT)}
-        live[self.ring.me.node_id] = self.ring.me
+        live = live_peers(self.ring.view().members, self.ring.me)
         ring = sorted(live)
         if not ring:
             return []

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cortex_rm.dht.peer import Peer
-from cortex_rm.dht.swim_messages import MemberStatus
+from cortex_rm.dht.swim_messages import live_peers
 from cortex_rm.ha.election import campaign_after
 from cortex_rm.ha.journal import NO_EPOCH, Entry, Epoch, JournalNode, NotLeader, Send
 from cortex_rm.ha.journal_store import JournalStore
@@ -271,6 +271,4 @@ class RingLinks:
 
     def live_peers(self) -> dict[int, Peer]:
         view = self.ring.view()
-        live = {p.node_id: p for p, status, _ in view.members if status in (MemberStatus.ALIVE, MemberStatus.SUSPECT)}
-        live[view.me.node_id] = view.me
-        return live
+        return live_peers(view.members, view.me)
