@@ -12,8 +12,8 @@
   stops leading before the entry commits (the entry may still commit under the next
   leader: the caller treats that as an unknown outcome, as YARN's clients do a failover).
 * **Elections**: every ``heartbeat_s`` the leader sends heartbeats; a node that has
-  heard no leader for ``campaign_after`` (``ha/election.py``: the ring's designated node
-  first) campaigns.  ``on_leading(epoch)`` / ``on_following()`` tell the RM role when
+  heard no leader for ``campaign_after`` (``ha/election.py``: the designated node first,
+  among the live members but the leader that went silent) campaigns.  ``on_leading(epoch)`` / ``on_following()`` tell the RM role when
   this node gains or loses the lead; it gains it only after everything committed before
   is applied here.
 """
@@ -21,7 +21,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from twisted.internet import defer, task
@@ -44,7 +44,8 @@ log = Logger()
 class JournalRing(Protocol):
     """What the journal needs of the ring service (``RingService``)."""
 
-    me: Peer
+    @property
+    def me(self) -> Peer: ...
 
     def register_direct(self, channel: str, handler: Callable[[Peer, bytes], None]) -> None: ...
 
@@ -69,8 +70,10 @@ class RmJournal:
         rng: random.Random | None = None,
         on_leading: Callable[[Epoch], None] = lambda epoch: None,
         on_following: Callable[[], None] = lambda: None,
+        preference: Sequence[int] = (),
     ) -> None:
         self.ring, self.eligible, self.store, self.reactor = ring, eligible, store, reactor
+        self.preference = tuple(preference)  # the eligible nodes in the order they should lead
         self.apply, self.on_leading, self.on_following = apply, on_leading, on_following
         self.heartbeat_s, self.election_timeout_s = heartbeat_s, election_timeout_s
         self.rng = rng or random.Random()
@@ -170,8 +173,10 @@ class RmJournal:
             if self.node.is_leader:
                 self._heard = now
                 return self.node.tick(now)
-            live = self.ring.live_peers().keys() | {self.me}
-            if now - self._heard >= campaign_after(self.me, self.eligible, live, self.election_timeout_s, self._jitter):
+            # the leader that went silent is not counted live, though the ring may not have declared it dead yet
+            live = (self.ring.live_peers().keys() - {self.node.leader}) | {self.me}
+            wait = campaign_after(self.me, self.eligible, live, self.election_timeout_s, self._jitter, self.preference)
+            if now - self._heard >= wait:
                 self._heard = now
                 self._jitter = self.rng.random()
                 log.info("rm journal: no leader heard for a while; campaigning")
@@ -223,7 +228,7 @@ class RmJournal:
         leading = leading and self.node.applied >= state.committed
         if leading and not self._leading:
             self._leading = True
-            log.info("rm journal: this node leads, epoch {epoch}", epoch=self.node.epoch)
+            log.info("rm journal: this node leads, epoch {epoch}", epoch=self.node.epoch[0])
             self.on_leading(self.node.epoch)
         elif not self.node.is_leader and self._leading:
             self._leading = False

@@ -27,8 +27,8 @@ IDS = [0x1111 << 140, 0x5555 << 140, 0x9999 << 140]
 
 
 class Cluster:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp, self.clock, self.bus = tmp, Clock(), Bus()
+    def __init__(self, tmp: Path, preference: tuple[int, ...] = ()) -> None:
+        self.tmp, self.clock, self.bus, self.preference = tmp, Clock(), Bus(), preference
         self.nodes: dict[int, RmJournal] = {}
         self.applied: dict[int, list[bytes]] = {i: [] for i in IDS}
         self.leading: dict[int, list[object]] = {i: [] for i in IDS}
@@ -44,6 +44,7 @@ class Cluster:
         node = RmJournal(
             Links(self.bus, Peer(i, "h:1")), frozenset(IDS), store, self.clock, apply, rng=random.Random(i),
             on_leading=lambda epoch: self.leading[i].append(epoch), on_following=lambda: self.leading[i].append("lost"),
+            preference=self.preference,
         )  # fmt: skip
         self.bus.up.add(i)
         result_of(defer.ensureDeferred(node.start()))
@@ -217,3 +218,18 @@ def test_a_stopped_journal_fails_proposals_and_drops_waiting_steps_quietly(clust
     with pytest.raises(NotLeader):
         result_of(waiting)
     assert cluster.leading[leader][-1] == "lost"
+
+
+def test_the_configured_order_decides_who_leads_and_a_silent_leader_still_in_the_view_is_passed_over(
+    tmp_path: Path,
+) -> None:
+    order = (IDS[2], IDS[0], IDS[1])
+    cluster = Cluster(tmp_path, preference=order)
+    cluster.run(7)
+    assert cluster.leader() == IDS[2]  # listed first, though not the first at or after the RM key
+    crashed = cluster.nodes.pop(IDS[2])  # crashed, and the ring has not noticed: still in every live view
+    crashed.stop()
+    cluster.bus.handlers.pop(IDS[2])
+    cluster.run(5 + 1.5)  # one election timeout (and a heartbeat) without the leader: the next listed campaigns
+    leaders = [i for i, n in cluster.nodes.items() if n.node is not None and n.node.is_leader]
+    assert leaders == [IDS[0]]  # not IDS[1], which waits three timeouts and more
