@@ -11,7 +11,9 @@ own cores (``cortex_rm/roles/``).  Roles today:
   member keeps the NodeManagers' capacity reports gossiped on it;
 * the ResourceManager (``roles/resource_manager.py``, ``[resourcemanager]``),
   which publishes its addresses in the ring and marks LOST at once the node of a
-  member the ring declares dead or left;
+  member the ring declares dead or left; with standbys (``[ring] resource_managers``
+  names this node and others) it runs only while this node's journal leads, and the
+  node is a standby otherwise (``roles/rm_ha.py``);
 * the NodeManager (``roles/node_manager.py``, ``[nodemanager]``): its web site,
   its containers, its capacity report on the ring, and its reports to the RM.
 
@@ -62,7 +64,11 @@ from cortex_rm.roles.events_role import EventsRole
 from cortex_rm.roles.ledger_keeper import LedgerSetup
 from cortex_rm.roles.ledger_mirror import LedgerMirrorRole, keep_ledger_heads
 from cortex_rm.roles.node_manager import NodeManagerRole
+from cortex_rm.roles.ports import Listen
+from cortex_rm.roles.ports import TrackedConnections
 from cortex_rm.roles.resource_manager import ResourceManagerRole
+from cortex_rm.roles.rm_ha import RmHighAvailability
+from cortex_rm.roles.rm_stores import RmStores
 from cortex_rm.roles.ring_records import CapacityReports, keep_capacity_reports
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.threads import thread_runner
@@ -101,7 +107,9 @@ class CortexNode:
         self.identity: NodeIdentity | None = None
         self.ring: RingService | None = None
         self.capacities: CapacityReports | None = None  # the NodeManagers' capacity reports, as gossiped
-        self.resource_manager: ResourceManagerRole | None = None
+        self.resource_manager: ResourceManagerRole | None = None  # without standbys
+        self.rm_ha: RmHighAvailability | None = None  # an RM-eligible node with standbys: active or standby
+        self._rm_ports: list[tuple[str, IListeningPort, TrackedConnections]] = []  # the active's, closed on stand-down
         self.node_manager: NodeManagerRole | None = None
         self.ledger_mirror: LedgerMirrorRole | None = None
         self._ring_files: ThreadPool | None = None  # the thread the ring's files are written on
@@ -159,18 +167,17 @@ class CortexNode:
         if config.ring.enabled:
             self.ring = await self._start_ring(self.identity)
             self.capacities = keep_capacity_reports(self.ring)
-        if config.resourcemanager.enabled:
-            self.resource_manager = ResourceManagerRole(
-                config.resourcemanager,
-                config.scheduler,
-                state_store_url=config.state_store_url,
-                reactor=self.reactor,
-                listen=self._listen,
-                tls=tls,
-                state_dir=config.state_dir,
-                ring=self.ring,
-                accounting=LedgerSetup.of(config.accounting, config.ledger_url, config.ring.ring_config()),
-            )
+        if config.resourcemanager.enabled and self._has_standbys():
+            assert self.ring is not None
+            self.rm_ha = RmHighAvailability(
+                self.ring, [int(ring_id, 16) for ring_id in config.ring.resource_managers], state_dir=self.state_dir,
+                state_store_url=config.state_store_url, reactor=self.reactor,
+                make_role=lambda stores: self._rm_role(tls, self._listen_closable, stores),
+                close_ports=lambda: defer.ensureDeferred(self._close_rm_ports()), on_active=self._rm_active,
+            )  # fmt: skip
+            await self.rm_ha.start()
+        elif config.resourcemanager.enabled:
+            self.resource_manager = self._rm_role(tls, self._listen)
             await self.resource_manager.start(started_ms)
         if config.nodemanager.enabled:
             if config.nodemanager.resourcemanager_tracker is None and self.ring is None:
@@ -202,6 +209,51 @@ class CortexNode:
             await self._start_events(self.ring, self.identity)
         (self.state_dir / READY_FILE).write_text(json.dumps(self.addresses, indent=2))
         log.info("Cortex node {name} ready: {addresses}", name=config.node.name, addresses=self.addresses)
+
+    def _has_standbys(self) -> bool:
+        """Whether this RM-eligible node shares the RM with others (``[ring] resource_managers`` names it and more)."""
+        assert self.identity is not None
+        listed = {int(ring_id, 16) for ring_id in self.config.ring.resource_managers}
+        return self.ring is not None and self.identity.ring_id in listed and len(listed) > 1
+
+    def _rm_role(self, tls: MutualTLS, listen: Listen, stores: RmStores | None = None) -> ResourceManagerRole:
+        config = self.config
+        return ResourceManagerRole(
+            config.resourcemanager, config.scheduler, state_store_url=config.state_store_url, reactor=self.reactor,
+            listen=listen, tls=tls, state_dir=config.state_dir, ring=self.ring, stores=stores,
+            accounting=LedgerSetup.of(config.accounting, config.ledger_url, config.ring.ring_config()),
+        )  # fmt: skip
+
+    def _listen_closable(self, name: str, address: HostPort, factory: IProtocolFactory) -> HostPort:
+        """``_listen`` for the active RM's ports, which it closes (with their connections) when it stands down."""
+        tracked = TrackedConnections(factory)
+        bound = self._listen(name, address, tracked)
+        self._rm_ports.append((name, self.ports[-1], tracked))
+        return bound
+
+    async def _close_rm_ports(self) -> None:
+        ports, self._rm_ports = self._rm_ports, []
+        for name, port, tracked in ports:
+            await defer.maybeDeferred(port.stopListening)
+            tracked.abort_all()
+            if port in self.ports:  # (the node's stop closed them all already)
+                self.ports.remove(port)
+            self.addresses.pop(name, None)
+        self._write_ready()
+
+    def _rm_active(self, role: ResourceManagerRole) -> None:
+        """This node became the active RM: its events' resources on the RM's site, its addresses in ``ready.json``."""
+        if self.events is not None:
+            self._mount_events_on_rm(self.events, role)
+        self._write_ready()
+
+    def _write_ready(self) -> None:
+        if self.state_lock is not None and (self.state_dir / READY_FILE).exists():
+            (self.state_dir / READY_FILE).write_text(json.dumps(self.addresses, indent=2))
+
+    def _mount_events_on_rm(self, events: EventsRole, rm: ResourceManagerRole) -> None:
+        if rm.events_functions is not None and rm.auth is not None:
+            events.mount_on_rm(rm.events_web, rm.events_functions, rm.auth, self.addresses["resourcemanager.webapp_address"])
 
     async def _start_uptime_reports(self, ring: RingService, identity: NodeIdentity, nm: NodeManagerRole) -> None:
         """This node's reports, as a witness, of the neighbours it probes (to the RM's ledger, over the tracker)."""
@@ -286,10 +338,9 @@ class CortexNode:
         self.events = EventsRole(ring, identity, self.reactor, self.capacities, nm, settings=settings,
                                  state_dir=self.state_dir, run=self._ring_run, sandboxes=sandboxes)  # fmt: skip
         await self.events.start()
-        rm = self.resource_manager
-        if rm is not None and rm.events_functions is not None and rm.auth is not None:
-            self.events.mount_on_rm(rm.events_web, rm.events_functions, rm.auth,
-                                    self.addresses["resourcemanager.webapp_address"])  # fmt: skip
+        rm = self.resource_manager or (self.rm_ha.role if self.rm_ha is not None else None)
+        if rm is not None:
+            self._mount_events_on_rm(self.events, rm)
         for port in self.ports:
             site = getattr(port, "factory", None)
             ws = site.resource.getStaticEntity(b"ws") if isinstance(site, WebSite) else None
@@ -316,6 +367,9 @@ class CortexNode:
         self.ports.clear()
         if self.resource_manager is not None:
             self.resource_manager.stop()
+        if self.rm_ha is not None:
+            await self.rm_ha.stop()
+            self.rm_ha = None
         if self.ledger_mirror is not None:
             self.ledger_mirror.stop()
             self.ledger_mirror = None

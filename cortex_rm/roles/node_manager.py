@@ -305,10 +305,8 @@ class NodeManagerRole:
             self._tls,
             KnownResourceManagers.in_state_dir(self.state_dir),
             health=self.health,
-            on_cleanup=self.cleanup_containers,
-            on_acknowledged=self.acknowledged,
-            on_cleanup_applications=self.cleanup_applications,
-            on_registered=self.registered,
+            on_cleanup=self.cleanup_containers, on_acknowledged=self.acknowledged,
+            on_cleanup_applications=self.cleanup_applications, on_registered=self.registered,
             locate_tracker=self._locate_tracker if configured is None else None,
         )
         self.status_updater.start()
@@ -317,7 +315,8 @@ class NodeManagerRole:
         """Where the RM's tracker is, from the ring's ResourceManager record."""
         assert self._ring is not None
         d = find_resource_manager(self._ring)
-        return d.addCallback(lambda record: TrackerLocation(record.tracker_address, record.tracker_fingerprint))
+        vouched = bool(self._ring.config.resource_managers)  # only they may write the record (write_policy.py)
+        return d.addCallback(lambda record: TrackerLocation(record.tracker_address, record.tracker_fingerprint, vouched))
 
     def _publish_capacity(self, ring: RingService, webapp: HostPort) -> None:
         """Gossip this NodeManager's capacity report on the ring (now and every 30 s)."""

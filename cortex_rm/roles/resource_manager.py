@@ -46,16 +46,13 @@ from cortex_rm.allocator.node_labels import AMNodeClass
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.errors import UnknownApplication
 from cortex_rm.allocator.nodes import NodeRecord, NodeTable
-from cortex_rm.events.registry_store import SqlRegistryStore
 from cortex_rm.fs.block_map import BlockMap
 from cortex_rm.fs.model import DEFAULT_SUPERGROUP
 from cortex_rm.fs.name_node import NameNode, fresh_or_recovered
-from cortex_rm.fs.namespace_store import SqlNamespaceStore
 from cortex_rm.allocator.queues import QueueTree
 from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.allocator.scheduler import CapacityScheduler
 from cortex_rm.allocator.scheduler_config import SchedulerConfig
-from cortex_rm.allocator.state_store import SqlStateStore
 from cortex_rm.allocator.user_credentials import UserCredentials
 from cortex_rm.config import ResourceManagerSection, SchedulerSection
 from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
@@ -66,6 +63,7 @@ from cortex_rm.roles.event_registry import EventRegistry, RegistrationRecords
 from cortex_rm.roles.ports import Listen
 from cortex_rm.roles.ring_records import Republisher, ResourceManagerRecord, publish_resource_manager
 from cortex_rm.roles.ring_service import RingService
+from cortex_rm.roles.rm_stores import RmStores, sql_stores
 from cortex_rm.roles.rm_log_retention import start_log_retention
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.roles.user_admin import ADMIN_TOKEN_FILE, RMUserAdmin, start_sweeps
@@ -134,6 +132,7 @@ class ResourceManagerRole:
         state_dir: Path,
         ring: RingService | None = None,
         accounting: LedgerSetup | None = None,
+        stores: RmStores | None = None,
     ) -> None:
         self.section = section
         self.scheduler_section = scheduler
@@ -151,15 +150,14 @@ class ResourceManagerRole:
         self.keys: RMKeys | None = None
         self.tracker: NodeTracker | None = None
         self.scheduling: ClusterScheduling | None = None
-        self._store: SqlStateStore | None = None
+        self._stores = stores  # given: the node keeps them (rm_ha.py); else opened at start, closed at stop
+        self._owns_stores = stores is None
         self._pool: ThreadPool | None = None
         self._expiry: ExpiryMonitor | None = None
         self._log_retention: LoopingCall | None = None
         self._republisher: Republisher | None = None
-        self._fs_store: SqlNamespaceStore | None = None
         self.name_node: NameNode | None = None
         self.events: EventRegistry | None = None  # the function registry
-        self._events_store: SqlRegistryStore | None = None
         self.events_web = EventsResource()  # /ws/v1/cortex/events on the web port: the events' resources
         self.events_functions: FunctionsResource | None = None
         self.auth: UserAuthenticator | None = None
@@ -175,7 +173,9 @@ class ResourceManagerRole:
         conf, sched = self.section, self.scheduler_section
         run, self._pool = thread_runner(self.reactor)
         self._pool.start()
-        self._store = SqlStateStore(self.state_store_url, run)
+        if self._stores is None:
+            self._stores = sql_stores(self.state_store_url, run)
+        store = self._stores.state
         maximum = Resource(sched.maximum_allocation_mb, sched.maximum_allocation_vcores)
         limits = SchedulerLimits(
             maximum_allocation=maximum,
@@ -183,8 +183,8 @@ class ResourceManagerRole:
             max_priority=conf.max_application_priority,
             max_completed_applications=conf.max_completed_applications,
         )
-        stored = await load_stored_state(self.reactor, self._store)  # read once, for keys, applications and credentials
-        self.keys = keys = await RMKeys.recover(self._store, stored=stored)
+        stored = await load_stored_state(self.reactor, store)  # read once, for keys, applications and credentials
+        self.keys = keys = await RMKeys.recover(store, stored=stored)
         nodes = NodeTable()
         scheduler = CapacityScheduler(
             QueueTree(sched.queue_tree_spec()),
@@ -206,7 +206,7 @@ class ResourceManagerRole:
         launcher = AMLauncher(self.reactor, keys, str(conf.scheduler_address), started_ms, self._now_ms)
         self.scheduling = scheduling = await ClusterScheduling.recover(
             self.reactor,
-            self._store,
+            store,
             limits,
             scheduler,
             launcher.launch,
@@ -221,9 +221,9 @@ class ResourceManagerRole:
             usage_source=scheduling.usage_of,
             container_source=scheduling.containers_of,
         )
-        self.name_node = name_node = await self._start_name_node(keys, run)
+        self.name_node = name_node = await self._start_name_node(keys, self._stores)
         credentials = UserCredentials(
-            keys.delegation, self._store, stored, self._now_ms, conf.credential_lifetime_s * 1000,
+            keys.delegation, store, stored, self._now_ms, conf.credential_lifetime_s * 1000,
             reserved_names=frozenset({DEFAULT_SUPERGROUP}),
             renew_interval_ms=conf.credential_renew_interval_s * 1000,
         )
@@ -240,7 +240,7 @@ class ResourceManagerRole:
             listener=NodeEvents(scheduling, name_node),
         )
         ledger = await self._start_ledger()
-        self.events = await self._start_event_registry(name_node, auth, run)
+        self.events = await self._start_event_registry(name_node, auth, self._stores)
         self.auth = auth  # the events' other resources check callers with it too
         self.events_functions = mount_registry(self.events_web, self.events, auth)  # /ws/v1/cortex/events/functions
         site = build_rest_site(
@@ -314,9 +314,9 @@ class ResourceManagerRole:
             raise NodeRefused(f"{node_id} has no logs of {app_id} to aggregate: it ran none of its containers")
         return owner
 
-    async def _start_name_node(self, keys: RMKeys, run: Runner) -> NameNode:
+    async def _start_name_node(self, keys: RMKeys, stores: RmStores) -> NameNode:
         """The file system's namespace (recovered from the state store's database) and block map."""
-        self._fs_store = store = SqlNamespaceStore(self.state_store_url, run)
+        store = stores.namespace
         records = await store.load()
         namespace, first = fresh_or_recovered(records, getpass.getuser(), DEFAULT_SUPERGROUP, self._now_ms())
         await store.apply(first)
@@ -326,12 +326,11 @@ class ResourceManagerRole:
         )
         return NameNode(namespace, blocks, store, keys.file_system, self.reactor)
 
-    async def _start_event_registry(self, name_node: NameNode, auth: UserAuthenticator, run: Runner) -> EventRegistry:
+    async def _start_event_registry(self, name_node: NameNode, auth: UserAuthenticator, stores: RmStores) -> EventRegistry:
         """The function registry (its table in the state store's database), published in the ring if on one."""
-        self._events_store = store = SqlRegistryStore(self.state_store_url, run)
         ring = self._ring
         records = None if ring is None else RegistrationRecords(ring.identity, ring.config.resource_managers)
-        return await EventRegistry.load(store, name_node, auth, self.reactor, ring=ring, records=records)
+        return await EventRegistry.load(stores.registry, name_node, auth, self.reactor, ring=ring, records=records)
 
     def _serve_on_ring(self, ring: RingService, tracker: NodeTracker, bound: dict[str, HostPort], started_ms: int) -> None:
         """Publish the RM's addresses in the ring, and turn ring deaths into LOST nodes."""
@@ -437,9 +436,5 @@ class ResourceManagerRole:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.stop()  # waits for queued state-store writes to finish
-        if self._store is not None:
-            self._store.close()
-        if self._fs_store is not None:
-            self._fs_store.close()
-        if self._events_store is not None:
-            self._events_store.close()
+        if self._stores is not None and self._owns_stores:
+            self._stores.close()

@@ -46,10 +46,13 @@ log = Logger()
 
 @dataclass(frozen=True)
 class TrackerLocation:
-    """Where the RM's tracker is, as the ring told us: its address and the fingerprint of its key."""
+    """Where the RM's tracker is, as the ring told us: its address and the fingerprint of its key.
+    ``vouched``: the record's writer is one of ``[ring] resource_managers`` (the ring refuses any
+    other writer of that key), so its key is trusted as it is, and may change (RM failover)."""
 
     address: HostPort
     fingerprint: str
+    vouched: bool = False
 
 
 LocateTracker = Callable[[], "defer.Deferred[TrackerLocation]"]
@@ -89,6 +92,7 @@ class NodeStatusUpdaterService:
         self.rm_address = rm_address  # None until the ring says where the tracker is
         self.locate_tracker = None if rm_address is not None else locate_tracker
         self._expected_fingerprint: str | None = None
+        self._vouched = False  # the ring's record is signed by a configured RM (TrackerLocation)
         self.tls = tls
         self.known_rms = known_rms
         self.health = health
@@ -205,7 +209,7 @@ class NodeStatusUpdaterService:
             if location.address != self.rm_address:
                 log.info("the ring says the ResourceManager tracker is at {address}", address=str(location.address))
             self.rm_address = location.address
-            self._expected_fingerprint = location.fingerprint
+            self._expected_fingerprint, self._vouched = location.fingerprint, location.vouched
             self._connect_to_tracker()
 
         def failed(failure: Failure) -> None:
@@ -219,10 +223,12 @@ class NodeStatusUpdaterService:
         """PinMismatch unless the tracker showed the key we expect.
 
         With a configured address: the key pinned for it (trust on first use).  Found
-        through the ring: the key the ring's record names, and that must be the key
-        pinned at the first registration through the ring.  Any ring member can write
-        the record (the key space does not authenticate writers), so the record says
-        where the RM is, never whom to trust.
+        through the ring: the key the ring's record names.  With ``[ring] resource_managers``
+        configured, only those members may write the record (the ring checks each record's
+        signature and writer), so its key is trusted and may change when another of them
+        becomes the active RM.  Without, any member may write it: the record then says where
+        the RM is, never whom to trust, and the key must be the one pinned at the first
+        registration through the ring.
         """
         if self.locate_tracker is None:
             self.known_rms.check(self._where(), fingerprint)
@@ -232,7 +238,8 @@ class NodeStatusUpdaterService:
                 f"the tracker at {self._where()} showed key {fingerprint}, but the ring's ResourceManager "
                 f"record names {self._expected_fingerprint}; not reporting to it"
             )
-        self.known_rms.check(RING_RESOURCE_MANAGER_PIN, fingerprint)
+        if not self._vouched:
+            self.known_rms.check(RING_RESOURCE_MANAGER_PIN, fingerprint)
 
     def _connect_to_tracker(self) -> None:
         self._epoch += 1
@@ -312,7 +319,7 @@ class NodeStatusUpdaterService:
 
     def _registered(self, answer: RegistrationAnswer) -> list[Action]:
         client = self.client
-        if client is not None:
+        if client is not None and not self._vouched:
             pin_as = self._where() if self.locate_tracker is None else RING_RESOURCE_MANAGER_PIN
             try:
                 self.known_rms.pin(pin_as, client.peer_fingerprint)  # trust on first use

@@ -1,0 +1,91 @@
+"""Three RM-eligible daemons on loopback: the first listed is the active, a SIGKILL of it hands the RM to the next
+with everything it acknowledged, and a restarted old active comes back as a standby.
+
+Each daemon is ``cortex-rm node`` with its ring member and the ResourceManager enabled (no NodeManager: nothing
+here needs containers or blocks), at its own loopback address, its own RM ports, and ``[ring] resource_managers`` naming
+all three, node1 first.  What the test acknowledges through the active — a directory made over WebHDFS, an
+application submitted over REST, a user's credential — must be there, unchanged, on the next active.  A standby
+binds none of the RM's ports (Hadoop's clients are refused and fail over).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hdfs import TokenClient
+
+from cortex_rm.user_credential import load_credential, request_credential, write_private
+from cortex_rm.yarn.addresses import HostPort
+from tests.support.ring_daemons import wait_for
+from tests.support.rm_nodes import RmNode, apps, journal_applied, make_rm_nodes, submit
+
+pytestmark = pytest.mark.integration
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[list[RmNode]]:
+    made = make_rm_nodes(tmp_path, 3)
+    try:
+        yield made
+    finally:
+        for node in made:
+            node.stop()
+        for node in made:
+            print(f"---- {node.name}\n{node.log()[-6000:]}")
+
+
+def test_the_next_eligible_node_takes_over_with_everything_acknowledged_and_the_old_active_rejoins_as_standby(
+    nodes: list[RmNode], tmp_path: Path
+) -> None:
+    rm1, rm2, rm3 = nodes
+    order = [n.ring_id for n in nodes]
+    rm1.start(order, None)
+    for node in (rm2, rm3):
+        node.start(order, rm1.ports["ring"])
+    wait_for(lambda: all(n.ready() for n in nodes), "all three daemons ready", 120)
+    wait_for(lambda: rm1.serves() and "resourcemanager.tracker_address" in rm1.ready(),
+             "rm1 (listed first) to serve as the active RM", 90)  # fmt: skip
+    assert rm2.refuses_rm_ports() and rm3.refuses_rm_ports(), "a standby bound an RM port"
+    assert not any(key.startswith("resourcemanager.") for key in rm2.ready())
+
+    # acknowledged by the active: a user's credential, a file, an application
+    admin = load_credential(rm1.directory / "admin.token")
+    token = tmp_path / "alice.token"
+    write_private(token, request_credential(HostPort.parse(rm1.webapp), admin, "alice"))
+    alice = load_credential(token)
+    as_admin = TokenClient(f"http://{rm1.webapp}", token=admin.webhdfs_delegation())
+    as_admin.makedirs("/user/alice")
+    as_admin.set_owner("/user/alice", owner="alice")
+    hdfs = TokenClient(f"http://{rm1.webapp}", token=alice.webhdfs_delegation())
+    hdfs.makedirs("/user/alice/kept", permission="750")  # (no DataNodes here: the namespace alone)
+    first = submit(rm1, alice, "before-failover")
+
+    rm1.kill()
+    killed = time.monotonic()
+    took = wait_for(lambda: rm2.serves() or rm3.serves(), "another node to serve as the active RM", 60)
+    print(f"failover: kill -> the next active's REST API answers in {took:.1f} s")
+    assert rm2.serves(), "rm2 is listed before rm3 and is alive: it should lead"
+    assert rm3.refuses_rm_ports()
+    # the same credential works on the new active (master keys and tokens were replicated)
+    assert apps(rm2, alice) == {first: "before-failover"}
+    moved = TokenClient(f"http://{rm2.webapp}", token=alice.webhdfs_delegation())
+    assert moved.status("/user/alice/kept")["permission"] == "750"
+    second = submit(rm2, alice, "after-failover")
+    assert second != first
+    moved.makedirs("/user/alice/later")
+    print(f"rm2 took {time.monotonic() - killed:.1f} s from the kill to a second submission")
+
+    # the old active comes back: a standby that catches up, and does not take the lead back
+    rm1.start(order, rm2.ports["ring"])
+    wait_for(lambda: bool(rm1.ready()), "rm1 ready again", 120)
+    wait_for(lambda: journal_applied(rm1) >= journal_applied(rm2) > 0, "rm1 to catch up with the journal", 60)
+    assert rm1.refuses_rm_ports() and rm2.serves()
+
+    # and when rm2 goes too, rm1 (listed first, caught up) takes over with both submissions and both files
+    rm2.kill()
+    wait_for(rm1.serves, "rm1 to serve again", 60)
+    assert apps(rm1, alice) == {first: "before-failover", second: "after-failover"}
+    back = TokenClient(f"http://{rm1.webapp}", token=alice.webhdfs_delegation())
+    assert sorted(back.list("/user/alice")) == ["kept", "later"]
