@@ -70,6 +70,7 @@ from cortex_rm.roles.resource_manager import ResourceManagerRole
 from cortex_rm.roles.rm_ha import RmHighAvailability
 from cortex_rm.roles.rm_stores import RmStores
 from cortex_rm.roles.ring_records import CapacityReports, keep_capacity_reports
+from cortex_rm.roles.rm_directory import DIRECTORY_PATH, RmDirectory, configured_record
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.roles.uptime_reports import UptimeReports
@@ -77,6 +78,7 @@ from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn_api.http_limits import API_LIMITS, LimitedSite
+from cortex_rm.yarn_api.json_status import JsonStatusResource, mount_under
 from cortex_rm.yarn_api.mirror_rest import mount_beside_ring
 from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring
 
@@ -116,6 +118,7 @@ class CortexNode:
         self._ring_run: Runner | None = None  # ... as a runner
         self.uptime_reports: UptimeReports | None = None
         self.events: EventsRole | None = None
+        self.rm_directory: RmDirectory | None = None  # where the eligible RMs are (with [ring] resource_managers)
         self.state_lock: StateDirLock | None = None
 
     @property
@@ -168,9 +171,13 @@ class CortexNode:
             self.ring = await self._start_ring(self.identity)
             self.capacities = keep_capacity_reports(self.ring)
         if config.resourcemanager.enabled and self._has_standbys():
-            assert self.ring is not None
+            assert self.ring is not None and self.identity is not None
+            try:
+                own = configured_record(config.resourcemanager, self.identity.fingerprint, config.source)
+            except ValueError as e:
+                raise NodeStartError(str(e)) from None
             self.rm_ha = RmHighAvailability(
-                self.ring, [int(ring_id, 16) for ring_id in config.ring.resource_managers], state_dir=self.state_dir,
+                self.ring, [int(ring_id, 16) for ring_id in config.ring.resource_managers], own, state_dir=self.state_dir,
                 state_store_url=config.state_store_url, reactor=self.reactor,
                 make_role=lambda stores: self._rm_role(tls, self._listen_closable, stores),
                 close_ports=lambda: defer.ensureDeferred(self._close_rm_ports()), on_active=self._rm_active,
@@ -205,6 +212,7 @@ class CortexNode:
             await self._start_uptime_reports(self.ring, self.identity, self.node_manager)
         if self.ring is not None:
             self._serve_ring_view(self.ring)
+            self._serve_rm_directory(self.ring)
             await self._start_ledger_mirror(self.ring, self.identity)
             await self._start_events(self.ring, self.identity)
         (self.state_dir / READY_FILE).write_text(json.dumps(self.addresses, indent=2))
@@ -341,12 +349,30 @@ class CortexNode:
         rm = self.resource_manager or (self.rm_ha.role if self.rm_ha is not None else None)
         if rm is not None:
             self._mount_events_on_rm(self.events, rm)
+        for root in self._node_sites(b"node"):
+            self.events.mount_on_node(root, self.addresses["nodemanager.webapp_address"])
+
+    def _node_sites(self, *serving: bytes) -> list[WebResource]:
+        """The roots of this node's own web sites that serve ``/ws/v1/<one of serving>`` (not the RM's)."""
+        roots = []
         for port in self.ports:
             site = getattr(port, "factory", None)
             ws = site.resource.getStaticEntity(b"ws") if isinstance(site, WebSite) else None
             v1 = ws.getStaticEntity(b"v1") if isinstance(ws, WebResource) and not ws.isLeaf else None
-            if isinstance(site, WebSite) and isinstance(v1, WebResource) and v1.getStaticEntity(b"node") is not None:
-                self.events.mount_on_node(site.resource, self.addresses["nodemanager.webapp_address"])  # its site
+            if isinstance(site, WebSite) and isinstance(v1, WebResource) and any(v1.getStaticEntity(s) for s in serving):
+                roots.append(site.resource)
+        return roots
+
+    def _serve_rm_directory(self, ring: RingService) -> None:
+        """``/ws/v1/cortex/resourcemanagers`` on this node's sites: every eligible RM, and which is active."""
+        eligible = [int(ring_id, 16) for ring_id in self.config.ring.resource_managers]
+        if not eligible:
+            return
+        self.rm_directory = directory = RmDirectory(ring, eligible, self.reactor)
+        directory.start()
+        resource = JsonStatusResource(directory.document, DIRECTORY_PATH, "no ResourceManager found in the ring yet")
+        for root in self._node_sites(b"node", b"ring"):
+            mount_under(root, (b"ws", b"v1", b"cortex"), b"resourcemanagers", resource)
 
     def stop(self) -> defer.Deferred[None]:
         """Stop every role in reverse order; fires when all have stopped."""
@@ -370,6 +396,9 @@ class CortexNode:
         if self.rm_ha is not None:
             await self.rm_ha.stop()
             self.rm_ha = None
+        if self.rm_directory is not None:
+            self.rm_directory.stop()
+            self.rm_directory = None
         if self.ledger_mirror is not None:
             self.ledger_mirror.stop()
             self.ledger_mirror = None

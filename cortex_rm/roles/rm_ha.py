@@ -12,7 +12,8 @@ resource_managers`` names this node and at least one other (YARN's ``ha.enabled`
 * **While it follows**: no RM role and none of the RM's ports bound.  Hadoop's clients are refused
   the connection and fail over to the next of their ``rm-ids``, as with a standby of Hadoop's own
   (``yarn-wire-facts.md`` §6); NodeManagers find the active through the ring's RM record, which
-  only the active publishes.
+  only the active publishes.  Active or standby, it publishes its configured RM addresses under a key
+  of its own (``rm_directory.py``), so every node can name all the eligible RMs.
 
 A lead lost (another node's epoch, or no majority heard within the lease: ``ha/journal.py``) stops
 the role and closes its ports before anything else; its writes already under way fail with
@@ -32,6 +33,8 @@ from twisted.python.threadpool import ThreadPool
 from cortex_rm.ha.journal import Epoch
 from cortex_rm.ha.journal_store import JournalStore
 from cortex_rm.roles.resource_manager import ResourceManagerRole
+from cortex_rm.roles.ring_records import Republisher, ResourceManagerRecord
+from cortex_rm.roles.rm_directory import publish_eligible
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.rm_journal import RingLinks, RmJournal
 from cortex_rm.roles.rm_stores import RmStores, journal_apply, sql_stores, through_journal
@@ -51,6 +54,7 @@ class RmHighAvailability:
         self,
         ring: RingService,
         preference: Sequence[int],
+        own: ResourceManagerRecord,
         *,
         state_dir: Path,
         state_store_url: str,
@@ -61,7 +65,7 @@ class RmHighAvailability:
         election_timeout_s: float = 5.0,
         heartbeat_s: float = 1.0,
     ) -> None:
-        self.ring, self.preference, self.reactor = ring, tuple(preference), reactor
+        self.ring, self.preference, self.own, self.reactor = ring, tuple(preference), own, reactor
         self.state_dir, self.state_store_url = state_dir, state_store_url
         self.make_role, self.close_ports, self.on_active = make_role, close_ports, on_active
         self.election_timeout_s, self.heartbeat_s = election_timeout_s, heartbeat_s
@@ -73,6 +77,7 @@ class RmHighAvailability:
         self._changes = defer.DeferredLock()
         self._want: Epoch | None = None  # the epoch to serve in (None: standby)
         self._stopped = False
+        self._publisher: Republisher | None = None
 
     async def start(self) -> None:
         """Open the local copies and the journal; this node is a standby until the journal leads."""
@@ -86,6 +91,8 @@ class RmHighAvailability:
             on_leading=self._leading, on_following=self._following, preference=self.preference,
         )  # fmt: skip
         await self.journal.start()
+        self._publisher = Republisher(lambda: publish_eligible(self.ring, self.ring.identity.ring_id, self.own), self.reactor)
+        self._publisher.start()
         log.info("ResourceManager standby: the journal of {count} eligible nodes is open", count=len(self.preference))
 
     @property
@@ -138,6 +145,8 @@ class RmHighAvailability:
 
     async def _stop(self) -> None:
         self._stopped = True
+        if self._publisher is not None:
+            self._publisher.stop()
         if self.journal is not None:
             self.journal.stop()  # (its on_following is moot now: _stopped)
         await self._changes.run(lambda: defer.ensureDeferred(self._stand_down()))

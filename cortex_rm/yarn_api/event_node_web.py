@@ -21,6 +21,7 @@ from twisted.web.server import Request
 from cortex_rm.yarn.delegation import ANONYMOUS, Principal
 from cortex_rm.yarn_api.event_credentials import Authenticate, body_of, presented, user_of
 from cortex_rm.yarn_api.event_rest import EventWebServices
+from cortex_rm.yarn_api.json_status import mount_under
 from cortex_rm.yarn_api.event_registry_rest import FunctionsResource, serve
 from cortex_rm.yarn_api.rest import _base_url, _query
 from cortex_rm.yarn_api.rest_call import Reply, RestCall
@@ -74,13 +75,4 @@ def mount_event_calls(
 
 def mount_events(root: Resource, events: Resource) -> None:
     """Put ``events`` at ``ws/v1/cortex/events`` under a node site's ``root`` (its ``ws`` and ``v1`` kept)."""
-    parent = root
-    for name in (b"ws", b"v1", b"cortex"):
-        child = parent.getStaticEntity(name)
-        if child is None:
-            child = Resource()
-            parent.putChild(name, child)
-        if getattr(child, "isLeaf", False):
-            raise ValueError(f"cannot mount the events under /{name.decode()}: it is a leaf resource")
-        parent = child
-    parent.putChild(b"events", events)
+    mount_under(root, (b"ws", b"v1", b"cortex"), b"events", events)

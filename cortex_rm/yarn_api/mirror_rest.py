@@ -23,61 +23,20 @@ mirror has not opened its copy; 405 for methods other than GET and HEAD.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
 
-from cortex_rm.yarn_api import rest_errors
-from cortex_rm.yarn_api.rest_errors import RestError
-
-log = Logger()
+from cortex_rm.yarn_api.json_status import JsonStatusResource
 
 MIRROR_PATH: Final = "/ws/v1/ledger-mirror"
 
 
-class LedgerMirrorResource(Resource):
+def ledger_mirror_resource(status: Callable[[], dict[str, Any] | None]) -> JsonStatusResource:
     """``/ws/v1/ledger-mirror``: ``status()`` as JSON (``None``: the mirror is not open yet)."""
-
-    isLeaf = True
-
-    def __init__(self, status: Callable[[], dict[str, Any] | None]) -> None:
-        super().__init__()
-        self._status = status
-
-    def render(self, request: Request) -> bytes:
-        method = (request.method or b"GET").decode("ascii", errors="replace")
-        path = (request.path or MIRROR_PATH.encode()).decode("utf-8", errors="replace")
-        try:
-            body, status = self._answer(request, method, path), 200
-        except RestError as refused:
-            status, body = refused.status, refused.body()
-            for name, value in refused.headers:
-                request.setHeader(name, value)
-            rest_errors.log_refused(log, method, path, refused, request)
-        except Exception:
-            failure = Failure()
-            log.failure("{method} {path} failed", failure, method=method, path=path)
-            internal = rest_errors.internal_error(method, path, failure.value)
-            status, body = internal.status, internal.body()
-        request.setResponseCode(status)
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Cache-Control", b"no-cache")
-        return json.dumps(body).encode("utf-8")
-
-    def _answer(self, request: Request, method: str, path: str) -> dict[str, Any]:
-        if method not in ("GET", "HEAD"):
-            raise rest_errors.method_not_allowed(method, path, ["GET"])
-        if [p for p in request.postpath or [] if p]:
-            raise rest_errors.not_found(f"no resource at {path}; the ledger mirror is at {MIRROR_PATH}")
-        status = self._status()
-        if status is None:
-            raise rest_errors.retriable("the ledger mirror has not opened its copy yet")
-        return status
+    return JsonStatusResource(status, MIRROR_PATH, "the ledger mirror has not opened its copy yet")
 
 
 def mount_beside_ring(sites: Iterable[object], status: Callable[[], dict[str, Any] | None]) -> bool:
@@ -90,6 +49,6 @@ def mount_beside_ring(sites: Iterable[object], status: Callable[[], dict[str, An
         ws = site.resource.getStaticEntity(b"ws")
         v1 = ws.getStaticEntity(b"v1") if isinstance(ws, Resource) and not ws.isLeaf else None
         if isinstance(v1, Resource) and not v1.isLeaf and v1.getStaticEntity(b"ring") is not None:
-            v1.putChild(b"ledger-mirror", LedgerMirrorResource(status))
+            v1.putChild(b"ledger-mirror", ledger_mirror_resource(status))
             mounted = True
     return mounted

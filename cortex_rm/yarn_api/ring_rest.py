@@ -50,6 +50,7 @@ from cortex_rm.dht.ring_math import format_id
 from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.yarn_api import rest_errors
+from cortex_rm.yarn_api.json_status import mount_under
 from cortex_rm.yarn_api.rest_errors import RestError
 
 log = Logger()
@@ -172,14 +173,4 @@ def mount_ring(root: Resource, ring: Resource) -> None:
     keeps ``/ws/v1/node`` as it is.  Raises ``ValueError`` if ``ws`` or ``v1`` is a
     leaf (such as the RM's ``/ws``, which routes every path itself).
     """
-    parent = root
-    for name in (b"ws", b"v1"):
-        child = parent.getStaticEntity(name)
-        if child is None:
-            child = Resource()
-            parent.putChild(name, child)
-        if getattr(child, "isLeaf", False):
-            kind = type(child).__name__
-            raise ValueError(f"cannot mount the ring under /{name.decode()}: it is a leaf resource ({kind})")
-        parent = child
-    parent.putChild(b"ring", ring)
+    mount_under(root, (b"ws", b"v1"), b"ring", ring)

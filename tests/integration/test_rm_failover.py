@@ -49,6 +49,10 @@ def test_the_next_eligible_node_takes_over_with_everything_acknowledged_and_the_
              "rm1 (listed first) to serve as the active RM", 90)  # fmt: skip
     assert rm2.refuses_rm_ports() and rm3.refuses_rm_ports(), "a standby bound an RM port"
     assert not any(key.startswith("resourcemanager.") for key in rm2.ready())
+    # any node names every eligible RM, in order, and which is active
+    wait_for(lambda: (rm3.rm_directory() or {}).get("active") == rm1.ring_id and len(rm3.rm_directory()["rm"]) == 3,
+             "rm3's directory to name all three, rm1 active", 30)  # fmt: skip
+    assert [r["webappAddress"] for r in rm3.rm_directory()["rm"]] == [n.webapp for n in nodes]
 
     # acknowledged by the active: a user's credential, a file, an application
     admin = load_credential(rm1.directory / "admin.token")
@@ -68,6 +72,7 @@ def test_the_next_eligible_node_takes_over_with_everything_acknowledged_and_the_
     print(f"failover: kill -> the next active's REST API answers in {took:.1f} s")
     assert rm2.serves(), "rm2 is listed before rm3 and is alive: it should lead"
     assert rm3.refuses_rm_ports()
+    wait_for(lambda: (rm3.rm_directory() or {}).get("active") == rm2.ring_id, "rm3's directory to name rm2 active", 30)
     # the same credential works on the new active (master keys and tokens were replicated)
     assert apps(rm2, alice) == {first: "before-failover"}
     moved = TokenClient(f"http://{rm2.webapp}", token=alice.webhdfs_delegation())

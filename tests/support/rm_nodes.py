@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.local_cluster import free_ports
@@ -44,7 +45,8 @@ class RmNode:
             "[node]", f'name = "{self.name}"', f'state_dir = "{self.directory}"',
             "[resourcemanager]", "enabled = true", *(f'{k} = "{self.ports[k]}"' for k in RM_PORTS),
             "[nodemanager]", "enabled = false",
-            "[ring]", f'address = "{self.ports["ring"]}"', f"introducers = {json.dumps([introducer] if introducer else [])}",
+            "[ring]", f'address = "{self.ports["ring"]}"', f'status_address = "{self.ports["status"]}"',
+            f"introducers = {json.dumps([introducer] if introducer else [])}",
             *([f"probe_interval_ms = {probe_interval_ms}"] if probe_interval_ms else []),
             f"resource_managers = {json.dumps(resource_managers)}",
             f"work_bits = {TEST_WORK_BITS}", f"key_bits = {TEST_KEY_BITS}", "",
@@ -68,6 +70,14 @@ class RmNode:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
+
+    def rm_directory(self) -> dict[str, Any] | None:
+        """This node's ``/ws/v1/cortex/resourcemanagers`` (on its ring status site), None while it has none."""
+        try:
+            with urllib.request.urlopen(f"http://{self.ports['status']}/ws/v1/cortex/resourcemanagers", timeout=2) as r:
+                return json.loads(r.read())["resourceManagers"]
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
 
     def refuses_rm_ports(self) -> bool:
         for key in RM_PORTS:
@@ -98,14 +108,14 @@ class RmNode:
 
 def make_rm_nodes(root: Path, count: int) -> list[RmNode]:
     """``count`` RM-eligible nodes (not started), node i at 127.0.0.<i>, its identity made (so its ring id is known)."""
-    ports = iter(free_ports(5 * count))
+    ports = iter(free_ports(6 * count))
     made = []
     for i in range(1, count + 1):
         directory = root / f"rm{i}"
         directory.mkdir()
         identity = NodeIdentity.load_or_create(directory, key_bits=TEST_KEY_BITS)
         host = f"127.0.0.{i}"
-        addresses = {key: f"{host}:{next(ports)}" for key in (*RM_PORTS, "ring")}
+        addresses = {key: f"{host}:{next(ports)}" for key in (*RM_PORTS, "ring", "status")}
         made.append(RmNode(f"rm{i}", directory, identity.ring_id_hex, addresses))
     return made
 
