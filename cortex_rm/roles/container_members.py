@@ -18,9 +18,10 @@
   word: one naming another host's port (the contributor's loopback database, a LAN
   host's SSH) would open it to every node's containers.  Ring addresses are only
   ever control;
-* the RM's record: its scheduler and web (WebHDFS) addresses are services, its
-  tracker and client addresses control (a container is an AM or a task, not a
-  client or a node);
+* the RMs' records, the active's and every eligible node's (``rm_directory.find_all_rms``,
+  so an AM can fail over to a standby that takes over): their scheduler and web (WebHDFS)
+  addresses are services, their tracker and client addresses control (a container is an
+  AM or a task, not a client or a node);
 * the host's DNS servers (``/etc/resolv.conf``), port 53, are services.
 
 Only IPv4 literals count (a host name in a record is skipped: the policy matches
@@ -157,7 +158,7 @@ def members_of(
     own: OwnEndpoints,
     view: RingView | None,
     reports: Iterable[CapacityReport],
-    rm: ResourceManagerRecord | None,
+    rms: Iterable[ResourceManagerRecord],
     dns: Iterable[str] = (),
 ) -> Members:
     """The member sets (see the module docstring)."""
@@ -180,7 +181,7 @@ def members_of(
     for report in vouched_reports(view, reports).accepted:
         add(services, report.node_id)
         add(services, report.http_address)
-    if rm is not None:
+    for rm in rms:
         add(services, rm.scheduler_address)
         add(services, rm.webapp_address)
         add(control, rm.tracker_address)
@@ -212,7 +213,7 @@ class MembersWatcher:
         *,
         view: Callable[[], RingView | None] = lambda: None,
         reports: Callable[[], Iterable[CapacityReport]] = lambda: (),
-        find_rm: Callable[[], defer.Deferred[ResourceManagerRecord]] | None = None,
+        find_rms: Callable[[], defer.Deferred[list[ResourceManagerRecord]]] | None = None,
         resolv_conf: Path = Path("/etc/resolv.conf"),
     ) -> None:
         self.clock = clock
@@ -220,8 +221,8 @@ class MembersWatcher:
         self.apply = apply
         self._view = view
         self._reports = reports
-        self._find_rm = find_rm
-        self._rm: ResourceManagerRecord | None = None
+        self._find_rms = find_rms
+        self._rms: list[ResourceManagerRecord] = []
         try:
             self._dns = nameservers(resolv_conf.read_text())
         except OSError:
@@ -238,7 +239,7 @@ class MembersWatcher:
         """The members now (refused capacity reports counted and logged, see ``_note_refused``)."""
         view, reports = self._view(), list(self._reports())
         self._note_refused(vouched_reports(view, reports).refused)
-        fresh = members_of(self.own, view, reports, self._rm, self._dns)
+        fresh = members_of(self.own, view, reports, self._rms, self._dns)
         members, self._departed = keep_departed(self._fresh, fresh, self._departed, self.clock.seconds())
         self._fresh = fresh.addresses
         return members
@@ -271,12 +272,12 @@ class MembersWatcher:
             self._call.cancel()
         self._call = self.clock.callLater(REFRESH_S, self.refresh)
         self.apply(self.current())
-        if self._find_rm is not None:
-            self._find_rm().addCallbacks(self._found_rm, lambda _: None)
+        if self._find_rms is not None:
+            self._find_rms().addCallbacks(self._found_rms, lambda _: None)
 
-    def _found_rm(self, record: ResourceManagerRecord) -> None:
-        if record != self._rm and not self._stopped:
-            self._rm = record
+    def _found_rms(self, records: list[ResourceManagerRecord]) -> None:
+        if records and records != self._rms and not self._stopped:
+            self._rms = records
             self.apply(self.current())
 
     def stop(self) -> None:

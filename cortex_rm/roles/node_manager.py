@@ -53,6 +53,7 @@ from cortex_rm.roles.container_members import (
 from cortex_rm.roles.ports import Listen
 from cortex_rm.roles.ring_records import CAPACITY_SECTION, CapacityReport, CapacityReports, Republisher, find_resource_manager
 from cortex_rm.roles.ring_service import RingService
+from cortex_rm.roles.rm_directory import find_all_rms
 from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService, TrackerLocation
 from cortex_rm.roles.data_node import DataNodeRole
 from cortex_rm.roles.fs_fetcher import SCHEMES, FileSystemFetcher
@@ -275,7 +276,7 @@ class NodeManagerRole:
             self.firewall.update_members,
             view=ring_view_of(ring) if ring is not None else (lambda: None),
             reports=self._capacities.reports if self._capacities is not None else (lambda: ()),
-            find_rm=(lambda: find_resource_manager(ring)) if ring is not None else None,
+            find_rms=(lambda: find_all_rms(ring, ring.config.resource_managers)) if ring is not None else None,
         )
         self.firewall.install(self.members.current())
         self.members.start()

@@ -19,7 +19,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from twisted.internet import defer, task
@@ -59,6 +59,27 @@ def publish_eligible(ring: RingClient, ring_id: int, record: ResourceManagerReco
     return ring.put(eligible_key(ring_id), record.encode())
 
 
+def find_all_rms(ring: RingClient, eligible: Iterable[int]) -> defer.Deferred[list[ResourceManagerRecord]]:
+    """The active's record and every eligible node's found in the ring (none found: an empty list)."""
+
+    async def find() -> list[ResourceManagerRecord]:
+        found = [await _read(ring, RESOURCE_MANAGER_KEY)] + [await _read(ring, eligible_key(r)) for r in sorted(eligible)]
+        return [record for record in found if record is not None]
+
+    return defer.ensureDeferred(find())
+
+
+async def _read(ring: RingClient, key: str) -> ResourceManagerRecord | None:
+    try:
+        record = await ring.get(key)
+        return None if record is None else ResourceManagerRecord.decode(record.value)
+    except MalformedRingRecord as e:
+        log.warn("the ring's record {key} is not an RM record: {error}", key=key, error=str(e))
+    except Exception as e:  # noqa: BLE001 - the ring is not joined yet, or a lookup failed: the next refresh retries
+        log.debug("reading {key} from the ring failed: {error}", key=key, error=str(e))
+    return None
+
+
 class RmDirectory:
     """The eligible nodes' RM records and the active's, as last found in the ring (module docstring)."""
 
@@ -80,21 +101,11 @@ class RmDirectory:
         return defer.ensureDeferred(self._refresh())
 
     async def _refresh(self) -> None:
-        self.active = await self._read(RESOURCE_MANAGER_KEY) or self.active
+        self.active = await _read(self.ring, RESOURCE_MANAGER_KEY) or self.active
         for ring_id in self.eligible:
-            found = await self._read(eligible_key(ring_id))
+            found = await _read(self.ring, eligible_key(ring_id))
             if found is not None:
                 self.records[ring_id] = found
-
-    async def _read(self, key: str) -> ResourceManagerRecord | None:
-        try:
-            record = await self.ring.get(key)
-            return None if record is None else ResourceManagerRecord.decode(record.value)
-        except MalformedRingRecord as e:
-            log.warn("the ring's record {key} is not an RM record: {error}", key=key, error=str(e))
-        except Exception as e:  # noqa: BLE001 - the ring is not joined yet, or a lookup failed: the next refresh retries
-            log.debug("reading {key} from the ring failed: {error}", key=key, error=str(e))
-        return None
 
     def active_ring_id(self) -> int | None:
         """The eligible node whose key the active's record names."""

@@ -109,7 +109,7 @@ def test_members_claiming_another_members_address_or_an_empty_one_are_not_believ
             live = live_peers(view)
             honest = [p for i, p in live.items() if p.address in daemon_addresses and i not in liar_ids]
             reports = claimed + [report_on(p, split_address(p.address)[0]) for p in honest]
-            members = members_of(OwnEndpoints((), ()), view, reports, None)
+            members = members_of(OwnEndpoints((), ()), view, reports, ())
             vouched = vouched_reports(view, reports)
             judged = {r.ring_id for r in vouched.accepted} | {r.ring_id for r, _ in vouched.refused}
             for liar in liars:

@@ -183,7 +183,7 @@ HONEST_REPORT = _report(HONEST, "10.2.0.2:45454", "10.2.0.2:8042")
 
 def test_members_are_the_ring_the_reports_and_the_rm_with_control_ports_apart():
     """Members' services are NM, web, scheduler and DNS; ring, tracker and client ports are control."""
-    found = members_of(OWN, VIEW, [HONEST_REPORT], RM_RECORD, ["10.2.0.53"])
+    found = members_of(OWN, VIEW, [HONEST_REPORT], (RM_RECORD,), ["10.2.0.53"])
     assert found.addresses == {"10.2.0.1", "10.2.0.2", "10.2.0.3", "10.2.0.9"}
     assert found.services == {("10.2.0.3", 45454), ("10.2.0.3", 8042), ("10.2.0.2", 45454), ("10.2.0.2", 8042),
                                ("10.2.0.1", 8030), ("10.2.0.1", 8088), ("10.2.0.53", 53)}  # fmt: skip
@@ -203,8 +203,8 @@ def test_members_are_the_ring_the_reports_and_the_rm_with_control_ports_apart():
 def test_a_member_naming_addresses_off_its_own_host_opens_nothing(node_id: str, http_address: str):
     """A ring member whose report names another host's ports changes neither @services nor @members."""
     hostile = _report(HOSTILE, node_id, http_address)
-    without = members_of(OWN, VIEW, [HONEST_REPORT], RM_RECORD, ["10.2.0.53"])
-    assert members_of(OWN, VIEW, [HONEST_REPORT, hostile], RM_RECORD, ["10.2.0.53"]) == without
+    without = members_of(OWN, VIEW, [HONEST_REPORT], (RM_RECORD,), ["10.2.0.53"])
+    assert members_of(OWN, VIEW, [HONEST_REPORT, hostile], (RM_RECORD,), ["10.2.0.53"]) == without
     vouched = vouched_reports(VIEW, [HONEST_REPORT, hostile])
     assert vouched.accepted == (HONEST_REPORT,) and [r for r, _ in vouched.refused] == [hostile]
 
@@ -212,8 +212,8 @@ def test_a_member_naming_addresses_off_its_own_host_opens_nothing(node_id: str, 
 def test_an_honest_report_on_its_members_host_adds_its_services():
     """A member's report naming ports on its ring address's host adds them (and the host) to the sets."""
     honest = _report(HOSTILE, "10.2.0.9:45454", "10.2.0.9:8042")  # the same member, telling the truth
-    before = members_of(OWN, VIEW, [], None)
-    after = members_of(OWN, VIEW, [honest], None)
+    before = members_of(OWN, VIEW, [], ())
+    after = members_of(OWN, VIEW, [honest], ())
     assert after.services - before.services == {("10.2.0.9", 45454), ("10.2.0.9", 8042)}
     assert "10.2.0.9" in after.addresses and after.control == before.control
 
@@ -221,8 +221,8 @@ def test_an_honest_report_on_its_members_host_adds_its_services():
 def test_reports_of_no_live_member_are_not_believed():
     """Without a view, or from a member not (or no longer) live in it, a report opens nothing."""
     report = _report(HOSTILE, "10.2.0.9:45454", "10.2.0.9:8042")
-    base = members_of(OWN, None, [], None)
-    assert members_of(OWN, None, [report], None) == base
+    base = members_of(OWN, None, [], ())
+    assert members_of(OWN, None, [report], ()) == base
     for view in (_view(), _view((HOSTILE, MemberStatus.DEAD)), _view((HOSTILE, MemberStatus.LEFT))):
         assert vouched_reports(view, [report]) == VouchedReports((), ())
     assert vouched_reports(_view((HOSTILE, MemberStatus.SUSPECT)), [report]).accepted == (report,)
@@ -234,14 +234,14 @@ def test_a_member_whose_ring_address_is_not_verified_opens_nothing():
     same member once verified adds all three."""
     report = _report(HOSTILE, "10.2.0.9:45454", "10.2.0.9:8042")
     unverified = _view((HONEST, MemberStatus.ALIVE), (HOSTILE, MemberStatus.ALIVE), verified=frozenset({HONEST}))
-    found = members_of(OWN, unverified, [HONEST_REPORT, report], None)
-    assert found == members_of(OWN, _view((HONEST, MemberStatus.ALIVE)), [HONEST_REPORT], None)
+    found = members_of(OWN, unverified, [HONEST_REPORT, report], ())
+    assert found == members_of(OWN, _view((HONEST, MemberStatus.ALIVE)), [HONEST_REPORT], ())
     assert "10.2.0.9" not in found.addresses and ("10.2.0.9", 7946) not in found.control
     assert vouched_reports(unverified, [HONEST_REPORT, report]) == VouchedReports((HONEST_REPORT,), ())
     moved = Peer(HOSTILE.node_id, "10.2.0.10:7946")  # verified at one address, now claiming another
     stale = _view((HONEST, MemberStatus.ALIVE), (moved, MemberStatus.ALIVE), verified=frozenset({HONEST, HOSTILE}))
-    assert members_of(OWN, stale, [report], None) == members_of(OWN, _view((HONEST, MemberStatus.ALIVE)), [], None)
-    verified = members_of(OWN, VIEW, [HONEST_REPORT, report], None)
+    assert members_of(OWN, stale, [report], ()) == members_of(OWN, _view((HONEST, MemberStatus.ALIVE)), [], ())
+    verified = members_of(OWN, VIEW, [HONEST_REPORT, report], ())
     assert "10.2.0.9" in verified.addresses and {("10.2.0.9", 45454), ("10.2.0.9", 8042)} <= verified.services
 
 
