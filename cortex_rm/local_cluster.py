@@ -181,7 +181,8 @@ def up(
             argv = network.command(i - 1, directory, workdir, _software(), argv)
         proc = _launch(argv, directory)
         nm_webapp = f"{plan.host}:{plan.ports['nm_web']}"
-        started.append(LocalNode(plan.name, str(directory), str(config), proc.pid, nm_webapp, plan.rm, str(daemon_config)))
+        node = LocalNode(plan.name, str(directory), str(config), proc.pid, nm_webapp, plan.rm, str(daemon_config))
+        started.append(node)
         role = "" if plan.rm is None else " as the ResourceManager" if i == 1 else " as a standby ResourceManager"
         say(f"started {plan.name} (pid {proc.pid}){role}")
     _save(workdir, started)

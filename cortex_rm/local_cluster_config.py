@@ -136,7 +136,7 @@ def plan_nodes(
         rm = None
         if is_rm:
             rm = RMAddresses(
-                HostPort(rm_host, ports["rm"]), HostPort(rm_host, ports["scheduler"]), HostPort(rm_host, ports["rm_web"])
+                *(HostPort(rm_host, ports[name]) for name in ("rm", "scheduler", "rm_web")),
             )
         plans.append(NodePlan(f"node{i}", host, ports, rm, text))
     return plans

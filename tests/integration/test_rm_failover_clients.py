@@ -81,7 +81,8 @@ def java(tmp_path: Path, conf_dir: Path, main_class: str, *args: str) -> tuple[f
         main_class, list(args), classes=classes, conf_dir=conf_dir, jvm_options=jvm_options(tmp_path), timeout=180
     )
     elapsed = time.monotonic() - started
-    assert result.returncode == 0, f"{main_class} {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr[-6000:]}"
+    command = f"{main_class} {' '.join(args)}"
+    assert result.returncode == 0, f"{command} exited {result.returncode}:\n{result.stdout}\n{result.stderr[-6000:]}"
     return elapsed, result.stdout, result.stderr
 
 
@@ -189,7 +190,10 @@ class LateRM:
             self._server.close()
 
 
-CLIENTS = {"yarn application -list": (APPLICATION_CLI, ("application", "-list")), "hadoop fs -ls /": (FS_SHELL, ("-ls", "/"))}
+CLIENTS = {
+    "yarn application -list": (APPLICATION_CLI, ("application", "-list")),
+    "hadoop fs -ls /": (FS_SHELL, ("-ls", "/")),
+}
 
 
 @pytest.mark.parametrize(
@@ -220,7 +224,5 @@ def test_clients_keep_failing_over_until_an_rm_answers_late(
     finally:
         ipc.close()
         web.close()
-    print(
-        f"\n{client} (rm2 {'closing' if closing else 'refusing'} for {delay_s:.0f} s): done {started + elapsed - answering:.2f} s"
-        " after rm2 answered"
-    )
+    how = "closing" if closing else "refusing"
+    print(f"\n{client} (rm2 {how} for {delay_s:.0f} s): done {started + elapsed - answering:.2f} s after rm2 answered")
