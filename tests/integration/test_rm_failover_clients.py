@@ -226,3 +226,21 @@ def test_clients_keep_failing_over_until_an_rm_answers_late(
         web.close()
     how = "closing" if closing else "refusing"
     print(f"\n{client} (rm2 {how} for {delay_s:.0f} s): done {started + elapsed - answering:.2f} s after rm2 answered")
+
+
+def test_spark_jars_are_uploaded_through_the_rm_that_answers_and_named_by_the_logical_uri(
+    cluster: RunningCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With rm1 refusing, ``client-config`` uploads the Spark archive through rm2 and names it
+    ``webhdfs://cortex/...`` in ``spark.yarn.archive``; FsShell finds it there through the failover."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # not the user's archive cache
+    spark_home = tmp_path / "spark"
+    (spark_home / "jars").mkdir(parents=True)
+    (spark_home / "jars" / "a.jar").write_bytes(os.urandom(3000))
+    conf = tmp_path / "conf"
+    write_client_config(conf, [refused_rm(), cluster.rm], cluster.credential, spark_home, say=lambda _: None)
+    [archive] = [line.split()[1] for line in (conf / "spark-defaults.conf").read_text().splitlines()
+                 if line.startswith("spark.yarn.archive ")]
+    assert archive.startswith(f"webhdfs://{NAMESERVICE}/user/{cluster.credential.user}/.cortex/spark-archives/")
+    _, listing, _ = java(tmp_path, conf, FS_SHELL, "-ls", archive)
+    assert archive.split(f"webhdfs://{NAMESERVICE}")[1] in listing, listing
