@@ -1,4 +1,6 @@
-"""The ``cortex.toml`` that ``cortex-rm local-cluster up`` writes for each of its nodes."""
+"""The ``cortex.toml`` that ``cortex-rm local-cluster up`` writes for each of its nodes: which nodes
+are RM-eligible (node1, and the standbys of ``--rm-standbys``), their ports, and the keys of the
+eligible nodes, made before any config is written since every config names their ring ids."""
 
 from __future__ import annotations
 
@@ -11,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cortex_rm.client_config import RMAddresses
-
 from cortex_rm.config import RingSection
 from cortex_rm.container.id_ranges import NODE_ID_BLOCKS, BLOCK, DEFAULT_BASE, IdRange, node_id_range
 from cortex_rm.container.range_leases import LEASE_DIR, is_free
-from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.internal.identity import (
     IDENTITY_DIR, KEY_FILE, KNOWN_RMS_FILE, IdentityError, KnownResourceManagers, NodeIdentity,
 )  # fmt: skip
+from cortex_rm.yarn.addresses import HostPort
 
 #: YARN's usual ports, which an isolated node (an address of its own) listens on.
 YARN_PORTS = {"rm": 8032, "scheduler": 8030, "rm_web": 8088, "tracker": 8031, "nm_web": 8042, "nm": 45454, "ring": 7946}
