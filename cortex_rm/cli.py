@@ -1,8 +1,8 @@
 """The ``cortex-rm`` command line.
 
 * ``cortex-rm node --config FILE``: run one daemon in the foreground.
-* ``cortex-rm local-cluster up --nodes N --workdir DIR`` / ``down --workdir DIR``.
-* ``cortex-rm client-config --out CONFDIR (--workdir DIR | --rm HOST:PORT --credential FILE)``.
+* ``cortex-rm local-cluster up --nodes N --workdir DIR [--rm-standbys N]`` / ``down --workdir DIR``.
+* ``cortex-rm client-config --out CONFDIR (--workdir DIR | --rm HOST:PORT[,HOST:PORT...] --credential FILE)``.
 * ``cortex-rm user (add NAME --out FILE | revoke NAME) (--workdir DIR | --rm-web HOST:PORT --admin-credential FILE)``.
 * ``cortex-rm image build [--cache DIR] [--print-path | --json]``: build the containers' runtime image.
 * ``cortex-rm image push (--workdir DIR | --rm-web HOST:PORT) [--archive PATH]``: upload it for the nodes.
@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="TOML tables to add to the ResourceManager's configuration, e.g. [[scheduler.queue]] entries with ACLs",
     )
+    up.add_argument(
+        "--rm-standbys", type=int, default=0, metavar="N",
+        help="make nodes 2..N+1 RM-eligible too: standby ResourceManagers, each with its own ports (default 0)",
+    )
     down = csub.add_parser("down", help="stop the daemons of a local cluster")
     down.add_argument("--workdir", type=Path, required=True)
 
@@ -66,7 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     cc.add_argument("--out", type=Path, required=True, help="directory to write (use it as HADOOP_CONF_DIR)")
     where = cc.add_mutually_exclusive_group(required=True)
     where.add_argument("--workdir", type=Path, help="a running local cluster's work dir")
-    where.add_argument("--rm", metavar="HOST:PORT", help="the RM's client address (other ports: YARN defaults)")
+    where.add_argument(
+        "--rm", metavar="HOST:PORT", action="append",
+        help="the RM's client address (other ports: YARN defaults); several RMs (HA): comma-separated or repeated, "
+        "the preferred first",
+    )
     cc.add_argument(
         "--no-spark-upload",
         action="store_true",
@@ -274,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise local_cluster.LocalClusterError(f"cannot read --rm-config: {e}") from None
                 local_cluster.up(
                     args.workdir, args.nodes, args.timeout, spark_archive=not args.no_spark_upload, isolated=args.isolated,
-                    rm_config=rm_config,
+                    rm_config=rm_config, rm_standbys=args.rm_standbys,
                 )
             else:
                 local_cluster.down(args.workdir)
@@ -309,15 +317,17 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             if args.workdir is not None:
-                rm = local_cluster.rm_addresses(args.workdir)
+                rms = local_cluster.all_rm_addresses(args.workdir)
             else:
-                rm = RMAddresses.from_client_address(HostPort.parse(args.rm))
+                given = [part.strip() for value in args.rm for part in value.split(",") if part.strip()]
+                rms = [RMAddresses.from_client_address(HostPort.parse(address)) for address in given]
+                if not rms:
+                    raise MalformedAddress("no address given")
         except local_cluster.LocalClusterError as e:
             print(f"cortex-rm: {e}", file=sys.stderr)
             return 2
         except MalformedAddress as e:
             print(f"cortex-rm: --rm: {e}", file=sys.stderr)
-            print(f"cortex-rm: {e}", file=sys.stderr)
             return 2
         from cortex_rm.webhdfs_client import WebHdfsError
 
@@ -329,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             credential = load_credential(args.credential or args.workdir / local_cluster.USER_TOKEN)
             written = write_client_config(
-                args.out, rm, credential, installed_spark_home(), upload_spark=not args.no_spark_upload
+                args.out, rms, credential, installed_spark_home(), upload_spark=not args.no_spark_upload
             )
         except CredentialError as e:
             print(f"cortex-rm: {e}", file=sys.stderr)

@@ -9,17 +9,31 @@ them (used when ``SPARK_CONF_DIR`` names the same directory): its
 file system (``spark_archive.py``), instead of 460 MB on every submit.  The user's
 credential (``user_credential.py``) is kept beside them as ``cortex-user.token``,
 named by ``hadoop.token.files``, so every Hadoop client authenticates with it.
+
+With several RM-eligible nodes (``local-cluster up --rm-standbys``, or ``--rm`` naming
+several), the files are YARN's and WebHDFS's HA forms: the RMs are ``rm1, rm2, ...``
+(``yarn.resourcemanager.ha.rm-ids``, in the order given: the preferred first), and
+the file system is the logical nameservice ``webhdfs://cortex`` whose namenodes are
+the RMs' web addresses.  Hadoop's clients then try them in turn until one answers
+(a standby binds no RM port: its connection is refused).  Each token's service is
+then what Hadoop's HA clients select by: the comma-joined ``ip:port`` of every RM's
+client address for the RM token (``ClientRMProxy.getRMDelegationTokenService``;
+``RMDelegationTokenSelector`` matches a connection's ``ip:port`` contained in it),
+and ``ha-webhdfs:cortex`` for the file system token
+(``HAUtilClient.buildTokenServiceForLogicalUri``).  With one RM the files are
+exactly the plain form.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 from cortex_rm.spark_archive import upload_archive
-from cortex_rm.user_credential import CREDENTIAL_FILE, UserCredential, write_private
+from cortex_rm.user_credential import CREDENTIAL_FILE, UserCredential, token_service, write_private
+from cortex_rm.webhdfs_client import first_answering
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.log_aggregation import DEFAULT_REMOTE_APP_LOG_DIR
 
@@ -60,16 +74,56 @@ def yarn_site(rm: RMAddresses) -> dict[str, str]:
         "yarn.resourcemanager.address": str(rm.client),
         "yarn.resourcemanager.scheduler.address": str(rm.scheduler),
         "yarn.resourcemanager.webapp.address": str(rm.webapp),
-        # Fail within a minute, not YARN's 15, when the cluster is down: the client
-        # retries every second meanwhile and logs each retry.
-        "yarn.resourcemanager.connect.max-wait.ms": "60000",
-        "yarn.resourcemanager.connect.retry-interval.ms": "1000",
-        "yarn.timeline-service.enabled": "false",
-        # Nodes aggregate finished applications' logs into the file system, where
-        # `yarn logs -applicationId` reads them (YARN's defaults for the place and format).
-        "yarn.log-aggregation-enable": "true",
-        "yarn.nodemanager.remote-app-log-dir": DEFAULT_REMOTE_APP_LOG_DIR,
+        **_YARN_COMMON,
     }
+
+
+_YARN_COMMON = {
+    # Fail within a minute, not YARN's 15, when the cluster is down: the client
+    # retries every second meanwhile and logs each retry.
+    "yarn.resourcemanager.connect.max-wait.ms": "60000",
+    "yarn.resourcemanager.connect.retry-interval.ms": "1000",
+    "yarn.timeline-service.enabled": "false",
+    # Nodes aggregate finished applications' logs into the file system, where
+    # `yarn logs -applicationId` reads them (YARN's defaults for the place and format).
+    "yarn.log-aggregation-enable": "true",
+    "yarn.nodemanager.remote-app-log-dir": DEFAULT_REMOTE_APP_LOG_DIR,
+}
+
+#: The logical name of the cluster's file system with several RMs (``webhdfs://cortex``).
+NAMESERVICE = "cortex"
+
+# How HA clients move between the RMs (RetryPolicies.failoverOnNetworkException): the first
+# failover is at once, the k-th after min(base * 2**k, max) ms times a jitter in [0.5, 1.5).
+# YARN's sleeps default to 30 s (yarn.resourcemanager.connect.retry-interval.ms), so a client
+# that found no active RM would look again only half a minute later; with 500/2000 it finds a
+# new active within ~2 s (3 s at worst) of its taking over, well inside the ~10 s a failover
+# may take.  30 failovers (~1 minute of 2 s sleeps) bound a client when no RM is up at all, as
+# connect.max-wait.ms does for one RM.  WebHDFS's own failover (dfs.http.client.failover.*,
+# defaults 500/15000 ms, 15 attempts) gets the same bounds.
+FAILOVER_SLEEP_BASE_MS = 500
+FAILOVER_SLEEP_MAX_MS = 2000
+FAILOVER_MAX_ATTEMPTS = 30
+
+
+def rm_ids(count: int) -> list[str]:
+    """The HA ids of ``count`` RMs, in the order given: ``rm1, rm2, ...``."""
+    return [f"rm{k}" for k in range(1, count + 1)]
+
+
+def yarn_site_ha(rms: Sequence[RMAddresses]) -> dict[str, str]:
+    """yarn-site.xml for several RMs: YARN's HA client settings (``ConfiguredRMFailoverProxyProvider``)."""
+    ids = rm_ids(len(rms))
+    site = {"yarn.resourcemanager.ha.enabled": "true", "yarn.resourcemanager.ha.rm-ids": ",".join(ids)}
+    for rm_id, rm in zip(ids, rms):
+        site[f"yarn.resourcemanager.hostname.{rm_id}"] = rm.client.host
+        site[f"yarn.resourcemanager.address.{rm_id}"] = str(rm.client)
+        site[f"yarn.resourcemanager.scheduler.address.{rm_id}"] = str(rm.scheduler)
+        site[f"yarn.resourcemanager.webapp.address.{rm_id}"] = str(rm.webapp)
+    site["yarn.client.failover-sleep-base-ms"] = str(FAILOVER_SLEEP_BASE_MS)
+    site["yarn.client.failover-sleep-max-ms"] = str(FAILOVER_SLEEP_MAX_MS)
+    site["yarn.client.failover-max-attempts"] = str(FAILOVER_MAX_ATTEMPTS)
+    return {**site, **_YARN_COMMON}
 
 
 def core_site(rm: RMAddresses, token_file: Path | None = None) -> dict[str, str]:
@@ -80,6 +134,40 @@ def core_site(rm: RMAddresses, token_file: Path | None = None) -> dict[str, str]
         # the user's credential: UserGroupInformation loads these tokens at login
         site["hadoop.token.files"] = str(token_file)
     return site
+
+
+def core_site_ha(rms: Sequence[RMAddresses], token_file: Path | None = None) -> dict[str, str]:
+    """core-site.xml for several RMs: the file system is the nameservice ``cortex`` whose namenodes
+    are the RMs' web ports (WebHDFS's HA form; core-site.xml, which every client reads, holds it)."""
+    ids = rm_ids(len(rms))
+    site = {
+        "fs.defaultFS": f"webhdfs://{NAMESERVICE}",
+        "dfs.nameservices": NAMESERVICE,
+        f"dfs.ha.namenodes.{NAMESERVICE}": ",".join(ids),
+        **{f"dfs.namenode.http-address.{NAMESERVICE}.{rm_id}": str(rm.webapp) for rm_id, rm in zip(ids, rms)},
+        # WebHDFS fails over between the namenodes only when a proxy provider is named (any: it
+        # uses none; HAUtilClient.isClientFailoverConfigured); this is HDFS's usual one
+        f"dfs.client.failover.proxy.provider.{NAMESERVICE}": HDFS_FAILOVER_PROVIDER,
+        "dfs.http.client.failover.sleep.base.millis": str(FAILOVER_SLEEP_BASE_MS),
+        "dfs.http.client.failover.sleep.max.millis": str(FAILOVER_SLEEP_MAX_MS),
+        "dfs.http.client.failover.max.attempts": str(FAILOVER_MAX_ATTEMPTS),
+    }
+    if token_file is not None:
+        site["hadoop.token.files"] = str(token_file)
+    return site
+
+
+HDFS_FAILOVER_PROVIDER = "org.apache.hadoop.hdfs.server.namenode.ha.ConfiguredFailoverProxyProvider"
+
+
+def rm_token_service(rms: Sequence[RMAddresses]) -> str:
+    """The RM delegation token's service: one RM's ``ip:port``, or every RM's, comma-joined (HA)."""
+    return ",".join(token_service(rm.client) for rm in rms)
+
+
+def fs_token_service(rms: Sequence[RMAddresses]) -> str:
+    """The file system token's service: the one RM's web ``ip:port``, or ``ha-webhdfs:cortex`` (HA)."""
+    return token_service(rms[0].webapp) if len(rms) == 1 else f"ha-webhdfs:{NAMESERVICE}"
 
 
 # The Python that containers run PySpark with: they see the host's /usr read-only, and
@@ -102,25 +190,39 @@ def spark_defaults(archive_url: str | None, spark_home: Path | None) -> str:
 
 def write_client_config(
     out: Path,
-    rm: RMAddresses,
+    rm: RMAddresses | Sequence[RMAddresses],
     credential: UserCredential,
     spark_home: Path | None = None,
     *,
     upload_spark: bool = True,
     say: Callable[[str], None] = print,
 ) -> list[Path]:
-    """Write the files (after uploading ``spark_home``'s jars as ``credential``'s user, unless
-    ``upload_spark`` is False) and return their paths; ``ArchiveError`` if the upload fails."""
+    """Write the files for ``rm`` (one RM, or several: HA) (after uploading ``spark_home``'s jars as
+    ``credential``'s user through the first RM that answers, unless ``upload_spark`` is False) and
+    return their paths; ``ArchiveError`` if the upload fails."""
+    rms = [rm] if isinstance(rm, RMAddresses) else list(rm)
+    if not rms:
+        raise ValueError("no ResourceManager to configure")
     archive_url = None
     if spark_home is not None and upload_spark:
-        archive_url = upload_archive(rm.webapp, spark_home, say, delegation=credential.webhdfs_delegation())
+        delegation = credential.webhdfs_delegation()
+        webapp = rms[0].webapp if len(rms) == 1 else first_answering([r.webapp for r in rms], delegation)
+        authority = str(webapp) if len(rms) == 1 else NAMESERVICE
+        archive_url = upload_archive(webapp, spark_home, say, delegation=delegation, authority=authority)
     out.mkdir(parents=True, exist_ok=True)
     token_file = out.resolve() / CREDENTIAL_FILE
-    write_private(token_file, credential.bound_to(rm.client, rm.webapp))
+    write_private(token_file, credential.bound_to_services(rm_token_service(rms), fs_token_service(rms)))
     written = [token_file]
+    if len(rms) == 1:
+        yarn = _site_xml(yarn_site(rms[0]), f"Cortex RM at {rms[0].client}; written by cortex-rm client-config")
+        core = _site_xml(core_site(rms[0], token_file), "written by cortex-rm client-config")
+    else:
+        listed = ", ".join(str(r.client) for r in rms)
+        yarn = _site_xml(yarn_site_ha(rms), f"Cortex RMs at {listed} (HA); written by cortex-rm client-config")
+        core = _site_xml(core_site_ha(rms, token_file), "written by cortex-rm client-config")
     for name, text in (
-        ("yarn-site.xml", _site_xml(yarn_site(rm), f"Cortex RM at {rm.client}; written by cortex-rm client-config")),
-        ("core-site.xml", _site_xml(core_site(rm, token_file), "written by cortex-rm client-config")),
+        ("yarn-site.xml", yarn),
+        ("core-site.xml", core),
         ("spark-defaults.conf", spark_defaults(archive_url, spark_home)),
     ):
         path = out / name

@@ -4,7 +4,8 @@
 the work dir (its config, from ``local_cluster_config.py``, state, logs and pid file), starts each daemon in the background
 (on loopback, or ``--isolated`` in namespaces of its own: ``isolation.py``), waits until
 every one answers, uploads the image and waits until every node has it, writes the client
-configuration to ``<workdir>/hadoop-conf`` and prints how to reach the cluster.  Node 1 is also the ResourceManager.
+configuration to ``<workdir>/hadoop-conf`` and prints how to reach the cluster.  Node 1 is also the ResourceManager;
+with ``--rm-standbys N``, nodes 2..N+1 are RM-eligible too (standbys, each with RM ports of its own).
 ``down`` stops them (SIGTERM, then SIGKILL after a grace period) and checks that no
 process is left.  The cluster's layout is kept in ``<workdir>/cluster.json``.
 """
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -30,10 +31,8 @@ from cortex_rm.config import RingSection
 from cortex_rm.cluster_wait import wait_ready, wait_registered
 from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecipe, build_image, default_build_cache
 from cortex_rm.image_push import push_image
-from cortex_rm.internal.identity import (
-    IDENTITY_DIR, KEY_FILE, KNOWN_RMS_FILE, IdentityError, KnownResourceManagers, NodeIdentity,
-)  # fmt: skip
-from cortex_rm.local_cluster_config import free_range_indices, node_config_text
+from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.local_cluster_config import YARN_PORTS as YARN_PORTS, free_range_indices, plan_nodes, rm_identities
 from cortex_rm.node import PID_FILE, READY_FILE
 from cortex_rm.processes import alive, kill_marked
 from cortex_rm.user_credential import CredentialError, UserCredential, load_credential, request_credential, write_private
@@ -58,15 +57,6 @@ class LocalNode:
     nm_webapp: str
     rm: RMAddresses | None = None
     daemon_config: str = ""  # the config's path as the daemon sees it (isolated: in its mount namespace)
-
-
-#: YARN's usual ports, which an isolated node (an address of its own) listens on.
-YARN_PORTS = {"rm": 8032, "scheduler": 8030, "rm_web": 8088, "tracker": 8031, "nm_web": 8042, "nm": 45454, "ring": 7946}
-
-
-def _ports(free: Iterator[int] | None, names: tuple[str, ...]) -> dict[str, int]:
-    """The next free ports for ``names`` (nodes on loopback), or YARN's usual ones (isolated)."""
-    return {name: next(free) if free is not None else YARN_PORTS[name] for name in names}
 
 
 def _software() -> list[Path]:
@@ -108,26 +98,8 @@ def _say(msg: str) -> None:
 def rm_identity(
     workdir: Path, nodes: int, say: Callable[[str], None], key_bits: int = RingSection().key_bits
 ) -> NodeIdentity:
-    """The RM's key, made now in the directory its daemon keeps state in (isolated: bind-mounted at
-    its state_dir), so every node's config can name the one ring id that may write its record.
-
-    It solves the ring's key puzzle at ``key_bits``, the nodes' (their configs name none: the
-    default); a key from before the puzzle is replaced.  A node's pin of another RM key (a cluster
-    that ran here before with the replaced key) would make it refuse this RM: such pins are dropped,
-    since a local cluster has only this one RM."""
-    if not (workdir / "node1" / IDENTITY_DIR / KEY_FILE).exists():
-        say(f"making the RM node's key (it must solve the ring's key puzzle at {key_bits} bits: a few seconds) ...")
-    identity = NodeIdentity.load_or_create(workdir / "node1", key_bits=key_bits)
-    for i in range(1, nodes + 1):
-        known = workdir / f"node{i}" / IDENTITY_DIR / KNOWN_RMS_FILE
-        try:
-            stale = known.exists() and bool(KnownResourceManagers(known).fingerprints() - {identity.fingerprint})
-        except IdentityError:
-            continue  # unreadable: the node says so itself when it starts
-        if stale:
-            known.unlink()
-            say(f"node{i} had pinned another RM key (from a cluster that ran here before); dropped {known}")
-    return identity
+    """The key of the RM node (node1) of a cluster without standbys: ``rm_identities`` for one."""
+    return rm_identities(workdir, nodes, 1, say, key_bits)[0]
 
 
 def up(
@@ -142,6 +114,7 @@ def up(
     rm_config: str = "",
     ring_settings: tuple[str, ...] = (),
     node_config: str = "",
+    rm_standbys: int = 0,
 ) -> list[LocalNode]:
     """Start the cluster, wait for it, and write the client configuration (uploading this
     machine's Spark jars into the cluster's file system, unless ``spark_archive`` is False).
@@ -149,9 +122,11 @@ def up(
     recipe, cached), named in the RM's configuration, uploaded, and every node has
     unpacked it before this returns.  ``isolated``: each node in network and mount
     namespaces of its own (``isolation.py``), on YARN's usual ports at its own address.
-    ``rm_config``: TOML tables added to the RM's configuration (queues and their ACLs...);
-    ``ring_settings``: ``key = value`` lines added to every node's ``[ring]`` table;
-    ``node_config``: TOML tables added to the configuration of every node but the RM's."""
+    ``rm_standbys``: nodes 2..N+1 are RM-eligible too (standbys; node1 is the first active RM),
+    each with RM ports of its own; every node's ``[ring] resource_managers`` names them all.
+    ``rm_config``: TOML tables added to the RM-eligible nodes' configuration (queues and their
+    ACLs...); ``ring_settings``: ``key = value`` lines added to every node's ``[ring]`` table;
+    ``node_config``: TOML tables added to the configuration of every node that is not RM-eligible."""
     workdir = workdir.resolve()
     if (workdir / CLUSTER_FILE).exists():
         running = [n for n in _load(workdir) if _is_daemon_of(n)]
@@ -162,6 +137,11 @@ def up(
             )
     if nodes < 1:
         raise LocalClusterError("--nodes must be at least 1")
+    if not 0 <= rm_standbys < nodes:
+        raise LocalClusterError(
+            f"--rm-standbys must be at least 0 and less than --nodes ({nodes}): node1 and the standbys are RM-eligible"
+        )
+    eligible = 1 + rm_standbys
     workdir.mkdir(parents=True, exist_ok=True)
     built = _runtime_image(say) if image else None
     network = None
@@ -171,44 +151,28 @@ def up(
         except isolation.IsolationError as e:
             raise LocalClusterError(f"cannot isolate the nodes: {e}") from None
         say(f"isolated: bridge {network.bridge} at {network.gateway}/{network.prefix}, one network and mount namespace per node")
-    ports = iter(free_ports(4 + 3 * nodes)) if network is None else None
-    rm_ports = _ports(ports, ("rm", "scheduler", "rm_web", "tracker"))
-    rm_host = "127.0.0.1" if network is None else network.nodes[0].address
-    rm_ring_id = rm_identity(workdir, nodes, say).ring_id_hex
-    started: list[LocalNode] = []
+    ports = iter(free_ports(4 * eligible + 3 * nodes)) if network is None else None
+    resource_managers = tuple(identity.ring_id_hex for identity in rm_identities(workdir, nodes, eligible, say))
     try:
         indices = free_range_indices(nodes)  # id ranges no node of another local cluster holds
     except ValueError as e:
         raise LocalClusterError(str(e)) from None
-    for i in range(1, nodes + 1):
-        name = f"node{i}"
-        directory = workdir / name
+    directories = [workdir / f"node{i}" for i in range(1, nodes + 1)]
+    state_dirs = directories if network is None else [Path(n.state_dir) for n in network.nodes]
+    hosts = [node_host(i) for i in range(1, nodes + 1)] if network is None else [n.address for n in network.nodes]
+    plans = plan_nodes(
+        hosts, state_dirs, ports, resource_managers, indices, isolated=network is not None,
+        runtime_image=built.sha256 if built is not None else "", ring_settings=ring_settings, rm_config=rm_config,
+        node_config=node_config,
+    )  # fmt: skip
+    for plan, directory in zip(plans, directories):  # every config written and checked before any daemon starts
         (directory / "logs").mkdir(parents=True, exist_ok=True)
-        node_ports = {**rm_ports, **_ports(ports, ("nm_web", "nm", "ring"))}
+        (directory / "cortex.toml").write_text(plan.config_text)
+        if rm_config or node_config or ring_settings or eligible > 1:
+            _check_config(directory / "cortex.toml")
+    started: list[LocalNode] = []
+    for i, (plan, directory, state_dir) in enumerate(zip(plans, directories, state_dirs), start=1):
         config = directory / "cortex.toml"
-        host = node_host(i) if network is None else network.nodes[i - 1].address
-        state_dir = directory if network is None else Path(network.nodes[i - 1].state_dir)
-        if i == 1:
-            first_ring = f"{host}:{node_ports['ring']}"
-        introducers = () if i == 1 else (first_ring,)
-        config.write_text(
-            node_config_text(
-                state_dir,
-                name,
-                node_ports,
-                is_rm=(i == 1),
-                host=host,
-                introducers=introducers, index=indices[i - 1],
-                runtime_image=built.sha256 if built is not None else "",
-                rm_host=rm_host,
-                resource_managers=(rm_ring_id,),
-                ring_settings=ring_settings,
-            )
-            + (f"\n# added by --rm-config\n{rm_config}\n" if i == 1 and rm_config else "")
-            + (f"\n# added for the nodes\n{node_config}\n" if i > 1 and node_config else "")
-        )
-        if (i == 1 and rm_config) or ring_settings or (i > 1 and node_config):
-            _check_config(config)
         for stale in (READY_FILE, PID_FILE):
             (directory / stale).unlink(missing_ok=True)
         daemon_config = state_dir / "cortex.toml"
@@ -216,19 +180,11 @@ def up(
         if network is not None:
             argv = network.command(i - 1, directory, workdir, _software(), argv)
         proc = _launch(argv, directory)
-        rm = None
-        if i == 1:
-            rm = RMAddresses(
-                HostPort(rm_host, rm_ports["rm"]),
-                HostPort(rm_host, rm_ports["scheduler"]),
-                HostPort(rm_host, rm_ports["rm_web"]),
-            )
-        started.append(
-            LocalNode(
-                name, str(directory), str(config), proc.pid, f"{host}:{node_ports['nm_web']}", rm, str(daemon_config)
-            )
-        )
-        say(f"started {name} (pid {proc.pid}){' as the ResourceManager' if rm else ''}")
+        nm_webapp = f"{plan.host}:{plan.ports['nm_web']}"
+        node = LocalNode(plan.name, str(directory), str(config), proc.pid, nm_webapp, plan.rm, str(daemon_config))
+        started.append(node)
+        role = "" if plan.rm is None else " as the ResourceManager" if i == 1 else " as a standby ResourceManager"
+        say(f"started {plan.name} (pid {proc.pid}){role}")
     _save(workdir, started)
     try:
         for node in started:
@@ -253,7 +209,8 @@ def up(
         write_private(workdir / USER_TOKEN, token)
         say(f"issued a credential for {user}: {workdir / USER_TOKEN}")
         credential = load_credential(workdir / USER_TOKEN)
-        write_client_config(conf, started[0].rm, credential, installed_spark_home(), upload_spark=spark_archive, say=say)
+        rms = [node.rm for node in started if node.rm is not None]
+        write_client_config(conf, rms, credential, installed_spark_home(), upload_spark=spark_archive, say=say)
     except CredentialError as e:
         down(workdir, say=lambda _: None)
         raise LocalClusterError(f"the cluster started, but issuing your credential failed: {e}") from None
@@ -265,6 +222,10 @@ def up(
     say(f"Cortex local cluster is up: {nodes} node(s) under {workdir}")
     say(f"  ResourceManager   {rm.client} (clients), {rm.scheduler} (AMs)")
     say(f"  REST API          http://{rm.webapp}/ws/v1/cluster")
+    for node in started[1:eligible]:
+        assert node.rm is not None
+        rm_node = node.rm
+        say(f"  standby RM        {rm_node.client} (clients), {rm_node.scheduler} (AMs), http://{rm_node.webapp}")
     for node in started:
         say(f"  {node.name:<17} http://{node.nm_webapp}/ws/v1/node/info   logs: {node.directory}/logs")
     say("To use it:")
@@ -306,13 +267,13 @@ def restart_node(workdir: Path, name: str, timeout: float = 60.0, say: Callable[
 
 
 def _check_config(path: Path) -> None:
-    """Refuse, before any daemon starts, a configuration the RM would refuse."""
+    """Refuse, before any daemon starts, a configuration its daemon would refuse."""
     from cortex_rm.config import ConfigError, load_config
 
     try:
         load_config(path)
     except ConfigError as e:
-        raise LocalClusterError(f"the ResourceManager's configuration with --rm-config is not valid: {e}") from None
+        raise LocalClusterError(f"a node's configuration would not be valid: {e}") from None
 
 
 def _runtime_image(say: Callable[[str], None]) -> BuiltImage:
@@ -417,13 +378,18 @@ def rm_config(workdir: Path) -> Path:
 
 
 def rm_addresses(workdir: Path) -> RMAddresses:
-    """The RM of the local cluster in ``workdir`` (for ``client-config --workdir``)."""
+    """The first RM of the local cluster in ``workdir`` (node1's, the first active one)."""
+    return all_rm_addresses(workdir)[0]
+
+
+def all_rm_addresses(workdir: Path) -> list[RMAddresses]:
+    """Every RM-eligible node's RM of the local cluster in ``workdir``, node1's first (``client-config --workdir``)."""
     path = workdir.resolve() / CLUSTER_FILE
     if not path.exists():
         raise LocalClusterError(
             f"no local cluster in {workdir}; start one with: cortex-rm local-cluster up --nodes 3 --workdir {workdir}"
         )
-    for node in _load(workdir.resolve()):
-        if node.rm is not None:
-            return node.rm
-    raise LocalClusterError(f"the cluster in {workdir} has no ResourceManager")
+    found = [node.rm for node in _load(workdir.resolve()) if node.rm is not None]
+    if not found:
+        raise LocalClusterError(f"the cluster in {workdir} has no ResourceManager")
+    return found

@@ -1,12 +1,32 @@
-"""The ``cortex.toml`` that ``cortex-rm local-cluster up`` writes for each of its nodes."""
+"""The ``cortex.toml`` that ``cortex-rm local-cluster up`` writes for each of its nodes: which nodes
+are RM-eligible (node1, and the standbys of ``--rm-standbys``), their ports, and the keys of the
+eligible nodes, made before any config is written since every config names their ring ids."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+from cortex_rm.client_config import RMAddresses
+from cortex_rm.config import RingSection
 from cortex_rm.container.id_ranges import NODE_ID_BLOCKS, BLOCK, DEFAULT_BASE, IdRange, node_id_range
 from cortex_rm.container.range_leases import LEASE_DIR, is_free
+from cortex_rm.internal.identity import (
+    IDENTITY_DIR, KEY_FILE, KNOWN_RMS_FILE, IdentityError, KnownResourceManagers, NodeIdentity,
+)  # fmt: skip
+from cortex_rm.yarn.addresses import HostPort
+
+#: YARN's usual ports, which an isolated node (an address of its own) listens on.
+YARN_PORTS = {"rm": 8032, "scheduler": 8030, "rm_web": 8088, "tracker": 8031, "nm_web": 8042, "nm": 45454, "ring": 7946}
+#: The ports of an RM-eligible node's ResourceManager, by their names in ``YARN_PORTS``.
+RM_PORTS = ("rm", "scheduler", "rm_web", "tracker")
+#: The ports of every node (its NodeManager and ring member).
+NODE_PORTS = ("nm_web", "nm", "ring")
 
 #: How many nodes' ranges fit between the default base and 2**31.
 MAX_NODE_RANGES = (2**31 - DEFAULT_BASE) // (NODE_ID_BLOCKS * BLOCK)
@@ -27,8 +47,10 @@ def node_config_text(
 ) -> str:
     """One node's cortex.toml: the first node runs the RM and starts the ring; the others join
     through ``introducers`` and find the RM through the ring (no RM address in their config).
-    ``resource_managers``: the ring ids that may write the RM's ring record; ``ring_settings``:
-    more ``key = value`` lines of the ``[ring]`` table."""
+    ``is_rm``: the node is RM-eligible (the first node, and the standbys of ``--rm-standbys``),
+    with its own RM ports at ``rm_host``.  ``resource_managers``: the ring ids of the eligible
+    nodes, which may write the RM's ring record, in order of preference (the first live one is the
+    active RM); ``ring_settings``: more ``key = value`` lines of the ``[ring]`` table."""
     lines = [
         "# Written by cortex-rm local-cluster up.",
         "[node]",
@@ -58,11 +80,67 @@ def node_config_text(
         "[ring]",
         f'address = "{host}:{ports["ring"]}"',
         f"introducers = {json.dumps(list(introducers))}",
-        f"resource_managers = {json.dumps(list(resource_managers))}  # ring ids that may write the RM's record",
+        f"resource_managers = {json.dumps(list(resource_managers))}  # RM-eligible nodes' ring ids, preferred first",
         *ring_settings,
         "",
     ]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """One node of a local cluster, before it starts."""
+
+    name: str
+    host: str  # its address (its NodeManager's, its ring member's)
+    ports: dict[str, int]
+    rm: RMAddresses | None  # an RM-eligible node's ResourceManager
+    config_text: str  # its cortex.toml
+
+
+def ports_of(free: Iterator[int] | None, names: tuple[str, ...]) -> dict[str, int]:
+    """The next free ports for ``names`` (nodes on loopback), or YARN's usual ones (isolated)."""
+    return {name: next(free) if free is not None else YARN_PORTS[name] for name in names}
+
+
+def plan_nodes(
+    hosts: list[str],
+    state_dirs: list[Path],
+    free: Iterator[int] | None,
+    resource_managers: tuple[str, ...],
+    id_ranges: list[int],
+    *,
+    isolated: bool = False,
+    runtime_image: str = "",
+    ring_settings: tuple[str, ...] = (),
+    rm_config: str = "",
+    node_config: str = "",
+) -> list[NodePlan]:
+    """The nodes at ``hosts`` (their state dirs as their daemons see them: ``state_dirs``), the first
+    ``len(resource_managers)`` RM-eligible (node1 first: the first active RM), with ports from ``free``
+    (loopback: every RM on 127.0.0.1) or YARN's usual ones at their own address (``isolated``).
+    Node1 starts the ring; the others join through it.  ``rm_config`` is added to the RM-eligible
+    nodes' configs, ``node_config`` to the others'."""
+    plans: list[NodePlan] = []
+    for i, (host, state_dir) in enumerate(zip(hosts, state_dirs), start=1):
+        is_rm = i <= len(resource_managers)
+        ports = {**(ports_of(free, RM_PORTS) if is_rm else {}), **ports_of(free, NODE_PORTS)}
+        rm_host = host if isolated else "127.0.0.1"
+        introducers = () if i == 1 else (f"{hosts[0]}:{plans[0].ports['ring']}",)
+        extra = rm_config if is_rm else node_config
+        text = node_config_text(
+            state_dir, f"node{i}", ports, is_rm=is_rm, host=host, introducers=introducers, runtime_image=runtime_image,
+            rm_host=rm_host, index=id_ranges[i - 1], resource_managers=resource_managers, ring_settings=ring_settings,
+        )  # fmt: skip
+        if extra:
+            text += f"\n# {'added by --rm-config' if is_rm else 'added for the nodes'}\n{extra}\n"
+        rm = None
+        if is_rm:
+            rm = RMAddresses(
+                *(HostPort(rm_host, ports[name]) for name in ("rm", "scheduler", "rm_web")),
+            )
+        plans.append(NodePlan(f"node{i}", host, ports, rm, text))
+    return plans
 
 
 def free_range_indices(count: int, directory: Path = LEASE_DIR) -> list[int]:
@@ -74,3 +152,45 @@ def free_range_indices(count: int, directory: Path = LEASE_DIR) -> list[int]:
             f"only {len(found)} of the {MAX_NODE_RANGES} node id ranges of this host are free: stop another local cluster first"
         )
     return found
+
+
+def _make_identity(state_dir: str, key_bits: int) -> str:
+    """In a worker process: make (or check, or replace) the identity in ``state_dir``; its ring id."""
+    return NodeIdentity.load_or_create(Path(state_dir), key_bits=key_bits).ring_id_hex
+
+
+def rm_identities(
+    workdir: Path, nodes: int, eligible: int, say: Callable[[str], None], key_bits: int = RingSection().key_bits
+) -> list[NodeIdentity]:
+    """The keys of the ``eligible`` RM-eligible nodes (node1 first), made now in the directories their
+    daemons keep state in (isolated: bind-mounted at their state_dir), so every node's config can name
+    the ring ids that may write the RM's record.
+
+    Each key solves the ring's key puzzle at ``key_bits``, the nodes' (their configs name none: the
+    default), a couple of seconds each: several are made in parallel processes.  A key from before
+    the puzzle is replaced.  A node's pin of an RM key that is none of these (a cluster that ran here
+    before with a replaced key) would make it refuse the RM: such pins are dropped."""
+    directories = [workdir / f"node{i}" for i in range(1, eligible + 1)]
+    missing = [d for d in directories if not (d / IDENTITY_DIR / KEY_FILE).exists()]
+    if missing:
+        say(
+            f"making the key of {len(missing)} RM-eligible node(s) (each must solve the ring's key puzzle at "
+            f"{key_bits} bits: a few seconds) ..."
+        )
+    if eligible > 1:
+        # the puzzle is CPU-bound Python: one process per key, spawned (no fork of a threaded caller)
+        workers = max(1, min(eligible, os.cpu_count() or 1))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_make_identity, [str(d) for d in directories], [key_bits] * eligible))
+    identities = [NodeIdentity.load_or_create(d, key_bits=key_bits) for d in directories]
+    current = {identity.fingerprint for identity in identities}
+    for i in range(1, nodes + 1):
+        known = workdir / f"node{i}" / IDENTITY_DIR / KNOWN_RMS_FILE
+        try:
+            stale = known.exists() and bool(KnownResourceManagers(known).fingerprints() - current)
+        except IdentityError:
+            continue  # unreadable: the node says so itself when it starts
+        if stale:
+            known.unlink()
+            say(f"node{i} had pinned another RM key (from a cluster that ran here before); dropped {known}")
+    return identities

@@ -98,14 +98,16 @@ def upload_archive(
     delegation: str,
     cache_dir: Path | None = None,
     wait_s: float = 120,
+    authority: str | None = None,
 ) -> str:
-    """Make and upload the archive of ``spark_home``'s jars (once); its ``webhdfs://`` URL."""
+    """Make and upload the archive of ``spark_home``'s jars (once); its ``webhdfs://`` URL, whose
+    authority is ``namenode`` or ``authority`` (the logical name of a file system with several RMs)."""
     archive, digest = build_archive(spark_home, cache_dir or default_cache_dir(), say)
     fs = WebHdfs(namenode, delegation)
     home = fs.home()
     directory = f"{home}/{ARCHIVE_DIR}"
     path = f"{directory}/spark-libs-{digest}.zip"
-    url = f"webhdfs://{namenode}{path}"
+    url = f"webhdfs://{authority or namenode}{path}"
     size = archive.stat().st_size
     if fs.length(path) == size:
         say(f"Spark's jars are already in the file system: {url}")

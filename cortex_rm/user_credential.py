@@ -55,10 +55,13 @@ class UserCredential:
 
     def bound_to(self, rm_client: HostPort, webapp: HostPort) -> bytes:
         """The token file with each token's service set to the ``ip:port`` a Hadoop client resolves."""
-        rm = TokenProto(identifier=self.rm.identifier, password=self.rm.password, kind=self.rm.kind,
-                        service=token_service(rm_client))
-        fs = TokenProto(identifier=self.fs.identifier, password=self.fs.password, kind=self.fs.kind,
-                        service=token_service(webapp))
+        return self.bound_to_services(token_service(rm_client), token_service(webapp))
+
+    def bound_to_services(self, rm_service: str, fs_service: str) -> bytes:
+        """The token file with the tokens' services set as given (with several RMs, Hadoop's HA
+        clients select by other services than one ``ip:port``: ``client_config.py`` says which)."""
+        rm = TokenProto(identifier=self.rm.identifier, password=self.rm.password, kind=self.rm.kind, service=rm_service)
+        fs = TokenProto(identifier=self.fs.identifier, password=self.fs.password, kind=self.fs.kind, service=fs_service)
         return credentials_file_bytes([(rm.service, rm), (fs.service, fs)])
 
 

@@ -130,3 +130,16 @@ def upload_when_ready(fs: WebHdfs, path: str, local: Path, permission: str, say:
                 raise
             say(f"waiting for the cluster's nodes to join the file system ({e}) ...")
             time.sleep(1)
+
+
+def first_answering(namenodes: list[HostPort], delegation: str, timeout_s: float = 10) -> HostPort:
+    """The first of ``namenodes`` (several RMs' web addresses, the preferred first) whose file system
+    answers (GETHOMEDIRECTORY): a standby RM binds no port, or refuses.  The last error if none does."""
+    error = WebHdfsError("no file system address given")
+    for namenode in namenodes:
+        try:
+            WebHdfs(namenode, delegation, timeout_s).home()
+            return namenode
+        except WebHdfsError as e:
+            error = e
+    raise error
