@@ -16,6 +16,8 @@ from cortex_rm.processes import alive
 from cortex_rm.user_credential import UserCredential
 from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 
+#: Where an active RM keeps its admin's credential, in its state dir.
+ADMIN_TOKEN = "admin.token"
 
 
 class Daemon(Protocol):
@@ -55,6 +57,28 @@ def wait_ready(node: Daemon, timeout: float, say: Callable[[str], None]) -> None
         time.sleep(0.1)
     raise LocalClusterError(
         f"{node.name} did not answer within {timeout:.0f} s; see {node.directory}/logs/daemon.out"
+    )
+
+
+def wait_active(node: Daemon, rm: RMAddresses, timeout: float, say: Callable[[str], None]) -> None:
+    """Wait until ``node`` serves as the active RM: its admin's credential written, its REST API answering (with
+    standbys, the eligible nodes elect it first)."""
+    say(f"waiting for {node.name} to become the active ResourceManager ...")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(node.pid):
+            raise LocalClusterError(f"{node.name} exited during start; see {node.directory}/logs/daemon.out")
+        if (Path(node.directory) / ADMIN_TOKEN).exists():
+            try:
+                with urllib.request.urlopen(f"http://{rm.webapp}/ws/v1/cluster/info", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+        time.sleep(0.1)
+    raise LocalClusterError(
+        f"{node.name} did not become the active ResourceManager within {timeout:.0f} s (a majority of the eligible "
+        f"nodes must be up); see {node.directory}/logs/daemon.out"
     )
 
 

@@ -28,7 +28,8 @@ from cortex_rm import isolation
 from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
 from cortex_rm.cluster_wait import LocalClusterError as LocalClusterError
 from cortex_rm.config import RingSection
-from cortex_rm.cluster_wait import wait_ready, wait_registered
+from cortex_rm import cluster_wait
+from cortex_rm.cluster_wait import wait_active, wait_ready, wait_registered
 from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecipe, build_image, default_build_cache
 from cortex_rm.image_push import push_image
 from cortex_rm.internal.identity import NodeIdentity
@@ -43,7 +44,7 @@ CLUSTER_FILE = "cluster.json"
 #: The credential ``up`` issues to the user who ran it (``client-config --workdir`` embeds it).
 USER_TOKEN = "user.token"
 #: Where the RM keeps its admin's credential, in its state dir.
-ADMIN_TOKEN = "admin.token"
+ADMIN_TOKEN = cluster_wait.ADMIN_TOKEN
 #: How long the nodes may take to fetch and unpack the runtime image (about 100 MB, 380 MB unpacked).
 IMAGE_TIMEOUT_S = 300.0
 
@@ -190,6 +191,7 @@ def up(
         for node in started:
             wait_ready(node, timeout, say)
         assert started[0].rm is not None
+        wait_active(started[0], started[0].rm, timeout, say)
         admin = admin_credential(workdir)
         wait_registered(started[0].rm, admin, len(started), timeout, say, states="RUNNING,UNHEALTHY")
         if built is not None:

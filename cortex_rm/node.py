@@ -65,7 +65,6 @@ from cortex_rm.roles.ledger_keeper import LedgerSetup
 from cortex_rm.roles.ledger_mirror import LedgerMirrorRole, keep_ledger_heads
 from cortex_rm.roles.node_manager import NodeManagerRole
 from cortex_rm.roles.ports import Listen
-from cortex_rm.roles.ports import TrackedConnections
 from cortex_rm.roles.resource_manager import ResourceManagerRole
 from cortex_rm.roles.rm_ha import RmHighAvailability
 from cortex_rm.roles.rm_stores import RmStores
@@ -111,7 +110,6 @@ class CortexNode:
         self.capacities: CapacityReports | None = None  # the NodeManagers' capacity reports, as gossiped
         self.resource_manager: ResourceManagerRole | None = None  # without standbys
         self.rm_ha: RmHighAvailability | None = None  # an RM-eligible node with standbys: active or standby
-        self._rm_ports: list[tuple[str, IListeningPort, TrackedConnections]] = []  # the active's, closed on stand-down
         self.node_manager: NodeManagerRole | None = None
         self.ledger_mirror: LedgerMirrorRole | None = None
         self._ring_files: ThreadPool | None = None  # the thread the ring's files are written on
@@ -176,11 +174,13 @@ class CortexNode:
                 own = configured_record(config.resourcemanager, self.identity.fingerprint, config.source)
             except ValueError as e:
                 raise NodeStartError(str(e)) from None
+            eligible = [int(ring_id, 16) for ring_id in config.ring.resource_managers]
+            self.rm_directory = RmDirectory(self.ring, eligible, self.reactor)
             self.rm_ha = RmHighAvailability(
-                self.ring, [int(ring_id, 16) for ring_id in config.ring.resource_managers], own, state_dir=self.state_dir,
-                state_store_url=config.state_store_url, reactor=self.reactor,
-                make_role=lambda stores: self._rm_role(tls, self._listen_closable, stores),
-                close_ports=lambda: defer.ensureDeferred(self._close_rm_ports()), on_active=self._rm_active,
+                self.ring, eligible, own, state_dir=self.state_dir, state_store_url=config.state_store_url,
+                reactor=self.reactor, make_role=lambda stores, listen: self._rm_role(tls, listen, stores),
+                bind=self._bind, unbind=lambda name, port: defer.ensureDeferred(self._unbind(name, port)),
+                webapp_of=self.rm_directory.webapp_of, on_active=self._rm_active,
             )  # fmt: skip
             await self.rm_ha.start()
         elif config.resourcemanager.enabled:
@@ -232,21 +232,15 @@ class CortexNode:
             accounting=LedgerSetup.of(config.accounting, config.ledger_url, config.ring.ring_config()),
         )  # fmt: skip
 
-    def _listen_closable(self, name: str, address: HostPort, factory: IProtocolFactory) -> HostPort:
-        """``_listen`` for the active RM's ports, which it closes (with their connections) when it stands down."""
-        tracked = TrackedConnections(factory)
-        bound = self._listen(name, address, tracked)
-        self._rm_ports.append((name, self.ports[-1], tracked))
-        return bound
+    def _bind(self, name: str, address: HostPort, factory: IProtocolFactory) -> tuple[HostPort, IListeningPort]:
+        bound = self._listen(name, address, factory)
+        return bound, self.ports[-1]
 
-    async def _close_rm_ports(self) -> None:
-        ports, self._rm_ports = self._rm_ports, []
-        for name, port, tracked in ports:
-            await defer.maybeDeferred(port.stopListening)
-            tracked.abort_all()
-            if port in self.ports:  # (the node's stop closed them all already)
-                self.ports.remove(port)
-            self.addresses.pop(name, None)
+    async def _unbind(self, name: str, port: IListeningPort) -> None:
+        await defer.maybeDeferred(port.stopListening)
+        if port in self.ports:  # (the node's stop closed them all already)
+            self.ports.remove(port)
+        self.addresses.pop(name, None)
         self._write_ready()
 
     def _rm_active(self, role: ResourceManagerRole) -> None:
@@ -368,7 +362,9 @@ class CortexNode:
         eligible = [int(ring_id, 16) for ring_id in self.config.ring.resource_managers]
         if not eligible:
             return
-        self.rm_directory = directory = RmDirectory(ring, eligible, self.reactor)
+        if self.rm_directory is None:  # (an eligible node with standbys made it first)
+            self.rm_directory = RmDirectory(ring, eligible, self.reactor)
+        directory = self.rm_directory
         directory.start()
         resource = JsonStatusResource(directory.document, DIRECTORY_PATH, "no ResourceManager found in the ring yet")
         for root in self._node_sites(b"node", b"ring"):

@@ -107,6 +107,11 @@ class RmDirectory:
             if found is not None:
                 self.records[ring_id] = found
 
+    def webapp_of(self, ring_id: int) -> str | None:
+        """An eligible node's RM web address, if its record was found."""
+        record = self.records.get(ring_id)
+        return None if record is None else str(record.webapp_address)
+
     def active_ring_id(self) -> int | None:
         """The eligible node whose key the active's record names."""
         if self.active is None:

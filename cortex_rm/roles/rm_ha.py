@@ -9,14 +9,17 @@ resource_managers`` names this node and at least one other (YARN's ``ha.enabled`
 * **While the journal leads** (``on_leading``, after everything committed before is applied here):
   the ResourceManager role (``resource_manager.py``) over the local copies written *through* the
   journal, on this node's own RM ports; it recovers the state as an RM restart does.
-* **While it follows**: no RM role and none of the RM's ports bound.  Hadoop's clients are refused
-  the connection and fail over to the next of their ``rm-ids``, as with a standby of Hadoop's own
-  (``yarn-wire-facts.md`` §6); NodeManagers find the active through the ring's RM record, which
-  only the active publishes.  Active or standby, it publishes its configured RM addresses under a key
+* **While it follows**: no RM role, and of the RM's ports only the web address, where YARN's
+  standby answers (``yarn_api/standby_web.py``: ``haState`` STANDBY, a redirect to the active, WebHDFS's
+  ``StandbyException``, or ``RetriableException`` during an election).  Its IPC and tracker ports
+  are not bound: Hadoop's clients are refused the connection and fail over to the next of their
+  ``rm-ids``, as with a standby of Hadoop's own (``yarn-wire-facts.md`` §6); NodeManagers find the
+  active through the ring's RM record, which only the active publishes.  Active or standby, it publishes its configured RM addresses under a key
   of its own (``rm_directory.py``), so every node can name all the eligible RMs.
 
-A lead lost (another node's epoch, or no majority heard within the lease: ``ha/journal.py``) stops
-the role and closes its ports before anything else; its writes already under way fail with
+A lead lost (another node's epoch, or no majority heard within the lease: ``ha/journal.py``) closes
+the role's ports and cuts their connections (its web port goes back to the standby's answers) before
+anything else, then stops the role; its writes already under way fail with
 ``NotLeader`` and are not acknowledged.  Changes of role run one at a time, and a change that
 became moot while waiting (led, then lost, then led again) is skipped.
 """
@@ -27,11 +30,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from cortex_rm import __version__
 from cortex_rm.ha.journal import Epoch
 from cortex_rm.ha.journal_store import JournalStore
+from cortex_rm.roles.ports import Listen, TrackedConnections
 from cortex_rm.roles.resource_manager import ResourceManagerRole
 from cortex_rm.roles.ring_records import Republisher, ResourceManagerRecord
 from cortex_rm.roles.rm_directory import publish_eligible
@@ -39,16 +45,24 @@ from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.rm_journal import RingLinks, RmJournal
 from cortex_rm.roles.rm_stores import RmStores, journal_apply, sql_stores, through_journal
 from cortex_rm.roles.threads import thread_runner
+from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.reactors import INodeReactor
+from cortex_rm.yarn_api.http_limits import API_LIMITS, LimitedSite
+from cortex_rm.yarn_api.standby_web import StandbyWeb, SwitchingFactory, standby_cluster_info
 
 log = Logger()
 
 JOURNAL_FILE = "rm-journal.sqlite"
+WEBAPP = "resourcemanager.webapp_address"
+
+#: ``bind(name, address, factory)``: listen (the node records it) and return the bound address and port.
+Bind = Callable[[str, HostPort, IProtocolFactory], tuple[HostPort, IListeningPort]]
 
 
 class RmHighAvailability:
-    """See the module docstring.  ``make_role(stores)`` builds an RM role over ``stores``;
-    ``close_ports()`` closes the ports a role bound; ``on_active(role)`` runs once a role serves."""
+    """See the module docstring.  ``make_role(stores, listen)`` builds an RM role over ``stores`` listening
+    with ``listen``; ``bind`` and ``unbind`` listen and close for the node; ``webapp_of(ring id)`` is an
+    eligible node's RM web address; ``on_active(role)`` runs once a role serves."""
 
     def __init__(
         self,
@@ -59,15 +73,18 @@ class RmHighAvailability:
         state_dir: Path,
         state_store_url: str,
         reactor: INodeReactor,
-        make_role: Callable[[RmStores], ResourceManagerRole],
-        close_ports: Callable[[], defer.Deferred[None]],
+        make_role: Callable[[RmStores, Listen], ResourceManagerRole],
+        bind: Bind,
+        unbind: Callable[[str, IListeningPort], defer.Deferred[None]],
+        webapp_of: Callable[[int], str | None],
         on_active: Callable[[ResourceManagerRole], None] = lambda role: None,
         election_timeout_s: float = 5.0,
         heartbeat_s: float = 1.0,
     ) -> None:
         self.ring, self.preference, self.own, self.reactor = ring, tuple(preference), own, reactor
         self.state_dir, self.state_store_url = state_dir, state_store_url
-        self.make_role, self.close_ports, self.on_active = make_role, close_ports, on_active
+        self.make_role, self.bind, self.unbind, self.on_active = make_role, bind, unbind, on_active
+        self.webapp_of = webapp_of
         self.election_timeout_s, self.heartbeat_s = election_timeout_s, heartbeat_s
         self.role: ResourceManagerRole | None = None  # the active RM, while this node leads
         self.journal: RmJournal | None = None
@@ -78,6 +95,10 @@ class RmHighAvailability:
         self._want: Epoch | None = None  # the epoch to serve in (None: standby)
         self._stopped = False
         self._publisher: Republisher | None = None
+        self.web: SwitchingFactory | None = None  # the web port: the standby's answers, or the active's site
+        self._standby_site: LimitedSite | None = None
+        self._role_ports: list[tuple[str, IListeningPort, TrackedConnections]] = []  # the active's, closed on stand-down
+        self._role_web: TrackedConnections | None = None
 
     async def start(self) -> None:
         """Open the local copies and the journal; this node is a standby until the journal leads."""
@@ -91,6 +112,12 @@ class RmHighAvailability:
             on_leading=self._leading, on_following=self._following, preference=self.preference,
         )  # fmt: skip
         await self.journal.start()
+        started_ms = int(self.reactor.seconds() * 1000)
+        standby = StandbyWeb(self._active_webapp, lambda: standby_cluster_info(__version__, started_ms))
+        self._standby_site = LimitedSite(standby, limits=API_LIMITS, clock=self.reactor, name="standby RM web",
+                                         untyped_prefixes=(b"/webhdfs/",))  # fmt: skip
+        self.web = SwitchingFactory(self._standby_site)
+        self.bind(WEBAPP, self.own.webapp_address, self.web)
         self._publisher = Republisher(lambda: publish_eligible(self.ring, self.ring.identity.ring_id, self.own), self.reactor)
         self._publisher.start()
         log.info("ResourceManager standby: the journal of {count} eligible nodes is open", count=len(self.preference))
@@ -98,6 +125,36 @@ class RmHighAvailability:
     @property
     def active(self) -> bool:
         return self.role is not None
+
+    def _active_webapp(self) -> str | None:
+        """The web address of the active RM on another node (None: none is known to lead, or this node is taking
+        over)."""
+        leader = self.journal.live_leader() if self.journal is not None else None
+        if leader is None or leader == self.ring.identity.ring_id:
+            return None
+        return self.webapp_of(leader)
+
+    def _listen(self, name: str, address: HostPort, factory: IProtocolFactory) -> HostPort:
+        """The role's ``listen``: its web site takes over the standby's port; its other ports are bound now."""
+        tracked = TrackedConnections(factory)
+        if name == WEBAPP and self.web is not None:
+            self._role_web = tracked
+            self.web.switch(tracked)
+            return address
+        bound, port = self.bind(name, address, tracked)
+        self._role_ports.append((name, port, tracked))
+        return bound
+
+    async def _close_role_ports(self) -> None:
+        """Close the role's ports and cut their connections; the web port answers as the standby again."""
+        ports, self._role_ports = self._role_ports, []
+        for name, port, tracked in ports:
+            await self.unbind(name, port)
+            tracked.abort_all()
+        if self._role_web is not None and self.web is not None and self._standby_site is not None:
+            self.web.switch(self._standby_site)
+            self._role_web.abort_all()
+            self._role_web = None
 
     def _leading(self, epoch: Epoch) -> None:
         self._want = epoch
@@ -120,7 +177,7 @@ class RmHighAvailability:
             return
         assert self.journal is not None and self.local is not None
         log.info("this node becomes the active ResourceManager (journal epoch {epoch})", epoch=epoch[0])
-        role = self.make_role(through_journal(self.local, self.journal))
+        role = self.make_role(through_journal(self.local, self.journal), self._listen)
         self.role, self.epoch = role, epoch
         try:
             await role.start(int(self.reactor.seconds() * 1000))
@@ -136,7 +193,7 @@ class RmHighAvailability:
         if role is None:
             return
         log.info("this node stands down as the active ResourceManager; it stays a standby")
-        await self.close_ports()
+        await self._close_role_ports()
         role.stop()
 
     def stop(self) -> defer.Deferred[None]:

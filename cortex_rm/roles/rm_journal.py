@@ -118,6 +118,12 @@ class RmJournal:
     def leader(self) -> int | None:
         return self.node.leader if self.node is not None else None
 
+    def live_leader(self) -> int | None:
+        """The leader, if heard within two heartbeats (or this node, leading); None during an election."""
+        if self.node is None or self.node.leader is None:
+            return None
+        return self.node.leader if self.reactor.seconds() - self._heard <= 2.5 * self.heartbeat_s else None
+
     # ------------------------------------------------------------ proposing
 
     def propose(self, data: bytes) -> defer.Deferred[int]:

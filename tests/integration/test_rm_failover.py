@@ -5,11 +5,14 @@ Each daemon is ``cortex-rm node`` with its ring member and the ResourceManager e
 here needs containers or blocks), at its own loopback address, its own RM ports, and ``[ring] resource_managers`` naming
 all three, node1 first.  What the test acknowledges through the active — a directory made over WebHDFS, an
 application submitted over REST, a user's credential — must be there, unchanged, on the next active.  A standby
-binds none of the RM's ports (Hadoop's clients are refused and fail over).
+binds only the RM's web port, where it answers as YARN's standby (``haState`` STANDBY, a redirect to the active,
+WebHDFS's ``StandbyException``); its IPC ports refuse connections, so Hadoop's clients fail over.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,8 +50,9 @@ def test_the_next_eligible_node_takes_over_with_everything_acknowledged_and_the_
     wait_for(lambda: all(n.ready() for n in nodes), "all three daemons ready", 120)
     wait_for(lambda: rm1.serves() and "resourcemanager.tracker_address" in rm1.ready(),
              "rm1 (listed first) to serve as the active RM", 90)  # fmt: skip
-    assert rm2.refuses_rm_ports() and rm3.refuses_rm_ports(), "a standby bound an RM port"
-    assert not any(key.startswith("resourcemanager.") for key in rm2.ready())
+    assert rm2.refuses_rm_ports() and rm3.refuses_rm_ports(), "a standby bound an RM IPC or tracker port"
+    assert [k for k in rm2.ready() if k.startswith("resourcemanager.")] == ["resourcemanager.webapp_address"]
+    _standby_web_points_at(rm3, rm1)
     # any node names every eligible RM, in order, and which is active
     wait_for(lambda: (rm3.rm_directory() or {}).get("active") == rm1.ring_id and len(rm3.rm_directory()["rm"]) == 3,
              "rm3's directory to name all three, rm1 active", 30)  # fmt: skip
@@ -94,3 +98,26 @@ def test_the_next_eligible_node_takes_over_with_everything_acknowledged_and_the_
     assert apps(rm1, alice) == {first: "before-failover", second: "after-failover"}
     back = TokenClient(f"http://{rm1.webapp}", token=alice.webhdfs_delegation())
     assert sorted(back.list("/user/alice")) == ["kept", "later"]
+
+
+def _standby_web_points_at(standby: RmNode, active: RmNode) -> None:
+    """A standby's web port: STANDBY in its cluster info, the REST API redirected, WebHDFS told to fail over."""
+    assert standby.ha_state() == "STANDBY"
+    wait_for(lambda: _status(f"http://{standby.webapp}/ws/v1/cluster/apps?states=RUNNING")[0] == 307,
+             "the standby to know the active", 30)  # fmt: skip
+    status, headers, _ = _status(f"http://{standby.webapp}/ws/v1/cluster/apps?states=RUNNING")
+    assert headers["Location"] == f"http://{active.webapp}/ws/v1/cluster/apps?states=RUNNING"
+    status, headers, body = _status(f"http://{standby.webapp}/webhdfs/v1/user?op=LISTSTATUS")
+    assert status == 403 and json.loads(body)["RemoteException"]["javaClassName"] == "org.apache.hadoop.ipc.StandbyException"
+    assert "Content-Type" not in headers  # (WebHDFS's JSON has none: yarn-wire-facts.md §7)
+
+
+def _status(url: str) -> tuple[int, dict[str, str], bytes]:
+    """One GET, redirects not followed: its status, headers and body."""
+    connection = http.client.HTTPConnection(url.split("/")[2], timeout=10)
+    try:
+        connection.request("GET", "/" + url.split("/", 3)[3])
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()

@@ -63,13 +63,17 @@ class RmNode:
         except (OSError, ValueError):
             return {}
 
-    def serves(self) -> bool:
-        """Whether this node answers as the RM (its REST API's cluster info)."""
+    def ha_state(self) -> str | None:
+        """What this node's RM web port says it is (``ACTIVE`` or ``STANDBY``); None while it does not answer."""
         try:
             with urllib.request.urlopen(f"http://{self.webapp}/ws/v1/cluster/info", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+                return str(json.loads(response.read())["clusterInfo"]["haState"])
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            return None
+
+    def serves(self) -> bool:
+        """Whether this node answers as the active RM (its REST API's cluster info)."""
+        return self.ha_state() == "ACTIVE"
 
     def rm_directory(self) -> dict[str, Any] | None:
         """This node's ``/ws/v1/cortex/resourcemanagers`` (on its ring status site), None while it has none."""
@@ -80,7 +84,8 @@ class RmNode:
             return None
 
     def refuses_rm_ports(self) -> bool:
-        for key in RM_PORTS:
+        """Whether the RM's IPC and tracker ports are closed here (a standby binds only its web port)."""
+        for key in ("address", "scheduler_address", "tracker_address"):
             host, port = self.ports[key].rsplit(":", 1)
             with socket.socket() as s:
                 s.settimeout(2)
