@@ -285,8 +285,12 @@ class NodeStatusUpdater:
         return [SendHeartbeat(self._status(health))]
 
     def _registration(self) -> NodeRegistration:
-        """The registration with the node's health as last known (YARN's nodeStatus in it)."""
-        return replace(self.registration, healthy=self._health.healthy, health_report=self._health.health_report)
+        """The registration with the node's health and containers as last known (YARN's nodeStatus and
+        NMContainerStatuses in it): an RM that restarted recovers the running containers from it."""
+        health = self._health
+        return replace(
+            self.registration, healthy=health.healthy, health_report=health.health_report, containers=health.containers
+        )
 
     def answered(self, answer: HeartbeatAnswer) -> list[Action]:
         """nodeHeartbeat returned ``answer``."""

@@ -7,6 +7,8 @@ checked against a real ``NodeTracker`` core through a fake ``TrackerClient``
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +141,12 @@ def test_resent_heartbeat_acknowledges_only_what_the_first_one_carried() -> None
 
 
 def test_resync_acknowledges_nothing() -> None:
-    """A RESYNC answer acknowledges no container: the RM did not process the heartbeat."""
+    """A RESYNC answer acknowledges no container: the RM did not process the heartbeat; the registration
+    that follows lists the node's containers (NMContainerStatuses), so a restarted RM recovers them."""
     u = registered_updater()
     u.heartbeat_due(NodeHealth(containers=(completed(2),)))
-    assert u.answered(HeartbeatAnswer(0, NodeAction.RESYNC, 800)) == [SendRegistration(REG)]
+    registration = replace(REG, containers=(completed(2),))
+    assert u.answered(HeartbeatAnswer(0, NodeAction.RESYNC, 800)) == [SendRegistration(registration)]
     u.registered_with(RegistrationAnswer(800, rm_identifier=8))
     u.heartbeat_due(NodeHealth())
     assert u.answered(HeartbeatAnswer(1, NodeAction.NORMAL, 800)) == [ScheduleHeartbeat(800)]
