@@ -2,10 +2,12 @@
 started again on its state, and the job goes on with its one attempt.
 
 A local three-node Cortex on loopback (not isolated: ``restart_node`` starts a node again in
-place).  node1 runs the RM, and its NodeManager is made too small for any container (256 MiB,
-below the 1 GiB minimum allocation), so the job's AM and executors run on node2 and node3 and
-nothing of the job dies with node1's daemon.  The job (cluster mode) sleeps in its map tasks
-long enough to be caught mid-way, then shuffles (``reduceByKey``).
+place).  node1 runs the RM; its NodeManager and node3's are made too small for any container
+(256 MiB, below the 1 GiB minimum allocation), so the job's AM and both executors run on node2:
+nothing of the job dies with node1's daemon, and the containers reach each other (on a loopback
+cluster that is not isolated, containers of different nodes cannot: their networks are alike).
+The job (cluster mode) sleeps in its map tasks long enough to be caught mid-way, then shuffles
+between its two executors (``reduceByKey``).
 
 While node1 is down the AM's heartbeats are refused and its driver and executors go on; once the
 RM is back, the NodeManagers are answered RESYNC and register again listing their containers, and
@@ -62,7 +64,7 @@ EXPECTED = "COUNTS " + str(sorted((f"k{k}", PARTITIONS * 100 // 4) for k in rang
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
     with running_cluster(tmp_path_factory.mktemp("rm-restart"), nodes=3, spark=True) as c:
-        _shrink_rm_nodes_nodemanager(c)
+        _shrink_nodemanagers(c, (0, 2))
         yield c
 
 
@@ -84,15 +86,17 @@ def _restart(cluster: RunningCluster, index: int) -> None:
     cluster.nodes[index] = local_cluster.restart_node(cluster.workdir, node.name, say=lambda _: None)
 
 
-def _shrink_rm_nodes_nodemanager(cluster: RunningCluster) -> None:
-    """node1 again, with a NodeManager no container fits on (its RM starts again on its state too)."""
-    rm_node = cluster.nodes[0]
-    _stop(cluster, rm_node, signal.SIGTERM)
-    config = Path(rm_node.config)
-    text = config.read_text()
-    assert "\n[nodemanager]\n" in text
-    config.write_text(text.replace("\n[nodemanager]\n", "\n[nodemanager]\nmemory_mb = 256\n"))
-    _restart(cluster, 0)
+def _shrink_nodemanagers(cluster: RunningCluster, indices: tuple[int, ...]) -> None:
+    """These nodes again, each with a NodeManager no container fits on (node1's RM starts again too)."""
+    for index in indices:
+        node = cluster.nodes[index]
+        _stop(cluster, node, signal.SIGTERM)
+        config = Path(node.config)
+        text = config.read_text()
+        assert "\n[nodemanager]\n" in text
+        config.write_text(text.replace("\n[nodemanager]\n", "\n[nodemanager]\nmemory_mb = 256\n"))
+    for index in indices:
+        _restart(cluster, index)
     wait_for(lambda: _nodes_running(cluster) == 3, "the three nodes to be RUNNING again", timeout=120, step=0.5)
 
 
@@ -142,7 +146,7 @@ def test_a_cluster_mode_job_survives_a_sigkill_of_the_rm_with_one_attempt(
     assert report is not None and (report["state"], report["finalStatus"]) == ("FINISHED", "SUCCEEDED"), report
     attempts = _get(cluster, f"apps/{app_id}/appattempts")["appAttempts"]["appAttempt"]
     assert len(attempts) == 1, attempts
-    assert not attempts[0]["nodeId"].startswith(cluster.nodes[0].nm_webapp.split(":")[0] + ":"), attempts
+    assert attempts[0]["nodeId"].startswith(cluster.nodes[1].nm_webapp.split(":")[0] + ":"), attempts  # node2
     driver_out = aggregated_logs(cluster.conf_dir, app_id, contains="COUNTS")
     assert EXPECTED in driver_out, driver_out[-3000:]
 
