@@ -17,8 +17,8 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.task import Clock
 
-from cortex_rm.allocator.node_tracker import NodeTracker
-from cortex_rm.allocator.nodes import NodeState, NodeTable
+from cortex_rm.allocator.node_tracker import IgnoringListener, NodeTracker
+from cortex_rm.allocator.nodes import NodeRecord, NodeState, NodeTable
 from cortex_rm.container.status_updater import (
     Backoff,
     CleanupApplications,
@@ -390,15 +390,26 @@ def test_driver_passes_on_the_registration_and_acknowledgements(
 def test_driver_reregisters_after_an_rm_restart(
     clock: Clock, network: FakeNetwork, tls: MutualTLS, tmp_path: Path
 ) -> None:
-    """The RM restarts (new, empty NodeTable): the node's next heartbeat is RESYNCed and it registers again."""
+    """The RM restarts (new, empty NodeTable): the node's next heartbeat is RESYNCed and it registers again,
+    listing the containers it runs, which the new RM's listener gets (work-preserving restart)."""
+    runs = ContainerReport(completed(3).container_id, ContainerState.RUNNING, resource=Resource(1024, 1), priority=1)
     network.start_rm(rm_identifier=1)
     service = make_service(clock, tls, tmp_path)
+    service.health = lambda: NodeHealth(containers=(runs,))
     service.start()
     clock.advance(0.5)
     restarted = network.start_rm(rm_identifier=2)
+    heard: list[tuple[ContainerReport, ...]] = []
+
+    class Recording(IgnoringListener):
+        def containers_reported(self, node: NodeRecord, containers: tuple[ContainerReport, ...]) -> None:
+            heard.append(containers)
+
+    restarted.listener = Recording()
     clock.advance(0.5)  # heartbeat -> RESYNC -> registerNode, all on the same connection
     assert restarted.nodes.get(NODE).state is NodeState.RUNNING
     assert service.updater.rm_identifier == 2
+    assert heard[0] == (runs,)  # the registration's list, through the codec
     clock.advance(0.5)
     assert service.updater.last_response_id == 1
 
