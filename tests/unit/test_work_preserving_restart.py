@@ -37,6 +37,7 @@ from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.am_service import ApplicationMasterService
 from cortex_rm.yarn_api.errors import APPLICATION_MASTER_NOT_REGISTERED, RemoteError
+from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.proto import yarn_security_token_pb2 as yst
 from cortex_rm.yarn_api.proto import yarn_service_protos_pb2 as ys
 from cortex_rm.yarn_api.rpc_protocol import AuthMethod, CallContext
@@ -195,6 +196,24 @@ def test_a_restart_keeps_the_attempt_and_the_am_resyncs_by_registering_again() -
     assert (app.state, app.attempts[0].state) == (AppState.RUNNING, AttemptState.RUNNING)
     rm.allocate(cluster.attempt_id, 0)  # AMRMClient's response ids start again at 0
     assert rm.launches == [] and len(app.attempts) == 1 and app.counted_failures == 0
+
+
+def test_an_am_that_finishes_before_registering_again_is_told_to_register_first() -> None:
+    """finishApplicationMaster from a recovered attempt that has not registered with this RM is answered
+    ApplicationMasterNotRegisteredException too (AMRMClient then registers and finishes again); after
+    that the application finishes with its one attempt."""
+    cluster = Cluster()
+    rm = cluster.restart()
+    finish = ys.FinishApplicationMasterRequestProto(final_application_status=yp.APP_SUCCEEDED)
+    with pytest.raises(RemoteError) as raised:
+        rm.call(cluster.attempt_id, "finishApplicationMaster", finish)
+    assert raised.value.java_class == APPLICATION_MASTER_NOT_REGISTERED
+    rm.register(cluster.am.node_id, *cluster.nm_view(cluster.am.node_id))
+    rm.register_am(cluster.attempt_id)
+    assert rm.call(cluster.attempt_id, "finishApplicationMaster", finish).isUnregistered
+    rm.heartbeat(cluster.am.node_id, completed(cluster.am, 0))  # the AM's container exits
+    app = cluster.app
+    assert (app.state, len(app.attempts), app.attempts[0].state) == (AppState.FINISHED, 1, AttemptState.FINISHED)
 
 
 def test_nodes_registering_again_bring_their_running_containers_back_into_the_accounting() -> None:
