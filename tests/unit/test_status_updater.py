@@ -147,7 +147,10 @@ def test_resync_acknowledges_nothing() -> None:
     u.heartbeat_due(NodeHealth(containers=(completed(2),)))
     registration = replace(REG, containers=(completed(2),))
     assert u.answered(HeartbeatAnswer(0, NodeAction.RESYNC, 800)) == [SendRegistration(registration)]
-    u.registered_with(RegistrationAnswer(800, rm_identifier=8))
+    # the registration's answer acknowledges the completed ones it listed (the RM recorded them)
+    assert u.registered_with(RegistrationAnswer(800, rm_identifier=8)) == [
+        ContainersAcknowledged((completed(2).container_id,)), ScheduleHeartbeat(800),
+    ]  # fmt: skip
     u.heartbeat_due(NodeHealth())
     assert u.answered(HeartbeatAnswer(1, NodeAction.NORMAL, 800)) == [ScheduleHeartbeat(800)]
 
@@ -383,8 +386,10 @@ def test_driver_passes_on_the_registration_and_acknowledgements(
     )
     service.start()
     assert [a.container_token_master_key for a in registered] == [MasterKey(3, b"k" * 20)]
+    assert acknowledged == [(completed(2).container_id,)]  # the registration listed it: recorded
+    reported[0] = completed(4)
     clock.advance(0.5)
-    assert acknowledged == [(completed(2).container_id,)]
+    assert acknowledged == [(completed(2).container_id,), (completed(4).container_id,)]
 
 
 def test_driver_reregisters_after_an_rm_restart(
