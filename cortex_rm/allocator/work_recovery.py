@@ -12,7 +12,8 @@ decides about those lists, once per node (its first registration with this RM):
   queue, attempt), RUNNING, so the AM's later releases and its completion work; the
   AM's own container becomes the attempt's AM container again;
 * a container of that attempt that ended meanwhile goes into the AM's completed
-  list; the AM's own container ended: the attempt is over (its exit decides);
+  list (not one an earlier RM had killed: it ended it, and told the AM then); the
+  AM's own container ended: the attempt is over (its exit decides);
 * a running container of an unknown, ended or earlier attempt is killed; the node
   cleans up an ended application;
 * a node that comes back without the AM container of an attempt it ran: that AM is
@@ -43,6 +44,7 @@ from cortex_rm.yarn.resources import Resource
 
 log = Logger()
 
+_KILLED_BY_RM = ContainerExitStatus.KILLED_BY_RESOURCEMANAGER
 AM_LOST_WITH_NODE = (
     "The AM container was lost: its node registered again without it after the ResourceManager restarted."
 )
@@ -114,6 +116,8 @@ class WorkRecovery:
             elif report.state is ContainerState.COMPLETE and cid == attempt.am_container_id:
                 self._awaiting_am.pop(cid.attempt_id, None)
                 ended.append(EndedAM(cid.attempt_id, report.exit_status, report.diagnostics))
+            elif report.state is ContainerState.COMPLETE and report.exit_status == _KILLED_BY_RM:
+                pass  # an earlier RM killed it, having ended it itself: its AM heard of it then (or needs not)
             elif report.state is ContainerState.COMPLETE:
                 self.scheduler.recover_completed(
                     cid.attempt_id, cid, node_id, report.resource or Resource(), report.exit_status, report.diagnostics
