@@ -266,8 +266,8 @@ class ApplicationTable:
         if app.state is AppState.FINAL_SAVING and app.target_state is not None:
             return self.reach_final(app, app.target_state)
         attempt = app.current_attempt
-        if attempt is not None and not attempt.state.is_terminal and not self._queue_exists(app.queue):
-            self.attempt_event(attempt, AttemptEvent.KILL)  # its application is rejected below, naming the queue
+        if attempt is not None and not attempt.state.is_terminal and not self._can_go_on(app):
+            self.attempt_event(attempt, AttemptEvent.KILL)  # its application is rejected below, saying why
             attempt.finish_time_ms = self.now_ms()
         if attempt is None or attempt.state.is_terminal:
             app.state, app.state_before, app.target_state = AppState.SUBMITTED, None, None
@@ -284,9 +284,13 @@ class ApplicationTable:
                  state=attempt.state.value)  # fmt: skip
         return defer.succeed(None)
 
-    def _queue_exists(self, name: str) -> bool:
+    def _can_go_on(self, app: Application) -> bool:
+        """Whether a recovered application may keep its attempt: its queue is still there, and it has (or
+        gets now) a slot of source ports (an RM from before slots stored none)."""
         try:
-            self.queues.leaf_for_submission(name)
+            self.queues.leaf_for_submission(app.queue)
+            if app.port_slot is None:
+                app.port_slot = self._free_port_slot(app)
         except InvalidSubmission:
             return False
         return True
