@@ -77,6 +77,7 @@ class WorkRecovery:
         self._awaiting_am[attempt.attempt_id] = "" if app.unmanaged_am else attempt.am_node
 
     def attempt_ended(self, attempt_id: ApplicationAttemptId) -> None:
+        """``attempt_id`` is over: nothing of it is awaited any more."""
         self._awaiting_am.pop(attempt_id, None)
 
     def lost_status(self, attempt_id: ApplicationAttemptId) -> int | None:
