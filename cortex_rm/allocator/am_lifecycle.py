@@ -117,8 +117,11 @@ class AMLifecycle:
         )
         return self.table.attempt_failed(app, attempt)
 
-    def expired(self, attempt_id: ApplicationAttemptId, expiry_ms: int) -> defer.Deferred[None]:
-        """The AM stopped heartbeating for ``expiry_ms``."""
+    def expired(
+        self, attempt_id: ApplicationAttemptId, expiry_ms: int, lost_status: int | None = None
+    ) -> defer.Deferred[None]:
+        """The AM stopped heartbeating for ``expiry_ms``.  ``lost_status``: the AM container's exit
+        status when it is known lost with its node (ABORTED: not counted against the application)."""
         app, attempt = self.table.get_attempt(attempt_id)
         if attempt.state.is_terminal or attempt is not app.current_attempt:
             return defer.succeed(None)
@@ -127,6 +130,9 @@ class AMLifecycle:
         self.table.attempt_event(attempt, AttemptEvent.EXPIRE)
         attempt.finish_time_ms = self.table.now_ms()
         attempt.diagnostics = f"ApplicationMaster for attempt {attempt_id} timed out after {expiry_ms} ms"
+        if lost_status is not None:
+            attempt.exit_status = lost_status
+            attempt.diagnostics += ": its node did not come back after the ResourceManager restarted"
         if app.state is AppState.KILLING:
             self.table.listener.attempt_ended(app, attempt)
             self.table.transition(app, AppEvent.ATTEMPT_KILLED)

@@ -13,6 +13,10 @@ class AppListener(Protocol):
     def attempt_started(self, app: Application, attempt: Attempt) -> None:
         """A new attempt needs its AM container."""
 
+    def attempt_recovered(self, app: Application, attempt: Attempt) -> None:
+        """After a restart: ``attempt``'s AM container was placed before it; the attempt goes on,
+        waiting for its AM to register again and its nodes to report its containers."""
+
     def attempt_ended(self, app: Application, attempt: Attempt) -> None:
         """An attempt is over: release everything it holds."""
 
@@ -24,6 +28,9 @@ class NoListener:
     """The listener of a table nobody schedules for (front ends and the table tested alone)."""
 
     def attempt_started(self, app: Application, attempt: Attempt) -> None:
+        pass
+
+    def attempt_recovered(self, app: Application, attempt: Attempt) -> None:
         pass
 
     def attempt_ended(self, app: Application, attempt: Attempt) -> None:

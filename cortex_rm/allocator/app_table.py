@@ -31,6 +31,7 @@ from cortex_rm.allocator.app_states import (
     AppEvent,
     AppState,
     AttemptEvent,
+    AttemptState,
     FinalStatus,
 )
 from cortex_rm.allocator.errors import (
@@ -83,9 +84,8 @@ class ApplicationTable:
     ) -> defer.Deferred[ApplicationTable]:
         """Load the stored state (choosing the cluster timestamp at first start) and resume.
 
-        Applications that had not ended are accepted again, as YARN's recovery re-submits
-        them (``listener`` hears of their new attempts); FINISHING ones are done (their AM
-        had unregistered).
+        Applications that had not ended go on with their attempt (``resume``); FINISHING
+        ones are done (their AM had unregistered).
         """
         async def recover() -> ApplicationTable:
             stored = await load_stored_state(clock, store)
@@ -108,7 +108,8 @@ class ApplicationTable:
         return cls(clock, store, queues, limits, stored.cluster_timestamp, stored.app_id_high_water, listener)
 
     def resume(self, stored: StoredState) -> defer.Deferred[ApplicationTable]:
-        """Take in the stored applications: remember the ended ones, accept the others again.
+        """Take in the stored applications: remember the ended ones, go on with the others
+        (YARN's work-preserving recovery, see ``_resume``).
 
         Fires with this table once every resumed application was accepted (or rejected).
         """
@@ -250,20 +251,49 @@ class ApplicationTable:
         return attempt
 
     def _resume(self, app: Application) -> defer.Deferred[None]:
-        """After a restart: finish what was in flight, or accept the application again."""
+        """After a restart: finish what was in flight, or go on with the live attempt, as YARN's
+        work-preserving recovery does (nothing is stored: a second restart recovers the same way).
+
+        * Not yet accepted (no attempt): accepted now.
+        * Its attempt waited for an AM container: the same attempt waits again.
+        * Its AM container had been placed: the attempt is LAUNCHED and the application
+          ACCEPTED (YARN's recovered states) until the AM registers again; its AMRMToken
+          still works (the master keys are stored), the listener waits for it and for the
+          nodes' reports of its containers.
+        """
         if app.state is AppState.FINISHING:
             return self.reach_final(app, AppState.FINISHED)
         if app.state is AppState.FINAL_SAVING and app.target_state is not None:
             return self.reach_final(app, app.target_state)
-        for attempt in app.attempts:
-            if not attempt.state.is_terminal:
-                # killed by the RM, not failed: like YARN's KILLED_BY_RESOURCEMANAGER it does
-                # not count against the application's max attempts
-                self.attempt_event(attempt, AttemptEvent.KILL)
-                attempt.diagnostics = "The ResourceManager restarted while this attempt was live."
-                attempt.finish_time_ms = self.now_ms()
-        app.state, app.state_before, app.target_state = AppState.SUBMITTED, None, None
-        return self._accept_or_reject(app)
+        attempt = app.current_attempt
+        if attempt is not None and not attempt.state.is_terminal and not self._can_go_on(app):
+            self.attempt_event(attempt, AttemptEvent.KILL)  # its application is rejected below, saying why
+            attempt.finish_time_ms = self.now_ms()
+        if attempt is None or attempt.state.is_terminal:
+            app.state, app.state_before, app.target_state = AppState.SUBMITTED, None, None
+            return self._accept_or_reject(app)
+        app.state, app.state_before, app.target_state = AppState.ACCEPTED, None, None
+        if attempt.am_container_id is None and not app.unmanaged_am:
+            attempt.state = AttemptState.SCHEDULED
+            self.listener.attempt_started(app, attempt)
+        else:
+            attempt.state = AttemptState.LAUNCHED
+            app.diagnostics = f"The ResourceManager restarted: waiting for the AM of {attempt.attempt_id} to register."
+            self.listener.attempt_recovered(app, attempt)
+        log.info("{app_id} recovered with {attempt} {state}", app_id=str(app.app_id), attempt=str(attempt.attempt_id),
+                 state=attempt.state.value)  # fmt: skip
+        return defer.succeed(None)
+
+    def _can_go_on(self, app: Application) -> bool:
+        """Whether a recovered application may keep its attempt: its queue is still there, and it has (or
+        gets now) a slot of source ports (an RM from before slots stored none)."""
+        try:
+            self.queues.leaf_for_submission(app.queue)
+            if app.port_slot is None:
+                app.port_slot = self._free_port_slot(app)
+        except InvalidSubmission:
+            return False
+        return True
 
     # -- kill, move, priority ----------------------------------------------------------
 

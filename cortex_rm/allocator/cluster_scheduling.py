@@ -16,14 +16,15 @@ event handlers:
 * allocation passes run when something changed (coalesced) and on a timer; an AM
   container is launched on its node through ``launch_am`` as soon as it is placed;
 * AMs that stop heartbeating expire; containers to kill and applications to clean
-  up ride the nodes' next heartbeat answers.
+  up ride the nodes' next heartbeat answers (``node_cleanup``);
+* after a restart (``recover``): a new epoch for container ids, the live attempts go
+  on and the nodes' registrations bring their containers back (``work_recovery``).
 
 Only ``launch_am`` does I/O, and it is injected; time comes from the injected clock.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,23 +43,21 @@ from cortex_rm.allocator.app_states import AppEvent, AppState, AttemptEvent, Att
 from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.asks import ResourceAsk
 from cortex_rm.allocator.containers import RMContainer
-from cortex_rm.allocator.errors import AllocatorError
+from cortex_rm.allocator.errors import AllocatorError, InvalidSubmission
 from cortex_rm.allocator.node_class_labels import NodeClassLabels
+from cortex_rm.allocator.node_cleanup import NodeCleanup
 from cortex_rm.allocator.node_labels import labelled_asks
 from cortex_rm.allocator.nodes import NodeRecord, NodeState
 from cortex_rm.allocator.rm_context import AppUsage
 from cortex_rm.allocator.scheduler import CapacityScheduler
 from cortex_rm.allocator.state_store import RMStateStore, StoredState
+from cortex_rm.allocator.work_recovery import EndedAM, WorkRecovery
 from cortex_rm.yarn.container_status import ContainerExitStatus, ContainerState
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
 from cortex_rm.yarn.resource_tracker import ContainerReport
 from cortex_rm.yarn.resources import Resource
 
 log = Logger()
-
-#: How many (application, node) log aggregations may wait to be taken; the oldest are
-#: forgotten beyond it (a node that never aggregates must not grow the RM's memory).
-MAX_PENDING_AGGREGATIONS = 100_000
 
 # Fires when the node accepted the AM container.  What it fires with (the launcher's reply)
 # is not used here, and Deferred is invariant, so any result type is accepted.
@@ -107,11 +106,8 @@ class ClusterScheduling:
         self.timers = timers
         self.maximum_allocation = scheduler.config.maximum_allocation
         self._heard_ms: dict[ApplicationAttemptId, int] = {}  # AM liveness: last sign of life
-        self._kill: dict[NodeId, set[ContainerId]] = defaultdict(set)
-        self._app_nodes: dict[ApplicationId, set[NodeId]] = defaultdict(set)
-        self._cleanup_apps: dict[NodeId, set[ApplicationId]] = defaultdict(set)
-        # (application, node) pairs told to clean up, so allowed to aggregate; oldest first (bounded)
-        self._may_aggregate: OrderedDict[tuple[ApplicationId, NodeId], None] = OrderedDict()
+        self.cleanup = NodeCleanup()
+        self.recovery = WorkRecovery(self.table, scheduler, self.cleanup)
         self._pass_pending: IDelayedCall | None = None
         self._loops: list[LoopingCall] = []
 
@@ -126,17 +122,22 @@ class ClusterScheduling:
         timers: SchedulingTimers = SchedulingTimers(),
         stored: StoredState | None = None,
     ) -> defer.Deferred[ClusterScheduling]:
-        """The scheduling service over the stored applications: those still live are accepted
-        again and their new attempts enter the scheduler (YARN's recovery re-submits them).
+        """The scheduling service over the stored applications, work-preserving as YARN's RM
+        restart: this start takes the stored epoch (and stores the next) for its container ids,
+        and live applications go on with their attempts (``work_recovery``).
         ``stored``: what ``load_stored_state`` read, when the caller has read it already."""
 
-        def build(stored: StoredState) -> defer.Deferred[ClusterScheduling]:
+        async def build(stored: StoredState) -> ClusterScheduling:
+            await store.save_epoch(stored.epoch + 1)
+            epoch = scheduler.start_epoch(stored.epoch)
             scheduling = cls(clock, stored, store, limits, scheduler, launch_am, timers)
-            return scheduling.table.resume(stored).addCallback(lambda _: scheduling)
+            await scheduling.table.resume(stored)
+            log.info("scheduling recovered: epoch {epoch}", epoch=epoch)
+            return scheduling
 
         if stored is not None:
-            return build(stored)
-        return load_stored_state(clock, store).addCallback(build)
+            return defer.ensureDeferred(build(stored))
+        return load_stored_state(clock, store).addCallback(lambda s: defer.ensureDeferred(build(s)))
 
     # -- start/stop ------------------------------------------------------------------------
 
@@ -182,9 +183,18 @@ class ClusterScheduling:
         )
         self.schedule_soon()
 
+    def attempt_recovered(self, app: Application, attempt: Attempt) -> None:
+        try:
+            self.recovery.attempt_recovered(app, attempt)
+        except InvalidSubmission as e:  # its queue is gone
+            self.clock.callLater(0, self._reject, app.app_id, f"The recovered application cannot go on: {e}")
+            return
+        self._heard_ms[attempt.attempt_id] = self.now_ms()  # its AM has the AM expiry to register again
+
     def attempt_ended(self, app: Application, attempt: Attempt) -> None:
         attempt_id = attempt.attempt_id
         self._heard_ms.pop(attempt_id, None)
+        self.recovery.attempt_ended(attempt_id)
         if self.scheduler.has_attempt(attempt_id):
             exit_status = (
                 ContainerExitStatus.KILLED_BY_RESOURCEMANAGER
@@ -200,8 +210,7 @@ class ClusterScheduling:
         self.schedule_soon()
 
     def app_finished(self, app: Application) -> None:
-        for node_id in self._app_nodes.pop(app.app_id, set()):
-            self._cleanup_apps[node_id].add(app.app_id)
+        self.cleanup.app_finished(app.app_id)
 
     def _reject(self, app_id: ApplicationId, reason: str) -> None:
         app = self.table.get(app_id)
@@ -228,13 +237,13 @@ class ClusterScheduling:
 
     def node_registered(self, node: NodeRecord) -> None:
         self.labels.label(node)
+        self.recovery.node_registered(node.node_id)  # its registration's containers come next
         for container in self.scheduler.node_added(node.node_id, node.capability):
             self._container_ended(container)
         self.schedule_soon()
 
     def node_lost(self, node: NodeRecord) -> None:
-        self._kill.pop(node.node_id, None)
-        self._cleanup_apps.pop(node.node_id, None)
+        self.cleanup.node_lost(node.node_id)
         for container in self.scheduler.node_removed(node.node_id):
             self._container_ended(container)
         self.schedule_soon()
@@ -259,6 +268,11 @@ class ClusterScheduling:
 
     def containers_reported(self, node: NodeRecord, containers: tuple[ContainerReport, ...]) -> None:
         changed = False
+        if self.recovery.awaits_report(node.node_id):  # the registration's (NMContainerStatuses)
+            containers, ended = self.recovery.registration_report(node.node_id, containers)
+            for am in ended:
+                self._am_ended(am)
+            changed = True  # recovered containers changed the node's room
         for report in containers:
             if report.state is ContainerState.RUNNING:
                 self.scheduler.container_launched(report.container_id)
@@ -273,22 +287,20 @@ class ClusterScheduling:
             self.schedule_soon()
 
     def cleanup_for(self, node: NodeRecord) -> tuple[tuple[ContainerId, ...], tuple[ApplicationId, ...]]:
-        containers = tuple(sorted(self._kill.pop(node.node_id, ())))
-        apps = tuple(sorted(self._cleanup_apps.pop(node.node_id, ())))
-        for app_id in apps:
-            self._may_aggregate[(app_id, node.node_id)] = None
-        while len(self._may_aggregate) > MAX_PENDING_AGGREGATIONS:
-            self._may_aggregate.popitem(last=False)
-        return containers, apps
+        return self.cleanup.take(node.node_id)
 
     def may_aggregate(self, app_id: ApplicationId, node_id: NodeId) -> bool:
-        """Whether ``node_id`` may aggregate ``app_id``'s logs: it ran containers of the
-        application and was told to clean it up (again after a failed try: it writes only its
-        own file), so no node writes logs for an application it never ran."""
-        return (app_id, node_id) in self._may_aggregate
+        """Whether ``node_id`` may aggregate ``app_id``'s logs (``NodeCleanup.may_aggregate``)."""
+        return self.cleanup.may_aggregate(app_id, node_id)
 
     def _kill_on_node(self, container: RMContainer) -> None:
-        self._kill[container.node_id].add(container.container_id)
+        self.cleanup.kill(container.node_id, container.container_id)
+
+    def _am_ended(self, am: EndedAM) -> None:
+        """A recovered attempt's AM container ended while no RM watched (or its node lost it)."""
+        self._heard_ms.pop(am.attempt_id, None)
+        d = self.am.am_container_finished(am.attempt_id, am.exit_status, am.diagnostics)
+        d.addErrback(lambda f: log.failure("AM container end of {attempt}", f, attempt=str(am.attempt_id)))
 
     def _container_ended(self, container: RMContainer) -> None:
         """A container is over; if it ran an AM, so is its attempt."""
@@ -308,7 +320,7 @@ class ClusterScheduling:
         """One allocation pass; AM containers placed by it are launched."""
         allocated = self.scheduler.schedule(self.now_ms())
         for container in allocated:
-            self._app_nodes[container.attempt_id.app_id].add(container.node_id)
+            self.cleanup.ran_on(container.attempt_id.app_id, container.node_id)
             if container.is_am:
                 self._start_am(container)
         self._explain_waiting()
@@ -318,11 +330,11 @@ class ClusterScheduling:
         """Accepted applications still waiting for their AM say why in their diagnostics."""
         for app in self.table:
             attempt = app.current_attempt
-            if app.state is AppState.ACCEPTED and attempt is not None and attempt.state is AttemptState.SCHEDULED:
-                if self.scheduler.has_attempt(attempt.attempt_id):
-                    reason = self.scheduler.waiting_reason(attempt.attempt_id)
-                    if reason:
-                        app.diagnostics = f"Waiting for the AM container: {reason}"
+            if app.state is not AppState.ACCEPTED or attempt is None or attempt.state is not AttemptState.SCHEDULED:
+                continue
+            known = self.scheduler.has_attempt(attempt.attempt_id)
+            if known and (reason := self.scheduler.waiting_reason(attempt.attempt_id)):
+                app.diagnostics = f"Waiting for the AM container: {reason}"
 
     def _start_am(self, container: RMContainer) -> None:
         attempt_id = container.attempt_id
@@ -364,10 +376,8 @@ class ClusterScheduling:
     def usage_of(self, app: Application) -> AppUsage:
         """The live containers of the application's current attempt (for reports)."""
         attempt = app.current_attempt
-        if attempt is None or not self.scheduler.has_attempt(attempt.attempt_id):
-            return AppUsage(0, Resource())
-        live = [c for c in self.scheduler.attempt_containers(attempt.attempt_id) if c.is_live]
-        return AppUsage(len(live), self.scheduler.attempt_used(attempt.attempt_id))
+        live = [] if attempt is None else self.containers_of(attempt.attempt_id)
+        return AppUsage(len(live), sum((c.resource for c in live), Resource()))
 
     def containers_of(self, attempt_id: ApplicationAttemptId) -> list[RMContainer]:
         """The live containers of an attempt (for getContainers); none once it has ended."""
@@ -432,7 +442,7 @@ class ClusterScheduling:
             if now - heard > self.timers.am_expiry_ms:
                 del self._heard_ms[attempt_id]
                 log.warn("AM of {attempt} silent for {ms} ms: expiring it", attempt=str(attempt_id), ms=now - heard)
-                d = self.am.expired(attempt_id, self.timers.am_expiry_ms)
+                d = self.am.expired(attempt_id, self.timers.am_expiry_ms, self.recovery.lost_status(attempt_id))
                 d.addErrback(_log_expiry_failure, attempt_id)  # (not a closure: the loop moves on)
 
 

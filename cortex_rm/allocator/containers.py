@@ -3,7 +3,9 @@
 A container is born in an allocation pass (NEW -> ALLOCATED), is handed out once
 (ALLOCATED -> ACQUIRED: in an allocate response to its ApplicationMaster, or to the
 AM launcher when it is the AM's own container), starts when its node reports it
-(-> RUNNING) and ends in one of four final states, as YARN's ``RMContainerState``:
+(-> RUNNING) and ends in one of four final states, as YARN's ``RMContainerState``.
+A restarted RM recovers a container its node still runs straight into RUNNING
+(NEW -> RUNNING on RECOVER, as YARN's ``RMContainerRecoverEvent``).  The final states:
 
 * COMPLETED: the node reported that it exited (any exit status);
 * RELEASED: the ApplicationMaster gave it back;
@@ -76,6 +78,7 @@ class RMContainerEvent(enum.Enum):
     RELEASED = "RELEASED"  # the AM gave it back
     KILL = "KILL"  # the RM ends it: node lost, attempt ended
     EXPIRE = "EXPIRE"  # handed out but never launched in time
+    RECOVER = "RECOVER"  # a restarted RM learns it from its node's registration
 
 
 _S, _E = RMContainerState, RMContainerEvent
@@ -85,6 +88,7 @@ CONTAINER_TRANSITIONS: TransitionTable[RMContainerState, RMContainerEvent] = Tra
     {
         (_S.NEW, _E.START): _S.ALLOCATED,
         (_S.ALLOCATED, _E.ACQUIRED): _S.ACQUIRED,
+        (_S.NEW, _E.RECOVER): _S.RUNNING,
         (_S.ACQUIRED, _E.LAUNCHED): _S.RUNNING,
         **{(s, _E.FINISHED): _S.COMPLETED for s in LIVE_CONTAINER_STATES},
         **{(s, _E.RELEASED): _S.RELEASED for s in LIVE_CONTAINER_STATES},
@@ -159,6 +163,7 @@ class RMContainer:
             self.acquired_time_ms = now_ms
         elif new is RMContainerState.RUNNING:
             self.launch_time_ms = now_ms
+            self.acquired = True  # (a recovered one was handed out by an earlier RM)
         return True
 
     def finish(self, event: RMContainerEvent, exit_status: int, diagnostics: str, now_ms: int) -> bool:

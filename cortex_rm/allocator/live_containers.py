@@ -13,7 +13,9 @@ of it:
 * the containers of a removed attempt are reported to nobody.
 
 It also keeps the handed-out containers not yet RUNNING in acquisition order,
-so that ``expire`` finds the overdue ones without a scan.
+so that ``expire`` finds the overdue ones without a scan.  A restarted RM counts
+in, with ``recover``, the containers its nodes still run (already RUNNING and
+handed out by an earlier RM, so nobody pulls them again).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class LiveContainers:
         self._nodes = nodes
         self._attempts = attempts
         self._am_queue = am_queue
-        self._epoch_bits = epoch << CONTAINER_EPOCH_SHIFT
+        self.epoch = epoch
         self._live: dict[ContainerId, RMContainer] = {}
         self._unacquired: dict[ContainerId, AllocationRecord | None] = {}  # ALLOCATED: how to put them back
         self._unlaunched: dict[ContainerId, RMContainer] = {}  # ACQUIRED, not yet RUNNING, oldest first
@@ -74,22 +76,40 @@ class LiveContainers:
         now_ms: int,
     ) -> RMContainer:
         """A new ALLOCATED container of ``attempt`` on ``node``, counted everywhere."""
-        container_id = ContainerId(attempt.attempt_id, self._epoch_bits | attempt.next_sequence)
+        container_id = ContainerId(attempt.attempt_id, (self.epoch << CONTAINER_EPOCH_SHIFT) | attempt.next_sequence)
         attempt.next_sequence += 1
         container = RMContainer(
             container_id, node.node_id, resource, priority, allocation_request_id, is_am, requested, locality
         )
         container.handle(_E.START, now_ms)
+        self._count_in(attempt, node, container)
+        attempt.newly_allocated.append(container)
+        self._unacquired[container_id] = record
+        return container
+
+    def recover(
+        self, attempt: SchedulerAttempt, node: SchedulerNode, container_id: ContainerId, resource: Resource,
+        priority: int, is_am: bool, creation_time_ms: int, now_ms: int,
+    ) -> RMContainer:
+        """A container an earlier RM placed and ``node`` still runs, counted in RUNNING (YARN's
+        ``recoverContainersOnNode``); the node may end up over-committed, as in YARN."""
+        container = RMContainer(container_id, node.node_id, resource, priority, 0, is_am, resource)
+        container.handle(_E.RECOVER, now_ms)
+        container.creation_time_ms = creation_time_ms or now_ms
+        self._count_in(attempt, node, container)
+        if is_am:
+            attempt.am_container = container
+        return container
+
+    def _count_in(self, attempt: SchedulerAttempt, node: SchedulerNode, container: RMContainer) -> None:
+        container_id, resource = container.container_id, container.resource
         node.containers[container_id] = container
         self._nodes.change_free(node, -resource.memory_mb, -resource.vcores)
         attempt.containers[container_id] = container
         attempt.used_mem += resource.memory_mb
         attempt.used_vcores += resource.vcores
-        attempt.newly_allocated.append(container)
-        attempt.leaf.add_container(resource, is_am)
+        attempt.leaf.add_container(resource, container.is_am)
         self._live[container_id] = container
-        self._unacquired[container_id] = record
-        return container
 
     def acquire(self, attempt: SchedulerAttempt, now_ms: int) -> list[RMContainer]:
         """Hand over the attempt's containers allocated since the last call (ALLOCATED -> ACQUIRED)."""

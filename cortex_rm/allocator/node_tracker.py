@@ -16,6 +16,9 @@ Registration
     The answer carries the container-token master key the tracker was given
     (the key the RM signs ContainerTokens with), so the node can check the
     tokens AMs present to it; the key travels only over the mutual-TLS channel.
+    The containers the node lists in its registration (YARN's NMContainerStatuses)
+    go to the listener's ``containers_reported`` right after ``node_registered``
+    (always, an empty list too), so an RM that restarted recovers them.
 
 Heartbeats (YARN's response-id protocol)
     Each answer carries a response id one above the previous; the node sends back
@@ -85,7 +88,9 @@ class NodeTrackerListener(Protocol):
         """``node`` (re)registered: it is RUNNING with fresh capacity and no containers."""
 
     def containers_reported(self, node: NodeRecord, containers: tuple[ContainerReport, ...]) -> None:
-        """A fresh heartbeat from ``node`` listed these container statuses."""
+        """A fresh heartbeat from ``node`` listed these container statuses; or, right after
+        ``node_registered``, the registration did (YARN's NMContainerStatuses: a restarted RM
+        recovers the running ones)."""
 
     def node_lost(self, node: NodeRecord) -> None:
         """``node`` just became LOST: its containers are gone (exit status ``ContainerExitStatus.ABORTED``, which Spark does not count as a failure)."""
@@ -223,6 +228,7 @@ class NodeTracker:
         first = HeartbeatAnswer(response_id=0, action=NodeAction.NORMAL, next_heartbeat_interval_ms=interval)
         self._live[node_id] = _Liveness(fingerprint, now, interval, first, ring_id)
         self.listener.node_registered(node)
+        self.listener.containers_reported(node, registration.containers)
         if not registration.healthy:  # out of the scheduler at once, before any container is placed
             self.nodes.report(node_id, now, healthy=False, health_report=registration.health_report)
             self.listener.node_health_changed(node)
@@ -236,6 +242,7 @@ class NodeTracker:
             interval_ms=interval,
             fingerprint=fingerprint,
             reregistered=previous is not None,
+            containers=len(registration.containers),
         )
         return RegistrationAnswer(
             heartbeat_interval_ms=interval,

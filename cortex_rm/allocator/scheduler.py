@@ -13,6 +13,9 @@ scheduling decision; it never does I/O.  The wire calls it:
   whose ask can never be served;
 * node reports: ``node_added``/``node_removed``, ``container_launched`` and
   ``container_finished``; ``expire_unlaunched`` on a timer;
+* a restarted RM: ``start_epoch`` before anything is placed, ``add_attempt`` with
+  ``recovered`` for the attempts that go on, ``recover_container`` and
+  ``recover_completed`` for what the nodes report when they register again;
 * a timer or the heartbeats run ``schedule(now_ms)``, one allocation pass
   (``allocation_pass`` explains the order and the locality rules);
 * reports: ``waiting_reason`` (why an application waits), the usage queries.
@@ -59,13 +62,14 @@ from cortex_rm.allocator.scheduler_config import SchedulerConfig, SecondsClock
 from cortex_rm.allocator.scheduler_diagnostics import can_ever_fit, waiting_reason
 from cortex_rm.allocator.scheduler_queues import SchedulerQueues
 from cortex_rm.yarn.container_status import ContainerExitStatus
-from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId, NodeId
+from cortex_rm.yarn.ids import CONTAINER_EPOCH_SHIFT, ApplicationAttemptId, ContainerId, NodeId
 from cortex_rm.yarn.resources import ZERO, Resource
 
 log = Logger()
 
 _E = RMContainerEvent
 REREGISTERED_CONTAINER = "Container released on a node that registered again"
+MAX_PENDING_RELEASES = 10_000  # releases of an attempt's containers not yet recovered, kept until they are
 
 
 class CapacityScheduler:
@@ -107,6 +111,7 @@ class CapacityScheduler:
         *,
         am_label: str = "",
         am_blacklist: frozenset[NodeId] = frozenset(),
+        recovered: bool = False,
     ) -> None:
         """Take an attempt into its leaf queue (short name or full path).
 
@@ -115,7 +120,9 @@ class CapacityScheduler:
         are served at once.  The AM container goes to a node labelled ``am_label``, or
         with none, where ``am_placement`` says; never to a node of ``am_blacklist`` (the
         nodes where the application's earlier AMs failed) while that list is below the
-        threshold.  Raises ``InvalidSubmission`` for a queue that is not a running leaf,
+        threshold.  ``recovered``: an attempt a restarted RM goes on with (its AM container, if
+        any, comes back through ``recover_container``; no ``am_resource`` then).
+        Raises ``InvalidSubmission`` for a queue that is not a running leaf,
         ``RefusedOperation`` for an attempt already added.
         """
         if attempt_id in self._attempts:
@@ -130,7 +137,7 @@ class CapacityScheduler:
         log.info(
             "attempt {attempt_id} added to queue {queue} (user {user}, priority {priority}, AM {am})",
             attempt_id=str(attempt_id), queue=leaf.path, user=user, priority=app_priority,
-            am=str(am_resource) if am_resource else "unmanaged", am_label=am_label,
+            am=str(am_resource) if am_resource else ("recovered" if recovered else "unmanaged"), am_label=am_label,
             am_blacklist=sorted(str(n) for n in am_blacklist),
         )
 
@@ -206,7 +213,11 @@ class CapacityScheduler:
         released = []
         for container_id in releases:
             container = self.containers.get(container_id)
-            if container is not None and self.containers.end(
+            if container is None and container_id.epoch < self.containers.epoch:
+                # placed by an earlier RM, not yet reported by its node: released when it is (YARN's pendingRelease)
+                if len(attempt.pending_release) < MAX_PENDING_RELEASES:
+                    attempt.pending_release.add(container_id)
+            elif container is not None and self.containers.end(
                 container, _E.RELEASED, ContainerExitStatus.ABORTED, RELEASED_CONTAINER, now
             ):
                 released.append(container)
@@ -281,6 +292,43 @@ class CapacityScheduler:
             node.record.used, node.record.num_containers = ZERO, 0
         log.info("node {node_id} removed from the scheduler; {n} containers lost", node_id=str(node_id), n=len(lost))
         return lost
+
+    def start_epoch(self, start_count: int) -> int:
+        """This RM's epoch: its start count (wrapped to the 23 bits it has), which new container ids carry
+        above bit 40 so that none repeats an earlier RM's; set once, before any container is placed."""
+        if len(self.containers) or start_count < 0:
+            raise ValueError(f"epoch {start_count}: set once, before any container, not negative")
+        self.containers.epoch = start_count % (1 << (63 - CONTAINER_EPOCH_SHIFT))
+        return self.containers.epoch
+
+    def recover_container(
+        self, attempt_id: ApplicationAttemptId, container_id: ContainerId, node_id: NodeId, resource: Resource,
+        priority: int, is_am: bool, creation_time_ms: int,
+    ) -> RMContainer | None:
+        """A container an earlier RM placed, which its node (registered again) still runs: counted in
+        RUNNING, for its attempt (added ``recovered``).  None when the AM released it meanwhile, when it is
+        live already, or when its node is not in the scheduler: the caller has the node kill it."""
+        attempt = self._attempt(attempt_id)
+        node = self.nodes.by_id.get(node_id)
+        if node is None or self.containers.get(container_id) is not None or container_id in attempt.pending_release:
+            attempt.pending_release.discard(container_id)
+            return None
+        return self.containers.recover(attempt, node, container_id, resource, priority, is_am, creation_time_ms,
+                                       self.now_ms())  # fmt: skip
+
+    def recover_completed(
+        self, attempt_id: ApplicationAttemptId, container_id: ContainerId, node_id: NodeId, resource: Resource,
+        exit_status: int, diagnostics: str,
+    ) -> None:
+        """A container of the attempt that ended while no RM ran: its AM hears of it in its next allocate."""
+        attempt = self._attempt(attempt_id)
+        if container_id in attempt.pending_release:
+            attempt.pending_release.discard(container_id)
+            return
+        container = RMContainer(container_id, node_id, resource, 0)
+        container.handle(_E.RECOVER, self.now_ms())
+        container.finish(_E.FINISHED, exit_status, diagnostics, self.now_ms())
+        attempt.just_completed.append(container)
 
     def container_launched(self, container_id: ContainerId) -> RMContainer | None:
         """Its node reports the container RUNNING (every heartbeat may); None if it is not live here."""

@@ -43,6 +43,8 @@ class SchedulerAttempt:
         self.containers: dict[ContainerId, RMContainer] = {}  # live ones
         self.newly_allocated: list[RMContainer] = []
         self.just_completed: list[RMContainer] = []
+        # released by the AM before a restarted RM recovered them: released once their node reports them
+        self.pending_release: set[ContainerId] = set()
         self.used_mem = 0
         self.used_vcores = 0
         self.next_sequence = 1  # container 000001 is the AM's, as in YARN

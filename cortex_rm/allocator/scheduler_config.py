@@ -51,8 +51,9 @@ class SchedulerConfig:
         A container handed out but not reported RUNNING within this time is taken
         back (``yarn.resourcemanager.rm.container-allocation.expiry-interval-ms``).
     ``epoch``
-        The RM's restart count, stored above bit 40 of new container ids so ids
-        never repeat across restarts.
+        The epoch new container ids carry above bit 40 until ``start_epoch`` sets
+        the RM's own (its start count, from the state store: ``ClusterScheduling.recover``),
+        so ids never repeat across restarts.
     ``am_node_class``
         Where ApplicationMasters without a label expression go (``AMNodeClass``):
         static nodes (volatile ones only when no static node could ever hold the AM,

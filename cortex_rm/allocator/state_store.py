@@ -1,6 +1,7 @@
 """Where the RM keeps what must survive a restart: the cluster timestamp, the
-application id high-water mark, every application, the token master keys and the
-users' live delegation tokens.
+application id high-water mark, every application, the token master keys, the
+users' live delegation tokens and the RM's epoch (its start count, which new
+container ids carry so none repeats across restarts).
 
 Two implementations share one contract (``tests/unit/test_state_store.py`` runs
 the same suite on both): ``MemoryStateStore`` for unit tests and
@@ -39,6 +40,7 @@ class StoredState:
     # users' live delegation tokens by sequence number (``UserCredentials``' documents)
     delegation_tokens: dict[int, dict[str, Any]] = field(default_factory=dict)
     delegation_sequence: int = 0  # sequence numbers up to this one have been used
+    epoch: int = 0  # the epoch the next RM start takes (YARN's RMStateStore epoch)
 
 
 class RMStateStore(Protocol):
@@ -66,6 +68,9 @@ class RMStateStore(Protocol):
     def remove_delegation_tokens(self, sequences: list[int]) -> defer.Deferred[None]:
         """Forget delegation tokens (revoked, cancelled or expired): they authenticate nobody any more."""
 
+    def save_epoch(self, epoch: int) -> defer.Deferred[None]:
+        """Record the epoch the next start takes (never lowered)."""
+
     def close(self) -> None:
         """Release connections and threads."""
 
@@ -90,6 +95,7 @@ class MemoryStateStore:
                 dict(self.state.master_keys),
                 tokens,
                 self.state.delegation_sequence,
+                self.state.epoch,
             )
         )
 
@@ -121,6 +127,10 @@ class MemoryStateStore:
     def remove_delegation_tokens(self, sequences: list[int]) -> defer.Deferred[None]:
         for sequence in sequences:
             self.state.delegation_tokens.pop(sequence, None)
+        return defer.succeed(None)
+
+    def save_epoch(self, epoch: int) -> defer.Deferred[None]:
+        self.state.epoch = max(self.state.epoch, epoch)
         return defer.succeed(None)
 
     def close(self) -> None:
@@ -184,7 +194,8 @@ class SqlStateStore:
                     keys[key[len(_MASTER_KEY_PREFIX) :]] = (int(key_id), bytes.fromhex(secret))
             apps = [(json.loads(d), bytes(c)) for d, c in rows]
             sequence = int(meta.get("delegation_sequence", 0))
-            return StoredState(timestamp, high_water, apps, keys, tokens, sequence)
+            epoch = int(meta.get("epoch", 0))
+            return StoredState(timestamp, high_water, apps, keys, tokens, sequence, epoch)
 
         return self._run(load_sync)
 
@@ -233,6 +244,9 @@ class SqlStateStore:
 
     def save_app_id_high_water(self, high_water: int) -> defer.Deferred[None]:
         return self._put_meta("app_id_high_water", str(high_water), only_if_larger=True)
+
+    def save_epoch(self, epoch: int) -> defer.Deferred[None]:
+        return self._put_meta("epoch", str(epoch), only_if_larger=True)
 
     def save_application(self, document: dict[str, Any], context: bytes) -> defer.Deferred[None]:
         app_id, state, text = document["app_id"], document["state"], json.dumps(document, sort_keys=True)

@@ -85,7 +85,10 @@ def new_container(grant: ContainerGrant, request: StartRequest, settings: Contai
     paths = container_paths(
         settings.local_dirs, settings.log_dirs, grant.user, str(cid.attempt_id.app_id), str(cid), cid.sequence
     )
-    return NMContainer(cid, grant.user, grant.resource, paths, resources)
+    return NMContainer(
+        cid, grant.user, grant.resource, paths, resources, priority=grant.priority,
+        creation_time_ms=grant.creation_time_ms,
+    )
 
 
 def container_launch_plan(c: NMContainer, request: StartRequest, node: NodeFacts) -> LaunchPlan:

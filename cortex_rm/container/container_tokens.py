@@ -66,6 +66,8 @@ class ContainerGrant:
     resource: Resource
     expiry_ms: int
     is_am: bool
+    priority: int = 0
+    creation_time_ms: int = 0
 
 
 class ContainerTokenVerifier:
@@ -135,6 +137,8 @@ class ContainerTokenVerifier:
             resource=ident.resource,
             expiry_ms=ident.expiry_ms,
             is_am=ident.is_am,
+            priority=ident.priority,
+            creation_time_ms=ident.creation_time_ms,
         )
 
     def nm_token_password(self, identifier: bytes) -> bytes | None:

@@ -105,6 +105,10 @@ class NMContainer:
     resource: Resource
     paths: ContainerPaths
     resources: list[LocalResource]
+    #: The priority of the ask it satisfies and when the RM allocated it (its ContainerToken's),
+    #: reported when the node registers so a restarted RM can count it in (YARN's NMContainerStatus).
+    priority: int = 0
+    creation_time_ms: int = 0
     state: NMContainerState = NMContainerState.NEW
     exit_status: int = ContainerExitStatus.INVALID
     diagnostics: list[str] = field(default_factory=list)
@@ -137,4 +141,7 @@ class NMContainer:
             state=self.wire_state,
             exit_status=self.exit_status,
             diagnostics="\n".join(self.diagnostics)[-MAX_DIAGNOSTICS_CHARS:],
+            resource=self.resource,
+            priority=self.priority,
+            creation_time_ms=self.creation_time_ms,
         )

@@ -17,7 +17,8 @@ with its last response id, as YARN's NM does: if the RM restarted or lost the
 node, it answers RESYNC and the node registers again.
 
 Completed containers are acknowledged by the RM's answers: a node keeps
-reporting a completed container until ``ContainersAcknowledged`` names it.
+reporting a completed container until ``ContainersAcknowledged`` names it.  A
+registration's answer acknowledges the completed containers it listed.
 The RM processes exactly one heartbeat per response id (a heartbeat resent after
 a broken connection gets the stored answer, see ``allocator/node_tracker.py``),
 and a node cannot tell which one it processed; but completed containers stay in
@@ -215,6 +216,7 @@ class NodeStatusUpdater:
         self.failures = 0
         # the first heartbeat sent with the current last_response_id (see the module docstring)
         self._first_report: NodeStatusReport | None = None
+        self._registered_completed: tuple[ContainerId, ...] = ()  # listed by the registration in flight
 
     def _go(self, event: UpdaterEvent, target: UpdaterState | None = None) -> bool:
         new = UPDATER_TRANSITIONS.next_state(self.state, event, target)
@@ -276,7 +278,11 @@ class NodeStatusUpdater:
         self.last_response_id = 0
         self._first_report = None
         self.heartbeat_interval_ms = answer.heartbeat_interval_ms
-        return [ScheduleHeartbeat(self.heartbeat_interval_ms)]
+        # the RM recorded the completed containers the registration listed: a second restart must not
+        # bring them to the AM again
+        acknowledged, self._registered_completed = self._registered_completed, ()
+        actions: list[Action] = [ContainersAcknowledged(acknowledged)] if acknowledged else []
+        return [*actions, ScheduleHeartbeat(self.heartbeat_interval_ms)]
 
     def heartbeat_due(self, health: NodeHealth) -> list[Action]:
         if not self._go(_E.HEARTBEAT_DUE):
@@ -285,8 +291,15 @@ class NodeStatusUpdater:
         return [SendHeartbeat(self._status(health))]
 
     def _registration(self) -> NodeRegistration:
-        """The registration with the node's health as last known (YARN's nodeStatus in it)."""
-        return replace(self.registration, healthy=self._health.healthy, health_report=self._health.health_report)
+        """The registration with the node's health and containers as last known (YARN's nodeStatus and
+        NMContainerStatuses in it): an RM that restarted recovers the running containers from it."""
+        health = self._health
+        self._registered_completed = tuple(
+            c.container_id for c in health.containers if c.state is ContainerState.COMPLETE
+        )
+        return replace(
+            self.registration, healthy=health.healthy, health_report=health.health_report, containers=health.containers
+        )
 
     def answered(self, answer: HeartbeatAnswer) -> list[Action]:
         """nodeHeartbeat returned ``answer``."""

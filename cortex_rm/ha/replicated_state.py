@@ -28,7 +28,7 @@ STORE = "rm"
 #: The operations a journal entry may carry, with how many arguments each takes.
 OPERATIONS = {
     "save_cluster_timestamp": 1, "save_app_id_high_water": 1, "save_application": 2, "save_master_key": 3,
-    "remove_application": 1, "save_delegation_token": 2, "remove_delegation_tokens": 1,
+    "remove_application": 1, "save_delegation_token": 2, "remove_delegation_tokens": 1, "save_epoch": 1,
 }  # fmt: skip
 
 
@@ -102,6 +102,9 @@ class ReplicatedStateStore:
 
     def remove_delegation_tokens(self, sequences: list[int]) -> defer.Deferred[None]:
         return self._write("remove_delegation_tokens", sequences)
+
+    def save_epoch(self, epoch: int) -> defer.Deferred[None]:
+        return self._write("save_epoch", epoch)
 
     def close(self) -> None:
         self.local.close()

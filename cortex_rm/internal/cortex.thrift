@@ -31,6 +31,27 @@ struct Capacity {
   2: required i32 vcores,
 }
 
+/** YARN's ContainerState. */
+enum ContainerState {
+  NEW = 1,
+  RUNNING = 2,
+  COMPLETE = 3,
+}
+
+/**
+ * One container as the node sees it (YARN's ContainerStatus; with 5-7, as a registration
+ * carries it, YARN's NMContainerStatus).
+ */
+struct ContainerStatus {
+  1: required string container_id,     // YARN's string form, container_..._000001
+  2: required ContainerState state,
+  3: required i32 exit_status,          // YARN's ContainerExitStatus; -1000 while running
+  4: optional string diagnostics,
+  5: optional Capacity resource,        // what it was allocated
+  6: optional i32 priority,             // the priority of the ask it satisfied
+  7: optional i64 creation_time_ms,     // when the RM allocated it
+}
+
 /** registerNode's argument (YARN's RegisterNodeManagerRequest). */
 struct NodeRegistration {
   1: required NodeAddress node_id,
@@ -41,6 +62,9 @@ struct NodeRegistration {
   6: optional string version,            // the node's Cortex RM version, for logs
   7: optional bool healthy,              // unset: healthy (YARN's RegisterNodeManagerRequest.nodeStatus)
   8: optional string health_report,      // what an unhealthy node waits for
+  // YARN's NMContainerStatuses: the containers the node runs and those recently finished, each
+  // with its resource, priority and creation time, so that a restarted RM recovers them
+  9: optional list<ContainerStatus> containers,
 }
 
 /**
@@ -60,21 +84,6 @@ struct RegistrationResponse {
   2: required i64 rm_identifier,         // the RM's start time (ms): changes when the RM restarts
   3: optional string diagnostics,
   4: optional MasterKey container_token_master_key, // absent when the RM runs no scheduler yet
-}
-
-/** YARN's ContainerState. */
-enum ContainerState {
-  NEW = 1,
-  RUNNING = 2,
-  COMPLETE = 3,
-}
-
-/** One container as the node sees it (YARN's ContainerStatus). */
-struct ContainerStatus {
-  1: required string container_id,     // YARN's string form, container_..._000001
-  2: required ContainerState state,
-  3: required i32 exit_status,          // YARN's ContainerExitStatus; -1000 while running
-  4: optional string diagnostics,
 }
 
 /** nodeHeartbeat's argument (YARN's NodeHeartbeatRequest + NodeStatus). */

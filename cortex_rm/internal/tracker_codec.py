@@ -148,6 +148,7 @@ def registration_to_thrift(reg: NodeRegistration) -> ttypes.NodeRegistration:
         version=reg.version or None,
         healthy=reg.healthy,
         health_report=reg.health_report or None,
+        containers=[_container_to_thrift(c) for c in reg.containers] or None,
     )
 
 
@@ -164,6 +165,7 @@ def registration_from_thrift(t: Any) -> NodeRegistration:
     _validate(t.capacity, "registration.capacity")
     if t.healthy is not None and not isinstance(t.healthy, bool):
         raise MalformedMessage("registration.healthy must be a bool")
+    containers = _list(t.containers or [], "registration.containers")
     return NodeRegistration(
         node_id=_node_id(t.node_id, "registration.node_id"),
         http_address=_address(t.http_address, "registration.http_address"),
@@ -176,6 +178,9 @@ def registration_from_thrift(t: Any) -> NodeRegistration:
         version=_text(t.version, "registration.version", MAX_VERSION_CHARS),
         healthy=t.healthy is not False,
         health_report=_text(t.health_report, "registration.health_report", MAX_TEXT_CHARS),
+        containers=tuple(
+            _container_from_thrift(c, f"registration.containers[{i}]") for i, c in enumerate(containers)
+        ),
     )
 
 
@@ -222,11 +227,15 @@ def registration_answer_from_thrift(t: Any) -> RegistrationAnswer:
 
 
 def _container_to_thrift(c: ContainerReport) -> ttypes.ContainerStatus:
+    resource = c.resource
     return ttypes.ContainerStatus(
         container_id=str(c.container_id),
         state=_CONTAINER_STATES[c.state],
         exit_status=c.exit_status,
         diagnostics=c.diagnostics or None,
+        resource=None if resource is None else ttypes.Capacity(memory_mb=resource.memory_mb, vcores=resource.vcores),
+        priority=c.priority or None,
+        creation_time_ms=c.creation_time_ms or None,
     )
 
 
@@ -237,11 +246,23 @@ def _container_from_thrift(t: Any, field: str) -> ContainerReport:
     state = _CONTAINER_STATES_BACK.get(t.state)
     if state is None:
         raise MalformedMessage(f"{field}.state: unknown ContainerState {t.state!r}")
+    resource = None
+    if t.resource is not None:
+        if not isinstance(t.resource, ttypes.Capacity):
+            raise MalformedMessage(f"{field}.resource is not a Capacity")
+        _validate(t.resource, f"{field}.resource")
+        resource = Resource(
+            _int(t.resource.memory_mb, f"{field}.resource.memory_mb", 0, MAX_MEMORY_MB),
+            _int(t.resource.vcores, f"{field}.resource.vcores", 0, MAX_INT32),
+        )
     return ContainerReport(
         container_id=_yarn_id(t.container_id, f"{field}.container_id", ContainerId.parse),
         state=state,
         exit_status=_int(t.exit_status, f"{field}.exit_status", -MAX_INT32 - 1, MAX_INT32),
         diagnostics=_text(t.diagnostics, f"{field}.diagnostics", MAX_TEXT_CHARS),
+        resource=resource,
+        priority=0 if t.priority is None else _int(t.priority, f"{field}.priority", 0, MAX_INT32),
+        creation_time_ms=_int(t.creation_time_ms or 0, f"{field}.creation_time_ms", 0, 2**63 - 1),
     )
 
 

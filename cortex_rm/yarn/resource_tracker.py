@@ -61,6 +61,9 @@ class NodeRegistration:
     # as YARN's nodeStatus in the registration: an unhealthy node takes no containers from the start
     healthy: bool = True
     health_report: str = ""
+    # YARN's NMContainerStatuses: what the node runs and recently finished, so that an RM that
+    # restarted (or took over) recovers the running containers instead of losing them
+    containers: tuple[ContainerReport, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,16 @@ class RegistrationAnswer:
 
 @dataclass(frozen=True)
 class ContainerReport:
-    """One container's status in a heartbeat (YARN's ContainerStatus)."""
+    """One container's status in a heartbeat (YARN's ContainerStatus), and in a registration
+    (YARN's NMContainerStatus: with what it was allocated, so a restarted RM can count it in)."""
 
     container_id: ContainerId
     state: ContainerState
     exit_status: int = ContainerExitStatus.INVALID
     diagnostics: str = ""
+    resource: Resource | None = None  # None: not said (an older node)
+    priority: int = 0  # the priority of the ask it satisfied
+    creation_time_ms: int = 0  # when the RM allocated it (0: not said)
 
 
 @dataclass(frozen=True)

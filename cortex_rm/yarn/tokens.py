@@ -69,6 +69,8 @@ class ContainerTokenIdentifier:
     expiry_ms: int
     master_key_id: int
     is_am: bool  # containerType APPLICATION_MASTER
+    priority: int = 0  # the priority of the ask the container satisfies
+    creation_time_ms: int = 0  # when the RM allocated it
 
 
 @dataclass(frozen=True)

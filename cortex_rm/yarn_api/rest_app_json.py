@@ -150,14 +150,14 @@ def apps_info(apps: Iterable[Application], rm: RMContext, deselects: frozenset[s
 
 
 def attempt_info(attempt: Attempt) -> dict[str, Any]:
-    """``AppAttemptInfo``; the AM container's node is not recorded yet, so its fields are empty."""
+    """``AppAttemptInfo``, with the AM container's node once it was placed."""
     return {
         "id": attempt.attempt_id.attempt_id,
         "startTime": attempt.start_time_ms,
         "finishedTime": attempt.finish_time_ms,
         "containerId": str(attempt.am_container_id) if attempt.am_container_id is not None else "",
-        "nodeHttpAddress": "",
-        "nodeId": "",
+        "nodeHttpAddress": attempt.am_node_http,
+        "nodeId": attempt.am_node,
         "logsLink": "",
         "blacklistedNodes": "",
         "nodesBlacklistedBySystem": "",

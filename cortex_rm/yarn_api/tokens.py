@@ -71,6 +71,8 @@ def read_container_identifier(identifier: bytes) -> ContainerTokenIdentifier:
         expiry_ms=ident.expiryTimeStamp,
         master_key_id=ident.masterKeyId,
         is_am=ident.containerType == yp.APPLICATION_MASTER,
+        priority=max(0, ident.priority.priority),
+        creation_time_ms=max(0, ident.creationTime),
     )
 
 

@@ -38,6 +38,8 @@ def container_token(
     expiry_ms: int = 2**62,
     is_am: bool = False,
     sign_with: MasterKey | None = None,
+    priority: int = 0,
+    creation_ms: int = 1,
 ) -> TokenProto:
     """A ContainerToken as the RM makes it; ``sign_with`` forges the password with another key."""
     ident = yst.ContainerTokenIdentifierProto(
@@ -46,11 +48,12 @@ def container_token(
         expiryTimeStamp=expiry_ms,
         masterKeyId=key.key_id,
         rmIdentifier=1,
-        creationTime=1,
+        creationTime=creation_ms,
         containerType=yp.APPLICATION_MASTER if is_am else yp.TASK,
     )
     records.container_id_to_proto(container_id, ident.containerId)
     records.resource_to_proto(Resource(memory_mb, 1), ident.resource)
+    ident.priority.priority = priority
     token = make_token(key, ident.SerializeToString(), CONTAINER_TOKEN_KIND, str(node))
     if sign_with is not None:
         token.password = sign_with.password(token.identifier)

@@ -59,11 +59,15 @@ class RecordingListener:
     """An AppListener that records what the table told it."""
 
     started: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
 
     def attempt_started(self, app: Application, attempt: Attempt) -> None:
         self.started.append(str(attempt.attempt_id))
+
+    def attempt_recovered(self, app: Application, attempt: Attempt) -> None:
+        self.recovered.append(str(attempt.attempt_id))
 
     def attempt_ended(self, app: Application, attempt: Attempt) -> None:
         self.ended.append(str(attempt.attempt_id))

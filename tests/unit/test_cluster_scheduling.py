@@ -12,7 +12,7 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from cortex_rm.allocator import cluster_scheduling
+from cortex_rm.allocator import node_cleanup
 from cortex_rm.allocator.app_model import Application, SchedulerLimits
 from cortex_rm.allocator.app_states import AppState, AttemptState, FinalStatus
 from cortex_rm.allocator.app_table import ApplicationTable
@@ -201,7 +201,7 @@ def test_only_a_node_told_to_clean_up_an_application_may_aggregate_its_logs() ->
 def test_pending_log_aggregations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nodes that never aggregate (no logs, aggregation off) do not grow the RM: beyond the bound
     the oldest permissions are forgotten."""
-    monkeypatch.setattr(cluster_scheduling, "MAX_PENDING_AGGREGATIONS", 2)
+    monkeypatch.setattr(node_cleanup, "MAX_PENDING_AGGREGATIONS", 2)
     cluster = Cluster()
     ended = []
     for _ in range(3):

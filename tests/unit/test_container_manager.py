@@ -25,6 +25,7 @@ from cortex_rm.container.start_request import ContainerRefused, Refusal
 from cortex_rm.yarn.container_status import ContainerExitStatus, ContainerState
 from cortex_rm.yarn.errors import IllegalTransition
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId
+from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.nm_service import start_request_from_proto
 from cortex_rm.yarn_api.proto import yarn_protos_pb2 as yp
 from cortex_rm.yarn_api.tokens import read_container_identifier, read_nm_token_identifier
@@ -131,6 +132,14 @@ def test_successful_exit_completes_with_0_and_is_reported_until_acknowledged(nod
     node.clock.advance(61)
     with pytest.raises(ContainerRefused, match="is not handled by this NodeManager"):
         node.cm.status(cid(1), None)
+
+
+def test_a_containers_report_carries_what_its_token_granted(node: Node) -> None:
+    """Reports carry the resource, priority and creation time of the container's token: what a node lists
+    when it registers again, so a restarted RM can count the container back in (NMContainerStatus)."""
+    node.start(1, memory_mb=2048, priority=3, creation_ms=1_700_000_000_123)
+    (report,) = node.cm.statuses_for_heartbeat()
+    assert (report.resource, report.priority, report.creation_time_ms) == (Resource(2048, 1), 3, 1_700_000_000_123)
 
 
 def test_running_containers_are_not_acknowledged(node: Node) -> None:

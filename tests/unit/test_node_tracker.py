@@ -5,6 +5,8 @@ Driven with ``twisted.internet.task.Clock``; no sockets.
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any
 
 import pytest
@@ -200,13 +202,15 @@ def test_unhealthy_report_moves_the_node_to_unhealthy_and_back(tracker: NodeTrac
 def test_container_statuses_go_to_the_listener_on_fresh_heartbeats_only(
     tracker: NodeTracker, listener: RecordingListener
 ) -> None:
-    """Container statuses of a fresh heartbeat reach the listener; a duplicate's do not."""
+    """Container statuses of the registration and of a fresh heartbeat reach the listener; a duplicate's do not."""
     cid = ContainerId(ApplicationAttemptId(ApplicationId(1, 1), 1), 1)
     reports = (ContainerReport(cid, ContainerState.RUNNING),)
     tracker.register(registration(), KEY)
     tracker.heartbeat(NodeStatusReport(NODE, 0, containers=reports), KEY)
     tracker.heartbeat(NodeStatusReport(NODE, 0, containers=reports), KEY)  # duplicate
-    assert listener.reported == [(NODE, reports)]
+    assert listener.reported == [(NODE, ()), (NODE, reports)]
+    tracker.register(dataclasses.replace(registration(), containers=reports), KEY)
+    assert listener.reported[-1] == (NODE, reports)
 
 
 def test_response_ids_wrap_like_yarns() -> None:

@@ -33,10 +33,12 @@ def test_the_leaders_writes_reach_every_copy_and_survive_its_death(tmp_path: Pat
         nodes.write(rm.save_app_id_high_water(n))
     nodes.write(rm.remove_application("application_1_0002"))
     nodes.write(rm.save_delegation_token(7, {"owner": "alice"}))
+    nodes.write(rm.save_epoch(4))
     nodes.run(2)
     states = [loaded(nodes.copies[i].state) for i in IDS]
     assert all(s == states[0] for s in states)
     assert states[0].master_keys == {"amrm": (3, b"\x00secret\xff")}
+    assert states[0].epoch == 4  # a new active's containers never reuse an id
     assert [doc["app_id"] for doc, _ in states[0].applications] == ["application_1_0001", "application_1_0003"]
     nodes.kill(first)
     nodes.run(20)

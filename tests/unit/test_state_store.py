@@ -86,6 +86,15 @@ def test_high_water_mark_only_rises(stores: StoreUnderTest) -> None:
     assert result_of(stores.reopen().load()).app_id_high_water == 300
 
 
+def test_epoch_only_rises_and_survives_a_reopen(stores: StoreUnderTest) -> None:
+    """The RM's epoch starts at 0, is kept across a reopen, and a lower one never replaces it."""
+    assert stores.load().epoch == 0
+    result_of(stores.store.save_epoch(2))
+    result_of(stores.store.save_epoch(1))
+    assert stores.load().epoch == 2
+    assert result_of(stores.reopen().load()).epoch == 2
+
+
 def test_master_keys_are_kept_and_replaced(stores: StoreUnderTest) -> None:
     """Token master keys survive a reopen; saving a name again replaces its key."""
     result_of(stores.store.save_master_key("amrm", 7, b"\x00" * 20))

@@ -7,6 +7,8 @@ checked against a real ``NodeTracker`` core through a fake ``TrackerClient``
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,8 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.task import Clock
 
-from cortex_rm.allocator.node_tracker import NodeTracker
-from cortex_rm.allocator.nodes import NodeState, NodeTable
+from cortex_rm.allocator.node_tracker import IgnoringListener, NodeTracker
+from cortex_rm.allocator.nodes import NodeRecord, NodeState, NodeTable
 from cortex_rm.container.status_updater import (
     Backoff,
     CleanupApplications,
@@ -139,11 +141,16 @@ def test_resent_heartbeat_acknowledges_only_what_the_first_one_carried() -> None
 
 
 def test_resync_acknowledges_nothing() -> None:
-    """A RESYNC answer acknowledges no container: the RM did not process the heartbeat."""
+    """A RESYNC answer acknowledges no container: the RM did not process the heartbeat; the registration
+    that follows lists the node's containers (NMContainerStatuses), so a restarted RM recovers them."""
     u = registered_updater()
     u.heartbeat_due(NodeHealth(containers=(completed(2),)))
-    assert u.answered(HeartbeatAnswer(0, NodeAction.RESYNC, 800)) == [SendRegistration(REG)]
-    u.registered_with(RegistrationAnswer(800, rm_identifier=8))
+    registration = replace(REG, containers=(completed(2),))
+    assert u.answered(HeartbeatAnswer(0, NodeAction.RESYNC, 800)) == [SendRegistration(registration)]
+    # the registration's answer acknowledges the completed ones it listed (the RM recorded them)
+    assert u.registered_with(RegistrationAnswer(800, rm_identifier=8)) == [
+        ContainersAcknowledged((completed(2).container_id,)), ScheduleHeartbeat(800),
+    ]  # fmt: skip
     u.heartbeat_due(NodeHealth())
     assert u.answered(HeartbeatAnswer(1, NodeAction.NORMAL, 800)) == [ScheduleHeartbeat(800)]
 
@@ -379,22 +386,35 @@ def test_driver_passes_on_the_registration_and_acknowledgements(
     )
     service.start()
     assert [a.container_token_master_key for a in registered] == [MasterKey(3, b"k" * 20)]
+    assert acknowledged == [(completed(2).container_id,)]  # the registration listed it: recorded
+    reported[0] = completed(4)
     clock.advance(0.5)
-    assert acknowledged == [(completed(2).container_id,)]
+    assert acknowledged == [(completed(2).container_id,), (completed(4).container_id,)]
 
 
 def test_driver_reregisters_after_an_rm_restart(
     clock: Clock, network: FakeNetwork, tls: MutualTLS, tmp_path: Path
 ) -> None:
-    """The RM restarts (new, empty NodeTable): the node's next heartbeat is RESYNCed and it registers again."""
+    """The RM restarts (new, empty NodeTable): the node's next heartbeat is RESYNCed and it registers again,
+    listing the containers it runs, which the new RM's listener gets (work-preserving restart)."""
+    runs = ContainerReport(completed(3).container_id, ContainerState.RUNNING, resource=Resource(1024, 1), priority=1)
     network.start_rm(rm_identifier=1)
     service = make_service(clock, tls, tmp_path)
+    service.health = lambda: NodeHealth(containers=(runs,))
     service.start()
     clock.advance(0.5)
     restarted = network.start_rm(rm_identifier=2)
+    heard: list[tuple[ContainerReport, ...]] = []
+
+    class Recording(IgnoringListener):
+        def containers_reported(self, node: NodeRecord, containers: tuple[ContainerReport, ...]) -> None:
+            heard.append(containers)
+
+    restarted.listener = Recording()
     clock.advance(0.5)  # heartbeat -> RESYNC -> registerNode, all on the same connection
     assert restarted.nodes.get(NODE).state is NodeState.RUNNING
     assert service.updater.rm_identifier == 2
+    assert heard[0] == (runs,)  # the registration's list, through the codec
     clock.advance(0.5)
     assert service.updater.last_response_id == 1
 

@@ -43,6 +43,29 @@ def test_registration_round_trip() -> None:
     assert codec.registration_from_thrift(older) == REG
 
 
+def test_a_registration_carries_the_nodes_containers_as_nm_container_statuses() -> None:
+    """The containers a node reports when it registers keep their resource, priority and creation time
+    (what a restarted RM needs to count them in); a status without them decodes with none."""
+    running = ContainerReport(CID, ContainerState.RUNNING, resource=Resource(2048, 2), priority=1, creation_time_ms=5)
+    done = ContainerReport(CID, ContainerState.COMPLETE, 143, "killed", Resource(1024, 1))
+    reg = dataclasses.replace(REG, containers=(running, done))
+    assert codec.registration_from_thrift(codec.registration_to_thrift(reg)) == reg
+    bare = codec.registration_to_thrift(reg)
+    bare.containers[0].resource = bare.containers[0].priority = bare.containers[0].creation_time_ms = None
+    assert codec.registration_from_thrift(bare).containers[0] == ContainerReport(CID, ContainerState.RUNNING)
+    for change, message in [
+        (setter("resource", ttypes.Capacity(memory_mb=-1, vcores=1)), "resource.memory_mb"),
+        (setter("priority", -3), "priority"),
+        (setter("creation_time_ms", -1), "creation_time_ms"),
+    ]:
+        broken = codec.registration_to_thrift(reg)
+        change(broken.containers[0])
+        with pytest.raises(MalformedMessage, match=r"registration\.containers\[0\]"):
+            codec.registration_from_thrift(broken)
+        with pytest.raises(MalformedMessage, match=message):
+            codec.registration_from_thrift(broken)
+
+
 def test_answers_round_trip() -> None:
     """Both answers, with cleanup ids, actions and diagnostics, survive the round trip."""
     reg_answer = RegistrationAnswer(800, 1700000000000, "hello")

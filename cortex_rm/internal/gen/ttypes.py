@@ -233,6 +233,139 @@ class Capacity(object):
         return not (self == other)
 
 
+class ContainerStatus(object):
+    """
+    One container as the node sees it (YARN's ContainerStatus; with 5-7, as a registration
+    carries it, YARN's NMContainerStatus).
+
+    Attributes:
+     - container_id
+     - state
+     - exit_status
+     - diagnostics
+     - resource
+     - priority
+     - creation_time_ms
+
+    """
+
+
+    def __init__(self, container_id=None, state=None, exit_status=None, diagnostics=None, resource=None, priority=None, creation_time_ms=None,):
+        self.container_id = container_id
+        self.state = state
+        self.exit_status = exit_status
+        self.diagnostics = diagnostics
+        self.resource = resource
+        self.priority = priority
+        self.creation_time_ms = creation_time_ms
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.STRING:
+                    self.container_id = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.I32:
+                    self.state = iprot.readI32()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.I32:
+                    self.exit_status = iprot.readI32()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.STRING:
+                    self.diagnostics = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.STRUCT:
+                    self.resource = Capacity()
+                    self.resource.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.I32:
+                    self.priority = iprot.readI32()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 7:
+                if ftype == TType.I64:
+                    self.creation_time_ms = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('ContainerStatus')
+        if self.container_id is not None:
+            oprot.writeFieldBegin('container_id', TType.STRING, 1)
+            oprot.writeString(self.container_id.encode('utf-8') if sys.version_info[0] == 2 else self.container_id)
+            oprot.writeFieldEnd()
+        if self.state is not None:
+            oprot.writeFieldBegin('state', TType.I32, 2)
+            oprot.writeI32(self.state)
+            oprot.writeFieldEnd()
+        if self.exit_status is not None:
+            oprot.writeFieldBegin('exit_status', TType.I32, 3)
+            oprot.writeI32(self.exit_status)
+            oprot.writeFieldEnd()
+        if self.diagnostics is not None:
+            oprot.writeFieldBegin('diagnostics', TType.STRING, 4)
+            oprot.writeString(self.diagnostics.encode('utf-8') if sys.version_info[0] == 2 else self.diagnostics)
+            oprot.writeFieldEnd()
+        if self.resource is not None:
+            oprot.writeFieldBegin('resource', TType.STRUCT, 5)
+            self.resource.write(oprot)
+            oprot.writeFieldEnd()
+        if self.priority is not None:
+            oprot.writeFieldBegin('priority', TType.I32, 6)
+            oprot.writeI32(self.priority)
+            oprot.writeFieldEnd()
+        if self.creation_time_ms is not None:
+            oprot.writeFieldBegin('creation_time_ms', TType.I64, 7)
+            oprot.writeI64(self.creation_time_ms)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.container_id is None:
+            raise TProtocolException(message='Required field container_id is unset!')
+        if self.state is None:
+            raise TProtocolException(message='Required field state is unset!')
+        if self.exit_status is None:
+            raise TProtocolException(message='Required field exit_status is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
 class NodeRegistration(object):
     """
     registerNode's argument (YARN's RegisterNodeManagerRequest).
@@ -246,11 +379,12 @@ class NodeRegistration(object):
      - version
      - healthy
      - health_report
+     - containers
 
     """
 
 
-    def __init__(self, node_id=None, http_address=None, rack=None, capacity=None, heartbeat_interval_ms=None, version=None, healthy=None, health_report=None,):
+    def __init__(self, node_id=None, http_address=None, rack=None, capacity=None, heartbeat_interval_ms=None, version=None, healthy=None, health_report=None, containers=None,):
         self.node_id = node_id
         self.http_address = http_address
         self.rack = rack
@@ -259,6 +393,7 @@ class NodeRegistration(object):
         self.version = version
         self.healthy = healthy
         self.health_report = health_report
+        self.containers = containers
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -311,6 +446,17 @@ class NodeRegistration(object):
                     self.health_report = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
                 else:
                     iprot.skip(ftype)
+            elif fid == 9:
+                if ftype == TType.LIST:
+                    self.containers = []
+                    (_etype3, _size0) = iprot.readListBegin()
+                    for _i4 in range(_size0):
+                        _elem5 = ContainerStatus()
+                        _elem5.read(iprot)
+                        self.containers.append(_elem5)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -352,6 +498,13 @@ class NodeRegistration(object):
         if self.health_report is not None:
             oprot.writeFieldBegin('health_report', TType.STRING, 8)
             oprot.writeString(self.health_report.encode('utf-8') if sys.version_info[0] == 2 else self.health_report)
+            oprot.writeFieldEnd()
+        if self.containers is not None:
+            oprot.writeFieldBegin('containers', TType.LIST, 9)
+            oprot.writeListBegin(TType.STRUCT, len(self.containers))
+            for iter6 in self.containers:
+                iter6.write(oprot)
+            oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -555,104 +708,6 @@ class RegistrationResponse(object):
         return not (self == other)
 
 
-class ContainerStatus(object):
-    """
-    One container as the node sees it (YARN's ContainerStatus).
-
-    Attributes:
-     - container_id
-     - state
-     - exit_status
-     - diagnostics
-
-    """
-
-
-    def __init__(self, container_id=None, state=None, exit_status=None, diagnostics=None,):
-        self.container_id = container_id
-        self.state = state
-        self.exit_status = exit_status
-        self.diagnostics = diagnostics
-
-    def read(self, iprot):
-        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
-            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
-            return
-        iprot.readStructBegin()
-        while True:
-            (fname, ftype, fid) = iprot.readFieldBegin()
-            if ftype == TType.STOP:
-                break
-            if fid == 1:
-                if ftype == TType.STRING:
-                    self.container_id = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 2:
-                if ftype == TType.I32:
-                    self.state = iprot.readI32()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 3:
-                if ftype == TType.I32:
-                    self.exit_status = iprot.readI32()
-                else:
-                    iprot.skip(ftype)
-            elif fid == 4:
-                if ftype == TType.STRING:
-                    self.diagnostics = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                else:
-                    iprot.skip(ftype)
-            else:
-                iprot.skip(ftype)
-            iprot.readFieldEnd()
-        iprot.readStructEnd()
-
-    def write(self, oprot):
-        if oprot._fast_encode is not None and self.thrift_spec is not None:
-            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
-            return
-        oprot.writeStructBegin('ContainerStatus')
-        if self.container_id is not None:
-            oprot.writeFieldBegin('container_id', TType.STRING, 1)
-            oprot.writeString(self.container_id.encode('utf-8') if sys.version_info[0] == 2 else self.container_id)
-            oprot.writeFieldEnd()
-        if self.state is not None:
-            oprot.writeFieldBegin('state', TType.I32, 2)
-            oprot.writeI32(self.state)
-            oprot.writeFieldEnd()
-        if self.exit_status is not None:
-            oprot.writeFieldBegin('exit_status', TType.I32, 3)
-            oprot.writeI32(self.exit_status)
-            oprot.writeFieldEnd()
-        if self.diagnostics is not None:
-            oprot.writeFieldBegin('diagnostics', TType.STRING, 4)
-            oprot.writeString(self.diagnostics.encode('utf-8') if sys.version_info[0] == 2 else self.diagnostics)
-            oprot.writeFieldEnd()
-        oprot.writeFieldStop()
-        oprot.writeStructEnd()
-
-    def validate(self):
-        if self.container_id is None:
-            raise TProtocolException(message='Required field container_id is unset!')
-        if self.state is None:
-            raise TProtocolException(message='Required field state is unset!')
-        if self.exit_status is None:
-            raise TProtocolException(message='Required field exit_status is unset!')
-        return
-
-    def __repr__(self):
-        L = ['%s=%r' % (key, value)
-             for key, value in self.__dict__.items()]
-        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
-
-    def __eq__(self, other):
-        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not (self == other)
-
-
 class NodeStatus(object):
     """
     nodeHeartbeat's argument (YARN's NodeHeartbeatRequest + NodeStatus).
@@ -707,11 +762,11 @@ class NodeStatus(object):
             elif fid == 5:
                 if ftype == TType.LIST:
                     self.containers = []
-                    (_etype3, _size0) = iprot.readListBegin()
-                    for _i4 in range(_size0):
-                        _elem5 = ContainerStatus()
-                        _elem5.read(iprot)
-                        self.containers.append(_elem5)
+                    (_etype10, _size7) = iprot.readListBegin()
+                    for _i11 in range(_size7):
+                        _elem12 = ContainerStatus()
+                        _elem12.read(iprot)
+                        self.containers.append(_elem12)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -744,8 +799,8 @@ class NodeStatus(object):
         if self.containers is not None:
             oprot.writeFieldBegin('containers', TType.LIST, 5)
             oprot.writeListBegin(TType.STRUCT, len(self.containers))
-            for iter6 in self.containers:
-                iter6.write(oprot)
+            for iter13 in self.containers:
+                iter13.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -826,10 +881,10 @@ class HeartbeatResponse(object):
             elif fid == 4:
                 if ftype == TType.LIST:
                     self.containers_to_cleanup = []
-                    (_etype10, _size7) = iprot.readListBegin()
-                    for _i11 in range(_size7):
-                        _elem12 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.containers_to_cleanup.append(_elem12)
+                    (_etype17, _size14) = iprot.readListBegin()
+                    for _i18 in range(_size14):
+                        _elem19 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.containers_to_cleanup.append(_elem19)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -841,10 +896,10 @@ class HeartbeatResponse(object):
             elif fid == 6:
                 if ftype == TType.LIST:
                     self.applications_to_cleanup = []
-                    (_etype16, _size13) = iprot.readListBegin()
-                    for _i17 in range(_size13):
-                        _elem18 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.applications_to_cleanup.append(_elem18)
+                    (_etype23, _size20) = iprot.readListBegin()
+                    for _i24 in range(_size20):
+                        _elem25 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.applications_to_cleanup.append(_elem25)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -873,8 +928,8 @@ class HeartbeatResponse(object):
         if self.containers_to_cleanup is not None:
             oprot.writeFieldBegin('containers_to_cleanup', TType.LIST, 4)
             oprot.writeListBegin(TType.STRING, len(self.containers_to_cleanup))
-            for iter19 in self.containers_to_cleanup:
-                oprot.writeString(iter19.encode('utf-8') if sys.version_info[0] == 2 else iter19)
+            for iter26 in self.containers_to_cleanup:
+                oprot.writeString(iter26.encode('utf-8') if sys.version_info[0] == 2 else iter26)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.diagnostics is not None:
@@ -884,8 +939,8 @@ class HeartbeatResponse(object):
         if self.applications_to_cleanup is not None:
             oprot.writeFieldBegin('applications_to_cleanup', TType.LIST, 6)
             oprot.writeListBegin(TType.STRING, len(self.applications_to_cleanup))
-            for iter20 in self.applications_to_cleanup:
-                oprot.writeString(iter20.encode('utf-8') if sys.version_info[0] == 2 else iter20)
+            for iter27 in self.applications_to_cleanup:
+                oprot.writeString(iter27.encode('utf-8') if sys.version_info[0] == 2 else iter27)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -1129,21 +1184,21 @@ class BlockReport(object):
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.added = []
-                    (_etype24, _size21) = iprot.readListBegin()
-                    for _i25 in range(_size21):
-                        _elem26 = ReportedBlock()
-                        _elem26.read(iprot)
-                        self.added.append(_elem26)
+                    (_etype31, _size28) = iprot.readListBegin()
+                    for _i32 in range(_size28):
+                        _elem33 = ReportedBlock()
+                        _elem33.read(iprot)
+                        self.added.append(_elem33)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
             elif fid == 3:
                 if ftype == TType.LIST:
                     self.removed = []
-                    (_etype30, _size27) = iprot.readListBegin()
-                    for _i31 in range(_size27):
-                        _elem32 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.removed.append(_elem32)
+                    (_etype37, _size34) = iprot.readListBegin()
+                    for _i38 in range(_size34):
+                        _elem39 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.removed.append(_elem39)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1169,15 +1224,15 @@ class BlockReport(object):
         if self.added is not None:
             oprot.writeFieldBegin('added', TType.LIST, 2)
             oprot.writeListBegin(TType.STRUCT, len(self.added))
-            for iter33 in self.added:
-                iter33.write(oprot)
+            for iter40 in self.added:
+                iter40.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.removed is not None:
             oprot.writeFieldBegin('removed', TType.LIST, 3)
             oprot.writeListBegin(TType.STRING, len(self.removed))
-            for iter34 in self.removed:
-                oprot.writeString(iter34.encode('utf-8') if sys.version_info[0] == 2 else iter34)
+            for iter41 in self.removed:
+                oprot.writeString(iter41.encode('utf-8') if sys.version_info[0] == 2 else iter41)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.free_bytes is not None:
@@ -1258,10 +1313,10 @@ class FetchOrder(object):
             elif fid == 4:
                 if ftype == TType.LIST:
                     self.sources = []
-                    (_etype38, _size35) = iprot.readListBegin()
-                    for _i39 in range(_size35):
-                        _elem40 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.sources.append(_elem40)
+                    (_etype45, _size42) = iprot.readListBegin()
+                    for _i46 in range(_size42):
+                        _elem47 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.sources.append(_elem47)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1295,8 +1350,8 @@ class FetchOrder(object):
         if self.sources is not None:
             oprot.writeFieldBegin('sources', TType.LIST, 4)
             oprot.writeListBegin(TType.STRING, len(self.sources))
-            for iter41 in self.sources:
-                oprot.writeString(iter41.encode('utf-8') if sys.version_info[0] == 2 else iter41)
+            for iter48 in self.sources:
+                oprot.writeString(iter48.encode('utf-8') if sys.version_info[0] == 2 else iter48)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.token is not None:
@@ -1364,21 +1419,21 @@ class BlockCommands(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.delete = []
-                    (_etype45, _size42) = iprot.readListBegin()
-                    for _i46 in range(_size42):
-                        _elem47 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.delete.append(_elem47)
+                    (_etype52, _size49) = iprot.readListBegin()
+                    for _i53 in range(_size49):
+                        _elem54 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.delete.append(_elem54)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.fetch = []
-                    (_etype51, _size48) = iprot.readListBegin()
-                    for _i52 in range(_size48):
-                        _elem53 = FetchOrder()
-                        _elem53.read(iprot)
-                        self.fetch.append(_elem53)
+                    (_etype58, _size55) = iprot.readListBegin()
+                    for _i59 in range(_size55):
+                        _elem60 = FetchOrder()
+                        _elem60.read(iprot)
+                        self.fetch.append(_elem60)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1411,15 +1466,15 @@ class BlockCommands(object):
         if self.delete is not None:
             oprot.writeFieldBegin('delete', TType.LIST, 1)
             oprot.writeListBegin(TType.STRING, len(self.delete))
-            for iter54 in self.delete:
-                oprot.writeString(iter54.encode('utf-8') if sys.version_info[0] == 2 else iter54)
+            for iter61 in self.delete:
+                oprot.writeString(iter61.encode('utf-8') if sys.version_info[0] == 2 else iter61)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.fetch is not None:
             oprot.writeFieldBegin('fetch', TType.LIST, 2)
             oprot.writeListBegin(TType.STRUCT, len(self.fetch))
-            for iter55 in self.fetch:
-                iter55.write(oprot)
+            for iter62 in self.fetch:
+                iter62.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.token_key is not None:
@@ -1508,11 +1563,11 @@ class WrittenBlock(object):
             elif fid == 4:
                 if ftype == TType.LIST:
                     self.holders = []
-                    (_etype59, _size56) = iprot.readListBegin()
-                    for _i60 in range(_size56):
-                        _elem61 = NodeAddress()
-                        _elem61.read(iprot)
-                        self.holders.append(_elem61)
+                    (_etype66, _size63) = iprot.readListBegin()
+                    for _i67 in range(_size63):
+                        _elem68 = NodeAddress()
+                        _elem68.read(iprot)
+                        self.holders.append(_elem68)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1541,8 +1596,8 @@ class WrittenBlock(object):
         if self.holders is not None:
             oprot.writeFieldBegin('holders', TType.LIST, 4)
             oprot.writeListBegin(TType.STRUCT, len(self.holders))
-            for iter62 in self.holders:
-                iter62.write(oprot)
+            for iter69 in self.holders:
+                iter69.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -1603,11 +1658,11 @@ class WriteCommit(object):
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.blocks = []
-                    (_etype66, _size63) = iprot.readListBegin()
-                    for _i67 in range(_size63):
-                        _elem68 = WrittenBlock()
-                        _elem68.read(iprot)
-                        self.blocks.append(_elem68)
+                    (_etype73, _size70) = iprot.readListBegin()
+                    for _i74 in range(_size70):
+                        _elem75 = WrittenBlock()
+                        _elem75.read(iprot)
+                        self.blocks.append(_elem75)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1628,8 +1683,8 @@ class WriteCommit(object):
         if self.blocks is not None:
             oprot.writeFieldBegin('blocks', TType.LIST, 2)
             oprot.writeListBegin(TType.STRUCT, len(self.blocks))
-            for iter69 in self.blocks:
-                iter69.write(oprot)
+            for iter76 in self.blocks:
+                iter76.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -1709,10 +1764,10 @@ class LocatedBlock(object):
             elif fid == 5:
                 if ftype == TType.LIST:
                     self.sources = []
-                    (_etype73, _size70) = iprot.readListBegin()
-                    for _i74 in range(_size70):
-                        _elem75 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.sources.append(_elem75)
+                    (_etype80, _size77) = iprot.readListBegin()
+                    for _i81 in range(_size77):
+                        _elem82 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.sources.append(_elem82)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1750,8 +1805,8 @@ class LocatedBlock(object):
         if self.sources is not None:
             oprot.writeFieldBegin('sources', TType.LIST, 5)
             oprot.writeListBegin(TType.STRING, len(self.sources))
-            for iter76 in self.sources:
-                oprot.writeString(iter76.encode('utf-8') if sys.version_info[0] == 2 else iter76)
+            for iter83 in self.sources:
+                oprot.writeString(iter83.encode('utf-8') if sys.version_info[0] == 2 else iter83)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.token is not None:
@@ -1820,11 +1875,11 @@ class BlockLocations(object):
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.blocks = []
-                    (_etype80, _size77) = iprot.readListBegin()
-                    for _i81 in range(_size77):
-                        _elem82 = LocatedBlock()
-                        _elem82.read(iprot)
-                        self.blocks.append(_elem82)
+                    (_etype87, _size84) = iprot.readListBegin()
+                    for _i88 in range(_size84):
+                        _elem89 = LocatedBlock()
+                        _elem89.read(iprot)
+                        self.blocks.append(_elem89)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1845,8 +1900,8 @@ class BlockLocations(object):
         if self.blocks is not None:
             oprot.writeFieldBegin('blocks', TType.LIST, 2)
             oprot.writeListBegin(TType.STRUCT, len(self.blocks))
-            for iter83 in self.blocks:
-                iter83.write(oprot)
+            for iter90 in self.blocks:
+                iter90.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -2235,10 +2290,10 @@ class AttestationReceipt(object):
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.audit_path = []
-                    (_etype87, _size84) = iprot.readListBegin()
-                    for _i88 in range(_size84):
-                        _elem89 = iprot.readBinary()
-                        self.audit_path.append(_elem89)
+                    (_etype94, _size91) = iprot.readListBegin()
+                    for _i95 in range(_size91):
+                        _elem96 = iprot.readBinary()
+                        self.audit_path.append(_elem96)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -2259,8 +2314,8 @@ class AttestationReceipt(object):
         if self.audit_path is not None:
             oprot.writeFieldBegin('audit_path', TType.LIST, 2)
             oprot.writeListBegin(TType.STRING, len(self.audit_path))
-            for iter90 in self.audit_path:
-                oprot.writeBinary(iter90)
+            for iter97 in self.audit_path:
+                oprot.writeBinary(iter97)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -2313,11 +2368,11 @@ class AttestationReceipts(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.receipts = []
-                    (_etype94, _size91) = iprot.readListBegin()
-                    for _i95 in range(_size91):
-                        _elem96 = AttestationReceipt()
-                        _elem96.read(iprot)
-                        self.receipts.append(_elem96)
+                    (_etype101, _size98) = iprot.readListBegin()
+                    for _i102 in range(_size98):
+                        _elem103 = AttestationReceipt()
+                        _elem103.read(iprot)
+                        self.receipts.append(_elem103)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -2339,8 +2394,8 @@ class AttestationReceipts(object):
         if self.receipts is not None:
             oprot.writeFieldBegin('receipts', TType.LIST, 1)
             oprot.writeListBegin(TType.STRUCT, len(self.receipts))
-            for iter97 in self.receipts:
-                iter97.write(oprot)
+            for iter104 in self.receipts:
+                iter104.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.tree_head is not None:
@@ -3444,11 +3499,11 @@ class NeighboursReply(object):
             elif fid == 3:
                 if ftype == TType.LIST:
                     self.successors = []
-                    (_etype101, _size98) = iprot.readListBegin()
-                    for _i102 in range(_size98):
-                        _elem103 = Peer()
-                        _elem103.read(iprot)
-                        self.successors.append(_elem103)
+                    (_etype108, _size105) = iprot.readListBegin()
+                    for _i109 in range(_size105):
+                        _elem110 = Peer()
+                        _elem110.read(iprot)
+                        self.successors.append(_elem110)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -3473,8 +3528,8 @@ class NeighboursReply(object):
         if self.successors is not None:
             oprot.writeFieldBegin('successors', TType.LIST, 3)
             oprot.writeListBegin(TType.STRUCT, len(self.successors))
-            for iter104 in self.successors:
-                iter104.write(oprot)
+            for iter111 in self.successors:
+                iter111.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -3698,11 +3753,11 @@ class Leave(object):
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.successors = []
-                    (_etype108, _size105) = iprot.readListBegin()
-                    for _i109 in range(_size105):
-                        _elem110 = Peer()
-                        _elem110.read(iprot)
-                        self.successors.append(_elem110)
+                    (_etype115, _size112) = iprot.readListBegin()
+                    for _i116 in range(_size112):
+                        _elem117 = Peer()
+                        _elem117.read(iprot)
+                        self.successors.append(_elem117)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -3723,8 +3778,8 @@ class Leave(object):
         if self.successors is not None:
             oprot.writeFieldBegin('successors', TType.LIST, 2)
             oprot.writeListBegin(TType.STRUCT, len(self.successors))
-            for iter111 in self.successors:
-                iter111.write(oprot)
+            for iter118 in self.successors:
+                iter118.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -4805,11 +4860,11 @@ class ReplicaDigest(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.entries = []
-                    (_etype115, _size112) = iprot.readListBegin()
-                    for _i116 in range(_size112):
-                        _elem117 = DigestEntry()
-                        _elem117.read(iprot)
-                        self.entries.append(_elem117)
+                    (_etype122, _size119) = iprot.readListBegin()
+                    for _i123 in range(_size119):
+                        _elem124 = DigestEntry()
+                        _elem124.read(iprot)
+                        self.entries.append(_elem124)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -4826,8 +4881,8 @@ class ReplicaDigest(object):
         if self.entries is not None:
             oprot.writeFieldBegin('entries', TType.LIST, 1)
             oprot.writeListBegin(TType.STRUCT, len(self.entries))
-            for iter118 in self.entries:
-                iter118.write(oprot)
+            for iter125 in self.entries:
+                iter125.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -4875,10 +4930,10 @@ class ReplicaWant(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.keys = []
-                    (_etype122, _size119) = iprot.readListBegin()
-                    for _i123 in range(_size119):
-                        _elem124 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.keys.append(_elem124)
+                    (_etype129, _size126) = iprot.readListBegin()
+                    for _i130 in range(_size126):
+                        _elem131 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.keys.append(_elem131)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -4895,8 +4950,8 @@ class ReplicaWant(object):
         if self.keys is not None:
             oprot.writeFieldBegin('keys', TType.LIST, 1)
             oprot.writeListBegin(TType.STRING, len(self.keys))
-            for iter125 in self.keys:
-                oprot.writeString(iter125.encode('utf-8') if sys.version_info[0] == 2 else iter125)
+            for iter132 in self.keys:
+                oprot.writeString(iter132.encode('utf-8') if sys.version_info[0] == 2 else iter132)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -4944,11 +4999,11 @@ class StoreReplicas(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.records = []
-                    (_etype129, _size126) = iprot.readListBegin()
-                    for _i130 in range(_size126):
-                        _elem131 = Record()
-                        _elem131.read(iprot)
-                        self.records.append(_elem131)
+                    (_etype136, _size133) = iprot.readListBegin()
+                    for _i137 in range(_size133):
+                        _elem138 = Record()
+                        _elem138.read(iprot)
+                        self.records.append(_elem138)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -4965,8 +5020,8 @@ class StoreReplicas(object):
         if self.records is not None:
             oprot.writeFieldBegin('records', TType.LIST, 1)
             oprot.writeListBegin(TType.STRUCT, len(self.records))
-            for iter132 in self.records:
-                iter132.write(oprot)
+            for iter139 in self.records:
+                iter139.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -5467,11 +5522,11 @@ class Envelope(object):
             elif fid == 3:
                 if ftype == TType.LIST:
                     self.piggyback = []
-                    (_etype136, _size133) = iprot.readListBegin()
-                    for _i137 in range(_size133):
-                        _elem138 = Piggyback()
-                        _elem138.read(iprot)
-                        self.piggyback.append(_elem138)
+                    (_etype143, _size140) = iprot.readListBegin()
+                    for _i144 in range(_size140):
+                        _elem145 = Piggyback()
+                        _elem145.read(iprot)
+                        self.piggyback.append(_elem145)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -5501,8 +5556,8 @@ class Envelope(object):
         if self.piggyback is not None:
             oprot.writeFieldBegin('piggyback', TType.LIST, 3)
             oprot.writeListBegin(TType.STRUCT, len(self.piggyback))
-            for iter139 in self.piggyback:
-                iter139.write(oprot)
+            for iter146 in self.piggyback:
+                iter146.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.work is not None:
@@ -6312,11 +6367,11 @@ class JournalAppend(object):
             elif fid == 4:
                 if ftype == TType.LIST:
                     self.entries = []
-                    (_etype143, _size140) = iprot.readListBegin()
-                    for _i144 in range(_size140):
-                        _elem145 = JournalEntry()
-                        _elem145.read(iprot)
-                        self.entries.append(_elem145)
+                    (_etype150, _size147) = iprot.readListBegin()
+                    for _i151 in range(_size147):
+                        _elem152 = JournalEntry()
+                        _elem152.read(iprot)
+                        self.entries.append(_elem152)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -6350,8 +6405,8 @@ class JournalAppend(object):
         if self.entries is not None:
             oprot.writeFieldBegin('entries', TType.LIST, 4)
             oprot.writeListBegin(TType.STRUCT, len(self.entries))
-            for iter146 in self.entries:
-                iter146.write(oprot)
+            for iter153 in self.entries:
+                iter153.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.commit is not None:
@@ -6650,6 +6705,17 @@ Capacity.thrift_spec = (
     (1, TType.I64, 'memory_mb', None, None, ),  # 1
     (2, TType.I32, 'vcores', None, None, ),  # 2
 )
+all_structs.append(ContainerStatus)
+ContainerStatus.thrift_spec = (
+    None,  # 0
+    (1, TType.STRING, 'container_id', 'UTF8', None, ),  # 1
+    (2, TType.I32, 'state', None, None, ),  # 2
+    (3, TType.I32, 'exit_status', None, None, ),  # 3
+    (4, TType.STRING, 'diagnostics', 'UTF8', None, ),  # 4
+    (5, TType.STRUCT, 'resource', [Capacity, None], None, ),  # 5
+    (6, TType.I32, 'priority', None, None, ),  # 6
+    (7, TType.I64, 'creation_time_ms', None, None, ),  # 7
+)
 all_structs.append(NodeRegistration)
 NodeRegistration.thrift_spec = (
     None,  # 0
@@ -6661,6 +6727,7 @@ NodeRegistration.thrift_spec = (
     (6, TType.STRING, 'version', 'UTF8', None, ),  # 6
     (7, TType.BOOL, 'healthy', None, None, ),  # 7
     (8, TType.STRING, 'health_report', 'UTF8', None, ),  # 8
+    (9, TType.LIST, 'containers', (TType.STRUCT, [ContainerStatus, None], False), None, ),  # 9
 )
 all_structs.append(MasterKey)
 MasterKey.thrift_spec = (
@@ -6675,14 +6742,6 @@ RegistrationResponse.thrift_spec = (
     (2, TType.I64, 'rm_identifier', None, None, ),  # 2
     (3, TType.STRING, 'diagnostics', 'UTF8', None, ),  # 3
     (4, TType.STRUCT, 'container_token_master_key', [MasterKey, None], None, ),  # 4
-)
-all_structs.append(ContainerStatus)
-ContainerStatus.thrift_spec = (
-    None,  # 0
-    (1, TType.STRING, 'container_id', 'UTF8', None, ),  # 1
-    (2, TType.I32, 'state', None, None, ),  # 2
-    (3, TType.I32, 'exit_status', None, None, ),  # 3
-    (4, TType.STRING, 'diagnostics', 'UTF8', None, ),  # 4
 )
 all_structs.append(NodeStatus)
 NodeStatus.thrift_spec = (

@@ -1,0 +1,182 @@
+"""Work-preserving RM restart with the real spark-submit: the RM's daemon is SIGKILLed mid-job and
+started again on its state, and the job goes on with its one attempt.
+
+A local three-node Cortex on loopback (not isolated: ``restart_node`` starts a node again in
+place).  node1 runs the RM; its NodeManager and node3's are made too small for any container
+(256 MiB, below the 1 GiB minimum allocation), so the job's AM and both executors run on node2:
+nothing of the job dies with node1's daemon, and the containers reach each other (on a loopback
+cluster that is not isolated, containers of different nodes cannot: their networks are alike).
+The job (cluster mode) sleeps in its map tasks long enough to be caught mid-way, then shuffles
+between its two executors (``reduceByKey``).
+
+While node1 is down the AM's heartbeats are refused and its driver and executors go on; once the
+RM is back, the NodeManagers are answered RESYNC and register again listing their containers, and
+the AM is answered ApplicationMasterNotRegisteredException, registers again and re-sends its
+asks.  The job must succeed with the right counts and ONE attempt, and the RM must have counted
+the AM's and the executors' containers back in.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from cortex_rm import local_cluster
+from cortex_rm.processes import alive
+from tests.support.cluster import RunningCluster, running_cluster
+from tests.support.logs_cli import aggregated_logs
+from tests.support.ring_daemons import wait_for
+from tests.support.spark import (
+    EXECUTORS, PYTHON_CONF, application_id_from_output, spark_submit_command, spark_submit_env,
+)  # fmt: skip
+
+pytestmark = pytest.mark.e2e
+
+PARTITIONS = 16
+TASK_SLEEP_S = 6  # 16 tasks on 2 one-core executors: about 50 s of map stage
+JOB = f"""
+import sys, time
+from operator import add
+from pyspark.sql import SparkSession
+
+def words(i):
+    time.sleep({TASK_SLEEP_S})
+    return [("k%d" % (n % 4), 1) for n in range(i * 100, (i + 1) * 100)]
+
+spark = SparkSession.builder.appName("CortexRMRestart").getOrCreate()
+sc = spark.sparkContext
+counts = sc.parallelize(range({PARTITIONS}), {PARTITIONS}).flatMap(words).reduceByKey(add, 4).collect()
+print("COUNTS", sorted(counts))
+spark.stop()
+"""
+EXPECTED = "COUNTS " + str(sorted((f"k{k}", PARTITIONS * 100 // 4) for k in range(4)))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    with running_cluster(tmp_path_factory.mktemp("rm-restart"), nodes=3, spark=True) as c:
+        _shrink_nodemanagers(c, (0, 2))
+        yield c
+
+
+def _stop(cluster: RunningCluster, node: local_cluster.LocalNode, sig: signal.Signals) -> None:
+    """Signal the node's daemon and wait until it is gone (reaped: this process started it)."""
+    os.kill(node.pid, sig)
+    deadline = time.monotonic() + 30
+    while alive(node.pid):
+        assert time.monotonic() < deadline, f"{node.name} did not stop"
+        try:
+            os.waitpid(node.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+
+
+def _restart(cluster: RunningCluster, index: int) -> None:
+    node = cluster.nodes[index]
+    cluster.nodes[index] = local_cluster.restart_node(cluster.workdir, node.name, say=lambda _: None)
+
+
+def _shrink_nodemanagers(cluster: RunningCluster, indices: tuple[int, ...]) -> None:
+    """These nodes again, each with a NodeManager no container fits on (node1's RM starts again too)."""
+    for index in indices:
+        node = cluster.nodes[index]
+        _stop(cluster, node, signal.SIGTERM)
+        config = Path(node.config)
+        text = config.read_text()
+        assert "\n[nodemanager]\n" in text
+        config.write_text(text.replace("\n[nodemanager]\n", "\n[nodemanager]\nmemory_mb = 256\n"))
+    for index in indices:
+        _restart(cluster, index)
+    wait_for(lambda: _nodes_running(cluster) == 3, "the three nodes to be RUNNING again", timeout=120, step=0.5)
+
+
+def _get(cluster: RunningCluster, path: str) -> Any:
+    answer = requests.get(f"{cluster.rest}/ws/v1/cluster/{path}", headers=cluster.rest_headers(), timeout=10)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def _answers(cluster: RunningCluster, path: str) -> Any | None:
+    try:
+        return _get(cluster, path)
+    except (requests.ConnectionError, requests.HTTPError, requests.Timeout):
+        return None
+
+
+def _nodes_running(cluster: RunningCluster) -> int:
+    nodes = _answers(cluster, "nodes")
+    return 0 if nodes is None else sum(1 for n in (nodes["nodes"] or {}).get("node", []) if n["state"] == "RUNNING")
+
+
+def _app(cluster: RunningCluster, app_id: str) -> dict[str, Any] | None:
+    report = _answers(cluster, f"apps/{app_id}")
+    return None if report is None else report["app"]
+
+
+def test_a_cluster_mode_job_survives_a_sigkill_of_the_rm_with_one_attempt(
+    cluster: RunningCluster, tmp_path: Path
+) -> None:
+    """SIGKILL of node1's daemon (the RM) mid-job, then its restart: the job succeeds with the right
+    counts and one attempt, and the restarted RM counted the AM and both executors back in."""
+    job = tmp_path / "slow_shuffle.py"
+    job.write_text(JOB)
+    command = spark_submit_command(job, deploy_mode="cluster", conf={**PYTHON_CONF, **EXECUTORS})
+    proc = subprocess.Popen(command, env=spark_submit_env(cluster.conf_dir), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    try:
+        out = _run_with_a_restart(cluster, proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    (tmp_path / "spark-submit.out").write_text(out)
+    app_id = application_id_from_output(out)
+    assert proc.returncode == 0 and app_id is not None, out[-6000:]
+    report = _app(cluster, app_id)
+    assert report is not None and (report["state"], report["finalStatus"]) == ("FINISHED", "SUCCEEDED"), report
+    attempts = _get(cluster, f"apps/{app_id}/appattempts")["appAttempts"]["appAttempt"]
+    assert len(attempts) == 1, attempts
+    assert attempts[0]["nodeId"].startswith(cluster.nodes[1].nm_webapp.split(":")[0] + ":"), attempts  # node2
+    driver_out = aggregated_logs(cluster.conf_dir, app_id, contains="COUNTS")
+    assert EXPECTED in driver_out, driver_out[-3000:]
+
+
+def _run_with_a_restart(cluster: RunningCluster, proc: subprocess.Popen[str]) -> str:
+    """Wait until the job's AM and two executors run, SIGKILL node1, restart it, check the RM took the
+    application's containers back, and return spark-submit's output once it ends."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
+    app_id: str | None = None
+
+    def report_shows_the_job_running() -> bool:
+        nonlocal app_id
+        assert proc.poll() is None, "".join(lines)[-6000:]
+        app_id = app_id or application_id_from_output("".join(lines))
+        report = _app(cluster, app_id) if app_id else None
+        return report is not None and report["state"] == "RUNNING" and report["runningContainers"] >= 3
+
+    wait_for(report_shows_the_job_running, "the job's AM and two executors to run", timeout=300, step=0.5)
+    time.sleep(8)  # some map tasks done, most still to come
+    _stop(cluster, cluster.nodes[0], signal.SIGKILL)
+    time.sleep(2)
+    _restart(cluster, 0)
+    # the AM registered again (RUNNING) and the nodes' registrations brought its three containers back
+    wait_for(report_shows_the_job_running, "the restarted RM to show the job RUNNING with its containers",
+             timeout=90, step=0.5)  # fmt: skip
+    assert app_id is not None
+    report = _app(cluster, app_id)
+    assert report is not None and report["runningContainers"] == 3, report
+    proc.wait(timeout=600)
+    reader.join(timeout=30)
+    return "".join(lines)
