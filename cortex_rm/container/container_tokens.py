@@ -19,6 +19,8 @@ A ContainerToken lets ``startContainers`` start its container when
 2. its master key id is the current or the previous key's, and the password is the
    HMAC of the identifier under that key;
 3. ``nmHostAddr`` is this node's NodeId (``host:port``);
+3a. ``rmIdentifier`` is the RM's this node is registered with (fencing: an RM that lost the lead, or
+   an earlier start of it, is refused; YARN's "allocated by a previous RM");
 4. ``expiryTimeStamp`` has not passed;
 5. the container was not started on this node before: a started container's id is
    remembered until its token expires (after that the token is refused anyway).
@@ -87,6 +89,7 @@ class ContainerTokenVerifier:
         self.current_key: MasterKey | None = None
         self.previous_key: MasterKey | None = None
         self._started: dict[ContainerId, int] = {}  # container -> its token's expiry (ms)
+        self.rm_identifier: int | None = None  # the RM this node is registered with (None: not yet)
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -123,6 +126,11 @@ class ContainerTokenVerifier:
                 f"Given Container {container_id} identifier is not valid for current Node manager. "
                 f"Expected : {self.node_id} Found : {ident.node_address}",
                 container_id,
+            )
+        if self.rm_identifier is not None and ident.rm_identifier != self.rm_identifier:
+            # fencing: an RM that lost the lead (or an earlier start of it) may still hand out tokens
+            raise InvalidContainerToken(
+                f"Container {container_id} rejected as it is allocated by a previous RM", container_id
             )
         now = self.now_ms()
         if ident.expiry_ms < now:

@@ -339,18 +339,18 @@ class NodeManagerRole:
     # ------------------------------------------------------------ the status updater's hooks
 
     def registered(self, answer: RegistrationAnswer) -> None:
-        """The RM accepted this node: keep the key it signs ContainerTokens with."""
-        if answer.container_token_master_key is None:
-            log.warn("the ResourceManager sent no container-token key: no container can start here yet")
-            return
+        """The RM accepted this node: keep the key it signs ContainerTokens with, and take only its tokens."""
         assert self.tokens is not None
-        self.tokens.set_master_key(answer.container_token_master_key)
+        self.tokens.rm_identifier = answer.rm_identifier
+        if answer.container_token_master_key is not None:
+            self.tokens.set_master_key(answer.container_token_master_key)
+        else:
+            log.warn("the ResourceManager sent no container-token key: no container can start here yet")
         if self.image is not None:
             self.reactor.callLater(0, self.image.check)  # which runtime image the RM names, now
 
     def health(self) -> NodeHealth:
-        """What each heartbeat reports: every container's status, and unhealthy (with what it
-        waits for) until the runtime image the RM names is here."""
+        """Each heartbeat's report: every container's status; unhealthy (saying why) until the RM's image is here."""
         assert self.containers is not None
         statuses = self.containers.statuses_for_heartbeat()
         if self.image is not None and not self.image.state.ready:

@@ -71,6 +71,7 @@ class ContainerTokenIdentifier:
     is_am: bool  # containerType APPLICATION_MASTER
     priority: int = 0  # the priority of the ask the container satisfies
     creation_time_ms: int = 0  # when the RM allocated it
+    rm_identifier: int = 0  # the RM that allocated it (its start time: a new one after a restart or failover)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ def read_container_identifier(identifier: bytes) -> ContainerTokenIdentifier:
         is_am=ident.containerType == yp.APPLICATION_MASTER,
         priority=max(0, ident.priority.priority),
         creation_time_ms=max(0, ident.creationTime),
+        rm_identifier=ident.rmIdentifier,
     )
 
 

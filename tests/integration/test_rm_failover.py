@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +122,30 @@ def _status(url: str) -> tuple[int, dict[str, str], bytes]:
         return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
+
+
+def test_an_active_cut_off_stops_acting_and_comes_back_a_standby(nodes: list[RmNode], tmp_path: Path) -> None:
+    """SIGSTOP of the active (cut off from everyone, as by a partition or a long pause): the others elect a new
+    active; when the old one runs again it does not act as the active (its writes cannot commit), closes its RM
+    ports within its lease, and follows; nothing acknowledged by either is lost."""
+    rm1, rm2, rm3 = nodes
+    order = [n.ring_id for n in nodes]
+    rm1.start(order, None)
+    for node in (rm2, rm3):
+        node.start(order, rm1.ports["ring"])
+    wait_for(lambda: rm1.serves() and "resourcemanager.tracker_address" in rm1.ready(), "rm1 to be the active", 90)
+    admin = load_credential(rm1.directory / "admin.token")
+    first = submit(rm1, admin, "before-the-cut")
+    assert rm1.process is not None
+    rm1.process.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(rm2.serves, "rm2 to take over while rm1 is cut off", 60)
+        second = submit(rm2, admin, "during-the-cut")
+    finally:
+        rm1.process.send_signal(signal.SIGCONT)
+    # the old active learns of the new epoch or its lease ends: it stands down and answers as a standby
+    wait_for(lambda: rm1.ha_state() == "STANDBY" and rm1.refuses_rm_ports(), "rm1 to stand down", 30)
+    assert rm2.serves() and not rm3.serves()
+    wait_for(lambda: journal_applied(rm1) >= journal_applied(rm2) > 0, "rm1 to catch up as a standby", 60)
+    assert apps(rm2, admin) == {first: "before-the-cut", second: "during-the-cut"}
+    assert "this node stands down as the active ResourceManager" in rm1.log()

@@ -56,17 +56,17 @@ class RunningCluster:
 
 def start_cluster(
     workdir: Path, nodes: int, spark: bool = False, isolated: bool = False, rm_config: str = "",
-    ring_settings: tuple[str, ...] = (), node_config: str = "",
+    ring_settings: tuple[str, ...] = (), node_config: str = "", rm_standbys: int = 0,
 ) -> RunningCluster:
     """``spark``: upload this machine's Spark jars (``spark.yarn.archive``), as a Spark user's cluster needs.
     ``isolated``: every node in namespaces of its own (``local-cluster up --isolated``).
     ``rm_config``: TOML added to the RM's configuration (``local-cluster up --rm-config``);
     ``ring_settings``: lines added to every node's ``[ring]`` table; ``node_config``: TOML added to
-    every node's configuration but the RM's."""
+    every node's configuration but the RM's; ``rm_standbys``: nodes 2..N+1 RM-eligible too."""
     make_reachable(workdir)  # the nodes' containers are unprivileged: they must reach its dirs
     started = local_cluster.up(
         workdir, nodes, timeout=60, say=lambda _: None, spark_archive=spark, isolated=isolated, rm_config=rm_config,
-        ring_settings=ring_settings, node_config=node_config,
+        ring_settings=ring_settings, node_config=node_config, rm_standbys=rm_standbys,
     )
     rm = started[0].rm
     assert rm is not None
@@ -76,12 +76,12 @@ def start_cluster(
 @contextmanager
 def running_cluster(
     workdir: Path, nodes: int = 2, spark: bool = False, isolated: bool = False, drop_data: bool = True,
-    rm_config: str = "", ring_settings: tuple[str, ...] = (), node_config: str = "",
+    rm_config: str = "", ring_settings: tuple[str, ...] = (), node_config: str = "", rm_standbys: int = 0,
 ) -> Iterator[RunningCluster]:
     """Start a cluster, yield it, and always stop it (asserting no daemon and no namespace is left);
     then drop its bulky data (``drop_bulk``) unless ``drop_data`` is False (a test that starts the
     cluster again on the same work dir)."""
-    cluster = start_cluster(workdir, nodes, spark, isolated, rm_config, ring_settings, node_config)
+    cluster = start_cluster(workdir, nodes, spark, isolated, rm_config, ring_settings, node_config, rm_standbys)
     try:
         yield cluster
     finally:

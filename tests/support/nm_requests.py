@@ -40,6 +40,7 @@ def container_token(
     sign_with: MasterKey | None = None,
     priority: int = 0,
     creation_ms: int = 1,
+    rm_identifier: int = 1,
 ) -> TokenProto:
     """A ContainerToken as the RM makes it; ``sign_with`` forges the password with another key."""
     ident = yst.ContainerTokenIdentifierProto(
@@ -47,7 +48,7 @@ def container_token(
         appSubmitter=user,
         expiryTimeStamp=expiry_ms,
         masterKeyId=key.key_id,
-        rmIdentifier=1,
+        rmIdentifier=rm_identifier,
         creationTime=creation_ms,
         containerType=yp.APPLICATION_MASTER if is_am else yp.TASK,
     )

@@ -62,6 +62,16 @@ def test_token_for_another_node_is_refused(verifier: ContainerTokenVerifier) -> 
         verify(verifier, container_token(cid(2), node=NodeId("10.0.0.9", 45454)))
 
 
+def test_a_token_of_an_rm_other_than_the_one_registered_with_is_refused(verifier: ContainerTokenVerifier) -> None:
+    """Fencing: once registered with an RM, a node takes only that RM's tokens (an RM that lost the lead, or an
+    earlier start of it, may still hand some out); before any registration the identifier is not checked."""
+    assert verify(verifier, container_token(cid(2), rm_identifier=5)).container_id == cid(2)
+    verifier.rm_identifier = 7
+    with pytest.raises(InvalidContainerToken, match=f"Container {cid(3)} rejected as it is allocated by a previous RM"):
+        verify(verifier, container_token(cid(3), rm_identifier=5))
+    assert verify(verifier, container_token(cid(3), rm_identifier=7)).container_id == cid(3)
+
+
 def test_expired_token_is_refused(verifier: ContainerTokenVerifier) -> None:
     """A token whose expiryTimeStamp passed is refused, naming both times."""
     with pytest.raises(InvalidContainerToken, match=f"This token is expired. current time is {NOW_MS} found {NOW_MS - 1}"):
