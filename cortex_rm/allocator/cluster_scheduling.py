@@ -274,12 +274,12 @@ class ClusterScheduling:
                 self._am_ended(am)
             changed = True  # recovered containers changed the node's room
         for report in containers:
+            if (holding := self.scheduler.container(report.container_id)) and holding.node_id != node.node_id:
+                continue  # another node's container: not this node's to report (confused or lying)
             if report.state is ContainerState.RUNNING:
                 self.scheduler.container_launched(report.container_id)
             elif report.state is ContainerState.COMPLETE:
-                container = self.scheduler.container_finished(
-                    report.container_id, report.exit_status, report.diagnostics
-                )
+                container = self.scheduler.container_finished(report.container_id, report.exit_status, report.diagnostics)
                 if container is not None:
                     self._container_ended(container)
                     changed = True

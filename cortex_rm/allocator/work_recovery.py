@@ -108,10 +108,14 @@ class WorkRecovery:
         recovered = 0
         for report in reports:
             cid = report.container_id
-            if self.scheduler.container(cid) is not None:
-                held.append(report)
+            holding = self.scheduler.container(cid)
+            if holding is not None:
+                if holding.node_id == node_id:  # (another node's container is not this node's to report)
+                    held.append(report)
                 continue
             attempt = self._going_on(cid) if first else None
+            if attempt is not None and cid == attempt.am_container_id and attempt.am_node not in ("", str(node_id)):
+                continue  # the AM container runs elsewhere: a node that lists it is confused or lying
             if attempt is None:
                 self._orphan(node_id, report)
             elif report.state is ContainerState.COMPLETE and cid == attempt.am_container_id:

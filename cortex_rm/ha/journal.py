@@ -35,10 +35,13 @@ returned.
   and it is of the leader's epoch (earlier ones commit with it).  Commit indexes ride on
   every ``Append``; an empty one every ``heartbeat_s`` is the leader's heartbeat.
 
-**Leases** (``lease_s``, the driver's election timeout; 0 turns them off): a leader that has
-not heard a majority within it stands down (its RM must not go on acting cut off), and a
-node that heard its leader within it ignores a ``Prepare`` (Raft's "leader stickiness": a
-node the leader cannot reach does not depose it over and over).
+**Leases** (``lease_s``, shorter than the driver's election timeout; 0 turns them off): a
+leader that has not heard a majority within it stands down (its RM must not go on acting cut
+off), and a node that heard its leader within it ignores a ``Prepare`` (Raft's "leader
+stickiness": a node the leader cannot reach does not depose it over and over).  A follower's
+answer renews the lease from when the leader *sent* the oldest Append still unanswered, not
+from when the answer came back: the follower heard the leader after that, so its election
+timeout cannot run out before the lease does.
 
 Who campaigns is not decided here: the ring names the RM (the first eligible live member
 at or after the RM's key, ``ha/election.py``), and only that node campaigns; if two do
@@ -157,6 +160,7 @@ class _Follower:
     heard_at: float  # when it last answered (or this node began to lead)
     match: int = 0
     sent_at: float | None = None  # an Append is out and not yet answered since
+    oldest_out: float | None = None  # when the oldest Append not yet answered went out (the lease counts from it)
     sent_upto: int = 0  # the last seq the Appends sent so far could have carried
 
 
@@ -267,6 +271,8 @@ class JournalNode:
         prev = follower.next_seq - 1
         entries = _page(self.state.log, prev)
         follower.sent_at = now
+        if follower.oldest_out is None:
+            follower.oldest_out = now
         follower.sent_upto = max(follower.sent_upto, prev + len(entries))
         return member, Append(self.epoch, prev, self.state.epoch_at(prev), entries, self.state.committed)
 
@@ -340,7 +346,8 @@ class JournalNode:
         if not self.is_leader or message.epoch != self.epoch or sender not in self._followers:
             return []
         follower = self._followers[sender]
-        follower.sent_at, follower.heard_at = None, now
+        follower.heard_at = follower.oldest_out if follower.oldest_out is not None else now
+        follower.sent_at = follower.oldest_out = None
         if message.ok:
             follower.match = max(follower.match, min(message.match, follower.sent_upto))  # (never beyond what went)
             follower.next_seq = follower.match + 1

@@ -344,7 +344,7 @@ class ResourceManagerRole:
         )
 
         def membership_changed(event: MembershipEvent) -> None:
-            if isinstance(event, (MemberDied, MemberLeft)):
+            if isinstance(event, (MemberDied, MemberLeft)) and self._republisher is not None:  # (not once stopped)
                 tracker.ring_member_died(event.peer.node_id)
 
         ring.add_membership_listener(membership_changed)

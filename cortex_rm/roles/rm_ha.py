@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from cortex_rm import __version__
-from cortex_rm.ha.journal import Epoch
+from cortex_rm.ha.journal import Epoch, NotLeader
 from cortex_rm.ha.journal_store import JournalStore
 from cortex_rm.roles.ports import Listen, TrackedConnections
 from cortex_rm.roles.resource_manager import ResourceManagerRole
@@ -57,6 +57,16 @@ WEBAPP = "resourcemanager.webapp_address"
 
 #: ``bind(name, address, factory)``: listen (the node records it) and return the bound address and port.
 Bind = Callable[[str, HostPort, IProtocolFactory], tuple[HostPort, IListeningPort]]
+
+
+class InEpoch:
+    """The journal as one role's proposer: its writes are taken only while this node leads in ``epoch``."""
+
+    def __init__(self, journal: RmJournal, epoch: Epoch) -> None:
+        self.journal, self.epoch = journal, epoch
+
+    def propose(self, data: bytes) -> defer.Deferred[int]:
+        return self.journal.propose(data, epoch=self.epoch)
 
 
 class RmHighAvailability:
@@ -177,13 +187,16 @@ class RmHighAvailability:
             return
         assert self.journal is not None and self.local is not None
         log.info("this node becomes the active ResourceManager (journal epoch {epoch})", epoch=epoch[0])
-        role = self.make_role(through_journal(self.local, self.journal), self._listen)
+        role = self.make_role(through_journal(self.local, InEpoch(self.journal, epoch)), self._listen)
         self.role, self.epoch = role, epoch
         try:
             await role.start(int(self.reactor.seconds() * 1000))
-        except Exception:
-            log.failure("the ResourceManager cannot start as the active; this node leaves the journal (restart it)")
+        except Exception as e:
             await self._stand_down()
+            if isinstance(e, NotLeader) or self._want != epoch or self._stopped:
+                log.info("the lead was lost while the ResourceManager started; this node stays a standby")
+                return
+            log.failure("the ResourceManager cannot start as the active; this node leaves the journal (restart it)")
             self.journal.stop()  # another eligible node takes the lead once this one's lease lapses
             return
         self.on_active(role)

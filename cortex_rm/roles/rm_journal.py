@@ -41,6 +41,13 @@ from cortex_rm.yarn.reactors import INodeReactor
 log = Logger()
 
 
+def lease_for(election_timeout_s: float, heartbeat_s: float) -> float:
+    """The leader's lease: it notices a lapse on its next tick (within ``heartbeat_s``), and a follower campaigns no
+    sooner than ``election_timeout_s`` after it last heard the leader; so the lease ends a heartbeat and a half
+    before, and a deposed leader has stood down before anyone can campaign (``journal.py``'s leases)."""
+    return max(heartbeat_s, election_timeout_s - 1.5 * heartbeat_s)
+
+
 class JournalRing(Protocol):
     """What the journal needs of the ring service (``RingService``)."""
 
@@ -94,7 +101,7 @@ class RmJournal:
         from the last saved mark: applying is idempotent)."""
         state = await self.store.load()
         self.node = JournalNode(self.me, self.eligible, state, heartbeat_s=self.heartbeat_s,
-                                lease_s=self.election_timeout_s)  # fmt: skip
+                                lease_s=lease_for(self.election_timeout_s, self.heartbeat_s))  # fmt: skip
         self.node.applied = state.applied
         self._saved = (state.promised, state.committed, state.applied)
         self._heard = self.reactor.seconds()
@@ -126,13 +133,14 @@ class RmJournal:
 
     # ------------------------------------------------------------ proposing
 
-    def propose(self, data: bytes) -> defer.Deferred[int]:
-        """Fires with ``data``'s seq once committed and applied here (module docstring)."""
+    def propose(self, data: bytes, epoch: Epoch | None = None) -> defer.Deferred[int]:
+        """Fires with ``data``'s seq once committed and applied here (module docstring).  With ``epoch``: only while
+        this node leads in that epoch (a role that served an earlier lead of this node must not write in a later)."""
         d: defer.Deferred[int] = defer.Deferred()
 
         def step() -> list[Send]:
             assert self.node is not None
-            if not self._leading:  # (leads only once what came before is applied)
+            if not self._leading or (epoch is not None and epoch != self.node.epoch):  # (leads once all is applied)
                 raise NotLeader(self.node.leader)
             seq = self.node.propose(data)
             self._pending[seq] = (self.node.epoch, d)

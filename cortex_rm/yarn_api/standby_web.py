@@ -10,7 +10,10 @@ same port serves the RM's REST API and NameNode instead (``SwitchingFactory``).
   NameNode); 503 ``RetriableException`` while no node is (it backs off and asks again: a client that
   met only refused connections would give up at once).
 * Any other path: 307 to the same path and query on the active's web address (YARN's standby
-  redirects its REST API); 503 ``RetriableException`` while there is no active.
+  redirects its REST API); 503 ``RetriableException`` while there is no active.  A target that is not
+  an absolute path is refused (400), so the redirect never names another host.
+
+Every answer closes its connection, so a client's next request meets whoever serves the port then.
 
 JSON without ``Content-Type`` for WebHDFS (``yarn-wire-facts.md`` §7), with it for the REST API.
 """
@@ -42,7 +45,18 @@ class StandbyWeb(Resource):
         self.active_webapp, self.cluster_info = active_webapp, cluster_info
 
     def render(self, request: Request) -> bytes:
+        # each answer closes its connection: a client that met the standby must meet the active (or this node,
+        # become the active) on its next request, not the standby's answers again on a kept-alive connection
+        request.setHeader(b"Connection", b"close")
+        channel = getattr(request, "channel", None)
+        if channel is not None:
+            channel.persistent = False  # (read when the request is done: the connection is closed then)
         path = request.path or b"/"
+        target = request.uri or path
+        if not target.startswith(b"/") or target.startswith(b"//"):  # (never a Location to another host)
+            return self._json(request, 400, {"RemoteException": {"exception": "BadRequestException", "message":
+                              "a request target must be an absolute path", "javaClassName":
+                              "org.apache.hadoop.yarn.webapp.BadRequestException"}}, typed=True)  # fmt: skip
         active = self.active_webapp()
         webhdfs = path.startswith(b"/webhdfs/")
         if path in CLUSTER_INFO_PATHS and request.method in (b"GET", b"HEAD"):
@@ -56,7 +70,7 @@ class StandbyWeb(Resource):
             return self._json(request, error.status, error.body(), typed=False)
         request.defaultContentType = None
         request.setResponseCode(307)
-        request.setHeader(b"Location", f"http://{active}".encode() + (request.uri or path))
+        request.setHeader(b"Location", f"http://{active}".encode() + target)
         request.setHeader(b"Content-Length", b"0")
         return b""
 

@@ -17,13 +17,14 @@ class Bus:
     up: set[int] = field(default_factory=set)
     handlers: dict[int, Callable[[Peer, bytes], None]] = field(default_factory=dict)
     queue: list[tuple[int, int, bytes]] = field(default_factory=list)
+    cut: set[int] = field(default_factory=set)  # up (in every view) but unreachable: what they send or are sent is lost
 
     def flush(self) -> None:
         for _ in range(10_000):
             if not self.queue:
                 return
             sender, to, body = self.queue.pop(0)
-            if to in self.up and sender in self.up and to in self.handlers:
+            if to in self.up and sender in self.up and to in self.handlers and not {to, sender} & self.cut:
                 self.handlers[to](Peer(sender, "h:1"), body)
         raise AssertionError("the bus did not settle")
 

@@ -27,13 +27,14 @@ IDS = [0x1111 << 140, 0x5555 << 140, 0x9999 << 140]
 
 
 class Cluster:
-    def __init__(self, tmp: Path, preference: tuple[int, ...] = ()) -> None:
+    def __init__(self, tmp: Path, preference: tuple[int, ...] = (), stagger: float = 0.0) -> None:
         self.tmp, self.clock, self.bus, self.preference = tmp, Clock(), Bus(), preference
         self.nodes: dict[int, RmJournal] = {}
         self.applied: dict[int, list[bytes]] = {i: [] for i in IDS}
         self.leading: dict[int, list[object]] = {i: [] for i in IDS}
         for i in IDS:
             self.start(i)
+            self.clock.advance(stagger)  # (each node's ticks in a phase of its own)
 
     def start(self, i: int) -> None:
         def apply(entry: Entry) -> defer.Deferred[None]:
@@ -233,3 +234,27 @@ def test_the_configured_order_decides_who_leads_and_a_silent_leader_still_in_the
     cluster.run(5 + 1.5)  # one election timeout (and a heartbeat) without the leader: the next listed campaigns
     leaders = [i for i, n in cluster.nodes.items() if n.node is not None and n.node.is_leader]
     assert leaders == [IDS[0]]  # not IDS[1], which waits three timeouts and more
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.2, 0.45, 0.7, 0.9])
+def test_a_leader_cut_off_stands_down_before_another_can_lead(tmp_path: Path, offset: float) -> None:
+    """No two nodes lead at once: the leader's lease ends (and it notices, on a tick) before any follower's election
+    timeout can, whatever the phase of its ticks against theirs when it is cut off (still in every live view)."""
+    cluster = Cluster(tmp_path, stagger=0.3)
+    cluster.run(7)
+    old = cluster.leader()
+    for _ in range(int(offset * 100)):
+        cluster.clock.advance(0.01)
+    cluster.bus.flush()
+    cluster.bus.cut.add(old)
+    overlaps, deposed = [], None
+    for step in range(3000):  # 30 s in 10 ms steps
+        cluster.clock.advance(0.01)
+        cluster.bus.flush()
+        leading = [i for i, n in cluster.nodes.items() if n._leading]
+        if len(leading) > 1:
+            overlaps.append((step, leading))
+        if old not in leading and deposed is None:
+            deposed = step
+    assert not overlaps, overlaps
+    assert deposed is not None and any(n._leading for i, n in cluster.nodes.items() if i != old)

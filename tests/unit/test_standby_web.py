@@ -34,6 +34,17 @@ def test_the_rest_api_is_redirected_to_the_active_with_its_query() -> None:
     assert request.responseHeaders.getRawHeaders(b"Location") == [b"http://10.0.0.2:8088/ws/v1/cluster/apps?states=RUNNING"]
 
 
+def test_a_target_that_is_not_an_absolute_path_is_refused_so_no_redirect_names_another_host() -> None:
+    for target in (b"@evil.example/x", b"//evil.example/x"):
+        request, body = render("10.0.0.2:8088", target)
+        assert request.responseCode == 400 and not request.responseHeaders.hasHeader(b"Location")
+
+
+def test_every_answer_closes_its_connection() -> None:
+    request, _ = render(None, b"/ws/v1/cluster/apps")
+    assert request.responseHeaders.getRawHeaders(b"Connection") == [b"close"]
+
+
 def test_webhdfs_is_told_to_fail_over_without_a_content_type() -> None:
     request, body = render("10.0.0.2:8088", b"/webhdfs/v1/user", b"?op=LISTSTATUS")
     assert request.responseCode == 403

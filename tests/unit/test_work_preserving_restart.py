@@ -259,3 +259,21 @@ def test_every_start_takes_a_new_epoch_for_its_container_ids() -> None:
         rm = cluster.restart()
         assert rm.scheduling.scheduler.containers.epoch == expected
     assert result_of(cluster.store.load()).epoch == 4
+
+
+def test_a_node_cannot_end_another_nodes_containers() -> None:
+    """A node that lists another node's AM container as completed (at its registration after a restart) or an
+    executor of another node in a heartbeat ends neither: only the node a container runs on reports it."""
+    cluster = Cluster()
+    liar = next(n for n in (N1, N2, N3) if n != cluster.am.node_id)
+    rm = cluster.restart()
+    rm.register(liar, *cluster.nm_view(liar), completed(cluster.am, 1))
+    for node_id in (N1, N2, N3):
+        if node_id != liar:
+            rm.register(node_id, *cluster.nm_view(node_id))
+    app = cluster.app
+    assert len(app.attempts) == 1 and not app.attempts[0].state.is_terminal and app.counted_failures == 0
+    executor = next(e for e in cluster.executors if e is not None and e.node_id != liar)
+    rm.heartbeat(liar, completed(executor, 137))
+    held = rm.scheduling.scheduler.container(executor.container_id)
+    assert held is not None and held.node_id == executor.node_id  # still running, on its own node
