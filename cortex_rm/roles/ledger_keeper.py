@@ -1,8 +1,11 @@
 """The RM's ledger, run: its database on one thread, the ring's membership in it, and its periodic work.
 
 ``LedgerKeeper`` owns the ``LedgerOffice`` (``accounting/ledger_office.py``) over an
-SQL store (``[accounting] ledger_url``; SQLite in the state directory by default)
-and runs every office call on one dedicated thread, in the order issued.
+SQL store (``[accounting] ledger_url``; SQLite in the state directory by default),
+or over the store it is given (an RM with standbys: ``ha/replicated_ledger.py``, which
+writes through the RM's journal), and runs every office call on one dedicated thread,
+in the order issued.  The office rebuilds everything it keeps in memory from the
+store when it opens, so a new active continues from what the journal holds.
 
 * **Membership.**  At start it appends a snapshot of the ring's live members (this
   node and whoever its ring member knows alive); then every ``MemberJoined`` /
@@ -15,7 +18,9 @@ and runs every office call on one dedicated thread, in the order issued.
   re-classes the nodes; ``on_classes`` gets the static ring ids.
 * **Queries** (REST, CLI): payouts of a period, the tree head, entries and proofs for mirrors.
 
-``stop`` lets the thread finish what was issued, then closes the database.
+``stop`` lets the thread finish what was issued, then closes the database; a given
+store is closed first (it ends the waits of a replicated store's writes, so the
+reactor never joins a thread that waits for the reactor).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from cortex_rm.accounting.attestations import SignedAttestations
 from cortex_rm.accounting.ledger import MerkleLog
 from cortex_rm.accounting.ledger_errors import BadLedgerRequest
 from cortex_rm.accounting.ledger_office import LedgerOffice, OfficeRules, PayoutReport, Receipts, SubmissionRefused
-from cortex_rm.accounting.ledger_store import SqlLedgerStore, StoredEntry
+from cortex_rm.accounting.ledger_store import LedgerStore, SqlLedgerStore, StoredEntry
 from cortex_rm.accounting.membership_log import membership_change
 from cortex_rm.accounting.periods import Period
 from cortex_rm.accounting.tree_heads import SignedTreeHead
@@ -108,8 +113,11 @@ class LedgerKeeper:
         update_interval_s: float = 300.0,
         max_batches_per_hour: int = 120,
         on_classes: Callable[[frozenset[int]], None] | None = None,
+        store: LedgerStore | None = None,
     ) -> None:
         self.url, self.key, self.rules, self.reactor = url, key, rules, reactor
+        self.store = store  # given: written through it (else an SqlLedgerStore on url)
+        self._stopped = False
         self.me = me
         self.live_members = live_members
         self.update_interval_s = update_interval_s
@@ -149,10 +157,14 @@ class LedgerKeeper:
         def wall_ms() -> int:  # (read on the ledger's thread: the reactor's clock is the wall clock)
             return int(clock.seconds() * 1000)
 
-        self.office = await self._run(lambda: LedgerOffice(MerkleLog(SqlLedgerStore(self.url)), key, rules, wall_ms))
+        given = self.store
+        self.office = await self._run(
+            lambda: LedgerOffice(MerkleLog(given or SqlLedgerStore(self.url)), key, rules, wall_ms)
+        )
         self._started_ms = self.now_ms()
         size = await self._call(lambda office: office.log.size())
-        log.info("ledger open at {url}: {size} entries", url=_safe(self.url), size=size)
+        where = _safe(self.url) if given is None else "the RM's journal"
+        log.info("ledger open at {url}: {size} entries", url=where, size=size)
         self._loop = task.LoopingCall(self._periodic)
         self._loop.clock = self.reactor
         self._loop.start(self.update_interval_s, now=True)
@@ -167,6 +179,12 @@ class LedgerKeeper:
 
         joined.addBoth(settled).addErrback(lambda f: log.failure("could not record the ring's members in the ledger", f))
 
+    def snapshot_now(self) -> defer.Deferred[None]:
+        """Append the snapshot of the ring's live members now (a node already on the ring that takes over the
+        RM: its key is then in the log before it signs a head)."""
+        d = self._snapshot()
+        return d.addErrback(lambda f: log.failure("could not record the ring's members in the ledger", f))
+
     def _snapshot(self) -> defer.Deferred[None]:
         live = {self.me, *self.live_members()}
         change = membership_change(self.now_ms(), joined=live, snapshot=True)
@@ -175,10 +193,13 @@ class LedgerKeeper:
 
     def stop(self) -> None:
         """Stop the periodic work, let the thread finish what was issued, close the database."""
+        self._stopped = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         if self._flush is not None and self._flush.active():
             self._flush.cancel()  # (a change of the last half second is lost: the next start's snapshot covers it)
+        if self.store is not None:
+            self.store.close()  # (a replicated store's writes under way end: the thread is joined next)
         if self._pool is not None:
             self._pool.stop()  # waits for queued work
             self._pool = None
@@ -189,7 +210,9 @@ class LedgerKeeper:
     # ------------------------------------------------------------ membership
 
     def membership_changed(self, event: MembershipEvent) -> None:
-        """The ring member's listener: a member came or went."""
+        """The ring member's listener: a member came or went (ignored once stopped: this RM stood down)."""
+        if self._stopped:
+            return
         if isinstance(event, MemberJoined):
             self._joined.add(event.peer.node_id)
             self._left.discard(event.peer.node_id)
