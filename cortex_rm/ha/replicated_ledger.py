@@ -68,6 +68,7 @@ class LedgerCopy:
     parts: LedgerParts
     run: Runner
     journal: Proposer | None = None
+    url: str = ""  # where the copy is (for the log and the operator's ``cortex-rm ledger verify --url``)
 
     def through(self, journal: Proposer) -> LedgerCopy:
         return replace(self, journal=journal)
@@ -85,7 +86,7 @@ class LedgerCopy:
 
 def sql_ledger_copy(url: str, run: Runner) -> LedgerCopy:
     """A copy on one SQLAlchemy URL: the ledger's tables and the parts' table."""
-    return LedgerCopy(SqlLedgerStore(url), SqlLedgerParts(url), run)
+    return LedgerCopy(SqlLedgerStore(url), SqlLedgerParts(url), run, url=url)
 
 
 # ---------------------------------------------------------------- encoding

@@ -163,8 +163,8 @@ class LedgerKeeper:
         )
         self._started_ms = self.now_ms()
         size = await self._call(lambda office: office.log.size())
-        where = _safe(self.url) if given is None else "the RM's journal"
-        log.info("ledger open at {url}: {size} entries", url=where, size=size)
+        through = "" if given is None else " (a copy: written through the RM's journal)"
+        log.info("ledger open at {url}{through}: {size} entries", url=_safe(self.url), through=through, size=size)
         self._loop = task.LoopingCall(self._periodic)
         self._loop.clock = self.reactor
         self._loop.start(self.update_interval_s, now=True)

@@ -359,8 +359,9 @@ class ResourceManagerRole:
             return None
         copy = self._stores.ledger if self._stores is not None and not self._owns_stores else None
         through = copy.blocking_store(self.reactor) if copy is not None else None
+        url = copy.url if copy is not None and through is not None else setup.url
         self.ledger = keeper = LedgerKeeper(
-            setup.url, self._tls.identity.key, setup.rules, self.reactor, me=ring.identity.ring_id,
+            url, self._tls.identity.key, setup.rules, self.reactor, me=ring.identity.ring_id,
             live_members=lambda: live_ring_members(ring), update_interval_s=setup.update_interval_s,
             max_batches_per_hour=setup.max_batches_per_hour, on_classes=self._classes_changed, store=through,
         )  # fmt: skip
