@@ -10,9 +10,11 @@ node's local copy's (``LedgerCopy.store``, an ``SqlLedgerStore``).  Writes are j
   ``MerkleLog.append`` computed, so no node hashes the tree again (each checks every leaf hash
   against its entry's kind and payload, and stores the subtree hashes as the active computed them;
   ``verify_all`` rehashes everything).
-* ``part`` ``[first, number, count, digest, bytes]``: an ``append`` entry larger than the journal's
-  bound (``MAX_ENTRY_BYTES``), cut into ``count`` pieces of ``PART_BYTES``; ``digest`` is the
-  SHA-256 of the whole.  Each node keeps the parts on disk (``ledger_parts.py``) and applies the
+* ``part`` ``[first, number, count, digest, text]``: an ``append`` entry larger than the journal's
+  bound (``MAX_ENTRY_BYTES``), cut into ``count`` pieces of at most ``PART_CHARS``; ``digest`` is
+  the SHA-256 of the whole.  The whole is ASCII JSON, so a piece travels as a JSON string (only
+  its quotes and backslashes escaped: a piece is cut shorter when they would pass the bound),
+  not base64 again.  Each node keeps the parts on disk (``ledger_parts.py``) and applies the
   whole append, in one transaction, when the last part is applied.  The ledger's thread proposes
   all parts at once (the journal keeps their order) and returns once the last is applied.
 * ``tree_head`` ``[size, encoded]``: a signed tree head kept (``LedgerStore.add_tree_head``).
@@ -51,9 +53,9 @@ from cortex_rm.ha.replicated_state import Proposer, UnknownOperation, decode_ope
 from cortex_rm.yarn.blocking import Runner
 
 STORE = "ledger"
-#: One part's bytes: base64 (4/3) and the entry's JSON around it stay within the journal's bound.
-PART_BYTES = (MAX_ENTRY_BYTES - 4096) // 4 * 3
-#: Parts of one append at most (~22 MiB of entry bytes: four 4 MiB payloads, base64, and then some).
+#: One part's characters at most: escaped, and with the entry's JSON around it, within the journal's bound.
+PART_CHARS = MAX_ENTRY_BYTES - 4096
+#: Parts of one append at most (~32 MiB of JSON: five 4 MiB payloads in base64, and then some).
 MAX_PARTS = 64
 _HASH = 32
 _MAX_LEVEL = 64
@@ -100,14 +102,24 @@ def encode_append(
     whole = encode_operation(STORE, "append", [first, rows, [[s.level, s.position, h] for s, h in nodes]])
     if len(whole) <= MAX_ENTRY_BYTES:
         return [whole]
-    count = -(-len(whole) // PART_BYTES)
-    if count > MAX_PARTS:
+    pieces = _pieces(whole.decode("ascii"))
+    if len(pieces) > MAX_PARTS:
         raise BadLedgerRequest(f"an append of {len(whole)} bytes is more than the journal carries at once")
     digest = hashlib.sha256(whole).digest()
-    return [
-        encode_operation(STORE, "part", [first, n, count, digest, whole[n * PART_BYTES : (n + 1) * PART_BYTES]])
-        for n in range(count)
-    ]
+    return [encode_operation(STORE, "part", [first, n, len(pieces), digest, p]) for n, p in enumerate(pieces)]
+
+
+def _pieces(text: str) -> list[str]:
+    """``text`` cut into pieces of at most ``PART_CHARS`` once escaped as a JSON string (``"`` and ``\\`` double)."""
+    pieces: list[str] = []
+    at = 0
+    while at < len(text):
+        piece = text[at : at + PART_CHARS]
+        while len(piece) + piece.count('"') + piece.count("\\") > PART_CHARS:
+            piece = piece[: len(piece) * 3 // 4]
+        pieces.append(piece)
+        at += len(piece)
+    return pieces
 
 
 def _count(value: Any, what: str, top: int = (1 << 63) - 1) -> int:
@@ -226,9 +238,12 @@ def ledger_applier(copy: LedgerCopy) -> Callable[[str, list[Any]], defer.Deferre
         if op == "part" and len(args) == 5:
             first, number, count = _count(args[0], "first index"), _count(args[1], "part"), _count(args[2], "parts")
             digest, data = _digest(args[3], "digest"), args[4]
-            if not 0 <= number < count <= MAX_PARTS or not isinstance(data, bytes) or len(data) > PART_BYTES:
+            if not 0 <= number < count <= MAX_PARTS or not isinstance(data, str) or len(data) > PART_CHARS:
                 raise UnknownOperation(f"a ledger part {number} of {count} that is not one")
-            return copy.run(lambda: _apply_part(copy, first, number, count, digest, data))
+            if not data.isascii():
+                raise UnknownOperation(f"a ledger part {number} of {count} that is not ASCII")
+            piece = data.encode("ascii")
+            return copy.run(lambda: _apply_part(copy, first, number, count, digest, piece))
         if op == "tree_head" and len(args) == 2:
             size, encoded = _count(args[0], "tree size"), args[1]
             try:

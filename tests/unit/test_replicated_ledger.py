@@ -35,7 +35,7 @@ from cortex_rm.ha.journal import MAX_ENTRY_BYTES, NotLeader
 from cortex_rm.ha.ledger_parts import MemoryLedgerParts, SqlLedgerParts
 from cortex_rm.ha.replicated_ledger import (
     MAX_PARTS,
-    PART_BYTES,
+    PART_CHARS,
     LedgerCopy,
     encode_append,
     ledger_applier,
@@ -204,8 +204,10 @@ def test_malformed_ledger_entries_are_refused_by_name() -> None:
         ("append", [0, [["Bad Kind", b"x", h]], []], "malformed entry"),
         ("append", [0, [["attestation", b"x", h]], [[0, 0, h]]], "level"),
         ("append", [True, [], []], "first index"),
-        ("part", [0, 3, 3, h, b"x"], "part 3 of 3"),
-        ("part", [0, 0, MAX_PARTS + 1, h, b"x"], "part 0 of"),
+        ("part", [0, 3, 3, h, "x"], "part 3 of 3"),
+        ("part", [0, 0, MAX_PARTS + 1, h, "x"], "part 0 of"),
+        ("part", [0, 0, 1, h, b"x"], "part 0 of 1"),
+        ("part", [0, 0, 1, h, "\u00e9"], "not ASCII"),
         ("tree_head", [7, head], "size 7"),
         ("tree_head", [0, b"junk"], "malformed"),
         ("truncate", [0], "no operation"),
@@ -258,9 +260,9 @@ def test_parts_survive_a_restart_between_them_and_an_abandoned_appends_parts_are
     def opened() -> LedgerCopy:
         return LedgerCopy(SqlLedgerStore(url), SqlLedgerParts(url), synchronous_runner)
 
-    rows = [(e, e.leaf_hash()) for e in (LedgerEntry("membership", bytes([i]) * (PART_BYTES // 2)) for i in range(5))]
+    rows = [(e, e.leaf_hash()) for e in (LedgerEntry("membership", bytes([i]) * (PART_CHARS // 2)) for i in range(5))]
     parts = [decode_operation(data) for data in encode_append(0, rows, [])]
-    assert len(parts) == 4 and all(op == "part" for _, op, _ in parts)
+    assert len(parts) == 5 and all(op == "part" for _, op, _ in parts)
     copy = opened()
     for _, op, args in parts[:2]:
         result_of(ledger_applier(copy)(op, args))
@@ -270,7 +272,7 @@ def test_parts_survive_a_restart_between_them_and_an_abandoned_appends_parts_are
         result_of(ledger_applier(copy)(op, args))
     assert copy.store.size() == 5 and [r.leaf_hash for r in copy.store.entries(0, 5)] == [d for _, d in rows]
 
-    other = [(e, e.leaf_hash()) for e in (LedgerEntry("payout", bytes([9]) * PART_BYTES) for _ in range(2))]
+    other = [(e, e.leaf_hash()) for e in (LedgerEntry("payout", bytes([9]) * PART_CHARS) for _ in range(2))]
     abandoned = [decode_operation(data) for data in encode_append(5, other, [])]
     result_of(ledger_applier(copy)(abandoned[0][1], abandoned[0][2]))  # the old active lost the lead after one part
     small = LedgerEntry("attestation", b"the next active's")
@@ -290,7 +292,7 @@ def test_an_append_beyond_what_the_journal_carries_is_refused_before_anything_is
     nodes.run(7)
     store = nodes.ledger_of(nodes.leader())
     huge = LedgerEntry("payout", b"\xff" * (4 * 1024 * 1024))
-    rows = [(huge, huge.leaf_hash())] * 5
+    rows = [(huge, huge.leaf_hash())] * 7  # (base64: 39 MB of JSON)
     with pytest.raises(BadLedgerRequest, match="more than the journal carries"):
         store.append(0, rows, [])
     with pytest.raises(LedgerConflict):
@@ -313,3 +315,16 @@ def test_a_standby_cannot_write_the_ledger_and_a_closed_store_refuses_at_once(tm
         store.add_tree_head(0, encode_tree_head(office_head()))
     assert all(nodes.copies[i].ledger.store.size() == 0 for i in IDS)
     assert Subtree(4, 0) not in nodes.copies[leader].ledger.store.stored_hashes([Subtree(4, 0)])
+
+
+def test_parts_stay_within_the_journals_bound_even_when_made_of_quotes() -> None:
+    """An append whose JSON is mostly quotes (many empty-payload entries) is cut into parts that each fit one
+    journal entry once escaped, and they join back into the very append."""
+    entries = [LedgerEntry("a", b"") for _ in range(60_000)]
+    datas = encode_append(0, [(e, e.leaf_hash()) for e in entries], [])
+    assert len(datas) > 1 and all(len(d) <= MAX_ENTRY_BYTES for d in datas)
+    copy = LedgerCopy(MemoryLedgerStore(), MemoryLedgerParts(), synchronous_runner)
+    for data in datas:
+        _, op, args = decode_operation(data)
+        result_of(ledger_applier(copy)(op, args))
+    assert copy.store.size() == 60_000 and copy.parts.joined(0, decode_operation(datas[0])[2][3], 1) is None
