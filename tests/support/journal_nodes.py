@@ -64,6 +64,9 @@ class PumpWait:
             raise NotLeader(None)
         d = start()
         self.bus.flush()
+        if not d.called:  # (no majority heard it: in the daemon the ledger's thread waits on, until interrupted)
+            d.addErrback(lambda _: None)
+            raise NotLeader(None)
         return result_of(d)
 
     def interrupt(self) -> None:

@@ -328,3 +328,48 @@ def test_parts_stay_within_the_journals_bound_even_when_made_of_quotes() -> None
         _, op, args = decode_operation(data)
         result_of(ledger_applier(copy)(op, args))
     assert copy.store.size() == 60_000 and copy.parts.joined(0, decode_operation(datas[0])[2][3], 1) is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_kills_and_restarts_never_lose_an_acknowledged_append_nor_fork_the_copies(
+    tmp_path: Path, seed: int
+) -> None:
+    """Appends of one to three entries (now and then one too large for a journal entry) and heads through whoever
+    leads, while leaders are killed and dead nodes restarted at random: every append the store acknowledged is,
+    at its index, in every copy at the end, and the copies are one log that audits clean."""
+    rng = random.Random(seed)
+    nodes = Nodes(tmp_path)
+    nodes.run(7)
+    acknowledged: dict[int, bytes] = {}
+    dead: list[int] = []
+    for step in range(40):
+        roll = rng.random()
+        leaders = [i for i, j in nodes.journals.items() if j.node is not None and j.node.is_leader]
+        if roll < 0.12 and leaders and len(dead) == 0:
+            nodes.kill(leaders[0])
+            dead.append(leaders[0])
+        elif roll < 0.25 and dead:
+            nodes.start(dead.pop())
+        elif leaders:
+            log = MerkleLog(nodes.ledger_of(leaders[0]))  # (an office's log, opened anew as a new active does)
+            size = PART_CHARS if rng.random() < 0.05 else 30
+            entries = [LedgerEntry("attestation", rng.randbytes(size)) for _ in range(rng.randint(1, 3))]
+            try:
+                first = log.append(entries)
+                if rng.random() < 0.5:
+                    log.sign_tree_head(KEYS[step % 2], step)
+            except NotLeader:
+                pass
+            else:
+                acknowledged.update((first + k, e.leaf_hash()) for k, e in enumerate(entries))
+        nodes.run(rng.choice([0.5, 2, 8]))
+    for i in dead:
+        nodes.start(i)
+    nodes.run(20)
+    logs = [copy_log(nodes, i) for i in IDS]
+    assert len({(log.size(), log.root_hash()) for log in logs}) == 1
+    assert len(acknowledged) > 20
+    for log in logs:
+        held = {row.index: row.leaf_hash for row in log.entries(0, log.size())}
+        assert all(held.get(index) == leaf for index, leaf in acknowledged.items())
+        assert log.verify_all(keys_by_id([k.public_key() for k in KEYS])).ok
