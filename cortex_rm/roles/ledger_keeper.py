@@ -50,6 +50,7 @@ from cortex_rm.dht.member_table import MemberDied, MemberJoined, MemberLeft, Mem
 from cortex_rm.dht.rate_limits import PeerRateLimit
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.swim_messages import MemberStatus
+from cortex_rm.ha.journal import NotLeader
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.blocking import Runner
@@ -139,10 +140,17 @@ class LedgerKeeper:
         return int(self.reactor.seconds() * 1000)
 
     def _call(self, work: Callable[[LedgerOffice], T]) -> defer.Deferred[T]:
+        """``work`` on the ledger's thread; NodeRefused when the ledger is not open, or when a write through the
+        RM's journal was not made because this node stopped leading it (the caller retries on the next active)."""
         office, run = self.office, self._run
         if office is None or run is None:
             return defer.fail(NodeRefused("the ledger is not open (yet)"))
-        return run(lambda: work(office))
+
+        def stood_down(failure: Failure) -> Failure:
+            failure.trap(NotLeader)
+            raise NodeRefused("this ResourceManager stands down: retry on the active one")
+
+        return run(lambda: work(office)).addErrback(stood_down)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -177,13 +185,13 @@ class LedgerKeeper:
         def settled(_: object) -> defer.Deferred[None]:
             return task.deferLater(self.reactor, settle_s, lambda: None).addCallback(lambda _: self._snapshot())
 
-        joined.addBoth(settled).addErrback(lambda f: log.failure("could not record the ring's members in the ledger", f))
+        joined.addBoth(settled).addErrback(_logged("could not record the ring's members in the ledger"))
 
     def snapshot_now(self) -> defer.Deferred[None]:
         """Append the snapshot of the ring's live members now (a node already on the ring that takes over the
         RM: its key is then in the log before it signs a head)."""
         d = self._snapshot()
-        return d.addErrback(lambda f: log.failure("could not record the ring's members in the ledger", f))
+        return d.addErrback(_logged("could not record the ring's members in the ledger"))
 
     def _snapshot(self) -> defer.Deferred[None]:
         live = {self.me, *self.live_members()}
@@ -232,8 +240,8 @@ class LedgerKeeper:
         change = membership_change(self.now_ms(), joined=joined, left=left)
         d = self._call(lambda office: office.record_membership(change))
         return d.addCallbacks(
-            lambda _: None, lambda f: log.failure("could not record a membership change in the ledger", f)
-        )
+            lambda _: None, _logged("could not record a membership change in the ledger")
+        )  # fmt: skip
 
     # ------------------------------------------------------------ witnesses
 
@@ -264,7 +272,7 @@ class LedgerKeeper:
                 self.on_classes(static)
 
         d1 = self._call(lambda office: office.close_due(now, since)).addCallback(closed)
-        d1.addErrback(lambda f: log.failure("closing pay periods failed", f))
+        d1.addErrback(_logged("closing pay periods failed"))
         d2 = self._call(lambda office: office.update_classes(now)).addCallback(classed)
         d2.addErrback(lambda f: log.failure("classing the nodes failed", f))
         return defer.gatherResults([d1, d2]).addCallback(lambda _: None)
@@ -298,6 +306,19 @@ class LedgerKeeper:
 
     def inclusion_proof(self, index: int, size: int) -> defer.Deferred[list[bytes]]:
         return self._call(lambda office: office.log.inclusion_proof(index, size))
+
+
+def _logged(what: str) -> Callable[[Failure], None]:
+    """An errback that logs ``what`` failed: as info when this RM stood down or was stopped (NodeRefused), else
+    with the failure."""
+
+    def errback(failure: Failure) -> None:
+        if failure.check(NodeRefused):
+            log.info("{what}: {why}", what=what, why=str(failure.value))
+        else:
+            log.failure(what, failure)
+
+    return errback
 
 
 def _safe(url: str) -> str:
