@@ -17,9 +17,14 @@ prints:
   extrapolated linearly from it (the audit reads and hashes each entry once, so it
   is linear in the entries).
 
-Usage: .venv/bin/python bench/ledger_bench.py [--backend sqlite|postgresql|memory] [--entries 1000000]
+Usage: .venv/bin/python bench/ledger_bench.py [--backend sqlite|postgresql|memory|journal] [--entries 1000000]
        [--batch 3000] [--proofs 20000] [--payload 200]
 ``postgresql`` starts a throwaway server as the contract tests do (``tests/support/postgres.py``).
+``journal`` writes through the RM's journal (``ha/replicated_ledger.py``) of three eligible nodes in this one
+process (``tests/support/journal_nodes.py``: SQLite journals and SQLite copies, the in-memory bus, a fake
+clock): each append is committed by a majority and applied to the leader's copy before it returns, the
+followers' copies as the commit reaches them.  So its appends/s count the three nodes' work on one core
+(encoding, three journal files, three copies), and no network: an upper bound of the cost, not of the latency.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ def rate(count: int, seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", choices=("sqlite", "postgresql", "memory"), default="sqlite")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "memory", "journal"), default="sqlite")
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=3_000)
     parser.add_argument("--proofs", type=int, default=20_000)
@@ -79,9 +84,16 @@ def main() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     workdir = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     server = None
+    nodes = None
     store: LedgerStore
     if args.backend == "memory":
         store = MemoryLedgerStore()
+    elif args.backend == "journal":
+        from tests.support.journal_nodes import Nodes
+
+        nodes = Nodes(workdir)
+        nodes.run(7)
+        store = nodes.ledger_of(nodes.leader())
     elif args.backend == "sqlite":
         store = SqlLedgerStore(f"sqlite:///{workdir / 'ledger.sqlite'}")
     else:
@@ -98,6 +110,13 @@ def main() -> None:
         seconds = build(log, key, n, args.batch, args.payload)
         heads = len(log.tree_heads())
         print(f"appends:            {rate(n, seconds)} ({n:,} entries and {heads:,} signed heads in {seconds:.1f} s)")
+        if nodes is not None:
+            nodes.run(2)
+            roots = {MerkleLog(copies.ledger.store).root_hash() for copies in nodes.copies.values()}
+            assert roots == {log.root_hash()}, "a copy differs"
+            journal = [e for e in nodes.journals[nodes.leader()].node.state.log if e.data]  # type: ignore[union-attr]
+            print(f"journal:            {len(journal):,} entries, {sum(len(e.data) for e in journal) / 2**20:,.0f} MiB"
+                  f" (every copy has the same root)")
         if args.backend == "sqlite":
             print(f"database size:      {(workdir / 'ledger.sqlite').stat().st_size / 2**20:,.0f} MiB")
         root = log.root_hash()
@@ -141,6 +160,9 @@ def main() -> None:
         store.close()
         if server is not None:
             server.stop()
+        if nodes is not None:
+            for i in list(nodes.journals):
+                nodes.kill(i)
         for path in workdir.iterdir():
             path.unlink()
         workdir.rmdir()

@@ -180,7 +180,7 @@ class CortexNode:
                 self.ring, eligible, own, state_dir=self.state_dir, state_store_url=config.state_store_url,
                 reactor=self.reactor, make_role=lambda stores, listen: self._rm_role(tls, listen, stores),
                 bind=self._bind, unbind=lambda name, port: defer.ensureDeferred(self._unbind(name, port)),
-                webapp_of=self.rm_directory.webapp_of, on_active=self._rm_active,
+                webapp_of=self.rm_directory.webapp_of, on_active=self._rm_active, ledger_url=config.ledger_url,
             )  # fmt: skip
             await self.rm_ha.start()
         elif config.resourcemanager.enabled:

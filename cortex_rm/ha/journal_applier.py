@@ -1,8 +1,8 @@
 """What a node's journal does with a committed entry: decode it once and hand it to its store's applier.
 
-The RM keeps three stores in one journal — its own state (``rm``, ``replicated_state.py``), the file
-system's namespace (``fs``, ``replicated_fs.py``) and the function registry (``events``,
-``replicated_registry.py``) — so their writes are applied on every node in the one order the
+The RM keeps four stores in one journal — its own state (``rm``, ``replicated_state.py``), the file
+system's namespace (``fs``, ``replicated_fs.py``), the function registry (``events``,
+``replicated_registry.py``) and the uptime ledger (``ledger``, ``replicated_ledger.py``) — so their writes are applied on every node in the one order the
 leader made them.  Each entry is ``{"store": ..., "op": ..., "args": [...]}``; ``journal_applier``
 routes it by ``store``.  An entry of a store this node does not know, or an operation its store
 does not know, raises ``UnknownOperation`` naming it (a newer RM wrote it, or it is damaged), as does

@@ -1,8 +1,11 @@
 """The RM's ledger, run: its database on one thread, the ring's membership in it, and its periodic work.
 
 ``LedgerKeeper`` owns the ``LedgerOffice`` (``accounting/ledger_office.py``) over an
-SQL store (``[accounting] ledger_url``; SQLite in the state directory by default)
-and runs every office call on one dedicated thread, in the order issued.
+SQL store (``[accounting] ledger_url``; SQLite in the state directory by default),
+or over the store it is given (an RM with standbys: ``ha/replicated_ledger.py``, which
+writes through the RM's journal), and runs every office call on one dedicated thread,
+in the order issued.  The office rebuilds everything it keeps in memory from the
+store when it opens, so a new active continues from what the journal holds.
 
 * **Membership.**  At start it appends a snapshot of the ring's live members (this
   node and whoever its ring member knows alive); then every ``MemberJoined`` /
@@ -15,7 +18,9 @@ and runs every office call on one dedicated thread, in the order issued.
   re-classes the nodes; ``on_classes`` gets the static ring ids.
 * **Queries** (REST, CLI): payouts of a period, the tree head, entries and proofs for mirrors.
 
-``stop`` lets the thread finish what was issued, then closes the database.
+``stop`` lets the thread finish what was issued, then closes the database; a given
+store is closed first (it ends the waits of a replicated store's writes, so the
+reactor never joins a thread that waits for the reactor).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from cortex_rm.accounting.attestations import SignedAttestations
 from cortex_rm.accounting.ledger import MerkleLog
 from cortex_rm.accounting.ledger_errors import BadLedgerRequest
 from cortex_rm.accounting.ledger_office import LedgerOffice, OfficeRules, PayoutReport, Receipts, SubmissionRefused
-from cortex_rm.accounting.ledger_store import SqlLedgerStore, StoredEntry
+from cortex_rm.accounting.ledger_store import LedgerStore, SqlLedgerStore, StoredEntry
 from cortex_rm.accounting.membership_log import membership_change
 from cortex_rm.accounting.periods import Period
 from cortex_rm.accounting.tree_heads import SignedTreeHead
@@ -45,6 +50,7 @@ from cortex_rm.dht.member_table import MemberDied, MemberJoined, MemberLeft, Mem
 from cortex_rm.dht.rate_limits import PeerRateLimit
 from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.swim_messages import MemberStatus
+from cortex_rm.ha.journal import NotLeader
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.blocking import Runner
@@ -108,8 +114,11 @@ class LedgerKeeper:
         update_interval_s: float = 300.0,
         max_batches_per_hour: int = 120,
         on_classes: Callable[[frozenset[int]], None] | None = None,
+        store: LedgerStore | None = None,
     ) -> None:
         self.url, self.key, self.rules, self.reactor = url, key, rules, reactor
+        self.store = store  # given: written through it (else an SqlLedgerStore on url)
+        self._stopped = False
         self.me = me
         self.live_members = live_members
         self.update_interval_s = update_interval_s
@@ -131,10 +140,17 @@ class LedgerKeeper:
         return int(self.reactor.seconds() * 1000)
 
     def _call(self, work: Callable[[LedgerOffice], T]) -> defer.Deferred[T]:
+        """``work`` on the ledger's thread; NodeRefused when the ledger is not open, or when a write through the
+        RM's journal was not made because this node stopped leading it (the caller retries on the next active)."""
         office, run = self.office, self._run
         if office is None or run is None:
             return defer.fail(NodeRefused("the ledger is not open (yet)"))
-        return run(lambda: work(office))
+
+        def stood_down(failure: Failure) -> Failure:
+            failure.trap(NotLeader)
+            raise NodeRefused("this ResourceManager stands down: retry on the active one")
+
+        return run(lambda: work(office)).addErrback(stood_down)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -149,10 +165,14 @@ class LedgerKeeper:
         def wall_ms() -> int:  # (read on the ledger's thread: the reactor's clock is the wall clock)
             return int(clock.seconds() * 1000)
 
-        self.office = await self._run(lambda: LedgerOffice(MerkleLog(SqlLedgerStore(self.url)), key, rules, wall_ms))
+        given = self.store
+        self.office = await self._run(
+            lambda: LedgerOffice(MerkleLog(given or SqlLedgerStore(self.url)), key, rules, wall_ms)
+        )
         self._started_ms = self.now_ms()
         size = await self._call(lambda office: office.log.size())
-        log.info("ledger open at {url}: {size} entries", url=_safe(self.url), size=size)
+        through = "" if given is None else " (a copy: written through the RM's journal)"
+        log.info("ledger open at {url}{through}: {size} entries", url=_safe(self.url), through=through, size=size)
         self._loop = task.LoopingCall(self._periodic)
         self._loop.clock = self.reactor
         self._loop.start(self.update_interval_s, now=True)
@@ -165,7 +185,13 @@ class LedgerKeeper:
         def settled(_: object) -> defer.Deferred[None]:
             return task.deferLater(self.reactor, settle_s, lambda: None).addCallback(lambda _: self._snapshot())
 
-        joined.addBoth(settled).addErrback(lambda f: log.failure("could not record the ring's members in the ledger", f))
+        joined.addBoth(settled).addErrback(_logged("could not record the ring's members in the ledger"))
+
+    def snapshot_now(self) -> defer.Deferred[None]:
+        """Append the snapshot of the ring's live members now (a node already on the ring that takes over the
+        RM: its key is then in the log before it signs a head)."""
+        d = self._snapshot()
+        return d.addErrback(_logged("could not record the ring's members in the ledger"))
 
     def _snapshot(self) -> defer.Deferred[None]:
         live = {self.me, *self.live_members()}
@@ -175,10 +201,13 @@ class LedgerKeeper:
 
     def stop(self) -> None:
         """Stop the periodic work, let the thread finish what was issued, close the database."""
+        self._stopped = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         if self._flush is not None and self._flush.active():
             self._flush.cancel()  # (a change of the last half second is lost: the next start's snapshot covers it)
+        if self.store is not None:
+            self.store.close()  # (a replicated store's writes under way end: the thread is joined next)
         if self._pool is not None:
             self._pool.stop()  # waits for queued work
             self._pool = None
@@ -189,7 +218,9 @@ class LedgerKeeper:
     # ------------------------------------------------------------ membership
 
     def membership_changed(self, event: MembershipEvent) -> None:
-        """The ring member's listener: a member came or went."""
+        """The ring member's listener: a member came or went (ignored once stopped: this RM stood down)."""
+        if self._stopped:
+            return
         if isinstance(event, MemberJoined):
             self._joined.add(event.peer.node_id)
             self._left.discard(event.peer.node_id)
@@ -209,8 +240,8 @@ class LedgerKeeper:
         change = membership_change(self.now_ms(), joined=joined, left=left)
         d = self._call(lambda office: office.record_membership(change))
         return d.addCallbacks(
-            lambda _: None, lambda f: log.failure("could not record a membership change in the ledger", f)
-        )
+            lambda _: None, _logged("could not record a membership change in the ledger")
+        )  # fmt: skip
 
     # ------------------------------------------------------------ witnesses
 
@@ -241,7 +272,7 @@ class LedgerKeeper:
                 self.on_classes(static)
 
         d1 = self._call(lambda office: office.close_due(now, since)).addCallback(closed)
-        d1.addErrback(lambda f: log.failure("closing pay periods failed", f))
+        d1.addErrback(_logged("closing pay periods failed"))
         d2 = self._call(lambda office: office.update_classes(now)).addCallback(classed)
         d2.addErrback(lambda f: log.failure("classing the nodes failed", f))
         return defer.gatherResults([d1, d2]).addCallback(lambda _: None)
@@ -275,6 +306,19 @@ class LedgerKeeper:
 
     def inclusion_proof(self, index: int, size: int) -> defer.Deferred[list[bytes]]:
         return self._call(lambda office: office.log.inclusion_proof(index, size))
+
+
+def _logged(what: str) -> Callable[[Failure], None]:
+    """An errback that logs ``what`` failed: as info when this RM stood down or was stopped (NodeRefused), else
+    with the failure."""
+
+    def errback(failure: Failure) -> None:
+        if failure.check(NodeRefused):
+            log.info("{what}: {why}", what=what, why=str(failure.value))
+        else:
+            log.failure(what, failure)
+
+    return errback
 
 
 def _safe(url: str) -> str:

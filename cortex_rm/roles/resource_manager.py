@@ -352,18 +352,25 @@ class ResourceManagerRole:
         self._republisher.start()
 
     async def _start_ledger(self) -> LedgerKeeper | None:
-        """The uptime ledger (on the ring only: its membership is the ring's)."""
+        """The uptime ledger (on the ring only: its membership is the ring's).  Given stores that write through the
+        RM's journal (standbys), the ledger does too: the next active continues the same log."""
         ring, setup = self._ring, self._accounting
         if ring is None or setup is None:
             return None
+        copy = self._stores.ledger if self._stores is not None and not self._owns_stores else None
+        through = copy.blocking_store(self.reactor) if copy is not None else None
+        url = copy.url if copy is not None and through is not None else setup.url
         self.ledger = keeper = LedgerKeeper(
-            setup.url, self._tls.identity.key, setup.rules, self.reactor, me=ring.identity.ring_id,
+            url, self._tls.identity.key, setup.rules, self.reactor, me=ring.identity.ring_id,
             live_members=lambda: live_ring_members(ring), update_interval_s=setup.update_interval_s,
-            max_batches_per_hour=setup.max_batches_per_hour, on_classes=self._classes_changed,
+            max_batches_per_hour=setup.max_batches_per_hour, on_classes=self._classes_changed, store=through,
         )  # fmt: skip
         ring.add_membership_listener(keeper.membership_changed)
         await keeper.start()
-        keeper.snapshot_when(ring.joined())  # who is live, once this node is on the ring
+        if through is None:
+            keeper.snapshot_when(ring.joined())  # who is live, once this node is on the ring
+        else:
+            keeper.snapshot_now()  # (taking over: on the ring already, and its key must be in the log first)
         return keeper
 
     def _classes_changed(self, static: frozenset[int]) -> None:

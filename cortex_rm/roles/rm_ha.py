@@ -88,13 +88,14 @@ class RmHighAvailability:
         unbind: Callable[[str, IListeningPort], defer.Deferred[None]],
         webapp_of: Callable[[int], str | None],
         on_active: Callable[[ResourceManagerRole], None] = lambda role: None,
+        ledger_url: str | None = None,
         election_timeout_s: float = 5.0,
         heartbeat_s: float = 1.0,
     ) -> None:
         self.ring, self.preference, self.own, self.reactor = ring, tuple(preference), own, reactor
         self.state_dir, self.state_store_url = state_dir, state_store_url
         self.make_role, self.bind, self.unbind, self.on_active = make_role, bind, unbind, on_active
-        self.webapp_of = webapp_of
+        self.webapp_of, self.ledger_url = webapp_of, ledger_url
         self.election_timeout_s, self.heartbeat_s = election_timeout_s, heartbeat_s
         self.role: ResourceManagerRole | None = None  # the active RM, while this node leads
         self.journal: RmJournal | None = None
@@ -114,7 +115,7 @@ class RmHighAvailability:
         """Open the local copies and the journal; this node is a standby until the journal leads."""
         run, self._pool = thread_runner(self.reactor, name="rm-state-store")
         self._pool.start()
-        self.local = sql_stores(self.state_store_url, run)
+        self.local = sql_stores(self.state_store_url, run, ledger_url=self.ledger_url)
         store = JournalStore(f"sqlite:///{self.state_dir / JOURNAL_FILE}", run)
         self.journal = RmJournal(
             RingLinks(self.ring), frozenset(self.preference), store, self.reactor, journal_apply(self.local),

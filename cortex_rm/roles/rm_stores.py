@@ -1,10 +1,13 @@
-"""The RM's three stores — its own state, the file system's namespace and the function registry — as one set.
+"""The RM's stores — its own state, the file system's namespace, the function registry and the uptime ledger —
+as one set.
 
 A ResourceManager without standbys opens them on its state-store URL (``sql_stores``) and closes them
-when it stops.  An RM-eligible node with standbys keeps its local copies open for as long as the
-daemon runs: its journal applies every committed entry to them (``journal_apply``), and while the
-node is the active RM its role writes through the journal (``through_journal``), so a write is
-acknowledged only once a majority of the eligible nodes hold it (``ha/replicated_state.py``).
+when it stops (its ledger is then the one on ``[accounting] ledger_url``, opened by the ledger's
+keeper: the set's ``ledger`` copy is not used).  An RM-eligible node with standbys keeps its local
+copies open for as long as the daemon runs: its journal applies every committed entry to them
+(``journal_apply``), and while the node is the active RM its role writes through the journal
+(``through_journal``), so a write is acknowledged only once a majority of the eligible nodes hold
+it (``ha/replicated_state.py``; the ledger's, ``ha/replicated_ledger.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from twisted.internet import defer
 from cortex_rm.allocator.state_store import RMStateStore, SqlStateStore
 from cortex_rm.events.registry_store import RegistryStore, SqlRegistryStore
 from cortex_rm.fs.namespace_store import NamespaceStore, SqlNamespaceStore
-from cortex_rm.ha import replicated_fs, replicated_registry, replicated_state
+from cortex_rm.ha import replicated_fs, replicated_ledger, replicated_registry, replicated_state
 from cortex_rm.ha.journal import Entry
-from cortex_rm.ha.journal_applier import journal_applier
+from cortex_rm.ha.journal_applier import StoreApplier, journal_applier
+from cortex_rm.ha.replicated_ledger import LedgerCopy, sql_ledger_copy
 from cortex_rm.ha.replicated_state import Proposer
 from cortex_rm.yarn.blocking import Runner
 
@@ -29,16 +33,24 @@ class RmStores:
     state: RMStateStore
     namespace: NamespaceStore
     registry: RegistryStore
+    #: The node's copy of the uptime ledger (written through the journal by the active; see the module docstring).
+    ledger: LedgerCopy | None = None
 
     def close(self) -> None:
         self.state.close()
         self.namespace.close()
         self.registry.close()
+        if self.ledger is not None:
+            self.ledger.close()
 
 
-def sql_stores(url: str, run: Runner) -> RmStores:
-    """The three stores on one SQLAlchemy URL (tables of their own), their blocking work on ``run``."""
-    return RmStores(SqlStateStore(url, run), SqlNamespaceStore(url, run), SqlRegistryStore(url, run))
+def sql_stores(url: str, run: Runner, ledger_url: str | None = None) -> RmStores:
+    """The stores on one SQLAlchemy URL (tables of their own), their blocking work on ``run``; the ledger's copy
+    on ``ledger_url`` (``[accounting] ledger_url``) when given, else beside the others on ``url``."""
+    return RmStores(
+        SqlStateStore(url, run), SqlNamespaceStore(url, run), SqlRegistryStore(url, run),
+        sql_ledger_copy(ledger_url or url, run),
+    )  # fmt: skip
 
 
 def through_journal(local: RmStores, journal: Proposer) -> RmStores:
@@ -47,13 +59,17 @@ def through_journal(local: RmStores, journal: Proposer) -> RmStores:
         replicated_state.ReplicatedStateStore(local.state, journal),
         replicated_fs.ReplicatedNamespaceStore(local.namespace, journal),
         replicated_registry.ReplicatedRegistryStore(local.registry, journal),
+        None if local.ledger is None else local.ledger.through(journal),
     )
 
 
 def journal_apply(local: RmStores) -> Callable[[Entry], defer.Deferred[None]]:
     """What the journal does with a committed entry: apply it to the local copy of its store."""
-    return journal_applier({
+    appliers: dict[str, StoreApplier] = {
         replicated_state.STORE: replicated_state.state_applier(local.state),
         replicated_fs.STORE: replicated_fs.namespace_applier(local.namespace),
         replicated_registry.STORE: replicated_registry.registry_applier(local.registry),
-    })  # fmt: skip
+    }
+    if local.ledger is not None:
+        appliers[replicated_ledger.STORE] = replicated_ledger.ledger_applier(local.ledger)
+    return journal_applier(appliers)

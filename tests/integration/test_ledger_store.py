@@ -1,6 +1,8 @@
-"""One contract for the ledger over every store: memory, SQLite (a file) and a real PostgreSQL server.
+"""One contract for the ledger over every store: memory, SQLite (a file), a real PostgreSQL server, and the RM's
+journal (``ha/replicated_ledger.py``: the leader's store of three eligible nodes on the journal's test rig, its
+writes committed by a majority and applied to its SQLite copy, which the tampering hands then edit).
 
-Every test runs against the three.  ``LogUnderTest`` gives the log, a way to
+Every test runs against the four.  ``LogUnderTest`` gives the log, a way to
 "restart" onto the same rows (a new store object on the same URL) and tampering
 hands that edit rows behind the ledger's back, as someone with the database file
 would: ``verify_all`` must then name the damage.  Roots and proofs are checked
@@ -25,6 +27,7 @@ from cortex_rm.accounting.merkle import EMPTY_ROOT, Subtree, verify_consistency,
 from cortex_rm.accounting.tree_heads import decode_tree_head, encode_tree_head, keys_by_id, sign_tree_head
 from tests.support.merkle_oracle import mth
 from tests.support.postgres import PostgresServer, postgres_server  # noqa: F401 (the session fixture)
+from tests.support.journal_nodes import Nodes
 from tests.support.rm_core import result_of
 
 pytestmark = pytest.mark.integration
@@ -53,7 +56,7 @@ def _fill(log: MerkleLog, n: int, batch: int = 50) -> list[bytes]:
     return [e.leaf_hash() for e in entries]
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql", "replicated"])
 def logs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogUnderTest]:
     opened: list[LedgerStore] = []
 
@@ -64,6 +67,20 @@ def logs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogUnderTes
     if request.param == "memory":
         memory = MemoryLedgerStore()
         yield LogUnderTest(open_store(memory), lambda: open_store(memory), None, memory)
+    elif request.param == "replicated":
+        nodes = Nodes(tmp_path)
+        nodes.run(7)
+        leader = nodes.leader()
+        engine = create_engine(nodes.copies[leader].ledger.store.url)  # type: ignore[attr-defined]
+
+        def edit(sql: str, params: dict[str, object]) -> None:
+            with engine.begin() as conn:
+                assert conn.execute(text(sql), params).rowcount == 1, sql
+
+        yield LogUnderTest(open_store(nodes.ledger_of(leader)), lambda: open_store(nodes.ledger_of(leader)), edit, None)
+        engine.dispose()
+        for i in list(nodes.journals):
+            nodes.kill(i)
     else:
         if request.param == "sqlite":
             url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"

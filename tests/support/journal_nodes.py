@@ -1,10 +1,12 @@
 """Three RM-eligible nodes' journals (``roles/rm_journal.py``) with their local SQLite stores, on a fake clock and
 the in-memory ring bus: what the replicated stores' unit tests run on.  Each node's ``Copies`` are its own RM
-state, namespace and registry stores; its journal applies committed entries to them through one dispatcher."""
+state, namespace, registry and ledger stores; its journal applies committed entries to them through one dispatcher.
+``ledger_of(i)`` is the blocking ledger store node i's active would write through: its waits pump the bus."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,14 @@ from cortex_rm.allocator.state_store import SqlStateStore, synchronous_runner
 from cortex_rm.dht.peer import Peer
 from cortex_rm.events.registry_store import SqlRegistryStore
 from cortex_rm.fs.namespace_store import SqlNamespaceStore
-from cortex_rm.ha import replicated_fs, replicated_registry, replicated_state
+from cortex_rm.accounting.ledger_store import SqlLedgerStore
+from cortex_rm.ha import replicated_fs, replicated_ledger, replicated_registry, replicated_state
+from cortex_rm.ha.journal import NotLeader
+from cortex_rm.ha.ledger_parts import SqlLedgerParts
 from cortex_rm.ha.journal_applier import journal_applier
 from cortex_rm.ha.journal_store import JournalStore
 from cortex_rm.ha.replicated_fs import ReplicatedNamespaceStore
+from cortex_rm.ha.replicated_ledger import LedgerCopy, ReplicatedLedgerStore
 from cortex_rm.ha.replicated_registry import ReplicatedRegistryStore
 from cortex_rm.ha.replicated_state import ReplicatedStateStore
 from cortex_rm.roles.rm_journal import RmJournal
@@ -36,11 +42,35 @@ class Copies:
     state: SqlStateStore
     fs: SqlNamespaceStore
     events: SqlRegistryStore
+    ledger: LedgerCopy
 
     def close(self) -> None:
         self.state.close()
         self.fs.close()
         self.events.close()
+        self.ledger.close()
+
+
+class PumpWait:
+    """The rig's ``BlockingWait``: the call runs on the test's thread and the bus is flushed (everything is
+    synchronous there), so its Deferred has fired by the time it returns."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.interrupted = False
+
+    def __call__(self, start: Callable[[], defer.Deferred[Any]]) -> Any:
+        if self.interrupted:
+            raise NotLeader(None)
+        d = start()
+        self.bus.flush()
+        if not d.called:  # (no majority heard it: in the daemon the ledger's thread waits on, until interrupted)
+            d.addErrback(lambda _: None)
+            raise NotLeader(None)
+        return result_of(d)
+
+    def interrupt(self) -> None:
+        self.interrupted = True
 
 
 class Nodes:
@@ -53,12 +83,14 @@ class Nodes:
 
     def start(self, i: int) -> None:
         url = f"sqlite:///{self.tmp / f'rm-state-{i:x}.sqlite'}"
+        ledger = LedgerCopy(SqlLedgerStore(url), SqlLedgerParts(url), synchronous_runner)
         copies = Copies(SqlStateStore(url, synchronous_runner), SqlNamespaceStore(url, synchronous_runner),
-                        SqlRegistryStore(url, synchronous_runner))  # fmt: skip
+                        SqlRegistryStore(url, synchronous_runner), ledger)  # fmt: skip
         apply = journal_applier({
             replicated_state.STORE: replicated_state.state_applier(copies.state),
             replicated_fs.STORE: replicated_fs.namespace_applier(copies.fs),
             replicated_registry.STORE: replicated_registry.registry_applier(copies.events),
+            replicated_ledger.STORE: replicated_ledger.ledger_applier(copies.ledger),
         })  # fmt: skip
         journal = RmJournal(Links(self.bus, Peer(i, "h:1")), frozenset(IDS),
                             JournalStore(f"sqlite:///{self.tmp / f'journal-{i:x}.sqlite'}", synchronous_runner),
@@ -94,3 +126,5 @@ class Nodes:
     def state_of(self, i: int) -> ReplicatedStateStore:
         return ReplicatedStateStore(self.copies[i].state, self.journals[i])
 
+    def ledger_of(self, i: int) -> ReplicatedLedgerStore:
+        return ReplicatedLedgerStore(self.copies[i].ledger.store, self.journals[i], PumpWait(self.bus))
