@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.ring_status import RingStatusError, fetch_ring
 from cortex_rm.local_cluster import free_ports
 from cortex_rm.user_credential import UserCredential
 from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
@@ -83,6 +84,14 @@ class RmNode:
         except (urllib.error.URLError, OSError, ValueError):
             return None
 
+    def ring_alive(self) -> set[str]:
+        """The ring ids this node's ring member holds alive (its view on its status site)."""
+        try:
+            view = fetch_ring(self.ports["status"], timeout=2.0)["ring"]
+        except RingStatusError:
+            return set()
+        return {m["id"] for m in view["members"] if m["status"] == "alive"}
+
     def refuses_rm_ports(self) -> bool:
         """Whether the RM's IPC and tracker ports are closed here (a standby binds only its web port)."""
         for key in ("address", "scheduler_address", "tracker_address"):
@@ -109,6 +118,11 @@ class RmNode:
 
     def log(self) -> str:
         return (self.directory / "daemon.out").read_text(errors="replace")
+
+
+def ring_formed(nodes: list[RmNode]) -> bool:
+    """Whether every node holds every other alive (not only the introducer: it may be the one killed next)."""
+    return all(node.ring_alive() >= {n.ring_id for n in nodes if n is not node} for node in nodes)
 
 
 def make_rm_nodes(root: Path, count: int) -> list[RmNode]:
