@@ -40,46 +40,35 @@ class LocalClusterError(Exception):
 def wait_ready(node: Daemon, timeout: float, say: Callable[[str], None]) -> None:
     """Wait until the daemon wrote its ready file and its web port answers."""
     say(f"waiting for {node.name} to answer on http://{node.nm_webapp}/ws/v1/node/info ...")
-    deadline = time.monotonic() + timeout
-    url = f"http://{node.nm_webapp}/ws/v1/node/info"
-    while time.monotonic() < deadline:
-        if not alive(node.pid):
-            raise LocalClusterError(
-                f"{node.name} exited during start; see {node.directory}/logs/daemon.out"
-            )
-        if (Path(node.directory) / READY_FILE).exists():
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-        time.sleep(0.1)
-    raise LocalClusterError(
-        f"{node.name} did not answer within {timeout:.0f} s; see {node.directory}/logs/daemon.out"
-    )
+    _poll(node, READY_FILE, f"http://{node.nm_webapp}/ws/v1/node/info", lambda _: True, timeout,
+          f"{node.name} did not answer within {timeout:.0f} s")  # fmt: skip
 
 
 def wait_active(node: Daemon, rm: RMAddresses, timeout: float, say: Callable[[str], None]) -> None:
-    """Wait until ``node`` serves as the active RM: its admin's credential written, its REST API answering (with
-    standbys, the eligible nodes elect it first)."""
+    """Wait until ``node`` serves as the active RM: its admin's credential written, its REST API answering as the
+    active (with standbys, the eligible nodes elect it first)."""
     say(f"waiting for {node.name} to become the active ResourceManager ...")
+    _poll(node, ADMIN_TOKEN, f"http://{rm.webapp}/ws/v1/cluster/info",
+          lambda body: json.loads(body)["clusterInfo"].get("haState") == "ACTIVE", timeout,
+          f"{node.name} did not become the active ResourceManager within {timeout:.0f} s (a majority of the "
+          "eligible nodes must be up)")  # fmt: skip
+
+
+def _poll(node: Daemon, file: str, url: str, accept: Callable[[bytes], bool], timeout: float, failed: str) -> None:
+    """Until ``file`` is in the node's directory and ``url`` answers 200 with a body ``accept`` takes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive(node.pid):
             raise LocalClusterError(f"{node.name} exited during start; see {node.directory}/logs/daemon.out")
-        if (Path(node.directory) / ADMIN_TOKEN).exists():
+        if (Path(node.directory) / file).exists():
             try:
-                with urllib.request.urlopen(f"http://{rm.webapp}/ws/v1/cluster/info", timeout=2) as response:
-                    if response.status == 200:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200 and accept(response.read()):
                         return
-            except (urllib.error.URLError, OSError):
+            except (urllib.error.URLError, OSError, ValueError, KeyError):
                 pass
         time.sleep(0.1)
-    raise LocalClusterError(
-        f"{node.name} did not become the active ResourceManager within {timeout:.0f} s (a majority of the eligible "
-        f"nodes must be up); see {node.directory}/logs/daemon.out"
-    )
+    raise LocalClusterError(f"{failed}; see {node.directory}/logs/daemon.out")
 
 
 def wait_registered(

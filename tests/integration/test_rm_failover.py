@@ -24,20 +24,14 @@ from hdfs import TokenClient
 from cortex_rm.user_credential import load_credential, request_credential, write_private
 from cortex_rm.yarn.addresses import HostPort
 from tests.support.ring_daemons import wait_for
-from tests.support.rm_nodes import RmNode, apps, journal_applied, make_rm_nodes, ring_formed, submit
+from tests.support.rm_nodes import RmNode, apps, journal_applied, rm_nodes, ring_formed, submit
 
 pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[list[RmNode]]:
-    made = make_rm_nodes(tmp_path, 3)
-    try:
+    with rm_nodes(tmp_path, 3) as made:
         yield made
-    finally:
-        for node in made:
-            node.stop()
-        for node in made:
-            print(f"---- {node.name}\n{node.log()[-6000:]}")
 
 
 def test_the_next_eligible_node_takes_over_with_everything_acknowledged_and_the_old_active_rejoins_as_standby(

@@ -21,21 +21,15 @@ from cortex_rm.accounting.merkle import verify_consistency
 from cortex_rm.user_credential import UserCredential, load_credential
 from tests.support.ledger_checks import cortex_cli
 from tests.support.ring_daemons import wait_for
-from tests.support.rm_nodes import RmNode, make_rm_nodes, rest
+from tests.support.rm_nodes import RmNode, rm_nodes, rest
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[list[RmNode]]:
-    made = make_rm_nodes(tmp_path, 3)
-    try:
+    with rm_nodes(tmp_path, 3) as made:
         yield made
-    finally:
-        for node in made:
-            node.stop()
-        for node in made:
-            print(f"---- {node.name}\n{node.log()[-6000:]}")
 
 
 def head_of(node: RmNode, admin: UserCredential) -> dict:

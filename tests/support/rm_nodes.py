@@ -12,6 +12,8 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +125,19 @@ class RmNode:
 def ring_formed(nodes: list[RmNode]) -> bool:
     """Whether every node holds every other alive (not only the introducer: it may be the one killed next)."""
     return all(node.ring_alive() >= {n.ring_id for n in nodes if n is not node} for node in nodes)
+
+
+@contextmanager
+def rm_nodes(root: Path, count: int) -> Iterator[list[RmNode]]:
+    """``make_rm_nodes``, stopped at the end, their logs' tails printed (a failed test shows them)."""
+    made = make_rm_nodes(root, count)
+    try:
+        yield made
+    finally:
+        for node in made:
+            node.stop()
+        for node in made:
+            print(f"---- {node.name}\n{node.log()[-6000:]}")
 
 
 def make_rm_nodes(root: Path, count: int) -> list[RmNode]:
