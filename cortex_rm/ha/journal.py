@@ -38,7 +38,8 @@ returned.
 **Leases** (``lease_s``, shorter than the driver's election timeout; 0 turns them off): a
 leader that has not heard a majority within it stands down (its RM must not go on acting cut
 off), and a node that heard its leader within it ignores a ``Prepare`` (Raft's "leader
-stickiness": a node the leader cannot reach does not depose it over and over).  A follower's
+stickiness": a node the leader cannot reach does not depose it over and over); a node
+that starts grants no vote for a lease, since it may have answered a leader it forgot.  A follower's
 answer renews the lease from when the leader *sent* the oldest Append still unanswered, not
 from when the answer came back: the follower heard the leader after that, so its election
 timeout cannot run out before the lease does.
@@ -169,7 +170,7 @@ class JournalNode:
 
     def __init__(
         self, me: int, members: frozenset[int], state: JournalState | None = None, *, heartbeat_s: float = 1.0,
-        lease_s: float = 0.0,
+        lease_s: float = 0.0, started_at: float | None = None,
     ) -> None:
         if me not in members:
             raise ValueError(f"{me:x} is not among the journal's members")
@@ -177,6 +178,9 @@ class JournalNode:
         self.state = state if state is not None else JournalState()
         self.heartbeat_s, self.lease_s = heartbeat_s, lease_s
         self._leader_heard = float("-inf")  # when this node last heard its leader (an Append it accepted)
+        # A node (re)started may have answered a leader it no longer remembers, whose lease counts on that answer:
+        # it grants nothing until a lease has passed since its start.
+        self._quiet_until = started_at + lease_s if started_at is not None and lease_s > 0 else float("-inf")
         self.role = "follower"
         self.epoch: Epoch = self.state.promised  # the epoch this node leads or campaigns in
         self.leader: int | None = None
@@ -316,6 +320,8 @@ class JournalNode:
             return [(sender, Refused(self.state.promised))]
         if self.lease_s > 0 and sender != self.leader and (self._holds_lease(now) or self._heard_leader(now)):
             return []  # a leader heard lately keeps the lead (leader stickiness)
+        if now < self._quiet_until:
+            return []  # (just started: see __init__)
         last = self.state.last_seq
         granted = (message.last_epoch, message.last_seq) >= (self.state.epoch_at(last), last)
         if message.pre:  # (nothing changes here: it only asks)

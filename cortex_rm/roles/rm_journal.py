@@ -101,7 +101,8 @@ class RmJournal:
         from the last saved mark: applying is idempotent)."""
         state = await self.store.load()
         self.node = JournalNode(self.me, self.eligible, state, heartbeat_s=self.heartbeat_s,
-                                lease_s=lease_for(self.election_timeout_s, self.heartbeat_s))  # fmt: skip
+                                lease_s=lease_for(self.election_timeout_s, self.heartbeat_s),
+                                started_at=self.reactor.seconds())  # fmt: skip
         self.node.applied = state.applied
         self._saved = (state.promised, state.committed, state.applied)
         self._heard = self.reactor.seconds()
