@@ -158,7 +158,7 @@ class JournalState:
 @dataclass
 class _Follower:
     next_seq: int
-    heard_at: float  # when it last answered (or this node began to lead)
+    heard_at: float  # when the oldest Append it answered last went out (-inf: none of this lead yet)
     match: int = 0
     sent_at: float | None = None  # an Append is out and not yet answered since
     oldest_out: float | None = None  # when the oldest Append not yet answered went out (the lease counts from it)
@@ -189,6 +189,7 @@ class JournalNode:
         self._pre_epoch: Epoch | None = None  # a pre-vote under way: the epoch it asks about
         self._pre_grants: set[int] = set()
         self._followers: dict[int, _Follower] = {}
+        self._led_at = float("-inf")  # when this node last began to lead
 
     @property
     def quorum(self) -> int:
@@ -201,7 +202,11 @@ class JournalNode:
     # ------------------------------------------------------------ campaigning
 
     def campaign(self, now: float) -> list[Send]:
-        """Ask every member whether it would grant a new epoch (a pre-vote); with a majority, campaign in it."""
+        """Ask every member whether it would grant a new epoch (a pre-vote); with a majority, campaign in it.  Not
+        while this node's own vote is bound (it heard its leader within a lease, or started less than one ago): it
+        grants itself nothing it would refuse another."""
+        if self.lease_s > 0 and (self._heard_leader(now) or now < self._quiet_until):
+            return []
         number = max([self.state.promised[0], *(e.epoch[0] for e in self.state.log[-1:])]) + 1
         self._pre_epoch, self._pre_grants = (number, self.me), {self.me}
         prepare = Prepare(self._pre_epoch, self.state.last_seq, self.state.epoch_at(self.state.last_seq), pre=True)
@@ -223,7 +228,8 @@ class JournalNode:
         if self.role != "candidate" or len(self._grants) < self.quorum:
             return []
         self.role, self.leader, self._grants = "leader", self.me, set()
-        self._followers = {m: _Follower(self.state.last_seq + 1, now) for m in self.members - {self.me}}
+        self._followers = {m: _Follower(self.state.last_seq + 1, float("-inf")) for m in self.members - {self.me}}
+        self._led_at = now  # (a vote is not an answer to an Append: the lease starts with the first answers)
         noop = Entry(self.epoch, self.state.last_seq + 1, b"")  # commits what earlier leaders left, with it
         self.state.log.append(noop)
         self.state.changed(noop.seq)
@@ -253,8 +259,8 @@ class JournalNode:
         within ``lease_s`` stands down."""
         if not self.is_leader:
             return []
-        if self.lease_s > 0 and not self._holds_lease(now):
-            self._follow(self.epoch, None)
+        if self.lease_s > 0 and now - self._led_at >= self.lease_s and not self._holds_lease(now):
+            self._follow(self.epoch, None)  # (a new leader has one lease to be answered by a majority)
             return []
         due = [m for m, f in self._followers.items() if f.sent_at is None or now - f.sent_at >= self.heartbeat_s]
         return [self._append_to(m, now) for m in due]
