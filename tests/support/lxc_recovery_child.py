@@ -50,7 +50,9 @@ def _write_json(path: Path, value: Any) -> None:
     path.with_suffix(".tmp").rename(path)
 
 
-def start(runtime: LxcRuntime, store: ContainerRecordStore, state_dir: Path, image: Path, count: int) -> list[RunningContainer]:
+def start(
+    runtime: LxcRuntime, store: ContainerRecordStore, state_dir: Path, image: Path, count: int
+) -> list[RunningContainer]:
     containers = []
     for i in range(count):
         cid = f"container_{uuid.uuid4().int % 10**13:013d}_0001_01_{i + 1:06d}"
@@ -74,7 +76,8 @@ def start(runtime: LxcRuntime, store: ContainerRecordStore, state_dir: Path, ima
             assert c.pid is not None
             cgroup = c.cgroup_dir  # type: ignore[attr-defined]
             store.launched(c.container_id, c.pid, pid_start_ticks(c.pid), cgroup_dir=cgroup)
-            found[c.container_id] = {"init": c.pid, "monitor": c.monitor_pid, "cgroup": cgroup}  # type: ignore[attr-defined]
+            monitor = c.monitor_pid  # type: ignore[attr-defined]
+            found[c.container_id] = {"init": c.pid, "monitor": monitor, "cgroup": cgroup}
         _write_json(state_dir / "started.json", found)
 
     defer.gatherResults([c.started for c in containers]).addCallback(report)
@@ -112,7 +115,10 @@ def main(state_dir: Path, image: Path, ids: IdRange, mode: str, count: int) -> N
     reactor = global_reactor
     runtime = LxcRuntime(reactor, state_dir.resolve() / "lxc", ids=ids, recovery=True)  # type: ignore[arg-type]
     store = ContainerRecordStore(state_dir / RECOVERY_DIR)
-    containers = start(runtime, store, state_dir, image, count) if mode == "start" else recover_all(runtime, store, state_dir)
+    if mode == "start":
+        containers = start(runtime, store, state_dir, image, count)
+    else:
+        containers = recover_all(runtime, store, state_dir)
 
     def stop() -> defer.Deferred[object]:
         live = [c for c in containers if not c.exited.called]
