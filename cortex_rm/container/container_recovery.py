@@ -63,6 +63,7 @@ def record_of(c: NMContainer, spec: ContainerSpec) -> ContainerRecord:
         app_dirs=tuple(map(str, c.paths.app_dirs)),
         user_dirs=tuple(map(str, c.paths.user_dirs)),
         lxc_name=spec.container_id,
+        root_image=str(spec.root_image) if spec.root_image is not None else "",
         port_slot=spec.port_slot,
         peers=tuple(sorted(spec.peers)),
     )
@@ -115,6 +116,7 @@ def adopt(manager: ContainerManager, decision: RecoveryDecision, running: Runnin
     )
     resource = Resource(r.memory_mb, r.vcores)
     c = NMContainer(cid, r.user, resource, paths, [], priority=r.priority, creation_time_ms=r.creation_time_ms)
+    c.root_image = Path(r.root_image) if r.root_image else None
     manager.containers[cid] = c
     # (the manager's own lifecycle steps, as for a container it started)
     if isinstance(decision, Reattach) and running is not None:

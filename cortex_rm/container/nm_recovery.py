@@ -66,6 +66,8 @@ class ContainerRecord:
     user_dirs: tuple[str, ...] = ()
     lxc_name: str = ""
     cgroup_dir: str = ""
+    #: The runtime image root it runs in ("" none): kept while it runs, and where the next start begins.
+    root_image: str = ""
     #: Its application's slot of source ports and peers outside the cluster: what the network policy
     #: needs back (``lxc_sandbox``; the application's block of host ids is in ``cgroup_dir``).
     port_slot: int | None = None
@@ -100,7 +102,8 @@ class ContainerRecord:
             record = ContainerRecord(**raw)
         except TypeError as e:
             raise ValueError(str(e)) from None
-        for key in ("container_id", "application", "user", "work_dir", "log_dir", "lxc_name", "cgroup_dir"):
+        strings = ("container_id", "application", "user", "work_dir", "log_dir", "lxc_name", "cgroup_dir", "root_image")
+        for key in strings:
             if not isinstance(getattr(record, key), str):
                 raise ValueError(f"{key} is not a string")
         for key in ("memory_mb", "vcores", "priority", "creation_time_ms"):

@@ -12,10 +12,10 @@ Built by the composition root (``node.py``) when ``[nodemanager] enabled``:
 * the status updater (``status_updater_service.py``), which reports this node (NodeId =
   ``nodemanager.address``) and its containers to the RM's NodeTracker over mutual TLS (found through
   the ring unless ``resourcemanager_tracker`` is configured) and hands the RM's answers back here;
-* on the ring: this node's capacity report, every 30 s; ``function_sandboxes``: functions' sandboxes;
-* ``[nodemanager] recovery``: containers outlive the daemon and its next start takes them back.
+* on the ring: this node's capacity report, every 30 s; ``function_sandboxes``: functions' sandboxes.
 
-``stop`` stops reporting, kills every container (bounded wait) and stops the thread pool."""
+``stop`` stops reporting, kills every container (bounded wait) and stops the thread pool.  With
+``[nodemanager] recovery`` containers outlive a daemon that dies, and its next start takes them back."""
 
 from __future__ import annotations
 
