@@ -3,7 +3,6 @@ with a fake process table and a fake clock."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from dataclasses import replace
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 from twisted.internet.task import Clock
 
+from cortex_rm.container.id_ranges import IdBlocks, IdRange, IdRangeError, node_id_range
 from cortex_rm.container.lxc_config import RECORDING_WRAPPER_SCRIPT
 from cortex_rm.container.nm_recovery import (
     EXIT_CODE_FILE,
@@ -206,3 +206,18 @@ def test_killing_a_recovered_container_terms_then_kills_init_after_the_grace() -
     c.signal(signal.SIGUSR1)  # after its end: nothing
     assert procs.signals == [signal.SIGTERM]
     assert not clock.getDelayedCalls()
+
+
+def test_an_application_takes_its_block_of_ids_again_after_a_restart() -> None:
+    """``take_again``: the block a recovered container ran with is its application's again, so a new
+    application gets another; a block of another application, or outside the range, is refused."""
+    ids = IdRange.parse(node_id_range(3))
+    blocks = IdBlocks(ids)
+    second = ids.block(1)
+    assert blocks.take_again("application_1_0001", second.number) == second
+    assert blocks.take("application_1_0002") == (ids.block(0), True)
+    assert blocks.take("application_1_0003")[0] == ids.block(2)  # the recovered one's block is skipped
+    with pytest.raises(IdRangeError):
+        blocks.take_again("application_1_0004", second.number)
+    with pytest.raises(IdRangeError):
+        blocks.take_again("application_1_0004", ids.block(0).number - 1)
