@@ -238,7 +238,7 @@ class ClusterScheduling:
     def node_registered(self, node: NodeRecord) -> None:
         self.labels.label(node)
         self.recovery.node_registered(node.node_id)  # its registration's containers come next
-        for container in self.scheduler.node_added(node.node_id, node.capability):
+        for container in self.recovery.node_back(node.node_id, node.capability):  # (kept: work_recovery.py)
             self._container_ended(container)
         self.schedule_soon()
 

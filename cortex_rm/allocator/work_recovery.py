@@ -22,7 +22,11 @@ decides about those lists, once per node (its first registration with this RM):
 
 A later registration of the same node (lost and back, or out of step) recovers
 nothing: whatever it lists that the scheduler does not hold was ended by this RM
-and is killed.  An attempt whose AM container's node never registers again is, at
+and is killed.  A node that registers again while the scheduler still holds containers
+on it (its NodeManager restarted with recovery: YARN's reconnect with running
+applications, ``node_back``) keeps those it lists; those it does not list end ABORTED;
+one that lists nothing (no recovery) loses them all, as a node added again does.
+An attempt whose AM container's node never registers again is, at
 AM expiry, lost with its node (not counted either); see ``lost_status``.
 """
 
@@ -34,6 +38,7 @@ from twisted.logger import Logger
 
 from cortex_rm.allocator.app_model import Application, Attempt
 from cortex_rm.allocator.app_table import ApplicationTable
+from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.errors import AllocatorError
 from cortex_rm.allocator.node_cleanup import NodeCleanup
 from cortex_rm.allocator.scheduler import CapacityScheduler
@@ -45,6 +50,7 @@ from cortex_rm.yarn.resources import Resource
 log = Logger()
 
 _KILLED_BY_RM = ContainerExitStatus.KILLED_BY_RESOURCEMANAGER
+NOT_LISTED = "Container released: its node registered again without it"
 AM_LOST_WITH_NODE = (
     "The AM container was lost: its node registered again without it after the ResourceManager restarted."
 )
@@ -70,6 +76,7 @@ class WorkRecovery:
         self._awaiting_am: dict[ApplicationAttemptId, str] = {}
         self._registered: set[NodeId] = set()  # nodes that registered with this RM
         self._report_next: dict[NodeId, bool] = {}  # nodes whose registration's list comes next -> first time?
+        self._reconnecting: set[NodeId] = set()  # nodes back with containers held here
 
     def attempt_recovered(self, app: Application, attempt: Attempt) -> None:
         """``attempt`` goes on: into the scheduler (without an AM request), waiting for its AM's node."""
@@ -93,6 +100,17 @@ class WorkRecovery:
         self._report_next[node_id] = node_id not in self._registered
         self._registered.add(node_id)
 
+    def node_back(self, node_id: NodeId, capability: Resource) -> list[RMContainer]:
+        """``node_id`` registered: into the scheduler; the containers that ended with that (those the
+        scheduler had on it when it is added again).  A node the scheduler holds containers on, with the
+        same capability, keeps them until its registration's list says which it still has (see the
+        module docstring)."""
+        node = self.scheduler.nodes.by_id.get(node_id)
+        if node is not None and node.capability == capability and self.scheduler.node_containers(node_id):
+            self._reconnecting.add(node_id)
+            return []
+        return self.scheduler.node_added(node_id, capability)
+
     def awaits_report(self, node_id: NodeId) -> bool:
         """Whether ``node_id``'s next list of containers is its registration's."""
         return node_id in self._report_next
@@ -101,9 +119,10 @@ class WorkRecovery:
         self, node_id: NodeId, reports: tuple[ContainerReport, ...]
     ) -> tuple[tuple[ContainerReport, ...], list[EndedAM]]:
         """What a node listed as it registered (see the module docstring): the reports of containers the
-        scheduler holds (the caller treats them as a heartbeat's), and the AMs found ended."""
+        scheduler holds (the caller treats them as a heartbeat's: with those of a node back with containers
+        held here, ABORTED, that it did not list), and the AMs found ended."""
         first = self._report_next.pop(node_id, False)
-        held: list[ContainerReport] = []
+        held: list[ContainerReport] = self._not_listed(node_id, reports)
         ended: list[EndedAM] = []
         recovered = 0
         for report in reports:
@@ -139,6 +158,21 @@ class WorkRecovery:
                 node_id=str(node_id), n=recovered, ended=len(ended),
             )  # fmt: skip
         return tuple(held), ended
+
+    def _not_listed(self, node_id: NodeId, reports: tuple[ContainerReport, ...]) -> list[ContainerReport]:
+        """For a node back with containers held here (``node_back``): those it does not list, as ended
+        ABORTED (a NodeManager without recovery lists none: all of them)."""
+        if node_id not in self._reconnecting:
+            return []
+        self._reconnecting.discard(node_id)
+        listed = {r.container_id for r in reports}
+        gone = [
+            ContainerReport(c.container_id, ContainerState.COMPLETE, ContainerExitStatus.ABORTED, NOT_LISTED)
+            for c in self.scheduler.node_containers(node_id)
+            if c.container_id not in listed
+        ]
+        log.info("node {node_id} registered again: {n} containers it ran not listed", node_id=str(node_id), n=len(gone))
+        return gone
 
     def _going_on(self, cid: ContainerId) -> Attempt | None:
         """The live current attempt ``cid`` belongs to, if the scheduler holds it."""

@@ -79,6 +79,11 @@ class NodeManagerSection:
     container_id_range: str = DEFAULT_RANGE_TEXT
     # Containers may reach public internet addresses (members, their driver and DNS always)
     container_internet: bool = False
+    # NodeManager recovery (yarn.nodemanager.recovery.enabled): containers outlive the daemon
+    # (killed or crashed) and a restart of it on the same state dir takes the running ones back
+    # and reports the ended ones with their exit codes; false: they die with the daemon and a
+    # restart reaps what is left.  A daemon that stops cleanly kills its containers either way
+    recovery: bool = False
 
     def dirs(self, state_dir: Path) -> NodeManagerDirs:
         """The NodeManager's local, log and read-only dirs, with the defaults under ``state_dir``."""

@@ -45,6 +45,7 @@ from twisted.python.failure import Failure
 
 from cortex_rm.container import container_files
 from cortex_rm.container.admission import authorize, container_launch_plan, new_container, verified_grant
+from cortex_rm.container.container_recovery import launched_fields, record_of
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.launch import LaunchPlan, NodeFacts
 from cortex_rm.container.local_resources import LocalizationError
@@ -57,6 +58,7 @@ from cortex_rm.container.nm_container import (
     NMContainerEvent,
     NMContainerState,
 )
+from cortex_rm.container.nm_recovery import ContainerRecordStore, pid_start_ticks
 from cortex_rm.container.runtime import LAUNCH_FAILED_EXIT_CODE, ContainerExit, ContainerRuntime, ContainerSpec
 from cortex_rm.container.runtime_spec import ContainerSettings, runtime_spec
 from cortex_rm.container.start_request import ContainerRefused, Refusal, StartRequest
@@ -88,11 +90,13 @@ class ContainerManager:
         localizer: Localizer | None = None,
         image_root: Callable[[], Path | None] = lambda: None,
         app_network: Callable[[ApplicationId], defer.Deferred[AppNetwork]] | None = None,
+        records: ContainerRecordStore | None = None,
     ) -> None:
         """``image_root``: the unpacked runtime image containers run in now (None: none yet);
         ``app_network``: where an application was submitted from, as the RM saw it (its driver's
         only host outside the cluster), and its slot of source ports (None: no driver outside
-        the cluster is reachable, and containers are reachable only from their own node)."""
+        the cluster is reachable, and containers are reachable only from their own node);
+        ``records``: NodeManager recovery's store (``container_recovery.py``), None without it."""
         self.clock = clock
         self.runtime = runtime
         self.run = run
@@ -102,6 +106,7 @@ class ContainerManager:
         self.localizer = localizer if localizer is not None else Localizer(run)
         self.image_root = image_root
         self.app_network = app_network
+        self.records = records
         self._networks: dict[ApplicationId, AppNetwork] = {}
         self.containers: dict[ContainerId, NMContainer] = {}
         self.shutting_down = False
@@ -129,6 +134,8 @@ class ContainerManager:
             )
         if new is _S.DONE and not c.done.called:
             self.localizer.release(str(c.container_id))
+            if self.records is not None:
+                self.records.remove(str(c.container_id))
             c.done.callback(None)
         return True
 
@@ -223,6 +230,8 @@ class ContainerManager:
         try:
             spec = self.spec(c, plan)
             c.root_image = spec.root_image
+            if self.records is not None:  # before it starts: a daemon that dies then finds it
+                self.records.write(record_of(c, spec))
             running = self.runtime.start(spec)
         except Exception as e:  # noqa: BLE001 - ContainerStartError, or a runtime bug: the container failed
             c.diagnostics.append(f"Failed to launch container {c.container_id}: {e}")
@@ -246,6 +255,9 @@ class ContainerManager:
         return callback
 
     def _started(self, c: NMContainer) -> None:
+        pid = c.running.pid if c.running is not None else None
+        if self.records is not None and pid is not None and c.running is not None:
+            self.records.launched(str(c.container_id), pid, pid_start_ticks(pid), **launched_fields(c.running))
         if c.state in (_S.LOCALIZED, _S.KILLING):
             self._fire(c, _E.LAUNCHED)
 

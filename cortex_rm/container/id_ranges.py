@@ -161,6 +161,19 @@ class IdBlocks:
             "applications: give the node a larger range"
         )
 
+    def take_again(self, application: str, number: int) -> IdBlock:
+        """``application`` held the block numbered ``number`` before a restart (NodeManager recovery):
+        it holds it again.  IdRangeError when that block is not in the range or is held by another."""
+        index = number - self.ids.base // BLOCK
+        if not 0 <= index < self.ids.blocks:
+            raise IdRangeError(f"block {number} is not in container_id_range {self.ids.text()}")
+        block = self.ids.block(index)
+        holder = next((app for app, b in self._held.items() if b.root == block.root), None)
+        if holder not in (None, application):
+            raise IdRangeError(f"block {number} is held by {holder}")
+        self._held[application] = block
+        return block
+
     def release(self, application: str) -> IdBlock | None:
         """``application`` has ended here: its block is free again (the one it held, if any)."""
         return self._held.pop(application, None)

@@ -35,7 +35,8 @@ public and private caches are bounded: after each localization, while they hold
 more than ``cache_target_bytes`` (YARN's ``localizer.cache.target-size-mb``,
 10 GiB), the least recently used entries that no running container uses are
 deleted.  They start empty: what a previous NodeManager process left is removed
-before the first fetch into them.  An entry's number is new in its cache directory: a
+before the first fetch into them, but for the entries its containers that are re-attached
+(NodeManager recovery) link to (``keep``).  An entry's number is new in its cache directory: a
 number taken there already (by a killed NodeManager's half-made or finished entries in
 an application's cache, which lives on with the application) is skipped, never reused
 (``resource_files.claim_entry_dir``).
@@ -119,6 +120,9 @@ class Localizer:
         self.cache_target_bytes = cache_target_bytes
         self._caches: dict[tuple[str, str], _Cache] = {}
         self._clock = itertools.count(1)
+        #: Entries of the shared caches a previous run left that containers it left running
+        #: (NodeManager recovery) link to: kept when the caches are emptied at their first use.
+        self.keep: set[Path] = set()
 
     def cached(self, app_id: str) -> dict[str, Path]:
         """The URLs cached for ``app_id`` alone and where (for tests and status pages)."""
@@ -175,7 +179,8 @@ class Localizer:
         if cache is None:
             bounded = visibility is not Visibility.APPLICATION
             # a previous NodeManager's leftovers in a shared cache are in no table: remove them
-            ready = self.run(lambda: _emptied(root)) if bounded else defer.succeed(None)
+            keep = frozenset(self.keep)
+            ready = self.run(lambda: _emptied(root, keep)) if bounded else defer.succeed(None)
             cache = self._caches[key] = _Cache(root, bounded, ready)
         return cache
 
@@ -257,10 +262,12 @@ class Localizer:
             self.run(lambda: _remove_all(doomed)).addErrback(lambda f: log.failure("cache cleanup failed", f))
 
 
-def _emptied(root: Path) -> None:
-    """``root`` exists and is empty (it may be mounted into containers already: it is kept)."""
+def _emptied(root: Path, keep: frozenset[Path] = frozenset()) -> None:
+    """``root`` exists and is empty but for ``keep`` (it may be mounted into containers already: it is kept)."""
     root.mkdir(parents=True, exist_ok=True)
     for child in root.iterdir():
+        if child in keep:
+            continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child, ignore_errors=True)
         else:

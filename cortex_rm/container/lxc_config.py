@@ -103,6 +103,16 @@ WRAPPER_SCRIPT: Final = (
     f"exec {LXC_LOG_FD}>&-; trap : HUP INT QUIT ABRT USR1 USR2 PIPE ALRM TERM; "
     '"$@"; code=$?; kill -KILL -1 2>/dev/null; exit $code'
 )
+#: The wrapper of a NodeManager with recovery: the same, and it writes the command's exit code
+#: into the work dir (its cwd; ``nm_recovery.EXIT_CODE_FILE``, named by its first argument) before
+#: the container ends, for a NodeManager that was down then to report it.
+RECORDING_WRAPPER_SCRIPT: Final = (
+    f"exec {LXC_LOG_FD}>&-; trap : HUP INT QUIT ABRT USR1 USR2 PIPE ALRM TERM; "
+    'f=$1; shift; "$@"; code=$?; echo $code > "$f"; kill -KILL -1 2>/dev/null; exit $code'
+)
+#: lxc-execute of a NodeManager with recovery outlives the daemon, and the pipe of its log: it
+#: runs with SIGPIPE ignored (inherited through exec), so a log line it writes then is dropped.
+NO_SIGPIPE: Final = ("/bin/sh", "-c", "trap '' PIPE; exec \"$@\"", "cortex-lxc-execute")
 
 #: The stop hook: copies the memory cgroup's figures before LXC removes the cgroup.
 #: LXC appends its own arguments after the two of the config line.  Builtins only,
@@ -330,16 +340,23 @@ def prepare_rootfs(rootfs: Path, binds: Binds, image: ImageLayout) -> None:
             (rootfs / str(path).lstrip("/")).mkdir(parents=True, exist_ok=True)
 
 
-def launch_argv(spec: ContainerSpec, lxc_execute: str, config: Path, lxcpath: Path) -> list[str]:
+def launch_argv(
+    spec: ContainerSpec, lxc_execute: str, config: Path, lxcpath: Path, exit_code_file: str | None = None
+) -> list[str]:
     """The argv that runs lxc-execute: ``setpriv --pdeathsig KILL`` (lxc-execute dies with the thread
     that spawned it, and the container with lxc-execute: ``lxc_leftovers.py``), then lxc-execute's
-    own: the container, LXC's log on fd 3, then the wrapper, env and the command."""
+    own: the container, LXC's log on fd 3, then the wrapper, env and the command.
+
+    With ``exit_code_file`` (a NodeManager with recovery) there is no parent-death signal: the
+    container outlives the daemon, and its wrapper writes the command's exit code to that file
+    (relative to the work dir)."""
     env = [f"{k}={v}" for k, v in spec.env.items()]
+    head = [SETPRIV, "--pdeathsig", "KILL", "--"] if exit_code_file is None else list(NO_SIGPIPE)
+    wrapper = [WRAPPER_SCRIPT, "cortex-container"] if exit_code_file is None else [
+        RECORDING_WRAPPER_SCRIPT, "cortex-container", exit_code_file
+    ]  # fmt: skip
     return [
-        SETPRIV,
-        "--pdeathsig",
-        "KILL",
-        "--",
+        *head,
         lxc_execute,
         "-n",
         spec.container_id,
@@ -358,8 +375,7 @@ def launch_argv(spec: ContainerSpec, lxc_execute: str, config: Path, lxcpath: Pa
         str(spec.work_dir),
         "/bin/sh",
         "-c",
-        WRAPPER_SCRIPT,
-        "cortex-container",
+        *wrapper,
         "/usr/bin/env",
         "-i",
         *env,

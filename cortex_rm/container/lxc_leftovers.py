@@ -6,7 +6,7 @@ While a container runs, its directory ``<base_dir>/containers/<id>/`` holds its 
 the directory when the container ends.  A directory found there at start was left by a
 previous run of this state dir (the state dir's lock, ``ofd_locks.py``, keeps a live daemon's
 out of reach): without NodeManager recovery, YARN's NodeManager kills such containers, and
-so does ``reap_left_behind``:
+so does ``reap_left_behind`` (with recovery, it spares those re-attached, ``lxc_recovery.py``):
 
 1. SIGKILL to every process of every left container's pids cgroup and of its monitor's
    (``<cgroup>.monitor``: the old ``lxc-execute``), until all are empty (bounded).  Only then is
@@ -29,6 +29,7 @@ under ``setpriv --pdeathsig KILL`` (``lxc_config.launch_argv``), so the kernel S
 the daemon's reactor thread, its parent, dies, and LXC has set its container's init to die with
 it (``PR_SET_PDEATHSIG``, SIGKILL), which ends every process of the container's pid namespace.
 A daemon killed between the fork and setpriv's ``prctl`` misses that; the next start reaps.
+With NodeManager recovery there is no parent-death signal: the containers outlive the daemon.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -116,12 +117,12 @@ def _procs(cgroup_root: Path, cgroup: str) -> list[int]:
     return pids
 
 
-def _remove_cgroups(cgroup_root: Path, cgroup: str, ids: IdRange) -> None:
-    """Remove the container's (and its monitor's) cgroup in every hierarchy, and its application's
-    (``cortex/b<block>``) when it is empty and its block is in ``ids``, this node's: another node's
-    may be empty only for the moment before its first container starts."""
+def remove_cgroups(cgroup_root: Path, cgroup: str, ids: IdRange, app_too: bool = True) -> None:
+    """Remove the container's (and its monitor's) cgroup in every hierarchy, and (``app_too``) its
+    application's (``cortex/b<block>``) when it is empty and its block is in ``ids``, this node's:
+    another node's may be empty only for the moment before its first container starts."""
     block = int(cgroup.split("/")[1][1:])
-    ours = ids.base // BLOCK <= block < (ids.base + ids.count) // BLOCK
+    ours = app_too and ids.base // BLOCK <= block < (ids.base + ids.count) // BLOCK
     for hierarchy in {*cgroup_root.iterdir(), cgroup_root / "unified"}:
         for name in (cgroup, f"{cgroup}.monitor"):
             top = hierarchy / name
@@ -145,13 +146,15 @@ def reap_left_behind(
     roots: Sequence[Path],
     wait_s: float = REAP_WAIT_S,
     kill: Callable[[Iterable[int], int], None] = signal_pids,
+    keep: Collection[str] = (),
 ) -> list[str]:
-    """Kill and clean up every container a previous run left (see the module docstring); the ids reaped.
+    """Kill and clean up every container a previous run left but those in ``keep`` (re-attached by
+    NodeManager recovery: ``lxc_recovery.py``; see the module docstring); the ids reaped.
 
     Blocking (bounded by ``wait_s``).  Every container is killed (``kill``: SIGKILL to pids) before
     anything is deleted; if processes outlive the wait, nothing is, for the next start to try again.
     Work dirs are deleted only strictly under ``roots`` (the NodeManager's dirs)."""
-    found = left_behind(base_dir)
+    found = [c for c in left_behind(base_dir) if c.container_id not in keep]
     outlived = _kill_all(cgroup_root, found, wait_s, kill)
     if outlived:
         log.warn(
@@ -163,7 +166,7 @@ def reap_left_behind(
     reaped = []
     for left in found:
         if left.cgroup_dir is not None:
-            _remove_cgroups(cgroup_root, left.cgroup_dir, ids)
+            remove_cgroups(cgroup_root, left.cgroup_dir, ids)
         if left.work_dir is not None:
             _remove_work_dir(left.container_id, left.work_dir, real_roots)
         shutil.rmtree(left.container_dir, ignore_errors=True)

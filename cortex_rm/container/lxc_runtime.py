@@ -33,7 +33,9 @@ the grace has passed, SIGKILL to init through a pidfd: when a pid namespace's
 init dies the kernel kills every other process in it.
 
 Leftovers: the container directory also holds ``record.json``; what a daemon that died left
-there, ``reap_left_behind`` kills and removes at the next start (``lxc_leftovers.py``).
+there, ``reap_left_behind`` kills and removes at the next start (``lxc_leftovers.py``).  With
+``recovery`` (NodeManager recovery) containers outlive the daemon and write their exit code
+(``lxc_config.launch_argv``); a restart takes the running ones back (``lxc_recovery.py``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import shutil
 import signal
 import socket
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -65,6 +67,7 @@ from cortex_rm.container.lxc_config import (
     render_config,
 )
 from cortex_rm.container.lxc_leftovers import reap_left_behind, write_record
+from cortex_rm.container.nm_recovery import EXIT_CODE_FILE
 from cortex_rm.container.lxc_sandbox import SYSFS_DIR, ContainerFirewall, ContainerSandbox, mount_sysfs, unmount_sysfs
 from cortex_rm.container.lxc_reports import LxcExecuteProtocol, MemorySnapshot, parent_pid, parse_lxc_log_line, parse_memory_snapshot, signal_pids
 from cortex_rm.container.runtime import (
@@ -316,8 +319,10 @@ class LxcRuntime:
         hostname: str | None = None,
         ids: IdRange | None = None,
         firewall: ContainerFirewall | None = None,
+        recovery: bool = False,
     ) -> None:
         self.reactor = reactor
+        self.recovery = recovery
         self.base_dir = base_dir
         self.clock: IReactorTime = clock if clock is not None else reactor
         self.lxc_execute = lxc_execute
@@ -382,7 +387,8 @@ class LxcRuntime:
             raise ContainerStartError(f"{cid}: could not prepare the container: {e}") from e
         container = LxcContainer(self, spec, container_dir, admission.cgroup_dir)
         null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        argv = launch_argv(spec, self.lxc_execute, config, self.base_dir / "containers")
+        exit_file = EXIT_CODE_FILE if self.recovery else None
+        argv = launch_argv(spec, self.lxc_execute, config, self.base_dir / "containers", exit_file)
         try:
             transport = self.reactor.spawnProcess(
                 LxcExecuteProtocol(container),
@@ -407,10 +413,10 @@ class LxcRuntime:
         if self.running.get(container.container_id) is container:
             del self.running[container.container_id]
 
-    def reap_left_behind(self, roots: Sequence[Path]) -> list[str]:
-        """At start, before any container: kill and remove what a previous run of this base dir left
-        (``lxc_leftovers.py``; blocking, bounded; work dirs only under ``roots``), and its sysfs; the ids reaped."""
-        reaped = reap_left_behind(self.base_dir, self.cgroup_root, self.sandbox.blocks.ids, roots)
+    def reap_left_behind(self, roots: Sequence[Path], keep: Collection[str] = ()) -> list[str]:
+        """At start, before any container: kill and remove what a previous run of this base dir left but
+        ``keep`` (``lxc_leftovers.py``; blocking, bounded; work dirs only under ``roots``), and its sysfs."""
+        reaped = reap_left_behind(self.base_dir, self.cgroup_root, self.sandbox.blocks.ids, roots, keep=keep)
         unmount_sysfs(self.base_dir / SYSFS_DIR)
         return reaped
 

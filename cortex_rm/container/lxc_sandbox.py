@@ -127,6 +127,23 @@ class ContainerSandbox:
             raise ContainerStartError(f"{spec.container_id}: could not prepare its sandbox: {e}") from e
         return Admission(block, f"{self.app_cgroup(block)}/{spec.container_id}")
 
+    def readmit(self, application: str, block_number: int, peers: frozenset[Endpoint], slot: int | None) -> IdBlock:
+        """A container of ``application`` found running at a restart (NodeManager recovery): its
+        application holds the block it ran with again and its rules are back (the node's table was
+        replaced at start); ContainerStartError when that cannot be."""
+        known = self.blocks.of(application)
+        try:
+            block = self.blocks.take_again(application, block_number)
+        except IdRangeError as e:
+            raise ContainerStartError(f"{application}: {e}") from e
+        if self.firewall is not None:
+            if known is None:
+                self.firewall.application_added(block, self.nft_cgroup(block), peers, slot)
+            elif not peers <= self._peers.get(application, frozenset()):
+                self.firewall.peers_added(block, peers)
+        self._peers[application] = self._peers.get(application, frozenset()) | peers
+        return block
+
     def release(self, application: str) -> None:
         """``application`` has ended on this node: free its ids, drop its rules and cgroups."""
         block = self.blocks.release(application)

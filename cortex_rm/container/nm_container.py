@@ -7,6 +7,7 @@
                                                       LOCALIZED --LAUNCH_FAILED--> EXITED_WITH_FAILURE
     RUNNING --EXITED--> EXITED_WITH_SUCCESS | EXITED_WITH_FAILURE --CLEANED_UP--> DONE
     LOCALIZING | LOCALIZED | RUNNING --KILL--> KILLING --KILLED--> DONE
+    NEW --RECOVERED--> RUNNING | EXITED_WITH_SUCCESS | EXITED_WITH_FAILURE    (NodeManager recovery)
 
 KILLING waits for whatever was in progress to end (a localization that cannot be
 interrupted, a launch, the process after its signal) before DONE; a launch that
@@ -63,6 +64,7 @@ class NMContainerEvent(enum.Enum):
     KILL = "KILL"
     KILLED = "KILLED"  # what was in progress when the kill came has ended
     CLEANED_UP = "CLEANED_UP"
+    RECOVERED = "RECOVERED"  # found again at a restart (NodeManager recovery): running, or ended
 
 
 _S, _E = NMContainerState, NMContainerEvent
@@ -74,6 +76,7 @@ NM_CONTAINER_TRANSITIONS: TransitionTable[NMContainerState, NMContainerEvent] = 
     {
         (_S.NEW, _E.INIT): _S.LOCALIZING,
         (_S.NEW, _E.KILL): _S.DONE,
+        (_S.NEW, _E.RECOVERED): [_S.RUNNING, _S.EXITED_WITH_SUCCESS, _S.EXITED_WITH_FAILURE],
         (_S.LOCALIZING, _E.RESOURCES_LOCALIZED): _S.LOCALIZED,
         (_S.LOCALIZING, _E.LOCALIZATION_FAILED): _S.LOCALIZATION_FAILED,
         (_S.LOCALIZING, _E.KILL): _S.KILLING,

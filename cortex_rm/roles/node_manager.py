@@ -14,10 +14,12 @@ Built by the composition root (``node.py``) when ``[nodemanager] enabled``:
   the ring unless ``resourcemanager_tracker`` is configured) and hands the RM's answers back here;
 * on the ring: this node's capacity report, every 30 s; ``function_sandboxes``: functions' sandboxes.
 
-``stop`` stops reporting, kills every container (bounded wait) and stops the thread pool."""
+``stop`` stops reporting, kills every container (bounded wait) and stops the thread pool.  With
+``[nodemanager] recovery`` containers outlive a daemon that dies, and its next start takes them back."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -27,7 +29,6 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from cortex_rm import __version__
@@ -36,6 +37,8 @@ from cortex_rm.container.container_manager import ContainerManager
 from cortex_rm.container.container_tokens import ContainerTokenVerifier
 from cortex_rm.container.launch import NodeFacts
 from cortex_rm.container.localizer import Localizer
+from cortex_rm.container.lxc_recovery import recover_or_reap
+from cortex_rm.container.nm_recovery import RECOVERY_DIR, ContainerRecordStore
 from cortex_rm.container.resource_files import Fetcher, default_fetchers
 from cortex_rm.container.runtime import ContainerRuntime
 from cortex_rm.container.runtime_spec import ContainerSettings
@@ -224,7 +227,10 @@ class NodeManagerRole:
             localizer=Localizer(run, self._fetchers(forbidden)),
             image_root=self._image_root,
             app_network=self._app_network if self.data_node is not None else None,
+            records=ContainerRecordStore(self.state_dir.resolve() / RECOVERY_DIR) if nm.recovery else None,
         )
+        roots = [*dirs.local_dirs, *dirs.log_dirs, self.state_dir.resolve() / "functions-sandboxes"]
+        recover_or_reap(runtime, self.containers, roots)
         if self.data_node is not None:
             self.image = RuntimeImageFetcher(
                 self.data_node, self.state_dir.resolve() / "images", run, self.reactor, self.containers.image_roots_in_use
@@ -280,10 +286,8 @@ class NodeManagerRole:
         )
         self.firewall.install(self.members.current())
         self.members.start()
-        runtime = LxcRuntime(self.reactor, self.state_dir.resolve() / "lxc", ids=ids, firewall=self.firewall)
-        roots = [*self.dirs.local_dirs, *self.dirs.log_dirs, self.state_dir.resolve() / "functions-sandboxes"]
-        runtime.reap_left_behind(roots)  # a previous run's containers die (no NM recovery), as YARN's NodeManager's do
-        return runtime
+        lxc = self.state_dir.resolve() / "lxc"
+        return LxcRuntime(self.reactor, lxc, ids=ids, firewall=self.firewall, recovery=nm.recovery)
 
     # ------------------------------------------------------------ reporting to the RM
 
@@ -393,7 +397,7 @@ class NodeManagerRole:
             d: defer.Deferred[Any] = self.containers.cleanup_application(app_id)
             if self.aggregator is not None:
                 d.addCallback(self._aggregate, self.aggregator, app_id)
-            d.addErrback(self._cleanup_failed, app_id)
+            d.addErrback(functools.partial(log.failure, "cleaning up {app_id} failed", app_id=str(app_id)))
             d.addCallback(self._application_ended, str(app_id))
 
     def _application_ended(self, _: object, app: str) -> None:
@@ -412,10 +416,6 @@ class NodeManagerRole:
     @staticmethod
     def _aggregate(_: object, aggregator: LogAggregator, app_id: ApplicationId) -> defer.Deferred[None]:
         return aggregator.aggregate(app_id)
-
-    @staticmethod
-    def _cleanup_failed(failure: Failure, app_id: ApplicationId) -> None:
-        log.failure("cleaning up {app_id} failed", failure, app_id=str(app_id))
 
     # ------------------------------------------------------------ stop
 

@@ -10,7 +10,8 @@ and unpacks it into ``<state_dir>/images/roots/<sha256>``; images it no longer n
 removed.  It asks again every ``CHECK_INTERVAL_S`` (the RM may name another image).
 
 Until an image is unpacked the node reports itself UNHEALTHY, with what it waits for, so
-the RM gives it no containers (it still stores blocks).  When the RM names another image,
+the RM gives it no containers (it still stores blocks); a NodeManager that took running
+containers back at a restart starts with their image (``start_in``).  When the RM names another image,
 containers go on starting in the old one until the new one is ready; roots that running
 containers use are never removed.  A failed fetch is tried again after a growing delay, and
 an archive larger than any image is refused without being read.  When the RM names no image
@@ -30,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cortex_rm.container.image_cache import ImageCache, machine_of, same_machine
-from cortex_rm.container.runtime_image import ImageError
+from cortex_rm.container.runtime_image import ImageError, is_sha256
 from cortex_rm.fs.errors import FsError
 from cortex_rm.internal.block_codec import BlockLocation, RuntimeImageSource
 from cortex_rm.internal.errors import TrackerUnavailable
@@ -94,6 +95,7 @@ class RuntimeImageFetcher:
         self._waiters: list[defer.Deferred[None]] = []
 
     def start(self) -> None:
+        self.start_in(self.in_use())  # (at start: those of containers a restarted NodeManager took back)
         self._loop = LoopingCall(self.check)
         self._loop.clock = self.reactor
         self._loop.start(CHECK_INTERVAL_S, now=False).addErrback(lambda f: log.failure("runtime image checks stopped", f))
@@ -101,6 +103,14 @@ class RuntimeImageFetcher:
     def stop(self) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+
+    def start_in(self, roots: set[Path]) -> None:
+        """Before the first check: the image roots that containers a restarted NodeManager took back run
+        in (NodeManager recovery).  One that is unpacked here is the image containers start in until the
+        RM's is known and ready, so the node registers healthy and the RM keeps its containers."""
+        found = sorted(r for r in roots if is_sha256(r.name) and self.cache.path_of(r.name) == r)
+        if self.state.root is None and found:
+            self._set(None, found[0], f"runtime image {found[0].name[:12]} of the running containers; asking the RM")
 
     def root(self) -> Path | None:
         """The unpacked image containers run in now (None: none named or not ready)."""

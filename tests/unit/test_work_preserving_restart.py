@@ -236,9 +236,9 @@ def test_an_am_whose_node_never_comes_back_is_lost_with_it_at_expiry_without_cou
     assert [c.node_id in others for c in rm.launches] == [True]
 
 
-def test_a_node_that_registers_again_with_the_same_rm_recovers_nothing() -> None:
-    """Recovery is for a node's first registration with an RM: when it registers again (it was lost, or out
-    of step), the containers this RM ended are killed, not counted in again."""
+def test_a_node_lost_and_back_with_the_same_rm_recovers_nothing() -> None:
+    """Recovery is for a node's first registration with an RM: when it registers again after it was lost,
+    the containers this RM ended are killed, not counted in again."""
     cluster = Cluster()
     rm = cluster.restart()
     executor = cluster.executors[0]
@@ -246,9 +246,39 @@ def test_a_node_that_registers_again_with_the_same_rm_recovers_nothing() -> None
     node_id = executor.node_id
     rm.register(node_id, *cluster.nm_view(node_id))
     assert rm.scheduling.scheduler.container(executor.container_id) is not None
-    rm.register(node_id, *cluster.nm_view(node_id))  # again: the scheduler ends what the node had
+    cluster.clock.advance(61)  # silent past the expiry: LOST, and its containers with it
+    rm.tracker.expire_silent_nodes(int(cluster.clock.seconds() * 1000))
+    assert rm.scheduling.scheduler.container(executor.container_id) is None
+    rm.register(node_id, *cluster.nm_view(node_id))
     assert rm.scheduling.scheduler.container(executor.container_id) is None
     assert executor.container_id in rm.heartbeat(node_id, *cluster.nm_view(node_id))
+
+
+def test_a_node_whose_nodemanager_restarted_with_recovery_keeps_the_containers_it_lists() -> None:
+    """A node registers again while this RM holds containers on it (its NodeManager restarted and took
+    them back: YARN's reconnect with running applications): those it lists RUNNING stay (no attempt
+    fails), one it reports complete reaches the AM with its exit status, one it does not list ends
+    ABORTED; a node that lists nothing (a NodeManager without recovery) loses all of them."""
+    cluster = Cluster()
+    rm = cluster.rm
+    first, second = cluster.executors
+    assert first is not None and second is not None
+    am_node = cluster.am.node_id
+    views = {n: cluster.nm_view(n) for n in (N1, N2, N3)}
+    for node_id, view in views.items():
+        listed = [r for r in view if r.container_id != second.container_id]
+        if node_id == first.node_id:
+            listed = [r if r.container_id != first.container_id else completed(first, 154) for r in listed]
+        rm.register(node_id, *listed)
+    assert rm.scheduling.scheduler.container(cluster.am.container_id) is not None
+    assert cluster.app.attempts[0].state is AttemptState.RUNNING and len(cluster.app.attempts) == 1
+    response = rm.allocate(cluster.attempt_id, 1)
+    statuses = response.completed_container_statuses
+    done = {records.container_id_from_proto(s.container_id): s.exit_status for s in statuses}
+    assert done == {first.container_id: 154, second.container_id: ContainerExitStatus.ABORTED}
+    rm.register(am_node)  # again, listing nothing: its AM container is gone, and the attempt with it
+    assert rm.scheduling.scheduler.container(cluster.am.container_id) is None
+    assert cluster.app.attempts[0].state is not AttemptState.RUNNING
 
 
 def test_every_start_takes_a_new_epoch_for_its_container_ids() -> None:
