@@ -39,16 +39,16 @@ from sqlalchemy import (
     String,
     Table,
     and_,
-    create_engine,
     func,
     or_,
     select,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from cortex_rm.accounting.ledger_errors import BadLedgerRequest, LedgerConflict
 from cortex_rm.accounting.merkle import Subtree, leaf_hash
+from cortex_rm.yarn.sql_engine import LazyEngine
 
 MAX_KIND_CHARS = 32
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
@@ -227,14 +227,7 @@ class SqlLedgerStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine: Engine | None = None
-
-    def _engine_now(self) -> Engine:
-        # Made on first use, on the thread the runner uses; SQLite files are created then.
-        if self._engine is None:
-            self._engine = create_engine(self.url)
-            _metadata.create_all(self._engine)
-        return self._engine
+        self._engine = LazyEngine(url, _metadata)
 
     @staticmethod
     def _size(conn: Connection) -> int:
@@ -242,7 +235,7 @@ class SqlLedgerStore:
         return 0 if last is None else int(last) + 1
 
     def size(self) -> int:
-        with self._engine_now().connect() as conn:
+        with self._engine.get().connect() as conn:
             return self._size(conn)
 
     def append(
@@ -254,7 +247,7 @@ class SqlLedgerStore:
         ]
         node_rows = [{"level": s.level, "idx": s.position, "hash": digest} for s, digest in nodes]
         try:
-            with self._engine_now().begin() as conn:
+            with self._engine.get().begin() as conn:
                 size = self._size(conn)
                 if size != first_index:
                     raise LedgerConflict(f"append at {first_index} to a log of {size} entries")
@@ -271,7 +264,7 @@ class SqlLedgerStore:
             .where(_entries.c.idx >= start, _entries.c.idx < end)
             .order_by(_entries.c.idx)
         )
-        with self._engine_now().connect() as conn:
+        with self._engine.get().connect() as conn:
             return [StoredEntry(int(i), k, bytes(p), bytes(h)) for i, k, p, h in conn.execute(query)]
 
     def stored_hashes(self, wanted: Collection[Subtree]) -> dict[Subtree, bytes]:
@@ -281,7 +274,7 @@ class SqlLedgerStore:
             if s.level > 0:
                 by_level.setdefault(s.level, []).append(s.position)
         out: dict[Subtree, bytes] = {}
-        with self._engine_now().connect() as conn:
+        with self._engine.get().connect() as conn:
             if leaves:
                 query = select(_entries.c.idx, _entries.c.leaf_hash).where(_entries.c.idx.in_(leaves))
                 out.update((Subtree(0, int(i)), bytes(h)) for i, h in conn.execute(query))
@@ -296,31 +289,29 @@ class SqlLedgerStore:
         query = select(_nodes.c.idx, _nodes.c.hash).where(
             _nodes.c.level == level, _nodes.c.idx >= start, _nodes.c.idx < end
         )
-        with self._engine_now().connect() as conn:
+        with self._engine.get().connect() as conn:
             return {int(i): bytes(h) for i, h in conn.execute(query)}
 
     def node_count(self) -> int:
-        with self._engine_now().connect() as conn:
+        with self._engine.get().connect() as conn:
             return int(conn.execute(select(func.count()).select_from(_nodes)).scalar_one())
 
     def index_of(self, leaf_hash: bytes) -> int | None:
         query = select(func.min(_entries.c.idx)).where(_entries.c.leaf_hash == leaf_hash)
-        with self._engine_now().connect() as conn:
+        with self._engine.get().connect() as conn:
             found = conn.execute(query).scalar_one_or_none()
         return None if found is None else int(found)
 
     def add_tree_head(self, size: int, encoded: bytes) -> None:
-        with self._engine_now().begin() as conn:
+        with self._engine.get().begin() as conn:
             same = select(_tree_heads.c.id).where(_tree_heads.c.size == size, _tree_heads.c.encoded == encoded)
             if conn.execute(same).first() is None:
                 conn.execute(_tree_heads.insert().values(size=size, encoded=encoded))
 
     def tree_heads(self) -> list[tuple[int, bytes]]:
         query = select(_tree_heads.c.size, _tree_heads.c.encoded).order_by(_tree_heads.c.size, _tree_heads.c.id)
-        with self._engine_now().connect() as conn:
+        with self._engine.get().connect() as conn:
             return [(int(s), bytes(e)) for s, e in conn.execute(query)]
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        self._engine.dispose()

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, Text, create_engine, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, Text, select
 from twisted.internet import defer
 
 from cortex_rm.yarn.blocking import Runner
+from cortex_rm.yarn.sql_engine import LazyEngine
 
 T = TypeVar("T")
 
@@ -168,18 +168,11 @@ class SqlStateStore:
     def __init__(self, url: str, run: Runner) -> None:
         self.url = url
         self._run = run
-        self._engine: Engine | None = None
-
-    def _engine_now(self) -> Engine:
-        # Created lazily on the store's own thread; SQLite files are created on first use.
-        if self._engine is None:
-            self._engine = create_engine(self.url, future=True)
-            _metadata.create_all(self._engine)
-        return self._engine
+        self._engine = LazyEngine(url, _metadata)
 
     def load(self) -> defer.Deferred[StoredState]:
         def load_sync() -> StoredState:
-            with self._engine_now().connect() as conn:
+            with self._engine.get().connect() as conn:
                 meta = dict(conn.execute(select(_meta.c.key, _meta.c.value)).all())
                 rows = conn.execute(
                     select(_applications.c.document, _applications.c.submission_context).order_by(_applications.c.seq)
@@ -201,7 +194,7 @@ class SqlStateStore:
 
     def _put_meta(self, key: str, value: str, only_if_larger: bool = False) -> defer.Deferred[None]:
         def put_sync() -> None:
-            with self._engine_now().begin() as conn:
+            with self._engine.get().begin() as conn:
                 old = conn.execute(select(_meta.c.value).where(_meta.c.key == key)).scalar_one_or_none()
                 if old is None:
                     conn.execute(_meta.insert().values(key=key, value=value))
@@ -218,7 +211,7 @@ class SqlStateStore:
 
     def remove_application(self, app_id: str) -> defer.Deferred[None]:
         def remove_sync() -> None:
-            with self._engine_now().begin() as conn:
+            with self._engine.get().begin() as conn:
                 conn.execute(_applications.delete().where(_applications.c.app_id == app_id))
 
         return self._run(remove_sync)
@@ -227,7 +220,7 @@ class SqlStateStore:
         text = json.dumps(document, sort_keys=True)
 
         def save_sync() -> None:
-            with self._engine_now().begin() as conn:
+            with self._engine.get().begin() as conn:
                 conn.execute(_delegation_tokens.delete().where(_delegation_tokens.c.sequence == sequence))
                 conn.execute(_delegation_tokens.insert().values(sequence=sequence, document=text))
 
@@ -237,7 +230,7 @@ class SqlStateStore:
 
     def remove_delegation_tokens(self, sequences: list[int]) -> defer.Deferred[None]:
         def remove_sync() -> None:
-            with self._engine_now().begin() as conn:
+            with self._engine.get().begin() as conn:
                 conn.execute(_delegation_tokens.delete().where(_delegation_tokens.c.sequence.in_(sequences)))
 
         return self._run(remove_sync)
@@ -253,7 +246,7 @@ class SqlStateStore:
         seq = _app_number(app_id)
 
         def save_sync() -> None:
-            with self._engine_now().begin() as conn:
+            with self._engine.get().begin() as conn:
                 updated = conn.execute(
                     _applications.update()
                     .where(_applications.c.app_id == app_id)
@@ -269,8 +262,7 @@ class SqlStateStore:
         return self._run(save_sync)
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
+        self._engine.dispose()
 
 
 def _app_number(app_id: str) -> int:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
-from sqlalchemy import BigInteger, Boolean, Column, MetaData, String, Table, Text, create_engine, delete, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import BigInteger, Boolean, Column, MetaData, String, Table, Text, delete, select
 from twisted.internet import defer
 
 from cortex_rm.events.functions import FunctionSpec
 from cortex_rm.events.registry import RegistryChange
 from cortex_rm.yarn.blocking import Runner
+from cortex_rm.yarn.sql_engine import LazyEngine
 
 
 class RegistryStore(Protocol):
@@ -76,18 +76,11 @@ class SqlRegistryStore:
     def __init__(self, url: str, run: Runner) -> None:
         self.url = url
         self._run = run
-        self._engine: Engine | None = None
-
-    def _engine_now(self) -> Engine:
-        # Created lazily on the store's own thread; SQLite files are created on first use.
-        if self._engine is None:
-            self._engine = create_engine(self.url, future=True)
-            _metadata.create_all(self._engine)
-        return self._engine
+        self._engine = LazyEngine(url, _metadata)
 
     def load(self) -> defer.Deferred[list[FunctionSpec]]:
         def load_sync() -> list[FunctionSpec]:
-            with self._engine_now().connect() as conn:
+            with self._engine.get().connect() as conn:
                 rows = conn.execute(select(_functions.c.document)).scalars().all()
             return [FunctionSpec.from_json(json.loads(text)) for text in rows]
 
@@ -102,7 +95,7 @@ class SqlRegistryStore:
         gone = set(change.forgotten) | ({saved.version} if saved is not None else set())
 
         def apply_sync() -> None:
-            with self._engine_now().begin() as conn:
+            with self._engine.get().begin() as conn:
                 if gone:
                     versions = _functions.c.version.in_(sorted(gone))
                     conn.execute(delete(_functions).where(_functions.c.name == change.name, versions))
@@ -112,5 +105,4 @@ class SqlRegistryStore:
         return self._run(apply_sync)
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
+        self._engine.dispose()

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, Table, create_engine, delete, event, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, Table, delete, select
 from twisted.internet import defer
 
 from cortex_rm.ha.journal import Entry, Epoch, JournalState
 from cortex_rm.yarn.blocking import Runner
+from cortex_rm.yarn.sql_engine import LazyEngine
 
 _metadata = MetaData()
 _entries = Table(
@@ -60,21 +60,12 @@ class JournalStore:
     def __init__(self, url: str, run: Runner) -> None:
         self.url = url
         self._run = run
-        self._engine: Engine | None = None
+        self._engine = LazyEngine(url, _metadata, _durable_sqlite)
         self.saves = 0
-
-    def _engine_now(self) -> Engine:
-        if self._engine is None:
-            engine = create_engine(self.url, future=True)
-            if engine.dialect.name == "sqlite":
-                event.listen(engine, "connect", _durable_sqlite)
-            _metadata.create_all(engine)
-            self._engine = engine
-        return self._engine
 
     def load(self) -> defer.Deferred[JournalState]:
         def load_sync() -> JournalState:
-            with self._engine_now().connect() as conn:
+            with self._engine.get().connect() as conn:
                 meta = conn.execute(select(_meta).where(_meta.c.id == 1)).first()
                 rows = conn.execute(select(_entries).order_by(_entries.c.seq)).all()
             log = [Entry((r.epoch_number, int.from_bytes(r.epoch_node, "big")), r.seq, bytes(r.data)) for r in rows]
@@ -101,7 +92,7 @@ class JournalStore:
     def _save_sync(self, save: _Save) -> None:
         meta = {"promised_number": save.promised[0], "promised_node": _node(save.promised[1]),
                 "committed": save.committed, "applied": save.applied}  # fmt: skip
-        with self._engine_now().begin() as conn:
+        with self._engine.get().begin() as conn:
             if conn.execute(_meta.update().where(_meta.c.id == 1).values(**meta)).rowcount == 0:
                 conn.execute(_meta.insert().values(id=1, **meta))
             if save.dirty_from is not None:
@@ -112,8 +103,7 @@ class JournalStore:
                     conn.execute(_entries.insert(), rows)
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
+        self._engine.dispose()
 
 
 def _durable_sqlite(connection: object, _record: object) -> None:

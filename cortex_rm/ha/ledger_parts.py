@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, Table, create_engine, delete, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, Table, delete, select
+
+from cortex_rm.yarn.sql_engine import LazyEngine
 
 
 class LedgerParts(Protocol):
@@ -73,17 +74,11 @@ class SqlLedgerParts:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine: Engine | None = None
-
-    def _engine_now(self) -> Engine:
-        if self._engine is None:
-            self._engine = create_engine(self.url)
-            _metadata.create_all(self._engine)
-        return self._engine
+        self._engine = LazyEngine(url, _metadata)
 
     def put(self, first: int, digest: bytes, part: int, data: bytes) -> None:
         key = (_parts.c.first_idx == first, _parts.c.digest == digest, _parts.c.part == part)
-        with self._engine_now().begin() as conn:
+        with self._engine.get().begin() as conn:
             conn.execute(delete(_parts).where(*key))
             conn.execute(_parts.insert().values(first_idx=first, digest=digest, part=part, data=data))
 
@@ -93,17 +88,15 @@ class SqlLedgerParts:
             .where(_parts.c.first_idx == first, _parts.c.digest == digest, _parts.c.part < count)
             .order_by(_parts.c.part)
         )
-        with self._engine_now().connect() as conn:
+        with self._engine.get().connect() as conn:
             rows = [(int(part), bytes(data)) for part, data in conn.execute(query)]
         if [part for part, _ in rows] != list(range(count)):
             return None
         return b"".join(data for _, data in rows)
 
     def drop_below(self, size: int) -> None:
-        with self._engine_now().begin() as conn:
+        with self._engine.get().begin() as conn:
             conn.execute(delete(_parts).where(_parts.c.first_idx < size))
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        self._engine.dispose()

@@ -50,7 +50,8 @@ def configured_record(section: ResourceManagerSection, fingerprint: str, source:
     addresses = (section.address, section.scheduler_address, section.webapp_address, section.tracker_address)
     if any(a.port == 0 for a in addresses):
         raise ValueError(
-            f"an RM with standbys needs fixed ports: set every [resourcemanager] address in {source} to a port other than 0"
+            f"an RM with standbys needs fixed ports: set every [resourcemanager] address in {source} "
+            "to a port other than 0"
         )
     return ResourceManagerRecord(*addresses, tracker_fingerprint=fingerprint, started_ms=0)
 
@@ -63,7 +64,8 @@ def find_all_rms(ring: RingClient, eligible: Iterable[int]) -> defer.Deferred[li
     """The active's record and every eligible node's found in the ring (none found: an empty list)."""
 
     async def find() -> list[ResourceManagerRecord]:
-        found = [await _read(ring, RESOURCE_MANAGER_KEY)] + [await _read(ring, eligible_key(r)) for r in sorted(eligible)]
+        keys = [RESOURCE_MANAGER_KEY, *(eligible_key(r) for r in sorted(eligible))]
+        found = [await _read(ring, key) for key in keys]
         return [record for record in found if record is not None]
 
     return defer.ensureDeferred(find())
@@ -135,7 +137,3 @@ class RmDirectory:
                 "trackerAddress": str(record.tracker_address), "active": ring_id == active,
             })  # fmt: skip
         return {"resourceManagers": {"active": None if active is None else format_id(active), "rm": listed}}
-
-    def all_records(self) -> list[ResourceManagerRecord]:
-        """Every record known: the active's and each eligible node's (what the containers' firewall admits)."""
-        return ([self.active] if self.active is not None else []) + list(self.records.values())

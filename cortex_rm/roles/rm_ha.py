@@ -14,8 +14,8 @@ resource_managers`` names this node and at least one other (YARN's ``ha.enabled`
   ``StandbyException``, or ``RetriableException`` during an election).  Its IPC and tracker ports
   are not bound: Hadoop's clients are refused the connection and fail over to the next of their
   ``rm-ids``, as with a standby of Hadoop's own (``yarn-wire-facts.md`` §6); NodeManagers find the
-  active through the ring's RM record, which only the active publishes.  Active or standby, it publishes its configured RM addresses under a key
-  of its own (``rm_directory.py``), so every node can name all the eligible RMs.
+  active through the ring's RM record, which only the active publishes.  Active or standby, it publishes
+  its configured RM addresses under a key of its own (``rm_directory.py``), so every node can name all the eligible RMs.
 
 A lead lost (another node's epoch, or no majority heard within the lease: ``ha/journal.py``) closes
 the role's ports and cuts their connections (its web port goes back to the standby's answers) before
@@ -102,13 +102,15 @@ class RmHighAvailability:
         self.local: RmStores | None = None
         self.epoch: Epoch | None = None  # the journal epoch the role serves in
         self._pool: ThreadPool | None = None
+        self._journal_store: JournalStore | None = None
         self._changes = defer.DeferredLock()
         self._want: Epoch | None = None  # the epoch to serve in (None: standby)
         self._stopped = False
         self._publisher: Republisher | None = None
         self.web: SwitchingFactory | None = None  # the web port: the standby's answers, or the active's site
         self._standby_site: LimitedSite | None = None
-        self._role_ports: list[tuple[str, IListeningPort, TrackedConnections]] = []  # the active's, closed on stand-down
+        # the active role's ports other than the web port, closed (with their connections) when it stands down
+        self._role_ports: list[tuple[str, IListeningPort, TrackedConnections]] = []
         self._role_web: TrackedConnections | None = None
 
     async def start(self) -> None:
@@ -116,9 +118,10 @@ class RmHighAvailability:
         run, self._pool = thread_runner(self.reactor, name="rm-state-store")
         self._pool.start()
         self.local = sql_stores(self.state_store_url, run, ledger_url=self.ledger_url)
-        store = JournalStore(f"sqlite:///{self.state_dir / JOURNAL_FILE}", run)
+        self._journal_store = JournalStore(f"sqlite:///{self.state_dir / JOURNAL_FILE}", run)
         self.journal = RmJournal(
-            RingLinks(self.ring), frozenset(self.preference), store, self.reactor, journal_apply(self.local),
+            RingLinks(self.ring), frozenset(self.preference), self._journal_store, self.reactor,
+            journal_apply(self.local),
             heartbeat_s=self.heartbeat_s, election_timeout_s=self.election_timeout_s,
             on_leading=self._leading, on_following=self._following, preference=self.preference,
         )  # fmt: skip
@@ -129,13 +132,10 @@ class RmHighAvailability:
                                          untyped_prefixes=(b"/webhdfs/",))  # fmt: skip
         self.web = SwitchingFactory(self._standby_site)
         self.bind(WEBAPP, self.own.webapp_address, self.web)
-        self._publisher = Republisher(lambda: publish_eligible(self.ring, self.ring.identity.ring_id, self.own), self.reactor)
+        me = self.ring.identity.ring_id
+        self._publisher = Republisher(lambda: publish_eligible(self.ring, me, self.own), self.reactor)
         self._publisher.start()
         log.info("ResourceManager standby: the journal of {count} eligible nodes is open", count=len(self.preference))
-
-    @property
-    def active(self) -> bool:
-        return self.role is not None
 
     def _active_webapp(self) -> str | None:
         """The web address of the active RM on another node (None: none is known to lead, or this node is taking
@@ -226,3 +226,5 @@ class RmHighAvailability:
             pool.stop()  # what the journal applied is written
         if self.local is not None:
             self.local.close()
+        if self._journal_store is not None:
+            self._journal_store.close()

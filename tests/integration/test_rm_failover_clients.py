@@ -29,7 +29,7 @@ from cortex_rm.yarn.delegation import RM_DELEGATION_KIND, WEBHDFS_DELEGATION_KIN
 from cortex_rm.yarn_api.delegation_tokens import read_token_writable
 from cortex_rm.yarn_api.writable import read_token_storage
 from tests.support.cluster import RunningCluster, running_cluster
-from tests.support.java import run_driver
+from tests.support.java import LOG4J2_STDERR_PROPERTIES, run_driver
 
 pytestmark = pytest.mark.integration
 
@@ -37,16 +37,7 @@ APPLICATION_CLI = "org.apache.hadoop.yarn.client.cli.ApplicationCLI"
 FS_SHELL = "org.apache.hadoop.fs.FsShell"
 
 # WARN to stderr as the other drivers, plus the two clients' failover lines (INFO)
-LOG4J2 = """\
-status = error
-dest = err
-appender.stderr.type = Console
-appender.stderr.name = stderr
-appender.stderr.target = SYSTEM_ERR
-appender.stderr.layout.type = PatternLayout
-appender.stderr.layout.pattern = %d{HH:mm:ss.SSS} %p %c{1}: %m%n
-rootLogger.level = WARN
-rootLogger.appenderRef.stderr.ref = stderr
+LOG4J2 = LOG4J2_STDERR_PROPERTIES + """\
 logger.rmfailover.name = org.apache.hadoop.yarn.client.ConfiguredRMFailoverProxyProvider
 logger.rmfailover.level = INFO
 logger.webhdfs.name = org.apache.hadoop.hdfs.web.WebHdfsFileSystem

@@ -21,7 +21,7 @@ from cortex_rm.accounting.merkle import verify_consistency
 from cortex_rm.user_credential import UserCredential, load_credential
 from tests.support.ledger_checks import cortex_cli
 from tests.support.ring_daemons import wait_for
-from tests.support.rm_nodes import RmNode, rm_nodes, rest
+from tests.support.rm_nodes import RmNode, rest, ring_formed, rm_nodes
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +64,7 @@ def test_the_next_active_serves_the_ledger_the_first_wrote_and_signs_on_over_it(
     written = entries_of(rm1, admin, first["size"])
     assert len(written) == first["size"] and written[0][0] == "membership"
 
+    wait_for(lambda: ring_formed(nodes), "every node to hold the others alive", 60)  # (rm1 is their introducer)
     rm1.kill()
     # (rm2 is listed first, but rm3 leads when it alone holds the last entries rm1 committed: the journal's rule)
     wait_for(lambda: rm2.serves() or rm3.serves(), "another node to serve as the active RM", 60)

@@ -1,54 +1,32 @@
 """Three RM-eligible nodes' journals (``roles/rm_journal.py``) with their local SQLite stores, on a fake clock and
-the in-memory ring bus: what the replicated stores' unit tests run on.  Each node's ``Copies`` are its own RM
-state, namespace, registry and ledger stores; its journal applies committed entries to them through one dispatcher.
+the in-memory ring bus: what the replicated stores' unit tests run on.  Each node's copies are its own RM state,
+namespace, registry and ledger stores, opened and applied to as an eligible node does (``roles/rm_stores.py``).
 ``ledger_of(i)`` is the blocking ledger store node i's active would write through: its waits pump the bus."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from cortex_rm.allocator.state_store import SqlStateStore, synchronous_runner
+from cortex_rm.allocator.state_store import synchronous_runner
 from cortex_rm.dht.peer import Peer
-from cortex_rm.events.registry_store import SqlRegistryStore
-from cortex_rm.fs.namespace_store import SqlNamespaceStore
-from cortex_rm.accounting.ledger_store import SqlLedgerStore
-from cortex_rm.ha import replicated_fs, replicated_ledger, replicated_registry, replicated_state
 from cortex_rm.ha.journal import NotLeader
-from cortex_rm.ha.ledger_parts import SqlLedgerParts
-from cortex_rm.ha.journal_applier import journal_applier
 from cortex_rm.ha.journal_store import JournalStore
 from cortex_rm.ha.replicated_fs import ReplicatedNamespaceStore
 from cortex_rm.ha.replicated_ledger import LedgerCopy, ReplicatedLedgerStore
 from cortex_rm.ha.replicated_registry import ReplicatedRegistryStore
 from cortex_rm.ha.replicated_state import ReplicatedStateStore
 from cortex_rm.roles.rm_journal import RmJournal
+from cortex_rm.roles.rm_stores import RmStores, journal_apply, sql_stores
 from tests.support.journal_bus import Bus, Links
 from tests.support.rm_core import result_of
 
 IDS = [0x2222 << 140, 0x6666 << 140, 0xAAAA << 140]
-
-
-@dataclass
-class Copies:
-    """One node's local stores, on one SQLite file as the RM's state-store URL."""
-
-    state: SqlStateStore
-    fs: SqlNamespaceStore
-    events: SqlRegistryStore
-    ledger: LedgerCopy
-
-    def close(self) -> None:
-        self.state.close()
-        self.fs.close()
-        self.events.close()
-        self.ledger.close()
 
 
 class PumpWait:
@@ -77,21 +55,13 @@ class Nodes:
     def __init__(self, tmp: Path) -> None:
         self.tmp, self.clock, self.bus = tmp, Clock(), Bus()
         self.journals: dict[int, RmJournal] = {}
-        self.copies: dict[int, Copies] = {}
+        self.copies: dict[int, RmStores] = {}
         for i in IDS:
             self.start(i)
 
     def start(self, i: int) -> None:
-        url = f"sqlite:///{self.tmp / f'rm-state-{i:x}.sqlite'}"
-        ledger = LedgerCopy(SqlLedgerStore(url), SqlLedgerParts(url), synchronous_runner)
-        copies = Copies(SqlStateStore(url, synchronous_runner), SqlNamespaceStore(url, synchronous_runner),
-                        SqlRegistryStore(url, synchronous_runner), ledger)  # fmt: skip
-        apply = journal_applier({
-            replicated_state.STORE: replicated_state.state_applier(copies.state),
-            replicated_fs.STORE: replicated_fs.namespace_applier(copies.fs),
-            replicated_registry.STORE: replicated_registry.registry_applier(copies.events),
-            replicated_ledger.STORE: replicated_ledger.ledger_applier(copies.ledger),
-        })  # fmt: skip
+        copies = sql_stores(f"sqlite:///{self.tmp / f'rm-state-{i:x}.sqlite'}", synchronous_runner)
+        apply = journal_apply(copies)
         journal = RmJournal(Links(self.bus, Peer(i, "h:1")), frozenset(IDS),
                             JournalStore(f"sqlite:///{self.tmp / f'journal-{i:x}.sqlite'}", synchronous_runner),
                             self.clock, apply, rng=random.Random(i))  # fmt: skip
@@ -114,10 +84,10 @@ class Nodes:
         return leader
 
     def fs_of(self, i: int) -> ReplicatedNamespaceStore:
-        return ReplicatedNamespaceStore(self.copies[i].fs, self.journals[i])
+        return ReplicatedNamespaceStore(self.copies[i].namespace, self.journals[i])
 
     def registry_of(self, i: int) -> ReplicatedRegistryStore:
-        return ReplicatedRegistryStore(self.copies[i].events, self.journals[i])
+        return ReplicatedRegistryStore(self.copies[i].registry, self.journals[i])
 
     def write(self, d: defer.Deferred[Any]) -> None:
         self.bus.flush()
@@ -126,5 +96,10 @@ class Nodes:
     def state_of(self, i: int) -> ReplicatedStateStore:
         return ReplicatedStateStore(self.copies[i].state, self.journals[i])
 
+    def ledger_copy(self, i: int) -> LedgerCopy:
+        copy = self.copies[i].ledger
+        assert copy is not None  # (sql_stores always opens one)
+        return copy
+
     def ledger_of(self, i: int) -> ReplicatedLedgerStore:
-        return ReplicatedLedgerStore(self.copies[i].ledger.store, self.journals[i], PumpWait(self.bus))
+        return ReplicatedLedgerStore(self.ledger_copy(i).store, self.journals[i], PumpWait(self.bus))

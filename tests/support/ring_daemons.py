@@ -93,13 +93,7 @@ class RingDaemon:
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, grace_s=15)
 
     def view(self) -> dict | None:
         try:
@@ -109,6 +103,17 @@ class RingDaemon:
 
     def log(self) -> str:
         return (self.directory / "daemon.out").read_text(errors="replace")
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, grace_s: float) -> None:
+    """SIGTERM a test's daemon, SIGKILL it after ``grace_s``; nothing if it is not running."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float, step: float = 0.1) -> float:

@@ -23,7 +23,7 @@ from cortex_rm.ring_status import RingStatusError, fetch_ring
 from cortex_rm.local_cluster import free_ports
 from cortex_rm.user_credential import UserCredential
 from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
-from tests.support.ring_daemons import REPO, TEST_KEY_BITS, TEST_WORK_BITS
+from tests.support.ring_daemons import REPO, TEST_KEY_BITS, TEST_WORK_BITS, stop_process
 
 RM_PORTS = ("address", "scheduler_address", "webapp_address", "tracker_address")
 
@@ -57,7 +57,8 @@ class RmNode:
         with open(self.directory / "daemon.out", "ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "cortex_rm", "node", "--config", str(config)], stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, cwd=self.directory, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.directory,
+                env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
             )  # fmt: skip
 
     def ready(self) -> dict[str, str]:
@@ -110,13 +111,7 @@ class RmNode:
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, grace_s=30)
 
     def log(self) -> str:
         return (self.directory / "daemon.out").read_text(errors="replace")

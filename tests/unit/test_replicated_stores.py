@@ -89,8 +89,8 @@ def test_namespace_and_registry_changes_reach_every_copy_and_survive_the_leaders
         nodes.write(events.apply(change))
     nodes.run(2)
 
-    namespaces = [inodes(nodes.copies[i].fs) for i in IDS]
-    registries = [functions(nodes.copies[i].events) for i in IDS]
+    namespaces = [inodes(nodes.copies[i].namespace) for i in IDS]
+    registries = [functions(nodes.copies[i].registry) for i in IDS]
     assert all(n == namespaces[0] for n in namespaces) and all(r == registries[0] for r in registries)
     recovered = Namespace.recover(namespaces[0].values(), "hdfs", "supergroup")
     assert [r.name for r in recovered.all_files()] == ["part-1"]
@@ -117,8 +117,8 @@ def test_namespace_and_registry_changes_reach_every_copy_and_survive_the_leaders
     nodes.write(events2.apply(again))
     [survivor] = [i for i in nodes.journals if i != second]
     nodes.run(2)
-    assert inodes(nodes.copies[survivor].fs) == inodes(fs2) and len(inodes(fs2)) == len(namespaces[0]) + 1
-    assert functions(nodes.copies[survivor].events)[("hello", 3)].code_path == "/user/alice/h.py"
+    assert inodes(nodes.copies[survivor].namespace) == inodes(fs2) and len(inodes(fs2)) == len(namespaces[0]) + 1
+    assert functions(nodes.copies[survivor].registry)[("hello", 3)].code_path == "/user/alice/h.py"
 
 
 def test_a_standby_cannot_write_the_namespace_or_the_registry(tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_a_standby_cannot_write_the_namespace_or_the_registry(tmp_path: Path) ->
     with pytest.raises(Exception, match="does not lead"):
         result_of(nodes.registry_of(standby).apply(RegistryChange("hello", spec)))
     nodes.run(2)
-    assert all(inodes(c.fs) == {} and functions(c.events) == {} for c in nodes.copies.values())
+    assert all(inodes(c.namespace) == {} and functions(c.registry) == {} for c in nodes.copies.values())
     result_of(nodes.fs_of(standby).apply(Changes()))  # (nothing to journal: no entry, no refusal)
 
 
@@ -150,7 +150,7 @@ def test_the_rm_state_and_the_other_stores_share_one_journal_in_order(tmp_path: 
     follower = next(i for i in IDS if i != leader)
     state = result_of(nodes.copies[follower].state.load())
     assert state.app_id_high_water == 4 and [c for _, c in state.applications] == [b"\x00ctx"]
-    assert list(functions(nodes.copies[follower].events)) == [("f", 1)]
+    assert list(functions(nodes.copies[follower].registry)) == [("f", 1)]
 
 
 def test_entries_of_unknown_stores_and_operations_are_refused_by_name(tmp_path: Path) -> None:
