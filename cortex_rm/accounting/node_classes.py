@@ -31,7 +31,8 @@ shape  a = 0   a = 6   a = 12  a = 24
 
 So a node becomes static after a 12-hour session (0.87 to 0.96 over the next
 hour, against 0.5 for a fresh one) if it was also up 90% of the window (the
-last 7 days, or since it was first attested).  **Hysteresis**: a static node
+last 7 days, or since it first joined the ring or was first attested,
+whichever is earlier).  **Hysteresis**: a static node
 stays static until its fraction falls below 75% or it is gone for longer than
 ``freshness_ms``; a short restart (a gap below ``session_gap_ms``) neither ends
 its session nor demotes it.  A demoted node must earn the promotion again, so a
@@ -87,19 +88,28 @@ class ClassEvidence:
     """What the ledger says about a node now."""
 
     up: bool  # its last attested instant is at most freshness_ms old
-    uptime_fraction: float  # attested uptime over the window (since it was first attested, if later)
+    uptime_fraction: float  # attested uptime over the window (since it was first known, if later)
     session_ms: int  # how long its current session has lasted (0 when not up)
 
 
-def class_evidence(uptime: Sequence[Interval], now_ms: int, thresholds: ClassThresholds) -> ClassEvidence:
-    """The evidence in ``uptime`` (a node's attested intervals, any order) at ``now_ms``."""
+def class_evidence(
+    uptime: Sequence[Interval], now_ms: int, thresholds: ClassThresholds, member_since_ms: int | None = None
+) -> ClassEvidence:
+    """The evidence in ``uptime`` (a node's attested intervals, any order) at ``now_ms``.
+
+    The fraction counts from the node's first attested instant or, if earlier,
+    ``member_since_ms`` (when the ledger's membership first shows it live): a
+    node that went down before any attestation of it reached the ledger was
+    still there, and the time it was down counts against it.
+    """
     spans = clipped(merged(uptime), -1 << 62, now_ms)
     if not spans:
         return ClassEvidence(False, 0.0, 0)
     last_end = spans[-1][1]
     up = now_ms - last_end <= thresholds.freshness_ms
     horizon = last_end if up else now_ms  # while up, what comes after the last attested instant is not known yet
-    low = max(horizon - thresholds.window_ms, spans[0][0])
+    first = spans[0][0] if member_since_ms is None else min(spans[0][0], member_since_ms)
+    low = max(horizon - thresholds.window_ms, first)
     fraction = total(clipped(spans, low, horizon)) / (horizon - low) if horizon > low else 0.0
     if not up:
         return ClassEvidence(False, fraction, 0)
@@ -138,10 +148,12 @@ class NodeClasses:
     def class_of(self, node: int) -> NodeClass:
         return self._classes.get(node, NodeClass.VOLATILE)
 
-    def update(self, node: int, uptime: Sequence[Interval], now_ms: int) -> NodeClass:
-        """Re-classify ``node`` from its attested ``uptime`` at ``now_ms``; its class afterwards."""
+    def update(
+        self, node: int, uptime: Sequence[Interval], now_ms: int, member_since_ms: int | None = None
+    ) -> NodeClass:
+        """Re-classify ``node`` from its attested ``uptime`` at ``now_ms`` (``class_evidence``); its class after."""
         current = self.class_of(node)
-        evidence = class_evidence(uptime, now_ms, self.thresholds)
+        evidence = class_evidence(uptime, now_ms, self.thresholds, member_since_ms)
         new = next_class(current, evidence, self.thresholds)
         if new is not current:
             self.log.info(

@@ -156,6 +156,24 @@ def test_a_node_up_long_enough_becomes_static_and_a_silent_one_volatile_again() 
     assert c.office.update_classes(11 * HOUR) == frozenset()  # nothing attested for three hours: gone
 
 
+def test_time_down_before_a_nodes_first_attestation_counts_against_it() -> None:
+    """Member 3 joined with the others but went down within minutes, before any witness's attestation
+    of it reached the ledger, and came back two hours later.  Counting its fraction from its first
+    attested instant would make it 100% up (and static after its 6-hour session); counted from when the
+    membership first shows it live it is 75% up, below the promotion threshold."""
+    c = Cluster()
+    c.office.record_membership(membership_change(0, joined=c.ids, snapshot=True))
+    c.office.record_membership(membership_change(10 * 60_000, left=[c.ids[3]]))
+    c.office.record_membership(membership_change(2 * HOUR, joined=[c.ids[3]]))
+    for w in range(4):
+        for s in range(3):
+            if w != s:
+                c.attest(w, s, 0, 8 * HOUR)
+    for w in range(3):
+        c.attest(w, 3, 2 * HOUR, 8 * HOUR)
+    assert c.office.update_classes(8 * HOUR) == frozenset(c.ids[:3])
+
+
 def test_a_query_names_both_ends_or_neither() -> None:
     assert check_period(None, None) is None
     assert check_period(1, 2) == Period(1, 2)

@@ -50,6 +50,15 @@ def test_the_fraction_is_over_the_window_or_since_first_attested() -> None:
     assert class_evidence([(now - DAY, now)], now, THRESHOLDS).uptime_fraction == 1.0
 
 
+def test_the_fraction_counts_from_when_the_node_was_first_a_member_if_earlier() -> None:
+    """Attested only for the last day, but a ring member since two days ago: up half the time;
+    a membership that starts after the first attestation changes nothing."""
+    now = 30 * DAY
+    assert class_evidence([(now - DAY, now)], now, THRESHOLDS, member_since_ms=now - 2 * DAY).uptime_fraction == 0.5
+    assert class_evidence([(now - DAY, now)], now, THRESHOLDS, member_since_ms=now - DAY // 2).uptime_fraction == 1.0
+    assert class_evidence([(now - DAY, now)], now, THRESHOLDS, member_since_ms=now - 30 * DAY).uptime_fraction == 1 / 7
+
+
 def test_a_steady_node_is_promoted_after_twelve_hours_and_stays() -> None:
     """Hourly re-classification of a node that stays up: volatile until its session is 12 hours old, then static."""
     clock = clock_at(100 * DAY)
