@@ -164,7 +164,8 @@ def look_up(address: HostPort, timeout_s: float = DEFAULT_TIMEOUT_S) -> Director
         return Unanswered(f"no connection: {e}")
     except Broken as e:
         if str(e).startswith("an answer over"):
-            raise RmLookupError(f"{address} answered more than {DIRECTORY_MAX_BYTES} bytes: not an RM directory") from None
+            too_long = f"{address} answered more than {DIRECTORY_MAX_BYTES} bytes: not an RM directory"
+            raise RmLookupError(too_long) from None
         return Unanswered(f"no HTTP answer: {e}")
     return classify(answer.status, answer.body, str(address))
 

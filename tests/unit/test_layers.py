@@ -40,7 +40,8 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
             {
                 "node", "cli", "local_cluster", "local_cluster_config", "client_config", "spark_archive", "webhdfs_client",
                 "image_push", "isolation", "processes", "ring_status", "user_credential", "cluster_wait", "__main__",
-                "ledger_cli", "client", "client_errors", "client_http", "introducer_cache", "event_cli", "rm_lookup",
+                "ledger_cli", "client", "client_errors", "client_http", "introducer_cache", "event_cli",
+                "rm_lookup",
             }
         ),
     ),

@@ -158,7 +158,8 @@ def test_any_other_answer_says_which_address_to_give(status: int) -> None:
 
 
 def test_a_malformed_directory_answer_names_the_address() -> None:
-    with pytest.raises(RmLookupError, match=r"10\.0\.0\.9:8042 answered a malformed RM directory: the answer is not JSON"):
+    expected = r"10\.0\.0\.9:8042 answered a malformed RM directory: the answer is not JSON"
+    with pytest.raises(RmLookupError, match=expected):
         classify(200, b"{", "10.0.0.9:8042")
 
 
