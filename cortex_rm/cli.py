@@ -2,7 +2,8 @@
 
 * ``cortex-rm node --config FILE``: run one daemon in the foreground.
 * ``cortex-rm local-cluster up --nodes N --workdir DIR [--rm-standbys N]`` / ``down --workdir DIR``.
-* ``cortex-rm client-config --out CONFDIR (--workdir DIR | --rm HOST:PORT[,HOST:PORT...] --credential FILE)``.
+* ``cortex-rm client-config --out CONFDIR (--workdir DIR | --rm HOST:PORT[,HOST:PORT...] --credential FILE)``:
+  ``--rm`` is any node's web address (its directory names every RM) or RMs' client addresses.
 * ``cortex-rm user (add NAME --out FILE | revoke NAME) (--workdir DIR | --rm-web HOST:PORT --admin-credential FILE)``.
 * ``cortex-rm image build [--cache DIR] [--print-path | --json]``: build the containers' runtime image.
 * ``cortex-rm image push (--workdir DIR | --rm-web HOST:PORT) [--archive PATH]``: upload it for the nodes.
@@ -72,8 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--workdir", type=Path, help="a running local cluster's work dir")
     where.add_argument(
         "--rm", metavar="HOST:PORT", action="append",
-        help="the RM's client address (other ports: YARN defaults); several RMs (HA): comma-separated or repeated, "
-        "the preferred first",
+        help="any node's web address (client-config asks it where every RM is), or the RM's client address "
+        "(other ports: YARN defaults); several RMs (HA): comma-separated or repeated, the preferred first",
     )
     cc.add_argument(
         "--no-spark-upload",
@@ -312,23 +313,28 @@ def main(argv: list[str] | None = None) -> int:
         return event_command(args)
     if args.command == "client-config":
         from cortex_rm import local_cluster
-        from cortex_rm.client_config import RMAddresses, installed_spark_home, write_client_config
+        from cortex_rm.client_config import installed_spark_home, write_client_config
+        from cortex_rm.rm_lookup import RmLookupError, resolve
         from cortex_rm.yarn.addresses import HostPort, MalformedAddress
 
         try:
             if args.workdir is not None:
                 rms = local_cluster.all_rm_addresses(args.workdir)
             else:
-                given = [part.strip() for value in args.rm for part in value.split(",") if part.strip()]
-                rms = [RMAddresses.from_client_address(HostPort.parse(address)) for address in given]
-                if not rms:
+                given = [HostPort.parse(part.strip()) for value in args.rm for part in value.split(",") if part.strip()]
+                if not given:
                     raise MalformedAddress("no address given")
+                # any node's web address names every RM (its RM directory); an RM's client address itself
+                rms = resolve(given)
         except local_cluster.LocalClusterError as e:
             print(f"cortex-rm: {e}", file=sys.stderr)
             return 2
         except MalformedAddress as e:
             print(f"cortex-rm: --rm: {e}", file=sys.stderr)
             return 2
+        except RmLookupError as e:
+            print(f"cortex-rm: --rm: {e}", file=sys.stderr)
+            return 1
         from cortex_rm.webhdfs_client import WebHdfsError
 
         from cortex_rm.user_credential import CredentialError, load_credential

@@ -4,7 +4,7 @@
 client treats them differently: ``Unreachable`` (the connection was never made, so
 nothing was sent and the next endpoint may take the call) and ``Broken`` (the call
 was sent, so the server may have acted on it).  Answers are read up to
-``MAX_ANSWER_BYTES``.  ``field`` reads one typed field of a JSON answer.
+``MAX_ANSWER_BYTES`` (or a caller's smaller bound).  ``field`` reads one typed field of a JSON answer.
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ class Broken(Exception):
 
 def exchange(
     address: str, method: str, target: str, body: bytes | None, headers: Mapping[str, str], timeout_s: float,
-    wait_s: float = 0,
+    wait_s: float = 0, max_bytes: int = MAX_ANSWER_BYTES,
 ) -> Answer:  # fmt: skip
     """``method target`` at ``address`` (``host:port``): connect within ``timeout_s``, then allow
-    ``timeout_s + wait_s`` for each read (a call the server holds while a function runs)."""
+    ``timeout_s + wait_s`` for each read (a call the server holds while a function runs); an answer
+    over ``max_bytes`` is ``Broken``."""
     where = HostPort.parse(address)
     connection = http.client.HTTPConnection(where.host.strip("[]"), where.port, timeout=timeout_s)
     try:
@@ -62,11 +63,11 @@ def exchange(
         try:
             connection.request(method, target, body=body, headers=sent)
             response = connection.getresponse()
-            data = response.read(MAX_ANSWER_BYTES + 1)
+            data = response.read(max_bytes + 1)
         except (OSError, http.client.HTTPException) as e:
             raise Broken(str(e) or type(e).__name__) from None
-        if len(data) > MAX_ANSWER_BYTES:
-            raise Broken(f"an answer over {MAX_ANSWER_BYTES} bytes")
+        if len(data) > max_bytes:
+            raise Broken(f"an answer over {max_bytes} bytes")
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
     finally:
         connection.close()
