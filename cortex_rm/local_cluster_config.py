@@ -4,6 +4,7 @@ eligible nodes, made before any config is written since every config names their
 
 from __future__ import annotations
 
+import random
 import json
 import multiprocessing
 import os
@@ -144,9 +145,12 @@ def plan_nodes(
 
 
 def free_range_indices(count: int, directory: Path = LEASE_DIR) -> list[int]:
-    """``count`` node indices (``node_id_range``) whose ranges no running node on this host holds,
-    lowest first: local clusters running at once get ranges of their own."""
-    found = [i for i in range(1, MAX_NODE_RANGES + 1) if is_free(IdRange.parse(node_id_range(i)), directory)][:count]
+    """``count`` node indices (``node_id_range``) whose ranges no running node on this host holds, from a
+    random one on: local clusters running at once get ranges of their own, and one started while a node of
+    another is down (its range free for the moment) is unlikely to take that node's range."""
+    start = random.randrange(MAX_NODE_RANGES)
+    order = [1 + (start + k) % MAX_NODE_RANGES for k in range(MAX_NODE_RANGES)]
+    found = [i for i in order if is_free(IdRange.parse(node_id_range(i)), directory)][:count]
     if len(found) < count:
         raise ValueError(
             f"only {len(found)} of the {MAX_NODE_RANGES} node id ranges of this host are free: stop another local cluster first"

@@ -53,13 +53,13 @@ def test_a_range_is_held_by_one_live_process_and_freed_when_it_is_killed(tmp_pat
         with pytest.raises(IdRangeError, match="meets"):
             RangeLease.take(IdRange(FIRST.base, FIRST.count * 2), tmp_path)
         assert is_free(SECOND, tmp_path)
-        assert free_range_indices(2, tmp_path) == [2, 3]  # a second local cluster keeps clear of it
+        assert all(1 not in free_range_indices(2, tmp_path) for _ in range(300))  # another local cluster keeps clear
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert is_free(FIRST, tmp_path)
     lease = RangeLease.take(FIRST, tmp_path)
-    assert not is_free(FIRST, tmp_path) and free_range_indices(1, tmp_path) == [2]
+    assert not is_free(FIRST, tmp_path) and all(free_range_indices(1, tmp_path) != [1] for _ in range(300))
     lease.release()
     assert is_free(FIRST, tmp_path)
 
