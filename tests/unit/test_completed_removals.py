@@ -21,7 +21,6 @@ from cortex_rm.container.status_updater import (
     SendHeartbeat,
     SendRegistration,
 )
-from cortex_rm.yarn.container_status import ContainerState
 from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId, NodeId
 from cortex_rm.yarn.resource_tracker import ContainerReport, NodeHealth, NodeRegistration, NodeStatusReport
 from cortex_rm.yarn.resources import Resource
@@ -119,7 +118,8 @@ class Cluster:
 
 
 def completions(response: ys.AllocateResponseProto) -> list[tuple[ContainerId, int]]:
-    return [(records.container_id_from_proto(s.container_id), s.exit_status) for s in response.completed_container_statuses]
+    statuses = response.completed_container_statuses
+    return [(records.container_id_from_proto(s.container_id), s.exit_status) for s in statuses]
 
 
 def test_a_completion_is_forgotten_by_its_node_once_the_am_called_again_after_getting_it() -> None:
@@ -133,13 +133,13 @@ def test_a_completion_is_forgotten_by_its_node_once_the_am_called_again_after_ge
     assert executor.container_id not in node.reports and executor.container_id in node.updater.kept
     assert completions(cluster.allocate()) == [(executor.container_id, 1)]
     node.beat()
-    assert node.answer.containers_to_remove == () and executor.container_id in node.updater.kept
+    assert not node.answer.containers_to_remove and executor.container_id in node.updater.kept
     cluster.allocate()
     node.beat()
     assert node.answer.containers_to_remove == (executor.container_id,)
     assert executor.container_id not in node.updater.kept
     node.beat()
-    assert node.answer.containers_to_remove == ()
+    assert not node.answer.containers_to_remove
 
 
 def test_a_resent_allocate_is_not_the_ams_receipt_and_a_resent_heartbeat_gets_the_same_removals() -> None:
@@ -153,7 +153,7 @@ def test_a_resent_allocate_is_not_the_ams_receipt_and_a_resent_heartbeat_gets_th
     first = cluster.allocate()
     assert rm.allocate(cluster.attempt_id, first.response_id - 1) == first  # resent: the same response
     node.beat()
-    assert node.answer.containers_to_remove == ()
+    assert not node.answer.containers_to_remove
     cluster.allocate()
     node.beat()
     answer, sent = node.answer, node.sent

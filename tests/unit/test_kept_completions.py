@@ -6,6 +6,8 @@ at registration and keeps (``container/kept_completions.py``); no I/O, no clock 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cortex_rm.container import status_updater
@@ -54,10 +56,10 @@ def updater(removes: bool = True, limit: int = 10_000) -> NodeStatusUpdater:
     return u
 
 
-def beat(u: NodeStatusUpdater, *containers: ContainerReport, **answer: tuple[object, ...]) -> list[Action]:
+def beat(u: NodeStatusUpdater, *containers: ContainerReport, **answer: Any) -> list[Action]:
     """One heartbeat reporting ``containers``, answered NORMAL with the ``answer`` fields."""
     u.heartbeat_due(NodeHealth(containers=containers))
-    return u.answered(HeartbeatAnswer(u.last_response_id + 1, NodeAction.NORMAL, 800, **answer))  # type: ignore[arg-type]
+    return u.answered(HeartbeatAnswer(u.last_response_id + 1, NodeAction.NORMAL, 800, **answer))
 
 
 def resync(u: NodeStatusUpdater, *containers: ContainerReport) -> NodeRegistration:
