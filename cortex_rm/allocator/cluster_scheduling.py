@@ -243,6 +243,7 @@ class ClusterScheduling:
     def node_registered(self, node: NodeRecord) -> None:
         self.labels.label(node)
         self.recovery.node_registered(node.node_id)  # its registration's containers come next
+        self.cleanup.node_back(node.node_id)
         for container in self.recovery.node_back(node.node_id, node.capability):  # (kept: work_recovery.py)
             self._container_ended(container)
         self.schedule_soon()

@@ -15,7 +15,9 @@ response (``handed_to_am``) is removed once the AM calls again, which shows it g
 that response (YARN's ``RMAppAttemptImpl.pullJustFinishedContainers``); the last batch
 when its attempt ends.  A completion no AM will be handed (``completed_reported``: the
 scheduler did not put it in an AM's completed list, e.g. the AM's own container, one
-the RM ended before, one of an ended attempt) is removed in the next answer.
+the RM ended before, one of an ended attempt) is removed in the next answer.  Nothing
+is queued for a node that is LOST (``node_lost`` until ``node_back``): it may never
+answer again, and if it comes back it lists what it kept, which is decided afresh.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class NodeCleanup:
         # per attempt: the completions of its last allocate response, until the AM calls again
         self._handed: dict[ApplicationAttemptId, list[tuple[NodeId, ContainerId]]] = {}
         self._handed_ids: set[ContainerId] = set()
+        self._gone: set[NodeId] = set()  # LOST nodes: no removals queued for them
 
     def kill(self, node_id: NodeId, container_id: ContainerId) -> None:
         """``node_id`` must stop ``container_id``."""
@@ -72,7 +75,8 @@ class NodeCleanup:
 
     def remove(self, node_id: NodeId, container_id: ContainerId) -> None:
         """``node_id`` may forget the completed ``container_id``."""
-        self._remove[node_id].add(container_id)
+        if node_id not in self._gone:
+            self._remove[node_id].add(container_id)
 
     def handed_to_am(self, attempt_id: ApplicationAttemptId, completed: Iterable[tuple[NodeId, ContainerId]]) -> None:
         """An allocate call of ``attempt_id`` (so its AM got the previous response) hands it ``completed``
@@ -103,6 +107,11 @@ class NodeCleanup:
         self._kill.pop(node_id, None)
         self._cleanup_apps.pop(node_id, None)
         self._remove.pop(node_id, None)
+        self._gone.add(node_id)
+
+    def node_back(self, node_id: NodeId) -> None:
+        """``node_id`` registered: it hears of removals again."""
+        self._gone.discard(node_id)
 
     def take(self, node_id: NodeId) -> NodeOrders:
         """What ``node_id``'s next answer carries (then forgotten); its applications may aggregate."""

@@ -13,6 +13,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from cortex_rm.allocator.containers import RMContainer
+from cortex_rm.allocator.node_cleanup import NodeCleanup
 from cortex_rm.allocator.state_store import MemoryStateStore
 from cortex_rm.container.status_updater import (
     Action,
@@ -21,7 +22,7 @@ from cortex_rm.container.status_updater import (
     SendHeartbeat,
     SendRegistration,
 )
-from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId, NodeId
+from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
 from cortex_rm.yarn.resource_tracker import ContainerReport, NodeHealth, NodeRegistration, NodeStatusReport
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api import records
@@ -196,3 +197,25 @@ def test_a_completion_acknowledged_by_a_dead_rm_reaches_the_am_through_the_next_
     cluster.allocate()
     node.beat()
     assert executor.container_id not in node.updater.kept
+
+
+def test_removals_are_queued_per_node_and_not_for_a_lost_node() -> None:
+    """NodeCleanup alone: a handed batch is released by the AM's next call (to each container's node),
+    the last one by the attempt's end; nothing is queued for a LOST node (it may never answer again)
+    until it registers again; ``completed_reported`` keeps what an AM is still to be handed."""
+    cleanup = NodeCleanup()
+    attempt = ApplicationAttemptId(ApplicationId(1, 1), 1)
+    a, b, c = (ContainerId(attempt, seq) for seq in (2, 3, 4))
+    n2 = NodeId("10.0.0.2", 45454)
+    cleanup.handed_to_am(attempt, [(N1, a), (n2, b)])
+    assert cleanup.take(N1).containers_to_remove == ()
+    cleanup.node_lost(n2)
+    cleanup.handed_to_am(attempt, [(N1, c)])
+    assert cleanup.take(N1).containers_to_remove == (a,)
+    assert cleanup.take(n2).containers_to_remove == ()
+    cleanup.completed_reported(N1, [c, b], pending=lambda cid: cid == b)
+    assert cleanup.take(N1).containers_to_remove == ()  # c: in the AM's last response; b: still to be handed
+    cleanup.node_back(n2)
+    cleanup.attempt_ended(attempt)
+    cleanup.remove(n2, b)
+    assert (cleanup.take(N1).containers_to_remove, cleanup.take(n2).containers_to_remove) == ((c,), (b,))
