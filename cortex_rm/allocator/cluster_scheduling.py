@@ -15,8 +15,9 @@ event handlers:
 * ApplicationMasterProtocol (``AMScheduling``): register, allocate, unregister;
 * allocation passes run when something changed (coalesced) and on a timer; an AM
   container is launched on its node through ``launch_am`` as soon as it is placed;
-* AMs that stop heartbeating expire; containers to kill and applications to clean
-  up ride the nodes' next heartbeat answers (``node_cleanup``);
+* AMs that stop heartbeating expire; containers to kill, applications to clean
+  up and completed containers a node may forget (once the AM has them, or if no AM
+  will get them) ride the nodes' next heartbeat answers (``node_cleanup``);
 * after a restart (``recover``): a new epoch for container ids, the live attempts go
   on and the nodes' registrations bring their containers back (``work_recovery``).
 
@@ -45,11 +46,12 @@ from cortex_rm.allocator.asks import ResourceAsk
 from cortex_rm.allocator.containers import RMContainer
 from cortex_rm.allocator.errors import AllocatorError, InvalidSubmission
 from cortex_rm.allocator.node_class_labels import NodeClassLabels
-from cortex_rm.allocator.node_cleanup import NodeCleanup
+from cortex_rm.allocator.node_cleanup import NodeCleanup, NodeOrders
 from cortex_rm.allocator.node_labels import labelled_asks
 from cortex_rm.allocator.nodes import NodeRecord, NodeState
 from cortex_rm.allocator.rm_context import AppUsage
 from cortex_rm.allocator.scheduler import CapacityScheduler
+from cortex_rm.allocator.scheduler_diagnostics import explain_waiting_ams
 from cortex_rm.allocator.state_store import RMStateStore, StoredState
 from cortex_rm.allocator.work_recovery import EndedAM, WorkRecovery
 from cortex_rm.yarn.container_status import ContainerExitStatus, ContainerState
@@ -195,7 +197,10 @@ class ClusterScheduling:
         attempt_id = attempt.attempt_id
         self._heard_ms.pop(attempt_id, None)
         self.recovery.attempt_ended(attempt_id)
+        self.cleanup.attempt_ended(attempt_id)  # its last allocate's completions, and the unpulled ones:
         if self.scheduler.has_attempt(attempt_id):
+            for ended in self.scheduler.pull_completed(attempt_id):  # no AM will get them
+                self.cleanup.remove(ended.node_id, ended.container_id)
             exit_status = (
                 ContainerExitStatus.KILLED_BY_RESOURCEMANAGER
                 if app.state is AppState.KILLING or attempt.state is AttemptState.KILLED
@@ -238,6 +243,7 @@ class ClusterScheduling:
     def node_registered(self, node: NodeRecord) -> None:
         self.labels.label(node)
         self.recovery.node_registered(node.node_id)  # its registration's containers come next
+        self.cleanup.node_back(node.node_id)
         for container in self.recovery.node_back(node.node_id, node.capability):  # (kept: work_recovery.py)
             self._container_ended(container)
         self.schedule_soon()
@@ -268,6 +274,7 @@ class ClusterScheduling:
 
     def containers_reported(self, node: NodeRecord, containers: tuple[ContainerReport, ...]) -> None:
         changed = False
+        completed = [r.container_id for r in containers if r.state is ContainerState.COMPLETE]
         if self.recovery.awaits_report(node.node_id):  # the registration's (NMContainerStatuses)
             containers, ended = self.recovery.registration_report(node.node_id, containers)
             for am in ended:
@@ -283,10 +290,11 @@ class ClusterScheduling:
                 if container is not None:
                     self._container_ended(container)
                     changed = True
+        self.cleanup.completed_reported(node.node_id, completed, self.scheduler.completion_pending)
         if changed:
             self.schedule_soon()
 
-    def cleanup_for(self, node: NodeRecord) -> tuple[tuple[ContainerId, ...], tuple[ApplicationId, ...]]:
+    def cleanup_for(self, node: NodeRecord) -> NodeOrders:
         return self.cleanup.take(node.node_id)
 
     def may_aggregate(self, app_id: ApplicationId, node_id: NodeId) -> bool:
@@ -323,18 +331,8 @@ class ClusterScheduling:
             self.cleanup.ran_on(container.attempt_id.app_id, container.node_id)
             if container.is_am:
                 self._start_am(container)
-        self._explain_waiting()
+        explain_waiting_ams(self.table, self.scheduler)
         return allocated
-
-    def _explain_waiting(self) -> None:
-        """Accepted applications still waiting for their AM say why in their diagnostics."""
-        for app in self.table:
-            attempt = app.current_attempt
-            if app.state is not AppState.ACCEPTED or attempt is None or attempt.state is not AttemptState.SCHEDULED:
-                continue
-            known = self.scheduler.has_attempt(attempt.attempt_id)
-            if known and (reason := self.scheduler.waiting_reason(attempt.attempt_id)):
-                app.diagnostics = f"Waiting for the AM container: {reason}"
 
     def _start_am(self, container: RMContainer) -> None:
         attempt_id = container.attempt_id
@@ -422,9 +420,11 @@ class ClusterScheduling:
             self._kill_on_node(container)
         if asks:
             self.schedule_now()
+        completed = self.scheduler.pull_completed(attempt_id)  # forgotten by their nodes once the AM calls again
+        self.cleanup.handed_to_am(attempt_id, [(c.node_id, c.container_id) for c in completed])
         return AllocationResult(
             allocated=self.scheduler.pull_allocated(attempt_id),
-            completed=self.scheduler.pull_completed(attempt_id),
+            completed=completed,
             headroom=self.scheduler.headroom(attempt_id),
             num_cluster_nodes=sum(1 for n in self.scheduler.node_table if n.state is NodeState.RUNNING),
         )

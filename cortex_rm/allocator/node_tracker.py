@@ -19,6 +19,11 @@ Registration
     The containers the node lists in its registration (YARN's NMContainerStatuses)
     go to the listener's ``containers_reported`` right after ``node_registered``
     (always, an empty list too), so an RM that restarted recovers them.
+    With ``removes_completed_containers`` the answer says that this RM names the
+    completed containers a node may forget (``containers_to_remove``, from the
+    listener's ``cleanup_for``): the node keeps them until then and lists them when it
+    registers again, so a completion acknowledged by an RM that died before the AM
+    pulled it still reaches the AM through the next one.
 
 Heartbeats (YARN's response-id protocol)
     Each answer carries a response id one above the previous; the node sends back
@@ -28,7 +33,9 @@ Heartbeats (YARN's response-id protocol)
     * ``sent == last``: a fresh heartbeat; the health is recorded, container
       statuses go to the listener, and a new answer ``last + 1`` is returned;
     * ``sent + 1 == last``: the node did not receive our last answer (the
-      connection broke); the same answer is returned again;
+      connection broke); the same answer is returned again, with the same
+      containers and applications to clean up and completed containers to forget
+      (taken from the listener once, for the fresh heartbeat);
     * anything else: the node is out of step, RESYNC: it must register again.
 
     A heartbeat from a node that is not registered (unknown: the RM restarted; or
@@ -55,6 +62,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from cortex_rm.allocator.errors import UnknownNode
+from cortex_rm.allocator.node_cleanup import NodeOrders
 from cortex_rm.allocator.nodes import (
     ACTIVE_NODE_STATES,
     NODE_TRANSITIONS,
@@ -63,7 +71,7 @@ from cortex_rm.allocator.nodes import (
     NodeState,
     NodeTable,
 )
-from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.resource_tracker import (
     ContainerReport,
     HeartbeatAnswer,
@@ -98,8 +106,9 @@ class NodeTrackerListener(Protocol):
     def node_health_changed(self, node: NodeRecord) -> None:
         """``node`` went RUNNING -> UNHEALTHY (it takes no containers; those it had end) or back."""
 
-    def cleanup_for(self, node: NodeRecord) -> tuple[tuple[ContainerId, ...], tuple[ApplicationId, ...]]:
-        """Containers to kill and finished applications to clean up, for ``node``'s next answer."""
+    def cleanup_for(self, node: NodeRecord) -> NodeOrders:
+        """Containers to kill, finished applications to clean up and completed containers the node may
+        forget, for ``node``'s next answer."""
 
 
 class IgnoringListener:
@@ -117,8 +126,8 @@ class IgnoringListener:
     def node_health_changed(self, node: NodeRecord) -> None:
         pass
 
-    def cleanup_for(self, node: NodeRecord) -> tuple[tuple[ContainerId, ...], tuple[ApplicationId, ...]]:
-        return (), ()
+    def cleanup_for(self, node: NodeRecord) -> NodeOrders:
+        return NodeOrders()
 
 
 @dataclass
@@ -144,6 +153,7 @@ class NodeTracker:
         rm_identifier: int,
         listener: NodeTrackerListener | None = None,
         container_token_master_key: MasterKey | None = None,
+        removes_completed_containers: bool = False,
     ) -> None:
         if nm_expiry_ms < 3 * MIN_HEARTBEAT_INTERVAL_MS:
             raise ValueError(f"nm_expiry_ms must be at least {3 * MIN_HEARTBEAT_INTERVAL_MS}, not {nm_expiry_ms}")
@@ -154,6 +164,8 @@ class NodeTracker:
         self.listener: NodeTrackerListener = listener or IgnoringListener()
         # Handed to every node that registers: the key the RM signs ContainerTokens with.
         self.container_token_master_key = container_token_master_key
+        # Said to every node that registers: the listener names completed containers a node may forget.
+        self.removes_completed_containers = removes_completed_containers
         self._live: dict[NodeId, _Liveness] = {}
 
     # ---------------------------------------------------------------- figures
@@ -248,6 +260,7 @@ class NodeTracker:
             heartbeat_interval_ms=interval,
             rm_identifier=self.rm_identifier,
             container_token_master_key=self.container_token_master_key,
+            removes_completed_containers=self.removes_completed_containers,
         )
 
     def heartbeat(self, status: NodeStatusReport, fingerprint: str) -> HeartbeatAnswer:
@@ -286,13 +299,14 @@ class NodeTracker:
             )
             self.listener.node_health_changed(node)
         self.listener.containers_reported(node, status.containers)
-        containers, applications = self.listener.cleanup_for(node)
+        orders = self.listener.cleanup_for(node)
         answer = HeartbeatAnswer(
             response_id=next_response_id(last.response_id),
             action=NodeAction.NORMAL,
             next_heartbeat_interval_ms=live.heartbeat_interval_ms,
-            containers_to_cleanup=containers,
-            applications_to_cleanup=applications,
+            containers_to_cleanup=orders.containers_to_cleanup,
+            applications_to_cleanup=orders.applications_to_cleanup,
+            containers_to_remove=orders.containers_to_remove,
         )
         live.last_answer = answer
         return answer

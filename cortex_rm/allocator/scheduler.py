@@ -241,6 +241,11 @@ class CapacityScheduler:
         completed, attempt.just_completed = attempt.just_completed, []
         return completed
 
+    def completion_pending(self, container_id: ContainerId) -> bool:
+        """Whether the container is in its attempt's completed list, not yet pulled by its AM."""
+        attempt = self._attempts.get(container_id.attempt_id)
+        return attempt is not None and any(c.container_id == container_id for c in attempt.just_completed)
+
     # ------------------------------------------------------------------ nodes
 
     def node_added(self, node_id: NodeId, capability: Resource, *, label: str | None = None) -> list[RMContainer]:

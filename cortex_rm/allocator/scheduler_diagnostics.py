@@ -1,5 +1,8 @@
 """The scheduler's explanations: why an application waits, and why an ask can never be served.
 
+``explain_waiting_ams`` writes the first into the diagnostics of applications still
+waiting for their AM container, after each allocation pass.
+
 These run on demand (a report, an allocate response, a submission check), never in
 the allocation pass, and say what a user can act on: the queue limit that is
 reached, the resource that no node has free, the blacklist or locality that keeps
@@ -13,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from cortex_rm.allocator.allocation_pass import AllocationPass
 from cortex_rm.allocator.am_placement import am_placement
+from cortex_rm.allocator.app_model import Application
+from cortex_rm.allocator.app_states import AppState, AttemptState
 from cortex_rm.allocator.asks import PendingRequest
 from cortex_rm.allocator.node_index import FreeSpaceIndex, PlacementPolicy
 from cortex_rm.allocator.scheduler_attempt import SchedulerAttempt
@@ -153,3 +158,13 @@ def can_ever_fit(s: CapacityScheduler, resource: Resource) -> str | None:
         f"Invalid resource request: {as_given} is larger than every node; "
         f"node capabilities: {_first([str(r) for r in biggest], 3)}"
     )
+
+
+def explain_waiting_ams(apps: Iterable[Application], s: CapacityScheduler) -> None:
+    """Accepted applications still waiting for their AM say why in their diagnostics."""
+    for app in apps:
+        attempt = app.current_attempt
+        if app.state is not AppState.ACCEPTED or attempt is None or attempt.state is not AttemptState.SCHEDULED:
+            continue
+        if s.has_attempt(attempt.attempt_id) and (reason := s.waiting_reason(attempt.attempt_id)):
+            app.diagnostics = f"Waiting for the AM container: {reason}"

@@ -26,6 +26,15 @@ every report until acknowledged, so the completed containers of the *first*
 heartbeat sent with a response id are in whichever one the RM processed.  A
 NORMAL answer therefore acknowledges those.
 
+Kept completions (``kept_completions.py``): when the registration's answer says the
+RM names removable completions (``removes_completed_containers``), an acknowledged
+completed container is not forgotten but kept, out of the heartbeats, until a
+heartbeat answer names it in ``containers_to_remove`` or cleans up its application;
+every registration lists the kept ones after what the node reports (at most
+``MAX_CONTAINERS`` in all: live containers first), so an RM that took over hands
+them to their AM.  With an RM that does not say so (an older one) the node forgets
+a completion once acknowledged, as before: nobody would ever name it.
+
 Back-off: after the n-th failure in a row the updater waits
 ``min(max_ms, initial_ms * multiplier ** (n - 1))``, less a random fraction (up
 to ``jitter``) so that nodes cut off together (an RM restart) do not all come
@@ -47,9 +56,12 @@ from typing import Union
 
 from twisted.logger import Logger
 
+from cortex_rm.container.kept_completions import MAX_KEPT_COMPLETIONS, KeptCompletions
 from cortex_rm.yarn.container_status import ContainerState
 from cortex_rm.yarn.ids import ApplicationId, ContainerId
 from cortex_rm.yarn.resource_tracker import (
+    MAX_CONTAINERS,
+    ContainerReport,
     HeartbeatAnswer,
     NodeAction,
     NodeHealth,
@@ -202,7 +214,11 @@ class NodeStatusUpdater:
     """The decisions of a node reporting to its RM, free of any I/O."""
 
     def __init__(
-        self, registration: NodeRegistration, backoff: Backoff = Backoff(), random: Callable[[], float] = lambda: 0.0
+        self,
+        registration: NodeRegistration,
+        backoff: Backoff = Backoff(),
+        random: Callable[[], float] = lambda: 0.0,
+        kept_limit: int = MAX_KEPT_COMPLETIONS,
     ) -> None:
         self.registration = registration
         self._health = NodeHealth(healthy=registration.healthy, health_report=registration.health_report)
@@ -216,7 +232,10 @@ class NodeStatusUpdater:
         self.failures = 0
         # the first heartbeat sent with the current last_response_id (see the module docstring)
         self._first_report: NodeStatusReport | None = None
-        self._registered_completed: tuple[ContainerId, ...] = ()  # listed by the registration in flight
+        self._registered_completed: tuple[ContainerReport, ...] = ()  # listed by the registration in flight
+        self._last_report: NodeStatusReport | None = None  # the heartbeat in flight (the last one sent)
+        self.kept = KeptCompletions(kept_limit)  # acknowledged completions the RM has not let go of
+        self.rm_removes = False  # the RM names removable completions (its registration answer said so)
 
     def _go(self, event: UpdaterEvent, target: UpdaterState | None = None) -> bool:
         new = UPDATER_TRANSITIONS.next_state(self.state, event, target)
@@ -239,14 +258,24 @@ class NodeStatusUpdater:
         )
         if self._first_report is None or self._first_report.response_id != report.response_id:
             self._first_report = report
+        self._last_report = report
         return report
 
-    def _acknowledged(self) -> tuple[ContainerId, ...]:
+    def _acknowledged(self) -> tuple[ContainerReport, ...]:
         """The completed containers the RM has certainly seen, once a heartbeat is answered."""
         first, self._first_report = self._first_report, None
         if first is None:
             return ()
-        return tuple(c.container_id for c in first.containers if c.state is ContainerState.COMPLETE)
+        return tuple(c for c in first.containers if c.state is ContainerState.COMPLETE)
+
+    def _keep(self, acknowledged: tuple[ContainerReport, ...]) -> list[Action]:
+        """The RM recorded ``acknowledged``: kept until it lets go of them, if it ever will (see the
+        module docstring); the node stops reporting them either way."""
+        if self.rm_removes:
+            self.kept.acknowledged(acknowledged)
+        else:
+            self.kept.clear()
+        return [ContainersAcknowledged(tuple(c.container_id for c in acknowledged))] if acknowledged else []
 
     def start(self) -> list[Action]:
         self._go(_E.START)
@@ -278,11 +307,11 @@ class NodeStatusUpdater:
         self.last_response_id = 0
         self._first_report = None
         self.heartbeat_interval_ms = answer.heartbeat_interval_ms
-        # the RM recorded the completed containers the registration listed: a second restart must not
-        # bring them to the AM again
+        self.rm_removes = answer.removes_completed_containers
+        # the RM recorded the completed containers the registration listed: no longer reported, and
+        # kept only if this RM will say when its AM has them
         acknowledged, self._registered_completed = self._registered_completed, ()
-        actions: list[Action] = [ContainersAcknowledged(acknowledged)] if acknowledged else []
-        return [*actions, ScheduleHeartbeat(self.heartbeat_interval_ms)]
+        return [*self._keep(acknowledged), ScheduleHeartbeat(self.heartbeat_interval_ms)]
 
     def heartbeat_due(self, health: NodeHealth) -> list[Action]:
         if not self._go(_E.HEARTBEAT_DUE):
@@ -292,13 +321,20 @@ class NodeStatusUpdater:
 
     def _registration(self) -> NodeRegistration:
         """The registration with the node's health and containers as last known (YARN's nodeStatus and
-        NMContainerStatuses in it): an RM that restarted recovers the running containers from it."""
+        NMContainerStatuses in it): an RM that restarted recovers the running containers from it, and
+        hands the completed ones, kept ones included, to their AMs."""
         health = self._health
-        self._registered_completed = tuple(
-            c.container_id for c in health.containers if c.state is ContainerState.COMPLETE
-        )
+        reported = {c.container_id for c in health.containers}
+        kept = tuple(c for c in self.kept.reports() if c.container_id not in reported)
+        containers = (health.containers + kept)[:MAX_CONTAINERS]
+        if len(health.containers) + len(kept) > MAX_CONTAINERS:
+            log.warn(
+                "the registration lists {n} of {total} containers (at most {limit})",
+                n=MAX_CONTAINERS, total=len(health.containers) + len(kept), limit=MAX_CONTAINERS,
+            )  # fmt: skip
+        self._registered_completed = tuple(c for c in containers if c.state is ContainerState.COMPLETE)
         return replace(
-            self.registration, healthy=health.healthy, health_report=health.health_report, containers=health.containers
+            self.registration, healthy=health.healthy, health_report=health.health_report, containers=containers
         )
 
     def answered(self, answer: HeartbeatAnswer) -> list[Action]:
@@ -317,13 +353,15 @@ class NodeStatusUpdater:
             return [Disconnect()]
         self.last_response_id = answer.response_id
         self.heartbeat_interval_ms = answer.next_heartbeat_interval_ms
-        actions: list[Action] = []
-        acknowledged = self._acknowledged()
-        if acknowledged:
-            actions.append(ContainersAcknowledged(acknowledged))
+        actions = self._keep(self._acknowledged())
+        last, self._last_report = self._last_report, None
+        if answer.containers_to_remove:
+            still_reported = {c.container_id for c in last.containers} if last is not None else set()
+            self.kept.remove(answer.containers_to_remove, still_reported)
         if answer.containers_to_cleanup:
             actions.append(CleanupContainers(answer.containers_to_cleanup))
         if answer.applications_to_cleanup:
+            self.kept.applications_cleaned(frozenset(answer.applications_to_cleanup))
             actions.append(CleanupApplications(answer.applications_to_cleanup))
         actions.append(ScheduleHeartbeat(self.heartbeat_interval_ms))
         return actions

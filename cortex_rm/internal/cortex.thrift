@@ -84,6 +84,11 @@ struct RegistrationResponse {
   2: required i64 rm_identifier,         // the RM's start time (ms): changes when the RM restarts
   3: optional string diagnostics,
   4: optional MasterKey container_token_master_key, // absent when the RM runs no scheduler yet
+  // true: this RM names, in heartbeat answers (containers_to_remove), the completed containers
+  // the node may forget, so the node keeps acknowledged completions until then and lists them
+  // when it registers again (YARN's containersToBeRemovedFromNM).  Absent (an older RM): the
+  // node forgets a completed container once acknowledged, as before.
+  5: optional bool removes_completed_containers,
 }
 
 /** nodeHeartbeat's argument (YARN's NodeHeartbeatRequest + NodeStatus). */
@@ -112,6 +117,9 @@ struct HeartbeatResponse {
   // applications that finished: the node kills what is left of their containers and
   // deletes their work dirs (YARN's applicationsToCleanup); application ids
   6: optional list<string> applications_to_cleanup,
+  // completed containers the node may forget: their ApplicationMaster has them, or none ever
+  // will (YARN's containersToBeRemovedFromNM); container ids.  An older node ignores it.
+  7: optional list<string> containers_to_remove,
 }
 
 /**

@@ -190,6 +190,7 @@ def registration_answer_to_thrift(answer: RegistrationAnswer) -> ttypes.Registra
         rm_identifier=answer.rm_identifier,
         diagnostics=answer.diagnostics or None,
         container_token_master_key=_master_key_to_thrift(answer.container_token_master_key),
+        removes_completed_containers=answer.removes_completed_containers or None,
     )
 
 
@@ -213,6 +214,8 @@ def registration_answer_from_thrift(t: Any) -> RegistrationAnswer:
     if not isinstance(t, ttypes.RegistrationResponse):
         raise MalformedMessage("registerNode: the answer is missing")
     _validate(t, "registration response")
+    if t.removes_completed_containers is not None and not isinstance(t.removes_completed_containers, bool):
+        raise MalformedMessage("response.removes_completed_containers must be a bool")
     return RegistrationAnswer(
         heartbeat_interval_ms=_int(t.heartbeat_interval_ms, "response.heartbeat_interval_ms", 1, MAX_INT32),
         rm_identifier=_int(t.rm_identifier, "response.rm_identifier", 0, 2**63 - 1),
@@ -220,6 +223,7 @@ def registration_answer_from_thrift(t: Any) -> RegistrationAnswer:
         container_token_master_key=_master_key_from_thrift(
             t.container_token_master_key, "response.container_token_master_key"
         ),
+        removes_completed_containers=t.removes_completed_containers is True,
     )
 
 
@@ -301,6 +305,7 @@ def heartbeat_answer_to_thrift(answer: HeartbeatAnswer) -> ttypes.HeartbeatRespo
         containers_to_cleanup=[str(c) for c in answer.containers_to_cleanup],
         diagnostics=answer.diagnostics or None,
         applications_to_cleanup=[str(a) for a in answer.applications_to_cleanup] or None,
+        containers_to_remove=[str(c) for c in answer.containers_to_remove] or None,
     )
 
 
@@ -314,6 +319,7 @@ def heartbeat_answer_from_thrift(t: Any) -> HeartbeatAnswer:
         raise MalformedMessage(f"response.action: unknown NodeAction {t.action!r}")
     cleanup = _list(t.containers_to_cleanup, "response.containers_to_cleanup")
     apps = _list(t.applications_to_cleanup or [], "response.applications_to_cleanup")
+    remove = _list(t.containers_to_remove or [], "response.containers_to_remove")
     return HeartbeatAnswer(
         response_id=_int(t.response_id, "response.response_id", 0, MAX_RESPONSE_ID),
         action=action,
@@ -326,5 +332,8 @@ def heartbeat_answer_from_thrift(t: Any) -> HeartbeatAnswer:
         diagnostics=_text(t.diagnostics, "response.diagnostics", MAX_TEXT_CHARS),
         applications_to_cleanup=tuple(
             _yarn_id(a, f"response.applications_to_cleanup[{i}]", ApplicationId.parse) for i, a in enumerate(apps)
+        ),
+        containers_to_remove=tuple(
+            _yarn_id(c, f"response.containers_to_remove[{i}]", ContainerId.parse) for i, c in enumerate(remove)
         ),
     )

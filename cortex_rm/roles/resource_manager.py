@@ -42,6 +42,7 @@ from cortex_rm.allocator.app_access import AppAccess
 from cortex_rm.allocator.app_model import SchedulerLimits
 from cortex_rm.allocator.cluster_scheduling import ClusterScheduling, SchedulingTimers
 from cortex_rm.allocator.master_keys import RMKeys
+from cortex_rm.allocator.node_cleanup import NodeOrders
 from cortex_rm.allocator.node_labels import AMNodeClass
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.errors import UnknownApplication
@@ -71,7 +72,7 @@ from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.app_network import AppNetwork
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.errors import MalformedId, YarnError
-from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.ids import ApplicationId, NodeId
 from cortex_rm.yarn.resource_tracker import ContainerReport, NodeRefused
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resources import Resource
@@ -113,7 +114,7 @@ class NodeEvents:
     def node_health_changed(self, node: NodeRecord) -> None:
         self.scheduling.node_health_changed(node)  # an unhealthy node still stores blocks
 
-    def cleanup_for(self, node: NodeRecord) -> tuple[tuple[ContainerId, ...], tuple[ApplicationId, ...]]:
+    def cleanup_for(self, node: NodeRecord) -> NodeOrders:
         return self.scheduling.cleanup_for(node)
 
 
@@ -236,7 +237,7 @@ class ResourceManagerRole:
             self.reactor,
             nm_expiry_ms=conf.nm_expiry_ms,
             rm_identifier=started_ms,
-            container_token_master_key=keys.container,
+            container_token_master_key=keys.container, removes_completed_containers=True,
             listener=NodeEvents(scheduling, name_node),
         )
         ledger = await self._start_ledger()

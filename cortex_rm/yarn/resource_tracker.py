@@ -76,6 +76,9 @@ class RegistrationAnswer:
     # The key the RM signs ContainerTokens with (YARN's containerTokenMasterKey); the
     # node checks startContainers' tokens with it.  None when the RM hands out none.
     container_token_master_key: MasterKey | None = field(default=None, repr=False)
+    # This RM names the completed containers the node may forget (``HeartbeatAnswer.containers_to_remove``):
+    # the node keeps acknowledged completions until then.  False (an older RM): forgotten once acknowledged.
+    removes_completed_containers: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,3 +126,5 @@ class HeartbeatAnswer:
     diagnostics: str = ""
     # finished applications whose containers and work dirs the node should clean up
     applications_to_cleanup: tuple[ApplicationId, ...] = ()
+    # completed containers the node may forget (YARN's containersToBeRemovedFromNM): their AM has them
+    containers_to_remove: tuple[ContainerId, ...] = ()

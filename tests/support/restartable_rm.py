@@ -23,7 +23,13 @@ from cortex_rm.allocator.scheduler_config import SchedulerConfig
 from cortex_rm.allocator.state_store import MemoryStateStore
 from cortex_rm.yarn.container_status import ContainerState
 from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId, NodeId
-from cortex_rm.yarn.resource_tracker import ContainerReport, NodeAction, NodeRegistration, NodeStatusReport
+from cortex_rm.yarn.resource_tracker import (
+    ContainerReport,
+    HeartbeatAnswer,
+    NodeAction,
+    NodeRegistration,
+    NodeStatusReport,
+)
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn.tokens import MasterKey
 from cortex_rm.yarn_api import records
@@ -53,11 +59,13 @@ class RM:
         self.scheduling.start()
         started_ms = int(clock.seconds() * 1000)
         self.tracker = NodeTracker(
-            self.nodes, clock, nm_expiry_ms=60_000, rm_identifier=started_ms, listener=self.scheduling
+            self.nodes, clock, nm_expiry_ms=60_000, rm_identifier=started_ms, listener=self.scheduling,
+            removes_completed_containers=True,
         )
         now = lambda: int(clock.seconds() * 1000)  # noqa: E731
         self.handlers = ApplicationMasterService(self.scheduling, MasterKey(1, b"c" * 32), started_ms, now).handlers()
         self.response_ids: dict[NodeId, int] = {}
+        self.answers: dict[NodeId, HeartbeatAnswer] = {}  # each node's last answer
 
     def _launch(self, app: Application, container: RMContainer) -> defer.Deferred[None]:
         self.launches.append(container)
@@ -76,6 +84,7 @@ class RM:
         answer = self.tracker.heartbeat(status, KEY)
         assert answer.action is NodeAction.NORMAL
         self.response_ids[node_id] = answer.response_id
+        self.answers[node_id] = answer
         self.clock.advance(0)
         return answer.containers_to_cleanup
 

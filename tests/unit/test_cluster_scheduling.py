@@ -162,7 +162,7 @@ def test_killing_a_running_app_kills_its_containers_on_their_nodes() -> None:
     assert app.state is AppState.KILLED and app.final_status is FinalStatus.KILLED
     to_kill = set()
     for node_id in (N1, N2):
-        containers, _ = cluster.service.cleanup_for(cluster.nodes.get(node_id))
+        containers = cluster.service.cleanup_for(cluster.nodes.get(node_id)).containers_to_cleanup
         to_kill.update(containers)
     assert to_kill == {am.container_id, executor.container_id}
 
@@ -176,7 +176,7 @@ def test_a_finished_application_is_cleaned_up_on_the_nodes_that_ran_it() -> None
     assert app.state is AppState.FINISHING
     cluster.report(am.node_id, am, ContainerState.COMPLETE, exit_status=0)
     assert app.state is AppState.FINISHED and app.final_status is FinalStatus.SUCCEEDED
-    _, apps = cluster.service.cleanup_for(cluster.nodes.get(am.node_id))
+    apps = cluster.service.cleanup_for(cluster.nodes.get(am.node_id)).applications_to_cleanup
     assert apps == (app.app_id,)
 
 
@@ -271,7 +271,7 @@ def test_an_unhealthy_node_takes_no_containers_and_loses_those_it_had_until_it_i
     first, retry = app.attempts
     assert first.state is AttemptState.FAILED
     assert "unhealthy node: waiting for the runtime image" in first.diagnostics
-    to_kill, _ = cluster.service.cleanup_for(cluster.nodes.get(sick))
+    to_kill = cluster.service.cleanup_for(cluster.nodes.get(sick)).containers_to_cleanup
     assert to_kill == (am.container_id,)  # the node still runs the old AM: it must stop it
     second = submitted(cluster.table)
     cluster.settle()

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
 
+from cortex_rm.allocator.node_cleanup import NodeOrders
 from cortex_rm.allocator.node_tracker import MIN_HEARTBEAT_INTERVAL_MS, NodeTracker
 from cortex_rm.allocator.nodes import NodeRecord, NodeState, NodeTable
 from cortex_rm.internal.tracker_server import ExpiryMonitor
@@ -50,7 +50,7 @@ class RecordingListener:
         self.reported: list[tuple[NodeId, tuple[ContainerReport, ...]]] = []
         self.lost: list[NodeId] = []
         self.health: list[tuple[NodeId, NodeState]] = []
-        self.cleanup: dict[NodeId, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
+        self.cleanup: dict[NodeId, NodeOrders] = {}
 
     def node_registered(self, node: NodeRecord) -> None:
         self.registered.append(node.node_id)
@@ -64,8 +64,8 @@ class RecordingListener:
     def node_health_changed(self, node: NodeRecord) -> None:
         self.health.append((node.node_id, node.state))
 
-    def cleanup_for(self, node: NodeRecord) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        return self.cleanup.pop(node.node_id, ((), ()))
+    def cleanup_for(self, node: NodeRecord) -> NodeOrders:
+        return self.cleanup.pop(node.node_id, NodeOrders())
 
 
 @pytest.fixture
@@ -329,10 +329,29 @@ def test_the_listener_hears_registrations_and_its_cleanup_rides_the_next_answer(
     assert listener.registered == [NODE]
     app = ApplicationId(1, 1)
     container = ContainerId(ApplicationAttemptId(app, 1), 2)
-    listener.cleanup[NODE] = ((container,), (app,))
+    listener.cleanup[NODE] = NodeOrders((container,), (app,))
     answer = tracker.heartbeat(status(0), "fp1")
     assert answer.containers_to_cleanup == (container,) and answer.applications_to_cleanup == (app,)
     assert tracker.heartbeat(status(answer.response_id), "fp1").containers_to_cleanup == ()
+
+
+def test_completed_containers_to_forget_ride_the_answer_and_its_retransmission(clock: Clock) -> None:
+    """An RM built to name removable completions says so at registration; the removals the
+    listener gives for a fresh heartbeat are in its answer, in the same answer sent again to a
+    resent heartbeat (the node may not have got it), and not in the answer after that."""
+    listener = RecordingListener()
+    tracker = NodeTracker(
+        NodeTable(), clock, nm_expiry_ms=10_000, rm_identifier=1, listener=listener, removes_completed_containers=True
+    )
+    assert tracker.register(registration(NODE), "fp1").removes_completed_containers
+    done = ContainerId(ApplicationAttemptId(ApplicationId(1, 1), 1), 3)
+    listener.cleanup[NODE] = NodeOrders(containers_to_remove=(done,))
+    answer = tracker.heartbeat(status(0), "fp1")
+    assert answer.containers_to_remove == (done,)
+    assert tracker.heartbeat(status(0), "fp1") == answer  # resent: answered again, removals included
+    assert tracker.heartbeat(status(answer.response_id), "fp1").containers_to_remove == ()
+    older = NodeTracker(NodeTable(), clock, nm_expiry_ms=10_000, rm_identifier=1)
+    assert not older.register(registration(NODE), "fp1").removes_completed_containers
 
 
 def test_a_node_whose_ring_member_the_ring_declares_dead_is_lost_at_once(

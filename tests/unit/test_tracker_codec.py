@@ -188,3 +188,26 @@ def test_heartbeat_answer_carries_applications_to_clean_up() -> None:
     t.applications_to_cleanup = ["application_x"]
     with pytest.raises(MalformedMessage, match="applications_to_cleanup"):
         codec.heartbeat_answer_from_thrift(t)
+
+
+def test_removals_and_the_flag_saying_the_rm_names_them_survive_the_round_trip() -> None:
+    """containers_to_remove and removes_completed_containers round-trip; absent (an older peer) they
+    decode as none and False; a bad container id or a non-bool flag is malformed."""
+    done = ContainerId(ApplicationAttemptId(ApplicationId(1700000000000, 3), 1), 4)
+    hb = HeartbeatAnswer(3, NodeAction.NORMAL, 900, containers_to_remove=(done,))
+    assert codec.heartbeat_answer_from_thrift(codec.heartbeat_answer_to_thrift(hb)) == hb
+    older = ttypes.HeartbeatResponse(response_id=3, action=ttypes.NodeAction.NORMAL, next_heartbeat_interval_ms=900,
+                                     containers_to_cleanup=[])  # fmt: skip
+    assert codec.heartbeat_answer_from_thrift(older).containers_to_remove == ()
+    t = codec.heartbeat_answer_to_thrift(hb)
+    t.containers_to_remove = ["container_x"]
+    with pytest.raises(MalformedMessage, match="containers_to_remove"):
+        codec.heartbeat_answer_from_thrift(t)
+    answer = RegistrationAnswer(800, 1, removes_completed_containers=True)
+    assert codec.registration_answer_from_thrift(codec.registration_answer_to_thrift(answer)) == answer
+    assert codec.registration_answer_to_thrift(RegistrationAnswer(800, 1)).removes_completed_containers is None
+    r = ttypes.RegistrationResponse(heartbeat_interval_ms=800, rm_identifier=1)
+    assert not codec.registration_answer_from_thrift(r).removes_completed_containers
+    r.removes_completed_containers = 1
+    with pytest.raises(MalformedMessage, match="removes_completed_containers"):
+        codec.registration_answer_from_thrift(r)

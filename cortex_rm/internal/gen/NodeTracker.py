@@ -2827,10 +2827,10 @@ class submitAttestations_args(object):
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.batches = []
-                    (_etype157, _size154) = iprot.readListBegin()
-                    for _i158 in range(_size154):
-                        _elem159 = iprot.readBinary()
-                        self.batches.append(_elem159)
+                    (_etype164, _size161) = iprot.readListBegin()
+                    for _i165 in range(_size161):
+                        _elem166 = iprot.readBinary()
+                        self.batches.append(_elem166)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -2851,8 +2851,8 @@ class submitAttestations_args(object):
         if self.batches is not None:
             oprot.writeFieldBegin('batches', TType.LIST, 2)
             oprot.writeListBegin(TType.STRING, len(self.batches))
-            for iter160 in self.batches:
-                oprot.writeBinary(iter160)
+            for iter167 in self.batches:
+                oprot.writeBinary(iter167)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()

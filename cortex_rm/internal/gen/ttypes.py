@@ -620,15 +620,17 @@ class RegistrationResponse(object):
      - rm_identifier
      - diagnostics
      - container_token_master_key
+     - removes_completed_containers
 
     """
 
 
-    def __init__(self, heartbeat_interval_ms=None, rm_identifier=None, diagnostics=None, container_token_master_key=None,):
+    def __init__(self, heartbeat_interval_ms=None, rm_identifier=None, diagnostics=None, container_token_master_key=None, removes_completed_containers=None,):
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.rm_identifier = rm_identifier
         self.diagnostics = diagnostics
         self.container_token_master_key = container_token_master_key
+        self.removes_completed_containers = removes_completed_containers
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -660,6 +662,11 @@ class RegistrationResponse(object):
                     self.container_token_master_key.read(iprot)
                 else:
                     iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.BOOL:
+                    self.removes_completed_containers = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -685,6 +692,10 @@ class RegistrationResponse(object):
         if self.container_token_master_key is not None:
             oprot.writeFieldBegin('container_token_master_key', TType.STRUCT, 4)
             self.container_token_master_key.write(oprot)
+            oprot.writeFieldEnd()
+        if self.removes_completed_containers is not None:
+            oprot.writeFieldBegin('removes_completed_containers', TType.BOOL, 5)
+            oprot.writeBool(self.removes_completed_containers)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -842,17 +853,19 @@ class HeartbeatResponse(object):
      - containers_to_cleanup
      - diagnostics
      - applications_to_cleanup
+     - containers_to_remove
 
     """
 
 
-    def __init__(self, response_id=None, action=None, next_heartbeat_interval_ms=None, containers_to_cleanup=None, diagnostics=None, applications_to_cleanup=None,):
+    def __init__(self, response_id=None, action=None, next_heartbeat_interval_ms=None, containers_to_cleanup=None, diagnostics=None, applications_to_cleanup=None, containers_to_remove=None,):
         self.response_id = response_id
         self.action = action
         self.next_heartbeat_interval_ms = next_heartbeat_interval_ms
         self.containers_to_cleanup = containers_to_cleanup
         self.diagnostics = diagnostics
         self.applications_to_cleanup = applications_to_cleanup
+        self.containers_to_remove = containers_to_remove
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -903,6 +916,16 @@ class HeartbeatResponse(object):
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
+            elif fid == 7:
+                if ftype == TType.LIST:
+                    self.containers_to_remove = []
+                    (_etype29, _size26) = iprot.readListBegin()
+                    for _i30 in range(_size26):
+                        _elem31 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.containers_to_remove.append(_elem31)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -928,8 +951,8 @@ class HeartbeatResponse(object):
         if self.containers_to_cleanup is not None:
             oprot.writeFieldBegin('containers_to_cleanup', TType.LIST, 4)
             oprot.writeListBegin(TType.STRING, len(self.containers_to_cleanup))
-            for iter26 in self.containers_to_cleanup:
-                oprot.writeString(iter26.encode('utf-8') if sys.version_info[0] == 2 else iter26)
+            for iter32 in self.containers_to_cleanup:
+                oprot.writeString(iter32.encode('utf-8') if sys.version_info[0] == 2 else iter32)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.diagnostics is not None:
@@ -939,8 +962,15 @@ class HeartbeatResponse(object):
         if self.applications_to_cleanup is not None:
             oprot.writeFieldBegin('applications_to_cleanup', TType.LIST, 6)
             oprot.writeListBegin(TType.STRING, len(self.applications_to_cleanup))
-            for iter27 in self.applications_to_cleanup:
-                oprot.writeString(iter27.encode('utf-8') if sys.version_info[0] == 2 else iter27)
+            for iter33 in self.applications_to_cleanup:
+                oprot.writeString(iter33.encode('utf-8') if sys.version_info[0] == 2 else iter33)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.containers_to_remove is not None:
+            oprot.writeFieldBegin('containers_to_remove', TType.LIST, 7)
+            oprot.writeListBegin(TType.STRING, len(self.containers_to_remove))
+            for iter34 in self.containers_to_remove:
+                oprot.writeString(iter34.encode('utf-8') if sys.version_info[0] == 2 else iter34)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -1184,21 +1214,21 @@ class BlockReport(object):
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.added = []
-                    (_etype31, _size28) = iprot.readListBegin()
-                    for _i32 in range(_size28):
-                        _elem33 = ReportedBlock()
-                        _elem33.read(iprot)
-                        self.added.append(_elem33)
+                    (_etype38, _size35) = iprot.readListBegin()
+                    for _i39 in range(_size35):
+                        _elem40 = ReportedBlock()
+                        _elem40.read(iprot)
+                        self.added.append(_elem40)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
             elif fid == 3:
                 if ftype == TType.LIST:
                     self.removed = []
-                    (_etype37, _size34) = iprot.readListBegin()
-                    for _i38 in range(_size34):
-                        _elem39 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.removed.append(_elem39)
+                    (_etype44, _size41) = iprot.readListBegin()
+                    for _i45 in range(_size41):
+                        _elem46 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.removed.append(_elem46)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1224,15 +1254,15 @@ class BlockReport(object):
         if self.added is not None:
             oprot.writeFieldBegin('added', TType.LIST, 2)
             oprot.writeListBegin(TType.STRUCT, len(self.added))
-            for iter40 in self.added:
-                iter40.write(oprot)
+            for iter47 in self.added:
+                iter47.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.removed is not None:
             oprot.writeFieldBegin('removed', TType.LIST, 3)
             oprot.writeListBegin(TType.STRING, len(self.removed))
-            for iter41 in self.removed:
-                oprot.writeString(iter41.encode('utf-8') if sys.version_info[0] == 2 else iter41)
+            for iter48 in self.removed:
+                oprot.writeString(iter48.encode('utf-8') if sys.version_info[0] == 2 else iter48)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.free_bytes is not None:
@@ -1313,10 +1343,10 @@ class FetchOrder(object):
             elif fid == 4:
                 if ftype == TType.LIST:
                     self.sources = []
-                    (_etype45, _size42) = iprot.readListBegin()
-                    for _i46 in range(_size42):
-                        _elem47 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.sources.append(_elem47)
+                    (_etype52, _size49) = iprot.readListBegin()
+                    for _i53 in range(_size49):
+                        _elem54 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.sources.append(_elem54)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1350,8 +1380,8 @@ class FetchOrder(object):
         if self.sources is not None:
             oprot.writeFieldBegin('sources', TType.LIST, 4)
             oprot.writeListBegin(TType.STRING, len(self.sources))
-            for iter48 in self.sources:
-                oprot.writeString(iter48.encode('utf-8') if sys.version_info[0] == 2 else iter48)
+            for iter55 in self.sources:
+                oprot.writeString(iter55.encode('utf-8') if sys.version_info[0] == 2 else iter55)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.token is not None:
@@ -1419,21 +1449,21 @@ class BlockCommands(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.delete = []
-                    (_etype52, _size49) = iprot.readListBegin()
-                    for _i53 in range(_size49):
-                        _elem54 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.delete.append(_elem54)
+                    (_etype59, _size56) = iprot.readListBegin()
+                    for _i60 in range(_size56):
+                        _elem61 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.delete.append(_elem61)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.fetch = []
-                    (_etype58, _size55) = iprot.readListBegin()
-                    for _i59 in range(_size55):
-                        _elem60 = FetchOrder()
-                        _elem60.read(iprot)
-                        self.fetch.append(_elem60)
+                    (_etype65, _size62) = iprot.readListBegin()
+                    for _i66 in range(_size62):
+                        _elem67 = FetchOrder()
+                        _elem67.read(iprot)
+                        self.fetch.append(_elem67)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1466,15 +1496,15 @@ class BlockCommands(object):
         if self.delete is not None:
             oprot.writeFieldBegin('delete', TType.LIST, 1)
             oprot.writeListBegin(TType.STRING, len(self.delete))
-            for iter61 in self.delete:
-                oprot.writeString(iter61.encode('utf-8') if sys.version_info[0] == 2 else iter61)
+            for iter68 in self.delete:
+                oprot.writeString(iter68.encode('utf-8') if sys.version_info[0] == 2 else iter68)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.fetch is not None:
             oprot.writeFieldBegin('fetch', TType.LIST, 2)
             oprot.writeListBegin(TType.STRUCT, len(self.fetch))
-            for iter62 in self.fetch:
-                iter62.write(oprot)
+            for iter69 in self.fetch:
+                iter69.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.token_key is not None:
@@ -1563,11 +1593,11 @@ class WrittenBlock(object):
             elif fid == 4:
                 if ftype == TType.LIST:
                     self.holders = []
-                    (_etype66, _size63) = iprot.readListBegin()
-                    for _i67 in range(_size63):
-                        _elem68 = NodeAddress()
-                        _elem68.read(iprot)
-                        self.holders.append(_elem68)
+                    (_etype73, _size70) = iprot.readListBegin()
+                    for _i74 in range(_size70):
+                        _elem75 = NodeAddress()
+                        _elem75.read(iprot)
+                        self.holders.append(_elem75)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1596,8 +1626,8 @@ class WrittenBlock(object):
         if self.holders is not None:
             oprot.writeFieldBegin('holders', TType.LIST, 4)
             oprot.writeListBegin(TType.STRUCT, len(self.holders))
-            for iter69 in self.holders:
-                iter69.write(oprot)
+            for iter76 in self.holders:
+                iter76.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -1658,11 +1688,11 @@ class WriteCommit(object):
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.blocks = []
-                    (_etype73, _size70) = iprot.readListBegin()
-                    for _i74 in range(_size70):
-                        _elem75 = WrittenBlock()
-                        _elem75.read(iprot)
-                        self.blocks.append(_elem75)
+                    (_etype80, _size77) = iprot.readListBegin()
+                    for _i81 in range(_size77):
+                        _elem82 = WrittenBlock()
+                        _elem82.read(iprot)
+                        self.blocks.append(_elem82)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1683,8 +1713,8 @@ class WriteCommit(object):
         if self.blocks is not None:
             oprot.writeFieldBegin('blocks', TType.LIST, 2)
             oprot.writeListBegin(TType.STRUCT, len(self.blocks))
-            for iter76 in self.blocks:
-                iter76.write(oprot)
+            for iter83 in self.blocks:
+                iter83.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -1764,10 +1794,10 @@ class LocatedBlock(object):
             elif fid == 5:
                 if ftype == TType.LIST:
                     self.sources = []
-                    (_etype80, _size77) = iprot.readListBegin()
-                    for _i81 in range(_size77):
-                        _elem82 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.sources.append(_elem82)
+                    (_etype87, _size84) = iprot.readListBegin()
+                    for _i88 in range(_size84):
+                        _elem89 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.sources.append(_elem89)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1805,8 +1835,8 @@ class LocatedBlock(object):
         if self.sources is not None:
             oprot.writeFieldBegin('sources', TType.LIST, 5)
             oprot.writeListBegin(TType.STRING, len(self.sources))
-            for iter83 in self.sources:
-                oprot.writeString(iter83.encode('utf-8') if sys.version_info[0] == 2 else iter83)
+            for iter90 in self.sources:
+                oprot.writeString(iter90.encode('utf-8') if sys.version_info[0] == 2 else iter90)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.token is not None:
@@ -1875,11 +1905,11 @@ class BlockLocations(object):
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.blocks = []
-                    (_etype87, _size84) = iprot.readListBegin()
-                    for _i88 in range(_size84):
-                        _elem89 = LocatedBlock()
-                        _elem89.read(iprot)
-                        self.blocks.append(_elem89)
+                    (_etype94, _size91) = iprot.readListBegin()
+                    for _i95 in range(_size91):
+                        _elem96 = LocatedBlock()
+                        _elem96.read(iprot)
+                        self.blocks.append(_elem96)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -1900,8 +1930,8 @@ class BlockLocations(object):
         if self.blocks is not None:
             oprot.writeFieldBegin('blocks', TType.LIST, 2)
             oprot.writeListBegin(TType.STRUCT, len(self.blocks))
-            for iter90 in self.blocks:
-                iter90.write(oprot)
+            for iter97 in self.blocks:
+                iter97.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -2290,10 +2320,10 @@ class AttestationReceipt(object):
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.audit_path = []
-                    (_etype94, _size91) = iprot.readListBegin()
-                    for _i95 in range(_size91):
-                        _elem96 = iprot.readBinary()
-                        self.audit_path.append(_elem96)
+                    (_etype101, _size98) = iprot.readListBegin()
+                    for _i102 in range(_size98):
+                        _elem103 = iprot.readBinary()
+                        self.audit_path.append(_elem103)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -2314,8 +2344,8 @@ class AttestationReceipt(object):
         if self.audit_path is not None:
             oprot.writeFieldBegin('audit_path', TType.LIST, 2)
             oprot.writeListBegin(TType.STRING, len(self.audit_path))
-            for iter97 in self.audit_path:
-                oprot.writeBinary(iter97)
+            for iter104 in self.audit_path:
+                oprot.writeBinary(iter104)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -2368,11 +2398,11 @@ class AttestationReceipts(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.receipts = []
-                    (_etype101, _size98) = iprot.readListBegin()
-                    for _i102 in range(_size98):
-                        _elem103 = AttestationReceipt()
-                        _elem103.read(iprot)
-                        self.receipts.append(_elem103)
+                    (_etype108, _size105) = iprot.readListBegin()
+                    for _i109 in range(_size105):
+                        _elem110 = AttestationReceipt()
+                        _elem110.read(iprot)
+                        self.receipts.append(_elem110)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -2394,8 +2424,8 @@ class AttestationReceipts(object):
         if self.receipts is not None:
             oprot.writeFieldBegin('receipts', TType.LIST, 1)
             oprot.writeListBegin(TType.STRUCT, len(self.receipts))
-            for iter104 in self.receipts:
-                iter104.write(oprot)
+            for iter111 in self.receipts:
+                iter111.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.tree_head is not None:
@@ -3499,11 +3529,11 @@ class NeighboursReply(object):
             elif fid == 3:
                 if ftype == TType.LIST:
                     self.successors = []
-                    (_etype108, _size105) = iprot.readListBegin()
-                    for _i109 in range(_size105):
-                        _elem110 = Peer()
-                        _elem110.read(iprot)
-                        self.successors.append(_elem110)
+                    (_etype115, _size112) = iprot.readListBegin()
+                    for _i116 in range(_size112):
+                        _elem117 = Peer()
+                        _elem117.read(iprot)
+                        self.successors.append(_elem117)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -3528,8 +3558,8 @@ class NeighboursReply(object):
         if self.successors is not None:
             oprot.writeFieldBegin('successors', TType.LIST, 3)
             oprot.writeListBegin(TType.STRUCT, len(self.successors))
-            for iter111 in self.successors:
-                iter111.write(oprot)
+            for iter118 in self.successors:
+                iter118.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -3753,11 +3783,11 @@ class Leave(object):
             elif fid == 2:
                 if ftype == TType.LIST:
                     self.successors = []
-                    (_etype115, _size112) = iprot.readListBegin()
-                    for _i116 in range(_size112):
-                        _elem117 = Peer()
-                        _elem117.read(iprot)
-                        self.successors.append(_elem117)
+                    (_etype122, _size119) = iprot.readListBegin()
+                    for _i123 in range(_size119):
+                        _elem124 = Peer()
+                        _elem124.read(iprot)
+                        self.successors.append(_elem124)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -3778,8 +3808,8 @@ class Leave(object):
         if self.successors is not None:
             oprot.writeFieldBegin('successors', TType.LIST, 2)
             oprot.writeListBegin(TType.STRUCT, len(self.successors))
-            for iter118 in self.successors:
-                iter118.write(oprot)
+            for iter125 in self.successors:
+                iter125.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -4860,11 +4890,11 @@ class ReplicaDigest(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.entries = []
-                    (_etype122, _size119) = iprot.readListBegin()
-                    for _i123 in range(_size119):
-                        _elem124 = DigestEntry()
-                        _elem124.read(iprot)
-                        self.entries.append(_elem124)
+                    (_etype129, _size126) = iprot.readListBegin()
+                    for _i130 in range(_size126):
+                        _elem131 = DigestEntry()
+                        _elem131.read(iprot)
+                        self.entries.append(_elem131)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -4881,8 +4911,8 @@ class ReplicaDigest(object):
         if self.entries is not None:
             oprot.writeFieldBegin('entries', TType.LIST, 1)
             oprot.writeListBegin(TType.STRUCT, len(self.entries))
-            for iter125 in self.entries:
-                iter125.write(oprot)
+            for iter132 in self.entries:
+                iter132.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -4930,10 +4960,10 @@ class ReplicaWant(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.keys = []
-                    (_etype129, _size126) = iprot.readListBegin()
-                    for _i130 in range(_size126):
-                        _elem131 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
-                        self.keys.append(_elem131)
+                    (_etype136, _size133) = iprot.readListBegin()
+                    for _i137 in range(_size133):
+                        _elem138 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.keys.append(_elem138)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -4950,8 +4980,8 @@ class ReplicaWant(object):
         if self.keys is not None:
             oprot.writeFieldBegin('keys', TType.LIST, 1)
             oprot.writeListBegin(TType.STRING, len(self.keys))
-            for iter132 in self.keys:
-                oprot.writeString(iter132.encode('utf-8') if sys.version_info[0] == 2 else iter132)
+            for iter139 in self.keys:
+                oprot.writeString(iter139.encode('utf-8') if sys.version_info[0] == 2 else iter139)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -4999,11 +5029,11 @@ class StoreReplicas(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.records = []
-                    (_etype136, _size133) = iprot.readListBegin()
-                    for _i137 in range(_size133):
-                        _elem138 = Record()
-                        _elem138.read(iprot)
-                        self.records.append(_elem138)
+                    (_etype143, _size140) = iprot.readListBegin()
+                    for _i144 in range(_size140):
+                        _elem145 = Record()
+                        _elem145.read(iprot)
+                        self.records.append(_elem145)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -5020,8 +5050,8 @@ class StoreReplicas(object):
         if self.records is not None:
             oprot.writeFieldBegin('records', TType.LIST, 1)
             oprot.writeListBegin(TType.STRUCT, len(self.records))
-            for iter139 in self.records:
-                iter139.write(oprot)
+            for iter146 in self.records:
+                iter146.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
@@ -5522,11 +5552,11 @@ class Envelope(object):
             elif fid == 3:
                 if ftype == TType.LIST:
                     self.piggyback = []
-                    (_etype143, _size140) = iprot.readListBegin()
-                    for _i144 in range(_size140):
-                        _elem145 = Piggyback()
-                        _elem145.read(iprot)
-                        self.piggyback.append(_elem145)
+                    (_etype150, _size147) = iprot.readListBegin()
+                    for _i151 in range(_size147):
+                        _elem152 = Piggyback()
+                        _elem152.read(iprot)
+                        self.piggyback.append(_elem152)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -5556,8 +5586,8 @@ class Envelope(object):
         if self.piggyback is not None:
             oprot.writeFieldBegin('piggyback', TType.LIST, 3)
             oprot.writeListBegin(TType.STRUCT, len(self.piggyback))
-            for iter146 in self.piggyback:
-                iter146.write(oprot)
+            for iter153 in self.piggyback:
+                iter153.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.work is not None:
@@ -6367,11 +6397,11 @@ class JournalAppend(object):
             elif fid == 4:
                 if ftype == TType.LIST:
                     self.entries = []
-                    (_etype150, _size147) = iprot.readListBegin()
-                    for _i151 in range(_size147):
-                        _elem152 = JournalEntry()
-                        _elem152.read(iprot)
-                        self.entries.append(_elem152)
+                    (_etype157, _size154) = iprot.readListBegin()
+                    for _i158 in range(_size154):
+                        _elem159 = JournalEntry()
+                        _elem159.read(iprot)
+                        self.entries.append(_elem159)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -6405,8 +6435,8 @@ class JournalAppend(object):
         if self.entries is not None:
             oprot.writeFieldBegin('entries', TType.LIST, 4)
             oprot.writeListBegin(TType.STRUCT, len(self.entries))
-            for iter153 in self.entries:
-                iter153.write(oprot)
+            for iter160 in self.entries:
+                iter160.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.commit is not None:
@@ -6742,6 +6772,7 @@ RegistrationResponse.thrift_spec = (
     (2, TType.I64, 'rm_identifier', None, None, ),  # 2
     (3, TType.STRING, 'diagnostics', 'UTF8', None, ),  # 3
     (4, TType.STRUCT, 'container_token_master_key', [MasterKey, None], None, ),  # 4
+    (5, TType.BOOL, 'removes_completed_containers', None, None, ),  # 5
 )
 all_structs.append(NodeStatus)
 NodeStatus.thrift_spec = (
@@ -6761,6 +6792,7 @@ HeartbeatResponse.thrift_spec = (
     (4, TType.LIST, 'containers_to_cleanup', (TType.STRING, 'UTF8', False), None, ),  # 4
     (5, TType.STRING, 'diagnostics', 'UTF8', None, ),  # 5
     (6, TType.LIST, 'applications_to_cleanup', (TType.STRING, 'UTF8', False), None, ),  # 6
+    (7, TType.LIST, 'containers_to_remove', (TType.STRING, 'UTF8', False), None, ),  # 7
 )
 all_structs.append(NodeRefused)
 NodeRefused.thrift_spec = (
