@@ -134,7 +134,7 @@ def plan_nodes(
             rm_host=rm_host, index=id_ranges[i - 1], resource_managers=resource_managers, ring_settings=ring_settings,
         )  # fmt: skip
         if extra:
-            text += f"\n# {'added by --rm-config' if is_rm else 'added for the nodes'}\n{extra}\n"
+            text = with_tables(text, extra, "added by --rm-config" if is_rm else "added for the nodes")
         rm = None
         if is_rm:
             rm = RMAddresses(
@@ -142,6 +142,35 @@ def plan_nodes(
             )
         plans.append(NodePlan(f"node{i}", host, ports, rm, text))
     return plans
+
+
+def with_tables(text: str, extra: str, why: str) -> str:
+    """``text`` (a generated cortex.toml) with the TOML tables of ``extra`` added: the keys of a table that
+    ``text`` already has go into it (right after its header: TOML allows a table once), other tables at the
+    end.  A key given twice, or anything but tables in ``extra``, makes a config the daemon refuses, which
+    ``local-cluster up`` reports before starting anything."""
+    lines = text.split("\n")
+    appended: list[str] = []
+    header: str | None = None
+    chunks: list[tuple[str | None, list[str]]] = []
+    for line in extra.strip("\n").split("\n"):
+        stripped = line.strip()
+        if stripped.startswith("["):  # a table's header, or an array of tables' (never merged)
+            header = stripped.split("#", 1)[0].strip()
+            chunks.append((header, []))
+        elif chunks:
+            chunks[-1][1].append(line)
+        else:
+            chunks.append((None, [line]))
+    for header, body in chunks:
+        if header is not None and not header.startswith("[[") and header in lines:
+            at = lines.index(header) + 1
+            lines[at:at] = [f"# {why}:", *[b for b in body if b.strip()]]
+        else:
+            appended += ([] if header is None else [header]) + body
+    if appended:
+        lines += [f"# {why}", *appended, ""]
+    return "\n".join(lines)
 
 
 def free_range_indices(count: int, directory: Path = LEASE_DIR) -> list[int]:

@@ -108,3 +108,18 @@ def test_standbys_must_be_fewer_than_the_nodes(tmp_path: Path, nodes: int, stand
     with pytest.raises(LocalClusterError, match="--rm-standbys"):
         up(tmp_path / "cluster", nodes, say=lambda _: None, image=False, spark_archive=False, rm_standbys=standbys)
     assert not (tmp_path / "cluster").exists()
+
+
+def test_added_tables_that_the_generated_config_has_are_merged_into_it(tmp_path: Path) -> None:
+    """TOML allows a table once: an added ``[nodemanager]`` (a smaller NodeManager for the RM-eligible nodes)
+    goes into the generated one; arrays of tables and new tables are appended; every config validates."""
+    rm_config = '[nodemanager]\nmemory_mb = 256\n[[scheduler.queue]]\npath = "root.team"\ncapacity = 100\n'
+    plans = plan_nodes(
+        ["127.0.0.1", "127.0.0.2", "127.0.0.3"], [tmp_path / f"node{i}" for i in range(1, 4)], itertools.count(32000),
+        RING_IDS[:2], [1, 2, 3], rm_config=rm_config, node_config="[nodemanager]\nvcores = 2\n",
+    )  # fmt: skip
+    configs = [load_config(path) for path in written(tmp_path, plans)]
+    assert [c.nodemanager.memory_mb for c in configs[:2]] == [256, 256]
+    assert configs[2].nodemanager.memory_mb != 256 and configs[2].nodemanager.vcores == 2
+    assert all(c.nodemanager.address.port == plan.ports["nm"] for c, plan in zip(configs, plans))
+    assert [q.path for q in configs[0].scheduler.queue] == ["root.team"]
