@@ -97,7 +97,8 @@ def _shrink_nodemanagers(cluster: RunningCluster, indices: tuple[int, ...]) -> N
         config.write_text(text.replace("\n[nodemanager]\n", "\n[nodemanager]\nmemory_mb = 256\n"))
     for index in indices:
         _restart(cluster, index)
-    wait_for(lambda: _nodes_running(cluster) == 3, "the three nodes to be RUNNING again", timeout=120, step=0.5)
+    count = len(cluster.nodes)
+    wait_for(lambda: _nodes_running(cluster) == count, f"the {count} nodes to be RUNNING again", timeout=120, step=0.5)
 
 
 def _get(cluster: RunningCluster, path: str) -> Any:
