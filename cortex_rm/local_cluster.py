@@ -116,6 +116,7 @@ def up(
     ring_settings: tuple[str, ...] = (),
     node_config: str = "",
     rm_standbys: int = 0,
+    nm_recovery: bool = False,
 ) -> list[LocalNode]:
     """Start the cluster, wait for it, and write the client configuration (uploading this
     machine's Spark jars into the cluster's file system, unless ``spark_archive`` is False).
@@ -127,7 +128,8 @@ def up(
     each with RM ports of its own; every node's ``[ring] resource_managers`` names them all.
     ``rm_config``: TOML tables added to the RM-eligible nodes' configuration (queues and their
     ACLs...); ``ring_settings``: ``key = value`` lines added to every node's ``[ring]`` table;
-    ``node_config``: TOML tables added to the configuration of every node that is not RM-eligible."""
+    ``node_config``: TOML tables added to the configuration of every node that is not RM-eligible;
+    ``nm_recovery``: every NodeManager has ``recovery = true`` (its containers outlive its daemon)."""
     workdir = workdir.resolve()
     if (workdir / CLUSTER_FILE).exists():
         running = [n for n in _load(workdir) if _is_daemon_of(n)]
@@ -164,7 +166,7 @@ def up(
     plans = plan_nodes(
         hosts, state_dirs, ports, resource_managers, indices, isolated=network is not None,
         runtime_image=built.sha256 if built is not None else "", ring_settings=ring_settings, rm_config=rm_config,
-        node_config=node_config,
+        node_config=node_config, nm_recovery=nm_recovery,
     )  # fmt: skip
     for plan, directory in zip(plans, directories):  # every config written and checked before any daemon starts
         (directory / "logs").mkdir(parents=True, exist_ok=True)
