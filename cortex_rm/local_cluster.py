@@ -6,8 +6,9 @@ the work dir (its config, from ``local_cluster_config.py``, state, logs and pid 
 every one answers, uploads the image and waits until every node has it, writes the client
 configuration to ``<workdir>/hadoop-conf`` and prints how to reach the cluster.  Node 1 is also the ResourceManager;
 with ``--rm-standbys N``, nodes 2..N+1 are RM-eligible too (standbys, each with RM ports of its own).
-``down`` stops them (SIGTERM, then SIGKILL after a grace period) and checks that no
-process is left.  The cluster's layout is kept in ``<workdir>/cluster.json``.
+``down`` stops them (SIGTERM, then SIGKILL after a grace period), checks that no
+process is left, and kills and removes what a daemon that had died left of its containers
+(``local_cluster_reap.py``; with ``--nm-recovery`` they outlive it).  The cluster's layout is kept in ``<workdir>/cluster.json``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from cortex_rm.cluster_wait import wait_active, wait_ready, wait_registered
 from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecipe, build_image, default_build_cache
 from cortex_rm.image_push import push_image
 from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.local_cluster_reap import NodeReap, reap_stopped_node
 from cortex_rm.local_cluster_config import YARN_PORTS as YARN_PORTS, free_range_indices, plan_nodes, rm_identities
 from cortex_rm.node import PID_FILE, READY_FILE
 from cortex_rm.processes import alive, kill_marked
@@ -314,10 +316,18 @@ def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) 
     left = [n for n in running if alive(n.pid)]
     if left:
         raise LocalClusterError(f"processes still running: {', '.join(str(n.pid) for n in left)}")
-    # a daemon killed outright could not stop its containers: their command lines name its dirs
+    # a daemon killed outright could not stop its containers (with NodeManager recovery they run on):
+    # kill and remove them as its next start would (local_cluster_reap.py) ...
+    outlived = [f"{n.name}: {', '.join(r.outlived)}" for n in nodes if (r := _reap_node(n, say)).outlived]
+    # ... and any other process whose command line names its dirs
     orphans = kill_marked([(str(Path(d)) + "/").encode() for n in nodes for d in _state_dirs(n)])
     if orphans:
         say(f"killed {orphans} container process(es) left by daemons that had died")
+    if outlived:
+        raise LocalClusterError(
+            f"the daemons stopped, but processes of their containers outlived SIGKILL ({'; '.join(outlived)}); "
+            "nothing of those was removed: run down again"
+        )
     try:
         network = isolation.remove(workdir)
     except isolation.IsolationError as e:
@@ -326,6 +336,22 @@ def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) 
         say(f"removed bridge {network.bridge} and {len(network.nodes)} network namespace(s)")
     say(f"stopped {len(running)} daemon(s); state kept under {workdir}")
     return len(running)
+
+
+def _reap_node(node: LocalNode, say: Callable[[str], None]) -> NodeReap:
+    """What the node's dead daemon left of its containers, killed and removed (``local_cluster_reap``)."""
+    isolated = bool(node.daemon_config) and Path(node.daemon_config).parent != Path(node.directory)
+    found = reap_stopped_node(Path(node.directory), Path(node.config), isolated=isolated)
+    if found.skipped:
+        say(f"{node.name}: its containers were left alone: {found.skipped}")
+    if found.killed_inits:
+        say(f"{node.name}: killed {len(found.killed_inits)} container(s) its daemon had left running: "
+            f"{', '.join(found.killed_inits)}")  # fmt: skip
+    if found.removed:
+        say(f"{node.name}: removed {len(found.removed)} LXC container(s) its daemon had left (cgroups, work dirs)")
+    if found.table_removed:
+        say(f"{node.name}: deleted its nftables table {found.table_removed}")
+    return found
 
 
 def _state_dirs(node: LocalNode) -> list[str]:
