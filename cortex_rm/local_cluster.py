@@ -8,7 +8,8 @@ configuration to ``<workdir>/hadoop-conf`` and prints how to reach the cluster. 
 with ``--rm-standbys N``, nodes 2..N+1 are RM-eligible too (standbys, each with RM ports of its own).
 ``down`` stops them (SIGTERM, then SIGKILL after a grace period), checks that no
 process is left, and kills and removes what a daemon that had died left of its containers
-(``local_cluster_reap.py``; with ``--nm-recovery`` they outlive it).  The cluster's layout is kept in ``<workdir>/cluster.json``.
+(``local_cluster_reap.py``; with ``--nm-recovery`` they outlive it).  The cluster's layout
+is kept in ``<workdir>/cluster.json``.
 """
 
 from __future__ import annotations
@@ -318,16 +319,17 @@ def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) 
         raise LocalClusterError(f"processes still running: {', '.join(str(n.pid) for n in left)}")
     # a daemon killed outright could not stop its containers (with NodeManager recovery they run on):
     # kill and remove them as its next start would (local_cluster_reap.py) ...
-    outlived = [f"{n.name}: {', '.join(r.outlived)}" for n in nodes if (r := _reap_node(n, say)).outlived]
+    reaped = {n.name: _reap_node(n, say) for n in nodes}
     # ... and any other process whose command line names its dirs
     orphans = kill_marked([(str(Path(d)) + "/").encode() for n in nodes for d in _state_dirs(n)])
     if orphans:
         say(f"killed {orphans} container process(es) left by daemons that had died")
-    if outlived:
-        raise LocalClusterError(
-            f"the daemons stopped, but processes of their containers outlived SIGKILL ({'; '.join(outlived)}); "
-            "nothing of those was removed: run down again"
-        )
+    problems = [
+        *(f"a live process (pid {r.held_by}) holds {name}'s state dir" for name, r in reaped.items() if r.held_by),
+        *(f"{name}'s {', '.join(r.outlived)} outlived SIGKILL" for name, r in reaped.items() if r.outlived),
+    ]
+    if problems:
+        raise LocalClusterError(f"the daemons stopped, but {'; '.join(problems)}: those were left; run down again")
     try:
         network = isolation.remove(workdir)
     except isolation.IsolationError as e:

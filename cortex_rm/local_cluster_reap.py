@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,8 @@ from cortex_rm.container.range_leases import is_free
 #: The directory of the node's LXC runtime under its state dir (``node_manager.py``: ``<state_dir>/lxc``).
 LXC_DIR = "lxc"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: How long a dead daemon's state dir lock may take to be released.
+LOCK_WAIT_S = 5.0
 
 
 @dataclass
@@ -60,6 +63,8 @@ class NodeReap:
     table_removed: str = ""
     #: Why nothing was done ("" when it was).
     skipped: str = ""
+    #: The pid a live process holding its state dir's lock wrote (nothing was done then).
+    held_by: int | None = None
 
 
 def kill_recorded(record: ContainerRecord, proc: Path = Path("/proc")) -> bool:
@@ -81,15 +86,22 @@ def kill_recorded(record: ContainerRecord, proc: Path = Path("/proc")) -> bool:
         os.close(pidfd)
 
 
-def reap_stopped_node(state_dir: Path, config: Path, *, isolated: bool, cgroup_root: Path = CGROUP_ROOT) -> NodeReap:
+def reap_stopped_node(
+    state_dir: Path, config: Path, *, isolated: bool, cgroup_root: Path = CGROUP_ROOT, lock_wait_s: float = LOCK_WAIT_S
+) -> NodeReap:
     """Kill and remove what the node whose state dir is ``state_dir`` (on this machine) and whose
     configuration is ``config`` left of its containers (see the module docstring).  Its daemon must
-    be gone; one holding the state dir's lock is left alone.  ``isolated``: the node ran in
-    namespaces of its own (its nftables table was in its network namespace)."""
+    be gone; a node whose state dir's lock is still held after ``lock_wait_s`` is left alone.
+    ``isolated``: the node ran in namespaces of its own (its nftables table was in its network namespace)."""
     report = NodeReap()
-    holder = ofd_locks.holder(state_dir / ofd_locks.STATE_LOCK_FILE)
+    # (a SIGKILLed daemon's lock outlives it for a moment: its threads' exit, or a child between fork and exec)
+    lock = state_dir / ofd_locks.STATE_LOCK_FILE
+    deadline = time.monotonic() + lock_wait_s
+    while (holder := ofd_locks.holder(lock)) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
     if holder is not None:
-        report.skipped = f"its state dir is held by pid {holder}"
+        report.held_by = holder
+        report.skipped = f"its state dir is held by a live process (pid {holder})"
         return report
     try:
         nm = load_config(config).nodemanager

@@ -118,10 +118,13 @@ def test_down_after_a_sigkilled_daemon_leaves_nothing_of_the_cluster(tmp_path: P
         assert cgroup is not None
         pids = cgroup_pids(cgroup)
         assert pids, "the container's cgroup has no process"
-        records = ContainerRecordStore(node_dir / RECOVERY_DIR).load()
-        if recovery:
-            (record,) = records
+        store = ContainerRecordStore(node_dir / RECOVERY_DIR)
+        if recovery:  # (the record gets its init's pid once the daemon hears the container started)
+            wait_for(lambda: [r.pid is not None for r in store.load()] == [True], "the record names the init", 30)
+            (record,) = store.load()
             assert record.container_id == container.container_id and record.pid in pids
+        else:
+            assert store.load() == []
 
         os.kill(node.pid, signal.SIGKILL)
         wait_for(lambda: not alive(node.pid), "the daemon is gone", 10)
@@ -151,7 +154,7 @@ def test_down_after_a_sigkilled_daemon_leaves_nothing_of_the_cluster(tmp_path: P
         assert _mounts_under(workdir) == []
         assert table_name(f"{ids.base}_{ids.count}") not in inet_tables("nft")
         assert is_free(ids)
-        kept = ContainerRecordStore(node_dir / RECOVERY_DIR).load()
+        kept = store.load()
         assert [r.container_id for r in kept] == ([container.container_id] if recovery else [])
         assert not any(same_process_alive(r) for r in kept)
     finally:
