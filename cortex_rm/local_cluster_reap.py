@@ -104,7 +104,8 @@ def reap_stopped_node(
         report.skipped = f"its state dir is held by a live process (pid {holder})"
         return report
     try:
-        nm = load_config(config).nodemanager
+        loaded = load_config(config)
+        nm = loaded.nodemanager
         ids = IdRange.parse(nm.container_id_range)
     except (ConfigError, IdRangeError, OSError) as e:
         report.skipped = f"its configuration cannot be read: {e}"
@@ -116,7 +117,12 @@ def reap_stopped_node(
     left = [c.container_id for c in left_behind(lxc)]
     dirs = nm.dirs(state_dir)  # (isolated: its default dirs as this machine sees them)
     roots = [*dirs.local_dirs, *dirs.log_dirs, state_dir.resolve() / "functions-sandboxes"]
-    report.removed = reap_left_behind(lxc, cgroup_root, ids, roots)
+    daemon_state_dir = Path(loaded.node.state_dir)  # (isolated: in its mount namespace, where state_dir is bound)
+
+    def seen_from(path: Path) -> Path:
+        return state_dir / path.relative_to(daemon_state_dir) if path.is_relative_to(daemon_state_dir) else path
+
+    report.removed = reap_left_behind(lxc, cgroup_root, ids, roots, seen_from=seen_from)
     report.outlived = [cid for cid in left if cid not in report.removed]
     unmount_sysfs(lxc / SYSFS_DIR)
     nft = shutil.which("nft")
