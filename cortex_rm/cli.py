@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         "--rm-standbys", type=int, default=0, metavar="N",
         help="make nodes 2..N+1 RM-eligible too: standby ResourceManagers, each with its own ports (default 0)",
     )
+    up.add_argument(
+        "--nm-recovery", action="store_true",
+        help="NodeManager recovery on every node ([nodemanager] recovery = true): containers outlive a killed "
+        "daemon and its restart takes them back",
+    )
     down = csub.add_parser("down", help="stop the daemons of a local cluster")
     down.add_argument("--workdir", type=Path, required=True)
 
@@ -283,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise local_cluster.LocalClusterError(f"cannot read --rm-config: {e}") from None
                 local_cluster.up(
                     args.workdir, args.nodes, args.timeout, spark_archive=not args.no_spark_upload, isolated=args.isolated,
-                    rm_config=rm_config, rm_standbys=args.rm_standbys,
+                    rm_config=rm_config, rm_standbys=args.rm_standbys, nm_recovery=args.nm_recovery,
                 )
             else:
                 local_cluster.down(args.workdir)

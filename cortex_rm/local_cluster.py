@@ -6,8 +6,10 @@ the work dir (its config, from ``local_cluster_config.py``, state, logs and pid 
 every one answers, uploads the image and waits until every node has it, writes the client
 configuration to ``<workdir>/hadoop-conf`` and prints how to reach the cluster.  Node 1 is also the ResourceManager;
 with ``--rm-standbys N``, nodes 2..N+1 are RM-eligible too (standbys, each with RM ports of its own).
-``down`` stops them (SIGTERM, then SIGKILL after a grace period) and checks that no
-process is left.  The cluster's layout is kept in ``<workdir>/cluster.json``.
+``down`` stops them (SIGTERM, then SIGKILL after a grace period), checks that no
+process is left, and kills and removes what a daemon that had died left of its containers
+(``local_cluster_reap.py``; with ``--nm-recovery`` they outlive it).  The cluster's layout
+is kept in ``<workdir>/cluster.json``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from cortex_rm.cluster_wait import wait_active, wait_ready, wait_registered
 from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecipe, build_image, default_build_cache
 from cortex_rm.image_push import push_image
 from cortex_rm.internal.identity import NodeIdentity
+from cortex_rm.local_cluster_reap import NodeReap, reap_stopped_node
 from cortex_rm.local_cluster_config import YARN_PORTS as YARN_PORTS, free_range_indices, plan_nodes, rm_identities
 from cortex_rm.node import PID_FILE, READY_FILE
 from cortex_rm.processes import alive, kill_marked
@@ -116,6 +119,7 @@ def up(
     ring_settings: tuple[str, ...] = (),
     node_config: str = "",
     rm_standbys: int = 0,
+    nm_recovery: bool = False,
 ) -> list[LocalNode]:
     """Start the cluster, wait for it, and write the client configuration (uploading this
     machine's Spark jars into the cluster's file system, unless ``spark_archive`` is False).
@@ -127,7 +131,8 @@ def up(
     each with RM ports of its own; every node's ``[ring] resource_managers`` names them all.
     ``rm_config``: TOML tables added to the RM-eligible nodes' configuration (queues and their
     ACLs...); ``ring_settings``: ``key = value`` lines added to every node's ``[ring]`` table;
-    ``node_config``: TOML tables added to the configuration of every node that is not RM-eligible."""
+    ``node_config``: TOML tables added to the configuration of every node that is not RM-eligible;
+    ``nm_recovery``: every NodeManager has ``recovery = true`` (its containers outlive its daemon)."""
     workdir = workdir.resolve()
     if (workdir / CLUSTER_FILE).exists():
         running = [n for n in _load(workdir) if _is_daemon_of(n)]
@@ -164,7 +169,7 @@ def up(
     plans = plan_nodes(
         hosts, state_dirs, ports, resource_managers, indices, isolated=network is not None,
         runtime_image=built.sha256 if built is not None else "", ring_settings=ring_settings, rm_config=rm_config,
-        node_config=node_config,
+        node_config=node_config, nm_recovery=nm_recovery,
     )  # fmt: skip
     for plan, directory in zip(plans, directories):  # every config written and checked before any daemon starts
         (directory / "logs").mkdir(parents=True, exist_ok=True)
@@ -312,10 +317,19 @@ def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) 
     left = [n for n in running if alive(n.pid)]
     if left:
         raise LocalClusterError(f"processes still running: {', '.join(str(n.pid) for n in left)}")
-    # a daemon killed outright could not stop its containers: their command lines name its dirs
+    # a daemon killed outright could not stop its containers (with NodeManager recovery they run on):
+    # kill and remove them as its next start would (local_cluster_reap.py) ...
+    reaped = {n.name: _reap_node(n, say) for n in nodes}
+    # ... and any other process whose command line names its dirs
     orphans = kill_marked([(str(Path(d)) + "/").encode() for n in nodes for d in _state_dirs(n)])
     if orphans:
         say(f"killed {orphans} container process(es) left by daemons that had died")
+    problems = [
+        *(f"a live process (pid {r.held_by}) holds {name}'s state dir" for name, r in reaped.items() if r.held_by),
+        *(f"{name}'s {', '.join(r.outlived)} outlived SIGKILL" for name, r in reaped.items() if r.outlived),
+    ]
+    if problems:
+        raise LocalClusterError(f"the daemons stopped, but {'; '.join(problems)}: those were left; run down again")
     try:
         network = isolation.remove(workdir)
     except isolation.IsolationError as e:
@@ -324,6 +338,22 @@ def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) 
         say(f"removed bridge {network.bridge} and {len(network.nodes)} network namespace(s)")
     say(f"stopped {len(running)} daemon(s); state kept under {workdir}")
     return len(running)
+
+
+def _reap_node(node: LocalNode, say: Callable[[str], None]) -> NodeReap:
+    """What the node's dead daemon left of its containers, killed and removed (``local_cluster_reap``)."""
+    isolated = bool(node.daemon_config) and Path(node.daemon_config).parent != Path(node.directory)
+    found = reap_stopped_node(Path(node.directory), Path(node.config), isolated=isolated)
+    if found.skipped:
+        say(f"{node.name}: its containers were left alone: {found.skipped}")
+    if found.killed_inits:
+        say(f"{node.name}: killed {len(found.killed_inits)} container(s) its daemon had left running: "
+            f"{', '.join(found.killed_inits)}")  # fmt: skip
+    if found.removed:
+        say(f"{node.name}: removed {len(found.removed)} LXC container(s) its daemon had left (cgroups, work dirs)")
+    if found.table_removed:
+        say(f"{node.name}: deleted its nftables table {found.table_removed}")
+    return found
 
 
 def _state_dirs(node: LocalNode) -> list[str]:

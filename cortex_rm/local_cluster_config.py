@@ -45,13 +45,15 @@ def node_config_text(
     index: int = 1,  # 1-based: the node's share of the container id range
     resource_managers: tuple[str, ...] = (),
     ring_settings: tuple[str, ...] = (),
+    nm_recovery: bool = False,
 ) -> str:
     """One node's cortex.toml: the first node runs the RM and starts the ring; the others join
     through ``introducers`` and find the RM through the ring (no RM address in their config).
     ``is_rm``: the node is RM-eligible (the first node, and the standbys of ``--rm-standbys``),
     with its own RM ports at ``rm_host``.  ``resource_managers``: the ring ids of the eligible
     nodes, which may write the RM's ring record, in order of preference (the first live one is the
-    active RM); ``ring_settings``: more ``key = value`` lines of the ``[ring]`` table."""
+    active RM); ``ring_settings``: more ``key = value`` lines of the ``[ring]`` table; ``nm_recovery``:
+    the NodeManager's ``recovery = true`` (its containers outlive its daemon, a restart takes them back)."""
     lines = [
         "# Written by cortex-rm local-cluster up.",
         "[node]",
@@ -77,6 +79,8 @@ def node_config_text(
         f'address = "{host}:{ports["nm"]}"  # the NodeId',
         "# no resourcemanager_tracker: the RM is found through the ring; the nodes share this host's ids:",
         f'container_id_range = "{node_id_range(index)}"',
+        *(["recovery = true  # NodeManager recovery: containers outlive the daemon (local-cluster up --nm-recovery)"]
+          if nm_recovery else []),
         "",
         "[ring]",
         f'address = "{host}:{ports["ring"]}"',
@@ -116,12 +120,13 @@ def plan_nodes(
     ring_settings: tuple[str, ...] = (),
     rm_config: str = "",
     node_config: str = "",
+    nm_recovery: bool = False,
 ) -> list[NodePlan]:
     """The nodes at ``hosts`` (their state dirs as their daemons see them: ``state_dirs``), the first
     ``len(resource_managers)`` RM-eligible (node1 first: the first active RM), with ports from ``free``
     (loopback: every RM on 127.0.0.1) or YARN's usual ones at their own address (``isolated``).
     Node1 starts the ring; the others join through it.  ``rm_config`` is added to the RM-eligible
-    nodes' configs, ``node_config`` to the others'."""
+    nodes' configs, ``node_config`` to the others'; ``nm_recovery``: every NodeManager recovers its containers."""
     plans: list[NodePlan] = []
     for i, (host, state_dir) in enumerate(zip(hosts, state_dirs), start=1):
         is_rm = i <= len(resource_managers)
@@ -132,6 +137,7 @@ def plan_nodes(
         text = node_config_text(
             state_dir, f"node{i}", ports, is_rm=is_rm, host=host, introducers=introducers, runtime_image=runtime_image,
             rm_host=rm_host, index=id_ranges[i - 1], resource_managers=resource_managers, ring_settings=ring_settings,
+            nm_recovery=nm_recovery,
         )  # fmt: skip
         if extra:
             text = with_tables(text, extra, "added by --rm-config" if is_rm else "added for the nodes")

@@ -147,13 +147,15 @@ def reap_left_behind(
     wait_s: float = REAP_WAIT_S,
     kill: Callable[[Iterable[int], int], None] = signal_pids,
     keep: Collection[str] = (),
+    seen_from: Callable[[Path], Path] = lambda path: path,
 ) -> list[str]:
     """Kill and clean up every container a previous run left but those in ``keep`` (re-attached by
     NodeManager recovery: ``lxc_recovery.py``; see the module docstring); the ids reaped.
 
     Blocking (bounded by ``wait_s``).  Every container is killed (``kill``: SIGKILL to pids) before
     anything is deleted; if processes outlive the wait, nothing is, for the next start to try again.
-    Work dirs are deleted only strictly under ``roots`` (the NodeManager's dirs)."""
+    Work dirs are deleted only strictly under ``roots`` (the NodeManager's dirs); ``seen_from`` maps
+    a recorded work dir to the path this process sees it at (another mount namespace's daemon)."""
     found = [c for c in left_behind(base_dir) if c.container_id not in keep]
     outlived = _kill_all(cgroup_root, found, wait_s, kill)
     if outlived:
@@ -168,7 +170,7 @@ def reap_left_behind(
         if left.cgroup_dir is not None:
             remove_cgroups(cgroup_root, left.cgroup_dir, ids)
         if left.work_dir is not None:
-            _remove_work_dir(left.container_id, left.work_dir, real_roots)
+            _remove_work_dir(left.container_id, seen_from(left.work_dir), real_roots)
         shutil.rmtree(left.container_dir, ignore_errors=True)
         log.info(
             "container {container_id} left by a previous run of this NodeManager: killed and removed",

@@ -56,17 +56,18 @@ class RunningCluster:
 
 def start_cluster(
     workdir: Path, nodes: int, spark: bool = False, isolated: bool = False, rm_config: str = "",
-    ring_settings: tuple[str, ...] = (), node_config: str = "", rm_standbys: int = 0,
+    ring_settings: tuple[str, ...] = (), node_config: str = "", rm_standbys: int = 0, nm_recovery: bool = False,
 ) -> RunningCluster:
     """``spark``: upload this machine's Spark jars (``spark.yarn.archive``), as a Spark user's cluster needs.
     ``isolated``: every node in namespaces of its own (``local-cluster up --isolated``).
     ``rm_config``: TOML added to the RM's configuration (``local-cluster up --rm-config``);
     ``ring_settings``: lines added to every node's ``[ring]`` table; ``node_config``: TOML added to
-    every node's configuration but the RM's; ``rm_standbys``: nodes 2..N+1 RM-eligible too."""
+    every node's configuration but the RM's; ``rm_standbys``: nodes 2..N+1 RM-eligible too;
+    ``nm_recovery``: NodeManager recovery on every node (``local-cluster up --nm-recovery``)."""
     make_reachable(workdir)  # the nodes' containers are unprivileged: they must reach its dirs
     started = local_cluster.up(
         workdir, nodes, timeout=60, say=lambda _: None, spark_archive=spark, isolated=isolated, rm_config=rm_config,
-        ring_settings=ring_settings, node_config=node_config, rm_standbys=rm_standbys,
+        ring_settings=ring_settings, node_config=node_config, rm_standbys=rm_standbys, nm_recovery=nm_recovery,
     )
     rm = started[0].rm
     assert rm is not None

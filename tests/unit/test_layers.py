@@ -7,7 +7,8 @@ Bottom to top (README "Layout", DESIGN.md "Layers"):
     wire          yarn_api/ internal/        Hadoop IPC, protobuf, REST; Thrift, TLS, identity
     configuration config/                    the TOML file's sections, one per role
     roles         roles/                     ResourceManager, NodeManager, ring member
-    entry points  node.py cli.py local_cluster.py local_cluster_config.py client_config.py spark_archive.py
+    entry points  node.py cli.py local_cluster.py local_cluster_config.py local_cluster_reap.py client_config.py
+                  spark_archive.py
                   webhdfs_client.py image_push.py isolation.py processes.py ring_status.py cluster_wait.py __main__.py
                   client.py client_errors.py client_http.py introducer_cache.py event_cli.py (the events client)
                   rm_lookup.py (client-config: the RMs found through any node)
@@ -38,7 +39,8 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
         "entry points",
         frozenset(
             {
-                "node", "cli", "local_cluster", "local_cluster_config", "client_config", "spark_archive", "webhdfs_client",
+                "node", "cli", "local_cluster", "local_cluster_config", "local_cluster_reap", "client_config",
+                "spark_archive", "webhdfs_client",
                 "image_push", "isolation", "processes", "ring_status", "user_credential", "cluster_wait", "__main__",
                 "ledger_cli", "client", "client_errors", "client_http", "introducer_cache", "event_cli",
                 "rm_lookup",
