@@ -353,10 +353,13 @@ class NodeStatusUpdater:
             return [Disconnect()]
         self.last_response_id = answer.response_id
         self.heartbeat_interval_ms = answer.next_heartbeat_interval_ms
-        actions = self._keep(self._acknowledged())
+        acknowledged = self._acknowledged()
+        actions = self._keep(acknowledged)
         last, self._last_report = self._last_report, None
         if answer.containers_to_remove:
-            still_reported = {c.container_id for c in last.containers} if last is not None else set()
+            # (those this answer acknowledged are no longer reported: a name for one of them applies now)
+            done = {c.container_id for c in acknowledged}
+            still_reported = {c.container_id for c in last.containers} - done if last is not None else set()
             self.kept.remove(answer.containers_to_remove, still_reported)
         if answer.containers_to_cleanup:
             actions.append(CleanupContainers(answer.containers_to_cleanup))

@@ -113,6 +113,15 @@ def test_a_removal_named_before_the_acknowledgement_applies_once_acknowledged() 
     assert u.kept.reports() == (completed(9),)
 
 
+def test_a_removal_named_again_by_the_answer_that_acknowledges_the_completion_leaves_nothing_behind() -> None:
+    """Named while still running (the AM released it), then reported COMPLETE: the answer that acknowledges it
+    names it again.  It is forgotten, and no pending name stays behind to fill the bound."""
+    u = updater()
+    beat(u, running(2), containers_to_remove=(cid(2),))
+    beat(u, completed(2), containers_to_remove=(cid(2),))
+    assert u.kept.reports() == () and not u.kept._removable
+
+
 def test_an_application_cleanup_forgets_its_kept_completions() -> None:
     """applications_to_cleanup: the application is over here, its completions are not kept any more."""
     u = updater()
