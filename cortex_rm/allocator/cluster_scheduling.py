@@ -290,7 +290,7 @@ class ClusterScheduling:
                 if container is not None:
                     self._container_ended(container)
                     changed = True
-        self.cleanup.completed_reported(node.node_id, completed, self.scheduler.completion_pending)
+        self.cleanup.completed_reported(node.node_id, completed, self.scheduler.completions_pending)
         if changed:
             self.schedule_soon()
 

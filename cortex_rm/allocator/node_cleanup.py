@@ -23,10 +23,13 @@ answer again, and if it comes back it lists what it kept, which is decided afres
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from collections.abc import Callable, Collection, Iterable
+from typing import NamedTuple, TypeVar
 
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
+from cortex_rm.yarn.resource_tracker import MAX_CONTAINERS
+
+_Id = TypeVar("_Id", ContainerId, ApplicationId)
 
 #: How many (application, node) log aggregations may wait to be taken; the oldest are
 #: forgotten beyond it (a node that never aggregates must not grow the RM's memory).
@@ -94,12 +97,22 @@ class NodeCleanup:
             self.remove(node_id, cid)
 
     def completed_reported(
-        self, node_id: NodeId, container_ids: Iterable[ContainerId], pending: Callable[[ContainerId], bool]
+        self,
+        node_id: NodeId,
+        container_ids: Iterable[ContainerId],
+        pending: Callable[[ApplicationAttemptId], Collection[ContainerId]],
     ) -> None:
         """``node_id`` reported these containers COMPLETE and the scheduler took note: each that is neither
-        ``pending`` in an AM's completed list nor in its last response is no AM's to get; the node may forget it."""
+        ``pending`` in its attempt's completed list (asked once per attempt) nor in its AM's last response is no
+        AM's to get; the node may forget it."""
+        by_attempt: dict[ApplicationAttemptId, Collection[ContainerId]] = {}
         for cid in container_ids:
-            if cid not in self._handed_ids and not pending(cid):
+            if cid in self._handed_ids:
+                continue
+            waiting = by_attempt.get(cid.attempt_id)
+            if waiting is None:
+                waiting = by_attempt[cid.attempt_id] = pending(cid.attempt_id)
+            if cid not in waiting:
                 self.remove(node_id, cid)
 
     def node_lost(self, node_id: NodeId) -> None:
@@ -115,16 +128,27 @@ class NodeCleanup:
 
     def take(self, node_id: NodeId) -> NodeOrders:
         """What ``node_id``'s next answer carries (then forgotten); its applications may aggregate."""
-        containers = tuple(sorted(self._kill.pop(node_id, ())))
-        apps = tuple(sorted(self._cleanup_apps.pop(node_id, ())))
+        containers = _at_most(self._kill, node_id, MAX_CONTAINERS)
+        apps = _at_most(self._cleanup_apps, node_id, MAX_CONTAINERS)
         for app_id in apps:
             self._may_aggregate[(app_id, node_id)] = None
         while len(self._may_aggregate) > MAX_PENDING_AGGREGATIONS:
             self._may_aggregate.popitem(last=False)
-        return NodeOrders(containers, apps, tuple(sorted(self._remove.pop(node_id, ()))))
+        return NodeOrders(containers, apps, _at_most(self._remove, node_id, MAX_CONTAINERS))
 
     def may_aggregate(self, app_id: ApplicationId, node_id: NodeId) -> bool:
         """Whether ``node_id`` may aggregate ``app_id``'s logs: it ran containers of the
         application and was told to clean it up (again after a failed try: it writes only its
         own file), so no node writes logs for an application it never ran."""
         return (app_id, node_id) in self._may_aggregate
+
+
+def _at_most(table: dict[NodeId, set[_Id]], node_id: NodeId, limit: int) -> tuple[_Id, ...]:
+    """Up to ``limit`` of ``node_id``'s ids, taken from ``table`` (the rest wait for its next answers): an answer
+    must stay within what a node decodes (``MAX_CONTAINERS`` ids a list), or the node could never take it."""
+    ids = table.pop(node_id, set())
+    if len(ids) <= limit:
+        return tuple(sorted(ids))
+    ordered = sorted(ids)
+    table[node_id] = set(ordered[limit:])
+    return tuple(ordered[:limit])

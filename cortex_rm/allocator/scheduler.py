@@ -241,10 +241,10 @@ class CapacityScheduler:
         completed, attempt.just_completed = attempt.just_completed, []
         return completed
 
-    def completion_pending(self, container_id: ContainerId) -> bool:
-        """Whether the container is in its attempt's completed list, not yet pulled by its AM."""
-        attempt = self._attempts.get(container_id.attempt_id)
-        return attempt is not None and any(c.container_id == container_id for c in attempt.just_completed)
+    def completions_pending(self, attempt_id: ApplicationAttemptId) -> frozenset[ContainerId]:
+        """The containers in the attempt's completed list, not yet pulled by its AM."""
+        attempt = self._attempts.get(attempt_id)
+        return frozenset(c.container_id for c in attempt.just_completed) if attempt is not None else frozenset()
 
     # ------------------------------------------------------------------ nodes
 

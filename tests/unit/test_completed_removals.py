@@ -13,7 +13,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from cortex_rm.allocator.containers import RMContainer
-from cortex_rm.allocator.node_cleanup import NodeCleanup
+from cortex_rm.allocator.node_cleanup import NodeCleanup, NodeOrders
 from cortex_rm.allocator.state_store import MemoryStateStore
 from cortex_rm.container.status_updater import (
     Action,
@@ -23,7 +23,7 @@ from cortex_rm.container.status_updater import (
     SendRegistration,
 )
 from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId, NodeId
-from cortex_rm.yarn.resource_tracker import ContainerReport, NodeHealth, NodeRegistration, NodeStatusReport
+from cortex_rm.yarn.resource_tracker import MAX_CONTAINERS, ContainerReport, NodeHealth, NodeRegistration, NodeStatusReport
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.errors import RemoteError
@@ -213,9 +213,25 @@ def test_removals_are_queued_per_node_and_not_for_a_lost_node() -> None:
     cleanup.handed_to_am(attempt, [(N1, c)])
     assert cleanup.take(N1).containers_to_remove == (a,)
     assert cleanup.take(n2).containers_to_remove == ()
-    cleanup.completed_reported(N1, [c, b], pending=lambda cid: cid == b)
+    cleanup.completed_reported(N1, [c, b], pending=lambda attempt_id: {b})
     assert cleanup.take(N1).containers_to_remove == ()  # c: in the AM's last response; b: still to be handed
     cleanup.node_back(n2)
     cleanup.attempt_ended(attempt)
     cleanup.remove(n2, b)
     assert (cleanup.take(N1).containers_to_remove, cleanup.take(n2).containers_to_remove) == ((c,), (b,))
+
+
+def test_an_answer_names_at_most_what_a_node_decodes_and_the_rest_follow() -> None:
+    """A node decodes at most MAX_CONTAINERS ids a list: more removals (or kills) than that go out over several
+    answers, never in one the node could not take (it would resend its heartbeat and get the same answer forever)."""
+    cleanup = NodeCleanup()
+    attempt = ApplicationAttemptId(ApplicationId(1, 1), 1)
+    ids = [ContainerId(attempt, seq) for seq in range(2, MAX_CONTAINERS + 502)]
+    for cid in ids:
+        cleanup.remove(N1, cid)
+        cleanup.kill(N1, cid)
+    first, second, third = cleanup.take(N1), cleanup.take(N1), cleanup.take(N1)
+    assert len(first.containers_to_remove) == len(first.containers_to_cleanup) == MAX_CONTAINERS
+    assert len(second.containers_to_remove) == len(second.containers_to_cleanup) == 500
+    assert set(first.containers_to_remove + second.containers_to_remove) == set(ids)
+    assert third == NodeOrders()
