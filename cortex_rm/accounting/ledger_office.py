@@ -249,11 +249,13 @@ class LedgerOffice:
             return self.classes.static_nodes()
         history = neighbour_table(self.contents, now_ms, self.rules.successors)
         tally = tally_period(self.log, Period(start, now_ms), self.log.size(), history, self.rules.rules, self.tally_start(start))
-        memberships = self.contents.memberships.intervals(now_ms)
-        joined = {node: min(start for start, _ in spans) for node, spans in memberships.items() if spans}
         subjects = set(tally.uptimes()) | set(self.classes.static_nodes())
         for node in sorted(subjects):
-            self.classes.update(node, tally.uptime_intervals(node), now_ms, joined.get(node))
+            # since the ring first gave it a prober (a member nobody could witness, alone in a young ring, is not
+            # counted down), if before its first attested instant
+            probed = history.witnesses_of(node, start, now_ms)
+            since = min((span[0] for spans in probed.values() for span in spans), default=None)
+            self.classes.update(node, tally.uptime_intervals(node), now_ms, since)
         return self.classes.static_nodes()
 
     def tree_head(self, now_ms: int) -> SignedTreeHead:

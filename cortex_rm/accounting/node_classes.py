@@ -31,8 +31,8 @@ shape  a = 0   a = 6   a = 12  a = 24
 
 So a node becomes static after a 12-hour session (0.87 to 0.96 over the next
 hour, against 0.5 for a fresh one) if it was also up 90% of the window (the
-last 7 days, or since it first joined the ring or was first attested,
-whichever is earlier).  **Hysteresis**: a static node
+last 7 days, or since the ring first gave it a prober or it was first
+attested, whichever is earlier).  **Hysteresis**: a static node
 stays static until its fraction falls below 75% or it is gone for longer than
 ``freshness_ms``; a short restart (a gap below ``session_gap_ms``) neither ends
 its session nor demotes it.  A demoted node must earn the promotion again, so a
@@ -98,7 +98,7 @@ def class_evidence(
     """The evidence in ``uptime`` (a node's attested intervals, any order) at ``now_ms``.
 
     The fraction counts from the node's first attested instant or, if earlier,
-    ``member_since_ms`` (when the ledger's membership first shows it live): a
+    ``member_since_ms`` (when the ledger's membership first gave it a prober): a
     node that went down before any attestation of it reached the ledger was
     still there, and the time it was down counts against it.
     """

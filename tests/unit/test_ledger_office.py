@@ -174,6 +174,19 @@ def test_time_down_before_a_nodes_first_attestation_counts_against_it() -> None:
     assert c.office.update_classes(8 * HOUR) == frozenset(c.ids[:3])
 
 
+def test_time_alone_in_the_ring_with_nobody_to_witness_it_does_not_count_against_a_node() -> None:
+    """Member 0 alone in the ring for two hours (no prober: nobody could attest it), then three more join and
+    everyone is attested for six hours: its fraction counts from when it had probers, so it is static too."""
+    c = Cluster()
+    c.office.record_membership(membership_change(0, joined=[c.ids[0]], snapshot=True))
+    c.office.record_membership(membership_change(2 * HOUR, joined=c.ids[1:]))
+    for w in range(4):
+        for s in range(4):
+            if w != s:
+                c.attest(w, s, 2 * HOUR, 8 * HOUR)
+    assert c.office.update_classes(8 * HOUR) == frozenset(c.ids)
+
+
 def test_a_query_names_both_ends_or_neither() -> None:
     assert check_period(None, None) is None
     assert check_period(1, 2) == Period(1, 2)
