@@ -36,7 +36,9 @@ from cortex_rm.container.runtime_image import BuiltImage, ImageError, ImageRecip
 from cortex_rm.image_push import push_image
 from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.local_cluster_reap import NodeReap, reap_stopped_node
-from cortex_rm.local_cluster_config import YARN_PORTS as YARN_PORTS, free_range_indices, plan_nodes, rm_identities
+from cortex_rm.local_cluster_config import (
+    YARN_PORTS as YARN_PORTS, free_range_indices, plan_nodes, rm_identities, with_tables,
+)  # fmt: skip
 from cortex_rm.node import PID_FILE, READY_FILE
 from cortex_rm.processes import alive, kill_marked
 from cortex_rm.user_credential import CredentialError, UserCredential, load_credential, request_credential, write_private
@@ -147,6 +149,11 @@ def up(
         raise LocalClusterError(
             f"--rm-standbys must be at least 0 and less than --nodes ({nodes}): node1 and the standbys are RM-eligible"
         )
+    for given, flag in ((rm_config, "--rm-config"), (node_config, "the nodes' added config")):
+        try:
+            with_tables("", given, "")
+        except ValueError as e:
+            raise LocalClusterError(f"{flag}: {e}") from None
     eligible = 1 + rm_standbys
     workdir.mkdir(parents=True, exist_ok=True)
     built = _runtime_image(say) if image else None

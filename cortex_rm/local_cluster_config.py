@@ -152,30 +152,35 @@ def plan_nodes(
 
 def with_tables(text: str, extra: str, why: str) -> str:
     """``text`` (a generated cortex.toml) with the TOML tables of ``extra`` added: the keys of a table that
-    ``text`` already has go into it (right after its header: TOML allows a table once), other tables at the
-    end.  A key given twice, or anything but tables in ``extra``, makes a config the daemon refuses, which
-    ``local-cluster up`` reports before starting anything."""
-    lines = text.split("\n")
-    appended: list[str] = []
-    header: str | None = None
-    chunks: list[tuple[str | None, list[str]]] = []
-    for line in extra.strip("\n").split("\n"):
+    ``text`` already has go into it (right after its header: TOML allows a table once), arrays of tables and
+    other tables at the end.  ``extra`` must hold tables only (ValueError for a key before its first header,
+    which would land in the generated config's last table).  A header is any line starting with ``[``, so a
+    multi-line string or array in ``extra`` must not have lines that do; a key given twice makes a config the
+    daemon refuses, which ``local-cluster up`` reports before starting anything."""
+    chunks: list[tuple[str, list[str]]] = []
+    lead: list[str] = []
+    for line in extra.strip("\n").split("\n") if extra.strip() else []:
         stripped = line.strip()
         if stripped.startswith("["):  # a table's header, or an array of tables' (never merged)
-            header = stripped.split("#", 1)[0].strip()
-            chunks.append((header, []))
+            chunks.append((stripped.split("#", 1)[0].strip(), []))
         elif chunks:
             chunks[-1][1].append(line)
-        else:
-            chunks.append((None, [line]))
+        elif stripped and not stripped.startswith("#"):
+            raise ValueError(f"{stripped!r} comes before any [table]: give every key under its table's header")
+        elif stripped:
+            lead.append(line)  # a comment before the first table: kept, at the end
+    lines = text.split("\n")
+    appended: list[str] = [*lead, ""] if lead else []
     for header, body in chunks:
-        if header is not None and not header.startswith("[[") and header in lines:
+        while body and not body[-1].strip():
+            body.pop()
+        if not header.startswith("[[") and header in lines:
             at = lines.index(header) + 1
-            lines[at:at] = [f"# {why}:", *[b for b in body if b.strip()]]
+            lines[at:at] = [f"# {why}:", *body]
         else:
-            appended += ([] if header is None else [header]) + body
+            appended += [header, *body, ""]
     if appended:
-        lines += [f"# {why}", *appended, ""]
+        lines += [f"# {why}", *appended]
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ import pytest
 from cortex_rm.config import load_config
 from cortex_rm.internal.identity import IDENTITY_DIR, KNOWN_RMS_FILE, KnownResourceManagers, NodeIdentity
 from cortex_rm.local_cluster import LocalClusterError, up
-from cortex_rm.local_cluster_config import YARN_PORTS, NodePlan, plan_nodes, rm_identities
+from cortex_rm.local_cluster_config import YARN_PORTS, NodePlan, plan_nodes, rm_identities, with_tables
 from cortex_rm.yarn.addresses import HostPort
 
 KEY_BITS = 4  # a puzzle solved in a few keys: the test is about which keys, not their cost
@@ -123,3 +123,10 @@ def test_added_tables_that_the_generated_config_has_are_merged_into_it(tmp_path:
     assert configs[2].nodemanager.memory_mb != 256 and configs[2].nodemanager.vcores == 2
     assert all(c.nodemanager.address.port == plan.ports["nm"] for c, plan in zip(configs, plans))
     assert [q.path for q in configs[0].scheduler.queue] == ["root.team"]
+
+
+def test_added_config_must_hold_tables_only() -> None:
+    """A key before any header would fall into the generated config's last table: refused, saying why."""
+    with pytest.raises(ValueError, match="before any"):
+        with_tables("[ring]\nx = 1\n", "seeds = 3\n[nodemanager]\nvcores = 2\n", "added")
+    assert with_tables("[ring]\nx = 1\n", "# only a comment\n", "added").endswith("# added\n# only a comment\n")
