@@ -36,5 +36,4 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 def test_a_client_mode_job_survives_a_sigkill_of_the_active_rm_with_one_attempt(
     cluster: RunningCluster, tmp_path: Path
 ) -> None:
-    killed, new = job_through_a_failover(cluster, tmp_path, "client", {"SPARK_LOCAL_IP": cluster.client_ip})
-    assert killed < RM_NODES and new < RM_NODES and killed != new
+    job_through_a_failover(cluster, tmp_path, "client", {"SPARK_LOCAL_IP": cluster.client_ip})
