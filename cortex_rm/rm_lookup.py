@@ -17,6 +17,12 @@ Every node that knows the RM-eligible nodes serves their directory (``roles/rm_d
   dropped): ``None`` too, with the reason in ``Unanswered`` for the caller to say;
 * a node that has not found the RMs in the ring yet (503), or any other answer: ``RmLookupError`` saying
   which address to give instead.
+
+**Trust.**  The directory is the asked node's word, over plain HTTP: the RMs it names get the user's
+credential (the Spark upload, and every Hadoop client using the written configuration).  So the node
+named must be one the user trusts as she would trust an RM's address she types (her own node, the
+operator's), and ``resolve`` says so.  Verifying each named RM (a proof, from the RM, that it holds the
+key her token was issued with, before anything is sent) is not built yet.
 """
 
 from __future__ import annotations
@@ -201,6 +207,8 @@ def resolve(
                 )
             for line in describe(result, address):
                 say(line)
+            say(f"(these are the addresses {address} gives: your credential goes to them, so name a node you trust, "
+                "as you would an RM's address)")
             found += result.addresses
         else:
             if isinstance(result, Unanswered):
