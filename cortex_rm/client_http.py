@@ -41,6 +41,10 @@ class Broken(Exception):
     """The connection failed after the call was sent: the server may have acted on it."""
 
 
+class AnswerTooLong(Broken):
+    """The answer was longer than the caller's bound (the connection is dropped unread)."""
+
+
 def exchange(
     address: str, method: str, target: str, body: bytes | None, headers: Mapping[str, str], timeout_s: float,
     wait_s: float = 0, max_bytes: int = MAX_ANSWER_BYTES,
@@ -67,7 +71,7 @@ def exchange(
         except (OSError, http.client.HTTPException) as e:
             raise Broken(str(e) or type(e).__name__) from None
         if len(data) > max_bytes:
-            raise Broken(f"an answer over {max_bytes} bytes")
+            raise AnswerTooLong(f"an answer over {max_bytes} bytes")
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
     finally:
         connection.close()

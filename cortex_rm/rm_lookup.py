@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cortex_rm.client_config import RMAddresses
-from cortex_rm.client_http import Broken, Unreachable, exchange
+from cortex_rm.client_http import AnswerTooLong, Broken, Unreachable, exchange
 from cortex_rm.roles.rm_directory import DIRECTORY_PATH
 from cortex_rm.yarn.addresses import HostPort, MalformedAddress
 
@@ -168,10 +168,9 @@ def look_up(address: HostPort, timeout_s: float = DEFAULT_TIMEOUT_S) -> Director
         )  # fmt: skip
     except Unreachable as e:
         return Unanswered(f"no connection: {e}")
+    except AnswerTooLong:
+        raise RmLookupError(f"{address} answered more than {DIRECTORY_MAX_BYTES} bytes: not an RM directory") from None
     except Broken as e:
-        if str(e).startswith("an answer over"):
-            too_long = f"{address} answered more than {DIRECTORY_MAX_BYTES} bytes: not an RM directory"
-            raise RmLookupError(too_long) from None
         return Unanswered(f"no HTTP answer: {e}")
     return classify(answer.status, answer.body, str(address))
 

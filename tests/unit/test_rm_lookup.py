@@ -6,6 +6,8 @@ error; Hadoop IPC's answer to HTTP means the address is an RM's client address."
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ from cortex_rm.client_config import RMAddresses
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.roles.ring_records import RESOURCE_MANAGER_KEY, ResourceManagerRecord
 from cortex_rm.rm_lookup import (
-    DIRECTORY_MAX_BYTES, MAX_RMS, Directory, RmLookupError, classify, describe, node_address, parse_directory,
+    DIRECTORY_MAX_BYTES, MAX_RMS, Directory, RmLookupError, classify, describe, look_up, node_address, parse_directory,
 )  # fmt: skip
 from cortex_rm.roles.rm_directory import RmDirectory, eligible_key
 from cortex_rm.yarn.addresses import HostPort
@@ -166,3 +168,28 @@ def test_a_malformed_directory_answer_names_the_address() -> None:
 def test_an_empty_directory_parses_with_no_rms() -> None:
     """A node that found the active's record but no eligible node's yet lists none (``resolve`` refuses it)."""
     assert parse_directory(encoded({"resourceManagers": {"active": None, "rm": []}})) == Directory((), None)
+
+
+def test_an_answer_longer_than_a_directory_is_refused_not_taken_for_silence() -> None:
+    """A real HTTP server on loopback answering more than ``DIRECTORY_MAX_BYTES``: an error naming it, not an
+    address taken as an RM's client port (``client_http.AnswerTooLong``)."""
+    class Flood(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"x" * (DIRECTORY_MAX_BYTES + 1)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flood)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(RmLookupError, match="more than"):
+            look_up(HostPort("127.0.0.1", server.server_address[1]))
+    finally:
+        server.shutdown()
+        server.server_close()
