@@ -64,6 +64,11 @@ class LocalNode:
     rm: RMAddresses | None = None
     daemon_config: str = ""  # the config's path as the daemon sees it (isolated: in its mount namespace)
 
+    @property
+    def isolated(self) -> bool:
+        """The daemon runs in namespaces of its own (its config is elsewhere in its mount namespace)."""
+        return bool(self.daemon_config) and Path(self.daemon_config).parent != Path(self.directory)
+
 
 def _software() -> list[Path]:
     """What an isolated daemon must still see: this checkout (Cortex's code), the virtualenv and
@@ -267,7 +272,7 @@ def restart_node(workdir: Path, name: str, timeout: float = 60.0, say: Callable[
     node = nodes[index]
     if _is_daemon_of(node):
         raise LocalClusterError(f"{name} is running (pid {node.pid}); stop it first")
-    if node.daemon_config and node.daemon_config != node.config and Path(node.daemon_config).parent != Path(node.directory):
+    if node.isolated:
         raise LocalClusterError("restarting a node of an isolated cluster is not supported; restart the cluster")
     for stale in (READY_FILE, PID_FILE):
         (Path(node.directory) / stale).unlink(missing_ok=True)
@@ -349,8 +354,7 @@ def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) 
 
 def _reap_node(node: LocalNode, say: Callable[[str], None]) -> NodeReap:
     """What the node's dead daemon left of its containers, killed and removed (``local_cluster_reap``)."""
-    isolated = bool(node.daemon_config) and Path(node.daemon_config).parent != Path(node.directory)
-    found = reap_stopped_node(Path(node.directory), Path(node.config), isolated=isolated)
+    found = reap_stopped_node(Path(node.directory), Path(node.config), isolated=node.isolated)
     if found.skipped:
         say(f"{node.name}: its containers were left alone: {found.skipped}")
     if found.killed_inits:

@@ -4,10 +4,11 @@ eligible nodes, made before any config is written since every config names their
 
 from __future__ import annotations
 
-import random
+import itertools
 import json
 import multiprocessing
 import os
+import random
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -189,8 +190,8 @@ def free_range_indices(count: int, directory: Path = LEASE_DIR) -> list[int]:
     random one on: local clusters running at once get ranges of their own, and one started while a node of
     another is down (its range free for the moment) is unlikely to take that node's range."""
     start = random.randrange(MAX_NODE_RANGES)
-    order = [1 + (start + k) % MAX_NODE_RANGES for k in range(MAX_NODE_RANGES)]
-    found = [i for i in order if is_free(IdRange.parse(node_id_range(i)), directory)][:count]
+    order = (1 + (start + k) % MAX_NODE_RANGES for k in range(MAX_NODE_RANGES))
+    found = list(itertools.islice((i for i in order if is_free(IdRange.parse(node_id_range(i)), directory)), count))
     if len(found) < count:
         raise ValueError(
             f"only {len(found)} of the {MAX_NODE_RANGES} node id ranges of this host are free: stop another local cluster first"
