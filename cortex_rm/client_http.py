@@ -55,6 +55,7 @@ def exchange(
     over ``max_bytes`` is ``Broken``.  ``deadline`` (``time.monotonic()``): the exchange, connection
     included, ends by then (``Unreachable`` or ``Broken`` after it)."""
     where = HostPort.parse(address)
+    bounded: _ByDeadline | None = None
     connect_s = timeout_s if deadline is None else max(0.001, min(timeout_s, deadline - time.monotonic()))
     connection = http.client.HTTPConnection(where.host.strip("[]"), where.port, timeout=connect_s)
     try:
@@ -67,7 +68,7 @@ def exchange(
         if connection.sock is not None:
             connection.sock.settimeout(timeout_s + wait_s)
             if deadline is not None:
-                connection.sock = _ByDeadline(connection.sock, deadline, timeout_s + wait_s)
+                bounded = connection.sock = _ByDeadline(connection.sock, deadline, timeout_s + wait_s)
         sent = dict(headers)
         if body is None and method in ("POST", "PUT"):
             body = b""  # Content-Length: 0
@@ -82,14 +83,24 @@ def exchange(
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
     finally:
         connection.close()
+        if bounded is not None:
+            bounded.sock.close()  # (the answer is read: whatever the response object still holds)
 
 
 class _ByDeadline:
     """A connected socket as ``http.client`` uses it (``sendall``, ``makefile``, ``close``) whose every send and
-    read waits at most ``per_read_s`` and ends by ``deadline`` (``TimeoutError``, an ``OSError``)."""
+    read waits at most ``per_read_s`` and ends by ``deadline`` (``TimeoutError``, an ``OSError``).  As a socket's
+    files do, a reader keeps it open after ``close`` until the reader is closed too (``http.client`` closes the
+    connection of an answer that ends with it before reading the answer's body)."""
 
     def __init__(self, sock: socket.socket, deadline: float, per_read_s: float) -> None:
         self.sock, self.deadline, self.per_read_s = sock, deadline, per_read_s
+        self._users = 1  # the connection, and each reader made
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            self.sock.close()
 
     def arm(self) -> None:
         left = self.deadline - time.monotonic()
@@ -102,10 +113,11 @@ class _ByDeadline:
         self.sock.sendall(data)
 
     def makefile(self, mode: str, *args: object, **kwargs: object) -> io.BufferedReader:
+        self._users += 1
         return io.BufferedReader(_DeadlineReader(self))
 
     def close(self) -> None:
-        self.sock.close()
+        self.release()
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -114,6 +126,11 @@ class _DeadlineReader(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.owner.release()
+        super().close()
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         self.owner.arm()

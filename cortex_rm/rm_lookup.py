@@ -203,9 +203,6 @@ def describe(directory: Directory, asked: HostPort) -> list[str]:
     return lines
 
 
-Check = Callable[[Sequence[RMAddresses], TokenProto, float, float], list[Verdict]]
-
-
 def verdict_lines(verdicts: Sequence[Verdict]) -> list[str]:
     """What ``client-config`` says of each RM's proof, by the directory's rm-ids."""
     lines = []
@@ -219,11 +216,11 @@ def verdict_lines(verdicts: Sequence[Verdict]) -> list[str]:
 
 def resolve(
     given: Sequence[HostPort], token: TokenProto | None, timeout_s: float = DEFAULT_TIMEOUT_S,
-    say: Callable[[str], None] = print, deadline_s: float = LOOKUP_DEADLINE_S, check: Check = verify,
+    say: Callable[[str], None] = print, deadline_s: float = LOOKUP_DEADLINE_S,
 ) -> list[RMAddresses]:  # fmt: skip
     """The RMs to configure for ``--rm`` ``given``: a node's web address stands for the RMs its directory
-    lists that prove they hold the key of ``token`` (the user's WebHDFS token; ``check``: ``rm_verification.
-    verify``); any other address is an RM's client address (YARN's default other ports).  In the order given,
+    lists that prove they hold the key of ``token`` (the user's WebHDFS token: ``rm_verification.verify``);
+    any other address is an RM's client address (YARN's default other ports).  In the order given,
     each RM once (by client address).  RmLookupError from ``look_up``, if a directory lists no RM, or if none
     of the RMs it lists is verified (module docstring)."""
     found: list[RMAddresses] = []
@@ -237,10 +234,10 @@ def resolve(
                     "try again in a few seconds"
                 )
             if token is None:
-                raise RmLookupError(f"{address} is a node's web address: its RMs are verified with your credential")
+                raise RmLookupError(f"{address} is a node's web address: verifying the RMs it names needs your credential")
             for line in describe(result, address):
                 say(line)
-            verdicts = check(result.addresses, token, timeout_s, deadline)
+            verdicts = verify(result.addresses, token, timeout_s, deadline)
             for line in verdict_lines(verdicts):
                 say(line)
             if not any(v.verified for v in verdicts):

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from cortex_rm.client_config import RMAddresses
+from cortex_rm.local_cluster import free_ports
 from cortex_rm.rm_lookup import verdict_lines
 from cortex_rm.rm_verification import Verdict, _printable, ask, judge, verify
 from cortex_rm.yarn.addresses import HostPort
@@ -181,3 +182,107 @@ def test_a_server_that_trickles_its_answer_is_cut_off_at_the_deadline() -> None:
     head = received[0].decode("latin-1")
     assert head.startswith("GET /ws/v1/cortex/rm-proof?identifier=") and f"\r\nHost: {address}\r\n" in head
     assert fs.password not in received[0] and fs.password.hex() not in head and to_url_string(fs) not in head
+
+
+@contextmanager
+def node_on_loopback(proofs_of: dict[str, RmProofs], listed: list[str]) -> Iterator[tuple[str, list[bytes]]]:
+    """One loopback HTTP server playing a node and RMs: its directory lists the RMs at ``listed`` (its own address
+    stands for ``SELF``), and it answers proof questions with the core of the RM whose web address the ``Host``
+    names (none: 404).  Yields its address and the requests it got."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    from cortex_rm.roles.rm_directory import DIRECTORY_PATH
+
+    received: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            received.append(self.requestline.encode() + b"\r\n" + bytes(self.headers))
+            host = self.headers.get("Host", "")
+            if self.path == DIRECTORY_PATH:
+                rms = [{"ringId": f"{k:040x}", "address": a.replace("SELF", me), "schedulerAddress": a.replace("SELF", me),
+                        "webappAddress": a.replace("SELF", me), "trackerAddress": "x:1", "active": k == 0}
+                       for k, a in enumerate(listed)]  # fmt: skip
+                status, body = 200, json.dumps({"resourceManagers": {"active": f"{0:040x}", "rm": rms}}).encode()
+            elif host in proofs_of:
+                args = {k.encode(): [v.encode() for v in vs] for k, vs in parse_qs(urlsplit(self.path).query).items()}
+                box: list[Any] = []
+                proofs_of[host].answer(args, host, "127.0.0.1").addBoth(box.append)
+                value = getattr(box[0], "value", box[0])
+                status, body = (value.status, json.dumps(value.body()).encode()) if isinstance(value, RestError) else (
+                    200, json.dumps(value).encode())  # fmt: skip
+            else:
+                status, body = 404, b"{}"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    me = f"127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield me, received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_resolve_writes_the_rms_that_prove_and_drops_the_others_saying_so() -> None:
+    """A node (on loopback) lists itself, proving with the cluster's key, and two others that do not answer: only
+    itself is kept, and the lines say which were dropped.  Listed alone with a key of its own, nothing is kept and
+    the lookup fails saying what to do."""
+    from cortex_rm.rm_lookup import RmLookupError, resolve
+
+    cluster = Cluster()
+    _, fs = cluster.tokens("alice")
+    (gone1, gone2) = (f"127.0.0.1:{p}" for p in free_ports(2))
+    proofs: dict[str, RmProofs] = {}
+    with node_on_loopback(proofs, ["SELF", gone1, gone2]) as (me, received):
+        here = HostPort.parse(me)
+        proofs[me] = RmProofs(LiveSecrets(cluster.credentials), cluster.clock, OwnAddresses(here, here, here))
+        lines: list[str] = []
+        assert resolve([here], fs, say=lines.append) == [RMAddresses(here, here, here)]
+    assert f"  rm1  web {me}: verified (it holds the key your credential was issued with)" in lines
+    assert any(line.startswith(f"  rm2  web {gone1}: NOT verified, dropped") for line in lines)
+    assert any(f"\nHost: {me}\n" in r.decode().replace("\r", "") and b"rm-proof" in r for r in received)
+
+    hostile = Cluster()
+    hostile.credentials.key = MasterKey(3, b"h" * 20)
+    hostile.tokens("alice")
+    with node_on_loopback(proofs, ["SELF"]) as (me, _):
+        here = HostPort.parse(me)
+        proofs[me] = RmProofs(LiveSecrets(hostile.credentials), hostile.clock, OwnAddresses(here, here, here))
+        with pytest.raises(RmLookupError, match="none of the ResourceManagers the node at .* names proved"):
+            resolve([here], fs, say=lambda line: None)
+
+
+def test_an_answer_that_ends_with_its_connection_is_read_whole_within_the_deadline() -> None:
+    """HTTP/1.0 (as Python's ``http.server``): ``http.client`` closes the connection once the head is read, the body
+    arrives later; the deadline-bound socket stays open for the body's reader (``client_http._ByDeadline``)."""
+    from cortex_rm.client_http import exchange
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n")
+            time.sleep(0.2)  # (the head alone in the client's first read)
+            connection.sendall(b"hello")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        answer = exchange(f"127.0.0.1:{server.getsockname()[1]}", "GET", "/", None, {}, 3.0, deadline=time.monotonic() + 10)
+    finally:
+        thread.join()
+        server.close()
+    assert (answer.status, answer.body) == (200, b"hello")
