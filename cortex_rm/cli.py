@@ -317,53 +317,55 @@ def main(argv: list[str] | None = None) -> int:
 
         return event_command(args)
     if args.command == "client-config":
-        from cortex_rm import local_cluster
-        from cortex_rm.client_config import installed_spark_home, write_client_config
-        from cortex_rm.rm_lookup import RmLookupError, resolve
-        from cortex_rm.yarn.addresses import HostPort, MalformedAddress
-
-        try:
-            if args.workdir is not None:
-                rms = local_cluster.all_rm_addresses(args.workdir)
-            else:
-                given = [HostPort.parse(part.strip()) for value in args.rm for part in value.split(",") if part.strip()]
-                if not given:
-                    raise MalformedAddress("no address given")
-                # any node's web address names every RM (its RM directory); an RM's client address itself
-                rms = resolve(given)
-        except local_cluster.LocalClusterError as e:
-            print(f"cortex-rm: {e}", file=sys.stderr)
-            return 2
-        except MalformedAddress as e:
-            print(f"cortex-rm: --rm: {e}", file=sys.stderr)
-            return 2
-        except RmLookupError as e:
-            print(f"cortex-rm: --rm: {e}", file=sys.stderr)
-            return 1
-        from cortex_rm.webhdfs_client import WebHdfsError
-
-        from cortex_rm.user_credential import CredentialError, load_credential
-
-        if args.credential is None and args.workdir is None:
-            print("cortex-rm: --credential FILE is needed with --rm (ask the cluster's admin for one)", file=sys.stderr)
-            return 2
-        try:
-            credential = load_credential(args.credential or args.workdir / local_cluster.USER_TOKEN)
-            written = write_client_config(
-                args.out, rms, credential, installed_spark_home(), upload_spark=not args.no_spark_upload
-            )
-        except CredentialError as e:
-            print(f"cortex-rm: {e}", file=sys.stderr)
-            return 2
-        except WebHdfsError as e:
-            print(f"cortex-rm: uploading Spark's jars failed: {e}", file=sys.stderr)
-            print("cortex-rm: check that the cluster is up, or pass --no-spark-upload (single machine only)", file=sys.stderr)
-            return 1
-        for path in written:
-            print(f"wrote {path}")
-        print(f"use it with: export HADOOP_CONF_DIR={args.out.resolve()} SPARK_CONF_DIR={args.out.resolve()}")
-        return 0
+        return _client_config(args)
     raise AssertionError(args.command)
+
+
+def _client_config(args: argparse.Namespace) -> int:
+    from cortex_rm import local_cluster
+    from cortex_rm.client_config import installed_spark_home, write_client_config
+    from cortex_rm.rm_lookup import RmLookupError, resolve
+    from cortex_rm.user_credential import CredentialError, load_credential
+    from cortex_rm.webhdfs_client import WebHdfsError
+    from cortex_rm.yarn.addresses import HostPort, MalformedAddress
+
+    if args.credential is None and args.workdir is None:
+        print("cortex-rm: --credential FILE is needed with --rm (ask the cluster's admin for one)", file=sys.stderr)
+        return 2
+    try:
+        if args.workdir is not None:
+            rms = local_cluster.all_rm_addresses(args.workdir)
+            credential = load_credential(args.credential or args.workdir / local_cluster.USER_TOKEN)
+        else:
+            # loaded first: the RMs a node's directory names are verified with it before anything is written
+            credential = load_credential(args.credential)
+            given = [HostPort.parse(part.strip()) for value in args.rm for part in value.split(",") if part.strip()]
+            if not given:
+                raise MalformedAddress("no address given")
+            # any node's web address names every RM (its RM directory, each RM verified); an RM's client address itself
+            rms = resolve(given, credential.fs)
+    except (CredentialError, local_cluster.LocalClusterError) as e:
+        print(f"cortex-rm: {e}", file=sys.stderr)
+        return 2
+    except MalformedAddress as e:
+        print(f"cortex-rm: --rm: {e}", file=sys.stderr)
+        return 2
+    except RmLookupError as e:
+        print(f"cortex-rm: --rm: {e}", file=sys.stderr)
+        return 1
+    try:
+        written = write_client_config(args.out, rms, credential, installed_spark_home(), upload_spark=not args.no_spark_upload)
+    except CredentialError as e:
+        print(f"cortex-rm: {e}", file=sys.stderr)
+        return 2
+    except WebHdfsError as e:
+        print(f"cortex-rm: uploading Spark's jars failed: {e}", file=sys.stderr)
+        print("cortex-rm: check that the cluster is up, or pass --no-spark-upload (single machine only)", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    print(f"use it with: export HADOOP_CONF_DIR={args.out.resolve()} SPARK_CONF_DIR={args.out.resolve()}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,13 +4,18 @@
 client treats them differently: ``Unreachable`` (the connection was never made, so
 nothing was sent and the next endpoint may take the call) and ``Broken`` (the call
 was sent, so the server may have acted on it).  Answers are read up to
-``MAX_ANSWER_BYTES`` (or a caller's smaller bound).  ``field`` reads one typed field of a JSON answer.
+``MAX_ANSWER_BYTES`` (or a caller's smaller bound), and, given a ``deadline``, the whole exchange ends by
+then (a server that trickles its answer a byte per timeout is cut off).  ``field`` reads one typed field of a
+JSON answer.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -47,20 +52,27 @@ class AnswerTooLong(Broken):
 
 def exchange(
     address: str, method: str, target: str, body: bytes | None, headers: Mapping[str, str], timeout_s: float,
-    wait_s: float = 0, max_bytes: int = MAX_ANSWER_BYTES,
+    wait_s: float = 0, max_bytes: int = MAX_ANSWER_BYTES, deadline: float | None = None,
 ) -> Answer:  # fmt: skip
     """``method target`` at ``address`` (``host:port``): connect within ``timeout_s``, then allow
     ``timeout_s + wait_s`` for each read (a call the server holds while a function runs); an answer
-    over ``max_bytes`` is ``Broken``."""
+    over ``max_bytes`` is ``Broken``.  ``deadline`` (``time.monotonic()``): the exchange, connection
+    included, ends by then (``Unreachable`` or ``Broken`` after it)."""
     where = HostPort.parse(address)
-    connection = http.client.HTTPConnection(where.host.strip("[]"), where.port, timeout=timeout_s)
+    bounded: _ByDeadline | None = None
+    connect_s = timeout_s if deadline is None else max(0.001, min(timeout_s, deadline - time.monotonic()))
+    connection = http.client.HTTPConnection(where.host.strip("[]"), where.port, timeout=connect_s)
     try:
         try:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("the overall deadline passed before connecting")
             connection.connect()
         except OSError as e:
             raise Unreachable(e.strerror or str(e) or type(e).__name__) from None
         if connection.sock is not None:
             connection.sock.settimeout(timeout_s + wait_s)
+            if deadline is not None:
+                bounded = connection.sock = _ByDeadline(connection.sock, deadline, timeout_s + wait_s)
         sent = dict(headers)
         if body is None and method in ("POST", "PUT"):
             body = b""  # Content-Length: 0
@@ -75,6 +87,58 @@ def exchange(
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
     finally:
         connection.close()
+        if bounded is not None:
+            bounded.sock.close()  # (the answer is read: whatever the response object still holds)
+
+
+class _ByDeadline:
+    """A connected socket as ``http.client`` uses it (``sendall``, ``makefile``, ``close``) whose every send and
+    read waits at most ``per_read_s`` and ends by ``deadline`` (``TimeoutError``, an ``OSError``).  As a socket's
+    files do, a reader keeps it open after ``close`` until the reader is closed too (``http.client`` closes the
+    connection of an answer that ends with it before reading the answer's body)."""
+
+    def __init__(self, sock: socket.socket, deadline: float, per_read_s: float) -> None:
+        self.sock, self.deadline, self.per_read_s = sock, deadline, per_read_s
+        self._users = 1  # the connection, and each reader made
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            self.sock.close()
+
+    def arm(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the overall deadline passed")
+        self.sock.settimeout(min(self.per_read_s, left))
+
+    def sendall(self, data: bytes) -> None:
+        self.arm()
+        self.sock.sendall(data)
+
+    def makefile(self, mode: str, *args: object, **kwargs: object) -> io.BufferedReader:
+        self._users += 1
+        return io.BufferedReader(_DeadlineReader(self))
+
+    def close(self) -> None:
+        self.release()
+
+
+class _DeadlineReader(io.RawIOBase):
+    def __init__(self, owner: _ByDeadline) -> None:
+        self.owner = owner
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.owner.release()
+        super().close()
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        self.owner.arm()
+        return self.owner.sock.recv_into(buffer)
 
 
 def redirect(answer: Answer, address: str) -> tuple[str, str] | None:

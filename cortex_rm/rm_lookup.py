@@ -18,11 +18,16 @@ Every node that knows the RM-eligible nodes serves their directory (``roles/rm_d
 * a node that has not found the RMs in the ring yet (503), or any other answer: ``RmLookupError`` saying
   which address to give instead.
 
-**Trust.**  The directory is the asked node's word, over plain HTTP: the RMs it names get the user's
-credential (the Spark upload, and every Hadoop client using the written configuration).  So the node
-named must be one the user trusts as she would trust an RM's address she types (her own node, the
-operator's), and ``resolve`` says so.  Verifying each named RM (a proof, from the RM, that it holds the
-key her token was issued with, before anything is sent) is not built yet.
+**Trust.**  The directory is the asked node's word, over plain HTTP, and the RMs it names would get the
+user's credential (the Spark upload, and every Hadoop client using the written configuration).  So
+``resolve`` verifies each RM a directory names before it is written or sent anything
+(``rm_verification.py``): the RM must prove, for a fresh nonce and the addresses listed, that it holds
+the key her credential was issued with (``yarn/rm_proof.py``); the question carries her token's
+identifier, never its password.  An RM that fails is dropped, saying so; if none passes, nothing is
+written.  A hostile node can thus only leave RMs out (or make the lookup fail), not add its own.  RMs
+typed as client addresses (``--rm`` an IPC port, or a port that does not answer HTTP) are the user's
+own word and trusted as before.  Each ``--rm`` address's lookup, its RMs' proofs included, ends within
+``LOOKUP_DEADLINE_S``, whatever the servers do; each read within the timeout too.
 """
 
 from __future__ import annotations
@@ -30,17 +35,22 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from cortex_rm.client_config import RMAddresses
 from cortex_rm.client_http import AnswerTooLong, Broken, Unreachable, exchange
+from cortex_rm.rm_verification import Verdict, verify
 from cortex_rm.roles.rm_directory import DIRECTORY_PATH
 from cortex_rm.yarn.addresses import HostPort, MalformedAddress
+from cortex_rm.yarn_api.proto.Security_pb2 import TokenProto
 
 DIRECTORY_MAX_BYTES = 64 * 1024  # a directory of MAX_RMS RMs is ~16 KiB
 MAX_RMS = 64
 DEFAULT_TIMEOUT_S = 3.0
+#: The most one ``--rm`` address's lookup takes: its directory and every proof of the RMs it names.
+LOOKUP_DEADLINE_S = 15.0
 IPC_PORT_SIGNATURE = b"Hadoop IPC port"  # in the 404 a Hadoop IPC server answers an HTTP request with
 
 # A host name (letters, digits, dots, hyphens) or an IP literal (IPv6 in brackets): nothing a URL,
@@ -158,13 +168,16 @@ def classify(status: int, body: bytes, address: str) -> Directory | None:
     )
 
 
-def look_up(address: HostPort, timeout_s: float = DEFAULT_TIMEOUT_S) -> Directory | Unanswered | None:
-    """Ask ``address`` for the RM directory: a ``Directory``; None if it is an RM's client port;
-    ``Unanswered`` if it did not answer HTTP; RmLookupError otherwise (module docstring)."""
+def look_up(
+    address: HostPort, timeout_s: float = DEFAULT_TIMEOUT_S, deadline: float | None = None
+) -> Directory | Unanswered | None:
+    """Ask ``address`` for the RM directory (by ``deadline``, ``time.monotonic()``, if given): a ``Directory``;
+    None if it is an RM's client port; ``Unanswered`` if it did not answer HTTP; RmLookupError otherwise
+    (module docstring)."""
     try:
         answer = exchange(
             str(address), "GET", DIRECTORY_PATH, None, {"Accept": "application/json"}, timeout_s,
-            max_bytes=DIRECTORY_MAX_BYTES,
+            max_bytes=DIRECTORY_MAX_BYTES, deadline=deadline,
         )  # fmt: skip
     except Unreachable as e:
         return Unanswered(f"no connection: {e}")
@@ -189,26 +202,51 @@ def describe(directory: Directory, asked: HostPort) -> list[str]:
     return lines
 
 
+def verdict_lines(verdicts: Sequence[Verdict]) -> list[str]:
+    """What ``client-config`` says of each RM's proof, by the directory's rm-ids."""
+    lines = []
+    for k, verdict in enumerate(verdicts, start=1):
+        if verdict.failure is None:
+            lines.append(f"  rm{k}  web {verdict.rm.webapp}: verified (it holds the key your credential was issued with)")
+        else:
+            lines.append(f"  rm{k}  web {verdict.rm.webapp}: NOT verified, dropped (nothing is sent to it): {verdict.failure}")
+    return lines
+
+
 def resolve(
-    given: Sequence[HostPort], timeout_s: float = DEFAULT_TIMEOUT_S, say: Callable[[str], None] = print
-) -> list[RMAddresses]:
+    given: Sequence[HostPort], token: TokenProto | None, timeout_s: float = DEFAULT_TIMEOUT_S,
+    say: Callable[[str], None] = print, deadline_s: float = LOOKUP_DEADLINE_S,
+) -> list[RMAddresses]:  # fmt: skip
     """The RMs to configure for ``--rm`` ``given``: a node's web address stands for the RMs its directory
-    lists; any other address is an RM's client address (YARN's default other ports).  In the order given,
-    each RM once (by client address).  RmLookupError from ``look_up``, or if a directory lists no RM."""
+    lists that prove they hold the key of ``token`` (the user's WebHDFS token: ``rm_verification.verify``);
+    any other address is an RM's client address (YARN's default other ports).  In the order given,
+    each RM once (by client address).  RmLookupError from ``look_up``, if a directory lists no RM, or if none
+    of the RMs it lists is verified (module docstring)."""
     found: list[RMAddresses] = []
     for address in given:
-        result = look_up(address, timeout_s)
+        deadline = time.monotonic() + deadline_s
+        result = look_up(address, timeout_s, deadline)
         if isinstance(result, Directory):
             if not result.rms:
                 raise RmLookupError(
                     f"the node at {address} has not found any RM-eligible node's addresses in the ring yet: "
                     "try again in a few seconds"
                 )
+            if token is None:
+                raise RmLookupError(f"{address} is a node's web address: verifying the RMs it names needs your credential")
             for line in describe(result, address):
                 say(line)
-            say(f"(these are the addresses {address} gives: your credential goes to them, so name a node you trust, "
-                "as you would an RM's address)")
-            found += result.addresses
+            verdicts = verify(result.addresses, token, timeout_s, deadline)
+            for line in verdict_lines(verdicts):
+                say(line)
+            if not any(v.verified for v in verdicts):
+                raise RmLookupError(
+                    f"none of the ResourceManagers the node at {address} names proved that it holds the key your "
+                    "credential was issued with (see above), so nothing was sent to them or written.  The node may be "
+                    "hostile, or your credential is not this cluster's or has expired: give the active RM's client "
+                    "address you know (--rm HOST:PORT), or ask the cluster's operator for a node you can trust"
+                )
+            found += [v.rm for v in verdicts if v.verified]
         else:
             if isinstance(result, Unanswered):
                 say(f"{address}: {result.reason}; taken as a ResourceManager's client address")

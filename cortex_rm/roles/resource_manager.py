@@ -265,6 +265,8 @@ class ResourceManagerRole:
             "webapp_address": self._listen("resourcemanager.webapp_address", conf.webapp_address, site),
         }
         admin.rm_service, admin.fs_service = str(bound["address"]), str(bound["webapp_address"])
+        assert site.rm_proofs is not None  # (with auth) what /ws/v1/cortex/rm-proof proves: the addresses bound
+        site.rm_proofs.claim(bound["webapp_address"], bound["address"], bound["scheduler_address"])
         admin_file, superuser = self.state_dir / ADMIN_TOKEN_FILE, name_node.namespace.superuser
         await admin.ensure_admin_credential(admin_file, superuser, run)
         self._token_sweeps = start_sweeps(

@@ -48,6 +48,7 @@ from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn_api.http_limits import API_LIMITS, LimitedSite
+from cortex_rm.yarn_api.rm_proof_web import OwnAddresses, RmProofResource, RmProofs, StoredSecrets
 from cortex_rm.yarn_api.standby_web import StandbyWeb, SwitchingFactory, standby_cluster_info
 
 log = Logger()
@@ -126,8 +127,12 @@ class RmHighAvailability:
             on_leading=self._leading, on_following=self._following, preference=self.preference,
         )  # fmt: skip
         await self.journal.start()
-        started_ms = int(self.reactor.seconds() * 1000)
-        standby = StandbyWeb(self._active_webapp, lambda: standby_cluster_info(__version__, started_ms))
+        started_ms, own = int(self.reactor.seconds() * 1000), self.own
+        # the RM proof from this node's copy of the delegation key and tokens (client-config verifies standbys too)
+        proofs = RmProofs(StoredSecrets(self.local.state, self.reactor, lambda: int(self.reactor.seconds() * 1000)),
+                          self.reactor, OwnAddresses(own.webapp_address, own.client_address, own.scheduler_address))
+        standby = StandbyWeb(self._active_webapp, lambda: standby_cluster_info(__version__, started_ms),
+                             RmProofResource(proofs))  # fmt: skip
         self._standby_site = LimitedSite(standby, limits=API_LIMITS, clock=self.reactor, name="standby RM web",
                                          untyped_prefixes=(b"/webhdfs/",))  # fmt: skip
         self.web = SwitchingFactory(self._standby_site)

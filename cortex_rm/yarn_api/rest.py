@@ -54,6 +54,7 @@ from cortex_rm.yarn_api.rest_call import STATIC_WEB_USER, Reply, RestCall
 from cortex_rm.yarn_api.rest_credentials import UserAdmin
 from cortex_rm.yarn_api.ledger_rest import LedgerWebServices
 from cortex_rm.yarn_api.rest_services import NEEDS_CREDENTIAL, ClusterWebServices, ViewTicketSigner, match_route
+from cortex_rm.yarn_api.rm_proof_web import LiveSecrets, RmProofResource, RmProofs
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
 
 log = Logger()
@@ -61,6 +62,7 @@ log = Logger()
 DEFAULT_MAX_BODY_BYTES: Final = 1 << 20
 JSON_CONTENT_TYPE: Final = b"application/json; charset=utf-8"
 _EVENTS: Final = [b"v1", b"cortex", b"events"]
+_RM_PROOF: Final = [b"v1", b"cortex", b"rm-proof"]
 _HOST_HEADER: Final = re.compile(r"^[A-Za-z0-9.\-_]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
 
@@ -97,6 +99,8 @@ class RestSite(LimitedSite):
     its requests obey too (a chunked body over it is answered 413 in YARN's form)."""
 
     requestFactory = BoundedRequest
+    #: ``/ws/v1/cortex/rm-proof`` (with ``auth``): the RM claims its addresses once bound (``RmProofs.claim``).
+    rm_proofs: RmProofs | None = None
 
     def __init__(self, resource: Resource, *, limits: HttpLimits, clock: IReactorTime) -> None:
         super().__init__(resource, limits=limits, clock=clock, name="RM web", untyped_prefixes=(b"/webhdfs/",))
@@ -154,15 +158,20 @@ class WebServicesResource(Resource):
         auth: UserAuthenticator | None,
         cortex: LedgerWebServices | None = None,
         events: Resource | None = None,
+        rm_proof: Resource | None = None,
     ) -> None:
         super().__init__()
         self.services = services
         self.auth = auth
         self.cortex = cortex  # /ws/v1/cortex/...: the uptime ledger
         self.events = events  # /ws/v1/cortex/events/...: a resource tree of its own
+        self.rm_proof = rm_proof  # /ws/v1/cortex/rm-proof: asked without a credential (``rm_proof_web``)
 
     def render(self, request: Request) -> int | bytes:
         postpath, prepath = request.postpath or [], request.prepath or []
+        if self.rm_proof is not None and postpath == _RM_PROOF:
+            proof: int | bytes = self.rm_proof.render(request)
+            return proof
         if self.events is not None and postpath[:3] == _EVENTS:
             for _ in _EVENTS:  # on down the events' own tree, as the site would
                 prepath.append(postpath.pop(0))
@@ -333,7 +342,8 @@ def build_rest_site(
     runs every timeout.  ``auth`` checks the callers' tokens (without it every caller is
     anonymous), ``access`` says who may see and change which application, and ``admin``
     issues users' credentials; ``events`` serves ``/ws/v1/cortex/events/...`` (its children
-    are walked as the site walks a tree: ``event_registry_rest.EventsResource``).
+    are walked as the site walks a tree: ``event_registry_rest.EventsResource``).  With ``auth``,
+    ``/ws/v1/cortex/rm-proof`` answers once the RM claims its addresses (``site.rm_proofs``).
     """
     root = _Root()
     page = ClusterOverviewPage(rm, version, show_metrics=auth is None or auth.anonymous_access != "none")
@@ -344,9 +354,13 @@ def build_rest_site(
     services = ClusterWebServices(
         rm, version, access or AppAccess(()), anonymous_access, admin, credentials, view_tickets=view_tickets
     )
-    root.putChild(b"ws", WebServicesResource(services, auth, ledger, events))
+    proofs = None if auth is None else RmProofs(LiveSecrets(auth.credentials), rm.clock)
+    proof_resource = None if proofs is None else RmProofResource(proofs)
+    root.putChild(b"ws", WebServicesResource(services, auth, ledger, events, proof_resource))
     for name, child in (children or {}).items():
         root.putChild(name, child)
     if max_body_bytes is not None:
         limits = replace(limits, max_body_bytes=max_body_bytes)
-    return RestSite(root, limits=limits, clock=rm.clock)
+    site = RestSite(root, limits=limits, clock=rm.clock)
+    site.rm_proofs = proofs
+    return site

@@ -5,6 +5,8 @@ same port serves the RM's REST API and NameNode instead (``SwitchingFactory``).
 
 * ``/ws/v1/cluster/info`` (and ``/ws/v1/cluster``): 200, ``clusterInfo`` with ``"haState": "STANDBY"``,
   as YARN's standby answers (``yarn-api-client`` asks each RM for it to find the active).
+* ``/ws/v1/cortex/rm-proof``: the RM proof (``rm_proof_web.py``) from the standby's copy of the RM's keys, so that
+  ``client-config`` can verify a standby a directory names before writing it into a configuration.
 * ``/webhdfs/v1/...``: 403 ``StandbyException`` while another node is the active (Hadoop's
   ``WebHdfsFileSystem`` fails over to the next namenode of its nameservice, as from a standby
   NameNode); 503 ``RetriableException`` while no node is (it backs off and asks again: a client that
@@ -29,9 +31,11 @@ from twisted.internet.protocol import Factory
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from cortex_rm.yarn.rm_proof import PROOF_PATH
 from cortex_rm.yarn_api.rest_errors import RETRIABLE, RestError
 
 STANDBY = ("StandbyException", "org.apache.hadoop.ipc.StandbyException")
+RM_PROOF_PATH = PROOF_PATH.encode("ascii")
 CLUSTER_INFO_PATHS = (b"/ws/v1/cluster", b"/ws/v1/cluster/", b"/ws/v1/cluster/info", b"/ws/v1/cluster/info/")
 
 
@@ -40,11 +44,14 @@ class StandbyWeb(Resource):
 
     isLeaf = True
 
-    def __init__(self, active_webapp: Callable[[], str | None], cluster_info: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, active_webapp: Callable[[], str | None], cluster_info: Callable[[], dict[str, Any]],
+        rm_proof: Resource | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.active_webapp, self.cluster_info = active_webapp, cluster_info
+        self.active_webapp, self.cluster_info, self.rm_proof = active_webapp, cluster_info, rm_proof
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> int | bytes:
         # each answer closes its connection: a client that met the standby must meet the active (or this node,
         # become the active) on its next request, not the standby's answers again on a kept-alive connection
         request.setHeader(b"Connection", b"close")
@@ -61,6 +68,9 @@ class StandbyWeb(Resource):
         webhdfs = path.startswith(b"/webhdfs/")
         if path in CLUSTER_INFO_PATHS and request.method in (b"GET", b"HEAD"):
             return self._json(request, 200, {"clusterInfo": self.cluster_info()}, typed=True)
+        if path == RM_PROOF_PATH and self.rm_proof is not None:
+            answer: int | bytes = self.rm_proof.render(request)
+            return answer
         if active is None:
             error = RestError(503, RETRIABLE, "no ResourceManager is active yet (an election is under way); retry shortly")
             request.setHeader(b"Retry-After", b"1")

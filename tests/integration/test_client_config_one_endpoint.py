@@ -8,14 +8,24 @@ eligible RM, in the configured order, and says which is active; the real YARN CL
 active RM's client (IPC) address instead, the command writes the plain one-RM configuration as before
 (the IPC port answers its HTTP probe as Hadoop's does); given a port where nothing listens, likewise,
 saying so.
+
+Each RM a directory names must prove it holds the key of the user's credential first (``rm_proof``): the
+standby from its copy of the stores as well as the active.  A hostile directory (a small HTTP server of the
+test's on loopback) that lists itself as the first RM, marked active, beside the two real ones, and relays
+every proof question it gets to the real active, is dropped: the real RMs are written and the Spark upload
+goes through them, and no request the hostile server gets carries the credential's password.  A directory
+naming only itself is refused with nothing written.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -27,6 +37,9 @@ import pytest
 
 from cortex_rm.local_cluster import USER_TOKEN, free_ports
 from cortex_rm.roles.rm_directory import DIRECTORY_PATH
+from cortex_rm.user_credential import load_credential
+from cortex_rm.yarn.rm_proof import PROOF_PATH
+from cortex_rm.yarn_api.delegation_tokens import to_url_string
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.java import LOG4J2_STDERR_PROPERTIES, run_driver
 from tests.support.ring_daemons import REPO, wait_for
@@ -57,13 +70,19 @@ def both_rms_listed(address: str) -> bool:
     return section is not None and len(section["rm"]) == 2 and section["active"] is not None
 
 
-def client_config(cluster: RunningCluster, out: Path, rm: str) -> subprocess.CompletedProcess[str]:
-    """``cortex-rm client-config`` as a user runs it, with the user's credential and no Spark upload."""
+def client_config(
+    cluster: RunningCluster, out: Path, rm: str, spark_home: Path | None = None, cache: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``cortex-rm client-config`` as a user runs it, with the user's credential and no Spark upload (or the
+    upload of the jars of a fake pyspark ``spark_home``, packed into ``cache``)."""
+    upload = [] if spark_home is not None else ["--no-spark-upload"]
+    path = str(REPO) if spark_home is None else f"{spark_home.parent}{os.pathsep}{REPO}"
+    caches = {} if cache is None else {"XDG_CACHE_HOME": str(cache)}
     return subprocess.run(
         [sys.executable, "-m", "cortex_rm", "client-config", "--out", str(out), "--rm", rm,
-         "--credential", str(cluster.workdir / USER_TOKEN), "--no-spark-upload"],
-        capture_output=True, text=True, timeout=60, cwd=out.parent,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+         "--credential", str(cluster.workdir / USER_TOKEN), *upload],
+        capture_output=True, text=True, timeout=120, cwd=out.parent,
+        env={**os.environ, "PYTHONPATH": path, **caches},
     )  # fmt: skip
 
 
@@ -84,6 +103,8 @@ def test_a_plain_nodes_web_address_is_enough_for_the_yarn_cli(cluster: RunningCl
     assert f"{node3.nm_webapp} is a Cortex node; it knows 2 ResourceManagers:" in result.stdout
     assert f"rm1  client {node1.rm.client}  web {node1.rm.webapp}  (active" in result.stdout
     assert f"rm2  client {node2.rm.client}  web {node2.rm.webapp}  (standby" in result.stdout
+    for k, rm in ((1, node1.rm), (2, node2.rm)):  # the active and the standby proved they hold the key
+        assert f"rm{k}  web {rm.webapp}: verified" in result.stdout, result.stdout
     yarn = properties(out / "yarn-site.xml")
     assert yarn["yarn.resourcemanager.ha.rm-ids"] == "rm1,rm2"
     assert yarn["yarn.resourcemanager.address.rm1"] == str(node1.rm.client)
@@ -134,3 +155,126 @@ def test_the_rms_own_web_port_is_refused_saying_what_to_give(cluster: RunningClu
     assert "answered neither as a Cortex node's web port nor as a ResourceManager's client port" in result.stderr
     assert "status_address" in result.stderr
     assert not (tmp_path / "web").exists()
+
+
+class HostileNode:
+    """A node that lies: its directory lists itself first (as the active) and then the real RMs; it relays every
+    RM proof question to the real active (which proves its own address, not this one's); it answers WebHDFS as if
+    it were a NameNode.  Every request it gets is kept (request line, headers, body)."""
+
+    def __init__(self, real: list[dict[str, Any]], active_web: str, only_itself: bool = False) -> None:
+        self.requests: list[bytes] = []
+        self.relayed: list[int] = []
+        hostile = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hostile.record(self)
+                if self.path == DIRECTORY_PATH:
+                    self.answer(200, json.dumps(hostile.directory()).encode())
+                elif self.path.startswith(PROOF_PATH + "?"):
+                    self.answer(*hostile.relay(self.path))
+                elif self.path.startswith("/webhdfs/v1/"):
+                    self.answer(200, b'{"Path": "/user/victim"}')
+                else:
+                    self.answer(404, b"{}")
+
+            def do_PUT(self) -> None:
+                hostile.record(self)
+                self.answer(200, b'{"boolean": true}')
+
+            def answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.real, self.active_web, self.only_itself = real, active_web, only_itself
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def record(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(min(length, 1 << 20)) if length else b""
+        self.requests.append(handler.requestline.encode("latin-1") + b"\r\n" + bytes(handler.headers) + body)
+
+    def directory(self) -> dict[str, Any]:
+        me = {"ringId": "e" * 40, "address": self.address, "schedulerAddress": self.address,
+              "webappAddress": self.address, "trackerAddress": self.address, "active": True}  # fmt: skip
+        others = [] if self.only_itself else [{**entry, "active": False} for entry in self.real]
+        return {"resourceManagers": {"active": "e" * 40, "rm": [me, *others]}}
+
+    def relay(self, target: str) -> tuple[int, bytes]:
+        """The question, asked of the real active RM at its own address (its proof: for that address)."""
+        host, port = self.active_web.rsplit(":", 1)
+        connection = http.client.HTTPConnection(host, int(port), timeout=5)
+        try:
+            connection.request("GET", target)
+            response = connection.getresponse()
+            status, body = response.status, response.read()
+        finally:
+            connection.close()
+        self.relayed.append(status)
+        return status, body
+
+    def __enter__(self) -> HostileNode:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def test_a_hostile_directory_is_dropped_and_never_gets_the_credential(cluster: RunningCluster, tmp_path: Path) -> None:
+    """The hostile node's directory names itself first (active) and both real RMs: its entry fails its proof (the
+    real active's proof, relayed, is for the real address), so the configuration names the real RMs only, the
+    Spark upload goes through the real active, and nothing the hostile node received carries the password."""
+    node1, node2, node3 = cluster.nodes
+    assert node1.rm is not None and node2.rm is not None
+    wait_for(lambda: both_rms_listed(node3.nm_webapp), "node3's directory to list both RMs and the active", 60, 0.5)
+    real = directory_of(node3.nm_webapp)
+    assert real is not None
+    spark_home = tmp_path / "fake" / "pyspark"  # a pyspark whose jars are one small file: a real upload, quickly
+    (spark_home / "jars").mkdir(parents=True)
+    (spark_home / "__init__.py").write_text("")
+    (spark_home / "jars" / "tiny.jar").write_bytes(b"PK" + os.urandom(4000))
+    fs = load_credential(cluster.workdir / USER_TOKEN).fs
+    with HostileNode(real["rm"], str(node1.rm.webapp)) as hostile:
+        out = tmp_path / "conf"
+        result = client_config(cluster, out, hostile.address, spark_home=spark_home, cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"rm1  web {hostile.address}: NOT verified, dropped (nothing is sent to it): its proof does not match" in (
+        result.stdout
+    ), result.stdout
+    assert f"rm2  web {node1.rm.webapp}: verified" in result.stdout
+    assert f"rm3  web {node2.rm.webapp}: verified" in result.stdout
+    assert hostile.relayed == [200]  # the relay got a real proof: for the real address, so worthless here
+    yarn, core = properties(out / "yarn-site.xml"), properties(out / "core-site.xml")
+    assert yarn["yarn.resourcemanager.ha.rm-ids"] == "rm1,rm2"
+    assert [yarn["yarn.resourcemanager.address.rm1"], yarn["yarn.resourcemanager.address.rm2"]] == [
+        str(node1.rm.client), str(node2.rm.client),
+    ]  # fmt: skip
+    assert hostile.address not in (out / "yarn-site.xml").read_text() + (out / "core-site.xml").read_text()
+    assert core["dfs.namenode.http-address.cortex.rm1"] == str(node1.rm.webapp)
+    assert "spark.yarn.archive webhdfs://cortex/" in (out / "spark-defaults.conf").read_text()
+    paths = [request.split(b" ", 2)[1].split(b"?", 1)[0] for request in hostile.requests]
+    assert paths == [DIRECTORY_PATH.encode(), PROOF_PATH.encode()], hostile.requests
+    secrets = (fs.password, fs.password.hex().encode(), to_url_string(fs).encode())
+    assert not [request for request in hostile.requests if any(secret in request for secret in secrets)]
+
+
+def test_a_directory_that_names_only_itself_is_refused_with_nothing_written(cluster: RunningCluster, tmp_path: Path) -> None:
+    rm = cluster.nodes[0].rm
+    assert rm is not None
+    with HostileNode([], str(rm.webapp), only_itself=True) as hostile:
+        result = client_config(cluster, tmp_path / "conf", hostile.address)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "none of the ResourceManagers the node at" in result.stderr and "nothing was sent to them or written" in result.stderr
+    assert not (tmp_path / "conf").exists()
