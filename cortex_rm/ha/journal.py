@@ -59,7 +59,7 @@ and the ring's mutual-TLS links.
 **Compaction and snapshots** (Raft's §7): a node's stores are its snapshot, so it discards what they applied
 but a tail (``JournalState.compact``; ``journal_log.py``).  A follower that needs what the leader's base
 discarded (down for long, or wiped) gets the leader's snapshot instead, in chunks (``Snapshot``,
-``SnapshotAck``; the follower's side is ``journal_install.py``), and its Appends go on after it.  A node
+``SnapshotAck``; the follower's side is ``journal_snapshots.py``), and its Appends go on after it.  A node
 whose install was cut short (``state.stale``) applies nothing and does not campaign until one is installed.
 
 Not yet here: membership changes of the eligible set while running (a restart with the new set).
@@ -67,33 +67,17 @@ Not yet here: membership changes of the eligible set while running (a restart wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from cortex_rm.ha.journal_log import (
     MAX_BATCH, MAX_BATCH_BYTES, MAX_ENTRY_BYTES, NO_EPOCH, SNAPSHOT_CHUNK_BYTES, Append, Appended, Entry, Epoch,
     JournalState, Message, NotLeader, Prepare, Promise, Refused, Send, Snapshot, SnapshotAck,
 )  # fmt: skip
-from cortex_rm.ha.journal_install import SnapshotOffer, SnapshotReceiver
+from cortex_rm.ha.journal_snapshots import Follower, SnapshotOffer, SnapshotReceiver
 
 __all__ = [
-    "MAX_BATCH", "MAX_BATCH_BYTES", "MAX_ENTRY_BYTES", "NO_EPOCH", "Append", "Appended", "Entry", "Epoch",
-    "JournalNode", "JournalState", "Message", "NotLeader", "Prepare", "Promise", "Refused", "Send", "Snapshot",
-    "SnapshotAck", "SnapshotOffer", "SNAPSHOT_CHUNK_BYTES",
+    "MAX_BATCH", "MAX_BATCH_BYTES", "MAX_ENTRY_BYTES", "NO_EPOCH", "SNAPSHOT_CHUNK_BYTES", "Append", "Appended", "Entry",
+    "Epoch", "JournalNode", "JournalState", "Message", "NotLeader", "Prepare", "Promise", "Refused", "Send", "Snapshot",
+    "SnapshotAck", "SnapshotOffer",
 ]  # fmt: skip
-
-
-@dataclass
-class _Follower:
-    next_seq: int
-    heard_at: float  # when the oldest Append it answered last went out (-inf: none of this lead yet)
-    match: int = 0
-    sent_at: float | None = None  # an Append is out and not yet answered since
-    oldest_out: float | None = None  # when the oldest Append not yet answered went out (the lease counts from it)
-    sent_upto: int = 0  # the last seq the Appends sent so far could have carried
-    snapshot: bool = False  # it is sent the snapshot instead of Appends (it needs what the base discarded)
-    snap_min: int = 0  # it asked for a snapshot covering at least this seq
-    snap_seq: int | None = None  # the snapshot it is sent, and how far it holds it
-    snap_offset: int = 0
 
 
 class JournalNode:
@@ -119,7 +103,7 @@ class JournalNode:
         self._grants: set[int] = set()  # a campaign's grants so far
         self._pre_epoch: Epoch | None = None  # a pre-vote under way: the epoch it asks about
         self._pre_grants: set[int] = set()
-        self._followers: dict[int, _Follower] = {}
+        self._followers: dict[int, Follower] = {}
         self._led_at = float("-inf")  # when this node last began to lead
         #: The leader's: its snapshot (``offer_snapshot``), and whether a follower needs one it has not.
         self.snapshot: SnapshotOffer | None = None
@@ -163,7 +147,7 @@ class JournalNode:
         if self.role != "candidate" or len(self._grants) < self.quorum:
             return []
         self.role, self.leader, self._grants = "leader", self.me, set()
-        self._followers = {m: _Follower(self.state.last_seq + 1, float("-inf")) for m in self.members - {self.me}}
+        self._followers = {m: Follower(self.state.last_seq + 1, float("-inf")) for m in self.members - {self.me}}
         self._led_at = now  # (a vote is not an answer to an Append: the lease starts with the first answers)
         noop = Entry(self.epoch, self.state.last_seq + 1, b"")  # commits what earlier leaders left, with it
         self.state.log.append(noop)
@@ -220,7 +204,7 @@ class JournalNode:
         self._sent(follower, now, prev + len(entries))
         return [(member, Append(self.epoch, prev, self.state.epoch_at(prev), entries, self.state.committed))]
 
-    def _sent(self, follower: _Follower, now: float, upto: int) -> None:
+    def _sent(self, follower: Follower, now: float, upto: int) -> None:
         follower.sent_at = now
         if follower.oldest_out is None:
             follower.oldest_out = now
@@ -228,7 +212,7 @@ class JournalNode:
 
     # ------------------------------------------------------------ snapshots (leading)
 
-    def _snapshot_to(self, member: int, follower: _Follower, now: float) -> list[Send]:
+    def _snapshot_to(self, member: int, follower: Follower, now: float) -> list[Send]:
         """The next chunk of the snapshot for a follower that needs what the base discarded (or asked for one); if
         this node has none recent enough, ``wants_snapshot`` asks the driver for one."""
         follower.snapshot = True
@@ -274,7 +258,7 @@ class JournalNode:
 
     # ------------------------------------------------------------ receiving
 
-    def _answered(self, sender: int, epoch: Epoch, now: float) -> _Follower | None:
+    def _answered(self, sender: int, epoch: Epoch, now: float) -> Follower | None:
         """The follower that answered this lead (its lease counts from the oldest Append it had not answered)."""
         if not self.is_leader or epoch != self.epoch or sender not in self._followers:
             return None
@@ -328,11 +312,17 @@ class JournalNode:
         self._follow(message.epoch, None)
         return [(sender, Promise(message.epoch, granted))]
 
-    def _append(self, sender: int, message: Append, now: float) -> list[Send]:
-        if message.epoch < self.state.promised or message.epoch[1] != sender:
-            return [(sender, Refused(self.state.promised))]
-        self._follow(message.epoch, sender)
+    def _heard_from_leader(self, sender: int, epoch: Epoch, now: float) -> bool:
+        """Follow ``sender`` leading ``epoch`` unless an older epoch (then it is to be refused)."""
+        if epoch < self.state.promised or epoch[1] != sender:
+            return False
+        self._follow(epoch, sender)
         self._leader_heard = now
+        return True
+
+    def _append(self, sender: int, message: Append, now: float) -> list[Send]:
+        if not self._heard_from_leader(sender, message.epoch, now):
+            return [(sender, Refused(self.state.promised))]
         state = self.state
         if state.stale:  # (its stores wait for a snapshot: it takes no entry until one is installed)
             return [(sender, SnapshotAck(message.epoch, state.base_seq, 0))]
@@ -385,10 +375,8 @@ class JournalNode:
             self.leader = leader
 
     def _snapshot(self, sender: int, message: Snapshot, now: float) -> list[Send]:
-        if message.epoch < self.state.promised or message.epoch[1] != sender:
+        if not self._heard_from_leader(sender, message.epoch, now):
             return [(sender, Refused(self.state.promised))]
-        self._follow(message.epoch, sender)
-        self._leader_heard = now
         answer = self.receiver.receive(message, self.state, self.applied)
         return [] if answer is None else [(sender, answer)]
 
@@ -400,7 +388,7 @@ class JournalNode:
     def install_begin(self) -> tuple[int, Epoch]:
         """The whole snapshot is received (``receiver.ready``): it becomes the base, the state ``stale`` until
         ``install_end``.  The driver saves this state before it replaces its stores' content (module
-        ``journal_install``): a crash in between leaves a node that asks for a snapshot again."""
+        ``journal_snapshots``): a crash in between leaves a node that asks for a snapshot again."""
         ready, self.receiver.ready = self.receiver.ready, None
         if ready is None:
             raise ValueError("no snapshot was received whole")
@@ -426,6 +414,12 @@ class JournalNode:
 
     def applied_through(self, seq: int) -> None:
         self.applied = max(self.applied, seq)
+
+    def compact(self, keep: int) -> int:
+        """``state.compact``, but a leader keeps the entries after a snapshot it is sending (a follower goes on
+        from there once it installed it)."""
+        sending = [f.snap_seq for f in self._followers.values() if f.snapshot and f.snap_seq is not None]
+        return self.state.compact(keep, min(sending, default=None))
 
     def take_committed(self) -> list[Entry]:
         """``to_apply`` all at once, marked applied, without the no-ops (for drivers whose apply cannot fail)."""

@@ -152,10 +152,12 @@ class JournalState:
         del self.log[seq - self.base_seq - 1 :]
         self.changed(seq)
 
-    def compact(self, keep: int) -> int:
-        """Discard the applied entries but the last ``keep`` of them; the new base (the stores are the snapshot
-        of what was discarded: the store deletes it on disk with the applied mark, in one transaction)."""
+    def compact(self, keep: int, at_most: int | None = None) -> int:
+        """Discard the applied entries but the last ``keep`` of them (and none after ``at_most``); the new base
+        (the stores are the snapshot of what was discarded: the store deletes it on disk with the applied mark,
+        in one transaction)."""
         upto = min(self.applied, self.committed) - keep
+        upto = upto if at_most is None else min(upto, at_most)
         if upto > self.base_seq and not self.stale:
             self.base_epoch = self.epoch_at(upto)
             del self.log[: upto - self.base_seq]

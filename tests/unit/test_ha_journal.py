@@ -153,7 +153,7 @@ class Net:
         node = self.nodes[i]
         node.state.applied = node.applied
         if self.tail is not None:
-            node.state.compact(self.tail)
+            node.compact(self.tail)
         if node.wants_snapshot and node.is_leader:
             blob = json.dumps([[seq, data.decode()] for seq, data in self.applied[i]]).encode()
             self.snapshots[i] = (node.applied, blob)

@@ -1,4 +1,6 @@
-"""A follower's side of a snapshot install (``ha/journal.py`` sends snapshots, ``JournalNode`` checks epochs).
+"""What the journal's leader keeps of each follower (``Follower``: how far it matches, the snapshot it is sent),
+its snapshot (``SnapshotOffer``), and a follower's side of an install (``SnapshotReceiver``); ``ha/journal.py``
+is the protocol.
 
 A follower that needs what the leader's base discarded receives the leader's snapshot in
 chunks (``Snapshot``, each at most ``SNAPSHOT_CHUNK_BYTES``), in order, answering each with
@@ -25,6 +27,22 @@ class SnapshotOffer:
     seq: int
     epoch: Epoch
     size: int
+
+
+@dataclass
+class Follower:
+    """The leader's record of one follower during one lead."""
+
+    next_seq: int
+    heard_at: float  # when the oldest Append it answered last went out (-inf: none of this lead yet)
+    match: int = 0
+    sent_at: float | None = None  # an Append is out and not yet answered since
+    oldest_out: float | None = None  # when the oldest Append not yet answered went out (the lease counts from it)
+    sent_upto: int = 0  # the last seq the Appends sent so far could have carried
+    snapshot: bool = False  # it is sent the snapshot instead of Appends (it needs what the base discarded)
+    snap_min: int = 0  # it asked for a snapshot covering at least this seq
+    snap_seq: int | None = None  # the snapshot it is sent, and how far it holds it
+    snap_offset: int = 0
 
 
 @dataclass
