@@ -74,9 +74,9 @@ from cortex_rm.ha.journal_log import (
 from cortex_rm.ha.journal_snapshots import Follower, SnapshotOffer, SnapshotReceiver
 
 __all__ = [
-    "MAX_BATCH", "MAX_BATCH_BYTES", "MAX_ENTRY_BYTES", "NO_EPOCH", "SNAPSHOT_CHUNK_BYTES", "Append", "Appended", "Entry",
-    "Epoch", "JournalNode", "JournalState", "Message", "NotLeader", "Prepare", "Promise", "Refused", "Send", "Snapshot",
-    "SnapshotAck", "SnapshotOffer",
+    "MAX_BATCH", "MAX_BATCH_BYTES", "MAX_ENTRY_BYTES", "NO_EPOCH", "SNAPSHOT_CHUNK_BYTES", "Append", "Appended",
+    "Entry", "Epoch", "JournalNode", "JournalState", "Message", "NotLeader", "Prepare", "Promise", "Refused", "Send",
+    "Snapshot", "SnapshotAck", "SnapshotOffer",
 ]  # fmt: skip
 
 
@@ -193,7 +193,8 @@ class JournalNode:
         return self.role == "follower" and self.leader is not None and now - self._leader_heard < self.lease_s
 
     def _appends(self, now: float, everyone: bool) -> list[Send]:
-        return [s for m, f in sorted(self._followers.items()) if everyone or f.sent_at is None for s in self._append_to(m, now)]
+        due = [m for m, f in sorted(self._followers.items()) if everyone or f.sent_at is None]
+        return [send for m in due for send in self._append_to(m, now)]
 
     def _append_to(self, member: int, now: float) -> list[Send]:
         follower = self._followers[member]
