@@ -80,6 +80,10 @@ __all__ = [
 ]  # fmt: skip
 
 
+#: A follower sent a snapshot holds the leader's compaction back while heard within this many heartbeats.
+HOLD_HEARTBEATS = 10
+
+
 class JournalNode:
     """One eligible node's part of the journal (see the module docstring)."""
 
@@ -219,7 +223,7 @@ class JournalNode:
         follower.snapshot = True
         offer = self.snapshot
         if offer is None or offer.seq < max(self.state.base_seq, follower.snap_min):
-            self.wants_snapshot = True
+            self.wants_snapshot = offer is None or offer.seq < self.applied  # (one newer than its own could help)
             follower.sent_at = now  # (the next try comes with the offer, or a heartbeat later)
             return []
         if follower.snap_seq != offer.seq:
@@ -416,10 +420,12 @@ class JournalNode:
     def applied_through(self, seq: int) -> None:
         self.applied = max(self.applied, seq)
 
-    def compact(self, keep: int) -> int:
-        """``state.compact``, but a leader keeps the entries after a snapshot it is sending (a follower goes on
-        from there once it installed it)."""
-        sending = [f.snap_seq for f in self._followers.values() if f.snapshot and f.snap_seq is not None]
+    def compact(self, keep: int, now: float) -> int:
+        """``state.compact``, but a leader keeps the entries after a snapshot it is sending to a follower heard
+        within ``HOLD_HEARTBEATS`` heartbeats (it goes on from there once it installed it; one gone silent holds
+        nothing back)."""
+        sending = [f.snap_seq for f in self._followers.values()
+                   if f.snapshot and f.snap_seq is not None and now - f.heard_at < HOLD_HEARTBEATS * self.heartbeat_s]
         return self.state.compact(keep, min(sending, default=None))
 
     def take_committed(self) -> list[Entry]:

@@ -313,4 +313,11 @@ class StoreSnapshots:
         return self.run(write_sync)
 
     def install(self) -> defer.Deferred[int]:
-        return self.run(lambda: load(self.databases, self.received))
+        """Load the file received into the stores; it is deleted once they hold it (disk holds one at a time)."""
+
+        def install_sync() -> int:
+            rows = load(self.databases, self.received)
+            self.received.unlink()
+            return rows
+
+        return self.run(install_sync)

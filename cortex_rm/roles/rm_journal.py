@@ -244,7 +244,7 @@ class RmJournal:
         state = self.node.state
         state.applied = self.node.applied  # (what the last step applied: saved now, see JournalState.applied)
         if self.snapshots is not None and state.applied - state.base_seq > self.log_tail + max(16, self.log_tail // 4):
-            self.node.compact(self.log_tail)  # (deleted on disk by the save, with the applied mark)
+            self.node.compact(self.log_tail, self.reactor.seconds())  # (deleted on disk by the save, with the mark)
         await self._save()
         if self.node.wants_snapshot and self.node.is_leader and self.snapshots is not None and not state.stale:
             sends += await self._offer()

@@ -119,4 +119,4 @@ def test_a_node_takes_any_sequence_of_messages_without_failing_or_unpromising(st
         assert node.state.base_seq <= node.applied <= max(node.state.committed, node.state.base_seq)
         node.take_committed()
         node.state.applied = node.applied
-        node.compact(1)
+        node.compact(1, float(now))

@@ -153,7 +153,7 @@ class Net:
         node = self.nodes[i]
         node.state.applied = node.applied
         if self.tail is not None:
-            node.compact(self.tail)
+            node.compact(self.tail, self.now)
         if node.wants_snapshot and node.is_leader:
             blob = json.dumps([[seq, data.decode()] for seq, data in self.applied[i]]).encode()
             self.snapshots[i] = (node.applied, blob)
@@ -579,3 +579,33 @@ def test_an_append_reaching_below_a_followers_base_matches_at_the_base() -> None
     assert node.receive(A, Append((2, A), 3, (1, A), entries, 7), 0) == [(A, Appended((2, A), True, 7))]
     assert [e.seq for e in node.state.log] == [6, 7] and node.state.committed == 7
     assert [e.data for e in node.to_apply()] == [b"f", b"e7"]
+
+
+def test_a_leader_keeps_the_entries_after_a_snapshot_it_sends_but_not_for_a_follower_gone_silent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(journal, "SNAPSHOT_CHUNK_BYTES", 16)
+    net = Net([A, B, C], tail=0)
+    net.campaign(A)
+    net.settle()
+    net.crash(C)
+    for i in range(20):
+        net.propose(A, b"e%d" % i)
+    net.settle()
+    net.restart(C)
+    net.now += 1
+    net.tick(A)
+    while not (net.queue[0][0] == C and isinstance(net.queue[0][2], Snapshot) and net.queue[0][2].offset > 0):
+        net.deliver()  # (until C acknowledged the first chunk: the leader sends it the second)
+    net.crash(C)  # (what it is sent now is lost; it was heard a moment ago)
+    held = net.states[A].base_seq
+    for i in range(5):  # the leader keeps what C needs after the snapshot
+        net.propose(A, b"f%d" % i)
+        net.settle()
+    assert net.states[A].base_seq == held and len(net.states[A].log) >= 5
+    for i in range(40):  # C silent for many heartbeats: nothing is held back for it any more
+        net.now += 0.5
+        net.tick(A)
+        net.propose(A, b"g%d" % i)
+        net.settle()
+    assert net.states[A].base_seq > held + 30 and len(net.states[A].log) <= 2

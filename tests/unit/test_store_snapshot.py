@@ -135,6 +135,7 @@ def test_chunks_written_at_their_offsets_make_the_file_and_install_it(tmp_path: 
         result_of(follower.write_chunk(offset, result_of(leader.read_chunk(offset, 1000))))
     assert follower.received.read_bytes() == leader.own.read_bytes()
     assert result_of(follower.install()) == 400 and content(follower.databases) == content(leader.databases)
+    assert not follower.received.exists()  # (installed: its disk holds the stores only)
 
 
 def test_a_value_a_snapshot_cannot_hold_is_an_error_when_dumping() -> None:
