@@ -73,6 +73,11 @@ class ResourceManagerSection:
     # ... until those nodes are this fraction of the nodes the AM could go to; then the list
     # is ignored (yarn.am.blacklisting.disable-failure-threshold)
     am_blacklisting_disable_failure_threshold: float = 0.8
+    # With standbys ([ring] resource_managers): how many applied entries each eligible node keeps
+    # in its copy of the RM's journal beyond what its stores hold (older ones are discarded; a
+    # node further behind than this is sent a snapshot of the stores instead). Memory and disk
+    # for the journal stay within about 1.25 times this many entries (each at most 512 KiB).
+    journal_log_tail: int = 1000
 
     def check(self, where: str) -> None:
         """ConfigError naming the key of the first value that cannot work (``where``: the file)."""
@@ -105,6 +110,8 @@ class ResourceManagerSection:
             raise ConfigError(f"{where}: resourcemanager.am_static_wait_s must not be negative (0: no limit)")
         if not 0.0 <= self.am_blacklisting_disable_failure_threshold <= 1.0:
             raise ConfigError(f"{where}: resourcemanager.am_blacklisting_disable_failure_threshold must be within [0, 1]")
+        if not 0 <= self.journal_log_tail <= 1_000_000:
+            raise ConfigError(f"{where}: resourcemanager.journal_log_tail must be within [0, 1000000]")
         if self.log_retention_check_s < 0:
             raise ConfigError(f"{where}: resourcemanager.log_retention_check_s must not be negative")
         if not 1024 <= self.ipc_max_data_length <= 2**31 - 1:

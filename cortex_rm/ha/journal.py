@@ -56,113 +56,32 @@ could read there.  Why not a library: Python's Raft libraries bring their own th
 and transport (and pickle over the network); this one is a state machine under Twisted
 and the ring's mutual-TLS links.
 
-Not yet here: snapshots (the log grows until compaction is added), and membership
-changes of the eligible set while running (a restart with the new set).
+**Compaction and snapshots** (Raft's §7): a node's stores are its snapshot, so it discards what they applied
+but a tail (``JournalState.compact``; ``journal_log.py``).  A follower that needs what the leader's base
+discarded (down for long, or wiped) gets the leader's snapshot instead, in chunks (``Snapshot``,
+``SnapshotAck``; the follower's side is ``journal_snapshots.py``), and its Appends go on after it.  A node
+whose install was cut short (``state.stale``) applies nothing and does not campaign until one is installed.
+
+Not yet here: membership changes of the eligible set while running (a restart with the new set).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from cortex_rm.ha.journal_log import (
+    MAX_BATCH, MAX_BATCH_BYTES, MAX_ENTRY_BYTES, NO_EPOCH, SNAPSHOT_CHUNK_BYTES, Append, Appended, Entry, Epoch,
+    JournalState, Message, NotLeader, Prepare, Promise, Refused, Send, Snapshot, SnapshotAck,
+)  # fmt: skip
+from cortex_rm.ha.journal_snapshots import Follower, SnapshotOffer, SnapshotReceiver
 
-Epoch = tuple[int, int]
-"""A ballot: (number, ring id of the node that started it); ordered as a tuple."""
-NO_EPOCH: Epoch = (0, 0)
-
-#: Entries per Append at most, and their data's bytes (at least one entry goes): a follower far behind is
-#: caught up over several Appends.
-MAX_BATCH = 256
-MAX_BATCH_BYTES = 768 * 1024
-#: One entry's data at most (``propose`` refuses more).
-MAX_ENTRY_BYTES = 512 * 1024
-
-
-@dataclass(frozen=True)
-class Entry:
-    epoch: Epoch  # the epoch of the leader that wrote it (last)
-    seq: int  # 1, 2, ...
-    data: bytes
+__all__ = [
+    "MAX_BATCH", "MAX_BATCH_BYTES", "MAX_ENTRY_BYTES", "NO_EPOCH", "SNAPSHOT_CHUNK_BYTES", "Append", "Appended",
+    "Entry", "Epoch", "JournalNode", "JournalState", "Message", "NotLeader", "Prepare", "Promise", "Refused", "Send",
+    "Snapshot", "SnapshotAck", "SnapshotOffer",
+]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Prepare:
-    epoch: Epoch
-    last_seq: int  # the campaigner's log: its length, and its last entry's epoch
-    last_epoch: Epoch
-    pre: bool = False  # a pre-vote: would you grant it? (nothing is promised)
-
-
-@dataclass(frozen=True)
-class Promise:
-    epoch: Epoch
-    granted: bool  # False: promised (no older epoch from now on), but the campaigner's log is behind
-    pre: bool = False  # the answer to a pre-vote
-
-
-@dataclass(frozen=True)
-class Append:
-    epoch: Epoch
-    prev_seq: int
-    prev_epoch: Epoch
-    entries: tuple[Entry, ...]
-    commit: int
-
-
-@dataclass(frozen=True)
-class Appended:
-    epoch: Epoch
-    ok: bool
-    match: int  # ok: the last seq now matching the leader's log; not ok: the follower's last seq
-
-
-@dataclass(frozen=True)
-class Refused:
-    promised: Epoch  # the refuser's: the sender's epoch is older
-
-
-Message = Prepare | Promise | Append | Appended | Refused
-Send = tuple[int, Message]
-
-
-class NotLeader(Exception):
-    """This node does not lead the journal now; ``leader`` is the one it follows, if known."""
-
-    def __init__(self, leader: int | None) -> None:
-        super().__init__("this node does not lead the RM's journal" + (f" ({leader:x} does)" if leader else ""))
-        self.leader = leader
-
-
-@dataclass
-class JournalState:
-    """What a node must keep on disk: the epoch it promised, its log, how far it knows the log committed."""
-
-    promised: Epoch = NO_EPOCH
-    log: list[Entry] = field(default_factory=list)
-    committed: int = 0
-    #: The lowest seq whose entry changed (written, replaced or removed) since the driver last saved the log.
-    dirty_from: int | None = None
-    #: The driver's: how far this node's state copy applied the log, as last saved (applying is idempotent,
-    #: so a mark saved late only means some entries are applied again after a restart).
-    applied: int = 0
-
-    def changed(self, seq: int) -> None:
-        self.dirty_from = seq if self.dirty_from is None else min(self.dirty_from, seq)
-
-    @property
-    def last_seq(self) -> int:
-        return len(self.log)
-
-    def epoch_at(self, seq: int) -> Epoch:
-        return self.log[seq - 1].epoch if 0 < seq <= len(self.log) else NO_EPOCH
-
-
-@dataclass
-class _Follower:
-    next_seq: int
-    heard_at: float  # when the oldest Append it answered last went out (-inf: none of this lead yet)
-    match: int = 0
-    sent_at: float | None = None  # an Append is out and not yet answered since
-    oldest_out: float | None = None  # when the oldest Append not yet answered went out (the lease counts from it)
-    sent_upto: int = 0  # the last seq the Appends sent so far could have carried
+#: A follower sent a snapshot holds the leader's compaction back while heard within this many heartbeats.
+HOLD_HEARTBEATS = 10
 
 
 class JournalNode:
@@ -184,12 +103,16 @@ class JournalNode:
         self.role = "follower"
         self.epoch: Epoch = self.state.promised  # the epoch this node leads or campaigns in
         self.leader: int | None = None
-        self.applied = 0  # (volatile: the driver reloads its state copy, then applies from its own mark)
+        self.applied = self.state.applied  # (the driver may know better: its stores' own mark)
         self._grants: set[int] = set()  # a campaign's grants so far
         self._pre_epoch: Epoch | None = None  # a pre-vote under way: the epoch it asks about
         self._pre_grants: set[int] = set()
-        self._followers: dict[int, _Follower] = {}
+        self._followers: dict[int, Follower] = {}
         self._led_at = float("-inf")  # when this node last began to lead
+        #: The leader's: its snapshot (``offer_snapshot``), and whether a follower needs one it has not.
+        self.snapshot: SnapshotOffer | None = None
+        self.wants_snapshot = False
+        self.receiver = SnapshotReceiver()  # a follower's install (``take_chunk``, ``install_begin``/``_end``)
 
     @property
     def quorum(self) -> int:
@@ -205,9 +128,9 @@ class JournalNode:
         """Ask every member whether it would grant a new epoch (a pre-vote); with a majority, campaign in it.  Not
         while this node's own vote is bound (it heard its leader within a lease, or started less than one ago): it
         grants itself nothing it would refuse another."""
-        if self.lease_s > 0 and (self._heard_leader(now) or now < self._quiet_until):
-            return []
-        number = max([self.state.promised[0], *(e.epoch[0] for e in self.state.log[-1:])]) + 1
+        if self.state.stale or (self.lease_s > 0 and (self._heard_leader(now) or now < self._quiet_until)):
+            return []  # (a node whose stores wait for a snapshot could not act as the RM)
+        number = max(self.state.promised[0], self.state.epoch_at(self.state.last_seq)[0]) + 1
         self._pre_epoch, self._pre_grants = (number, self.me), {self.me}
         prepare = Prepare(self._pre_epoch, self.state.last_seq, self.state.epoch_at(self.state.last_seq), pre=True)
         sends: list[Send] = [(m, prepare) for m in sorted(self.members - {self.me})]
@@ -228,7 +151,7 @@ class JournalNode:
         if self.role != "candidate" or len(self._grants) < self.quorum:
             return []
         self.role, self.leader, self._grants = "leader", self.me, set()
-        self._followers = {m: _Follower(self.state.last_seq + 1, float("-inf")) for m in self.members - {self.me}}
+        self._followers = {m: Follower(self.state.last_seq + 1, float("-inf")) for m in self.members - {self.me}}
         self._led_at = now  # (a vote is not an answer to an Append: the lease starts with the first answers)
         noop = Entry(self.epoch, self.state.last_seq + 1, b"")  # commits what earlier leaders left, with it
         self.state.log.append(noop)
@@ -263,7 +186,7 @@ class JournalNode:
             self._follow(self.epoch, None)  # (a new leader has one lease to be answered by a majority)
             return []
         due = [m for m, f in self._followers.items() if f.sent_at is None or now - f.sent_at >= self.heartbeat_s]
-        return [self._append_to(m, now) for m in due]
+        return [send for m in due for send in self._append_to(m, now)]
 
     def _holds_lease(self, now: float) -> bool:
         """Leading, and a majority (this node too) heard from within ``lease_s``."""
@@ -274,17 +197,63 @@ class JournalNode:
         return self.role == "follower" and self.leader is not None and now - self._leader_heard < self.lease_s
 
     def _appends(self, now: float, everyone: bool) -> list[Send]:
-        return [self._append_to(m, now) for m, f in sorted(self._followers.items()) if everyone or f.sent_at is None]
+        due = [m for m, f in sorted(self._followers.items()) if everyone or f.sent_at is None]
+        return [send for m in due for send in self._append_to(m, now)]
 
-    def _append_to(self, member: int, now: float) -> Send:
+    def _append_to(self, member: int, now: float) -> list[Send]:
         follower = self._followers[member]
         prev = follower.next_seq - 1
-        entries = _page(self.state.log, prev)
+        if follower.snapshot or prev < self.state.base_seq:
+            return self._snapshot_to(member, follower, now)
+        entries = _page(self.state, prev)
+        self._sent(follower, now, prev + len(entries))
+        return [(member, Append(self.epoch, prev, self.state.epoch_at(prev), entries, self.state.committed))]
+
+    def _sent(self, follower: Follower, now: float, upto: int) -> None:
         follower.sent_at = now
         if follower.oldest_out is None:
             follower.oldest_out = now
-        follower.sent_upto = max(follower.sent_upto, prev + len(entries))
-        return member, Append(self.epoch, prev, self.state.epoch_at(prev), entries, self.state.committed)
+        follower.sent_upto = max(follower.sent_upto, upto)
+
+    # ------------------------------------------------------------ snapshots (leading)
+
+    def _snapshot_to(self, member: int, follower: Follower, now: float) -> list[Send]:
+        """The next chunk of the snapshot for a follower that needs what the base discarded (or asked for one); if
+        this node has none recent enough, ``wants_snapshot`` asks the driver for one."""
+        follower.snapshot = True
+        offer = self.snapshot
+        if offer is None or offer.seq < max(self.state.base_seq, follower.snap_min):
+            self.wants_snapshot = offer is None or offer.seq < self.applied  # (one newer than its own could help)
+            follower.sent_at = now  # (the next try comes with the offer, or a heartbeat later)
+            return []
+        if follower.snap_seq != offer.seq:
+            follower.snap_seq, follower.snap_offset = offer.seq, 0
+        last_chunk = (offer.size - 1) // SNAPSHOT_CHUNK_BYTES * SNAPSHOT_CHUNK_BYTES
+        offset = min(follower.snap_offset, last_chunk)  # (all held: the last again, until the install is answered)
+        self._sent(follower, now, offer.seq)
+        return [(member, Snapshot(self.epoch, offer.seq, offer.epoch, offer.size, offset))]
+
+    def offer_snapshot(self, seq: int, size: int, now: float) -> list[Send]:
+        """The driver wrote this node's stores at ``seq`` (its applied mark, at or after the base), ``size`` bytes:
+        chunks of it go to the followers that need it."""
+        if not self.state.base_seq <= seq <= self.state.last_seq or size < 1:
+            raise ValueError(f"a snapshot at {seq} of {size} bytes: the log holds {self.state.base_seq} on")
+        self.snapshot, self.wants_snapshot = SnapshotOffer(seq, self.state.epoch_at(seq), size), False
+        if not self.is_leader:
+            return []
+        return [s for m, f in sorted(self._followers.items()) if f.snapshot for s in self._snapshot_to(m, f, now)]
+
+    def _snapshot_ack(self, sender: int, message: SnapshotAck, now: float) -> list[Send]:
+        follower = self._answered(sender, message.epoch, now)
+        if follower is None:
+            return []
+        offer = self.snapshot
+        if offer is not None and message.seq == offer.seq:
+            follower.snap_seq, follower.snap_offset = offer.seq, min(message.offset, offer.size)
+        else:  # (it asks for a snapshot covering at least seq)
+            follower.snap_min, follower.snap_seq = max(follower.snap_min, message.seq), None
+        follower.snapshot = True
+        return self._append_to(sender, now)
 
     def _advance_commit(self) -> None:
         matches = sorted([self.state.last_seq, *(f.match for f in self._followers.values())], reverse=True)
@@ -293,6 +262,15 @@ class JournalNode:
             self.state.committed = majority
 
     # ------------------------------------------------------------ receiving
+
+    def _answered(self, sender: int, epoch: Epoch, now: float) -> Follower | None:
+        """The follower that answered this lead (its lease counts from the oldest Append it had not answered)."""
+        if not self.is_leader or epoch != self.epoch or sender not in self._followers:
+            return None
+        follower = self._followers[sender]
+        follower.heard_at = follower.oldest_out if follower.oldest_out is not None else now
+        follower.sent_at = follower.oldest_out = None
+        return follower
 
     def receive(self, sender: int, message: Message, now: float) -> list[Send]:
         """Take ``message`` from the member ``sender``; what to send in answer (after persisting ``state``)."""
@@ -308,6 +286,10 @@ class JournalNode:
             return []
         if isinstance(message, Promise):
             return self._promise(sender, message, now)
+        if isinstance(message, Snapshot):
+            return self._snapshot(sender, message, now)
+        if isinstance(message, SnapshotAck):
+            return self._snapshot_ack(sender, message, now)
         return self._appended(sender, message, now)
 
     def _promise(self, sender: int, message: Promise, now: float) -> list[Send]:
@@ -335,41 +317,55 @@ class JournalNode:
         self._follow(message.epoch, None)
         return [(sender, Promise(message.epoch, granted))]
 
-    def _append(self, sender: int, message: Append, now: float) -> list[Send]:
-        if message.epoch < self.state.promised or message.epoch[1] != sender:
-            return [(sender, Refused(self.state.promised))]
-        self._follow(message.epoch, sender)
+    def _heard_from_leader(self, sender: int, epoch: Epoch, now: float) -> bool:
+        """Follow ``sender`` leading ``epoch`` unless an older epoch (then it is to be refused)."""
+        if epoch < self.state.promised or epoch[1] != sender:
+            return False
+        self._follow(epoch, sender)
         self._leader_heard = now
-        log = self.state.log
-        if message.prev_seq > len(log) or self.state.epoch_at(message.prev_seq) != message.prev_epoch:
-            return [(sender, Appended(message.epoch, False, max(0, min(len(log), message.prev_seq - 1))))]
-        for entry in message.entries:
-            if entry.seq <= len(log) and log[entry.seq - 1].epoch != entry.epoch:
-                del log[entry.seq - 1 :]
-                self.state.changed(entry.seq)
-            if entry.seq > len(log):
-                log.append(entry)
-                self.state.changed(entry.seq)
+        return True
+
+    def _append(self, sender: int, message: Append, now: float) -> list[Send]:
+        if not self._heard_from_leader(sender, message.epoch, now):
+            return [(sender, Refused(self.state.promised))]
+        state = self.state
+        if state.stale:  # (its stores wait for a snapshot: it takes no entry until one is installed)
+            return [(sender, SnapshotAck(message.epoch, state.base_seq, 0))]
+        prev, prev_epoch, entries = message.prev_seq, message.prev_epoch, message.entries
+        if prev < state.base_seq:  # what the base covers is committed, so the leader's log has it too
+            prev, prev_epoch = state.base_seq, state.base_epoch
+            entries = tuple(e for e in entries if e.seq > state.base_seq)
+        if prev > state.last_seq or state.epoch_at(prev) != prev_epoch:
+            return [(sender, Appended(message.epoch, False, max(state.base_seq, min(state.last_seq, prev - 1))))]
+        for entry in entries:
+            if entry.seq <= state.last_seq and state.entry(entry.seq).epoch != entry.epoch:
+                state.truncate_from(entry.seq)
+            if entry.seq > state.last_seq:
+                state.log.append(entry)
+                state.changed(entry.seq)
         match = message.prev_seq + len(message.entries)
         self.state.committed = max(self.state.committed, min(message.commit, match))
         return [(sender, Appended(message.epoch, True, match))]
 
     def _appended(self, sender: int, message: Appended, now: float) -> list[Send]:
-        if not self.is_leader or message.epoch != self.epoch or sender not in self._followers:
+        follower = self._answered(sender, message.epoch, now)
+        if follower is None:
             return []
-        follower = self._followers[sender]
-        follower.heard_at = follower.oldest_out if follower.oldest_out is not None else now
-        follower.sent_at = follower.oldest_out = None
         if message.ok:
             follower.match = max(follower.match, min(message.match, follower.sent_upto))  # (never beyond what went)
             follower.next_seq = follower.match + 1
+            follower.snapshot, follower.snap_min = False, 0
             before = self.state.committed
             self._advance_commit()
             more = follower.next_seq <= self.state.last_seq or self.state.committed > before
+        elif follower.snapshot:  # (it holds what the snapshot covers already: Appends from its log's end on)
+            follower.snapshot, follower.snap_min = False, 0
+            follower.next_seq = min(message.match, self.state.last_seq) + 1
+            more = True
         else:
             follower.next_seq = max(1, min(follower.next_seq - 1, message.match + 1))
             more = True
-        return [self._append_to(sender, now)] if more else []
+        return self._append_to(sender, now) if more else []
 
     def _follow(self, epoch: Epoch, leader: int | None) -> None:
         """Follow ``epoch`` (promised from now on): a candidate or leader of another epoch stands down."""
@@ -377,20 +373,60 @@ class JournalNode:
         if self.role != "follower" or self.epoch != epoch:
             self.role, self.leader, self._grants, self._followers = "follower", None, set(), {}
             self._pre_epoch = None
+        if self.epoch != epoch:
+            self.receiver.forget()  # (another leader's snapshot may differ in its bytes: it starts again)
         self.epoch = epoch
         if leader is not None:
             self.leader = leader
+
+    def _snapshot(self, sender: int, message: Snapshot, now: float) -> list[Send]:
+        if not self._heard_from_leader(sender, message.epoch, now):
+            return [(sender, Refused(self.state.promised))]
+        answer = self.receiver.receive(message, self.state, self.applied)
+        return [] if answer is None else [(sender, answer)]
+
+    def take_chunk(self) -> Snapshot | None:
+        """A snapshot chunk received, for the driver to write at its offset (0: a new file) before it sends."""
+        chunk, self.receiver.chunk = self.receiver.chunk, None
+        return chunk
+
+    def install_begin(self) -> tuple[int, Epoch]:
+        """The whole snapshot is received (``receiver.ready``): it becomes the base, the state ``stale`` until
+        ``install_end``.  The driver saves this state before it replaces its stores' content (module
+        ``journal_snapshots``): a crash in between leaves a node that asks for a snapshot again."""
+        ready, self.receiver.ready = self.receiver.ready, None
+        if ready is None:
+            raise ValueError("no snapshot was received whole")
+        self.state.install(*ready)
+        self.applied = ready[0]
+        return ready
+
+    def install_end(self) -> list[Send]:
+        """The stores hold the snapshot: the leader hears that the log matches up to it."""
+        self.state.stale = False
+        if self.role != "follower" or self.leader is None:
+            return []
+        return [(self.leader, Appended(self.epoch, True, self.state.base_seq))]
 
     # ------------------------------------------------------------ applying
 
     def to_apply(self) -> list[Entry]:
         """The committed entries this node has not applied yet, in order, leaders' no-ops included (the driver
         applies each, then ``applied_through`` its seq: an entry whose apply failed is offered again)."""
-        upto = min(self.state.committed, self.state.last_seq)
-        return self.state.log[self.applied : upto]
+        if self.state.stale:
+            return []
+        return self.state.entries_after(self.applied, min(self.state.committed, self.state.last_seq))
 
     def applied_through(self, seq: int) -> None:
         self.applied = max(self.applied, seq)
+
+    def compact(self, keep: int, now: float) -> int:
+        """``state.compact``, but a leader keeps the entries after a snapshot it is sending to a follower heard
+        within ``HOLD_HEARTBEATS`` heartbeats (it goes on from there once it installed it; one gone silent holds
+        nothing back)."""
+        sending = [f.snap_seq for f in self._followers.values()
+                   if f.snapshot and f.snap_seq is not None and now - f.heard_at < HOLD_HEARTBEATS * self.heartbeat_s]
+        return self.state.compact(keep, min(sending, default=None))
 
     def take_committed(self) -> list[Entry]:
         """``to_apply`` all at once, marked applied, without the no-ops (for drivers whose apply cannot fail)."""
@@ -400,11 +436,11 @@ class JournalNode:
         return [e for e in taken if e.data]
 
 
-def _page(log: list[Entry], start: int) -> tuple[Entry, ...]:
-    """The entries after index ``start`` that one message carries (at least one, if any)."""
+def _page(state: JournalState, start: int) -> tuple[Entry, ...]:
+    """The entries after seq ``start`` (at or after the base) that one message carries (at least one, if any)."""
     page: list[Entry] = []
     size = 0
-    for entry in log[start : start + MAX_BATCH]:
+    for entry in state.entries_after(start, start + MAX_BATCH):
         if page and size + len(entry.data) > MAX_BATCH_BYTES:
             break
         page.append(entry)

@@ -37,13 +37,14 @@ from twisted.python.threadpool import ThreadPool
 from cortex_rm import __version__
 from cortex_rm.ha.journal import Epoch, NotLeader
 from cortex_rm.ha.journal_store import JournalStore
+from cortex_rm.ha.store_snapshot import StoreSnapshots
 from cortex_rm.roles.ports import Listen, TrackedConnections
 from cortex_rm.roles.resource_manager import ResourceManagerRole
 from cortex_rm.roles.ring_records import Republisher, ResourceManagerRecord
 from cortex_rm.roles.rm_directory import publish_eligible
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.roles.rm_journal import RingLinks, RmJournal
-from cortex_rm.roles.rm_stores import RmStores, journal_apply, sql_stores, through_journal
+from cortex_rm.roles.rm_stores import RmStores, journal_apply, snapshot_databases, sql_stores, through_journal
 from cortex_rm.roles.threads import thread_runner
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.reactors import INodeReactor
@@ -92,12 +93,14 @@ class RmHighAvailability:
         ledger_url: str | None = None,
         election_timeout_s: float = 5.0,
         heartbeat_s: float = 1.0,
+        journal_log_tail: int = 1000,
     ) -> None:
         self.ring, self.preference, self.own, self.reactor = ring, tuple(preference), own, reactor
         self.state_dir, self.state_store_url = state_dir, state_store_url
         self.make_role, self.bind, self.unbind, self.on_active = make_role, bind, unbind, on_active
         self.webapp_of, self.ledger_url = webapp_of, ledger_url
         self.election_timeout_s, self.heartbeat_s = election_timeout_s, heartbeat_s
+        self.journal_log_tail = journal_log_tail  # ([resourcemanager] journal_log_tail)
         self.role: ResourceManagerRole | None = None  # the active RM, while this node leads
         self.journal: RmJournal | None = None
         self.local: RmStores | None = None
@@ -125,6 +128,8 @@ class RmHighAvailability:
             journal_apply(self.local),
             heartbeat_s=self.heartbeat_s, election_timeout_s=self.election_timeout_s,
             on_leading=self._leading, on_following=self._following, preference=self.preference,
+            snapshots=StoreSnapshots(snapshot_databases(self.state_store_url, self.ledger_url), self.state_dir, run),
+            log_tail=self.journal_log_tail,
         )  # fmt: skip
         await self.journal.start()
         started_ms, own = int(self.reactor.seconds() * 1000), self.own

@@ -16,12 +16,21 @@
   among the live members but the leader that went silent) campaigns.  ``on_leading(epoch)`` / ``on_following()`` tell the RM role when
   this node gains or loses the lead; it gains it only after everything committed before
   is applied here.
+* **Compaction and snapshots** (with ``snapshots``, this node's ``StoreSnapshots``): after each
+  step the applied mark is saved and, once more than ``log_tail`` applied entries (and a margin)
+  are kept, the ones before the last ``log_tail`` are discarded (``JournalState.compact``; the
+  store deletes them in the same save).  A leader asked for a snapshot dumps its stores (at its
+  applied mark, under the lock: nothing is applied meanwhile) and sends it in chunks, each read
+  from the file as it goes; a follower writes each chunk as it comes and, once whole, saves
+  its new base marked stale, replaces its stores' content, then clears the mark
+  (``ha/journal_store.py`` has the crash orderings).  Without ``snapshots`` nothing is discarded.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from twisted.internet import defer, task
@@ -31,10 +40,13 @@ from twisted.python.failure import Failure
 from cortex_rm.dht.peer import Peer
 from cortex_rm.dht.swim_messages import live_peers
 from cortex_rm.ha.election import campaign_after
-from cortex_rm.ha.journal import NO_EPOCH, Entry, Epoch, JournalNode, NotLeader, Send
+from cortex_rm.ha import journal
+from cortex_rm.ha.journal import NO_EPOCH, Entry, Epoch, JournalNode, Message, NotLeader, Send, Snapshot
 from cortex_rm.ha.journal_store import JournalStore
 from cortex_rm.internal.errors import MalformedEnvelope
-from cortex_rm.internal.journal_codec import JOURNAL_CHANNEL, decode_journal, encode_journal
+from cortex_rm.internal.journal_codec import (
+    JOURNAL_CHANNEL, SNAPSHOT_CHANNEL, decode_journal, decode_snapshot, encode_message,
+)  # fmt: skip
 from cortex_rm.roles.ring_service import RingService
 from cortex_rm.yarn.reactors import INodeReactor
 
@@ -46,6 +58,18 @@ def lease_for(election_timeout_s: float, heartbeat_s: float) -> float:
     sooner than ``election_timeout_s`` after it last heard the leader; so the lease ends a heartbeat and a half
     before, and a deposed leader has stood down before anyone can campaign (``journal.py``'s leases)."""
     return max(heartbeat_s, election_timeout_s - 1.5 * heartbeat_s)
+
+
+class SnapshotFiles(Protocol):
+    """What the journal needs of a node's snapshot files (``ha/store_snapshot.StoreSnapshots``)."""
+
+    def dump(self) -> defer.Deferred[int]: ...
+
+    def read_chunk(self, offset: int, length: int) -> defer.Deferred[bytes]: ...
+
+    def write_chunk(self, offset: int, data: bytes) -> defer.Deferred[None]: ...
+
+    def install(self) -> defer.Deferred[int]: ...
 
 
 class JournalRing(Protocol):
@@ -78,11 +102,14 @@ class RmJournal:
         on_leading: Callable[[Epoch], None] = lambda epoch: None,
         on_following: Callable[[], None] = lambda: None,
         preference: Sequence[int] = (),
+        snapshots: SnapshotFiles | None = None,
+        log_tail: int = 1000,
     ) -> None:
         self.ring, self.eligible, self.store, self.reactor = ring, eligible, store, reactor
         self.preference = tuple(preference)  # the eligible nodes in the order they should lead
         self.apply, self.on_leading, self.on_following = apply, on_leading, on_following
         self.heartbeat_s, self.election_timeout_s = heartbeat_s, election_timeout_s
+        self.snapshots, self.log_tail = snapshots, log_tail  # (the applied entries kept, with a margin)
         self.rng = rng or random.Random()
         self.me = ring.me.node_id
         self.node: JournalNode | None = None
@@ -94,7 +121,8 @@ class RmJournal:
         self._jitter = self.rng.random()
         self._leading = False
         self._loop: task.LoopingCall | None = None
-        self._saved: tuple[Epoch, int, int] = (NO_EPOCH, 0, 0)  # the promise, commit index and applied mark saved
+        # the promise, commit index, applied mark, base and stale mark saved
+        self._saved: tuple[Epoch, int, int, int, bool] = (NO_EPOCH, 0, 0, 0, False)
 
     async def start(self) -> None:
         """Load this node's journal and join in: what is committed and not yet applied here is applied first (again,
@@ -104,9 +132,13 @@ class RmJournal:
                                 lease_s=lease_for(self.election_timeout_s, self.heartbeat_s),
                                 started_at=self.reactor.seconds())  # fmt: skip
         self.node.applied = state.applied
-        self._saved = (state.promised, state.committed, state.applied)
+        self._saved = self._marks()
+        if state.stale:
+            log.warn("rm journal: a snapshot install was cut short; this node waits for another", seq=state.base_seq)
         self._heard = self.reactor.seconds()
-        self.ring.register_direct(JOURNAL_CHANNEL, self._received)
+        self.ring.register_direct(JOURNAL_CHANNEL, lambda sender, body: self._received(sender, body, decode_journal))
+        if self.snapshots is not None:
+            self.ring.register_direct(SNAPSHOT_CHANNEL, lambda s, body: self._received(s, body, decode_snapshot))
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = self.reactor
         self._loop.start(self.heartbeat_s, now=False)
@@ -152,14 +184,14 @@ class RmJournal:
 
     # ------------------------------------------------------------ the loop
 
-    def _received(self, sender: Peer, body: bytes) -> None:
+    def _received(self, sender: Peer, body: bytes, decode: Callable[[bytes], Message]) -> None:
         if self.stopped:
             return
         if sender.node_id not in self.eligible:
             self.dropped += 1
             return
         try:
-            message = decode_journal(body)
+            message = decode(body)
         except MalformedEnvelope as e:
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
@@ -208,19 +240,70 @@ class RmJournal:
         if self.stopped:
             raise NotLeader(None)
         sends = step()
+        sends += await self._install()
         state = self.node.state
         state.applied = self.node.applied  # (what the last step applied: saved now, see JournalState.applied)
-        if state.dirty_from is not None or self._saved != (state.promised, state.committed, state.applied):
-            try:
-                await self.store.save(state)
-            except Exception:
-                # what this step promised or accepted is not on disk: answering would break what others count on
-                log.failure("rm journal: saving the journal failed; this node stops taking part until restarted")
-                self.stop()
-                raise
-            self._saved = (state.promised, state.committed, state.applied)
-        self._send(sends)
+        if self.snapshots is not None and state.applied - state.base_seq > self.log_tail + max(16, self.log_tail // 4):
+            self.node.compact(self.log_tail, self.reactor.seconds())  # (deleted on disk by the save, with the mark)
+        await self._save()
+        if self.node.wants_snapshot and self.node.is_leader and self.snapshots is not None and not state.stale:
+            sends += await self._offer()
+        await self._send(sends)
         await self._catch_up()
+
+    def _marks(self) -> tuple[Epoch, int, int, int, bool]:
+        assert self.node is not None
+        state = self.node.state
+        return state.promised, state.committed, state.applied, state.base_seq, state.stale
+
+    async def _offer(self) -> list[Send]:
+        """Dump this node's stores at its applied mark for the followers behind its log; the chunks to send."""
+        assert self.node is not None and self.snapshots is not None
+        seq = self.node.applied
+        try:
+            size = await self.snapshots.dump()
+        except Exception:  # noqa: BLE001 - asked again on the next step that needs it
+            log.failure("rm journal: writing a snapshot for a follower behind the log failed")
+            return []
+        log.info("rm journal: a snapshot at {seq} ({size} bytes) for the followers behind the log", seq=seq, size=size)
+        return self.node.offer_snapshot(seq, size, self.reactor.seconds())
+
+    async def _save(self) -> None:
+        assert self.node is not None
+        if self.node.state.dirty_from is None and self._saved == self._marks():
+            return
+        try:
+            await self.store.save(self.node.state)
+        except Exception:
+            # what this step promised or accepted is not on disk: answering would break what others count on
+            log.failure("rm journal: saving the journal failed; this node stops taking part until restarted")
+            self.stop()
+            raise
+        self._saved = self._marks()
+
+    async def _install(self) -> list[Send]:
+        """Write a snapshot chunk received; once the snapshot is whole, install it (module docstring)."""
+        assert self.node is not None
+        chunk = self.node.take_chunk()
+        try:
+            if chunk is not None and self.snapshots is not None:
+                await self.snapshots.write_chunk(chunk.offset, chunk.data)
+        except Exception:  # noqa: BLE001 - the leader's next chunk finds no install under way and starts again
+            log.failure("rm journal: writing a snapshot chunk failed")
+            self.node.receiver.forget()
+        if self.snapshots is None:
+            self.node.receiver.forget()  # (no files: nothing can be installed)
+        if self.node.receiver.ready is None or self.snapshots is None:
+            return []
+        seq, _ = self.node.install_begin()
+        await self._save()  # (stale, before a table is replaced)
+        try:
+            rows = await self.snapshots.install()
+        except Exception:  # noqa: BLE001 - it stays stale: its answers ask for another snapshot
+            log.failure("rm journal: installing the snapshot at {seq} failed; this node waits for another", seq=seq)
+            return []
+        log.info("rm journal: installed the leader's snapshot at {seq} ({rows} rows)", seq=seq, rows=rows)
+        return self.node.install_end()
 
     async def _catch_up(self) -> None:
         """Apply what is newly committed; then tell the role about a change of lead."""
@@ -251,14 +334,18 @@ class RmJournal:
             log.info("rm journal: this node no longer leads")
             self.on_following()
 
-    def _send(self, sends: list[Send]) -> None:
+    async def _send(self, sends: list[Send]) -> None:
         peers = self.ring.live_peers()
         for to, message in sends:
             peer = peers.get(to)
             if peer is None:
                 continue  # not live in this view: the leader's heartbeats retry
             try:
-                self.ring.send_direct(peer, JOURNAL_CHANNEL, encode_journal(message))
+                if isinstance(message, Snapshot) and self.snapshots is not None:  # (its bytes, read from the file now)
+                    length = min(journal.SNAPSHOT_CHUNK_BYTES, message.size - message.offset)
+                    message = replace(message, data=await self.snapshots.read_chunk(message.offset, length))
+                channel, body = encode_message(message)
+                self.ring.send_direct(peer, channel, body)
             except Exception as e:  # noqa: BLE001 - the ring stopped, or the peer went: retried on the next tick
                 log.info("rm journal: cannot send to {peer}: {error}", peer=peer.short(), error=str(e))
 

@@ -7,7 +7,9 @@ keeper: the set's ``ledger`` copy is not used).  An RM-eligible node with standb
 copies open for as long as the daemon runs: its journal applies every committed entry to them
 (``journal_apply``), and while the node is the active RM its role writes through the journal
 (``through_journal``), so a write is acknowledged only once a majority of the eligible nodes hold
-it (``ha/replicated_state.py``; the ledger's, ``ha/replicated_ledger.py``).
+it (``ha/replicated_state.py``; the ledger's, ``ha/replicated_ledger.py``).  Their content is the
+node's snapshot of the journal (``snapshot_databases``, ``ha/store_snapshot.py``): what the journal
+discards, they hold, and a node far behind gets the leader's.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import MetaData
 from twisted.internet import defer
 
+from cortex_rm.accounting import ledger_store
+from cortex_rm.allocator import state_store
 from cortex_rm.allocator.state_store import RMStateStore, SqlStateStore
+from cortex_rm.events import registry_store
 from cortex_rm.events.registry_store import RegistryStore, SqlRegistryStore
+from cortex_rm.fs import namespace_store
 from cortex_rm.fs.namespace_store import NamespaceStore, SqlNamespaceStore
-from cortex_rm.ha import replicated_fs, replicated_ledger, replicated_registry, replicated_state
+from cortex_rm.ha import ledger_parts, replicated_fs, replicated_ledger, replicated_registry, replicated_state
 from cortex_rm.ha.journal import Entry
 from cortex_rm.ha.journal_applier import StoreApplier, journal_applier
 from cortex_rm.ha.replicated_ledger import LedgerCopy, sql_ledger_copy
@@ -51,6 +58,23 @@ def sql_stores(url: str, run: Runner, ledger_url: str | None = None) -> RmStores
         SqlStateStore(url, run), SqlNamespaceStore(url, run), SqlRegistryStore(url, run),
         sql_ledger_copy(ledger_url or url, run),
     )  # fmt: skip
+
+
+def snapshot_databases(url: str, ledger_url: str | None = None) -> list[tuple[str, MetaData]]:
+    """The databases ``sql_stores(url, run, ledger_url)`` keeps its tables in, each with those tables: what a
+    journal snapshot holds (``ha/store_snapshot.py``).  The tables are the stores' own definitions (their
+    modules' metadata), copied into one metadata per database."""
+    stores = [state_store._metadata, namespace_store._metadata, registry_store._metadata]
+    ledger = [ledger_store._metadata, ledger_parts._metadata]
+    groups = [stores + ledger] if ledger_url is None or ledger_url == url else [stores, ledger]
+    databases = []
+    for where, group in zip([url, ledger_url or url], groups):
+        metadata = MetaData()
+        for source in group:
+            for table in source.sorted_tables:
+                table.to_metadata(metadata)
+        databases.append((where, metadata))
+    return databases
 
 
 def through_journal(local: RmStores, journal: Proposer) -> RmStores:

@@ -223,6 +223,8 @@ def test_bad_queue_paths_and_states_are_config_errors(queues: list[dict[str, Any
         ({"ring": {"key_bits": -1}}, "ring key_bits must lie in [0, 32]"),
         ({"resourcemanager": {"am_node_class": "volatile"}}, 'am_node_class must be "static" or "any"'),
         ({"resourcemanager": {"am_static_wait_s": -1}}, "am_static_wait_s must not be negative"),
+        ({"resourcemanager": {"journal_log_tail": -1}}, "journal_log_tail must be within [0, 1000000]"),
+        ({"resourcemanager": {"journal_log_tail": 1_000_001}}, "journal_log_tail must be within [0, 1000000]"),
         ({"resourcemanager": {"am_blacklisting_disable_failure_threshold": 1.5}}, "disable_failure_threshold"),
         ({"resourcemanager": {"am_blacklisting_disable_failure_threshold": -0.1}}, "disable_failure_threshold"),
         ({"ring": {"attestation_interval_s": 0}}, "ring.attestation_interval_s must lie in [1, 86400], not 0"),

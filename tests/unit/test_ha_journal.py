@@ -2,137 +2,20 @@
 simulated network that loses, reorders and repeats messages and crashes nodes (each keeps only what it
 persisted), checking after every step that no two leaders share an epoch, that every node applies the
 same sequence, and that every entry a leader saw committed (what the RM acknowledges) is applied by
-every node in the end."""
+every node in the end (the network: ``tests/support/journal_net.py``; with compaction and snapshots:
+``test_ha_journal_compaction.py``)."""
 
 from __future__ import annotations
-
-import random
-from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cortex_rm.ha import journal
-from cortex_rm.ha.journal import (
-    Append, Appended, Epoch, JournalNode, JournalState, Message, NotLeader, Prepare, Promise, Refused, Send,
-)  # fmt: skip
+from cortex_rm.ha.journal import Append, Appended, JournalNode, Message, NotLeader, Prepare, Promise, Refused
+from tests.support.journal_net import Net, run_schedule
 
 A, B, C, D, E = 0xA, 0xB, 0xC, 0xD, 0xE
-
-
-@dataclass
-class Net:
-    """Members on a simulated network; ``lossy`` drops, repeats and reorders messages."""
-
-    ids: list[int]
-    rng: random.Random = field(default_factory=lambda: random.Random(1))
-    lossy: bool = False
-    now: float = 0.0
-    nodes: dict[int, JournalNode] = field(default_factory=dict)
-    states: dict[int, JournalState] = field(default_factory=dict)
-    applied: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict)  # each node's store: (seq, data)
-    down: set[int] = field(default_factory=set)
-    queue: list[tuple[int, int, Message]] = field(default_factory=list)
-    leaders: dict[Epoch, int] = field(default_factory=dict)
-    acked: dict[int, bytes] = field(default_factory=dict)  # seq -> data a leader saw committed
-    proposed: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict)  # leader -> its (seq, data)
-    lease_s: float = 0.0  # the nodes' leases (0: off); with leases, two leaders never hold one at once
-
-    def __post_init__(self) -> None:
-        for i in self.ids:
-            self.states[i] = JournalState()
-            self.applied[i] = []
-            self.nodes[i] = JournalNode(i, frozenset(self.ids), self.states[i], lease_s=self.lease_s)
-
-    def post(self, sender: int, sends: list[Send]) -> None:
-        for to, message in sends:
-            if self.lossy and self.rng.random() < 0.1:
-                continue
-            self.queue.append((to, sender, message))
-            if self.lossy and self.rng.random() < 0.05:
-                self.queue.append((to, sender, message))
-
-    def deliver(self, index: int = 0) -> None:
-        to, sender, message = self.queue.pop(index)
-        if to not in self.down:
-            self.post(to, self.nodes[to].receive(sender, message, self.now))
-        self.observe()
-
-    def settle(self, limit: int = 10_000) -> None:
-        for _ in range(limit):
-            if not self.queue:
-                return
-            self.deliver(self.rng.randrange(len(self.queue)) if self.lossy else 0)
-        raise AssertionError("the network did not settle")
-
-    def campaign(self, i: int) -> None:
-        self.post(i, self.nodes[i].campaign(self.now))
-        self.observe()
-
-    def propose(self, i: int, data: bytes) -> int:
-        seq = self.nodes[i].propose(data)
-        self.proposed.setdefault(i, []).append((seq, data))
-        self.post(i, self.nodes[i].flush(self.now))
-        self.observe()
-        return seq
-
-    def tick(self, i: int) -> None:
-        self.post(i, self.nodes[i].tick(self.now))
-
-    def crash(self, i: int) -> None:
-        self.down.add(i)
-
-    def restart(self, i: int) -> None:
-        """It comes back with what it persisted (its state, its store); all else is gone."""
-        self.down.discard(i)
-        node = JournalNode(i, frozenset(self.ids), self.states[i], lease_s=self.lease_s, started_at=self.now)
-        node.applied = self.applied[i][-1][0] if self.applied[i] else 0  # (the store knows how far it applied)
-        self.nodes[i] = node
-
-    def observe(self) -> None:
-        if self.lease_s > 0:
-            holding = [i for i, n in self.nodes.items() if i not in self.down and n.is_leader and n._holds_lease(self.now)]
-            assert len(holding) <= 1, f"two leaders hold a lease at once: {holding} at {self.now:.2f}"
-        for i, node in self.nodes.items():
-            if node.is_leader:
-                assert self.leaders.setdefault(node.epoch, i) == i, f"two leaders in epoch {node.epoch}"
-                for seq, data in self.proposed.get(i, []):
-                    if seq <= node.state.committed and node.state.log[seq - 1].data == data:
-                        assert self.acked.setdefault(seq, data) == data, f"seq {seq} acknowledged twice, differently"
-            self.applied[i].extend((e.seq, e.data) for e in node.take_committed())
-        stores = list(self.applied.values())
-        for one in stores:
-            for other in stores:
-                common = min(len(one), len(other))
-                assert one[:common] == other[:common], "two nodes applied different sequences"
-
-    def data(self, i: int) -> list[bytes]:
-        return [d for _, d in self.applied[i]]
-
-    def heal(self) -> int:
-        """Everyone up, no loss; one node campaigns and replicates until all have applied everything."""
-        for i in list(self.down):
-            self.restart(i)
-        self.lossy = False
-        self.queue.clear()
-        self.now += 3 * self.lease_s  # (leases, and the restarted nodes' quiet, run out)
-        leader = None
-        for _ in range(3):  # a refusal names the epoch promised elsewhere: the next campaign goes above it
-            for i in self.ids:  # (a node whose log is behind is not granted: the next one tries)
-                self.campaign(i)
-                self.settle()
-                if self.nodes[i].is_leader:
-                    leader = i
-                    break
-            if leader is not None:
-                break
-        assert leader is not None
-        for _ in range(10):  # heartbeats carry the commit index to everyone
-            self.now += 1
-            self.tick(leader)
-            self.settle()
-        return leader
 
 
 def test_a_single_member_commits_at_once() -> None:
@@ -221,32 +104,6 @@ def test_a_forged_or_non_members_message_is_ignored_or_refused() -> None:
     assert node.receive(B, Append((9, C), 0, (0, 0), (), 0), 0) == [(B, Refused((0, 0)))]  # C's epoch, sent by B
     assert node.receive(B, Promise((1, B), True), 0) == [] and node.receive(B, Appended((1, B), True, 3), 0) == []
     assert node.state.promised == (0, 0)
-
-
-def run_schedule(seed: int, members: int, steps: int, lease_s: float = 0.0) -> Net:
-    net = Net([0x10 + i for i in range(members)], rng=random.Random(seed), lossy=True, lease_s=lease_s)
-    rng = net.rng
-    counter = 0
-    for _ in range(steps):
-        net.now += rng.random() * 0.3
-        roll = rng.random()
-        alive = [i for i in net.ids if i not in net.down]
-        if net.queue and roll < 0.6:
-            net.deliver(rng.randrange(len(net.queue)))
-        elif roll < 0.7 and alive:
-            net.tick(rng.choice(alive))
-        elif roll < 0.85 and alive:
-            leaders = [i for i in alive if net.nodes[i].is_leader]
-            if leaders:
-                counter += 1
-                net.propose(rng.choice(leaders), b"p%d" % counter)
-        elif roll < 0.9 and alive:
-            net.campaign(rng.choice(alive))
-        elif roll < 0.94 and len(net.down) < members:
-            net.crash(rng.choice(net.ids))
-        elif net.down:
-            net.restart(rng.choice(sorted(net.down)))
-    return net
 
 
 @settings(max_examples=300, deadline=None)
