@@ -181,6 +181,7 @@ class CortexNode:
                 reactor=self.reactor, make_role=lambda stores, listen: self._rm_role(tls, listen, stores),
                 bind=self._bind, unbind=lambda name, port: defer.ensureDeferred(self._unbind(name, port)),
                 webapp_of=self.rm_directory.webapp_of, on_active=self._rm_active, ledger_url=config.ledger_url,
+                journal_log_tail=config.resourcemanager.journal_log_tail,
             )  # fmt: skip
             await self.rm_ha.start()
         elif config.resourcemanager.enabled:

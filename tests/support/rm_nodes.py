@@ -40,14 +40,18 @@ class RmNode:
     def webapp(self) -> str:
         return self.ports["webapp_address"]
 
-    def start(self, resource_managers: list[str], introducer: str | None, probe_interval_ms: int | None = 300) -> None:
-        """Start the daemon; ``probe_interval_ms`` None keeps the ring's default timings (the tests' are faster)."""
+    def start(
+        self, resource_managers: list[str], introducer: str | None, probe_interval_ms: int | None = 300,
+        rm_settings: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
+        """Start the daemon; ``probe_interval_ms`` None keeps the ring's default timings (the tests' are faster);
+        ``rm_settings``: more ``key = value`` lines of its ``[resourcemanager]`` table."""
         (self.directory / "ready.json").unlink(missing_ok=True)
         config = self.directory / "cortex.toml"
         config.write_text("\n".join([
             "[node]", f'name = "{self.name}"', f'state_dir = "{self.directory}"',
             "[resourcemanager]", "enabled = true", *(f'{k} = "{self.ports[k]}"' for k in RM_PORTS),
-            "[nodemanager]", "enabled = false",
+            *rm_settings, "[nodemanager]", "enabled = false",
             "[ring]", f'address = "{self.ports["ring"]}"', f'status_address = "{self.ports["status"]}"',
             f"introducers = {json.dumps([introducer] if introducer else [])}",
             *([f"probe_interval_ms = {probe_interval_ms}"] if probe_interval_ms else []),
