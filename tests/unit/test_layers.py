@@ -11,6 +11,7 @@ Bottom to top (README "Layout", DESIGN.md "Layers"):
                   webhdfs_client.py image_push.py isolation.py processes.py ring_status.py cluster_wait.py __main__.py
                   client.py client_errors.py client_http.py introducer_cache.py event_cli.py (the events client)
                   rm_lookup.py (client-config: the RMs found through any node)
+                  contributor.py contributor_files.py (contributor install/uninstall: config, systemd unit)
 
 A module may import from its own layer or any layer below.  Within a layer,
 packages may import each other only one way (no cycle between packages).
@@ -41,7 +42,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "node", "cli", "local_cluster", "local_cluster_config", "client_config", "spark_archive", "webhdfs_client",
                 "image_push", "isolation", "processes", "ring_status", "user_credential", "cluster_wait", "__main__",
                 "ledger_cli", "client", "client_errors", "client_http", "introducer_cache", "event_cli",
-                "rm_lookup",
+                "rm_lookup", "contributor", "contributor_files",
             }
         ),
     ),
