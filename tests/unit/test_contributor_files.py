@@ -4,7 +4,10 @@ unit, the container id range that avoids /etc/subuid and /etc/subgid, and the in
 from __future__ import annotations
 
 import configparser
+import dataclasses
+import json
 from pathlib import PurePosixPath
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -34,7 +37,7 @@ def test_config_text_is_a_valid_config_with_the_caps() -> None:
     assert (nm.vcores, nm.memory_mb, nm.disk_gb) == (2, 2048, 10)
     assert config.ring.introducers == (HostPort("192.0.2.10", 7946),)
     assert config.ring.resource_managers == (RM_ID,)
-    assert config.state_dir == STATE_DIR
+    assert str(config.state_dir) == str(STATE_DIR)
     assert {nm.address.host, nm.webapp_address.host, config.ring.address.host, config.node.host} == {"192.0.2.20"}
     assert nm.container_id_range == OFFER.container_id_range
     assert not config.resourcemanager.enabled
@@ -52,11 +55,11 @@ def test_config_text_is_a_valid_config_with_the_caps() -> None:
         ({"container_id_range": "5:7"}, "container_id_range"),
     ],
 )
-def test_config_text_refuses_what_the_daemon_would(change: dict[str, object], fragment: str) -> None:
+def test_config_text_refuses_what_the_daemon_would(change: dict[str, Any], fragment: str) -> None:
     """A cap below its minimum, no or a malformed RM ring id, a wildcard host or a bad id range is the config
     layer's ConfigError, raised before any text is returned (so before anything is written)."""
-    offer = NodeOffer(**{**OFFER.__dict__, **change})  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=None) as info:
+    offer = dataclasses.replace(OFFER, **change)
+    with pytest.raises(ConfigError) as info:
         config_text(offer)
     assert fragment in str(info.value)
 
@@ -170,3 +173,17 @@ def test_manifest_refuses_what_install_never_writes(text: str) -> None:
 def test_state_dir_is_the_units_state_directory() -> None:
     """The config's state dir is where systemd's StateDirectory=cortex-rm puts it."""
     assert STATE_DIR == PurePosixPath("/var/lib") / _unit(unit_text(EXEC))["Service"]["StateDirectory"]
+
+
+@given(st.one_of(st.text(max_size=200), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["files", "made_dirs", "x"]), inner),
+    max_leaves=10,
+).map(json.dumps)))
+def test_manifest_parse_of_any_text_is_a_manifest_or_a_contributor_error(text: str) -> None:
+    """Whatever a damaged manifest holds, uninstall gets a Manifest of absolute paths or a ContributorError."""
+    try:
+        manifest = Manifest.parse(text, "m")
+    except ContributorError:
+        return
+    assert all(PurePosixPath(p).is_absolute() for p in (*manifest.files, *manifest.made_dirs))
