@@ -163,7 +163,8 @@ def _contributor_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser
     install.add_argument("--introducer", required=True, metavar="HOST:PORT", help="a cluster member's ring address")
     install.add_argument(
         "--resource-manager", required=True, action="append", metavar="RING_ID",
-        help="ring id of a node that may run the RM (40 hex digits; `cortex-rm ring` shows it): comma-separated or repeated",
+        help="ring id of a node that may run the RM (40 hex digits: [ring] resource_managers of any member's config); "
+        "comma-separated or repeated",
     )
     install.add_argument("--host", help="the address other members reach this machine at (default: its address "
                          "towards the introducer)")
