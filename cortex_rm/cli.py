@@ -10,6 +10,8 @@
 * ``cortex-rm payouts (--workdir DIR | --rm-web HOST:PORT) [--start MS --end MS] [--json]``: uptime and shares.
 * ``cortex-rm ledger verify (--workdir DIR | --config FILE) [--url URL]``: audit the uptime ledger.
 * ``cortex-rm event (register|trigger|result|list|get|delete|logs) ...``: serverless functions (``event_cli.py``).
+* ``cortex-rm contributor install --introducer HOST:PORT --resource-manager RING_ID [--cpus N] [--memory-mb M]
+  [--disk-gb G] [--root DIR]`` / ``uninstall [--root DIR]``: this machine as a systemd service (``contributor.py``).
 """
 
 from __future__ import annotations
@@ -133,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     push.add_argument("--cache", type=Path, help="build cache directory, to find the default archive")
     _ledger_parsers(sub)
+    _contributor_parsers(sub)
     from cortex_rm.event_cli import add_event_parsers
 
     add_event_parsers(sub)
@@ -154,6 +157,31 @@ def _ledger_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     config.add_argument("--workdir", type=Path, help="a local cluster's work dir (its RM's configuration)")
     config.add_argument("--config", type=Path, help="the RM node's configuration file")
     verify.add_argument("--url", help="the ledger's SQLAlchemy URL (default: the configuration's [accounting] ledger_url)")
+
+
+def _contributor_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    contributor = sub.add_parser("contributor", help="contribute this machine: install or remove the node's service")
+    csub = contributor.add_subparsers(dest="action", required=True)
+    install = csub.add_parser(
+        "install", help="write /etc/cortex-rm/cortex.toml and the systemd unit cortex-rm.service; start it under systemd"
+    )
+    install.add_argument("--introducer", required=True, metavar="HOST:PORT", help="a cluster member's ring address")
+    install.add_argument(
+        "--resource-manager", required=True, action="append", metavar="RING_ID",
+        help="ring id of a node that may run the RM (40 hex digits: [ring] resource_managers of any member's config); "
+        "comma-separated or repeated",
+    )
+    install.add_argument("--host", help="the address other members reach this machine at (default: its address "
+                         "towards the introducer)")
+    install.add_argument("--cpus", type=int, metavar="N", help="CPUs offered to containers (default: all)")
+    install.add_argument("--memory-mb", type=int, metavar="M", help="memory offered, MB (default: half the machine's)")
+    install.add_argument("--disk-gb", type=int, default=0, metavar="G",
+                         help="disk offered, GB (default 0: no cap; recorded, not enforced yet)")
+    install.add_argument("--force", action="store_true", help="overwrite an existing config and unit (uninstall then removes them)")
+    uninstall = csub.add_parser("uninstall", help="stop the service and remove what install wrote (the state dir stays)")
+    for p in (install, uninstall):
+        p.add_argument("--root", type=Path, metavar="DIR", help="write under DIR instead of / (tests, packagers); "
+                       "nothing is started or stopped")
 
 
 def _image_command(args: argparse.Namespace) -> int:
@@ -312,6 +340,15 @@ def main(argv: list[str] | None = None) -> int:
         return verify_command(args.workdir, args.config, args.url)
     if args.command == "user":
         return _user_command(args)
+    if args.command == "contributor":
+        from cortex_rm.contributor import install_command, uninstall_command
+
+        if args.action == "install":
+            return install_command(
+                args.root, args.introducer, args.resource_manager, args.host, args.cpus, args.memory_mb, args.disk_gb,
+                args.force,
+            )
+        return uninstall_command(args.root)
     if args.command == "event":
         from cortex_rm.event_cli import event_command
 

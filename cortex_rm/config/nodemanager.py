@@ -24,6 +24,10 @@ class NodeManagerSection:
     webapp_address: HostPort = HostPort("127.0.0.1", 8042)
     memory_mb: int = 8192  # yarn.nodemanager.resource.memory-mb
     vcores: int = 8  # yarn.nodemanager.resource.cpu-vcores
+    # The disk this node offers (GB, 10**9 bytes): its file system's blocks and the runtime image
+    # cache are to stay within it.  0 (the default): no cap.  Recorded and validated only: nothing
+    # enforces it yet (issue 14, "caps the contributor sets", will); `contributor install --disk-gb` sets it
+    disk_gb: int = 0
     # The NodeManager's RPC address (yarn.nodemanager.address); also its NodeId, host:port.
     # It and webapp_address must be on the host of [ring] address: other nodes open them to
     # their containers only there (a member's ring address is the host it is known at)
@@ -112,6 +116,8 @@ class NodeManagerSection:
             raise ConfigError(f"{where}: nodemanager.heartbeat_interval_ms must be at least 50")
         if self.memory_mb < 1 or self.vcores < 1:
             raise ConfigError(f"{where}: nodemanager memory_mb and vcores must be positive")
+        if self.disk_gb < 0:
+            raise ConfigError(f"{where}: nodemanager.disk_gb must be 0 (no cap) or positive, not {self.disk_gb}")
         if not self.rack.startswith("/"):
             raise ConfigError(f"{where}: nodemanager.rack must be a path starting with '/', not {self.rack!r}")
         self._check_dirs(f"{where}: nodemanager", state_dir)

@@ -231,11 +231,14 @@ def test_bad_queue_paths_and_states_are_config_errors(queues: list[dict[str, Any
         ({"ring": {"attestation_interval_s": 86_401}}, "ring.attestation_interval_s must lie in [1, 86400]"),
         ({"ring": {"direct_messages_per_s": 0}}, "ring.direct_messages_per_s must be at least 1, not 0"),
         ({"ring": {"direct_mib_per_s": -1}}, "ring.direct_mib_per_s must be at least 1, not -1"),
+        ({"nodemanager": {"disk_gb": -1}}, "nodemanager.disk_gb must be 0 (no cap) or positive, not -1"),
+        ({"nodemanager": {"disk_gb": "10"}}, "nodemanager.disk_gb must be int"),
     ],
 )
 def test_limits_out_of_range_are_errors(raw: dict[str, Any], fragment: str) -> None:
     """Attempts below 1, a tiny IPC frame limit, a negative priority ceiling, non-positive allocations, a ring
-    key puzzle outside [0, 32] bits or an attestation interval outside a second to a day are refused."""
+    key puzzle outside [0, 32] bits, an attestation interval outside a second to a day or a negative disk cap
+    are refused."""
     message = _error(raw)
     assert message.startswith(SOURCE)
     assert fragment in message
@@ -497,3 +500,9 @@ def test_events_running_bounds_are_read_and_checked() -> None:
     assert (events.max_running_mb, events.max_running_per_user) == (8, 5)
     assert "events.max_running_per_user must lie in 1.." in _error({"events": {"max_running_per_user": 0}})
     assert "events.max_running_mb must lie in 1.." in _error({"events": {"max_running_mb": 0}})
+
+
+def test_disk_cap_is_an_ordinary_key_with_no_cap_by_default() -> None:
+    """[nodemanager] disk_gb is read like memory_mb and vcores; absent, it is 0 (no cap)."""
+    assert Config().nodemanager.disk_gb == 0
+    assert config_from_dict({"nodemanager": {"disk_gb": 10}}, SOURCE).nodemanager.disk_gb == 10

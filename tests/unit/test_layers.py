@@ -12,6 +12,7 @@ Bottom to top (README "Layout", DESIGN.md "Layers"):
                   webhdfs_client.py image_push.py isolation.py processes.py ring_status.py cluster_wait.py __main__.py
                   client.py client_errors.py client_http.py introducer_cache.py event_cli.py (the events client)
                   rm_lookup.py rm_verification.py (client-config: the RMs found through any node, each verified)
+                  contributor.py contributor_files.py (contributor install/uninstall: config, systemd unit)
 
 A module may import from its own layer or any layer below.  Within a layer,
 packages may import each other only one way (no cycle between packages).
@@ -43,7 +44,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "spark_archive", "webhdfs_client",
                 "image_push", "isolation", "processes", "ring_status", "user_credential", "cluster_wait", "__main__",
                 "ledger_cli", "client", "client_errors", "client_http", "introducer_cache", "event_cli",
-                "rm_lookup", "rm_verification",
+                "rm_lookup", "rm_verification", "contributor", "contributor_files",
             }
         ),
     ),
