@@ -61,6 +61,7 @@ from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.roles.container_members import ring_view_of
 from cortex_rm.roles.events_role import EventsRole
+from cortex_rm.roles.graceful_leave import LeaveRequest, install_stop_signals
 from cortex_rm.roles.ledger_keeper import LedgerSetup
 from cortex_rm.roles.ledger_mirror import LedgerMirrorRole, keep_ledger_heads
 from cortex_rm.roles.node_manager import NodeManagerRole
@@ -118,6 +119,7 @@ class CortexNode:
         self.events: EventsRole | None = None
         self.rm_directory: RmDirectory | None = None  # where the eligible RMs are (with [ring] resource_managers)
         self.state_lock: StateDirLock | None = None
+        self.leave = LeaveRequest()  # SIGTERM: the stop begins with a graceful leave (graceful_leave.py)
 
     @property
     def state_dir(self) -> Path:
@@ -376,6 +378,8 @@ class CortexNode:
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        if (nm := self.node_manager) is not None:  # while the ring, file system and RM link still work
+            await self.leave.run(self.reactor, nm.containers, nm.status_updater, nm.section.decommission_grace_s, self.state_dir)
         if self.events is not None:
             await self.events.stop()
             self.events = None
@@ -414,13 +418,12 @@ class CortexNode:
 
 
 def run_node(config: Config) -> int:
-    """Run one daemon until SIGTERM/SIGINT; the exit status says whether it started."""
+    """Run one daemon until SIGTERM (a graceful leave first) or SIGINT; the exit status says whether it started."""
     from twisted.internet import reactor as global_reactor
 
     # The default reactor provides threads too; its declared type names only the common interfaces.
     reactor = cast(INodeReactor, global_reactor)
-    level = LogLevel.levelWithName(config.node.log_level)
-    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(config.node.log_level))
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stdout), [predicate])], redirectStandardIO=False
     )
@@ -441,6 +444,7 @@ def run_node(config: Config) -> int:
         d.addErrback(failed)
 
     reactor.callWhenRunning(started)
+    reactor.callWhenRunning(install_stop_signals, reactor, node.leave)
     reactor.addSystemEventTrigger("before", "shutdown", node.stop)
     reactor.run()
     return status["code"]

@@ -47,6 +47,12 @@ class NodeAction(enum.Enum):
     SHUTDOWN = "SHUTDOWN"  # stop reporting
 
 
+class NodeLeave(enum.Enum):
+    """How far a node that leaves gracefully has got (YARN's graceful decommission, driven by the node)."""
+
+    DECOMMISSIONING = "DECOMMISSIONING"  # no new containers; the running ones have their grace
+    DRAINED = "DRAINED"  # no container left: the RM may mark it DECOMMISSIONED
+
 
 @dataclass(frozen=True)
 class NodeRegistration:
@@ -102,6 +108,7 @@ class NodeHealth:
     healthy: bool = True
     health_report: str = ""
     containers: tuple[ContainerReport, ...] = ()
+    leave: NodeLeave | None = None  # None: the node is not leaving
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,7 @@ class NodeStatusReport:
     healthy: bool = True
     health_report: str = ""
     containers: tuple[ContainerReport, ...] = ()
+    leave: NodeLeave | None = None  # None: the node is not leaving
 
 
 @dataclass(frozen=True)
@@ -128,3 +136,5 @@ class HeartbeatAnswer:
     applications_to_cleanup: tuple[ApplicationId, ...] = ()
     # completed containers the node may forget (YARN's containersToBeRemovedFromNM): their AM has them
     containers_to_remove: tuple[ContainerId, ...] = ()
+    # with SHUTDOWN: the RM marked this draining node DECOMMISSIONED, so it may go
+    decommissioned: bool = False
