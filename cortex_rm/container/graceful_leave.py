@@ -12,6 +12,10 @@ says what to do and what to report.  Its phases::
     DRAINED --confirm_wait_s, or no RM to tell------------> LEFT (logged)
     any --cut short (a second SIGTERM, or SIGINT)---------> LEFT
 
+A node that no RM hears from when the leave starts (none registered, or cut off)
+has no grace: no AM would learn of the leave, so its containers are killed at once,
+as a plain stop does.
+
 While DRAINING and KILLING the heartbeats say DECOMMISSIONING (the RM places
 nothing new here and tells the AMs); from DRAINED on they say DRAINED, and the RM
 marks the node DECOMMISSIONED once its file system blocks have enough replicas
@@ -121,6 +125,8 @@ class GracefulLeave:
     def check(self, now_s: float, live: int, rm_reachable: bool) -> list[KillContainers]:
         """The containers still live at ``now_s``, and whether the RM can hear from this node (a
         registered status updater); what to do now."""
+        if self.live == -1 and not rm_reachable:  # no RM hears of the leave: nothing drains the node
+            self.grace_s = 0.0
         self.live = live
         actions: list[KillContainers] = []
         if self.phase in (LeavePhase.DRAINING, LeavePhase.KILLING) and live == 0:

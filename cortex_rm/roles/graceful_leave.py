@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from cortex_rm.container.container_manager import ContainerManager
 from cortex_rm.container.graceful_leave import GracefulLeave
 from cortex_rm.container.nm_container import NMContainerState
-from cortex_rm.container.status_updater import NodeStatusUpdater
+from cortex_rm.container.status_updater import NodeStatusUpdater, UpdaterState
 from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService
 from cortex_rm.yarn.container_status import ContainerExitStatus
 
@@ -75,7 +75,9 @@ class LeaveDriver:
         self._tick()
 
     def _rm_reachable(self) -> bool:
-        return self.updater is not None and self.updater.registered
+        """Whether the RM hears from this node now: registered, and not cut off (backing off, reconnecting)."""
+        u = self.updater
+        return u is not None and u.registered and u.state in (UpdaterState.REPORTING, UpdaterState.HEARTBEATING)
 
     def _tick(self) -> None:
         if self._done.called:

@@ -166,3 +166,73 @@ def test_the_driver_cut_short_kills_at_once(tmp_path: Path) -> None:
     driver.cut_short()
     assert done.called
     assert node.cm.containers[cid(1)].kill_status == ContainerExitStatus.KILLED_BY_RESOURCEMANAGER
+
+
+def test_a_node_no_rm_hears_from_when_it_starts_leaving_kills_its_containers_at_once() -> None:
+    """No AM would learn of the leave: no grace (as a plain stop)."""
+    leave = GracefulLeave(0.0, grace_s=60)
+    assert len(leave.check(0.0, live=2, rm_reachable=False)) == 1
+    assert leave.phase is LeavePhase.KILLING
+
+
+def test_a_node_cut_off_later_keeps_its_grace() -> None:
+    leave = GracefulLeave(0.0, grace_s=60)
+    leave.check(0.0, live=2, rm_reachable=True)
+    assert leave.check(1.0, live=2, rm_reachable=False) == [] and leave.phase is LeavePhase.DRAINING
+
+
+# -- cortex-rm node leave -------------------------------------------------------------------
+
+
+def test_node_leave_finds_a_local_clusters_node_and_refuses_what_it_cannot_find(tmp_path: Path) -> None:
+    import json
+
+    from cortex_rm.node_leave_cli import LeaveError, daemon_pid, state_dir_of
+
+    (tmp_path / "cluster.json").write_text(json.dumps([{"name": "node2", "directory": str(tmp_path / "node2")}]))
+    assert state_dir_of(None, tmp_path, "node2") == tmp_path / "node2"
+    with pytest.raises(LeaveError, match="--node \\(node2\\)"):
+        state_dir_of(None, tmp_path, None)
+    assert state_dir_of(None, tmp_path / "node2", None) == tmp_path / "node2"  # a node's state dir
+    with pytest.raises(LeaveError, match="no daemon runs"):
+        daemon_pid(tmp_path / "node2")
+
+
+def test_node_leave_signals_the_daemon_says_what_it_waits_for_and_returns_once_it_exited(tmp_path: Path) -> None:
+    """A stand-in daemon (a real process) that, on SIGTERM, writes two progress lines and exits."""
+    import subprocess
+    import sys
+
+    from cortex_rm.node_leave_cli import leave
+
+    script = (
+        "import signal, sys, time, pathlib\n"
+        f"d = pathlib.Path({str(tmp_path)!r})\n"
+        "def term(*_):\n"
+        "    (d / 'leave-progress').write_text('DECOMMISSIONING: waiting for 1 containers to finish (grace ends in 3 s)\\n')\n"
+        "    time.sleep(0.6)\n"
+        "    (d / 'leave-progress').write_text('DRAINED: waiting for the ResourceManager\\n')\n"
+        "    time.sleep(0.6)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, term)\n"
+        "(d / 'cortex-rm.pid').write_text(str(__import__('os').getpid()))\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = 0
+        while not (tmp_path / "cortex-rm.pid").exists() and deadline < 200:
+            __import__("time").sleep(0.05)
+            deadline += 1
+        said: list[str] = []
+        # (the child is not reaped by leave(): reap it as it exits, so that its pid stops being alive)
+        import threading
+
+        threading.Thread(target=child.wait, daemon=True).start()
+        assert leave(tmp_path, 30, said.append, poll_s=0.05)
+    finally:
+        child.kill()
+    assert said[0].startswith(f"asked the daemon (pid {child.pid}) to leave gracefully")
+    assert any("DECOMMISSIONING: waiting for 1 containers" in s for s in said)
+    assert any("DRAINED: waiting for the ResourceManager" in s for s in said)
+    assert said[-1].startswith("the daemon has left")
