@@ -47,12 +47,19 @@ class NodeEvents:
     # -- graceful leave (NodeLeaveListener)
 
     def node_decommissioning(self, node: NodeRecord) -> None:
-        """No new containers on ``node`` (its running ones go on); the AMs are told."""
+        """No new containers on ``node`` (its running ones go on); the AMs are told; its replicas stop
+        counting, so its blocks are copied to other nodes."""
         self.scheduling.scheduler.nodes.drain(node.node_id)
+        self.name_node.blocks.node_decommissioning(str(node.node_id))
         self.updates.changed(node)
 
     def waiting_for(self, node: NodeRecord) -> str | None:
-        return None
+        """The blocks of ``node`` that have no replica elsewhere yet, if any."""
+        pending = self.name_node.blocks.decommission_pending(str(node.node_id))
+        if not pending:
+            return None
+        shown = ", ".join(pending[:5]) + (", ..." if len(pending) > 5 else "")
+        return f"{len(pending)} blocks not yet copied to other nodes ({shown})"
 
     def node_decommissioned(self, node: NodeRecord) -> None:
         """``node`` left: what the scheduler still had there ends KILLED_BY_RESOURCEMANAGER."""

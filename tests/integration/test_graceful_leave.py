@@ -5,7 +5,8 @@ Three nodes; node1 (the RM) offers too little memory for any container, so the A
 grace of a few seconds: the RM's REST API shows it DECOMMISSIONING while the AM
 runs on, the AM is killed when the grace passes (KILLED_BY_RESOURCEMANAGER, which
 does not count against the application, which allows one attempt: a second one
-starts on the other node), the node is DECOMMISSIONED, never LOST, and the command prints what it
+starts on the other node), the blocks it held alone (files written with one replica) are copied to the
+other nodes, the node is DECOMMISSIONED, never LOST, and the command prints what it
 waited for and exits 0 once the daemon has exited.  Started again, the node is
 RUNNING.
 """
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -23,7 +25,7 @@ import requests
 
 from cortex_rm import local_cluster
 from tests.support.cluster import RunningCluster, running_cluster
-from tests.support.credentials import rest_headers
+from tests.support.credentials import credential, rest_headers
 
 pytestmark = pytest.mark.integration
 
@@ -67,11 +69,32 @@ def submit_sleeping_am(cluster: RunningCluster, user: str) -> str:
     return app_id
 
 
+def write_single_replica_files(cluster: RunningCluster, user: str, count: int) -> None:
+    """``count`` small files with one replica each (WebHDFS, ``user``'s credential), spread over the nodes."""
+    delegation = credential(cluster, user).webhdfs_delegation()
+    fs = f"{cluster.rest}/webhdfs/v1"
+    home = requests.get(f"{fs}/?op=GETHOMEDIRECTORY&delegation={delegation}", timeout=10).json()["Path"]
+    for i in range(count):
+        create = requests.put(
+            f"{fs}{home}/leave-{i}?op=CREATE&replication=1&overwrite=true&delegation={delegation}",
+            allow_redirects=False, timeout=30,
+        )  # fmt: skip
+        assert create.status_code == 307, create.text
+        written = requests.put(create.headers["Location"], data=f"file {i}\n".encode() * 1000, timeout=30)
+        assert written.status_code == 201, written.text
+
+
+def replicas_on(node: local_cluster.LocalNode) -> set[str]:
+    """The block ids whose data ``node`` keeps on disk."""
+    return {p.name for p in Path(node.directory).glob("dfs-data/current/*/blk_*") if not p.name.endswith(".meta")}
+
+
 def test_a_node_asked_to_leave_is_decommissioning_then_decommissioned_and_its_am_starts_again_elsewhere(
     cluster: RunningCluster,
 ) -> None:
     headers = rest_headers(cluster, "dora")
     api = f"{cluster.rest}/ws/v1/cluster"
+    write_single_replica_files(cluster, "dora", 8)
     app_id = submit_sleeping_am(cluster, "dora")
 
     def attempts() -> list[dict[str, Any]]:
@@ -95,6 +118,8 @@ def test_a_node_asked_to_leave_is_decommissioning_then_decommissioned_and_its_am
     staying = next(n for n in cluster.nodes[1:] if n is not leaving)
     assert leaving.name in ("node2", "node3")
     leaving_id = node_id_of(leaving.nm_webapp)
+    held = replicas_on(leaving)
+    assert held, "some single-replica block is on the leaving node"
 
     command = subprocess.Popen(
         [sys.executable, "-m", "cortex_rm", "node", "leave", "--workdir", str(cluster.workdir), "--node", leaving.name],
@@ -129,6 +154,10 @@ def test_a_node_asked_to_leave_is_decommissioning_then_decommissioned_and_its_am
     assert app()["state"] == "ACCEPTED"
     assert node_states()[leaving_id] == "DECOMMISSIONED"
     assert "DECOMMISSIONED" in cluster.daemon_log("node1")
+    # every block it held was copied to a node that stays before it went
+    staying_replicas = set().union(*(replicas_on(n) for n in cluster.nodes if n is not leaving))
+    assert held <= staying_replicas, sorted(held - staying_replicas)
+    assert "not yet copied" not in cluster.daemon_log("node1")
 
     # a node that comes back is RUNNING again
     local_cluster.restart_node(cluster.workdir, leaving.name, say=lambda _: None)

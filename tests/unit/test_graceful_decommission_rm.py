@@ -15,7 +15,8 @@ from cortex_rm.allocator.asks import ResourceAsk
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.node_updates import NodeUpdates
 from cortex_rm.allocator.nodes import NodeRecord, NodeState, NodeTable
-from cortex_rm.fs.block_map import BlockMap
+from cortex_rm.fs.block_map import BlockMap, DataNode, ReportedBlock
+from cortex_rm.fs.model import BlockRef
 from cortex_rm.fs.name_node import NameNode, fresh_or_recovered
 from cortex_rm.fs.namespace_store import MemoryNamespaceStore
 from cortex_rm.roles.rm_node_events import NodeEvents
@@ -45,8 +46,7 @@ class Rig:
         namespace, _ = fresh_or_recovered([], "root", "supergroup", int(clock.seconds() * 1000))
         name_node = NameNode(namespace, BlockMap(clock, random.Random(1)), MemoryNamespaceStore(), MasterKey(1, b"k" * 32), clock)
         self.events = NodeEvents(self.cluster.service, name_node, NodeUpdates())
-        self.waiting: str | None = None
-        self.events.waiting_for = lambda node: self.waiting  # type: ignore[method-assign]
+        self.blocks = name_node.blocks
         self.tracker = NodeTracker(
             self.cluster.nodes, clock, nm_expiry_ms=EXPIRY_MS, rm_identifier=1,
             listener=self.events, leave_listener=self.events, leave_max_wait_ms=max_wait_ms,
@@ -54,6 +54,15 @@ class Rig:
         self.response_ids = {N1: 0, N2: 0}
         for node_id in (N1, N2):
             self.register(node_id)
+            self.blocks.node_up(DataNode(str(node_id), f"{node_id.host}:8042"))
+            self.blocks.full_report(str(node_id), [])
+
+    def block_on(self, node_id: NodeId, n: int) -> BlockRef:
+        """A block of a file with replication 1 whose only replica ``node_id`` holds."""
+        block = BlockRef(f"blk_{n:032x}", 10, f"{n:032x}")
+        self.blocks.add_blocks([block], 1)
+        self.blocks.replica_written(str(node_id), block)
+        return block
 
     def register(self, node_id: NodeId) -> None:
         self.tracker.register(
@@ -150,26 +159,31 @@ def test_containers_the_node_did_not_report_end_killed_by_the_rm_when_it_is_deco
     assert executors and {c.exit_status for c in completed} == {ContainerExitStatus.KILLED_BY_RESOURCEMANAGER}
 
 
-def test_a_drained_node_waits_for_what_the_rm_waits_for_until_the_bound() -> None:
-    """While the listener waits (blocks not yet copied) the node stays DECOMMISSIONING; after the
-    bound it is DECOMMISSIONED anyway."""
-    rig = Rig(max_wait_ms=5_000)
-    rig.waiting = "2 blocks have no other replica"
+def test_a_drained_node_waits_until_its_blocks_are_copied_elsewhere() -> None:
+    """Its replicas do not count while it leaves: the other node is told to fetch the block, and the
+    leaving node is DECOMMISSIONED only once that copy is reported."""
+    rig = Rig()
+    block = rig.block_on(N2, 1)
     assert rig.heartbeat(N2, NodeLeave.DRAINED).action is NodeAction.NORMAL
     assert rig.node(N2).state is NodeState.DECOMMISSIONING
+    (order,) = rig.blocks.commands(str(N1)).fetch
+    assert order.block_id == block.block_id and [s.node_id for s in order.sources] == [str(N2)]
+    assert not rig.heartbeat(N2, NodeLeave.DRAINED).decommissioned
+    rig.blocks.incremental_report(str(N1), [ReportedBlock(block.block_id, block.length, block.checksum, 0)], [])
+    assert rig.heartbeat(N2, NodeLeave.DRAINED).decommissioned
+    assert rig.node(N2).state is NodeState.DECOMMISSIONED
+
+
+def test_a_drained_node_whose_blocks_cannot_be_copied_goes_after_the_bound() -> None:
+    """Nothing copies its block (no other node reports): DECOMMISSIONED anyway once the bound passes."""
+    rig = Rig(max_wait_ms=5_000)
+    rig.block_on(N2, 1)
+    assert rig.heartbeat(N2, NodeLeave.DRAINED).action is NodeAction.NORMAL
     rig.cluster.clock.advance(4)
     assert rig.heartbeat(N2, NodeLeave.DRAINED).action is NodeAction.NORMAL
     rig.cluster.clock.advance(1)
     assert rig.heartbeat(N2, NodeLeave.DRAINED).decommissioned
     assert rig.node(N2).state is NodeState.DECOMMISSIONED
-
-
-def test_a_drained_node_goes_as_soon_as_nothing_is_waited_for() -> None:
-    rig = Rig(max_wait_ms=5_000)
-    rig.waiting = "1 block has no other replica"
-    assert not rig.heartbeat(N2, NodeLeave.DRAINED).decommissioned
-    rig.waiting = None
-    assert rig.heartbeat(N2, NodeLeave.DRAINED).decommissioned
 
 
 def test_a_decommissioned_node_that_registers_again_is_running_and_schedulable() -> None:
