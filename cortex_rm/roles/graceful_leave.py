@@ -21,7 +21,7 @@ from types import FrameType
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -31,6 +31,7 @@ from cortex_rm.container.nm_container import NMContainerState
 from cortex_rm.container.status_updater import NodeStatusUpdater, UpdaterState
 from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService
 from cortex_rm.yarn.container_status import ContainerExitStatus
+from cortex_rm.yarn.reactors import INodeReactor
 
 log = Logger()
 
@@ -148,7 +149,7 @@ def _write(path: Path, text: str) -> None:
         log.warn("cannot write {path}: {error}", path=str(path), error=str(e))
 
 
-def install_stop_signals(reactor: IReactorCore, request: LeaveRequest) -> None:
+def install_stop_signals(reactor: INodeReactor, request: LeaveRequest) -> None:
     """SIGTERM: a graceful leave; a second SIGTERM, or SIGINT: stop at once.  Call once the reactor
     runs (it installs its own handlers then, which these replace)."""
 
@@ -158,10 +159,10 @@ def install_stop_signals(reactor: IReactorCore, request: LeaveRequest) -> None:
             request.requested = True
         elif not request.cut:
             log.info("signal {signum}: stopping at once", signum=signum)
-            reactor.callFromThread(request.cut_short)  # type: ignore[attr-defined]
+            reactor.callFromThread(request.cut_short)
         if not request.stopping:
             request.stopping = True
-            reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+            reactor.callFromThread(reactor.stop)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

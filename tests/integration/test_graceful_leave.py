@@ -8,11 +8,13 @@ does not count against the application, which allows one attempt: a second one
 starts on the other node), the blocks it held alone (files written with one replica) are copied to the
 other nodes, the node is DECOMMISSIONED, never LOST, and the command prints what it
 waited for and exits 0 once the daemon has exited.  Started again, the node is
-RUNNING.
+RUNNING.  A second SIGTERM during a leave stops the daemon at once.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ import pytest
 import requests
 
 from cortex_rm import local_cluster
+from cortex_rm.processes import alive
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.credentials import credential, rest_headers
 
@@ -160,6 +163,40 @@ def test_a_node_asked_to_leave_is_decommissioning_then_decommissioned_and_its_am
     assert "not yet copied" not in cluster.daemon_log("node1")
 
     # a node that comes back is RUNNING again
-    local_cluster.restart_node(cluster.workdir, leaving.name, say=lambda _: None)
+    cluster.nodes[cluster.nodes.index(leaving)] = local_cluster.restart_node(cluster.workdir, leaving.name, say=lambda _: None)
     wait_for(f"{leaving.name} RUNNING again", lambda: node_states().get(leaving_id) == "RUNNING", 60)
+    requests.put(f"{api}/apps/{app_id}/state", json={"state": "KILLED"}, headers=headers, timeout=10)
+
+
+def test_a_second_sigterm_stops_the_leaving_node_at_once(cluster: RunningCluster) -> None:
+    """SIGTERM starts the graceful leave; a second one cuts it short: the container is killed at once (not
+    when the grace passes) and the daemon stops as a plain stop does (no DECOMMISSIONED)."""
+    headers = rest_headers(cluster, "erin")
+    api = f"{cluster.rest}/ws/v1/cluster"
+    app_id = submit_sleeping_am(cluster, "erin")
+
+    def launched() -> dict[str, Any] | None:
+        found = requests.get(f"{api}/apps/{app_id}/appattempts", headers=headers, timeout=10).json()["appAttempts"]["appAttempt"]
+        return next((a for a in found if a["appAttemptState"] == "LAUNCHED" and a["nodeHttpAddress"]), None)
+
+    attempt = wait_for("the AM launched", launched)
+    node = next(n for n in cluster.nodes if n.nm_webapp == attempt["nodeHttpAddress"])
+    node_id = next(n["id"] for n in requests.get(f"{api}/nodes", headers=headers, timeout=10).json()["nodes"]["node"]
+                   if n["nodeHTTPAddress"] == node.nm_webapp)  # fmt: skip
+    log = Path(node.directory) / "logs" / "daemon.out"
+    before = len(log.read_text(errors="replace"))
+    os.kill(node.pid, signal.SIGTERM)
+
+    def state() -> str:
+        return str(next(n["state"] for n in requests.get(f"{api}/nodes", headers=headers, timeout=10).json()["nodes"]["node"]
+                        if n["id"] == node_id))  # fmt: skip
+
+    wait_for("DECOMMISSIONING", lambda: state() == "DECOMMISSIONING", 30)
+    os.kill(node.pid, signal.SIGTERM)
+    wait_for(f"{node.name} stopped", lambda: not alive(node.pid), 60)
+    text = log.read_text(errors="replace")[before:]
+    assert "stopping at once" in text and "on CUT_SHORT" in text, text[-3000:]
+    assert "GRACE_PASSED" not in text and "marked this node DECOMMISSIONED" not in text, text[-3000:]
+    assert state() != "DECOMMISSIONED"
+    cluster.nodes[cluster.nodes.index(node)] = local_cluster.restart_node(cluster.workdir, node.name, say=lambda _: None)
     requests.put(f"{api}/apps/{app_id}/state", json={"state": "KILLED"}, headers=headers, timeout=10)
