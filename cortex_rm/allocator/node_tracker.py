@@ -50,6 +50,11 @@ Expiry
     ``expiry_check_interval_ms`` (expiry / 3, as YARN).  The listener's
     ``node_lost`` is where the scheduler completes the node's containers with
     ``ContainerExitStatus.ABORTED``.
+
+Graceful leave
+    A fresh heartbeat's ``leave`` (DECOMMISSIONING, then DRAINED) goes to
+    ``NodeLeaves`` (``node_leave.py``); the answer to the heartbeat that makes the
+    node DECOMMISSIONED is SHUTDOWN with ``decommissioned``.
 """
 
 from __future__ import annotations
