@@ -21,12 +21,13 @@ from types import FrameType
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from cortex_rm.container.container_manager import ContainerManager
-from cortex_rm.container.graceful_leave import GracefulLeave
+from cortex_rm.container.graceful_leave import GracefulLeave, KillContainers
 from cortex_rm.container.nm_container import NMContainerState
 from cortex_rm.container.status_updater import NodeStatusUpdater, UpdaterState
 from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService
@@ -51,14 +52,13 @@ class LeaveDriver:
         *,
         poll_s: float = 0.25,
         progress: Callable[[str], None] = lambda _: None,
-        core: Callable[[float, float], GracefulLeave] = GracefulLeave,
     ) -> None:
         self.clock = clock
         self.containers = containers
         self.updater = updater
         self.poll_s = poll_s
         self.progress = progress
-        self.core = core(clock.seconds(), grace_s)
+        self.core = GracefulLeave(clock.seconds(), grace_s)
         self._said = ""
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
@@ -91,16 +91,17 @@ class LeaveDriver:
         if self.updater is not None:
             self.updater.leave = core.report
         doing = core.doing(now)
-        if doing.split(" (")[0] != self._said.split(" (")[0]:  # (the countdown alone is no news)
-            log.info("graceful leave: {doing}", doing=doing)
-        self._said = doing
-        self.progress(doing)
+        if doing != self._said:
+            if doing.split(" (")[0] != self._said.split(" (")[0]:  # (the countdown alone is no news)
+                log.info("graceful leave: {doing}", doing=doing)
+            self.progress(doing)
+            self._said = doing
         if core.left:
             if self._loop.running:
                 self._loop.stop()
             self._done.callback(None)
 
-    def _act(self, actions: list[Any]) -> None:
+    def _act(self, actions: list[KillContainers]) -> None:
         for action in actions:
             live = [cid for cid, c in self.containers.containers.items() if c.state is not NMContainerState.DONE]
             for cid in live:
@@ -162,7 +163,14 @@ def install_stop_signals(reactor: INodeReactor, request: LeaveRequest) -> None:
             reactor.callFromThread(request.cut_short)
         if not request.stopping:
             request.stopping = True
-            reactor.callFromThread(reactor.stop)
+            reactor.callFromThread(_stop, reactor)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def _stop(reactor: INodeReactor) -> None:
+    try:
+        reactor.stop()
+    except ReactorNotRunning:  # it stopped already (a failed start stops it)
+        pass
