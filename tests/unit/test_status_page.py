@@ -1,0 +1,215 @@
+"""The RM's status pages (``/cluster/...``): what each viewer sees, escaping, paging, signing in.
+
+The pages are served by the RM's real web site (``build_rest_site``) driven without sockets
+(``tests.support.http_site``), over an RM on a ``Clock`` with a memory state store, as the
+REST API's own unit tests do; the pure page functions are checked directly for escaping.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+
+from cortex_rm.allocator.app_access import AppAccess
+from cortex_rm.allocator.app_model import SchedulerLimits
+from cortex_rm.allocator.app_table import ApplicationTable
+from cortex_rm.allocator.nodes import NodeTable
+from cortex_rm.allocator.rm_context import RMContext
+from cortex_rm.allocator.queues import QueueTree
+from cortex_rm.allocator.state_store import MemoryStateStore, StoredState
+from cortex_rm.allocator.user_credentials import UserCredentials
+from cortex_rm.status_page import cluster_pages as pages
+from cortex_rm.status_page import cluster_views as views
+from cortex_rm.status_page.html_parts import PAGE_ROWS, page_of, pager, web_link
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
+from cortex_rm.yarn.ids import NodeId
+from cortex_rm.yarn.resources import Resource
+from cortex_rm.yarn.tokens import MasterKey
+from cortex_rm.yarn_api.rest import build_rest_site
+from cortex_rm.yarn_api.user_auth import UserAuthenticator
+from tests.support.http_site import HttpConnection, HttpResponse
+from tests.unit.test_rest_api import START_MS, START_S, Cluster, fired, make_cluster, submit
+
+HOSTILE = '<script>alert("x")</script>&<img src=x onerror=alert(1)>'
+
+
+def get(cluster: Cluster, path: str, headers: dict[str, str] | None = None, anonymous: bool = False) -> HttpResponse:
+    """GET ``path`` as alice (the site's default credential), or as nobody (``anonymous``)."""
+    conn = HttpConnection(cluster.site)
+    if anonymous:
+        conn.default_headers = {}
+    conn.send("GET", path, b"", headers)
+    response = conn.response()
+    assert response is not None
+    return response
+
+
+def basic(cluster: Cluster, user: str, as_name: str | None = None) -> dict[str, str]:
+    """The Authorization header a browser sends: Basic, the credential's REST value as the password."""
+    value = cluster.credential_header(user)[REST_TOKEN_HEADER]
+    return {"Authorization": "Basic " + base64.b64encode(f"{as_name or user}:{value}".encode()).decode()}
+
+
+def text(response: HttpResponse) -> str:
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    return response.body.decode()
+
+
+def test_hostile_names_are_shown_as_text_never_as_markup() -> None:
+    """Application, user, queue, node and diagnostics text with markup in it is escaped on every page,
+    and a tracking URL that is not http(s) is not made a link."""
+    row = views.AppRow(
+        app_id="application_1_0001", user=HOSTILE, name=HOSTILE, app_type=HOSTILE, queue=HOSTILE, state="RUNNING",
+        final_status="UNDEFINED", progress=50.0, started_ms=START_MS, finished_ms=0, elapsed_ms=1000,
+        tracking_url="javascript:alert(1)", containers=1, allocated_mb=1024, allocated_vcores=1,
+        diagnostics=HOSTILE, attempts=(("appattempt_1_0001_000001", HOSTILE, HOSTILE),),
+    )  # fmt: skip
+    node = views.NodeRow(HOSTILE, HOSTILE, "RUNNING", HOSTILE, HOSTILE, 8192, 8, 0, 0, 0, HOSTILE, START_MS)
+    viewer = pages.Viewer(HOSTILE, True)
+    where = page_of([row], 1)[1]
+    rendered = [
+        pages.app_page(viewer, row),
+        pages.apps_page(viewer, [row], where, None),
+        pages.nodes_page(viewer, [node], page_of([node], 1)[1]),
+        pages.refusal_page(HOSTILE, HOSTILE, viewer),
+    ]
+    for html in rendered:
+        assert "<script" not in html and "<img" not in html and "javascript:" not in html.replace("javascript:alert(1)", "")
+        assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&lt;img" in html
+        assert 'href="javascript' not in html
+    assert web_link("http://am.host:4040/", "AM").markup == '<a href="http://am.host:4040/">AM</a>'
+    assert web_link("javascript:alert(1)", "AM").markup == "AM"
+    assert web_link('http://x/"><b>', "AM").markup == '<a href="http://x/&quot;&gt;&lt;b&gt;">AM</a>'
+
+
+@pytest.mark.parametrize(("count", "number", "shown", "links"), [
+    (0, 1, [], []),
+    (1, 1, [0], []),
+    (120, 1, list(range(50)), ["next", "last"]),
+    (120, 2, list(range(50, 100)), ["first", "previous", "next", "last"]),
+    (120, 3, list(range(100, 120)), ["first", "previous"]),
+    (120, 99, list(range(100, 120)), ["first", "previous"]),  # past the end: the last page
+    (120, 0, list(range(50)), ["next", "last"]),
+])  # fmt: skip
+def test_a_long_list_pages(count: int, number: int, shown: list[int], links: list[str]) -> None:
+    """page_of takes PAGE_ROWS rows of the page asked (clamped), and the pager links the pages around it."""
+    assert PAGE_ROWS == 50
+    rows, where = page_of(list(range(count)), number)
+    assert rows == shown
+    assert re.findall(r">(first|previous|next|last)</a>", pager(where, "/cluster/apps", [("state", "running")])) == links
+    if count:
+        assert "state=running&amp;page=" in pager(where, "/cluster/apps", [("state", "running")]) or not links
+
+
+def test_an_anonymous_visitor_sees_the_cluster_figures_and_how_to_sign_in(cluster: Cluster) -> None:
+    """Without a credential (anonymous_access "cluster-info"): the RM and its metrics, no nodes or applications,
+    and a sign-in link; the node and application pages are 401 pages saying so."""
+    submit(cluster, name="secret-job")
+    page = text(get(cluster, "/cluster", anonymous=True))
+    assert "Cortex ResourceManager" in page and str(START_MS) in page and "Cluster metrics" in page
+    assert "secret-job" not in page and "127.0.0.1:45454" not in page
+    assert 'href="/cluster/login?then=/cluster/"' in page and "cortex-rm user show FILE" in page
+    assert '<meta http-equiv="refresh" content="10">' in page
+    for path in ("/cluster/nodes", "/cluster/apps", "/cluster/app/application_1700000000000_0001"):
+        response = get(cluster, path, anonymous=True)
+        assert response.status == 401 and "secret-job" not in text(response) and "sign in" in text(response)
+
+
+def test_a_signed_in_user_sees_the_nodes_with_their_class_and_only_her_applications(cluster: Cluster) -> None:
+    """Signed in with Basic (the REST value as the password), alice sees every node with its class and her
+    own applications, not bob's; bob's application page is 403 to her; the user name given is not trusted."""
+    node = next(iter(cluster.rm.nodes))
+    node.labels = frozenset({"static"})
+    mine = submit(cluster, name="alices-job")
+    theirs = submit(cluster, name="bobs-job", user="bob")
+    overview = text(get(cluster, "/cluster/", basic(cluster, "alice", as_name="bob"), anonymous=True))
+    assert "Signed in as <b>alice</b>" in overview
+    assert "<td>static</td>" in overview and "127.0.0.1:45454" in overview
+    assert "alices-job" in overview and "bobs-job" not in overview
+    apps = text(get(cluster, "/cluster/apps", basic(cluster, "alice"), anonymous=True))
+    assert "alices-job" in apps and "bobs-job" not in apps
+    assert f'href="/cluster/app/{mine.app_id}"' in apps
+    nodes = text(get(cluster, "/cluster/nodes", basic(cluster, "alice"), anonymous=True))
+    assert "<td>static</td>" in nodes and 'href="http://127.0.0.1:8042/node"' in nodes
+    assert get(cluster, f"/cluster/app/{theirs.app_id}", basic(cluster, "alice"), anonymous=True).status == 403
+    detail = text(get(cluster, f"/cluster/app/{mine.app_id}"))  # the REST header signs in too
+    assert "alices-job" in detail and ("<td>ACCEPTED</td>" in detail or "<td>SUBMITTED</td>" in detail)
+    admin = text(get(cluster, "/cluster/apps", basic(cluster, "admin"), anonymous=True))
+    assert "alices-job" in admin and "bobs-job" in admin
+
+
+def test_a_credential_that_is_not_valid_is_refused_not_shown_the_anonymous_view(cluster: Cluster) -> None:
+    """A bad Basic password or REST header is a 401 page naming why; a malformed Authorization header too."""
+    bad = {"Authorization": "Basic " + base64.b64encode(b"alice:not-a-token").decode()}
+    for headers in (bad, {"Authorization": "Basic %%%"}, {REST_TOKEN_HEADER: "garbage"}):
+        response = get(cluster, "/cluster/", headers, anonymous=True)
+        assert response.status == 401 and "Cluster metrics" not in text(response)
+
+
+def test_login_challenges_then_sends_the_browser_back_to_a_page_of_this_site(cluster: Cluster) -> None:
+    """/cluster/login: 401 with a Basic challenge until a valid credential comes, then 303 to ``then``;
+    a ``then`` off this site's pages goes to /cluster/ instead."""
+    response = get(cluster, "/cluster/login?then=/cluster/apps", anonymous=True)
+    assert response.status == 401 and response.headers["www-authenticate"].startswith('Basic realm="Cortex RM"')
+    ok = get(cluster, "/cluster/login?then=/cluster/apps?page=2", basic(cluster, "alice"), anonymous=True)
+    assert ok.status == 303 and ok.headers["location"] == "/cluster/apps?page=2"
+    for elsewhere in ("//evil.example/cluster", "https://evil.example/", "/ws/v1/cluster/apps", "/cluster\\@evil"):
+        away = get(cluster, f"/cluster/login?then={elsewhere}", basic(cluster, "alice"), anonymous=True)
+        assert away.status == 303 and away.headers["location"] == "/cluster/"
+
+
+def test_pages_forbid_scripts_and_page_through_many_applications(cluster: Cluster) -> None:
+    """Every page carries a CSP without script; 120 applications are listed 50 a page, newest first."""
+    for i in range(120):
+        submit(cluster, name=f"job-{i:03d}")
+    first = get(cluster, "/cluster/apps")
+    assert "script-src" not in first.headers["content-security-policy"]
+    assert first.headers["content-security-policy"].startswith("default-src 'none'")
+    body = text(first)
+    assert "job-119" in body and "job-070" in body and "job-069" not in body
+    last = text(get(cluster, "/cluster/apps?page=3"))
+    assert "job-019" in last and "job-000" in last and "job-020" not in last and "101-120 of 120" in last
+    assert get(cluster, "/cluster/apps?page=x").status == 400
+    assert get(cluster, "/cluster/apps?state=bogus").status == 400
+    assert get(cluster, "/cluster/nowhere").status == 404
+
+
+def test_with_anonymous_access_none_the_anonymous_page_names_the_rm_and_nothing_more() -> None:
+    """anonymous_access "none": no metrics and no earnings to a visitor without a credential."""
+    clock = Clock()
+    clock.advance(START_S)
+    store = MemoryStateStore()
+    apps = fired(ApplicationTable.recover(clock, store, QueueTree(), SchedulerLimits()))
+    nodes = NodeTable()
+    nodes.register(NodeId("127.0.0.1", 1), "127.0.0.1:2", Resource(1024, 1), START_MS)
+    rm = RMContext(clock, apps, nodes, START_MS)
+    credentials = UserCredentials(MasterKey(3, b"d" * 20), store, StoredState(), lambda: int(clock.seconds() * 1000))
+    site = build_rest_site(rm, version="1", auth=UserAuthenticator(credentials, "none"), access=AppAccess(()))
+    conn = HttpConnection(site)
+    conn.send("GET", "/cluster", b"")
+    response = conn.response()
+    assert response is not None and response.status == 200
+    page = response.body.decode()
+    assert "Cortex ResourceManager" in page and "Cluster metrics" not in page and "sign in" in page
+    conn = HttpConnection(site)
+    conn.send("GET", "/cluster/earnings", b"")
+    earnings = conn.response()
+    assert earnings is not None and earnings.status == 401
+
+
+def test_the_previous_period_of_a_calendar_month_is_the_month_before() -> None:
+    """previous_period: a calendar month's is the month before (of its own length); a fixed length's is one more
+    of that length; none before the epoch."""
+    dec_1, nov_1, jan_1 = 1_764_547_200_000, 1_761_955_200_000, 1_767_225_600_000
+    assert views.previous_period(dec_1, jan_1) == (nov_1, dec_1)
+    assert views.previous_period(7_000, 14_000) == (0, 7_000)
+    assert views.previous_period(0, 7_000) is None
+
+
+@pytest.fixture
+def cluster() -> Any:
+    return make_cluster()
