@@ -61,13 +61,13 @@ class Viewer:
         return self.user is not None
 
 
-def sign_in_advice(viewer: Viewer, here: str) -> str:
+def sign_in_advice(viewer: Viewer) -> str:
     """Who the viewer is, or how to see more than the anonymous view."""
     if viewer.user is not None:
         return f"<p>Signed in as <b>{esc(viewer.user)}</b>.</p>\n"
     return note(
         "You see what the ResourceManager shows to anyone. To see the nodes and your applications, "
-        f'{link(LOGIN_PATH + "?then=" + quote(here, safe="/"), "sign in").markup} with your user name and, '
+        f'{link(LOGIN_PATH, "sign in").markup} with your user name and, '
         "as the password, your credential's REST value (the text after "
         "<code>Hadoop-YARN-RM-Delegation-Token:</code> that <code>cortex-rm user show FILE</code> prints; "
         "an admin issues credentials with <code>cortex-rm user add NAME --out FILE</code>)."
@@ -135,7 +135,7 @@ def overview_page(
 ) -> str:
     """``/cluster``: who the cluster is, its figures (if the viewer may see them), then for a signed-in
     viewer the nodes and the applications in progress she may see (``more_running`` not shown)."""
-    body = sign_in_advice(viewer, "/cluster/") + "<h2>ResourceManager</h2>\n" + definitions(_cluster_rows(s))
+    body = sign_in_advice(viewer) + "<h2>ResourceManager</h2>\n" + definitions(_cluster_rows(s))
     if viewer.sees_cluster:
         body += "<h2>Cluster metrics</h2>\n" + definitions(_metrics_rows(s))
     if nodes is not None:
@@ -149,7 +149,7 @@ def overview_page(
 
 def nodes_page(viewer: Viewer, rows: Sequence[NodeRow], where: PageSlice) -> str:
     """``/cluster/nodes``: one page of the nodes table."""
-    body = sign_in_advice(viewer, "/cluster/nodes") + node_table(rows) + pager(where, "/cluster/nodes")
+    body = sign_in_advice(viewer) + node_table(rows) + pager(where, "/cluster/nodes")
     return page("Nodes of the cluster", NAV, body)
 
 
@@ -161,7 +161,7 @@ def apps_page(viewer: Viewer, rows: Sequence[AppRow], where: PageSlice, state: s
         for s, text in (("", "all"), ("running", "in progress"), ("finished", "ended"))
     )
     body = (
-        sign_in_advice(viewer, "/cluster/apps")
+        sign_in_advice(viewer)
         + f"<p>Show: {filters}</p>\n"
         + app_table(rows)
         + pager(where, "/cluster/apps", query)
@@ -181,14 +181,14 @@ def app_page(viewer: Viewer, r: AppRow) -> str:
         ("Diagnostics", r.diagnostics or "-"),
     ]  # fmt: skip
     attempts = table(("Attempt", "State", "AM node"), r.attempts, empty="no attempts yet")
-    body = sign_in_advice(viewer, f"/cluster/app/{r.app_id}") + definitions(rows) + "<h2>Attempts</h2>\n" + attempts
+    body = sign_in_advice(viewer) + definitions(rows) + "<h2>Attempts</h2>\n" + attempts
     return page(f"Application {r.app_id}", NAV, body)
 
 
 def earnings_page(viewer: Viewer, e: Earnings | None, unavailable: str = "", previous: str = "") -> str:
     """``/cluster/earnings``: a period's uptime and shares by node (``previous``: a link to the period
     before, or ""); ``unavailable`` says why there are none (no ledger, not open yet)."""
-    body = sign_in_advice(viewer, "/cluster/earnings")
+    body = sign_in_advice(viewer)
     if e is None:
         return page("Earnings", NAV, body + note(esc(unavailable or "this ResourceManager keeps no ledger")))
     status = "closed: from the period's signed statement" if e.closed else "open: the figures so far"
@@ -207,5 +207,5 @@ def earnings_page(viewer: Viewer, e: Earnings | None, unavailable: str = "", pre
 
 def refusal_page(title: str, message: str, viewer: Viewer | None = None) -> str:
     """An error (not found, forbidden, not signed in) as a page, ``message`` escaped."""
-    advice = sign_in_advice(viewer, "/cluster/") if viewer is not None else ""
+    advice = sign_in_advice(viewer) if viewer is not None else ""
     return page(title, NAV, advice + note(esc(message)), refresh_s=60)

@@ -13,10 +13,10 @@ of ``status_page`` make.  Access is the REST API's, rule for rule:
 
 A browser sends no ``Hadoop-YARN-RM-Delegation-Token`` header, so the credential's same
 REST value is also taken as the password of HTTP Basic authentication (the user name is
-not trusted: the token names its owner).  ``/cluster/login`` asks for it (401 with
-``WWW-Authenticate: Basic``) and, once given, sends the browser back to the page it came
-from; the browser then sends it with every page under ``/cluster/``.  A credential that is
-not valid is 401, never the anonymous view.  Pages carry a Content-Security-Policy that
+not trusted: the token names its owner).  A credential that is
+not valid is 401, never the anonymous view.  Every page for signed-in users only
+(``/cluster/login``: the overview, signed in; nodes, applications) answers a request without
+a credential 401 with the challenge, so a browser asks for it or sends the one it has.  Pages carry a Content-Security-Policy that
 allows no script, and every value in them is escaped.
 """
 
@@ -125,8 +125,6 @@ class ClusterPages(Resource):
             segments.pop()
         try:
             viewer, principal = self.viewer(request)
-            if segments == ["login"]:
-                return self._login(request, viewer)
             if segments == ["earnings"]:
                 d = defer.Deferred.fromCoroutine(self._earnings(request, viewer))
                 d.addCallbacks(lambda body: self._finish(request, 200, body), lambda f: self._failed(request, f))
@@ -138,12 +136,15 @@ class ClusterPages(Resource):
     def _page(self, request: Request, segments: list[str], viewer: Viewer, principal: Principal) -> str:
         if segments == []:
             return self._overview(viewer, principal)
+        if segments == ["login"]:  # the overview, once signed in
+            self._require(request, viewer)
+            return self._overview(viewer, principal)
         if segments == ["nodes"]:
-            self._require(viewer)
+            self._require(request, viewer)
             rows, where = page_of(views.node_rows(self.rm.nodes), _page_number(request))
             return pages.nodes_page(viewer, rows, where)
         if segments == ["apps"]:
-            self._require(viewer)
+            self._require(request, viewer)
             state = _arg(request, "state")
             if state is not None and state not in _STATE_FILTERS:
                 raise PageError(400, "Bad request", f"state must be one of {sorted(_STATE_FILTERS)}, not {state!r}")
@@ -151,7 +152,7 @@ class ClusterPages(Resource):
             apps, where = page_of(chosen, _page_number(request))
             return pages.apps_page(viewer, views.app_rows(apps, self.rm), where, state)
         if len(segments) == 2 and segments[0] == "app":
-            self._require(viewer)
+            self._require(request, viewer)
             return pages.app_page(viewer, views.app_row(self._app(segments[1], principal), self.rm))
         raise PageError(404, "Not found", f"no page at {request.path.decode('utf-8', errors='replace')}")
 
@@ -167,8 +168,11 @@ class ClusterPages(Resource):
     def _visible(self, principal: Principal) -> Callable[[Application], bool]:
         return lambda app: self.access.allows(principal, app, VIEW_APP)
 
-    def _require(self, viewer: Viewer) -> None:
+    def _require(self, request: Request, viewer: Viewer) -> None:
+        """A page for signed-in users only: 401 with a Basic challenge (the browser asks for the credential,
+        or answers with the one it has for this site)."""
         if not viewer.signed_in:
+            request.setHeader(b"WWW-Authenticate", BASIC_CHALLENGE)
             raise PageError(401, "Sign in to see this page", "nodes and applications are shown to signed-in users only")
 
     def _app(self, text: str, principal: Principal) -> Application:
@@ -197,17 +201,6 @@ class ClusterPages(Resource):
         before = views.previous_period(earned.start_ms, earned.end_ms)
         previous = "" if before is None else f"/cluster/earnings?start={before[0]}&end={before[1]}"
         return pages.earnings_page(viewer, earned, previous=previous)
-
-    def _login(self, request: Request, viewer: Viewer) -> bytes:
-        if not viewer.signed_in:
-            request.setHeader(b"WWW-Authenticate", BASIC_CHALLENGE)
-            raise PageError(401, "Sign in", "give your user name and, as the password, your credential's REST value")
-        then = _arg(request, "then") or "/cluster/"
-        if not then.startswith("/cluster") or then.startswith("//") or "\\" in then:
-            then = "/cluster/"  # only a page of this site: never a redirect elsewhere
-        request.setResponseCode(303)
-        request.setHeader(b"Location", then.encode("utf-8"))
-        return self._write(request, 303, pages.refusal_page("Signed in", f"signed in as {viewer.user}"))
 
     # -- answers ---------------------------------------------------------------------
 
