@@ -39,8 +39,8 @@ NAV: Final = (
 )
 LOGIN_PATH: Final = "/cluster/login"
 _NODE_HEADERS: Final = (
-    "Node", "Class", "State", "Rack", "Containers", "Memory used / total (MB)", "vCores used / total",
-    "Last health report", "Health",
+    "Node", "Class", "State", "Uptime this period", "Rack", "Containers", "Memory used / total (MB)",
+    "vCores used / total", "Last health report", "Health",
 )  # fmt: skip
 _APP_HEADERS: Final = (
     "Application", "Name", "User", "Type", "Queue", "State", "Final status", "Progress", "Started", "Elapsed",
@@ -102,7 +102,7 @@ def node_table(rows: Sequence[NodeRow]) -> str:
         (
             (
                 web_link(f"http://{r.http_address}/node", r.node_id) if r.http_address else r.node_id,
-                r.node_class, r.state, r.rack, r.containers,
+                r.node_class, r.state, "-" if r.uptime_ms is None else duration(r.uptime_ms), r.rack, r.containers,
                 f"{r.used_memory_mb} / {r.memory_mb}", f"{r.used_vcores} / {r.vcores}",
                 when(r.last_health_ms), r.health or "-",
             )  # fmt: skip

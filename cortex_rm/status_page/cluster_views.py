@@ -52,6 +52,7 @@ class NodeRow:
     containers: int
     health: str
     last_health_ms: int
+    uptime_ms: int | None = None  # attested uptime in the current period (the ledger's); None unknown
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,9 @@ def node_class(node: NodeRecord) -> str:
     return ",".join(sorted(node.labels)) or "-"
 
 
-def node_rows(nodes: Iterable[NodeRecord]) -> list[NodeRow]:
-    """Every node, by NodeId."""
+def node_rows(nodes: Iterable[NodeRecord], uptimes: Mapping[int, int] | None = None) -> list[NodeRow]:
+    """Every node, by NodeId; ``uptimes``: the ledger's attested uptime this period by ring id (None: no
+    ledger to ask; a ring member it has no uptime for has 0)."""
     return [
         NodeRow(
             node_id=str(n.node_id),
@@ -121,6 +123,7 @@ def node_rows(nodes: Iterable[NodeRecord]) -> list[NodeRow]:
             containers=n.num_containers,
             health=n.health_report,
             last_health_ms=n.last_health_update_ms,
+            uptime_ms=None if uptimes is None or n.ring_id is None else uptimes.get(n.ring_id, 0),
         )
         for n in sorted(nodes, key=lambda n: n.node_id)
     ]
@@ -171,6 +174,11 @@ def app_row(app: Application, rm: RMContext) -> AppRow:
 
 def app_rows(apps: Sequence[Application], rm: RMContext) -> list[AppRow]:
     return [app_row(a, rm) for a in apps]
+
+
+def uptimes(report: PayoutReport) -> dict[int, int]:
+    """Attested uptime by ring id, from a period's payouts."""
+    return {row.ring_id: row.uptime_ms for row in report.rows}
 
 
 def earnings(report: PayoutReport, names: Mapping[int, object]) -> Earnings:

@@ -125,23 +125,24 @@ class ClusterPages(Resource):
             segments.pop()
         try:
             viewer, principal = self.viewer(request)
-            if segments == ["earnings"]:
-                d = defer.Deferred.fromCoroutine(self._earnings(request, viewer))
-                d.addCallbacks(lambda body: self._finish(request, 200, body), lambda f: self._failed(request, f))
-                return NOT_DONE_YET
-            return self._write(request, 200, self._page(request, segments, viewer, principal))
         except PageError as e:
             return self._refused(request, e)
+        d = defer.Deferred.fromCoroutine(self._page(request, segments, viewer, principal))
+        d.addCallbacks(lambda body: self._finish(request, 200, body), lambda f: self._failed(request, f))
+        return NOT_DONE_YET
 
-    def _page(self, request: Request, segments: list[str], viewer: Viewer, principal: Principal) -> str:
+    async def _page(self, request: Request, segments: list[str], viewer: Viewer, principal: Principal) -> str:
         if segments == []:
-            return self._overview(viewer, principal)
+            return await self._overview(viewer, principal)
         if segments == ["login"]:  # the overview, once signed in
             self._require(request, viewer)
-            return self._overview(viewer, principal)
+            return await self._overview(viewer, principal)
+        if segments == ["earnings"]:
+            return await self._earnings(request, viewer)
         if segments == ["nodes"]:
             self._require(request, viewer)
-            rows, where = page_of(views.node_rows(self.rm.nodes), _page_number(request))
+            nodes = views.node_rows(self.rm.nodes, await self._uptimes())
+            rows, where = page_of(nodes, _page_number(request))
             return pages.nodes_page(viewer, rows, where)
         if segments == ["apps"]:
             self._require(request, viewer)
@@ -156,13 +157,23 @@ class ClusterPages(Resource):
             return pages.app_page(viewer, views.app_row(self._app(segments[1], principal), self.rm))
         raise PageError(404, "Not found", f"no page at {request.path.decode('utf-8', errors='replace')}")
 
-    def _overview(self, viewer: Viewer, principal: Principal) -> str:
+    async def _uptimes(self) -> dict[int, int] | None:
+        """The ledger's attested uptime this period by ring id (its answers are cached a while); None without a
+        ledger, or while it cannot answer."""
+        if self.ledger is None:
+            return None
+        try:
+            return views.uptimes(await self.ledger.ledger.payouts(None))
+        except NodeRefused:
+            return None
+
+    async def _overview(self, viewer: Viewer, principal: Principal) -> str:
         summary = views.summary(self.rm, self.version)
         if not viewer.signed_in:
             return pages.overview_page(summary, viewer, None, None)
         running = views.newest_first(self.rm.apps, self._visible(principal), frozenset(views.IN_PROGRESS))
         shown = views.app_rows(running[:OVERVIEW_APPS], self.rm)
-        nodes = views.node_rows(self.rm.nodes)
+        nodes = views.node_rows(self.rm.nodes, await self._uptimes())
         return pages.overview_page(summary, viewer, nodes[:PAGE_ROWS], shown, len(running) - len(shown))
 
     def _visible(self, principal: Principal) -> Callable[[Application], bool]:

@@ -12,8 +12,10 @@ import re
 from typing import Any
 
 import pytest
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from cortex_rm.accounting.membership_log import membership_change
 from cortex_rm.allocator.app_access import AppAccess
 from cortex_rm.allocator.app_model import SchedulerLimits
 from cortex_rm.allocator.app_table import ApplicationTable
@@ -29,9 +31,12 @@ from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 from cortex_rm.yarn.ids import NodeId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn.tokens import MasterKey
+from cortex_rm.yarn_api.ledger_rest import LedgerWebServices
 from cortex_rm.yarn_api.rest import build_rest_site
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
 from tests.support.http_site import HttpConnection, HttpResponse
+from tests.unit.test_ledger_office import DAY, HOUR
+from tests.unit.test_ledger_office import Cluster as LedgerCluster
 from tests.unit.test_rest_api import START_MS, START_S, Cluster, fired, make_cluster, submit
 
 HOSTILE = '<script>alert("x")</script>&<img src=x onerror=alert(1)>'
@@ -212,3 +217,47 @@ def test_the_previous_period_of_a_calendar_month_is_the_month_before() -> None:
 @pytest.fixture
 def cluster() -> Any:
     return make_cluster()
+
+
+class OfficeLedger:
+    """The REST API's ledger seam (``LedgerQueries.payouts``) over a real ``LedgerOffice`` answered at once
+    (the RM's ``LedgerKeeper`` runs the same office calls in a thread)."""
+
+    def __init__(self, office: Any, now_ms: int) -> None:
+        self.office, self.now_ms = office, now_ms
+
+    def payouts(self, period: Any) -> Any:
+        return defer.succeed(self.office.payouts(period, self.now_ms))
+
+
+def test_nodes_show_their_attested_uptime_and_the_earnings_page_their_shares() -> None:
+    """With the RM's ledger (a real office: four members attesting each other, one down three hours), the nodes
+    table shows each node's uptime this period by its ring id, and /cluster/earnings every member's uptime and
+    share with a link to the period before; a bad period is a 400 page."""
+    ledger = LedgerCluster()
+    ledger.office.record_membership(membership_change(0, joined=ledger.ids, snapshot=True))
+    ledger.office.record_membership(membership_change(6 * HOUR, left=[ledger.ids[3]]))
+    ledger.office.record_membership(membership_change(9 * HOUR, joined=[ledger.ids[3]]))
+    for w in range(4):
+        for s in range(4):
+            if w != s:
+                spans = [(0, DAY)] if 3 not in (w, s) else [(0, 6 * HOUR), (9 * HOUR, DAY)]
+                for start, end in spans:
+                    ledger.attest(w, s, start, end)
+    rm = make_cluster()
+    nodes = list(rm.rm.nodes)
+    nodes[0].ring_id = ledger.ids[3]
+    second = rm.rm.nodes.register(NodeId("127.0.0.2", 45454), "127.0.0.2:8042", Resource(4096, 4), START_MS)
+    second.ring_id = ledger.ids[0]
+    names = {ledger.ids[3]: nodes[0].node_id, ledger.ids[0]: second.node_id}
+    services = LedgerWebServices(OfficeLedger(ledger.office, DAY - 1), lambda: names)  # the first day: current  # type: ignore[arg-type]
+    site = build_rest_site(rm.rm, version="1", auth=rm.auth, access=AppAccess(["admin"]), ledger=services)
+    site.test_headers = rm.site.test_headers
+    rm.site = site
+    page = text(get(rm, "/cluster/nodes"))  # up to now, 1 ms before the day's end
+    assert "127.0.0.1:45454</a></td><td>-</td><td>RUNNING</td><td>20h 59m</td>" in page  # down 3 h
+    assert "127.0.0.2:45454</a></td><td>-</td><td>RUNNING</td><td>23h 59m</td>" in page
+    earnings = text(get(rm, "/cluster/earnings?start=0&end=" + str(DAY), anonymous=True))  # public, as the ledger is
+    assert "<td>127.0.0.1:45454</td>" in earnings and "<td>-</td>" in earnings  # a member with no node here: -
+    assert 'href="/cluster/earnings?start=0&amp;end=86400000"' not in earnings  # no period before the epoch's first
+    assert get(rm, "/cluster/earnings?start=5").status == 400
