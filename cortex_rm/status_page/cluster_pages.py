@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
 
-from cortex_rm.status_page.cluster_views import AppRow, ClusterSummary, Earnings, NodeRow
+from cortex_rm.status_page.cluster_views import ActivationRow, AppRow, ClusterSummary, Earnings, FunctionRow, NodeRow
 from cortex_rm.status_page.html_parts import (
     PageSlice,
     definitions,
@@ -35,6 +35,7 @@ NAV: Final = (
     ("/cluster/nodes", "Nodes"),
     ("/cluster/apps", "Applications"),
     ("/cluster/earnings", "Earnings"),
+    ("/cluster/events", "Events"),
     ("/ws/v1/cluster/info", "REST API"),
 )
 LOGIN_PATH: Final = "/cluster/login"
@@ -203,6 +204,40 @@ def earnings_page(viewer: Viewer, e: Earnings | None, unavailable: str = "", pre
         links.append(link(previous, "previous period").markup)
     body += "<p>" + " ".join(links) + " (JSON: <code>/ws/v1/cortex/payouts</code>, or <code>cortex-rm payouts</code>)</p>\n"
     return page("Earnings", NAV, body)
+
+
+def events_page(
+    viewer: Viewer, functions: Sequence[FunctionRow] | None, activations: Sequence[ActivationRow] | None
+) -> str:
+    """``/cluster/events``: the viewer's functions and the activations she may read that this RM's node took
+    (None: this RM keeps no registry, or its node takes no activations)."""
+    body = sign_in_advice(viewer) + "<h2>Your functions</h2>\n"
+    if functions is None:
+        body += note("this ResourceManager keeps no function registry")
+    else:
+        body += table(
+            ("Function", "Version", "Kind", "Mode", "Replicas", "Schedule", "Registered"),
+            ((f.name, f.version, f.kind, f.mode, f.replicas, f.schedule or "-", when(f.registered_ms)) for f in functions),
+            empty="no functions: cortex-rm event register NAME FILE",
+        )
+    body += "<h2>Activations</h2>\n"
+    if activations is None:
+        body += note("this node takes no activations: each node lists those it took at /ws/v1/cortex/events/activations")
+    else:
+        body += table(
+            ("Activation", "Function", "Version", "Caller", "Status", "Started", "Took", "Error"),
+            (
+                (a.activation_id, a.function, a.version, a.caller, a.status, when(a.start_ms),
+                 "running" if a.duration_ms is None else duration(a.duration_ms), a.error or "-")
+                for a in activations
+            ),  # fmt: skip
+            empty="no activations kept on this node",
+        )
+        body += (
+            "<p>Activations are kept by the node that took each trigger: these are this node's "
+            "(<code>cortex-rm event result ID</code> reads any).</p>\n"
+        )
+    return page("Events", NAV, body)
 
 
 def refusal_page(title: str, message: str, viewer: Viewer | None = None) -> str:

@@ -21,6 +21,8 @@ from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.app_states import PENDING_APP_STATES, TERMINAL_APP_STATES, AppState
 from cortex_rm.allocator.nodes import NodeRecord
 from cortex_rm.allocator.rm_context import ClusterMetrics, RMContext
+from cortex_rm.events.activations import Activation
+from cortex_rm.events.functions import FunctionSpec
 
 #: States of an application in progress (not yet ended).
 IN_PROGRESS: Final = frozenset(AppState) - TERMINAL_APP_STATES
@@ -202,3 +204,48 @@ def previous_period(start_ms: int, end_ms: int) -> tuple[int, int] | None:
         return before.start_ms, before.end_ms
     length = end_ms - start_ms
     return (start_ms - length, start_ms) if start_ms - length >= 0 else None
+
+
+@dataclass(frozen=True)
+class FunctionRow:
+    """One of the viewer's registered functions (``cortex-rm event list``)."""
+
+    name: str
+    version: int
+    kind: str
+    mode: str
+    replicas: int
+    schedule: str  # "" when fired only by triggers
+    registered_ms: int
+
+
+@dataclass(frozen=True)
+class ActivationRow:
+    """One activation the viewer may read (hers, or of her function)."""
+
+    activation_id: str
+    function: str
+    version: int
+    caller: str
+    status: str
+    start_ms: int
+    duration_ms: int | None  # None while it runs
+    error: str
+
+
+def function_rows(specs: Iterable[FunctionSpec]) -> list[FunctionRow]:
+    return [
+        FunctionRow(f.name, f.version, f.code_kind, f.mode, f.replicas, f.schedule or "", f.registered_ms)
+        for f in sorted(specs, key=lambda f: f.name)
+    ]
+
+
+def activation_rows(activations: Iterable[Activation]) -> list[ActivationRow]:
+    """Newest first."""
+    return [
+        ActivationRow(
+            a.activation_id, a.function, a.version, a.caller or "(schedule)", a.status, a.start_ms,
+            None if a.end_ms is None else max(a.end_ms - a.start_ms, 0), a.error,
+        )
+        for a in sorted(activations, key=lambda a: a.start_ms, reverse=True)
+    ]

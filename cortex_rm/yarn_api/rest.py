@@ -309,7 +309,7 @@ def build_rest_site(
     """
     root = _Root()
     access = access or AppAccess(())
-    page = ClusterPages(rm, version, auth, access, ledger)
+    page = ClusterPages(rm, version, auth, access, ledger, events)
     root.putChild(b"", page)
     root.putChild(b"cluster", page)
     anonymous_access = auth.anonymous_access if auth is not None else "cluster-info"

@@ -81,10 +81,11 @@ class ClusterPages(Resource):
 
     def __init__(
         self, rm: RMContext, version: str, auth: UserAuthenticator | None, access: AppAccess,
-        ledger: LedgerWebServices | None = None,
+        ledger: LedgerWebServices | None = None, events: Resource | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         self.rm, self.version, self.auth, self.access, self.ledger = rm, version, auth, access, ledger
+        self.events = events  # /ws/v1/cortex/events: its functions' registry and its activations
 
     # -- who reads -------------------------------------------------------------------
 
@@ -139,6 +140,9 @@ class ClusterPages(Resource):
             return await self._overview(viewer, principal)
         if segments == ["earnings"]:
             return await self._earnings(request, viewer)
+        if segments == ["events"]:
+            self._require(request, viewer)
+            return self._events(viewer, principal)
         if segments == ["nodes"]:
             self._require(request, viewer)
             nodes = views.node_rows(self.rm.nodes, await self._uptimes())
@@ -156,6 +160,20 @@ class ClusterPages(Resource):
             self._require(request, viewer)
             return pages.app_page(viewer, views.app_row(self._app(segments[1], principal), self.rm))
         raise PageError(404, "Not found", f"no page at {request.path.decode('utf-8', errors='replace')}")
+
+    def _events(self, viewer: Viewer, principal: Principal) -> str:
+        """The caller's functions and readable activations, from the same registry and gateway as the events'
+        REST API (found in its tree); an application's credential sees none, as there."""
+        user = principal.user
+        if user is None or principal.application is not None:
+            raise PageError(403, "Forbidden", "events are shown to users' credentials only, not applications'")
+        functions_resource = None if self.events is None else self.events.getStaticEntity(b"functions")
+        registry = getattr(functions_resource, "registry", None)
+        calls = None if self.events is None else self.events.getStaticEntity(b"activations")
+        gateway = getattr(getattr(calls, "services", None), "gateway", None)
+        functions = None if registry is None else views.function_rows(registry.owned(user))
+        activations = None if gateway is None else views.activation_rows(gateway.readable(user, None, PAGE_ROWS))
+        return pages.events_page(viewer, functions, activations)
 
     async def _uptimes(self) -> dict[int, int] | None:
         """The ledger's attested uptime this period by ring id (its answers are cached a while); None without a

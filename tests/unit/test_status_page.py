@@ -17,6 +17,7 @@ from twisted.internet.task import Clock
 
 from cortex_rm.accounting.membership_log import membership_change
 from cortex_rm.allocator.app_access import AppAccess
+from cortex_rm.events.activations import Activation
 from cortex_rm.allocator.app_model import SchedulerLimits
 from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.nodes import NodeTable
@@ -35,6 +36,8 @@ from cortex_rm.yarn_api.ledger_rest import LedgerWebServices
 from cortex_rm.yarn_api.rest import build_rest_site
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
 from tests.support.http_site import HttpConnection, HttpResponse
+from tests.unit.test_event_registry_rest import BODY, FUNCTIONS_PATH
+from tests.unit.test_event_registry_rest import Site as EventsSite
 from tests.unit.test_ledger_office import DAY, HOUR
 from tests.unit.test_ledger_office import Cluster as LedgerCluster
 from tests.unit.test_rest_api import START_MS, START_S, Cluster, fired, make_cluster, submit
@@ -261,3 +264,42 @@ def test_nodes_show_their_attested_uptime_and_the_earnings_page_their_shares() -
     assert "<td>127.0.0.1:45454</td>" in earnings and "<td>-</td>" in earnings  # a member with no node here: -
     assert 'href="/cluster/earnings?start=0&amp;end=86400000"' not in earnings  # no period before the epoch's first
     assert get(rm, "/cluster/earnings?start=5").status == 400
+
+
+def test_the_events_page_lists_the_viewers_own_functions_from_the_registry() -> None:
+    """/cluster/events (signed in): the functions the caller registered (the registry the events' REST API
+    uses), not another user's; without an activation gateway on this RM it says where activations are;
+    anonymous: 401 with the challenge."""
+    web = EventsSite()
+    assert web.call("POST", f"{FUNCTIONS_PATH}/hello", {**BODY, "mode": "vote", "replicas": 3}).status == 200
+
+    def events_page(user: str | None) -> HttpResponse:
+        conn = HttpConnection(web.site)
+        headers = {} if user is None else {"Authorization": "Basic " + base64.b64encode(
+            f"{user}:{web.as_user(user)[REST_TOKEN_HEADER]}".encode()).decode()}  # fmt: skip
+        conn.send("GET", "/cluster/events", b"", headers)
+        response = conn.response()
+        assert response is not None
+        return response
+
+    alices = text(events_page("alice"))
+    assert "<tr><td>hello</td><td>1</td><td>python</td><td>vote</td><td>3</td><td>-</td>" in alices
+    assert "this node takes no activations" in alices
+    assert "<td>hello</td>" not in text(events_page("bob")) and "no functions" in text(events_page("bob"))
+    anonymous = events_page(None)
+    assert anonymous.status == 401 and "www-authenticate" in anonymous.headers
+
+
+def test_activations_are_listed_newest_first_with_their_error_escaped() -> None:
+    """activation_rows: newest first, running ones without a duration; the page escapes an error's text."""
+    old = Activation("a-1", "hello", 1, "alice", "alice", "first", 1, 7, START_MS, status="ok", end_ms=START_MS + 1500)
+    new = Activation("a-2", "hello", 2, "", "alice", "first", 1, 7, START_MS + 10)
+    failed = Activation("a-3", "hello", 2, "bob", "alice", "first", 1, 7, START_MS + 5, status="error",
+                        end_ms=START_MS + 6, error=HOSTILE)  # fmt: skip
+    rows = views.activation_rows([old, new, failed])
+    assert [(r.activation_id, r.caller, r.duration_ms) for r in rows] == [
+        ("a-2", "(schedule)", None), ("a-3", "bob", 1), ("a-1", "alice", 1500),
+    ]
+    page = pages.events_page(pages.Viewer("alice", True), [], rows)
+    assert "<td>running</td>" in page and "<td>1s</td>" in page
+    assert "<script" not in page and "&lt;script&gt;" in page
