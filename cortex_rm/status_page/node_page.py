@@ -19,7 +19,7 @@ from cortex_rm.container.nm_container import NMContainer
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.swim_messages import MemberStatus
-from cortex_rm.status_page.html_parts import definitions, duration, esc, note, page, table, when
+from cortex_rm.status_page.html_parts import definitions, duration, note, page, table, when
 
 NODE_NAV: Final = (("/node", "This node"), ("/ws/v1/node/info", "REST: node"), ("/ws/v1/ring", "REST: ring"))
 
@@ -103,6 +103,6 @@ def node_page(facts: NodeFacts, containers: ContainerCounts | None, ring: RingVi
     body += _ring_section(ring)
     body += "<h2>Earnings</h2>\n" + note(
         "The ledger of uptime and shares is kept by the ResourceManager: see its <code>/cluster/earnings</code> page "
-        f"(this node is {esc(facts.node_id)} there) or run <code>cortex-rm payouts</code>."
+        "(this node is there by its ring id, shown under Ring) or run <code>cortex-rm payouts</code>."
     )
     return page(f"Node {facts.node_id}", NODE_NAV, body)

@@ -78,8 +78,10 @@ def test_the_status_page_in_chromium_shows_the_nodes_with_their_class_and_the_ap
     """Against a cluster running a job: signed in, the overview and the nodes page list both nodes with their
     class (as the REST API labels them), the applications page and the overview list the application in
     progress with its state, and the application's page its attempt; anonymous, the overview shows the
-    cluster's figures but neither the application nor the nodes, and says how to sign in.  The signed-in
-    overview's screenshot is a PNG whose path is printed."""
+    cluster's figures but neither the application nor the nodes, and says how to sign in; the events page
+    lists the user's (no) functions.  Each node's own /node page shows its ring view (the other node alive)
+    and, on the AM's node only, one RUNNING container, naming neither application nor user.  Screenshots
+    of the signed-in overview and of the AM node's page are PNGs whose paths are printed."""
     app_id = _submit_sleeper(cluster)
     report = _wait_for_am_container(cluster, app_id)
     nodes = requests.get(f"{cluster.rest}/ws/v1/cluster/nodes", headers=rest_headers(cluster, USER), timeout=30)
@@ -104,9 +106,29 @@ def test_the_status_page_in_chromium_shows_the_nodes_with_their_class_and_the_ap
     assert "Cluster metrics" in anonymous and "sign in" in anonymous
     assert APP_NAME not in anonymous and not any(node_id in anonymous for node_id in classes)
 
-    png = screenshot(_signed_in(cluster, "/cluster/login"), tmp_path / "status-page.png", profile)
-    data = png.read_bytes()
-    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
-    kept = tmp_path_factory.getbasetemp() / "status-page.png"
-    shutil.copyfile(png, kept)
-    print(f"status page screenshot: {png} (copied to {kept})")
+    events = dump_dom(_signed_in(cluster, "/cluster/events"), profile)
+    assert "Your functions" in events and "no functions" in events
+
+    # every node's own page: its containers by state (the AM's node holds one RUNNING) and its ring view
+    [am_node] = [a["nodeId"] for a in requests.get(
+        f"{cluster.rest}/ws/v1/cluster/apps/{app_id}/appattempts", headers=rest_headers(cluster, USER), timeout=30
+    ).json()["appAttempts"]["appAttempt"]]  # fmt: skip
+    web_of = {n["id"]: n["nodeHTTPAddress"] for n in nodes.json()["nodes"]["node"]}
+    for node_id, web in web_of.items():
+        node_page = dump_dom(f"http://{web}/node", tmp_path / "node-profile")
+        assert f"<title>Node node" in node_page and "<h2>Ring</h2>" in node_page and web.split(":")[0] in node_page
+        assert "Members alive / suspect / dead / left</th><td>1 / 0 / 0 / 0" in node_page  # the other node
+        assert ("<tr><td>RUNNING</td><td>1</td></tr>" in node_page) == (node_id == am_node), node_id
+        assert APP_NAME not in node_page and USER not in node_page
+
+    shots = {
+        "status-page.png": _signed_in(cluster, "/cluster/login"),
+        "node-page.png": f"http://{web_of[am_node]}/node",
+    }
+    for name, url in shots.items():
+        png = screenshot(url, tmp_path / name, profile)
+        data = png.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+        kept = tmp_path_factory.getbasetemp() / name
+        shutil.copyfile(png, kept)
+        print(f"status page screenshot: {png} (copied to {kept})")
