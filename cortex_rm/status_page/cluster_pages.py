@@ -144,7 +144,8 @@ def overview_page(
     if running is not None:
         body += "<h2>Applications in progress</h2>\n" + app_table(running)
         if more_running:
-            body += f"<p>{more_running} more: {link('/cluster/apps?state=running', 'all applications in progress').markup}</p>\n"
+            more = link("/cluster/apps?state=running", "all applications in progress").markup
+            body += f"<p>{more_running} more: {more}</p>\n"
     return page("Cortex ResourceManager", NAV, body)
 
 
@@ -202,7 +203,8 @@ def earnings_page(viewer: Viewer, e: Earnings | None, unavailable: str = "", pre
     links = [link("/cluster/earnings", "current period").markup]
     if previous:
         links.append(link(previous, "previous period").markup)
-    body += "<p>" + " ".join(links) + " (JSON: <code>/ws/v1/cortex/payouts</code>, or <code>cortex-rm payouts</code>)</p>\n"
+    body += "<p>" + " ".join(links)
+    body += " (JSON: <code>/ws/v1/cortex/payouts</code>, or <code>cortex-rm payouts</code>)</p>\n"
     return page("Earnings", NAV, body)
 
 
@@ -217,12 +219,17 @@ def events_page(
     else:
         body += table(
             ("Function", "Version", "Kind", "Mode", "Replicas", "Schedule", "Registered"),
-            ((f.name, f.version, f.kind, f.mode, f.replicas, f.schedule or "-", when(f.registered_ms)) for f in functions),
+            (
+                (f.name, f.version, f.kind, f.mode, f.replicas, f.schedule or "-", when(f.registered_ms))
+                for f in functions
+            ),
             empty="no functions: cortex-rm event register NAME FILE",
         )
     body += "<h2>Activations</h2>\n"
     if activations is None:
-        body += note("this node takes no activations: each node lists those it took at /ws/v1/cortex/events/activations")
+        body += note(
+            "this node takes no activations: each node lists those it took at /ws/v1/cortex/events/activations"
+        )
     else:
         body += table(
             ("Activation", "Function", "Version", "Caller", "Status", "Started", "Took", "Error"),

