@@ -132,11 +132,13 @@ def app_table(rows: Sequence[AppRow]) -> str:
 
 def overview_page(
     s: ClusterSummary, viewer: Viewer, nodes: Sequence[NodeRow] | None, running: Sequence[AppRow] | None,
-    more_running: int = 0,
+    more_running: int = 0, notice: str = "",
 ) -> str:
     """``/cluster``: who the cluster is, its figures (if the viewer may see them), then for a signed-in
-    viewer the nodes and the applications in progress she may see (``more_running`` not shown)."""
-    body = sign_in_advice(viewer) + "<h2>ResourceManager</h2>\n" + definitions(_cluster_rows(s))
+    viewer the nodes and the applications in progress she may see (``more_running`` not shown); ``notice``:
+    why a credential given was not taken."""
+    body = (note(esc(notice)) if notice else "") + sign_in_advice(viewer)
+    body += "<h2>ResourceManager</h2>\n" + definitions(_cluster_rows(s))
     if viewer.sees_cluster:
         body += "<h2>Cluster metrics</h2>\n" + definitions(_metrics_rows(s))
     if nodes is not None:

@@ -14,7 +14,8 @@ of ``status_page`` make.  Access is the REST API's, rule for rule:
 A browser sends no ``Hadoop-YARN-RM-Delegation-Token`` header, so the credential's same
 REST value is also taken as the password of HTTP Basic authentication (the user name is
 not trusted: the token names its owner).  A credential that is
-not valid is 401, never the anonymous view.  Every page for signed-in users only
+not valid is 401, never the anonymous view (but on ``/cluster`` itself, which clients probe
+for a 200 to find the active RM: there it gets the anonymous view, saying why).  Every page for signed-in users only
 (``/cluster/login``: the overview, signed in; nodes, applications) answers a request without
 a credential 401 with the challenge, so a browser asks for it or sends the one it has.  Pages
 carry a Content-Security-Policy that allows no script, and every value in them is escaped.
@@ -116,8 +117,13 @@ class ClusterPages(Resource):
                 principal, _ = self.auth.url_token(text, RM_DELEGATION_KIND)
             except InvalidToken as e:
                 raise PageError(401, "Not signed in", f"your credential was not accepted: {e}") from None
-        anonymous_info = self.auth is None or self.auth.anonymous_access == "cluster-info"
-        return pages.Viewer(principal.user, principal.authenticated or anonymous_info), principal
+        if principal.authenticated:
+            return pages.Viewer(principal.user, True), principal
+        return self.anonymous(), principal
+
+    def anonymous(self) -> Viewer:
+        """A visitor without a credential: sees the cluster's figures if ``anonymous_access`` allows."""
+        return pages.Viewer(None, self.auth is None or self.auth.anonymous_access == "cluster-info")
 
     # -- rendering -------------------------------------------------------------------
 
@@ -127,17 +133,23 @@ class ClusterPages(Resource):
         segments = [s.decode("utf-8", errors="replace") for s in request.postpath or []]
         if segments and segments[-1] == "":
             segments.pop()
+        notice = ""
         try:
             viewer, principal = self.viewer(request)
         except PageError as e:
-            return self._refused(request, e)
-        d = defer.Deferred.fromCoroutine(self._page(request, segments, viewer, principal))
+            if segments:
+                return self._refused(request, e)
+            # /cluster answers 200 whatever the credential (clients probe it for the active RM): anonymously
+            viewer, principal, notice = self.anonymous(), ANONYMOUS, e.message
+        d = defer.Deferred.fromCoroutine(self._page(request, segments, viewer, principal, notice))
         d.addCallbacks(lambda body: self._finish(request, 200, body), lambda f: self._failed(request, f))
         return NOT_DONE_YET
 
-    async def _page(self, request: Request, segments: list[str], viewer: Viewer, principal: Principal) -> str:
+    async def _page(
+        self, request: Request, segments: list[str], viewer: Viewer, principal: Principal, notice: str = ""
+    ) -> str:
         if segments == []:
-            return await self._overview(viewer, principal)
+            return await self._overview(viewer, principal, notice)
         if segments == ["login"]:  # the overview, once signed in
             self._require(request, viewer)
             return await self._overview(viewer, principal)
@@ -188,10 +200,10 @@ class ClusterPages(Resource):
         except NodeRefused:
             return None
 
-    async def _overview(self, viewer: Viewer, principal: Principal) -> str:
+    async def _overview(self, viewer: Viewer, principal: Principal, notice: str = "") -> str:
         summary = views.summary(self.rm, self.version)
         if not viewer.signed_in:
-            return pages.overview_page(summary, viewer, None, None)
+            return pages.overview_page(summary, viewer, None, None, notice=notice)
         running = views.newest_first(self.rm.apps, self._visible(principal), frozenset(views.IN_PROGRESS))
         shown = views.app_rows(running[:OVERVIEW_APPS], self.rm)
         nodes = views.node_rows(self.rm.nodes, await self._uptimes())

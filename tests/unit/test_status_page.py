@@ -151,12 +151,17 @@ def test_a_signed_in_user_sees_the_nodes_with_their_class_and_only_her_applicati
     assert "alices-job" in admin and "bobs-job" in admin
 
 
-def test_a_credential_that_is_not_valid_is_refused_not_shown_the_anonymous_view(cluster: Cluster) -> None:
-    """A bad Basic password or REST header is a 401 page naming why; a malformed Authorization header too."""
+def test_a_credential_that_is_not_valid_is_refused_but_the_probed_overview_answers(cluster: Cluster) -> None:
+    """A bad Basic password or REST header is a 401 page naming why (a malformed Authorization header too), but
+    /cluster itself, which clients probe for a 200 to find the active RM, is the anonymous view saying why."""
     bad = {"Authorization": "Basic " + base64.b64encode(b"alice:not-a-token").decode()}
     for headers in (bad, {"Authorization": "Basic %%%"}, {REST_TOKEN_HEADER: "garbage"}):
-        response = get(cluster, "/cluster/", headers, anonymous=True)
-        assert response.status == 401 and "Cluster metrics" not in text(response)
+        response = get(cluster, "/cluster/nodes", headers, anonymous=True)
+        assert response.status == 401 and "127.0.0.1:45454" not in text(response)
+        assert "not" in text(response) and "www-authenticate" not in response.headers
+        probe = get(cluster, "/cluster", headers, anonymous=True)
+        assert probe.status == 200 and "Cluster metrics" in text(probe) and "Signed in" not in text(probe)
+        assert "your credential was not accepted" in text(probe) or "not Basic" in text(probe)
 
 
 def test_pages_for_signed_in_users_challenge_a_browser_for_the_credential(cluster: Cluster) -> None:
