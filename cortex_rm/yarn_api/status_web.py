@@ -137,7 +137,8 @@ class ClusterPages(Resource):
         try:
             viewer, principal = self.viewer(request)
         except PageError as e:
-            if segments:
+            if segments:  # asked again: a browser prompts anew instead of resending what it has cached
+                request.setHeader(b"WWW-Authenticate", BASIC_CHALLENGE)
                 return self._refused(request, e)
             # /cluster answers 200 whatever the credential (clients probe it for the active RM): anonymously
             viewer, principal, notice = self.anonymous(), ANONYMOUS, e.message
