@@ -24,10 +24,12 @@ class NodeManagerSection:
     webapp_address: HostPort = HostPort("127.0.0.1", 8042)
     memory_mb: int = 8192  # yarn.nodemanager.resource.memory-mb
     vcores: int = 8  # yarn.nodemanager.resource.cpu-vcores
-    # The disk this node offers (GB, 10**9 bytes): its file system's blocks and the runtime image
-    # cache are to stay within it.  0 (the default): no cap.  Recorded and validated only: nothing
-    # enforces it yet (issue 14, "caps the contributor sets", will); `contributor install --disk-gb` sets it
-    disk_gb: int = 0
+    # The disk this node offers (GB, 10**9 bytes; fractions allowed): its file system's block
+    # replicas, the runtime image cache and the localizer's shared caches stay within it together.
+    # A write that would go over first evicts unused cached images and localized resources (least
+    # recently used first), then is refused (DiskOutOfSpaceException); block replicas are never
+    # evicted.  0 (the default): no cap.  `contributor install --disk-gb` sets it
+    disk_gb: float = 0
     # The NodeManager's RPC address (yarn.nodemanager.address); also its NodeId, host:port.
     # It and webapp_address must be on the host of [ring] address: other nodes open them to
     # their containers only there (a member's ring address is the host it is known at)

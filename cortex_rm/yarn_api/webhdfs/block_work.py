@@ -218,7 +218,7 @@ def fetch_block(ctx: DataNodeContext, block: BlockRef, sources: Iterable[str], t
     for source in sources:
         if ctx.store.stat(block.block_id) is not None:
             return None
-        writer = ctx.store.writer(block.block_id)
+        writer = ctx.store.writer(block.block_id, block.length)
         try:
             for piece in get_block(source, block.block_id, token, 0, block.length):
                 writer.write(piece)
