@@ -130,6 +130,9 @@ After=network-online.target
 [Service]
 Type=simple
 ExecStart={exec_start}
+# `systemctl reload cortex-rm`: the daemon re-reads {CONFIG_PATH} and applies [nodemanager] memory_mb,
+# vcores and disk_gb at once (a file that does not validate is logged and ignored)
+ExecReload=/bin/kill -HUP $MAINPID
 # Root: the NodeManager starts LXC containers (lxc-execute), each in a user namespace whose ids are
 # [nodemanager] container_id_range, with cgroup limits and nftables rules.  Root's LXC maps ids with
 # lxc.idmap itself: no /etc/subuid entry is needed, and the NodeManager refuses a range listed there.

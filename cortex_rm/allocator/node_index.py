@@ -235,6 +235,29 @@ class NodeDirectory:
         self._file(node)
         self.partition_shapes.setdefault(label, Counter())[node.capability] += 1
 
+    def resize(self, node_id: NodeId, capability: Resource) -> bool:
+        """The node's total resource changed (its contributor's caps): what is free moves by the
+        difference, its containers stay (free may go below zero until enough of them end, and
+        nothing new fits meanwhile); False if the node is not in the scheduler (unhealthy, gone)."""
+        node = self.by_id.get(node_id)
+        if node is None or capability == node.capability:
+            return False
+        self._unfile(node)
+        self._forget_shape(node)
+        self.shapes[node.capability] -= 1
+        if not self.shapes[node.capability]:
+            del self.shapes[node.capability]
+        delta_mem, delta_vcores = capability.memory_mb - node.capability.memory_mb, capability.vcores - node.capability.vcores
+        self.total_mem += delta_mem
+        self.total_vcores += delta_vcores
+        node.free_mem += delta_mem
+        node.free_vcores += delta_vcores
+        node.capability = capability
+        self._file(node)
+        self.shapes[capability] += 1
+        self.partition_shapes.setdefault(node.label, Counter())[capability] += 1
+        return True
+
     def partition(self, label: str) -> FreeSpaceIndex:
         """The nodes labelled ``label`` (an empty index when there are none)."""
         return self.partitions.get(label) or _EMPTY

@@ -106,6 +106,9 @@ class NodeTrackerListener(Protocol):
     def node_health_changed(self, node: NodeRecord) -> None:
         """``node`` went RUNNING -> UNHEALTHY (it takes no containers; those it had end) or back."""
 
+    def node_resized(self, node: NodeRecord) -> None:
+        """``node``'s capability changed (its caps, re-read without a restart); its containers stay."""
+
     def cleanup_for(self, node: NodeRecord) -> NodeOrders:
         """Containers to kill, finished applications to clean up and completed containers the node may
         forget, for ``node``'s next answer."""
@@ -124,6 +127,9 @@ class IgnoringListener:
         pass
 
     def node_health_changed(self, node: NodeRecord) -> None:
+        pass
+
+    def node_resized(self, node: NodeRecord) -> None:
         pass
 
     def cleanup_for(self, node: NodeRecord) -> NodeOrders:
@@ -298,6 +304,10 @@ class NodeTracker:
                 report=status.health_report,
             )
             self.listener.node_health_changed(node)
+        if status.capability is not None and status.capability != node.capability:
+            log.info("node {node_id}: capability {old} -> {new}", node_id=str(node_id), old=str(node.capability), new=str(status.capability))
+            node.capability = status.capability  # (REST and NodeCLI read the record)
+            self.listener.node_resized(node)
         self.listener.containers_reported(node, status.containers)
         orders = self.listener.cleanup_for(node)
         answer = HeartbeatAnswer(

@@ -113,6 +113,8 @@ class NodeStatusReport:
     healthy: bool = True
     health_report: str = ""
     containers: tuple[ContainerReport, ...] = ()
+    #: The node's total resource now (its caps change without a restart); None: as registered.
+    capability: Resource | None = None
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class RecordingListener:
         self.lost: list[NodeId] = []
         self.health: list[tuple[NodeId, NodeState]] = []
         self.cleanup: dict[NodeId, NodeOrders] = {}
+        self.resized: list[tuple[NodeId, Resource]] = []
 
     def node_registered(self, node: NodeRecord) -> None:
         self.registered.append(node.node_id)
@@ -66,6 +67,9 @@ class RecordingListener:
 
     def cleanup_for(self, node: NodeRecord) -> NodeOrders:
         return self.cleanup.pop(node.node_id, NodeOrders())
+
+    def node_resized(self, node: NodeRecord) -> None:
+        self.resized.append((node.node_id, node.capability))
 
 
 @pytest.fixture
@@ -393,3 +397,15 @@ def test_a_node_that_registers_unhealthy_never_takes_a_container_before_it_is_he
     assert listener.registered == [NODE] and listener.health == [(NODE, NodeState.UNHEALTHY)]
     tracker.heartbeat(status(0), KEY)
     assert node.state is NodeState.RUNNING and listener.health[-1] == (NODE, NodeState.RUNNING)
+
+
+def test_a_heartbeat_with_a_new_capability_resizes_the_node_once(tracker: NodeTracker, listener: RecordingListener) -> None:
+    """The node's caps changed (SIGHUP): its record takes the heartbeat's capability and the listener
+    hears of it once; heartbeats repeating it, or without one, change nothing; no RESYNC."""
+    tracker.register(registration(memory_mb=4096), KEY)
+    answer = tracker.heartbeat(dataclasses.replace(status(0), capability=Resource(2048, 2)), KEY)
+    assert answer.action is NodeAction.NORMAL
+    assert tracker.nodes.get(NODE).capability == Resource(2048, 2)
+    tracker.heartbeat(dataclasses.replace(status(answer.response_id), capability=Resource(2048, 2)), KEY)
+    tracker.heartbeat(status(next_response_id(answer.response_id)), KEY)
+    assert listener.resized == [(NODE, Resource(2048, 2))] and tracker.nodes.get(NODE).capability == Resource(2048, 2)

@@ -729,16 +729,18 @@ class NodeStatus(object):
      - healthy
      - health_report
      - containers
+     - capability
 
     """
 
 
-    def __init__(self, node_id=None, response_id=None, healthy=None, health_report=None, containers=None,):
+    def __init__(self, node_id=None, response_id=None, healthy=None, health_report=None, containers=None, capability=None,):
         self.node_id = node_id
         self.response_id = response_id
         self.healthy = healthy
         self.health_report = health_report
         self.containers = containers
+        self.capability = capability
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -781,6 +783,12 @@ class NodeStatus(object):
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
+            elif fid == 10:
+                if ftype == TType.STRUCT:
+                    self.capability = Capacity()
+                    self.capability.read(iprot)
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -813,6 +821,10 @@ class NodeStatus(object):
             for iter13 in self.containers:
                 iter13.write(oprot)
             oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.capability is not None:
+            oprot.writeFieldBegin('capability', TType.STRUCT, 10)
+            self.capability.write(oprot)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -6782,6 +6794,11 @@ NodeStatus.thrift_spec = (
     (3, TType.BOOL, 'healthy', None, None, ),  # 3
     (4, TType.STRING, 'health_report', 'UTF8', None, ),  # 4
     (5, TType.LIST, 'containers', (TType.STRUCT, [ContainerStatus, None], False), None, ),  # 5
+    None,  # 6
+    None,  # 7
+    None,  # 8
+    None,  # 9
+    (10, TType.STRUCT, 'capability', [Capacity, None], None, ),  # 10
 )
 all_structs.append(HeartbeatResponse)
 HeartbeatResponse.thrift_spec = (
