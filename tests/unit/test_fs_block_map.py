@@ -543,6 +543,22 @@ def test_choose_targets_puts_the_writers_node_first_then_distinct_random_live_no
     assert block_map.choose_targets(0, writer=nid(2)) == []
 
 
+def test_nodes_without_room_for_a_block_are_left_out_of_new_pipelines_while_others_have_it() -> None:
+    """A node whose last report left less room than the block size (its disk cap) is not chosen, not
+    even as the writer's own node; when no node has room they are chosen anyway (the first refuses,
+    naming its cap); a node never reported counts as roomy; a lost node's figure is forgotten."""
+    block_map = cluster(3)
+    block_map.free.update({nid(1): 10, nid(2): 5000})
+    for _ in range(10):
+        assert nid(1) not in ids(block_map.choose_targets(3, writer=nid(1), block_size=1000))
+    assert ids(block_map.choose_targets(3, block_size=1000)) == {nid(2), nid(3)}
+    block_map.free.update({nid(2): 10, nid(3): 10})
+    assert len(block_map.choose_targets(3, block_size=1000)) == 3
+    assert block_map.choose_targets(1, writer=nid(1), block_size=1000) == [dn(1)]
+    block_map.node_lost(nid(1))
+    assert nid(1) not in block_map.free
+
+
 def test_choose_targets_with_no_live_node_is_not_enough_data_nodes() -> None:
     """No live node (none up, or up but not yet reported): NotEnoughDataNodes, a 503."""
     block_map = BlockMap(Clock(), random.Random(1))
