@@ -107,7 +107,8 @@ class NodeTrackerListener(Protocol):
         """``node`` went RUNNING -> UNHEALTHY (it takes no containers; those it had end) or back."""
 
     def node_resized(self, node: NodeRecord) -> None:
-        """``node``'s capability changed (its caps, re-read without a restart); its containers stay."""
+        """``node``'s capability or its offering changed (its caps, re-read without a restart, or its
+        schedule): its containers stay."""
 
     def cleanup_for(self, node: NodeRecord) -> NodeOrders:
         """Containers to kill, finished applications to clean up and completed containers the node may
@@ -304,9 +305,11 @@ class NodeTracker:
                 report=status.health_report,
             )
             self.listener.node_health_changed(node)
-        if status.capability is not None and status.capability != node.capability:
-            log.info("node {node_id}: capability {old} -> {new}", node_id=str(node_id), old=str(node.capability), new=str(status.capability))
-            node.capability = status.capability  # (REST and NodeCLI read the record)
+        capability = node.capability if status.capability is None else status.capability
+        if capability != node.capability or status.offering != node.offering:
+            log.info("node {node_id}: capability {old} -> {new}, offering {offering}", node_id=str(node_id),
+                     old=str(node.capability), new=str(capability), offering=status.offering)
+            node.capability, node.offering = capability, status.offering  # (REST and NodeCLI read the record)
             self.listener.node_resized(node)
         self.listener.containers_reported(node, status.containers)
         orders = self.listener.cleanup_for(node)

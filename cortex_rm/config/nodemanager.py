@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cortex_rm.config.errors import ConfigError
 from cortex_rm.container.id_ranges import DEFAULT_RANGE_TEXT, IdRange, IdRangeError
+from cortex_rm.container.offer_schedule import OfferSchedule, ScheduleError
 from cortex_rm.yarn.addresses import HostPort
 
 CONTAINER_RUNTIMES = ("lxc",)
@@ -30,6 +31,10 @@ class NodeManagerSection:
     # recently used first), then is refused (DiskOutOfSpaceException); block replicas are never
     # evicted.  0 (the default): no cap.  `contributor install --disk-gb` sets it
     disk_gb: float = 0
+    # When the node offers its caps, in this machine's local time: "22:00-07:00" (only at night),
+    # "08:00-12:00, 14:00-18:00"...; outside it the node takes no new containers (the RM leaves it
+    # out of placement) and those it runs go on to their end.  "" (the default): always
+    schedule: str = ""
     # The NodeManager's RPC address (yarn.nodemanager.address); also its NodeId, host:port.
     # It and webapp_address must be on the host of [ring] address: other nodes open them to
     # their containers only there (a member's ring address is the host it is known at)
@@ -120,6 +125,10 @@ class NodeManagerSection:
             raise ConfigError(f"{where}: nodemanager memory_mb and vcores must be positive")
         if self.disk_gb < 0:
             raise ConfigError(f"{where}: nodemanager.disk_gb must be 0 (no cap) or positive, not {self.disk_gb}")
+        try:
+            OfferSchedule.parse(self.schedule)
+        except ScheduleError as e:
+            raise ConfigError(f"{where}: nodemanager.schedule: {e}") from None
         if not self.rack.startswith("/"):
             raise ConfigError(f"{where}: nodemanager.rack must be a path starting with '/', not {self.rack!r}")
         self._check_dirs(f"{where}: nodemanager", state_dir)

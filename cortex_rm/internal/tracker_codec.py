@@ -285,6 +285,7 @@ def status_to_thrift(status: NodeStatusReport) -> ttypes.NodeStatus:
         health_report=status.health_report,
         containers=[_container_to_thrift(c) for c in status.containers],
         capability=None if status.capability is None else _capacity_to_thrift(status.capability),
+        offering=None if status.offering else False,
     )
 
 
@@ -295,6 +296,8 @@ def status_from_thrift(t: Any) -> NodeStatusReport:
     _validate(t, "status")
     if not isinstance(t.healthy, bool):
         raise MalformedMessage("status.healthy must be a bool")
+    if t.offering is not None and not isinstance(t.offering, bool):
+        raise MalformedMessage("status.offering must be a bool")
     containers = _list(t.containers, "status.containers")
     return NodeStatusReport(
         node_id=_node_id(t.node_id, "status.node_id"),
@@ -303,6 +306,7 @@ def status_from_thrift(t: Any) -> NodeStatusReport:
         health_report=_text(t.health_report, "status.health_report", MAX_TEXT_CHARS),
         containers=tuple(_container_from_thrift(c, f"status.containers[{i}]") for i, c in enumerate(containers)),
         capability=None if t.capability is None else _capacity_from_thrift(t.capability, "status.capability"),
+        offering=t.offering is not False,
     )
 
 

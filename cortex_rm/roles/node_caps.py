@@ -6,6 +6,11 @@
   the cap), the runtime image cache (evictable: its roots but the cluster's image and those of
   running containers) and the localizer's shared caches.
 
+* schedule (``[nodemanager] schedule``, ``container/offer_schedule.py``): each heartbeat says
+  whether the node is within it (``NodeHealth.offering``); outside it the RM places nothing new
+  there and the running containers go on to their end.  Between the RM's (re)registration and the
+  node's next heartbeat (a second) the node counts as offering.
+
 ``NodeCaps.attach`` wires them once the role has started (``node.py``).
 
 Live changes: on SIGHUP (``systemctl reload cortex-rm``) the daemon re-reads its config file.  A
@@ -35,12 +40,14 @@ from cortex_rm.config.errors import ConfigError
 from cortex_rm.config.loader import load_config
 from cortex_rm.config.nodemanager import NodeManagerSection
 from cortex_rm.container.node_cgroup import limits_of
+from cortex_rm.container.offer_schedule import OfferSchedule
 from cortex_rm.fs.disk_cap import GB, DiskCap
 from cortex_rm.roles.node_manager import NodeManagerRole
+from cortex_rm.yarn.resource_tracker import NodeHealth
 from cortex_rm.yarn.resources import Resource
 
 #: The keys a reload applies; any other change waits for a restart.
-LIVE_KEYS = ("memory_mb", "vcores", "disk_gb")
+LIVE_KEYS = ("memory_mb", "vcores", "disk_gb", "schedule")
 
 log = Logger()
 
@@ -55,6 +62,8 @@ class NodeCaps:
         self.source = source  # the config file a reload reads
         #: The node's disk cap (None without a DataNode: then nothing on disk is Cortex's to cap).
         self.disk = disk
+        self.schedule = OfferSchedule.parse(section.schedule)
+        self.offering = True  # as the last heartbeat said
 
     @classmethod
     def attach(cls, role: NodeManagerRole, section: NodeManagerSection, source: str = "") -> NodeCaps:
@@ -64,6 +73,9 @@ class NodeCaps:
         caps = cls(role, section, disk, source)
         if source and Path(source).is_file() and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, caps._hangup)
+        if role.status_updater is not None:
+            inner = role.status_updater.health
+            role.status_updater.health = lambda: caps.with_offer(inner())
         if disk is None:
             return caps
         disk.set_cap(round(section.disk_gb * GB))
@@ -77,6 +89,15 @@ class NodeCaps:
         if section.disk_gb:
             log.info("disk cap: {gb} GB for block replicas, runtime images and localized resources", gb=section.disk_gb)
         return caps
+
+    def with_offer(self, health: NodeHealth) -> NodeHealth:
+        """``health`` saying whether the node is within its schedule now (logged when that changes)."""
+        offering = self.schedule.offers(self.role.reactor.seconds())
+        if offering != self.offering:
+            self.offering = offering
+            log.info("schedule {schedule}: {what}", schedule=str(self.schedule),
+                     what="offering again" if offering else "outside it: no new containers, the running ones go on")
+        return health if offering else dataclasses.replace(health, offering=False)
 
     def _protected_images(self) -> Collection[str]:
         """The runtime images not to evict: the one the cluster names and those running containers use."""
@@ -115,13 +136,14 @@ class NodeCaps:
             set_limits(limits_of(self.section))
         if self.disk is not None:
             self.disk.set_cap(round(new.disk_gb * GB))
+        self.schedule = OfferSchedule.parse(new.schedule)  # (validated with the file)
         service = self.role.status_updater
         if service is not None:
             updater = service.updater
             capability = Resource(new.memory_mb, new.vcores)
             updater.registration = dataclasses.replace(updater.registration, capability=capability)
         log.info(
-            "caps now: {memory_mb} MB, {vcores} vcores, disk {disk_gb} GB (were {old_memory} MB, {old_vcores} vcores, "
-            "{old_disk} GB)", memory_mb=new.memory_mb, vcores=new.vcores, disk_gb=new.disk_gb,
-            old_memory=old.memory_mb, old_vcores=old.vcores, old_disk=old.disk_gb,
+            "caps now: {memory_mb} MB, {vcores} vcores, disk {disk_gb} GB, schedule {schedule} (were {old_memory} MB, "
+            "{old_vcores} vcores, {old_disk} GB)", memory_mb=new.memory_mb, vcores=new.vcores, disk_gb=new.disk_gb,
+            schedule=str(self.schedule), old_memory=old.memory_mb, old_vcores=old.vcores, old_disk=old.disk_gb,
         )  # fmt: skip

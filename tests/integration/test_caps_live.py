@@ -4,6 +4,8 @@ edited and the daemon gets SIGHUP (what ``systemctl reload cortex-rm`` sends).
 * ``memory_mb`` and ``vcores``: the RM's REST ``/ws/v1/cluster/nodes`` shows the new
   ``totalResource`` (the next heartbeat carries it);
 * a file that does not validate is refused: the daemon runs on with the caps it had;
+* ``schedule``: a window that excludes now makes the RM hold the node out of placement
+  (its log says the node no longer offers), and the empty schedule brings it back;
 * ``disk_gb``: set to what the node holds plus 12 MB, the node's file system takes an 8 MB file
   and refuses 16 MB more with WebHDFS's ``RemoteException`` naming the cap (the PyPI ``hdfs``
   client raises it as ``HdfsError``), leaving no file.
@@ -125,3 +127,16 @@ def test_a_write_over_a_lowered_disk_cap_is_refused_with_a_remote_exception_nami
     with client.read("/fits") as r:
         assert r.read() == small
     print(json.dumps({"disk_gb": cap_gb, "held_after": _held_bytes(node_dir), "refusal": message}))
+
+
+def test_a_schedule_that_excludes_now_withholds_the_node_and_clearing_it_brings_it_back(cluster: RunningCluster) -> None:
+    """schedule set by SIGHUP to a window two hours from now: the next heartbeat says the node does
+    not offer and the RM records it (its log); the empty schedule: offering again."""
+    now = time.localtime()
+    start = (now.tm_hour + 2) % 24
+    window = f"{start:02}:00-{(start + 1) % 24:02}:00"
+    _reload(cluster, lambda text: text.replace("[nodemanager]\n", f'[nodemanager]\nschedule = "{window}"\n', 1))
+    _wait(lambda: "offering False" in _log(cluster), "the RM hears the node is outside its schedule")
+    assert f"schedule {window}: outside it" in _log(cluster)
+    _reload(cluster, lambda text: text.replace(f'schedule = "{window}"\n', ""))
+    _wait(lambda: "offering True" in _log(cluster), "the RM hears the node offers again")

@@ -409,3 +409,20 @@ def test_a_heartbeat_with_a_new_capability_resizes_the_node_once(tracker: NodeTr
     tracker.heartbeat(dataclasses.replace(status(answer.response_id), capability=Resource(2048, 2)), KEY)
     tracker.heartbeat(status(next_response_id(answer.response_id)), KEY)
     assert listener.resized == [(NODE, Resource(2048, 2))] and tracker.nodes.get(NODE).capability == Resource(2048, 2)
+
+
+def test_a_heartbeat_outside_the_schedule_withholds_the_node_until_it_offers_again(
+    tracker: NodeTracker, listener: RecordingListener
+) -> None:
+    """offering False: the record says so and the listener hears of it; true again: once more; a new
+    registration starts offering (the node says otherwise in its next heartbeat)."""
+    tracker.register(registration(), KEY)
+    answer = tracker.heartbeat(dataclasses.replace(status(0), offering=False), KEY)
+    assert tracker.nodes.get(NODE).offering is False
+    answer = tracker.heartbeat(dataclasses.replace(status(answer.response_id), offering=False), KEY)
+    tracker.heartbeat(status(answer.response_id), KEY)
+    assert tracker.nodes.get(NODE).offering is True
+    assert listener.resized == [(NODE, Resource(4096, 4)), (NODE, Resource(4096, 4))]
+    tracker.heartbeat(dataclasses.replace(status(next_response_id(answer.response_id)), offering=False), KEY)
+    tracker.register(registration(), KEY)
+    assert tracker.nodes.get(NODE).offering is True

@@ -118,3 +118,20 @@ def test_a_resized_node_keeps_its_used_space_and_moves_in_every_index() -> None:
     assert not d.resize(a.node_id, Resource(2048, 2)) and not d.resize(NodeId("gone", 1), Resource(1, 1))
     d.change_free(a, 3072, 3)  # the container ended
     assert a.free == Resource(2048, 2) and d.everywhere.find(2048, 2, PACK) in (a, b)
+
+
+def test_a_node_outside_its_schedule_is_withheld_from_placement_and_keeps_its_containers() -> None:
+    """resize(offering=False): the node is in no free-space index (nothing is placed there, even as its
+    containers end), its totals and shapes stay; offering again files it with what is free then."""
+    d, (a, b) = _directory((4096, 4), (2048, 2))
+    d.change_free(a, -1024, -1)
+    assert d.resize(a.node_id, a.capability, offering=False)
+    assert d.everywhere.find(1024, 1, SPREAD) is b and list(d.everywhere.candidates(1, 1, PACK)) == [b]
+    d.change_free(a, 1024, 1)  # its container ended: still withheld
+    assert list(d.everywhere.candidates(1, 1, SPREAD)) == [b] and d.total == Resource(6144, 6)
+    assert not d.resize(a.node_id, a.capability, offering=False)
+    assert d.resize(a.node_id, a.capability, offering=True)
+    assert d.everywhere.find(4096, 4, SPREAD) is a
+    d.resize(a.node_id, a.capability, offering=False)
+    d.remove(a)  # a withheld node can leave the scheduler too
+    assert d.total == Resource(2048, 2)

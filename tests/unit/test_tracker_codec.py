@@ -82,14 +82,16 @@ def test_answers_round_trip() -> None:
     states=st.lists(st.sampled_from(list(ContainerState)), max_size=5),
     exit_status=st.integers(-(2**31), 2**31 - 1),
     capability=st.none() | st.builds(Resource, st.integers(1, 2**40), st.integers(1, 2**31 - 1)),
+    offering=st.booleans(),
 )
 def test_status_round_trip(
     response_id: int, healthy: bool, report: str, states: list[ContainerState], exit_status: int,
-    capability: Resource | None,
+    capability: Resource | None, offering: bool,
 ) -> None:
-    """Any valid heartbeat survives the round trip, with or without a new capability (the caps)."""
+    """Any valid heartbeat survives the round trip, with or without a new capability (the caps) and
+    in or out of its schedule."""
     containers = tuple(ContainerReport(CID, s, exit_status, "d") for s in states)
-    status = NodeStatusReport(NodeId("h", 1), response_id, healthy, report, containers, capability)
+    status = NodeStatusReport(NodeId("h", 1), response_id, healthy, report, containers, capability, offering)
     assert codec.status_from_thrift(codec.status_to_thrift(status)) == status
 
 

@@ -730,17 +730,19 @@ class NodeStatus(object):
      - health_report
      - containers
      - capability
+     - offering
 
     """
 
 
-    def __init__(self, node_id=None, response_id=None, healthy=None, health_report=None, containers=None, capability=None,):
+    def __init__(self, node_id=None, response_id=None, healthy=None, health_report=None, containers=None, capability=None, offering=None,):
         self.node_id = node_id
         self.response_id = response_id
         self.healthy = healthy
         self.health_report = health_report
         self.containers = containers
         self.capability = capability
+        self.offering = offering
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -789,6 +791,11 @@ class NodeStatus(object):
                     self.capability.read(iprot)
                 else:
                     iprot.skip(ftype)
+            elif fid == 11:
+                if ftype == TType.BOOL:
+                    self.offering = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -825,6 +832,10 @@ class NodeStatus(object):
         if self.capability is not None:
             oprot.writeFieldBegin('capability', TType.STRUCT, 10)
             self.capability.write(oprot)
+            oprot.writeFieldEnd()
+        if self.offering is not None:
+            oprot.writeFieldBegin('offering', TType.BOOL, 11)
+            oprot.writeBool(self.offering)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -6799,6 +6810,7 @@ NodeStatus.thrift_spec = (
     None,  # 8
     None,  # 9
     (10, TType.STRUCT, 'capability', [Capacity, None], None, ),  # 10
+    (11, TType.BOOL, 'offering', None, None, ),  # 11
 )
 all_structs.append(HeartbeatResponse)
 HeartbeatResponse.thrift_spec = (
