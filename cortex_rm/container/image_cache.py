@@ -123,7 +123,10 @@ class ImageCache:
 
     def evict(self, sha256: str) -> int:
         """Remove the unused root ``sha256`` now, unless an unpack or prune holds the cache (0 then)."""
-        if sha256 in set(self.protected()) or not is_sha256(sha256):
+        try:
+            if sha256 in set(self.protected()) or not is_sha256(sha256):
+                return 0
+        except RuntimeError:  # (the containers' table changed while it was read: keep it)
             return 0
         with (self.roots / ".lock").open("a+") as lock:
             try:

@@ -297,8 +297,13 @@ class BlockMap:
             if node_id not in holders and node_id not in pending and block_id not in deleting:
                 candidates.append((len(holders), block_id))
         orders = []
+        room = self.free.get(node_id)  # (its disk cap's room: no copy it has no room for is ordered)
         for _, block_id in heapq.nsmallest(self.max_fetches_per_report, candidates):
             block = self._blocks[block_id]
+            if room is not None:
+                if block.length > room:
+                    continue
+                room -= block.length
             sources = [self._nodes[n] for n in sorted(self._holders[block_id])]
             self.rng.shuffle(sources)
             self._pending.setdefault(block_id, {})[node_id] = now + self.pending_timeout_s

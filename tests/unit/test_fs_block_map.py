@@ -242,6 +242,19 @@ def test_fetch_orders_per_report_are_capped() -> None:
     assert sorted(fetched) == sorted(b.block_id for b in blocks)
 
 
+def test_a_node_is_ordered_no_more_copies_than_its_reported_room_holds() -> None:
+    """Re-replication respects a node's disk cap: with room for two blocks it is ordered two; with
+    room for none, nothing (the blocks wait for another node)."""
+    block_map = cluster(2, max_fetches_per_report=10)
+    blocks = [ref(i) for i in range(5)]
+    for block in blocks:
+        write(block_map, block, 2, [1])
+    block_map.free[nid(2)] = 2 * blocks[0].length + 1
+    assert len(block_map.commands(nid(2)).fetch) == 2
+    block_map.free[nid(2)] = 0
+    assert block_map.commands(nid(2)).fetch == ()
+
+
 def test_the_blocks_with_fewest_live_replicas_are_fetched_first() -> None:
     """With room for one order, a block with one live replica goes before one with three."""
     block_map = cluster(4, max_fetches_per_report=1)
