@@ -346,10 +346,9 @@ class LxcRuntime:
         return found[0] if found else node / container_id
 
     def set_limits(self, limits: NodeLimits) -> list[str]:
-        """The caps changed: the node cgroup's new limits, written now if the host is prepared (else at
-        the first start); what could not be written (the old limits then stay)."""
+        """The node cgroup's new limits (the caps changed); what could not be written (the old ones stay)."""
         self.limits = limits
-        return self.node_cgroup.apply(limits) if self._host_checked else []
+        return self.node_cgroup.apply(limits)
 
     def application_finished(self, application: str) -> None:
         """``application`` has ended on this node: free its ids, rules and cgroups."""
@@ -427,6 +426,8 @@ class LxcRuntime:
         ``keep`` (``lxc_leftovers.py``; blocking, bounded; work dirs only under ``roots``), and its sysfs."""
         reaped = reap_left_behind(self.base_dir, self.cgroup_root, self.sandbox.blocks.ids, roots, keep=keep)
         unmount_sysfs(self.base_dir / SYSFS_DIR)
+        if self.limits is not None:  # the caps hold from the start (a problem is logged)
+            self.node_cgroup.apply(self.limits)
         return reaped
 
     def close(self) -> None:
@@ -435,8 +436,7 @@ class LxcRuntime:
         for application in list(self.sandbox.blocks.held()):
             self.sandbox.release(application)
         unmount_sysfs(self.base_dir / SYSFS_DIR)
-        if self._host_checked:
-            self.node_cgroup.remove()
+        self.node_cgroup.remove()
         self._host_checked = False
 
     def _check_host(self) -> None:

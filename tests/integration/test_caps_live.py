@@ -2,7 +2,8 @@
 edited and the daemon gets SIGHUP (what ``systemctl reload cortex-rm`` sends).
 
 * ``memory_mb`` and ``vcores``: the RM's REST ``/ws/v1/cluster/nodes`` shows the new
-  ``totalResource`` (the next heartbeat carries it);
+  ``totalResource`` (the next heartbeat carries it), and the node cgroup above its containers
+  (``cortex/n<first block>`` in the v1 memory and cpu hierarchies) has the new limits;
 * a file that does not validate is refused: the daemon runs on with the caps it had;
 * ``schedule``: a window that excludes now makes the RM hold the node out of placement
   (its log says the node no longer offers), and the empty schedule brings it back;
@@ -25,6 +26,9 @@ import pytest
 import requests
 from hdfs.util import HdfsError
 
+from cortex_rm.config.loader import load_config
+from cortex_rm.container.id_ranges import IdRange
+from cortex_rm.container.node_cgroup import node_cgroup_name
 from cortex_rm.container.resource_files import tree_size
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.credentials import hdfs_client
@@ -32,6 +36,9 @@ from tests.support.credentials import hdfs_client
 pytestmark = pytest.mark.integration
 
 MB = 10**6
+MIB = 1 << 20
+CGROUPS = Path("/sys/fs/cgroup")
+LXC = os.geteuid() == 0 and (CGROUPS / "memory").is_dir()  # (the cluster's NodeManager runs LXC containers)
 WAIT_S = 30.0
 CAPS = "[nodemanager]\nmemory_mb = 4096\nvcores = 4\n"
 
@@ -73,16 +80,29 @@ def _log(cluster: RunningCluster) -> str:
     return (Path(cluster.nodes[0].directory) / "logs" / "daemon.out").read_text(errors="replace")
 
 
+def _node_cgroup_limits(cluster: RunningCluster) -> tuple[int, int]:
+    """The node cgroup's memory.limit_in_bytes and cpu.cfs_quota_us."""
+    ids = IdRange.parse(load_config(cluster.nodes[0].config).nodemanager.container_id_range)
+    name = node_cgroup_name(ids)
+    memory = int((CGROUPS / "memory" / name / "memory.limit_in_bytes").read_text())
+    return memory, int((CGROUPS / "cpu" / name / "cpu.cfs_quota_us").read_text())
+
+
 def test_new_memory_and_vcores_reach_the_rm_without_a_restart(cluster: RunningCluster) -> None:
-    """4096 MB / 4 vcores, then 3072 MB / 2 vcores after SIGHUP: the RM's totalResource follows;
+    """4096 MB / 4 vcores, then 3072 MB / 2 vcores after SIGHUP: the RM's totalResource follows, and
+    so does the node cgroup (memory_mb + the 256 MB container overhead, vcores CPUs of CFS quota);
     the daemon is the same process."""
     assert _wait(lambda: (t := _total(cluster))["memory"] == 4096 and t, "the registered caps")["vCores"] == 4
+    if LXC:
+        assert _node_cgroup_limits(cluster) == ((4096 + 256) * MIB, 4 * 100_000)
     pid = cluster.nodes[0].pid
     _reload(cluster, lambda text: text.replace("memory_mb = 4096", "memory_mb = 3072").replace("vcores = 4", "vcores = 2"))
     total = _wait(lambda: (t := _total(cluster))["memory"] == 3072 and t, "the new memory_mb at the RM")
     assert total["vCores"] == 2
     os.kill(pid, 0)  # still the daemon that started
     assert "caps now: 3072 MB, 2 vcores" in _log(cluster)
+    if LXC:
+        assert _node_cgroup_limits(cluster) == ((3072 + 256) * MIB, 2 * 100_000)
 
 
 def test_a_config_that_does_not_validate_is_refused_and_the_caps_stay(cluster: RunningCluster) -> None:
