@@ -130,10 +130,15 @@ class NodeCgroup:
         return problems
 
     def remove(self) -> None:
-        """Remove the node's cgroups if nothing is left below them (the node stops)."""
-        for controller in ("memory", "cpu"):
+        """Remove the node's cgroups in every hierarchy (LXC makes it in each) if nothing is left below
+        them (the node stops)."""
+        try:
+            hierarchies = [*self.cgroup_root.iterdir(), self.cgroup_root / "unified"]
+        except OSError:
+            hierarchies = []
+        for hierarchy in dict.fromkeys(hierarchies):
             try:
-                self.path(controller).rmdir()
+                (hierarchy / self.name).rmdir()
             except OSError:
                 pass
         self.applied = None
