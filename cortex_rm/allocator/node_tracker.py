@@ -306,7 +306,8 @@ class NodeTracker:
             )
             self.listener.node_health_changed(node)
         capability = node.capability if status.capability is None else status.capability
-        if capability != node.capability or status.offering != node.offering:
+        back = node.state is not state_before and not status.offering  # (healthy again: re-added, offering)
+        if capability != node.capability or status.offering != node.offering or back:
             log.info("node {node_id}: capability {old} -> {new}, offering {offering}", node_id=str(node_id),
                      old=str(node.capability), new=str(capability), offering=status.offering)
             node.capability, node.offering = capability, status.offering  # (REST and NodeCLI read the record)

@@ -423,6 +423,9 @@ def test_a_heartbeat_outside_the_schedule_withholds_the_node_until_it_offers_aga
     tracker.heartbeat(status(answer.response_id), KEY)
     assert tracker.nodes.get(NODE).offering is True
     assert listener.resized == [(NODE, Resource(4096, 4)), (NODE, Resource(4096, 4))]
-    tracker.heartbeat(dataclasses.replace(status(next_response_id(answer.response_id)), offering=False), KEY)
+    answer = tracker.heartbeat(dataclasses.replace(status(next_response_id(answer.response_id)), offering=False), KEY)
+    unhealthy = tracker.heartbeat(dataclasses.replace(status(answer.response_id, healthy=False), offering=False), KEY)
+    tracker.heartbeat(dataclasses.replace(status(unhealthy.response_id), offering=False), KEY)  # healthy again
+    assert len(listener.resized) == 5  # told at each health change too: a node healthy again is re-added offering
     tracker.register(registration(), KEY)
     assert tracker.nodes.get(NODE).offering is True
