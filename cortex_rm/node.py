@@ -63,6 +63,7 @@ from cortex_rm.roles.container_members import ring_view_of
 from cortex_rm.roles.events_role import EventsRole
 from cortex_rm.roles.ledger_keeper import LedgerSetup
 from cortex_rm.roles.ledger_mirror import LedgerMirrorRole, keep_ledger_heads
+from cortex_rm.roles.node_caps import NodeCaps
 from cortex_rm.roles.node_manager import NodeManagerRole
 from cortex_rm.roles.ports import Listen
 from cortex_rm.roles.resource_manager import ResourceManagerRole
@@ -111,6 +112,7 @@ class CortexNode:
         self.resource_manager: ResourceManagerRole | None = None  # without standbys
         self.rm_ha: RmHighAvailability | None = None  # an RM-eligible node with standbys: active or standby
         self.node_manager: NodeManagerRole | None = None
+        self.caps: NodeCaps | None = None  # the NodeManager's caps in force (roles/node_caps.py)
         self.ledger_mirror: LedgerMirrorRole | None = None
         self._ring_files: ThreadPool | None = None  # the thread the ring's files are written on
         self._ring_run: Runner | None = None  # ... as a runner
@@ -209,6 +211,7 @@ class CortexNode:
                 self.node_manager.start(started_ms)
             except IdRangeError as e:
                 raise NodeStartError(f"the NodeManager cannot start: {e} (in {config.source})") from None
+            self.caps = NodeCaps.attach(self.node_manager, config.nodemanager, config.source)  # (SIGHUP reloads)
         if self.ring is not None and self.node_manager is not None:
             await self._start_uptime_reports(self.ring, self.identity, self.node_manager)
         if self.ring is not None:

@@ -255,6 +255,8 @@ class NodeStatusUpdater:
             healthy=health.healthy,
             health_report=health.health_report,
             containers=health.containers,
+            capability=self.registration.capability,  # (the caps may change: roles/node_caps.py)
+            offering=health.offering,
         )
         if self._first_report is None or self._first_report.response_id != report.response_id:
             self._first_report = report

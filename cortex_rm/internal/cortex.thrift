@@ -98,6 +98,13 @@ struct NodeStatus {
   3: required bool healthy,
   4: required string health_report,
   5: required list<ContainerStatus> containers,
+  // (6-9: graceful decommission)
+  // the node's total resource now: its caps, which change without a restart (SIGHUP); the RM
+  // resizes the node when it differs, keeping its containers. Unset: as registered
+  10: optional Capacity capability,
+  // false outside the node's schedule ([nodemanager] schedule): the RM places nothing new there,
+  // its containers go on. Unset: true
+  11: optional bool offering,
 }
 
 /** What the RM wants the node to do next (YARN's NodeAction). */

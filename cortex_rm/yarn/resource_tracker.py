@@ -102,6 +102,8 @@ class NodeHealth:
     healthy: bool = True
     health_report: str = ""
     containers: tuple[ContainerReport, ...] = ()
+    #: Within its schedule (``[nodemanager] schedule``): False, it takes no new containers now.
+    offering: bool = True
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,10 @@ class NodeStatusReport:
     healthy: bool = True
     health_report: str = ""
     containers: tuple[ContainerReport, ...] = ()
+    #: The node's total resource now (its caps change without a restart); None: as registered.
+    capability: Resource | None = None
+    #: False outside the node's schedule: the RM places nothing new there (its containers go on).
+    offering: bool = True
 
 
 @dataclass(frozen=True)
