@@ -183,7 +183,7 @@ def _contributor_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser
     install.add_argument("--cpus", type=int, metavar="N", help="CPUs offered to containers (default: all)")
     install.add_argument("--memory-mb", type=int, metavar="M", help="memory offered, MB (default: half the machine's)")
     install.add_argument("--disk-gb", type=int, default=0, metavar="G",
-                         help="disk offered, GB (default 0: no cap; recorded, not enforced yet)")
+                         help="disk offered for blocks, images and cached files, GB (default 0: no cap)")
     install.add_argument("--force", action="store_true", help="overwrite an existing config and unit (uninstall then removes them)")
     uninstall = csub.add_parser("uninstall", help="stop the service and remove what install wrote (the state dir stays)")
     for p in (install, uninstall):

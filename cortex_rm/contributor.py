@@ -109,7 +109,7 @@ def install(root: Path | None, offer: NodeOffer, force: bool, say: Say) -> None:
         say(f"wrote {under(target, path)}")
     config = load_config(under(target, CONFIG_PATH))  # as the daemon reads it
     nm = config.nodemanager
-    disk = f"{nm.disk_gb} GB disk (not enforced yet)" if nm.disk_gb else "no disk cap"
+    disk = f"{nm.disk_gb:g} GB disk" if nm.disk_gb else "no disk cap"
     say(f"offers {nm.vcores} CPUs, {nm.memory_mb} MB memory, {disk}; joins the ring through {offer.introducer}")
     if config.ring.address == offer.introducer:
         say(f"note: the introducer {offer.introducer} is this node's own ring address: it can only join a ring "

@@ -53,7 +53,7 @@ class NodeOffer:
     host: str  # the address this node's services bind to and other members reach it at
     vcores: int  # CPUs offered (the NodeManager's cpu-vcores)
     memory_mb: int  # memory offered to containers
-    disk_gb: int  # disk offered; 0: no cap (not enforced yet)
+    disk_gb: int  # disk offered; 0: no cap
     container_id_range: str  # "BASE:COUNT": the host uids/gids of the containers
 
 
@@ -78,7 +78,7 @@ def config_text(offer: NodeOffer) -> str:
         "[nodemanager]",
         f"vcores = {offer.vcores}  # CPUs this machine offers to containers",
         f"memory_mb = {offer.memory_mb}  # memory offered to containers, MB",
-        f"disk_gb = {offer.disk_gb}  # disk offered, GB; 0: no cap (recorded, not enforced yet)",
+        f"disk_gb = {offer.disk_gb}  # disk for blocks, images and cached files, GB; 0: no cap",
         f"address = {json.dumps(str(HostPort(host, NM_PORT)))}  # the node's NodeId",
         f"webapp_address = {json.dumps(str(HostPort(host, NM_WEB_PORT)))}",
         "# the containers' host uids/gids: overlaps no entry of /etc/subuid or /etc/subgid",
@@ -131,6 +131,9 @@ After=network-online.target
 [Service]
 Type=simple
 ExecStart={exec_start}
+# `systemctl reload cortex-rm`: the daemon re-reads {CONFIG_PATH} and applies [nodemanager] memory_mb,
+# vcores and disk_gb at once (a file that does not validate is logged and ignored)
+ExecReload=/bin/kill -HUP $MAINPID
 # Root: the NodeManager starts LXC containers (lxc-execute), each in a user namespace whose ids are
 # [nodemanager] container_id_range, with cgroup limits and nftables rules.  Root's LXC maps ids with
 # lxc.idmap itself: no /etc/subuid entry is needed, and the NodeManager refuses a range listed there.

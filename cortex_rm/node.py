@@ -16,7 +16,6 @@ own cores (``cortex_rm/roles/``).  Roles today:
   node is a standby otherwise (``roles/rm_ha.py``);
 * the NodeManager (``roles/node_manager.py``, ``[nodemanager]``): its web site,
   its containers, its capacity report on the ring, and its reports to the RM.
-
 * the witness's reports (``roles/uptime_reports.py``) on a node with both: what its ring
   member saw of its neighbours, signed and sent to the RM's uptime ledger.
 
@@ -64,6 +63,7 @@ from cortex_rm.roles.events_role import EventsRole
 from cortex_rm.roles.graceful_leave import LeaveRequest, install_stop_signals
 from cortex_rm.roles.ledger_keeper import LedgerSetup
 from cortex_rm.roles.ledger_mirror import LedgerMirrorRole, keep_ledger_heads
+from cortex_rm.roles.node_caps import NodeCaps
 from cortex_rm.roles.node_manager import NodeManagerRole
 from cortex_rm.roles.ports import Listen
 from cortex_rm.roles.resource_manager import ResourceManagerRole
@@ -112,6 +112,7 @@ class CortexNode:
         self.resource_manager: ResourceManagerRole | None = None  # without standbys
         self.rm_ha: RmHighAvailability | None = None  # an RM-eligible node with standbys: active or standby
         self.node_manager: NodeManagerRole | None = None
+        self.caps: NodeCaps | None = None  # the NodeManager's caps in force (roles/node_caps.py)
         self.ledger_mirror: LedgerMirrorRole | None = None
         self._ring_files: ThreadPool | None = None  # the thread the ring's files are written on
         self._ring_run: Runner | None = None  # ... as a runner
@@ -211,6 +212,7 @@ class CortexNode:
                 self.node_manager.start(started_ms)
             except IdRangeError as e:
                 raise NodeStartError(f"the NodeManager cannot start: {e} (in {config.source})") from None
+            self.caps = NodeCaps.attach(self.node_manager, config.nodemanager, config.source)  # (SIGHUP reloads)
         if self.ring is not None and self.node_manager is not None:
             await self._start_uptime_reports(self.ring, self.identity, self.node_manager)
         if self.ring is not None:
@@ -378,8 +380,7 @@ class CortexNode:
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
-        if (nm := self.node_manager) is not None:  # while the ring, file system and RM link still work
-            await self.leave.run(self.reactor, nm.containers, nm.status_updater, nm.section.decommission_grace_s, self.state_dir)
+        await self.leave.run(self.reactor, self.node_manager, self.state_dir)  # (ring, file system, RM link: still up)
         if self.events is not None:
             await self.events.stop()
             self.events = None
@@ -440,8 +441,7 @@ def run_node(config: Config) -> int:
         reactor.stop()
 
     def started() -> None:
-        d = node.start()
-        d.addErrback(failed)
+        node.start().addErrback(failed)
 
     reactor.callWhenRunning(started)
     reactor.callWhenRunning(install_stop_signals, reactor, node.leave)

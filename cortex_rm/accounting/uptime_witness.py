@@ -17,6 +17,14 @@ direct ack a neighbour sends is evidence that it was alive *then*.  The
   back with a higher one), so a restart faster than the gap is not bridged.
 * A run ``[first ack, last ack]`` claims only what the witness saw bracketed by
   acks: nothing before the first or after the last.
+* **The witness's own silence ends every run.**  A running member sends a probe
+  (to someone) every probe period, so when it has sent none for longer than
+  ``silence_ms`` (by default ``ack_window_ms``: the slowest period and some slack) it was not watching:
+  frozen, suspended, or its process stalled.  A neighbour frozen with it would
+  otherwise answer the first probe after the thaw with the same incarnation,
+  and the run would bridge time nobody saw.  ``sent`` (every direct probe, not
+  only those to watched neighbours) ends the open runs at their last acks, so
+  what follows is a new run.
 
 ``attestations_due(now_ms)`` returns the ``Attestation``s to sign now: the last
 piece of every run that has ended (gap or epoch), and the new piece of every
@@ -40,6 +48,7 @@ Sans-IO: times are given, nothing is sent.  The ring member calls ``probed``
 when it sends a direct probe to a neighbour it is meant to watch (its successors
 and predecessor, ``neighbour_history.py``), ``acknowledged`` on each direct ack
 (acks relayed by a helper prove nothing about who answered: do not pass them),
+``sent`` on every other direct probe it sends,
 and ``attestations_due`` every ``attestation_interval_ms`` at a random phase
 (calling it more often only makes smaller batches); it signs the result
 (``attestations.py``) and hands the batch to the ledger off the probe path, and
@@ -90,9 +99,15 @@ class WitnessConfig:
     max_subjects: int = 1024
     """Runs kept at once (a member has tens of neighbours); acks from more subjects are refused."""
 
+    silence_ms: int | None = None
+    """A witness that sent no probe (to anyone) for longer than this was not watching: its open runs end
+    (module doc).  None: ``ack_window_ms``, the slowest probe period with some slack."""
+
     def __post_init__(self) -> None:
         if self.probe_interval_ms < 0 or self.ack_window_ms < 0 or self.gap_ms <= 0 or self.max_subjects < 1:
             raise ValueError("probe_interval_ms and ack_window_ms must be >= 0, gap_ms and max_subjects positive")
+        if self.silence_ms is not None and self.silence_ms < self.ack_window_ms:
+            raise ValueError("silence_ms must be at least ack_window_ms (a live member probes once a period)")
         if not 0 < self.attestation_interval_ms <= MAX_SPAN_MS:
             raise ValueError(f"attestation_interval_ms must lie in (0, {MAX_SPAN_MS}]")
 
@@ -118,6 +133,7 @@ class UptimeWitness:
         self.config = config = config or WitnessConfig()
         self._window, self._gap, self._spacing = config.ack_window_ms, config.gap_ms, max(1, config.probe_interval_ms)
         self._bound = config.max_subjects
+        self._silence = config.ack_window_ms if config.silence_ms is None else config.silence_ms
         self._runs: dict[int, _Run] = {}
         self._probes: dict[int, int] = {}  # subject -> when our unanswered probe to it was sent
         self._ended: list[tuple[int, int, int]] = []  # (subject, start, end) of ended runs' last pieces
@@ -126,14 +142,27 @@ class UptimeWitness:
         self.ignored = 0  # acks answering no probe of ours, or within the probe interval of the last credited one
         self.refused = 0  # probes and acks of subjects beyond max_subjects, and of the witness itself
         self.dropped = 0  # ended pieces beyond the bound, never attested
+        self.silences = 0  # times the witness itself sent no probe for longer than silence_ms
+        self._last_sent: int | None = None  # when this member last sent a direct probe (to anyone)
 
     @property
     def tracked(self) -> int:
         """Subjects with a run now."""
         return len(self._runs)
 
+    def sent(self, now_ms: int) -> None:
+        """This member sent a direct probe at ``now_ms``, to anyone: it is watching (see the module doc)."""
+        if self._last_sent is not None and now_ms - self._last_sent > self._silence:
+            self.silences += 1
+            for subject, run in self._runs.items():
+                self._end(subject, run)
+            self._runs.clear()
+            self._probes.clear()  # (sent before the silence: an ack to them is late anyway)
+        self._last_sent = now_ms if self._last_sent is None else max(self._last_sent, now_ms)
+
     def probed(self, subject: int, now_ms: int) -> None:
         """We sent a direct probe to ``subject`` at ``now_ms`` (the latest probe is the one an ack may answer)."""
+        self.sent(now_ms)
         if subject == self.witness or (len(self._probes) >= self._bound and subject not in self._probes):
             self.refused += 1
             return

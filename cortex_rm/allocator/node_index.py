@@ -47,7 +47,7 @@ class SchedulerNode:
     """A schedulable node: capacity, what is free, and the containers on it."""
 
     __slots__ = ("node_id", "host", "rack", "capability", "free_mem", "free_vcores", "label", "order",
-                 "containers", "record", "draining")
+                 "containers", "record", "withheld", "draining")
 
     def __init__(self, node_id: NodeId, rack: str, capability: Resource, label: str, order: int,
                  record: NodeRecord | None) -> None:
@@ -61,6 +61,7 @@ class SchedulerNode:
         self.order = order
         self.containers: dict[ContainerId, RMContainer] = {}
         self.record = record  # the NodeTable's record, kept in step for REST and metrics
+        self.withheld = False  # outside its schedule: in no free-space index, so nothing is placed on it
         self.draining = False  # DECOMMISSIONING: out of the free-space indexes, its containers go on
 
     @property
@@ -212,8 +213,8 @@ class NodeDirectory:
         if not same_host:
             del self.by_host[node.host]
         self._unfile(node)
-        if not self.racks.get(node.rack):
-            self.racks.pop(node.rack, None)
+        if node.rack in self.racks and not self.racks[node.rack]:
+            del self.racks[node.rack]
         self._drop_if_empty(node.label)
         self.total_mem -= node.capability.memory_mb
         self.total_vcores -= node.capability.vcores
@@ -250,6 +251,32 @@ class NodeDirectory:
         self._file(node)
         self.partition_shapes.setdefault(label, Counter())[node.capability] += 1
 
+    def resize(self, node_id: NodeId, capability: Resource, offering: bool = True) -> bool:
+        """The node's total resource changed (its contributor's caps): what is free moves by the
+        difference, its containers stay (free may go below zero until enough of them end, and
+        nothing new fits meanwhile); ``offering`` False (outside its schedule): the node leaves the
+        free-space indexes (nothing is placed on it; it keeps its containers, its totals and shapes)
+        until it offers again.  False if nothing changed or the node is not in the scheduler."""
+        node = self.by_id.get(node_id)
+        if node is None or (capability == node.capability and offering != node.withheld):
+            return False
+        self._unfile(node)
+        node.withheld = not offering
+        self._forget_shape(node)
+        self.shapes[node.capability] -= 1
+        if not self.shapes[node.capability]:
+            del self.shapes[node.capability]
+        delta_mem, delta_vcores = capability.memory_mb - node.capability.memory_mb, capability.vcores - node.capability.vcores
+        self.total_mem += delta_mem
+        self.total_vcores += delta_vcores
+        node.free_mem += delta_mem
+        node.free_vcores += delta_vcores
+        node.capability = capability
+        self._file(node)
+        self.shapes[capability] += 1
+        self.partition_shapes.setdefault(node.label, Counter())[capability] += 1
+        return True
+
     def partition(self, label: str) -> FreeSpaceIndex:
         """The nodes labelled ``label`` (an empty index when there are none)."""
         return self.partitions.get(label) or _EMPTY
@@ -283,7 +310,7 @@ class NodeDirectory:
             del self.partition_shapes[node.label]
 
     def _file(self, node: SchedulerNode) -> None:
-        if node.draining:
+        if node.withheld or node.draining:
             return
         self.everywhere.add(node)
         rack = self.racks.get(node.rack)
@@ -296,15 +323,15 @@ class NodeDirectory:
         partition.add(node)
 
     def _unfile(self, node: SchedulerNode) -> None:
-        if node.draining:
+        if node.withheld or node.draining:
             return
         self.everywhere.remove(node)
         self.racks[node.rack].remove(node)
         self.partitions[node.label].remove(node)
 
     def _drop_if_empty(self, label: str) -> None:
-        if not self.partitions.get(label):
-            self.partitions.pop(label, None)
+        if label in self.partitions and not self.partitions[label]:
+            del self.partitions[label]
 
     def change_free(self, node: SchedulerNode, memory_mb: int, vcores: int) -> None:
         """Add (or, negative, take) free space on ``node``, moving it in every index."""

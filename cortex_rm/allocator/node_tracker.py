@@ -112,6 +112,10 @@ class NodeTrackerListener(Protocol):
     def node_health_changed(self, node: NodeRecord) -> None:
         """``node`` went RUNNING -> UNHEALTHY (it takes no containers; those it had end) or back."""
 
+    def node_resized(self, node: NodeRecord) -> None:
+        """``node``'s capability or its offering changed (its caps, re-read without a restart, or its
+        schedule): its containers stay."""
+
     def cleanup_for(self, node: NodeRecord) -> NodeOrders:
         """Containers to kill, finished applications to clean up and completed containers the node may
         forget, for ``node``'s next answer."""
@@ -130,6 +134,9 @@ class IgnoringListener:
         pass
 
     def node_health_changed(self, node: NodeRecord) -> None:
+        pass
+
+    def node_resized(self, node: NodeRecord) -> None:
         pass
 
     def cleanup_for(self, node: NodeRecord) -> NodeOrders:
@@ -309,6 +316,13 @@ class NodeTracker:
                 report=status.health_report,
             )
             self.listener.node_health_changed(node)
+        capability = node.capability if status.capability is None else status.capability
+        back = node.state is not state_before and not status.offering  # (healthy again: re-added, offering)
+        if capability != node.capability or status.offering != node.offering or back:
+            log.info("node {node_id}: capability {old} -> {new}, offering {offering}", node_id=str(node_id),
+                     old=str(node.capability), new=str(capability), offering=status.offering)
+            node.capability, node.offering = capability, status.offering  # (REST and NodeCLI read the record)
+            self.listener.node_resized(node)
         self.listener.containers_reported(node, status.containers)
         decommissioned = self.leaves.report(node, status.leave, live.last_seen_ms)
         orders = self.listener.cleanup_for(node)

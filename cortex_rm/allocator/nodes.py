@@ -97,6 +97,7 @@ class NodeRecord:
     last_health_update_ms: int = 0
     labels: frozenset[str] = field(default_factory=frozenset)  # its class: {"static"} or {"volatile"}
     ring_id: int | None = None  # the ring member whose key registered it (None: not a ring member)
+    offering: bool = True  # False outside its contributor's schedule: placed nothing new (roles/node_caps.py)
 
     @property
     def available(self) -> Resource:
@@ -139,7 +140,7 @@ class NodeTable:
         else:
             node.http_address, node.rack, node.capability = http_address, rack, capability
             node.ring_id = ring_id
-            node.used, node.num_containers = ZERO, 0
+            node.used, node.num_containers, node.offering = ZERO, 0, True
             event = NodeEvent.RECONNECTED
         self._apply(node, event)
         node.last_health_update_ms = now_ms

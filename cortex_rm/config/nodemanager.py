@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cortex_rm.config.errors import ConfigError
 from cortex_rm.container.id_ranges import DEFAULT_RANGE_TEXT, IdRange, IdRangeError
+from cortex_rm.container.offer_schedule import OfferSchedule, ScheduleError
 from cortex_rm.yarn.addresses import HostPort
 
 CONTAINER_RUNTIMES = ("lxc",)
@@ -25,10 +26,16 @@ class NodeManagerSection:
     webapp_address: HostPort = HostPort("127.0.0.1", 8042)
     memory_mb: int = 8192  # yarn.nodemanager.resource.memory-mb
     vcores: int = 8  # yarn.nodemanager.resource.cpu-vcores
-    # The disk this node offers (GB, 10**9 bytes): its file system's blocks and the runtime image
-    # cache are to stay within it.  0 (the default): no cap.  Recorded and validated only: nothing
-    # enforces it yet (issue 14, "caps the contributor sets", will); `contributor install --disk-gb` sets it
-    disk_gb: int = 0
+    # The disk this node offers (GB, 10**9 bytes; fractions allowed): its file system's block
+    # replicas, the runtime image cache and the localizer's shared caches stay within it together.
+    # A write that would go over first evicts unused cached images and localized resources (least
+    # recently used first), then is refused (DiskOutOfSpaceException); block replicas are never
+    # evicted.  0 (the default): no cap.  `contributor install --disk-gb` sets it
+    disk_gb: float = 0
+    # When the node offers its caps, in this machine's local time: "22:00-07:00" (only at night),
+    # "08:00-12:00, 14:00-18:00"...; outside it the node takes no new containers (the RM leaves it
+    # out of placement) and those it runs go on to their end.  "" (the default): always
+    schedule: str = ""
     # The NodeManager's RPC address (yarn.nodemanager.address); also its NodeId, host:port.
     # It and webapp_address must be on the host of [ring] address: other nodes open them to
     # their containers only there (a member's ring address is the host it is known at)
@@ -130,6 +137,10 @@ class NodeManagerSection:
                 f"{where}: nodemanager.decommission_grace_s must be 0..{MAX_DECOMMISSION_GRACE_S}, "
                 f"not {self.decommission_grace_s}"
             )
+        try:
+            OfferSchedule.parse(self.schedule)
+        except ScheduleError as e:
+            raise ConfigError(f"{where}: nodemanager.schedule: {e}") from None
         if not self.rack.startswith("/"):
             raise ConfigError(f"{where}: nodemanager.rack must be a path starting with '/', not {self.rack!r}")
         self._check_dirs(f"{where}: nodemanager", state_dir)

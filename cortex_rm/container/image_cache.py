@@ -7,6 +7,12 @@ system ``tar`` and shared by every container, which the container runtime mounts
     <node cache>/roots/.unpacking-<sha256>-*/  an extraction in progress (the next call removes it)
 
 Plain blocking functions: a caller on the reactor runs them in a thread.
+
+Disk cap: the cache is one of the node's ``DiskUser``s (``fs/disk_cap.py``) once ``disk`` is set.
+Each root's size is measured when it is unpacked (and kept in its marker); a root is evictable
+unless ``protected`` names it (the image the cluster names and those running containers use), least
+recently used first (``path_of`` touches its marker).  An unpack first reserves ``EXPANSION`` times
+the archive's size; when that cannot be had the unpack is refused (``ImageError`` naming the cap).
 """
 
 from __future__ import annotations
@@ -17,8 +23,12 @@ import shutil
 import stat
 import subprocess
 import time
+import fcntl
 from collections.abc import Callable, Collection
 from pathlib import Path
+
+from cortex_rm.container.resource_files import tree_size
+from cortex_rm.fs.disk_cap import DiskCap, DiskOutOfSpace, Evictable
 
 from cortex_rm.container.runtime_image import (
     ImageError,
@@ -28,6 +38,11 @@ from cortex_rm.container.runtime_image import (
     sha256_of_file,
     write_atomically,
 )
+
+
+#: What an unpacked root is reserved as, in times its archive (a zstd tar of a Debian root
+#: with a JDK unpacks to about three times its size).
+EXPANSION = 4
 
 
 def _quiet(_: str) -> None:
@@ -48,14 +63,83 @@ class ImageCache:
     The archive's device nodes (``/dev/*``) are not made: LXC gives each container its own /dev.
     """
 
+    disk_name = "runtime images"
+
     def __init__(self, directory: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.roots = directory / "roots"
         self.clock = clock
+        #: The node's disk cap, once this cache is one of its users (``fs/disk_cap.py``).
+        self.disk: DiskCap | None = None
+        #: The SHA-256s never to evict (the cluster's image, those of running containers).
+        self.protected: Callable[[], Collection[str]] = lambda: ()
+        self._sizes: dict[str, int] = {}  # measured sizes of complete roots
 
     def path_of(self, sha256: str) -> Path | None:
         """The complete root of image ``sha256``, or None if this node has not unpacked it."""
         root = self.roots / _checked(sha256)
-        return root if (self.roots / f"{sha256}.complete").is_file() and root.is_dir() else None
+        marker = self.roots / f"{sha256}.complete"
+        if not (marker.is_file() and root.is_dir()):
+            return None
+        try:
+            os.utime(marker)  # used now: the last to be evicted
+        except OSError:
+            pass
+        return root
+
+    def complete(self) -> dict[str, int]:
+        """The complete roots and their sizes (measured once per root when its marker lacks it)."""
+        try:
+            names = [e.name.removesuffix(".complete") for e in self.roots.iterdir() if e.name.endswith(".complete")]
+        except FileNotFoundError:
+            return {}
+        sizes = {}
+        for sha256 in filter(is_sha256, names):
+            size = self._sizes.get(sha256)
+            if size is None:
+                try:
+                    size = int(json.loads((self.roots / f"{sha256}.complete").read_text())["bytes"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    size = tree_size(self.roots / sha256)
+                self._sizes[sha256] = size
+            sizes[sha256] = size
+        return sizes
+
+    def used_bytes(self) -> int:
+        return sum(self.complete().values())
+
+    def evictable(self) -> list[Evictable]:
+        try:
+            protected = set(self.protected())
+        except RuntimeError:  # (the containers' table changed while it was read: keep everything)
+            return []
+        found = []
+        for sha256, size in self.complete().items():
+            if sha256 not in protected:
+                try:
+                    found.append(Evictable(sha256, size, (self.roots / f"{sha256}.complete").stat().st_mtime))
+                except OSError:
+                    pass
+        return found
+
+    def evict(self, sha256: str) -> int:
+        """Remove the unused root ``sha256`` now, unless an unpack or prune holds the cache (0 then)."""
+        try:
+            if sha256 in set(self.protected()) or not is_sha256(sha256):
+                return 0
+        except RuntimeError:  # (the containers' table changed while it was read: keep it)
+            return 0
+        with (self.roots / ".lock").open("a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0
+            try:
+                size = self._sizes.pop(sha256, 0)
+                (self.roots / f"{sha256}.complete").unlink(missing_ok=True)
+                shutil.rmtree(self.roots / sha256, ignore_errors=True)
+                return size
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def unpack(self, archive: Path, expected_sha256: str, say: Say = _quiet) -> Path:
         """The root of image ``expected_sha256``: the one unpacked already, else ``archive`` verified
@@ -65,6 +149,18 @@ class ImageCache:
         # searchable, not listable: the containers' unprivileged root opens the image through it
         # (and every privilege an image file could grant is stripped, see ``strip_privileges``)
         self.roots.chmod(0o711)
+        if self.disk is None or self.path_of(sha256) is not None:
+            return self._unpack_locked(archive, sha256, say)
+        try:  # (before the cache's lock: making room may evict another root, which takes it)
+            reservation = self.disk.reserve(f"unpacking runtime image {sha256[:12]}", EXPANSION * archive.stat().st_size)
+        except DiskOutOfSpace as e:
+            raise ImageError(str(e)) from None
+        try:
+            return self._unpack_locked(archive, sha256, say)
+        finally:
+            reservation.settle()
+
+    def _unpack_locked(self, archive: Path, sha256: str, say: Say) -> Path:
         with exclusive_lock(self.roots / ".lock", say, "unpacking an image"):
             found = self.path_of(sha256)
             if found is not None:
@@ -91,6 +187,7 @@ class ImageCache:
                 if (self.roots / sha256).is_dir():
                     shutil.rmtree(self.roots / sha256)
                     removed.append(sha256)
+                self._sizes.pop(sha256, None)
             self._remove_incomplete(None)
         return removed
 
@@ -123,7 +220,8 @@ class ImageCache:
         os.sync()  # the data on disk before the rename and the marker make the root count as whole
         root = self.roots / sha256
         work.rename(root)
-        marker = {"sha256": sha256, "archive": str(archive), "unpack_seconds": round(self.clock() - started, 1)}
+        self._sizes[sha256] = size = tree_size(root)
+        marker = {"sha256": sha256, "archive": str(archive), "unpack_seconds": round(self.clock() - started, 1), "bytes": size}
         write_atomically(self.roots / f"{sha256}.complete", json.dumps(marker) + "\n")
         say(f"unpacked image {sha256[:12]} into {root} in {marker['unpack_seconds']} s")
         return root

@@ -34,7 +34,12 @@ the same time; a failed fetch is forgotten so a later container retries it.  The
 public and private caches are bounded: after each localization, while they hold
 more than ``cache_target_bytes`` (YARN's ``localizer.cache.target-size-mb``,
 10 GiB), the least recently used entries that no running container uses are
-deleted.  They start empty: what a previous NodeManager process left is removed
+deleted, and also while the node's files are over its disk cap (``fs/disk_cap.py``: the
+localizer is one of its users once ``disk`` is set; a fetch reserves the resource's size first,
+and a fetch that cannot have it fails its container's localization naming the cap).  Other writers
+under the cap (block replicas, images; on worker threads) evict unused shared entries too: the
+tables of the shared caches change under ``_lock`` for that, and an entry found cached is marked
+used by its container at once, so that it cannot go before the container's links are made.  They start empty: what a previous NodeManager process left is removed
 before the first fetch into them, but for the entries its containers that are re-attached
 (NodeManager recovery) link to (``keep``).  An entry's number is new in its cache directory: a
 number taken there already (by a killed NodeManager's half-made or finished entries in
@@ -61,6 +66,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +80,7 @@ from cortex_rm.container.launch import ContainerPaths
 from cortex_rm.container.local_resources import LocalizationError, LocalResource, ResourceType, Visibility
 from cortex_rm.container.resource_files import Fetcher, Requester, default_fetchers, fetch_into_cache, link_into, tree_size
 from cortex_rm.yarn.blocking import Runner
+from cortex_rm.fs.disk_cap import DiskCap, DiskOutOfSpace, Evictable
 
 log = Logger()
 T = TypeVar("T")
@@ -120,6 +127,10 @@ class Localizer:
         self.cache_target_bytes = cache_target_bytes
         self._caches: dict[tuple[str, str], _Cache] = {}
         self._clock = itertools.count(1)
+        #: The node's disk cap, once the localizer is one of its users (none: no cap).
+        self.disk: DiskCap | None = None
+        self._shared_total = 0  # shared_bytes() as one int, read by the disk cap from any thread
+        self._lock = threading.Lock()  # the shared caches' tables: the disk cap evicts from other threads
         #: Entries of the shared caches a previous run left that containers it left running
         #: (NodeManager recovery) link to: kept when the caches are emptied at their first use.
         self.keep: set[Path] = set()
@@ -132,6 +143,35 @@ class Localizer:
     def shared_bytes(self) -> int:
         """What the bounded (PUBLIC and PRIVATE) caches hold."""
         return sum(e.size for c in self._caches.values() if c.bounded for e in c.done.values())
+
+    disk_name = "localized resources"
+
+    def used_bytes(self) -> int:
+        return self._shared_total
+
+    def evictable(self) -> list[Evictable]:
+        """The shared entries no container uses (key: the entry's directory)."""
+        with self._lock:
+            return [
+                Evictable(str(e.path.parent), e.size, e.last_used)
+                for c in self._caches.values() if c.bounded for e in c.done.values() if not e.users
+            ]  # fmt: skip
+
+    def evict(self, key: str) -> int:
+        """Remove the shared entry whose directory is ``key`` if still unused (blocking: a worker thread)."""
+        with self._lock:
+            found = [
+                (c, k) for c in self._caches.values() if c.bounded
+                for k, e in c.done.items() if str(e.path.parent) == key and not e.users
+            ]  # fmt: skip
+            if not found:
+                return 0
+            cache, cache_key = found[0]
+            entry = cache.done.pop(cache_key)
+            self._shared_total -= entry.size
+        log.info("disk cap: removing {url} from the cache ({size} bytes)", url=cache_key[0], size=entry.size)
+        _remove_all([entry.path.parent])
+        return entry.size
 
     def shared_entries(self) -> dict[str, list[Path]]:
         """The bounded caches' entries by URL (for tests and status pages)."""
@@ -181,12 +221,15 @@ class Localizer:
             # a previous NodeManager's leftovers in a shared cache are in no table: remove them
             keep = frozenset(self.keep)
             ready = self.run(lambda: _emptied(root, keep)) if bounded else defer.succeed(None)
-            cache = self._caches[key] = _Cache(root, bounded, ready)
+            with self._lock:
+                cache = self._caches[key] = _Cache(root, bounded, ready)
         return cache
 
     def _cached(self, cache: _Cache, resource: LocalResource, requester: Requester) -> defer.Deferred[_Entry]:
         key = resource.cache_key
         if key in cache.done:
+            with self._lock:
+                cache.done[key].users.add(requester.container_id)  # (kept from eviction from now on)
             return defer.succeed(cache.done[key])
         waiting: defer.Deferred[_Entry] = defer.Deferred()
         if key in cache.pending:
@@ -197,8 +240,18 @@ class Localizer:
         entry_dir = cache.root / str(cache.next_entry)
 
         def fetch() -> tuple[Path, int]:
-            path = fetch_into_cache(resource, entry_dir, self.fetchers, self.max_unpacked_bytes, requester)
-            return path, tree_size(path.parent)  # (the entry dir: ``entry_dir``, or the next free number)
+            reservation = None
+            if self.disk is not None and cache.bounded:
+                try:
+                    reservation = self.disk.reserve(f"localizing {resource.url}", max(0, resource.size))
+                except DiskOutOfSpace as e:
+                    raise LocalizationError(f"Resource {resource.url} failed: {e}") from None
+            try:
+                path = fetch_into_cache(resource, entry_dir, self.fetchers, self.max_unpacked_bytes, requester)
+                return path, tree_size(path.parent)  # (the entry dir: ``entry_dir``, or the next free number)
+            finally:
+                if reservation is not None:
+                    reservation.settle()
 
         def finished(result: tuple[Path, int] | Failure) -> None:
             waiters = cache.pending.pop(key, [])
@@ -211,7 +264,9 @@ class Localizer:
                 return
             path, size = result
             cache.next_entry = max(cache.next_entry, int(path.parent.name))
-            entry = cache.done[key] = _Entry(path, size, next(self._clock))
+            with self._lock:
+                entry = cache.done[key] = _Entry(path, size, next(self._clock), {requester.container_id})
+                self._shared_total += size if cache.bounded else 0
             log.info("localized {url} as {path} ({size} bytes)", url=str(resource.url), path=str(path), size=size)
             for w in waiters:
                 w.callback(entry)
@@ -231,33 +286,39 @@ class Localizer:
 
     def release(self, container_id: str) -> None:
         """``container_id`` has ended: its entries may be cleaned up when no other container uses them."""
-        for cache in self._caches.values():
-            for entry in cache.done.values():
-                entry.users.discard(container_id)
+        with self._lock:
+            for cache in self._caches.values():
+                for entry in cache.done.values():
+                    entry.users.discard(container_id)
         self._clean_up()
 
     def forget_application(self, app_id: str) -> None:
         """Drop ``app_id``'s cache table (its files go with the application's dirs)."""
-        self._caches.pop((Visibility.APPLICATION.value, app_id), None)
+        with self._lock:
+            self._caches.pop((Visibility.APPLICATION.value, app_id), None)
 
     def _clean_up(self) -> None:
         """Delete least recently used, unused shared entries until the shared caches fit their target."""
-        excess = self.shared_bytes() - self.cache_target_bytes
+        excess = self._shared_total - self.cache_target_bytes
+        if self.disk is not None and self.disk.cap_bytes:  # (the cap's lock first, never under ours)
+            excess = max(excess, self.disk.used() - self.disk.cap_bytes)
         if excess <= 0:
             return
-        unused = sorted(
-            ((entry.last_used, cache, key) for cache in self._caches.values() if cache.bounded
-             for key, entry in cache.done.items() if not entry.users),
-            key=lambda item: item[0],
-        )
         doomed: list[Path] = []
-        for _, cache, key in unused:
-            if excess <= 0:
-                break
-            entry = cache.done.pop(key)
-            excess -= entry.size
-            doomed.append(entry.path.parent)  # the entry's numbered directory
-            log.info("cache cleanup: removing {url} ({size} bytes)", url=key[0], size=entry.size)
+        with self._lock:
+            unused = sorted(
+                ((entry.last_used, cache, key) for cache in self._caches.values() if cache.bounded
+                 for key, entry in cache.done.items() if not entry.users),
+                key=lambda item: item[0],
+            )
+            for _, cache, key in unused:
+                if excess <= 0:
+                    break
+                entry = cache.done.pop(key)
+                self._shared_total -= entry.size
+                excess -= entry.size
+                doomed.append(entry.path.parent)  # the entry's numbered directory
+                log.info("cache cleanup: removing {url} ({size} bytes)", url=key[0], size=entry.size)
         if doomed:
             self.run(lambda: _remove_all(doomed)).addErrback(lambda f: log.failure("cache cleanup failed", f))
 

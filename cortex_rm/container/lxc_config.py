@@ -178,6 +178,23 @@ class ImageLayout:
         return cls(root_image, tuple(links), tuple(dirs), tuple(bound), swap, hostname)
 
 
+class ImageLayouts:
+    """``ImageLayout`` per image root, looked up on its first start; the last ``kept`` are remembered
+    (a node runs one image at a time, two while it changes)."""
+
+    def __init__(self, cgroup_root: Path, hostname: str, kept: int = 4) -> None:
+        self.cgroup_root, self.hostname, self.kept = cgroup_root, hostname, kept
+        self._layouts: dict[Path, ImageLayout] = {}  # oldest first
+
+    def of(self, root_image: Path) -> ImageLayout:
+        found = self._layouts.get(root_image)
+        if found is None:
+            found = self._layouts[root_image] = ImageLayout.of_image(root_image, self.cgroup_root, self.hostname)
+            while len(self._layouts) > self.kept:
+                del self._layouts[next(iter(self._layouts))]
+        return found
+
+
 def check_image_root(spec: ContainerSpec) -> Path:
     """The runtime image root ``spec`` runs in; raises ``ContainerStartError`` saying what to do
     when there is none, or it is not an unpacked image (a directory with real ``usr/`` and ``etc/``)."""

@@ -1,7 +1,7 @@
 """What a NodeManager's LXC runtime leaves when its daemon dies without stopping, and how it goes.
 
 While a container runs, its directory ``<base_dir>/containers/<id>/`` holds its LXC config
-(whose ``lxc.cgroup.dir.container`` line names its cgroup, ``cortex/b<block>/<id>``) and
+(whose ``lxc.cgroup.dir.container`` line names its cgroup, ``cortex/n<node>/b<block>/<id>``) and
 ``record.json`` (``write_record``: its application, work dir and log dir); the runtime removes
 the directory when the container ends.  A directory found there at start was left by a
 previous run of this state dir (the state dir's lock, ``ofd_locks.py``, keeps a live daemon's
@@ -14,7 +14,7 @@ so does ``reap_left_behind`` (with recovery, it spares those re-attached, ``lxc_
    so one still running could swap a directory on another's work dir path for a symlink while
    root deletes it.  If any process outlives the wait, nothing is removed (the next start retries);
 2. their cgroups, in every hierarchy, are removed (deepest first; only empty ones can be),
-   and an application's ``cortex/b<block>`` when no other container is left in it and the
+   and an application's ``cortex/n<node>/b<block>`` when no other container is left in it and the
    block is in this node's id range;
 3. their work dirs and runtime directories are deleted (their logs are kept, as YARN keeps a
    killed container's), and the containers' sysfs (``lxc_sandbox.mount_sysfs``) is unmounted.
@@ -49,6 +49,7 @@ from twisted.logger import Logger
 
 from cortex_rm.container.id_ranges import BLOCK, IdRange
 from cortex_rm.container.lxc_config import CGROUP_PARENT
+from cortex_rm.container.node_cgroup import NODE_PREFIX
 from cortex_rm.container.lxc_reports import signal_pids
 from cortex_rm.container.runtime import ContainerSpec
 
@@ -58,7 +59,8 @@ RECORD_FILE: Final = "record.json"
 #: How long a reap waits for a left container's processes to be gone (SIGKILLed: milliseconds).
 REAP_WAIT_S: Final = 10.0
 _CGROUP_LINE: Final = re.compile(r"^lxc\.cgroup\.dir\.container = (\S+)$", re.MULTILINE)
-_CGROUP_DIR: Final = re.compile(rf"{CGROUP_PARENT}/b[0-9]+/[A-Za-z0-9_.-]+")
+#: A container's cgroup: ``cortex/n<node>/b<block>/<id>`` (``cortex/b<block>/<id>`` before node cgroups).
+_CGROUP_DIR: Final = re.compile(rf"{CGROUP_PARENT}/(?:{NODE_PREFIX}[0-9]+/)?b[0-9]+/[A-Za-z0-9_.-]+")
 
 
 def write_record(container_dir: Path, spec: ContainerSpec, cgroup_dir: str) -> None:
@@ -119,9 +121,9 @@ def _procs(cgroup_root: Path, cgroup: str) -> list[int]:
 
 def remove_cgroups(cgroup_root: Path, cgroup: str, ids: IdRange, app_too: bool = True) -> None:
     """Remove the container's (and its monitor's) cgroup in every hierarchy, and (``app_too``) its
-    application's (``cortex/b<block>``) when it is empty and its block is in ``ids``, this node's:
+    application's (``cortex/n<node>/b<block>``) when it is empty and its block is in ``ids``, this node's:
     another node's may be empty only for the moment before its first container starts."""
-    block = int(cgroup.split("/")[1][1:])
+    block = int(cgroup.split("/")[-2][1:])
     ours = app_too and ids.base // BLOCK <= block < (ids.base + ids.count) // BLOCK
     for hierarchy in {*cgroup_root.iterdir(), cgroup_root / "unified"}:
         for name in (cgroup, f"{cgroup}.monitor"):

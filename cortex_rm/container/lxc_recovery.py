@@ -6,7 +6,7 @@ the daemon (``lxc_config.launch_argv``); the container's record (``nm_recovery``
 
 1. a pidfd of its init, then a check that the pid still names the process the record does (its
    start time): from then on the pidfd cannot name another process;
-2. its application's block of host ids (read from its cgroup, ``cortex/b<block>/<id>``) and its
+2. its application's block of host ids (read from its cgroup, ``cortex/n<node>/b<block>/<id>``) and its
    network rules, through ``ContainerSandbox.readmit`` (the node's table was replaced at start);
 3. a ``RecoveredContainer`` that watches the pidfd, signals the container through its pids cgroup
    and SIGKILLs init through the pidfd, and when the container has ended kills what is left in its
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Final
 
 from cortex_rm.container.container_recovery import recover_containers
 from cortex_rm.container.lxc_config import CGROUP_PARENT
+from cortex_rm.container.node_cgroup import NODE_PREFIX
 from cortex_rm.container.lxc_leftovers import remove_cgroups
 from cortex_rm.container.lxc_reports import signal_pids
 from cortex_rm.container.lxc_runtime import LxcRuntime
@@ -39,7 +40,7 @@ from cortex_rm.container.runtime import ContainerRuntime, ContainerStartError
 if TYPE_CHECKING:
     from cortex_rm.container.container_manager import ContainerManager
 
-_CGROUP: Final = re.compile(rf"{CGROUP_PARENT}/b([0-9]+)/([A-Za-z0-9_.-]+)")
+_CGROUP: Final = re.compile(rf"{CGROUP_PARENT}/(?:{NODE_PREFIX}[0-9]+/)?b([0-9]+)/([A-Za-z0-9_.-]+)")
 
 
 def reattach(runtime: LxcRuntime, record: ContainerRecord) -> RecoveredContainer:

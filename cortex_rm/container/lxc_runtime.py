@@ -55,9 +55,8 @@ from twisted.logger import Logger
 
 from cortex_rm.container.id_ranges import DEFAULT_RANGE_TEXT, IdRange
 from cortex_rm.container.lxc_config import (
-    CGROUP_PARENT,
     LXC_LOG_FD,
-    ImageLayout,
+    ImageLayouts,
     check_image_root,
     check_reachable,
     check_spec_paths,
@@ -68,6 +67,8 @@ from cortex_rm.container.lxc_config import (
 )
 from cortex_rm.container.lxc_leftovers import reap_left_behind, write_record
 from cortex_rm.container.nm_recovery import EXIT_CODE_FILE
+from cortex_rm.container.node_cgroup import NodeCgroup, NodeLimits
+from cortex_rm.container.node_cgroup import limits_of as limits_of  # (for the NodeManager role)
 from cortex_rm.container.lxc_sandbox import SYSFS_DIR, ContainerFirewall, ContainerSandbox, mount_sysfs, unmount_sysfs
 from cortex_rm.container.lxc_reports import LxcExecuteProtocol, MemorySnapshot, parent_pid, parse_lxc_log_line, parse_memory_snapshot, signal_pids
 from cortex_rm.container.runtime import (
@@ -92,8 +93,6 @@ _E = RuntimeContainerEvent
 RUNTIME_LOG_NAME: Final = "lxc-execute.log"
 _MAX_LOG_LINE: Final = 4096
 _KEPT_LOG_LINES: Final = 20
-#: How many image roots' layouts a runtime remembers.
-_KEPT_IMAGE_LAYOUTS: Final = 4
 
 
 class LxcContainer:
@@ -101,7 +100,7 @@ class LxcContainer:
 
     def __init__(self, runtime: LxcRuntime, spec: ContainerSpec, container_dir: Path, cgroup_dir: str) -> None:
         self.runtime = runtime
-        #: Its cgroup below each hierarchy's root (``cortex/b<block>/<id>``).
+        #: Its cgroup below each hierarchy's root (``cortex/n<node>/b<block>/<id>``).
         self.cgroup_dir = cgroup_dir
         self.spec = spec
         self.container_id = spec.container_id
@@ -320,6 +319,7 @@ class LxcRuntime:
         ids: IdRange | None = None,
         firewall: ContainerFirewall | None = None,
         recovery: bool = False,
+        limits: NodeLimits | None = None,
     ) -> None:
         self.reactor = reactor
         self.recovery = recovery
@@ -330,17 +330,25 @@ class LxcRuntime:
         self.hostname = hostname or socket.gethostname()
         self.running: dict[str, LxcContainer] = {}
         self.sandbox = ContainerSandbox(ids or IdRange.parse(DEFAULT_RANGE_TEXT), cgroup_root, firewall)
+        #: The node's cgroup, parent of every container's, with the caps as its limits (``node_cgroup.py``).
+        self.node_cgroup = NodeCgroup(cgroup_root, self.sandbox.node_cgroup)
+        self.limits = limits
         self._host_checked = False
-        #: ImageLayout per image root, oldest first (a node runs one image at a time, two while it changes).
-        self._images: dict[Path, ImageLayout] = {}
+        self._images = ImageLayouts(cgroup_root, self.hostname)
 
     def cgroup_dir(self, controller: str, container_id: str) -> Path:
         """Where a container's cgroup of ``controller`` is while it runs."""
         running = self.running.get(container_id)
         if running is not None:
             return self.cgroup_root / controller / running.cgroup_dir
-        found = sorted((self.cgroup_root / controller / CGROUP_PARENT).glob(f"*/{container_id}"))
-        return found[0] if found else self.cgroup_root / controller / CGROUP_PARENT / container_id
+        node = self.cgroup_root / controller / self.sandbox.node_cgroup
+        found = sorted(node.glob(f"*/{container_id}"))
+        return found[0] if found else node / container_id
+
+    def set_limits(self, limits: NodeLimits) -> list[str]:
+        """The node cgroup's new limits (the caps changed); what could not be written (the old ones stay)."""
+        self.limits = limits
+        return self.node_cgroup.apply(limits)
 
     def application_finished(self, application: str) -> None:
         """``application`` has ended on this node: free its ids, rules and cgroups."""
@@ -353,7 +361,7 @@ class LxcRuntime:
             raise ContainerStartError(f"container {cid} is running already")
         root_image = check_image_root(spec)
         self._check_host()
-        image = self._image_layout(root_image)
+        image = self._images.of(root_image)
         binds = check_spec_paths(spec)
         container_dir = self.base_dir / "containers" / cid
         check_reachable(cid, [root_image, self.base_dir, *(Path(p) for p, _ in binds.in_mount_order())])
@@ -418,6 +426,8 @@ class LxcRuntime:
         ``keep`` (``lxc_leftovers.py``; blocking, bounded; work dirs only under ``roots``), and its sysfs."""
         reaped = reap_left_behind(self.base_dir, self.cgroup_root, self.sandbox.blocks.ids, roots, keep=keep)
         unmount_sysfs(self.base_dir / SYSFS_DIR)
+        if self.limits is not None:  # the caps hold from the start (a problem is logged)
+            self.node_cgroup.apply(self.limits)
         return reaped
 
     def close(self) -> None:
@@ -426,6 +436,7 @@ class LxcRuntime:
         for application in list(self.sandbox.blocks.held()):
             self.sandbox.release(application)
         unmount_sysfs(self.base_dir / SYSFS_DIR)
+        self.node_cgroup.remove()
         self._host_checked = False
 
     def _check_host(self) -> None:
@@ -433,14 +444,6 @@ class LxcRuntime:
         if not self._host_checked:
             prepare_host(self.lxc_execute, self.cgroup_root, self.base_dir)
             mount_sysfs(self.base_dir / SYSFS_DIR)
+            if self.limits is not None:  # (a problem is logged: the containers' own limits still hold)
+                self.node_cgroup.apply(self.limits)
             self._host_checked = True
-
-    def _image_layout(self, root_image: Path) -> ImageLayout:
-        """What containers take from ``root_image`` (looked up on its first start; a few are kept)."""
-        found = self._images.get(root_image)
-        if found is None:
-            found = ImageLayout.of_image(root_image, self.cgroup_root, self.hostname)
-            self._images[root_image] = found
-            while len(self._images) > _KEPT_IMAGE_LAYOUTS:
-                del self._images[next(iter(self._images))]
-        return found

@@ -10,9 +10,10 @@ ownership of what it writes, its cgroup, and its place in the node's network pol
   dirs, ``ContainerSpec.own_dirs``) are given to that root; read-only dirs keep
   their owner and must be readable by "other" (they are: resources the
   NodeManager localizes are 0644 in 0755 dirs);
-* on the application's first container, its cgroup ``cortex/b<block>`` is made
-  in the cgroup2 hierarchy (every container of the application is created below
-  it, ``cortex/b<block>/<container id>``) and the network policy is told
+* on the application's first container, its cgroup ``cortex/n<node>/b<block>`` is
+  made in the cgroup2 hierarchy (every container of the application is created below
+  it, ``cortex/n<node>/b<block>/<container id>``, below the node's cgroup that holds
+  the caps: ``node_cgroup.py``) and the network policy is told
   (``ContainerFirewall.application_added``), so the rules that name the
   application's cgroup and ids are in place before its first process runs.
 
@@ -40,8 +41,8 @@ from twisted.logger import Logger
 
 from cortex_rm.container import pinned_dirs
 from cortex_rm.container.id_ranges import IdBlock, IdBlocks, IdRange, IdRangeError
-from cortex_rm.container.lxc_config import CGROUP_PARENT
 from cortex_rm.container.net_policy import Endpoint
+from cortex_rm.container.node_cgroup import node_cgroup_name
 from cortex_rm.container.runtime import ContainerSpec, ContainerStartError
 
 log = Logger()
@@ -89,12 +90,14 @@ class ContainerSandbox:
 
     def __init__(self, ids: IdRange, cgroup_root: Path, firewall: ContainerFirewall | None = None) -> None:
         self.blocks = IdBlocks(ids)
+        #: The node's cgroup, parent of its applications' (``node_cgroup.py``).
+        self.node_cgroup = node_cgroup_name(ids)
         self.cgroup_root = cgroup_root
         self.firewall = firewall
         self._peers: dict[str, frozenset[Endpoint]] = {}
 
     def app_cgroup(self, block: IdBlock) -> str:
-        return f"{CGROUP_PARENT}/b{block.number}"
+        return f"{self.node_cgroup}/b{block.number}"
 
     def nft_cgroup(self, block: IdBlock) -> str:
         """The application's cgroup as ``nft`` names it: relative to /sys/fs/cgroup."""

@@ -11,9 +11,9 @@ receives it:
   node's range and marks each packet with its block (``MARK_PREFIX | block``);
   the mark survives the loopback, so the input hook knows which application on
   this host sent a local packet;
-* a container's sockets are in its application's cgroup ``cortex/b<block>`` of
-  the cgroup2 hierarchy; the input hook finds the receiving socket's cgroup with
-  ``socket cgroupv2 level 2``;
+* a container's sockets are in its application's cgroup ``cortex/n<node>/b<block>``
+  of the cgroup2 hierarchy (``node_cgroup.py``); the input hook finds the receiving
+  socket's cgroup with ``socket cgroupv2 level 3``;
 * a packet from another machine says which application sent it by its source
   port: the postrouting hook rewrites the source port of every container
   connection to a member's ephemeral range (where containers listen) into its
@@ -211,19 +211,19 @@ def render_table(settings: PolicySettings, members: Members) -> str:
         "  chain input {",
         "    type filter hook input priority filter; policy accept;",
         "    ct state established,related accept",
-        "    socket cgroupv2 level 2 @apps jump to_container",
+        "    socket cgroupv2 level 3 @apps jump to_container",
         f"    meta mark {_marks(ids)} jump from_container",
         "  }",
         "  chain to_container {",
-        "    socket cgroupv2 level 2 . meta mark @same_app accept",
+        "    socket cgroupv2 level 3 . meta mark @same_app accept",
         f"    meta mark {_marks(ids)} {_REFUSE}",
         # its application's containers elsewhere: their node rewrote the source port into the slot,
         # which it does for exactly this kind of packet (a member's address, an ephemeral port)
-        f"    ip saddr @members ip daddr @members th dport {low}-{high} socket cgroupv2 level 2 . th sport @app_srcs accept",
+        f"    ip saddr @members ip daddr @members th dport {low}-{high} socket cgroupv2 level 3 . th sport @app_srcs accept",
         f"    meta mark and {MARK_MASK:#x} == {MARK_PREFIX:#x} {_REFUSE}",
         "    iif lo accept",
         # the driver's host, but not a container there (its source ports are in the slots' ranges)
-        f"    ip daddr @members th sport != {_CONTAINER_SOURCES} socket cgroupv2 level 2 . ip saddr @peer_srcs accept",
+        f"    ip daddr @members th sport != {_CONTAINER_SOURCES} socket cgroupv2 level 3 . ip saddr @peer_srcs accept",
         f"    {_REFUSE}",
         "  }",
         "  chain from_container {",

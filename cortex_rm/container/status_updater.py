@@ -261,6 +261,8 @@ class NodeStatusUpdater:
             health_report=health.health_report,
             containers=health.containers,
             leave=self.leave,
+            capability=self.registration.capability,  # (the caps may change: roles/node_caps.py)
+            offering=health.offering,
         )
         if self._first_report is None or self._first_report.response_id != report.response_id:
             self._first_report = report

@@ -16,6 +16,8 @@ which turns them into attestations.  The rules:
 * **Epoch** is the incarnation our member table holds for the peer at the ack: a
   restarted member comes back at a higher one (so does one that refuted a
   suspicion), and the witness starts a new run instead of bridging the downtime.
+* **Every probe we send** tells the witness we are watching, so that a freeze of
+  our own (no probe for longer than the ack window) ends its runs.
 * The witness exists from ``start`` on (its sequence numbers start above
   ``now_ms * 1024``: above everything a previous process of ours signed); before
   that, evidence is passed over and nothing is due.
@@ -64,6 +66,8 @@ class UptimeWatch:
     def observe(self, evidence: ProbeEvidence, now: float, chord: ChordNode, table: MemberTable) -> None:
         """Feed one piece of probe evidence to the witness if its peer is a neighbour we witness now."""
         witness, peer = self.witness, evidence.peer
+        if witness is not None and isinstance(evidence, DirectProbeSent):
+            witness.sent(milliseconds(now))  # (any probe: this member is watching; its silence ends the runs)
         if witness is None or not watches(chord, peer):
             self.passed_over += 1
             return

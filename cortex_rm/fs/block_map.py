@@ -108,6 +108,7 @@ class BlockMap:
         self._attention: set[str] = set()
         self._capped: set[str] = set()  # fewer replicas than expected only because there are few live nodes
         self._preferred: frozenset[str] = frozenset()  # static nodes: new replicas go there first, extra ones leave others
+        self.free: dict[str, int] = {}  # node -> room for blocks it last reported (its disk cap's, or its disk's)
         self._decommissioning: set[str] = set()  # live, but their replicas do not count: copied elsewhere
 
     def prefer(self, nodes: Iterable[str]) -> None:
@@ -181,6 +182,7 @@ class BlockMap:
     def node_lost(self, node_id: str) -> None:
         """LOST, decommissioned or gone: its replicas stop counting, its fetches are cancelled."""
         self._nodes.pop(node_id, None)
+        self.free.pop(node_id, None)
         self._live.discard(node_id)
         self._deletes.pop(node_id, None)
         self._excess.pop(node_id, None)
@@ -325,8 +327,13 @@ class BlockMap:
             if node_id not in self._holders[block_id] and node_id not in pending and block_id not in deleting:
                 candidates.append((len(holders), block_id))
         orders = []
+        room = self.free.get(node_id)  # (its disk cap's room: no copy it has no room for is ordered)
         for _, block_id in heapq.nsmallest(self.max_fetches_per_report, candidates):
             block = self._blocks[block_id]
+            if room is not None:
+                if block.length > room:
+                    continue
+                room -= block.length
             sources = self.locations(block_id)
             self._pending.setdefault(block_id, {})[node_id] = now + self.pending_timeout_s
             orders.append(FetchOrder(block_id, block.length, block.checksum, tuple(sources)))
@@ -359,9 +366,13 @@ class BlockMap:
     def live_nodes(self) -> list[DataNode]:
         return [self._nodes[n] for n in sorted(self._live)]
 
-    def choose_targets(self, count: int, *, writer: str | None = None) -> list[DataNode]:
-        """Up to ``count`` distinct live nodes for a write pipeline, the writer's own node first if live."""
+    def choose_targets(self, count: int, *, writer: str | None = None, block_size: int = 0) -> list[DataNode]:
+        """Up to ``count`` distinct live nodes for a write pipeline, the writer's own node first if live;
+        nodes whose last report left less room than ``block_size`` are left out while others have it
+        (if none has, they are chosen anyway: the first refuses the write, naming its disk cap)."""
         live = sorted(self._live - self._decommissioning)
+        roomy = [n for n in live if self.free.get(n, block_size) >= block_size]
+        live = roomy or live
         if not live:
             raise NotEnoughDataNodes(
                 "no DataNode has reported to the NameNode yet; wait until the cluster's nodes have started"

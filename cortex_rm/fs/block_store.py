@@ -22,6 +22,11 @@ in blocks nobody reads with a background scanner, but WebHDFS clients check
 nothing.  With ISA-L's CRC (``checksums``) the check costs ~0.03 CPU seconds per
 GiB.  A read tells the kernel it is sequential (``posix_fadvise``): cold reads get
 twice the readahead.
+
+Disk cap: the store is one of the node's ``DiskUser``s (``disk_cap.py``).  A writer reserves
+the most its block may take before it creates a file (``DiskOutOfSpace`` when that does not fit
+under the cap after evicting caches: the write is refused), more if the block grows past it, and
+gives the reservation back when it finishes or aborts.  Replicas themselves are never evicted.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import os
 import re
 import shutil
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +50,11 @@ from cortex_rm.fs.checksums import (
     chunk_count,
     verify_chunks,
 )
+from cortex_rm.fs.disk_cap import DiskCap, Evictable
 from cortex_rm.fs.errors import CorruptReplica, FileAlreadyExists, IllegalArgument, MissingBlock
 
 PIECE_BYTES = 16 * BYTES_PER_CRC  # 1 MiB: what one read yields at most
+GROW_BYTES = 8 * PIECE_BYTES  # what a writer reserves at a time past what it announced
 _BLOCK_ID = re.compile(r"^blk_[0-9a-f]{32}$")
 _MAGIC = b"CXBK"
 _HEADER = struct.Struct(">4sBQIQ")  # magic, version, length, bytes per CRC, finalized (epoch ms)
@@ -92,18 +100,34 @@ class StoredBlock:
 class BlockWriter:
     """Writes one new replica; ``finish`` makes it visible, ``abort`` removes every trace."""
 
-    def __init__(self, store: BlockStore, block_id: str) -> None:
+    def __init__(self, store: BlockStore, block_id: str, expected_bytes: int = 0) -> None:
         self.store = store
         self.block_id = block_id
         self._data_path = store.root / "tmp" / block_id
-        self._file: BinaryIO | None = self._data_path.open("xb")
+        self._reservations = [store.disk.reserve(f"block {block_id}", expected_bytes)]  # DiskOutOfSpace
+        self._reserved = expected_bytes
+        try:
+            self._file: BinaryIO | None = self._data_path.open("xb")
+        except BaseException:
+            self._settle()
+            raise
         self._sums = BlockChecksummer()
 
     def write(self, data: bytes) -> None:
         if self._file is None:
             raise ValueError(f"the writer of {self.block_id} is closed")
+        grown = self._sums.length + len(data) - self._reserved
+        if grown > 0:  # longer than announced: room for more, or DiskOutOfSpace (the caller aborts)
+            grown = max(grown, GROW_BYTES)
+            self._reservations.append(self.store.disk.reserve(f"block {self.block_id}", grown))
+            self._reserved += grown
         self._file.write(data)
         self._sums.update(data)
+
+    def _settle(self) -> None:
+        for reservation in self._reservations:
+            reservation.settle()
+        self._reservations.clear()
 
     def finish(self) -> StoredBlock:
         if self._file is None:
@@ -125,6 +149,7 @@ class BlockWriter:
         os.replace(self._data_path, data_path)
         os.replace(meta_tmp, meta_path)  # last: the block exists from here on
         self.store._added(block)
+        self._settle()  # (after: its bytes are counted as the store's from here on)
         return block
 
     def abort(self) -> None:
@@ -133,16 +158,26 @@ class BlockWriter:
             self._file = None
         for path in (self._data_path, self._data_path.with_suffix(".meta")):
             path.unlink(missing_ok=True)
+        self._settle()
 
 
 class BlockStore:
     """The replicas under ``root`` (see the module docstring)."""
 
-    def __init__(self, root: Path, now_ms: Callable[[], int], *, sync_on_finish: bool = False) -> None:
+    disk_name = "block replicas"
+
+    def __init__(
+        self, root: Path, now_ms: Callable[[], int], *, sync_on_finish: bool = False, disk: DiskCap | None = None
+    ) -> None:
         self.root = root
         self.now_ms = now_ms
         self.sync_on_finish = sync_on_finish
         self._lengths: dict[str, int] = {}
+        self._total = 0  # sum of _lengths, kept as one int: read from any thread
+        self._count_lock = threading.Lock()  # writers finish and delete on several threads
+        #: The node's disk cap, which this store is a user of (none by default).
+        self.disk = disk if disk is not None else DiskCap()
+        self.disk.add_user(self)
         (root / "current").mkdir(parents=True, exist_ok=True)
         (root / "tmp").mkdir(exist_ok=True)
 
@@ -152,7 +187,9 @@ class BlockStore:
         return directory / block_id, directory / f"{block_id}.meta"
 
     def _added(self, block: StoredBlock) -> None:
-        self._lengths[block.block_id] = block.length
+        with self._count_lock:
+            self._total += block.length - self._lengths.get(block.block_id, 0)
+            self._lengths[block.block_id] = block.length
 
     def scan(self) -> list[StoredBlock]:
         """The complete replicas, after removing what interrupted writes left (reads headers, not data)."""
@@ -160,6 +197,7 @@ class BlockStore:
         (self.root / "tmp").mkdir()
         found: list[StoredBlock] = []
         self._lengths.clear()
+        self._total = 0
         for directory in sorted((self.root / "current").iterdir()):
             if not directory.is_dir():
                 continue
@@ -173,7 +211,7 @@ class BlockStore:
                         self.delete(name)
                     else:
                         found.append(block)
-                        self._lengths[name] = block.length
+                        self._added(block)
                 elif not path.with_suffix(".meta").exists():
                     path.unlink(missing_ok=True)  # data whose meta was never written
         return found
@@ -193,11 +231,13 @@ class BlockStore:
             return None
         return StoredBlock(block_id, length, block_checksum(crcs), finalized)
 
-    def writer(self, block_id: str) -> BlockWriter:
+    def writer(self, block_id: str, expected_bytes: int = 0) -> BlockWriter:
+        """A writer of a new replica that will take about ``expected_bytes`` (reserved under the disk
+        cap now: ``DiskOutOfSpace`` if it cannot be had)."""
         if self.stat(block_id) is not None:
             raise FileAlreadyExists(f"block {block_id} already exists on this node")
         try:
-            return BlockWriter(self, block_id)
+            return BlockWriter(self, block_id, expected_bytes)
         except FileExistsError:
             raise FileAlreadyExists(f"block {block_id} is already being written on this node") from None
 
@@ -282,12 +322,21 @@ class BlockStore:
         existed = meta_path.exists()
         meta_path.unlink(missing_ok=True)
         data_path.unlink(missing_ok=True)
-        self._lengths.pop(block_id, None)
+        with self._count_lock:
+            self._total -= self._lengths.pop(block_id, 0)
         return existed
 
     def used_bytes(self) -> int:
-        return sum(self._lengths.values())
+        return self._total
+
+    def evictable(self) -> list[Evictable]:
+        return []  # replicas are the NameNode's to move: a write that does not fit is refused
+
+    def evict(self, key: str) -> int:
+        return 0
 
     def free_bytes(self) -> int:
-        usage = shutil.disk_usage(self.root)
-        return usage.free
+        """Room for blocks: the file system's free space, or less under the disk cap."""
+        free = shutil.disk_usage(self.root).free
+        room = self.disk.room()
+        return free if room is None else min(free, room)

@@ -160,7 +160,7 @@ class NameNode:
             replication, block_size = record.replication, record.block_size
         else:
             raise IllegalArgument(f"{op} is not a write")
-        pipeline = self.blocks.choose_targets(replication, writer=writer)
+        pipeline = self.blocks.choose_targets(replication, writer=writer, block_size=block_size)
         claims = {
             "path": str(path),
             "user": user.name,
@@ -365,10 +365,13 @@ class NameNode:
     # -- the nodes' side
 
     def node_report(
-        self, node: DataNode, full: bool, added: Sequence[ReportedBlock], removed: Sequence[str]
+        self, node: DataNode, full: bool, added: Sequence[ReportedBlock], removed: Sequence[str], free_bytes: int | None = None
     ) -> NodeCommands:
-        """A node's block report; the answer is what it must delete and fetch."""
+        """A node's block report; the answer is what it must delete and fetch (``free_bytes``: its room for
+        blocks, under its disk cap: new pipelines skip a node without room for a block)."""
         self.blocks.node_up(node)
+        if free_bytes is not None:
+            self.blocks.free[node.node_id] = free_bytes
         if full:
             self.blocks.full_report(node.node_id, added)
         else:

@@ -100,6 +100,13 @@ struct NodeStatus {
   5: required list<ContainerStatus> containers,
   // the node is leaving gracefully (YARN's graceful decommission); absent: it is not
   6: optional NodeLeave leave,
+  // (7-9: free)
+  // the node's total resource now: its caps, which change without a restart (SIGHUP); the RM
+  // resizes the node when it differs, keeping its containers. Unset: as registered
+  10: optional Capacity capability,
+  // false outside the node's schedule ([nodemanager] schedule): the RM places nothing new there,
+  // its containers go on. Unset: true
+  11: optional bool offering,
 }
 
 /** How far a node that leaves gracefully has got. */

@@ -144,12 +144,24 @@ def _node_address(node_id: NodeId) -> ttypes.NodeAddress:
 # ------------------------------------------------------------- registerNode
 
 
+def _capacity_to_thrift(capability: Resource) -> ttypes.Capacity:
+    return ttypes.Capacity(memory_mb=capability.memory_mb, vcores=capability.vcores)
+
+
+def _capacity_from_thrift(t: Any, field: str) -> Resource:
+    """A node's capacity (at least 1 MB and 1 vcore), or MalformedMessage."""
+    if not isinstance(t, ttypes.Capacity):
+        raise MalformedMessage(f"{field} is missing")
+    _validate(t, field)
+    return Resource(_int(t.memory_mb, f"{field}.memory_mb", 1, MAX_MEMORY_MB), _int(t.vcores, f"{field}.vcores", 1, MAX_INT32))
+
+
 def registration_to_thrift(reg: NodeRegistration) -> ttypes.NodeRegistration:
     return ttypes.NodeRegistration(
         node_id=_node_address(reg.node_id),
         http_address=reg.http_address,
         rack=reg.rack,
-        capacity=ttypes.Capacity(memory_mb=reg.capability.memory_mb, vcores=reg.capability.vcores),
+        capacity=_capacity_to_thrift(reg.capability),
         heartbeat_interval_ms=reg.heartbeat_interval_ms,
         version=reg.version or None,
         healthy=reg.healthy,
@@ -166,9 +178,7 @@ def registration_from_thrift(t: Any) -> NodeRegistration:
     rack = _text(t.rack, "registration.rack", MAX_RACK_CHARS, allow_empty=False)
     if not rack.startswith("/"):
         raise MalformedMessage(f"registration.rack must start with '/', not {rack!r}")
-    if not isinstance(t.capacity, ttypes.Capacity):
-        raise MalformedMessage("registration.capacity is missing")
-    _validate(t.capacity, "registration.capacity")
+    capability = _capacity_from_thrift(t.capacity, "registration.capacity")
     if t.healthy is not None and not isinstance(t.healthy, bool):
         raise MalformedMessage("registration.healthy must be a bool")
     containers = _list(t.containers or [], "registration.containers")
@@ -176,10 +186,7 @@ def registration_from_thrift(t: Any) -> NodeRegistration:
         node_id=_node_id(t.node_id, "registration.node_id"),
         http_address=_address(t.http_address, "registration.http_address"),
         rack=rack,
-        capability=Resource(
-            _int(t.capacity.memory_mb, "registration.capacity.memory_mb", 1, MAX_MEMORY_MB),
-            _int(t.capacity.vcores, "registration.capacity.vcores", 1, MAX_INT32),
-        ),
+        capability=capability,
         heartbeat_interval_ms=_int(t.heartbeat_interval_ms, "registration.heartbeat_interval_ms", 1, MAX_INT32),
         version=_text(t.version, "registration.version", MAX_VERSION_CHARS),
         healthy=t.healthy is not False,
@@ -284,6 +291,8 @@ def status_to_thrift(status: NodeStatusReport) -> ttypes.NodeStatus:
         health_report=status.health_report,
         containers=[_container_to_thrift(c) for c in status.containers],
         leave=None if status.leave is None else _LEAVES[status.leave],
+        capability=None if status.capability is None else _capacity_to_thrift(status.capability),
+        offering=None if status.offering else False,
     )
 
 
@@ -294,6 +303,8 @@ def status_from_thrift(t: Any) -> NodeStatusReport:
     _validate(t, "status")
     if not isinstance(t.healthy, bool):
         raise MalformedMessage("status.healthy must be a bool")
+    if t.offering is not None and not isinstance(t.offering, bool):
+        raise MalformedMessage("status.offering must be a bool")
     containers = _list(t.containers, "status.containers")
     leave = None if t.leave is None else _LEAVES_BACK.get(t.leave)
     if t.leave is not None and leave is None:
@@ -305,6 +316,8 @@ def status_from_thrift(t: Any) -> NodeStatusReport:
         health_report=_text(t.health_report, "status.health_report", MAX_TEXT_CHARS),
         containers=tuple(_container_from_thrift(c, f"status.containers[{i}]") for i, c in enumerate(containers)),
         leave=leave,
+        capability=None if t.capability is None else _capacity_from_thrift(t.capability, "status.capability"),
+        offering=t.offering is not False,
     )
 
 

@@ -168,7 +168,7 @@ class TrackerCalls(EventCalls):
         def decide() -> ttypes.BlockCommands:
             node_id, message = block_codec.report_from_thrift(node, report)
             name_node, data_node = self._data_node(node_id)
-            commands = name_node.node_report(data_node, message.full, message.added, message.removed)
+            commands = name_node.node_report(data_node, message.full, message.added, message.removed, message.free_bytes)
             fetch = tuple(
                 block_codec.BlockFetch(
                     BlockRef(f.block_id, f.length, f.checksum),

@@ -18,7 +18,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.error import ReactorNotRunning
@@ -30,9 +30,11 @@ from cortex_rm.container.container_manager import ContainerManager
 from cortex_rm.container.graceful_leave import GracefulLeave, KillContainers
 from cortex_rm.container.nm_container import NMContainerState
 from cortex_rm.container.status_updater import NodeStatusUpdater, UpdaterState
-from cortex_rm.roles.status_updater_service import NodeStatusUpdaterService
 from cortex_rm.yarn.container_status import ContainerExitStatus
 from cortex_rm.yarn.reactors import INodeReactor
+
+if TYPE_CHECKING:
+    from cortex_rm.roles.node_manager import NodeManagerRole
 
 log = Logger()
 
@@ -124,11 +126,11 @@ class LeaveRequest:
         self.cut = False  # a second SIGTERM, or SIGINT: stop at once
         self.current: LeaveDriver | None = None
 
-    async def run(self, clock: IReactorTime, containers: ContainerManager | None,
-                  updater: NodeStatusUpdaterService | None, grace_s: float, state_dir: Path) -> None:  # fmt: skip
-        """The graceful leave, if one was asked for and the node runs containers; else nothing."""
-        if not self.requested or self.cut or containers is None:
+    async def run(self, clock: IReactorTime, nm: NodeManagerRole | None, state_dir: Path) -> None:
+        """The graceful leave of ``nm``'s node, if one was asked for and it runs a NodeManager; else nothing."""
+        if nm is None or nm.containers is None or not self.requested or self.cut:
             return
+        containers, updater, grace_s = nm.containers, nm.status_updater, nm.section.decommission_grace_s
         progress_file = state_dir / PROGRESS_FILE
         core = updater.updater if updater is not None else None
         self.current = LeaveDriver(clock, containers, core, grace_s, progress=lambda text: _write(progress_file, text))

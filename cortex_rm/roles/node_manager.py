@@ -265,7 +265,7 @@ class NodeManagerRole:
     def _lxc_runtime(self) -> ContainerRuntime:
         """The LXC runtime with this node's id range and network policy (installed now; the
         members are kept up to date from the ring, the capacity reports and the RM's record)."""
-        from cortex_rm.container.lxc_runtime import LxcRuntime
+        from cortex_rm.container.lxc_runtime import LxcRuntime, limits_of
 
         nm = self.section
         ids = IdRange.parse(nm.container_id_range)
@@ -287,7 +287,7 @@ class NodeManagerRole:
         self.firewall.install(self.members.current())
         self.members.start()
         lxc = self.state_dir.resolve() / "lxc"
-        return LxcRuntime(self.reactor, lxc, ids=ids, firewall=self.firewall, recovery=nm.recovery)
+        return LxcRuntime(self.reactor, lxc, ids=ids, firewall=self.firewall, recovery=nm.recovery, limits=limits_of(nm))
 
     # ------------------------------------------------------------ reporting to the RM
 

@@ -2,27 +2,23 @@
 
 Built by the composition root (``node.py``) when ``[resourcemanager] enabled``:
 
-* the state store (SQLAlchemy on its own thread), the token master keys, and the
-  scheduling service with the application table it owns and the capacity
-  scheduler (``allocator/cluster_scheduling.py``), which launches AM containers
-  on nodes over Hadoop IPC;
+* the state store (SQLAlchemy on its own thread), the token master keys, and the scheduling
+  service with the application table it owns and the capacity scheduler
+  (``allocator/cluster_scheduling.py``), which launches AM containers on nodes over Hadoop IPC;
 * users' credentials (``allocator/user_credentials.py``, ``roles/user_admin.py``): the
   admin's at ``<state_dir>/admin.token``, checked on every port below;
-* ``resourcemanager.address``: ApplicationClientProtocol (SASL TOKEN with a user's RM
-  delegation token; SIMPLE callers are anonymous);
-* ``resourcemanager.scheduler_address``: ApplicationMasterProtocol, where an AM must
-  authenticate with its AMRMToken (DIGEST-MD5) — that is how the RM knows which
-  attempt calls;
+* ``resourcemanager.address``: ApplicationClientProtocol (SASL TOKEN with a user's RM delegation token;
+  SIMPLE callers are anonymous);
+* ``resourcemanager.scheduler_address``: ApplicationMasterProtocol, where an AM must authenticate with
+  its AMRMToken (DIGEST-MD5) — that is how the RM knows which attempt calls;
 * ``resourcemanager.webapp_address``: the REST API, with the function registry under
-  ``/ws/v1/cortex/events/functions`` (``roles/event_registry.py``: its table in the state
-  store's database, its records in the ring) and the other events' resources that
-  ``events_web`` holds;
-* ``resourcemanager.tracker_address``: the NodeTracker, where nodes register and
-  report (Thrift over mutual TLS), with its expiry check, and fetch functions' code and
-  check users' tokens;
-* on the ring (when the node is a ring member): the RM's record under
-  ``cortex:resourcemanager`` (republished every 30 s), and a ring death or
-  departure of a node's member turns that node LOST at once.
+  ``/ws/v1/cortex/events/functions`` (``roles/event_registry.py``: its table in the state store's
+  database, its records in the ring) and the other events' resources that ``events_web`` holds;
+* ``resourcemanager.tracker_address``: the NodeTracker, where nodes register and report (Thrift over
+  mutual TLS; a heartbeat's new capability resizes the node), with its expiry check, and fetch
+  functions' code and check users' tokens;
+* on the ring (when the node is a ring member): the RM's record under ``cortex:resourcemanager``
+  (republished every 30 s), and a ring death or departure of a node's member turns that node LOST at once.
 """
 
 from __future__ import annotations

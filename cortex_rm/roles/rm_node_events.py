@@ -41,6 +41,10 @@ class NodeEvents:
         self.scheduling.node_health_changed(node)  # an unhealthy node still stores blocks
         self.updates.changed(node)
 
+    def node_resized(self, node: NodeRecord) -> None:
+        if self.scheduling.scheduler.nodes.resize(node.node_id, node.capability, node.offering):  # (containers stay)
+            self.scheduling.schedule_soon()
+
     def cleanup_for(self, node: NodeRecord) -> NodeOrders:
         return self.scheduling.cleanup_for(node)
 

@@ -108,6 +108,8 @@ class NodeHealth:
     healthy: bool = True
     health_report: str = ""
     containers: tuple[ContainerReport, ...] = ()
+    #: Within its schedule (``[nodemanager] schedule``): False, it takes no new containers now.
+    offering: bool = True
     leave: NodeLeave | None = None  # None: the node is not leaving
 
 
@@ -120,6 +122,10 @@ class NodeStatusReport:
     healthy: bool = True
     health_report: str = ""
     containers: tuple[ContainerReport, ...] = ()
+    #: The node's total resource now (its caps change without a restart); None: as registered.
+    capability: Resource | None = None
+    #: False outside the node's schedule: the RM places nothing new there (its containers go on).
+    offering: bool = True
     leave: NodeLeave | None = None  # None: the node is not leaving
 
 

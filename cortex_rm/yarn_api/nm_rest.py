@@ -1,7 +1,8 @@
 """The NodeManager's REST API (``/ws/v1/node``) on the node's web port.
 
 It serves the node's identity and health (``/ws/v1/node`` and
-``/ws/v1/node/info``, in YARN's JSON shape) and, given the node's containers, its
+``/ws/v1/node/info``, in YARN's JSON shape), the node's status page for people (``/node``:
+``node_web``) and, given the node's containers, its
 applications, containers and container logs (``nm_rest_containers``:
 ``/ws/v1/node/{apps,containers,containerlogs}/...``).  ``cortex-rm local-cluster``
 waits on it to know a daemon is up.
@@ -21,6 +22,8 @@ from twisted.web.server import Request
 from cortex_rm.yarn_api.http_limits import DATANODE_LIMITS, HttpLimits, LimitedSite
 from cortex_rm.yarn_api.nm_rest_containers import NodeContainers, NodeContainersResource
 from cortex_rm.yarn_api.nm_viewers import ViewTickets
+from cortex_rm.yarn_api.node_web import NodePage, mounted_ring
+from cortex_rm.status_page.node_page import NodeFacts
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,10 @@ def build_nm_site(
     ws.putChild(b"v1", v1)
     root = Resource()
     root.putChild(b"ws", ws)
+    facts = lambda: NodeFacts(  # noqa: E731
+        info.node_id, info.host, info.memory_mb, info.vcores, info.started_ms, now_ms(), info.version
+    )
+    root.putChild(b"node", NodePage(facts, containers, mounted_ring(root)))
     for name, child in (children or {}).items():
         root.putChild(name, child)
     return LimitedSite(root, limits=limits, clock=clock, name="NodeManager web", untyped_prefixes=(b"/webhdfs/", b"/cortex/"))

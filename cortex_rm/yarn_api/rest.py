@@ -3,8 +3,9 @@
 ``build_rest_site(rm, version=...)`` gives the ``Site`` the composition root
 listens with.  The tree is small:
 
-* ``/`` and ``/cluster`` -- a short HTML overview with status 200.  Clients such as
-  ``yarn-api-client`` probe ``<base>/cluster`` for a 200 to find the active RM.
+* ``/cluster/...`` -- the status pages for people (``status_web``: HTML, 200 for ``/cluster``);
+  ``/`` redirects there (302), as YARN's does.  Clients such as ``yarn-api-client`` probe
+  ``<base>/cluster`` for a 200 to find the active RM.
 * ``/ws/v1/cluster/...`` -- the web services, routed by ``rest_services.ROUTES`` to
   ``ClusterWebServices``; every answer is JSON, errors in YARN's ``RemoteException``
   form (``rest_errors``).  Unknown paths are 404, known paths with another method
@@ -20,7 +21,6 @@ on the state store run as Deferreds and the request is finished when they fire
 
 from __future__ import annotations
 
-import html
 import io
 import json
 import re
@@ -54,6 +54,7 @@ from cortex_rm.yarn_api.rest_call import STATIC_WEB_USER, Reply, RestCall
 from cortex_rm.yarn_api.rest_credentials import UserAdmin
 from cortex_rm.yarn_api.ledger_rest import LedgerWebServices
 from cortex_rm.yarn_api.rest_services import NEEDS_CREDENTIAL, ClusterWebServices, ViewTicketSigner, match_route
+from cortex_rm.yarn_api.status_web import ClusterPages
 from cortex_rm.yarn_api.rm_proof_web import LiveSecrets, RmProofResource, RmProofs
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
 
@@ -275,43 +276,16 @@ class NotFoundResource(Resource):
         return data
 
 
-class ClusterOverviewPage(Resource):
-    """``/`` and ``/cluster``: the RM's web page, reduced to an overview (status 200)."""
+class RootRedirect(Resource):
+    """``/``: 302 to ``/cluster``, as YARN's RM web app redirects its root (a short HTML body says so too)."""
 
     isLeaf = True
 
-    def __init__(self, rm: RMContext, version: str, show_metrics: bool = True) -> None:
-        """``show_metrics`` False (``anonymous_access = "none"``): the page names the RM and nothing more."""
-        super().__init__()
-        self.rm = rm
-        self.version = version
-        self.show_metrics = show_metrics
-
     def render_GET(self, request: Request) -> bytes:
-        m = self.rm.metrics()
-        rows = [
-            ("Cluster ID", str(self.rm.cluster_id)),
-            ("ResourceManager state", "STARTED (ACTIVE)"),
-            ("Started on (ms)", str(self.rm.started_ms)),
-            ("Version", f"Cortex RM {self.version} (YARN 3.5 API)"),
-        ]
-        if self.show_metrics:
-            rows += [
-                ("Applications submitted / pending / running", f"{m.apps_submitted} / {m.apps_pending} / {m.apps_running}"),
-                ("Applications completed / failed / killed", f"{m.apps_completed} / {m.apps_failed} / {m.apps_killed}"),
-                ("Active nodes", str(m.active_nodes)),
-                ("Memory total / allocated (MB)", f"{m.total.memory_mb} / {m.allocated.memory_mb}"),
-                ("vCores total / allocated", f"{m.total.vcores} / {m.allocated.vcores}"),
-            ]
-        table = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-        page = (
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Cortex RM - Cluster</title></head>\n"
-            f"<body><h1>Cortex ResourceManager</h1>\n<table>\n{table}\n</table>\n"
-            '<p>REST API: <a href="/ws/v1/cluster/info">/ws/v1/cluster/info</a></p></body></html>\n'
-        )
+        request.setResponseCode(302)
+        request.setHeader(b"Location", b"/cluster")
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
-        request.setHeader(b"Cache-Control", b"no-cache")
-        return page.encode("utf-8")
+        return b'<!DOCTYPE html>\n<title>Cortex ResourceManager</title><p>See <a href="/cluster">/cluster</a>.</p>\n'
 
 
 class _Root(Resource):
@@ -346,13 +320,14 @@ def build_rest_site(
     ``/ws/v1/cortex/rm-proof`` answers once the RM claims its addresses (``site.rm_proofs``).
     """
     root = _Root()
-    page = ClusterOverviewPage(rm, version, show_metrics=auth is None or auth.anonymous_access != "none")
-    root.putChild(b"", page)
+    access = access or AppAccess(())
+    page = ClusterPages(rm, version, auth, access, ledger, events)
+    root.putChild(b"", RootRedirect())
     root.putChild(b"cluster", page)
     anonymous_access = auth.anonymous_access if auth is not None else "cluster-info"
     credentials = auth.credentials if auth is not None else None
     services = ClusterWebServices(
-        rm, version, access or AppAccess(()), anonymous_access, admin, credentials, view_tickets=view_tickets
+        rm, version, access, anonymous_access, admin, credentials, view_tickets=view_tickets
     )
     proofs = None if auth is None else RmProofs(LiveSecrets(auth.credentials), rm.clock)
     proof_resource = None if proofs is None else RmProofResource(proofs)

@@ -131,6 +131,10 @@ class RingResource(Resource):
         self._view = view
         self._clock = clock
 
+    def view(self) -> RingView | None:
+        """This node's ring view now (None while the ring is not started): the node's status page shows it too."""
+        return self._view()
+
     def render(self, request: Request) -> bytes:
         method = (request.method or b"GET").decode("ascii", errors="replace")
         path = (request.path or RING_PATH.encode()).decode("utf-8", errors="replace")

@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 
 from cortex_rm.container.nm_recovery import RECOVERY_DIR, ContainerRecord, same_process_alive
-from tests.e2e.test_spark_rm_restart import EXPECTED, JOB, _app, _get, _nodes_running, _restart, _stop
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.logs_cli import aggregated_logs
 from tests.support.ring_daemons import wait_for
 from tests.support.spark import (
     EXECUTORS, PYTHON_CONF, application_id_from_output, spark_submit_command, spark_submit_env,
 )  # fmt: skip
+from tests.support.spark_jobs import EXPECTED, JOB, app_report, nodes_running, rest_get, restart, stop_daemon
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +45,14 @@ def _configure(cluster: RunningCluster, lines: dict[int, str]) -> None:
     """These nodes again, each with a line added to its ``[nodemanager]`` table."""
     for index, line in lines.items():
         node = cluster.nodes[index]
-        _stop(cluster, node, signal.SIGTERM)
+        stop_daemon(cluster, node, signal.SIGTERM)
         config = Path(node.config)
         text = config.read_text()
         assert "\n[nodemanager]\n" in text
         config.write_text(text.replace("\n[nodemanager]\n", f"\n[nodemanager]\n{line}\n"))
     for index in lines:
-        _restart(cluster, index)
-    wait_for(lambda: _nodes_running(cluster) == 3, "the three nodes to be RUNNING again", timeout=120, step=0.5)
+        restart(cluster, index)
+    wait_for(lambda: nodes_running(cluster) == 3, "the three nodes to be RUNNING again", timeout=120, step=0.5)
 
 
 def _records(cluster: RunningCluster) -> list[ContainerRecord]:
@@ -79,7 +79,7 @@ def test_a_jobs_containers_outlive_a_sigkill_of_their_nodemanager_and_are_taken_
         nonlocal app_id
         assert proc.poll() is None, "".join(lines)[-6000:]
         app_id = app_id or application_id_from_output("".join(lines))
-        report = _app(cluster, app_id) if app_id else None
+        report = app_report(cluster, app_id) if app_id else None
         return report is not None and report["state"] == "RUNNING" and report["runningContainers"] >= containers
 
     try:
@@ -87,11 +87,11 @@ def test_a_jobs_containers_outlive_a_sigkill_of_their_nodemanager_and_are_taken_
         time.sleep(8)  # some map tasks done, most still to come
         records = _records(cluster)
         assert len(records) == 3 and all(r.pid is not None for r in records), records
-        _stop(cluster, cluster.nodes[1], signal.SIGKILL)
+        stop_daemon(cluster, cluster.nodes[1], signal.SIGKILL)
         killed_at = time.monotonic()
         time.sleep(2)
         assert all(same_process_alive(r) for r in records), "the containers should outlive their NodeManager"
-        _restart(cluster, 1)
+        restart(cluster, 1)
         wait_for(lambda: running_with(3), "the RM to show the job's three containers again", timeout=90, step=0.5)
         print(f"node2 SIGKILLed; its 3 containers RUNNING at the RM again {time.monotonic() - killed_at:.1f} s later")
         proc.wait(timeout=600)
@@ -103,9 +103,9 @@ def test_a_jobs_containers_outlive_a_sigkill_of_their_nodemanager_and_are_taken_
     out = "".join(lines)
     (tmp_path / "spark-submit.out").write_text(out)
     assert proc.returncode == 0 and app_id is not None, out[-6000:]
-    report = _app(cluster, app_id)
+    report = app_report(cluster, app_id)
     assert report is not None and (report["state"], report["finalStatus"]) == ("FINISHED", "SUCCEEDED"), report
-    attempts = _get(cluster, f"apps/{app_id}/appattempts")["appAttempts"]["appAttempt"]
+    attempts = rest_get(cluster, f"apps/{app_id}/appattempts")["appAttempts"]["appAttempt"]
     assert len(attempts) == 1, attempts
     driver_out = aggregated_logs(cluster.conf_dir, app_id, contains="COUNTS")
     assert EXPECTED in driver_out, driver_out[-3000:]

@@ -5,7 +5,7 @@ A local five-node Cortex in namespaces of its own (``--isolated``: the container
 bridge, and each other across nodes), nodes 1 to 3 RM-eligible (``--rm-standbys 2``) with NodeManagers too
 small for any container (``--rm-config`` merges ``[nodemanager] memory_mb``), so the job's AM and executors run on
 nodes 4 and 5 and nothing of it dies with the active RM's daemon.  The active is SIGKILLed mid-job (see
-``job_through_a_failover`` in ``test_spark_rm_failover.py``); an isolated node is not started again, so its return
+``job_through_a_failover`` in ``tests/support/rm_failover_job.py``); an isolated node is not started again, so its return
 as a standby is left to the cluster-mode test and ``tests/integration/test_rm_partition.py``.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_spark_rm_failover import RM_NODES, job_through_a_failover
 from tests.support.cluster import RunningCluster, running_cluster
+from tests.support.rm_failover_job import RM_NODES, job_through_a_failover
 
 pytestmark = pytest.mark.e2e
 

@@ -25,103 +25,25 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
-from cortex_rm import local_cluster
-from cortex_rm.processes import alive
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.logs_cli import aggregated_logs
 from tests.support.ring_daemons import wait_for
 from tests.support.spark import (
     EXECUTORS, PYTHON_CONF, application_id_from_output, spark_submit_command, spark_submit_env,
 )  # fmt: skip
+from tests.support.spark_jobs import EXPECTED, JOB, app_report, rest_get, restart, shrink_nodemanagers, stop_daemon
 
 pytestmark = pytest.mark.e2e
-
-PARTITIONS = 16
-TASK_SLEEP_S = 6  # 16 tasks on 2 one-core executors: about 50 s of map stage
-JOB = f"""
-import sys, time
-from operator import add
-from pyspark.sql import SparkSession
-
-def words(i):
-    time.sleep({TASK_SLEEP_S})
-    return [("k%d" % (n % 4), 1) for n in range(i * 100, (i + 1) * 100)]
-
-spark = SparkSession.builder.appName("CortexRMRestart").getOrCreate()
-sc = spark.sparkContext
-counts = sc.parallelize(range({PARTITIONS}), {PARTITIONS}).flatMap(words).reduceByKey(add, 4).collect()
-print("COUNTS", sorted(counts))
-spark.stop()
-"""
-EXPECTED = "COUNTS " + str(sorted((f"k{k}", PARTITIONS * 100 // 4) for k in range(4)))
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
     with running_cluster(tmp_path_factory.mktemp("rm-restart"), nodes=3, spark=True) as c:
-        _shrink_nodemanagers(c, (0, 2))
+        shrink_nodemanagers(c, (0, 2))
         yield c
-
-
-def _stop(cluster: RunningCluster, node: local_cluster.LocalNode, sig: signal.Signals) -> None:
-    """Signal the node's daemon and wait until it is gone (reaped: this process started it)."""
-    os.kill(node.pid, sig)
-    deadline = time.monotonic() + 30
-    while alive(node.pid):
-        assert time.monotonic() < deadline, f"{node.name} did not stop"
-        try:
-            os.waitpid(node.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.1)
-
-
-def _restart(cluster: RunningCluster, index: int) -> None:
-    node = cluster.nodes[index]
-    cluster.nodes[index] = local_cluster.restart_node(cluster.workdir, node.name, say=lambda _: None)
-
-
-def _shrink_nodemanagers(cluster: RunningCluster, indices: tuple[int, ...]) -> None:
-    """These nodes again, each with a NodeManager no container fits on (node1's RM starts again too)."""
-    for index in indices:
-        node = cluster.nodes[index]
-        _stop(cluster, node, signal.SIGTERM)
-        config = Path(node.config)
-        text = config.read_text()
-        assert "\n[nodemanager]\n" in text
-        config.write_text(text.replace("\n[nodemanager]\n", "\n[nodemanager]\nmemory_mb = 256\n"))
-    for index in indices:
-        _restart(cluster, index)
-    count = len(cluster.nodes)
-    wait_for(lambda: _nodes_running(cluster) == count, f"the {count} nodes to be RUNNING again", timeout=120, step=0.5)
-
-
-def _get(cluster: RunningCluster, path: str) -> Any:
-    answer = requests.get(f"{cluster.rest}/ws/v1/cluster/{path}", headers=cluster.rest_headers(), timeout=10)
-    answer.raise_for_status()
-    return answer.json()
-
-
-def _answers(cluster: RunningCluster, path: str) -> Any | None:
-    try:
-        return _get(cluster, path)
-    except (requests.ConnectionError, requests.HTTPError, requests.Timeout):
-        return None
-
-
-def _nodes_running(cluster: RunningCluster) -> int:
-    nodes = _answers(cluster, "nodes")
-    return 0 if nodes is None else sum(1 for n in (nodes["nodes"] or {}).get("node", []) if n["state"] == "RUNNING")
-
-
-def _app(cluster: RunningCluster, app_id: str) -> dict[str, Any] | None:
-    report = _answers(cluster, f"apps/{app_id}")
-    return None if report is None else report["app"]
 
 
 def test_a_cluster_mode_job_survives_a_sigkill_of_the_rm_with_one_attempt(
@@ -143,9 +65,9 @@ def test_a_cluster_mode_job_survives_a_sigkill_of_the_rm_with_one_attempt(
     (tmp_path / "spark-submit.out").write_text(out)
     app_id = application_id_from_output(out)
     assert proc.returncode == 0 and app_id is not None, out[-6000:]
-    report = _app(cluster, app_id)
+    report = app_report(cluster, app_id)
     assert report is not None and (report["state"], report["finalStatus"]) == ("FINISHED", "SUCCEEDED"), report
-    attempts = _get(cluster, f"apps/{app_id}/appattempts")["appAttempts"]["appAttempt"]
+    attempts = rest_get(cluster, f"apps/{app_id}/appattempts")["appAttempts"]["appAttempt"]
     assert len(attempts) == 1, attempts
     assert attempts[0]["nodeId"].startswith(cluster.nodes[1].nm_webapp.split(":")[0] + ":"), attempts  # node2
     driver_out = aggregated_logs(cluster.conf_dir, app_id, contains="COUNTS")
@@ -164,19 +86,19 @@ def _run_with_a_restart(cluster: RunningCluster, proc: subprocess.Popen[str]) ->
         nonlocal app_id
         assert proc.poll() is None, "".join(lines)[-6000:]
         app_id = app_id or application_id_from_output("".join(lines))
-        report = _app(cluster, app_id) if app_id else None
+        report = app_report(cluster, app_id) if app_id else None
         return report is not None and report["state"] == "RUNNING" and report["runningContainers"] >= 3
 
     wait_for(report_shows_the_job_running, "the job's AM and two executors to run", timeout=300, step=0.5)
     time.sleep(8)  # some map tasks done, most still to come
-    _stop(cluster, cluster.nodes[0], signal.SIGKILL)
+    stop_daemon(cluster, cluster.nodes[0], signal.SIGKILL)
     time.sleep(2)
-    _restart(cluster, 0)
+    restart(cluster, 0)
     # the AM registered again (RUNNING) and the nodes' registrations brought its three containers back
     wait_for(report_shows_the_job_running, "the restarted RM to show the job RUNNING with its containers",
              timeout=90, step=0.5)  # fmt: skip
     assert app_id is not None
-    report = _app(cluster, app_id)
+    report = app_report(cluster, app_id)
     assert report is not None and report["runningContainers"] == 3, report
     proc.wait(timeout=600)
     reader.join(timeout=30)

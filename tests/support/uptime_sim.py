@@ -86,7 +86,9 @@ class SimConfig:
     successors: int = 8
     pass_ms: int = 20_000
     stabilize_ms: int = 1_000
-    witness: WitnessConfig = field(default_factory=WitnessConfig)
+    # (its probe events are thinned to one per gap, and a probe and its ack share an instant: the witness's own
+    # silence bound is the gap, and each of its sessions is a fresh recorder)
+    witness: WitnessConfig = field(default_factory=lambda: WitnessConfig(silence_ms=WitnessConfig.gap_ms))
     rules: PayoutRules = field(default_factory=PayoutRules)
     cheaters: bool = True
     seed: int = 1

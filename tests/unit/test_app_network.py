@@ -105,8 +105,8 @@ def test_the_table_rewrites_container_connections_to_members_ephemeral_ports():
     # this node's other applications are refused whatever source port they chose, before the slots
     assert script.index(f"meta mark {mark_of(IDS.block(0)):#x}-") < script.index("th sport @app_srcs accept")
     # a slot counts only on the packets a node rewrites: member to member, to an ephemeral port
-    assert "ip saddr @members ip daddr @members th dport 32768-60999 socket cgroupv2 level 2 . th sport @app_srcs accept" in script
-    assert "th sport != 10000-32767 socket cgroupv2 level 2 . ip saddr @peer_srcs accept" in script  # a driver host's containers are not its driver
+    assert "ip saddr @members ip daddr @members th dport 32768-60999 socket cgroupv2 level 3 . th sport @app_srcs accept" in script
+    assert "th sport != 10000-32767 socket cgroupv2 level 3 . ip saddr @peer_srcs accept" in script  # a driver host's containers are not its driver
     assert "priority srcnat - 1;" in script  # before anyone's masquerade
     assert "ip saddr @members accept" not in script
     assert 'socket cgroupv2 level 1 "unified/cortex" accept' in script  # another local node's container: its table judges

@@ -232,7 +232,7 @@ def test_bad_queue_paths_and_states_are_config_errors(queues: list[dict[str, Any
         ({"ring": {"direct_messages_per_s": 0}}, "ring.direct_messages_per_s must be at least 1, not 0"),
         ({"ring": {"direct_mib_per_s": -1}}, "ring.direct_mib_per_s must be at least 1, not -1"),
         ({"nodemanager": {"disk_gb": -1}}, "nodemanager.disk_gb must be 0 (no cap) or positive, not -1"),
-        ({"nodemanager": {"disk_gb": "10"}}, "nodemanager.disk_gb must be int"),
+        ({"nodemanager": {"disk_gb": "10"}}, "nodemanager.disk_gb must be float"),
     ],
 )
 def test_limits_out_of_range_are_errors(raw: dict[str, Any], fragment: str) -> None:

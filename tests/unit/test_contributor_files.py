@@ -72,10 +72,11 @@ def _unit(text: str) -> configparser.ConfigParser:
 
 
 def test_unit_runs_the_daemon_with_restart_graceful_stop_and_sandboxing() -> None:
-    """The unit runs the given command with its state dir, restarts on failure, sends SIGTERM to the daemon alone
+    """The unit runs the given command with its state dir, reloads it with SIGHUP, restarts on failure, sends SIGTERM to the daemon alone
     with room to leave, delegates cgroups, and has only the sandboxing that LXC survives."""
     service = _unit(unit_text(EXEC))["Service"]
     assert service["ExecStart"] == " ".join(EXEC)
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"  # the caps, re-read without a restart
     assert service["StateDirectory"] == "cortex-rm"
     assert service["Restart"] == "on-failure"
     assert (service["KillMode"], service["KillSignal"]) == ("mixed", "SIGTERM")

@@ -242,6 +242,19 @@ def test_fetch_orders_per_report_are_capped() -> None:
     assert sorted(fetched) == sorted(b.block_id for b in blocks)
 
 
+def test_a_node_is_ordered_no_more_copies_than_its_reported_room_holds() -> None:
+    """Re-replication respects a node's disk cap: with room for two blocks it is ordered two; with
+    room for none, nothing (the blocks wait for another node)."""
+    block_map = cluster(2, max_fetches_per_report=10)
+    blocks = [ref(i) for i in range(5)]
+    for block in blocks:
+        write(block_map, block, 2, [1])
+    block_map.free[nid(2)] = 2 * blocks[0].length + 1
+    assert len(block_map.commands(nid(2)).fetch) == 2
+    block_map.free[nid(2)] = 0
+    assert block_map.commands(nid(2)).fetch == ()
+
+
 def test_the_blocks_with_fewest_live_replicas_are_fetched_first() -> None:
     """With room for one order, a block with one live replica goes before one with three."""
     block_map = cluster(4, max_fetches_per_report=1)
@@ -541,6 +554,22 @@ def test_choose_targets_puts_the_writers_node_first_then_distinct_random_live_no
     assert nid(6) not in ids(block_map.choose_targets(9, writer=nid(6)))
     assert block_map.choose_targets(1, writer=nid(2)) == [dn(2)]
     assert block_map.choose_targets(0, writer=nid(2)) == []
+
+
+def test_nodes_without_room_for_a_block_are_left_out_of_new_pipelines_while_others_have_it() -> None:
+    """A node whose last report left less room than the block size (its disk cap) is not chosen, not
+    even as the writer's own node; when no node has room they are chosen anyway (the first refuses,
+    naming its cap); a node never reported counts as roomy; a lost node's figure is forgotten."""
+    block_map = cluster(3)
+    block_map.free.update({nid(1): 10, nid(2): 5000})
+    for _ in range(10):
+        assert nid(1) not in ids(block_map.choose_targets(3, writer=nid(1), block_size=1000))
+    assert ids(block_map.choose_targets(3, block_size=1000)) == {nid(2), nid(3)}
+    block_map.free.update({nid(2): 10, nid(3): 10})
+    assert len(block_map.choose_targets(3, block_size=1000)) == 3
+    assert block_map.choose_targets(1, writer=nid(1), block_size=1000) == [dn(1)]
+    block_map.node_lost(nid(1))
+    assert nid(1) not in block_map.free
 
 
 def test_choose_targets_with_no_live_node_is_not_enough_data_nodes() -> None:

@@ -33,7 +33,7 @@ ROOT = Path(cortex_rm.__file__).parent
 LAYERS: Sequence[tuple[str, frozenset[str]]] = (
     ("vocabulary", frozenset({"", "yarn"})),  # "": cortex_rm/__init__.py (the version)
     ("cores", frozenset({"dht", "allocator", "container", "accounting", "fs", "events", "ha"})),
-    ("wire", frozenset({"yarn_api", "internal"})),
+    ("wire", frozenset({"yarn_api", "internal", "status_page"})),
     ("configuration", frozenset({"config"})),
     ("roles", frozenset({"roles"})),
     (

@@ -449,3 +449,40 @@ def test_an_entry_claim_takes_the_first_number_when_free_else_the_one_past_the_h
         assert name == "10" and (root / "2").is_symlink() and (root / "9").is_file()
     finally:
         os.close(fd)
+
+
+def test_under_a_disk_cap_writes_evict_unused_entries_and_a_fetch_that_cannot_fit_fails(tmp_path: Path) -> None:
+    """With the node's disk cap: a block write that needs room evicts the shared caches' unused
+    entries, least recently used first (one in use stays); a resource whose announced size
+    cannot be had fails its localization naming the cap; the entries count as the cap's usage."""
+    import dataclasses
+
+    from cortex_rm.fs.block_store import BlockStore
+    from cortex_rm.fs.disk_cap import DiskCap, DiskOutOfSpace
+
+    loc = Localizer(run_now)
+    cap = DiskCap(3500)
+    store = BlockStore(tmp_path / "blocks", lambda: 0, disk=cap)
+    cap.add_user(loc)
+    loc.disk = cap
+    files = {n: source(tmp_path, f"{n}.bin", n.encode() * 1000) for n in "abcd"}
+
+    def use(name: str, container: str, size: int = -1) -> Path:
+        path, ts = files[name]
+        r = dataclasses.replace(shared(name, path, ts, Visibility.PUBLIC), size=size)
+        work = localize(loc, tmp_path, [r], container)
+        return (work / name).resolve()
+
+    a, b, c = use("a", "c1"), use("b", "c2"), use("c", "c3")
+    assert cap.used() == 3000
+    loc.release("c2")
+    loc.release("c1")
+    writer = store.writer("blk_" + "e" * 32, 1000)  # needs 500 more: a, the least recently used, goes
+    assert not a.exists() and b.exists() and cap.used() == 3000
+    writer.write(b"e" * 1000)
+    writer.finish()
+    with pytest.raises(DiskOutOfSpace):
+        store.writer("blk_" + "f" * 32, 1501)  # b goes (1000), c is in use: 1501 still do not fit
+    assert not b.exists() and c.exists() and cap.used() == 2000
+    with pytest.raises(LocalizationError, match="disk_gb"):
+        use("d", "c4", size=1501)

@@ -51,6 +51,7 @@ class RecordingListener:
         self.lost: list[NodeId] = []
         self.health: list[tuple[NodeId, NodeState]] = []
         self.cleanup: dict[NodeId, NodeOrders] = {}
+        self.resized: list[tuple[NodeId, Resource]] = []
 
     def node_registered(self, node: NodeRecord) -> None:
         self.registered.append(node.node_id)
@@ -66,6 +67,9 @@ class RecordingListener:
 
     def cleanup_for(self, node: NodeRecord) -> NodeOrders:
         return self.cleanup.pop(node.node_id, NodeOrders())
+
+    def node_resized(self, node: NodeRecord) -> None:
+        self.resized.append((node.node_id, node.capability))
 
 
 @pytest.fixture
@@ -393,3 +397,35 @@ def test_a_node_that_registers_unhealthy_never_takes_a_container_before_it_is_he
     assert listener.registered == [NODE] and listener.health == [(NODE, NodeState.UNHEALTHY)]
     tracker.heartbeat(status(0), KEY)
     assert node.state is NodeState.RUNNING and listener.health[-1] == (NODE, NodeState.RUNNING)
+
+
+def test_a_heartbeat_with_a_new_capability_resizes_the_node_once(tracker: NodeTracker, listener: RecordingListener) -> None:
+    """The node's caps changed (SIGHUP): its record takes the heartbeat's capability and the listener
+    hears of it once; heartbeats repeating it, or without one, change nothing; no RESYNC."""
+    tracker.register(registration(memory_mb=4096), KEY)
+    answer = tracker.heartbeat(dataclasses.replace(status(0), capability=Resource(2048, 2)), KEY)
+    assert answer.action is NodeAction.NORMAL
+    assert tracker.nodes.get(NODE).capability == Resource(2048, 2)
+    tracker.heartbeat(dataclasses.replace(status(answer.response_id), capability=Resource(2048, 2)), KEY)
+    tracker.heartbeat(status(next_response_id(answer.response_id)), KEY)
+    assert listener.resized == [(NODE, Resource(2048, 2))] and tracker.nodes.get(NODE).capability == Resource(2048, 2)
+
+
+def test_a_heartbeat_outside_the_schedule_withholds_the_node_until_it_offers_again(
+    tracker: NodeTracker, listener: RecordingListener
+) -> None:
+    """offering False: the record says so and the listener hears of it; true again: once more; a new
+    registration starts offering (the node says otherwise in its next heartbeat)."""
+    tracker.register(registration(), KEY)
+    answer = tracker.heartbeat(dataclasses.replace(status(0), offering=False), KEY)
+    assert tracker.nodes.get(NODE).offering is False
+    answer = tracker.heartbeat(dataclasses.replace(status(answer.response_id), offering=False), KEY)
+    tracker.heartbeat(status(answer.response_id), KEY)
+    assert tracker.nodes.get(NODE).offering is True
+    assert listener.resized == [(NODE, Resource(4096, 4)), (NODE, Resource(4096, 4))]
+    answer = tracker.heartbeat(dataclasses.replace(status(next_response_id(answer.response_id)), offering=False), KEY)
+    unhealthy = tracker.heartbeat(dataclasses.replace(status(answer.response_id, healthy=False), offering=False), KEY)
+    tracker.heartbeat(dataclasses.replace(status(unhealthy.response_id), offering=False), KEY)  # healthy again
+    assert len(listener.resized) == 5  # told at each health change too: a node healthy again is re-added offering
+    tracker.register(registration(), KEY)
+    assert tracker.nodes.get(NODE).offering is True

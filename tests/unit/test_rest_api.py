@@ -841,9 +841,11 @@ def test_other_methods_on_the_overview_page_are_json_not_twisted_html(cluster: C
         assert response.headers["allow"] == "GET, HEAD"
 
 
-@pytest.mark.parametrize("path", ["/", "/cluster", "/cluster/"])
+@pytest.mark.parametrize("path", ["/cluster", "/cluster/"])
 def test_cluster_page_answers_200_html_for_the_active_rm_probe(cluster: Cluster, path: str) -> None:
-    """/ and /cluster answer 200 with an HTML page (yarn-api-client's active-RM probe)."""
+    """/cluster answers 200 with an HTML page (yarn-api-client's active-RM probe); / redirects there, as YARN's."""
+    root = http(cluster.site, "GET", "/")
+    assert root.status == 302 and root.headers["location"] == "/cluster"
     response = http(cluster.site, "GET", path)
     assert response.status == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"

@@ -119,6 +119,18 @@ def test_a_neighbour_back_at_a_higher_incarnation_starts_a_new_run() -> None:
     assert before.end_ms <= now * 1000 < after.start_ms and after.end_ms > (end - 2) * 1000
 
 
+def test_a_member_frozen_with_its_neighbour_does_not_attest_the_freeze() -> None:
+    """The member and S stopped together for 60 s (no probe sent, S's incarnation unchanged): the minute
+    before and the minute after are two attestations; the frozen minute is in neither."""
+    m = witness_of([S])
+    _, frozen_at = run(m, 60)
+    thawed = frozen_at + 60
+    _, end = run(m, 60, thawed)
+    before, after = m.flush_attestations(end)
+    assert before.end_ms <= frozen_at * 1000 and after.start_ms >= thawed * 1000
+    assert m.uptime.witness is not None and m.uptime.witness.silences == 1
+
+
 def test_a_silent_neighbour_leaves_nothing_to_attest() -> None:
     """Probes S never answers credit nothing."""
     m = witness_of([S])

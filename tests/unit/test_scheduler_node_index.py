@@ -102,3 +102,36 @@ def test_find_outside_a_label_agrees_with_find_excluding_it(
         d.add(NodeId(f"h{i}", 1), "/r", Resource(m, v), label, None)
     expected = d.everywhere.find(mem, vcores, policy, exclude=lambda n: n.label == "static")
     assert d.find_outside("static", mem, vcores, policy) is expected
+
+
+def test_a_resized_node_keeps_its_used_space_and_moves_in_every_index() -> None:
+    """resize (a node's caps changed): free moves by the difference, totals and shapes follow; a cut
+    below what is used leaves free negative and nothing fits there until containers end."""
+    d, (a, b) = _directory((4096, 4), (2048, 2))
+    d.change_free(a, -3072, -3)  # a container of 3 GB, 3 vcores on a
+    assert d.resize(a.node_id, Resource(8192, 8))
+    assert (a.free, a.used, d.total, d.used()) == (Resource(5120, 5), Resource(3072, 3), Resource(10240, 10), Resource(3072, 3))
+    assert d.everywhere.find(4096, 4, SPREAD) is a and Resource(8192, 8) in d.shapes and Resource(4096, 4) not in d.shapes
+    assert d.resize(a.node_id, Resource(2048, 2))
+    assert a.free == Resource(-1024, -1) and a.used == Resource(3072, 3) and d.total == Resource(4096, 4)
+    assert list(d.everywhere.candidates(1, 1, SPREAD)) == [b]
+    assert not d.resize(a.node_id, Resource(2048, 2)) and not d.resize(NodeId("gone", 1), Resource(1, 1))
+    d.change_free(a, 3072, 3)  # the container ended
+    assert a.free == Resource(2048, 2) and d.everywhere.find(2048, 2, PACK) in (a, b)
+
+
+def test_a_node_outside_its_schedule_is_withheld_from_placement_and_keeps_its_containers() -> None:
+    """resize(offering=False): the node is in no free-space index (nothing is placed there, even as its
+    containers end), its totals and shapes stay; offering again files it with what is free then."""
+    d, (a, b) = _directory((4096, 4), (2048, 2))
+    d.change_free(a, -1024, -1)
+    assert d.resize(a.node_id, a.capability, offering=False)
+    assert d.everywhere.find(1024, 1, SPREAD) is b and list(d.everywhere.candidates(1, 1, PACK)) == [b]
+    d.change_free(a, 1024, 1)  # its container ended: still withheld
+    assert list(d.everywhere.candidates(1, 1, SPREAD)) == [b] and d.total == Resource(6144, 6)
+    assert not d.resize(a.node_id, a.capability, offering=False)
+    assert d.resize(a.node_id, a.capability, offering=True)
+    assert d.everywhere.find(4096, 4, SPREAD) is a
+    d.resize(a.node_id, a.capability, offering=False)
+    d.remove(a)  # a withheld node can leave the scheduler too
+    assert d.total == Resource(2048, 2)

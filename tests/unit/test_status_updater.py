@@ -84,10 +84,11 @@ def test_start_connects_then_registers_then_schedules_the_granted_interval() -> 
 
 
 def test_heartbeats_carry_the_last_response_id_and_health() -> None:
-    """Each heartbeat sends the id of the last answer and the node's current health."""
+    """Each heartbeat sends the id of the last answer, the node's current health and its capability."""
     u = registered_updater()
     health = NodeHealth(healthy=False, health_report="disk full")
-    assert u.heartbeat_due(health) == [SendHeartbeat(NodeStatusReport(NODE, 0, False, "disk full"))]
+    expected = NodeStatusReport(NODE, 0, False, "disk full", capability=REG.capability)
+    assert u.heartbeat_due(health) == [SendHeartbeat(expected)]
     assert u.answered(HeartbeatAnswer(1, NodeAction.NORMAL, 900)) == [ScheduleHeartbeat(900)]
     (send,) = u.heartbeat_due(NodeHealth())
     assert isinstance(send, SendHeartbeat) and send.status.response_id == 1

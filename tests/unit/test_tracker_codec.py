@@ -81,14 +81,26 @@ def test_answers_round_trip() -> None:
     report=st.text(max_size=200),
     states=st.lists(st.sampled_from(list(ContainerState)), max_size=5),
     exit_status=st.integers(-(2**31), 2**31 - 1),
+    capability=st.none() | st.builds(Resource, st.integers(1, 2**40), st.integers(1, 2**31 - 1)),
+    offering=st.booleans(),
 )
 def test_status_round_trip(
-    response_id: int, healthy: bool, report: str, states: list[ContainerState], exit_status: int
+    response_id: int, healthy: bool, report: str, states: list[ContainerState], exit_status: int,
+    capability: Resource | None, offering: bool,
 ) -> None:
-    """Any valid heartbeat survives the round trip."""
+    """Any valid heartbeat survives the round trip, with or without a new capability (the caps) and
+    in or out of its schedule."""
     containers = tuple(ContainerReport(CID, s, exit_status, "d") for s in states)
-    status = NodeStatusReport(NodeId("h", 1), response_id, healthy, report, containers)
+    status = NodeStatusReport(NodeId("h", 1), response_id, healthy, report, containers, capability, offering)
     assert codec.status_from_thrift(codec.status_to_thrift(status)) == status
+
+
+def test_a_heartbeat_capability_below_one_mb_or_one_vcore_is_malformed() -> None:
+    """The capability a heartbeat carries is checked as a registration's."""
+    t = codec.status_to_thrift(NodeStatusReport(NodeId("h", 1), 0, capability=Resource(1024, 1)))
+    t.capability.vcores = 0
+    with pytest.raises(MalformedMessage, match="status.capability.vcores"):
+        codec.status_from_thrift(t)
 
 
 def broken_registration(change: Callable[[ttypes.NodeRegistration], None]) -> ttypes.NodeRegistration:

@@ -22,13 +22,22 @@ def fresh(config: WitnessConfig = CONFIG) -> tuple[Clock, UptimeWitness]:
     return clock, UptimeWitness(ME, now(clock), config)
 
 
+def watching(clock: Clock, witness: UptimeWitness, seconds: float) -> None:
+    """``seconds`` pass while the witness runs: it probes someone (not necessarily a subject) every second."""
+    end = clock.seconds() + seconds
+    while clock.seconds() + 1 < end:
+        clock.advance(1)
+        witness.sent(now(clock))
+    clock.advance(end - clock.seconds())
+
+
 def probe_round(clock: Clock, witness: UptimeWitness, subject: int, every: float, times: int, epoch: int = 0) -> None:
-    """``times`` probes of ``subject``, each acked 50 ms later, one every ``every`` seconds."""
+    """``times`` probes of ``subject``, each acked 50 ms later, one every ``every`` seconds (others between)."""
     for _ in range(times):
         witness.probed(subject, now(clock))
         clock.advance(0.05)
         witness.acknowledged(subject, now(clock), epoch)
-        clock.advance(every - 0.05)
+        watching(clock, witness, every - 0.05)
 
 
 def spans(attestations: list[Attestation]) -> list[tuple[int, int, int]]:
@@ -101,7 +110,7 @@ def test_a_gap_longer_than_the_bound_ends_the_run() -> None:
     clock, witness = fresh()
     first = now(clock) + 50
     probe_round(clock, witness, ALICE, every=20, times=10)
-    clock.advance(360)
+    watching(clock, witness, 360)
     second = now(clock) + 50
     probe_round(clock, witness, ALICE, every=20, times=10)
     clock.advance(400)  # the second run ends too: both are due at once
@@ -117,10 +126,37 @@ def test_a_restart_ends_the_run_even_within_the_gap() -> None:
     clock, witness = fresh()
     first = now(clock) + 50
     probe_round(clock, witness, ALICE, every=20, times=5, epoch=7)
-    clock.advance(30)
+    watching(clock, witness, 30)
     second = now(clock) + 50
     probe_round(clock, witness, ALICE, every=20, times=5, epoch=8)
     assert spans(witness.flush(now(clock))) == [(ALICE, first, first + 80_000), (ALICE, second, second + 80_000)]
+
+
+def test_a_witness_frozen_with_its_subject_does_not_bridge_the_freeze() -> None:
+    """Witness and subject stopped together for 80 s (within the 5-minute gap, same incarnation): the first
+    probe the witness sends after the thaw ends the run at the last ack before the freeze, and the thaw's ack
+    starts a new one, so the 80 s nobody watched are attested by neither."""
+    clock, witness = fresh()
+    first = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=1, times=30)
+    frozen_at = first + 29_000
+    clock.advance(80)  # (no probe sent: the witness's own process was stopped too)
+    second = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=1, times=30)
+    assert witness.silences == 1
+    assert spans(witness.flush(now(clock))) == [(ALICE, first, frozen_at), (ALICE, second, second + 29_000)]
+
+
+def test_probes_to_others_keep_a_run_open_across_a_neighbours_slow_probes() -> None:
+    """A witness probing someone every second keeps watching: its subject probed 4 minutes apart (a slow
+    pass, within the gap) stays in one run, and no silence is counted."""
+    clock, witness = fresh()
+    first = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=1, times=2)
+    watching(clock, witness, 240)  # (its probes of other members)
+    probe_round(clock, witness, ALICE, every=1, times=1)
+    [(subject, start, end)] = spans(witness.flush(now(clock)))
+    assert (subject, start, witness.silences) == (ALICE, first, 0) and end > first + 240_000
 
 
 def test_sequences_of_a_restarted_witness_start_above_the_old_ones() -> None:

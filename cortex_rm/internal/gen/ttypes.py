@@ -749,17 +749,21 @@ class NodeStatus(object):
      - health_report
      - containers
      - leave
+     - capability
+     - offering
 
     """
 
 
-    def __init__(self, node_id=None, response_id=None, healthy=None, health_report=None, containers=None, leave=None,):
+    def __init__(self, node_id=None, response_id=None, healthy=None, health_report=None, containers=None, leave=None, capability=None, offering=None,):
         self.node_id = node_id
         self.response_id = response_id
         self.healthy = healthy
         self.health_report = health_report
         self.containers = containers
         self.leave = leave
+        self.capability = capability
+        self.offering = offering
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -807,6 +811,17 @@ class NodeStatus(object):
                     self.leave = iprot.readI32()
                 else:
                     iprot.skip(ftype)
+            elif fid == 10:
+                if ftype == TType.STRUCT:
+                    self.capability = Capacity()
+                    self.capability.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 11:
+                if ftype == TType.BOOL:
+                    self.offering = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -843,6 +858,14 @@ class NodeStatus(object):
         if self.leave is not None:
             oprot.writeFieldBegin('leave', TType.I32, 6)
             oprot.writeI32(self.leave)
+            oprot.writeFieldEnd()
+        if self.capability is not None:
+            oprot.writeFieldBegin('capability', TType.STRUCT, 10)
+            self.capability.write(oprot)
+            oprot.writeFieldEnd()
+        if self.offering is not None:
+            oprot.writeFieldBegin('offering', TType.BOOL, 11)
+            oprot.writeBool(self.offering)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -6824,6 +6847,11 @@ NodeStatus.thrift_spec = (
     (4, TType.STRING, 'health_report', 'UTF8', None, ),  # 4
     (5, TType.LIST, 'containers', (TType.STRUCT, [ContainerStatus, None], False), None, ),  # 5
     (6, TType.I32, 'leave', None, None, ),  # 6
+    None,  # 7
+    None,  # 8
+    None,  # 9
+    (10, TType.STRUCT, 'capability', [Capacity, None], None, ),  # 10
+    (11, TType.BOOL, 'offering', None, None, ),  # 11
 )
 all_structs.append(HeartbeatResponse)
 HeartbeatResponse.thrift_spec = (

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from cortex_rm.fs import tickets
 from cortex_rm.fs.block_store import PIECE_BYTES as READ_BYTES
 from cortex_rm.fs.block_store import BlockStore, StoredBlock, new_block_id
+from cortex_rm.fs.disk_cap import DiskOutOfSpace
 from cortex_rm.fs.errors import CorruptReplica, MissingBlock
 from cortex_rm.fs.model import BlockRef
 from cortex_rm.internal.block_codec import BlockLocation, WrittenBlockMessage
@@ -218,7 +219,11 @@ def fetch_block(ctx: DataNodeContext, block: BlockRef, sources: Iterable[str], t
     for source in sources:
         if ctx.store.stat(block.block_id) is not None:
             return None
-        writer = ctx.store.writer(block.block_id)
+        try:
+            writer = ctx.store.writer(block.block_id, block.length)
+        except DiskOutOfSpace as e:  # (the NameNode's view of this node's room was out of date)
+            log.warn("re-replication of {block_id}: {error}", block_id=block.block_id, error=str(e))
+            return None
         try:
             for piece in get_block(source, block.block_id, token, 0, block.length):
                 writer.write(piece)

@@ -257,9 +257,11 @@ class BlockTransfers(_Leaf):
         if str(self.ctx.node_id) not in ticket.texts("pipeline")[1:]:
             raise InvalidToken("the write ticket does not name this node in its pipeline")
         checksum = query.text("checksum")
+        announced = request.getHeader(b"content-length")
+        expected = int(announced) if announced is not None and announced.isdigit() else 0
 
         def store(body: BodyPipe) -> Reply:
-            writer = self.ctx.store.writer(block_id)
+            writer = self.ctx.store.writer(block_id, expected)
             try:
                 for piece in iter(lambda: body.read(PIECE_BYTES), b""):
                     writer.write(piece)

@@ -1,0 +1,167 @@
+"""The node's own cgroup: every container of this NodeManager runs below it, and its limits are
+the caps the contributor set, so that together the containers can never use more, whatever
+their own limits say.
+
+Layout, in every cgroup hierarchy (``lxc_sandbox.py`` makes the application's, LXC the container's)::
+
+    cortex/                         shared by every node of the host (the network policy names it)
+      n<first block>/               this node: memory and CPU caps (the name: NODE_PREFIX + its
+                                    id range's first block number, unique per host because the
+                                    ranges of a host's nodes do not overlap)
+        b<block>/                   one application's containers (its block of host ids)
+          <container id>/           one container: its own memory and pids limits
+
+The caps, as cgroup v1 limits (``limits_of``; the runtime needs v1 memory and pids anyway):
+
+* memory: ``memory_mb + container_memory_overhead_mb`` MiB in ``memory.limit_in_bytes`` (and in
+  ``memory.memsw.limit_in_bytes`` when the kernel accounts swap, so swap does not stretch it).
+  The RM hands out at most ``memory_mb`` to this node's containers; each container's own hard
+  limit is its allocation plus the overhead (off-heap memory outside ``-Xmx``), so a full node
+  whose containers each stay within their allocation fits, and the slack of one container's
+  overhead is shared by all of them.  Beyond it the kernel reclaims, then its OOM killer picks a
+  process of one of this node's containers: the machine's other work never pays for them;
+* CPU: a CFS quota of ``vcores`` whole CPUs per period (``cpu.cfs_quota_us = vcores *
+  cpu.cfs_period_us``), shared by all the node's containers: throttled, never killed.
+
+``NodeCgroup.apply`` writes them (a few file writes, on the reactor) when the runtime first
+starts a container and whenever the caps change (``[nodemanager]`` re-read on SIGHUP).  A lower
+memory cap than the containers use now cannot be written (the kernel answers EBUSY after trying
+to reclaim): the old one stays, it is logged and ``apply`` tries again at the next change or start.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol
+
+from twisted.logger import Logger
+
+from cortex_rm.container.id_ranges import BLOCK, IdRange
+from cortex_rm.container.lxc_config import CGROUP_PARENT
+
+log = Logger()
+
+#: The node's cgroup below ``CGROUP_PARENT``: this, then its id range's first block number.
+NODE_PREFIX: Final = "n"
+#: The CFS period the quota is a multiple of (the kernel's default, 100 ms).
+CFS_PERIOD_US: Final = 100_000
+MIB: Final = 1 << 20
+
+
+class Caps(Protocol):
+    """What the caps are read from (``config.nodemanager.NodeManagerSection``)."""
+
+    @property
+    def memory_mb(self) -> int: ...
+
+    @property
+    def vcores(self) -> int: ...
+
+    @property
+    def container_memory_overhead_mb(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class NodeLimits:
+    """The limits of the node's cgroup (see the module docstring for the formulas)."""
+
+    memory_bytes: int
+    cpu_quota_us: int
+    cpu_period_us: int = CFS_PERIOD_US
+
+
+def limits_of(caps: Caps) -> NodeLimits:
+    """The node cgroup's limits for ``caps``: memory_mb plus one container's overhead, vcores CPUs."""
+    return NodeLimits(
+        memory_bytes=(caps.memory_mb + caps.container_memory_overhead_mb) * MIB,
+        cpu_quota_us=caps.vcores * CFS_PERIOD_US,
+    )
+
+
+def node_cgroup_name(ids: IdRange) -> str:
+    """The node's cgroup below each hierarchy's root: ``cortex/n<first block of its id range>``."""
+    return f"{CGROUP_PARENT}/{NODE_PREFIX}{ids.base // BLOCK}"
+
+
+class NodeCgroup:
+    """The node's cgroup in the v1 ``memory`` and ``cpu`` hierarchies under ``cgroup_root``."""
+
+    def __init__(self, cgroup_root: Path, name: str) -> None:
+        self.cgroup_root = cgroup_root
+        self.name = name
+        #: The limits last written in full (None: none yet).
+        self.applied: NodeLimits | None = None
+
+    def path(self, controller: str) -> Path:
+        return self.cgroup_root / controller / self.name
+
+    def apply(self, limits: NodeLimits) -> list[str]:
+        """Make the node's cgroups and write ``limits``; what could not be done (empty: all of it)."""
+        problems: list[str] = []
+        memory = self.path("memory")
+        try:
+            memory.mkdir(parents=True, exist_ok=True)
+            _write_memory(memory, limits.memory_bytes)
+        except OSError as e:
+            problems.append(_why(memory / "memory.limit_in_bytes", limits.memory_bytes, e))
+        cpu = self.path("cpu")
+        if (self.cgroup_root / "cpu" / "cpu.cfs_quota_us").exists():
+            try:
+                cpu.mkdir(parents=True, exist_ok=True)
+                # the period first: the quota is checked against it (both in microseconds)
+                (cpu / "cpu.cfs_period_us").write_text(str(limits.cpu_period_us))
+                (cpu / "cpu.cfs_quota_us").write_text(str(limits.cpu_quota_us))
+            except OSError as e:
+                problems.append(_why(cpu / "cpu.cfs_quota_us", limits.cpu_quota_us, e))
+        else:
+            problems.append(f"no cgroup v1 cpu controller at {self.cgroup_root / 'cpu'}: the vcores cap is not enforced")
+        if problems:
+            for problem in problems:
+                log.warn("node cgroup {name}: {problem}", name=self.name, problem=problem)
+        else:
+            self.applied = limits
+            log.info(
+                "node cgroup {name}: memory {memory_mb} MiB, CPU {cpus} ({quota_us} us per {period_us} us)",
+                name=self.name, memory_mb=limits.memory_bytes // MIB, cpus=limits.cpu_quota_us / limits.cpu_period_us,
+                quota_us=limits.cpu_quota_us, period_us=limits.cpu_period_us,
+            )  # fmt: skip
+        return problems
+
+    def remove(self) -> None:
+        """Remove the node's cgroups in every hierarchy (LXC makes it in each) if nothing is left below
+        them (the node stops)."""
+        try:
+            hierarchies = [*self.cgroup_root.iterdir(), self.cgroup_root / "unified"]
+        except OSError:
+            hierarchies = []
+        for hierarchy in dict.fromkeys(hierarchies):
+            try:
+                (hierarchy / self.name).rmdir()
+            except OSError:
+                pass
+        self.applied = None
+
+
+def _write_memory(memory: Path, limit: int) -> None:
+    """Write the memory limit (and the memory+swap one, kept equal): the kernel wants
+    ``memsw >= limit`` at every step, so a raise writes memsw first and a cut writes it last."""
+    memsw = memory / "memory.memsw.limit_in_bytes"
+    plain = memory / "memory.limit_in_bytes"
+    if not memsw.exists():
+        plain.write_text(str(limit))
+        return
+    current = int(memsw.read_text())
+    if limit >= current:
+        memsw.write_text(str(limit))
+        plain.write_text(str(limit))
+    else:
+        plain.write_text(str(limit))
+        memsw.write_text(str(limit))
+
+
+def _why(path: Path, value: int, e: OSError) -> str:
+    if e.errno == errno.EBUSY:
+        return f"{path}: cannot lower it to {value}: the containers use more now (kept the old limit)"
+    return f"cannot write {value} to {path}: {e}"

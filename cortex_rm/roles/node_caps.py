@@ -1,0 +1,149 @@
+"""The caps the contributor set in ``[nodemanager]``, applied to a running NodeManager.
+
+* memory and CPU: the node cgroup above every container (``container/node_cgroup.py``), written by
+  the LXC runtime;
+* disk: one ``DiskCap`` (``fs/disk_cap.py``) whose users are the DataNode's block store (it owns
+  the cap), the runtime image cache (evictable: its roots but the cluster's image and those of
+  running containers) and the localizer's shared caches.
+
+* schedule (``[nodemanager] schedule``, ``container/offer_schedule.py``): each heartbeat says
+  whether the node is within it (``NodeHealth.offering``); outside it the RM places nothing new
+  there and the running containers go on to their end.  Between the RM's (re)registration and the
+  node's next heartbeat (a second) the node counts as offering.
+
+``NodeCaps.attach`` wires them once the role has started (``node.py``).
+
+Live changes: on SIGHUP (``systemctl reload cortex-rm``) the daemon re-reads its config file.  A
+file that does not load or validate is logged and ignored: the caps in force stay.  Otherwise its
+``memory_mb``, ``vcores`` and ``disk_gb`` take effect at once: the node cgroup's limits are
+rewritten, the disk cap changes (only new writes are held to a lower one: what is stored stays),
+and the next heartbeat carries the new capability, which the RM gives the node in its scheduler,
+REST and NodeCLI.  Running containers are not killed when the new caps are lower: nothing new is
+placed on the node until enough of them have ended (YARN's overcommit timeout is not reproduced);
+a memory cap lower than what they use now cannot be written to the cgroup (the kernel refuses),
+is logged, and is tried again at the next reload or container start.  Other changed keys need a
+restart, which the log says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from twisted.logger import Logger
+
+from cortex_rm.config.errors import ConfigError
+from cortex_rm.config.loader import load_config
+from cortex_rm.config.nodemanager import NodeManagerSection
+from cortex_rm.container.node_cgroup import limits_of
+from cortex_rm.container.offer_schedule import OfferSchedule
+from cortex_rm.fs.disk_cap import GB, DiskCap
+from cortex_rm.roles.node_manager import NodeManagerRole
+from cortex_rm.yarn.resource_tracker import NodeHealth
+from cortex_rm.yarn.resources import Resource
+
+#: The keys a reload applies; any other change waits for a restart.
+LIVE_KEYS = ("memory_mb", "vcores", "disk_gb", "schedule")
+
+log = Logger()
+
+
+class NodeCaps:
+    """The caps of one running NodeManager (see the module docstring)."""
+
+    def __init__(self, role: NodeManagerRole, section: NodeManagerSection, disk: DiskCap | None, source: str = "") -> None:
+        self.role = role
+        #: The caps in force (the section as last applied).
+        self.section = section
+        self.source = source  # the config file a reload reads
+        #: The node's disk cap (None without a DataNode: then nothing on disk is Cortex's to cap).
+        self.disk = disk
+        self.schedule = OfferSchedule.parse(section.schedule)
+        self.offering = True  # as the last heartbeat said
+
+    @classmethod
+    def attach(cls, role: NodeManagerRole, section: NodeManagerSection, source: str = "") -> NodeCaps:
+        """Make the disk cap's users known to it and set it to ``section.disk_gb``; with ``source`` (the
+        config file), SIGHUP reloads the caps from it (on the main thread only: signals go there)."""
+        disk = role.data_node.store.disk if role.data_node is not None else None
+        caps = cls(role, section, disk, source)
+        if source and Path(source).is_file() and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, caps._hangup)
+        if role.status_updater is not None:
+            inner = role.status_updater.health
+            role.status_updater.health = lambda: caps.with_offer(inner())
+        if disk is None:
+            return caps
+        disk.set_cap(round(section.disk_gb * GB))
+        if role.image is not None:
+            role.image.cache.disk = disk
+            role.image.cache.protected = caps._protected_images
+            disk.add_user(role.image.cache)
+        if role.containers is not None:
+            role.containers.localizer.disk = disk
+            disk.add_user(role.containers.localizer)
+        if section.disk_gb:
+            log.info("disk cap: {gb} GB for block replicas, runtime images and localized resources", gb=section.disk_gb)
+        return caps
+
+    def with_offer(self, health: NodeHealth) -> NodeHealth:
+        """``health`` saying whether the node is within its schedule now (logged when that changes)."""
+        offering = self.schedule.offers(self.role.reactor.seconds())
+        if offering != self.offering:
+            self.offering = offering
+            log.info("schedule {schedule}: {what}", schedule=str(self.schedule),
+                     what="offering again" if offering else "outside it: no new containers, the running ones go on")
+        return health if offering else dataclasses.replace(health, offering=False)
+
+    def _protected_images(self) -> Collection[str]:
+        """The runtime images not to evict: the one the cluster names and those running containers use."""
+        image = self.role.image
+        names = {root.name for root in self.role.containers.image_roots_in_use()} if self.role.containers else set()
+        if image is not None and image.state.root is not None:
+            names.add(image.state.root.name)
+        return names
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        self.role.reactor.callFromThread(self.reload)
+
+    def reload(self) -> bool:
+        """Re-read the config file and apply its caps (see the module docstring); False when the file
+        was refused (logged; the caps in force stay)."""
+        try:
+            config = load_config(self.source)
+        except (ConfigError, OSError, ValueError) as e:
+            log.error("reload: {source} refused, the caps stay as they were: {error}", source=self.source, error=str(e))
+            return False
+        new = config.nodemanager
+        old = self.section
+        if dataclasses.replace(new, **{k: getattr(old, k) for k in LIVE_KEYS}) != old:
+            log.warn("reload: [nodemanager] keys other than {keys} changed too: they take effect at the next restart",
+                     keys=", ".join(LIVE_KEYS))
+        self.apply(new)
+        return True
+
+    def apply(self, new: NodeManagerSection) -> None:
+        """Put the caps of ``new`` in force: the node cgroup, the disk cap, the capability the RM is told."""
+        old = self.section
+        self.section = dataclasses.replace(old, **{k: getattr(new, k) for k in LIVE_KEYS})
+        runtime = self.role.containers.runtime if self.role.containers is not None else None
+        set_limits = getattr(runtime, "set_limits", None)  # (the LXC runtime's node cgroup)
+        if set_limits is not None:
+            set_limits(limits_of(self.section))
+        if self.disk is not None:
+            self.disk.set_cap(round(new.disk_gb * GB))
+        self.schedule = OfferSchedule.parse(new.schedule)  # (validated with the file)
+        service = self.role.status_updater
+        if service is not None:
+            updater = service.updater
+            capability = Resource(new.memory_mb, new.vcores)
+            updater.registration = dataclasses.replace(updater.registration, capability=capability)
+        log.info(
+            "caps now: {memory_mb} MB, {vcores} vcores, disk {disk_gb} GB, schedule {schedule} (were {old_memory} MB, "
+            "{old_vcores} vcores, {old_disk} GB)", memory_mb=new.memory_mb, vcores=new.vcores, disk_gb=new.disk_gb,
+            schedule=str(self.schedule), old_memory=old.memory_mb, old_vcores=old.vcores, old_disk=old.disk_gb,
+        )  # fmt: skip

@@ -1,0 +1,96 @@
+"""What the Spark restart and failover tests share: a slow job with a shuffle and its expected result, and
+stopping, restarting and shrinking a local cluster's nodes, and the REST calls they make of its RM.
+
+``JOB`` (cluster or client mode) sleeps in its map tasks long enough to be caught mid-way, then shuffles between
+its two executors (``reduceByKey``) and prints ``EXPECTED``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from cortex_rm import local_cluster
+from cortex_rm.processes import alive
+from tests.support.cluster import RunningCluster
+from tests.support.ring_daemons import wait_for
+
+PARTITIONS = 16
+TASK_SLEEP_S = 6  # 16 tasks on 2 one-core executors: about 50 s of map stage
+JOB = f"""
+import sys, time
+from operator import add
+from pyspark.sql import SparkSession
+
+def words(i):
+    time.sleep({TASK_SLEEP_S})
+    return [("k%d" % (n % 4), 1) for n in range(i * 100, (i + 1) * 100)]
+
+spark = SparkSession.builder.appName("CortexRMRestart").getOrCreate()
+sc = spark.sparkContext
+counts = sc.parallelize(range({PARTITIONS}), {PARTITIONS}).flatMap(words).reduceByKey(add, 4).collect()
+print("COUNTS", sorted(counts))
+spark.stop()
+"""
+EXPECTED = "COUNTS " + str(sorted((f"k{k}", PARTITIONS * 100 // 4) for k in range(4)))
+
+
+def stop_daemon(cluster: RunningCluster, node: local_cluster.LocalNode, sig: signal.Signals) -> None:
+    """Signal the node's daemon and wait until it is gone (reaped: this process started it)."""
+    os.kill(node.pid, sig)
+    deadline = time.monotonic() + 30
+    while alive(node.pid):
+        assert time.monotonic() < deadline, f"{node.name} did not stop"
+        try:
+            os.waitpid(node.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+
+
+def restart(cluster: RunningCluster, index: int) -> None:
+    node = cluster.nodes[index]
+    cluster.nodes[index] = local_cluster.restart_node(cluster.workdir, node.name, say=lambda _: None)
+
+
+def shrink_nodemanagers(cluster: RunningCluster, indices: tuple[int, ...]) -> None:
+    """These nodes again, each with a NodeManager no container fits on (node1's RM starts again too)."""
+    for index in indices:
+        node = cluster.nodes[index]
+        stop_daemon(cluster, node, signal.SIGTERM)
+        config = Path(node.config)
+        text = config.read_text()
+        assert "\n[nodemanager]\n" in text
+        config.write_text(text.replace("\n[nodemanager]\n", "\n[nodemanager]\nmemory_mb = 256\n"))
+    for index in indices:
+        restart(cluster, index)
+    count = len(cluster.nodes)
+    wait_for(lambda: nodes_running(cluster) == count, f"the {count} nodes to be RUNNING again", timeout=120, step=0.5)
+
+
+def rest_get(cluster: RunningCluster, path: str) -> Any:
+    answer = requests.get(f"{cluster.rest}/ws/v1/cluster/{path}", headers=cluster.rest_headers(), timeout=10)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def rest_answers(cluster: RunningCluster, path: str) -> Any | None:
+    try:
+        return rest_get(cluster, path)
+    except (requests.ConnectionError, requests.HTTPError, requests.Timeout):
+        return None
+
+
+def nodes_running(cluster: RunningCluster) -> int:
+    nodes = rest_answers(cluster, "nodes")
+    return 0 if nodes is None else sum(1 for n in (nodes["nodes"] or {}).get("node", []) if n["state"] == "RUNNING")
+
+
+def app_report(cluster: RunningCluster, app_id: str) -> dict[str, Any] | None:
+    report = rest_answers(cluster, f"apps/{app_id}")
+    return None if report is None else report["app"]

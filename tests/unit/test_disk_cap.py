@@ -1,0 +1,172 @@
+"""The disk cap: accounting across its users, least-recently-used eviction, then refusal; and the
+block store and the runtime image cache as its users (files in a temporary directory)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cortex_rm.container.image_cache import EXPANSION, ImageCache
+from cortex_rm.container.runtime_image import ImageError
+from cortex_rm.fs.block_store import GROW_BYTES, BlockStore
+from cortex_rm.fs.disk_cap import GB, DiskCap, DiskOutOfSpace, Evictable
+
+
+@dataclass
+class Cache:
+    """A user whose entries (key -> (size, last used)) are all evictable but those ``in_use``."""
+
+    disk_name: str
+    entries: dict[str, tuple[int, float]] = field(default_factory=dict)
+    in_use: set[str] = field(default_factory=set)
+    evicted: list[str] = field(default_factory=list)
+
+    def used_bytes(self) -> int:
+        return sum(size for size, _ in self.entries.values())
+
+    def evictable(self) -> list[Evictable]:
+        return [Evictable(k, s, t) for k, (s, t) in self.entries.items() if k not in self.in_use]
+
+    def evict(self, key: str) -> int:
+        if key in self.in_use or key not in self.entries:
+            return 0
+        self.evicted.append(key)
+        return self.entries.pop(key)[0]
+
+
+@dataclass
+class Fixed:
+    """A user that holds ``size`` bytes and gives none up (block replicas)."""
+
+    size: int
+    disk_name: str = "block replicas"
+
+    def used_bytes(self) -> int:
+        return self.size
+
+    def evictable(self) -> list[Evictable]:
+        return []
+
+    def evict(self, key: str) -> int:
+        return 0
+
+
+def test_without_a_cap_nothing_is_evicted_or_refused_and_usage_is_counted() -> None:
+    """Cap 0: any write is reserved, nothing evicted; room() says there is no cap."""
+    images = Cache("runtime images", {"a": (500, 1.0)})
+    cap = DiskCap(0, [Fixed(10**12), images])
+    reservation = cap.reserve("block x", 10**12)
+    assert cap.used() == 2 * 10**12 + 500 and cap.room() is None and images.evicted == []
+    reservation.settle()
+    assert cap.used() == 10**12 + 500
+
+
+def test_a_write_that_fits_evicts_nothing_and_its_reservation_counts_until_settled() -> None:
+    """Two writes in flight cannot both take the last room: the second is refused."""
+    cap = DiskCap(1000, [Fixed(600)])
+    first = cap.reserve("block a", 300)
+    assert cap.room() == 100
+    with pytest.raises(DiskOutOfSpace):
+        cap.reserve("block b", 300)
+    first.settle()
+    cap.reserve("block b", 300)
+
+
+def test_eviction_is_least_recently_used_first_across_users_and_stops_when_it_fits() -> None:
+    """Over the cap: the oldest unused entries of all users go, in order, only as many as needed."""
+    images = Cache("runtime images", {"img-old": (200, 1.0), "img-new": (200, 9.0)})
+    localized = Cache("localized resources", {"jar-mid": (100, 5.0), "jar-used": (300, 0.5)}, in_use={"jar-used"})
+    cap = DiskCap(1000, [Fixed(150), images, localized])  # 950 used
+    cap.reserve("block a", 300)  # needs 250: img-old (200) then jar-mid (100)
+    assert images.evicted == ["img-old"] and localized.evicted == ["jar-mid"]
+    assert "img-new" in images.entries and "jar-used" in localized.entries
+
+
+def test_when_eviction_cannot_make_room_the_write_is_refused_naming_the_cap() -> None:
+    """Evict what can go, then refuse with Hadoop's DiskOutOfSpaceException naming disk_gb."""
+    images = Cache("runtime images", {"img": (100, 1.0)})
+    cap = DiskCap(2 * GB, [Fixed(2 * GB - 150), images])
+    with pytest.raises(DiskOutOfSpace) as refused:
+        cap.reserve("block blk_1", 400)
+    assert images.evicted == ["img"]  # eviction first, even though it was not enough
+    message = str(refused.value)
+    assert "block blk_1" in message and "disk_gb = 2" in message and "block replicas" in message
+    assert refused.value.simple_name == "DiskChecker$DiskOutOfSpaceException".rsplit("$", 1)[-1]
+    assert refused.value.java_class == "org.apache.hadoop.util.DiskChecker$DiskOutOfSpaceException"
+
+
+def test_a_lower_cap_holds_new_writes_and_keeps_what_is_stored() -> None:
+    """set_cap below what is held: nothing stored goes unless a write needs room."""
+    images = Cache("runtime images", {"img": (400, 1.0)})
+    cap = DiskCap(10_000, [Fixed(500), images])
+    cap.set_cap(600)
+    assert images.evicted == [] and cap.room() == 0
+    with pytest.raises(DiskOutOfSpace):
+        cap.reserve("block a", 200)
+    assert images.evicted == ["img"]
+
+
+def test_a_block_write_is_refused_before_its_file_exists_and_a_growing_one_midway(tmp_path: Path) -> None:
+    """The store reserves what a writer announces (refused: no file made); a block that grows
+    past its reservation reserves more as it goes, and is refused there; abort and finish give
+    the reservation back, and a finished block counts as the store's."""
+    cap = DiskCap(3 * GROW_BYTES)
+    store = BlockStore(tmp_path, lambda: 0, disk=cap)
+    with pytest.raises(DiskOutOfSpace):
+        store.writer("blk_" + "1" * 32, 4 * GROW_BYTES)
+    assert list((tmp_path / "tmp").iterdir()) == []
+    writer = store.writer("blk_" + "2" * 32, 100)
+    writer.write(b"x" * 100)
+    block = writer.finish()
+    assert cap.used() == store.used_bytes() == block.length == 100
+    growing = store.writer("blk_" + "3" * 32)
+    growing.write(b"y" * GROW_BYTES)
+    growing.write(b"y" * GROW_BYTES)
+    with pytest.raises(DiskOutOfSpace):
+        growing.write(b"y" * GROW_BYTES)
+    growing.abort()
+    assert cap.used() == 100
+    assert store.free_bytes() == 3 * GROW_BYTES - 100  # what the NameNode is told: the cap's room
+    assert store.delete(block.block_id) and cap.used() == 0
+
+
+def _image(cache: ImageCache, sha: str, size: int, mtime: float) -> None:
+    root = cache.roots / sha
+    root.mkdir(parents=True)
+    (root / "blob").write_bytes(b"z" * size)
+    marker = cache.roots / f"{sha}.complete"
+    marker.write_text(json.dumps({"sha256": sha, "bytes": size}))
+    os.utime(marker, (mtime, mtime))
+
+
+def test_the_image_cache_evicts_its_least_recently_used_unprotected_root(tmp_path: Path) -> None:
+    """Roots count by their marker's size; the oldest unprotected goes first; a protected
+    (the cluster's, or a running container's) root is never evicted."""
+    cache = ImageCache(tmp_path)
+    old, mid, current = "a" * 64, "b" * 64, "c" * 64
+    _image(cache, old, 300, 1000.0)
+    _image(cache, mid, 300, 2000.0)
+    _image(cache, current, 300, 500.0)
+    cache.protected = lambda: {current}
+    cap = DiskCap(1000, [cache])
+    assert cap.used() == 900
+    cap.reserve("unpacking another image", 300)
+    assert cache.path_of(old) is None and cache.path_of(mid) is not None and cache.path_of(current) is not None
+    with pytest.raises(DiskOutOfSpace):
+        cap.reserve("block blk_x", 800)  # mid goes too, current stays: 300 + 800 > 1000
+    assert cache.path_of(mid) is None and cache.path_of(current) is not None
+
+
+def test_an_unpack_that_cannot_fit_is_refused_naming_the_cap(tmp_path: Path) -> None:
+    """An unpack reserves EXPANSION times its archive first: no room (nothing evictable) -> ImageError."""
+    cache = ImageCache(tmp_path / "images")
+    archive = tmp_path / "image.tar.zst"
+    archive.write_bytes(b"a" * 1000)
+    cache.disk = DiskCap(EXPANSION * 1000 - 1, [Fixed(0), cache])
+    with pytest.raises(ImageError, match="disk_gb"):
+        cache.unpack(archive, "d" * 64)
+    assert cache.disk.used() == 0 and list(cache.roots.iterdir()) == []

@@ -1,0 +1,110 @@
+"""The node cgroup's limits from the caps, and how they are written (into a directory tree that
+stands for /sys/fs/cgroup; the kernel's side is in tests/integration/test_node_cgroup_lxc.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cortex_rm.config.nodemanager import NodeManagerSection
+from cortex_rm.container.id_ranges import IdRange
+from cortex_rm.container.lxc_sandbox import ContainerSandbox
+from cortex_rm.container.node_cgroup import CFS_PERIOD_US, MIB, NodeCgroup, NodeLimits, limits_of, node_cgroup_name
+
+
+@dataclass(frozen=True)
+class Caps:
+    memory_mb: int
+    vcores: int
+    container_memory_overhead_mb: int = 256
+
+
+@pytest.mark.parametrize(
+    ("caps", "memory_mib", "quota_us"),
+    [
+        (Caps(8192, 8), 8192 + 256, 8 * CFS_PERIOD_US),
+        (Caps(1024, 1, 0), 1024, CFS_PERIOD_US),
+        (Caps(3000, 2, 100), 3100, 2 * CFS_PERIOD_US),
+    ],
+)
+def test_limits_are_memory_plus_one_overhead_and_vcores_whole_cpus(caps: Caps, memory_mib: int, quota_us: int) -> None:
+    """Memory: memory_mb plus one container's overhead allowance; CPU: vcores periods per period."""
+    assert limits_of(caps) == NodeLimits(memory_mib * MIB, quota_us, CFS_PERIOD_US)
+
+
+def test_the_config_section_gives_the_limits() -> None:
+    """``[nodemanager]`` is what the NodeManager passes (it has the three fields)."""
+    section = NodeManagerSection(memory_mb=2048, vcores=3, container_memory_overhead_mb=128)
+    assert limits_of(section) == NodeLimits((2048 + 128) * MIB, 3 * CFS_PERIOD_US)
+
+
+def test_the_node_cgroup_is_named_by_its_id_range_and_parents_the_applications() -> None:
+    """``cortex/n<first block>``; an application's cgroup is below it (so every container is)."""
+    ids = IdRange.parse("983040:131072")  # blocks 15 and 16
+    assert node_cgroup_name(ids) == "cortex/n15"
+    sandbox = ContainerSandbox(ids, Path("/nonexistent"))
+    block, _ = sandbox.blocks.take("application_1_0001")
+    assert sandbox.app_cgroup(block) == f"cortex/n15/b{block.number}"
+
+
+def _fake_root(tmp_path: Path, swap: bool, cpu: bool = True) -> Path:
+    root = tmp_path / "cgroup"
+    (root / "memory").mkdir(parents=True)
+    (root / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    if swap:
+        (root / "memory" / "memory.memsw.limit_in_bytes").write_text("9223372036854771712\n")
+    if cpu:
+        (root / "cpu").mkdir()
+        (root / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    return root
+
+
+def _seed(node: NodeCgroup, swap: bool) -> None:
+    """What the kernel puts in a new cgroup (a plain directory here)."""
+    node.path("memory").mkdir(parents=True)
+    (node.path("memory") / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    if swap:
+        (node.path("memory") / "memory.memsw.limit_in_bytes").write_text("9223372036854771712\n")
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_apply_writes_memory_and_cpu_and_a_change_rewrites_them(tmp_path: Path, swap: bool) -> None:
+    """memory.limit_in_bytes (and memsw, kept equal, when swap is accounted), the CFS period and
+    quota; applying other limits later replaces them."""
+    node = NodeCgroup(_fake_root(tmp_path, swap), "cortex/n15")
+    _seed(node, swap)
+    first = NodeLimits(512 * MIB, 150_000)
+    assert node.apply(first) == []
+    memory, cpu = node.path("memory"), node.path("cpu")
+    assert (memory / "memory.limit_in_bytes").read_text() == str(512 * MIB)
+    assert (cpu / "cpu.cfs_period_us").read_text() == str(CFS_PERIOD_US)
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "150000"
+    assert node.applied == first
+    for lower_or_higher in (NodeLimits(256 * MIB, 100_000), NodeLimits(2048 * MIB, 400_000)):
+        assert node.apply(lower_or_higher) == []
+        assert (memory / "memory.limit_in_bytes").read_text() == str(lower_or_higher.memory_bytes)
+        if swap:
+            assert (memory / "memory.memsw.limit_in_bytes").read_text() == str(lower_or_higher.memory_bytes)
+        assert (cpu / "cpu.cfs_quota_us").read_text() == str(lower_or_higher.cpu_quota_us)
+        assert node.applied == lower_or_higher
+
+
+def test_without_a_cpu_controller_the_memory_cap_still_holds_and_the_gap_is_said(tmp_path: Path) -> None:
+    """No v1 cpu hierarchy: memory is written, the vcores cap is reported as not enforced."""
+    node = NodeCgroup(_fake_root(tmp_path, swap=False, cpu=False), "cortex/n15")
+    _seed(node, swap=False)
+    problems = node.apply(NodeLimits(512 * MIB, 100_000))
+    assert (node.path("memory") / "memory.limit_in_bytes").read_text() == str(512 * MIB)
+    assert len(problems) == 1 and "vcores cap is not enforced" in problems[0]
+    assert node.applied is None
+
+
+def test_remove_takes_the_empty_node_cgroups_away(tmp_path: Path) -> None:
+    """When the node stops its cgroups go (a plain empty directory here, as an empty cgroup is)."""
+    node = NodeCgroup(_fake_root(tmp_path, swap=False), "cortex/n15")
+    node.path("memory").mkdir(parents=True)
+    node.path("cpu").mkdir(parents=True)
+    node.remove()
+    assert not node.path("memory").exists() and not node.path("cpu").exists()
