@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.test_spark_rm_restart import EXPECTED, JOB
+from tests.support.spark_jobs import EXPECTED, JOB
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.java import quiet_jvm_options, run_driver
 from tests.support.logs_cli import aggregated_logs
