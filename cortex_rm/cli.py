@@ -1,6 +1,8 @@
 """The ``cortex-rm`` command line.
 
 * ``cortex-rm node --config FILE``: run one daemon in the foreground.
+* ``cortex-rm node leave (--config FILE | --workdir DIR [--node NAME])``: the daemon leaves gracefully
+  (``node_leave_cli.py``).
 * ``cortex-rm local-cluster up --nodes N --workdir DIR [--rm-standbys N]`` / ``down --workdir DIR``.
 * ``cortex-rm client-config --out CONFDIR (--workdir DIR | --rm HOST:PORT[,HOST:PORT...] --credential FILE)``:
   ``--rm`` is any node's web address (its directory names every RM) or RMs' client addresses.
@@ -30,8 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cortex-rm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    node = sub.add_parser("node", help="run one Cortex daemon in the foreground")
+    node = sub.add_parser("node", help="run one Cortex daemon in the foreground (or: node leave)")
+    node.add_argument("action", nargs="?", choices=("run", "leave"), default="run",
+                      help="run (the default), or leave: ask the running daemon to leave gracefully and wait")  # fmt: skip
     node.add_argument("--config", type=Path, help="TOML configuration file (default: embedded defaults)")
+    node.add_argument("--workdir", type=Path, help="leave: a node's state dir, or a local cluster's work dir with --node")
+    node.add_argument("--node", help="leave: the local cluster's node (node1, node2, ...)")
+    node.add_argument("--timeout", type=float, default=600.0, help="leave: give up waiting after this many seconds")
 
     cluster = sub.add_parser("local-cluster", help="run a cluster of daemons on this machine's loopback")
     csub = cluster.add_subparsers(dest="action", required=True)
@@ -295,6 +302,10 @@ def _user_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `cortex-rm ... | head` ends quietly
     args = _parser().parse_args(argv)
+    if args.command == "node" and args.action == "leave":
+        from cortex_rm.node_leave_cli import leave_command
+
+        return leave_command(args.config, args.workdir, args.node, args.timeout)
     if args.command == "node":
         from cortex_rm.config import ConfigError, load_config
         from cortex_rm.node import run_node

@@ -31,10 +31,11 @@ MANIFEST_PATH = CONFIG_PATH.parent / "install.json"
 STATE_DIR = PurePosixPath("/var/lib/cortex-rm")
 #: YARN's usual ports, which a contributed machine (an address of its own) listens on.
 RING_PORT, NM_PORT, NM_WEB_PORT = 7946, 45454, 8042
-#: How long systemd waits for a stop before SIGKILL: the NodeManager's bounded wait for its
-#: containers (10 s, ``container/runtime_spec.py`` shutdown_timeout_s) and the ring's leave, with room
-#: for the graceful decommission's grace that issue 14 part 3 adds.
-STOP_TIMEOUT_S = 120
+#: How long systemd waits for a stop before SIGKILL: the graceful leave (the default 60 s grace for
+#: containers, 30 s for killed ones to end, at most 150 s for the RM's DECOMMISSIONED,
+#: ``container/graceful_leave.py``), the NodeManager's bounded wait for its containers (10 s,
+#: ``container/runtime_spec.py`` shutdown_timeout_s) and the ring's leave.
+STOP_TIMEOUT_S = 300
 
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/_.,:+=@%-")  # % is doubled
 
@@ -141,13 +142,15 @@ StateDirectory=cortex-rm
 Restart=on-failure
 RestartSec=10s
 
-# Stopping.  SIGTERM goes to the daemon alone (KillMode=mixed), which stops in order: the events and
-# uptime reports end, the NodeManager stops reporting and kills its containers (waiting at most 10 s
-# for them), its ports close, and the ring member leaves gracefully (hands its records on, tells its
-# neighbours, gossips LEFT).  What is still in the unit's cgroup when it exits is then SIGKILLed.
-# Today the RM reports such a node LOST, as a crash; YARN's graceful decommission (DECOMMISSIONING,
-# a grace for running containers, then DECOMMISSIONED) is issue 14 part 3, not yet done.
-# TimeoutStopSec leaves room for that grace before systemd sends SIGKILL.
+# Stopping.  SIGTERM goes to the daemon alone (KillMode=mixed), which first leaves gracefully, as
+# YARN's graceful decommission: the RM shows the node DECOMMISSIONING and places nothing new there,
+# running containers get [nodemanager] decommission_grace_s (default 60 s) to finish and are then
+# killed (KILLED_BY_RESOURCEMANAGER, not counted against their application), the RM marks the node
+# DECOMMISSIONED once its file system blocks have replicas elsewhere (it waits at most 120 s for
+# them; the node at most 150 s for the RM).  Then the daemon stops as before: its ports close and
+# the ring member leaves (hands its records on, tells its neighbours, gossips LEFT).  What is still
+# in the unit's cgroup when it exits is then SIGKILLed.  TimeoutStopSec covers the default grace,
+# the wait for the RM and the rest; a longer grace needs a longer timeout (systemctl edit).
 KillMode=mixed
 KillSignal=SIGTERM
 TimeoutStopSec={STOP_TIMEOUT_S}s

@@ -310,9 +310,9 @@ def down(workdir: Path, grace: float = 15.0, say: Callable[[str], None] = _say) 
         raise LocalClusterError(f"no local cluster in {workdir} (no {CLUSTER_FILE})")
     nodes = _load(workdir)
     running = [n for n in nodes if _is_daemon_of(n)]
-    for node in running:
+    for node in running:  # SIGINT: at once (SIGTERM would be a graceful leave, pointless as all go)
         say(f"stopping {node.name} (pid {node.pid})")
-        os.kill(node.pid, signal.SIGTERM)
+        os.kill(node.pid, signal.SIGINT)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(alive(n.pid) for n in running):
         time.sleep(0.05)

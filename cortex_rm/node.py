@@ -16,7 +16,6 @@ own cores (``cortex_rm/roles/``).  Roles today:
   node is a standby otherwise (``roles/rm_ha.py``);
 * the NodeManager (``roles/node_manager.py``, ``[nodemanager]``): its web site,
   its containers, its capacity report on the ring, and its reports to the RM.
-
 * the witness's reports (``roles/uptime_reports.py``) on a node with both: what its ring
   member saw of its neighbours, signed and sent to the RM's uptime ledger.
 
@@ -61,6 +60,7 @@ from cortex_rm.internal.identity import NodeIdentity
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.roles.container_members import ring_view_of
 from cortex_rm.roles.events_role import EventsRole
+from cortex_rm.roles.graceful_leave import LeaveRequest, install_stop_signals
 from cortex_rm.roles.ledger_keeper import LedgerSetup
 from cortex_rm.roles.ledger_mirror import LedgerMirrorRole, keep_ledger_heads
 from cortex_rm.roles.node_caps import NodeCaps
@@ -120,6 +120,7 @@ class CortexNode:
         self.events: EventsRole | None = None
         self.rm_directory: RmDirectory | None = None  # where the eligible RMs are (with [ring] resource_managers)
         self.state_lock: StateDirLock | None = None
+        self.leave = LeaveRequest()  # SIGTERM: the stop begins with a graceful leave (graceful_leave.py)
 
     @property
     def state_dir(self) -> Path:
@@ -379,6 +380,7 @@ class CortexNode:
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        await self.leave.run(self.reactor, self.node_manager, self.state_dir)  # (ring, file system, RM link: still up)
         if self.events is not None:
             await self.events.stop()
             self.events = None
@@ -417,13 +419,12 @@ class CortexNode:
 
 
 def run_node(config: Config) -> int:
-    """Run one daemon until SIGTERM/SIGINT; the exit status says whether it started."""
+    """Run one daemon until SIGTERM (a graceful leave first) or SIGINT; the exit status says whether it started."""
     from twisted.internet import reactor as global_reactor
 
     # The default reactor provides threads too; its declared type names only the common interfaces.
     reactor = cast(INodeReactor, global_reactor)
-    level = LogLevel.levelWithName(config.node.log_level)
-    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(config.node.log_level))
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stdout), [predicate])], redirectStandardIO=False
     )
@@ -440,10 +441,10 @@ def run_node(config: Config) -> int:
         reactor.stop()
 
     def started() -> None:
-        d = node.start()
-        d.addErrback(failed)
+        node.start().addErrback(failed)
 
     reactor.callWhenRunning(started)
+    reactor.callWhenRunning(install_stop_signals, reactor, node.leave)
     reactor.addSystemEventTrigger("before", "shutdown", node.stop)
     reactor.run()
     return status["code"]

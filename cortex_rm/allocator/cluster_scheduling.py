@@ -43,7 +43,7 @@ from cortex_rm.allocator.app_model import Application, Attempt, SchedulerLimits
 from cortex_rm.allocator.app_states import AppEvent, AppState, AttemptEvent, AttemptState, FinalStatus
 from cortex_rm.allocator.app_table import ApplicationTable
 from cortex_rm.allocator.asks import ResourceAsk
-from cortex_rm.allocator.containers import RMContainer
+from cortex_rm.allocator.containers import RMContainer, gone_status
 from cortex_rm.allocator.errors import AllocatorError, InvalidSubmission
 from cortex_rm.allocator.node_class_labels import NodeClassLabels
 from cortex_rm.allocator.node_cleanup import NodeCleanup, NodeOrders
@@ -249,8 +249,8 @@ class ClusterScheduling:
         self.schedule_soon()
 
     def node_lost(self, node: NodeRecord) -> None:
-        self.cleanup.node_lost(node.node_id)
-        for container in self.scheduler.node_removed(node.node_id):
+        self.cleanup.node_lost(node.node_id)  # (LOST, or DECOMMISSIONED: see gone_status)
+        for container in self.scheduler.node_removed(node.node_id, *gone_status(node.state)):
             self._container_ended(container)
         self.schedule_soon()
 

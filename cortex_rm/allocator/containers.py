@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cortex_rm.allocator.errors import AllocatorError
+from cortex_rm.allocator.nodes import NodeState
 from cortex_rm.yarn.container_status import ContainerExitStatus
 from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId, NodeId
 from cortex_rm.yarn.resources import Resource
@@ -35,6 +36,16 @@ RELEASED_CONTAINER: Final = "Container released by application"
 LOST_CONTAINER: Final = "Container released on a *lost* node"
 COMPLETED_APPLICATION: Final = "Container of a completed application"
 EXPIRED_CONTAINER: Final = "Container expired since it was unused"
+DECOMMISSIONED_CONTAINER: Final = "Container killed: its node was decommissioned"
+
+
+def gone_status(node_state: NodeState) -> tuple[int, str]:
+    """The exit status and diagnostics of a container still on a node that left the scheduler:
+    a DECOMMISSIONED node's end KILLED_BY_RESOURCEMANAGER, any other's (LOST) ABORTED; Spark
+    counts neither against the application (YarnAllocator's NOT_APP_AND_SYSTEM_FAULT_EXIT_STATUS)."""
+    if node_state is NodeState.DECOMMISSIONED:
+        return ContainerExitStatus.KILLED_BY_RESOURCEMANAGER, DECOMMISSIONED_CONTAINER
+    return ContainerExitStatus.ABORTED, LOST_CONTAINER
 
 
 class InvalidContainerRelease(AllocatorError):

@@ -47,7 +47,7 @@ class SchedulerNode:
     """A schedulable node: capacity, what is free, and the containers on it."""
 
     __slots__ = ("node_id", "host", "rack", "capability", "free_mem", "free_vcores", "label", "order",
-                 "containers", "record", "withheld")
+                 "containers", "record", "withheld", "draining")
 
     def __init__(self, node_id: NodeId, rack: str, capability: Resource, label: str, order: int,
                  record: NodeRecord | None) -> None:
@@ -62,6 +62,7 @@ class SchedulerNode:
         self.containers: dict[ContainerId, RMContainer] = {}
         self.record = record  # the NodeTable's record, kept in step for REST and metrics
         self.withheld = False  # outside its schedule: in no free-space index, so nothing is placed on it
+        self.draining = False  # DECOMMISSIONING: out of the free-space indexes, its containers go on
 
     @property
     def free(self) -> Resource:
@@ -72,7 +73,7 @@ class SchedulerNode:
         return Resource(self.capability.memory_mb - self.free_mem, self.capability.vcores - self.free_vcores)
 
     def fits(self, memory_mb: int, vcores: int) -> bool:
-        return memory_mb <= self.free_mem and vcores <= self.free_vcores
+        return not self.draining and memory_mb <= self.free_mem and vcores <= self.free_vcores
 
     def __repr__(self) -> str:
         return f"SchedulerNode({self.node_id}, free {self.free} of {self.capability})"
@@ -225,6 +226,20 @@ class NodeDirectory:
             del self.shapes[node.capability]
         self._forget_shape(node)
 
+    def drain(self, node_id: NodeId) -> bool:
+        """A DECOMMISSIONING node takes no new containers: out of every free-space index (and
+        ``fits`` says no), while its containers run on and release their room as they end.
+        False if the node is not in the scheduler."""
+        node = self.by_id.get(node_id)
+        if node is None or node.draining:
+            return node is not None
+        self._unfile(node)
+        if not self.racks.get(node.rack):
+            self.racks.pop(node.rack, None)
+        self._drop_if_empty(node.label)
+        node.draining = True
+        return True
+
     def relabel(self, node: SchedulerNode, label: str) -> None:
         """Move ``node`` to the partition of ``label`` (its containers stay where they are)."""
         if label == node.label:
@@ -295,7 +310,7 @@ class NodeDirectory:
             del self.partition_shapes[node.label]
 
     def _file(self, node: SchedulerNode) -> None:
-        if node.withheld:
+        if node.withheld or node.draining:
             return
         self.everywhere.add(node)
         rack = self.racks.get(node.rack)
@@ -308,7 +323,7 @@ class NodeDirectory:
         partition.add(node)
 
     def _unfile(self, node: SchedulerNode) -> None:
-        if node.withheld:
+        if node.withheld or node.draining:
             return
         self.everywhere.remove(node)
         self.racks[node.rack].remove(node)

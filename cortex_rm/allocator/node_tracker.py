@@ -50,6 +50,11 @@ Expiry
     ``expiry_check_interval_ms`` (expiry / 3, as YARN).  The listener's
     ``node_lost`` is where the scheduler completes the node's containers with
     ``ContainerExitStatus.ABORTED``.
+
+Graceful leave
+    A fresh heartbeat's ``leave`` (DECOMMISSIONING, then DRAINED) goes to
+    ``NodeLeaves`` (``node_leave.py``); the answer to the heartbeat that makes the
+    node DECOMMISSIONED is SHUTDOWN with ``decommissioned``.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from twisted.logger import Logger
 
 from cortex_rm.allocator.errors import UnknownNode
 from cortex_rm.allocator.node_cleanup import NodeOrders
+from cortex_rm.allocator.node_leave import DEFAULT_MAX_WAIT_MS, NodeLeaveListener, NodeLeaves
 from cortex_rm.allocator.nodes import (
     ACTIVE_NODE_STATES,
     NODE_TRANSITIONS,
@@ -161,6 +167,8 @@ class NodeTracker:
         listener: NodeTrackerListener | None = None,
         container_token_master_key: MasterKey | None = None,
         removes_completed_containers: bool = False,
+        leave_listener: NodeLeaveListener | None = None,
+        leave_max_wait_ms: int = DEFAULT_MAX_WAIT_MS,
     ) -> None:
         if nm_expiry_ms < 3 * MIN_HEARTBEAT_INTERVAL_MS:
             raise ValueError(f"nm_expiry_ms must be at least {3 * MIN_HEARTBEAT_INTERVAL_MS}, not {nm_expiry_ms}")
@@ -174,6 +182,8 @@ class NodeTracker:
         # Said to every node that registers: the listener names completed containers a node may forget.
         self.removes_completed_containers = removes_completed_containers
         self._live: dict[NodeId, _Liveness] = {}
+        # graceful leaves the nodes report (node_leave.py)
+        self.leaves = NodeLeaves(nodes, leave_listener, leave_max_wait_ms)
 
     # ---------------------------------------------------------------- figures
 
@@ -244,6 +254,7 @@ class NodeTracker:
         node = self.nodes.register(
             node_id, registration.http_address, registration.capability, now, rack=registration.rack, ring_id=ring_id
         )
+        self.leaves.forget(node_id)
         first = HeartbeatAnswer(response_id=0, action=NodeAction.NORMAL, next_heartbeat_interval_ms=interval)
         self._live[node_id] = _Liveness(fingerprint, now, interval, first, ring_id)
         self.listener.node_registered(node)
@@ -313,11 +324,14 @@ class NodeTracker:
             node.capability, node.offering = capability, status.offering  # (REST and NodeCLI read the record)
             self.listener.node_resized(node)
         self.listener.containers_reported(node, status.containers)
+        decommissioned = self.leaves.report(node, status.leave, live.last_seen_ms)
         orders = self.listener.cleanup_for(node)
         answer = HeartbeatAnswer(
             response_id=next_response_id(last.response_id),
-            action=NodeAction.NORMAL,
+            action=NodeAction.SHUTDOWN if decommissioned else NodeAction.NORMAL,
             next_heartbeat_interval_ms=live.heartbeat_interval_ms,
+            decommissioned=decommissioned,
+            diagnostics="the node is decommissioned" if decommissioned else "",
             containers_to_cleanup=orders.containers_to_cleanup,
             applications_to_cleanup=orders.applications_to_cleanup,
             containers_to_remove=orders.containers_to_remove,
@@ -386,6 +400,7 @@ class NodeTracker:
     def _lose(self, node: NodeRecord, why: str) -> None:
         state_before = node.state
         self.nodes.expire(node.node_id)
+        self.leaves.forget(node.node_id)
         assert node.state is NodeState.LOST
         log.warn("node {node_id} {old} -> LOST: {why}", node_id=str(node.node_id), old=state_before.name, why=why)
         self.listener.node_lost(node)

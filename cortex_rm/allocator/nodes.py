@@ -36,6 +36,8 @@ class NodeEvent(enum.Enum):
     EXPIRE = "EXPIRE"  # no report within the expiry
     RECONNECTED = "RECONNECTED"  # a lost or shut down node registers again
     SHUTDOWN = "SHUTDOWN"  # the node said goodbye
+    DECOMMISSION = "DECOMMISSION"  # the node leaves gracefully: no new containers, the running ones finish
+    DECOMMISSIONED = "DECOMMISSIONED"  # the leaving node has nothing left here
 
 
 _N, _V = NodeState, NodeEvent
@@ -53,12 +55,30 @@ NODE_TRANSITIONS: TransitionTable[NodeState, NodeEvent] = TransitionTable(
         (_N.SHUTDOWN, _V.RECONNECTED): _N.RUNNING,
         (_N.RUNNING, _V.RECONNECTED): _N.RUNNING,
         (_N.UNHEALTHY, _V.RECONNECTED): _N.RUNNING,
+        # graceful decommission (YARN's RMNodeImpl): a DECOMMISSIONING node keeps its containers
+        # but takes no new ones; a silent one is LOST as any other; one that registers again
+        # (it restarted, or the RM did) is RUNNING until its heartbeat says it is leaving
+        (_N.RUNNING, _V.DECOMMISSION): _N.DECOMMISSIONING,
+        (_N.UNHEALTHY, _V.DECOMMISSION): _N.DECOMMISSIONING,
+        (_N.DECOMMISSIONING, _V.DECOMMISSIONED): _N.DECOMMISSIONED,
+        (_N.DECOMMISSIONING, _V.EXPIRE): _N.LOST,
+        (_N.DECOMMISSIONING, _V.RECONNECTED): _N.RUNNING,
+        (_N.DECOMMISSIONED, _V.RECONNECTED): _N.RUNNING,
     },
-    ignored=[(_N.RUNNING, _V.HEALTHY), (_N.UNHEALTHY, _V.UNHEALTHY), (_N.LOST, _V.EXPIRE)],
+    ignored=[
+        (_N.RUNNING, _V.HEALTHY),
+        (_N.UNHEALTHY, _V.UNHEALTHY),
+        (_N.LOST, _V.EXPIRE),
+        (_N.DECOMMISSIONING, _V.HEALTHY),  # its health no longer matters: it only drains
+        (_N.DECOMMISSIONING, _V.UNHEALTHY),
+        (_N.DECOMMISSIONING, _V.DECOMMISSION),
+    ],
 )
 
 ACTIVE_NODE_STATES = frozenset({NodeState.RUNNING, NodeState.UNHEALTHY, NodeState.DECOMMISSIONING})
-#: The states whose nodes the scheduler uses (an UNHEALTHY node left it): the cluster's resources.
+#: The states whose nodes count in the cluster's resources (an UNHEALTHY node left the scheduler;
+#: a DECOMMISSIONING one is still in it with its containers, but takes no new ones: see
+#: ``NodeDirectory.drain``).
 SCHEDULABLE_NODE_STATES = frozenset({NodeState.RUNNING, NodeState.DECOMMISSIONING})
 
 
@@ -138,6 +158,12 @@ class NodeTable:
         """The node stopped reporting: LOST."""
         node = self.get(node_id)
         self._apply(node, NodeEvent.EXPIRE)
+        return node
+
+    def leave(self, node_id: NodeId, event: NodeEvent) -> NodeRecord:
+        """A graceful leave's step (``DECOMMISSION`` or ``DECOMMISSIONED``)."""
+        node = self.get(node_id)
+        self._apply(node, event)
         return node
 
     def _apply(self, node: NodeRecord, event: NodeEvent) -> None:

@@ -14,6 +14,7 @@ from cortex_rm.yarn.addresses import HostPort
 CONTAINER_RUNTIMES = ("lxc",)
 MIN_LOG_RETAIN_S = 60  # a minute: an aggregation's retries keep their logs anyway
 MIN_PIDS_LIMIT = 16  # a JVM alone starts a few dozen threads; fewer cannot run anything
+MAX_DECOMMISSION_GRACE_S = 3600  # YARN's default graceful decommission timeout: the longest we allow
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,12 @@ class NodeManagerSection:
     # and reports the ended ones with their exit codes; false: they die with the daemon and a
     # restart reaps what is left.  A daemon that stops cleanly kills its containers either way
     recovery: bool = False
+    # Graceful leave (SIGTERM, `systemctl stop`, `cortex-rm node leave`): the node goes
+    # DECOMMISSIONING, takes no new containers, and the running ones get this long to finish
+    # before they are killed (exit status KILLED_BY_RESOURCEMANAGER, which Spark does not count
+    # against the application); YARN's graceful decommission timeout.  0: kill them at once.
+    # At most MAX_DECOMMISSION_GRACE_S; systemd's stop timeout (contributor install) allows 60 s
+    decommission_grace_s: int = 60
 
     def dirs(self, state_dir: Path) -> NodeManagerDirs:
         """The NodeManager's local, log and read-only dirs, with the defaults under ``state_dir``."""
@@ -125,6 +132,11 @@ class NodeManagerSection:
             raise ConfigError(f"{where}: nodemanager memory_mb and vcores must be positive")
         if self.disk_gb < 0:
             raise ConfigError(f"{where}: nodemanager.disk_gb must be 0 (no cap) or positive, not {self.disk_gb}")
+        if not 0 <= self.decommission_grace_s <= MAX_DECOMMISSION_GRACE_S:
+            raise ConfigError(
+                f"{where}: nodemanager.decommission_grace_s must be 0..{MAX_DECOMMISSION_GRACE_S}, "
+                f"not {self.decommission_grace_s}"
+            )
         try:
             OfferSchedule.parse(self.schedule)
         except ScheduleError as e:

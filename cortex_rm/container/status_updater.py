@@ -65,6 +65,7 @@ from cortex_rm.yarn.resource_tracker import (
     HeartbeatAnswer,
     NodeAction,
     NodeHealth,
+    NodeLeave,
     NodeRegistration,
     NodeStatusReport,
     RegistrationAnswer,
@@ -236,6 +237,10 @@ class NodeStatusUpdater:
         self._last_report: NodeStatusReport | None = None  # the heartbeat in flight (the last one sent)
         self.kept = KeptCompletions(kept_limit)  # acknowledged completions the RM has not let go of
         self.rm_removes = False  # the RM names removable completions (its registration answer said so)
+        # a graceful leave (graceful_leave.py): what the heartbeats say, and whether the RM has
+        # marked this node DECOMMISSIONED (its answer SHUTDOWN said so)
+        self.leave: NodeLeave | None = None
+        self.decommissioned = False
 
     def _go(self, event: UpdaterEvent, target: UpdaterState | None = None) -> bool:
         new = UPDATER_TRANSITIONS.next_state(self.state, event, target)
@@ -255,6 +260,7 @@ class NodeStatusUpdater:
             healthy=health.healthy,
             health_report=health.health_report,
             containers=health.containers,
+            leave=self.leave,
             capability=self.registration.capability,  # (the caps may change: roles/node_caps.py)
             offering=health.offering,
         )
@@ -350,6 +356,10 @@ class NodeStatusUpdater:
             self.registered = False
             self._first_report = None
             return [SendRegistration(self._registration())]
+        if answer.action is NodeAction.SHUTDOWN and answer.decommissioned:
+            log.info("the ResourceManager marked this node DECOMMISSIONED")
+            self.decommissioned = True
+            return [Disconnect()]
         if answer.action is NodeAction.SHUTDOWN:
             log.warn("the ResourceManager told this node to stop reporting: {why}", why=answer.diagnostics)
             return [Disconnect()]

@@ -20,7 +20,11 @@ every report the map answers that node's commands:
   the block or ``pending_timeout_ms`` passes.
 
 A node's replicas count only while it is live: from its first full report after
-``node_up`` until ``node_lost``.  Only blocks whose state changed are looked at
+``node_up`` until ``node_lost``.  A decommissioning node (``node_decommissioning``,
+HDFS's DECOMMISSION_INPROGRESS) is live but its replicas do not count: its blocks are
+copied to other nodes (it is still a source to copy and read from, after the others),
+it gets no fetches and is no write target, and ``decommission_pending`` names the
+blocks it holds that have no replica elsewhere yet.  Only blocks whose state changed are looked at
 (``_attention``), so a report costs what changed, not the whole map; blocks held
 back by the number of live nodes (``_capped``) are looked at again when a node
 becomes live.
@@ -105,6 +109,7 @@ class BlockMap:
         self._capped: set[str] = set()  # fewer replicas than expected only because there are few live nodes
         self._preferred: frozenset[str] = frozenset()  # static nodes: new replicas go there first, extra ones leave others
         self.free: dict[str, int] = {}  # node -> room for blocks it last reported (its disk cap's, or its disk's)
+        self._decommissioning: set[str] = set()  # live, but their replicas do not count: copied elsewhere
 
     def prefer(self, nodes: Iterable[str]) -> None:
         """Nodes likely to stay up (the ledger's static class): write pipelines take them first
@@ -149,6 +154,30 @@ class BlockMap:
         """A node registered (again: restarted, or reconnected): it is no write target until its next full
         report, whose answer carries the keys it checks tickets with (its replicas count again from it)."""
         self._live.discard(node_id)
+        self._stop_decommissioning(node_id)
+
+    def node_decommissioning(self, node_id: str) -> None:
+        """``node_id`` leaves: its replicas stop counting (so they are copied elsewhere), it stays a source."""
+        if node_id in self._decommissioning:
+            return
+        self._decommissioning.add(node_id)
+        self._attention |= self._node_blocks.get(node_id, set())
+        self._attention |= self._capped  # one node fewer to count on: the capped may want a copy now
+        self._capped.clear()
+
+    def _stop_decommissioning(self, node_id: str) -> None:
+        if node_id in self._decommissioning:
+            self._decommissioning.discard(node_id)
+            self._attention |= self._node_blocks.get(node_id, set())
+
+    def decommission_pending(self, node_id: str) -> list[str]:
+        """The blocks ``node_id`` holds that do not yet have the replicas they want elsewhere (at least
+        one), so it cannot leave without losing them; sorted."""
+        return sorted(b for b in self._node_blocks.get(node_id, ()) if len(self._counted(b)) < max(1, self._wanted(b)))
+
+    def _counted(self, block_id: str) -> set[str]:
+        """The holders whose replica counts (not decommissioning)."""
+        return self._holders[block_id] - self._decommissioning
 
     def node_lost(self, node_id: str) -> None:
         """LOST, decommissioned or gone: its replicas stop counting, its fetches are cancelled."""
@@ -158,6 +187,7 @@ class BlockMap:
         self._deletes.pop(node_id, None)
         self._excess.pop(node_id, None)
         self._young_orphans.pop(node_id, None)
+        self._decommissioning.discard(node_id)
         self._drop_holder_of_all(node_id)
         for targets in self._pending.values():
             targets.pop(node_id, None)
@@ -236,7 +266,7 @@ class BlockMap:
         self._expire_pending(now)
         self._withdraw_needed_excess(node_id)
         self._delete_expired_orphans(node_id, now)
-        fetches = self._plan(node_id, now) if node_id in self._live else ()
+        fetches = self._plan(node_id, now) if node_id in self._live and node_id not in self._decommissioning else ()
         deletes = tuple(sorted(self._deletes.pop(node_id, set())))
         return NodeCommands(deletes, fetches, self.needs_full_report(node_id))
 
@@ -246,7 +276,7 @@ class BlockMap:
         for block_id in sorted(self._excess.pop(node_id, set())):
             if node_id not in self._live or block_id not in self._blocks:
                 continue
-            if len(self._holders[block_id]) < self._wanted(block_id):
+            if len(self._counted(block_id)) < self._wanted(block_id):
                 self._deletes.get(node_id, set()).discard(block_id)
                 self._holders[block_id].add(node_id)
                 self._node_blocks[node_id].add(block_id)
@@ -271,7 +301,7 @@ class BlockMap:
                 del self._pending[block_id]
 
     def _wanted(self, block_id: str) -> int:
-        return min(self._expected[block_id], len(self._live))
+        return min(self._expected[block_id], len(self._live - self._decommissioning))
 
     def _plan(self, node_id: str, now: float) -> tuple[FetchOrder, ...]:
         candidates: list[tuple[int, str]] = []
@@ -280,7 +310,7 @@ class BlockMap:
             if block_id not in self._blocks:
                 self._attention.discard(block_id)
                 continue
-            holders = self._holders[block_id]
+            holders = self._counted(block_id)
             pending = self._pending.get(block_id, {})
             wanted = self._wanted(block_id)
             if len(holders) > wanted:
@@ -292,9 +322,9 @@ class BlockMap:
                     if wanted < self._expected[block_id]:
                         self._capped.add(block_id)
                 continue
-            if not holders:
+            if not self._holders[block_id]:
                 continue  # missing: nothing to copy from (kept in view until a replica reappears)
-            if node_id not in holders and node_id not in pending and block_id not in deleting:
+            if node_id not in self._holders[block_id] and node_id not in pending and block_id not in deleting:
                 candidates.append((len(holders), block_id))
         orders = []
         room = self.free.get(node_id)  # (its disk cap's room: no copy it has no room for is ordered)
@@ -304,14 +334,13 @@ class BlockMap:
                 if block.length > room:
                     continue
                 room -= block.length
-            sources = [self._nodes[n] for n in sorted(self._holders[block_id])]
-            self.rng.shuffle(sources)
+            sources = self.locations(block_id)
             self._pending.setdefault(block_id, {})[node_id] = now + self.pending_timeout_s
             orders.append(FetchOrder(block_id, block.length, block.checksum, tuple(sources)))
         return tuple(orders)
 
     def _trim(self, block_id: str, extra: int) -> None:
-        holders = sorted(self._holders[block_id])
+        holders = sorted(self._counted(block_id))  # (a decommissioning node's replica goes with it)
         others = [n for n in holders if n not in self._preferred]
         doomed = self.rng.sample(others, min(extra, len(others)))
         preferred = [n for n in holders if n in self._preferred]
@@ -325,10 +354,14 @@ class BlockMap:
     # -- queries
 
     def locations(self, block_id: str) -> list[DataNode]:
-        """The live nodes with a valid replica, in random order (reads spread over them)."""
-        nodes = [self._nodes[n] for n in sorted(self._holders.get(block_id, ()))]
-        self.rng.shuffle(nodes)
-        return nodes
+        """The live nodes with a valid replica, in random order (reads spread over them); decommissioning
+        ones last (they are about to go, as HDFS orders them)."""
+        holders = sorted(self._holders.get(block_id, ()))
+        staying = [self._nodes[n] for n in holders if n not in self._decommissioning]
+        leaving = [self._nodes[n] for n in holders if n in self._decommissioning]
+        self.rng.shuffle(staying)
+        self.rng.shuffle(leaving)
+        return staying + leaving
 
     def live_nodes(self) -> list[DataNode]:
         return [self._nodes[n] for n in sorted(self._live)]
@@ -337,7 +370,7 @@ class BlockMap:
         """Up to ``count`` distinct live nodes for a write pipeline, the writer's own node first if live;
         nodes whose last report left less room than ``block_size`` are left out while others have it
         (if none has, they are chosen anyway: the first refuses the write, naming its disk cap)."""
-        live = sorted(self._live)
+        live = sorted(self._live - self._decommissioning)
         roomy = [n for n in live if self.free.get(n, block_size) >= block_size]
         live = roomy or live
         if not live:
@@ -353,7 +386,7 @@ class BlockMap:
 
     def under_replicated(self) -> int:
         return sum(
-            1 for b in self._blocks if 0 < len(self._holders[b]) < self._wanted(b)
+            1 for b in self._blocks if 0 < len(self._counted(b)) < self._wanted(b)
         )
 
     def missing(self) -> list[str]:

@@ -98,13 +98,21 @@ struct NodeStatus {
   3: required bool healthy,
   4: required string health_report,
   5: required list<ContainerStatus> containers,
-  // (6-9: graceful decommission)
+  // the node is leaving gracefully (YARN's graceful decommission); absent: it is not
+  6: optional NodeLeave leave,
+  // (7-9: free)
   // the node's total resource now: its caps, which change without a restart (SIGHUP); the RM
   // resizes the node when it differs, keeping its containers. Unset: as registered
   10: optional Capacity capability,
   // false outside the node's schedule ([nodemanager] schedule): the RM places nothing new there,
   // its containers go on. Unset: true
   11: optional bool offering,
+}
+
+/** How far a node that leaves gracefully has got. */
+enum NodeLeave {
+  DECOMMISSIONING = 1, // no new containers here; the running ones have their grace
+  DRAINED = 2,         // no container left: the RM may mark the node DECOMMISSIONED
 }
 
 /** What the RM wants the node to do next (YARN's NodeAction). */
@@ -127,6 +135,8 @@ struct HeartbeatResponse {
   // completed containers the node may forget: their ApplicationMaster has them, or none ever
   // will (YARN's containersToBeRemovedFromNM); container ids.  An older node ignores it.
   7: optional list<string> containers_to_remove,
+  // with action SHUTDOWN: the RM marked the draining node DECOMMISSIONED (it may go)
+  8: optional bool decommissioned,
 }
 
 /**

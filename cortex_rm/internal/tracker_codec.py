@@ -27,6 +27,7 @@ from cortex_rm.yarn.resource_tracker import (
     ContainerReport,
     HeartbeatAnswer,
     NodeAction,
+    NodeLeave,
     NodeRegistration,
     NodeStatusReport,
     RegistrationAnswer,
@@ -68,6 +69,11 @@ _ACTIONS = {
     NodeAction.SHUTDOWN: ttypes.NodeAction.SHUTDOWN,
 }
 _ACTIONS_BACK = {v: k for k, v in _ACTIONS.items()}
+_LEAVES = {
+    NodeLeave.DECOMMISSIONING: ttypes.NodeLeave.DECOMMISSIONING,
+    NodeLeave.DRAINED: ttypes.NodeLeave.DRAINED,
+}
+_LEAVES_BACK = {v: k for k, v in _LEAVES.items()}
 
 
 # ------------------------------------------------------------- checks
@@ -284,6 +290,7 @@ def status_to_thrift(status: NodeStatusReport) -> ttypes.NodeStatus:
         healthy=status.healthy,
         health_report=status.health_report,
         containers=[_container_to_thrift(c) for c in status.containers],
+        leave=None if status.leave is None else _LEAVES[status.leave],
         capability=None if status.capability is None else _capacity_to_thrift(status.capability),
         offering=None if status.offering else False,
     )
@@ -299,12 +306,16 @@ def status_from_thrift(t: Any) -> NodeStatusReport:
     if t.offering is not None and not isinstance(t.offering, bool):
         raise MalformedMessage("status.offering must be a bool")
     containers = _list(t.containers, "status.containers")
+    leave = None if t.leave is None else _LEAVES_BACK.get(t.leave)
+    if t.leave is not None and leave is None:
+        raise MalformedMessage(f"status.leave: unknown NodeLeave {t.leave!r}")
     return NodeStatusReport(
         node_id=_node_id(t.node_id, "status.node_id"),
         response_id=_int(t.response_id, "status.response_id", 0, MAX_RESPONSE_ID),
         healthy=t.healthy,
         health_report=_text(t.health_report, "status.health_report", MAX_TEXT_CHARS),
         containers=tuple(_container_from_thrift(c, f"status.containers[{i}]") for i, c in enumerate(containers)),
+        leave=leave,
         capability=None if t.capability is None else _capacity_from_thrift(t.capability, "status.capability"),
         offering=t.offering is not False,
     )
@@ -319,6 +330,7 @@ def heartbeat_answer_to_thrift(answer: HeartbeatAnswer) -> ttypes.HeartbeatRespo
         diagnostics=answer.diagnostics or None,
         applications_to_cleanup=[str(a) for a in answer.applications_to_cleanup] or None,
         containers_to_remove=[str(c) for c in answer.containers_to_remove] or None,
+        decommissioned=answer.decommissioned or None,
     )
 
 
@@ -333,6 +345,8 @@ def heartbeat_answer_from_thrift(t: Any) -> HeartbeatAnswer:
     cleanup = _list(t.containers_to_cleanup, "response.containers_to_cleanup")
     apps = _list(t.applications_to_cleanup or [], "response.applications_to_cleanup")
     remove = _list(t.containers_to_remove or [], "response.containers_to_remove")
+    if t.decommissioned is not None and not isinstance(t.decommissioned, bool):
+        raise MalformedMessage("response.decommissioned must be a bool")
     return HeartbeatAnswer(
         response_id=_int(t.response_id, "response.response_id", 0, MAX_RESPONSE_ID),
         action=action,
@@ -349,4 +363,5 @@ def heartbeat_answer_from_thrift(t: Any) -> HeartbeatAnswer:
         containers_to_remove=tuple(
             _yarn_id(c, f"response.containers_to_remove[{i}]", ContainerId.parse) for i, c in enumerate(remove)
         ),
+        decommissioned=bool(t.decommissioned),
     )

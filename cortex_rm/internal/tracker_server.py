@@ -139,7 +139,7 @@ class TrackerCalls(EventCalls):
 
         return codec.heartbeat_answer_to_thrift(self._decide("nodeHeartbeat", heartbeat))
 
-    # -- the file system's calls: only from a RUNNING node, over the connection of the key it registered with
+    # -- the file system's calls: only from a RUNNING (or UNHEALTHY, DECOMMISSIONING) node, over the connection of the key it registered with
 
     def _data_node(self, node_id: NodeId) -> tuple[NameNode, DataNode]:
         if self.fs is None:
@@ -147,7 +147,8 @@ class TrackerCalls(EventCalls):
         if self.tracker.bound_fingerprint(node_id) != self.fingerprint:
             raise NodeRefused(f"node {node_id} is not registered with the key of this connection; register first")
         record = self.tracker.nodes.get(node_id)
-        if record.state not in (NodeState.RUNNING, NodeState.UNHEALTHY):  # unhealthy: no containers, still a DataNode
+        # unhealthy: no containers, still a DataNode; decommissioning: its blocks are being copied off
+        if record.state not in (NodeState.RUNNING, NodeState.UNHEALTHY, NodeState.DECOMMISSIONING):
             raise NodeRefused(f"node {node_id} is {record.state.name}, not RUNNING; register again")
         return self.fs.name_node, DataNode(str(node_id), record.http_address)
 

@@ -38,11 +38,10 @@ from cortex_rm.allocator.app_access import AppAccess
 from cortex_rm.allocator.app_model import SchedulerLimits
 from cortex_rm.allocator.cluster_scheduling import ClusterScheduling, SchedulingTimers
 from cortex_rm.allocator.master_keys import RMKeys
-from cortex_rm.allocator.node_cleanup import NodeOrders
 from cortex_rm.allocator.node_labels import AMNodeClass
 from cortex_rm.allocator.node_tracker import NodeTracker
 from cortex_rm.allocator.errors import UnknownApplication
-from cortex_rm.allocator.nodes import NodeRecord, NodeTable
+from cortex_rm.allocator.nodes import NodeTable
 from cortex_rm.fs.block_map import BlockMap
 from cortex_rm.fs.model import DEFAULT_SUPERGROUP
 from cortex_rm.fs.name_node import NameNode, fresh_or_recovered
@@ -60,6 +59,7 @@ from cortex_rm.roles.event_registry import EventRegistry, RegistrationRecords
 from cortex_rm.roles.ports import Listen
 from cortex_rm.roles.ring_records import Republisher, ResourceManagerRecord, publish_resource_manager
 from cortex_rm.roles.ring_service import RingService
+from cortex_rm.roles.rm_node_events import NodeEvents
 from cortex_rm.roles.rm_stores import RmStores, sql_stores
 from cortex_rm.roles.rm_log_retention import start_log_retention
 from cortex_rm.roles.threads import thread_runner
@@ -69,7 +69,7 @@ from cortex_rm.yarn.app_network import AppNetwork
 from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.errors import MalformedId, YarnError
 from cortex_rm.yarn.ids import ApplicationId, NodeId
-from cortex_rm.yarn.resource_tracker import ContainerReport, NodeRefused
+from cortex_rm.yarn.resource_tracker import NodeRefused
 from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api import records
@@ -87,35 +87,6 @@ from cortex_rm.yarn_api.user_auth import UserAuthenticator
 from cortex_rm.yarn_api.webhdfs.namenode_resource import NameNodeResource
 
 log = Logger()
-
-
-class NodeEvents:
-    """The node tracker's listener: the scheduler decides on containers, the NameNode forgets a lost node's replicas."""
-
-    def __init__(self, scheduling: ClusterScheduling, name_node: NameNode) -> None:
-        self.scheduling = scheduling
-        self.name_node = name_node
-
-    def node_registered(self, node: NodeRecord) -> None:
-        self.scheduling.node_registered(node)
-        self.name_node.blocks.node_registered(str(node.node_id))
-
-    def containers_reported(self, node: NodeRecord, containers: tuple[ContainerReport, ...]) -> None:
-        self.scheduling.containers_reported(node, containers)
-
-    def node_lost(self, node: NodeRecord) -> None:
-        self.scheduling.node_lost(node)
-        self.name_node.blocks.node_lost(str(node.node_id))
-
-    def node_health_changed(self, node: NodeRecord) -> None:
-        self.scheduling.node_health_changed(node)  # an unhealthy node still stores blocks
-
-    def node_resized(self, node: NodeRecord) -> None:
-        if self.scheduling.scheduler.nodes.resize(node.node_id, node.capability, node.offering):  # (containers stay)
-            self.scheduling.schedule_soon()
-
-    def cleanup_for(self, node: NodeRecord) -> NodeOrders:
-        return self.scheduling.cleanup_for(node)
 
 
 class ResourceManagerRole:
@@ -232,13 +203,14 @@ class ResourceManagerRole:
         auth = UserAuthenticator(credentials, conf.anonymous_access)
         access = AppAccess([name_node.namespace.superuser], scheduling.table.queues)
         admin = RMUserAdmin(auth)  # its tokens' services: the ports, once bound below
+        node_events = NodeEvents(scheduling, name_node)
         self.tracker = NodeTracker(
             nodes,
             self.reactor,
             nm_expiry_ms=conf.nm_expiry_ms,
             rm_identifier=started_ms,
             container_token_master_key=keys.container, removes_completed_containers=True,
-            listener=NodeEvents(scheduling, name_node),
+            listener=node_events, leave_listener=node_events,
         )
         ledger = await self._start_ledger()
         self.events = await self._start_event_registry(name_node, auth, self._stores)
@@ -260,7 +232,7 @@ class ResourceManagerRole:
             "scheduler_address": self._listen(
                 "resourcemanager.scheduler_address",
                 conf.scheduler_address,
-                self._scheduler_port(ApplicationMasterService(scheduling, keys.container, started_ms, self._now_ms)),
+                self._scheduler_port(ApplicationMasterService(scheduling, keys.container, started_ms, self._now_ms, node_events.updates)),
             ),
             "webapp_address": self._listen("resourcemanager.webapp_address", conf.webapp_address, site),
         }

@@ -47,6 +47,12 @@ class NodeAction(enum.Enum):
     SHUTDOWN = "SHUTDOWN"  # stop reporting
 
 
+class NodeLeave(enum.Enum):
+    """How far a node that leaves gracefully has got (YARN's graceful decommission, driven by the node)."""
+
+    DECOMMISSIONING = "DECOMMISSIONING"  # no new containers; the running ones have their grace
+    DRAINED = "DRAINED"  # no container left: the RM may mark it DECOMMISSIONED
+
 
 @dataclass(frozen=True)
 class NodeRegistration:
@@ -104,6 +110,7 @@ class NodeHealth:
     containers: tuple[ContainerReport, ...] = ()
     #: Within its schedule (``[nodemanager] schedule``): False, it takes no new containers now.
     offering: bool = True
+    leave: NodeLeave | None = None  # None: the node is not leaving
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,7 @@ class NodeStatusReport:
     capability: Resource | None = None
     #: False outside the node's schedule: the RM places nothing new there (its containers go on).
     offering: bool = True
+    leave: NodeLeave | None = None  # None: the node is not leaving
 
 
 @dataclass(frozen=True)
@@ -134,3 +142,5 @@ class HeartbeatAnswer:
     applications_to_cleanup: tuple[ApplicationId, ...] = ()
     # completed containers the node may forget (YARN's containersToBeRemovedFromNM): their AM has them
     containers_to_remove: tuple[ContainerId, ...] = ()
+    # with SHUTDOWN: the RM marked this draining node DECOMMISSIONED, so it may go
+    decommissioned: bool = False

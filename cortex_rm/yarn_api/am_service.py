@@ -30,6 +30,7 @@ from cortex_rm.allocator.app_states import FinalStatus
 from cortex_rm.allocator.asks import ResourceAsk
 from cortex_rm.allocator.cluster_scheduling import AllocationResult
 from cortex_rm.allocator.containers import RMContainer
+from cortex_rm.allocator.node_updates import NodeUpdates
 from cortex_rm.yarn.ids import ApplicationAttemptId, ContainerId, NodeId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn.tokens import CONTAINER_TOKEN_KIND, MasterKey
@@ -99,6 +100,7 @@ class _Session:
     last_response_id: int = 0
     last_response: ys.AllocateResponseProto | None = None
     nodes_with_nm_token: set[NodeId] = field(default_factory=set)
+    node_cursor: int = 0  # the last NodeUpdates change this AM was told of
 
 
 class ApplicationMasterService:
@@ -110,8 +112,10 @@ class ApplicationMasterService:
         container_key: MasterKey,
         rm_identifier: int,
         now_ms: Callable[[], int],
+        node_updates: NodeUpdates | None = None,
     ) -> None:
         self.scheduling = scheduling
+        self.node_updates = node_updates  # updated_nodes (node_updates.py); None: never any
         self.container_key = container_key
         self.rm_identifier = rm_identifier
         self.now_ms = now_ms
@@ -155,7 +159,8 @@ class ApplicationMasterService:
         keeps the table as small as the number of live AMs.
         """
         self._sessions = {a: s for a, s in self._sessions.items() if self.scheduling.is_registered(a)}
-        self._sessions[attempt_id] = _Session()
+        cursor = self.node_updates.cursor() if self.node_updates is not None else 0
+        self._sessions[attempt_id] = _Session(node_cursor=cursor)
 
     # -- register / finish ---------------------------------------------------------------
 
@@ -240,6 +245,10 @@ class ApplicationMasterService:
             records.resource_to_proto(container.resource, status.capability)
         records.resource_to_proto(result.headroom, response.limit)
         response.num_cluster_nodes = result.num_cluster_nodes
+        if self.node_updates is not None:
+            updated, session.node_cursor = self.node_updates.since(session.node_cursor)
+            for node in updated:
+                records.node_report(node, response.updated_nodes.add())
         session.last_response_id = response.response_id
         session.last_response = response
         return response

@@ -841,3 +841,60 @@ def test_a_node_that_registers_again_is_no_write_target_until_its_next_full_repo
     assert block_map.choose_targets(2) == [dn(2)]
     block_map.full_report(nid(1), [])
     assert block_map.live_nodes() == [dn(1), dn(2)]
+
+
+# -- decommissioning (graceful leave) ----------------------------------------------------------
+
+
+def test_a_decommissioning_nodes_replicas_do_not_count_and_are_copied_from_it_to_another_node() -> None:
+    """HDFS's decommission: its replica does not count, another node is told to fetch the block (the
+    leaving node among the sources, after the staying ones), and once it has, nothing is pending."""
+    block_map = cluster(3)
+    block = ref(1)
+    write(block_map, block, 2, [1, 2])
+    assert block_map.commands(nid(3)) == NOTHING
+    block_map.node_decommissioning(nid(2))
+    assert block_map.decommission_pending(nid(2)) == [block.block_id]  # one replica elsewhere; it wants two
+    assert block_map.under_replicated() == 1
+    (order,) = block_map.commands(nid(3)).fetch
+    assert order.block_id == block.block_id and [s.node_id for s in order.sources] == [nid(1), nid(2)]
+    assert block_map.commands(nid(2)).fetch == ()  # the leaving node fetches nothing
+    block_map.incremental_report(nid(3), [rep(block)], [])
+    assert block_map.under_replicated() == 0 and block_map.decommission_pending(nid(2)) == []
+    assert block_map.commands(nid(2)).delete == ()  # its replica is not deleted: it goes with the node
+
+
+def test_a_block_only_the_decommissioning_node_holds_is_pending_until_copied() -> None:
+    block_map = cluster(2)
+    block = ref(1)
+    write(block_map, block, 1, [2])
+    block_map.node_decommissioning(nid(2))
+    assert block_map.decommission_pending(nid(2)) == [block.block_id]
+    (order,) = block_map.commands(nid(1)).fetch
+    assert [s.node_id for s in order.sources] == [nid(2)]  # the only source
+    block_map.incremental_report(nid(1), [rep(block)], [])
+    assert block_map.decommission_pending(nid(2)) == []
+    assert [n.node_id for n in block_map.locations(block.block_id)] == [nid(1), nid(2)]  # the leaving one last
+
+
+def test_a_decommissioning_node_is_no_write_target_and_its_blocks_stay_pending_with_no_other_node() -> None:
+    block_map = cluster(2)
+    block = ref(1)
+    write(block_map, block, 2, [1, 2])
+    block_map.node_decommissioning(nid(2))
+    assert ids(block_map.choose_targets(3, writer=nid(2))) == {nid(1)}
+    block_map.node_decommissioning(nid(1))
+    assert block_map.decommission_pending(nid(1)) == [block.block_id]  # nowhere left to copy it: it must wait
+    with pytest.raises(NotEnoughDataNodes):
+        block_map.choose_targets(1)
+
+
+def test_a_node_that_registers_again_after_decommissioning_counts_again() -> None:
+    block_map = cluster(3)
+    block = ref(1)
+    write(block_map, block, 2, [1, 2])
+    block_map.node_decommissioning(nid(2))
+    assert block_map.under_replicated() == 1
+    block_map.node_registered(nid(2))
+    block_map.full_report(nid(2), [rep(block)])
+    assert block_map.under_replicated() == 0

@@ -44,7 +44,7 @@ LAYERS: Sequence[tuple[str, frozenset[str]]] = (
                 "spark_archive", "webhdfs_client",
                 "image_push", "isolation", "processes", "ring_status", "user_credential", "cluster_wait", "__main__",
                 "ledger_cli", "client", "client_errors", "client_http", "introducer_cache", "event_cli",
-                "rm_lookup", "rm_verification", "contributor", "contributor_files",
+                "rm_lookup", "rm_verification", "contributor", "contributor_files", "node_leave_cli",
             }
         ),
     ),

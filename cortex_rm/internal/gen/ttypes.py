@@ -38,6 +38,25 @@ class ContainerState(object):
     }
 
 
+class NodeLeave(object):
+    """
+    How far a node that leaves gracefully has got.
+
+    """
+    DECOMMISSIONING = 1
+    DRAINED = 2
+
+    _VALUES_TO_NAMES = {
+        1: "DECOMMISSIONING",
+        2: "DRAINED",
+    }
+
+    _NAMES_TO_VALUES = {
+        "DECOMMISSIONING": 1,
+        "DRAINED": 2,
+    }
+
+
 class NodeAction(object):
     """
     What the RM wants the node to do next (YARN's NodeAction).
@@ -729,18 +748,20 @@ class NodeStatus(object):
      - healthy
      - health_report
      - containers
+     - leave
      - capability
      - offering
 
     """
 
 
-    def __init__(self, node_id=None, response_id=None, healthy=None, health_report=None, containers=None, capability=None, offering=None,):
+    def __init__(self, node_id=None, response_id=None, healthy=None, health_report=None, containers=None, leave=None, capability=None, offering=None,):
         self.node_id = node_id
         self.response_id = response_id
         self.healthy = healthy
         self.health_report = health_report
         self.containers = containers
+        self.leave = leave
         self.capability = capability
         self.offering = offering
 
@@ -783,6 +804,11 @@ class NodeStatus(object):
                         _elem12.read(iprot)
                         self.containers.append(_elem12)
                     iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.I32:
+                    self.leave = iprot.readI32()
                 else:
                     iprot.skip(ftype)
             elif fid == 10:
@@ -828,6 +854,10 @@ class NodeStatus(object):
             for iter13 in self.containers:
                 iter13.write(oprot)
             oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.leave is not None:
+            oprot.writeFieldBegin('leave', TType.I32, 6)
+            oprot.writeI32(self.leave)
             oprot.writeFieldEnd()
         if self.capability is not None:
             oprot.writeFieldBegin('capability', TType.STRUCT, 10)
@@ -877,11 +907,12 @@ class HeartbeatResponse(object):
      - diagnostics
      - applications_to_cleanup
      - containers_to_remove
+     - decommissioned
 
     """
 
 
-    def __init__(self, response_id=None, action=None, next_heartbeat_interval_ms=None, containers_to_cleanup=None, diagnostics=None, applications_to_cleanup=None, containers_to_remove=None,):
+    def __init__(self, response_id=None, action=None, next_heartbeat_interval_ms=None, containers_to_cleanup=None, diagnostics=None, applications_to_cleanup=None, containers_to_remove=None, decommissioned=None,):
         self.response_id = response_id
         self.action = action
         self.next_heartbeat_interval_ms = next_heartbeat_interval_ms
@@ -889,6 +920,7 @@ class HeartbeatResponse(object):
         self.diagnostics = diagnostics
         self.applications_to_cleanup = applications_to_cleanup
         self.containers_to_remove = containers_to_remove
+        self.decommissioned = decommissioned
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -949,6 +981,11 @@ class HeartbeatResponse(object):
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
+            elif fid == 8:
+                if ftype == TType.BOOL:
+                    self.decommissioned = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -995,6 +1032,10 @@ class HeartbeatResponse(object):
             for iter34 in self.containers_to_remove:
                 oprot.writeString(iter34.encode('utf-8') if sys.version_info[0] == 2 else iter34)
             oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.decommissioned is not None:
+            oprot.writeFieldBegin('decommissioned', TType.BOOL, 8)
+            oprot.writeBool(self.decommissioned)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -6805,7 +6846,7 @@ NodeStatus.thrift_spec = (
     (3, TType.BOOL, 'healthy', None, None, ),  # 3
     (4, TType.STRING, 'health_report', 'UTF8', None, ),  # 4
     (5, TType.LIST, 'containers', (TType.STRUCT, [ContainerStatus, None], False), None, ),  # 5
-    None,  # 6
+    (6, TType.I32, 'leave', None, None, ),  # 6
     None,  # 7
     None,  # 8
     None,  # 9
@@ -6822,6 +6863,7 @@ HeartbeatResponse.thrift_spec = (
     (5, TType.STRING, 'diagnostics', 'UTF8', None, ),  # 5
     (6, TType.LIST, 'applications_to_cleanup', (TType.STRING, 'UTF8', False), None, ),  # 6
     (7, TType.LIST, 'containers_to_remove', (TType.STRING, 'UTF8', False), None, ),  # 7
+    (8, TType.BOOL, 'decommissioned', None, None, ),  # 8
 )
 all_structs.append(NodeRefused)
 NodeRefused.thrift_spec = (
