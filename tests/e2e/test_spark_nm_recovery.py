@@ -45,7 +45,7 @@ def _configure(cluster: RunningCluster, lines: dict[int, str]) -> None:
     """These nodes again, each with a line added to its ``[nodemanager]`` table."""
     for index, line in lines.items():
         node = cluster.nodes[index]
-        stop_daemon(cluster, node, signal.SIGTERM)
+        stop_daemon(cluster, node, signal.SIGINT)  # (at once: SIGTERM would be a graceful leave)
         config = Path(node.config)
         text = config.read_text()
         assert "\n[nodemanager]\n" in text

@@ -62,7 +62,7 @@ def shrink_nodemanagers(cluster: RunningCluster, indices: tuple[int, ...]) -> No
     """These nodes again, each with a NodeManager no container fits on (node1's RM starts again too)."""
     for index in indices:
         node = cluster.nodes[index]
-        stop_daemon(cluster, node, signal.SIGTERM)
+        stop_daemon(cluster, node, signal.SIGINT)  # (at once: SIGTERM would be a graceful leave)
         config = Path(node.config)
         text = config.read_text()
         assert "\n[nodemanager]\n" in text
