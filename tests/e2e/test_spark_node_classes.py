@@ -9,6 +9,8 @@ keeps them volatile for several minutes (90% up needs ~10 x FROZEN_S), while nod
 1 and 2 become static within about two minutes.  Hadoop's NodeCLI shows exactly
 that; then a Spark job in cluster mode puts its AM (and driver) on a static node,
 and SIGKILL of every volatile node running one of its executors does not fail it.
+While the job runs, the RM's status pages, opened in headless Chromium, show the
+four nodes with their classes and the job in progress (a screenshot's path is printed).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.chromium import dump_dom, screenshot
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.java import labels_by_node, quiet_jvm_options, run_driver
 from tests.support.spark import EXECUTORS, PYTHON_CONF, application_id_from_output, spark_submit_command, spark_submit_env
@@ -117,6 +120,7 @@ def test_the_am_goes_to_a_static_node_and_the_job_survives_losing_the_volatile_o
             assert time.monotonic() < deadline and proc.poll() is None, "no executor ran on a volatile node"
             time.sleep(0.5)
         time.sleep(3)  # the executors are at work
+        status_pages_show(cluster, tmp_path, expected)
         for node in frozen:
             os.kill(node.pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=600)
@@ -133,3 +137,21 @@ def test_the_am_goes_to_a_static_node_and_the_job_survives_losing_the_volatile_o
     said = re.findall(r"static nodes now: (.*)", cluster.daemon_log("node1"))
     assert any(ids[0] in line and ids[1] in line for line in said), said
     assert not any(ids[2] in line or ids[3] in line for line in said), said
+
+
+def status_pages_show(cluster: RunningCluster, tmp_path: Path, classes: dict[str, str]) -> None:
+    """The RM's status pages in headless Chromium, signed in as the job's user (HTTP Basic, the credential's
+    REST value as the password): every node RUNNING with its class, the job in progress; a screenshot."""
+    user = cluster.credential.user
+    signed_in = f"http://{user}:{cluster.credential.rest_header()}@{cluster.rm.webapp}"
+    profile = tmp_path / "chromium-profile"
+    nodes = dump_dom(f"{signed_in}/cluster/nodes", profile)
+    for node_id, label in classes.items():
+        assert f">{node_id}</a></td><td>{label}</td><td>RUNNING</td>" in nodes, (node_id, label, nodes[-3000:])
+    listed = requests.get(f"{cluster.rest}/ws/v1/cluster/apps?states=RUNNING", headers=cluster.rest_headers(), timeout=10)
+    [app_id] = [a["id"] for a in listed.json()["apps"]["app"]]
+    running = dump_dom(f"{signed_in}/cluster/apps?state=running", profile)
+    row = rf'<a href="/cluster/app/{app_id}">{app_id}</a></td><td>[^<]*</td><td>{re.escape(user)}</td><td>SPARK</td>'
+    assert re.search(row + r"<td>[^<]*</td><td>RUNNING</td>", running), running[-3000:]
+    png = screenshot(f"{signed_in}/cluster/login", tmp_path / "status-page-mid-job.png", profile)
+    print(f"status page screenshot, mid-job: {png}")
