@@ -44,8 +44,9 @@ class StoredState:
 
 
 class RMStateStore(Protocol):
-    def load(self) -> defer.Deferred[StoredState]:
-        """Fires with a ``StoredState``."""
+    def load(self, applications: bool = True) -> defer.Deferred[StoredState]:
+        """Fires with a ``StoredState``; ``applications`` False leaves its applications out (what checking
+        credentials needs: the keys and tokens, without reading every application)."""
 
     def save_cluster_timestamp(self, timestamp: int) -> defer.Deferred[None]:
         """Record the cluster timestamp chosen at the very first start."""
@@ -82,9 +83,9 @@ class MemoryStateStore:
         self.state = StoredState()
         self._apps: dict[str, tuple[dict[str, Any], bytes]] = {}
 
-    def load(self) -> defer.Deferred[StoredState]:
+    def load(self, applications: bool = True) -> defer.Deferred[StoredState]:
         # in application-number order, as the SQL store's ORDER BY seq
-        ordered = sorted(self._apps.values(), key=lambda dc: _app_number(dc[0]["app_id"]))
+        ordered = sorted(self._apps.values(), key=lambda dc: _app_number(dc[0]["app_id"])) if applications else []
         apps = [(json.loads(json.dumps(d)), c) for d, c in ordered]
         tokens = {seq: json.loads(json.dumps(d)) for seq, d in self.state.delegation_tokens.items()}
         return defer.succeed(
@@ -170,13 +171,13 @@ class SqlStateStore:
         self._run = run
         self._engine = LazyEngine(url, _metadata)
 
-    def load(self) -> defer.Deferred[StoredState]:
+    def load(self, applications: bool = True) -> defer.Deferred[StoredState]:
         def load_sync() -> StoredState:
             with self._engine.get().connect() as conn:
                 meta = dict(conn.execute(select(_meta.c.key, _meta.c.value)).all())
                 rows = conn.execute(
                     select(_applications.c.document, _applications.c.submission_context).order_by(_applications.c.seq)
-                ).all()
+                ).all() if applications else []
                 tokens = {seq: json.loads(d) for seq, d in conn.execute(select(_delegation_tokens)).all()}
             timestamp = int(meta["cluster_timestamp"]) if "cluster_timestamp" in meta else None
             high_water = int(meta.get("app_id_high_water", 0))

@@ -75,8 +75,8 @@ class ReplicatedStateStore:
         self.local = local
         self.journal = journal
 
-    def load(self) -> defer.Deferred[StoredState]:
-        return self.local.load()
+    def load(self, applications: bool = True) -> defer.Deferred[StoredState]:
+        return self.local.load(applications)
 
     def _write(self, op: str, *args: Any) -> defer.Deferred[None]:
         d = self.journal.propose(encode_operation(STORE, op, list(args)))

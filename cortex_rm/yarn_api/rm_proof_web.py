@@ -5,7 +5,8 @@ Served on the RM's web port by the active (``rest.py``) and by each standby (``s
 own ``ProofSecrets``: the active's live ``UserCredentials`` (``LiveSecrets``), a standby's copy of the RM's
 state store (``StoredSecrets``: the delegation key and the tokens the active issued, as its journal applied
 them).  No credential is needed to ask, so the work is bounded per client address (``PeerRateLimit``, before
-anything else), and a standby reloads its copy at most every ``MIN_RELOAD_S``.
+anything else), and a standby reloads its copy (the keys and tokens alone, not the applications) at most every
+``MIN_RELOAD_S``.
 
 Answers are JSON: ``{"proof": "<64 hex>"}``, or a ``RemoteException`` as the REST API's and WebHDFS's:
 
@@ -116,7 +117,7 @@ class StoredSecrets:
             self._waiting.append(waiting)
             return waiting
         self._waiting = [waiting]
-        self.store.load().addCallback(self._loaded).addBoth(self._reloaded)
+        self.store.load(applications=False).addCallback(self._loaded).addBoth(self._reloaded)
         return waiting
 
     def _reloaded(self, outcome: UserCredentials | None | Failure) -> None:

@@ -71,10 +71,12 @@ class CountingStore(MemoryStateStore):
     def __init__(self) -> None:
         super().__init__()
         self.loads = 0
+        self.with_applications = 0
 
-    def load(self) -> defer.Deferred[StoredState]:
+    def load(self, applications: bool = True) -> defer.Deferred[StoredState]:
         self.loads += 1
-        return super().load()
+        self.with_applications += applications
+        return super().load(applications)
 
 
 def args_of(query: ProofQuery) -> dict[bytes, list[bytes]]:
@@ -258,6 +260,7 @@ def test_a_standby_proves_from_its_copy_of_the_store_and_reloads_it_sparingly(cl
     cluster.clock.advance(MAX_AGE_S)
     revoked = outcome(standby, args)
     assert isinstance(revoked, RestError) and revoked.status == 403 and cluster.store.loads == 3
+    assert cluster.store.with_applications == 0  # (the keys and tokens: no reload reads every application)
 
 
 def test_a_standby_without_a_copy_of_the_keys_asks_to_retry(cluster: Cluster) -> None:
@@ -275,7 +278,7 @@ def test_concurrent_questions_share_one_load() -> None:
     held: list[defer.Deferred[StoredState]] = []
 
     class SlowStore(CountingStore):
-        def load(self) -> defer.Deferred[StoredState]:
+        def load(self, applications: bool = True) -> defer.Deferred[StoredState]:
             self.loads += 1
             d: defer.Deferred[StoredState] = defer.Deferred()
             held.append(d)

@@ -188,3 +188,15 @@ def test_delegation_tokens_are_kept_and_forgotten_and_their_sequence_only_rises(
     again = result_of(stores.reopen().load())
     assert again.delegation_tokens == {1: {"owner": "alice", "max_ms": 10}, 2: {"owner": "alice", "max_ms": 30}}
     assert again.delegation_sequence == 3
+
+
+def test_a_load_without_applications_has_the_keys_and_tokens_alone(stores: StoreUnderTest) -> None:
+    """``load(applications=False)`` (a standby checking credentials) reads the keys, tokens and marks, and no
+    application; a full load still has them all."""
+    result_of(stores.store.save_application(_doc(1), b"ctx"))
+    result_of(stores.store.save_master_key("delegation", 4, b"\x02" * 20))
+    result_of(stores.store.save_delegation_token(1, {"owner": "alice", "max_ms": 10}))
+    light = result_of(stores.store.load(applications=False))
+    assert light.applications == [] and light.master_keys == {"delegation": (4, b"\x02" * 20)}
+    assert light.delegation_tokens == {1: {"owner": "alice", "max_ms": 10}} and light.delegation_sequence == 1
+    assert stores.load().applications == [(_doc(1), b"ctx")]
