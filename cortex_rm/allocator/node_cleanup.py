@@ -17,7 +17,11 @@ when its attempt ends.  A completion no AM will be handed (``completed_reported`
 scheduler did not put it in an AM's completed list, e.g. the AM's own container, one
 the RM ended before, one of an ended attempt) is removed in the next answer.  Nothing
 is queued for a node that is LOST (``node_lost`` until ``node_back``): it may never
-answer again, and if it comes back it lists what it kept, which is decided afresh.
+answer again, and if it comes back it lists what it kept, which is decided afresh; nor
+does an application that ends later queue a cleanup for it (the node's registration
+names what it still holds: ``clean_app_on``).  What is kept per node stays bounded as
+nodes come and go: a lost node's queues are dropped, and at most ``MAX_GONE_NODES``
+lost nodes are remembered (the oldest forgotten).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ _Id = TypeVar("_Id", ContainerId, ApplicationId)
 #: How many (application, node) log aggregations may wait to be taken; the oldest are
 #: forgotten beyond it (a node that never aggregates must not grow the RM's memory).
 MAX_PENDING_AGGREGATIONS = 100_000
+#: How many LOST nodes are remembered as such (volunteers' machines come and go, some never back).
+MAX_GONE_NODES = 10_000
 
 
 class NodeOrders(NamedTuple):
@@ -57,7 +63,7 @@ class NodeCleanup:
         # per attempt: the completions of its last allocate response, until the AM calls again
         self._handed: dict[ApplicationAttemptId, list[tuple[NodeId, ContainerId]]] = {}
         self._handed_ids: set[ContainerId] = set()
-        self._gone: set[NodeId] = set()  # LOST nodes: no removals queued for them
+        self._gone: OrderedDict[NodeId, None] = OrderedDict()  # LOST nodes, oldest first: nothing queued for them
 
     def kill(self, node_id: NodeId, container_id: ContainerId) -> None:
         """``node_id`` must stop ``container_id``."""
@@ -120,11 +126,16 @@ class NodeCleanup:
         self._kill.pop(node_id, None)
         self._cleanup_apps.pop(node_id, None)
         self._remove.pop(node_id, None)
-        self._gone.add(node_id)
+        for nodes in self._app_nodes.values():  # (its applications' ends are not its business now)
+            nodes.discard(node_id)
+        self._gone[node_id] = None
+        self._gone.move_to_end(node_id)
+        while len(self._gone) > MAX_GONE_NODES:
+            self._gone.popitem(last=False)
 
     def node_back(self, node_id: NodeId) -> None:
         """``node_id`` registered: it hears of removals again."""
-        self._gone.discard(node_id)
+        self._gone.pop(node_id, None)
 
     def take(self, node_id: NodeId) -> NodeOrders:
         """What ``node_id``'s next answer carries (then forgotten); its applications may aggregate."""

@@ -13,7 +13,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from cortex_rm.allocator.containers import RMContainer
-from cortex_rm.allocator.node_cleanup import NodeCleanup, NodeOrders
+from cortex_rm.allocator.node_cleanup import MAX_GONE_NODES, NodeCleanup, NodeOrders
 from cortex_rm.allocator.state_store import MemoryStateStore
 from cortex_rm.container.status_updater import (
     Action,
@@ -235,3 +235,22 @@ def test_an_answer_names_at_most_what_a_node_decodes_and_the_rest_follow() -> No
     assert len(second.containers_to_remove) == len(second.containers_to_cleanup) == 500
     assert set(first.containers_to_remove + second.containers_to_remove) == set(ids)
     assert third == NodeOrders()
+
+
+def test_what_is_kept_for_lost_nodes_stays_bounded() -> None:
+    """An application that ends after one of its nodes was lost queues no cleanup for that node (its
+    registration, if it comes back, names what it still holds), and only the newest MAX_GONE_NODES lost nodes
+    are remembered: nodes that come and go for ever do not grow the RM's memory."""
+    cleanup = NodeCleanup()
+    app = ApplicationId(1, 1)
+    n2 = NodeId("10.0.0.2", 45454)
+    cleanup.ran_on(app, N1)
+    cleanup.ran_on(app, n2)
+    cleanup.node_lost(n2)
+    cleanup.app_finished(app)
+    assert cleanup.take(N1).applications_to_cleanup == (app,)
+    cleanup.node_back(n2)
+    assert cleanup.take(n2).applications_to_cleanup == ()
+    for k in range(MAX_GONE_NODES + 5):
+        cleanup.node_lost(NodeId(f"10.1.{k // 250}.{k % 250}", 45454))
+    assert len(cleanup._gone) == MAX_GONE_NODES and NodeId("10.1.0.0", 45454) not in cleanup._gone
