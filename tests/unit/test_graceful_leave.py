@@ -17,7 +17,7 @@ from cortex_rm.yarn.container_status import ContainerExitStatus, ContainerState
 from cortex_rm.yarn.resource_tracker import HeartbeatAnswer, NodeAction, NodeHealth, NodeLeave, NodeStatusReport
 from tests.support.nm_requests import NODE, cid
 from tests.unit.test_container_manager import Node
-from tests.unit.test_status_updater import registered_updater
+from tests.unit.test_status_updater import NO_JITTER, REG, registered_updater
 
 # -- the core ------------------------------------------------------------------------------
 
@@ -68,10 +68,31 @@ def test_a_drained_node_waits_for_the_rm_at_most_confirm_wait() -> None:
     assert leave.left and "without the ResourceManager's word" in leave.outcome
 
 
-def test_a_drained_node_with_no_rm_to_tell_leaves_at_once() -> None:
+def test_a_drained_node_no_rm_ever_registered_leaves_at_once() -> None:
     leave = GracefulLeave(0.0, grace_s=10)
-    leave.check(1.0, live=0, rm_reachable=False)
-    assert leave.left and "unreachable" in leave.outcome
+    leave.check(1.0, live=0, rm_reachable=False, rm_known=False)
+    assert leave.left and "no RM registered the node" in leave.outcome
+
+
+def test_a_drained_node_cut_off_from_the_rm_waits_for_it_at_most_confirm_wait() -> None:
+    """A failover, a RESYNC or a reset while the RM copies its blocks: the node does not leave at the
+    next tick; the time out of reach counts against the confirm wait."""
+    leave = GracefulLeave(0.0, grace_s=10, confirm_wait_s=150)
+    leave.check(1.0, live=0, rm_reachable=True)
+    leave.check(1.25, live=0, rm_reachable=False)
+    leave.check(150.9, live=0, rm_reachable=False)
+    assert leave.phase is LeavePhase.DRAINED
+    leave.check(151.0, live=0, rm_reachable=False)
+    assert leave.left and "after 150 s (it is unreachable)" in leave.outcome
+
+
+def test_a_drained_node_hears_the_rms_word_after_an_outage() -> None:
+    leave = GracefulLeave(0.0, grace_s=10, confirm_wait_s=150)
+    leave.check(1.0, live=0, rm_reachable=True)
+    leave.check(2.0, live=0, rm_reachable=False)
+    leave.check(30.0, live=0, rm_reachable=True)
+    leave.confirmed(31.0)
+    assert leave.left and "DECOMMISSIONED" in leave.outcome
 
 
 def test_cutting_the_leave_short_kills_what_is_left_and_leaves() -> None:
@@ -168,11 +189,35 @@ def test_the_driver_cut_short_kills_at_once(tmp_path: Path) -> None:
     assert node.cm.containers[cid(1)].kill_status == ContainerExitStatus.KILLED_BY_RESOURCEMANAGER
 
 
-def test_a_node_no_rm_hears_from_when_it_starts_leaving_kills_its_containers_at_once() -> None:
+def test_a_node_no_rm_ever_registered_kills_its_containers_at_once() -> None:
     """No AM would learn of the leave: no grace (as a plain stop)."""
     leave = GracefulLeave(0.0, grace_s=60)
-    assert len(leave.check(0.0, live=2, rm_reachable=False)) == 1
+    assert len(leave.check(0.0, live=2, rm_reachable=False, rm_known=False)) == 1
     assert leave.phase is LeavePhase.KILLING
+
+
+def test_a_node_whose_updater_reconnects_at_sigterm_keeps_its_grace() -> None:
+    leave = GracefulLeave(0.0, grace_s=60)
+    assert leave.check(0.0, live=2, rm_reachable=False, rm_known=True) == []
+    assert leave.phase is LeavePhase.DRAINING and leave.grace_s == 60
+
+
+def test_the_driver_of_a_drained_node_whose_updater_reconnects_waits_for_the_rm(tmp_path: Path) -> None:
+    """The real status updater core, registered once, then cut off (a reset): the leave keeps waiting
+    for the RM's DECOMMISSIONED (the driver reads "registered once" from the updater)."""
+    node = Node(tmp_path)
+    updater = registered_updater()
+    updater.failed("connection reset")
+    driver = LeaveDriver(node.clock, node.cm, updater, grace_s=10, poll_s=0.25)
+    done = driver.run()
+    for _ in range(8):
+        node.clock.advance(0.25)
+    assert driver.core.phase is LeavePhase.DRAINED and not done.called
+    unregistered = NodeStatusUpdater(REG, NO_JITTER)
+    unregistered.start()  # (connecting: no RM ever answered its registration)
+    never = LeaveDriver(node.clock, node.cm, unregistered, grace_s=10)
+    never.run()
+    assert never.core.left and "no RM registered" in never.core.outcome
 
 
 def test_a_node_cut_off_later_keeps_its_grace() -> None:
