@@ -65,9 +65,10 @@ class Rig:
         self.blocks.replica_written(str(node_id), block)
         return block
 
-    def register(self, node_id: NodeId) -> None:
+    def register(self, node_id: NodeId, leave: NodeLeave | None = None) -> None:
         self.tracker.register(
-            NodeRegistration(node_id, f"{node_id.host}:8042", "/default-rack", Resource(8192, 8), 1000), KEY + str(node_id)
+            NodeRegistration(node_id, f"{node_id.host}:8042", "/default-rack", Resource(8192, 8), 1000, leave=leave),
+            KEY + str(node_id),
         )
         self.response_ids[node_id] = 0
 

@@ -9,12 +9,20 @@ import pytest
 
 from cortex_rm.container.graceful_leave import GracefulLeave, KillContainers, LeavePhase
 from cortex_rm.container.nm_container import NMContainerState
-from cortex_rm.container.status_updater import Disconnect, NodeStatusUpdater, SendHeartbeat
+from cortex_rm.container.status_updater import Disconnect, NodeStatusUpdater, SendHeartbeat, SendRegistration
 from cortex_rm.internal import tracker_codec
 from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.roles.graceful_leave import LeaveDriver
 from cortex_rm.yarn.container_status import ContainerExitStatus, ContainerState
-from cortex_rm.yarn.resource_tracker import HeartbeatAnswer, NodeAction, NodeHealth, NodeLeave, NodeStatusReport
+from cortex_rm.yarn.resource_tracker import (
+    HeartbeatAnswer,
+    NodeAction,
+    NodeHealth,
+    NodeLeave,
+    NodeRegistration,
+    NodeStatusReport,
+)
+from cortex_rm.yarn.resources import Resource
 from tests.support.nm_requests import NODE, cid
 from tests.unit.test_container_manager import Node
 from tests.unit.test_status_updater import NO_JITTER, REG, registered_updater
@@ -136,6 +144,28 @@ def test_the_leave_travels_in_the_node_status(leave: NodeLeave | None) -> None:
 def test_decommissioned_travels_in_the_heartbeat_answer(decommissioned: bool) -> None:
     answer = HeartbeatAnswer(5, NodeAction.SHUTDOWN, 1000, decommissioned=decommissioned)
     assert tracker_codec.heartbeat_answer_from_thrift(tracker_codec.heartbeat_answer_to_thrift(answer)) == answer
+
+
+@pytest.mark.parametrize("leave", [None, NodeLeave.DECOMMISSIONING, NodeLeave.DRAINED])
+def test_the_leave_travels_in_the_registration(leave: NodeLeave | None) -> None:
+    registration = NodeRegistration(NODE, "10.0.0.1:8042", "/r", Resource(4096, 4), 1000, leave=leave)
+    assert tracker_codec.registration_from_thrift(tracker_codec.registration_to_thrift(registration)) == registration
+
+
+def test_an_unknown_leave_value_in_a_registration_is_malformed() -> None:
+    t = tracker_codec.registration_to_thrift(NodeRegistration(NODE, "10.0.0.1:8042", "/r", Resource(4096, 4), 1000))
+    t.leave = 99
+    with pytest.raises(MalformedMessage, match="registration.leave"):
+        tracker_codec.registration_from_thrift(t)
+
+
+def test_a_node_that_registers_again_mid_leave_says_so_in_its_registration() -> None:
+    """A RESYNC (or an RM failover) while leaving: the registration carries the leave."""
+    updater = registered_updater()
+    updater.leave = NodeLeave.DRAINED
+    updater.heartbeat_due(NodeHealth())
+    (register,) = updater.answered(HeartbeatAnswer(0, NodeAction.RESYNC, 800))
+    assert isinstance(register, SendRegistration) and register.registration.leave is NodeLeave.DRAINED
 
 
 def test_an_unknown_leave_value_is_malformed() -> None:

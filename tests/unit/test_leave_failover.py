@@ -4,10 +4,12 @@ only replica of a block."""
 
 from __future__ import annotations
 
+from cortex_rm.allocator.asks import ResourceAsk
 from cortex_rm.allocator.nodes import NodeState
 from cortex_rm.fs.block_map import DataNode, ReportedBlock
 from cortex_rm.fs.model import BlockRef
 from cortex_rm.yarn.resource_tracker import NodeAction, NodeLeave
+from cortex_rm.yarn.resources import Resource
 from tests.unit.test_cluster_scheduling import N1, N2
 from tests.unit.test_graceful_decommission_rm import Rig
 
@@ -42,3 +44,37 @@ def test_a_drained_node_waits_for_its_first_full_block_report_after_a_failover()
     rig.blocks.incremental_report(str(N1), [ReportedBlock(block.block_id, block.length, block.checksum, 0)], [])
     assert rig.heartbeat(N2, NodeLeave.DRAINED).decommissioned
     assert rig.node(N2).state is NodeState.DECOMMISSIONED
+
+
+def test_a_leaving_node_that_registers_with_a_new_rm_is_never_schedulable() -> None:
+    """The failover mid-leave: the registration says DRAINED, so the node is DECOMMISSIONING from the
+    registration on (no container is placed there meanwhile), and DECOMMISSIONED once its full report
+    is in and its only replica copied."""
+    rig, block = fresh_rm_with_a_block_only_n2_holds()
+    rig.register(N2, leave=NodeLeave.DRAINED)
+    assert rig.node(N2).state is NodeState.DECOMMISSIONING
+    app, am = rig.cluster.running_app()
+    attempt_id = app.current_attempt.attempt_id  # type: ignore[union-attr]
+    ask = ResourceAsk(priority=0, resource_name="*", capability=Resource(1024, 1), num_containers=4)
+    placed = rig.cluster.service.allocate(attempt_id, [ask], [], [], [], 0.1).allocated
+    rig.cluster.settle()
+    placed += rig.cluster.service.allocate(attempt_id, [], [], [], [], 0.2).allocated
+    assert am.node_id == N1 and placed and {c.node_id for c in placed} == {N1}
+    assert not rig.heartbeat(N2, NodeLeave.DRAINED).decommissioned  # no full report yet
+    full_report(rig, N2, block)
+    assert rig.node(N2).state is NodeState.DECOMMISSIONING and not rig.heartbeat(N2, NodeLeave.DRAINED).decommissioned
+    rig.blocks.incremental_report(str(N1), [ReportedBlock(block.block_id, block.length, block.checksum, 0)], [])
+    answer = rig.heartbeat(N2, NodeLeave.DRAINED)
+    assert answer.action is NodeAction.SHUTDOWN and answer.decommissioned
+
+
+def test_a_lost_decommissioned_answer_is_answered_again_not_resynced() -> None:
+    """The SHUTDOWN + decommissioned answer is lost: the node sends the same heartbeat again (same
+    response id) and gets the same answer, instead of a RESYNC that would make it register again."""
+    rig = Rig()
+    sent = rig.response_ids[N2]
+    first = rig.heartbeat(N2, NodeLeave.DRAINED)
+    assert first.decommissioned and rig.node(N2).state is NodeState.DECOMMISSIONED
+    rig.response_ids[N2] = sent
+    assert rig.heartbeat(N2, NodeLeave.DRAINED) == first
+    assert rig.heartbeat(N2, NodeLeave.DRAINED).action is NodeAction.RESYNC  # out of step: as before
