@@ -274,40 +274,48 @@ def test_node_leave_finds_a_local_clusters_node_and_refuses_what_it_cannot_find(
 
 
 def test_node_leave_signals_the_daemon_says_what_it_waits_for_and_returns_once_it_exited(tmp_path: Path) -> None:
-    """A stand-in daemon (a real process) that, on SIGTERM, writes two progress lines and exits."""
+    """A stand-in daemon (a real process) that notes the SIGTERM and exits when its stdin closes.  No
+    wall-clock timing: ``leave``'s injected ``sleep`` plays the daemon's side, one step per poll (two
+    progress lines, then the exit, which it waits for and reaps), on a fake clock."""
     import subprocess
     import sys
 
+    from cortex_rm.node import PID_FILE
     from cortex_rm.node_leave_cli import leave
 
     script = (
-        "import signal, sys, time, pathlib\n"
-        f"d = pathlib.Path({str(tmp_path)!r})\n"
-        "def term(*_):\n"
-        "    (d / 'leave-progress').write_text('DECOMMISSIONING: waiting for 1 containers to finish (grace ends in 3 s)\\n')\n"
-        "    time.sleep(0.6)\n"
-        "    (d / 'leave-progress').write_text('DRAINED: waiting for the ResourceManager\\n')\n"
-        "    time.sleep(0.6)\n"
-        "    sys.exit(0)\n"
-        "signal.signal(signal.SIGTERM, term)\n"
-        "(d / 'cortex-rm.pid').write_text(str(__import__('os').getpid()))\n"
-        "time.sleep(60)\n"
+        "import signal, sys\n"
+        "signal.signal(signal.SIGTERM, lambda *_: print('SIGTERM', flush=True))\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", script])
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        deadline = 0
-        while not (tmp_path / "cortex-rm.pid").exists() and deadline < 200:
-            __import__("time").sleep(0.05)
-            deadline += 1
-        said: list[str] = []
-        # (the child is not reaped by leave(): reap it as it exits, so that its pid stops being alive)
-        import threading
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline() == "ready\n"  # (blocks until its handler is in place)
+        (tmp_path / PID_FILE).write_text(str(child.pid))
+        progress = tmp_path / "leave-progress"
+        steps = [
+            lambda: progress.write_text("DECOMMISSIONING: waiting for 1 containers to finish (grace ends in 3 s)\n"),
+            lambda: progress.write_text("DECOMMISSIONING: waiting for 1 containers to finish (grace ends in 2 s)\n"),
+            lambda: progress.write_text("DRAINED: waiting for the ResourceManager\n"),
+            lambda: (child.stdin.close(), child.wait(timeout=60)),  # type: ignore[union-attr]
+        ]
+        now = [0.0]
 
-        threading.Thread(target=child.wait, daemon=True).start()
-        assert leave(tmp_path, 30, said.append, poll_s=0.05)
+        def sleep(seconds: float) -> None:
+            now[0] += seconds
+            steps.pop(0)()
+
+        said: list[str] = []
+        assert leave(tmp_path, 30, said.append, poll_s=0.5, clock=lambda: now[0], sleep=sleep)
+        assert child.stdout.read() == "SIGTERM\n"
     finally:
         child.kill()
-    assert said[0].startswith(f"asked the daemon (pid {child.pid}) to leave gracefully")
-    assert any("DECOMMISSIONING: waiting for 1 containers" in s for s in said)
-    assert any("DRAINED: waiting for the ResourceManager" in s for s in said)
-    assert said[-1].startswith("the daemon has left")
+        child.wait()
+    assert said == [
+        f"asked the daemon (pid {child.pid}) to leave gracefully",
+        "[  0.5 s] DECOMMISSIONING: waiting for 1 containers to finish (grace ends in 3 s)",
+        "[  1.5 s] DRAINED: waiting for the ResourceManager",
+        "the daemon has left (2.0 s)",
+    ]
