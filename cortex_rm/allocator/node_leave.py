@@ -15,8 +15,10 @@ its heartbeats (``NodeStatusReport.leave``, see ``container/node_leave.py``):
   listener's ``node_decommissioned`` forgets it, and the heartbeat's answer is
   SHUTDOWN with ``decommissioned``: the node may go.
 
-A node that registers again is RUNNING (``NodeTable.register``); a DECOMMISSIONING
-node that falls silent is LOST as any other.
+A node that registers again is RUNNING (``NodeTable.register``), unless its
+registration says it leaves (an RM failover, a RESYNC mid-leave): then it is
+DECOMMISSIONING at once (``NodeTracker.register``).  A DECOMMISSIONING node that
+falls silent is LOST as any other.
 """
 
 from __future__ import annotations

@@ -54,7 +54,10 @@ Expiry
 Graceful leave
     A fresh heartbeat's ``leave`` (DECOMMISSIONING, then DRAINED) goes to
     ``NodeLeaves`` (``node_leave.py``); the answer to the heartbeat that makes the
-    node DECOMMISSIONED is SHUTDOWN with ``decommissioned``.
+    node DECOMMISSIONED is SHUTDOWN with ``decommissioned``, and a duplicate of that
+    heartbeat (its answer was lost) gets the same answer, not RESYNC.  A node that
+    registers during its leave (after a failover or a RESYNC) says so in the
+    registration: it is DECOMMISSIONING from the start, never schedulable.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ from cortex_rm.yarn.resource_tracker import (
     ContainerReport,
     HeartbeatAnswer,
     NodeAction,
+    NodeLeave,
     NodeRefused,
     NodeRegistration,
     NodeStatusReport,
@@ -262,6 +266,8 @@ class NodeTracker:
         if not registration.healthy:  # out of the scheduler at once, before any container is placed
             self.nodes.report(node_id, now, healthy=False, health_report=registration.health_report)
             self.listener.node_health_changed(node)
+        if registration.leave is not None:  # leaving already: nothing new is placed here, not for a moment
+            self.leaves.report(node, NodeLeave.DECOMMISSIONING, now)
         log.info(
             "node {node_id} registered ({transition}) with {capability}, rack {rack}, "
             "heartbeat every {interval_ms} ms, key {fingerprint}",
@@ -289,6 +295,10 @@ class NodeTracker:
             return self._resync(node_id, "this ResourceManager does not know the node (it restarted?)", 0)
         node = self.nodes.get(node_id)
         if node.state not in ACTIVE_NODE_STATES:
+            last = live.last_answer
+            if last.decommissioned and next_response_id(status.response_id) == last.response_id:
+                log.info("duplicate heartbeat from decommissioned {node_id}: answering again", node_id=str(node_id))
+                return last  # (the SHUTDOWN + decommissioned it did not receive)
             return self._resync(node_id, f"the node is {node.state.name} here", live.heartbeat_interval_ms)
         live.last_seen_ms = self.now_ms()
         last = live.last_answer

@@ -9,12 +9,15 @@ says what to do and what to report.  Its phases::
     DRAINING --the grace passed--> KILLING --none left----> DRAINED
                                    KILLING --kill_wait_s--> DRAINED (logged: some did not end)
     DRAINED --the RM marked the node DECOMMISSIONED-------> LEFT
-    DRAINED --confirm_wait_s, or no RM to tell------------> LEFT (logged)
+    DRAINED --confirm_wait_s, or no RM ever registered----> LEFT (logged)
     any --cut short (a second SIGTERM, or SIGINT)---------> LEFT
 
-A node that no RM hears from when the leave starts (none registered, or cut off)
-has no grace: no AM would learn of the leave, so its containers are killed at once,
-as a plain stop does.
+A node that no RM ever registered has no grace: no AM would learn of the leave, so
+its containers are killed at once, as a plain stop does.  An RM that is out of
+reach for a while (a failover, a RESYNC, a broken connection: the status updater
+reconnects) changes nothing: the grace holds, and a drained node waits for the
+RM's word at most ``confirm_wait_s`` in all, reachable or not, since the RM may
+still be copying blocks only this node holds.
 
 While DRAINING and KILLING the heartbeats say DECOMMISSIONING (the RM places
 nothing new here and tells the AMs); from DRAINED on they say DRAINED, and the RM
@@ -122,10 +125,10 @@ class GracefulLeave:
     def left(self) -> bool:
         return self.phase is LeavePhase.LEFT
 
-    def check(self, now_s: float, live: int, rm_reachable: bool) -> list[KillContainers]:
-        """The containers still live at ``now_s``, and whether the RM can hear from this node (a
-        registered status updater); what to do now."""
-        if self.live == -1 and not rm_reachable:  # no RM hears of the leave: nothing drains the node
+    def check(self, now_s: float, live: int, rm_reachable: bool, *, rm_known: bool = True) -> list[KillContainers]:
+        """The containers still live at ``now_s``, whether the RM can hear from this node now (a
+        registered status updater) and whether any RM ever registered it; what to do now."""
+        if self.live == -1 and not rm_known:  # no RM hears of the leave: nothing drains the node
             self.grace_s = 0.0
         self.live = live
         actions: list[KillContainers] = []
@@ -137,11 +140,12 @@ class GracefulLeave:
         elif self.phase is LeavePhase.KILLING and now_s - self._since_s >= self.kill_wait_s:
             self._go(_L.KILL_WAIT_PASSED, now_s, f"({live} containers killed but not ended)")
         if self.phase is LeavePhase.DRAINED:
-            if not rm_reachable:
-                self._go(_L.CONFIRM_WAIT_PASSED, now_s, "without the ResourceManager's word: it is unreachable")
+            if not rm_known:
+                self._go(_L.CONFIRM_WAIT_PASSED, now_s, "without the ResourceManager's word: no RM registered the node")
             elif now_s - self._since_s >= self.confirm_wait_s:
+                unreachable = "" if rm_reachable else " (it is unreachable)"
                 self._go(_L.CONFIRM_WAIT_PASSED, now_s,
-                         f"without the ResourceManager's word after {self.confirm_wait_s:g} s")  # fmt: skip
+                         f"without the ResourceManager's word after {self.confirm_wait_s:g} s{unreachable}")  # fmt: skip
         return actions
 
     def confirmed(self, now_s: float) -> None:

@@ -342,8 +342,9 @@ class NodeStatusUpdater:
             )  # fmt: skip
         self._registered_completed = tuple(c for c in containers if c.state is ContainerState.COMPLETE)
         return replace(
-            self.registration, healthy=health.healthy, health_report=health.health_report, containers=containers
-        )
+            self.registration, healthy=health.healthy, health_report=health.health_report, containers=containers,
+            leave=self.leave,
+        )  # fmt: skip
 
     def answered(self, answer: HeartbeatAnswer) -> list[Action]:
         """nodeHeartbeat returned ``answer``."""

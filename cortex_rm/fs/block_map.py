@@ -170,6 +170,11 @@ class BlockMap:
             self._decommissioning.discard(node_id)
             self._attention |= self._node_blocks.get(node_id, set())
 
+    def report_awaited(self, node_id: str) -> bool:
+        """Whether ``node_id`` has not sent its full report since it was up or registered here (an RM
+        that took over knows nothing of its replicas until then): a leave must wait for it."""
+        return self.needs_full_report(node_id) or node_id not in self._live
+
     def decommission_pending(self, node_id: str) -> list[str]:
         """The blocks ``node_id`` holds that do not yet have the replicas they want elsewhere (at least
         one), so it cannot leave without losing them; sorted."""

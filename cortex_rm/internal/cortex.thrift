@@ -65,6 +65,9 @@ struct NodeRegistration {
   // YARN's NMContainerStatuses: the containers the node runs and those recently finished, each
   // with its resource, priority and creation time, so that a restarted RM recovers them
   9: optional list<ContainerStatus> containers,
+  // the node is leaving gracefully (as NodeStatus.leave): an RM that took over, or that the node
+  // registers with again (RESYNC), marks it DECOMMISSIONING at once. Absent: it is not leaving
+  10: optional NodeLeave leave,
 }
 
 /**

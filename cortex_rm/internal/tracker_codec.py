@@ -167,6 +167,7 @@ def registration_to_thrift(reg: NodeRegistration) -> ttypes.NodeRegistration:
         healthy=reg.healthy,
         health_report=reg.health_report or None,
         containers=[_container_to_thrift(c) for c in reg.containers] or None,
+        leave=None if reg.leave is None else _LEAVES[reg.leave],
     )
 
 
@@ -182,6 +183,7 @@ def registration_from_thrift(t: Any) -> NodeRegistration:
     if t.healthy is not None and not isinstance(t.healthy, bool):
         raise MalformedMessage("registration.healthy must be a bool")
     containers = _list(t.containers or [], "registration.containers")
+    leave = _leave(t.leave, "registration.leave")
     return NodeRegistration(
         node_id=_node_id(t.node_id, "registration.node_id"),
         http_address=_address(t.http_address, "registration.http_address"),
@@ -194,6 +196,7 @@ def registration_from_thrift(t: Any) -> NodeRegistration:
         containers=tuple(
             _container_from_thrift(c, f"registration.containers[{i}]") for i, c in enumerate(containers)
         ),
+        leave=leave,
     )
 
 
@@ -296,6 +299,13 @@ def status_to_thrift(status: NodeStatusReport) -> ttypes.NodeStatus:
     )
 
 
+def _leave(value: Any, field: str) -> NodeLeave | None:
+    leave = None if value is None else _LEAVES_BACK.get(value)
+    if value is not None and leave is None:
+        raise MalformedMessage(f"{field}: unknown NodeLeave {value!r}")
+    return leave
+
+
 def status_from_thrift(t: Any) -> NodeStatusReport:
     """A heartbeat as received by the RM, or MalformedMessage."""
     if not isinstance(t, ttypes.NodeStatus):
@@ -306,9 +316,7 @@ def status_from_thrift(t: Any) -> NodeStatusReport:
     if t.offering is not None and not isinstance(t.offering, bool):
         raise MalformedMessage("status.offering must be a bool")
     containers = _list(t.containers, "status.containers")
-    leave = None if t.leave is None else _LEAVES_BACK.get(t.leave)
-    if t.leave is not None and leave is None:
-        raise MalformedMessage(f"status.leave: unknown NodeLeave {t.leave!r}")
+    leave = _leave(t.leave, "status.leave")
     return NodeStatusReport(
         node_id=_node_id(t.node_id, "status.node_id"),
         response_id=_int(t.response_id, "status.response_id", 0, MAX_RESPONSE_ID),

@@ -82,6 +82,10 @@ class LeaveDriver:
         u = self.updater
         return u is not None and u.registered and u.state in (UpdaterState.REPORTING, UpdaterState.HEARTBEATING)
 
+    def _rm_known(self) -> bool:
+        """Whether an RM ever registered this node (one did: it may be out of reach only for a while)."""
+        return self.updater is not None and self.updater.rm_identifier is not None
+
     def _tick(self) -> None:
         if self._done.called:
             return
@@ -89,7 +93,7 @@ class LeaveDriver:
         core = self.core
         if self.updater is not None and self.updater.decommissioned:
             core.confirmed(now)
-        self._act(core.check(now, self.containers.running_count(), self._rm_reachable()))
+        self._act(core.check(now, self.containers.running_count(), self._rm_reachable(), rm_known=self._rm_known()))
         if self.updater is not None:
             self.updater.leave = core.report
         doing = core.doing(now)

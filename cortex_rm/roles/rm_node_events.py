@@ -58,7 +58,10 @@ class NodeEvents:
         self.updates.changed(node)
 
     def waiting_for(self, node: NodeRecord) -> str | None:
-        """The blocks of ``node`` that have no replica elsewhere yet, if any."""
+        """The blocks of ``node`` that have no replica elsewhere yet, if any; or its first full block
+        report since it registered (after an RM failover the new RM knows its replicas only from it)."""
+        if self.name_node.blocks.report_awaited(str(node.node_id)):
+            return "the node's first full block report"
         pending = self.name_node.blocks.decommission_pending(str(node.node_id))
         if not pending:
             return None

@@ -70,6 +70,8 @@ class NodeRegistration:
     # YARN's NMContainerStatuses: what the node runs and recently finished, so that an RM that
     # restarted (or took over) recovers the running containers instead of losing them
     containers: tuple[ContainerReport, ...] = ()
+    # a node registering (again) in the middle of a graceful leave: DECOMMISSIONING from the start
+    leave: NodeLeave | None = None
 
 
 @dataclass(frozen=True)

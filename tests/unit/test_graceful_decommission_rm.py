@@ -40,7 +40,7 @@ EXPIRY_MS = 10_000
 class Rig:
     """A cluster of two nodes registered through a NodeTracker whose listeners are the RM's NodeEvents."""
 
-    def __init__(self, max_wait_ms: int = 120_000) -> None:
+    def __init__(self, max_wait_ms: int = 120_000, reported: tuple[NodeId, ...] = (N1, N2)) -> None:
         self.cluster = Cluster()
         clock: Clock = self.cluster.clock
         namespace, _ = fresh_or_recovered([], "root", "supergroup", int(clock.seconds() * 1000))
@@ -52,7 +52,8 @@ class Rig:
             listener=self.events, leave_listener=self.events, leave_max_wait_ms=max_wait_ms,
         )  # fmt: skip
         self.response_ids = {N1: 0, N2: 0}
-        for node_id in (N1, N2):
+        self.name_node = name_node
+        for node_id in reported:  # (registered, and their full block reports received)
             self.register(node_id)
             self.blocks.node_up(DataNode(str(node_id), f"{node_id.host}:8042"))
             self.blocks.full_report(str(node_id), [])
@@ -64,9 +65,10 @@ class Rig:
         self.blocks.replica_written(str(node_id), block)
         return block
 
-    def register(self, node_id: NodeId) -> None:
+    def register(self, node_id: NodeId, leave: NodeLeave | None = None) -> None:
         self.tracker.register(
-            NodeRegistration(node_id, f"{node_id.host}:8042", "/default-rack", Resource(8192, 8), 1000), KEY + str(node_id)
+            NodeRegistration(node_id, f"{node_id.host}:8042", "/default-rack", Resource(8192, 8), 1000, leave=leave),
+            KEY + str(node_id),
         )
         self.response_ids[node_id] = 0
 

@@ -9,15 +9,23 @@ import pytest
 
 from cortex_rm.container.graceful_leave import GracefulLeave, KillContainers, LeavePhase
 from cortex_rm.container.nm_container import NMContainerState
-from cortex_rm.container.status_updater import Disconnect, NodeStatusUpdater, SendHeartbeat
+from cortex_rm.container.status_updater import Disconnect, NodeStatusUpdater, SendHeartbeat, SendRegistration
 from cortex_rm.internal import tracker_codec
 from cortex_rm.internal.errors import MalformedMessage
 from cortex_rm.roles.graceful_leave import LeaveDriver
 from cortex_rm.yarn.container_status import ContainerExitStatus, ContainerState
-from cortex_rm.yarn.resource_tracker import HeartbeatAnswer, NodeAction, NodeHealth, NodeLeave, NodeStatusReport
+from cortex_rm.yarn.resource_tracker import (
+    HeartbeatAnswer,
+    NodeAction,
+    NodeHealth,
+    NodeLeave,
+    NodeRegistration,
+    NodeStatusReport,
+)
+from cortex_rm.yarn.resources import Resource
 from tests.support.nm_requests import NODE, cid
 from tests.unit.test_container_manager import Node
-from tests.unit.test_status_updater import registered_updater
+from tests.unit.test_status_updater import NO_JITTER, REG, registered_updater
 
 # -- the core ------------------------------------------------------------------------------
 
@@ -68,10 +76,31 @@ def test_a_drained_node_waits_for_the_rm_at_most_confirm_wait() -> None:
     assert leave.left and "without the ResourceManager's word" in leave.outcome
 
 
-def test_a_drained_node_with_no_rm_to_tell_leaves_at_once() -> None:
+def test_a_drained_node_no_rm_ever_registered_leaves_at_once() -> None:
     leave = GracefulLeave(0.0, grace_s=10)
-    leave.check(1.0, live=0, rm_reachable=False)
-    assert leave.left and "unreachable" in leave.outcome
+    leave.check(1.0, live=0, rm_reachable=False, rm_known=False)
+    assert leave.left and "no RM registered the node" in leave.outcome
+
+
+def test_a_drained_node_cut_off_from_the_rm_waits_for_it_at_most_confirm_wait() -> None:
+    """A failover, a RESYNC or a reset while the RM copies its blocks: the node does not leave at the
+    next tick; the time out of reach counts against the confirm wait."""
+    leave = GracefulLeave(0.0, grace_s=10, confirm_wait_s=150)
+    leave.check(1.0, live=0, rm_reachable=True)
+    leave.check(1.25, live=0, rm_reachable=False)
+    leave.check(150.9, live=0, rm_reachable=False)
+    assert leave.phase is LeavePhase.DRAINED
+    leave.check(151.0, live=0, rm_reachable=False)
+    assert leave.left and "after 150 s (it is unreachable)" in leave.outcome
+
+
+def test_a_drained_node_hears_the_rms_word_after_an_outage() -> None:
+    leave = GracefulLeave(0.0, grace_s=10, confirm_wait_s=150)
+    leave.check(1.0, live=0, rm_reachable=True)
+    leave.check(2.0, live=0, rm_reachable=False)
+    leave.check(30.0, live=0, rm_reachable=True)
+    leave.confirmed(31.0)
+    assert leave.left and "DECOMMISSIONED" in leave.outcome
 
 
 def test_cutting_the_leave_short_kills_what_is_left_and_leaves() -> None:
@@ -115,6 +144,28 @@ def test_the_leave_travels_in_the_node_status(leave: NodeLeave | None) -> None:
 def test_decommissioned_travels_in_the_heartbeat_answer(decommissioned: bool) -> None:
     answer = HeartbeatAnswer(5, NodeAction.SHUTDOWN, 1000, decommissioned=decommissioned)
     assert tracker_codec.heartbeat_answer_from_thrift(tracker_codec.heartbeat_answer_to_thrift(answer)) == answer
+
+
+@pytest.mark.parametrize("leave", [None, NodeLeave.DECOMMISSIONING, NodeLeave.DRAINED])
+def test_the_leave_travels_in_the_registration(leave: NodeLeave | None) -> None:
+    registration = NodeRegistration(NODE, "10.0.0.1:8042", "/r", Resource(4096, 4), 1000, leave=leave)
+    assert tracker_codec.registration_from_thrift(tracker_codec.registration_to_thrift(registration)) == registration
+
+
+def test_an_unknown_leave_value_in_a_registration_is_malformed() -> None:
+    t = tracker_codec.registration_to_thrift(NodeRegistration(NODE, "10.0.0.1:8042", "/r", Resource(4096, 4), 1000))
+    t.leave = 99
+    with pytest.raises(MalformedMessage, match="registration.leave"):
+        tracker_codec.registration_from_thrift(t)
+
+
+def test_a_node_that_registers_again_mid_leave_says_so_in_its_registration() -> None:
+    """A RESYNC (or an RM failover) while leaving: the registration carries the leave."""
+    updater = registered_updater()
+    updater.leave = NodeLeave.DRAINED
+    updater.heartbeat_due(NodeHealth())
+    (register,) = updater.answered(HeartbeatAnswer(0, NodeAction.RESYNC, 800))
+    assert isinstance(register, SendRegistration) and register.registration.leave is NodeLeave.DRAINED
 
 
 def test_an_unknown_leave_value_is_malformed() -> None:
@@ -168,11 +219,35 @@ def test_the_driver_cut_short_kills_at_once(tmp_path: Path) -> None:
     assert node.cm.containers[cid(1)].kill_status == ContainerExitStatus.KILLED_BY_RESOURCEMANAGER
 
 
-def test_a_node_no_rm_hears_from_when_it_starts_leaving_kills_its_containers_at_once() -> None:
+def test_a_node_no_rm_ever_registered_kills_its_containers_at_once() -> None:
     """No AM would learn of the leave: no grace (as a plain stop)."""
     leave = GracefulLeave(0.0, grace_s=60)
-    assert len(leave.check(0.0, live=2, rm_reachable=False)) == 1
+    assert len(leave.check(0.0, live=2, rm_reachable=False, rm_known=False)) == 1
     assert leave.phase is LeavePhase.KILLING
+
+
+def test_a_node_whose_updater_reconnects_at_sigterm_keeps_its_grace() -> None:
+    leave = GracefulLeave(0.0, grace_s=60)
+    assert leave.check(0.0, live=2, rm_reachable=False, rm_known=True) == []
+    assert leave.phase is LeavePhase.DRAINING and leave.grace_s == 60
+
+
+def test_the_driver_of_a_drained_node_whose_updater_reconnects_waits_for_the_rm(tmp_path: Path) -> None:
+    """The real status updater core, registered once, then cut off (a reset): the leave keeps waiting
+    for the RM's DECOMMISSIONED (the driver reads "registered once" from the updater)."""
+    node = Node(tmp_path)
+    updater = registered_updater()
+    updater.failed("connection reset")
+    driver = LeaveDriver(node.clock, node.cm, updater, grace_s=10, poll_s=0.25)
+    done = driver.run()
+    for _ in range(8):
+        node.clock.advance(0.25)
+    assert driver.core.phase is LeavePhase.DRAINED and not done.called
+    unregistered = NodeStatusUpdater(REG, NO_JITTER)
+    unregistered.start()  # (connecting: no RM ever answered its registration)
+    never = LeaveDriver(node.clock, node.cm, unregistered, grace_s=10)
+    never.run()
+    assert never.core.left and "no RM registered" in never.core.outcome
 
 
 def test_a_node_cut_off_later_keeps_its_grace() -> None:
@@ -199,40 +274,48 @@ def test_node_leave_finds_a_local_clusters_node_and_refuses_what_it_cannot_find(
 
 
 def test_node_leave_signals_the_daemon_says_what_it_waits_for_and_returns_once_it_exited(tmp_path: Path) -> None:
-    """A stand-in daemon (a real process) that, on SIGTERM, writes two progress lines and exits."""
+    """A stand-in daemon (a real process) that notes the SIGTERM and exits when its stdin closes.  No
+    wall-clock timing: ``leave``'s injected ``sleep`` plays the daemon's side, one step per poll (two
+    progress lines, then the exit, which it waits for and reaps), on a fake clock."""
     import subprocess
     import sys
 
+    from cortex_rm.node import PID_FILE
     from cortex_rm.node_leave_cli import leave
 
     script = (
-        "import signal, sys, time, pathlib\n"
-        f"d = pathlib.Path({str(tmp_path)!r})\n"
-        "def term(*_):\n"
-        "    (d / 'leave-progress').write_text('DECOMMISSIONING: waiting for 1 containers to finish (grace ends in 3 s)\\n')\n"
-        "    time.sleep(0.6)\n"
-        "    (d / 'leave-progress').write_text('DRAINED: waiting for the ResourceManager\\n')\n"
-        "    time.sleep(0.6)\n"
-        "    sys.exit(0)\n"
-        "signal.signal(signal.SIGTERM, term)\n"
-        "(d / 'cortex-rm.pid').write_text(str(__import__('os').getpid()))\n"
-        "time.sleep(60)\n"
+        "import signal, sys\n"
+        "signal.signal(signal.SIGTERM, lambda *_: print('SIGTERM', flush=True))\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", script])
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        deadline = 0
-        while not (tmp_path / "cortex-rm.pid").exists() and deadline < 200:
-            __import__("time").sleep(0.05)
-            deadline += 1
-        said: list[str] = []
-        # (the child is not reaped by leave(): reap it as it exits, so that its pid stops being alive)
-        import threading
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline() == "ready\n"  # (blocks until its handler is in place)
+        (tmp_path / PID_FILE).write_text(str(child.pid))
+        progress = tmp_path / "leave-progress"
+        steps = [
+            lambda: progress.write_text("DECOMMISSIONING: waiting for 1 containers to finish (grace ends in 3 s)\n"),
+            lambda: progress.write_text("DECOMMISSIONING: waiting for 1 containers to finish (grace ends in 2 s)\n"),
+            lambda: progress.write_text("DRAINED: waiting for the ResourceManager\n"),
+            lambda: (child.stdin.close(), child.wait(timeout=60)),  # type: ignore[union-attr]
+        ]
+        now = [0.0]
 
-        threading.Thread(target=child.wait, daemon=True).start()
-        assert leave(tmp_path, 30, said.append, poll_s=0.05)
+        def sleep(seconds: float) -> None:
+            now[0] += seconds
+            steps.pop(0)()
+
+        said: list[str] = []
+        assert leave(tmp_path, 30, said.append, poll_s=0.5, clock=lambda: now[0], sleep=sleep)
+        assert child.stdout.read() == "SIGTERM\n"
     finally:
         child.kill()
-    assert said[0].startswith(f"asked the daemon (pid {child.pid}) to leave gracefully")
-    assert any("DECOMMISSIONING: waiting for 1 containers" in s for s in said)
-    assert any("DRAINED: waiting for the ResourceManager" in s for s in said)
-    assert said[-1].startswith("the daemon has left")
+        child.wait()
+    assert said == [
+        f"asked the daemon (pid {child.pid}) to leave gracefully",
+        "[  0.5 s] DECOMMISSIONING: waiting for 1 containers to finish (grace ends in 3 s)",
+        "[  1.5 s] DRAINED: waiting for the ResourceManager",
+        "the daemon has left (2.0 s)",
+    ]

@@ -399,11 +399,12 @@ class NodeRegistration(object):
      - healthy
      - health_report
      - containers
+     - leave
 
     """
 
 
-    def __init__(self, node_id=None, http_address=None, rack=None, capacity=None, heartbeat_interval_ms=None, version=None, healthy=None, health_report=None, containers=None,):
+    def __init__(self, node_id=None, http_address=None, rack=None, capacity=None, heartbeat_interval_ms=None, version=None, healthy=None, health_report=None, containers=None, leave=None,):
         self.node_id = node_id
         self.http_address = http_address
         self.rack = rack
@@ -413,6 +414,7 @@ class NodeRegistration(object):
         self.healthy = healthy
         self.health_report = health_report
         self.containers = containers
+        self.leave = leave
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -476,6 +478,11 @@ class NodeRegistration(object):
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
+            elif fid == 10:
+                if ftype == TType.I32:
+                    self.leave = iprot.readI32()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -524,6 +531,10 @@ class NodeRegistration(object):
             for iter6 in self.containers:
                 iter6.write(oprot)
             oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.leave is not None:
+            oprot.writeFieldBegin('leave', TType.I32, 10)
+            oprot.writeI32(self.leave)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -6822,6 +6833,7 @@ NodeRegistration.thrift_spec = (
     (7, TType.BOOL, 'healthy', None, None, ),  # 7
     (8, TType.STRING, 'health_report', 'UTF8', None, ),  # 8
     (9, TType.LIST, 'containers', (TType.STRUCT, [ContainerStatus, None], False), None, ),  # 9
+    (10, TType.I32, 'leave', None, None, ),  # 10
 )
 all_structs.append(MasterKey)
 MasterKey.thrift_spec = (
