@@ -106,9 +106,10 @@ class RingDaemon:
 
 
 def stop_process(process: subprocess.Popen[bytes] | None, grace_s: float) -> None:
-    """SIGTERM a test's daemon, SIGKILL it after ``grace_s``; nothing if it is not running."""
+    """SIGINT a test's daemon (a clean stop at once: SIGTERM would begin a node's graceful leave, which waits
+    for its RM), SIGKILL it after ``grace_s``; nothing if it is not running."""
     if process is not None and process.poll() is None:
-        process.terminate()
+        process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
