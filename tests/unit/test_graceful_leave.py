@@ -215,6 +215,7 @@ def test_node_leave_signals_the_daemon_says_what_it_waits_for_and_returns_once_i
         "    time.sleep(0.6)\n"
         "    sys.exit(0)\n"
         "signal.signal(signal.SIGTERM, term)\n"
+        "lock = __import__('cortex_rm.container.ofd_locks').container.ofd_locks.take(d / 'lock')\n"
         "(d / 'cortex-rm.pid').write_text(str(__import__('os').getpid()))\n"
         "time.sleep(60)\n"
     )
