@@ -54,7 +54,8 @@ class Evictable:
 
     key: str
     size: int
-    #: When it was last used, on the user's clock (any monotonic count: only the order matters).
+    #: When it was last used, in wall-clock seconds (``time.time``: the runtime images' marker mtimes,
+    #: the localizer's clock): one timebase for every user, so the order holds across them.
     last_used: float
 
 

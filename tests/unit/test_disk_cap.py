@@ -190,3 +190,29 @@ def test_an_unpack_that_cannot_fit_is_refused_naming_the_cap(tmp_path: Path) -> 
     with pytest.raises(ImageError, match="disk_gb"):
         cache.unpack(archive, "d" * 64)
     assert cache.disk.used() == 0 and list(cache.roots.iterdir()) == []
+
+
+def test_runtime_images_and_localized_resources_share_one_least_recently_used_order(tmp_path: Path) -> None:
+    """The localizer stamps its entries with wall-clock seconds, as image markers' mtimes are: an
+    image last used before a localized resource goes first, one used after it goes after it."""
+    from tests.unit.test_localizer import localize, run_now, shared, source
+
+    from cortex_rm.container.local_resources import Visibility
+    from cortex_rm.container.localizer import Localizer
+
+    now = [2000.0]
+    loc = Localizer(run_now, clock=lambda: now[0])
+    images = ImageCache(tmp_path / "images")
+    _image(images, "a" * 64, 300, 1000.0)  # used before the jar
+    _image(images, "b" * 64, 300, 3000.0)  # used after it
+    cap = DiskCap(10_000, [images, loc])
+    loc.disk = cap
+    path, ts = source(tmp_path, "job.jar", b"j" * 300)
+    jar = (localize(loc, tmp_path, [shared("job.jar", path, ts, Visibility.PUBLIC)], "c1") / "job.jar").resolve()
+    loc.release("c1")
+    assert cap.used() == 900
+    cap.set_cap(900)
+    cap.reserve("block 1", 300)  # the oldest: image a (1000 s)
+    assert images.path_of("a" * 64) is None and jar.exists()
+    cap.reserve("block 2", 300)  # then the jar (2000 s), before image b (3000 s)
+    assert not jar.exists() and images.path_of("b" * 64) is not None
