@@ -112,6 +112,18 @@ class NodeCaps:
                      what="offering again" if offering else "outside it: no new containers, the running ones go on")
         return health if offering else dataclasses.replace(health, offering=False)
 
+    def _show(self, new: NodeManagerSection) -> None:
+        """Make the role show the new caps: its section (which the ring's capacity report is made from,
+        gossiped again now), ``/ws/v1/node/info`` and the ``/node`` page."""
+        role = self.role
+        role.section = dataclasses.replace(role.section, **{k: getattr(new, k) for k in LIVE_KEYS})
+        info = getattr(role, "info", None)  # (set once its web site is up)
+        if info is not None:
+            info.memory_mb, info.vcores = new.memory_mb, new.vcores
+        republisher = getattr(role, "republisher", None)  # (on a ring member)
+        if republisher is not None:
+            republisher.run_now()
+
     def _set_limits(self) -> None:
         """Write the node cgroup's limits for the caps in force (the LXC runtime's; other runtimes have none)."""
         runtime = self.role.containers.runtime if self.role.containers is not None else None
@@ -154,6 +166,7 @@ class NodeCaps:
         if self.disk is not None:
             self.disk.set_cap(round(new.disk_gb * GB))
         self.schedule = OfferSchedule.parse(new.schedule)  # (validated with the file)
+        self._show(new)
         service = self.role.status_updater
         if service is not None:
             updater = service.updater

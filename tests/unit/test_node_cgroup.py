@@ -131,10 +131,11 @@ def test_the_function_sandboxes_budget_is_inside_the_node_cgroup_limit_and_stays
     overhead + [events] max_sandbox_memory_mb on a node that executes functions (and stays so when
     the caps change); without execute, it is memory_mb + one overhead."""
     runtime = LimitsRuntime()
-    role: Any = SimpleNamespace(
-        reactor=Clock(), data_node=None, status_updater=None, image=None, containers=SimpleNamespace(runtime=runtime)
-    )
     section = NodeManagerSection(memory_mb=2048, vcores=2, container_memory_overhead_mb=128)
+    role: Any = SimpleNamespace(
+        reactor=Clock(), data_node=None, status_updater=None, image=None, containers=SimpleNamespace(runtime=runtime),
+        section=section,
+    )  # fmt: skip
     caps = NodeCaps.attach(role, section, events=EventsSection(max_sandbox_memory_mb=1024))
     assert runtime.given == [NodeLimits((2048 + 128 + 1024) * MIB, 2 * CFS_PERIOD_US)]
     caps.apply(NodeManagerSection(memory_mb=4096, vcores=2, container_memory_overhead_mb=128))
