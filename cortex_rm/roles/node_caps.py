@@ -12,7 +12,9 @@
   there and the running containers go on to their end.  Between the RM's (re)registration and the
   node's next heartbeat (a second) the node counts as offering.
 
-``NodeCaps.attach`` wires them once the role has started (``node.py``).
+``NodeCaps.attach`` wires them once the role has started (``node.py``).  Before that (from the
+``cortex-rm node`` command's start: ``hold_hangups``) a SIGHUP is logged and ignored instead of
+ending the daemon (its default action).
 
 Live changes: on SIGHUP (``systemctl reload cortex-rm``) the daemon re-reads its config file.  A
 file that does not load or validate is logged and ignored: the caps in force stay.  Otherwise its
@@ -52,6 +54,17 @@ from cortex_rm.yarn.resources import Resource
 LIVE_KEYS = ("memory_mb", "vcores", "disk_gb", "schedule")
 
 log = Logger()
+
+
+def hold_hangups() -> None:
+    """Until ``NodeCaps.attach`` installs the reload, SIGHUP (``systemctl reload`` while the daemon
+    starts, or on a daemon that has no NodeManager) is logged and ignored (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, _not_ready)
+
+
+def _not_ready(signum: int, frame: Any) -> None:
+    log.warn("SIGHUP: not ready to reload the caps (the node is starting, or runs no NodeManager); ignored")
 
 
 class NodeCaps:

@@ -35,3 +35,24 @@ def test_a_reload_shows_the_new_caps_in_the_section_the_node_info_and_the_ring_r
     assert (info["totalPmemAllocatedContainersMB"], info["totalVCoresAllocatedContainers"]) == (6144, 5)
     assert published == [(2048, 2), (6144, 5)]
     role.republisher.stop()
+
+
+def test_a_hangup_before_the_caps_are_attached_is_logged_and_ignored() -> None:
+    """From the ``node`` command's start, SIGHUP no longer ends the process (its default action):
+    it is logged as not ready and ignored (a process of its own: the signal is real)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import signal, sys\n"
+        "from twisted.logger import globalLogBeginner, textFileLogObserver\n"
+        "globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])\n"
+        "from cortex_rm.roles.node_caps import hold_hangups\n"
+        "hold_hangups()\n"
+        "signal.raise_signal(signal.SIGHUP)\n"
+        "print('still running')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "not ready to reload the caps" in done.stdout and "ignored" in done.stdout
+    assert done.stdout.rstrip().endswith("still running")
