@@ -309,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "node":
         from cortex_rm.config import ConfigError, load_config
         from cortex_rm.node import run_node
+        from cortex_rm.roles.node_caps import hold_hangups
 
+        hold_hangups()  # (a reload before the node is ready must not end it)
         try:
             config = load_config(args.config)
         except ConfigError as e:

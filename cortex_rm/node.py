@@ -212,7 +212,7 @@ class CortexNode:
                 self.node_manager.start(started_ms)
             except IdRangeError as e:
                 raise NodeStartError(f"the NodeManager cannot start: {e} (in {config.source})") from None
-            self.caps = NodeCaps.attach(self.node_manager, config.nodemanager, config.source)  # (SIGHUP reloads)
+            self.caps = NodeCaps.attach(self.node_manager, config.nodemanager, config.source, config.events)  # (SIGHUP)
         if self.ring is not None and self.node_manager is not None:
             await self._start_uptime_reports(self.ring, self.identity, self.node_manager)
         if self.ring is not None:

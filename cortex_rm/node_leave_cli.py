@@ -2,7 +2,10 @@
 
 The daemon is found by its state dir (``--config FILE``'s ``[node] state_dir``, or
 ``--workdir`` DIR: a node's state dir, or a local cluster's work dir with ``--node
-NAME``), whose pid file names it.  It gets SIGTERM, which starts its graceful leave
+NAME``).  It is the process that holds the state dir's lock (``container/ofd_locks.py``,
+taken by the daemon at its start and dropped by the kernel however it ends), which must be the
+one its pid file names: a pid file left by a daemon killed with SIGKILL, the OOM killer or a
+power loss may name a process that reused the pid, and is never signalled.  It gets SIGTERM, which starts its graceful leave
 (``roles/graceful_leave.py``: DECOMMISSIONING, the containers' grace, DECOMMISSIONED,
 then the ring's leave); while it runs, this command prints what the leave waits for
 (the daemon's ``leave-progress`` file) whenever that changes, and exits 0 when the
@@ -19,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cortex_rm.container.ofd_locks import STATE_LOCK_FILE, holder
 from cortex_rm.node import PID_FILE
 from cortex_rm.processes import alive
 from cortex_rm.roles.graceful_leave import PROGRESS_FILE
@@ -51,14 +55,23 @@ def state_dir_of(config: Path | None, workdir: Path | None, node: str | None) ->
 
 
 def daemon_pid(state_dir: Path) -> int:
-    """The pid of the daemon running on ``state_dir``; LeaveError if none runs."""
+    """The pid of the daemon running on ``state_dir``: the pid file's, if that process holds the
+    state dir's lock; LeaveError if none runs."""
     try:
         pid = int((state_dir / PID_FILE).read_text().strip())
     except (OSError, ValueError):
         raise LeaveError(f"no daemon runs on {state_dir} (no readable {PID_FILE})") from None
-    if not alive(pid):
-        raise LeaveError(f"the daemon of {state_dir} (pid {pid}) is not running")
+    if not _runs(state_dir, pid):
+        raise LeaveError(
+            f"no daemon runs on {state_dir}: pid {pid} of its {PID_FILE} does not hold {state_dir / STATE_LOCK_FILE}"
+            " (the pid file is a dead daemon's)"
+        )
     return pid
+
+
+def _runs(state_dir: Path, pid: int) -> bool:
+    """Whether ``pid`` is alive and holds ``state_dir``'s lock (the daemon on it)."""
+    return holder(state_dir / STATE_LOCK_FILE) == pid and alive(pid)
 
 
 def leave(
@@ -76,7 +89,7 @@ def leave(
     started = clock()
     say(f"asked the daemon (pid {pid}) to leave gracefully")
     said = ""
-    while alive(pid):
+    while _runs(state_dir, pid):
         elapsed = clock() - started
         if elapsed > timeout_s:
             say(f"the daemon (pid {pid}) is still leaving after {timeout_s:.0f} s; a second SIGTERM stops it at once")

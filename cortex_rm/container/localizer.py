@@ -64,9 +64,9 @@ reactor thread and only keeps the cache tables.
 
 from __future__ import annotations
 
-import itertools
 import shutil
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,7 +95,7 @@ _Key = tuple[str, int, ResourceType]
 class _Entry:
     path: Path
     size: int
-    last_used: int
+    last_used: float  # wall-clock seconds, as the runtime images' (see Localizer._now)
     users: set[str] = field(default_factory=set)  # containers that link to it
 
 
@@ -120,13 +120,17 @@ class Localizer:
         fetchers: Mapping[str, Fetcher] | None = None,
         max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
         cache_target_bytes: int = DEFAULT_CACHE_TARGET_BYTES,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.run = run
         self.fetchers = dict(fetchers) if fetchers is not None else default_fetchers()
         self.max_unpacked_bytes = max_unpacked_bytes
         self.cache_target_bytes = cache_target_bytes
         self._caches: dict[tuple[str, str], _Cache] = {}
-        self._clock = itertools.count(1)
+        #: When entries are used: wall-clock seconds, the timebase of the runtime images' markers (their
+        #: mtimes), so that the disk cap's least-recently-used order holds across both.
+        self.clock = clock
+        self._last_used = 0.0
         #: The node's disk cap, once the localizer is one of its users (none: no cap).
         self.disk: DiskCap | None = None
         self._shared_total = 0  # shared_bytes() as one int, read by the disk cap from any thread
@@ -201,7 +205,7 @@ class Localizer:
             if isinstance(outcome, Failure):
                 outcome.raiseException()
             outcome.users.add(requester.container_id)
-            outcome.last_used = next(self._clock)
+            outcome.last_used = self._now()
             links.append((r.link_name, outcome.path))
         try:
             await self.run(lambda: link_into(paths.work_dir, links))
@@ -265,7 +269,7 @@ class Localizer:
             path, size = result
             cache.next_entry = max(cache.next_entry, int(path.parent.name))
             with self._lock:
-                entry = cache.done[key] = _Entry(path, size, next(self._clock), {requester.container_id})
+                entry = cache.done[key] = _Entry(path, size, self._now(), {requester.container_id})
                 self._shared_total += size if cache.bounded else 0
             log.info("localized {url} as {path} ({size} bytes)", url=str(resource.url), path=str(path), size=size)
             for w in waiters:
@@ -296,6 +300,11 @@ class Localizer:
         """Drop ``app_id``'s cache table (its files go with the application's dirs)."""
         with self._lock:
             self._caches.pop((Visibility.APPLICATION.value, app_id), None)
+
+    def _now(self) -> float:
+        """The clock's time, made strictly increasing (a tie or a step back keeps the order of use)."""
+        self._last_used = max(self.clock(), self._last_used + 1e-6)
+        return self._last_used
 
     def _clean_up(self) -> None:
         """Delete least recently used, unused shared entries until the shared caches fit their target."""

@@ -14,6 +14,12 @@ the daemon (``lxc_config.launch_argv``); the container's record (``nm_recovery``
 
 Anything in ``<base_dir>/containers`` not re-attached is a leftover that ``reap_left_behind``
 kills and removes, as without recovery.
+
+A container started before the node cgroup layout (``cortex/b<block>/<id>``, without the node's
+cgroup) is not re-attached: its rules would have to name its old cgroup, which the network policy
+(cgroupv2 level 3: the application's, under the node's) no longer matches.  It is refused with a
+ContainerStartError that says so (logged by ``container_recovery``) and, as any container that
+cannot be re-attached, reported to the RM as ended (LOST when it wrote no exit code).
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ from cortex_rm.container.runtime import ContainerRuntime, ContainerStartError
 if TYPE_CHECKING:
     from cortex_rm.container.container_manager import ContainerManager
 
-_CGROUP: Final = re.compile(rf"{CGROUP_PARENT}/(?:{NODE_PREFIX}[0-9]+/)?b([0-9]+)/([A-Za-z0-9_.-]+)")
+_CGROUP: Final = re.compile(rf"{CGROUP_PARENT}/{NODE_PREFIX}[0-9]+/b([0-9]+)/([A-Za-z0-9_.-]+)")
+#: The layout before the node cgroup (not recovered: see the module docstring).
+_LEGACY_CGROUP: Final = re.compile(rf"{CGROUP_PARENT}/b[0-9]+/[A-Za-z0-9_.-]+")
 
 
 def reattach(runtime: LxcRuntime, record: ContainerRecord) -> RecoveredContainer:
@@ -48,6 +56,11 @@ def reattach(runtime: LxcRuntime, record: ContainerRecord) -> RecoveredContainer
     when it cannot be (its init is gone, its record does not name an LXC container of this node, its
     block or rules cannot be had again): the caller then treats it as ended."""
     cid = record.container_id
+    if _LEGACY_CGROUP.fullmatch(record.cgroup_dir):
+        raise ContainerStartError(
+            f"{cid}: it was started before the node cgroup layout (its cgroup {record.cgroup_dir!r} is not under"
+            f" {CGROUP_PARENT}/{NODE_PREFIX}<node>/) and is not recovered: it is reported as lost"
+        )
     m = _CGROUP.fullmatch(record.cgroup_dir)
     if m is None or m[2] != cid or record.pid is None:
         raise ContainerStartError(f"{cid}: its record names no LXC container (cgroup {record.cgroup_dir!r})")

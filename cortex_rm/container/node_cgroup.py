@@ -13,13 +13,19 @@ Layout, in every cgroup hierarchy (``lxc_sandbox.py`` makes the application's, L
 
 The caps, as cgroup v1 limits (``limits_of``; the runtime needs v1 memory and pids anyway):
 
-* memory: ``memory_mb + container_memory_overhead_mb`` MiB in ``memory.limit_in_bytes`` (and in
-  ``memory.memsw.limit_in_bytes`` when the kernel accounts swap, so swap does not stretch it).
-  The RM hands out at most ``memory_mb`` to this node's containers; each container's own hard
-  limit is its allocation plus the overhead (off-heap memory outside ``-Xmx``), so a full node
-  whose containers each stay within their allocation fits, and the slack of one container's
-  overhead is shared by all of them.  Beyond it the kernel reclaims, then its OOM killer picks a
-  process of one of this node's containers: the machine's other work never pays for them;
+* memory: ``memory_mb + container_memory_overhead_mb + sandbox memory`` MiB in
+  ``memory.limit_in_bytes`` (and in ``memory.memsw.limit_in_bytes`` when the kernel accounts
+  swap, so swap does not stretch it).  The RM hands out at most ``memory_mb`` to this node's
+  containers; each container's own hard limit is its allocation plus the overhead (off-heap
+  memory outside ``-Xmx``), so a full node whose containers each stay within their allocation
+  fits, and the slack of one container's overhead is shared by all of them.  The function
+  sandboxes (``roles/function_sandboxes.py``) start through the same runtime, so they sit in this
+  cgroup too, beside what the RM placed: the sandbox memory is their node-wide budget
+  (``[events] max_sandbox_memory_mb`` on a node that executes functions, else 0), which they
+  never exceed together (each has its own limit too), so sandboxes can never push a full node
+  of containers that stay within their allocations over the limit.  Beyond it the kernel
+  reclaims, then its OOM killer picks a process of one of this node's containers: the machine's
+  other work never pays for them;
 * CPU: a CFS quota of ``vcores`` whole CPUs per period (``cpu.cfs_quota_us = vcores *
   cpu.cfs_period_us``), shared by all the node's containers: throttled, never killed.
 
@@ -72,10 +78,11 @@ class NodeLimits:
     cpu_period_us: int = CFS_PERIOD_US
 
 
-def limits_of(caps: Caps) -> NodeLimits:
-    """The node cgroup's limits for ``caps``: memory_mb plus one container's overhead, vcores CPUs."""
+def limits_of(caps: Caps, sandbox_memory_mb: int = 0) -> NodeLimits:
+    """The node cgroup's limits for ``caps``: memory_mb plus one container's overhead plus the
+    function sandboxes' budget ``sandbox_memory_mb``, vcores CPUs."""
     return NodeLimits(
-        memory_bytes=(caps.memory_mb + caps.container_memory_overhead_mb) * MIB,
+        memory_bytes=(caps.memory_mb + caps.container_memory_overhead_mb + sandbox_memory_mb) * MIB,
         cpu_quota_us=caps.vcores * CFS_PERIOD_US,
     )
 

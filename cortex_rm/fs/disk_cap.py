@@ -9,10 +9,13 @@ block replica: the NameNode decides where replicas live, and a replica may be th
 
 Before a write of ``n`` bytes that would take the total over the cap, ``DiskCap.reserve``:
 
-1. evicts what can go, least recently used first across all users, until ``n`` bytes fit;
-2. then, if they still do not, refuses: ``DiskOutOfSpace`` (Hadoop's
+1. if even evicting everything that can go would not make ``n`` bytes fit, refuses at once,
+   evicting nothing (a write that cannot fit must not flush every user's caches on its way to
+   failing): ``DiskOutOfSpace`` (Hadoop's
    ``DiskChecker$DiskOutOfSpaceException``), whose message names the cap, what each user holds,
-   and the key to change (a WebHDFS client sees it as the ``RemoteException`` of its write).
+   and the key to change (a WebHDFS client sees it as the ``RemoteException`` of its write);
+2. otherwise evicts what can go, least recently used first across all users, until ``n`` bytes
+   fit (refusing as above in the rare case that entries stopped being evictable meanwhile).
 
 A write whose size is known only at its end (a block arriving in pieces) reserves the most it may
 be and ``Reservation.settle`` gives back the rest once it is written; what is reserved counts as
@@ -51,7 +54,8 @@ class Evictable:
 
     key: str
     size: int
-    #: When it was last used, on the user's clock (any monotonic count: only the order matters).
+    #: When it was last used, in wall-clock seconds (``time.time``: the runtime images' marker mtimes,
+    #: the localizer's clock): one timebase for every user, so the order holds across them.
     last_used: float
 
 
@@ -139,6 +143,8 @@ class DiskCap:
             ((e.last_used, n, e, user) for n, user in enumerate(self.users) for e in user.evictable()),
             key=lambda c: (c[0], c[1], c[2].key),
         )
+        if sum(entry.size for _, _, entry, _ in candidates) < need:
+            self._refuse(what, nbytes)  # (evicting everything would not do: keep the caches)
         for _, _, entry, user in candidates:
             if need <= 0:
                 break
@@ -150,10 +156,13 @@ class DiskCap:
                     name=user.disk_name, key=entry.key, size=freed, what=what,
                 )  # fmt: skip
         if need > 0:
-            held = ", ".join(f"{u.disk_name} {u.used_bytes()}" for u in self.users)
-            raise DiskOutOfSpace(
-                f"{what}: {nbytes} bytes do not fit under this node's disk cap of {self.cap_bytes} bytes "
-                f"([nodemanager] disk_gb = {self.cap_bytes / GB:g}; held now: {held} bytes"
-                f"{', in flight ' + str(sum(self._reserved.values())) if self._reserved else ''}) and nothing "
-                "more can be evicted"
-            )
+            self._refuse(what, nbytes)
+
+    def _refuse(self, what: str, nbytes: int) -> None:
+        held = ", ".join(f"{u.disk_name} {u.used_bytes()}" for u in self.users)
+        raise DiskOutOfSpace(
+            f"{what}: {nbytes} bytes do not fit under this node's disk cap of {self.cap_bytes} bytes "
+            f"([nodemanager] disk_gb = {self.cap_bytes / GB:g}; held now: {held} bytes"
+            f"{', in flight ' + str(sum(self._reserved.values())) if self._reserved else ''}) and not enough "
+            "can be evicted"
+        )

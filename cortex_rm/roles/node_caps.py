@@ -1,7 +1,8 @@
 """The caps the contributor set in ``[nodemanager]``, applied to a running NodeManager.
 
 * memory and CPU: the node cgroup above every container (``container/node_cgroup.py``), written by
-  the LXC runtime;
+  the LXC runtime; its memory limit leaves room for the function sandboxes' budget
+  (``[events] max_sandbox_memory_mb``) when the node executes functions: they run in it too;
 * disk: one ``DiskCap`` (``fs/disk_cap.py``) whose users are the DataNode's block store (it owns
   the cap), the runtime image cache (evictable: its roots but the cluster's image and those of
   running containers) and the localizer's shared caches.
@@ -11,7 +12,9 @@
   there and the running containers go on to their end.  Between the RM's (re)registration and the
   node's next heartbeat (a second) the node counts as offering.
 
-``NodeCaps.attach`` wires them once the role has started (``node.py``).
+``NodeCaps.attach`` wires them once the role has started (``node.py``).  Before that (from the
+``cortex-rm node`` command's start: ``hold_hangups``) a SIGHUP is logged and ignored instead of
+ending the daemon (its default action).
 
 Live changes: on SIGHUP (``systemctl reload cortex-rm``) the daemon re-reads its config file.  A
 file that does not load or validate is logged and ignored: the caps in force stay.  Otherwise its
@@ -37,6 +40,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from cortex_rm.config.errors import ConfigError
+from cortex_rm.config.events import EventsSection
 from cortex_rm.config.loader import load_config
 from cortex_rm.config.nodemanager import NodeManagerSection
 from cortex_rm.container.node_cgroup import limits_of
@@ -52,11 +56,27 @@ LIVE_KEYS = ("memory_mb", "vcores", "disk_gb", "schedule")
 log = Logger()
 
 
+def hold_hangups() -> None:
+    """Until ``NodeCaps.attach`` installs the reload, SIGHUP (``systemctl reload`` while the daemon
+    starts, or on a daemon that has no NodeManager) is logged and ignored (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, _not_ready)
+
+
+def _not_ready(signum: int, frame: Any) -> None:
+    log.warn("SIGHUP: not ready to reload the caps (the node is starting, or runs no NodeManager); ignored")
+
+
 class NodeCaps:
     """The caps of one running NodeManager (see the module docstring)."""
 
-    def __init__(self, role: NodeManagerRole, section: NodeManagerSection, disk: DiskCap | None, source: str = "") -> None:
+    def __init__(
+        self, role: NodeManagerRole, section: NodeManagerSection, disk: DiskCap | None, source: str = "",
+        sandbox_memory_mb: int = 0,
+    ) -> None:  # fmt: skip
         self.role = role
+        #: The function sandboxes' memory budget, in the node cgroup beside the containers' (0: none run here).
+        self.sandbox_memory_mb = sandbox_memory_mb
         #: The caps in force (the section as last applied).
         self.section = section
         self.source = source  # the config file a reload reads
@@ -66,11 +86,17 @@ class NodeCaps:
         self.offering = True  # as the last heartbeat said
 
     @classmethod
-    def attach(cls, role: NodeManagerRole, section: NodeManagerSection, source: str = "") -> NodeCaps:
+    def attach(
+        cls, role: NodeManagerRole, section: NodeManagerSection, source: str = "", events: EventsSection | None = None
+    ) -> NodeCaps:
         """Make the disk cap's users known to it and set it to ``section.disk_gb``; with ``source`` (the
-        config file), SIGHUP reloads the caps from it (on the main thread only: signals go there)."""
+        config file), SIGHUP reloads the caps from it (on the main thread only: signals go there).  With
+        ``events`` saying this node executes functions, the node cgroup makes room for their sandboxes."""
         disk = role.data_node.store.disk if role.data_node is not None else None
-        caps = cls(role, section, disk, source)
+        sandbox_mb = events.max_sandbox_memory_mb if events is not None and events.execute else 0
+        caps = cls(role, section, disk, source, sandbox_mb)
+        if sandbox_mb:
+            caps._set_limits()
         if source and Path(source).is_file() and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, caps._hangup)
         if role.status_updater is not None:
@@ -98,6 +124,25 @@ class NodeCaps:
             log.info("schedule {schedule}: {what}", schedule=str(self.schedule),
                      what="offering again" if offering else "outside it: no new containers, the running ones go on")
         return health if offering else dataclasses.replace(health, offering=False)
+
+    def _show(self, new: NodeManagerSection) -> None:
+        """Make the role show the new caps: its section (which the ring's capacity report is made from,
+        gossiped again now), ``/ws/v1/node/info`` and the ``/node`` page."""
+        role = self.role
+        role.section = dataclasses.replace(role.section, **{k: getattr(new, k) for k in LIVE_KEYS})
+        info = getattr(role, "info", None)  # (set once its web site is up)
+        if info is not None:
+            info.memory_mb, info.vcores = new.memory_mb, new.vcores
+        republisher = getattr(role, "republisher", None)  # (on a ring member)
+        if republisher is not None:
+            republisher.run_now()
+
+    def _set_limits(self) -> None:
+        """Write the node cgroup's limits for the caps in force (the LXC runtime's; other runtimes have none)."""
+        runtime = self.role.containers.runtime if self.role.containers is not None else None
+        set_limits = getattr(runtime, "set_limits", None)
+        if set_limits is not None:
+            set_limits(limits_of(self.section, self.sandbox_memory_mb))
 
     def _protected_images(self) -> Collection[str]:
         """The runtime images not to evict: the one the cluster names and those running containers use."""
@@ -130,13 +175,11 @@ class NodeCaps:
         """Put the caps of ``new`` in force: the node cgroup, the disk cap, the capability the RM is told."""
         old = self.section
         self.section = dataclasses.replace(old, **{k: getattr(new, k) for k in LIVE_KEYS})
-        runtime = self.role.containers.runtime if self.role.containers is not None else None
-        set_limits = getattr(runtime, "set_limits", None)  # (the LXC runtime's node cgroup)
-        if set_limits is not None:
-            set_limits(limits_of(self.section))
+        self._set_limits()
         if self.disk is not None:
             self.disk.set_cap(round(new.disk_gb * GB))
         self.schedule = OfferSchedule.parse(new.schedule)  # (validated with the file)
+        self._show(new)
         service = self.role.status_updater
         if service is not None:
             updater = service.updater

@@ -126,7 +126,7 @@ class NodeManagerRole:
         self.tokens: ContainerTokenVerifier | None = None
         self.status_updater: NodeStatusUpdaterService | None = None
         self._pool: ThreadPool | None = None
-        self._republisher: Republisher | None = None
+        self.republisher: Republisher | None = None
         self.data_node: DataNodeRole | None = None
         self.aggregator: LogAggregator | None = None
         self.image: RuntimeImageFetcher | None = None
@@ -149,7 +149,7 @@ class NodeManagerRole:
         """``/ws/v1/node`` with the containers' web services and logs (and ``/ws/v1/ring`` on a ring
         member) on ``nodemanager.webapp_address``."""
         address = self.section.webapp_address
-        info = NodeInfo(
+        info = self.info = NodeInfo(  # (its caps change at a reload: roles/node_caps.py)
             node_id=self.node_name or address.host,
             host=address.host,
             memory_mb=self.section.memory_mb,
@@ -324,21 +324,20 @@ class NodeManagerRole:
         return d.addCallback(lambda record: TrackerLocation(record.tracker_address, record.tracker_fingerprint, vouched))
 
     def _publish_capacity(self, ring: RingService, webapp: HostPort) -> None:
-        """Gossip this NodeManager's capacity report on the ring (now and every 30 s)."""
-        nm = self.section
+        """Gossip this NodeManager's capacity report on the ring (now, every 30 s and at ``republisher.run_now``);
+        its caps are read from ``section`` each time (a reload changes them: ``roles/node_caps.py``)."""
         ring_id = format_id(self._tls.identity.ring_id)
-        report = CapacityReport(
-            ring_id=ring_id,
-            node_id=nm.address,
-            http_address=webapp,
-            rack=nm.rack,
-            memory_mb=nm.memory_mb,
-            vcores=nm.vcores,
-        )
-        if self._capacities is not None:
-            self._capacities.receive_own(report)  # gossip never brings a member its own items
-        self._republisher = Republisher(lambda: ring.publish(CAPACITY_SECTION, ring_id, report.encode()), self.reactor)
-        self._republisher.start()
+
+        def publish() -> object:
+            nm = self.section
+            report = CapacityReport(ring_id=ring_id, node_id=nm.address, http_address=webapp, rack=nm.rack,
+                                    memory_mb=nm.memory_mb, vcores=nm.vcores)  # fmt: skip
+            if self._capacities is not None:
+                self._capacities.receive_own(report)  # gossip never brings a member its own items
+            return ring.publish(CAPACITY_SECTION, ring_id, report.encode())
+
+        self.republisher = Republisher(publish, self.reactor)
+        self.republisher.start()
 
     # ------------------------------------------------------------ the status updater's hooks
 
@@ -424,9 +423,9 @@ class NodeManagerRole:
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
-        if self._republisher is not None:
-            self._republisher.stop()
-            self._republisher = None
+        if self.republisher is not None:
+            self.republisher.stop()
+            self.republisher = None
         if self.image is not None:
             self.image.stop()
         if self.data_node is not None:

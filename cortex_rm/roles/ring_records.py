@@ -294,6 +294,10 @@ class Republisher:
     def start(self) -> None:
         self._loop.start(self.interval_s, now=True)
 
+    def run_now(self) -> None:
+        """Publish at once (what it publishes changed), besides the runs every ``interval_s``."""
+        self._run()
+
     def stop(self) -> None:
         if self._loop.running:
             self._loop.stop()

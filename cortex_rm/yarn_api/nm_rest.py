@@ -26,9 +26,10 @@ from cortex_rm.yarn_api.node_web import NodePage, mounted_ring
 from cortex_rm.status_page.node_page import NodeFacts
 
 
-@dataclass(frozen=True)
+@dataclass
 class NodeInfo:
-    """What ``/ws/v1/node/info`` reports."""
+    """What ``/ws/v1/node/info`` and the ``/node`` page report (read at each request: a reload of the
+    caps sets ``memory_mb`` and ``vcores``)."""
 
     node_id: str
     host: str

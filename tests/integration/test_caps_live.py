@@ -80,6 +80,20 @@ def _log(cluster: RunningCluster) -> str:
     return (Path(cluster.nodes[0].directory) / "logs" / "daemon.out").read_text(errors="replace")
 
 
+def _sandbox_mib(cluster: RunningCluster) -> int:
+    """The function sandboxes' budget the node cgroup leaves room for (they run in it too)."""
+    events = load_config(cluster.nodes[0].config).events
+    return events.max_sandbox_memory_mb if events.execute else 0
+
+
+def _node_info(cluster: RunningCluster) -> tuple[int, int]:
+    """The memory and vcores the node's own ``/ws/v1/node/info`` reports."""
+    answer = requests.get(f"http://{cluster.nodes[0].nm_webapp}/ws/v1/node/info", timeout=10)
+    answer.raise_for_status()
+    info = answer.json()["nodeInfo"]
+    return info["totalPmemAllocatedContainersMB"], info["totalVCoresAllocatedContainers"]
+
+
 def _node_cgroup_limits(cluster: RunningCluster) -> tuple[int, int]:
     """The node cgroup's memory.limit_in_bytes and cpu.cfs_quota_us."""
     ids = IdRange.parse(load_config(cluster.nodes[0].config).nodemanager.container_id_range)
@@ -90,19 +104,22 @@ def _node_cgroup_limits(cluster: RunningCluster) -> tuple[int, int]:
 
 def test_new_memory_and_vcores_reach_the_rm_without_a_restart(cluster: RunningCluster) -> None:
     """4096 MB / 4 vcores, then 3072 MB / 2 vcores after SIGHUP: the RM's totalResource follows, and
-    so does the node cgroup (memory_mb + the 256 MB container overhead, vcores CPUs of CFS quota);
-    the daemon is the same process."""
+    so do the node's own /ws/v1/node/info and the node cgroup (memory_mb + the 256 MB container
+    overhead + the function sandboxes' budget, vcores CPUs of CFS quota); the daemon is the same process."""
     assert _wait(lambda: (t := _total(cluster))["memory"] == 4096 and t, "the registered caps")["vCores"] == 4
+    assert _node_info(cluster) == (4096, 4)
+    sandboxes = _sandbox_mib(cluster)
     if LXC:
-        assert _node_cgroup_limits(cluster) == ((4096 + 256) * MIB, 4 * 100_000)
+        assert _node_cgroup_limits(cluster) == ((4096 + 256 + sandboxes) * MIB, 4 * 100_000)
     pid = cluster.nodes[0].pid
     _reload(cluster, lambda text: text.replace("memory_mb = 4096", "memory_mb = 3072").replace("vcores = 4", "vcores = 2"))
     total = _wait(lambda: (t := _total(cluster))["memory"] == 3072 and t, "the new memory_mb at the RM")
     assert total["vCores"] == 2
     os.kill(pid, 0)  # still the daemon that started
     assert "caps now: 3072 MB, 2 vcores" in _log(cluster)
+    assert _node_info(cluster) == (3072, 2)
     if LXC:
-        assert _node_cgroup_limits(cluster) == ((3072 + 256) * MIB, 2 * 100_000)
+        assert _node_cgroup_limits(cluster) == ((3072 + 256 + sandboxes) * MIB, 2 * 100_000)
 
 
 def test_a_config_that_does_not_validate_is_refused_and_the_caps_stay(cluster: RunningCluster) -> None:

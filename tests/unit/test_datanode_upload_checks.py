@@ -132,6 +132,36 @@ def test_a_block_put_whose_ticket_does_not_name_this_node_is_refused_from_the_he
     assert "does not name this node" in _refusal(transport)["message"] and ctx.queued == []
 
 
+@pytest.mark.parametrize("declared", [(1 << 20) + 1, 10**17 - 1])
+def test_a_block_put_declaring_more_than_the_block_size_is_refused_from_the_head(
+    node: tuple[Context, LimitedSite], declared: int
+) -> None:
+    """A replica is at most the ticket's block size: a larger Content-Length is refused (400
+    IllegalArgumentException) before anything is reserved under the disk cap or stored."""
+    ctx, site = node
+    query = urlencode({"ticket": _ticket(pipeline=(THERE, HERE)), "checksum": "0" * 32})
+    transport = HalfClosingTransport()
+    channel: LimitedChannel = site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 40000))
+    channel.makeConnection(transport)
+    channel.dataReceived(f"PUT /cortex/blocks/{BLOCK}?{query} HTTP/1.1\r\nHost: n\r\nContent-Length: {declared}\r\n\r\n".encode())
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    exception = json.loads(body)["RemoteException"]
+    assert exception["exception"] == "IllegalArgumentException" and "block size" in exception["message"]
+    assert ctx.queued == [] and ctx.store.disk.used() == 0
+
+
+def test_a_block_put_of_the_block_size_starts_its_worker(node: tuple[Context, LimitedSite]) -> None:
+    """The largest replica a ticket allows (its block size) is accepted from the head."""
+    ctx, site = node
+    query = urlencode({"ticket": _ticket(pipeline=(THERE, HERE)), "checksum": "0" * 32})
+    transport = HalfClosingTransport()
+    channel: LimitedChannel = site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 40000))
+    channel.makeConnection(transport)
+    channel.dataReceived(f"PUT /cortex/blocks/{BLOCK}?{query} HTTP/1.1\r\nHost: n\r\nContent-Length: {1 << 20}\r\n\r\n".encode())
+    assert transport.value() == b"" and len(ctx.queued) == 1
+
+
 def test_a_good_ticket_starts_the_worker_on_the_body_before_it_arrives(node: tuple[Context, LimitedSite]) -> None:
     ctx, site = node
     channel, transport = _send_head(site, "PUT", f"/webhdfs/v1/data/file?{urlencode({'op': 'CREATE', 'ticket': _ticket()})}")

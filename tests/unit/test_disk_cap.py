@@ -86,17 +86,33 @@ def test_eviction_is_least_recently_used_first_across_users_and_stops_when_it_fi
     assert "img-new" in images.entries and "jar-used" in localized.entries
 
 
-def test_when_eviction_cannot_make_room_the_write_is_refused_naming_the_cap() -> None:
-    """Evict what can go, then refuse with Hadoop's DiskOutOfSpaceException naming disk_gb."""
+def test_when_eviction_cannot_make_room_the_write_is_refused_naming_the_cap_and_nothing_is_evicted() -> None:
+    """Evicting all that can go would not do: refuse at once with Hadoop's DiskOutOfSpaceException
+    naming disk_gb, and keep every cache (a write that cannot fit must not flush them)."""
     images = Cache("runtime images", {"img": (100, 1.0)})
     cap = DiskCap(2 * GB, [Fixed(2 * GB - 150), images])
     with pytest.raises(DiskOutOfSpace) as refused:
         cap.reserve("block blk_1", 400)
-    assert images.evicted == ["img"]  # eviction first, even though it was not enough
+    assert images.evicted == [] and "img" in images.entries
     message = str(refused.value)
     assert "block blk_1" in message and "disk_gb = 2" in message and "block replicas" in message
     assert refused.value.simple_name == "DiskChecker$DiskOutOfSpaceException".rsplit("$", 1)[-1]
     assert refused.value.java_class == "org.apache.hadoop.util.DiskChecker$DiskOutOfSpaceException"
+
+
+def test_a_write_too_big_for_everything_evictable_leaves_every_users_cache_alone() -> None:
+    """A declared size no eviction can make room for (a client's huge Content-Length) evicts
+    nothing from any user; a write that fits after eviction still evicts least recently used."""
+    images = Cache("runtime images", {"img-a": (300, 1.0), "img-b": (300, 2.0)})
+    localized = Cache("localized resources", {"jar": (200, 1.5)})
+    cap = DiskCap(1000, [Fixed(100), images, localized])  # 900 used, 800 evictable
+    with pytest.raises(DiskOutOfSpace):
+        cap.reserve("block blk_huge", 10**17)
+    with pytest.raises(DiskOutOfSpace):
+        cap.reserve("block blk_big", 901)  # needs 801 > 800
+    assert images.evicted == [] and localized.evicted == [] and cap.used() == 900
+    cap.reserve("block blk_fits", 900)  # needs 800: all go
+    assert images.evicted == ["img-a", "img-b"] and localized.evicted == ["jar"]
 
 
 def test_a_lower_cap_holds_new_writes_and_keeps_what_is_stored() -> None:
@@ -106,7 +122,9 @@ def test_a_lower_cap_holds_new_writes_and_keeps_what_is_stored() -> None:
     cap.set_cap(600)
     assert images.evicted == [] and cap.room() == 0
     with pytest.raises(DiskOutOfSpace):
-        cap.reserve("block a", 200)
+        cap.reserve("block a", 500)  # 900 + 500 - 400 evictable > 600
+    assert images.evicted == []
+    cap.reserve("block a", 100)  # 900 + 100 - 400 <= 600: the image goes
     assert images.evicted == ["img"]
 
 
@@ -157,7 +175,9 @@ def test_the_image_cache_evicts_its_least_recently_used_unprotected_root(tmp_pat
     cap.reserve("unpacking another image", 300)
     assert cache.path_of(old) is None and cache.path_of(mid) is not None and cache.path_of(current) is not None
     with pytest.raises(DiskOutOfSpace):
-        cap.reserve("block blk_x", 800)  # mid goes too, current stays: 300 + 800 > 1000
+        cap.reserve("block blk_x", 800)  # even without mid, current 300 + unpack 300 + 800 > 1000: none goes
+    assert cache.path_of(mid) is not None and cache.path_of(current) is not None
+    cap.reserve("block blk_y", 400)  # without mid it fits
     assert cache.path_of(mid) is None and cache.path_of(current) is not None
 
 
@@ -170,3 +190,29 @@ def test_an_unpack_that_cannot_fit_is_refused_naming_the_cap(tmp_path: Path) -> 
     with pytest.raises(ImageError, match="disk_gb"):
         cache.unpack(archive, "d" * 64)
     assert cache.disk.used() == 0 and list(cache.roots.iterdir()) == []
+
+
+def test_runtime_images_and_localized_resources_share_one_least_recently_used_order(tmp_path: Path) -> None:
+    """The localizer stamps its entries with wall-clock seconds, as image markers' mtimes are: an
+    image last used before a localized resource goes first, one used after it goes after it."""
+    from tests.unit.test_localizer import localize, run_now, shared, source
+
+    from cortex_rm.container.local_resources import Visibility
+    from cortex_rm.container.localizer import Localizer
+
+    now = [2000.0]
+    loc = Localizer(run_now, clock=lambda: now[0])
+    images = ImageCache(tmp_path / "images")
+    _image(images, "a" * 64, 300, 1000.0)  # used before the jar
+    _image(images, "b" * 64, 300, 3000.0)  # used after it
+    cap = DiskCap(10_000, [images, loc])
+    loc.disk = cap
+    path, ts = source(tmp_path, "job.jar", b"j" * 300)
+    jar = (localize(loc, tmp_path, [shared("job.jar", path, ts, Visibility.PUBLIC)], "c1") / "job.jar").resolve()
+    loc.release("c1")
+    assert cap.used() == 900
+    cap.set_cap(900)
+    cap.reserve("block 1", 300)  # the oldest: image a (1000 s)
+    assert images.path_of("a" * 64) is None and jar.exists()
+    cap.reserve("block 2", 300)  # then the jar (2000 s), before image b (3000 s)
+    assert not jar.exists() and images.path_of("b" * 64) is not None

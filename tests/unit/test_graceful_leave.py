@@ -285,6 +285,8 @@ def test_node_leave_signals_the_daemon_says_what_it_waits_for_and_returns_once_i
 
     script = (
         "import signal, sys\n"
+        "from cortex_rm.container.ofd_locks import take\n"
+        f"lock = take(__import__('pathlib').Path({str(tmp_path / 'lock')!r}))\n"  # (a daemon holds its state dir's)
         "signal.signal(signal.SIGTERM, lambda *_: print('SIGTERM', flush=True))\n"
         "print('ready', flush=True)\n"
         "sys.stdin.read()\n"

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from twisted.internet.task import Clock
 
+from cortex_rm.config.events import EventsSection
 from cortex_rm.config.nodemanager import NodeManagerSection
 from cortex_rm.container.id_ranges import IdRange
 from cortex_rm.container.lxc_sandbox import ContainerSandbox
 from cortex_rm.container.node_cgroup import CFS_PERIOD_US, MIB, NodeCgroup, NodeLimits, limits_of, node_cgroup_name
+from cortex_rm.roles.node_caps import NodeCaps
 
 
 @dataclass(frozen=True)
@@ -108,3 +113,34 @@ def test_remove_takes_the_empty_node_cgroups_away(tmp_path: Path) -> None:
     node.path("cpu").mkdir(parents=True)
     node.remove()
     assert not node.path("memory").exists() and not node.path("cpu").exists()
+
+
+class LimitsRuntime:
+    """The LXC runtime's ``set_limits``: what it was given."""
+
+    def __init__(self) -> None:
+        self.given: list[NodeLimits] = []
+
+    def set_limits(self, limits: NodeLimits) -> list[str]:
+        self.given.append(limits)
+        return []
+
+
+def test_the_function_sandboxes_budget_is_inside_the_node_cgroup_limit_and_stays_after_a_reload() -> None:
+    """Sandboxes run in the node cgroup beside the containers: its memory limit is memory_mb + one
+    overhead + [events] max_sandbox_memory_mb on a node that executes functions (and stays so when
+    the caps change); without execute, it is memory_mb + one overhead."""
+    runtime = LimitsRuntime()
+    section = NodeManagerSection(memory_mb=2048, vcores=2, container_memory_overhead_mb=128)
+    role: Any = SimpleNamespace(
+        reactor=Clock(), data_node=None, status_updater=None, image=None, containers=SimpleNamespace(runtime=runtime),
+        section=section,
+    )  # fmt: skip
+    caps = NodeCaps.attach(role, section, events=EventsSection(max_sandbox_memory_mb=1024))
+    assert runtime.given == [NodeLimits((2048 + 128 + 1024) * MIB, 2 * CFS_PERIOD_US)]
+    caps.apply(NodeManagerSection(memory_mb=4096, vcores=2, container_memory_overhead_mb=128))
+    assert runtime.given[-1] == NodeLimits((4096 + 128 + 1024) * MIB, 2 * CFS_PERIOD_US)
+    plain = NodeCaps.attach(role, section, events=EventsSection(execute=False, max_sandbox_memory_mb=1024))
+    plain.apply(section)
+    assert runtime.given[-1] == NodeLimits((2048 + 128) * MIB, 2 * CFS_PERIOD_US)
+    assert limits_of(section, 512) == NodeLimits((2048 + 128 + 512) * MIB, 2 * CFS_PERIOD_US)

@@ -259,6 +259,8 @@ class BlockTransfers(_Leaf):
         checksum = query.text("checksum")
         announced = request.getHeader(b"content-length")
         expected = int(announced) if announced is not None and announced.isdigit() else 0
+        if expected > (block_size := ticket.number("block_size")):  # (reserved under the disk cap)
+            raise IllegalArgument(f"block {block_id} is {expected} bytes, more than the file's block size {block_size}")
 
         def store(body: BodyPipe) -> Reply:
             writer = self.ctx.store.writer(block_id, expected)
