@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -73,7 +74,7 @@ def node_id_of(cluster: RunningCluster, index: int) -> str:
 
 
 def test_the_am_goes_to_a_static_node_and_the_job_survives_losing_the_volatile_ones(
-    cluster: RunningCluster, tmp_path: Path
+    cluster: RunningCluster, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     frozen = cluster.nodes[2:]
     for node in frozen:
@@ -120,7 +121,7 @@ def test_the_am_goes_to_a_static_node_and_the_job_survives_losing_the_volatile_o
             assert time.monotonic() < deadline and proc.poll() is None, "no executor ran on a volatile node"
             time.sleep(0.5)
         time.sleep(3)  # the executors are at work
-        status_pages_show(cluster, tmp_path, expected)
+        status_pages_show(cluster, tmp_path, expected, tmp_path_factory.getbasetemp())
         for node in frozen:
             os.kill(node.pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=600)
@@ -139,9 +140,10 @@ def test_the_am_goes_to_a_static_node_and_the_job_survives_losing_the_volatile_o
     assert not any(ids[2] in line or ids[3] in line for line in said), said
 
 
-def status_pages_show(cluster: RunningCluster, tmp_path: Path, classes: dict[str, str]) -> None:
+def status_pages_show(cluster: RunningCluster, tmp_path: Path, classes: dict[str, str], keep: Path) -> None:
     """The RM's status pages in headless Chromium, signed in as the job's user (HTTP Basic, the credential's
-    REST value as the password): every node RUNNING with its class, the job in progress; a screenshot."""
+    REST value as the password): every node RUNNING with its class, the job in progress; a screenshot, copied
+    to ``keep`` (pytest's basetemp: a passing test's tmp_path is removed)."""
     user = cluster.credential.user
     signed_in = f"http://{user}:{cluster.credential.rest_header()}@{cluster.rm.webapp}"
     profile = tmp_path / "chromium-profile"
@@ -154,4 +156,7 @@ def status_pages_show(cluster: RunningCluster, tmp_path: Path, classes: dict[str
     row = rf'<a href="/cluster/app/{app_id}">{app_id}</a></td><td>[^<]*</td><td>{re.escape(user)}</td><td>SPARK</td>'
     assert re.search(row + r"<td>[^<]*</td><td>RUNNING</td>", running), running[-3000:]
     png = screenshot(f"{signed_in}/cluster/login", tmp_path / "status-page-mid-job.png", profile)
-    print(f"status page screenshot, mid-job: {png}")
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    kept = keep / png.name
+    shutil.copyfile(png, kept)
+    print(f"status page screenshot, mid-job: {kept}")
