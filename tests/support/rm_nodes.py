@@ -181,13 +181,19 @@ def apps(node: RmNode, credential: UserCredential) -> dict[str, str]:
 
 
 def journal_applied(node: RmNode) -> int:
-    """The journal position this node has applied (read from its journal's SQLite file; -1 before there is one)."""
+    """The journal position this node has applied (read from its journal's SQLite file); -1 before there is one,
+    and while a snapshot install is under way (the mark is saved, stale, before the stores are replaced)."""
     path = node.directory / "rm-journal.sqlite"
     if not path.exists():
         return -1
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         try:
             row = db.execute("select applied from journal_meta").fetchone()
+            stale = db.execute("select stale from journal_base").fetchone() if _has_base(db) else None
         except sqlite3.Error:
             return -1
-    return int(row[0]) if row else -1
+    return -1 if not row or (stale and stale[0]) else int(row[0])
+
+
+def _has_base(db: sqlite3.Connection) -> bool:
+    return db.execute("select 1 from sqlite_master where type = 'table' and name = 'journal_base'").fetchone() is not None
