@@ -9,6 +9,19 @@ from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.app_states import PENDING_APP_STATES, AppState, FinalStatus
 
 
+def elapsed_ms(app: Application, now_ms: int) -> int:
+    """Hadoop's ``Times.elapsed`` for an application: start to finish, or to now while it runs; 0 unstarted."""
+    started, finished = app.start_time_ms, app.finish_time_ms
+    if finished > 0 and started > 0:
+        return max(finished - started, 0)
+    return max(now_ms - started, 0) if started > 0 else 0
+
+
+def tracking_link(url: str) -> str:
+    """A tracking URL as a link: with its scheme (an AM may register ``host:port/path``)."""
+    return url if "://" in url else "http://" + url
+
+
 @dataclass(frozen=True)
 class ApplicationFilter:
     """getApplications / GET /apps filters; empty sets match everything."""

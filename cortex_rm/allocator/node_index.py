@@ -72,8 +72,13 @@ class SchedulerNode:
     def used(self) -> Resource:
         return Resource(self.capability.memory_mb - self.free_mem, self.capability.vcores - self.free_vcores)
 
+    @property
+    def placeable(self) -> bool:
+        """Whether new containers may go here (neither outside its schedule nor leaving)."""
+        return not (self.withheld or self.draining)
+
     def fits(self, memory_mb: int, vcores: int) -> bool:
-        return not self.draining and memory_mb <= self.free_mem and vcores <= self.free_vcores
+        return self.placeable and memory_mb <= self.free_mem and vcores <= self.free_vcores
 
     def __repr__(self) -> str:
         return f"SchedulerNode({self.node_id}, free {self.free} of {self.capability})"
@@ -310,7 +315,7 @@ class NodeDirectory:
             del self.partition_shapes[node.label]
 
     def _file(self, node: SchedulerNode) -> None:
-        if node.withheld or node.draining:
+        if not node.placeable:
             return
         self.everywhere.add(node)
         rack = self.racks.get(node.rack)
@@ -323,7 +328,7 @@ class NodeDirectory:
         partition.add(node)
 
     def _unfile(self, node: SchedulerNode) -> None:
-        if node.withheld or node.draining:
+        if not node.placeable:
             return
         self.everywhere.remove(node)
         self.racks[node.rack].remove(node)

@@ -68,7 +68,6 @@ from cortex_rm.container.lxc_config import (
 from cortex_rm.container.lxc_leftovers import reap_left_behind, write_record
 from cortex_rm.container.nm_recovery import EXIT_CODE_FILE
 from cortex_rm.container.node_cgroup import NodeCgroup, NodeLimits
-from cortex_rm.container.node_cgroup import limits_of as limits_of  # (for the NodeManager role)
 from cortex_rm.container.lxc_sandbox import SYSFS_DIR, ContainerFirewall, ContainerSandbox, mount_sysfs, unmount_sysfs
 from cortex_rm.container.lxc_reports import LxcExecuteProtocol, MemorySnapshot, parent_pid, parse_lxc_log_line, parse_memory_snapshot, signal_pids
 from cortex_rm.container.runtime import (

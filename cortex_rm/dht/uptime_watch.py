@@ -66,9 +66,9 @@ class UptimeWatch:
     def observe(self, evidence: ProbeEvidence, now: float, chord: ChordNode, table: MemberTable) -> None:
         """Feed one piece of probe evidence to the witness if its peer is a neighbour we witness now."""
         witness, peer = self.witness, evidence.peer
-        if witness is not None and isinstance(evidence, DirectProbeSent):
-            witness.sent(milliseconds(now))  # (any probe: this member is watching; its silence ends the runs)
         if witness is None or not watches(chord, peer):
+            if witness is not None and isinstance(evidence, DirectProbeSent):
+                witness.sent(milliseconds(now))  # (any probe says this member is watching: ``probed`` says it too)
             self.passed_over += 1
             return
         if isinstance(evidence, DirectProbeSent):

@@ -265,7 +265,8 @@ class NodeManagerRole:
     def _lxc_runtime(self) -> ContainerRuntime:
         """The LXC runtime with this node's id range and network policy (installed now; the
         members are kept up to date from the ring, the capacity reports and the RM's record)."""
-        from cortex_rm.container.lxc_runtime import LxcRuntime, limits_of
+        from cortex_rm.container.lxc_runtime import LxcRuntime
+        from cortex_rm.container.node_cgroup import limits_of
 
         nm = self.section
         ids = IdRange.parse(nm.container_id_range)

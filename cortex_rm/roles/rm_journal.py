@@ -131,7 +131,6 @@ class RmJournal:
         self.node = JournalNode(self.me, self.eligible, state, heartbeat_s=self.heartbeat_s,
                                 lease_s=lease_for(self.election_timeout_s, self.heartbeat_s),
                                 started_at=self.reactor.seconds())  # fmt: skip
-        self.node.applied = state.applied
         self._saved = self._marks()
         if state.stale:
             log.warn("rm journal: a snapshot install was cut short; this node waits for another", seq=state.base_seq)

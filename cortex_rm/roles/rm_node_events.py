@@ -69,7 +69,6 @@ class NodeEvents:
         return f"{len(pending)} blocks not yet copied to other nodes ({shown})"
 
     def node_decommissioned(self, node: NodeRecord) -> None:
-        """``node`` left: what the scheduler still had there ends KILLED_BY_RESOURCEMANAGER."""
-        self.scheduling.node_lost(node)
-        self.name_node.blocks.node_lost(str(node.node_id))
-        self.updates.changed(node)
+        """``node`` left: as a lost node it goes from the scheduler (what it still had there ends
+        KILLED_BY_RESOURCEMANAGER: the scheduler reads the node's state) and from the block map."""
+        self.node_lost(node)

@@ -18,6 +18,7 @@ from typing import Final
 from cortex_rm.accounting.ledger_office import PayoutReport
 from cortex_rm.accounting.periods import Period, calendar_month
 from cortex_rm.allocator.app_model import Application
+from cortex_rm.allocator.app_queries import elapsed_ms, tracking_link
 from cortex_rm.allocator.app_states import PENDING_APP_STATES, TERMINAL_APP_STATES, AppState
 from cortex_rm.allocator.nodes import NodeRecord
 from cortex_rm.allocator.rm_context import ClusterMetrics, RMContext
@@ -139,19 +140,12 @@ def newest_first(apps: Iterable[Application], visible: Callable[[Application], b
     return chosen
 
 
-def _elapsed(started: int, finished: int, now: int) -> int:
-    if finished > 0 and started > 0:
-        return max(finished - started, 0)
-    return max(now - started, 0) if started > 0 else 0
-
-
 def app_row(app: Application, rm: RMContext) -> AppRow:
     """``app`` as a row (the figures ``/ws/v1/cluster/apps/{id}`` shows, from the same records)."""
     state = app.reported_state
     attempt = app.current_attempt
     tracking = attempt.tracking_url if attempt is not None and state not in PENDING_APP_STATES else ""
-    if tracking and "://" not in tracking:
-        tracking = "http://" + tracking
+    tracking = tracking_link(tracking) if tracking else ""
     usage = rm.app_usage(app)
     return AppRow(
         app_id=str(app.app_id),
@@ -164,7 +158,7 @@ def app_row(app: Application, rm: RMContext) -> AppRow:
         progress=100.0 * app.progress,
         started_ms=app.start_time_ms,
         finished_ms=app.finish_time_ms,
-        elapsed_ms=_elapsed(app.start_time_ms, app.finish_time_ms, rm.now_ms()),
+        elapsed_ms=elapsed_ms(app, rm.now_ms()),
         tracking_url=tracking,
         containers=usage.containers,
         allocated_mb=usage.used.memory_mb,

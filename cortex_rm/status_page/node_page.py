@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from cortex_rm.container.nm_container import NMContainer
+from cortex_rm.container.nm_container import FINISHED_STATES, NMContainer
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.swim_messages import MemberStatus
@@ -52,7 +52,7 @@ def count_containers(containers: Iterable[NMContainer]) -> ContainerCounts:
     memory = vcores = 0
     for c in containers:
         states[c.state.value] += 1
-        if not c.state.value.startswith(("DONE", "EXITED")):
+        if c.state not in FINISHED_STATES:
             memory += c.resource.memory_mb
             vcores += c.resource.vcores
     return ContainerCounts(tuple(sorted(states.items())), memory, vcores)

@@ -20,6 +20,7 @@ from typing import Any, Final
 from google.protobuf.message import DecodeError
 
 from cortex_rm.allocator.app_model import Application, Attempt
+from cortex_rm.allocator.app_queries import elapsed_ms, tracking_link
 from cortex_rm.allocator.app_states import PENDING_APP_STATES, AppState
 from cortex_rm.allocator.errors import UnknownQueue
 from cortex_rm.allocator.rm_context import RMContext
@@ -48,17 +49,6 @@ DESELECTABLE: Final = {
     "amnodelabelexpression": "amNodeLabelExpression",
     "resourceinfo": "resourceInfo",
 }
-
-
-def _elapsed(started: int, finished: int, now: int) -> int:
-    """Hadoop's ``Times.elapsed`` for an application."""
-    if finished > 0 and started > 0:
-        return max(finished - started, 0)
-    return max(now - started, 0) if started > 0 else 0
-
-
-def _with_scheme(url: str) -> str:
-    return url if "://" in url else "http://" + url
 
 
 def _label_expressions(app: Application) -> tuple[str | None, str | None]:
@@ -110,7 +100,7 @@ def app_info(app: Application, rm: RMContext, deselects: frozenset[str] = frozen
         "startedTime": app.start_time_ms,
         "launchTime": app.launch_time_ms,
         "finishedTime": app.finish_time_ms,
-        "elapsedTime": _elapsed(app.start_time_ms, app.finish_time_ms, rm.now_ms()),
+        "elapsedTime": elapsed_ms(app, rm.now_ms()),
         "allocatedMB": allocated.memory_mb,
         "allocatedVCores": allocated.vcores,
         "reservedMB": 0,
@@ -132,7 +122,7 @@ def app_info(app: Application, rm: RMContext, deselects: frozenset[str] = frozen
         "timeouts": {"timeout": [{"type": "LIFETIME", "expiryTime": "UNLIMITED", "remainingTimeInSeconds": -1}]},
     }
     if trackable:
-        info["trackingUrl"] = _with_scheme(tracking_url)
+        info["trackingUrl"] = tracking_link(tracking_url)
     if attempt is not None and attempt.host not in ("", "N/A"):
         info["amRPCAddress"] = f"{attempt.host}:{attempt.rpc_port}"
     if app_label is not None:

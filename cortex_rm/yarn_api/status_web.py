@@ -49,7 +49,7 @@ from cortex_rm.yarn.errors import MalformedId
 from cortex_rm.yarn.ids import ApplicationId
 from cortex_rm.yarn.resource_tracker import NodeRefused
 from cortex_rm.yarn_api.ledger_rest import LedgerWebServices
-from cortex_rm.yarn_api.user_auth import UserAuthenticator
+from cortex_rm.yarn_api.user_auth import UserAuthenticator, own_user
 
 log = Logger()
 
@@ -142,8 +142,11 @@ class ClusterPages(Resource):
                 return self._refused(request, e)
             # /cluster answers 200 whatever the credential (clients probe it for the active RM): anonymously
             viewer, principal, notice = self.anonymous(), ANONYMOUS, e.message
+        gone: list[Failure] = []  # (the client went away: nothing is written)
+        request.notifyFinish().addErrback(gone.append)
         d = defer.Deferred.fromCoroutine(self._page(request, segments, viewer, principal, notice))
-        d.addCallbacks(lambda body: self._finish(request, 200, body), lambda f: self._failed(request, f))
+        d.addCallbacks(lambda body: None if gone else self._finish(request, 200, body),
+                       lambda f: None if gone else self._failed(request, f))  # fmt: skip
         return NOT_DONE_YET
 
     async def _page(
@@ -180,9 +183,10 @@ class ClusterPages(Resource):
     def _events(self, viewer: Viewer, principal: Principal) -> str:
         """The caller's functions and readable activations, from the same registry and gateway as the events'
         REST API (found in its tree); an application's credential sees none, as there."""
-        user = principal.user
-        if user is None or principal.application is not None:
-            raise PageError(403, "Forbidden", "events are shown to users' credentials only, not applications'")
+        try:
+            user = own_user(principal)
+        except InvalidToken:
+            raise PageError(403, "Forbidden", "events are shown to users' credentials only, not applications'") from None
         functions_resource = None if self.events is None else self.events.getStaticEntity(b"functions")
         registry = getattr(functions_resource, "registry", None)
         calls = None if self.events is None else self.events.getStaticEntity(b"activations")
@@ -255,25 +259,27 @@ class ClusterPages(Resource):
         return body.encode("utf-8")
 
     def _refused(self, request: Request, e: PageError) -> bytes:
-        return self._write(request, e.status, pages.refusal_page(e.title, e.message, pages.Viewer(None, False)))
+        return self._write(request, e.status, _refusal(e))
 
-    def _finish(self, request: Request, status: int, body: str | bytes) -> None:
-        if request.finished or getattr(request, "_disconnected", False):
-            return
-        data = body if isinstance(body, bytes) else self._write(request, status, body)
+    def _finish(self, request: Request, status: int, body: str) -> None:
+        data = self._write(request, status, body)
         request.setHeader(b"Content-Length", str(len(data)).encode("ascii"))
         request.write(data)
         request.finish()
 
     def _failed(self, request: Request, failure: Failure) -> None:
         if isinstance(failure.value, PageError):
-            self._finish(request, 0, self._refused(request, failure.value))
+            self._finish(request, failure.value.status, _refusal(failure.value))
             return
         log.failure("the status page {path} failed", failure, path=request.path)
         self._finish(request, 500, pages.refusal_page("Internal error", "the page could not be made; see the RM's log"))
 
 
 Viewer = pages.Viewer
+
+
+def _refusal(e: PageError) -> str:
+    return pages.refusal_page(e.title, e.message, pages.Viewer(None, False))
 
 
 def _arg(request: Request, name: str) -> str | None:

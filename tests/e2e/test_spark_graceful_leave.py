@@ -14,26 +14,21 @@ log shows the -106 exit and the lost tasks not counted.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-from tests.support.spark_jobs import EXPECTED, JOB
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.java import quiet_jvm_options, run_driver
 from tests.support.logs_cli import aggregated_logs
 from tests.support.ring_daemons import wait_for
-from tests.support.spark import EXECUTORS, PYTHON_CONF, application_id_from_output, spark_submit_command, spark_submit_env
+from tests.support.spark_jobs import EXPECTED, SlowJob, app_report, rest_get
 
 pytestmark = pytest.mark.e2e
 
@@ -51,21 +46,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
         yield c
 
 
-def _get(cluster: RunningCluster, path: str) -> Any:
-    answer = requests.get(f"{cluster.rest}/ws/v1/cluster/{path}", headers=cluster.rest_headers(), timeout=10)
-    answer.raise_for_status()
-    return answer.json()
-
-
-def _answers(cluster: RunningCluster, path: str) -> Any | None:
-    try:
-        return _get(cluster, path)
-    except (requests.ConnectionError, requests.HTTPError, requests.Timeout):
-        return None
-
-
 def _nodes(cluster: RunningCluster) -> list[dict[str, Any]]:
-    return list((_get(cluster, "nodes")["nodes"] or {}).get("node", []))
+    return list((rest_get(cluster, "nodes")["nodes"] or {}).get("node", []))
 
 
 def _node_cli(cluster: RunningCluster, tmp_path: Path, *args: str) -> str:
@@ -80,29 +62,20 @@ def _node_cli(cluster: RunningCluster, tmp_path: Path, *args: str) -> str:
 def test_a_job_survives_a_sigterm_of_an_executors_node_which_is_decommissioned_not_lost(
     cluster: RunningCluster, tmp_path: Path
 ) -> None:
-    job = tmp_path / "slow_shuffle.py"
-    job.write_text(JOB)
-    command = spark_submit_command(job, deploy_mode="cluster", conf={**PYTHON_CONF, **EXECUTORS})
-    proc = subprocess.Popen(command, env=spark_submit_env(cluster.conf_dir), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
-    reader.start()
-    app_id: str | None = None
+    job = SlowJob(cluster, tmp_path)
 
     def running() -> bool:
-        nonlocal app_id
-        assert proc.poll() is None, "".join(lines)[-6000:]
-        app_id = app_id or application_id_from_output("".join(lines))
-        report = _answers(cluster, f"apps/{app_id}") if app_id else None  # (404 until the RM has it)
-        return report is not None and report["app"]["state"] == "RUNNING" and report["app"]["runningContainers"] >= 3
+        app_id = job.app_id()
+        report = app_report(cluster, app_id) if app_id else None  # (None until the RM has it)
+        return report is not None and report["state"] == "RUNNING" and report["runningContainers"] >= 3
 
     leave: subprocess.Popen[str] | None = None
     states: list[str] = []
     try:
         wait_for(running, "the job's AM and two executors to run", timeout=300, step=0.5)
+        app_id = job.app_id()
         assert app_id is not None
-        am_node = _get(cluster, f"apps/{app_id}/appattempts")["appAttempts"]["appAttempt"][0]["nodeId"]
+        am_node = rest_get(cluster, f"apps/{app_id}/appattempts")["appAttempts"]["appAttempt"][0]["nodeId"]
         victim = next(n for n in _nodes(cluster) if n["id"] != am_node and n["numContainers"] > 0)
         node = next(n for n in cluster.nodes if n.nm_webapp == victim["nodeHTTPAddress"])
         time.sleep(8)  # some map tasks done, most still to come
@@ -128,20 +101,17 @@ def test_a_job_survives_a_sigterm_of_an_executors_node_which_is_decommissioned_n
         assert re.search(r"Node-State\s*:\s*DECOMMISSIONED\s*$", status, re.MULTILINE), status
         all_nodes = _node_cli(cluster, tmp_path, "-list", "-all")
         assert re.search(rf"^\s*{re.escape(victim['id'])}\s+DECOMMISSIONED\b", all_nodes, re.MULTILINE), all_nodes
-        proc.wait(timeout=600)
-        reader.join(timeout=30)
+        out = job.finish()
     finally:
-        for p in (proc, leave):
-            if p is not None and p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL) if p is proc else p.kill()
-                p.communicate()
-    out = "".join(lines)
-    (tmp_path / "spark-submit.out").write_text(out)
+        job.stop()
+        if leave is not None and leave.poll() is None:
+            leave.kill()
+            leave.communicate()
     assert states == ["DECOMMISSIONING", "DECOMMISSIONED"] or states == ["RUNNING", "DECOMMISSIONING", "DECOMMISSIONED"], states
-    assert proc.returncode == 0 and app_id is not None, out[-6000:]
-    report = _get(cluster, f"apps/{app_id}")["app"]
+    assert job.proc.returncode == 0 and app_id is not None, out[-6000:]
+    report = rest_get(cluster, f"apps/{app_id}")["app"]
     assert (report["state"], report["finalStatus"]) == ("FINISHED", "SUCCEEDED"), report
-    attempts = _get(cluster, f"apps/{app_id}/appattempts")["appAttempts"]["appAttempt"]
+    attempts = rest_get(cluster, f"apps/{app_id}/appattempts")["appAttempts"]["appAttempt"]
     assert len(attempts) == 1, attempts
     history = aggregated_logs(cluster.conf_dir, app_id, contains="COUNTS")
     (tmp_path / "history.txt").write_text(history)

@@ -12,10 +12,7 @@ log must show no ``FileExistsError``, and once the application is cleaned up no 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +23,7 @@ from cortex_rm.container.nm_recovery import RECOVERY_DIR, ContainerRecord, same_
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.logs_cli import aggregated_logs
 from tests.support.ring_daemons import wait_for
-from tests.support.spark import (
-    EXECUTORS, PYTHON_CONF, application_id_from_output, spark_submit_command, spark_submit_env,
-)  # fmt: skip
-from tests.support.spark_jobs import EXPECTED, JOB, app_report, nodes_running, rest_get, restart, stop_daemon
+from tests.support.spark_jobs import EXPECTED, SlowJob, app_report, nodes_running, rest_get, restart, stop_daemon
 
 pytestmark = pytest.mark.e2e
 
@@ -65,24 +59,13 @@ def test_a_jobs_containers_outlive_a_sigkill_of_their_nodemanager_and_are_taken_
 ) -> None:
     """SIGKILL of node2's daemon (AM and executors) mid-job, then its restart: the containers ran on, the RM
     shows them again, and the job succeeds with the right counts and one attempt."""
-    job = tmp_path / "slow_shuffle.py"
-    job.write_text(JOB)
-    command = spark_submit_command(job, deploy_mode="cluster", conf={**PYTHON_CONF, **EXECUTORS})
-    proc = subprocess.Popen(command, env=spark_submit_env(cluster.conf_dir), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
-    reader.start()
-    app_id: str | None = None
+    with SlowJob(cluster, tmp_path) as job:
 
-    def running_with(containers: int) -> bool:
-        nonlocal app_id
-        assert proc.poll() is None, "".join(lines)[-6000:]
-        app_id = app_id or application_id_from_output("".join(lines))
-        report = app_report(cluster, app_id) if app_id else None
-        return report is not None and report["state"] == "RUNNING" and report["runningContainers"] >= containers
+        def running_with(containers: int) -> bool:
+            app_id = job.app_id()
+            report = app_report(cluster, app_id) if app_id else None
+            return report is not None and report["state"] == "RUNNING" and report["runningContainers"] >= containers
 
-    try:
         wait_for(lambda: running_with(3), "the job's AM and two executors to run", timeout=300, step=0.5)
         time.sleep(8)  # some map tasks done, most still to come
         records = _records(cluster)
@@ -94,15 +77,9 @@ def test_a_jobs_containers_outlive_a_sigkill_of_their_nodemanager_and_are_taken_
         restart(cluster, 1)
         wait_for(lambda: running_with(3), "the RM to show the job's three containers again", timeout=90, step=0.5)
         print(f"node2 SIGKILLed; its 3 containers RUNNING at the RM again {time.monotonic() - killed_at:.1f} s later")
-        proc.wait(timeout=600)
-        reader.join(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    out = "".join(lines)
-    (tmp_path / "spark-submit.out").write_text(out)
-    assert proc.returncode == 0 and app_id is not None, out[-6000:]
+        out = job.finish()
+    app_id = job.application
+    assert job.proc.returncode == 0 and app_id is not None, out[-6000:]
     report = app_report(cluster, app_id)
     assert report is not None and (report["state"], report["finalStatus"]) == ("FINISHED", "SUCCEEDED"), report
     attempts = rest_get(cluster, f"apps/{app_id}/appattempts")["appAttempts"]["appAttempt"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -155,8 +154,4 @@ def status_pages_show(cluster: RunningCluster, tmp_path: Path, classes: dict[str
     running = dump_dom(f"{signed_in}/cluster/apps?state=running", profile)
     row = rf'<a href="/cluster/app/{app_id}">{app_id}</a></td><td>[^<]*</td><td>{re.escape(user)}</td><td>SPARK</td>'
     assert re.search(row + r"<td>[^<]*</td><td>RUNNING</td>", running), running[-3000:]
-    png = screenshot(f"{signed_in}/cluster/login", tmp_path / "status-page-mid-job.png", profile)
-    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    kept = keep / png.name
-    shutil.copyfile(png, kept)
-    print(f"status page screenshot, mid-job: {kept}")
+    screenshot(f"{signed_in}/cluster/login", tmp_path / "status-page-mid-job.png", profile, keep=keep)

@@ -18,10 +18,7 @@ the AM's and the executors' containers back in.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,10 +28,7 @@ import pytest
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.logs_cli import aggregated_logs
 from tests.support.ring_daemons import wait_for
-from tests.support.spark import (
-    EXECUTORS, PYTHON_CONF, application_id_from_output, spark_submit_command, spark_submit_env,
-)  # fmt: skip
-from tests.support.spark_jobs import EXPECTED, JOB, app_report, rest_get, restart, shrink_nodemanagers, stop_daemon
+from tests.support.spark_jobs import EXPECTED, SlowJob, app_report, rest_get, restart, shrink_nodemanagers, stop_daemon
 
 pytestmark = pytest.mark.e2e
 
@@ -51,20 +45,11 @@ def test_a_cluster_mode_job_survives_a_sigkill_of_the_rm_with_one_attempt(
 ) -> None:
     """SIGKILL of node1's daemon (the RM) mid-job, then its restart: the job succeeds with the right
     counts and one attempt, and the restarted RM counted the AM and both executors back in."""
-    job = tmp_path / "slow_shuffle.py"
-    job.write_text(JOB)
-    command = spark_submit_command(job, deploy_mode="cluster", conf={**PYTHON_CONF, **EXECUTORS})
-    proc = subprocess.Popen(command, env=spark_submit_env(cluster.conf_dir), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
-    try:
-        out = _run_with_a_restart(cluster, proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    (tmp_path / "spark-submit.out").write_text(out)
-    app_id = application_id_from_output(out)
-    assert proc.returncode == 0 and app_id is not None, out[-6000:]
+    with SlowJob(cluster, tmp_path) as job:
+        _run_with_a_restart(cluster, job)
+        out = job.finish()
+    app_id = job.application
+    assert job.proc.returncode == 0 and app_id is not None, out[-6000:]
     report = app_report(cluster, app_id)
     assert report is not None and (report["state"], report["finalStatus"]) == ("FINISHED", "SUCCEEDED"), report
     attempts = rest_get(cluster, f"apps/{app_id}/appattempts")["appAttempts"]["appAttempt"]
@@ -74,18 +59,12 @@ def test_a_cluster_mode_job_survives_a_sigkill_of_the_rm_with_one_attempt(
     assert EXPECTED in driver_out, driver_out[-3000:]
 
 
-def _run_with_a_restart(cluster: RunningCluster, proc: subprocess.Popen[str]) -> str:
-    """Wait until the job's AM and two executors run, SIGKILL node1, restart it, check the RM took the
-    application's containers back, and return spark-submit's output once it ends."""
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
-    reader.start()
-    app_id: str | None = None
+def _run_with_a_restart(cluster: RunningCluster, job: SlowJob) -> None:
+    """Wait until the job's AM and two executors run, SIGKILL node1, restart it, and check the RM took the
+    application's containers back."""
 
     def report_shows_the_job_running() -> bool:
-        nonlocal app_id
-        assert proc.poll() is None, "".join(lines)[-6000:]
-        app_id = app_id or application_id_from_output("".join(lines))
+        app_id = job.app_id()
         report = app_report(cluster, app_id) if app_id else None
         return report is not None and report["state"] == "RUNNING" and report["runningContainers"] >= 3
 
@@ -97,9 +76,7 @@ def _run_with_a_restart(cluster: RunningCluster, proc: subprocess.Popen[str]) ->
     # the AM registered again (RUNNING) and the nodes' registrations brought its three containers back
     wait_for(report_shows_the_job_running, "the restarted RM to show the job RUNNING with its containers",
              timeout=90, step=0.5)  # fmt: skip
+    app_id = job.app_id()
     assert app_id is not None
     report = app_report(cluster, app_id)
     assert report is not None and report["runningContainers"] == 3, report
-    proc.wait(timeout=600)
-    reader.join(timeout=30)
-    return "".join(lines)

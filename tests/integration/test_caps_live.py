@@ -30,6 +30,7 @@ from cortex_rm.config.loader import load_config
 from cortex_rm.container.id_ranges import IdRange
 from cortex_rm.container.node_cgroup import node_cgroup_name
 from cortex_rm.container.resource_files import tree_size
+from tests.support.ring_daemons import found_within
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.credentials import hdfs_client
 
@@ -51,14 +52,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 
 
 def _wait(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        found = condition()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {WAIT_S} s: {what}")
-        time.sleep(0.2)
+    return found_within(condition, what, WAIT_S)
 
 
 def _total(cluster: RunningCluster) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +26,7 @@ import requests
 
 from cortex_rm import local_cluster
 from cortex_rm.processes import alive
+from tests.support.ring_daemons import found_within
 from tests.support.cluster import RunningCluster, running_cluster
 from tests.support.credentials import credential, rest_headers
 
@@ -47,13 +47,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout_s: float = 120) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s:g} s"
-        time.sleep(0.2)
+    return found_within(check, what, timeout_s)
 
 
 def submit_sleeping_am(cluster: RunningCluster, user: str) -> str:

@@ -37,8 +37,16 @@ def dump_dom(url: str, profile: Path) -> str:
     return done.stdout
 
 
-def screenshot(url: str, png: Path, profile: Path) -> Path:
-    """A PNG of the page at ``url`` in a 1280x1024 window, written to ``png``."""
+def screenshot(url: str, png: Path, profile: Path, keep: Path | None = None) -> Path:
+    """A PNG of the page at ``url`` in a 1280x1024 window, written to ``png``; with ``keep`` (a directory, e.g.
+    pytest's basetemp: a passing test's tmp_path is removed) copied there too, and that copy's path printed (so
+    the test's output names it) and returned."""
     done = _run(profile, f"--screenshot={png}", url)
     assert done.returncode == 0 and png.exists(), f"chromium --screenshot {url} failed: {done.stderr[-2000:]}"
-    return png
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), f"{png} is not a PNG"
+    if keep is None:
+        return png
+    kept = keep / png.name
+    shutil.copyfile(png, kept)
+    print(f"status page screenshot: {png} (copied to {kept})")
+    return kept

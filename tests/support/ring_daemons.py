@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import serialization
 
@@ -125,6 +126,24 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float, step: flo
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(step)
     return time.monotonic() - started
+
+
+T = TypeVar("T")
+
+
+def found_within(condition: Callable[[], T | None], what: str, timeout: float, step: float = 0.2) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that (AssertionError naming ``what``
+    past ``timeout``)."""
+    box: list[T] = []
+
+    def found() -> bool:
+        value = condition()
+        if value:
+            box.append(value)
+        return bool(value)
+
+    wait_for(found, what, timeout, step)
+    return box[-1]
 
 
 def ring_is_correct(daemons: list[RingDaemon]) -> bool:

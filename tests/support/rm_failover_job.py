@@ -5,11 +5,8 @@ job with a shuffle, the active RM's daemon SIGKILLed mid-job, and what must hold
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +17,7 @@ from cortex_rm import local_cluster
 from tests.support.cluster import RunningCluster
 from tests.support.logs_cli import aggregated_logs
 from tests.support.ring_daemons import wait_for
-from tests.support.spark import EXECUTORS, PYTHON_CONF, application_id_from_output, spark_submit_command, spark_submit_env
-from tests.support.spark_jobs import EXPECTED, JOB, stop_daemon
+from tests.support.spark_jobs import EXPECTED, SlowJob, stop_daemon
 
 RM_NODES = 3  # node1 (the first active) and its two standbys
 
@@ -62,20 +58,10 @@ def job_through_a_failover(
     killed_index = the_active(cluster)
     assert killed_index is not None
     old = cluster.nodes[killed_index]
-    job = tmp_path / "slow_shuffle.py"
-    job.write_text(JOB)
-    command = spark_submit_command(job, deploy_mode=deploy_mode, conf={**PYTHON_CONF, **EXECUTORS})
-    proc = subprocess.Popen(command, env=spark_submit_env(cluster.conf_dir, env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
-    reader.start()
-    app_id: str | None = None
+    job = SlowJob(cluster, tmp_path, deploy_mode, env)
 
     def running_at(node: local_cluster.LocalNode) -> bool:
-        nonlocal app_id
-        assert proc.poll() is None, "".join(lines)[-6000:]
-        app_id = app_id or application_id_from_output("".join(lines))
+        app_id = job.app_id()
         report = _app(node, cluster, app_id) if app_id else None
         return report is not None and report["state"] == "RUNNING" and report["runningContainers"] >= 3
 
@@ -93,18 +79,14 @@ def job_through_a_failover(
         assert new_index is not None
         new = cluster.nodes[new_index]
         wait_for(lambda: running_at(new), "the new active to show the job RUNNING with its containers", 120, step=0.5)
+        app_id = job.app_id()
         assert app_id is not None
         report = _app(new, cluster, app_id)
         assert report is not None and report["runningContainers"] == 3, report
-        proc.wait(timeout=600)
-        reader.join(timeout=30)
+        out = job.finish()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    out = "".join(lines)
-    (tmp_path / "spark-submit.out").write_text(out)
-    assert proc.returncode == 0 and app_id is not None, out[-6000:]
+        job.stop()
+    assert job.proc.returncode == 0 and app_id is not None, out[-6000:]
     assert re.search(r"Failing over to rm[1-3]", out), out[-6000:]  # the client moved on by itself
     report = _app(new, cluster, app_id)
     assert report is not None and (report["state"], report["finalStatus"]) == ("FINISHED", "SUCCEEDED"), report

@@ -36,6 +36,7 @@ def test_the_node_page_shows_the_node_its_containers_by_state_and_no_application
     node.add(1, S.RUNNING, user="secret-user")
     node.add(2, S.RUNNING)
     node.add(3, S.DONE)
+    node.add(4, S.LOCALIZATION_FAILED)  # (finished: holds nothing)
     response = get(node.site, "/node")
     assert response.status == 200 and response.headers["content-type"] == "text/html; charset=utf-8"
     assert "script-src" not in response.headers["content-security-policy"]

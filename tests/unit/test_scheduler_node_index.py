@@ -129,6 +129,7 @@ def test_a_node_outside_its_schedule_is_withheld_from_placement_and_keeps_its_co
     assert d.everywhere.find(1024, 1, SPREAD) is b and list(d.everywhere.candidates(1, 1, PACK)) == [b]
     d.change_free(a, 1024, 1)  # its container ended: still withheld
     assert list(d.everywhere.candidates(1, 1, SPREAD)) == [b] and d.total == Resource(6144, 6)
+    assert not a.fits(1024, 1)  # (nor by host: a node-local ask finds it through fits)
     assert not d.resize(a.node_id, a.capability, offering=False)
     assert d.resize(a.node_id, a.capability, offering=True)
     assert d.everywhere.find(4096, 4, SPREAD) is a

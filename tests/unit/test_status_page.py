@@ -270,7 +270,9 @@ def test_nodes_show_their_attested_uptime_and_the_earnings_page_their_shares() -
     assert "127.0.0.2:45454</a></td><td>-</td><td>RUNNING</td><td>23h 59m</td>" in page
     earnings = text(get(rm, "/cluster/earnings?start=0&end=" + str(DAY), anonymous=True))  # public, as the ledger is
     assert "<td>127.0.0.1:45454</td>" in earnings and "<td>-</td>" in earnings  # a member with no node here: -
-    assert 'href="/cluster/earnings?start=0&amp;end=86400000"' not in earnings  # no period before the epoch's first
+    assert "previous period" not in earnings  # no period before the epoch's first
+    later = text(get(rm, f"/cluster/earnings?start={DAY}&end={2 * DAY}", anonymous=True))
+    assert f'href="/cluster/earnings?start=0&amp;end={DAY}">previous period</a>' in later  # the one before
     assert get(rm, "/cluster/earnings?start=5").status == 400
 
 
