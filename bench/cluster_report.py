@@ -7,11 +7,11 @@ own (their progress is shown as it comes), then prints their figures together:
    own rate (target >= 0.5 x);
 2. ``runtime_image.py``: the image's size, and how long each node takes to fetch it from
    the file system and unpack it (``--build`` also times a fresh build with mmdebstrap);
-3. ``spark_compare.py``: the same PySpark job on isolated Cortex nodes and on Spark's
-   standalone cluster manager, the first (cold) Cortex job apart from the warm ones
-   (target: warm <= 1.1 x standalone).
+3. ``spark_compare.py``: the same PySpark job, at two sizes, on isolated Cortex nodes
+   and on Spark's standalone cluster manager, the first (cold) Cortex job apart from the
+   warm ones (target: warm <= 1.1 x standalone).
 
-About 6 minutes on this machine (2 cores).  Run as root (the isolated nodes, the page
+About 12 minutes on this machine (2 cores).  Run as root (the isolated nodes, the page
 cache drop and the image need it):
 
     .venv/bin/python bench/cluster_report.py [--build] [--runs 3] [--size-mib 1024]
@@ -65,7 +65,8 @@ def main() -> int:
     summary = [line for line in image if line.startswith(("build:", "image ", "cluster of ", "  node"))]
     print("\n".join(summary) if image_code == 0 else "failed: see above")
     print("\n## Spark: Cortex (isolated nodes) vs standalone\n")
-    print("\n".join(spark[-5:]) if spark_code == 0 else "failed: see above")
+    summary = spark[next((i for i, line in enumerate(spark) if line.startswith("job:")), 0) :]
+    print("\n".join(summary) if spark_code == 0 else "failed: see above")
     return max(fs_code, image_code, spark_code)
 
 

@@ -17,7 +17,11 @@ in (the data file lives in that same directory):
    the disk read counts them; then read once more, untimed, and checked against the
    data's SHA-256 (hashing 1 GiB costs this client as long as the read itself).
 
-The disk's figures are the median of ``DISK_RUNS`` runs: this VM's disk varies.
+The disk's figures are the median of ``DISK_RUNS`` runs: this VM's disk varies.  With
+replication R > 1 every node of the pipeline writes the whole file to this same disk, so
+the disk's rate for that write is measured as R writers at once (each its own copy, each
+fsynced; the rate is one copy's size over the time all R took), and the replicated write
+is judged against that: on one machine the disk, not the file system, sets its ceiling.
 
 The client is ``requests`` for the NameNode's step and ``http.client`` for the
 data, so the time to send the last byte and the time the node then takes to
@@ -303,6 +307,33 @@ def disk_write(path: Path, pool: bytes, size_mib: int) -> Transfer:
     return Transfer(size_mib * MIB, done - started, (note,))
 
 
+def disk_writes_at_once(paths: Sequence[Path], pool: bytes, size_mib: int) -> Transfer:
+    """``disk_write`` of ``size_mib`` to each of ``paths`` from a thread each, all at once: one
+    copy's size over the time the slowest took (os.write and fsync release the GIL)."""
+    transfers: list[Transfer] = []
+    errors: list[BaseException] = []
+
+    def write(path: Path) -> None:
+        try:
+            transfers.append(disk_write(path, pool, size_mib))
+        except BaseException as e:  # noqa: BLE001 (raised below, in the measuring thread)
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(path,), name=f"writer-{i}") for i, path in enumerate(paths)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    for path in paths[1:]:
+        path.unlink(missing_ok=True)
+    if errors:
+        raise errors[0]
+    each = ", ".join(f"{t.seconds:.2f}" for t in sorted(transfers, key=lambda t: t.seconds))
+    return Transfer(size_mib * MIB, elapsed, (f"{len(paths)} writers of {size_mib:,} MiB each; each took s: {each}",))
+
+
 def disk_read(path: Path) -> Transfer:
     """Read ``path`` in 1 MiB pieces."""
     buffer = memoryview(bytearray(MIB))
@@ -497,6 +528,13 @@ def run_bench(workdir: Path, size_mib: int, node_count: int) -> list[Figure]:
     disk_writes = "disk write + fsync"
     measure(figures, nodes, f"local disk: writing {size_mib:,} MiB to {source} with os.write in 1 MiB pieces + fsync, "
             f"{DISK_RUNS} times", disk_writes, partial(median_of, DISK_RUNS, partial(disk_write, source, pool, size_mib)))
+    copies = min(3, node_count)  # the NameNode's default replication, capped by the nodes there are
+    copies_writes = disk_writes if copies == 1 else f"disk write + fsync, {copies} writers at once"
+    if copies > 1:
+        paths = [source, *(workdir / f"bench-data-{i}" for i in range(1, copies))]
+        measure(figures, nodes, f"local disk: {copies} copies of {size_mib:,} MiB written at once (as a replication-"
+                f"{copies} write stores them on this one disk), {DISK_RUNS} times", copies_writes,
+                partial(median_of, DISK_RUNS, partial(disk_writes_at_once, paths, pool, size_mib)))
     del pool
 
     temperatures = ["cold", "warm"]
@@ -514,7 +552,7 @@ def run_bench(workdir: Path, size_mib: int, node_count: int) -> list[Figure]:
         label = f"replication {replication}" if replication else "default replication (3)"
         measure(figures, nodes, f"WebHDFS CREATE {path} ({size_mib:,} MiB, {label}), streamed from {source.name}",
                 f"WebHDFS write, {label}", partial(webhdfs_create, rm_web, path, source, replication, nodes),
-                compare_to=disk_writes)
+                compare_to=disk_writes if replication == 1 else copies_writes)
         describe_file(rm_web, path, size)
 
     for path, replication in files.items():
