@@ -9,8 +9,8 @@ that applies decides:
 2. ``am_node_class = "any"``: a static node if one has room now, else any node;
 3. ``am_node_class = "static"`` (the default): static nodes only -- unless no
    schedulable static node could ever hold it (there is none, every one is smaller
-   than the AM, or every one that is large enough is on its blacklist), so a fresh
-   cluster, where every node is still volatile, runs applications; or unless it has
+   than the AM, or every one that is large enough is leaving or on its blacklist), so
+   a fresh cluster, where every node is still volatile, runs applications; or unless it has
    waited ``am_static_wait_ms`` for a static node with room (0: never).  Then a
    static node first, else any node.
 
@@ -135,11 +135,11 @@ def am_placement(s: CapacityScheduler, attempt: SchedulerAttempt, resource: Reso
 
 
 def _static_could_hold(s: CapacityScheduler, resource: Resource, blacklist: frozenset[NodeId]) -> bool:
-    """Whether some schedulable static node, not blacklisted, is at least as large as ``resource``."""
+    """Whether some static node, not leaving and not blacklisted, is at least as large as ``resource``."""
     if not blacklist:
         return any(resource.fits_in(shape) for shape in s.nodes.partition_shapes.get(STATIC, ()))
     return any(
-        n.label == STATIC and n.node_id not in blacklist and resource.fits_in(n.capability)
+        n.label == STATIC and not n.draining and n.node_id not in blacklist and resource.fits_in(n.capability)
         for n in s.nodes.by_id.values()
     )
 

@@ -187,12 +187,12 @@ class NodeDirectory:
         self.everywhere = FreeSpaceIndex()
         self.racks: dict[str, FreeSpaceIndex] = {}
         self.partitions: dict[str, FreeSpaceIndex] = {}  # by node label
-        self.partition_shapes: dict[str, Counter[Resource]] = {}  # node capabilities, by node label
+        self.partition_shapes: dict[str, Counter[Resource]] = {}  # capabilities of nodes not leaving, by label
         self.total_mem = 0
         self.total_vcores = 0
         self.used_mem = 0  # held by containers, over all nodes
         self.used_vcores = 0
-        self.shapes: Counter[Resource] = Counter()  # node capabilities, for "can this ever fit?"
+        self.shapes: Counter[Resource] = Counter()  # capabilities of nodes not leaving: "can this ever fit?"
         self._next_order = 0
 
     def __len__(self) -> int:
@@ -207,8 +207,7 @@ class NodeDirectory:
         self._file(node)
         self.total_mem += capability.memory_mb
         self.total_vcores += capability.vcores
-        self.shapes[capability] += 1
-        self.partition_shapes.setdefault(label, Counter())[capability] += 1
+        self._count_shape(node)
         return node
 
     def remove(self, node: SchedulerNode) -> None:
@@ -226,14 +225,12 @@ class NodeDirectory:
         used = node.used
         self.used_mem -= used.memory_mb
         self.used_vcores -= used.vcores
-        self.shapes[node.capability] -= 1
-        if not self.shapes[node.capability]:
-            del self.shapes[node.capability]
         self._forget_shape(node)
 
     def drain(self, node_id: NodeId) -> bool:
         """A DECOMMISSIONING node takes no new containers: out of every free-space index (and
-        ``fits`` says no), while its containers run on and release their room as they end.
+        ``fits`` says no), while its containers run on and release their room as they end; and out
+        of the shapes, since it will never hold anything new (an AM does not wait for it).
         False if the node is not in the scheduler."""
         node = self.by_id.get(node_id)
         if node is None or node.draining:
@@ -242,6 +239,7 @@ class NodeDirectory:
         if not self.racks.get(node.rack):
             self.racks.pop(node.rack, None)
         self._drop_if_empty(node.label)
+        self._forget_shape(node)
         node.draining = True
         return True
 
@@ -254,7 +252,7 @@ class NodeDirectory:
         self._forget_shape(node)
         node.label = label
         self._file(node)
-        self.partition_shapes.setdefault(label, Counter())[node.capability] += 1
+        self._count_shape(node)
 
     def resize(self, node_id: NodeId, capability: Resource, offering: bool = True) -> bool:
         """The node's total resource changed (its contributor's caps): what is free moves by the
@@ -268,9 +266,6 @@ class NodeDirectory:
         self._unfile(node)
         node.withheld = not offering
         self._forget_shape(node)
-        self.shapes[node.capability] -= 1
-        if not self.shapes[node.capability]:
-            del self.shapes[node.capability]
         delta_mem, delta_vcores = capability.memory_mb - node.capability.memory_mb, capability.vcores - node.capability.vcores
         self.total_mem += delta_mem
         self.total_vcores += delta_vcores
@@ -278,8 +273,7 @@ class NodeDirectory:
         node.free_vcores += delta_vcores
         node.capability = capability
         self._file(node)
-        self.shapes[capability] += 1
-        self.partition_shapes.setdefault(node.label, Counter())[capability] += 1
+        self._count_shape(node)
         return True
 
     def partition(self, label: str) -> FreeSpaceIndex:
@@ -306,7 +300,18 @@ class NodeDirectory:
                 best = node
         return best
 
+    def _count_shape(self, node: SchedulerNode) -> None:
+        if node.draining:
+            return
+        self.shapes[node.capability] += 1
+        self.partition_shapes.setdefault(node.label, Counter())[node.capability] += 1
+
     def _forget_shape(self, node: SchedulerNode) -> None:
+        if node.draining:
+            return
+        self.shapes[node.capability] -= 1
+        if not self.shapes[node.capability]:
+            del self.shapes[node.capability]
         shapes = self.partition_shapes[node.label]
         shapes[node.capability] -= 1
         if not shapes[node.capability]:

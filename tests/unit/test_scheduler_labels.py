@@ -63,6 +63,19 @@ def test_an_am_larger_than_every_static_node_goes_to_a_volatile_one() -> None:
     assert reason is not None and reason.startswith("No static node has <memory:1024, vCores:1> free")
 
 
+def test_an_am_does_not_wait_for_a_static_node_that_is_leaving() -> None:
+    """The only static node is DECOMMISSIONING (graceful leave): it will never hold the AM, so the
+    AM goes to a volatile node at once instead of waiting until the node is gone; a blacklist on
+    top takes the same road."""
+    sim = SimCluster(config=AM_SHARE)
+    leaving = sim.add_node("s", 8 * GB, 8, label=STATIC)
+    sim.add_node("v", 8 * GB, 8, label=VOLATILE)
+    assert sim.scheduler.nodes.drain(leaving)
+    assert _am_host(sim, _submit(sim)) == "v"
+    other = sim.add_node("s2", 2 * GB, 2, label=STATIC)
+    assert _am_host(sim, _submit(sim, am=Resource(4 * GB, 1), blacklist=frozenset({other}))) == "v"
+
+
 def test_am_node_class_any_takes_a_volatile_node_when_static_ones_are_full() -> None:
     """``am_node_class = "any"``: static first while one has room, then any node."""
     sim = SimCluster(config=replace(AM_SHARE, am_node_class=AMNodeClass.ANY))
