@@ -267,6 +267,14 @@ class BlockStore:
         block, length = self._range(block_id, offset, length)
         return self._chunks(block, self.crcs(block_id), offset, length, None)
 
+    def open_data(self, block_id: str) -> BinaryIO:
+        """The replica's data file, open for reading and unchecked: for handing the whole block to the
+        kernel (``sendfile``) where the receiver checks the block's checksum itself."""
+        try:
+            return self.paths(block_id)[0].open("rb")
+        except FileNotFoundError:
+            raise MissingBlock(f"this node holds no replica of {block_id}") from None
+
     def read_into(self, block_id: str, buffer: bytearray, offset: int = 0, length: int | None = None) -> Iterator[memoryview]:
         """As ``read``, but each piece is read into ``buffer`` (``PIECE_BYTES`` at least) and yielded as a
         view of it, valid until the next piece is asked for: no bytes object per piece."""

@@ -11,7 +11,8 @@ naming the node and the reason, so the caller can try the next holder.
 from __future__ import annotations
 
 import http.client
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 from urllib.parse import urlencode
 
 from cortex_rm.yarn.addresses import HostPort
@@ -40,18 +41,24 @@ def put_block(
     ticket: str,
     checksum: str,
     length: int,
-    pieces: Iterable[bytes],
+    data: BinaryIO,
     timeout_s: float = TIMEOUT_S,
 ) -> None:
-    """Store ``pieces`` (``length`` bytes in all) as replica ``block_id`` on the node at ``address``;
-    it checks ``checksum``.  Sent with a Content-Length, not chunked: no chunk framing to build
-    here or to parse there."""
+    """Store the first ``length`` bytes of the file ``data`` as replica ``block_id`` on the node at
+    ``address``; it checks ``checksum`` (the whole block's, so what this node's disk may have
+    changed since the block was written is caught there).  Sent with a Content-Length, not
+    chunked, and by ``sendfile``: the bytes go from the page cache to the socket without passing
+    through this process."""
     query = urlencode({"ticket": ticket, "checksum": checksum})
     connection = _connection(address, timeout_s)
     try:
-        connection.request(
-            "PUT", f"/cortex/blocks/{block_id}?{query}", body=iter(pieces), headers={"Content-Length": str(length)}
-        )
+        connection.putrequest("PUT", f"/cortex/blocks/{block_id}?{query}", skip_accept_encoding=True)
+        connection.putheader("Content-Length", str(length))
+        connection.endheaders()
+        assert connection.sock is not None  # (connected by endheaders)
+        sent = connection.sock.sendfile(data, 0, length)
+        if sent != length:
+            raise BlockTransferFailed(f"block {block_id}: {sent} of its {length} bytes read from this node's replica")
         response = connection.getresponse()
         if response.status != 201:
             raise BlockTransferFailed(f"{address} refused block {block_id}: {_refusal(response)}")

@@ -135,7 +135,8 @@ class _Replica:
         if self.failure is not None:
             raise BlockTransferFailed(f"{stored.block_id} not sent to {self.address}, dropped after: {self.failure}")
         try:
-            put_block(self.address, stored.block_id, ticket, stored.checksum, stored.length, ctx.store.read(stored.block_id))
+            with ctx.store.open_data(stored.block_id) as data:
+                put_block(self.address, stored.block_id, ticket, stored.checksum, stored.length, data)
         except BlockTransferFailed as e:
             self.failure = str(e)
             raise
