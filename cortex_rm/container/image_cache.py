@@ -9,10 +9,14 @@ system ``tar`` and shared by every container, which the container runtime mounts
 Plain blocking functions: a caller on the reactor runs them in a thread.
 
 Disk cap: the cache is one of the node's ``DiskUser``s (``fs/disk_cap.py``) once ``disk`` is set.
-Each root's size is measured when it is unpacked (and kept in its marker); a root is evictable
-unless ``protected`` names it (the image the cluster names and those running containers use), least
-recently used first (``path_of`` touches its marker).  An unpack first reserves ``EXPANSION`` times
-the archive's size; when that cannot be had the unpack is refused (``ImageError`` naming the cap).
+Each root's size is measured when it is unpacked (and kept in its marker); the cache keeps the
+sizes and last uses of its complete roots in memory (``scan`` reads those a previous run left, once,
+on a worker thread), so ``used_bytes`` is a running total and the cap asks it without file work.  A
+root is evictable unless ``protected`` names it (a snapshot the reactor hands the cache: the image
+the cluster names and those running containers use), least recently used first (``path_of``
+touches its marker).  An evicted root is claimed at once (``path_of`` no longer gives it) and
+removed later under the cache's lock.  An unpack first reserves ``EXPANSION`` times the archive's
+size; when that cannot be had the unpack is refused (``ImageError`` naming the cap).
 """
 
 from __future__ import annotations
@@ -22,13 +26,13 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
 import time
-import fcntl
 from collections.abc import Callable, Collection
 from pathlib import Path
 
 from cortex_rm.container.resource_files import tree_size
-from cortex_rm.fs.disk_cap import DiskCap, DiskOutOfSpace, Evictable
+from cortex_rm.fs.disk_cap import Deletion, DiskCap, DiskOutOfSpace, Evictable
 
 from cortex_rm.container.runtime_image import (
     ImageError,
@@ -65,81 +69,108 @@ class ImageCache:
 
     disk_name = "runtime images"
 
-    def __init__(self, directory: Path, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, directory: Path, clock: Callable[[], float] = time.monotonic, now: Callable[[], float] = time.time
+    ) -> None:
         self.roots = directory / "roots"
-        self.clock = clock
+        self.clock = clock  # (how long unpacks take)
+        #: Wall-clock seconds, the timebase of the markers' mtimes: when a root was last used.
+        self.now = now
         #: The node's disk cap, once this cache is one of its users (``fs/disk_cap.py``).
         self.disk: DiskCap | None = None
-        #: The SHA-256s never to evict (the cluster's image, those of running containers).
-        self.protected: Callable[[], Collection[str]] = lambda: ()
-        self._sizes: dict[str, int] = {}  # measured sizes of complete roots
+        #: The SHA-256s never to evict (the cluster's image, those of running containers): a
+        #: snapshot the reactor replaces, read as a whole from any thread.
+        self.protected: frozenset[str] = frozenset()
+        self._lock = threading.Lock()  # the tables below: the disk cap reads them from any thread
+        self._known: dict[str, tuple[int, float]] = {}  # complete roots: size, last used
+        self._claimed: set[str] = set()  # evicted: out of use and of the count, files not yet removed
+        self._total = 0  # the sizes of ``_known``
 
     def path_of(self, sha256: str) -> Path | None:
-        """The complete root of image ``sha256``, or None if this node has not unpacked it."""
+        """The complete root of image ``sha256``, or None if this node has not unpacked it (or it is
+        being evicted)."""
         root = self.roots / _checked(sha256)
         marker = self.roots / f"{sha256}.complete"
-        if not (marker.is_file() and root.is_dir()):
+        with self._lock:
+            claimed = sha256 in self._claimed
+        if claimed or not (marker.is_file() and root.is_dir()):
             return None
+        now = self.now()
         try:
-            os.utime(marker)  # used now: the last to be evicted
+            os.utime(marker, (now, now))  # used now: the last to be evicted
         except OSError:
             pass
+        with self._lock:
+            if sha256 in self._claimed:
+                return None
+            if sha256 in self._known:
+                self._known[sha256] = (self._known[sha256][0], now)
         return root
 
-    def complete(self) -> dict[str, int]:
-        """The complete roots and their sizes (measured once per root when its marker lacks it)."""
-        try:
+    def scan(self) -> None:
+        """Learn the complete roots a previous run left, their sizes (from their markers, measured
+        when a marker lacks it) and last uses (blocking: a worker thread, once, at the start; under
+        the cache's lock, so that no unpack, prune or eviction changes the roots meanwhile)."""
+        if not self.roots.is_dir():
+            return
+        found: dict[str, tuple[int, float]] = {}
+        with exclusive_lock(self.roots / ".lock", _quiet, "reading the images"):
             names = [e.name.removesuffix(".complete") for e in self.roots.iterdir() if e.name.endswith(".complete")]
-        except FileNotFoundError:
-            return {}
-        sizes = {}
-        for sha256 in filter(is_sha256, names):
-            size = self._sizes.get(sha256)
-            if size is None:
+            for sha256 in filter(is_sha256, names):
+                marker = self.roots / f"{sha256}.complete"
                 try:
-                    size = int(json.loads((self.roots / f"{sha256}.complete").read_text())["bytes"])
-                except (OSError, ValueError, KeyError, TypeError):
+                    last_used = marker.stat().st_mtime
+                    size = int(json.loads(marker.read_text())["bytes"])
+                except OSError:
+                    continue
+                except (ValueError, KeyError, TypeError):
                     size = tree_size(self.roots / sha256)
-                self._sizes[sha256] = size
-            sizes[sha256] = size
-        return sizes
+                found[sha256] = (size, last_used)
+            with self._lock:
+                for sha256, known in found.items():
+                    if sha256 not in self._known and sha256 not in self._claimed:
+                        self._known[sha256] = known
+                        self._total += known[0]
 
     def used_bytes(self) -> int:
-        return sum(self.complete().values())
+        return self._total
 
     def evictable(self) -> list[Evictable]:
-        try:
-            protected = set(self.protected())
-        except RuntimeError:  # (the containers' table changed while it was read: keep everything)
-            return []
-        found = []
-        for sha256, size in self.complete().items():
-            if sha256 not in protected:
-                try:
-                    found.append(Evictable(sha256, size, (self.roots / f"{sha256}.complete").stat().st_mtime))
-                except OSError:
-                    pass
-        return found
+        protected = self.protected
+        with self._lock:
+            return [Evictable(sha256, size, t) for sha256, (size, t) in self._known.items() if sha256 not in protected]
 
-    def evict(self, sha256: str) -> int:
-        """Remove the unused root ``sha256`` now, unless an unpack or prune holds the cache (0 then)."""
-        try:
-            if sha256 in set(self.protected()) or not is_sha256(sha256):
-                return 0
-        except RuntimeError:  # (the containers' table changed while it was read: keep it)
-            return 0
-        with (self.roots / ".lock").open("a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return 0
-            try:
-                size = self._sizes.pop(sha256, 0)
-                (self.roots / f"{sha256}.complete").unlink(missing_ok=True)
-                shutil.rmtree(self.roots / sha256, ignore_errors=True)
-                return size
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def claim(self, sha256: str) -> Deletion | None:
+        """Take the unprotected root ``sha256`` out of use and of the count (in memory: under the disk
+        cap's lock); its removal, which waits for an unpack or prune holding the cache."""
+        with self._lock:
+            if sha256 in self.protected or sha256 not in self._known:
+                return None
+            size, _ = self._known.pop(sha256)
+            self._total -= size
+            self._claimed.add(sha256)
+        return lambda: self._remove_claimed(sha256)
+
+    def _remove_claimed(self, sha256: str) -> None:
+        with exclusive_lock(self.roots / ".lock", _quiet, "evicting an image"):
+            with self._lock:
+                if sha256 not in self._claimed:
+                    return  # (unpacked again meanwhile: wanted after all)
+            (self.roots / f"{sha256}.complete").unlink(missing_ok=True)  # (first: never a half root taken for whole)
+            shutil.rmtree(self.roots / sha256, ignore_errors=True)
+            with self._lock:
+                self._claimed.discard(sha256)
+
+    def _forget(self, sha256: str) -> None:
+        with self._lock:
+            size, _ = self._known.pop(sha256, (0, 0.0))
+            self._total -= size
+
+    def _learn(self, sha256: str, size: int) -> None:
+        with self._lock:
+            self._total += size - self._known.get(sha256, (0, 0.0))[0]
+            self._known[sha256] = (size, self.now())
+            self._claimed.discard(sha256)
 
     def unpack(self, archive: Path, expected_sha256: str, say: Say = _quiet) -> Path:
         """The root of image ``expected_sha256``: the one unpacked already, else ``archive`` verified
@@ -187,7 +218,7 @@ class ImageCache:
                 if (self.roots / sha256).is_dir():
                     shutil.rmtree(self.roots / sha256)
                     removed.append(sha256)
-                self._sizes.pop(sha256, None)
+                self._forget(sha256)
             self._remove_incomplete(None)
         return removed
 
@@ -220,9 +251,10 @@ class ImageCache:
         os.sync()  # the data on disk before the rename and the marker make the root count as whole
         root = self.roots / sha256
         work.rename(root)
-        self._sizes[sha256] = size = tree_size(root)
+        size = tree_size(root)
         marker = {"sha256": sha256, "archive": str(archive), "unpack_seconds": round(self.clock() - started, 1), "bytes": size}
         write_atomically(self.roots / f"{sha256}.complete", json.dumps(marker) + "\n")
+        self._learn(sha256, size)
         say(f"unpacked image {sha256[:12]} into {root} in {marker['unpack_seconds']} s")
         return root
 

@@ -34,17 +34,20 @@ the same time; a failed fetch is forgotten so a later container retries it.  The
 public and private caches are bounded: after each localization, while they hold
 more than ``cache_target_bytes`` (YARN's ``localizer.cache.target-size-mb``,
 10 GiB), the least recently used entries that no running container uses are
-deleted, and also while the node's files are over its disk cap (``fs/disk_cap.py``: the
-localizer is one of its users once ``disk`` is set; a fetch reserves the resource's size first,
-and a fetch that cannot have it fails its container's localization naming the cap).  Other writers
-under the cap (block replicas, images; on worker threads) evict unused shared entries too: the
-tables of the shared caches change under ``_lock`` for that, and an entry found cached is marked
-used by its container at once, so that it cannot go before the container's links are made.  They start empty: what a previous NodeManager process left is removed
-before the first fetch into them, but for the entries its containers that are re-attached
-(NodeManager recovery) link to (``keep``).  An entry's number is new in its cache directory: a
-number taken there already (by a killed NodeManager's half-made or finished entries in
-an application's cache, which lives on with the application) is skipped, never reused
-(``resource_files.claim_entry_dir``).
+deleted.  The node's disk cap (``fs/disk_cap.py``: the localizer is one of its users once
+``disk`` is set) is the cap's own rule, not repeated here: a fetch reserves the resource's size
+first (evicting what must go, the localizer's unused entries among them), and a fetch that cannot
+have it fails its container's localization naming the cap.  Other writers under the cap (block
+replicas, images; on worker threads) claim unused shared entries too: the tables of the shared
+caches change under ``_lock`` for that (a claimed entry leaves its table at once, its files are
+deleted later on the claiming thread), and an entry found cached is marked used by its container
+at once, so that it cannot go before the container's links are made.
+
+The caches start empty: what a previous NodeManager process left is removed before the first
+fetch into them, but for the entries its containers that are re-attached (NodeManager recovery)
+link to (``keep``).  An entry's number is new in its cache directory: a number taken there already
+(by a killed NodeManager's half-made or finished entries in an application's cache, which lives
+on with the application) is skipped, never reused (``resource_files.claim_entry_dir``).
 
 Refused before any I/O (``check_local_resources``): link names that are absolute,
 contain ``..`` or empty components, or clash with the NodeManager's own files
@@ -80,7 +83,7 @@ from cortex_rm.container.launch import ContainerPaths
 from cortex_rm.container.local_resources import LocalizationError, LocalResource, ResourceType, Visibility
 from cortex_rm.container.resource_files import Fetcher, Requester, default_fetchers, fetch_into_cache, link_into, tree_size
 from cortex_rm.yarn.blocking import Runner
-from cortex_rm.fs.disk_cap import DiskCap, DiskOutOfSpace, Evictable
+from cortex_rm.fs.disk_cap import Deletion, DiskCap, DiskOutOfSpace, Evictable, Reservation
 
 log = Logger()
 T = TypeVar("T")
@@ -161,21 +164,25 @@ class Localizer:
                 for c in self._caches.values() if c.bounded for e in c.done.values() if not e.users
             ]  # fmt: skip
 
-    def evict(self, key: str) -> int:
-        """Remove the shared entry whose directory is ``key`` if still unused (blocking: a worker thread)."""
+    def claim(self, key: str) -> Deletion | None:
+        """Take the shared entry whose directory is ``key`` out of its table if still unused (under
+        the disk cap's lock: no file work); its directory's removal, to run on a worker thread."""
         with self._lock:
             found = [
                 (c, k) for c in self._caches.values() if c.bounded
                 for k, e in c.done.items() if str(e.path.parent) == key and not e.users
             ]  # fmt: skip
             if not found:
-                return 0
+                return None
             cache, cache_key = found[0]
             entry = cache.done.pop(cache_key)
             self._shared_total -= entry.size
-        log.info("disk cap: removing {url} from the cache ({size} bytes)", url=cache_key[0], size=entry.size)
-        _remove_all([entry.path.parent])
-        return entry.size
+
+        def delete() -> None:
+            log.info("disk cap: removing {url} from the cache ({size} bytes)", url=cache_key[0], size=entry.size)
+            _remove_all([entry.path.parent])
+
+        return delete
 
     def shared_entries(self) -> dict[str, list[Path]]:
         """The bounded caches' entries by URL (for tests and status pages)."""
@@ -231,10 +238,12 @@ class Localizer:
 
     def _cached(self, cache: _Cache, resource: LocalResource, requester: Requester) -> defer.Deferred[_Entry]:
         key = resource.cache_key
-        if key in cache.done:
-            with self._lock:
-                cache.done[key].users.add(requester.container_id)  # (kept from eviction from now on)
-            return defer.succeed(cache.done[key])
+        with self._lock:  # (one step: the disk cap may claim an unused entry from a worker thread)
+            found = cache.done.get(key)
+            if found is not None:
+                found.users.add(requester.container_id)  # (kept from eviction from now on)
+        if found is not None:
+            return defer.succeed(found)
         waiting: defer.Deferred[_Entry] = defer.Deferred()
         if key in cache.pending:
             cache.pending[key].append(waiting)
@@ -243,7 +252,7 @@ class Localizer:
         cache.next_entry += 1
         entry_dir = cache.root / str(cache.next_entry)
 
-        def fetch() -> tuple[Path, int]:
+        def fetch() -> tuple[Path, int, Reservation | None]:
             reservation = None
             if self.disk is not None and cache.bounded:
                 try:
@@ -252,12 +261,15 @@ class Localizer:
                     raise LocalizationError(f"Resource {resource.url} failed: {e}") from None
             try:
                 path = fetch_into_cache(resource, entry_dir, self.fetchers, self.max_unpacked_bytes, requester)
-                return path, tree_size(path.parent)  # (the entry dir: ``entry_dir``, or the next free number)
-            finally:
+                # (the entry dir: ``entry_dir``, or the next free number); the reservation is given back
+                # once the entry counts in the table (``finished``), so its bytes always count somewhere
+                return path, tree_size(path.parent), reservation
+            except BaseException:
                 if reservation is not None:
                     reservation.settle()
+                raise
 
-        def finished(result: tuple[Path, int] | Failure) -> None:
+        def finished(result: tuple[Path, int, Reservation | None] | Failure) -> None:
             waiters = cache.pending.pop(key, [])
             if isinstance(result, Failure):
                 if not result.check(LocalizationError):
@@ -266,11 +278,13 @@ class Localizer:
                 for w in waiters:
                     w.errback(result)
                 return
-            path, size = result
+            path, size, reservation = result
             cache.next_entry = max(cache.next_entry, int(path.parent.name))
             with self._lock:
                 entry = cache.done[key] = _Entry(path, size, self._now(), {requester.container_id})
                 self._shared_total += size if cache.bounded else 0
+            if reservation is not None:
+                reservation.settle()
             log.info("localized {url} as {path} ({size} bytes)", url=str(resource.url), path=str(path), size=size)
             for w in waiters:
                 w.callback(entry)
@@ -307,10 +321,9 @@ class Localizer:
         return self._last_used
 
     def _clean_up(self) -> None:
-        """Delete least recently used, unused shared entries until the shared caches fit their target."""
+        """Delete least recently used, unused shared entries until the shared caches fit their target
+        (YARN's rule; the disk cap's is applied by the cap, when a write needs room)."""
         excess = self._shared_total - self.cache_target_bytes
-        if self.disk is not None and self.disk.cap_bytes:  # (the cap's lock first, never under ours)
-            excess = max(excess, self.disk.used() - self.disk.cap_bytes)
         if excess <= 0:
             return
         doomed: list[Path] = []

@@ -50,7 +50,7 @@ from cortex_rm.fs.checksums import (
     chunk_count,
     verify_chunks,
 )
-from cortex_rm.fs.disk_cap import DiskCap, Evictable
+from cortex_rm.fs.disk_cap import Deletion, DiskCap, Evictable
 from cortex_rm.fs.errors import CorruptReplica, FileAlreadyExists, IllegalArgument, MissingBlock
 
 PIECE_BYTES = 16 * BYTES_PER_CRC  # 1 MiB: what one read yields at most
@@ -340,8 +340,8 @@ class BlockStore:
     def evictable(self) -> list[Evictable]:
         return []  # replicas are the NameNode's to move: a write that does not fit is refused
 
-    def evict(self, key: str) -> int:
-        return 0
+    def claim(self, key: str) -> Deletion | None:
+        return None
 
     def free_bytes(self) -> int:
         """Room for blocks: the file system's free space, or less under the disk cap."""

@@ -17,10 +17,18 @@ Before a write of ``n`` bytes that would take the total over the cap, ``DiskCap.
 2. otherwise evicts what can go, least recently used first across all users, until ``n`` bytes
    fit (refusing as above in the rare case that entries stopped being evictable meanwhile).
 
+Eviction is in two steps, so that nobody waits for a deletion but the write that needs the room:
+under the cap's lock the victims are chosen and ``claim``ed (each user takes the entry out of use
+and out of its ``used_bytes`` at once, in memory: nobody else picks it or is handed it), and the
+write's bytes are reserved; then, outside the lock, on the reserving thread, the victims' files are
+deleted before ``reserve`` returns.  ``used``/``room`` (asked on the reactor) only ever wait for
+that in-memory step: the users' ``used_bytes``, ``evictable`` and ``claim`` do no file work.
+
 A write whose size is known only at its end (a block arriving in pieces) reserves the most it may
 be and ``Reservation.settle`` gives back the rest once it is written; what is reserved counts as
 used meanwhile, so two writes in flight cannot both take the last room.  Thread-safe: writes
-reserve from worker threads, under one lock, and users' ``evict`` must be safe from any thread.
+reserve from worker threads, under one lock; a user's ``claim`` runs under it (a user may take its
+own lock there, never the cap's), and its deletions run on any worker thread.
 A cap of 0 means none: nothing is evicted or refused, usage is still counted.
 """
 
@@ -28,7 +36,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -59,21 +67,27 @@ class Evictable:
     last_used: float
 
 
+#: The file work that removes a claimed entry (blocking: run outside the cap's lock, on a worker thread).
+Deletion = Callable[[], None]
+
+
 class DiskUser(Protocol):
-    """Something that keeps files on the node's disk."""
+    """Something that keeps files on the node's disk.  ``used_bytes``, ``evictable`` and ``claim``
+    answer from memory, without file work: they run under the cap's lock, which the reactor takes."""
 
     @property
     def disk_name(self) -> str:
         """What it is, for messages ("block replicas", "runtime images", ...)."""
 
     def used_bytes(self) -> int:
-        """What its files take now (callable from any thread)."""
+        """What its files take now, claimed entries excluded (callable from any thread)."""
 
     def evictable(self) -> Sequence[Evictable]:
-        """What of it could be removed now, in any order (empty: nothing)."""
+        """What of it could be removed now, in any order (empty: nothing); never a claimed entry."""
 
-    def evict(self, key: str) -> int:
-        """Remove ``key`` if it is still unused; the bytes freed (0: it could not go)."""
+    def claim(self, key: str) -> Deletion | None:
+        """Take ``key`` out of use and out of ``used_bytes`` now if it is still unused, and give the
+        deletion of its files to run later; None: it cannot go."""
 
 
 class Reservation:
@@ -109,7 +123,8 @@ class DiskCap:
             self.cap_bytes = cap_bytes
 
     def used(self) -> int:
-        """What the users hold plus what writes in flight have reserved."""
+        """What the users hold plus what writes in flight have reserved (an entry being evicted
+        counts no more: its room is the evicting write's, reserved already)."""
         with self._lock:
             return self._used()
 
@@ -120,13 +135,28 @@ class DiskCap:
 
     def reserve(self, what: str, nbytes: int) -> Reservation:
         """Room for ``nbytes`` more, evicting what must go first; ``DiskOutOfSpace`` when it
-        cannot be had (``what``: the write, for the message)."""
+        cannot be had (``what``: the write, for the message).  Blocking: the victims' files are
+        deleted on the calling thread (a worker's), after the cap's lock is released."""
+        nbytes = max(0, nbytes)
         with self._lock:
-            if self.cap_bytes:
-                self._make_room(what, max(0, nbytes))
-            number = next(self._numbers)
-            self._reserved[number] = max(0, nbytes)
-            return Reservation(self, number)
+            victims, fits = self._make_room(nbytes) if self.cap_bytes else ([], True)
+            refusal = None if fits else self._refusal(what, nbytes)
+            number = next(self._numbers) if fits else 0
+            if fits:
+                self._reserved[number] = nbytes
+        for name, entry, delete in victims:  # (claimed: out of every count and out of use already)
+            try:
+                delete()
+            except Exception:  # noqa: BLE001 - a deletion's bug must not lose the write's reservation
+                log.failure("disk cap: removing {name} {key} failed", name=name, key=entry.key)
+            else:
+                log.info(
+                    "disk cap: evicted {name} {key} ({size} bytes) to make room for {what}",
+                    name=name, key=entry.key, size=entry.size, what=what,
+                )  # fmt: skip
+        if refusal is not None:
+            raise refusal
+        return Reservation(self, number)
 
     def _settle(self, number: int) -> None:
         with self._lock:
@@ -135,32 +165,31 @@ class DiskCap:
     def _used(self) -> int:
         return sum(u.used_bytes() for u in self.users) + sum(self._reserved.values())
 
-    def _make_room(self, what: str, nbytes: int) -> None:
+    def _make_room(self, nbytes: int) -> tuple[list[tuple[str, Evictable, Deletion]], bool]:
+        """Under the lock: the victims claimed for ``nbytes`` more, least recently used first, and
+        whether it fits now.  When evicting everything evictable would not do, nothing is claimed."""
         need = self._used() + nbytes - self.cap_bytes
         if need <= 0:
-            return
+            return [], True
         candidates = sorted(
             ((e.last_used, n, e, user) for n, user in enumerate(self.users) for e in user.evictable()),
             key=lambda c: (c[0], c[1], c[2].key),
         )
         if sum(entry.size for _, _, entry, _ in candidates) < need:
-            self._refuse(what, nbytes)  # (evicting everything would not do: keep the caches)
+            return [], False  # (evicting everything would not do: keep the caches)
+        victims: list[tuple[str, Evictable, Deletion]] = []
         for _, _, entry, user in candidates:
             if need <= 0:
                 break
-            freed = user.evict(entry.key)
-            if freed:
-                need -= freed
-                log.info(
-                    "disk cap: evicted {name} {key} ({size} bytes) to make room for {what}",
-                    name=user.disk_name, key=entry.key, size=freed, what=what,
-                )  # fmt: skip
-        if need > 0:
-            self._refuse(what, nbytes)
+            delete = user.claim(entry.key)
+            if delete is not None:
+                need -= entry.size
+                victims.append((user.disk_name, entry, delete))
+        return victims, need <= 0
 
-    def _refuse(self, what: str, nbytes: int) -> None:
+    def _refusal(self, what: str, nbytes: int) -> DiskOutOfSpace:
         held = ", ".join(f"{u.disk_name} {u.used_bytes()}" for u in self.users)
-        raise DiskOutOfSpace(
+        return DiskOutOfSpace(
             f"{what}: {nbytes} bytes do not fit under this node's disk cap of {self.cap_bytes} bytes "
             f"([nodemanager] disk_gb = {self.cap_bytes / GB:g}; held now: {held} bytes"
             f"{', in flight ' + str(sum(self._reserved.values())) if self._reserved else ''}) and not enough "

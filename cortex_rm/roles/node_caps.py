@@ -26,6 +26,11 @@ placed on the node until enough of them have ended (YARN's overcommit timeout is
 a memory cap lower than what they use now cannot be written to the cgroup (the kernel refuses),
 is logged, and is tried again at the next reload or container start.  Other changed keys need a
 restart, which the log says.
+
+The file is read and the cgroup's files are written on the node's file threads (``run``), never on
+the reactor; reloads and limit writes go through one queue, so they take effect in the order the
+signals came, each after the one before has finished (a second SIGHUP while the first's writes run
+waits for them, and is applied after).  The caps in force are the role's ``section`` (one copy).
 """
 
 from __future__ import annotations
@@ -33,20 +38,23 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
-from collections.abc import Collection
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from cortex_rm.config.errors import ConfigError
 from cortex_rm.config.events import EventsSection
-from cortex_rm.config.loader import load_config
+from cortex_rm.config.loader import Config, load_config
 from cortex_rm.config.nodemanager import NodeManagerSection
 from cortex_rm.container.node_cgroup import limits_of
 from cortex_rm.container.offer_schedule import OfferSchedule
 from cortex_rm.fs.disk_cap import GB, DiskCap
 from cortex_rm.roles.node_manager import NodeManagerRole
+from cortex_rm.yarn.blocking import Runner
 from cortex_rm.yarn.resource_tracker import NodeHealth
 from cortex_rm.yarn.resources import Resource
 
@@ -54,6 +62,7 @@ from cortex_rm.yarn.resources import Resource
 LIVE_KEYS = ("memory_mb", "vcores", "disk_gb", "schedule")
 
 log = Logger()
+T = TypeVar("T")
 
 
 def hold_hangups() -> None:
@@ -72,18 +81,22 @@ class NodeCaps:
 
     def __init__(
         self, role: NodeManagerRole, section: NodeManagerSection, disk: DiskCap | None, source: str = "",
-        sandbox_memory_mb: int = 0,
+        sandbox_memory_mb: int = 0, run: Runner | None = None,
     ) -> None:  # fmt: skip
+        """``section``: the caps at the start (the role's section holds those in force from then on);
+        ``run``: the node's file threads, for the config file and the cgroup (needed with containers)."""
         self.role = role
         #: The function sandboxes' memory budget, in the node cgroup beside the containers' (0: none run here).
         self.sandbox_memory_mb = sandbox_memory_mb
-        #: The caps in force (the section as last applied).
-        self.section = section
         self.source = source  # the config file a reload reads
         #: The node's disk cap (None without a DataNode: then nothing on disk is Cortex's to cap).
         self.disk = disk
         self.schedule = OfferSchedule.parse(section.schedule)
         self.offering = True  # as the last heartbeat said
+        self.run = run
+        #: Reloads and limit writes, one after the other in the order they came: each step's
+        #: Deferred holds back the next (``_then``).
+        self._steps: defer.Deferred[None] = defer.succeed(None)
 
     @classmethod
     def attach(
@@ -94,21 +107,29 @@ class NodeCaps:
         ``events`` saying this node executes functions, the node cgroup makes room for their sandboxes."""
         disk = role.data_node.store.disk if role.data_node is not None else None
         sandbox_mb = events.max_sandbox_memory_mb if events is not None and events.execute else 0
-        caps = cls(role, section, disk, source, sandbox_mb)
+        run = role.containers.run if role.containers is not None else None
+        caps = cls(role, section, disk, source, sandbox_mb, run)
         if sandbox_mb:
             caps._set_limits()
         if source and Path(source).is_file() and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, caps._hangup)
         if role.status_updater is not None:
             inner = role.status_updater.health
-            role.status_updater.health = lambda: caps.with_offer(inner())
+
+            def health() -> NodeHealth:
+                caps.protect_images()  # (each heartbeat: a second at most behind the containers)
+                return caps.with_offer(inner())
+
+            role.status_updater.health = health
         if disk is None:
             return caps
         disk.set_cap(round(section.disk_gb * GB))
-        if role.image is not None:
-            role.image.cache.disk = disk
-            role.image.cache.protected = caps._protected_images
-            disk.add_user(role.image.cache)
+        if role.image is not None and run is not None:
+            cache = role.image.cache
+            cache.disk = disk
+            caps.protect_images()
+            disk.add_user(cache)
+            run(cache.scan).addErrback(lambda f: log.failure("reading the runtime image cache failed", f))
         if role.containers is not None:
             role.containers.localizer.disk = disk
             disk.add_user(role.containers.localizer)
@@ -126,61 +147,99 @@ class NodeCaps:
         return health if offering else dataclasses.replace(health, offering=False)
 
     def _show(self, new: NodeManagerSection) -> None:
-        """Make the role show the new caps: its section (which the ring's capacity report is made from,
-        gossiped again now), ``/ws/v1/node/info`` and the ``/node`` page."""
-        role = self.role
-        role.section = dataclasses.replace(role.section, **{k: getattr(new, k) for k in LIVE_KEYS})
-        info = getattr(role, "info", None)  # (set once its web site is up)
+        """Make the role show the new caps: ``/ws/v1/node/info``, the ``/node`` page and the ring's
+        capacity report (made from the role's section, gossiped again now)."""
+        info = getattr(self.role, "info", None)  # (set once its web site is up)
         if info is not None:
             info.memory_mb, info.vcores = new.memory_mb, new.vcores
-        republisher = getattr(role, "republisher", None)  # (on a ring member)
+        republisher = getattr(self.role, "republisher", None)  # (on a ring member)
         if republisher is not None:
             republisher.run_now()
 
-    def _set_limits(self) -> None:
-        """Write the node cgroup's limits for the caps in force (the LXC runtime's; other runtimes have none)."""
+    def _then(self, step: Callable[[], defer.Deferred[T]]) -> defer.Deferred[T]:
+        """Run ``step`` once every step queued before it has finished; fires with its outcome."""
+        done: defer.Deferred[T] = defer.Deferred()
+
+        def start(_: object) -> defer.Deferred[None]:
+            return defer.maybeDeferred(step).addCallbacks(done.callback, done.errback)
+
+        self._steps.addCallback(start)  # (``start`` never fails: the queue goes on after a failed step)
+        return done
+
+    def _set_limits(self) -> defer.Deferred[None]:
+        """Write the node cgroup's limits for the caps in force now, on a file thread after the steps
+        queued before (the LXC runtime's cgroup; other runtimes have none); fires once written."""
         runtime = self.role.containers.runtime if self.role.containers is not None else None
         set_limits = getattr(runtime, "set_limits", None)
-        if set_limits is not None:
-            set_limits(limits_of(self.section, self.sandbox_memory_mb))
+        if set_limits is None or self.run is None:
+            return defer.succeed(None)
+        run, limits = self.run, limits_of(self.role.section, self.sandbox_memory_mb)  # (taken now, on the reactor)
 
-    def _protected_images(self) -> Collection[str]:
-        """The runtime images not to evict: the one the cluster names and those running containers use."""
+        def write() -> defer.Deferred[None]:
+            return run(lambda: set_limits(limits)).addCallback(lambda _: None)
+
+        written = self._then(write)
+        written.addErrback(lambda f: log.failure("writing the node cgroup's limits failed", f))
+        return written
+
+    def protect_images(self) -> None:
+        """Hand the image cache the runtime images not to evict, as a snapshot taken here (on the
+        reactor, which owns the containers' table): the one the cluster names and those running
+        containers use."""
         image = self.role.image
+        if image is None:
+            return
         names = {root.name for root in self.role.containers.image_roots_in_use()} if self.role.containers else set()
-        if image is not None and image.state.root is not None:
+        if image.state.root is not None:
             names.add(image.state.root.name)
-        return names
+        image.cache.protected = frozenset(names)
 
     def _hangup(self, signum: int, frame: Any) -> None:
         self.role.reactor.callFromThread(self.reload)
 
-    def reload(self) -> bool:
-        """Re-read the config file and apply its caps (see the module docstring); False when the file
-        was refused (logged; the caps in force stay)."""
-        try:
-            config = load_config(self.source)
-        except (ConfigError, OSError, ValueError) as e:
-            log.error("reload: {source} refused, the caps stay as they were: {error}", source=self.source, error=str(e))
+    def reload(self) -> defer.Deferred[bool]:
+        """Re-read the config file (on a file thread, once the steps before it have finished) and
+        apply its caps (see the module docstring); fires with False when the file was refused
+        (logged; the caps in force stay)."""
+        run = self.run
+
+        def read() -> defer.Deferred[Config]:
+            if run is None:  # (no containers: a test's role)
+                return defer.maybeDeferred(load_config, self.source)
+            return run(lambda: load_config(self.source))
+
+        def refused(failure: Failure) -> bool:
+            failure.trap(ConfigError, OSError, ValueError)
+            log.error("reload: {source} refused, the caps stay as they were: {error}", source=self.source,
+                      error=failure.getErrorMessage())  # fmt: skip
             return False
-        new = config.nodemanager
-        old = self.section
+
+        def failed(failure: Failure) -> bool:
+            log.failure("reloading the caps failed; they stay as they were", failure)
+            return False
+
+        return self._then(lambda: read().addCallbacks(self._loaded, refused)).addErrback(failed)
+
+    def _loaded(self, config: Config) -> bool:
+        new, old = config.nodemanager, self.role.section
         if dataclasses.replace(new, **{k: getattr(old, k) for k in LIVE_KEYS}) != old:
             log.warn("reload: [nodemanager] keys other than {keys} changed too: they take effect at the next restart",
-                     keys=", ".join(LIVE_KEYS))
+                     keys=", ".join(LIVE_KEYS))  # fmt: skip
         self.apply(new)
         return True
 
-    def apply(self, new: NodeManagerSection) -> None:
-        """Put the caps of ``new`` in force: the node cgroup, the disk cap, the capability the RM is told."""
-        old = self.section
-        self.section = dataclasses.replace(old, **{k: getattr(new, k) for k in LIVE_KEYS})
-        self._set_limits()
+    def apply(self, new: NodeManagerSection) -> defer.Deferred[None]:
+        """Put the caps of ``new`` in force: the role's section, the disk cap, the capability the RM is
+        told at once; the node cgroup once the writes before have finished (the Deferred fires then)."""
+        role = self.role
+        old = role.section
+        role.section = dataclasses.replace(old, **{k: getattr(new, k) for k in LIVE_KEYS})
+        written = self._set_limits()
         if self.disk is not None:
             self.disk.set_cap(round(new.disk_gb * GB))
         self.schedule = OfferSchedule.parse(new.schedule)  # (validated with the file)
         self._show(new)
-        service = self.role.status_updater
+        service = role.status_updater
         if service is not None:
             updater = service.updater
             capability = Resource(new.memory_mb, new.vcores)
@@ -190,3 +249,4 @@ class NodeCaps:
             "{old_vcores} vcores, {old_disk} GB)", memory_mb=new.memory_mb, vcores=new.vcores, disk_gb=new.disk_gb,
             schedule=str(self.schedule), old_memory=old.memory_mb, old_vcores=old.vcores, old_disk=old.disk_gb,
         )  # fmt: skip
+        return written

@@ -1,29 +1,43 @@
 """The disk cap: accounting across its users, least-recently-used eviction, then refusal; and the
-block store and the runtime image cache as its users (files in a temporary directory)."""
+block store and the runtime image cache as its users (files in a temporary directory).  Eviction
+deletes outside the cap's lock: the threads here show that ``used``/``room`` (the reactor's) and
+other writes go on while a victim's files are being deleted."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cortex_rm.container import image_cache
 from cortex_rm.container.image_cache import EXPANSION, ImageCache
 from cortex_rm.container.runtime_image import ImageError
 from cortex_rm.fs.block_store import GROW_BYTES, BlockStore
-from cortex_rm.fs.disk_cap import GB, DiskCap, DiskOutOfSpace, Evictable
+from cortex_rm.fs.disk_cap import GB, Deletion, DiskCap, DiskOutOfSpace, Evictable
+
+#: How long a test waits for another thread before it fails (only a broken cap waits at all).
+PATIENCE_S = 10.0
 
 
 @dataclass
 class Cache:
-    """A user whose entries (key -> (size, last used)) are all evictable but those ``in_use``."""
+    """A user whose entries (key -> (size, last used)) are all evictable but those ``in_use``; a
+    claimed entry leaves ``entries`` at once and joins ``evicted`` when its deletion runs, which
+    first waits for ``hold[key]`` when there is one."""
 
     disk_name: str
     entries: dict[str, tuple[int, float]] = field(default_factory=dict)
     in_use: set[str] = field(default_factory=set)
     evicted: list[str] = field(default_factory=list)
+    hold: dict[str, threading.Event] = field(default_factory=dict)
+    deleting: threading.Event = field(default_factory=threading.Event)
 
     def used_bytes(self) -> int:
         return sum(size for size, _ in self.entries.values())
@@ -31,11 +45,18 @@ class Cache:
     def evictable(self) -> list[Evictable]:
         return [Evictable(k, s, t) for k, (s, t) in self.entries.items() if k not in self.in_use]
 
-    def evict(self, key: str) -> int:
+    def claim(self, key: str) -> Deletion | None:
         if key in self.in_use or key not in self.entries:
-            return 0
-        self.evicted.append(key)
-        return self.entries.pop(key)[0]
+            return None
+        del self.entries[key]
+
+        def delete() -> None:
+            if key in self.hold:
+                self.deleting.set()
+                assert self.hold[key].wait(PATIENCE_S)
+            self.evicted.append(key)
+
+        return delete
 
 
 @dataclass
@@ -51,8 +72,8 @@ class Fixed:
     def evictable(self) -> list[Evictable]:
         return []
 
-    def evict(self, key: str) -> int:
-        return 0
+    def claim(self, key: str) -> Deletion | None:
+        return None
 
 
 def test_without_a_cap_nothing_is_evicted_or_refused_and_usage_is_counted() -> None:
@@ -169,7 +190,8 @@ def test_the_image_cache_evicts_its_least_recently_used_unprotected_root(tmp_pat
     _image(cache, old, 300, 1000.0)
     _image(cache, mid, 300, 2000.0)
     _image(cache, current, 300, 500.0)
-    cache.protected = lambda: {current}
+    cache.protected = frozenset({current})
+    cache.scan()
     cap = DiskCap(1000, [cache])
     assert cap.used() == 900
     cap.reserve("unpacking another image", 300)
@@ -205,6 +227,7 @@ def test_runtime_images_and_localized_resources_share_one_least_recently_used_or
     images = ImageCache(tmp_path / "images")
     _image(images, "a" * 64, 300, 1000.0)  # used before the jar
     _image(images, "b" * 64, 300, 3000.0)  # used after it
+    images.scan()
     cap = DiskCap(10_000, [images, loc])
     loc.disk = cap
     path, ts = source(tmp_path, "job.jar", b"j" * 300)
@@ -216,3 +239,128 @@ def test_runtime_images_and_localized_resources_share_one_least_recently_used_or
     assert images.path_of("a" * 64) is None and jar.exists()
     cap.reserve("block 2", 300)  # then the jar (2000 s), before image b (3000 s)
     assert not jar.exists() and images.path_of("b" * 64) is not None
+
+
+class InThread:
+    """``work`` run on a thread of its own; ``result`` waits for it (failing the test, not hanging)."""
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        self.done = threading.Event()
+        self._outcome: list[Any] = []
+
+        def go() -> None:
+            try:
+                self._outcome.append(work())
+            except BaseException as e:  # noqa: BLE001 - handed to the test by ``result``
+                self._outcome.append(e)
+            finally:
+                self.done.set()
+
+        threading.Thread(target=go, daemon=True).start()
+
+    def result(self) -> Any:
+        assert self.done.wait(PATIENCE_S), "still waiting: it is blocked"
+        if isinstance(self._outcome[0], BaseException):
+            raise self._outcome[0]
+        return self._outcome[0]
+
+
+def test_while_a_victim_is_deleted_used_room_and_other_writes_do_not_wait_for_it() -> None:
+    """A write that evicts deletes its victim after the cap's lock is released: meanwhile ``used``
+    and ``room`` answer (the victim counts no more, the write's room is reserved), and a second
+    write that needs room claims the next victim, never the one being deleted."""
+    release = threading.Event()
+    images = Cache("runtime images", {"img-old": (300, 1.0), "img-new": (300, 2.0)}, hold={"img-old": release})
+    cap = DiskCap(1000, [Fixed(400), images])  # full
+    first = InThread(lambda: cap.reserve("block a", 300))
+    try:
+        assert images.deleting.wait(PATIENCE_S)  # img-old claimed, its deletion under way
+        assert InThread(lambda: (cap.used(), cap.room())).result() == (400 + 300 + 300, 0)
+        InThread(lambda: cap.reserve("block b", 300)).result()
+        assert images.evicted == ["img-new"] and not first.done.is_set()
+    finally:
+        release.set()
+    first.result()
+    assert images.evicted == ["img-new", "img-old"] and cap.used() == 400 + 300 + 300
+
+
+@pytest.fixture
+def slow_rmtree(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """``shutil.rmtree`` that says it started (first event) and waits for the second before deleting."""
+    started, release = threading.Event(), threading.Event()
+    rmtree = shutil.rmtree
+
+    def held(path: Any, *args: Any, **kwargs: Any) -> None:
+        started.set()
+        assert release.wait(PATIENCE_S)
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(image_cache.shutil, "rmtree", held)
+    yield started, release
+    release.set()
+
+
+def test_the_reactors_questions_do_not_wait_for_an_evicted_image_roots_deletion(
+    tmp_path: Path, slow_rmtree: tuple[threading.Event, threading.Event]
+) -> None:
+    """An evicted image root (hundreds of MB of files) is removed after the cap's lock is released:
+    while its rmtree runs, ``used`` and ``room`` (the block report's free space, on the reactor)
+    answer at once, and the root is no longer handed out."""
+    started, release = slow_rmtree
+    cache = ImageCache(tmp_path)
+    old, new = "a" * 64, "b" * 64
+    _image(cache, old, 300, 1000.0)
+    _image(cache, new, 300, 2000.0)
+    cache.scan()
+    cap = DiskCap(700, [Fixed(100), cache])
+    writer = InThread(lambda: cap.reserve("block x", 200))  # 700 + 200 > 700: the old root goes
+    assert started.wait(PATIENCE_S)
+    assert InThread(lambda: (cap.used(), cap.room())).result() == (100 + 300 + 200, 100)
+    assert cache.path_of(old) is None and (cache.roots / old).exists()
+    release.set()
+    writer.result()
+    assert not (cache.roots / old).exists() and cache.path_of(new) is not None
+
+
+def test_the_image_caches_usage_is_a_running_total_kept_without_reading_the_disk(tmp_path: Path) -> None:
+    """``scan`` learns the roots a previous run left (a root without its marker is not one); from
+    then on ``used_bytes`` and ``evictable`` answer from memory (the directory moved away unseen),
+    and an eviction (at its claim, before its files go) and a prune take roots out of the total."""
+    cache = ImageCache(tmp_path)
+    a, b, c = "a" * 64, "b" * 64, "c" * 64
+    _image(cache, a, 300, 1000.0)
+    _image(cache, b, 200, 2000.0)
+    (cache.roots / c).mkdir()
+    assert cache.used_bytes() == 0  # (not scanned yet)
+    cache.scan()
+    assert cache.used_bytes() == 500
+    delete = cache.claim(a)
+    assert delete is not None and cache.used_bytes() == 200 and (cache.roots / a).exists()
+    assert [e.key for e in cache.evictable()] == [b] and cache.claim(a) is None
+    delete()
+    assert not (cache.roots / a).exists() and not (cache.roots / f"{a}.complete").exists()
+    cache.roots.rename(tmp_path / "elsewhere")
+    assert cache.used_bytes() == 200 and [(e.key, e.size, e.last_used) for e in cache.evictable()] == [(b, 200, 2000.0)]
+    (tmp_path / "elsewhere").rename(cache.roots)
+    assert cache.prune(keep=()) == [b, c] and cache.used_bytes() == 0
+
+
+def test_an_image_unpacked_again_before_its_eviction_ran_counts_and_stays(tmp_path: Path) -> None:
+    """An unpack adds its root to the total; a root claimed for eviction is not handed out, and when
+    it is unpacked again before its deletion has run, it counts again and the late deletion keeps it."""
+    from tests.unit.test_runtime_image import make_archive
+
+    from cortex_rm.container.runtime_image import sha256_of_file
+
+    archive = make_archive(tmp_path / "image.tar.zst", {"etc/hostname": b"h" * 5000})
+    sha = sha256_of_file(archive)
+    cache = ImageCache(tmp_path / "images")
+    cache.unpack(archive, sha)
+    size = cache.used_bytes()
+    assert size >= 5000
+    late = cache.claim(sha)
+    assert late is not None and cache.used_bytes() == 0 and cache.path_of(sha) is None
+    cache.unpack(archive, sha)
+    assert cache.used_bytes() == size
+    late()
+    assert cache.path_of(sha) is not None and cache.used_bytes() == size

@@ -486,3 +486,51 @@ def test_under_a_disk_cap_writes_evict_unused_entries_and_a_fetch_that_cannot_fi
     assert b.exists() and c.exists() and cap.used() == 3000
     with pytest.raises(LocalizationError, match="disk_gb"):
         use("d", "c4", size=1501)
+
+
+def test_a_lower_disk_cap_evicts_no_entry_until_a_write_needs_the_room(tmp_path: Path) -> None:
+    """One rule at the cap, the cap's own: what is stored stays even above a lowered cap (the
+    localizer's cleanup keeps to its target size alone); a write that needs room evicts it."""
+    from cortex_rm.fs.disk_cap import DiskCap
+
+    loc = Localizer(run_now)
+    cap = DiskCap(10_000, [loc])
+    loc.disk = cap
+    path, ts = source(tmp_path, "a.bin", b"a" * 1000)
+    a = (localize(loc, tmp_path, [shared("a.bin", path, ts, Visibility.PUBLIC)], "c1") / "a.bin").resolve()
+    cap.set_cap(500)
+    loc.release("c1")
+    assert a.exists() and cap.used() == 1000
+    cap.reserve("block x", 100)
+    assert not a.exists() and cap.used() == 100
+
+
+def test_a_fetchs_room_stays_reserved_until_its_entry_counts(tmp_path: Path) -> None:
+    """The fetch's reservation is given back on the reactor once its entry is in the table, not when
+    the fetch's thread ends: while the result is on its way to the reactor its bytes still count."""
+    import dataclasses
+
+    from cortex_rm.fs.disk_cap import DiskCap
+
+    delivered: list[tuple[defer.Deferred[Any], Any]] = []
+
+    def run_here_answer_later(fn: Callable[[], Any]) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        delivered.append((d, fn()))
+        return d
+
+    def deliver() -> None:
+        d, result = delivered.pop(0)
+        d.callback(result)
+
+    loc = Localizer(run_here_answer_later)
+    cap = DiskCap(10_000, [loc])
+    loc.disk = cap
+    path, ts = source(tmp_path, "a.bin", b"a" * 1000)
+    done, _ = start(loc, tmp_path, [dataclasses.replace(shared("a.bin", path, ts, Visibility.PUBLIC), size=1000)])
+    deliver()  # the public cache is clean: the fetch runs (and its answer waits)
+    assert cap.used() == 1000
+    deliver()  # the entry is in the table
+    assert cap.used() == loc.used_bytes() == 1000
+    deliver()  # the links
+    assert done.called and cap.used() == 1000

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from cortex_rm.config.events import EventsSection
@@ -132,9 +133,9 @@ def test_the_function_sandboxes_budget_is_inside_the_node_cgroup_limit_and_stays
     the caps change); without execute, it is memory_mb + one overhead."""
     runtime = LimitsRuntime()
     section = NodeManagerSection(memory_mb=2048, vcores=2, container_memory_overhead_mb=128)
+    containers = SimpleNamespace(runtime=runtime, run=defer.maybeDeferred)  # (its file threads: at once here)
     role: Any = SimpleNamespace(
-        reactor=Clock(), data_node=None, status_updater=None, image=None, containers=SimpleNamespace(runtime=runtime),
-        section=section,
+        reactor=Clock(), data_node=None, status_updater=None, image=None, containers=containers, section=section,
     )  # fmt: skip
     caps = NodeCaps.attach(role, section, events=EventsSection(max_sandbox_memory_mb=1024))
     assert runtime.given == [NodeLimits((2048 + 128 + 1024) * MIB, 2 * CFS_PERIOD_US)]
