@@ -15,7 +15,10 @@ every node of the cluster once its daemon is gone:
    and, once all are empty, its cgroups, work dir and directory are removed;
 3. the containers' sysfs mount is unmounted, and the node's table (named by its id range) is
    deleted when no live process holds the range's lease (an isolated node's table was in its
-   network namespace, which ``isolation.remove`` deletes).
+   network namespace, which ``isolation.remove`` deletes);
+4. the node cgroup trees of its range (``cortex/n<block>``, in every hierarchy) are removed where
+   no process is left in them (``node_cgroup.remove_left_node_cgroups``), while ``down`` holds the
+   range's lease: not at all when a live process holds it.
 
 The recovery records are kept: they are the node's state, as YARN keeps its NodeManager's state
 store, and a later start over the same state dir reports those containers ended (LOST, 154).
@@ -41,7 +44,8 @@ from cortex_rm.container.lxc_sandbox import SYSFS_DIR, unmount_sysfs
 from cortex_rm.container.net_firewall import inet_tables
 from cortex_rm.container.net_policy import render_table_removed, table_name
 from cortex_rm.container.nm_recovery import RECOVERY_DIR, ContainerRecord, ContainerRecordStore, same_process_alive
-from cortex_rm.container.range_leases import is_free
+from cortex_rm.container.node_cgroup import NodeCgroupSweep, remove_left_node_cgroups
+from cortex_rm.container.range_leases import LEASE_DIR, RangeLease, is_free
 
 #: The directory of the node's LXC runtime under its state dir (``node_manager.py``: ``<state_dir>/lxc``).
 LXC_DIR = "lxc"
@@ -61,6 +65,8 @@ class NodeReap:
     #: LXC containers whose processes outlived SIGKILL (nothing of them removed).
     outlived: list[str] = field(default_factory=list)
     table_removed: str = ""
+    #: The node cgroup trees of its range, removed where no process is in them (None: its range is held).
+    cgroups: NodeCgroupSweep | None = None
     #: Why nothing was done ("" when it was).
     skipped: str = ""
     #: The pid a live process holding its state dir's lock wrote (nothing was done then).
@@ -87,7 +93,13 @@ def kill_recorded(record: ContainerRecord, proc: Path = Path("/proc")) -> bool:
 
 
 def reap_stopped_node(
-    state_dir: Path, config: Path, *, isolated: bool, cgroup_root: Path = CGROUP_ROOT, lock_wait_s: float = LOCK_WAIT_S
+    state_dir: Path,
+    config: Path,
+    *,
+    isolated: bool,
+    cgroup_root: Path = CGROUP_ROOT,
+    lock_wait_s: float = LOCK_WAIT_S,
+    lease_dir: Path = LEASE_DIR,
 ) -> NodeReap:
     """Kill and remove what the node whose state dir is ``state_dir`` (on this machine) and whose
     configuration is ``config`` left of its containers (see the module docstring).  Its daemon must
@@ -122,9 +134,10 @@ def reap_stopped_node(
     def seen_from(path: Path) -> Path:
         return state_dir / path.relative_to(daemon_state_dir) if path.is_relative_to(daemon_state_dir) else path
 
-    report.removed = reap_left_behind(lxc, cgroup_root, ids, roots, seen_from=seen_from)
+    report.removed = reap_left_behind(lxc, cgroup_root, ids, roots, seen_from=seen_from, node_cgroups=False)
     report.outlived = [cid for cid in left if cid not in report.removed]
     unmount_sysfs(lxc / SYSFS_DIR)
+    report.cgroups = _remove_node_cgroups(cgroup_root, ids, lease_dir)
     nft = shutil.which("nft")
     if not isolated and nft is not None:
         table = table_name(f"{ids.base}_{ids.count}")  # (named so by node_manager.py's container_firewall)
@@ -135,3 +148,17 @@ def reap_stopped_node(
             if done.returncode == 0:
                 report.table_removed = table
     return report
+
+
+def _remove_node_cgroups(cgroup_root: Path, ids: IdRange, lease_dir: Path) -> NodeCgroupSweep | None:
+    """Remove the empty node cgroup trees of ``ids`` while holding its lease (no node can start in the
+    range meanwhile and make its cgroup); None, touching nothing, when a live process holds the range."""
+    try:
+        lease = RangeLease.take(ids, lease_dir)
+    except IdRangeError:
+        return None
+    try:
+        return remove_left_node_cgroups(cgroup_root, ids)
+    finally:
+        lease.release()
+

@@ -23,6 +23,9 @@ so does ``reap_left_behind`` (with recovery, it spares those re-attached, ``lxc_
    log and sandbox dirs); the deletion opens each directory on the way with ``O_NOFOLLOW``
    and ``shutil.rmtree`` works from the parent's descriptor, so no symlink is ever followed.
    Any other work dir is logged and left.
+4. every node cgroup tree ``cortex/n<block>`` of this node's id range (the node holds its lease: no
+   other live node's is in it) is removed where no process is left in it, in every hierarchy
+   (``node_cgroup.remove_left_node_cgroups``), but the cgroups of containers recovery took back.
 
 A SIGKILLed daemon's containers do not wait for the next start: each ``lxc-execute`` runs
 under ``setpriv --pdeathsig KILL`` (``lxc_config.launch_argv``), so the kernel SIGKILLs it when
@@ -49,7 +52,7 @@ from twisted.logger import Logger
 
 from cortex_rm.container.id_ranges import BLOCK, IdRange
 from cortex_rm.container.lxc_config import CGROUP_PARENT
-from cortex_rm.container.node_cgroup import NODE_PREFIX
+from cortex_rm.container.node_cgroup import NODE_PREFIX, remove_left_node_cgroups
 from cortex_rm.container.lxc_reports import signal_pids
 from cortex_rm.container.runtime import ContainerSpec
 
@@ -150,6 +153,7 @@ def reap_left_behind(
     kill: Callable[[Iterable[int], int], None] = signal_pids,
     keep: Collection[str] = (),
     seen_from: Callable[[Path], Path] = lambda path: path,
+    node_cgroups: bool = True,
 ) -> list[str]:
     """Kill and clean up every container a previous run left but those in ``keep`` (re-attached by
     NodeManager recovery: ``lxc_recovery.py``; see the module docstring); the ids reaped.
@@ -157,8 +161,11 @@ def reap_left_behind(
     Blocking (bounded by ``wait_s``).  Every container is killed (``kill``: SIGKILL to pids) before
     anything is deleted; if processes outlive the wait, nothing is, for the next start to try again.
     Work dirs are deleted only strictly under ``roots`` (the NodeManager's dirs); ``seen_from`` maps
-    a recorded work dir to the path this process sees it at (another mount namespace's daemon)."""
-    found = [c for c in left_behind(base_dir) if c.container_id not in keep]
+    a recorded work dir to the path this process sees it at (another mount namespace's daemon).
+    ``node_cgroups``: the caller holds the lease of ``ids`` (a node at its start), so the node cgroup
+    trees of the range go too (step 4; ``local-cluster down`` does that itself, under the lease)."""
+    every = left_behind(base_dir)
+    found = [c for c in every if c.container_id not in keep]
     outlived = _kill_all(cgroup_root, found, wait_s, kill)
     if outlived:
         log.warn(
@@ -179,6 +186,9 @@ def reap_left_behind(
             container_id=left.container_id,
         )
         reaped.append(left.container_id)
+    if node_cgroups:
+        kept = [c.cgroup_dir for c in every if c.container_id in keep and c.cgroup_dir is not None]
+        remove_left_node_cgroups(cgroup_root, ids, spare=[*kept, *(f"{k}.monitor" for k in kept)])
     return reaped
 
 

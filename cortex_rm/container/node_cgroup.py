@@ -33,12 +33,21 @@ The caps, as cgroup v1 limits (``limits_of``; the runtime needs v1 memory and pi
 starts a container and whenever the caps change (``[nodemanager]`` re-read on SIGHUP).  A lower
 memory cap than the containers use now cannot be written (the kernel answers EBUSY after trying
 to reclaim): the old one stays, it is logged and ``apply`` tries again at the next change or start.
+
+A daemon that dies without its clean stop (SIGKILL, a crash) leaves its ``cortex/n<block>`` tree,
+with the ``b<block>`` cgroups below it, in every hierarchy.  ``remove_left_node_cgroups`` removes
+the trees of a range its caller holds, depth first, keeping any cgroup a process is still in: the
+node's next start does it for its own range (``lxc_leftovers.reap_left_behind``), and
+``local-cluster down`` for each of its nodes once their daemons are gone (``local_cluster_reap``).
 """
 
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+import os
+import re
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -51,6 +60,7 @@ log = Logger()
 
 #: The node's cgroup below ``CGROUP_PARENT``: this, then its id range's first block number.
 NODE_PREFIX: Final = "n"
+_NODE_NAME: Final = re.compile(rf"{NODE_PREFIX}([1-9][0-9]*)")
 #: The CFS period the quota is a multiple of (the kernel's default, 100 ms).
 CFS_PERIOD_US: Final = 100_000
 MIB: Final = 1 << 20
@@ -139,16 +149,110 @@ class NodeCgroup:
     def remove(self) -> None:
         """Remove the node's cgroups in every hierarchy (LXC makes it in each) if nothing is left below
         them (the node stops)."""
-        try:
-            hierarchies = [*self.cgroup_root.iterdir(), self.cgroup_root / "unified"]
-        except OSError:
-            hierarchies = []
-        for hierarchy in dict.fromkeys(hierarchies):
+        for hierarchy in hierarchies(self.cgroup_root):
             try:
                 (hierarchy / self.name).rmdir()
             except OSError:
                 pass
         self.applied = None
+
+
+@dataclass
+class NodeCgroupSweep:
+    """What ``remove_left_node_cgroups`` did: the cgroups removed and those kept, by path."""
+
+    removed: list[str] = field(default_factory=list)
+    #: A cgroup that could not be removed: the processes in it (empty: another reason, logged).
+    kept: dict[str, list[int]] = field(default_factory=dict)
+
+
+def hierarchies(cgroup_root: Path) -> list[Path]:
+    """Every cgroup hierarchy under ``cgroup_root``: the v1 controllers' mounts and cgroup2's ``unified``
+    (LXC makes a container's cgroup in each), one path per real directory."""
+    try:
+        found = [p for p in cgroup_root.iterdir() if p.is_dir()]
+    except OSError:
+        found = []
+    unified = cgroup_root / "unified"
+    if unified.is_dir() and unified not in found:
+        found.append(unified)
+    return list({os.path.realpath(p): p for p in sorted(found)}.values())
+
+
+def node_blocks(ids: IdRange) -> range:
+    """The block numbers a node cgroup of a node whose range meets nothing but ``ids`` is named by."""
+    return range(ids.base // BLOCK, (ids.base + ids.count) // BLOCK)
+
+
+def remove_left_node_cgroups(
+    cgroup_root: Path, ids: IdRange, spare: Collection[str] = (), rmdir: Callable[[Path], None] = os.rmdir
+) -> NodeCgroupSweep:
+    """Remove every node cgroup tree ``cortex/n<block>`` whose block is in ``ids``, in every hierarchy,
+    depth first: each cgroup holding no process and no kept child goes, a cgroup with processes in it
+    stays (logged, with them), and so do its ancestors.  ``spare``: cgroups (below the hierarchies'
+    roots) left alone with everything below them (containers NodeManager recovery took back).
+
+    A node cgroup is named by the first block of its node's range, and the caller holds ``ids``: its
+    own node's lease (at start), or one no live process holds (``local-cluster down``); the ranges of
+    a host's live nodes never meet (``range_leases.py``), so no tree removed is a live node's.
+    ``cortex`` itself stays (other nodes' trees are in it).  ``rmdir`` removes one cgroup (cgroupfs
+    removes a directory with its control files in it when no process and no child cgroup is left)."""
+    sweep = NodeCgroupSweep()
+    blocks = node_blocks(ids)
+    for hierarchy in hierarchies(cgroup_root):
+        parent = hierarchy / CGROUP_PARENT
+        try:
+            names = sorted(p.name for p in parent.iterdir())
+        except OSError:
+            continue
+        for name in names:
+            m = _NODE_NAME.fullmatch(name)
+            if m is not None and int(m[1]) in blocks:
+                _remove_tree(hierarchy, f"{CGROUP_PARENT}/{name}", set(spare), rmdir, sweep)
+    if sweep.removed:
+        log.info(
+            "removed {count} empty cgroups of the node cgroup trees left in range {range}",
+            count=len(sweep.removed), range=ids.text(),
+        )  # fmt: skip
+    return sweep
+
+
+def _remove_tree(
+    hierarchy: Path, name: str, spare: set[str], rmdir: Callable[[Path], None], sweep: NodeCgroupSweep
+) -> bool:
+    """Remove cgroup ``name`` of ``hierarchy`` after its children (see ``remove_left_node_cgroups``); whether
+    it is gone."""
+    path = hierarchy / name
+    if name in spare or path.is_symlink() or not path.is_dir():
+        return not path.exists()
+    try:
+        children = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError:
+        children = []
+    gone = [_remove_tree(hierarchy, f"{name}/{child}", spare, rmdir, sweep) for child in children]
+    if not all(gone):
+        return False
+    try:
+        rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError as e:
+        sweep.kept[str(path)] = pids = _procs(path)
+        if pids:
+            log.warn("left node cgroup {path} kept: processes {pids} are in it", path=str(path), pids=pids)
+        else:
+            log.warn("left node cgroup {path} not removed: {error}", path=str(path), error=str(e))
+        return False
+    sweep.removed.append(str(path))
+    return True
+
+
+def _procs(cgroup: Path) -> list[int]:
+    """The processes in ``cgroup`` (its ``cgroup.procs``; none when unreadable)."""
+    try:
+        return [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def _write_memory(memory: Path, limit: int) -> None:

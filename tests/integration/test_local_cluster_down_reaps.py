@@ -10,10 +10,11 @@ LXC container; the test SIGKILLs the daemon, as an operator or the kernel's OOM 
 
 Either way, once ``down`` returns, no process of the container (by pid, by cgroup or by a command line
 naming the work dir) is left, ``lxc-ls`` over the node's lxcpath lists nothing, the container's and its
-application's cgroups, its work dir, the containers' sysfs mount, the node's nftables table and its id
-range's lease are gone; and so for an ``--isolated`` node (recovery on), whose namespaces ``down``
-removes.  A recovery record stays (it is the node's state, as YARN's NM state store is kept): the
-next start reports that container LOST; it names no live process.
+application's cgroups, the node's cgroup tree (``cortex/n<block>``, in every hierarchy), its work dir,
+the containers' sysfs mount, the node's nftables table and its id range's lease are gone; and so for
+an ``--isolated`` node (recovery on), whose namespaces ``down`` removes.  A recovery record stays (it
+is the node's state, as YARN's NM state store is kept): the next start reports that container LOST;
+it names no live process.
 
 Skipped only where LXC cannot run (not root, no lxc-execute, no cgroup v1).
 """
@@ -37,6 +38,7 @@ from cortex_rm.container.lxc_leftovers import LeftBehind, left_behind
 from cortex_rm.container.lxc_sandbox import SYSFS_DIR
 from cortex_rm.container.net_firewall import inet_tables
 from cortex_rm.container.net_policy import table_name
+from cortex_rm.container.node_cgroup import hierarchies, node_cgroup_name
 from cortex_rm.container.nm_recovery import RECOVERY_DIR, ContainerRecordStore, same_process_alive
 from cortex_rm.container.range_leases import is_free
 from tests.integration.test_nm_leftovers import CGROUPS, GONE_BOUND_S, alive, cgroup_pids, left_cgroups, needs_lxc
@@ -162,6 +164,7 @@ def test_down_after_a_sigkilled_daemon_leaves_nothing_of_the_cluster(
         blocks = [h / block for h in CGROUPS.iterdir() if (h / block).is_dir()]
         assert [p for b in blocks for p in b.iterdir() if application in p.name] == []
         assert all(not (b / "cgroup.procs").read_text().strip() for b in blocks)
+        assert [h.name for h in hierarchies(CGROUPS) if (h / node_cgroup_name(ids)).exists()] == []
         assert list((node_dir / "nm-local-dir").rglob(container.container_id)) == []  # its work dir
         assert not os.path.ismount(node_dir / "lxc" / SYSFS_DIR)
         assert _mounts_under(workdir) == []

@@ -10,9 +10,11 @@ SIGKILLs that process, as the issue's operator SIGKILLed a node daemon:
   start over the same state dir kills them;
 
 either way a restart leaves no container dir, cgroup, work dir or sysfs mount of the old run, and
-starts containers of its own cleanly.
+starts containers of its own cleanly.  And the node cgroup trees (``cortex/n<block>``) a dead node
+left in its range go at that start, in the real cgroupfs, but a cgroup a process is still in.
 
-Skipped only where LXC cannot run (not root, no lxc-execute, no cgroup v1).
+Skipped only where LXC cannot run (not root, no lxc-execute, no cgroup v1), or for the cgroup trees
+where there is no cgroup v1 memory hierarchy and cgroup2 at /sys/fs/cgroup/unified, or not as root.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from typing import Any
 
 import pytest
 
-from cortex_rm.container.id_ranges import IdRange, node_id_range
+from cortex_rm.container.id_ranges import BLOCK, IdRange, node_id_range
 from cortex_rm.container.lxc_sandbox import SYSFS_DIR
+from cortex_rm.container.node_cgroup import remove_left_node_cgroups
 from cortex_rm.container.range_leases import RangeLease, is_free
 from tests.support.ring_daemons import REPO, wait_for
 
@@ -45,10 +48,13 @@ GONE_BOUND_S = 5.0
 START_S = 60.0
 
 
-@pytest.fixture
-def id_range() -> Iterator[IdRange]:
-    """A node range no live node of this host holds, leased for the test (nobody else starts in it)."""
-    for index in range(40, 200):
+CGROUP_TREES_READY = os.geteuid() == 0 and all((CGROUPS / h / "cgroup.procs").exists() for h in ("memory", "unified"))
+
+
+def _leased(indices: range) -> Iterator[IdRange]:
+    """A node range no live node of this host holds (node ``indices``' shares), leased while the generator
+    is suspended (nobody else starts in it)."""
+    for index in indices:
         ids = IdRange.parse(node_id_range(index))
         if is_free(ids):
             lease = RangeLease.take(ids)
@@ -56,6 +62,18 @@ def id_range() -> Iterator[IdRange]:
             lease.release()
             return
     pytest.skip("no free id range")
+
+
+@pytest.fixture
+def id_range() -> Iterator[IdRange]:
+    """A node range no live node of this host holds, leased for the test (nobody else starts in it)."""
+    yield from _leased(range(40, 200))
+
+
+@pytest.fixture
+def other_range(id_range: IdRange) -> Iterator[IdRange]:
+    """A second leased range (another node's, for the test), not ``id_range``."""
+    yield from _leased(range(240, 274))  # (the last node index whose range ends below 2**31: 273)
 
 
 class RuntimeChild:
@@ -210,3 +228,48 @@ def test_a_restart_deletes_no_work_dir_outside_the_nodemanagers_dirs_nor_through
         assert left_cgroups(found["cgroup"]) == [] and not (child.state / "lxc" / "containers" / cid).exists()
     assert (outside / "data").read_text() == "keep" and (victim / "data").read_text() == "keep"
     assert (child.state / "work" / "link").is_symlink()
+
+
+@pytest.mark.skipif(
+    not CGROUP_TREES_READY,
+    reason="needs root, cgroup v1 memory at /sys/fs/cgroup/memory and cgroup2 at /sys/fs/cgroup/unified",
+)
+def test_the_node_cgroup_trees_a_dead_node_left_go_but_a_cgroup_a_process_is_in(
+    id_range: IdRange, other_range: IdRange
+) -> None:
+    """Real cgroups in the memory, pids and cgroup2 hierarchies, as a SIGKILLed node of ``id_range`` leaves them:
+    its ``n<first>`` tree with an empty container cgroup and one a live ``sleep`` is in, and an older node's
+    ``n<first + 1>`` in the range; and another node's tree (``other_range``).  The sweep of ``id_range`` (what the
+    node's next start does) removes every empty cgroup of the range, keeps the sleep's cgroup and its ancestors
+    (saying its pid), and leaves the other node's tree and ``cortex``; once the sleep is gone the next sweep
+    removes the rest."""
+    first, other = id_range.base // BLOCK, other_range.base // BLOCK
+    hierarchies = [CGROUPS / h for h in ("memory", "pids", "unified")]
+    busy = f"cortex/n{first}/b{first + 1}/container_busy"
+    older, others = f"cortex/n{first + 1}/b{first + 1}", f"cortex/n{other}/b{other}"
+    names = [f"cortex/n{first}/b{first}/container_empty", busy, older, others]
+    sleep = subprocess.Popen(["sleep", "600"])
+    try:
+        for h in hierarchies:
+            for name in names:
+                (h / name).mkdir(parents=True, exist_ok=True)
+            (h / busy / "cgroup.procs").write_text(str(sleep.pid))
+        sweep = remove_left_node_cgroups(CGROUPS, id_range)
+        for h in hierarchies:
+            assert not (h / f"cortex/n{first}/b{first}").exists() and not (h / f"cortex/n{first + 1}").exists()
+            assert (h / busy / "cgroup.procs").read_text().split() == [str(sleep.pid)]
+            assert (h / others).is_dir()
+        assert sweep.kept == {str(h / busy): [sleep.pid] for h in hierarchies}
+        sleep.kill()
+        sleep.wait(timeout=10)
+        procs = [h / busy / "cgroup.procs" for h in hierarchies]
+        wait_for(lambda: not any(p.read_text().strip() for p in procs), "the sleep's cgroups empty", 10)
+        assert remove_left_node_cgroups(CGROUPS, id_range).kept == {}
+        assert [h for h in hierarchies if (h / f"cortex/n{first}").exists()] == []
+        assert all((h / "cortex").is_dir() and (h / others).is_dir() for h in hierarchies)
+    finally:
+        if sleep.poll() is None:
+            sleep.kill()
+            sleep.wait(timeout=10)
+        for ids in (id_range, other_range):  # (both leased by this test: nothing else is in them)
+            remove_left_node_cgroups(CGROUPS, ids)

@@ -1,5 +1,7 @@
 """``local-cluster up --nm-recovery``: every node's configuration turns NodeManager recovery on, and
-only then; and the check ``down`` makes before it SIGKILLs a recorded container's init by its pid."""
+only then; the check ``down`` makes before it SIGKILLs a recorded container's init by its pid; and
+the node cgroup trees ``down`` removes of a dead node (an empty directory stands for an empty cgroup,
+which ``rmdir`` removes; the real cgroupfs is in tests/integration/test_local_cluster_down_reaps.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import pytest
 
 from cortex_rm.cli import _parser
 from cortex_rm.config import load_config
+from cortex_rm.container.id_ranges import BLOCK, IdRange
 from cortex_rm.container.nm_recovery import ContainerRecord, pid_start_ticks
+from cortex_rm.container.range_leases import RangeLease
 from cortex_rm.local_cluster_config import plan_nodes
-from cortex_rm.local_cluster_reap import kill_recorded
+from cortex_rm.local_cluster_reap import kill_recorded, reap_stopped_node
 
 RING_IDS = ("a" * 40, "b" * 40)
 
@@ -70,3 +74,32 @@ def test_a_recorded_pid_is_killed_only_if_it_is_the_process_recorded(sleeper: su
     assert kill_recorded(record_of(sleeper.pid, ticks))
     assert sleeper.wait(timeout=10) == -9
     assert not kill_recorded(record_of(sleeper.pid, ticks))  # (reaped: gone)
+
+
+def test_down_removes_the_node_cgroup_trees_of_a_dead_nodes_range_unless_its_range_is_held(tmp_path: Path) -> None:
+    """A dead node's ``cortex/n<block>`` trees in two hierarchies: while another process holds the node's id
+    range (a node started in it since), ``down``'s reap leaves them; once the range is free it removes them,
+    and the next node's tree (outside the range) and ``cortex`` stay."""
+    config = configs(tmp_path, nm_recovery=False)[0]
+    ids = IdRange.parse(load_config(config).nodemanager.container_id_range)
+    first = ids.base // BLOCK
+    root, leases = tmp_path / "cgroup", tmp_path / "leases"
+    ours = [root / h / "cortex" / f"n{first}" / f"b{first + 1}" for h in ("memory", "unified")]
+    theirs = root / "memory" / "cortex" / f"n{first + ids.blocks}"
+    for path in (*ours, theirs):
+        path.mkdir(parents=True)
+
+    def reap() -> list[str] | None:
+        found = reap_stopped_node(
+            config.parent, config, isolated=True, cgroup_root=root, lock_wait_s=0, lease_dir=leases
+        )
+        assert found.skipped == "", found.skipped
+        return None if found.cgroups is None else found.cgroups.removed
+
+    lease = RangeLease.take(ids, leases)
+    try:
+        assert reap() is None and all(p.is_dir() for p in ours)
+    finally:
+        lease.release()
+    assert reap() == [str(ours[0]), str(ours[0].parent), str(ours[1]), str(ours[1].parent)]  # children first
+    assert theirs.is_dir() and (root / "memory" / "cortex").is_dir() and (root / "unified" / "cortex").is_dir()

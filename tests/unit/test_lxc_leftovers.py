@@ -67,9 +67,11 @@ class Node:
         self.local.mkdir()
         self.kernel = FakeKernel(tmp_path / "cgroup")
 
-    def left(self, number: int, work_dir: Path | None = None, pids: Iterable[tuple[int, int]] = ()) -> Path:
+    def left(
+        self, number: int, work_dir: Path | None = None, pids: Iterable[tuple[int, int]] = (), app: str = "cortex/b5"
+    ) -> Path:
         """A container a killed runtime left (its record names ``work_dir``, made with a file in it unless it
-        exists); its processes ``pids`` (pid, SIGKILLs it survives); its work dir."""
+        exists) in application cgroup ``app``; its processes ``pids`` (pid, SIGKILLs it survives); its work dir."""
         cid = f"container_1700000000000_0001_01_{number:06d}"
         work = work_dir if work_dir is not None else self.local / "appcache" / APPLICATION / cid
         if not os.path.lexists(work):
@@ -77,7 +79,7 @@ class Node:
             (work / "launch_container.sh").write_text("sleep 1000\n")
         container_dir = self.base / "containers" / cid
         container_dir.mkdir(parents=True)
-        cgroup = f"cortex/b5/{cid}"
+        cgroup = f"{app}/{cid}"
         (container_dir / "config").write_text(f"lxc.cgroup.dir.container = {cgroup}\n")
         spec = ContainerSpec(
             container_id=cid, work_dir=work, log_dir=self.local / "logs" / cid, command=["/bin/true"], env={},
@@ -136,6 +138,27 @@ def test_a_process_that_outlives_the_wait_keeps_every_left_container(tmp_path: P
     assert all(w.exists() for w in works) and len(node.containers()) == 2
     assert all((node.kernel.cgroup_root / "pids" / "cortex" / "b5" / c).is_dir() for c in node.containers())
     assert any("outlived SIGKILL" in t and "101" in t and "nothing removed" in t for t in warnings)
+
+
+def test_the_node_cgroup_trees_of_the_range_go_after_the_containers_but_a_kept_ones(tmp_path: Path) -> None:
+    """A killed node's containers in ``cortex/n5/b5``, an empty ``cortex/n5/b6`` (no container dir names it any
+    more) and an empty ``cortex/n7`` (an older node's, inside this range): all gone after the reap, but the
+    cgroup of a container NodeManager recovery took back (``keep``), empty or not, stays with its ancestors;
+    ``cortex/n9`` (another node's range) and ``cortex`` stay."""
+    node = Node(tmp_path)
+    node.left(1, pids=[(101, 0)], app="cortex/n5/b5")
+    node.left(2, app="cortex/n5/b5")
+    kept = node.left(3, app="cortex/n5/b7").name
+    pids = node.kernel.cgroup_root / "pids"
+    for name in ("cortex/n5/b6", "cortex/n7/b7", "cortex/n9/b9"):
+        (pids / name).mkdir(parents=True)
+    reaped = reap_left_behind(node.base, node.kernel.cgroup_root, IDS, [node.local], kill=node.kernel.kill, keep=[kept])
+    assert len(reaped) == 2
+    assert sorted(p.name for p in (pids / "cortex").iterdir()) == ["n5", "n9"]
+    assert sorted(p.relative_to(pids / "cortex").as_posix() for p in (pids / "cortex" / "n5").rglob("*")) == [
+        "n5/b7", f"n5/b7/{kept}"
+    ]
+    assert (pids / "cortex" / "n9" / "b9").is_dir()
 
 
 def test_a_work_dir_outside_the_nodemanagers_dirs_is_not_deleted(tmp_path: Path, warnings: list[str]) -> None:

@@ -1,5 +1,7 @@
-"""The node cgroup's limits from the caps, and how they are written (into a directory tree that
-stands for /sys/fs/cgroup; the kernel's side is in tests/integration/test_node_cgroup_lxc.py)."""
+"""The node cgroup's limits from the caps, how they are written (into a directory tree that
+stands for /sys/fs/cgroup; the kernel's side is in tests/integration/test_node_cgroup_lxc.py), and
+how the trees a dead node left are removed (``tests/support/cgroupfs.py``'s fake; the real cgroupfs
+in tests/integration/test_nm_leftovers.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +13,23 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import LogEvent, formatEvent
 
 from cortex_rm.config.events import EventsSection
 from cortex_rm.config.nodemanager import NodeManagerSection
-from cortex_rm.container.id_ranges import IdRange
+from cortex_rm.container.id_ranges import BLOCK, IdRange
 from cortex_rm.container.lxc_sandbox import ContainerSandbox
-from cortex_rm.container.node_cgroup import CFS_PERIOD_US, MIB, NodeCgroup, NodeLimits, limits_of, node_cgroup_name
+from cortex_rm.container.node_cgroup import (
+    CFS_PERIOD_US,
+    MIB,
+    NodeCgroup,
+    NodeLimits,
+    limits_of,
+    node_cgroup_name,
+    remove_left_node_cgroups,
+)
 from cortex_rm.roles.node_caps import NodeCaps
+from tests.support.cgroupfs import HIERARCHIES, FakeCgroupFs
 
 
 @dataclass(frozen=True)
@@ -145,3 +157,57 @@ def test_the_function_sandboxes_budget_is_inside_the_node_cgroup_limit_and_stays
     plain.apply(section)
     assert runtime.given[-1] == NodeLimits((2048 + 128) * MIB, 2 * CFS_PERIOD_US)
     assert limits_of(section, 512) == NodeLimits((2048 + 128 + 512) * MIB, 2 * CFS_PERIOD_US)
+
+
+#: A node's range of four blocks, 15..18: its node cgroup is ``cortex/n15``.
+RANGE = IdRange(15 * BLOCK, 4 * BLOCK)
+
+
+def test_the_trees_a_dead_node_left_in_its_range_go_in_every_hierarchy_and_nothing_else_does(tmp_path: Path) -> None:
+    """A SIGKILLed node's ``cortex/n15`` (two applications' cgroups, one with a container's below it) and an
+    older node's ``cortex/n17`` (its range began inside this one) go in every hierarchy; ``cortex`` stays, and
+    so do the trees of the nodes below and above the range (``n14``, ``n19``) and names no node has
+    (``n016``, ``n15x``), although all are empty."""
+    fs = FakeCgroupFs(tmp_path / "cgroup")
+    for name in ("cortex/n15/b15/container_1_0001_01_000001", "cortex/n15/b16", "cortex/n17/b17",
+                 "cortex/n14/b14", "cortex/n19", "cortex/n016", "cortex/n15x"):  # fmt: skip
+        fs.make(name)
+    sweep = remove_left_node_cgroups(fs.root, RANGE, rmdir=fs.rmdir)
+    assert fs.exists("cortex/n15") == [] and fs.exists("cortex/n17") == []
+    for name in ("cortex", "cortex/n14/b14", "cortex/n19", "cortex/n016", "cortex/n15x"):
+        assert fs.exists(name) == list(HIERARCHIES), name
+    assert len(sweep.removed) == 6 * len(HIERARCHIES) and sweep.kept == {}
+    assert {p.relative_to(fs.root).parts[2] for p in fs.asked} == {"n15", "n17"}  # nothing else was tried
+
+
+def test_a_cgroup_a_process_is_in_stays_with_its_ancestors_and_is_logged(
+    tmp_path: Path, log_events: list[LogEvent]
+) -> None:
+    """A process is still in a container's memory cgroup: that cgroup, its application's and the node's stay in
+    the memory hierarchy (the kernel refuses them; the sweep says which process keeps them), and the empty
+    application cgroup beside them goes; in the other hierarchies the whole tree goes."""
+    fs = FakeCgroupFs(tmp_path / "cgroup")
+    busy = "cortex/n15/b15/container_1_0001_01_000001"
+    fs.make(busy)
+    fs.make(busy, pids=[4242], hierarchies=["memory"])
+    fs.make("cortex/n15/b16")
+    sweep = remove_left_node_cgroups(fs.root, RANGE, rmdir=fs.rmdir)
+    assert fs.exists(busy) == ["memory"] and fs.exists("cortex/n15") == ["memory"]
+    assert fs.exists("cortex/n15/b16") == []
+    assert sweep.kept == {str(fs.root / "memory" / busy): [4242]}
+    assert any("4242" in t and busy in t and "kept" in t for t in map(formatEvent, log_events))
+    fs.make(busy, pids=[], hierarchies=["memory"])  # the process has gone: the next sweep takes the rest
+    assert len(remove_left_node_cgroups(fs.root, RANGE, rmdir=fs.rmdir).removed) == 3
+    assert fs.exists("cortex/n15") == [] and fs.exists("cortex") == list(HIERARCHIES)
+
+
+def test_a_spared_cgroup_stays_even_when_empty(tmp_path: Path) -> None:
+    """A cgroup the caller spares (a container NodeManager recovery took back, and its monitor's) stays
+    with its ancestors although no process is in it; its empty sibling goes."""
+    fs = FakeCgroupFs(tmp_path / "cgroup")
+    kept = "cortex/n15/b15/container_1_0001_01_000001"
+    for name in (kept, f"{kept}.monitor", "cortex/n15/b15/container_1_0001_01_000002"):
+        fs.make(name)
+    sweep = remove_left_node_cgroups(fs.root, RANGE, spare=[kept, f"{kept}.monitor"], rmdir=fs.rmdir)
+    assert fs.exists(kept) == list(HIERARCHIES) and fs.exists(f"{kept}.monitor") == list(HIERARCHIES)
+    assert fs.exists("cortex/n15/b15/container_1_0001_01_000002") == [] and sweep.kept == {}
