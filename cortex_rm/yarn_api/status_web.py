@@ -49,7 +49,7 @@ from cortex_rm.yarn.errors import MalformedId
 from cortex_rm.yarn.ids import ApplicationId
 from cortex_rm.yarn.resource_tracker import NodeRefused
 from cortex_rm.yarn_api.http_access import anonymous_access_of, caller_of
-from cortex_rm.yarn_api.ledger_rest import LedgerWebServices
+from cortex_rm.yarn_api.ledger_rest import LedgerWebServices, ledger_number
 from cortex_rm.yarn_api.user_auth import ANONYMOUS_CLUSTER_INFO, UserAuthenticator, own_user
 
 log = Logger()
@@ -284,8 +284,4 @@ def _page_number(request: Request) -> int:
 
 def _int_arg(request: Request, name: str) -> int | None:
     text = _arg(request, name)
-    if text is None:
-        return None
-    if not text.isdecimal() or len(text) > 19:
-        raise BadLedgerRequest(f"{name}={text[:40]!r} is not a time in ms since the epoch")
-    return int(text)
+    return None if text is None else ledger_number(name, text)

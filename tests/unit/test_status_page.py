@@ -298,6 +298,11 @@ def test_nodes_show_their_attested_uptime_and_the_earnings_page_their_shares() -
     later = text(get(rm, f"/cluster/earnings?start={DAY}&end={2 * DAY}", anonymous=True))
     assert f'href="/cluster/earnings?start=0&amp;end={DAY}">previous period</a>' in later  # the one before
     assert get(rm, "/cluster/earnings?start=5").status == 400
+    for query in ("start=0&end=9999999999999999999", "start=x&end=1"):  # refused by the REST API's own check
+        rest = get(rm, "/ws/v1/cortex/payouts?" + query)
+        assert rest.status == 400 and "not a non-negative integer below 2**63" in rest.body.decode()
+        page = get(rm, "/cluster/earnings?" + query)
+        assert page.status == 400 and "not a non-negative integer below 2**63" in text(page)
 
 
 def test_the_events_page_lists_the_viewers_own_functions_from_the_registry() -> None:
