@@ -32,7 +32,14 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from cortex_rm.yarn.delegation import ANONYMOUS, REST_TOKEN_HEADER, RM_DELEGATION_KIND, DelegationIdentifier, InvalidToken, Principal
+from cortex_rm.yarn.delegation import (
+    ANONYMOUS,
+    REST_TOKEN_HEADER,
+    RM_DELEGATION_KIND,
+    DelegationIdentifier,
+    InvalidToken,
+    Principal,
+)
 from cortex_rm.yarn_api.user_auth import ANONYMOUS_CLUSTER_INFO, UserAuthenticator
 
 log = Logger()
