@@ -13,15 +13,34 @@ memory stays bounded (at most ``MAX_TRACKED_ADDRESSES`` addresses are told apart
 A request answered with an error may also get a line that says why (``rest_errors.log_refused``):
 only while its site's access lines are within the burst (``details_allowed``), so those
 lines are bounded the same way; past it, the summary counts the request by its status.
+
+Who a request comes from is decided here too, once for the RM's REST API and its status pages
+(``caller_of``, ``anonymous_access_of``), so the two apply the same rule: a site without a
+``UserAuthenticator`` checks no credentials and every caller is anonymous, whatever she sends;
+with one, a valid RM delegation token makes its owner the caller, a token that is not valid is
+refused (``InvalidToken``), and no credential is anonymous, seeing what ``anonymous_access`` allows.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections import Counter
 from typing import Final
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.web.server import Request
+
+from cortex_rm.yarn.delegation import (
+    ANONYMOUS,
+    REST_TOKEN_HEADER,
+    RM_DELEGATION_KIND,
+    DelegationIdentifier,
+    InvalidToken,
+    Principal,
+)
+from cortex_rm.yarn_api.user_auth import ANONYMOUS_CLUSTER_INFO, UserAuthenticator
 
 log = Logger()
 
@@ -115,3 +134,41 @@ def details_allowed(request: object) -> bool:
     within their burst (always, for a site without an ``AccessLog``)."""
     access = getattr(getattr(request, "site", None), "access", None)
     return not isinstance(access, AccessLog) or access.may_detail()
+
+
+# -- who calls -------------------------------------------------------------------------
+
+
+def anonymous_access_of(auth: UserAuthenticator | None) -> str:
+    """What a caller without a credential may see: ``auth``'s ``anonymous_access``; the cluster's
+    info without ``auth`` (a site that checks no credentials has no one to keep it from)."""
+    return auth.anonymous_access if auth is not None else ANONYMOUS_CLUSTER_INFO
+
+
+def caller_of(
+    auth: UserAuthenticator | None, request: Request, basic: bool = False
+) -> tuple[Principal, DelegationIdentifier | None]:
+    """Who sent ``request`` and the RM delegation token she sent (module docstring): ANONYMOUS without
+    ``auth`` or without a credential.  The credential is the REST header's value, or (``basic``: a
+    browser, which sends no such header) the password of HTTP Basic authentication -- the user name
+    is not trusted, the token names its owner.  InvalidToken for a token, or a Basic header, not valid."""
+    if auth is None:
+        return ANONYMOUS, None
+    text = _credential(request, basic)
+    if text is None:
+        return ANONYMOUS, None
+    return auth.url_token(text, RM_DELEGATION_KIND)
+
+
+def _credential(request: Request, basic: bool) -> str | None:
+    header = request.getHeader(REST_TOKEN_HEADER.encode("ascii"))
+    if header is not None and header.strip():
+        return header.decode("ascii", errors="replace")
+    authorization = request.getHeader(b"authorization") if basic else None
+    if authorization is None or not authorization[:6].lower() == b"basic ":
+        return None
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidToken("the Authorization header is not Basic user:password") from None
+    return decoded.partition(":")[2].strip() or None

@@ -90,16 +90,21 @@ def tree_head_json(sth: SignedTreeHead) -> dict[str, Any]:
     }
 
 
+def ledger_number(name: str, text: str) -> int:
+    """The value of the query parameter ``name`` (a time in ms, an index or a size), here and on the
+    status pages' earnings: a non-negative integer below 2**63; ``BadLedgerRequest`` otherwise."""
+    if not text.isdecimal() or len(text) > 19 or int(text) > MAX_INDEX:
+        raise BadLedgerRequest(f"{name}={text[:40]!r} is not a non-negative integer below 2**63")
+    return int(text)
+
+
 def _number(call: RestCall, name: str, required: bool = True) -> int | None:
     values = call.query.get(name)
     if not values:
         if required:
             raise rest_errors.bad_request(f"the query parameter {name} is required")
         return None
-    text = values[-1]
-    if not text.isdecimal() or len(text) > 19 or int(text) > MAX_INDEX:
-        raise rest_errors.bad_request(f"{name}={text[:40]!r} is not a non-negative integer below 2**63")
-    return int(text)
+    return ledger_number(name, values[-1])  # (a BadLedgerRequest is answered 400: ``answer``)
 
 
 class LedgerWebServices:

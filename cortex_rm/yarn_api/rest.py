@@ -37,16 +37,10 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from cortex_rm.allocator.app_access import AppAccess
 from cortex_rm.allocator.rm_context import RMContext
-from cortex_rm.yarn.delegation import (
-    ANONYMOUS,
-    REST_TOKEN_HEADER,
-    RM_DELEGATION_KIND,
-    DelegationIdentifier,
-    InvalidToken,
-    Principal,
-)
+from cortex_rm.yarn.delegation import REST_TOKEN_HEADER, DelegationIdentifier, InvalidToken, Principal
 from cortex_rm.yarn.errors import YarnError
 from cortex_rm.yarn_api import rest_errors
+from cortex_rm.yarn_api.http_access import anonymous_access_of, caller_of
 from cortex_rm.yarn_api.http_limits import API_LIMITS, HttpLimits, LimitedSite
 from cortex_rm.yarn_api.http_streams import LimitedRequest
 from cortex_rm.yarn_api.rest_errors import RestError
@@ -234,11 +228,8 @@ class WebServicesResource(Resource):
     def _principal(self, request: Request) -> tuple[Principal, DelegationIdentifier | None]:
         """The owner of the request's RM delegation token, and the token; anonymous without one
         (401 for a bad one)."""
-        header = request.getHeader(REST_TOKEN_HEADER.encode("ascii"))
-        if header is None or not header.strip() or self.auth is None:
-            return ANONYMOUS, None
         try:
-            return self.auth.url_token(header.decode("ascii", errors="replace"), RM_DELEGATION_KIND)
+            return caller_of(self.auth, request)  # the status pages' rule too
         except InvalidToken as e:
             raise rest_errors.unauthorized(f"{REST_TOKEN_HEADER}: {e}") from None
 
@@ -324,7 +315,7 @@ def build_rest_site(
     page = ClusterPages(rm, version, auth, access, ledger, events)
     root.putChild(b"", RootRedirect())
     root.putChild(b"cluster", page)
-    anonymous_access = auth.anonymous_access if auth is not None else "cluster-info"
+    anonymous_access = anonymous_access_of(auth)
     credentials = auth.credentials if auth is not None else None
     services = ClusterWebServices(
         rm, version, access, anonymous_access, admin, credentials, view_tickets=view_tickets

@@ -2,7 +2,9 @@
 
 A thin twisted.web resource: it works out who reads (``Viewer``), takes the rows from the
 same in-process objects the REST API answers from, and writes the page the pure functions
-of ``status_page`` make.  Access is the REST API's, rule for rule:
+of ``status_page`` make.  Access is the REST API's, rule for rule (the same functions decide who
+reads: ``http_access.caller_of`` and ``anonymous_access_of``; an RM that checks no credentials
+takes every visitor as anonymous, whatever she sends, as its REST API does):
 
 * without a credential, a visitor sees the cluster's info, and -- when ``anonymous_access``
   is "cluster-info" -- its metrics and the ledger's payouts (public by design); with
@@ -23,8 +25,6 @@ carry a Content-Security-Policy that allows no script, and every value in them i
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from typing import Final
 
@@ -44,12 +44,13 @@ from cortex_rm.allocator.rm_context import RMContext
 from cortex_rm.status_page import cluster_pages as pages
 from cortex_rm.status_page import cluster_views as views
 from cortex_rm.status_page.html_parts import PAGE_ROWS, page_of
-from cortex_rm.yarn.delegation import ANONYMOUS, REST_TOKEN_HEADER, RM_DELEGATION_KIND, InvalidToken, Principal
+from cortex_rm.yarn.delegation import ANONYMOUS, InvalidToken, Principal
 from cortex_rm.yarn.errors import MalformedId
 from cortex_rm.yarn.ids import ApplicationId
 from cortex_rm.yarn.resource_tracker import NodeRefused
-from cortex_rm.yarn_api.ledger_rest import LedgerWebServices
-from cortex_rm.yarn_api.user_auth import UserAuthenticator, own_user
+from cortex_rm.yarn_api.http_access import anonymous_access_of, caller_of
+from cortex_rm.yarn_api.ledger_rest import LedgerWebServices, ledger_number
+from cortex_rm.yarn_api.user_auth import ANONYMOUS_CLUSTER_INFO, UserAuthenticator, own_user
 
 log = Logger()
 
@@ -93,37 +94,20 @@ class ClusterPages(Resource):
 
     # -- who reads -------------------------------------------------------------------
 
-    def _credential(self, request: Request) -> str | None:
-        """The REST value the request carries: in the REST API's header, or as a Basic password."""
-        header = request.getHeader(REST_TOKEN_HEADER.encode("ascii"))
-        if header is not None and header.strip():
-            return header.decode("ascii", errors="replace")
-        basic = request.getHeader(b"authorization")
-        if basic is None or not basic[:6].lower() == b"basic ":
-            return None
-        try:
-            _, _, password = base64.b64decode(basic[6:].strip(), validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            raise PageError(401, "Not signed in", "the Authorization header is not Basic user:password") from None
-        return password.strip() or None
-
     def viewer(self, request: Request) -> tuple[Viewer, Principal]:
-        text = self._credential(request)
-        principal = ANONYMOUS
-        if text is not None:
-            if self.auth is None:
-                raise PageError(401, "Not signed in", "this ResourceManager checks no credentials")
-            try:
-                principal, _ = self.auth.url_token(text, RM_DELEGATION_KIND)
-            except InvalidToken as e:
-                raise PageError(401, "Not signed in", f"your credential was not accepted: {e}") from None
+        """Who reads, by the REST API's rule (``http_access.caller_of``), her credential in its header
+        or as a Basic password; 401 for one not valid."""
+        try:
+            principal, _ = caller_of(self.auth, request, basic=True)
+        except InvalidToken as e:
+            raise PageError(401, "Not signed in", f"your credential was not accepted: {e}") from None
         if principal.authenticated:
             return pages.Viewer(principal.user, True), principal
         return self.anonymous(), principal
 
     def anonymous(self) -> Viewer:
-        """A visitor without a credential: sees the cluster's figures if ``anonymous_access`` allows."""
-        return pages.Viewer(None, self.auth is None or self.auth.anonymous_access == "cluster-info")
+        """A visitor without a credential: sees the cluster's figures if ``anonymous_access`` allows, as over REST."""
+        return pages.Viewer(None, anonymous_access_of(self.auth) == ANONYMOUS_CLUSTER_INFO)
 
     # -- rendering -------------------------------------------------------------------
 
@@ -300,8 +284,4 @@ def _page_number(request: Request) -> int:
 
 def _int_arg(request: Request, name: str) -> int | None:
     text = _arg(request, name)
-    if text is None:
-        return None
-    if not text.isdecimal() or len(text) > 19:
-        raise BadLedgerRequest(f"{name}={text[:40]!r} is not a time in ms since the epoch")
-    return int(text)
+    return None if text is None else ledger_number(name, text)

@@ -215,6 +215,30 @@ def test_with_anonymous_access_none_the_anonymous_page_names_the_rm_and_nothing_
     assert earnings is not None and earnings.status == 401
 
 
+def test_without_credentials_checked_the_pages_take_a_credential_as_rest_does(cluster: Cluster) -> None:
+    """An RM that checks no credentials (no ``auth``): REST takes a caller who sends one as anonymous, and so
+    do the pages -- the anonymous view with its figures and the earnings, no 401 and no notice."""
+    site = build_rest_site(cluster.rm, version="1", access=AppAccess(()))
+    sent = cluster.credential_header("alice")
+    for headers in (sent, basic(cluster, "alice"), {REST_TOKEN_HEADER: "garbage"}):
+        rest = HttpConnection(site)
+        rest.send("GET", "/ws/v1/cluster/metrics", b"", headers)
+        answer = rest.response()
+        assert answer is not None and answer.status == 200  # REST: anonymous, open to "cluster-info"
+        for path in ("/cluster", "/cluster/earnings"):
+            conn = HttpConnection(site)
+            conn.send("GET", path, b"", headers)
+            page = conn.response()
+            assert page is not None and page.status == 200, (path, headers)
+            assert "not accepted" not in text(page) and "checks no credentials" not in text(page)
+            assert "Signed in" not in text(page)
+        conn = HttpConnection(site)
+        conn.send("GET", "/cluster/nodes", b"", headers)
+        nodes = conn.response()
+        assert nodes is not None and nodes.status == 401  # as /ws/v1/cluster/nodes: for signed-in users only
+        assert "not accepted" not in text(nodes) and "checks no credentials" not in text(nodes)
+
+
 def test_the_previous_period_of_a_calendar_month_is_the_month_before() -> None:
     """previous_period: a calendar month's is the month before (of its own length); a fixed length's is one more
     of that length; none before the epoch."""
@@ -274,6 +298,11 @@ def test_nodes_show_their_attested_uptime_and_the_earnings_page_their_shares() -
     later = text(get(rm, f"/cluster/earnings?start={DAY}&end={2 * DAY}", anonymous=True))
     assert f'href="/cluster/earnings?start=0&amp;end={DAY}">previous period</a>' in later  # the one before
     assert get(rm, "/cluster/earnings?start=5").status == 400
+    for query in ("start=0&end=9999999999999999999", "start=x&end=1"):  # refused by the REST API's own check
+        rest = get(rm, "/ws/v1/cortex/payouts?" + query)
+        assert rest.status == 400 and "not a non-negative integer below 2**63" in rest.body.decode()
+        page = get(rm, "/cluster/earnings?" + query)
+        assert page.status == 400 and "not a non-negative integer below 2**63" in text(page)
 
 
 def test_the_events_page_lists_the_viewers_own_functions_from_the_registry() -> None:
