@@ -364,6 +364,8 @@ def _reap_node(node: LocalNode, say: Callable[[str], None]) -> NodeReap:
         say(f"{node.name}: removed {len(found.removed)} LXC container(s) its daemon had left (cgroups, work dirs)")
     if found.table_removed:
         say(f"{node.name}: deleted its nftables table {found.table_removed}")
+    if found.cgroups_skipped:
+        say(f"{node.name}: left its node cgroup trees: {found.cgroups_skipped}")
     if found.cgroups is not None and found.cgroups.removed:
         say(f"{node.name}: removed {len(found.cgroups.removed)} empty cgroup(s) of its node cgroup trees")
     if found.cgroups is not None and found.cgroups.kept:

@@ -65,8 +65,10 @@ class NodeReap:
     #: LXC containers whose processes outlived SIGKILL (nothing of them removed).
     outlived: list[str] = field(default_factory=list)
     table_removed: str = ""
-    #: The node cgroup trees of its range, removed where no process is in them (None: its range is held).
+    #: The node cgroup trees of its range, removed where no process is in them (None: not swept).
     cgroups: NodeCgroupSweep | None = None
+    #: Why its node cgroup trees were not swept ("" when they were).
+    cgroups_skipped: str = ""
     #: Why nothing was done ("" when it was).
     skipped: str = ""
     #: The pid a live process holding its state dir's lock wrote (nothing was done then).
@@ -137,7 +139,12 @@ def reap_stopped_node(
     report.removed = reap_left_behind(lxc, cgroup_root, ids, roots, seen_from=seen_from, node_cgroups=False)
     report.outlived = [cid for cid in left if cid not in report.removed]
     unmount_sysfs(lxc / SYSFS_DIR)
-    report.cgroups = _remove_node_cgroups(cgroup_root, ids, lease_dir)
+    try:
+        report.cgroups = _remove_node_cgroups(cgroup_root, ids, lease_dir)
+    except IdRangeError as e:
+        report.cgroups_skipped = f"its id range is held by a live process ({e}); run down again once it has stopped"
+    except OSError as e:
+        report.cgroups_skipped = f"cannot take its id range's lease in {lease_dir} or remove its cgroups: {e}"
     nft = shutil.which("nft")
     if not isolated and nft is not None:
         table = table_name(f"{ids.base}_{ids.count}")  # (named so by node_manager.py's container_firewall)
@@ -150,13 +157,10 @@ def reap_stopped_node(
     return report
 
 
-def _remove_node_cgroups(cgroup_root: Path, ids: IdRange, lease_dir: Path) -> NodeCgroupSweep | None:
+def _remove_node_cgroups(cgroup_root: Path, ids: IdRange, lease_dir: Path) -> NodeCgroupSweep:
     """Remove the empty node cgroup trees of ``ids`` while holding its lease (no node can start in the
-    range meanwhile and make its cgroup); None, touching nothing, when a live process holds the range."""
-    try:
-        lease = RangeLease.take(ids, lease_dir)
-    except IdRangeError:
-        return None
+    range meanwhile and make its cgroup); IdRangeError, touching nothing, when a live process holds it."""
+    lease = RangeLease.take(ids, lease_dir)
     try:
         return remove_left_node_cgroups(cgroup_root, ids)
     finally:

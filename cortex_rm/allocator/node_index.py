@@ -192,7 +192,7 @@ class NodeDirectory:
         self.total_vcores = 0
         self.used_mem = 0  # held by containers, over all nodes
         self.used_vcores = 0
-        self.shapes: Counter[Resource] = Counter()  # capabilities of nodes not leaving: "can this ever fit?"
+        self.shapes: Counter[Resource] = Counter()  # every node's capability: "can this ever fit?"
         self._next_order = 0
 
     def __len__(self) -> int:
@@ -230,8 +230,9 @@ class NodeDirectory:
     def drain(self, node_id: NodeId) -> bool:
         """A DECOMMISSIONING node takes no new containers: out of every free-space index (and
         ``fits`` says no), while its containers run on and release their room as they end; and out
-        of the shapes, since it will never hold anything new (an AM does not wait for it).
-        False if the node is not in the scheduler."""
+        of its partition's shapes, so an AM that waits for a static node does not wait for it (the
+        cluster's ``shapes`` keep it: an ask only it could hold waits for a node of its size rather
+        than being refused).  False if the node is not in the scheduler."""
         node = self.by_id.get(node_id)
         if node is None or node.draining:
             return node is not None
@@ -239,7 +240,7 @@ class NodeDirectory:
         if not self.racks.get(node.rack):
             self.racks.pop(node.rack, None)
         self._drop_if_empty(node.label)
-        self._forget_shape(node)
+        self._forget_partition_shape(node)
         node.draining = True
         return True
 
@@ -301,17 +302,19 @@ class NodeDirectory:
         return best
 
     def _count_shape(self, node: SchedulerNode) -> None:
-        if node.draining:
-            return
         self.shapes[node.capability] += 1
-        self.partition_shapes.setdefault(node.label, Counter())[node.capability] += 1
+        if not node.draining:
+            self.partition_shapes.setdefault(node.label, Counter())[node.capability] += 1
 
     def _forget_shape(self, node: SchedulerNode) -> None:
-        if node.draining:
-            return
         self.shapes[node.capability] -= 1
         if not self.shapes[node.capability]:
             del self.shapes[node.capability]
+        self._forget_partition_shape(node)
+
+    def _forget_partition_shape(self, node: SchedulerNode) -> None:
+        if node.draining:
+            return
         shapes = self.partition_shapes[node.label]
         shapes[node.capability] -= 1
         if not shapes[node.capability]:

@@ -279,12 +279,14 @@ class Localizer:
                     w.errback(result)
                 return
             path, size, reservation = result
-            cache.next_entry = max(cache.next_entry, int(path.parent.name))
-            with self._lock:
-                entry = cache.done[key] = _Entry(path, size, self._now(), {requester.container_id})
-                self._shared_total += size if cache.bounded else 0
-            if reservation is not None:
-                reservation.settle()
+            try:  # (the entry counts before its reservation ends: for a moment its bytes count twice, never zero)
+                cache.next_entry = max(cache.next_entry, int(path.parent.name))
+                with self._lock:
+                    entry = cache.done[key] = _Entry(path, size, self._now(), {requester.container_id})
+                    self._shared_total += size if cache.bounded else 0
+            finally:
+                if reservation is not None:
+                    reservation.settle()
             log.info("localized {url} as {path} ({size} bytes)", url=str(resource.url), path=str(path), size=size)
             for w in waiters:
                 w.callback(entry)

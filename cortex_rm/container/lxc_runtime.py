@@ -44,6 +44,7 @@ import os
 import shutil
 import signal
 import socket
+import threading
 from collections import deque
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -332,6 +333,7 @@ class LxcRuntime:
         #: The node's cgroup, parent of every container's, with the caps as its limits (``node_cgroup.py``).
         self.node_cgroup = NodeCgroup(cgroup_root, self.sandbox.node_cgroup)
         self.limits = limits
+        self._limits_lock = threading.Lock()  # (a reload writes them from a file thread)
         self._host_checked = False
         self._images = ImageLayouts(cgroup_root, self.hostname)
 
@@ -344,10 +346,12 @@ class LxcRuntime:
         found = sorted(node.glob(f"*/{container_id}"))
         return found[0] if found else node / container_id
 
-    def set_limits(self, limits: NodeLimits) -> list[str]:
-        """The node cgroup's new limits (the caps changed); what could not be written (the old ones stay)."""
-        self.limits = limits
-        return self.node_cgroup.apply(limits)
+    def set_limits(self, limits: NodeLimits | None = None) -> list[str]:
+        """Write the node cgroup's limits, new ones if given (the caps changed), one writer at a time;
+        what could not be written (the old ones stay)."""
+        with self._limits_lock:
+            self.limits = limits or self.limits
+            return [] if self.limits is None else self.node_cgroup.apply(self.limits)
 
     def application_finished(self, application: str) -> None:
         """``application`` has ended on this node: free its ids, rules and cgroups."""
@@ -425,8 +429,7 @@ class LxcRuntime:
         ``keep`` (``lxc_leftovers.py``; blocking, bounded; work dirs only under ``roots``), and its sysfs."""
         reaped = reap_left_behind(self.base_dir, self.cgroup_root, self.sandbox.blocks.ids, roots, keep=keep)
         unmount_sysfs(self.base_dir / SYSFS_DIR)
-        if self.limits is not None:  # the caps hold from the start (a problem is logged)
-            self.node_cgroup.apply(self.limits)
+        self.set_limits()  # the caps hold from the start (a problem is logged)
         return reaped
 
     def close(self) -> None:
@@ -443,6 +446,5 @@ class LxcRuntime:
         if not self._host_checked:
             prepare_host(self.lxc_execute, self.cgroup_root, self.base_dir)
             mount_sysfs(self.base_dir / SYSFS_DIR)
-            if self.limits is not None:  # (a problem is logged: the containers' own limits still hold)
-                self.node_cgroup.apply(self.limits)
+            self.set_limits()  # (a problem is logged: the containers' own limits still hold)
             self._host_checked = True

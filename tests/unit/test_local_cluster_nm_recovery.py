@@ -94,11 +94,14 @@ def test_down_removes_the_node_cgroup_trees_of_a_dead_nodes_range_unless_its_ran
             config.parent, config, isolated=True, cgroup_root=root, lock_wait_s=0, lease_dir=leases
         )
         assert found.skipped == "", found.skipped
+        held.append(found.cgroups_skipped)
         return None if found.cgroups is None else found.cgroups.removed
 
+    held: list[str] = []
     lease = RangeLease.take(ids, leases)
     try:
         assert reap() is None and all(p.is_dir() for p in ours)
+        assert "held by a live process" in held[-1] and "run down again once it has stopped" in held[-1]
     finally:
         lease.release()
     assert reap() == [str(ours[0]), str(ours[0].parent), str(ours[1]), str(ours[1].parent)]  # children first

@@ -138,16 +138,17 @@ def test_a_node_outside_its_schedule_is_withheld_from_placement_and_keeps_its_co
     assert d.total == Resource(2048, 2)
 
 
-def test_a_draining_node_leaves_the_shapes_and_its_later_changes_do_not_count_it_again() -> None:
-    """drain: no longer in ``shapes``/``partition_shapes`` (nothing new will ever fit there); a resize,
-    a relabel or its removal afterwards leaves the counters as they are; its totals stay until it goes."""
+def test_a_draining_node_leaves_its_partitions_shapes_and_its_later_changes_do_not_count_it_again() -> None:
+    """drain: no longer in ``partition_shapes`` (an AM waiting for its partition does not wait for it),
+    still in ``shapes`` (an ask only it could hold waits rather than being refused); a resize, a relabel
+    or its removal afterwards keeps the counters right; its totals stay until it goes."""
     d, (a, b) = _directory((4096, 4), (2048, 2))
     assert d.drain(a.node_id) and d.drain(a.node_id)  # (again: nothing more happens)
-    assert dict(d.shapes) == {Resource(2048, 2): 1} and dict(d.partition_shapes) == {"": {Resource(2048, 2): 1}}
-    assert d.total == Resource(6144, 6)
+    assert dict(d.partition_shapes) == {"": {Resource(2048, 2): 1}}
+    assert dict(d.shapes) == {Resource(4096, 4): 1, Resource(2048, 2): 1} and d.total == Resource(6144, 6)
     d.resize(a.node_id, Resource(8192, 8))
     d.relabel(a, "static")
-    assert dict(d.shapes) == {Resource(2048, 2): 1} and "static" not in d.partition_shapes
+    assert dict(d.shapes) == {Resource(8192, 8): 1, Resource(2048, 2): 1} and "static" not in d.partition_shapes
     d.remove(a)
     assert dict(d.shapes) == {Resource(2048, 2): 1} and d.total == Resource(2048, 2)
     d.remove(b)

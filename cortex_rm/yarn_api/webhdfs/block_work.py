@@ -138,6 +138,11 @@ class _Replica:
             with ctx.store.open_data(stored.block_id) as data:
                 put_block(self.address, stored.block_id, ticket, stored.checksum, stored.length, data)
         except BlockTransferFailed as e:
+            # The copy is sent unchecked (sendfile): whose fault it was, this node's replica
+            # (CorruptReplica or MissingBlock: the write fails, as when it cannot store a block)
+            # or the other node's (dropped from the pipeline), is told by checking ours now.
+            for _ in ctx.store.read(stored.block_id):
+                pass
             self.failure = str(e)
             raise
         return self.node
