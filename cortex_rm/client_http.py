@@ -69,10 +69,11 @@ def exchange(
             connection.connect()
         except OSError as e:
             raise Unreachable(e.strerror or str(e) or type(e).__name__) from None
-        if connection.sock is not None:
-            connection.sock.settimeout(timeout_s + wait_s)
-            if deadline is not None:
-                bounded = connection.sock = _ByDeadline(connection.sock, deadline, timeout_s + wait_s)
+        per_read_s = timeout_s + wait_s
+        if connection.sock is not None and deadline is not None:
+            bounded = connection.sock = _ByDeadline(connection.sock, deadline, per_read_s)
+        elif connection.sock is not None:
+            connection.sock.settimeout(per_read_s)
         sent = dict(headers)
         if body is None and method in ("POST", "PUT"):
             body = b""  # Content-Length: 0
@@ -88,23 +89,17 @@ def exchange(
     finally:
         connection.close()
         if bounded is not None:
-            bounded.sock.close()  # (the answer is read: whatever the response object still holds)
+            bounded.sock.close()  # (its one owner: the answer is read, whatever the response object still holds)
 
 
 class _ByDeadline:
     """A connected socket as ``http.client`` uses it (``sendall``, ``makefile``, ``close``) whose every send and
-    read waits at most ``per_read_s`` and ends by ``deadline`` (``TimeoutError``, an ``OSError``).  As a socket's
-    files do, a reader keeps it open after ``close`` until the reader is closed too (``http.client`` closes the
-    connection of an answer that ends with it before reading the answer's body)."""
+    read waits at most ``per_read_s`` and ends by ``deadline`` (``TimeoutError``, an ``OSError``).  ``exchange``
+    owns the socket and closes it when it ends: ``close`` here (the connection's) and its readers' leave it open
+    (``http.client`` closes the connection of an answer that ends with it before reading the answer's body)."""
 
     def __init__(self, sock: socket.socket, deadline: float, per_read_s: float) -> None:
         self.sock, self.deadline, self.per_read_s = sock, deadline, per_read_s
-        self._users = 1  # the connection, and each reader made
-
-    def release(self) -> None:
-        self._users -= 1
-        if self._users == 0:
-            self.sock.close()
 
     def arm(self) -> None:
         left = self.deadline - time.monotonic()
@@ -117,11 +112,10 @@ class _ByDeadline:
         self.sock.sendall(data)
 
     def makefile(self, mode: str, *args: object, **kwargs: object) -> io.BufferedReader:
-        self._users += 1
         return io.BufferedReader(_DeadlineReader(self))
 
     def close(self) -> None:
-        self.release()
+        """(``exchange`` closes the socket.)"""
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -130,11 +124,6 @@ class _DeadlineReader(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
-
-    def close(self) -> None:
-        if not self.closed:
-            self.owner.release()
-        super().close()
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         self.owner.arm()

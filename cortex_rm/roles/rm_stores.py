@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import MetaData
 from twisted.internet import defer
@@ -51,30 +52,46 @@ class RmStores:
             self.ledger.close()
 
 
+@dataclass(frozen=True)
+class _SqlStore:
+    """How ``sql_stores`` opens one of ``RmStores``' fields, and the tables it keeps (its modules' metadata)."""
+
+    open: Callable[[str, Runner], Any]
+    tables: tuple[MetaData, ...]
+    on_ledger_url: bool = False  # on ``[accounting] ledger_url`` when one is given
+
+
+#: Each of ``RmStores``' fields as ``sql_stores`` opens it: the one list both the stores and a journal snapshot's
+#: databases (``snapshot_databases``) are made from, so no store can be left out of the snapshots.
+_SQL_STORES = {
+    "state": _SqlStore(SqlStateStore, (state_store._metadata,)),
+    "namespace": _SqlStore(SqlNamespaceStore, (namespace_store._metadata,)),
+    "registry": _SqlStore(SqlRegistryStore, (registry_store._metadata,)),
+    "ledger": _SqlStore(sql_ledger_copy, (ledger_store._metadata, ledger_parts._metadata), on_ledger_url=True),
+}
+
+
+def _where(store: _SqlStore, url: str, ledger_url: str | None) -> str:
+    return (ledger_url or url) if store.on_ledger_url else url
+
+
 def sql_stores(url: str, run: Runner, ledger_url: str | None = None) -> RmStores:
     """The stores on one SQLAlchemy URL (tables of their own), their blocking work on ``run``; the ledger's copy
     on ``ledger_url`` (``[accounting] ledger_url``) when given, else beside the others on ``url``."""
-    return RmStores(
-        SqlStateStore(url, run), SqlNamespaceStore(url, run), SqlRegistryStore(url, run),
-        sql_ledger_copy(ledger_url or url, run),
-    )  # fmt: skip
+    return RmStores(**{name: store.open(_where(store, url, ledger_url), run) for name, store in _SQL_STORES.items()})
 
 
 def snapshot_databases(url: str, ledger_url: str | None = None) -> list[tuple[str, MetaData]]:
     """The databases ``sql_stores(url, run, ledger_url)`` keeps its tables in, each with those tables: what a
     journal snapshot holds (``ha/store_snapshot.py``).  The tables are the stores' own definitions (their
     modules' metadata), copied into one metadata per database."""
-    stores = [state_store._metadata, namespace_store._metadata, registry_store._metadata]
-    ledger = [ledger_store._metadata, ledger_parts._metadata]
-    groups = [stores + ledger] if ledger_url is None or ledger_url == url else [stores, ledger]
-    databases = []
-    for where, group in zip([url, ledger_url or url], groups):
-        metadata = MetaData()
-        for source in group:
+    databases: dict[str, MetaData] = {}
+    for store in _SQL_STORES.values():
+        metadata = databases.setdefault(_where(store, url, ledger_url), MetaData())
+        for source in store.tables:
             for table in source.sorted_tables:
                 table.to_metadata(metadata)
-        databases.append((where, metadata))
-    return databases
+    return list(databases.items())
 
 
 def through_journal(local: RmStores, journal: Proposer) -> RmStores:

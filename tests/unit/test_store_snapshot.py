@@ -5,6 +5,7 @@ is touched; rows come in bounded batches; chunks written at their offsets make t
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy import MetaData, create_engine, select
 from cortex_rm.allocator.state_store import synchronous_runner
 from cortex_rm.ha import store_snapshot
 from cortex_rm.ha.store_snapshot import BadSnapshot, StoreSnapshots
+from cortex_rm.roles import rm_stores
 from cortex_rm.roles.rm_stores import snapshot_databases
 from tests.support.rm_core import result_of
 
@@ -111,6 +113,19 @@ def test_a_snapshot_of_one_layout_is_refused_by_a_node_of_another(tmp_path: Path
     one = snapshot_databases(f"sqlite:///{tmp_path / 'c.sqlite'}")
     with pytest.raises(BadSnapshot, match="database"):
         store_snapshot.load(one, tmp_path / "a.snap")
+
+
+def test_every_store_sql_stores_opens_is_in_the_snapshots(tmp_path: Path) -> None:
+    """Each of ``RmStores``' fields is opened from the one list the snapshot's databases are made from, and with
+    a ledger URL of its own the ledger's tables (and only they) are in the second database."""
+    assert list(rm_stores._SQL_STORES) == [f.name for f in dataclasses.fields(rm_stores.RmStores)]
+    tables = {name: {t.name for metadata in store.tables for t in metadata.sorted_tables}
+              for name, store in rm_stores._SQL_STORES.items()}  # fmt: skip
+    stores, ledger = databases(tmp_path, "a")
+    assert set(stores[1].tables) == tables["state"] | tables["namespace"] | tables["registry"]
+    assert set(ledger[1].tables) == tables["ledger"] and tables["ledger"]
+    (one_url, one), = snapshot_databases(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    assert set(one.tables) == set().union(*tables.values()) and one_url.endswith("c.sqlite")
 
 
 def test_rows_are_read_in_bounded_batches(tmp_path: Path) -> None:
