@@ -107,6 +107,22 @@ def test_eviction_is_least_recently_used_first_across_users_and_stops_when_it_fi
     assert "img-new" in images.entries and "jar-used" in localized.entries
 
 
+@pytest.mark.expect_logged_errors("disk cap: claiming localized resources jar-mid failed")
+def test_a_user_whose_claim_fails_is_skipped_and_what_was_claimed_before_is_still_deleted() -> None:
+    """A user's claim raises (its bug) after another user's entry was claimed: that entry is still
+    deleted (it left every count when claimed), the write takes the next entry, and it fits."""
+
+    class Broken(Cache):
+        def claim(self, key: str) -> Deletion | None:
+            raise OSError("the cache's table is broken")
+
+    images = Cache("runtime images", {"img-old": (200, 1.0), "img-new": (200, 9.0)})
+    broken = Broken("localized resources", {"jar-mid": (100, 5.0)})
+    cap = DiskCap(1000, [Fixed(400), images, broken])  # 900 used
+    cap.reserve("block a", 450).settle()  # needs 350: img-old, jar-mid fails, img-new
+    assert images.evicted == ["img-old", "img-new"] and not images.entries and cap.used() == 500
+
+
 def test_when_eviction_cannot_make_room_the_write_is_refused_naming_the_cap_and_nothing_is_evicted() -> None:
     """Evicting all that can go would not do: refuse at once with Hadoop's DiskOutOfSpaceException
     naming disk_gb, and keep every cache (a write that cannot fit must not flush them)."""
