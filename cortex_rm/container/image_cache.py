@@ -167,9 +167,12 @@ class ImageCache:
             self._total -= size
 
     def _learn(self, sha256: str, size: int) -> None:
+        """A root just unpacked counts, and is protected until the reactor's next snapshot of the
+        images in use (which names it once the node has taken it up): nothing evicts it meanwhile."""
         with self._lock:
             self._total += size - self._known.get(sha256, (0, 0.0))[0]
             self._known[sha256] = (size, self.now())
+            self.protected = self.protected | {sha256}
             self._claimed.discard(sha256)
 
     def unpack(self, archive: Path, expected_sha256: str, say: Say = _quiet) -> Path:

@@ -184,14 +184,17 @@ class NodeCaps:
 
     def protect_images(self) -> None:
         """Hand the image cache the runtime images not to evict, as a snapshot taken here (on the
-        reactor, which owns the containers' table): the one the cluster names and those running
-        containers use."""
+        reactor, which owns the containers' table): the one the cluster names (from before it is
+        unpacked: an unpack's new root is never evictable before the node takes it up) and those
+        running containers use."""
         image = self.role.image
         if image is None:
             return
         names = {root.name for root in self.role.containers.image_roots_in_use()} if self.role.containers else set()
         if image.state.root is not None:
             names.add(image.state.root.name)
+        if image.state.wanted:
+            names.add(image.state.wanted)
         image.cache.protected = frozenset(names)
 
     def _hangup(self, signum: int, frame: Any) -> None:

@@ -374,9 +374,11 @@ def test_an_image_unpacked_again_before_its_eviction_ran_counts_and_stays(tmp_pa
     cache.unpack(archive, sha)
     size = cache.used_bytes()
     assert size >= 5000
+    assert cache.claim(sha) is None and cache.evictable() == []  # new: protected until the reactor's next snapshot
+    cache.protected = frozenset()  # (that snapshot, which does not name it)
     late = cache.claim(sha)
     assert late is not None and cache.used_bytes() == 0 and cache.path_of(sha) is None
     cache.unpack(archive, sha)
-    assert cache.used_bytes() == size
+    assert cache.used_bytes() == size and sha in cache.protected
     late()
     assert cache.path_of(sha) is not None and cache.used_bytes() == size

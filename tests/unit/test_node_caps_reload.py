@@ -149,7 +149,7 @@ def test_the_image_cache_is_handed_a_snapshot_of_the_images_in_use(tmp_path: Pat
     roots = Path("/images/roots")
     in_use = {roots / running}
     cache = ImageCache(tmp_path)
-    image = SimpleNamespace(cache=cache, state=SimpleNamespace(root=roots / cluster_image))
+    image = SimpleNamespace(cache=cache, state=SimpleNamespace(root=roots / cluster_image, wanted=cluster_image))
     containers = SimpleNamespace(image_roots_in_use=lambda: in_use)
     role: Any = SimpleNamespace(reactor=Clock(), image=image, containers=containers)
     caps = NodeCaps(role, NodeManagerSection(), None)
@@ -159,3 +159,6 @@ def test_the_image_cache_is_handed_a_snapshot_of_the_images_in_use(tmp_path: Pat
     assert cache.protected == frozenset({cluster_image, running})  # (a snapshot: changes on the next call)
     caps.protect_images()
     assert cache.protected == frozenset({cluster_image}) and other not in cache.protected
+    image.state = SimpleNamespace(root=roots / cluster_image, wanted=other)  # the cluster names another: fetching it
+    caps.protect_images()
+    assert cache.protected == frozenset({cluster_image, other})  # (its root, once unpacked, is never evictable)
