@@ -16,10 +16,11 @@ from twisted.internet.task import Clock
 
 from cortex_rm.config.nodemanager import NodeManagerSection
 from cortex_rm.container.image_cache import ImageCache
-from cortex_rm.container.node_cgroup import NodeLimits, limits_of
+from cortex_rm.container.node_cgroup import limits_of
 from cortex_rm.roles.node_caps import NodeCaps
 from cortex_rm.roles.ring_records import Republisher
 from cortex_rm.yarn_api.nm_rest import NodeInfo, node_info_json
+from tests.support.limits_runtime import LimitsRuntime
 
 
 def test_a_reload_shows_the_new_caps_in_the_section_the_node_info_and_the_ring_report() -> None:
@@ -79,17 +80,6 @@ class FileThreads:
     def finish_next(self) -> None:
         func, d = self.queued.pop(0)
         defer.maybeDeferred(func).chainDeferred(d)
-
-
-class LimitsRuntime:
-    """The LXC runtime's ``set_limits``: what it was given, in order."""
-
-    def __init__(self) -> None:
-        self.given: list[NodeLimits] = []
-
-    def set_limits(self, limits: NodeLimits) -> list[str]:
-        self.given.append(limits)
-        return []
 
 
 def _role_with_cgroup(threads: FileThreads, section: NodeManagerSection) -> tuple[Any, LimitsRuntime]:

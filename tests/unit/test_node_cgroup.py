@@ -30,6 +30,7 @@ from cortex_rm.container.node_cgroup import (
 )
 from cortex_rm.roles.node_caps import NodeCaps
 from tests.support.cgroupfs import HIERARCHIES, FakeCgroupFs
+from tests.support.limits_runtime import LimitsRuntime
 
 
 @dataclass(frozen=True)
@@ -126,17 +127,6 @@ def test_remove_takes_the_empty_node_cgroups_away(tmp_path: Path) -> None:
     node.path("cpu").mkdir(parents=True)
     node.remove()
     assert not node.path("memory").exists() and not node.path("cpu").exists()
-
-
-class LimitsRuntime:
-    """The LXC runtime's ``set_limits``: what it was given."""
-
-    def __init__(self) -> None:
-        self.given: list[NodeLimits] = []
-
-    def set_limits(self, limits: NodeLimits) -> list[str]:
-        self.given.append(limits)
-        return []
 
 
 def test_the_function_sandboxes_budget_is_inside_the_node_cgroup_limit_and_stays_after_a_reload() -> None:
