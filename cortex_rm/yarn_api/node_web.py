@@ -15,7 +15,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from cortex_rm.dht.ring_member import RingView
-from cortex_rm.status_page.node_page import NodeFacts, count_containers, node_page
+from cortex_rm.status_page.node_page import NodeInfo, count_containers, node_page
 from cortex_rm.yarn_api.nm_rest_containers import NodeContainers
 from cortex_rm.yarn_api.ring_rest import RingResource
 from cortex_rm.yarn_api.status_web import HTML, SECURITY_HEADERS
@@ -41,11 +41,11 @@ class NodePage(Resource):
     isLeaf = True
 
     def __init__(
-        self, facts: Callable[[], NodeFacts], containers: Callable[[], NodeContainers | None] | None,
+        self, info: NodeInfo, now_ms: Callable[[], int], containers: Callable[[], NodeContainers | None] | None,
         ring: Callable[[], RingView | None],
     ) -> None:  # fmt: skip
         super().__init__()
-        self.facts, self.containers, self.ring = facts, containers, ring
+        self.info, self.now_ms, self.containers, self.ring = info, now_ms, containers, ring
 
     def render_GET(self, request: Request) -> bytes:
         for name, value in SECURITY_HEADERS:
@@ -56,4 +56,4 @@ class NodePage(Resource):
             return b"<!DOCTYPE html>\n<title>Not found</title><p>No page here: see <a href=\"/node\">/node</a>.</p>\n"
         manager = None if self.containers is None else self.containers()
         counts = None if manager is None else count_containers(manager.containers.values())
-        return node_page(self.facts(), counts, self.ring()).encode("utf-8")
+        return node_page(self.info, self.now_ms(), counts, self.ring()).encode("utf-8")

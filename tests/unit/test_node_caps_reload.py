@@ -19,7 +19,8 @@ from cortex_rm.container.image_cache import ImageCache
 from cortex_rm.container.node_cgroup import NodeLimits, limits_of
 from cortex_rm.roles.node_caps import NodeCaps
 from cortex_rm.roles.ring_records import Republisher
-from cortex_rm.yarn_api.nm_rest import NodeInfo, node_info_json
+from cortex_rm.status_page.node_page import NodeInfo
+from cortex_rm.yarn_api.nm_rest import node_info_json
 
 
 def test_a_reload_shows_the_new_caps_in_the_section_the_node_info_and_the_ring_report() -> None:
