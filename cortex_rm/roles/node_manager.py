@@ -163,12 +163,13 @@ class NodeManagerRole:
         )
         # The ContainerManager is built after the site: its web services look it up on each request.
         now_ms = lambda: int(self.reactor.seconds() * 1000)  # noqa: E731
+        ring = (lambda: None) if self._ring is None else ring_view_of(self._ring)  # /ws/v1/ring's, and /node's
         site = build_nm_site(
-            info, now_ms, self.data_node.resources(), lambda: self.containers,
+            info, now_ms, self.data_node.resources(), lambda: self.containers, ring=ring,
             viewers=ViewTickets(str(self.node_id), self.data_node.keys, now_ms), clock=self.reactor,
         )  # fmt: skip
         if self._ring is not None:
-            mount_ring(site.resource, RingResource(ring_view_of(self._ring), self.reactor))
+            mount_ring(site.resource, RingResource(ring, self.reactor))
         bound = self._listen("nodemanager.webapp_address", address, site)
         self.data_node.http_address = str(bound)
         return bound

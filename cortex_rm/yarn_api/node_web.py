@@ -2,14 +2,13 @@
 
 Everything on it is what the node's REST API already shows anyone (``/ws/v1/node/info``,
 ``/ws/v1/ring``), plus its containers counted by state (no application, user or container
-named: those stay behind view tickets).  The ring view is the one mounted at ``/ws/v1/ring``
-of the same site, looked up on each request (a node off the ring has none).
+named: those stay behind view tickets).  The ring view is the one the NodeManager serves at
+``/ws/v1/ring``, given by it and read on each request (a node off the ring has none).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -17,22 +16,7 @@ from twisted.web.server import Request
 from cortex_rm.dht.ring_member import RingView
 from cortex_rm.status_page.node_page import NodeInfo, count_containers, node_page
 from cortex_rm.yarn_api.nm_rest_containers import NodeContainers
-from cortex_rm.yarn_api.ring_rest import RingResource
 from cortex_rm.yarn_api.status_web import HTML, SECURITY_HEADERS
-
-RING_AT: Final = (b"ws", b"v1", b"ring")
-
-
-def mounted_ring(root: Resource) -> Callable[[], RingView | None]:
-    """The ring view of the ``RingResource`` at ``/ws/v1/ring`` under ``root``, when one is mounted there."""
-
-    def view() -> RingView | None:
-        node: Resource | None = root
-        for step in RING_AT:
-            node = None if node is None else node.getStaticEntity(step)
-        return node.view() if isinstance(node, RingResource) else None
-
-    return view
 
 
 class NodePage(Resource):
