@@ -260,7 +260,7 @@ class CortexNode:
 
     def _mount_events_on_rm(self, events: EventsRole, rm: ResourceManagerRole) -> None:
         if rm.events_functions is not None and rm.auth is not None:
-            events.mount_on_rm(rm.events_web, rm.events_functions, rm.auth, self.addresses["resourcemanager.webapp_address"])
+            rm.events_gateway = events.mount_on_rm(rm.events_web, rm.events_functions, rm.auth, self.addresses["resourcemanager.webapp_address"])
 
     async def _start_uptime_reports(self, ring: RingService, identity: NodeIdentity, nm: NodeManagerRole) -> None:
         """This node's reports, as a witness, of the neighbours it probes (to the RM's ledger, over the tracker)."""

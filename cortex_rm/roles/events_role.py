@@ -149,14 +149,18 @@ class EventsRole:
         mount_event_calls(events, functions, self.web_services(), callers.user_of)
         mount_events(site_root, events)
 
-    def mount_on_rm(self, events: Resource, functions: FunctionsResource, auth: UserAuthenticator, web_address: str) -> None:
+    def mount_on_rm(
+        self, events: Resource, functions: FunctionsResource, auth: UserAuthenticator, web_address: str
+    ) -> EventGateway:
         """Add the triggers, activations and introducers to the RM's events tree (its registry is there); its
-        users are asserted with this node's key, the RM's ring key, and may show the plain token header."""
+        users are asserted with this node's key, the RM's ring key, and may show the plain token header.
+        The gateway they are served from, for the RM's ``/cluster/events`` page."""
         issuer = AssertionIssuer(self.identity.key, _wall_clock_ms)
         checks = rm_caller_checks(auth, issuer, self.identity.ring_id, lambda: (web_address,), self.reactor,
                                   _wall_clock_ms, self._caller)  # fmt: skip
         functions.signed, functions.ring_id_hex = checks.user_of, self.identity.ring_id_hex
         mount_event_calls(events, functions, self.web_services(), checks.user_of)
+        return self.gateway
 
     # ------------------------------------------------------------ schedules and spot checks
 

@@ -65,6 +65,7 @@ from cortex_rm.roles.log_aggregation import LogAggregator
 from cortex_rm.roles.function_sandboxes import SOCKETS_ROOT, FunctionSandboxes
 from cortex_rm.roles.runtime_image_fetcher import RuntimeImageFetcher
 from cortex_rm.roles.threads import thread_runner
+from cortex_rm.status_page.node_page import NodeInfo
 from cortex_rm.yarn.addresses import HostPort
 from cortex_rm.yarn.app_network import AppNetwork
 from cortex_rm.yarn.ids import ApplicationId, ContainerId, NodeId
@@ -72,7 +73,7 @@ from cortex_rm.yarn.reactors import INodeReactor
 from cortex_rm.yarn.resource_tracker import NodeHealth, NodeRegistration, RegistrationAnswer
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
-from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
+from cortex_rm.yarn_api.nm_rest import build_nm_site
 from cortex_rm.yarn_api.nm_viewers import ViewTickets
 from cortex_rm.yarn_api.nm_service import ContainerManagementService, nm_protocol
 from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring
@@ -161,16 +162,14 @@ class NodeManagerRole:
             self.node_id, "", self.state_dir / "dfs-data", self.reactor, self.tracker_client
         )
         # The ContainerManager is built after the site: its web services look it up on each request.
+        now_ms = lambda: int(self.reactor.seconds() * 1000)  # noqa: E731
+        ring = (lambda: None) if self._ring is None else ring_view_of(self._ring)  # /ws/v1/ring's, and /node's
         site = build_nm_site(
-            info,
-            lambda: int(self.reactor.seconds() * 1000),
-            self.data_node.resources(),
-            lambda: self.containers,
-            viewers=ViewTickets(str(self.node_id), self.data_node.keys, lambda: int(self.reactor.seconds() * 1000)),
-            clock=self.reactor,
-        )
+            info, now_ms, self.data_node.resources(), lambda: self.containers, ring=ring,
+            viewers=ViewTickets(str(self.node_id), self.data_node.keys, now_ms), clock=self.reactor,
+        )  # fmt: skip
         if self._ring is not None:
-            mount_ring(site.resource, RingResource(ring_view_of(self._ring), self.reactor))
+            mount_ring(site.resource, RingResource(ring, self.reactor))
         bound = self._listen("nodemanager.webapp_address", address, site)
         self.data_node.http_address = str(bound)
         return bound

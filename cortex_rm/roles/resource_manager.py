@@ -52,6 +52,7 @@ from cortex_rm.allocator.scheduler_config import SchedulerConfig
 from cortex_rm.allocator.user_credentials import UserCredentials
 from cortex_rm.config import ResourceManagerSection, SchedulerSection
 from cortex_rm.dht.member_table import MemberDied, MemberLeft, MembershipEvent
+from cortex_rm.events.activations import Activation
 from cortex_rm.internal.tls import MutualTLS
 from cortex_rm.internal.tracker_server import ExpiryMonitor, FileSystemServices, tracker_server_factory
 from cortex_rm.roles.ledger_keeper import LedgerKeeper, LedgerSetup, live_ring_members
@@ -76,6 +77,7 @@ from cortex_rm.yarn_api import records
 from cortex_rm.yarn_api.am_launcher import AMLauncher
 from cortex_rm.yarn_api.am_service import ApplicationMasterService, am_protocol
 from cortex_rm.yarn_api.event_registry_rest import EventsResource, FunctionsResource, mount_registry
+from cortex_rm.yarn_api.event_rest import Gateway
 from cortex_rm.yarn_api.client_service import ApplicationClientService, client_protocol
 from cortex_rm.yarn_api.ipc_server import IpcServerFactory
 from cortex_rm.yarn_api.ledger_rest import LedgerWebServices
@@ -132,10 +134,15 @@ class ResourceManagerRole:
         self.events: EventRegistry | None = None  # the function registry
         self.events_web = EventsResource()  # /ws/v1/cortex/events on the web port: the events' resources
         self.events_functions: FunctionsResource | None = None
+        self.events_gateway: Gateway | None = None  # this node's, as events_role.mount_on_rm returns it
         self.auth: UserAuthenticator | None = None
 
     def _now_ms(self) -> int:
         return int(self.reactor.seconds() * 1000)
+
+    def _activations(self, user: str, limit: int) -> list[Activation] | None:
+        """The status page's: ``user``'s activations this node's gateway can read (None before it has one)."""
+        return None if self.events_gateway is None else self.events_gateway.readable(user, None, limit)
 
     def start(self, started_ms: int) -> defer.Deferred[None]:
         """Recover the state, listen on the four ports, and (on the ring) publish the RM's record."""
@@ -226,6 +233,8 @@ class ResourceManagerRole:
             view_tickets=lambda app, user, node: view_ticket(name_node.key, app, user, node, self._now_ms()),
             ledger=None if ledger is None else LedgerWebServices(ledger, self.tracker.nodes_by_ring_id),
             events=self.events_web,
+            event_functions=self.events.owned,
+            event_activations=self._activations,
         )
         bound = {
             "address": self._listen("resourcemanager.address", conf.address, self._client_port(self.rm, auth, access)),

@@ -24,16 +24,16 @@ from cortex_rm.status_page.html_parts import definitions, duration, note, page, 
 NODE_NAV: Final = (("/node", "This node"), ("/ws/v1/node/info", "REST: node"), ("/ws/v1/ring", "REST: ring"))
 
 
-@dataclass(frozen=True)
-class NodeFacts:
-    """What the node's page says of the node itself (as ``/ws/v1/node/info`` does)."""
+@dataclass
+class NodeInfo:
+    """The node itself, as ``/ws/v1/node/info`` and the ``/node`` page report it (read at each request: a
+    reload of the caps sets ``memory_mb`` and ``vcores``)."""
 
     node_id: str
     host: str
     memory_mb: int
     vcores: int
     started_ms: int
-    now_ms: int
     version: str
 
 
@@ -82,13 +82,13 @@ def _ring_section(view: RingView | None) -> str:
     )
 
 
-def node_page(facts: NodeFacts, containers: ContainerCounts | None, ring: RingView | None) -> str:
-    """``/node``: the node, its containers, its ring view, and where its earnings are."""
+def node_page(info: NodeInfo, now_ms: int, containers: ContainerCounts | None, ring: RingView | None) -> str:
+    """``/node`` at ``now_ms``: the node, its containers, its ring view, and where its earnings are."""
     body = "<h2>Node</h2>\n" + definitions([
-        ("Node", facts.node_id), ("Host", facts.host),
-        ("Offers (caps) memory / vCores", f"{facts.memory_mb} MB / {facts.vcores}"),
-        ("Started", when(facts.started_ms)), ("Up for", duration(facts.now_ms - facts.started_ms)),
-        ("Version", f"Cortex RM {facts.version}"),
+        ("Node", info.node_id), ("Host", info.host),
+        ("Offers (caps) memory / vCores", f"{info.memory_mb} MB / {info.vcores}"),
+        ("Started", when(info.started_ms)), ("Up for", duration(now_ms - info.started_ms)),
+        ("Version", f"Cortex RM {info.version}"),
     ])  # fmt: skip
     body += "<h2>Containers</h2>\n"
     if containers is None:
@@ -105,4 +105,4 @@ def node_page(facts: NodeFacts, containers: ContainerCounts | None, ring: RingVi
         "The ledger of uptime and shares is kept by the ResourceManager: see its <code>/cluster/earnings</code> page "
         "(this node is there by its ring id, shown under Ring) or run <code>cortex-rm payouts</code>."
     )
-    return page(f"Node {facts.node_id}", NODE_NAV, body)
+    return page(f"Node {info.node_id}", NODE_NAV, body)

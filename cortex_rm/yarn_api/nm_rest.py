@@ -12,31 +12,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from cortex_rm.dht.ring_member import RingView
+from cortex_rm.status_page.node_page import NodeInfo
 from cortex_rm.yarn_api.http_limits import DATANODE_LIMITS, HttpLimits, LimitedSite
 from cortex_rm.yarn_api.nm_rest_containers import NodeContainers, NodeContainersResource
 from cortex_rm.yarn_api.nm_viewers import ViewTickets
-from cortex_rm.yarn_api.node_web import NodePage, mounted_ring
-from cortex_rm.status_page.node_page import NodeFacts
-
-
-@dataclass
-class NodeInfo:
-    """What ``/ws/v1/node/info`` and the ``/node`` page report (read at each request: a reload of the
-    caps sets ``memory_mb`` and ``vcores``)."""
-
-    node_id: str
-    host: str
-    memory_mb: int
-    vcores: int
-    started_ms: int
-    version: str
+from cortex_rm.yarn_api.node_web import NodePage
 
 
 def node_info_json(info: NodeInfo, now_ms: int) -> dict[str, Any]:
@@ -93,13 +80,15 @@ def build_nm_site(
     containers: Callable[[], NodeContainers | None] | None = None,
     *,
     viewers: ViewTickets | None = None,
+    ring: Callable[[], RingView | None] = lambda: None,
     clock: IReactorTime,
     limits: HttpLimits = DATANODE_LIMITS,
 ) -> LimitedSite:
     """The node's web site: ``/ws/v1/node`` and ``/ws/v1/node/info``, ``children`` at the root
     (the DataNode's ``webhdfs`` and ``cortex``) and, with ``containers`` (called on every request:
     the ContainerManager, None before it exists) and ``viewers`` (the view tickets it takes),
-    the containers' web services under ``/ws/v1/node``.
+    the containers' web services under ``/ws/v1/node``.  ``ring`` (called on every request) gives the
+    ring view the ``/node`` page shows: the one ``/ws/v1/ring`` serves, None off the ring.
 
     ``limits`` bound its connections and requests on ``clock`` (``http_limits``; the default lets
     the DataNode take whole files); the DataNode's replies (``/webhdfs``, ``/cortex``) name no
@@ -113,10 +102,7 @@ def build_nm_site(
     ws.putChild(b"v1", v1)
     root = Resource()
     root.putChild(b"ws", ws)
-    facts = lambda: NodeFacts(  # noqa: E731
-        info.node_id, info.host, info.memory_mb, info.vcores, info.started_ms, now_ms(), info.version
-    )
-    root.putChild(b"node", NodePage(facts, containers, mounted_ring(root)))
+    root.putChild(b"node", NodePage(info, now_ms, containers, ring))
     for name, child in (children or {}).items():
         root.putChild(name, child)
     return LimitedSite(root, limits=limits, clock=clock, name="NodeManager web", untyped_prefixes=(b"/webhdfs/", b"/cortex/"))

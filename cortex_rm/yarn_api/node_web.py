@@ -2,37 +2,21 @@
 
 Everything on it is what the node's REST API already shows anyone (``/ws/v1/node/info``,
 ``/ws/v1/ring``), plus its containers counted by state (no application, user or container
-named: those stay behind view tickets).  The ring view is the one mounted at ``/ws/v1/ring``
-of the same site, looked up on each request (a node off the ring has none).
+named: those stay behind view tickets).  The ring view is the one the NodeManager serves at
+``/ws/v1/ring``, given by it and read on each request (a node off the ring has none).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from cortex_rm.dht.ring_member import RingView
-from cortex_rm.status_page.node_page import NodeFacts, count_containers, node_page
+from cortex_rm.status_page.node_page import NodeInfo, count_containers, node_page
 from cortex_rm.yarn_api.nm_rest_containers import NodeContainers
-from cortex_rm.yarn_api.ring_rest import RingResource
 from cortex_rm.yarn_api.status_web import HTML, SECURITY_HEADERS
-
-RING_AT: Final = (b"ws", b"v1", b"ring")
-
-
-def mounted_ring(root: Resource) -> Callable[[], RingView | None]:
-    """The ring view of the ``RingResource`` at ``/ws/v1/ring`` under ``root``, when one is mounted there."""
-
-    def view() -> RingView | None:
-        node: Resource | None = root
-        for step in RING_AT:
-            node = None if node is None else node.getStaticEntity(step)
-        return node.view() if isinstance(node, RingResource) else None
-
-    return view
 
 
 class NodePage(Resource):
@@ -41,11 +25,11 @@ class NodePage(Resource):
     isLeaf = True
 
     def __init__(
-        self, facts: Callable[[], NodeFacts], containers: Callable[[], NodeContainers | None] | None,
+        self, info: NodeInfo, now_ms: Callable[[], int], containers: Callable[[], NodeContainers | None] | None,
         ring: Callable[[], RingView | None],
     ) -> None:  # fmt: skip
         super().__init__()
-        self.facts, self.containers, self.ring = facts, containers, ring
+        self.info, self.now_ms, self.containers, self.ring = info, now_ms, containers, ring
 
     def render_GET(self, request: Request) -> bytes:
         for name, value in SECURITY_HEADERS:
@@ -56,4 +40,4 @@ class NodePage(Resource):
             return b"<!DOCTYPE html>\n<title>Not found</title><p>No page here: see <a href=\"/node\">/node</a>.</p>\n"
         manager = None if self.containers is None else self.containers()
         counts = None if manager is None else count_containers(manager.containers.values())
-        return node_page(self.facts(), counts, self.ring()).encode("utf-8")
+        return node_page(self.info, self.now_ms(), counts, self.ring()).encode("utf-8")

@@ -48,7 +48,7 @@ from cortex_rm.yarn_api.rest_call import STATIC_WEB_USER, Reply, RestCall
 from cortex_rm.yarn_api.rest_credentials import UserAdmin
 from cortex_rm.yarn_api.ledger_rest import LedgerWebServices
 from cortex_rm.yarn_api.rest_services import NEEDS_CREDENTIAL, ClusterWebServices, ViewTicketSigner, match_route
-from cortex_rm.yarn_api.status_web import ClusterPages
+from cortex_rm.yarn_api.status_web import ActivationsOf, ClusterPages, FunctionsOf
 from cortex_rm.yarn_api.rm_proof_web import LiveSecrets, RmProofResource, RmProofs
 from cortex_rm.yarn_api.user_auth import UserAuthenticator
 
@@ -297,6 +297,8 @@ def build_rest_site(
     view_tickets: ViewTicketSigner | None = None,
     ledger: LedgerWebServices | None = None,
     events: Resource | None = None,
+    event_functions: FunctionsOf | None = None,
+    event_activations: ActivationsOf | None = None,
 ) -> RestSite:
     """The RM's web site (REST API and overview page), for ``reactor.listenTCP(port, site)``.
 
@@ -307,12 +309,13 @@ def build_rest_site(
     runs every timeout.  ``auth`` checks the callers' tokens (without it every caller is
     anonymous), ``access`` says who may see and change which application, and ``admin``
     issues users' credentials; ``events`` serves ``/ws/v1/cortex/events/...`` (its children
-    are walked as the site walks a tree: ``event_registry_rest.EventsResource``).  With ``auth``,
+    are walked as the site walks a tree: ``event_registry_rest.EventsResource``), and the status pages'
+    ``/cluster/events`` lists a user's ``event_functions`` and ``event_activations``.  With ``auth``,
     ``/ws/v1/cortex/rm-proof`` answers once the RM claims its addresses (``site.rm_proofs``).
     """
     root = _Root()
     access = access or AppAccess(())
-    page = ClusterPages(rm, version, auth, access, ledger, events)
+    page = ClusterPages(rm, version, auth, access, ledger, event_functions, event_activations)
     root.putChild(b"", RootRedirect())
     root.putChild(b"cluster", page)
     anonymous_access = anonymous_access_of(auth)

@@ -41,6 +41,8 @@ from cortex_rm.allocator.app_model import Application
 from cortex_rm.allocator.app_states import TERMINAL_APP_STATES
 from cortex_rm.allocator.errors import UnknownApplication
 from cortex_rm.allocator.rm_context import RMContext
+from cortex_rm.events.activations import Activation
+from cortex_rm.events.functions import FunctionSpec
 from cortex_rm.status_page import cluster_pages as pages
 from cortex_rm.status_page import cluster_views as views
 from cortex_rm.status_page.html_parts import PAGE_ROWS, page_of
@@ -79,18 +81,26 @@ class PageError(Exception):
         self.status, self.title, self.message = status, title, message
 
 
+#: A user's functions (the RM's registry's), or at most so many of her activations this node can read, newest
+#: first (its gateway's); None when this RM has none to show (no registry; no gateway until it is on the ring).
+FunctionsOf = Callable[[str], list[FunctionSpec] | None]
+ActivationsOf = Callable[[str, int], list[Activation] | None]
+
+
 class ClusterPages(Resource):
-    """``/`` and ``/cluster[/...]`` (module doc).  ``ledger``: the RM's ledger, for the earnings page."""
+    """``/`` and ``/cluster[/...]`` (module doc).  ``ledger``: the RM's ledger, for the earnings page;
+    ``functions`` and ``activations``: what the events page lists (those the events' REST API serves)."""
 
     isLeaf = True
 
     def __init__(
         self, rm: RMContext, version: str, auth: UserAuthenticator | None, access: AppAccess,
-        ledger: LedgerWebServices | None = None, events: Resource | None = None,
+        ledger: LedgerWebServices | None = None, functions: FunctionsOf | None = None,
+        activations: ActivationsOf | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         self.rm, self.version, self.auth, self.access, self.ledger = rm, version, auth, access, ledger
-        self.events = events  # /ws/v1/cortex/events: its functions' registry and its activations
+        self.functions, self.activations = functions, activations
 
     # -- who reads -------------------------------------------------------------------
 
@@ -165,18 +175,16 @@ class ClusterPages(Resource):
         raise PageError(404, "Not found", f"no page at {request.path.decode('utf-8', errors='replace')}")
 
     def _events(self, viewer: Viewer, principal: Principal) -> str:
-        """The caller's functions and readable activations, from the same registry and gateway as the events'
-        REST API (found in its tree); an application's credential sees none, as there."""
+        """The caller's functions and readable activations, as the events' REST API gives them (``functions``,
+        ``activations``); an application's credential sees none, as there."""
         try:
             user = own_user(principal)
         except InvalidToken:
             raise PageError(403, "Forbidden", "events are shown to users' credentials only, not applications'") from None
-        functions_resource = None if self.events is None else self.events.getStaticEntity(b"functions")
-        registry = getattr(functions_resource, "registry", None)
-        calls = None if self.events is None else self.events.getStaticEntity(b"activations")
-        gateway = getattr(getattr(calls, "services", None), "gateway", None)
-        functions = None if registry is None else views.function_rows(registry.owned(user))
-        activations = None if gateway is None else views.activation_rows(gateway.readable(user, None, PAGE_ROWS))
+        specs = None if self.functions is None else self.functions(user)
+        calls = None if self.activations is None else self.activations(user, PAGE_ROWS)
+        functions = None if specs is None else views.function_rows(specs)
+        activations = None if calls is None else views.activation_rows(calls)
         return pages.events_page(viewer, functions, activations)
 
     async def _uptimes(self) -> dict[int, int] | None:

@@ -26,7 +26,8 @@ from cortex_rm.yarn.ids import ApplicationAttemptId, ApplicationId, ContainerId
 from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.nm_log_files import parse_size
 from cortex_rm.yarn.tokens import MasterKey
-from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
+from cortex_rm.status_page.node_page import NodeInfo
+from cortex_rm.yarn_api.nm_rest import build_nm_site
 from cortex_rm.yarn_api.nm_viewers import ViewTickets, view_ticket
 from cortex_rm.yarn_api.rest_errors import RestError
 from tests.fuzz.fuzzing import failures_logged, fuzz_settings

@@ -78,7 +78,7 @@ def test_the_status_page_in_chromium_shows_the_nodes_with_their_class_and_the_ap
     class (as the REST API labels them), the applications page and the overview list the application in
     progress with its state, and the application's page its attempt; anonymous, the overview shows the
     cluster's figures but neither the application nor the nodes, and says how to sign in; the events page
-    lists the user's (no) functions.  Each node's own /node page shows its ring view (the other node alive)
+    lists the user's (no) functions and activations (the RM's node takes them).  Each node's own /node page shows its ring view (the other node alive)
     and, on the AM's node only, one RUNNING container, naming neither application nor user.  Screenshots
     of the signed-in overview and of the AM node's page are PNGs whose paths are printed."""
     app_id = _submit_sleeper(cluster)
@@ -107,6 +107,7 @@ def test_the_status_page_in_chromium_shows_the_nodes_with_their_class_and_the_ap
 
     events = dump_dom(_signed_in(cluster, "/cluster/events"), profile)
     assert "Your functions" in events and "no functions" in events
+    assert "takes no activations" not in events  # the RM's node's gateway, given when the RM became active
 
     # every node's own page: its containers by state (the AM's node holds one RUNNING) and its ring view
     [am_node] = [a["nodeId"] for a in requests.get(

@@ -23,6 +23,7 @@ from cortex_rm.yarn_api.event_registry_rest import FUNCTIONS_PATH, EventsResourc
 from cortex_rm.yarn_api.http_limits import API_LIMITS
 from cortex_rm.yarn_api.rest import RestSite, build_rest_site
 from cortex_rm.yarn_api.rest_errors import NOT_FOUND
+from cortex_rm.yarn_api.status_web import ActivationsOf
 from tests.support.event_registry_rig import CODE, CODE_MTIME, IDENTITY, NOW_MS, RegistryRig
 from tests.support.http_site import HttpConnection, HttpResponse
 from tests.support.rm_core import new_table
@@ -33,12 +34,13 @@ BODY = {"code": {"path": CODE}}
 class Site:
     """The RM's web site with the registry mounted, and each user's header."""
 
-    def __init__(self) -> None:
+    def __init__(self, activations: ActivationsOf | None = None) -> None:
         self.rig = RegistryRig()
         rm = RMContext(self.rig.clock, new_table(clock=self.rig.clock), NodeTable(), NOW_MS)
         events = EventsResource()
         self.functions = mount_registry(events, self.rig.events, self.rig.auth)
-        self.site = build_rest_site(rm, version="test", auth=self.rig.auth, events=events)
+        self.site = build_rest_site(rm, version="test", auth=self.rig.auth, events=events,
+                                    event_functions=self.rig.events.owned, event_activations=activations)  # fmt: skip
         self._headers: dict[str, dict[str, str]] = {}
 
     def as_user(self, user: str) -> dict[str, str]:

@@ -31,7 +31,8 @@ from cortex_rm.yarn.resources import Resource
 from cortex_rm.yarn_api.nm_log_files import CHUNK_BYTES, log_range, yarn_time
 from cortex_rm.yarn.delegation import REST_TOKEN_HEADER
 from cortex_rm.yarn.tokens import MasterKey
-from cortex_rm.yarn_api.nm_rest import NodeInfo, build_nm_site
+from cortex_rm.status_page.node_page import NodeInfo
+from cortex_rm.yarn_api.nm_rest import build_nm_site
 from cortex_rm.yarn_api.nm_viewers import VIEW_TICKET_MS, ViewTickets, view_ticket
 from tests.support.http_site import HttpConnection, HttpResponse
 

@@ -19,7 +19,8 @@ from cortex_rm.container.image_cache import ImageCache
 from cortex_rm.container.node_cgroup import limits_of
 from cortex_rm.roles.node_caps import NodeCaps
 from cortex_rm.roles.ring_records import Republisher
-from cortex_rm.yarn_api.nm_rest import NodeInfo, node_info_json
+from cortex_rm.status_page.node_page import NodeInfo
+from cortex_rm.yarn_api.nm_rest import node_info_json
 from tests.support.limits_runtime import LimitsRuntime
 
 

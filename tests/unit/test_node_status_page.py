@@ -1,7 +1,7 @@
 """The node's own status page, ``/node`` on its NodeManager web port (``yarn_api/node_web``).
 
 Served by the node's real web site (``build_nm_site``) without sockets, with the containers of
-``test_nm_rest_logs``'s ContainerManager stand-in and the ring view mounted at ``/ws/v1/ring``.
+``test_nm_rest_logs``'s ContainerManager stand-in and a ring view given to the site.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from cortex_rm.dht.ring_member import RingView
 from cortex_rm.dht.ring_math import format_id
 from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.yarn_api.nm_rest import build_nm_site
-from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring
 from tests.support.http_site import HttpConnection, HttpResponse
 from tests.unit.test_nm_rest_logs import INFO, Node, node  # noqa: F401  (node: the fixture)
 from tests.unit.test_ring_rest import VIEW
@@ -51,15 +50,14 @@ def test_the_node_page_shows_the_node_its_containers_by_state_and_no_application
 
 
 def test_the_node_page_shows_the_ring_as_this_node_sees_it_suspicion_included() -> None:
-    """With a ring view at /ws/v1/ring, /node lists its members with their SWIM status (suspect included) and
+    """With a ring view given to the site, /node lists its members with their SWIM status (suspect included) and
     whether their address was verified; a hostile member address is shown as text."""
     hostile = Peer(0xEE << 152, HOSTILE_ADDRESS)
     view = RingView(
         VIEW.me, VIEW.state, VIEW.incarnation, VIEW.predecessor, VIEW.successors, VIEW.finger_count,
         (*VIEW.members, (hostile, MemberStatus.DEAD, 9)), VIEW.records, verified=VIEW.verified,
     )  # fmt: skip
-    site = build_nm_site(INFO, lambda: 5, clock=Clock())
-    mount_ring(site.resource, RingResource(lambda: view, Clock()))
+    site = build_nm_site(INFO, lambda: 5, ring=lambda: view, clock=Clock())
     page = get(site, "/node").body.decode()
     [suspect] = [peer for peer, status, _ in VIEW.members if status is MemberStatus.SUSPECT]
     assert f"<td>{format_id(suspect.node_id)}</td><td>{suspect.address}</td><td>suspect</td>" in page

@@ -18,7 +18,8 @@ from cortex_rm.dht.ring_config import RingConfig
 from cortex_rm.dht.ring_member import RingMember, RingView
 from cortex_rm.dht.swim_messages import MemberStatus
 from cortex_rm.internal.ring_codec import piggyback_size
-from cortex_rm.yarn_api.nm_rest import NodeInfo, _NodeInfoResource, build_nm_site
+from cortex_rm.status_page.node_page import NodeInfo
+from cortex_rm.yarn_api.nm_rest import _NodeInfoResource, build_nm_site
 from cortex_rm.yarn_api.ring_rest import RingResource, mount_ring, ring_view_to_json
 
 NOW_S = 1_700_000_000.25

@@ -329,6 +329,27 @@ def test_the_events_page_lists_the_viewers_own_functions_from_the_registry() -> 
     assert anonymous.status == 401 and "www-authenticate" in anonymous.headers
 
 
+def test_the_events_page_lists_the_activations_this_rms_gateway_reads_for_the_viewer() -> None:
+    """/cluster/events lists the activations the RM's gateway reads for the caller (asked for one page of them),
+    and nobody else's."""
+    mine = Activation("a-mine", "hello", 1, "alice", "alice", "first", 1, 7, START_MS, status="ok", end_ms=START_MS + 1)
+    asked: list[tuple[str, int]] = []
+
+    def readable(user: str, limit: int) -> list[Activation]:
+        asked.append((user, limit))
+        return [mine] if user == "alice" else []
+
+    web = EventsSite(activations=readable)
+    conn = HttpConnection(web.site)
+    basic = base64.b64encode(f"alice:{web.as_user('alice')[REST_TOKEN_HEADER]}".encode()).decode()
+    conn.send("GET", "/cluster/events", b"", {"Authorization": "Basic " + basic})
+    response = conn.response()
+    assert response is not None and response.status == 200
+    page = text(response)
+    assert "<td>a-mine</td>" in page and "takes no activations" not in page
+    assert asked == [("alice", PAGE_ROWS)]
+
+
 def test_activations_are_listed_newest_first_with_their_error_escaped() -> None:
     """activation_rows: newest first, running ones without a duration; the page escapes an error's text."""
     old = Activation("a-1", "hello", 1, "alice", "alice", "first", 1, 7, START_MS, status="ok", end_ms=START_MS + 1500)
