@@ -40,12 +40,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import (
-    FilteringLogObserver,
-    Logger,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
+    FilteringLogObserver, Logger, LogLevel, LogLevelFilterPredicate, globalLogBeginner, textFileLogObserver,
 )
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -260,7 +255,8 @@ class CortexNode:
 
     def _mount_events_on_rm(self, events: EventsRole, rm: ResourceManagerRole) -> None:
         if rm.events_functions is not None and rm.auth is not None:
-            rm.events_gateway = events.mount_on_rm(rm.events_web, rm.events_functions, rm.auth, self.addresses["resourcemanager.webapp_address"])
+            web = self.addresses["resourcemanager.webapp_address"]
+            rm.events_gateway = events.mount_on_rm(rm.events_web, rm.events_functions, rm.auth, web)
 
     async def _start_uptime_reports(self, ring: RingService, identity: NodeIdentity, nm: NodeManagerRole) -> None:
         """This node's reports, as a witness, of the neighbours it probes (to the RM's ledger, over the tracker)."""
