@@ -350,7 +350,7 @@ class LxcRuntime:
         """Write the node cgroup's limits, new ones if given (the caps changed), one writer at a time;
         what could not be written (the old ones stay)."""
         with self._limits_lock:
-            self.limits = limits or self.limits
+            self.limits = limits if limits is not None else self.limits
             return [] if self.limits is None else self.node_cgroup.apply(self.limits)
 
     def application_finished(self, application: str) -> None:
