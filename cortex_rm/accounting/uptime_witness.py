@@ -15,6 +15,13 @@ direct ack a neighbour sends is evidence that it was alive *then*.  The
   the time between them is not attested.  So is a change of ``epoch`` (the
   neighbour's incarnation as our member table knows it: a restarted member comes
   back with a higher one), so a restart faster than the gap is not bridged.
+* **Probes left unanswered end a run.**  When the neighbour has left two or more
+  of our probes in a row unanswered, the first of them more than
+  ``ack_window_ms`` ago, its run ends at its last ack; the next ack starts a
+  new one.  Without this, a neighbour that stopped (frozen, suspended, cut off)
+  without our ring declaring it dead -- so without a new incarnation when it
+  came back -- would have the time it did not answer bridged, since its first
+  ack after returning falls within the gap.  One lost probe never ends a run.
 * A run ``[first ack, last ack]`` claims only what the witness saw bracketed by
   acks: nothing before the first or after the last.
 * **The witness's own silence ends every run.**  A running member sends a probe
@@ -125,6 +132,16 @@ class _Run:
         self.epoch = epoch
 
 
+class _Unanswered:
+    """Our probes to one subject since its last ack: the first, the latest, how many."""
+
+    __slots__ = ("oldest", "latest", "count")
+
+    def __init__(self, now_ms: int) -> None:
+        self.oldest = self.latest = now_ms
+        self.count = 1
+
+
 class UptimeWitness:
     """One member's record of the neighbours it probes (see the module doc)."""
 
@@ -135,7 +152,7 @@ class UptimeWitness:
         self._bound = config.max_subjects
         self._silence = config.ack_window_ms if config.silence_ms is None else config.silence_ms
         self._runs: dict[int, _Run] = {}
-        self._probes: dict[int, int] = {}  # subject -> when our unanswered probe to it was sent
+        self._probes: dict[int, _Unanswered] = {}  # subject -> our probes to it since its last ack
         self._ended: list[tuple[int, int, int]] = []  # (subject, start, end) of ended runs' last pieces
         self._sequence = now_ms * SEQUENCES_PER_MS - 1
         self.credited = 0  # acks that extended or started a run
@@ -143,6 +160,7 @@ class UptimeWitness:
         self.refused = 0  # probes and acks of subjects beyond max_subjects, and of the witness itself
         self.dropped = 0  # ended pieces beyond the bound, never attested
         self.silences = 0  # times the witness itself sent no probe for longer than silence_ms
+        self.interrupted = 0  # runs ended because their subject left a probe unanswered longer than the ack window
         self._last_sent: int | None = None  # when this member last sent a direct probe (to anyone)
 
     @property
@@ -166,14 +184,22 @@ class UptimeWitness:
         if subject == self.witness or (len(self._probes) >= self._bound and subject not in self._probes):
             self.refused += 1
             return
-        self._probes[subject] = now_ms
+        pending = self._probes.get(subject)
+        if pending is None or self._left_unanswered(subject, pending, pending.count, now_ms):
+            self._probes[subject] = _Unanswered(now_ms)
+        else:
+            pending.latest = now_ms
+            pending.count += 1
 
     def acknowledged(self, subject: int, now_ms: int, epoch: int = 0) -> bool:
         """``subject`` acked at ``now_ms`` (in its incarnation ``epoch``); whether it was credited."""
-        sent = self._probes.pop(subject, None)
-        if sent is None or not 0 <= now_ms - sent <= self._window:
-            if sent is not None and now_ms < sent:  # an ack from before the probe answers an older one
-                self._probes[subject] = sent
+        pending = self._probes.pop(subject, None)
+        if pending is not None and now_ms < pending.latest:  # an ack from before the probe answers an older one
+            self._probes[subject] = pending
+            pending = None
+        if pending is not None:
+            self._left_unanswered(subject, pending, pending.count - 1, now_ms)
+        if pending is None or now_ms - pending.latest > self._window:
             self.ignored += 1
             return False
         run = self._runs.get(subject)
@@ -199,8 +225,11 @@ class UptimeWitness:
     def attestations_due(self, now_ms: int) -> list[Attestation]:
         """What to sign now: ended runs' last pieces and open runs' pieces an interval old (by subject)."""
         config = self.config
-        for subject in [s for s, sent in self._probes.items() if now_ms - sent > config.ack_window_ms]:
-            del self._probes[subject]  # unanswered: the ack, if it comes, is too late to count
+        for subject, pending in list(self._probes.items()):
+            late = now_ms - pending.latest > config.ack_window_ms
+            self._left_unanswered(subject, pending, pending.count if late else pending.count - 1, now_ms)
+            if late:
+                del self._probes[subject]  # unanswered: the ack, if it comes, is too late to count
         for subject in [s for s, run in self._runs.items() if now_ms - run.last > config.gap_ms]:
             self._end(subject, self._runs.pop(subject))
         pieces = self._ended
@@ -222,6 +251,17 @@ class UptimeWitness:
                 run.attested_to = run.last
                 run.attested_at = now_ms
         return self._numbered(pieces, now_ms)
+
+    def _left_unanswered(self, subject: int, pending: _Unanswered, missed: int, now_ms: int) -> bool:
+        """Whether ``subject`` has left ``missed`` of the probes ``pending`` counts unanswered, at least two and
+        the first longer ago than the ack window; if so its run ends at its last ack (module doc)."""
+        if missed < 2 or now_ms - pending.oldest <= self._window:
+            return False
+        run = self._runs.pop(subject, None)
+        if run is not None:
+            self.interrupted += 1
+            self._end(subject, run)
+        return True
 
     def _end(self, subject: int, run: _Run) -> None:
         if run.last <= run.attested_to:

@@ -147,6 +147,49 @@ def test_a_witness_frozen_with_its_subject_does_not_bridge_the_freeze() -> None:
     assert spans(witness.flush(now(clock))) == [(ALICE, first, frozen_at), (ALICE, second, second + 29_000)]
 
 
+def test_a_neighbour_frozen_alone_is_not_bridged_though_it_was_never_declared_dead() -> None:
+    """The subject stops for 80 s (within the 5-minute gap) while the witness goes on probing it every 3 s, and
+    comes back in the same incarnation (the ring never declared it dead): the probes it left unanswered end the
+    run at its last ack before the freeze, and its first ack after the thaw starts a new one."""
+    clock, witness = fresh()
+    first = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=1, times=30)
+    frozen_at = first + 29_000
+    for _ in range(27):  # unanswered
+        witness.probed(ALICE, now(clock))
+        watching(clock, witness, 3)
+    second = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=1, times=30)
+    assert (witness.interrupted, witness.silences) == (1, 0)
+    assert spans(witness.flush(now(clock))) == [(ALICE, first, frozen_at), (ALICE, second, second + 29_000)]
+
+
+def test_a_silent_neighbours_run_is_attested_as_ended_without_waiting_for_its_return() -> None:
+    """Two probes unanswered (a third still may be), the first over the ack window ago: the next attestations
+    end the run at its last ack."""
+    clock, witness = fresh()
+    first = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=1, times=5)
+    for wait in (6, 6, 1):
+        witness.probed(ALICE, now(clock))
+        watching(clock, witness, wait)
+    assert spans(witness.attestations_due(now(clock))) == [(ALICE, first, first + 4_000)]
+    assert witness.tracked == 0 and witness.interrupted == 1
+
+
+def test_one_lost_probe_does_not_end_a_run_even_in_a_slow_pass() -> None:
+    """A single probe lost, and the next one 16 s later (a pass of 16 neighbours) answered: still one run."""
+    clock, witness = fresh()
+    first = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=16, times=2)
+    witness.probed(ALICE, now(clock))  # lost
+    watching(clock, witness, 16)
+    assert witness.attestations_due(now(clock)) == []
+    probe_round(clock, witness, ALICE, every=16, times=2)
+    assert spans(witness.flush(now(clock))) == [(ALICE, first, first + 64_000)]
+    assert witness.interrupted == 0
+
+
 def test_probes_to_others_keep_a_run_open_across_a_neighbours_slow_probes() -> None:
     """A witness probing someone every second keeps watching: its subject probed 4 minutes apart (a slow
     pass, within the gap) stays in one run, and no silence is counted."""
