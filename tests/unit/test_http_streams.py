@@ -19,7 +19,7 @@ from twisted.web.server import Request
 from cortex_rm.yarn_api.http_channel import LimitedChannel
 from cortex_rm.yarn_api.http_limits import HttpLimits, LimitedSite
 from cortex_rm.yarn_api.http_phases import Phase
-from cortex_rm.yarn_api.http_streams import BodyControl, LimitedRequest, StreamingResource
+from cortex_rm.yarn_api.http_streams import STREAM_READ_BYTES, BodyControl, LimitedRequest, StreamingResource
 from cortex_rm.yarn_api.rest_errors import RestError
 from tests.unit.test_http_limits import HalfClosingTransport
 
@@ -79,14 +79,14 @@ class Spooled(Resource):
 
 
 class Connection:
-    def __init__(self, uploads: Uploads | None = None) -> None:
+    def __init__(self, uploads: Uploads | None = None, transport: HalfClosingTransport | None = None) -> None:
         self.clock = Clock()
         self.uploads = uploads or Uploads()
         root = Resource()
         root.putChild(b"up", self.uploads)
         root.putChild(b"spooled", Spooled())
         self.site = LimitedSite(root, limits=LIMITS, clock=self.clock, name="test", untyped_prefixes=(b"/up",))
-        self.transport = HalfClosingTransport()
+        self.transport = transport or HalfClosingTransport()
         self.channel: LimitedChannel = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40000))
         self.channel.makeConnection(self.transport)
 
@@ -254,6 +254,34 @@ def test_a_client_that_goes_away_mid_body_is_told_to_the_stream() -> None:
     c.send(b"z" * 100)
     c.channel.connectionLost(Failure(ConnectionResetError("reset")))
     assert stream.lost_reason is not None and not stream.ended and c.uploads.rendered == []
+
+
+class SocketTransport(HalfClosingTransport):
+    bufferSize = 65536  # (as twisted.internet.tcp.Connection: how much one read of the socket takes)
+
+
+def test_while_a_body_streams_each_socket_read_may_take_a_mebibyte_and_after_it_the_default_again() -> None:
+    c = Connection(transport=SocketTransport())
+    c.send(put("/spooled", "Content-Length: 5\r\n") + b"hello")
+    assert c.transport.bufferSize == 65536  # type: ignore[attr-defined]
+    c.send(put("/up/file?ticket=good", "Content-Length: 10\r\n"))
+    assert c.transport.bufferSize == STREAM_READ_BYTES == 1 << 20  # type: ignore[attr-defined]
+    c.send(b"0123456789")
+    assert c.uploads.rendered and c.transport.bufferSize == 65536  # type: ignore[attr-defined]
+
+
+def test_a_body_cut_off_gives_the_socket_its_read_size_back_and_under_tls_the_tcp_transport_is_the_one_set() -> None:
+    class TlsTransport(HalfClosingTransport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transport = SocketTransport()
+
+    tls = TlsTransport()
+    c = Connection(transport=tls)
+    c.send(put("/up/file?ticket=good", "Content-Length: 1000000\r\n"))
+    assert tls.transport.bufferSize == STREAM_READ_BYTES and not hasattr(tls, "bufferSize")
+    c.channel.connectionLost(Failure(ConnectionResetError("reset")))
+    assert tls.transport.bufferSize == 65536
 
 
 def test_other_resources_keep_a_spooled_body_within_the_sites_limit() -> None:
