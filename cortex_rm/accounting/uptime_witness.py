@@ -160,7 +160,7 @@ class UptimeWitness:
         self.refused = 0  # probes and acks of subjects beyond max_subjects, and of the witness itself
         self.dropped = 0  # ended pieces beyond the bound, never attested
         self.silences = 0  # times the witness itself sent no probe for longer than silence_ms
-        self.interrupted = 0  # runs ended because their subject left a probe unanswered longer than the ack window
+        self.interrupted = 0  # runs ended because their subject left probes unanswered (module doc)
         self._last_sent: int | None = None  # when this member last sent a direct probe (to anyone)
 
     @property

@@ -41,6 +41,8 @@ from cortex_rm.yarn_api.rest_errors import RestError
 log = Logger()
 
 STREAM_READ_BYTES: Final = 1 << 20
+"""How much one read of a streamed body's socket may take (module doc)."""
+
 
 class BodyControl(Protocol):
     """What a :class:`BodyStream` may do to the connection its body arrives on (reactor thread only)."""
