@@ -34,8 +34,9 @@ direct ack a neighbour sends is evidence that it was alive *then*.  The
   what follows is a new run.
 
 ``attestations_due(now_ms)`` returns the ``Attestation``s to sign now: the last
-piece of every run that has ended (gap or epoch), and the new piece of every
-run still open whose last attestation is ``attestation_interval_ms`` old.
+piece of every run that has ended (gap, epoch, unanswered probes or our own
+silence), and the new piece of every run still open whose last attestation is
+``attestation_interval_ms`` old.
 Pieces of one run touch (each starts where the one before ended), so the ledger
 merges them back into the run; what a witness loses when it crashes is at most
 its last interval's piece, which the subject's other witnesses cover.
@@ -198,7 +199,7 @@ class UptimeWitness:
             self._probes[subject] = pending
             pending = None
         if pending is not None:
-            self._left_unanswered(subject, pending, pending.count - 1, now_ms)
+            self._left_unanswered(subject, pending, self._missed(pending, now_ms), now_ms)
         if pending is None or now_ms - pending.latest > self._window:
             self.ignored += 1
             return False
@@ -226,10 +227,11 @@ class UptimeWitness:
         """What to sign now: ended runs' last pieces and open runs' pieces an interval old (by subject)."""
         config = self.config
         for subject, pending in list(self._probes.items()):
-            late = now_ms - pending.latest > config.ack_window_ms
-            self._left_unanswered(subject, pending, pending.count if late else pending.count - 1, now_ms)
-            if late:
-                del self._probes[subject]  # unanswered: the ack, if it comes, is too late to count
+            self._left_unanswered(subject, pending, self._missed(pending, now_ms), now_ms)
+            if now_ms - pending.latest > config.ack_window_ms and subject not in self._runs:
+                # unanswered: an ack, if it comes, is too late to count (kept while a run is open: the next
+                # probe adds to the count, however rarely this neighbour is probed and this is called)
+                del self._probes[subject]
         for subject in [s for s, run in self._runs.items() if now_ms - run.last > config.gap_ms]:
             self._end(subject, self._runs.pop(subject))
         pieces = self._ended
@@ -251,6 +253,11 @@ class UptimeWitness:
                 run.attested_to = run.last
                 run.attested_at = now_ms
         return self._numbered(pieces, now_ms)
+
+    def _missed(self, pending: _Unanswered, now_ms: int) -> int:
+        """How many of the probes ``pending`` counts went unanswered by ``now_ms`` (an ack answers only the latest,
+        and that one only within the ack window)."""
+        return pending.count if now_ms - pending.latest > self._window else pending.count - 1
 
     def _left_unanswered(self, subject: int, pending: _Unanswered, missed: int, now_ms: int) -> bool:
         """Whether ``subject`` has left ``missed`` of the probes ``pending`` counts unanswered, at least two and

@@ -17,9 +17,10 @@ other: the resource finds its stream in ``request.body_stream``.
 Any other request keeps twisted.web's spooled body, within the site's ``max_body_bytes``.
 
 While a body streams, each read from its socket may take ``STREAM_READ_BYTES`` (1 MiB)
-instead of Twisted's 64 KiB: a 1 GiB upload then costs the reactor 1,024 reads through
-twisted.web instead of 16,384, which halves the reactor's CPU in a replicated write
-(``bench/fs_throughput.py``).  The read size is set back when the body is over.
+instead of Twisted's 64 KiB: a 1 GiB upload then costs the reactor as few as 1,024 reads
+through twisted.web instead of at least 16,384, which halves the reactor's CPU in a
+replicated write (``bench/fs_throughput.py``).  The read size is set back when the body
+is over.
 """
 
 from __future__ import annotations

@@ -170,11 +170,47 @@ def test_a_silent_neighbours_run_is_attested_as_ended_without_waiting_for_its_re
     clock, witness = fresh()
     first = now(clock) + 50
     probe_round(clock, witness, ALICE, every=1, times=5)
-    for wait in (6, 6, 1):
+    for wait in (4, 4, 3):  # (at the third probe the first is 8 s old: only the attestations end the run)
         witness.probed(ALICE, now(clock))
         watching(clock, witness, wait)
     assert spans(witness.attestations_due(now(clock))) == [(ALICE, first, first + 4_000)]
     assert witness.tracked == 0 and witness.interrupted == 1
+
+
+def test_a_neighbour_probed_less_often_than_the_window_is_not_bridged_however_often_attestations_are_taken() -> None:
+    """Probed every 16 s (a slow pass) and silent for 80 s, with attestations taken every 2 s in between: each
+    probe's record outlives its window while the run is open, so the count reaches two and the run ends."""
+    clock, witness = fresh()
+    first = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=16, times=3)
+    taken = []
+    for _ in range(5):  # unanswered
+        witness.probed(ALICE, now(clock))
+        for _ in range(8):
+            watching(clock, witness, 2)
+            taken += spans(witness.attestations_due(now(clock)))
+    second = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=16, times=3)
+    assert witness.interrupted == 1 and taken == [(ALICE, first, first + 32_000)]
+    assert spans(witness.flush(now(clock))) == [(ALICE, second, second + 32_000)]
+
+
+def test_a_late_ack_does_not_wipe_the_count_of_probes_left_unanswered() -> None:
+    """Two probes unanswered, then an ack 11 s after the second (too late to count): the run ends there, and
+    the next answered probe starts a new one."""
+    clock, witness = fresh()
+    first = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=16, times=2)
+    witness.probed(ALICE, now(clock))
+    watching(clock, witness, 16)
+    witness.probed(ALICE, now(clock))
+    watching(clock, witness, 11)
+    assert not witness.acknowledged(ALICE, now(clock))
+    watching(clock, witness, 5)
+    second = now(clock) + 50
+    probe_round(clock, witness, ALICE, every=16, times=2)
+    assert witness.interrupted == 1
+    assert spans(witness.flush(now(clock))) == [(ALICE, first, first + 16_000), (ALICE, second, second + 16_000)]
 
 
 def test_one_lost_probe_does_not_end_a_run_even_in_a_slow_pass() -> None:

@@ -5,9 +5,9 @@ reactor calls ``data`` with each piece, a worker thread ``read``s it in the piec
 block writer wants.  Between them at most ``high_water`` bytes wait: when that much is
 buffered the pipe pauses the connection (the kernel's socket buffer fills, TCP makes the
 client wait), and it resumes it once the worker has taken the buffer down to
-``low_water``.  So one upload holds at most ``high_water`` plus one network read plus
-the worker's piece, however fast the client sends and however slow the disk or the
-replicas of the write pipeline are.
+``low_water``.  So one upload holds at most ``high_water`` plus one network read (up to
+1 MiB: ``http_streams.STREAM_READ_BYTES``) plus the worker's piece, however fast the
+client sends and however slow the disk or the replicas of the write pipeline are.
 
 If the body will not be complete (the client went away, the site refused it) the worker's
 next ``read`` raises ``ConnectionError``; a worker that gives up first calls ``close`` and
