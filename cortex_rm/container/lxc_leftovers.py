@@ -52,7 +52,7 @@ from twisted.logger import Logger
 
 from cortex_rm.container.id_ranges import BLOCK, IdRange
 from cortex_rm.container.lxc_config import CGROUP_PARENT
-from cortex_rm.container.node_cgroup import NODE_PREFIX, remove_left_node_cgroups
+from cortex_rm.container.node_cgroup import NODE_PREFIX, hierarchies, remove_left_node_cgroups
 from cortex_rm.container.lxc_reports import signal_pids
 from cortex_rm.container.runtime import ContainerSpec
 
@@ -128,7 +128,7 @@ def remove_cgroups(cgroup_root: Path, cgroup: str, ids: IdRange, app_too: bool =
     another node's may be empty only for the moment before its first container starts."""
     block = int(cgroup.split("/")[-2][1:])
     ours = app_too and ids.base // BLOCK <= block < (ids.base + ids.count) // BLOCK
-    for hierarchy in {*cgroup_root.iterdir(), cgroup_root / "unified"}:
+    for hierarchy in hierarchies(cgroup_root):
         for name in (cgroup, f"{cgroup}.monitor"):
             top = hierarchy / name
             if top.is_dir() and not top.is_symlink():

@@ -42,7 +42,7 @@ from twisted.logger import Logger
 from cortex_rm.container import pinned_dirs
 from cortex_rm.container.id_ranges import IdBlock, IdBlocks, IdRange, IdRangeError
 from cortex_rm.container.net_policy import Endpoint
-from cortex_rm.container.node_cgroup import node_cgroup_name
+from cortex_rm.container.node_cgroup import hierarchies, node_cgroup_name
 from cortex_rm.container.runtime import ContainerSpec, ContainerStartError
 
 log = Logger()
@@ -158,12 +158,11 @@ class ContainerSandbox:
                 self.firewall.application_removed(block, self.nft_cgroup(block))
             except ContainerStartError as e:
                 log.warn("application {app}: {error}", app=application, error=str(e))
-        for hierarchy in self.cgroup_root.iterdir():
-            for path in (hierarchy / self.app_cgroup(block), hierarchy / "unified" / self.app_cgroup(block)):
-                try:
-                    path.rmdir()
-                except OSError:
-                    pass
+        for hierarchy in hierarchies(self.cgroup_root):
+            try:
+                (hierarchy / self.app_cgroup(block)).rmdir()
+            except OSError:
+                pass
 
 
 def give_to(spec: ContainerSpec, uid: int) -> None:

@@ -322,3 +322,19 @@ def test_the_watcher_keeps_a_member_that_left_the_ring_for_the_grace():
     clock.advance(DEPARTED_GRACE_S)
     assert applied[-1].addresses == {"10.2.0.3"}
     watcher.stop()
+
+
+def test_a_released_application_leaves_its_cgroup_in_no_hierarchy(tmp_path: Path) -> None:
+    """The application's cgroup goes from every hierarchy (v1 controllers, one behind a symlink, and cgroup2's
+    ``unified``) when it is released; the node's cgroup above it stays."""
+    from cortex_rm.container.lxc_sandbox import ContainerSandbox
+
+    sandbox = ContainerSandbox(IDS, tmp_path)
+    block, _ = sandbox.blocks.take("app1")
+    real = ("memory", "cpu,cpuacct", "pids", "unified")
+    for hierarchy in real:
+        (tmp_path / hierarchy / sandbox.app_cgroup(block)).mkdir(parents=True)
+    (tmp_path / "cpu").symlink_to("cpu,cpuacct")
+    sandbox.release("app1")
+    assert [h for h in real if (tmp_path / h / sandbox.app_cgroup(block)).exists()] == []
+    assert all((tmp_path / h / sandbox.node_cgroup).is_dir() for h in real)
