@@ -52,7 +52,7 @@ from twisted.logger import Logger
 
 from cortex_rm.container.id_ranges import BLOCK, IdRange
 from cortex_rm.container.lxc_config import CGROUP_PARENT
-from cortex_rm.container.node_cgroup import NODE_PREFIX, hierarchies, remove_left_node_cgroups
+from cortex_rm.container.node_cgroup import NODE_PREFIX, hierarchies, procs_in, remove_left_node_cgroups
 from cortex_rm.container.lxc_reports import signal_pids
 from cortex_rm.container.runtime import ContainerSpec
 
@@ -113,13 +113,8 @@ def left_behind(base_dir: Path) -> list[LeftBehind]:
 
 
 def _procs(cgroup_root: Path, cgroup: str) -> list[int]:
-    pids: list[int] = []
-    for name in (cgroup, f"{cgroup}.monitor"):
-        try:
-            pids += [int(p) for p in (cgroup_root / "pids" / name / "cgroup.procs").read_text().split()]
-        except (FileNotFoundError, ValueError):
-            pass
-    return pids
+    """The processes of a container's cgroup and of its monitor's (in the ``pids`` hierarchy)."""
+    return [pid for name in (cgroup, f"{cgroup}.monitor") for pid in procs_in(cgroup_root / "pids" / name)]
 
 
 def remove_cgroups(cgroup_root: Path, cgroup: str, ids: IdRange, app_too: bool = True) -> None:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Final
 
 from cortex_rm.container.container_recovery import recover_containers
 from cortex_rm.container.lxc_config import CGROUP_PARENT
-from cortex_rm.container.node_cgroup import NODE_PREFIX
+from cortex_rm.container.node_cgroup import NODE_PREFIX, procs_in
 from cortex_rm.container.lxc_leftovers import remove_cgroups
 from cortex_rm.container.lxc_reports import signal_pids
 from cortex_rm.container.lxc_runtime import LxcRuntime
@@ -76,14 +76,10 @@ def reattach(runtime: LxcRuntime, record: ContainerRecord) -> RecoveredContainer
     except BaseException:
         os.close(pidfd)
         raise
-    procs = runtime.cgroup_root / "pids" / record.cgroup_dir / "cgroup.procs"
     container_dir = runtime.base_dir / "containers" / cid
 
     def cgroup_pids() -> list[int]:
-        try:
-            return [int(p) for p in procs.read_text().split()]
-        except (FileNotFoundError, ValueError):
-            return []
+        return procs_in(runtime.cgroup_root / "pids" / record.cgroup_dir)
 
     def alive() -> bool:
         readable, _, _ = select.select([pidfd], [], [], 0)  # a pidfd is readable once its process has ended

@@ -68,7 +68,7 @@ from cortex_rm.container.lxc_config import (
 )
 from cortex_rm.container.lxc_leftovers import reap_left_behind, write_record
 from cortex_rm.container.nm_recovery import EXIT_CODE_FILE
-from cortex_rm.container.node_cgroup import NodeCgroup, NodeLimits
+from cortex_rm.container.node_cgroup import NodeCgroup, NodeLimits, procs_in
 from cortex_rm.container.lxc_sandbox import SYSFS_DIR, ContainerFirewall, ContainerSandbox, mount_sysfs, unmount_sysfs
 from cortex_rm.container.lxc_reports import LxcExecuteProtocol, MemorySnapshot, parent_pid, parse_lxc_log_line, parse_memory_snapshot, signal_pids
 from cortex_rm.container.runtime import (
@@ -274,11 +274,7 @@ class LxcContainer:
             pass
 
     def _cgroup_pids(self) -> list[int]:
-        procs = self.runtime.cgroup_root / "pids" / self.cgroup_dir / "cgroup.procs"
-        try:
-            return [int(p) for p in procs.read_text().split()]
-        except FileNotFoundError:
-            return []
+        return procs_in(self.runtime.cgroup_root / "pids" / self.cgroup_dir)
 
     def _signal_processes(self, sig: int) -> None:
         signal_pids([pid for pid in self._cgroup_pids() if pid != self.pid], sig)

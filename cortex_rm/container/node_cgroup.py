@@ -237,7 +237,7 @@ def _remove_tree(
     except FileNotFoundError:
         return True
     except OSError as e:
-        sweep.kept[str(path)] = pids = _procs(path)
+        sweep.kept[str(path)] = pids = procs_in(path)
         if pids:
             log.warn("left node cgroup {path} kept: processes {pids} are in it", path=str(path), pids=pids)
         else:
@@ -247,7 +247,7 @@ def _remove_tree(
     return True
 
 
-def _procs(cgroup: Path) -> list[int]:
+def procs_in(cgroup: Path) -> list[int]:
     """The processes in ``cgroup`` (its ``cgroup.procs``; none when unreadable)."""
     try:
         return [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
