@@ -194,13 +194,13 @@ class UptimeWitness:
 
     def acknowledged(self, subject: int, now_ms: int, epoch: int = 0) -> bool:
         """``subject`` acked at ``now_ms`` (in its incarnation ``epoch``); whether it was credited."""
-        pending = self._probes.pop(subject, None)
-        if pending is not None and now_ms < pending.latest:  # an ack from before the probe answers an older one
-            self._probes[subject] = pending
-            pending = None
-        if pending is not None:
-            self._left_unanswered(subject, pending, self._missed(pending, now_ms), now_ms)
-        if pending is None or now_ms - pending.latest > self._window:
+        pending = self._probes.get(subject)
+        if pending is None or now_ms < pending.latest:  # no probe, or an ack from before it (it answers an older one)
+            self.ignored += 1
+            return False
+        del self._probes[subject]
+        self._left_unanswered(subject, pending, self._missed(pending, now_ms), now_ms)
+        if now_ms - pending.latest > self._window:  # too late to count
             self.ignored += 1
             return False
         run = self._runs.get(subject)

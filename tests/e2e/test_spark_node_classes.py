@@ -9,9 +9,9 @@ keeps them volatile for about 5 x FROZEN_S (80% up), well past the moment the te
 kills them.  Nodes 1 and 2 lose witnessed time too: while a frozen prober of theirs
 is not yet declared dead, their quorum needs it (``accounting/payouts.py``), which
 took SWIM 10 to 25 s here with two of four members silent (at most about 50 s);
-they become static within about two minutes of the thaw.  Hadoop's NodeCLI shows exactly that; then a Spark job in cluster mode
-puts its AM (and driver) on a static node, and SIGKILL of every volatile node
-running one of its executors does not fail it.
+they become static within about two minutes of the thaw.  Hadoop's NodeCLI shows
+exactly that; then a Spark job in cluster mode puts its AM (and driver) on a static
+node, and SIGKILL of every volatile node running one of its executors does not fail it.
 While the job runs, the RM's status pages, opened in headless Chromium, show the
 four nodes with their classes and the job in progress (a screenshot's path is printed).
 """
