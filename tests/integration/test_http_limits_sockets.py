@@ -1,4 +1,5 @@
-"""``LimitedSite`` on real sockets: slow-header connections are cut at the header timeout, honest clients served.
+"""``LimitedSite`` on real sockets: slow-header connections are cut at the header timeout, honest clients
+served; a streamed body is read from its socket a mebibyte at a time.
 
 The site listens on 127.0.0.1 (port 0) on the real reactor; the clients are blocking
 sockets on a worker thread, so the reactor keeps serving while they wait.
@@ -18,12 +19,15 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from cortex_rm.yarn_api.http_limits import HttpLimits, LimitedSite
+from cortex_rm.yarn_api.http_streams import STREAM_READ_BYTES, BodyControl
 from tests.support.reactor import reactor, wait_until
+from tests.unit.test_http_streams import RecordingStream, Uploads
 
 pytestmark = pytest.mark.integration
 
 HEADER_TIMEOUT_S = 2.0
 SLOW_CONNECTIONS = 100
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # (Linux's; Python names only SO_RCVBUF)
 
 
 class Info(Resource):
@@ -104,3 +108,74 @@ def test_slow_header_connections_are_closed_at_the_header_timeout_while_an_hones
         # Cut at the timeout, not before; the upper bound only keeps a hung server from passing.
         assert HEADER_TIMEOUT_S * 0.95 <= closed - opened < HEADER_TIMEOUT_S + 10
     assert site.refusals.total == SLOW_CONNECTIONS
+
+
+class PausingStream(RecordingStream):
+    """Pauses the body at its first piece, so that the rest of it waits in the socket."""
+
+    def data(self, piece: bytes) -> None:
+        if not self.pieces:
+            self.control.pause()
+        super().data(piece)
+
+
+class PausingUploads(Uploads):
+    """Streams each body into a ``PausingStream``; records the server side's TCP transport
+    (``twisted.internet.tcp.Server``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sockets: list[object] = []
+
+    def open_body(self, request: Request, control: BodyControl) -> RecordingStream | None:
+        if super().open_body(request, control) is None:
+            return None
+        self.opened[-1] = stream = PausingStream(control, self.max_bytes)
+        self.sockets.append(request.channel.transport)
+        return stream
+
+
+def _upload(port: int, body: bytes) -> socket.socket:
+    """Send a streamed PUT with ``body`` (all of it is in the kernel's buffers when this returns)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(f"PUT /up/file?ticket=good HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+    s.sendall(body)
+    return s
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_streamed_body_is_read_from_its_real_socket_a_mebibyte_at_a_time():  # type: ignore[no-untyped-def]
+    """With more than a mebibyte of body waiting in the socket, one read of the real TCP transport
+    takes ``STREAM_READ_BYTES`` (Twisted's own read size is 64 KiB); once the body is in, the
+    connection's read size is Twisted's again.  The stream pauses at its first piece; the
+    server's receive buffer is made big enough (as root, ``SO_RCVBUFFORCE``) that the rest of the
+    body waits in it meanwhile."""
+    uploads = PausingUploads()
+    root = Resource()
+    root.putChild(b"up", uploads)
+    site = LimitedSite(root, limits=HttpLimits(max_body_bytes=1 << 30), clock=reactor(), name="loopback web",
+                       untyped_prefixes=(b"/up",))  # fmt: skip
+    port = reactor().listenTCP(0, site, interface="127.0.0.1")
+    body = bytes(range(256)) * (12 << 10)  # 3 MiB: at least 2 left after the first read
+    client = None
+    try:
+        port.socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)  # (the accepted one inherits it)
+        client = yield threads.deferToThread(_upload, port.getHost().port, body)
+        yield wait_until(lambda: any(s.pieces for s in uploads.opened), "the body's first piece is read", 30)
+        (stream,) = uploads.opened
+        (tcp,) = uploads.sockets
+        before = sum(map(len, stream.pieces))
+        assert tcp.bufferSize == STREAM_READ_BYTES  # type: ignore[attr-defined]
+        stream.control.resume()
+        yield wait_until(lambda: bool(uploads.rendered), "the body is in and the request answered", 30)
+        answer = yield threads.deferToThread(client.recv, 65536)
+    finally:
+        if client is not None:
+            client.close()
+        yield port.stopListening()
+
+    assert b"".join(stream.pieces) == body and answer.startswith(b"HTTP/1.1 200")
+    sizes = [len(p) for p in stream.pieces]
+    assert before == sizes[0] <= STREAM_READ_BYTES, "the stream did not pause at its first piece"
+    assert max(sizes) == STREAM_READ_BYTES, sizes
+    assert tcp.bufferSize == 65536  # type: ignore[attr-defined]
