@@ -20,7 +20,9 @@ While a body streams, each read from its socket may take ``STREAM_READ_BYTES`` (
 instead of Twisted's 64 KiB: a 1 GiB upload then costs the reactor as few as 1,024 reads
 through twisted.web instead of at least 16,384, which halves the reactor's CPU in a
 replicated write (``bench/fs_throughput.py``).  The read size is set back when the body
-is over.
+is over.  (Twisted also takes ``bufferSize`` as the write buffer above which a registered
+producer is paused; nothing of the answer is written while the body streams, bar a short
+refusal, so that changes nothing.)
 """
 
 from __future__ import annotations

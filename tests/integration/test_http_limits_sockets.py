@@ -7,14 +7,18 @@ sockets on a worker thread, so the reactor keeps serving while they wait.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import socket
+import struct
+import termios
 import time
 from dataclasses import dataclass
 
 import pytest
 import pytest_twisted
-from twisted.internet import threads
+from twisted.internet import tcp, threads
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -120,41 +124,51 @@ class PausingStream(RecordingStream):
 
 
 class PausingUploads(Uploads):
-    """Streams each body into a ``PausingStream``; records the server side's TCP transport
-    (``twisted.internet.tcp.Server``)."""
+    """Streams each body into a ``PausingStream``; records the connection's TCP transport."""
+
+    stream_class = PausingStream
 
     def __init__(self) -> None:
         super().__init__()
-        self.sockets: list[object] = []
+        self.transports: list[tcp.Server] = []
 
     def open_body(self, request: Request, control: BodyControl) -> RecordingStream | None:
-        if super().open_body(request, control) is None:
-            return None
-        self.opened[-1] = stream = PausingStream(control, self.max_bytes)
-        self.sockets.append(request.channel.transport)
+        stream = super().open_body(request, control)
+        transport: object = request.channel.transport
+        assert isinstance(transport, tcp.Server)
+        self.transports.append(transport)
         return stream
 
 
 def _upload(port: int, body: bytes) -> socket.socket:
-    """Send a streamed PUT with ``body`` (all of it is in the kernel's buffers when this returns)."""
+    """Send a streamed PUT with ``body``; it has left this socket when this returns."""
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
-    s.sendall(f"PUT /up/file?ticket=good HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n".encode())
-    s.sendall(body)
+    try:
+        s.sendall(f"PUT /up/file?ticket=good HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        s.sendall(body)
+    except BaseException:
+        s.close()
+        raise
     return s
 
 
+def _waiting(transport: tcp.Server) -> int:
+    """How many bytes wait unread in the transport's socket (FIONREAD)."""
+    return int(struct.unpack("i", fcntl.ioctl(transport.socket.fileno(), termios.FIONREAD, b"\0" * 4))[0])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SO_RCVBUFFORCE needs root (CAP_NET_ADMIN)")
 @pytest_twisted.inlineCallbacks
 def test_a_streamed_body_is_read_from_its_real_socket_a_mebibyte_at_a_time():  # type: ignore[no-untyped-def]
     """With more than a mebibyte of body waiting in the socket, one read of the real TCP transport
     takes ``STREAM_READ_BYTES`` (Twisted's own read size is 64 KiB); once the body is in, the
     connection's read size is Twisted's again.  The stream pauses at its first piece; the
     server's receive buffer is made big enough (as root, ``SO_RCVBUFFORCE``) that the rest of the
-    body waits in it meanwhile."""
+    body waits in it meanwhile, which the test sees before it resumes."""
     uploads = PausingUploads()
     root = Resource()
     root.putChild(b"up", uploads)
-    site = LimitedSite(root, limits=HttpLimits(max_body_bytes=1 << 30), clock=reactor(), name="loopback web",
-                       untyped_prefixes=(b"/up",))  # fmt: skip
+    site = LimitedSite(root, limits=HttpLimits(), clock=reactor(), name="loopback web", untyped_prefixes=(b"/up",))
     port = reactor().listenTCP(0, site, interface="127.0.0.1")
     body = bytes(range(256)) * (12 << 10)  # 3 MiB: at least 2 left after the first read
     client = None
@@ -163,19 +177,22 @@ def test_a_streamed_body_is_read_from_its_real_socket_a_mebibyte_at_a_time():  #
         client = yield threads.deferToThread(_upload, port.getHost().port, body)
         yield wait_until(lambda: any(s.pieces for s in uploads.opened), "the body's first piece is read", 30)
         (stream,) = uploads.opened
-        (tcp,) = uploads.sockets
-        before = sum(map(len, stream.pieces))
-        assert tcp.bufferSize == STREAM_READ_BYTES  # type: ignore[attr-defined]
+        (transport,) = uploads.transports
+        first = len(stream.pieces[0])
+        yield wait_until(lambda: _waiting(transport) == len(body) - first, "the rest of the body waits in the socket", 30)
+        assert transport.bufferSize == STREAM_READ_BYTES
         stream.control.resume()
         yield wait_until(lambda: bool(uploads.rendered), "the body is in and the request answered", 30)
         answer = yield threads.deferToThread(client.recv, 65536)
     finally:
         if client is not None:
             client.close()
+        for transport in uploads.transports:
+            transport.abortConnection()  # type: ignore[no-untyped-call]
+        yield wait_until(lambda: site.open_connections == 0, "every connection is closed", 10)
         yield port.stopListening()
 
     assert b"".join(stream.pieces) == body and answer.startswith(b"HTTP/1.1 200")
     sizes = [len(p) for p in stream.pieces]
-    assert before == sizes[0] <= STREAM_READ_BYTES, "the stream did not pause at its first piece"
-    assert max(sizes) == STREAM_READ_BYTES, sizes
-    assert tcp.bufferSize == 65536  # type: ignore[attr-defined]
+    assert first <= STREAM_READ_BYTES and max(sizes) == STREAM_READ_BYTES, sizes
+    assert transport.bufferSize == 65536

@@ -49,6 +49,8 @@ class RecordingStream:
 class Uploads(StreamingResource):
     """PUT with ``ticket=good`` streams its body; any other ticket is refused with InvalidToken."""
 
+    stream_class: type[RecordingStream] = RecordingStream
+
     def __init__(self, max_bytes: int = 4 * GIB) -> None:
         super().__init__()
         self.max_bytes = max_bytes
@@ -60,7 +62,7 @@ class Uploads(StreamingResource):
             return None
         if (request.args or {}).get(b"ticket") != [b"good"]:
             raise RestError(403, INVALID_TOKEN, "the ticket's signature does not match (forged or altered)")
-        stream = RecordingStream(control, self.max_bytes)
+        stream = self.stream_class(control, self.max_bytes)
         self.opened.append(stream)
         return stream
 
