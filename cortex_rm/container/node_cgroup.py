@@ -170,13 +170,10 @@ def hierarchies(cgroup_root: Path) -> list[Path]:
     """Every cgroup hierarchy under ``cgroup_root``: the v1 controllers' mounts and cgroup2's ``unified``
     (LXC makes a container's cgroup in each), one path per real directory."""
     try:
-        found = [p for p in cgroup_root.iterdir() if p.is_dir()]
+        found = sorted(p for p in cgroup_root.iterdir() if p.is_dir())
     except OSError:
-        found = []
-    unified = cgroup_root / "unified"
-    if unified.is_dir() and unified not in found:
-        found.append(unified)
-    return list({os.path.realpath(p): p for p in sorted(found)}.values())
+        return []
+    return list({os.path.realpath(p): p for p in found}.values())
 
 
 def node_blocks(ids: IdRange) -> range:

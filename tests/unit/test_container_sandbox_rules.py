@@ -18,6 +18,7 @@ from cortex_rm.container.id_ranges import (
     check_against_subordinate_files,
     node_id_range,
 )
+from cortex_rm.container.lxc_sandbox import ContainerSandbox
 from cortex_rm.container.net_policy import (
     Members,
     PolicySettings,
@@ -306,8 +307,6 @@ def test_a_departed_members_address_stays_for_the_grace_then_goes():
 
 def test_the_watcher_keeps_a_member_that_left_the_ring_for_the_grace():
     """With a fake clock: the ring loses a member, the firewall keeps its address until the grace is over."""
-    from twisted.internet.task import Clock
-
     clock, applied = Clock(), []
     reports = [_report(HONEST, "10.2.0.2:45454", "10.2.0.2:8042")]
     alive = [(HONEST, MemberStatus.ALIVE)]
@@ -327,8 +326,6 @@ def test_the_watcher_keeps_a_member_that_left_the_ring_for_the_grace():
 def test_a_released_application_leaves_its_cgroup_in_no_hierarchy(tmp_path: Path) -> None:
     """The application's cgroup goes from every hierarchy (v1 controllers, one behind a symlink, and cgroup2's
     ``unified``) when it is released; the node's cgroup above it stays."""
-    from cortex_rm.container.lxc_sandbox import ContainerSandbox
-
     sandbox = ContainerSandbox(IDS, tmp_path)
     block, _ = sandbox.blocks.take("app1")
     real = ("memory", "cpu,cpuacct", "pids", "unified")
